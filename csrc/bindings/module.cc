@@ -1,0 +1,63 @@
+// The pyquant._C extension module: one bind_* function per op family, each in its own file.
+#include <pybind11/stl.h>
+
+#include "bindings/array_utils.h"
+#include "core/isa.h"
+
+namespace pq {
+void bind_bitpack(py::module_& m);
+void bind_int8_gemm(py::module_& m);
+}  // namespace pq
+
+namespace {
+
+pybind11::dict cpu_features_dict() {
+  const pq::CpuFeatures& f = pq::cpu_features();
+  pybind11::dict d;
+  d["vendor"] = f.vendor;
+  d["brand"] = f.brand;
+  d["avx2"] = f.avx2;
+  d["fma"] = f.fma;
+  d["bmi2"] = f.bmi2;
+  d["avx512f"] = f.avx512f;
+  d["avx512bw"] = f.avx512bw;
+  d["avx512dq"] = f.avx512dq;
+  d["avx512vl"] = f.avx512vl;
+  d["avx512vnni"] = f.avx512vnni;
+  d["avx512vbmi"] = f.avx512vbmi;
+  d["avx512vpopcntdq"] = f.avx512vpopcntdq;
+  d["avx512bitalg"] = f.avx512bitalg;
+  d["os_avx"] = f.os_avx;
+  d["os_avx512"] = f.os_avx512;
+  d["neon"] = f.neon;
+  d["neon_dotprod"] = f.neon_dotprod;
+  return d;
+}
+
+std::vector<std::string> available_isa_names() {
+  std::vector<std::string> out;
+  for (pq::Isa isa : pq::available_isas()) out.push_back(pq::isa_name(isa));
+  return out;
+}
+
+void set_isa(const std::string& name) {
+  pq::Isa isa;
+  pq::require(pq::parse_isa(name, &isa),
+              "isa: unknown path '" + name + "' (expected scalar, avx2, avx512 or neon)");
+  pq::require(pq::isa_available(isa),
+              "isa: this CPU (or this build) cannot run the '" + name + "' path");
+  pq::set_active_isa(isa);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "pyquant native kernels";
+  m.def("cpu_features", &cpu_features_dict);
+  m.def("available_isas", &available_isa_names);
+  m.def("active_isa", [] { return std::string(pq::isa_name(pq::active_isa())); });
+  m.def("set_isa", &set_isa, pybind11::arg("name"),
+        "Switch the active path for the whole process (internal: tests and benchmarks).");
+  pq::bind_bitpack(m);
+  pq::bind_int8_gemm(m);
+}

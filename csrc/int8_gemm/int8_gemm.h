@@ -1,0 +1,72 @@
+// int8 GEMM: C[m,n] = sum_k A[m,k] * W[n,k] (algorithms.md section 2), A uint8 or int8 [M, K],
+// W int8 [N, K], C int32 [M, N]. Exact whenever the result fits int32; otherwise it wraps modulo
+// 2^32 on every path alike (the +-128 offset trick relies on that).
+//
+// Packed weight layout (ISA-independent, so one prepack serves every path):
+//   panels [N_pad/64][K_pad/4][64 columns][4 k]  int8, zero padded (N_pad = round_up(N, 64),
+//   K_pad = round_up(K, 4)); aux = int32 column sums sum_k W[n,k], [N_pad].
+// Activations are first "prepared" into the format a path multiplies (u8, s8 or s16), K padded
+// to K_pad with zeros; the offset of that conversion is undone by a per-column bias.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "core/isa.h"
+#include "core/packed_format.h"
+
+namespace pq {
+
+constexpr size_t kInt8PanelCols = 64;  // NR
+constexpr size_t kInt8GroupK = 4;      // KR: k values interleaved per column
+constexpr size_t kInt8PanelGroupBytes = kInt8PanelCols * kInt8GroupK;  // one k-group of a panel
+
+enum class Int8AFormat { u8, s8, s16 };
+
+// Prepared problem handed to a path's compute function.
+struct Int8GemmProblem {
+  const void* a;            // prepared activations [M][lda], element type per Int8AFormat
+  size_t lda;               // elements (>= K_pad)
+  const int8_t* panels;     // packed weight panels
+  size_t k_groups;          // K_pad / 4
+  const int32_t* col_bias;  // [N_pad] added to every output row; nullptr for none
+  int32_t* c;               // output [M][ldc]
+  size_t ldc;
+  size_t n;                 // valid output columns
+};
+
+// Computes rows [m0, m1) of the output columns in panels [p0, p1).
+using Int8ComputeFn = void (*)(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
+
+struct Int8GemmKernels {
+  Int8AFormat a_format;
+  size_t mr;  // rows per micro-tile (the driver splits M in multiples of it)
+  Int8ComputeFn compute;
+};
+const Int8GemmKernels& int8_gemm_kernels(Isa isa);
+
+void int8_compute_scalar(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
+#if defined(PQ_HAVE_X86)
+void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
+void int8_compute_avx512(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
+#endif
+#if defined(PQ_HAVE_NEON)
+void int8_compute_neon(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
+#endif
+
+// --- packing (int8_pack.cc) ---
+// Bytes of the packed buffer for an [n, k] weight.
+size_t int8_packed_bytes(size_t n, size_t k);
+// Writes header + panels + column sums. `op` lets SPARQ reuse the int8 format under its own name.
+void int8_pack_weights(const int8_t* w, size_t n, size_t k, PackedOp op, uint16_t flags,
+                       uint8_t* out);
+// Panels [N_pad/64][K_pad/4][64][4] from rows of W (used by other packers too).
+void int8_pack_panels(const int8_t* w, size_t n, size_t k, int8_t* panels, int32_t* col_sums);
+
+// --- driver (int8_gemm_driver.cc) ---
+// Runs the whole GEMM on the active path: prepares A, threads over (panel, M-range) tiles.
+// `a` is [m][lda_in] bytes, uint8 if !a_signed else int8. Releases nothing: call without the GIL.
+void int8_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda_in, bool a_signed,
+                   const int8_t* panels, const int32_t* col_sums, size_t n, int32_t* c,
+                   int threads, Isa isa);
+
+}  // namespace pq

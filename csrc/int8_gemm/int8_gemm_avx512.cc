@@ -1,0 +1,113 @@
+// AVX-512 VNNI path: a 6x64 register tile of vpdpbusd (u8 x s8 -> s32, 4-way).
+// Per k-group of 4: 4 zmm weight loads (64 columns x 4 k), one dword broadcast of A per row,
+// 24 vpdpbusd into 24 accumulators (29 of 32 zmm registers in use).
+// K is blocked so a panel's weight block stays in L1/L2 while all M tiles pass over it.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "int8_gemm/int8_gemm.h"
+
+namespace pq {
+namespace {
+
+inline int32_t load_i32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+constexpr size_t kMR = 6;
+constexpr size_t kBlockGroups = 256;  // k-groups per K block: 64 cols x 1024 k = 64 KiB of weights
+
+// The accumulation loop writes its raw 6x64 sums to a small L1-resident buffer and a separate
+// epilogue applies masks, bias and K-block accumulation: with the epilogue fused, GCC 12 spills
+// the 24 accumulators to the stack on every iteration. Accumulators are named variables (an
+// array of them also ends up in memory).
+#define PQ_ROW_DECL(r)                                                   \
+  __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = c##r##0, c##r##2 = c##r##0, \
+          c##r##3 = c##r##0;
+#define PQ_ROW_FMA(r)                                                    \
+  if constexpr (MR > r) {                                                \
+    const __m512i av = _mm512_set1_epi32(load_i32(a + r * lda + g * 4)); \
+    c##r##0 = _mm512_dpbusd_epi32(c##r##0, av, b0);                      \
+    c##r##1 = _mm512_dpbusd_epi32(c##r##1, av, b1);                      \
+    c##r##2 = _mm512_dpbusd_epi32(c##r##2, av, b2);                      \
+    c##r##3 = _mm512_dpbusd_epi32(c##r##3, av, b3);                      \
+  }
+#define PQ_ROW_SAVE(r)                                                   \
+  if constexpr (MR > r) {                                                \
+    _mm512_storeu_si512(sums + r * 64, c##r##0);                         \
+    _mm512_storeu_si512(sums + r * 64 + 16, c##r##1);                    \
+    _mm512_storeu_si512(sums + r * 64 + 32, c##r##2);                    \
+    _mm512_storeu_si512(sums + r * 64 + 48, c##r##3);                    \
+  }
+
+// sums[r][64] = sum over `groups` k-groups of A rows x the panel block
+template <size_t MR>
+__attribute__((noipa)) void accumulate_tile(const uint8_t* a, size_t lda, const int8_t* b,
+                                               size_t groups, int32_t* sums) {
+  PQ_ROW_DECL(0) PQ_ROW_DECL(1) PQ_ROW_DECL(2) PQ_ROW_DECL(3) PQ_ROW_DECL(4) PQ_ROW_DECL(5)
+  for (size_t g = 0; g < groups; ++g) {
+    const int8_t* bg = b + g * kInt8PanelGroupBytes;
+    const __m512i b0 = _mm512_loadu_si512(bg);
+    const __m512i b1 = _mm512_loadu_si512(bg + 64);
+    const __m512i b2 = _mm512_loadu_si512(bg + 128);
+    const __m512i b3 = _mm512_loadu_si512(bg + 192);
+    PQ_ROW_FMA(0) PQ_ROW_FMA(1) PQ_ROW_FMA(2) PQ_ROW_FMA(3) PQ_ROW_FMA(4) PQ_ROW_FMA(5)
+  }
+  PQ_ROW_SAVE(0) PQ_ROW_SAVE(1) PQ_ROW_SAVE(2) PQ_ROW_SAVE(3) PQ_ROW_SAVE(4) PQ_ROW_SAVE(5)
+}
+#undef PQ_ROW_DECL
+#undef PQ_ROW_FMA
+#undef PQ_ROW_SAVE
+
+void tile(size_t mr, const uint8_t* a, size_t lda, const int8_t* b, size_t groups, int32_t* c,
+          size_t ldc, size_t nc, const int32_t* bias, bool accumulate) {
+  alignas(64) int32_t sums[kMR * 64];
+  switch (mr) {
+    case 6: accumulate_tile<6>(a, lda, b, groups, sums); break;
+    case 5: accumulate_tile<5>(a, lda, b, groups, sums); break;
+    case 4: accumulate_tile<4>(a, lda, b, groups, sums); break;
+    case 3: accumulate_tile<3>(a, lda, b, groups, sums); break;
+    case 2: accumulate_tile<2>(a, lda, b, groups, sums); break;
+    default: accumulate_tile<1>(a, lda, b, groups, sums); break;
+  }
+  for (size_t j = 0; j < 4; ++j) {
+    const size_t left = nc > j * 16 ? nc - j * 16 : 0;
+    if (left == 0) break;
+    const __mmask16 mask = left >= 16 ? static_cast<__mmask16>(0xffff)
+                                      : static_cast<__mmask16>((1u << left) - 1);
+    for (size_t r = 0; r < mr; ++r) {
+      int32_t* dst = c + r * ldc + j * 16;
+      __m512i x = _mm512_load_si512(sums + r * 64 + j * 16);
+      if (accumulate)
+        x = _mm512_add_epi32(x, _mm512_maskz_loadu_epi32(mask, dst));
+      else if (bias)
+        x = _mm512_add_epi32(x, _mm512_loadu_si512(bias + j * 16));
+      _mm512_mask_storeu_epi32(dst, mask, x);
+    }
+  }
+}
+
+}  // namespace
+
+void int8_compute_avx512(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
+  const uint8_t* a = static_cast<const uint8_t*>(p.a);
+  for (size_t kb = 0; kb < p.k_groups; kb += kBlockGroups) {
+    const size_t groups = p.k_groups - kb < kBlockGroups ? p.k_groups - kb : kBlockGroups;
+    for (size_t panel = p0; panel < p1; ++panel) {
+      const int8_t* b = p.panels + (panel * p.k_groups + kb) * kInt8PanelGroupBytes;
+      const size_t col0 = panel * kInt8PanelCols;
+      const size_t nc = p.n - col0 < kInt8PanelCols ? p.n - col0 : kInt8PanelCols;
+      const int32_t* bias = p.col_bias ? p.col_bias + col0 : nullptr;
+      for (size_t m = m0; m < m1; m += kMR) {
+        const size_t mr = m1 - m < kMR ? m1 - m : kMR;
+        tile(mr, a + m * p.lda + kb * kInt8GroupK, p.lda, b, groups,
+                      p.c + m * p.ldc + col0, p.ldc, nc, bias, kb > 0);
+      }
+    }
+  }
+}
+
+}  // namespace pq

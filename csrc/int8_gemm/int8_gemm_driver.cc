@@ -1,0 +1,120 @@
+#include <memory>
+#include <vector>
+
+#include "core/macros.h"
+#include "core/thread_pool.h"
+#include "int8_gemm/int8_gemm.h"
+
+namespace pq {
+
+const Int8GemmKernels& int8_gemm_kernels(Isa isa) {
+  static const Int8GemmKernels scalar{Int8AFormat::u8, 4, int8_compute_scalar};
+#if defined(PQ_HAVE_X86)
+  static const Int8GemmKernels avx2{Int8AFormat::s16, 4, int8_compute_avx2};
+  static const Int8GemmKernels avx512{Int8AFormat::u8, 6, int8_compute_avx512};
+  if (isa == Isa::avx512) return avx512;
+  if (isa == Isa::avx2) return avx2;
+#endif
+#if defined(PQ_HAVE_NEON)
+  static const Int8GemmKernels neon{Int8AFormat::s8, 4, int8_compute_neon};
+  if (isa == Isa::neon) return neon;
+#endif
+  return scalar;
+}
+
+namespace {
+
+// Converts rows [m0, m1) of A into the path's format, K padded with zeros to k_pad.
+// xor_mask flips the sign bit (u8 <-> s8 by an offset of 128).
+void prepare_rows(const uint8_t* a, size_t lda_in, size_t k, size_t k_pad, bool a_signed,
+                  Int8AFormat fmt, void* out, size_t m0, size_t m1) {
+  if (fmt == Int8AFormat::s16) {
+    int16_t* dst = static_cast<int16_t*>(out);
+    for (size_t m = m0; m < m1; ++m) {
+      const uint8_t* src = a + m * lda_in;
+      int16_t* d = dst + m * k_pad;
+      if (a_signed)
+        for (size_t i = 0; i < k; ++i) d[i] = static_cast<int8_t>(src[i]);
+      else
+        for (size_t i = 0; i < k; ++i) d[i] = src[i];
+      for (size_t i = k; i < k_pad; ++i) d[i] = 0;
+    }
+    return;
+  }
+  // u8 format needs unsigned input, s8 format signed: flip when they differ.
+  const bool flip = (fmt == Int8AFormat::u8) == a_signed;
+  const uint8_t x = flip ? 0x80 : 0x00;
+  uint8_t* dst = static_cast<uint8_t*>(out);
+  for (size_t m = m0; m < m1; ++m) {
+    const uint8_t* src = a + m * lda_in;
+    uint8_t* d = dst + m * k_pad;
+    for (size_t i = 0; i < k; ++i) d[i] = src[i] ^ x;
+    // Padding must multiply to zero: weights are zero-padded, so any value works; use 0.
+    for (size_t i = k; i < k_pad; ++i) d[i] = 0;
+  }
+}
+
+}  // namespace
+
+void int8_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda_in, bool a_signed,
+                   const int8_t* panels, const int32_t* col_sums, size_t n, int32_t* c,
+                   int threads, Isa isa) {
+  if (m == 0 || n == 0) return;
+  const Int8GemmKernels& kern = int8_gemm_kernels(isa);
+  const size_t k_pad = round_up(k, kInt8GroupK);
+  const size_t n_pad = round_up(n, kInt8PanelCols);
+  const size_t n_panels = n_pad / kInt8PanelCols;
+
+  // Activations: use A in place when it already is the path's format, else convert.
+  const bool needs_flip = kern.a_format == Int8AFormat::u8 ? a_signed
+                          : kern.a_format == Int8AFormat::s8 ? !a_signed
+                                                             : false;
+  const bool in_place = kern.a_format != Int8AFormat::s16 && !needs_flip && k == k_pad;
+  std::unique_ptr<uint8_t[]> a_buf;
+  Int8GemmProblem prob{};
+  if (in_place) {
+    prob.a = a;
+    prob.lda = lda_in;
+  } else {
+    const size_t elem = kern.a_format == Int8AFormat::s16 ? 2 : 1;
+    a_buf.reset(new uint8_t[m * k_pad * elem + 64]);
+    const size_t chunks = m >= 64 && threads > 1 ? static_cast<size_t>(threads) : 1;
+    parallel_for(chunks, threads, [&](size_t t) {
+      prepare_rows(a, lda_in, k, k_pad, a_signed, kern.a_format, a_buf.get(), m * t / chunks,
+                   m * (t + 1) / chunks);
+    });
+    prob.a = a_buf.get();
+    prob.lda = k_pad;
+  }
+
+  // Undo the +-128 offset: sum (a ^ 0x80) w = sum a w +- 128 * colsum.
+  std::vector<int32_t> bias;
+  if (needs_flip) {
+    const uint32_t sign = kern.a_format == Int8AFormat::u8 ? static_cast<uint32_t>(-1) : 1u;
+    bias.resize(n_pad);
+    for (size_t j = 0; j < n_pad; ++j)
+      bias[j] = static_cast<int32_t>(sign * 128u * static_cast<uint32_t>(col_sums[j]));
+  }
+  prob.col_bias = needs_flip ? bias.data() : nullptr;
+  prob.panels = panels;
+  prob.k_groups = k_pad / kInt8GroupK;
+  prob.c = c;
+  prob.ldc = n;
+  prob.n = n;
+
+  // Tasks: one panel each (B reused across all rows), M split too when panels are few.
+  const size_t want = static_cast<size_t>(threads > 1 ? threads : 1) * 4;
+  size_t m_chunks = 1;
+  if (n_panels < want) m_chunks = div_round_up(want, n_panels);
+  const size_t max_m_chunks = div_round_up(m, kern.mr);
+  if (m_chunks > max_m_chunks) m_chunks = max_m_chunks;
+  const size_t tiles_m = div_round_up(m, kern.mr);
+  parallel_for(n_panels * m_chunks, threads, [&](size_t t) {
+    const size_t panel = t / m_chunks, mc = t % m_chunks;
+    const size_t m0 = tiles_m * mc / m_chunks * kern.mr;
+    const size_t m1 = tiles_m * (mc + 1) / m_chunks * kern.mr;
+    kern.compute(prob, m0, m1 < m ? m1 : m, panel, panel + 1);
+  });
+}
+
+}  // namespace pq

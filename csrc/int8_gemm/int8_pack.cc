@@ -1,0 +1,56 @@
+#include <cstring>
+
+#include "core/macros.h"
+#include "int8_gemm/int8_gemm.h"
+
+namespace pq {
+
+size_t int8_packed_bytes(size_t n, size_t k) {
+  const size_t n_pad = round_up(n, kInt8PanelCols), k_pad = round_up(k, kInt8GroupK);
+  return kPackedAlign + round_up(n_pad * k_pad, kPackedAlign) + n_pad * sizeof(int32_t);
+}
+
+void int8_pack_panels(const int8_t* w, size_t n, size_t k, int8_t* panels, int32_t* col_sums) {
+  const size_t n_pad = round_up(n, kInt8PanelCols), k_pad = round_up(k, kInt8GroupK);
+  const size_t k_groups = k_pad / kInt8GroupK;
+  std::memset(panels, 0, n_pad * k_pad);
+  for (size_t col = 0; col < n_pad; ++col) {
+    int64_t sum = 0;
+    if (col < n) {
+      const size_t panel = col / kInt8PanelCols, lane = col % kInt8PanelCols;
+      int8_t* dst = panels + panel * k_groups * kInt8PanelGroupBytes + lane * kInt8GroupK;
+      const int8_t* src = w + col * k;
+      for (size_t kk = 0; kk < k; ++kk) {
+        dst[(kk / kInt8GroupK) * kInt8PanelGroupBytes + kk % kInt8GroupK] = src[kk];
+        sum += src[kk];
+      }
+    }
+    col_sums[col] = static_cast<int32_t>(sum);  // |sum| <= 128*K: fits for any K < 2^24
+  }
+}
+
+void int8_pack_weights(const int8_t* w, size_t n, size_t k, PackedOp op, uint16_t flags,
+                       uint8_t* out) {
+  const size_t n_pad = round_up(n, kInt8PanelCols), k_pad = round_up(k, kInt8GroupK);
+  PackedHeader h{};
+  std::memcpy(h.magic, kPackedMagic, 4);
+  h.version = kPackedVersion;
+  h.op = static_cast<uint16_t>(op);
+  h.n = static_cast<uint32_t>(n);
+  h.k = static_cast<uint32_t>(k);
+  h.n_padded = static_cast<uint32_t>(n_pad);
+  h.k_padded = static_cast<uint32_t>(k_pad);
+  h.bits = 8;
+  h.nr = kInt8PanelCols;
+  h.kr = kInt8GroupK;
+  h.flags = flags;
+  h.data_offset = kPackedAlign;
+  h.aux_offset = kPackedAlign + round_up(n_pad * k_pad, kPackedAlign);
+  h.total_bytes = int8_packed_bytes(n, k);
+  std::memset(out, 0, h.total_bytes);
+  std::memcpy(out, &h, sizeof(h));
+  int8_pack_panels(w, n, k, reinterpret_cast<int8_t*>(out + h.data_offset),
+                   reinterpret_cast<int32_t*>(out + h.aux_offset));
+}
+
+}  // namespace pq

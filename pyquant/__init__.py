@@ -1,0 +1,35 @@
+"""pyquant: ultra-low-bit neural-network inference kernels for CPUs.
+
+Public API (see the design notes' api.md): introspection (cpu_info, set_num_threads,
+get_num_threads), canonical packing (pack, unpack), exact integer GEMMs (int8_gemm, ...),
+prepack / PackedWeight.
+"""
+from __future__ import annotations
+
+from . import _native  # noqa: F401  (applies PYQUANT_ISA before any kernel runs)
+from . import _C
+from ._threads import get_num_threads, set_num_threads
+from .int8 import int8_gemm
+from .packed import PackedWeight, prepack
+from .packing import pack, unpack
+
+__version__ = "0.1.0"
+
+
+def cpu_info() -> dict:
+    """The CPU, the active kernel path and the paths this CPU can run."""
+    features = _C.cpu_features()
+    return {
+        "isa": _C.active_isa(),
+        "available": list(_C.available_isas()),
+        "threads": get_num_threads(),
+        "vendor": features.pop("vendor"),
+        "brand": features.pop("brand"),
+        "features": features,
+    }
+
+
+__all__ = [
+    "cpu_info", "get_num_threads", "set_num_threads", "pack", "unpack", "int8_gemm",
+    "prepack", "PackedWeight", "__version__",
+]

@@ -1,0 +1,113 @@
+"""PackedWeight: a weight packed once for one GEMM, and pyquant.prepack.
+
+The buffer starts with a 64-byte self-describing header (csrc/core/packed_format.h) that the
+kernels validate on every use: a weight packed for another op or other arguments is a ValueError.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from . import _arrays
+
+_HEADER = np.dtype(
+    [
+        ("magic", "S4"), ("version", "<u2"), ("op", "<u2"), ("n", "<u4"), ("k", "<u4"),
+        ("n_padded", "<u4"), ("k_padded", "<u4"), ("bits", "<u2"), ("nr", "<u2"), ("kr", "<u2"),
+        ("flags", "<u2"), ("w_levels", "i1", (4,)), ("reserved", "<u4"), ("data_offset", "<u8"),
+        ("aux_offset", "<u8"), ("total_bytes", "<u8"),
+    ]
+)
+assert _HEADER.itemsize == 64
+
+OP_IDS = {"int8_gemm": 1, "lut_gemm": 2, "lowbit_gemm": 3, "sparq_gemm": 4}
+OP_NAMES = {v: k for k, v in OP_IDS.items()}
+
+
+class PackedWeight:
+    """A weight ``[N, K]`` packed for one op. Treat as opaque; pass it wherever ``w`` goes.
+
+    ``params`` holds the op keyword arguments it was packed with (``bits=``, ``w_levels=``...).
+    Picklable; ``buffer`` (uint8) is what is stored in a state_dict.
+    """
+
+    __slots__ = ("buffer", "op", "params")
+
+    def __init__(self, buffer: np.ndarray, op: str, params: dict | None = None):
+        if not isinstance(buffer, np.ndarray) or buffer.dtype != np.uint8 or buffer.ndim != 1:
+            raise TypeError("buffer: expected a 1-D uint8 numpy array")
+        self.buffer = buffer
+        self.op = op
+        self.params = dict(params or {})
+        h = self.header()
+        if h["magic"] != b"PQWT":
+            raise ValueError("buffer: not a pyquant packed weight (bad magic)")
+        if OP_NAMES.get(int(h["op"])) != op:
+            raise ValueError(f"buffer: packed for op id {int(h['op'])}, not {op!r}")
+
+    def header(self) -> np.void:
+        return self.buffer[:64].view(_HEADER)[0]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        h = self.header()
+        return int(h["n"]), int(h["k"])
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.buffer.nbytes)
+
+    def __repr__(self) -> str:
+        n, k = self.shape
+        extra = "".join(f", {k_}={v!r}" for k_, v in sorted(self.params.items()))
+        return f"PackedWeight(op={self.op!r}, shape=({n}, {k}){extra}, nbytes={self.nbytes})"
+
+    def __getstate__(self):
+        return {"buffer": self.buffer, "op": self.op, "params": self.params}
+
+    def __setstate__(self, state):
+        self.buffer = state["buffer"]
+        self.op = state["op"]
+        self.params = state["params"]
+
+
+_PREPACKERS: dict[str, Callable[..., PackedWeight]] = {}
+
+
+def register_prepack(op: str):
+    def deco(fn):
+        _PREPACKERS[op] = fn
+        return fn
+    return deco
+
+
+def prepack(w: Any, op: str, **op_kwargs) -> PackedWeight:
+    """Packs ``w`` (``[N, K]``) once for the GEMM named by ``op``, with that op's keyword arguments."""
+    if not isinstance(op, str):
+        raise TypeError(f"op: expected a str, got {type(op).__name__}")
+    if op not in _PREPACKERS:
+        raise ValueError(f"op: unknown op {op!r}; expected one of {sorted(_PREPACKERS)}")
+    if isinstance(w, PackedWeight):
+        raise TypeError("w: already a PackedWeight; pass the unpacked weight")
+    return _PREPACKERS[op](w, **op_kwargs)
+
+
+def resolve_weight(w: Any, op: str, params: dict) -> PackedWeight:
+    """w as a PackedWeight for `op` with `params`: packs raw weights, checks packed ones."""
+    if isinstance(w, PackedWeight):
+        if w.op != op:
+            raise ValueError(
+                f"w: this PackedWeight was packed for {w.op!r}, not {op!r}; prepack it with op={op!r}"
+            )
+        for key, value in params.items():
+            if w.params.get(key) != value:
+                raise ValueError(
+                    f"w: packed with {key}={w.params.get(key)!r} but called with {key}={value!r}"
+                )
+        return w
+    return prepack(w, op, **params)
+
+
+def weight_numpy(w: Any, name: str = "w") -> np.ndarray:
+    return _arrays.to_numpy(w, name)
