@@ -25,6 +25,8 @@ def to_numpy(x: Any, name: str) -> np.ndarray:
     """A numpy view of x (numpy array or CPU torch tensor); TypeError for anything else."""
     if isinstance(x, np.ndarray):
         return x
+    if isinstance(x, np.generic):
+        return np.asarray(x)
     if is_torch(x):
         if x.device.type != "cpu":
             raise TypeError(f"{name}: expected a CPU tensor, got one on {x.device}")

@@ -1,0 +1,116 @@
+import numpy as np
+import pytest
+import torch
+
+import pyquant
+from reference import gemm_ref
+
+# XNNPACK-style sweep: M over 1..MR and beyond (MR is 6 on AVX-512, 4 elsewhere), N tails around
+# the 64-column panel and the 8/16-column vectors, K below/at/above the 4-wide group and the
+# 1024-wide K block.
+SHAPES = [
+    (m, n, k)
+    for m in (1, 2, 3, 4, 5, 6, 7, 13)
+    for n, k in ((1, 1), (7, 3), (16, 4), (63, 5), (64, 64), (65, 1023), (130, 1025))
+] + [(256, 96, 2051), (33, 200, 4096)]
+
+
+def rand(rng, dtype, shape):
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max + 1, size=shape).astype(dtype)
+
+
+@pytest.mark.parametrize("a_dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("m,n,k", SHAPES)
+def test_matches_reference(isa, rng, a_dtype, m, n, k):
+    a, w = rand(rng, a_dtype, (m, k)), rand(rng, np.int8, (n, k))
+    np.testing.assert_array_equal(pyquant.int8_gemm(a, w), gemm_ref(a, w))
+
+
+@pytest.mark.parametrize("a_dtype", [np.uint8, np.int8])
+def test_prepacked_and_threads(isa, rng, threads, a_dtype):
+    a, w = rand(rng, a_dtype, (37, 3001)), rand(rng, np.int8, (300, 3001))
+    pw = pyquant.prepack(w, "int8_gemm")
+    np.testing.assert_array_equal(pyquant.int8_gemm(a, pw), gemm_ref(a, w))
+
+
+@pytest.mark.parametrize("a_value, w_value", [(255, -128), (255, 127), (-128, -128), (127, -128)])
+def test_k65536_extremes_do_not_overflow(isa, a_value, w_value):
+    # 255 * -128 * 65536 = -2^31 + 2^24...: the largest magnitudes int32 holds; any int16
+    # saturation (vpmaddubsw) or int32 overflow of an offset would show here.
+    k = 65536
+    a_dtype = np.int8 if a_value < 0 or a_value == 127 else np.uint8
+    a = np.full((3, k), a_value, a_dtype)
+    w = np.full((5, k), w_value, np.int8)
+    np.testing.assert_array_equal(pyquant.int8_gemm(a, w), gemm_ref(a, w))
+
+
+def test_torch_in_torch_out(rng):
+    a = torch.from_numpy(rand(rng, np.int8, (5, 70)))
+    w = torch.from_numpy(rand(rng, np.int8, (9, 70)))
+    c = pyquant.int8_gemm(a, w)
+    assert isinstance(c, torch.Tensor) and c.dtype == torch.int32
+    assert torch.equal(c, torch.from_numpy(gemm_ref(a.numpy(), w.numpy())))
+    # non-contiguous views are accepted
+    at = torch.from_numpy(rand(rng, np.uint8, (70, 5))).t()
+    assert torch.equal(pyquant.int8_gemm(at, w), torch.from_numpy(gemm_ref(at.numpy(), w.numpy())))
+
+
+def test_all_paths_bit_identical(rng):
+    a, w = rand(rng, np.int8, (11, 777)), rand(rng, np.int8, (150, 777))
+    pw = pyquant.prepack(w, "int8_gemm")
+    outs = []
+    for name in pyquant.cpu_info()["available"]:
+        pyquant._C.set_isa(name)
+        outs.append(pyquant.int8_gemm(a, pw))
+    pyquant._C.set_isa(pyquant.cpu_info()["available"][-1])
+    for out in outs:
+        np.testing.assert_array_equal(out, outs[0])
+
+
+def test_empty_dims():
+    assert pyquant.int8_gemm(np.zeros((0, 5), np.uint8), np.zeros((3, 5), np.int8)).shape == (0, 3)
+    assert pyquant.int8_gemm(np.zeros((2, 5), np.uint8), np.zeros((0, 5), np.int8)).shape == (2, 0)
+    c = pyquant.int8_gemm(np.zeros((2, 0), np.uint8), np.zeros((3, 0), np.int8))
+    assert c.shape == (2, 3) and not c.any()
+
+
+def test_packed_weight_header_is_checked(rng):
+    w = rand(rng, np.int8, (8, 16))
+    pw = pyquant.prepack(w, "int8_gemm")
+    assert "int8_gemm" in repr(pw) and pw.shape == (8, 16)
+    with pytest.raises(ValueError, match=r"a: expected shape \[M, 16\]"):
+        pyquant.int8_gemm(np.zeros((2, 15), np.uint8), pw)
+    broken = pyquant.PackedWeight(pw.buffer.copy(), "int8_gemm")
+    broken.buffer[0] = ord("X")
+    with pytest.raises(ValueError, match="magic"):
+        pyquant.int8_gemm(np.zeros((2, 16), np.uint8), broken)
+    truncated = pyquant.PackedWeight(pw.buffer[:-4].copy(), "int8_gemm")
+    with pytest.raises(ValueError, match="size"):
+        pyquant.int8_gemm(np.zeros((2, 16), np.uint8), truncated)
+
+
+@pytest.mark.parametrize(
+    "a, w, exc, match",
+    [
+        (np.zeros((2, 4), np.int16), np.zeros((3, 4), np.int8), TypeError, "a: expected dtype"),
+        (np.zeros((2, 4), np.uint8), np.zeros((3, 4), np.uint8), TypeError, "w: expected dtype"),
+        (np.zeros((2, 4), np.float32), np.zeros((3, 4), np.int8), TypeError, "a"),
+        (np.zeros(4, np.uint8), np.zeros((3, 4), np.int8), ValueError, "a: expected a 2-D"),
+        (np.zeros((2, 4), np.uint8), np.zeros((3, 5), np.int8), ValueError, "a: expected shape"),
+        (np.zeros((2, 4), np.uint8), np.zeros((1, 3, 4), np.int8), ValueError, "w: expected a 2-D"),
+        ([[1, 2]], np.zeros((3, 2), np.int8), TypeError, "a"),
+        (np.zeros((2, 4), np.uint8), None, TypeError, "w"),
+    ],
+)
+def test_bad_input(a, w, exc, match):
+    with pytest.raises(exc, match=match):
+        pyquant.int8_gemm(a, w)
+
+
+def test_packed_for_other_op_is_rejected(rng):
+    pw = pyquant.prepack(rand(rng, np.int8, (4, 8)), "int8_gemm")
+    pw_other = pyquant.PackedWeight(pw.buffer.copy(), "int8_gemm")
+    pw_other.op = "lowbit_gemm"
+    with pytest.raises(ValueError, match="packed for"):
+        pyquant.int8_gemm(np.zeros((1, 8), np.uint8), pw_other)
