@@ -1,0 +1,162 @@
+// Kernel choice, activation preparation (part of the op's cost) and threading.
+#include <memory>
+#include <vector>
+
+#include "core/macros.h"
+#include "core/thread_pool.h"
+#include "lut_gemm/lut_gemm.h"
+
+namespace pq {
+
+const char* lut_kernel_name(LutKernel k) {
+  switch (k) {
+    case LutKernel::automatic: return "auto";
+    case LutKernel::scalar: return "scalar";
+    case LutKernel::deepgemm: return "deepgemm";
+    case LutKernel::vpermb: return "vpermb";
+  }
+  return "?";
+}
+
+LutKernelInfo lut_select(Isa isa, LutKernel want, const LutCodebook& cb, LutKernel* chosen) {
+  LutKernel k = want;
+  if (k == LutKernel::automatic) {
+    // Fastest exact kernel: vpermb (3 products per lookup byte) where the codebook allows,
+    // else the DeepGEMM pshufb table; the scalar path only where there is no SIMD.
+    if (isa == Isa::avx512 && lut_vpermb_ok(cb))
+      k = LutKernel::vpermb;
+    else if (isa == Isa::avx512 || isa == Isa::avx2 || isa == Isa::neon)
+      k = LutKernel::deepgemm;
+    else
+      k = LutKernel::scalar;
+  }
+  *chosen = k;
+  if (k == LutKernel::scalar) return {lut_compute_scalar, 4};
+#if defined(PQ_HAVE_X86)
+  if (k == LutKernel::deepgemm && isa == Isa::avx2) return {lut_deepgemm_avx2, 4};
+  if (k == LutKernel::deepgemm && isa == Isa::avx512) return {lut_deepgemm_avx512, 6};
+  if (k == LutKernel::vpermb && isa == Isa::avx512 && lut_vpermb_ok(cb))
+    return {lut_vpermb_avx512, 6};
+#endif
+#if defined(PQ_HAVE_NEON)
+  if (k == LutKernel::deepgemm && isa == Isa::neon) return {lut_deepgemm_neon, 4};
+#endif
+  return {nullptr, 0};
+}
+
+namespace {
+
+// DeepGEMM activations: one dword per k holding the code in every byte, at bits 1:0 for even k
+// (table P, weight at 3:2) and at bits 3:2 for odd k (table Q, weight at 1:0). A dword lets the
+// kernels broadcast it with a plain load (embedded broadcast on AVX-512). Pad codes are 0.
+void prepare_deep(const uint8_t* a, size_t lda, size_t k, size_t k_pad, uint32_t* out, size_t m0,
+                  size_t m1) {
+  for (size_t m = m0; m < m1; ++m) {
+    const uint8_t* src = a + m * lda;
+    uint32_t* d = out + m * k_pad;
+    for (size_t i = 0; i < k; ++i) d[i] = (static_cast<uint32_t>(src[i]) << (2 * (i & 1))) * 0x01010101u;
+    for (size_t i = k; i < k_pad; ++i) d[i] = 0;
+  }
+}
+
+// vpermb activations: per block of 12 k (3 packed groups), the byte offsets of the 4 tables its
+// 4 lookups use. The activation index mirrors the weight index bits: (k1, k0, k3) of each group,
+// then (k2 of group 0, 1, 2).
+void prepare_vpermb(const uint8_t* a, size_t lda, size_t k, size_t k_pad, uint32_t* out,
+                    size_t m0, size_t m1) {
+  std::vector<uint8_t> row(k_pad, 0);
+  const size_t per_row = k_pad / 3;
+  for (size_t m = m0; m < m1; ++m) {
+    const uint8_t* src = a + m * lda;
+    for (size_t i = 0; i < k; ++i) row[i] = src[i];
+    for (size_t i = k; i < k_pad; ++i) row[i] = 0;
+    uint32_t* d = out + m * per_row;
+    for (size_t b = 0; b < k_pad / 12; ++b) {
+      const uint8_t* r = row.data() + 12 * b;
+      for (int j = 0; j < 3; ++j) {
+        const uint8_t* q = r + 4 * j;
+        d[4 * b + j] = 64u * (q[1] | (q[0] << 2) | (q[3] << 4));
+      }
+      d[4 * b + 3] = 64u * (r[2] | (r[6] << 2) | (r[10] << 4));
+    }
+  }
+}
+
+}  // namespace
+
+void lut_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda, const uint8_t* panels,
+                  size_t n, const LutCodebook& cb, int32_t* c, int threads, Isa isa,
+                  LutKernel kernel) {
+  if (m == 0 || n == 0) return;
+  LutKernel chosen;
+  const LutKernelInfo info = lut_select(isa, kernel, cb, &chosen);
+  const size_t k_pad = round_up(k, kLutKAlign);
+  const size_t n_panels = round_up(n, kLutPanelCols) / kLutPanelCols;
+
+  LutProblem prob{};
+  prob.m = m;
+  prob.n = n;
+  prob.k = k;
+  prob.k_pad = k_pad;
+  prob.panels = panels;
+  prob.cb = &cb;
+  prob.a_codes = a;
+  prob.lda_codes = lda;
+  prob.c = c;
+  prob.ldc = n;
+  const int32_t npad = static_cast<int32_t>(k_pad - k);
+  const int32_t p00 = cb.prod[0][0];
+
+  std::unique_ptr<uint32_t[]> a_buf;
+  struct alignas(64) Tables { uint8_t t[64 * 64]; };
+  std::unique_ptr<Tables> tables;
+  const size_t prep_chunks = m >= 16 && threads > 1 ? static_cast<size_t>(threads) : 1;
+  if (chosen == LutKernel::deepgemm) {
+    for (int w = 0; w < 4; ++w)
+      for (int av = 0; av < 4; ++av) {
+        prob.tab_p[w << 2 | av] = static_cast<uint8_t>(cb.prod[av][w]);
+        prob.tab_q[av << 2 | w] = static_cast<uint8_t>(cb.prod[av][w]);
+      }
+    a_buf.reset(new uint32_t[m * k_pad]);
+    parallel_for(prep_chunks, threads, [&](size_t t) {
+      prepare_deep(a, lda, k, k_pad, a_buf.get(), m * t / prep_chunks, m * (t + 1) / prep_chunks);
+    });
+    prob.a_deep = a_buf.get();
+    prob.corr = -npad * p00;
+  } else if (chosen == LutKernel::vpermb) {
+    // 64 tables (one per activation triple) x 64 entries (weight triple): biased 3-product sums.
+    tables.reset(new Tables);
+    for (int ai = 0; ai < 64; ++ai)
+      for (int wi = 0; wi < 64; ++wi) {
+        int s = 0;
+        for (int j = 0; j < 3; ++j) s += cb.prod[(ai >> (2 * j)) & 3][(wi >> (2 * j)) & 3];
+        tables->t[ai * 64 + wi] = static_cast<uint8_t>(s - 3 * cb.pmin);
+      }
+    prob.tables = tables->t;
+    a_buf.reset(new uint32_t[m * (k_pad / 3)]);
+    parallel_for(prep_chunks, threads, [&](size_t t) {
+      prepare_vpermb(a, lda, k, k_pad, a_buf.get(), m * t / prep_chunks,
+                     m * (t + 1) / prep_chunks);
+    });
+    prob.a_offs = a_buf.get();
+    // sum of (s - 3 pmin) over K_pad/3 lookups, minus the pad positions' products
+    prob.corr = static_cast<int32_t>(k_pad) * cb.pmin - npad * p00;
+  } else {
+    prob.corr = 0;
+  }
+
+  const size_t mr = info.mr;
+  const size_t want = static_cast<size_t>(threads > 1 ? threads : 1) * 4;
+  size_t m_chunks = 1;
+  if (n_panels < want) m_chunks = div_round_up(want, n_panels);
+  const size_t tiles_m = div_round_up(m, mr);
+  if (m_chunks > tiles_m) m_chunks = tiles_m;
+  parallel_for(n_panels * m_chunks, threads, [&](size_t t) {
+    const size_t panel = t / m_chunks, mc = t % m_chunks;
+    const size_t r0 = tiles_m * mc / m_chunks * mr;
+    const size_t r1 = tiles_m * (mc + 1) / m_chunks * mr;
+    info.fn(prob, r0, r1 < m ? r1 : m, panel);
+  });
+}
+
+}  // namespace pq
