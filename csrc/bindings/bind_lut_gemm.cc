@@ -14,6 +14,12 @@ namespace {
 
 using Levels = std::array<int32_t, 4>;
 
+uint8_t max_code(const uint8_t* p, size_t n) {
+  uint8_t acc = 0;
+  for (size_t i = 0; i < n; ++i) acc |= p[i];  // any code > 3 sets a bit above bit 1
+  return acc;
+}
+
 LutKernel parse_kernel(const std::string& s) {
   if (s == "auto") return LutKernel::automatic;
   if (s == "scalar") return LutKernel::scalar;
@@ -49,7 +55,7 @@ CArray<uint8_t> lut_prepack(const CArray<uint8_t>& w, const Levels& w_levels) {
     lv[i] = static_cast<int8_t>(w_levels[i]);
   }
   const uint8_t* src = w.data();
-  for (size_t i = 0; i < n * k; ++i) require(src[i] <= 3, "w: codes must be in [0, 3]");
+  require(max_code(src, n * k) <= 3, "w: codes must be in [0, 3]");
   CArray<uint8_t> out(static_cast<py::ssize_t>(lut_packed_bytes(n, k)));
   uint8_t* dst = out.mutable_data();
   {
@@ -84,7 +90,7 @@ CArray<int32_t> lut_gemm(const CArray<uint8_t>& a, const CArray<uint8_t>& packed
   require(k == h.k, "a: expected K = " + std::to_string(h.k) + " columns to match w, got " +
                         std::to_string(k));
   const uint8_t* ap = a.data();
-  for (size_t i = 0; i < m * k; ++i) require(ap[i] <= 3, "a: codes must be in [0, 3]");
+  require(max_code(ap, m * k) <= 3, "a: codes must be in [0, 3]");
   const size_t n = h.n;
   CArray<int32_t> c({m, n});
   int32_t* out = c.mutable_data();

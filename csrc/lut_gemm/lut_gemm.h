@@ -71,6 +71,7 @@ void lut_deepgemm_neon(const LutProblem& p, size_t m0, size_t m1, size_t panel);
 struct LutKernelInfo {
   LutComputeFn fn;
   size_t mr;
+  size_t panels = 1;  // panels per call: fn covers [panel, min(panel + panels, n_panels))
 };
 // The kernel `want` on `isa` (automatic: the fastest exact one for `cb`); fn == nullptr if that
 // kernel does not exist on `isa` or cannot run `cb` exactly.

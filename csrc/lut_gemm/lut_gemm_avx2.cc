@@ -17,14 +17,17 @@ constexpr int kMR = 4;
 
 inline __m256i bcast_dword(const uint32_t* p) { return _mm256_set1_epi32(static_cast<int>(*p)); }
 
-// int8 lanes of `v` (32 columns) added to 32 int16 accumulators, v reset.
-inline void widen(__m256i& v, int16_t* acc16) {
+// Keeps `v` in a register at this point: stops GCC from reassociating the int8 adds into a tree
+// that holds every lookup result live at once (that spills the 16 ymm registers).
+#define PQ_PIN(v) __asm__("" : "+x"(v))
+
+// int8 lanes of `v` (32 columns) added to 32 int16 accumulators; the caller resets v.
+inline void widen_add(__m256i v, int16_t* acc16) {
   const __m256i lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(v));
   const __m256i hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(v, 1));
   __m256i* d = reinterpret_cast<__m256i*>(acc16);
   _mm256_store_si256(d, _mm256_add_epi16(_mm256_load_si256(d), lo));
   _mm256_store_si256(d + 1, _mm256_add_epi16(_mm256_load_si256(d + 1), hi));
-  v = _mm256_setzero_si256();
 }
 
 // LPW: lookups per int8 lane before widening when below one group (1 or 2); 4 means every
@@ -47,43 +50,52 @@ void tile(const LutProblem& p, size_t m0, size_t panel, int32_t* acc32) {
     const size_t ge = gb + block < groups ? gb + block : groups;
     std::memset(acc16, 0, sizeof(acc16));
     for (int r = 0; r < R; ++r) v[r][0] = v[r][1] = _mm256_setzero_si256();
-    size_t since = 0;
-    for (size_t g = gb; g < ge; ++g) {
-      const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp + g * 64));
-      const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp + g * 64 + 32));
-      const __m256i s0 = _mm256_srli_epi16(b0, 4), s1 = _mm256_srli_epi16(b1, 4);
-      const __m256i w[4][2] = {{_mm256_and_si256(b0, m0c), _mm256_and_si256(b1, m0c)},
-                               {_mm256_and_si256(b0, m03), _mm256_and_si256(b1, m03)},
-                               {_mm256_and_si256(s0, m0c), _mm256_and_si256(s1, m0c)},
-                               {_mm256_and_si256(s0, m03), _mm256_and_si256(s1, m03)}};
+    for (size_t g0 = gb; g0 < ge; g0 += gpw) {
+     const size_t g1 = g0 + gpw < ge ? g0 + gpw : ge;
+     for (size_t g = g0; g < g1; ++g) {
+      const __m256i* wg = reinterpret_cast<const __m256i*>(wp + g * 64);
 #pragma GCC unroll 4
       for (int s = 0; s < 4; ++s) {
+        // weight codes of this slot, already at their index bits (slots 2, 3: one >>4 first);
+        // recomputed per slot from L1 to keep the 16 ymm registers for accumulators
+        __m256i b0 = _mm256_loadu_si256(wg), b1 = _mm256_loadu_si256(wg + 1);
+        if (s >= 2) {
+          b0 = _mm256_srli_epi16(b0, 4);
+          b1 = _mm256_srli_epi16(b1, 4);
+        }
+        const __m256i mask = (s & 1) ? m03 : m0c;
+        const __m256i w0 = _mm256_and_si256(b0, mask), w1 = _mm256_and_si256(b1, mask);
         const __m256i t = (s & 1) ? tq : tp;
 #pragma GCC unroll 4
         for (int r = 0; r < R; ++r) {
           const __m256i av = bcast_dword(arow[r] + g * 4 + s);
-          v[r][0] = _mm256_add_epi8(v[r][0], _mm256_shuffle_epi8(t, _mm256_or_si256(w[s][0], av)));
-          v[r][1] = _mm256_add_epi8(v[r][1], _mm256_shuffle_epi8(t, _mm256_or_si256(w[s][1], av)));
+          v[r][0] = _mm256_add_epi8(v[r][0], _mm256_shuffle_epi8(t, _mm256_or_si256(w0, av)));
+          v[r][1] = _mm256_add_epi8(v[r][1], _mm256_shuffle_epi8(t, _mm256_or_si256(w1, av)));
+          PQ_PIN(v[r][0]);
+          PQ_PIN(v[r][1]);
         }
         if (LPW < 4 && (s + 1) % LPW == 0) {
           for (int r = 0; r < R; ++r) {
-            widen(v[r][0], acc16[r]);
-            widen(v[r][1], acc16[r] + 32);
+            widen_add(v[r][0], acc16[r]);
+            widen_add(v[r][1], acc16[r] + 32);
+            v[r][0] = v[r][1] = _mm256_setzero_si256();
           }
         }
       }
-      if (LPW == 4 && ++since == gpw) {
-        since = 0;
+     }
+      if (LPW == 4) {
         for (int r = 0; r < R; ++r) {
-          widen(v[r][0], acc16[r]);
-          widen(v[r][1], acc16[r] + 32);
+          widen_add(v[r][0], acc16[r]);
+          widen_add(v[r][1], acc16[r] + 32);
+          v[r][0] = v[r][1] = _mm256_setzero_si256();
         }
       }
     }
     for (int r = 0; r < R; ++r) {
       if (LPW == 4) {
-        widen(v[r][0], acc16[r]);
-        widen(v[r][1], acc16[r] + 32);
+        widen_add(v[r][0], acc16[r]);
+        widen_add(v[r][1], acc16[r] + 32);
+        v[r][0] = v[r][1] = _mm256_setzero_si256();
       }
       for (int c = 0; c < 64; ++c) acc32[r * 64 + c] += acc16[r][c];
     }

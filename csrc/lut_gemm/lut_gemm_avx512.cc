@@ -20,7 +20,8 @@
 namespace pq {
 namespace {
 
-constexpr int kMR = 6;
+constexpr int kMR = 6;        // deepgemm rows
+constexpr int kVpermbMR = 4;  // vpermb rows (x 2 panels)
 
 // m ? a : b, bitwise
 inline __m512i select_bits(__m512i a, __m512i b, __m512i m) {
@@ -89,12 +90,23 @@ inline void widen_u8(__m512i& v, __m512i& even16, __m512i& odd16, __m512i m00ff)
   v = _mm512_setzero_si512();
 }
 
+// Widens the uint8 lanes of v into the uint16 accumulators (even and odd byte lanes) in memory.
+inline void widen_u8_mem(__m512i& v, uint16_t* ev, uint16_t* od, __m512i m00ff) {
+  __m512i* e = reinterpret_cast<__m512i*>(ev);
+  __m512i* o = reinterpret_cast<__m512i*>(od);
+  *e = _mm512_add_epi16(*e, _mm512_and_si512(v, m00ff));
+  *o = _mm512_add_epi16(*o, _mm512_srli_epi16(v, 8));
+  v = _mm512_setzero_si512();
+}
+
+// R rows x NP panels; each table (one per row and lookup) is loaded once and used for NP panels.
 // LPW: lookups per uint8 lane before widening when below one block (1 or 2); 4 means every
 // `bpw` whole blocks of 4 lookups.
-template <int R, int LPW>
+template <int R, int NP, int LPW>
 void vpermb_tile(const LutProblem& p, size_t m0, size_t panel, int32_t* acc32) {
   const size_t groups = p.k_pad / 4, blocks = p.k_pad / 12, per_row = p.k_pad / 3;
   const uint8_t* wp = p.panels + panel * groups * kLutPanelCols;
+  const size_t panel_stride = groups * kLutPanelCols;
   const uint8_t* tables = p.tables;
   const __m512i m03 = _mm512_set1_epi8(0x03), m0f = _mm512_set1_epi8(0x0F);
   const __m512i m00ff = _mm512_set1_epi16(0x00FF);
@@ -103,80 +115,110 @@ void vpermb_tile(const LutProblem& p, size_t m0, size_t panel, int32_t* acc32) {
   const size_t block = LPW == 4 ? 256 * bpw : (LPW == 2 ? 128 : 64);
   const uint32_t* arow[R];
   for (int r = 0; r < R; ++r) arow[r] = p.a_offs + (m0 + r) * per_row;
-  __m512i v[R], ev[R], od[R];
+  alignas(64) uint16_t ev[R][NP][32], od[R][NP][32];
+  __m512i v[R][NP];
   for (size_t bb = 0; bb < blocks; bb += block) {
     const size_t be = bb + block < blocks ? bb + block : blocks;
-    for (int r = 0; r < R; ++r) v[r] = ev[r] = od[r] = _mm512_setzero_si512();
-    size_t since = 0;
-    for (size_t b = bb; b < be; ++b) {
-      const uint8_t* wb = wp + b * 3 * 64;
-      const __m512i x0 = _mm512_loadu_si512(wb);
-      const __m512i x1 = _mm512_loadu_si512(wb + 64);
-      const __m512i x2 = _mm512_loadu_si512(wb + 128);
-      // top 2 bits of x0, x1, x2 -> index bits 1:0, 3:2, 5:4 (bits 7:6 are ignored by vpermb)
-      const __m512i t01 = select_bits(_mm512_srli_epi16(x0, 6), _mm512_srli_epi16(x1, 4), m03);
-      const __m512i x3 = select_bits(t01, _mm512_srli_epi16(x2, 2), m0f);
-      const __m512i idx[4] = {x0, x1, x2, x3};
-#pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) {
-#pragma GCC unroll 6
-        for (int r = 0; r < R; ++r) {
-          const __m512i tab = _mm512_loadu_si512(tables + arow[r][b * 4 + j]);
-          v[r] = _mm512_add_epi8(v[r], _mm512_permutexvar_epi8(idx[j], tab));
+    std::memset(ev, 0, sizeof(ev));
+    std::memset(od, 0, sizeof(od));
+    for (int r = 0; r < R; ++r)
+      for (int q = 0; q < NP; ++q) v[r][q] = _mm512_setzero_si512();
+    for (size_t b0 = bb; b0 < be; b0 += bpw) {
+      const size_t b1 = b0 + bpw < be ? b0 + bpw : be;
+      for (size_t b = b0; b < b1; ++b) {
+        __m512i idx[NP][4];
+        for (int q = 0; q < NP; ++q) {
+          const uint8_t* wb = wp + q * panel_stride + b * 3 * 64;
+          idx[q][0] = _mm512_loadu_si512(wb);
+          idx[q][1] = _mm512_loadu_si512(wb + 64);
+          idx[q][2] = _mm512_loadu_si512(wb + 128);
+          // top 2 bits of the 3 groups -> index bits 1:0, 3:2, 5:4 (7:6 are ignored by vpermb)
+          const __m512i t01 = select_bits(_mm512_srli_epi16(idx[q][0], 6),
+                                          _mm512_srli_epi16(idx[q][1], 4), m03);
+          idx[q][3] = select_bits(t01, _mm512_srli_epi16(idx[q][2], 2), m0f);
         }
-        if (LPW < 4 && (j + 1) % LPW == 0)
-          for (int r = 0; r < R; ++r) widen_u8(v[r], ev[r], od[r], m00ff);
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) {
+#pragma GCC unroll 8
+          for (int r = 0; r < R; ++r) {
+            const __m512i tab = _mm512_load_si512(tables + arow[r][b * 4 + j]);
+#pragma GCC unroll 2
+            for (int q = 0; q < NP; ++q)
+              v[r][q] = _mm512_add_epi8(v[r][q], _mm512_permutexvar_epi8(idx[q][j], tab));
+          }
+          if (LPW < 4 && (j + 1) % LPW == 0)
+            for (int r = 0; r < R; ++r)
+              for (int q = 0; q < NP; ++q) widen_u8_mem(v[r][q], ev[r][q], od[r][q], m00ff);
+        }
       }
-      if (LPW == 4 && ++since == bpw) {
-        since = 0;
-        for (int r = 0; r < R; ++r) widen_u8(v[r], ev[r], od[r], m00ff);
-      }
+      if (LPW == 4)
+        for (int r = 0; r < R; ++r)
+          for (int q = 0; q < NP; ++q) widen_u8_mem(v[r][q], ev[r][q], od[r][q], m00ff);
     }
-    for (int r = 0; r < R; ++r) {
-      if (LPW == 4) widen_u8(v[r], ev[r], od[r], m00ff);
-      alignas(64) uint16_t e[32], o[32];
-      _mm512_store_si512(e, ev[r]);
-      _mm512_store_si512(o, od[r]);
-      int32_t* d = acc32 + r * 64;
-      for (int i = 0; i < 32; ++i) {
-        d[2 * i] += e[i];
-        d[2 * i + 1] += o[i];
+    for (int r = 0; r < R; ++r)
+      for (int q = 0; q < NP; ++q) {
+        int32_t* d = acc32 + (q * kMR + r) * 64;
+        for (int i = 0; i < 32; ++i) {
+          d[2 * i] += ev[r][q][i];
+          d[2 * i + 1] += od[r][q][i];
+        }
       }
-    }
   }
 }
 
-template <int LPW, bool Vpermb>
-void run_rows(const LutProblem& p, size_t m0, size_t rows, size_t panel, int32_t* acc32) {
-#define PQ_CASE(R)                                            \
-  case R:                                                     \
-    if (Vpermb) vpermb_tile<R, LPW>(p, m0, panel, acc32);     \
-    else deep_tile<R, LPW>(p, m0, panel, acc32);              \
-    break;
+template <int LPW>
+void deep_rows(const LutProblem& p, size_t m0, size_t rows, size_t panel, int32_t* acc32) {
   switch (rows) {
-    PQ_CASE(6) PQ_CASE(5) PQ_CASE(4) PQ_CASE(3) PQ_CASE(2)
-    default: PQ_CASE(1)
+    case 6: deep_tile<6, LPW>(p, m0, panel, acc32); break;
+    case 5: deep_tile<5, LPW>(p, m0, panel, acc32); break;
+    case 4: deep_tile<4, LPW>(p, m0, panel, acc32); break;
+    case 3: deep_tile<3, LPW>(p, m0, panel, acc32); break;
+    case 2: deep_tile<2, LPW>(p, m0, panel, acc32); break;
+    default: deep_tile<1, LPW>(p, m0, panel, acc32); break;
   }
-#undef PQ_CASE
 }
 
-template <bool Vpermb>
-void compute(const LutProblem& p, size_t m0, size_t m1, size_t panel) {
-  const size_t col0 = panel * kLutPanelCols;
-  const size_t cols = p.n - col0 < kLutPanelCols ? p.n - col0 : kLutPanelCols;
-  const int per = Vpermb ? p.cb->u8_lookups : p.cb->int8_products;
+template <int LPW, int NP>
+void vpermb_rows(const LutProblem& p, size_t m0, size_t rows, size_t panel, int32_t* acc32) {
+  switch (rows) {
+    case 6: vpermb_tile<6, NP, LPW>(p, m0, panel, acc32); break;
+    case 5: vpermb_tile<5, NP, LPW>(p, m0, panel, acc32); break;
+    case 4: vpermb_tile<4, NP, LPW>(p, m0, panel, acc32); break;
+    case 3: vpermb_tile<3, NP, LPW>(p, m0, panel, acc32); break;
+    case 2: vpermb_tile<2, NP, LPW>(p, m0, panel, acc32); break;
+    default: vpermb_tile<1, NP, LPW>(p, m0, panel, acc32); break;
+  }
+}
+
+template <int LPW>
+void tile_rows(bool vpermb, size_t np, const LutProblem& p, size_t m0, size_t rows, size_t panel,
+               int32_t* acc32) {
+  if (!vpermb) deep_rows<LPW>(p, m0, rows, panel, acc32);
+  else if (np == 2) vpermb_rows<LPW, 2>(p, m0, rows, panel, acc32);
+  else vpermb_rows<LPW, 1>(p, m0, rows, panel, acc32);
+}
+
+// Rows [m0, m1) of panels [panel, panel + np).
+void compute(bool vpermb, const LutProblem& p, size_t m0, size_t m1, size_t panel, size_t np) {
+  const int per = vpermb ? p.cb->u8_lookups : p.cb->int8_products;
   const int lpw = per >= 4 ? 4 : per >= 2 ? 2 : 1;
-  for (size_t m = m0; m < m1; m += kMR) {
-    const size_t rows = m1 - m < kMR ? m1 - m : kMR;
-    alignas(64) int32_t acc32[kMR * 64] = {0};
-    if (lpw == 4) run_rows<4, Vpermb>(p, m, rows, panel, acc32);
-    else if (lpw == 2) run_rows<2, Vpermb>(p, m, rows, panel, acc32);
-    else run_rows<1, Vpermb>(p, m, rows, panel, acc32);
-    for (size_t r = 0; r < rows; ++r) {
-      int32_t* out = p.c + (m + r) * p.ldc + col0;
-      const uint32_t corr = static_cast<uint32_t>(p.corr);
-      for (size_t c = 0; c < cols; ++c)
-        out[c] = static_cast<int32_t>(static_cast<uint32_t>(acc32[r * 64 + c]) + corr);
+  const size_t mr = vpermb ? kVpermbMR : kMR;
+  for (size_t m = m0; m < m1; m += mr) {
+    const size_t rows = m1 - m < mr ? m1 - m : mr;
+    alignas(64) int32_t acc32[2 * kMR * 64] = {0};  // [panel][row][64]
+    if (lpw == 4) tile_rows<4>(vpermb, np, p, m, rows, panel, acc32);
+    else if (lpw == 2) tile_rows<2>(vpermb, np, p, m, rows, panel, acc32);
+    else tile_rows<1>(vpermb, np, p, m, rows, panel, acc32);
+    const uint32_t corr = static_cast<uint32_t>(p.corr);
+    for (size_t q = 0; q < np; ++q) {
+      const size_t col0 = (panel + q) * kLutPanelCols;
+      const size_t cols = p.n - col0 < kLutPanelCols ? p.n - col0 : kLutPanelCols;
+      for (size_t r = 0; r < rows; ++r) {
+        int32_t* out = p.c + (m + r) * p.ldc + col0;
+        const int32_t* src = acc32 + (q * kMR + r) * 64;
+        for (size_t c = 0; c < cols; ++c)
+          out[c] = static_cast<int32_t>(static_cast<uint32_t>(src[c]) + corr);
+      }
     }
   }
 }
@@ -184,11 +226,13 @@ void compute(const LutProblem& p, size_t m0, size_t m1, size_t panel) {
 }  // namespace
 
 void lut_deepgemm_avx512(const LutProblem& p, size_t m0, size_t m1, size_t panel) {
-  compute<false>(p, m0, m1, panel);
+  compute(false, p, m0, m1, panel, 1);
 }
 
+// Two panels per call (the driver's panel step for this kernel), one at the last odd panel.
 void lut_vpermb_avx512(const LutProblem& p, size_t m0, size_t m1, size_t panel) {
-  compute<true>(p, m0, m1, panel);
+  const size_t n_panels = (p.n + kLutPanelCols - 1) / kLutPanelCols;
+  compute(true, p, m0, m1, panel, panel + 1 < n_panels ? 2 : 1);
 }
 
 }  // namespace pq

@@ -36,7 +36,7 @@ LutKernelInfo lut_select(Isa isa, LutKernel want, const LutCodebook& cb, LutKern
   if (k == LutKernel::deepgemm && isa == Isa::avx2) return {lut_deepgemm_avx2, 4};
   if (k == LutKernel::deepgemm && isa == Isa::avx512) return {lut_deepgemm_avx512, 6};
   if (k == LutKernel::vpermb && isa == Isa::avx512 && lut_vpermb_ok(cb))
-    return {lut_vpermb_avx512, 6};
+    return {lut_vpermb_avx512, 4, 2};
 #endif
 #if defined(PQ_HAVE_NEON)
   if (k == LutKernel::deepgemm && isa == Isa::neon) return {lut_deepgemm_neon, 4};
@@ -92,6 +92,7 @@ void lut_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda, const uint8_
   const LutKernelInfo info = lut_select(isa, kernel, cb, &chosen);
   const size_t k_pad = round_up(k, kLutKAlign);
   const size_t n_panels = round_up(n, kLutPanelCols) / kLutPanelCols;
+  const size_t n_steps = div_round_up(n_panels, info.panels);  // panel groups per call
 
   LutProblem prob{};
   prob.m = m;
@@ -148,11 +149,11 @@ void lut_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda, const uint8_
   const size_t mr = info.mr;
   const size_t want = static_cast<size_t>(threads > 1 ? threads : 1) * 4;
   size_t m_chunks = 1;
-  if (n_panels < want) m_chunks = div_round_up(want, n_panels);
+  if (n_steps < want) m_chunks = div_round_up(want, n_steps);
   const size_t tiles_m = div_round_up(m, mr);
   if (m_chunks > tiles_m) m_chunks = tiles_m;
-  parallel_for(n_panels * m_chunks, threads, [&](size_t t) {
-    const size_t panel = t / m_chunks, mc = t % m_chunks;
+  parallel_for(n_steps * m_chunks, threads, [&](size_t t) {
+    const size_t panel = t / m_chunks * info.panels, mc = t % m_chunks;
     const size_t r0 = tiles_m * mc / m_chunks * mr;
     const size_t r1 = tiles_m * (mc + 1) / m_chunks * mr;
     info.fn(prob, r0, r1 < m ? r1 : m, panel);
