@@ -21,7 +21,7 @@ namespace pq {
 namespace {
 
 constexpr int kMR = 6;        // deepgemm rows
-constexpr int kVpermbMR = 4;  // vpermb rows (x 2 panels)
+constexpr int kVpermbMR = 3;  // vpermb rows (x 2 panels)
 
 // m ? a : b, bitwise
 inline __m512i select_bits(__m512i a, __m512i b, __m512i m) {
@@ -84,24 +84,12 @@ void deep_tile(const LutProblem& p, size_t m0, size_t panel, int32_t* acc32) {
 }
 
 // ---------------------------------------------------------------- vpermb
-inline void widen_u8(__m512i& v, __m512i& even16, __m512i& odd16, __m512i m00ff) {
-  even16 = _mm512_add_epi16(even16, _mm512_and_si512(v, m00ff));
-  odd16 = _mm512_add_epi16(odd16, _mm512_srli_epi16(v, 8));
-  v = _mm512_setzero_si512();
-}
-
-// Widens the uint8 lanes of v into the uint16 accumulators (even and odd byte lanes) in memory.
-inline void widen_u8_mem(__m512i& v, uint16_t* ev, uint16_t* od, __m512i m00ff) {
-  __m512i* e = reinterpret_cast<__m512i*>(ev);
-  __m512i* o = reinterpret_cast<__m512i*>(od);
-  *e = _mm512_add_epi16(*e, _mm512_and_si512(v, m00ff));
-  *o = _mm512_add_epi16(*o, _mm512_srli_epi16(v, 8));
-  v = _mm512_setzero_si512();
-}
 
 // R rows x NP panels; each table (one per row and lookup) is loaded once and used for NP panels.
 // LPW: lookups per uint8 lane before widening when below one block (1 or 2); 4 means every
-// `bpw` whole blocks of 4 lookups.
+// `bpw` whole blocks of 4 lookups. All accumulators stay in registers (R=3, NP=2: 6 uint8 + 12
+// uint16 + 8 index vectors). Widening adds the whole 16-bit word (even + 256 * odd, mod 2^16) to
+// one accumulator and the odd byte (vpsrlw 8) to another; the even sum is recovered at the flush.
 template <int R, int NP, int LPW>
 void vpermb_tile(const LutProblem& p, size_t m0, size_t panel, int32_t* acc32) {
   const size_t groups = p.k_pad / 4, blocks = p.k_pad / 12, per_row = p.k_pad / 3;
@@ -109,20 +97,23 @@ void vpermb_tile(const LutProblem& p, size_t m0, size_t panel, int32_t* acc32) {
   const size_t panel_stride = groups * kLutPanelCols;
   const uint8_t* tables = p.tables;
   const __m512i m03 = _mm512_set1_epi8(0x03), m0f = _mm512_set1_epi8(0x0F);
-  const __m512i m00ff = _mm512_set1_epi16(0x00FF);
   const size_t bpw = LPW == 4 ? static_cast<size_t>(p.cb->u8_lookups / 4) : 1;
   // widenings per uint16 block <= 256 (each adds <= 255)
   const size_t block = LPW == 4 ? 256 * bpw : (LPW == 2 ? 128 : 64);
   const uint32_t* arow[R];
   for (int r = 0; r < R; ++r) arow[r] = p.a_offs + (m0 + r) * per_row;
-  alignas(64) uint16_t ev[R][NP][32], od[R][NP][32];
-  __m512i v[R][NP];
+  __m512i v[R][NP], ev[R][NP], od[R][NP];
+#define PQ_WIDEN()                                                         \
+  for (int r = 0; r < R; ++r)                                              \
+    for (int q = 0; q < NP; ++q) {                                         \
+      ev[r][q] = _mm512_add_epi16(ev[r][q], v[r][q]);                      \
+      od[r][q] = _mm512_add_epi16(od[r][q], _mm512_srli_epi16(v[r][q], 8));    \
+      v[r][q] = _mm512_setzero_si512();                                    \
+    }
   for (size_t bb = 0; bb < blocks; bb += block) {
     const size_t be = bb + block < blocks ? bb + block : blocks;
-    std::memset(ev, 0, sizeof(ev));
-    std::memset(od, 0, sizeof(od));
     for (int r = 0; r < R; ++r)
-      for (int q = 0; q < NP; ++q) v[r][q] = _mm512_setzero_si512();
+      for (int q = 0; q < NP; ++q) v[r][q] = ev[r][q] = od[r][q] = _mm512_setzero_si512();
     for (size_t b0 = bb; b0 < be; b0 += bpw) {
       const size_t b1 = b0 + bpw < be ? b0 + bpw : be;
       for (size_t b = b0; b < b1; ++b) {
@@ -146,24 +137,25 @@ void vpermb_tile(const LutProblem& p, size_t m0, size_t panel, int32_t* acc32) {
             for (int q = 0; q < NP; ++q)
               v[r][q] = _mm512_add_epi8(v[r][q], _mm512_permutexvar_epi8(idx[q][j], tab));
           }
-          if (LPW < 4 && (j + 1) % LPW == 0)
-            for (int r = 0; r < R; ++r)
-              for (int q = 0; q < NP; ++q) widen_u8_mem(v[r][q], ev[r][q], od[r][q], m00ff);
+          if (LPW < 4 && (j + 1) % LPW == 0) PQ_WIDEN()
         }
       }
-      if (LPW == 4)
-        for (int r = 0; r < R; ++r)
-          for (int q = 0; q < NP; ++q) widen_u8_mem(v[r][q], ev[r][q], od[r][q], m00ff);
+      if (LPW == 4) PQ_WIDEN()
     }
     for (int r = 0; r < R; ++r)
       for (int q = 0; q < NP; ++q) {
+        alignas(64) uint16_t e[32], o[32];
+        _mm512_store_si512(e, ev[r][q]);
+        _mm512_store_si512(o, od[r][q]);
         int32_t* d = acc32 + (q * kMR + r) * 64;
         for (int i = 0; i < 32; ++i) {
-          d[2 * i] += ev[r][q][i];
-          d[2 * i + 1] += od[r][q][i];
+          // e holds even + 256 * odd (mod 2^16): the even-lane sum is e - 256 * o
+          d[2 * i] += static_cast<uint16_t>(e[i] - (o[i] << 8));
+          d[2 * i + 1] += o[i];
         }
       }
   }
+#undef PQ_WIDEN
 }
 
 template <int LPW>
@@ -181,9 +173,6 @@ void deep_rows(const LutProblem& p, size_t m0, size_t rows, size_t panel, int32_
 template <int LPW, int NP>
 void vpermb_rows(const LutProblem& p, size_t m0, size_t rows, size_t panel, int32_t* acc32) {
   switch (rows) {
-    case 6: vpermb_tile<6, NP, LPW>(p, m0, panel, acc32); break;
-    case 5: vpermb_tile<5, NP, LPW>(p, m0, panel, acc32); break;
-    case 4: vpermb_tile<4, NP, LPW>(p, m0, panel, acc32); break;
     case 3: vpermb_tile<3, NP, LPW>(p, m0, panel, acc32); break;
     case 2: vpermb_tile<2, NP, LPW>(p, m0, panel, acc32); break;
     default: vpermb_tile<1, NP, LPW>(p, m0, panel, acc32); break;

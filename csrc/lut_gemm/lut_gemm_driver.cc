@@ -36,7 +36,7 @@ LutKernelInfo lut_select(Isa isa, LutKernel want, const LutCodebook& cb, LutKern
   if (k == LutKernel::deepgemm && isa == Isa::avx2) return {lut_deepgemm_avx2, 4};
   if (k == LutKernel::deepgemm && isa == Isa::avx512) return {lut_deepgemm_avx512, 6};
   if (k == LutKernel::vpermb && isa == Isa::avx512 && lut_vpermb_ok(cb))
-    return {lut_vpermb_avx512, 4, 2};
+    return {lut_vpermb_avx512, 3, 2};
 #endif
 #if defined(PQ_HAVE_NEON)
   if (k == LutKernel::deepgemm && isa == Isa::neon) return {lut_deepgemm_neon, 4};
