@@ -49,7 +49,7 @@ struct LutProblem {
   const uint32_t* a_deep;     // deepgemm: [M][K_pad] dword = code replicated, <<2 on odd k
   alignas(16) uint8_t tab_p[16], tab_q[16];  // deepgemm: P[w<<2|a], Q[a<<2|w] as int8 bytes
   const uint8_t* tables;      // vpermb: 64 tables x 64 bytes, biased 3-product sums
-  const uint32_t* a_offs;     // vpermb: [M][K_pad/3] byte offsets (64 * activation index)
+  const uint16_t* a_offs;     // vpermb: [M][K_pad/3] byte offsets (64 * activation index)
   int32_t corr;               // added to every output (pad products, vpermb bias)
   int32_t* c;
   size_t ldc;

@@ -100,7 +100,7 @@ void vpermb_tile(const LutProblem& p, size_t m0, size_t panel, int32_t* acc32) {
   const size_t bpw = LPW == 4 ? static_cast<size_t>(p.cb->u8_lookups / 4) : 1;
   // widenings per uint16 block <= 256 (each adds <= 255)
   const size_t block = LPW == 4 ? 256 * bpw : (LPW == 2 ? 128 : 64);
-  const uint32_t* arow[R];
+  const uint16_t* arow[R];
   for (int r = 0; r < R; ++r) arow[r] = p.a_offs + (m0 + r) * per_row;
   __m512i v[R][NP], ev[R][NP], od[R][NP];
 #define PQ_WIDEN()                                                         \
@@ -142,17 +142,21 @@ void vpermb_tile(const LutProblem& p, size_t m0, size_t panel, int32_t* acc32) {
       }
       if (LPW == 4) PQ_WIDEN()
     }
+    // even lanes = ev - 256 * od (mod 2^16); interleave back to column order, widen to int32
+    const __m512i lo_idx = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9,
+                                            40, 8, 39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1,
+                                            32, 0);
+    const __m512i hi_idx = _mm512_add_epi16(lo_idx, _mm512_set1_epi16(16));
     for (int r = 0; r < R; ++r)
       for (int q = 0; q < NP; ++q) {
-        alignas(64) uint16_t e[32], o[32];
-        _mm512_store_si512(e, ev[r][q]);
-        _mm512_store_si512(o, od[r][q]);
-        int32_t* d = acc32 + (q * kMR + r) * 64;
-        for (int i = 0; i < 32; ++i) {
-          // e holds even + 256 * odd (mod 2^16): the even-lane sum is e - 256 * o
-          d[2 * i] += static_cast<uint16_t>(e[i] - (o[i] << 8));
-          d[2 * i + 1] += o[i];
-        }
+        const __m512i even = _mm512_sub_epi16(ev[r][q], _mm512_slli_epi16(od[r][q], 8));
+        const __m512i c0 = _mm512_permutex2var_epi16(even, lo_idx, od[r][q]);  // cols 0..31
+        const __m512i c1 = _mm512_permutex2var_epi16(even, hi_idx, od[r][q]);  // cols 32..63
+        __m512i* d = reinterpret_cast<__m512i*>(acc32 + (q * kMR + r) * 64);
+        d[0] = _mm512_add_epi32(d[0], _mm512_cvtepu16_epi32(_mm512_castsi512_si256(c0)));
+        d[1] = _mm512_add_epi32(d[1], _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(c0, 1)));
+        d[2] = _mm512_add_epi32(d[2], _mm512_cvtepu16_epi32(_mm512_castsi512_si256(c1)));
+        d[3] = _mm512_add_epi32(d[3], _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(c1, 1)));
       }
   }
 #undef PQ_WIDEN
@@ -173,6 +177,9 @@ void deep_rows(const LutProblem& p, size_t m0, size_t rows, size_t panel, int32_
 template <int LPW, int NP>
 void vpermb_rows(const LutProblem& p, size_t m0, size_t rows, size_t panel, int32_t* acc32) {
   switch (rows) {
+    case 6: vpermb_tile<6, 1, LPW>(p, m0, panel, acc32); break;  // NP == 1 only
+    case 5: vpermb_tile<5, 1, LPW>(p, m0, panel, acc32); break;
+    case 4: vpermb_tile<4, 1, LPW>(p, m0, panel, acc32); break;
     case 3: vpermb_tile<3, NP, LPW>(p, m0, panel, acc32); break;
     case 2: vpermb_tile<2, NP, LPW>(p, m0, panel, acc32); break;
     default: vpermb_tile<1, NP, LPW>(p, m0, panel, acc32); break;
@@ -191,22 +198,28 @@ void tile_rows(bool vpermb, size_t np, const LutProblem& p, size_t m0, size_t ro
 void compute(bool vpermb, const LutProblem& p, size_t m0, size_t m1, size_t panel, size_t np) {
   const int per = vpermb ? p.cb->u8_lookups : p.cb->int8_products;
   const int lpw = per >= 4 ? 4 : per >= 2 ? 2 : 1;
-  const size_t mr = vpermb ? kVpermbMR : kMR;
+  // vpermb: 3 rows x 2 panels, or 6 rows x 1 panel for a lone (last or only) panel
+  const size_t mr = vpermb ? (np == 2 ? kVpermbMR : 6) : kMR;
   for (size_t m = m0; m < m1; m += mr) {
     const size_t rows = m1 - m < mr ? m1 - m : mr;
     alignas(64) int32_t acc32[2 * kMR * 64] = {0};  // [panel][row][64]
     if (lpw == 4) tile_rows<4>(vpermb, np, p, m, rows, panel, acc32);
     else if (lpw == 2) tile_rows<2>(vpermb, np, p, m, rows, panel, acc32);
     else tile_rows<1>(vpermb, np, p, m, rows, panel, acc32);
-    const uint32_t corr = static_cast<uint32_t>(p.corr);
+    const __m512i corr = _mm512_set1_epi32(p.corr);
     for (size_t q = 0; q < np; ++q) {
       const size_t col0 = (panel + q) * kLutPanelCols;
       const size_t cols = p.n - col0 < kLutPanelCols ? p.n - col0 : kLutPanelCols;
       for (size_t r = 0; r < rows; ++r) {
         int32_t* out = p.c + (m + r) * p.ldc + col0;
         const int32_t* src = acc32 + (q * kMR + r) * 64;
-        for (size_t c = 0; c < cols; ++c)
-          out[c] = static_cast<int32_t>(static_cast<uint32_t>(src[c]) + corr);
+        for (size_t j = 0; j < cols; j += 16) {
+          const size_t left = cols - j;
+          const __mmask16 mask = left >= 16 ? static_cast<__mmask16>(0xFFFF)
+                                            : static_cast<__mmask16>((1u << left) - 1);
+          _mm512_mask_storeu_epi32(out + j, mask,
+                                   _mm512_add_epi32(_mm512_load_si512(src + j), corr));
+        }
       }
     }
   }

@@ -1,4 +1,5 @@
 // Kernel choice, activation preparation (part of the op's cost) and threading.
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -59,25 +60,41 @@ void prepare_deep(const uint8_t* a, size_t lda, size_t k, size_t k_pad, uint32_t
   }
 }
 
-// vpermb activations: per block of 12 k (3 packed groups), the byte offsets of the 4 tables its
-// 4 lookups use. The activation index mirrors the weight index bits: (k1, k0, k3) of each group,
-// then (k2 of group 0, 1, 2).
-void prepare_vpermb(const uint8_t* a, size_t lda, size_t k, size_t k_pad, uint32_t* out,
+// vpermb activations: per block of 12 k (3 packed groups), the byte offsets (uint16) of the 4
+// tables its 4 lookups use. The activation index mirrors the weight index bits: (k1, k0, k3) of
+// each group, then (k2 of group 0, 1, 2). Word-at-a-time: codes are bytes 0..3 of a little-endian
+// uint32 per group.
+inline uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+inline void offsets_of_block(uint32_t x0, uint32_t x1, uint32_t x2, uint16_t* d) {
+  // (c1 | c0 << 2 | c3 << 4) * 64 for a word of codes c0..c3 (bytes 0..3)
+  auto idx = [](uint32_t x) {
+    return static_cast<uint16_t>((((x >> 8) & 3) | ((x & 3) << 2) | ((x >> 20) & 0x30)) << 6);
+  };
+  d[0] = idx(x0);
+  d[1] = idx(x1);
+  d[2] = idx(x2);
+  d[3] = static_cast<uint16_t>((((x0 >> 16) & 3) | ((x1 >> 14) & 0xC) | ((x2 >> 12) & 0x30)) << 6);
+}
+
+void prepare_vpermb(const uint8_t* a, size_t lda, size_t k, size_t k_pad, uint16_t* out,
                     size_t m0, size_t m1) {
-  std::vector<uint8_t> row(k_pad, 0);
-  const size_t per_row = k_pad / 3;
+  const size_t per_row = k_pad / 3, full = k / 12;
   for (size_t m = m0; m < m1; ++m) {
     const uint8_t* src = a + m * lda;
-    for (size_t i = 0; i < k; ++i) row[i] = src[i];
-    for (size_t i = k; i < k_pad; ++i) row[i] = 0;
-    uint32_t* d = out + m * per_row;
-    for (size_t b = 0; b < k_pad / 12; ++b) {
-      const uint8_t* r = row.data() + 12 * b;
-      for (int j = 0; j < 3; ++j) {
-        const uint8_t* q = r + 4 * j;
-        d[4 * b + j] = 64u * (q[1] | (q[0] << 2) | (q[3] << 4));
-      }
-      d[4 * b + 3] = 64u * (r[2] | (r[6] << 2) | (r[10] << 4));
+    uint16_t* d = out + m * per_row;
+    for (size_t b = 0; b < full; ++b) {
+      const uint8_t* r = src + 12 * b;
+      offsets_of_block(load_u32(r), load_u32(r + 4), load_u32(r + 8), d + 4 * b);
+    }
+    if (full * 12 < k_pad) {  // last block, zero padded
+      uint8_t tail[12] = {0};
+      std::memcpy(tail, src + 12 * full, k - 12 * full);
+      offsets_of_block(load_u32(tail), load_u32(tail + 4), load_u32(tail + 8), d + 4 * full);
     }
   }
 }
@@ -109,6 +126,7 @@ void lut_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda, const uint8_
   const int32_t p00 = cb.prod[0][0];
 
   std::unique_ptr<uint32_t[]> a_buf;
+  std::unique_ptr<uint16_t[]> offs_buf;
   struct alignas(64) Tables { uint8_t t[64 * 64]; };
   std::unique_ptr<Tables> tables;
   const size_t prep_chunks = m >= 16 && threads > 1 ? static_cast<size_t>(threads) : 1;
@@ -134,12 +152,12 @@ void lut_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda, const uint8_
         tables->t[ai * 64 + wi] = static_cast<uint8_t>(s - 3 * cb.pmin);
       }
     prob.tables = tables->t;
-    a_buf.reset(new uint32_t[m * (k_pad / 3)]);
+    offs_buf.reset(new uint16_t[m * (k_pad / 3)]);
     parallel_for(prep_chunks, threads, [&](size_t t) {
-      prepare_vpermb(a, lda, k, k_pad, a_buf.get(), m * t / prep_chunks,
+      prepare_vpermb(a, lda, k, k_pad, offs_buf.get(), m * t / prep_chunks,
                      m * (t + 1) / prep_chunks);
     });
-    prob.a_offs = a_buf.get();
+    prob.a_offs = offs_buf.get();
     // sum of (s - 3 pmin) over K_pad/3 lookups, minus the pad positions' products
     prob.corr = static_cast<int32_t>(k_pad) * cb.pmin - npad * p00;
   } else {
