@@ -62,6 +62,12 @@ void lut_compute_scalar(const LutProblem& p, size_t m0, size_t m1, size_t panel)
 void lut_deepgemm_avx2(const LutProblem& p, size_t m0, size_t m1, size_t panel);
 void lut_deepgemm_avx512(const LutProblem& p, size_t m0, size_t m1, size_t panel);
 void lut_vpermb_avx512(const LutProblem& p, size_t m0, size_t m1, size_t panel);
+void lut_prepare_deep_avx2(const uint8_t* a, size_t lda, size_t k, size_t k_pad, uint32_t* out,
+                           size_t m0, size_t m1);
+void lut_prepare_deep_avx512(const uint8_t* a, size_t lda, size_t k, size_t k_pad, uint32_t* out,
+                             size_t m0, size_t m1);
+void lut_prepare_vpermb_avx512(const uint8_t* a, size_t lda, size_t k, size_t k_pad,
+                               uint16_t* out, size_t m0, size_t m1);
 #endif
 #if defined(PQ_HAVE_NEON)
 void lut_deepgemm_neon(const LutProblem& p, size_t m0, size_t m1, size_t panel);

@@ -114,6 +114,30 @@ void run_rows(const LutProblem& p, size_t m0, size_t rows, size_t panel, int32_t
 
 }  // namespace
 
+// DeepGEMM activations (see prepare_deep in lut_gemm_driver.cc): 8 codes per step, each
+// replicated into a dword by vpshufb, odd k shifted to bits 3:2.
+void lut_prepare_deep_avx2(const uint8_t* a, size_t lda, size_t k, size_t k_pad, uint32_t* out,
+                           size_t m0, size_t m1) {
+  const __m256i rep = _mm256_set_epi8(7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4,
+                                      3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  const __m256i odd = _mm256_set_epi32(-1, 0, -1, 0, -1, 0, -1, 0);
+  for (size_t m = m0; m < m1; ++m) {
+    const uint8_t* src = a + m * lda;
+    uint32_t* d = out + m * k_pad;
+    size_t i = 0;
+    for (; i + 8 <= k; i += 8) {
+      int64_t c8;
+      std::memcpy(&c8, src + i, 8);
+      const __m256i c = _mm256_set1_epi64x(c8);
+      const __m256i r = _mm256_shuffle_epi8(c, rep);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + i),
+                          _mm256_blendv_epi8(r, _mm256_slli_epi32(r, 2), odd));
+    }
+    for (; i < k; ++i) d[i] = (static_cast<uint32_t>(src[i]) << (2 * (i & 1))) * 0x01010101u;
+    for (; i < k_pad; ++i) d[i] = 0;
+  }
+}
+
 void lut_deepgemm_avx2(const LutProblem& p, size_t m0, size_t m1, size_t panel) {
   const size_t col0 = panel * kLutPanelCols;
   const size_t cols = p.n - col0 < kLutPanelCols ? p.n - col0 : kLutPanelCols;

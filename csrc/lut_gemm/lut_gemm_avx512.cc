@@ -227,6 +227,74 @@ void compute(bool vpermb, const LutProblem& p, size_t m0, size_t m1, size_t pane
 
 }  // namespace
 
+// vpermb activation offsets (see prepare_vpermb in lut_gemm_driver.cc for the definition), 8
+// blocks (96 codes -> 32 uint16 offsets) per step: three vpermt2b gather the index's 3 codes
+// into zero-extended 16-bit lanes, shifts and ORs place them. The row tail goes word at a time.
+void lut_prepare_vpermb_avx512(const uint8_t* a, size_t lda, size_t k, size_t k_pad,
+                               uint16_t* out, size_t m0, size_t m1) {
+  alignas(64) uint8_t ix[64], iy[64], iz[64];
+  for (int i = 0; i < 32; ++i) {
+    const int b = i / 4, j = i % 4;
+    const int base = 12 * b + 4 * j;
+    ix[2 * i] = static_cast<uint8_t>(j < 3 ? base + 1 : 12 * b + 2);   // index bits 1:0
+    iy[2 * i] = static_cast<uint8_t>(j < 3 ? base + 0 : 12 * b + 6);   // bits 3:2
+    iz[2 * i] = static_cast<uint8_t>(j < 3 ? base + 3 : 12 * b + 10);  // bits 5:4
+    ix[2 * i + 1] = iy[2 * i + 1] = iz[2 * i + 1] = 0;
+  }
+  const __m512i vx = _mm512_load_si512(ix), vy = _mm512_load_si512(iy), vz = _mm512_load_si512(iz);
+  const __mmask64 even = 0x5555555555555555ull;
+  const size_t per_row = k_pad / 3, chunks = k / 96;
+  for (size_t m = m0; m < m1; ++m) {
+    const uint8_t* src = a + m * lda;
+    uint16_t* d = out + m * per_row;
+    for (size_t c = 0; c < chunks; ++c) {
+      const uint8_t* s = src + 96 * c;
+      const __m512i lo = _mm512_loadu_si512(s);
+      const __m512i hi = _mm512_maskz_loadu_epi8(0xFFFFFFFFull, s + 64);  // bytes 64..95
+      const __m512i x = _mm512_maskz_permutex2var_epi8(even, lo, vx, hi);
+      const __m512i y = _mm512_maskz_permutex2var_epi8(even, lo, vy, hi);
+      const __m512i z = _mm512_maskz_permutex2var_epi8(even, lo, vz, hi);
+      const __m512i v = _mm512_or_si512(
+          _mm512_or_si512(_mm512_slli_epi16(x, 6), _mm512_slli_epi16(y, 8)),
+          _mm512_slli_epi16(z, 10));
+      _mm512_storeu_si512(d + 32 * c, v);
+    }
+    for (size_t b = 8 * chunks; b < per_row / 4; ++b) {  // remaining blocks, zero padded
+      uint8_t q[12] = {0};
+      const size_t start = 12 * b, n = k > start ? (k - start < 12 ? k - start : 12) : 0;
+      std::memcpy(q, src + start, n);
+      uint16_t* o = d + 4 * b;
+      for (int j = 0; j < 3; ++j)
+        o[j] = static_cast<uint16_t>((q[4 * j + 1] | q[4 * j] << 2 | q[4 * j + 3] << 4) << 6);
+      o[3] = static_cast<uint16_t>((q[2] | q[6] << 2 | q[10] << 4) << 6);
+    }
+  }
+}
+
+// DeepGEMM activations (see prepare_deep in lut_gemm_driver.cc): 16 codes per step, each
+// replicated into a dword by vpshufb, odd k shifted to bits 3:2.
+void lut_prepare_deep_avx512(const uint8_t* a, size_t lda, size_t k, size_t k_pad, uint32_t* out,
+                             size_t m0, size_t m1) {
+  const __m512i rep = _mm512_set_epi8(15, 15, 15, 15, 14, 14, 14, 14, 13, 13, 13, 13, 12, 12, 12, 12,
+                                      11, 11, 11, 11, 10, 10, 10, 10, 9, 9, 9, 9, 8, 8, 8, 8,
+                                      7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4,
+                                      3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  for (size_t m = m0; m < m1; ++m) {
+    const uint8_t* src = a + m * lda;
+    uint32_t* d = out + m * k_pad;
+    for (size_t i = 0; i < k_pad; i += 16) {
+      const size_t n = k > i ? (k - i < 16 ? k - i : 16) : 0;
+      const __m128i c = _mm_maskz_loadu_epi8(static_cast<__mmask16>((1u << n) - 1), src + i);
+      // lane L of the zmm gets codes 4L..4L+3: broadcast, then replicate each byte 4 times
+      const __m512i lanes = _mm512_shuffle_i32x4(_mm512_castsi128_si512(c), _mm512_castsi128_si512(c), 0);
+      __m512i r = _mm512_shuffle_epi8(lanes, rep);
+      r = _mm512_mask_slli_epi32(r, 0xAAAA, r, 2);  // odd k: code at bits 3:2 of each byte
+      const size_t w = k_pad - i < 16 ? k_pad - i : 16;
+      _mm512_mask_storeu_epi32(d + i, static_cast<__mmask16>((1u << w) - 1), r);
+    }
+  }
+}
+
 void lut_deepgemm_avx512(const LutProblem& p, size_t m0, size_t m1, size_t panel) {
   compute(false, p, m0, m1, panel, 1);
 }

@@ -81,7 +81,7 @@ inline void offsets_of_block(uint32_t x0, uint32_t x1, uint32_t x2, uint16_t* d)
   d[3] = static_cast<uint16_t>((((x0 >> 16) & 3) | ((x1 >> 14) & 0xC) | ((x2 >> 12) & 0x30)) << 6);
 }
 
-void prepare_vpermb(const uint8_t* a, size_t lda, size_t k, size_t k_pad, uint16_t* out,
+[[maybe_unused]] void prepare_vpermb(const uint8_t* a, size_t lda, size_t k, size_t k_pad, uint16_t* out,
                     size_t m0, size_t m1) {
   const size_t per_row = k_pad / 3, full = k / 12;
   for (size_t m = m0; m < m1; ++m) {
@@ -137,8 +137,13 @@ void lut_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda, const uint8_
         prob.tab_q[av << 2 | w] = static_cast<uint8_t>(cb.prod[av][w]);
       }
     a_buf.reset(new uint32_t[m * k_pad]);
+    auto prep = prepare_deep;
+#if defined(PQ_HAVE_X86)
+    if (isa == Isa::avx512) prep = lut_prepare_deep_avx512;
+    if (isa == Isa::avx2) prep = lut_prepare_deep_avx2;
+#endif
     parallel_for(prep_chunks, threads, [&](size_t t) {
-      prepare_deep(a, lda, k, k_pad, a_buf.get(), m * t / prep_chunks, m * (t + 1) / prep_chunks);
+      prep(a, lda, k, k_pad, a_buf.get(), m * t / prep_chunks, m * (t + 1) / prep_chunks);
     });
     prob.a_deep = a_buf.get();
     prob.corr = -npad * p00;
@@ -154,8 +159,14 @@ void lut_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda, const uint8_
     prob.tables = tables->t;
     offs_buf.reset(new uint16_t[m * (k_pad / 3)]);
     parallel_for(prep_chunks, threads, [&](size_t t) {
+#if defined(PQ_HAVE_X86)
+      // vpermb only runs on the AVX-512 path
+      lut_prepare_vpermb_avx512(a, lda, k, k_pad, offs_buf.get(), m * t / prep_chunks,
+                                m * (t + 1) / prep_chunks);
+#else
       prepare_vpermb(a, lda, k, k_pad, offs_buf.get(), m * t / prep_chunks,
                      m * (t + 1) / prep_chunks);
+#endif
     });
     prob.a_offs = offs_buf.get();
     // sum of (s - 3 pmin) over K_pad/3 lookups, minus the pad positions' products
