@@ -10,6 +10,7 @@ from . import _native  # noqa: F401  (applies PYQUANT_ISA before any kernel runs
 from . import _C
 from ._threads import get_num_threads, set_num_threads
 from .int8 import int8_gemm
+from .lut import lut_gemm
 from .packed import PackedWeight, prepack
 from .packing import pack, unpack
 
@@ -30,6 +31,6 @@ def cpu_info() -> dict:
 
 
 __all__ = [
-    "cpu_info", "get_num_threads", "set_num_threads", "pack", "unpack", "int8_gemm",
+    "cpu_info", "get_num_threads", "set_num_threads", "pack", "unpack", "int8_gemm", "lut_gemm",
     "prepack", "PackedWeight", "__version__",
 ]

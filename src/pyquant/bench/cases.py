@@ -186,3 +186,6 @@ def problems(quick: bool) -> list[Problem]:
             Problem(3136, 64, 576, threads, label="ResNet conv3x3 56x56x64"),
         ]
     return out
+
+
+from . import cases_lut  # noqa: E402,F401  (registers the lut_gemm cases)
