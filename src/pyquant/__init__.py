@@ -10,6 +10,7 @@ from . import _native  # noqa: F401  (applies PYQUANT_ISA before any kernel runs
 from . import _C
 from ._threads import get_num_threads, set_num_threads
 from .int8 import int8_gemm
+from .lowbit import lowbit_gemm, lowbit_gemm_grouped
 from .packed import PackedWeight, prepack
 from .packing import pack, unpack
 
@@ -31,5 +32,6 @@ def cpu_info() -> dict:
 
 __all__ = [
     "cpu_info", "get_num_threads", "set_num_threads", "pack", "unpack", "int8_gemm",
+    "lowbit_gemm", "lowbit_gemm_grouped",
     "prepack", "PackedWeight", "__version__",
 ]

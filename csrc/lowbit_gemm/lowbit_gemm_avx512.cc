@@ -1,0 +1,104 @@
+// AVX-512 VNNI path: unpack codes in registers (AND, vpsrlw + AND) and feed vpdpbusd, a 6x64
+// register tile like int8_gemm (24 accumulators). Per k-group, W4 loads 2 zmm of codes and W2
+// loads 1 for the four 16-column x 4-k operands int8_gemm loads 4 zmm for; the unpack runs in
+// the ALU slots next to the 24 vpdpbusd. Operand order: uint8 A is the u8 operand and the codes
+// (0..15 fit s8) the s8 one; int8 A is the s8 operand and the codes the u8 one.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "lowbit_gemm/lowbit_gemm.h"
+
+namespace pq {
+namespace {
+
+inline int32_t load_i32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// Far enough ahead for DRAM latency on the decode stream (about 4 KiB in flight per panel).
+constexpr size_t kPrefetchBytes = 4096;
+
+#define PQ_ROW_DECL(r) \
+  __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = c##r##0, c##r##2 = c##r##0, c##r##3 = c##r##0;
+#define PQ_DOT(acc, av, w) \
+  acc = SIGNED ? _mm512_dpbusd_epi32(acc, w, av) : _mm512_dpbusd_epi32(acc, av, w)
+#define PQ_ROW_FMA(r)                                                    \
+  if constexpr (MR > r) {                                                \
+    const __m512i av = _mm512_set1_epi32(load_i32(a + r * lda + g * 4)); \
+    PQ_DOT(c##r##0, av, w0);                                             \
+    PQ_DOT(c##r##1, av, w1);                                             \
+    PQ_DOT(c##r##2, av, w2);                                             \
+    PQ_DOT(c##r##3, av, w3);                                             \
+  }
+#define PQ_ROW_SAVE(r)                                \
+  if constexpr (MR > r) {                             \
+    _mm512_storeu_si512(sums + r * 64, c##r##0);      \
+    _mm512_storeu_si512(sums + r * 64 + 16, c##r##1); \
+    _mm512_storeu_si512(sums + r * 64 + 32, c##r##2); \
+    _mm512_storeu_si512(sums + r * 64 + 48, c##r##3); \
+  }
+
+template <int BITS, size_t MR, bool SIGNED>
+__attribute__((noipa)) void tile(const uint8_t* a, size_t lda, const uint8_t* b, size_t kgroups,
+                                 int32_t* sums) {
+  constexpr size_t kGroupBytes = 64 * BITS;
+  const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << BITS) - 1));
+  PQ_ROW_DECL(0) PQ_ROW_DECL(1) PQ_ROW_DECL(2) PQ_ROW_DECL(3) PQ_ROW_DECL(4) PQ_ROW_DECL(5)
+  for (size_t g = 0; g < kgroups; ++g) {
+    const uint8_t* bg = b + g * kGroupBytes;
+    __m512i w0, w1, w2, w3;
+    if constexpr (BITS == 4) {
+      _mm_prefetch(reinterpret_cast<const char*>(bg + kPrefetchBytes), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(bg + kPrefetchBytes + 64), _MM_HINT_T0);
+      const __m512i v0 = _mm512_loadu_si512(bg), v1 = _mm512_loadu_si512(bg + 64);
+      w0 = _mm512_and_si512(v0, mask);
+      w1 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), mask);
+      w2 = _mm512_and_si512(v1, mask);
+      w3 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), mask);
+    } else {
+      _mm_prefetch(reinterpret_cast<const char*>(bg + kPrefetchBytes), _MM_HINT_T0);
+      const __m512i v = _mm512_loadu_si512(bg);
+      w0 = _mm512_and_si512(v, mask);
+      w1 = _mm512_and_si512(_mm512_srli_epi16(v, 2), mask);
+      w2 = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+      w3 = _mm512_and_si512(_mm512_srli_epi16(v, 6), mask);
+    }
+    PQ_ROW_FMA(0) PQ_ROW_FMA(1) PQ_ROW_FMA(2) PQ_ROW_FMA(3) PQ_ROW_FMA(4) PQ_ROW_FMA(5)
+  }
+  PQ_ROW_SAVE(0) PQ_ROW_SAVE(1) PQ_ROW_SAVE(2) PQ_ROW_SAVE(3) PQ_ROW_SAVE(4) PQ_ROW_SAVE(5)
+}
+#undef PQ_ROW_DECL
+#undef PQ_DOT
+#undef PQ_ROW_FMA
+#undef PQ_ROW_SAVE
+
+template <int BITS, bool SIGNED>
+void tile_mr(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t kgroups,
+             int32_t* sums) {
+  switch (mr) {
+    case 6: return tile<BITS, 6, SIGNED>(a, lda, b, kgroups, sums);
+    case 5: return tile<BITS, 5, SIGNED>(a, lda, b, kgroups, sums);
+    case 4: return tile<BITS, 4, SIGNED>(a, lda, b, kgroups, sums);
+    case 3: return tile<BITS, 3, SIGNED>(a, lda, b, kgroups, sums);
+    case 2: return tile<BITS, 2, SIGNED>(a, lda, b, kgroups, sums);
+    default: return tile<BITS, 1, SIGNED>(a, lda, b, kgroups, sums);
+  }
+}
+
+}  // namespace
+
+void lowbit_tile4_avx512(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
+                         size_t kgroups, bool a_signed, int32_t* sums) {
+  if (a_signed) return tile_mr<4, true>(a, lda, mr, b, kgroups, sums);
+  tile_mr<4, false>(a, lda, mr, b, kgroups, sums);
+}
+void lowbit_tile2_avx512(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
+                         size_t kgroups, bool a_signed, int32_t* sums) {
+  if (a_signed) return tile_mr<2, true>(a, lda, mr, b, kgroups, sums);
+  tile_mr<2, false>(a, lda, mr, b, kgroups, sums);
+}
+
+}  // namespace pq
