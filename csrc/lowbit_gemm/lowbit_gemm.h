@@ -4,7 +4,7 @@
 //
 // Packed weight layout (ISA-independent, one prepack serves every path). Codes are stored
 // offset to unsigned, u = w + 2^(bits-1) in [0, 2^bits), so unpacking is AND (+ one shift):
-//   panels [N_pad/64][K_pad/4][G bytes], G = 64 * bits bytes per k-group (4 k x 64 columns).
+//   panels [N_pad/64][K_pad/4][G bytes], G = 32 * bits bytes per k-group (4 k x 64 columns).
 // Within a k-group, think of the int8 panel order of int8_gemm: index i = col*4 + kk in
 // [0, 256), split into quarters q = i / 64 of 64 bytes (16 columns x 4 k each). Quarter q
 // lives in byte block (q / per_byte) at bit offset (q % per_byte) * bits, per_byte = 8 / bits:
@@ -32,7 +32,7 @@ namespace pq {
 
 constexpr size_t kLowbitPanelCols = 64;  // NR
 constexpr size_t kLowbitGroupK = 4;      // KR
-inline constexpr size_t lowbit_group_bytes(int bits) { return 64 * static_cast<size_t>(bits); }
+inline constexpr size_t lowbit_group_bytes(int bits) { return 32 * static_cast<size_t>(bits); }
 
 // Raw sums of one tile: sums[r][64] = sum over `kgroups` k-groups of a row r x panel block,
 // u codes (no offset correction). `a` points at the tile's first row at the block's first k

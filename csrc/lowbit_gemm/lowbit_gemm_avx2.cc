@@ -26,7 +26,7 @@ inline __m256i dot4(__m256i acc, __m256i av, __m256i w, __m256i ones) {
 
 template <int BITS, size_t MR, bool SIGNED>
 void tile(const uint8_t* a, size_t lda, const uint8_t* b, size_t kgroups, int32_t* sums) {
-  constexpr size_t kGroupBytes = 64 * BITS;
+  constexpr size_t kGroupBytes = 32 * BITS;
   const __m256i mask = _mm256_set1_epi8(static_cast<char>((1 << BITS) - 1));
   const __m256i ones = _mm256_set1_epi16(1);
   for (size_t h = 0; h < 2; ++h) {

@@ -7,7 +7,7 @@ namespace {
 template <int BITS>
 void tile(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t kgroups,
           bool a_signed, int32_t* sums) {
-  constexpr size_t kPer = 8 / BITS, kGroupBytes = 64 * BITS;
+  constexpr size_t kPer = 8 / BITS, kGroupBytes = 32 * BITS;
   constexpr unsigned kMask = (1u << BITS) - 1;
   uint32_t acc[8][64] = {};
   uint8_t u[256];  // [col][kk], the int8 panel order

@@ -43,7 +43,11 @@ def _prepack_lowbit(w, *, bits) -> PackedWeight:
     if wn.shape[1] > _MAX_K:
         raise ValueError(f"w: K = {wn.shape[1]} exceeds the supported maximum {_MAX_K}")
     half = 1 << (bits - 1)
-    _arrays.check_codes(wn, "w", -half, half - 1)
+    if wn.size:
+        lo, hi = int(wn.min()), int(wn.max())
+        if lo < -half or hi >= half:
+            bad = lo if lo < -half else hi
+            raise ValueError(f"w: {bits}-bit codes must be in [{-half}, {half - 1}], found {bad}")
     return PackedWeight(_C.lowbit_prepack(np.ascontiguousarray(wn), bits), "lowbit_gemm",
                         {"bits": bits})
 
