@@ -100,7 +100,7 @@ def test_lowbit_gemm(benchmark, group, m, cold, kernel):
     })
 
 
-def side_by_side(rounds_decode: int = 40, rounds_gemm: int = 5) -> None:
+def side_by_side(rounds_decode: int = 40, rounds_gemm: int = 5, only: str = "") -> None:
     pyquant.set_num_threads(1)
     print(f"ISA {_C.active_isa()}, 1 thread, {N}x{K}; min over interleaved rounds")
     groups = [
@@ -112,6 +112,8 @@ def side_by_side(rounds_decode: int = 40, rounds_gemm: int = 5) -> None:
         ("prefill M=256 (hot)", 256, False, 1, ("int8", "W4", "W2", "W4g128")),
     ]
     for group, m, cold, layers, kernels in groups:
+        if only not in group:
+            continue
         n_layers = {k: layers or (128 << 20) // weight_bytes(k[:2] if k != "int8" else k)
                     for k in kernels}
         fns = {k: make(k[:2] if k != "int8" else k, m, cold, n_layers[k],
@@ -140,4 +142,6 @@ def side_by_side(rounds_decode: int = 40, rounds_gemm: int = 5) -> None:
         del fns
 
 if __name__ == "__main__":
-    side_by_side()
+    import sys
+
+    side_by_side(only=sys.argv[1] if len(sys.argv) > 1 else "")  # e.g. "grouped", "prefill"

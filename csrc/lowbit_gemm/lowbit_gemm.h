@@ -40,15 +40,38 @@ inline constexpr size_t lowbit_group_bytes(int bits) { return 32 * static_cast<s
 using LowbitTileFn = void (*)(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
                               size_t kgroups, bool a_signed, int32_t* sums);
 
+// Group epilogue: out[r][j] += sc[j] * float(sums[r][j] - corr[r]) for r < mr, j < 64, with a
+// separate multiply and add (no FMA) so every path rounds alike. corr[r] = offset * activation
+// sum of row r over the group (wrapping uint32).
+using LowbitEpilogueFn = void (*)(const int32_t* sums, size_t mr, const uint32_t* corr,
+                                  const float* sc, float* out);
+
+// Optional fused grouped GEMV (one activation row, one panel): out[64] = sum_g scales[j][g] *
+// float(raw sum over group g - corr[g]), in group order, bit-identical to tile + epilogue.
+// scales points at the panel's first column of the caller's [N][n_groups] array; nc <= 64
+// valid columns.
+using LowbitGemvGroupedFn = void (*)(const uint8_t* a, const uint8_t* b, size_t kgroups,
+                                     size_t group_kgroups, bool a_signed, const uint32_t* corr,
+                                     const float* scales, size_t n_groups, size_t nc, float* out);
+
 struct LowbitGemmKernels {
   size_t mr;  // rows per tile call (at most 8)
   LowbitTileFn tile4, tile2;
+  LowbitEpilogueFn group_epilogue;
+  LowbitGemvGroupedFn gemv_grouped4, gemv_grouped2;  // nullptr: tile + epilogue per group
 };
 const LowbitGemmKernels& lowbit_gemm_kernels(Isa isa);
 
 void lowbit_tile4_scalar(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
 void lowbit_tile2_scalar(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
+void lowbit_epilogue_scalar(const int32_t*, size_t, const uint32_t*, const float*, float*);
 #if defined(PQ_HAVE_X86)
+void lowbit_epilogue_avx2(const int32_t*, size_t, const uint32_t*, const float*, float*);
+void lowbit_epilogue_avx512(const int32_t*, size_t, const uint32_t*, const float*, float*);
+void lowbit_gemv_grouped4_avx512(const uint8_t*, const uint8_t*, size_t, size_t, bool,
+                                 const uint32_t*, const float*, size_t, size_t, float*);
+void lowbit_gemv_grouped2_avx512(const uint8_t*, const uint8_t*, size_t, size_t, bool,
+                                 const uint32_t*, const float*, size_t, size_t, float*);
 void lowbit_tile4_avx2(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
 void lowbit_tile2_avx2(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
 void lowbit_tile4_avx512(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);

@@ -70,6 +70,19 @@ void tile_mr(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t k
 
 }  // namespace
 
+void lowbit_epilogue_avx2(const int32_t* sums, size_t mr, const uint32_t* corr, const float* sc,
+                          float* out) {
+  for (size_t r = 0; r < mr; ++r) {
+    const __m256i cr = _mm256_set1_epi32(static_cast<int>(corr[r]));
+    for (size_t j = 0; j < 64; j += 8) {
+      const __m256i v = _mm256_sub_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sums + r * 64 + j)), cr);
+      const __m256 prod = _mm256_mul_ps(_mm256_loadu_ps(sc + j), _mm256_cvtepi32_ps(v));
+      _mm256_storeu_ps(out + r * 64 + j, _mm256_add_ps(_mm256_loadu_ps(out + r * 64 + j), prod));
+    }
+  }
+}
+
 void lowbit_tile4_avx2(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t kgroups,
                        bool a_signed, int32_t* sums) {
   if (a_signed) return tile_mr<4, true>(a, lda, mr, b, kgroups, sums);

@@ -117,6 +117,58 @@ __attribute__((noipa)) void gemv(const uint8_t* a, const uint8_t* b, size_t kgro
   _mm512_storeu_si512(sums + 32, _mm512_add_epi32(_mm512_add_epi32(c02, c12), _mm512_add_epi32(c22, c32)));
   _mm512_storeu_si512(sums + 48, _mm512_add_epi32(_mm512_add_epi32(c03, c13), _mm512_add_epi32(c23, c33)));
 }
+
+// Grouped decode GEMV: per quantization group, the integer sums (4 accumulator sets) are folded
+// into 4 float accumulators in registers: out += scale * float(sum - corr[g]) (mul, then add,
+// like the portable epilogue). Scales come straight from the caller's [N][G] array by gather
+// (masked past the last column), so no transposed copy is made; the cache line holding the next
+// 16 groups of each column's scales is prefetched.
+template <int BITS, bool SIGNED>
+__attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, size_t kgroups,
+                                         size_t group_kgroups, const uint32_t* corr,
+                                         const float* scales, size_t n_groups, size_t nc,
+                                         float* out) {
+  constexpr size_t kGroupBytes = 32 * BITS;
+  const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << BITS) - 1));
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i stride = _mm512_mullo_epi32(lane, _mm512_set1_epi32(static_cast<int>(n_groups)));
+  __mmask16 cm[4];
+  for (size_t q = 0; q < 4; ++q) {
+    const size_t left = nc > q * 16 ? nc - q * 16 : 0;
+    cm[q] = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+  }
+  __m512 f0 = _mm512_setzero_ps(), f1 = f0, f2 = f0, f3 = f0;
+  for (size_t gi = 0, g0 = 0; g0 < kgroups; ++gi, g0 += group_kgroups) {
+    if ((gi & 15) == 0 && gi + 16 < n_groups)
+      for (size_t j = 0; j < nc; ++j)
+        _mm_prefetch(reinterpret_cast<const char*>(scales + j * n_groups + gi + 16), _MM_HINT_T0);
+    const size_t g1 = g0 + group_kgroups < kgroups ? g0 + group_kgroups : kgroups;
+    PQ_ROW_DECL(0) PQ_ROW_DECL(1) PQ_ROW_DECL(2) PQ_ROW_DECL(3)
+    size_t g = g0;
+    for (; g + 4 <= g1; g += 4) {
+      const char* pf = reinterpret_cast<const char*>(b + g * kGroupBytes + kPrefetchBytes);
+      for (size_t i = 0; i < 4 * kGroupBytes; i += 64) _mm_prefetch(pf + i, _MM_HINT_T0);
+      PQ_GEMV_STEP(0, g) PQ_GEMV_STEP(1, g + 1) PQ_GEMV_STEP(2, g + 2) PQ_GEMV_STEP(3, g + 3)
+    }
+    for (; g < g1; ++g) PQ_GEMV_STEP(0, g)
+    const __m512i cr = _mm512_set1_epi32(static_cast<int>(corr[gi]));
+    const float* sg = scales + gi;
+#define PQ_GROUP_FOLD(q)                                                                       \
+  {                                                                                            \
+    const __m512i s = _mm512_sub_epi32(                                                        \
+        _mm512_add_epi32(_mm512_add_epi32(c0##q, c1##q), _mm512_add_epi32(c2##q, c3##q)), cr); \
+    const __m512 sc = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), cm[q], stride,             \
+                                               sg + q * 16 * n_groups, 4);                     \
+    f##q = _mm512_add_ps(f##q, _mm512_mul_ps(sc, _mm512_cvtepi32_ps(s)));                      \
+  }
+    PQ_GROUP_FOLD(0) PQ_GROUP_FOLD(1) PQ_GROUP_FOLD(2) PQ_GROUP_FOLD(3)
+#undef PQ_GROUP_FOLD
+  }
+  _mm512_storeu_ps(out, f0);
+  _mm512_storeu_ps(out + 16, f1);
+  _mm512_storeu_ps(out + 32, f2);
+  _mm512_storeu_ps(out + 48, f3);
+}
 #undef PQ_GEMV_STEP
 #undef PQ_ROW_DECL
 #undef PQ_DOT
@@ -137,6 +189,38 @@ void tile_mr(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t k
 }
 
 }  // namespace
+
+void lowbit_epilogue_avx512(const int32_t* sums, size_t mr, const uint32_t* corr, const float* sc,
+                            float* out) {
+  const __m512 s0 = _mm512_loadu_ps(sc), s1 = _mm512_loadu_ps(sc + 16),
+               s2 = _mm512_loadu_ps(sc + 32), s3 = _mm512_loadu_ps(sc + 48);
+  for (size_t r = 0; r < mr; ++r) {
+    const __m512i cr = _mm512_set1_epi32(static_cast<int>(corr[r]));
+    const int32_t* sr = sums + r * 64;
+    float* o = out + r * 64;
+#define PQ_EPI(j, sj)                                                                      \
+  _mm512_storeu_ps(o + j, _mm512_add_ps(_mm512_loadu_ps(o + j),                            \
+                                        _mm512_mul_ps(sj, _mm512_cvtepi32_ps(_mm512_sub_epi32( \
+                                                              _mm512_loadu_si512(sr + j), cr)))));
+    PQ_EPI(0, s0) PQ_EPI(16, s1) PQ_EPI(32, s2) PQ_EPI(48, s3)
+#undef PQ_EPI
+  }
+}
+
+void lowbit_gemv_grouped4_avx512(const uint8_t* a, const uint8_t* b, size_t kgroups,
+                                 size_t group_kgroups, bool a_signed, const uint32_t* corr,
+                                 const float* scales, size_t n_groups, size_t nc, float* out) {
+  if (a_signed)
+    return gemv_grouped<4, true>(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc, out);
+  gemv_grouped<4, false>(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc, out);
+}
+void lowbit_gemv_grouped2_avx512(const uint8_t* a, const uint8_t* b, size_t kgroups,
+                                 size_t group_kgroups, bool a_signed, const uint32_t* corr,
+                                 const float* scales, size_t n_groups, size_t nc, float* out) {
+  if (a_signed)
+    return gemv_grouped<2, true>(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc, out);
+  gemv_grouped<2, false>(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc, out);
+}
 
 void lowbit_tile4_avx512(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
                          size_t kgroups, bool a_signed, int32_t* sums) {

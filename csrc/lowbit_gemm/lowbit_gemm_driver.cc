@@ -11,10 +11,13 @@
 namespace pq {
 
 const LowbitGemmKernels& lowbit_gemm_kernels(Isa isa) {
-  static const LowbitGemmKernels scalar{4, lowbit_tile4_scalar, lowbit_tile2_scalar};
+  static const LowbitGemmKernels scalar{4, lowbit_tile4_scalar, lowbit_tile2_scalar,
+                                        lowbit_epilogue_scalar, nullptr, nullptr};
 #if defined(PQ_HAVE_X86)
-  static const LowbitGemmKernels avx2{2, lowbit_tile4_avx2, lowbit_tile2_avx2};
-  static const LowbitGemmKernels avx512{6, lowbit_tile4_avx512, lowbit_tile2_avx512};
+  static const LowbitGemmKernels avx2{2, lowbit_tile4_avx2, lowbit_tile2_avx2, lowbit_epilogue_avx2, nullptr, nullptr};
+  static const LowbitGemmKernels avx512{6, lowbit_tile4_avx512, lowbit_tile2_avx512,
+                                        lowbit_epilogue_avx512, lowbit_gemv_grouped4_avx512,
+                                        lowbit_gemv_grouped2_avx512};
   if (isa == Isa::avx512) return avx512;
   if (isa == Isa::avx2) return avx2;
 #endif
@@ -144,31 +147,46 @@ void lowbit_gemm_grouped_run(const uint8_t* a, size_t m, size_t k, bool a_signed
   const size_t block = group_size / kLowbitGroupK;  // one quantization group per tile call
   const Prepared p = prepare(a, m, k, a_signed, group_size);
 
+  const LowbitGemvGroupedFn gemv = bits == 4 ? kern.gemv_grouped4 : kern.gemv_grouped2;
+  if (m == 1 && gemv) {  // decode: fused kernel, scales read in place
+    std::vector<uint32_t> corr(n_groups);
+    for (size_t g = 0; g < n_groups; ++g) corr[g] = offset * p.sums[g];
+    const size_t n_panels = div_round_up(n, kLowbitPanelCols);
+    parallel_for(n_panels, threads, [&](size_t panel) {
+      alignas(64) float out[64];
+      const size_t col0 = panel * kLowbitPanelCols;
+      const size_t nc = n - col0 < kLowbitPanelCols ? n - col0 : kLowbitPanelCols;
+      gemv(p.a, panels + panel * k_groups * gbytes, k_groups, block, a_signed, corr.data(),
+           scales + col0 * n_groups, n_groups, nc, out);
+      for (size_t j = 0; j < nc; ++j) c[col0 + j] = out[j];
+    });
+    return;
+  }
+
   run_tasks(m, n, kern.mr, threads, [&](size_t panel, size_t m0, size_t m1) {
     alignas(64) int32_t sums[kMaxMR * 64];
+    alignas(64) float out[kMaxMR * 64];
+    uint32_t corr[kMaxMR];
     const size_t col0 = panel * kLowbitPanelCols;
     const size_t nc = n - col0 < kLowbitPanelCols ? n - col0 : kLowbitPanelCols;
     const uint8_t* bp = panels + panel * k_groups * gbytes;
+    // This panel's scales, transposed to [group][64 columns] (zero for padding columns).
+    std::vector<float> sc(n_groups * kLowbitPanelCols, 0.0f);
+    for (size_t j = 0; j < nc; ++j)
+      for (size_t g = 0; g < n_groups; ++g) sc[g * kLowbitPanelCols + j] = scales[(col0 + j) * n_groups + g];
     for (size_t mt = m0; mt < m1; mt += kern.mr) {
       const size_t mr = m1 - mt < kern.mr ? m1 - mt : kern.mr;
-      for (size_t r = 0; r < mr; ++r)
-        for (size_t j = 0; j < nc; ++j) c[(mt + r) * n + col0 + j] = 0.0f;
+      for (size_t i = 0; i < mr * 64; ++i) out[i] = 0.0f;
       for (size_t g = 0; g < n_groups; ++g) {
         const size_t kb = g * block;
         const size_t groups = k_groups - kb < block ? k_groups - kb : block;
         tile(p.a + mt * p.lda + kb * kLowbitGroupK, p.lda, mr, bp + kb * gbytes, groups, a_signed,
              sums);
-        for (size_t r = 0; r < mr; ++r) {
-          float* dst = c + (mt + r) * n + col0;
-          const int32_t* s = sums + r * 64;
-          const uint32_t corr = offset * p.sums[(mt + r) * n_groups + g];
-          const float* sc = scales + col0 * n_groups + g;
-          for (size_t j = 0; j < nc; ++j) {
-            const int32_t v = static_cast<int32_t>(static_cast<uint32_t>(s[j]) - corr);
-            dst[j] += sc[j * n_groups] * static_cast<float>(v);
-          }
-        }
+        for (size_t r = 0; r < mr; ++r) corr[r] = offset * p.sums[(mt + r) * n_groups + g];
+        kern.group_epilogue(sums, mr, corr, sc.data() + g * kLowbitPanelCols, out);
       }
+      for (size_t r = 0; r < mr; ++r)
+        for (size_t j = 0; j < nc; ++j) c[(mt + r) * n + col0 + j] = out[r * 64 + j];
     }
   });
 }

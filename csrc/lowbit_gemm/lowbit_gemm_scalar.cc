@@ -44,4 +44,13 @@ void lowbit_tile2_scalar(const uint8_t* a, size_t lda, size_t mr, const uint8_t*
   tile<2>(a, lda, mr, b, kgroups, a_signed, sums);
 }
 
+void lowbit_epilogue_scalar(const int32_t* sums, size_t mr, const uint32_t* corr, const float* sc,
+                            float* out) {
+  for (size_t r = 0; r < mr; ++r)
+    for (size_t j = 0; j < 64; ++j) {
+      const int32_t v = static_cast<int32_t>(static_cast<uint32_t>(sums[r * 64 + j]) - corr[r]);
+      out[r * 64 + j] += sc[j] * static_cast<float>(v);
+    }
+}
+
 }  // namespace pq
