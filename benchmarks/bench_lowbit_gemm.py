@@ -91,7 +91,7 @@ def test_lowbit_gemm(benchmark, group, m, cold, kernel):
         fn()
     benchmark.group = group
     iterations = LAYERS if cold else 1
-    benchmark.pedantic(fn, rounds=5 if cold else 3, iterations=iterations, warmup_rounds=1)
+    benchmark.pedantic(fn, rounds=20 if cold else 3, iterations=iterations, warmup_rounds=1)
     s = benchmark.stats.stats.min
     benchmark.extra_info.update({
         "isa": _C.active_isa(), "m": m, "n": N, "k": K, "cold": cold,

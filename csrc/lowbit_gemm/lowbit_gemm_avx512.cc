@@ -18,6 +18,59 @@ inline int32_t load_i32(const void* p) {
   return v;
 }
 
+// In-register 16x16 transpose of floats (unpack, shuffle within 128-bit lanes, then 128-bit lane
+// shuffles): r[i] lane j -> r[j] lane i.
+inline void transpose16(__m512* r) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // r[4i+e], 128-bit lane L: rows 4i..4i+3 of column 4L+e
+    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int e = 0; e < 4; ++e) {
+    const __m512 y0 = _mm512_shuffle_f32x4(r[e], r[4 + e], 0x44);
+    const __m512 y1 = _mm512_shuffle_f32x4(r[e], r[4 + e], 0xEE);
+    const __m512 y2 = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0x44);
+    const __m512 y3 = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0xEE);
+    t[e] = _mm512_shuffle_f32x4(y0, y2, 0x88);
+    t[4 + e] = _mm512_shuffle_f32x4(y0, y2, 0xDD);
+    t[8 + e] = _mm512_shuffle_f32x4(y1, y3, 0x88);
+    t[12 + e] = _mm512_shuffle_f32x4(y1, y3, 0xDD);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+// Scales of groups [g0, g0 + 16) for the panel's columns, from the caller's [N][n_groups] rows
+// to out[16 groups][64 columns] (zeros past the last column or group).
+inline void load_scales_t(const float* scales, size_t n_groups, size_t nc, size_t g0,
+                          float* out) {
+  const size_t left = n_groups - g0;
+  const __mmask16 gm =
+      left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+  for (size_t q = 0; q < 4; ++q) {
+    __m512 r[16];
+    for (size_t i = 0; i < 16; ++i) {
+      const size_t j = q * 16 + i;
+      if (j >= nc) {
+        r[i] = _mm512_setzero_ps();
+        continue;
+      }
+      const float* row = scales + j * n_groups + g0;
+      // 64 short strided streams defeat the hardware prefetcher: fetch the next 16 groups now
+      if (left > 16) _mm_prefetch(reinterpret_cast<const char*>(row + 16), _MM_HINT_T0);
+      if (left > 32) _mm_prefetch(reinterpret_cast<const char*>(row + 32), _MM_HINT_T0);
+      r[i] = _mm512_maskz_loadu_ps(gm, row);
+    }
+    transpose16(r);
+    for (size_t i = 0; i < 16; ++i) _mm512_store_ps(out + i * 64 + q * 16, r[i]);
+  }
+}
+
 // Far enough ahead for DRAM latency on the decode stream (about 4 KiB in flight per panel).
 constexpr size_t kPrefetchBytes = 4096;
 
@@ -120,9 +173,8 @@ __attribute__((noipa)) void gemv(const uint8_t* a, const uint8_t* b, size_t kgro
 
 // Grouped decode GEMV: per quantization group, the integer sums (4 accumulator sets) are folded
 // into 4 float accumulators in registers: out += scale * float(sum - corr[g]) (mul, then add,
-// like the portable epilogue). Scales come straight from the caller's [N][G] array by gather
-// (masked past the last column), so no transposed copy is made; the cache line holding the next
-// 16 groups of each column's scales is prefetched.
+// like the portable epilogue). Scales are read from the caller's [N][G] array 16 groups at a
+// time and transposed in registers (a scalar transposed copy cost more than the GEMV itself).
 template <int BITS, bool SIGNED>
 __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                          size_t group_kgroups, const uint32_t* corr,
@@ -130,18 +182,10 @@ __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, siz
                                          float* out) {
   constexpr size_t kGroupBytes = 32 * BITS;
   const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << BITS) - 1));
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512i stride = _mm512_mullo_epi32(lane, _mm512_set1_epi32(static_cast<int>(n_groups)));
-  __mmask16 cm[4];
-  for (size_t q = 0; q < 4; ++q) {
-    const size_t left = nc > q * 16 ? nc - q * 16 : 0;
-    cm[q] = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1);
-  }
+  alignas(64) float sct[16 * 64];  // scales of the next 16 groups, [group][column]
   __m512 f0 = _mm512_setzero_ps(), f1 = f0, f2 = f0, f3 = f0;
   for (size_t gi = 0, g0 = 0; g0 < kgroups; ++gi, g0 += group_kgroups) {
-    if ((gi & 15) == 0 && gi + 16 < n_groups)
-      for (size_t j = 0; j < nc; ++j)
-        _mm_prefetch(reinterpret_cast<const char*>(scales + j * n_groups + gi + 16), _MM_HINT_T0);
+    if ((gi & 15) == 0) load_scales_t(scales, n_groups, nc, gi, sct);
     const size_t g1 = g0 + group_kgroups < kgroups ? g0 + group_kgroups : kgroups;
     PQ_ROW_DECL(0) PQ_ROW_DECL(1) PQ_ROW_DECL(2) PQ_ROW_DECL(3)
     size_t g = g0;
@@ -152,13 +196,12 @@ __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, siz
     }
     for (; g < g1; ++g) PQ_GEMV_STEP(0, g)
     const __m512i cr = _mm512_set1_epi32(static_cast<int>(corr[gi]));
-    const float* sg = scales + gi;
+    const float* sg = sct + (gi & 15) * 64;
 #define PQ_GROUP_FOLD(q)                                                                       \
   {                                                                                            \
     const __m512i s = _mm512_sub_epi32(                                                        \
         _mm512_add_epi32(_mm512_add_epi32(c0##q, c1##q), _mm512_add_epi32(c2##q, c3##q)), cr); \
-    const __m512 sc = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), cm[q], stride,             \
-                                               sg + q * 16 * n_groups, 4);                     \
+    const __m512 sc = _mm512_loadu_ps(sg + q * 16);                                            \
     f##q = _mm512_add_ps(f##q, _mm512_mul_ps(sc, _mm512_cvtepi32_ps(s)));                      \
   }
     PQ_GROUP_FOLD(0) PQ_GROUP_FOLD(1) PQ_GROUP_FOLD(2) PQ_GROUP_FOLD(3)
