@@ -67,11 +67,13 @@ def test_packed_size_is_bits_per_weight():
 
 @pytest.mark.parametrize("bits", BITS)
 @pytest.mark.parametrize("a_value", [255, -128, 127])
-def test_k65536_extremes(isa, bits, a_value):
-    k = 65536
+@pytest.mark.parametrize("m,k", [(1, 65536), (2, 65536), (1, 131072), (1, 131076)])
+def test_large_k_extremes(isa, bits, a_value, m, k):
+    # M = 1 runs the GEMV kernel, whose W2 variant keeps 4x/16x-scaled sums up to K = 131072
+    # and switches to plain unpacking above; M = 2 runs the register-tile kernel.
     half = 1 << (bits - 1)
     a_dtype = np.uint8 if a_value == 255 else np.int8
-    a = np.full((2, k), a_value, a_dtype)
+    a = np.full((m, k), a_value, a_dtype)
     w = np.stack([np.full(k, -half, np.int8), np.full(k, half - 1, np.int8),
                   np.where(np.arange(k) % 2 == 0, -half, half - 1).astype(np.int8)])
     np.testing.assert_array_equal(pyquant.lowbit_gemm(a, w, bits=bits), gemm_ref(a, w))

@@ -73,6 +73,7 @@ inline void load_scales_t(const float* scales, size_t n_groups, size_t nc, size_
 
 // Far enough ahead for DRAM latency on the decode stream (about 4 KiB in flight per panel).
 constexpr size_t kPrefetchBytes = 4096;
+constexpr size_t kScaledMaxK = 131072;  // 16 * 3 * 255 * 131072 < 2^31
 
 #define PQ_ROW_DECL(r) \
   __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = c##r##0, c##r##2 = c##r##0, c##r##3 = c##r##0;
@@ -139,6 +140,12 @@ __attribute__((noipa)) void tile(const uint8_t* a, size_t lda, const uint8_t* b,
       w1 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), mask);                             \
       w2 = _mm512_and_si512(v1, mask);                                                   \
       w3 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), mask);                             \
+    } else if constexpr (SCALED) {                                                       \
+      const __m512i v = _mm512_loadu_si512(bg);                                          \
+      w0 = _mm512_and_si512(v, mask);                                                    \
+      w1 = _mm512_and_si512(v, _mm512_set1_epi8(0x0C));                                  \
+      w2 = _mm512_and_si512(v, _mm512_set1_epi8(0x30));                                  \
+      w3 = _mm512_and_si512(_mm512_srli_epi16(v, 6), mask);                              \
     } else {                                                                             \
       const __m512i v = _mm512_loadu_si512(bg);                                          \
       w0 = _mm512_and_si512(v, mask);                                                    \
@@ -152,7 +159,10 @@ __attribute__((noipa)) void tile(const uint8_t* a, size_t lda, const uint8_t* b,
     PQ_DOT(c##u##3, av, w3);                                                             \
   }
 
-template <int BITS, bool SIGNED>
+// W2 with SCALED: quarters 1 and 2 are only masked in place (values 4c and 16c, no vpsrlw,
+// which shares the vpdpbusd pipes), so their accumulators hold 4x and 16x the sum and are shifted
+// back at the end. Exact while |16 * 3 * 255 * K| < 2^31, i.e. K <= kScaledMaxK.
+template <int BITS, bool SIGNED, bool SCALED = false>
 __attribute__((noipa)) void gemv(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                  int32_t* sums) {
   constexpr size_t kGroupBytes = 32 * BITS;
@@ -165,9 +175,15 @@ __attribute__((noipa)) void gemv(const uint8_t* a, const uint8_t* b, size_t kgro
     PQ_GEMV_STEP(0, g) PQ_GEMV_STEP(1, g + 1) PQ_GEMV_STEP(2, g + 2) PQ_GEMV_STEP(3, g + 3)
   }
   for (; g < kgroups; ++g) PQ_GEMV_STEP(0, g)
+  __m512i s1 = _mm512_add_epi32(_mm512_add_epi32(c01, c11), _mm512_add_epi32(c21, c31));
+  __m512i s2 = _mm512_add_epi32(_mm512_add_epi32(c02, c12), _mm512_add_epi32(c22, c32));
+  if constexpr (SCALED) {  // exact: every term is a multiple of 4 (resp. 16), no overflow
+    s1 = _mm512_srai_epi32(s1, 2);
+    s2 = _mm512_srai_epi32(s2, 4);
+  }
   _mm512_storeu_si512(sums, _mm512_add_epi32(_mm512_add_epi32(c00, c10), _mm512_add_epi32(c20, c30)));
-  _mm512_storeu_si512(sums + 16, _mm512_add_epi32(_mm512_add_epi32(c01, c11), _mm512_add_epi32(c21, c31)));
-  _mm512_storeu_si512(sums + 32, _mm512_add_epi32(_mm512_add_epi32(c02, c12), _mm512_add_epi32(c22, c32)));
+  _mm512_storeu_si512(sums + 16, s1);
+  _mm512_storeu_si512(sums + 32, s2);
   _mm512_storeu_si512(sums + 48, _mm512_add_epi32(_mm512_add_epi32(c03, c13), _mm512_add_epi32(c23, c33)));
 }
 
@@ -175,7 +191,7 @@ __attribute__((noipa)) void gemv(const uint8_t* a, const uint8_t* b, size_t kgro
 // into 4 float accumulators in registers: out += scale * float(sum - corr[g]) (mul, then add,
 // like the portable epilogue). Scales are read from the caller's [N][G] array 16 groups at a
 // time and transposed in registers (a scalar transposed copy cost more than the GEMV itself).
-template <int BITS, bool SIGNED>
+template <int BITS, bool SIGNED, bool SCALED = false>
 __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                          size_t group_kgroups, const uint32_t* corr,
                                          const float* scales, size_t n_groups, size_t nc,
@@ -227,7 +243,9 @@ void tile_mr(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t k
     case 4: return tile<BITS, 4, SIGNED>(a, lda, b, kgroups, sums);
     case 3: return tile<BITS, 3, SIGNED>(a, lda, b, kgroups, sums);
     case 2: return tile<BITS, 2, SIGNED>(a, lda, b, kgroups, sums);
-    default: return gemv<BITS, SIGNED>(a, b, kgroups, sums);
+    default:
+      if (BITS == 2 && kgroups <= kScaledMaxK / 4) return gemv<BITS, SIGNED, true>(a, b, kgroups, sums);
+      return gemv<BITS, SIGNED>(a, b, kgroups, sums);
   }
 }
 
