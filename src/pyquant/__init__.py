@@ -11,6 +11,7 @@ from . import _C
 from ._threads import get_num_threads, set_num_threads
 from .int8 import int8_gemm
 from .lut import lut_gemm
+from .lowbit import lowbit_gemm, lowbit_gemm_grouped
 from .packed import PackedWeight, prepack
 from .packing import pack, unpack
 
@@ -32,5 +33,6 @@ def cpu_info() -> dict:
 
 __all__ = [
     "cpu_info", "get_num_threads", "set_num_threads", "pack", "unpack", "int8_gemm", "lut_gemm",
+    "lowbit_gemm", "lowbit_gemm_grouped",
     "prepack", "PackedWeight", "__version__",
 ]
