@@ -12,6 +12,7 @@ from ._threads import get_num_threads, set_num_threads
 from .int8 import int8_gemm
 from .packed import PackedWeight, prepack
 from .packing import pack, unpack
+from .sparq import sparq_decode, sparq_encode, sparq_gemm, sparq_quantize
 
 __version__ = "0.1.0"
 
@@ -32,4 +33,5 @@ def cpu_info() -> dict:
 __all__ = [
     "cpu_info", "get_num_threads", "set_num_threads", "pack", "unpack", "int8_gemm",
     "prepack", "PackedWeight", "__version__",
+    "sparq_quantize", "sparq_gemm", "sparq_encode", "sparq_decode",
 ]
