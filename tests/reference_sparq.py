@@ -54,3 +54,91 @@ def sparq_ref(a: np.ndarray, bits: int = 4, options: int = 5, rounding: str = "r
     partner = padded.reshape(a.shape[:-1] + (padded.shape[-1] // 2, 2))[..., ::-1].reshape(padded.shape)[..., :k]
     wide = window_ref(a, 2 * bits, list(range(9 - 2 * bits)), rounding)
     return np.where((partner == 0) | (a == 0), wide, base).astype(np.uint8)
+
+
+# ---- the compact format, as pyquant/sparq.py describes it (numpy, the codec's oracle) -------
+
+def _layout(bits, options, pairs):
+    shifts = sorted(SHIFTS[(bits, options)])
+    pb = (len(shifts) - 1).bit_length()
+    slot = bits + pb
+    wide = list(range(9 - 2 * bits))
+    escape = len(shifts) < (1 << pb)
+    code_bits = (2 * slot + (0 if escape else 1)) if pairs else slot
+    return shifts, wide, pb, slot, escape, code_bits
+
+
+def _placement(values, nw, shifts):
+    """window | placement << nw at the smallest allowed shift holding each value exactly."""
+    v = np.asarray(values, np.int64)
+    code = np.full(v.shape, -1, np.int64)
+    for i, s in enumerate(shifts):
+        ok = (code < 0) & ((v >> s) < (1 << nw)) & ((v & ((1 << s) - 1)) == 0)
+        code = np.where(ok, (v >> s) | (i << nw), code)
+    assert (code >= 0).all()
+    return code
+
+
+def _pack(codes, width):
+    rows, c = codes.shape
+    bits = ((codes[..., None] >> np.arange(width)) & 1).astype(np.uint8)
+    return np.packbits(bits.reshape(rows, c * width), axis=1, bitorder="little")
+
+
+def _unpack(payload, c, width):
+    bits = np.unpackbits(payload, axis=1, count=c * width, bitorder="little")
+    return (bits.reshape(payload.shape[0], c, width).astype(np.int64) << np.arange(width)).sum(2)
+
+
+def encode_ref(q, bits, options, pairs):
+    """Trimmed values q [rows, K] -> payload [rows, bytes]."""
+    shifts, wide, pb, slot, escape, width = _layout(bits, options, pairs)
+    q = np.asarray(q, np.int64)
+    n = bits
+    if not pairs:
+        return _pack(_placement(q, n, shifts), width)
+    if q.shape[1] % 2:
+        q = np.concatenate([q, np.zeros((q.shape[0], 1), np.int64)], axis=1)
+    x0, x1 = q[:, 0::2], q[:, 1::2]
+    both = (x0 != 0) & (x1 != 0)
+    codes = (_placement(np.where(both, x0, 0), n, shifts)
+             | (_placement(np.where(both, x1, 0), n, shifts) << slot))
+    lone = (x0 != 0) ^ (x1 != 0)
+    j = (x1 != 0).astype(np.int64)
+    p = _placement(np.where(x0 != 0, x0, x1), 2 * n, wide)
+    if escape:
+        mine = (p & ((1 << n) - 1)) | (((1 << pb) - 1) << n)
+        other = p >> n
+        esc = np.where(j == 0, mine | (other << slot), other | (mine << slot))
+    else:
+        esc = (1 << (2 * slot)) | j | (p << 1)
+    return _pack(np.where(lone, esc, codes), width)
+
+
+def decode_ref(payload, k, bits, options, pairs):
+    shifts, wide, pb, slot, escape, width = _layout(bits, options, pairs)
+    n = bits
+    sh, wd = np.array(shifts), np.array(wide)
+
+    def val(code, nw, table):
+        return (code & ((1 << nw) - 1)) << table[np.minimum(code >> nw, len(table) - 1)]
+
+    if not pairs:
+        return val(_unpack(payload, k, width), n, sh).astype(np.uint8)
+    codes = _unpack(payload, (k + 1) // 2, width)
+    s0, s1 = codes & ((1 << slot) - 1), (codes >> slot) & ((1 << slot) - 1)
+    v0, v1 = val(s0, n, sh), val(s1, n, sh)
+    if escape:
+        e0 = (s0 >> n) == (1 << pb) - 1
+        e1 = ~e0 & ((s1 >> n) == (1 << pb) - 1)
+        w0 = val((s0 & ((1 << n) - 1)) | (s1 << n), 2 * n, wd)
+        w1 = val((s1 & ((1 << n) - 1)) | (s0 << n), 2 * n, wd)
+        v0, v1 = np.where(e0, w0, np.where(e1, 0, v0)), np.where(e1, w1, np.where(e0, 0, v1))
+    else:
+        flag = ((codes >> (2 * slot)) & 1) == 1
+        j = codes & 1
+        w = val((codes >> 1) & ((1 << (2 * n + (len(wide) - 1).bit_length())) - 1), 2 * n, wd)
+        v0 = np.where(flag, np.where(j == 0, w, 0), v0)
+        v1 = np.where(flag, np.where(j == 1, w, 0), v1)
+    out = np.stack([v0, v1], axis=2).reshape(payload.shape[0], -1)[:, :k]
+    return out.astype(np.uint8)

@@ -8,7 +8,7 @@ import pytest
 import pyquant
 from pyquant import _C
 from reference import gemm_ref
-from reference_sparq import CONFIGS, sparq_ref
+from reference_sparq import CONFIGS, decode_ref, encode_ref, sparq_ref
 
 ROUNDINGS = ("round", "trunc")
 ALL_CFG = [(b, o, r, p) for b, o in CONFIGS for r in ROUNDINGS for p in (False, True)]
@@ -186,18 +186,23 @@ def test_gemm_torch_and_empty(rng):
 # --- encoding ---
 
 @pytest.mark.parametrize("cfg", ALL_CFG, ids=CFG_IDS)
-def test_encoding_round_trips_every_pair(cfg):
+def test_encoding_round_trips_every_pair(isa, cfg):
     kw = cfg_kwargs(cfg)
     payload, meta = pyquant.sparq_encode(ALL_PAIRS, **kw)
     assert payload.dtype == np.uint8
+    # byte-identical to the numpy oracle of the documented format, which decodes it too
+    q = sparq_ref(ALL_PAIRS, **kw)
+    np.testing.assert_array_equal(payload, encode_ref(q, kw["bits"], kw["options"], kw["pairs"]))
+    np.testing.assert_array_equal(
+        decode_ref(payload, q.shape[1], kw["bits"], kw["options"], kw["pairs"]), q)
     codes = ALL_PAIRS.shape[1] // (2 if kw["pairs"] else 1)
     assert payload.shape == (1, -(-codes * meta["code_bits"] // 8))
     np.testing.assert_array_equal(pyquant.sparq_decode(payload, meta), sparq_ref(ALL_PAIRS, **kw))
     assert meta["bytes_per_activation"] < 1.0
 
 
-@pytest.mark.parametrize("shape", [(1,), (5,), (3, 7), (2, 2, 9)])
-def test_encoding_shapes(rng, shape):
+@pytest.mark.parametrize("shape", [(1,), (5,), (3, 7), (2, 2, 9), (4, 0), (0, 6)])
+def test_encoding_shapes(rng, threads, shape):
     a = rng.integers(0, 256, shape).astype(np.uint8)
     a[rng.random(shape) < 0.5] = 0
     for cfg in [(4, 5, "round", True), (4, 2, "trunc", True), (2, 7, "round", True),
@@ -205,7 +210,14 @@ def test_encoding_shapes(rng, shape):
         kw = cfg_kwargs(cfg)
         payload, meta = pyquant.sparq_encode(a, **kw)
         assert payload.shape[:-1] == a.shape[:-1]
-        np.testing.assert_array_equal(pyquant.sparq_decode(payload, meta), sparq_ref(a, **kw))
+        q = sparq_ref(a, **kw)
+        np.testing.assert_array_equal(pyquant.sparq_decode(payload, meta), q)
+        if a.size == 0:
+            continue
+        flat = q.reshape(-1, a.shape[-1])
+        np.testing.assert_array_equal(
+            payload.reshape(flat.shape[0], -1),
+            encode_ref(flat, kw["bits"], kw["options"], kw["pairs"]))
 
 
 def test_encoding_sizes():
@@ -218,6 +230,21 @@ def test_encoding_sizes():
         payload, meta = pyquant.sparq_encode(a, bits=b, options=o, pairs=p)
         assert meta["bytes_per_activation"] * 8 == bpa
         assert payload.shape[-1] == int(np.ceil(16 * bpa / 8))
+
+
+def test_encoding_torch_and_bad_payload():
+    torch = pytest.importorskip("torch")
+    a = torch.arange(256, dtype=torch.uint8).reshape(4, 64)
+    payload, meta = pyquant.sparq_encode(a)
+    assert isinstance(payload, torch.Tensor)
+    np.testing.assert_array_equal(pyquant.sparq_decode(payload, meta).numpy(),
+                                  sparq_ref(a.numpy()))
+    with pytest.raises(ValueError, match="payload"):
+        pyquant.sparq_decode(payload.numpy()[:, :-1], meta)
+    with pytest.raises(ValueError, match="payload"):
+        pyquant.sparq_decode(payload.numpy()[:3], meta)
+    with pytest.raises(TypeError, match="payload"):
+        pyquant.sparq_decode(payload.numpy().astype(np.int8), meta)
 
 
 # --- errors ---

@@ -78,6 +78,45 @@ CArray<int32_t> sparq_gemm(const CArray<uint8_t>& a, const CArray<uint8_t>& pack
   return c;
 }
 
+// a: [rows, k] -> payload [rows, encoded row bytes]
+CArray<uint8_t> sparq_encode(const CArray<uint8_t>& a, int bits, int options, bool round,
+                             bool pairs, int threads) {
+  require_ndim(a, 2, "a");
+  const SparqConfig cfg = checked_config(bits, options, round, pairs);
+  const size_t rows = a.shape(0), k = a.shape(1);
+  CArray<uint8_t> out({rows, sparq_encoded_row_bytes(cfg, k)});
+  const uint8_t* src = a.data();
+  uint8_t* dst = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    sparq_encode_run(src, rows, k, cfg, dst, threads, active_isa());
+  }
+  return out;
+}
+
+CArray<uint8_t> sparq_decode(const CArray<uint8_t>& payload, size_t k, int bits, int options,
+                             bool pairs, int threads) {
+  require_ndim(payload, 2, "payload");
+  const SparqConfig cfg = checked_config(bits, options, true, pairs);
+  const size_t rows = payload.shape(0);
+  require(static_cast<size_t>(payload.shape(1)) == sparq_encoded_row_bytes(cfg, k),
+          "payload: expected " + std::to_string(sparq_encoded_row_bytes(cfg, k)) +
+              " bytes per row for K = " + std::to_string(k) + ", got " +
+              std::to_string(payload.shape(1)));
+  CArray<uint8_t> out({rows, k});
+  const uint8_t* src = payload.data();
+  uint8_t* dst = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    sparq_decode_run(src, rows, k, cfg, dst, threads);
+  }
+  return out;
+}
+
+int code_bits(int bits, int options, bool pairs) {
+  return sparq_code_bits(checked_config(bits, options, true, pairs));
+}
+
 }  // namespace
 
 void bind_sparq(py::module_& m) {
@@ -87,6 +126,11 @@ void bind_sparq(py::module_& m) {
         py::arg("round"), py::arg("pairs"));
   m.def("sparq_gemm", &sparq_gemm, py::arg("a"), py::arg("packed"), py::arg("bits"),
         py::arg("options"), py::arg("round"), py::arg("pairs"), py::arg("threads") = 1);
+  m.def("sparq_encode", &sparq_encode, py::arg("a"), py::arg("bits"), py::arg("options"),
+        py::arg("round"), py::arg("pairs"), py::arg("threads") = 1);
+  m.def("sparq_decode", &sparq_decode, py::arg("payload"), py::arg("k"), py::arg("bits"),
+        py::arg("options"), py::arg("pairs"), py::arg("threads") = 1);
+  m.def("sparq_code_bits", &code_bits, py::arg("bits"), py::arg("options"), py::arg("pairs"));
 }
 
 }  // namespace pq

@@ -66,6 +66,16 @@ void sparq_trim_row_neon(const SparqPlan& plan, const uint8_t* src, size_t k, ui
 void sparq_quantize_run(const uint8_t* a, size_t rows, size_t k, const SparqConfig& cfg,
                         uint8_t* out, int threads, Isa isa);
 
+// The compact format (sparq_codec.cc): bits per code (one code per activation, or per pair with
+// pairs), bytes of one encoded row of k activations, and whole-array encode (trims, then packs)
+// and decode (exact inverse of the trimmed values).
+int sparq_code_bits(const SparqConfig& cfg);
+size_t sparq_encoded_row_bytes(const SparqConfig& cfg, size_t k);
+void sparq_encode_run(const uint8_t* a, size_t rows, size_t k, const SparqConfig& cfg,
+                      uint8_t* out, int threads, Isa isa);
+void sparq_decode_run(const uint8_t* payload, size_t rows, size_t k, const SparqConfig& cfg,
+                      uint8_t* out, int threads);
+
 // C = sparq(A) @ W.T, A uint8 [m, k], W packed in the int8 panel format (int8_gemm.h). Trims one
 // block of rows at a time into a buffer in the int8 path's activation format, then runs the int8
 // micro-kernel over every panel for that block. Call without the GIL.

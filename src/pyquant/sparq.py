@@ -125,141 +125,47 @@ def sparq_gemm(a, w, *, bits=4, options=5, rounding="round", pairs=True):
 #     bits of P in slot j's window field, P >> n in the other slot). B = 2 (n + pb).
 #   - 2opt uses both placement codes: one extra flag bit (bit 2(n+pb)); then bit 0 is j and
 #     bits 1.. hold P. B = 2 (n + pb) + 1.
+#   An odd last element pairs with an implicit zero (ceil(K/2) codes); a pair of zeros is two
+#   zero bSPARQ codes.
 # Codes are packed LSB-first along each row: a row of K activations takes
-# ceil(codes * B / 8) bytes; rows stay independently addressable.
+# ceil(codes * B / 8) bytes; rows stay independently addressable. Implementation:
+# csrc/sparq/sparq_codec.cc; an independent numpy version is the test oracle
+# (tests/reference_sparq.py).
 # ---------------------------------------------------------------------------------------------
-
-
-def _layout(bits: int, options: int, pairs: bool) -> dict:
-    shifts = SHIFTS[(bits, options)]
-    pb = (len(shifts) - 1).bit_length()
-    slot = bits + pb
-    if not pairs:
-        return {"shifts": shifts, "pb": pb, "slot": slot, "code_bits": slot, "escape": None}
-    wide = tuple(range(9 - 2 * bits))
-    pb2 = (len(wide) - 1).bit_length()
-    escape = len(shifts) < (1 << pb)
-    return {"shifts": shifts, "pb": pb, "slot": slot, "wide": wide, "pb2": pb2, "escape": escape,
-            "code_bits": 2 * slot + (0 if escape else 1)}
-
-
-def _placement(values: np.ndarray, nw: int, shifts: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """(window, placement index) representing `values` (already trimmed) at the smallest shift."""
-    v = values.astype(np.int64)
-    place = np.zeros(v.shape, np.int64)
-    # the smallest allowed shift whose nw-bit window holds the value exactly
-    found = np.zeros(v.shape, bool)
-    for i, s in enumerate(shifts):
-        ok = ~found & ((v >> s) < (1 << nw)) & ((v & ((1 << s) - 1)) == 0)
-        place[ok] = i
-        found |= ok
-    assert found.all(), "a trimmed value is not representable (internal error)"
-    s_arr = np.asarray(shifts, np.int64)[place]
-    return v >> s_arr, place
-
-
-def _pack_codes(codes: np.ndarray, width: int) -> np.ndarray:
-    """[rows, c] integer codes of `width` bits -> [rows, ceil(c*width/8)] uint8, LSB first."""
-    rows, c = codes.shape
-    bits = ((codes[..., None] >> np.arange(width, dtype=np.int64)) & 1).astype(np.uint8)
-    return np.packbits(bits.reshape(rows, c * width), axis=1, bitorder="little")
-
-
-def _unpack_codes(payload: np.ndarray, c: int, width: int) -> np.ndarray:
-    rows = payload.shape[0]
-    bits = np.unpackbits(payload, axis=1, count=c * width, bitorder="little")
-    bits = bits.reshape(rows, c, width).astype(np.int64)
-    return (bits << np.arange(width, dtype=np.int64)).sum(axis=2)
 
 
 def sparq_encode(a, *, bits=4, options=5, rounding="round", pairs=True):
     """Compact SPARQ activations: ``(payload, meta)``.
 
     ``payload`` is uint8 ``[..., row_bytes]`` (one independently addressable row per leading
-    index); ``meta`` is a dict with the config, the shape, ``code_bits`` and ``bytes_per_activation``.
-    ``sparq_decode(payload, meta)`` returns exactly ``sparq_quantize(a, ...)``.
+    index); ``meta`` is a dict with the config, the shape, ``code_bits`` and
+    ``bytes_per_activation``. ``sparq_decode(payload, meta)`` returns exactly
+    ``sparq_quantize(a, ...)``.
     """
     b, o, r, p = check_config(bits, options, rounding, pairs)
-    an, _ = _check_activations(a)
+    an, was_torch = _check_activations(a)
     shape = an.shape
     k = shape[-1]
-    q = np.asarray(sparq_quantize(an, bits=b, options=o, rounding=rounding, pairs=p))
-    q = q.reshape(-1, k).astype(np.int64)
-    lay = _layout(b, o, p)
-    n, pb, slot = b, lay["pb"], lay["slot"]
-    if not p:
-        w, pl = _placement(q, n, lay["shifts"])
-        codes = w | (pl << n)
-    else:
-        if k % 2:
-            q = np.concatenate([q, np.zeros((q.shape[0], 1), np.int64)], axis=1)
-        x0, x1 = q[:, 0::2], q[:, 1::2]
-        w0, p0 = _placement(np.where((x0 != 0) & (x1 != 0), x0, 0), n, lay["shifts"])
-        w1, p1 = _placement(np.where((x0 != 0) & (x1 != 0), x1, 0), n, lay["shifts"])
-        codes = w0 | (p0 << n) | ((w1 | (p1 << n)) << slot)
-        lone = (x0 != 0) ^ (x1 != 0)  # exactly one member nonzero: the 2n-bit window case
-        j = (x1 != 0).astype(np.int64)
-        w2, p2 = _placement(np.where(x0 != 0, x0, x1), 2 * n, lay["wide"])
-        payload2 = w2 | (p2 << (2 * n))
-        if lay["escape"]:
-            esc = (1 << pb) - 1
-            low, rest = payload2 & ((1 << n) - 1), payload2 >> n
-            slot_j = low | (esc << n)
-            esc_codes = np.where(j == 0, slot_j | (rest << slot), rest | (slot_j << slot))
-        else:
-            esc_codes = (1 << (2 * slot)) | j | (payload2 << 1)
-        codes = np.where(lone, esc_codes, codes)
-    width = lay["code_bits"]
-    packed = _pack_codes(codes, width)
+    flat = an.reshape(-1, k) if k > 0 else an.reshape(0, 0)
+    payload = _C.sparq_encode(flat, b, o, r, p, get_num_threads())
+    width = _C.sparq_code_bits(b, o, p)
     meta = {
         "shape": tuple(shape), "bits": b, "options": o, "rounding": rounding, "pairs": p,
-        "code_bits": width,
-        "bytes_per_activation": width / (16 if p else 8),
+        "code_bits": width, "bytes_per_activation": width / (16 if p else 8),
     }
-    return packed.reshape(shape[:-1] + (packed.shape[-1],)), meta
+    return _arrays.like(payload.reshape(shape[:-1] + (payload.shape[-1],)), was_torch), meta
 
 
-def sparq_decode(payload, meta: dict) -> np.ndarray:
+def sparq_decode(payload, meta: dict):
     """The uint8 activations a ``sparq_encode`` payload holds (exact)."""
     b, o, _, p = check_config(meta["bits"], meta["options"], meta["rounding"], meta["pairs"])
-    shape = tuple(meta["shape"])
+    shape = tuple(int(d) for d in meta["shape"])
+    was_torch = _arrays.is_torch(payload)
+    pn = _arrays.to_numpy(payload, "payload")
+    _arrays.require_int_dtype(pn, "payload", (np.uint8,))
+    if len(shape) < 1 or pn.shape[:-1] != shape[:-1]:
+        raise ValueError(f"payload: shape {tuple(pn.shape)} does not match meta shape {shape}")
     k = shape[-1]
-    pay = np.ascontiguousarray(np.asarray(payload, np.uint8)).reshape(-1, np.asarray(payload).shape[-1])
-    lay = _layout(b, o, p)
-    n, pb, slot = b, lay["pb"], lay["slot"]
-    shifts = np.asarray(lay["shifts"], np.int64)
-    nmask, pmask = (1 << n) - 1, (1 << pb) - 1
-
-    def slot_value(c):
-        pl = np.minimum((c >> n) & pmask, len(shifts) - 1)  # escape codes are overwritten below
-        return (c & nmask) << shifts[pl]
-
-    if not p:
-        codes = _unpack_codes(pay, k, lay["code_bits"])
-        out = slot_value(codes)
-    else:
-        npairs = (k + 1) // 2
-        codes = _unpack_codes(pay, npairs, lay["code_bits"])
-        s0, s1 = codes & ((1 << slot) - 1), (codes >> slot) & ((1 << slot) - 1)
-        v0, v1 = slot_value(s0), slot_value(s1)
-        wide = np.asarray(lay["wide"], np.int64)
-
-        def wide_value(pl2):
-            return (pl2 & ((1 << (2 * n)) - 1)) << wide[np.minimum(pl2 >> (2 * n), len(wide) - 1)]
-
-        if lay["escape"]:
-            esc = pmask
-            e0 = ((s0 >> n) & pmask) == esc
-            e1 = ~e0 & (((s1 >> n) & pmask) == esc)
-            p_j0 = (s0 & nmask) | (s1 << n)
-            p_j1 = (s1 & nmask) | (s0 << n)
-            v0 = np.where(e0, wide_value(p_j0), np.where(e1, 0, v0))
-            v1 = np.where(e1, wide_value(p_j1), np.where(e0, 0, v1))
-        else:
-            flag = (codes >> (2 * slot)) & 1 == 1
-            j = codes & 1
-            val = wide_value((codes >> 1) & ((1 << (2 * slot)) - 1))
-            v0 = np.where(flag, np.where(j == 0, val, 0), v0)
-            v1 = np.where(flag, np.where(j == 1, val, 0), v1)
-        out = np.stack([v0, v1], axis=2).reshape(pay.shape[0], 2 * npairs)[:, :k]
-    return out.astype(np.uint8).reshape(shape)
+    flat = np.ascontiguousarray(pn).reshape(int(np.prod(shape[:-1], dtype=np.int64)), pn.shape[-1])
+    out = _C.sparq_decode(flat, k, b, o, p, get_num_threads())
+    return _arrays.like(out.reshape(shape), was_torch)
