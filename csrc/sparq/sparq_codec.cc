@@ -1,4 +1,4 @@
-// The compact SPARQ activation format (see pyquant/sparq.py for the layout in words): n-bit
+// The compact SPARQ activation format (see src/pyquant/sparq.py for the layout in words): n-bit
 // windows plus placement bits, one code per activation (bSPARQ) or per pair (vSPARQ), packed
 // LSB-first along each row. Portable code; the hot path (the GEMM) never needs it.
 #include <algorithm>
