@@ -2,6 +2,8 @@
 the worked examples of algorithms.md, sparq_gemm == sparq_quantize(a) @ w.T, encoding, errors."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -134,14 +136,20 @@ def test_gemm_every_config_prepacked(isa, rng, cfg):
     np.testing.assert_array_equal(pyquant.sparq_gemm(a, pw, **kw), sparq_gemm_ref(a, w, **kw))
 
 
-def test_gemm_blocks_over_m_and_threads(isa, rng, threads):
+@functools.lru_cache(maxsize=1)
+def _block_problem():
     # K = 16384: a trimmed block holds 64 rows (32 on AVX2), so M = 150 spans several blocks
+    rng = np.random.default_rng(616)
     m, n, k = 150, 70, 16384
     a = rng.integers(0, 256, (m, k)).astype(np.uint8)
     a[rng.random(a.shape) < 0.5] = 0
     w = rng.integers(-128, 128, (n, k)).astype(np.int8)
-    pw = pyquant.prepack(w, "sparq_gemm")
-    np.testing.assert_array_equal(pyquant.sparq_gemm(a, pw), sparq_gemm_ref(a, w))
+    return a, w, sparq_gemm_ref(a, w)
+
+
+def test_gemm_blocks_over_m_and_threads(isa, threads):
+    a, w, want = _block_problem()
+    np.testing.assert_array_equal(pyquant.sparq_gemm(a, pyquant.prepack(w, "sparq_gemm")), want)
 
 
 @pytest.mark.parametrize("pairs", [False, True])
