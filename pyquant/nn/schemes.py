@@ -10,6 +10,9 @@ NaN means dynamic per-row ranges (the default).
 """
 from __future__ import annotations
 
+import math
+import threading
+
 import torch
 
 from . import _backend
@@ -45,14 +48,34 @@ def _row_range(x, act_range):
     return lo.clamp(max=0), hi.clamp(min=0)
 
 
-def asym_u8(x, act_range=None):
-    """Per-row (or static) asymmetric uint8: x ~= sa * (q - zp). Returns q uint8, sa, zp (float)."""
+_scratch_local = threading.local()
+
+
+def scratch(shape, dtype):
+    """A per-thread reusable buffer (contents undefined). Fresh multi-MB temporaries cost page
+    faults on every call; the activation-quantization temporaries are reused instead. Only for
+    values consumed before the next forward call on this thread."""
+    pool = _scratch_local.__dict__.setdefault("pool", {})
+    numel = math.prod(shape)
+    buf = pool.get(dtype)
+    if buf is None or buf.numel() < numel:
+        buf = pool[dtype] = torch.empty(max(numel, 1 << 16), dtype=dtype)
+    return buf[:numel].view(shape)
+
+
+def asym_u8(x, act_range=None, reuse=False):
+    """Per-row (or static) asymmetric uint8: x ~= sa * (q - zp). Returns q uint8, sa, zp (float).
+    ``reuse=True`` writes q into the per-thread scratch buffer (the module's forward path)."""
     lo, hi = _row_range(x, act_range)
     sa = (hi - lo) / 255.0
     sa = torch.where(sa > 0, sa, torch.ones_like(sa))
     zp = torch.round(-lo / sa).clamp_(0, 255)
-    q = torch.round(x / sa).add_(zp).clamp_(0, 255).to(torch.uint8)
-    return q, sa, zp
+    # q = floor(x * (1/sa) + zp + 0.5) clamped (round half up; the float -> uint8 copy truncates):
+    # 3 passes over x instead of 5.
+    t = torch.addcmul(zp + 0.5, x, 1.0 / sa, out=scratch(x.shape, torch.float32) if reuse else None)
+    t.clamp_(0, 255.25)
+    q = scratch(x.shape, torch.uint8) if reuse else torch.empty(x.shape, dtype=torch.uint8)
+    return q.copy_(t), sa, zp
 
 
 def int8_weight(w):
@@ -60,6 +83,13 @@ def int8_weight(w):
     sw = w.abs().amax(1).clamp(min=1e-12) / 127.0
     wq = torch.round(w / sw[:, None]).clamp_(-127, 127).to(torch.int8)
     return wq, sw.float()
+
+
+def float_inplace(acc):
+    """int32 accumulator -> float32 in the same memory. Large fresh allocations cost page faults
+    (several ms per layer on MiniLM), so the kernel's output buffer is reused as the result."""
+    y = acc.view(torch.float32)
+    return y.copy_(acc)
 
 
 class Scheme:
@@ -94,10 +124,9 @@ class Int8Scheme(Scheme):
         return acc.sub_(torch.outer(zp.view(-1).to(torch.int32), b["w_sum"].to(torch.int32)))
 
     def forward(self, x, b, act_range, n, k, reference):
-        q, sa, zp = asym_u8(x, act_range)
+        q, sa, zp = asym_u8(x, act_range, reuse=True)
         acc = _backend.gemm("int8_gemm", q, b["packed"], n, k, reference)
-        y = torch.mul(acc, sa)  # int32 * float32 -> float32, one pass
-        y.mul_(b["w_scale"])
+        y = float_inplace(acc).mul_(sa).mul_(b["w_scale"])
         # zero point: sa*sw*(acc - zp*wsum) with the rank-1 term done in float (one in-place pass)
         y.addr_((sa * zp).view(-1).expand(acc.shape[0]), b["w_scale"] * b["w_sum"], alpha=-1)
         return y
@@ -153,14 +182,17 @@ class WeightOnlyScheme(Scheme):
 
     def forward(self, x, b, act_range, n, k, reference):
         bits, gs = self.config.bits, self.config.group_size
-        q, sa, zp = asym_u8(x, act_range)
-        y = torch.zeros(x.shape[0], n, dtype=torch.float32)
+        q, sa, zp = asym_u8(x, act_range, reuse=True)
+        y = None
         off = b["packed_offsets"].tolist()
         sw = b["w_scale"]
         for g, (lo, hi) in enumerate(group_bounds(k, gs)):
             acc = _backend.gemm("lowbit_gemm", q[:, lo:hi], b["packed"][off[g]:off[g + 1]], n, hi - lo,
                                 reference, bits=bits)
-            y.addcmul_(acc, sw[:, g])
+            if y is None:
+                y = float_inplace(acc).mul_(sw[:, g])
+            else:
+                y.addcmul_(acc, sw[:, g])
         y.addr_(zp.view(-1).expand(x.shape[0]), (sw * b["w_sum"]).sum(1), alpha=-1)
         return y.mul_(sa)
 
@@ -247,7 +279,7 @@ class LUT2Scheme(Scheme):
         codes, sa, off = lut_act(x, c.a_levels, c.a_scale, act_range)
         acc = _backend.gemm("lut_gemm", codes, b["packed"], n, k, reference,
                             a_levels=c.a_levels, w_levels=c.w_levels)
-        y = torch.mul(acc, sa)
+        y = float_inplace(acc).mul_(sa)
         y.addr_(off.view(-1).expand(x.shape[0]), b["w_sum"])
         return y.mul_(b["w_scale"])
 
@@ -298,7 +330,7 @@ class SparqScheme(Scheme):
 
     def forward(self, x, b, act_range, n, k, reference):
         acc, sa = self.int_acc(x, b, act_range, n, k, reference)
-        return torch.mul(acc, sa).mul_(b["w_scale"])
+        return float_inplace(acc).mul_(sa).mul_(b["w_scale"])
 
     def fake_quant_weight(self, w):
         wq, sw = int8_weight(w)
