@@ -397,3 +397,20 @@ def test_missing_kernel_is_a_clear_error(op, config):
         pytest.skip(f"pyquant.{op} is built")
     with pytest.raises(RuntimeError, match=op):
         pyquant.nn.QuantLinear.from_linear(nn.Linear(64, 8), config)
+
+
+# ----------------------------------------------------------------------------- a CNN end to end
+def test_digits_cnn_end_to_end():
+    """A small CNN trained on sklearn digits keeps its accuracy through QuantConv2d/QuantLinear."""
+    pytest.importorskip("sklearn")
+    from pyquant.studies.digits_cnn import accuracy, quantized, train_cnn
+
+    model, (xtr, _), (xte, yte) = train_cnn(epochs=6)
+    base = accuracy(model, xte, yte)
+    assert base > 0.9
+    q, _ = quantized(model, pyquant.Int8Config())
+    assert sum(isinstance(m, pyquant.nn.QuantConv2d) for m in q.modules()) == 3
+    assert accuracy(q, xte, yte) >= base - 0.02
+    q, _ = quantized(model, pyquant.SparqConfig(), skip_first_last=True, calib=[xtr[:256]])
+    assert isinstance(q[0], nn.Conv2d) and not isinstance(q[0], pyquant.nn.QuantConv2d)
+    assert accuracy(q, xte, yte) >= base - 0.03
