@@ -15,7 +15,7 @@ from .schemes import scheme_for
 
 
 class _QuantModule(nn.Module):
-    def _setup(self, config, w2d: torch.Tensor, bias):
+    def _setup(self, config, w2d: torch.Tensor, bias, **quant_kw):
         self.config = config
         self.scheme = scheme_for(config)
         self.reference = _backend.is_reference()
@@ -23,7 +23,7 @@ class _QuantModule(nn.Module):
             self.scheme.require()
         self.out_features, self.in_features_k = w2d.shape
         with torch.no_grad():
-            bufs = self.scheme.quantize_weight(w2d.detach().float().cpu())
+            bufs = self.scheme.quantize_weight(w2d.detach().float().cpu(), **quant_kw)
         self._buf_names = tuple(bufs)
         for name, t in bufs.items():
             self.register_buffer(name, t.contiguous())
@@ -69,16 +69,17 @@ class _QuantModule(nn.Module):
 class QuantLinear(_QuantModule):
     """Quantized ``nn.Linear``: ``y = x @ W.T + b`` for any leading batch dims."""
 
-    def __init__(self, in_features: int, out_features: int, weight: torch.Tensor, bias, config):
+    def __init__(self, in_features: int, out_features: int, weight: torch.Tensor, bias, config, **quant_kw):
         super().__init__()
         self.in_features = in_features
-        self._setup(config, weight, bias)
+        self._setup(config, weight, bias, **quant_kw)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, config) -> "QuantLinear":
+    def from_linear(cls, linear: nn.Linear, config, **quant_kw) -> "QuantLinear":
+        """``quant_kw``: scheme options, e.g. ``hessian=`` (GPTQ, WeightOnlyConfig only)."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear: expected an nn.Linear, got {type(linear).__name__}")
-        return cls(linear.in_features, linear.out_features, linear.weight, linear.bias, config)
+        return cls(linear.in_features, linear.out_features, linear.weight, linear.bias, config, **quant_kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:

