@@ -1,0 +1,1 @@
+"""Studies: end-to-end experiments on real models (python -m pyquant.studies.<name>)."""
