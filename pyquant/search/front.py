@@ -54,7 +54,7 @@ def plot_front(doc: dict, path: str) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
     if mixed:
         xs = [p["size_bits"] / ref8 for p in mixed]
-        ax.step(xs, [100 * p["accuracy"] for p in mixed], where="post", color="tab:blue", alpha=.4)
+        ax.plot(xs, [100 * p["accuracy"] for p in mixed], "-", color="tab:blue", alpha=.3)
         ax.plot(xs, [100 * p["accuracy"] for p in mixed], "o", color="tab:blue",
                 label=f"{doc.get('method', '')} front (test, searched)")
         dep = [(x, p["deployed_accuracy"]) for x, p in zip(xs, mixed) if "deployed_accuracy" in p]
