@@ -203,3 +203,29 @@ def test_latency_table_cache(tmp_path):
     assert set(e) == {"2", "4", "8"} and all(v > 0 for v in e.values())
     again = measure_latency_table([(2, 16, 32)], cache=path, repeats=1, min_time=1e-4)
     assert again["entries"]["2x16x32"] == e  # read back from the cache, not re-timed
+
+
+def test_deploy_routes_low_bit_rows_to_lowbit_gemm_when_present(monkeypatch):
+    """With pyquant.lowbit_gemm present, 2/4-bit rows go there (codes in its range) and the
+    result equals the int8_gemm fallback exactly."""
+    import pyquant
+    from pyquant.search import deploy
+
+    calls = []
+
+    def fake_lowbit(a, w, *, bits):
+        assert w.min() >= -(1 << (bits - 1)) and w.max() < (1 << (bits - 1))
+        calls.append((bits, w.shape[0]))
+        return a.astype(np.int32) @ w.astype(np.int32).T
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(-128, 128, size=(5, 24), dtype=np.int8)
+    row_bits = np.array([2, 4, 8, 4, 2, 8, 8])
+    w = np.stack([rng.integers(-(1 << (b - 1)), 1 << (b - 1), size=24) for b in row_bits])
+    w = w.astype(np.int8)
+    fallback = deploy.grouped_gemm(a, w, row_bits)
+    assert np.array_equal(fallback, a.astype(np.int32) @ w.astype(np.int32).T)
+    monkeypatch.setattr(pyquant, "lowbit_gemm", fake_lowbit, raising=False)
+    assert deploy.kernel_for(4) == "lowbit_gemm" and deploy.kernel_for(8) == "int8_gemm"
+    assert np.array_equal(deploy.grouped_gemm(a, w, row_bits), fallback)
+    assert sorted(calls) == [(2, 2), (4, 2)]

@@ -2,10 +2,12 @@
 
 {"task": str, "method": str, "budget": str, "seed": int, ...,
  "points": [{"config": {...}, "size_bits": int, "accuracy": float, "deployed_accuracy": float,
-             "val_accuracy": float, "uniform": 2 | 4 | 8 | null}, ...]}
+             "search_accuracy": float, "uniform": 2 | 4 | 8 | null}, ...]}
 accuracy is measured on the held-out test split with the search's own evaluation (integer
 emulation / fake quantization); deployed_accuracy runs the frozen integer model on pyquant's GEMM
-kernels. Uniform points are the same model with every width set to 2, 4 or 8.
+kernels; search_accuracy is on the split the search selected on (validation, or train+val for
+the GRU's post-training quantization). Uniform points are the same model with every width set to
+2, 4 or 8.
 """
 from __future__ import annotations
 
