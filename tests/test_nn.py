@@ -432,3 +432,18 @@ def test_gptq_beats_round_to_nearest():
         assert _sqnr(gq(x), lin(x)) > _sqnr(rtn(x), lin(x)) + 0.5
     with pytest.raises(TypeError, match="WeightOnlyConfig"):
         pyquant.nn.gptq_(nn.Sequential(lin), pyquant.Int8Config(), xs)
+
+
+def test_inference_mode_then_normal_mode():
+    """Modules converted / run under inference_mode keep working outside it (and vice versa)."""
+    lin = nn.Linear(24, 6)
+    with torch.inference_mode():
+        q = pyquant.nn.QuantLinear.from_linear(lin, pyquant.Int8Config())
+        y1 = q(torch.randn(5, 24))
+    x = torch.randn(5, 24)
+    with torch.no_grad():
+        y2 = q(x)
+    pyquant.calibrate(q, [x])
+    q.load_state_dict(q.state_dict())
+    with torch.inference_mode():
+        assert torch.equal(q(x), q(x)) and y1.shape == y2.shape

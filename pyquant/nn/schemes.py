@@ -59,7 +59,8 @@ def scratch(shape, dtype):
     numel = math.prod(shape)
     buf = pool.get(dtype)
     if buf is None or buf.numel() < numel:
-        buf = pool[dtype] = torch.empty(max(numel, 1 << 16), dtype=dtype)
+        with torch.inference_mode(False):  # a normal tensor: usable inside and outside inference mode
+            buf = pool[dtype] = torch.empty(max(numel, 1 << 16), dtype=dtype)
     return buf[:numel].view(shape)
 
 
