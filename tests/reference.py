@@ -7,7 +7,7 @@ import numpy as np
 def pack_ref(codes: np.ndarray, bits: int) -> np.ndarray:
     codes = np.asarray(codes)
     n = codes.shape[-1]
-    flat = codes.reshape(-1, n).astype(np.int64) & ((1 << bits) - 1)
+    flat = codes.reshape(int(np.prod(codes.shape[:-1])), n).astype(np.int64) & ((1 << bits) - 1)
     out = np.zeros((flat.shape[0], (n * bits + 7) // 8), np.uint8)
     for i in range(n):
         bit = i * bits

@@ -7,6 +7,9 @@
 namespace pq {
 void bind_bitpack(py::module_& m);
 void bind_int8_gemm(py::module_& m);
+void bind_lut_gemm(py::module_& m);
+void bind_lowbit_gemm(py::module_& m);
+void bind_sparq(py::module_& m);
 }  // namespace pq
 
 namespace {
@@ -60,4 +63,7 @@ PYBIND11_MODULE(_C, m) {
         "Switch the active path for the whole process (internal: tests and benchmarks).");
   pq::bind_bitpack(m);
   pq::bind_int8_gemm(m);
+  pq::bind_lut_gemm(m);
+  pq::bind_lowbit_gemm(m);
+  pq::bind_sparq(m);
 }

@@ -6,6 +6,9 @@
 #if defined(PQ_HAVE_X86)
 #include <cpuid.h>
 #endif
+#if defined(PQ_HAVE_NEON) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
 
 namespace pq {
 namespace {
@@ -70,8 +73,8 @@ CpuFeatures detect() {
 CpuFeatures detect() {
   CpuFeatures f;
   f.neon = true;  // Advanced SIMD is mandatory on AArch64
-#if defined(__ARM_FEATURE_DOTPROD)
-  f.neon_dotprod = true;
+#if defined(__linux__)
+  f.neon_dotprod = (getauxval(AT_HWCAP) & (1ul << 20)) != 0;  // HWCAP_ASIMDDP
 #endif
   f.vendor = "arm";
   return f;
@@ -100,7 +103,7 @@ bool isa_available(Isa isa) {
              f.avx512vnni && f.avx512vbmi && f.avx512vpopcntdq && f.avx512bitalg;
 #endif
 #if defined(PQ_HAVE_NEON)
-    case Isa::neon: return f.neon;
+    case Isa::neon: return f.neon && f.neon_dotprod;  // the int8 kernels use sdot
 #endif
     default: return false;
   }

@@ -10,8 +10,11 @@ from . import _native  # noqa: F401  (applies PYQUANT_ISA before any kernel runs
 from . import _C
 from ._threads import get_num_threads, set_num_threads
 from .int8 import int8_gemm
+from .lut import lut_gemm
+from .lowbit import lowbit_gemm, lowbit_gemm_grouped
 from .packed import PackedWeight, prepack
 from .packing import pack, unpack
+from .sparq import sparq_decode, sparq_encode, sparq_gemm, sparq_quantize
 
 __version__ = "0.1.0"
 
@@ -44,5 +47,7 @@ def __getattr__(name):
 
 __all__ = [
     *_NN_NAMES, "cpu_info", "get_num_threads", "set_num_threads", "pack", "unpack", "int8_gemm",
+    "lut_gemm", "lowbit_gemm", "lowbit_gemm_grouped",
     "prepack", "PackedWeight", "__version__",
+    "sparq_quantize", "sparq_gemm", "sparq_encode", "sparq_decode",
 ]

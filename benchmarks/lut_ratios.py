@@ -1,0 +1,73 @@
+"""Side-by-side W2A2 lut_gemm vs int8_gemm ratios on a shared, noisy machine (1 thread).
+
+Times with the calling thread's CPU time (time.thread_time: with 1 thread all work runs on the
+caller), interleaving kernels round by round and keeping each one's fastest round, so time
+stolen by other processes on the 2-core VM neither counts nor favours any kernel. Prints ms,
+MAC/cycle at the nominal 3.64 GHz and ratios over int8_gemm on the same path.
+
+    python benchmarks/lut_ratios.py [--rounds 7]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import pyquant
+from pyquant import _C
+from pyquant.lut import _lut_gemm, lut_kernel
+
+GHZ = 3.64
+SHAPES = [(256, 4096, 4096), (1, 4096, 4096), (3136, 64, 576), (784, 128, 1152)]
+A_LEVELS, W_LEVELS = (0, 1, 2, 3), (-2, -1, 0, 1)
+
+
+def best_time(fn, calls):
+    t0 = time.thread_time()
+    for _ in range(calls):
+        fn()
+    return (time.thread_time() - t0) / calls
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=7)
+    args = ap.parse_args()
+    pyquant.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    paths = [i for i in ("avx512", "avx2") if i in pyquant.cpu_info()["available"]]
+    for m, n, k in SHAPES:
+        a2 = rng.integers(0, 4, (m, k), dtype=np.uint8)
+        w2 = pyquant.prepack(rng.integers(0, 4, (n, k), dtype=np.uint8), "lut_gemm", w_levels=W_LEVELS)
+        a8 = rng.integers(0, 256, (m, k), dtype=np.uint8)
+        w8 = pyquant.prepack(rng.integers(-128, 128, (n, k), dtype=np.int8), "int8_gemm")
+        cases = []
+        for isa in paths:
+            cases.append((isa, "int8_gemm", lambda: pyquant.int8_gemm(a8, w8)))
+            _C.set_isa(isa)
+            for kern in ("vpermb", "deepgemm"):
+                if lut_kernel(A_LEVELS, W_LEVELS, kern):
+                    cases.append((isa, kern, lambda kern=kern: _lut_gemm(a2, w2, A_LEVELS, W_LEVELS, kern)))
+        calls = {}
+        for isa, name, fn in cases:
+            _C.set_isa(isa)
+            fn()
+            single = best_time(fn, 1)
+            calls[(isa, name)] = max(1, int(0.05 / max(single, 1e-6)))
+        best = {}
+        for _ in range(args.rounds):
+            for isa, name, fn in cases:
+                _C.set_isa(isa)
+                t = best_time(fn, calls[(isa, name)])
+                best[(isa, name)] = min(best.get((isa, name), 1e9), t)
+        print(f"\n{m}x{n}x{k} (1 thread, prepacked, default codebooks)")
+        for isa, name, _ in cases:
+            t = best[(isa, name)]
+            ratio = best[(isa, "int8_gemm")] / t
+            print(f"  {isa:7s} {name:10s} {t * 1e3:9.3f} ms  {m * n * k / t / (GHZ * 1e9):6.1f} MAC/cycle"
+                  f"  {ratio:5.2f}x int8_gemm[{isa}]")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+// Codebook analysis (product table, overflow-free accumulation counts) and weight packing.
+#include <algorithm>
+#include <cstring>
+
+#include "core/macros.h"
+#include "lut_gemm/lut_gemm.h"
+
+namespace pq {
+
+LutCodebook lut_codebook(const int32_t a_levels[4], const int32_t w_levels[4]) {
+  LutCodebook cb{};
+  cb.pmin = 127;
+  cb.pmax = -128;
+  for (int i = 0; i < 4; ++i) {
+    cb.a_levels[i] = a_levels[i];
+    cb.w_levels[i] = w_levels[i];
+  }
+  for (int a = 0; a < 4; ++a)
+    for (int w = 0; w < 4; ++w) {
+      const int32_t p = a_levels[a] * w_levels[w];  // caller guarantees int8 range
+      cb.prod[a][w] = static_cast<int8_t>(p);
+      cb.pmin = std::min(cb.pmin, p);
+      cb.pmax = std::max(cb.pmax, p);
+    }
+  // n products fit an int8 lane iff n * pmax <= 127 and n * pmin >= -128.
+  int n = 1 << 20;
+  if (cb.pmax > 0) n = std::min(n, 127 / cb.pmax);
+  if (cb.pmin < 0) n = std::min(n, 128 / -cb.pmin);
+  cb.int8_products = std::max(n, 1);  // a single product always fits (checked by the caller)
+  cb.umax = 3 * (cb.pmax - cb.pmin);
+  cb.u8_lookups = cb.umax == 0 ? (1 << 20) : 255 / cb.umax;
+  return cb;
+}
+
+bool lut_vpermb_ok(const LutCodebook& cb) { return cb.umax <= 255; }
+
+size_t lut_packed_bytes(size_t n, size_t k) {
+  const size_t n_pad = round_up(n, kLutPanelCols), k_pad = round_up(k, kLutKAlign);
+  return kPackedAlign + round_up(n_pad * k_pad / 4, kPackedAlign);
+}
+
+void lut_pack_weights(const uint8_t* w, size_t n, size_t k, const int8_t w_levels[4],
+                      uint8_t* out) {
+  const size_t n_pad = round_up(n, kLutPanelCols), k_pad = round_up(k, kLutKAlign);
+  const size_t groups = k_pad / 4;
+  PackedHeader h{};
+  std::memcpy(h.magic, kPackedMagic, 4);
+  h.version = kPackedVersion;
+  h.op = static_cast<uint16_t>(PackedOp::lut_gemm);
+  h.n = static_cast<uint32_t>(n);
+  h.k = static_cast<uint32_t>(k);
+  h.n_padded = static_cast<uint32_t>(n_pad);
+  h.k_padded = static_cast<uint32_t>(k_pad);
+  h.bits = 2;
+  h.nr = kLutPanelCols;
+  h.kr = 4;
+  h.flags = 0;
+  std::memcpy(h.w_levels, w_levels, 4);
+  h.data_offset = kPackedAlign;
+  h.aux_offset = 0;
+  h.total_bytes = lut_packed_bytes(n, k);
+  std::memset(out, 0, h.total_bytes);
+  std::memcpy(out, &h, sizeof(h));
+  uint8_t* panels = out + h.data_offset;
+  for (size_t col = 0; col < n; ++col) {
+    uint8_t* dst = panels + (col / kLutPanelCols) * groups * kLutPanelCols + col % kLutPanelCols;
+    const uint8_t* src = w + col * k;
+    for (size_t kk = 0; kk < k; ++kk)
+      dst[(kk / 4) * kLutPanelCols] |= static_cast<uint8_t>((src[kk] & 3) << kLutSlotShift[kk % 4]);
+  }
+}
+
+}  // namespace pq

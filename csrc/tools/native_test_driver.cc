@@ -1,0 +1,109 @@
+// Stand-alone C++ test driver: every compiled SIMD path against the scalar path and an int64
+// oracle, without Python. Built by scripts/neon-qemu.sh for aarch64 (run under qemu-aarch64) and
+// usable natively. Prints one line per failure and a closing "N passed, N failed" line.
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "bitpack/bitpack.h"
+#include "core/isa.h"
+#include "core/macros.h"
+#include "int8_gemm/int8_gemm.h"
+#include "tools/test_registry.h"
+
+namespace pq {
+namespace {
+
+std::mt19937_64 rng(20261121);
+
+void test_bitpack(Isa isa, TestCounter& t) {
+  const BitpackKernels& k = bitpack_kernels(isa);
+  const BitpackKernels& ref = bitpack_kernels(Isa::scalar);
+  for (int bits : {1, 2, 4})
+    for (bool sign : {false, true})
+      for (size_t n : {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 129, 1000}) {
+        const size_t rows = 3, bytes = packed_row_bytes(n, bits);
+        std::vector<uint8_t> codes(rows * n), p1(rows * bytes), p2(rows * bytes);
+        for (auto& c : codes) c = static_cast<uint8_t>(rng() & ((1u << bits) - 1));
+        k.pack(codes.data(), p1.data(), rows, n, bits);
+        ref.pack(codes.data(), p2.data(), rows, n, bits);
+        t.check(p1 == p2, "pack bits=" + std::to_string(bits) + " n=" + std::to_string(n));
+        std::vector<uint8_t> u1(rows * n), u2(rows * n);
+        k.unpack(p1.data(), u1.data(), rows, n, bits, sign);
+        ref.unpack(p1.data(), u2.data(), rows, n, bits, sign);
+        t.check(u1 == u2, "unpack bits=" + std::to_string(bits) + " n=" + std::to_string(n));
+      }
+}
+
+void test_int8_gemm(Isa isa, TestCounter& t) {
+  struct Shape { size_t m, n, k; };
+  std::vector<Shape> shapes;
+  for (size_t m : {1, 2, 3, 4, 5, 7})
+    for (Shape s : {Shape{0, 1, 1}, Shape{0, 17, 3}, Shape{0, 64, 64}, Shape{0, 65, 1025}, Shape{0, 130, 7}})
+      shapes.push_back({m, s.n, s.k});
+  shapes.push_back({9, 200, 4096});
+  for (const Shape& s : shapes)
+    for (bool a_signed : {false, true})
+      for (int extreme = 0; extreme < 2; ++extreme) {
+        std::vector<uint8_t> a(s.m * s.k);
+        std::vector<int8_t> w(s.n * s.k);
+        for (auto& x : a) x = extreme ? (a_signed ? 0x80 : 0xff) : static_cast<uint8_t>(rng());
+        for (auto& x : w) x = extreme ? -128 : static_cast<int8_t>(rng());
+        std::vector<uint8_t> packed(int8_packed_bytes(s.n, s.k));
+        int8_pack_weights(w.data(), s.n, s.k, PackedOp::int8_gemm, 0, packed.data());
+        PackedHeader h;
+        std::memcpy(&h, packed.data(), sizeof h);
+        std::vector<int32_t> c(s.m * s.n, 12345);
+        int8_gemm_run(a.data(), s.m, s.k, s.k, a_signed,
+                      reinterpret_cast<const int8_t*>(packed.data() + h.data_offset),
+                      reinterpret_cast<const int32_t*>(packed.data() + h.aux_offset), s.n,
+                      c.data(), 2, isa);
+        bool ok = true;
+        for (size_t i = 0; i < s.m && ok; ++i)
+          for (size_t j = 0; j < s.n && ok; ++j) {
+            int64_t acc = 0;
+            for (size_t kk = 0; kk < s.k; ++kk) {
+              const int64_t av = a_signed ? static_cast<int8_t>(a[i * s.k + kk]) : a[i * s.k + kk];
+              acc += av * w[j * s.k + kk];
+            }
+            ok = static_cast<int32_t>(acc) == c[i * s.n + j];
+          }
+        t.check(ok, "int8_gemm " + std::to_string(s.m) + "x" + std::to_string(s.n) + "x" +
+                        std::to_string(s.k) + (a_signed ? " s8" : " u8") + (extreme ? " extreme" : ""));
+      }
+}
+
+PQ_REGISTER_NATIVE_TEST(bitpack, test_bitpack);
+PQ_REGISTER_NATIVE_TEST(int8_gemm, test_int8_gemm);
+
+}  // namespace
+}  // namespace pq
+
+int main(int argc, char** argv) {
+  using namespace pq;
+  std::vector<Isa> isas = available_isas();
+  if (argc > 1) {
+    Isa only;
+    if (!parse_isa(argv[1], &only) || !isa_available(only)) {
+      std::fprintf(stderr, "unknown or unavailable ISA '%s'\n", argv[1]);
+      return 2;
+    }
+    isas = {only};
+  }
+  TestCounter total;
+  for (Isa isa : isas) {
+    for (const NativeTest& test : native_tests()) {
+      TestCounter t;
+      t.prefix = std::string(isa_name(isa)) + "/" + test.name + ": ";
+      test.fn(isa, t);
+      std::printf("%-8s %-16s %zu passed, %zu failed\n", isa_name(isa), test.name, t.passed, t.failed);
+      total.passed += t.passed;
+      total.failed += t.failed;
+    }
+  }
+  std::printf("%zu passed, %zu failed\n", total.passed, total.failed);
+  return total.failed == 0 ? 0 : 1;
+}

@@ -1,1 +1,0 @@
-"""Studies: end-to-end experiments on real models (python -m pyquant.studies.<name>)."""

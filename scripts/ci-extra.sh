@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Extra CI checks run by .ci/run after the main test suite: NEON kernels under qemu-aarch64,
+# and the kernel tests under ASan+UBSan (the front-end/search tests are left to the main run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== NEON under qemu"
+scripts/neon-qemu.sh
+echo "== sanitizers"
+kernel_tests=()
+for f in test_packing.py test_int8_gemm.py test_lut_gemm.py test_lowbit_gemm.py test_sparq.py test_hardening.py; do
+  [ -f "tests/$f" ] && kernel_tests+=("$f")
+done
+scripts/sanitize.sh "${kernel_tests[@]}"

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Builds the extension with AddressSanitizer + UndefinedBehaviorSanitizer
+# (-fno-sanitize-recover=all) into its own venv and runs the test suite under them with the
+# ASan runtime preloaded; also runs the native C++ driver built the same way. Exits non-zero on
+# any report. Usage: scripts/sanitize.sh [pytest args...]   (default: the whole suite)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=build/sanitize-venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv --system-site-packages "$venv"
+fi
+# torch's CPU build first (pinned), then the build and test tools; no-ops where already present
+"$venv/bin/python" -m pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING" || true
+"$venv/bin/python" -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" numpy pytest hypothesis 2>&1 | grep -v "^WARNING" || true
+"$venv/bin/python" -m pip install -q --no-build-isolation -Cbuild-dir=build/asan \
+  -Ccmake.define.PYQUANT_SANITIZE=ON -Ccmake.build-type=RelWithDebInfo . 2>&1 | grep -v "^WARNING" || true
+
+echo "== native driver under ASan+UBSan"
+scripts/build-native-tests.sh build/asan-native/native_tests x86 \
+  -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g >/dev/null
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 build/asan-native/native_tests
+
+echo "== pytest under ASan+UBSan"
+libasan=$(g++ -print-file-name=libasan.so)
+libubsan=$(g++ -print-file-name=libubsan.so)
+# Leak detection is off for the Python process (the interpreter and torch keep allocations
+# alive at exit by design); the native driver above runs with it on.
+cd tests
+LD_PRELOAD="$libasan:$libubsan" \
+ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1 \
+UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+PYTHONPATH= "../$venv/bin/python" -m pytest -q -p no:cacheprovider "${@:-.}"

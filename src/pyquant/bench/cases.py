@@ -1,0 +1,208 @@
+"""Benchmark cases: each one builds its data once and returns the callable to time.
+
+A *group* is one problem (shape, threads, hot/cold weights); every case in a group computes the
+same product with a different kernel, so their times are directly comparable. Speedups are
+reported over the group's `pyquant.int8_gemm` case and its fp32 `F.linear` case.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+L3_BYTES = 32 << 20
+COLD_SET_BYTES = 4 * L3_BYTES  # rotate through >= 128 MiB of int8 weights for "cold" cases
+
+
+@dataclass(frozen=True)
+class Problem:
+    m: int
+    n: int
+    k: int
+    threads: int = 1
+    cold: bool = False  # weights rotated through a set far larger than L3
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        temp = "cold" if self.cold else "hot"
+        tag = f" {self.label}" if self.label else ""
+        return f"{self.m}x{self.n}x{self.k} {temp} {self.threads}t{tag}"
+
+    @property
+    def layers(self) -> int:
+        """How many weight copies to rotate through (int8 size decides, so all kernels match)."""
+        if not self.cold:
+            return 1
+        return max(2, -(-COLD_SET_BYTES // (self.n * self.k)))
+
+    @property
+    def ops(self) -> int:
+        return 2 * self.m * self.n * self.k
+
+
+@dataclass
+class Case:
+    problem: Problem
+    kernel: str
+    make: Callable[[Problem], Callable[[], object]]
+    isa: str | None = None  # force this pyquant path while timing (None: the active one)
+    kind: str = "pyquant"   # "pyquant" | "int8-baseline" | "fp32"
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+_MAKERS: list[Callable[[Problem], list[Case]]] = []
+
+
+def register(maker: Callable[[Problem], list[Case]]) -> Callable[[Problem], list[Case]]:
+    """Ops add their cases for a problem here (see the bottom of this file)."""
+    _MAKERS.append(maker)
+    return maker
+
+
+def cases_for(problem: Problem) -> list[Case]:
+    out: list[Case] = []
+    for maker in _MAKERS:
+        out.extend(maker(problem))
+    return out
+
+
+def rotating(fns: list[Callable[[], object]]) -> Callable[[], object]:
+    state = {"i": 0}
+
+    def call():
+        i = state["i"]
+        state["i"] = (i + 1) % len(fns)
+        return fns[i]()
+
+    return call
+
+
+def _rng(p: Problem) -> np.random.Generator:
+    return np.random.default_rng(p.m * 1_000_003 + p.n * 1009 + p.k)
+
+
+def random_u8(p: Problem) -> np.ndarray:
+    return _rng(p).integers(0, 256, size=(p.m, p.k), dtype=np.uint8)
+
+
+def random_s8_weights(p: Problem, layer: int = 0) -> np.ndarray:
+    g = np.random.default_rng(layer * 7919 + p.n + p.k)
+    return g.integers(-128, 128, size=(p.n, p.k), dtype=np.int8)
+
+
+# ---- baselines ---------------------------------------------------------------------------
+
+def _make_int8_ours(p: Problem):
+    import pyquant
+
+    a = random_u8(p)
+    packed = [pyquant.prepack(random_s8_weights(p, i), "int8_gemm") for i in range(p.layers)]
+    return rotating([lambda pw=pw: pyquant.int8_gemm(a, pw) for pw in packed])
+
+
+def _make_torch_int_mm(p: Problem):
+    import torch
+
+    a = torch.from_numpy(random_u8(p).view(np.int8))
+    # _int_mm takes [K, N]; a transposed view of the [N, K] weight is its fastest layout here
+    ws = [torch.from_numpy(random_s8_weights(p, i)).t() for i in range(p.layers)]
+    return rotating([lambda w=w: torch._int_mm(a, w) for w in ws])
+
+
+def _make_torch_dynamic(p: Problem):
+    import warnings
+
+    import torch
+    from torch.ao.nn.quantized.dynamic import Linear as DynLinear
+
+    warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*deprecated")
+    warnings.filterwarnings("ignore", message=".*quantized tensor creation.*")
+
+    x = torch.randn(p.m, p.k, generator=torch.Generator().manual_seed(p.k))
+    layers = []
+    for i in range(p.layers):
+        lin = torch.nn.Linear(p.k, p.n, bias=False)
+        torch.nn.init.normal_(lin.weight, std=0.02, generator=torch.Generator().manual_seed(i))
+        qlin = DynLinear(p.k, p.n, bias_=False, dtype=torch.qint8)
+        qw = torch.quantize_per_tensor(lin.weight.detach(), 0.02 * 4 / 127, 0, torch.qint8)
+        qlin.set_weight_bias(qw, None)
+        layers.append(qlin)
+
+    def run(layer):
+        with torch.inference_mode():
+            return layer(x)
+
+    return rotating([lambda layer=layer: run(layer) for layer in layers])
+
+
+def _make_fp32(p: Problem):
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.randn(p.m, p.k, generator=torch.Generator().manual_seed(p.k))
+    ws = [torch.randn(p.n, p.k, generator=torch.Generator().manual_seed(i)) for i in range(p.layers)]
+
+    def run(w):
+        with torch.inference_mode():
+            return F.linear(x, w)
+
+    return rotating([lambda w=w: run(w) for w in ws])
+
+
+@register
+def _baseline_cases(p: Problem) -> list[Case]:
+    return [
+        Case(p, "pyquant.int8_gemm", _make_int8_ours, kind="int8-baseline"),
+        Case(p, "torch._int_mm", _make_torch_int_mm, kind="int8-baseline"),
+        Case(p, "torch dynamic int8 Linear", _make_torch_dynamic, kind="int8-baseline",
+             note="fbgemm, float in/out"),
+        Case(p, "fp32 F.linear", _make_fp32, kind="fp32"),
+    ]
+
+
+# ---- SPARQ (issue 6) ------------------------------------------------------------------------
+
+def _make_sparq(p: Problem):
+    import pyquant
+
+    a = random_u8(p)
+    a[_rng(p).random(a.shape) < 0.5] = 0  # post-ReLU-like: half the activations zero
+    packed = [pyquant.prepack(random_s8_weights(p, i), "sparq_gemm") for i in range(p.layers)]
+    return rotating([lambda pw=pw: pyquant.sparq_gemm(a, pw) for pw in packed])
+
+
+@register
+def _sparq_cases(p: Problem) -> list[Case]:
+    return [Case(p, "pyquant.sparq_gemm", _make_sparq,
+                 note="4-bit 5opt round vSPARQ, half the activations zero")]
+
+
+# ---- problem sets ------------------------------------------------------------------------
+
+def problems(quick: bool) -> list[Problem]:
+    if quick:
+        return [
+            Problem(256, 4096, 4096, 1, label="LLM prefill"),
+            Problem(1, 4096, 4096, 1, cold=True, label="LLM decode"),
+            Problem(128, 1536, 384, 1, label="MiniLM FFN up"),
+        ]
+    out = []
+    for threads in (1, 2):
+        out += [
+            Problem(256, 4096, 4096, threads, label="LLM prefill"),
+            Problem(64, 4096, 4096, threads, label="LLM prefill"),
+            Problem(256, 11008, 4096, threads, label="LLM prefill FFN"),
+            Problem(1, 4096, 4096, threads, cold=False, label="LLM decode"),
+            Problem(1, 4096, 4096, threads, cold=True, label="LLM decode"),
+            Problem(1, 11008, 4096, threads, cold=True, label="LLM decode FFN"),
+            Problem(128, 1536, 384, threads, label="MiniLM FFN up"),
+            Problem(128, 384, 1536, threads, label="MiniLM FFN down"),
+            Problem(3136, 64, 576, threads, label="ResNet conv3x3 56x56x64"),
+        ]
+    return out
+
+
+from . import cases_lut  # noqa: E402,F401  (registers the lut_gemm cases)

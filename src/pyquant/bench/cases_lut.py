@@ -1,0 +1,47 @@
+"""lut_gemm (W2A2) benchmark cases: every kernel on the active path, plus the AVX2 pair
+(DeepGEMM table kernel vs our AVX2 int8_gemm) that DeepGEMM's 1.74x headline is compared with.
+
+The W2A2 product is not the int8 product (2-bit codes instead of bytes), but the shapes and the
+output are the same: the ratio answers "how much faster is a W2A2 layer than an int8 layer".
+Activation preparation (codes -> kernel format) is inside the timing; weights are prepacked.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .cases import Case, Problem, _make_int8_ours, register, rotating
+
+A_LEVELS = (0, 1, 2, 3)
+W_LEVELS = (-2, -1, 0, 1)
+
+
+def _codes(p: Problem, rows: int, seed: int) -> np.ndarray:
+    g = np.random.default_rng(seed * 7919 + p.n + p.k)
+    return g.integers(0, 4, size=(rows, p.k), dtype=np.uint8)
+
+
+def _make_lut(kernel: str):
+    def make(p: Problem):
+        import pyquant
+        from pyquant.lut import _lut_gemm
+
+        a = _codes(p, p.m, 12345)
+        packed = [pyquant.prepack(_codes(p, p.n, i), "lut_gemm", w_levels=W_LEVELS)
+                  for i in range(p.layers)]
+        if kernel != "auto" and not pyquant.lut.lut_kernel(A_LEVELS, W_LEVELS, kernel):
+            raise RuntimeError(f"lut_gemm kernel {kernel!r} is not available on this path")
+        return rotating([lambda pw=pw: _lut_gemm(a, pw, A_LEVELS, W_LEVELS, kernel)
+                         for pw in packed])
+    return make
+
+
+@register
+def _lut_cases(p: Problem) -> list[Case]:
+    return [
+        Case(p, "pyquant.lut_gemm", _make_lut("auto"), note="W2A2, fastest exact kernel"),
+        Case(p, "pyquant.lut_gemm[vpermb]", _make_lut("vpermb"), note="W2A2, AVX-512 VBMI"),
+        Case(p, "pyquant.lut_gemm[deepgemm]", _make_lut("deepgemm"), note="W2A2, DeepGEMM pshufb"),
+        Case(p, "pyquant.int8_gemm[avx2]", _make_int8_ours, isa="avx2", kind="int8-baseline"),
+        Case(p, "pyquant.lut_gemm[deepgemm][avx2]", _make_lut("deepgemm"), isa="avx2",
+             note="W2A2, DeepGEMM pshufb, AVX2"),
+    ]

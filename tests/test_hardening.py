@@ -1,0 +1,126 @@
+"""Property tests (hypothesis), hostile inputs and concurrency for the public ops."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pyquant
+from reference import gemm_ref, pack_ref
+
+SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
+
+
+@st.composite
+def code_arrays(draw):
+    bits = draw(st.sampled_from([1, 2, 4]))
+    signed = draw(st.booleans())
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    shape = draw(st.lists(st.integers(0, 70), min_size=1, max_size=3))
+    seed = draw(st.integers(0, 2**32 - 1))
+    codes = np.random.default_rng(seed).integers(lo, hi + 1, size=shape)
+    return codes.astype(np.int8 if signed else np.uint8), bits, signed
+
+
+@SETTINGS
+@given(code_arrays())
+def test_pack_roundtrip_property(case):
+    codes, bits, signed = case
+    packed = pyquant.pack(codes, bits, signed=signed)
+    np.testing.assert_array_equal(packed, pack_ref(codes, bits))
+    np.testing.assert_array_equal(pyquant.unpack(packed, bits, codes.shape[-1], signed=signed), codes)
+
+
+@SETTINGS
+@given(st.integers(0, 20), st.integers(0, 150), st.integers(0, 300), st.booleans(),
+       st.integers(0, 2**32 - 1))
+def test_int8_gemm_property(m, n, k, signed, seed):
+    rng = np.random.default_rng(seed)
+    dtype = np.int8 if signed else np.uint8
+    info = np.iinfo(dtype)
+    a = rng.integers(info.min, info.max + 1, size=(m, k)).astype(dtype)
+    w = rng.integers(-128, 128, size=(n, k)).astype(np.int8)
+    c = pyquant.int8_gemm(a, w)
+    assert c.shape == (m, n) and c.dtype == np.int32
+    np.testing.assert_array_equal(c, gemm_ref(a, w))
+
+
+HOSTILE = [None, 3, 2.5, "abc", [1, 2], [[1, 2]], (1, 2), object(), np.float64(1.0)]
+
+
+@pytest.mark.parametrize("bad", HOSTILE, ids=repr)
+def test_hostile_inputs_raise_typed_errors(bad):
+    good_a = np.zeros((2, 4), np.uint8)
+    good_w = np.zeros((3, 4), np.int8)
+    for call in (
+        lambda: pyquant.pack(bad, 2),
+        lambda: pyquant.unpack(bad, 2, 4),
+        lambda: pyquant.int8_gemm(bad, good_w),
+        lambda: pyquant.int8_gemm(good_a, bad),
+        lambda: pyquant.prepack(bad, "int8_gemm"),
+    ):
+        with pytest.raises((TypeError, ValueError)):
+            call()
+
+
+@pytest.mark.parametrize("n", [-1, 2**62, -(2**40)])
+def test_absurd_sizes_are_value_errors(n):
+    with pytest.raises(ValueError, match="n"):
+        pyquant.unpack(np.zeros((1, 3), np.uint8), 4, n)
+
+
+def test_unknown_op_and_bad_op_type():
+    with pytest.raises(ValueError, match="op"):
+        pyquant.prepack(np.zeros((2, 2), np.int8), "int3_gemm")
+    with pytest.raises(TypeError, match="op"):
+        pyquant.prepack(np.zeros((2, 2), np.int8), 3)
+
+
+def test_concurrent_calls_match_serial(rng):
+    """Many Python threads call the kernels at once (the GIL is released, so they really run in
+    parallel, some inside the thread pool and some serially beside it): results equal serial."""
+    a = rng.integers(0, 256, size=(33, 1000)).astype(np.uint8)
+    ws = [rng.integers(-128, 128, size=(130, 1000)).astype(np.int8) for _ in range(4)]
+    pws = [pyquant.prepack(w, "int8_gemm") for w in ws]
+    codes = rng.integers(0, 4, size=(64, 999)).astype(np.uint8)
+    expected = [gemm_ref(a, w) for w in ws]
+    expected_pack = pack_ref(codes, 2)
+    errors = []
+    pyquant.set_num_threads(2)
+
+    def worker(i):
+        try:
+            for _ in range(10):
+                np.testing.assert_array_equal(pyquant.int8_gemm(a, pws[i % 4]), expected[i % 4])
+                np.testing.assert_array_equal(pyquant.pack(codes, 2), expected_pack)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    finally:
+        pyquant.set_num_threads(None)
+    assert not any(t.is_alive() for t in threads), "a worker hung"
+    assert not errors, errors[0]
+
+
+def test_pyquant_and_torch_threads_in_one_process(rng):
+    """torch's OpenMP pool and pyquant's std::thread pool side by side, both thread settings."""
+    import torch
+
+    a = rng.integers(0, 256, size=(64, 512)).astype(np.uint8)
+    w = rng.integers(-128, 128, size=(256, 512)).astype(np.int8)
+    ref = gemm_ref(a, w)
+    x = torch.randn(64, 512)
+    for n in (1, 2):
+        torch.set_num_threads(n)
+        for _ in range(3):
+            torch.nn.functional.linear(x, torch.randn(256, 512))
+            np.testing.assert_array_equal(pyquant.int8_gemm(a, w), ref)
