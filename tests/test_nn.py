@@ -447,3 +447,20 @@ def test_inference_mode_then_normal_mode():
     q.load_state_dict(q.state_dict())
     with torch.inference_mode():
         assert torch.equal(q(x), q(x)) and y1.shape == y2.shape
+
+
+def test_weightonly_per_group_fallback(monkeypatch):
+    """Without lowbit_gemm_grouped: one lowbit_gemm per K group, same results (within float)."""
+    if not _backend.available("lowbit_gemm"):
+        pytest.skip("pyquant.lowbit_gemm is not in this build yet")
+    torch.manual_seed(9)
+    lin = nn.Linear(200, 33)  # K not a multiple of the group size: a short last group
+    config = pyquant.WeightOnlyConfig(bits=4, group_size=64)
+    grouped = pyquant.nn.QuantLinear.from_linear(lin, config)
+    monkeypatch.setattr(_backend, "available", lambda op: op != "lowbit_gemm_grouped")
+    sliced = pyquant.nn.QuantLinear.from_linear(lin, config)
+    assert "packed_offsets" in dict(sliced.named_buffers()) and sliced.packed_offsets.numel() == 5
+    x = torch.randn(7, 200)
+    with torch.no_grad():
+        torch.testing.assert_close(sliced(x), grouped(x), rtol=1e-5, atol=1e-5)
+        _assert_matches(sliced(x), _fq_linear(sliced, lin, x))

@@ -89,6 +89,8 @@ def int8_weight(w):
 def float_inplace(acc):
     """int32 accumulator -> float32 in the same memory. Large fresh allocations cost page faults
     (several ms per layer on MiniLM), so the kernel's output buffer is reused as the result."""
+    if acc.dtype == torch.float32:
+        return acc
     y = acc.view(torch.float32)
     return y.copy_(acc)
 
@@ -179,26 +181,34 @@ class WeightOnlyScheme(Scheme):
             from .gptq import gptq_weight
 
             codes, sw = gptq_weight(w, hessian, bits, gs, damp)
+        sums = torch.stack([codes[:, lo:hi].sum(1, dtype=torch.int32)
+                            for lo, hi in group_bounds(w.shape[1], gs)], 1).float()
+        if _backend.is_reference() or _backend.available("lowbit_gemm_grouped"):
+            # one pack for all of K; lowbit_gemm_grouped applies the group scales in its epilogue
+            return {"packed": _backend.prepack("lowbit_gemm", codes, bits=bits), "w_scale": sw, "w_sum": sums}
+        # fallback layout: one pack per K group, concatenated (lowbit_gemm per group)
         packs = [_backend.prepack("lowbit_gemm", codes[:, lo:hi], bits=bits)
                  for lo, hi in group_bounds(w.shape[1], gs)]
         offsets = torch.tensor([0] + [p.numel() for p in packs], dtype=torch.int64).cumsum(0)
-        sums = torch.stack([codes[:, lo:hi].sum(1, dtype=torch.int32)
-                            for lo, hi in group_bounds(w.shape[1], gs)], 1).float()
         return {"packed": torch.cat(packs), "packed_offsets": offsets, "w_scale": sw, "w_sum": sums}
 
     def forward(self, x, b, act_range, n, k, reference):
         bits, gs = self.config.bits, self.config.group_size
         q, sa, zp = asym_u8(x, act_range, reuse=True)
-        y = None
-        off = b["packed_offsets"].tolist()
         sw = b["w_scale"]
-        for g, (lo, hi) in enumerate(group_bounds(k, gs)):
-            acc = _backend.gemm("lowbit_gemm", q[:, lo:hi], b["packed"][off[g]:off[g + 1]], n, hi - lo,
-                                reference, bits=bits)
-            if y is None:
-                y = float_inplace(acc).mul_(sw[:, g])
-            else:
-                y.addcmul_(acc, sw[:, g])
+        if "packed_offsets" not in b:
+            y = float_inplace(_backend.gemm("lowbit_gemm_grouped", q, b["packed"], n, k, reference,
+                                            bits=bits, group_size=gs, scales=sw))
+        else:
+            y = None
+            off = b["packed_offsets"].tolist()
+            for g, (lo, hi) in enumerate(group_bounds(k, gs)):
+                acc = _backend.gemm("lowbit_gemm", q[:, lo:hi], b["packed"][off[g]:off[g + 1]], n,
+                                    hi - lo, reference, bits=bits)
+                if y is None:
+                    y = float_inplace(acc).mul_(sw[:, g])
+                else:
+                    y.addcmul_(acc, sw[:, g])
         y.addr_(zp.view(-1).expand(x.shape[0]), (sw * b["w_sum"]).sum(1), alpha=-1)
         return y.mul_(sa)
 
