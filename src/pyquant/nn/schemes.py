@@ -224,11 +224,17 @@ class WeightOnlyScheme(Scheme):
 
 # ----------------------------------------------------------------------------- LUT2
 def nearest_level(v, levels):
-    """Index (into `levels`, any order) of the level nearest to each element of v."""
+    """Index (into `levels`, any order) of the level nearest to each element of v (uint8)."""
     lv = torch.tensor(levels, dtype=v.dtype)
     sorted_lv, order = torch.sort(lv)
-    mids = (sorted_lv[1:] + sorted_lv[:-1]) / 2
-    return order[torch.bucketize(v, mids)]
+    mids = ((sorted_lv[1:] + sorted_lv[:-1]) / 2).tolist()
+    # count of midpoints below v (== torch.bucketize, but vectorized compares are ~10x faster)
+    idx = (v > mids[0]).to(torch.uint8)
+    for m in mids[1:]:
+        idx += v > m
+    if torch.equal(order, torch.arange(len(levels))):
+        return idx
+    return order.to(torch.uint8)[idx.long()]
 
 
 def lut_weight(w, levels):
@@ -238,7 +244,7 @@ def lut_weight(w, levels):
     best_err, best_s = None, None
     for r in torch.linspace(1.0, 0.2, 17).tolist():
         s = amax * r / lv.abs().max()
-        err = ((lv[nearest_level(w / s, levels)] * s - w) ** 2).sum(1, keepdim=True)
+        err = ((lv[nearest_level(w / s, levels).long()] * s - w) ** 2).sum(1, keepdim=True)
         if best_err is None:
             best_err, best_s = err, s
         else:
@@ -270,7 +276,7 @@ def lut_act(x, levels, mode, act_range=None):
     for r in torch.linspace(1.0, 0.15, 12).tolist():
         sa, off = params(mu + r * (lo - mu), mu + r * (hi - mu))
         codes = nearest_level((x - off) / sa, levels)
-        err = ((off + sa * lv[codes] - x) ** 2).sum(1, keepdim=True)
+        err = ((off + sa * lv[codes.long()] - x) ** 2).sum(1, keepdim=True)
         if best is None:
             best = [err, codes, sa, off]
         else:
