@@ -1,3 +1,4 @@
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -8,15 +9,15 @@
 namespace pq {
 
 const Int8GemmKernels& int8_gemm_kernels(Isa isa) {
-  static const Int8GemmKernels scalar{Int8AFormat::u8, 4, int8_compute_scalar};
+  static const Int8GemmKernels scalar{Int8AFormat::u8, 4, int8_compute_scalar, int8_epilogue_scalar};
 #if defined(PQ_HAVE_X86)
-  static const Int8GemmKernels avx2{Int8AFormat::s16, 4, int8_compute_avx2};
-  static const Int8GemmKernels avx512{Int8AFormat::u8, 6, int8_compute_avx512};
+  static const Int8GemmKernels avx2{Int8AFormat::s16, 4, int8_compute_avx2, int8_epilogue_scalar};
+  static const Int8GemmKernels avx512{Int8AFormat::u8, 6, int8_compute_avx512, int8_epilogue_avx512};
   if (isa == Isa::avx512) return avx512;
   if (isa == Isa::avx2) return avx2;
 #endif
 #if defined(PQ_HAVE_NEON)
-  static const Int8GemmKernels neon{Int8AFormat::s8, 4, int8_compute_neon};
+  static const Int8GemmKernels neon{Int8AFormat::s8, 4, int8_compute_neon, int8_epilogue_scalar};
   if (isa == Isa::neon) return neon;
 #endif
   return scalar;
@@ -56,10 +57,30 @@ void prepare_rows(const uint8_t* a, size_t lda_in, size_t k, size_t k_pad, bool 
 
 }  // namespace
 
+void int8_epilogue_scalar(const Int8Epilogue& ep, int32_t* c, size_t ldc, size_t m0, size_t m1,
+                          size_t n0, size_t n1) {
+  for (size_t m = m0; m < m1; ++m) {
+    int32_t* row = c + m * ldc;
+    const float rs = ep.row_scale[m], ro = ep.row_offset[m];
+    for (size_t n = n0; n < n1; ++n) {
+      float y = static_cast<float>(row[n]) * rs;
+      y = y * ep.col_scale[n];
+      y = y - ro * ep.col_offset[n];
+      if (ep.bias) y = y + ep.bias[n];
+      std::memcpy(row + n, &y, sizeof(float));
+    }
+  }
+}
+
 void int8_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda_in, bool a_signed,
                    const int8_t* panels, const int32_t* col_sums, size_t n, int32_t* c,
-                   int threads, Isa isa) {
+                   int threads, Isa isa, const Int8Epilogue* epilogue) {
   if (m == 0 || n == 0) return;
+  if (k == 0) {  // empty sums
+    std::memset(c, 0, m * n * sizeof(int32_t));
+    if (epilogue) int8_epilogue_scalar(*epilogue, c, n, 0, m, 0, n);
+    return;
+  }
   const Int8GemmKernels& kern = int8_gemm_kernels(isa);
   const size_t k_pad = round_up(k, kInt8GroupK);
   const size_t n_pad = round_up(n, kInt8PanelCols);
@@ -113,7 +134,13 @@ void int8_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda_in, bool a_s
     const size_t panel = t / m_chunks, mc = t % m_chunks;
     const size_t m0 = tiles_m * mc / m_chunks * kern.mr;
     const size_t m1 = tiles_m * (mc + 1) / m_chunks * kern.mr;
-    kern.compute(prob, m0, m1 < m ? m1 : m, panel, panel + 1);
+    const size_t m_end = m1 < m ? m1 : m;
+    kern.compute(prob, m0, m_end, panel, panel + 1);
+    if (epilogue) {
+      const size_t n0 = panel * kInt8PanelCols;
+      const size_t n1 = n0 + kInt8PanelCols < n ? n0 + kInt8PanelCols : n;
+      kern.epilogue(*epilogue, c, n, m0, m_end, n0, n1);
+    }
   });
 }
 

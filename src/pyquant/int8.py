@@ -56,3 +56,42 @@ def int8_gemm(a, w):
     check_k(an, pw)
     c = _C.int8_gemm(an, signed, pw.buffer, OP_IDS["int8_gemm"], get_num_threads())
     return _arrays.like(c, was_torch)
+
+
+# ---- fused front-end helpers (used by pyquant.nn's Int8Config; not part of the public API) ----
+
+def quantize_rows_u8(x):
+    """Dynamic per-row asymmetric uint8: ``x ~= scale[:, None] * (q - zero_point[:, None])``.
+
+    x: float32 ``[M, K]``. Returns ``(q uint8 [M, K], scale float32 [M], zero_point float32 [M])``
+    of the kind given. Range [min(0, min x), max(0, max x)], zero point rounded half to even,
+    codes rounded half up (csrc/quantize/row_quantize.h); identical bits on every path.
+    """
+    was_torch = _arrays.is_torch(x)
+    xn = _arrays.to_numpy(x, "x")
+    _arrays.require_int_dtype(xn, "x", (np.float32,))
+    _arrays.require_ndim(xn, 2, "x", "[M, K]")
+    q, scale, zp = _C.quantize_rows_u8(np.ascontiguousarray(xn), get_num_threads())
+    return tuple(_arrays.like(v, was_torch) for v in (q, scale, zp))
+
+
+def int8_gemm_dequant(a, w, row_scale, row_offset, col_scale, col_offset, bias=None):
+    """``int8_gemm`` with a fused float epilogue, float32 ``[M, N]``:
+
+    ``y = (acc * row_scale[m]) * col_scale[n] - row_offset[m] * col_offset[n] (+ bias[n])``.
+    The epilogue runs on each output tile while it is in cache (one pass fewer over C than
+    converting afterwards) and gives the same bits on every path.
+    """
+    an, signed, was_torch = check_activations_8bit(a)
+    pw = resolve_weight(w, "int8_gemm", {})
+    check_k(an, pw)
+
+    def vec(v, name):
+        vn = np.ascontiguousarray(_arrays.to_numpy(v, name), dtype=np.float32)
+        return vn.reshape(-1)
+
+    y = _C.int8_gemm_dequant(
+        an, signed, pw.buffer, vec(row_scale, "row_scale"), vec(row_offset, "row_offset"),
+        vec(col_scale, "col_scale"), vec(col_offset, "col_offset"),
+        None if bias is None else vec(bias, "bias"), get_num_threads())
+    return _arrays.like(y, was_torch)

@@ -15,6 +15,9 @@ import threading
 
 import torch
 
+import pyquant
+import pyquant.int8
+
 from . import _backend
 from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
 
@@ -133,6 +136,19 @@ class Int8Scheme(Scheme):
         # zero point: sa*sw*(acc - zp*wsum) with the rank-1 term done in float (one in-place pass)
         y.addr_((sa * zp).view(-1).expand(acc.shape[0]), b["w_scale"] * b["w_sum"], alpha=-1)
         return y
+
+    def forward_fused(self, x, b, act_range, bias):
+        """Dynamic per-row path in two native calls: the row quantizer, then the int8 GEMM with
+        its dequantization (and bias) fused into the tile epilogue. Same bits as ``forward``."""
+        if _static(act_range):
+            return None
+        q, sa, zp = pyquant.int8.quantize_rows_u8(x)
+        ws = b["w_scale"]
+        col_off = b.get("w_scale_sum")
+        if col_off is None:
+            col_off = b["w_scale"] * b["w_sum"]
+        return pyquant.int8.int8_gemm_dequant(
+            q, _backend._packed(b["packed"], "int8_gemm", {}), sa, sa * zp, ws, col_off, bias)
 
     def fake_quant_weight(self, w):
         wq, sw = int8_weight(w)

@@ -1,0 +1,47 @@
+#include "quantize/row_quantize.h"
+
+#include <cmath>
+
+namespace pq {
+
+RowQuantParams row_quant_params(float lo, float hi) {
+  lo = lo < 0.0f ? lo : 0.0f;
+  hi = hi > 0.0f ? hi : 0.0f;
+  float s = (hi - lo) / 255.0f;
+  if (!(s > 0.0f)) s = 1.0f;
+  float zp = std::nearbyint(-lo / s);  // default rounding mode: half to even
+  zp = zp < 0.0f ? 0.0f : (zp > 255.0f ? 255.0f : zp);
+  zp = zp + 0.0f;  // -0 -> +0
+  return {s, 1.0f / s, zp, zp + 0.5f};
+}
+
+void quantize_rows_u8_scalar(const float* x, size_t rows, size_t k, uint8_t* q, float* scale,
+                             float* zero_point) {
+  for (size_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * k;
+    float lo = 0.0f, hi = 0.0f;
+    for (size_t i = 0; i < k; ++i) {
+      lo = xr[i] < lo ? xr[i] : lo;
+      hi = xr[i] > hi ? xr[i] : hi;
+    }
+    const RowQuantParams p = row_quant_params(lo, hi);
+    uint8_t* qr = q + r * k;
+    for (size_t i = 0; i < k; ++i) {
+      float t = xr[i] * p.inv_scale;
+      t = t + p.offset;
+      t = t < 0.0f ? 0.0f : (t > 255.25f ? 255.25f : t);
+      qr[i] = static_cast<uint8_t>(t);
+    }
+    scale[r] = p.scale;
+    zero_point[r] = p.zero_point;
+  }
+}
+
+QuantizeRowsFn quantize_rows_u8_kernel(Isa isa) {
+#if defined(PQ_HAVE_X86)
+  if (isa == Isa::avx512) return quantize_rows_u8_avx512;
+#endif
+  return quantize_rows_u8_scalar;
+}
+
+}  // namespace pq

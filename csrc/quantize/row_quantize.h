@@ -1,0 +1,33 @@
+// Dynamic per-row asymmetric uint8 quantization of float activations (the int8 front end's
+// activation path), in two passes over x: min/max, then quantize.
+//
+//   lo = min(0, min_k x), hi = max(0, max_k x), s = (hi - lo) / 255 (s = 1 if 0),
+//   zp = round_half_even(-lo / s) clamped to [0, 255],
+//   q  = trunc(clamp(x * (1/s) + (zp + 0.5), 0, 255.25))        (round half up)
+// in float32 with no fused multiply-add, so every path gives the same bits (NaN input: undefined).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "core/isa.h"
+
+namespace pq {
+
+using QuantizeRowsFn = void (*)(const float* x, size_t rows, size_t k, uint8_t* q, float* scale,
+                                float* zero_point);
+
+void quantize_rows_u8_scalar(const float* x, size_t rows, size_t k, uint8_t* q, float* scale,
+                             float* zero_point);
+#if defined(PQ_HAVE_X86)
+void quantize_rows_u8_avx512(const float* x, size_t rows, size_t k, uint8_t* q, float* scale,
+                             float* zero_point);
+#endif
+QuantizeRowsFn quantize_rows_u8_kernel(Isa isa);
+
+// Row parameters shared by every path (scalar code, so identical bits).
+struct RowQuantParams {
+  float scale, inv_scale, zero_point, offset;  // offset = zero_point + 0.5
+};
+RowQuantParams row_quant_params(float lo, float hi);
+
+}  // namespace pq
