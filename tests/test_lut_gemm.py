@@ -19,9 +19,11 @@ def codes(rng, shape):
     return rng.integers(0, 4, size=shape).astype(np.uint8)
 
 
-# (a_levels, w_levels) chosen to hit every accumulation schedule: default (deepgemm 21 int8
-# products, vpermb 9 uint8 lookups); non-uniform signed (8 / 2); the int8 extreme -8 * 16 = -128
-# (1 / no vpermb); max |product| 63 (2 / 1); all-equal products; product range 85 (1 / 1).
+# (a_levels, w_levels) chosen to hit every accumulation schedule (products summed per 8-bit lane
+# by deepgemm: floor(255 / (pmax - pmin)); lookups per uint8 lane by vpermb:
+# floor(255 / (3 * (pmax - pmin)))): default (28 / 9); non-uniform signed (8 / 2); the int8
+# extreme -8 * 16 = -128 with 7 * 16 = 112 (1 / no vpermb); range 72 (3 / 1); all-equal
+# products; range 85 (3 / 1, the widest vpermb accepts).
 CODEBOOKS = [
     ((0, 1, 2, 3), (-2, -1, 0, 1)),
     ((-3, -1, 1, 3), (0, 1, 2, 5)),
@@ -79,6 +81,10 @@ def test_k65536_extreme_product(isa, kern):
     w = np.full((5, k), wc, np.uint8)
     out = _lut_gemm(a, w, al, wl, kern)
     np.testing.assert_array_equal(out, lut_ref(a, w, al, wl))
+    # the top of the range everywhere (7 * 16 = 112: the largest biased lane value, 240)
+    if kern != "vpermb":
+        np.testing.assert_array_equal(_lut_gemm(np.full_like(a, 3), w, al, wl, kern),
+                                      lut_ref(np.full_like(a, 3), w, al, wl))
     # and a mix of both extremes of the range
     a[:, ::2] = 3
     w[:, 1::3] = 3

@@ -130,8 +130,8 @@ void lut_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda, const uint8_
   if (chosen == LutKernel::deepgemm) {
     for (int w = 0; w < 4; ++w)
       for (int av = 0; av < 4; ++av) {
-        prob.tab_p[w << 2 | av] = static_cast<uint8_t>(cb.prod[av][w]);
-        prob.tab_q[av << 2 | w] = static_cast<uint8_t>(cb.prod[av][w]);
+        prob.tab_p[w << 2 | av] = static_cast<uint8_t>(cb.prod[av][w] - cb.pmin);
+        prob.tab_q[av << 2 | w] = static_cast<uint8_t>(cb.prod[av][w] - cb.pmin);
       }
     a_buf.reset(new uint32_t[m * k_pad]);
     auto prep = prepare_deep;
@@ -143,7 +143,8 @@ void lut_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda, const uint8_
       prep(a, lda, k, k_pad, a_buf.get(), m * t / prep_chunks, m * (t + 1) / prep_chunks);
     });
     prob.a_deep = a_buf.get();
-    prob.corr = -npad * p00;
+    // sum of (p - pmin) over K_pad positions, minus the pad positions' products
+    prob.corr = static_cast<int32_t>(k_pad) * cb.pmin - npad * p00;
   } else if (chosen == LutKernel::vpermb) {
     // 64 tables (one per activation triple) x 64 entries (weight triple): biased 3-product sums.
     tables.reset(new Tables);
