@@ -65,12 +65,11 @@ void tile(const LutProblem& p, size_t m0, size_t panel, int32_t* acc32) {
       const size_t g1 = g0 + gpw < ge ? g0 + gpw : ge;
       for (size_t g = g0; g < g1; ++g) {
         const __m256i* wg = reinterpret_cast<const __m256i*>(wp + g * 64);
+        __m256i b0 = _mm256_loadu_si256(wg), b1 = _mm256_loadu_si256(wg + 1);
 #pragma GCC unroll 4
         for (int s = 0; s < 4; ++s) {
-          // weight codes of this slot, already at their index bits (slots 2, 3: one >>4 first);
-          // recomputed per slot from L1 to keep the 16 ymm registers for accumulators
-          __m256i b0 = _mm256_loadu_si256(wg), b1 = _mm256_loadu_si256(wg + 1);
-          if (s >= 2) {
+          // weight codes of this slot, already at their index bits (slots 2, 3: one >>4 first)
+          if (s == 2) {
             b0 = _mm256_srli_epi16(b0, 4);
             b1 = _mm256_srli_epi16(b1, 4);
           }
