@@ -1,6 +1,6 @@
 // DeepGEMM kernel, AVX2: 16-entry product tables in a register, one pshufb per 32 products.
-// Tile: 4 rows x one 64-column panel (2 ymm). Per packed group of 4 k and per row:
-//   index = (pre-shifted weight bits, masked once per panel and shared by the 4 rows) | (activation
+// Tile: 3 rows x one 64-column panel (2 ymm). Per packed group of 4 k and per row:
+//   index = (pre-shifted weight bits, masked once per group and shared by the 3 rows) | (activation
 //   dword broadcast), pshufb, vpaddb into 8-bit lanes.
 // The table holds the products biased by -pmin (0..pmax-pmin), so the 8-bit lanes are unsigned
 // and may sum LutCodebook::u8_products = floor(255 / (pmax - pmin)) products (never fewer than
@@ -16,7 +16,7 @@
 namespace pq {
 namespace {
 
-constexpr int kMR = 4;
+constexpr int kMR = 3;
 
 inline __m256i bcast_dword(const uint32_t* p) { return _mm256_set1_epi32(static_cast<int>(*p)); }
 
@@ -102,7 +102,6 @@ void tile(const LutProblem& p, size_t m0, size_t panel, int32_t* acc32) {
 template <int LPW>
 void run_rows(const LutProblem& p, size_t m0, size_t rows, size_t panel, int32_t* acc32) {
   switch (rows) {
-    case 4: tile<4, LPW>(p, m0, panel, acc32); break;
     case 3: tile<3, LPW>(p, m0, panel, acc32); break;
     case 2: tile<2, LPW>(p, m0, panel, acc32); break;
     default: tile<1, LPW>(p, m0, panel, acc32); break;

@@ -34,7 +34,7 @@ LutKernelInfo lut_select(Isa isa, LutKernel want, const LutCodebook& cb, LutKern
   *chosen = k;
   if (k == LutKernel::scalar) return {lut_compute_scalar, 4};
 #if defined(PQ_HAVE_X86)
-  if (k == LutKernel::deepgemm && isa == Isa::avx2) return {lut_deepgemm_avx2, 4};
+  if (k == LutKernel::deepgemm && isa == Isa::avx2) return {lut_deepgemm_avx2, 3};
   if (k == LutKernel::deepgemm && isa == Isa::avx512) return {lut_deepgemm_avx512, 6};
   if (k == LutKernel::vpermb && isa == Isa::avx512 && lut_vpermb_ok(cb))
     return {lut_vpermb_avx512, 3, 2};
