@@ -30,6 +30,11 @@ inline __m512i shr16(__m512i x) {
   return _mm512_mulhi_epu16(x, _mm512_set1_epi16(static_cast<short>(1u << (16 - N))));
 }
 
+// Keeps an accumulator in a register at this point (an empty asm that "modifies" it). Without
+// it GCC reassociates the adds and parks the accumulators in stack memory around the widening
+// (measured: vpermb 95 -> 110 MAC/cycle with it).
+#define PQ_PIN_ZMM(v) __asm__("" : "+v"(v))
+
 // m ? a : b, bitwise
 inline __m512i select_bits(__m512i a, __m512i b, __m512i m) {
   return _mm512_ternarylogic_epi32(a, b, m, 0xE4);
@@ -90,6 +95,7 @@ void deep_tile(const LutProblem& p, size_t m0, size_t panel, int32_t* acc32) {
           for (int r = 0; r < R; ++r) {
             const __m512i av = _mm512_set1_epi32(static_cast<int>(arow[r][g * 4 + sl]));
             v[r] = _mm512_add_epi8(v[r], _mm512_shuffle_epi8(t, _mm512_or_si512(w[sl], av)));
+            PQ_PIN_ZMM(v[r]);
           }
           if (LPW < 4 && (sl + 1) % LPW == 0) PQ_WIDEN_DEEP()
         }
@@ -151,8 +157,10 @@ void vpermb_tile(const LutProblem& p, size_t m0, size_t panel, int32_t* acc32) {
           for (int r = 0; r < R; ++r) {
             const __m512i tab = _mm512_load_si512(tables + arow[r][b * 4 + j]);
 #pragma GCC unroll 2
-            for (int q = 0; q < NP; ++q)
+            for (int q = 0; q < NP; ++q) {
               v[r][q] = _mm512_add_epi8(v[r][q], _mm512_permutexvar_epi8(idx[q][j], tab));
+              PQ_PIN_ZMM(v[r][q]);
+            }
           }
           if (LPW < 4 && (j + 1) % LPW == 0) PQ_WIDEN()
         }
