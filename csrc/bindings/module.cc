@@ -8,6 +8,8 @@ namespace pq {
 void bind_bitpack(py::module_& m);
 void bind_int8_gemm(py::module_& m);
 void bind_lut_gemm(py::module_& m);
+void bind_lowbit_gemm(py::module_& m);
+void bind_sparq(py::module_& m);
 }  // namespace pq
 
 namespace {
@@ -62,4 +64,6 @@ PYBIND11_MODULE(_C, m) {
   pq::bind_bitpack(m);
   pq::bind_int8_gemm(m);
   pq::bind_lut_gemm(m);
+  pq::bind_lowbit_gemm(m);
+  pq::bind_sparq(m);
 }

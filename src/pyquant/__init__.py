@@ -11,8 +11,10 @@ from . import _C
 from ._threads import get_num_threads, set_num_threads
 from .int8 import int8_gemm
 from .lut import lut_gemm
+from .lowbit import lowbit_gemm, lowbit_gemm_grouped
 from .packed import PackedWeight, prepack
 from .packing import pack, unpack
+from .sparq import sparq_decode, sparq_encode, sparq_gemm, sparq_quantize
 
 __version__ = "0.1.0"
 
@@ -30,7 +32,22 @@ def cpu_info() -> dict:
     }
 
 
+_NN_NAMES = ("quantize_", "calibrate", "Int8Config", "WeightOnlyConfig", "LUT2Config", "SparqConfig")
+
+
+def __getattr__(name):
+    # The PyTorch front end (pyquant.nn) is imported on first use, so `import pyquant` stays light.
+    if name in _NN_NAMES or name == "nn":
+        import importlib
+
+        nn = importlib.import_module(".nn", __name__)
+        return nn if name == "nn" else getattr(nn, name)
+    raise AttributeError(f"module 'pyquant' has no attribute {name!r}")
+
+
 __all__ = [
-    "cpu_info", "get_num_threads", "set_num_threads", "pack", "unpack", "int8_gemm", "lut_gemm",
+    *_NN_NAMES, "cpu_info", "get_num_threads", "set_num_threads", "pack", "unpack", "int8_gemm",
+    "lut_gemm", "lowbit_gemm", "lowbit_gemm_grouped",
     "prepack", "PackedWeight", "__version__",
+    "sparq_quantize", "sparq_gemm", "sparq_encode", "sparq_decode",
 ]

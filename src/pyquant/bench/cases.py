@@ -163,6 +163,23 @@ def _baseline_cases(p: Problem) -> list[Case]:
     ]
 
 
+# ---- SPARQ (issue 6) ------------------------------------------------------------------------
+
+def _make_sparq(p: Problem):
+    import pyquant
+
+    a = random_u8(p)
+    a[_rng(p).random(a.shape) < 0.5] = 0  # post-ReLU-like: half the activations zero
+    packed = [pyquant.prepack(random_s8_weights(p, i), "sparq_gemm") for i in range(p.layers)]
+    return rotating([lambda pw=pw: pyquant.sparq_gemm(a, pw) for pw in packed])
+
+
+@register
+def _sparq_cases(p: Problem) -> list[Case]:
+    return [Case(p, "pyquant.sparq_gemm", _make_sparq,
+                 note="4-bit 5opt round vSPARQ, half the activations zero")]
+
+
 # ---- problem sets ------------------------------------------------------------------------
 
 def problems(quick: bool) -> list[Problem]:

@@ -1,0 +1,136 @@
+#include <algorithm>
+
+#include "bindings/array_utils.h"
+#include "bindings/packed_utils.h"
+#include "int8_gemm/int8_gemm.h"
+#include "sparq/sparq.h"
+
+namespace pq {
+namespace {
+
+SparqConfig checked_config(int bits, int options, bool round, bool pairs) {
+  require(bits == 2 || bits == 3 || bits == 4,
+          "bits: expected 4, 3 or 2, got " + std::to_string(bits));
+  SparqConfig cfg{bits, options, round, pairs};
+  require(sparq_config_valid(cfg), "options: " + std::to_string(options) +
+                                       " placements are not available for bits=" +
+                                       std::to_string(bits));
+  return cfg;
+}
+
+// a: [rows, k] (the Python side flattens leading dims); pairs run along k within each row.
+CArray<uint8_t> sparq_quantize(const CArray<uint8_t>& a, int bits, int options, bool round,
+                               bool pairs, int threads) {
+  require_ndim(a, 2, "a");
+  const SparqConfig cfg = checked_config(bits, options, round, pairs);
+  const size_t rows = a.shape(0), k = a.shape(1);
+  CArray<uint8_t> out({rows, k});
+  const uint8_t* src = a.data();
+  uint8_t* dst = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    sparq_quantize_run(src, rows, k, cfg, dst, threads, active_isa());
+  }
+  return out;
+}
+
+CArray<uint8_t> sparq_prepack(const CArray<int8_t>& w, int bits, int options, bool round,
+                              bool pairs) {
+  require_ndim(w, 2, "w");
+  const SparqConfig cfg = checked_config(bits, options, round, pairs);
+  const size_t n = w.shape(0), k = w.shape(1);
+  require(n < (1u << 31) && k < (1u << 24), "w: shape too large for the packed format");
+  CArray<uint8_t> out(static_cast<py::ssize_t>(int8_packed_bytes(n, k)));
+  const int8_t* src = w.data();
+  uint8_t* dst = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    int8_pack_weights(src, n, k, PackedOp::sparq_gemm, sparq_flags(cfg), dst);
+  }
+  return out;
+}
+
+CArray<int32_t> sparq_gemm(const CArray<uint8_t>& a, const CArray<uint8_t>& packed, int bits,
+                           int options, bool round, bool pairs, int threads) {
+  require_ndim(a, 2, "a");
+  const SparqConfig cfg = checked_config(bits, options, round, pairs);
+  const PackedHeader h = checked_header(packed, PackedOp::sparq_gemm);
+  require(h.flags == sparq_flags(cfg),
+          "w: packed for another SPARQ configuration (bits/options/rounding/pairs); prepack it "
+          "with the arguments of this call");
+  const size_t m = a.shape(0), k = a.shape(1);
+  require(k == h.k, "a: expected K = " + std::to_string(h.k) + " columns to match w, got " +
+                        std::to_string(k));
+  const size_t n = h.n;
+  CArray<int32_t> c({m, n});
+  int32_t* out = c.mutable_data();
+  const uint8_t* a_ptr = a.data();
+  const uint8_t* base = packed.data();
+  {
+    py::gil_scoped_release release;
+    if (k == 0)
+      std::fill(out, out + m * n, 0);
+    else
+      sparq_gemm_run(a_ptr, m, k, cfg, reinterpret_cast<const int8_t*>(base + h.data_offset),
+                     reinterpret_cast<const int32_t*>(base + h.aux_offset), n, out, threads,
+                     active_isa());
+  }
+  return c;
+}
+
+// a: [rows, k] -> payload [rows, encoded row bytes]
+CArray<uint8_t> sparq_encode(const CArray<uint8_t>& a, int bits, int options, bool round,
+                             bool pairs, int threads) {
+  require_ndim(a, 2, "a");
+  const SparqConfig cfg = checked_config(bits, options, round, pairs);
+  const size_t rows = a.shape(0), k = a.shape(1);
+  CArray<uint8_t> out({rows, sparq_encoded_row_bytes(cfg, k)});
+  const uint8_t* src = a.data();
+  uint8_t* dst = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    sparq_encode_run(src, rows, k, cfg, dst, threads, active_isa());
+  }
+  return out;
+}
+
+CArray<uint8_t> sparq_decode(const CArray<uint8_t>& payload, size_t k, int bits, int options,
+                             bool pairs, int threads) {
+  require_ndim(payload, 2, "payload");
+  const SparqConfig cfg = checked_config(bits, options, true, pairs);
+  const size_t rows = payload.shape(0);
+  require(static_cast<size_t>(payload.shape(1)) == sparq_encoded_row_bytes(cfg, k),
+          "payload: expected " + std::to_string(sparq_encoded_row_bytes(cfg, k)) +
+              " bytes per row for K = " + std::to_string(k) + ", got " +
+              std::to_string(payload.shape(1)));
+  CArray<uint8_t> out({rows, k});
+  const uint8_t* src = payload.data();
+  uint8_t* dst = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    sparq_decode_run(src, rows, k, cfg, dst, threads);
+  }
+  return out;
+}
+
+int code_bits(int bits, int options, bool pairs) {
+  return sparq_code_bits(checked_config(bits, options, true, pairs));
+}
+
+}  // namespace
+
+void bind_sparq(py::module_& m) {
+  m.def("sparq_quantize", &sparq_quantize, py::arg("a"), py::arg("bits"), py::arg("options"),
+        py::arg("round"), py::arg("pairs"), py::arg("threads") = 1);
+  m.def("sparq_prepack", &sparq_prepack, py::arg("w"), py::arg("bits"), py::arg("options"),
+        py::arg("round"), py::arg("pairs"));
+  m.def("sparq_gemm", &sparq_gemm, py::arg("a"), py::arg("packed"), py::arg("bits"),
+        py::arg("options"), py::arg("round"), py::arg("pairs"), py::arg("threads") = 1);
+  m.def("sparq_encode", &sparq_encode, py::arg("a"), py::arg("bits"), py::arg("options"),
+        py::arg("round"), py::arg("pairs"), py::arg("threads") = 1);
+  m.def("sparq_decode", &sparq_decode, py::arg("payload"), py::arg("k"), py::arg("bits"),
+        py::arg("options"), py::arg("pairs"), py::arg("threads") = 1);
+  m.def("sparq_code_bits", &code_bits, py::arg("bits"), py::arg("options"), py::arg("pairs"));
+}
+
+}  // namespace pq

@@ -1,0 +1,96 @@
+// Low-bit weights x 8-bit activations (algorithms.md section 4):
+//   C[m,n] = sum_k A[m,k] * W[n,k],  A uint8 or int8 [M, K],  W signed `bits`-bit codes [N, K],
+//   bits in {2, 4}, C int32 (wraps modulo 2^32 like int8_gemm; exact whenever it fits).
+//
+// Packed weight layout (ISA-independent, one prepack serves every path). Codes are stored
+// offset to unsigned, u = w + 2^(bits-1) in [0, 2^bits), so unpacking is AND (+ one shift):
+//   panels [N_pad/64][K_pad/4][G bytes], G = 32 * bits bytes per k-group (4 k x 64 columns).
+// Within a k-group, think of the int8 panel order of int8_gemm: index i = col*4 + kk in
+// [0, 256), split into quarters q = i / 64 of 64 bytes (16 columns x 4 k each). Quarter q
+// lives in byte block (q / per_byte) at bit offset (q % per_byte) * bits, per_byte = 8 / bits:
+//   bits 4: byte j of block 0 holds quarter 0 (low nibble) and quarter 1 (high nibble), block 1
+//           holds quarters 2 and 3;  bits 2: one 64-byte block holds all four quarters.
+// So one 64-byte load + (AND, shift+AND) gives two (W4) or four (W2) vpdpbusd operands of 16
+// columns x 4 k. Padding codes (k >= K) store w = 0; activations are zero padded too.
+//
+// Offset correction: the kernels multiply u (never w), in the operand order vpdpbusd needs
+// (u8 first): uint8 A -> dot(a_u8, u_as_s8); int8 A -> dot(u_u8, a_s8). Both are exact
+// (|product pair| <= 2*255*15, no int16 saturation either). Then
+//   sum_k a*w = sum_k a*u - 2^(bits-1) * sum_k a,
+// a per-row (per-group for the grouped variant) activation sum: no weight sums needed.
+//
+// Group epilogue: any K block made of whole k-groups (multiples of 4) can be computed on its
+// own, so group sizes 32/64/128 along K are natural block boundaries (lowbit_gemm_grouped).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "core/isa.h"
+#include "core/packed_format.h"
+
+namespace pq {
+
+constexpr size_t kLowbitPanelCols = 64;  // NR
+constexpr size_t kLowbitGroupK = 4;      // KR
+inline constexpr size_t lowbit_group_bytes(int bits) { return 32 * static_cast<size_t>(bits); }
+
+// Raw sums of one tile: sums[r][64] = sum over `kgroups` k-groups of a row r x panel block,
+// u codes (no offset correction). `a` points at the tile's first row at the block's first k
+// (prepared: K padded to K_pad with zeros), `b` at the panel's first k-group of the block.
+using LowbitTileFn = void (*)(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
+                              size_t kgroups, bool a_signed, int32_t* sums);
+
+// Group epilogue: out[r][j] += sc[j] * float(sums[r][j] - corr[r]) for r < mr, j < 64, with a
+// separate multiply and add (no FMA) so every path rounds alike. corr[r] = offset * activation
+// sum of row r over the group (wrapping uint32).
+using LowbitEpilogueFn = void (*)(const int32_t* sums, size_t mr, const uint32_t* corr,
+                                  const float* sc, float* out);
+
+// Optional fused grouped GEMV (one activation row, one panel): out[64] = sum_g scales[j][g] *
+// float(raw sum over group g - corr[g]), in group order, bit-identical to tile + epilogue.
+// scales points at the panel's first column of the caller's [N][n_groups] array; nc <= 64
+// valid columns.
+using LowbitGemvGroupedFn = void (*)(const uint8_t* a, const uint8_t* b, size_t kgroups,
+                                     size_t group_kgroups, bool a_signed, const uint32_t* corr,
+                                     const float* scales, size_t n_groups, size_t nc, float* out);
+
+struct LowbitGemmKernels {
+  size_t mr;  // rows per tile call (at most 8)
+  LowbitTileFn tile4, tile2;
+  LowbitEpilogueFn group_epilogue;
+  LowbitGemvGroupedFn gemv_grouped4, gemv_grouped2;  // nullptr: tile + epilogue per group
+};
+const LowbitGemmKernels& lowbit_gemm_kernels(Isa isa);
+
+void lowbit_tile4_scalar(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
+void lowbit_tile2_scalar(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
+void lowbit_epilogue_scalar(const int32_t*, size_t, const uint32_t*, const float*, float*);
+#if defined(PQ_HAVE_X86)
+void lowbit_epilogue_avx2(const int32_t*, size_t, const uint32_t*, const float*, float*);
+void lowbit_epilogue_avx512(const int32_t*, size_t, const uint32_t*, const float*, float*);
+void lowbit_gemv_grouped4_avx512(const uint8_t*, const uint8_t*, size_t, size_t, bool,
+                                 const uint32_t*, const float*, size_t, size_t, float*);
+void lowbit_gemv_grouped2_avx512(const uint8_t*, const uint8_t*, size_t, size_t, bool,
+                                 const uint32_t*, const float*, size_t, size_t, float*);
+void lowbit_tile4_avx2(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
+void lowbit_tile2_avx2(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
+void lowbit_tile4_avx512(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
+void lowbit_tile2_avx512(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
+#endif
+
+// --- packing (lowbit_pack.cc) ---
+size_t lowbit_packed_bytes(size_t n, size_t k, int bits);
+// w: signed codes in [-2^(bits-1), 2^(bits-1)) (caller validates). Writes header + panels.
+void lowbit_pack_weights(const int8_t* w, size_t n, size_t k, int bits, uint8_t* out);
+
+// --- driver (lowbit_gemm_driver.cc); call without the GIL ---
+// a: [m][k] bytes (int8 viewed as uint8 when a_signed). c: int32 [m][n].
+void lowbit_gemm_run(const uint8_t* a, size_t m, size_t k, bool a_signed, const uint8_t* panels,
+                     size_t n, int bits, int32_t* c, int threads, Isa isa);
+// c: float32 [m][n] = sum_g scales[n][g] * (integer partial sum over k in group g);
+// group_size a multiple of 4, scales [n][ceil(k / group_size)].
+void lowbit_gemm_grouped_run(const uint8_t* a, size_t m, size_t k, bool a_signed,
+                             const uint8_t* panels, size_t n, int bits, size_t group_size,
+                             const float* scales, float* c, int threads, Isa isa);
+
+}  // namespace pq

@@ -1,0 +1,97 @@
+// AVX2 path: unpack codes (AND, vpsrlw + AND) and multiply with vpmaddubsw, which is exact here:
+// one operand is a code in [0, 15], so a pair sum is at most 2*255*15 = 7650 (no int16
+// saturation), then vpmaddwd by ones widens to int32. Register tile: 2 rows x 32 columns, run
+// twice per call (the two 32-byte halves of each 64-byte code block hold columns
+// {16q + 8h + i : q < 4, i < 8} for half h, in both the W4 and the W2 layout).
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "lowbit_gemm/lowbit_gemm.h"
+
+namespace pq {
+namespace {
+
+inline int32_t load_i32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+template <bool SIGNED>
+inline __m256i dot4(__m256i acc, __m256i av, __m256i w, __m256i ones) {
+  const __m256i p = SIGNED ? _mm256_maddubs_epi16(w, av) : _mm256_maddubs_epi16(av, w);
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones));
+}
+
+template <int BITS, size_t MR, bool SIGNED>
+void tile(const uint8_t* a, size_t lda, const uint8_t* b, size_t kgroups, int32_t* sums) {
+  constexpr size_t kGroupBytes = 32 * BITS;
+  const __m256i mask = _mm256_set1_epi8(static_cast<char>((1 << BITS) - 1));
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (size_t h = 0; h < 2; ++h) {
+    __m256i acc[MR][4];
+    for (size_t r = 0; r < MR; ++r)
+      for (size_t q = 0; q < 4; ++q) acc[r][q] = _mm256_setzero_si256();
+    for (size_t g = 0; g < kgroups; ++g) {
+      const uint8_t* bg = b + g * kGroupBytes + h * 32;
+      __m256i w[4];
+      if constexpr (BITS == 4) {
+        const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg));
+        const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + 64));
+        w[0] = _mm256_and_si256(v0, mask);
+        w[1] = _mm256_and_si256(_mm256_srli_epi16(v0, 4), mask);
+        w[2] = _mm256_and_si256(v1, mask);
+        w[3] = _mm256_and_si256(_mm256_srli_epi16(v1, 4), mask);
+      } else {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg));
+        w[0] = _mm256_and_si256(v, mask);
+        w[1] = _mm256_and_si256(_mm256_srli_epi16(v, 2), mask);
+        w[2] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+        w[3] = _mm256_and_si256(_mm256_srli_epi16(v, 6), mask);
+      }
+      for (size_t r = 0; r < MR; ++r) {
+        const __m256i av = _mm256_set1_epi32(load_i32(a + r * lda + g * 4));
+        for (size_t q = 0; q < 4; ++q) acc[r][q] = dot4<SIGNED>(acc[r][q], av, w[q], ones);
+      }
+    }
+    for (size_t r = 0; r < MR; ++r)
+      for (size_t q = 0; q < 4; ++q)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(sums + r * 64 + q * 16 + h * 8), acc[r][q]);
+  }
+}
+
+template <int BITS, bool SIGNED>
+void tile_mr(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t kgroups,
+             int32_t* sums) {
+  if (mr >= 2) return tile<BITS, 2, SIGNED>(a, lda, b, kgroups, sums);
+  tile<BITS, 1, SIGNED>(a, lda, b, kgroups, sums);
+}
+
+}  // namespace
+
+void lowbit_epilogue_avx2(const int32_t* sums, size_t mr, const uint32_t* corr, const float* sc,
+                          float* out) {
+  for (size_t r = 0; r < mr; ++r) {
+    const __m256i cr = _mm256_set1_epi32(static_cast<int>(corr[r]));
+    for (size_t j = 0; j < 64; j += 8) {
+      const __m256i v = _mm256_sub_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sums + r * 64 + j)), cr);
+      const __m256 prod = _mm256_mul_ps(_mm256_loadu_ps(sc + j), _mm256_cvtepi32_ps(v));
+      _mm256_storeu_ps(out + r * 64 + j, _mm256_add_ps(_mm256_loadu_ps(out + r * 64 + j), prod));
+    }
+  }
+}
+
+void lowbit_tile4_avx2(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t kgroups,
+                       bool a_signed, int32_t* sums) {
+  if (a_signed) return tile_mr<4, true>(a, lda, mr, b, kgroups, sums);
+  tile_mr<4, false>(a, lda, mr, b, kgroups, sums);
+}
+void lowbit_tile2_avx2(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t kgroups,
+                       bool a_signed, int32_t* sums) {
+  if (a_signed) return tile_mr<2, true>(a, lda, mr, b, kgroups, sums);
+  tile_mr<2, false>(a, lda, mr, b, kgroups, sums);
+}
+
+}  // namespace pq

@@ -1,0 +1,297 @@
+// AVX-512 VNNI path: unpack codes in registers (AND, vpsrlw + AND) and feed vpdpbusd, a 6x64
+// register tile like int8_gemm (24 accumulators). Per k-group, W4 loads 2 zmm of codes and W2
+// loads 1 for the four 16-column x 4-k operands int8_gemm loads 4 zmm for; the unpack runs in
+// the ALU slots next to the 24 vpdpbusd. Operand order: uint8 A is the u8 operand and the codes
+// (0..15 fit s8) the s8 one; int8 A is the s8 operand and the codes the u8 one.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "lowbit_gemm/lowbit_gemm.h"
+
+namespace pq {
+namespace {
+
+inline int32_t load_i32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// In-register 16x16 transpose of floats (unpack, shuffle within 128-bit lanes, then 128-bit lane
+// shuffles): r[i] lane j -> r[j] lane i.
+inline void transpose16(__m512* r) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // r[4i+e], 128-bit lane L: rows 4i..4i+3 of column 4L+e
+    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int e = 0; e < 4; ++e) {
+    const __m512 y0 = _mm512_shuffle_f32x4(r[e], r[4 + e], 0x44);
+    const __m512 y1 = _mm512_shuffle_f32x4(r[e], r[4 + e], 0xEE);
+    const __m512 y2 = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0x44);
+    const __m512 y3 = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0xEE);
+    t[e] = _mm512_shuffle_f32x4(y0, y2, 0x88);
+    t[4 + e] = _mm512_shuffle_f32x4(y0, y2, 0xDD);
+    t[8 + e] = _mm512_shuffle_f32x4(y1, y3, 0x88);
+    t[12 + e] = _mm512_shuffle_f32x4(y1, y3, 0xDD);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+// Scales of groups [g0, g0 + 16) for the panel's columns, from the caller's [N][n_groups] rows
+// to out[16 groups][64 columns] (zeros past the last column or group).
+inline void load_scales_t(const float* scales, size_t n_groups, size_t nc, size_t g0,
+                          float* out) {
+  const size_t left = n_groups - g0;
+  const __mmask16 gm =
+      left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+  for (size_t q = 0; q < 4; ++q) {
+    __m512 r[16];
+    for (size_t i = 0; i < 16; ++i) {
+      const size_t j = q * 16 + i;
+      if (j >= nc) {
+        r[i] = _mm512_setzero_ps();
+        continue;
+      }
+      const float* row = scales + j * n_groups + g0;
+      // 64 short strided streams defeat the hardware prefetcher: fetch the next 16 groups now
+      if (left > 16) _mm_prefetch(reinterpret_cast<const char*>(row + 16), _MM_HINT_T0);
+      if (left > 32) _mm_prefetch(reinterpret_cast<const char*>(row + 32), _MM_HINT_T0);
+      r[i] = _mm512_maskz_loadu_ps(gm, row);
+    }
+    transpose16(r);
+    for (size_t i = 0; i < 16; ++i) _mm512_store_ps(out + i * 64 + q * 16, r[i]);
+  }
+}
+
+// Far enough ahead for DRAM latency on the decode stream (about 4 KiB in flight per panel).
+constexpr size_t kPrefetchBytes = 4096;
+constexpr size_t kScaledMaxK = 131072;  // 16 * 3 * 255 * 131072 < 2^31
+
+#define PQ_ROW_DECL(r) \
+  __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = c##r##0, c##r##2 = c##r##0, c##r##3 = c##r##0;
+#define PQ_DOT(acc, av, w) \
+  acc = SIGNED ? _mm512_dpbusd_epi32(acc, w, av) : _mm512_dpbusd_epi32(acc, av, w)
+#define PQ_ROW_FMA(r)                                                    \
+  if constexpr (MR > r) {                                                \
+    const __m512i av = _mm512_set1_epi32(load_i32(a + r * lda + g * 4)); \
+    PQ_DOT(c##r##0, av, w0);                                             \
+    PQ_DOT(c##r##1, av, w1);                                             \
+    PQ_DOT(c##r##2, av, w2);                                             \
+    PQ_DOT(c##r##3, av, w3);                                             \
+  }
+#define PQ_ROW_SAVE(r)                                \
+  if constexpr (MR > r) {                             \
+    _mm512_storeu_si512(sums + r * 64, c##r##0);      \
+    _mm512_storeu_si512(sums + r * 64 + 16, c##r##1); \
+    _mm512_storeu_si512(sums + r * 64 + 32, c##r##2); \
+    _mm512_storeu_si512(sums + r * 64 + 48, c##r##3); \
+  }
+
+template <int BITS, size_t MR, bool SIGNED>
+__attribute__((noipa)) void tile(const uint8_t* a, size_t lda, const uint8_t* b, size_t kgroups,
+                                 int32_t* sums) {
+  constexpr size_t kGroupBytes = 32 * BITS;
+  const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << BITS) - 1));
+  PQ_ROW_DECL(0) PQ_ROW_DECL(1) PQ_ROW_DECL(2) PQ_ROW_DECL(3) PQ_ROW_DECL(4) PQ_ROW_DECL(5)
+  for (size_t g = 0; g < kgroups; ++g) {
+    const uint8_t* bg = b + g * kGroupBytes;
+    __m512i w0, w1, w2, w3;
+    if constexpr (BITS == 4) {
+      _mm_prefetch(reinterpret_cast<const char*>(bg + kPrefetchBytes), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(bg + kPrefetchBytes + 64), _MM_HINT_T0);
+      const __m512i v0 = _mm512_loadu_si512(bg), v1 = _mm512_loadu_si512(bg + 64);
+      w0 = _mm512_and_si512(v0, mask);
+      w1 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), mask);
+      w2 = _mm512_and_si512(v1, mask);
+      w3 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), mask);
+    } else {
+      _mm_prefetch(reinterpret_cast<const char*>(bg + kPrefetchBytes), _MM_HINT_T0);
+      const __m512i v = _mm512_loadu_si512(bg);
+      w0 = _mm512_and_si512(v, mask);
+      w1 = _mm512_and_si512(_mm512_srli_epi16(v, 2), mask);
+      w2 = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+      w3 = _mm512_and_si512(_mm512_srli_epi16(v, 6), mask);
+    }
+    PQ_ROW_FMA(0) PQ_ROW_FMA(1) PQ_ROW_FMA(2) PQ_ROW_FMA(3) PQ_ROW_FMA(4) PQ_ROW_FMA(5)
+  }
+  PQ_ROW_SAVE(0) PQ_ROW_SAVE(1) PQ_ROW_SAVE(2) PQ_ROW_SAVE(3) PQ_ROW_SAVE(4) PQ_ROW_SAVE(5)
+}
+
+
+// One row (decode GEMV): DRAM-bound, so the loop must never wait on vpdpbusd latency: four
+// k-groups per step into 4 independent accumulator sets (16 zmm, named variables: GCC spills an
+// array of them), summed at the end. Software prefetch runs kPrefetchBytes ahead.
+#define PQ_GEMV_STEP(u, gg)                                                              \
+  {                                                                                      \
+    const uint8_t* bg = b + (gg) * kGroupBytes;                                          \
+    const __m512i av = _mm512_set1_epi32(load_i32(a + (gg) * 4));                        \
+    __m512i w0, w1, w2, w3;                                                              \
+    if constexpr (BITS == 4) {                                                           \
+      const __m512i v0 = _mm512_loadu_si512(bg), v1 = _mm512_loadu_si512(bg + 64);       \
+      w0 = _mm512_and_si512(v0, mask);                                                   \
+      w1 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), mask);                             \
+      w2 = _mm512_and_si512(v1, mask);                                                   \
+      w3 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), mask);                             \
+    } else if constexpr (SCALED) {                                                       \
+      const __m512i v = _mm512_loadu_si512(bg);                                          \
+      w0 = _mm512_and_si512(v, mask);                                                    \
+      w1 = _mm512_and_si512(v, _mm512_set1_epi8(0x0C));                                  \
+      w2 = _mm512_and_si512(v, _mm512_set1_epi8(0x30));                                  \
+      w3 = _mm512_and_si512(_mm512_srli_epi16(v, 6), mask);                              \
+    } else {                                                                             \
+      const __m512i v = _mm512_loadu_si512(bg);                                          \
+      w0 = _mm512_and_si512(v, mask);                                                    \
+      w1 = _mm512_and_si512(_mm512_srli_epi16(v, 2), mask);                              \
+      w2 = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);                              \
+      w3 = _mm512_and_si512(_mm512_srli_epi16(v, 6), mask);                              \
+    }                                                                                    \
+    PQ_DOT(c##u##0, av, w0);                                                             \
+    PQ_DOT(c##u##1, av, w1);                                                             \
+    PQ_DOT(c##u##2, av, w2);                                                             \
+    PQ_DOT(c##u##3, av, w3);                                                             \
+  }
+
+// W2 with SCALED: quarters 1 and 2 are only masked in place (values 4c and 16c, no vpsrlw,
+// which shares the vpdpbusd pipes), so their accumulators hold 4x and 16x the sum and are shifted
+// back at the end. Exact while |16 * 3 * 255 * K| < 2^31, i.e. K <= kScaledMaxK.
+template <int BITS, bool SIGNED, bool SCALED = false>
+__attribute__((noipa)) void gemv(const uint8_t* a, const uint8_t* b, size_t kgroups,
+                                 int32_t* sums) {
+  constexpr size_t kGroupBytes = 32 * BITS;
+  const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << BITS) - 1));
+  PQ_ROW_DECL(0) PQ_ROW_DECL(1) PQ_ROW_DECL(2) PQ_ROW_DECL(3)
+  size_t g = 0;
+  for (; g + 4 <= kgroups; g += 4) {
+    const char* pf = reinterpret_cast<const char*>(b + g * kGroupBytes + kPrefetchBytes);
+    for (size_t i = 0; i < 4 * kGroupBytes; i += 64) _mm_prefetch(pf + i, _MM_HINT_T0);
+    PQ_GEMV_STEP(0, g) PQ_GEMV_STEP(1, g + 1) PQ_GEMV_STEP(2, g + 2) PQ_GEMV_STEP(3, g + 3)
+  }
+  for (; g < kgroups; ++g) PQ_GEMV_STEP(0, g)
+  __m512i s1 = _mm512_add_epi32(_mm512_add_epi32(c01, c11), _mm512_add_epi32(c21, c31));
+  __m512i s2 = _mm512_add_epi32(_mm512_add_epi32(c02, c12), _mm512_add_epi32(c22, c32));
+  if constexpr (SCALED) {  // exact: every term is a multiple of 4 (resp. 16), no overflow
+    s1 = _mm512_srai_epi32(s1, 2);
+    s2 = _mm512_srai_epi32(s2, 4);
+  }
+  _mm512_storeu_si512(sums, _mm512_add_epi32(_mm512_add_epi32(c00, c10), _mm512_add_epi32(c20, c30)));
+  _mm512_storeu_si512(sums + 16, s1);
+  _mm512_storeu_si512(sums + 32, s2);
+  _mm512_storeu_si512(sums + 48, _mm512_add_epi32(_mm512_add_epi32(c03, c13), _mm512_add_epi32(c23, c33)));
+}
+
+// Grouped decode GEMV: per quantization group, the integer sums (4 accumulator sets) are folded
+// into 4 float accumulators in registers: out += scale * float(sum - corr[g]) (mul, then add,
+// like the portable epilogue). Scales are read from the caller's [N][G] array 16 groups at a
+// time and transposed in registers (a scalar transposed copy cost more than the GEMV itself).
+template <int BITS, bool SIGNED, bool SCALED = false>
+__attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, size_t kgroups,
+                                         size_t group_kgroups, const uint32_t* corr,
+                                         const float* scales, size_t n_groups, size_t nc,
+                                         float* out) {
+  constexpr size_t kGroupBytes = 32 * BITS;
+  const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << BITS) - 1));
+  alignas(64) float sct[16 * 64];  // scales of the next 16 groups, [group][column]
+  __m512 f0 = _mm512_setzero_ps(), f1 = f0, f2 = f0, f3 = f0;
+  for (size_t gi = 0, g0 = 0; g0 < kgroups; ++gi, g0 += group_kgroups) {
+    if ((gi & 15) == 0) load_scales_t(scales, n_groups, nc, gi, sct);
+    const size_t g1 = g0 + group_kgroups < kgroups ? g0 + group_kgroups : kgroups;
+    PQ_ROW_DECL(0) PQ_ROW_DECL(1) PQ_ROW_DECL(2) PQ_ROW_DECL(3)
+    size_t g = g0;
+    for (; g + 4 <= g1; g += 4) {
+      const char* pf = reinterpret_cast<const char*>(b + g * kGroupBytes + kPrefetchBytes);
+      for (size_t i = 0; i < 4 * kGroupBytes; i += 64) _mm_prefetch(pf + i, _MM_HINT_T0);
+      PQ_GEMV_STEP(0, g) PQ_GEMV_STEP(1, g + 1) PQ_GEMV_STEP(2, g + 2) PQ_GEMV_STEP(3, g + 3)
+    }
+    for (; g < g1; ++g) PQ_GEMV_STEP(0, g)
+    const __m512i cr = _mm512_set1_epi32(static_cast<int>(corr[gi]));
+    const float* sg = sct + (gi & 15) * 64;
+#define PQ_GROUP_FOLD(q)                                                                       \
+  {                                                                                            \
+    const __m512i s = _mm512_sub_epi32(                                                        \
+        _mm512_add_epi32(_mm512_add_epi32(c0##q, c1##q), _mm512_add_epi32(c2##q, c3##q)), cr); \
+    const __m512 sc = _mm512_loadu_ps(sg + q * 16);                                            \
+    f##q = _mm512_add_ps(f##q, _mm512_mul_ps(sc, _mm512_cvtepi32_ps(s)));                      \
+  }
+    PQ_GROUP_FOLD(0) PQ_GROUP_FOLD(1) PQ_GROUP_FOLD(2) PQ_GROUP_FOLD(3)
+#undef PQ_GROUP_FOLD
+  }
+  _mm512_storeu_ps(out, f0);
+  _mm512_storeu_ps(out + 16, f1);
+  _mm512_storeu_ps(out + 32, f2);
+  _mm512_storeu_ps(out + 48, f3);
+}
+#undef PQ_GEMV_STEP
+#undef PQ_ROW_DECL
+#undef PQ_DOT
+#undef PQ_ROW_FMA
+#undef PQ_ROW_SAVE
+
+template <int BITS, bool SIGNED>
+void tile_mr(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t kgroups,
+             int32_t* sums) {
+  switch (mr) {
+    case 6: return tile<BITS, 6, SIGNED>(a, lda, b, kgroups, sums);
+    case 5: return tile<BITS, 5, SIGNED>(a, lda, b, kgroups, sums);
+    case 4: return tile<BITS, 4, SIGNED>(a, lda, b, kgroups, sums);
+    case 3: return tile<BITS, 3, SIGNED>(a, lda, b, kgroups, sums);
+    case 2: return tile<BITS, 2, SIGNED>(a, lda, b, kgroups, sums);
+    default:
+      if (BITS == 2 && kgroups <= kScaledMaxK / 4) return gemv<BITS, SIGNED, true>(a, b, kgroups, sums);
+      return gemv<BITS, SIGNED>(a, b, kgroups, sums);
+  }
+}
+
+}  // namespace
+
+void lowbit_epilogue_avx512(const int32_t* sums, size_t mr, const uint32_t* corr, const float* sc,
+                            float* out) {
+  const __m512 s0 = _mm512_loadu_ps(sc), s1 = _mm512_loadu_ps(sc + 16),
+               s2 = _mm512_loadu_ps(sc + 32), s3 = _mm512_loadu_ps(sc + 48);
+  for (size_t r = 0; r < mr; ++r) {
+    const __m512i cr = _mm512_set1_epi32(static_cast<int>(corr[r]));
+    const int32_t* sr = sums + r * 64;
+    float* o = out + r * 64;
+#define PQ_EPI(j, sj)                                                                      \
+  _mm512_storeu_ps(o + j, _mm512_add_ps(_mm512_loadu_ps(o + j),                            \
+                                        _mm512_mul_ps(sj, _mm512_cvtepi32_ps(_mm512_sub_epi32( \
+                                                              _mm512_loadu_si512(sr + j), cr)))));
+    PQ_EPI(0, s0) PQ_EPI(16, s1) PQ_EPI(32, s2) PQ_EPI(48, s3)
+#undef PQ_EPI
+  }
+}
+
+void lowbit_gemv_grouped4_avx512(const uint8_t* a, const uint8_t* b, size_t kgroups,
+                                 size_t group_kgroups, bool a_signed, const uint32_t* corr,
+                                 const float* scales, size_t n_groups, size_t nc, float* out) {
+  if (a_signed)
+    return gemv_grouped<4, true>(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc, out);
+  gemv_grouped<4, false>(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc, out);
+}
+void lowbit_gemv_grouped2_avx512(const uint8_t* a, const uint8_t* b, size_t kgroups,
+                                 size_t group_kgroups, bool a_signed, const uint32_t* corr,
+                                 const float* scales, size_t n_groups, size_t nc, float* out) {
+  if (a_signed)
+    return gemv_grouped<2, true>(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc, out);
+  gemv_grouped<2, false>(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc, out);
+}
+
+void lowbit_tile4_avx512(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
+                         size_t kgroups, bool a_signed, int32_t* sums) {
+  if (a_signed) return tile_mr<4, true>(a, lda, mr, b, kgroups, sums);
+  tile_mr<4, false>(a, lda, mr, b, kgroups, sums);
+}
+void lowbit_tile2_avx512(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
+                         size_t kgroups, bool a_signed, int32_t* sums) {
+  if (a_signed) return tile_mr<2, true>(a, lda, mr, b, kgroups, sums);
+  tile_mr<2, false>(a, lda, mr, b, kgroups, sums);
+}
+
+}  // namespace pq

@@ -1,0 +1,194 @@
+// Dispatch table and driver: prepares activations (zero padding to K_pad, row sums for the offset
+// correction), threads over (panel, M-range) tasks and applies the portable epilogue, so every
+// path shares it and only the tile (raw u-code sums) is ISA-specific.
+#include <memory>
+#include <vector>
+
+#include "core/macros.h"
+#include "core/thread_pool.h"
+#include "lowbit_gemm/lowbit_gemm.h"
+
+namespace pq {
+
+const LowbitGemmKernels& lowbit_gemm_kernels(Isa isa) {
+  static const LowbitGemmKernels scalar{4, lowbit_tile4_scalar, lowbit_tile2_scalar,
+                                        lowbit_epilogue_scalar, nullptr, nullptr};
+#if defined(PQ_HAVE_X86)
+  static const LowbitGemmKernels avx2{2, lowbit_tile4_avx2, lowbit_tile2_avx2, lowbit_epilogue_avx2, nullptr, nullptr};
+  static const LowbitGemmKernels avx512{6, lowbit_tile4_avx512, lowbit_tile2_avx512,
+                                        lowbit_epilogue_avx512, lowbit_gemv_grouped4_avx512,
+                                        lowbit_gemv_grouped2_avx512};
+  if (isa == Isa::avx512) return avx512;
+  if (isa == Isa::avx2) return avx2;
+#endif
+  return scalar;
+}
+
+namespace {
+
+constexpr size_t kMaxMR = 8;
+// k-groups per K block when several M tiles reuse a panel block: 1024 k = 32 KiB of W4 codes.
+constexpr size_t kBlockGroups = 256;
+
+struct Prepared {
+  const uint8_t* a;
+  size_t lda;
+  std::unique_ptr<uint8_t[]> buf;
+  std::vector<uint32_t> sums;  // [m][n_blocks]: activation sums per K block (group)
+};
+
+// Activations padded to k_pad (in place when K is already a multiple of 4) and their sums per
+// block of `block_k` columns (wrapping uint32, like the results).
+Prepared prepare(const uint8_t* a, size_t m, size_t k, bool a_signed, size_t block_k) {
+  Prepared p;
+  const size_t k_pad = round_up(k, kLowbitGroupK);
+  if (k == k_pad) {
+    p.a = a;
+    p.lda = k;
+  } else {
+    p.buf.reset(new uint8_t[m * k_pad]);
+    for (size_t r = 0; r < m; ++r) {
+      uint8_t* d = p.buf.get() + r * k_pad;
+      for (size_t i = 0; i < k; ++i) d[i] = a[r * k + i];
+      for (size_t i = k; i < k_pad; ++i) d[i] = 0;
+    }
+    p.a = p.buf.get();
+    p.lda = k_pad;
+  }
+  const size_t nb = div_round_up(k, block_k);
+  p.sums.assign(m * nb, 0);
+  for (size_t r = 0; r < m; ++r) {
+    const uint8_t* row = a + r * k;
+    for (size_t b = 0; b < nb; ++b) {
+      const size_t i1 = (b + 1) * block_k < k ? (b + 1) * block_k : k;
+      uint32_t su = 0;
+      // chunks of 2^16 keep the int32 partial sum exact (|s| <= 255 * 2^16) and vectorizable
+      for (size_t i0 = b * block_k; i0 < i1; i0 += 65536) {
+        const size_t e = i1 - i0 < 65536 ? i1 : i0 + 65536;
+        int32_t s = 0;
+        if (a_signed)
+          for (size_t i = i0; i < e; ++i) s += static_cast<int8_t>(row[i]);
+        else
+          for (size_t i = i0; i < e; ++i) s += row[i];
+        su += static_cast<uint32_t>(s);
+      }
+      p.sums[r * nb + b] = su;
+    }
+  }
+  return p;
+}
+
+// Splits the work into (panel, M-range) tasks: panels first, M too when panels are few.
+template <typename Fn>
+void run_tasks(size_t m, size_t n, size_t mr, int threads, Fn&& fn) {
+  const size_t n_panels = div_round_up(n, kLowbitPanelCols);
+  const size_t want = static_cast<size_t>(threads > 1 ? threads : 1) * 4;
+  const size_t tiles_m = div_round_up(m, mr);
+  size_t m_chunks = n_panels < want ? div_round_up(want, n_panels) : 1;
+  if (m_chunks > tiles_m) m_chunks = tiles_m;
+  parallel_for(n_panels * m_chunks, threads, [&](size_t t) {
+    const size_t panel = t / m_chunks, mc = t % m_chunks;
+    const size_t m0 = tiles_m * mc / m_chunks * mr;
+    const size_t m1 = tiles_m * (mc + 1) / m_chunks * mr;
+    fn(panel, m0, m1 < m ? m1 : m);
+  });
+}
+
+}  // namespace
+
+void lowbit_gemm_run(const uint8_t* a, size_t m, size_t k, bool a_signed, const uint8_t* panels,
+                     size_t n, int bits, int32_t* c, int threads, Isa isa) {
+  if (m == 0 || n == 0) return;
+  const LowbitGemmKernels& kern = lowbit_gemm_kernels(isa);
+  const LowbitTileFn tile = bits == 4 ? kern.tile4 : kern.tile2;
+  const size_t k_groups = round_up(k, kLowbitGroupK) / kLowbitGroupK;
+  const size_t gbytes = lowbit_group_bytes(bits);
+  const uint32_t offset = 1u << (bits - 1);
+  const Prepared p = prepare(a, m, k, a_signed, k);
+  // One M tile (decode): stream the whole panel in one pass, no K blocking.
+  const size_t block = m <= kern.mr ? k_groups : kBlockGroups;
+
+  run_tasks(m, n, kern.mr, threads, [&](size_t panel, size_t m0, size_t m1) {
+    alignas(64) int32_t sums[kMaxMR * 64];
+    const size_t col0 = panel * kLowbitPanelCols;
+    const size_t nc = n - col0 < kLowbitPanelCols ? n - col0 : kLowbitPanelCols;
+    const uint8_t* bp = panels + panel * k_groups * gbytes;
+    for (size_t kb = 0; kb < k_groups; kb += block) {
+      const size_t groups = k_groups - kb < block ? k_groups - kb : block;
+      for (size_t mt = m0; mt < m1; mt += kern.mr) {
+        const size_t mr = m1 - mt < kern.mr ? m1 - mt : kern.mr;
+        tile(p.a + mt * p.lda + kb * kLowbitGroupK, p.lda, mr, bp + kb * gbytes, groups, a_signed,
+             sums);
+        for (size_t r = 0; r < mr; ++r) {
+          uint32_t* dst = reinterpret_cast<uint32_t*>(c + (mt + r) * n + col0);
+          const int32_t* s = sums + r * 64;
+          if (kb == 0) {
+            const uint32_t corr = offset * p.sums[mt + r];
+            for (size_t j = 0; j < nc; ++j) dst[j] = static_cast<uint32_t>(s[j]) - corr;
+          } else {
+            for (size_t j = 0; j < nc; ++j) dst[j] += static_cast<uint32_t>(s[j]);
+          }
+        }
+      }
+    }
+  });
+}
+
+void lowbit_gemm_grouped_run(const uint8_t* a, size_t m, size_t k, bool a_signed,
+                             const uint8_t* panels, size_t n, int bits, size_t group_size,
+                             const float* scales, float* c, int threads, Isa isa) {
+  if (m == 0 || n == 0) return;
+  const LowbitGemmKernels& kern = lowbit_gemm_kernels(isa);
+  const LowbitTileFn tile = bits == 4 ? kern.tile4 : kern.tile2;
+  const size_t k_groups = round_up(k, kLowbitGroupK) / kLowbitGroupK;
+  const size_t gbytes = lowbit_group_bytes(bits);
+  const uint32_t offset = 1u << (bits - 1);
+  const size_t n_groups = div_round_up(k, group_size);
+  const size_t block = group_size / kLowbitGroupK;  // one quantization group per tile call
+  const Prepared p = prepare(a, m, k, a_signed, group_size);
+
+  const LowbitGemvGroupedFn gemv = bits == 4 ? kern.gemv_grouped4 : kern.gemv_grouped2;
+  if (m == 1 && gemv) {  // decode: fused kernel, scales read in place
+    std::vector<uint32_t> corr(n_groups);
+    for (size_t g = 0; g < n_groups; ++g) corr[g] = offset * p.sums[g];
+    const size_t n_panels = div_round_up(n, kLowbitPanelCols);
+    parallel_for(n_panels, threads, [&](size_t panel) {
+      alignas(64) float out[64];
+      const size_t col0 = panel * kLowbitPanelCols;
+      const size_t nc = n - col0 < kLowbitPanelCols ? n - col0 : kLowbitPanelCols;
+      gemv(p.a, panels + panel * k_groups * gbytes, k_groups, block, a_signed, corr.data(),
+           scales + col0 * n_groups, n_groups, nc, out);
+      for (size_t j = 0; j < nc; ++j) c[col0 + j] = out[j];
+    });
+    return;
+  }
+
+  run_tasks(m, n, kern.mr, threads, [&](size_t panel, size_t m0, size_t m1) {
+    alignas(64) int32_t sums[kMaxMR * 64];
+    alignas(64) float out[kMaxMR * 64];
+    uint32_t corr[kMaxMR];
+    const size_t col0 = panel * kLowbitPanelCols;
+    const size_t nc = n - col0 < kLowbitPanelCols ? n - col0 : kLowbitPanelCols;
+    const uint8_t* bp = panels + panel * k_groups * gbytes;
+    // This panel's scales, transposed to [group][64 columns] (zero for padding columns).
+    std::vector<float> sc(n_groups * kLowbitPanelCols, 0.0f);
+    for (size_t j = 0; j < nc; ++j)
+      for (size_t g = 0; g < n_groups; ++g) sc[g * kLowbitPanelCols + j] = scales[(col0 + j) * n_groups + g];
+    for (size_t mt = m0; mt < m1; mt += kern.mr) {
+      const size_t mr = m1 - mt < kern.mr ? m1 - mt : kern.mr;
+      for (size_t i = 0; i < mr * 64; ++i) out[i] = 0.0f;
+      for (size_t g = 0; g < n_groups; ++g) {
+        const size_t kb = g * block;
+        const size_t groups = k_groups - kb < block ? k_groups - kb : block;
+        tile(p.a + mt * p.lda + kb * kLowbitGroupK, p.lda, mr, bp + kb * gbytes, groups, a_signed,
+             sums);
+        for (size_t r = 0; r < mr; ++r) corr[r] = offset * p.sums[(mt + r) * n_groups + g];
+        kern.group_epilogue(sums, mr, corr, sc.data() + g * kLowbitPanelCols, out);
+      }
+      for (size_t r = 0; r < mr; ++r)
+        for (size_t j = 0; j < nc; ++j) c[(mt + r) * n + col0 + j] = out[r * 64 + j];
+    }
+  });
+}
+
+}  // namespace pq

@@ -1,0 +1,80 @@
+// SPARQ configs, the per-call plan (tables for the SIMD paths), dispatch and sparq_quantize.
+#include <algorithm>
+
+#include "core/thread_pool.h"
+#include "sparq/sparq.h"
+
+namespace pq {
+
+uint32_t sparq_shift_mask(int bits, int options) {
+  if (bits == 4) {
+    if (options == 5) return 0x1f;  // {4,3,2,1,0}
+    if (options == 3) return 0x15;  // {4,2,0}
+    if (options == 2) return 0x11;  // {4,0}
+  }
+  if (bits == 3 && options == 6) return 0x3f;  // {5..0}
+  if (bits == 2 && options == 7) return 0x7f;  // {6..0}
+  return 0;
+}
+
+bool sparq_config_valid(const SparqConfig& cfg) { return sparq_shift_mask(cfg.bits, cfg.options) != 0; }
+
+uint16_t sparq_flags(const SparqConfig& cfg) {
+  return static_cast<uint16_t>(cfg.bits | (cfg.options << 4) | (cfg.round ? 1 << 8 : 0) |
+                               (cfg.pairs ? 1 << 9 : 0));
+}
+
+void sparq_make_plan(const SparqConfig& cfg, SparqPlan* plan) {
+  plan->cfg = cfg;
+  const uint32_t shifts = sparq_shift_mask(cfg.bits, cfg.options);
+  // Without pairing the "zero partner" case never applies: both halves hold the bSPARQ table.
+  const int nw[2] = {cfg.bits, cfg.pairs ? 2 * cfg.bits : cfg.bits};
+  const uint32_t masks[2] = {shifts, cfg.pairs ? sparq_zero_partner_mask(cfg.bits) : shifts};
+  for (int z = 0; z < 2; ++z) {
+    for (int v = 0; v < 256; ++v)
+      plan->lut[z][v] = sparq_trim_value(static_cast<uint8_t>(v), nw[z], masks[z], cfg.round);
+    for (int p = 0; p < 8; ++p) {
+      int s = 0;
+      for (int t = 0; t < 8; ++t)
+        if (((masks[z] >> t) & 1u) && t + nw[z] - 1 >= p) {
+          s = t;
+          break;
+        }
+      const int idx = p | (z << 3);
+      plan->one[idx] = static_cast<uint8_t>(1u << s);
+      plan->half[idx] = static_cast<uint8_t>(s > 0 ? 1u << (s - 1) : 0x7fu);
+      plan->top[idx] = static_cast<uint8_t>(((1u << nw[z]) - 1) << s);
+    }
+  }
+}
+
+const SparqKernels& sparq_kernels(Isa isa) {
+  static const SparqKernels scalar{sparq_trim_row_scalar};
+#if defined(PQ_HAVE_X86)
+  static const SparqKernels avx2{sparq_trim_row_avx2};
+  static const SparqKernels avx512{sparq_trim_row_avx512};
+  if (isa == Isa::avx512) return avx512;
+  if (isa == Isa::avx2) return avx2;
+#endif
+#if defined(PQ_HAVE_NEON)
+  static const SparqKernels neon{sparq_trim_row_neon};
+  if (isa == Isa::neon) return neon;
+#endif
+  return scalar;
+}
+
+void sparq_quantize_run(const uint8_t* a, size_t rows, size_t k, const SparqConfig& cfg,
+                        uint8_t* out, int threads, Isa isa) {
+  if (rows == 0 || k == 0) return;
+  SparqPlan plan;
+  sparq_make_plan(cfg, &plan);
+  const SparqTrimRowFn trim = sparq_kernels(isa).trim_row;
+  const size_t per_task = std::max<size_t>(1, (size_t{1} << 16) / k);  // ~64 KiB per task
+  const size_t tasks = (rows + per_task - 1) / per_task;
+  parallel_for(tasks, threads, [&](size_t t) {
+    const size_t r1 = std::min(rows, (t + 1) * per_task);
+    for (size_t r = t * per_task; r < r1; ++r) trim(plan, a + r * k, k, out + r * k);
+  });
+}
+
+}  // namespace pq

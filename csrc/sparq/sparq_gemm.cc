@@ -1,0 +1,108 @@
+// sparq_gemm driver: C = sparq(A) @ W.T on the int8 panel format.
+//
+// M is processed in blocks: each block's rows are trimmed once (threads over rows) into a buffer
+// already in the int8 path's activation format (u8 for AVX-512 VNNI and scalar, s16 for AVX2,
+// s8 with the +128 bias for NEON), K zero-padded to a multiple of 4, and then the int8
+// micro-kernel runs over every panel for that block, exactly as int8_gemm_run tiles it. The
+// buffer holds at most kBlockBytes (or one micro-tile of rows), never a full copy of a large A.
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+#include "core/macros.h"
+#include "core/thread_pool.h"
+#include "int8_gemm/int8_gemm.h"
+#include "sparq/sparq.h"
+
+namespace pq {
+namespace {
+
+constexpr size_t kBlockBytes = size_t{1} << 20;  // trimmed activations per block: ~L2 size
+
+// Trims row `src` into `dst` (k_pad elements of the path's format), zero padding.
+void trim_into(const SparqPlan& plan, SparqTrimRowFn trim, const uint8_t* src, size_t k,
+               size_t k_pad, Int8AFormat fmt, void* dst, uint8_t* scratch) {
+  if (fmt == Int8AFormat::u8) {
+    uint8_t* d = static_cast<uint8_t*>(dst);
+    trim(plan, src, k, d);
+    std::fill(d + k, d + k_pad, uint8_t{0});
+    return;
+  }
+  trim(plan, src, k, scratch);
+  if (fmt == Int8AFormat::s16) {
+    int16_t* d = static_cast<int16_t*>(dst);
+    for (size_t i = 0; i < k; ++i) d[i] = scratch[i];
+    std::fill(d + k, d + k_pad, int16_t{0});
+  } else {  // s8: a - 128, undone by the +128 * colsum bias (padding multiplies zero weights)
+    uint8_t* d = static_cast<uint8_t*>(dst);
+    for (size_t i = 0; i < k; ++i) d[i] = scratch[i] ^ 0x80;
+    std::fill(d + k, d + k_pad, uint8_t{0});
+  }
+}
+
+}  // namespace
+
+void sparq_gemm_run(const uint8_t* a, size_t m, size_t k, const SparqConfig& cfg,
+                    const int8_t* panels, const int32_t* col_sums, size_t n, int32_t* c,
+                    int threads, Isa isa) {
+  if (m == 0 || n == 0) return;
+  const Int8GemmKernels& kern = int8_gemm_kernels(isa);
+  const SparqTrimRowFn trim = sparq_kernels(isa).trim_row;
+  SparqPlan plan;
+  sparq_make_plan(cfg, &plan);
+
+  const size_t k_pad = round_up(k, kInt8GroupK);
+  const size_t n_pad = round_up(n, kInt8PanelCols);
+  const size_t n_panels = n_pad / kInt8PanelCols;
+  const size_t elem = kern.a_format == Int8AFormat::s16 ? 2 : 1;
+  const size_t row_bytes = k_pad * elem;
+  size_t mc = std::max<size_t>(kern.mr, kBlockBytes / row_bytes / kern.mr * kern.mr);
+  mc = std::min(mc, round_up(m, kern.mr));
+
+  std::unique_ptr<uint8_t[]> buf(new uint8_t[mc * row_bytes + 64]);
+  const bool scratch_needed = kern.a_format != Int8AFormat::u8;
+  const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
+  std::unique_ptr<uint8_t[]> scratch(scratch_needed ? new uint8_t[n_threads * 4 * k + 64] : nullptr);
+
+  std::vector<int32_t> bias;
+  if (kern.a_format == Int8AFormat::s8) {
+    bias.resize(n_pad);
+    for (size_t j = 0; j < n_pad; ++j)
+      bias[j] = static_cast<int32_t>(128u * static_cast<uint32_t>(col_sums[j]));
+  }
+
+  Int8GemmProblem prob{};
+  prob.a = buf.get();
+  prob.lda = k_pad;
+  prob.panels = panels;
+  prob.k_groups = k_pad / kInt8GroupK;
+  prob.col_bias = bias.empty() ? nullptr : bias.data();
+  prob.ldc = n;
+  prob.n = n;
+
+  for (size_t m0 = 0; m0 < m; m0 += mc) {
+    const size_t rows = std::min(mc, m - m0);
+    // Trim: a few row chunks per thread (one scratch row per chunk for non-u8 formats).
+    const size_t chunks = std::min(rows, n_threads * 4);
+    parallel_for(chunks, threads, [&](size_t t) {
+      uint8_t* scr = scratch_needed ? scratch.get() + t * k : nullptr;
+      for (size_t r = rows * t / chunks; r < rows * (t + 1) / chunks; ++r)
+        trim_into(plan, trim, a + (m0 + r) * k, k, k_pad, kern.a_format,
+                  buf.get() + r * row_bytes, scr);
+    });
+    // Multiply: tasks over (panel, M range) as in int8_gemm_run.
+    prob.c = c + m0 * n;
+    const size_t want = n_threads * 4;
+    const size_t tiles_m = div_round_up(rows, kern.mr);
+    size_t m_chunks = n_panels < want ? div_round_up(want, n_panels) : 1;
+    m_chunks = std::min(m_chunks, tiles_m);
+    parallel_for(n_panels * m_chunks, threads, [&](size_t t) {
+      const size_t panel = t / m_chunks, mcn = t % m_chunks;
+      const size_t r0 = tiles_m * mcn / m_chunks * kern.mr;
+      const size_t r1 = std::min(rows, tiles_m * (mcn + 1) / m_chunks * kern.mr);
+      kern.compute(prob, r0, r1, panel, panel + 1);
+    });
+  }
+}
+
+}  // namespace pq

@@ -1,0 +1,42 @@
+// The scalar reference: each value computed arithmetically, exactly as algorithms.md section 5
+// words it. The SIMD paths' tables are built from sparq_trim_value, so they agree by construction
+// (and tests compare every value and every pair on every path).
+#include "sparq/sparq.h"
+
+namespace pq {
+
+uint8_t sparq_trim_value(uint8_t a, int nw, uint32_t shifts, bool round) {
+  if (a == 0) return 0;
+  const int p = 31 - __builtin_clz(a);  // leading one
+  int s = 0;
+  for (int t = 0; t < 8; ++t) {
+    if (((shifts >> t) & 1u) && t + nw - 1 >= p) {  // smallest allowed window covering p
+      s = t;
+      break;
+    }
+  }
+  uint32_t w = static_cast<uint32_t>(a) >> s;
+  if (round && s > 0) {
+    const uint32_t rem = a & ((1u << s) - 1), half = 1u << (s - 1);
+    if (rem > half || (rem == half && (w & 1u))) ++w;  // half to even on the window LSB
+    if (w == (1u << nw)) w = (1u << nw) - 1;          // carry-out: saturate, same shift
+  }
+  return static_cast<uint8_t>(w << s);
+}
+
+void sparq_trim_row_scalar(const SparqPlan& plan, const uint8_t* src, size_t k, uint8_t* dst) {
+  const SparqConfig& c = plan.cfg;
+  const uint32_t shifts = sparq_shift_mask(c.bits, c.options);
+  const uint32_t wide = sparq_zero_partner_mask(c.bits);
+  for (size_t i = 0; i < k; i += 2) {
+    const uint8_t a0 = src[i];
+    const uint8_t a1 = i + 1 < k ? src[i + 1] : 0;  // odd tail: implicit zero partner
+    const bool zero_partner = c.pairs && (a0 == 0 || a1 == 0);
+    const int nw = zero_partner ? 2 * c.bits : c.bits;
+    const uint32_t s = zero_partner ? wide : shifts;
+    dst[i] = sparq_trim_value(a0, nw, s, c.round);
+    if (i + 1 < k) dst[i + 1] = sparq_trim_value(a1, nw, s, c.round);
+  }
+}
+
+}  // namespace pq

@@ -1,0 +1,18 @@
+"""PyTorch front end: quantized modules, configs and quantize_ (torchao's API shape).
+
+    import pyquant
+    pyquant.quantize_(model, pyquant.Int8Config())          # swaps nn.Linear / nn.Conv2d in place
+    pyquant.calibrate(model, batches)                        # optional: static activation ranges
+"""
+from ._backend import use_reference
+from .api import (calibrate, calibration, default_filter, quantize_, register_quantize_module_handler,
+                  reset_calibration)
+from .gptq import gptq_
+from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
+from .modules import QuantConv2d, QuantLinear
+
+__all__ = [
+    "QuantLinear", "QuantConv2d", "quantize_", "gptq_", "calibrate", "calibration", "reset_calibration",
+    "register_quantize_module_handler", "default_filter", "use_reference",
+    "Int8Config", "WeightOnlyConfig", "LUT2Config", "SparqConfig",
+]

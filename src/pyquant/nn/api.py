@@ -1,0 +1,103 @@
+"""pyquant.quantize_ (torchao's convention) and static-activation calibration."""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
+from .modules import QuantConv2d, QuantLinear, _QuantModule
+
+_HANDLERS: dict[type, Callable] = {}
+
+
+def register_quantize_module_handler(config_type: type):
+    """Decorator: ``fn(module, config) -> new module`` is how ``config_type`` swaps a module."""
+    def deco(fn):
+        _HANDLERS[config_type] = fn
+        return fn
+    return deco
+
+
+def _swap(module: nn.Module, config):
+    if isinstance(module, nn.Linear):
+        return QuantLinear.from_linear(module, config)
+    if isinstance(module, nn.Conv2d):
+        return QuantConv2d.from_conv(module, config)
+    raise TypeError(f"module: {type(module).__name__} cannot be quantized (nn.Linear or nn.Conv2d)")
+
+
+for _cfg in (Int8Config, WeightOnlyConfig, LUT2Config, SparqConfig):
+    register_quantize_module_handler(_cfg)(_swap)
+
+
+def default_filter(module: nn.Module, fqn: str) -> bool:
+    """Matches nn.Linear and nn.Conv2d with groups=1 (already-quantized modules never match)."""
+    if isinstance(module, nn.Conv2d):
+        return module.groups == 1
+    return isinstance(module, nn.Linear)
+
+
+def quantize_(model: nn.Module, config, *, filter_fn: Callable | None = None) -> nn.Module:
+    """Replaces, in place, every submodule for which ``filter_fn(module, fqn)`` is true by its
+    quantized version for ``config``; returns ``model``. ``fqn`` is the dotted name from the root
+    ("" for the root itself, which cannot be swapped in place and is returned swapped instead).
+    """
+    handler = _HANDLERS.get(type(config))
+    if handler is None:
+        raise TypeError(f"config: no handler registered for {type(config).__name__}")
+    filter_fn = default_filter if filter_fn is None else filter_fn
+    if not isinstance(model, _QuantModule) and filter_fn(model, ""):
+        return handler(model, config)
+    _replace(model, config, handler, filter_fn, "")
+    return model
+
+
+def _replace(module: nn.Module, config, handler, filter_fn, prefix: str) -> None:
+    for name, child in list(module.named_children()):
+        fqn = f"{prefix}.{name}" if prefix else name
+        if not isinstance(child, _QuantModule) and filter_fn(child, fqn):
+            setattr(module, name, handler(child, config))
+        else:
+            _replace(child, config, handler, filter_fn, fqn)
+
+
+def _quant_modules(model: nn.Module):
+    return [m for m in model.modules() if isinstance(m, _QuantModule)]
+
+
+@contextlib.contextmanager
+def calibration(model: nn.Module):
+    """Within the block, quantized modules record their input ranges; on exit each gets a static
+    activation range = mean over the recorded batches of the batch min and of the batch max
+    (the SPARQ paper's rule for the max). Modules that saw no batch stay dynamic."""
+    mods = _quant_modules(model)
+    for m in mods:
+        m._observer = []
+    try:
+        yield model
+    finally:
+        for m in mods:
+            obs, m._observer = m._observer, None
+            if obs:
+                lo = torch.stack([o[0] for o in obs]).float().mean()
+                hi = torch.stack([o[1] for o in obs]).float().mean()
+                m.act_range.copy_(torch.stack([lo, hi]))
+
+
+def calibrate(model: nn.Module, batches: Iterable) -> nn.Module:
+    """Runs ``model`` on each batch (a tensor, or a tuple of positional args) under
+    ``torch.no_grad()`` and sets static activation ranges; returns the model."""
+    with torch.no_grad(), calibration(model):
+        for batch in batches:
+            model(*batch) if isinstance(batch, (tuple, list)) else model(batch)
+    return model
+
+
+def reset_calibration(model: nn.Module) -> nn.Module:
+    """Back to dynamic per-row activation scales."""
+    for m in _quant_modules(model):
+        m.act_range.fill_(float("nan"))
+    return model

@@ -1,0 +1,102 @@
+"""Quantization configs (frozen dataclasses, torchao style): what each swapped module computes.
+
+Every config maps to a scheme in ``pyquant/nn/schemes.py`` through ``pyquant.nn.api``'s registry.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Int8Config:
+    """W8A8: int8 symmetric per-output-channel weights, activations quantized dynamically per row.
+
+    Activations are asymmetric uint8 per row (``x ~= scale * (q - zero_point)``, ``q`` in 0..255,
+    the range always includes 0). The zero point is removed exactly in int32 with the weight row
+    sums precomputed at conversion (``acc - zp * sum_k w[n, k]``), so the u8 x s8 kernel needs no
+    signed-activation trick and skewed inputs (GELU outputs) keep all 256 levels.
+    """
+
+
+@dataclass(frozen=True)
+class WeightOnlyConfig:
+    """Low-bit group-wise weights (``bits`` in {4, 2}, one float scale per ``group_size`` inputs
+    along K, symmetric signed codes), int8 dynamic activations as in :class:`Int8Config`.
+
+    Scales are chosen per group by a small clipping search minimising the weight MSE.
+    Runs through ``pyquant.lowbit_gemm`` once per K group (exact int32 per group, float scale
+    epilogue per group).
+    """
+
+    bits: int = 4
+    group_size: int = 64
+
+    def __post_init__(self):
+        if self.bits not in (2, 4):
+            raise ValueError(f"bits: expected 2 or 4, got {self.bits!r}")
+        if self.group_size not in (32, 64, 128):
+            raise ValueError(f"group_size: expected 32, 64 or 128, got {self.group_size!r}")
+
+
+@dataclass(frozen=True)
+class LUT2Config:
+    """W2A2 through ``pyquant.lut_gemm`` (the DeepGEMM lookup-table operator).
+
+    Weights: 2-bit codes per element into ``w_levels`` times a per-output-channel scale (chosen by
+    a clipping search minimising the MSE). Activations: 2-bit codes into ``a_levels`` per row:
+    ``x ~= offset + scale * a_levels[code]`` (asymmetric; the offset is folded back exactly with
+    the weight level sums). ``a_scale``: ``"minmax"`` (row range) or ``"mse"`` (per-row clipping
+    search, slower, much more accurate at 2 bits). Levels are any 4 integers whose pairwise
+    products fit int8.
+    """
+
+    w_levels: tuple = (-3, -1, 1, 3)
+    a_levels: tuple = (0, 1, 2, 3)
+    a_scale: str = "mse"
+
+    def __post_init__(self):
+        for name in ("w_levels", "a_levels"):
+            lv = tuple(int(v) for v in getattr(self, name))
+            if len(lv) != 4 or len(set(lv)) != 4:
+                raise ValueError(f"{name}: expected 4 distinct integers, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, lv)
+        if any(abs(a * w) > 127 for a in self.a_levels for w in self.w_levels):
+            raise ValueError("w_levels, a_levels: every pairwise product must fit int8")
+        if self.a_scale not in ("minmax", "mse"):
+            raise ValueError(f"a_scale: expected 'minmax' or 'mse', got {self.a_scale!r}")
+
+
+@dataclass(frozen=True)
+class SparqConfig:
+    """int8 per-channel weights, SPARQ-trimmed uint8 activations via ``pyquant.sparq_gemm``.
+
+    Activations are quantized to uint8 magnitudes (per row, scale ``max|x| / 255``; or per tensor
+    after :func:`pyquant.calibrate`, scale = mean over batches of the batch max, the paper's rule).
+    Non-negative inputs (post-ReLU, the paper's setting) take one ``sparq_gemm``. Inputs with
+    negative values use our sign-magnitude extension (``negative="sign_magnitude"``): SPARQ trims
+    the magnitudes (pairs judged on magnitudes), then the positive and negative parts are two
+    exact ``sparq_gemm`` calls subtracted (SPARQ is idempotent on trimmed values), so it costs
+    two GEMMs. ``negative="error"`` raises instead.
+    """
+
+    bits: int = 4
+    options: int | None = 5
+    rounding: str = "round"
+    pairs: bool = True
+    negative: str = "sign_magnitude"
+
+    def __post_init__(self):
+        allowed = {4: (5, 3, 2), 3: (6,), 2: (7,)}
+        if self.bits not in allowed:
+            raise ValueError(f"bits: expected 4, 3 or 2, got {self.bits!r}")
+        if self.options is None:
+            object.__setattr__(self, "options", allowed[self.bits][0])
+        if self.options not in allowed[self.bits]:
+            raise ValueError(f"options: bits={self.bits} takes {allowed[self.bits]}, got {self.options!r}")
+        if self.rounding not in ("round", "trunc"):
+            raise ValueError(f"rounding: expected 'round' or 'trunc', got {self.rounding!r}")
+        if self.negative not in ("sign_magnitude", "error"):
+            raise ValueError(f"negative: expected 'sign_magnitude' or 'error', got {self.negative!r}")
+
+    def op_kwargs(self) -> dict:
+        return {"bits": self.bits, "options": self.options, "rounding": self.rounding, "pairs": self.pairs}

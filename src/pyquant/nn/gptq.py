@@ -1,0 +1,105 @@
+"""GPTQ (Frantar et al., arXiv 2210.17323) for WeightOnlyConfig: data-aware rounding of the
+group-wise low-bit weights, same packed format and kernels as plain round-to-nearest.
+
+    pyquant.nn.gptq_(model, pyquant.WeightOnlyConfig(bits=4, group_size=64), batches)
+
+Each matching nn.Linear records ``H = sum x^T x`` over its inputs on the calibration batches (float
+model, all layers at once); then its columns are quantized left to right, each column's rounding
+error spread over the not-yet-quantized columns through the inverse Hessian's Cholesky factor.
+Blocks are one group wide, so each group's scale is chosen (MSE clipping search) on the weights
+as updated so far.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from .api import _replace, default_filter
+from .configs import WeightOnlyConfig
+from .modules import QuantLinear
+
+
+def _group_scale(w, bits):
+    """MSE-best symmetric scale per row for one group w [N, g]."""
+    qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    amax = w.abs().amax(1, keepdim=True).clamp(min=1e-12)
+    best_err, best_s = None, None
+    for r in torch.linspace(1.0, 0.5 if bits == 4 else 0.3, 11).tolist():
+        s = amax * r / max(qmax, 1)
+        err = ((torch.round(w / s).clamp(qmin, qmax) * s - w) ** 2).sum(1, keepdim=True)
+        if best_err is None:
+            best_err, best_s = err, s
+        else:
+            better = err < best_err
+            best_err, best_s = torch.where(better, err, best_err), torch.where(better, s, best_s)
+    return best_s.view(-1)
+
+
+def gptq_weight(w: torch.Tensor, hessian: torch.Tensor, bits: int, gs: int, damp: float = 0.2):
+    """(codes int8 [N, K], scales float32 [N, G]) for w [N, K] given H = X^T X [K, K]."""
+    qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    w = w.detach().double().clone()
+    h = hessian.double().clone()
+    n, k = w.shape
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    h += damp * torch.diag(h).mean() * torch.eye(k, dtype=h.dtype)
+    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    codes = torch.zeros(n, k, dtype=torch.int8)
+    scales = []
+    for i1 in range(0, k, gs):
+        i2 = min(i1 + gs, k)
+        w1 = w[:, i1:i2].clone()
+        err1 = torch.zeros_like(w1)
+        s = _group_scale(w1, bits)
+        scales.append(s)
+        h1 = hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = w1[:, i]
+            c = torch.round(col / s).clamp(qmin, qmax)
+            codes[:, i1 + i] = c.to(torch.int8)
+            e = (col - c * s) / h1[i, i]
+            w1[:, i:] -= e[:, None] * h1[i, i:][None, :]
+            err1[:, i] = e
+        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    return codes, torch.stack(scales, 1).float()
+
+
+def gptq_(model: nn.Module, config: WeightOnlyConfig, batches: Iterable, *,
+          filter_fn: Callable | None = None, damp: float = 0.2) -> nn.Module:
+    """quantize_ for WeightOnlyConfig with GPTQ rounding from calibration `batches` (tensors or
+    tuples of positional args); layers that saw no input fall back to round-to-nearest.
+
+    ``damp``: added to H's diagonal as a fraction of its mean. Larger than the paper's 0.01
+    because a few hundred calibration tokens leave H (K up to 1536) rank-deficient; on MiniLM
+    with 32 calibration sentences 0.003/0.01/0.05/0.2 gave 0.970/0.976/0.980/0.982 mean cosine.
+    """
+    if not isinstance(config, WeightOnlyConfig):
+        raise TypeError(f"config: GPTQ applies to WeightOnlyConfig, got {type(config).__name__}")
+    filter_fn = default_filter if filter_fn is None else filter_fn
+    hess: dict[nn.Module, torch.Tensor] = {}
+
+    def hook(mod, args):
+        x = args[0].detach().reshape(-1, mod.in_features).double()
+        hess[mod] = hess.get(mod, 0) + x.T @ x
+
+    handles = [m.register_forward_pre_hook(hook) for name, m in model.named_modules()
+               if isinstance(m, nn.Linear) and filter_fn(m, name)]
+    try:
+        with torch.no_grad():
+            for b in batches:
+                model(*b) if isinstance(b, (tuple, list)) else model(b)
+    finally:
+        for h in handles:
+            h.remove()
+
+    def handler(mod, cfg):
+        if isinstance(mod, nn.Linear) and mod in hess:
+            return QuantLinear.from_linear(mod, cfg, hessian=hess[mod], damp=damp)
+        return QuantLinear.from_linear(mod, cfg)
+
+    _replace(model, config, handler, lambda m, fqn: isinstance(m, nn.Linear) and filter_fn(m, fqn), "")
+    return model

@@ -1,0 +1,157 @@
+"""QuantLinear / QuantConv2d: inference modules with the float modules' call signature.
+
+Weights live as buffers (packed uint8 kernel buffer + float scales), so state_dict(), torch.save
+and load_state_dict round-trip them bit for bit; the bias stays float. ``act_range`` holds the
+static activation range set by ``pyquant.calibrate`` (NaN = dynamic per-row, the default).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import _backend, ops
+from .schemes import scheme_for
+
+
+class _QuantModule(nn.Module):
+    def _setup(self, config, w2d: torch.Tensor, bias, **quant_kw):
+        self.config = config
+        self.scheme = scheme_for(config)
+        self.reference = _backend.is_reference()
+        if not self.reference:
+            self.scheme.require()
+        self.out_features, self.in_features_k = w2d.shape
+        with torch.no_grad():
+            bufs = self.scheme.quantize_weight(w2d.detach().float().cpu(), **quant_kw)
+        self._buf_names = tuple(bufs)
+        for name, t in bufs.items():
+            self.register_buffer(name, t.contiguous())
+        self.register_buffer("bias", None if bias is None else bias.detach().float().cpu().clone())
+        self.register_buffer("act_range", torch.full((2,), float("nan")))
+        self._observer = None
+        self._register_runner()
+
+    def _register_runner(self):
+        # the custom op finds the scheme by this constant string (compile/export path only)
+        self._key = f"{self.config!r}|ref={self.reference}|{','.join(self._buf_names)}"
+        ops.register_runner(self._key, self.scheme, self._buf_names, self.reference)
+
+    def __setstate__(self, state):  # torch.load of a whole module: re-register the runner
+        super().__setstate__(state)
+        self._register_runner()
+
+    def _gemm(self, x2d: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x2d.requires_grad:
+            raise RuntimeError(
+                f"{type(self).__name__} is inference-only: its input requires grad; "
+                "run it under torch.no_grad() / torch.inference_mode() or detach the input"
+            )
+        if x2d.dtype != torch.float32:
+            x2d = x2d.float()
+        if torch.compiler.is_compiling():
+            return torch.ops.pyquant.qgemm(x2d, [getattr(self, n) for n in self._buf_names],
+                                           self.act_range, self.bias, self._key, self.out_features)
+        x2d = x2d.contiguous()
+        if self._observer is not None:
+            self._observer.append(self.scheme.observe(x2d))
+        bufs = {n: getattr(self, n) for n in self._buf_names}
+        return ops.run(x2d, bufs, self.act_range, self.bias, self.out_features, self.scheme,
+                       self.reference)
+
+    def _config_repr(self) -> str:
+        static = "" if torch.isnan(self.act_range).any() else ", static_act_range=" + str(
+            [round(v, 5) for v in self.act_range.tolist()])
+        ref = ", reference=True" if self.reference else ""
+        return f"config={self.config!r}{static}{ref}"
+
+
+class QuantLinear(_QuantModule):
+    """Quantized ``nn.Linear``: ``y = x @ W.T + b`` for any leading batch dims."""
+
+    def __init__(self, in_features: int, out_features: int, weight: torch.Tensor, bias, config, **quant_kw):
+        super().__init__()
+        self.in_features = in_features
+        self._setup(config, weight, bias, **quant_kw)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, config, **quant_kw) -> "QuantLinear":
+        """``quant_kw``: scheme options, e.g. ``hessian=`` (GPTQ, WeightOnlyConfig only)."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear: expected an nn.Linear, got {type(linear).__name__}")
+        return cls(linear.in_features, linear.out_features, linear.weight, linear.bias, config, **quant_kw)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"x: expected last dim {self.in_features}, got shape {tuple(x.shape)}")
+        lead = x.shape[:-1]
+        y = self._gemm(x.reshape(-1, self.in_features))
+        return y.reshape(*lead, self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, {self._config_repr()}")
+
+
+class QuantConv2d(_QuantModule):
+    """Quantized ``nn.Conv2d`` (groups=1) as im2col + GEMM.
+
+    K is ordered channel-fastest ``(ky, kx, c)`` so SPARQ pairs (k, k+1) are two adjacent input
+    channels at the same tap; the weight is permuted the same way (``[O, C, kh, kw] -> [O, kh, kw, C]``).
+    """
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, config) -> "QuantConv2d":
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"conv: expected an nn.Conv2d, got {type(conv).__name__}")
+        if conv.groups != 1:
+            raise ValueError(f"conv: groups={conv.groups} is not supported (only groups=1)")
+        m = cls()
+        m.in_channels, m.out_channels = conv.in_channels, conv.out_channels
+        m.kernel_size, m.stride, m.dilation = conv.kernel_size, conv.stride, conv.dilation
+        m.padding, m.padding_mode = conv.padding, conv.padding_mode
+        # [O, C, kh, kw] -> [O, kh, kw, C] -> [O, kh*kw*C]: K channel-fastest
+        w2d = conv.weight.detach().permute(0, 2, 3, 1).reshape(conv.out_channels, -1)
+        m._setup(config, w2d, conv.bias)
+        return m
+
+    def _pad(self, x):
+        """(x padded explicitly if needed, padding left for unfold)."""
+        kh, kw = self.kernel_size
+        if isinstance(self.padding, str):
+            if self.padding == "valid":
+                return x, (0, 0)
+            pads = []  # 'same': total d*(k-1) per dim, the extra on the right/bottom as in PyTorch
+            for d, k in ((self.dilation[1], kw), (self.dilation[0], kh)):
+                tot = d * (k - 1)
+                pads += [tot // 2, tot - tot // 2]
+            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+            return F.pad(x, pads, mode=mode), (0, 0)
+        if self.padding_mode != "zeros":
+            ph, pw = self.padding
+            return F.pad(x, (pw, pw, ph, ph), mode=self.padding_mode), (0, 0)
+        return x, self.padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        unbatched = x.dim() == 3
+        if unbatched:
+            x = x.unsqueeze(0)
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"x: expected [B, {self.in_channels}, H, W], got shape {tuple(x.shape)}")
+        xp, pad = self._pad(x)
+        b, c, h, w = xp.shape
+        kh, kw = self.kernel_size
+        ho = (h + 2 * pad[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
+        wo = (w + 2 * pad[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
+        cols = F.unfold(xp, (kh, kw), dilation=self.dilation, padding=pad, stride=self.stride)
+        # [B, C*kh*kw, L] -> [B, C, kh*kw, L] -> [B, L, kh*kw, C] -> [B*L, kh*kw*C]
+        cols = cols.view(b, c, kh * kw, -1).permute(0, 3, 2, 1).reshape(-1, kh * kw * c)
+        y = self._gemm(cols)
+        # [B*L, O] -> [B, Ho, Wo, O] -> [B, O, Ho, Wo]
+        y = y.view(b, ho, wo, self.out_channels).permute(0, 3, 1, 2).contiguous().to(x.dtype)
+        return y[0] if unbatched else y
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+                f"bias={self.bias is not None}, {self._config_repr()}")

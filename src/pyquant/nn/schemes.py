@@ -1,0 +1,347 @@
+"""Schemes: how each config quantizes weights and activations and runs the integer GEMM.
+
+A scheme is stateless apart from its config. ``quantize_weight`` turns a float ``[N, K]`` weight
+into named buffers (packed kernel buffer(s) + float scales); ``forward`` maps ``x [M, K]`` float32
+to ``y [M, N]`` float32 (bias excluded). ``fake_quant_weight`` / ``fake_quant_act`` are the
+pure-PyTorch dequantized values the tests multiply in float64 as the reference.
+
+Static activation ranges (after ``pyquant.calibrate``) arrive as ``act_range = (lo, hi)``;
+NaN means dynamic per-row ranges (the default).
+"""
+from __future__ import annotations
+
+import math
+import threading
+
+import torch
+
+from . import _backend
+from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
+
+_SCHEMES: dict[type, type] = {}
+
+
+def scheme_for(config):
+    cls = _SCHEMES.get(type(config))
+    if cls is None:
+        raise TypeError(f"config: no scheme for {type(config).__name__}")
+    return cls(config)
+
+
+def _register(config_type):
+    def deco(cls):
+        _SCHEMES[config_type] = cls
+        return cls
+    return deco
+
+
+def _static(act_range):
+    return act_range is not None and not bool(torch.isnan(act_range).any())
+
+
+def _row_range(x, act_range):
+    """(lo [M|1, 1], hi [M|1, 1]) with 0 inside the range."""
+    if _static(act_range):
+        lo, hi = act_range[0].view(1, 1), act_range[1].view(1, 1)
+    else:
+        lo, hi = x.amin(1, keepdim=True), x.amax(1, keepdim=True)
+    return lo.clamp(max=0), hi.clamp(min=0)
+
+
+_scratch_local = threading.local()
+
+
+def scratch(shape, dtype):
+    """A per-thread reusable buffer (contents undefined). Fresh multi-MB temporaries cost page
+    faults on every call; the activation-quantization temporaries are reused instead. Only for
+    values consumed before the next forward call on this thread."""
+    pool = _scratch_local.__dict__.setdefault("pool", {})
+    numel = math.prod(shape)
+    buf = pool.get(dtype)
+    if buf is None or buf.numel() < numel:
+        buf = pool[dtype] = torch.empty(max(numel, 1 << 16), dtype=dtype)
+    return buf[:numel].view(shape)
+
+
+def asym_u8(x, act_range=None, reuse=False):
+    """Per-row (or static) asymmetric uint8: x ~= sa * (q - zp). Returns q uint8, sa, zp (float).
+    ``reuse=True`` writes q into the per-thread scratch buffer (the module's forward path)."""
+    lo, hi = _row_range(x, act_range)
+    sa = (hi - lo) / 255.0
+    sa = torch.where(sa > 0, sa, torch.ones_like(sa))
+    zp = torch.round(-lo / sa).clamp_(0, 255)
+    # q = floor(x * (1/sa) + zp + 0.5) clamped (round half up; the float -> uint8 copy truncates):
+    # 3 passes over x instead of 5.
+    t = torch.addcmul(zp + 0.5, x, 1.0 / sa, out=scratch(x.shape, torch.float32) if reuse else None)
+    t.clamp_(0, 255.25)
+    q = scratch(x.shape, torch.uint8) if reuse else torch.empty(x.shape, dtype=torch.uint8)
+    return q.copy_(t), sa, zp
+
+
+def int8_weight(w):
+    """Symmetric per-output-channel int8: w ~= sw[n] * wq[n, k], wq in [-127, 127]."""
+    sw = w.abs().amax(1).clamp(min=1e-12) / 127.0
+    wq = torch.round(w / sw[:, None]).clamp_(-127, 127).to(torch.int8)
+    return wq, sw.float()
+
+
+def float_inplace(acc):
+    """int32 accumulator -> float32 in the same memory. Large fresh allocations cost page faults
+    (several ms per layer on MiniLM), so the kernel's output buffer is reused as the result."""
+    y = acc.view(torch.float32)
+    return y.copy_(acc)
+
+
+class Scheme:
+    ops: tuple = ()
+    config = None
+
+    def __init__(self, config):
+        self.config = config
+
+    def require(self):
+        for op in self.ops:
+            _backend.require(op)
+
+    def observe(self, x):
+        """Calibration statistics for one batch: (min, max) over the whole tensor."""
+        return x.min(), x.max()
+
+
+# ----------------------------------------------------------------------------- Int8
+@_register(Int8Config)
+class Int8Scheme(Scheme):
+    ops = ("int8_gemm",)
+
+    def quantize_weight(self, w):
+        wq, sw = int8_weight(w)
+        return {"packed": _backend.prepack("int8_gemm", wq), "w_scale": sw,
+                "w_sum": wq.sum(1, dtype=torch.int32).float()}
+
+    def int_acc(self, q, zp, b, n, k, reference):
+        """Exact int32 accumulator sum_k (q - zp) * wq, zero point removed in integers."""
+        acc = _backend.gemm("int8_gemm", q, b["packed"], n, k, reference)
+        return acc.sub_(torch.outer(zp.view(-1).to(torch.int32), b["w_sum"].to(torch.int32)))
+
+    def forward(self, x, b, act_range, n, k, reference):
+        q, sa, zp = asym_u8(x, act_range, reuse=True)
+        acc = _backend.gemm("int8_gemm", q, b["packed"], n, k, reference)
+        y = float_inplace(acc).mul_(sa).mul_(b["w_scale"])
+        # zero point: sa*sw*(acc - zp*wsum) with the rank-1 term done in float (one in-place pass)
+        y.addr_((sa * zp).view(-1).expand(acc.shape[0]), b["w_scale"] * b["w_sum"], alpha=-1)
+        return y
+
+    def fake_quant_weight(self, w):
+        wq, sw = int8_weight(w)
+        return wq.double() * sw.double()[:, None]
+
+    def fake_quant_act(self, x, act_range=None):
+        q, sa, zp = asym_u8(x, act_range)
+        return (q.double() - zp.double()) * sa.double()
+
+
+# ----------------------------------------------------------------------------- WeightOnly
+def group_bounds(k, gs):
+    return [(lo, min(lo + gs, k)) for lo in range(0, k, gs)]
+
+
+def lowbit_weight(w, bits, gs):
+    """Group-wise symmetric codes (int8 in [-2**(b-1), 2**(b-1)-1]) and scales [N, G], MSE-clipped."""
+    n, k = w.shape
+    g = -(-k // gs)
+    wp = torch.nn.functional.pad(w, (0, g * gs - k)).view(n, g, gs)
+    qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    amax = wp.abs().amax(2, keepdim=True).clamp(min=1e-12)
+    best_err, best_s = None, None
+    for r in torch.linspace(1.0, 0.5 if bits == 4 else 0.3, 11).tolist():
+        s = amax * r / max(qmax, 1)
+        err = ((torch.round(wp / s).clamp_(qmin, qmax) * s - wp) ** 2).sum(2, keepdim=True)
+        if best_err is None:
+            best_err, best_s = err, s
+        else:
+            better = err < best_err
+            best_err = torch.where(better, err, best_err)
+            best_s = torch.where(better, s, best_s)
+    codes = torch.round(wp / best_s).clamp_(qmin, qmax).to(torch.int8).view(n, g * gs)[:, :k]
+    return codes.contiguous(), best_s.view(n, g).float()
+
+
+@_register(WeightOnlyConfig)
+class WeightOnlyScheme(Scheme):
+    ops = ("lowbit_gemm",)
+
+    def quantize_weight(self, w, hessian=None, damp=0.2):
+        bits, gs = self.config.bits, self.config.group_size
+        if hessian is None:
+            codes, sw = lowbit_weight(w, bits, gs)
+        else:
+            from .gptq import gptq_weight
+
+            codes, sw = gptq_weight(w, hessian, bits, gs, damp)
+        packs = [_backend.prepack("lowbit_gemm", codes[:, lo:hi], bits=bits)
+                 for lo, hi in group_bounds(w.shape[1], gs)]
+        offsets = torch.tensor([0] + [p.numel() for p in packs], dtype=torch.int64).cumsum(0)
+        sums = torch.stack([codes[:, lo:hi].sum(1, dtype=torch.int32)
+                            for lo, hi in group_bounds(w.shape[1], gs)], 1).float()
+        return {"packed": torch.cat(packs), "packed_offsets": offsets, "w_scale": sw, "w_sum": sums}
+
+    def forward(self, x, b, act_range, n, k, reference):
+        bits, gs = self.config.bits, self.config.group_size
+        q, sa, zp = asym_u8(x, act_range, reuse=True)
+        y = None
+        off = b["packed_offsets"].tolist()
+        sw = b["w_scale"]
+        for g, (lo, hi) in enumerate(group_bounds(k, gs)):
+            acc = _backend.gemm("lowbit_gemm", q[:, lo:hi], b["packed"][off[g]:off[g + 1]], n, hi - lo,
+                                reference, bits=bits)
+            if y is None:
+                y = float_inplace(acc).mul_(sw[:, g])
+            else:
+                y.addcmul_(acc, sw[:, g])
+        y.addr_(zp.view(-1).expand(x.shape[0]), (sw * b["w_sum"]).sum(1), alpha=-1)
+        return y.mul_(sa)
+
+    def fake_quant_weight(self, w):
+        codes, sw = lowbit_weight(w, self.config.bits, self.config.group_size)
+        gs = self.config.group_size
+        return codes.double() * sw.double().repeat_interleave(gs, 1)[:, : w.shape[1]]
+
+    def fake_quant_act(self, x, act_range=None):
+        q, sa, zp = asym_u8(x, act_range)
+        return (q.double() - zp.double()) * sa.double()
+
+
+# ----------------------------------------------------------------------------- LUT2
+def nearest_level(v, levels):
+    """Index (into `levels`, any order) of the level nearest to each element of v."""
+    lv = torch.tensor(levels, dtype=v.dtype)
+    sorted_lv, order = torch.sort(lv)
+    mids = (sorted_lv[1:] + sorted_lv[:-1]) / 2
+    return order[torch.bucketize(v, mids)]
+
+
+def lut_weight(w, levels):
+    """2-bit codes into `levels` and per-row scale (MSE-chosen clipping)."""
+    lv = torch.tensor(levels, dtype=w.dtype)
+    amax = w.abs().amax(1, keepdim=True).clamp(min=1e-12)
+    best_err, best_s = None, None
+    for r in torch.linspace(1.0, 0.2, 17).tolist():
+        s = amax * r / lv.abs().max()
+        err = ((lv[nearest_level(w / s, levels)] * s - w) ** 2).sum(1, keepdim=True)
+        if best_err is None:
+            best_err, best_s = err, s
+        else:
+            better = err < best_err
+            best_err = torch.where(better, err, best_err)
+            best_s = torch.where(better, s, best_s)
+    return nearest_level(w / best_s, levels).to(torch.uint8), best_s.view(-1).float()
+
+
+def lut_act(x, levels, mode, act_range=None):
+    """x ~= off + sa * levels[code] per row. Returns codes uint8, sa, off ([M|1, 1])."""
+    lv = torch.tensor(levels, dtype=x.dtype)
+    lmin, lmax = lv.min(), lv.max()
+
+    def params(lo, hi):
+        sa = (hi - lo) / (lmax - lmin)
+        sa = torch.where(sa > 0, sa, torch.ones_like(sa))
+        return sa, lo - sa * lmin
+
+    if _static(act_range):
+        sa, off = params(act_range[0].view(1, 1), act_range[1].view(1, 1))
+        return nearest_level((x - off) / sa, levels).to(torch.uint8), sa, off
+    lo, hi = x.amin(1, keepdim=True), x.amax(1, keepdim=True)
+    if mode == "minmax":
+        sa, off = params(lo, hi)
+        return nearest_level((x - off) / sa, levels).to(torch.uint8), sa, off
+    mu = x.mean(1, keepdim=True)
+    best = None
+    for r in torch.linspace(1.0, 0.15, 12).tolist():
+        sa, off = params(mu + r * (lo - mu), mu + r * (hi - mu))
+        codes = nearest_level((x - off) / sa, levels)
+        err = ((off + sa * lv[codes] - x) ** 2).sum(1, keepdim=True)
+        if best is None:
+            best = [err, codes, sa, off]
+        else:
+            better = err < best[0]
+            best = [torch.where(better, err, best[0]), torch.where(better, codes, best[1]),
+                    torch.where(better, sa, best[2]), torch.where(better, off, best[3])]
+    return best[1].to(torch.uint8), best[2], best[3]
+
+
+@_register(LUT2Config)
+class LUT2Scheme(Scheme):
+    ops = ("lut_gemm",)
+
+    def quantize_weight(self, w):
+        wl = self.config.w_levels
+        codes, sw = lut_weight(w, wl)
+        lsum = torch.tensor(wl, dtype=torch.float32)[codes.long()].sum(1)
+        return {"packed": _backend.prepack("lut_gemm", codes, w_levels=wl), "w_scale": sw, "w_sum": lsum}
+
+    def forward(self, x, b, act_range, n, k, reference):
+        c = self.config
+        codes, sa, off = lut_act(x, c.a_levels, c.a_scale, act_range)
+        acc = _backend.gemm("lut_gemm", codes, b["packed"], n, k, reference,
+                            a_levels=c.a_levels, w_levels=c.w_levels)
+        y = float_inplace(acc).mul_(sa)
+        y.addr_(off.view(-1).expand(x.shape[0]), b["w_sum"])
+        return y.mul_(b["w_scale"])
+
+    def fake_quant_weight(self, w):
+        codes, sw = lut_weight(w, self.config.w_levels)
+        return torch.tensor(self.config.w_levels, dtype=torch.float64)[codes.long()] * sw.double()[:, None]
+
+    def fake_quant_act(self, x, act_range=None):
+        c = self.config
+        codes, sa, off = lut_act(x, c.a_levels, c.a_scale, act_range)
+        return off.double() + sa.double() * torch.tensor(c.a_levels, dtype=torch.float64)[codes.long()]
+
+
+# ----------------------------------------------------------------------------- SPARQ
+def sparq_act(x, act_range=None):
+    """uint8 magnitudes per row (or static per tensor): |x| ~= sa * q. Returns q, sa, negative mask."""
+    if _static(act_range):
+        amax = torch.maximum(act_range[1].abs(), act_range[0].abs()).view(1, 1)
+    else:
+        amax = x.abs().amax(1, keepdim=True)
+    sa = torch.where(amax > 0, amax / 255.0, torch.ones_like(amax))
+    q = torch.round(x.abs() / sa).clamp_(0, 255).to(torch.uint8)
+    return q, sa
+
+
+@_register(SparqConfig)
+class SparqScheme(Scheme):
+    ops = ("sparq_gemm", "sparq_quantize")
+
+    def quantize_weight(self, w):
+        wq, sw = int8_weight(w)
+        return {"packed": _backend.prepack("sparq_gemm", wq, **self.config.op_kwargs()), "w_scale": sw}
+
+    def int_acc(self, x, b, act_range, n, k, reference):
+        kw = self.config.op_kwargs()
+        q, sa = sparq_act(x, act_range)
+        neg = x < 0
+        if not bool(neg.any()):
+            return _backend.gemm("sparq_gemm", q, b["packed"], n, k, reference, **kw), sa
+        if self.config.negative == "error":
+            raise ValueError("x: SparqConfig(negative='error') got negative inputs")
+        # sign-magnitude: trim magnitudes once, then positive part minus negative part
+        t = _backend.sparq_quantize(q, reference, **kw)
+        zero = torch.zeros((), dtype=torch.uint8)
+        pos = _backend.gemm("sparq_gemm", torch.where(neg, zero, t), b["packed"], n, k, reference, **kw)
+        negp = _backend.gemm("sparq_gemm", torch.where(neg, t, zero), b["packed"], n, k, reference, **kw)
+        return pos.sub_(negp), sa
+
+    def forward(self, x, b, act_range, n, k, reference):
+        acc, sa = self.int_acc(x, b, act_range, n, k, reference)
+        return float_inplace(acc).mul_(sa).mul_(b["w_scale"])
+
+    def fake_quant_weight(self, w):
+        wq, sw = int8_weight(w)
+        return wq.double() * sw.double()[:, None]
+
+    def fake_quant_act(self, x, act_range=None):
+        q, sa = sparq_act(x, act_range)
+        t = _backend.sparq_quantize_ref(q, **self.config.op_kwargs()).double()
+        return torch.where(x < 0, -t, t) * sa.double()

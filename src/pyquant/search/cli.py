@@ -1,0 +1,72 @@
+"""`python -m pyquant search --task digits-gru|mlp --method nsga2|hgq --budget quick|full --out DIR`."""
+from __future__ import annotations
+
+import json
+import time
+
+
+def add_search_parser(sub) -> None:
+    p = sub.add_parser("search", help="choose per-layer / per-operator bit widths (HGQ, NSGA-II)")
+    p.add_argument("--task", choices=("digits-gru", "mlp"), required=True)
+    p.add_argument("--method", choices=("nsga2", "hgq"), required=True)
+    p.add_argument("--budget", choices=("quick", "full", "tiny"), default="quick",
+                   help="quick: a few minutes on 2 cores; tiny: seconds (smoke tests)")
+    p.add_argument("--out", required=True, help="directory for front.json and front.png")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--groups", type=int, default=4,
+                   help="mlp: width groups of output channels per layer (1 = per layer)")
+    p.add_argument("--data", choices=("synthetic", "digits"), default="synthetic",
+                   help="mlp: generated 16-feature 5-class data (default) or sklearn digits")
+    p.add_argument("--beta", type=float, nargs=2, default=(1e-3, 1.0), metavar=("BETA0", "BETA1"),
+                   help="hgq: beta ramp (log scale) on cost / cost(uniform 8)")
+    p.add_argument("--cost", choices=("size", "ebops", "latency"), default="size",
+                   help="hgq: cost term (latency = table measured from the kernels)")
+    p.add_argument("--latency", action="store_true",
+                   help="digits-gru nsga2: add measured latency as a third objective")
+    p.add_argument("--fitness", choices=("trainval", "val"), default="trainval",
+                   help="digits-gru: split whose accuracy NSGA-II maximizes (test is never used)")
+    p.add_argument("--latency-cache", default=None, help="JSON cache for the latency table")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    import torch
+
+    from .front import write_front
+    from .runs import run_gru_nsga, run_mlp_hgq, run_mlp_nsga, summarize
+
+    torch.set_num_threads(1)  # tiny tensors: threads only add overhead on a shared machine
+    show = not args.quiet
+    t0 = time.time()
+    if args.task == "digits-gru" and args.method == "nsga2":
+        doc = run_gru_nsga(args.budget, args.seed, latency=args.latency, show=show,
+                           latency_cache=args.latency_cache, fitness=args.fitness)
+    elif args.task == "digits-gru":
+        print("search: --method hgq is implemented for --task mlp only (QuantGRU is searched by "
+              "NSGA-II; its lookup tables have no useful gradient)")
+        return 2
+    elif args.method == "hgq":
+        doc = run_mlp_hgq(args.budget, args.seed, groups=args.groups, cost=args.cost, show=show,
+                          latency_cache=args.latency_cache, data_name=args.data,
+                          beta=tuple(args.beta))
+    else:
+        doc = run_mlp_nsga(args.budget, args.seed, groups=args.groups, show=show,
+                           data_name=args.data)
+    doc["seconds"] = round(time.time() - t0, 1)
+    doc["summary"] = summarize(doc)
+    jpath, ppath = write_front(doc, args.out)
+    s = doc["summary"]
+    print(f"wrote {jpath} and {ppath} ({len(doc['points'])} points, {doc['seconds']} s)")
+    print(f"uniform-8: accuracy {s['uniform8_accuracy']:.4f}, size {s['uniform8_size_bits']} bits")
+    for tag, label in (("best", "test"), ("search_best", "the search split")):
+        b = s.get(tag)
+        if b is None:
+            print(f"no mixed point within 1 point of uniform-8 on the {label} split")
+            continue
+        print(f"smallest point within 1 point of uniform-8 (chosen on {label}): "
+              f"{b['size_ratio']:.3f}x size, test accuracy {b['accuracy']:.4f} "
+              f"(search split {b['search_accuracy']:.4f}), deployed {b['deployed_accuracy']:.4f}")
+        print("  config: " + json.dumps(b["config"]))
+    print(f"largest |accuracy - deployed_accuracy|: {s['max_deployed_gap']:.4f}")
+    return 0

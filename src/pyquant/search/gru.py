@@ -1,0 +1,275 @@
+"""QuantGRU: an integer-only GRU layer with one bit width per operator (17 widths).
+
+PyTorch nn.GRU semantics (gate order r, z, n; reset applied after the recurrent matmul):
+    r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
+    z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+    h' = (1 - z) * n + z * h
+Operators and what their width means:
+    w_ir w_iz w_in w_hr w_hz w_hn   weight codes of the six matmuls (per-row symmetric scales)
+    add_r add_z add_n               gate pre-activation (the sum, also the LUT input width)
+    sig_r sig_z tanh_n              lookup-table outputs (sigmoid unsigned in [0, 1], tanh signed)
+    mul_rn                          r * (W_hn h + b_hn)
+    one_minus_z                     1 - z (unsigned)
+    mul_zn mul_zh                   (1 - z) * n and z * h
+    add_h                           the new state h (also the recurrent GEMV's activation width)
+Every tensor is integer codes with a fixed scale; rescaling between scales is an integer
+multiply + rounding shift (M / 2^S), so the whole recurrence is exact integer arithmetic. The input
+x is quantized to 8 bits (the kernels take 8-bit activations). The input projection for all time
+steps is one GEMM on pyquant's kernels; each step runs the recurrent GEMM [batch, H] x [3H, H].
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .deploy import grouped_gemm
+
+GRU_OPS = ("w_ir", "w_iz", "w_in", "w_hr", "w_hz", "w_hn", "add_r", "add_z", "add_n",
+           "sig_r", "sig_z", "tanh_n", "mul_rn", "one_minus_z", "mul_zn", "mul_zh", "add_h")
+MATMUL_OPS = GRU_OPS[:6]
+X_BITS = 8          # input activations (the kernels' A8)
+PRE_CAP = 8.0       # pre-activation ranges are capped: sigmoid/tanh are saturated beyond +-8
+BIAS_BITS = 32
+SHIFT = 36          # requantization: t * M >> SHIFT; |t * ratio| is an output code, so
+                    # |t * M| ~ |code| * 2^36 stays far inside int64 and M keeps >= 20 bits
+
+
+def qmax_signed(b: int) -> int:
+    return (1 << (b - 1)) - 1
+
+
+def qmax_unsigned(b: int) -> int:
+    return (1 << b) - 1
+
+
+def make_mult(*ratios):
+    """Integer multipliers M_j = round(ratio_j * 2^SHIFT) and the shift."""
+    for r in ratios:
+        if float(np.max(np.abs(r))) >= 2.0**16:
+            raise ValueError("requantization ratio too large (degenerate calibration range?)")
+    return [torch.as_tensor(np.round(np.asarray(r, np.float64) * 2.0**SHIFT)).to(torch.int64)
+            for r in ratios], SHIFT
+
+
+def requant(t: torch.Tensor, shift: int, lo: int, hi: int) -> torch.Tensor:
+    """clamp(round_half_up(t / 2^shift), lo, hi) on int64."""
+    return torch.clamp((t + (1 << (shift - 1))) >> shift, lo, hi)
+
+
+def normalize_widths(widths) -> dict:
+    if isinstance(widths, int):
+        widths = {op: widths for op in GRU_OPS}
+    widths = dict(widths)
+    missing = [op for op in GRU_OPS if op not in widths]
+    extra = [op for op in widths if op not in GRU_OPS]
+    if missing or extra:
+        raise ValueError(f"widths: missing {missing}, unknown {extra}")
+    for op, b in widths.items():
+        if not isinstance(b, (int, np.integer)) or not 2 <= int(b) <= 8:
+            raise ValueError(f"widths[{op!r}]: expected an int in 2..8, got {b!r}")
+        if op in MATMUL_OPS and int(b) not in (2, 4, 8):
+            raise ValueError(f"widths[{op!r}]: matmul widths must be 2, 4 or 8 (the kernels), got {b}")
+    return {op: int(widths[op]) for op in GRU_OPS}
+
+
+def gru_size_bits(input_size: int, hidden: int, widths) -> int:
+    """Model size: weights at their widths, the three lookup tables (2^b_in entries of b_out bits),
+    int32 biases."""
+    w = normalize_widths(widths)
+    h, i = hidden, input_size
+    size = h * i * (w["w_ir"] + w["w_iz"] + w["w_in"]) + h * h * (w["w_hr"] + w["w_hz"] + w["w_hn"])
+    for a, s in (("add_r", "sig_r"), ("add_z", "sig_z"), ("add_n", "tanh_n")):
+        size += (1 << w[a]) * w[s]
+    return size + BIAS_BITS * 6 * h
+
+
+@torch.no_grad()
+def calibrate(gru: nn.GRU, x: torch.Tensor) -> dict:
+    """Float ranges (absmax) of the input and of the intermediate tensors with data-dependent range."""
+    if not gru.batch_first:
+        x = x.transpose(0, 1)
+    hsz = gru.hidden_size
+    wi, wh = gru.weight_ih_l0, gru.weight_hh_l0
+    bi, bh = gru.bias_ih_l0, gru.bias_hh_l0
+    gi = x @ wi.T + bi  # [B, T, 3H]
+    h = torch.zeros(x.shape[0], hsz)
+    r_max = {"x": x.abs().max().item(), "add_r": 0.0, "add_z": 0.0, "add_n": 0.0, "mul_rn": 0.0}
+    for t in range(x.shape[1]):
+        gh = h @ wh.T + bh
+        pr = gi[:, t, :hsz] + gh[:, :hsz]
+        pz = gi[:, t, hsz:2 * hsz] + gh[:, hsz:2 * hsz]
+        r, z = torch.sigmoid(pr), torch.sigmoid(pz)
+        rn = r * gh[:, 2 * hsz:]
+        pn = gi[:, t, 2 * hsz:] + rn
+        n = torch.tanh(pn)
+        h = (1 - z) * n + z * h
+        for k, v in (("add_r", pr), ("add_z", pz), ("add_n", pn), ("mul_rn", rn)):
+            r_max[k] = max(r_max[k], v.abs().max().item())
+    return r_max
+
+
+def _weight_codes(w: torch.Tensor, bits: int):
+    """Per-row symmetric codes in [-(2^(b-1)-1), 2^(b-1)-1] and their scales (float64)."""
+    w = w.detach().double()
+    q = qmax_signed(bits)
+    scale = (w.abs().amax(1) / q).clamp_min(1e-12)
+    codes = torch.clamp(torch.round(w / scale[:, None]), -q, q).to(torch.int8)
+    return codes, scale
+
+
+class QuantGRU(nn.Module):
+    """Integer-only single-layer GRU; see the module docstring. Build with `from_gru`."""
+
+    def __init__(self, input_size: int, hidden_size: int, batch_first: bool = False):
+        super().__init__()
+        self.input_size, self.hidden_size, self.batch_first = input_size, hidden_size, batch_first
+        self.backend = "kernels"  # or "torch": the same integer maths with torch matmuls
+
+    @classmethod
+    @torch.no_grad()
+    def from_gru(cls, gru: nn.GRU, widths, calib: torch.Tensor | None = None,
+                 ranges: dict | None = None) -> "QuantGRU":
+        """widths: int (uniform) or {op: bits} for the 17 GRU_OPS. calib: inputs shaped like the
+        GRU's (sets the input and pre-activation ranges); or pass `ranges` from `calibrate`."""
+        if gru.num_layers != 1 or gru.bidirectional or not gru.bias:
+            raise ValueError("gru: only single-layer, unidirectional nn.GRU with bias is supported")
+        w = normalize_widths(widths)
+        if ranges is None:
+            ranges = calibrate(gru, calib) if calib is not None else {
+                "x": 1.0, "add_r": PRE_CAP, "add_z": PRE_CAP, "add_n": PRE_CAP, "mul_rn": PRE_CAP}
+        m = cls(gru.input_size, gru.hidden_size, gru.batch_first)
+        m.widths, m.ranges = w, dict(ranges)
+        H = gru.hidden_size
+        sl = {g: slice(j * H, (j + 1) * H) for j, g in enumerate("rzn")}
+
+        # weights (per gate width) and int32 biases in accumulator units
+        s_x = ranges["x"] / qmax_signed(X_BITS)
+        q_h = qmax_signed(w["add_h"])
+        s_h = 1.0 / q_h
+        wi_codes, wh_codes, si, sh = [], [], [], []
+        for g in "rzn":
+            c, s = _weight_codes(gru.weight_ih_l0[sl[g]], w["w_i" + g])
+            wi_codes.append(c), si.append(s)
+            c, s = _weight_codes(gru.weight_hh_l0[sl[g]], w["w_h" + g])
+            wh_codes.append(c), sh.append(s)
+        si, sh = torch.cat(si), torch.cat(sh)
+        m.w_ih = torch.cat(wi_codes).numpy()
+        m.w_hh = torch.cat(wh_codes).numpy()
+        m.row_bits_ih = np.repeat([w["w_ir"], w["w_iz"], w["w_in"]], H)
+        m.row_bits_hh = np.repeat([w["w_hr"], w["w_hz"], w["w_hn"]], H)
+        acc_i = s_x * si   # float scale of one unit of the input-projection accumulator, per row
+        acc_h = s_h * sh
+        m.b_ih = torch.round(gru.bias_ih_l0.double() / acc_i).to(torch.int64)
+        m.b_hh = torch.round(gru.bias_hh_l0.double() / acc_h).to(torch.int64)
+
+        # gate pre-activations r, z: one rounding of the two accumulators' sum
+        m.q_pre, s_pre = {}, {}
+        for g, op in (("r", "add_r"), ("z", "add_z"), ("n", "add_n")):
+            m.q_pre[g] = qmax_signed(w[op])
+            s_pre[g] = max(min(ranges[op], PRE_CAP), 1e-6) / m.q_pre[g]
+        m.mult = {}
+        for g in "rz":
+            m.mult["pre_" + g] = make_mult((acc_i[sl[g]] / s_pre[g]).numpy(),
+                                           (acc_h[sl[g]] / s_pre[g]).numpy())
+        # lookup tables: index = code + q_pre
+        m.L_r, m.L_z = qmax_unsigned(w["sig_r"]), qmax_unsigned(w["sig_z"])
+        m.q_n = qmax_signed(w["tanh_n"])
+        m.lut = {}
+        for g, fn, scale in (("r", torch.sigmoid, m.L_r), ("z", torch.sigmoid, m.L_z),
+                             ("n", torch.tanh, m.q_n)):
+            codes = torch.arange(-m.q_pre[g], m.q_pre[g] + 1, dtype=torch.float64)
+            m.lut[g] = torch.round(fn(codes * s_pre[g]) * scale).to(torch.int64)
+        # r * (W_hn h + b_hn): r code (scale 1/L_r) times accumulator (scale acc_h)
+        m.q_rn = qmax_signed(w["mul_rn"])
+        s_rn = max(ranges["mul_rn"], 1e-6) / m.q_rn
+        m.mult["rn"] = make_mult((acc_h[sl["n"]] / m.L_r / s_rn).numpy())
+        m.mult["pre_n"] = make_mult((acc_i[sl["n"]] / s_pre["n"]).numpy(),
+                                    np.full(H, s_rn / s_pre["n"]))
+        # 1 - z, (1 - z) * n, z * h, final add (all ranges known: [0, 1] or [-1, 1])
+        m.L_omz = qmax_unsigned(w["one_minus_z"])
+        m.mult["omz"] = make_mult(np.float64(m.L_omz / m.L_z))
+        m.q_zn, m.q_zh, m.q_h = qmax_signed(w["mul_zn"]), qmax_signed(w["mul_zh"]), q_h
+        m.mult["zn"] = make_mult(np.float64(m.q_zn / (m.L_omz * m.q_n)))
+        m.mult["zh"] = make_mult(np.float64(m.q_zh / (m.L_z * q_h)))
+        m.mult["h"] = make_mult(np.float64(q_h / m.q_zn), np.float64(q_h / m.q_zh))
+        m.s_x, m.s_h = s_x, s_h
+        return m
+
+    # -- integer pieces ------------------------------------------------------------------------
+    def _gemm(self, a: np.ndarray, w: np.ndarray, row_bits: np.ndarray) -> torch.Tensor:
+        if self.backend == "kernels":
+            return torch.from_numpy(grouped_gemm(a, w, row_bits)).to(torch.int64)
+        # exact: |sums| << 2^53
+        return (torch.from_numpy(a).double() @ torch.from_numpy(w).double().T).to(torch.int64)
+
+    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        q = qmax_signed(X_BITS)
+        return torch.clamp(torch.round(x.double() / self.s_x), -q, q).to(torch.int8)
+
+    def step(self, gi: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """One time step on codes: gi int64 [B, 3H] (input projection + bias), h int64 [B, H]."""
+        H = self.hidden_size
+        gh = self._gemm(h.to(torch.int8).numpy(), self.w_hh, self.row_bits_hh) + self.b_hh
+        mm = self.mult
+        pre = {}
+        for j, g in enumerate("rz"):
+            (mi, mh), s = mm["pre_" + g]
+            t = gi[:, j * H:(j + 1) * H] * mi + gh[:, j * H:(j + 1) * H] * mh
+            pre[g] = requant(t, s, -self.q_pre[g], self.q_pre[g])
+        r = self.lut["r"][pre["r"] + self.q_pre["r"]]
+        z = self.lut["z"][pre["z"] + self.q_pre["z"]]
+        (m_rn,), s = mm["rn"]
+        rn = requant(r * gh[:, 2 * H:] * m_rn, s, -self.q_rn, self.q_rn)
+        (mi, mr), s = mm["pre_n"]
+        pn = requant(gi[:, 2 * H:] * mi + rn * mr, s, -self.q_pre["n"], self.q_pre["n"])
+        n = self.lut["n"][pn + self.q_pre["n"]]
+        (m1,), s = mm["omz"]
+        omz = requant((self.L_z - z) * m1, s, 0, self.L_omz)
+        (m1,), s = mm["zn"]
+        zn = requant(omz * n * m1, s, -self.q_zn, self.q_zn)
+        (m1,), s = mm["zh"]
+        zh = requant(z * h * m1, s, -self.q_zh, self.q_zh)
+        (m1, m2), s = mm["h"]
+        return requant(zn * m1 + zh * m2, s, -self.q_h, self.q_h)
+
+    def forward_codes(self, x: torch.Tensor, h0: torch.Tensor | None = None):
+        """x float [B, T, I] (batch-first here). Returns the state codes int64 [B, T, H]."""
+        B, T, _ = x.shape
+        xq = self.quantize_input(x).reshape(B * T, -1).numpy()
+        gi = (self._gemm(xq, self.w_ih, self.row_bits_ih) + self.b_ih).reshape(B, T, -1)
+        if h0 is None:
+            h = torch.zeros(B, self.hidden_size, dtype=torch.int64)
+        else:
+            h = torch.clamp(torch.round(h0.double() * self.q_h), -self.q_h, self.q_h).to(torch.int64)
+        out = torch.empty(B, T, self.hidden_size, dtype=torch.int64)
+        for t in range(T):
+            h = self.step(gi[:, t], h)
+            out[:, t] = h
+        return out
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None):
+        """Same call and shapes as nn.GRU: (output, h_n), h_n [1, B, H]; floats = codes / q_h."""
+        unbatched = x.dim() == 2
+        if unbatched:
+            x = x.unsqueeze(0 if self.batch_first else 1)
+            h0 = None if h0 is None else h0.unsqueeze(1)
+        if not self.batch_first:
+            x = x.transpose(0, 1)
+        codes = self.forward_codes(x, None if h0 is None else h0[0])
+        out = (codes.double() * self.s_h).float()
+        h_n = out[:, -1].unsqueeze(0)
+        if not self.batch_first:
+            out = out.transpose(0, 1)
+        if unbatched:
+            out, h_n = out.squeeze(0 if self.batch_first else 1), h_n.squeeze(1)
+        return out.contiguous(), h_n
+
+    def size_bits(self) -> int:
+        return gru_size_bits(self.input_size, self.hidden_size, self.widths)
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, batch_first={self.batch_first}, "
+                f"widths={getattr(self, 'widths', None)}")

@@ -1,0 +1,171 @@
+"""SPARQ: sparsity-aware activation trimming (algorithms.md section 5) and its fused int8 GEMM.
+
+- ``sparq_quantize(a, *, bits=4, options=5, rounding="round", pairs=True)``: uint8 in, uint8 out.
+- ``sparq_gemm(a, w, ...)``: exactly ``sparq_quantize(a) @ w.T`` in int32 (trimming fused with the
+  int8 micro-kernel, one block of rows at a time).
+- ``sparq_encode`` / ``sparq_decode``: the compact activation format (n-bit windows plus
+  placement bits, packed), see ``sparq_encode``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _arrays, _C
+from ._kernels import register_kernels
+from ._threads import get_num_threads
+from .int8 import check_k, check_weight_int8
+from .packed import OP_IDS, PackedWeight, register_prepack, resolve_weight
+
+# Allowed shifts S per (bits, options), algorithms.md section 5.
+SHIFTS = {
+    (4, 5): (0, 1, 2, 3, 4),
+    (4, 3): (0, 2, 4),
+    (4, 2): (0, 4),
+    (3, 6): (0, 1, 2, 3, 4, 5),
+    (2, 7): (0, 1, 2, 3, 4, 5, 6),
+}
+_FULL = {4: 5, 3: 6, 2: 7}
+
+register_kernels("sparq_gemm", {
+    "avx512": "256-entry vpermi2b (VBMI) trim LUTs, zero-partner select by mask; 6x64 vpdpbusd tile",
+    "avx2": "nibble-vpshufb leading one + 16-entry window tables; 4x8 vpmaddwd tile",
+    "neon": "tbl leading one + window tables; 4x16 sdot tile (not run on this build host)",
+    "scalar": "arithmetic reference trim; portable panel loops",
+})
+
+
+def check_config(bits, options, rounding, pairs) -> tuple[int, int, bool, bool]:
+    """(bits, options, round, pairs) validated; ValueError/TypeError naming the argument."""
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)):
+        raise TypeError(f"bits: expected an int (4, 3 or 2), got {type(bits).__name__}")
+    bits = int(bits)
+    if bits not in _FULL:
+        raise ValueError(f"bits: expected 4, 3 or 2, got {bits}")
+    if options is None:
+        options = _FULL[bits]
+    if isinstance(options, bool) or not isinstance(options, (int, np.integer)):
+        raise TypeError(f"options: expected an int or None, got {type(options).__name__}")
+    options = int(options)
+    if (bits, options) not in SHIFTS:
+        allowed = "5, 3 or 2" if bits == 4 else f"{_FULL[bits]} (or None)"
+        raise ValueError(f"options: bits={bits} allows {allowed} placements, got {options}")
+    if rounding not in ("round", "trunc"):
+        raise ValueError(f"rounding: expected 'round' or 'trunc', got {rounding!r}")
+    if not isinstance(pairs, (bool, np.bool_)):
+        raise TypeError(f"pairs: expected a bool, got {type(pairs).__name__}")
+    return bits, options, rounding == "round", bool(pairs)
+
+
+def _check_activations(a, name: str = "a", ndim: int | None = None) -> tuple[np.ndarray, bool]:
+    was_torch = _arrays.is_torch(a)
+    an = _arrays.to_numpy(a, name)
+    _arrays.require_int_dtype(an, name, (np.uint8,))
+    if ndim is not None:
+        _arrays.require_ndim(an, ndim, name, "[M, K]")
+    elif an.ndim < 1:
+        raise ValueError(f"{name}: expected at least 1 dimension [..., K], got a scalar")
+    return np.ascontiguousarray(an), was_torch
+
+
+def sparq_quantize(a, *, bits=4, options=5, rounding="round", pairs=True):
+    """SPARQ-trimmed activations: uint8 ``[..., K]`` in, uint8 of the same shape out.
+
+    ``bits=4`` takes ``options`` in {5, 3, 2}; ``bits=3`` (6 placements) and ``bits=2``
+    (7 placements) take ``options=None`` or the full count. ``rounding`` is ``"round"``
+    (half-to-even on the window LSB, saturating on carry-out) or ``"trunc"``. ``pairs=True`` is
+    vSPARQ along the last axis (pairs ``(k, k+1)``, k even); ``pairs=False`` is bSPARQ alone.
+    """
+    cfg = check_config(bits, options, rounding, pairs)
+    an, was_torch = _check_activations(a)
+    shape = an.shape
+    flat = an.reshape(-1, shape[-1]) if shape[-1] > 0 else an.reshape(0, 0)
+    out = _C.sparq_quantize(flat, *cfg, get_num_threads())
+    return _arrays.like(out.reshape(shape), was_torch)
+
+
+def _params(bits, options, rounding, pairs) -> dict:
+    b, o, r, p = check_config(bits, options, rounding, pairs)
+    return {"bits": b, "options": o, "rounding": "round" if r else "trunc", "pairs": p}
+
+
+@register_prepack("sparq_gemm")
+def _prepack_sparq(w, *, bits=4, options=5, rounding="round", pairs=True) -> PackedWeight:
+    params = _params(bits, options, rounding, pairs)
+    wn = check_weight_int8(w)
+    buf = _C.sparq_prepack(wn, params["bits"], params["options"], params["rounding"] == "round",
+                           params["pairs"])
+    return PackedWeight(buf, "sparq_gemm", params)
+
+
+def sparq_gemm(a, w, *, bits=4, options=5, rounding="round", pairs=True):
+    """``sparq_quantize(a, ...) @ w.T`` exactly in int32.
+
+    a: uint8 ``[M, K]``; w: int8 ``[N, K]`` or a PackedWeight from ``prepack(w, "sparq_gemm",
+    bits=..., options=..., rounding=..., pairs=...)`` with the same arguments.
+    """
+    params = _params(bits, options, rounding, pairs)
+    an, was_torch = _check_activations(a, ndim=2)
+    pw = resolve_weight(w, "sparq_gemm", params)
+    check_k(an, pw)
+    c = _C.sparq_gemm(an, pw.buffer, params["bits"], params["options"],
+                      params["rounding"] == "round", params["pairs"], get_num_threads())
+    return _arrays.like(c, was_torch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Compact encoding.
+#
+# bSPARQ (pairs=False): each activation is one code of n + pb bits, pb = ceil(log2 |S|):
+#   code = window | placement << n, value = window << S[placement].
+# vSPARQ (pairs=True): each pair (k, k+1) is one code of B bits. Both members use the bSPARQ
+#   code (slot 0 in the low n+pb bits, slot 1 above). A pair where exactly one member j is
+#   nonzero (so it kept a 2n-bit window with placements S2 = {0..8-2n}) is marked by an escape:
+#   - if S leaves a placement code unused (5opt, 3opt, bits 3, bits 2): slot j's placement field
+#     is all ones and the payload P = window2 | placement2 << 2n fills the remaining bits (low n
+#     bits of P in slot j's window field, P >> n in the other slot). B = 2 (n + pb).
+#   - 2opt uses both placement codes: one extra flag bit (bit 2(n+pb)); then bit 0 is j and
+#     bits 1.. hold P. B = 2 (n + pb) + 1.
+#   An odd last element pairs with an implicit zero (ceil(K/2) codes); a pair of zeros is two
+#   zero bSPARQ codes.
+# Codes are packed LSB-first along each row: a row of K activations takes
+# ceil(codes * B / 8) bytes; rows stay independently addressable. Implementation:
+# csrc/sparq/sparq_codec.cc; an independent numpy version is the test oracle
+# (tests/reference_sparq.py).
+# ---------------------------------------------------------------------------------------------
+
+
+def sparq_encode(a, *, bits=4, options=5, rounding="round", pairs=True):
+    """Compact SPARQ activations: ``(payload, meta)``.
+
+    ``payload`` is uint8 ``[..., row_bytes]`` (one independently addressable row per leading
+    index); ``meta`` is a dict with the config, the shape, ``code_bits`` and
+    ``bytes_per_activation``. ``sparq_decode(payload, meta)`` returns exactly
+    ``sparq_quantize(a, ...)``.
+    """
+    b, o, r, p = check_config(bits, options, rounding, pairs)
+    an, was_torch = _check_activations(a)
+    shape = an.shape
+    k = shape[-1]
+    flat = an.reshape(-1, k) if k > 0 else an.reshape(0, 0)
+    payload = _C.sparq_encode(flat, b, o, r, p, get_num_threads())
+    width = _C.sparq_code_bits(b, o, p)
+    meta = {
+        "shape": tuple(shape), "bits": b, "options": o, "rounding": rounding, "pairs": p,
+        "code_bits": width, "bytes_per_activation": width / (16 if p else 8),
+    }
+    return _arrays.like(payload.reshape(shape[:-1] + (payload.shape[-1],)), was_torch), meta
+
+
+def sparq_decode(payload, meta: dict):
+    """The uint8 activations a ``sparq_encode`` payload holds (exact)."""
+    b, o, _, p = check_config(meta["bits"], meta["options"], meta["rounding"], meta["pairs"])
+    shape = tuple(int(d) for d in meta["shape"])
+    was_torch = _arrays.is_torch(payload)
+    pn = _arrays.to_numpy(payload, "payload")
+    _arrays.require_int_dtype(pn, "payload", (np.uint8,))
+    if len(shape) < 1 or pn.shape[:-1] != shape[:-1]:
+        raise ValueError(f"payload: shape {tuple(pn.shape)} does not match meta shape {shape}")
+    k = shape[-1]
+    flat = np.ascontiguousarray(pn).reshape(int(np.prod(shape[:-1], dtype=np.int64)), pn.shape[-1])
+    out = _C.sparq_decode(flat, k, b, o, p, get_num_threads())
+    return _arrays.like(out.reshape(shape), was_torch)

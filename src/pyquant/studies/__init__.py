@@ -1,0 +1,1 @@
+"""Reproducible studies (accuracy experiments) run with python -m pyquant.studies.<name>."""
