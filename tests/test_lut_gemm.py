@@ -194,3 +194,18 @@ def test_forcing_an_unavailable_kernel_is_an_error(rng):
                 _lut_gemm(a, w, (-8, 0, 0, 7), (16, 0, 0, -8), kernel="vpermb")
     finally:
         _C.set_isa(previous)
+
+
+def test_largest_k_wraps_exactly(isa):
+    # K = 2^24 - 1 (the format's maximum): the biased 8-bit sums reach 240 * K > 2^31 and the
+    # corrections K_pad * pmin < -2^31; the kernels work modulo 2^32 and the true result
+    # (112 * K < 2^31) must come out exactly.
+    k = (1 << 24) - 1
+    al, wl = (-8, 0, 0, 7), (16, 0, 0, -8)
+    a = np.full((1, k), 3, np.uint8)
+    w = np.zeros((2, k), np.uint8)
+    w[1, ::5] = 3
+    pw = pyquant.prepack(w, "lut_gemm", w_levels=wl)
+    expected = lut_ref(a, w, al, wl)
+    for kern in kernels_for(isa, al, wl):
+        np.testing.assert_array_equal(_lut_gemm(a, pw, al, wl, kern), expected, err_msg=kern)

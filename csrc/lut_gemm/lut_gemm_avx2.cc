@@ -89,12 +89,13 @@ void tile(const LutProblem& p, size_t m0, size_t panel, int32_t* acc32) {
       }
       if (LPW == 4) widen_all();
     }
+    uint32_t* acc = reinterpret_cast<uint32_t*>(acc32);  // sums wrap modulo 2^32 (see driver)
     for (int r = 0; r < R; ++r)
       for (int h = 0; h < 2; ++h)
         for (int i = 0; i < 16; ++i) {
           const uint16_t o = odd[r][h][i];
-          acc32[r * 64 + h * 32 + 2 * i] += static_cast<uint16_t>(words[r][h][i] - (o << 8));
-          acc32[r * 64 + h * 32 + 2 * i + 1] += o;
+          acc[r * 64 + h * 32 + 2 * i] += static_cast<uint16_t>(words[r][h][i] - (o << 8));
+          acc[r * 64 + h * 32 + 2 * i + 1] += o;
         }
   }
 }

@@ -96,6 +96,10 @@ inline void offsets_of_block(uint32_t x0, uint32_t x1, uint32_t x2, uint16_t* d)
   }
 }
 
+// The kernels sum in uint32 arithmetic (the biased sums may exceed 2^31 for K near 2^24); the
+// true result fits int32, so everything is exact modulo 2^32.
+int32_t wrap_i32(int64_t v) { return static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint64_t>(v))); }
+
 }  // namespace
 
 void lut_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda, const uint8_t* panels,
@@ -144,7 +148,7 @@ void lut_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda, const uint8_
     });
     prob.a_deep = a_buf.get();
     // sum of (p - pmin) over K_pad positions, minus the pad positions' products
-    prob.corr = static_cast<int32_t>(k_pad) * cb.pmin - npad * p00;
+    prob.corr = wrap_i32(static_cast<int64_t>(k_pad) * cb.pmin - int64_t{npad} * p00);
   } else if (chosen == LutKernel::vpermb) {
     // 64 tables (one per activation triple) x 64 entries (weight triple): biased 3-product sums.
     tables.reset(new Tables);
@@ -168,7 +172,7 @@ void lut_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda, const uint8_
     });
     prob.a_offs = offs_buf.get();
     // sum of (s - 3 pmin) over K_pad/3 lookups, minus the pad positions' products
-    prob.corr = static_cast<int32_t>(k_pad) * cb.pmin - npad * p00;
+    prob.corr = wrap_i32(static_cast<int64_t>(k_pad) * cb.pmin - int64_t{npad} * p00);
   } else {
     prob.corr = 0;
   }
