@@ -34,7 +34,7 @@ CODEBOOKS = [
 ]
 # every kernel that can run a codebook on a path
 KERNELS_BY_ISA = {"scalar": ("scalar",), "avx2": ("scalar", "deepgemm"),
-                  "avx512": ("scalar", "deepgemm", "vpermb"), "neon": ("scalar",)}
+                  "avx512": ("scalar", "deepgemm", "vpermb"), "neon": ("scalar", "deepgemm")}
 
 # M over 1..MR (4 or 6) and beyond, N tails around the 64-column panel (and the 2-panel vpermb
 # step), K below/at/above the 12-code block and the int16 widening blocks.
@@ -114,7 +114,7 @@ def test_dispatcher_picks_fastest_exact_kernel():
             chosen = lut_kernel((0, 1, 2, 3), (-2, -1, 0, 1))
             extreme = lut_kernel((-8, 0, 0, 7), (16, 0, 0, -8))
             expected = {"avx512": ("vpermb", "deepgemm"), "avx2": ("deepgemm", "deepgemm"),
-                        "neon": ("scalar", "scalar"), "scalar": ("scalar", "scalar")}[isa]
+                        "neon": ("deepgemm", "deepgemm"), "scalar": ("scalar", "scalar")}[isa]
             assert (chosen, extreme) == expected
     finally:
         _C.set_isa(previous)

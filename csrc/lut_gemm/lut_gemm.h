@@ -73,6 +73,9 @@ void lut_prepare_deep_avx512(const uint8_t* a, size_t lda, size_t k, size_t k_pa
 void lut_prepare_vpermb_avx512(const uint8_t* a, size_t lda, size_t k, size_t k_pad,
                                uint16_t* out, size_t m0, size_t m1);
 #endif
+#if defined(PQ_HAVE_NEON)
+void lut_deepgemm_neon(const LutProblem& p, size_t m0, size_t m1, size_t panel);
+#endif
 
 // Rows per task for each kernel (the driver splits M in multiples of it).
 struct LutKernelInfo {

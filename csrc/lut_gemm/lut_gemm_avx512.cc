@@ -64,8 +64,8 @@ template <int R, int LPW>
 void deep_tile(const LutProblem& p, size_t m0, size_t panel, int32_t* acc32) {
   const size_t groups = p.k_pad / 4;
   const uint8_t* wp = p.panels + panel * groups * kLutPanelCols;
-  const __m512i tp = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(p.tab_p)));
-  const __m512i tq = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(p.tab_q)));
+  const __m512i tp = _mm512_maskz_broadcast_i32x4(0xFFFF, _mm_load_si128(reinterpret_cast<const __m128i*>(p.tab_p)));
+  const __m512i tq = _mm512_maskz_broadcast_i32x4(0xFFFF, _mm_load_si128(reinterpret_cast<const __m128i*>(p.tab_q)));
   const __m512i m0c = _mm512_set1_epi8(0x0C), m03 = _mm512_set1_epi8(0x03);
   const size_t gpw = LPW == 4 ? static_cast<size_t>(p.cb->u8_products / 4) : 1;
   const size_t block = LPW == 4 ? 256 * gpw : (LPW == 2 ? 128 : 64);
@@ -310,8 +310,8 @@ void lut_prepare_deep_avx512(const uint8_t* a, size_t lda, size_t k, size_t k_pa
     for (size_t i = 0; i < k_pad; i += 16) {
       const size_t n = k > i ? (k - i < 16 ? k - i : 16) : 0;
       const __m128i c = _mm_maskz_loadu_epi8(static_cast<__mmask16>((1u << n) - 1), src + i);
-      // lane L of the zmm gets codes 4L..4L+3: broadcast, then replicate each byte 4 times
-      const __m512i lanes = _mm512_shuffle_i32x4(_mm512_castsi128_si512(c), _mm512_castsi128_si512(c), 0);
+      // every 128-bit lane gets the 16 codes; lane L then picks codes 4L..4L+3, each 4 times
+      const __m512i lanes = _mm512_maskz_broadcast_i32x4(0xFFFF, c);
       __m512i r = _mm512_shuffle_epi8(lanes, rep);
       r = _mm512_mask_slli_epi32(r, 0xAAAA, r, 2);  // odd k: code at bits 3:2 of each byte
       const size_t w = k_pad - i < 16 ? k_pad - i : 16;

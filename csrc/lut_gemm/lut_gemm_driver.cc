@@ -26,8 +26,8 @@ LutKernelInfo lut_select(Isa isa, LutKernel want, const LutCodebook& cb, LutKern
     // else the DeepGEMM pshufb table; the scalar path only where there is no SIMD.
     if (isa == Isa::avx512 && lut_vpermb_ok(cb))
       k = LutKernel::vpermb;
-    else if (isa == Isa::avx512 || isa == Isa::avx2)
-      k = LutKernel::deepgemm;  // (no NEON tbl kernel yet: NEON runs the scalar path)
+    else if (isa == Isa::avx512 || isa == Isa::avx2 || isa == Isa::neon)
+      k = LutKernel::deepgemm;
     else
       k = LutKernel::scalar;
   }
@@ -38,6 +38,9 @@ LutKernelInfo lut_select(Isa isa, LutKernel want, const LutCodebook& cb, LutKern
   if (k == LutKernel::deepgemm && isa == Isa::avx512) return {lut_deepgemm_avx512, 6};
   if (k == LutKernel::vpermb && isa == Isa::avx512 && lut_vpermb_ok(cb))
     return {lut_vpermb_avx512, 3, 2};
+#endif
+#if defined(PQ_HAVE_NEON)
+  if (k == LutKernel::deepgemm && isa == Isa::neon) return {lut_deepgemm_neon, 4};
 #endif
   return {nullptr, 0};
 }
