@@ -1,16 +1,18 @@
-// AVX-512 kernels. Both use tile = up to 6 rows x one 64-column panel (one zmm).
+// AVX-512 kernels.
 //
-// deepgemm: the DeepGEMM scheme of lut_gemm_avx2.cc in zmm: per packed group of 4 k and per row,
-//   4 x (vpord with an embedded dword broadcast of the activation, vpshufb, vpaddb) = 256 products.
+// deepgemm: the DeepGEMM scheme of lut_gemm_avx2.cc in zmm, 6 rows x one 64-column panel: per
+//   packed group of 4 k and per row, 4 x (vpord with the broadcast activation dword, vpshufb,
+//   vpaddb) = 256 products into biased uint8 lanes.
 //
 // vpermb ("beyond DeepGEMM"): a 64-entry table indexed by three 2-bit weights. The table only
 //   depends on the activation triple, so all 64 possible tables are one constant 4 KiB set built
 //   per call from the codebook; each lookup is a vpermb with its table as a memory operand and
 //   yields 64 columns x 3 products. Entries are biased to unsigned (s - 3 pmin), summed in uint8
-//   lanes for LutCodebook::u8_lookups lookups, split into even/odd uint16 lanes (vpandd /
-//   vpsrlw), flushed to int32 every 256 widenings. 3 packed groups (12 k) give 4 index vectors:
-//   the low 6 bits of each group byte, and the top 2 bits of the three gathered by shifts and
-//   two vpternlogd selects (shared by all rows of the tile).
+//   lanes for LutCodebook::u8_lookups lookups, widened into uint16 words + odd bytes, flushed
+//   to int32 every 256 widenings. 3 packed groups (12 k) give 4 index vectors: the low 6 bits of
+//   each group byte, and the top 2 bits of the three gathered by shifts and two vpternlogd
+//   selects (shared by all rows of the tile). Tile: 3 rows x 2 panels (a table load serves two
+//   vpermb), or 6 rows x 1 panel for a lone panel.
 #include <immintrin.h>
 
 #include <cstring>

@@ -1,7 +1,6 @@
 // Kernel choice, activation preparation (part of the op's cost) and threading.
 #include <cstring>
 #include <memory>
-#include <vector>
 
 #include "core/macros.h"
 #include "core/thread_pool.h"
