@@ -290,23 +290,21 @@ def test_threads_do_not_change_results():
     assert torch.equal(y1, y2)
 
 
-def test_calibration_static_range(backend):
-    config = pyquant.Int8Config()
+@pytest.mark.parametrize("config,min_sqnr", CONFIGS)
+def test_calibration_static_range(config, min_sqnr, backend):
+    """calibrate() sets act_range = mean of batch min / max; the static path matches its reference."""
+    torch.manual_seed(11)
+    lin = nn.Linear(32, 8)
     with _ctx(config, backend):
-        q = pyquant.nn.QuantLinear.from_linear(nn.Linear(32, 8), config)
+        q = pyquant.nn.QuantLinear.from_linear(lin, config)
     batches = [torch.randn(4, 32) * s for s in (1.0, 2.0)]
     pyquant.calibrate(q, batches)
     lo = torch.stack([b.min() for b in batches]).mean()
     hi = torch.stack([b.max() for b in batches]).mean()
     torch.testing.assert_close(q.act_range, torch.stack([lo, hi]))
-    x = torch.randn(5, 32) * 3  # clipped by the static range
+    x = torch.randn(5, 32) * 3  # partly outside the static range: clipped
     with torch.no_grad():
-        lin = nn.Linear(32, 8)
-        _ = lin
-        codes, sa, zp = asym_u8(x, q.act_range)
-        assert sa.shape == (1, 1)
-        y = q(x)
-    assert y.shape == (5, 8)
+        _assert_matches(q(x), _fq_linear(q, lin, x))
     pyquant.nn.reset_calibration(q)
     assert torch.isnan(q.act_range).all()
 
@@ -432,3 +430,35 @@ def test_gptq_beats_round_to_nearest():
         assert _sqnr(gq(x), lin(x)) > _sqnr(rtn(x), lin(x)) + 0.5
     with pytest.raises(TypeError, match="WeightOnlyConfig"):
         pyquant.nn.gptq_(nn.Sequential(lin), pyquant.Int8Config(), xs)
+
+
+def test_inference_mode_then_normal_mode():
+    """Modules converted / run under inference_mode keep working outside it (and vice versa)."""
+    lin = nn.Linear(24, 6)
+    with torch.inference_mode():
+        q = pyquant.nn.QuantLinear.from_linear(lin, pyquant.Int8Config())
+        y1 = q(torch.randn(5, 24))
+    x = torch.randn(5, 24)
+    with torch.no_grad():
+        y2 = q(x)
+    pyquant.calibrate(q, [x])
+    q.load_state_dict(q.state_dict())
+    with torch.inference_mode():
+        assert torch.equal(q(x), q(x)) and y1.shape == y2.shape
+
+
+def test_weightonly_per_group_fallback(monkeypatch):
+    """Without lowbit_gemm_grouped: one lowbit_gemm per K group, same results (within float)."""
+    if not _backend.available("lowbit_gemm"):
+        pytest.skip("pyquant.lowbit_gemm is not in this build yet")
+    torch.manual_seed(9)
+    lin = nn.Linear(200, 33)  # K not a multiple of the group size: a short last group
+    config = pyquant.WeightOnlyConfig(bits=4, group_size=64)
+    grouped = pyquant.nn.QuantLinear.from_linear(lin, config)
+    monkeypatch.setattr(_backend, "available", lambda op: op != "lowbit_gemm_grouped")
+    sliced = pyquant.nn.QuantLinear.from_linear(lin, config)
+    assert "packed_offsets" in dict(sliced.named_buffers()) and sliced.packed_offsets.numel() == 5
+    x = torch.randn(7, 200)
+    with torch.no_grad():
+        torch.testing.assert_close(sliced(x), grouped(x), rtol=1e-5, atol=1e-5)
+        _assert_matches(sliced(x), _fq_linear(sliced, lin, x))

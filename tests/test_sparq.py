@@ -240,6 +240,38 @@ def test_encoding_sizes():
         assert payload.shape[-1] == int(np.ceil(16 * bpa / 8))
 
 
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (7, 65, 5), (13, 130, 67), (70, 33, 16384)])
+def test_gemm_from_compact_format(isa, rng, threads, m, n, k):
+    a = rng.integers(0, 256, (m, k)).astype(np.uint8)
+    a[rng.random(a.shape) < 0.5] = 0
+    w = rng.integers(-128, 128, (n, k)).astype(np.int8)
+    cfgs = ALL_CFG if k < 1000 else [(4, 5, "round", True), (4, 2, "trunc", True)]
+    for cfg in cfgs:
+        kw = cfg_kwargs(cfg)
+        payload, meta = pyquant.sparq_encode(a, **kw)
+        got = pyquant.sparq_gemm_encoded(payload, meta, pyquant.prepack(w, "sparq_gemm", **kw))
+        np.testing.assert_array_equal(got, pyquant.sparq_gemm(a, w, **kw))
+        if k < 1000:
+            np.testing.assert_array_equal(got, sparq_gemm_ref(a, w, **kw))
+
+
+def test_gemm_from_compact_format_bad_inputs(rng):
+    a = rng.integers(0, 256, (4, 10)).astype(np.uint8)
+    w = rng.integers(-128, 128, (3, 10)).astype(np.int8)
+    payload, meta = pyquant.sparq_encode(a)
+    with pytest.raises(ValueError, match="payload"):
+        pyquant.sparq_gemm_encoded(payload[:, :-1], meta, w)
+    with pytest.raises(ValueError, match="payload"):
+        pyquant.sparq_gemm_encoded(payload[:3], meta, w)
+    with pytest.raises(ValueError, match="payload: encodes K"):
+        pyquant.sparq_gemm_encoded(payload, meta, w[:, :8])
+    with pytest.raises(ValueError, match="options"):
+        pyquant.sparq_gemm_encoded(payload, meta, pyquant.prepack(w, "sparq_gemm", options=3))
+    p3, m3 = pyquant.sparq_encode(a.reshape(2, 2, 10))
+    with pytest.raises(ValueError, match="meta"):
+        pyquant.sparq_gemm_encoded(p3, m3, w)
+
+
 def test_encoding_torch_and_bad_payload():
     torch = pytest.importorskip("torch")
     a = torch.arange(256, dtype=torch.uint8).reshape(4, 64)

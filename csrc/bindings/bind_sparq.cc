@@ -78,6 +78,39 @@ CArray<int32_t> sparq_gemm(const CArray<uint8_t>& a, const CArray<uint8_t>& pack
   return c;
 }
 
+// payload: [M, encoded row bytes] of activations with K = k columns (the compact format)
+CArray<int32_t> sparq_gemm_encoded(const CArray<uint8_t>& payload, size_t k,
+                                   const CArray<uint8_t>& packed, int bits, int options,
+                                   bool round, bool pairs, int threads) {
+  require_ndim(payload, 2, "payload");
+  const SparqConfig cfg = checked_config(bits, options, round, pairs);
+  const PackedHeader h = checked_header(packed, PackedOp::sparq_gemm);
+  require(h.flags == sparq_flags(cfg),
+          "w: packed for another SPARQ configuration (bits/options/rounding/pairs); prepack it "
+          "with the arguments of this call");
+  require(k == h.k, "payload: encodes K = " + std::to_string(k) + " columns but w has K = " +
+                        std::to_string(h.k));
+  require(static_cast<size_t>(payload.shape(1)) == sparq_encoded_row_bytes(cfg, k),
+          "payload: expected " + std::to_string(sparq_encoded_row_bytes(cfg, k)) +
+              " bytes per row for K = " + std::to_string(k) + ", got " +
+              std::to_string(payload.shape(1)));
+  const size_t m = payload.shape(0), n = h.n;
+  CArray<int32_t> c({m, n});
+  int32_t* out = c.mutable_data();
+  const uint8_t* src = payload.data();
+  const uint8_t* base = packed.data();
+  {
+    py::gil_scoped_release release;
+    if (k == 0)
+      std::fill(out, out + m * n, 0);
+    else
+      sparq_gemm_encoded_run(src, m, k, cfg, reinterpret_cast<const int8_t*>(base + h.data_offset),
+                             reinterpret_cast<const int32_t*>(base + h.aux_offset), n, out,
+                             threads, active_isa());
+  }
+  return c;
+}
+
 // a: [rows, k] -> payload [rows, encoded row bytes]
 CArray<uint8_t> sparq_encode(const CArray<uint8_t>& a, int bits, int options, bool round,
                              bool pairs, int threads) {
@@ -126,6 +159,9 @@ void bind_sparq(py::module_& m) {
         py::arg("round"), py::arg("pairs"));
   m.def("sparq_gemm", &sparq_gemm, py::arg("a"), py::arg("packed"), py::arg("bits"),
         py::arg("options"), py::arg("round"), py::arg("pairs"), py::arg("threads") = 1);
+  m.def("sparq_gemm_encoded", &sparq_gemm_encoded, py::arg("payload"), py::arg("k"),
+        py::arg("packed"), py::arg("bits"), py::arg("options"), py::arg("round"),
+        py::arg("pairs"), py::arg("threads") = 1);
   m.def("sparq_encode", &sparq_encode, py::arg("a"), py::arg("bits"), py::arg("options"),
         py::arg("round"), py::arg("pairs"), py::arg("threads") = 1);
   m.def("sparq_decode", &sparq_decode, py::arg("payload"), py::arg("k"), py::arg("bits"),

@@ -75,6 +75,8 @@ void sparq_encode_run(const uint8_t* a, size_t rows, size_t k, const SparqConfig
                       uint8_t* out, int threads, Isa isa);
 void sparq_decode_run(const uint8_t* payload, size_t rows, size_t k, const SparqConfig& cfg,
                       uint8_t* out, int threads);
+// One encoded row (row_bytes = sparq_encoded_row_bytes) -> k trimmed values.
+void sparq_decode_row(const SparqConfig& cfg, const uint8_t* in, size_t k, uint8_t* out);
 
 // C = sparq(A) @ W.T, A uint8 [m, k], W packed in the int8 panel format (int8_gemm.h). Trims one
 // block of rows at a time into a buffer in the int8 path's activation format, then runs the int8
@@ -82,5 +84,10 @@ void sparq_decode_run(const uint8_t* payload, size_t rows, size_t k, const Sparq
 void sparq_gemm_run(const uint8_t* a, size_t m, size_t k, const SparqConfig& cfg,
                     const int8_t* panels, const int32_t* col_sums, size_t n, int32_t* c,
                     int threads, Isa isa);
+// The same product from the compact format: rows of `payload` (sparq_encoded_row_bytes each)
+// are decoded block by block instead of trimmed; the uint8 activations never exist in full.
+void sparq_gemm_encoded_run(const uint8_t* payload, size_t m, size_t k, const SparqConfig& cfg,
+                            const int8_t* panels, const int32_t* col_sums, size_t n, int32_t* c,
+                            int threads, Isa isa);
 
 }  // namespace pq

@@ -2,7 +2,9 @@
 // windows plus placement bits, one code per activation (bSPARQ) or per pair (vSPARQ), packed
 // LSB-first along each row. Portable code; the hot path (the GEMM) never needs it.
 #include <algorithm>
+#include <cstring>
 #include <memory>
+#include <mutex>
 
 #include "core/thread_pool.h"
 #include "sparq/sparq.h"
@@ -72,81 +74,127 @@ struct BitWriter {
   }
 };
 
-struct BitReader {
-  const uint8_t* in;
-  const uint8_t* end;
-  uint64_t acc = 0;
-  int fill = 0;
-  uint32_t get(int bits) {
-    while (fill < bits) {
-      acc |= static_cast<uint64_t>(in < end ? *in++ : 0) << fill;
-      fill += 8;
-    }
-    const uint32_t v = static_cast<uint32_t>(acc & ((uint64_t{1} << bits) - 1));
-    acc >>= bits;
-    fill -= bits;
-    return v;
+// The code of one trimmed value (bSPARQ) or of one trimmed pair (vSPARQ).
+uint32_t encode_code(const Layout& l, uint32_t x0, uint32_t x1) {
+  if (!l.pairs) return place(x0, l.n, l.shifts, l.n_shifts);
+  const uint32_t esc = (1u << l.pb) - 1, nmask = (1u << l.n) - 1;
+  if ((x0 != 0) != (x1 != 0)) {  // exactly one nonzero: it kept a 2n-bit window
+    const uint32_t j = x1 != 0;
+    const uint32_t p = place(j ? x1 : x0, 2 * l.n, l.wide, l.n_wide);
+    if (!l.escape) return (1u << (2 * l.slot)) | j | (p << 1);
+    const uint32_t mine = (p & nmask) | (esc << l.n), other = p >> l.n;
+    return j == 0 ? mine | (other << l.slot) : other | (mine << l.slot);
   }
-};
+  return place(x0, l.n, l.shifts, l.n_shifts) | (place(x1, l.n, l.shifts, l.n_shifts) << l.slot);
+}
 
-void encode_row(const Layout& l, const uint8_t* t, size_t k, uint8_t* out) {
+int table_index(const SparqConfig& cfg) {  // (bits, options) set x pairs; rounding is irrelevant
+  const int set = cfg.bits == 4 ? (cfg.options == 5 ? 0 : cfg.options == 3 ? 1 : 2)
+                                : (cfg.bits == 3 ? 3 : 4);
+  return set * 2 + (cfg.pairs ? 1 : 0);
+}
+
+// trimmed value (or pair x0 << 8 | x1) -> code, built once per process and config (128 KiB for
+// pairs): encoding is one load per code, no data-dependent branches.
+const uint16_t* encode_table(const SparqConfig& cfg, const Layout& l) {
+  static std::once_flag once[10];
+  static std::unique_ptr<uint16_t[]> tables[10];
+  const int idx = table_index(cfg);
+  std::call_once(once[idx], [&] {
+    const uint32_t count = l.pairs ? 65536 : 256;
+    tables[idx].reset(new uint16_t[count]);
+    for (uint32_t v = 0; v < count; ++v)
+      tables[idx][v] = static_cast<uint16_t>(l.pairs ? encode_code(l, v >> 8, v & 255) : encode_code(l, v, 0));
+  });
+  return tables[idx].get();
+}
+
+void encode_row(const Layout& l, const uint16_t* table, const uint8_t* t, size_t k, uint8_t* out) {
   BitWriter bw{out};
   if (!l.pairs) {
-    for (size_t i = 0; i < k; ++i) bw.put(place(t[i], l.n, l.shifts, l.n_shifts), l.code_bits);
-    bw.flush();
-    return;
-  }
-  const uint32_t esc = (1u << l.pb) - 1, nmask = (1u << l.n) - 1;
-  for (size_t i = 0; i < k; i += 2) {
-    const uint32_t x0 = t[i], x1 = i + 1 < k ? t[i + 1] : 0;
-    uint32_t code;
-    if ((x0 != 0) != (x1 != 0)) {  // exactly one nonzero: it kept a 2n-bit window
-      const uint32_t j = x1 != 0;
-      const uint32_t p = place(j ? x1 : x0, 2 * l.n, l.wide, l.n_wide);
-      if (l.escape) {
-        const uint32_t mine = (p & nmask) | (esc << l.n), other = p >> l.n;
-        code = j == 0 ? mine | (other << l.slot) : other | (mine << l.slot);
-      } else {
-        code = (1u << (2 * l.slot)) | j | (p << 1);
-      }
-    } else {
-      code = place(x0, l.n, l.shifts, l.n_shifts) |
-             (place(x1, l.n, l.shifts, l.n_shifts) << l.slot);
+    for (size_t i = 0; i < k; ++i) bw.put(table[t[i]], l.code_bits);
+  } else {
+    for (size_t i = 0; i < k; i += 2) {
+      const uint32_t x1 = i + 1 < k ? t[i + 1] : 0;  // odd tail: implicit zero partner
+      bw.put(table[(uint32_t{t[i]} << 8) | x1], l.code_bits);
     }
-    bw.put(code, l.code_bits);
   }
   bw.flush();
 }
 
-void decode_row(const Layout& l, const uint8_t* in, size_t bytes, size_t k, uint8_t* out) {
-  BitReader br{in, in + bytes};
-  if (!l.pairs) {
-    for (size_t i = 0; i < k; ++i)
-      out[i] = static_cast<uint8_t>(unplace(br.get(l.code_bits), l.n, l.shifts, l.n_shifts));
-    return;
-  }
+// The value(s) one code stands for: low byte = the first (or only) activation, high byte = the
+// second of a pair.
+uint16_t decode_code(const Layout& l, uint32_t code) {
+  if (!l.pairs) return static_cast<uint16_t>(unplace(code, l.n, l.shifts, l.n_shifts));
   const uint32_t esc = (1u << l.pb) - 1, nmask = (1u << l.n) - 1, smask = (1u << l.slot) - 1;
-  for (size_t i = 0; i < k; i += 2) {
-    const uint32_t code = br.get(l.code_bits);
-    const uint32_t s0 = code & smask, s1 = (code >> l.slot) & smask;
-    uint32_t v0, v1;
-    if (l.escape && (s0 >> l.n) == esc) {
-      v0 = unplace((s0 & nmask) | (s1 << l.n), 2 * l.n, l.wide, l.n_wide);
-      v1 = 0;
-    } else if (l.escape && (s1 >> l.n) == esc) {
-      v0 = 0;
-      v1 = unplace((s1 & nmask) | (s0 << l.n), 2 * l.n, l.wide, l.n_wide);
-    } else if (!l.escape && ((code >> (2 * l.slot)) & 1u)) {
-      const uint32_t p = (code >> 1) & ((1u << (2 * l.n + l.pb2)) - 1);
-      const uint32_t v = unplace(p, 2 * l.n, l.wide, l.n_wide);
-      v0 = (code & 1u) ? 0 : v;
-      v1 = (code & 1u) ? v : 0;
+  const uint32_t s0 = code & smask, s1 = (code >> l.slot) & smask;
+  uint32_t v0, v1;
+  if (l.escape && (s0 >> l.n) == esc) {
+    v0 = unplace((s0 & nmask) | (s1 << l.n), 2 * l.n, l.wide, l.n_wide);
+    v1 = 0;
+  } else if (l.escape && (s1 >> l.n) == esc) {
+    v0 = 0;
+    v1 = unplace((s1 & nmask) | (s0 << l.n), 2 * l.n, l.wide, l.n_wide);
+  } else if (!l.escape && ((code >> (2 * l.slot)) & 1u)) {
+    const uint32_t p = (code >> 1) & ((1u << (2 * l.n + l.pb2)) - 1);
+    const uint32_t v = unplace(p, 2 * l.n, l.wide, l.n_wide);
+    v0 = (code & 1u) ? 0 : v;
+    v1 = (code & 1u) ? v : 0;
+  } else {
+    v0 = unplace(s0, l.n, l.shifts, l.n_shifts);
+    v1 = unplace(s1, l.n, l.shifts, l.n_shifts);
+  }
+  return static_cast<uint16_t>(v0 | (v1 << 8));
+}
+
+// code -> values for every code of a config (at most 2^15 entries, 64 KiB), built once per
+// process and config: decoding is then one bit-field extract and one load per code, with no
+// data-dependent branches (the escape/normal choice is random on real activations).
+const uint16_t* decode_table(const SparqConfig& cfg, const Layout& l) {
+  static std::once_flag once[10];
+  static std::unique_ptr<uint16_t[]> tables[10];
+  const int idx = table_index(cfg);
+  std::call_once(once[idx], [&] {
+    const uint32_t count = 1u << l.code_bits;
+    tables[idx].reset(new uint16_t[count]);
+    for (uint32_t code = 0; code < count; ++code) tables[idx][code] = decode_code(l, code);
+  });
+  return tables[idx].get();
+}
+
+void decode_row(const Layout& l, const uint16_t* table, const uint8_t* in, size_t bytes,
+                size_t k, uint8_t* out) {
+  const size_t codes = l.pairs ? (k + 1) / 2 : k;
+  const uint32_t mask = (1u << l.code_bits) - 1;
+  size_t i = 0;
+  // Fast part: a 4-byte window holds any code (<= 15 bits at a bit offset <= 7).
+  for (; i < codes; ++i) {
+    const size_t bit = i * static_cast<size_t>(l.code_bits);
+    if (bit / 8 + 4 > bytes) break;
+    uint32_t w;
+    std::memcpy(&w, in + bit / 8, 4);
+    const uint16_t v = table[(w >> (bit % 8)) & mask];
+    if (l.pairs) {
+      if (2 * i + 1 < k)
+        std::memcpy(out + 2 * i, &v, 2);  // little-endian (x86-64, aarch64 Linux): low byte first
+      else
+        out[2 * i] = static_cast<uint8_t>(v);
     } else {
-      v0 = unplace(s0, l.n, l.shifts, l.n_shifts);
-      v1 = unplace(s1, l.n, l.shifts, l.n_shifts);
+      out[i] = static_cast<uint8_t>(v);
     }
-    out[i] = static_cast<uint8_t>(v0);
-    if (i + 1 < k) out[i + 1] = static_cast<uint8_t>(v1);
+  }
+  // The last few codes: bytes past the row end read as zero.
+  for (; i < codes; ++i) {
+    const size_t bit = i * static_cast<size_t>(l.code_bits);
+    uint32_t w = 0;
+    for (size_t b = 0; b < 4 && bit / 8 + b < bytes; ++b) w |= uint32_t{in[bit / 8 + b]} << (8 * b);
+    const uint16_t v = table[(w >> (bit % 8)) & mask];
+    if (l.pairs) {
+      out[2 * i] = static_cast<uint8_t>(v);
+      if (2 * i + 1 < k) out[2 * i + 1] = static_cast<uint8_t>(v >> 8);
+    } else {
+      out[i] = static_cast<uint8_t>(v);
+    }
   }
 }
 
@@ -165,6 +213,7 @@ void sparq_encode_run(const uint8_t* a, size_t rows, size_t k, const SparqConfig
   SparqPlan plan;
   sparq_make_plan(cfg, &plan);
   const Layout l = layout(cfg);
+  const uint16_t* table = encode_table(cfg, l);
   const SparqTrimRowFn trim = sparq_kernels(isa).trim_row;
   const size_t row_bytes = sparq_encoded_row_bytes(cfg, k);
   const size_t per_task = std::max<size_t>(1, (size_t{1} << 16) / k);
@@ -173,21 +222,27 @@ void sparq_encode_run(const uint8_t* a, size_t rows, size_t k, const SparqConfig
     std::unique_ptr<uint8_t[]> trimmed(new uint8_t[k]);
     for (size_t r = t * per_task; r < std::min(rows, (t + 1) * per_task); ++r) {
       trim(plan, a + r * k, k, trimmed.get());
-      encode_row(l, trimmed.get(), k, out + r * row_bytes);
+      encode_row(l, table, trimmed.get(), k, out + r * row_bytes);
     }
   });
+}
+
+void sparq_decode_row(const SparqConfig& cfg, const uint8_t* in, size_t k, uint8_t* out) {
+  const Layout l = layout(cfg);
+  decode_row(l, decode_table(cfg, l), in, sparq_encoded_row_bytes(cfg, k), k, out);
 }
 
 void sparq_decode_run(const uint8_t* payload, size_t rows, size_t k, const SparqConfig& cfg,
                       uint8_t* out, int threads) {
   if (rows == 0 || k == 0) return;
   const Layout l = layout(cfg);
+  const uint16_t* table = decode_table(cfg, l);
   const size_t row_bytes = sparq_encoded_row_bytes(cfg, k);
   const size_t per_task = std::max<size_t>(1, (size_t{1} << 16) / k);
   const size_t tasks = (rows + per_task - 1) / per_task;
   parallel_for(tasks, threads, [&](size_t t) {
     for (size_t r = t * per_task; r < std::min(rows, (t + 1) * per_task); ++r)
-      decode_row(l, payload + r * row_bytes, row_bytes, k, out + r * k);
+      decode_row(l, table, payload + r * row_bytes, row_bytes, k, out + r * k);
   });
 }
 

@@ -5,7 +5,9 @@
 // s8 with the +128 bias for NEON), K zero-padded to a multiple of 4, and then the int8
 // micro-kernel runs over every panel for that block, exactly as int8_gemm_run tiles it. The
 // buffer holds at most kBlockBytes (or one micro-tile of rows), never a full copy of a large A.
+// The rows come from a source: trimming uint8 activations, or decoding the compact format.
 #include <algorithm>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -19,16 +21,19 @@ namespace {
 
 constexpr size_t kBlockBytes = size_t{1} << 20;  // trimmed activations per block: ~L2 size
 
-// Trims row `src` into `dst` (k_pad elements of the path's format), zero padding.
-void trim_into(const SparqPlan& plan, SparqTrimRowFn trim, const uint8_t* src, size_t k,
-               size_t k_pad, Int8AFormat fmt, void* dst, uint8_t* scratch) {
+// Produces activation row `row` (k trimmed uint8 values) into `dst`.
+using RowSource = std::function<void(size_t row, uint8_t* dst)>;
+
+// Writes row `row` into `dst` (k_pad elements of the path's format), zero padding.
+void row_into(const RowSource& source, size_t row, size_t k, size_t k_pad, Int8AFormat fmt,
+              void* dst, uint8_t* scratch) {
   if (fmt == Int8AFormat::u8) {
     uint8_t* d = static_cast<uint8_t*>(dst);
-    trim(plan, src, k, d);
+    source(row, d);
     std::fill(d + k, d + k_pad, uint8_t{0});
     return;
   }
-  trim(plan, src, k, scratch);
+  source(row, scratch);
   if (fmt == Int8AFormat::s16) {
     int16_t* d = static_cast<int16_t*>(dst);
     for (size_t i = 0; i < k; ++i) d[i] = scratch[i];
@@ -40,16 +45,10 @@ void trim_into(const SparqPlan& plan, SparqTrimRowFn trim, const uint8_t* src, s
   }
 }
 
-}  // namespace
-
-void sparq_gemm_run(const uint8_t* a, size_t m, size_t k, const SparqConfig& cfg,
-                    const int8_t* panels, const int32_t* col_sums, size_t n, int32_t* c,
-                    int threads, Isa isa) {
+void gemm_rows(const RowSource& source, size_t m, size_t k, const int8_t* panels,
+               const int32_t* col_sums, size_t n, int32_t* c, int threads, Isa isa) {
   if (m == 0 || n == 0) return;
   const Int8GemmKernels& kern = int8_gemm_kernels(isa);
-  const SparqTrimRowFn trim = sparq_kernels(isa).trim_row;
-  SparqPlan plan;
-  sparq_make_plan(cfg, &plan);
 
   const size_t k_pad = round_up(k, kInt8GroupK);
   const size_t n_pad = round_up(n, kInt8PanelCols);
@@ -87,8 +86,7 @@ void sparq_gemm_run(const uint8_t* a, size_t m, size_t k, const SparqConfig& cfg
     parallel_for(chunks, threads, [&](size_t t) {
       uint8_t* scr = scratch_needed ? scratch.get() + t * k : nullptr;
       for (size_t r = rows * t / chunks; r < rows * (t + 1) / chunks; ++r)
-        trim_into(plan, trim, a + (m0 + r) * k, k, k_pad, kern.a_format,
-                  buf.get() + r * row_bytes, scr);
+        row_into(source, m0 + r, k, k_pad, kern.a_format, buf.get() + r * row_bytes, scr);
     });
     // Multiply: tasks over (panel, M range) as in int8_gemm_run.
     prob.c = c + m0 * n;
@@ -103,6 +101,26 @@ void sparq_gemm_run(const uint8_t* a, size_t m, size_t k, const SparqConfig& cfg
       kern.compute(prob, r0, r1, panel, panel + 1);
     });
   }
+}
+
+}  // namespace
+
+void sparq_gemm_run(const uint8_t* a, size_t m, size_t k, const SparqConfig& cfg,
+                    const int8_t* panels, const int32_t* col_sums, size_t n, int32_t* c,
+                    int threads, Isa isa) {
+  SparqPlan plan;
+  sparq_make_plan(cfg, &plan);
+  const SparqTrimRowFn trim = sparq_kernels(isa).trim_row;
+  gemm_rows([&](size_t row, uint8_t* dst) { trim(plan, a + row * k, k, dst); }, m, k, panels,
+            col_sums, n, c, threads, isa);
+}
+
+void sparq_gemm_encoded_run(const uint8_t* payload, size_t m, size_t k, const SparqConfig& cfg,
+                            const int8_t* panels, const int32_t* col_sums, size_t n, int32_t* c,
+                            int threads, Isa isa) {
+  const size_t row_bytes = sparq_encoded_row_bytes(cfg, k);
+  gemm_rows([&](size_t row, uint8_t* dst) { sparq_decode_row(cfg, payload + row * row_bytes, k, dst); },
+            m, k, panels, col_sums, n, c, threads, isa);
 }
 
 }  // namespace pq

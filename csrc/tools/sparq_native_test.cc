@@ -52,6 +52,21 @@ void test_sparq(Isa isa, TestCounter& t) {
     }
     t.check(ok, "short rows " + name(cfg));
   }
+  // Compact format: encode (trim + pack) then decode gives the trimmed values back.
+  for (const SparqConfig& cfg : all_configs()) {
+    SparqPlan plan;
+    sparq_make_plan(cfg, &plan);
+    bool ok = true;
+    for (size_t k : {size_t{1}, size_t{2}, size_t{3}, size_t{31}, size_t{64}, size_t{131072}}) {
+      const uint8_t* a = pairs.data();  // every ordered pair at k = 131072
+      std::vector<uint8_t> payload(2 * sparq_encoded_row_bytes(cfg, k)), back(2 * k), want(k);
+      sparq_encode_run(a, 1, k, cfg, payload.data(), 1, isa);
+      sparq_decode_run(payload.data(), 1, k, cfg, back.data(), 1);
+      sparq_trim_row_scalar(plan, a, k, want.data());
+      ok = ok && std::memcmp(back.data(), want.data(), k) == 0;
+    }
+    t.check(ok, "encode/decode " + name(cfg));
+  }
   // GEMM: several M blocks (K = 16384), odd K, N tails.
   struct Shape { size_t m, n, k; };
   for (Shape s : {Shape{7, 65, 5}, Shape{13, 130, 67}, Shape{70, 33, 16384}}) {
@@ -80,7 +95,15 @@ void test_sparq(Isa isa, TestCounter& t) {
           for (size_t kk = 0; kk < s.k; ++kk) acc += int64_t{q[i * s.k + kk]} * w[j * s.k + kk];
           ok = static_cast<int32_t>(acc) == c[i * s.n + j];
         }
-      t.check(ok, "sparq_gemm " + std::to_string(s.m) + "x" + std::to_string(s.n) + "x" +
+      std::vector<uint8_t> payload(s.m * sparq_encoded_row_bytes(cfg, s.k));
+      sparq_encode_run(a.data(), s.m, s.k, cfg, payload.data(), 2, isa);
+      std::vector<int32_t> c2(s.m * s.n, 54321);
+      sparq_gemm_encoded_run(payload.data(), s.m, s.k, cfg,
+                             reinterpret_cast<const int8_t*>(packed.data() + h.data_offset),
+                             reinterpret_cast<const int32_t*>(packed.data() + h.aux_offset), s.n,
+                             c2.data(), 2, isa);
+      ok = ok && c2 == c;
+      t.check(ok, "sparq_gemm (+ from the compact format) " + std::to_string(s.m) + "x" + std::to_string(s.n) + "x" +
                       std::to_string(s.k) + " " + name(cfg));
     }
   }

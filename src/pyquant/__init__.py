@@ -14,7 +14,7 @@ from .lut import lut_gemm
 from .lowbit import lowbit_gemm, lowbit_gemm_grouped
 from .packed import PackedWeight, prepack
 from .packing import pack, unpack
-from .sparq import sparq_decode, sparq_encode, sparq_gemm, sparq_quantize
+from .sparq import sparq_decode, sparq_encode, sparq_gemm, sparq_gemm_encoded, sparq_quantize
 
 __version__ = "0.1.0"
 
@@ -49,5 +49,5 @@ __all__ = [
     *_NN_NAMES, "cpu_info", "get_num_threads", "set_num_threads", "pack", "unpack", "int8_gemm",
     "lut_gemm", "lowbit_gemm", "lowbit_gemm_grouped",
     "prepack", "PackedWeight", "__version__",
-    "sparq_quantize", "sparq_gemm", "sparq_encode", "sparq_decode",
+    "sparq_quantize", "sparq_gemm", "sparq_encode", "sparq_decode", "sparq_gemm_encoded",
 ]

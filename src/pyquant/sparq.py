@@ -4,7 +4,8 @@
 - ``sparq_gemm(a, w, ...)``: exactly ``sparq_quantize(a) @ w.T`` in int32 (trimming fused with the
   int8 micro-kernel, one block of rows at a time).
 - ``sparq_encode`` / ``sparq_decode``: the compact activation format (n-bit windows plus
-  placement bits, packed), see ``sparq_encode``.
+  placement bits, packed), see ``sparq_encode``; ``sparq_gemm_encoded(payload, meta, w)`` runs the
+  GEMM straight from it (rows decoded block by block).
 """
 from __future__ import annotations
 
@@ -169,3 +170,29 @@ def sparq_decode(payload, meta: dict):
     flat = np.ascontiguousarray(pn).reshape(int(np.prod(shape[:-1], dtype=np.int64)), pn.shape[-1])
     out = _C.sparq_decode(flat, k, b, o, p, get_num_threads())
     return _arrays.like(out.reshape(shape), was_torch)
+
+
+def sparq_gemm_encoded(payload, meta: dict, w):
+    """``sparq_decode(payload, meta) @ w.T`` in int32 without materializing the decoded rows.
+
+    payload/meta: from ``sparq_encode`` of a 2-D ``[M, K]`` activation; w: int8 ``[N, K]`` or a
+    PackedWeight from ``prepack(w, "sparq_gemm", ...)`` with the config in ``meta``.
+    Equals ``sparq_gemm(a, w, ...)`` for the encoded ``a``.
+    """
+    params = _params(meta["bits"], meta["options"], meta["rounding"], meta["pairs"])
+    shape = tuple(int(d) for d in meta["shape"])
+    if len(shape) != 2:
+        raise ValueError(f"meta: expected the encoding of a 2-D [M, K] activation, got shape {shape}")
+    was_torch = _arrays.is_torch(payload)
+    pn = _arrays.to_numpy(payload, "payload")
+    _arrays.require_int_dtype(pn, "payload", (np.uint8,))
+    _arrays.require_ndim(pn, 2, "payload", "[M, row_bytes]")
+    if pn.shape[0] != shape[0]:
+        raise ValueError(f"payload: {pn.shape[0]} rows do not match meta shape {shape}")
+    pw = resolve_weight(w, "sparq_gemm", params)
+    if pw.shape[1] != shape[1]:
+        raise ValueError(f"payload: encodes K = {shape[1]} but w has K = {pw.shape[1]}")
+    c = _C.sparq_gemm_encoded(np.ascontiguousarray(pn), shape[1], pw.buffer, params["bits"],
+                              params["options"], params["rounding"] == "round", params["pairs"],
+                              get_num_threads())
+    return _arrays.like(c, was_torch)

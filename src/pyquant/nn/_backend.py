@@ -61,9 +61,12 @@ def _packed(buf: torch.Tensor, op: str, kw: dict) -> PackedWeight:
 
 # ---------------------------------------------------------------- GEMMs (int32 [M, N])
 def gemm(op: str, a: torch.Tensor, buf: torch.Tensor, n: int, k: int, reference: bool, **kw):
+    """int32 [M, N] (float32 for lowbit_gemm_grouped, whose weight is packed for lowbit_gemm)."""
     if reference:
         return _REF_GEMMS[op](a, buf, n, k, **kw)
     fn = getattr(pyquant, op)
+    if op == "lowbit_gemm_grouped":
+        return fn(a, _packed(buf, "lowbit_gemm", {"bits": kw["bits"]}), **kw)
     return fn(a, _packed(buf, op, kw), **kw)
 
 
@@ -86,6 +89,14 @@ def _ref_lowbit(a, buf, n, k, *, bits):
     return _exact_mm(a, buf.view(torch.int8).reshape(n, k))
 
 
+def _ref_lowbit_grouped(a, buf, n, k, *, bits, group_size, scales):
+    w = buf.view(torch.int8).reshape(n, k)
+    y = torch.zeros(a.shape[0], n, dtype=torch.float64)
+    for g, lo in enumerate(range(0, k, group_size)):
+        y += _exact_mm(a[:, lo:lo + group_size], w[:, lo:lo + group_size]) * scales[:, g].double()
+    return y.float()
+
+
 def _ref_lut(a, buf, n, k, *, a_levels, w_levels):
     al = torch.tensor(a_levels, dtype=torch.float64)
     wl = torch.tensor(w_levels, dtype=torch.float64)
@@ -96,7 +107,8 @@ def _ref_sparq(a, buf, n, k, **kw):
     return _exact_mm(sparq_quantize_ref(a, **kw), buf.view(torch.int8).reshape(n, k))
 
 
-_REF_GEMMS = {"int8_gemm": _ref_int8, "lowbit_gemm": _ref_lowbit, "lut_gemm": _ref_lut,
+_REF_GEMMS = {"int8_gemm": _ref_int8, "lowbit_gemm": _ref_lowbit, "lowbit_gemm_grouped": _ref_lowbit_grouped,
+              "lut_gemm": _ref_lut,
               "sparq_gemm": _ref_sparq}
 
 

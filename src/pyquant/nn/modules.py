@@ -22,13 +22,17 @@ class _QuantModule(nn.Module):
         if not self.reference:
             self.scheme.require()
         self.out_features, self.in_features_k = w2d.shape
-        with torch.no_grad():
+        # normal (non-inference) tensors even when converted under inference_mode, so that
+        # load_state_dict / calibrate can update them later
+        with torch.inference_mode(False), torch.no_grad():
+            if bias is not None:
+                bias = bias.detach().clone()
             bufs = self.scheme.quantize_weight(w2d.detach().float().cpu(), **quant_kw)
-        self._buf_names = tuple(bufs)
-        for name, t in bufs.items():
-            self.register_buffer(name, t.contiguous())
-        self.register_buffer("bias", None if bias is None else bias.detach().float().cpu().clone())
-        self.register_buffer("act_range", torch.full((2,), float("nan")))
+            self._buf_names = tuple(bufs)
+            for name, t in bufs.items():
+                self.register_buffer(name, t.contiguous())
+            self.register_buffer("bias", None if bias is None else bias.float().cpu().clone())
+            self.register_buffer("act_range", torch.full((2,), float("nan")))
         self._observer = None
         self._register_runner()
 

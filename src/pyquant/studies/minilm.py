@@ -137,12 +137,11 @@ def main(argv=None):
     rows.append(("torch quantize_dynamic int8", cos.mean().item(), cos.min().item()))
     timed_models["torch quantize_dynamic int8"] = dyn
 
-    configs = [pyquant.Int8Config(), pyquant.WeightOnlyConfig(bits=4, group_size=64),
-               pyquant.WeightOnlyConfig(bits=4, group_size=32), pyquant.WeightOnlyConfig(bits=2, group_size=32),
-               pyquant.SparqConfig(), pyquant.LUT2Config()]
-    runs = [(c, False) for c in configs]
-    runs[2:2] = [(pyquant.WeightOnlyConfig(bits=4, group_size=64), True)]
-    runs[-2:-2] = [(pyquant.WeightOnlyConfig(bits=2, group_size=32), True)]
+    W = pyquant.WeightOnlyConfig
+    runs = [(pyquant.Int8Config(), False), (W(bits=4, group_size=64), False), (W(bits=4, group_size=64), True),
+            (W(bits=4, group_size=32), False), (W(bits=2, group_size=32), False), (W(bits=2, group_size=32), True),
+            (pyquant.SparqConfig(), False), (pyquant.LUT2Config(), False),
+            (pyquant.LUT2Config(a_scale="minmax"), False)]
     calib = [(base.tokenize(CALIBRATION[i:i + 16]),) for i in range(0, len(CALIBRATION), 16)]
     for config, gptq in runs:
         built = all(_backend.available(op) for op in scheme_for(config).ops)
