@@ -5,7 +5,7 @@ caller), interleaving kernels round by round and keeping each one's fastest roun
 stolen by other processes on the 2-core VM neither counts nor favours any kernel. Prints ms,
 MAC/cycle at the nominal 3.64 GHz and ratios over int8_gemm on the same path.
 
-    python benchmarks/lut_ratios.py [--rounds 7]
+    python benchmarks/lut_ratios.py [--rounds 7] [--levels=-3,-1,1,3:0,1,2,5] [--shapes 256x4096x4096]
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from pyquant.lut import _lut_gemm, lut_kernel
 
 GHZ = 3.64
 SHAPES = [(256, 4096, 4096), (1, 4096, 4096), (3136, 64, 576), (784, 128, 1152)]
-A_LEVELS, W_LEVELS = (0, 1, 2, 3), (-2, -1, 0, 1)
 
 
 def best_time(fn, calls):
@@ -33,13 +32,17 @@ def best_time(fn, calls):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--levels", default="0,1,2,3:-2,-1,0,1", help="a_levels:w_levels")
+    ap.add_argument("--shapes", default=",".join("x".join(map(str, s)) for s in SHAPES))
     args = ap.parse_args()
+    a_lv, w_lv = (tuple(int(x) for x in part.split(",")) for part in args.levels.split(":"))
+    shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
     pyquant.set_num_threads(1)
     rng = np.random.default_rng(0)
     paths = [i for i in ("avx512", "avx2") if i in pyquant.cpu_info()["available"]]
-    for m, n, k in SHAPES:
+    for m, n, k in shapes:
         a2 = rng.integers(0, 4, (m, k), dtype=np.uint8)
-        w2 = pyquant.prepack(rng.integers(0, 4, (n, k), dtype=np.uint8), "lut_gemm", w_levels=W_LEVELS)
+        w2 = pyquant.prepack(rng.integers(0, 4, (n, k), dtype=np.uint8), "lut_gemm", w_levels=w_lv)
         a8 = rng.integers(0, 256, (m, k), dtype=np.uint8)
         w8 = pyquant.prepack(rng.integers(-128, 128, (n, k), dtype=np.int8), "int8_gemm")
         cases = []
@@ -47,8 +50,8 @@ def main():
             cases.append((isa, "int8_gemm", lambda: pyquant.int8_gemm(a8, w8)))
             _C.set_isa(isa)
             for kern in ("vpermb", "deepgemm"):
-                if lut_kernel(A_LEVELS, W_LEVELS, kern):
-                    cases.append((isa, kern, lambda kern=kern: _lut_gemm(a2, w2, A_LEVELS, W_LEVELS, kern)))
+                if lut_kernel(a_lv, w_lv, kern):
+                    cases.append((isa, kern, lambda kern=kern: _lut_gemm(a2, w2, a_lv, w_lv, kern)))
         calls = {}
         for isa, name, fn in cases:
             _C.set_isa(isa)
@@ -61,7 +64,7 @@ def main():
                 _C.set_isa(isa)
                 t = best_time(fn, calls[(isa, name)])
                 best[(isa, name)] = min(best.get((isa, name), 1e9), t)
-        print(f"\n{m}x{n}x{k} (1 thread, prepacked, default codebooks)")
+        print(f"\n{m}x{n}x{k} (1 thread, prepacked, a_levels={a_lv}, w_levels={w_lv})")
         for isa, name, _ in cases:
             t = best[(isa, name)]
             ratio = best[(isa, "int8_gemm")] / t

@@ -19,9 +19,11 @@ def codes(rng, shape):
     return rng.integers(0, 4, size=shape).astype(np.uint8)
 
 
-# (a_levels, w_levels) chosen to hit every accumulation schedule: default (deepgemm 21 int8
-# products, vpermb 9 uint8 lookups); non-uniform signed (8 / 2); the int8 extreme -8 * 16 = -128
-# (1 / no vpermb); max |product| 63 (2 / 1); all-equal products; product range 85 (1 / 1).
+# (a_levels, w_levels) chosen to hit every accumulation schedule (products summed per 8-bit lane
+# by deepgemm: floor(255 / (pmax - pmin)); lookups per uint8 lane by vpermb:
+# floor(255 / (3 * (pmax - pmin)))): default (28 / 9); non-uniform signed (8 / 2); the int8
+# extreme -8 * 16 = -128 with 7 * 16 = 112 (1 / no vpermb); range 72 (3 / 1); all-equal
+# products; range 85 (3 / 1, the widest vpermb accepts).
 CODEBOOKS = [
     ((0, 1, 2, 3), (-2, -1, 0, 1)),
     ((-3, -1, 1, 3), (0, 1, 2, 5)),
@@ -32,7 +34,7 @@ CODEBOOKS = [
 ]
 # every kernel that can run a codebook on a path
 KERNELS_BY_ISA = {"scalar": ("scalar",), "avx2": ("scalar", "deepgemm"),
-                  "avx512": ("scalar", "deepgemm", "vpermb"), "neon": ("scalar",)}
+                  "avx512": ("scalar", "deepgemm", "vpermb"), "neon": ("scalar", "deepgemm")}
 
 # M over 1..MR (4 or 6) and beyond, N tails around the 64-column panel (and the 2-panel vpermb
 # step), K below/at/above the 12-code block and the int16 widening blocks.
@@ -79,6 +81,10 @@ def test_k65536_extreme_product(isa, kern):
     w = np.full((5, k), wc, np.uint8)
     out = _lut_gemm(a, w, al, wl, kern)
     np.testing.assert_array_equal(out, lut_ref(a, w, al, wl))
+    # the top of the range everywhere (7 * 16 = 112: the largest biased lane value, 240)
+    if kern != "vpermb":
+        np.testing.assert_array_equal(_lut_gemm(np.full_like(a, 3), w, al, wl, kern),
+                                      lut_ref(np.full_like(a, 3), w, al, wl))
     # and a mix of both extremes of the range
     a[:, ::2] = 3
     w[:, 1::3] = 3
@@ -108,7 +114,7 @@ def test_dispatcher_picks_fastest_exact_kernel():
             chosen = lut_kernel((0, 1, 2, 3), (-2, -1, 0, 1))
             extreme = lut_kernel((-8, 0, 0, 7), (16, 0, 0, -8))
             expected = {"avx512": ("vpermb", "deepgemm"), "avx2": ("deepgemm", "deepgemm"),
-                        "neon": ("scalar", "scalar"), "scalar": ("scalar", "scalar")}[isa]
+                        "neon": ("deepgemm", "deepgemm"), "scalar": ("scalar", "scalar")}[isa]
             assert (chosen, extreme) == expected
     finally:
         _C.set_isa(previous)
@@ -188,3 +194,18 @@ def test_forcing_an_unavailable_kernel_is_an_error(rng):
                 _lut_gemm(a, w, (-8, 0, 0, 7), (16, 0, 0, -8), kernel="vpermb")
     finally:
         _C.set_isa(previous)
+
+
+def test_largest_k_wraps_exactly(isa):
+    # K = 2^24 - 1 (the format's maximum): the biased 8-bit sums reach 240 * K > 2^31 and the
+    # corrections K_pad * pmin < -2^31; the kernels work modulo 2^32 and the true result
+    # (112 * K < 2^31) must come out exactly.
+    k = (1 << 24) - 1
+    al, wl = (-8, 0, 0, 7), (16, 0, 0, -8)
+    a = np.full((1, k), 3, np.uint8)
+    w = np.zeros((2, k), np.uint8)
+    w[1, ::5] = 3
+    pw = pyquant.prepack(w, "lut_gemm", w_levels=wl)
+    expected = lut_ref(a, w, al, wl)
+    for kern in kernels_for(isa, al, wl):
+        np.testing.assert_array_equal(_lut_gemm(a, pw, al, wl, kern), expected, err_msg=kern)

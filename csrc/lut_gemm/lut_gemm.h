@@ -30,8 +30,12 @@ struct LutCodebook {
   int32_t a_levels[4], w_levels[4];
   int8_t prod[4][4];    // prod[a][w]
   int32_t pmin, pmax;   // over all 16 products
-  // DeepGEMM: how many products an int8 lane may sum without overflow (>= 1).
+  // How many products a signed int8 lane may sum without overflow (>= 1): the classic DeepGEMM
+  // count, reported for reference.
   int int8_products;
+  // DeepGEMM: products biased by -pmin to [0, pmax - pmin] sum in uint8 lanes this many times
+  // (floor(255 / (pmax - pmin)) >= int8_products).
+  int u8_products;
   // vpermb: table entries are 3-product sums biased by -3*pmin to [0, umax]; usable if umax<=255.
   int umax;
   int u8_lookups;       // lookups an uint8 lane may sum: floor(255 / umax)
@@ -47,7 +51,7 @@ struct LutProblem {
   const uint8_t* a_codes;     // scalar: original codes [M][lda_codes]
   size_t lda_codes;
   const uint32_t* a_deep;     // deepgemm: [M][K_pad] dword = code replicated, <<2 on odd k
-  alignas(16) uint8_t tab_p[16], tab_q[16];  // deepgemm: P[w<<2|a], Q[a<<2|w] as int8 bytes
+  alignas(16) uint8_t tab_p[16], tab_q[16];  // deepgemm: P[w<<2|a], Q[a<<2|w], prod - pmin
   const uint8_t* tables;      // vpermb: 64 tables x 64 bytes, biased 3-product sums
   const uint16_t* a_offs;     // vpermb: [M][K_pad/3] byte offsets (64 * activation index)
   int32_t corr;               // added to every output (pad products, vpermb bias)
@@ -68,6 +72,9 @@ void lut_prepare_deep_avx512(const uint8_t* a, size_t lda, size_t k, size_t k_pa
                              size_t m0, size_t m1);
 void lut_prepare_vpermb_avx512(const uint8_t* a, size_t lda, size_t k, size_t k_pad,
                                uint16_t* out, size_t m0, size_t m1);
+#endif
+#if defined(PQ_HAVE_NEON)
+void lut_deepgemm_neon(const LutProblem& p, size_t m0, size_t m1, size_t panel);
 #endif
 
 // Rows per task for each kernel (the driver splits M in multiples of it).

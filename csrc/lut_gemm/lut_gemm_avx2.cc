@@ -1,9 +1,12 @@
 // DeepGEMM kernel, AVX2: 16-entry product tables in a register, one pshufb per 32 products.
-// Tile: 4 rows x one 64-column panel (2 ymm). Per packed group of 4 k and per row:
-//   index = (pre-shifted weight bits, masked once per panel and shared by the 4 rows) | (activation
-//   dword broadcast), pshufb, vpaddb into int8 lanes;
-// int8 lanes are widened to int16 (vpmovsxbw) after as many products as the codebook's largest
-// |product| allows (LutCodebook::int8_products), int16 to int32 after at most 255 widenings.
+// Tile: 3 rows x one 64-column panel (2 ymm). Per packed group of 4 k and per row:
+//   index = (pre-shifted weight bits, masked once per group and shared by the 3 rows) | (activation
+//   dword broadcast), pshufb, vpaddb into 8-bit lanes.
+// The table holds the products biased by -pmin (0..pmax-pmin), so the 8-bit lanes are unsigned
+// and may sum LutCodebook::u8_products = floor(255 / (pmax - pmin)) products (never fewer than
+// the signed int8 count min(127 / pmax, 128 / -pmin)); they are then widened to uint16 (whole
+// words + the odd bytes, vpsrlw 8) and to int32 after at most 256 widenings. The bias is
+// removed by the constant correction K_pad * pmin.
 #include <immintrin.h>
 
 #include <cstring>
@@ -13,24 +16,24 @@
 namespace pq {
 namespace {
 
-constexpr int kMR = 4;
+constexpr int kMR = 3;
 
 inline __m256i bcast_dword(const uint32_t* p) { return _mm256_set1_epi32(static_cast<int>(*p)); }
 
-// Keeps `v` in a register at this point: stops GCC from reassociating the int8 adds into a tree
+// Keeps `v` in a register at this point: stops GCC from reassociating the 8-bit adds into a tree
 // that holds every lookup result live at once (that spills the 16 ymm registers).
 #define PQ_PIN(v) __asm__("" : "+x"(v))
 
-// int8 lanes of `v` (32 columns) added to 32 int16 accumulators; the caller resets v.
-inline void widen_add(__m256i v, int16_t* acc16) {
-  const __m256i lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(v));
-  const __m256i hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(v, 1));
-  __m256i* d = reinterpret_cast<__m256i*>(acc16);
-  _mm256_store_si256(d, _mm256_add_epi16(_mm256_load_si256(d), lo));
-  _mm256_store_si256(d + 1, _mm256_add_epi16(_mm256_load_si256(d + 1), hi));
+// uint8 lanes of `v` (32 columns) into uint16 accumulators in memory: words[16] += v as words
+// (even + 256 * odd, mod 2^16), odd[16] += v >> 8. The even sum is words - 256 * odd.
+inline void widen_add(__m256i v, uint16_t* words, uint16_t* odd) {
+  __m256i* w = reinterpret_cast<__m256i*>(words);
+  __m256i* o = reinterpret_cast<__m256i*>(odd);
+  _mm256_store_si256(w, _mm256_add_epi16(_mm256_load_si256(w), v));
+  _mm256_store_si256(o, _mm256_add_epi16(_mm256_load_si256(o), _mm256_srli_epi16(v, 8)));
 }
 
-// LPW: lookups per int8 lane before widening when below one group (1 or 2); 4 means every
+// LPW: lookups per 8-bit lane before widening when below one group (1 or 2); 4 means every
 // `gpw` whole groups.
 template <int R, int LPW>
 void tile(const LutProblem& p, size_t m0, size_t panel, int32_t* acc32) {
@@ -39,73 +42,67 @@ void tile(const LutProblem& p, size_t m0, size_t panel, int32_t* acc32) {
   const __m256i tp = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(p.tab_p)));
   const __m256i tq = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(p.tab_q)));
   const __m256i m0c = _mm256_set1_epi8(0x0C), m03 = _mm256_set1_epi8(0x03);
-  const size_t gpw = LPW == 4 ? static_cast<size_t>(p.cb->int8_products / 4) : 1;
-  // widenings per int16 block <= 255
-  const size_t block = LPW == 4 ? 255 * gpw : (LPW == 2 ? 127 : 63);
+  const size_t gpw = LPW == 4 ? static_cast<size_t>(p.cb->u8_products / 4) : 1;
+  // widenings per uint16 block <= 256 (each adds <= 255)
+  const size_t block = LPW == 4 ? 256 * gpw : (LPW == 2 ? 128 : 64);
   const uint32_t* arow[R];
   for (int r = 0; r < R; ++r) arow[r] = p.a_deep + (m0 + r) * p.k_pad;
-  alignas(32) int16_t acc16[R][64];
+  alignas(32) uint16_t words[R][2][16], odd[R][2][16];
   __m256i v[R][2];
   for (size_t gb = 0; gb < groups; gb += block) {
     const size_t ge = gb + block < groups ? gb + block : groups;
-    std::memset(acc16, 0, sizeof(acc16));
+    std::memset(words, 0, sizeof(words));
+    std::memset(odd, 0, sizeof(odd));
     for (int r = 0; r < R; ++r) v[r][0] = v[r][1] = _mm256_setzero_si256();
-    for (size_t g0 = gb; g0 < ge; g0 += gpw) {
-     const size_t g1 = g0 + gpw < ge ? g0 + gpw : ge;
-     for (size_t g = g0; g < g1; ++g) {
-      const __m256i* wg = reinterpret_cast<const __m256i*>(wp + g * 64);
-#pragma GCC unroll 4
-      for (int s = 0; s < 4; ++s) {
-        // weight codes of this slot, already at their index bits (slots 2, 3: one >>4 first);
-        // recomputed per slot from L1 to keep the 16 ymm registers for accumulators
-        __m256i b0 = _mm256_loadu_si256(wg), b1 = _mm256_loadu_si256(wg + 1);
-        if (s >= 2) {
-          b0 = _mm256_srli_epi16(b0, 4);
-          b1 = _mm256_srli_epi16(b1, 4);
-        }
-        const __m256i mask = (s & 1) ? m03 : m0c;
-        const __m256i w0 = _mm256_and_si256(b0, mask), w1 = _mm256_and_si256(b1, mask);
-        const __m256i t = (s & 1) ? tq : tp;
-#pragma GCC unroll 4
-        for (int r = 0; r < R; ++r) {
-          const __m256i av = bcast_dword(arow[r] + g * 4 + s);
-          v[r][0] = _mm256_add_epi8(v[r][0], _mm256_shuffle_epi8(t, _mm256_or_si256(w0, av)));
-          v[r][1] = _mm256_add_epi8(v[r][1], _mm256_shuffle_epi8(t, _mm256_or_si256(w1, av)));
-          PQ_PIN(v[r][0]);
-          PQ_PIN(v[r][1]);
-        }
-        if (LPW < 4 && (s + 1) % LPW == 0) {
-          for (int r = 0; r < R; ++r) {
-            widen_add(v[r][0], acc16[r]);
-            widen_add(v[r][1], acc16[r] + 32);
-            v[r][0] = v[r][1] = _mm256_setzero_si256();
-          }
-        }
-      }
-     }
-      if (LPW == 4) {
-        for (int r = 0; r < R; ++r) {
-          widen_add(v[r][0], acc16[r]);
-          widen_add(v[r][1], acc16[r] + 32);
-          v[r][0] = v[r][1] = _mm256_setzero_si256();
-        }
-      }
-    }
-    for (int r = 0; r < R; ++r) {
-      if (LPW == 4) {
-        widen_add(v[r][0], acc16[r]);
-        widen_add(v[r][1], acc16[r] + 32);
+    auto widen_all = [&]() {
+      for (int r = 0; r < R; ++r) {
+        widen_add(v[r][0], words[r][0], odd[r][0]);
+        widen_add(v[r][1], words[r][1], odd[r][1]);
         v[r][0] = v[r][1] = _mm256_setzero_si256();
       }
-      for (int c = 0; c < 64; ++c) acc32[r * 64 + c] += acc16[r][c];
+    };
+    for (size_t g0 = gb; g0 < ge; g0 += gpw) {
+      const size_t g1 = g0 + gpw < ge ? g0 + gpw : ge;
+      for (size_t g = g0; g < g1; ++g) {
+        const __m256i* wg = reinterpret_cast<const __m256i*>(wp + g * 64);
+        __m256i b0 = _mm256_loadu_si256(wg), b1 = _mm256_loadu_si256(wg + 1);
+#pragma GCC unroll 4
+        for (int s = 0; s < 4; ++s) {
+          // weight codes of this slot, already at their index bits (slots 2, 3: one >>4 first)
+          if (s == 2) {
+            b0 = _mm256_srli_epi16(b0, 4);
+            b1 = _mm256_srli_epi16(b1, 4);
+          }
+          const __m256i mask = (s & 1) ? m03 : m0c;
+          const __m256i w0 = _mm256_and_si256(b0, mask), w1 = _mm256_and_si256(b1, mask);
+          const __m256i t = (s & 1) ? tq : tp;
+#pragma GCC unroll 4
+          for (int r = 0; r < R; ++r) {
+            const __m256i av = bcast_dword(arow[r] + g * 4 + s);
+            v[r][0] = _mm256_add_epi8(v[r][0], _mm256_shuffle_epi8(t, _mm256_or_si256(w0, av)));
+            v[r][1] = _mm256_add_epi8(v[r][1], _mm256_shuffle_epi8(t, _mm256_or_si256(w1, av)));
+            PQ_PIN(v[r][0]);
+            PQ_PIN(v[r][1]);
+          }
+          if (LPW < 4 && (s + 1) % LPW == 0) widen_all();
+        }
+      }
+      if (LPW == 4) widen_all();
     }
+    uint32_t* acc = reinterpret_cast<uint32_t*>(acc32);  // sums wrap modulo 2^32 (see driver)
+    for (int r = 0; r < R; ++r)
+      for (int h = 0; h < 2; ++h)
+        for (int i = 0; i < 16; ++i) {
+          const uint16_t o = odd[r][h][i];
+          acc[r * 64 + h * 32 + 2 * i] += static_cast<uint16_t>(words[r][h][i] - (o << 8));
+          acc[r * 64 + h * 32 + 2 * i + 1] += o;
+        }
   }
 }
 
 template <int LPW>
 void run_rows(const LutProblem& p, size_t m0, size_t rows, size_t panel, int32_t* acc32) {
   switch (rows) {
-    case 4: tile<4, LPW>(p, m0, panel, acc32); break;
     case 3: tile<3, LPW>(p, m0, panel, acc32); break;
     case 2: tile<2, LPW>(p, m0, panel, acc32); break;
     default: tile<1, LPW>(p, m0, panel, acc32); break;
@@ -141,7 +138,7 @@ void lut_prepare_deep_avx2(const uint8_t* a, size_t lda, size_t k, size_t k_pad,
 void lut_deepgemm_avx2(const LutProblem& p, size_t m0, size_t m1, size_t panel) {
   const size_t col0 = panel * kLutPanelCols;
   const size_t cols = p.n - col0 < kLutPanelCols ? p.n - col0 : kLutPanelCols;
-  const int lpw = p.cb->int8_products >= 4 ? 4 : p.cb->int8_products >= 2 ? 2 : 1;
+  const int lpw = p.cb->u8_products >= 4 ? 4 : p.cb->u8_products >= 2 ? 2 : 1;
   for (size_t m = m0; m < m1; m += kMR) {
     const size_t rows = m1 - m < kMR ? m1 - m : kMR;
     alignas(32) int32_t acc32[kMR * 64] = {0};
@@ -150,7 +147,9 @@ void lut_deepgemm_avx2(const LutProblem& p, size_t m0, size_t m1, size_t panel) 
     else run_rows<1>(p, m, rows, panel, acc32);
     for (size_t r = 0; r < rows; ++r) {
       int32_t* out = p.c + (m + r) * p.ldc + col0;
-      for (size_t c = 0; c < cols; ++c) out[c] = acc32[r * 64 + c] + p.corr;
+      for (size_t c = 0; c < cols; ++c)
+        out[c] = static_cast<int32_t>(static_cast<uint32_t>(acc32[r * 64 + c]) +
+                                      static_cast<uint32_t>(p.corr));
     }
   }
 }

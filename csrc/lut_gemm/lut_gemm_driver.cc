@@ -1,7 +1,6 @@
 // Kernel choice, activation preparation (part of the op's cost) and threading.
 #include <cstring>
 #include <memory>
-#include <vector>
 
 #include "core/macros.h"
 #include "core/thread_pool.h"
@@ -26,18 +25,21 @@ LutKernelInfo lut_select(Isa isa, LutKernel want, const LutCodebook& cb, LutKern
     // else the DeepGEMM pshufb table; the scalar path only where there is no SIMD.
     if (isa == Isa::avx512 && lut_vpermb_ok(cb))
       k = LutKernel::vpermb;
-    else if (isa == Isa::avx512 || isa == Isa::avx2)
-      k = LutKernel::deepgemm;  // (no NEON tbl kernel yet: NEON runs the scalar path)
+    else if (isa == Isa::avx512 || isa == Isa::avx2 || isa == Isa::neon)
+      k = LutKernel::deepgemm;
     else
       k = LutKernel::scalar;
   }
   *chosen = k;
   if (k == LutKernel::scalar) return {lut_compute_scalar, 4};
 #if defined(PQ_HAVE_X86)
-  if (k == LutKernel::deepgemm && isa == Isa::avx2) return {lut_deepgemm_avx2, 4};
+  if (k == LutKernel::deepgemm && isa == Isa::avx2) return {lut_deepgemm_avx2, 3};
   if (k == LutKernel::deepgemm && isa == Isa::avx512) return {lut_deepgemm_avx512, 6};
   if (k == LutKernel::vpermb && isa == Isa::avx512 && lut_vpermb_ok(cb))
     return {lut_vpermb_avx512, 3, 2};
+#endif
+#if defined(PQ_HAVE_NEON)
+  if (k == LutKernel::deepgemm && isa == Isa::neon) return {lut_deepgemm_neon, 4};
 #endif
   return {nullptr, 0};
 }
@@ -96,6 +98,10 @@ inline void offsets_of_block(uint32_t x0, uint32_t x1, uint32_t x2, uint16_t* d)
   }
 }
 
+// The kernels sum in uint32 arithmetic (the biased sums may exceed 2^31 for K near 2^24); the
+// true result fits int32, so everything is exact modulo 2^32.
+int32_t wrap_i32(int64_t v) { return static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint64_t>(v))); }
+
 }  // namespace
 
 void lut_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda, const uint8_t* panels,
@@ -130,8 +136,8 @@ void lut_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda, const uint8_
   if (chosen == LutKernel::deepgemm) {
     for (int w = 0; w < 4; ++w)
       for (int av = 0; av < 4; ++av) {
-        prob.tab_p[w << 2 | av] = static_cast<uint8_t>(cb.prod[av][w]);
-        prob.tab_q[av << 2 | w] = static_cast<uint8_t>(cb.prod[av][w]);
+        prob.tab_p[w << 2 | av] = static_cast<uint8_t>(cb.prod[av][w] - cb.pmin);
+        prob.tab_q[av << 2 | w] = static_cast<uint8_t>(cb.prod[av][w] - cb.pmin);
       }
     a_buf.reset(new uint32_t[m * k_pad]);
     auto prep = prepare_deep;
@@ -143,7 +149,8 @@ void lut_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda, const uint8_
       prep(a, lda, k, k_pad, a_buf.get(), m * t / prep_chunks, m * (t + 1) / prep_chunks);
     });
     prob.a_deep = a_buf.get();
-    prob.corr = -npad * p00;
+    // sum of (p - pmin) over K_pad positions, minus the pad positions' products
+    prob.corr = wrap_i32(static_cast<int64_t>(k_pad) * cb.pmin - int64_t{npad} * p00);
   } else if (chosen == LutKernel::vpermb) {
     // 64 tables (one per activation triple) x 64 entries (weight triple): biased 3-product sums.
     tables.reset(new Tables);
@@ -167,7 +174,7 @@ void lut_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda, const uint8_
     });
     prob.a_offs = offs_buf.get();
     // sum of (s - 3 pmin) over K_pad/3 lookups, minus the pad positions' products
-    prob.corr = static_cast<int32_t>(k_pad) * cb.pmin - npad * p00;
+    prob.corr = wrap_i32(static_cast<int64_t>(k_pad) * cb.pmin - int64_t{npad} * p00);
   } else {
     prob.corr = 0;
   }

@@ -27,6 +27,7 @@ LutCodebook lut_codebook(const int32_t a_levels[4], const int32_t w_levels[4]) {
   if (cb.pmax > 0) n = std::min(n, 127 / cb.pmax);
   if (cb.pmin < 0) n = std::min(n, 128 / -cb.pmin);
   cb.int8_products = std::max(n, 1);  // a single product always fits (checked by the caller)
+  cb.u8_products = cb.pmax == cb.pmin ? (1 << 20) : 255 / (cb.pmax - cb.pmin);
   cb.umax = 3 * (cb.pmax - cb.pmin);
   cb.u8_lookups = cb.umax == 0 ? (1 << 20) : 255 / cb.umax;
   return cb;

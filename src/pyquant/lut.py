@@ -25,6 +25,7 @@ register_kernels(
         "avx512": "vpermb 64-entry tables indexed by 3 weights (constant 4 KiB set per codebook) "
         "when 3*(max-min product) <= 255, else DeepGEMM 16-entry vpshufb (6x64 tile); vpermb tile 3 rows x 128 columns",
         "avx2": "DeepGEMM: 16-entry product table, vpshufb, int8 -> int16 -> int32; 4x64 tile",
+        "neon": "DeepGEMM: 16-entry product table, tbl (vqtbl1q_u8); 4x64 tile",
         "scalar": "portable loops over the packed 2-bit panels",
     },
 )

@@ -26,8 +26,10 @@ def _make_lut(kernel: str):
         from pyquant.lut import _lut_gemm
 
         a = _codes(p, p.m, 12345)
+        # cold: 4x the int8 case's copies, so the 2-bit set is as large (> 4x L3) in bytes
+        copies = 4 * p.layers if p.cold else p.layers
         packed = [pyquant.prepack(_codes(p, p.n, i), "lut_gemm", w_levels=W_LEVELS)
-                  for i in range(p.layers)]
+                  for i in range(copies)]
         if kernel != "auto" and not pyquant.lut.lut_kernel(A_LEVELS, W_LEVELS, kernel):
             raise RuntimeError(f"lut_gemm kernel {kernel!r} is not available on this path")
         return rotating([lambda pw=pw: _lut_gemm(a, pw, A_LEVELS, W_LEVELS, kernel)
