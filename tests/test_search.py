@@ -119,6 +119,24 @@ def test_quantgru_matches_integer_reference_exactly(seed):
     assert np.array_equal(q.forward_codes(x).numpy(), ref)
 
 
+def test_quantgru_state_dict_round_trip():
+    import io
+
+    gru = _gru(2, i=5, h=7)
+    x = torch.randn(3, 4, 5)
+    widths = {**{op: 4 for op in GRU_OPS}, "add_r": 6, "w_hz": 2, "add_h": 7}
+    q = QuantGRU.from_gru(gru, widths, calib=x)
+    buf = io.BytesIO()
+    torch.save(q.state_dict(), buf)
+    buf.seek(0)
+    q2 = QuantGRU(5, 7, batch_first=True)
+    q2.load_state_dict(torch.load(buf))
+    assert q2.widths == q.widths
+    assert torch.equal(q2.forward_codes(x), q.forward_codes(x))
+    with pytest.raises(RuntimeError):
+        QuantGRU(5, 8, batch_first=True).load_state_dict(q.state_dict())
+
+
 def test_quantgru_widths_validation_and_size():
     gru = _gru()
     with pytest.raises(ValueError, match="w_hr"):
@@ -174,6 +192,8 @@ def test_nsga2_finds_known_front_and_is_reproducible():
 
 # -- CLI / front.json ------------------------------------------------------------------------
 def test_cli_tiny_run_writes_valid_front(tmp_path):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
     from pyquant.__main__ import main
     from pyquant.search.front import validate_front
 

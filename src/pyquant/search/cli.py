@@ -17,7 +17,7 @@ def add_search_parser(sub) -> None:
                    help="mlp: width groups of output channels per layer (1 = per layer)")
     p.add_argument("--data", choices=("synthetic", "digits"), default="synthetic",
                    help="mlp: generated 16-feature 5-class data (default) or sklearn digits")
-    p.add_argument("--beta", type=float, nargs=2, default=(1e-3, 1.0), metavar=("BETA0", "BETA1"),
+    p.add_argument("--beta", type=float, nargs=2, default=(1e-2, 1.0), metavar=("BETA0", "BETA1"),
                    help="hgq: beta ramp (log scale) on cost / cost(uniform 8)")
     p.add_argument("--cost", choices=("size", "ebops", "latency"), default="size",
                    help="hgq: cost term (latency = table measured from the kernels)")

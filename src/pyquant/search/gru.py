@@ -195,7 +195,80 @@ class QuantGRU(nn.Module):
         m.mult["zh"] = make_mult(np.float64(m.q_zh / (m.L_z * q_h)))
         m.mult["h"] = make_mult(np.float64(q_h / m.q_zn), np.float64(q_h / m.q_zh))
         m.s_x, m.s_h = s_x, s_h
+        m._store()
         return m
+
+    # -- state_dict: every integer constant is a buffer; python-side views are derived from them
+    _MULTS = (("pre_r", 2), ("pre_z", 2), ("rn", 1), ("pre_n", 2), ("omz", 1), ("zn", 1),
+              ("zh", 1), ("h", 2))
+
+    def _buffer_names(self) -> list:
+        names = ["w_ih_codes", "w_hh_codes", "b_ih", "b_hh", "lut_r", "lut_z", "lut_n",
+                 "widths_t", "scales_t", "ranges_t"]
+        return names + [f"mult_{k}_{j}" for k, n in self._MULTS for j in range(n)]
+
+    _RANGE_KEYS = ("x", "add_r", "add_z", "add_n", "mul_rn")
+
+    def _store(self) -> None:
+        vals = {"w_ih_codes": torch.from_numpy(self.w_ih), "w_hh_codes": torch.from_numpy(self.w_hh),
+                "b_ih": self.b_ih, "b_hh": self.b_hh,
+                "widths_t": torch.tensor([self.widths[op] for op in GRU_OPS]),
+                "scales_t": torch.tensor([self.s_x, self.s_h], dtype=torch.float64),
+                "ranges_t": torch.tensor([self.ranges[k] for k in self._RANGE_KEYS],
+                                         dtype=torch.float64)}
+        for g in "rzn":
+            vals["lut_" + g] = self.lut[g]
+        for k, n in self._MULTS:
+            for j in range(n):
+                vals[f"mult_{k}_{j}"] = torch.as_tensor(self.mult[k][0][j]).reshape(-1)
+        for name in self._buffer_names():
+            del_attr = name in self.__dict__
+            if del_attr:
+                delattr(self, name)
+            self.register_buffer(name, vals[name].clone())
+        self._derive()
+
+    def _derive(self) -> None:
+        """Python-side constants (code ranges, views for the GEMMs) from the buffers."""
+        w = {op: int(b) for op, b in zip(GRU_OPS, self.widths_t.tolist())}
+        self.widths = w
+        self.ranges = dict(zip(self._RANGE_KEYS, self.ranges_t.tolist()))
+        self.s_x, self.s_h = (float(v) for v in self.scales_t)
+        H = self.hidden_size
+        if tuple(self.w_ih_codes.shape) != (3 * H, self.input_size) or \
+                tuple(self.w_hh_codes.shape) != (3 * H, H):
+            raise ValueError("state_dict: weight shapes do not match input_size / hidden_size")
+        self.w_ih, self.w_hh = self.w_ih_codes.numpy(), self.w_hh_codes.numpy()
+        self.row_bits_ih = np.repeat([w["w_ir"], w["w_iz"], w["w_in"]], H)
+        self.row_bits_hh = np.repeat([w["w_hr"], w["w_hz"], w["w_hn"]], H)
+        self.q_pre = {g: qmax_signed(w["add_" + g]) for g in "rzn"}
+        self.L_r, self.L_z = qmax_unsigned(w["sig_r"]), qmax_unsigned(w["sig_z"])
+        self.q_n, self.q_rn = qmax_signed(w["tanh_n"]), qmax_signed(w["mul_rn"])
+        self.L_omz = qmax_unsigned(w["one_minus_z"])
+        self.q_zn, self.q_zh = qmax_signed(w["mul_zn"]), qmax_signed(w["mul_zh"])
+        self.q_h = qmax_signed(w["add_h"])
+        self.lut = {g: getattr(self, "lut_" + g) for g in "rzn"}
+        self.mult = {}
+        for k, n in self._MULTS:
+            ms = [getattr(self, f"mult_{k}_{j}") for j in range(n)]
+            self.mult[k] = ([m if m.numel() > 1 else m.reshape(()) for m in ms], SHIFT)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # buffers are replaced (not copied into): their shapes depend on the widths
+        names = self._buffer_names()
+        found = [n for n in names if prefix + n in state_dict]
+        missing_keys.extend(prefix + n for n in names if n not in found)
+        for k in state_dict:
+            if k.startswith(prefix) and "." not in k[len(prefix):] and k[len(prefix):] not in names:
+                unexpected_keys.append(k)
+        if len(found) == len(names):
+            for n in names:
+                self._buffers[n] = state_dict[prefix + n].detach().clone()
+            try:
+                self._derive()
+            except ValueError as e:
+                error_msgs.append(str(e))
 
     # -- integer pieces ------------------------------------------------------------------------
     def _gemm(self, a: np.ndarray, w: np.ndarray, row_bits: np.ndarray) -> torch.Tensor:

@@ -26,6 +26,10 @@ BIAS_BITS = 32
 
 
 class HGQLinear(nn.Module):
+    """nn.Linear with fake-quantized weights (learnable width per output-channel group, integer
+    bits per row from its range) and 8-bit fixed-point inputs; `freeze()` gives the integer codes
+    the kernels run."""
+
     def __init__(self, linear: nn.Linear, groups: int = 1, init_bits: float = 8.0,
                  a_bits: int = 8, a_signed: bool = False, relu: bool = False):
         super().__init__()

@@ -217,7 +217,7 @@ def _uniform_qat(fm, data, bits, groups, epochs, seed):
     return m
 
 
-def run_mlp_hgq(budget="quick", seed=0, groups=4, cost="size", beta=(1e-3, 1.0), show=True,
+def run_mlp_hgq(budget="quick", seed=0, groups=4, cost="size", beta=(1e-2, 1.0), show=True,
                 latency_cache=None, data_name="synthetic") -> dict:
     cfg = BUDGETS["mlp"][budget]
     data, fm, float_acc = _mlp_setup(cfg, seed, show, data_name)
