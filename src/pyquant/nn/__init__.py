@@ -10,9 +10,10 @@ from .api import (calibrate, calibration, default_filter, quantize_, register_qu
 from .gptq import gptq_
 from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
 from .modules import QuantConv2d, QuantLinear
+from ..search.gru import QuantGRU  # integer-only GRU with a bit width per operator (issue 8)
 
 __all__ = [
-    "QuantLinear", "QuantConv2d", "quantize_", "gptq_", "calibrate", "calibration", "reset_calibration",
+    "QuantLinear", "QuantConv2d", "QuantGRU", "quantize_", "gptq_", "calibrate", "calibration", "reset_calibration",
     "register_quantize_module_handler", "default_filter", "use_reference",
     "Int8Config", "WeightOnlyConfig", "LUT2Config", "SparqConfig",
 ]
