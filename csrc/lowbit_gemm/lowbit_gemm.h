@@ -77,6 +77,10 @@ void lowbit_tile2_avx2(const uint8_t*, size_t, size_t, const uint8_t*, size_t, b
 void lowbit_tile4_avx512(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
 void lowbit_tile2_avx512(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
 #endif
+#if defined(PQ_HAVE_NEON)
+void lowbit_tile4_neon(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
+void lowbit_tile2_neon(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
+#endif
 
 // --- packing (lowbit_pack.cc) ---
 size_t lowbit_packed_bytes(size_t n, size_t k, int bits);

@@ -218,7 +218,9 @@ __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, siz
     const __m512i s = _mm512_sub_epi32(                                                        \
         _mm512_add_epi32(_mm512_add_epi32(c0##q, c1##q), _mm512_add_epi32(c2##q, c3##q)), cr); \
     const __m512 sc = _mm512_loadu_ps(sg + q * 16);                                            \
-    f##q = _mm512_add_ps(f##q, _mm512_mul_ps(sc, _mm512_cvtepi32_ps(s)));                      \
+    __m512 prod = _mm512_mul_ps(sc, _mm512_cvtepi32_ps(s));                                    \
+    asm("" : "+v"(prod)); /* no FMA contraction, whatever -ffp-contract says */                \
+    f##q = _mm512_add_ps(f##q, prod);                                                          \
   }
     PQ_GROUP_FOLD(0) PQ_GROUP_FOLD(1) PQ_GROUP_FOLD(2) PQ_GROUP_FOLD(3)
 #undef PQ_GROUP_FOLD
@@ -259,10 +261,13 @@ void lowbit_epilogue_avx512(const int32_t* sums, size_t mr, const uint32_t* corr
     const __m512i cr = _mm512_set1_epi32(static_cast<int>(corr[r]));
     const int32_t* sr = sums + r * 64;
     float* o = out + r * 64;
-#define PQ_EPI(j, sj)                                                                      \
-  _mm512_storeu_ps(o + j, _mm512_add_ps(_mm512_loadu_ps(o + j),                            \
-                                        _mm512_mul_ps(sj, _mm512_cvtepi32_ps(_mm512_sub_epi32( \
-                                                              _mm512_loadu_si512(sr + j), cr)))));
+#define PQ_EPI(j, sj)                                                                     \
+  {                                                                                       \
+    __m512 prod = _mm512_mul_ps(                                                          \
+        sj, _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_loadu_si512(sr + j), cr)));        \
+    asm("" : "+v"(prod)); /* no FMA contraction */                                        \
+    _mm512_storeu_ps(o + j, _mm512_add_ps(_mm512_loadu_ps(o + j), prod));                 \
+  }
     PQ_EPI(0, s0) PQ_EPI(16, s1) PQ_EPI(32, s2) PQ_EPI(48, s3)
 #undef PQ_EPI
   }

@@ -21,6 +21,11 @@ const LowbitGemmKernels& lowbit_gemm_kernels(Isa isa) {
   if (isa == Isa::avx512) return avx512;
   if (isa == Isa::avx2) return avx2;
 #endif
+#if defined(PQ_HAVE_NEON)
+  static const LowbitGemmKernels neon{4, lowbit_tile4_neon, lowbit_tile2_neon,
+                                      lowbit_epilogue_scalar, nullptr, nullptr};
+  if (isa == Isa::neon) return neon;
+#endif
   return scalar;
 }
 
