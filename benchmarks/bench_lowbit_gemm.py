@@ -124,7 +124,8 @@ def side_by_side(rounds_decode: int = 40, rounds_gemm: int = 5, only: str = "") 
         times = {k: [] for k in kernels}
         for _ in range(rounds_decode if cold else rounds_gemm):
             for k, f in fns.items():
-                for _ in range(n_layers[k] if cold else 1):  # per call: each one streams a different (cold) layer
+                # timed per call: each call streams a different (cold) layer
+                for _ in range(n_layers[k] if cold else 1):
                     t = time.perf_counter()
                     f()
                     times[k].append(time.perf_counter() - t)

@@ -187,7 +187,8 @@ def test_grouped_bad_inputs(rng):
     with pytest.raises(ValueError, match="group_size: expected a positive multiple of 4"):
         pyquant.lowbit_gemm_grouped(a, pw, bits=4, group_size=30, scales=ok)
     with pytest.raises(ValueError, match="scales: expected shape \\[3, 2\\]"):
-        pyquant.lowbit_gemm_grouped(a, pw, bits=4, group_size=32, scales=np.ones((3, 3), np.float32))
+        pyquant.lowbit_gemm_grouped(a, pw, bits=4, group_size=32,
+                                    scales=np.ones((3, 3), np.float32))
     with pytest.raises(TypeError, match="scales: expected dtype float32"):
         pyquant.lowbit_gemm_grouped(a, pw, bits=4, group_size=32, scales=ok.astype(np.float64))
     with pytest.raises(ValueError, match="packed with bits=4"):

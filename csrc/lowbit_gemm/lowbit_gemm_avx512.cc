@@ -181,10 +181,12 @@ __attribute__((noipa)) void gemv(const uint8_t* a, const uint8_t* b, size_t kgro
     s1 = _mm512_srai_epi32(s1, 2);
     s2 = _mm512_srai_epi32(s2, 4);
   }
-  _mm512_storeu_si512(sums, _mm512_add_epi32(_mm512_add_epi32(c00, c10), _mm512_add_epi32(c20, c30)));
+  const __m512i s0 = _mm512_add_epi32(_mm512_add_epi32(c00, c10), _mm512_add_epi32(c20, c30));
+  const __m512i s3 = _mm512_add_epi32(_mm512_add_epi32(c03, c13), _mm512_add_epi32(c23, c33));
+  _mm512_storeu_si512(sums, s0);
   _mm512_storeu_si512(sums + 16, s1);
   _mm512_storeu_si512(sums + 32, s2);
-  _mm512_storeu_si512(sums + 48, _mm512_add_epi32(_mm512_add_epi32(c03, c13), _mm512_add_epi32(c23, c33)));
+  _mm512_storeu_si512(sums + 48, s3);
 }
 
 // Grouped decode GEMV: per quantization group, the integer sums (4 accumulator sets) are folded
@@ -246,7 +248,8 @@ void tile_mr(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t k
     case 3: return tile<BITS, 3, SIGNED>(a, lda, b, kgroups, sums);
     case 2: return tile<BITS, 2, SIGNED>(a, lda, b, kgroups, sums);
     default:
-      if (BITS == 2 && kgroups <= kScaledMaxK / 4) return gemv<BITS, SIGNED, true>(a, b, kgroups, sums);
+      if (BITS == 2 && kgroups <= kScaledMaxK / 4)
+        return gemv<BITS, SIGNED, true>(a, b, kgroups, sums);
       return gemv<BITS, SIGNED>(a, b, kgroups, sums);
   }
 }

@@ -14,7 +14,8 @@ const LowbitGemmKernels& lowbit_gemm_kernels(Isa isa) {
   static const LowbitGemmKernels scalar{4, lowbit_tile4_scalar, lowbit_tile2_scalar,
                                         lowbit_epilogue_scalar, nullptr, nullptr};
 #if defined(PQ_HAVE_X86)
-  static const LowbitGemmKernels avx2{2, lowbit_tile4_avx2, lowbit_tile2_avx2, lowbit_epilogue_avx2, nullptr, nullptr};
+  static const LowbitGemmKernels avx2{2, lowbit_tile4_avx2, lowbit_tile2_avx2,
+                                      lowbit_epilogue_avx2, nullptr, nullptr};
   static const LowbitGemmKernels avx512{6, lowbit_tile4_avx512, lowbit_tile2_avx512,
                                         lowbit_epilogue_avx512, lowbit_gemv_grouped4_avx512,
                                         lowbit_gemv_grouped2_avx512};
@@ -178,7 +179,8 @@ void lowbit_gemm_grouped_run(const uint8_t* a, size_t m, size_t k, bool a_signed
     // This panel's scales, transposed to [group][64 columns] (zero for padding columns).
     std::vector<float> sc(n_groups * kLowbitPanelCols, 0.0f);
     for (size_t j = 0; j < nc; ++j)
-      for (size_t g = 0; g < n_groups; ++g) sc[g * kLowbitPanelCols + j] = scales[(col0 + j) * n_groups + g];
+      for (size_t g = 0; g < n_groups; ++g)
+        sc[g * kLowbitPanelCols + j] = scales[(col0 + j) * n_groups + g];
     for (size_t mt = m0; mt < m1; mt += kern.mr) {
       const size_t mr = m1 - mt < kern.mr ? m1 - mt : kern.mr;
       for (size_t i = 0; i < mr * 64; ++i) out[i] = 0.0f;

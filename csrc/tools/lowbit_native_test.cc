@@ -31,7 +31,8 @@ void test_lowbit_gemm(Isa isa, TestCounter& t) {
             x = extreme ? (a_signed ? 0x80 : 0xff) : static_cast<uint8_t>(lowbit_rng());
           for (size_t i = 0; i < w.size(); ++i)
             w[i] = extreme ? static_cast<int8_t>(i % 3 ? -half : half - 1)
-                           : static_cast<int8_t>(static_cast<int>(lowbit_rng() % (2 * half)) - half);
+                           : static_cast<int8_t>(static_cast<int>(lowbit_rng() % (2 * half)) -
+                                                 half);
           std::vector<uint8_t> packed(lowbit_packed_bytes(s.n, s.k, bits));
           lowbit_pack_weights(w.data(), s.n, s.k, bits, packed.data());
           const uint8_t* panels = packed.data() + kPackedAlign;
@@ -42,12 +43,14 @@ void test_lowbit_gemm(Isa isa, TestCounter& t) {
             for (size_t j = 0; j < s.n && ok; ++j) {
               int64_t acc = 0;
               for (size_t kk = 0; kk < s.k; ++kk) {
-                const int64_t av = a_signed ? static_cast<int8_t>(a[i * s.k + kk]) : a[i * s.k + kk];
+                const uint8_t x = a[i * s.k + kk];
+                const int64_t av = a_signed ? static_cast<int8_t>(x) : x;
                 acc += av * w[j * s.k + kk];
               }
               ok = c[i * s.n + j] == static_cast<int32_t>(static_cast<uint32_t>(acc));
             }
-          const std::string what = "lowbit_gemm W" + std::to_string(bits) + (a_signed ? " s8 " : " u8 ") +
+          const std::string what = "lowbit_gemm W" + std::to_string(bits) +
+                                   (a_signed ? " s8 " : " u8 ") +
                                    std::to_string(s.m) + "x" + std::to_string(s.n) + "x" +
                                    std::to_string(s.k) + (extreme ? " extreme" : "");
           t.check(ok, what);
