@@ -63,7 +63,6 @@ inline void load_scales_t(const float* scales, size_t n_groups, size_t nc, size_
       const float* row = scales + j * n_groups + g0;
       // 64 short strided streams defeat the hardware prefetcher: fetch the next 16 groups now
       if (left > 16) _mm_prefetch(reinterpret_cast<const char*>(row + 16), _MM_HINT_T0);
-      if (left > 32) _mm_prefetch(reinterpret_cast<const char*>(row + 32), _MM_HINT_T0);
       r[i] = _mm512_maskz_loadu_ps(gm, row);
     }
     transpose16(r);
@@ -205,20 +204,21 @@ __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, siz
   for (size_t gi = 0, g0 = 0; g0 < kgroups; ++gi, g0 += group_kgroups) {
     if ((gi & 15) == 0) load_scales_t(scales, n_groups, nc, gi, sct);
     const size_t g1 = g0 + group_kgroups < kgroups ? g0 + group_kgroups : kgroups;
-    PQ_ROW_DECL(0) PQ_ROW_DECL(1) PQ_ROW_DECL(2) PQ_ROW_DECL(3)
+    // two accumulator sets: at DRAM speed each chain still has ~2x the vpdpbusd latency, and
+    // the per-group fold stays short
+    PQ_ROW_DECL(0) PQ_ROW_DECL(1)
     size_t g = g0;
     for (; g + 4 <= g1; g += 4) {
       const char* pf = reinterpret_cast<const char*>(b + g * kGroupBytes + kPrefetchBytes);
       for (size_t i = 0; i < 4 * kGroupBytes; i += 64) _mm_prefetch(pf + i, _MM_HINT_T0);
-      PQ_GEMV_STEP(0, g) PQ_GEMV_STEP(1, g + 1) PQ_GEMV_STEP(2, g + 2) PQ_GEMV_STEP(3, g + 3)
+      PQ_GEMV_STEP(0, g) PQ_GEMV_STEP(1, g + 1) PQ_GEMV_STEP(0, g + 2) PQ_GEMV_STEP(1, g + 3)
     }
     for (; g < g1; ++g) PQ_GEMV_STEP(0, g)
     const __m512i cr = _mm512_set1_epi32(static_cast<int>(corr[gi]));
     const float* sg = sct + (gi & 15) * 64;
 #define PQ_GROUP_FOLD(q)                                                                       \
   {                                                                                            \
-    const __m512i s = _mm512_sub_epi32(                                                        \
-        _mm512_add_epi32(_mm512_add_epi32(c0##q, c1##q), _mm512_add_epi32(c2##q, c3##q)), cr); \
+    const __m512i s = _mm512_sub_epi32(_mm512_add_epi32(c0##q, c1##q), cr);                    \
     const __m512 sc = _mm512_loadu_ps(sg + q * 16);                                            \
     __m512 prod = _mm512_mul_ps(sc, _mm512_cvtepi32_ps(s));                                    \
     asm("" : "+v"(prod)); /* no FMA contraction, whatever -ffp-contract says */                \
