@@ -100,7 +100,7 @@ def test_lowbit_gemm(benchmark, group, m, cold, kernel):
     })
 
 
-def side_by_side(rounds_decode: int = 40, rounds_gemm: int = 5, only: str = "") -> None:
+def side_by_side(rounds_decode: int = 40, rounds_gemm: int = 12, only: str = "") -> None:
     pyquant.set_num_threads(1)
     print(f"ISA {_C.active_isa()}, 1 thread, {N}x{K}; min over interleaved rounds")
     groups = [
