@@ -60,10 +60,7 @@ inline void load_scales_t(const float* scales, size_t n_groups, size_t nc, size_
         r[i] = _mm512_setzero_ps();
         continue;
       }
-      const float* row = scales + j * n_groups + g0;
-      // 64 short strided streams defeat the hardware prefetcher: fetch the next 16 groups now
-      if (left > 16) _mm_prefetch(reinterpret_cast<const char*>(row + 16), _MM_HINT_T0);
-      r[i] = _mm512_maskz_loadu_ps(gm, row);
+      r[i] = _mm512_maskz_loadu_ps(gm, scales + j * n_groups + g0);
     }
     transpose16(r);
     for (size_t i = 0; i < 16; ++i) _mm512_store_ps(out + i * 64 + q * 16, r[i]);
@@ -196,13 +193,24 @@ template <int BITS, bool SIGNED, bool SCALED = false>
 __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                          size_t group_kgroups, const uint32_t* corr,
                                          const float* scales, size_t n_groups, size_t nc,
-                                         float* out) {
+                                         bool prefetch_next, float* sct, float* out) {
   constexpr size_t kGroupBytes = 32 * BITS;
   const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << BITS) - 1));
-  alignas(64) float sct[16 * 64];  // scales of the next 16 groups, [group][column]
+  // The panel's scales are one contiguous [64][n_groups] block: transpose all of it up front
+  // (interleaving 64 short strided reads with the weight stream left the cold GEMV latency-bound)
+  // and prefetch the next panel's block while this one streams.
+  for (size_t g0 = 0; g0 < n_groups; g0 += 16)
+    load_scales_t(scales, n_groups, nc, g0, sct + g0 * 64);
+  const char* next =
+      prefetch_next ? reinterpret_cast<const char*>(scales + 64 * n_groups) : nullptr;
+  const size_t next_bytes = 64 * n_groups * sizeof(float);
+  const size_t next_per_group = (next_bytes + kgroups - 1) / kgroups * group_kgroups;
   __m512 f0 = _mm512_setzero_ps(), f1 = f0, f2 = f0, f3 = f0;
   for (size_t gi = 0, g0 = 0; g0 < kgroups; ++gi, g0 += group_kgroups) {
-    if ((gi & 15) == 0) load_scales_t(scales, n_groups, nc, gi, sct);
+    if (prefetch_next)
+      for (size_t i = gi * next_per_group; i < (gi + 1) * next_per_group && i < next_bytes;
+           i += 64)
+        _mm_prefetch(next + i, _MM_HINT_T0);
     const size_t g1 = g0 + group_kgroups < kgroups ? g0 + group_kgroups : kgroups;
     // two accumulator sets: at DRAM speed each chain still has ~2x the vpdpbusd latency, and
     // the per-group fold stays short
@@ -215,7 +223,7 @@ __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, siz
     }
     for (; g < g1; ++g) PQ_GEMV_STEP(0, g)
     const __m512i cr = _mm512_set1_epi32(static_cast<int>(corr[gi]));
-    const float* sg = sct + (gi & 15) * 64;
+    const float* sg = sct + gi * 64;
 #define PQ_GROUP_FOLD(q)                                                                       \
   {                                                                                            \
     const __m512i s = _mm512_sub_epi32(_mm512_add_epi32(c0##q, c1##q), cr);                    \
@@ -278,17 +286,23 @@ void lowbit_epilogue_avx512(const int32_t* sums, size_t mr, const uint32_t* corr
 
 void lowbit_gemv_grouped4_avx512(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                  size_t group_kgroups, bool a_signed, const uint32_t* corr,
-                                 const float* scales, size_t n_groups, size_t nc, float* out) {
+                                 const float* scales, size_t n_groups, size_t nc,
+                                 bool prefetch_next, float* scratch, float* out) {
   if (a_signed)
-    return gemv_grouped<4, true>(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc, out);
-  gemv_grouped<4, false>(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc, out);
+    return gemv_grouped<4, true>(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc,
+                                 prefetch_next, scratch, out);
+  gemv_grouped<4, false>(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc, prefetch_next,
+                         scratch, out);
 }
 void lowbit_gemv_grouped2_avx512(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                  size_t group_kgroups, bool a_signed, const uint32_t* corr,
-                                 const float* scales, size_t n_groups, size_t nc, float* out) {
+                                 const float* scales, size_t n_groups, size_t nc,
+                                 bool prefetch_next, float* scratch, float* out) {
   if (a_signed)
-    return gemv_grouped<2, true>(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc, out);
-  gemv_grouped<2, false>(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc, out);
+    return gemv_grouped<2, true>(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc,
+                                 prefetch_next, scratch, out);
+  gemv_grouped<2, false>(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc, prefetch_next,
+                         scratch, out);
 }
 
 void lowbit_tile4_avx512(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,

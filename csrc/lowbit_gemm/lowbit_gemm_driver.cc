@@ -1,6 +1,7 @@
 // Dispatch table and driver: prepares activations (zero padding to K_pad, row sums for the offset
 // correction), threads over (panel, M-range) tasks and applies the portable epilogue, so every
 // path shares it and only the tile (raw u-code sums) is ISA-specific.
+#include <cstdlib>
 #include <memory>
 #include <vector>
 
@@ -158,12 +159,21 @@ void lowbit_gemm_grouped_run(const uint8_t* a, size_t m, size_t k, bool a_signed
     std::vector<uint32_t> corr(n_groups);
     for (size_t g = 0; g < n_groups; ++g) corr[g] = offset * p.sums[g];
     const size_t n_panels = div_round_up(n, kLowbitPanelCols);
+    const size_t scratch_floats = round_up(n_groups, 16) * kLowbitPanelCols;
     parallel_for(n_panels, threads, [&](size_t panel) {
       alignas(64) float out[64];
+      // transposed scales of one panel; reused across the calls this thread runs
+      thread_local std::unique_ptr<float[], void (*)(void*)> scratch(nullptr, std::free);
+      thread_local size_t scratch_size = 0;
+      if (scratch_size < scratch_floats) {
+        scratch.reset(static_cast<float*>(std::aligned_alloc(64, scratch_floats * sizeof(float))));
+        scratch_size = scratch_floats;
+      }
       const size_t col0 = panel * kLowbitPanelCols;
       const size_t nc = n - col0 < kLowbitPanelCols ? n - col0 : kLowbitPanelCols;
+      const bool prefetch_next = col0 + 2 * kLowbitPanelCols <= n;
       gemv(p.a, panels + panel * k_groups * gbytes, k_groups, block, a_signed, corr.data(),
-           scales + col0 * n_groups, n_groups, nc, out);
+           scales + col0 * n_groups, n_groups, nc, prefetch_next, scratch.get(), out);
       for (size_t j = 0; j < nc; ++j) c[col0 + j] = out[j];
     });
     return;
