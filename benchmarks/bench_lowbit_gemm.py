@@ -100,7 +100,7 @@ def test_lowbit_gemm(benchmark, group, m, cold, kernel):
     })
 
 
-def side_by_side(rounds_decode: int = 40, rounds_gemm: int = 5, only: str = "") -> None:
+def side_by_side(rounds_decode: int = 40, rounds_gemm: int = 12, only: str = "") -> None:
     pyquant.set_num_threads(1)
     print(f"ISA {_C.active_isa()}, 1 thread, {N}x{K}; min over interleaved rounds")
     groups = [
@@ -124,7 +124,8 @@ def side_by_side(rounds_decode: int = 40, rounds_gemm: int = 5, only: str = "") 
         times = {k: [] for k in kernels}
         for _ in range(rounds_decode if cold else rounds_gemm):
             for k, f in fns.items():
-                for _ in range(n_layers[k] if cold else 1):  # per call: each one streams a different (cold) layer
+                # timed per call: each call streams a different (cold) layer
+                for _ in range(n_layers[k] if cold else 1):
                     t = time.perf_counter()
                     f()
                     times[k].append(time.perf_counter() - t)

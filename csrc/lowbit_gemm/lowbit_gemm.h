@@ -49,10 +49,12 @@ using LowbitEpilogueFn = void (*)(const int32_t* sums, size_t mr, const uint32_t
 // Optional fused grouped GEMV (one activation row, one panel): out[64] = sum_g scales[j][g] *
 // float(raw sum over group g - corr[g]), in group order, bit-identical to tile + epilogue.
 // scales points at the panel's first column of the caller's [N][n_groups] array; nc <= 64
-// valid columns.
+// valid columns; prefetch_next: a full next panel's scales follow (64 * n_groups floats);
+// scratch: round_up(n_groups, 16) * 64 floats, 64-byte aligned.
 using LowbitGemvGroupedFn = void (*)(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                      size_t group_kgroups, bool a_signed, const uint32_t* corr,
-                                     const float* scales, size_t n_groups, size_t nc, float* out);
+                                     const float* scales, size_t n_groups, size_t nc,
+                                     bool prefetch_next, float* scratch, float* out);
 
 struct LowbitGemmKernels {
   size_t mr;  // rows per tile call (at most 8)
@@ -69,13 +71,19 @@ void lowbit_epilogue_scalar(const int32_t*, size_t, const uint32_t*, const float
 void lowbit_epilogue_avx2(const int32_t*, size_t, const uint32_t*, const float*, float*);
 void lowbit_epilogue_avx512(const int32_t*, size_t, const uint32_t*, const float*, float*);
 void lowbit_gemv_grouped4_avx512(const uint8_t*, const uint8_t*, size_t, size_t, bool,
-                                 const uint32_t*, const float*, size_t, size_t, float*);
+                                 const uint32_t*, const float*, size_t, size_t, bool, float*,
+                                 float*);
 void lowbit_gemv_grouped2_avx512(const uint8_t*, const uint8_t*, size_t, size_t, bool,
-                                 const uint32_t*, const float*, size_t, size_t, float*);
+                                 const uint32_t*, const float*, size_t, size_t, bool, float*,
+                                 float*);
 void lowbit_tile4_avx2(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
 void lowbit_tile2_avx2(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
 void lowbit_tile4_avx512(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
 void lowbit_tile2_avx512(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
+#endif
+#if defined(PQ_HAVE_NEON)
+void lowbit_tile4_neon(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
+void lowbit_tile2_neon(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
 #endif
 
 // --- packing (lowbit_pack.cc) ---

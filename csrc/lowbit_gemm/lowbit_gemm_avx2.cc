@@ -77,7 +77,8 @@ void lowbit_epilogue_avx2(const int32_t* sums, size_t mr, const uint32_t* corr, 
     for (size_t j = 0; j < 64; j += 8) {
       const __m256i v = _mm256_sub_epi32(
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sums + r * 64 + j)), cr);
-      const __m256 prod = _mm256_mul_ps(_mm256_loadu_ps(sc + j), _mm256_cvtepi32_ps(v));
+      __m256 prod = _mm256_mul_ps(_mm256_loadu_ps(sc + j), _mm256_cvtepi32_ps(v));
+      asm("" : "+x"(prod));  // keep mul and add separate even under -ffp-contract=fast
       _mm256_storeu_ps(out + r * 64 + j, _mm256_add_ps(_mm256_loadu_ps(out + r * 64 + j), prod));
     }
   }

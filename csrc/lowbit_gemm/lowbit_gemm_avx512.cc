@@ -60,11 +60,7 @@ inline void load_scales_t(const float* scales, size_t n_groups, size_t nc, size_
         r[i] = _mm512_setzero_ps();
         continue;
       }
-      const float* row = scales + j * n_groups + g0;
-      // 64 short strided streams defeat the hardware prefetcher: fetch the next 16 groups now
-      if (left > 16) _mm_prefetch(reinterpret_cast<const char*>(row + 16), _MM_HINT_T0);
-      if (left > 32) _mm_prefetch(reinterpret_cast<const char*>(row + 32), _MM_HINT_T0);
-      r[i] = _mm512_maskz_loadu_ps(gm, row);
+      r[i] = _mm512_maskz_loadu_ps(gm, scales + j * n_groups + g0);
     }
     transpose16(r);
     for (size_t i = 0; i < 16; ++i) _mm512_store_ps(out + i * 64 + q * 16, r[i]);
@@ -181,10 +177,12 @@ __attribute__((noipa)) void gemv(const uint8_t* a, const uint8_t* b, size_t kgro
     s1 = _mm512_srai_epi32(s1, 2);
     s2 = _mm512_srai_epi32(s2, 4);
   }
-  _mm512_storeu_si512(sums, _mm512_add_epi32(_mm512_add_epi32(c00, c10), _mm512_add_epi32(c20, c30)));
+  const __m512i s0 = _mm512_add_epi32(_mm512_add_epi32(c00, c10), _mm512_add_epi32(c20, c30));
+  const __m512i s3 = _mm512_add_epi32(_mm512_add_epi32(c03, c13), _mm512_add_epi32(c23, c33));
+  _mm512_storeu_si512(sums, s0);
   _mm512_storeu_si512(sums + 16, s1);
   _mm512_storeu_si512(sums + 32, s2);
-  _mm512_storeu_si512(sums + 48, _mm512_add_epi32(_mm512_add_epi32(c03, c13), _mm512_add_epi32(c23, c33)));
+  _mm512_storeu_si512(sums + 48, s3);
 }
 
 // Grouped decode GEMV: per quantization group, the integer sums (4 accumulator sets) are folded
@@ -195,30 +193,44 @@ template <int BITS, bool SIGNED, bool SCALED = false>
 __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                          size_t group_kgroups, const uint32_t* corr,
                                          const float* scales, size_t n_groups, size_t nc,
-                                         float* out) {
+                                         bool prefetch_next, float* sct, float* out) {
   constexpr size_t kGroupBytes = 32 * BITS;
   const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << BITS) - 1));
-  alignas(64) float sct[16 * 64];  // scales of the next 16 groups, [group][column]
+  // The panel's scales are one contiguous [64][n_groups] block: transpose all of it up front
+  // (interleaving 64 short strided reads with the weight stream left the cold GEMV latency-bound)
+  // and prefetch the next panel's block while this one streams.
+  for (size_t g0 = 0; g0 < n_groups; g0 += 16)
+    load_scales_t(scales, n_groups, nc, g0, sct + g0 * 64);
+  const char* next =
+      prefetch_next ? reinterpret_cast<const char*>(scales + 64 * n_groups) : nullptr;
+  const size_t next_bytes = 64 * n_groups * sizeof(float);
+  const size_t next_per_group = (next_bytes + kgroups - 1) / kgroups * group_kgroups;
   __m512 f0 = _mm512_setzero_ps(), f1 = f0, f2 = f0, f3 = f0;
   for (size_t gi = 0, g0 = 0; g0 < kgroups; ++gi, g0 += group_kgroups) {
-    if ((gi & 15) == 0) load_scales_t(scales, n_groups, nc, gi, sct);
+    if (prefetch_next)
+      for (size_t i = gi * next_per_group; i < (gi + 1) * next_per_group && i < next_bytes;
+           i += 64)
+        _mm_prefetch(next + i, _MM_HINT_T0);
     const size_t g1 = g0 + group_kgroups < kgroups ? g0 + group_kgroups : kgroups;
-    PQ_ROW_DECL(0) PQ_ROW_DECL(1) PQ_ROW_DECL(2) PQ_ROW_DECL(3)
+    // two accumulator sets: at DRAM speed each chain still has ~2x the vpdpbusd latency, and
+    // the per-group fold stays short
+    PQ_ROW_DECL(0) PQ_ROW_DECL(1)
     size_t g = g0;
     for (; g + 4 <= g1; g += 4) {
       const char* pf = reinterpret_cast<const char*>(b + g * kGroupBytes + kPrefetchBytes);
       for (size_t i = 0; i < 4 * kGroupBytes; i += 64) _mm_prefetch(pf + i, _MM_HINT_T0);
-      PQ_GEMV_STEP(0, g) PQ_GEMV_STEP(1, g + 1) PQ_GEMV_STEP(2, g + 2) PQ_GEMV_STEP(3, g + 3)
+      PQ_GEMV_STEP(0, g) PQ_GEMV_STEP(1, g + 1) PQ_GEMV_STEP(0, g + 2) PQ_GEMV_STEP(1, g + 3)
     }
     for (; g < g1; ++g) PQ_GEMV_STEP(0, g)
     const __m512i cr = _mm512_set1_epi32(static_cast<int>(corr[gi]));
-    const float* sg = sct + (gi & 15) * 64;
+    const float* sg = sct + gi * 64;
 #define PQ_GROUP_FOLD(q)                                                                       \
   {                                                                                            \
-    const __m512i s = _mm512_sub_epi32(                                                        \
-        _mm512_add_epi32(_mm512_add_epi32(c0##q, c1##q), _mm512_add_epi32(c2##q, c3##q)), cr); \
+    const __m512i s = _mm512_sub_epi32(_mm512_add_epi32(c0##q, c1##q), cr);                    \
     const __m512 sc = _mm512_loadu_ps(sg + q * 16);                                            \
-    f##q = _mm512_add_ps(f##q, _mm512_mul_ps(sc, _mm512_cvtepi32_ps(s)));                      \
+    __m512 prod = _mm512_mul_ps(sc, _mm512_cvtepi32_ps(s));                                    \
+    asm("" : "+v"(prod)); /* no FMA contraction, whatever -ffp-contract says */                \
+    f##q = _mm512_add_ps(f##q, prod);                                                          \
   }
     PQ_GROUP_FOLD(0) PQ_GROUP_FOLD(1) PQ_GROUP_FOLD(2) PQ_GROUP_FOLD(3)
 #undef PQ_GROUP_FOLD
@@ -244,7 +256,8 @@ void tile_mr(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t k
     case 3: return tile<BITS, 3, SIGNED>(a, lda, b, kgroups, sums);
     case 2: return tile<BITS, 2, SIGNED>(a, lda, b, kgroups, sums);
     default:
-      if (BITS == 2 && kgroups <= kScaledMaxK / 4) return gemv<BITS, SIGNED, true>(a, b, kgroups, sums);
+      if (BITS == 2 && kgroups <= kScaledMaxK / 4)
+        return gemv<BITS, SIGNED, true>(a, b, kgroups, sums);
       return gemv<BITS, SIGNED>(a, b, kgroups, sums);
   }
 }
@@ -259,10 +272,13 @@ void lowbit_epilogue_avx512(const int32_t* sums, size_t mr, const uint32_t* corr
     const __m512i cr = _mm512_set1_epi32(static_cast<int>(corr[r]));
     const int32_t* sr = sums + r * 64;
     float* o = out + r * 64;
-#define PQ_EPI(j, sj)                                                                      \
-  _mm512_storeu_ps(o + j, _mm512_add_ps(_mm512_loadu_ps(o + j),                            \
-                                        _mm512_mul_ps(sj, _mm512_cvtepi32_ps(_mm512_sub_epi32( \
-                                                              _mm512_loadu_si512(sr + j), cr)))));
+#define PQ_EPI(j, sj)                                                                     \
+  {                                                                                       \
+    __m512 prod = _mm512_mul_ps(                                                          \
+        sj, _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_loadu_si512(sr + j), cr)));        \
+    asm("" : "+v"(prod)); /* no FMA contraction */                                        \
+    _mm512_storeu_ps(o + j, _mm512_add_ps(_mm512_loadu_ps(o + j), prod));                 \
+  }
     PQ_EPI(0, s0) PQ_EPI(16, s1) PQ_EPI(32, s2) PQ_EPI(48, s3)
 #undef PQ_EPI
   }
@@ -270,17 +286,23 @@ void lowbit_epilogue_avx512(const int32_t* sums, size_t mr, const uint32_t* corr
 
 void lowbit_gemv_grouped4_avx512(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                  size_t group_kgroups, bool a_signed, const uint32_t* corr,
-                                 const float* scales, size_t n_groups, size_t nc, float* out) {
+                                 const float* scales, size_t n_groups, size_t nc,
+                                 bool prefetch_next, float* scratch, float* out) {
   if (a_signed)
-    return gemv_grouped<4, true>(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc, out);
-  gemv_grouped<4, false>(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc, out);
+    return gemv_grouped<4, true>(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc,
+                                 prefetch_next, scratch, out);
+  gemv_grouped<4, false>(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc, prefetch_next,
+                         scratch, out);
 }
 void lowbit_gemv_grouped2_avx512(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                  size_t group_kgroups, bool a_signed, const uint32_t* corr,
-                                 const float* scales, size_t n_groups, size_t nc, float* out) {
+                                 const float* scales, size_t n_groups, size_t nc,
+                                 bool prefetch_next, float* scratch, float* out) {
   if (a_signed)
-    return gemv_grouped<2, true>(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc, out);
-  gemv_grouped<2, false>(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc, out);
+    return gemv_grouped<2, true>(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc,
+                                 prefetch_next, scratch, out);
+  gemv_grouped<2, false>(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc, prefetch_next,
+                         scratch, out);
 }
 
 void lowbit_tile4_avx512(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,

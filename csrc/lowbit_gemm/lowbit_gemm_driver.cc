@@ -1,6 +1,7 @@
 // Dispatch table and driver: prepares activations (zero padding to K_pad, row sums for the offset
 // correction), threads over (panel, M-range) tasks and applies the portable epilogue, so every
 // path shares it and only the tile (raw u-code sums) is ISA-specific.
+#include <cstdlib>
 #include <memory>
 #include <vector>
 
@@ -14,12 +15,18 @@ const LowbitGemmKernels& lowbit_gemm_kernels(Isa isa) {
   static const LowbitGemmKernels scalar{4, lowbit_tile4_scalar, lowbit_tile2_scalar,
                                         lowbit_epilogue_scalar, nullptr, nullptr};
 #if defined(PQ_HAVE_X86)
-  static const LowbitGemmKernels avx2{2, lowbit_tile4_avx2, lowbit_tile2_avx2, lowbit_epilogue_avx2, nullptr, nullptr};
+  static const LowbitGemmKernels avx2{2, lowbit_tile4_avx2, lowbit_tile2_avx2,
+                                      lowbit_epilogue_avx2, nullptr, nullptr};
   static const LowbitGemmKernels avx512{6, lowbit_tile4_avx512, lowbit_tile2_avx512,
                                         lowbit_epilogue_avx512, lowbit_gemv_grouped4_avx512,
                                         lowbit_gemv_grouped2_avx512};
   if (isa == Isa::avx512) return avx512;
   if (isa == Isa::avx2) return avx2;
+#endif
+#if defined(PQ_HAVE_NEON)
+  static const LowbitGemmKernels neon{4, lowbit_tile4_neon, lowbit_tile2_neon,
+                                      lowbit_epilogue_scalar, nullptr, nullptr};
+  if (isa == Isa::neon) return neon;
 #endif
   return scalar;
 }
@@ -152,12 +159,21 @@ void lowbit_gemm_grouped_run(const uint8_t* a, size_t m, size_t k, bool a_signed
     std::vector<uint32_t> corr(n_groups);
     for (size_t g = 0; g < n_groups; ++g) corr[g] = offset * p.sums[g];
     const size_t n_panels = div_round_up(n, kLowbitPanelCols);
+    const size_t scratch_floats = round_up(n_groups, 16) * kLowbitPanelCols;
     parallel_for(n_panels, threads, [&](size_t panel) {
       alignas(64) float out[64];
+      // transposed scales of one panel; reused across the calls this thread runs
+      thread_local std::unique_ptr<float[], void (*)(void*)> scratch(nullptr, std::free);
+      thread_local size_t scratch_size = 0;
+      if (scratch_size < scratch_floats) {
+        scratch.reset(static_cast<float*>(std::aligned_alloc(64, scratch_floats * sizeof(float))));
+        scratch_size = scratch_floats;
+      }
       const size_t col0 = panel * kLowbitPanelCols;
       const size_t nc = n - col0 < kLowbitPanelCols ? n - col0 : kLowbitPanelCols;
+      const bool prefetch_next = col0 + 2 * kLowbitPanelCols <= n;
       gemv(p.a, panels + panel * k_groups * gbytes, k_groups, block, a_signed, corr.data(),
-           scales + col0 * n_groups, n_groups, nc, out);
+           scales + col0 * n_groups, n_groups, nc, prefetch_next, scratch.get(), out);
       for (size_t j = 0; j < nc; ++j) c[col0 + j] = out[j];
     });
     return;
@@ -173,7 +189,8 @@ void lowbit_gemm_grouped_run(const uint8_t* a, size_t m, size_t k, bool a_signed
     // This panel's scales, transposed to [group][64 columns] (zero for padding columns).
     std::vector<float> sc(n_groups * kLowbitPanelCols, 0.0f);
     for (size_t j = 0; j < nc; ++j)
-      for (size_t g = 0; g < n_groups; ++g) sc[g * kLowbitPanelCols + j] = scales[(col0 + j) * n_groups + g];
+      for (size_t g = 0; g < n_groups; ++g)
+        sc[g * kLowbitPanelCols + j] = scales[(col0 + j) * n_groups + g];
     for (size_t mt = m0; mt < m1; mt += kern.mr) {
       const size_t mr = m1 - mt < kern.mr ? m1 - mt : kern.mr;
       for (size_t i = 0; i < mr * 64; ++i) out[i] = 0.0f;

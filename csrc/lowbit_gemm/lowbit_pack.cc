@@ -7,7 +7,8 @@ namespace pq {
 
 size_t lowbit_packed_bytes(size_t n, size_t k, int bits) {
   const size_t n_pad = round_up(n, kLowbitPanelCols), k_pad = round_up(k, kLowbitGroupK);
-  const size_t data = (n_pad / kLowbitPanelCols) * (k_pad / kLowbitGroupK) * lowbit_group_bytes(bits);
+  const size_t panels = n_pad / kLowbitPanelCols, k_groups = k_pad / kLowbitGroupK;
+  const size_t data = panels * k_groups * lowbit_group_bytes(bits);
   return kPackedAlign + round_up(data, kPackedAlign);
 }
 

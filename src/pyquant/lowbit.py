@@ -18,9 +18,9 @@ _MAX_K = (1 << 24) - 1
 register_kernels(
     "lowbit_gemm",
     {
-        "avx512": "6x64 vpdpbusd tile, codes unpacked in registers (AND / vpsrlw), offset-8/2 codes",
+        "avx512": "6x64 vpdpbusd tile + 1-row streaming GEMV, codes unpacked in registers",
         "avx2": "2x32 (x2) vpmaddubsw tile (exact: one operand <= 15), codes unpacked in registers",
-        "neon": "scalar fallback (no NEON kernel yet)",
+        "neon": "1x64 udot/sdot rows, codes unpacked in registers (checked under qemu only)",
         "scalar": "portable loops over the packed panels",
     },
 )
