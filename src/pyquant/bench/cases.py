@@ -159,7 +159,7 @@ def _baseline_cases(p: Problem) -> list[Case]:
         Case(p, "torch._int_mm", _make_torch_int_mm, kind="int8-baseline"),
         Case(p, "torch dynamic int8 Linear", _make_torch_dynamic, kind="int8-baseline",
              note="fbgemm, float in/out"),
-        Case(p, "fp32 F.linear", _make_fp32, kind="fp32"),
+        Case(p, "fp32 F.linear", _make_fp32, kind="fp32", extra={"bytes_per_weight": 4.0}),
     ]
 
 
@@ -205,4 +205,4 @@ def problems(quick: bool) -> list[Problem]:
     return out
 
 
-from . import cases_lut  # noqa: E402,F401  (registers the lut_gemm cases)
+from . import cases_lowbit, cases_lut  # noqa: E402,F401  (register their cases)

@@ -40,9 +40,9 @@ def _make_lut(kernel: str):
 @register
 def _lut_cases(p: Problem) -> list[Case]:
     return [
-        Case(p, "pyquant.lut_gemm", _make_lut("auto"), note="W2A2, fastest exact kernel"),
-        Case(p, "pyquant.lut_gemm[vpermb]", _make_lut("vpermb"), note="W2A2, AVX-512 VBMI"),
-        Case(p, "pyquant.lut_gemm[deepgemm]", _make_lut("deepgemm"), note="W2A2, DeepGEMM pshufb"),
+        Case(p, "pyquant.lut_gemm", _make_lut("auto"), note="W2A2, fastest exact kernel", extra={"bytes_per_weight": 0.25}),
+        Case(p, "pyquant.lut_gemm[vpermb]", _make_lut("vpermb"), note="W2A2, AVX-512 VBMI", extra={"bytes_per_weight": 0.25}),
+        Case(p, "pyquant.lut_gemm[deepgemm]", _make_lut("deepgemm"), note="W2A2, DeepGEMM pshufb", extra={"bytes_per_weight": 0.25}),
         Case(p, "pyquant.int8_gemm[avx2]", _make_int8_ours, isa="avx2", kind="int8-baseline"),
         Case(p, "pyquant.lut_gemm[deepgemm][avx2]", _make_lut("deepgemm"), isa="avx2",
              note="W2A2, DeepGEMM pshufb, AVX2"),

@@ -28,6 +28,7 @@ def speedups(results: list[Result]) -> list[dict]:
             "threads": r.problem.threads, "cold": r.problem.cold, "kernel": r.kernel,
             "kind": r.kind, "isa": r.isa, "seconds": r.seconds, "gops": r.gops,
             "mac_per_cycle": r.mac_per_cycle, "error": r.error, "note": r.note,
+            "bytes_per_weight": r.bytes_per_weight,
             "speedup_vs_int8": None, "speedup_vs_fp32": None,
         }
         if r.seconds:
@@ -112,7 +113,7 @@ def save_plot(rows: list[dict], path: str) -> None:
         ax2 = axes[1]
         for r in decode:
             # weight bytes streamed per call: what bounds a decode GEMV
-            bytes_per_weight = {"fp32 F.linear": 4.0}.get(r["kernel"], r.get("weight_bytes_per_elem", 1.0))
+            bytes_per_weight = r["bytes_per_weight"]
             gbps = r["n"] * r["k"] * bytes_per_weight / r["seconds"] / 1e9
             ax2.bar(f"{r['kernel']}\n{r['n']}x{r['k']} {r['threads']}t", gbps)
         ax2.axhline(DRAM_GBPS_1CORE, color="red", ls="--", label="DRAM read roofline, 1 core (26 GB/s)")

@@ -21,6 +21,7 @@ class Result:
     seconds: float | None
     error: str | None = None
     note: str = ""
+    bytes_per_weight: float = 1.0
 
     @property
     def gops(self) -> float | None:
@@ -100,6 +101,7 @@ def run_problem(problem: Problem, rounds: int = 5, min_sample: float = 0.02,
     results = []
     for i, (case, fn, err, calls, isa) in enumerate(built):
         label_isa = isa if case.kind == "pyquant" or case.kernel.startswith("pyquant") else "torch"
-        results.append(Result(problem, case.kernel, case.kind, label_isa, best.get(i), err, case.note))
+        results.append(Result(problem, case.kernel, case.kind, label_isa, best.get(i), err, case.note,
+                              case.extra.get("bytes_per_weight", 1.0)))
     del built
     return results
