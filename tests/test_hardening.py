@@ -124,3 +124,91 @@ def test_pyquant_and_torch_threads_in_one_process(rng):
         for _ in range(3):
             torch.nn.functional.linear(x, torch.randn(256, 512))
             np.testing.assert_array_equal(pyquant.int8_gemm(a, w), ref)
+
+
+# ---- the other ops: properties against their references --------------------------------------
+
+@st.composite
+def gemm_shapes(draw):
+    return (draw(st.integers(0, 13)), draw(st.integers(0, 140)), draw(st.integers(0, 260)),
+            draw(st.integers(0, 2**32 - 1)))
+
+
+@st.composite
+def codebooks(draw):
+    """4 integer levels per side whose 16 products fit int8."""
+    while True:
+        a = tuple(draw(st.lists(st.integers(-12, 12), min_size=4, max_size=4)))
+        w = tuple(draw(st.lists(st.integers(-12, 12), min_size=4, max_size=4)))
+        if all(-128 <= x * y <= 127 for x in a for y in w):
+            return a, w
+
+
+@SETTINGS
+@given(gemm_shapes(), codebooks())
+def test_lut_gemm_property(shape, levels):
+    m, n, k, seed = shape
+    a_levels, w_levels = levels
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 4, size=(m, k)).astype(np.uint8)
+    w = rng.integers(0, 4, size=(n, k)).astype(np.uint8)
+    c = pyquant.lut_gemm(a, w, a_levels=a_levels, w_levels=w_levels)
+    ref = np.asarray(a_levels, np.int64)[a] @ np.asarray(w_levels, np.int64)[w].T
+    assert c.shape == (m, n)
+    np.testing.assert_array_equal(c, ref.astype(np.int32))
+
+
+@SETTINGS
+@given(gemm_shapes(), st.sampled_from([2, 4]), st.booleans())
+def test_lowbit_gemm_property(shape, bits, signed):
+    m, n, k, seed = shape
+    rng = np.random.default_rng(seed)
+    dtype = np.int8 if signed else np.uint8
+    info = np.iinfo(dtype)
+    a = rng.integers(info.min, info.max + 1, size=(m, k)).astype(dtype)
+    half = 1 << (bits - 1)
+    w = rng.integers(-half, half, size=(n, k)).astype(np.int8)
+    c = pyquant.lowbit_gemm(a, w, bits=bits)
+    assert c.shape == (m, n)
+    np.testing.assert_array_equal(c, gemm_ref(a, w))
+
+
+SPARQ_CONFIGS = [(4, 5), (4, 3), (4, 2), (3, 6), (2, 7)]
+
+
+@SETTINGS
+@given(gemm_shapes(), st.sampled_from(SPARQ_CONFIGS), st.sampled_from(["round", "trunc"]),
+       st.booleans())
+def test_sparq_property(shape, config, rounding, pairs):
+    from reference_sparq import sparq_ref
+
+    m, n, k, seed = shape
+    bits, options = config
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 256, size=(m, k)).astype(np.uint8)
+    a[rng.random(a.shape) < 0.4] = 0
+    w = rng.integers(-128, 128, size=(n, k)).astype(np.int8)
+    kw = dict(bits=bits, options=options, rounding=rounding, pairs=pairs)
+    q = pyquant.sparq_quantize(a, **kw)
+    np.testing.assert_array_equal(q, sparq_ref(a, **kw))
+    np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, **kw), gemm_ref(q, w))
+
+
+@pytest.mark.parametrize("bad", HOSTILE, ids=repr)
+def test_hostile_inputs_other_ops(bad):
+    a2 = np.zeros((2, 4), np.uint8)
+    w2 = np.zeros((3, 4), np.int8)
+    for call in (
+        lambda: pyquant.lut_gemm(bad, a2),
+        lambda: pyquant.lut_gemm(a2, bad),
+        lambda: pyquant.lowbit_gemm(bad, w2, bits=4),
+        lambda: pyquant.lowbit_gemm(a2, bad, bits=4),
+        lambda: pyquant.lowbit_gemm(a2, w2, bits=bad),
+        lambda: pyquant.sparq_quantize(bad),
+        lambda: pyquant.sparq_gemm(bad, w2),
+        lambda: pyquant.sparq_gemm(a2, bad),
+        lambda: pyquant.sparq_quantize(a2, bits=bad),
+        lambda: pyquant.sparq_quantize(a2, rounding=bad),
+    ):
+        with pytest.raises((TypeError, ValueError)):
+            call()

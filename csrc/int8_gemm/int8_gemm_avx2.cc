@@ -6,6 +6,8 @@
 
 #include <cstring>
 
+#include "core/macros.h"
+
 #include "int8_gemm/int8_gemm.h"
 
 namespace pq {
@@ -14,12 +16,6 @@ namespace {
 constexpr size_t kMR = 4;
 constexpr size_t kSubCols = 8;
 constexpr size_t kBlockGroups = 256;
-
-inline long long load_i64(const void* p) {
-  long long v;
-  std::memcpy(&v, p, 8);
-  return v;
-}
 
 template <size_t MR>
 __attribute__((always_inline)) inline void tile(const int16_t* a, size_t lda, const int8_t* b,

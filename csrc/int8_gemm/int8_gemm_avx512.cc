@@ -6,16 +6,12 @@
 
 #include <cstring>
 
+#include "core/macros.h"
+
 #include "int8_gemm/int8_gemm.h"
 
 namespace pq {
 namespace {
-
-inline int32_t load_i32(const void* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
 
 constexpr size_t kMR = 6;
 constexpr size_t kBlockGroups = 256;  // k-groups per K block: 64 cols x 1024 k = 64 KiB of weights

@@ -7,16 +7,12 @@
 
 #include <cstring>
 
+#include "core/macros.h"
+
 #include "lowbit_gemm/lowbit_gemm.h"
 
 namespace pq {
 namespace {
-
-inline int32_t load_i32(const void* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
 
 template <bool SIGNED>
 inline __m256i dot4(__m256i acc, __m256i av, __m256i w, __m256i ones) {

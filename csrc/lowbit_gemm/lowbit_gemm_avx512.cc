@@ -7,16 +7,12 @@
 
 #include <cstring>
 
+#include "core/macros.h"
+
 #include "lowbit_gemm/lowbit_gemm.h"
 
 namespace pq {
 namespace {
-
-inline int32_t load_i32(const void* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
 
 // In-register 16x16 transpose of floats (unpack, shuffle within 128-bit lanes, then 128-bit lane
 // shuffles): r[i] lane j -> r[j] lane i.

@@ -63,12 +63,6 @@ void prepare_deep(const uint8_t* a, size_t lda, size_t k, size_t k_pad, uint32_t
 // tables its 4 lookups use. The activation index mirrors the weight index bits: (k1, k0, k3) of
 // each group, then (k2 of group 0, 1, 2). Word-at-a-time: codes are bytes 0..3 of a little-endian
 // uint32 per group.
-inline uint32_t load_u32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-
 inline void offsets_of_block(uint32_t x0, uint32_t x1, uint32_t x2, uint16_t* d) {
   // (c1 | c0 << 2 | c3 << 4) * 64 for a word of codes c0..c3 (bytes 0..3)
   auto idx = [](uint32_t x) {

@@ -45,5 +45,5 @@ def _lut_cases(p: Problem) -> list[Case]:
         Case(p, "pyquant.lut_gemm[deepgemm]", _make_lut("deepgemm"), note="W2A2, DeepGEMM pshufb", extra={"bytes_per_weight": 0.25}),
         Case(p, "pyquant.int8_gemm[avx2]", _make_int8_ours, isa="avx2", kind="int8-baseline"),
         Case(p, "pyquant.lut_gemm[deepgemm][avx2]", _make_lut("deepgemm"), isa="avx2",
-             note="W2A2, DeepGEMM pshufb, AVX2"),
+             note="W2A2, DeepGEMM pshufb, AVX2", extra={"bytes_per_weight": 0.25}),
     ]

@@ -95,6 +95,7 @@ def save_plot(rows: list[dict], path: str) -> None:
                              gridspec_kw={"width_ratios": [3, 2]} if decode else None)
     ax = axes[0] if decode else axes
     width = 0.8 / max(1, len(kernels))
+    colors = plt.get_cmap("tab20").colors
     for j, kern in enumerate(kernels):
         xs, ys = [], []
         for i, prob in enumerate(problems):
@@ -102,7 +103,7 @@ def save_plot(rows: list[dict], path: str) -> None:
                 if r["problem"] == prob and r["kernel"] == kern:
                     xs.append(i + j * width)
                     ys.append(r["speedup_vs_int8"])
-        ax.bar(xs, ys, width, label=kern)
+        ax.bar(xs, ys, width, label=kern, color=colors[j % len(colors)])
     ax.axhline(1.0, color="black", lw=0.8)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(problems))])
     ax.set_xticklabels(problems, rotation=30, ha="right", fontsize=8)
