@@ -32,8 +32,7 @@ CArray<int32_t> int8_gemm(const CArray<uint8_t>& a, bool a_signed, const CArray<
   require_ndim(a, 2, "a");
   const PackedHeader h = checked_header(packed, static_cast<PackedOp>(op));
   const size_t m = a.shape(0), k = a.shape(1);
-  require(k == h.k, "a: expected K = " + std::to_string(h.k) + " columns to match w, got " +
-                        std::to_string(k));
+  require_k_matches(h, k);
   const size_t n = h.n;
   CArray<int32_t> c({m, n});
   int32_t* out = c.mutable_data();
@@ -62,8 +61,7 @@ CArray<float> int8_gemm_dequant(const CArray<uint8_t>& a, bool a_signed, const C
   require_ndim(a, 2, "a");
   const PackedHeader h = checked_header(packed, PackedOp::int8_gemm);
   const size_t m = a.shape(0), k = a.shape(1), n = h.n;
-  require(k == h.k, "a: expected K = " + std::to_string(h.k) + " columns to match w, got " +
-                        std::to_string(k));
+  require_k_matches(h, k);
   require_vector(row_scale, m, "row_scale");
   require_vector(row_offset, m, "row_offset");
   require_vector(col_scale, n, "col_scale");

@@ -45,8 +45,7 @@ PackedHeader checked_lowbit(const CArray<uint8_t>& a, const CArray<uint8_t>& pac
               h.k_padded == round_up(h.k, 4) &&
               h.total_bytes == lowbit_packed_bytes(h.n, h.k, bits),
           "w: invalid packed weight: layout fields do not match a lowbit_gemm weight");
-  require(a.shape(1) == h.k, "a: expected K = " + std::to_string(h.k) +
-                                 " columns to match w, got " + std::to_string(a.shape(1)));
+  require_k_matches(h, a.shape(1));
   return h;
 }
 

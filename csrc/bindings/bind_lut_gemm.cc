@@ -87,8 +87,7 @@ CArray<int32_t> lut_gemm(const CArray<uint8_t>& a, const CArray<uint8_t>& packed
           "kernel: '" + kernel + "' is not available on the " + isa_name(active_isa()) +
               " path for this codebook");
   const size_t m = a.shape(0), k = a.shape(1);
-  require(k == h.k, "a: expected K = " + std::to_string(h.k) + " columns to match w, got " +
-                        std::to_string(k));
+  require_k_matches(h, k);
   const uint8_t* ap = a.data();
   require(max_code(ap, m * k) <= 3, "a: codes must be in [0, 3]");
   const size_t n = h.n;

@@ -59,8 +59,7 @@ CArray<int32_t> sparq_gemm(const CArray<uint8_t>& a, const CArray<uint8_t>& pack
           "w: packed for another SPARQ configuration (bits/options/rounding/pairs); prepack it "
           "with the arguments of this call");
   const size_t m = a.shape(0), k = a.shape(1);
-  require(k == h.k, "a: expected K = " + std::to_string(h.k) + " columns to match w, got " +
-                        std::to_string(k));
+  require_k_matches(h, k);
   const size_t n = h.n;
   CArray<int32_t> c({m, n});
   int32_t* out = c.mutable_data();

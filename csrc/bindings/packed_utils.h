@@ -19,4 +19,10 @@ inline PackedHeader checked_header(const CArray<uint8_t>& buf, PackedOp op) {
   return h;
 }
 
+// The activations' K must equal the packed weight's K.
+inline void require_k_matches(const PackedHeader& h, size_t k) {
+  require(k == h.k, "a: expected K = " + std::to_string(h.k) + " columns to match w, got " +
+                        std::to_string(k));
+}
+
 }  // namespace pq

@@ -47,6 +47,26 @@ static_assert(sizeof(PackedHeader) == 64, "PackedHeader must stay 64 bytes");
 
 constexpr size_t kPackedAlign = 64;  // data and aux start on 64-byte offsets
 
+
+// A header with the fields every packer sets; the caller fills flags, w_levels, aux_offset and
+// total_bytes. Data starts right after the header block.
+inline PackedHeader make_packed_header(PackedOp op, size_t n, size_t k, size_t n_padded,
+                                       size_t k_padded, uint16_t bits, uint16_t nr, uint16_t kr) {
+  PackedHeader h{};
+  std::memcpy(h.magic, kPackedMagic, 4);
+  h.version = kPackedVersion;
+  h.op = static_cast<uint16_t>(op);
+  h.n = static_cast<uint32_t>(n);
+  h.k = static_cast<uint32_t>(k);
+  h.n_padded = static_cast<uint32_t>(n_padded);
+  h.k_padded = static_cast<uint32_t>(k_padded);
+  h.bits = bits;
+  h.nr = nr;
+  h.kr = kr;
+  h.data_offset = kPackedAlign;
+  return h;
+}
+
 // Reads and checks a header; returns an empty string if valid, else the reason.
 inline std::string read_packed_header(const uint8_t* buf, size_t size, PackedHeader* out) {
   if (size < sizeof(PackedHeader)) return "buffer is smaller than a packed-weight header";

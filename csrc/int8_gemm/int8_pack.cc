@@ -32,19 +32,8 @@ void int8_pack_panels(const int8_t* w, size_t n, size_t k, int8_t* panels, int32
 void int8_pack_weights(const int8_t* w, size_t n, size_t k, PackedOp op, uint16_t flags,
                        uint8_t* out) {
   const size_t n_pad = round_up(n, kInt8PanelCols), k_pad = round_up(k, kInt8GroupK);
-  PackedHeader h{};
-  std::memcpy(h.magic, kPackedMagic, 4);
-  h.version = kPackedVersion;
-  h.op = static_cast<uint16_t>(op);
-  h.n = static_cast<uint32_t>(n);
-  h.k = static_cast<uint32_t>(k);
-  h.n_padded = static_cast<uint32_t>(n_pad);
-  h.k_padded = static_cast<uint32_t>(k_pad);
-  h.bits = 8;
-  h.nr = kInt8PanelCols;
-  h.kr = kInt8GroupK;
+  PackedHeader h = make_packed_header(op, n, k, n_pad, k_pad, 8, kInt8PanelCols, kInt8GroupK);
   h.flags = flags;
-  h.data_offset = kPackedAlign;
   h.aux_offset = kPackedAlign + round_up(n_pad * k_pad, kPackedAlign);
   h.total_bytes = int8_packed_bytes(n, k);
   std::memset(out, 0, h.total_bytes);

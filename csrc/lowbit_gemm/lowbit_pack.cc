@@ -18,18 +18,8 @@ void lowbit_pack_weights(const int8_t* w, size_t n, size_t k, int bits, uint8_t*
   const size_t gbytes = lowbit_group_bytes(bits);
   const size_t per_byte = 8 / static_cast<size_t>(bits);
   const int offset = 1 << (bits - 1);
-  PackedHeader h{};
-  std::memcpy(h.magic, kPackedMagic, 4);
-  h.version = kPackedVersion;
-  h.op = static_cast<uint16_t>(PackedOp::lowbit_gemm);
-  h.n = static_cast<uint32_t>(n);
-  h.k = static_cast<uint32_t>(k);
-  h.n_padded = static_cast<uint32_t>(n_pad);
-  h.k_padded = static_cast<uint32_t>(k_pad);
-  h.bits = static_cast<uint16_t>(bits);
-  h.nr = kLowbitPanelCols;
-  h.kr = kLowbitGroupK;
-  h.data_offset = kPackedAlign;
+  PackedHeader h = make_packed_header(PackedOp::lowbit_gemm, n, k, n_pad, k_pad,
+                                      static_cast<uint16_t>(bits), kLowbitPanelCols, kLowbitGroupK);
   h.aux_offset = 0;
   h.total_bytes = lowbit_packed_bytes(n, k, bits);
   std::memset(out, 0, h.total_bytes);

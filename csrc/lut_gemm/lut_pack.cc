@@ -44,20 +44,8 @@ void lut_pack_weights(const uint8_t* w, size_t n, size_t k, const int8_t w_level
                       uint8_t* out) {
   const size_t n_pad = round_up(n, kLutPanelCols), k_pad = round_up(k, kLutKAlign);
   const size_t groups = k_pad / 4;
-  PackedHeader h{};
-  std::memcpy(h.magic, kPackedMagic, 4);
-  h.version = kPackedVersion;
-  h.op = static_cast<uint16_t>(PackedOp::lut_gemm);
-  h.n = static_cast<uint32_t>(n);
-  h.k = static_cast<uint32_t>(k);
-  h.n_padded = static_cast<uint32_t>(n_pad);
-  h.k_padded = static_cast<uint32_t>(k_pad);
-  h.bits = 2;
-  h.nr = kLutPanelCols;
-  h.kr = 4;
-  h.flags = 0;
+  PackedHeader h = make_packed_header(PackedOp::lut_gemm, n, k, n_pad, k_pad, 2, kLutPanelCols, 4);
   std::memcpy(h.w_levels, w_levels, 4);
-  h.data_offset = kPackedAlign;
   h.aux_offset = 0;
   h.total_bytes = lut_packed_bytes(n, k);
   std::memset(out, 0, h.total_bytes);

@@ -19,21 +19,19 @@ from torch import nn
 from .api import _replace, default_filter
 from .configs import WeightOnlyConfig
 from .modules import QuantLinear
+from .schemes import best_clip
 
 
 def _group_scale(w, bits):
     """MSE-best symmetric scale per row for one group w [N, g]."""
     qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     amax = w.abs().amax(1, keepdim=True).clamp(min=1e-12)
-    best_err, best_s = None, None
-    for r in torch.linspace(1.0, 0.5 if bits == 4 else 0.3, 11).tolist():
+
+    def candidate(r):
         s = amax * r / max(qmax, 1)
-        err = ((torch.round(w / s).clamp(qmin, qmax) * s - w) ** 2).sum(1, keepdim=True)
-        if best_err is None:
-            best_err, best_s = err, s
-        else:
-            better = err < best_err
-            best_err, best_s = torch.where(better, err, best_err), torch.where(better, s, best_s)
+        return s, ((torch.round(w / s).clamp(qmin, qmax) * s - w) ** 2).sum(1, keepdim=True)
+
+    best_s = best_clip(torch.linspace(1.0, 0.5 if bits == 4 else 0.3, 11).tolist(), candidate)
     return best_s.view(-1)
 
 

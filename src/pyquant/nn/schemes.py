@@ -121,8 +121,9 @@ class Int8Scheme(Scheme):
 
     def quantize_weight(self, w):
         wq, sw = int8_weight(w)
+        wsum = wq.sum(1, dtype=torch.int32).float()
         return {"packed": _backend.prepack("int8_gemm", wq), "w_scale": sw,
-                "w_sum": wq.sum(1, dtype=torch.int32).float()}
+                "w_sum": wsum}
 
     def int_acc(self, q, zp, b, n, k, reference):
         """Exact int32 accumulator sum_k (q - zp) * wq, zero point removed in integers."""
@@ -143,12 +144,9 @@ class Int8Scheme(Scheme):
         if _static(act_range):
             return None
         q, sa, zp = pyquant.int8.quantize_rows_u8(x)
-        ws = b["w_scale"]
-        col_off = b.get("w_scale_sum")
-        if col_off is None:
-            col_off = b["w_scale"] * b["w_sum"]
         return pyquant.int8.int8_gemm_dequant(
-            q, _backend._packed(b["packed"], "int8_gemm", {}), sa, sa * zp, ws, col_off, bias)
+            q, _backend._packed(b["packed"], "int8_gemm", {}), sa, sa * zp, b["w_scale"],
+            b["w_scale"] * b["w_sum"], bias)
 
     def fake_quant_weight(self, w):
         wq, sw = int8_weight(w)
@@ -160,6 +158,18 @@ class Int8Scheme(Scheme):
 
 
 # ----------------------------------------------------------------------------- WeightOnly
+def best_clip(ratios, candidate):
+    """MSE clipping search: ``candidate(r) -> (scale, squared error)`` per slice; keeps, slice by
+    slice, the scale with the smallest error (the first one on ties)."""
+    best_s, best_err = candidate(ratios[0])
+    for r in ratios[1:]:
+        s, err = candidate(r)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_s = torch.where(better, s, best_s)
+    return best_s
+
+
 def group_bounds(k, gs):
     return [(lo, min(lo + gs, k)) for lo in range(0, k, gs)]
 
@@ -171,16 +181,12 @@ def lowbit_weight(w, bits, gs):
     wp = torch.nn.functional.pad(w, (0, g * gs - k)).view(n, g, gs)
     qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     amax = wp.abs().amax(2, keepdim=True).clamp(min=1e-12)
-    best_err, best_s = None, None
-    for r in torch.linspace(1.0, 0.5 if bits == 4 else 0.3, 11).tolist():
+
+    def candidate(r):
         s = amax * r / max(qmax, 1)
-        err = ((torch.round(wp / s).clamp_(qmin, qmax) * s - wp) ** 2).sum(2, keepdim=True)
-        if best_err is None:
-            best_err, best_s = err, s
-        else:
-            better = err < best_err
-            best_err = torch.where(better, err, best_err)
-            best_s = torch.where(better, s, best_s)
+        return s, ((torch.round(wp / s).clamp_(qmin, qmax) * s - wp) ** 2).sum(2, keepdim=True)
+
+    best_s = best_clip(torch.linspace(1.0, 0.5 if bits == 4 else 0.3, 11).tolist(), candidate)
     codes = torch.round(wp / best_s).clamp_(qmin, qmax).to(torch.int8).view(n, g * gs)[:, :k]
     return codes.contiguous(), best_s.view(n, g).float()
 
@@ -257,16 +263,12 @@ def lut_weight(w, levels):
     """2-bit codes into `levels` and per-row scale (MSE-chosen clipping)."""
     lv = torch.tensor(levels, dtype=w.dtype)
     amax = w.abs().amax(1, keepdim=True).clamp(min=1e-12)
-    best_err, best_s = None, None
-    for r in torch.linspace(1.0, 0.2, 17).tolist():
+
+    def candidate(r):
         s = amax * r / lv.abs().max()
-        err = ((lv[nearest_level(w / s, levels).long()] * s - w) ** 2).sum(1, keepdim=True)
-        if best_err is None:
-            best_err, best_s = err, s
-        else:
-            better = err < best_err
-            best_err = torch.where(better, err, best_err)
-            best_s = torch.where(better, s, best_s)
+        return s, ((lv[nearest_level(w / s, levels).long()] * s - w) ** 2).sum(1, keepdim=True)
+
+    best_s = best_clip(torch.linspace(1.0, 0.2, 17).tolist(), candidate)
     return nearest_level(w / best_s, levels).to(torch.uint8), best_s.view(-1).float()
 
 
