@@ -56,7 +56,7 @@ def sparq_ref(a: np.ndarray, bits: int = 4, options: int = 5, rounding: str = "r
     return np.where((partner == 0) | (a == 0), wide, base).astype(np.uint8)
 
 
-# ---- the compact format, as src/pyquant/sparq.py describes it (numpy, the codec oracle) ---
+# ---- the compact format, as pyquant/sparq.py describes it (numpy, the codec oracle) ---
 
 def _layout(bits, options, pairs):
     shifts = sorted(SHIFTS[(bits, options)])

@@ -7,7 +7,7 @@ prepack / PackedWeight.
 from __future__ import annotations
 
 from . import _native  # noqa: F401  (applies PYQUANT_ISA before any kernel runs)
-from . import _C
+from ._native import _C  # noqa: E402
 from ._threads import get_num_threads, set_num_threads
 from .int8 import int8_gemm
 from .lut import lut_gemm
