@@ -4,7 +4,7 @@ from __future__ import annotations
 _TABLE = {
     "int8_gemm": {
         "avx512": "6x64 vpdpbusd (AVX-512 VNNI) register tile, K blocked",
-        "avx2": "4x8 vpmaddwd (exact int16 products) register tile",
+        "avx2": "3x16 vpmaddubsw tile, exact: 7-bit row blocks fast, others split a = 2(a>>1) + (a&1); 1x64 streaming GEMV",
         "neon": "4x16 sdot (+-128 offset) register tile",
         "scalar": "portable loops over the packed panels",
     },

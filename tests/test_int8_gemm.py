@@ -5,7 +5,7 @@ import torch
 import pyquant
 from reference import gemm_ref
 
-# XNNPACK-style sweep: M over 1..MR and beyond (MR is 6 on AVX-512, 4 elsewhere), N tails around
+# XNNPACK-style sweep: M over 1..MR and beyond (MR is 6 on AVX-512, 3 on AVX2, 4 elsewhere), N tails around
 # the 64-column panel and the 8/16-column vectors, K below/at/above the 4-wide group and the
 # 1024-wide K block.
 SHAPES = [
@@ -114,3 +114,25 @@ def test_packed_for_other_op_is_rejected(rng):
     pw_other.op = "lowbit_gemm"
     with pytest.raises(ValueError, match="packed for"):
         pyquant.int8_gemm(np.zeros((1, 8), np.uint8), pw_other)
+
+
+# The AVX2 path picks, per micro-tile and K block, a fast route (activations <= 127) or an exact
+# split route (any larger activation). These inputs exercise both routes and their boundaries.
+@pytest.mark.parametrize("m,n,k", [(1, 70, 1030), (5, 64, 4100), (8, 130, 2049), (37, 17, 1024)])
+def test_route_per_tile_and_k_block(isa, rng, m, n, k):
+    a = rng.integers(0, 128, size=(m, k)).astype(np.uint8)   # 7-bit rows: fast route
+    a[m // 2, -1] = 128                                      # one big value in the last K block
+    if m > 3:
+        a[-1, 5] = 255                                       # and one in the first block
+    w = rand(rng, np.int8, (n, k))
+    np.testing.assert_array_equal(pyquant.int8_gemm(a, w), gemm_ref(a, w))
+
+
+@pytest.mark.parametrize("a_value", [127, 128, 255])
+def test_pair_sums_at_the_int16_edge(isa, a_value):
+    # Two adjacent products of the same sign: 127*-128*2 = -32512 fits int16, 128*-128*2 does not.
+    k = 4096 + 4
+    a = np.full((4, k), a_value, np.uint8)
+    w = np.full((9, k), -128, np.int8)
+    w[1::2] = 127
+    np.testing.assert_array_equal(pyquant.int8_gemm(a, w), gemm_ref(a, w))

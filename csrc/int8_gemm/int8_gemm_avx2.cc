@@ -1,87 +1,159 @@
-// AVX2 path (no VNNI): exact 16-bit multiplies with vpmaddwd. vpmaddubsw is avoided on purpose:
-// its u8 x s8 pair sums saturate at int16 (255*127*2 > 32767).
-// Activations arrive as int16 [M][K_pad]; weights are sign-extended from the shared panels on
-// the fly (vpmovsxbw), 4 columns x 4 k per ymm. Register tile: 4 rows x 8 columns.
+// AVX2 path (no VNNI): u8 x s8 with vpmaddubsw -> vpmaddwd -> vpaddd, exact on every input.
+//
+// vpmaddubsw sums two u8 x s8 products into a saturating int16. That pair sum cannot pass 32767
+// while the activations are <= 127 (127 * 128 * 2 = 32512), so:
+//   fast route:  rows whose activations (in this K block) are all <= 127: one vpmaddubsw per
+//                32 products, then vpmaddwd with ones widens the pair sums to int32;
+//   split route: any other row block: a = 2 * (a >> 1) + (a & 1), both halves <= 127, two
+//                vpmaddubsw, widened with vpmaddwd by 2 and by 1. Same bits, twice the work.
+// The route is picked per micro-tile and K block by OR-ing the rows' bytes (1/200 of the work),
+// so callers that feed 7-bit activations (or mostly small ones) get the fast route for free.
+//
+// Activations are u8 [M][lda], used in place. Weights come straight from the shared panels
+// ([K/4][64 columns][4 k]): one ymm is 8 columns x 4 k, exactly what vpmaddubsw pairs with a
+// broadcast dword of 4 activations, and vpmaddwd(ones) leaves one int32 per column (no
+// horizontal reduction). GEMM tile: 3 rows x 16 columns (one 64-byte line per k group), K blocked
+// so the 16 KiB weight slice stays in L1 across the row tiles. GEMV (M = 1): one row x the whole
+// 64-column panel, streaming 256 contiguous bytes per k group.
 #include <immintrin.h>
 
-#include <cstring>
-
 #include "core/macros.h"
-
 #include "int8_gemm/int8_gemm.h"
 
 namespace pq {
 namespace {
 
-constexpr size_t kMR = 4;
-constexpr size_t kSubCols = 8;
-constexpr size_t kBlockGroups = 256;
+constexpr size_t kMR = 3;               // rows per GEMM micro-tile (x 16 columns: no spills)
+constexpr size_t kVecCols = 8;          // columns per ymm of weights
+constexpr size_t kBlockGroups = 256;    // k groups (of 4) per K block: 16 KiB of a 16-col slice
+constexpr size_t kPrefetchBytes = 1024; // GEMV: how far ahead of the weight stream to prefetch
 
-template <size_t MR>
-__attribute__((always_inline)) inline void tile(const int16_t* a, size_t lda, const int8_t* b,
-                                                size_t groups, int32_t* c, size_t ldc, size_t nc,
-                                                const int32_t* bias, bool accumulate) {
-  __m256i acc[MR][2];
-#pragma GCC unroll 4
-  for (size_t r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+PQ_INLINE __m256i widen(__m256i pairs16, __m256i mult) { return _mm256_madd_epi16(pairs16, mult); }
 
+// True if every activation of rows [0, rows) x bytes [0, len) is <= 127.
+bool rows_small(const uint8_t* a, size_t lda, size_t rows, size_t len) {
+  __m256i any = _mm256_setzero_si256();
+  size_t tail_or = 0;
+  for (size_t r = 0; r < rows; ++r) {
+    const uint8_t* row = a + r * lda;
+    size_t i = 0;
+    for (; i + 32 <= len; i += 32)
+      any = _mm256_or_si256(any, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + i)));
+    for (; i < len; ++i) tail_or |= row[i];
+  }
+  return _mm256_movemask_epi8(any) == 0 && (tail_or & 0x80) == 0;
+}
+
+// acc[r][v] += a[r, 4g..4g+3] . w[g][8v..8v+7][0..3] over `groups` k groups.
+// `b` points at the tile's first column inside a panel (group stride kInt8PanelGroupBytes).
+template <size_t MR, size_t V, bool kSplit>
+PQ_INLINE void accumulate(const uint8_t* a, size_t lda, const int8_t* b, size_t groups,
+                          __m256i (&acc)[MR][V]) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i twos = _mm256_set1_epi16(2);
+  const __m256i low7 = _mm256_set1_epi8(0x7f);
+  const __m256i bit0 = _mm256_set1_epi8(0x01);
   for (size_t g = 0; g < groups; ++g) {
     const int8_t* bg = b + g * kInt8PanelGroupBytes;
-    const __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bg)));
-    const __m256i b1 =
-        _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bg + 16)));
+    if (V == 8) _mm_prefetch(reinterpret_cast<const char*>(bg) + kPrefetchBytes, _MM_HINT_T0);
+    __m256i w[V];
+#pragma GCC unroll 8
+    for (size_t v = 0; v < V; ++v)
+      w[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + v * 32));
 #pragma GCC unroll 4
     for (size_t r = 0; r < MR; ++r) {
-      const __m256i av = _mm256_set1_epi64x(load_i64(a + r * lda + g * 4));
-      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(av, b0));
-      acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(av, b1));
+      const __m256i av = _mm256_set1_epi32(load_i32(a + r * lda + g * 4));
+      if (!kSplit) {
+#pragma GCC unroll 8
+        for (size_t v = 0; v < V; ++v)
+          acc[r][v] = _mm256_add_epi32(acc[r][v], widen(_mm256_maddubs_epi16(av, w[v]), ones));
+      } else {
+        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(av, 1), low7);
+        const __m256i lo = _mm256_and_si256(av, bit0);
+#pragma GCC unroll 8
+        for (size_t v = 0; v < V; ++v) {
+          acc[r][v] = _mm256_add_epi32(acc[r][v], widen(_mm256_maddubs_epi16(hi, w[v]), twos));
+          acc[r][v] = _mm256_add_epi32(acc[r][v], widen(_mm256_maddubs_epi16(lo, w[v]), ones));
+        }
+      }
     }
-  }
-
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(nc)), lane);
-#pragma GCC unroll 4
-  for (size_t r = 0; r < MR; ++r) {
-    // pair sums -> columns [c0 c1 c4 c5 | c2 c3 c6 c7] -> [c0 .. c7]
-    __m256i v = _mm256_hadd_epi32(acc[r][0], acc[r][1]);
-    v = _mm256_permute4x64_epi64(v, _MM_SHUFFLE(3, 1, 2, 0));
-    int32_t* c_row = c + r * ldc;
-    if (accumulate)
-      v = _mm256_add_epi32(v, _mm256_maskload_epi32(c_row, mask));
-    else if (bias)
-      v = _mm256_add_epi32(v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias)));
-    _mm256_maskstore_epi32(c_row, mask, v);
   }
 }
 
-void tile_dispatch(size_t mr, const int16_t* a, size_t lda, const int8_t* b, size_t groups,
-                   int32_t* c, size_t ldc, size_t nc, const int32_t* bias, bool accumulate) {
+// One micro-tile: rows [0, MR) x columns [0, nc) (nc <= 8V) of the output for one K block.
+// The first K block starts from the column bias (or zero), later blocks add to C.
+template <size_t MR, size_t V>
+void tile(const uint8_t* a, size_t lda, const int8_t* b, size_t groups, int32_t* c, size_t ldc,
+          size_t nc, const int32_t* bias, bool accumulate_c) {
+  __m256i acc[MR][V];
+#pragma GCC unroll 4
+  for (size_t r = 0; r < MR; ++r)
+#pragma GCC unroll 8
+    for (size_t v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_si256();
+
+  if (rows_small(a, lda, MR, groups * kInt8GroupK))
+    accumulate<MR, V, false>(a, lda, b, groups, acc);
+  else
+    accumulate<MR, V, true>(a, lda, b, groups, acc);
+
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+#pragma GCC unroll 8
+  for (size_t v = 0; v < V; ++v) {
+    if (v * kVecCols >= nc) break;
+    const size_t valid = nc - v * kVecCols;
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(valid)), lane);
+    __m256i start = _mm256_setzero_si256();
+    if (!accumulate_c && bias) start = _mm256_maskload_epi32(bias + v * kVecCols, mask);
+#pragma GCC unroll 4
+    for (size_t r = 0; r < MR; ++r) {
+      int32_t* dst = c + r * ldc + v * kVecCols;
+      const __m256i base = accumulate_c ? _mm256_maskload_epi32(dst, mask) : start;
+      _mm256_maskstore_epi32(dst, mask, _mm256_add_epi32(acc[r][v], base));
+    }
+  }
+}
+
+template <size_t V>
+void tile_rows(size_t mr, const uint8_t* a, size_t lda, const int8_t* b, size_t groups, int32_t* c,
+               size_t ldc, size_t nc, const int32_t* bias, bool accumulate_c) {
   switch (mr) {
-    case 4: return tile<4>(a, lda, b, groups, c, ldc, nc, bias, accumulate);
-    case 3: return tile<3>(a, lda, b, groups, c, ldc, nc, bias, accumulate);
-    case 2: return tile<2>(a, lda, b, groups, c, ldc, nc, bias, accumulate);
-    default: return tile<1>(a, lda, b, groups, c, ldc, nc, bias, accumulate);
+    case 3: return tile<3, V>(a, lda, b, groups, c, ldc, nc, bias, accumulate_c);
+    case 2: return tile<2, V>(a, lda, b, groups, c, ldc, nc, bias, accumulate_c);
+    default: return tile<1, V>(a, lda, b, groups, c, ldc, nc, bias, accumulate_c);
   }
 }
 
 }  // namespace
 
 void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
-  const int16_t* a = static_cast<const int16_t*>(p.a);
+  const uint8_t* a = static_cast<const uint8_t*>(p.a);
+  // GEMV: one row against whole panels, K unblocked (the weights stream once from memory).
+  if (m1 - m0 == 1) {
+    for (size_t panel = p0; panel < p1; ++panel) {
+      const size_t col0 = panel * kInt8PanelCols;
+      const size_t nc = p.n - col0 < kInt8PanelCols ? p.n - col0 : kInt8PanelCols;
+      tile<1, 8>(a + m0 * p.lda, p.lda, p.panels + panel * p.k_groups * kInt8PanelGroupBytes,
+                 p.k_groups, p.c + m0 * p.ldc + col0, p.ldc, nc,
+                 p.col_bias ? p.col_bias + col0 : nullptr, false);
+    }
+    return;
+  }
+  constexpr size_t kV = 2, kTileCols = kV * kVecCols;
   for (size_t kb = 0; kb < p.k_groups; kb += kBlockGroups) {
     const size_t groups = p.k_groups - kb < kBlockGroups ? p.k_groups - kb : kBlockGroups;
     for (size_t panel = p0; panel < p1; ++panel) {
       const int8_t* b = p.panels + (panel * p.k_groups + kb) * kInt8PanelGroupBytes;
       const size_t col0 = panel * kInt8PanelCols;
       const size_t nc = p.n - col0 < kInt8PanelCols ? p.n - col0 : kInt8PanelCols;
-      for (size_t sub = 0; sub * kSubCols < nc; ++sub) {
-        const size_t sub_nc = nc - sub * kSubCols < kSubCols ? nc - sub * kSubCols : kSubCols;
-        const size_t col = col0 + sub * kSubCols;
+      for (size_t sub = 0; sub * kTileCols < nc; ++sub) {
+        const size_t sub_nc = nc - sub * kTileCols < kTileCols ? nc - sub * kTileCols : kTileCols;
+        const size_t col = col0 + sub * kTileCols;
         const int32_t* bias = p.col_bias ? p.col_bias + col : nullptr;
         for (size_t m = m0; m < m1; m += kMR) {
           const size_t mr = m1 - m < kMR ? m1 - m : kMR;
-          tile_dispatch(mr, a + m * p.lda + kb * kInt8GroupK, p.lda, b + sub * kSubCols * kInt8GroupK,
-                        groups, p.c + m * p.ldc + col, p.ldc, sub_nc, bias, kb > 0);
+          tile_rows<kV>(mr, a + m * p.lda + kb * kInt8GroupK, p.lda,
+                        b + sub * kTileCols * kInt8GroupK, groups, p.c + m * p.ldc + col, p.ldc,
+                        sub_nc, bias, kb > 0);
         }
       }
     }

@@ -11,7 +11,7 @@ namespace pq {
 const Int8GemmKernels& int8_gemm_kernels(Isa isa) {
   static const Int8GemmKernels scalar{Int8AFormat::u8, 4, int8_compute_scalar, int8_epilogue_scalar};
 #if defined(PQ_HAVE_X86)
-  static const Int8GemmKernels avx2{Int8AFormat::s16, 4, int8_compute_avx2, int8_epilogue_scalar};
+  static const Int8GemmKernels avx2{Int8AFormat::u8, 3, int8_compute_avx2, int8_epilogue_scalar};
   static const Int8GemmKernels avx512{Int8AFormat::u8, 6, int8_compute_avx512, int8_epilogue_avx512};
   if (isa == Isa::avx512) return avx512;
   if (isa == Isa::avx2) return avx2;

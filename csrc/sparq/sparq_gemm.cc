@@ -1,7 +1,7 @@
 // sparq_gemm driver: C = sparq(A) @ W.T on the int8 panel format.
 //
 // M is processed in blocks: each block's rows are trimmed once (threads over rows) into a buffer
-// already in the int8 path's activation format (u8 for AVX-512 VNNI and scalar, s16 for AVX2,
+// already in the int8 path's activation format (u8 for AVX-512 VNNI, AVX2 and scalar,
 // s8 with the +128 bias for NEON), K zero-padded to a multiple of 4, and then the int8
 // micro-kernel runs over every panel for that block, exactly as int8_gemm_run tiles it. The
 // buffer holds at most kBlockBytes (or one micro-tile of rows), never a full copy of a large A.
