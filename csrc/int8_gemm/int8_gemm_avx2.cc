@@ -26,7 +26,7 @@ namespace {
 constexpr size_t kMR = 3;               // rows per GEMM micro-tile (x 16 columns: no spills)
 constexpr size_t kVecCols = 8;          // columns per ymm of weights
 constexpr size_t kBlockGroups = 256;    // k groups (of 4) per K block: 16 KiB of a 16-col slice
-constexpr size_t kPrefetchBytes = 1024; // GEMV: how far ahead of the weight stream to prefetch
+constexpr size_t kPrefetchBytes = 2048; // GEMV: how far ahead of the weight stream to prefetch
 
 PQ_INLINE __m256i widen(__m256i pairs16, __m256i mult) { return _mm256_madd_epi16(pairs16, mult); }
 
@@ -55,7 +55,9 @@ PQ_INLINE void accumulate(const uint8_t* a, size_t lda, const int8_t* b, size_t 
   const __m256i bit0 = _mm256_set1_epi8(0x01);
   for (size_t g = 0; g < groups; ++g) {
     const int8_t* bg = b + g * kInt8PanelGroupBytes;
-    if (V == 8) _mm_prefetch(reinterpret_cast<const char*>(bg) + kPrefetchBytes, _MM_HINT_T0);
+    if (V == 8)  // GEMV: the group is 4 cache lines; keep all of them in flight ahead of use
+      for (size_t line = 0; line < kInt8PanelGroupBytes; line += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(bg) + kPrefetchBytes + line, _MM_HINT_T0);
     __m256i w[V];
 #pragma GCC unroll 8
     for (size_t v = 0; v < V; ++v)
