@@ -3,6 +3,9 @@
 // saturation), then vpmaddwd by ones widens to int32. Register tile: 2 rows x 32 columns, run
 // twice per call (the two 32-byte halves of each 64-byte code block hold columns
 // {16q + 8h + i : q < 4, i < 8} for half h, in both the W4 and the W2 layout).
+// GEMV (one row) streams all 64 columns in one pass and sums the int16 pair sums of several
+// k-groups before widening (each is at most 2*255*(2^bits - 1), so 4 groups fit int16 for W4
+// and 16 for W2), halving the multiplies per weight.
 #include <immintrin.h>
 
 #include <cstring>
@@ -20,17 +23,27 @@ inline __m256i dot4(__m256i acc, __m256i av, __m256i w, __m256i ones) {
   return _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones));
 }
 
-template <int BITS, size_t MR, bool SIGNED>
-void tile(const uint8_t* a, size_t lda, const uint8_t* b, size_t kgroups, int32_t* sums) {
+// Sums of MR rows x the 32-column halves [h0, h0 + H) of a 64-column panel over `kgroups`.
+// GEMV (MR = 1) takes both halves in one pass (8 accumulators), so the weights stream from
+// memory once; MR = 2 runs one half per pass to stay within 16 registers.
+template <int BITS, size_t MR, size_t H, bool SIGNED>
+void tile_halves(const uint8_t* a, size_t lda, const uint8_t* b, size_t kgroups, size_t h0,
+                 int32_t* sums) {
   constexpr size_t kGroupBytes = 32 * BITS;
+  constexpr size_t kPrefetchBytes = 2048;
   const __m256i mask = _mm256_set1_epi8(static_cast<char>((1 << BITS) - 1));
   const __m256i ones = _mm256_set1_epi16(1);
-  for (size_t h = 0; h < 2; ++h) {
-    __m256i acc[MR][4];
-    for (size_t r = 0; r < MR; ++r)
-      for (size_t q = 0; q < 4; ++q) acc[r][q] = _mm256_setzero_si256();
-    for (size_t g = 0; g < kgroups; ++g) {
-      const uint8_t* bg = b + g * kGroupBytes + h * 32;
+  __m256i acc[MR][H][4];
+  for (size_t r = 0; r < MR; ++r)
+    for (size_t h = 0; h < H; ++h)
+      for (size_t q = 0; q < 4; ++q) acc[r][h][q] = _mm256_setzero_si256();
+  for (size_t g = 0; g < kgroups; ++g) {
+    if (H == 2)
+      for (size_t line = 0; line < kGroupBytes; line += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(b + g * kGroupBytes) + kPrefetchBytes + line,
+                     _MM_HINT_T0);
+    for (size_t h = 0; h < H; ++h) {
+      const uint8_t* bg = b + g * kGroupBytes + (h0 + h) * 32;
       __m256i w[4];
       if constexpr (BITS == 4) {
         const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg));
@@ -48,12 +61,73 @@ void tile(const uint8_t* a, size_t lda, const uint8_t* b, size_t kgroups, int32_
       }
       for (size_t r = 0; r < MR; ++r) {
         const __m256i av = _mm256_set1_epi32(load_i32(a + r * lda + g * 4));
-        for (size_t q = 0; q < 4; ++q) acc[r][q] = dot4<SIGNED>(acc[r][q], av, w[q], ones);
+        for (size_t q = 0; q < 4; ++q) acc[r][h][q] = dot4<SIGNED>(acc[r][h][q], av, w[q], ones);
       }
     }
-    for (size_t r = 0; r < MR; ++r)
+  }
+  for (size_t r = 0; r < MR; ++r)
+    for (size_t h = 0; h < H; ++h)
       for (size_t q = 0; q < 4; ++q)
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(sums + r * 64 + q * 16 + h * 8), acc[r][q]);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(sums + r * 64 + q * 16 + (h0 + h) * 8),
+                            acc[r][h][q]);
+}
+
+// One row x 64 columns: int16 accumulation over blocks of kInt16Groups k-groups, widened into
+// the int32 sums (kept in L1) after each block.
+template <int BITS, bool SIGNED>
+void gemv_row(const uint8_t* a, const uint8_t* b, size_t kgroups, int32_t* sums) {
+  constexpr size_t kGroupBytes = 32 * BITS;
+  constexpr size_t kPrefetchBytes = 2048;
+  constexpr size_t kInt16Groups = BITS == 4 ? 4 : 16;  // 2*255*(2^bits-1)*groups <= 32767
+  const __m256i mask = _mm256_set1_epi8(static_cast<char>((1 << BITS) - 1));
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i total[8];
+  for (size_t i = 0; i < 8; ++i) total[i] = _mm256_setzero_si256();
+  for (size_t g0 = 0; g0 < kgroups; g0 += kInt16Groups) {
+    const size_t g1 = g0 + kInt16Groups < kgroups ? g0 + kInt16Groups : kgroups;
+    __m256i acc[8];  // [h * 4 + q]
+    for (size_t i = 0; i < 8; ++i) acc[i] = _mm256_setzero_si256();
+    for (size_t g = g0; g < g1; ++g) {
+      const uint8_t* bg = b + g * kGroupBytes;
+      for (size_t line = 0; line < kGroupBytes; line += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(bg) + kPrefetchBytes + line, _MM_HINT_T0);
+      const __m256i av = _mm256_set1_epi32(load_i32(a + g * 4));
+      for (size_t h = 0; h < 2; ++h) {
+        __m256i w[4];
+        if constexpr (BITS == 4) {
+          const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + h * 32));
+          const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + h * 32 + 64));
+          w[0] = _mm256_and_si256(v0, mask);
+          w[1] = _mm256_and_si256(_mm256_srli_epi16(v0, 4), mask);
+          w[2] = _mm256_and_si256(v1, mask);
+          w[3] = _mm256_and_si256(_mm256_srli_epi16(v1, 4), mask);
+        } else {
+          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + h * 32));
+          w[0] = _mm256_and_si256(v, mask);
+          w[1] = _mm256_and_si256(_mm256_srli_epi16(v, 2), mask);
+          w[2] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+          w[3] = _mm256_and_si256(_mm256_srli_epi16(v, 6), mask);
+        }
+        for (size_t q = 0; q < 4; ++q) {
+          const __m256i p = SIGNED ? _mm256_maddubs_epi16(w[q], av) : _mm256_maddubs_epi16(av, w[q]);
+          acc[h * 4 + q] = _mm256_add_epi16(acc[h * 4 + q], p);
+        }
+      }
+    }
+    for (size_t i = 0; i < 8; ++i) total[i] = _mm256_add_epi32(total[i], _mm256_madd_epi16(acc[i], ones));
+  }
+  for (size_t h = 0; h < 2; ++h)
+    for (size_t q = 0; q < 4; ++q)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(sums + q * 16 + h * 8), total[h * 4 + q]);
+}
+
+template <int BITS, size_t MR, bool SIGNED>
+void tile(const uint8_t* a, size_t lda, const uint8_t* b, size_t kgroups, int32_t* sums) {
+  if constexpr (MR == 1) {
+    gemv_row<BITS, SIGNED>(a, b, kgroups, sums);
+  } else {
+    tile_halves<BITS, MR, 1, SIGNED>(a, lda, b, kgroups, 0, sums);
+    tile_halves<BITS, MR, 1, SIGNED>(a, lda, b, kgroups, 1, sums);
   }
 }
 
