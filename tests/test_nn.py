@@ -293,19 +293,19 @@ def _lattice(config, m, k, seed, static=False):
     gen = torch.Generator().manual_seed(seed)
     rows = 1 if static else m
     sa = _scales(gen, rows)
-    span = (-20, 276) if static else (0, 256)  # codes drawn (static: partly outside the range)
+    span = (-20, 276) if static else (1, 255)  # interior codes drawn (static: partly outside)
     if isinstance(config, (pyquant.Int8Config, pyquant.WeightOnlyConfig)):
         # range [-(zp + f) sa, (255 - zp - f) sa]: -lo / sa = zp + f is rounded (|f| <= 7/16)
         zp = torch.randint(0, 256, (rows, 1), generator=gen).double()
         f = _frac(gen, (rows, 1))
         f = torch.where(zp == 0, f.abs(), torch.where(zp == 255, -f.abs(), f))
-        c = torch.randint(*((-20, 276) if static else (1, 255)), (m, k), generator=gen).double()
+        c = torch.randint(*span, (m, k), generator=gen).double()
         x, ends = sa * (c - zp + _frac(gen, (m, k))), (-(zp + f) * sa, (255 - zp - f) * sa)
         if not static:  # each row holds its range's end points (codes 0 and 255)
             lo_at, hi_at = _pin(gen, m, k)
             x = x.scatter(1, lo_at, ends[0]).scatter(1, hi_at, ends[1])
     elif isinstance(config, pyquant.SparqConfig):
-        c = torch.randint(*span, (m, k), generator=gen).double().clamp(min=0)
+        c = torch.randint(*((-20, 276) if static else (0, 256)), (m, k), generator=gen).double().clamp(min=0)
         d = _frac(gen, (m, k))
         d = torch.where(c == 0, d.abs(), torch.where(c >= 255, -d.abs(), d))  # |x| <= 255 sa
         if not static:
