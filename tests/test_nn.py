@@ -1,14 +1,23 @@
-"""PyTorch front end: QuantLinear / QuantConv2d / quantize_ against pure-PyTorch references.
+"""PyTorch front end: QuantLinear / QuantConv2d / quantize_ against an independent reference.
 
-Every config runs twice: through pyquant's kernels ("kernel", skipped while the op is not in this
-build) and through the pure-PyTorch reference ops ("reference", always). The reference for the
-output is dequantize-then-matmul in float64 on the scheme's own codes; the integer parts are exact,
-so the only slack is the float32 epilogue (tolerance scaled by the output's magnitude). An SQNR
-bound against the float module checks the quantization itself is sane.
+The reference (first section) is written from the documented semantics (docs/notes/nn.md
+"Numerics", algorithms.md section 5) in float64 / int64 and calls nothing from pyquant.nn, so a
+quantizer bug in the modules cannot cancel out. Every config runs twice: through pyquant's
+kernels ("kernel", skipped while the op is not in this build) and through pyquant.nn's
+pure-PyTorch reference ops ("reference").
+
+Exactness: inputs come from a lattice (``_lattice``) on which every scale is exact in float32
+(``j * 2**-e``) and every value to be rounded lies at least 1/16 step from a rounding boundary, so
+any correct float32 implementation must produce the reference's integer codes. The module's
+float output is then compared in units of one integer step of its accumulator
+(``sa * sw``): less than a quarter step off means the integer accumulator is identical.
 """
 from __future__ import annotations
 
+import functools
 import io
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -17,7 +26,7 @@ from torch import nn
 
 import pyquant
 from pyquant.nn import _backend
-from pyquant.nn.schemes import asym_u8, int8_weight, scheme_for
+from pyquant.nn.schemes import scheme_for
 
 CONFIGS = [
     pytest.param(pyquant.Int8Config(), 30.0, id="int8"),
@@ -29,6 +38,8 @@ CONFIGS = [
     pytest.param(pyquant.SparqConfig(), 20.0, id="sparq-5opt"),
     pytest.param(pyquant.SparqConfig(options=2, rounding="trunc", pairs=False), 12.0, id="sparq-2opt"),
 ]
+ONE_PER_FAMILY = [pyquant.Int8Config(), pyquant.WeightOnlyConfig(bits=4, group_size=32),
+                  pyquant.LUT2Config(a_scale="minmax"), pyquant.SparqConfig()]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -58,31 +69,394 @@ def _sqnr(y, ref):
     return (10 * torch.log10(ref.double().pow(2).mean() / (y.double() - ref.double()).pow(2).mean())).item()
 
 
-def _fq_linear(m, lin, x2d):
-    """Dequantize-then-matmul reference in float64 (uses the module's static range if set)."""
-    rng = None if torch.isnan(m.act_range).any() else m.act_range
-    ref = m.scheme.fake_quant_act(x2d, rng) @ m.scheme.fake_quant_weight(lin.weight.detach()).T
-    return ref + (0 if lin.bias is None else lin.bias.detach().double())
+# ============================================================================= independent reference
+def _f32(t):
+    """Rounded to float32 (the precision the modules store scales in), kept as float64."""
+    return t.float().double()
 
 
-def _assert_matches(y, ref):
-    tol = 2e-5 * ref.abs().max().item() + 1e-6
-    torch.testing.assert_close(y.double(), ref, rtol=1e-4, atol=tol)
+def _nearest(v, levels):
+    """Index into `levels` (any order) of the level nearest to each element of v."""
+    lv = torch.as_tensor(levels, dtype=torch.float64)
+    return (v[..., None] - lv).abs().argmin(-1)
 
 
+def _best_scale(cand, err):
+    """Per row, the candidate scale with the least squared error (the first one on ties)."""
+    return cand.gather(1, err.argmin(1, keepdim=True)).squeeze(1)
+
+
+def ref_weight_int8(w):
+    """Symmetric per output channel: s = amax / 127, codes = round(w / s) in [-127, 127]."""
+    w = w.double()
+    s = _f32(w.abs().amax(1).clamp(min=1e-12) / 127)
+    return torch.round(w / s[:, None]).clamp(-127, 127).long(), s
+
+
+def ref_weight_lowbit(w, bits, gs):
+    """Per group of `gs` along K: codes round(w / s) in [-2^(b-1), 2^(b-1) - 1], s = amax * r / qmax
+    with r the best (least squared error) of 11 ratios from 1 down to 0.5 (4-bit) or 0.3 (2-bit)."""
+    w = w.double()
+    n, k = w.shape
+    qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    ratios = torch.linspace(1.0, 0.5 if bits == 4 else 0.3, 11, dtype=torch.float64)
+    codes, scales = [], []
+    for lo in range(0, k, gs):
+        wg = w[:, lo:lo + gs]
+        cand = wg.abs().amax(1, keepdim=True).clamp(min=1e-12) * ratios / qmax  # [N, 11]
+        q = torch.round(wg[:, None, :] / cand[:, :, None]).clamp(qmin, qmax)
+        s = _f32(_best_scale(cand, ((q * cand[:, :, None] - wg[:, None, :]) ** 2).sum(2)))
+        codes.append(torch.round(wg / s[:, None]).clamp(qmin, qmax).long())
+        scales.append(s)
+    return torch.cat(codes, 1), torch.stack(scales, 1)
+
+
+def ref_weight_lut(w, levels):
+    """Per row: codes = nearest level of w / s, s = amax * r / max|level| with r the best of 17
+    ratios from 1 down to 0.2."""
+    w = w.double()
+    lv = torch.tensor(levels, dtype=torch.float64)
+    cand = w.abs().amax(1, keepdim=True).clamp(min=1e-12) * torch.linspace(
+        1.0, 0.2, 17, dtype=torch.float64) / lv.abs().max()  # [N, 17]
+    idx = _nearest(w[:, None, :] / cand[:, :, None], levels)
+    s = _f32(_best_scale(cand, ((lv[idx] * cand[:, :, None] - w[:, None, :]) ** 2).sum(2)))
+    return _nearest(w / s[:, None], levels), s
+
+
+def _static_range(act_range):
+    return act_range[0].double().view(1, 1), act_range[1].double().view(1, 1)
+
+
+def ref_act_u8(x, act_range=None):
+    """Asymmetric uint8 per row (per tensor when static): [lo, hi] widened to include 0,
+    sa = (hi - lo) / 255, zp = round(-lo / sa), q = clamp(floor(x / sa + zp + 1/2), 0, 255)."""
+    x = x.double()
+    lo, hi = (x.amin(1, keepdim=True), x.amax(1, keepdim=True)) if act_range is None \
+        else _static_range(act_range)
+    lo, hi = lo.clamp(max=0), hi.clamp(min=0)
+    sa = _f32((hi - lo) / 255)
+    sa = torch.where(sa > 0, sa, torch.ones_like(sa))
+    zp = torch.round(-lo / sa).clamp(0, 255)
+    return torch.floor(x / sa + zp + 0.5).clamp(0, 255).long(), sa, zp.long()
+
+
+# SPARQ, algorithms.md section 5: allowed shifts per (bits, options); the wide window (partner zero)
+_SPARQ_SHIFTS = {(4, 5): (4, 3, 2, 1, 0), (4, 3): (4, 2, 0), (4, 2): (4, 0),
+                 (3, 6): (5, 4, 3, 2, 1, 0), (2, 7): (6, 5, 4, 3, 2, 1, 0)}
+_SPARQ_WIDE = {4: (8, (0,)), 3: (6, (2, 1, 0)), 2: (4, (4, 3, 2, 1, 0))}
+
+
+def ref_sparq_value(v: int, n: int, shifts, rounding: str) -> int:
+    """bSPARQ on one uint8 value: smallest allowed shift whose n-bit window holds the leading one;
+    round mode rounds the dropped bits half-to-even, saturating at the window's top."""
+    if v == 0:
+        return 0
+    s = min(t for t in shifts if t + n - 1 >= v.bit_length() - 1)
+    w, dropped = divmod(v, 1 << s)
+    if rounding == "round" and s > 0:
+        half = 1 << (s - 1)
+        if dropped > half or (dropped == half and w % 2 == 1):
+            w = min(w + 1, (1 << n) - 1)
+    return w << s
+
+
+@functools.lru_cache(maxsize=None)
+def _sparq_luts(bits, options, rounding):
+    narrow = [ref_sparq_value(v, bits, _SPARQ_SHIFTS[(bits, options)], rounding) for v in range(256)]
+    wn, ws = _SPARQ_WIDE[bits]
+    wide = [ref_sparq_value(v, wn, ws, rounding) for v in range(256)]
+    return torch.tensor(narrow), torch.tensor(wide)
+
+
+def ref_sparq(q, bits=4, options=5, rounding="round", pairs=True):
+    """SPARQ-trimmed values of uint8 magnitudes q [M, K]; vSPARQ pairs (k, k+1), k even; an odd
+    last element pairs with an implicit zero."""
+    narrow, wide = _sparq_luts(bits, options, rounding)
+    q = q.long()
+    if not pairs:
+        return narrow[q]
+    m, k = q.shape
+    padded = F.pad(q, (0, k % 2))
+    partner = padded.view(m, -1, 2).flip(-1).reshape(m, -1)[:, :k]
+    return torch.where(partner == 0, wide[q], narrow[q])
+
+
+def ref_act_sparq(x, config, act_range=None):
+    """Magnitudes |x| ~= sa * q (sa = max|x| / 255 per row, or max(|lo|, |hi|) / 255 static),
+    SPARQ-trimmed (pairs judged on magnitudes), sign put back: signed trimmed codes and sa."""
+    x = x.double()
+    if act_range is None:
+        amax = x.abs().amax(1, keepdim=True)
+    else:
+        lo, hi = _static_range(act_range)
+        amax = torch.maximum(lo.abs(), hi.abs())
+    sa = torch.where(amax > 0, _f32(amax / 255), torch.ones_like(amax))
+    q = torch.round(x.abs() / sa).clamp(0, 255)
+    t = ref_sparq(q, **config.op_kwargs())
+    return torch.where(x < 0, -t, t), sa
+
+
+def ref_act_lut(x, levels, mode, act_range=None):
+    """x ~= off + sa * levels[code] per row: [lo, hi] = the row's range (no widening to 0; or the
+    static range), sa = (hi - lo) / (lmax - lmin), off = lo - sa * lmin, code = nearest level.
+    "mse": the best of 12 ranges shrunk about the row mean by r = 1 .. 0.15 (least squared error,
+    the first on ties). Returns codes, sa, off, and per row the sorted candidate errors."""
+    x = x.double()
+    lv = torch.tensor(levels, dtype=torch.float64)
+    lmin, lmax = lv.min(), lv.max()
+
+    def quant(lo, hi):
+        sa = _f32((hi - lo) / (lmax - lmin))
+        sa = torch.where(sa > 0, sa, torch.ones_like(sa))
+        off = _f32(lo - sa * lmin)
+        codes = _nearest((x - off) / sa, levels)
+        return codes, sa, off, ((off + sa * lv[codes] - x) ** 2).sum(1, keepdim=True)
+
+    if act_range is not None:
+        return quant(*_static_range(act_range))[:3] + (None,)
+    lo, hi = x.amin(1, keepdim=True), x.amax(1, keepdim=True)
+    if mode == "minmax":
+        return quant(lo, hi)[:3] + (None,)
+    mu = x.mean(1, keepdim=True)
+    cands = [quant(mu + r * (lo - mu), mu + r * (hi - mu))
+             for r in torch.linspace(1.0, 0.15, 12, dtype=torch.float64).tolist()]
+    errs = torch.cat([c[3] for c in cands], 1)  # [M, 12]
+    best = errs.argmin(1)
+    rows = torch.arange(x.shape[0])
+    codes = torch.stack([c[0] for c in cands])[best, rows]
+    sa = torch.stack([c[1] for c in cands])[best, rows]
+    off = torch.stack([c[2] for c in cands])[best, rows]
+    return codes, sa, off, errs.sort(1).values
+
+
+def ref_linear(config, w, bias, x, act_range=None):
+    """(y float64 [M, N], unit [M, N]): the reference output and the float value of one integer
+    step of the accumulator (for WeightOnly the smallest group's)."""
+    b = 0.0 if bias is None else bias.detach().double()
+    w = w.detach()
+    if isinstance(config, (pyquant.Int8Config, pyquant.WeightOnlyConfig)):
+        q, sa, zp = ref_act_u8(x, act_range)
+        a = q - zp  # the zero point removed exactly
+        if isinstance(config, pyquant.Int8Config):
+            codes, sw = ref_weight_int8(w)
+            return sa * sw * (a @ codes.T) + b, sa * sw
+        gs = config.group_size
+        codes, sw = ref_weight_lowbit(w, config.bits, gs)
+        y = sum((a[:, lo:lo + gs] @ codes[:, lo:lo + gs].T) * sw[:, g]
+                for g, lo in enumerate(range(0, w.shape[1], gs)))
+        return sa * y + b, sa * sw.amin(1)
+    if isinstance(config, pyquant.LUT2Config):
+        wc, sw = ref_weight_lut(w, config.w_levels)
+        ac, sa, off, _ = ref_act_lut(x, config.a_levels, config.a_scale, act_range)
+        wl = torch.tensor(config.w_levels)[wc]
+        acc = torch.tensor(config.a_levels)[ac] @ wl.T  # sum_k a_levels[a] * w_levels[w], int64
+        return sw * (sa * acc + off * wl.sum(1)) + b, sa * sw
+    if isinstance(config, pyquant.SparqConfig):
+        codes, sw = ref_weight_int8(w)
+        t, sa = ref_act_sparq(x, config, act_range)
+        return sa * sw * (t @ codes.T) + b, sa * sw
+    raise TypeError(type(config).__name__)
+
+
+def _assert_exact(y, ref):
+    """Same integer accumulator as the reference (< 1/4 step off), and float-close."""
+    y64, unit = ref
+    steps = ((y.double() - y64) / unit).abs().max().item()
+    assert steps < 0.25, f"output is {steps:.3f} integer steps off the reference: codes/accumulator differ"
+    torch.testing.assert_close(y.double(), y64, rtol=1e-5, atol=1e-5 * y64.abs().max().item() + 1e-7)
+
+
+# ----------------------------------------------------------------------------- lattice inputs
+def _scales(gen, rows):
+    """Scales j * 2^-e (exact in float32 and after any exact division by 255 or a level span)."""
+    j = torch.tensor([1, 3, 5, 7])[torch.randint(0, 4, (rows, 1), generator=gen)]
+    return j * 2.0 ** -torch.randint(4, 8, (rows, 1), generator=gen).double()
+
+
+def _frac(gen, shape, gap=1):
+    """Offsets from a code in sixteenths, |d| <= 7/16 of `gap`: never within 1/16 of a boundary."""
+    return torch.randint(-7, 8, shape, generator=gen).double() / 16 * gap
+
+
+def _pin(gen, m, k):
+    """Two distinct random columns per row (where each row's min and max go)."""
+    perm = torch.stack([torch.randperm(k, generator=gen)[:2] for _ in range(m)])
+    return perm[:, :1], perm[:, 1:]
+
+
+def _lattice(config, m, k, seed, static=False):
+    """(x float32 [M, K], calibration batches or None) on which quantization is unambiguous.
+
+    Dynamic: every row holds its own range's end points exactly. Static: one range for the
+    tensor (set by calibrating on two batches whose min and max are its end points), and some
+    values of x fall outside it (clipped)."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = 1 if static else m
+    sa = _scales(gen, rows)
+    span = (-20, 276) if static else (1, 255)  # interior codes drawn (static: partly outside)
+    if isinstance(config, (pyquant.Int8Config, pyquant.WeightOnlyConfig)):
+        # range [-(zp + f) sa, (255 - zp - f) sa]: -lo / sa = zp + f is rounded (|f| <= 7/16)
+        zp = torch.randint(0, 256, (rows, 1), generator=gen).double()
+        f = _frac(gen, (rows, 1))
+        f = torch.where(zp == 0, f.abs(), torch.where(zp == 255, -f.abs(), f))
+        c = torch.randint(*span, (m, k), generator=gen).double()
+        x, ends = sa * (c - zp + _frac(gen, (m, k))), (-(zp + f) * sa, (255 - zp - f) * sa)
+        if not static:  # each row holds its range's end points (codes 0 and 255)
+            lo_at, hi_at = _pin(gen, m, k)
+            x = x.scatter(1, lo_at, ends[0]).scatter(1, hi_at, ends[1])
+    elif isinstance(config, pyquant.SparqConfig):
+        c = torch.randint(*((-20, 276) if static else (0, 256)), (m, k), generator=gen).double().clamp(min=0)
+        d = _frac(gen, (m, k))
+        d = torch.where(c == 0, d.abs(), torch.where(c >= 255, -d.abs(), d))  # |x| <= 255 sa
+        if not static:
+            _, hi_at = _pin(gen, m, k)
+            c, d = c.scatter(1, hi_at, 255.0), d.scatter(1, hi_at, 0.0)
+        sign = 1 - 2 * torch.randint(0, 2, (m, k), generator=gen).double()
+        x, ends = sign * sa * (c + d), (-100 * sa, 255 * sa)
+    elif isinstance(config, pyquant.LUT2Config):
+        lv = torch.tensor(sorted(config.a_levels)).double()
+        gap = float((lv[1:] - lv[:-1]).min())
+        # static: 0 is exactly a level (im2col zero padding is unambiguous too)
+        o = -lv[torch.randint(0, 4, (1, 1), generator=gen)] if static else \
+            torch.randint(-40, 41, (rows, 1), generator=gen).double()
+        idx = torch.randint(-1 if static else 0, 5 if static else 4, (m, k), generator=gen)
+        lvl = torch.where(idx < 0, lv[0] - 2 * gap, torch.where(idx > 3, lv[3] + 2 * gap, lv[idx.clamp(0, 3)]))
+        d = torch.zeros(m, k) if config.a_scale == "mse" and not static else _frac(gen, (m, k), gap)
+        d = torch.where(lvl <= lv[0], d.abs(), torch.where(lvl >= lv[3], -d.abs(), d))
+        if not static:
+            lo_at, hi_at = _pin(gen, m, k)
+            lvl, d = lvl.scatter(1, lo_at, float(lv[0])).scatter(1, hi_at, float(lv[3])), \
+                d.scatter(1, lo_at, 0.0).scatter(1, hi_at, 0.0)
+        x, ends = sa * (o + lvl + d), (sa * (o + lv[0]), sa * (o + lv[3]))
+    else:
+        raise TypeError(type(config).__name__)
+    assert torch.equal(x.float().double(), x)  # exact in float32
+    if not static:
+        return x.float(), None
+    batch = torch.zeros(2, k)
+    batch[0, 0], batch[1, 1] = float(ends[0]), float(ends[1])
+    return x.float(), [batch, batch.flip(0)]
+
+
+def _lattice_weights(module, config, seed):
+    """For int8-weight configs (Int8, SPARQ): weights s * (code + d), |d| <= 7/16, with one
+    element per output channel at exactly +-127 s, so s = amax / 127 is exact and every code
+    unambiguous (random weights put about one w / s within float32 error of a .5 per 65k
+    elements). MSE-searched weights (WeightOnly, LUT2) stay as initialised."""
+    if not isinstance(config, (pyquant.Int8Config, pyquant.SparqConfig)):
+        return module
+    gen = torch.Generator().manual_seed(seed)
+    w = module.weight
+    n, k = w.shape[0], w[0].numel()
+    s = _scales(gen, n) * 2.0 ** -4
+    c = torch.randint(-126, 127, (n, k), generator=gen).double()
+    wl = s * (c + _frac(gen, (n, k)))
+    at = torch.randint(0, k, (n, 1), generator=gen)
+    wl = wl.scatter(1, at, 127 * s * (1 - 2 * torch.randint(0, 2, (n, 1), generator=gen).double()))
+    with torch.no_grad():
+        w.copy_(wl.view(w.shape))
+    return module
+
+
+def _calibrated(q, batches):
+    """Static range from calibration batches (None = dynamic); checks calibrate's rule."""
+    if batches is None:
+        return None
+    pyquant.calibrate(q, batches)
+    return q.act_range.clone()
+
+
+# ============================================================================= the reference itself
+@pytest.mark.parametrize("value,expected", [
+    (27, (26, 28, 24, 28, 16, 32)), (92, (88, 96, 80, 96, 80, 96)), (85, (80, 88, 80, 80, 80, 80)),
+    (124, (120, 120, 112, 128, 112, 128)), (17, (16,) * 6), (255, (240,) * 6), (3, (3,) * 6)])
+def test_sparq_reference_worked_examples(value, expected):
+    """algorithms.md section 5 worked examples (5opt/3opt/2opt x trunc/round)."""
+    got = tuple(ref_sparq_value(value, 4, _SPARQ_SHIFTS[(4, options)], rounding)
+                for options in (5, 3, 2) for rounding in ("trunc", "round"))
+    assert got == expected
+
+
+def test_sparq_reference_pairs():
+    a = torch.tensor([[27, 0, 27, 5, 200]])
+    # 27 keeps 8 bits (partner zero); 27/5 both trimmed; 200 pairs with an implicit zero
+    assert ref_sparq(a, bits=4, options=5, rounding="trunc").tolist() == [[27, 0, 26, 5, 200]]
+
+
+@pytest.mark.skipif(not hasattr(pyquant, "sparq_quantize"), reason="pyquant.sparq_quantize not in this build yet")
+@pytest.mark.parametrize("bits,options", [(4, 5), (4, 3), (4, 2), (3, 6), (2, 7)])
+@pytest.mark.parametrize("rounding", ["round", "trunc"])
+@pytest.mark.parametrize("pairs", [True, False])
+def test_sparq_reference_matches_kernel(bits, options, rounding, pairs):
+    a = torch.randint(0, 256, (7, 33), dtype=torch.uint8)
+    a[a < 60] = 0
+    kw = dict(bits=bits, options=options, rounding=rounding, pairs=pairs)
+    assert torch.equal(pyquant.sparq_quantize(a, **kw).long(), ref_sparq(a, **kw))
+
+
+def test_lattice_is_what_it_claims():
+    """The lattice's codes sit >= 1/16 step inside their rounding cells (checked on the reference's
+    own pre-rounding values), and its static batches calibrate to the intended range."""
+    x, _ = _lattice(pyquant.Int8Config(), 6, 50, 0)
+    lo, hi = x.double().amin(1, keepdim=True), x.double().amax(1, keepdim=True)
+    sa = (hi - lo) / 255
+    assert ((-lo / sa - torch.round(-lo / sa)).abs() <= 7 / 16).all()
+    assert ((-lo / sa - torch.round(-lo / sa)) != 0).any()  # the zero point's rounding is exercised
+    t = x.double() / sa + torch.round(-lo / sa)
+    assert ((t - torch.round(t)).abs() <= 7 / 16 + 1e-9).all()
+    x, batches = _lattice(pyquant.SparqConfig(), 6, 50, 1, static=True)
+    assert batches[0].max() == 255 * batches[0].min() / -100
+
+
+# ============================================================================= QuantLinear
 @pytest.mark.parametrize("config,min_sqnr", CONFIGS)
 @pytest.mark.parametrize("m,k,n", [(1, 7, 5), (3, 65, 33), (17, 130, 67), (40, 256, 96)])
-def test_linear_matches_reference(config, min_sqnr, backend, m, k, n):
+@pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
+def test_linear_matches_reference(config, min_sqnr, backend, m, k, n, static):
+    """Integer-exact against the independent reference, dynamic and calibrated (static) ranges."""
     torch.manual_seed(m * 1000 + k + n)
-    lin = nn.Linear(k, n, bias=(m != 3))
+    lin = _lattice_weights(nn.Linear(k, n, bias=(m != 3)), config, seed=m + k + n)
     with _ctx(config, backend):
         q = pyquant.nn.QuantLinear.from_linear(lin, config)
-    x = torch.randn(m, k) + 0.3 * torch.rand(1, k)  # skewed rows
+    x, batches = _lattice(config, m, k, seed=m + k + n, static=static)
+    act_range = _calibrated(q, batches)
     with torch.no_grad():
-        y = q(x)
-        _assert_matches(y, _fq_linear(q, lin, x))
-        if k >= 64:
-            assert _sqnr(y, lin(x)) > min_sqnr
+        _assert_exact(q(x), ref_linear(config, lin.weight, lin.bias, x, act_range))
+        if isinstance(config, pyquant.SparqConfig):  # non-negative input: the one-GEMM path
+            _assert_exact(q(x.abs()), ref_linear(config, lin.weight, lin.bias, x.abs(), act_range))
+        if k >= 64 and not static:  # and the quantization itself is sane on ordinary data
+            xr = torch.randn(m, k) + 0.3 * torch.rand(1, k)
+            assert _sqnr(q(xr), lin(xr)) > min_sqnr
+
+
+def _unambiguous_lut_mse_rows(m, k, levels, seed0):
+    """Random (non-lattice) rows on which LUT2's mse search is unambiguous: the best candidate
+    beats the runner-up by 1e-4 (relative) and no value is within 1e-3 step of a level midpoint."""
+    lv = torch.tensor(levels, dtype=torch.float64)
+    for seed in range(seed0, seed0 + 200):
+        gen = torch.Generator().manual_seed(seed)
+        x = (torch.randn(m, k, generator=gen) + 0.5 * torch.rand(m, 1, generator=gen)).float()
+        codes, sa, off, errs = ref_act_lut(x, levels, "mse")
+        if ((errs[:, 1] - errs[:, 0]) <= 1e-4 * errs[:, 0]).any():
+            continue
+        v = (x.double() - off) / sa
+        mids = (lv.sort().values[1:] + lv.sort().values[:-1]) / 2
+        if ((v[..., None] - mids).abs() < 1e-3).any():
+            continue
+        return x
+    raise AssertionError("no unambiguous draw")
+
+
+def test_lut2_mse_search_matches_reference(backend):
+    """LUT2's per-row mse clipping search on ordinary (non-lattice) rows."""
+    config = pyquant.LUT2Config()
+    torch.manual_seed(4)
+    lin = nn.Linear(32, 9)
+    with _ctx(config, backend):
+        q = pyquant.nn.QuantLinear.from_linear(lin, config)
+    x = _unambiguous_lut_mse_rows(5, 32, config.a_levels, 0)
+    with torch.no_grad():
+        _assert_exact(q(x), ref_linear(config, lin.weight, lin.bias, x))
 
 
 @pytest.mark.parametrize("config,min_sqnr", CONFIGS)
@@ -99,53 +473,6 @@ def test_batch_dims_and_dtype(config, min_sqnr, backend):
         assert q(x[0, 0, 0]).shape == (19,)  # no batch dim at all
 
 
-def test_int8_accumulator_exact(backend):
-    """The int32 part (zero point removed in integers) equals an int64 matmul exactly."""
-    torch.manual_seed(3)
-    lin = nn.Linear(300, 70)
-    with _ctx(pyquant.Int8Config(), backend):
-        q = pyquant.nn.QuantLinear.from_linear(lin, pyquant.Int8Config())
-    x = torch.randn(9, 300) * torch.rand(9, 1) * 10 + 1.0
-    codes, sa, zp = asym_u8(x)
-    wq, _ = int8_weight(lin.weight.detach())
-    b = {n: getattr(q, n) for n in q._buf_names}
-    acc = q.scheme.int_acc(codes, zp, b, 70, 300, q.reference)
-    ref = (codes.long() - zp.long()) @ wq.long().T
-    assert acc.dtype == torch.int32 and torch.equal(acc.long(), ref)
-
-
-# ----------------------------------------------------------------------------- SPARQ reference
-@pytest.mark.parametrize("value,expected", [
-    (27, (26, 28, 24, 28, 16, 32)), (92, (88, 96, 80, 96, 80, 96)), (85, (80, 88, 80, 80, 80, 80)),
-    (124, (120, 120, 112, 128, 112, 128)), (17, (16,) * 6), (255, (240,) * 6), (3, (3,) * 6)])
-def test_sparq_reference_worked_examples(value, expected):
-    """algorithms.md section 5 worked examples (5opt/3opt/2opt x trunc/round)."""
-    got = []
-    for options in (5, 3, 2):
-        for rounding in ("trunc", "round"):
-            narrow, _ = _backend.sparq_tables(4, options, rounding)
-            got.append(int(narrow[value]))
-    assert tuple(got) == expected
-
-
-def test_sparq_reference_pairs():
-    a = torch.tensor([[27, 0, 27, 5, 200]], dtype=torch.uint8)
-    out = _backend.sparq_quantize_ref(a, bits=4, options=5, rounding="trunc", pairs=True)
-    # 27 keeps 8 bits (partner zero); 27/5 both trimmed; 200 pairs with an implicit zero
-    assert out.tolist() == [[27, 0, 26, 5, 200]]
-
-
-@pytest.mark.skipif(not hasattr(pyquant, "sparq_quantize"), reason="pyquant.sparq_quantize not in this build yet")
-@pytest.mark.parametrize("bits,options", [(4, 5), (4, 3), (4, 2), (3, 6), (2, 7)])
-@pytest.mark.parametrize("rounding", ["round", "trunc"])
-@pytest.mark.parametrize("pairs", [True, False])
-def test_sparq_reference_matches_kernel(bits, options, rounding, pairs):
-    a = torch.randint(0, 256, (7, 33), dtype=torch.uint8)
-    a[a < 60] = 0
-    kw = dict(bits=bits, options=options, rounding=rounding, pairs=pairs)
-    assert torch.equal(pyquant.sparq_quantize(a, **kw), _backend.sparq_quantize_ref(a, **kw))
-
-
 def test_sparq_negative_modes():
     lin = nn.Linear(16, 4)
     with _backend.use_reference():
@@ -157,26 +484,35 @@ def test_sparq_negative_modes():
 
 
 # ----------------------------------------------------------------------------- conv
-def _conv_reference(m, conv, x):
-    """Independent im2col (one strided slice per tap, K ordered (ky, kx, c)) + fake-quant GEMM."""
-    if isinstance(conv.padding, str) or conv.padding_mode != "zeros":
-        xp, _ = m._pad(x)
+def _im2col(conv, x):
+    """Independent im2col: one strided slice per tap, K ordered (ky, kx, c); [B*Ho*Wo, K]."""
+    if isinstance(conv.padding, str):
+        kh, kw = conv.kernel_size
+        (dh, dw) = conv.dilation
+        if conv.padding == "valid":
+            xp = x
+        else:  # "same": total d*(k-1) per dim, the extra on the right/bottom (PyTorch's rule)
+            th, tw = dh * (kh - 1), dw * (kw - 1)
+            xp = F.pad(x, (tw // 2, tw - tw // 2, th // 2, th - th // 2))
     else:
         ph, pw = conv.padding
-        xp = F.pad(x, (pw, pw, ph, ph))
+        mode = "constant" if conv.padding_mode == "zeros" else conv.padding_mode
+        xp = F.pad(x, (pw, pw, ph, ph), mode=mode)
     kh, kw = conv.kernel_size
     (sh, sw), (dh, dw) = conv.stride, conv.dilation
     ho = (xp.shape[2] - dh * (kh - 1) - 1) // sh + 1
     wo = (xp.shape[3] - dw * (kw - 1) - 1) // sw + 1
     taps = [xp[:, :, ky * dh: ky * dh + sh * (ho - 1) + 1: sh, kx * dw: kx * dw + sw * (wo - 1) + 1: sw]
             for ky in range(kh) for kx in range(kw)]
-    cols = torch.stack(taps, -1).permute(0, 2, 3, 4, 1).reshape(-1, kh * kw * x.shape[1])
-    w2d = conv.weight.detach().permute(0, 2, 3, 1).reshape(conv.out_channels, -1)
-    rng = None if torch.isnan(m.act_range).any() else m.act_range
-    y = m.scheme.fake_quant_act(cols, rng) @ m.scheme.fake_quant_weight(w2d).T
-    if conv.bias is not None:
-        y = y + conv.bias.detach().double()
-    return y.reshape(x.shape[0], ho, wo, -1).permute(0, 3, 1, 2)
+    return torch.stack(taps, -1).permute(0, 2, 3, 4, 1).reshape(-1, kh * kw * x.shape[1]), (ho, wo)
+
+
+def _conv_w2d(conv):
+    return conv.weight.detach().permute(0, 2, 3, 1).reshape(conv.out_channels, -1)
+
+
+def _nchw(y2d, b, ho, wo):
+    return y2d.reshape(b, ho, wo, -1).permute(0, 3, 1, 2)
 
 
 CONV_CASES = [
@@ -193,16 +529,52 @@ CONV_CASES = [
 @pytest.mark.filterwarnings("ignore:Using padding=.same.:UserWarning")
 @pytest.mark.parametrize("case", range(len(CONV_CASES)))
 def test_conv_matches_reference(config, min_sqnr, backend, case):
+    """Calibrated (static) conv on a lattice image: integer-exact against independent im2col +
+    the reference (zero padding is a lattice value too)."""
+    torch.manual_seed(case)
+    conv = _lattice_weights(nn.Conv2d(**CONV_CASES[case]), config, seed=case)
+    with _ctx(config, backend):
+        q = pyquant.nn.QuantConv2d.from_conv(conv, config)
+    c = conv.in_channels
+    x, batches = _lattice(config, 2 * 9, 8 * c, seed=case, static=True)
+    x = x.reshape(2, 9, 8, c).permute(0, 3, 1, 2).contiguous()  # [2, C, 9, 8] of lattice values
+    k = q.in_features_k
+    img = torch.zeros(1, c, 9, 8)  # the calibration range's end points at two central pixels
+    img[0, 0, 4, 4], img[0, 0, 4, 3] = batches[0].min(), batches[0].max()
+    act_range = _calibrated(q, [img, img])
+    torch.testing.assert_close(act_range, torch.stack([batches[0].min(), batches[0].max()]), rtol=0, atol=0)
+    with torch.no_grad():
+        y = q(x)
+        assert y.shape == conv(x).shape and y.is_contiguous()
+        cols, (ho, wo) = _im2col(conv, x)
+        assert cols.shape[1] == k
+        y64, unit = ref_linear(config, _conv_w2d(conv), conv.bias, cols, act_range)
+        _assert_exact(y, (_nchw(y64, 2, ho, wo), _nchw(unit.expand_as(y64), 2, ho, wo)))
+        assert q(x[0]).shape == y.shape[1:]  # unbatched input
+
+
+@pytest.mark.parametrize("config,min_sqnr", CONFIGS)
+@pytest.mark.filterwarnings("ignore:Using padding=.same.:UserWarning")
+@pytest.mark.parametrize("case", range(len(CONV_CASES)))
+def test_conv_dynamic_is_linear_on_im2col(config, min_sqnr, backend, case):
+    """Dynamic per-row ranges on ordinary data: the conv equals a QuantLinear (itself checked
+    against the reference above) applied to the independent im2col rows."""
     torch.manual_seed(case)
     conv = nn.Conv2d(**CONV_CASES[case])
     with _ctx(config, backend):
         q = pyquant.nn.QuantConv2d.from_conv(conv, config)
+        lin = nn.Linear(q.in_features_k, conv.out_channels, bias=conv.bias is not None)
+        with torch.no_grad():
+            lin.weight.copy_(_conv_w2d(conv))
+            if conv.bias is not None:
+                lin.bias.copy_(conv.bias)
+        ql = pyquant.nn.QuantLinear.from_linear(lin, config)
     x = torch.relu(torch.randn(2, conv.in_channels, 9, 8))
     with torch.no_grad():
         y = q(x)
-        assert y.shape == conv(x).shape and y.is_contiguous()
-        _assert_matches(y, _conv_reference(q, conv, x))
-        assert q(x[0]).shape == y.shape[1:]  # unbatched input
+        cols, (ho, wo) = _im2col(conv, x)
+        y_lin = _nchw(ql(cols), 2, ho, wo)
+        torch.testing.assert_close(y, y_lin, rtol=1e-6, atol=1e-6 * y_lin.abs().max().item())
 
 
 def test_conv_sparq_pairs_are_adjacent_channels():
@@ -266,16 +638,43 @@ def test_state_dict_has_uint8_packed_buffers():
     assert not list(q.parameters())
 
 
-def test_inference_only():
-    q = pyquant.nn.QuantLinear.from_linear(nn.Linear(8, 4), pyquant.Int8Config())
-    x = torch.randn(2, 8, requires_grad=True)
-    with pytest.raises(RuntimeError, match="inference-only"):
-        q(x)
+def _mixed_net():
+    """Float layers with parameters (requires_grad, as built) before and between quantized ones."""
+    torch.manual_seed(6)
+    return nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.Flatten(),
+                         nn.LayerNorm(8 * 4 * 4), nn.Linear(8 * 4 * 4, 16), nn.GELU(), nn.Linear(16, 5))
+
+
+@pytest.mark.parametrize("config", ONE_PER_FAMILY, ids=["int8", "w4g32", "lut2", "sparq"])
+def test_plain_call_on_a_fresh_model(config, backend):
+    """quantize_ then model(x) outside no_grad works (QuantConv2d and QuantLinear after float
+    layers whose parameters require grad); a backward through a quantized layer is a clear error."""
+    with _ctx(config, backend):
+        model = pyquant.quantize_(_mixed_net(), config, filter_fn=lambda m, fqn: fqn in ("2", "7"))
+    assert isinstance(model[2], pyquant.nn.QuantConv2d) and isinstance(model[7], pyquant.nn.QuantLinear)
+    assert all(p.requires_grad for p in model.parameters())
+    x = torch.randn(2, 3, 6, 6)
+    y = model(x)
     with torch.no_grad():
-        y = q(x)
-    assert not y.requires_grad
-    with pytest.raises(RuntimeError):
+        expected = model(x)
+    assert torch.equal(y.detach(), expected)
+    assert y.requires_grad  # connected to the float layers' parameters, through the quantized ones
+    with pytest.raises(RuntimeError, match="QuantLinear is inference-only"):
         y.sum().backward()
+    # the first layer quantized: nothing before it requires grad, so neither does the output
+    with _ctx(config, backend):
+        head = pyquant.quantize_(nn.Sequential(nn.Linear(6, 4)), config)
+    assert not head(torch.randn(3, 6)).requires_grad
+
+
+def test_backward_through_quantized_conv_is_a_clear_error():
+    model = pyquant.quantize_(_mixed_net(), pyquant.Int8Config(), filter_fn=lambda m, fqn: fqn == "2")
+    x = torch.randn(1, 3, 6, 6, requires_grad=True)
+    y = model(x)
+    with pytest.raises(RuntimeError, match="QuantConv2d is inference-only"):
+        y.sum().backward()
+    with torch.inference_mode():
+        assert not model(x).requires_grad
 
 
 def test_threads_do_not_change_results():
@@ -292,9 +691,10 @@ def test_threads_do_not_change_results():
 
 @pytest.mark.parametrize("config,min_sqnr", CONFIGS)
 def test_calibration_static_range(config, min_sqnr, backend):
-    """calibrate() sets act_range = mean of batch min / max; the static path matches its reference."""
+    """calibrate() sets act_range = mean of batch min / max (the static path itself is checked in
+    test_linear_matches_reference); reset_calibration goes back to the dynamic reference."""
     torch.manual_seed(11)
-    lin = nn.Linear(32, 8)
+    lin = _lattice_weights(nn.Linear(32, 8), config, seed=11)
     with _ctx(config, backend):
         q = pyquant.nn.QuantLinear.from_linear(lin, config)
     batches = [torch.randn(4, 32) * s for s in (1.0, 2.0)]
@@ -302,11 +702,11 @@ def test_calibration_static_range(config, min_sqnr, backend):
     lo = torch.stack([b.min() for b in batches]).mean()
     hi = torch.stack([b.max() for b in batches]).mean()
     torch.testing.assert_close(q.act_range, torch.stack([lo, hi]))
-    x = torch.randn(5, 32) * 3  # partly outside the static range: clipped
-    with torch.no_grad():
-        _assert_matches(q(x), _fq_linear(q, lin, x))
     pyquant.nn.reset_calibration(q)
     assert torch.isnan(q.act_range).all()
+    x, _ = _lattice(config, 5, 32, seed=11)
+    with torch.no_grad():
+        _assert_exact(q(x), ref_linear(config, lin.weight, lin.bias, x))
 
 
 # ----------------------------------------------------------------------------- compile / export
@@ -433,18 +833,25 @@ def test_gptq_beats_round_to_nearest():
 
 
 def test_inference_mode_then_normal_mode():
-    """Modules converted / run under inference_mode keep working outside it (and vice versa)."""
-    lin = nn.Linear(24, 6)
+    """Modules converted / run under inference_mode keep working outside it (and vice versa),
+    each output against the independent reference."""
+    config = pyquant.Int8Config()
+    lin = _lattice_weights(nn.Linear(24, 6), config, seed=3)
+    x, batches = _lattice(config, 5, 24, seed=3)
+    expected = ref_linear(config, lin.weight, lin.bias, x)
     with torch.inference_mode():
-        q = pyquant.nn.QuantLinear.from_linear(lin, pyquant.Int8Config())
-        y1 = q(torch.randn(5, 24))
-    x = torch.randn(5, 24)
+        q = pyquant.nn.QuantLinear.from_linear(lin, config)
+        _assert_exact(q(x), expected)
     with torch.no_grad():
-        y2 = q(x)
-    pyquant.calibrate(q, [x])
+        _assert_exact(q(x), expected)
+    _assert_exact(q(x), expected)  # plain call
+    _, batches = _lattice(config, 5, 24, seed=3, static=True)
+    act_range = _calibrated(q, batches)  # calibrate (normal mode) a module built in inference mode
     q.load_state_dict(q.state_dict())
     with torch.inference_mode():
-        assert torch.equal(q(x), q(x)) and y1.shape == y2.shape
+        _assert_exact(q(x), ref_linear(config, lin.weight, lin.bias, x, act_range))
+        pyquant.nn.reset_calibration(q)
+        _assert_exact(q(x), expected)
 
 
 def test_weightonly_per_group_fallback(monkeypatch):
@@ -461,4 +868,50 @@ def test_weightonly_per_group_fallback(monkeypatch):
     x = torch.randn(7, 200)
     with torch.no_grad():
         torch.testing.assert_close(sliced(x), grouped(x), rtol=1e-5, atol=1e-5)
-        _assert_matches(sliced(x), _fq_linear(sliced, lin, x))
+    x, _ = _lattice(config, 7, 200, seed=9)
+    with torch.no_grad():
+        _assert_exact(sliced(x), ref_linear(config, lin.weight, lin.bias, x))
+
+
+# ----------------------------------------------------------------------------- QuantGRU lives in nn
+def test_nn_does_not_import_search():
+    code = "import sys, pyquant.nn; print(sorted(m for m in sys.modules if m.startswith('pyquant.search')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+    assert pyquant.nn.QuantGRU.__module__ == "pyquant.nn.gru"
+
+
+def test_gru_config():
+    from pyquant.nn import GRUConfig
+    from pyquant.nn.gru import GRU_OPS
+
+    c = GRUConfig.uniform(4)
+    assert c.widths() == {op: 4 for op in GRU_OPS} and GRUConfig() == GRUConfig.uniform(8)
+    assert GRUConfig.from_widths(4) == c and GRUConfig.from_widths(c) is c
+    assert GRUConfig.from_widths({**c.widths(), "add_h": 7}).add_h == 7
+    with pytest.raises(ValueError, match="w_hr"):
+        GRUConfig(w_hr=3)  # matmul widths are the kernels' 2, 4, 8
+    with pytest.raises(ValueError, match="add_z"):
+        GRUConfig(add_z=9)
+    with pytest.raises(ValueError, match="missing"):
+        GRUConfig.from_widths({"w_ir": 8})
+    with pytest.raises(ValueError, match="unknown"):
+        GRUConfig.from_widths({**c.widths(), "w_xx": 4})
+    with pytest.raises(Exception):
+        c.add_h = 5  # frozen
+    hash(c)
+
+
+def test_quantgru_takes_its_config():
+    """A GRUConfig and the same widths as a dict give the same module; plain calls work."""
+    from pyquant.nn import GRUConfig
+
+    torch.manual_seed(0)
+    gru = nn.GRU(5, 7, batch_first=True)
+    x = torch.randn(3, 4, 5)
+    config = GRUConfig.from_widths({**GRUConfig.uniform(4).widths(), "add_r": 6, "w_hz": 2})
+    a = pyquant.nn.QuantGRU.from_gru(gru, config, calib=x)
+    b = pyquant.nn.QuantGRU.from_gru(gru, config.widths(), calib=x)
+    assert a.config == config and a.widths == config.widths()
+    out, h_n = a(x)  # plain call, gru's parameters require grad
+    assert not out.requires_grad and torch.equal(out, b(x)[0]) and h_n.shape == (1, 3, 7)

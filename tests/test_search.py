@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("pymoo")
 
-from pyquant.search.gru import GRU_OPS, QuantGRU, gru_size_bits  # noqa: E402
+from pyquant.nn.gru import GRU_OPS, QuantGRU, gru_size_bits  # noqa: E402
 from pyquant.search.quantizers import (hgq_quantize, project_width, quantize_signed,  # noqa: E402
                                        scale_grad)
 from reference_gru import gru_reference  # noqa: E402

@@ -8,12 +8,12 @@ from ._backend import use_reference
 from .api import (calibrate, calibration, default_filter, quantize_, register_quantize_module_handler,
                   reset_calibration)
 from .gptq import gptq_
-from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
+from .configs import GRUConfig, Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
+from .gru import QuantGRU  # integer-only GRU with a bit width per operator (GRUConfig)
 from .modules import QuantConv2d, QuantLinear
-from ..search.gru import QuantGRU  # integer-only GRU with a bit width per operator (issue 8)
 
 __all__ = [
     "QuantLinear", "QuantConv2d", "QuantGRU", "quantize_", "gptq_", "calibrate", "calibration", "reset_calibration",
     "register_quantize_module_handler", "default_filter", "use_reference",
-    "Int8Config", "WeightOnlyConfig", "LUT2Config", "SparqConfig",
+    "Int8Config", "WeightOnlyConfig", "LUT2Config", "SparqConfig", "GRUConfig",
 ]

@@ -1,9 +1,11 @@
 """Quantization configs (frozen dataclasses, torchao style): what each swapped module computes.
 
-Every config maps to a scheme in ``pyquant/nn/schemes.py`` through ``pyquant.nn.api``'s registry.
+Every Linear/Conv2d config maps to a scheme in ``pyquant/nn/schemes.py`` through ``pyquant.nn.api``'s
+registry; ``GRUConfig`` holds ``QuantGRU``'s per-operator widths (``pyquant/nn/gru.py``).
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 
@@ -100,3 +102,67 @@ class SparqConfig:
 
     def op_kwargs(self) -> dict:
         return {"bits": self.bits, "options": self.options, "rounding": self.rounding, "pairs": self.pairs}
+
+
+# QuantGRU's operators, in gene order (Miccini et al.): the six matmuls' weights, the gate adds,
+# the lookup-table outputs, the elementwise products and the new state. See pyquant/nn/gru.py.
+GRU_OPS = ("w_ir", "w_iz", "w_in", "w_hr", "w_hz", "w_hn", "add_r", "add_z", "add_n",
+           "sig_r", "sig_z", "tanh_n", "mul_rn", "one_minus_z", "mul_zn", "mul_zh", "add_h")
+GRU_MATMUL_OPS = GRU_OPS[:6]
+
+
+@dataclass(frozen=True)
+class GRUConfig:
+    """:class:`pyquant.nn.QuantGRU`'s bit width per operator (17 widths, each an int in 2..8).
+
+    The six matmul weights (``w_*``) take the kernels' widths 2, 4 or 8. ``GRUConfig.uniform(b)``
+    sets every width to ``b``; ``GRUConfig.from_widths(w)`` takes an int, a ``{op: bits}`` dict
+    with every op, or a GRUConfig. ``widths()`` is the ``{op: bits}`` dict in ``GRU_OPS`` order.
+    """
+
+    w_ir: int = 8
+    w_iz: int = 8
+    w_in: int = 8
+    w_hr: int = 8
+    w_hz: int = 8
+    w_hn: int = 8
+    add_r: int = 8
+    add_z: int = 8
+    add_n: int = 8
+    sig_r: int = 8
+    sig_z: int = 8
+    tanh_n: int = 8
+    mul_rn: int = 8
+    one_minus_z: int = 8
+    mul_zn: int = 8
+    mul_zh: int = 8
+    add_h: int = 8
+
+    def __post_init__(self):
+        for op in GRU_OPS:
+            b = getattr(self, op)
+            if isinstance(b, bool) or not isinstance(b, numbers.Integral) or not 2 <= int(b) <= 8:
+                raise ValueError(f"widths[{op!r}]: expected an int in 2..8, got {b!r}")
+            if op in GRU_MATMUL_OPS and int(b) not in (2, 4, 8):
+                raise ValueError(f"widths[{op!r}]: matmul widths must be 2, 4 or 8 (the kernels), got {b}")
+            object.__setattr__(self, op, int(b))
+
+    @classmethod
+    def uniform(cls, bits: int) -> "GRUConfig":
+        return cls(**{op: bits for op in GRU_OPS})
+
+    @classmethod
+    def from_widths(cls, widths) -> "GRUConfig":
+        if isinstance(widths, cls):
+            return widths
+        if isinstance(widths, numbers.Integral):
+            return cls.uniform(widths)
+        widths = dict(widths)
+        missing = [op for op in GRU_OPS if op not in widths]
+        extra = [op for op in widths if op not in GRU_OPS]
+        if missing or extra:
+            raise ValueError(f"widths: missing {missing}, unknown {extra}")
+        return cls(**widths)
+
+    def widths(self) -> dict:
+        return {op: getattr(self, op) for op in GRU_OPS}

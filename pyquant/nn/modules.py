@@ -14,6 +14,22 @@ from . import _backend, ops
 from .schemes import scheme_for
 
 
+class _InferenceOnly(torch.autograd.Function):
+    """Forward: the quantized GEMM (autograd off). Backward: a RuntimeError naming the layer."""
+
+    @staticmethod
+    def forward(ctx, x2d, run, name):
+        ctx.name = name
+        return run(x2d)
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError(
+            f"{ctx.name} is inference-only: quantized layers have no backward; keep them out of "
+            "training (or train the float model and quantize it afterwards)"
+        )
+
+
 class _QuantModule(nn.Module):
     def _setup(self, config, w2d: torch.Tensor, bias, **quant_kw):
         self.config = config
@@ -47,10 +63,12 @@ class _QuantModule(nn.Module):
 
     def _gemm(self, x2d: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and x2d.requires_grad:
-            raise RuntimeError(
-                f"{type(self).__name__} is inference-only: its input requires grad; "
-                "run it under torch.no_grad() / torch.inference_mode() or detach the input"
-            )
+            # a plain call after float layers with parameters: compute the output without a
+            # graph, but make a backward through this layer a clear error (not silently zero)
+            return _InferenceOnly.apply(x2d, self._gemm_impl, type(self).__name__)
+        return self._gemm_impl(x2d)
+
+    def _gemm_impl(self, x2d: torch.Tensor) -> torch.Tensor:
         if x2d.dtype != torch.float32:
             x2d = x2d.float()
         if torch.compiler.is_compiling():

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .deploy import QuantHead, kernel_for
-from .gru import GRU_OPS, MATMUL_OPS, QuantGRU, calibrate, gru_size_bits
+from ..nn.gru import GRU_OPS, MATMUL_OPS, QuantGRU, calibrate, gru_size_bits
 from .hgq import HGQMLP, HGQTrainer, accuracy
 from .latency import lookup, measure_latency_table
 from .nsga import nsga2

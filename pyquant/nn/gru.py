@@ -1,4 +1,4 @@
-"""QuantGRU: an integer-only GRU layer with one bit width per operator (17 widths).
+"""QuantGRU: an integer-only GRU layer with one bit width per operator (17 widths, ``GRUConfig``).
 
 PyTorch nn.GRU semantics (gate order r, z, n; reset applied after the recurrent matmul):
     r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
@@ -24,11 +24,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .deploy import grouped_gemm
-
-GRU_OPS = ("w_ir", "w_iz", "w_in", "w_hr", "w_hz", "w_hn", "add_r", "add_z", "add_n",
-           "sig_r", "sig_z", "tanh_n", "mul_rn", "one_minus_z", "mul_zn", "mul_zh", "add_h")
-MATMUL_OPS = GRU_OPS[:6]
+from ._code_gemm import grouped_gemm
+from .configs import GRU_MATMUL_OPS as MATMUL_OPS
+from .configs import GRU_OPS, GRUConfig
 X_BITS = 8          # input activations (the kernels' A8)
 PRE_CAP = 8.0       # pre-activation ranges are capped: sigmoid/tanh are saturated beyond +-8
 BIAS_BITS = 32
@@ -59,19 +57,8 @@ def requant(t: torch.Tensor, shift: int, lo: int, hi: int) -> torch.Tensor:
 
 
 def normalize_widths(widths) -> dict:
-    if isinstance(widths, int):
-        widths = {op: widths for op in GRU_OPS}
-    widths = dict(widths)
-    missing = [op for op in GRU_OPS if op not in widths]
-    extra = [op for op in widths if op not in GRU_OPS]
-    if missing or extra:
-        raise ValueError(f"widths: missing {missing}, unknown {extra}")
-    for op, b in widths.items():
-        if not isinstance(b, (int, np.integer)) or not 2 <= int(b) <= 8:
-            raise ValueError(f"widths[{op!r}]: expected an int in 2..8, got {b!r}")
-        if op in MATMUL_OPS and int(b) not in (2, 4, 8):
-            raise ValueError(f"widths[{op!r}]: matmul widths must be 2, 4 or 8 (the kernels), got {b}")
-    return {op: int(widths[op]) for op in GRU_OPS}
+    """int (uniform), ``{op: bits}`` with all 17 ops, or a GRUConfig -> validated ``{op: bits}``."""
+    return GRUConfig.from_widths(widths).widths()
 
 
 def gru_size_bits(input_size: int, hidden: int, widths) -> int:
@@ -131,7 +118,7 @@ class QuantGRU(nn.Module):
     @torch.no_grad()
     def from_gru(cls, gru: nn.GRU, widths, calib: torch.Tensor | None = None,
                  ranges: dict | None = None) -> "QuantGRU":
-        """widths: int (uniform) or {op: bits} for the 17 GRU_OPS. calib: inputs shaped like the
+        """widths: a GRUConfig, an int (uniform) or {op: bits} for the 17 GRU_OPS. calib: inputs shaped like the
         GRU's (sets the input and pre-activation ranges); or pass `ranges` from `calibrate`."""
         if gru.num_layers != 1 or gru.bidirectional or not gru.bias:
             raise ValueError("gru: only single-layer, unidirectional nn.GRU with bias is supported")
@@ -339,6 +326,10 @@ class QuantGRU(nn.Module):
         if unbatched:
             out, h_n = out.squeeze(0 if self.batch_first else 1), h_n.squeeze(1)
         return out.contiguous(), h_n
+
+    @property
+    def config(self) -> GRUConfig:
+        return GRUConfig(**self.widths)
 
     def size_bits(self) -> int:
         return gru_size_bits(self.input_size, self.hidden_size, self.widths)
