@@ -1,0 +1,20 @@
+"""Grouped bar chart shared by both panels of `bench --plot`: one group per problem, one bar
+per kernel in the kernel's colour, optional per-bar floor ticks."""
+from __future__ import annotations
+
+
+def grouped_bars(ax, rows: list[dict], key: str, colors: dict, floor_key: str | None = None):
+    problems = list(dict.fromkeys(r["problem"] for r in rows))
+    kernels = [k for k in colors if any(r["kernel"] == k for r in rows)]
+    width = 0.8 / max(1, len(kernels))
+    for i, prob in enumerate(problems):
+        present = [k for k in kernels if any(r["problem"] == prob and r["kernel"] == k for r in rows)]
+        for j, kern in enumerate(present):
+            r = next(r for r in rows if r["problem"] == prob and r["kernel"] == kern)
+            x = i - 0.4 + (j + 0.5) * width
+            ax.bar(x, r[key], width, color=colors[kern])
+            if floor_key and r.get(floor_key):
+                ax.hlines(r[floor_key], x - width / 2, x + width / 2, color="black", lw=2)
+    ax.set_xticks(range(len(problems)))
+    ax.set_xticklabels(problems, rotation=20, ha="right", fontsize=8)
+    ax.set_xlim(-0.6, len(problems) - 0.4)
