@@ -14,7 +14,7 @@ def grouped_bars(ax, rows: list[dict], key: str, colors: dict, floor_key: str | 
             x = i - 0.4 + (j + 0.5) * width
             ax.bar(x, r[key], width, color=colors[kern])
             if floor_key and r.get(floor_key):
-                ax.hlines(r[floor_key], x - width / 2, x + width / 2, color="black", lw=2)
+                ax.hlines(r[floor_key], x - 0.35 * width, x + 0.35 * width, color="black", lw=2.5)
     ax.set_xticks(range(len(problems)))
     ax.set_xticklabels(problems, rotation=20, ha="right", fontsize=8)
     ax.set_xlim(-0.6, len(problems) - 0.4)
