@@ -1,10 +1,15 @@
 // Dependent-add clock measurement (see clock.h). The chain is inline asm so that the compiler
 // can neither fold it into a multiply nor reorder it; register-register adds, because some cores
-// execute small add-immediates at rename, in zero cycles.
+// execute small add-immediates at rename, in zero cycles. Samples are timed with the thread's CPU
+// clock where there is one: on a loaded machine a wall-clock sample also counts the time slices
+// other processes take (with 10 runnable tasks on 2 cores, nearly every sample loses some).
 #include "core/clock.h"
 
 #include <chrono>
 #include <cstdint>
+#if defined(__unix__) || defined(__APPLE__)
+#include <time.h>
+#endif
 
 #define PQ_X4(s) s s s s
 #define PQ_X64(s) PQ_X4(PQ_X4(PQ_X4(s)))
@@ -34,19 +39,27 @@ constexpr bool kHaveChain = false;
 uint64_t add_chain(uint64_t) { return 0; }
 #endif
 
+double now_seconds() {
+#if defined(CLOCK_THREAD_CPUTIME_ID)
+  timespec ts;
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0) return ts.tv_sec + ts.tv_nsec * 1e-9;
+#endif
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
 double seconds_for(uint64_t iterations) {
-  auto t0 = std::chrono::steady_clock::now();
+  double t0 = now_seconds();
   volatile uint64_t sink = add_chain(iterations);
   (void)sink;
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return now_seconds() - t0;
 }
 
 }  // namespace
 
 double measure_clock_ghz() {
   if (!kHaveChain) return 0.0;
-  // Calibrate to ~4 ms per sample (short enough to dodge most scheduler preemptions), after
-  // ~20 ms of spinning so that a power-saving core has ramped up.
+  // Calibrate to ~4 ms per sample, after ~20 ms of spinning so that a power-saving core has
+  // ramped up; keep the best of 9 (a virtual CPU descheduled by its host still looks busy).
   uint64_t iterations = 1000;
   double t = seconds_for(iterations);
   while (t < 1e-3) {

@@ -168,10 +168,10 @@ def _make_torch_dynamic(p: Problem):
     w = torch.randn(p.n, p.k, generator=torch.Generator().manual_seed(0)) * 0.02
     layers = []
     for i in range(p.layers):
-        if p.layers > 1:  # distinct pages per copy (see stamp_pages); fbgemm packs each anew
-            w.view(-1)[::PAGE // 4] = 1e-3 * i
+        # every value shifted per copy: fbgemm repacks the weight into its own block order, so
+        # stamping a few bytes per page of `w` would not reach every page of the packed copy
         qlin = DynLinear(p.k, p.n, bias_=False, dtype=torch.qint8)
-        qw = torch.quantize_per_tensor(w, 0.02 * 4 / 127, 0, torch.qint8)
+        qw = torch.quantize_per_tensor(w + 1e-3 * i, 0.02 * 4 / 127, 0, torch.qint8)
         qlin.set_weight_bias(qw, None)
         layers.append(qlin)
 
