@@ -16,5 +16,8 @@ def grouped_bars(ax, rows: list[dict], key: str, colors: dict, floor_key: str | 
             if floor_key and r.get(floor_key):
                 ax.hlines(r[floor_key], x - 0.35 * width, x + 0.35 * width, color="black", lw=2.5)
     ax.set_xticks(range(len(problems)))
-    ax.set_xticklabels(problems, rotation=20, ha="right", fontsize=8)
+    # "256x4096x4096 hot 1t" over "LLM prefill": half as wide as one line
+    labels = [" ".join(p.split(" ")[:3]) + "\n" + " ".join(p.split(" ")[3:]) for p in problems]
+    ax.set_xticklabels(labels, rotation=30 if len(problems) > 6 else 0,
+                       ha="right" if len(problems) > 6 else "center", fontsize=7.5)
     ax.set_xlim(-0.6, len(problems) - 0.4)

@@ -107,8 +107,12 @@ def save_plot(rows: list[dict], path: str, dram_gbps: dict | None = None) -> Non
     cmap = plt.get_cmap("tab20").colors
     colors = {kern: cmap[j % len(cmap)] for j, kern in enumerate(kernels)}
     two = bool(decode)
-    fig, axes = plt.subplots(1, 2 if two else 1, figsize=(18 if two else 11, 7.5),
-                             gridspec_kw={"width_ratios": [3, 2]} if two else None)
+    n_left = len({r["problem"] for r in ok})
+    n_right = len({r["problem"] for r in decode})
+    left_w = max(8.0, 0.9 * n_left)  # inches: room for each problem's label
+    right_w = max(5.0, 1.6 * n_right) if two else 0.0
+    fig, axes = plt.subplots(1, 2 if two else 1, figsize=(left_w + right_w + 1, 7.5),
+                             gridspec_kw={"width_ratios": [left_w, right_w]} if two else None)
     ax = axes[0] if two else axes
     grouped_bars(ax, ok, "speedup_vs_int8", colors)
     ax.axhline(1.0, color="black", lw=0.8)
@@ -122,18 +126,23 @@ def save_plot(rows: list[dict], path: str, dram_gbps: dict | None = None) -> Non
             r["floor_ms"] = r["n"] * r["k"] * r["bytes_per_weight"] / (bw * 1e9) * 1e3 if bw else None
         grouped_bars(ax2, decode, "ms", colors, floor_key="floor_ms")
         ax2.set_yscale("log")
+        ax2.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax2.set_ylabel("ms per call (log scale, lower is better)")
-        bws = ", ".join(f"{t} thread{'s' if t > 1 else ''} {g:.1f} GB/s"
-                        for t, g in sorted((dram_gbps or {}).items()))
-        ax2.set_title("decode GEMV, cold weights: time vs floor\n"
-                      f"black tick = weight bytes / DRAM read bandwidth ({bws or 'not measured'})",
-                      fontsize=10)
+        bws = ", ".join(f"{t}t {g:.1f} GB/s" for t, g in sorted((dram_gbps or {}).items()))
+        ax2.set_title("decode GEMV, cold weights: time per call\nblack tick: floor = weight "
+                      f"bytes / DRAM read\n(measured: {bws or 'not measured'})", fontsize=10)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[k]) for k in kernels]
-    fig.legend(handles, kernels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    labels = list(kernels)
+    if two:
+        handles.append(matplotlib.lines.Line2D([], [], color="black", lw=2.5))
+        labels.append("floor: weight bytes / measured DRAM read bandwidth")
     missing = sorted({f"{r['kernel']} ({r['skipped']})" for r in rows if r["skipped"]})
+    below = 0.03 if missing else 0.0  # room for the n/a line under the legend
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, below))
     if missing:
-        fig.text(0.01, 0.005, "not on this CPU: " + "; ".join(missing), fontsize=7, ha="left")
-    rows_of_legend = -(-len(kernels) // 4)
-    fig.tight_layout(rect=(0, 0.03 + 0.03 * rows_of_legend, 1, 1))
+        fig.text(0.5, 0.008, "not run on this CPU: " + "; ".join(missing), fontsize=8, ha="center")
+    rows_of_legend = -(-len(labels) // 4)
+    fig.tight_layout(rect=(0, below + 0.03 + 0.03 * rows_of_legend, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
