@@ -16,6 +16,7 @@ VBMI"). Speedup ratios side by side: `python -m pyquant bench`.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +31,21 @@ def pytest_ignore_collect(collection_path, config):
     if collection_path.name.startswith("bench_") and not config.getoption("benchmark_only", False):
         return True
     return None
+
+
+def pytest_collection_modifyitems(config, items):
+    # `pytest --benchmark-only` with no paths also collects tests/ (testpaths); deselect those
+    # rather than list ~3000 "Skipping non-benchmark" lines. Explicit paths are left alone.
+    source = getattr(config, "args_source", None)  # pytest >= 7.2
+    from_testpaths = source is not None and source.name == "TESTPATHS"
+    if not (config.getoption("benchmark_only", False) and from_testpaths):
+        return
+    here = Path(__file__).resolve().parent
+    keep = [item for item in items if here in item.path.resolve().parents]
+    dropped = [item for item in items if here not in item.path.resolve().parents]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
 
 
 @pytest.fixture
