@@ -5,7 +5,7 @@ Cases:
     above the 32 MiB L3; the W4/W2 sets are the same 8 layers at 4/2 bits: 64/32 MiB).
   * prefill GEMM, M = 256, 4096x4096 (hot).
 `pytest benchmarks/bench_lowbit_gemm.py --benchmark-only` times each case (extra_info: GB/s of
-weights streamed, GOP/s, MAC/cycle at 3.64 GHz, ISA). `python benchmarks/bench_lowbit_gemm.py`
+weights streamed, GOP/s, MAC/cycle at the measured clock, ISA). `python benchmarks/bench_lowbit_gemm.py`
 interleaves all kernels of a problem round by round and prints the ratios side by side (the
 numbers in docs/notes/lowbit_gemm.md).
 """
@@ -18,11 +18,11 @@ import pytest
 
 import pyquant
 from pyquant import _C
+from pyquant.bench.machine import (clock_ghz, dram_read_gbps, mac_per_cycle,
+                                   session_clock_ghz)
 
-GHZ = 3.64
 N = K = 4096
 LAYERS = 8
-DRAM_GBS = 26.0  # cpu.md: one core streaming from DRAM
 
 
 def _weights(kernel: str, layers: int):
@@ -95,14 +95,17 @@ def test_lowbit_gemm(benchmark, group, m, cold, kernel):
     s = benchmark.stats.stats.min
     benchmark.extra_info.update({
         "isa": _C.active_isa(), "m": m, "n": N, "k": K, "cold": cold,
-        "gops": 2 * m * N * K / s / 1e9, "mac_per_cycle": m * N * K / s / (GHZ * 1e9),
+        "gops": 2 * m * N * K / s / 1e9,
+        "mac_per_cycle": mac_per_cycle(m * N * K, s, session_clock_ghz()),
         "weight_gbs": weight_bytes(kernel) / s / 1e9,
     })
 
 
 def side_by_side(rounds_decode: int = 40, rounds_gemm: int = 12, only: str = "") -> None:
     pyquant.set_num_threads(1)
-    print(f"ISA {_C.active_isa()}, 1 thread, {N}x{K}; min over interleaved rounds")
+    ghz, dram = clock_ghz(), dram_read_gbps(1)
+    print(f"ISA {_C.active_isa()}, 1 thread, {N}x{K}; min over interleaved rounds; measured: clock "
+          f"{f'{ghz:.2f} GHz' if ghz else 'n/a'}, DRAM read {dram:.1f} GB/s (the %DRAM base)")
     groups = [
         ("decode M=1, 8 layers rotated (cold)", 1, True, LAYERS, ("int8", "W4", "W2")),
         ("decode M=1, each kernel rotating 128 MiB (int8 8, W4 16, W2 32 layers)", 1, True, 0,
@@ -137,8 +140,9 @@ def side_by_side(rounds_decode: int = 40, rounds_gemm: int = 12, only: str = "")
         for k in kernels:
             s = best[k]
             gbs = weight_bytes(k) / s / 1e9
-            print(f"  {k:<6} {s * 1e3:8.3f} {gbs:7.1f} {100 * gbs / DRAM_GBS:5.0f}% "
-                  f"{m * N * K / s / (GHZ * 1e9):8.1f} {best['int8'] / s:16.2f} "
+            mpc = mac_per_cycle(m * N * K, s, ghz)
+            print(f"  {k:<6} {s * 1e3:8.3f} {gbs:7.1f} {100 * gbs / dram:5.0f}% "
+                  f"{f'{mpc:8.1f}' if mpc else '       -'} {best['int8'] / s:16.2f} "
                   f"{med[k] * 1e3:10.3f} {med['int8'] / med[k]:16.2f}")
         del fns
 

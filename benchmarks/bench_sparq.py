@@ -15,8 +15,8 @@ import pytest
 
 import pyquant
 from pyquant import _C
+from pyquant.bench.machine import clock_ghz, mac_per_cycle, session_clock_ghz
 
-NOMINAL_GHZ = 3.64
 SHAPE = (256, 4096, 4096)
 CONFIGS = [  # (bits, options, rounding, pairs)
     (4, 5, "round", True), (4, 3, "round", True), (4, 2, "round", True), (4, 5, "trunc", False),
@@ -50,16 +50,15 @@ def kernels(a, w, configs=CONFIGS):
 
 
 @pytest.fixture(scope="module")
-def data():
-    return make_data(*SHAPE)
+def fns():
+    return kernels(*make_data(*SHAPE))  # packed once for all the module's benchmarks
 
 
 @pytest.mark.parametrize("name", list(kernels(*make_data(8, 64, 64))))
-def test_sparq_vs_int8(benchmark, data, name):
-    a, w = data
+def test_sparq_vs_int8(benchmark, fns, name):
     pyquant.set_num_threads(1)
     try:
-        fn = kernels(a, w)[name]
+        fn = fns[name]
         fn()
         benchmark.group = "sparq 256x4096x4096 1t half-zero"
         benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)
@@ -68,12 +67,12 @@ def test_sparq_vs_int8(benchmark, data, name):
         benchmark.extra_info["isa"] = _C.active_isa()
         if "gemm" in name:
             benchmark.extra_info["gops"] = 2 * m * n * k / sec / 1e9
-            benchmark.extra_info["mac_per_cycle"] = m * n * k / sec / (NOMINAL_GHZ * 1e9)
+            benchmark.extra_info["mac_per_cycle"] = mac_per_cycle(m * n * k, sec, session_clock_ghz())
     finally:
         pyquant.set_num_threads(None)
 
 
-def side_by_side(repeats=7, isas=None, shape=SHAPE, threads=1):
+def side_by_side(repeats=7, isas=None, shape=SHAPE, threads=1, ghz=None):
     """Min time of each kernel over `repeats` rounds; the kernels alternate within a round.
 
     Records wall time and process CPU time: on this shared, oversubscribed machine the CPU time
@@ -103,7 +102,7 @@ def side_by_side(repeats=7, isas=None, shape=SHAPE, threads=1):
                 c = cpu[name]
                 rows.append((isa, name, sec * 1e3, sec / best["int8_gemm"], c * 1e3,
                              2 * m * n * k / c / 1e9 if gemm else None,
-                             m * n * k / c / (NOMINAL_GHZ * 1e9) if gemm else None,
+                             mac_per_cycle(m * n * k, c, ghz) if gemm else None,
                              c / cpu["int8_gemm"]))
     finally:
         _C.set_isa(prev)
@@ -120,10 +119,11 @@ if __name__ == "__main__":
     args = ap.parse_args()
     print(f"{SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]}, 1 thread, prepacked, half the activations zero, "
           f"min of {args.repeats}")
-    print("| ISA | kernel | wall ms | wall / int8 | CPU ms | GOP/s (CPU) | MAC/cycle @3.64 GHz "
-          "| CPU / int8 |")
+    ghz = clock_ghz()
+    print(f"| ISA | kernel | wall ms | wall / int8 | CPU ms | GOP/s (CPU) | MAC/cycle "
+          f"@{f'{ghz:.2f}' if ghz else '? (clock not measured)'} GHz | CPU / int8 |")
     print("|---|---|---|---|---|---|---|---|")
-    for isa, name, ms, ratio, cms, gops, mpc, cratio in side_by_side(args.repeats, args.isa):
+    for isa, name, ms, ratio, cms, gops, mpc, cratio in side_by_side(args.repeats, args.isa, ghz=ghz):
         g = f"{gops:.0f}" if gops else "-"
         c = f"{mpc:.1f}" if mpc else "-"
         print(f"| {isa} | {name} | {ms:.2f} | {ratio:.3f} | {cms:.2f} | {g} | {c} | {cratio:.3f} |")

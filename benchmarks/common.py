@@ -1,9 +1,14 @@
-"""Parametrization helper shared by the benchmark modules."""
+"""Parametrization helpers shared by the benchmark modules."""
 from __future__ import annotations
 
 import pytest
 
 from pyquant.bench.cases import Problem, cases_for
+
+
+def full_grid(config) -> bool:
+    """--bench-full (benchmarks/conftest.py): every shape and thread count."""
+    return bool(config.getoption("bench_full", False))
 
 
 def case_params(problems: list[Problem], kernel_filter=None):

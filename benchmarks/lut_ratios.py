@@ -3,7 +3,7 @@
 Times with the calling thread's CPU time (time.thread_time: with 1 thread all work runs on the
 caller), interleaving kernels round by round and keeping each one's fastest round, so time
 stolen by other processes on the 2-core VM neither counts nor favours any kernel. Prints ms,
-MAC/cycle at the nominal 3.64 GHz and ratios over int8_gemm on the same path.
+MAC/cycle at the measured clock and ratios over int8_gemm on the same path.
 
     python benchmarks/lut_ratios.py [--rounds 7] [--levels=-3,-1,1,3:0,1,2,5] [--shapes 256x4096x4096]
 """
@@ -16,9 +16,9 @@ import numpy as np
 
 import pyquant
 from pyquant import _C
+from pyquant.bench.machine import clock_ghz, mac_per_cycle
 from pyquant.lut import _lut_gemm, lut_kernel
 
-GHZ = 3.64
 SHAPES = [(256, 4096, 4096), (1, 4096, 4096), (3136, 64, 576), (784, 128, 1152)]
 
 
@@ -38,6 +38,8 @@ def main():
     a_lv, w_lv = (tuple(int(x) for x in part.split(",")) for part in args.levels.split(":"))
     shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
     pyquant.set_num_threads(1)
+    ghz = clock_ghz()
+    print(f"clock {f'{ghz:.2f} GHz, measured' if ghz else 'not measurable: no MAC/cycle'}")
     rng = np.random.default_rng(0)
     paths = [i for i in ("avx512", "avx2") if i in pyquant.cpu_info()["available"]]
     for m, n, k in shapes:
@@ -68,7 +70,8 @@ def main():
         for isa, name, _ in cases:
             t = best[(isa, name)]
             ratio = best[(isa, "int8_gemm")] / t
-            print(f"  {isa:7s} {name:10s} {t * 1e3:9.3f} ms  {m * n * k / t / (GHZ * 1e9):6.1f} MAC/cycle"
+            mpc = mac_per_cycle(m * n * k, t, ghz)
+            print(f"  {isa:7s} {name:10s} {t * 1e3:9.3f} ms  {f'{mpc:6.1f}' if mpc else '     -'} MAC/cycle"
                   f"  {ratio:5.2f}x int8_gemm[{isa}]")
 
 

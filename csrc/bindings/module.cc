@@ -2,6 +2,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings/array_utils.h"
+#include "core/clock.h"
 #include "core/isa.h"
 
 namespace pq {
@@ -61,6 +62,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("active_isa", [] { return std::string(pq::isa_name(pq::active_isa())); });
   m.def("set_isa", &set_isa, pybind11::arg("name"),
         "Switch the active path for the whole process (internal: tests and benchmarks).");
+  m.def("measure_clock_ghz", &pq::measure_clock_ghz,
+        "Core clock in GHz from a dependent-add chain (0 where it cannot be measured).");
   pq::bind_bitpack(m);
   pq::bind_int8_gemm(m);
   pq::bind_lut_gemm(m);

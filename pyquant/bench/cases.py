@@ -13,6 +13,7 @@ import numpy as np
 
 L3_BYTES = 32 << 20
 COLD_SET_BYTES = 4 * L3_BYTES  # rotate through >= 128 MiB of int8 weights for "cold" cases
+PAGE = 4096
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ class Case:
     kind: str = "pyquant"   # "pyquant" | "int8-baseline" | "fp32"
     note: str = ""
     extra: dict = field(default_factory=dict)
+    # Called on the case's path before building: why this CPU / path cannot run the kernel
+    # (e.g. "needs AVX-512 VBMI"), or None. The report shows such a case as an n/a row.
+    requires: Callable[[], str | None] | None = None
 
 
 _MAKERS: list[Callable[[Problem], list[Case]]] = []
@@ -80,6 +84,45 @@ def rotating(fns: list[Callable[[], object]]) -> Callable[[], object]:
     return call
 
 
+# ---- cold weight sets ----------------------------------------------------------------------
+# A cold set is one weight written to `layers` separate buffers: the kernels' time does not depend
+# on the values, only on where they live, and packing 8-32 random layers once took a third of
+# `bench --quick`. Every page of each copy is stamped with the copy's index, so no two copies
+# share a page: a host that merges identical pages (KSM) would otherwise fold the set into one.
+
+def stamp_pages(buf: np.ndarray, index: int) -> None:
+    """Write `index` into one byte of every 4 KiB of `buf` (a contiguous uint8 view)."""
+    buf[::PAGE] = index & 0xFF
+
+
+def packed_copies(pw, count: int) -> list:
+    """`count` PackedWeights with pw's header and (page-stamped) data in separate buffers."""
+    from pyquant.packed import PackedWeight
+
+    if count == 1:
+        return [pw]
+    h = pw.header()
+    start, stop = int(h["data_offset"]), int(h["aux_offset"]) or None  # aux (sums) kept intact
+    out = []
+    for i in range(count):
+        buf = pw.buffer.copy()
+        stamp_pages(buf[start:stop], i)
+        out.append(PackedWeight(buf, pw.op, pw.params))
+    return out
+
+
+def tensor_copies(t, count: int) -> list:
+    """`count` page-stamped clones of a contiguous int8 torch tensor (one per cold layer)."""
+    if count == 1:
+        return [t]
+    out = []
+    for i in range(count):
+        c = t.clone()
+        stamp_pages(c.numpy().reshape(-1).view(np.uint8), i)  # shares c's memory
+        out.append(c)
+    return out
+
+
 def _rng(p: Problem) -> np.random.Generator:
     return np.random.default_rng(p.m * 1_000_003 + p.n * 1009 + p.k)
 
@@ -99,7 +142,7 @@ def _make_int8_ours(p: Problem):
     import pyquant
 
     a = random_u8(p)
-    packed = [pyquant.prepack(random_s8_weights(p, i), "int8_gemm") for i in range(p.layers)]
+    packed = packed_copies(pyquant.prepack(random_s8_weights(p), "int8_gemm"), p.layers)
     return rotating([lambda pw=pw: pyquant.int8_gemm(a, pw) for pw in packed])
 
 
@@ -108,7 +151,7 @@ def _make_torch_int_mm(p: Problem):
 
     a = torch.from_numpy(random_u8(p).view(np.int8))
     # _int_mm takes [K, N]; a transposed view of the [N, K] weight is its fastest layout here
-    ws = [torch.from_numpy(random_s8_weights(p, i)).t() for i in range(p.layers)]
+    ws = [w.t() for w in tensor_copies(torch.from_numpy(random_s8_weights(p)), p.layers)]
     return rotating([lambda w=w: torch._int_mm(a, w) for w in ws])
 
 
@@ -122,12 +165,13 @@ def _make_torch_dynamic(p: Problem):
     warnings.filterwarnings("ignore", message=".*quantized tensor creation.*")
 
     x = torch.randn(p.m, p.k, generator=torch.Generator().manual_seed(p.k))
+    w = torch.randn(p.n, p.k, generator=torch.Generator().manual_seed(0)) * 0.02
     layers = []
     for i in range(p.layers):
-        lin = torch.nn.Linear(p.k, p.n, bias=False)
-        torch.nn.init.normal_(lin.weight, std=0.02, generator=torch.Generator().manual_seed(i))
+        # every value shifted per copy: fbgemm repacks the weight into its own block order, so
+        # stamping a few bytes per page of `w` would not reach every page of the packed copy
         qlin = DynLinear(p.k, p.n, bias_=False, dtype=torch.qint8)
-        qw = torch.quantize_per_tensor(lin.weight.detach(), 0.02 * 4 / 127, 0, torch.qint8)
+        qw = torch.quantize_per_tensor(w + 1e-3 * i, 0.02 * 4 / 127, 0, torch.qint8)
         qlin.set_weight_bias(qw, None)
         layers.append(qlin)
 
@@ -143,7 +187,12 @@ def _make_fp32(p: Problem):
     import torch.nn.functional as F
 
     x = torch.randn(p.m, p.k, generator=torch.Generator().manual_seed(p.k))
-    ws = [torch.randn(p.n, p.k, generator=torch.Generator().manual_seed(i)) for i in range(p.layers)]
+    w = torch.randn(p.n, p.k, generator=torch.Generator().manual_seed(0))
+    ws = []
+    for i in range(p.layers):
+        ws.append(w.clone() if p.layers > 1 else w)
+        if p.layers > 1:  # whole floats, not bytes: a stamped byte could make a denormal
+            ws[-1].view(-1)[::PAGE // 4] = 1e-3 * i
 
     def run(w):
         with torch.inference_mode():
@@ -170,7 +219,7 @@ def _make_sparq(p: Problem):
 
     a = random_u8(p)
     a[_rng(p).random(a.shape) < 0.5] = 0  # post-ReLU-like: half the activations zero
-    packed = [pyquant.prepack(random_s8_weights(p, i), "sparq_gemm") for i in range(p.layers)]
+    packed = packed_copies(pyquant.prepack(random_s8_weights(p), "sparq_gemm"), p.layers)
     return rotating([lambda pw=pw: pyquant.sparq_gemm(a, pw) for pw in packed])
 
 

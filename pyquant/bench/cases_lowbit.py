@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cases import Case, Problem, random_u8, register, rotating
+from .cases import Case, Problem, packed_copies, random_u8, register, rotating
 
 
-def _codes(p: Problem, bits: int, layer: int) -> np.ndarray:
-    g = np.random.default_rng(layer * 7919 + p.n + p.k + bits)
+def _codes(p: Problem, bits: int) -> np.ndarray:
+    g = np.random.default_rng(p.n + p.k + bits)
     half = 1 << (bits - 1)
     return g.integers(-half, half, size=(p.n, p.k), dtype=np.int8)
 
@@ -20,8 +20,8 @@ def _make_lowbit(bits: int):
         import pyquant
 
         a = random_u8(p)
-        packed = [pyquant.prepack(_codes(p, bits, i), "lowbit_gemm", bits=bits)
-                  for i in range(p.layers)]
+        packed = packed_copies(pyquant.prepack(_codes(p, bits), "lowbit_gemm", bits=bits),
+                               p.layers)
         return rotating([lambda pw=pw: pyquant.lowbit_gemm(a, pw, bits=bits) for pw in packed])
     return make
 

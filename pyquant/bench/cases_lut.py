@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cases import Case, Problem, _make_int8_ours, register, rotating
+from .cases import Case, Problem, _make_int8_ours, packed_copies, register, rotating
 
 A_LEVELS = (0, 1, 2, 3)
 W_LEVELS = (-2, -1, 0, 1)
@@ -28,22 +28,39 @@ def _make_lut(kernel: str):
         a = _codes(p, p.m, 12345)
         # cold: 4x the int8 case's copies, so the 2-bit set is as large (> 4x L3) in bytes
         copies = 4 * p.layers if p.cold else p.layers
-        packed = [pyquant.prepack(_codes(p, p.n, i), "lut_gemm", w_levels=W_LEVELS)
-                  for i in range(copies)]
-        if kernel != "auto" and not pyquant.lut.lut_kernel(A_LEVELS, W_LEVELS, kernel):
-            raise RuntimeError(f"lut_gemm kernel {kernel!r} is not available on this path")
+        packed = packed_copies(pyquant.prepack(_codes(p, p.n, 0), "lut_gemm", w_levels=W_LEVELS),
+                               copies)
         return rotating([lambda pw=pw: _lut_gemm(a, pw, A_LEVELS, W_LEVELS, kernel)
                          for pw in packed])
     return make
 
 
+def _needs(kernel: str, paths: tuple[str, ...], feature: str):
+    """The case's `requires`: None if `kernel` runs on the active path, else what it needs."""
+    def check() -> str | None:
+        import pyquant
+        from pyquant.lut import lut_kernel
+
+        if lut_kernel(A_LEVELS, W_LEVELS, kernel):
+            return None
+        info = pyquant.cpu_info()
+        if any(path in info["available"] for path in paths):  # e.g. PYQUANT_ISA=avx2
+            return f"needs the {' or '.join(paths)} path; active: {info['isa']}"
+        return f"needs {feature}"
+    return check
+
+
 @register
 def _lut_cases(p: Problem) -> list[Case]:
+    w2 = {"bytes_per_weight": 0.25}
+    deepgemm = _needs("deepgemm", ("avx2", "avx512", "neon"), "AVX2, AVX-512 or NEON")
     return [
-        Case(p, "pyquant.lut_gemm", _make_lut("auto"), note="W2A2, fastest exact kernel", extra={"bytes_per_weight": 0.25}),
-        Case(p, "pyquant.lut_gemm[vpermb]", _make_lut("vpermb"), note="W2A2, AVX-512 VBMI", extra={"bytes_per_weight": 0.25}),
-        Case(p, "pyquant.lut_gemm[deepgemm]", _make_lut("deepgemm"), note="W2A2, DeepGEMM pshufb", extra={"bytes_per_weight": 0.25}),
+        Case(p, "pyquant.lut_gemm", _make_lut("auto"), note="W2A2, fastest exact kernel", extra=w2),
+        Case(p, "pyquant.lut_gemm[vpermb]", _make_lut("vpermb"), note="W2A2, AVX-512 VBMI",
+             extra=w2, requires=_needs("vpermb", ("avx512",), "AVX-512 VBMI")),
+        Case(p, "pyquant.lut_gemm[deepgemm]", _make_lut("deepgemm"), note="W2A2, DeepGEMM pshufb",
+             extra=w2, requires=deepgemm),
         Case(p, "pyquant.int8_gemm[avx2]", _make_int8_ours, isa="avx2", kind="int8-baseline"),
         Case(p, "pyquant.lut_gemm[deepgemm][avx2]", _make_lut("deepgemm"), isa="avx2",
-             note="W2A2, DeepGEMM pshufb, AVX2", extra={"bytes_per_weight": 0.25}),
+             note="W2A2, DeepGEMM pshufb, AVX2", extra=w2, requires=deepgemm),
     ]

@@ -14,8 +14,30 @@ def _progress(total: int):
         return None
 
 
+def _header(args, env: dict, seconds: float) -> str:
+    ghz = env["clock_ghz"]
+    lines = [f"pyquant bench ({'quick' if args.quick else 'full'}) on {env['cpu']}, ISA {env['isa']}, "
+             f"torch {env['torch']}, {env['date']} ({seconds:.0f} s)"]
+    if ghz:
+        lines.append(f"clock {ghz:.2f} GHz, measured (dependent-add chain: {env['clock_ghz_start']:.2f} "
+                     f"before the run, {env['clock_ghz_end']:.2f} after); MAC/cyc = MACs / s / clock.")
+    else:
+        lines.append("clock: could not be measured on this CPU, so no MAC/cycle column (GOP/s only).")
+    if env.get("dram_read_gbps"):
+        bw = ", ".join(f"{g:.1f} GB/s on {t} thread{'s' if t > 1 else ''}"
+                       for t, g in sorted(env["dram_read_gbps"].items()))
+        lines.append(f"DRAM read bandwidth, measured: {bw}.")
+    lines.append("'x int8' = time of pyquant.int8_gemm / time (same problem, same run); 'cold' = "
+                 "weights rotated through > 4x L3; '(1 round)' = a call over 1 s, timed once.")
+    return "\n".join(lines)
+
+
 def run(args) -> int:
-    from . import cases, report, runner
+    if args.plot:
+        from .._extras import require
+
+        require("bench --plot", {"matplotlib": "matplotlib"}, "bench")
+    from . import cases, machine, report, runner
 
     problems = cases.problems(quick=args.quick)
     if args.filter:
@@ -24,9 +46,13 @@ def run(args) -> int:
     if args.kernel:
         only = lambda c: any(s in c.kernel for s in args.kernel) or c.kernel in (
             "pyquant.int8_gemm", "fp32 F.linear")
+    t0 = time.time()
+    # measured before and after the run; the bandwidth keeps the better (less disturbed) one
+    cold_threads = sorted({p.threads for p in problems if p.cold})
+    measured = {"clock_ghz_start": machine.clock_ghz()}
+    dram = {t: machine.dram_read_gbps(t) for t in cold_threads}
     total = sum(len([c for c in cases.cases_for(p) if only is None or only(c)]) for p in problems)
     bar = _progress(total) if not args.no_progress else None
-    t0 = time.time()
     results = []
     for p in problems:
         def on_case(msg, bar=bar):
@@ -38,18 +64,19 @@ def run(args) -> int:
                                       on_case=on_case)
     if bar is not None:
         bar.close()
-    rows = report.speedups(results)
-    env = report.environment()
-    print(f"pyquant bench ({'quick' if args.quick else 'full'}) on {env['cpu']}, ISA {env['isa']}, "
-          f"torch {env['torch']}, {env['date']} ({time.time() - t0:.0f} s)")
-    print(f"MAC/cycle assumes {runner.NOMINAL_GHZ} GHz; 'x int8' = time of pyquant.int8_gemm / time "
-          f"(same problem, same run); 'cold' = weights rotated through > 4x L3.")
-    print(report.format_table(rows))
+    measured["clock_ghz_end"] = machine.clock_ghz()
+    measured["dram_read_gbps"] = {t: max(g, machine.dram_read_gbps(t)) for t, g in dram.items()}
+    ends = [g for g in (measured["clock_ghz_start"], measured["clock_ghz_end"]) if g]
+    measured["clock_ghz"] = sum(ends) / len(ends) if len(ends) == 2 else None
+    rows = report.speedups(results, measured["clock_ghz"])
+    env = report.environment(measured)
+    print(_header(args, env, time.time() - t0))
+    print(report.format_table(rows, with_cycles=measured["clock_ghz"] is not None))
     if args.json:
-        report.save_json(rows, args.json)
+        report.save_json(rows, args.json, measured)
         print(f"wrote {args.json}")
     if args.plot:
-        report.save_plot(rows, args.plot)
+        report.save_plot(rows, args.plot, measured["dram_read_gbps"])
         print(f"wrote {args.plot}")
     return 0
 
@@ -58,7 +85,9 @@ def add_bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="kernel comparison on this CPU (the main job)")
     p.add_argument("--quick", action="store_true", help="a small set of problems, under a minute")
     p.add_argument("--json", metavar="PATH", help="save results as JSON")
-    p.add_argument("--plot", metavar="PATH", help="save a PNG of speedups over int8")
+    p.add_argument("--plot", metavar="PATH",
+                   help="save a PNG of speedups over int8 and decode times vs their DRAM floors "
+                        "(needs matplotlib: pip install 'pyquant[bench]')")
     p.add_argument("--filter", metavar="TEXT", help="only problems whose name contains TEXT")
     p.add_argument("--kernel", metavar="TEXT", action="append",
                    help="only kernels whose name contains TEXT (repeatable; baselines kept)")

@@ -5,9 +5,8 @@ import json
 import platform
 import time
 
-from .runner import NOMINAL_GHZ, Result
-
-DRAM_GBPS_1CORE = 26.0  # measured single-core streaming read on this CPU (cpu.md)
+from .machine import mac_per_cycle
+from .runner import Result
 
 
 def _ref_time(results: list[Result], kernel: str) -> dict:
@@ -18,50 +17,60 @@ def _ref_time(results: list[Result], kernel: str) -> dict:
     return out
 
 
-def speedups(results: list[Result]) -> list[dict]:
+def speedups(results: list[Result], ghz: float | None) -> list[dict]:
+    """One row per result; MAC/cycle at the measured clock `ghz` (None: not measured)."""
     int8 = _ref_time(results, "pyquant.int8_gemm")
     fp32 = _ref_time(results, "fp32 F.linear")
     rows = []
     for r in results:
+        p = r.problem
         row = {
-            "problem": r.problem.name, "m": r.problem.m, "n": r.problem.n, "k": r.problem.k,
-            "threads": r.problem.threads, "cold": r.problem.cold, "kernel": r.kernel,
-            "kind": r.kind, "isa": r.isa, "seconds": r.seconds, "gops": r.gops,
-            "mac_per_cycle": r.mac_per_cycle, "error": r.error, "note": r.note,
+            "problem": p.name, "m": p.m, "n": p.n, "k": p.k,
+            "threads": p.threads, "cold": p.cold, "kernel": r.kernel,
+            "kind": r.kind, "isa": r.isa, "seconds": r.seconds, "rounds": r.rounds,
+            "gops": r.gops, "mac_per_cycle": mac_per_cycle(p.m * p.n * p.k, r.seconds, ghz),
+            "error": r.error, "skipped": r.skipped, "note": r.note,
             "bytes_per_weight": r.bytes_per_weight,
             "speedup_vs_int8": None, "speedup_vs_fp32": None,
         }
         if r.seconds:
-            if r.problem.name in int8:
-                row["speedup_vs_int8"] = int8[r.problem.name] / r.seconds
-            if r.problem.name in fp32:
-                row["speedup_vs_fp32"] = fp32[r.problem.name] / r.seconds
+            if p.name in int8:
+                row["speedup_vs_int8"] = int8[p.name] / r.seconds
+            if p.name in fp32:
+                row["speedup_vs_fp32"] = fp32[p.name] / r.seconds
         rows.append(row)
     return rows
 
 
-def format_table(rows: list[dict]) -> str:
-    header = ["problem", "kernel", "isa", "time", "GOP/s", f"MAC/cyc", "x int8", "x fp32"]
+def _time_cell(r: dict) -> str:
+    if r["skipped"]:
+        return f"n/a ({r['skipped']})"
+    if r["seconds"] is None:
+        return "error: " + (r["error"] or "not timed")[:60]
+    t = r["seconds"]
+    cell = f"{t * 1e3:.3f} ms" if t < 1 else f"{t:.2f} s"
+    return cell + (" (1 round)" if r["rounds"] == 1 else "")
+
+
+def format_table(rows: list[dict], with_cycles: bool = True) -> str:
+    """Markdown table; `with_cycles=False` (clock not measured) leaves out MAC/cycle."""
+    header = ["problem", "kernel", "isa", "time", "GOP/s"] + (["MAC/cyc"] if with_cycles else [])
+    header += ["x int8", "x fp32"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        if r["seconds"] is None:
-            cells = [r["problem"], r["kernel"], r["isa"], "n/a", "", "", "", ""]
-            if r["error"]:
-                cells[3] = "error: " + r["error"][:60]
-        else:
-            t = r["seconds"]
-            time_s = f"{t * 1e3:.3f} ms" if t < 1 else f"{t:.2f} s"
-            cells = [
-                r["problem"], r["kernel"], r["isa"], time_s, f"{r['gops']:.1f}",
-                f"{r['mac_per_cycle']:.1f}",
-                f"{r['speedup_vs_int8']:.2f}x" if r["speedup_vs_int8"] else "",
-                f"{r['speedup_vs_fp32']:.2f}x" if r["speedup_vs_fp32"] else "",
-            ]
+        timed = r["seconds"] is not None
+        cells = [r["problem"], r["kernel"], r["isa"], _time_cell(r),
+                 f"{r['gops']:.1f}" if timed else ""]
+        if with_cycles:
+            cells.append(f"{r['mac_per_cycle']:.1f}" if r["mac_per_cycle"] else "")
+        cells += [f"{r['speedup_vs_int8']:.2f}x" if r["speedup_vs_int8"] else "",
+                  f"{r['speedup_vs_fp32']:.2f}x" if r["speedup_vs_fp32"] else ""]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def environment() -> dict:
+def environment(measured: dict | None = None) -> dict:
+    """Software and CPU, plus what was measured on it (clock, DRAM bandwidth)."""
     import numpy
     import torch
 
@@ -72,55 +81,68 @@ def environment() -> dict:
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpu": info["brand"], "isa": info["isa"],
         "available": info["available"], "python": platform.python_version(),
         "torch": torch.__version__, "numpy": numpy.__version__, "pyquant": pyquant.__version__,
-        "mac_per_cycle_assumes_ghz": NOMINAL_GHZ,
+        **(measured or {}),
     }
 
 
-def save_json(rows: list[dict], path: str) -> None:
+def save_json(rows: list[dict], path: str, measured: dict | None = None) -> None:
     with open(path, "w") as f:
-        json.dump({"environment": environment(), "results": rows}, f, indent=2)
+        json.dump({"environment": environment(measured), "results": rows}, f, indent=2)
 
 
-def save_plot(rows: list[dict], path: str) -> None:
+def save_plot(rows: list[dict], path: str, dram_gbps: dict | None = None) -> None:
+    """Left: speedup over int8 per problem. Right (cold decode problems, if any): time per call
+    against each kernel's own floor, its weight bytes / the measured DRAM read bandwidth.
+    One colour per kernel in both panels, one legend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .plot import grouped_bars
+
     ok = [r for r in rows if r["speedup_vs_int8"]]
-    problems = list(dict.fromkeys(r["problem"] for r in ok))
-    kernels = list(dict.fromkeys(r["kernel"] for r in ok))
     decode = [r for r in ok if r["m"] == 1 and r["cold"]]
-    fig, axes = plt.subplots(1, 2 if decode else 1, figsize=(15 if decode else 10, 6),
-                             gridspec_kw={"width_ratios": [3, 2]} if decode else None)
-    ax = axes[0] if decode else axes
-    width = 0.8 / max(1, len(kernels))
-    colors = plt.get_cmap("tab20").colors
-    for j, kern in enumerate(kernels):
-        xs, ys = [], []
-        for i, prob in enumerate(problems):
-            for r in ok:
-                if r["problem"] == prob and r["kernel"] == kern:
-                    xs.append(i + j * width)
-                    ys.append(r["speedup_vs_int8"])
-        ax.bar(xs, ys, width, label=kern, color=colors[j % len(colors)])
+    kernels = list(dict.fromkeys(r["kernel"] for r in ok))
+    cmap = plt.get_cmap("tab20").colors
+    colors = {kern: cmap[j % len(cmap)] for j, kern in enumerate(kernels)}
+    two = bool(decode)
+    n_left = len({r["problem"] for r in ok})
+    n_right = len({r["problem"] for r in decode})
+    left_w = max(8.0, 0.9 * n_left)  # inches: room for each problem's label
+    right_w = max(5.0, 1.6 * n_right) if two else 0.0
+    fig, axes = plt.subplots(1, 2 if two else 1, figsize=(left_w + right_w + 1, 7.5),
+                             gridspec_kw={"width_ratios": [left_w, right_w]} if two else None)
+    ax = axes[0] if two else axes
+    grouped_bars(ax, ok, "speedup_vs_int8", colors)
     ax.axhline(1.0, color="black", lw=0.8)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(problems))])
-    ax.set_xticklabels(problems, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("speedup over pyquant.int8_gemm (same problem, same run)")
-    ax.set_title("pyquant kernels vs int8 and fp32 baselines")
-    ax.legend(fontsize=7)
-    if decode:
+    ax.set_title("pyquant kernels vs int8 and fp32 baselines (higher is better)")
+    if two:
         ax2 = axes[1]
         for r in decode:
-            # weight bytes streamed per call: what bounds a decode GEMV
-            bytes_per_weight = r["bytes_per_weight"]
-            gbps = r["n"] * r["k"] * bytes_per_weight / r["seconds"] / 1e9
-            ax2.bar(f"{r['kernel']}\n{r['n']}x{r['k']} {r['threads']}t", gbps)
-        ax2.axhline(DRAM_GBPS_1CORE, color="red", ls="--", label="DRAM read roofline, 1 core (26 GB/s)")
-        ax2.set_ylabel("weight bytes streamed, GB/s")
-        ax2.set_title("decode GEMV (cold weights): bandwidth roofline")
-        ax2.tick_params(axis="x", labelsize=6, rotation=60)
-        ax2.legend(fontsize=7)
-    fig.tight_layout()
+            r["ms"] = r["seconds"] * 1e3
+            bw = (dram_gbps or {}).get(r["threads"])
+            r["floor_ms"] = r["n"] * r["k"] * r["bytes_per_weight"] / (bw * 1e9) * 1e3 if bw else None
+        grouped_bars(ax2, decode, "ms", colors, floor_key="floor_ms")
+        ax2.set_yscale("log")
+        ax2.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax2.set_ylabel("ms per call (log scale, lower is better)")
+        bws = ", ".join(f"{t}t {g:.1f} GB/s" for t, g in sorted((dram_gbps or {}).items()))
+        ax2.set_title("decode GEMV, cold weights: time per call\nblack tick: floor = weight "
+                      f"bytes / DRAM read\n(measured: {bws or 'not measured'})", fontsize=10)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[k]) for k in kernels]
+    labels = list(kernels)
+    if two:
+        handles.append(matplotlib.lines.Line2D([], [], color="black", lw=2.5))
+        labels.append("floor: weight bytes / measured DRAM read bandwidth")
+    missing = sorted({f"{r['kernel']} ({r['skipped']})" for r in rows if r["skipped"]})
+    below = 0.03 if missing else 0.0  # room for the n/a line under the legend
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, below))
+    if missing:
+        fig.text(0.5, 0.008, "not run on this CPU: " + "; ".join(missing), fontsize=8, ha="center")
+    rows_of_legend = -(-len(labels) // 4)
+    fig.tight_layout(rect=(0, below + 0.03 + 0.03 * rows_of_legend, 1, 1))
     fig.savefig(path, dpi=110)
+    plt.close(fig)

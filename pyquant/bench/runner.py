@@ -1,6 +1,12 @@
 """Times benchmark cases side by side: build every case of a problem, warm up, then interleave
 rounds (case A, B, C, A, B, C, ...) and keep each case's fastest round, so slow drifts of a noisy
-shared machine hit all kernels alike."""
+shared machine hit all kernels alike.
+
+A case this CPU (or the active path) cannot run is not timed: its result carries the reason
+("needs AVX-512 VBMI"). A case whose single call takes over SLOW_CALL_SECONDS (the naive
+torch._int_mm without VNNI: 3-5 s at 256x4096x4096) is timed once, after one warm-up call, so
+that it does not dominate the run; its result says so (rounds = 1).
+"""
 from __future__ import annotations
 
 import time
@@ -9,7 +15,8 @@ from typing import Callable
 
 from .cases import Case, Problem, cases_for
 
-NOMINAL_GHZ = 3.64  # Zen 4 clock under load (cpu.md); MAC/cycle figures assume it
+SLOW_CALL_SECONDS = 1.0
+ISA_FEATURE = {"avx2": "AVX2", "avx512": "AVX-512", "neon": "NEON", "scalar": "a scalar build"}
 
 
 @dataclass
@@ -22,16 +29,12 @@ class Result:
     error: str | None = None
     note: str = ""
     bytes_per_weight: float = 1.0
+    skipped: str | None = None  # why the case was not run on this CPU ("needs AVX-512 VBMI")
+    rounds: int = 0             # timed rounds the minimum is over
 
     @property
     def gops(self) -> float | None:
         return None if not self.seconds else self.problem.ops / self.seconds / 1e9
-
-    @property
-    def mac_per_cycle(self) -> float | None:
-        if not self.seconds:
-            return None
-        return self.problem.m * self.problem.n * self.problem.k / self.seconds / (NOMINAL_GHZ * 1e9)
 
 
 class _ThreadsAndIsa:
@@ -63,6 +66,18 @@ class _ThreadsAndIsa:
         _C.set_isa(self._isa)
 
 
+def unavailable(case: Case) -> str | None:
+    """Why this CPU (or the active path) cannot run `case`, or None if it can."""
+    import pyquant
+
+    if case.isa and case.isa not in pyquant.cpu_info()["available"]:
+        return f"needs {ISA_FEATURE.get(case.isa, case.isa)}"
+    if case.requires is None:
+        return None
+    with _ThreadsAndIsa(case.problem.threads, case.isa):
+        return case.requires()
+
+
 def _time_once(fn: Callable[[], object], calls: int) -> float:
     t0 = time.perf_counter()
     for _ in range(calls):
@@ -70,38 +85,68 @@ def _time_once(fn: Callable[[], object], calls: int) -> float:
     return (time.perf_counter() - t0) / calls
 
 
+@dataclass
+class _Built:
+    case: Case
+    isa: str
+    fn: Callable[[], object] | None = None  # None: nothing (more) to time
+    calls: int = 0
+    error: str | None = None
+    skipped: str | None = None
+    best: float | None = None
+    rounds: int = 0
+
+
+def _build(case: Case, problem: Problem, min_sample: float) -> _Built:
+    from pyquant import _C
+
+    reason = unavailable(case)
+    if reason:
+        return _Built(case, case.isa or _C.active_isa(), skipped=reason)
+    with _ThreadsAndIsa(problem.threads, case.isa) as isa:
+        try:
+            fn = case.make(problem)
+            first = _time_once(fn, 1)  # warm-up: page faults, lazy initialization
+            if first < SLOW_CALL_SECONDS:
+                for _ in range(max(2, problem.layers) - 1):  # one pass over a cold set
+                    fn()
+            single = _time_once(fn, 1)
+            if single >= SLOW_CALL_SECONDS:
+                return _Built(case, isa, best=single, rounds=1)
+            calls = max(1, min(1000, int(min_sample / max(single, 1e-7))))
+            if problem.cold:
+                calls = max(calls, problem.layers)  # a sample covers the whole rotation
+            return _Built(case, isa, fn=fn, calls=calls)
+        except Exception as exc:  # a baseline missing on this torch build, an unsupported shape
+            return _Built(case, isa, error=f"{type(exc).__name__}: {exc}")
+
+
 def run_problem(problem: Problem, rounds: int = 5, min_sample: float = 0.02,
                 only: Callable[[Case], bool] | None = None,
                 on_case: Callable[[str], None] | None = None) -> list[Result]:
-    cases = [c for c in cases_for(problem) if only is None or only(c)]
-    built: list[tuple[Case, Callable[[], object] | None, str | None, int, str]] = []
-    for case in cases:
+    built = []
+    for case in cases_for(problem):
+        if only is not None and not only(case):
+            continue
         if on_case:
             on_case(f"{problem.name}: {case.kernel}")
-        with _ThreadsAndIsa(problem.threads, case.isa) as isa:
-            try:
-                fn = case.make(problem)
-                for _ in range(max(2, problem.layers)):  # warm-up: page faults, one pass over the set
-                    fn()
-                single = _time_once(fn, 1)
-                calls = max(1, min(1000, int(min_sample / max(single, 1e-7))))
-                if problem.cold:
-                    calls = max(calls, problem.layers)  # a sample covers the whole rotation
-                built.append((case, fn, None, calls, isa))
-            except Exception as exc:  # a baseline missing on this torch build, an unsupported shape
-                built.append((case, None, f"{type(exc).__name__}: {exc}", 0, isa))
-    best: dict[int, float] = {}
+        built.append(_build(case, problem, min_sample))
     for _ in range(rounds):
-        for i, (case, fn, err, calls, _isa) in enumerate(built):
-            if fn is None:
+        for b in built:
+            if b.fn is None:
                 continue
-            with _ThreadsAndIsa(problem.threads, case.isa):
-                t = _time_once(fn, calls)
-            best[i] = min(best.get(i, float("inf")), t)
+            with _ThreadsAndIsa(problem.threads, b.case.isa):
+                t = _time_once(b.fn, b.calls)
+            b.best = t if b.best is None else min(b.best, t)
+            b.rounds += 1
     results = []
-    for i, (case, fn, err, calls, isa) in enumerate(built):
-        label_isa = isa if case.kind == "pyquant" or case.kernel.startswith("pyquant") else "torch"
-        results.append(Result(problem, case.kernel, case.kind, label_isa, best.get(i), err, case.note,
-                              case.extra.get("bytes_per_weight", 1.0)))
+    for b in built:
+        c = b.case
+        label_isa = b.isa if c.kind == "pyquant" or c.kernel.startswith("pyquant") else "torch"
+        note = c.note
+        if b.rounds == 1 and b.fn is None:
+            note = (note + "; " if note else "") + f"timed once (a call takes > {SLOW_CALL_SECONDS:g} s)"
+        results.append(Result(problem, c.kernel, c.kind, label_isa, b.best, b.error, note,
+                              c.extra.get("bytes_per_weight", 1.0), b.skipped, b.rounds))
     del built
     return results

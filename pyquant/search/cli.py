@@ -31,6 +31,13 @@ def add_search_parser(sub) -> None:
 
 
 def _run(args) -> int:
+    from .._extras import require
+
+    # before any training: the front is plotted at the very end
+    needs = {"matplotlib": "matplotlib", "sklearn": "scikit-learn"}
+    if args.method == "nsga2":
+        needs["pymoo"] = "pymoo"
+    require("search", needs, "search")
     import torch
 
     from .front import write_front

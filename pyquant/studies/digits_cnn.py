@@ -72,6 +72,9 @@ def quantized(model, config, *, skip_first_last=False, calib=None):
 
 
 def main():
+    from pyquant._extras import require
+
+    require("python -m pyquant.studies.digits_cnn", {"sklearn": "scikit-learn"}, "search")
     torch.set_num_threads(1)
     model, (xtr, _), (xte, yte) = train_cnn()
     print(f"digits CNN (3 conv + 2 FC), {len(yte)} test images, ISA {pyquant.cpu_info()['isa']}")

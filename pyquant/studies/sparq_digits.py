@@ -248,6 +248,9 @@ def main(argv=None):
     ap.add_argument("--noise", type=float, default=0.35, help="pixel noise std of the hard test set")
     ap.add_argument("--out", default=None, help="also write the table to this markdown file")
     args = ap.parse_args(argv)
+    from pyquant._extras import require
+
+    require("python -m pyquant.studies.sparq_digits", {"sklearn": "scikit-learn"}, "search")
     pyquant.set_num_threads(1)
     t0 = time.perf_counter()
     results, stats = run(args.seeds, args.epochs, args.noise)

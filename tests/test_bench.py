@@ -1,0 +1,186 @@
+"""The benchmark reports (issue 13): measured clock, n/a rows for kernels the CPU lacks, slow
+baselines timed once, cold sets in distinct pages, and optional dependencies checked before a
+command starts working. All fast: tiny problems, monkeypatched imports."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+import pyquant
+from pyquant import _C
+from pyquant.__main__ import main as cli_main
+from pyquant.bench import machine, report, runner
+from pyquant.bench.cases import PAGE, Case, Problem, cases_for, packed_copies
+
+TINY = Problem(4, 16, 64, 1, label="tiny")
+
+
+def _counting_case(kernel="counted", **kw):
+    calls = []
+
+    def make(p):
+        def fn():
+            calls.append(1)
+        return fn
+    return Case(TINY, kernel, make, **kw), calls
+
+
+# ---- clock -----------------------------------------------------------------------------------
+
+def test_measured_clock_is_plausible():
+    ghz = _C.measure_clock_ghz()
+    assert 0.3 < ghz < 8.0, ghz
+    assert machine.clock_ghz() == pytest.approx(ghz, rel=0.5)  # a second sample, a noisy machine
+
+
+def test_mac_per_cycle_uses_the_given_clock_and_none_without_one():
+    assert machine.mac_per_cycle(3_000_000_000, 1.0, 3.0) == pytest.approx(1.0)
+    assert machine.mac_per_cycle(3_000_000_000, 1.0, None) is None
+    assert machine.mac_per_cycle(3_000_000_000, None, 3.0) is None
+
+
+def test_unmeasurable_clock_falls_back_to_gops(monkeypatch):
+    monkeypatch.delattr(_C, "measure_clock_ghz")  # an old build
+    assert machine.clock_ghz() is None
+    res = runner.Result(TINY, "k", "pyquant", "avx2", 1e-3, rounds=3)
+    rows = report.speedups([res], None)
+    assert rows[0]["mac_per_cycle"] is None
+    table = report.format_table(rows, with_cycles=False)
+    assert "MAC/cyc" not in table and "GOP/s" in table
+
+
+# ---- n/a rows, slow baselines -------------------------------------------------------------
+
+def test_a_kernel_the_cpu_lacks_is_an_na_row_naming_the_feature(monkeypatch):
+    ok, ok_calls = _counting_case("runs")
+    na, na_calls = _counting_case("lacks", requires=lambda: "needs AVX-512 VBMI")
+    monkeypatch.setattr(runner, "cases_for", lambda p: [ok, na])
+    results = runner.run_problem(TINY, rounds=2, min_sample=0.0)
+    assert [r.kernel for r in results] == ["runs", "lacks"]  # not silently missing
+    assert results[0].seconds is not None and results[0].skipped is None
+    assert results[1].seconds is None and results[1].error is None
+    assert results[1].skipped == "needs AVX-512 VBMI" and not na_calls
+    table = report.format_table(report.speedups(results, 3.0))
+    assert "| n/a (needs AVX-512 VBMI) |" in table and "error" not in table
+
+
+def test_a_path_the_cpu_lacks_is_named():
+    missing = [i for i in ("avx2", "avx512", "neon") if i not in pyquant.cpu_info()["available"]]
+    if not missing:
+        pytest.skip("this CPU runs every path")
+    case, _ = _counting_case(isa=missing[0])
+    assert runner.unavailable(case) == f"needs {runner.ISA_FEATURE[missing[0]]}"
+
+
+def test_vpermb_case_says_what_it_needs():
+    case = next(c for c in cases_for(TINY) if c.kernel == "pyquant.lut_gemm[vpermb]")
+    reason = runner.unavailable(case)
+    if pyquant.lut.lut_kernel(kernel="vpermb"):
+        assert reason is None
+    elif "avx512" in pyquant.cpu_info()["available"]:
+        assert reason.startswith("needs the avx512 path")
+    else:
+        assert reason == "needs AVX-512 VBMI"
+
+
+def test_a_slow_case_is_timed_once(monkeypatch):
+    case, calls = _counting_case()
+    monkeypatch.setattr(runner, "cases_for", lambda p: [case])
+    monkeypatch.setattr(runner, "SLOW_CALL_SECONDS", 0.0)
+    (res,) = runner.run_problem(TINY, rounds=5)
+    assert len(calls) == 2  # one warm-up call, one timed call, no rounds
+    assert res.rounds == 1 and "timed once" in res.note
+    assert "(1 round)" in report.format_table(report.speedups([res], None), with_cycles=False)
+
+
+def test_tiny_problem_runs_every_case_or_says_why():
+    results = runner.run_problem(TINY, rounds=1, min_sample=0.0)
+    assert results
+    for r in results:
+        assert r.error is None, (r.kernel, r.error)
+        assert (r.seconds is None) == (r.skipped is not None), r.kernel
+
+
+# ---- cold sets ----------------------------------------------------------------------------
+
+def test_packed_copies_are_distinct_in_every_page(rng):
+    w = rng.integers(-128, 128, (64, 8192), dtype=np.int8)
+    pw = pyquant.prepack(w, "int8_gemm")
+    copies = packed_copies(pw, 3)
+    h = pw.header()
+    start, stop = int(h["data_offset"]), int(h["aux_offset"])
+    assert all(c.buffer[:64].tobytes() == pw.buffer[:64].tobytes() for c in copies)
+    assert all(c.buffer[stop:].tobytes() == pw.buffer[stop:].tobytes() for c in copies)
+    assert len({id(c.buffer) for c in copies}) == 3
+    for page in range(start, stop - PAGE, PAGE):
+        blocks = {c.buffer[page:page + PAGE].tobytes() for c in copies}
+        assert len(blocks) == 3, page
+    assert packed_copies(pw, 1) == [pw]
+
+
+# ---- plot -----------------------------------------------------------------------------------
+
+def test_plot_renders(tmp_path):
+    pytest.importorskip("matplotlib")
+    cold = Problem(1, 4096, 4096, 1, cold=True, label="decode")
+    res = [runner.Result(TINY, "pyquant.int8_gemm", "int8-baseline", "avx2", 2e-3, rounds=3),
+           runner.Result(TINY, "fp32 F.linear", "fp32", "torch", 3e-3, rounds=3),
+           runner.Result(cold, "pyquant.int8_gemm", "int8-baseline", "avx2", 2e-3, rounds=3),
+           runner.Result(cold, "pyquant.lowbit_gemm[W2A8]", "pyquant", "avx2", 5e-4, rounds=3,
+                         bytes_per_weight=0.25),
+           runner.Result(cold, "pyquant.lut_gemm[vpermb]", "pyquant", "avx2", None,
+                         skipped="needs AVX-512 VBMI")]
+    path = tmp_path / "bench.png"
+    report.save_plot(report.speedups(res, 3.0), str(path), {1: 20.0})
+    assert path.stat().st_size > 10_000
+
+
+# ---- optional dependencies: named before any work -----------------------------------------
+
+def _no_work(*args, **kw):
+    raise AssertionError("started working before checking its dependencies")
+
+
+def test_bench_plot_without_matplotlib_says_which_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setattr(runner, "run_problem", _no_work)
+    with pytest.raises(SystemExit, match=r"^bench --plot needs matplotlib: "
+                                         r"pip install 'pyquant\[bench\]'$"):
+        cli_main(["bench", "--quick", "--plot", str(tmp_path / "b.png")])
+
+
+@pytest.mark.parametrize("method,missing,name", [("hgq", "matplotlib", "matplotlib"),
+                                                 ("nsga2", "pymoo", "pymoo"),
+                                                 ("hgq", "sklearn", "scikit-learn")])
+def test_search_without_its_extra_stops_before_training(monkeypatch, tmp_path, method, missing,
+                                                        name):
+    monkeypatch.setitem(sys.modules, missing, None)
+    import pyquant.search.runs as runs
+
+    for fn in ("run_gru_nsga", "run_mlp_hgq", "run_mlp_nsga"):
+        monkeypatch.setattr(runs, fn, _no_work)
+    with pytest.raises(SystemExit, match=rf"^search needs {name}: pip install 'pyquant\[search\]'$"):
+        cli_main(["search", "--task", "mlp", "--method", method, "--out", str(tmp_path)])
+
+
+@pytest.mark.parametrize("study,missing,name,extra", [
+    ("digits_cnn", "sklearn", "scikit-learn", "search"),
+    ("sparq_digits", "sklearn", "scikit-learn", "search"),
+    ("minilm", "sentence_transformers", "sentence-transformers", "demo"),
+])
+def test_studies_without_their_extra_stop_first(monkeypatch, study, missing, name, extra):
+    import importlib
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # minilm sets these at import; restored afterwards
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    mod = importlib.import_module(f"pyquant.studies.{study}")
+    monkeypatch.setitem(sys.modules, missing, None)
+    for fn in ("train_cnn", "run", "load_model"):
+        if hasattr(mod, fn):
+            monkeypatch.setattr(mod, fn, _no_work)
+    args = () if study == "digits_cnn" else ([],)
+    with pytest.raises(SystemExit, match=rf"^python -m pyquant.studies.{study} needs {name}.*: "
+                                         rf"pip install 'pyquant\[{extra}\]'$"):
+        mod.main(*args)
