@@ -43,6 +43,9 @@ class PackedWeight:
         self.buffer = buffer
         self.op = op
         self.params = dict(params or {})
+        if buffer.size < _HEADER.itemsize:
+            raise ValueError(f"buffer: {buffer.size} bytes is smaller than the "
+                             f"{_HEADER.itemsize}-byte packed-weight header")
         h = self.header()
         if h["magic"] != b"PQWT":
             raise ValueError("buffer: not a pyquant packed weight (bad magic)")
