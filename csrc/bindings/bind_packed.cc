@@ -44,7 +44,7 @@ py::dict header_params(const PackedHeader& h) {
 
 py::dict validate_packed(const CArray<uint8_t>& buf, const std::string& op,
                          const std::string& name) {
-  const PackedHeader h = checked_header(buf, parse_op(op), name);
+  const PackedHeader h = checked_header(buf, parse_op(op), name.c_str());
   py::dict out;
   out["op"] = op;
   out["n"] = h.n;

@@ -5,6 +5,8 @@
 // header says. Then every offset and size a kernel derives from (n, k) stays inside the buffer.
 #pragma once
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "bindings/array_utils.h"
 #include "core/packed_format.h"
@@ -20,18 +22,25 @@ inline bool packed_op_known(uint16_t op) {
          op <= static_cast<uint16_t>(PackedOp::sparq_gemm);
 }
 
-// The SPARQ config whose sparq_flags() equal `flags`; false if none does.
+// The SPARQ config whose sparq_flags() equal `flags`; false if none does. The table of valid
+// configs is built once from sparq.h (so the flag encoding is defined there only).
 inline bool sparq_config_from_flags(uint16_t flags, SparqConfig* out) {
-  for (int bits = 2; bits <= 4; ++bits)
-    for (int options = 1; options <= 8; ++options)
-      for (int r = 0; r < 2; ++r)
-        for (int p = 0; p < 2; ++p) {
-          const SparqConfig cfg{bits, options, r == 1, p == 1};
-          if (sparq_config_valid(cfg) && sparq_flags(cfg) == flags) {
-            *out = cfg;
-            return true;
+  static const std::vector<std::pair<uint16_t, SparqConfig>> table = [] {
+    std::vector<std::pair<uint16_t, SparqConfig>> t;
+    for (int bits = 2; bits <= 4; ++bits)
+      for (int options = 1; options <= 8; ++options)
+        for (int r = 0; r < 2; ++r)
+          for (int p = 0; p < 2; ++p) {
+            const SparqConfig cfg{bits, options, r == 1, p == 1};
+            if (sparq_config_valid(cfg)) t.emplace_back(sparq_flags(cfg), cfg);
           }
-        }
+    return t;
+  }();
+  for (const auto& entry : table)
+    if (entry.first == flags) {
+      *out = entry.second;
+      return true;
+    }
   return false;
 }
 
@@ -64,29 +73,34 @@ inline std::string canonical_packed_header(const PackedHeader& h, PackedHeader* 
 }
 
 // Validates `size` bytes at `data` as a weight packed for `op`; throws ValueError naming `name`.
+// (Messages are built only on failure: this runs on every GEMM call.)
 inline PackedHeader validate_packed_buffer(const uint8_t* data, size_t size, PackedOp op,
-                                           const std::string& name) {
+                                           const char* name) {
   PackedHeader h;
   std::string err = read_packed_header(data, size, &h);
   if (err.empty() && !packed_op_known(h.op))
     err = "header field op is " + std::to_string(h.op) + ", expected " +
           std::to_string(static_cast<int>(op)) + " (" + packed_op_name(op) + ")";
-  require(err.empty(), name + ": invalid packed weight: " + err);
-  require(h.op == static_cast<uint16_t>(op),
-          name + ": weight was packed for '" + packed_op_name(static_cast<PackedOp>(h.op)) +
-              "', not '" + packed_op_name(op) + "'; prepack it with op='" + packed_op_name(op) +
-              "'");
+  if (!err.empty()) throw std::invalid_argument(std::string(name) + ": invalid packed weight: " + err);
+  if (h.op != static_cast<uint16_t>(op))
+    throw std::invalid_argument(std::string(name) + ": weight was packed for '" +
+                                packed_op_name(static_cast<PackedOp>(h.op)) + "', not '" +
+                                packed_op_name(op) + "'; prepack it with op='" +
+                                packed_op_name(op) + "'");
   PackedHeader want;
   err = canonical_packed_header(h, &want);
   if (err.empty()) err = compare_packed_header(h, want, size);
-  require(err.empty(), name + ": invalid packed weight (" + packed_op_name(op) + "): " + err);
+  if (!err.empty())
+    throw std::invalid_argument(std::string(name) + ": invalid packed weight (" +
+                                packed_op_name(op) + "): " + err);
   return h;
 }
 
 // The header of `buf` after full validation for `op`.
 inline PackedHeader checked_header(const CArray<uint8_t>& buf, PackedOp op,
-                                   const std::string& name = "w") {
-  require(buf.ndim() == 1, name + ": a packed weight buffer must be 1-D uint8");
+                                   const char* name = "w") {
+  if (buf.ndim() != 1)
+    throw std::invalid_argument(std::string(name) + ": a packed weight buffer must be 1-D uint8");
   return validate_packed_buffer(buf.data(), static_cast<size_t>(buf.size()), op, name);
 }
 
@@ -100,8 +114,9 @@ inline void require_packable_shape(size_t n, size_t k, const char* name = "w") {
 
 // The activations' K must equal the packed weight's K.
 inline void require_k_matches(const PackedHeader& h, size_t k) {
-  require(k == h.k, "a: expected K = " + std::to_string(h.k) + " columns to match w, got " +
-                        std::to_string(k));
+  if (k != h.k)
+    throw std::invalid_argument("a: expected K = " + std::to_string(h.k) +
+                                " columns to match w, got " + std::to_string(k));
 }
 
 }  // namespace pq

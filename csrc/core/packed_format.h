@@ -97,30 +97,29 @@ inline std::string read_packed_header(const uint8_t* buf, size_t size, PackedHea
 // Returns "" or the first mismatch, naming the field and the expected value.
 inline std::string compare_packed_header(const PackedHeader& got, const PackedHeader& want,
                                          size_t size) {
-  auto field = [](const char* name, uint64_t g, uint64_t w) -> std::string {
-    if (g == w) return "";
-    return std::string("header field ") + name + " is " + std::to_string(g) + ", expected " +
-           std::to_string(w);
+  struct Field {
+    const char* name;
+    uint64_t got, want;
   };
-  std::string e;
-  if (e.empty()) e = field("n_padded", got.n_padded, want.n_padded);
-  if (e.empty()) e = field("k_padded", got.k_padded, want.k_padded);
-  if (e.empty()) e = field("bits", got.bits, want.bits);
-  if (e.empty()) e = field("nr (tile width)", got.nr, want.nr);
-  if (e.empty()) e = field("kr (tile depth)", got.kr, want.kr);
-  if (e.empty()) e = field("flags", got.flags, want.flags);
-  for (int i = 0; i < 4 && e.empty(); ++i)
+  const Field fields[] = {
+      {"n_padded", got.n_padded, want.n_padded},       {"k_padded", got.k_padded, want.k_padded},
+      {"bits", got.bits, want.bits},                   {"nr (tile width)", got.nr, want.nr},
+      {"kr (tile depth)", got.kr, want.kr},            {"flags", got.flags, want.flags},
+      {"reserved", got.reserved, want.reserved},       {"data_offset", got.data_offset, want.data_offset},
+      {"aux_offset", got.aux_offset, want.aux_offset}, {"total_bytes", got.total_bytes, want.total_bytes},
+  };
+  for (const Field& f : fields)  // (strings only on a mismatch: this runs on every GEMM call)
+    if (f.got != f.want)
+      return std::string("header field ") + f.name + " is " + std::to_string(f.got) +
+             ", expected " + std::to_string(f.want);
+  for (int i = 0; i < 4; ++i)
     if (got.w_levels[i] != want.w_levels[i])
-      e = "header field w_levels[" + std::to_string(i) + "] (codebook) is " +
-          std::to_string(got.w_levels[i]) + ", expected " + std::to_string(want.w_levels[i]);
-  if (e.empty()) e = field("reserved", got.reserved, want.reserved);
-  if (e.empty()) e = field("data_offset", got.data_offset, want.data_offset);
-  if (e.empty()) e = field("aux_offset", got.aux_offset, want.aux_offset);
-  if (e.empty()) e = field("total_bytes", got.total_bytes, want.total_bytes);
-  if (e.empty() && size != want.total_bytes)
-    e = "buffer size " + std::to_string(size) + " bytes does not match its header (expected " +
-        std::to_string(want.total_bytes) + " bytes: truncated or extended)";
-  return e;
+      return "header field w_levels[" + std::to_string(i) + "] (codebook) is " +
+             std::to_string(got.w_levels[i]) + ", expected " + std::to_string(want.w_levels[i]);
+  if (size != want.total_bytes)
+    return "buffer size " + std::to_string(size) + " bytes does not match its header (expected " +
+           std::to_string(want.total_bytes) + " bytes: truncated or extended)";
+  return "";
 }
 
 }  // namespace pq
