@@ -7,7 +7,7 @@ from . import _arrays, _C
 from ._threads import get_num_threads
 from .packed import OP_IDS, PackedWeight, register_prepack, resolve_weight
 
-_MAX_K = (1 << 24) - 1
+_MAX_K = _C.PACKED_MAX_K  # the packed format's limit (csrc/core/packed_format.h)
 
 
 def check_weight_int8(w, name: str = "w") -> np.ndarray:

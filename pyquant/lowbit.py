@@ -13,7 +13,7 @@ from ._threads import get_num_threads
 from .int8 import check_activations_8bit
 from .packed import PackedWeight, register_prepack, resolve_weight
 
-_MAX_K = (1 << 24) - 1
+_MAX_K = _C.PACKED_MAX_K  # the packed format's limit (csrc/core/packed_format.h)
 
 register_kernels(
     "lowbit_gemm",

@@ -14,7 +14,7 @@ from ._kernels import register_kernels
 from ._threads import get_num_threads
 from .packed import PackedWeight, register_prepack, resolve_weight
 
-_MAX_K = (1 << 24) - 1
+_MAX_K = _C.PACKED_MAX_K  # the packed format's limit (csrc/core/packed_format.h)
 DEFAULT_A_LEVELS = (0, 1, 2, 3)
 DEFAULT_W_LEVELS = (-2, -1, 0, 1)
 KERNELS = ("auto", "scalar", "deepgemm", "vpermb")

@@ -2,6 +2,9 @@
 
 The buffer starts with a 64-byte self-describing header (csrc/core/packed_format.h) that the
 kernels validate on every use: a weight packed for another op or other arguments is a ValueError.
+Buffers may come from files other people wrote: ``validate()`` (run on unpickling) checks the
+whole header and the buffer size exactly as the op does, so a damaged or edited weight is a
+ValueError when it is loaded, not at the first call.
 """
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import _arrays
+from . import _arrays, _C
 
 _HEADER = np.dtype(
     [
@@ -40,11 +43,26 @@ class PackedWeight:
         self.buffer = buffer
         self.op = op
         self.params = dict(params or {})
+        if buffer.size < _HEADER.itemsize:
+            raise ValueError(f"buffer: {buffer.size} bytes is smaller than the "
+                             f"{_HEADER.itemsize}-byte packed-weight header")
         h = self.header()
         if h["magic"] != b"PQWT":
             raise ValueError("buffer: not a pyquant packed weight (bad magic)")
         if OP_NAMES.get(int(h["op"])) != op:
             raise ValueError(f"buffer: packed for op id {int(h['op'])}, not {op!r}")
+
+    def validate(self) -> dict:
+        """Checks the buffer as the op will (header fields, layout, exact size) and that
+        ``params`` agree with the header; returns ``{op, n, k, nbytes, params}`` (the params the
+        header records). Raises ValueError naming the field and the expected value."""
+        info = _C.validate_packed(self.buffer, self.op, "buffer")
+        for key, value in info["params"].items():
+            if key in self.params and _norm(self.params[key]) != value:
+                raise ValueError(
+                    f"params: {key}={self.params[key]!r} but the buffer's header records {key}={value!r}"
+                )
+        return info
 
     def header(self) -> np.void:
         return self.buffer[:64].view(_HEADER)[0]
@@ -67,9 +85,27 @@ class PackedWeight:
         return {"buffer": self.buffer, "op": self.op, "params": self.params}
 
     def __setstate__(self, state):
-        self.buffer = state["buffer"]
-        self.op = state["op"]
-        self.params = state["params"]
+        # an unpickled weight may come from anywhere: check types, then the buffer, up front
+        if not isinstance(state, dict) or not {"buffer", "op", "params"} <= state.keys():
+            raise TypeError("PackedWeight state: expected a dict with buffer, op and params")
+        buffer, op, params = state["buffer"], state["op"], state["params"]
+        if not isinstance(buffer, np.ndarray) or buffer.dtype != np.uint8 or buffer.ndim != 1:
+            raise TypeError("buffer: expected a 1-D uint8 numpy array")
+        if not isinstance(op, str):
+            raise TypeError(f"op: expected a str, got {type(op).__name__}")
+        if not isinstance(params, dict):
+            raise TypeError(f"params: expected a dict, got {type(params).__name__}")
+        self.buffer = np.ascontiguousarray(buffer)
+        self.op = op
+        self.params = dict(params)
+        self.validate()
+
+
+def _norm(value):
+    """A params value as the header decoding gives it (sequences as tuples of ints)."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return tuple(int(v) for v in value)
+    return value
 
 
 _PREPACKERS: dict[str, Callable[..., PackedWeight]] = {}
@@ -111,3 +147,26 @@ def resolve_weight(w: Any, op: str, params: dict) -> PackedWeight:
 
 def weight_numpy(w: Any, name: str = "w") -> np.ndarray:
     return _arrays.to_numpy(w, name)
+
+
+def check_replacement(new: np.ndarray, current: np.ndarray, name: str) -> dict:
+    """``new``, an untrusted packed buffer about to replace ``current`` (one this process packed),
+    must be a valid weight for the same op with the same shape and op parameters: ValueError
+    naming ``name`` and the expected value otherwise. Both flat uint8 arrays; returns new's info."""
+    op = OP_NAMES.get(int(current[:64].view(_HEADER)[0]["op"])) if current.size >= 64 else None
+    if op is None:
+        raise ValueError(f"{name}: the module's own buffer is not a packed weight")
+    want = _C.validate_packed(current, op, name)
+    # shape first (the most likely edit, named as such), then the whole header and size
+    if new.size >= 64 and bytes(new[:4]) == b"PQWT":
+        h = new[:64].view(_HEADER)[0]
+        for key in ("n", "k"):
+            if int(h[key]) != want[key]:
+                raise ValueError(f"{name}: header field {key} is {int(h[key])}, expected "
+                                 f"{want[key]} (the module's shape)")
+    got = _C.validate_packed(new, op, name)
+    for key, value in want["params"].items():
+        if got["params"][key] != value:
+            raise ValueError(f"{name}: packed with {key}={got['params'][key]!r}, expected "
+                             f"{key}={value!r} (the module's config)")
+    return got

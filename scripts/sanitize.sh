@@ -11,7 +11,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 # torch's CPU build first (pinned), then the build and test tools; no-ops where already present
 "$venv/bin/python" -m pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING" || true
-"$venv/bin/python" -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" numpy pytest hypothesis 2>&1 | grep -v "^WARNING" || true
+"$venv/bin/python" -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" numpy pytest hypothesis safetensors 2>&1 | grep -v "^WARNING" || true
 "$venv/bin/python" -m pip install -q --no-build-isolation -Cbuild-dir=build/asan \
   -Ccmake.define.PYQUANT_SANITIZE=ON -Ccmake.build-type=RelWithDebInfo . 2>&1 | grep -v "^WARNING" || true
 

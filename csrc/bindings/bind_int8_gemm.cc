@@ -12,16 +12,27 @@
 namespace pq {
 namespace {
 
+// The int8 panel layout serves int8_gemm and (with SPARQ flags) sparq_gemm.
+PackedOp int8_layout_op(int op, bool allow_sparq) {
+  const bool ok = op == static_cast<int>(PackedOp::int8_gemm) ||
+                  (allow_sparq && op == static_cast<int>(PackedOp::sparq_gemm));
+  require(ok, "op: expected " + std::string(allow_sparq ? "1 (int8_gemm) or 4 (sparq_gemm)"
+                                                        : "1 (int8_gemm)") +
+                  ", got " + std::to_string(op));
+  return static_cast<PackedOp>(op);
+}
+
 CArray<uint8_t> int8_prepack(const CArray<int8_t>& w, int op) {
+  const PackedOp pop = int8_layout_op(op, false);
   require_ndim(w, 2, "w");
   const size_t n = w.shape(0), k = w.shape(1);
-  require(n < (1u << 31) && k < (1u << 24), "w: shape too large for the packed format");
+  require_packable_shape(n, k);
   CArray<uint8_t> out(static_cast<py::ssize_t>(int8_packed_bytes(n, k)));
   const int8_t* src = w.data();
   uint8_t* dst = out.mutable_data();
   {
     py::gil_scoped_release release;
-    int8_pack_weights(src, n, k, static_cast<PackedOp>(op), 0, dst);
+    int8_pack_weights(src, n, k, pop, 0, dst);
   }
   return out;
 }
@@ -30,7 +41,7 @@ CArray<uint8_t> int8_prepack(const CArray<int8_t>& w, int op) {
 CArray<int32_t> int8_gemm(const CArray<uint8_t>& a, bool a_signed, const CArray<uint8_t>& packed,
                           int op, int threads) {
   require_ndim(a, 2, "a");
-  const PackedHeader h = checked_header(packed, static_cast<PackedOp>(op));
+  const PackedHeader h = checked_header(packed, int8_layout_op(op, true));
   const size_t m = a.shape(0), k = a.shape(1);
   require_k_matches(h, k);
   const size_t n = h.n;

@@ -48,7 +48,7 @@ LutCodebook checked_codebook(const Levels& a_levels, const Levels& w_levels) {
 CArray<uint8_t> lut_prepack(const CArray<uint8_t>& w, const Levels& w_levels) {
   require_ndim(w, 2, "w");
   const size_t n = w.shape(0), k = w.shape(1);
-  require(n < (1u << 31) && k < (1u << 24), "w: shape too large for the packed format");
+  require_packable_shape(n, k);
   int8_t lv[4];
   for (int i = 0; i < 4; ++i) {
     require(w_levels[i] >= -128 && w_levels[i] <= 127, "w_levels: every level must fit int8");
@@ -75,11 +75,6 @@ CArray<int32_t> lut_gemm(const CArray<uint8_t>& a, const CArray<uint8_t>& packed
             "w: weight was packed with w_levels (" + std::to_string(h.w_levels[0]) + ", " +
                 std::to_string(h.w_levels[1]) + ", " + std::to_string(h.w_levels[2]) + ", " +
                 std::to_string(h.w_levels[3]) + "), not the w_levels passed");
-  require(h.bits == 2 && h.nr == kLutPanelCols &&
-              h.k_padded == round_up(h.k, kLutKAlign) &&
-              h.n_padded == round_up(h.n, kLutPanelCols) &&
-              h.data_offset + static_cast<uint64_t>(h.n_padded) * h.k_padded / 4 <= h.total_bytes,
-          "w: invalid packed weight: inconsistent lut_gemm header");
   const LutCodebook cb = checked_codebook(a_levels, w_levels);
   const LutKernel want = parse_kernel(kernel);
   LutKernel chosen;

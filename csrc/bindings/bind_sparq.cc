@@ -18,6 +18,15 @@ SparqConfig checked_config(int bits, int options, bool round, bool pairs) {
   return cfg;
 }
 
+// The validated header of a weight packed for sparq_gemm with exactly `cfg`.
+PackedHeader checked_sparq_weight(const CArray<uint8_t>& packed, const SparqConfig& cfg) {
+  const PackedHeader h = checked_header(packed, PackedOp::sparq_gemm);
+  require(h.flags == sparq_flags(cfg),
+          "w: packed for another SPARQ configuration (bits/options/rounding/pairs); prepack it "
+          "with the arguments of this call");
+  return h;
+}
+
 // a: [rows, k] (the Python side flattens leading dims); pairs run along k within each row.
 CArray<uint8_t> sparq_quantize(const CArray<uint8_t>& a, int bits, int options, bool round,
                                bool pairs, int threads) {
@@ -39,7 +48,7 @@ CArray<uint8_t> sparq_prepack(const CArray<int8_t>& w, int bits, int options, bo
   require_ndim(w, 2, "w");
   const SparqConfig cfg = checked_config(bits, options, round, pairs);
   const size_t n = w.shape(0), k = w.shape(1);
-  require(n < (1u << 31) && k < (1u << 24), "w: shape too large for the packed format");
+  require_packable_shape(n, k);
   CArray<uint8_t> out(static_cast<py::ssize_t>(int8_packed_bytes(n, k)));
   const int8_t* src = w.data();
   uint8_t* dst = out.mutable_data();
@@ -54,10 +63,7 @@ CArray<int32_t> sparq_gemm(const CArray<uint8_t>& a, const CArray<uint8_t>& pack
                            int options, bool round, bool pairs, int threads) {
   require_ndim(a, 2, "a");
   const SparqConfig cfg = checked_config(bits, options, round, pairs);
-  const PackedHeader h = checked_header(packed, PackedOp::sparq_gemm);
-  require(h.flags == sparq_flags(cfg),
-          "w: packed for another SPARQ configuration (bits/options/rounding/pairs); prepack it "
-          "with the arguments of this call");
+  const PackedHeader h = checked_sparq_weight(packed, cfg);
   const size_t m = a.shape(0), k = a.shape(1);
   require_k_matches(h, k);
   const size_t n = h.n;
@@ -83,10 +89,7 @@ CArray<int32_t> sparq_gemm_encoded(const CArray<uint8_t>& payload, size_t k,
                                    bool round, bool pairs, int threads) {
   require_ndim(payload, 2, "payload");
   const SparqConfig cfg = checked_config(bits, options, round, pairs);
-  const PackedHeader h = checked_header(packed, PackedOp::sparq_gemm);
-  require(h.flags == sparq_flags(cfg),
-          "w: packed for another SPARQ configuration (bits/options/rounding/pairs); prepack it "
-          "with the arguments of this call");
+  const PackedHeader h = checked_sparq_weight(packed, cfg);
   require(k == h.k, "payload: encodes K = " + std::to_string(k) + " columns but w has K = " +
                         std::to_string(h.k));
   require(static_cast<size_t>(payload.shape(1)) == sparq_encoded_row_bytes(cfg, k),

@@ -11,6 +11,7 @@ void bind_int8_gemm(py::module_& m);
 void bind_lut_gemm(py::module_& m);
 void bind_lowbit_gemm(py::module_& m);
 void bind_sparq(py::module_& m);
+void bind_packed(py::module_& m);
 }  // namespace pq
 
 namespace {
@@ -69,4 +70,5 @@ PYBIND11_MODULE(_C, m) {
   pq::bind_lut_gemm(m);
   pq::bind_lowbit_gemm(m);
   pq::bind_sparq(m);
+  pq::bind_packed(m);
 }

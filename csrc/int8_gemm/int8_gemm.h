@@ -64,6 +64,9 @@ void int8_compute_neon(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0
 #endif
 
 // --- packing (int8_pack.cc) ---
+// The header (layout: padding, offsets, size) of an [n, k] weight; the packer writes it and the
+// bindings validate loaded buffers against it. flags: 0 for int8_gemm, sparq_flags for SPARQ.
+PackedHeader int8_packed_header(size_t n, size_t k, PackedOp op, uint16_t flags);
 // Bytes of the packed buffer for an [n, k] weight.
 size_t int8_packed_bytes(size_t n, size_t k);
 // Writes header + panels + column sums. `op` lets SPARQ reuse the int8 format under its own name.

@@ -5,9 +5,17 @@
 
 namespace pq {
 
-size_t int8_packed_bytes(size_t n, size_t k) {
+PackedHeader int8_packed_header(size_t n, size_t k, PackedOp op, uint16_t flags) {
   const size_t n_pad = round_up(n, kInt8PanelCols), k_pad = round_up(k, kInt8GroupK);
-  return kPackedAlign + round_up(n_pad * k_pad, kPackedAlign) + n_pad * sizeof(int32_t);
+  PackedHeader h = make_packed_header(op, n, k, n_pad, k_pad, 8, kInt8PanelCols, kInt8GroupK);
+  h.flags = flags;
+  h.aux_offset = kPackedAlign + round_up(n_pad * k_pad, kPackedAlign);
+  h.total_bytes = h.aux_offset + n_pad * sizeof(int32_t);
+  return h;
+}
+
+size_t int8_packed_bytes(size_t n, size_t k) {
+  return int8_packed_header(n, k, PackedOp::int8_gemm, 0).total_bytes;
 }
 
 void int8_pack_panels(const int8_t* w, size_t n, size_t k, int8_t* panels, int32_t* col_sums) {
@@ -31,11 +39,7 @@ void int8_pack_panels(const int8_t* w, size_t n, size_t k, int8_t* panels, int32
 
 void int8_pack_weights(const int8_t* w, size_t n, size_t k, PackedOp op, uint16_t flags,
                        uint8_t* out) {
-  const size_t n_pad = round_up(n, kInt8PanelCols), k_pad = round_up(k, kInt8GroupK);
-  PackedHeader h = make_packed_header(op, n, k, n_pad, k_pad, 8, kInt8PanelCols, kInt8GroupK);
-  h.flags = flags;
-  h.aux_offset = kPackedAlign + round_up(n_pad * k_pad, kPackedAlign);
-  h.total_bytes = int8_packed_bytes(n, k);
+  const PackedHeader h = int8_packed_header(n, k, op, flags);
   std::memset(out, 0, h.total_bytes);
   std::memcpy(out, &h, sizeof(h));
   int8_pack_panels(w, n, k, reinterpret_cast<int8_t*>(out + h.data_offset),

@@ -87,6 +87,9 @@ void lowbit_tile2_neon(const uint8_t*, size_t, size_t, const uint8_t*, size_t, b
 #endif
 
 // --- packing (lowbit_pack.cc) ---
+// The header (layout) of an [n, k] weight of `bits` (2 or 4) bits; written by the packer,
+// checked by the bindings.
+PackedHeader lowbit_packed_header(size_t n, size_t k, int bits);
 size_t lowbit_packed_bytes(size_t n, size_t k, int bits);
 // w: signed codes in [-2^(bits-1), 2^(bits-1)) (caller validates). Writes header + panels.
 void lowbit_pack_weights(const int8_t* w, size_t n, size_t k, int bits, uint8_t* out);

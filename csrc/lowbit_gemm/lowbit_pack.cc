@@ -5,11 +5,19 @@
 
 namespace pq {
 
-size_t lowbit_packed_bytes(size_t n, size_t k, int bits) {
+PackedHeader lowbit_packed_header(size_t n, size_t k, int bits) {
   const size_t n_pad = round_up(n, kLowbitPanelCols), k_pad = round_up(k, kLowbitGroupK);
   const size_t panels = n_pad / kLowbitPanelCols, k_groups = k_pad / kLowbitGroupK;
   const size_t data = panels * k_groups * lowbit_group_bytes(bits);
-  return kPackedAlign + round_up(data, kPackedAlign);
+  PackedHeader h = make_packed_header(PackedOp::lowbit_gemm, n, k, n_pad, k_pad,
+                                      static_cast<uint16_t>(bits), kLowbitPanelCols, kLowbitGroupK);
+  h.aux_offset = 0;
+  h.total_bytes = kPackedAlign + round_up(data, kPackedAlign);
+  return h;
+}
+
+size_t lowbit_packed_bytes(size_t n, size_t k, int bits) {
+  return lowbit_packed_header(n, k, bits).total_bytes;
 }
 
 void lowbit_pack_weights(const int8_t* w, size_t n, size_t k, int bits, uint8_t* out) {
@@ -18,10 +26,7 @@ void lowbit_pack_weights(const int8_t* w, size_t n, size_t k, int bits, uint8_t*
   const size_t gbytes = lowbit_group_bytes(bits);
   const size_t per_byte = 8 / static_cast<size_t>(bits);
   const int offset = 1 << (bits - 1);
-  PackedHeader h = make_packed_header(PackedOp::lowbit_gemm, n, k, n_pad, k_pad,
-                                      static_cast<uint16_t>(bits), kLowbitPanelCols, kLowbitGroupK);
-  h.aux_offset = 0;
-  h.total_bytes = lowbit_packed_bytes(n, k, bits);
+  const PackedHeader h = lowbit_packed_header(n, k, bits);
   std::memset(out, 0, h.total_bytes);
   std::memcpy(out, &h, sizeof(h));
   uint8_t* panels = out + h.data_offset;

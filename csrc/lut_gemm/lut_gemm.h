@@ -89,6 +89,9 @@ LutKernelInfo lut_select(Isa isa, LutKernel want, const LutCodebook& cb, LutKern
 const char* lut_kernel_name(LutKernel k);
 
 // --- packing (lut_pack.cc) ---
+// The header (layout and codebook) of an [n, k] weight; written by the packer, checked by the
+// bindings.
+PackedHeader lut_packed_header(size_t n, size_t k, const int8_t w_levels[4]);
 size_t lut_packed_bytes(size_t n, size_t k);
 // w: codes [n][k] (values 0..3, checked by the caller).
 void lut_pack_weights(const uint8_t* w, size_t n, size_t k, const int8_t w_levels[4],

@@ -35,19 +35,24 @@ LutCodebook lut_codebook(const int32_t a_levels[4], const int32_t w_levels[4]) {
 
 bool lut_vpermb_ok(const LutCodebook& cb) { return cb.umax <= 255; }
 
-size_t lut_packed_bytes(size_t n, size_t k) {
+PackedHeader lut_packed_header(size_t n, size_t k, const int8_t w_levels[4]) {
   const size_t n_pad = round_up(n, kLutPanelCols), k_pad = round_up(k, kLutKAlign);
-  return kPackedAlign + round_up(n_pad * k_pad / 4, kPackedAlign);
+  PackedHeader h = make_packed_header(PackedOp::lut_gemm, n, k, n_pad, k_pad, 2, kLutPanelCols, 4);
+  std::memcpy(h.w_levels, w_levels, 4);
+  h.aux_offset = 0;
+  h.total_bytes = kPackedAlign + round_up(n_pad * k_pad / 4, kPackedAlign);
+  return h;
+}
+
+size_t lut_packed_bytes(size_t n, size_t k) {
+  const int8_t none[4] = {0, 0, 0, 0};
+  return lut_packed_header(n, k, none).total_bytes;
 }
 
 void lut_pack_weights(const uint8_t* w, size_t n, size_t k, const int8_t w_levels[4],
                       uint8_t* out) {
-  const size_t n_pad = round_up(n, kLutPanelCols), k_pad = round_up(k, kLutKAlign);
-  const size_t groups = k_pad / 4;
-  PackedHeader h = make_packed_header(PackedOp::lut_gemm, n, k, n_pad, k_pad, 2, kLutPanelCols, 4);
-  std::memcpy(h.w_levels, w_levels, 4);
-  h.aux_offset = 0;
-  h.total_bytes = lut_packed_bytes(n, k);
+  const PackedHeader h = lut_packed_header(n, k, w_levels);
+  const size_t groups = h.k_padded / 4;
   std::memset(out, 0, h.total_bytes);
   std::memcpy(out, &h, sizeof(h));
   uint8_t* panels = out + h.data_offset;

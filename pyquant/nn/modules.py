@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _backend, ops
+from . import _backend, _load, ops
 from .schemes import scheme_for
 
 
@@ -59,7 +59,14 @@ class _QuantModule(nn.Module):
 
     def __setstate__(self, state):  # torch.load of a whole module: re-register the runner
         super().__setstate__(state)
+        _load.check_own_buffers(self)
         self._register_runner()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # state dicts may come from files anyone wrote: a damaged or edited weight is a
+        # ValueError here (pyquant/nn/_load.py), never a crash at the first forward
+        _load.check_state_dict(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _gemm(self, x2d: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and x2d.requires_grad:

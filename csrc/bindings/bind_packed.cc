@@ -1,0 +1,69 @@
+// _C.validate_packed: the ops' own buffer validation (packed_utils.h), callable on its own so
+// that loading a weight (PackedWeight unpickling, load_state_dict into a quantized module) checks
+// it up front instead of at the first forward. Plus the packed format's shape limits.
+#include <pybind11/stl.h>
+
+#include "bindings/array_utils.h"
+#include "bindings/packed_utils.h"
+
+namespace pq {
+namespace {
+
+PackedOp parse_op(const std::string& op) {
+  for (PackedOp p : {PackedOp::int8_gemm, PackedOp::lut_gemm, PackedOp::lowbit_gemm,
+                     PackedOp::sparq_gemm})
+    if (op == packed_op_name(p)) return p;
+  throw std::invalid_argument("op: unknown packed op '" + op +
+                              "' (expected int8_gemm, lut_gemm, lowbit_gemm or sparq_gemm)");
+}
+
+// The op keyword arguments a header records, named as the Python ops take them.
+py::dict header_params(const PackedHeader& h) {
+  py::dict p;
+  switch (static_cast<PackedOp>(h.op)) {
+    case PackedOp::int8_gemm:
+      break;
+    case PackedOp::lowbit_gemm:
+      p["bits"] = static_cast<int>(h.bits);
+      break;
+    case PackedOp::lut_gemm:
+      p["w_levels"] = py::make_tuple(h.w_levels[0], h.w_levels[1], h.w_levels[2], h.w_levels[3]);
+      break;
+    case PackedOp::sparq_gemm: {
+      SparqConfig cfg;
+      sparq_config_from_flags(h.flags, &cfg);  // valid: checked by validate_packed_buffer
+      p["bits"] = cfg.bits;
+      p["options"] = cfg.options;
+      p["rounding"] = cfg.round ? "round" : "trunc";
+      p["pairs"] = cfg.pairs;
+      break;
+    }
+  }
+  return p;
+}
+
+py::dict validate_packed(const CArray<uint8_t>& buf, const std::string& op,
+                         const std::string& name) {
+  const PackedHeader h = checked_header(buf, parse_op(op), name.c_str());
+  py::dict out;
+  out["op"] = op;
+  out["n"] = h.n;
+  out["k"] = h.k;
+  out["nbytes"] = h.total_bytes;
+  out["params"] = header_params(h);
+  return out;
+}
+
+}  // namespace
+
+void bind_packed(py::module_& m) {
+  m.def("validate_packed", &validate_packed, py::arg("buffer"), py::arg("op"),
+        py::arg("name") = "w",
+        "Checks a packed weight buffer (1-D uint8) exactly as the op `op` does before running: "
+        "header, layout and size. Returns {op, n, k, nbytes, params}; raises ValueError naming "
+        "`name` otherwise.");
+  m.attr("PACKED_MAX_N") = py::int_(kPackedMaxN);
+  m.attr("PACKED_MAX_K") = py::int_(kPackedMaxK);
+}
+
+}  // namespace pq

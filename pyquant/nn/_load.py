@@ -1,0 +1,76 @@
+"""Checks of quantized-module buffers that arrive from outside (load_state_dict, unpickling).
+
+A state dict may come from a file anyone wrote. Every buffer it replaces must keep its dtype and
+shape, and every packed weight must pass the kernels' own validator (``_C.validate_packed``) for
+this module's op, shape and config, so an edited or damaged weight is a ValueError at load time
+and never reaches a kernel. Reference-backend modules hold raw codes (no header): dtype and shape
+only.
+"""
+from __future__ import annotations
+
+import torch
+
+from pyquant import _C
+from pyquant.packed import check_replacement
+
+
+def _flat(t: torch.Tensor):
+    return t.detach().cpu().contiguous().numpy()
+
+
+def _packed_parts(bufs: dict, where: str) -> list:
+    """The packed weights in a module's buffers: ``packed``, or its K-group slices when the
+    module uses the per-group layout (``packed_offsets``)."""
+    packed = _flat(bufs["packed"])
+    if "packed_offsets" not in bufs:
+        return [packed]
+    off = bufs["packed_offsets"].tolist()
+    if (not off or off[0] != 0 or off[-1] != packed.size
+            or any(a > b for a, b in zip(off, off[1:]))):
+        raise ValueError(f"{where}packed_offsets: expected increasing offsets from 0 to "
+                         f"{packed.size} (the size of {where}packed), got {off}")
+    return [packed[a:b] for a, b in zip(off, off[1:])]
+
+
+def check_state_dict(module, state_dict, prefix: str) -> None:
+    """Raises TypeError/ValueError (naming the key and the expected value) unless every entry of
+    ``state_dict`` that replaces one of ``module``'s buffers is a safe replacement."""
+    own = {n: t for n, t in module._buffers.items() if t is not None}
+    new = {n: state_dict[prefix + n] for n in own if prefix + n in state_dict}
+    for name, t in new.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{prefix}{name}: expected a tensor, got {type(t).__name__}")
+        if t.dtype != own[name].dtype:
+            raise ValueError(f"{prefix}{name}: expected dtype {own[name].dtype}, got {t.dtype}")
+    if not module.reference and "packed" in new:
+        if "packed_offsets" in own and "packed_offsets" in new:
+            if new["packed_offsets"].shape != own["packed_offsets"].shape:
+                raise ValueError(f"{prefix}packed_offsets: expected shape "
+                                 f"{list(own['packed_offsets'].shape)}, got "
+                                 f"{list(new['packed_offsets'].shape)}")
+        mine = _packed_parts(own, prefix)
+        theirs = _packed_parts({**own, **new}, prefix)
+        for a, b in zip(theirs, mine):  # same count: the offsets shapes match
+            check_replacement(a, b, f"{prefix}packed")
+    for name, t in new.items():  # side tensors (scales, sums, bias, range) against the module's
+        if t.shape != own[name].shape:
+            raise ValueError(f"{prefix}{name}: expected shape {list(own[name].shape)}, "
+                             f"got {list(t.shape)}")
+
+
+def check_own_buffers(module) -> None:
+    """After unpickling a whole module: its packed weights must be valid for its op and shape."""
+    if module.reference:
+        return
+    op = module.scheme.ops[0]
+    parts = _packed_parts(dict(module._buffers), "")
+    ks = []
+    for part in parts:
+        info = _C.validate_packed(part, op, "packed")
+        if info["n"] != module.out_features:
+            raise ValueError(f"packed: header field n is {info['n']}, expected "
+                             f"{module.out_features} (the module's out_features)")
+        ks.append(info["k"])
+    if sum(ks) != module.in_features_k:
+        raise ValueError(f"packed: header field k is {sum(ks)}, expected "
+                         f"{module.in_features_k} (the module's input size)")

@@ -1,0 +1,326 @@
+"""Packed weights and state dicts from files other people wrote (issues 14 and 16).
+
+Every header field of every op's packed weight edited, the buffer truncated or extended: the
+kernels' validator (``_C.validate_packed``), every native entry point and every Python op raise
+ValueError, never crash. Quantized modules refuse edited state dicts at load time, and state
+dicts of plain tensors round-trip through ``torch.load(weights_only=True)`` and safetensors bit
+for bit.
+"""
+from __future__ import annotations
+
+import io
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import pyquant
+from pyquant import _C
+from pyquant.nn import _backend
+from pyquant.packed import PackedWeight
+from packed_cases import CASE_IDS, CASES, consistent_edits, header, structural_edits, with_field
+
+STRUCTURAL = [(c, label, buf) for c in CASES for label, buf in structural_edits(c)]
+CONSISTENT = [(c, label, buf) for c in CASES for label, buf in consistent_edits(c)]
+
+
+def _id(case_edit):
+    return f"{case_edit[0].name}-{case_edit[1]}"
+
+
+# ----------------------------------------------------------------------------- the validator
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_untampered_buffers_validate(case):
+    info = _C.validate_packed(case.buffer, case.op)
+    assert (info["op"], info["n"], info["k"], info["nbytes"]) == (case.op, 70, 37, case.buffer.size)
+    assert info["params"] == {k: tuple(v) if isinstance(v, (list, tuple)) else v
+                              for k, v in case.params.items()}
+    for call in case.calls.values():
+        call(case.buffer)
+
+
+@pytest.mark.parametrize("case_edit", STRUCTURAL, ids=[_id(e) for e in STRUCTURAL])
+def test_structural_edit_is_a_value_error_everywhere(case_edit):
+    case, label, buf = case_edit
+    with pytest.raises(ValueError, match="w: "):
+        _C.validate_packed(buf, case.op)
+    for name, call in case.calls.items():
+        with pytest.raises(ValueError):
+            call(buf)
+
+
+@pytest.mark.parametrize("case_edit", CONSISTENT, ids=[_id(e) for e in CONSISTENT])
+def test_edit_that_disagrees_with_the_call_is_a_value_error(case_edit):
+    case, label, buf = case_edit
+    _C.validate_packed(buf, case.op)  # a header some packer writes ...
+    for name, call in case.calls.items():  # ... but not for these arguments
+        with pytest.raises(ValueError):
+            call(buf)
+    if label.startswith("k+1"):
+        return
+    with pytest.raises(ValueError, match="params: .* header records"):
+        PackedWeight(buf, case.op, case.params).validate()
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_error_names_the_field_and_expected_value(case):
+    buf = with_field(case.buffer, "n_padded", 64)
+    with pytest.raises(ValueError, match=r"w: invalid packed weight .*n_padded is 64, expected 128"):
+        _C.validate_packed(buf, case.op)
+    with pytest.raises(ValueError, match=r"size \d+ bytes does not match its header"):
+        _C.validate_packed(case.buffer[:-1].copy(), case.op)
+    other = "lut_gemm" if case.op != "lut_gemm" else "int8_gemm"
+    with pytest.raises(ValueError, match=f"packed for '{case.op}', not '{other}'"):
+        _C.validate_packed(case.buffer, other)
+
+
+def test_n_within_the_padding_is_another_valid_weight():
+    """The ops cannot know N: a header claiming N+1 (inside the panel padding) describes a
+    weight with one more row; the kernels stay inside the buffer and agree on the first N
+    columns. Side tensors of the old length and quantized modules (below) refuse it."""
+    case = CASES[0]
+    buf = with_field(case.buffer, "n", 71)
+    full = case.calls["_C.int8_gemm"](case.buffer)
+    more = case.calls["_C.int8_gemm"](buf)
+    assert more.shape == (5, 71) and np.array_equal(more[:, :70], full)
+    with pytest.raises(ValueError, match="col_scale"):
+        case.calls["_C.int8_gemm_dequant"](buf)
+
+
+def test_validate_packed_argument_errors():
+    with pytest.raises(ValueError, match="op: unknown packed op"):
+        _C.validate_packed(CASES[0].buffer, "int3_gemm")
+    with pytest.raises(ValueError, match="1-D"):
+        _C.validate_packed(CASES[0].buffer.reshape(-1, 64), "int8_gemm")
+    with pytest.raises(TypeError):
+        _C.validate_packed(CASES[0].buffer.astype(np.float32), "int8_gemm")
+    with pytest.raises(ValueError, match="int8_gemm"):
+        _C.int8_prepack(np.zeros((2, 2), np.int8), 3)
+    assert _C.PACKED_MAX_K == 2**24 - 1 and _C.PACKED_MAX_N == 2**31 - 1
+
+
+# ----------------------------------------------------------------------------- PackedWeight pickles
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_packed_weight_pickle(case):
+    pw = PackedWeight(case.buffer.copy(), case.op, case.params)
+    back = pickle.loads(pickle.dumps(pw))
+    assert np.array_equal(back.buffer, pw.buffer) and back.params == pw.params
+    for label, buf in structural_edits(case)[:12] + consistent_edits(case)[1:]:
+        bad = PackedWeight.__new__(PackedWeight)
+        object.__setattr__(bad, "buffer", buf)
+        object.__setattr__(bad, "op", case.op)
+        object.__setattr__(bad, "params", case.params)
+        data = pickle.dumps(bad)
+        with pytest.raises(ValueError):
+            pickle.loads(data)
+
+
+def test_packed_weight_pickle_bad_state():
+    pw = PackedWeight(CASES[0].buffer.copy(), "int8_gemm")
+    for state in ({"buffer": pw.buffer.astype(np.int8), "op": "int8_gemm", "params": {}},
+                  {"buffer": pw.buffer, "op": 1, "params": {}},
+                  {"buffer": pw.buffer, "op": "int8_gemm", "params": []},
+                  {"buffer": pw.buffer}):
+        with pytest.raises(TypeError):
+            PackedWeight.__new__(PackedWeight).__setstate__(state)
+    with pytest.raises(ValueError, match="not 'lut_gemm'"):
+        PackedWeight.__new__(PackedWeight).__setstate__(
+            {"buffer": pw.buffer, "op": "lut_gemm", "params": {}})
+
+
+def test_packed_weight_constructor_small_buffers():
+    for size in (0, 1, 63):
+        with pytest.raises(ValueError, match="smaller than the 64-byte"):
+            PackedWeight(np.zeros(size, np.uint8), "int8_gemm")
+
+
+# ----------------------------------------------------------------------------- quantized modules
+CONFIGS = [
+    pytest.param(pyquant.Int8Config(), id="int8"),
+    pytest.param(pyquant.WeightOnlyConfig(bits=4, group_size=32), id="w4g32"),
+    pytest.param(pyquant.WeightOnlyConfig(bits=2, group_size=64), id="w2g64"),
+    pytest.param(pyquant.LUT2Config(), id="lut2"),
+    pytest.param(pyquant.SparqConfig(), id="sparq"),
+    pytest.param(pyquant.SparqConfig(options=2, rounding="trunc", pairs=False), id="sparq-2opt"),
+]
+
+
+def _net(seed):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(40, 70), nn.ReLU(), nn.Linear(70, 9))
+
+
+def _models(config):
+    model = pyquant.quantize_(_net(1), config)
+    fresh = pyquant.quantize_(_net(2), config)
+    return model, fresh
+
+
+X = torch.randn(6, 40, generator=torch.Generator().manual_seed(3))
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_state_dict_holds_plain_tensors(config):
+    model, _ = _models(config)
+    sd = model.state_dict()
+    assert sd and all(type(v) is torch.Tensor for v in sd.values())
+    assert all(v.device.type == "cpu" and v.is_contiguous() for v in sd.values())
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_weights_only_torch_load_round_trip(config):
+    model, fresh = _models(config)
+    with torch.no_grad():
+        y = model(X)
+        assert not torch.equal(fresh(X), y)
+        buf = io.BytesIO()
+        torch.save(model.state_dict(), buf)
+        buf.seek(0)
+        fresh.load_state_dict(torch.load(buf, weights_only=True))
+        assert torch.equal(fresh(X), y)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_safetensors_round_trip(config, tmp_path):
+    st = pytest.importorskip("safetensors.torch")
+    model, fresh = _models(config)
+    with torch.no_grad():
+        y = model(X)
+        st.save_file(model.state_dict(), tmp_path / "m.safetensors")
+        fresh.load_state_dict(st.load_file(tmp_path / "m.safetensors"))
+        assert torch.equal(fresh(X), y)
+
+
+def _packed_keys(sd):
+    return [k for k in sd if k.endswith("packed")]
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_tampered_state_dict_is_refused_at_load(config):
+    model, fresh = _models(config)
+    sd = model.state_dict()
+    with torch.no_grad():
+        y_fresh = fresh(X)
+    key = _packed_keys(sd)[0]
+    buf = sd[key].numpy()
+    h = header(buf)
+    edits = [
+        ("n+1", with_field(buf, "n", int(h["n"]) + 1)),
+        ("n-1", with_field(buf, "n", int(h["n"]) - 1)),
+        ("k+1", with_field(buf, "k", int(h["k"]) + 1)),
+        ("n=2^32-1", with_field(buf, "n", 2**32 - 1)),
+        ("k=2^24", with_field(buf, "k", 2**24)),
+        ("magic", with_field(buf, "magic", b"XQWT")),
+        ("version", with_field(buf, "version", 2)),
+        ("op", with_field(buf, "op", 1 + int(h["op"]) % 4)),
+        ("op=0", with_field(buf, "op", 0)),
+        ("bits", with_field(buf, "bits", 3)),
+        ("nr", with_field(buf, "nr", 32)),
+        ("kr", with_field(buf, "kr", 8)),
+        ("n_padded", with_field(buf, "n_padded", 0)),
+        ("k_padded", with_field(buf, "k_padded", int(h["k_padded"]) + 4)),
+        ("flags", with_field(buf, "flags", int(h["flags"]) ^ 0x10)),
+        ("w_levels", with_field(buf, "w_levels", (5, 6, 7, 8))),
+        ("reserved", with_field(buf, "reserved", 7)),
+        ("data_offset", with_field(buf, "data_offset", 0)),
+        ("aux_offset", with_field(buf, "aux_offset", int(h["aux_offset"]) + 64)),
+        ("total_bytes", with_field(buf, "total_bytes", buf.size + 64)),
+        ("truncated", buf[:-1].copy()),
+        ("header-only", buf[:64].copy()),
+        ("empty", buf[:0].copy()),
+        ("extended", np.concatenate([buf, np.zeros(64, np.uint8)])),
+    ]
+    for label, b in edits:
+        bad = dict(sd)
+        bad[key] = torch.from_numpy(b)
+        with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+            fresh.load_state_dict(bad)
+        with torch.no_grad():  # nothing was copied: the module is as it was
+            assert torch.equal(fresh(X), y_fresh), label
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_side_tensors_are_checked_at_load(config):
+    model, fresh = _models(config)
+    sd = model.state_dict()
+    for key, v in sd.items():
+        bad = dict(sd)
+        if not key.endswith("packed"):  # (packed buffers: the header check names them first)
+            bad[key] = torch.cat([v.reshape(-1), v.reshape(-1)[:1]])
+            with pytest.raises(ValueError, match=f"{key.replace('.', '[.]')}: expected shape"):
+                fresh.load_state_dict(bad)
+        bad[key] = v.to(torch.float64 if v.dtype != torch.float64 else torch.float32)
+        with pytest.raises(ValueError, match=f"{key.replace('.', '[.]')}: expected dtype"):
+            fresh.load_state_dict(bad)
+    bad = dict(sd)
+    bad[_packed_keys(sd)[0]] = [1, 2, 3]
+    with pytest.raises(TypeError, match="expected a tensor"):
+        fresh.load_state_dict(bad)
+
+
+def test_state_dict_of_another_config_is_refused():
+    sd_w4 = pyquant.quantize_(_net(1), pyquant.WeightOnlyConfig(bits=4, group_size=32)).state_dict()
+    w2 = pyquant.quantize_(_net(1), pyquant.WeightOnlyConfig(bits=2, group_size=32))
+    with pytest.raises(ValueError, match="packed"):
+        w2.load_state_dict(sd_w4)
+    sd_lut = pyquant.quantize_(_net(1), pyquant.LUT2Config()).state_dict()
+    lut_other = pyquant.quantize_(_net(1), pyquant.LUT2Config(w_levels=(-2, -1, 0, 1)))
+    with pytest.raises(ValueError, match="w_levels"):
+        lut_other.load_state_dict(sd_lut)
+    sparq_trunc = pyquant.quantize_(_net(1), pyquant.SparqConfig(rounding="trunc"))
+    with pytest.raises(ValueError, match="rounding"):
+        sparq_trunc.load_state_dict(pyquant.quantize_(_net(1), pyquant.SparqConfig()).state_dict())
+    int8 = pyquant.quantize_(_net(1), pyquant.Int8Config())
+    with pytest.raises(ValueError, match="packed for 'sparq_gemm', not 'int8_gemm'"):
+        int8.load_state_dict(pyquant.quantize_(_net(1), pyquant.SparqConfig()).state_dict(),
+                             strict=False)
+
+
+def test_reference_modules_check_dtype_and_shape():
+    with _backend.use_reference():
+        model, fresh = _models(pyquant.Int8Config())
+    sd = model.state_dict()
+    fresh.load_state_dict(sd)
+    with torch.no_grad():
+        assert torch.equal(fresh(X), model(X))
+    bad = dict(sd)
+    bad["0.packed"] = sd["0.packed"][:-1]
+    with pytest.raises(ValueError, match=r"0\.packed: expected shape"):
+        fresh.load_state_dict(bad)
+
+
+def test_whole_module_pickle_is_validated(tmp_path):
+    model, _ = _models(pyquant.SparqConfig())
+    with torch.no_grad():
+        y = model(X)
+    torch.save(model, tmp_path / "m.pt")
+    with torch.no_grad():
+        assert torch.equal(torch.load(tmp_path / "m.pt", weights_only=False)(X), y)
+    buf = model[0].packed
+    with torch.no_grad():
+        model[0].packed = torch.from_numpy(with_field(buf.numpy(), "n", 65536))
+    torch.save(model, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="packed: invalid packed weight"):
+        torch.load(tmp_path / "bad.pt", weights_only=False)
+
+
+def test_per_group_layout_offsets_are_checked(monkeypatch):
+    config = pyquant.WeightOnlyConfig(bits=4, group_size=32)
+    monkeypatch.setattr(_backend, "available", lambda op: op != "lowbit_gemm_grouped")
+    model, fresh = _models(config)
+    sd = model.state_dict()
+    assert "0.packed_offsets" in sd
+    fresh.load_state_dict(sd)
+    with torch.no_grad():
+        assert torch.equal(fresh(X), model(X))
+    for offsets in (sd["0.packed_offsets"].flip(0), sd["0.packed_offsets"] + 1):
+        bad = dict(sd)
+        bad["0.packed_offsets"] = offsets
+        with pytest.raises(ValueError, match="packed"):
+            fresh.load_state_dict(bad)
+    bad = dict(sd)
+    bad["0.packed"] = torch.from_numpy(with_field(sd["0.packed"].numpy(), "k", 31))
+    with pytest.raises(ValueError, match=r"0\.packed: header field k is 31, expected 32"):
+        fresh.load_state_dict(bad)
