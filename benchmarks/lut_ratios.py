@@ -49,7 +49,7 @@ def main():
         for isa in paths:
             cases.append((isa, "int8_gemm", lambda: pyquant.int8_gemm(a8, w8)))
             _C.set_isa(isa)
-            for kern in ("vpermb", "deepgemm"):
+            for kern in ("vpermb", "pair", "deepgemm"):
                 if lut_kernel(a_lv, w_lv, kern):
                     cases.append((isa, kern, lambda kern=kern: _lut_gemm(a2, w2, a_lv, w_lv, kern)))
         calls = {}

@@ -17,7 +17,7 @@ from .packed import PackedWeight, register_prepack, resolve_weight
 _MAX_K = (1 << 24) - 1
 DEFAULT_A_LEVELS = (0, 1, 2, 3)
 DEFAULT_W_LEVELS = (-2, -1, 0, 1)
-KERNELS = ("auto", "scalar", "deepgemm", "vpermb")
+KERNELS = ("auto", "scalar", "deepgemm", "vpermb", "pair")
 
 register_kernels(
     "lut_gemm",

@@ -30,10 +30,24 @@ LutCodebook lut_codebook(const int32_t a_levels[4], const int32_t w_levels[4]) {
   cb.u8_products = cb.pmax == cb.pmin ? (1 << 20) : 255 / (cb.pmax - cb.pmin);
   cb.umax = 3 * (cb.pmax - cb.pmin);
   cb.u8_lookups = cb.umax == 0 ? (1 << 20) : 255 / cb.umax;
+  cb.pair_lookups = cb.pmax == cb.pmin ? (1 << 20) : 255 / (2 * (cb.pmax - cb.pmin));
   return cb;
 }
 
 bool lut_vpermb_ok(const LutCodebook& cb) { return cb.umax <= 255; }
+bool lut_pair_ok(const LutCodebook& cb) { return 2 * (cb.pmax - cb.pmin) <= 255; }
+
+// Entry q (activation codes a_j = (q >> 2j) & 3), lane h, index i = w0 << 2 | w1:
+// p[a_2h][w0] + p[a_2h+1][w1] - 2 pmin.
+void lut_pair_tables(const LutCodebook& cb, uint8_t* out) {
+  for (int q = 0; q < 256; ++q)
+    for (int h = 0; h < 2; ++h)
+      for (int i = 0; i < 16; ++i) {
+        const int a0 = (q >> (4 * h)) & 3, a1 = (q >> (4 * h + 2)) & 3;
+        out[q * 32 + h * 16 + i] =
+            static_cast<uint8_t>(cb.prod[a0][i >> 2] + cb.prod[a1][i & 3] - 2 * cb.pmin);
+      }
+}
 
 size_t lut_packed_bytes(size_t n, size_t k) {
   const size_t n_pad = round_up(n, kLutPanelCols), k_pad = round_up(k, kLutKAlign);
