@@ -10,11 +10,13 @@
 // K-block of the panel into "index vectors": 16 columns, lane 0 = low nibbles, lane 1 = high.
 // The inner step is then, per row and 16 columns: vpshufb (index as a memory operand) + vpaddb.
 //
-// Tile: 3 rows x 64 columns (12 accumulators, one table register). uint8 lanes sum
-// LutCodebook::pair_lookups lookups (floor(255 / (2 (pmax - pmin)))), then widen into uint16
-// (whole words + odd bytes, in memory), which go to int32 after at most 256 widenings. Both
-// 128-bit lanes of an accumulator hold the same 16 columns (different k pairs); they are added
-// at the int32 flush. The bias comes back as the constant correction of the driver.
+// Tile: 1 row x 64 columns (4 uint8 + 8 uint16 accumulators, all in registers); the rows of a
+// call each make one pass over a K-block of 512 k (16 KiB of index vectors, L1-resident). uint8
+// lanes sum LutCodebook::pair_lookups lookups (floor(255 / (2 (pmax - pmin)))), then widen into
+// uint16 (whole words + odd bytes), which go to int32 after at most 256 widenings. Both 128-bit
+// lanes of an accumulator hold the same 16 columns (different k pairs); they are added at the
+// int32 flush. The bias comes back as the driver's constant correction K_pad * pmin.
+// Exact for every codebook whose product range pmax - pmin is <= 127 (lut_pair_ok).
 #include <immintrin.h>
 
 #include <cstring>
@@ -226,10 +228,9 @@ void lut_pair_avx2(const LutProblem& p, size_t m0, size_t m1, size_t panel) {
   const size_t rows = m1 - m0;
   const size_t gpw = static_cast<size_t>(p.cb->pair_lookups);
   thread_local std::vector<int32_t> acc_buf;
-  thread_local std::vector<__m256i> scr_buf(kBlockGroups * 4);
+  alignas(64) thread_local uint8_t scr[kBlockGroups * 128];  // index vectors of one K-block
   acc_buf.assign(rows * 64, 0);
   int32_t* acc = acc_buf.data();
-  uint8_t* scr = reinterpret_cast<uint8_t*>(scr_buf.data());
   // one or two rows: index vectors in registers (measured: equal at 2 rows, 1.7x at 1)
   const bool direct = rows <= 2;
   for (size_t m = m0; direct && m < m1; ++m)
