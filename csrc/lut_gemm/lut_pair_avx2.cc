@@ -28,6 +28,7 @@ namespace pq {
 namespace {
 
 constexpr size_t kBlockGroups = 128;  // groups (4 k) per unpacked K-block: 16 KiB, stays in L1
+constexpr size_t kRowChunk = 256;     // rows per pass over the K-blocks (64 KiB of int32 sums)
 
 // Panel groups [0, ng) (64 bytes each) -> index vectors scr[g][4 column blocks][32 bytes].
 void unpack(const uint8_t* wp, size_t ng, uint8_t* scr) {
@@ -225,27 +226,31 @@ void lut_pair_avx2(const LutProblem& p, size_t m0, size_t m1, size_t panel) {
   const uint8_t* wp = p.panels + panel * groups * kLutPanelCols;
   const size_t col0 = panel * kLutPanelCols;
   const size_t cols = p.n - col0 < kLutPanelCols ? p.n - col0 : kLutPanelCols;
-  const size_t rows = m1 - m0;
   const size_t gpw = static_cast<size_t>(p.cb->pair_lookups);
-  thread_local std::vector<int32_t> acc_buf;
-  alignas(64) thread_local uint8_t scr[kBlockGroups * 128];  // index vectors of one K-block
-  acc_buf.assign(rows * 64, 0);
+  // int32 sums of up to kRowChunk rows, and the index vectors of one K-block
+  thread_local std::vector<int32_t> acc_buf(kRowChunk * 64);
+  alignas(64) thread_local uint8_t scr[kBlockGroups * 128];
   int32_t* acc = acc_buf.data();
-  // one or two rows: index vectors in registers (measured: equal at 2 rows, 1.7x at 1)
-  const bool direct = rows <= 2;
-  for (size_t m = m0; direct && m < m1; ++m)
-    single_row(wp, groups, p.a_offs + m * groups, p.tables, gpw, acc + (m - m0) * 64);
-  for (size_t g0 = 0; !direct && g0 < groups; g0 += kBlockGroups) {
-    const size_t ng = groups - g0 < kBlockGroups ? groups - g0 : kBlockGroups;
-    unpack(wp + g0 * 64, ng, scr);
-    for (size_t m = m0; m < m1; ++m)
-      tile(scr, ng, p.a_offs + m * groups + g0, p.tables, gpw, acc + (m - m0) * 64);
-  }
-  for (size_t r = 0; r < rows; ++r) {
-    int32_t* out = p.c + (m0 + r) * p.ldc + col0;
-    const int32_t* src = acc + r * 64;
-    for (size_t c = 0; c < cols; ++c)
-      out[c] = static_cast<int32_t>(static_cast<uint32_t>(src[c]) + static_cast<uint32_t>(p.corr));
+  for (size_t c0 = m0; c0 < m1; c0 += kRowChunk) {
+    const size_t c1 = m1 - c0 < kRowChunk ? m1 : c0 + kRowChunk, rows = c1 - c0;
+    std::memset(acc, 0, rows * 64 * sizeof(int32_t));
+    if (rows <= 2) {  // index vectors in registers (measured: equal at 2 rows, 1.7x at 1)
+      for (size_t m = c0; m < c1; ++m)
+        single_row(wp, groups, p.a_offs + m * groups, p.tables, gpw, acc + (m - c0) * 64);
+    } else {
+      for (size_t g0 = 0; g0 < groups; g0 += kBlockGroups) {
+        const size_t ng = groups - g0 < kBlockGroups ? groups - g0 : kBlockGroups;
+        unpack(wp + g0 * 64, ng, scr);
+        for (size_t m = c0; m < c1; ++m)
+          tile(scr, ng, p.a_offs + m * groups + g0, p.tables, gpw, acc + (m - c0) * 64);
+      }
+    }
+    for (size_t r = 0; r < rows; ++r) {
+      int32_t* out = p.c + (c0 + r) * p.ldc + col0;
+      const int32_t* src = acc + r * 64;
+      for (size_t c = 0; c < cols; ++c)
+        out[c] = static_cast<int32_t>(static_cast<uint32_t>(src[c]) + static_cast<uint32_t>(p.corr));
+    }
   }
 }
 
