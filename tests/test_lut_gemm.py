@@ -44,10 +44,11 @@ KERNELS_BY_ISA = {"scalar": ("scalar",), "avx2": ("scalar", "deepgemm", "pair"),
 # M over 1..MR (4 or 6) and beyond, N tails around the 64-column panel (and the 2-panel vpermb
 # step), K below/at/above the 12-code block, the int16 widening blocks and pair's 512-code
 # K-block (odd and even group counts per block: its loop takes 2 groups at a time), and M past
-# its 256-row chunk with a 1- or 2-row remainder (its register-only path).
+# its 256-row chunk with a 1- or 2-row remainder (its register-only path; N >= 8 panels keeps
+# all rows in one call for 1 and 2 threads).
 SHAPES = [(m, n, k) for m in (1, 2, 3, 5, 6, 7, 13) for n, k in ((1, 1), (7, 11), (64, 12), (65, 13), (130, 37))]
 SHAPES += [(9, 200, 1000), (4, 129, 3073), (2, 64, 12289), (3, 64, 512), (2, 70, 516), (1, 33, 524),
-           (257, 70, 100), (258, 3, 40)]
+           (257, 520, 40), (258, 520, 24)]
 
 
 def kernels_for(isa, a_levels, w_levels):
