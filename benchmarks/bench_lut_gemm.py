@@ -1,10 +1,10 @@
 """W2A2 lut_gemm kernels against pyquant.int8_gemm (issue 4), 1 thread, prepacked weights.
 
 Groups (one per shape) hold, side by side: int8_gemm on the active path and under AVX2, the
-dispatcher's W2A2 choice, each W2A2 kernel forced (vpermb, DeepGEMM pshufb) and DeepGEMM under
-AVX2. Ratios: `python -m pyquant bench` or compare the group's min times; MAC/cycle and GOP/s
-are in extra_info. Goals: best W2A2 >= 1.5x int8_gemm (AVX-512); DeepGEMM (AVX2) >= 1.74x
-int8_gemm (AVX2).
+dispatcher's W2A2 choice, each W2A2 kernel forced (vpermb, pair, DeepGEMM pshufb) and pair and
+DeepGEMM under AVX2. Ratios: `python -m pyquant bench` or compare the group's min times;
+MAC/cycle and GOP/s are in extra_info. Goals: best W2A2 >= 1.5x int8_gemm (AVX-512); best W2A2
+(AVX2) >= 1.74x int8_gemm (AVX2).
 """
 import pytest
 
@@ -19,7 +19,8 @@ PROBLEMS = [
 ]
 KERNELS = {"pyquant.int8_gemm", "pyquant.int8_gemm[avx2]", "pyquant.lut_gemm",
            "pyquant.lut_gemm[vpermb]", "pyquant.lut_gemm[deepgemm]",
-           "pyquant.lut_gemm[deepgemm][avx2]"}
+           "pyquant.lut_gemm[deepgemm][avx2]", "pyquant.lut_gemm[pair]",
+           "pyquant.lut_gemm[pair][avx2]"}
 
 
 # a kernel the CPU or the active path lacks (vpermb without AVX-512 VBMI) is skipped by run_case

@@ -5,7 +5,7 @@ caller), interleaving kernels round by round and keeping each one's fastest roun
 stolen by other processes on the 2-core VM neither counts nor favours any kernel. Prints ms,
 MAC/cycle at the measured clock and ratios over int8_gemm on the same path.
 
-    python benchmarks/lut_ratios.py [--rounds 7] [--levels=-3,-1,1,3:0,1,2,5] [--shapes 256x4096x4096]
+    python benchmarks/lut_ratios.py [--rounds 7] [--levels=-3,-1,1,3:0,1,2,5] [--shapes 256x4096x4096] [--ghz GHZ]
 """
 from __future__ import annotations
 
@@ -34,11 +34,13 @@ def main():
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--levels", default="0,1,2,3:-2,-1,0,1", help="a_levels:w_levels")
     ap.add_argument("--shapes", default=",".join("x".join(map(str, s)) for s in SHAPES))
+    ap.add_argument("--ghz", type=float, default=None,
+                    help="clock for MAC/cycle (default: measured with a dependent-add chain)")
     args = ap.parse_args()
     a_lv, w_lv = (tuple(int(x) for x in part.split(",")) for part in args.levels.split(":"))
     shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
     pyquant.set_num_threads(1)
-    ghz = clock_ghz()
+    ghz = args.ghz or clock_ghz()
     print(f"clock {f'{ghz:.2f} GHz, measured' if ghz else 'not measurable: no MAC/cycle'}")
     rng = np.random.default_rng(0)
     paths = [i for i in ("avx512", "avx2") if i in pyquant.cpu_info()["available"]]
@@ -51,7 +53,7 @@ def main():
         for isa in paths:
             cases.append((isa, "int8_gemm", lambda: pyquant.int8_gemm(a8, w8)))
             _C.set_isa(isa)
-            for kern in ("vpermb", "deepgemm"):
+            for kern in ("vpermb", "pair", "deepgemm"):
                 if lut_kernel(a_lv, w_lv, kern):
                     cases.append((isa, kern, lambda kern=kern: _lut_gemm(a2, w2, a_lv, w_lv, kern)))
         calls = {}

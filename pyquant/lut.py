@@ -17,14 +17,18 @@ from .packed import PackedWeight, register_prepack, resolve_weight
 _MAX_K = _C.PACKED_MAX_K  # the packed format's limit (csrc/core/packed_format.h)
 DEFAULT_A_LEVELS = (0, 1, 2, 3)
 DEFAULT_W_LEVELS = (-2, -1, 0, 1)
-KERNELS = ("auto", "scalar", "deepgemm", "vpermb")
+KERNELS = ("auto", "scalar", "deepgemm", "vpermb", "pair")
 
 register_kernels(
     "lut_gemm",
     {
         "avx512": "vpermb 64-entry tables indexed by 3 weights (constant 4 KiB set per codebook) "
         "when 3*(max-min product) <= 255, else DeepGEMM 16-entry vpshufb (6x64 tile); vpermb tile 3 rows x 128 columns",
-        "avx2": "DeepGEMM: 16-entry product table, vpshufb, int8 -> int16 -> int32; 4x64 tile",
+        "avx2": "pair: 16-entry tables indexed by two weights (constant 8 KiB set per codebook), "
+        "vpshufb, 2 products per byte lane, when the product range is <= 127; 1 row x 64 "
+        "columns per pass over a K-block unpacked to index vectors (1-2 rows: indices in "
+        "registers); else DeepGEMM 16-entry product table, vpshufb, uint8 -> uint16 -> int32, "
+        "3x64 tile",
         "neon": "DeepGEMM: 16-entry product table, tbl (vqtbl1q_u8); 4x64 tile",
         "scalar": "portable loops over the packed 2-bit panels",
     },
@@ -84,7 +88,9 @@ def _lut_gemm(a, w, a_levels=DEFAULT_A_LEVELS, w_levels=DEFAULT_W_LEVELS, kernel
     """lut_gemm with an explicit kernel (internal: tests and benchmarks).
 
     kernel: "auto" (the dispatcher's choice), "scalar", "deepgemm" (16-entry pshufb table, AVX2 /
-    AVX-512) or "vpermb" (AVX-512 VBMI; codebooks with 3*(max-min product) <= 255).
+    AVX-512), "vpermb" (AVX-512 VBMI; codebooks with 3*(max-min product) <= 255) or "pair"
+    (16-entry tables indexed by two weights, AVX2 code, also runs on the AVX-512 path; codebooks
+    with 2*(max-min product) <= 255).
     """
     if kernel not in KERNELS:
         raise ValueError(f"kernel: expected one of {KERNELS}, got {kernel!r}")

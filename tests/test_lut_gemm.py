@@ -21,9 +21,11 @@ def codes(rng, shape):
 
 # (a_levels, w_levels) chosen to hit every accumulation schedule (products summed per 8-bit lane
 # by deepgemm: floor(255 / (pmax - pmin)); lookups per uint8 lane by vpermb:
-# floor(255 / (3 * (pmax - pmin)))): default (28 / 9); non-uniform signed (8 / 2); the int8
-# extreme -8 * 16 = -128 with 7 * 16 = 112 (1 / no vpermb); range 72 (3 / 1); all-equal
-# products; range 85 (3 / 1, the widest vpermb accepts).
+# floor(255 / (3 * (pmax - pmin))) and by pair: floor(255 / (2 * (pmax - pmin)))): default
+# (28 / 9 / 14); non-uniform signed (8 / 2 / 4); the int8 extreme -8 * 16 = -128 with
+# 7 * 16 = 112 (1 / no vpermb / no pair); range 72 (3 / 1 / 1); all-equal products; range 85
+# (3 / 1 / 1, the widest vpermb accepts); range 127 (2 / no vpermb / 1, the widest pair
+# accepts); range 128 (1 / no vpermb / no pair).
 CODEBOOKS = [
     ((0, 1, 2, 3), (-2, -1, 0, 1)),
     ((-3, -1, 1, 3), (0, 1, 2, 5)),
@@ -31,15 +33,22 @@ CODEBOOKS = [
     ((-7, -1, 0, 1), (9, 0, 1, 2)),
     ((2, 2, 2, 2), (-3, -3, -3, -3)),
     ((0, 1, 5, 17), (-1, 0, 1, 4)),
+    ((0, 1, 1, 1), (63, -64, 0, 1)),
+    ((-1, 0, 1, 1), (64, -64, 0, 1)),
 ]
 # every kernel that can run a codebook on a path
-KERNELS_BY_ISA = {"scalar": ("scalar",), "avx2": ("scalar", "deepgemm"),
-                  "avx512": ("scalar", "deepgemm", "vpermb"), "neon": ("scalar", "deepgemm")}
+KERNELS_BY_ISA = {"scalar": ("scalar",), "avx2": ("scalar", "deepgemm", "pair"),
+                  "avx512": ("scalar", "deepgemm", "vpermb", "pair"),
+                  "neon": ("scalar", "deepgemm")}
 
 # M over 1..MR (4 or 6) and beyond, N tails around the 64-column panel (and the 2-panel vpermb
-# step), K below/at/above the 12-code block and the int16 widening blocks.
+# step), K below/at/above the 12-code block, the int16 widening blocks and pair's 512-code
+# K-block (odd and even group counts per block: its loop takes 2 groups at a time), and M past
+# its 256-row chunk with a 1- or 2-row remainder (its register-only path; N >= 8 panels keeps
+# all rows in one call for 1 and 2 threads).
 SHAPES = [(m, n, k) for m in (1, 2, 3, 5, 6, 7, 13) for n, k in ((1, 1), (7, 11), (64, 12), (65, 13), (130, 37))]
-SHAPES += [(9, 200, 1000), (4, 129, 3073), (2, 64, 12289)]
+SHAPES += [(9, 200, 1000), (4, 129, 3073), (2, 64, 12289), (3, 64, 512), (2, 70, 516), (1, 33, 524),
+           (257, 520, 40), (258, 520, 24)]
 
 
 def kernels_for(isa, a_levels, w_levels):
@@ -66,13 +75,16 @@ def test_default_codebook_public_api(isa, rng, threads):
     np.testing.assert_array_equal(pyquant.lut_gemm(a, pw), expected)
 
 
-@pytest.mark.parametrize("kern", ["scalar", "deepgemm", "vpermb"])
+@pytest.mark.parametrize("kern", ["scalar", "deepgemm", "vpermb", "pair"])
 def test_k65536_extreme_product(isa, kern):
     # every product is the codebook's extreme: -128 (int8 minimum) for deepgemm/scalar; for
-    # vpermb the widest product range it accepts (85), all at the top of its unsigned range
+    # vpermb / pair the widest product range each accepts (85 / 127), all at the top of its
+    # unsigned range
     k = 65536
     if kern == "vpermb":
         al, wl, ac, wc = (0, 0, 0, 85), (0, 0, 0, 1), 3, 3
+    elif kern == "pair":
+        al, wl, ac, wc = (0, 0, 0, 127), (0, 0, 0, 1), 3, 3
     else:
         al, wl, ac, wc = (-8, 0, 0, 7), (16, 0, 0, -8), 0, 0
     if not lut_kernel(al, wl, kern):
@@ -82,7 +94,7 @@ def test_k65536_extreme_product(isa, kern):
     out = _lut_gemm(a, w, al, wl, kern)
     np.testing.assert_array_equal(out, lut_ref(a, w, al, wl))
     # the top of the range everywhere (7 * 16 = 112: the largest biased lane value, 240)
-    if kern != "vpermb":
+    if kern not in ("vpermb", "pair"):
         np.testing.assert_array_equal(_lut_gemm(np.full_like(a, 3), w, al, wl, kern),
                                       lut_ref(np.full_like(a, 3), w, al, wl))
     # and a mix of both extremes of the range
@@ -106,6 +118,24 @@ def test_all_paths_and_kernels_identical(rng):
         _C.set_isa(previous)
 
 
+def test_pair_eligibility():
+    # pair tables hold 2-product sums biased to uint8: product range <= 127
+    if "avx2" not in pyquant.cpu_info()["available"]:
+        pytest.skip("no AVX2")
+    previous = _C.active_isa()
+    try:
+        _C.set_isa("avx2")
+        assert lut_kernel((0, 1, 1, 1), (63, -64, 0, 1), "pair") == "pair"
+        assert lut_kernel((0, 1, 1, 1), (63, -64, 0, 1)) == "pair"
+        assert lut_kernel((-1, 0, 1, 1), (64, -64, 0, 1), "pair") == ""
+        assert lut_kernel((-1, 0, 1, 1), (64, -64, 0, 1)) == "deepgemm"
+        with pytest.raises(ValueError, match="kernel: 'pair' is not available"):
+            _lut_gemm(np.zeros((1, 4), np.uint8), np.zeros((1, 4), np.uint8),
+                      (-1, 0, 1, 1), (64, -64, 0, 1), kernel="pair")
+    finally:
+        _C.set_isa(previous)
+
+
 def test_dispatcher_picks_fastest_exact_kernel():
     previous = _C.active_isa()
     try:
@@ -113,7 +143,7 @@ def test_dispatcher_picks_fastest_exact_kernel():
             _C.set_isa(isa)
             chosen = lut_kernel((0, 1, 2, 3), (-2, -1, 0, 1))
             extreme = lut_kernel((-8, 0, 0, 7), (16, 0, 0, -8))
-            expected = {"avx512": ("vpermb", "deepgemm"), "avx2": ("deepgemm", "deepgemm"),
+            expected = {"avx512": ("vpermb", "deepgemm"), "avx2": ("pair", "deepgemm"),
                         "neon": ("deepgemm", "deepgemm"), "scalar": ("scalar", "scalar")}[isa]
             assert (chosen, extreme) == expected
     finally:
@@ -209,3 +239,16 @@ def test_largest_k_wraps_exactly(isa):
     expected = lut_ref(a, w, al, wl)
     for kern in kernels_for(isa, al, wl):
         np.testing.assert_array_equal(_lut_gemm(a, pw, al, wl, kern), expected, err_msg=kern)
+
+
+def test_largest_k_wraps_exactly_pair(isa):
+    # pair at K = 2^24 - 1 with its widest codebook (range 127): biased sums 127 * K > 2^31
+    al, wl = (0, 1, 1, 1), (63, -64, 0, 1)
+    if not lut_kernel(al, wl, "pair"):
+        pytest.skip(f"pair is not available on {isa}")
+    k = (1 << 24) - 1
+    a = np.full((1, k), 3, np.uint8)
+    w = np.zeros((2, k), np.uint8)
+    w[1, ::7] = 1
+    expected = lut_ref(a, w, al, wl)
+    np.testing.assert_array_equal(_lut_gemm(a, w, al, wl, "pair"), expected)

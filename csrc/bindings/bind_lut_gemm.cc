@@ -25,8 +25,9 @@ LutKernel parse_kernel(const std::string& s) {
   if (s == "scalar") return LutKernel::scalar;
   if (s == "deepgemm") return LutKernel::deepgemm;
   if (s == "vpermb") return LutKernel::vpermb;
+  if (s == "pair") return LutKernel::pair;
   throw std::invalid_argument("kernel: unknown lut_gemm kernel '" + s +
-                              "' (expected auto, scalar, deepgemm or vpermb)");
+                              "' (expected auto, scalar, deepgemm, vpermb or pair)");
 }
 
 LutCodebook checked_codebook(const Levels& a_levels, const Levels& w_levels) {

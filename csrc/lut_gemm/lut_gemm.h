@@ -23,7 +23,7 @@ namespace pq {
 constexpr size_t kLutPanelCols = 64;
 constexpr size_t kLutKAlign = 12;  // K_pad multiple: 3 groups of 4 codes = one vpermb block
 
-enum class LutKernel : int { automatic = 0, scalar = 1, deepgemm = 2, vpermb = 3 };
+enum class LutKernel : int { automatic = 0, scalar = 1, deepgemm = 2, vpermb = 3, pair = 4 };
 
 // The codebook, its product table and the derived accumulation schedules.
 struct LutCodebook {
@@ -39,9 +39,16 @@ struct LutCodebook {
   // vpermb: table entries are 3-product sums biased by -3*pmin to [0, umax]; usable if umax<=255.
   int umax;
   int u8_lookups;       // lookups an uint8 lane may sum: floor(255 / umax)
+  // pair: table entries are 2-product sums biased by -2*pmin to [0, 2 (pmax - pmin)]; usable if
+  // that is <= 255 (product range <= 127).
+  int pair_lookups;     // lookups an uint8 lane may sum: floor(255 / (2 (pmax - pmin)))
 };
 LutCodebook lut_codebook(const int32_t a_levels[4], const int32_t w_levels[4]);
 bool lut_vpermb_ok(const LutCodebook& cb);
+bool lut_pair_ok(const LutCodebook& cb);
+// pair: the 256 x 32-byte table set (one entry per activation quad), see lut_pair_avx2.cc.
+constexpr size_t kLutPairTableBytes = 256 * 32;
+void lut_pair_tables(const LutCodebook& cb, uint8_t* out);
 
 // Prepared problem handed to a kernel: rows [m0, m1) x one panel.
 struct LutProblem {
@@ -52,8 +59,10 @@ struct LutProblem {
   size_t lda_codes;
   const uint32_t* a_deep;     // deepgemm: [M][K_pad] dword = code replicated, <<2 on odd k
   alignas(16) uint8_t tab_p[16], tab_q[16];  // deepgemm: P[w<<2|a], Q[a<<2|w], prod - pmin
-  const uint8_t* tables;      // vpermb: 64 tables x 64 bytes, biased 3-product sums
-  const uint16_t* a_offs;     // vpermb: [M][K_pad/3] byte offsets (64 * activation index)
+  const uint8_t* tables;      // vpermb: 64 tables x 64 bytes, biased 3-product sums;
+                              // pair: 256 x 32 bytes, biased 2-product sums
+  const uint16_t* a_offs;     // vpermb: [M][K_pad/3] byte offsets (64 * activation index);
+                              // pair: [M][K_pad/4] byte offsets (32 * activation quad)
   int32_t corr;               // added to every output (pad products, vpermb bias)
   int32_t* c;
   size_t ldc;
@@ -70,6 +79,9 @@ void lut_prepare_deep_avx2(const uint8_t* a, size_t lda, size_t k, size_t k_pad,
                            size_t m0, size_t m1);
 void lut_prepare_deep_avx512(const uint8_t* a, size_t lda, size_t k, size_t k_pad, uint32_t* out,
                              size_t m0, size_t m1);
+void lut_pair_avx2(const LutProblem& p, size_t m0, size_t m1, size_t panel);
+void lut_prepare_pair_avx2(const uint8_t* a, size_t lda, size_t k, size_t k_pad, uint16_t* out,
+                           size_t m0, size_t m1);
 void lut_prepare_vpermb_avx512(const uint8_t* a, size_t lda, size_t k, size_t k_pad,
                                uint16_t* out, size_t m0, size_t m1);
 #endif

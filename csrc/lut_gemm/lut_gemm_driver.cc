@@ -14,6 +14,7 @@ const char* lut_kernel_name(LutKernel k) {
     case LutKernel::scalar: return "scalar";
     case LutKernel::deepgemm: return "deepgemm";
     case LutKernel::vpermb: return "vpermb";
+    case LutKernel::pair: return "pair";
   }
   return "?";
 }
@@ -21,10 +22,13 @@ const char* lut_kernel_name(LutKernel k) {
 LutKernelInfo lut_select(Isa isa, LutKernel want, const LutCodebook& cb, LutKernel* chosen) {
   LutKernel k = want;
   if (k == LutKernel::automatic) {
-    // Fastest exact kernel: vpermb (3 products per lookup byte) where the codebook allows,
-    // else the DeepGEMM pshufb table; the scalar path only where there is no SIMD.
+    // Fastest exact kernel: vpermb (3 products per lookup byte) on AVX-512 and pair (2 per
+    // byte) on AVX2 where the codebook allows, else the DeepGEMM pshufb table (1 per byte); the
+    // scalar path only where there is no SIMD.
     if (isa == Isa::avx512 && lut_vpermb_ok(cb))
       k = LutKernel::vpermb;
+    else if (isa == Isa::avx2 && lut_pair_ok(cb))
+      k = LutKernel::pair;
     else if (isa == Isa::avx512 || isa == Isa::avx2 || isa == Isa::neon)
       k = LutKernel::deepgemm;
     else
@@ -35,6 +39,9 @@ LutKernelInfo lut_select(Isa isa, LutKernel want, const LutCodebook& cb, LutKern
 #if defined(PQ_HAVE_X86)
   if (k == LutKernel::deepgemm && isa == Isa::avx2) return {lut_deepgemm_avx2, 3};
   if (k == LutKernel::deepgemm && isa == Isa::avx512) return {lut_deepgemm_avx512, 6};
+  // pair is AVX2 code: it also runs (and is tested) on the AVX-512 path
+  if (k == LutKernel::pair && (isa == Isa::avx2 || isa == Isa::avx512) && lut_pair_ok(cb))
+    return {lut_pair_avx2, 1};
   if (k == LutKernel::vpermb && isa == Isa::avx512 && lut_vpermb_ok(cb))
     return {lut_vpermb_avx512, 3, 2};
 #endif
@@ -124,7 +131,7 @@ void lut_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda, const uint8_
 
   std::unique_ptr<uint32_t[]> a_buf;
   std::unique_ptr<uint16_t[]> offs_buf;
-  struct alignas(64) Tables { uint8_t t[64 * 64]; };
+  struct alignas(64) Tables { uint8_t t[64 * 64 > kLutPairTableBytes ? 64 * 64 : kLutPairTableBytes]; };
   std::unique_ptr<Tables> tables;
   const size_t prep_chunks = m >= 16 && threads > 1 ? static_cast<size_t>(threads) : 1;
   if (chosen == LutKernel::deepgemm) {
@@ -168,6 +175,20 @@ void lut_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda, const uint8_
     });
     prob.a_offs = offs_buf.get();
     // sum of (s - 3 pmin) over K_pad/3 lookups, minus the pad positions' products
+    prob.corr = wrap_i32(static_cast<int64_t>(k_pad) * cb.pmin - int64_t{npad} * p00);
+  } else if (chosen == LutKernel::pair) {
+    tables.reset(new Tables);
+    lut_pair_tables(cb, tables->t);
+    prob.tables = tables->t;
+    offs_buf.reset(new uint16_t[m * (k_pad / 4)]);
+#if defined(PQ_HAVE_X86)
+    parallel_for(prep_chunks, threads, [&](size_t t) {
+      lut_prepare_pair_avx2(a, lda, k, k_pad, offs_buf.get(), m * t / prep_chunks,
+                            m * (t + 1) / prep_chunks);
+    });
+#endif
+    prob.a_offs = offs_buf.get();
+    // sum of (s - 2 pmin) over K_pad/2 pairs, minus the pad positions' products
     prob.corr = wrap_i32(static_cast<int64_t>(k_pad) * cb.pmin - int64_t{npad} * p00);
   } else {
     prob.corr = 0;

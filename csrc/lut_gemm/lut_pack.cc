@@ -30,10 +30,31 @@ LutCodebook lut_codebook(const int32_t a_levels[4], const int32_t w_levels[4]) {
   cb.u8_products = cb.pmax == cb.pmin ? (1 << 20) : 255 / (cb.pmax - cb.pmin);
   cb.umax = 3 * (cb.pmax - cb.pmin);
   cb.u8_lookups = cb.umax == 0 ? (1 << 20) : 255 / cb.umax;
+  cb.pair_lookups = cb.pmax == cb.pmin ? (1 << 20) : 255 / (2 * (cb.pmax - cb.pmin));
   return cb;
 }
 
 bool lut_vpermb_ok(const LutCodebook& cb) { return cb.umax <= 255; }
+bool lut_pair_ok(const LutCodebook& cb) { return 2 * (cb.pmax - cb.pmin) <= 255; }
+
+// Entry q (activation codes a_j = (q >> 2j) & 3), lane h, index i = w0 << 2 | w1:
+// p[a_2h][w0] + p[a_2h+1][w1] - 2 pmin. Built per call (it is part of the op's time), so as
+// 512 sums of two 16-byte rows, which the compiler vectorizes.
+void lut_pair_tables(const LutCodebook& cb, uint8_t* out) {
+  uint8_t first[4][16], second[4][16];  // p[a][i >> 2] - pmin, p[a][i & 3] - pmin
+  for (int a = 0; a < 4; ++a)
+    for (int i = 0; i < 16; ++i) {
+      first[a][i] = static_cast<uint8_t>(cb.prod[a][i >> 2] - cb.pmin);
+      second[a][i] = static_cast<uint8_t>(cb.prod[a][i & 3] - cb.pmin);
+    }
+  for (int q = 0; q < 256; ++q)
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* f = first[(q >> (4 * h)) & 3];
+      const uint8_t* s = second[(q >> (4 * h + 2)) & 3];
+      uint8_t* d = out + q * 32 + h * 16;
+      for (int i = 0; i < 16; ++i) d[i] = static_cast<uint8_t>(f[i] + s[i]);
+    }
+}
 
 PackedHeader lut_packed_header(size_t n, size_t k, const int8_t w_levels[4]) {
   const size_t n_pad = round_up(n, kLutPanelCols), k_pad = round_up(k, kLutKAlign);

@@ -22,12 +22,13 @@ void test_lut_gemm(Isa isa, TestCounter& t) {
   struct Shape { size_t m, n, k; bool extreme; };
   const Shape shapes[] = {{1, 1, 1, false},   {3, 7, 11, false},   {5, 64, 12, false},
                           {6, 65, 13, false}, {9, 130, 37, false}, {4, 129, 1001, false},
-                          {2, 64, 3073, false}, {2, 3, 20000, true}};
+                          {2, 64, 3073, false}, {7, 70, 600, false}, {2, 3, 20000, true}};
   for (const auto& book : books) {
     const LutCodebook cb = lut_codebook(book[0], book[1]);
     int8_t wl[4];
     for (int i = 0; i < 4; ++i) wl[i] = static_cast<int8_t>(book[1][i]);
-    for (LutKernel kern : {LutKernel::scalar, LutKernel::deepgemm, LutKernel::vpermb}) {
+    for (LutKernel kern :
+         {LutKernel::scalar, LutKernel::deepgemm, LutKernel::vpermb, LutKernel::pair}) {
       LutKernel chosen;
       if (lut_select(isa, kern, cb, &chosen).fn == nullptr) continue;
       for (const Shape& s : shapes) {

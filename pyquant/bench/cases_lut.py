@@ -1,5 +1,6 @@
-"""lut_gemm (W2A2) benchmark cases: every kernel on the active path, plus the AVX2 pair
-(DeepGEMM table kernel vs our AVX2 int8_gemm) that DeepGEMM's 1.74x headline is compared with.
+"""lut_gemm (W2A2) benchmark cases: every kernel on the active path, plus the AVX2 set (the pair
+kernel and the DeepGEMM table kernel vs our AVX2 int8_gemm) that DeepGEMM's 1.74x headline is
+compared with.
 
 The W2A2 product is not the int8 product (2-bit codes instead of bytes), but the shapes and the
 output are the same: the ratio answers "how much faster is a W2A2 layer than an int8 layer".
@@ -60,7 +61,11 @@ def _lut_cases(p: Problem) -> list[Case]:
              extra=w2, requires=_needs("vpermb", ("avx512",), "AVX-512 VBMI")),
         Case(p, "pyquant.lut_gemm[deepgemm]", _make_lut("deepgemm"), note="W2A2, DeepGEMM pshufb",
              extra=w2, requires=deepgemm),
+        Case(p, "pyquant.lut_gemm[pair]", _make_lut("pair"), note="W2A2, pair tables (2 weights per pshufb index)",
+             extra=w2, requires=_needs("pair", ("avx2",), "AVX2")),
         Case(p, "pyquant.int8_gemm[avx2]", _make_int8_ours, isa="avx2", kind="int8-baseline"),
         Case(p, "pyquant.lut_gemm[deepgemm][avx2]", _make_lut("deepgemm"), isa="avx2",
              note="W2A2, DeepGEMM pshufb, AVX2", extra=w2, requires=deepgemm),
+        Case(p, "pyquant.lut_gemm[pair][avx2]", _make_lut("pair"), isa="avx2",
+             note="W2A2, pair tables, AVX2", extra=w2, requires=_needs("pair", ("avx2",), "AVX2")),
     ]
