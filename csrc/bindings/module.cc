@@ -10,6 +10,7 @@ void bind_int8_gemm(py::module_& m);
 void bind_lut_gemm(py::module_& m);
 void bind_lowbit_gemm(py::module_& m);
 void bind_sparq(py::module_& m);
+void bind_forward(py::module_& m);
 }  // namespace pq
 
 namespace {
@@ -66,4 +67,5 @@ PYBIND11_MODULE(_C, m) {
   pq::bind_lut_gemm(m);
   pq::bind_lowbit_gemm(m);
   pq::bind_sparq(m);
+  pq::bind_forward(m);
 }
