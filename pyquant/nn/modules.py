@@ -34,6 +34,7 @@ class _QuantModule(nn.Module):
             self.register_buffer("bias", None if bias is None else bias.float().cpu().clone())
             self.register_buffer("act_range", torch.full((2,), float("nan")))
         self._observer = None
+        self._config_text = repr(config)  # a constant string for the reference op (compile)
         self._refresh_derived()
         self.register_load_state_dict_post_hook(_refresh_after_load)
 
@@ -61,8 +62,8 @@ class _QuantModule(nn.Module):
             if y is not None:
                 return y
             return torch.ops.pyquant.reference_linear(
-                x2d, [b[n] for n in self._buf_names], list(self._buf_names), self.act_range,
-                self.bias, repr(self.config), self.reference, self.out_features)
+                x2d, [b[n] for n in self._buf_names], ",".join(self._buf_names), self.act_range,
+                self.bias, self._config_text, self.reference, self.out_features)
         x2d = x2d.contiguous()
         if self._observer is not None:
             self._observer.append(self.scheme.observe(x2d))

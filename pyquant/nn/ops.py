@@ -106,11 +106,11 @@ def run_reference(x, bufs: dict, act_range, bias, n: int, scheme, reference: boo
 
 
 @torch.library.custom_op("pyquant::reference_linear", mutates_args=())
-def reference_linear(x: Tensor, tensors: List[Tensor], names: List[str], act_range: Tensor,
+def reference_linear(x: Tensor, tensors: List[Tensor], names: str, act_range: Tensor,
                      bias: Optional[Tensor], config: str, reference: bool, n: int) -> Tensor:
     from .schemes import scheme_for
 
-    return run_reference(x.contiguous(), dict(zip(names, tensors)), act_range, bias, n,
+    return run_reference(x.contiguous(), dict(zip(names.split(","), tensors)), act_range, bias, n,
                          scheme_for(parse_config(config)), reference).clone()
 
 
