@@ -12,6 +12,7 @@ void bind_lut_gemm(py::module_& m);
 void bind_lowbit_gemm(py::module_& m);
 void bind_sparq(py::module_& m);
 void bind_packed(py::module_& m);
+void bind_forward(py::module_& m);
 }  // namespace pq
 
 namespace {
@@ -71,4 +72,5 @@ PYBIND11_MODULE(_C, m) {
   pq::bind_lowbit_gemm(m);
   pq::bind_sparq(m);
   pq::bind_packed(m);
+  pq::bind_forward(m);
 }

@@ -56,11 +56,19 @@ using LowbitGemvGroupedFn = void (*)(const uint8_t* a, const uint8_t* b, size_t 
                                      const float* scales, size_t n_groups, size_t nc,
                                      bool prefetch_next, float* scratch, float* out);
 
+// The same GEMV with this panel's scales already in the panel layout [n_groups][64] (zero for
+// padding columns), as the fused forward stores them (computed once at conversion).
+using LowbitGemvGroupedPanelFn = void (*)(const uint8_t* a, const uint8_t* b, size_t kgroups,
+                                          size_t group_kgroups, bool a_signed,
+                                          const uint32_t* corr, const float* sc, size_t n_groups,
+                                          bool prefetch_next, float* out);
+
 struct LowbitGemmKernels {
   size_t mr;  // rows per tile call (at most 8)
   LowbitTileFn tile4, tile2;
   LowbitEpilogueFn group_epilogue;
   LowbitGemvGroupedFn gemv_grouped4, gemv_grouped2;  // nullptr: tile + epilogue per group
+  LowbitGemvGroupedPanelFn gemv_panel4, gemv_panel2;  // nullptr: tile + epilogue per group
 };
 const LowbitGemmKernels& lowbit_gemm_kernels(Isa isa);
 
@@ -76,6 +84,14 @@ void lowbit_gemv_grouped4_avx512(const uint8_t*, const uint8_t*, size_t, size_t,
 void lowbit_gemv_grouped2_avx512(const uint8_t*, const uint8_t*, size_t, size_t, bool,
                                  const uint32_t*, const float*, size_t, size_t, bool, float*,
                                  float*);
+void lowbit_gemv_grouped_panel4_avx512(const uint8_t*, const uint8_t*, size_t, size_t, bool,
+                                       const uint32_t*, const float*, size_t, bool, float*);
+void lowbit_gemv_grouped_panel2_avx512(const uint8_t*, const uint8_t*, size_t, size_t, bool,
+                                       const uint32_t*, const float*, size_t, bool, float*);
+void lowbit_gemv_grouped_panel4_avx2(const uint8_t*, const uint8_t*, size_t, size_t, bool,
+                                     const uint32_t*, const float*, size_t, bool, float*);
+void lowbit_gemv_grouped_panel2_avx2(const uint8_t*, const uint8_t*, size_t, size_t, bool,
+                                     const uint32_t*, const float*, size_t, bool, float*);
 void lowbit_tile4_avx2(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
 void lowbit_tile2_avx2(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
 void lowbit_tile4_avx512(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
@@ -103,5 +119,17 @@ void lowbit_gemm_run(const uint8_t* a, size_t m, size_t k, bool a_signed, const 
 void lowbit_gemm_grouped_run(const uint8_t* a, size_t m, size_t k, bool a_signed,
                              const uint8_t* panels, size_t n, int bits, size_t group_size,
                              const float* scales, float* c, int threads, Isa isa);
+
+// --- fused forward (lowbit_gemm_driver.cc) ---
+struct Epilogue;
+// Panel-layout scales [N_pad / 64][n_groups][64] from [n][n_groups] (padding columns zero).
+void lowbit_panel_scales(const float* scales, size_t n, size_t n_groups, float* out);
+// y float32 [m][n] = ep(sum_g sc[n][g] * (exact integer sum over group g)), a: uint8 [m][lda]
+// with columns [k, round_up(k, 4)) zero; panel_scales from lowbit_panel_scales; the epilogue is
+// applied to each tile while it is in cache.
+void lowbit_grouped_forward_run(const uint8_t* a, size_t lda, size_t m, size_t k,
+                                const uint8_t* panels, size_t n, int bits, size_t group_size,
+                                const float* panel_scales, const Epilogue& ep, float* y,
+                                int threads, Isa isa);
 
 }  // namespace pq

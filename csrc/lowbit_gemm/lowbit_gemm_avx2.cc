@@ -166,3 +166,79 @@ void lowbit_tile2_avx2(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b
 }
 
 }  // namespace pq
+
+// ---------------------------------------------------------------- grouped decode GEMV
+// One activation row x one 64-column panel, scales already in the panel layout [G][64]: the
+// integer sums of a quantization group stay in 8 ymm accumulators (both 32-byte halves of each
+// code block at once, so the panel streams once), and at the group's end they are folded into
+// float accumulators: out += scale * float(sum - corr[g]) (mul, then add: the portable
+// epilogue's rounding, so the result is bit-identical to tile + lowbit_epilogue per group).
+namespace pq {
+namespace {
+
+template <int BITS, bool SIGNED>
+void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size_t group_kgroups,
+                        const uint32_t* corr, const float* sc, float* out) {
+  constexpr size_t kGroupBytes = 32 * BITS;
+  const __m256i mask = _mm256_set1_epi8(static_cast<char>((1 << BITS) - 1));
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 f[8];
+  for (int i = 0; i < 8; ++i) f[i] = _mm256_setzero_ps();
+  for (size_t gi = 0, g0 = 0; g0 < kgroups; ++gi, g0 += group_kgroups) {
+    const size_t g1 = g0 + group_kgroups < kgroups ? g0 + group_kgroups : kgroups;
+    __m256i acc[8];  // [h * 4 + q]: columns 16q + 8h .. +7
+    for (int i = 0; i < 8; ++i) acc[i] = _mm256_setzero_si256();
+    for (size_t g = g0; g < g1; ++g) {
+      const uint8_t* bg = b + g * kGroupBytes;
+      const __m256i av = _mm256_set1_epi32(load_i32(a + g * 4));
+      for (size_t h = 0; h < 2; ++h) {
+        __m256i w[4];
+        if constexpr (BITS == 4) {
+          const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + h * 32));
+          const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + 64 + h * 32));
+          w[0] = _mm256_and_si256(v0, mask);
+          w[1] = _mm256_and_si256(_mm256_srli_epi16(v0, 4), mask);
+          w[2] = _mm256_and_si256(v1, mask);
+          w[3] = _mm256_and_si256(_mm256_srli_epi16(v1, 4), mask);
+        } else {
+          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + h * 32));
+          w[0] = _mm256_and_si256(v, mask);
+          w[1] = _mm256_and_si256(_mm256_srli_epi16(v, 2), mask);
+          w[2] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+          w[3] = _mm256_and_si256(_mm256_srli_epi16(v, 6), mask);
+        }
+        for (size_t q = 0; q < 4; ++q) acc[h * 4 + q] = dot4<SIGNED>(acc[h * 4 + q], av, w[q], ones);
+      }
+    }
+    const __m256i cr = _mm256_set1_epi32(static_cast<int>(corr[gi]));
+    const float* sg = sc + gi * 64;
+    for (size_t h = 0; h < 2; ++h)
+      for (size_t q = 0; q < 4; ++q) {
+        const __m256i v = _mm256_sub_epi32(acc[h * 4 + q], cr);
+        __m256 prod = _mm256_mul_ps(_mm256_loadu_ps(sg + q * 16 + h * 8), _mm256_cvtepi32_ps(v));
+        asm("" : "+x"(prod));  // keep mul and add separate even under -ffp-contract=fast
+        f[h * 4 + q] = _mm256_add_ps(f[h * 4 + q], prod);
+      }
+  }
+  for (size_t h = 0; h < 2; ++h)
+    for (size_t q = 0; q < 4; ++q) _mm256_storeu_ps(out + q * 16 + h * 8, f[h * 4 + q]);
+}
+
+}  // namespace
+
+void lowbit_gemv_grouped_panel4_avx2(const uint8_t* a, const uint8_t* b, size_t kgroups,
+                                     size_t group_kgroups, bool a_signed, const uint32_t* corr,
+                                     const float* sc, size_t n_groups, bool prefetch_next,
+                                     float* out) {
+  if (a_signed) return gemv_grouped_panel<4, true>(a, b, kgroups, group_kgroups, corr, sc, out);
+  gemv_grouped_panel<4, false>(a, b, kgroups, group_kgroups, corr, sc, out);
+}
+void lowbit_gemv_grouped_panel2_avx2(const uint8_t* a, const uint8_t* b, size_t kgroups,
+                                     size_t group_kgroups, bool a_signed, const uint32_t* corr,
+                                     const float* sc, size_t n_groups, bool prefetch_next,
+                                     float* out) {
+  if (a_signed) return gemv_grouped_panel<2, true>(a, b, kgroups, group_kgroups, corr, sc, out);
+  gemv_grouped_panel<2, false>(a, b, kgroups, group_kgroups, corr, sc, out);
+}
+
+}  // namespace pq

@@ -185,7 +185,9 @@ __attribute__((noipa)) void gemv(const uint8_t* a, const uint8_t* b, size_t kgro
 // into 4 float accumulators in registers: out += scale * float(sum - corr[g]) (mul, then add,
 // like the portable epilogue). Scales are read from the caller's [N][G] array 16 groups at a
 // time and transposed in registers (a scalar transposed copy cost more than the GEMV itself).
-template <int BITS, bool SIGNED, bool SCALED = false>
+// PANEL_SCALES: `scales` is already this panel's [n_groups][64] block (the fused forward's
+// layout, transposed at conversion), read in place; sct is unused.
+template <int BITS, bool SIGNED, bool SCALED = false, bool PANEL_SCALES = false>
 __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                          size_t group_kgroups, const uint32_t* corr,
                                          const float* scales, size_t n_groups, size_t nc,
@@ -195,8 +197,12 @@ __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, siz
   // The panel's scales are one contiguous [64][n_groups] block: transpose all of it up front
   // (interleaving 64 short strided reads with the weight stream left the cold GEMV latency-bound)
   // and prefetch the next panel's block while this one streams.
-  for (size_t g0 = 0; g0 < n_groups; g0 += 16)
-    load_scales_t(scales, n_groups, nc, g0, sct + g0 * 64);
+  const float* st = scales;
+  if constexpr (!PANEL_SCALES) {
+    for (size_t g0 = 0; g0 < n_groups; g0 += 16)
+      load_scales_t(scales, n_groups, nc, g0, sct + g0 * 64);
+    st = sct;
+  }
   const char* next =
       prefetch_next ? reinterpret_cast<const char*>(scales + 64 * n_groups) : nullptr;
   const size_t next_bytes = 64 * n_groups * sizeof(float);
@@ -219,7 +225,7 @@ __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, siz
     }
     for (; g < g1; ++g) PQ_GEMV_STEP(0, g)
     const __m512i cr = _mm512_set1_epi32(static_cast<int>(corr[gi]));
-    const float* sg = sct + gi * 64;
+    const float* sg = st + gi * 64;
 #define PQ_GROUP_FOLD(q)                                                                       \
   {                                                                                            \
     const __m512i s = _mm512_sub_epi32(_mm512_add_epi32(c0##q, c1##q), cr);                    \
@@ -299,6 +305,27 @@ void lowbit_gemv_grouped2_avx512(const uint8_t* a, const uint8_t* b, size_t kgro
                                  prefetch_next, scratch, out);
   gemv_grouped<2, false>(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc, prefetch_next,
                          scratch, out);
+}
+
+void lowbit_gemv_grouped_panel4_avx512(const uint8_t* a, const uint8_t* b, size_t kgroups,
+                                       size_t group_kgroups, bool a_signed, const uint32_t* corr,
+                                       const float* sc, size_t n_groups, bool prefetch_next,
+                                       float* out) {
+  if (a_signed)
+    return gemv_grouped<4, true, false, true>(a, b, kgroups, group_kgroups, corr, sc, n_groups,
+                                              64, prefetch_next, nullptr, out);
+  gemv_grouped<4, false, false, true>(a, b, kgroups, group_kgroups, corr, sc, n_groups, 64,
+                                      prefetch_next, nullptr, out);
+}
+void lowbit_gemv_grouped_panel2_avx512(const uint8_t* a, const uint8_t* b, size_t kgroups,
+                                       size_t group_kgroups, bool a_signed, const uint32_t* corr,
+                                       const float* sc, size_t n_groups, bool prefetch_next,
+                                       float* out) {
+  if (a_signed)
+    return gemv_grouped<2, true, false, true>(a, b, kgroups, group_kgroups, corr, sc, n_groups,
+                                              64, prefetch_next, nullptr, out);
+  gemv_grouped<2, false, false, true>(a, b, kgroups, group_kgroups, corr, sc, n_groups, 64,
+                                      prefetch_next, nullptr, out);
 }
 
 void lowbit_tile4_avx512(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,

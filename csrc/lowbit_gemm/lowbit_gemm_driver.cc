@@ -7,25 +7,38 @@
 
 #include "core/macros.h"
 #include "core/thread_pool.h"
+#include "forward/epilogue.h"
 #include "lowbit_gemm/lowbit_gemm.h"
 
 namespace pq {
 
 const LowbitGemmKernels& lowbit_gemm_kernels(Isa isa) {
   static const LowbitGemmKernels scalar{4, lowbit_tile4_scalar, lowbit_tile2_scalar,
-                                        lowbit_epilogue_scalar, nullptr, nullptr};
+                                        lowbit_epilogue_scalar, nullptr, nullptr, nullptr,
+                                        nullptr};
 #if defined(PQ_HAVE_X86)
-  static const LowbitGemmKernels avx2{2, lowbit_tile4_avx2, lowbit_tile2_avx2,
-                                      lowbit_epilogue_avx2, nullptr, nullptr};
-  static const LowbitGemmKernels avx512{6, lowbit_tile4_avx512, lowbit_tile2_avx512,
-                                        lowbit_epilogue_avx512, lowbit_gemv_grouped4_avx512,
-                                        lowbit_gemv_grouped2_avx512};
+  static const LowbitGemmKernels avx2{2,
+                                      lowbit_tile4_avx2,
+                                      lowbit_tile2_avx2,
+                                      lowbit_epilogue_avx2,
+                                      nullptr,
+                                      nullptr,
+                                      lowbit_gemv_grouped_panel4_avx2,
+                                      lowbit_gemv_grouped_panel2_avx2};
+  static const LowbitGemmKernels avx512{6,
+                                        lowbit_tile4_avx512,
+                                        lowbit_tile2_avx512,
+                                        lowbit_epilogue_avx512,
+                                        lowbit_gemv_grouped4_avx512,
+                                        lowbit_gemv_grouped2_avx512,
+                                        lowbit_gemv_grouped_panel4_avx512,
+                                        lowbit_gemv_grouped_panel2_avx512};
   if (isa == Isa::avx512) return avx512;
   if (isa == Isa::avx2) return avx2;
 #endif
 #if defined(PQ_HAVE_NEON)
   static const LowbitGemmKernels neon{4, lowbit_tile4_neon, lowbit_tile2_neon,
-                                      lowbit_epilogue_scalar, nullptr, nullptr};
+                                      lowbit_epilogue_scalar, nullptr, nullptr, nullptr, nullptr};
   if (isa == Isa::neon) return neon;
 #endif
   return scalar;
@@ -204,6 +217,78 @@ void lowbit_gemm_grouped_run(const uint8_t* a, size_t m, size_t k, bool a_signed
       }
       for (size_t r = 0; r < mr; ++r)
         for (size_t j = 0; j < nc; ++j) c[(mt + r) * n + col0 + j] = out[r * 64 + j];
+    }
+  });
+}
+
+void lowbit_panel_scales(const float* scales, size_t n, size_t n_groups, float* out) {
+  const size_t n_pad = round_up(n, kLowbitPanelCols);
+  for (size_t col = 0; col < n_pad; ++col) {
+    const size_t panel = col / kLowbitPanelCols, lane = col % kLowbitPanelCols;
+    float* dst = out + panel * n_groups * kLowbitPanelCols + lane;
+    for (size_t g = 0; g < n_groups; ++g)
+      dst[g * kLowbitPanelCols] = col < n ? scales[col * n_groups + g] : 0.0f;
+  }
+}
+
+void lowbit_grouped_forward_run(const uint8_t* a, size_t lda, size_t m, size_t k,
+                                const uint8_t* panels, size_t n, int bits, size_t group_size,
+                                const float* panel_scales, const Epilogue& ep, float* y,
+                                int threads, Isa isa) {
+  if (m == 0 || n == 0) return;
+  const LowbitGemmKernels& kern = lowbit_gemm_kernels(isa);
+  const LowbitTileFn tile = bits == 4 ? kern.tile4 : kern.tile2;
+  const size_t k_groups = round_up(k, kLowbitGroupK) / kLowbitGroupK;
+  const size_t gbytes = lowbit_group_bytes(bits);
+  const uint32_t offset = 1u << (bits - 1);
+  const size_t n_groups = div_round_up(k, group_size);
+  const size_t block = group_size / kLowbitGroupK;  // k-groups per quantization group
+  const size_t panel_floats = n_groups * kLowbitPanelCols;
+  // offset correction per (row, group): offset * activation sum (wrapping uint32)
+  std::vector<uint32_t> corr(m * n_groups);
+  for (size_t r = 0; r < m; ++r)
+    for (size_t g = 0; g < n_groups; ++g) {
+      const uint8_t* src = a + r * lda + g * group_size;
+      const size_t len = (g + 1) * group_size < k ? group_size : k - g * group_size;
+      uint32_t s = 0;
+      for (size_t i = 0; i < len; ++i) s += src[i];
+      corr[r * n_groups + g] = offset * s;
+    }
+
+  const LowbitGemvGroupedPanelFn gemv = bits == 4 ? kern.gemv_panel4 : kern.gemv_panel2;
+  if (m == 1 && gemv) {  // decode: fused kernel, scales read in place
+    const size_t n_panels = div_round_up(n, kLowbitPanelCols);
+    parallel_for(n_panels, threads, [&](size_t panel) {
+      alignas(64) float out[64];
+      const size_t col0 = panel * kLowbitPanelCols;
+      const size_t nc = n - col0 < kLowbitPanelCols ? n - col0 : kLowbitPanelCols;
+      gemv(a, panels + panel * k_groups * gbytes, k_groups, block, false, corr.data(),
+           panel_scales + panel * panel_floats, n_groups, col0 + 2 * kLowbitPanelCols <= n, out);
+      epilogue_row_f32(ep, 0, col0, nc, out, y + col0);
+    });
+    return;
+  }
+
+  run_tasks(m, n, kern.mr, threads, [&](size_t panel, size_t m0, size_t m1) {
+    alignas(64) int32_t sums[kMaxMR * 64];
+    alignas(64) float out[kMaxMR * 64];
+    uint32_t cr[kMaxMR];
+    const size_t col0 = panel * kLowbitPanelCols;
+    const size_t nc = n - col0 < kLowbitPanelCols ? n - col0 : kLowbitPanelCols;
+    const uint8_t* bp = panels + panel * k_groups * gbytes;
+    const float* sc = panel_scales + panel * panel_floats;
+    for (size_t mt = m0; mt < m1; mt += kern.mr) {
+      const size_t mr = m1 - mt < kern.mr ? m1 - mt : kern.mr;
+      for (size_t i = 0; i < mr * 64; ++i) out[i] = 0.0f;
+      for (size_t g = 0; g < n_groups; ++g) {
+        const size_t kb = g * block;
+        const size_t groups = k_groups - kb < block ? k_groups - kb : block;
+        tile(a + mt * lda + kb * kLowbitGroupK, lda, mr, bp + kb * gbytes, groups, false, sums);
+        for (size_t r = 0; r < mr; ++r) cr[r] = corr[(mt + r) * n_groups + g];
+        kern.group_epilogue(sums, mr, cr, sc + g * kLowbitPanelCols, out);
+      }
+      for (size_t r = 0; r < mr; ++r)
+        epilogue_row_f32(ep, mt + r, col0, nc, out + r * 64, y + (mt + r) * n + col0);
     }
   });
 }

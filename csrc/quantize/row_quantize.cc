@@ -15,31 +15,58 @@ RowQuantParams row_quant_params(float lo, float hi) {
   return {s, 1.0f / s, zp, zp + 0.5f};
 }
 
-void quantize_rows_u8_scalar(const float* x, size_t rows, size_t k, uint8_t* q, float* scale,
-                             float* zero_point) {
+void quantize_rows_u8_ex_scalar(const float* x, size_t rows, size_t k, size_t ldq,
+                                const RowQuantParams* fixed, uint8_t* q, float* scale,
+                                float* zero_point) {
   for (size_t r = 0; r < rows; ++r) {
     const float* xr = x + r * k;
-    float lo = 0.0f, hi = 0.0f;
-    for (size_t i = 0; i < k; ++i) {
-      lo = xr[i] < lo ? xr[i] : lo;
-      hi = xr[i] > hi ? xr[i] : hi;
+    RowQuantParams p;
+    if (fixed) {
+      p = *fixed;
+    } else {
+      float lo = 0.0f, hi = 0.0f;
+      for (size_t i = 0; i < k; ++i) {
+        lo = xr[i] < lo ? xr[i] : lo;
+        hi = xr[i] > hi ? xr[i] : hi;
+      }
+      p = row_quant_params(lo, hi);
+      scale[r] = p.scale;
+      zero_point[r] = p.zero_point;
     }
-    const RowQuantParams p = row_quant_params(lo, hi);
-    uint8_t* qr = q + r * k;
+    uint8_t* qr = q + r * ldq;
     for (size_t i = 0; i < k; ++i) {
       float t = xr[i] * p.inv_scale;
       t = t + p.offset;
       t = t < 0.0f ? 0.0f : (t > 255.25f ? 255.25f : t);
       qr[i] = static_cast<uint8_t>(t);
     }
-    scale[r] = p.scale;
-    zero_point[r] = p.zero_point;
+    for (size_t i = k; i < ldq; ++i) qr[i] = 0;
   }
+}
+
+void quantize_rows_u8_scalar(const float* x, size_t rows, size_t k, uint8_t* q, float* scale,
+                             float* zero_point) {
+  quantize_rows_u8_ex_scalar(x, rows, k, k, nullptr, q, scale, zero_point);
+}
+
+#if defined(PQ_HAVE_X86)
+static void quantize_rows_u8_avx2(const float* x, size_t rows, size_t k, uint8_t* q, float* scale,
+                                  float* zero_point) {
+  quantize_rows_u8_ex_avx2(x, rows, k, k, nullptr, q, scale, zero_point);
+}
+#endif
+
+QuantizeRowsExFn quantize_rows_u8_ex_kernel(Isa isa) {
+#if defined(PQ_HAVE_X86)
+  if (isa == Isa::avx2 || isa == Isa::avx512) return quantize_rows_u8_ex_avx2;
+#endif
+  return quantize_rows_u8_ex_scalar;
 }
 
 QuantizeRowsFn quantize_rows_u8_kernel(Isa isa) {
 #if defined(PQ_HAVE_X86)
   if (isa == Isa::avx512) return quantize_rows_u8_avx512;
+  if (isa == Isa::avx2) return quantize_rows_u8_avx2;
 #endif
   return quantize_rows_u8_scalar;
 }

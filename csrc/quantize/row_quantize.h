@@ -13,6 +13,7 @@
 
 namespace pq {
 
+struct RowQuantParams;
 using QuantizeRowsFn = void (*)(const float* x, size_t rows, size_t k, uint8_t* q, float* scale,
                                 float* zero_point);
 
@@ -23,6 +24,23 @@ void quantize_rows_u8_avx512(const float* x, size_t rows, size_t k, uint8_t* q, 
                              float* zero_point);
 #endif
 QuantizeRowsFn quantize_rows_u8_kernel(Isa isa);
+
+// The fused forwards' form: output rows of stride ldq (columns [k, ldq) zero filled, so the
+// GEMM's K padding is written here), and either dynamic per-row ranges (fixed == nullptr; scale
+// and zero_point get one value per row) or one fixed range for every row (static quantization
+// after calibration; scale/zero_point untouched, may be nullptr). Same bits as the form above.
+using QuantizeRowsExFn = void (*)(const float* x, size_t rows, size_t k, size_t ldq,
+                                  const struct RowQuantParams* fixed, uint8_t* q, float* scale,
+                                  float* zero_point);
+void quantize_rows_u8_ex_scalar(const float* x, size_t rows, size_t k, size_t ldq,
+                                const RowQuantParams* fixed, uint8_t* q, float* scale,
+                                float* zero_point);
+#if defined(PQ_HAVE_X86)
+void quantize_rows_u8_ex_avx2(const float* x, size_t rows, size_t k, size_t ldq,
+                              const RowQuantParams* fixed, uint8_t* q, float* scale,
+                              float* zero_point);
+#endif
+QuantizeRowsExFn quantize_rows_u8_ex_kernel(Isa isa);
 
 // Row parameters shared by every path (scalar code, so identical bits).
 struct RowQuantParams {

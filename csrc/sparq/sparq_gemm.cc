@@ -13,6 +13,10 @@
 
 #include "core/macros.h"
 #include "core/thread_pool.h"
+#include "forward/epilogue.h"
+#include "forward/forward.h"
+#include "forward/scratch.h"
+#include "quantize/act_quantize.h"
 #include "int8_gemm/int8_gemm.h"
 #include "sparq/sparq.h"
 
@@ -121,6 +125,121 @@ void sparq_gemm_encoded_run(const uint8_t* payload, size_t m, size_t k, const Sp
   const size_t row_bytes = sparq_encoded_row_bytes(cfg, k);
   gemm_rows([&](size_t row, uint8_t* dst) { sparq_decode_row(cfg, payload + row * row_bytes, k, dst); },
             m, k, panels, col_sums, n, c, threads, isa);
+}
+
+// SparqConfig forward: per block of rows, quantize |x| to uint8, trim once (pairs judged on
+// magnitudes), and write the signed trimmed values in the int8 path's activation format. int16
+// (AVX2) holds +-255: one GEMM. uint8/int8 formats cannot: the block's positive and negative
+// parts are two passes of the micro-kernel (only when the block has a negative input), and
+// their difference is exact (wrapping int32). Then the shared epilogue per task.
+bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
+                   const int8_t* panels, const int32_t* col_sums, size_t n, const float* w_scale,
+                   const float* bias, ActRange act, float* y, int threads, Isa isa) {
+  if (m == 0 || n == 0) return false;
+  const Int8GemmKernels& kern = int8_gemm_kernels(isa);
+  SparqPlan plan;
+  sparq_make_plan(cfg, &plan);
+  const SparqTrimRowFn trim = sparq_kernels(isa).trim_row;
+  const size_t k_pad = round_up(k, kInt8GroupK);
+  const size_t n_pad = round_up(n, kInt8PanelCols);
+  const size_t n_panels = n_pad / kInt8PanelCols;
+  const bool s16 = kern.a_format == Int8AFormat::s16;
+  const size_t elem = s16 ? 2 : 1;
+  const size_t row_bytes = k_pad * elem;
+  size_t mc = std::max<size_t>(kern.mr, kBlockBytes / row_bytes / kern.mr * kern.mr);
+  mc = std::min(mc, round_up(m, kern.mr));
+  const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
+
+  uint8_t* pos = static_cast<uint8_t*>(thread_scratch(mc * row_bytes, 0));
+  uint8_t* neg = s16 ? nullptr : static_cast<uint8_t*>(thread_scratch(mc * row_bytes, 1));
+  int32_t* c_neg = s16 ? nullptr : static_cast<int32_t*>(thread_scratch(mc * n * 4, 2));
+  float* sa = static_cast<float*>(thread_scratch(m * sizeof(float), 3));
+  std::vector<uint8_t> trimmed(n_threads * 4 * (k + 64));
+
+  float amax = 0.0f;
+  if (act.is_static) amax = std::max(act.hi < 0 ? -act.hi : act.hi, act.lo < 0 ? -act.lo : act.lo);
+  std::vector<int32_t> bias_s8;
+  if (kern.a_format == Int8AFormat::s8) {
+    bias_s8.resize(n_pad);
+    for (size_t j = 0; j < n_pad; ++j)
+      bias_s8[j] = static_cast<int32_t>(128u * static_cast<uint32_t>(col_sums[j]));
+  }
+  Int8GemmProblem prob{};
+  prob.lda = k_pad;
+  prob.panels = panels;
+  prob.k_groups = k_pad / kInt8GroupK;
+  prob.col_bias = bias_s8.empty() ? nullptr : bias_s8.data();
+  prob.ldc = n;
+  prob.n = n;
+  Int8GemmProblem prob_neg = prob;
+  const Epilogue ep{sa, nullptr, false, w_scale, nullptr, bias};
+  int32_t* c = reinterpret_cast<int32_t*>(y);
+  bool any_negative = false;
+
+  for (size_t m0 = 0; m0 < m; m0 += mc) {
+    const size_t rows = std::min(mc, m - m0);
+    const size_t chunks = std::min(rows, n_threads * 4);
+    std::vector<uint8_t> chunk_neg(chunks, 0);
+    parallel_for(chunks, threads, [&](size_t t) {
+      uint8_t* tq = trimmed.data() + t * (k + 64);
+      bool has_neg = false;
+      for (size_t r = rows * t / chunks; r < rows * (t + 1) / chunks; ++r) {
+        const float* xr = x + (m0 + r) * k;
+        sa[m0 + r] = quantize_row_abs_u8(xr, k, act.is_static ? &amax : nullptr, tq);
+        trim(plan, tq, k, tq);
+        if (s16) {
+          int16_t* d = reinterpret_cast<int16_t*>(pos + r * row_bytes);
+          for (size_t i = 0; i < k; ++i) {
+            const int16_t v = tq[i];
+            d[i] = xr[i] < 0.0f ? static_cast<int16_t>(-v) : v;
+          }
+          for (size_t i = k; i < k_pad; ++i) d[i] = 0;
+        } else {
+          // s8 format: value - 128 (xor 0x80), undone by the +128 * colsum bias of each pass
+          const uint8_t flip = kern.a_format == Int8AFormat::s8 ? 0x80 : 0x00;
+          uint8_t* dp = pos + r * row_bytes;
+          uint8_t* dn = neg + r * row_bytes;
+          for (size_t i = 0; i < k; ++i) {
+            const bool ng = xr[i] < 0.0f;
+            dp[i] = static_cast<uint8_t>((ng ? 0 : tq[i]) ^ flip);
+            dn[i] = static_cast<uint8_t>((ng ? tq[i] : 0) ^ flip);
+          }
+          for (size_t i = k; i < k_pad; ++i) dp[i] = dn[i] = 0;
+        }
+        for (size_t i = 0; i < k && !has_neg; ++i) has_neg = xr[i] < 0.0f;
+      }
+      chunk_neg[t] = has_neg;
+    });
+    bool block_neg = false;
+    for (uint8_t v : chunk_neg) block_neg = block_neg || v;
+    any_negative = any_negative || block_neg;
+    const bool two_pass = !s16 && block_neg;
+    prob.a = pos;
+    prob.c = c + m0 * n;
+    prob_neg.a = neg;
+    prob_neg.c = c_neg;
+    const size_t want = n_threads * 4;
+    const size_t tiles_m = div_round_up(rows, kern.mr);
+    size_t m_chunks = n_panels < want ? div_round_up(want, n_panels) : 1;
+    m_chunks = std::min(m_chunks, tiles_m);
+    parallel_for(n_panels * m_chunks, threads, [&](size_t t) {
+      const size_t panel = t / m_chunks, mcn = t % m_chunks;
+      const size_t r0 = tiles_m * mcn / m_chunks * kern.mr;
+      const size_t r1 = std::min(rows, tiles_m * (mcn + 1) / m_chunks * kern.mr);
+      const size_t n0 = panel * kInt8PanelCols, n1 = std::min(n, n0 + kInt8PanelCols);
+      kern.compute(prob, r0, r1, panel, panel + 1);
+      if (two_pass) {
+        kern.compute(prob_neg, r0, r1, panel, panel + 1);
+        for (size_t r = r0; r < r1; ++r) {
+          uint32_t* dst = reinterpret_cast<uint32_t*>(prob.c + r * n);
+          const uint32_t* src = reinterpret_cast<const uint32_t*>(c_neg + r * n);
+          for (size_t j = n0; j < n1; ++j) dst[j] -= src[j];
+        }
+      }
+      epilogue_i32(ep, c, n, m0 + r0, m0 + r1, n0, n1);
+    });
+  }
+  return any_negative;
 }
 
 }  // namespace pq

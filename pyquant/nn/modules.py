@@ -50,17 +50,23 @@ class _QuantModule(nn.Module):
             self.register_buffer("bias", None if bias is None else bias.float().cpu().clone())
             self.register_buffer("act_range", torch.full((2,), float("nan")))
         self._observer = None
-        self._register_runner()
+        self._config_text = repr(config)  # a constant string for the reference op (compile)
+        self._refresh_derived()
+        self.register_load_state_dict_post_hook(_refresh_after_load)
 
-    def _register_runner(self):
-        # the custom op finds the scheme by this constant string (compile/export path only)
-        self._key = f"{self.config!r}|ref={self.reference}|{','.join(self._buf_names)}"
-        ops.register_runner(self._key, self.scheme, self._buf_names, self.reference)
-
-    def __setstate__(self, state):  # torch.load of a whole module: re-register the runner
+    def __setstate__(self, state):  # torch.load of a whole module: the file is untrusted too
         super().__setstate__(state)
         _load.check_own_buffers(self)
-        self._register_runner()
+
+    def _refresh_derived(self):
+        """The fused forward's constants (scale x column-sum products, panel-layout scales):
+        computed here, at conversion and after load_state_dict, never per call. Non-persistent
+        buffers: the state_dict format stays the packed weight + scales."""
+        if self.reference:
+            return
+        with torch.inference_mode(False), torch.no_grad():
+            for name, t in self.scheme.derived(self._buffers).items():
+                self.register_buffer(name, t.contiguous(), persistent=False)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # state dicts may come from files anyone wrote: a damaged or edited weight is a
@@ -78,21 +84,34 @@ class _QuantModule(nn.Module):
     def _gemm_impl(self, x2d: torch.Tensor) -> torch.Tensor:
         if x2d.dtype != torch.float32:
             x2d = x2d.float()
+        b = self._buffers
         if torch.compiler.is_compiling():
-            return torch.ops.pyquant.qgemm(x2d, [getattr(self, n) for n in self._buf_names],
-                                           self.act_range, self.bias, self._key, self.out_features)
+            y = None if self.reference else self.scheme.op(x2d, b, self.act_range, self.bias)
+            if y is not None:
+                return y
+            return torch.ops.pyquant.reference_linear(
+                x2d, [b[n] for n in self._buf_names], ",".join(self._buf_names), self.act_range,
+                self.bias, self._config_text, self.reference, self.out_features)
         x2d = x2d.contiguous()
         if self._observer is not None:
             self._observer.append(self.scheme.observe(x2d))
-        bufs = {n: getattr(self, n) for n in self._buf_names}
-        return ops.run(x2d, bufs, self.act_range, self.bias, self.out_features, self.scheme,
-                       self.reference)
+        if not self.reference:
+            # the whole layer in one native call (activation quantization, GEMM, epilogue, bias)
+            y = self.scheme.native(x2d, b, self.act_range, self.bias)
+            if y is not None:
+                return y
+        return ops.run_reference(x2d, {n: b[n] for n in self._buf_names}, self.act_range, self.bias,
+                                 self.out_features, self.scheme, self.reference)
 
     def _config_repr(self) -> str:
         static = "" if torch.isnan(self.act_range).any() else ", static_act_range=" + str(
             [round(v, 5) for v in self.act_range.tolist()])
         ref = ", reference=True" if self.reference else ""
         return f"config={self.config!r}{static}{ref}"
+
+
+def _refresh_after_load(module, incompatible_keys):
+    module._refresh_derived()
 
 
 class QuantLinear(_QuantModule):

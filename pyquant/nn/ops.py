@@ -1,42 +1,119 @@
-"""torch.library custom op wrapping the quantized GEMM, so torch.compile / torch.export see one
-opaque op (with a fake implementation for shape propagation) instead of tracing into numpy.
+"""torch.library custom ops: one per GEMM family, each the whole fused forward of a quantized
+layer (activation quantization, integer GEMM, epilogue, bias) as one native call.
 
-Eager mode never goes through here: modules call ``run`` directly (no dispatcher overhead).
+Every op takes explicit tensors (the module's buffers) and scalars (the config's fields), so
+torch.compile / torch.export see one opaque op per layer and an exported program carries all it
+needs: nothing is looked up in a Python-side registry. Eager mode calls the native functions
+directly (``Scheme.native``): the dispatcher adds ~10-20 us per call (docs/notes/nn_forward.md).
+
+``reference_linear`` is the pure-PyTorch path of ``use_reference()`` modules (tests); its config
+travels as its repr string, parsed back by ``parse_config`` (only the four config classes, only
+literal arguments).
 """
 from __future__ import annotations
 
-from typing import Optional
+import ast
+from typing import List, Optional
 
 import torch
 
-_RUNNERS: dict[str, tuple] = {}
+from pyquant import _C
+from pyquant._threads import get_num_threads
+
+Tensor = torch.Tensor
 
 
-def register_runner(key: str, scheme, names: tuple, reference: bool) -> None:
-    _RUNNERS[key] = (scheme, names, reference)
+def _np(t):
+    return None if t is None else t.contiguous().numpy()
 
 
-def run(x, bufs: dict, act_range, bias, n: int, scheme, reference: bool):
-    """x [M, K] float32 -> y [M, N] float32: quantized GEMM + float bias."""
-    if not reference:
-        # one fused kernel call (quantize, GEMM, dequantize + bias) where the scheme has one
-        fused = getattr(scheme, "forward_fused", None)
-        y = fused(x, bufs, act_range, bias) if fused is not None else None
-        if y is not None:
-            return y
+def _out(x, n):
+    return x.new_empty((x.shape[0], n))
+
+
+@torch.library.custom_op("pyquant::int8_linear", mutates_args=())
+def int8_linear(x: Tensor, packed: Tensor, w_scale: Tensor, w_off: Tensor, bias: Optional[Tensor],
+                act_range: Tensor) -> Tensor:
+    return torch.from_numpy(_C.forward_int8(_np(x), packed.numpy(), w_scale.numpy(), w_off.numpy(),
+                                            _np(bias), act_range.numpy(), get_num_threads()))
+
+
+@int8_linear.register_fake
+def _(x, packed, w_scale, w_off, bias, act_range):
+    return _out(x, w_scale.shape[0])
+
+
+@torch.library.custom_op("pyquant::lowbit_linear", mutates_args=())
+def lowbit_linear(x: Tensor, packed: Tensor, panel_scales: Tensor, w_off: Tensor,
+                  bias: Optional[Tensor], act_range: Tensor, bits: int, group_size: int) -> Tensor:
+    return torch.from_numpy(_C.forward_lowbit(_np(x), packed.numpy(), bits, group_size,
+                                              panel_scales.numpy(), w_off.numpy(), _np(bias),
+                                              act_range.numpy(), get_num_threads()))
+
+
+@lowbit_linear.register_fake
+def _(x, packed, panel_scales, w_off, bias, act_range, bits, group_size):
+    return _out(x, w_off.shape[0])
+
+
+@torch.library.custom_op("pyquant::lut_linear", mutates_args=())
+def lut_linear(x: Tensor, packed: Tensor, w_scale: Tensor, w_off: Tensor, bias: Optional[Tensor],
+               act_range: Tensor, a_levels: List[int], w_levels: List[int], mse: bool) -> Tensor:
+    return torch.from_numpy(_C.forward_lut(_np(x), packed.numpy(), list(a_levels), list(w_levels),
+                                           mse, w_scale.numpy(), w_off.numpy(), _np(bias),
+                                           act_range.numpy(), get_num_threads()))
+
+
+@lut_linear.register_fake
+def _(x, packed, w_scale, w_off, bias, act_range, a_levels, w_levels, mse):
+    return _out(x, w_scale.shape[0])
+
+
+@torch.library.custom_op("pyquant::sparq_linear", mutates_args=())
+def sparq_linear(x: Tensor, packed: Tensor, w_scale: Tensor, bias: Optional[Tensor],
+                 act_range: Tensor, bits: int, options: int, round: bool, pairs: bool,
+                 allow_negative: bool) -> Tensor:
+    return torch.from_numpy(_C.forward_sparq(_np(x), packed.numpy(), bits, options, round, pairs,
+                                             allow_negative, w_scale.numpy(), _np(bias),
+                                             act_range.numpy(), get_num_threads()))
+
+
+@sparq_linear.register_fake
+def _(x, packed, w_scale, bias, act_range, bits, options, round, pairs, allow_negative):
+    return _out(x, w_scale.shape[0])
+
+
+# ---------------------------------------------------------------- reference path
+def parse_config(text: str):
+    """``repr(config)`` -> config, for the four config classes with literal arguments only."""
+    from . import configs
+
+    allowed = {c.__name__: c for c in (configs.Int8Config, configs.WeightOnlyConfig,
+                                       configs.LUT2Config, configs.SparqConfig)}
+    node = ast.parse(text, mode="eval").body
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in allowed
+            and not node.args):
+        raise ValueError(f"config: not a pyquant config repr: {text!r}")
+    return allowed[node.func.id](**{kw.arg: ast.literal_eval(kw.value) for kw in node.keywords})
+
+
+def run_reference(x, bufs: dict, act_range, bias, n: int, scheme, reference: bool = True):
+    """x [M, K] float32 -> y [M, N] float32 through the scheme's Python forward (+ bias)."""
     y = scheme.forward(x, bufs, act_range, n, x.shape[1], reference)
     if bias is not None:
-        y.add_(bias)
+        y = y + bias
     return y
 
 
-@torch.library.custom_op("pyquant::qgemm", mutates_args=())
-def qgemm(x: torch.Tensor, tensors: list[torch.Tensor], act_range: torch.Tensor,
-          bias: Optional[torch.Tensor], key: str, n: int) -> torch.Tensor:
-    scheme, names, reference = _RUNNERS[key]
-    return run(x.contiguous(), dict(zip(names, tensors)), act_range, bias, n, scheme, reference)
+@torch.library.custom_op("pyquant::reference_linear", mutates_args=())
+def reference_linear(x: Tensor, tensors: List[Tensor], names: str, act_range: Tensor,
+                     bias: Optional[Tensor], config: str, reference: bool, n: int) -> Tensor:
+    from .schemes import scheme_for
+
+    return run_reference(x.contiguous(), dict(zip(names.split(","), tensors)), act_range, bias, n,
+                         scheme_for(parse_config(config)), reference).clone()
 
 
-@qgemm.register_fake
-def _(x, tensors, act_range, bias, key, n):
-    return x.new_empty((x.shape[0], n))
+@reference_linear.register_fake
+def _(x, tensors, names, act_range, bias, config, reference, n):
+    return _out(x, n)

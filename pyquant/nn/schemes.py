@@ -1,9 +1,16 @@
 """Schemes: how each config quantizes weights and activations and runs the integer GEMM.
 
 A scheme is stateless apart from its config. ``quantize_weight`` turns a float ``[N, K]`` weight
-into named buffers (packed kernel buffer(s) + float scales); ``forward`` maps ``x [M, K]`` float32
-to ``y [M, N]`` float32 (bias excluded). ``fake_quant_weight`` / ``fake_quant_act`` are the
-pure-PyTorch dequantized values the tests multiply in float64 as the reference.
+into named buffers (packed kernel buffer(s) + float scales, what a state_dict holds);
+``derived`` computes, once at conversion (and again after ``load_state_dict``), the constants the
+fused forward needs (scale x column-sum products, panel-layout scales); ``native`` is the whole
+forward as ONE native call (float32 in, float32 out, bias included: activation quantization,
+integer GEMM and the shared epilogue of csrc/forward/epilogue.h); ``op`` is the same call as a
+``torch.library`` custom op with explicit tensors and scalars (compile/export).
+
+``forward`` is the pure-PyTorch path of ``use_reference()`` modules (same quantizer definitions
+as the native code, float64 integer GEMMs). ``fake_quant_weight`` / ``fake_quant_act`` are the
+dequantized values the older tests multiply in float64.
 
 Static activation ranges (after ``pyquant.calibrate``) arrive as ``act_range = (lo, hi)``;
 NaN means dynamic per-row ranges (the default).
@@ -16,7 +23,7 @@ import threading
 import torch
 
 import pyquant
-import pyquant.int8
+from pyquant import _C
 
 from . import _backend
 from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
@@ -74,10 +81,10 @@ def asym_u8(x, act_range=None, reuse=False):
     sa = (hi - lo) / 255.0
     sa = torch.where(sa > 0, sa, torch.ones_like(sa))
     zp = torch.round(-lo / sa).clamp_(0, 255)
-    # q = floor(x * (1/sa) + zp + 0.5) clamped (round half up; the float -> uint8 copy truncates):
-    # 3 passes over x instead of 5.
-    t = torch.addcmul(zp + 0.5, x, 1.0 / sa, out=scratch(x.shape, torch.float32) if reuse else None)
-    t.clamp_(0, 255.25)
+    # q = trunc(clamp(x * (1/sa) + (zp + 0.5), 0, 255.25)): round half up, as the native
+    # quantizer (csrc/quantize/row_quantize.h), a separate multiply and add
+    t = torch.mul(x, 1.0 / sa, out=scratch(x.shape, torch.float32) if reuse else None)
+    t.add_(zp + 0.5).clamp_(0, 255.25)
     q = scratch(x.shape, torch.uint8) if reuse else torch.empty(x.shape, dtype=torch.uint8)
     return q.copy_(t), sa, zp
 
@@ -113,6 +120,26 @@ class Scheme:
         """Calibration statistics for one batch: (min, max) over the whole tensor."""
         return x.min(), x.max()
 
+    def derived(self, b) -> dict:
+        """Constants of the fused forward, from the persistent buffers (non-persistent buffers)."""
+        return {}
+
+    def native(self, x, b, act_range, bias):
+        """The fused forward: one native call, or None where this layout has none."""
+        return None
+
+    def op(self, x, b, act_range, bias):
+        """``native`` as a torch.library op (traceable by torch.compile / torch.export)."""
+        return None
+
+
+def _np(t):
+    return None if t is None else t.numpy()
+
+
+def _threads():
+    return pyquant.get_num_threads()
+
 
 # ----------------------------------------------------------------------------- Int8
 @_register(Int8Config)
@@ -133,20 +160,21 @@ class Int8Scheme(Scheme):
     def forward(self, x, b, act_range, n, k, reference):
         q, sa, zp = asym_u8(x, act_range, reuse=True)
         acc = _backend.gemm("int8_gemm", q, b["packed"], n, k, reference)
+        # the shared epilogue: (acc * sa) * sw - (sa * zp) * (sw * wsum)
         y = float_inplace(acc).mul_(sa).mul_(b["w_scale"])
-        # zero point: sa*sw*(acc - zp*wsum) with the rank-1 term done in float (one in-place pass)
-        y.addr_((sa * zp).view(-1).expand(acc.shape[0]), b["w_scale"] * b["w_sum"], alpha=-1)
+        y.sub_((sa * zp).view(-1, 1) * (b["w_scale"] * b["w_sum"]))
         return y
 
-    def forward_fused(self, x, b, act_range, bias):
-        """Dynamic per-row path in two native calls: the row quantizer, then the int8 GEMM with
-        its dequantization (and bias) fused into the tile epilogue. Same bits as ``forward``."""
-        if _static(act_range):
-            return None
-        q, sa, zp = pyquant.int8.quantize_rows_u8(x)
-        return pyquant.int8.int8_gemm_dequant(
-            q, _backend._packed(b["packed"], "int8_gemm", {}), sa, sa * zp, b["w_scale"],
-            b["w_scale"] * b["w_sum"], bias)
+    def derived(self, b):
+        return {"w_off": b["w_scale"] * b["w_sum"]}
+
+    def native(self, x, b, act_range, bias):
+        return torch.from_numpy(_C.forward_int8(x.numpy(), b["packed"].numpy(), b["w_scale"].numpy(),
+                                                b["w_off"].numpy(), _np(bias), act_range.numpy(),
+                                                _threads()))
+
+    def op(self, x, b, act_range, bias):
+        return torch.ops.pyquant.int8_linear(x, b["packed"], b["w_scale"], b["w_off"], bias, act_range)
 
     def fake_quant_weight(self, w):
         wq, sw = int8_weight(w)
@@ -214,6 +242,28 @@ class WeightOnlyScheme(Scheme):
         offsets = torch.tensor([0] + [p.numel() for p in packs], dtype=torch.int64).cumsum(0)
         return {"packed": torch.cat(packs), "packed_offsets": offsets, "w_scale": sw, "w_sum": sums}
 
+    def derived(self, b):
+        if "packed_offsets" in b:
+            return {}
+        sw = b["w_scale"]
+        return {"panel_scales": torch.from_numpy(_C.lowbit_panel_scales(sw.contiguous().numpy())),
+                "w_off": (sw * b["w_sum"]).sum(1)}
+
+    def native(self, x, b, act_range, bias):
+        if "packed_offsets" in b:
+            return None
+        c = self.config
+        return torch.from_numpy(_C.forward_lowbit(
+            x.numpy(), b["packed"].numpy(), c.bits, c.group_size, b["panel_scales"].numpy(),
+            b["w_off"].numpy(), _np(bias), act_range.numpy(), _threads()))
+
+    def op(self, x, b, act_range, bias):
+        if "packed_offsets" in b:
+            return None
+        c = self.config
+        return torch.ops.pyquant.lowbit_linear(x, b["packed"], b["panel_scales"], b["w_off"], bias,
+                                               act_range, c.bits, c.group_size)
+
     def forward(self, x, b, act_range, n, k, reference):
         bits, gs = self.config.bits, self.config.group_size
         q, sa, zp = asym_u8(x, act_range, reuse=True)
@@ -231,8 +281,9 @@ class WeightOnlyScheme(Scheme):
                     y = float_inplace(acc).mul_(sw[:, g])
                 else:
                     y.addcmul_(acc, sw[:, g])
-        y.addr_(zp.view(-1).expand(x.shape[0]), (sw * b["w_sum"]).sum(1), alpha=-1)
-        return y.mul_(sa)
+        # the shared epilogue: F * sa - (sa * zp) * sum_g sw * wsum_g
+        y.mul_(sa).sub_((sa * zp).view(-1, 1) * (sw * b["w_sum"]).sum(1))
+        return y
 
     def fake_quant_weight(self, w):
         codes, sw = lowbit_weight(w, self.config.bits, self.config.group_size)
@@ -272,36 +323,76 @@ def lut_weight(w, levels):
     return nearest_level(w / best_s, levels).to(torch.uint8), best_s.view(-1).float()
 
 
-def lut_act(x, levels, mode, act_range=None):
-    """x ~= off + sa * levels[code] per row. Returns codes uint8, sa, off ([M|1, 1])."""
-    lv = torch.tensor(levels, dtype=x.dtype)
-    lmin, lmax = lv.min(), lv.max()
+LUT_BINS = 512
+LUT_RATIOS = [1.0 - 0.85 * i / 11.0 for i in range(12)]  # rounded to float32 where used
 
-    def params(lo, hi):
-        sa = (hi - lo) / (lmax - lmin)
-        sa = torch.where(sa > 0, sa, torch.ones_like(sa))
-        return sa, lo - sa * lmin
 
-    if _static(act_range):
-        sa, off = params(act_range[0].view(1, 1), act_range[1].view(1, 1))
-        return nearest_level((x - off) / sa, levels).to(torch.uint8), sa, off
+def _lut_levels(levels):
+    srt = sorted(levels)
+    order = torch.tensor([list(levels).index(v) for v in srt], dtype=torch.uint8)
+    mids = [(srt[i] + srt[i + 1]) / 2 for i in range(3)]
+    return srt, order, mids
+
+
+def _lut_minmax(lo, hi, srt):
+    """(sa, off) float32 from a range: sa = (hi - lo) / (lmax - lmin) (1 if not > 0), off = lo - sa*lmin."""
+    sa = (hi - lo) / float(srt[3] - srt[0])
+    sa = torch.where(sa > 0, sa, torch.ones_like(sa))
+    return sa, lo - sa * float(srt[0])
+
+
+def _lut_mse(x, srt):
+    """The native "mse" estimator (csrc/quantize/act_quantize.h) in PyTorch: per-row clipping
+    search over a 512-bin histogram, float64 from the bins on."""
+    m, k = x.shape
     lo, hi = x.amin(1, keepdim=True), x.amax(1, keepdim=True)
-    if mode == "minmax":
-        sa, off = params(lo, hi)
-        return nearest_level((x - off) / sa, levels).to(torch.uint8), sa, off
-    mu = x.mean(1, keepdim=True)
+    flat = ~(hi > lo)
+    span = torch.where(flat, torch.ones_like(hi), hi - lo)
+    t = (x - lo) * (torch.tensor(float(LUT_BINS)) / span)
+    idx = t.to(torch.int64).clamp_(max=LUT_BINS - 1)
+    counts = torch.zeros(m, LUT_BINS, dtype=torch.float64).scatter_add_(
+        1, idx, torch.ones_like(idx, dtype=torch.float64))
+    dlo = lo.double()
+    centre = dlo + (torch.arange(LUT_BINS, dtype=torch.float64) + 0.5) * ((hi.double() - dlo) / LUT_BINS)
+    mu = (counts * centre).sum(1, keepdim=True) / k
+    lmin, span_l = float(srt[0]), float(srt[3] - srt[0])
+    mids = [(srt[i] + srt[i + 1]) / 2 for i in range(3)]
+    lv = torch.tensor(srt, dtype=torch.float64)
     best = None
-    for r in torch.linspace(1.0, 0.15, 12).tolist():
-        sa, off = params(mu + r * (lo - mu), mu + r * (hi - mu))
-        codes = nearest_level((x - off) / sa, levels)
-        err = ((off + sa * lv[codes.long()] - x) ** 2).sum(1, keepdim=True)
+    for r in LUT_RATIOS:
+        r = float(torch.tensor(r, dtype=torch.float32))
+        clo, chi = mu + r * (dlo - mu), mu + r * (hi.double() - mu)
+        sa = (chi - clo) / span_l
+        off = clo - sa * lmin
+        v = (centre - off) * (1.0 / sa)
+        pos = (v > mids[0]).long() + (v > mids[1]).long() + (v > mids[2]).long()
+        d = centre - (off + sa * lv[pos])
+        err = (counts * (d * d)).sum(1, keepdim=True)
         if best is None:
-            best = [err, codes, sa, off]
+            best = [err, sa, off]
         else:
             better = err < best[0]
-            best = [torch.where(better, err, best[0]), torch.where(better, codes, best[1]),
-                    torch.where(better, sa, best[2]), torch.where(better, off, best[3])]
-    return best[1].to(torch.uint8), best[2], best[3]
+            best = [torch.where(better, err, best[0]), torch.where(better, sa, best[1]),
+                    torch.where(better, off, best[2])]
+    sa, off = best[1].float(), best[2].float()
+    sa = torch.where(sa > 0, sa, torch.ones_like(sa))
+    sa_mm, off_mm = _lut_minmax(lo, hi, srt)
+    return torch.where(flat, sa_mm, sa), torch.where(flat, off_mm, off)
+
+
+def lut_act(x, levels, mode, act_range=None):
+    """x ~= off + sa * levels[code] per row (the native definition). Returns codes uint8, sa, off
+    ([M|1, 1] float32)."""
+    srt, order, mids = _lut_levels(levels)
+    if _static(act_range):
+        sa, off = _lut_minmax(act_range[0].view(1, 1), act_range[1].view(1, 1), srt)
+    elif mode == "minmax":
+        sa, off = _lut_minmax(x.amin(1, keepdim=True), x.amax(1, keepdim=True), srt)
+    else:
+        sa, off = _lut_mse(x, srt)
+    v = (x - off) * (1.0 / sa)
+    pos = (v > mids[0]).to(torch.uint8) + (v > mids[1]).to(torch.uint8) + (v > mids[2]).to(torch.uint8)
+    return order[pos.long()], sa, off
 
 
 @_register(LUT2Config)
@@ -314,14 +405,29 @@ class LUT2Scheme(Scheme):
         lsum = torch.tensor(wl, dtype=torch.float32)[codes.long()].sum(1)
         return {"packed": _backend.prepack("lut_gemm", codes, w_levels=wl), "w_scale": sw, "w_sum": lsum}
 
+    def derived(self, b):
+        return {"w_off": b["w_scale"] * b["w_sum"]}
+
+    def native(self, x, b, act_range, bias):
+        c = self.config
+        return torch.from_numpy(_C.forward_lut(
+            x.numpy(), b["packed"].numpy(), list(c.a_levels), list(c.w_levels), c.a_scale == "mse",
+            b["w_scale"].numpy(), b["w_off"].numpy(), _np(bias), act_range.numpy(), _threads()))
+
+    def op(self, x, b, act_range, bias):
+        c = self.config
+        return torch.ops.pyquant.lut_linear(x, b["packed"], b["w_scale"], b["w_off"], bias, act_range,
+                                            list(c.a_levels), list(c.w_levels), c.a_scale == "mse")
+
     def forward(self, x, b, act_range, n, k, reference):
         c = self.config
         codes, sa, off = lut_act(x, c.a_levels, c.a_scale, act_range)
         acc = _backend.gemm("lut_gemm", codes, b["packed"], n, k, reference,
                             a_levels=c.a_levels, w_levels=c.w_levels)
-        y = float_inplace(acc).mul_(sa)
-        y.addr_(off.view(-1).expand(x.shape[0]), b["w_sum"])
-        return y.mul_(b["w_scale"])
+        # the shared epilogue: (acc * sa) * sw - (-off) * (sw * lsum)
+        y = float_inplace(acc).mul_(sa).mul_(b["w_scale"])
+        y.sub_((-off).view(-1, 1) * (b["w_scale"] * b["w_sum"]))
+        return y
 
     def fake_quant_weight(self, w):
         codes, sw = lut_weight(w, self.config.w_levels)
@@ -341,7 +447,8 @@ def sparq_act(x, act_range=None):
     else:
         amax = x.abs().amax(1, keepdim=True)
     sa = torch.where(amax > 0, amax / 255.0, torch.ones_like(amax))
-    q = torch.round(x.abs() / sa).clamp_(0, 255).to(torch.uint8)
+    # q = trunc(min(|x| * (1/sa) + 0.5, 255.25)): the native definition (act_quantize.h)
+    q = (x.abs() * (1.0 / sa)).add_(0.5).clamp_(max=255.25).to(torch.uint8)
     return q, sa
 
 
@@ -367,6 +474,19 @@ class SparqScheme(Scheme):
         pos = _backend.gemm("sparq_gemm", torch.where(neg, zero, t), b["packed"], n, k, reference, **kw)
         negp = _backend.gemm("sparq_gemm", torch.where(neg, t, zero), b["packed"], n, k, reference, **kw)
         return pos.sub_(negp), sa
+
+    def native(self, x, b, act_range, bias):
+        c = self.config
+        return torch.from_numpy(_C.forward_sparq(
+            x.numpy(), b["packed"].numpy(), c.bits, c.options, c.rounding == "round", c.pairs,
+            c.negative == "sign_magnitude", b["w_scale"].numpy(), _np(bias), act_range.numpy(),
+            _threads()))
+
+    def op(self, x, b, act_range, bias):
+        c = self.config
+        return torch.ops.pyquant.sparq_linear(x, b["packed"], b["w_scale"], bias, act_range, c.bits,
+                                              c.options, c.rounding == "round", c.pairs,
+                                              c.negative == "sign_magnitude")
 
     def forward(self, x, b, act_range, n, k, reference):
         acc, sa = self.int_acc(x, b, act_range, n, k, reference)

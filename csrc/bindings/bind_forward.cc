@@ -1,0 +1,281 @@
+// Fused forwards of pyquant.nn (csrc/forward/forward.h): float32 x in, float32 y out, one call.
+// Every argument is an explicit array or scalar (the module's buffers), so the torch.library
+// ops that wrap these need nothing else. The packed header is checked against the buffer and
+// the other arguments before any kernel runs (ValueError naming the argument).
+#include <pybind11/stl.h>
+
+#include <array>
+#include <cmath>
+#include <optional>
+
+#include "bindings/array_utils.h"
+#include "bindings/packed_utils.h"
+#include "core/macros.h"
+#include "forward/forward.h"
+#include "int8_gemm/int8_gemm.h"
+#include "lowbit_gemm/lowbit_gemm.h"
+#include "lut_gemm/lut_gemm.h"
+#include "quantize/act_quantize.h"
+#include "sparq/sparq.h"
+
+namespace pq {
+namespace {
+
+using Levels = std::array<int32_t, 4>;
+using OptF = std::optional<CArray<float>>;
+
+void require_len(const CArray<float>& v, size_t len, const char* name) {
+  require(v.ndim() == 1 && static_cast<size_t>(v.shape(0)) == len,
+          std::string(name) + ": expected a float32 vector of length " + std::to_string(len));
+}
+
+// x [M, K] matching the weight's K.
+void check_x(const CArray<float>& x, const PackedHeader& h) {
+  require_ndim(x, 2, "x");
+  require(static_cast<size_t>(x.shape(1)) == h.k,
+          "x: expected K = " + std::to_string(h.k) + " columns to match the weight, got " +
+              std::to_string(x.shape(1)));
+}
+
+// act_range [2]: NaN = dynamic per row, else the static (lo, hi) from calibration.
+ActRange act_of(const CArray<float>& r) {
+  require_len(r, 2, "act_range");
+  ActRange a;
+  const float lo = r.data()[0], hi = r.data()[1];
+  a.is_static = !(std::isnan(lo) || std::isnan(hi));
+  require(!a.is_static || (std::isfinite(lo) && std::isfinite(hi) && lo <= hi),
+          "act_range: expected NaN (dynamic) or finite lo <= hi");
+  a.lo = lo;
+  a.hi = hi;
+  return a;
+}
+
+void check_int8_layout(const PackedHeader& h) {
+  const size_t n_pad = round_up(h.n, kInt8PanelCols), k_pad = round_up(h.k, kInt8GroupK);
+  require(h.n_padded == n_pad && h.k_padded == k_pad && h.nr == kInt8PanelCols &&
+              h.kr == kInt8GroupK && h.bits == 8 && h.data_offset == kPackedAlign &&
+              h.aux_offset == kPackedAlign + round_up(n_pad * k_pad, kPackedAlign) &&
+              h.total_bytes == int8_packed_bytes(h.n, h.k),
+          "w: invalid packed weight: layout fields do not match an int8 panel weight");
+}
+
+CArray<float> make_y(size_t m, size_t n) { return CArray<float>({m, n}); }
+
+CArray<float> forward_int8_py(const CArray<float>& x, const CArray<uint8_t>& packed,
+                              const CArray<float>& w_scale, const CArray<float>& w_off,
+                              const OptF& bias, const CArray<float>& act_range, int threads) {
+  const PackedHeader h = checked_header(packed, PackedOp::int8_gemm);
+  check_int8_layout(h);
+  check_x(x, h);
+  const size_t m = x.shape(0), k = h.k, n = h.n;
+  require_len(w_scale, n, "w_scale");
+  require_len(w_off, n, "w_off");
+  if (bias) require_len(*bias, n, "bias");
+  const ActRange act = act_of(act_range);
+  CArray<float> y = make_y(m, n);
+  const uint8_t* base = packed.data();
+  const float* xp = x.data();
+  float* yp = y.mutable_data();
+  const float* bp = bias ? bias->data() : nullptr;
+  {
+    py::gil_scoped_release release;
+    forward_int8(xp, m, k, reinterpret_cast<const int8_t*>(base + h.data_offset),
+                 reinterpret_cast<const int32_t*>(base + h.aux_offset), n, w_scale.data(),
+                 w_off.data(), bp, act, yp, threads, active_isa());
+  }
+  return y;
+}
+
+CArray<float> forward_lowbit_py(const CArray<float>& x, const CArray<uint8_t>& packed, int bits,
+                                size_t group_size, const CArray<float>& panel_scales,
+                                const CArray<float>& w_off, const OptF& bias,
+                                const CArray<float>& act_range, int threads) {
+  require(bits == 2 || bits == 4, "bits: expected 2 or 4, got " + std::to_string(bits));
+  require(group_size > 0 && group_size % kLowbitGroupK == 0,
+          "group_size: expected a positive multiple of 4, got " + std::to_string(group_size));
+  const PackedHeader h = checked_header(packed, PackedOp::lowbit_gemm);
+  require(h.bits == bits, "w: packed with bits=" + std::to_string(h.bits) +
+                              " but called with bits=" + std::to_string(bits));
+  require(h.nr == kLowbitPanelCols && h.kr == kLowbitGroupK &&
+              h.n_padded == round_up(h.n, kLowbitPanelCols) &&
+              h.k_padded == round_up(h.k, kLowbitGroupK) && h.data_offset == kPackedAlign &&
+              h.total_bytes == lowbit_packed_bytes(h.n, h.k, bits),
+          "w: invalid packed weight: layout fields do not match a lowbit_gemm weight");
+  check_x(x, h);
+  const size_t m = x.shape(0), k = h.k, n = h.n;
+  const size_t n_groups = div_round_up(k, group_size);
+  require_len(panel_scales, round_up(n, kLowbitPanelCols) * n_groups, "panel_scales");
+  require_len(w_off, n, "w_off");
+  if (bias) require_len(*bias, n, "bias");
+  const ActRange act = act_of(act_range);
+  CArray<float> y = make_y(m, n);
+  const uint8_t* panels = packed.data() + h.data_offset;
+  const float* xp = x.data();
+  float* yp = y.mutable_data();
+  const float* bp = bias ? bias->data() : nullptr;
+  {
+    py::gil_scoped_release release;
+    if (k == 0) {
+      for (size_t i = 0; i < m * n; ++i) yp[i] = bp ? bp[i % n] : 0.0f;
+    } else {
+      forward_lowbit(xp, m, k, panels, n, bits, group_size, panel_scales.data(), w_off.data(),
+                     bp, act, yp, threads, active_isa());
+    }
+  }
+  return y;
+}
+
+CArray<float> lowbit_panel_scales_py(const CArray<float>& scales) {
+  require_ndim(scales, 2, "scales");
+  const size_t n = scales.shape(0), g = scales.shape(1);
+  CArray<float> out(static_cast<py::ssize_t>(round_up(n, kLowbitPanelCols) * g));
+  lowbit_panel_scales(scales.data(), n, g, out.mutable_data());
+  return out;
+}
+
+LutCodebook checked_codebook(const Levels& a_levels, const Levels& w_levels) {
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) {
+      const int64_t p = int64_t{a_levels[i]} * w_levels[j];
+      require(p >= -128 && p <= 127, "a_levels/w_levels: every pairwise product must fit int8");
+    }
+  return lut_codebook(a_levels.data(), w_levels.data());
+}
+
+CArray<float> forward_lut_py(const CArray<float>& x, const CArray<uint8_t>& packed,
+                             const Levels& a_levels, const Levels& w_levels, bool mse,
+                             const CArray<float>& w_scale, const CArray<float>& w_off,
+                             const OptF& bias, const CArray<float>& act_range, int threads) {
+  const PackedHeader h = checked_header(packed, PackedOp::lut_gemm);
+  for (int i = 0; i < 4; ++i)
+    require(h.w_levels[i] == w_levels[i], "w: weight was packed with other w_levels");
+  require(h.bits == 2 && h.nr == kLutPanelCols && h.k_padded == round_up(h.k, kLutKAlign) &&
+              h.n_padded == round_up(h.n, kLutPanelCols) &&
+              h.data_offset + static_cast<uint64_t>(h.n_padded) * h.k_padded / 4 <= h.total_bytes,
+          "w: invalid packed weight: inconsistent lut_gemm header");
+  const LutCodebook cb = checked_codebook(a_levels, w_levels);
+  check_x(x, h);
+  const size_t m = x.shape(0), k = h.k, n = h.n;
+  require_len(w_scale, n, "w_scale");
+  require_len(w_off, n, "w_off");
+  if (bias) require_len(*bias, n, "bias");
+  const ActRange act = act_of(act_range);
+  CArray<float> y = make_y(m, n);
+  const float* xp = x.data();
+  float* yp = y.mutable_data();
+  const float* bp = bias ? bias->data() : nullptr;
+  const uint8_t* panels = packed.data() + h.data_offset;
+  {
+    py::gil_scoped_release release;
+    if (k == 0) {
+      for (size_t i = 0; i < m * n; ++i) yp[i] = bp ? bp[i % n] : 0.0f;
+    } else {
+      forward_lut(xp, m, k, panels, n, cb, a_levels.data(), mse, w_scale.data(), w_off.data(), bp,
+                  act, yp, threads, active_isa());
+    }
+  }
+  return y;
+}
+
+CArray<float> forward_sparq_py(const CArray<float>& x, const CArray<uint8_t>& packed, int bits,
+                               int options, bool round, bool pairs, bool allow_negative,
+                               const CArray<float>& w_scale, const OptF& bias,
+                               const CArray<float>& act_range, int threads) {
+  const SparqConfig cfg{bits, options, round, pairs};
+  require(sparq_config_valid(cfg), "bits/options: not a SPARQ configuration");
+  const PackedHeader h = checked_header(packed, PackedOp::sparq_gemm);
+  check_int8_layout(h);
+  require(h.flags == sparq_flags(cfg),
+          "w: packed for another SPARQ configuration (bits/options/rounding/pairs)");
+  check_x(x, h);
+  const size_t m = x.shape(0), k = h.k, n = h.n;
+  require_len(w_scale, n, "w_scale");
+  if (bias) require_len(*bias, n, "bias");
+  const ActRange act = act_of(act_range);
+  CArray<float> y = make_y(m, n);
+  const uint8_t* base = packed.data();
+  const float* xp = x.data();
+  float* yp = y.mutable_data();
+  const float* bp = bias ? bias->data() : nullptr;
+  bool negative = false;
+  {
+    py::gil_scoped_release release;
+    if (k == 0) {
+      for (size_t i = 0; i < m * n; ++i) yp[i] = bp ? bp[i % n] : 0.0f;
+    } else {
+      negative = forward_sparq(xp, m, k, cfg, reinterpret_cast<const int8_t*>(base + h.data_offset),
+                               reinterpret_cast<const int32_t*>(base + h.aux_offset), n,
+                               w_scale.data(), bp, act, yp, threads, active_isa());
+    }
+  }
+  require(allow_negative || !negative,
+          "x: SparqConfig(negative='error') got negative inputs");
+  return y;
+}
+
+// The activation quantizers on their own (tests compare them with PyTorch references).
+py::tuple lut_act_quantize_py(const CArray<float>& x, const Levels& a_levels, bool mse,
+                              const CArray<float>& act_range) {
+  require_ndim(x, 2, "x");
+  const ActRange act = act_of(act_range);
+  const size_t m = x.shape(0), k = x.shape(1);
+  require(k > 0, "x: expected at least one column");
+  const LutActLevels lv = lut_act_levels(a_levels.data());
+  CArray<uint8_t> codes({m, k});
+  CArray<float> s(static_cast<py::ssize_t>(m)), off(static_cast<py::ssize_t>(m));
+  for (size_t r = 0; r < m; ++r) {
+    const float* xr = x.data() + r * k;
+    float sa, o;
+    if (act.is_static) {
+      lut_params_minmax(lv, act.lo, act.hi, &sa, &o);
+    } else if (mse) {
+      lut_params_mse(xr, k, lv, &sa, &o);
+    } else {
+      float lo = xr[0], hi = xr[0];
+      for (size_t i = 1; i < k; ++i) {
+        lo = std::min(lo, xr[i]);
+        hi = std::max(hi, xr[i]);
+      }
+      lut_params_minmax(lv, lo, hi, &sa, &o);
+    }
+    lut_codes_row(xr, k, lv, sa, o, codes.mutable_data() + r * k);
+    s.mutable_data()[r] = sa;
+    off.mutable_data()[r] = o;
+  }
+  return py::make_tuple(codes, s, off);
+}
+
+py::tuple abs_quantize_py(const CArray<float>& x, const CArray<float>& act_range) {
+  require_ndim(x, 2, "x");
+  const ActRange act = act_of(act_range);
+  const size_t m = x.shape(0), k = x.shape(1);
+  CArray<uint8_t> q({m, k});
+  CArray<float> s(static_cast<py::ssize_t>(m));
+  const float amax = std::max(std::fabs(act.lo), std::fabs(act.hi));
+  for (size_t r = 0; r < m; ++r)
+    s.mutable_data()[r] = quantize_row_abs_u8(x.data() + r * k, k, act.is_static ? &amax : nullptr,
+                                              q.mutable_data() + r * k);
+  return py::make_tuple(q, s);
+}
+
+}  // namespace
+
+void bind_forward(py::module_& m) {
+  m.def("forward_int8", &forward_int8_py, py::arg("x"), py::arg("packed"), py::arg("w_scale"),
+        py::arg("w_off"), py::arg("bias"), py::arg("act_range"), py::arg("threads") = 1);
+  m.def("forward_lowbit", &forward_lowbit_py, py::arg("x"), py::arg("packed"), py::arg("bits"),
+        py::arg("group_size"), py::arg("panel_scales"), py::arg("w_off"), py::arg("bias"),
+        py::arg("act_range"), py::arg("threads") = 1);
+  m.def("forward_lut", &forward_lut_py, py::arg("x"), py::arg("packed"), py::arg("a_levels"),
+        py::arg("w_levels"), py::arg("mse"), py::arg("w_scale"), py::arg("w_off"),
+        py::arg("bias"), py::arg("act_range"), py::arg("threads") = 1);
+  m.def("forward_sparq", &forward_sparq_py, py::arg("x"), py::arg("packed"), py::arg("bits"),
+        py::arg("options"), py::arg("round"), py::arg("pairs"), py::arg("allow_negative"),
+        py::arg("w_scale"), py::arg("bias"), py::arg("act_range"), py::arg("threads") = 1);
+  m.def("lowbit_panel_scales", &lowbit_panel_scales_py, py::arg("scales"));
+  m.def("lut_act_quantize", &lut_act_quantize_py, py::arg("x"), py::arg("a_levels"),
+        py::arg("mse"), py::arg("act_range"));
+  m.def("abs_quantize", &abs_quantize_py, py::arg("x"), py::arg("act_range"));
+}
+
+}  // namespace pq

@@ -1,0 +1,47 @@
+// Fused forwards of the quantized modules: float32 x [m][k] in, float32 y [m][n] out, in one
+// call: activation quantization (dynamic per row, or one static range), the integer GEMM and the
+// shared epilogue (epilogue.h). Every constant that depends only on the weight (column sums x
+// scales, panel-layout scales, ...) is computed at conversion and passed in. Call without the GIL.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "core/isa.h"
+#include "lut_gemm/lut_gemm.h"
+#include "sparq/sparq.h"
+
+namespace pq {
+
+// The module's act_range: static (calibrated) or dynamic per row.
+struct ActRange {
+  bool is_static = false;
+  float lo = 0.0f, hi = 0.0f;
+};
+
+// Int8Config: asymmetric uint8 rows x int8 weights (int8_gemm_run with its Int8Epilogue).
+// w_off[n] = w_scale[n] * sum_k w[n, k].
+void forward_int8(const float* x, size_t m, size_t k, const int8_t* panels,
+                  const int32_t* col_sums, size_t n, const float* w_scale, const float* w_off,
+                  const float* bias, ActRange act, float* y, int threads, Isa isa);
+
+// WeightOnlyConfig: asymmetric uint8 rows x grouped low-bit weights. panel_scales: the
+// [N_pad/64][G][64] layout (lowbit_panel_scales); w_off[n] = sum_g scale[n, g] * sum_{k in g} w.
+void forward_lowbit(const float* x, size_t m, size_t k, const uint8_t* panels, size_t n, int bits,
+                    size_t group_size, const float* panel_scales, const float* w_off,
+                    const float* bias, ActRange act, float* y, int threads, Isa isa);
+
+// LUT2Config: 2-bit activation codes ("minmax", "mse" or static) x 2-bit weight codes.
+// w_off[n] = w_scale[n] * sum_k w_levels[w[n, k]].
+void forward_lut(const float* x, size_t m, size_t k, const uint8_t* panels, size_t n,
+                 const LutCodebook& cb, const int32_t a_levels[4], bool mse,
+                 const float* w_scale, const float* w_off, const float* bias, ActRange act,
+                 float* y, int threads, Isa isa);
+
+// SparqConfig: magnitudes trimmed once, signed values in one GEMM where the int8 path's
+// activation format holds them (int16), else positive and negative parts (sparq_gemm.cc).
+// Returns whether any input was negative.
+bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
+                   const int8_t* panels, const int32_t* col_sums, size_t n, const float* w_scale,
+                   const float* bias, ActRange act, float* y, int threads, Isa isa);
+
+}  // namespace pq

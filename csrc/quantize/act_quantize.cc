@@ -1,0 +1,118 @@
+#include "quantize/act_quantize.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace pq {
+
+float quantize_row_abs_u8(const float* x, size_t k, const float* fixed_amax, uint8_t* q) {
+  float amax = 0.0f;
+  if (fixed_amax) {
+    amax = *fixed_amax;
+  } else {
+    for (size_t i = 0; i < k; ++i) {
+      const float a = std::fabs(x[i]);
+      amax = a > amax ? a : amax;
+    }
+  }
+  const float s = amax > 0.0f ? amax / 255.0f : 1.0f;
+  const float inv = 1.0f / s;
+  for (size_t i = 0; i < k; ++i) {
+    float t = std::fabs(x[i]) * inv;
+    t = t + 0.5f;
+    t = t > 255.25f ? 255.25f : t;
+    q[i] = static_cast<uint8_t>(t);
+  }
+  return s;
+}
+
+LutActLevels lut_act_levels(const int32_t levels[4]) {
+  LutActLevels lv;
+  uint8_t idx[4] = {0, 1, 2, 3};
+  std::sort(idx, idx + 4, [&](uint8_t a, uint8_t b) { return levels[a] < levels[b]; });
+  for (int i = 0; i < 4; ++i) {
+    lv.order[i] = idx[i];
+    lv.sorted[i] = static_cast<float>(levels[idx[i]]);
+  }
+  for (int i = 0; i < 3; ++i) lv.mids[i] = (lv.sorted[i] + lv.sorted[i + 1]) / 2.0f;
+  return lv;
+}
+
+void lut_codes_row(const float* x, size_t k, const LutActLevels& lv, float s, float off,
+                   uint8_t* codes) {
+  const float inv = 1.0f / s;
+  const float m0 = lv.mids[0], m1 = lv.mids[1], m2 = lv.mids[2];
+  // codes of sorted positions 0..3 packed in one word: code = (table >> (8 * i)) & 0xff
+  const uint32_t table = lv.order[0] | lv.order[1] << 8 | lv.order[2] << 16 |
+                         static_cast<uint32_t>(lv.order[3]) << 24;
+  for (size_t i = 0; i < k; ++i) {
+    float v = x[i] - off;
+    v = v * inv;
+    const uint32_t pos = (v > m0) + (v > m1) + (v > m2);
+    codes[i] = static_cast<uint8_t>(table >> (8 * pos));
+  }
+}
+
+void lut_params_minmax(const LutActLevels& lv, float lo, float hi, float* s, float* off) {
+  float sa = (hi - lo) / (lv.sorted[3] - lv.sorted[0]);
+  if (!(sa > 0.0f)) sa = 1.0f;
+  *s = sa;
+  *off = lo - sa * lv.sorted[0];
+}
+
+float lut_candidate_ratio(int i) { return static_cast<float>(1.0 - 0.85 * i / 11.0); }
+
+void lut_params_mse(const float* x, size_t k, const LutActLevels& lv, float* s, float* off) {
+  float lo = x[0], hi = x[0];
+  for (size_t i = 1; i < k; ++i) {
+    lo = x[i] < lo ? x[i] : lo;
+    hi = x[i] > hi ? x[i] : hi;
+  }
+  if (!(hi > lo)) return lut_params_minmax(lv, lo, hi, s, off);
+  uint32_t count[kLutBins] = {};
+  const float inv_bw = static_cast<float>(kLutBins) / (hi - lo);
+  for (size_t i = 0; i < k; ++i) {
+    float t = x[i] - lo;
+    t = t * inv_bw;
+    const int b = static_cast<int>(t);
+    ++count[b < kLutBins - 1 ? b : kLutBins - 1];
+  }
+  // the occupied bins, as (centre, count)
+  double centre[kLutBins], weight[kLutBins];
+  int nb = 0;
+  const double dlo = lo, width = (static_cast<double>(hi) - dlo) / kLutBins;
+  double sum = 0.0;
+  for (int b = 0; b < kLutBins; ++b) {
+    if (!count[b]) continue;
+    centre[nb] = dlo + (b + 0.5) * width;
+    weight[nb] = count[b];
+    sum += weight[nb] * centre[nb];
+    ++nb;
+  }
+  const double mu = sum / static_cast<double>(k);
+  const double lmin = lv.sorted[0], span = static_cast<double>(lv.sorted[3]) - lmin;
+  double best_err = 0.0, best_s = 1.0, best_off = 0.0;
+  for (int c = 0; c < kLutCandidates; ++c) {
+    const double r = lut_candidate_ratio(c);
+    const double clo = mu + r * (dlo - mu), chi = mu + r * (static_cast<double>(hi) - mu);
+    const double sa = (chi - clo) / span, o = clo - sa * lmin, inv = 1.0 / sa;
+    double err = 0.0;
+    for (int b = 0; b < nb; ++b) {
+      const double v = (centre[b] - o) * inv;
+      const int pos = (v > lv.mids[0]) + (v > lv.mids[1]) + (v > lv.mids[2]);
+      const double d = centre[b] - (o + sa * lv.sorted[pos]);
+      err += weight[b] * (d * d);
+    }
+    if (c == 0 || err < best_err) {
+      best_err = err;
+      best_s = sa;
+      best_off = o;
+    }
+  }
+  float sa = static_cast<float>(best_s);
+  if (!(sa > 0.0f)) sa = 1.0f;
+  *s = sa;
+  *off = static_cast<float>(best_off);
+}
+
+}  // namespace pq

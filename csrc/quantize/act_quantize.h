@@ -1,0 +1,44 @@
+// Row quantizers of the fused forwards other than the asymmetric uint8 one (row_quantize.h).
+// Portable code (vectorized by the compiler); float32 with no fused multiply-add, so every path
+// gives the same bits. pyquant/nn/schemes.py mirrors each definition in PyTorch.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace pq {
+
+// SPARQ magnitudes: amax = max_k |x| (or the fixed value), s = amax / 255 (1 if amax is 0),
+//   q = trunc(min(|x| * (1/s) + 0.5, 255.25))       (round half up, saturating)
+// Returns s. The sign is read from x again where it is needed.
+float quantize_row_abs_u8(const float* x, size_t k, const float* fixed_amax, uint8_t* q);
+
+// LUT2 activations: x ~= off + s * levels[code], code in 0..3.
+struct LutActLevels {
+  float sorted[4];   // the 4 levels ascending
+  uint8_t order[4];  // order[i]: code of sorted[i]
+  float mids[3];     // (sorted[i] + sorted[i+1]) / 2
+};
+LutActLevels lut_act_levels(const int32_t levels[4]);
+
+// Codes for one row given (s, off): v = (x - off) * (1/s); i = #{j : v > mids[j]}; code = order[i].
+void lut_codes_row(const float* x, size_t k, const LutActLevels& lv, float s, float off,
+                   uint8_t* codes);
+
+// Range -> parameters ("minmax" and static): s = (hi - lo) / (lmax - lmin) (1 if not > 0),
+// off = lo - s * lmin.
+void lut_params_minmax(const LutActLevels& lv, float lo, float hi, float* s, float* off);
+
+// "mse": the clipping search of the Python front end, evaluated on a histogram instead of the
+// data (bounded cost: one pass over the row + kLutCandidates * kLutBins steps). Bins of equal
+// width over [lo, hi] (row min, max), b = min(B - 1, trunc((x - lo) * (B / (hi - lo)))), each
+// represented by its centre c_b = lo + (b + 0.5) (hi - lo) / B (float64 from here on);
+// mu = sum_b n_b c_b / K; candidate r shrinks the range towards mu:
+// [mu + r (lo - mu), mu + r (hi - mu)], params as minmax; its error is
+// sum_b n_b (c_b - (off + s * level(c_b)))^2 (level: nearest by v = (c_b - off) * (1 / s)); the first smallest wins; s and off rounded to
+// float32. Exact for every value in a bin that no decision midpoint crosses (almost all bins).
+constexpr int kLutCandidates = 12;
+constexpr int kLutBins = 512;
+float lut_candidate_ratio(int i);  // 1 - 0.85 i / 11, rounded to float32
+void lut_params_mse(const float* x, size_t k, const LutActLevels& lv, float* s, float* off);
+
+}  // namespace pq

@@ -1,0 +1,78 @@
+// AVX2 row quantizer: the scalar path's float32 operations, 8 lanes at a time (min/max are
+// order-independent, so the reductions give the same bits; mul and add stay separate).
+#include <immintrin.h>
+
+#include "quantize/row_quantize.h"
+
+namespace pq {
+namespace {
+
+inline float hmin(__m256 v) {
+  __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_min_ss(m, _mm_shuffle_ps(m, m, 1));
+  return _mm_cvtss_f32(m);
+}
+inline float hmax(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+  return _mm_cvtss_f32(m);
+}
+
+}  // namespace
+
+void quantize_rows_u8_ex_avx2(const float* x, size_t rows, size_t k, size_t ldq,
+                              const RowQuantParams* fixed, uint8_t* q, float* scale,
+                              float* zero_point) {
+  for (size_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * k;
+    RowQuantParams p;
+    if (fixed) {
+      p = *fixed;
+    } else {
+      __m256 vlo = _mm256_setzero_ps(), vhi = _mm256_setzero_ps();
+      size_t i = 0;
+      for (; i + 8 <= k; i += 8) {
+        const __m256 v = _mm256_loadu_ps(xr + i);
+        vlo = _mm256_min_ps(vlo, v);
+        vhi = _mm256_max_ps(vhi, v);
+      }
+      float lo = hmin(vlo), hi = hmax(vhi);
+      for (; i < k; ++i) {
+        lo = xr[i] < lo ? xr[i] : lo;
+        hi = xr[i] > hi ? xr[i] : hi;
+      }
+      p = row_quant_params(lo, hi);
+      scale[r] = p.scale;
+      zero_point[r] = p.zero_point;
+    }
+    const __m256 inv = _mm256_set1_ps(p.inv_scale), off = _mm256_set1_ps(p.offset);
+    const __m256 zero = _mm256_setzero_ps(), top = _mm256_set1_ps(255.25f);
+    uint8_t* qr = q + r * ldq;
+    size_t i = 0;
+    for (; i + 32 <= k; i += 32) {
+      __m256i v[4];
+      for (int j = 0; j < 4; ++j) {
+        __m256 t = _mm256_mul_ps(_mm256_loadu_ps(xr + i + 8 * j), inv);
+        t = _mm256_add_ps(t, off);
+        t = _mm256_min_ps(_mm256_max_ps(t, zero), top);
+        v[j] = _mm256_cvttps_epi32(t);
+      }
+      // 32 int32 in [0, 255] -> 32 bytes; packs interleave 128-bit lanes, undone by a permute
+      const __m256i w01 = _mm256_packus_epi32(v[0], v[1]), w23 = _mm256_packus_epi32(v[2], v[3]);
+      const __m256i b = _mm256_packus_epi16(w01, w23);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(qr + i),
+                          _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+    }
+    for (; i < k; ++i) {
+      float t = xr[i] * p.inv_scale;
+      t = t + p.offset;
+      t = t < 0.0f ? 0.0f : (t > 255.25f ? 255.25f : t);
+      qr[i] = static_cast<uint8_t>(t);
+    }
+    for (i = k; i < ldq; ++i) qr[i] = 0;
+  }
+}
+
+}  // namespace pq
