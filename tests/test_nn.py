@@ -199,8 +199,8 @@ def ref_act_sparq(x, config, act_range=None):
 def ref_act_lut(x, levels, mode, act_range=None):
     """x ~= off + sa * levels[code] per row: [lo, hi] = the row's range (no widening to 0; or the
     static range), sa = (hi - lo) / (lmax - lmin), off = lo - sa * lmin, code = nearest level.
-    "mse": the best of 12 ranges shrunk about the row mean by r = 1 .. 0.15 (least squared error,
-    the first on ties). Returns codes, sa, off, and per row the sorted candidate errors."""
+    "mse": the best of 12 ranges shrunk about the row mean by r = 1 .. 0.15, scored on a histogram
+    (see below). Returns codes, sa, off, and per row the sorted candidate errors."""
     x = x.double()
     lv = torch.tensor(levels, dtype=torch.float64)
     lmin, lmax = lv.min(), lv.max()
@@ -217,15 +217,37 @@ def ref_act_lut(x, levels, mode, act_range=None):
     lo, hi = x.amin(1, keepdim=True), x.amax(1, keepdim=True)
     if mode == "minmax":
         return quant(lo, hi)[:3] + (None,)
-    mu = x.mean(1, keepdim=True)
-    cands = [quant(mu + r * (lo - mu), mu + r * (hi - mu))
-             for r in torch.linspace(1.0, 0.15, 12, dtype=torch.float64).tolist()]
-    errs = torch.cat([c[3] for c in cands], 1)  # [M, 12]
+    # "mse": 12 ranges shrunk about the row mean by r = 1 .. 0.15, scored on a 512-bin histogram
+    # of the row (the bounded-cost estimator of csrc/quantize/act_quantize.h): bin b =
+    # trunc((x - lo) * (512 / (hi - lo))) in float32, each value represented by its bin centre,
+    # least squared error wins (the first on ties); sa, off rounded to float32.
+    bins = 512
+    x32 = x.float()
+    lo32, hi32 = x32.amin(1, keepdim=True), x32.amax(1, keepdim=True)
+    flat = ~(hi32 > lo32)
+    width = torch.where(flat, torch.ones_like(hi32), hi32 - lo32)
+    b = ((x32 - lo32) * (torch.tensor(float(bins)) / width)).to(torch.int64).clamp(max=bins - 1)
+    centre = lo.double() + (b.double() + 0.5) * ((hi - lo) / bins)  # per element: its bin centre
+    mu = centre.mean(1, keepdim=True)
+    errs, params = [], []
+    for i in range(12):
+        r = float(torch.tensor(1.0 - 0.85 * i / 11.0, dtype=torch.float32))
+        clo, chi = mu + r * (lo - mu), mu + r * (hi - mu)
+        sa = (chi - clo) / (lmax - lmin)
+        off = clo - sa * lmin
+        rec = off + sa * lv[_nearest((centre - off) / sa, levels)]
+        errs.append(((centre - rec) ** 2).sum(1, keepdim=True))
+        params.append((sa, off))
+    errs = torch.cat(errs, 1)  # [M, 12]
     best = errs.argmin(1)
     rows = torch.arange(x.shape[0])
-    codes = torch.stack([c[0] for c in cands])[best, rows]
-    sa = torch.stack([c[1] for c in cands])[best, rows]
-    off = torch.stack([c[2] for c in cands])[best, rows]
+    sa = _f32(torch.stack([p[0] for p in params])[best, rows])
+    off = _f32(torch.stack([p[1] for p in params])[best, rows])
+    sa = torch.where(sa > 0, sa, torch.ones_like(sa))
+    mm = quant(lo, hi)
+    sa = torch.where(flat, mm[1], sa)
+    off = torch.where(flat, mm[2], off)
+    codes = _nearest((x - off) / sa, levels)
     return codes, sa, off, errs.sort(1).values
 
 
