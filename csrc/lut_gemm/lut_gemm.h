@@ -11,6 +11,8 @@
 //   Pad codes are 0; the pad positions' product p[0][0] is subtracted by a constant correction.
 //   The vpermb kernel reads the same bytes: the low 6 bits are a 3-code index (k1, k0, k3), and
 //   the top 2 bits of three consecutive groups form a fourth index (k2 of each).
+//   The pair kernel reads each nibble as one 4-bit index of a weight pair: low nibble =
+//   w[4g] << 2 | w[4g+1], high nibble = w[4g+2] << 2 | w[4g+3].
 #pragma once
 #include <cstddef>
 #include <cstdint>
