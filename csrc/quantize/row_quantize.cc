@@ -1,4 +1,5 @@
 #include "quantize/row_quantize.h"
+#include "core/kernel_table.h"
 
 #include <cmath>
 
@@ -38,10 +39,7 @@ void quantize_rows_u8_scalar(const float* x, size_t rows, size_t k, uint8_t* q, 
 }
 
 QuantizeRowsFn quantize_rows_u8_kernel(Isa isa) {
-#if defined(PQ_HAVE_X86)
-  if (isa == Isa::avx512) return quantize_rows_u8_avx512;
-#endif
-  return quantize_rows_u8_scalar;
+  return active_impl<QuantizeRowsFn>(KernelFamily::quantize, isa);  // core/kernel_table.cc
 }
 
 }  // namespace pq
