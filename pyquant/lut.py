@@ -10,7 +10,6 @@ import numbers
 import numpy as np
 
 from . import _arrays, _C
-from ._kernels import register_kernels
 from ._threads import get_num_threads
 from .packed import PackedWeight, register_prepack, resolve_weight
 
@@ -18,17 +17,6 @@ _MAX_K = (1 << 24) - 1
 DEFAULT_A_LEVELS = (0, 1, 2, 3)
 DEFAULT_W_LEVELS = (-2, -1, 0, 1)
 KERNELS = ("auto", "scalar", "deepgemm", "vpermb")
-
-register_kernels(
-    "lut_gemm",
-    {
-        "avx512": "vpermb 64-entry tables indexed by 3 weights (constant 4 KiB set per codebook) "
-        "when 3*(max-min product) <= 255, else DeepGEMM 16-entry vpshufb (6x64 tile); vpermb tile 3 rows x 128 columns",
-        "avx2": "DeepGEMM: 16-entry product table, vpshufb, int8 -> int16 -> int32; 4x64 tile",
-        "neon": "DeepGEMM: 16-entry product table, tbl (vqtbl1q_u8); 4x64 tile",
-        "scalar": "portable loops over the packed 2-bit panels",
-    },
-)
 
 
 def _levels(levels, name: str) -> tuple:

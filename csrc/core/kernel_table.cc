@@ -214,14 +214,16 @@ const std::vector<KernelEntry>& kernel_table() {
   return table;
 }
 
-bool kernel_runs(const KernelEntry& e, FeatureMask cpu, Isa ceiling) {
-  return e.built && (cpu & e.features) == e.features && tier_within(e.tier, ceiling);
+bool kernel_runs(const KernelEntry& e, FeatureMask cpu, Isa ceiling, bool require_built) {
+  return (e.built || !require_built) && (cpu & e.features) == e.features &&
+         tier_within(e.tier, ceiling);
 }
 
-std::vector<const KernelEntry*> select_kernels(KernelFamily f, FeatureMask cpu, Isa ceiling) {
+std::vector<const KernelEntry*> select_kernels(KernelFamily f, FeatureMask cpu, Isa ceiling,
+                                               bool require_built) {
   std::vector<const KernelEntry*> out;
   for (const KernelEntry& e : kernel_table())
-    if (e.family == f && kernel_runs(e, cpu, ceiling)) out.push_back(&e);
+    if (e.family == f && kernel_runs(e, cpu, ceiling, require_built)) out.push_back(&e);
   return out;
 }
 

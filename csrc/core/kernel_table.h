@@ -45,10 +45,13 @@ struct KernelEntry {
 const std::vector<KernelEntry>& kernel_table();
 
 // Pure: can `e` run on a CPU with features `cpu` under the tier ceiling `ceiling`?
-bool kernel_runs(const KernelEntry& e, FeatureMask cpu, Isa ceiling);
+// (require_built = false: as if this build held every architecture's kernels, to show what a
+// CPU of another architecture would select.)
+bool kernel_runs(const KernelEntry& e, FeatureMask cpu, Isa ceiling, bool require_built = true);
 // Pure: the family's entries that run on (`cpu`, `ceiling`), best first (never empty: the
 // scalar entry always runs).
-std::vector<const KernelEntry*> select_kernels(KernelFamily f, FeatureMask cpu, Isa ceiling);
+std::vector<const KernelEntry*> select_kernels(KernelFamily f, FeatureMask cpu, Isa ceiling,
+                                               bool require_built = true);
 
 // This process: the candidates for `family` on tier `isa` with this CPU's features (computed
 // once), or only the kernel forced by force_kernel().

@@ -16,6 +16,11 @@
 #include "tools/test_registry.h"
 
 namespace pq {
+#if defined(PQ_HAVE_X86)
+// csrc/tools/int8_vnni256_emu_avx2.cc: the ymm VNNI kernel with vpdpbusd emulated in AVX2
+void int8_compute_vnni256_emulated(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
+                                   size_t p1);
+#endif
 namespace {
 
 std::mt19937_64 rng(20261121);
@@ -83,9 +88,6 @@ void int8_sweep(Isa isa, TestCounter& t, const std::vector<size_t>& m_values) {
 void test_int8_gemm(Isa isa, TestCounter& t) { int8_sweep(isa, t, {1, 2, 3, 4, 5, 7}); }
 
 #if defined(PQ_HAVE_X86)
-// csrc/tools/int8_vnni256_emu_avx2.cc: the ymm VNNI kernel with vpdpbusd emulated in AVX2
-void int8_compute_vnni256_emulated(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
-                                   size_t p1);
 const Int8GemmKernels kVnni256Emulated{Int8AFormat::u8, 6, int8_compute_vnni256_emulated,
                                        int8_epilogue_scalar};
 const KernelEntry kVnni256EmulatedEntry{
