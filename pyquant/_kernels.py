@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from ._native import _C
 
-FAMILIES = ("int8_gemm", "lut_gemm", "lowbit_gemm", "sparq_gemm", "pack", "quantize")
+# the families, in table order (a family added to the table appears here by itself)
+FAMILIES = tuple(dict.fromkeys(e["family"] for e in _C.kernel_table()))
 
 
 def kernel_table() -> list[dict]:
