@@ -11,6 +11,7 @@ import pytest
 
 import pyquant
 from pyquant import _C
+from pyquant._kernels import active_kernels
 from pyquant.bench.runner import NOMINAL_GHZ
 
 
@@ -34,7 +35,9 @@ def run_case(benchmark):
             benchmark.group = p.name
             benchmark.extra_info.update(
                 {"isa": _C.active_isa() if case.kernel.startswith("pyquant") else "torch",
-                 "m": p.m, "n": p.n, "k": p.k, "threads": p.threads, "cold": p.cold})
+                 "m": p.m, "n": p.n, "k": p.k, "threads": p.threads, "cold": p.cold,
+                 # the micro-kernel per family (pyquant._kernels: the native kernel table)
+                 "kernels": {f: e["name"] for f, e in active_kernels().items()}})
             iterations = p.layers if p.cold else 1
             benchmark.pedantic(fn, rounds=5, iterations=iterations, warmup_rounds=1)
             seconds = benchmark.stats.stats.min

@@ -119,6 +119,8 @@ py::dict cpu_features_dict() {
 }  // namespace
 
 void bind_kernels(py::module_& m) {
+  // Dispatch once, at import: CPU detection and every family's kernel per tier.
+  for (size_t f = 0; f < kNumFamilies; ++f) active_kernel(static_cast<KernelFamily>(f), active_isa());
   m.def("cpu_features", &cpu_features_dict);
   m.def("kernel_table", &kernel_table_list,
         "Every micro-kernel variant: family, name, tier, required features, tile, verification, "
