@@ -54,6 +54,7 @@ def run_case(benchmark):
 
     import pyquant
     from pyquant import _C
+    from pyquant._kernels import active_kernels
     from pyquant.bench.machine import mac_per_cycle, session_clock_ghz
     from pyquant.bench.runner import SLOW_CALL_SECONDS, unavailable
 
@@ -77,7 +78,9 @@ def run_case(benchmark):
             benchmark.group = p.name
             benchmark.extra_info.update(
                 {"isa": _C.active_isa() if case.kernel.startswith("pyquant") else "torch",
-                 "m": p.m, "n": p.n, "k": p.k, "threads": p.threads, "cold": p.cold})
+                 "m": p.m, "n": p.n, "k": p.k, "threads": p.threads, "cold": p.cold,
+                 # the micro-kernel per family (pyquant._kernels: the native kernel table)
+                 "kernels": {f: e["name"] for f, e in active_kernels().items()}})
             iterations = p.layers if p.cold else 1
             rounds = 1 if slow else 5
             benchmark.pedantic(fn, rounds=rounds, iterations=iterations,

@@ -9,22 +9,42 @@ import sys
 def _info(args) -> int:
     import pyquant
 
+    from ._kernels import FAMILIES, kernel_table, select_kernels
+
     info = pyquant.cpu_info()
+    table = kernel_table()
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(json.dumps(dict(info, kernels=table), indent=2))
         return 0
     print(f"pyquant {pyquant.__version__}")
     print(f"CPU:        {info['brand'] or info['vendor']}")
     print(f"active ISA: {info['isa']}   (available: {', '.join(info['available'])}; "
           f"force one with PYQUANT_ISA=...)")
     print(f"threads:    {info['threads']}")
-    flags = [k for k, v in info["features"].items() if v]
+    flags = [k for k, v in info["features"].items() if v and not k.startswith("os_")]
     print(f"features:   {' '.join(flags)}")
-    from ._kernels import kernel_table
-
-    print("kernels:")
-    for op, desc in kernel_table(info["isa"]).items():
-        print(f"  {op:<14} {desc}")
+    print("kernels (per family: the one that runs, tile MRxNR, how it was verified):")
+    for family in FAMILIES:
+        entries = [e for e in table if e["family"] == family]
+        chosen = next(e for e in entries if e["selected"])
+        print(f"  {family:<12} {chosen['name']:<20} {chosen['mr']}x{chosen['nr']:<4} "
+              f"{chosen['verified']:<8} {chosen['description']}")
+        if family == "lut_gemm":
+            order = select_kernels()[family]
+            if len(order) > 2:
+                print(f"  {'':<12} (per codebook, the first that runs it exactly: "
+                      f"{' > '.join(order)})")
+    lacking = [e for e in table if e["built"] and not e["supported"]]
+    if lacking:
+        print("not run on this CPU:")
+        for e in lacking:
+            print(f"  {e['family']:<12} {e['name']:<20} needs {' '.join(e['missing'])}")
+    qemu = [f"{e['family']}/{e['name']}" for e in table if e["verified"] == "qemu"]
+    never = [f"{e['family']}/{e['name']}" for e in table if e["verified"] == "not run"]
+    if qemu:
+        print(f"verified only under emulation (qemu-aarch64): {', '.join(qemu)}")
+    if never:
+        print(f"written, never run (no CPU or emulator at hand): {', '.join(never)}")
     return 0
 
 

@@ -8,22 +8,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import _arrays, _C
-from ._kernels import register_kernels
 from ._threads import get_num_threads
 from .int8 import check_activations_8bit
 from .packed import PackedWeight, register_prepack, resolve_weight
 
 _MAX_K = _C.PACKED_MAX_K  # the packed format's limit (csrc/core/packed_format.h)
-
-register_kernels(
-    "lowbit_gemm",
-    {
-        "avx512": "6x64 vpdpbusd tile + 1-row streaming GEMV, codes unpacked in registers",
-        "avx2": "2x32 (x2) vpmaddubsw tile (exact: one operand <= 15), codes unpacked in registers",
-        "neon": "1x64 udot/sdot rows, codes unpacked in registers (checked under qemu only)",
-        "scalar": "portable loops over the packed panels",
-    },
-)
 
 
 def _check_bits(bits) -> int:

@@ -10,7 +10,6 @@ import numbers
 import numpy as np
 
 from . import _arrays, _C
-from ._kernels import register_kernels
 from ._threads import get_num_threads
 from .packed import PackedWeight, register_prepack, resolve_weight
 
@@ -18,21 +17,6 @@ _MAX_K = _C.PACKED_MAX_K  # the packed format's limit (csrc/core/packed_format.h
 DEFAULT_A_LEVELS = (0, 1, 2, 3)
 DEFAULT_W_LEVELS = (-2, -1, 0, 1)
 KERNELS = ("auto", "scalar", "deepgemm", "vpermb", "pair")
-
-register_kernels(
-    "lut_gemm",
-    {
-        "avx512": "vpermb 64-entry tables indexed by 3 weights (constant 4 KiB set per codebook) "
-        "when 3*(max-min product) <= 255, else DeepGEMM 16-entry vpshufb (6x64 tile); vpermb tile 3 rows x 128 columns",
-        "avx2": "pair: 16-entry tables indexed by two weights (constant 8 KiB set per codebook), "
-        "vpshufb, 2 products per byte lane, when the product range is <= 127; 1 row x 64 "
-        "columns per pass over a K-block unpacked to index vectors (1-2 rows: indices in "
-        "registers); else DeepGEMM 16-entry product table, vpshufb, uint8 -> uint16 -> int32, "
-        "3x64 tile",
-        "neon": "DeepGEMM: 16-entry product table, tbl (vqtbl1q_u8); 4x64 tile",
-        "scalar": "portable loops over the packed 2-bit panels",
-    },
-)
 
 
 def _levels(levels, name: str) -> tuple:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 
 from . import _arrays, _C
-from ._kernels import register_kernels
 from ._threads import get_num_threads
 from .int8 import check_k, check_weight_int8
 from .packed import OP_IDS, PackedWeight, register_prepack, resolve_weight
@@ -26,13 +25,6 @@ SHIFTS = {
     (2, 7): (0, 1, 2, 3, 4, 5, 6),
 }
 _FULL = {4: 5, 3: 6, 2: 7}
-
-register_kernels("sparq_gemm", {
-    "avx512": "256-entry vpermi2b (VBMI) trim LUTs, zero-partner select by mask; 6x64 vpdpbusd tile",
-    "avx2": "nibble-vpshufb leading one + 16-entry window tables; 4x8 vpmaddwd tile",
-    "neon": "tbl leading one + window tables; 4x16 sdot tile (not run on this build host)",
-    "scalar": "arithmetic reference trim; portable panel loops",
-})
 
 
 def check_config(bits, options, rounding, pairs) -> tuple[int, int, bool, bool]:

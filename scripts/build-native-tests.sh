@@ -13,16 +13,25 @@ if [ "$arch" = aarch64 ]; then
 else
   cxx=${CXX:-g++}; defs=(-DPQ_HAVE_X86=1); link=()
 fi
+# suffix -> arch and flags, as CMakeLists.txt reads them
+declare -A suffix_arch suffix_flags
+while read -r suffix sarch sflags; do
+  case "$suffix" in ''|'#'*) continue ;; esac
+  suffix_arch[$suffix]=$sarch; suffix_flags[$suffix]=$sflags
+done < csrc/core/isa_flags.txt
 for f in "${sources[@]}"; do
   flags=(-O2 -std=c++17 -Icsrc -Wall -Wno-unused-parameter -Wno-maybe-uninitialized "${defs[@]}" "$@")
-  case "$f" in
-    *_avx2.cc) [ "$arch" = x86 ] || continue; flags+=(-mavx2 -mfma -mbmi2 -mf16c) ;;
-    *_avx512.cc) [ "$arch" = x86 ] || continue
-      flags+=(-mavx2 -mfma -mbmi2 -mf16c -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vnni
-              -mavx512vbmi -mavx512vpopcntdq -mavx512bitalg) ;;
-    *_neon.cc) [ "$arch" = aarch64 ] || continue; flags+=(-march=armv8.2-a+dotprod) ;;
-    *) if [ "$arch" = aarch64 ]; then flags+=(-march=armv8-a); fi ;;
-  esac
+  kernel_suffix=""
+  for suffix in "${!suffix_arch[@]}"; do
+    if [[ "$f" == *_"$suffix".cc ]]; then kernel_suffix=$suffix; fi
+  done
+  if [ -n "$kernel_suffix" ]; then
+    [ "${suffix_arch[$kernel_suffix]}" = "$arch" ] || continue
+    # shellcheck disable=SC2206
+    flags+=(${suffix_flags[$kernel_suffix]})
+  elif [ "$arch" = aarch64 ]; then
+    flags+=(-march=armv8-a)
+  fi
   obj="$out.obj/$(echo "$f" | tr '/' '_').o"
   "$cxx" "${flags[@]}" -c "$f" -o "$obj" &
   objs+=("$obj")

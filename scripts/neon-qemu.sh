@@ -11,5 +11,5 @@ fi
 out=build/neon/native_tests
 mkdir -p build/neon
 scripts/build-native-tests.sh "$out" aarch64
-# -cpu max: an Armv8.x+ CPU model with the dot-product extension
+# -cpu max: an Armv8.x+ CPU model with the dot-product and int8 matrix-multiply (i8mm) extensions
 qemu-aarch64 -cpu max "$out" "$@"

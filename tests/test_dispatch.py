@@ -63,3 +63,264 @@ def test_info_command_runs():
     result = subprocess.run([sys.executable, "-m", "pyquant", "info"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "active ISA" in result.stdout
+
+
+# ---- the kernel table (csrc/core/kernel_table.cc) and per-feature dispatch ----
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from pyquant import _C, _kernels  # noqa: E402
+
+TABLE = _kernels.kernel_table()
+FAMILIES = _kernels.FAMILIES
+AVX2 = ["avx2", "fma", "bmi2", "f16c"]
+AVX512 = AVX2 + ["avx512f", "avx512bw", "avx512dq", "avx512vl"]
+# simulated CPUs: feature sets of real parts
+SKYLAKE_SP = AVX512
+CASCADE_LAKE = AVX512 + ["avx512vnni"]  # AVX-512 VNNI without VBMI
+ICE_LAKE = AVX512 + ["avx512vnni", "avx512vbmi", "avx512vpopcntdq", "avx512bitalg"]
+SAPPHIRE_RAPIDS = ICE_LAKE + ["avxvnni"]
+ALDER_LAKE = AVX2 + ["avxvnni"]
+GRAVITON2 = ["neon", "neon_dotprod"]
+GRAVITON3 = GRAVITON2 + ["neon_i8mm"]
+TIER_ORDER = {"scalar": 0, "avx2": 1, "avx512": 2}
+
+
+def _flag_features(flags: list[str]) -> set[str]:
+    out = set()
+    for flag in flags:
+        if flag.startswith("-march=armv8"):
+            out |= {"neon"} | {"neon_" + ext for ext in flag.split("+")[1:]}
+        elif flag.startswith("-m"):
+            out.add(flag[2:])
+    return out
+
+
+def _suffix_features() -> dict[str, set[str]]:
+    path = Path(__file__).resolve().parents[1] / "csrc" / "core" / "isa_flags.txt"
+    out = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            suffix, _arch, *flags = line.split()
+            out[suffix] = _flag_features(flags)
+    return out
+
+
+def test_table_every_family_has_a_scalar_entry_last():
+    for family in FAMILIES:
+        entries = [e for e in TABLE if e["family"] == family]
+        assert entries, family
+        last = entries[-1]
+        assert (last["tier"], last["features"], last["built"]) == ("scalar", [], True), family
+        names = [e["name"] for e in entries]
+        assert len(names) == len(set(names)), f"{family}: duplicate kernel names {names}"
+
+
+def test_table_entries_are_well_formed():
+    baseline = {"scalar": set(), "avx2": set(AVX2), "avx512": set(AVX512), "neon": set(GRAVITON2)}
+    suffixes = _suffix_features()
+    for e in TABLE:
+        where = f"{e['family']}/{e['name']}"
+        assert e["family"] in FAMILIES, where
+        assert e["mr"] >= 1 and e["nr"] >= 1, where
+        assert e["verified"] in ("native", "qemu", "not run"), where
+        assert e["description"], where
+        features = set(e["features"])
+        assert baseline[e["tier"]] <= features, f"{where}: lacks its tier's baseline"
+        # a kernel declares exactly the flags of one file suffix (so the compiler cannot emit
+        # an instruction the entry does not declare)
+        assert e["tier"] == "scalar" or features in suffixes.values(), where
+        assert set(e["missing"]) <= features, where
+        assert e["supported"] == (e["built"] and not e["missing"]), where
+
+
+def test_selected_kernels_run_on_this_cpu():
+    cpu = {k for k, v in _C.cpu_features().items() if v is True}
+    isa = _C.active_isa()
+    for family in FAMILIES:
+        selected = [e for e in TABLE if e["family"] == family and e["selected"]]
+        assert len(selected) == 1, family
+        e = selected[0]
+        assert set(e["features"]) <= cpu, e
+        assert e["tier"] in ("scalar", isa) or TIER_ORDER.get(e["tier"], 9) <= TIER_ORDER.get(isa, -1)
+        assert _C.active_kernel(family) == e["name"]
+        assert _kernels.select_kernels()[family][0] == e["name"]
+
+
+def test_selection_never_exceeds_the_tier():
+    everything = ICE_LAKE + ["avxvnni"] + GRAVITON3
+    by_name = {(e["family"], e["name"]): e for e in TABLE}
+    for isa, allowed in (("scalar", {"scalar"}), ("avx2", {"scalar", "avx2"}),
+                         ("avx512", {"scalar", "avx2", "avx512"}), ("neon", {"scalar", "neon"})):
+        for family, names in _kernels.select_kernels(everything, isa, any_build=True).items():
+            tiers = {by_name[family, n]["tier"] for n in names}
+            assert tiers <= allowed, (isa, family, names)
+            assert names[-1] == "scalar"
+
+
+@pytest.mark.parametrize("cpu, isa, expected", [
+    (CASCADE_LAKE, "avx512", {"int8_gemm": "avx512vnni_6x64", "lut_gemm": "avx2_deepgemm",
+                              "lowbit_gemm": "avx512vnni_6x64", "sparq_gemm": "avx2",
+                              "pack": "avx512", "quantize": "avx512"}),
+    (SKYLAKE_SP, "avx512", {"int8_gemm": "avx2_3x16", "lut_gemm": "avx2_deepgemm",
+                            "lowbit_gemm": "avx2_2x64", "pack": "avx512"}),
+    (ICE_LAKE, "avx512", {"int8_gemm": "avx512vnni_6x64", "lut_gemm": "avx512vbmi_vpermb",
+                          "sparq_gemm": "avx512vbmi"}),
+    (ICE_LAKE, "avx2", {"int8_gemm": "avx2_3x16", "lut_gemm": "avx2_deepgemm", "pack": "avx2"}),
+    (SAPPHIRE_RAPIDS, "avx2", {"int8_gemm": "avxvnni_6x16"}),
+    (ALDER_LAKE, "avx2", {"int8_gemm": "avxvnni_6x16", "lowbit_gemm": "avx2_2x64"}),
+    (AVX2, "avx2", {"int8_gemm": "avx2_3x16"}),
+    (AVX2, "scalar", {f: "scalar" for f in FAMILIES}),
+    (GRAVITON3, "neon", {"int8_gemm": "neon_i8mm_8x8", "lut_gemm": "neon_deepgemm"}),
+    (GRAVITON2, "neon", {"int8_gemm": "neon_dotprod_4x16"}),
+], ids=["cascadelake", "skylake-sp", "icelake", "icelake-avx2", "sapphirerapids-avx2",
+        "alderlake", "zen3", "zen3-scalar", "graviton3", "graviton2"])
+def test_simulated_cpus_pick_per_feature(cpu, isa, expected):
+    chosen = {f: names[0] for f, names in _kernels.select_kernels(cpu, isa, any_build=True).items()}
+    for family, name in expected.items():
+        assert chosen[family] == name, (family, chosen)
+
+
+def test_tier_available_with_its_baseline_only():
+    # Cascade Lake's lut falls back past both VBMI kernels to the next one, never to scalar
+    order = _kernels.select_kernels(CASCADE_LAKE, "avx512")["lut_gemm"]
+    assert order == ["avx2_deepgemm", "scalar"]
+
+
+def test_select_kernels_bad_input():
+    with pytest.raises(ValueError, match="features"):
+        _kernels.select_kernels(["avx2", "avx9000"], "avx2")
+    with pytest.raises(ValueError, match="isa"):
+        _kernels.select_kernels(AVX2, "avx1024")
+
+
+def test_set_kernel_errors_name_the_argument():
+    with pytest.raises(ValueError, match="family"):
+        _C.set_kernel("int4_gemm", "scalar")
+    with pytest.raises(ValueError, match="name"):
+        _C.set_kernel("int8_gemm", "no_such_kernel")
+    missing = [e for e in TABLE if e["built"] and e["missing"]]
+    for e in missing:
+        with pytest.raises(ValueError, match="needs " + e["missing"][0]):
+            _C.set_kernel(e["family"], e["name"])
+    for e in TABLE:
+        if not e["built"]:
+            with pytest.raises(ValueError, match="not compiled"):
+                _C.set_kernel(e["family"], e["name"])
+    assert _kernels.requirement("int8_gemm", "scalar") is None
+
+
+def test_env_avx2_never_selects_avx512_kernels():
+    if "avx2" not in pyquant.cpu_info()["available"]:
+        pytest.skip("this CPU cannot run the avx2 path")
+    code = ("from pyquant import _kernels; "
+            "print(sorted({e['tier'] for e in _kernels.kernel_table() if e['selected']}))")
+    result = run_python(code, PYQUANT_ISA="avx2")
+    assert result.returncode == 0, result.stderr
+    assert "avx512" not in result.stdout and "avx2" in result.stdout
+
+
+def test_info_lists_kernels_per_family_and_emulation_only():
+    result = subprocess.run([sys.executable, "-m", "pyquant", "info"], capture_output=True,
+                            text=True, cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr
+    for family in FAMILIES:
+        assert family in result.stdout
+    assert "verified only under emulation" in result.stdout
+    assert "neon_i8mm_8x8" in result.stdout and "avxvnni_6x16" in result.stdout
+
+
+# ---- every kernel of the table, forced in turn, bit-exact ----
+
+def _entry_param(e):
+    return pytest.param(e, id=f"{e['family']}-{e['name']}")
+
+
+@pytest.fixture
+def force(request):
+    """force(entry): run the entry's family on it (skipped if this CPU or build cannot)."""
+    forced = []
+
+    def apply(e):
+        if not e["built"]:
+            pytest.skip(f"{e['name']}: not built for this architecture ({e['tier']} code)")
+        if e["missing"]:
+            pytest.skip(f"{e['name']}: this CPU lacks {', '.join(e['missing'])} "
+                        f"(verified: {e['verified']})")
+        _C.set_kernel(e["family"], e["name"])
+        forced.append(e["family"])
+
+    yield apply
+    for family in forced:
+        _C.set_kernel(family, None)
+
+
+INT8_SHAPES = [(m, n, k) for m in (1, 2, 3, 5, 6, 7, 8, 9, 13, 17)
+               for n, k in ((1, 1), (17, 3), (64, 64), (65, 1025), (130, 7))]
+INT8_SHAPES += [(9, 200, 4096), (17, 130, 2100)]
+
+
+@pytest.mark.parametrize("entry", [_entry_param(e) for e in TABLE if e["family"] == "int8_gemm"])
+def test_int8_kernel_bit_exact(entry, force, rng):
+    force(entry)
+    assert _C.active_kernel("int8_gemm") == entry["name"]
+    for m, n, k in INT8_SHAPES:
+        for signed in (False, True):
+            for extreme in (False, True):
+                if extreme:
+                    a = np.full((m, k), -128 if signed else 255, np.int8 if signed else np.uint8)
+                    w = np.full((n, k), -128, np.int8)
+                else:
+                    a = rng.integers(-128 if signed else 0, 128 if signed else 256, (m, k)).astype(
+                        np.int8 if signed else np.uint8)
+                    w = rng.integers(-128, 128, (n, k)).astype(np.int8)
+                ref = (a.astype(np.int64) @ w.astype(np.int64).T).astype(np.int32)
+                got = pyquant.int8_gemm(a, w)
+                assert np.array_equal(got, ref), (entry["name"], m, n, k, signed, extreme)
+
+
+def _run_family(family, rng):
+    """One representative call of the family's public op (its result, compared across kernels)."""
+    if family == "lut_gemm":
+        a = rng.integers(0, 4, (7, 301)).astype(np.uint8)
+        w = rng.integers(0, 4, (70, 301)).astype(np.uint8)
+        return pyquant.lut_gemm(a, w)
+    if family == "lowbit_gemm":
+        a = rng.integers(0, 256, (7, 301)).astype(np.uint8)
+        return np.concatenate([pyquant.lowbit_gemm(a, rng.integers(-8, 8, (70, 301)).astype(np.int8), bits=4),
+                               pyquant.lowbit_gemm(a, rng.integers(-2, 2, (70, 301)).astype(np.int8), bits=2)])
+    if family == "sparq_gemm":
+        a = rng.integers(0, 256, (7, 301)).astype(np.uint8)
+        w = rng.integers(-128, 128, (70, 301)).astype(np.int8)
+        return np.concatenate([pyquant.sparq_quantize(a).astype(np.int32), pyquant.sparq_gemm(a, w)], axis=1)
+    if family == "pack":
+        codes = rng.integers(0, 4, (5, 301)).astype(np.uint8)
+        packed = pyquant.pack(codes, 2)
+        return np.concatenate([packed.ravel().astype(np.int32), pyquant.unpack(packed, 2, 301).ravel()])
+    if family == "quantize":
+        from pyquant.int8 import quantize_rows_u8
+        x = rng.standard_normal((5, 301)).astype(np.float32)
+        q, scale, zp = quantize_rows_u8(x)
+        return np.concatenate([q.ravel().astype(np.float64), np.asarray(scale, np.float64).ravel(),
+                               np.asarray(zp, np.float64).ravel()])
+    raise AssertionError(family)
+
+
+@pytest.mark.parametrize("entry", [_entry_param(e) for e in TABLE
+                                   if e["family"] not in ("int8_gemm",) and e["tier"] != "scalar"])
+def test_kernel_matches_scalar_kernel(entry, force, rng):
+    """Every non-int8 kernel, forced, gives the bits of its family's scalar kernel (the scalar
+    kernels are checked against references in each family's own tests)."""
+    family = entry["family"]
+    state = rng.bit_generator.state
+    _C.set_kernel(family, "scalar")
+    try:
+        ref = _run_family(family, rng)
+    finally:
+        _C.set_kernel(family, None)
+    rng.bit_generator.state = state
+    force(entry)
+    got = _run_family(family, rng)
+    assert np.array_equal(got, ref), entry["name"]

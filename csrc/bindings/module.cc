@@ -13,32 +13,10 @@ void bind_lowbit_gemm(py::module_& m);
 void bind_sparq(py::module_& m);
 void bind_packed(py::module_& m);
 void bind_forward(py::module_& m);
+void bind_kernels(py::module_& m);  // cpu_features, kernel_table, select/set_kernel
 }  // namespace pq
 
 namespace {
-
-pybind11::dict cpu_features_dict() {
-  const pq::CpuFeatures& f = pq::cpu_features();
-  pybind11::dict d;
-  d["vendor"] = f.vendor;
-  d["brand"] = f.brand;
-  d["avx2"] = f.avx2;
-  d["fma"] = f.fma;
-  d["bmi2"] = f.bmi2;
-  d["avx512f"] = f.avx512f;
-  d["avx512bw"] = f.avx512bw;
-  d["avx512dq"] = f.avx512dq;
-  d["avx512vl"] = f.avx512vl;
-  d["avx512vnni"] = f.avx512vnni;
-  d["avx512vbmi"] = f.avx512vbmi;
-  d["avx512vpopcntdq"] = f.avx512vpopcntdq;
-  d["avx512bitalg"] = f.avx512bitalg;
-  d["os_avx"] = f.os_avx;
-  d["os_avx512"] = f.os_avx512;
-  d["neon"] = f.neon;
-  d["neon_dotprod"] = f.neon_dotprod;
-  return d;
-}
 
 std::vector<std::string> available_isa_names() {
   std::vector<std::string> out;
@@ -59,7 +37,6 @@ void set_isa(const std::string& name) {
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "pyquant native kernels";
-  m.def("cpu_features", &cpu_features_dict);
   m.def("available_isas", &available_isa_names);
   m.def("active_isa", [] { return std::string(pq::isa_name(pq::active_isa())); });
   m.def("set_isa", &set_isa, pybind11::arg("name"),
@@ -73,4 +50,5 @@ PYBIND11_MODULE(_C, m) {
   pq::bind_sparq(m);
   pq::bind_packed(m);
   pq::bind_forward(m);
+  pq::bind_kernels(m);
 }

@@ -1,4 +1,5 @@
 #include "bitpack/bitpack.h"
+#include "core/kernel_table.h"
 
 #include <cstring>
 
@@ -39,18 +40,7 @@ void unpack_rows_scalar(const uint8_t* packed, uint8_t* codes, size_t rows, size
 }
 
 const BitpackKernels& bitpack_kernels(Isa isa) {
-  static const BitpackKernels scalar{pack_rows_scalar, unpack_rows_scalar};
-#if defined(PQ_HAVE_X86)
-  static const BitpackKernels avx2{pack_rows_avx2, unpack_rows_avx2};
-  static const BitpackKernels avx512{pack_rows_avx512, unpack_rows_avx512};
-  if (isa == Isa::avx512) return avx512;
-  if (isa == Isa::avx2) return avx2;
-#endif
-#if defined(PQ_HAVE_NEON)
-  static const BitpackKernels neon{pack_rows_neon, unpack_rows_neon};
-  if (isa == Isa::neon) return neon;
-#endif
-  return scalar;
+  return active_impl<BitpackKernels>(KernelFamily::pack, isa);  // core/kernel_table.cc
 }
 
 }  // namespace pq

@@ -13,6 +13,16 @@
 namespace pq {
 namespace {
 
+constexpr const char* kFeatureNames[] = {
+#define PQ_FEATURE_NAME(name) #name,
+    PQ_CPU_FEATURES(PQ_FEATURE_NAME)
+#undef PQ_FEATURE_NAME
+};
+static_assert(sizeof(kFeatureNames) / sizeof(kFeatureNames[0]) ==
+                  static_cast<size_t>(Feature::count),
+              "one name per feature");
+static_assert(static_cast<int>(Feature::count) <= 32, "FeatureMask has 32 bits");
+
 #if defined(PQ_HAVE_X86)
 unsigned long long read_xcr0() {
   unsigned int eax, edx;
@@ -31,29 +41,41 @@ CpuFeatures detect() {
   std::memcpy(vendor + 8, &c, 4);
   f.vendor = vendor;
 
+  FeatureMask m = 0;
+  auto set = [&m](Feature feature, bool on) {
+    if (on) m |= feature_bit(feature);
+  };
   __get_cpuid(1, &a, &b, &c, &d);
   const bool osxsave = c & (1u << 27);
   const bool avx = c & (1u << 28);
-  f.fma = c & (1u << 12);
   if (osxsave && avx) {
     const unsigned long long xcr0 = read_xcr0();
-    f.os_avx = (xcr0 & 0x6) == 0x6;             // XMM and YMM state
+    f.os_avx = (xcr0 & 0x6) == 0x6;                   // XMM and YMM state
     f.os_avx512 = f.os_avx && (xcr0 & 0xe0) == 0xe0;  // opmask, ZMM_Hi256, Hi16_ZMM
   }
+  // VEX-encoded features count only when the OS saves the YMM state, EVEX ones the ZMM state.
+  const bool y = f.os_avx, z = f.os_avx512;
+  set(Feature::fma, (c & (1u << 12)) && y);
+  set(Feature::f16c, (c & (1u << 29)) && y);
   if (max_leaf >= 7) {
     __cpuid_count(7, 0, a, b, c, d);
-    f.avx2 = (b & (1u << 5)) && f.os_avx;
-    f.bmi2 = b & (1u << 8);
-    f.avx512f = (b & (1u << 16)) && f.os_avx512;
-    f.avx512dq = (b & (1u << 17)) && f.os_avx512;
-    f.avx512bw = (b & (1u << 30)) && f.os_avx512;
-    f.avx512vl = (b & (1u << 31)) && f.os_avx512;
-    f.avx512vbmi = (c & (1u << 1)) && f.os_avx512;
-    f.avx512vnni = (c & (1u << 11)) && f.os_avx512;
-    f.avx512bitalg = (c & (1u << 12)) && f.os_avx512;
-    f.avx512vpopcntdq = (c & (1u << 14)) && f.os_avx512;
+    const unsigned int max_subleaf = a;
+    set(Feature::avx2, (b & (1u << 5)) && y);
+    set(Feature::bmi2, b & (1u << 8));
+    set(Feature::avx512f, (b & (1u << 16)) && z);
+    set(Feature::avx512dq, (b & (1u << 17)) && z);
+    set(Feature::avx512bw, (b & (1u << 30)) && z);
+    set(Feature::avx512vl, (b & (1u << 31)) && z);
+    set(Feature::avx512vbmi, (c & (1u << 1)) && z);
+    set(Feature::avx512vnni, (c & (1u << 11)) && z);
+    set(Feature::avx512bitalg, (c & (1u << 12)) && z);
+    set(Feature::avx512vpopcntdq, (c & (1u << 14)) && z);
+    if (max_subleaf >= 1) {
+      __cpuid_count(7, 1, a, b, c, d);
+      set(Feature::avxvnni, (a & (1u << 4)) && y);  // VEX vpdpbusd (Alder Lake, Zen 5)
+    }
   }
-  f.fma = f.fma && f.os_avx;
+  f.mask = m;
   __get_cpuid(0x80000000, &a, &b, &c, &d);
   if (a >= 0x80000004) {
     char brand[49] = {0};
@@ -72,9 +94,11 @@ CpuFeatures detect() {
 #elif defined(PQ_HAVE_NEON)
 CpuFeatures detect() {
   CpuFeatures f;
-  f.neon = true;  // Advanced SIMD is mandatory on AArch64
+  f.mask = feature_bit(Feature::neon);  // Advanced SIMD is mandatory on AArch64
 #if defined(__linux__)
-  f.neon_dotprod = (getauxval(AT_HWCAP) & (1ul << 20)) != 0;  // HWCAP_ASIMDDP
+  const unsigned long hwcap = getauxval(AT_HWCAP), hwcap2 = getauxval(AT_HWCAP2);
+  if (hwcap & (1ul << 20)) f.mask |= feature_bit(Feature::neon_dotprod);  // HWCAP_ASIMDDP
+  if (hwcap2 & (1ul << 13)) f.mask |= feature_bit(Feature::neon_i8mm);    // HWCAP2_I8MM
 #endif
   f.vendor = "arm";
   return f;
@@ -87,26 +111,59 @@ std::atomic<int> g_active{-1};
 
 }  // namespace
 
+const char* feature_name(Feature f) {
+  const int i = static_cast<int>(f);
+  return i >= 0 && i < static_cast<int>(Feature::count) ? kFeatureNames[i] : "unknown";
+}
+
+bool parse_feature(const std::string& name, Feature* out) {
+  for (int i = 0; i < static_cast<int>(Feature::count); ++i) {
+    if (name == kFeatureNames[i]) {
+      *out = static_cast<Feature>(i);
+      return true;
+    }
+  }
+  return false;
+}
+
+FeatureMask tier_baseline(Isa isa) {
+  switch (isa) {
+    case Isa::scalar: return 0;
+    case Isa::avx2: return kAvx2Base;
+    case Isa::avx512: return kAvx512Base;
+    case Isa::neon: return kNeonBase;
+  }
+  return ~FeatureMask{0};
+}
+
+bool tier_within(Isa tier, Isa ceiling) {
+  if (tier == Isa::scalar) return true;
+  if (tier == Isa::neon || ceiling == Isa::neon) return tier == ceiling;
+  return static_cast<int>(tier) <= static_cast<int>(ceiling);  // avx2 <= avx512
+}
+
 const CpuFeatures& cpu_features() {
   static const CpuFeatures features = detect();
   return features;
 }
 
-bool isa_available(Isa isa) {
-  const CpuFeatures& f = cpu_features();
+bool isa_built(Isa isa) {
   switch (isa) {
     case Isa::scalar: return true;
 #if defined(PQ_HAVE_X86)
-    case Isa::avx2: return f.avx2 && f.fma && f.bmi2;
-    case Isa::avx512:
-      return f.avx2 && f.fma && f.bmi2 && f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl &&
-             f.avx512vnni && f.avx512vbmi && f.avx512vpopcntdq && f.avx512bitalg;
+    case Isa::avx2:
+    case Isa::avx512: return true;
 #endif
 #if defined(PQ_HAVE_NEON)
-    case Isa::neon: return f.neon && f.neon_dotprod;  // the int8 kernels use sdot
+    case Isa::neon: return true;
 #endif
     default: return false;
   }
+}
+
+bool isa_available(Isa isa) {
+  const FeatureMask need = tier_baseline(isa);
+  return isa_built(isa) && (cpu_features().mask & need) == need;
 }
 
 std::vector<Isa> available_isas() {

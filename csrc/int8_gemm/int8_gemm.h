@@ -58,9 +58,14 @@ void int8_epilogue_avx512(const Int8Epilogue& ep, int32_t* c, size_t ldc, size_t
                           size_t n0, size_t n1);
 void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
 void int8_compute_avx512(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
+// the ymm VNNI kernel (int8_gemm_vnni256.inc): VEX (AVX-VNNI) and EVEX (AVX-512 VNNI + VL) builds
+void int8_compute_avxvnni(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
+void int8_compute_vnni256_avx512(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
+                                 size_t p1);
 #endif
 #if defined(PQ_HAVE_NEON)
 void int8_compute_neon(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
+void int8_compute_neon_i8mm(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
 #endif
 
 // --- packing (int8_pack.cc) ---

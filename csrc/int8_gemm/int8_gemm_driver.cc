@@ -2,6 +2,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/kernel_table.h"
 #include "core/macros.h"
 #include "core/thread_pool.h"
 #include "int8_gemm/int8_gemm.h"
@@ -9,18 +10,7 @@
 namespace pq {
 
 const Int8GemmKernels& int8_gemm_kernels(Isa isa) {
-  static const Int8GemmKernels scalar{Int8AFormat::u8, 4, int8_compute_scalar, int8_epilogue_scalar};
-#if defined(PQ_HAVE_X86)
-  static const Int8GemmKernels avx2{Int8AFormat::u8, 3, int8_compute_avx2, int8_epilogue_scalar};
-  static const Int8GemmKernels avx512{Int8AFormat::u8, 6, int8_compute_avx512, int8_epilogue_avx512};
-  if (isa == Isa::avx512) return avx512;
-  if (isa == Isa::avx2) return avx2;
-#endif
-#if defined(PQ_HAVE_NEON)
-  static const Int8GemmKernels neon{Int8AFormat::s8, 4, int8_compute_neon, int8_epilogue_scalar};
-  if (isa == Isa::neon) return neon;
-#endif
-  return scalar;
+  return active_impl<Int8GemmKernels>(KernelFamily::int8_gemm, isa);  // core/kernel_table.cc
 }
 
 namespace {

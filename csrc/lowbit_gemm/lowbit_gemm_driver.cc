@@ -5,6 +5,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/kernel_table.h"
 #include "core/macros.h"
 #include "core/thread_pool.h"
 #include "forward/epilogue.h"
@@ -13,35 +14,7 @@
 namespace pq {
 
 const LowbitGemmKernels& lowbit_gemm_kernels(Isa isa) {
-  static const LowbitGemmKernels scalar{4, lowbit_tile4_scalar, lowbit_tile2_scalar,
-                                        lowbit_epilogue_scalar, nullptr, nullptr, nullptr,
-                                        nullptr};
-#if defined(PQ_HAVE_X86)
-  static const LowbitGemmKernels avx2{2,
-                                      lowbit_tile4_avx2,
-                                      lowbit_tile2_avx2,
-                                      lowbit_epilogue_avx2,
-                                      nullptr,
-                                      nullptr,
-                                      lowbit_gemv_grouped_panel4_avx2,
-                                      lowbit_gemv_grouped_panel2_avx2};
-  static const LowbitGemmKernels avx512{6,
-                                        lowbit_tile4_avx512,
-                                        lowbit_tile2_avx512,
-                                        lowbit_epilogue_avx512,
-                                        lowbit_gemv_grouped4_avx512,
-                                        lowbit_gemv_grouped2_avx512,
-                                        lowbit_gemv_grouped_panel4_avx512,
-                                        lowbit_gemv_grouped_panel2_avx512};
-  if (isa == Isa::avx512) return avx512;
-  if (isa == Isa::avx2) return avx2;
-#endif
-#if defined(PQ_HAVE_NEON)
-  static const LowbitGemmKernels neon{4, lowbit_tile4_neon, lowbit_tile2_neon,
-                                      lowbit_epilogue_scalar, nullptr, nullptr, nullptr, nullptr};
-  if (isa == Isa::neon) return neon;
-#endif
-  return scalar;
+  return active_impl<LowbitGemmKernels>(KernelFamily::lowbit_gemm, isa);  // core/kernel_table.cc
 }
 
 namespace {

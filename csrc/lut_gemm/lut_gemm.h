@@ -91,11 +91,21 @@ void lut_prepare_vpermb_avx512(const uint8_t* a, size_t lda, size_t k, size_t k_
 void lut_deepgemm_neon(const LutProblem& p, size_t m0, size_t m1, size_t panel);
 #endif
 
+using LutPrepareDeepFn = void (*)(const uint8_t* a, size_t lda, size_t k, size_t k_pad,
+                                 uint32_t* out, size_t m0, size_t m1);
 // Rows per task for each kernel (the driver splits M in multiples of it).
 struct LutKernelInfo {
   LutComputeFn fn;
   size_t mr;
   size_t panels = 1;  // panels per call: fn covers [panel, min(panel + panels, n_panels))
+  LutPrepareDeepFn prepare_deep = nullptr;  // deepgemm activations; nullptr: the portable loop
+};
+// A lut_gemm entry of the kernel table: its kind (the `kernel=` name) and whether it can run a
+// codebook exactly (nullptr: any codebook).
+struct LutKernelImpl {
+  LutKernel kind;
+  LutKernelInfo info;
+  bool (*usable)(const LutCodebook& cb);
 };
 // The kernel `want` on `isa` (automatic: the fastest exact one for `cb`); fn == nullptr if that
 // kernel does not exist on `isa` or cannot run `cb` exactly.

@@ -2,6 +2,7 @@
 #include <cstring>
 #include <memory>
 
+#include "core/kernel_table.h"
 #include "core/macros.h"
 #include "core/thread_pool.h"
 #include "lut_gemm/lut_gemm.h"
@@ -20,34 +21,16 @@ const char* lut_kernel_name(LutKernel k) {
 }
 
 LutKernelInfo lut_select(Isa isa, LutKernel want, const LutCodebook& cb, LutKernel* chosen) {
-  LutKernel k = want;
-  if (k == LutKernel::automatic) {
-    // Fastest exact kernel: vpermb (3 products per lookup byte) on AVX-512 and pair (2 per
-    // byte) on AVX2 where the codebook allows, else the DeepGEMM pshufb table (1 per byte); the
-    // scalar path only where there is no SIMD.
-    if (isa == Isa::avx512 && lut_vpermb_ok(cb))
-      k = LutKernel::vpermb;
-    else if (isa == Isa::avx2 && lut_pair_ok(cb))
-      k = LutKernel::pair;
-    else if (isa == Isa::avx512 || isa == Isa::avx2 || isa == Isa::neon)
-      k = LutKernel::deepgemm;
-    else
-      k = LutKernel::scalar;
+  // The kernel table lists the kernels best first (core/kernel_table.cc): automatic takes the
+  // first that runs `cb` exactly, an explicit kind the best kernel of that kind.
+  for (const KernelEntry* e : active_kernels(KernelFamily::lut_gemm, isa)) {
+    const LutKernelImpl& k = *static_cast<const LutKernelImpl*>(e->impl);
+    if ((want == LutKernel::automatic || want == k.kind) && (!k.usable || k.usable(cb))) {
+      *chosen = k.kind;
+      return k.info;
+    }
   }
-  *chosen = k;
-  if (k == LutKernel::scalar) return {lut_compute_scalar, 4};
-#if defined(PQ_HAVE_X86)
-  if (k == LutKernel::deepgemm && isa == Isa::avx2) return {lut_deepgemm_avx2, 3};
-  if (k == LutKernel::deepgemm && isa == Isa::avx512) return {lut_deepgemm_avx512, 6};
-  // pair is AVX2 code: it also runs (and is tested) on the AVX-512 path
-  if (k == LutKernel::pair && (isa == Isa::avx2 || isa == Isa::avx512) && lut_pair_ok(cb))
-    return {lut_pair_avx2, 1};
-  if (k == LutKernel::vpermb && isa == Isa::avx512 && lut_vpermb_ok(cb))
-    return {lut_vpermb_avx512, 3, 2};
-#endif
-#if defined(PQ_HAVE_NEON)
-  if (k == LutKernel::deepgemm && isa == Isa::neon) return {lut_deepgemm_neon, 4};
-#endif
+  *chosen = want;
   return {nullptr, 0};
 }
 
@@ -141,11 +124,7 @@ void lut_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda, const uint8_
         prob.tab_q[av << 2 | w] = static_cast<uint8_t>(cb.prod[av][w] - cb.pmin);
       }
     a_buf.reset(new uint32_t[m * k_pad]);
-    auto prep = prepare_deep;
-#if defined(PQ_HAVE_X86)
-    if (isa == Isa::avx512) prep = lut_prepare_deep_avx512;
-    if (isa == Isa::avx2) prep = lut_prepare_deep_avx2;
-#endif
+    const LutPrepareDeepFn prep = info.prepare_deep ? info.prepare_deep : prepare_deep;
     parallel_for(prep_chunks, threads, [&](size_t t) {
       prep(a, lda, k, k_pad, a_buf.get(), m * t / prep_chunks, m * (t + 1) / prep_chunks);
     });

@@ -1,4 +1,5 @@
 #include "quantize/row_quantize.h"
+#include "core/kernel_table.h"
 
 #include <cmath>
 
@@ -50,7 +51,7 @@ void quantize_rows_u8_scalar(const float* x, size_t rows, size_t k, uint8_t* q, 
 }
 
 #if defined(PQ_HAVE_X86)
-static void quantize_rows_u8_avx2(const float* x, size_t rows, size_t k, uint8_t* q, float* scale,
+void quantize_rows_u8_avx2(const float* x, size_t rows, size_t k, uint8_t* q, float* scale,
                                   float* zero_point) {
   quantize_rows_u8_ex_avx2(x, rows, k, k, nullptr, q, scale, zero_point);
 }
@@ -64,11 +65,7 @@ QuantizeRowsExFn quantize_rows_u8_ex_kernel(Isa isa) {
 }
 
 QuantizeRowsFn quantize_rows_u8_kernel(Isa isa) {
-#if defined(PQ_HAVE_X86)
-  if (isa == Isa::avx512) return quantize_rows_u8_avx512;
-  if (isa == Isa::avx2) return quantize_rows_u8_avx2;
-#endif
-  return quantize_rows_u8_scalar;
+  return active_impl<QuantizeRowsFn>(KernelFamily::quantize, isa);  // core/kernel_table.cc
 }
 
 }  // namespace pq

@@ -20,6 +20,8 @@ using QuantizeRowsFn = void (*)(const float* x, size_t rows, size_t k, uint8_t* 
 void quantize_rows_u8_scalar(const float* x, size_t rows, size_t k, uint8_t* q, float* scale,
                              float* zero_point);
 #if defined(PQ_HAVE_X86)
+void quantize_rows_u8_avx2(const float* x, size_t rows, size_t k, uint8_t* q, float* scale,
+                           float* zero_point);
 void quantize_rows_u8_avx512(const float* x, size_t rows, size_t k, uint8_t* q, float* scale,
                              float* zero_point);
 #endif

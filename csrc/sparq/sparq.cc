@@ -1,6 +1,7 @@
 // SPARQ configs, the per-call plan (tables for the SIMD paths), dispatch and sparq_quantize.
 #include <algorithm>
 
+#include "core/kernel_table.h"
 #include "core/thread_pool.h"
 #include "sparq/sparq.h"
 
@@ -49,18 +50,7 @@ void sparq_make_plan(const SparqConfig& cfg, SparqPlan* plan) {
 }
 
 const SparqKernels& sparq_kernels(Isa isa) {
-  static const SparqKernels scalar{sparq_trim_row_scalar};
-#if defined(PQ_HAVE_X86)
-  static const SparqKernels avx2{sparq_trim_row_avx2};
-  static const SparqKernels avx512{sparq_trim_row_avx512};
-  if (isa == Isa::avx512) return avx512;
-  if (isa == Isa::avx2) return avx2;
-#endif
-#if defined(PQ_HAVE_NEON)
-  static const SparqKernels neon{sparq_trim_row_neon};
-  if (isa == Isa::neon) return neon;
-#endif
-  return scalar;
+  return active_impl<SparqKernels>(KernelFamily::sparq_gemm, isa);  // core/kernel_table.cc
 }
 
 void sparq_quantize_run(const uint8_t* a, size_t rows, size_t k, const SparqConfig& cfg,

@@ -10,11 +10,17 @@
 
 #include "bitpack/bitpack.h"
 #include "core/isa.h"
+#include "core/kernel_table.h"
 #include "core/macros.h"
 #include "int8_gemm/int8_gemm.h"
 #include "tools/test_registry.h"
 
 namespace pq {
+#if defined(PQ_HAVE_X86)
+// csrc/tools/int8_vnni256_emu_avx2.cc: the ymm VNNI kernel with vpdpbusd emulated in AVX2
+void int8_compute_vnni256_emulated(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
+                                   size_t p1);
+#endif
 namespace {
 
 std::mt19937_64 rng(20261121);
@@ -38,13 +44,16 @@ void test_bitpack(Isa isa, TestCounter& t) {
       }
 }
 
-void test_int8_gemm(Isa isa, TestCounter& t) {
+// int8_gemm on `isa` (whatever int8 kernel is active or forced) against an int64 oracle.
+// `m_values`: the row counts swept (every micro-tile edge of the kernels under test).
+void int8_sweep(Isa isa, TestCounter& t, const std::vector<size_t>& m_values) {
   struct Shape { size_t m, n, k; };
   std::vector<Shape> shapes;
-  for (size_t m : {1, 2, 3, 4, 5, 7})
+  for (size_t m : m_values)
     for (Shape s : {Shape{0, 1, 1}, Shape{0, 17, 3}, Shape{0, 64, 64}, Shape{0, 65, 1025}, Shape{0, 130, 7}})
       shapes.push_back({m, s.n, s.k});
   shapes.push_back({9, 200, 4096});
+  shapes.push_back({17, 130, 2100});  // K blocks of 256 groups + an odd tail of 13
   for (const Shape& s : shapes)
     for (bool a_signed : {false, true})
       for (int extreme = 0; extreme < 2; ++extreme) {
@@ -76,6 +85,26 @@ void test_int8_gemm(Isa isa, TestCounter& t) {
       }
 }
 
+void test_int8_gemm(Isa isa, TestCounter& t) { int8_sweep(isa, t, {1, 2, 3, 4, 5, 7}); }
+
+#if defined(PQ_HAVE_X86)
+const Int8GemmKernels kVnni256Emulated{Int8AFormat::u8, 6, int8_compute_vnni256_emulated,
+                                       int8_epilogue_scalar};
+const KernelEntry kVnni256EmulatedEntry{
+    KernelFamily::int8_gemm, "vnni256_emulated_avx2", Isa::avx2, kAvx2Base, 6, 16,
+    Verified::native, "test only: the ymm VNNI kernel source, vpdpbusd emulated in AVX2", true,
+    &kVnni256Emulated};
+#endif
+
+// Kernels built only into this driver (not dispatched): sources whose real instruction this CPU
+// or qemu cannot run, with that instruction emulated.
+std::vector<const KernelEntry*> test_only_kernels() {
+#if defined(PQ_HAVE_X86)
+  if ((cpu_features().mask & kAvx2Base) == kAvx2Base) return {&kVnni256EmulatedEntry};
+#endif
+  return {};
+}
+
 PQ_REGISTER_NATIVE_TEST(bitpack, test_bitpack);
 PQ_REGISTER_NATIVE_TEST(int8_gemm, test_int8_gemm);
 
@@ -103,6 +132,29 @@ int main(int argc, char** argv) {
       total.passed += t.passed;
       total.failed += t.failed;
     }
+  }
+  // Every int8 kernel of the table this CPU runs (not only each tier's best), forced in turn,
+  // plus test-only builds; M covers every tile edge (MR 3, 4, 6, 8).
+  std::vector<const KernelEntry*> int8_kernels;
+  for (const KernelEntry& e : kernel_table())
+    if (e.family == KernelFamily::int8_gemm && e.built &&
+        (cpu_features().mask & e.features) == e.features)
+      int8_kernels.push_back(&e);
+  for (const KernelEntry* e : test_only_kernels()) int8_kernels.push_back(e);
+  for (const KernelEntry& e : kernel_table())
+    if (e.family == KernelFamily::int8_gemm && e.built &&
+        (cpu_features().mask & e.features) != e.features)
+      std::printf("kernel   %-24s skipped (this CPU lacks its features)\n", e.name);
+  for (const KernelEntry* e : int8_kernels) {
+    if (argc > 1 && !tier_within(e->tier, isas.front())) continue;
+    TestCounter t;
+    t.prefix = std::string("kernel int8_gemm/") + e->name + ": ";
+    force_kernel(KernelFamily::int8_gemm, e);
+    int8_sweep(e->tier, t, {1, 2, 3, 5, 6, 7, 8, 9, 13, 16, 17});
+    force_kernel(KernelFamily::int8_gemm, nullptr);
+    std::printf("kernel   %-24s %zu passed, %zu failed\n", e->name, t.passed, t.failed);
+    total.passed += t.passed;
+    total.failed += t.failed;
   }
   std::printf("%zu passed, %zu failed\n", total.passed, total.failed);
   return total.failed == 0 ? 0 : 1;

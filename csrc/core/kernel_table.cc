@@ -1,0 +1,258 @@
+// The kernel table (see kernel_table.h). Each family's entries are listed best first; a kernel's
+// `features` must match the compiler flags of its file's suffix (csrc/core/isa_flags.txt), so
+// the compiler cannot emit an instruction the entry does not declare.
+#include "core/kernel_table.h"
+
+#include <array>
+
+#include "bitpack/bitpack.h"
+#include "int8_gemm/int8_gemm.h"
+#include "lowbit_gemm/lowbit_gemm.h"
+#include "lut_gemm/lut_gemm.h"
+#include "quantize/row_quantize.h"
+#include "sparq/sparq.h"
+
+namespace pq {
+namespace {
+
+// A kernel compiled only for one architecture: its function there, nullptr elsewhere (the entry
+// then stays in the table, with built = false, for `pyquant info` and the tests).
+#if defined(PQ_HAVE_X86)
+#define PQ_X86(fn) fn
+#else
+#define PQ_X86(fn) nullptr
+#endif
+#if defined(PQ_HAVE_NEON)
+#define PQ_ARM(fn) fn
+#else
+#define PQ_ARM(fn) nullptr
+#endif
+
+// ---- the families' kernel structs (what the drivers call) ----
+const Int8GemmKernels kInt8Avx512{Int8AFormat::u8, 6, PQ_X86(int8_compute_avx512),
+                                  PQ_X86(int8_epilogue_avx512)};
+const Int8GemmKernels kInt8Vnni256Evex{Int8AFormat::u8, 6, PQ_X86(int8_compute_vnni256_avx512),
+                                       int8_epilogue_scalar};
+const Int8GemmKernels kInt8AvxVnni{Int8AFormat::u8, 6, PQ_X86(int8_compute_avxvnni),
+                                   int8_epilogue_scalar};
+const Int8GemmKernels kInt8Avx2{Int8AFormat::u8, 3, PQ_X86(int8_compute_avx2), int8_epilogue_scalar};
+const Int8GemmKernels kInt8NeonI8mm{Int8AFormat::s8, 8, PQ_ARM(int8_compute_neon_i8mm),
+                                    int8_epilogue_scalar};
+const Int8GemmKernels kInt8Neon{Int8AFormat::s8, 4, PQ_ARM(int8_compute_neon), int8_epilogue_scalar};
+const Int8GemmKernels kInt8Scalar{Int8AFormat::u8, 4, int8_compute_scalar, int8_epilogue_scalar};
+
+const LutKernelImpl kLutVpermb{LutKernel::vpermb, {PQ_X86(lut_vpermb_avx512), 3, 2}, lut_vpermb_ok};
+const LutKernelImpl kLutDeepAvx512{
+    LutKernel::deepgemm, {PQ_X86(lut_deepgemm_avx512), 6, 1, PQ_X86(lut_prepare_deep_avx512)}, nullptr};
+const LutKernelImpl kLutDeepAvx2{
+    LutKernel::deepgemm, {PQ_X86(lut_deepgemm_avx2), 3, 1, PQ_X86(lut_prepare_deep_avx2)}, nullptr};
+const LutKernelImpl kLutPair{LutKernel::pair, {PQ_X86(lut_pair_avx2), 1}, lut_pair_ok};
+const LutKernelImpl kLutDeepNeon{LutKernel::deepgemm, {PQ_ARM(lut_deepgemm_neon), 4}, nullptr};
+const LutKernelImpl kLutScalar{LutKernel::scalar, {lut_compute_scalar, 4}, nullptr};
+
+const LowbitGemmKernels kLowbitAvx512{6,
+                                      PQ_X86(lowbit_tile4_avx512),
+                                      PQ_X86(lowbit_tile2_avx512),
+                                      PQ_X86(lowbit_epilogue_avx512),
+                                      PQ_X86(lowbit_gemv_grouped4_avx512),
+                                      PQ_X86(lowbit_gemv_grouped2_avx512),
+                                      PQ_X86(lowbit_gemv_grouped_panel4_avx512),
+                                      PQ_X86(lowbit_gemv_grouped_panel2_avx512)};
+const LowbitGemmKernels kLowbitAvx2{2,       PQ_X86(lowbit_tile4_avx2),
+                                    PQ_X86(lowbit_tile2_avx2),
+                                    PQ_X86(lowbit_epilogue_avx2),
+                                    nullptr, nullptr,
+                                    PQ_X86(lowbit_gemv_grouped_panel4_avx2),
+                                    PQ_X86(lowbit_gemv_grouped_panel2_avx2)};
+const LowbitGemmKernels kLowbitNeon{4, PQ_ARM(lowbit_tile4_neon), PQ_ARM(lowbit_tile2_neon),
+                                    lowbit_epilogue_scalar, nullptr, nullptr, nullptr, nullptr};
+const LowbitGemmKernels kLowbitScalar{4, lowbit_tile4_scalar, lowbit_tile2_scalar,
+                                      lowbit_epilogue_scalar, nullptr, nullptr, nullptr, nullptr};
+
+const SparqKernels kSparqAvx512{PQ_X86(sparq_trim_row_avx512)};
+const SparqKernels kSparqAvx2{PQ_X86(sparq_trim_row_avx2)};
+const SparqKernels kSparqNeon{PQ_ARM(sparq_trim_row_neon)};
+const SparqKernels kSparqScalar{sparq_trim_row_scalar};
+
+const BitpackKernels kPackAvx512{PQ_X86(pack_rows_avx512), PQ_X86(unpack_rows_avx512)};
+const BitpackKernels kPackAvx2{PQ_X86(pack_rows_avx2), PQ_X86(unpack_rows_avx2)};
+const BitpackKernels kPackNeon{PQ_ARM(pack_rows_neon), PQ_ARM(unpack_rows_neon)};
+const BitpackKernels kPackScalar{pack_rows_scalar, unpack_rows_scalar};
+
+const QuantizeRowsFn kQuantAvx512 = PQ_X86(quantize_rows_u8_avx512);
+const QuantizeRowsFn kQuantAvx2 = PQ_X86(quantize_rows_u8_avx2);
+const QuantizeRowsFn kQuantScalar = quantize_rows_u8_scalar;
+
+// Rows per micro-tile, read from the struct the driver uses (one definition of each MR).
+size_t mr_of(const Int8GemmKernels& k) { return k.mr; }
+size_t mr_of(const LutKernelImpl& k) { return k.info.mr; }
+size_t mr_of(const LowbitGemmKernels& k) { return k.mr; }
+size_t mr_of(const SparqKernels&) { return 1; }
+size_t mr_of(const BitpackKernels&) { return 1; }
+size_t mr_of(const QuantizeRowsFn&) { return 1; }
+
+template <class K>
+KernelEntry entry(KernelFamily f, const char* name, Isa tier, FeatureMask features, size_t nr,
+                  const K& impl, Verified verified, const char* description) {
+  return {f, name, tier, features, mr_of(impl), nr, verified, description, isa_built(tier), &impl};
+}
+
+using F = KernelFamily;
+using V = Verified;
+constexpr FeatureMask kVnni512 = kAvx512Base | feat::avx512vnni;
+constexpr FeatureMask kVbmi = kAvx512Base | feat::avx512vbmi;
+
+std::vector<KernelEntry> build_table() {
+  return {
+      // ---- int8_gemm: u8/s8 x s8 -> s32 on the shared [K/4][64][4] panels ----
+      entry(F::int8_gemm, "avx512vnni_6x64", Isa::avx512, kVnni512, 64, kInt8Avx512, V::native,
+            "6x64 zmm vpdpbusd register tile, K blocked; vectorized float epilogue"),
+      entry(F::int8_gemm, "vnni256_evex_6x16", Isa::avx512, kVnni512, 16, kInt8Vnni256Evex,
+            V::not_run,
+            "the AVX-VNNI kernel's source in EVEX form (ymm vpdpbusd, AVX-512 VNNI + VL): "
+            "6x16 tile + 1x64 GEMV; below the zmm kernel, here to test that source natively"),
+      entry(F::int8_gemm, "avxvnni_6x16", Isa::avx2, kAvx2Base | feat::avxvnni, 16, kInt8AvxVnni,
+            V::not_run,
+            "6x16 ymm VEX vpdpbusd tile (exact, no int16 step) + 1x64 streaming GEMV"),
+      entry(F::int8_gemm, "avx2_3x16", Isa::avx2, kAvx2Base, 16, kInt8Avx2, V::native,
+            "3x16 vpmaddubsw tile, exact: 7-bit row blocks fast, others split "
+            "a = 2(a>>1) + (a&1); 1x64 streaming GEMV"),
+      entry(F::int8_gemm, "neon_i8mm_8x8", Isa::neon, kNeonBase | feat::neon_i8mm, 8,
+            kInt8NeonI8mm, V::qemu,
+            "8x8 smmla tile (2x2 blocks of 8 k, weights zipped from two panel groups); "
+            "odd last row on the sdot kernel"),
+      entry(F::int8_gemm, "neon_dotprod_4x16", Isa::neon, kNeonBase, 16, kInt8Neon, V::qemu,
+            "4x16 sdot register tile (+-128 offset)"),
+      entry(F::int8_gemm, "scalar", Isa::scalar, 0, 64, kInt8Scalar, V::native,
+            "portable loops over the packed panels"),
+
+      // ---- lut_gemm: W2A2 lookup tables; a kind runs only codebooks it holds exactly ----
+      entry(F::lut_gemm, "avx512vbmi_vpermb", Isa::avx512, kVbmi, 128, kLutVpermb, V::native,
+            "vpermb 64-entry tables indexed by 3 weights (4 KiB per codebook) when "
+            "3*(max-min product) <= 255; 3x128 tile"),
+      entry(F::lut_gemm, "avx512vbmi_deepgemm", Isa::avx512, kVbmi, 64, kLutDeepAvx512,
+            V::native,
+            "DeepGEMM 16-entry vpshufb tables, 6x64 tile (its file holds the vpermb kernel too, "
+            "so it needs VBMI)"),
+      entry(F::lut_gemm, "avx2_pair", Isa::avx2, kAvx2Base, 64, kLutPair, V::native,
+            "16-entry vpshufb tables indexed by two weights (2 products per byte) when the "
+            "product spread is <= 127; weights unpacked once per K chunk into L1; 1 row x 64"),
+      entry(F::lut_gemm, "avx2_deepgemm", Isa::avx2, kAvx2Base, 64, kLutDeepAvx2, V::native,
+            "DeepGEMM 16-entry vpshufb tables, int8 -> int16 -> int32; 3x64 tile"),
+      entry(F::lut_gemm, "neon_deepgemm", Isa::neon, kNeonBase, 64, kLutDeepNeon, V::qemu,
+            "DeepGEMM 16-entry tbl (vqtbl1q_u8) tables; 4x64 tile"),
+      entry(F::lut_gemm, "scalar", Isa::scalar, 0, 64, kLutScalar, V::native,
+            "portable loops over the packed 2-bit panels"),
+
+      // ---- lowbit_gemm: W4A8 / W2A8 ----
+      entry(F::lowbit_gemm, "avx512vnni_6x64", Isa::avx512, kVnni512, 64, kLowbitAvx512,
+            V::native, "6x64 vpdpbusd tile + 1-row grouped GEMV, codes unpacked in registers"),
+      entry(F::lowbit_gemm, "avx2_2x64", Isa::avx2, kAvx2Base, 64, kLowbitAvx2, V::native,
+            "2x32 (x2) vpmaddubsw tile (exact: one operand <= 15), codes unpacked in registers"),
+      entry(F::lowbit_gemm, "neon_dotprod_4x64", Isa::neon, kNeonBase, 64, kLowbitNeon, V::qemu,
+            "udot/sdot 1x64 rows (4 per call), codes unpacked in registers"),
+      entry(F::lowbit_gemm, "scalar", Isa::scalar, 0, 64, kLowbitScalar, V::native,
+            "portable loops over the packed panels"),
+
+      // ---- sparq_gemm: SPARQ activation trimming (the GEMM runs the int8_gemm kernel) ----
+      entry(F::sparq_gemm, "avx512vbmi", Isa::avx512, kVbmi, 64, kSparqAvx512, V::native,
+            "256-entry vpermi2b trim tables, zero-partner select by mask; 64 values per step"),
+      entry(F::sparq_gemm, "avx2", Isa::avx2, kAvx2Base, 32, kSparqAvx2, V::native,
+            "nibble-vpshufb leading one + 16-entry window tables; 32 values per step"),
+      entry(F::sparq_gemm, "neon", Isa::neon, kNeonBase, 16, kSparqNeon, V::qemu,
+            "tbl leading one + window tables; 16 values per step"),
+      entry(F::sparq_gemm, "scalar", Isa::scalar, 0, 1, kSparqScalar, V::native,
+            "arithmetic reference trim"),
+
+      // ---- pack: canonical 1/2/4-bit pack and unpack ----
+      entry(F::pack, "avx512", Isa::avx512, kAvx512Base, 64, kPackAvx512, V::native,
+            "64 codes per step (vpmaddubsw/vpmovwb, mask registers for 1-bit)"),
+      entry(F::pack, "avx2", Isa::avx2, kAvx2Base, 32, kPackAvx2, V::native, "32 codes per step"),
+      entry(F::pack, "neon", Isa::neon, kNeonBase, 16, kPackNeon, V::qemu, "16 codes per step"),
+      entry(F::pack, "scalar", Isa::scalar, 0, 1, kPackScalar, V::native, "bit loops"),
+
+      // ---- quantize: dynamic per-row float -> uint8 (Int8Config's activations) ----
+      entry(F::quantize, "avx512", Isa::avx512, kAvx512Base, 16, kQuantAvx512, V::native,
+            "16 floats per step, masked tails"),
+      entry(F::quantize, "avx2", Isa::avx2, kAvx2Base, 8, kQuantAvx2, V::native,
+            "two passes (min/max, quantize) over each row, 8 floats per step"),
+      entry(F::quantize, "scalar", Isa::scalar, 0, 1, kQuantScalar, V::native,
+            "portable loop (the same float operations)"),
+  };
+}
+
+// Per family and tier: the candidates for this CPU, computed once.
+struct Selection {
+  std::array<std::array<std::vector<const KernelEntry*>, 4>, kNumFamilies> lists;
+  Selection() {
+    for (size_t f = 0; f < kNumFamilies; ++f)
+      for (int t = 0; t < 4; ++t)
+        lists[f][t] = select_kernels(static_cast<KernelFamily>(f), cpu_features().mask,
+                                     static_cast<Isa>(t));
+  }
+};
+const Selection& selection() {
+  static const Selection s;
+  return s;
+}
+
+const KernelEntry* g_forced[kNumFamilies] = {};
+
+}  // namespace
+
+const char* family_name(KernelFamily f) {
+  switch (f) {
+    case KernelFamily::int8_gemm: return "int8_gemm";
+    case KernelFamily::lut_gemm: return "lut_gemm";
+    case KernelFamily::lowbit_gemm: return "lowbit_gemm";
+    case KernelFamily::sparq_gemm: return "sparq_gemm";
+    case KernelFamily::pack: return "pack";
+    case KernelFamily::quantize: return "quantize";
+    case KernelFamily::count: break;
+  }
+  return "unknown";
+}
+
+const char* verified_name(Verified v) {
+  switch (v) {
+    case Verified::native: return "native";
+    case Verified::qemu: return "qemu";
+    case Verified::not_run: return "not run";
+  }
+  return "unknown";
+}
+
+const std::vector<KernelEntry>& kernel_table() {
+  static const std::vector<KernelEntry> table = build_table();
+  return table;
+}
+
+bool kernel_runs(const KernelEntry& e, FeatureMask cpu, Isa ceiling, bool require_built) {
+  return (e.built || !require_built) && (cpu & e.features) == e.features &&
+         tier_within(e.tier, ceiling);
+}
+
+std::vector<const KernelEntry*> select_kernels(KernelFamily f, FeatureMask cpu, Isa ceiling,
+                                               bool require_built) {
+  std::vector<const KernelEntry*> out;
+  for (const KernelEntry& e : kernel_table())
+    if (e.family == f && kernel_runs(e, cpu, ceiling, require_built)) out.push_back(&e);
+  return out;
+}
+
+KernelList active_kernels(KernelFamily f, Isa isa) {
+  const size_t i = static_cast<size_t>(f);
+  if (g_forced[i]) return {&g_forced[i], 1};
+  const std::vector<const KernelEntry*>& list = selection().lists[i][static_cast<int>(isa)];
+  return {list.data(), list.size()};
+}
+
+const KernelEntry& active_kernel(KernelFamily f, Isa isa) {
+  return **active_kernels(f, isa).begin();
+}
+
+void force_kernel(KernelFamily f, const KernelEntry* e) { g_forced[static_cast<size_t>(f)] = e; }
+
+const KernelEntry* forced_kernel(KernelFamily f) { return g_forced[static_cast<size_t>(f)]; }
+
+}  // namespace pq
