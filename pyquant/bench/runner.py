@@ -145,7 +145,8 @@ def run_problem(problem: Problem, rounds: int = 5, min_sample: float = 0.02,
         label_isa = b.isa if c.kind == "pyquant" or c.kernel.startswith("pyquant") else "torch"
         note = c.note
         if b.rounds == 1 and b.fn is None:
-            note = (note + "; " if note else "") + f"timed once (a call takes > {SLOW_CALL_SECONDS:g} s)"
+            once = f"timed once (a call takes > {SLOW_CALL_SECONDS:g} s)"
+            note = f"{note}; {once}" if note else once
         results.append(Result(problem, c.kernel, c.kind, label_isa, b.best, b.error, note,
                               c.extra.get("bytes_per_weight", 1.0), b.skipped, b.rounds))
     del built
