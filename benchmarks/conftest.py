@@ -73,7 +73,7 @@ def run_case(benchmark):
             t0 = time.perf_counter()
             fn()
             slow = time.perf_counter() - t0 >= SLOW_CALL_SECONDS  # e.g. torch._int_mm without VNNI
-            for _ in range(0 if slow else max(2, p.layers) - 1):
+            for _ in range(0 if slow else max(2, p.layers) - 1):  # warm-up
                 fn()
             benchmark.group = p.name
             benchmark.extra_info.update(

@@ -16,13 +16,15 @@ def _progress(total: int):
 
 def _header(args, env: dict, seconds: float) -> str:
     ghz = env["clock_ghz"]
-    lines = [f"pyquant bench ({'quick' if args.quick else 'full'}) on {env['cpu']}, ISA {env['isa']}, "
-             f"torch {env['torch']}, {env['date']} ({seconds:.0f} s)"]
+    lines = [f"pyquant bench ({'quick' if args.quick else 'full'}) on {env['cpu']}, "
+             f"ISA {env['isa']}, torch {env['torch']}, {env['date']} ({seconds:.0f} s)"]
     if ghz:
-        lines.append(f"clock {ghz:.2f} GHz, measured (dependent-add chain: {env['clock_ghz_start']:.2f} "
-                     f"before the run, {env['clock_ghz_end']:.2f} after); MAC/cyc = MACs / s / clock.")
+        lines.append(f"clock {ghz:.2f} GHz, measured (dependent-add chain: "
+                     f"{env['clock_ghz_start']:.2f} before the run, {env['clock_ghz_end']:.2f} "
+                     "after); MAC/cyc = MACs / s / clock.")
     else:
-        lines.append("clock: could not be measured on this CPU, so no MAC/cycle column (GOP/s only).")
+        lines.append("clock: could not be measured on this CPU, so no MAC/cycle column "
+                     "(GOP/s only).")
     if env.get("dram_read_gbps"):
         bw = ", ".join(f"{g:.1f} GB/s on {t} thread{'s' if t > 1 else ''}"
                        for t, g in sorted(env["dram_read_gbps"].items()))

@@ -8,7 +8,8 @@ def grouped_bars(ax, rows: list[dict], key: str, colors: dict, floor_key: str | 
     kernels = [k for k in colors if any(r["kernel"] == k for r in rows)]
     width = 0.8 / max(1, len(kernels))
     for i, prob in enumerate(problems):
-        present = [k for k in kernels if any(r["problem"] == prob and r["kernel"] == k for r in rows)]
+        here = {r["kernel"] for r in rows if r["problem"] == prob}
+        present = [k for k in kernels if k in here]
         for j, kern in enumerate(present):
             r = next(r for r in rows if r["problem"] == prob and r["kernel"] == kern)
             x = i - 0.4 + (j + 0.5) * width

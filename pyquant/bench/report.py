@@ -123,7 +123,8 @@ def save_plot(rows: list[dict], path: str, dram_gbps: dict | None = None) -> Non
         for r in decode:
             r["ms"] = r["seconds"] * 1e3
             bw = (dram_gbps or {}).get(r["threads"])
-            r["floor_ms"] = r["n"] * r["k"] * r["bytes_per_weight"] / (bw * 1e9) * 1e3 if bw else None
+            weight_bytes = r["n"] * r["k"] * r["bytes_per_weight"]
+            r["floor_ms"] = weight_bytes / (bw * 1e9) * 1e3 if bw else None
         grouped_bars(ax2, decode, "ms", colors, floor_key="floor_ms")
         ax2.set_yscale("log")
         ax2.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
