@@ -161,14 +161,14 @@ def test_selection_never_exceeds_the_tier():
 
 
 @pytest.mark.parametrize("cpu, isa, expected", [
-    (CASCADE_LAKE, "avx512", {"int8_gemm": "avx512vnni_6x64", "lut_gemm": "avx2_deepgemm",
+    (CASCADE_LAKE, "avx512", {"int8_gemm": "avx512vnni_6x64", "lut_gemm": "avx2_pair",
                               "lowbit_gemm": "avx512vnni_6x64", "sparq_gemm": "avx2",
                               "pack": "avx512", "quantize": "avx512"}),
-    (SKYLAKE_SP, "avx512", {"int8_gemm": "avx2_3x16", "lut_gemm": "avx2_deepgemm",
+    (SKYLAKE_SP, "avx512", {"int8_gemm": "avx2_3x16", "lut_gemm": "avx2_pair",
                             "lowbit_gemm": "avx2_2x64", "pack": "avx512"}),
     (ICE_LAKE, "avx512", {"int8_gemm": "avx512vnni_6x64", "lut_gemm": "avx512vbmi_vpermb",
                           "sparq_gemm": "avx512vbmi"}),
-    (ICE_LAKE, "avx2", {"int8_gemm": "avx2_3x16", "lut_gemm": "avx2_deepgemm", "pack": "avx2"}),
+    (ICE_LAKE, "avx2", {"int8_gemm": "avx2_3x16", "lut_gemm": "avx2_pair", "pack": "avx2"}),
     (SAPPHIRE_RAPIDS, "avx2", {"int8_gemm": "avxvnni_6x16"}),
     (ALDER_LAKE, "avx2", {"int8_gemm": "avxvnni_6x16", "lowbit_gemm": "avx2_2x64"}),
     (AVX2, "avx2", {"int8_gemm": "avx2_3x16"}),
@@ -186,7 +186,7 @@ def test_simulated_cpus_pick_per_feature(cpu, isa, expected):
 def test_tier_available_with_its_baseline_only():
     # Cascade Lake's lut falls back past both VBMI kernels to the next one, never to scalar
     order = _kernels.select_kernels(CASCADE_LAKE, "avx512")["lut_gemm"]
-    assert order == ["avx2_deepgemm", "scalar"]
+    assert order == ["avx2_pair", "avx2_deepgemm", "scalar"]
 
 
 def test_select_kernels_bad_input():
