@@ -1,8 +1,8 @@
 """QuantLinear (one fused native call per forward) against the raw integer op of its config, on
 the "nn forward" problems (4096 -> 14336 at M = 1, 8, 512): the module's float-in/float-out
 forward includes activation quantization and the epilogue, the raw op takes ready codes and
-returns int32. Also the grouped low-bit GEMM against the ungrouped one (group scales applied
-inside the kernel). Weights are hot (one layer): the ratio, not the streaming rate, is the point.
+returns int32; "QuantLinear[W4 gXX]" against "raw lowbit_gemm[W4]" is also the grouped GEMV
+(group scales inside the kernel) against the ungrouped one. Weights are hot (one layer): the ratio, not the streaming rate, is the point.
 """
 from __future__ import annotations
 
@@ -29,12 +29,11 @@ def _module(p: Problem, name: str):
     if key not in _MODULES:
         import torch
 
-        import pyquant
-        from pyquant.nn import QuantLinear
+        from pyquant.nn import QuantLinear, configs
 
         lin = torch.nn.Linear(p.k, p.n)
         torch.nn.init.normal_(lin.weight, std=0.02, generator=torch.Generator().manual_seed(7))
-        config = eval(CONFIGS[name][0], {k: getattr(pyquant, k) for k in dir(pyquant)})
+        config = eval(CONFIGS[name][0], {k: getattr(configs, k) for k in dir(configs)})
         _MODULES[key] = QuantLinear.from_linear(lin, config)
     return _MODULES[key]
 
@@ -105,9 +104,4 @@ def _nn_cases(p: Problem) -> list[Case]:
             raw = {"Int8": "int8_gemm", "W4 g32": "lowbit_gemm[W4]", "W2 g32": "lowbit_gemm[W2]",
                    "LUT2 minmax": "lut_gemm", "SPARQ": "sparq_gemm"}[name]
             out.append(Case(p, f"raw {raw} (nn layer)", _make_raw(name), note="codes in, int32 out"))
-    for bits in (4, 2):
-        for gs in (0, 32, 64, 128):
-            tag = "ungrouped" if gs == 0 else f"g{gs}"
-            out.append(Case(p, f"lowbit_gemm_grouped[W{bits} {tag}]", _make_grouped(bits, gs),
-                            note="float out" if gs else "int32 out"))
     return out
