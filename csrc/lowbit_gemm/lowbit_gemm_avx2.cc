@@ -176,38 +176,72 @@ void lowbit_tile2_avx2(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b
 namespace pq {
 namespace {
 
+// Codes of one k-group, half h (32 bytes of each 64-byte block), as the 4 quarter operands.
+template <int BITS>
+inline void unpack_half(const uint8_t* bg, size_t h, __m256i mask, __m256i* w) {
+  if constexpr (BITS == 4) {
+    const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + h * 32));
+    const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + 64 + h * 32));
+    w[0] = _mm256_and_si256(v0, mask);
+    w[1] = _mm256_and_si256(_mm256_srli_epi16(v0, 4), mask);
+    w[2] = _mm256_and_si256(v1, mask);
+    w[3] = _mm256_and_si256(_mm256_srli_epi16(v1, 4), mask);
+  } else {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + h * 32));
+    w[0] = _mm256_and_si256(v, mask);
+    w[1] = _mm256_and_si256(_mm256_srli_epi16(v, 2), mask);
+    w[2] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+    w[3] = _mm256_and_si256(_mm256_srli_epi16(v, 6), mask);
+  }
+}
+
+// Unsigned activations: every vpmaddubsw pair sum is in [0, 2*255*(2^BITS - 1)], so kChunk
+// k-groups of them add up exactly in uint16 lanes (W4: 8 x 7650 = 61200, W2: 32 x 1530 < 2^16),
+// widened once per chunk (low + high halves of each 32-bit lane) instead of one vpmaddwd + add
+// per k-group.
 template <int BITS, bool SIGNED>
 void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size_t group_kgroups,
                         const uint32_t* corr, const float* sc, float* out) {
   constexpr size_t kGroupBytes = 32 * BITS;
+  constexpr size_t kChunk = BITS == 4 ? 8 : 32;
   const __m256i mask = _mm256_set1_epi8(static_cast<char>((1 << BITS) - 1));
   const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i low16 = _mm256_set1_epi32(0xffff);
   __m256 f[8];
   for (int i = 0; i < 8; ++i) f[i] = _mm256_setzero_ps();
   for (size_t gi = 0, g0 = 0; g0 < kgroups; ++gi, g0 += group_kgroups) {
     const size_t g1 = g0 + group_kgroups < kgroups ? g0 + group_kgroups : kgroups;
     __m256i acc[8];  // [h * 4 + q]: columns 16q + 8h .. +7
     for (int i = 0; i < 8; ++i) acc[i] = _mm256_setzero_si256();
-    for (size_t g = g0; g < g1; ++g) {
-      const uint8_t* bg = b + g * kGroupBytes;
-      const __m256i av = _mm256_set1_epi32(load_i32(a + g * 4));
-      for (size_t h = 0; h < 2; ++h) {
-        __m256i w[4];
-        if constexpr (BITS == 4) {
-          const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + h * 32));
-          const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + 64 + h * 32));
-          w[0] = _mm256_and_si256(v0, mask);
-          w[1] = _mm256_and_si256(_mm256_srli_epi16(v0, 4), mask);
-          w[2] = _mm256_and_si256(v1, mask);
-          w[3] = _mm256_and_si256(_mm256_srli_epi16(v1, 4), mask);
-        } else {
-          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + h * 32));
-          w[0] = _mm256_and_si256(v, mask);
-          w[1] = _mm256_and_si256(_mm256_srli_epi16(v, 2), mask);
-          w[2] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
-          w[3] = _mm256_and_si256(_mm256_srli_epi16(v, 6), mask);
+    if constexpr (SIGNED) {
+      for (size_t g = g0; g < g1; ++g) {
+        const uint8_t* bg = b + g * kGroupBytes;
+        const __m256i av = _mm256_set1_epi32(load_i32(a + g * 4));
+        for (size_t h = 0; h < 2; ++h) {
+          __m256i w[4];
+          unpack_half<BITS>(bg, h, mask, w);
+          for (size_t q = 0; q < 4; ++q)
+            acc[h * 4 + q] = dot4<true>(acc[h * 4 + q], av, w[q], ones);
         }
-        for (size_t q = 0; q < 4; ++q) acc[h * 4 + q] = dot4<SIGNED>(acc[h * 4 + q], av, w[q], ones);
+      }
+    } else {
+      for (size_t c0 = g0; c0 < g1; c0 += kChunk) {
+        const size_t c1 = c0 + kChunk < g1 ? c0 + kChunk : g1;
+        __m256i s16[8];
+        for (int i = 0; i < 8; ++i) s16[i] = _mm256_setzero_si256();
+        for (size_t g = c0; g < c1; ++g) {
+          const uint8_t* bg = b + g * kGroupBytes;
+          const __m256i av = _mm256_set1_epi32(load_i32(a + g * 4));
+          for (size_t h = 0; h < 2; ++h) {
+            __m256i w[4];
+            unpack_half<BITS>(bg, h, mask, w);
+            for (size_t q = 0; q < 4; ++q)
+              s16[h * 4 + q] = _mm256_add_epi16(s16[h * 4 + q], _mm256_maddubs_epi16(av, w[q]));
+          }
+        }
+        for (int i = 0; i < 8; ++i)
+          acc[i] = _mm256_add_epi32(acc[i], _mm256_add_epi32(_mm256_and_si256(s16[i], low16),
+                                                             _mm256_srli_epi32(s16[i], 16)));
       }
     }
     const __m256i cr = _mm256_set1_epi32(static_cast<int>(corr[gi]));

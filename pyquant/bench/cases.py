@@ -251,7 +251,8 @@ def problems(quick: bool) -> list[Problem]:
             Problem(128, 384, 1536, threads, label="MiniLM FFN down"),
             Problem(3136, 64, 576, threads, label="ResNet conv3x3 56x56x64"),
         ]
+        out += [Problem(m, 14336, 4096, threads, label="nn forward") for m in (1, 8, 512)]
     return out
 
 
-from . import cases_lowbit, cases_lut  # noqa: E402,F401  (register their cases)
+from . import cases_lowbit, cases_lut, cases_nn  # noqa: E402,F401  (register their cases)

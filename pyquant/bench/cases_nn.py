@@ -1,0 +1,107 @@
+"""QuantLinear (one fused native call per forward) against the raw integer op of its config, on
+the "nn forward" problems (4096 -> 14336 at M = 1, 8, 512): the module's float-in/float-out
+forward includes activation quantization and the epilogue, the raw op takes ready codes and
+returns int32; "QuantLinear[W4 gXX]" against "raw lowbit_gemm[W4]" is also the grouped GEMV
+(group scales inside the kernel) against the ungrouped one. Weights are hot (one layer): the ratio, not the streaming rate, is the point.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .cases import Case, Problem, random_u8, register
+
+CONFIGS = {
+    "Int8": ("Int8Config()", "int8"),
+    "W4 g32": ("WeightOnlyConfig(4, 32)", "w4"),
+    "W4 g64": ("WeightOnlyConfig(4, 64)", "w4"),
+    "W4 g128": ("WeightOnlyConfig(4, 128)", "w4"),
+    "W2 g32": ("WeightOnlyConfig(2, 32)", "w2"),
+    "LUT2 minmax": ("LUT2Config(a_scale='minmax')", "lut"),
+    "LUT2 mse": ("LUT2Config(a_scale='mse')", "lut"),
+    "SPARQ": ("SparqConfig()", "sparq"),
+}
+_MODULES: dict = {}
+
+
+def _module(p: Problem, name: str):
+    """One converted layer per (shape, config), shared by the module case and the raw case."""
+    key = (p.n, p.k, name)
+    if key not in _MODULES:
+        import torch
+
+        from pyquant.nn import QuantLinear, configs
+
+        lin = torch.nn.Linear(p.k, p.n)
+        torch.nn.init.normal_(lin.weight, std=0.02, generator=torch.Generator().manual_seed(7))
+        config = eval(CONFIGS[name][0], {k: getattr(configs, k) for k in dir(configs)})
+        _MODULES[key] = QuantLinear.from_linear(lin, config)
+    return _MODULES[key]
+
+
+def _make_module(name: str):
+    def make(p: Problem):
+        import torch
+
+        m = _module(p, name)
+        x = torch.randn(p.m, p.k, generator=torch.Generator().manual_seed(1))
+
+        def run():
+            with torch.inference_mode():
+                return m(x)
+        return run
+    return make
+
+
+def _make_raw(name: str):
+    def make(p: Problem):
+        import pyquant
+        from pyquant.packed import PackedWeight
+
+        m = _module(p, name)
+        a = random_u8(p)
+        c = m.config
+        kind = CONFIGS[name][1]
+        buf = m.packed.numpy()
+        if kind == "int8":
+            pw = PackedWeight(buf, "int8_gemm")
+            return lambda: pyquant.int8_gemm(a, pw)
+        if kind in ("w4", "w2"):
+            pw = PackedWeight(buf, "lowbit_gemm", {"bits": c.bits})
+            return lambda: pyquant.lowbit_gemm(a, pw, bits=c.bits)
+        if kind == "lut":
+            codes = np.ascontiguousarray(a & 3)
+            pw = PackedWeight(buf, "lut_gemm", {"w_levels": c.w_levels})
+            return lambda: pyquant.lut_gemm(codes, pw, a_levels=c.a_levels, w_levels=c.w_levels)
+        pw = PackedWeight(buf, "sparq_gemm", c.op_kwargs())
+        return lambda: pyquant.sparq_gemm(a, pw, **c.op_kwargs())
+    return make
+
+
+def _make_grouped(bits: int, gs: int):
+    def make(p: Problem):
+        import pyquant
+
+        g = np.random.default_rng(p.n + p.k + bits)
+        half = 1 << (bits - 1)
+        w = g.integers(-half, half, size=(p.n, p.k), dtype=np.int8)
+        pw = pyquant.prepack(w, "lowbit_gemm", bits=bits)
+        a = random_u8(p)
+        if gs == 0:
+            return lambda: pyquant.lowbit_gemm(a, pw, bits=bits)
+        scales = g.random((p.n, -(-p.k // gs)), dtype=np.float32)
+        return lambda: pyquant.lowbit_gemm_grouped(a, pw, bits=bits, group_size=gs, scales=scales)
+    return make
+
+
+@register
+def _nn_cases(p: Problem) -> list[Case]:
+    if not p.label.startswith("nn"):
+        return []
+    out = []
+    for name in CONFIGS:
+        out.append(Case(p, f"QuantLinear[{name}]", _make_module(name), note="float in/out, 1 call"))
+        if name not in ("W4 g64", "W4 g128", "LUT2 mse"):  # same raw op as another row
+            raw = {"Int8": "int8_gemm", "W4 g32": "lowbit_gemm[W4]", "W2 g32": "lowbit_gemm[W2]",
+                   "LUT2 minmax": "lut_gemm", "SPARQ": "sparq_gemm"}[name]
+            out.append(Case(p, f"raw {raw} (nn layer)", _make_raw(name), note="codes in, int32 out"))
+    return out
