@@ -1,0 +1,35 @@
+"""int8_gemm (8-bit and 7-bit activations) and W2A2 lut_gemm beside PyTorch's dynamic int8 Linear.
+
+    python benchmarks/int8_vs_fbgemm.py 256x4096x4096,8x4096x4096 [EXTRA=lut] [T=2]
+
+1 thread: process CPU time (robust on a shared machine); 2 threads: wall time; best of rounds.
+"""
+import time, os, sys, warnings
+warnings.filterwarnings("ignore")
+import numpy as np, torch, pyquant
+T=int(os.environ.get("T","1")); torch.set_num_threads(T); pyquant.set_num_threads(T)
+clock = time.process_time if T == 1 else time.perf_counter
+rng=np.random.default_rng(0)
+def best(fn, reps):
+    fn(); b=1e9
+    for _ in range(reps):
+        t0=clock(); fn(); b=min(b,clock()-t0)
+    return b
+def fb(N,K):
+    return torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(K,N,bias=False)),{torch.nn.Linear},dtype=torch.qint8)
+shapes=[tuple(int(v) for v in s.split("x")) for s in sys.argv[1].split(",")]
+for (M,N,K) in shapes:
+    w=rng.integers(-127,128,(N,K),dtype=np.int8); pw=pyquant.prepack(w,"int8_gemm")
+    a8=rng.integers(0,256,(M,K),dtype=np.uint8); a7=a8>>1
+    q=fb(N,K); x=torch.randn(M,K)
+    reps=3 if M*N*K>5e9 else 7 if M>=64 else 30
+    row=f"| {M}x{N}x{K} | T={T} |"
+    with torch.no_grad(): tq=best(lambda: q(x), reps)
+    t8=best(lambda: pyquant.int8_gemm(a8,pw), reps); t7=best(lambda: pyquant.int8_gemm(a7,pw), reps)
+    row+=f" fbgemm {tq*1e3:.3f} ms | int8 8-bit {t8*1e3:.3f} ms ({tq/t8:.2f}x) | int8 7-bit {t7*1e3:.3f} ms ({tq/t7:.2f}x) |"
+    if "lut" in os.environ.get("EXTRA",""):
+        wl=rng.integers(0,4,(N,K),dtype=np.uint8); al=rng.integers(0,4,(M,K),dtype=np.uint8)
+        pl=pyquant.prepack(wl,"lut_gemm",w_levels=(-2,-1,0,1))
+        tl=best(lambda: pyquant.lut_gemm(al,pl), reps)
+        row+=f" W2A2 {tl*1e3:.3f} ms ({t7/tl:.2f}x int8-7bit, {t8/tl:.2f}x int8-8bit, {tq/tl:.2f}x fbgemm) |"
+    print(row, flush=True)
