@@ -38,6 +38,10 @@ def _cases() -> list[OpCase]:
     w8 = rng.integers(-128, 128, (N, K)).astype(np.int8)
     ones_n = np.ones(N, np.float32)
     ones_m = np.ones(M, np.float32)
+    # the fused nn forwards (csrc/bindings/bind_forward.cc) take float x and the side tensors
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    dyn = np.full(2, np.nan, np.float32)
+    fwd = hasattr(_C, "forward_int8")
     cases = []
 
     pw = pyquant.prepack(w8, "int8_gemm")
@@ -46,6 +50,8 @@ def _cases() -> list[OpCase]:
         "_C.int8_gemm_dequant": lambda b: _C.int8_gemm_dequant(
             a8, False, b, ones_m, ones_m * 0, ones_n, ones_n * 0, ones_n, 1),
         "pyquant.int8_gemm": lambda b: pyquant.int8_gemm(a8, PackedWeight(b, "int8_gemm")),
+        **({"_C.forward_int8": lambda b: _C.forward_int8(x, b, ones_n, ones_n, None, dyn)}
+           if fwd else {}),
     }))
 
     wl = rng.integers(0, 4, (N, K)).astype(np.uint8)
@@ -55,6 +61,9 @@ def _cases() -> list[OpCase]:
         "pyquant.lut_gemm": lambda b: pyquant.lut_gemm(
             a2, PackedWeight(b, "lut_gemm", {"w_levels": W_LEVELS}), a_levels=A_LEVELS,
             w_levels=W_LEVELS),
+        **({"_C.forward_lut": lambda b: _C.forward_lut(
+            x, b, list(A_LEVELS), list(W_LEVELS), False, ones_n, ones_n, None, dyn)}
+           if fwd else {}),
     }, k_align=12))
 
     for bits in (4, 2):
@@ -68,6 +77,9 @@ def _cases() -> list[OpCase]:
                 a8, False, b, bits, GROUP, s, 1),
             "pyquant.lowbit_gemm": lambda b, bits=bits: pyquant.lowbit_gemm(
                 a8, PackedWeight(b, "lowbit_gemm", {"bits": bits}), bits=bits),
+            **({"_C.forward_lowbit": lambda b, bits=bits, s=scales: _C.forward_lowbit(
+                x, b, bits, GROUP, _C.lowbit_panel_scales(s), ones_n, None, dyn)}
+               if fwd else {}),
         }))
 
     pw = pyquant.prepack(w8, "sparq_gemm", **SPARQ)
@@ -77,6 +89,8 @@ def _cases() -> list[OpCase]:
         "_C.sparq_gemm_encoded": lambda b: _C.sparq_gemm_encoded(payload, K, b, *SPARQ_ARGS, 1),
         "pyquant.sparq_gemm": lambda b: pyquant.sparq_gemm(
             a8, PackedWeight(b, "sparq_gemm", dict(SPARQ)), **SPARQ),
+        **({"_C.forward_sparq": lambda b: _C.forward_sparq(
+            np.abs(x), b, *SPARQ_ARGS, False, ones_n, None, dyn)} if fwd else {}),
     }))
     return cases
 

@@ -3,7 +3,9 @@
 Each case mutates an untampered packed buffer (or state dict) and runs every consumer. A case
 must end in one of:
 - ``error``: ValueError or TypeError (from the validator, an op, or load_state_dict);
-- ``same``: the untampered result, bit for bit (a mutation that changes nothing that matters);
+- ``same``: the untampered result, bit for bit. The format has no header field that does not
+  matter, so outside payload/value edits this is allowed only for a mutation that changed nothing
+  (a field set to its own value);
 - ``other-n`` (ops only): the header still describes a valid weight of the same op whose only
   change is N inside the panel padding; the ops cannot know N, so the result has the header's N
   columns and equals the untampered result on the shared ones (modules refuse this at load);
@@ -110,8 +112,10 @@ def judge_op(kind, buf, orig, call, ref) -> str:
         r = np.asarray(call(buf))
     except (ValueError, TypeError):
         return "error"
-    if _equal(r, ref):
+    identity = buf.size == orig.size and np.array_equal(buf, orig)
+    if _equal(r, ref) and (identity or kind == "data"):
         return "same"
+    assert not identity, "an unchanged buffer gave another result"
     if kind == "data":
         assert r.shape == ref.shape, f"data mutation changed the result shape to {r.shape}"
         return "data"
@@ -215,13 +219,25 @@ def mutate_state(rng, sd: dict, foreign: list) -> tuple[str, dict]:
     return kind, out
 
 
-def judge_state(kind, fresh, sd, y_ref) -> str:
+def _identical(bad: dict, sd: dict) -> bool:
+    return bad.keys() == sd.keys() and all(
+        isinstance(bad[k], torch.Tensor) and bad[k].dtype == v.dtype and bad[k].shape == v.shape
+        and torch.equal(_bytes(bad[k]), _bytes(v)) for k, v in sd.items())
+
+
+def _bytes(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().contiguous().reshape(-1).view(torch.uint8)  # NaN == NaN, bit for bit
+
+
+def judge_state(kind, fresh, bad, sd, y_ref) -> str:
     try:
-        fresh.load_state_dict(sd)
+        fresh.load_state_dict(bad)
         with torch.no_grad():
             y = fresh(X)
     except (ValueError, TypeError):
         return "error"
+    if kind != "data":
+        assert _identical(bad, sd), f"{kind}: an edited state dict loaded"
     if torch.equal(y, y_ref):
         return "same"
     assert kind == "data", f"{kind}: loaded and gave a result that differs from the untampered"
@@ -242,7 +258,7 @@ def test_fuzz_state_dicts(name):
     for i in range(max(N_CASES // 2, 1)):
         kind, bad = mutate_state(rng, sd, foreign)
         try:
-            counts[judge_state(kind, fresh, bad, y_ref)] += 1
+            counts[judge_state(kind, fresh, bad, sd, y_ref)] += 1
         except AssertionError as exc:
             raise AssertionError(f"case {i} ({kind}): {exc}") from None
     fresh.load_state_dict(sd)  # still loads and runs exactly after all that

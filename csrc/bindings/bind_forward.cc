@@ -1,7 +1,8 @@
 // Fused forwards of pyquant.nn (csrc/forward/forward.h): float32 x in, float32 y out, one call.
 // Every argument is an explicit array or scalar (the module's buffers), so the torch.library
-// ops that wrap these need nothing else. The packed header is checked against the buffer and
-// the other arguments before any kernel runs (ValueError naming the argument).
+// ops that wrap these need nothing else. The packed buffer passes the one validator
+// (packed_utils.h: every header field, the exact size) and the other arguments are checked
+// against its header before any kernel runs (ValueError naming the argument).
 #include <pybind11/stl.h>
 
 #include <array>
@@ -50,22 +51,12 @@ ActRange act_of(const CArray<float>& r) {
   return a;
 }
 
-void check_int8_layout(const PackedHeader& h) {
-  const size_t n_pad = round_up(h.n, kInt8PanelCols), k_pad = round_up(h.k, kInt8GroupK);
-  require(h.n_padded == n_pad && h.k_padded == k_pad && h.nr == kInt8PanelCols &&
-              h.kr == kInt8GroupK && h.bits == 8 && h.data_offset == kPackedAlign &&
-              h.aux_offset == kPackedAlign + round_up(n_pad * k_pad, kPackedAlign) &&
-              h.total_bytes == int8_packed_bytes(h.n, h.k),
-          "w: invalid packed weight: layout fields do not match an int8 panel weight");
-}
-
 CArray<float> make_y(size_t m, size_t n) { return CArray<float>({m, n}); }
 
 CArray<float> forward_int8_py(const CArray<float>& x, const CArray<uint8_t>& packed,
                               const CArray<float>& w_scale, const CArray<float>& w_off,
                               const OptF& bias, const CArray<float>& act_range, int threads) {
   const PackedHeader h = checked_header(packed, PackedOp::int8_gemm);
-  check_int8_layout(h);
   check_x(x, h);
   const size_t m = x.shape(0), k = h.k, n = h.n;
   require_len(w_scale, n, "w_scale");
@@ -96,11 +87,6 @@ CArray<float> forward_lowbit_py(const CArray<float>& x, const CArray<uint8_t>& p
   const PackedHeader h = checked_header(packed, PackedOp::lowbit_gemm);
   require(h.bits == bits, "w: packed with bits=" + std::to_string(h.bits) +
                               " but called with bits=" + std::to_string(bits));
-  require(h.nr == kLowbitPanelCols && h.kr == kLowbitGroupK &&
-              h.n_padded == round_up(h.n, kLowbitPanelCols) &&
-              h.k_padded == round_up(h.k, kLowbitGroupK) && h.data_offset == kPackedAlign &&
-              h.total_bytes == lowbit_packed_bytes(h.n, h.k, bits),
-          "w: invalid packed weight: layout fields do not match a lowbit_gemm weight");
   check_x(x, h);
   const size_t m = x.shape(0), k = h.k, n = h.n;
   const size_t n_groups = div_round_up(k, group_size);
@@ -149,10 +135,6 @@ CArray<float> forward_lut_py(const CArray<float>& x, const CArray<uint8_t>& pack
   const PackedHeader h = checked_header(packed, PackedOp::lut_gemm);
   for (int i = 0; i < 4; ++i)
     require(h.w_levels[i] == w_levels[i], "w: weight was packed with other w_levels");
-  require(h.bits == 2 && h.nr == kLutPanelCols && h.k_padded == round_up(h.k, kLutKAlign) &&
-              h.n_padded == round_up(h.n, kLutPanelCols) &&
-              h.data_offset + static_cast<uint64_t>(h.n_padded) * h.k_padded / 4 <= h.total_bytes,
-          "w: invalid packed weight: inconsistent lut_gemm header");
   const LutCodebook cb = checked_codebook(a_levels, w_levels);
   check_x(x, h);
   const size_t m = x.shape(0), k = h.k, n = h.n;
@@ -184,7 +166,6 @@ CArray<float> forward_sparq_py(const CArray<float>& x, const CArray<uint8_t>& pa
   const SparqConfig cfg{bits, options, round, pairs};
   require(sparq_config_valid(cfg), "bits/options: not a SPARQ configuration");
   const PackedHeader h = checked_header(packed, PackedOp::sparq_gemm);
-  check_int8_layout(h);
   require(h.flags == sparq_flags(cfg),
           "w: packed for another SPARQ configuration (bits/options/rounding/pairs)");
   check_x(x, h);
