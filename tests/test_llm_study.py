@@ -89,6 +89,17 @@ def test_every_config_generates_the_fp32_tokens(one_thread):
 
 
 @needs_transformers
+def test_cached_decode_matches_a_full_recompute(one_thread):
+    # the study's KV-cache loop against recomputing the whole sequence at every step
+    base, prompt = well_conditioned_quick_model()
+    run = lm.greedy(base, prompt, 6, keep_logits=True)
+    seq = torch.cat([prompt, torch.tensor([run["tokens"]])], 1)
+    with torch.no_grad():
+        full = base(input_ids=seq[:, :-1], use_cache=False).logits[0, prompt.shape[1] - 1:]
+    assert torch.allclose(run["logits"], full, rtol=0, atol=1e-3 * full.abs().max().item())
+
+
+@needs_transformers
 def test_variants_leave_the_fp32_model_untouched(one_thread):
     base, prompt = well_conditioned_quick_model()
     before = {k: v.clone() for k, v in base.state_dict().items()}

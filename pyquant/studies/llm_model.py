@@ -182,12 +182,20 @@ def _forward_kwargs(model) -> tuple[str, str | None]:
     return cache, keep
 
 
-def _step(model, ids, cache, names):
+def _step(model, ids, cache, names, seen):
+    """(logits [1, V] of the last position, the cache to pass next); ``seen`` tokens are already
+    cached. As ``generate`` does, a 2-D all-ones attention mask is passed, and the returned cache
+    is used (transformers 4.4x copies a passed DynamicCache instead of updating it in place)."""
     cache_arg, keep_arg = names
-    kw = {cache_arg: cache, "use_cache": True}
+    kw = {cache_arg: cache, "use_cache": True,
+          "attention_mask": torch.ones(1, seen + ids.shape[1], dtype=torch.long)}
     if keep_arg is not None:
         kw[keep_arg] = 1  # as model.generate does: the LM head only on the last position
-    return model(input_ids=ids, **kw).logits[:, -1, :]
+    out = model(input_ids=ids, **kw)
+    new = getattr(out, "cache", None)
+    if new is None:
+        new = getattr(out, "past_key_values", None)
+    return out.logits[:, -1, :], cache if new is None else new
 
 
 @torch.inference_mode()
@@ -206,7 +214,7 @@ def greedy(model, prompt: torch.Tensor, new_tokens: int, *, forced=None, keep_lo
     cache = _new_cache(model)
     logits = []
     t0 = time.perf_counter()
-    last = _step(model, prompt, cache, names)
+    last, cache = _step(model, prompt, cache, names, 0)
     tok = last.argmax(-1)
     t1 = time.perf_counter()
     tokens = [int(tok)]
@@ -216,7 +224,7 @@ def greedy(model, prompt: torch.Tensor, new_tokens: int, *, forced=None, keep_lo
         if on_token is not None:
             on_token(i)
         feed = tok if forced is None else torch.tensor([int(forced[i])])
-        last = _step(model, feed.view(1, 1), cache, names)
+        last, cache = _step(model, feed.view(1, 1), cache, names, prompt.shape[1] + i)
         tok = last.argmax(-1)
         tokens.append(int(tok))
         if keep_logits:
