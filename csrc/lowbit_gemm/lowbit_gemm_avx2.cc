@@ -17,6 +17,26 @@
 namespace pq {
 namespace {
 
+// Codes of one k-group, half h (32 bytes of each 64-byte block), as the 4 quarter operands
+// (u codes, 0..2^bits-1; each is 8 columns x 4 k).
+template <int BITS>
+PQ_INLINE void unpack_half(const uint8_t* bg, size_t h, __m256i mask, __m256i* w) {
+  if constexpr (BITS == 4) {
+    const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + h * 32));
+    const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + 64 + h * 32));
+    w[0] = _mm256_and_si256(v0, mask);
+    w[1] = _mm256_and_si256(_mm256_srli_epi16(v0, 4), mask);
+    w[2] = _mm256_and_si256(v1, mask);
+    w[3] = _mm256_and_si256(_mm256_srli_epi16(v1, 4), mask);
+  } else {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + h * 32));
+    w[0] = _mm256_and_si256(v, mask);
+    w[1] = _mm256_and_si256(_mm256_srli_epi16(v, 2), mask);
+    w[2] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+    w[3] = _mm256_and_si256(_mm256_srli_epi16(v, 6), mask);
+  }
+}
+
 template <bool SIGNED>
 inline __m256i dot4(__m256i acc, __m256i av, __m256i w, __m256i ones) {
   const __m256i p = SIGNED ? _mm256_maddubs_epi16(w, av) : _mm256_maddubs_epi16(av, w);
@@ -45,20 +65,7 @@ void tile_halves(const uint8_t* a, size_t lda, const uint8_t* b, size_t kgroups,
     for (size_t h = 0; h < H; ++h) {
       const uint8_t* bg = b + g * kGroupBytes + (h0 + h) * 32;
       __m256i w[4];
-      if constexpr (BITS == 4) {
-        const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg));
-        const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + 64));
-        w[0] = _mm256_and_si256(v0, mask);
-        w[1] = _mm256_and_si256(_mm256_srli_epi16(v0, 4), mask);
-        w[2] = _mm256_and_si256(v1, mask);
-        w[3] = _mm256_and_si256(_mm256_srli_epi16(v1, 4), mask);
-      } else {
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg));
-        w[0] = _mm256_and_si256(v, mask);
-        w[1] = _mm256_and_si256(_mm256_srli_epi16(v, 2), mask);
-        w[2] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
-        w[3] = _mm256_and_si256(_mm256_srli_epi16(v, 6), mask);
-      }
+      unpack_half<BITS>(bg, 0, mask, w);
       for (size_t r = 0; r < MR; ++r) {
         const __m256i av = _mm256_set1_epi32(load_i32(a + r * lda + g * 4));
         for (size_t q = 0; q < 4; ++q) acc[r][h][q] = dot4<SIGNED>(acc[r][h][q], av, w[q], ones);
@@ -94,20 +101,7 @@ void gemv_row(const uint8_t* a, const uint8_t* b, size_t kgroups, int32_t* sums)
       const __m256i av = _mm256_set1_epi32(load_i32(a + g * 4));
       for (size_t h = 0; h < 2; ++h) {
         __m256i w[4];
-        if constexpr (BITS == 4) {
-          const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + h * 32));
-          const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + h * 32 + 64));
-          w[0] = _mm256_and_si256(v0, mask);
-          w[1] = _mm256_and_si256(_mm256_srli_epi16(v0, 4), mask);
-          w[2] = _mm256_and_si256(v1, mask);
-          w[3] = _mm256_and_si256(_mm256_srli_epi16(v1, 4), mask);
-        } else {
-          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + h * 32));
-          w[0] = _mm256_and_si256(v, mask);
-          w[1] = _mm256_and_si256(_mm256_srli_epi16(v, 2), mask);
-          w[2] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
-          w[3] = _mm256_and_si256(_mm256_srli_epi16(v, 6), mask);
-        }
+        unpack_half<BITS>(bg, h, mask, w);
         for (size_t q = 0; q < 4; ++q) {
           const __m256i p = SIGNED ? _mm256_maddubs_epi16(w[q], av) : _mm256_maddubs_epi16(av, w[q]);
           acc[h * 4 + q] = _mm256_add_epi16(acc[h * 4 + q], p);
@@ -176,24 +170,6 @@ void lowbit_tile2_avx2(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b
 namespace pq {
 namespace {
 
-// Codes of one k-group, half h (32 bytes of each 64-byte block), as the 4 quarter operands.
-template <int BITS>
-inline void unpack_half(const uint8_t* bg, size_t h, __m256i mask, __m256i* w) {
-  if constexpr (BITS == 4) {
-    const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + h * 32));
-    const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + 64 + h * 32));
-    w[0] = _mm256_and_si256(v0, mask);
-    w[1] = _mm256_and_si256(_mm256_srli_epi16(v0, 4), mask);
-    w[2] = _mm256_and_si256(v1, mask);
-    w[3] = _mm256_and_si256(_mm256_srli_epi16(v1, 4), mask);
-  } else {
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + h * 32));
-    w[0] = _mm256_and_si256(v, mask);
-    w[1] = _mm256_and_si256(_mm256_srli_epi16(v, 2), mask);
-    w[2] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
-    w[3] = _mm256_and_si256(_mm256_srli_epi16(v, 6), mask);
-  }
-}
 
 // Unsigned activations: every vpmaddubsw pair sum is in [0, 2*255*(2^BITS - 1)], so kChunk
 // k-groups of them add up exactly in uint16 lanes (W4: 8 x 7650 = 61200, W2: 32 x 1530 < 2^16),
