@@ -15,6 +15,7 @@ their Python wrappers and the rest of the model.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -257,6 +258,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         lm.require_transformers()
+        if args.plot and importlib.util.find_spec("matplotlib") is None:  # fail before the runs
+            raise ImportError(f"--plot needs matplotlib: {lm.EXTRA_HINT}")
     except ImportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
