@@ -15,6 +15,7 @@ their Python wrappers and the rest of the model.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -184,6 +185,8 @@ def plot(doc: dict, path: str) -> None:
             if key == "decode_tok_s":
                 ax.plot(xs, [by[c]["roofline_tok_s"] if c in by else float("nan") for c in configs],
                         "k.", markersize=8)
+        if key == "decode_tok_s":
+            ax.set_yscale("log")  # the roofline of the 2-bit configs is far above everything else
         ax.set_xticks(range(len(configs)), configs, rotation=30, ha="right")
         ax.set_title(title)
         ax.legend()
@@ -255,6 +258,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         lm.require_transformers()
+        if args.plot and importlib.util.find_spec("matplotlib") is None:  # fail before the runs
+            raise ImportError(f"--plot needs matplotlib: {lm.EXTRA_HINT}")
     except ImportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
