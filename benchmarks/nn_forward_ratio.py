@@ -26,8 +26,8 @@ for M in Ms:
         for c, m in mods:
             name = type(c).__name__
             if isinstance(c, pyquant.Int8Config):
-                rf = lambda: pyquant.int8_gemm(a, pyquant.PackedWeight(m.packed.numpy(), "int8_gemm"))
-                pw = pyquant.PackedWeight(m.packed.numpy(), "int8_gemm"); rf = lambda: pyquant.int8_gemm(a, pw)
+                a7 = np.ascontiguousarray(a >> (8 - c.act_bits))  # the module's activation width
+                pw = pyquant.PackedWeight(m.packed.numpy(), "int8_gemm"); rf = lambda: pyquant.int8_gemm(a7, pw)
             elif isinstance(c, pyquant.WeightOnlyConfig):
                 pw = pyquant.PackedWeight(m.packed.numpy(), "lowbit_gemm", {"bits": c.bits}); rf = lambda: pyquant.lowbit_gemm(a, pw, bits=c.bits)
             elif isinstance(c, pyquant.LUT2Config):

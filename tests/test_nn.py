@@ -30,6 +30,8 @@ from pyquant.nn.schemes import scheme_for
 
 CONFIGS = [
     pytest.param(pyquant.Int8Config(), 30.0, id="int8"),
+    pytest.param(pyquant.Int8Config(act_bits=8), 30.0, id="int8-a8"),
+    pytest.param(pyquant.Int8Config(act_bits=7), 30.0, id="int8-a7"),
     pytest.param(pyquant.WeightOnlyConfig(bits=4, group_size=64), 18.0, id="w4g64"),
     pytest.param(pyquant.WeightOnlyConfig(bits=4, group_size=32), 18.0, id="w4g32"),
     pytest.param(pyquant.WeightOnlyConfig(bits=2, group_size=128), 4.0, id="w2g128"),
@@ -127,17 +129,22 @@ def _static_range(act_range):
     return act_range[0].double().view(1, 1), act_range[1].double().view(1, 1)
 
 
-def ref_act_u8(x, act_range=None):
+def _qmax(config):
+    """Top uint8 activation code: Int8Config's act_bits (7 or 8), 255 for WeightOnly."""
+    return (1 << config.act_bits) - 1 if isinstance(config, pyquant.Int8Config) else 255
+
+
+def ref_act_u8(x, act_range=None, qmax=255):
     """Asymmetric uint8 per row (per tensor when static): [lo, hi] widened to include 0,
-    sa = (hi - lo) / 255, zp = round(-lo / sa), q = clamp(floor(x / sa + zp + 1/2), 0, 255)."""
+    sa = (hi - lo) / qmax, zp = round(-lo / sa), q = clamp(floor(x / sa + zp + 1/2), 0, qmax)."""
     x = x.double()
     lo, hi = (x.amin(1, keepdim=True), x.amax(1, keepdim=True)) if act_range is None \
         else _static_range(act_range)
     lo, hi = lo.clamp(max=0), hi.clamp(min=0)
-    sa = _f32((hi - lo) / 255)
+    sa = _f32((hi - lo) / qmax)
     sa = torch.where(sa > 0, sa, torch.ones_like(sa))
-    zp = torch.round(-lo / sa).clamp(0, 255)
-    return torch.floor(x / sa + zp + 0.5).clamp(0, 255).long(), sa, zp.long()
+    zp = torch.round(-lo / sa).clamp(0, qmax)
+    return torch.floor(x / sa + zp + 0.5).clamp(0, qmax).long(), sa, zp.long()
 
 
 # SPARQ, algorithms.md section 5: allowed shifts per (bits, options); the wide window (partner zero)
@@ -257,7 +264,7 @@ def ref_linear(config, w, bias, x, act_range=None):
     b = 0.0 if bias is None else bias.detach().double()
     w = w.detach()
     if isinstance(config, (pyquant.Int8Config, pyquant.WeightOnlyConfig)):
-        q, sa, zp = ref_act_u8(x, act_range)
+        q, sa, zp = ref_act_u8(x, act_range, _qmax(config))
         a = q - zp  # the zero point removed exactly
         if isinstance(config, pyquant.Int8Config):
             codes, sw = ref_weight_int8(w)
@@ -315,15 +322,16 @@ def _lattice(config, m, k, seed, static=False):
     gen = torch.Generator().manual_seed(seed)
     rows = 1 if static else m
     sa = _scales(gen, rows)
-    span = (-20, 276) if static else (1, 255)  # interior codes drawn (static: partly outside)
     if isinstance(config, (pyquant.Int8Config, pyquant.WeightOnlyConfig)):
-        # range [-(zp + f) sa, (255 - zp - f) sa]: -lo / sa = zp + f is rounded (|f| <= 7/16)
-        zp = torch.randint(0, 256, (rows, 1), generator=gen).double()
+        qmax = _qmax(config)
+        span = (-20, qmax + 21) if static else (1, qmax)  # interior codes (static: partly outside)
+        # range [-(zp + f) sa, (qmax - zp - f) sa]: -lo / sa = zp + f is rounded (|f| <= 7/16)
+        zp = torch.randint(0, qmax + 1, (rows, 1), generator=gen).double()
         f = _frac(gen, (rows, 1))
-        f = torch.where(zp == 0, f.abs(), torch.where(zp == 255, -f.abs(), f))
+        f = torch.where(zp == 0, f.abs(), torch.where(zp == qmax, -f.abs(), f))
         c = torch.randint(*span, (m, k), generator=gen).double()
-        x, ends = sa * (c - zp + _frac(gen, (m, k))), (-(zp + f) * sa, (255 - zp - f) * sa)
-        if not static:  # each row holds its range's end points (codes 0 and 255)
+        x, ends = sa * (c - zp + _frac(gen, (m, k))), (-(zp + f) * sa, (qmax - zp - f) * sa)
+        if not static:  # each row holds its range's end points (codes 0 and qmax)
             lo_at, hi_at = _pin(gen, m, k)
             x = x.scatter(1, lo_at, ends[0]).scatter(1, hi_at, ends[1])
     elif isinstance(config, pyquant.SparqConfig):
@@ -419,7 +427,7 @@ def test_sparq_reference_matches_kernel(bits, options, rounding, pairs):
 def test_lattice_is_what_it_claims():
     """The lattice's codes sit >= 1/16 step inside their rounding cells (checked on the reference's
     own pre-rounding values), and its static batches calibrate to the intended range."""
-    x, _ = _lattice(pyquant.Int8Config(), 6, 50, 0)
+    x, _ = _lattice(pyquant.Int8Config(act_bits=8), 6, 50, 0)
     lo, hi = x.double().amin(1, keepdim=True), x.double().amax(1, keepdim=True)
     sa = (hi - lo) / 255
     assert ((-lo / sa - torch.round(-lo / sa)).abs() <= 7 / 16).all()

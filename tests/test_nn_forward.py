@@ -71,20 +71,20 @@ def module(w, bias, config):
 f32 = np.float32
 
 
-def ref_asym_u8(x, act=None):
-    """Asymmetric uint8 rows (row_quantize.h)."""
+def ref_asym_u8(x, act=None, qmax=255):
+    """Asymmetric uint8 rows, codes 0..qmax (row_quantize.h)."""
     if act is None:
         lo, hi = np.minimum(x.min(1), f32(0)), np.maximum(x.max(1), f32(0))
     else:
         lo = np.full(x.shape[0], min(act[0], f32(0)), f32)
         hi = np.full(x.shape[0], max(act[1], f32(0)), f32)
-    s = ((hi - lo) / f32(255)).astype(f32)
+    s = ((hi - lo) / f32(qmax)).astype(f32)
     s = np.where(s > 0, s, f32(1)).astype(f32)
-    zp = np.clip(np.rint((-lo / s).astype(f32)), 0, 255).astype(f32) + f32(0)
+    zp = np.clip(np.rint((-lo / s).astype(f32)), 0, qmax).astype(f32) + f32(0)
     inv = (f32(1) / s).astype(f32)
     t = (x * inv[:, None]).astype(f32)
     t = (t + (zp + f32(0.5))[:, None]).astype(f32)
-    return np.clip(t, 0, f32(255.25)).astype(np.uint8), s, zp
+    return np.clip(t, 0, f32(qmax + 0.25)).astype(np.uint8), s, zp
 
 
 def ref_abs_u8(x, act=None):
@@ -178,16 +178,17 @@ def _run(mod, x, act):
 
 
 # ---------------------------------------------------------------- the configs
+@pytest.mark.parametrize("act_bits", [8, 7])
 @pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_int8(isa, rng, shape, static):
+def test_int8(isa, rng, shape, static, act_bits):
     m, k, n = shape
     codes, sw, w = int8_weight(rng, n, k)
     bias = rng.standard_normal(n).astype(f32)
     x = _x(rng, m, k, skew=0.7)
     act = _act(x) if static else None
-    y = _run(module(w, bias, pyquant.Int8Config()), x, act)
-    q, sa, zp = ref_asym_u8(x, act)
+    y = _run(module(w, bias, pyquant.Int8Config(act_bits=act_bits)), x, act)
+    q, sa, zp = ref_asym_u8(x, act, (1 << act_bits) - 1)
     acc = q.astype(np.float64) @ codes.T.astype(np.float64)
     wsum = codes.sum(1).astype(np.float64)
     a = sa[:, None].astype(np.float64) * sw.astype(np.float64)
@@ -290,7 +291,7 @@ def test_sparq_negative_error(rng):
 
 
 # ---------------------------------------------------------------- same bits everywhere
-ALL = [pyquant.Int8Config(), pyquant.WeightOnlyConfig(4, 32), pyquant.WeightOnlyConfig(2, 128),
+ALL = [pyquant.Int8Config(act_bits=8), pyquant.Int8Config(act_bits=7), pyquant.WeightOnlyConfig(4, 32), pyquant.WeightOnlyConfig(2, 128),
        pyquant.LUT2Config(), pyquant.SparqConfig()]
 
 

@@ -55,14 +55,18 @@ CArray<float> make_y(size_t m, size_t n) { return CArray<float>({m, n}); }
 
 CArray<float> forward_int8_py(const CArray<float>& x, const CArray<uint8_t>& packed,
                               const CArray<float>& w_scale, const CArray<float>& w_off,
-                              const OptF& bias, const CArray<float>& act_range, int threads) {
+                              const OptF& bias, const CArray<float>& act_range, int threads,
+                              int act_bits) {
   const PackedHeader h = checked_header(packed, PackedOp::int8_gemm);
   check_x(x, h);
   const size_t m = x.shape(0), k = h.k, n = h.n;
   require_len(w_scale, n, "w_scale");
   require_len(w_off, n, "w_off");
   if (bias) require_len(*bias, n, "bias");
-  const ActRange act = act_of(act_range);
+  require(act_bits == 7 || act_bits == 8,
+          "act_bits: expected 7 or 8, got " + std::to_string(act_bits));
+  ActRange act = act_of(act_range);
+  act.qmax = static_cast<float>((1 << act_bits) - 1);
   CArray<float> y = make_y(m, n);
   const uint8_t* base = packed.data();
   const float* xp = x.data();
@@ -243,7 +247,8 @@ py::tuple abs_quantize_py(const CArray<float>& x, const CArray<float>& act_range
 
 void bind_forward(py::module_& m) {
   m.def("forward_int8", &forward_int8_py, py::arg("x"), py::arg("packed"), py::arg("w_scale"),
-        py::arg("w_off"), py::arg("bias"), py::arg("act_range"), py::arg("threads") = 1);
+        py::arg("w_off"), py::arg("bias"), py::arg("act_range"), py::arg("threads") = 1,
+        py::arg("act_bits") = 8);
   m.def("forward_lowbit", &forward_lowbit_py, py::arg("x"), py::arg("packed"), py::arg("bits"),
         py::arg("group_size"), py::arg("panel_scales"), py::arg("w_off"), py::arg("bias"),
         py::arg("act_range"), py::arg("threads") = 1);

@@ -117,6 +117,9 @@ py::tuple quantize_rows_u8(const CArray<float>& x, int threads) {
 }  // namespace
 
 void bind_int8_gemm(py::module_& m) {
+  m.def(
+      "int8_full_speed_act_bits", [] { return int8_gemm_kernels(active_isa()).full_speed_act_bits; },
+      "widest uint8 activations the active int8_gemm kernel runs at full speed (7 or 8)");
   m.def("int8_prepack", &int8_prepack, py::arg("w"), py::arg("op") = 1);
   m.def("int8_gemm_dequant", &int8_gemm_dequant, py::arg("a"), py::arg("a_signed"),
         py::arg("packed"), py::arg("row_scale"), py::arg("row_offset"), py::arg("col_scale"),

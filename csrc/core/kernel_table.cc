@@ -30,16 +30,18 @@ namespace {
 
 // ---- the families' kernel structs (what the drivers call) ----
 const Int8GemmKernels kInt8Avx512{Int8AFormat::u8, 6, PQ_X86(int8_compute_avx512),
-                                  PQ_X86(int8_epilogue_avx512)};
+                                  PQ_X86(int8_epilogue_avx512), 8};
 const Int8GemmKernels kInt8Vnni256Evex{Int8AFormat::u8, 6, PQ_X86(int8_compute_vnni256_avx512),
-                                       int8_epilogue_scalar};
+                                       int8_epilogue_scalar, 8};
 const Int8GemmKernels kInt8AvxVnni{Int8AFormat::u8, 6, PQ_X86(int8_compute_avxvnni),
-                                   int8_epilogue_scalar};
-const Int8GemmKernels kInt8Avx2{Int8AFormat::u8, 3, PQ_X86(int8_compute_avx2), int8_epilogue_scalar};
+                                   int8_epilogue_scalar, 8};
+const Int8GemmKernels kInt8Avx2{Int8AFormat::u8, 3, PQ_X86(int8_compute_avx2), int8_epilogue_scalar,
+                                7};
 const Int8GemmKernels kInt8NeonI8mm{Int8AFormat::s8, 8, PQ_ARM(int8_compute_neon_i8mm),
-                                    int8_epilogue_scalar};
-const Int8GemmKernels kInt8Neon{Int8AFormat::s8, 4, PQ_ARM(int8_compute_neon), int8_epilogue_scalar};
-const Int8GemmKernels kInt8Scalar{Int8AFormat::u8, 4, int8_compute_scalar, int8_epilogue_scalar};
+                                    int8_epilogue_scalar, 8};
+const Int8GemmKernels kInt8Neon{Int8AFormat::s8, 4, PQ_ARM(int8_compute_neon), int8_epilogue_scalar,
+                                8};
+const Int8GemmKernels kInt8Scalar{Int8AFormat::u8, 4, int8_compute_scalar, int8_epilogue_scalar, 8};
 
 const LutKernelImpl kLutVpermb{LutKernel::vpermb, {PQ_X86(lut_vpermb_avx512), 3, 2}, lut_vpermb_ok};
 const LutKernelImpl kLutDeepAvx512{

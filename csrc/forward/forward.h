@@ -12,10 +12,12 @@
 
 namespace pq {
 
-// The module's act_range: static (calibrated) or dynamic per row.
+// The module's act_range: static (calibrated) or dynamic per row; qmax: the uint8 row
+// quantizer's top code (255, or 127 for Int8Config's 7-bit activations).
 struct ActRange {
   bool is_static = false;
   float lo = 0.0f, hi = 0.0f;
+  float qmax = 255.0f;
 };
 
 // Int8Config: asymmetric uint8 rows x int8 weights (int8_gemm_run with its Int8Epilogue).

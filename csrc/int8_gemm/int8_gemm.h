@@ -47,6 +47,9 @@ struct Int8GemmKernels {
   size_t mr;  // rows per micro-tile (the driver splits M in multiples of it)
   Int8ComputeFn compute;
   Int8EpilogueFn epilogue;
+  // widest uint8 activations it runs at full speed: 7 for the AVX2 vpmaddubsw tile (8-bit rows
+  // take its exact split route at about half speed), 8 elsewhere. Int8Config(act_bits="auto").
+  int full_speed_act_bits;
 };
 const Int8GemmKernels& int8_gemm_kernels(Isa isa);
 

@@ -5,18 +5,18 @@
 
 namespace pq {
 
-RowQuantParams row_quant_params(float lo, float hi) {
+RowQuantParams row_quant_params(float lo, float hi, float qmax) {
   lo = lo < 0.0f ? lo : 0.0f;
   hi = hi > 0.0f ? hi : 0.0f;
-  float s = (hi - lo) / 255.0f;
+  float s = (hi - lo) / qmax;
   if (!(s > 0.0f)) s = 1.0f;
   float zp = std::nearbyint(-lo / s);  // default rounding mode: half to even
-  zp = zp < 0.0f ? 0.0f : (zp > 255.0f ? 255.0f : zp);
+  zp = zp < 0.0f ? 0.0f : (zp > qmax ? qmax : zp);
   zp = zp + 0.0f;  // -0 -> +0
-  return {s, 1.0f / s, zp, zp + 0.5f};
+  return {s, 1.0f / s, zp, zp + 0.5f, qmax + 0.25f};
 }
 
-void quantize_rows_u8_ex_scalar(const float* x, size_t rows, size_t k, size_t ldq,
+void quantize_rows_u8_ex_scalar(const float* x, size_t rows, size_t k, size_t ldq, float qmax,
                                 const RowQuantParams* fixed, uint8_t* q, float* scale,
                                 float* zero_point) {
   for (size_t r = 0; r < rows; ++r) {
@@ -30,7 +30,7 @@ void quantize_rows_u8_ex_scalar(const float* x, size_t rows, size_t k, size_t ld
         lo = xr[i] < lo ? xr[i] : lo;
         hi = xr[i] > hi ? xr[i] : hi;
       }
-      p = row_quant_params(lo, hi);
+      p = row_quant_params(lo, hi, qmax);
       scale[r] = p.scale;
       zero_point[r] = p.zero_point;
     }
@@ -38,7 +38,7 @@ void quantize_rows_u8_ex_scalar(const float* x, size_t rows, size_t k, size_t ld
     for (size_t i = 0; i < k; ++i) {
       float t = xr[i] * p.inv_scale;
       t = t + p.offset;
-      t = t < 0.0f ? 0.0f : (t > 255.25f ? 255.25f : t);
+      t = t < 0.0f ? 0.0f : (t > p.top ? p.top : t);
       qr[i] = static_cast<uint8_t>(t);
     }
     for (size_t i = k; i < ldq; ++i) qr[i] = 0;
@@ -47,13 +47,13 @@ void quantize_rows_u8_ex_scalar(const float* x, size_t rows, size_t k, size_t ld
 
 void quantize_rows_u8_scalar(const float* x, size_t rows, size_t k, uint8_t* q, float* scale,
                              float* zero_point) {
-  quantize_rows_u8_ex_scalar(x, rows, k, k, nullptr, q, scale, zero_point);
+  quantize_rows_u8_ex_scalar(x, rows, k, k, 255.0f, nullptr, q, scale, zero_point);
 }
 
 #if defined(PQ_HAVE_X86)
 void quantize_rows_u8_avx2(const float* x, size_t rows, size_t k, uint8_t* q, float* scale,
                                   float* zero_point) {
-  quantize_rows_u8_ex_avx2(x, rows, k, k, nullptr, q, scale, zero_point);
+  quantize_rows_u8_ex_avx2(x, rows, k, k, 255.0f, nullptr, q, scale, zero_point);
 }
 #endif
 

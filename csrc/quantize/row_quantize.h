@@ -1,9 +1,11 @@
 // Dynamic per-row asymmetric uint8 quantization of float activations (the int8 front end's
 // activation path), in two passes over x: min/max, then quantize.
 //
-//   lo = min(0, min_k x), hi = max(0, max_k x), s = (hi - lo) / 255 (s = 1 if 0),
-//   zp = round_half_even(-lo / s) clamped to [0, 255],
-//   q  = trunc(clamp(x * (1/s) + (zp + 0.5), 0, 255.25))        (round half up)
+//   lo = min(0, min_k x), hi = max(0, max_k x), s = (hi - lo) / qmax (s = 1 if 0),
+//   zp = round_half_even(-lo / s) clamped to [0, qmax],
+//   q  = trunc(clamp(x * (1/s) + (zp + 0.5), 0, qmax + 0.25))   (round half up)
+// qmax = 255 (8-bit codes) or 127 (7-bit: the AVX2 int8 kernel's full-speed range, as PyTorch's
+// reduce_range); the public quantize_rows_u8 form is 8-bit.
 // in float32 with no fused multiply-add, so every path gives the same bits (NaN input: undefined).
 #pragma once
 #include <cstddef>
@@ -30,15 +32,16 @@ QuantizeRowsFn quantize_rows_u8_kernel(Isa isa);
 // The fused forwards' form: output rows of stride ldq (columns [k, ldq) zero filled, so the
 // GEMM's K padding is written here), and either dynamic per-row ranges (fixed == nullptr; scale
 // and zero_point get one value per row) or one fixed range for every row (static quantization
-// after calibration; scale/zero_point untouched, may be nullptr). Same bits as the form above.
-using QuantizeRowsExFn = void (*)(const float* x, size_t rows, size_t k, size_t ldq,
+// after calibration; scale/zero_point untouched, may be nullptr), codes 0..qmax (the fixed
+// range's params carry their own qmax). Same bits as the form above at qmax = 255.
+using QuantizeRowsExFn = void (*)(const float* x, size_t rows, size_t k, size_t ldq, float qmax,
                                   const struct RowQuantParams* fixed, uint8_t* q, float* scale,
                                   float* zero_point);
-void quantize_rows_u8_ex_scalar(const float* x, size_t rows, size_t k, size_t ldq,
+void quantize_rows_u8_ex_scalar(const float* x, size_t rows, size_t k, size_t ldq, float qmax,
                                 const RowQuantParams* fixed, uint8_t* q, float* scale,
                                 float* zero_point);
 #if defined(PQ_HAVE_X86)
-void quantize_rows_u8_ex_avx2(const float* x, size_t rows, size_t k, size_t ldq,
+void quantize_rows_u8_ex_avx2(const float* x, size_t rows, size_t k, size_t ldq, float qmax,
                               const RowQuantParams* fixed, uint8_t* q, float* scale,
                               float* zero_point);
 #endif
@@ -47,7 +50,8 @@ QuantizeRowsExFn quantize_rows_u8_ex_kernel(Isa isa);
 // Row parameters shared by every path (scalar code, so identical bits).
 struct RowQuantParams {
   float scale, inv_scale, zero_point, offset;  // offset = zero_point + 0.5
+  float top;                                   // clamp bound qmax + 0.25
 };
-RowQuantParams row_quant_params(float lo, float hi);
+RowQuantParams row_quant_params(float lo, float hi, float qmax);
 
 }  // namespace pq

@@ -22,7 +22,7 @@ inline float hmax(__m256 v) {
 
 }  // namespace
 
-void quantize_rows_u8_ex_avx2(const float* x, size_t rows, size_t k, size_t ldq,
+void quantize_rows_u8_ex_avx2(const float* x, size_t rows, size_t k, size_t ldq, float qmax,
                               const RowQuantParams* fixed, uint8_t* q, float* scale,
                               float* zero_point) {
   for (size_t r = 0; r < rows; ++r) {
@@ -43,12 +43,12 @@ void quantize_rows_u8_ex_avx2(const float* x, size_t rows, size_t k, size_t ldq,
         lo = xr[i] < lo ? xr[i] : lo;
         hi = xr[i] > hi ? xr[i] : hi;
       }
-      p = row_quant_params(lo, hi);
+      p = row_quant_params(lo, hi, qmax);
       scale[r] = p.scale;
       zero_point[r] = p.zero_point;
     }
     const __m256 inv = _mm256_set1_ps(p.inv_scale), off = _mm256_set1_ps(p.offset);
-    const __m256 zero = _mm256_setzero_ps(), top = _mm256_set1_ps(255.25f);
+    const __m256 zero = _mm256_setzero_ps(), top = _mm256_set1_ps(p.top);
     uint8_t* qr = q + r * ldq;
     size_t i = 0;
     for (; i + 32 <= k; i += 32) {
@@ -59,7 +59,7 @@ void quantize_rows_u8_ex_avx2(const float* x, size_t rows, size_t k, size_t ldq,
         t = _mm256_min_ps(_mm256_max_ps(t, zero), top);
         v[j] = _mm256_cvttps_epi32(t);
       }
-      // 32 int32 in [0, 255] -> 32 bytes; packs interleave 128-bit lanes, undone by a permute
+      // 32 int32 in [0, qmax] -> 32 bytes; packs interleave 128-bit lanes, undone by a permute
       const __m256i w01 = _mm256_packus_epi32(v[0], v[1]), w23 = _mm256_packus_epi32(v[2], v[3]);
       const __m256i b = _mm256_packus_epi16(w01, w23);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(qr + i),
@@ -68,7 +68,7 @@ void quantize_rows_u8_ex_avx2(const float* x, size_t rows, size_t k, size_t ldq,
     for (; i < k; ++i) {
       float t = xr[i] * p.inv_scale;
       t = t + p.offset;
-      t = t < 0.0f ? 0.0f : (t > 255.25f ? 255.25f : t);
+      t = t < 0.0f ? 0.0f : (t > p.top ? p.top : t);
       qr[i] = static_cast<uint8_t>(t);
     }
     for (i = k; i < ldq; ++i) qr[i] = 0;

@@ -23,7 +23,8 @@ void quantize_rows_u8_avx512(const float* x, size_t rows, size_t k, uint8_t* q, 
       vlo = _mm512_min_ps(vlo, v);
       vhi = _mm512_max_ps(vhi, v);
     }
-    const RowQuantParams p = row_quant_params(_mm512_reduce_min_ps(vlo), _mm512_reduce_max_ps(vhi));
+    const RowQuantParams p =
+        row_quant_params(_mm512_reduce_min_ps(vlo), _mm512_reduce_max_ps(vhi), 255.0f);
     const __m512 inv = _mm512_set1_ps(p.inv_scale), off = _mm512_set1_ps(p.offset);
     const __m512 zero = _mm512_setzero_ps(), top = _mm512_set1_ps(255.25f);
     uint8_t* qr = q + r * k;

@@ -89,7 +89,7 @@ void test_int8_gemm(Isa isa, TestCounter& t) { int8_sweep(isa, t, {1, 2, 3, 4, 5
 
 #if defined(PQ_HAVE_X86)
 const Int8GemmKernels kVnni256Emulated{Int8AFormat::u8, 6, int8_compute_vnni256_emulated,
-                                       int8_epilogue_scalar};
+                                       int8_epilogue_scalar, 8};
 const KernelEntry kVnni256EmulatedEntry{
     KernelFamily::int8_gemm, "vnni256_emulated_avx2", Isa::avx2, kAvx2Base, 6, 16,
     Verified::native, "test only: the ymm VNNI kernel source, vpdpbusd emulated in AVX2", true,

@@ -62,7 +62,8 @@ def _make_raw(name: str):
         c = m.config
         kind = CONFIGS[name][1]
         buf = m.packed.numpy()
-        if kind == "int8":
+        if kind == "int8":  # codes of the module's activation width (7 bits on AVX2: "auto")
+            a = np.ascontiguousarray(a >> (8 - c.act_bits))
             pw = PackedWeight(buf, "int8_gemm")
             return lambda: pyquant.int8_gemm(a, pw)
         if kind in ("w4", "w2"):

@@ -13,11 +13,30 @@ from dataclasses import dataclass
 class Int8Config:
     """W8A8: int8 symmetric per-output-channel weights, activations quantized dynamically per row.
 
-    Activations are asymmetric uint8 per row (``x ~= scale * (q - zero_point)``, ``q`` in 0..255,
-    the range always includes 0). The zero point is removed exactly in int32 with the weight row
-    sums precomputed at conversion (``acc - zp * sum_k w[n, k]``), so the u8 x s8 kernel needs no
-    signed-activation trick and skewed inputs (GELU outputs) keep all 256 levels.
+    Activations are asymmetric uint8 per row (``x ~= scale * (q - zero_point)``, ``q`` in
+    0..2**act_bits - 1, the range always includes 0). The zero point is removed exactly in int32
+    with the weight row sums precomputed at conversion (``acc - zp * sum_k w[n, k]``), so the
+    u8 x s8 kernel needs no signed-activation trick and skewed inputs (GELU outputs) keep every
+    level.
+
+    ``act_bits``: 8, 7, or ``"auto"`` (the default), resolved when the config is made: 7 where
+    the int8 kernel this CPU runs needs 7-bit activations for full speed (AVX2 without VNNI,
+    whose ``vpmaddubsw`` pair sums are exact only below 2**15; PyTorch's x86 dynamic int8 makes
+    the same choice, ``reduce_range``), 8 elsewhere (VNNI, NEON, scalar). Every ISA gives the same
+    bits for a given ``act_bits``; it shows in the config's repr.
     """
+
+    act_bits: int | str = "auto"
+
+    def __post_init__(self):
+        bits = self.act_bits
+        if bits == "auto":
+            from pyquant._native import _C
+
+            bits = int(_C.int8_full_speed_act_bits())
+        if isinstance(bits, bool) or bits not in (7, 8):
+            raise ValueError(f"act_bits: expected 7, 8 or 'auto', got {self.act_bits!r}")
+        object.__setattr__(self, "act_bits", int(bits))
 
 
 @dataclass(frozen=True)

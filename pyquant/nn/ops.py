@@ -33,13 +33,14 @@ def _out(x, n):
 
 @torch.library.custom_op("pyquant::int8_linear", mutates_args=())
 def int8_linear(x: Tensor, packed: Tensor, w_scale: Tensor, w_off: Tensor, bias: Optional[Tensor],
-                act_range: Tensor) -> Tensor:
+                act_range: Tensor, act_bits: int = 8) -> Tensor:
     return torch.from_numpy(_C.forward_int8(_np(x), packed.numpy(), w_scale.numpy(), w_off.numpy(),
-                                            _np(bias), act_range.numpy(), get_num_threads()))
+                                            _np(bias), act_range.numpy(), get_num_threads(),
+                                            act_bits))
 
 
 @int8_linear.register_fake
-def _(x, packed, w_scale, w_off, bias, act_range):
+def _(x, packed, w_scale, w_off, bias, act_range, act_bits=8):
     return _out(x, w_scale.shape[0])
 
 

@@ -74,17 +74,18 @@ def scratch(shape, dtype):
     return buf[:numel].view(shape)
 
 
-def asym_u8(x, act_range=None, reuse=False):
-    """Per-row (or static) asymmetric uint8: x ~= sa * (q - zp). Returns q uint8, sa, zp (float).
-    ``reuse=True`` writes q into the per-thread scratch buffer (the module's forward path)."""
+def asym_u8(x, act_range=None, reuse=False, qmax=255):
+    """Per-row (or static) asymmetric uint8 codes 0..qmax: x ~= sa * (q - zp). Returns q uint8,
+    sa, zp (float). ``reuse=True`` writes q into the per-thread scratch buffer (the module's
+    forward path)."""
     lo, hi = _row_range(x, act_range)
-    sa = (hi - lo) / 255.0
+    sa = (hi - lo) / float(qmax)
     sa = torch.where(sa > 0, sa, torch.ones_like(sa))
-    zp = torch.round(-lo / sa).clamp_(0, 255)
-    # q = trunc(clamp(x * (1/sa) + (zp + 0.5), 0, 255.25)): round half up, as the native
+    zp = torch.round(-lo / sa).clamp_(0, qmax)
+    # q = trunc(clamp(x * (1/sa) + (zp + 0.5), 0, qmax + 0.25)): round half up, as the native
     # quantizer (csrc/quantize/row_quantize.h), a separate multiply and add
     t = torch.mul(x, 1.0 / sa, out=scratch(x.shape, torch.float32) if reuse else None)
-    t.add_(zp + 0.5).clamp_(0, 255.25)
+    t.add_(zp + 0.5).clamp_(0, qmax + 0.25)
     q = scratch(x.shape, torch.uint8) if reuse else torch.empty(x.shape, dtype=torch.uint8)
     return q.copy_(t), sa, zp
 
@@ -157,8 +158,12 @@ class Int8Scheme(Scheme):
         acc = _backend.gemm("int8_gemm", q, b["packed"], n, k, reference)
         return acc.sub_(torch.outer(zp.view(-1).to(torch.int32), b["w_sum"].to(torch.int32)))
 
+    @property
+    def qmax(self):
+        return (1 << self.config.act_bits) - 1
+
     def forward(self, x, b, act_range, n, k, reference):
-        q, sa, zp = asym_u8(x, act_range, reuse=True)
+        q, sa, zp = asym_u8(x, act_range, reuse=True, qmax=self.qmax)
         acc = _backend.gemm("int8_gemm", q, b["packed"], n, k, reference)
         # the shared epilogue: (acc * sa) * sw - (sa * zp) * (sw * wsum)
         y = float_inplace(acc).mul_(sa).mul_(b["w_scale"])
@@ -171,17 +176,18 @@ class Int8Scheme(Scheme):
     def native(self, x, b, act_range, bias):
         return torch.from_numpy(_C.forward_int8(x.numpy(), b["packed"].numpy(), b["w_scale"].numpy(),
                                                 b["w_off"].numpy(), _np(bias), act_range.numpy(),
-                                                _threads()))
+                                                _threads(), self.config.act_bits))
 
     def op(self, x, b, act_range, bias):
-        return torch.ops.pyquant.int8_linear(x, b["packed"], b["w_scale"], b["w_off"], bias, act_range)
+        return torch.ops.pyquant.int8_linear(x, b["packed"], b["w_scale"], b["w_off"], bias, act_range,
+                                             self.config.act_bits)
 
     def fake_quant_weight(self, w):
         wq, sw = int8_weight(w)
         return wq.double() * sw.double()[:, None]
 
     def fake_quant_act(self, x, act_range=None):
-        q, sa, zp = asym_u8(x, act_range)
+        q, sa, zp = asym_u8(x, act_range, qmax=self.qmax)
         return (q.double() - zp.double()) * sa.double()
 
 

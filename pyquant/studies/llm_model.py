@@ -49,7 +49,8 @@ CONFIGS = {
     "fp32": "float32 weights and activations (PyTorch)",
     "bf16": "bfloat16 weights and activations (PyTorch; only where the CPU has native bf16)",
     "torch-int8": "torch.ao.quantization.quantize_dynamic int8 (per-tensor weights, dynamic activations)",
-    "pq-int8": "pyquant Int8Config (W8A8)",
+    "pq-int8": "pyquant Int8Config() (W8A8; act_bits='auto': 7-bit activations on AVX2 without VNNI)",
+    "pq-int8-a8": "pyquant Int8Config(act_bits=8) (W8A8, full 8-bit activations on every CPU)",
     "pq-w4g32": "pyquant WeightOnlyConfig(4, 32) (W4A8)",
     "pq-w2g32": "pyquant WeightOnlyConfig(2, 32) (W2A8)",
     "pq-lut2": "pyquant LUT2Config() (W2A2 lookup tables)",
@@ -57,7 +58,8 @@ CONFIGS = {
 
 
 def pyquant_config(name: str):
-    return {"pq-int8": pyquant.Int8Config(), "pq-w4g32": pyquant.WeightOnlyConfig(4, 32),
+    return {"pq-int8": pyquant.Int8Config(), "pq-int8-a8": pyquant.Int8Config(act_bits=8),
+            "pq-w4g32": pyquant.WeightOnlyConfig(4, 32),
             "pq-w2g32": pyquant.WeightOnlyConfig(2, 32), "pq-lut2": pyquant.LUT2Config()}.get(name)
 
 
