@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Extra CI checks run by .ci/run after the main test suite: NEON kernels under qemu-aarch64,
-# the kernel tests under ASan+UBSan (the front-end/search tests are left to the main run), and a
-# soak of the quantized layers (resident memory flat over 100,000 calls).
+# the kernel tests under ASan+UBSan (the front-end/search tests are left to the main run), the
+# threading tests under ThreadSanitizer, and a soak of the quantized layers (resident memory flat over 100,000 calls).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== NEON under qemu"
@@ -13,5 +13,7 @@ for f in test_packing.py test_int8_gemm.py test_lut_gemm.py test_lowbit_gemm.py 
   [ -f "tests/$f" ] && kernel_tests+=("$f")
 done
 scripts/sanitize.sh "${kernel_tests[@]}"
+echo "== ThreadSanitizer: layers from many Python threads, pyquant's pool and torch's threads busy"
+scripts/tsan.sh
 echo "== soak: 100,000 forward calls per config, resident memory flat"
 python scripts/soak.py --calls 100000

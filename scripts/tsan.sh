@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds the extension with ThreadSanitizer into its own venv and runs the threading tests under
+# it: quantized layers of every config called from many Python threads at once, each call using
+# pyquant's thread pool, with PyTorch's intra-op threads busy beside them (tests/test_threads.py),
+# plus the concurrent kernel-call tests of test_hardening.py. Any TSan report fails the run
+# (halt_on_error). Only pyquant's code is instrumented: Python, torch and OpenMP are not; torch's
+# own OpenMP memcpys are suppressed (scripts/tsan.supp), no pyquant frame is.
+# Usage: scripts/tsan.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=build/tsan-venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv --system-site-packages "$venv"
+fi
+"$venv/bin/python" -m pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING" || true
+"$venv/bin/python" -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" numpy pytest hypothesis 2>&1 | grep -v "^WARNING" || true
+"$venv/bin/python" -m pip install -q --no-build-isolation -Cbuild-dir=build/tsan \
+  -Ccmake.define.PYQUANT_TSAN=ON -Ccmake.build-type=RelWithDebInfo . 2>&1 | grep -v "^WARNING" || true
+
+echo "== pytest under ThreadSanitizer"
+libtsan=$(g++ -print-file-name=libtsan.so)
+default=(test_threads.py test_hardening.py::test_concurrent_calls_match_serial
+         test_hardening.py::test_pyquant_and_torch_threads_in_one_process)
+if [ $# -gt 0 ]; then default=("$@"); fi
+cd tests
+LD_PRELOAD="$libtsan" \
+TSAN_OPTIONS="halt_on_error=1:exitcode=66:report_signal_unsafe=0:suppressions=$PWD/../scripts/tsan.supp" \
+PYTHONPATH= "../$venv/bin/python" -m pytest -q -p no:cacheprovider "${default[@]}"

@@ -1,0 +1,89 @@
+"""Many Python threads run quantized layers at once, each call also using pyquant's own thread
+pool, while PyTorch's intra-op threads run float matmuls beside them: every result is
+bit-identical to the serial one, and nothing hangs. scripts/tsan.sh runs this file (and the
+native driver) under ThreadSanitizer."""
+import threading
+
+import pytest
+import torch
+
+import pyquant
+from pyquant.nn import QuantLinear
+
+CONFIGS = [pyquant.Int8Config(act_bits=8), pyquant.Int8Config(act_bits=7),
+           pyquant.WeightOnlyConfig(4, 32), pyquant.WeightOnlyConfig(2, 64),
+           pyquant.LUT2Config(a_scale="minmax"), pyquant.LUT2Config(), pyquant.SparqConfig()]
+ROWS = (1, 5, 40)  # GEMV, small M, several row tiles
+
+
+@pytest.fixture(scope="module")
+def layers():
+    gen = torch.Generator().manual_seed(0)
+    lin = torch.nn.Linear(200, 150)
+    with torch.no_grad():
+        lin.weight.normal_(0, 0.05, generator=gen)
+        lin.bias.normal_(0, 0.1, generator=gen)
+    xs = {m: torch.randn(m, 200, generator=gen) for m in ROWS}
+    mods = [QuantLinear.from_linear(lin, c) for c in CONFIGS]
+    pyquant.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            serial = {(i, m): mod(xs[m]) for i, mod in enumerate(mods) for m in ROWS}
+    finally:
+        pyquant.set_num_threads(None)
+    return mods, xs, serial
+
+
+def _run_threads(targets, timeout=300):
+    errors = []
+
+    def wrap(f):
+        def run():
+            try:
+                f()
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+        return run
+
+    threads = [threading.Thread(target=wrap(f)) for f in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
+    assert not errors, repr(errors[0])
+
+
+@pytest.mark.parametrize("pool_threads", [1, 2])
+def test_layers_from_many_threads_with_torch_busy(layers, pool_threads):
+    mods, xs, serial = layers
+    stop = threading.Event()
+
+    def torch_work():
+        a, b = torch.randn(256, 256), torch.randn(256, 256)
+        while not stop.is_set():
+            torch.mm(a, b)
+
+    def caller(offset):
+        def run():
+            with torch.inference_mode():
+                for rep in range(3):
+                    for j in range(len(mods)):
+                        i = (j + offset) % len(mods)
+                        for m in ROWS:
+                            y = mods[i](xs[m])
+                            assert torch.equal(y, serial[(i, m)]), f"{CONFIGS[i]!r} M={m} differs"
+        return run
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    pyquant.set_num_threads(pool_threads)
+    side = threading.Thread(target=torch_work)
+    side.start()
+    try:
+        _run_threads([caller(o) for o in range(6)])
+    finally:
+        stop.set()
+        side.join(timeout=60)
+        pyquant.set_num_threads(None)
+        torch.set_num_threads(saved)
