@@ -1,4 +1,5 @@
-"""int8_gemm (8-bit and 7-bit activations) and W2A2 lut_gemm beside PyTorch's dynamic int8 Linear.
+"""int8_gemm (8-bit and 7-bit activations), QuantLinear(Int8Config()) (float in/out, like PyTorch's
+module) and W2A2 lut_gemm beside PyTorch's dynamic int8 Linear.
 
     python benchmarks/int8_vs_fbgemm.py 256x4096x4096,8x4096x4096 [EXTRA=lut] [T=2]
 
@@ -22,11 +23,14 @@ for (M,N,K) in shapes:
     w=rng.integers(-127,128,(N,K),dtype=np.int8); pw=pyquant.prepack(w,"int8_gemm")
     a8=rng.integers(0,256,(M,K),dtype=np.uint8); a7=a8>>1
     q=fb(N,K); x=torch.randn(M,K)
+    ql=pyquant.nn.QuantLinear.from_linear(torch.nn.Linear(K,N,bias=False),pyquant.Int8Config())
     reps=3 if M*N*K>5e9 else 7 if M>=64 else 30
     row=f"| {M}x{N}x{K} | T={T} |"
     with torch.no_grad(): tq=best(lambda: q(x), reps)
     t8=best(lambda: pyquant.int8_gemm(a8,pw), reps); t7=best(lambda: pyquant.int8_gemm(a7,pw), reps)
+    with torch.inference_mode(): tm=best(lambda: ql(x), reps)
     row+=f" fbgemm {tq*1e3:.3f} ms | int8 8-bit {t8*1e3:.3f} ms ({tq/t8:.2f}x) | int8 7-bit {t7*1e3:.3f} ms ({tq/t7:.2f}x) |"
+    row+=f" QuantLinear {ql.config!r} {tm*1e3:.3f} ms ({tq/tm:.2f}x) |"
     if "lut" in os.environ.get("EXTRA",""):
         wl=rng.integers(0,4,(N,K),dtype=np.uint8); al=rng.integers(0,4,(M,K),dtype=np.uint8)
         pl=pyquant.prepack(wl,"lut_gemm",w_levels=(-2,-1,0,1))
