@@ -22,7 +22,7 @@ from pyquant.nn import QuantLinear
 from reference_sparq import sparq_ref
 
 EPS = np.finfo(np.float32).eps
-SHAPES = [(1, 96, 70), (1, 260, 200), (3, 130, 67), (17, 256, 130)]
+SHAPES = [(1, 96, 70), (1, 260, 200), (3, 130, 67), (17, 256, 130), (6, 1000, 70)]  # last: multi-chunk groups, K tail
 
 
 # ---------------------------------------------------------------- lossless weights

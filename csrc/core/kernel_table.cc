@@ -59,17 +59,22 @@ const LowbitGemmKernels kLowbitAvx512{6,
                                       PQ_X86(lowbit_gemv_grouped4_avx512),
                                       PQ_X86(lowbit_gemv_grouped2_avx512),
                                       PQ_X86(lowbit_gemv_grouped_panel4_avx512),
-                                      PQ_X86(lowbit_gemv_grouped_panel2_avx512)};
+                                      PQ_X86(lowbit_gemv_grouped_panel2_avx512),
+                                      nullptr, nullptr};
 const LowbitGemmKernels kLowbitAvx2{2,       PQ_X86(lowbit_tile4_avx2),
                                     PQ_X86(lowbit_tile2_avx2),
                                     PQ_X86(lowbit_epilogue_avx2),
                                     nullptr, nullptr,
                                     PQ_X86(lowbit_gemv_grouped_panel4_avx2),
-                                    PQ_X86(lowbit_gemv_grouped_panel2_avx2)};
+                                    PQ_X86(lowbit_gemv_grouped_panel2_avx2),
+                                    PQ_X86(lowbit_tile_grouped4_avx2),
+                                    PQ_X86(lowbit_tile_grouped2_avx2)};
 const LowbitGemmKernels kLowbitNeon{4, PQ_ARM(lowbit_tile4_neon), PQ_ARM(lowbit_tile2_neon),
-                                    lowbit_epilogue_scalar, nullptr, nullptr, nullptr, nullptr};
+                                    lowbit_epilogue_scalar, nullptr, nullptr, nullptr, nullptr,
+                                    nullptr, nullptr};
 const LowbitGemmKernels kLowbitScalar{4, lowbit_tile4_scalar, lowbit_tile2_scalar,
-                                      lowbit_epilogue_scalar, nullptr, nullptr, nullptr, nullptr};
+                                      lowbit_epilogue_scalar, nullptr, nullptr, nullptr, nullptr,
+                                      nullptr, nullptr};
 
 const SparqKernels kSparqAvx512{PQ_X86(sparq_trim_row_avx512)};
 const SparqKernels kSparqAvx2{PQ_X86(sparq_trim_row_avx2)};

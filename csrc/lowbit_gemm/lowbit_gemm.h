@@ -63,12 +63,21 @@ using LowbitGemvGroupedPanelFn = void (*)(const uint8_t* a, const uint8_t* b, si
                                           const uint32_t* corr, const float* sc, size_t n_groups,
                                           bool prefetch_next, float* out);
 
+// Optional fused grouped tile for M > 1 (unsigned activations): out[r][j] (r < mr, j < 64,
+// accumulated into; the caller zeroes it) += sc[g][j] * float(sum over group g of row r -
+// corr[r * n_groups + g]) in group order, bit-identical to tile + epilogue per group. sc: the
+// panel's scales in the panel layout [n_groups][64].
+using LowbitTileGroupedFn = void (*)(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
+                                     size_t kgroups, size_t group_kgroups, const uint32_t* corr,
+                                     size_t n_groups, const float* sc, float* out);
+
 struct LowbitGemmKernels {
   size_t mr;  // rows per tile call (at most 8)
   LowbitTileFn tile4, tile2;
   LowbitEpilogueFn group_epilogue;
   LowbitGemvGroupedFn gemv_grouped4, gemv_grouped2;  // nullptr: tile + epilogue per group
   LowbitGemvGroupedPanelFn gemv_panel4, gemv_panel2;  // nullptr: tile + epilogue per group
+  LowbitTileGroupedFn tile_grouped4, tile_grouped2;   // nullptr: tile + epilogue per group
 };
 const LowbitGemmKernels& lowbit_gemm_kernels(Isa isa);
 
@@ -92,6 +101,10 @@ void lowbit_gemv_grouped_panel4_avx2(const uint8_t*, const uint8_t*, size_t, siz
                                      const uint32_t*, const float*, size_t, bool, float*);
 void lowbit_gemv_grouped_panel2_avx2(const uint8_t*, const uint8_t*, size_t, size_t, bool,
                                      const uint32_t*, const float*, size_t, bool, float*);
+void lowbit_tile_grouped4_avx2(const uint8_t*, size_t, size_t, const uint8_t*, size_t, size_t,
+                               const uint32_t*, size_t, const float*, float*);
+void lowbit_tile_grouped2_avx2(const uint8_t*, size_t, size_t, const uint8_t*, size_t, size_t,
+                               const uint32_t*, size_t, const float*, float*);
 void lowbit_tile4_avx2(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
 void lowbit_tile2_avx2(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
 void lowbit_tile4_avx512(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);

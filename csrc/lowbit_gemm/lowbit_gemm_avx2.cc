@@ -234,7 +234,96 @@ void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size
     for (size_t q = 0; q < 4; ++q) _mm256_storeu_ps(out + q * 16 + h * 8, f[h * 4 + q]);
 }
 
+// Grouped tile for M > 1 (unsigned activations): MR rows x one 32-column half per pass, each
+// k-group's weights unpacked once for all MR rows, pair sums kept in uint16 lanes for a chunk
+// of k-groups (as the GEMV above), widened into int32 partial sums once per chunk, and the
+// group scale applied once per group: out[r][j] += sc[g][j] * float(sum - corr[r][g]) (mul,
+// then add, in group order: the bits of tile + lowbit_epilogue per group).
+template <int BITS, size_t MR>
+void grouped_rows(const uint8_t* a, size_t lda, const uint8_t* b, size_t kgroups,
+                  size_t group_kgroups, const uint32_t* corr, size_t n_groups, const float* sc,
+                  float* out) {
+  constexpr size_t kGroupBytes = 32 * BITS;
+  constexpr size_t kChunk = BITS == 4 ? 8 : 32;  // uint16: 8 x 7650 (W4), 32 x 1530 (W2)
+  const __m256i mask = _mm256_set1_epi8(static_cast<char>((1 << BITS) - 1));
+  const __m256i low16 = _mm256_set1_epi32(0xffff);
+  alignas(32) int32_t part[MR][4][8];  // int32 sums of the current group (L1)
+  for (size_t h = 0; h < 2; ++h) {
+    for (size_t gi = 0, g0 = 0; g0 < kgroups; ++gi, g0 += group_kgroups) {
+      const size_t g1 = g0 + group_kgroups < kgroups ? g0 + group_kgroups : kgroups;
+      for (size_t c0 = g0; c0 < g1; c0 += kChunk) {
+        const size_t c1 = c0 + kChunk < g1 ? c0 + kChunk : g1;
+        __m256i s16[MR][4];
+        #pragma GCC unroll 4
+        for (size_t r = 0; r < MR; ++r)
+          #pragma GCC unroll 4
+          for (size_t q = 0; q < 4; ++q) s16[r][q] = _mm256_setzero_si256();
+        for (size_t g = c0; g < c1; ++g) {
+          __m256i w[4];
+          unpack_half<BITS>(b + g * kGroupBytes, h, mask, w);
+          #pragma GCC unroll 4
+          for (size_t r = 0; r < MR; ++r) {
+            const __m256i av = _mm256_set1_epi32(load_i32(a + r * lda + g * 4));
+            #pragma GCC unroll 4
+            for (size_t q = 0; q < 4; ++q)
+              s16[r][q] = _mm256_add_epi16(s16[r][q], _mm256_maddubs_epi16(av, w[q]));
+          }
+        }
+        #pragma GCC unroll 4
+        for (size_t r = 0; r < MR; ++r)
+          #pragma GCC unroll 4
+          for (size_t q = 0; q < 4; ++q) {
+            __m256i v = _mm256_add_epi32(_mm256_and_si256(s16[r][q], low16),
+                                         _mm256_srli_epi32(s16[r][q], 16));
+            __m256i* dst = reinterpret_cast<__m256i*>(part[r][q]);
+            if (c0 != g0) v = _mm256_add_epi32(v, _mm256_load_si256(dst));
+            _mm256_store_si256(dst, v);
+          }
+      }
+      const float* sg = sc + gi * 64 + h * 8;
+      #pragma GCC unroll 4
+      for (size_t r = 0; r < MR; ++r) {
+        const __m256i cr = _mm256_set1_epi32(static_cast<int>(corr[r * n_groups + gi]));
+        #pragma GCC unroll 4
+        for (size_t q = 0; q < 4; ++q) {
+          const __m256i v = _mm256_sub_epi32(
+              _mm256_load_si256(reinterpret_cast<const __m256i*>(part[r][q])), cr);
+          __m256 prod = _mm256_mul_ps(_mm256_loadu_ps(sg + q * 16), _mm256_cvtepi32_ps(v));
+          asm("" : "+x"(prod));  // keep mul and add separate even under -ffp-contract=fast
+          float* o = out + r * 64 + q * 16 + h * 8;
+          _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), prod));
+        }
+      }
+    }
+  }
+}
+
+template <int BITS>
+void tile_grouped(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t kgroups,
+                  size_t group_kgroups, const uint32_t* corr, size_t n_groups, const float* sc,
+                  float* out) {
+  for (size_t r = 0; r < mr; r += 2) {
+    if (mr - r >= 2)
+      grouped_rows<BITS, 2>(a + r * lda, lda, b, kgroups, group_kgroups, corr + r * n_groups,
+                            n_groups, sc, out + r * 64);
+    else
+      grouped_rows<BITS, 1>(a + r * lda, lda, b, kgroups, group_kgroups, corr + r * n_groups,
+                            n_groups, sc, out + r * 64);
+  }
+}
+
 }  // namespace
+
+void lowbit_tile_grouped4_avx2(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
+                               size_t kgroups, size_t group_kgroups, const uint32_t* corr,
+                               size_t n_groups, const float* sc, float* out) {
+  tile_grouped<4>(a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc, out);
+}
+void lowbit_tile_grouped2_avx2(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
+                               size_t kgroups, size_t group_kgroups, const uint32_t* corr,
+                               size_t n_groups, const float* sc, float* out) {
+  tile_grouped<2>(a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc, out);
+}
 
 void lowbit_gemv_grouped_panel4_avx2(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                      size_t group_kgroups, bool a_signed, const uint32_t* corr,

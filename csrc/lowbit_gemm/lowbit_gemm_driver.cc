@@ -1,7 +1,6 @@
 // Dispatch table and driver: prepares activations (zero padding to K_pad, row sums for the offset
 // correction), threads over (panel, M-range) tasks and applies the portable epilogue, so every
 // path shares it and only the tile (raw u-code sums) is ISA-specific.
-#include <cstdlib>
 #include <memory>
 #include <vector>
 
@@ -242,6 +241,7 @@ void lowbit_grouped_forward_run(const uint8_t* a, size_t lda, size_t m, size_t k
     return;
   }
 
+  const LowbitTileGroupedFn tile_grouped = bits == 4 ? kern.tile_grouped4 : kern.tile_grouped2;
   run_tasks(m, n, kern.mr, threads, [&](size_t panel, size_t m0, size_t m1) {
     alignas(64) int32_t sums[kMaxMR * 64];
     alignas(64) float out[kMaxMR * 64];
@@ -253,7 +253,10 @@ void lowbit_grouped_forward_run(const uint8_t* a, size_t lda, size_t m, size_t k
     for (size_t mt = m0; mt < m1; mt += kern.mr) {
       const size_t mr = m1 - mt < kern.mr ? m1 - mt : kern.mr;
       for (size_t i = 0; i < mr * 64; ++i) out[i] = 0.0f;
-      for (size_t g = 0; g < n_groups; ++g) {
+      if (tile_grouped)  // group sums and scales applied inside the kernel
+        tile_grouped(a + mt * lda, lda, mr, bp, k_groups, block, corr.data() + mt * n_groups,
+                     n_groups, sc, out);
+      for (size_t g = 0; g < n_groups && !tile_grouped; ++g) {
         const size_t kb = g * block;
         const size_t groups = k_groups - kb < block ? k_groups - kb : block;
         tile(a + mt * lda + kb * kLowbitGroupK, lda, mr, bp + kb * gbytes, groups, false, sums);
