@@ -21,7 +21,10 @@ class ThreadPool {
     for (auto& t : workers_) t.join();
   }
 
-  // Caller holds run_mu_.
+  // Caller holds run_mu_. The caller works too and never waits for a helper that has not
+  // started: once the caller runs out of tasks it closes the run, and only helpers that joined
+  // before that are waited for. (A helper woken late, e.g. while PyTorch's OpenMP threads spin
+  // on the other cores, would otherwise make every call wait for the OS scheduler.)
   void run(size_t n_tasks, int n_threads, const std::function<void(size_t)>& fn) {
     const int helpers = n_threads - 1;
     grow(helpers);
@@ -30,13 +33,14 @@ class ThreadPool {
     n_tasks_ = n_tasks;
     next_.store(0);
     active_helpers_ = helpers;
-    pending_ = helpers;
+    open_ = true;
     ++generation_;
     lock.unlock();
     cv_.notify_all();
     work();
     lock.lock();
-    done_cv_.wait(lock, [&] { return pending_ == 0; });
+    open_ = false;
+    done_cv_.wait(lock, [&] { return joined_ == 0; });
     fn_ = nullptr;
     active_helpers_ = 0;
   }
@@ -67,10 +71,12 @@ class ThreadPool {
       cv_.wait(lock, [&] { return stop_ || (generation_ != seen && index < active_helpers_); });
       if (stop_) return;
       seen = generation_;
+      if (!open_) continue;  // the caller already finished this run's tasks
+      ++joined_;
       lock.unlock();
       work();
       lock.lock();
-      if (--pending_ == 0) done_cv_.notify_one();
+      if (--joined_ == 0 && !open_) done_cv_.notify_one();
     }
   }
 
@@ -81,7 +87,8 @@ class ThreadPool {
   size_t n_tasks_ = 0;
   std::atomic<size_t> next_{0};
   int active_helpers_ = 0;
-  int pending_ = 0;
+  int joined_ = 0;     // helpers inside work() for the current run
+  bool open_ = false;  // helpers may still join the current run
   unsigned long generation_ = 0;
   bool stop_ = false;
 };
