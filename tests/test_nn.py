@@ -815,6 +815,25 @@ def test_config_validation():
     with pytest.raises(Exception):
         pyquant.Int8Config().x = 1  # frozen
     hash(pyquant.LUT2Config())
+    for bad in (6, 9, True, "8", None):
+        with pytest.raises(ValueError, match="act_bits"):
+            pyquant.Int8Config(act_bits=bad)
+
+
+def test_int8_act_bits_auto_follows_the_active_kernel():
+    """'auto' resolves when the config is made: 7 bits where the int8 kernel needs them for full
+    speed (the AVX2 vpmaddubsw tile), 8 elsewhere; the resolved width is in the repr, so the
+    reference path (which parses the repr) and a rebuilt config use the same bits."""
+    from pyquant import _C
+    from pyquant._kernels import active_kernels
+    from pyquant.nn.ops import parse_config
+
+    kernel = active_kernels()["int8_gemm"]["name"]
+    expected = 7 if kernel.startswith("avx2") else 8
+    assert pyquant.Int8Config().act_bits == _C.int8_full_speed_act_bits() == expected
+    for bits in (7, 8):
+        c = pyquant.Int8Config(act_bits=bits)
+        assert repr(c) == f"Int8Config(act_bits={bits})" and parse_config(repr(c)) == c
 
 
 @pytest.mark.parametrize("op,config", [("lowbit_gemm", pyquant.WeightOnlyConfig()),
