@@ -20,7 +20,8 @@ def _info(args) -> int:
     print(f"CPU:        {info['brand'] or info['vendor']}")
     print(f"active ISA: {info['isa']}   (available: {', '.join(info['available'])}; "
           f"force one with PYQUANT_ISA=...)")
-    print(f"threads:    {info['threads']}")
+    runtime = pyquant._C.parallel_runtime()
+    print(f"threads:    {info['threads']}   (run on: {'the OpenMP runtime ' + runtime if runtime else 'pyquant pool'})")
     flags = [k for k, v in info["features"].items() if v and not k.startswith("os_")]
     print(f"features:   {' '.join(flags)}")
     print("kernels (per family: the one that runs, tile MRxNR, how it was verified):")

@@ -87,3 +87,18 @@ def test_layers_from_many_threads_with_torch_busy(layers, pool_threads):
         side.join(timeout=60)
         pyquant.set_num_threads(None)
         torch.set_num_threads(saved)
+
+
+def test_runs_on_pytorchs_openmp_threads():
+    """With torch loaded, multi-threaded calls run on torch's own OpenMP runtime (its workers
+    spin between torch ops, so a pool of our own would rarely get a core inside a model);
+    PYQUANT_OPENMP=0 or a ThreadSanitizer build keeps pyquant's pool."""
+    import os
+
+    from pyquant import _C
+
+    path = _C.parallel_runtime()
+    if os.environ.get("PYQUANT_OPENMP") == "0" or "tsan" in (_C.__file__ or ""):
+        assert path == ""
+    else:  # torch is imported at module level, so its libgomp is loaded
+        assert "libgomp" in path, path

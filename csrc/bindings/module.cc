@@ -4,6 +4,7 @@
 #include "bindings/array_utils.h"
 #include "core/clock.h"
 #include "core/isa.h"
+#include "core/thread_pool.h"
 
 namespace pq {
 void bind_bitpack(py::module_& m);
@@ -43,6 +44,9 @@ PYBIND11_MODULE(_C, m) {
         "Switch the active path for the whole process (internal: tests and benchmarks).");
   m.def("measure_clock_ghz", &pq::measure_clock_ghz,
         "Core clock in GHz from a dependent-add chain (0 where it cannot be measured).");
+  m.def("parallel_runtime", &pq::parallel_runtime,
+        "Path of the host OpenMP runtime whose threads run multi-threaded calls (PyTorch's "
+        "libgomp once torch is loaded), or '' for pyquant's own thread pool.");
   pq::bind_bitpack(m);
   pq::bind_int8_gemm(m);
   pq::bind_lut_gemm(m);

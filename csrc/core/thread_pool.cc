@@ -1,9 +1,15 @@
 #include "core/thread_pool.h"
 
+#include <dlfcn.h>
+#include <link.h>
+
 #include <atomic>
 #include <condition_variable>
+#include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -103,7 +109,81 @@ void run_serial(size_t n_tasks, const std::function<void(size_t)>& fn) {
   for (size_t t = 0; t < n_tasks; ++t) fn(t);
 }
 
+// ---- the process's OpenMP runtime, if one is loaded (PyTorch's libgomp)
+using GompParallelFn = void (*)(void (*)(void*), void*, unsigned, unsigned);
+
+struct GompLookup {
+  std::string path;
+  unsigned long long adds = 0;  // objects loaded so far (dl_iterate_phdr's counter)
+};
+
+// The first loaded libgomp, PyTorch's own copy (torch/lib) preferred if several are loaded.
+int find_libgomp(dl_phdr_info* info, size_t, void* data) {
+  auto* out = static_cast<GompLookup*>(data);
+  out->adds = info->dlpi_adds;
+  const char* name = info->dlpi_name;
+  if (name && std::strstr(name, "libgomp") &&
+      (out->path.empty() || std::strstr(name, "torch") != nullptr))
+    out->path = name;
+  return 0;
+}
+
+std::string g_gomp_path;  // written once, under host_gomp's mutex, before `found` is published
+
+// Looked up again only when the process has loaded new objects since the last look.
+GompParallelFn host_gomp() {
+#if defined(__SANITIZE_THREAD__)
+  return nullptr;
+#else
+  static const bool enabled = [] {
+    const char* v = std::getenv("PYQUANT_OPENMP");
+    return !(v && std::strcmp(v, "0") == 0);
+  }();
+  static std::atomic<GompParallelFn> found{nullptr};
+  static std::atomic<unsigned long long> seen_adds{0};
+  static std::mutex mu;
+  if (!enabled) return nullptr;
+  if (GompParallelFn f = found.load(std::memory_order_acquire)) return f;
+  std::lock_guard<std::mutex> lock(mu);
+  GompLookup look;
+  dl_iterate_phdr(find_libgomp, &look);
+  if (look.adds == seen_adds.load()) return nullptr;
+  seen_adds.store(look.adds);
+  if (look.path.empty()) return nullptr;
+  void* handle = dlopen(look.path.c_str(), RTLD_NOW | RTLD_NOLOAD);  // already loaded: no new copy
+  if (!handle) return nullptr;
+  auto f = reinterpret_cast<GompParallelFn>(dlsym(handle, "GOMP_parallel"));
+  if (f) g_gomp_path = look.path;
+  found.store(f, std::memory_order_release);
+  return f;
+#endif
+}
+
+struct GompJob {
+  const std::function<void(size_t)>* fn;
+  size_t n_tasks;
+  std::atomic<size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr error;
+};
+
+void gomp_worker(void* data) {
+  auto* job = static_cast<GompJob*>(data);
+  for (;;) {
+    const size_t t = job->next.fetch_add(1);
+    if (t >= job->n_tasks) return;
+    try {
+      (*job->fn)(t);
+    } catch (...) {  // never unwind through the OpenMP runtime: rethrown by the caller
+      if (!job->failed.exchange(true)) job->error = std::current_exception();
+      job->next.store(job->n_tasks);
+    }
+  }
+}
+
 }  // namespace
+
+std::string parallel_runtime() { return host_gomp() ? g_gomp_path : std::string(); }
 
 void parallel_for(size_t n_tasks, int n_threads, const std::function<void(size_t)>& fn) {
   if (n_tasks == 0) return;
@@ -112,6 +192,14 @@ void parallel_for(size_t n_tasks, int n_threads, const std::function<void(size_t
   ThreadPool& p = pool();
   std::unique_lock<std::mutex> lock(p.run_mu_, std::try_to_lock);
   if (!lock.owns_lock()) return run_serial(n_tasks, fn);  // pool busy with another caller
+  if (GompParallelFn gomp = host_gomp()) {
+    GompJob job;
+    job.fn = &fn;
+    job.n_tasks = n_tasks;
+    gomp(gomp_worker, &job, static_cast<unsigned>(n_threads), 0);
+    if (job.error) std::rethrow_exception(job.error);
+    return;
+  }
   p.run(n_tasks, n_threads, fn);
 }
 
