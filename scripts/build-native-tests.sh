@@ -9,7 +9,7 @@ while IFS= read -r f; do sources+=("$f"); done < <(find csrc -name '*.cc' ! -pat
 objs=()
 mkdir -p "$out.obj"
 if [ "$arch" = aarch64 ]; then
-  cxx=${CXX:-aarch64-linux-gnu-g++}; defs=(-DPQ_HAVE_NEON=1); link=(-static)
+  cxx=${CXX:-aarch64-linux-gnu-g++}; defs=(-DPQ_HAVE_NEON=1 -DPQ_NO_HOST_OPENMP=1); link=(-static)
 else
   cxx=${CXX:-g++}; defs=(-DPQ_HAVE_X86=1); link=()
 fi

@@ -118,7 +118,7 @@ struct GompLookup {
 };
 
 // The first loaded libgomp, PyTorch's own copy (torch/lib) preferred if several are loaded.
-int find_libgomp(dl_phdr_info* info, size_t, void* data) {
+[[maybe_unused]] int find_libgomp(dl_phdr_info* info, size_t, void* data) {
   auto* out = static_cast<GompLookup*>(data);
   out->adds = info->dlpi_adds;
   const char* name = info->dlpi_name;
@@ -132,7 +132,7 @@ std::string g_gomp_path;  // written once, under host_gomp's mutex, before `foun
 
 // Looked up again only when the process has loaded new objects since the last look.
 GompParallelFn host_gomp() {
-#if defined(__SANITIZE_THREAD__)
+#if defined(__SANITIZE_THREAD__) || defined(PQ_NO_HOST_OPENMP)  // TSan; static test drivers
   return nullptr;
 #else
   static const bool enabled = [] {
