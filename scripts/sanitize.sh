@@ -6,14 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=build/sanitize-venv
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv --system-site-packages "$venv"
-fi
-# torch's CPU build first (pinned), then the build and test tools; no-ops where already present
-"$venv/bin/python" -m pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING" || true
-"$venv/bin/python" -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" numpy pytest hypothesis safetensors 2>&1 | grep -v "^WARNING" || true
-"$venv/bin/python" -m pip install -q --no-build-isolation -Cbuild-dir=build/asan \
-  -Ccmake.define.PYQUANT_SANITIZE=ON -Ccmake.build-type=RelWithDebInfo . 2>&1 | grep -v "^WARNING" || true
+# shellcheck source=scripts/sanitizer-venv.sh
+source scripts/sanitizer-venv.sh
+sanitizer_venv "$venv" build/asan PYQUANT_SANITIZE
 
 echo "== native driver under ASan+UBSan"
 scripts/build-native-tests.sh build/asan-native/native_tests x86 \

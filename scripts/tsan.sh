@@ -9,13 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=build/tsan-venv
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv --system-site-packages "$venv"
-fi
-"$venv/bin/python" -m pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING" || true
-"$venv/bin/python" -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" numpy pytest hypothesis 2>&1 | grep -v "^WARNING" || true
-"$venv/bin/python" -m pip install -q --no-build-isolation -Cbuild-dir=build/tsan \
-  -Ccmake.define.PYQUANT_TSAN=ON -Ccmake.build-type=RelWithDebInfo . 2>&1 | grep -v "^WARNING" || true
+# shellcheck source=scripts/sanitizer-venv.sh
+source scripts/sanitizer-venv.sh
+sanitizer_venv "$venv" build/tsan PYQUANT_TSAN
 
 echo "== pytest under ThreadSanitizer"
 libtsan=$(g++ -print-file-name=libtsan.so)
