@@ -128,6 +128,12 @@ struct GompLookup {
   return 0;
 }
 
+// Only the process's load counter (the first callback: O(1)).
+[[maybe_unused]] int read_adds(dl_phdr_info* info, size_t, void* data) {
+  *static_cast<unsigned long long*>(data) = info->dlpi_adds;
+  return 1;
+}
+
 std::string g_gomp_path;  // written once, under host_gomp's mutex, before `found` is published
 
 // Looked up again only when the process has loaded new objects since the last look.
@@ -144,10 +150,12 @@ GompParallelFn host_gomp() {
   static std::mutex mu;
   if (!enabled) return nullptr;
   if (GompParallelFn f = found.load(std::memory_order_acquire)) return f;
+  unsigned long long adds = 0;
+  dl_iterate_phdr(read_adds, &adds);
+  if (adds == seen_adds.load()) return nullptr;  // nothing loaded since the last full look
   std::lock_guard<std::mutex> lock(mu);
   GompLookup look;
   dl_iterate_phdr(find_libgomp, &look);
-  if (look.adds == seen_adds.load()) return nullptr;
   seen_adds.store(look.adds);
   if (look.path.empty()) return nullptr;
   void* handle = dlopen(look.path.c_str(), RTLD_NOW | RTLD_NOLOAD);  // already loaded: no new copy
