@@ -18,8 +18,8 @@ void quantize_asym_u8_rows(const float* x, size_t m, size_t k, size_t ldq, ActRa
   const size_t chunks = m >= 8 && threads > 1 ? static_cast<size_t>(threads) * 2 : 1;
   parallel_for(chunks, threads, [&](size_t c) {
     const size_t r0 = m * c / chunks, r1 = m * (c + 1) / chunks;
-    fn(x + r0 * k, r1 - r0, k, ldq, act.qmax, act.is_static ? &fixed : nullptr, q + r0 * ldq, sa + r0,
-       ro + r0);  // ro holds the zero points until the loop below
+    fn(x + r0 * k, r1 - r0, k, ldq, act.qmax, act.is_static ? &fixed : nullptr, q + r0 * ldq,
+       sa + r0, ro + r0);  // ro holds the zero points until the loop below
   });
   for (size_t r = 0; r < m; ++r) {
     if (act.is_static) {

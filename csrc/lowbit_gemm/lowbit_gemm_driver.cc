@@ -253,15 +253,17 @@ void lowbit_grouped_forward_run(const uint8_t* a, size_t lda, size_t m, size_t k
     for (size_t mt = m0; mt < m1; mt += kern.mr) {
       const size_t mr = m1 - mt < kern.mr ? m1 - mt : kern.mr;
       for (size_t i = 0; i < mr * 64; ++i) out[i] = 0.0f;
-      if (tile_grouped)  // group sums and scales applied inside the kernel
+      if (tile_grouped) {  // group sums and scales applied inside the kernel
         tile_grouped(a + mt * lda, lda, mr, bp, k_groups, block, corr.data() + mt * n_groups,
                      n_groups, sc, out);
-      for (size_t g = 0; g < n_groups && !tile_grouped; ++g) {
-        const size_t kb = g * block;
-        const size_t groups = k_groups - kb < block ? k_groups - kb : block;
-        tile(a + mt * lda + kb * kLowbitGroupK, lda, mr, bp + kb * gbytes, groups, false, sums);
-        for (size_t r = 0; r < mr; ++r) cr[r] = corr[(mt + r) * n_groups + g];
-        kern.group_epilogue(sums, mr, cr, sc + g * kLowbitPanelCols, out);
+      } else {  // tile + float epilogue per quantization group
+        for (size_t g = 0; g < n_groups; ++g) {
+          const size_t kb = g * block;
+          const size_t groups = k_groups - kb < block ? k_groups - kb : block;
+          tile(a + mt * lda + kb * kLowbitGroupK, lda, mr, bp + kb * gbytes, groups, false, sums);
+          for (size_t r = 0; r < mr; ++r) cr[r] = corr[(mt + r) * n_groups + g];
+          kern.group_epilogue(sums, mr, cr, sc + g * kLowbitPanelCols, out);
+        }
       }
       for (size_t r = 0; r < mr; ++r)
         epilogue_row_f32(ep, mt + r, col0, nc, out + r * 64, y + (mt + r) * n + col0);

@@ -4,9 +4,9 @@
 //   lo = min(0, min_k x), hi = max(0, max_k x), s = (hi - lo) / qmax (s = 1 if 0),
 //   zp = round_half_even(-lo / s) clamped to [0, qmax],
 //   q  = trunc(clamp(x * (1/s) + (zp + 0.5), 0, qmax + 0.25))   (round half up)
+// in float32 with no fused multiply-add, so every path gives the same bits (NaN input: undefined).
 // qmax = 255 (8-bit codes) or 127 (7-bit: the AVX2 int8 kernel's full-speed range, as PyTorch's
 // reduce_range); the public quantize_rows_u8 form is 8-bit.
-// in float32 with no fused multiply-add, so every path gives the same bits (NaN input: undefined).
 #pragma once
 #include <cstddef>
 #include <cstdint>
