@@ -35,7 +35,7 @@ const Int8GemmKernels kInt8Vnni256Evex{Int8AFormat::u8, 6, PQ_X86(int8_compute_v
                                        int8_epilogue_scalar, 8};
 const Int8GemmKernels kInt8AvxVnni{Int8AFormat::u8, 6, PQ_X86(int8_compute_avxvnni),
                                    int8_epilogue_scalar, 8};
-const Int8GemmKernels kInt8Avx2{Int8AFormat::u8, 3, PQ_X86(int8_compute_avx2), int8_epilogue_scalar,
+const Int8GemmKernels kInt8Avx2{Int8AFormat::u8, 1, PQ_X86(int8_compute_avx2), int8_epilogue_scalar,
                                 7};
 const Int8GemmKernels kInt8NeonI8mm{Int8AFormat::s8, 8, PQ_ARM(int8_compute_neon_i8mm),
                                     int8_epilogue_scalar, 8};
@@ -121,9 +121,9 @@ std::vector<KernelEntry> build_table() {
       entry(F::int8_gemm, "avxvnni_6x16", Isa::avx2, kAvx2Base | feat::avxvnni, 16, kInt8AvxVnni,
             V::not_run,
             "6x16 ymm VEX vpdpbusd tile (exact, no int16 step) + 1x64 streaming GEMV"),
-      entry(F::int8_gemm, "avx2_3x16", Isa::avx2, kAvx2Base, 16, kInt8Avx2, V::native,
-            "3x16 vpmaddubsw tile, exact: 7-bit row blocks fast, others split "
-            "a = 2(a>>1) + (a&1); 1x64 streaming GEMV"),
+      entry(F::int8_gemm, "avx2_1x64", Isa::avx2, kAvx2Base, 64, kInt8Avx2, V::native,
+            "1x64 vpmaddubsw row tile streaming whole panels (K blocks kept in L2 for M > 1), "
+            "exact: 7-bit row blocks fast, others split a = 2(a>>1) + (a&1)"),
       entry(F::int8_gemm, "neon_i8mm_8x8", Isa::neon, kNeonBase | feat::neon_i8mm, 8,
             kInt8NeonI8mm, V::qemu,
             "8x8 smmla tile (2x2 blocks of 8 k, weights zipped from two panel groups); "

@@ -12,9 +12,12 @@
 // Activations are u8 [M][lda], used in place. Weights come straight from the shared panels
 // ([K/4][64 columns][4 k]): one ymm is 8 columns x 4 k, exactly what vpmaddubsw pairs with a
 // broadcast dword of 4 activations, and vpmaddwd(ones) leaves one int32 per column (no
-// horizontal reduction). GEMM tile: 3 rows x 16 columns (one 64-byte line per k group), K blocked
-// so the 16 KiB weight slice stays in L1 across the row tiles. GEMV (M = 1): one row x the whole
-// 64-column panel, streaming 256 contiguous bytes per k group.
+// horizontal reduction). One tile for every M: 1 row x the whole 64-column panel, 8 independent
+// accumulators, reading each k group's 256 bytes contiguously. For M > 1 the panel is cut into K
+// blocks of 256 KiB that stay in L2 while every row passes over them. (A 3x16 register tile was
+// slower on Zen 3: its 64-byte line per k group sits 256 bytes from the next one, a stride that
+// keeps its slice out of L1 and that the hardware prefetcher follows poorly from memory;
+// docs/notes/avx2.md.)
 #include <immintrin.h>
 
 #include "core/macros.h"
@@ -23,10 +26,10 @@
 namespace pq {
 namespace {
 
-constexpr size_t kMR = 3;               // rows per GEMM micro-tile (x 16 columns: no spills)
 constexpr size_t kVecCols = 8;          // columns per ymm of weights
-constexpr size_t kBlockGroups = 256;    // k groups (of 4) per K block: 16 KiB of a 16-col slice
-constexpr size_t kPrefetchBytes = 2048; // GEMV: how far ahead of the weight stream to prefetch
+constexpr size_t kV = kInt8PanelCols / kVecCols;  // ymm per panel row: 8 accumulators
+constexpr size_t kBlockGroups = 1024;   // k groups (of 4) per K block: 256 KiB of a panel
+constexpr size_t kPrefetchBytes = 2048; // how far ahead of the weight stream to prefetch
 
 PQ_INLINE __m256i widen(__m256i pairs16, __m256i mult) { return _mm256_madd_epi16(pairs16, mult); }
 
@@ -55,7 +58,7 @@ PQ_INLINE void accumulate(const uint8_t* a, size_t lda, const int8_t* b, size_t 
   const __m256i bit0 = _mm256_set1_epi8(0x01);
   for (size_t g = 0; g < groups; ++g) {
     const int8_t* bg = b + g * kInt8PanelGroupBytes;
-    if (V == 8)  // GEMV: the group is 4 cache lines; keep all of them in flight ahead of use
+    if (V == 8)  // the group is 4 cache lines; keep all of them in flight ahead of use
       for (size_t line = 0; line < kInt8PanelGroupBytes; line += 64)
         _mm_prefetch(reinterpret_cast<const char*>(bg) + kPrefetchBytes + line, _MM_HINT_T0);
     __m256i w[V];
@@ -115,49 +118,22 @@ void tile(const uint8_t* a, size_t lda, const int8_t* b, size_t groups, int32_t*
   }
 }
 
-template <size_t V>
-void tile_rows(size_t mr, const uint8_t* a, size_t lda, const int8_t* b, size_t groups, int32_t* c,
-               size_t ldc, size_t nc, const int32_t* bias, bool accumulate_c) {
-  switch (mr) {
-    case 3: return tile<3, V>(a, lda, b, groups, c, ldc, nc, bias, accumulate_c);
-    case 2: return tile<2, V>(a, lda, b, groups, c, ldc, nc, bias, accumulate_c);
-    default: return tile<1, V>(a, lda, b, groups, c, ldc, nc, bias, accumulate_c);
-  }
-}
-
 }  // namespace
 
 void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
   const uint8_t* a = static_cast<const uint8_t*>(p.a);
-  // GEMV: one row against whole panels, K unblocked (the weights stream once from memory).
-  if (m1 - m0 == 1) {
-    for (size_t panel = p0; panel < p1; ++panel) {
-      const size_t col0 = panel * kInt8PanelCols;
-      const size_t nc = p.n - col0 < kInt8PanelCols ? p.n - col0 : kInt8PanelCols;
-      tile<1, 8>(a + m0 * p.lda, p.lda, p.panels + panel * p.k_groups * kInt8PanelGroupBytes,
-                 p.k_groups, p.c + m0 * p.ldc + col0, p.ldc, nc,
-                 p.col_bias ? p.col_bias + col0 : nullptr, false);
-    }
-    return;
-  }
-  constexpr size_t kV = 2, kTileCols = kV * kVecCols;
-  for (size_t kb = 0; kb < p.k_groups; kb += kBlockGroups) {
-    const size_t groups = p.k_groups - kb < kBlockGroups ? p.k_groups - kb : kBlockGroups;
-    for (size_t panel = p0; panel < p1; ++panel) {
+  for (size_t panel = p0; panel < p1; ++panel) {
+    const size_t col0 = panel * kInt8PanelCols;
+    const size_t nc = p.n - col0 < kInt8PanelCols ? p.n - col0 : kInt8PanelCols;
+    const int32_t* bias = p.col_bias ? p.col_bias + col0 : nullptr;
+    // M = 1 streams the panel once, K unblocked; more rows reuse each K block from L2.
+    const size_t block = m1 - m0 == 1 ? p.k_groups : kBlockGroups;
+    for (size_t kb = 0; kb < p.k_groups; kb += block) {
+      const size_t groups = p.k_groups - kb < block ? p.k_groups - kb : block;
       const int8_t* b = p.panels + (panel * p.k_groups + kb) * kInt8PanelGroupBytes;
-      const size_t col0 = panel * kInt8PanelCols;
-      const size_t nc = p.n - col0 < kInt8PanelCols ? p.n - col0 : kInt8PanelCols;
-      for (size_t sub = 0; sub * kTileCols < nc; ++sub) {
-        const size_t sub_nc = nc - sub * kTileCols < kTileCols ? nc - sub * kTileCols : kTileCols;
-        const size_t col = col0 + sub * kTileCols;
-        const int32_t* bias = p.col_bias ? p.col_bias + col : nullptr;
-        for (size_t m = m0; m < m1; m += kMR) {
-          const size_t mr = m1 - m < kMR ? m1 - m : kMR;
-          tile_rows<kV>(mr, a + m * p.lda + kb * kInt8GroupK, p.lda,
-                        b + sub * kTileCols * kInt8GroupK, groups, p.c + m * p.ldc + col, p.ldc,
-                        sub_nc, bias, kb > 0);
-        }
-      }
+      for (size_t m = m0; m < m1; ++m)
+        tile<1, kV>(a + m * p.lda + kb * kInt8GroupK, p.lda, b, groups, p.c + m * p.ldc + col0,
+                    p.ldc, nc, bias, kb > 0);
     }
   }
 }
