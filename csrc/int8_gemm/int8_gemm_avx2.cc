@@ -8,6 +8,8 @@
 //                vpmaddubsw, widened with vpmaddwd by 2 and by 1. Same bits, twice the work.
 // The route is picked per micro-tile and K block by OR-ing the rows' bytes (1/200 of the work),
 // so callers that feed 7-bit activations (or mostly small ones) get the fast route for free.
+// Sign-magnitude rows (compute_signed) take the same two routes with the sign moved onto the
+// signed operand (int8_compute_signed_avx2).
 //
 // Activations are u8 [M][lda], used in place. Weights come straight from the shared panels
 // ([K/4][64 columns][4 k]): one ymm is 8 columns x 4 k, exactly what vpmaddubsw pairs with a
@@ -47,11 +49,15 @@ bool rows_small(const uint8_t* a, size_t lda, size_t rows, size_t len) {
   return _mm256_movemask_epi8(any) == 0 && (tail_or & 0x80) == 0;
 }
 
-// acc[r][v] += a[r, 4g..4g+3] . w[g][8v..8v+7][0..3] over `groups` k groups.
+// How a row block multiplies (all exact; see the file comment and int8_compute_signed_avx2).
+enum class Route { fast, split, signed_fast, signed_split };
+
+// acc[r][v] += a[r, 4g..4g+3] . w[g][8v..8v+7][0..3] over `groups` k groups (signed routes:
+// a is a magnitude and s[r, 4g..4g+3] its sign, +-1).
 // `b` points at the tile's first column inside a panel (group stride kInt8PanelGroupBytes).
-template <size_t MR, size_t V, bool kSplit>
-PQ_INLINE void accumulate(const uint8_t* a, size_t lda, const int8_t* b, size_t groups,
-                          __m256i (&acc)[MR][V]) {
+template <size_t MR, size_t V, Route kRoute>
+PQ_INLINE void accumulate(const uint8_t* a, const int8_t* s, size_t lda, const int8_t* b,
+                          size_t groups, __m256i (&acc)[MR][V]) {
   const __m256i ones = _mm256_set1_epi16(1);
   const __m256i twos = _mm256_set1_epi16(2);
   const __m256i low7 = _mm256_set1_epi8(0x7f);
@@ -68,17 +74,40 @@ PQ_INLINE void accumulate(const uint8_t* a, size_t lda, const int8_t* b, size_t 
 #pragma GCC unroll 4
     for (size_t r = 0; r < MR; ++r) {
       const __m256i av = _mm256_set1_epi32(load_i32(a + r * lda + g * 4));
-      if (!kSplit) {
+      if (kRoute == Route::fast) {
 #pragma GCC unroll 8
         for (size_t v = 0; v < V; ++v)
           acc[r][v] = _mm256_add_epi32(acc[r][v], widen(_mm256_maddubs_epi16(av, w[v]), ones));
-      } else {
+      } else if (kRoute == Route::split) {
         const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(av, 1), low7);
         const __m256i lo = _mm256_and_si256(av, bit0);
 #pragma GCC unroll 8
         for (size_t v = 0; v < V; ++v) {
           acc[r][v] = _mm256_add_epi32(acc[r][v], widen(_mm256_maddubs_epi16(hi, w[v]), twos));
           acc[r][v] = _mm256_add_epi32(acc[r][v], widen(_mm256_maddubs_epi16(lo, w[v]), ones));
+        }
+      } else {
+        // |w| is the unsigned operand (128 for -128 reads right as uint8); the signed one is
+        // sign(x) * a (or its halves), given w's sign by vpsignb: |w| * (+-a * sign(w)) = +-a w.
+        const __m256i sv = _mm256_set1_epi32(load_i32(s + r * lda + g * 4));
+        if (kRoute == Route::signed_fast) {
+          const __m256i sa = _mm256_sign_epi8(av, sv);  // a <= 127 here
+#pragma GCC unroll 8
+          for (size_t v = 0; v < V; ++v) {
+            const __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(w[v]), _mm256_sign_epi8(sa, w[v]));
+            acc[r][v] = _mm256_add_epi32(acc[r][v], widen(p, ones));
+          }
+        } else {
+          const __m256i hi = _mm256_sign_epi8(_mm256_and_si256(_mm256_srli_epi16(av, 1), low7), sv);
+          const __m256i lo = _mm256_sign_epi8(_mm256_and_si256(av, bit0), sv);
+#pragma GCC unroll 8
+          for (size_t v = 0; v < V; ++v) {
+            const __m256i aw = _mm256_abs_epi8(w[v]);
+            const __m256i ph = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(hi, w[v]));
+            const __m256i pl = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(lo, w[v]));
+            acc[r][v] = _mm256_add_epi32(acc[r][v], widen(ph, twos));
+            acc[r][v] = _mm256_add_epi32(acc[r][v], widen(pl, ones));
+          }
         }
       }
     }
@@ -88,18 +117,23 @@ PQ_INLINE void accumulate(const uint8_t* a, size_t lda, const int8_t* b, size_t 
 // One micro-tile: rows [0, MR) x columns [0, nc) (nc <= 8V) of the output for one K block.
 // The first K block starts from the column bias (or zero), later blocks add to C.
 template <size_t MR, size_t V>
-void tile(const uint8_t* a, size_t lda, const int8_t* b, size_t groups, int32_t* c, size_t ldc,
-          size_t nc, const int32_t* bias, bool accumulate_c) {
+void tile(const uint8_t* a, const int8_t* s, size_t lda, const int8_t* b, size_t groups,
+          int32_t* c, size_t ldc, size_t nc, const int32_t* bias, bool accumulate_c) {
   __m256i acc[MR][V];
 #pragma GCC unroll 4
   for (size_t r = 0; r < MR; ++r)
 #pragma GCC unroll 8
     for (size_t v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_si256();
 
-  if (rows_small(a, lda, MR, groups * kInt8GroupK))
-    accumulate<MR, V, false>(a, lda, b, groups, acc);
+  const bool small = rows_small(a, lda, MR, groups * kInt8GroupK);
+  if (!s && small)
+    accumulate<MR, V, Route::fast>(a, s, lda, b, groups, acc);
+  else if (!s)
+    accumulate<MR, V, Route::split>(a, s, lda, b, groups, acc);
+  else if (small)
+    accumulate<MR, V, Route::signed_fast>(a, s, lda, b, groups, acc);
   else
-    accumulate<MR, V, true>(a, lda, b, groups, acc);
+    accumulate<MR, V, Route::signed_split>(a, s, lda, b, groups, acc);
 
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
 #pragma GCC unroll 8
@@ -118,9 +152,9 @@ void tile(const uint8_t* a, size_t lda, const int8_t* b, size_t groups, int32_t*
   }
 }
 
-}  // namespace
-
-void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
+// `s`: the sign rows of compute_signed, nullptr for plain uint8 rows.
+void compute(const Int8GemmProblem& p, const int8_t* s, size_t m0, size_t m1, size_t p0,
+             size_t p1) {
   const uint8_t* a = static_cast<const uint8_t*>(p.a);
   for (size_t panel = p0; panel < p1; ++panel) {
     const size_t col0 = panel * kInt8PanelCols;
@@ -131,11 +165,27 @@ void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0
     for (size_t kb = 0; kb < p.k_groups; kb += block) {
       const size_t groups = p.k_groups - kb < block ? p.k_groups - kb : block;
       const int8_t* b = p.panels + (panel * p.k_groups + kb) * kInt8PanelGroupBytes;
-      for (size_t m = m0; m < m1; ++m)
-        tile<1, kV>(a + m * p.lda + kb * kInt8GroupK, p.lda, b, groups, p.c + m * p.ldc + col0,
+      for (size_t m = m0; m < m1; ++m) {
+        const size_t at = m * p.lda + kb * kInt8GroupK;
+        tile<1, kV>(a + at, s ? s + at : nullptr, p.lda, b, groups, p.c + m * p.ldc + col0,
                     p.ldc, nc, bias, kb > 0);
+      }
     }
   }
+}
+
+}  // namespace
+
+void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
+  compute(p, nullptr, m0, m1, p0, p1);
+}
+
+// Sign-magnitude rows (SPARQ's signed inputs: magnitudes up to 255 and a sign) in one pass:
+// vpmaddubsw takes |w| as its unsigned operand and +-a (a <= 127, or the halves of the split
+// route) carrying w's sign as the signed one, so every pair sum stays within 128 * 127 * 2.
+void int8_compute_signed_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
+                              size_t p1) {
+  compute(p, p.a_sign, m0, m1, p0, p1);
 }
 
 }  // namespace pq

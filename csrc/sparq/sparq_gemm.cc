@@ -129,9 +129,11 @@ void sparq_gemm_encoded_run(const uint8_t* payload, size_t m, size_t k, const Sp
 
 // SparqConfig forward: per block of rows, quantize |x| to uint8, trim once (pairs judged on
 // magnitudes), and write the signed trimmed values in the int8 path's activation format. int16
-// (AVX2) holds +-255: one GEMM. uint8/int8 formats cannot: the block's positive and negative
-// parts are two passes of the micro-kernel (only when the block has a negative input), and
-// their difference is exact (wrapping int32). Then the shared epilogue per task.
+// holds +-255: one GEMM. A path with a sign-magnitude kernel (compute_signed: AVX2) takes the
+// magnitudes and the signs: one GEMM. Otherwise uint8/int8 formats cannot hold them: the
+// block's positive and negative parts are two passes of the micro-kernel (only when the block
+// has a negative input), and their difference is exact (wrapping int32). Then the shared
+// epilogue per task.
 bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
                    const int8_t* panels, const int32_t* col_sums, size_t n, const float* w_scale,
                    const float* bias, ActRange act, float* y, int threads, Isa isa) {
@@ -144,6 +146,7 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
   const size_t n_pad = round_up(n, kInt8PanelCols);
   const size_t n_panels = n_pad / kInt8PanelCols;
   const bool s16 = kern.a_format == Int8AFormat::s16;
+  const bool signed_kernel = !s16 && kern.compute_signed != nullptr;
   const size_t elem = s16 ? 2 : 1;
   const size_t row_bytes = k_pad * elem;
   size_t mc = std::max<size_t>(kern.mr, kBlockBytes / row_bytes / kern.mr * kern.mr);
@@ -152,7 +155,8 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
 
   uint8_t* pos = static_cast<uint8_t*>(thread_scratch(mc * row_bytes, 0));
   uint8_t* neg = s16 ? nullptr : static_cast<uint8_t*>(thread_scratch(mc * row_bytes, 1));
-  int32_t* c_neg = s16 ? nullptr : static_cast<int32_t*>(thread_scratch(mc * n * 4, 2));
+  int32_t* c_neg = s16 || signed_kernel ? nullptr
+                                        : static_cast<int32_t*>(thread_scratch(mc * n * 4, 2));
   float* sa = static_cast<float*>(thread_scratch(m * sizeof(float), 3));
   std::vector<uint8_t> trimmed(n_threads * 4 * (k + 64));
 
@@ -199,12 +203,20 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
           const uint8_t flip = kern.a_format == Int8AFormat::s8 ? 0x80 : 0x00;
           uint8_t* dp = pos + r * row_bytes;
           uint8_t* dn = neg + r * row_bytes;
-          for (size_t i = 0; i < k; ++i) {
-            const bool ng = xr[i] < 0.0f;
-            dp[i] = static_cast<uint8_t>((ng ? 0 : tq[i]) ^ flip);
-            dn[i] = static_cast<uint8_t>((ng ? tq[i] : 0) ^ flip);
+          if (signed_kernel) {  // magnitudes and +-1 signs
+            for (size_t i = 0; i < k; ++i) {
+              dp[i] = tq[i];
+              dn[i] = xr[i] < 0.0f ? 0xff : 0x01;
+            }
+            for (size_t i = k; i < k_pad; ++i) dp[i] = 0, dn[i] = 1;
+          } else {
+            for (size_t i = 0; i < k; ++i) {
+              const bool ng = xr[i] < 0.0f;
+              dp[i] = static_cast<uint8_t>((ng ? 0 : tq[i]) ^ flip);
+              dn[i] = static_cast<uint8_t>((ng ? tq[i] : 0) ^ flip);
+            }
+            for (size_t i = k; i < k_pad; ++i) dp[i] = dn[i] = 0;
           }
-          for (size_t i = k; i < k_pad; ++i) dp[i] = dn[i] = 0;
         }
         for (size_t i = 0; i < k && !has_neg; ++i) has_neg = xr[i] < 0.0f;
       }
@@ -213,8 +225,10 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
     bool block_neg = false;
     for (uint8_t v : chunk_neg) block_neg = block_neg || v;
     any_negative = any_negative || block_neg;
-    const bool two_pass = !s16 && block_neg;
+    const bool one_signed_pass = signed_kernel && block_neg;
+    const bool two_pass = !s16 && !signed_kernel && block_neg;
     prob.a = pos;
+    prob.a_sign = reinterpret_cast<const int8_t*>(neg);
     prob.c = c + m0 * n;
     prob_neg.a = neg;
     prob_neg.c = c_neg;
@@ -227,7 +241,7 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
       const size_t r0 = tiles_m * mcn / m_chunks * kern.mr;
       const size_t r1 = std::min(rows, tiles_m * (mcn + 1) / m_chunks * kern.mr);
       const size_t n0 = panel * kInt8PanelCols, n1 = std::min(n, n0 + kInt8PanelCols);
-      kern.compute(prob, r0, r1, panel, panel + 1);
+      (one_signed_pass ? kern.compute_signed : kern.compute)(prob, r0, r1, panel, panel + 1);
       if (two_pass) {
         kern.compute(prob_neg, r0, r1, panel, panel + 1);
         for (size_t r = r0; r < r1; ++r) {
