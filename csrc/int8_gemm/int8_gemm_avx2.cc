@@ -49,15 +49,11 @@ bool rows_small(const uint8_t* a, size_t lda, size_t rows, size_t len) {
   return _mm256_movemask_epi8(any) == 0 && (tail_or & 0x80) == 0;
 }
 
-// How a row block multiplies (all exact; see the file comment and int8_compute_signed_avx2).
-enum class Route { fast, split, signed_fast, signed_split };
-
-// acc[r][v] += a[r, 4g..4g+3] . w[g][8v..8v+7][0..3] over `groups` k groups (signed routes:
-// a is a magnitude and s[r, 4g..4g+3] its sign, +-1).
+// acc[r][v] += a[r, 4g..4g+3] . w[g][8v..8v+7][0..3] over `groups` k groups.
 // `b` points at the tile's first column inside a panel (group stride kInt8PanelGroupBytes).
-template <size_t MR, size_t V, Route kRoute>
-PQ_INLINE void accumulate(const uint8_t* a, const int8_t* s, size_t lda, const int8_t* b,
-                          size_t groups, __m256i (&acc)[MR][V]) {
+template <size_t MR, size_t V, bool kSplit>
+PQ_INLINE void accumulate(const uint8_t* a, size_t lda, const int8_t* b, size_t groups,
+                          __m256i (&acc)[MR][V]) {
   const __m256i ones = _mm256_set1_epi16(1);
   const __m256i twos = _mm256_set1_epi16(2);
   const __m256i low7 = _mm256_set1_epi8(0x7f);
@@ -74,40 +70,17 @@ PQ_INLINE void accumulate(const uint8_t* a, const int8_t* s, size_t lda, const i
 #pragma GCC unroll 4
     for (size_t r = 0; r < MR; ++r) {
       const __m256i av = _mm256_set1_epi32(load_i32(a + r * lda + g * 4));
-      if (kRoute == Route::fast) {
+      if (!kSplit) {
 #pragma GCC unroll 8
         for (size_t v = 0; v < V; ++v)
           acc[r][v] = _mm256_add_epi32(acc[r][v], widen(_mm256_maddubs_epi16(av, w[v]), ones));
-      } else if (kRoute == Route::split) {
+      } else {
         const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(av, 1), low7);
         const __m256i lo = _mm256_and_si256(av, bit0);
 #pragma GCC unroll 8
         for (size_t v = 0; v < V; ++v) {
           acc[r][v] = _mm256_add_epi32(acc[r][v], widen(_mm256_maddubs_epi16(hi, w[v]), twos));
           acc[r][v] = _mm256_add_epi32(acc[r][v], widen(_mm256_maddubs_epi16(lo, w[v]), ones));
-        }
-      } else {
-        // |w| is the unsigned operand (128 for -128 reads right as uint8); the signed one is
-        // sign(x) * a (or its halves), given w's sign by vpsignb: |w| * (+-a * sign(w)) = +-a w.
-        const __m256i sv = _mm256_set1_epi32(load_i32(s + r * lda + g * 4));
-        if (kRoute == Route::signed_fast) {
-          const __m256i sa = _mm256_sign_epi8(av, sv);  // a <= 127 here
-#pragma GCC unroll 8
-          for (size_t v = 0; v < V; ++v) {
-            const __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(w[v]), _mm256_sign_epi8(sa, w[v]));
-            acc[r][v] = _mm256_add_epi32(acc[r][v], widen(p, ones));
-          }
-        } else {
-          const __m256i hi = _mm256_sign_epi8(_mm256_and_si256(_mm256_srli_epi16(av, 1), low7), sv);
-          const __m256i lo = _mm256_sign_epi8(_mm256_and_si256(av, bit0), sv);
-#pragma GCC unroll 8
-          for (size_t v = 0; v < V; ++v) {
-            const __m256i aw = _mm256_abs_epi8(w[v]);
-            const __m256i ph = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(hi, w[v]));
-            const __m256i pl = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(lo, w[v]));
-            acc[r][v] = _mm256_add_epi32(acc[r][v], widen(ph, twos));
-            acc[r][v] = _mm256_add_epi32(acc[r][v], widen(pl, ones));
-          }
         }
       }
     }
@@ -117,23 +90,18 @@ PQ_INLINE void accumulate(const uint8_t* a, const int8_t* s, size_t lda, const i
 // One micro-tile: rows [0, MR) x columns [0, nc) (nc <= 8V) of the output for one K block.
 // The first K block starts from the column bias (or zero), later blocks add to C.
 template <size_t MR, size_t V>
-void tile(const uint8_t* a, const int8_t* s, size_t lda, const int8_t* b, size_t groups,
-          int32_t* c, size_t ldc, size_t nc, const int32_t* bias, bool accumulate_c) {
+void tile(const uint8_t* a, size_t lda, const int8_t* b, size_t groups, int32_t* c, size_t ldc,
+          size_t nc, const int32_t* bias, bool accumulate_c) {
   __m256i acc[MR][V];
 #pragma GCC unroll 4
   for (size_t r = 0; r < MR; ++r)
 #pragma GCC unroll 8
     for (size_t v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_si256();
 
-  const bool small = rows_small(a, lda, MR, groups * kInt8GroupK);
-  if (!s && small)
-    accumulate<MR, V, Route::fast>(a, s, lda, b, groups, acc);
-  else if (!s)
-    accumulate<MR, V, Route::split>(a, s, lda, b, groups, acc);
-  else if (small)
-    accumulate<MR, V, Route::signed_fast>(a, s, lda, b, groups, acc);
+  if (rows_small(a, lda, MR, groups * kInt8GroupK))
+    accumulate<MR, V, false>(a, lda, b, groups, acc);
   else
-    accumulate<MR, V, Route::signed_split>(a, s, lda, b, groups, acc);
+    accumulate<MR, V, true>(a, lda, b, groups, acc);
 
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
 #pragma GCC unroll 8
@@ -152,9 +120,74 @@ void tile(const uint8_t* a, const int8_t* s, size_t lda, const int8_t* b, size_t
   }
 }
 
-// `s`: the sign rows of compute_signed, nullptr for plain uint8 rows.
-void compute(const Int8GemmProblem& p, const int8_t* s, size_t m0, size_t m1, size_t p0,
-             size_t p1) {
+// The sign-magnitude rows of compute_signed: a[r, k] magnitudes, s[r, k] = +-1, one row x the
+// panel. |w| is vpmaddubsw's unsigned operand (-128 reads right as 128) and +-a, given w's sign
+// by vpsignb, the signed one: |w| * (+-a * sign(w)) = +-a * w, pair sums within 128 * 127 * 2.
+// Kept apart from `accumulate` so the unsigned loops compile exactly as before.
+template <bool kSplit>
+PQ_INLINE void accumulate_signed(const uint8_t* a, const int8_t* s, const int8_t* b, size_t groups,
+                                 __m256i (&acc)[kV]) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i twos = _mm256_set1_epi16(2);
+  const __m256i low7 = _mm256_set1_epi8(0x7f);
+  const __m256i bit0 = _mm256_set1_epi8(0x01);
+  for (size_t g = 0; g < groups; ++g) {
+    const int8_t* bg = b + g * kInt8PanelGroupBytes;
+    for (size_t line = 0; line < kInt8PanelGroupBytes; line += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(bg) + kPrefetchBytes + line, _MM_HINT_T0);
+    const __m256i av = _mm256_set1_epi32(load_i32(a + g * 4));
+    const __m256i sv = _mm256_set1_epi32(load_i32(s + g * 4));
+    if (!kSplit) {  // every magnitude <= 127
+      const __m256i sa = _mm256_sign_epi8(av, sv);
+#pragma GCC unroll 8
+      for (size_t v = 0; v < kV; ++v) {
+        const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + v * 32));
+        const __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(sa, w));
+        acc[v] = _mm256_add_epi32(acc[v], widen(p, ones));
+      }
+    } else {  // a = 2 * (a >> 1) + (a & 1), each half signed
+      const __m256i hi = _mm256_sign_epi8(_mm256_and_si256(_mm256_srli_epi16(av, 1), low7), sv);
+      const __m256i lo = _mm256_sign_epi8(_mm256_and_si256(av, bit0), sv);
+#pragma GCC unroll 8
+      for (size_t v = 0; v < kV; ++v) {
+        const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + v * 32));
+        const __m256i aw = _mm256_abs_epi8(w);
+        acc[v] = _mm256_add_epi32(acc[v],
+                                  widen(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(hi, w)), twos));
+        acc[v] = _mm256_add_epi32(acc[v],
+                                  widen(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(lo, w)), ones));
+      }
+    }
+  }
+}
+
+// tile<1, kV> for a sign-magnitude row: the same C update (bias or accumulate), full 64 columns
+// masked to nc.
+void tile_signed(const uint8_t* a, const int8_t* s, const int8_t* b, size_t groups, int32_t* c,
+                 size_t nc, const int32_t* bias, bool accumulate_c) {
+  __m256i acc[kV];
+  for (size_t v = 0; v < kV; ++v) acc[v] = _mm256_setzero_si256();
+  if (rows_small(a, 0, 1, groups * kInt8GroupK))
+    accumulate_signed<false>(a, s, b, groups, acc);
+  else
+    accumulate_signed<true>(a, s, b, groups, acc);
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (size_t v = 0; v < kV && v * kVecCols < nc; ++v) {
+    const __m256i mask =
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(nc - v * kVecCols)), lane);
+    int32_t* dst = c + v * kVecCols;
+    __m256i base = _mm256_setzero_si256();
+    if (accumulate_c)
+      base = _mm256_maskload_epi32(dst, mask);
+    else if (bias)
+      base = _mm256_maskload_epi32(bias + v * kVecCols, mask);
+    _mm256_maskstore_epi32(dst, mask, _mm256_add_epi32(acc[v], base));
+  }
+}
+
+}  // namespace
+
+void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
   const uint8_t* a = static_cast<const uint8_t*>(p.a);
   for (size_t panel = p0; panel < p1; ++panel) {
     const size_t col0 = panel * kInt8PanelCols;
@@ -165,27 +198,33 @@ void compute(const Int8GemmProblem& p, const int8_t* s, size_t m0, size_t m1, si
     for (size_t kb = 0; kb < p.k_groups; kb += block) {
       const size_t groups = p.k_groups - kb < block ? p.k_groups - kb : block;
       const int8_t* b = p.panels + (panel * p.k_groups + kb) * kInt8PanelGroupBytes;
-      for (size_t m = m0; m < m1; ++m) {
-        const size_t at = m * p.lda + kb * kInt8GroupK;
-        tile<1, kV>(a + at, s ? s + at : nullptr, p.lda, b, groups, p.c + m * p.ldc + col0,
+      for (size_t m = m0; m < m1; ++m)
+        tile<1, kV>(a + m * p.lda + kb * kInt8GroupK, p.lda, b, groups, p.c + m * p.ldc + col0,
                     p.ldc, nc, bias, kb > 0);
-      }
     }
   }
 }
 
-}  // namespace
 
-void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
-  compute(p, nullptr, m0, m1, p0, p1);
-}
-
-// Sign-magnitude rows (SPARQ's signed inputs: magnitudes up to 255 and a sign) in one pass:
-// vpmaddubsw takes |w| as its unsigned operand and +-a (a <= 127, or the halves of the split
-// route) carrying w's sign as the signed one, so every pair sum stays within 128 * 127 * 2.
+// Sign-magnitude rows (SPARQ's signed inputs: magnitudes up to 255 and a sign, p.a_sign) in one
+// pass, with the same panel / K block / row order as int8_compute_avx2.
 void int8_compute_signed_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
                               size_t p1) {
-  compute(p, p.a_sign, m0, m1, p0, p1);
+  const uint8_t* a = static_cast<const uint8_t*>(p.a);
+  for (size_t panel = p0; panel < p1; ++panel) {
+    const size_t col0 = panel * kInt8PanelCols;
+    const size_t nc = p.n - col0 < kInt8PanelCols ? p.n - col0 : kInt8PanelCols;
+    const int32_t* bias = p.col_bias ? p.col_bias + col0 : nullptr;
+    const size_t block = m1 - m0 == 1 ? p.k_groups : kBlockGroups;
+    for (size_t kb = 0; kb < p.k_groups; kb += block) {
+      const size_t groups = p.k_groups - kb < block ? p.k_groups - kb : block;
+      const int8_t* b = p.panels + (panel * p.k_groups + kb) * kInt8PanelGroupBytes;
+      for (size_t m = m0; m < m1; ++m) {
+        const size_t at = m * p.lda + kb * kInt8GroupK;
+        tile_signed(a + at, p.a_sign + at, b, groups, p.c + m * p.ldc + col0, nc, bias, kb > 0);
+      }
+    }
+  }
 }
 
 }  // namespace pq
