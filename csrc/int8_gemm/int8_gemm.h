@@ -66,6 +66,8 @@ void int8_epilogue_scalar(const Int8Epilogue& ep, int32_t* c, size_t ldc, size_t
 void int8_epilogue_avx512(const Int8Epilogue& ep, int32_t* c, size_t ldc, size_t m0, size_t m1,
                           size_t n0, size_t n1);
 void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
+void int8_epilogue_avx2(const Int8Epilogue& ep, int32_t* c, size_t ldc, size_t m0, size_t m1,
+                        size_t n0, size_t n1);
 void int8_compute_signed_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
                               size_t p1);
 void int8_compute_avx512(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
