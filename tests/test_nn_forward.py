@@ -281,13 +281,13 @@ def test_sparq(isa, rng, shape, config, static, signed):
     _check(y, ref, np.abs(a * acc) + np.abs(bias), rounds=4)
 
 
-@pytest.mark.parametrize("wide_range", [False, True], ids=["split-route", "fast-route"])
+@pytest.mark.parametrize("wide_range", [False, True], ids=["to-255", "to-127"])
 @pytest.mark.parametrize("shape", [(1, 70, 130), (5, 300, 67), (2, 4200, 70)],
                          ids=lambda s: "x".join(map(str, s)))
 def test_sparq_signed_exact_with_any_int8_weight(isa, rng, shape, wide_range):
-    """Signed inputs on raw int8 weights (-128 included, which no QuantLinear makes): the
-    sign-magnitude kernel (AVX2) and the two-pass route give the exact integer sums. A wide static
-    range keeps every magnitude <= 127 (the kernel's fast route); per-row ranges reach 255."""
+    """Signed inputs on raw int8 weights (-128 included, which no QuantLinear makes): the 9-bit
+    kernel (AVX2: v + 256 as top 7 and low 2 bits) and the two-pass route give the exact integer
+    sums, with small magnitudes (a wide static range keeps them <= 127) and up to 255."""
     m, k, n = shape
     w = rng.integers(-128, 128, size=(n, k), dtype=np.int8)
     w[:, : k // 3] = rng.choice(np.array([-128, 127], np.int8), size=(n, k // 3))  # worst case

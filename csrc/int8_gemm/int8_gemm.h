@@ -32,8 +32,8 @@ struct Int8GemmProblem {
   int32_t* c;               // output [M][ldc]
   size_t ldc;
   size_t n;                 // valid output columns
-  // compute_signed only: +1 / -1 per activation ([M][lda], int8); `a` then holds magnitudes
-  const int8_t* a_sign;
+  // compute_wide only: the low 2 bits of 9-bit activations ([M][lda]); `a` holds the top 7
+  const uint8_t* a_low;
 };
 
 // Computes rows [m0, m1) of the output columns in panels [p0, p1).
@@ -52,10 +52,11 @@ struct Int8GemmKernels {
   // widest uint8 activations it runs at full speed: 7 for the AVX2 vpmaddubsw tile (8-bit rows
   // take its exact split route at about half speed), 8 elsewhere. Int8Config(act_bits="auto").
   int full_speed_act_bits;
-  // Sign-magnitude rows in one pass: sum_k sign[m,k] * a[m,k] * w[n,k], a uint8 magnitudes
-  // (SPARQ's signed inputs). nullptr: the path has none and callers run a positive and a
-  // negative pass (formats that hold +-255 directly, like s16, need neither).
-  Int8ComputeFn compute_signed = nullptr;
+  // 9-bit activations u in [0, 511] in one pass: sum_k (4 a[m,k] + a_low[m,k]) * w[n,k]
+  // (SPARQ's signed inputs: u = v + 256 for v in [-255, 255], the 256 taken off by a column
+  // bias). nullptr: the path has none and callers run a positive and a negative pass (formats
+  // that hold +-255 directly, like s16, need neither).
+  Int8ComputeFn compute_wide = nullptr;
 };
 const Int8GemmKernels& int8_gemm_kernels(Isa isa);
 
@@ -68,8 +69,8 @@ void int8_epilogue_avx512(const Int8Epilogue& ep, int32_t* c, size_t ldc, size_t
 void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
 void int8_epilogue_avx2(const Int8Epilogue& ep, int32_t* c, size_t ldc, size_t m0, size_t m1,
                         size_t n0, size_t n1);
-void int8_compute_signed_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
-                              size_t p1);
+void int8_compute_wide_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
+                            size_t p1);
 void int8_compute_avx512(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
 // the ymm VNNI kernel (int8_gemm_vnni256.inc): VEX (AVX-VNNI) and EVEX (AVX-512 VNNI + VL) builds
 void int8_compute_avxvnni(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);

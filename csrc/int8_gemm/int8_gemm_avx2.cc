@@ -8,8 +8,8 @@
 //                vpmaddubsw, widened with vpmaddwd by 2 and by 1. Same bits, twice the work.
 // The route is picked per micro-tile and K block by OR-ing the rows' bytes (1/200 of the work),
 // so callers that feed 7-bit activations (or mostly small ones) get the fast route for free.
-// Sign-magnitude rows (compute_signed) take the same two routes with the sign moved onto the
-// signed operand (int8_compute_signed_avx2).
+// 9-bit rows (compute_wide: SPARQ's signed inputs, +-255 offset by 256) run a split route of
+// their own, u = 4 (u >> 2) + (u & 3) (int8_compute_wide_avx2).
 //
 // Activations are u8 [M][lda], used in place. Weights come straight from the shared panels
 // ([K/4][64 columns][4 k]): one ymm is 8 columns x 4 k, exactly what vpmaddubsw pairs with a
@@ -120,57 +120,35 @@ void tile(const uint8_t* a, size_t lda, const int8_t* b, size_t groups, int32_t*
   }
 }
 
-// The sign-magnitude rows of compute_signed: a[r, k] magnitudes, s[r, k] = +-1, one row x the
-// panel. |w| is vpmaddubsw's unsigned operand (-128 reads right as 128) and +-a, given w's sign
-// by vpsignb, the signed one: |w| * (+-a * sign(w)) = +-a * w, pair sums within 128 * 127 * 2.
+// The 9-bit rows of compute_wide: u = 4 * hi + lo with hi = a[k] <= 127 and lo = a_low[k] <= 3,
+// one row x the panel. Both are vpmaddubsw's unsigned operand (pair sums within 127 * 128 * 2),
+// widened by 4 and by 1: the split route's cost, for values the split route cannot hold.
 // Kept apart from `accumulate` so the unsigned loops compile exactly as before.
-template <bool kSplit>
-PQ_INLINE void accumulate_signed(const uint8_t* a, const int8_t* s, const int8_t* b, size_t groups,
-                                 __m256i (&acc)[kV]) {
+PQ_INLINE void accumulate_wide(const uint8_t* hi, const uint8_t* lo, const int8_t* b,
+                               size_t groups, __m256i (&acc)[kV]) {
   const __m256i ones = _mm256_set1_epi16(1);
-  const __m256i twos = _mm256_set1_epi16(2);
-  const __m256i low7 = _mm256_set1_epi8(0x7f);
-  const __m256i bit0 = _mm256_set1_epi8(0x01);
+  const __m256i fours = _mm256_set1_epi16(4);
   for (size_t g = 0; g < groups; ++g) {
     const int8_t* bg = b + g * kInt8PanelGroupBytes;
     for (size_t line = 0; line < kInt8PanelGroupBytes; line += 64)
       _mm_prefetch(reinterpret_cast<const char*>(bg) + kPrefetchBytes + line, _MM_HINT_T0);
-    const __m256i av = _mm256_set1_epi32(load_i32(a + g * 4));
-    const __m256i sv = _mm256_set1_epi32(load_i32(s + g * 4));
-    if (!kSplit) {  // every magnitude <= 127
-      const __m256i sa = _mm256_sign_epi8(av, sv);
+    const __m256i ah = _mm256_set1_epi32(load_i32(hi + g * 4));
+    const __m256i al = _mm256_set1_epi32(load_i32(lo + g * 4));
 #pragma GCC unroll 8
-      for (size_t v = 0; v < kV; ++v) {
-        const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + v * 32));
-        const __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(sa, w));
-        acc[v] = _mm256_add_epi32(acc[v], widen(p, ones));
-      }
-    } else {  // a = 2 * (a >> 1) + (a & 1), each half signed
-      const __m256i hi = _mm256_sign_epi8(_mm256_and_si256(_mm256_srli_epi16(av, 1), low7), sv);
-      const __m256i lo = _mm256_sign_epi8(_mm256_and_si256(av, bit0), sv);
-#pragma GCC unroll 8
-      for (size_t v = 0; v < kV; ++v) {
-        const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + v * 32));
-        const __m256i aw = _mm256_abs_epi8(w);
-        acc[v] = _mm256_add_epi32(acc[v],
-                                  widen(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(hi, w)), twos));
-        acc[v] = _mm256_add_epi32(acc[v],
-                                  widen(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(lo, w)), ones));
-      }
+    for (size_t v = 0; v < kV; ++v) {
+      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + v * 32));
+      acc[v] = _mm256_add_epi32(acc[v], widen(_mm256_maddubs_epi16(ah, w), fours));
+      acc[v] = _mm256_add_epi32(acc[v], widen(_mm256_maddubs_epi16(al, w), ones));
     }
   }
 }
 
-// tile<1, kV> for a sign-magnitude row: the same C update (bias or accumulate), full 64 columns
-// masked to nc.
-void tile_signed(const uint8_t* a, const int8_t* s, const int8_t* b, size_t groups, int32_t* c,
-                 size_t nc, const int32_t* bias, bool accumulate_c) {
+// tile<1, kV> for a 9-bit row: the same C update (bias or accumulate), 64 columns masked to nc.
+void tile_wide(const uint8_t* hi, const uint8_t* lo, const int8_t* b, size_t groups, int32_t* c,
+               size_t nc, const int32_t* bias, bool accumulate_c) {
   __m256i acc[kV];
   for (size_t v = 0; v < kV; ++v) acc[v] = _mm256_setzero_si256();
-  if (rows_small(a, 0, 1, groups * kInt8GroupK))
-    accumulate_signed<false>(a, s, b, groups, acc);
-  else
-    accumulate_signed<true>(a, s, b, groups, acc);
+  accumulate_wide(hi, lo, b, groups, acc);
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   for (size_t v = 0; v < kV && v * kVecCols < nc; ++v) {
     const __m256i mask =
@@ -206,10 +184,10 @@ void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0
 }
 
 
-// Sign-magnitude rows (SPARQ's signed inputs: magnitudes up to 255 and a sign, p.a_sign) in one
-// pass, with the same panel / K block / row order as int8_compute_avx2.
-void int8_compute_signed_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
-                              size_t p1) {
+// 9-bit rows (p.a = u >> 2, p.a_low = u & 3) in one pass, with the same panel / K block / row
+// order as int8_compute_avx2.
+void int8_compute_wide_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
+                            size_t p1) {
   const uint8_t* a = static_cast<const uint8_t*>(p.a);
   for (size_t panel = p0; panel < p1; ++panel) {
     const size_t col0 = panel * kInt8PanelCols;
@@ -221,7 +199,7 @@ void int8_compute_signed_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, si
       const int8_t* b = p.panels + (panel * p.k_groups + kb) * kInt8PanelGroupBytes;
       for (size_t m = m0; m < m1; ++m) {
         const size_t at = m * p.lda + kb * kInt8GroupK;
-        tile_signed(a + at, p.a_sign + at, b, groups, p.c + m * p.ldc + col0, nc, bias, kb > 0);
+        tile_wide(a + at, p.a_low + at, b, groups, p.c + m * p.ldc + col0, nc, bias, kb > 0);
       }
     }
   }

@@ -129,8 +129,9 @@ void sparq_gemm_encoded_run(const uint8_t* payload, size_t m, size_t k, const Sp
 
 // SparqConfig forward: per block of rows, quantize |x| to uint8, trim once (pairs judged on
 // magnitudes), and write the signed trimmed values in the int8 path's activation format. int16
-// holds +-255: one GEMM. A path with a sign-magnitude kernel (compute_signed: AVX2) takes the
-// magnitudes and the signs: one GEMM. Otherwise uint8/int8 formats cannot hold them: the
+// holds +-255: one GEMM. A path with a 9-bit kernel (compute_wide: AVX2) takes u = v + 256 as
+// its top 7 and low 2 bits, the 256 * colsum taken off by the column bias: one GEMM.
+// Otherwise uint8/int8 formats cannot hold them: the
 // block's positive and negative parts are two passes of the micro-kernel (only when the block
 // has a negative input), and their difference is exact (wrapping int32). Then the shared
 // epilogue per task.
@@ -146,7 +147,7 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
   const size_t n_pad = round_up(n, kInt8PanelCols);
   const size_t n_panels = n_pad / kInt8PanelCols;
   const bool s16 = kern.a_format == Int8AFormat::s16;
-  const bool signed_kernel = !s16 && kern.compute_signed != nullptr;
+  const bool wide_kernel = !s16 && kern.compute_wide != nullptr;
   const size_t elem = s16 ? 2 : 1;
   const size_t row_bytes = k_pad * elem;
   size_t mc = std::max<size_t>(kern.mr, kBlockBytes / row_bytes / kern.mr * kern.mr);
@@ -155,14 +156,19 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
 
   uint8_t* pos = static_cast<uint8_t*>(thread_scratch(mc * row_bytes, 0));
   uint8_t* neg = s16 ? nullptr : static_cast<uint8_t*>(thread_scratch(mc * row_bytes, 1));
-  int32_t* c_neg = s16 || signed_kernel ? nullptr
+  int32_t* c_neg = s16 || wide_kernel ? nullptr
                                         : static_cast<int32_t*>(thread_scratch(mc * n * 4, 2));
   float* sa = static_cast<float*>(thread_scratch(m * sizeof(float), 3));
   std::vector<uint8_t> trimmed(n_threads * 4 * (k + 64));
 
   float amax = 0.0f;
   if (act.is_static) amax = std::max(act.hi < 0 ? -act.hi : act.hi, act.lo < 0 ? -act.lo : act.lo);
-  std::vector<int32_t> bias_s8;
+  std::vector<int32_t> bias_s8, bias_wide;
+  if (wide_kernel) {  // -256 * colsum (wrapping, like the sums)
+    bias_wide.resize(n_pad);
+    for (size_t j = 0; j < n_pad; ++j)
+      bias_wide[j] = static_cast<int32_t>(0u - 256u * static_cast<uint32_t>(col_sums[j]));
+  }
   if (kern.a_format == Int8AFormat::s8) {
     bias_s8.resize(n_pad);
     for (size_t j = 0; j < n_pad; ++j)
@@ -184,6 +190,19 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
     const size_t rows = std::min(mc, m - m0);
     const size_t chunks = std::min(rows, n_threads * 4);
     std::vector<uint8_t> chunk_neg(chunks, 0);
+    // The 9-bit format is chosen per block before the rows are written: a block without
+    // negative inputs keeps plain uint8 rows (and the int8 kernel's fast route where it fits).
+    bool wide_block = false;
+    if (wide_kernel) {
+      parallel_for(chunks, threads, [&](size_t t) {
+        const float* xs = x + (m0 + rows * t / chunks) * k;
+        const float* xe = x + (m0 + rows * (t + 1) / chunks) * k;
+        bool neg_seen = false;
+        for (; xs < xe && !neg_seen; ++xs) neg_seen = *xs < 0.0f;
+        chunk_neg[t] = neg_seen;
+      });
+      for (uint8_t v : chunk_neg) wide_block = wide_block || v;
+    }
     parallel_for(chunks, threads, [&](size_t t) {
       uint8_t* tq = trimmed.data() + t * (k + 64);
       bool has_neg = false;
@@ -203,12 +222,13 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
           const uint8_t flip = kern.a_format == Int8AFormat::s8 ? 0x80 : 0x00;
           uint8_t* dp = pos + r * row_bytes;
           uint8_t* dn = neg + r * row_bytes;
-          if (signed_kernel) {  // magnitudes and +-1 signs
+          if (wide_block) {  // u = v + 256 in [1, 511]: top 7 bits, low 2 bits
             for (size_t i = 0; i < k; ++i) {
-              dp[i] = tq[i];
-              dn[i] = xr[i] < 0.0f ? 0xff : 0x01;
+              const int u = 256 + (xr[i] < 0.0f ? -tq[i] : tq[i]);
+              dp[i] = static_cast<uint8_t>(u >> 2);
+              dn[i] = static_cast<uint8_t>(u & 3);
             }
-            for (size_t i = k; i < k_pad; ++i) dp[i] = 0, dn[i] = 1;
+            for (size_t i = k; i < k_pad; ++i) dp[i] = dn[i] = 0;  // zero weights there
           } else {
             for (size_t i = 0; i < k; ++i) {
               const bool ng = xr[i] < 0.0f;
@@ -225,10 +245,10 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
     bool block_neg = false;
     for (uint8_t v : chunk_neg) block_neg = block_neg || v;
     any_negative = any_negative || block_neg;
-    const bool one_signed_pass = signed_kernel && block_neg;
-    const bool two_pass = !s16 && !signed_kernel && block_neg;
+    const bool two_pass = !s16 && !wide_kernel && block_neg;
     prob.a = pos;
-    prob.a_sign = reinterpret_cast<const int8_t*>(neg);
+    prob.a_low = neg;
+    prob.col_bias = wide_block ? bias_wide.data() : bias_s8.empty() ? nullptr : bias_s8.data();
     prob.c = c + m0 * n;
     prob_neg.a = neg;
     prob_neg.c = c_neg;
@@ -241,7 +261,7 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
       const size_t r0 = tiles_m * mcn / m_chunks * kern.mr;
       const size_t r1 = std::min(rows, tiles_m * (mcn + 1) / m_chunks * kern.mr);
       const size_t n0 = panel * kInt8PanelCols, n1 = std::min(n, n0 + kInt8PanelCols);
-      (one_signed_pass ? kern.compute_signed : kern.compute)(prob, r0, r1, panel, panel + 1);
+      (wide_block ? kern.compute_wide : kern.compute)(prob, r0, r1, panel, panel + 1);
       if (two_pass) {
         kern.compute(prob_neg, r0, r1, panel, panel + 1);
         for (size_t r = r0; r < r1; ++r) {
