@@ -11,6 +11,7 @@ import pyquant
 from pyquant import _C
 from reference import gemm_ref
 from reference_sparq import CONFIGS, decode_ref, encode_ref, sparq_ref
+from test_nn_forward import ref_abs_u8
 
 ROUNDINGS = ("round", "trunc")
 ALL_CFG = [(b, o, r, p) for b, o in CONFIGS for r in ROUNDINGS for p in (False, True)]
@@ -355,3 +356,31 @@ def test_bad_gemm_shapes_and_packed_weights(rng):
         pyquant.sparq_gemm(a, forged)
     np.testing.assert_array_equal(
         pyquant.sparq_gemm(a, pw, bits=4, options=3, rounding="trunc", pairs=False), 0)
+
+
+# --- the fused forward on signed inputs (the AVX2 9-bit rows; two passes elsewhere) ---
+@pytest.mark.parametrize("wide_range", [False, True], ids=["to-255", "to-127"])
+@pytest.mark.parametrize("shape", [(1, 70, 130), (5, 300, 67), (2, 4200, 70)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_sparq_signed_exact_with_any_int8_weight(isa, rng, shape, wide_range):
+    """Signed inputs on raw int8 weights (-128 included, which no QuantLinear makes): the 9-bit
+    kernel (AVX2: v + 256 as top 7 and low 2 bits) and the two-pass route give the exact integer
+    sums, with small magnitudes (a wide static range keeps them <= 127) and up to 255."""
+    m, k, n = shape
+    w = rng.integers(-128, 128, size=(n, k), dtype=np.int8)
+    w[:, : k // 3] = rng.choice(np.array([-128, 127], np.int8), size=(n, k // 3))  # worst case
+    cfg = dict(bits=4, options=5, rounding="round", pairs=True)
+    pw = pyquant.prepack(w, "sparq_gemm", **cfg)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    amax = np.float32(4 * np.abs(x).max())
+    act = (-amax, amax) if wide_range else None
+    act_t = np.array(act if act else (np.nan, np.nan), np.float32)
+    # the fused forward (QuantLinear's SparqConfig path) on a raw packed weight
+    y = _C.forward_sparq(x, np.asarray(pw.buffer), 4, 5, True, True, True,
+                         np.ones(n, np.float32), None, act_t, 1)
+    q, sa = ref_abs_u8(x, act)
+    assert (q.max() <= 127) == wide_range
+    t = sparq_ref(q, 4, 5, "round", True).astype(np.int64)
+    acc = np.where(x < 0, -t, t) @ w.T.astype(np.int64)
+    assert np.abs(acc).max() < 2**24  # exact in float32, so the epilogue's result is known
+    assert np.array_equal(y, acc.astype(np.float32) * sa[:, None])
