@@ -64,9 +64,12 @@ std::shared_ptr<GruPlan> make_plan(const CArray<int8_t>& w_ih, const CArray<int8
   return std::make_shared<GruPlan>(I, H, pi, ph, std::move(c));
 }
 
-// xq int8 [B, T, I]; h0 int8 [B, H] codes or None. Returns int64 codes [B, T, H].
-I64 plan_forward(const GruPlan& p, const CArray<int8_t>& xq,
-                 const std::optional<CArray<int8_t>>& h0, int threads) {
+// xq int8 [B, T, I]; h0 int8 [B, H] codes or None. Returns int64 codes [B, T, H], or with
+// `scale` the float32 outputs float(double(code) * scale) (what QuantGRU.forward returns, in the
+// same rounding as torch's (codes.double() * s_h).float()).
+py::array plan_forward(const GruPlan& p, const CArray<int8_t>& xq,
+                       const std::optional<CArray<int8_t>>& h0, int threads,
+                       std::optional<double> scale) {
   require_ndim(xq, 3, "x");
   const size_t B = xq.shape(0), T = xq.shape(1), H = p.hidden();
   require(static_cast<size_t>(xq.shape(2)) == p.input(),
@@ -81,11 +84,20 @@ I64 plan_forward(const GruPlan& p, const CArray<int8_t>& xq,
   const int8_t* xp = xq.data();
   const int8_t* hp = h0 ? h0->data() : nullptr;
   int64_t* op = out.mutable_data();
+  if (!scale) {
+    py::gil_scoped_release release;
+    p.forward(xp, B, T, hp, op, threads < 1 ? 1 : threads, active_isa());
+    return std::move(out);
+  }
+  CArray<float> y({B, T, H});
+  float* yp = y.mutable_data();
   {
     py::gil_scoped_release release;
     p.forward(xp, B, T, hp, op, threads < 1 ? 1 : threads, active_isa());
+    const double s = *scale;
+    for (size_t i = 0; i < B * T * H; ++i) yp[i] = static_cast<float>(static_cast<double>(op[i]) * s);
   }
-  return out;
+  return std::move(y);
 }
 
 }  // namespace
@@ -98,7 +110,8 @@ void bind_gru(py::module_& m) {
            py::arg("lut_n"), py::arg("mults"), py::arg("shift"))
       .def_property_readonly("input_size", &GruPlan::input)
       .def_property_readonly("hidden_size", &GruPlan::hidden)
-      .def("forward", &plan_forward, py::arg("xq"), py::arg("h0"), py::arg("threads") = 1);
+      .def("forward", &plan_forward, py::arg("xq"), py::arg("h0"), py::arg("threads") = 1,
+           py::arg("scale") = py::none());
 }
 
 }  // namespace pq

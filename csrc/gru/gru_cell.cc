@@ -7,6 +7,7 @@
 
 #include "core/macros.h"
 #include "core/packed_format.h"
+#include "gru/gru_step.h"
 #include "int8_gemm/int8_gemm.h"
 #include "lowbit_gemm/lowbit_gemm.h"
 
@@ -29,23 +30,6 @@ int64_t qmax_unsigned(int b) { return (int64_t{1} << b) - 1; }
 void require_len(const std::vector<int64_t>& v, size_t len, const std::string& name) {
   require(v.size() == len, name + ": expected an int64 vector of length " + std::to_string(len) +
                                ", got length " + std::to_string(v.size()));
-}
-
-// torch's int64 tensor arithmetic wraps modulo 2^64; unsigned arithmetic gives the same bits
-// without signed-overflow UB, so results match the reference even for degenerate constants.
-inline int64_t wmul(int64_t a, int64_t b) {
-  return static_cast<int64_t>(static_cast<uint64_t>(a) * static_cast<uint64_t>(b));
-}
-inline int64_t wadd(int64_t a, int64_t b) {
-  return static_cast<int64_t>(static_cast<uint64_t>(a) + static_cast<uint64_t>(b));
-}
-inline int64_t wsub(int64_t a, int64_t b) {
-  return static_cast<int64_t>(static_cast<uint64_t>(a) - static_cast<uint64_t>(b));
-}
-// requant in gru.py: clamp((t + 2^(s-1)) >> s, lo, hi), arithmetic shift.
-inline int64_t rq(int64_t t, int s, int64_t lo, int64_t hi) {
-  const int64_t v = wadd(t, int64_t{1} << (s - 1)) >> s;
-  return v < lo ? lo : (v > hi ? hi : v);
 }
 
 struct AlignedFree {
@@ -103,26 +87,37 @@ void check_codes(const int8_t* w, size_t hidden, size_t k, const int bits[3], co
   }
 }
 
-// c [m][n] = a [m][k] (int8 codes) x rows of the group, on the group's kernel.
+// c [m][n] = a [m][k] (int8 codes) x rows of the group, on the group's kernel. small: every
+// code of `a` is in [-63, 63] (a state of <= 7 bits); then 8-bit groups get a + 64 as uint8
+// activations (<= 127: the AVX2 int8 tile's single-multiply route instead of its split route
+// for full-range bytes) and the offset is taken back out exactly with the column sums.
 void group_gemm(const GruWeightGroup& g, const int8_t* a, size_t m, size_t k, size_t hidden,
-                int32_t* c, int threads, Isa isa) {
+                bool small, int32_t* c, int threads, Isa isa) {
   const size_t n = g.gates.size() * hidden;
   if (k == 0) {
     std::memset(c, 0, m * n * sizeof(int32_t));
     return;
   }
   const uint8_t* ab = reinterpret_cast<const uint8_t*>(a);
-  if (g.bits == 8)
-    int8_gemm_run(ab, m, k, k, true, reinterpret_cast<const int8_t*>(g.panels), g.col_sums, n, c,
-                  threads, isa);
-  else
+  if (g.bits != 8) {
     lowbit_gemm_run(ab, m, k, true, g.panels, n, g.bits, c, threads, isa);
+    return;
+  }
+  const int8_t* panels = reinterpret_cast<const int8_t*>(g.panels);
+  if (!small) {
+    int8_gemm_run(ab, m, k, k, true, panels, g.col_sums, n, c, threads, isa);
+    return;
+  }
+  std::vector<uint8_t> au(m * k);
+  for (size_t i = 0; i < m * k; ++i) au[i] = static_cast<uint8_t>(a[i] + 64);
+  int8_gemm_run(au.data(), m, k, k, false, panels, g.col_sums, n, c, threads, isa);
+  for (size_t r = 0; r < m; ++r) {  // wrapping, like the kernels' own +-128 correction
+    uint32_t* row = reinterpret_cast<uint32_t*>(c + r * n);
+    for (size_t j = 0; j < n; ++j) row[j] -= 64u * static_cast<uint32_t>(g.col_sums[j]);
+  }
 }
 
-struct GateView {
-  const int32_t* p;
-  size_t ld;  // row stride (elements)
-};
+using GateView = GruGateView;
 
 }  // namespace
 
@@ -139,7 +134,7 @@ GruPlan::GruPlan(size_t input, size_t hidden, const int8_t* w_ih, const int8_t* 
               std::string("widths_t: ") + kOpNames[op] + " expected 2, 4 or 8, got " +
                   std::to_string(w[op]));
   }
-  require(c_.shift >= 1 && c_.shift <= 62, "shift: expected 1..62");
+  require(c_.shift == kGruShift, "shift: expected " + std::to_string(kGruShift) + " (gru.py SHIFT)");
   const size_t H = hidden;
   for (int g = 0; g < 3; ++g) c_.q_pre[g] = qmax_signed(w[add_r + g]);
   c_.L_r = qmax_unsigned(w[sig_r]);
@@ -181,7 +176,7 @@ void GruPlan::forward(const int8_t* xq, size_t batch, size_t steps, const int8_t
     const GruWeightGroup& g = ih_[gi_idx];
     const size_t n = g.gates.size() * H;
     gi_buf[gi_idx].resize(B * T * n);
-    group_gemm(g, xq, B * T, I, H, gi_buf[gi_idx].data(), threads, isa);
+    group_gemm(g, xq, B * T, I, H, false, gi_buf[gi_idx].data(), threads, isa);
     for (size_t j = 0; j < g.gates.size(); ++j) gi[g.gates[j]] = {gi_buf[gi_idx].data() + j * H, n};
   }
   std::vector<std::vector<int32_t>> gh_buf(hh_.size());
@@ -196,43 +191,53 @@ void GruPlan::forward(const int8_t* xq, size_t batch, size_t steps, const int8_t
   std::vector<int8_t> h(B * H, 0);  // |code| <= q_h <= 127
   if (h0) std::memcpy(h.data(), h0, B * H);
 
-  const int s = c.shift;
-  const int64_t qpr = c.q_pre[0], qpz = c.q_pre[1], qpn = c.q_pre[2];
-  const int64_t *lut_r = c.lut[0].data(), *lut_z = c.lut[1].data(), *lut_n = c.lut[2].data();
-  const int64_t *bi = c.b_ih.data(), *bh = c.b_hh.data();
+  GruStepArgs a{};
+  a.batch = B;
+  a.hidden = H;
+  a.gi_row_step = T;  // row b * T + t
+  for (int g = 0; g < 3; ++g) {
+    a.gi[g] = {gi[g].p, gi[g].ld};
+    a.gh[g] = {gh[g].p, gh[g].ld};
+    a.m_pre_i[g] = c.m_pre_i[g].data();
+    a.m_pre_h[g] = c.m_pre_h[g].data();
+    a.q_pre[g] = c.q_pre[g];
+  }
+  a.b_ih = c.b_ih.data();
+  a.b_hh = c.b_hh.data();
+  a.lut_r = c.lut[0].data();
+  a.lut_z = c.lut[1].data();
+  a.lut_n = c.lut[2].data();
+  a.m_rn = c.m_rn.data();
+  a.q_rn = c.q_rn;
+  a.L_z = c.L_z;
+  a.L_omz = c.L_omz;
+  a.q_zn = c.q_zn;
+  a.q_zh = c.q_zh;
+  a.q_h = c.q_h;
+  a.m_omz = c.m_omz;
+  a.m_zn = c.m_zn;
+  a.m_zh = c.m_zh;
+  a.m_h0 = c.m_h0;
+  a.m_h1 = c.m_h1;
+  std::vector<int32_t> idx(3 * H);
+  std::vector<int64_t> vals(3 * H);
+  a.idx_r = idx.data();
+  a.idx_z = idx.data() + H;
+  a.idx_n = idx.data() + 2 * H;
+  a.v_r = vals.data();
+  a.v_z = vals.data() + H;
+  a.v_n = vals.data() + 2 * H;
+  a.h = h.data();
+  a.out = out;
+  const GruStepFn step = gru_step_kernel(isa);
+  // h0 codes are clamped to [-q_h, q_h] by the caller; checked here before relying on it
+  bool small_h = c.q_h <= 63;
+  for (size_t i = 0; h0 && small_h && i < B * H; ++i) small_h = h0[i] >= -63 && h0[i] <= 63;
   for (size_t t = 0; t < T; ++t) {
-    for (size_t idx = 0; idx < hh_.size(); ++idx)
-      group_gemm(hh_[idx], h.data(), B, H, H, gh_buf[idx].data(), threads, isa);
-    for (size_t b = 0; b < B; ++b) {
-      const size_t row = b * T + t;
-      const int32_t *xr = gi[0].p + row * gi[0].ld, *xz = gi[1].p + row * gi[1].ld,
-                    *xn = gi[2].p + row * gi[2].ld;
-      const int32_t *hr = gh[0].p + b * gh[0].ld, *hz = gh[1].p + b * gh[1].ld,
-                    *hn = gh[2].p + b * gh[2].ld;
-      int8_t* hb = h.data() + b * H;
-      int64_t* ob = out + row * H;
-      for (size_t j = 0; j < H; ++j) {
-        const int64_t gir = wadd(xr[j], bi[j]), giz = wadd(xz[j], bi[H + j]),
-                      gin = wadd(xn[j], bi[2 * H + j]);
-        const int64_t ghr = wadd(hr[j], bh[j]), ghz = wadd(hz[j], bh[H + j]),
-                      ghn = wadd(hn[j], bh[2 * H + j]);
-        const int64_t pr =
-            rq(wadd(wmul(gir, c.m_pre_i[0][j]), wmul(ghr, c.m_pre_h[0][j])), s, -qpr, qpr);
-        const int64_t pz =
-            rq(wadd(wmul(giz, c.m_pre_i[1][j]), wmul(ghz, c.m_pre_h[1][j])), s, -qpz, qpz);
-        const int64_t r = lut_r[pr + qpr], z = lut_z[pz + qpz];
-        const int64_t rn = rq(wmul(wmul(r, ghn), c.m_rn[j]), s, -c.q_rn, c.q_rn);
-        const int64_t pn =
-            rq(wadd(wmul(gin, c.m_pre_i[2][j]), wmul(rn, c.m_pre_h[2][j])), s, -qpn, qpn);
-        const int64_t n = lut_n[pn + qpn];
-        const int64_t omz = rq(wmul(wsub(c.L_z, z), c.m_omz), s, 0, c.L_omz);
-        const int64_t zn = rq(wmul(wmul(omz, n), c.m_zn), s, -c.q_zn, c.q_zn);
-        const int64_t zh = rq(wmul(wmul(z, hb[j]), c.m_zh), s, -c.q_zh, c.q_zh);
-        const int64_t hnew = rq(wadd(wmul(zn, c.m_h0), wmul(zh, c.m_h1)), s, -c.q_h, c.q_h);
-        hb[j] = static_cast<int8_t>(hnew);
-        ob[j] = hnew;
-      }
-    }
+    for (size_t i = 0; i < hh_.size(); ++i)
+      group_gemm(hh_[i], h.data(), B, H, H, small_h, gh_buf[i].data(), threads, isa);
+    a.gi_row0 = t;
+    step(a);
   }
 }
 

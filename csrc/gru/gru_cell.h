@@ -39,7 +39,7 @@ struct GruConstants {
   // mult_pre_{r,z}_{0,1}, mult_rn_0, mult_pre_n_{0,1}: [H]
   std::vector<int64_t> m_pre_i[3], m_pre_h[3], m_rn;
   int64_t m_omz = 0, m_zn = 0, m_zh = 0, m_h0 = 0, m_h1 = 0;  // scalars
-  int shift = 36;
+  int shift = 36;  // must be kGruShift (gru_step.h)
   // code ranges derived from the widths (qmax_signed / qmax_unsigned in gru.py)
   int64_t q_pre[3] = {0, 0, 0}, L_r = 0, L_z = 0, q_n = 0, q_rn = 0, L_omz = 0, q_zn = 0,
           q_zh = 0, q_h = 0;

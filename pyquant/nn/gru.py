@@ -379,6 +379,10 @@ class QuantGRU(nn.Module):
 
     def forward_codes(self, x: torch.Tensor, h0: torch.Tensor | None = None):
         """x float [B, T, I] (batch-first here). Returns the state codes int64 [B, T, H]."""
+        return self._run(x, h0)
+
+    def _run(self, x: torch.Tensor, h0: torch.Tensor | None, scale: float | None = None):
+        """State codes; with `scale` (native backend only) the float32 outputs codes * scale."""
         if self.backend not in ("kernels", "python", "torch"):
             raise ValueError(f"backend: expected 'kernels', 'python' or 'torch', got {self.backend!r}")
         if x.dim() != 3 or x.shape[2] != self.input_size:
@@ -393,7 +397,7 @@ class QuantGRU(nn.Module):
                 self._build_plan()
             xq = np.ascontiguousarray(self.quantize_input(x).numpy())
             hq = None if h is None else h.to(torch.int8).numpy()
-            return torch.from_numpy(self._plan.forward(xq, hq, get_num_threads()))
+            return torch.from_numpy(self._plan.forward(xq, hq, get_num_threads(), scale))
         xq = self.quantize_input(x).reshape(B * T, -1).numpy()
         gi = (self._gemm(xq, self.w_ih, self.row_bits_ih) + self.b_ih).reshape(B, T, -1)
         if h is None:
@@ -413,8 +417,11 @@ class QuantGRU(nn.Module):
             h0 = None if h0 is None else h0.unsqueeze(1)
         if not self.batch_first:
             x = x.transpose(0, 1)
-        codes = self.forward_codes(x, None if h0 is None else h0[0])
-        out = (codes.double() * self.s_h).float()
+        h0 = None if h0 is None else h0[0]
+        if self.backend == "kernels":  # the float conversion in the same native call
+            out = self._run(x, h0, self.s_h)
+        else:
+            out = (self.forward_codes(x, h0).double() * self.s_h).float()
         h_n = out[:, -1].unsqueeze(0)
         if not self.batch_first:
             out = out.transpose(0, 1)
