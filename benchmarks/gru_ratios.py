@@ -3,8 +3,9 @@
   1. digits shape (batch 64, 8 steps, input 8, hidden 64): native QuantGRU vs the Python-orchestrated
      forward it replaces (backend "python": QuantGRU's default before the native cell); goal >= 10x.
   2. hidden 256, batch 1, 100 steps (input 64): native QuantGRU vs torch.nn.GRU fp32; goal <= 1x.
+Widths: uniform 8 (--widths 8), or the mixed NSGA-II point below (--widths mixed).
 
-    /work/venv-gru/bin/python benchmarks/gru_ratios.py [--repeats 7]
+    python benchmarks/gru_ratios.py [--repeats 7] [--widths 8|4|mixed]
 """
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ import torch
 import pyquant
 from pyquant.nn import QuantGRU
 
+# the mixed point NSGA-II found on digits (seed 0, docs/notes/search.md): matmuls at <= 4 bits
+MIXED = dict(w_ir=2, w_iz=4, w_in=4, w_hr=4, w_hz=4, w_hn=4, add_r=6, add_z=4, add_n=7, sig_r=5,
+             sig_z=7, tanh_n=4, mul_rn=8, one_minus_z=3, mul_zn=7, mul_zh=7, add_h=7)
 SHAPES = {"digits": dict(batch=64, steps=8, inp=8, hidden=64),
           "h256": dict(batch=1, steps=100, inp=64, hidden=256)}
 
@@ -65,10 +69,12 @@ def run(repeats: int = 7, widths=8) -> dict:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--widths", type=int, default=8, help="uniform width of every operator")
+    ap.add_argument("--widths", default="8", help="uniform width of every operator, or 'mixed'")
     args = ap.parse_args()
-    res = run(args.repeats, args.widths)
-    print(f"CPU ISA path: {pyquant.cpu_info()['isa']}, 1 thread, best of {args.repeats}")
+    widths = MIXED if args.widths == "mixed" else int(args.widths)
+    res = run(args.repeats, widths)
+    print(f"CPU ISA path: {pyquant.cpu_info()['isa']}, 1 thread, best of {args.repeats}, "
+          f"widths {args.widths}")
     for name, times in res.items():
         print(f"{name} {SHAPES[name]}")
         for k, v in times.items():

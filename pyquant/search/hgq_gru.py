@@ -32,13 +32,20 @@ OPS = tuple(GRU_OPS) + ("head",)
 ACT_WIDTHS = tuple(range(2, 9))
 
 
-def fake_quant(x: torch.Tensor, b: torch.Tensor, step: torch.Tensor, lo, hi) -> torch.Tensor:
+def fake_quant(x: torch.Tensor, b: torch.Tensor, step: torch.Tensor, lo, hi,
+               half_up: bool = False, levels=None) -> torch.Tensor:
     """clamp(round(x / step), lo, hi) * step; gradient 1 for x (straight-through) and HGQ's
-    -ln2 * (x_q - x) for b (step = range * 2^-b up to the constant: the fractional bits)."""
-    q = torch.clamp(torch.round(x.detach() / step), lo, hi) * step
-    delta = q - x.detach()
-    prod = delta * b * LN2
-    return x + (delta + prod).detach() - prod
+    -ln2 * (x_q - x) for b (step = range * 2^-b up to the constant: the fractional bits).
+    half_up: ties round up, as QuantGRU's requantization (weights round half to even, as
+    torch.round in its conversion). levels: codes = round(x * levels), step 1 / levels, the way
+    QuantGRU's lookup tables are built (sigmoid(0) * 15 = 7.5 is a tie, and only the product
+    lands on it exactly)."""
+    v = x.detach() * levels if levels is not None else x.detach() / step
+    q = torch.clamp(torch.floor(v + 0.5) if half_up else torch.round(v), lo, hi) * step
+    prod = (q - x.detach()) * b * LN2
+    # value exactly q (x - x.detach() and prod - prod.detach() are exact zeros: the twin stays on
+    # the integer model's grid), gradients 1 for x and -ln2 * (q - x) for b
+    return q + (x - x.detach()) - (prod - prod.detach())
 
 
 def _qs(b):  # qmax_signed on a (projected, integer-valued) tensor width
@@ -148,11 +155,15 @@ class HGQGRU(nn.Module):
 
         def sq(v, bb, rng):  # signed activation with a fixed range
             q = _qs(bb)
-            return fake_quant(v, bb, max(rng, 1e-6) / q, -q, q)
+            return fake_quant(v, bb, max(rng, 1e-6) / q, -q, q, half_up=True)
 
-        def uq(v, bb):  # unsigned in [0, 1]
+        def uq(v, bb):  # unsigned in [0, 1] (1 - z)
             q = _qu(bb)
-            return fake_quant(v, bb, 1.0 / q, 0 * q, q)
+            return fake_quant(v, bb, 1.0 / q, 0 * q, q, half_up=True)
+
+        def lut(v, bb, signed):  # a lookup-table output: round(fn(code * s) * levels)
+            q = _qs(bb) if signed else _qu(bb)
+            return fake_quant(v, bb, 1.0 / q, -q if signed else 0 * q, q, levels=q)
 
         h = torch.zeros(x.shape[0], H)
         for t in range(x.shape[1]):
@@ -160,10 +171,10 @@ class HGQGRU(nn.Module):
             gh = h @ wh.T + self.b_hh
             pr = sq(gi[:, :H] + gh[:, :H], b["add_r"], min(rg["add_r"], PRE_CAP))
             pz = sq(gi[:, H:2 * H] + gh[:, H:2 * H], b["add_z"], min(rg["add_z"], PRE_CAP))
-            r, z = uq(torch.sigmoid(pr), b["sig_r"]), uq(torch.sigmoid(pz), b["sig_z"])
+            r, z = lut(torch.sigmoid(pr), b["sig_r"], False), lut(torch.sigmoid(pz), b["sig_z"], False)
             rn = sq(r * gh[:, 2 * H:], b["mul_rn"], rg["mul_rn"])
             pn = sq(gi[:, 2 * H:] + rn, b["add_n"], min(rg["add_n"], PRE_CAP))
-            n = sq(torch.tanh(pn), b["tanh_n"], 1.0)
+            n = lut(torch.tanh(pn), b["tanh_n"], True)
             omz = uq(1 - z, b["one_minus_z"])
             h = sq(sq(omz * n, b["mul_zn"], 1.0) + sq(z * h, b["mul_zh"], 1.0), b["add_h"], 1.0)
         return h @ wq(self.head_w, b["head"]).T + self.head_b
