@@ -24,7 +24,8 @@ def add_search_parser(sub) -> None:
     p.add_argument("--latency", action="store_true",
                    help="digits-gru nsga2: add measured latency as a third objective")
     p.add_argument("--fitness", choices=("trainval", "val"), default="trainval",
-                   help="digits-gru: split whose accuracy NSGA-II maximizes (test is never used)")
+                   help="digits-gru: split whose accuracy NSGA-II maximizes / HGQ selects checkpoints on "
+                        "(test is never used)")
     p.add_argument("--epochs", type=int, default=None,
                    help="digits-gru hgq: HGQ epochs (default: the budget's)")
     p.add_argument("--latency-cache", default=None, help="JSON cache for the latency table")
@@ -53,7 +54,7 @@ def _run(args) -> int:
                            latency_cache=args.latency_cache, fitness=args.fitness)
     elif args.task == "digits-gru":
         doc = run_gru_hgq(args.budget, args.seed, beta=tuple(args.beta), show=show,
-                          epochs=args.epochs)
+                          epochs=args.epochs, select=args.fitness)
     elif args.method == "hgq":
         doc = run_mlp_hgq(args.budget, args.seed, groups=args.groups, cost=args.cost, show=show,
                           latency_cache=args.latency_cache, data_name=args.data,

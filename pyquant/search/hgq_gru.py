@@ -12,7 +12,7 @@ Each operator has one learnable width b:
     width shared by n values (n = weights of the matrix, or features per step for activations).
 The cost is the deployed model size (gru_size_bits + head) / its uniform-8 value, added with
 beta ramped on a log scale; every epoch's deployed model is a candidate for the Pareto front
-(deployed integer accuracy on the validation split vs size).
+(deployed integer accuracy on the selection split vs size).
 """
 from __future__ import annotations
 
@@ -185,7 +185,7 @@ class GRUCheckpoint:
     epoch: int
     beta: float
     size_bits: int
-    val_acc: float       # deployed (integer) accuracy on the validation split
+    val_acc: float       # deployed (integer) accuracy on the selection split
     config: dict
     state: dict = field(repr=False)
     ranges: dict = field(repr=False, default_factory=dict)
@@ -222,6 +222,7 @@ class HGQGRUTrainer:
         return math.exp(math.log(self.beta0) + t * (math.log(self.beta1) - math.log(self.beta0)))
 
     def fit(self, xtr, ytr, xval, yval, progress=None) -> list:
+        """Train on (xtr, ytr); checkpoints are ranked by deployed accuracy on (xval, yval)."""
         from .hgq import pareto_insert
 
         g = torch.Generator().manual_seed(self.seed)

@@ -123,24 +123,33 @@ def _gru_ptq_point(model, ranges, widths: dict, data, uniform, search_accuracy=N
             "search_accuracy": search_accuracy, "uniform": uniform}
 
 
-def run_gru_hgq(budget="quick", seed=0, beta=(1e-2, 1.0), show=True, epochs=None) -> dict:
+def run_gru_hgq(budget="quick", seed=0, beta=(1e-2, 1.0), show=True, epochs=None,
+                select="trainval") -> dict:
     """HGQ on the GRU's 17 operator widths + the head's (pyquant.search.hgq_gru), one run with a
     beta ramp; the front is every epoch's deployed QuantGRU that is Pareto-optimal on (deployed
-    validation accuracy, size). Uniform 2/4/8 references: post-training quantization of the same
-    float model (identical to run_gru_nsga's)."""
+    accuracy on the selection split, size). select: "trainval" (1437 samples, as NSGA-II's
+    fitness: the uniform references were trained on the training split too) or "val" (359).
+    Uniform 2/4/8 references: post-training quantization of the same float model (identical to
+    run_gru_nsga's)."""
     from .hgq_gru import HGQGRU, HGQGRUTrainer
 
     cfg = BUDGETS["digits-gru"][budget]
     data, model, float_acc = _gru_setup(cfg, seed, show)
     t_search = time.time()
     ranges = calibrate(model.gru, data.xtr)
+    if select == "trainval":
+        xs, ys = torch.cat([data.xtr, data.xval]), torch.cat([data.ytr, data.yval])
+    elif select == "val":
+        xs, ys = data.xval, data.yval
+    else:
+        raise ValueError(f"select: expected 'val' or 'trainval', got {select!r}")
     points = []
     for b in (2, 4, 8):
         w = {op: b for op in list(GRU_OPS) + ["head"]}
         q = QuantGRU.from_gru(model.gru, b, ranges=ranges)
         head = QuantHead(model.head, b)
-        val = float((torch.from_numpy(head(q.forward_codes(data.xval)[:, -1].numpy(), q.s_h))
-                     .argmax(1) == data.yval).double().mean())
+        val = float((torch.from_numpy(head(q.forward_codes(xs)[:, -1].numpy(), q.s_h))
+                     .argmax(1) == ys).double().mean())
         points.append(_gru_ptq_point(model, ranges, w, data, b, val))
     m = HGQGRU(model.gru, model.head, init_bits=8)
     n_epochs = epochs or cfg["hgq_epochs"]
@@ -151,7 +160,7 @@ def run_gru_hgq(budget="quick", seed=0, beta=(1e-2, 1.0), show=True, epochs=None
         bar.update()
         bar.set_postfix_str(f"beta={b:.2g} size={size} val={acc:.3f}")
 
-    front = tr.fit(data.xtr, data.ytr, data.xval, data.yval, progress=prog)
+    front = tr.fit(data.xtr, data.ytr, xs, ys, progress=prog)
     bar.close()
     search_seconds = time.time() - t_search
     for cp in front:
@@ -166,7 +175,7 @@ def run_gru_hgq(budget="quick", seed=0, beta=(1e-2, 1.0), show=True, epochs=None
     return {"task": "digits-gru", "method": "hgq", "budget": budget, "seed": seed,
             "objectives": ["accuracy", "size_bits"], "epochs": n_epochs, "beta": list(beta),
             "search_seconds": round(search_seconds, 1), "float_accuracy": float_acc,
-            "hidden": GRU_HIDDEN, "fitness_split": "val",
+            "hidden": GRU_HIDDEN, "fitness_split": select,
             "kernels": {str(b): kernel_for(b) for b in KERNEL_WIDTHS}, "points": points}
 
 
