@@ -190,6 +190,8 @@ def test_tampered_state_dict_is_rejected_naming_the_buffer():
         ("w_hh_codes", sd["w_hh_codes"][:-1], StateDictValueError, r"w_hh_codes: expected shape \[27, 9\]"),
         ("w_ih_codes", torch.full_like(sd["w_ih_codes"], 100), StateDictValueError,
          r"w_ih_codes: rows of w_ir \(4 bits\) must hold codes in \[-7, 7\]"),
+        ("w_hh_codes", torch.full_like(sd["w_hh_codes"], -128), StateDictValueError,
+         r"w_hh_codes: rows of w_hr \(4 bits\) must hold codes in \[-7, 7\], found 128"),
         ("lut_r", sd["lut_r"][:-1], StateDictValueError, r"lut_r: expected shape \[31\]"),
         ("lut_n", sd["lut_n"].to(torch.int32), StateDictTypeError, "lut_n: expected dtype"),
         ("widths_t", torch.tensor([8] * 16 + [9]), StateDictValueError, "widths_t: .*add_h"),
@@ -202,7 +204,16 @@ def test_tampered_state_dict_is_rejected_naming_the_buffer():
         ("scales_t", torch.tensor([float("nan"), 1.0], dtype=torch.float64), StateDictValueError,
          "scales_t: expected finite"),
         ("ranges_t", [1.0] * 5, StateDictTypeError, "ranges_t: expected a torch.Tensor"),
+        ("mult_zn_0", sd["mult_zn_0"].double(), StateDictTypeError,
+         "mult_zn_0: expected dtype torch.int64"),
     ]
+    # an 8-bit row holding -128 (outside the symmetric codes) too
+    q8 = _model(8, 5, 9, 8)
+    sd8 = q8.state_dict()
+    w8 = sd8["w_hh_codes"].clone()
+    w8[0, 0] = -128
+    with pytest.raises(StateDictValueError, match="found 128"):
+        QuantGRU(5, 9, batch_first=True).load_state_dict({**sd8, "w_hh_codes": w8})
     for name, value, exc, msg in bad:
         q2 = QuantGRU(5, 9, batch_first=True)
         with pytest.raises(exc, match=msg):

@@ -292,15 +292,16 @@ class QuantGRU(nn.Module):
             raise StateDictValueError(f"widths_t: {e}") from None
         for name, n in (("scales_t", 2), ("ranges_t", len(self._RANGE_KEYS))):
             t = check(name, torch.float64, (n,))
-            if not bool(torch.isfinite(t).all()) or (name == "scales_t" and bool((t <= 0).any())):
-                raise StateDictValueError(f"{name}: expected finite{' positive' if name == 'scales_t' else ''} "
-                                          f"values, got {t.tolist()}")
+            positive = name == "scales_t"
+            if not bool(torch.isfinite(t).all()) or (positive and bool((t <= 0).any())):
+                kind = "finite positive" if positive else "finite"
+                raise StateDictValueError(f"{name}: expected {kind} values, got {t.tolist()}")
         for name, k, ops in (("w_ih_codes", I, ("w_ir", "w_iz", "w_in")),
                              ("w_hh_codes", H, ("w_hr", "w_hz", "w_hn"))):
             t = check(name, torch.int8, (3 * H, k))
             for j, op in enumerate(ops):
                 q = qmax_signed(w[op])
-                rows = t[j * H:(j + 1) * H]
+                rows = t[j * H:(j + 1) * H].to(torch.int16)  # int8 abs(-128) would wrap
                 if rows.numel() and int(rows.abs().max()) > q:
                     raise StateDictValueError(f"{name}: rows of {op} ({w[op]} bits) must hold codes "
                                               f"in [{-q}, {q}], found {int(rows.abs().max())}")
@@ -324,10 +325,18 @@ class QuantGRU(nn.Module):
                 unexpected_keys.append(k)
         if len(found) == len(names):
             new = {n: state_dict[prefix + n] for n in names}
+            new = {n: v.detach().cpu().clone() if isinstance(v, torch.Tensor) else v
+                   for n, v in new.items()}
             self._validate(new)  # before anything changes: a bad state_dict leaves the module as is
-            for n in names:
-                self._buffers[n] = new[n].detach().clone()
-            self._derive()
+            old = {n: self._buffers.get(n) for n in names}
+            self._buffers.update(new)
+            try:
+                self._derive()  # the native plan re-checks; on failure, back to the old buffers
+            except Exception:
+                self._buffers.update(old)
+                if all(v is not None for v in old.values()):
+                    self._derive()
+                raise
 
     def __getstate__(self):
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
@@ -384,7 +393,8 @@ class QuantGRU(nn.Module):
     def _run(self, x: torch.Tensor, h0: torch.Tensor | None, scale: float | None = None):
         """State codes; with `scale` (native backend only) the float32 outputs codes * scale."""
         if self.backend not in ("kernels", "python", "torch"):
-            raise ValueError(f"backend: expected 'kernels', 'python' or 'torch', got {self.backend!r}")
+            raise ValueError(
+                f"backend: expected 'kernels', 'python' or 'torch', got {self.backend!r}")
         if x.dim() != 3 or x.shape[2] != self.input_size:
             raise ValueError(f"x: expected [B, T, {self.input_size}], got {list(x.shape)}")
         B, T, _ = x.shape
