@@ -14,6 +14,7 @@ void bind_lowbit_gemm(py::module_& m);
 void bind_sparq(py::module_& m);
 void bind_packed(py::module_& m);
 void bind_forward(py::module_& m);
+void bind_gru(py::module_& m);  // QuantGRU's native forward
 void bind_kernels(py::module_& m);  // cpu_features, kernel_table, select/set_kernel
 }  // namespace pq
 
@@ -54,5 +55,6 @@ PYBIND11_MODULE(_C, m) {
   pq::bind_sparq(m);
   pq::bind_packed(m);
   pq::bind_forward(m);
+  pq::bind_gru(m);
   pq::bind_kernels(m);
 }

@@ -15,8 +15,17 @@ Operators and what their width means:
     add_h                           the new state h (also the recurrent GEMV's activation width)
 Every tensor is integer codes with a fixed scale; rescaling between scales is an integer
 multiply + rounding shift (M / 2^S), so the whole recurrence is exact integer arithmetic. The input
-x is quantized to 8 bits (the kernels take 8-bit activations). The input projection for all time
-steps is one GEMM on pyquant's kernels; each step runs the recurrent GEMM [batch, H] x [3H, H].
+x is quantized to 8 bits (the kernels take 8-bit activations).
+
+Backends (``QuantGRU.backend``):
+    "kernels" (default)  one native call per forward (csrc/gru/gru_cell.h): the input projection
+                         of all B*T rows as one GEMM per weight width, then T integer cell steps,
+                         on weights prepacked once (lowbit_gemm for 2/4-bit gates, int8_gemm for
+                         8-bit ones) when the module is built or loaded.
+    "python"             the same maths orchestrated from Python (``step``), pyquant's GEMMs
+                         per step: the implementation before the native cell.
+    "torch"              the same maths with exact float64 torch matmuls: the independent
+                         reference the others are tested against (and what the search runs).
 """
 from __future__ import annotations
 
@@ -24,6 +33,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .. import _C
+from .._threads import get_num_threads
 from ._code_gemm import grouped_gemm
 from .configs import GRU_MATMUL_OPS as MATMUL_OPS
 from .configs import GRU_OPS, GRUConfig
@@ -32,6 +43,15 @@ PRE_CAP = 8.0       # pre-activation ranges are capped: sigmoid/tanh are saturat
 BIAS_BITS = 32
 SHIFT = 36          # requantization: t * M >> SHIFT; |t * ratio| is an output code, so
                     # |t * M| ~ |code| * 2^36 stays far inside int64 and M keeps >= 20 bits
+
+
+class StateDictValueError(ValueError, RuntimeError):
+    """A QuantGRU buffer with a bad shape or value (a RuntimeError too, like torch's own
+    load_state_dict errors)."""
+
+
+class StateDictTypeError(TypeError, RuntimeError):
+    """A QuantGRU buffer of the wrong type or dtype."""
 
 
 def qmax_signed(b: int) -> int:
@@ -112,7 +132,8 @@ class QuantGRU(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, batch_first: bool = False):
         super().__init__()
         self.input_size, self.hidden_size, self.batch_first = input_size, hidden_size, batch_first
-        self.backend = "kernels"  # or "torch": the same integer maths with torch matmuls
+        self.backend = "kernels"  # or "python" / "torch": see the module docstring
+        self._plan = None         # the native GruPlan, built from the buffers by _derive
 
     @classmethod
     @torch.no_grad()
@@ -216,15 +237,14 @@ class QuantGRU(nn.Module):
         self._derive()
 
     def _derive(self) -> None:
-        """Python-side constants (code ranges, views for the GEMMs) from the buffers."""
+        """Python-side constants (code ranges, views for the GEMMs) and the native plan (validated
+        constants, prepacked weights) from the buffers."""
+        self._validate({n: getattr(self, n) for n in self._buffer_names()})
         w = {op: int(b) for op, b in zip(GRU_OPS, self.widths_t.tolist())}
         self.widths = w
         self.ranges = dict(zip(self._RANGE_KEYS, self.ranges_t.tolist()))
         self.s_x, self.s_h = (float(v) for v in self.scales_t)
         H = self.hidden_size
-        if tuple(self.w_ih_codes.shape) != (3 * H, self.input_size) or \
-                tuple(self.w_hh_codes.shape) != (3 * H, H):
-            raise ValueError("state_dict: weight shapes do not match input_size / hidden_size")
         self.w_ih, self.w_hh = self.w_ih_codes.numpy(), self.w_hh_codes.numpy()
         self.row_bits_ih = np.repeat([w["w_ir"], w["w_iz"], w["w_in"]], H)
         self.row_bits_hh = np.repeat([w["w_hr"], w["w_hz"], w["w_hn"]], H)
@@ -239,6 +259,60 @@ class QuantGRU(nn.Module):
         for k, n in self._MULTS:
             ms = [getattr(self, f"mult_{k}_{j}") for j in range(n)]
             self.mult[k] = ([m if m.numel() > 1 else m.reshape(()) for m in ms], SHIFT)
+        self._build_plan()
+
+    def _build_plan(self) -> None:
+        # the native cell validates again (shapes, code ranges, table lengths) and packs
+        mults = [getattr(self, f"mult_{k}_{j}").numpy() for k, n in self._MULTS for j in range(n)]
+        self._plan = _C.GruPlan(self.w_ih, self.w_hh, self.widths_t.tolist(), self.b_ih.numpy(),
+                                self.b_hh.numpy(), self.lut_r.numpy(), self.lut_z.numpy(),
+                                self.lut_n.numpy(), mults, SHIFT)
+
+    def _validate(self, bufs: dict) -> None:
+        """Every buffer's type, dtype, shape and range, before anything uses it (state_dicts may
+        come from elsewhere). Raises StateDictTypeError / StateDictValueError naming the buffer."""
+        H, I = self.hidden_size, self.input_size
+
+        def check(name, dtype, shape):
+            t = bufs[name]
+            if not isinstance(t, torch.Tensor):
+                raise StateDictTypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+            if t.dtype != dtype:
+                raise StateDictTypeError(f"{name}: expected dtype {dtype}, got {t.dtype}")
+            if tuple(t.shape) != tuple(shape):
+                raise StateDictValueError(
+                    f"{name}: expected shape {list(shape)} (input_size {I}, hidden_size {H}), "
+                    f"got {list(t.shape)}")
+            return t
+
+        wt = check("widths_t", torch.int64, (len(GRU_OPS),))
+        try:
+            w = GRUConfig.from_widths(dict(zip(GRU_OPS, wt.tolist()))).widths()
+        except ValueError as e:
+            raise StateDictValueError(f"widths_t: {e}") from None
+        for name, n in (("scales_t", 2), ("ranges_t", len(self._RANGE_KEYS))):
+            t = check(name, torch.float64, (n,))
+            positive = name == "scales_t"
+            if not bool(torch.isfinite(t).all()) or (positive and bool((t <= 0).any())):
+                kind = "finite positive" if positive else "finite"
+                raise StateDictValueError(f"{name}: expected {kind} values, got {t.tolist()}")
+        for name, k, ops in (("w_ih_codes", I, ("w_ir", "w_iz", "w_in")),
+                             ("w_hh_codes", H, ("w_hr", "w_hz", "w_hn"))):
+            t = check(name, torch.int8, (3 * H, k))
+            for j, op in enumerate(ops):
+                q = qmax_signed(w[op])
+                rows = t[j * H:(j + 1) * H].to(torch.int16)  # int8 abs(-128) would wrap
+                if rows.numel() and int(rows.abs().max()) > q:
+                    raise StateDictValueError(f"{name}: rows of {op} ({w[op]} bits) must hold codes "
+                                              f"in [{-q}, {q}], found {int(rows.abs().max())}")
+        for name in ("b_ih", "b_hh"):
+            check(name, torch.int64, (3 * H,))
+        for g in "rzn":  # index = clamped pre-activation code + q_pre: the table covers it all
+            check("lut_" + g, torch.int64, (2 * qmax_signed(w["add_" + g]) + 1,))
+        for k, n in self._MULTS:
+            for j in range(n):
+                vec = k in ("pre_r", "pre_z", "rn", "pre_n")
+                check(f"mult_{k}_{j}", torch.int64, (H,) if vec else (1,))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
@@ -250,16 +324,34 @@ class QuantGRU(nn.Module):
             if k.startswith(prefix) and "." not in k[len(prefix):] and k[len(prefix):] not in names:
                 unexpected_keys.append(k)
         if len(found) == len(names):
-            for n in names:
-                self._buffers[n] = state_dict[prefix + n].detach().clone()
+            new = {n: state_dict[prefix + n] for n in names}
+            new = {n: v.detach().cpu().clone() if isinstance(v, torch.Tensor) else v
+                   for n, v in new.items()}
+            self._validate(new)  # before anything changes: a bad state_dict leaves the module as is
+            old = {n: self._buffers.get(n) for n in names}
+            self._buffers.update(new)
             try:
-                self._derive()
-            except ValueError as e:
-                error_msgs.append(str(e))
+                self._derive()  # the native plan re-checks; on failure, back to the old buffers
+            except Exception:
+                self._buffers.update(old)
+                if all(v is not None for v in old.values()):
+                    self._derive()
+                raise
+
+    def __getstate__(self):
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        state = dict(state)
+        state["_plan"] = None  # native object: rebuilt from the buffers
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "widths_t" in self._buffers:
+            self._build_plan()
 
     # -- integer pieces ------------------------------------------------------------------------
     def _gemm(self, a: np.ndarray, w: np.ndarray, row_bits: np.ndarray) -> torch.Tensor:
-        if self.backend == "kernels":
+        if self.backend != "torch":
             return torch.from_numpy(grouped_gemm(a, w, row_bits)).to(torch.int64)
         # exact: |sums| << 2^53
         return (torch.from_numpy(a).double() @ torch.from_numpy(w).double().T).to(torch.int64)
@@ -296,13 +388,30 @@ class QuantGRU(nn.Module):
 
     def forward_codes(self, x: torch.Tensor, h0: torch.Tensor | None = None):
         """x float [B, T, I] (batch-first here). Returns the state codes int64 [B, T, H]."""
+        return self._run(x, h0)
+
+    def _run(self, x: torch.Tensor, h0: torch.Tensor | None, scale: float | None = None):
+        """State codes; with `scale` (native backend only) the float32 outputs codes * scale."""
+        if self.backend not in ("kernels", "python", "torch"):
+            raise ValueError(
+                f"backend: expected 'kernels', 'python' or 'torch', got {self.backend!r}")
+        if x.dim() != 3 or x.shape[2] != self.input_size:
+            raise ValueError(f"x: expected [B, T, {self.input_size}], got {list(x.shape)}")
         B, T, _ = x.shape
+        if h0 is not None and tuple(h0.shape) != (B, self.hidden_size):
+            raise ValueError(f"h0: expected [{B}, {self.hidden_size}], got {list(h0.shape)}")
+        h = None if h0 is None else \
+            torch.clamp(torch.round(h0.double() * self.q_h), -self.q_h, self.q_h).to(torch.int64)
+        if self.backend == "kernels":
+            if self._plan is None:
+                self._build_plan()
+            xq = np.ascontiguousarray(self.quantize_input(x).numpy())
+            hq = None if h is None else h.to(torch.int8).numpy()
+            return torch.from_numpy(self._plan.forward(xq, hq, get_num_threads(), scale))
         xq = self.quantize_input(x).reshape(B * T, -1).numpy()
         gi = (self._gemm(xq, self.w_ih, self.row_bits_ih) + self.b_ih).reshape(B, T, -1)
-        if h0 is None:
+        if h is None:
             h = torch.zeros(B, self.hidden_size, dtype=torch.int64)
-        else:
-            h = torch.clamp(torch.round(h0.double() * self.q_h), -self.q_h, self.q_h).to(torch.int64)
         out = torch.empty(B, T, self.hidden_size, dtype=torch.int64)
         for t in range(T):
             h = self.step(gi[:, t], h)
@@ -318,8 +427,11 @@ class QuantGRU(nn.Module):
             h0 = None if h0 is None else h0.unsqueeze(1)
         if not self.batch_first:
             x = x.transpose(0, 1)
-        codes = self.forward_codes(x, None if h0 is None else h0[0])
-        out = (codes.double() * self.s_h).float()
+        h0 = None if h0 is None else h0[0]
+        if self.backend == "kernels":  # the float conversion in the same native call
+            out = self._run(x, h0, self.s_h)
+        else:
+            out = (self.forward_codes(x, h0).double() * self.s_h).float()
         h_n = out[:, -1].unsqueeze(0)
         if not self.batch_first:
             out = out.transpose(0, 1)

@@ -24,7 +24,10 @@ def add_search_parser(sub) -> None:
     p.add_argument("--latency", action="store_true",
                    help="digits-gru nsga2: add measured latency as a third objective")
     p.add_argument("--fitness", choices=("trainval", "val"), default="trainval",
-                   help="digits-gru: split whose accuracy NSGA-II maximizes (test is never used)")
+                   help="digits-gru: split whose accuracy NSGA-II maximizes / HGQ selects checkpoints on "
+                        "(test is never used)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="digits-gru hgq: HGQ epochs (default: the budget's)")
     p.add_argument("--latency-cache", default=None, help="JSON cache for the latency table")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
@@ -41,7 +44,7 @@ def _run(args) -> int:
     import torch
 
     from .front import write_front
-    from .runs import run_gru_nsga, run_mlp_hgq, run_mlp_nsga, summarize
+    from .runs import run_gru_hgq, run_gru_nsga, run_mlp_hgq, run_mlp_nsga, summarize
 
     torch.set_num_threads(1)  # tiny tensors: threads only add overhead on a shared machine
     show = not args.quiet
@@ -50,9 +53,8 @@ def _run(args) -> int:
         doc = run_gru_nsga(args.budget, args.seed, latency=args.latency, show=show,
                            latency_cache=args.latency_cache, fitness=args.fitness)
     elif args.task == "digits-gru":
-        print("search: --method hgq is implemented for --task mlp only (QuantGRU is searched by "
-              "NSGA-II; its lookup tables have no useful gradient)")
-        return 2
+        doc = run_gru_hgq(args.budget, args.seed, beta=tuple(args.beta), show=show,
+                          epochs=args.epochs, select=args.fitness)
     elif args.method == "hgq":
         doc = run_mlp_hgq(args.budget, args.seed, groups=args.groups, cost=args.cost, show=show,
                           latency_cache=args.latency_cache, data_name=args.data,

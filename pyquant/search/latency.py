@@ -84,3 +84,80 @@ def measure_latency_table(shapes, widths=(2, 4, 8), cache: str | None = DEFAULT_
 
 def lookup(table: dict, m: int, n: int, k: int, bits: int) -> float:
     return table["entries"][shape_key(m, n, k)][str(int(bits))]
+
+
+# --------------------------------------------------------------------------------------------
+# The GRU search's cost: the deployed module itself, not a per-GEMM proxy
+# --------------------------------------------------------------------------------------------
+def gru_latency_key(widths: dict) -> str:
+    """What the deployed GRU's time depends on: the six matmul widths (kernel per gate group),
+    the head's width, and whether the state fits 7 bits (the int8 groups' single-multiply route
+    on AVX2). The other elementwise widths change constants, not work."""
+    ops = ("w_ir", "w_iz", "w_in", "w_hr", "w_hz", "w_hn")
+    key = "-".join(str(int(widths[op])) for op in ops)
+    return f"{key}/head{int(widths.get('head', 8))}/h{'7' if int(widths['add_h']) <= 7 else '8'}"
+
+
+def time_call(call, repeats: int = 5, min_time: float = 0.002) -> float:
+    """Best-of-`repeats` seconds per call, each repeat looping for at least `min_time`."""
+    call()  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        reps, t0 = 0, time.perf_counter()
+        while True:
+            call()
+            reps += 1
+            el = time.perf_counter() - t0
+            if el >= min_time:
+                break
+        best = min(best, el / reps)
+    return best
+
+
+class GRULatency:
+    """Seconds per single-sequence inference of the deployed QuantGRU (native forward) + its
+    QuantHead, measured per `gru_latency_key` and cached (JSON, keyed like the GEMM table by the
+    ISA, thread count and sequence shape)."""
+
+    def __init__(self, gru, head, ranges: dict, steps: int, cache: str | None = None,
+                 repeats: int = 5, min_time: float = 0.002):
+        self.gru, self.head, self.ranges, self.steps = gru, head, ranges, steps
+        self.cache, self.repeats, self.min_time = cache, repeats, min_time
+        self.meta = {"isa": pyquant.cpu_info()["isa"], "threads": pyquant.get_num_threads(),
+                     "what": "QuantGRU native forward + QuantHead", "steps": steps,
+                     "input": gru.input_size, "hidden": gru.hidden_size}
+        self.entries: dict = {}
+        if cache and os.path.exists(cache):
+            try:
+                with open(cache) as fh:
+                    old = json.load(fh)
+                if old.get("meta") == self.meta:
+                    self.entries = old["entries"]
+            except (OSError, ValueError, KeyError):
+                pass
+
+    def measure(self, widths: dict) -> float:
+        import torch
+
+        from ..nn.gru import GRU_OPS, QuantGRU
+        from .deploy import QuantHead
+
+        q = QuantGRU.from_gru(self.gru, {op: widths[op] for op in GRU_OPS}, ranges=self.ranges)
+        head = QuantHead(self.head, int(widths.get("head", 8)))
+        x = torch.zeros(1, self.steps, self.gru.input_size)
+
+        def call():
+            codes = q.forward_codes(x)
+            head(codes[:, -1].numpy(), q.s_h)
+
+        return time_call(call, self.repeats, self.min_time)
+
+    def __call__(self, widths: dict) -> float:
+        key = gru_latency_key(widths)
+        if key not in self.entries:
+            self.entries[key] = self.measure(widths)
+            if self.cache:
+                os.makedirs(os.path.dirname(os.path.abspath(self.cache)), exist_ok=True)
+                with open(self.cache, "w") as fh:
+                    json.dump({"meta": self.meta, "entries": self.entries}, fh, indent=1)
+        return self.entries[key]

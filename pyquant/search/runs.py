@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import sys
+import time
 
 import numpy as np
 import torch
@@ -15,16 +16,16 @@ import torch
 from .deploy import QuantHead, kernel_for
 from ..nn.gru import GRU_OPS, MATMUL_OPS, QuantGRU, calibrate, gru_size_bits
 from .hgq import HGQMLP, HGQTrainer, accuracy
-from .latency import lookup, measure_latency_table
+from .latency import GRULatency, measure_latency_table
 from .nsga import nsga2
 from .quantizers import KERNEL_WIDTHS
 from .tasks import GRUClassifier, digits, make_mlp, synthetic_tabular, train_float
 
 BUDGETS = {
     "digits-gru": {
-        "tiny": dict(float_epochs=2, pop=6, gens=2),
-        "quick": dict(float_epochs=80, pop=40, gens=30),
-        "full": dict(float_epochs=120, pop=80, gens=120),
+        "tiny": dict(float_epochs=2, pop=6, gens=2, hgq_epochs=3),
+        "quick": dict(float_epochs=80, pop=40, gens=30, hgq_epochs=150),
+        "full": dict(float_epochs=120, pop=80, gens=120, hgq_epochs=600),
     },
     "mlp": {
         "tiny": dict(float_epochs=2, hgq_epochs=3, uniform_epochs=1, pop=6, gens=2, n=2000),
@@ -92,7 +93,94 @@ def summarize(doc: dict, max_drop: float = 0.01) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# digits-gru: 17 per-operator widths + the head's, NSGA-II
+# digits-gru: 17 per-operator widths + the head's, NSGA-II or HGQ
+# --------------------------------------------------------------------------------------------
+def _gru_setup(cfg, seed, show):
+    """The float GRU both searches start from (same seed: same model, same uniform-8 reference)."""
+    torch.manual_seed(seed)
+    data = digits(seed, as_sequence=True)
+    model = GRUClassifier(8, GRU_HIDDEN, 10)
+    _float_stage(model, data, cfg["float_epochs"], 1e-2, seed, show)
+    with torch.no_grad():
+        float_acc = (model(data.xte).argmax(1) == data.yte).float().mean().item()
+    return data, model, float_acc
+
+
+def _gru_ptq_point(model, ranges, widths: dict, data, uniform, search_accuracy=None) -> dict:
+    """A deployed point: QuantGRU (emulated on the torch backend = "accuracy", native kernels =
+    "deployed_accuracy") + QuantHead, test split."""
+    q = QuantGRU.from_gru(model.gru, {op: widths[op] for op in GRU_OPS}, ranges=ranges)
+    head = QuantHead(model.head, widths["head"])
+    acc = {}
+    for be in ("torch", "kernels"):
+        q.backend = be
+        logits = head(q.forward_codes(data.xte)[:, -1].numpy(), q.s_h, backend=be)
+        acc[be] = float((torch.from_numpy(logits).argmax(1) == data.yte).double().mean())
+    size = gru_size_bits(8, GRU_HIDDEN, {op: widths[op] for op in GRU_OPS}) + \
+        10 * GRU_HIDDEN * widths["head"] + 32 * 10
+    return {"config": {k: int(v) for k, v in widths.items()}, "size_bits": int(size),
+            "accuracy": acc["torch"], "deployed_accuracy": acc["kernels"],
+            "search_accuracy": search_accuracy, "uniform": uniform}
+
+
+def run_gru_hgq(budget="quick", seed=0, beta=(1e-2, 1.0), show=True, epochs=None,
+                select="trainval") -> dict:
+    """HGQ on the GRU's 17 operator widths + the head's (pyquant.search.hgq_gru), one run with a
+    beta ramp; the front is every epoch's deployed QuantGRU that is Pareto-optimal on (deployed
+    accuracy on the selection split, size). select: "trainval" (1437 samples, as NSGA-II's
+    fitness: the uniform references were trained on the training split too) or "val" (359).
+    Uniform 2/4/8 references: post-training quantization of the same float model (identical to
+    run_gru_nsga's)."""
+    from .hgq_gru import HGQGRU, HGQGRUTrainer
+
+    cfg = BUDGETS["digits-gru"][budget]
+    data, model, float_acc = _gru_setup(cfg, seed, show)
+    t_search = time.time()
+    ranges = calibrate(model.gru, data.xtr)
+    if select == "trainval":
+        xs, ys = torch.cat([data.xtr, data.xval]), torch.cat([data.ytr, data.yval])
+    elif select == "val":
+        xs, ys = data.xval, data.yval
+    else:
+        raise ValueError(f"select: expected 'val' or 'trainval', got {select!r}")
+    points = []
+    for b in (2, 4, 8):
+        w = {op: b for op in list(GRU_OPS) + ["head"]}
+        q = QuantGRU.from_gru(model.gru, b, ranges=ranges)
+        head = QuantHead(model.head, b)
+        val = float((torch.from_numpy(head(q.forward_codes(xs)[:, -1].numpy(), q.s_h))
+                     .argmax(1) == ys).double().mean())
+        points.append(_gru_ptq_point(model, ranges, w, data, b, val))
+    m = HGQGRU(model.gru, model.head, init_bits=8)
+    n_epochs = epochs or cfg["hgq_epochs"]
+    tr = HGQGRUTrainer(m, epochs=n_epochs, beta0=beta[0], beta1=beta[1], seed=seed)
+    bar = _bar(n_epochs, "HGQ epochs", show)
+
+    def prog(epoch, b, size, acc):
+        bar.update()
+        bar.set_postfix_str(f"beta={b:.2g} size={size} val={acc:.3f}")
+
+    front = tr.fit(data.xtr, data.ytr, xs, ys, progress=prog)
+    bar.close()
+    search_seconds = time.time() - t_search
+    for cp in front:
+        m.load_state_dict(cp.state)
+        m.ranges = cp.ranges
+        gru, head = m.to_float()
+        fm = GRUClassifier(8, GRU_HIDDEN, 10)
+        fm.gru, fm.head = gru, head
+        p = _gru_ptq_point(fm, cp.ranges, cp.config, data, None, cp.val_acc)
+        p.update(epoch=cp.epoch, beta=cp.beta)
+        points.append(p)
+    return {"task": "digits-gru", "method": "hgq", "budget": budget, "seed": seed,
+            "objectives": ["accuracy", "size_bits"], "epochs": n_epochs, "beta": list(beta),
+            "search_seconds": round(search_seconds, 1), "float_accuracy": float_acc,
+            "hidden": GRU_HIDDEN, "fitness_split": select,
+            "kernels": {str(b): kernel_for(b) for b in KERNEL_WIDTHS}, "points": points}
+
+
+# --------------------------------------------------------------------------------------------
+# digits-gru by NSGA-II
 # --------------------------------------------------------------------------------------------
 def run_gru_nsga(budget="quick", seed=0, latency=False, show=True, latency_cache=None,
                  fitness="trainval") -> dict:
@@ -100,12 +188,8 @@ def run_gru_nsga(budget="quick", seed=0, latency=False, show=True, latency_cache
     (train + val, 1437 samples: PTQ changes no weight, so training samples still measure the
     damage quantization does, with 4x less selection noise). The test split is never searched."""
     cfg = BUDGETS["digits-gru"][budget]
-    torch.manual_seed(seed)
-    data = digits(seed, as_sequence=True)
-    model = GRUClassifier(8, GRU_HIDDEN, 10)
-    _float_stage(model, data, cfg["float_epochs"], 1e-2, seed, show)
-    with torch.no_grad():
-        float_acc = (model(data.xte).argmax(1) == data.yte).float().mean().item()
+    data, model, float_acc = _gru_setup(cfg, seed, show)
+    t_search = time.time()
     ranges = calibrate(model.gru, data.xtr)
     if fitness == "trainval":
         xs, ys = torch.cat([data.xtr, data.xval]), torch.cat([data.ytr, data.yval])
@@ -129,16 +213,12 @@ def run_gru_nsga(budget="quick", seed=0, latency=False, show=True, latency_cache
     def size_of(genome):
         return gru_size_bits(I, H, dict(zip(GRU_OPS, genome[:17]))) + 10 * H * genome[17] + 32 * 10
 
-    table = None
-    if latency:  # single-sequence inference: input GEMM over T steps, T recurrent GEMVs, head
-        shapes = [(T, H, I), (1, H, H), (1, 10, H)]
-        table = measure_latency_table(shapes, cache=latency_cache or None)
+    gru_latency = None
+    if latency:  # single-sequence inference of the deployed module (native QuantGRU + head)
+        gru_latency = GRULatency(model.gru, model.head, ranges, T, cache=latency_cache or None)
 
     def latency_of(genome):
-        w = dict(zip(names, genome))
-        t = sum(lookup(table, T, H, I, w["w_i" + g]) + T * lookup(table, 1, H, H, w["w_h" + g])
-                for g in "rzn")
-        return t + lookup(table, 1, 10, H, w["head"])
+        return gru_latency(dict(zip(names, genome)))
 
     def evaluate(genome):
         objs = [-accuracy_of(genome, xs, ys, "torch"), size_of(genome)]
@@ -165,10 +245,12 @@ def run_gru_nsga(budget="quick", seed=0, latency=False, show=True, latency_cache
             p["latency_s"] = latency_of(genome)
         return p
 
+    search_seconds = time.time() - t_search
     points = [point(g, None) for g, _ in cache.front()]
     points = [p for p in points if p["config"] != {n: 8 for n in names}]
     points += [point(tuple(b for _ in names), b) for b in (2, 4, 8)]
     return {"task": "digits-gru", "method": "nsga2", "budget": budget, "seed": seed,
+            "search_seconds": round(search_seconds, 1),
             "objectives": ["accuracy", "size_bits"] + (["latency_s"] if latency else []),
             "evaluations": cache.calls, "float_accuracy": float_acc, "hidden": H,
             "fitness_split": fitness,

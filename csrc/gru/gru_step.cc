@@ -1,0 +1,14 @@
+// Baseline build of the GRU step (gru_step.inc) and the per-ISA choice.
+#define PQ_GRU_STEP_FN gru_step_scalar
+#include "gru/gru_step.inc"
+
+namespace pq {
+
+GruStepFn gru_step_kernel(Isa isa) {
+#if defined(PQ_HAVE_X86)
+  if (isa == Isa::avx2 || isa == Isa::avx512) return gru_step_avx2;
+#endif
+  return gru_step_scalar;
+}
+
+}  // namespace pq
