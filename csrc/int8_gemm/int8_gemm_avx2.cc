@@ -163,46 +163,47 @@ void tile_wide(const uint8_t* hi, const uint8_t* lo, const int8_t* b, size_t gro
   }
 }
 
-}  // namespace
-
-void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
-  const uint8_t* a = static_cast<const uint8_t*>(p.a);
+// The shared loop order: panels, then K blocks (M = 1 streams the panel once, K unblocked; more
+// rows reuse each K block from L2), then rows. row_tile(at, b, groups, c, nc, bias, accumulate)
+// runs one row: `at` is the row's offset into the activations at this K block.
+template <class RowTile>
+void for_each_row_block(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1,
+                        RowTile&& row_tile) {
   for (size_t panel = p0; panel < p1; ++panel) {
     const size_t col0 = panel * kInt8PanelCols;
     const size_t nc = p.n - col0 < kInt8PanelCols ? p.n - col0 : kInt8PanelCols;
     const int32_t* bias = p.col_bias ? p.col_bias + col0 : nullptr;
-    // M = 1 streams the panel once, K unblocked; more rows reuse each K block from L2.
     const size_t block = m1 - m0 == 1 ? p.k_groups : kBlockGroups;
     for (size_t kb = 0; kb < p.k_groups; kb += block) {
       const size_t groups = p.k_groups - kb < block ? p.k_groups - kb : block;
       const int8_t* b = p.panels + (panel * p.k_groups + kb) * kInt8PanelGroupBytes;
       for (size_t m = m0; m < m1; ++m)
-        tile<1, kV>(a + m * p.lda + kb * kInt8GroupK, p.lda, b, groups, p.c + m * p.ldc + col0,
-                    p.ldc, nc, bias, kb > 0);
+        row_tile(m * p.lda + kb * kInt8GroupK, b, groups, p.c + m * p.ldc + col0, nc, bias,
+                 kb > 0);
     }
   }
 }
 
+}  // namespace
 
-// 9-bit rows (p.a = u >> 2, p.a_low = u & 3) in one pass, with the same panel / K block / row
-// order as int8_compute_avx2.
+void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
+  const uint8_t* a = static_cast<const uint8_t*>(p.a);
+  for_each_row_block(p, m0, m1, p0, p1,
+                     [&](size_t at, const int8_t* b, size_t groups, int32_t* c, size_t nc,
+                         const int32_t* bias, bool accumulate_c) {
+                       tile<1, kV>(a + at, p.lda, b, groups, c, p.ldc, nc, bias, accumulate_c);
+                     });
+}
+
+// 9-bit rows (p.a = u >> 2, p.a_low = u & 3) in one pass.
 void int8_compute_wide_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
                             size_t p1) {
   const uint8_t* a = static_cast<const uint8_t*>(p.a);
-  for (size_t panel = p0; panel < p1; ++panel) {
-    const size_t col0 = panel * kInt8PanelCols;
-    const size_t nc = p.n - col0 < kInt8PanelCols ? p.n - col0 : kInt8PanelCols;
-    const int32_t* bias = p.col_bias ? p.col_bias + col0 : nullptr;
-    const size_t block = m1 - m0 == 1 ? p.k_groups : kBlockGroups;
-    for (size_t kb = 0; kb < p.k_groups; kb += block) {
-      const size_t groups = p.k_groups - kb < block ? p.k_groups - kb : block;
-      const int8_t* b = p.panels + (panel * p.k_groups + kb) * kInt8PanelGroupBytes;
-      for (size_t m = m0; m < m1; ++m) {
-        const size_t at = m * p.lda + kb * kInt8GroupK;
-        tile_wide(a + at, p.a_low + at, b, groups, p.c + m * p.ldc + col0, nc, bias, kb > 0);
-      }
-    }
-  }
+  for_each_row_block(p, m0, m1, p0, p1,
+                     [&](size_t at, const int8_t* b, size_t groups, int32_t* c, size_t nc,
+                         const int32_t* bias, bool accumulate_c) {
+                       tile_wide(a + at, p.a_low + at, b, groups, c, nc, bias, accumulate_c);
+                     });
 }
 
 // The float epilogue (Int8Epilogue), 8 columns per step in int8_epilogue_scalar's operation
