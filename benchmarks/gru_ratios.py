@@ -10,12 +10,12 @@ Widths: uniform 8 (--widths 8), or the mixed NSGA-II point below (--widths mixed
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 import pyquant
 from pyquant.nn import QuantGRU
+from pyquant.search.latency import time_call
 
 # the mixed point NSGA-II found on digits (seed 0, docs/notes/search.md): matmuls at <= 4 bits
 MIXED = dict(w_ir=2, w_iz=4, w_in=4, w_hr=4, w_hz=4, w_hn=4, add_r=6, add_z=4, add_n=7, sig_r=5,
@@ -25,18 +25,7 @@ SHAPES = {"digits": dict(batch=64, steps=8, inp=8, hidden=64),
 
 
 def best_time(fn, repeats: int, min_time: float = 0.2) -> float:
-    fn()  # warm-up (page faults, first dispatch)
-    best = float("inf")
-    for _ in range(repeats):
-        n, t0 = 0, time.perf_counter()
-        while True:
-            fn()
-            n += 1
-            el = time.perf_counter() - t0
-            if el >= min_time:
-                break
-        best = min(best, el / n)
-    return best
+    return time_call(fn, repeats, min_time)  # warm-up, then the best of `repeats` loops
 
 
 def models(batch, steps, inp, hidden, widths=8, seed=0):

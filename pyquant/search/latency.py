@@ -36,18 +36,7 @@ def _time_one(m: int, n: int, k: int, bits: int, repeats: int, min_time: float) 
     else:
         pw = pyquant.prepack(w, "int8_gemm")
         call = lambda: pyquant.int8_gemm(a, pw)  # noqa: E731
-    call()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        reps, t0 = 0, time.perf_counter()
-        while True:
-            call()
-            reps += 1
-            el = time.perf_counter() - t0
-            if el >= min_time:
-                break
-        best = min(best, el / reps)
-    return best
+    return time_call(call, repeats, min_time)
 
 
 def measure_latency_table(shapes, widths=(2, 4, 8), cache: str | None = DEFAULT_CACHE,
