@@ -25,6 +25,14 @@ from .quantizers import (KERNEL_WIDTHS, integer_bits, project_width, quantize_si
 BIAS_BITS = 32
 
 
+
+def beta_schedule(epoch: int, epochs: int, warmup: int, beta0: float, beta1: float) -> float:
+    """The size-penalty weight: 0 during warm-up, then geometric from beta0 to beta1."""
+    if epoch < warmup:
+        return 0.0
+    t = (epoch - warmup) / max(1, epochs - warmup - 1)
+    return math.exp(math.log(beta0) + t * (math.log(beta1) - math.log(beta0)))
+
 class HGQLinear(nn.Module):
     """nn.Linear with fake-quantized weights (learnable width per output-channel group, integer
     bits per row from its range) and 8-bit fixed-point inputs; `freeze()` gives the integer codes
@@ -215,10 +223,7 @@ class HGQTrainer:
         return latency_cost(self.model, self.table)
 
     def beta(self, epoch: int) -> float:
-        if epoch < self.warmup:
-            return 0.0
-        t = (epoch - self.warmup) / max(1, self.epochs - self.warmup - 1)
-        return math.exp(math.log(self.beta0) + t * (math.log(self.beta1) - math.log(self.beta0)))
+        return beta_schedule(epoch, self.epochs, self.warmup, self.beta0, self.beta1)
 
     def fit(self, xtr, ytr, xval, yval, progress=None) -> list:
         g = torch.Generator().manual_seed(self.seed)

@@ -216,10 +216,9 @@ class HGQGRUTrainer:
             self.ref = float(model.size_bits())  # uniform init: beta is scale-free
 
     def beta(self, epoch: int) -> float:
-        if epoch < self.warmup:
-            return 0.0
-        t = (epoch - self.warmup) / max(1, self.epochs - self.warmup - 1)
-        return math.exp(math.log(self.beta0) + t * (math.log(self.beta1) - math.log(self.beta0)))
+        from .hgq import beta_schedule
+
+        return beta_schedule(epoch, self.epochs, self.warmup, self.beta0, self.beta1)
 
     def fit(self, xtr, ytr, xval, yval, progress=None) -> list:
         """Train on (xtr, ytr); checkpoints are ranked by deployed accuracy on (xval, yval)."""
