@@ -1,0 +1,82 @@
+// AVX2 kernel of SPARQ on 2:4-sparse weights (layout: sparq.h). One row x one 32-column panel
+// per tile, reading each panel group's 80 bytes contiguously (the int8 1x64 tile's lesson:
+// contiguous weight streams, docs/notes/avx2.md). Per k group:
+//   - the 16 selector bytes, broadcast to both lanes, lane 1 shifted right by 4 (vpsrlvd): 32
+//     index bytes, low nibbles in lane 0 and high nibbles in lane 1;
+//   - vpshufb of the row's E0 and E1 tables (broadcast) gives a0, a1 per column (uint8 <= 255);
+//   - byte-interleaving a0/a1 and zero-extending to int16 gives one dword (a0 | a1 << 16) per
+//     column; the selector order in the format makes these come out in natural column order;
+//   - the values [v0, v1] per column, sign-extended to int16 (vpmovsxbw), and vpmaddwd give
+//     a0 * v0 + a1 * v1 exactly in int32 (|.| <= 2 * 255 * 128), one per column.
+// 4 accumulators of 8 columns. For M > 1 the panel is cut into K blocks kept in L2 while every
+// row of the block passes over them.
+#include <immintrin.h>
+
+#include "core/macros.h"
+#include "sparq/sparq.h"
+
+namespace pq {
+namespace {
+
+constexpr size_t kBlockGroups = 2048;      // k groups per K block: 160 KiB of a panel
+constexpr size_t kPrefetchBytes = 1280;    // 16 groups ahead of the weight stream
+
+PQ_INLINE __m256i bcast16(const uint8_t* p) {
+  return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+void tile(const uint8_t* t, const uint8_t* b, size_t groups, int32_t* c, size_t nc,
+          bool accumulate_c) {
+  const __m256i nib = _mm256_set1_epi8(0x0f);
+  const __m256i lane_shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
+  const __m256i zero = _mm256_setzero_si256();
+  __m256i acc0 = zero, acc1 = zero, acc2 = zero, acc3 = zero;
+  for (size_t g = 0; g < groups; ++g) {
+    const uint8_t* bg = b + g * kS24GroupBytes;
+    _mm_prefetch(reinterpret_cast<const char*>(bg) + kPrefetchBytes, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(bg) + kPrefetchBytes + 64, _MM_HINT_T0);
+    const uint8_t* tg = t + g * kS24TableBytes;
+    const __m256i idx = _mm256_and_si256(_mm256_srlv_epi32(bcast16(bg), lane_shift), nib);
+    const __m256i a0 = _mm256_shuffle_epi8(bcast16(tg), idx);
+    const __m256i a1 = _mm256_shuffle_epi8(bcast16(tg + 16), idx);
+    const __m256i plo = _mm256_unpacklo_epi8(a0, a1), phi = _mm256_unpackhi_epi8(a0, a1);
+    const __m128i* v = reinterpret_cast<const __m128i*>(bg + kS24SelBytes);
+    acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_unpacklo_epi8(plo, zero),
+                                                     _mm256_cvtepi8_epi16(_mm_loadu_si128(v))));
+    acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(_mm256_unpackhi_epi8(plo, zero),
+                                                     _mm256_cvtepi8_epi16(_mm_loadu_si128(v + 1))));
+    acc2 = _mm256_add_epi32(acc2, _mm256_madd_epi16(_mm256_unpacklo_epi8(phi, zero),
+                                                     _mm256_cvtepi8_epi16(_mm_loadu_si128(v + 2))));
+    acc3 = _mm256_add_epi32(acc3, _mm256_madd_epi16(_mm256_unpackhi_epi8(phi, zero),
+                                                     _mm256_cvtepi8_epi16(_mm_loadu_si128(v + 3))));
+  }
+  const __m256i acc[4] = {acc0, acc1, acc2, acc3};
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (size_t q = 0; q < 4 && q * 8 < nc; ++q) {
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(nc - q * 8)), lane);
+    int32_t* dst = c + q * 8;
+    const __m256i base = accumulate_c ? _mm256_maskload_epi32(dst, mask) : zero;
+    _mm256_maskstore_epi32(dst, mask, _mm256_add_epi32(acc[q], base));
+  }
+}
+
+}  // namespace
+
+void sparq24_compute_avx2(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
+  const size_t row_tab = p.k_groups * kS24TableBytes;
+  for (size_t panel = p0; panel < p1; ++panel) {
+    const size_t col0 = panel * kS24PanelCols;
+    const size_t nc = p.n - col0 < kS24PanelCols ? p.n - col0 : kS24PanelCols;
+    // M = 1 streams the panel once; more rows reuse each K block from L2.
+    const size_t block = m1 - m0 == 1 ? p.k_groups : kBlockGroups;
+    for (size_t kb = 0; kb < p.k_groups; kb += block) {
+      const size_t groups = p.k_groups - kb < block ? p.k_groups - kb : block;
+      const uint8_t* b = p.panels + (panel * p.k_groups + kb) * kS24GroupBytes;
+      for (size_t m = m0; m < m1; ++m)
+        tile(p.tables + m * row_tab + kb * kS24TableBytes, b, groups, p.c + m * p.ldc + col0, nc,
+             kb > 0);
+    }
+  }
+}
+
+}  // namespace pq
