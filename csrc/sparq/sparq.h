@@ -58,8 +58,11 @@ using SparqTrimRowFn = void (*)(const SparqPlan& plan, const uint8_t* src, size_
 // window); pairs=false: plain bSPARQ per selected activation. The K tail is zero padded.
 //
 // Packed layout (PackedOp::sparq24_gemm, 5 bits per weight): panels of 32 columns,
-// [N_pad/32][K_pad/4][80 bytes]; per (panel, group): 16 selector bytes then 32 x [v0, v1] int8
-// (natural column order; v0 at the first selected position, v1 at the second, 0 for singles).
+// [N_pad/32][K_pad/4][80 bytes]; per (panel, group): 16 selector bytes then the 64 int8 values
+// (v0 at the first selected position, v1 at the second, 0 for singles), placed for the AVX2
+// kernel: dword i of 32-byte half r holds [v0 of col 16r+8+i, v0 of col 16r+i, v1 of col
+// 16r+8+i, v1 of col 16r+i] (sparq24_value_offset), so masking (0xff00) and shifting (<< 8)
+// the 16-bit words gives 256 * v for 8 columns each without a byte shuffle.
 // Selector s (4 bits): 0..5 = the position pairs (0,1),(0,2),(0,3),(1,2),(1,3),(2,3); 6 + j =
 // the single position j (an all-zero group is 6 with value 0); 10..15 select nothing (zero
 // tables). Column c's selector is nibble (c / 4) % 2 of byte 4 * (c / 8) + c % 4, the order the
@@ -71,6 +74,13 @@ constexpr size_t kS24SelBytes = 16;
 constexpr size_t kS24GroupBytes = kS24SelBytes + 2 * kS24PanelCols;  // 80
 constexpr size_t kS24TableBytes = 32;                                 // E0[16], E1[16]
 extern const uint8_t kS24PairPos[6][2];
+// Byte offsets inside a panel group of column `lane`'s selector (byte, nibble shift) and values.
+inline size_t sparq24_sel_byte(size_t lane) { return 4 * (lane / 8) + lane % 4; }
+inline unsigned sparq24_sel_shift(size_t lane) { return 4 * ((lane / 4) % 2); }
+inline size_t sparq24_value_offset(size_t lane, int which) {  // which: 0 = v0, 1 = v1
+  const size_t q = lane / 8, i = lane % 8;
+  return kS24SelBytes + 32 * (q / 2) + 4 * i + (q % 2 ? 0 : 1) + 2 * which;
+}
 
 struct Sparq24Problem {
   const uint8_t* tables;  // [rows][k_groups][32]

@@ -16,10 +16,6 @@ const uint8_t kS24PairPos[6][2] = {{0, 1}, {0, 2}, {0, 3}, {1, 2}, {1, 3}, {2, 3
 
 namespace {
 constexpr size_t kBlockBytes = size_t{1} << 20;  // tables per M block: ~L2 size
-
-// Selector nibble of column `lane` (0..31) of a panel group: byte and shift.
-inline size_t sel_byte(size_t lane) { return 4 * (lane / 8) + lane % 4; }
-inline unsigned sel_shift(size_t lane) { return 4 * ((lane / 4) % 2); }
 }  // namespace
 
 void sparq24_tables_row(const SparqPlan& plan, const uint8_t* a, size_t k, uint8_t* out) {
@@ -49,17 +45,18 @@ void sparq24_compute_scalar(const Sparq24Problem& p, size_t m0, size_t m1, size_
     for (size_t m = m0; m < m1; ++m) {
       const uint8_t* t = p.tables + m * row_tab;
       for (size_t lane = 0; lane < nc; ++lane) {
-        const size_t byte = sel_byte(lane);
-        const unsigned shift = sel_shift(lane);
-        int32_t acc = 0;
+        const size_t byte = sparq24_sel_byte(lane);
+        const unsigned shift = sparq24_sel_shift(lane);
+        const size_t o0 = sparq24_value_offset(lane, 0), o1 = sparq24_value_offset(lane, 1);
+        int64_t acc = 0;  // the int32 result wraps modulo 2^32 like every path
         for (size_t g = 0; g < p.k_groups; ++g) {
           const uint8_t* bg = b + g * kS24GroupBytes;
           const unsigned s = (bg[byte] >> shift) & 15u;
-          const int8_t* v = reinterpret_cast<const int8_t*>(bg + kS24SelBytes + 2 * lane);
+          const int8_t v0 = static_cast<int8_t>(bg[o0]), v1 = static_cast<int8_t>(bg[o1]);
           const uint8_t* tg = t + g * kS24TableBytes;
-          acc += static_cast<int32_t>(tg[s]) * v[0] + static_cast<int32_t>(tg[16 + s]) * v[1];
+          acc += static_cast<int32_t>(tg[s]) * v0 + static_cast<int32_t>(tg[16 + s]) * v1;
         }
-        p.c[m * p.ldc + col0 + lane] = acc;
+        p.c[m * p.ldc + col0 + lane] = static_cast<int32_t>(static_cast<uint32_t>(acc));
       }
     }
   }
@@ -117,9 +114,9 @@ void sparq24_pack_weights(const int8_t* w, size_t n, size_t k, uint16_t flags, u
         v0 = x[pos[0]];
         v1 = x[pos[1]];
       }
-      bg[sel_byte(lane)] |= static_cast<uint8_t>(s << sel_shift(lane));
-      bg[kS24SelBytes + 2 * lane] = static_cast<uint8_t>(v0);
-      bg[kS24SelBytes + 2 * lane + 1] = static_cast<uint8_t>(v1);
+      bg[sparq24_sel_byte(lane)] |= static_cast<uint8_t>(s << sparq24_sel_shift(lane));
+      bg[sparq24_value_offset(lane, 0)] = static_cast<uint8_t>(v0);
+      bg[sparq24_value_offset(lane, 1)] = static_cast<uint8_t>(v1);
     }
   }
 }
