@@ -267,3 +267,40 @@ def test_arbitrary_selectors_stay_in_bounds(isa, rng):
     finally:
         _C.set_isa(prev)
     np.testing.assert_array_equal(got, want)
+
+
+# --- the module config ---
+
+def test_module_sparse24(rng):
+    torch = pytest.importorskip("torch")
+    from pyquant.nn import use_reference
+    from pyquant.nn.schemes import int8_weight, sparq_act
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(37, 21)
+    x = torch.relu(torch.randn(6, 37))
+    x[0] = 0
+    cfg = pyquant.SparqConfig(bits=4, options=3, sparse24=True)
+    q = pyquant.nn.QuantLinear.from_linear(lin, cfg)
+    assert q._buffers["packed"].numpy()[:64].view(pyquant.packed._HEADER)[0]["op"] == 5
+    y = q(x)
+    # by hand: prune the float weight, int8 per channel, the 2:4 reference, scales, bias
+    wq, sw = int8_weight(pyquant.prune_24(lin.weight.detach()))
+    qa, sa = sparq_act(x)
+    acc = sparq24_ref(qa.numpy(), wq.numpy(), 4, 3, "round", True)
+    want = (torch.from_numpy(acc.astype(np.float32)) * sa * sw + lin.bias.detach())
+    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
+    with use_reference():
+        r = pyquant.nn.QuantLinear.from_linear(lin, cfg)
+    torch.testing.assert_close(r(x), y, rtol=1e-5, atol=1e-5)
+    # state dict round trip, and a dense SPARQ weight is refused
+    q2 = pyquant.nn.QuantLinear.from_linear(lin, cfg)
+    q2.load_state_dict(q.state_dict())
+    torch.testing.assert_close(q2(x), y)
+    dense = pyquant.nn.QuantLinear.from_linear(lin, pyquant.SparqConfig(bits=4, options=3))
+    with pytest.raises(ValueError):
+        q2.load_state_dict(dense.state_dict())
+    with pytest.raises(ValueError, match="sparse24"):
+        q(torch.randn(2, 37))
+    with pytest.raises(ValueError, match="sparse24"):
+        pyquant.SparqConfig(sparse24=1)
