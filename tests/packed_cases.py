@@ -98,6 +98,9 @@ def _cases() -> list[OpCase]:
         "_C.sparq24_gemm": lambda b: _C.sparq24_gemm(a8, b, *SPARQ_ARGS, 1),
         "pyquant.sparq_gemm(sparse24)": lambda b: pyquant.sparq_gemm(
             a8, PackedWeight(b, "sparq24_gemm", dict(SPARQ)), sparse24=True, **SPARQ),
+        **({"_C.forward_sparq24": lambda b: _C.forward_sparq24(
+            np.abs(x), b, *SPARQ_ARGS, ones_n, None, dyn)} if hasattr(_C, "forward_sparq24")
+           else {}),
     }))
     return cases
 

@@ -290,6 +290,13 @@ def test_module_sparse24(rng):
     acc = sparq24_ref(qa.numpy(), wq.numpy(), 4, 3, "round", True)
     want = (torch.from_numpy(acc.astype(np.float32)) * sa * sw + lin.bias.detach())
     torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
+    # the fused native forward gives the bits of the op + PyTorch scaling path
+    from pyquant.nn import ops
+    bufs = {n: q._buffers[n] for n in q._buf_names}
+    for act_range in (q.act_range, torch.tensor([0.0, 2.5])):
+        py = ops.run_reference(x, bufs, act_range, q.bias, 21, q.scheme, False)
+        nat = q.scheme.native(x, bufs, act_range, q.bias)
+        assert torch.equal(nat, py)
     with use_reference():
         r = pyquant.nn.QuantLinear.from_linear(lin, cfg)
     torch.testing.assert_close(r(x), y, rtol=1e-5, atol=1e-5)

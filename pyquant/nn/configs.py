@@ -105,8 +105,8 @@ class SparqConfig:
     channel and packed in the 2:4 format (5 bits per weight); activations are paired per output
     channel at its non-zero weights (``sparq_gemm(..., sparse24=True)``). Non-negative inputs
     only for now: negative inputs are a ValueError (the sign-magnitude extension needs signed
-    selector tables in the kernel; not built yet). The forward is the op call plus the float
-    scaling in PyTorch (no fused native forward yet).
+    selector tables in the kernel; not built yet). The forward is one native call
+    (``_C.forward_sparq24``: activation quantization, the 2:4 kernel, the shared epilogue).
     """
 
     bits: int = 4

@@ -495,8 +495,10 @@ class SparqScheme(Scheme):
 
     def native(self, x, b, act_range, bias):
         c = self.config
-        if c.sparse24:  # TODO(issue 17): a fused 2:4 forward; the op call + PyTorch scaling now
-            return None
+        if c.sparse24:
+            return torch.from_numpy(_C.forward_sparq24(
+                x.numpy(), b["packed"].numpy(), c.bits, c.options, c.rounding == "round", c.pairs,
+                b["w_scale"].numpy(), _np(bias), act_range.numpy(), _threads()))
         return torch.from_numpy(_C.forward_sparq(
             x.numpy(), b["packed"].numpy(), c.bits, c.options, c.rounding == "round", c.pairs,
             c.negative == "sign_magnitude", b["w_scale"].numpy(), _np(bias), act_range.numpy(),
