@@ -11,8 +11,8 @@
 //     shuffle), and vpmaddwd gives 256 * (a0 * v0 + a1 * v1) exactly in int32; every 64 k groups
 //     the partial (< 2^31, a multiple of 256) is shifted back by 8 into the total (exact; the
 //     total wraps modulo 2^32 like every path).
-// 4 accumulators of 8 columns. For M > 1 the panel is cut into K blocks kept in L2 while every
-// row of the block passes over them.
+// 4 accumulators of 8 columns per row. For M > 1 the panel is cut into K blocks kept in L2 while
+// the rows pass over them two at a time (sharing the selector and value work).
 #include <immintrin.h>
 
 #include "core/macros.h"
@@ -33,52 +33,60 @@ PQ_INLINE __m256i bcast16(const uint8_t* p) {
   return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
-void tile(const uint8_t* t, const uint8_t* b, size_t groups, int32_t* c, size_t nc,
+// R rows (1 or 2) x the panel. With two rows the selector expansion and the value words are
+// shared (about a third of a row's work), each row keeps its own 4 accumulators.
+template <size_t R>
+void tile(const uint8_t* const* t, const uint8_t* b, size_t groups, int32_t* const* c, size_t nc,
           bool accumulate_c) {
   const __m256i nib = _mm256_set1_epi8(0x0f);
   const __m256i lane_shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
   const __m256i hi_bytes = _mm256_set1_epi16(static_cast<short>(0xff00));
   const __m256i zero = _mm256_setzero_si256();
-  __m256i tot0 = zero, tot1 = zero, tot2 = zero, tot3 = zero;
+  __m256i tot[R][4];
+  for (size_t r = 0; r < R; ++r)
+    for (size_t q = 0; q < 4; ++q) tot[r][q] = zero;
   for (size_t g0 = 0; g0 < groups; g0 += kChunkGroups) {
     const size_t g1 = groups - g0 < kChunkGroups ? groups : g0 + kChunkGroups;
-    __m256i acc0 = zero, acc1 = zero, acc2 = zero, acc3 = zero;  // 256 x the products
+    __m256i acc[R][4];  // 256 x the products
+    for (size_t r = 0; r < R; ++r)
+      for (size_t q = 0; q < 4; ++q) acc[r][q] = zero;
     for (size_t g = g0; g < g1; ++g) {
       const uint8_t* bg = b + g * kS24GroupBytes;
       const char* pb = reinterpret_cast<const char*>(bg);
       _mm_prefetch(pb + kPrefetchBytes, _MM_HINT_T0);
       _mm_prefetch(pb + kPrefetchL2Bytes, _MM_HINT_T2);
       _mm_prefetch(pb + kPrefetchL2Bytes + 64, _MM_HINT_T2);
-      const uint8_t* tg = t + g * kS24TableBytes;
       const __m256i idx = _mm256_and_si256(_mm256_srlv_epi32(bcast16(bg), lane_shift), nib);
-      const __m256i a0 = _mm256_shuffle_epi8(bcast16(tg), idx);
-      const __m256i a1 = _mm256_shuffle_epi8(bcast16(tg + 16), idx);
-      const __m256i plo = _mm256_unpacklo_epi8(a0, a1), phi = _mm256_unpackhi_epi8(a0, a1);
       const __m256i r0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + kS24SelBytes));
       const __m256i r1 =
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + kS24SelBytes + 32));
-      acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_unpacklo_epi8(plo, zero),
-                                                       _mm256_and_si256(r0, hi_bytes)));
-      acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(_mm256_unpackhi_epi8(plo, zero),
-                                                       _mm256_slli_epi16(r0, 8)));
-      acc2 = _mm256_add_epi32(acc2, _mm256_madd_epi16(_mm256_unpacklo_epi8(phi, zero),
-                                                       _mm256_and_si256(r1, hi_bytes)));
-      acc3 = _mm256_add_epi32(acc3, _mm256_madd_epi16(_mm256_unpackhi_epi8(phi, zero),
-                                                       _mm256_slli_epi16(r1, 8)));
+      const __m256i v0 = _mm256_and_si256(r0, hi_bytes), v1 = _mm256_slli_epi16(r0, 8);
+      const __m256i v2 = _mm256_and_si256(r1, hi_bytes), v3 = _mm256_slli_epi16(r1, 8);
+#pragma GCC unroll 2
+      for (size_t r = 0; r < R; ++r) {
+        const uint8_t* tg = t[r] + g * kS24TableBytes;
+        const __m256i a0 = _mm256_shuffle_epi8(bcast16(tg), idx);
+        const __m256i a1 = _mm256_shuffle_epi8(bcast16(tg + 16), idx);
+        const __m256i plo = _mm256_unpacklo_epi8(a0, a1), phi = _mm256_unpackhi_epi8(a0, a1);
+        acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_unpacklo_epi8(plo, zero), v0));
+        acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_unpackhi_epi8(plo, zero), v1));
+        acc[r][2] = _mm256_add_epi32(acc[r][2], _mm256_madd_epi16(_mm256_unpacklo_epi8(phi, zero), v2));
+        acc[r][3] = _mm256_add_epi32(acc[r][3], _mm256_madd_epi16(_mm256_unpackhi_epi8(phi, zero), v3));
+      }
     }
     // exact: each partial is a multiple of 256 below 2^31 (64 groups x 2 x 255 x 128 x 256)
-    tot0 = _mm256_add_epi32(tot0, _mm256_srai_epi32(acc0, 8));
-    tot1 = _mm256_add_epi32(tot1, _mm256_srai_epi32(acc1, 8));
-    tot2 = _mm256_add_epi32(tot2, _mm256_srai_epi32(acc2, 8));
-    tot3 = _mm256_add_epi32(tot3, _mm256_srai_epi32(acc3, 8));
+    for (size_t r = 0; r < R; ++r)
+      for (size_t q = 0; q < 4; ++q)
+        tot[r][q] = _mm256_add_epi32(tot[r][q], _mm256_srai_epi32(acc[r][q], 8));
   }
-  const __m256i acc[4] = {tot0, tot1, tot2, tot3};
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   for (size_t q = 0; q < 4 && q * 8 < nc; ++q) {
     const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(nc - q * 8)), lane);
-    int32_t* dst = c + q * 8;
-    const __m256i base = accumulate_c ? _mm256_maskload_epi32(dst, mask) : zero;
-    _mm256_maskstore_epi32(dst, mask, _mm256_add_epi32(acc[q], base));
+    for (size_t r = 0; r < R; ++r) {
+      int32_t* dst = c[r] + q * 8;
+      const __m256i base = accumulate_c ? _mm256_maskload_epi32(dst, mask) : zero;
+      _mm256_maskstore_epi32(dst, mask, _mm256_add_epi32(tot[r][q], base));
+    }
   }
 }
 
@@ -94,9 +102,18 @@ void sparq24_compute_avx2(const Sparq24Problem& p, size_t m0, size_t m1, size_t 
     for (size_t kb = 0; kb < p.k_groups; kb += block) {
       const size_t groups = p.k_groups - kb < block ? p.k_groups - kb : block;
       const uint8_t* b = p.panels + (panel * p.k_groups + kb) * kS24GroupBytes;
-      for (size_t m = m0; m < m1; ++m)
-        tile(p.tables + m * row_tab + kb * kS24TableBytes, b, groups, p.c + m * p.ldc + col0, nc,
-             kb > 0);
+      size_t m = m0;
+      for (; m + 2 <= m1; m += 2) {
+        const uint8_t* t[2] = {p.tables + m * row_tab + kb * kS24TableBytes,
+                               p.tables + (m + 1) * row_tab + kb * kS24TableBytes};
+        int32_t* c[2] = {p.c + m * p.ldc + col0, p.c + (m + 1) * p.ldc + col0};
+        tile<2>(t, b, groups, c, nc, kb > 0);
+      }
+      if (m < m1) {
+        const uint8_t* t[1] = {p.tables + m * row_tab + kb * kS24TableBytes};
+        int32_t* c[1] = {p.c + m * p.ldc + col0};
+        tile<1>(t, b, groups, c, nc, kb > 0);
+      }
     }
   }
 }
