@@ -110,13 +110,120 @@ def side_by_side(repeats=7, isas=None, shape=SHAPE, threads=1, ghz=None):
     return rows
 
 
+# ---- SPARQ on 2:4-sparse weights (issue 17 part 1) ----
+# Decode: M = 1, N x K = 14336 x 4096, weights from DRAM (copies cycled, > 200 MB per kernel);
+# goal sparq24 >= 1.6x faster than dense int8_gemm on the unpruned weight (the byte ratio:
+# 5 bits vs 8 bits per weight). M = 256 x 4096 x 4096: goal sparq24 no slower than int8_gemm.
+#
+#     python benchmarks/bench_sparq.py --sparse24 [--repeats 7]
+DECODE24 = (1, 14336, 4096)
+PREFILL24 = (256, 4096, 4096)
+COLD_BYTES = 200 << 20
+
+
+def kernels24(a, w, copies=1):
+    """name -> zero-argument callable cycling over `copies` packed copies (1: cache-warm)."""
+    w24 = pyquant.prune_24(w)
+    dense = [pyquant.prepack(w, "int8_gemm") for _ in range(copies[0] if isinstance(copies, tuple) else copies)]
+    sparse = [pyquant.prepack(w24, "sparq24_gemm") for _ in range(copies[1] if isinstance(copies, tuple) else copies)]
+
+    def cycle(ws, fn):
+        state = {"i": 0}
+
+        def run():
+            pw = ws[state["i"] % len(ws)]
+            state["i"] += 1
+            return fn(pw)
+        return run
+
+    out = {
+        "int8_gemm (dense, unpruned)": cycle(dense, lambda pw: pyquant.int8_gemm(a, pw)),
+        "sparq_gemm sparse24 b4 o5 round vSPARQ": cycle(
+            sparse, lambda pw: pyquant.sparq_gemm(a, pw, sparse24=True)),
+    }
+    if len(dense) == 1:  # cache-warm: also dense on 7-bit activations (its AVX2 fast route)
+        a7 = a >> 1
+        out["int8_gemm (dense, unpruned, 7-bit activations a >> 1)"] = (
+            lambda: pyquant.int8_gemm(a7, dense[0]))
+    return out, dense[0].nbytes, sparse[0].nbytes
+
+
+def side_by_side24(repeats=7, isa=None, rounds_per_repeat=None):
+    """Rows (shape, kernel, CPU ms best, wall ms best, CPU ratio vs int8_gemm): 1 thread."""
+    pyquant.set_num_threads(1)
+    prev = _C.active_isa()
+    rows = []
+    try:
+        if isa:
+            _C.set_isa(isa)
+        for shape, cold in ((DECODE24, True), (PREFILL24, False)):
+            a, w = make_data(*shape)
+            m, n, k = shape
+            copies = (1, 1)
+            if cold:
+                copies = (-(-COLD_BYTES // (n * k)) + 1, -(-COLD_BYTES // (n * k * 5 // 8)) + 1)
+            fns, dense_b, sparse_b = kernels24(a, w, copies)
+            inner = (2 * max(copies)) if cold else 1  # each timed sample: a pass over the copies
+            for fn in fns.values():
+                for _ in range(inner):
+                    fn()
+            cpu = {name: float("inf") for name in fns}
+            wall = dict(cpu)
+            for _ in range(repeats):
+                for name, fn in fns.items():
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    for _ in range(inner):
+                        fn()
+                    cpu[name] = min(cpu[name], (time.process_time() - c0) / inner)
+                    wall[name] = min(wall[name], (time.perf_counter() - t0) / inner)
+            base = cpu["int8_gemm (dense, unpruned)"]
+            for name in fns:
+                nbytes = dense_b if name.startswith("int8") else sparse_b
+                rows.append((f"{m}x{n}x{k}", name, cpu[name] * 1e3, wall[name] * 1e3,
+                             base / cpu[name], nbytes, copies))
+    finally:
+        _C.set_isa(prev)
+        pyquant.set_num_threads(None)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def fns24():
+    return {shape: kernels24(*make_data(*shape))[0] for shape in (DECODE24, PREFILL24)}
+
+
+@pytest.mark.parametrize("shape", [DECODE24, PREFILL24], ids=["decode", "m256"])
+@pytest.mark.parametrize("name", ["int8_gemm (dense, unpruned)", "sparq_gemm sparse24 b4 o5 round vSPARQ"])
+def test_sparq24_vs_int8(benchmark, fns24, shape, name):
+    pyquant.set_num_threads(1)
+    try:
+        fn = fns24[shape][name]
+        fn()
+        benchmark.group = f"sparq24 {'x'.join(map(str, shape))} 1t (cache-warm weights)"
+        benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)
+        benchmark.extra_info["isa"] = _C.active_isa()
+    finally:
+        pyquant.set_num_threads(None)
+
+
 if __name__ == "__main__":
     import argparse
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--isa", action="append", help="path(s) to time (default: the active one)")
+    ap.add_argument("--sparse24", action="store_true", help="the 2:4 decode / M=256 comparison")
     args = ap.parse_args()
+    if args.sparse24:
+        print(f"1 thread, process CPU time per call, best of {args.repeats}; decode weights "
+              f"cycled over copies > {COLD_BYTES >> 20} MiB per kernel (from DRAM)")
+        print("| M x N x K | kernel | CPU ms | wall ms | speed-up vs int8_gemm (CPU) | "
+              "weight bytes | copies (dense, 2:4) |")
+        print("|---|---|---|---|---|---|---|")
+        for shape, name, cms, wms, ratio, nb, copies in side_by_side24(
+                args.repeats, args.isa[0] if args.isa else None):
+            print(f"| {shape} | {name} | {cms:.3f} | {wms:.3f} | {ratio:.3f} | {nb} | {copies} |")
+        raise SystemExit(0)
     print(f"{SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]}, 1 thread, prepacked, half the activations zero, "
           f"min of {args.repeats}")
     ghz = clock_ghz()

@@ -14,7 +14,8 @@ from .lut import lut_gemm
 from .lowbit import lowbit_gemm, lowbit_gemm_grouped
 from .packed import PackedWeight, prepack
 from .packing import pack, unpack
-from .sparq import sparq_decode, sparq_encode, sparq_gemm, sparq_gemm_encoded, sparq_quantize
+from .sparq import (prune_24, sparq_decode, sparq_encode, sparq_gemm, sparq_gemm_encoded,
+                    sparq_quantize)
 
 __version__ = "0.1.0"
 
@@ -50,4 +51,5 @@ __all__ = [
     "lut_gemm", "lowbit_gemm", "lowbit_gemm_grouped",
     "prepack", "PackedWeight", "__version__",
     "sparq_quantize", "sparq_gemm", "sparq_encode", "sparq_decode", "sparq_gemm_encoded",
+    "prune_24",
 ]

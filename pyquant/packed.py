@@ -24,7 +24,7 @@ _HEADER = np.dtype(
 )
 assert _HEADER.itemsize == 64
 
-OP_IDS = {"int8_gemm": 1, "lut_gemm": 2, "lowbit_gemm": 3, "sparq_gemm": 4}
+OP_IDS = {"int8_gemm": 1, "lut_gemm": 2, "lowbit_gemm": 3, "sparq_gemm": 4, "sparq24_gemm": 5}
 OP_NAMES = {v: k for k, v in OP_IDS.items()}
 
 

@@ -3,6 +3,11 @@
 - ``sparq_quantize(a, *, bits=4, options=5, rounding="round", pairs=True)``: uint8 in, uint8 out.
 - ``sparq_gemm(a, w, ...)``: exactly ``sparq_quantize(a) @ w.T`` in int32 (trimming fused with the
   int8 micro-kernel, one block of rows at a time).
+- ``sparq_gemm(a, w, ..., sparse24=True)``: the same with a 2:4-sparse int8 weight (at most two
+  non-zeros per aligned group of 4 along K, per output channel): the activations at each
+  channel's non-zero positions form its vSPARQ pair (a single non-zero keeps its activation as
+  with a zero partner). Packed as ``prepack(w, "sparq24_gemm", ...)`` (values + 4-bit selectors:
+  5 bits per weight); ``prune_24(w)`` is the magnitude 2:4 pruning.
 - ``sparq_encode`` / ``sparq_decode``: the compact activation format (n-bit windows plus
   placement bits, packed), see ``sparq_encode``; ``sparq_gemm_encoded(payload, meta, w)`` runs the
   GEMM straight from it (rows decoded block by block).
@@ -81,8 +86,51 @@ def _params(bits, options, rounding, pairs) -> dict:
     return {"bits": b, "options": o, "rounding": "round" if r else "trunc", "pairs": p}
 
 
+def _check_sparse24(sparse24) -> bool:
+    if not isinstance(sparse24, (bool, np.bool_)):
+        raise TypeError(f"sparse24: expected a bool, got {type(sparse24).__name__}")
+    return bool(sparse24)
+
+
+@register_prepack("sparq24_gemm")
+def _prepack_sparq24(w, *, bits=4, options=5, rounding="round", pairs=True) -> PackedWeight:
+    """2:4-sparse int8 ``[N, K]``: ValueError naming ``w`` and the first group with more than
+    two non-zeros."""
+    params = _params(bits, options, rounding, pairs)
+    wn = check_weight_int8(w)
+    buf = _C.sparq24_prepack(wn, params["bits"], params["options"], params["rounding"] == "round",
+                             params["pairs"])
+    return PackedWeight(buf, "sparq24_gemm", params)
+
+
+def prune_24(w):
+    """Magnitude 2:4 pruning along the last axis (K): in every aligned group of 4 the two
+    largest ``|w|`` are kept (ties: the lower index), the others set to 0; a partial last group
+    keeps at most two. numpy or torch, any real dtype, ``[..., K]``; returns the same kind."""
+    was_torch = _arrays.is_torch(w)
+    wn = _arrays.to_numpy(w, "w")
+    if wn.ndim < 1:
+        raise ValueError("w: expected at least 1 dimension [..., K], got a scalar")
+    if not (np.issubdtype(wn.dtype, np.number) or wn.dtype == np.bool_):
+        raise TypeError(f"w: expected a numeric dtype, got {wn.dtype}")
+    k = wn.shape[-1]
+    kp = -(-k // 4) * 4
+    pad = np.zeros(wn.shape[:-1] + (kp - k,), wn.dtype)
+    g = np.concatenate([wn, pad], axis=-1).reshape(wn.shape[:-1] + (kp // 4, 4))
+    mag = np.abs(g.astype(np.float64))
+    # rank within the group: how many others beat it (larger, or equal at a lower index)
+    beats = (mag[..., None, :] > mag[..., :, None]) | (
+        (mag[..., None, :] == mag[..., :, None]) & (np.arange(4)[None, :] < np.arange(4)[:, None]))
+    keep = beats.sum(-1) < 2
+    out = np.where(keep, g, np.zeros((), wn.dtype)).reshape(wn.shape[:-1] + (kp,))[..., :k]
+    return _arrays.like(np.ascontiguousarray(out), was_torch)
+
+
 @register_prepack("sparq_gemm")
-def _prepack_sparq(w, *, bits=4, options=5, rounding="round", pairs=True) -> PackedWeight:
+def _prepack_sparq(w, *, bits=4, options=5, rounding="round", pairs=True,
+                   sparse24=False) -> PackedWeight:
+    if _check_sparse24(sparse24):
+        return _prepack_sparq24(w, bits=bits, options=options, rounding=rounding, pairs=pairs)
     params = _params(bits, options, rounding, pairs)
     wn = check_weight_int8(w)
     buf = _C.sparq_prepack(wn, params["bits"], params["options"], params["rounding"] == "round",
@@ -90,14 +138,30 @@ def _prepack_sparq(w, *, bits=4, options=5, rounding="round", pairs=True) -> Pac
     return PackedWeight(buf, "sparq_gemm", params)
 
 
-def sparq_gemm(a, w, *, bits=4, options=5, rounding="round", pairs=True):
+def sparq_gemm(a, w, *, bits=4, options=5, rounding="round", pairs=True, sparse24=False):
     """``sparq_quantize(a, ...) @ w.T`` exactly in int32.
 
     a: uint8 ``[M, K]``; w: int8 ``[N, K]`` or a PackedWeight from ``prepack(w, "sparq_gemm",
     bits=..., options=..., rounding=..., pairs=...)`` with the same arguments.
+
+    ``sparse24=True``: w is 2:4 sparse (int8 ``[N, K]`` with at most two non-zeros in every
+    aligned group of 4 along K, else ValueError; or ``prepack(w, "sparq24_gemm", ...)``). Each
+    output channel pairs the activations at its own non-zero positions: in a group with two
+    non-zeros at i0 < i1, ``(a[i0], a[i1])`` gets the vSPARQ pair rule; with one non-zero at j,
+    ``a[j]`` is trimmed as with a zero partner (2n-bit window); ``pairs=False``: bSPARQ on each
+    selected activation. The kernel reads only the selected activations.
     """
     params = _params(bits, options, rounding, pairs)
     an, was_torch = _check_activations(a, ndim=2)
+    if _check_sparse24(sparse24):
+        pw = resolve_weight(w, "sparq24_gemm", params)
+        check_k(an, pw)
+        c = _C.sparq24_gemm(an, pw.buffer, params["bits"], params["options"],
+                            params["rounding"] == "round", params["pairs"], get_num_threads())
+        return _arrays.like(c, was_torch)
+    if isinstance(w, PackedWeight) and w.op == "sparq24_gemm":
+        raise ValueError("w: packed for 2:4-sparse weights ('sparq24_gemm'); call "
+                         "sparq_gemm(..., sparse24=True)")
     pw = resolve_weight(w, "sparq_gemm", params)
     check_k(an, pw)
     c = _C.sparq_gemm(an, pw.buffer, params["bits"], params["options"],

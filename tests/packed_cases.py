@@ -92,6 +92,16 @@ def _cases() -> list[OpCase]:
         **({"_C.forward_sparq": lambda b: _C.forward_sparq(
             np.abs(x), b, *SPARQ_ARGS, False, ones_n, None, dyn)} if fwd else {}),
     }))
+    w24 = pyquant.prune_24(w8)
+    pw = pyquant.prepack(w24, "sparq24_gemm", **SPARQ)
+    cases.append(OpCase("sparq24_gemm", "sparq24_gemm", dict(pw.params), pw.buffer, {
+        "_C.sparq24_gemm": lambda b: _C.sparq24_gemm(a8, b, *SPARQ_ARGS, 1),
+        "pyquant.sparq_gemm(sparse24)": lambda b: pyquant.sparq_gemm(
+            a8, PackedWeight(b, "sparq24_gemm", dict(SPARQ)), sparse24=True, **SPARQ),
+        **({"_C.forward_sparq24": lambda b: _C.forward_sparq24(
+            np.abs(x), b, *SPARQ_ARGS, ones_n, None, dyn)} if hasattr(_C, "forward_sparq24")
+           else {}),
+    }))
     return cases
 
 
@@ -138,7 +148,8 @@ def structural_edits(case: OpCase) -> list[tuple[str, np.ndarray]]:
         ("magic=PQWX", with_field(buf, "magic", b"PQWX")),
         ("magic=0", with_field(buf, "magic", b"\0\0\0\0")),
         *[(f"version={v}", with_field(buf, "version", v)) for v in (0, 2, 0xFFFF)],
-        *[(f"op={v}", with_field(buf, "op", v)) for v in (0, 5, 0xFFFF, *other_ops)],
+        *[(f"op={v}", with_field(buf, "op", v))
+          for v in (0, max(OP_IDS.values()) + 1, 0xFFFF, *other_ops)],
         *[(f"n={v}", with_field(buf, "n", v)) for v in (n + 64, 0, 2**31 - 1, 2**31, 2**32 - 1)],
         *[(f"k={v}", with_field(buf, "k", v))
           for v in (k + case.k_align, 0, 2**24 - 1, 2**24, 2**31 - 1, 2**32 - 1)],
@@ -148,7 +159,8 @@ def structural_edits(case: OpCase) -> list[tuple[str, np.ndarray]]:
           for v in (int(h["k_padded"]) + case.k_align, k, 0, 2**32 - 1)],
         *[(f"bits={v}", with_field(buf, "bits", v))
           for v in (0, 1, 3, 8, 16, 0xFFFF) if v != int(h["bits"])],
-        *[(f"nr={v}", with_field(buf, "nr", v)) for v in (0, 32, 128, 0xFFFF)],
+        *[(f"nr={v}", with_field(buf, "nr", v))
+          for v in (0, 32, 64, 128, 0xFFFF) if v != int(h["nr"])],
         *[(f"kr={v}", with_field(buf, "kr", v)) for v in (0, 1, 8, 0xFFFF)],
         ("reserved=1", with_field(buf, "reserved", 1)),
         ("reserved=-1", with_field(buf, "reserved", -1)),
@@ -172,7 +184,7 @@ def structural_edits(case: OpCase) -> list[tuple[str, np.ndarray]]:
         edits.append(("flags=1", with_field(buf, "flags", 1)))
     else:  # only lut_gemm has a codebook
         edits.append(("w_levels=(1,0,0,0)", with_field(buf, "w_levels", (1, 0, 0, 0))))
-    if case.op == "sparq_gemm":
+    if case.op in ("sparq_gemm", "sparq24_gemm"):
         edits += [(f"flags={v}", with_field(buf, "flags", v))
                   for v in (0, 1, int(h["flags"]) ^ 0x8000, 0xFFFF)]
     else:
@@ -189,7 +201,7 @@ def consistent_edits(case: OpCase) -> list[tuple[str, np.ndarray]]:
     edits = [("k+1 (within padding)", with_field(buf, "k", int(h["k"]) + 1))]
     if case.op == "lut_gemm":
         edits.append(("w_levels=(-2,-1,0,1)", with_field(buf, "w_levels", (-2, -1, 0, 1))))
-    if case.op == "sparq_gemm":
+    if case.op in ("sparq_gemm", "sparq24_gemm"):
         for cfg in ((4, 3, "round", True), (4, 5, "trunc", True), (4, 5, "round", False),
                     (2, 7, "round", True)):
             edits.append((f"flags=sparq{cfg}", with_field(buf, "flags", sparq_flags(*cfg))))

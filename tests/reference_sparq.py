@@ -142,3 +142,65 @@ def decode_ref(payload, k, bits, options, pairs):
         v1 = np.where(flag, np.where(j == 1, w, 0), v1)
     out = np.stack([v0, v1], axis=2).reshape(payload.shape[0], -1)[:, :k]
     return out.astype(np.uint8)
+
+
+# ---- SPARQ with 2:4-sparse weights (issue 17), written from the issue's text ----
+# K in aligned groups of 4 (the last partial group padded with zero weights and activations).
+# Per output channel and group: no non-zero weight -> nothing; one non-zero at j -> a[j] trimmed
+# as with a zero partner (2n-bit window, every placement; plain bSPARQ with pairs=False); two
+# non-zeros at i0 < i1 -> (a[i0], a[i1]) is a vSPARQ pair (both bSPARQ, or the zero-partner rule
+# if either activation is 0; bSPARQ each with pairs=False).
+
+def prune_24_ref(w: np.ndarray) -> np.ndarray:
+    """Keeps the two largest |w| of every aligned group of 4 (ties: lower index), loop form."""
+    w = np.asarray(w)
+    out = np.zeros_like(w)
+    flat, res = w.reshape(-1, w.shape[-1]), out.reshape(-1, w.shape[-1])
+    for r in range(flat.shape[0]):
+        for g0 in range(0, flat.shape[1], 4):
+            idx = list(range(g0, min(g0 + 4, flat.shape[1])))
+            order = sorted(idx, key=lambda i: (-abs(float(flat[r, i])), i))
+            for i in order[:2]:
+                res[r, i] = flat[r, i]
+    return out
+
+
+def sparq24_ref(a: np.ndarray, w: np.ndarray, bits: int = 4, options: int = 5,
+                rounding: str = "round", pairs: bool = True) -> np.ndarray:
+    """int64 [M, N] of the 2:4 SPARQ product; asserts w is 2:4 sparse."""
+    a = np.asarray(a, np.uint8)
+    w = np.asarray(w, np.int8)
+    m, k = a.shape
+    n = w.shape[0]
+    kp = -(-k // 4) * 4
+    ap = np.zeros((m, kp), np.uint8)
+    ap[:, :k] = a
+    wp = np.zeros((n, kp), np.int64)
+    wp[:, :k] = w
+    g = kp // 4
+    base = window_ref(ap, bits, SHIFTS[(bits, options)], rounding).astype(np.int64)
+    wide = (window_ref(ap, 2 * bits, list(range(9 - 2 * bits)), rounding).astype(np.int64)
+            if pairs else base)
+    nz = (wp != 0).reshape(n, g, 4)
+    count = nz.sum(-1)
+    assert (count <= 2).all(), "w is not 2:4 sparse"
+    # first and second non-zero position per (n, group); -1 if absent
+    pos = np.arange(4)
+    i0 = np.where(count >= 1, np.argmax(nz, -1), -1)
+    second = nz & (pos > np.where(i0 >= 0, i0, 9)[..., None])
+    i1 = np.where(count == 2, np.argmax(second, -1), -1)
+    out = np.zeros((m, n), np.int64)
+    col = (np.arange(g) * 4)[None, :]  # [1, g]
+    for nn in range(n):
+        j0, j1 = i0[nn], i1[nn]                      # [g]
+        k0, k1 = col[0] + np.maximum(j0, 0), col[0] + np.maximum(j1, 0)
+        x0, x1 = ap[:, k0].astype(np.int64), ap[:, k1].astype(np.int64)   # [m, g]
+        w0 = np.where(j0 >= 0, wp[nn, k0], 0)
+        w1 = np.where(j1 >= 0, wp[nn, k1], 0)
+        single = (j0 >= 0) & (j1 < 0)
+        zp = (x0 == 0) | (x1 == 0) | single[None, :]
+        t0 = np.where(zp, wide[:, k0], base[:, k0])
+        t1 = np.where(zp, wide[:, k1], base[:, k1])
+        t1 = np.where(single[None, :], 0, t1)
+        out[:, nn] = (t0 * w0).sum(1) + (t1 * w1).sum(1)
+    return out

@@ -163,6 +163,41 @@ CArray<float> forward_lut_py(const CArray<float>& x, const CArray<uint8_t>& pack
   return y;
 }
 
+CArray<float> forward_sparq24_py(const CArray<float>& x, const CArray<uint8_t>& packed, int bits,
+                                 int options, bool round, bool pairs,
+                                 const CArray<float>& w_scale, const OptF& bias,
+                                 const CArray<float>& act_range, int threads) {
+  const SparqConfig cfg{bits, options, round, pairs};
+  require(sparq_config_valid(cfg), "bits/options: not a SPARQ configuration");
+  const PackedHeader h = checked_header(packed, PackedOp::sparq24_gemm);
+  require(h.flags == sparq_flags(cfg),
+          "w: packed for another SPARQ configuration (bits/options/rounding/pairs)");
+  check_x(x, h);
+  const size_t m = x.shape(0), k = h.k, n = h.n;
+  require_len(w_scale, n, "w_scale");
+  if (bias) require_len(*bias, n, "bias");
+  const ActRange act = act_of(act_range);
+  CArray<float> y = make_y(m, n);
+  const uint8_t* base = packed.data();
+  const float* xp = x.data();
+  float* yp = y.mutable_data();
+  const float* bp = bias ? bias->data() : nullptr;
+  bool negative = false;
+  {
+    py::gil_scoped_release release;
+    if (k == 0) {
+      for (size_t i = 0; i < m * n; ++i) yp[i] = bp ? bp[i % n] : 0.0f;
+    } else {
+      negative = forward_sparq24(xp, m, k, cfg, base + h.data_offset, n, w_scale.data(), bp, act,
+                                 yp, threads, active_isa());
+    }
+  }
+  require(!negative,
+          "x: SparqConfig(sparse24=True) got negative inputs; the sign-magnitude extension is "
+          "not implemented for 2:4 weights yet");
+  return y;
+}
+
 CArray<float> forward_sparq_py(const CArray<float>& x, const CArray<uint8_t>& packed, int bits,
                                int options, bool round, bool pairs, bool allow_negative,
                                const CArray<float>& w_scale, const OptF& bias,
@@ -258,6 +293,9 @@ void bind_forward(py::module_& m) {
   m.def("forward_sparq", &forward_sparq_py, py::arg("x"), py::arg("packed"), py::arg("bits"),
         py::arg("options"), py::arg("round"), py::arg("pairs"), py::arg("allow_negative"),
         py::arg("w_scale"), py::arg("bias"), py::arg("act_range"), py::arg("threads") = 1);
+  m.def("forward_sparq24", &forward_sparq24_py, py::arg("x"), py::arg("packed"), py::arg("bits"),
+        py::arg("options"), py::arg("round"), py::arg("pairs"), py::arg("w_scale"),
+        py::arg("bias"), py::arg("act_range"), py::arg("threads") = 1);
   m.def("lowbit_panel_scales", &lowbit_panel_scales_py, py::arg("scales"));
   m.def("lut_act_quantize", &lut_act_quantize_py, py::arg("x"), py::arg("a_levels"),
         py::arg("mse"), py::arg("act_range"));

@@ -11,10 +11,10 @@ namespace {
 
 PackedOp parse_op(const std::string& op) {
   for (PackedOp p : {PackedOp::int8_gemm, PackedOp::lut_gemm, PackedOp::lowbit_gemm,
-                     PackedOp::sparq_gemm})
+                     PackedOp::sparq_gemm, PackedOp::sparq24_gemm})
     if (op == packed_op_name(p)) return p;
   throw std::invalid_argument("op: unknown packed op '" + op +
-                              "' (expected int8_gemm, lut_gemm, lowbit_gemm or sparq_gemm)");
+                              "' (expected int8_gemm, lut_gemm, lowbit_gemm, sparq_gemm or sparq24_gemm)");
 }
 
 // The op keyword arguments a header records, named as the Python ops take them.
@@ -29,7 +29,8 @@ py::dict header_params(const PackedHeader& h) {
     case PackedOp::lut_gemm:
       p["w_levels"] = py::make_tuple(h.w_levels[0], h.w_levels[1], h.w_levels[2], h.w_levels[3]);
       break;
-    case PackedOp::sparq_gemm: {
+    case PackedOp::sparq_gemm:
+    case PackedOp::sparq24_gemm: {
       SparqConfig cfg;
       sparq_config_from_flags(h.flags, &cfg);  // valid: checked by validate_packed_buffer
       p["bits"] = cfg.bits;

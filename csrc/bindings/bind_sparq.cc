@@ -27,6 +27,51 @@ PackedHeader checked_sparq_weight(const CArray<uint8_t>& packed, const SparqConf
   return h;
 }
 
+// ---- 2:4-sparse weights ----
+CArray<uint8_t> sparq24_prepack(const CArray<int8_t>& w, int bits, int options, bool round,
+                                bool pairs) {
+  require_ndim(w, 2, "w");
+  const SparqConfig cfg = checked_config(bits, options, round, pairs);
+  const size_t n = w.shape(0), k = w.shape(1);
+  require_packable_shape(n, k);
+  const int8_t* src = w.data();
+  std::string err;
+  {
+    py::gil_scoped_release release;
+    err = sparq24_check_sparsity(src, n, k);
+  }
+  require(err.empty(), "w: not 2:4 sparse: " + err);
+  CArray<uint8_t> out(static_cast<py::ssize_t>(sparq24_packed_header(n, k, 0).total_bytes));
+  uint8_t* dst = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    sparq24_pack_weights(src, n, k, sparq_flags(cfg), dst);
+  }
+  return out;
+}
+
+CArray<int32_t> sparq24_gemm(const CArray<uint8_t>& a, const CArray<uint8_t>& packed, int bits,
+                             int options, bool round, bool pairs, int threads) {
+  require_ndim(a, 2, "a");
+  const SparqConfig cfg = checked_config(bits, options, round, pairs);
+  const PackedHeader h = checked_header(packed, PackedOp::sparq24_gemm);
+  require(h.flags == sparq_flags(cfg),
+          "w: packed for another SPARQ configuration (bits/options/rounding/pairs); prepack it "
+          "with the arguments of this call");
+  const size_t m = a.shape(0), k = a.shape(1);
+  require_k_matches(h, k);
+  const size_t n = h.n;
+  CArray<int32_t> c({m, n});
+  int32_t* out = c.mutable_data();
+  const uint8_t* a_ptr = a.data();
+  const uint8_t* base = packed.data();
+  {
+    py::gil_scoped_release release;
+    sparq24_gemm_run(a_ptr, m, k, cfg, base + h.data_offset, n, out, threads, active_isa());
+  }
+  return c;
+}
+
 // a: [rows, k] (the Python side flattens leading dims); pairs run along k within each row.
 CArray<uint8_t> sparq_quantize(const CArray<uint8_t>& a, int bits, int options, bool round,
                                bool pairs, int threads) {
@@ -168,6 +213,10 @@ void bind_sparq(py::module_& m) {
         py::arg("round"), py::arg("pairs"), py::arg("threads") = 1);
   m.def("sparq_decode", &sparq_decode, py::arg("payload"), py::arg("k"), py::arg("bits"),
         py::arg("options"), py::arg("pairs"), py::arg("threads") = 1);
+  m.def("sparq24_prepack", &sparq24_prepack, py::arg("w"), py::arg("bits"), py::arg("options"),
+        py::arg("round"), py::arg("pairs"));
+  m.def("sparq24_gemm", &sparq24_gemm, py::arg("a"), py::arg("packed"), py::arg("bits"),
+        py::arg("options"), py::arg("round"), py::arg("pairs"), py::arg("threads") = 1);
   m.def("sparq_code_bits", &code_bits, py::arg("bits"), py::arg("options"), py::arg("pairs"));
 }
 

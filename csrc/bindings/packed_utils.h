@@ -19,7 +19,7 @@ namespace pq {
 
 inline bool packed_op_known(uint16_t op) {
   return op >= static_cast<uint16_t>(PackedOp::int8_gemm) &&
-         op <= static_cast<uint16_t>(PackedOp::sparq_gemm);
+         op <= static_cast<uint16_t>(PackedOp::sparq24_gemm);
 }
 
 // The SPARQ config whose sparq_flags() equal `flags`; false if none does. The table of valid
@@ -60,6 +60,14 @@ inline std::string canonical_packed_header(const PackedHeader& h, PackedHeader* 
       *want = int8_packed_header(h.n, h.k, PackedOp::sparq_gemm, h.flags);
       return "";
     }
+    case PackedOp::sparq24_gemm: {
+      SparqConfig cfg;
+      if (!sparq_config_from_flags(h.flags, &cfg))
+        return "header field flags is " + std::to_string(h.flags) +
+               ", expected the flags of a valid SPARQ configuration";
+      *want = sparq24_packed_header(h.n, h.k, h.flags);
+      return "";
+    }
     case PackedOp::lut_gemm:
       *want = lut_packed_header(h.n, h.k, h.w_levels);  // any int8 codebook can be packed
       return "";
@@ -69,7 +77,7 @@ inline std::string canonical_packed_header(const PackedHeader& h, PackedHeader* 
       *want = lowbit_packed_header(h.n, h.k, h.bits);
       return "";
   }
-  return "header field op is " + std::to_string(h.op) + ", expected 1 to 4";
+  return "header field op is " + std::to_string(h.op) + ", expected 1 to 5";
 }
 
 // Validates `size` bytes at `data` as a weight packed for `op`; throws ValueError naming `name`.

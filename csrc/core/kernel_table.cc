@@ -76,10 +76,10 @@ const LowbitGemmKernels kLowbitScalar{4, lowbit_tile4_scalar, lowbit_tile2_scala
                                       lowbit_epilogue_scalar, nullptr, nullptr, nullptr, nullptr,
                                       nullptr, nullptr};
 
-const SparqKernels kSparqAvx512{PQ_X86(sparq_trim_row_avx512)};
-const SparqKernels kSparqAvx2{PQ_X86(sparq_trim_row_avx2)};
-const SparqKernels kSparqNeon{PQ_ARM(sparq_trim_row_neon)};
-const SparqKernels kSparqScalar{sparq_trim_row_scalar};
+const SparqKernels kSparqAvx512{PQ_X86(sparq_trim_row_avx512), PQ_X86(sparq24_compute_avx2)};
+const SparqKernels kSparqAvx2{PQ_X86(sparq_trim_row_avx2), PQ_X86(sparq24_compute_avx2)};
+const SparqKernels kSparqNeon{PQ_ARM(sparq_trim_row_neon), sparq24_compute_scalar};
+const SparqKernels kSparqScalar{sparq_trim_row_scalar, sparq24_compute_scalar};
 
 const BitpackKernels kPackAvx512{PQ_X86(pack_rows_avx512), PQ_X86(unpack_rows_avx512)};
 const BitpackKernels kPackAvx2{PQ_X86(pack_rows_avx2), PQ_X86(unpack_rows_avx2)};
@@ -163,13 +163,15 @@ std::vector<KernelEntry> build_table() {
 
       // ---- sparq_gemm: SPARQ activation trimming (the GEMM runs the int8_gemm kernel) ----
       entry(F::sparq_gemm, "avx512vbmi", Isa::avx512, kVbmi, 64, kSparqAvx512, V::native,
-            "256-entry vpermi2b trim tables, zero-partner select by mask; 64 values per step"),
+            "256-entry vpermi2b trim tables, zero-partner select by mask; 64 values per step; "
+            "2:4 (sparse24): the AVX2 1x32 selector-table kernel"),
       entry(F::sparq_gemm, "avx2", Isa::avx2, kAvx2Base, 32, kSparqAvx2, V::native,
-            "nibble-vpshufb leading one + 16-entry window tables; 32 values per step"),
+            "nibble-vpshufb leading one + 16-entry window tables; 32 values per step; "
+            "2:4 (sparse24): 1x32 tile, vpshufb of per-row selector tables, vpmaddwd"),
       entry(F::sparq_gemm, "neon", Isa::neon, kNeonBase, 16, kSparqNeon, V::qemu,
-            "tbl leading one + window tables; 16 values per step"),
+            "tbl leading one + window tables; 16 values per step; 2:4 (sparse24): scalar loops"),
       entry(F::sparq_gemm, "scalar", Isa::scalar, 0, 1, kSparqScalar, V::native,
-            "arithmetic reference trim"),
+            "arithmetic reference trim; 2:4 (sparse24): loops over the selector tables"),
 
       // ---- pack: canonical 1/2/4-bit pack and unpack ----
       entry(F::pack, "avx512", Isa::avx512, kAvx512Base, 64, kPackAvx512, V::native,

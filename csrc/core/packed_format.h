@@ -11,7 +11,8 @@
 
 namespace pq {
 
-enum class PackedOp : uint16_t { int8_gemm = 1, lut_gemm = 2, lowbit_gemm = 3, sparq_gemm = 4 };
+enum class PackedOp : uint16_t { int8_gemm = 1, lut_gemm = 2, lowbit_gemm = 3, sparq_gemm = 4,
+                                  sparq24_gemm = 5 };
 
 inline const char* packed_op_name(PackedOp op) {
   switch (op) {
@@ -19,6 +20,7 @@ inline const char* packed_op_name(PackedOp op) {
     case PackedOp::lut_gemm: return "lut_gemm";
     case PackedOp::lowbit_gemm: return "lowbit_gemm";
     case PackedOp::sparq_gemm: return "sparq_gemm";
+    case PackedOp::sparq24_gemm: return "sparq24_gemm";
   }
   return "unknown";
 }

@@ -12,8 +12,10 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "core/isa.h"
+#include "core/packed_format.h"
 
 namespace pq {
 
@@ -48,8 +50,53 @@ void sparq_make_plan(const SparqConfig& cfg, SparqPlan* plan);
 
 // Trims one row of k activations (pairs start at element 0). dst may equal src.
 using SparqTrimRowFn = void (*)(const SparqPlan& plan, const uint8_t* src, size_t k, uint8_t* dst);
+
+// ---- SPARQ with 2:4-sparse weights (sparq24.cc, sparq24_avx2.cc) ----
+// K in aligned groups of 4; per output column and group at most two non-zero weights. The
+// activations at the non-zero positions form the column's pair (vSPARQ pair rule, zero-partner
+// rule included); a single non-zero keeps its activation as if the partner were zero (2n-bit
+// window); pairs=false: plain bSPARQ per selected activation. The K tail is zero padded.
+//
+// Packed layout (PackedOp::sparq24_gemm, 5 bits per weight): panels of 32 columns,
+// [N_pad/32][K_pad/4][80 bytes]; per (panel, group): 16 selector bytes then the 64 int8 values
+// (v0 at the first selected position, v1 at the second, 0 for singles), placed for the AVX2
+// kernel: dword i of 32-byte half r holds [v0 of col 16r+8+i, v0 of col 16r+i, v1 of col
+// 16r+8+i, v1 of col 16r+i] (sparq24_value_offset), so masking (0xff00) and shifting (<< 8)
+// the 16-bit words gives 256 * v for 8 columns each without a byte shuffle.
+// Selector s (4 bits): 0..5 = the position pairs (0,1),(0,2),(0,3),(1,2),(1,3),(2,3); 6 + j =
+// the single position j (an all-zero group is 6 with value 0); 10..15 select nothing (zero
+// tables). Column c's selector is nibble (c / 4) % 2 of byte 4 * (c / 8) + c % 4, the order the
+// AVX2 kernel's byte unpacking produces.
+// Per activation row and group the kernels read two 16-byte tables E0/E1 (32 bytes):
+// E0[s], E1[s] = the trimmed activations selector s multiplies by v0, v1.
+constexpr size_t kS24PanelCols = 32;
+constexpr size_t kS24SelBytes = 16;
+constexpr size_t kS24GroupBytes = kS24SelBytes + 2 * kS24PanelCols;  // 80
+constexpr size_t kS24TableBytes = 32;                                 // E0[16], E1[16]
+extern const uint8_t kS24PairPos[6][2];
+// Byte offsets inside a panel group of column `lane`'s selector (byte, nibble shift) and values.
+inline size_t sparq24_sel_byte(size_t lane) { return 4 * (lane / 8) + lane % 4; }
+inline unsigned sparq24_sel_shift(size_t lane) { return 4 * ((lane / 4) % 2); }
+inline size_t sparq24_value_offset(size_t lane, int which) {  // which: 0 = v0, 1 = v1
+  const size_t q = lane / 8, i = lane % 8;
+  return kS24SelBytes + 32 * (q / 2) + 4 * i + (q % 2 ? 0 : 1) + 2 * which;
+}
+
+struct Sparq24Problem {
+  const uint8_t* tables;  // [rows][k_groups][32]
+  size_t k_groups;
+  const uint8_t* panels;  // [n_pad/32][k_groups][80]
+  int32_t* c;             // [rows][ldc]
+  size_t ldc;
+  size_t n;               // valid output columns
+};
+// Rows [m0, m1) x panels [p0, p1) of C = (tables . weights).
+using Sparq24ComputeFn = void (*)(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0,
+                                  size_t p1);
+
 struct SparqKernels {
   SparqTrimRowFn trim_row;
+  Sparq24ComputeFn compute24;
 };
 const SparqKernels& sparq_kernels(Isa isa);
 
@@ -89,5 +136,22 @@ void sparq_gemm_run(const uint8_t* a, size_t m, size_t k, const SparqConfig& cfg
 void sparq_gemm_encoded_run(const uint8_t* payload, size_t m, size_t k, const SparqConfig& cfg,
                             const int8_t* panels, const int32_t* col_sums, size_t n, int32_t* c,
                             int threads, Isa isa);
+
+void sparq24_compute_scalar(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1);
+#if defined(PQ_HAVE_X86)
+void sparq24_compute_avx2(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1);
+#endif
+// One row's tables: k activations -> ceil(k/4) x 32 bytes.
+void sparq24_tables_row(const SparqPlan& plan, const uint8_t* a, size_t k, uint8_t* out);
+
+// Packing: header; "" or the first group with more than two non-zeros ("row n, k group g ...");
+// the packed buffer (call only on a validated weight).
+PackedHeader sparq24_packed_header(size_t n, size_t k, uint16_t flags);
+std::string sparq24_check_sparsity(const int8_t* w, size_t n, size_t k);
+void sparq24_pack_weights(const int8_t* w, size_t n, size_t k, uint16_t flags, uint8_t* out);
+
+// C = sparq24(A, W) in int32, A uint8 [m, k], panels as above. Call without the GIL.
+void sparq24_gemm_run(const uint8_t* a, size_t m, size_t k, const SparqConfig& cfg,
+                      const uint8_t* panels, size_t n, int32_t* c, int threads, Isa isa);
 
 }  // namespace pq

@@ -1,6 +1,7 @@
 // Native checks for SPARQ (run on aarch64 under qemu by scripts/neon-qemu.sh): every path's
 // trimming against the scalar reference on every ordered pair of uint8 values and on short odd
 // rows, for every config; sparq_gemm against an int64 oracle over the scalar-trimmed values.
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <string>
@@ -109,7 +110,76 @@ void test_sparq(Isa isa, TestCounter& t) {
   }
 }
 
+// 2:4-sparse weights: sparq24_gemm_run against an int64 oracle written from the rule (pairs at
+// the non-zero weights, singles with a zero partner), M blocks and K blocks, every config; and
+// arbitrary payload bytes (selectors 10..15 included) giving the scalar kernel's result.
+void test_sparq24(Isa isa, TestCounter& t) {
+  std::mt19937_64 rng(24);
+  struct Shape { size_t m, n, k; };
+  for (Shape s : {Shape{1, 1, 1}, Shape{3, 33, 7}, Shape{5, 70, 37}, Shape{1, 40, 8223},
+                  Shape{19, 40, 16384}}) {
+    for (const SparqConfig& cfg : all_configs()) {
+      if (s.k > 1000 && !(cfg.bits == 4 && cfg.options == 5)) continue;
+      std::vector<uint8_t> a(s.m * s.k);
+      std::vector<int8_t> w(s.n * s.k, 0);
+      for (auto& x : a) x = (rng() % 3) ? static_cast<uint8_t>(rng()) : 0;
+      for (size_t r = 0; r < s.n; ++r)
+        for (size_t g = 0; 4 * g < s.k; ++g)
+          for (int j = 0; j < 4; ++j)
+            if (rng() % 2 && 4 * g + j < s.k) {
+              int nz = 0;
+              for (int i = 0; i < j; ++i) nz += w[r * s.k + 4 * g + i] != 0;
+              if (nz < 2) w[r * s.k + 4 * g + j] = static_cast<int8_t>(rng() | 1);
+            }
+      const PackedHeader h = sparq24_packed_header(s.n, s.k, sparq_flags(cfg));
+      std::vector<uint8_t> packed(h.total_bytes);
+      sparq24_pack_weights(w.data(), s.n, s.k, sparq_flags(cfg), packed.data());
+      std::vector<int32_t> c(s.m * s.n, 12345);
+      sparq24_gemm_run(a.data(), s.m, s.k, cfg, packed.data() + h.data_offset, s.n, c.data(), 2,
+                       isa);
+      const uint32_t narrow = sparq_shift_mask(cfg.bits, cfg.options);
+      const uint32_t wide = cfg.pairs ? sparq_zero_partner_mask(cfg.bits) : narrow;
+      const int nw = cfg.pairs ? 2 * cfg.bits : cfg.bits;
+      bool ok = true;
+      for (size_t i = 0; i < s.m && ok; ++i)
+        for (size_t j = 0; j < s.n && ok; ++j) {
+          int64_t acc = 0;
+          for (size_t g = 0; 4 * g < s.k; ++g) {
+            size_t pos[2];
+            int cnt = 0;
+            for (size_t kk = 4 * g; kk < std::min(s.k, 4 * g + 4); ++kk)
+              if (w[j * s.k + kk] != 0) pos[cnt++] = kk;
+            if (cnt == 1) {
+              acc += int64_t{sparq_trim_value(a[i * s.k + pos[0]], nw, wide, cfg.round)} *
+                     w[j * s.k + pos[0]];
+            } else if (cnt == 2) {
+              const uint8_t x0 = a[i * s.k + pos[0]], x1 = a[i * s.k + pos[1]];
+              const bool z = cfg.pairs && (x0 == 0 || x1 == 0);
+              const int n_ = z ? nw : cfg.bits;
+              const uint32_t m_ = z ? wide : narrow;
+              acc += int64_t{sparq_trim_value(x0, n_, m_, cfg.round)} * w[j * s.k + pos[0]] +
+                     int64_t{sparq_trim_value(x1, n_, m_, cfg.round)} * w[j * s.k + pos[1]];
+            }
+          }
+          ok = static_cast<int32_t>(acc) == c[i * s.n + j];
+        }
+      t.check(ok, "sparq24_gemm " + std::to_string(s.m) + "x" + std::to_string(s.n) + "x" +
+                      std::to_string(s.k) + " " + name(cfg));
+      if (s.k > 1000 || !(cfg.bits == 4 && cfg.options == 5 && cfg.round && cfg.pairs)) continue;
+      for (size_t i = h.data_offset; i < packed.size(); ++i) packed[i] = static_cast<uint8_t>(rng());
+      std::vector<int32_t> c_isa(s.m * s.n), c_ref(s.m * s.n);
+      sparq24_gemm_run(a.data(), s.m, s.k, cfg, packed.data() + h.data_offset, s.n, c_isa.data(),
+                       1, isa);
+      sparq24_gemm_run(a.data(), s.m, s.k, cfg, packed.data() + h.data_offset, s.n, c_ref.data(),
+                       1, Isa::scalar);
+      t.check(c_isa == c_ref, "sparq24_gemm random payload " + std::to_string(s.m) + "x" +
+                                  std::to_string(s.n) + "x" + std::to_string(s.k));
+    }
+  }
+}
+
 PQ_REGISTER_NATIVE_TEST(sparq, test_sparq);
+PQ_REGISTER_NATIVE_TEST(sparq24, test_sparq24);
 
 }  // namespace
 }  // namespace pq

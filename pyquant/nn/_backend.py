@@ -34,6 +34,8 @@ def is_reference() -> bool:
 
 
 def available(op: str) -> bool:
+    if op == "sparq24_gemm":  # sparq_gemm(..., sparse24=True)
+        return hasattr(pyquant, "sparq_gemm")
     return hasattr(pyquant, op)
 
 
@@ -64,6 +66,8 @@ def gemm(op: str, a: torch.Tensor, buf: torch.Tensor, n: int, k: int, reference:
     """int32 [M, N] (float32 for lowbit_gemm_grouped, whose weight is packed for lowbit_gemm)."""
     if reference:
         return _REF_GEMMS[op](a, buf, n, k, **kw)
+    if op == "sparq24_gemm":
+        return pyquant.sparq_gemm(a, _packed(buf, op, kw), sparse24=True, **kw)
     fn = getattr(pyquant, op)
     if op == "lowbit_gemm_grouped":
         return fn(a, _packed(buf, "lowbit_gemm", {"bits": kw["bits"]}), **kw)
@@ -107,7 +111,37 @@ def _ref_sparq(a, buf, n, k, **kw):
     return _exact_mm(sparq_quantize_ref(a, **kw), buf.view(torch.int8).reshape(n, k))
 
 
-_REF_GEMMS = {"int8_gemm": _ref_int8, "lowbit_gemm": _ref_lowbit, "lowbit_gemm_grouped": _ref_lowbit_grouped,
+def _ref_sparq24(a, buf, n, k, *, bits=4, options=5, rounding="round", pairs=True):
+    """2:4 SPARQ (each output channel pairs the activations at its own non-zero weights of every
+    aligned group of 4; a single non-zero keeps its activation as with a zero partner)."""
+    narrow, wide = sparq_tables(bits, options, rounding)
+    if not pairs:
+        wide = narrow
+    w = buf.view(torch.int8).reshape(n, k).long()
+    kp = -(-k // 4) * 4
+    w = torch.nn.functional.pad(w, (0, kp - k)).reshape(n, kp // 4, 4)
+    ag = torch.nn.functional.pad(a.long(), (0, kp - k)).reshape(a.shape[0], 1, kp // 4, 4)
+    nz = w != 0
+    if bool((nz.sum(-1) > 2).any()):
+        raise ValueError("w: not 2:4 sparse")
+    # first / second non-zero position per (n, group) (4: none)
+    pos = torch.arange(4).expand_as(w)
+    i0 = torch.where(nz, pos, 4).amin(-1)
+    i1 = torch.where(nz & (pos > i0[..., None]), pos, 4).amin(-1)
+    ag = torch.nn.functional.pad(ag, (0, 1))  # position 4: a zero activation
+    x0 = torch.gather(ag.expand(-1, n, -1, -1), 3, i0[None, ..., None].expand(a.shape[0], -1, -1, 1))[..., 0]
+    x1 = torch.gather(ag.expand(-1, n, -1, -1), 3, i1[None, ..., None].expand(a.shape[0], -1, -1, 1))[..., 0]
+    w5 = torch.nn.functional.pad(w, (0, 1))
+    w0 = torch.gather(w5, 2, i0[..., None])[..., 0]
+    w1 = torch.gather(w5, 2, i1[..., None])[..., 0]
+    zp = (x0 == 0) | (x1 == 0)  # a single non-zero weight: x1 is the zero activation
+    t0 = torch.where(zp, wide[x0], narrow[x0]).double()
+    t1 = torch.where(zp, wide[x1], narrow[x1]).double()
+    acc = (t0 * w0.double()).sum(-1) + (t1 * w1.double()).sum(-1)
+    return torch.round(acc).to(torch.int64).to(torch.int32)
+
+
+_REF_GEMMS = {"int8_gemm": _ref_int8, "sparq24_gemm": _ref_sparq24, "lowbit_gemm": _ref_lowbit, "lowbit_gemm_grouped": _ref_lowbit_grouped,
               "lut_gemm": _ref_lut,
               "sparq_gemm": _ref_sparq}
 

@@ -98,6 +98,15 @@ class SparqConfig:
     the magnitudes (pairs judged on magnitudes), then the positive and negative parts are two
     exact ``sparq_gemm`` calls subtracted (SPARQ is idempotent on trimmed values), so it costs
     two GEMMs. ``negative="error"`` raises instead.
+
+    ``sparse24=True``: the paper's sparse-tensor-core mode. At conversion the float weight is
+    pruned 2:4 by magnitude (:func:`pyquant.prune_24`: the two largest ``|w|`` of every aligned
+    group of 4 inputs, per output channel), then the kept values are quantized to int8 per
+    channel and packed in the 2:4 format (5 bits per weight); activations are paired per output
+    channel at its non-zero weights (``sparq_gemm(..., sparse24=True)``). Non-negative inputs
+    only for now: negative inputs are a ValueError (the sign-magnitude extension needs signed
+    selector tables in the kernel; not built yet). The forward is one native call
+    (``_C.forward_sparq24``: activation quantization, the 2:4 kernel, the shared epilogue).
     """
 
     bits: int = 4
@@ -105,8 +114,11 @@ class SparqConfig:
     rounding: str = "round"
     pairs: bool = True
     negative: str = "sign_magnitude"
+    sparse24: bool = False
 
     def __post_init__(self):
+        if not isinstance(self.sparse24, bool):
+            raise ValueError(f"sparse24: expected a bool, got {self.sparse24!r}")
         allowed = {4: (5, 3, 2), 3: (6,), 2: (7,)}
         if self.bits not in allowed:
             raise ValueError(f"bits: expected 4, 3 or 2, got {self.bits!r}")

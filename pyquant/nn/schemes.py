@@ -462,18 +462,30 @@ def sparq_act(x, act_range=None):
 class SparqScheme(Scheme):
     ops = ("sparq_gemm", "sparq_quantize")
 
+    @property
+    def _op(self):
+        return "sparq24_gemm" if self.config.sparse24 else "sparq_gemm"
+
+    def _weight(self, w):
+        if self.config.sparse24:  # 2:4 magnitude pruning of the float weight, then int8
+            w = pyquant.prune_24(w)
+        return int8_weight(w)
+
     def quantize_weight(self, w):
-        wq, sw = int8_weight(w)
-        return {"packed": _backend.prepack("sparq_gemm", wq, **self.config.op_kwargs()), "w_scale": sw}
+        wq, sw = self._weight(w)
+        return {"packed": _backend.prepack(self._op, wq, **self.config.op_kwargs()), "w_scale": sw}
 
     def int_acc(self, x, b, act_range, n, k, reference):
         kw = self.config.op_kwargs()
         q, sa = sparq_act(x, act_range)
         neg = x < 0
         if not bool(neg.any()):
-            return _backend.gemm("sparq_gemm", q, b["packed"], n, k, reference, **kw), sa
+            return _backend.gemm(self._op, q, b["packed"], n, k, reference, **kw), sa
         if self.config.negative == "error":
             raise ValueError("x: SparqConfig(negative='error') got negative inputs")
+        if self.config.sparse24:
+            raise ValueError("x: SparqConfig(sparse24=True) got negative inputs; the "
+                             "sign-magnitude extension is not implemented for 2:4 weights yet")
         # sign-magnitude: trim magnitudes once, then positive part minus negative part
         t = _backend.sparq_quantize(q, reference, **kw)
         zero = torch.zeros((), dtype=torch.uint8)
@@ -483,6 +495,10 @@ class SparqScheme(Scheme):
 
     def native(self, x, b, act_range, bias):
         c = self.config
+        if c.sparse24:
+            return torch.from_numpy(_C.forward_sparq24(
+                x.numpy(), b["packed"].numpy(), c.bits, c.options, c.rounding == "round", c.pairs,
+                b["w_scale"].numpy(), _np(bias), act_range.numpy(), _threads()))
         return torch.from_numpy(_C.forward_sparq(
             x.numpy(), b["packed"].numpy(), c.bits, c.options, c.rounding == "round", c.pairs,
             c.negative == "sign_magnitude", b["w_scale"].numpy(), _np(bias), act_range.numpy(),
@@ -490,6 +506,8 @@ class SparqScheme(Scheme):
 
     def op(self, x, b, act_range, bias):
         c = self.config
+        if c.sparse24:
+            return None
         return torch.ops.pyquant.sparq_linear(x, b["packed"], b["w_scale"], bias, act_range, c.bits,
                                               c.options, c.rounding == "round", c.pairs,
                                               c.negative == "sign_magnitude")
@@ -499,7 +517,7 @@ class SparqScheme(Scheme):
         return float_inplace(acc).mul_(sa).mul_(b["w_scale"])
 
     def fake_quant_weight(self, w):
-        wq, sw = int8_weight(w)
+        wq, sw = self._weight(w)
         return wq.double() * sw.double()[:, None]
 
     def fake_quant_act(self, x, act_range=None):

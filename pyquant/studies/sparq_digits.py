@@ -11,7 +11,10 @@ vSPARQ pair is two adjacent input channels at one tap, then int8_gemm / sparq_ge
 
 Methods: fp32, A8W8, naive 4-bit activations (own 4-bit scale: mean max / 15), and SPARQ
 {5, 3, 2}opt x {round, trunc} x {vSPARQ on, off} on the 8-bit codes (plus 3- and 2-bit SPARQ
-against naive 3/2-bit). Reported: test accuracy (clean, and a harder noisy test set where
+against naive 3/2-bit). 2:4 rows (the paper's sparse-tensor-core mode): each layer's float
+weight pruned 2:4 by magnitude along its K (post-training, no fine-tuning), int8 per channel,
+as pruned A8W8 (int8_gemm) and pruned + SPARQ (sparq_gemm(..., sparse24=True): each output
+channel pairs the activations at its own two kept weights). Reported: test accuracy (clean, and a harder noisy test set where
 differences show), prediction agreement with fp32 and logit SQNR vs fp32, averaged over seeds.
 """
 from __future__ import annotations
@@ -94,6 +97,9 @@ class QLayer:
         w2 = wt.reshape(wt.shape[0], -1)
         self.w_scale = np.maximum(np.abs(w2).max(axis=1), 1e-12) / 127.0
         self.w = np.clip(np.round(w2 / self.w_scale[:, None]), -127, 127).astype(np.int8)
+        w24 = pyquant.prune_24(w2)  # 2:4 along K (im2col order: 4 adjacent channels at a tap)
+        self.w_scale24 = np.maximum(np.abs(w24).max(axis=1), 1e-12) / 127.0
+        self.w24 = np.clip(np.round(w24 / self.w_scale24[:, None]), -127, 127).astype(np.int8)
         self.bias = module.bias.detach().numpy().astype(np.float64)
         self.mean_max = in_scale8  # mean over calibration images of each image's max input
         self.packed = {}
@@ -105,7 +111,7 @@ class QLayer:
 
     def __call__(self, x, method):
         kind = method[0]
-        levels = 255 if kind in ("a8", "sparq") else (1 << method[1]) - 1
+        levels = 255 if kind in ("a8", "sparq", "a8_24", "sparq24") else (1 << method[1]) - 1
         q, a_scale = self.codes(x, levels)
         b = x.shape[0]
         if self.is_conv:
@@ -119,7 +125,19 @@ class QLayer:
             nz = np.count_nonzero(a[:, :k])
             lone = np.count_nonzero((x0 != 0) ^ (x1 != 0))
             self.pair_stats = (1 - nz / max(a[:, :k].size, 1), lone / max(nz, 1))
-        if kind == "sparq":
+        w_scale = self.w_scale24 if kind in ("a8_24", "sparq24") else self.w_scale
+        if kind == "sparq24":
+            _, bits, options, rounding, pairs = method
+            if method not in self.packed:
+                self.packed[method] = pyquant.prepack(self.w24, "sparq24_gemm", bits=bits,
+                                                      options=options, rounding=rounding, pairs=pairs)
+            acc = pyquant.sparq_gemm(a, self.packed[method], bits=bits, options=options,
+                                     rounding=rounding, pairs=pairs, sparse24=True)
+        elif kind == "a8_24":
+            if "int8_24" not in self.packed:
+                self.packed["int8_24"] = pyquant.prepack(self.w24, "int8_gemm")
+            acc = pyquant.int8_gemm(a, self.packed["int8_24"])
+        elif kind == "sparq":
             _, bits, options, rounding, pairs = method
             key = method
             if key not in self.packed:
@@ -131,7 +149,7 @@ class QLayer:
             if "int8" not in self.packed:
                 self.packed["int8"] = pyquant.prepack(self.w, "int8_gemm")
             acc = pyquant.int8_gemm(a, self.packed["int8"])
-        out = acc.astype(np.float64) * (a_scale * self.w_scale)[None, :] + self.bias[None, :]
+        out = acc.astype(np.float64) * (a_scale * w_scale)[None, :] + self.bias[None, :]
         if self.is_conv:
             out = out.reshape(b, h, w_, -1).transpose(0, 3, 1, 2)
         return out.astype(np.float32)
@@ -177,6 +195,10 @@ def methods():
     out.append(("naive A2W8", ("naive", 2)))
     out.append(("SPARQ 2b 7opt round vSPARQ", ("sparq", 2, 7, "round", True)))
     out.append(("SPARQ 2b 7opt round bSPARQ only", ("sparq", 2, 7, "round", False)))
+    out.append(("2:4 pruned A8W8", ("a8_24",)))
+    out.append(("2:4 pruned + SPARQ 4b 5opt round vSPARQ", ("sparq24", 4, 5, "round", True)))
+    out.append(("2:4 pruned + SPARQ 4b 3opt round vSPARQ", ("sparq24", 4, 3, "round", True)))
+    out.append(("2:4 pruned + SPARQ 4b 5opt round bSPARQ only", ("sparq24", 4, 5, "round", False)))
     return out
 
 

@@ -1,0 +1,220 @@
+// SPARQ with 2:4-sparse weights: packing, the per-row selector tables, the scalar kernel and the
+// driver (layout and semantics: sparq.h). The kernels never trim activations themselves: per row
+// and k group the 10 selector cases are trimmed once into two 16-byte tables (E0, E1), shared by
+// all N columns, and each column's 4-bit selector picks its two trimmed activations.
+#include <algorithm>
+#include <cstring>
+#include <memory>
+
+#include "core/macros.h"
+#include "core/thread_pool.h"
+#include "forward/epilogue.h"
+#include "forward/forward.h"
+#include "quantize/act_quantize.h"
+#include "sparq/sparq.h"
+
+namespace pq {
+
+const uint8_t kS24PairPos[6][2] = {{0, 1}, {0, 2}, {0, 3}, {1, 2}, {1, 3}, {2, 3}};
+
+namespace {
+constexpr size_t kBlockBytes = size_t{1} << 20;  // tables per M block: ~L2 size
+}  // namespace
+
+void sparq24_tables_row(const SparqPlan& plan, const uint8_t* a, size_t k, uint8_t* out) {
+  const size_t groups = div_round_up(k, 4);
+  for (size_t g = 0; g < groups; ++g) {
+    uint8_t x[4] = {0, 0, 0, 0};  // the K tail is zero padded
+    for (size_t j = 0; j < 4 && 4 * g + j < k; ++j) x[j] = a[4 * g + j];
+    uint8_t* e0 = out + g * kS24TableBytes;
+    uint8_t* e1 = e0 + 16;
+    std::memset(e0, 0, kS24TableBytes);  // selectors 10..15: nothing
+    for (int s = 0; s < 6; ++s) {
+      const uint8_t u = x[kS24PairPos[s][0]], v = x[kS24PairPos[s][1]];
+      const int z = (u == 0 || v == 0) ? 1 : 0;  // lut[1] == lut[0] without pairs
+      e0[s] = plan.lut[z][u];
+      e1[s] = plan.lut[z][v];
+    }
+    for (int j = 0; j < 4; ++j) e0[6 + j] = plan.lut[1][x[j]];  // single: zero partner
+  }
+}
+
+void sparq24_compute_scalar(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
+  const size_t row_tab = p.k_groups * kS24TableBytes;
+  for (size_t panel = p0; panel < p1; ++panel) {
+    const size_t col0 = panel * kS24PanelCols;
+    const size_t nc = std::min(kS24PanelCols, p.n - col0);
+    const uint8_t* b = p.panels + panel * p.k_groups * kS24GroupBytes;
+    for (size_t m = m0; m < m1; ++m) {
+      const uint8_t* t = p.tables + m * row_tab;
+      for (size_t lane = 0; lane < nc; ++lane) {
+        const size_t byte = sparq24_sel_byte(lane);
+        const unsigned shift = sparq24_sel_shift(lane);
+        const size_t o0 = sparq24_value_offset(lane, 0), o1 = sparq24_value_offset(lane, 1);
+        int64_t acc = 0;  // the int32 result wraps modulo 2^32 like every path
+        for (size_t g = 0; g < p.k_groups; ++g) {
+          const uint8_t* bg = b + g * kS24GroupBytes;
+          const unsigned s = (bg[byte] >> shift) & 15u;
+          const int8_t v0 = static_cast<int8_t>(bg[o0]), v1 = static_cast<int8_t>(bg[o1]);
+          const uint8_t* tg = t + g * kS24TableBytes;
+          acc += static_cast<int32_t>(tg[s]) * v0 + static_cast<int32_t>(tg[16 + s]) * v1;
+        }
+        p.c[m * p.ldc + col0 + lane] = static_cast<int32_t>(static_cast<uint32_t>(acc));
+      }
+    }
+  }
+}
+
+PackedHeader sparq24_packed_header(size_t n, size_t k, uint16_t flags) {
+  const size_t n_pad = round_up(n, kS24PanelCols), k_pad = round_up(k, 4);
+  PackedHeader h = make_packed_header(PackedOp::sparq24_gemm, n, k, n_pad, k_pad, 5,
+                                      kS24PanelCols, 4);
+  h.flags = flags;
+  h.aux_offset = 0;
+  h.total_bytes = kPackedAlign + round_up(n_pad / kS24PanelCols * (k_pad / 4) * kS24GroupBytes,
+                                          kPackedAlign);
+  return h;
+}
+
+std::string sparq24_check_sparsity(const int8_t* w, size_t n, size_t k) {
+  for (size_t r = 0; r < n; ++r)
+    for (size_t g = 0; g * 4 < k; ++g) {
+      int nz = 0;
+      for (size_t j = 4 * g; j < std::min(k, 4 * g + 4); ++j) nz += w[r * k + j] != 0;
+      if (nz > 2)
+        return "row " + std::to_string(r) + ", k group " + std::to_string(g) + " (columns " +
+               std::to_string(4 * g) + ".." + std::to_string(std::min(k, 4 * g + 4) - 1) +
+               ") has " + std::to_string(nz) + " non-zeros; 2:4 sparsity allows at most 2 per "
+               "aligned group of 4 (prune it, e.g. pyquant.prune_24)";
+    }
+  return "";
+}
+
+void sparq24_pack_weights(const int8_t* w, size_t n, size_t k, uint16_t flags, uint8_t* out) {
+  const PackedHeader h = sparq24_packed_header(n, k, flags);
+  std::memset(out, 0, h.total_bytes);
+  std::memcpy(out, &h, sizeof(h));
+  const size_t groups = h.k_padded / 4;
+  uint8_t* panels = out + h.data_offset;
+  for (size_t col = 0; col < h.n_padded; ++col) {
+    const size_t panel = col / kS24PanelCols, lane = col % kS24PanelCols;
+    for (size_t g = 0; g < groups; ++g) {
+      uint8_t* bg = panels + (panel * groups + g) * kS24GroupBytes;
+      int8_t x[4] = {0, 0, 0, 0};
+      if (col < n)
+        for (size_t j = 0; j < 4 && 4 * g + j < k; ++j) x[j] = w[col * k + 4 * g + j];
+      int pos[2] = {-1, -1}, cnt = 0;
+      for (int j = 0; j < 4; ++j)
+        if (x[j] != 0 && cnt < 2) pos[cnt++] = j;
+      unsigned s = 6;
+      int8_t v0 = 0, v1 = 0;
+      if (cnt == 1) {
+        s = 6 + pos[0];
+        v0 = x[pos[0]];
+      } else if (cnt == 2) {
+        for (unsigned t = 0; t < 6; ++t)
+          if (kS24PairPos[t][0] == pos[0] && kS24PairPos[t][1] == pos[1]) s = t;
+        v0 = x[pos[0]];
+        v1 = x[pos[1]];
+      }
+      bg[sparq24_sel_byte(lane)] |= static_cast<uint8_t>(s << sparq24_sel_shift(lane));
+      bg[sparq24_value_offset(lane, 0)] = static_cast<uint8_t>(v0);
+      bg[sparq24_value_offset(lane, 1)] = static_cast<uint8_t>(v1);
+    }
+  }
+}
+
+void sparq24_gemm_run(const uint8_t* a, size_t m, size_t k, const SparqConfig& cfg,
+                      const uint8_t* panels, size_t n, int32_t* c, int threads, Isa isa) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    std::fill(c, c + m * n, 0);
+    return;
+  }
+  SparqPlan plan;
+  sparq_make_plan(cfg, &plan);
+  const Sparq24ComputeFn compute = sparq_kernels(isa).compute24;
+  const size_t groups = div_round_up(k, 4);
+  const size_t row_tab = groups * kS24TableBytes;
+  const size_t n_panels = div_round_up(n, kS24PanelCols);
+  const size_t mc = std::min(m, std::max<size_t>(1, kBlockBytes / row_tab));
+  std::unique_ptr<uint8_t[]> tables(new uint8_t[mc * row_tab]);
+  const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
+
+  Sparq24Problem prob{};
+  prob.tables = tables.get();
+  prob.k_groups = groups;
+  prob.panels = panels;
+  prob.ldc = n;
+  prob.n = n;
+  for (size_t m0 = 0; m0 < m; m0 += mc) {
+    const size_t rows = std::min(mc, m - m0);
+    const size_t chunks = std::min(rows, n_threads * 4);
+    parallel_for(chunks, threads, [&](size_t t) {
+      for (size_t r = rows * t / chunks; r < rows * (t + 1) / chunks; ++r)
+        sparq24_tables_row(plan, a + (m0 + r) * k, k, tables.get() + r * row_tab);
+    });
+    prob.c = c + m0 * n;
+    const size_t want = n_threads * 4;
+    size_t m_chunks = n_panels < want ? div_round_up(want, n_panels) : 1;
+    m_chunks = std::min(m_chunks, rows);
+    parallel_for(n_panels * m_chunks, threads, [&](size_t t) {
+      const size_t panel = t / m_chunks, mcn = t % m_chunks;
+      compute(prob, rows * mcn / m_chunks, rows * (mcn + 1) / m_chunks, panel, panel + 1);
+    });
+  }
+}
+
+bool forward_sparq24(const float* x, size_t m, size_t k, const SparqConfig& cfg,
+                     const uint8_t* panels, size_t n, const float* w_scale, const float* bias,
+                     ActRange act, float* y, int threads, Isa isa) {
+  if (m == 0 || n == 0) return false;
+  for (size_t i = 0; i < m * k; ++i)
+    if (x[i] < 0.0f) return true;
+  SparqPlan plan;
+  sparq_make_plan(cfg, &plan);
+  const Sparq24ComputeFn compute = sparq_kernels(isa).compute24;
+  const size_t groups = div_round_up(k, 4);
+  const size_t row_tab = groups * kS24TableBytes;
+  const size_t n_panels = div_round_up(n, kS24PanelCols);
+  const size_t mc = std::min(m, std::max<size_t>(1, kBlockBytes / row_tab));
+  const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
+  std::unique_ptr<uint8_t[]> tables(new uint8_t[mc * row_tab]);
+  std::unique_ptr<uint8_t[]> q(new uint8_t[n_threads * 4 * (k + 64)]);
+  std::unique_ptr<float[]> sa(new float[m]);
+  float amax = 0.0f;
+  if (act.is_static) amax = std::max(act.hi < 0 ? -act.hi : act.hi, act.lo < 0 ? -act.lo : act.lo);
+  const Epilogue ep{sa.get(), nullptr, false, w_scale, nullptr, bias};
+  int32_t* c = reinterpret_cast<int32_t*>(y);
+  Sparq24Problem prob{};
+  prob.tables = tables.get();
+  prob.k_groups = groups;
+  prob.panels = panels;
+  prob.ldc = n;
+  prob.n = n;
+  for (size_t m0 = 0; m0 < m; m0 += mc) {
+    const size_t rows = std::min(mc, m - m0);
+    const size_t chunks = std::min(rows, n_threads * 4);
+    parallel_for(chunks, threads, [&](size_t t) {
+      uint8_t* tq = q.get() + t * (k + 64);
+      for (size_t r = rows * t / chunks; r < rows * (t + 1) / chunks; ++r) {
+        sa[m0 + r] = quantize_row_abs_u8(x + (m0 + r) * k, k, act.is_static ? &amax : nullptr, tq);
+        sparq24_tables_row(plan, tq, k, tables.get() + r * row_tab);
+      }
+    });
+    prob.c = c + m0 * n;
+    const size_t want = n_threads * 4;
+    size_t m_chunks = n_panels < want ? div_round_up(want, n_panels) : 1;
+    m_chunks = std::min(m_chunks, rows);
+    parallel_for(n_panels * m_chunks, threads, [&](size_t t) {
+      const size_t panel = t / m_chunks, mcn = t % m_chunks;
+      const size_t r0 = rows * mcn / m_chunks, r1 = rows * (mcn + 1) / m_chunks;
+      compute(prob, r0, r1, panel, panel + 1);
+      const size_t n0 = panel * kS24PanelCols, n1 = std::min(n, n0 + kS24PanelCols);
+      epilogue_i32(ep, c, n, m0 + r0, m0 + r1, n0, n1);
+    });
+  }
+  return false;
+}
+
+}  // namespace pq

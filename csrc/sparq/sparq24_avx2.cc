@@ -1,0 +1,121 @@
+// AVX2 kernel of SPARQ on 2:4-sparse weights (layout: sparq.h). One row x one 32-column panel
+// per tile, reading each panel group's 80 bytes contiguously (the int8 1x64 tile's lesson:
+// contiguous weight streams, docs/notes/avx2.md). Per k group:
+//   - the 16 selector bytes, broadcast to both lanes, lane 1 shifted right by 4 (vpsrlvd): 32
+//     index bytes, low nibbles in lane 0 and high nibbles in lane 1;
+//   - vpshufb of the row's E0 and E1 tables (broadcast) gives a0, a1 per column (uint8 <= 255);
+//   - byte-interleaving a0/a1 and zero-extending to int16 gives one dword (a0 | a1 << 16) per
+//     column; the selector order in the format makes these come out in natural column order;
+//   - the values come as 16-bit words holding two columns' bytes (layout in sparq.h): masking
+//     with 0xff00 and shifting left by 8 give 256 * v as int16 for 8 columns each (no byte
+//     shuffle), and vpmaddwd gives 256 * (a0 * v0 + a1 * v1) exactly in int32; every 64 k groups
+//     the partial (< 2^31, a multiple of 256) is shifted back by 8 into the total (exact; the
+//     total wraps modulo 2^32 like every path).
+// 4 accumulators of 8 columns per row. For M > 1 the panel is cut into K blocks kept in L2 while
+// the rows pass over them two at a time (sharing the selector and value work).
+#include <immintrin.h>
+
+#include "core/macros.h"
+#include "sparq/sparq.h"
+
+namespace pq {
+namespace {
+
+constexpr size_t kBlockGroups = 2048;      // k groups per K block: 160 KiB of a panel
+// Prefetch: to L1 32 groups ahead, and to L2 128 groups ahead (both lines a group can touch).
+// Measured at decode (1 x 14336 x 4096, weights from DRAM, Zen 3): L1 prefetch alone ran at
+// ~16 GB/s (2.3 ms), the two-distance pair at ~23 GB/s (1.57 ms), the DRAM read rate.
+constexpr size_t kPrefetchBytes = 2560;
+constexpr size_t kPrefetchL2Bytes = 4 * kPrefetchBytes;
+constexpr size_t kChunkGroups = 64;        // groups per int32 partial of 256 x the products
+
+PQ_INLINE __m256i bcast16(const uint8_t* p) {
+  return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+// R rows (1 or 2) x the panel. With two rows the selector expansion and the value words are
+// shared (about a third of a row's work), each row keeps its own 4 accumulators.
+template <size_t R>
+void tile(const uint8_t* const* t, const uint8_t* b, size_t groups, int32_t* const* c, size_t nc,
+          bool accumulate_c) {
+  const __m256i nib = _mm256_set1_epi8(0x0f);
+  const __m256i lane_shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
+  const __m256i hi_bytes = _mm256_set1_epi16(static_cast<short>(0xff00));
+  const __m256i zero = _mm256_setzero_si256();
+  __m256i tot[R][4];
+  for (size_t r = 0; r < R; ++r)
+    for (size_t q = 0; q < 4; ++q) tot[r][q] = zero;
+  for (size_t g0 = 0; g0 < groups; g0 += kChunkGroups) {
+    const size_t g1 = groups - g0 < kChunkGroups ? groups : g0 + kChunkGroups;
+    __m256i acc[R][4];  // 256 x the products
+    for (size_t r = 0; r < R; ++r)
+      for (size_t q = 0; q < 4; ++q) acc[r][q] = zero;
+    for (size_t g = g0; g < g1; ++g) {
+      const uint8_t* bg = b + g * kS24GroupBytes;
+      const char* pb = reinterpret_cast<const char*>(bg);
+      _mm_prefetch(pb + kPrefetchBytes, _MM_HINT_T0);
+      _mm_prefetch(pb + kPrefetchL2Bytes, _MM_HINT_T2);
+      _mm_prefetch(pb + kPrefetchL2Bytes + 64, _MM_HINT_T2);
+      const __m256i idx = _mm256_and_si256(_mm256_srlv_epi32(bcast16(bg), lane_shift), nib);
+      const __m256i r0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + kS24SelBytes));
+      const __m256i r1 =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + kS24SelBytes + 32));
+      const __m256i v0 = _mm256_and_si256(r0, hi_bytes), v1 = _mm256_slli_epi16(r0, 8);
+      const __m256i v2 = _mm256_and_si256(r1, hi_bytes), v3 = _mm256_slli_epi16(r1, 8);
+#pragma GCC unroll 2
+      for (size_t r = 0; r < R; ++r) {
+        const uint8_t* tg = t[r] + g * kS24TableBytes;
+        const __m256i a0 = _mm256_shuffle_epi8(bcast16(tg), idx);
+        const __m256i a1 = _mm256_shuffle_epi8(bcast16(tg + 16), idx);
+        const __m256i plo = _mm256_unpacklo_epi8(a0, a1), phi = _mm256_unpackhi_epi8(a0, a1);
+        acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_unpacklo_epi8(plo, zero), v0));
+        acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_unpackhi_epi8(plo, zero), v1));
+        acc[r][2] = _mm256_add_epi32(acc[r][2], _mm256_madd_epi16(_mm256_unpacklo_epi8(phi, zero), v2));
+        acc[r][3] = _mm256_add_epi32(acc[r][3], _mm256_madd_epi16(_mm256_unpackhi_epi8(phi, zero), v3));
+      }
+    }
+    // exact: each partial is a multiple of 256 below 2^31 (64 groups x 2 x 255 x 128 x 256)
+    for (size_t r = 0; r < R; ++r)
+      for (size_t q = 0; q < 4; ++q)
+        tot[r][q] = _mm256_add_epi32(tot[r][q], _mm256_srai_epi32(acc[r][q], 8));
+  }
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (size_t q = 0; q < 4 && q * 8 < nc; ++q) {
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(nc - q * 8)), lane);
+    for (size_t r = 0; r < R; ++r) {
+      int32_t* dst = c[r] + q * 8;
+      const __m256i base = accumulate_c ? _mm256_maskload_epi32(dst, mask) : zero;
+      _mm256_maskstore_epi32(dst, mask, _mm256_add_epi32(tot[r][q], base));
+    }
+  }
+}
+
+}  // namespace
+
+void sparq24_compute_avx2(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
+  const size_t row_tab = p.k_groups * kS24TableBytes;
+  for (size_t panel = p0; panel < p1; ++panel) {
+    const size_t col0 = panel * kS24PanelCols;
+    const size_t nc = p.n - col0 < kS24PanelCols ? p.n - col0 : kS24PanelCols;
+    // M = 1 streams the panel once; more rows reuse each K block from L2.
+    const size_t block = m1 - m0 == 1 ? p.k_groups : kBlockGroups;
+    for (size_t kb = 0; kb < p.k_groups; kb += block) {
+      const size_t groups = p.k_groups - kb < block ? p.k_groups - kb : block;
+      const uint8_t* b = p.panels + (panel * p.k_groups + kb) * kS24GroupBytes;
+      size_t m = m0;
+      for (; m + 2 <= m1; m += 2) {
+        const uint8_t* t[2] = {p.tables + m * row_tab + kb * kS24TableBytes,
+                               p.tables + (m + 1) * row_tab + kb * kS24TableBytes};
+        int32_t* c[2] = {p.c + m * p.ldc + col0, p.c + (m + 1) * p.ldc + col0};
+        tile<2>(t, b, groups, c, nc, kb > 0);
+      }
+      if (m < m1) {
+        const uint8_t* t[1] = {p.tables + m * row_tab + kb * kS24TableBytes};
+        int32_t* c[1] = {p.c + m * p.ldc + col0};
+        tile<1>(t, b, groups, c, nc, kb > 0);
+      }
+    }
+  }
+}
+
+}  // namespace pq

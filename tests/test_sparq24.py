@@ -1,0 +1,313 @@
+"""SPARQ with 2:4-sparse weights (issue 17 part 1): sparq_gemm(..., sparse24=True) against the
+numpy reference written from the issue's text (tests/reference_sparq.py), on every ISA path, for
+every config; the packed format, pruning and errors."""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+import pyquant
+from pyquant import _C
+from reference_sparq import CONFIGS, prune_24_ref, sparq24_ref, sparq_ref
+from reference import gemm_ref
+
+ROUNDINGS = ("round", "trunc")
+ALL_CFG = [(b, o, r, p) for b, o in CONFIGS for r in ROUNDINGS for p in (False, True)]
+CFG_IDS = [f"b{b}o{o}-{r}-{'v' if p else 'b'}" for b, o, r, p in ALL_CFG]
+
+
+def kw_of(cfg):
+    b, o, r, p = cfg
+    return dict(bits=b, options=o, rounding=r, pairs=p)
+
+
+def sparse_weight(rng, n, k, p_zero_group=0.15, p_single=0.25):
+    """int8 [n, k] 2:4 sparse, mixing groups with 0, 1 and 2 non-zeros (every pair placement)."""
+    w = rng.integers(-128, 128, (n, k)).astype(np.int8)
+    w[w == 0] = 1
+    g = -(-k // 4)
+    u = rng.random((n, g))
+    cnt = np.where(u < p_zero_group, 0, np.where(u < p_zero_group + p_single, 1, 2))
+    rank = rng.random((n, g, 4)).argsort(-1).argsort(-1)  # a random order of the 4 positions
+    mask = (rank < cnt[..., None]).reshape(n, 4 * g)
+    return np.where(mask[:, :k], w, 0).astype(np.int8)
+
+
+def activations(rng, m, k, p_zero=0.3):
+    a = rng.integers(0, 256, (m, k)).astype(np.uint8)
+    a[rng.random(a.shape) < p_zero] = 0
+    return a
+
+
+# --- the reference itself ---
+
+def test_reference_dense_equivalences(rng):
+    """Independent checks of the oracle: with pairs=False it is dense bSPARQ on the pruned
+    weight; a weight whose groups are all (0,1)/(2,3) pairs or singles at an even/odd position
+    with the partner weight... (pairs at (0,1) and (2,3) are exactly dense vSPARQ's pairs)."""
+    a = activations(rng, 5, 23)
+    w = sparse_weight(rng, 7, 23)
+    for b, o in CONFIGS:
+        for r in ROUNDINGS:
+            np.testing.assert_array_equal(
+                sparq24_ref(a, w, b, o, r, pairs=False),
+                gemm_ref(sparq_ref(a, b, o, r, pairs=False), w))
+    # every group a full (0,1) + (2,3)... only two non-zeros: use (0,1) pairs everywhere, and the
+    # dense vSPARQ of activations whose positions 2,3 are zero agrees
+    a2 = a.copy()
+    a2[:, 2::4] = 0
+    a2[:, 3::4] = 0
+    w01 = np.zeros_like(w)
+    w01[:, 0::4] = 5
+    w01[:, 1::4] = -7
+    for b, o in CONFIGS:
+        np.testing.assert_array_equal(sparq24_ref(a2, w01, b, o), gemm_ref(sparq_ref(a2, b, o), w01))
+
+
+def test_prune_24(rng):
+    torch = pytest.importorskip("torch")
+    for shape in [(5, 16), (3, 7), (2, 3, 10), (4, 1), (4, 2)]:
+        w = rng.standard_normal(shape).astype(np.float32)
+        w[..., ::3] = np.round(w[..., ::3])  # ties
+        got = pyquant.prune_24(w)
+        np.testing.assert_array_equal(got, prune_24_ref(w))
+        kp = -(-shape[-1] // 4) * 4
+        padded = np.concatenate([got, np.zeros(shape[:-1] + (kp - shape[-1],), got.dtype)], -1)
+        assert ((padded.reshape(-1, 4) != 0).sum(1) <= 2).all()
+        t = pyquant.prune_24(torch.from_numpy(w))
+        assert isinstance(t, torch.Tensor)
+        np.testing.assert_array_equal(t.numpy(), got)
+    wi = rng.integers(-128, 128, (6, 12)).astype(np.int8)
+    np.testing.assert_array_equal(pyquant.prune_24(wi), prune_24_ref(wi))
+    # ties go to the lower index
+    np.testing.assert_array_equal(pyquant.prune_24(np.array([[1, -1, 1, 1]], np.int8)),
+                                  [[1, -1, 0, 0]])
+
+
+# --- the GEMM against the reference ---
+
+SHAPES = [(1, 1, 1), (1, 32, 4), (1, 33, 5), (3, 31, 7), (2, 64, 8), (5, 70, 37), (7, 96, 130),
+          (1, 40, 4100), (3, 17, 4097), (9, 45, 259)]
+
+
+@pytest.mark.parametrize("m,n,k", SHAPES)
+def test_gemm24_shapes(isa, rng, m, n, k):
+    a = activations(rng, m, k)
+    w = sparse_weight(rng, n, k)
+    for cfg in [(4, 5, "round", True), (4, 2, "trunc", False), (3, 6, "round", True),
+                (2, 7, "trunc", True)]:
+        kw = kw_of(cfg)
+        got = pyquant.sparq_gemm(a, w, sparse24=True, **kw)
+        assert got.dtype == np.int32 and got.shape == (m, n)
+        np.testing.assert_array_equal(got, sparq24_ref(a, w, **kw))
+
+
+@pytest.mark.parametrize("cfg", ALL_CFG, ids=CFG_IDS)
+def test_gemm24_every_config_prepacked(isa, rng, cfg):
+    kw = kw_of(cfg)
+    a = activations(rng, 6, 131)
+    a[:, :8] = rng.integers(0, 2, (6, 8)) * 255  # zeros and 255s at selected positions
+    w = sparse_weight(rng, 67, 131)
+    pw = pyquant.prepack(w, "sparq24_gemm", **kw)
+    assert pw.op == "sparq24_gemm"
+    want = sparq24_ref(a, w, **kw)
+    np.testing.assert_array_equal(pyquant.sparq_gemm(a, pw, sparse24=True, **kw), want)
+    # prepack(w, "sparq_gemm", sparse24=True) is the same weight
+    pw2 = pyquant.prepack(w, "sparq_gemm", sparse24=True, **kw)
+    np.testing.assert_array_equal(pw2.buffer, pw.buffer)
+
+
+def test_gemm24_every_selector_and_zero_activations(isa):
+    """Every selector (6 pairs, 4 singles, empty) against every activation pattern of zeros and
+    non-zeros in a group, for every config."""
+    patterns = []
+    for mask in range(16):
+        for vals in ((255, 1, 128, 17), (27, 92, 85, 124)):
+            patterns.append([v if (mask >> j) & 1 else 0 for j, v in enumerate(vals)])
+    a = np.array(patterns, np.uint8).reshape(len(patterns), 4)
+    rows = []
+    for i in range(4):
+        for j in range(i, 4):
+            r = [0, 0, 0, 0]
+            r[i] = 100 - 7 * j
+            r[j] = -77 + 11 * i
+            rows.append(r)
+    rows.append([0, 0, 0, 0])
+    w = np.array(rows, np.int8)
+    for cfg in ALL_CFG:
+        kw = kw_of(cfg)
+        np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, sparse24=True, **kw),
+                                      sparq24_ref(a, w, **kw))
+
+
+@pytest.mark.parametrize("pairs", [False, True])
+def test_gemm24_worst_case_values(isa, pairs):
+    k = 8192 + 4 * 7 + 3  # several AVX2 K blocks, K tail
+    a = np.full((3, k), 255, np.uint8)
+    a[1, ::2] = 0
+    w = np.zeros((35, k), np.int8)
+    w[:, 0::4] = -128
+    w[:, 3::4] = -128
+    w[1::2, 0::4] = 127
+    got = pyquant.sparq_gemm(a, w, sparse24=True, pairs=pairs)
+    np.testing.assert_array_equal(got, sparq24_ref(a, w, pairs=pairs))
+
+
+@functools.lru_cache(maxsize=1)
+def _block_problem():
+    # K = 16384: 8 rows of selector tables per M block, 2 AVX2 K blocks: M = 19 spans 3 blocks
+    rng = np.random.default_rng(17)
+    m, n, k = 19, 40, 16384
+    a = activations(rng, m, k)
+    w = sparse_weight(rng, n, k)
+    return a, w, sparq24_ref(a, w)
+
+
+def test_gemm24_blocks_threads_and_torch(isa, threads):
+    torch = pytest.importorskip("torch")
+    a, w, want = _block_problem()
+    pw = pyquant.prepack(w, "sparq24_gemm")
+    got = pyquant.sparq_gemm(torch.from_numpy(a), pw, sparse24=True)
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.int32
+    np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_gemm24_paths_bit_identical(rng):
+    a = activations(rng, 11, 301)
+    w = sparse_weight(rng, 129, 301)
+    prev = _C.active_isa()
+    outs = []
+    try:
+        for name in pyquant.cpu_info()["available"]:
+            _C.set_isa(name)
+            outs.append(pyquant.sparq_gemm(a, w, sparse24=True, bits=3, options=6))
+    finally:
+        _C.set_isa(prev)
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+
+
+def test_gemm24_empty(rng):
+    w = sparse_weight(rng, 5, 10)
+    assert pyquant.sparq_gemm(np.zeros((0, 10), np.uint8), w, sparse24=True).shape == (0, 5)
+    np.testing.assert_array_equal(
+        pyquant.sparq_gemm(np.zeros((3, 0), np.uint8), np.zeros((2, 0), np.int8), sparse24=True), 0)
+
+
+def test_packed_size_is_five_bits_per_weight(rng):
+    n, k = 64, 4096
+    pw = pyquant.prepack(sparse_weight(rng, n, k), "sparq24_gemm")
+    assert pw.nbytes == 64 + n * k * 5 // 8
+    dense = pyquant.prepack(np.zeros((n, k), np.int8), "int8_gemm")
+    assert dense.nbytes > 1.6 * (pw.nbytes - 64)
+    info = pw.validate()
+    assert info["op"] == "sparq24_gemm" and info["params"]["bits"] == 4
+
+
+# --- errors ---
+
+def test_not_sparse_is_a_value_error(rng):
+    w = sparse_weight(rng, 4, 20)
+    w[2, 8:11] = [1, -2, 3]  # row 2, group 2: three non-zeros
+    a = np.zeros((1, 20), np.uint8)
+    for call in (lambda: pyquant.sparq_gemm(a, w, sparse24=True),
+                 lambda: pyquant.prepack(w, "sparq24_gemm"),
+                 lambda: pyquant.prepack(w, "sparq_gemm", sparse24=True)):
+        with pytest.raises(ValueError, match=r"w: not 2:4 sparse: row 2, k group 2 \(columns 8..11\)"):
+            call()
+    w2 = np.zeros((1, 7), np.int8)
+    w2[0, 4:7] = 1  # the partial tail group
+    with pytest.raises(ValueError, match="k group 1"):
+        pyquant.prepack(w2, "sparq24_gemm")
+
+
+def test_bad_inputs(rng):
+    w = sparse_weight(rng, 3, 8)
+    a = np.zeros((2, 8), np.uint8)
+    with pytest.raises(TypeError, match="w: expected dtype int8"):
+        pyquant.sparq_gemm(a, w.astype(np.int16), sparse24=True)
+    with pytest.raises(ValueError, match="w: expected a 2-D"):
+        pyquant.sparq_gemm(a, w[0], sparse24=True)
+    with pytest.raises(ValueError, match="a: expected shape"):
+        pyquant.sparq_gemm(np.zeros((2, 9), np.uint8), w, sparse24=True)
+    with pytest.raises(TypeError, match="a: expected dtype uint8"):
+        pyquant.sparq_gemm(a.astype(np.int8), w, sparse24=True)
+    with pytest.raises(TypeError, match="sparse24"):
+        pyquant.sparq_gemm(a, w, sparse24="yes")
+    pw = pyquant.prepack(w, "sparq24_gemm", bits=3, options=6)
+    with pytest.raises(ValueError, match="bits"):
+        pyquant.sparq_gemm(a, pw, sparse24=True)
+    with pytest.raises(ValueError, match="sparse24=True"):
+        pyquant.sparq_gemm(a, pw, bits=3, options=6)
+    with pytest.raises(ValueError, match="sparq24_gemm"):
+        pyquant.sparq_gemm(a, pyquant.prepack(w, "sparq_gemm"), sparse24=True)
+    # forged params: the kernel checks the header flags
+    forged = pyquant.PackedWeight(pw.buffer, "sparq24_gemm",
+                                  dict(bits=4, options=5, rounding="round", pairs=True))
+    with pytest.raises(ValueError, match="SPARQ configuration"):
+        pyquant.sparq_gemm(a, forged, sparse24=True)
+
+
+def test_arbitrary_selectors_stay_in_bounds(isa, rng):
+    """Any payload bytes (selectors 10..15 included) run and select nothing out of bounds: the
+    result equals the scalar path's on the same bytes."""
+    w = sparse_weight(rng, 40, 64)
+    pw = pyquant.prepack(w, "sparq24_gemm")
+    buf = pw.buffer.copy()
+    buf[64:] = rng.integers(0, 256, buf.size - 64, dtype=np.uint8)
+    a = activations(rng, 3, 64)
+    got = pyquant.sparq_gemm(a, pyquant.PackedWeight(buf, "sparq24_gemm", pw.params), sparse24=True)
+    prev = _C.active_isa()
+    try:
+        _C.set_isa("scalar")
+        want = pyquant.sparq_gemm(a, pyquant.PackedWeight(buf, "sparq24_gemm", pw.params),
+                                  sparse24=True)
+    finally:
+        _C.set_isa(prev)
+    np.testing.assert_array_equal(got, want)
+
+
+# --- the module config ---
+
+def test_module_sparse24(rng):
+    torch = pytest.importorskip("torch")
+    from pyquant.nn import use_reference
+    from pyquant.nn.schemes import int8_weight, sparq_act
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(37, 21)
+    x = torch.relu(torch.randn(6, 37))
+    x[0] = 0
+    cfg = pyquant.SparqConfig(bits=4, options=3, sparse24=True)
+    q = pyquant.nn.QuantLinear.from_linear(lin, cfg)
+    assert q._buffers["packed"].numpy()[:64].view(pyquant.packed._HEADER)[0]["op"] == 5
+    y = q(x)
+    # by hand: prune the float weight, int8 per channel, the 2:4 reference, scales, bias
+    wq, sw = int8_weight(pyquant.prune_24(lin.weight.detach()))
+    qa, sa = sparq_act(x)
+    acc = sparq24_ref(qa.numpy(), wq.numpy(), 4, 3, "round", True)
+    want = (torch.from_numpy(acc.astype(np.float32)) * sa * sw + lin.bias.detach())
+    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
+    # the fused native forward gives the bits of the op + PyTorch scaling path
+    from pyquant.nn import ops
+    bufs = {n: q._buffers[n] for n in q._buf_names}
+    for act_range in (q.act_range, torch.tensor([0.0, 2.5])):
+        py = ops.run_reference(x, bufs, act_range, q.bias, 21, q.scheme, False)
+        nat = q.scheme.native(x, bufs, act_range, q.bias)
+        assert torch.equal(nat, py)
+    with use_reference():
+        r = pyquant.nn.QuantLinear.from_linear(lin, cfg)
+    torch.testing.assert_close(r(x), y, rtol=1e-5, atol=1e-5)
+    # state dict round trip, and a dense SPARQ weight is refused
+    q2 = pyquant.nn.QuantLinear.from_linear(lin, cfg)
+    q2.load_state_dict(q.state_dict())
+    torch.testing.assert_close(q2(x), y)
+    dense = pyquant.nn.QuantLinear.from_linear(lin, pyquant.SparqConfig(bits=4, options=3))
+    with pytest.raises(ValueError):
+        q2.load_state_dict(dense.state_dict())
+    with pytest.raises(ValueError, match="sparse24"):
+        q(torch.randn(2, 37))
+    with pytest.raises(ValueError, match="sparse24"):
+        pyquant.SparqConfig(sparse24=1)
