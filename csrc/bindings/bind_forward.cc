@@ -163,13 +163,14 @@ CArray<float> forward_lut_py(const CArray<float>& x, const CArray<uint8_t>& pack
   return y;
 }
 
-CArray<float> forward_sparq24_py(const CArray<float>& x, const CArray<uint8_t>& packed, int bits,
-                                 int options, bool round, bool pairs,
-                                 const CArray<float>& w_scale, const OptF& bias,
-                                 const CArray<float>& act_range, int threads) {
-  const SparqConfig cfg{bits, options, round, pairs};
+// The two SPARQ forwards' binding: config, header and side-array checks, then `run(y, base, h,
+// act)` without the GIL (k = 0 gives the bias); returns whether any input was negative.
+template <class Run>
+bool sparq_forward_checked(const CArray<float>& x, const CArray<uint8_t>& packed, PackedOp op,
+                           const SparqConfig& cfg, const CArray<float>& w_scale, const OptF& bias,
+                           const CArray<float>& act_range, CArray<float>* y, Run&& run) {
   require(sparq_config_valid(cfg), "bits/options: not a SPARQ configuration");
-  const PackedHeader h = checked_header(packed, PackedOp::sparq24_gemm);
+  const PackedHeader h = checked_header(packed, op);
   require(h.flags == sparq_flags(cfg),
           "w: packed for another SPARQ configuration (bits/options/rounding/pairs)");
   check_x(x, h);
@@ -177,21 +178,30 @@ CArray<float> forward_sparq24_py(const CArray<float>& x, const CArray<uint8_t>& 
   require_len(w_scale, n, "w_scale");
   if (bias) require_len(*bias, n, "bias");
   const ActRange act = act_of(act_range);
-  CArray<float> y = make_y(m, n);
-  const uint8_t* base = packed.data();
-  const float* xp = x.data();
-  float* yp = y.mutable_data();
+  *y = make_y(m, n);
+  float* yp = y->mutable_data();
   const float* bp = bias ? bias->data() : nullptr;
-  bool negative = false;
-  {
-    py::gil_scoped_release release;
-    if (k == 0) {
-      for (size_t i = 0; i < m * n; ++i) yp[i] = bp ? bp[i % n] : 0.0f;
-    } else {
-      negative = forward_sparq24(xp, m, k, cfg, base + h.data_offset, n, w_scale.data(), bp, act,
-                                 yp, threads, active_isa());
-    }
+  py::gil_scoped_release release;
+  if (k == 0) {
+    for (size_t i = 0; i < m * n; ++i) yp[i] = bp ? bp[i % n] : 0.0f;
+    return false;
   }
+  return run(x.data(), m, k, n, packed.data(), h, bp, act, yp);
+}
+
+CArray<float> forward_sparq24_py(const CArray<float>& x, const CArray<uint8_t>& packed, int bits,
+                                 int options, bool round, bool pairs,
+                                 const CArray<float>& w_scale, const OptF& bias,
+                                 const CArray<float>& act_range, int threads) {
+  const SparqConfig cfg{bits, options, round, pairs};
+  CArray<float> y;
+  const bool negative = sparq_forward_checked(
+      x, packed, PackedOp::sparq24_gemm, cfg, w_scale, bias, act_range, &y,
+      [&](const float* xp, size_t m, size_t k, size_t n, const uint8_t* base,
+          const PackedHeader& h, const float* bp, ActRange act, float* yp) {
+        return forward_sparq24(xp, m, k, cfg, base + h.data_offset, n, w_scale.data(), bp, act,
+                               yp, threads, active_isa());
+      });
   require(!negative,
           "x: SparqConfig(sparse24=True) got negative inputs; the sign-magnitude extension is "
           "not implemented for 2:4 weights yet");
@@ -203,33 +213,16 @@ CArray<float> forward_sparq_py(const CArray<float>& x, const CArray<uint8_t>& pa
                                const CArray<float>& w_scale, const OptF& bias,
                                const CArray<float>& act_range, int threads) {
   const SparqConfig cfg{bits, options, round, pairs};
-  require(sparq_config_valid(cfg), "bits/options: not a SPARQ configuration");
-  const PackedHeader h = checked_header(packed, PackedOp::sparq_gemm);
-  require(h.flags == sparq_flags(cfg),
-          "w: packed for another SPARQ configuration (bits/options/rounding/pairs)");
-  check_x(x, h);
-  const size_t m = x.shape(0), k = h.k, n = h.n;
-  require_len(w_scale, n, "w_scale");
-  if (bias) require_len(*bias, n, "bias");
-  const ActRange act = act_of(act_range);
-  CArray<float> y = make_y(m, n);
-  const uint8_t* base = packed.data();
-  const float* xp = x.data();
-  float* yp = y.mutable_data();
-  const float* bp = bias ? bias->data() : nullptr;
-  bool negative = false;
-  {
-    py::gil_scoped_release release;
-    if (k == 0) {
-      for (size_t i = 0; i < m * n; ++i) yp[i] = bp ? bp[i % n] : 0.0f;
-    } else {
-      negative = forward_sparq(xp, m, k, cfg, reinterpret_cast<const int8_t*>(base + h.data_offset),
-                               reinterpret_cast<const int32_t*>(base + h.aux_offset), n,
-                               w_scale.data(), bp, act, yp, threads, active_isa());
-    }
-  }
-  require(allow_negative || !negative,
-          "x: SparqConfig(negative='error') got negative inputs");
+  CArray<float> y;
+  const bool negative = sparq_forward_checked(
+      x, packed, PackedOp::sparq_gemm, cfg, w_scale, bias, act_range, &y,
+      [&](const float* xp, size_t m, size_t k, size_t n, const uint8_t* base,
+          const PackedHeader& h, const float* bp, ActRange act, float* yp) {
+        return forward_sparq(xp, m, k, cfg, reinterpret_cast<const int8_t*>(base + h.data_offset),
+                             reinterpret_cast<const int32_t*>(base + h.aux_offset), n,
+                             w_scale.data(), bp, act, yp, threads, active_isa());
+      });
+  require(allow_negative || !negative, "x: SparqConfig(negative='error') got negative inputs");
   return y;
 }
 
