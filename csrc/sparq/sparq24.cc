@@ -124,23 +124,21 @@ void sparq24_pack_weights(const int8_t* w, size_t n, size_t k, uint16_t flags, u
   }
 }
 
-void sparq24_gemm_run(const uint8_t* a, size_t m, size_t k, const SparqConfig& cfg,
-                      const uint8_t* panels, size_t n, int32_t* c, int threads, Isa isa) {
-  if (m == 0 || n == 0) return;
-  if (k == 0) {
-    std::fill(c, c + m * n, 0);
-    return;
-  }
-  SparqPlan plan;
-  sparq_make_plan(cfg, &plan);
+namespace {
+
+// The 2:4 driver shared by the raw op and the fused forward: blocks of rows get their selector
+// tables (make_tables(row, chunk, out) for each row of the block, threads over rows), then the
+// kernel runs over (panel, row range) tasks and `finish(m0, m1, n0, n1)` on each finished tile.
+template <class MakeTables, class Finish>
+void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c, int threads,
+                Isa isa, MakeTables&& make_tables, Finish&& finish) {
   const Sparq24ComputeFn compute = sparq_kernels(isa).compute24;
   const size_t groups = div_round_up(k, 4);
   const size_t row_tab = groups * kS24TableBytes;
   const size_t n_panels = div_round_up(n, kS24PanelCols);
   const size_t mc = std::min(m, std::max<size_t>(1, kBlockBytes / row_tab));
-  std::unique_ptr<uint8_t[]> tables(new uint8_t[mc * row_tab]);
   const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
-
+  std::unique_ptr<uint8_t[]> tables(new uint8_t[mc * row_tab]);
   Sparq24Problem prob{};
   prob.tables = tables.get();
   prob.k_groups = groups;
@@ -152,7 +150,7 @@ void sparq24_gemm_run(const uint8_t* a, size_t m, size_t k, const SparqConfig& c
     const size_t chunks = std::min(rows, n_threads * 4);
     parallel_for(chunks, threads, [&](size_t t) {
       for (size_t r = rows * t / chunks; r < rows * (t + 1) / chunks; ++r)
-        sparq24_tables_row(plan, a + (m0 + r) * k, k, tables.get() + r * row_tab);
+        make_tables(m0 + r, t, tables.get() + r * row_tab);
     });
     prob.c = c + m0 * n;
     const size_t want = n_threads * 4;
@@ -160,9 +158,29 @@ void sparq24_gemm_run(const uint8_t* a, size_t m, size_t k, const SparqConfig& c
     m_chunks = std::min(m_chunks, rows);
     parallel_for(n_panels * m_chunks, threads, [&](size_t t) {
       const size_t panel = t / m_chunks, mcn = t % m_chunks;
-      compute(prob, rows * mcn / m_chunks, rows * (mcn + 1) / m_chunks, panel, panel + 1);
+      const size_t r0 = rows * mcn / m_chunks, r1 = rows * (mcn + 1) / m_chunks;
+      compute(prob, r0, r1, panel, panel + 1);
+      const size_t n0 = panel * kS24PanelCols;
+      finish(m0 + r0, m0 + r1, n0, std::min(n, n0 + kS24PanelCols));
     });
   }
+}
+
+}  // namespace
+
+void sparq24_gemm_run(const uint8_t* a, size_t m, size_t k, const SparqConfig& cfg,
+                      const uint8_t* panels, size_t n, int32_t* c, int threads, Isa isa) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    std::fill(c, c + m * n, 0);
+    return;
+  }
+  SparqPlan plan;
+  sparq_make_plan(cfg, &plan);
+  run_blocks(
+      m, k, panels, n, c, threads, isa,
+      [&](size_t row, size_t, uint8_t* out) { sparq24_tables_row(plan, a + row * k, k, out); },
+      [](size_t, size_t, size_t, size_t) {});
 }
 
 bool forward_sparq24(const float* x, size_t m, size_t k, const SparqConfig& cfg,
@@ -173,47 +191,21 @@ bool forward_sparq24(const float* x, size_t m, size_t k, const SparqConfig& cfg,
     if (x[i] < 0.0f) return true;
   SparqPlan plan;
   sparq_make_plan(cfg, &plan);
-  const Sparq24ComputeFn compute = sparq_kernels(isa).compute24;
-  const size_t groups = div_round_up(k, 4);
-  const size_t row_tab = groups * kS24TableBytes;
-  const size_t n_panels = div_round_up(n, kS24PanelCols);
-  const size_t mc = std::min(m, std::max<size_t>(1, kBlockBytes / row_tab));
   const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
-  std::unique_ptr<uint8_t[]> tables(new uint8_t[mc * row_tab]);
-  std::unique_ptr<uint8_t[]> q(new uint8_t[n_threads * 4 * (k + 64)]);
+  std::unique_ptr<uint8_t[]> q(new uint8_t[n_threads * 4 * (k + 64)]);  // one row per chunk
   std::unique_ptr<float[]> sa(new float[m]);
   float amax = 0.0f;
   if (act.is_static) amax = std::max(act.hi < 0 ? -act.hi : act.hi, act.lo < 0 ? -act.lo : act.lo);
   const Epilogue ep{sa.get(), nullptr, false, w_scale, nullptr, bias};
   int32_t* c = reinterpret_cast<int32_t*>(y);
-  Sparq24Problem prob{};
-  prob.tables = tables.get();
-  prob.k_groups = groups;
-  prob.panels = panels;
-  prob.ldc = n;
-  prob.n = n;
-  for (size_t m0 = 0; m0 < m; m0 += mc) {
-    const size_t rows = std::min(mc, m - m0);
-    const size_t chunks = std::min(rows, n_threads * 4);
-    parallel_for(chunks, threads, [&](size_t t) {
-      uint8_t* tq = q.get() + t * (k + 64);
-      for (size_t r = rows * t / chunks; r < rows * (t + 1) / chunks; ++r) {
-        sa[m0 + r] = quantize_row_abs_u8(x + (m0 + r) * k, k, act.is_static ? &amax : nullptr, tq);
-        sparq24_tables_row(plan, tq, k, tables.get() + r * row_tab);
-      }
-    });
-    prob.c = c + m0 * n;
-    const size_t want = n_threads * 4;
-    size_t m_chunks = n_panels < want ? div_round_up(want, n_panels) : 1;
-    m_chunks = std::min(m_chunks, rows);
-    parallel_for(n_panels * m_chunks, threads, [&](size_t t) {
-      const size_t panel = t / m_chunks, mcn = t % m_chunks;
-      const size_t r0 = rows * mcn / m_chunks, r1 = rows * (mcn + 1) / m_chunks;
-      compute(prob, r0, r1, panel, panel + 1);
-      const size_t n0 = panel * kS24PanelCols, n1 = std::min(n, n0 + kS24PanelCols);
-      epilogue_i32(ep, c, n, m0 + r0, m0 + r1, n0, n1);
-    });
-  }
+  run_blocks(
+      m, k, panels, n, c, threads, isa,
+      [&](size_t row, size_t chunk, uint8_t* out) {
+        uint8_t* tq = q.get() + chunk * (k + 64);
+        sa[row] = quantize_row_abs_u8(x + row * k, k, act.is_static ? &amax : nullptr, tq);
+        sparq24_tables_row(plan, tq, k, out);
+      },
+      [&](size_t m0, size_t m1, size_t n0, size_t n1) { epilogue_i32(ep, c, n, m0, m1, n0, n1); });
   return false;
 }
 
