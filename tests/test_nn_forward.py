@@ -350,6 +350,37 @@ def test_constants_are_buffers_not_state(rng):
 
 
 @pytest.mark.parametrize("config", ALL, ids=lambda c: type(c).__name__)
+def test_bound_call_follows_the_buffers(rng, config, tmp_path):
+    """The native call is bound to the buffers once; copies, reloads, replaced buffers and
+    calibration after a first forward must each compute with their own current buffers."""
+    import copy
+    lin = torch.nn.Linear(130, 70)
+    x = torch.from_numpy(rng.standard_normal((5, 130)).astype(f32))
+    with torch.no_grad():
+        a = QuantLinear.from_linear(lin, config)
+        lin.weight.mul_(3.0)
+        b = QuantLinear.from_linear(lin, config)
+        ya, yb = a(x), b(x)
+        assert not torch.equal(ya, yb)
+        torch.save(a, tmp_path / "m.pt")  # a whole module pickles (the bound call is not state)
+        c = copy.deepcopy(a)  # a copy computes with its own buffers, not a's
+        a.load_state_dict(b.state_dict())  # in place: a's arrays now hold b's weight
+        assert torch.equal(c(x), ya) and torch.equal(a(x), yb)
+        assert torch.equal(torch.load(tmp_path / "m.pt", weights_only=False)(x), ya)
+        for name in c.state_dict():  # buffer objects replaced behind the module's back
+            if name != "act_range":
+                setattr(c, name, getattr(b, name).clone())
+        assert torch.equal(c(x), yb)
+        pyquant.calibrate(b, [x])  # act_range updated in place after the first forward
+        assert not torch.isnan(b.act_range).any()
+        ys = b(x)
+        assert not torch.equal(ys, yb)  # static ranges differ from the rows' own
+        e = QuantLinear.from_linear(lin, config)
+        e.load_state_dict(b.state_dict())
+        assert torch.equal(e(x), ys)
+
+
+@pytest.mark.parametrize("config", ALL, ids=lambda c: type(c).__name__)
 def test_export_is_self_contained(rng, config):
     model = torch.nn.Sequential(torch.nn.Linear(64, 48), torch.nn.ReLU(), torch.nn.Linear(48, 32))
     pyquant.quantize_(model, config)

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pyquant._threads import get_num_threads
+
 from . import _backend, _load, ops
 from .schemes import scheme_for
 
@@ -50,23 +52,48 @@ class _QuantModule(nn.Module):
             self.register_buffer("bias", None if bias is None else bias.float().cpu().clone())
             self.register_buffer("act_range", torch.full((2,), float("nan")))
         self._observer = None
+        self._run = None
         self._config_text = repr(config)  # a constant string for the reference op (compile)
         self._refresh_derived()
         self.register_load_state_dict_post_hook(_refresh_after_load)
 
+    def __getstate__(self):
+        # the bound call holds arrays of THESE buffers: never pickled or deep-copied with them
+        state = self.__dict__.copy()
+        state["_run"], state["_bound"] = None, ()
+        return state
+
     def __setstate__(self, state):  # torch.load of a whole module: the file is untrusted too
         super().__setstate__(state)
         _load.check_own_buffers(self)
+        self._refresh_derived()
 
     def _refresh_derived(self):
-        """The fused forward's constants (scale x column-sum products, panel-layout scales):
-        computed here, at conversion and after load_state_dict, never per call. Non-persistent
-        buffers: the state_dict format stays the packed weight + scales."""
+        """The fused forward's constants (scale x column-sum products, panel-layout scales) and
+        the native call bound to the buffers: made here, at conversion and after load_state_dict
+        (and again if a buffer object is replaced, e.g. by ``module.to``), never per call.
+        Non-persistent buffers: the state_dict format stays the packed weight + scales."""
+        self._run, self._bound = None, ()
         if self.reference:
             return
         with torch.inference_mode(False), torch.no_grad():
             for name, t in self.scheme.derived(self._buffers).items():
                 self.register_buffer(name, t.contiguous(), persistent=False)
+        bufs = self._buffers
+        if all(t is None or (t.device.type == "cpu" and t.is_contiguous()) for t in bufs.values()):
+            run = self.scheme.bind(bufs, self.act_range, self.bias)
+            if run is not None:
+                self._run = run
+                self._bound = tuple(bufs.items())
+
+    def _native_run(self):
+        """The bound native forward, rebound first if any buffer object was replaced."""
+        bufs = self._buffers
+        for name, t in self._bound:
+            if bufs.get(name) is not t:
+                self._refresh_derived()
+                return self._run
+        return self._run
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # state dicts may come from files anyone wrote: a damaged or edited weight is a
@@ -84,6 +111,11 @@ class _QuantModule(nn.Module):
     def _gemm_impl(self, x2d: torch.Tensor) -> torch.Tensor:
         if x2d.dtype != torch.float32:
             x2d = x2d.float()
+        if self._run is not None and self._observer is None and not torch.compiler.is_compiling():
+            run = self._native_run()
+            if run is not None:
+                # the whole layer in one native call (activation quantization, GEMM, epilogue, bias)
+                return torch.from_numpy(run(x2d.contiguous().numpy(), get_num_threads()))
         b = self._buffers
         if torch.compiler.is_compiling():
             y = None if self.reference else self.scheme.op(x2d, b, self.act_range, self.bias)
@@ -95,11 +127,9 @@ class _QuantModule(nn.Module):
         x2d = x2d.contiguous()
         if self._observer is not None:
             self._observer.append(self.scheme.observe(x2d))
-        if not self.reference:
-            # the whole layer in one native call (activation quantization, GEMM, epilogue, bias)
-            y = self.scheme.native(x2d, b, self.act_range, self.bias)
-            if y is not None:
-                return y
+        run = None if self.reference else self._native_run()
+        if run is not None:
+            return torch.from_numpy(run(x2d.numpy(), get_num_threads()))
         return ops.run_reference(x2d, {n: b[n] for n in self._buf_names}, self.act_range, self.bias,
                                  self.out_features, self.scheme, self.reference)
 
@@ -132,9 +162,11 @@ class QuantLinear(_QuantModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"x: expected last dim {self.in_features}, got shape {tuple(x.shape)}")
-        lead = x.shape[:-1]
-        y = self._gemm(x.reshape(-1, self.in_features))
-        return y.reshape(*lead, self.out_features).to(x.dtype)
+        if x.dim() == 2:  # the common case without the reshapes (each ~1 us)
+            y = self._gemm(x)
+        else:
+            y = self._gemm(x.reshape(-1, self.in_features)).reshape(*x.shape[:-1], self.out_features)
+        return y if y.dtype == x.dtype else y.to(x.dtype)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

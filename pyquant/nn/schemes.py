@@ -3,10 +3,11 @@
 A scheme is stateless apart from its config. ``quantize_weight`` turns a float ``[N, K]`` weight
 into named buffers (packed kernel buffer(s) + float scales, what a state_dict holds);
 ``derived`` computes, once at conversion (and again after ``load_state_dict``), the constants the
-fused forward needs (scale x column-sum products, panel-layout scales); ``native`` is the whole
+fused forward needs (scale x column-sum products, panel-layout scales); ``bind`` returns the whole
 forward as ONE native call (float32 in, float32 out, bias included: activation quantization,
-integer GEMM and the shared epilogue of csrc/forward/epilogue.h); ``op`` is the same call as a
-``torch.library`` custom op with explicit tensors and scalars (compile/export).
+integer GEMM and the shared epilogue of csrc/forward/epilogue.h) with the module's buffers
+already converted to arrays, so a call costs one array conversion each way; ``op`` is the same
+call as a ``torch.library`` custom op with explicit tensors and scalars (compile/export).
 
 ``forward`` is the pure-PyTorch path of ``use_reference()`` modules (same quantizer definitions
 as the native code, float64 integer GEMMs). ``fake_quant_weight`` / ``fake_quant_act`` are the
@@ -125,8 +126,11 @@ class Scheme:
         """Constants of the fused forward, from the persistent buffers (non-persistent buffers)."""
         return {}
 
-    def native(self, x, b, act_range, bias):
-        """The fused forward: one native call, or None where this layout has none."""
+    def bind(self, b, act_range, bias):
+        """The fused forward bound to these buffers: ``run(x: float32 ndarray [M, K], threads)
+        -> float32 ndarray [M, N]``, one native call, or None where this layout has none. The
+        arrays share memory with the tensors, so in-place updates (``calibrate``,
+        ``load_state_dict``) reach it; the native side still validates every header per call."""
         return None
 
     def op(self, x, b, act_range, bias):
@@ -136,10 +140,6 @@ class Scheme:
 
 def _np(t):
     return None if t is None else t.numpy()
-
-
-def _threads():
-    return pyquant.get_num_threads()
 
 
 # ----------------------------------------------------------------------------- Int8
@@ -173,10 +173,10 @@ class Int8Scheme(Scheme):
     def derived(self, b):
         return {"w_off": b["w_scale"] * b["w_sum"]}
 
-    def native(self, x, b, act_range, bias):
-        return torch.from_numpy(_C.forward_int8(x.numpy(), b["packed"].numpy(), b["w_scale"].numpy(),
-                                                b["w_off"].numpy(), _np(bias), act_range.numpy(),
-                                                _threads(), self.config.act_bits))
+    def bind(self, b, act_range, bias):
+        f, bits = _C.forward_int8, self.config.act_bits
+        p, s, o, bi, r = (_np(t) for t in (b["packed"], b["w_scale"], b["w_off"], bias, act_range))
+        return lambda x, threads: f(x, p, s, o, bi, r, threads, bits)
 
     def op(self, x, b, act_range, bias):
         return torch.ops.pyquant.int8_linear(x, b["packed"], b["w_scale"], b["w_off"], bias, act_range,
@@ -255,13 +255,12 @@ class WeightOnlyScheme(Scheme):
         return {"panel_scales": torch.from_numpy(_C.lowbit_panel_scales(sw.contiguous().numpy())),
                 "w_off": (sw * b["w_sum"]).sum(1)}
 
-    def native(self, x, b, act_range, bias):
+    def bind(self, b, act_range, bias):
         if "packed_offsets" in b:
             return None
-        c = self.config
-        return torch.from_numpy(_C.forward_lowbit(
-            x.numpy(), b["packed"].numpy(), c.bits, c.group_size, b["panel_scales"].numpy(),
-            b["w_off"].numpy(), _np(bias), act_range.numpy(), _threads()))
+        f, bits, gs = _C.forward_lowbit, self.config.bits, self.config.group_size
+        p, s, o, bi, r = (_np(t) for t in (b["packed"], b["panel_scales"], b["w_off"], bias, act_range))
+        return lambda x, threads: f(x, p, bits, gs, s, o, bi, r, threads)
 
     def op(self, x, b, act_range, bias):
         if "packed_offsets" in b:
@@ -414,11 +413,11 @@ class LUT2Scheme(Scheme):
     def derived(self, b):
         return {"w_off": b["w_scale"] * b["w_sum"]}
 
-    def native(self, x, b, act_range, bias):
-        c = self.config
-        return torch.from_numpy(_C.forward_lut(
-            x.numpy(), b["packed"].numpy(), list(c.a_levels), list(c.w_levels), c.a_scale == "mse",
-            b["w_scale"].numpy(), b["w_off"].numpy(), _np(bias), act_range.numpy(), _threads()))
+    def bind(self, b, act_range, bias):
+        c, f = self.config, _C.forward_lut
+        al, wl, mse = list(c.a_levels), list(c.w_levels), c.a_scale == "mse"
+        p, s, o, bi, r = (_np(t) for t in (b["packed"], b["w_scale"], b["w_off"], bias, act_range))
+        return lambda x, threads: f(x, p, al, wl, mse, s, o, bi, r, threads)
 
     def op(self, x, b, act_range, bias):
         c = self.config
@@ -493,16 +492,15 @@ class SparqScheme(Scheme):
         negp = _backend.gemm("sparq_gemm", torch.where(neg, t, zero), b["packed"], n, k, reference, **kw)
         return pos.sub_(negp), sa
 
-    def native(self, x, b, act_range, bias):
+    def bind(self, b, act_range, bias):
         c = self.config
+        bits, opts, rnd, pairs = c.bits, c.options, c.rounding == "round", c.pairs
+        p, s, bi, r = (_np(t) for t in (b["packed"], b["w_scale"], bias, act_range))
         if c.sparse24:
-            return torch.from_numpy(_C.forward_sparq24(
-                x.numpy(), b["packed"].numpy(), c.bits, c.options, c.rounding == "round", c.pairs,
-                b["w_scale"].numpy(), _np(bias), act_range.numpy(), _threads()))
-        return torch.from_numpy(_C.forward_sparq(
-            x.numpy(), b["packed"].numpy(), c.bits, c.options, c.rounding == "round", c.pairs,
-            c.negative == "sign_magnitude", b["w_scale"].numpy(), _np(bias), act_range.numpy(),
-            _threads()))
+            f = _C.forward_sparq24
+            return lambda x, threads: f(x, p, bits, opts, rnd, pairs, s, bi, r, threads)
+        f, signed = _C.forward_sparq, c.negative == "sign_magnitude"
+        return lambda x, threads: f(x, p, bits, opts, rnd, pairs, signed, s, bi, r, threads)
 
     def op(self, x, b, act_range, bias):
         c = self.config

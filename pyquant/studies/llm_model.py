@@ -251,12 +251,14 @@ def _linear_modules(model):
 
 class _NativeTimer:
     """Times every native call pyquant's wrappers make: the kernels' own functions in
-    ``pyquant._C`` are replaced by timed wrappers while the block runs (instrumentation only)."""
+    ``pyquant._C`` and the modules' bound forwards (``QuantLinear._run``) are replaced by timed
+    wrappers while the block runs (instrumentation only)."""
 
-    def __init__(self):
+    def __init__(self, modules=()):
         self.seconds = 0.0
         self.calls = 0
         self._saved = {}
+        self._modules = [m for m in modules if getattr(m, "_run", None) is not None]
 
     def __enter__(self):
         mod = pyquant._C
@@ -266,6 +268,8 @@ class _NativeTimer:
                 continue
             self._saved[name] = fn
             setattr(mod, name, self._wrap(fn))
+        for m in self._modules:
+            m._run = self._wrap(m._run)
         return self
 
     def _wrap(self, fn):
@@ -276,11 +280,14 @@ class _NativeTimer:
             finally:
                 self.seconds += time.perf_counter() - t
                 self.calls += 1
+        timed.__wrapped__ = fn
         return timed
 
     def __exit__(self, *exc):
         for name, fn in self._saved.items():
             setattr(pyquant._C, name, fn)
+        for m in self._modules:
+            m._run = m._run.__wrapped__
 
 
 def profile_decode(model, prompt: torch.Tensor, new_tokens: int) -> dict:
@@ -307,7 +314,7 @@ def profile_decode(model, prompt: torch.Tensor, new_tokens: int) -> dict:
                 acc["quant_linear"] += dt
 
     handles = [h for m in mods for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post))]
-    native = _NativeTimer()
+    native = _NativeTimer(mods)
     marks = {}
 
     def on_token(i):
