@@ -77,6 +77,11 @@ def _f32(t):
     return t.float().double()
 
 
+def _bf16(t):
+    """Rounded to bfloat16 (nearest even; WeightOnly's group scales), kept as float64."""
+    return t.float().to(torch.bfloat16).double()
+
+
 def _nearest(v, levels):
     """Index into `levels` (any order) of the level nearest to each element of v."""
     lv = torch.as_tensor(levels, dtype=torch.float64)
@@ -97,7 +102,8 @@ def ref_weight_int8(w):
 
 def ref_weight_lowbit(w, bits, gs):
     """Per group of `gs` along K: codes round(w / s) in [-2^(b-1), 2^(b-1) - 1], s = amax * r / qmax
-    with r the best (least squared error) of 11 ratios from 1 down to 0.5 (4-bit) or 0.3 (2-bit)."""
+    rounded to bfloat16, with r the best (least squared error) of 11 ratios from 1 down to 0.5
+    (4-bit) or 0.3 (2-bit)."""
     w = w.double()
     n, k = w.shape
     qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
@@ -105,7 +111,7 @@ def ref_weight_lowbit(w, bits, gs):
     codes, scales = [], []
     for lo in range(0, k, gs):
         wg = w[:, lo:lo + gs]
-        cand = wg.abs().amax(1, keepdim=True).clamp(min=1e-12) * ratios / qmax  # [N, 11]
+        cand = _bf16(wg.abs().amax(1, keepdim=True).clamp(min=1e-12) * ratios / qmax)  # [N, 11]
         q = torch.round(wg[:, None, :] / cand[:, :, None]).clamp(qmin, qmax)
         s = _f32(_best_scale(cand, ((q * cand[:, :, None] - wg[:, None, :]) ** 2).sum(2)))
         codes.append(torch.round(wg / s[:, None]).clamp(qmin, qmax).long())

@@ -174,7 +174,41 @@ namespace {
 // Unsigned activations: every vpmaddubsw pair sum is in [0, 2*255*(2^BITS - 1)], so kChunk
 // k-groups of them add up exactly in uint16 lanes (W4: 8 x 7650 = 61200, W2: 32 x 1530 < 2^16),
 // widened once per chunk (low + high halves of each 32-bit lane) instead of one vpmaddwd + add
-// per k-group.
+// per k-group. A group that fits one chunk (W4 g <= 32, W2 g <= 128) goes from the uint16 sums
+// straight to the fold. The float accumulators live in `out` (L1): 8 ymm for the sums, 4 for
+// the codes, the rest for constants, so nothing spills in the streaming loop.
+template <int BITS>
+PQ_INLINE void chunk_sums(const uint8_t* a, const uint8_t* b, size_t c0, size_t c1, __m256i mask,
+                          __m256i* s16) {
+  constexpr size_t kGroupBytes = 32 * BITS;
+  constexpr size_t kPrefetchBytes = 2048;
+  for (int i = 0; i < 8; ++i) s16[i] = _mm256_setzero_si256();
+  for (size_t g = c0; g < c1; ++g) {
+    const uint8_t* bg = b + g * kGroupBytes;
+    for (size_t line = 0; line < kGroupBytes; line += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(bg) + kPrefetchBytes + line, _MM_HINT_T0);
+    const __m256i av = _mm256_set1_epi32(load_i32(a + g * 4));
+    for (size_t h = 0; h < 2; ++h) {
+      __m256i w[4];
+      unpack_half<BITS>(bg, h, mask, w);
+      for (size_t q = 0; q < 4; ++q)
+        s16[h * 4 + q] = _mm256_add_epi16(s16[h * 4 + q], _mm256_maddubs_epi16(av, w[q]));
+    }
+  }
+}
+
+PQ_INLINE __m256i widen_u16_pairs(__m256i s16) {
+  return _mm256_add_epi32(_mm256_and_si256(s16, _mm256_set1_epi32(0xffff)),
+                          _mm256_srli_epi32(s16, 16));
+}
+
+// out[j] += sc[j] * float(sum - corr): mul, then add (the portable epilogue's rounding).
+PQ_INLINE void fold8(float* out, const float* sc, __m256i sum, __m256i cr) {
+  __m256 prod = _mm256_mul_ps(_mm256_loadu_ps(sc), _mm256_cvtepi32_ps(_mm256_sub_epi32(sum, cr)));
+  asm("" : "+x"(prod));  // keep mul and add separate even under -ffp-contract=fast
+  _mm256_storeu_ps(out, _mm256_add_ps(_mm256_loadu_ps(out), prod));
+}
+
 template <int BITS, bool SIGNED>
 void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size_t group_kgroups,
                         const uint32_t* corr, const float* sc, float* out) {
@@ -182,14 +216,14 @@ void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size
   constexpr size_t kChunk = BITS == 4 ? 8 : 32;
   const __m256i mask = _mm256_set1_epi8(static_cast<char>((1 << BITS) - 1));
   const __m256i ones = _mm256_set1_epi16(1);
-  const __m256i low16 = _mm256_set1_epi32(0xffff);
-  __m256 f[8];
-  for (int i = 0; i < 8; ++i) f[i] = _mm256_setzero_ps();
+  for (int i = 0; i < 64; i += 8) _mm256_storeu_ps(out + i, _mm256_setzero_ps());
   for (size_t gi = 0, g0 = 0; g0 < kgroups; ++gi, g0 += group_kgroups) {
     const size_t g1 = g0 + group_kgroups < kgroups ? g0 + group_kgroups : kgroups;
+    const __m256i cr = _mm256_set1_epi32(static_cast<int>(corr[gi]));
+    const float* sg = sc + gi * 64;
     __m256i acc[8];  // [h * 4 + q]: columns 16q + 8h .. +7
-    for (int i = 0; i < 8; ++i) acc[i] = _mm256_setzero_si256();
     if constexpr (SIGNED) {
+      for (int i = 0; i < 8; ++i) acc[i] = _mm256_setzero_si256();
       for (size_t g = g0; g < g1; ++g) {
         const uint8_t* bg = b + g * kGroupBytes;
         const __m256i av = _mm256_set1_epi32(load_i32(a + g * 4));
@@ -200,38 +234,30 @@ void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size
             acc[h * 4 + q] = dot4<true>(acc[h * 4 + q], av, w[q], ones);
         }
       }
+    } else if (g1 - g0 <= kChunk) {  // one chunk: widen straight into the fold
+      chunk_sums<BITS>(a, b, g0, g1, mask, acc);
+      for (size_t h = 0; h < 2; ++h)
+        for (size_t q = 0; q < 4; ++q)
+          fold8(out + q * 16 + h * 8, sg + q * 16 + h * 8, widen_u16_pairs(acc[h * 4 + q]), cr);
+      continue;
     } else {
+      alignas(32) int32_t part[8][8];  // the group's int32 sums so far (L1)
       for (size_t c0 = g0; c0 < g1; c0 += kChunk) {
         const size_t c1 = c0 + kChunk < g1 ? c0 + kChunk : g1;
-        __m256i s16[8];
-        for (int i = 0; i < 8; ++i) s16[i] = _mm256_setzero_si256();
-        for (size_t g = c0; g < c1; ++g) {
-          const uint8_t* bg = b + g * kGroupBytes;
-          const __m256i av = _mm256_set1_epi32(load_i32(a + g * 4));
-          for (size_t h = 0; h < 2; ++h) {
-            __m256i w[4];
-            unpack_half<BITS>(bg, h, mask, w);
-            for (size_t q = 0; q < 4; ++q)
-              s16[h * 4 + q] = _mm256_add_epi16(s16[h * 4 + q], _mm256_maddubs_epi16(av, w[q]));
-          }
+        chunk_sums<BITS>(a, b, c0, c1, mask, acc);
+        for (int i = 0; i < 8; ++i) {
+          __m256i v = widen_u16_pairs(acc[i]);
+          __m256i* dst = reinterpret_cast<__m256i*>(part[i]);
+          if (c0 != g0) v = _mm256_add_epi32(v, _mm256_load_si256(dst));
+          _mm256_store_si256(dst, v);
         }
-        for (int i = 0; i < 8; ++i)
-          acc[i] = _mm256_add_epi32(acc[i], _mm256_add_epi32(_mm256_and_si256(s16[i], low16),
-                                                             _mm256_srli_epi32(s16[i], 16)));
       }
+      for (int i = 0; i < 8; ++i) acc[i] = _mm256_load_si256(reinterpret_cast<__m256i*>(part[i]));
     }
-    const __m256i cr = _mm256_set1_epi32(static_cast<int>(corr[gi]));
-    const float* sg = sc + gi * 64;
     for (size_t h = 0; h < 2; ++h)
-      for (size_t q = 0; q < 4; ++q) {
-        const __m256i v = _mm256_sub_epi32(acc[h * 4 + q], cr);
-        __m256 prod = _mm256_mul_ps(_mm256_loadu_ps(sg + q * 16 + h * 8), _mm256_cvtepi32_ps(v));
-        asm("" : "+x"(prod));  // keep mul and add separate even under -ffp-contract=fast
-        f[h * 4 + q] = _mm256_add_ps(f[h * 4 + q], prod);
-      }
+      for (size_t q = 0; q < 4; ++q)
+        fold8(out + q * 16 + h * 8, sg + q * 16 + h * 8, acc[h * 4 + q], cr);
   }
-  for (size_t h = 0; h < 2; ++h)
-    for (size_t q = 0; q < 4; ++q) _mm256_storeu_ps(out + q * 16 + h * 8, f[h * 4 + q]);
 }
 
 // Grouped tile for M > 1 (unsigned activations): MR rows x one 32-column half per pass, each

@@ -19,7 +19,7 @@ from torch import nn
 from .api import _replace, default_filter
 from .configs import WeightOnlyConfig
 from .modules import QuantLinear
-from .schemes import best_clip
+from .schemes import best_clip, bf16_round
 
 
 def _group_scale(w, bits):
@@ -28,7 +28,7 @@ def _group_scale(w, bits):
     amax = w.abs().amax(1, keepdim=True).clamp(min=1e-12)
 
     def candidate(r):
-        s = amax * r / max(qmax, 1)
+        s = bf16_round(amax * r / max(qmax, 1)).to(w.dtype)  # scales are stored as bfloat16
         return s, ((torch.round(w / s).clamp(qmin, qmax) * s - w) ** 2).sum(1, keepdim=True)
 
     best_s = best_clip(torch.linspace(1.0, 0.5 if bits == 4 else 0.3, 11).tolist(), candidate)
@@ -36,7 +36,7 @@ def _group_scale(w, bits):
 
 
 def gptq_weight(w: torch.Tensor, hessian: torch.Tensor, bits: int, gs: int, damp: float = 0.2):
-    """(codes int8 [N, K], scales float32 [N, G]) for w [N, K] given H = X^T X [K, K]."""
+    """(codes int8 [N, K], bf16-exact scales float32 [N, G]) for w [N, K] given H = X^T X [K, K]."""
     qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     w = w.detach().double().clone()
     h = hessian.double().clone()

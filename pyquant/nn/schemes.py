@@ -208,8 +208,17 @@ def group_bounds(k, gs):
     return [(lo, min(lo + gs, k)) for lo in range(0, k, gs)]
 
 
+def bf16_round(s):
+    """Scales as stored: rounded to bfloat16 (nearest even), returned as float32. The codes are
+    computed with the rounded scale, so the rounding only moves the clipping point slightly; a
+    bf16 scale is 0.5 bit per weight at group size 32 where float32 was 1 (the GEMV streams it
+    beside the codes)."""
+    return s.to(torch.bfloat16).float()
+
+
 def lowbit_weight(w, bits, gs):
-    """Group-wise symmetric codes (int8 in [-2**(b-1), 2**(b-1)-1]) and scales [N, G], MSE-clipped."""
+    """Group-wise symmetric codes (int8 in [-2**(b-1), 2**(b-1)-1]) and bf16-exact scales [N, G]
+    (float32 holding bfloat16 values), MSE-clipped."""
     n, k = w.shape
     g = -(-k // gs)
     wp = torch.nn.functional.pad(w, (0, g * gs - k)).view(n, g, gs)
@@ -217,7 +226,7 @@ def lowbit_weight(w, bits, gs):
     amax = wp.abs().amax(2, keepdim=True).clamp(min=1e-12)
 
     def candidate(r):
-        s = amax * r / max(qmax, 1)
+        s = bf16_round(amax * r / max(qmax, 1))
         return s, ((torch.round(wp / s).clamp_(qmin, qmax) * s - wp) ** 2).sum(2, keepdim=True)
 
     best_s = best_clip(torch.linspace(1.0, 0.5 if bits == 4 else 0.3, 11).tolist(), candidate)
@@ -227,6 +236,8 @@ def lowbit_weight(w, bits, gs):
 
 @_register(WeightOnlyConfig)
 class WeightOnlyScheme(Scheme):
+    """State: ``packed`` (codes), ``w_scale`` bfloat16 [N, G], ``w_off`` float32 [N] =
+    sum_g scale * (sum of the group's codes), the zero-point correction of the epilogue."""
     ops = ("lowbit_gemm",)
 
     def quantize_weight(self, w, hessian=None, damp=0.2):
@@ -238,22 +249,25 @@ class WeightOnlyScheme(Scheme):
 
             codes, sw = gptq_weight(w, hessian, bits, gs, damp)
         sums = torch.stack([codes[:, lo:hi].sum(1, dtype=torch.int32)
-                            for lo, hi in group_bounds(w.shape[1], gs)], 1).float()
+                            for lo, hi in group_bounds(w.shape[1], gs)], 1)
+        state = {"w_scale": sw.to(torch.bfloat16),
+                 "w_off": (sw.double() * sums.double()).sum(1).float()}
         if _backend.is_reference() or _backend.available("lowbit_gemm_grouped"):
-            # one pack for all of K; lowbit_gemm_grouped applies the group scales in its epilogue
-            return {"packed": _backend.prepack("lowbit_gemm", codes, bits=bits), "w_scale": sw, "w_sum": sums}
+            # one pack for all of K; the grouped kernels apply the group scales in their epilogue
+            return {"packed": _backend.prepack("lowbit_gemm", codes, bits=bits), **state}
         # fallback layout: one pack per K group, concatenated (lowbit_gemm per group)
         packs = [_backend.prepack("lowbit_gemm", codes[:, lo:hi], bits=bits)
                  for lo, hi in group_bounds(w.shape[1], gs)]
         offsets = torch.tensor([0] + [p.numel() for p in packs], dtype=torch.int64).cumsum(0)
-        return {"packed": torch.cat(packs), "packed_offsets": offsets, "w_scale": sw, "w_sum": sums}
+        return {"packed": torch.cat(packs), "packed_offsets": offsets, **state}
 
     def derived(self, b):
         if "packed_offsets" in b:
             return {}
-        sw = b["w_scale"]
-        return {"panel_scales": torch.from_numpy(_C.lowbit_panel_scales(sw.contiguous().numpy())),
-                "w_off": (sw * b["w_sum"]).sum(1)}
+        # float32 in the kernels' panel layout: widening bf16 in the GEMV cost more compute than
+        # the half-size stream saved (Zen 3: the grouped GEMV is ALU-bound at g32)
+        sw = b["w_scale"].float().contiguous().numpy()
+        return {"panel_scales": torch.from_numpy(_C.lowbit_panel_scales(sw))}
 
     def bind(self, b, act_range, bias):
         if "packed_offsets" in b:
@@ -272,7 +286,7 @@ class WeightOnlyScheme(Scheme):
     def forward(self, x, b, act_range, n, k, reference):
         bits, gs = self.config.bits, self.config.group_size
         q, sa, zp = asym_u8(x, act_range, reuse=True)
-        sw = b["w_scale"]
+        sw = b["w_scale"].float()
         if "packed_offsets" not in b:
             y = float_inplace(_backend.gemm("lowbit_gemm_grouped", q, b["packed"], n, k, reference,
                                             bits=bits, group_size=gs, scales=sw))
@@ -286,8 +300,8 @@ class WeightOnlyScheme(Scheme):
                     y = float_inplace(acc).mul_(sw[:, g])
                 else:
                     y.addcmul_(acc, sw[:, g])
-        # the shared epilogue: F * sa - (sa * zp) * sum_g sw * wsum_g
-        y.mul_(sa).sub_((sa * zp).view(-1, 1) * (sw * b["w_sum"]).sum(1))
+        # the shared epilogue: F * sa - (sa * zp) * w_off
+        y.mul_(sa).sub_((sa * zp).view(-1, 1) * b["w_off"])
         return y
 
     def fake_quant_weight(self, w):
