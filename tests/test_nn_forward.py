@@ -352,6 +352,17 @@ def test_constants_are_buffers_not_state(rng):
         assert torch.equal(other(x), mod(x))
 
 
+def test_weight_only_bytes_held_and_read():
+    """W4 g32 on a 256 x 1024 weight: the forward streams 4 bits of codes + 1 bit of float32 panel
+    scales per weight; the module holds that plus the bf16 state-dict scales (0.5 bit)."""
+    n, k = 256, 1024
+    mod = QuantLinear.from_linear(torch.nn.Linear(k, n, bias=False), pyquant.WeightOnlyConfig(4, 32))
+    held = sum(t.numel() * t.element_size() for t in mod.buffers())
+    read = mod.bytes_read_per_call()
+    assert read == mod.packed.numel() + 4 * n * k // 32 + 4 * n + 8
+    assert 5.0 <= 8 * read / (n * k) < 5.05 and 8 * held / (n * k) < 5.6
+
+
 @pytest.mark.parametrize("config", ALL, ids=lambda c: type(c).__name__)
 def test_bound_call_follows_the_buffers(rng, config, tmp_path):
     """The native call is bound to the buffers once; copies, reloads, replaced buffers and

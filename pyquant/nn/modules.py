@@ -133,6 +133,14 @@ class _QuantModule(nn.Module):
         return ops.run_reference(x2d, {n: b[n] for n in self._buf_names}, self.act_range, self.bias,
                                  self.out_features, self.scheme, self.reference)
 
+    def bytes_read_per_call(self) -> int:
+        """Bytes of weights and constants one forward streams (packed codes, the scales in the
+        kernel's layout, per-column constants, bias), as opposed to the bytes the module holds
+        (which include the state-dict copies of the scales)."""
+        names = self.scheme.read_buffers(self._buffers) + ("bias", "act_range")
+        return sum(t.numel() * t.element_size() for n in names
+                   if (t := self._buffers.get(n)) is not None)
+
     def _config_repr(self) -> str:
         static = "" if torch.isnan(self.act_range).any() else ", static_act_range=" + str(
             [round(v, 5) for v in self.act_range.tolist()])

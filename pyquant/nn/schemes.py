@@ -126,6 +126,13 @@ class Scheme:
         """Constants of the fused forward, from the persistent buffers (non-persistent buffers)."""
         return {}
 
+    reads: tuple = ("packed", "w_scale")
+
+    def read_buffers(self, b) -> tuple:
+        """Names of the buffers one forward reads (besides bias and act_range): what a decode
+        step streams from memory, as opposed to what the module holds."""
+        return tuple(n for n in self.reads if n in b)
+
     def bind(self, b, act_range, bias):
         """The fused forward bound to these buffers: ``run(x: float32 ndarray [M, K], threads)
         -> float32 ndarray [M, N]``, one native call, or None where this layout has none. The
@@ -146,6 +153,7 @@ def _np(t):
 @_register(Int8Config)
 class Int8Scheme(Scheme):
     ops = ("int8_gemm",)
+    reads = ("packed", "w_scale", "w_off")
 
     def quantize_weight(self, w):
         wq, sw = int8_weight(w)
@@ -239,6 +247,11 @@ class WeightOnlyScheme(Scheme):
     """State: ``packed`` (codes), ``w_scale`` bfloat16 [N, G], ``w_off`` float32 [N] =
     sum_g scale * (sum of the group's codes), the zero-point correction of the epilogue."""
     ops = ("lowbit_gemm",)
+
+    def read_buffers(self, b):
+        if "packed_offsets" in b:  # per-group packs: the PyTorch epilogue reads w_scale
+            return ("packed", "w_scale", "w_off")
+        return ("packed", "panel_scales", "w_off")
 
     def quantize_weight(self, w, hessian=None, damp=0.2):
         bits, gs = self.config.bits, self.config.group_size
@@ -417,6 +430,7 @@ def lut_act(x, levels, mode, act_range=None):
 @_register(LUT2Config)
 class LUT2Scheme(Scheme):
     ops = ("lut_gemm",)
+    reads = ("packed", "w_scale", "w_off")
 
     def quantize_weight(self, w):
         wl = self.config.w_levels

@@ -156,11 +156,24 @@ def kv_bytes_per_position(model: nn.Module) -> int:
     return c.num_hidden_layers * 2 * c.num_key_value_heads * head_dim * elt
 
 
-def decode_bytes_per_token(model: nn.Module, context: float) -> dict:
-    """Bytes one decode step reads: every weight once (the embedding table only one row) and the
-    KV cache at ``context`` cached positions."""
+def weight_bytes_read(model: nn.Module) -> int:
+    """Bytes of weights one decode step reads: each pyquant layer what its forward streams
+    (``QuantLinear.bytes_read_per_call``: not the state-dict copies of its scales), every other
+    parameter and buffer once, the embedding table only one row."""
+    quant = [m for m in model.modules() if isinstance(m, pyquant.nn.QuantLinear)]
+    skip = {id(t) for m in quant for t in m.buffers()}
+    total = model_bytes(model) + sum(m.bytes_read_per_call() for m in quant)
+    total -= sum(t.numel() * t.element_size() for m in quant for t in m.buffers())
     emb = model.get_input_embeddings().weight
-    weights = model_bytes(model) - emb.numel() * emb.element_size() + emb.shape[1] * emb.element_size()
+    if id(emb) not in skip:
+        total -= emb.numel() * emb.element_size() - emb.shape[1] * emb.element_size()
+    return total
+
+
+def decode_bytes_per_token(model: nn.Module, context: float) -> dict:
+    """Bytes one decode step reads: the weights (``weight_bytes_read``) and the KV cache at
+    ``context`` cached positions."""
+    weights = weight_bytes_read(model)
     kv = int(kv_bytes_per_position(model) * context)
     return {"weights": weights, "kv": kv, "total": weights + kv}
 
