@@ -318,6 +318,38 @@ def test_paths_and_threads_bit_identical(rng, config):
         assert torch.equal(y, first[3]), (isa, threads, m)
 
 
+@pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
+def test_sparq_row_preparation_edge_values(rng, static):
+    """The vectorized row preparation (|x| quantizer, trim, sign split) against the scalar one on
+    the values where they could part: -0.0, rounding ties, the 255.25 cap, all-zero rows and
+    tails of every length below 32."""
+    w = rng.standard_normal((70, 131)).astype(f32) * f32(0.05)
+    mod = module(w, None, pyquant.SparqConfig())
+    x = rng.standard_normal((8, 131)).astype(f32)
+    x[0] = -0.0
+    x[1, ::3] = -0.0
+    x[2] = (np.arange(131) % 256 + 0.5).astype(f32) * f32(2.0 / 255.0)  # ties of |x| / s + 0.5
+    x[3, :] = 0.0
+    x[4, 5] = 1e30  # one huge value: every other code rounds to 0
+    x[5] = np.abs(x[5])
+    act = np.array([-3.0, 2.0], dtype=f32) if static else None
+    outs = {}
+    previous = _C.active_isa()
+    try:
+        for isa in pyquant.cpu_info()["available"]:
+            _C.set_isa(isa)
+            outs[isa] = [_run(mod, x, act)]
+            for kk in (*range(1, 8), *range(29, 70)):  # tails: a fresh module per K
+                m2 = module(w[:, :kk].copy(), None, pyquant.SparqConfig())
+                outs[isa].append(_run(m2, np.ascontiguousarray(x[:, :kk]), act))
+    finally:
+        _C.set_isa(previous)
+    first = next(iter(outs.values()))
+    for isa, ys in outs.items():
+        for a, b in zip(ys, first):
+            assert torch.equal(a, b), isa
+
+
 @pytest.mark.parametrize("config", ALL, ids=lambda c: type(c).__name__)
 def test_reference_backend_matches_kernels(rng, config):
     """use_reference() modules (pure PyTorch) quantize activations exactly like the native code."""

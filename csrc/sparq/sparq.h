@@ -94,14 +94,32 @@ struct Sparq24Problem {
 using Sparq24ComputeFn = void (*)(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0,
                                   size_t p1);
 
+// How the fused forward writes a prepared row for the int8 micro-kernel (t: trimmed magnitude,
+// neg: x < 0): s16: int16 +-t; wide (9-bit, u = 256 +- t): dp = u >> 2, dn = u & 3; split: dp =
+// (neg ? 0 : t) ^ flip, dn = (neg ? t : 0) ^ flip (flip 0x80 for the s8 format).
+enum class SparqRowFormat { s16, wide, split };
+
+// One row of SparqConfig's forward: q = trunc(min(|x| * (1/s) + 0.5, 255.25)) with s = amax/255
+// (amax = *fixed_amax, or the row's max |x|; s = 1 when amax is 0), trimmed by `plan` (pairs judged
+// on magnitudes), then written to dp/dn[0, k) in `fmt`. tq: k + 64 bytes of scratch. Returns s;
+// *has_neg: whether any x < 0.
+using SparqPrepRowFn = float (*)(const SparqPlan& plan, const float* x, size_t k,
+                                 const float* fixed_amax, SparqRowFormat fmt, uint8_t flip,
+                                 uint8_t* tq, uint8_t* dp, uint8_t* dn, bool* has_neg);
+
 struct SparqKernels {
   SparqTrimRowFn trim_row;
   Sparq24ComputeFn compute24;
+  SparqPrepRowFn prep_row;
 };
 const SparqKernels& sparq_kernels(Isa isa);
 
 void sparq_trim_row_scalar(const SparqPlan& plan, const uint8_t* src, size_t k, uint8_t* dst);
+float sparq_prep_row_scalar(const SparqPlan&, const float*, size_t, const float*, SparqRowFormat,
+                            uint8_t, uint8_t*, uint8_t*, uint8_t*, bool*);
 #if defined(PQ_HAVE_X86)
+float sparq_prep_row_avx2(const SparqPlan&, const float*, size_t, const float*, SparqRowFormat,
+                          uint8_t, uint8_t*, uint8_t*, uint8_t*, bool*);
 void sparq_trim_row_avx2(const SparqPlan& plan, const uint8_t* src, size_t k, uint8_t* dst);
 void sparq_trim_row_avx512(const SparqPlan& plan, const uint8_t* src, size_t k, uint8_t* dst);
 #endif

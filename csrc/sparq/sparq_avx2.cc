@@ -4,6 +4,7 @@
 // LSB (1<<s), the rounding half and the all-ones window, and the rounding is plain byte logic.
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "sparq/sparq.h"
@@ -63,6 +64,126 @@ void sparq_trim_row_avx2(const SparqPlan& plan, const uint8_t* src, size_t k, ui
       std::memcpy(dst + i, tail, len);
     }
   }
+}
+
+}  // namespace pq
+
+// ---------------------------------------------------------------- fused forward row preparation
+// The scalar definition (sparq_prep_row_scalar) 32 values per step: max |x| (vmaxps ignores NaN
+// like the scalar compare), q = trunc(min(|x| * inv + 0.5, 255.25)) with the same separate
+// multiply and add, the AVX2 trim, then the sign split in 16-bit lanes. s16 rows (no AVX2 path
+// uses them) and tails go to the scalar code.
+namespace pq {
+namespace {
+
+// 32 floats -> 32 bytes in order (the values are in [0, 255] or a conversion's 0x80000000).
+inline __m256i pack_u8(__m256i i0, __m256i i1, __m256i i2, __m256i i3) {
+  const __m256i w01 = _mm256_packs_epi32(i0, i1), w23 = _mm256_packs_epi32(i2, i3);
+  const __m256i b = _mm256_packus_epi16(w01, w23);
+  return _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// x < 0 of 32 floats as a byte mask (0xff / 0), in order.
+inline __m256i neg_mask(const float* x) {
+  const __m256 z = _mm256_setzero_ps();
+  __m256i m[4];
+  for (int j = 0; j < 4; ++j)
+    m[j] = _mm256_castps_si256(_mm256_cmp_ps(_mm256_loadu_ps(x + 8 * j), z, _CMP_LT_OQ));
+  const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(m[0], m[1]), _mm256_packs_epi32(m[2], m[3]));
+  return _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+}  // namespace
+
+float sparq_prep_row_avx2(const SparqPlan& plan, const float* x, size_t k, const float* fixed_amax,
+                          SparqRowFormat fmt, uint8_t flip, uint8_t* tq, uint8_t* dp, uint8_t* dn,
+                          bool* has_neg) {
+  if (fmt == SparqRowFormat::s16)
+    return sparq_prep_row_scalar(plan, x, k, fixed_amax, fmt, flip, tq, dp, dn, has_neg);
+  const size_t kv = k / 32 * 32;
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  float amax = 0.0f;
+  if (fixed_amax) {
+    amax = *fixed_amax;
+  } else {
+    __m256 m = _mm256_setzero_ps();
+    for (size_t i = 0; i < k / 8 * 8; i += 8)
+      m = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i), abs_mask), m);  // NaN: keeps m
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, m);
+    for (float v : lanes) amax = v > amax ? v : amax;
+    for (size_t i = k / 8 * 8; i < k; ++i) {
+      const float a = std::fabs(x[i]);
+      amax = a > amax ? a : amax;
+    }
+  }
+  const float s = amax > 0.0f ? amax / 255.0f : 1.0f;
+  const float inv = 1.0f / s;
+  const __m256 vinv = _mm256_set1_ps(inv), half = _mm256_set1_ps(0.5f),
+               cap = _mm256_set1_ps(255.25f);
+  for (size_t i = 0; i < kv; i += 32) {
+    __m256i q[4];
+    for (int j = 0; j < 4; ++j) {
+      __m256 t = _mm256_mul_ps(_mm256_and_ps(_mm256_loadu_ps(x + i + 8 * j), abs_mask), vinv);
+      asm("" : "+x"(t));  // a separate multiply and add, as the scalar definition
+      t = _mm256_add_ps(t, half);
+      q[j] = _mm256_cvttps_epi32(_mm256_min_ps(cap, t));  // NaN: stays NaN, as the scalar code
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(tq + i), pack_u8(q[0], q[1], q[2], q[3]));
+  }
+  for (size_t i = kv; i < k; ++i) {
+    float t = std::fabs(x[i]) * inv;
+    asm("" : "+x"(t));  // no FMA contraction
+    t = t + 0.5f;
+    t = t > 255.25f ? 255.25f : t;
+    tq[i] = static_cast<uint8_t>(t);
+  }
+  sparq_trim_row_avx2(plan, tq, k, tq);
+
+  __m256i any = _mm256_setzero_si256();
+  const __m256i vflip = _mm256_set1_epi8(static_cast<char>(flip));
+  const __m256i bias = _mm256_set1_epi16(256), three = _mm256_set1_epi16(3);
+  for (size_t i = 0; i < kv; i += 32) {
+    const __m256i t = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tq + i));
+    const __m256i ng = neg_mask(x + i);
+    any = _mm256_or_si256(any, ng);
+    if (fmt == SparqRowFormat::split) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dp + i),
+                          _mm256_xor_si256(_mm256_andnot_si256(ng, t), vflip));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dn + i),
+                          _mm256_xor_si256(_mm256_and_si256(ng, t), vflip));
+    } else {  // wide: u = 256 +- t in 16-bit lanes (two halves of 16), top 7 and low 2 bits
+      __m256i hi[2], lo[2];
+      for (int h = 0; h < 2; ++h) {
+        const __m128i th = h ? _mm256_extracti128_si256(t, 1) : _mm256_castsi256_si128(t);
+        const __m128i nb = h ? _mm256_extracti128_si256(ng, 1) : _mm256_castsi256_si128(ng);
+        const __m256i t16 = _mm256_cvtepu8_epi16(th);
+        const __m256i n16 = _mm256_cvtepi8_epi16(nb);  // 0 or -1
+        const __m256i u = _mm256_add_epi16(bias, _mm256_sub_epi16(_mm256_xor_si256(t16, n16), n16));
+        hi[h] = _mm256_srli_epi16(u, 2);
+        lo[h] = _mm256_and_si256(u, three);
+      }
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dp + i),
+                          _mm256_permute4x64_epi64(_mm256_packus_epi16(hi[0], hi[1]), 0xd8));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dn + i),
+                          _mm256_permute4x64_epi64(_mm256_packus_epi16(lo[0], lo[1]), 0xd8));
+    }
+  }
+  bool neg_seen = !_mm256_testz_si256(any, any);
+  for (size_t i = kv; i < k; ++i) {
+    const bool ng = x[i] < 0.0f;
+    neg_seen = neg_seen || ng;
+    if (fmt == SparqRowFormat::split) {
+      dp[i] = static_cast<uint8_t>((ng ? 0 : tq[i]) ^ flip);
+      dn[i] = static_cast<uint8_t>((ng ? tq[i] : 0) ^ flip);
+    } else {
+      const int u = 256 + (ng ? -tq[i] : tq[i]);
+      dp[i] = static_cast<uint8_t>(u >> 2);
+      dn[i] = static_cast<uint8_t>(u & 3);
+    }
+  }
+  *has_neg = neg_seen;
+  return s;
 }
 
 }  // namespace pq

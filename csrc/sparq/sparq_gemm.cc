@@ -142,11 +142,13 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
   const Int8GemmKernels& kern = int8_gemm_kernels(isa);
   SparqPlan plan;
   sparq_make_plan(cfg, &plan);
-  const SparqTrimRowFn trim = sparq_kernels(isa).trim_row;
+  const SparqPrepRowFn prep = sparq_kernels(isa).prep_row;
   const size_t k_pad = round_up(k, kInt8GroupK);
   const size_t n_pad = round_up(n, kInt8PanelCols);
   const size_t n_panels = n_pad / kInt8PanelCols;
   const bool s16 = kern.a_format == Int8AFormat::s16;
+  // s8 format: value - 128 (xor 0x80), undone by the +128 * colsum bias of each pass
+  const uint8_t flip = kern.a_format == Int8AFormat::s8 ? 0x80 : 0x00;
   const bool wide_kernel = !s16 && kern.compute_wide != nullptr;
   const size_t elem = s16 ? 2 : 1;
   const size_t row_bytes = k_pad * elem;
@@ -208,37 +210,22 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
       bool has_neg = false;
       for (size_t r = rows * t / chunks; r < rows * (t + 1) / chunks; ++r) {
         const float* xr = x + (m0 + r) * k;
-        sa[m0 + r] = quantize_row_abs_u8(xr, k, act.is_static ? &amax : nullptr, tq);
-        trim(plan, tq, k, tq);
+        const SparqRowFormat fmt = s16          ? SparqRowFormat::s16
+                                   : wide_block ? SparqRowFormat::wide
+                                                : SparqRowFormat::split;
+        uint8_t* dp = pos + r * row_bytes;
+        uint8_t* dn = s16 ? nullptr : neg + r * row_bytes;
+        bool row_neg = false;
+        sa[m0 + r] = prep(plan, xr, k, act.is_static ? &amax : nullptr, fmt, flip, tq, dp, dn,
+                          &row_neg);
+        has_neg = has_neg || row_neg;
         if (s16) {
-          int16_t* d = reinterpret_cast<int16_t*>(pos + r * row_bytes);
-          for (size_t i = 0; i < k; ++i) {
-            const int16_t v = tq[i];
-            d[i] = xr[i] < 0.0f ? static_cast<int16_t>(-v) : v;
-          }
-          for (size_t i = k; i < k_pad; ++i) d[i] = 0;
+          std::fill(reinterpret_cast<int16_t*>(dp) + k, reinterpret_cast<int16_t*>(dp) + k_pad,
+                    int16_t{0});
         } else {
-          // s8 format: value - 128 (xor 0x80), undone by the +128 * colsum bias of each pass
-          const uint8_t flip = kern.a_format == Int8AFormat::s8 ? 0x80 : 0x00;
-          uint8_t* dp = pos + r * row_bytes;
-          uint8_t* dn = neg + r * row_bytes;
-          if (wide_block) {  // u = v + 256 in [1, 511]: top 7 bits, low 2 bits
-            for (size_t i = 0; i < k; ++i) {
-              const int u = 256 + (xr[i] < 0.0f ? -tq[i] : tq[i]);
-              dp[i] = static_cast<uint8_t>(u >> 2);
-              dn[i] = static_cast<uint8_t>(u & 3);
-            }
-            for (size_t i = k; i < k_pad; ++i) dp[i] = dn[i] = 0;  // zero weights there
-          } else {
-            for (size_t i = 0; i < k; ++i) {
-              const bool ng = xr[i] < 0.0f;
-              dp[i] = static_cast<uint8_t>((ng ? 0 : tq[i]) ^ flip);
-              dn[i] = static_cast<uint8_t>((ng ? tq[i] : 0) ^ flip);
-            }
-            for (size_t i = k; i < k_pad; ++i) dp[i] = dn[i] = 0;
-          }
+          std::fill(dp + k, dp + k_pad, uint8_t{0});  // zero weights there
+          std::fill(dn + k, dn + k_pad, uint8_t{0});
         }
-        for (size_t i = 0; i < k && !has_neg; ++i) has_neg = xr[i] < 0.0f;
       }
       chunk_neg[t] = has_neg;
     });

@@ -1,6 +1,7 @@
 // The scalar reference: each value computed arithmetically, exactly as algorithms.md section 5
 // words it. The SIMD paths' tables are built from sparq_trim_value, so they agree by construction
 // (and tests compare every value and every pair on every path).
+#include "quantize/act_quantize.h"
 #include "sparq/sparq.h"
 
 namespace pq {
@@ -37,6 +38,36 @@ void sparq_trim_row_scalar(const SparqPlan& plan, const uint8_t* src, size_t k, 
     dst[i] = sparq_trim_value(a0, nw, s, c.round);
     if (i + 1 < k) dst[i + 1] = sparq_trim_value(a1, nw, s, c.round);
   }
+}
+
+float sparq_prep_row_scalar(const SparqPlan& plan, const float* x, size_t k,
+                            const float* fixed_amax, SparqRowFormat fmt, uint8_t flip, uint8_t* tq,
+                            uint8_t* dp, uint8_t* dn, bool* has_neg) {
+  const float s = quantize_row_abs_u8(x, k, fixed_amax, tq);
+  sparq_trim_row_scalar(plan, tq, k, tq);
+  bool neg_seen = false;
+  if (fmt == SparqRowFormat::s16) {
+    int16_t* d = reinterpret_cast<int16_t*>(dp);
+    for (size_t i = 0; i < k; ++i) {
+      const int16_t v = tq[i];
+      d[i] = x[i] < 0.0f ? static_cast<int16_t>(-v) : v;
+    }
+  } else if (fmt == SparqRowFormat::wide) {  // u = v + 256 in [1, 511]: top 7 bits, low 2 bits
+    for (size_t i = 0; i < k; ++i) {
+      const int u = 256 + (x[i] < 0.0f ? -tq[i] : tq[i]);
+      dp[i] = static_cast<uint8_t>(u >> 2);
+      dn[i] = static_cast<uint8_t>(u & 3);
+    }
+  } else {
+    for (size_t i = 0; i < k; ++i) {
+      const bool ng = x[i] < 0.0f;
+      dp[i] = static_cast<uint8_t>((ng ? 0 : tq[i]) ^ flip);
+      dn[i] = static_cast<uint8_t>((ng ? tq[i] : 0) ^ flip);
+    }
+  }
+  for (size_t i = 0; i < k && !neg_seen; ++i) neg_seen = x[i] < 0.0f;
+  *has_neg = neg_seen;
+  return s;
 }
 
 }  // namespace pq
