@@ -77,31 +77,47 @@ void lut_params_mse(const float* x, size_t k, const LutActLevels& lv, float* s, 
     const int b = static_cast<int>(t);
     ++count[b < kLutBins - 1 ? b : kLutBins - 1];
   }
-  // the occupied bins, as (centre, count)
-  double centre[kLutBins], weight[kLutBins];
+  // the occupied bins in increasing centre order, as (centre, count), with prefix sums of
+  // n, n c and n c^2: a candidate's error is then 4 segment sums (one per level) instead of one
+  // term per bin (sum n (c - R)^2 = S2 - 2 R S1 + R^2 S0 over the bins that map to level R)
+  double centre[kLutBins], p0[kLutBins + 1], p1[kLutBins + 1], p2[kLutBins + 1];
   int nb = 0;
   const double dlo = lo, width = (static_cast<double>(hi) - dlo) / kLutBins;
-  double sum = 0.0;
+  p0[0] = p1[0] = p2[0] = 0.0;
   for (int b = 0; b < kLutBins; ++b) {
     if (!count[b]) continue;
-    centre[nb] = dlo + (b + 0.5) * width;
-    weight[nb] = count[b];
-    sum += weight[nb] * centre[nb];
+    const double c = dlo + (b + 0.5) * width, n = count[b];
+    centre[nb] = c;
+    p0[nb + 1] = p0[nb] + n;
+    p1[nb + 1] = p1[nb] + n * c;
+    p2[nb + 1] = p2[nb] + n * (c * c);
     ++nb;
   }
-  const double mu = sum / static_cast<double>(k);
+  const double mu = p1[nb] / static_cast<double>(k);
   const double lmin = lv.sorted[0], span = static_cast<double>(lv.sorted[3]) - lmin;
   double best_err = 0.0, best_s = 1.0, best_off = 0.0;
   for (int c = 0; c < kLutCandidates; ++c) {
     const double r = lut_candidate_ratio(c);
     const double clo = mu + r * (dlo - mu), chi = mu + r * (static_cast<double>(hi) - mu);
     const double sa = (chi - clo) / span, o = clo - sa * lmin, inv = 1.0 / sa;
+    // v = (c_b - o) * inv is non-decreasing in b: level j covers the bins with
+    // mids[j-1] < v <= mids[j]; split[j] = number of bins with v <= mids[j] (binary search)
+    int split[4];
+    for (int j = 0; j < 3; ++j) {
+      int a = j ? split[j - 1] : 0, z = nb;
+      while (a < z) {
+        const int mid = (a + z) / 2;
+        if ((centre[mid] - o) * inv > lv.mids[j]) z = mid; else a = mid + 1;
+      }
+      split[j] = a;
+    }
+    split[3] = nb;
     double err = 0.0;
-    for (int b = 0; b < nb; ++b) {
-      const double v = (centre[b] - o) * inv;
-      const int pos = (v > lv.mids[0]) + (v > lv.mids[1]) + (v > lv.mids[2]);
-      const double d = centre[b] - (o + sa * lv.sorted[pos]);
-      err += weight[b] * (d * d);
+    for (int j = 0, from = 0; j < 4; from = split[j], ++j) {
+      const double rec = o + sa * lv.sorted[j];
+      const double s0 = p0[split[j]] - p0[from], s1 = p1[split[j]] - p1[from],
+                   s2 = p2[split[j]] - p2[from];
+      err += s2 - 2.0 * rec * s1 + rec * rec * s0;
     }
     if (c == 0 || err < best_err) {
       best_err = err;

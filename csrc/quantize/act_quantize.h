@@ -29,12 +29,14 @@ void lut_codes_row(const float* x, size_t k, const LutActLevels& lv, float s, fl
 void lut_params_minmax(const LutActLevels& lv, float lo, float hi, float* s, float* off);
 
 // "mse": the clipping search of the Python front end, evaluated on a histogram instead of the
-// data (bounded cost: one pass over the row + kLutCandidates * kLutBins steps). Bins of equal
+// data (bounded cost: one pass over the row, then per candidate 3 binary searches over the bins
+// and 4 segment sums from prefix sums of n, n c, n c^2). Bins of equal
 // width over [lo, hi] (row min, max), b = min(B - 1, trunc((x - lo) * (B / (hi - lo)))), each
 // represented by its centre c_b = lo + (b + 0.5) (hi - lo) / B (float64 from here on);
 // mu = sum_b n_b c_b / K; candidate r shrinks the range towards mu:
 // [mu + r (lo - mu), mu + r (hi - mu)], params as minmax; its error is
-// sum_b n_b (c_b - (off + s * level(c_b)))^2 (level: nearest by v = (c_b - off) * (1 / s)); the first smallest wins; s and off rounded to
+// sum_b n_b (c_b - (off + s * level(c_b)))^2 (level: nearest by v = (c_b - off) * (1 / s)),
+// summed per level as S2 - 2 R S1 + R^2 S0; the first smallest wins; s and off rounded to
 // float32. Exact for every value in a bin that no decision midpoint crosses (almost all bins).
 constexpr int kLutCandidates = 12;
 constexpr int kLutBins = 512;
