@@ -43,6 +43,31 @@ inline __m256i dot4(__m256i acc, __m256i av, __m256i w, __m256i ones) {
   return _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones));
 }
 
+// int16 pair sums of one row x 64 columns over k-groups [c0, c1), both 32-byte halves of each
+// code block at once (the panel streams once), prefetching the weight stream 2 KiB ahead. The
+// caller picks c1 - c0 so the lanes cannot overflow.
+template <int BITS, bool SIGNED>
+PQ_INLINE void chunk_sums(const uint8_t* a, const uint8_t* b, size_t c0, size_t c1, __m256i mask,
+                          __m256i* s16) {
+  constexpr size_t kGroupBytes = 32 * BITS;
+  constexpr size_t kPrefetchBytes = 2048;
+  for (int i = 0; i < 8; ++i) s16[i] = _mm256_setzero_si256();
+  for (size_t g = c0; g < c1; ++g) {
+    const uint8_t* bg = b + g * kGroupBytes;
+    for (size_t line = 0; line < kGroupBytes; line += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(bg) + kPrefetchBytes + line, _MM_HINT_T0);
+    const __m256i av = _mm256_set1_epi32(load_i32(a + g * 4));
+    for (size_t h = 0; h < 2; ++h) {
+      __m256i w[4];
+      unpack_half<BITS>(bg, h, mask, w);
+      for (size_t q = 0; q < 4; ++q) {
+        const __m256i p = SIGNED ? _mm256_maddubs_epi16(w[q], av) : _mm256_maddubs_epi16(av, w[q]);
+        s16[h * 4 + q] = _mm256_add_epi16(s16[h * 4 + q], p);
+      }
+    }
+  }
+}
+
 // Sums of MR rows x the 32-column halves [h0, h0 + H) of a 64-column panel over `kgroups`.
 // GEMV (MR = 1) takes both halves in one pass (8 accumulators), so the weights stream from
 // memory once; MR = 2 runs one half per pass to stay within 16 registers.
@@ -83,8 +108,6 @@ void tile_halves(const uint8_t* a, size_t lda, const uint8_t* b, size_t kgroups,
 // the int32 sums (kept in L1) after each block.
 template <int BITS, bool SIGNED>
 void gemv_row(const uint8_t* a, const uint8_t* b, size_t kgroups, int32_t* sums) {
-  constexpr size_t kGroupBytes = 32 * BITS;
-  constexpr size_t kPrefetchBytes = 2048;
   constexpr size_t kInt16Groups = BITS == 4 ? 4 : 16;  // 2*255*(2^bits-1)*groups <= 32767
   const __m256i mask = _mm256_set1_epi8(static_cast<char>((1 << BITS) - 1));
   const __m256i ones = _mm256_set1_epi16(1);
@@ -93,21 +116,7 @@ void gemv_row(const uint8_t* a, const uint8_t* b, size_t kgroups, int32_t* sums)
   for (size_t g0 = 0; g0 < kgroups; g0 += kInt16Groups) {
     const size_t g1 = g0 + kInt16Groups < kgroups ? g0 + kInt16Groups : kgroups;
     __m256i acc[8];  // [h * 4 + q]
-    for (size_t i = 0; i < 8; ++i) acc[i] = _mm256_setzero_si256();
-    for (size_t g = g0; g < g1; ++g) {
-      const uint8_t* bg = b + g * kGroupBytes;
-      for (size_t line = 0; line < kGroupBytes; line += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(bg) + kPrefetchBytes + line, _MM_HINT_T0);
-      const __m256i av = _mm256_set1_epi32(load_i32(a + g * 4));
-      for (size_t h = 0; h < 2; ++h) {
-        __m256i w[4];
-        unpack_half<BITS>(bg, h, mask, w);
-        for (size_t q = 0; q < 4; ++q) {
-          const __m256i p = SIGNED ? _mm256_maddubs_epi16(w[q], av) : _mm256_maddubs_epi16(av, w[q]);
-          acc[h * 4 + q] = _mm256_add_epi16(acc[h * 4 + q], p);
-        }
-      }
-    }
+    chunk_sums<BITS, SIGNED>(a, b, g0, g1, mask, acc);
     for (size_t i = 0; i < 8; ++i) total[i] = _mm256_add_epi32(total[i], _mm256_madd_epi16(acc[i], ones));
   }
   for (size_t h = 0; h < 2; ++h)
@@ -177,26 +186,6 @@ namespace {
 // per k-group. A group that fits one chunk (W4 g <= 32, W2 g <= 128) goes from the uint16 sums
 // straight to the fold. The float accumulators live in `out` (L1): 8 ymm for the sums, 4 for
 // the codes, the rest for constants, so nothing spills in the streaming loop.
-template <int BITS>
-PQ_INLINE void chunk_sums(const uint8_t* a, const uint8_t* b, size_t c0, size_t c1, __m256i mask,
-                          __m256i* s16) {
-  constexpr size_t kGroupBytes = 32 * BITS;
-  constexpr size_t kPrefetchBytes = 2048;
-  for (int i = 0; i < 8; ++i) s16[i] = _mm256_setzero_si256();
-  for (size_t g = c0; g < c1; ++g) {
-    const uint8_t* bg = b + g * kGroupBytes;
-    for (size_t line = 0; line < kGroupBytes; line += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(bg) + kPrefetchBytes + line, _MM_HINT_T0);
-    const __m256i av = _mm256_set1_epi32(load_i32(a + g * 4));
-    for (size_t h = 0; h < 2; ++h) {
-      __m256i w[4];
-      unpack_half<BITS>(bg, h, mask, w);
-      for (size_t q = 0; q < 4; ++q)
-        s16[h * 4 + q] = _mm256_add_epi16(s16[h * 4 + q], _mm256_maddubs_epi16(av, w[q]));
-    }
-  }
-}
-
 PQ_INLINE __m256i widen_u16_pairs(__m256i s16) {
   return _mm256_add_epi32(_mm256_and_si256(s16, _mm256_set1_epi32(0xffff)),
                           _mm256_srli_epi32(s16, 16));
@@ -235,7 +224,7 @@ void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size
         }
       }
     } else if (g1 - g0 <= kChunk) {  // one chunk: widen straight into the fold
-      chunk_sums<BITS>(a, b, g0, g1, mask, acc);
+      chunk_sums<BITS, false>(a, b, g0, g1, mask, acc);
       for (size_t h = 0; h < 2; ++h)
         for (size_t q = 0; q < 4; ++q)
           fold8(out + q * 16 + h * 8, sg + q * 16 + h * 8, widen_u16_pairs(acc[h * 4 + q]), cr);
@@ -244,7 +233,7 @@ void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size
       alignas(32) int32_t part[8][8];  // the group's int32 sums so far (L1)
       for (size_t c0 = g0; c0 < g1; c0 += kChunk) {
         const size_t c1 = c0 + kChunk < g1 ? c0 + kChunk : g1;
-        chunk_sums<BITS>(a, b, c0, c1, mask, acc);
+        chunk_sums<BITS, false>(a, b, c0, c1, mask, acc);
         for (int i = 0; i < 8; ++i) {
           __m256i v = widen_u16_pairs(acc[i]);
           __m256i* dst = reinterpret_cast<__m256i*>(part[i]);
