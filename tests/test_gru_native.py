@@ -69,13 +69,35 @@ def test_native_matches_reference_random_widths(case, isa):
 
 @pytest.mark.parametrize("matmul", [2, 4, 8])
 @pytest.mark.parametrize("other", [2, 3, 5, 8])
-def test_native_matches_reference_uniform_widths(matmul, other, isa):
-    """Every matmul width with low, odd and full elementwise widths (odd batch, odd hidden)."""
+@pytest.mark.parametrize("hidden", [19, 20])
+def test_native_matches_reference_uniform_widths(matmul, other, hidden, isa):
+    """Every matmul width with low, odd and full elementwise widths (odd batch; hidden 19 runs
+    the int64 step, 20 the narrow one on AVX2)."""
     rng = np.random.default_rng(matmul * 10 + other)
-    q = _model(matmul + other, 6, 19, _widths(rng, matmul, other))
+    q = _model(matmul + other, 6, hidden, _widths(rng, matmul, other))
+    assert q._plan.narrow_step == (hidden % 4 == 0)
     x = torch.randn(3, 5, 6) * 2
-    for h0 in (None, torch.rand(3, 19) - 0.5):
+    for h0 in (None, torch.rand(3, hidden) - 0.5):
         assert torch.equal(_codes(q, x, h0, "kernels"), _codes(q, x, h0, "torch"))
+
+
+@pytest.mark.parametrize("what", ["b_hh", "b_ih", "mult_pre_z_1", "mult_zh_0", "lut_r", "lut_n"])
+def test_constants_beyond_32_bits_take_the_int64_step(what, isa):
+    """A constant that does not fit the narrow step's 32-bit operands (huge biases, multipliers
+    near 2^62, negative or wide table values) sends the plan to the int64 step, still exact
+    (wrapping like torch) against the reference."""
+    q = _model(5, 6, 16, _widths(np.random.default_rng(9), 8, 6))
+    assert q._plan.narrow_step
+    sd = q.state_dict()
+    t = sd[what].clone()
+    t[0] = {"b_hh": 3 << 40, "b_ih": -(3 << 33), "mult_pre_z_1": (1 << 62) + 12345,
+            "mult_zh_0": -(1 << 62) - 7, "lut_r": -1, "lut_n": 1 << 20}[what]
+    sd[what] = t
+    q.load_state_dict(sd)
+    assert not q._plan.narrow_step
+    x = torch.randn(4, 5, 6) * 3
+    for h0 in (None, torch.rand(4, 16) - 0.5):
+        assert torch.equal(_codes(q, x, h0, "kernels"), _codes(q, x, h0, "torch")), what
 
 
 def test_native_matches_every_matmul_width_combination():

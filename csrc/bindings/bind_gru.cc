@@ -110,6 +110,8 @@ void bind_gru(py::module_& m) {
            py::arg("lut_n"), py::arg("mults"), py::arg("shift"))
       .def_property_readonly("input_size", &GruPlan::input)
       .def_property_readonly("hidden_size", &GruPlan::hidden)
+      .def_property_readonly("narrow_step", &GruPlan::narrow_step,
+                             "every step operand fits 32 bits: the AVX2 build runs the narrow step")
       .def("forward", &plan_forward, py::arg("xq"), py::arg("h0"), py::arg("threads") = 1,
            py::arg("scale") = py::none());
 }

@@ -119,6 +119,61 @@ void group_gemm(const GruWeightGroup& g, const int8_t* a, size_t m, size_t k, si
 
 using GateView = GruGateView;
 
+bool split_multiplier(int64_t m, int32_t* hi, int32_t* lo) {
+  if (m <= -(int64_t{1} << 62) || m >= (int64_t{1} << 62)) return false;
+  *hi = static_cast<int32_t>(m >> 31);  // floor: lo = m - hi * 2^31 is in [0, 2^31)
+  *lo = static_cast<int32_t>(m & 0x7fffffff);
+  return true;
+}
+
+bool split_multipliers(const std::vector<int64_t>& m, std::vector<int32_t>* hi,
+                       std::vector<int32_t>* lo) {
+  hi->resize(m.size());
+  lo->resize(m.size());
+  for (size_t j = 0; j < m.size(); ++j)
+    if (!split_multiplier(m[j], &(*hi)[j], &(*lo)[j])) return false;
+  return true;
+}
+
+// int32 biases when x + b stays exact in int32 for every GEMM sum (|sum| <= k * 127 * 127).
+bool narrow_biases(const std::vector<int64_t>& b, size_t k, std::vector<int32_t>* out) {
+  const int64_t room = int64_t{0x7fffffff} - static_cast<int64_t>(k) * 127 * 127;
+  out->resize(b.size());
+  for (size_t j = 0; j < b.size(); ++j) {
+    if (room < 0 || b[j] > room || b[j] < -room) return false;
+    (*out)[j] = static_cast<int32_t>(b[j]);
+  }
+  return true;
+}
+
+bool lut_within(const std::vector<int64_t>& lut, int64_t lo, int64_t hi) {
+  for (int64_t v : lut)
+    if (v < lo || v > hi) return false;
+  return true;
+}
+
+// The narrow step's operands, or nullptr when one of them is not exact in 32 bits (then the
+// int64 step runs): biases within int32 next to the largest GEMM sum, multipliers |M| < 2^62,
+// r in [0, 2^31) (the unsigned half-products of r * (u * m_rn)) and z, n below 2^15 in magnitude
+// (so (1 - z) * n and z * h are exact in int32), hidden a multiple of the 4 lanes.
+std::shared_ptr<const GruNarrow> narrow_operands(const GruConstants& c, size_t input, size_t hidden) {
+  auto nw = std::make_shared<GruNarrow>();
+  bool ok = hidden % 4 == 0 && narrow_biases(c.b_ih, input, &nw->b_ih) &&
+            narrow_biases(c.b_hh, hidden, &nw->b_hh) && lut_within(c.lut[0], 0, 0x7fffffff) &&
+            lut_within(c.lut[1], -32767, 32767) && lut_within(c.lut[2], -32767, 32767) &&
+            split_multipliers(c.m_rn, &nw->rn_hi, &nw->rn_lo) &&
+            split_multiplier(c.m_omz, &nw->omz_hi, &nw->omz_lo) &&
+            split_multiplier(c.m_zn, &nw->zn_hi, &nw->zn_lo) &&
+            split_multiplier(c.m_zh, &nw->zh_hi, &nw->zh_lo) &&
+            split_multiplier(c.m_h0, &nw->h0_hi, &nw->h0_lo) &&
+            split_multiplier(c.m_h1, &nw->h1_hi, &nw->h1_lo);
+  for (int g = 0; g < 3 && ok; ++g)
+    ok = split_multipliers(c.m_pre_i[g], &nw->mi_hi[g], &nw->mi_lo[g]) &&
+         split_multipliers(c.m_pre_h[g], &nw->mh_hi[g], &nw->mh_lo[g]);
+  if (!ok) nw.reset();
+  return nw;
+}
+
 }  // namespace
 
 GruPlan::GruPlan(size_t input, size_t hidden, const int8_t* w_ih, const int8_t* w_hh,
@@ -161,6 +216,7 @@ GruPlan::GruPlan(size_t input, size_t hidden, const int8_t* w_ih, const int8_t* 
   check_codes(w_hh, H, H, hb, "w_hh_codes", w_hr);
   ih_ = pack_matrix(w_ih, H, input, ib);
   hh_ = pack_matrix(w_hh, H, H, hb);
+  narrow_ = narrow_operands(c_, input, H);
 }
 
 void GruPlan::forward(const int8_t* xq, size_t batch, size_t steps, const int8_t* h0,
@@ -229,7 +285,8 @@ void GruPlan::forward(const int8_t* xq, size_t batch, size_t steps, const int8_t
   a.v_n = vals.data() + 2 * H;
   a.h = h.data();
   a.out = out;
-  const GruStepFn step = gru_step_kernel(isa);
+  a.narrow = narrow_.get();
+  const GruStepFn step = gru_step_kernel(isa, narrow_ != nullptr);
   // h0 codes are clamped to [-q_h, q_h] by the caller; checked here before relying on it
   bool small_h = c.q_h <= 63;
   for (size_t i = 0; h0 && small_h && i < B * H; ++i) small_h = h0[i] >= -63 && h0[i] <= 63;

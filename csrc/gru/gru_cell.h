@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/isa.h"
+#include "gru/gru_step.h"
 
 namespace pq {
 
@@ -54,6 +55,7 @@ class GruPlan {
   size_t input() const { return input_; }
   size_t hidden() const { return hidden_; }
   const GruConstants& constants() const { return c_; }
+  bool narrow_step() const { return narrow_ != nullptr; }  // the AVX2 step may use GruNarrow
 
   // xq int8 [B, T, I]; h0 int8 [B, H] state codes or nullptr (zeros); out int64 [B, T, H].
   // Thread-safe (no shared scratch); call without the GIL.
@@ -64,6 +66,7 @@ class GruPlan {
   size_t input_, hidden_;
   GruConstants c_;
   std::vector<GruWeightGroup> ih_, hh_;
+  std::shared_ptr<const GruNarrow> narrow_;  // the narrow step's operands, when they fit 32 bits
 };
 
 }  // namespace pq

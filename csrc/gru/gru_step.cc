@@ -4,10 +4,11 @@
 
 namespace pq {
 
-GruStepFn gru_step_kernel(Isa isa) {
+GruStepFn gru_step_kernel(Isa isa, bool narrow) {
 #if defined(PQ_HAVE_X86)
-  if (isa == Isa::avx2 || isa == Isa::avx512) return gru_step_avx2;
+  if (isa == Isa::avx2 || isa == Isa::avx512) return narrow ? gru_step_narrow_avx2 : gru_step_avx2;
 #endif
+  (void)narrow;
   return gru_step_scalar;
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "core/isa.h"
 
@@ -15,6 +16,16 @@ constexpr int kGruShift = 36;  // gru.py SHIFT: every rescale is (t * M + 2^35) 
 struct GruGateView {
   const int32_t* p;  // int32 GEMM results of one gate
   size_t ld;         // row stride (elements)
+};
+
+// Operands of the narrow AVX2 step (gru_step_narrow_avx2.cc), built by GruPlan only when every
+// one of them is exact in 32 bits (gru_cell.cc, narrow_operands): int32 biases, and each
+// multiplier split as M = hi * 2^31 + lo with lo in [0, 2^31), so t * M mod 2^64 is two signed
+// 32 x 32 -> 64 multiplies (vpmuldq) for any int32 t: the int64 step's bits, 4 lanes at a time.
+struct GruNarrow {
+  std::vector<int32_t> b_ih, b_hh;                     // [3H]
+  std::vector<int32_t> mi_hi[3], mi_lo[3], mh_hi[3], mh_lo[3], rn_hi, rn_lo;  // [H]
+  int32_t omz_hi, omz_lo, zn_hi, zn_lo, zh_hi, zh_lo, h0_hi, h0_lo, h1_hi, h1_lo;
 };
 
 struct GruStepArgs {
@@ -30,13 +41,16 @@ struct GruStepArgs {
   int64_t *v_r, *v_z, *v_n;        // scratch [H]: looked-up values
   int8_t* h;                       // [B][H] state codes, updated in place
   int64_t* out;                    // row of batch b: out + (gi_row0 + b * gi_row_step) * H
+  const GruNarrow* narrow;         // the narrow step's operands (nullptr: not exact in 32 bits)
 };
 
 using GruStepFn = void (*)(const GruStepArgs& a);
 void gru_step_scalar(const GruStepArgs& a);
 #if defined(PQ_HAVE_X86)
 void gru_step_avx2(const GruStepArgs& a);
+void gru_step_narrow_avx2(const GruStepArgs& a);  // needs a.narrow and hidden % 4 == 0
 #endif
-GruStepFn gru_step_kernel(Isa isa);
+// The step for this ISA; `narrow`: the plan's operands fit the narrow step.
+GruStepFn gru_step_kernel(Isa isa, bool narrow);
 
 }  // namespace pq

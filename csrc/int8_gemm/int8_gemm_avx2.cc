@@ -22,6 +22,7 @@
 // docs/notes/avx2.md.)
 #include <immintrin.h>
 
+#include "core/avx2_store.h"
 #include "core/macros.h"
 #include "int8_gemm/int8_gemm.h"
 
@@ -103,19 +104,14 @@ void tile(const uint8_t* a, size_t lda, const int8_t* b, size_t groups, int32_t*
   else
     accumulate<MR, V, true>(a, lda, b, groups, acc);
 
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
 #pragma GCC unroll 8
   for (size_t v = 0; v < V; ++v) {
     if (v * kVecCols >= nc) break;
-    const size_t valid = nc - v * kVecCols;
-    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(valid)), lane);
-    __m256i start = _mm256_setzero_si256();
-    if (!accumulate_c && bias) start = _mm256_maskload_epi32(bias + v * kVecCols, mask);
 #pragma GCC unroll 4
     for (size_t r = 0; r < MR; ++r) {
       int32_t* dst = c + r * ldc + v * kVecCols;
-      const __m256i base = accumulate_c ? _mm256_maskload_epi32(dst, mask) : start;
-      _mm256_maskstore_epi32(dst, mask, _mm256_add_epi32(acc[r][v], base));
+      store8_plus(dst, accumulate_c ? dst : bias ? bias + v * kVecCols : nullptr, acc[r][v],
+                  nc - v * kVecCols);
     }
   }
 }
@@ -149,17 +145,10 @@ void tile_wide(const uint8_t* hi, const uint8_t* lo, const int8_t* b, size_t gro
   __m256i acc[kV];
   for (size_t v = 0; v < kV; ++v) acc[v] = _mm256_setzero_si256();
   accumulate_wide(hi, lo, b, groups, acc);
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   for (size_t v = 0; v < kV && v * kVecCols < nc; ++v) {
-    const __m256i mask =
-        _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(nc - v * kVecCols)), lane);
     int32_t* dst = c + v * kVecCols;
-    __m256i base = _mm256_setzero_si256();
-    if (accumulate_c)
-      base = _mm256_maskload_epi32(dst, mask);
-    else if (bias)
-      base = _mm256_maskload_epi32(bias + v * kVecCols, mask);
-    _mm256_maskstore_epi32(dst, mask, _mm256_add_epi32(acc[v], base));
+    store8_plus(dst, accumulate_c ? dst : bias ? bias + v * kVecCols : nullptr, acc[v],
+                nc - v * kVecCols);
   }
 }
 

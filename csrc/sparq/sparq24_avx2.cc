@@ -15,6 +15,7 @@
 // the rows pass over them two at a time (sharing the selector and value work).
 #include <immintrin.h>
 
+#include "core/avx2_store.h"
 #include "core/macros.h"
 #include "sparq/sparq.h"
 
@@ -79,15 +80,9 @@ void tile(const uint8_t* const* t, const uint8_t* b, size_t groups, int32_t* con
       for (size_t q = 0; q < 4; ++q)
         tot[r][q] = _mm256_add_epi32(tot[r][q], _mm256_srai_epi32(acc[r][q], 8));
   }
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  for (size_t q = 0; q < 4 && q * 8 < nc; ++q) {
-    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(nc - q * 8)), lane);
-    for (size_t r = 0; r < R; ++r) {
-      int32_t* dst = c[r] + q * 8;
-      const __m256i base = accumulate_c ? _mm256_maskload_epi32(dst, mask) : zero;
-      _mm256_maskstore_epi32(dst, mask, _mm256_add_epi32(tot[r][q], base));
-    }
-  }
+  for (size_t q = 0; q < 4 && q * 8 < nc; ++q)
+    for (size_t r = 0; r < R; ++r)
+      store8_plus(c[r] + q * 8, accumulate_c ? c[r] + q * 8 : nullptr, tot[r][q], nc - q * 8);
 }
 
 }  // namespace
