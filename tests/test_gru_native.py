@@ -273,3 +273,17 @@ def test_native_plan_validates_on_its_own():
         plan.forward(np.zeros((1, 2, 4), np.int8), None)
     with pytest.raises(ValueError, match="h0"):
         plan.forward(np.zeros((1, 2, 3), np.int8), np.zeros((2, 4), np.int8))
+
+
+def test_native_input_quantization_matches_quantize_input():
+    """The native forward quantizes float32 inputs itself: the same codes as quantize_input
+    (division in float64, ties to even, clamp), on ties, range edges and beyond."""
+    q = _model(1, 5, 8, _widths(np.random.default_rng(2), 8, 8))
+    s = q.s_x
+    k = torch.arange(-140, 141, dtype=torch.float64)
+    vals = torch.cat([(k + 0.5) * s, k * s, (k + 0.5) * s * (1 + 1e-7), torch.tensor([0.0, -0.0, 1e30, -1e30])])
+    x = vals.float()[: (vals.numel() // 5) * 5].reshape(1, -1, 5)
+    ref = q.quantize_input(x).numpy()
+    assert np.array_equal(pyquant._C.gru_quantize_input(x.numpy(), s), ref)
+    with pytest.raises(ValueError, match="s_x"):
+        pyquant._C.gru_quantize_input(x.numpy(), 0.0)

@@ -2,6 +2,7 @@
 // buffers (validated, weights prepacked), then one call per forward with the GIL released.
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -64,6 +65,24 @@ std::shared_ptr<GruPlan> make_plan(const CArray<int8_t>& w_ih, const CArray<int8
   return std::make_shared<GruPlan>(I, H, pi, ph, std::move(c));
 }
 
+// x float32 [B, T, I] -> int8 codes clamp(round(double(x) / s_x), -127, 127), rounding half to
+// even like torch.round (QuantGRU.quantize_input); NaN -> 0.
+py::array_t<int8_t> quantize_input(const CArray<float>& x, double s_x) {
+  require_ndim(x, 3, "x");
+  require(std::isfinite(s_x) && s_x > 0, "s_x: expected a positive finite scale");
+  py::array_t<int8_t> q({x.shape(0), x.shape(1), x.shape(2)});
+  const float* xp = x.data();
+  int8_t* qp = q.mutable_data();
+  const size_t n = static_cast<size_t>(x.size());
+  py::gil_scoped_release release;
+  for (size_t i = 0; i < n; ++i) {
+    double v = std::nearbyint(static_cast<double>(xp[i]) / s_x);
+    v = v > 127.0 ? 127.0 : v < -127.0 ? -127.0 : v;
+    qp[i] = static_cast<int8_t>(v == v ? v : 0.0);
+  }
+  return q;
+}
+
 // xq int8 [B, T, I]; h0 int8 [B, H] codes or None. Returns int64 codes [B, T, H], or with
 // `scale` the float32 outputs float(double(code) * scale) (what QuantGRU.forward returns, in the
 // same rounding as torch's (codes.double() * s_h).float()).
@@ -95,7 +114,9 @@ py::array plan_forward(const GruPlan& p, const CArray<int8_t>& xq,
     py::gil_scoped_release release;
     p.forward(xp, B, T, hp, op, threads < 1 ? 1 : threads, active_isa());
     const double s = *scale;
-    for (size_t i = 0; i < B * T * H; ++i) yp[i] = static_cast<float>(static_cast<double>(op[i]) * s);
+    // codes are within [-127, 127]: through int32, the conversion vectorizes
+    for (size_t i = 0; i < B * T * H; ++i)
+      yp[i] = static_cast<float>(static_cast<double>(static_cast<int32_t>(op[i])) * s);
   }
   return std::move(y);
 }
@@ -103,6 +124,8 @@ py::array plan_forward(const GruPlan& p, const CArray<int8_t>& xq,
 }  // namespace
 
 void bind_gru(py::module_& m) {
+  m.def("gru_quantize_input", &quantize_input, py::arg("x"), py::arg("s_x"),
+        "QuantGRU's input codes: clamp(round(x / s_x), -127, 127) as int8 (torch.round's ties)");
   py::class_<GruPlan, std::shared_ptr<GruPlan>>(
       m, "GruPlan", "QuantGRU's validated integer constants and prepacked weights")
       .def(py::init(&make_plan), py::arg("w_ih"), py::arg("w_hh"), py::arg("widths"),

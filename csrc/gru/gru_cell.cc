@@ -126,12 +126,16 @@ bool split_multiplier(int64_t m, int32_t* hi, int32_t* lo) {
   return true;
 }
 
-bool split_multipliers(const std::vector<int64_t>& m, std::vector<int32_t>* hi,
-                       std::vector<int32_t>* lo) {
+bool split_multipliers(const std::vector<int64_t>& m, std::vector<int64_t>* hi,
+                       std::vector<int64_t>* lo) {
   hi->resize(m.size());
   lo->resize(m.size());
-  for (size_t j = 0; j < m.size(); ++j)
-    if (!split_multiplier(m[j], &(*hi)[j], &(*lo)[j])) return false;
+  for (size_t j = 0; j < m.size(); ++j) {
+    int32_t h, l;
+    if (!split_multiplier(m[j], &h, &l)) return false;
+    (*hi)[j] = h;
+    (*lo)[j] = l;
+  }
   return true;
 }
 

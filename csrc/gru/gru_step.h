@@ -24,7 +24,8 @@ struct GruGateView {
 // 32 x 32 -> 64 multiplies (vpmuldq) for any int32 t: the int64 step's bits, 4 lanes at a time.
 struct GruNarrow {
   std::vector<int32_t> b_ih, b_hh;                     // [3H]
-  std::vector<int32_t> mi_hi[3], mi_lo[3], mh_hi[3], mh_lo[3], rn_hi, rn_lo;  // [H]
+  // [H], held as int64 lanes (a plain load feeds vpmuldq, which reads the low dwords)
+  std::vector<int64_t> mi_hi[3], mi_lo[3], mh_hi[3], mh_lo[3], rn_hi, rn_lo;
   int32_t omz_hi, omz_lo, zn_hi, zn_lo, zh_hi, zh_lo, h0_hi, h0_lo, h1_hi, h1_lo;
 };
 

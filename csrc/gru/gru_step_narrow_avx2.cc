@@ -1,5 +1,5 @@
 // The GRU step (gru_step.inc) for plans whose operands are exact in 32 bits (GruNarrow): every
-// value sits in the low dword of a 64-bit lane, 4 elements per ymm, one pass per row.
+// value sits in the low dword of a 64-bit lane, 4 elements per ymm.
 //   t * M mod 2^64 = (t * hi << 31) + t * lo        two vpmuldq (M split at plan time)
 //   (t + 2^35) >> 36 = int32(high dword) >> 4       no 64-bit arithmetic shift needed
 // and every requantized value is small, so clamps are int32 min/max. Products are the int64
@@ -14,8 +14,8 @@
 namespace pq {
 namespace {
 
-PQ_INLINE __m256i widen4(const int32_t* p) {  // 4 int32 -> low dwords of 4 lanes (sign-extended)
-  return _mm256_cvtepi32_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+PQ_INLINE __m256i load4(const int64_t* p) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
 }
 PQ_INLINE __m256i sum4(const int32_t* x, const int32_t* b) {  // x + b, exact in int32
   return _mm256_cvtepi32_epi64(_mm_add_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x)),
@@ -64,28 +64,40 @@ void gru_step_narrow_avx2(const GruStepArgs& a) {
     const int32_t* hn = a.gh[2].p + b * a.gh[2].ld;
     int8_t* hb = a.h + b * H;
     int64_t* ob = a.out + row * H;
-    for (size_t j = 0; j < H; j += 4) {
-      // gates r, z: lookups at the clamped pre-activation codes
+    // Three passes over the row, each with at most one table lookup on its dependency chain,
+    // so the out-of-order core overlaps the gathers of neighbouring elements (one pass would
+    // chain two gathers per element). Scratch rows (L1) carry indices and values between them.
+    __m256i* s_r = reinterpret_cast<__m256i*>(a.v_r);  // r index
+    __m256i* s_z = reinterpret_cast<__m256i*>(a.v_z);  // z index, then z
+    __m256i* s_n = reinterpret_cast<__m256i*>(a.v_n);  // n index
+    for (size_t j = 0; j < H; j += 4) {  // gates r, z: clamped pre-activation codes + q_pre
       const __m256i tr = _mm256_add_epi64(
-          mul_split(sum4(xr + j, bi + j), widen4(nw.mi_hi[0].data() + j), widen4(nw.mi_lo[0].data() + j)),
-          mul_split(sum4(hr + j, bh + j), widen4(nw.mh_hi[0].data() + j), widen4(nw.mh_lo[0].data() + j)));
+          mul_split(sum4(xr + j, bi + j), load4(nw.mi_hi[0].data() + j), load4(nw.mi_lo[0].data() + j)),
+          mul_split(sum4(hr + j, bh + j), load4(nw.mh_hi[0].data() + j), load4(nw.mh_lo[0].data() + j)));
       const __m256i tz = _mm256_add_epi64(
-          mul_split(sum4(xz + j, bi + H + j), widen4(nw.mi_hi[1].data() + j), widen4(nw.mi_lo[1].data() + j)),
-          mul_split(sum4(hz + j, bh + H + j), widen4(nw.mh_hi[1].data() + j), widen4(nw.mh_lo[1].data() + j)));
-      const __m256i r = lookup(a.lut_r, _mm256_add_epi32(rq(tr, -qpr, qpr), split(qpr)));
-      const __m256i z = lookup(a.lut_z, _mm256_add_epi32(rq(tz, -qpz, qpz), split(qpz)));
-      // r * (W_hn h + b_hn) * m_rn as (u * m_rn) * r: r is in [0, 2^31), so the second product
-      // is its low and high dwords times r (vpmuludq), mod 2^64
-      const __m256i p = mul_split(sum4(hn + j, bh + 2 * H + j), widen4(nw.rn_hi.data() + j),
-                                  widen4(nw.rn_lo.data() + j));
+          mul_split(sum4(xz + j, bi + H + j), load4(nw.mi_hi[1].data() + j), load4(nw.mi_lo[1].data() + j)),
+          mul_split(sum4(hz + j, bh + H + j), load4(nw.mh_hi[1].data() + j), load4(nw.mh_lo[1].data() + j)));
+      _mm256_storeu_si256(s_r + j / 4, _mm256_add_epi32(rq(tr, -qpr, qpr), split(qpr)));
+      _mm256_storeu_si256(s_z + j / 4, _mm256_add_epi32(rq(tz, -qpz, qpz), split(qpz)));
+    }
+    for (size_t j = 0; j < H; j += 4) {  // r * (W_hn h + b_hn), then the n index
+      const __m256i r = lookup(a.lut_r, _mm256_loadu_si256(s_r + j / 4));
+      _mm256_storeu_si256(s_z + j / 4, lookup(a.lut_z, _mm256_loadu_si256(s_z + j / 4)));
+      // r * (u * m_rn): r is in [0, 2^31), so the second product is the low and the high dword
+      // of u * m_rn times r (vpmuludq), mod 2^64
+      const __m256i p = mul_split(sum4(hn + j, bh + 2 * H + j), load4(nw.rn_hi.data() + j),
+                                  load4(nw.rn_lo.data() + j));
       const __m256i prn = _mm256_add_epi64(
           _mm256_mul_epu32(p, r), _mm256_slli_epi64(_mm256_mul_epu32(_mm256_srli_epi64(p, 32), r), 32));
       const __m256i rn = rq(prn, -q_rn, q_rn);
       const __m256i tn = _mm256_add_epi64(
-          mul_split(sum4(xn + j, bi + 2 * H + j), widen4(nw.mi_hi[2].data() + j), widen4(nw.mi_lo[2].data() + j)),
-          mul_split(rn, widen4(nw.mh_hi[2].data() + j), widen4(nw.mh_lo[2].data() + j)));
-      const __m256i n = lookup(a.lut_n, _mm256_add_epi32(rq(tn, -qpn, qpn), split(qpn)));
-      // h' = (1 - z) * n + z * h (omz * n and z * h are exact in int32: GruNarrow's bounds)
+          mul_split(sum4(xn + j, bi + 2 * H + j), load4(nw.mi_hi[2].data() + j), load4(nw.mi_lo[2].data() + j)),
+          mul_split(rn, load4(nw.mh_hi[2].data() + j), load4(nw.mh_lo[2].data() + j)));
+      _mm256_storeu_si256(s_n + j / 4, _mm256_add_epi32(rq(tn, -qpn, qpn), split(qpn)));
+    }
+    for (size_t j = 0; j < H; j += 4) {  // h' = (1 - z) * n + z * h (products exact in int32)
+      const __m256i n = lookup(a.lut_n, _mm256_loadu_si256(s_n + j / 4));
+      const __m256i z = _mm256_loadu_si256(s_z + j / 4);
       int32_t h4;
       std::memcpy(&h4, hb + j, 4);
       const __m256i h = _mm256_cvtepi8_epi64(_mm_cvtsi32_si128(h4));

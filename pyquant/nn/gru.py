@@ -405,7 +405,10 @@ class QuantGRU(nn.Module):
         if self.backend == "kernels":
             if self._plan is None:
                 self._build_plan()
-            xq = np.ascontiguousarray(self.quantize_input(x).numpy())
+            if x.dtype == torch.float32 and X_BITS == 8:  # native, same codes as quantize_input
+                xq = _C.gru_quantize_input(np.ascontiguousarray(x.detach().numpy()), self.s_x)
+            else:
+                xq = np.ascontiguousarray(self.quantize_input(x).numpy())
             hq = None if h is None else h.to(torch.int8).numpy()
             return torch.from_numpy(self._plan.forward(xq, hq, get_num_threads(), scale))
         xq = self.quantize_input(x).reshape(B * T, -1).numpy()
