@@ -104,16 +104,11 @@ void tile(const uint8_t* a, size_t lda, const int8_t* b, size_t groups, int32_t*
   else
     accumulate<MR, V, true>(a, lda, b, groups, acc);
 
-#pragma GCC unroll 8
-  for (size_t v = 0; v < V; ++v) {
-    if (v * kVecCols >= nc) break;
-#pragma GCC unroll 4
-    for (size_t r = 0; r < MR; ++r) {
-      int32_t* dst = c + r * ldc + v * kVecCols;
-      store8_plus(dst, accumulate_c ? dst : bias ? bias + v * kVecCols : nullptr, acc[r][v],
-                  nc - v * kVecCols);
-    }
-  }
+  alignas(32) int32_t sums[MR * V * kVecCols];
+  for (size_t r = 0; r < MR; ++r)
+    for (size_t v = 0; v < V; ++v)
+      _mm256_store_si256(reinterpret_cast<__m256i*>(sums + (r * V + v) * kVecCols), acc[r][v]);
+  store_tile_rows(sums, V * kVecCols, MR, c, ldc, nc, bias, accumulate_c);
 }
 
 // The 9-bit rows of compute_wide: u = 4 * hi + lo with hi = a[k] <= 127 and lo = a_low[k] <= 3,
@@ -145,11 +140,10 @@ void tile_wide(const uint8_t* hi, const uint8_t* lo, const int8_t* b, size_t gro
   __m256i acc[kV];
   for (size_t v = 0; v < kV; ++v) acc[v] = _mm256_setzero_si256();
   accumulate_wide(hi, lo, b, groups, acc);
-  for (size_t v = 0; v < kV && v * kVecCols < nc; ++v) {
-    int32_t* dst = c + v * kVecCols;
-    store8_plus(dst, accumulate_c ? dst : bias ? bias + v * kVecCols : nullptr, acc[v],
-                nc - v * kVecCols);
-  }
+  alignas(32) int32_t sums[kV * kVecCols];
+  for (size_t v = 0; v < kV; ++v)
+    _mm256_store_si256(reinterpret_cast<__m256i*>(sums + v * kVecCols), acc[v]);
+  store_tile_rows(sums, kV * kVecCols, 1, c, 0, nc, bias, accumulate_c);
 }
 
 // The shared loop order: panels, then K blocks (M = 1 streams the panel once, K unblocked; more
