@@ -82,16 +82,14 @@ void tile_halves(const uint8_t* a, size_t lda, const uint8_t* b, size_t kgroups,
       for (size_t line = 0; line < kGroupBytes; line += 64)
         _mm_prefetch(reinterpret_cast<const char*>(b + g * kGroupBytes) + kPrefetchBytes + line,
                      _MM_HINT_T0);
-    __m256i av[MR];
-    for (size_t r = 0; r < MR; ++r) av[r] = _mm256_set1_epi32(load_i32(a + r * lda + g * 4));
-    for (size_t h = 0; h < H; ++h)
-      for (size_t q = 0; q < 4; ++q) {
-        const __m256i w = code_quarter<BITS>(b + g * kGroupBytes, h0 + h, q, mask);
-        for (size_t r = 0; r < MR; ++r) {
-          acc[r][h][q] = dot4<SIGNED>(acc[r][h][q], av[r], w, ones);
-          asm("" : "+x"(acc[r][h][q]));  // see grouped_rows: no spilled accumulators
-        }
+    for (size_t h = 0; h < H; ++h) {
+      __m256i w[4];
+      for (size_t q = 0; q < 4; ++q) w[q] = code_quarter<BITS>(b + g * kGroupBytes, h0 + h, q, mask);
+      for (size_t r = 0; r < MR; ++r) {
+        const __m256i av = _mm256_set1_epi32(load_i32(a + r * lda + g * 4));
+        for (size_t q = 0; q < 4; ++q) acc[r][h][q] = dot4<SIGNED>(acc[r][h][q], av, w[q], ones);
       }
+    }
   }
   for (size_t r = 0; r < MR; ++r)
     for (size_t h = 0; h < H; ++h)
