@@ -22,7 +22,8 @@ from pyquant.nn import QuantLinear
 from reference_sparq import sparq_ref
 
 EPS = np.finfo(np.float32).eps
-SHAPES = [(1, 96, 70), (1, 260, 200), (3, 130, 67), (17, 256, 130), (6, 1000, 70)]  # last: multi-chunk groups, K tail
+SHAPES = [(1, 96, 70), (1, 260, 200), (3, 130, 67), (17, 256, 130), (6, 1000, 70),  # multi-chunk groups, K tail
+          (10, 70, 136), (2, 64, 40)]  # row tiles of 4 and 2 after a full 6 (AVX-512 MR)
 
 
 # ---------------------------------------------------------------- lossless weights

@@ -60,7 +60,8 @@ const LowbitGemmKernels kLowbitAvx512{6,
                                       PQ_X86(lowbit_gemv_grouped2_avx512),
                                       PQ_X86(lowbit_gemv_grouped_panel4_avx512),
                                       PQ_X86(lowbit_gemv_grouped_panel2_avx512),
-                                      nullptr, nullptr};
+                                      PQ_X86(lowbit_tile_grouped4_avx512),
+                                      PQ_X86(lowbit_tile_grouped2_avx512)};
 const LowbitGemmKernels kLowbitAvx2{2,       PQ_X86(lowbit_tile4_avx2),
                                     PQ_X86(lowbit_tile2_avx2),
                                     PQ_X86(lowbit_epilogue_avx2),

@@ -105,6 +105,10 @@ void lowbit_tile_grouped4_avx2(const uint8_t*, size_t, size_t, const uint8_t*, s
                                const uint32_t*, size_t, const float*, float*);
 void lowbit_tile_grouped2_avx2(const uint8_t*, size_t, size_t, const uint8_t*, size_t, size_t,
                                const uint32_t*, size_t, const float*, float*);
+void lowbit_tile_grouped4_avx512(const uint8_t*, size_t, size_t, const uint8_t*, size_t, size_t,
+                                 const uint32_t*, size_t, const float*, float*);
+void lowbit_tile_grouped2_avx512(const uint8_t*, size_t, size_t, const uint8_t*, size_t, size_t,
+                                 const uint32_t*, size_t, const float*, float*);
 void lowbit_tile4_avx2(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
 void lowbit_tile2_avx2(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
 void lowbit_tile4_avx512(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);

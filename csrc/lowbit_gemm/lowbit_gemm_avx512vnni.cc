@@ -242,6 +242,90 @@ __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, siz
   _mm512_storeu_ps(out + 32, f2);
   _mm512_storeu_ps(out + 48, f3);
 }
+// Grouped tile for M > 1 (unsigned activations): the 6x64 tile's k loop run one quantization
+// group at a time, and each group's 4*MR int32 sums folded straight from registers into the
+// float rows out[r] (L1): out += sc * float(sum - corr[r][g]) (mul, then add, group order: the
+// bits of tile + lowbit_epilogue per group) -- no store/reload of the sums, no call per group.
+// Each accumulator zeroed by its own instruction: from one shared zero GCC copied every
+// accumulator through a spare register and the stack around each vpdpbusd.
+#define PQ_ZERO(x) asm volatile("vpxord %0, %0, %0" : "=v"(x))
+#define PQ_ROW_ZERO(r)                                                     \
+  __m512i c##r##0, c##r##1, c##r##2, c##r##3;                              \
+  if constexpr (MR > r) {                                                  \
+    PQ_ZERO(c##r##0); PQ_ZERO(c##r##1); PQ_ZERO(c##r##2); PQ_ZERO(c##r##3); \
+  }
+#define PQ_FOLD_ONE(r, q)                                                                    \
+  {                                                                                          \
+    __m512 prod = _mm512_mul_ps(_mm512_loadu_ps(sg + q * 16),                                \
+                                _mm512_cvtepi32_ps(_mm512_sub_epi32(c##r##q, cr)));          \
+    asm("" : "+v"(prod)); /* no FMA contraction */                                           \
+    float* o = ob + r * 64 + q * 16;                                                         \
+    _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), prod));                            \
+  }
+#define PQ_ROW_FOLD(r)                                                                   \
+  if constexpr (MR > r) {                                                                \
+    const __m512i cr = _mm512_set1_epi32(static_cast<int>(corr[r * n_groups + gi]));     \
+    PQ_FOLD_ONE(r, 0) PQ_FOLD_ONE(r, 1) PQ_FOLD_ONE(r, 2) PQ_FOLD_ONE(r, 3)              \
+  }
+
+template <int BITS, size_t MR>
+__attribute__((noipa)) void tile_grouped(const uint8_t* a, size_t lda, const uint8_t* b,
+                                         size_t kgroups, size_t group_kgroups,
+                                         const uint32_t* corr, size_t n_groups, const float* sc,
+                                         float* out) {
+  constexpr bool SIGNED = false;  // PQ_DOT's operand order: uint8 activations
+  constexpr size_t kGroupBytes = 32 * BITS;
+  const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << BITS) - 1));
+  for (size_t gi = 0, g0 = 0; g0 < kgroups; ++gi, g0 += group_kgroups) {
+    const size_t g1 = g0 + group_kgroups < kgroups ? g0 + group_kgroups : kgroups;
+    PQ_ROW_ZERO(0) PQ_ROW_ZERO(1) PQ_ROW_ZERO(2) PQ_ROW_ZERO(3) PQ_ROW_ZERO(4) PQ_ROW_ZERO(5)
+    for (size_t g = g0; g < g1; ++g) {
+      const uint8_t* bg = b + g * kGroupBytes;
+      __m512i w0, w1, w2, w3;
+      if constexpr (BITS == 4) {
+        _mm_prefetch(reinterpret_cast<const char*>(bg + kPrefetchBytes), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(bg + kPrefetchBytes + 64), _MM_HINT_T0);
+        const __m512i v0 = _mm512_loadu_si512(bg), v1 = _mm512_loadu_si512(bg + 64);
+        w0 = _mm512_and_si512(v0, mask);
+        w1 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), mask);
+        w2 = _mm512_and_si512(v1, mask);
+        w3 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), mask);
+      } else {
+        _mm_prefetch(reinterpret_cast<const char*>(bg + kPrefetchBytes), _MM_HINT_T0);
+        const __m512i v = _mm512_loadu_si512(bg);
+        w0 = _mm512_and_si512(v, mask);
+        w1 = _mm512_and_si512(_mm512_srli_epi16(v, 2), mask);
+        w2 = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+        w3 = _mm512_and_si512(_mm512_srli_epi16(v, 6), mask);
+      }
+      PQ_ROW_FMA(0) PQ_ROW_FMA(1) PQ_ROW_FMA(2) PQ_ROW_FMA(3) PQ_ROW_FMA(4) PQ_ROW_FMA(5)
+    }
+    const float* sg = sc + gi * 64;
+    // out's rows stay in memory (L1): without the opaque pointer GCC keeps all 24 of them in
+    // registers across groups and spills the integer accumulators of the k loop instead
+    float* ob = out;
+    asm("" : "+r"(ob));
+    PQ_ROW_FOLD(0) PQ_ROW_FOLD(1) PQ_ROW_FOLD(2) PQ_ROW_FOLD(3) PQ_ROW_FOLD(4) PQ_ROW_FOLD(5)
+  }
+}
+#undef PQ_ROW_FOLD
+#undef PQ_FOLD_ONE
+#undef PQ_ROW_ZERO
+#undef PQ_ZERO
+
+template <int BITS>
+void tile_grouped_mr(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t kgroups,
+                     size_t group_kgroups, const uint32_t* corr, size_t n_groups,
+                     const float* sc, float* out) {
+  switch (mr) {
+#define PQ_CASE(n) \
+  case n: return tile_grouped<BITS, n>(a, lda, b, kgroups, group_kgroups, corr, n_groups, sc, out);
+    PQ_CASE(6) PQ_CASE(5) PQ_CASE(4) PQ_CASE(3) PQ_CASE(2) PQ_CASE(1)
+#undef PQ_CASE
+    default: return;
+  }
+}
+
 #undef PQ_GEMV_STEP
 #undef PQ_ROW_DECL
 #undef PQ_DOT
@@ -326,6 +410,17 @@ void lowbit_gemv_grouped_panel2_avx512(const uint8_t* a, const uint8_t* b, size_
                                               64, prefetch_next, nullptr, out);
   gemv_grouped<2, false, false, true>(a, b, kgroups, group_kgroups, corr, sc, n_groups, 64,
                                       prefetch_next, nullptr, out);
+}
+
+void lowbit_tile_grouped4_avx512(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
+                                 size_t kgroups, size_t group_kgroups, const uint32_t* corr,
+                                 size_t n_groups, const float* sc, float* out) {
+  tile_grouped_mr<4>(a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc, out);
+}
+void lowbit_tile_grouped2_avx512(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
+                                 size_t kgroups, size_t group_kgroups, const uint32_t* corr,
+                                 size_t n_groups, const float* sc, float* out) {
+  tile_grouped_mr<2>(a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc, out);
 }
 
 void lowbit_tile4_avx512(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
