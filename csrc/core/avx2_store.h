@@ -31,9 +31,10 @@ PQ_INLINE void store8_plus(int32_t* dst, const int32_t* base, __m256i x, size_t 
 // register-resident loop it changed GCC's register allocation of that loop (a spilled
 // accumulator and register copies: the AVX2 int8 tile fell from 29 to 22 MAC/cycle).
 // `static`: every ISA's file gets its own copy (no cross-ISA symbol for the linker to merge).
-[[gnu::noinline, maybe_unused]] static void store_tile_rows(const int32_t* sums, size_t ld, size_t rows,
-                                             int32_t* c, size_t ldc, size_t nc,
-                                             const int32_t* bias, bool accumulate) {
+[[gnu::noinline, maybe_unused]] static void store_tile_rows(const int32_t* sums, size_t ld,
+                                                            size_t rows, int32_t* c, size_t ldc,
+                                                            size_t nc, const int32_t* bias,
+                                                            bool accumulate) {
   for (size_t r = 0; r < rows; ++r)
     for (size_t j = 0; j < nc; j += 8) {
       int32_t* dst = c + r * ldc + j;

@@ -120,7 +120,7 @@ std::vector<KernelEntry> build_table() {
       entry(F::int8_gemm, "avx512vnni_6x64", Isa::avx512, kVnni512, 64, kInt8Avx512, V::native,
             "6x64 zmm vpdpbusd register tile, K blocked; vectorized float epilogue"),
       entry(F::int8_gemm, "vnni256_evex_6x16", Isa::avx512, kVnni512, 16, kInt8Vnni256Evex,
-            V::not_run,
+            V::native,
             "the AVX-VNNI kernel's source in EVEX form (ymm vpdpbusd, AVX-512 VNNI + VL): "
             "6x16 tile + 1x64 GEMV; below the zmm kernel, here to test that source natively"),
       entry(F::int8_gemm, "avxvnni_6x16", Isa::avx2, kAvx2Base | feat::avxvnni, 16, kInt8AvxVnni,
