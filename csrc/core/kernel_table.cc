@@ -77,7 +77,7 @@ const LowbitGemmKernels kLowbitScalar{4, lowbit_tile4_scalar, lowbit_tile2_scala
                                       lowbit_epilogue_scalar, nullptr, nullptr, nullptr, nullptr,
                                       nullptr, nullptr};
 
-const SparqKernels kSparqAvx512{PQ_X86(sparq_trim_row_avx512), PQ_X86(sparq24_compute_avx2),
+const SparqKernels kSparqAvx512{PQ_X86(sparq_trim_row_avx512), PQ_X86(sparq24_compute_avx512),
                                 PQ_X86(sparq_prep_row_avx2)};
 const SparqKernels kSparqAvx2{PQ_X86(sparq_trim_row_avx2), PQ_X86(sparq24_compute_avx2),
                               PQ_X86(sparq_prep_row_avx2)};
@@ -167,9 +167,10 @@ std::vector<KernelEntry> build_table() {
             "portable loops over the packed panels"),
 
       // ---- sparq_gemm: SPARQ activation trimming (the GEMM runs the int8_gemm kernel) ----
-      entry(F::sparq_gemm, "avx512vbmi", Isa::avx512, kVbmi, 64, kSparqAvx512, V::native,
+      entry(F::sparq_gemm, "avx512vbmi", Isa::avx512, kVbmi | feat::avx512vnni, 64, kSparqAvx512,
+            V::native,
             "256-entry vpermi2b trim tables, zero-partner select by mask; 64 values per step; "
-            "2:4 (sparse24): the AVX2 1x32 selector-table kernel"),
+            "2:4 (sparse24): vpermb of two k groups' selector tables + vpdpbusd, 4x32 tile"),
       entry(F::sparq_gemm, "avx2", Isa::avx2, kAvx2Base, 32, kSparqAvx2, V::native,
             "nibble-vpshufb leading one + 16-entry window tables; 32 values per step; "
             "2:4 (sparse24): 1x32 tile, vpshufb of per-row selector tables, vpmaddwd"),

@@ -51,7 +51,7 @@ void sparq_make_plan(const SparqConfig& cfg, SparqPlan* plan);
 // Trims one row of k activations (pairs start at element 0). dst may equal src.
 using SparqTrimRowFn = void (*)(const SparqPlan& plan, const uint8_t* src, size_t k, uint8_t* dst);
 
-// ---- SPARQ with 2:4-sparse weights (sparq24.cc, sparq24_avx2.cc) ----
+// ---- SPARQ with 2:4-sparse weights (sparq24.cc, sparq24_avx2.cc, sparq24_avx512vbmivnni.cc) ----
 // K in aligned groups of 4; per output column and group at most two non-zero weights. The
 // activations at the non-zero positions form the column's pair (vSPARQ pair rule, zero-partner
 // rule included); a single non-zero keeps its activation as if the partner were zero (2n-bit
@@ -158,6 +158,7 @@ void sparq_gemm_encoded_run(const uint8_t* payload, size_t m, size_t k, const Sp
 void sparq24_compute_scalar(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1);
 #if defined(PQ_HAVE_X86)
 void sparq24_compute_avx2(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1);
+void sparq24_compute_avx512(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1);
 #endif
 // One row's tables: k activations -> ceil(k/4) x 32 bytes.
 void sparq24_tables_row(const SparqPlan& plan, const uint8_t* a, size_t k, uint8_t* out);

@@ -1,0 +1,163 @@
+// AVX-512 VBMI + VNNI kernel of SPARQ on 2:4-sparse weights (layout: sparq.h). Two k groups
+// per step; per 16 columns one vpdpbusd does all four products of both groups, so the 2:4
+// product runs at the dense int8 kernel's rate per useful multiply-accumulate:
+//   - the row's tables of groups g and g+1 are 64 contiguous bytes T = [E0_g, E1_g, E0_g+1,
+//     E1_g+1]; one vpermb with the index bytes (s_g, 16 + s_g, 32 + s_g+1, 48 + s_g+1) per column
+//     gives the dword of activations (a0_g, a1_g, a0_g+1, a1_g+1) for 16 columns;
+//   - the index bytes come from the 2 x 16 selector bytes (weights only, shared by the tile's
+//     rows): one vpermt2b picks each column's byte from the selectors or their copy shifted down
+//     by 4 (its nibble), then one vpternlogd keeps the nibble and adds the slot's 16 * slot;
+//   - the values (v0_g, v1_g, v0_g+1, v1_g+1) per column: one vpermt2b of the two groups' 64
+//     value bytes per 16 columns (weights only);
+//   - vpdpbusd(acc, activations u8, values s8): exact, wrapping modulo 2^32 like every path.
+// An odd last group of a K block runs with group g+1 masked to zero (no read past the buffers).
+// Up to 8 rows per tile share the weight work (one row runs the AVX2 kernel); for M > 1 the panel is cut into K blocks kept in
+// L2 while the rows pass over them.
+#include <immintrin.h>
+
+#include "core/macros.h"
+#include "sparq/sparq.h"
+
+namespace pq {
+namespace {
+
+constexpr size_t kBlockGroups = 2048;  // k groups per K block: 160 KiB of a panel
+constexpr size_t kMaxRows = 8;  // 16 accumulators; the weight work is a third of 4 rows' work
+// Prefetch distances as the AVX2 kernel (measured there at decode from DRAM).
+constexpr size_t kPrefetchBytes = 2560;
+constexpr size_t kPrefetchL2Bytes = 4 * kPrefetchBytes;
+
+// Constant index vectors (computed once per call from sparq.h's layout functions).
+struct Indices {
+  __m512i sel[2];    // per half: vpermt2b index into [selectors | selectors >> 4]
+  __m512i value[2];  // per half: vpermt2b index into [values of g | values of g+1]
+  __m512i slot;      // 16 * slot in every byte
+};
+
+Indices make_indices() {
+  alignas(64) uint8_t sel[2][64], val[2][64], slot[64];
+  for (size_t h = 0; h < 2; ++h)
+    for (size_t j = 0; j < 64; ++j) {
+      const size_t lane = 16 * h + j / 4, s = j % 4, g = s / 2;  // g: 0 = group g, 1 = g+1
+      sel[h][j] = static_cast<uint8_t>(16 * g + sparq24_sel_byte(lane) +
+                                       (sparq24_sel_shift(lane) ? 64 : 0));
+      val[h][j] = static_cast<uint8_t>(64 * g + sparq24_value_offset(lane, s % 2) - kS24SelBytes);
+      slot[j] = static_cast<uint8_t>(16 * s);
+    }
+  Indices ix;
+  for (size_t h = 0; h < 2; ++h) {
+    ix.sel[h] = _mm512_load_si512(sel[h]);
+    ix.value[h] = _mm512_load_si512(val[h]);
+  }
+  ix.slot = _mm512_load_si512(slot);
+  return ix;
+}
+
+// R rows x one 32-column panel over `groups` k groups of one K block.
+template <size_t R>
+void tile(const Indices& ix, const uint8_t* const* t, const uint8_t* b, size_t groups,
+          int32_t* const* c, size_t nc, bool accumulate_c) {
+  const __m512i nib = _mm512_set1_epi8(0x0f);
+  // each accumulator zeroed by its own instruction: from one shared zero GCC copies every
+  // accumulator through a spare register around each vpdpbusd (as in lowbit_gemm_avx512vnni.cc)
+  __m512i acc[R][2];
+#pragma GCC unroll 8
+  for (size_t r = 0; r < R; ++r)
+#pragma GCC unroll 2
+    for (size_t h = 0; h < 2; ++h) asm volatile("vpxord %0, %0, %0" : "=v"(acc[r][h]));
+  for (size_t g = 0; g < groups; g += 2) {
+    const uint8_t* bg = b + g * kS24GroupBytes;
+    const char* pb = reinterpret_cast<const char*>(bg);
+    for (size_t line = 0; line < 2 * kS24GroupBytes; line += 64) {
+      _mm_prefetch(pb + kPrefetchBytes + line, _MM_HINT_T0);
+      _mm_prefetch(pb + kPrefetchL2Bytes + line, _MM_HINT_T2);
+    }
+    const bool pair = g + 1 < groups;
+    const __mmask64 hi = pair ? ~__mmask64{0} : __mmask64{0xffffffff};  // tables of g+1
+    __m512i sel = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bg)));
+    __m512i v_next = _mm512_setzero_si512();
+    if (pair) {
+      sel = _mm512_inserti32x4(
+          sel, _mm_loadu_si128(reinterpret_cast<const __m128i*>(bg + kS24GroupBytes)), 1);
+      v_next = _mm512_loadu_si512(bg + kS24GroupBytes + kS24SelBytes);
+    }
+    const __m512i v_this = _mm512_loadu_si512(bg + kS24SelBytes);
+    const __m512i sel_hi = _mm512_srli_epi16(sel, 4);
+    __m512i idx[2], val[2];
+#pragma GCC unroll 2
+    for (size_t h = 0; h < 2; ++h) {
+      // (byte & 0x0f) | 16 * slot
+      idx[h] = _mm512_ternarylogic_epi32(_mm512_permutex2var_epi8(sel, ix.sel[h], sel_hi), nib,
+                                         ix.slot, 0xEA);
+      val[h] = _mm512_permutex2var_epi8(v_this, ix.value[h], v_next);
+    }
+#pragma GCC unroll 8
+    for (size_t r = 0; r < R; ++r) {
+      const __m512i tab = _mm512_maskz_loadu_epi8(hi, t[r] + g * kS24TableBytes);
+      acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], _mm512_permutexvar_epi8(idx[0], tab), val[0]);
+      acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], _mm512_permutexvar_epi8(idx[1], tab), val[1]);
+    }
+  }
+  // fully unrolled (constant indices): a runtime-bounded loop here kept acc[][] in memory
+#pragma GCC unroll 2
+  for (size_t h = 0; h < 2; ++h) {
+    if (16 * h >= nc) break;
+    const size_t left = nc - 16 * h;
+    const __mmask16 m = left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+#pragma GCC unroll 8
+    for (size_t r = 0; r < R; ++r) {
+      int32_t* dst = c[r] + 16 * h;
+      __m512i v = acc[r][h];
+      if (accumulate_c) v = _mm512_add_epi32(v, _mm512_maskz_loadu_epi32(m, dst));
+      _mm512_mask_storeu_epi32(dst, m, v);
+    }
+  }
+}
+
+template <size_t R>
+void rows_tile(const Indices& ix, const Sparq24Problem& p, size_t m, size_t kb, size_t groups,
+               const uint8_t* b, size_t col0, size_t nc) {
+  const size_t row_tab = p.k_groups * kS24TableBytes;
+  const uint8_t* t[R];
+  int32_t* c[R];
+  for (size_t r = 0; r < R; ++r) {
+    t[r] = p.tables + (m + r) * row_tab + kb * kS24TableBytes;
+    c[r] = p.c + (m + r) * p.ldc + col0;
+  }
+  tile<R>(ix, t, b, groups, c, nc, kb > 0);
+}
+
+}  // namespace
+
+void sparq24_compute_avx512(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0,
+                            size_t p1) {
+  // One row (decode) is bound by the weight-side permutes, which ymm code issues at twice the
+  // rate on Zen 4 (double-pumped zmm): the AVX2 kernel streams faster there (1.27-1.42 vs
+  // 1.69-1.72 ms at 1 x 14336 x 4096 from DRAM, alternating runs).
+  if (m1 - m0 == 1) return sparq24_compute_avx2(p, m0, m1, p0, p1);
+  const Indices ix = make_indices();
+  for (size_t panel = p0; panel < p1; ++panel) {
+    const size_t col0 = panel * kS24PanelCols;
+    const size_t nc = p.n - col0 < kS24PanelCols ? p.n - col0 : kS24PanelCols;
+    // the rows reuse each K block from L2
+    for (size_t kb = 0; kb < p.k_groups; kb += kBlockGroups) {
+      const size_t groups = p.k_groups - kb < kBlockGroups ? p.k_groups - kb : kBlockGroups;
+      const uint8_t* b = p.panels + (panel * p.k_groups + kb) * kS24GroupBytes;
+      size_t m = m0;
+      for (; m + kMaxRows <= m1; m += kMaxRows)
+        rows_tile<kMaxRows>(ix, p, m, kb, groups, b, col0, nc);
+      switch (m1 - m) {
+        case 7: rows_tile<7>(ix, p, m, kb, groups, b, col0, nc); break;
+        case 6: rows_tile<6>(ix, p, m, kb, groups, b, col0, nc); break;
+        case 5: rows_tile<5>(ix, p, m, kb, groups, b, col0, nc); break;
+        case 4: rows_tile<4>(ix, p, m, kb, groups, b, col0, nc); break;
+        case 3: rows_tile<3>(ix, p, m, kb, groups, b, col0, nc); break;
+        case 2: rows_tile<2>(ix, p, m, kb, groups, b, col0, nc); break;
+        case 1: rows_tile<1>(ix, p, m, kb, groups, b, col0, nc); break;
+        default: break;
+      }
+    }
+  }
+}
+
+}  // namespace pq
