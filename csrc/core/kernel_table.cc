@@ -158,7 +158,9 @@ std::vector<KernelEntry> build_table() {
 
       // ---- lowbit_gemm: W4A8 / W2A8 ----
       entry(F::lowbit_gemm, "avx512vnni_6x64", Isa::avx512, kVnni512, 64, kLowbitAvx512,
-            V::native, "6x64 vpdpbusd tile + 1-row grouped GEMV, codes unpacked in registers"),
+            V::native,
+            "6x64 vpdpbusd tile (grouped: group scales folded from registers) + 1-row grouped "
+            "GEMV, codes unpacked in registers"),
       entry(F::lowbit_gemm, "avx2_2x64", Isa::avx2, kAvx2Base, 64, kLowbitAvx2, V::native,
             "2x32 (x2) vpmaddubsw tile (exact: one operand <= 15), codes unpacked in registers"),
       entry(F::lowbit_gemm, "neon_dotprod_4x64", Isa::neon, kNeonBase, 64, kLowbitNeon, V::qemu,
