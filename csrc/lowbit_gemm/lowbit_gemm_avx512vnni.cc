@@ -67,6 +67,29 @@ inline void load_scales_t(const float* scales, size_t n_groups, size_t nc, size_
 constexpr size_t kPrefetchBytes = 4096;
 constexpr size_t kScaledMaxK = 131072;  // 16 * 3 * 255 * 131072 < 2^31
 
+// One k group's codes as the four vpdpbusd operands (16 columns x 4 k each), prefetching the
+// weight stream kPrefetchBytes ahead: the tiles' shared unpack.
+template <int BITS>
+PQ_INLINE void tile_codes(const uint8_t* bg, __m512i mask, __m512i& w0, __m512i& w1, __m512i& w2,
+                          __m512i& w3) {
+  if constexpr (BITS == 4) {
+    _mm_prefetch(reinterpret_cast<const char*>(bg + kPrefetchBytes), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(bg + kPrefetchBytes + 64), _MM_HINT_T0);
+    const __m512i v0 = _mm512_loadu_si512(bg), v1 = _mm512_loadu_si512(bg + 64);
+    w0 = _mm512_and_si512(v0, mask);
+    w1 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), mask);
+    w2 = _mm512_and_si512(v1, mask);
+    w3 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), mask);
+  } else {
+    _mm_prefetch(reinterpret_cast<const char*>(bg + kPrefetchBytes), _MM_HINT_T0);
+    const __m512i v = _mm512_loadu_si512(bg);
+    w0 = _mm512_and_si512(v, mask);
+    w1 = _mm512_and_si512(_mm512_srli_epi16(v, 2), mask);
+    w2 = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+    w3 = _mm512_and_si512(_mm512_srli_epi16(v, 6), mask);
+  }
+}
+
 #define PQ_ROW_DECL(r) \
   __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = c##r##0, c##r##2 = c##r##0, c##r##3 = c##r##0;
 #define PQ_DOT(acc, av, w) \
@@ -96,22 +119,7 @@ __attribute__((noipa)) void tile(const uint8_t* a, size_t lda, const uint8_t* b,
   for (size_t g = 0; g < kgroups; ++g) {
     const uint8_t* bg = b + g * kGroupBytes;
     __m512i w0, w1, w2, w3;
-    if constexpr (BITS == 4) {
-      _mm_prefetch(reinterpret_cast<const char*>(bg + kPrefetchBytes), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(bg + kPrefetchBytes + 64), _MM_HINT_T0);
-      const __m512i v0 = _mm512_loadu_si512(bg), v1 = _mm512_loadu_si512(bg + 64);
-      w0 = _mm512_and_si512(v0, mask);
-      w1 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), mask);
-      w2 = _mm512_and_si512(v1, mask);
-      w3 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), mask);
-    } else {
-      _mm_prefetch(reinterpret_cast<const char*>(bg + kPrefetchBytes), _MM_HINT_T0);
-      const __m512i v = _mm512_loadu_si512(bg);
-      w0 = _mm512_and_si512(v, mask);
-      w1 = _mm512_and_si512(_mm512_srli_epi16(v, 2), mask);
-      w2 = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
-      w3 = _mm512_and_si512(_mm512_srli_epi16(v, 6), mask);
-    }
+    tile_codes<BITS>(bg, mask, w0, w1, w2, w3);
     PQ_ROW_FMA(0) PQ_ROW_FMA(1) PQ_ROW_FMA(2) PQ_ROW_FMA(3) PQ_ROW_FMA(4) PQ_ROW_FMA(5)
   }
   PQ_ROW_SAVE(0) PQ_ROW_SAVE(1) PQ_ROW_SAVE(2) PQ_ROW_SAVE(3) PQ_ROW_SAVE(4) PQ_ROW_SAVE(5)
@@ -282,22 +290,7 @@ __attribute__((noipa)) void tile_grouped(const uint8_t* a, size_t lda, const uin
     for (size_t g = g0; g < g1; ++g) {
       const uint8_t* bg = b + g * kGroupBytes;
       __m512i w0, w1, w2, w3;
-      if constexpr (BITS == 4) {
-        _mm_prefetch(reinterpret_cast<const char*>(bg + kPrefetchBytes), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(bg + kPrefetchBytes + 64), _MM_HINT_T0);
-        const __m512i v0 = _mm512_loadu_si512(bg), v1 = _mm512_loadu_si512(bg + 64);
-        w0 = _mm512_and_si512(v0, mask);
-        w1 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), mask);
-        w2 = _mm512_and_si512(v1, mask);
-        w3 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), mask);
-      } else {
-        _mm_prefetch(reinterpret_cast<const char*>(bg + kPrefetchBytes), _MM_HINT_T0);
-        const __m512i v = _mm512_loadu_si512(bg);
-        w0 = _mm512_and_si512(v, mask);
-        w1 = _mm512_and_si512(_mm512_srli_epi16(v, 2), mask);
-        w2 = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
-        w3 = _mm512_and_si512(_mm512_srli_epi16(v, 6), mask);
-      }
+      tile_codes<BITS>(bg, mask, w0, w1, w2, w3);
       PQ_ROW_FMA(0) PQ_ROW_FMA(1) PQ_ROW_FMA(2) PQ_ROW_FMA(3) PQ_ROW_FMA(4) PQ_ROW_FMA(5)
     }
     const float* sg = sc + gi * 64;
