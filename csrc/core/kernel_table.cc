@@ -172,7 +172,8 @@ std::vector<KernelEntry> build_table() {
       entry(F::sparq_gemm, "avx512vbmi", Isa::avx512, kVbmi | feat::avx512vnni, 64, kSparqAvx512,
             V::native,
             "256-entry vpermi2b trim tables, zero-partner select by mask; 64 values per step; "
-            "2:4 (sparse24): vpermb of two k groups' selector tables + vpdpbusd, 4x32 tile"),
+            "2:4 (sparse24): vpermb of two k groups' selector tables + vpdpbusd, 8x32 tile "
+            "(one row: the AVX2 kernel)"),
       entry(F::sparq_gemm, "avx2", Isa::avx2, kAvx2Base, 32, kSparqAvx2, V::native,
             "nibble-vpshufb leading one + 16-entry window tables; 32 values per step; "
             "2:4 (sparse24): 1x32 tile, vpshufb of per-row selector tables, vpmaddwd"),

@@ -51,7 +51,7 @@ void sparq_make_plan(const SparqConfig& cfg, SparqPlan* plan);
 // Trims one row of k activations (pairs start at element 0). dst may equal src.
 using SparqTrimRowFn = void (*)(const SparqPlan& plan, const uint8_t* src, size_t k, uint8_t* dst);
 
-// ---- SPARQ with 2:4-sparse weights (sparq24.cc, sparq24_avx2.cc, sparq24_avx512vbmivnni.cc) ----
+// ---- SPARQ with 2:4-sparse weights (sparq24.cc, sparq24_avx2.cc, sparq24_avx512vbmivnni.cc)
 // K in aligned groups of 4; per output column and group at most two non-zero weights. The
 // activations at the non-zero positions form the column's pair (vSPARQ pair rule, zero-partner
 // rule included); a single non-zero keeps its activation as if the partner were zero (2n-bit

@@ -11,8 +11,8 @@
 //     value bytes per 16 columns (weights only);
 //   - vpdpbusd(acc, activations u8, values s8): exact, wrapping modulo 2^32 like every path.
 // An odd last group of a K block runs with group g+1 masked to zero (no read past the buffers).
-// Up to 8 rows per tile share the weight work (one row runs the AVX2 kernel); for M > 1 the panel is cut into K blocks kept in
-// L2 while the rows pass over them.
+// Up to 8 rows per tile share the weight work (one row runs the AVX2 kernel); the panel is cut
+// into K blocks kept in L2 while the rows pass over them.
 #include <immintrin.h>
 
 #include "core/macros.h"
@@ -27,29 +27,38 @@ constexpr size_t kMaxRows = 8;  // 16 accumulators; the weight work is a third o
 constexpr size_t kPrefetchBytes = 2560;
 constexpr size_t kPrefetchL2Bytes = 4 * kPrefetchBytes;
 
-// Constant index vectors (computed once per call from sparq.h's layout functions).
+// Constant index vectors, from sparq.h's layout functions (bytes built once per process).
 struct Indices {
   __m512i sel[2];    // per half: vpermt2b index into [selectors | selectors >> 4]
   __m512i value[2];  // per half: vpermt2b index into [values of g | values of g+1]
   __m512i slot;      // 16 * slot in every byte
 };
 
+struct IndexBytes {
+  alignas(64) uint8_t sel[2][64];
+  alignas(64) uint8_t val[2][64];
+  alignas(64) uint8_t slot[64];
+  IndexBytes() {
+    for (size_t h = 0; h < 2; ++h)
+      for (size_t j = 0; j < 64; ++j) {
+        const size_t lane = 16 * h + j / 4, s = j % 4, g = s / 2;  // g: 0 = group g, 1 = g+1
+        sel[h][j] = static_cast<uint8_t>(16 * g + sparq24_sel_byte(lane) +
+                                         (sparq24_sel_shift(lane) ? 64 : 0));
+        val[h][j] =
+            static_cast<uint8_t>(64 * g + sparq24_value_offset(lane, s % 2) - kS24SelBytes);
+        slot[j] = static_cast<uint8_t>(16 * s);
+      }
+  }
+};
+
 Indices make_indices() {
-  alignas(64) uint8_t sel[2][64], val[2][64], slot[64];
-  for (size_t h = 0; h < 2; ++h)
-    for (size_t j = 0; j < 64; ++j) {
-      const size_t lane = 16 * h + j / 4, s = j % 4, g = s / 2;  // g: 0 = group g, 1 = g+1
-      sel[h][j] = static_cast<uint8_t>(16 * g + sparq24_sel_byte(lane) +
-                                       (sparq24_sel_shift(lane) ? 64 : 0));
-      val[h][j] = static_cast<uint8_t>(64 * g + sparq24_value_offset(lane, s % 2) - kS24SelBytes);
-      slot[j] = static_cast<uint8_t>(16 * s);
-    }
+  static const IndexBytes bytes;
   Indices ix;
   for (size_t h = 0; h < 2; ++h) {
-    ix.sel[h] = _mm512_load_si512(sel[h]);
-    ix.value[h] = _mm512_load_si512(val[h]);
+    ix.sel[h] = _mm512_load_si512(bytes.sel[h]);
+    ix.value[h] = _mm512_load_si512(bytes.val[h]);
   }
-  ix.slot = _mm512_load_si512(slot);
+  ix.slot = _mm512_load_si512(bytes.slot);
   return ix;
 }
 
