@@ -34,6 +34,21 @@ def test_prepacked_and_threads(isa, rng, threads, a_dtype):
     np.testing.assert_array_equal(pyquant.int8_gemm(a, pw), gemm_ref(a, w))
 
 
+# Small M (2..16 rows) runs the AVX2 streaming tile: 4-row blocks where every row of a 64-byte
+# K chunk is <= 127 (vpmaddubsw's fast route), 2- and 1-row blocks otherwise. Rows mix 7-bit,
+# 8-bit and extreme values, and one large byte sits only in the last (short) chunk.
+@pytest.mark.parametrize("m", [2, 3, 5, 8, 9, 15, 16, 17])
+@pytest.mark.parametrize("n,k", [(70, 60), (130, 77), (64, 1029)])
+def test_small_m_mixed_routes(isa, rng, m, n, k):
+    a = rng.integers(0, 128, size=(m, k)).astype(np.uint8)
+    a[1::3] = rng.integers(0, 256, size=a[1::3].shape)  # 8-bit rows
+    a[2::4] = 127  # extremes of the fast route: 127 * -128 * 2 = -32512 per pair
+    a[m - 1, k - 1] = 255  # the last row turns 8-bit in its last chunk only
+    w = rand(rng, np.int8, (n, k))
+    w[: n // 2, :] = -128
+    np.testing.assert_array_equal(pyquant.int8_gemm(a, w), gemm_ref(a, w))
+
+
 @pytest.mark.parametrize("a_value, w_value", [(255, -128), (255, 127), (-128, -128), (127, -128)])
 def test_k65536_extremes_do_not_overflow(isa, a_value, w_value):
     # 255 * -128 * 65536 = -2^31 + 2^24...: the largest magnitudes int32 holds; any int16

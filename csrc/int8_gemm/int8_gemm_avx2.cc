@@ -14,13 +14,16 @@
 // Activations are u8 [M][lda], used in place. Weights come straight from the shared panels
 // ([K/4][64 columns][4 k]): one ymm is 8 columns x 4 k, exactly what vpmaddubsw pairs with a
 // broadcast dword of 4 activations, and vpmaddwd(ones) leaves one int32 per column (no
-// horizontal reduction). One tile for every M: 1 row x the whole 64-column panel, 8 independent
-// accumulators, reading each k group's 256 bytes contiguously. For M > 1 the panel is cut into K
-// blocks of 256 KiB that stay in L2 while every row passes over them. (A 3x16 register tile was
-// slower on Zen 3: its 64-byte line per k group sits 256 bytes from the next one, a stride that
-// keeps its slice out of L1 and that the hardware prefetcher follows poorly from memory;
-// docs/notes/avx2.md.)
+// horizontal reduction). Two loop shapes:
+//   M = 1 and M > 16: 1 row x the whole 64-column panel, 8 independent accumulators, each k
+//     group's 256 bytes read contiguously; for M > 1 the panel is cut into K blocks of 256 KiB
+//     that stay in L2 while every row passes over them;
+//   M = 2..16 (stream_rows_panel): every row computes while the panel streams in from memory,
+//     4 KiB chunks x 16-column strips x 4-row register tiles (docs/notes/avx2.md, 8th session).
 #include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
 
 #include "core/avx2_store.h"
 #include "core/macros.h"
@@ -111,6 +114,139 @@ void tile(const uint8_t* a, size_t lda, const int8_t* b, size_t groups, int32_t*
   store_tile_rows(sums, V * kVecCols, MR, c, ldc, nc, bias, accumulate_c);
 }
 
+// Small M (2 .. kStreamRowsMax rows), where the weights come from memory. Row at a time (the
+// 1x64 tile), the first row's pass over a K block waits on the stream and the other rows compute
+// after it: time = stream + (M - 1) rows. Here every row computes while the panel streams in:
+// the panel is walked in chunks of kChunkGroups k groups (4 KiB, held in L1), and each chunk is
+// finished for all rows before the next: four 16-column strips x register tiles of up to 4 rows
+// (8 accumulators + 2 weight vectors: the 1x64 tile's multiply count per product). Between
+// chunks the accumulators wait in a [rows][64] int32 buffer (16 loads + stores per 16 k groups).
+// Each chunk's activations are first copied to a buffer with a row stride that is not a multiple
+// of 4 KiB: read in place (K = 4096 makes the stride 4 KiB) the rows' lines share one L1 set and
+// from 8 rows on evict each other. The copy also ORs the bytes: which rows take the split route.
+// From kPrefetchRows rows on the next chunk is prefetched, 16 lines per strip: with that much
+// compute per chunk the hardware prefetcher alone falls behind; below it, it does better alone.
+constexpr size_t kStreamRowsMax = 16;
+constexpr size_t kChunkGroups = 16;
+constexpr size_t kChunkBytes = kChunkGroups * kInt8GroupK;  // activation bytes per row per chunk
+constexpr size_t kCopyStride = kChunkBytes + 64;            // + one line: the rows' sets differ
+constexpr size_t kStripCols = 16;
+constexpr size_t kPrefetchRows = 8;
+
+// acc[r][0..15] += a[r, 4g..4g+3] . w[g][16 strip columns][4 k], rows r < MR (stride
+// kCopyStride), over `groups` k groups; acc rows are kInt8PanelCols apart.
+// Out of line: inlined into the chunk loop, GCC kept every variant's constants live there and
+// spilled an accumulator of the 4-row tile to the stack.
+template <size_t MR, bool kSplit>
+[[gnu::noinline]] void strip_tile(const uint8_t* a, const int8_t* b, size_t groups, int32_t* acc_rows) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i twos = _mm256_set1_epi16(2);
+  const __m256i low7 = _mm256_set1_epi8(0x7f);
+  const __m256i bit0 = _mm256_set1_epi8(0x01);
+  __m256i acc[MR][2];
+#pragma GCC unroll 4
+  for (size_t r = 0; r < MR; ++r)
+#pragma GCC unroll 2
+    for (size_t v = 0; v < 2; ++v)
+      acc[r][v] = _mm256_load_si256(
+          reinterpret_cast<const __m256i*>(acc_rows + r * kInt8PanelCols + v * kVecCols));
+  for (size_t g = 0; g < groups; ++g) {
+    const int8_t* bg = b + g * kInt8PanelGroupBytes;
+    const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg));
+    const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + 32));
+#pragma GCC unroll 4
+    for (size_t r = 0; r < MR; ++r) {
+      const __m256i av = _mm256_set1_epi32(load_i32(a + r * kCopyStride + g * kInt8GroupK));
+      if (!kSplit) {
+        acc[r][0] = _mm256_add_epi32(acc[r][0], widen(_mm256_maddubs_epi16(av, w0), ones));
+        acc[r][1] = _mm256_add_epi32(acc[r][1], widen(_mm256_maddubs_epi16(av, w1), ones));
+      } else {
+        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(av, 1), low7);
+        const __m256i lo = _mm256_and_si256(av, bit0);
+        acc[r][0] = _mm256_add_epi32(acc[r][0], widen(_mm256_maddubs_epi16(hi, w0), twos));
+        acc[r][0] = _mm256_add_epi32(acc[r][0], widen(_mm256_maddubs_epi16(lo, w0), ones));
+        acc[r][1] = _mm256_add_epi32(acc[r][1], widen(_mm256_maddubs_epi16(hi, w1), twos));
+        acc[r][1] = _mm256_add_epi32(acc[r][1], widen(_mm256_maddubs_epi16(lo, w1), ones));
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (size_t r = 0; r < MR; ++r)
+#pragma GCC unroll 2
+    for (size_t v = 0; v < 2; ++v)
+      _mm256_store_si256(reinterpret_cast<__m256i*>(acc_rows + r * kInt8PanelCols + v * kVecCols),
+                         acc[r][v]);
+}
+
+// Copies `len` (<= kChunkBytes) bytes of a row, zero-filled to kChunkBytes; true if all <= 127.
+PQ_INLINE bool copy_chunk_row(const uint8_t* src, size_t len, uint8_t* dst) {
+  __m256i v[2];
+  if (len == kChunkBytes) {
+    v[0] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
+    v[1] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 32));
+  } else {
+    alignas(32) uint8_t part[kChunkBytes] = {};
+    std::memcpy(part, src, len);
+    v[0] = _mm256_load_si256(reinterpret_cast<const __m256i*>(part));
+    v[1] = _mm256_load_si256(reinterpret_cast<const __m256i*>(part + 32));
+  }
+  _mm256_store_si256(reinterpret_cast<__m256i*>(dst), v[0]);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 32), v[1]);
+  return _mm256_movemask_epi8(_mm256_or_si256(v[0], v[1])) == 0;
+}
+
+// Rows [m0, m1) (2 .. kStreamRowsMax of them) x one panel over the whole K.
+void stream_rows_panel(const Int8GemmProblem& p, const uint8_t* a, size_t m0, size_t m1,
+                       size_t panel) {
+  static_assert(kChunkBytes == 64, "copy_chunk_row moves two ymm per row");
+  const size_t rows = m1 - m0;
+  alignas(32) int32_t acc[kStreamRowsMax * kInt8PanelCols] = {};
+  alignas(32) uint8_t rows_copy[kStreamRowsMax * kCopyStride];
+  const int8_t* panel_b = p.panels + panel * p.k_groups * kInt8PanelGroupBytes;
+  for (size_t kc = 0; kc < p.k_groups; kc += kChunkGroups) {
+    const size_t groups = std::min(kChunkGroups, p.k_groups - kc);
+    const int8_t* b = panel_b + kc * kInt8PanelGroupBytes;
+    bool small[kStreamRowsMax];
+    for (size_t r = 0; r < rows; ++r)
+      small[r] = copy_chunk_row(a + (m0 + r) * p.lda + kc * kInt8GroupK, groups * kInt8GroupK,
+                                rows_copy + r * kCopyStride);
+    const bool prefetch = rows >= kPrefetchRows;
+    for (size_t s = 0; s < kInt8PanelCols; s += kStripCols) {
+      if (prefetch)  // this strip's share (a quarter) of the next chunk's lines
+        for (size_t line = 0; line < kChunkGroups * kInt8PanelGroupBytes / 4; line += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(b) + kChunkGroups * kInt8PanelGroupBytes +
+                           s / kStripCols * (kChunkGroups * kInt8PanelGroupBytes / 4) + line,
+                       _MM_HINT_T0);
+      const int8_t* bs = b + s * kInt8GroupK;
+      for (size_t r0 = 0; r0 < rows;) {
+        const uint8_t* ar = rows_copy + r0 * kCopyStride;
+        int32_t* acc_r = acc + r0 * kInt8PanelCols + s;
+        const size_t left = rows - r0;
+        if (left >= 4 && small[r0] && small[r0 + 1] && small[r0 + 2] && small[r0 + 3]) {
+          strip_tile<4, false>(ar, bs, groups, acc_r);
+          r0 += 4;
+        } else if (left >= 2) {  // split-route rows go two at a time (registers)
+          if (small[r0] && small[r0 + 1])
+            strip_tile<2, false>(ar, bs, groups, acc_r);
+          else
+            strip_tile<2, true>(ar, bs, groups, acc_r);
+          r0 += 2;
+        } else {
+          if (small[r0])
+            strip_tile<1, false>(ar, bs, groups, acc_r);
+          else
+            strip_tile<1, true>(ar, bs, groups, acc_r);
+          r0 += 1;
+        }
+      }
+    }
+  }
+  const size_t col0 = panel * kInt8PanelCols;
+  const size_t nc = p.n - col0 < kInt8PanelCols ? p.n - col0 : kInt8PanelCols;
+  store_tile_rows(acc, kInt8PanelCols, rows, p.c + m0 * p.ldc + col0, p.ldc, nc,
+                  p.col_bias ? p.col_bias + col0 : nullptr, false);
+}
+
 // The 9-bit rows of compute_wide: u = 4 * hi + lo with hi = a[k] <= 127 and lo = a_low[k] <= 3,
 // one row x the panel. Both are vpmaddubsw's unsigned operand (pair sums within 127 * 128 * 2),
 // widened by 4 and by 1: the split route's cost, for values the split route cannot hold.
@@ -171,6 +307,10 @@ void for_each_row_block(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p
 
 void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
   const uint8_t* a = static_cast<const uint8_t*>(p.a);
+  if (m1 - m0 >= 2 && m1 - m0 <= kStreamRowsMax) {
+    for (size_t panel = p0; panel < p1; ++panel) stream_rows_panel(p, a, m0, m1, panel);
+    return;
+  }
   for_each_row_block(p, m0, m1, p0, p1,
                      [&](size_t at, const int8_t* b, size_t groups, int32_t* c, size_t nc,
                          const int32_t* bias, bool accumulate_c) {
