@@ -23,7 +23,8 @@ from reference_sparq import sparq_ref
 
 EPS = np.finfo(np.float32).eps
 SHAPES = [(1, 96, 70), (1, 260, 200), (3, 130, 67), (17, 256, 130), (6, 1000, 70),  # multi-chunk groups, K tail
-          (10, 70, 136), (2, 64, 40)]  # row tiles of 4 and 2 after a full 6 (AVX-512 MR)
+          (10, 70, 136), (2, 64, 40),  # row tiles of 4 and 2 after a full 6 (AVX-512 MR)
+          (7, 70, 1100)]  # AVX2 9-bit rows: a 4-row and a 3-row int16 tile, two K blocks
 
 
 # ---------------------------------------------------------------- lossless weights

@@ -8,8 +8,8 @@
 //                vpmaddubsw, widened with vpmaddwd by 2 and by 1. Same bits, twice the work.
 // The route is picked per micro-tile and K block by OR-ing the rows' bytes (1/200 of the work),
 // so callers that feed 7-bit activations (or mostly small ones) get the fast route for free.
-// 9-bit rows (compute_wide: SPARQ's signed inputs, +-255 offset by 256) run a split route of
-// their own, u = 4 (u >> 2) + (u & 3) (int8_compute_wide_avx2).
+// 9-bit rows (compute_wide: SPARQ's signed inputs, +-255 offset by 256) have their own file,
+// int8_gemm_wide_avx2.cc.
 //
 // Activations are u8 [M][lda], used in place. Weights come straight from the shared panels
 // ([K/4][64 columns][4 k]): one ymm is 8 columns x 4 k, exactly what vpmaddubsw pairs with a
@@ -247,41 +247,6 @@ void stream_rows_panel(const Int8GemmProblem& p, const uint8_t* a, size_t m0, si
                   p.col_bias ? p.col_bias + col0 : nullptr, false);
 }
 
-// The 9-bit rows of compute_wide: u = 4 * hi + lo with hi = a[k] <= 127 and lo = a_low[k] <= 3,
-// one row x the panel. Both are vpmaddubsw's unsigned operand (pair sums within 127 * 128 * 2),
-// widened by 4 and by 1: the split route's cost, for values the split route cannot hold.
-// Kept apart from `accumulate` so the unsigned loops compile exactly as before.
-PQ_INLINE void accumulate_wide(const uint8_t* hi, const uint8_t* lo, const int8_t* b,
-                               size_t groups, __m256i (&acc)[kV]) {
-  const __m256i ones = _mm256_set1_epi16(1);
-  const __m256i fours = _mm256_set1_epi16(4);
-  for (size_t g = 0; g < groups; ++g) {
-    const int8_t* bg = b + g * kInt8PanelGroupBytes;
-    for (size_t line = 0; line < kInt8PanelGroupBytes; line += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(bg) + kPrefetchBytes + line, _MM_HINT_T0);
-    const __m256i ah = _mm256_set1_epi32(load_i32(hi + g * 4));
-    const __m256i al = _mm256_set1_epi32(load_i32(lo + g * 4));
-#pragma GCC unroll 8
-    for (size_t v = 0; v < kV; ++v) {
-      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + v * 32));
-      acc[v] = _mm256_add_epi32(acc[v], widen(_mm256_maddubs_epi16(ah, w), fours));
-      acc[v] = _mm256_add_epi32(acc[v], widen(_mm256_maddubs_epi16(al, w), ones));
-    }
-  }
-}
-
-// tile<1, kV> for a 9-bit row: the same C update (bias or accumulate), 64 columns masked to nc.
-void tile_wide(const uint8_t* hi, const uint8_t* lo, const int8_t* b, size_t groups, int32_t* c,
-               size_t nc, const int32_t* bias, bool accumulate_c) {
-  __m256i acc[kV];
-  for (size_t v = 0; v < kV; ++v) acc[v] = _mm256_setzero_si256();
-  accumulate_wide(hi, lo, b, groups, acc);
-  alignas(32) int32_t sums[kV * kVecCols];
-  for (size_t v = 0; v < kV; ++v)
-    _mm256_store_si256(reinterpret_cast<__m256i*>(sums + v * kVecCols), acc[v]);
-  store_tile_rows(sums, kV * kVecCols, 1, c, 0, nc, bias, accumulate_c);
-}
-
 // The shared loop order: panels, then K blocks (M = 1 streams the panel once, K unblocked; more
 // rows reuse each K block from L2), then rows. row_tile(at, b, groups, c, nc, bias, accumulate)
 // runs one row: `at` is the row's offset into the activations at this K block.
@@ -315,17 +280,6 @@ void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0
                      [&](size_t at, const int8_t* b, size_t groups, int32_t* c, size_t nc,
                          const int32_t* bias, bool accumulate_c) {
                        tile<1, kV>(a + at, p.lda, b, groups, c, p.ldc, nc, bias, accumulate_c);
-                     });
-}
-
-// 9-bit rows (p.a = u >> 2, p.a_low = u & 3) in one pass.
-void int8_compute_wide_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
-                            size_t p1) {
-  const uint8_t* a = static_cast<const uint8_t*>(p.a);
-  for_each_row_block(p, m0, m1, p0, p1,
-                     [&](size_t at, const int8_t* b, size_t groups, int32_t* c, size_t nc,
-                         const int32_t* bias, bool accumulate_c) {
-                       tile_wide(a + at, p.a_low + at, b, groups, c, nc, bias, accumulate_c);
                      });
 }
 
