@@ -1,6 +1,7 @@
 """int8 GEMM against PyTorch's int8 kernels and fp32 (issue 3 and 9 shapes).
 
-Default grid: 1 thread, six shapes; --bench-full adds 64x4096x4096, 256x11008x4096 and 2 threads.
+Default grid: 1 thread, seven shapes; --bench-full adds 64x4096x4096, 256x11008x4096,
+8x14336x4096 from DRAM and 2 threads.
 """
 from pyquant.bench.cases import Problem
 from common import case_params, full_grid
@@ -10,6 +11,8 @@ SHAPES = [  # (m, n, k, cold, label, in the default grid)
     (64, 4096, 4096, False, "LLM prefill", False),
     (1, 4096, 4096, False, "LLM decode", True),
     (1, 4096, 4096, True, "LLM decode", True),
+    (8, 4096, 4096, False, "small M (batched decode)", True),
+    (8, 14336, 4096, True, "small M, weights from DRAM", False),
     (256, 11008, 4096, False, "LLM prefill FFN", False),
     (128, 1536, 384, False, "MiniLM FFN up", True),
     (128, 384, 1536, False, "MiniLM FFN down", True),
