@@ -127,8 +127,10 @@ std::vector<KernelEntry> build_table() {
             V::not_run,
             "6x16 ymm VEX vpdpbusd tile (exact, no int16 step) + 1x64 streaming GEMV"),
       entry(F::int8_gemm, "avx2_1x64", Isa::avx2, kAvx2Base, 64, kInt8Avx2, V::native,
-            "1x64 vpmaddubsw row tile streaming whole panels (K blocks kept in L2 for M > 1), "
-            "exact: 7-bit row blocks fast, others split a = 2(a>>1) + (a&1)"),
+            "1x64 vpmaddubsw row tile streaming whole panels (K blocks kept in L2 for M > 16); "
+            "M = 2-16: 4 KiB chunks x 16-column strips x 4-row tiles, every row beside the "
+            "stream; exact: 7-bit row blocks fast, others split a = 2(a>>1) + (a&1); 9-bit "
+            "rows: vpmaddwd int16 4x8 tile"),
       entry(F::int8_gemm, "neon_i8mm_8x8", Isa::neon, kNeonBase | feat::neon_i8mm, 8,
             kInt8NeonI8mm, V::qemu,
             "8x8 smmla tile (2x2 blocks of 8 k, weights zipped from two panel groups); "
