@@ -242,7 +242,7 @@ void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size
   }
 }
 
-// Grouped tile for M > 1 (unsigned activations): MR rows x one 32-column half per pass, each
+// Grouped tile for M > 1 (unsigned activations): MR rows x one 32-column half at a time, each
 // k-group's weights unpacked once for all MR rows, pair sums kept in uint16 lanes for a chunk
 // of k-groups (as the GEMV above), widened into int32 partial sums once per chunk, and the
 // group scale applied once per group: out[r][j] += sc[g][j] * float(sum - corr[r][g]) (mul,
@@ -256,9 +256,14 @@ void grouped_rows(const uint8_t* a, size_t lda, const uint8_t* b, size_t kgroups
   const __m256i mask = _mm256_set1_epi8(static_cast<char>((1 << BITS) - 1));
   const __m256i low16 = _mm256_set1_epi32(0xffff);
   alignas(32) int32_t part[MR][4][8];  // int32 sums of the current group (L1)
-  for (size_t h = 0; h < 2; ++h) {
-    for (size_t gi = 0, g0 = 0; g0 < kgroups; ++gi, g0 += group_kgroups) {
-      const size_t g1 = g0 + group_kgroups < kgroups ? g0 + group_kgroups : kgroups;
+  // Group outside, half inside: the first half pulls the group's code lines in (from memory
+  // at small M) and the second finds them in L1, so the panel streams once beside the compute.
+  // (Half outside, the first pass waited on the stream and the second computed after it: W4 g32
+  // 4096 -> 14336 at M = 2 2.14 -> 1.53 ms on the Zen 4's AVX2 tier.) Each output column still
+  // takes its groups in order: the same bits.
+  for (size_t gi = 0, g0 = 0; g0 < kgroups; ++gi, g0 += group_kgroups) {
+    const size_t g1 = g0 + group_kgroups < kgroups ? g0 + group_kgroups : kgroups;
+    for (size_t h = 0; h < 2; ++h) {
       for (size_t c0 = g0; c0 < g1; c0 += kChunk) {
         const size_t c1 = c0 + kChunk < g1 ? c0 + kChunk : g1;
         __m256i s16[MR][4];
