@@ -71,6 +71,8 @@ void int8_epilogue_avx2(const Int8Epilogue& ep, int32_t* c, size_t ldc, size_t m
                         size_t n0, size_t n1);
 void int8_compute_wide_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
                             size_t p1);
+// compute_wide's int16 vpmaddwd tile (int8_gemm_wide_avx2.cc): rows [m0, m1) x one panel
+void int8_wide_rows_tiled_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t panel);
 void int8_compute_avx512(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
 // the ymm VNNI kernel (int8_gemm_vnni256.inc): VEX (AVX-VNNI) and EVEX (AVX-512 VNNI + VL) builds
 void int8_compute_avxvnni(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);

@@ -8,8 +8,9 @@
 //                vpmaddubsw, widened with vpmaddwd by 2 and by 1. Same bits, twice the work.
 // The route is picked per micro-tile and K block by OR-ing the rows' bytes (1/200 of the work),
 // so callers that feed 7-bit activations (or mostly small ones) get the fast route for free.
-// 9-bit rows (compute_wide: SPARQ's signed inputs, +-255 offset by 256) have their own file,
-// int8_gemm_wide_avx2.cc.
+// 9-bit rows (compute_wide: SPARQ's signed inputs, +-255 offset by 256) run a split route of
+// their own, u = 4 (u >> 2) + (u & 3), one row at a time, and from kWideTileMinRows rows on the
+// int16 vpmaddwd tile of int8_gemm_wide_avx2.cc.
 //
 // Activations are u8 [M][lda], used in place. Weights come straight from the shared panels
 // ([K/4][64 columns][4 k]): one ymm is 8 columns x 4 k, exactly what vpmaddubsw pairs with a
@@ -36,6 +37,7 @@ constexpr size_t kVecCols = 8;          // columns per ymm of weights
 constexpr size_t kV = kInt8PanelCols / kVecCols;  // ymm per panel row: 8 accumulators
 constexpr size_t kBlockGroups = 1024;   // k groups (of 4) per K block: 256 KiB of a panel
 constexpr size_t kPrefetchBytes = 2048; // how far ahead of the weight stream to prefetch
+constexpr size_t kWideTileMinRows = 4;   // 9-bit rows: from here on the int16 tile
 
 PQ_INLINE __m256i widen(__m256i pairs16, __m256i mult) { return _mm256_madd_epi16(pairs16, mult); }
 
@@ -129,6 +131,7 @@ void tile(const uint8_t* a, size_t lda, const int8_t* b, size_t groups, int32_t*
 constexpr size_t kStreamRowsMax = 16;
 constexpr size_t kChunkGroups = 16;
 constexpr size_t kChunkBytes = kChunkGroups * kInt8GroupK;  // activation bytes per row per chunk
+constexpr size_t kChunkPanelBytes = kChunkGroups * kInt8PanelGroupBytes;  // weights per chunk
 constexpr size_t kCopyStride = kChunkBytes + 64;            // + one line: the rows' sets differ
 constexpr size_t kStripCols = 16;
 constexpr size_t kPrefetchRows = 8;
@@ -212,11 +215,12 @@ void stream_rows_panel(const Int8GemmProblem& p, const uint8_t* a, size_t m0, si
                                 rows_copy + r * kCopyStride);
     const bool prefetch = rows >= kPrefetchRows;
     for (size_t s = 0; s < kInt8PanelCols; s += kStripCols) {
-      if (prefetch)  // this strip's share (a quarter) of the next chunk's lines
-        for (size_t line = 0; line < kChunkGroups * kInt8PanelGroupBytes / 4; line += 64)
-          _mm_prefetch(reinterpret_cast<const char*>(b) + kChunkGroups * kInt8PanelGroupBytes +
-                           s / kStripCols * (kChunkGroups * kInt8PanelGroupBytes / 4) + line,
-                       _MM_HINT_T0);
+      if (prefetch) {  // this strip's share (a quarter) of the next chunk's lines
+        const char* next = reinterpret_cast<const char*>(b) + kChunkPanelBytes +
+                           s / kStripCols * (kChunkPanelBytes / 4);
+        for (size_t line = 0; line < kChunkPanelBytes / 4; line += 64)
+          _mm_prefetch(next + line, _MM_HINT_T0);
+      }
       const int8_t* bs = b + s * kInt8GroupK;
       for (size_t r0 = 0; r0 < rows;) {
         const uint8_t* ar = rows_copy + r0 * kCopyStride;
@@ -245,6 +249,41 @@ void stream_rows_panel(const Int8GemmProblem& p, const uint8_t* a, size_t m0, si
   const size_t nc = p.n - col0 < kInt8PanelCols ? p.n - col0 : kInt8PanelCols;
   store_tile_rows(acc, kInt8PanelCols, rows, p.c + m0 * p.ldc + col0, p.ldc, nc,
                   p.col_bias ? p.col_bias + col0 : nullptr, false);
+}
+
+// The 9-bit rows of compute_wide: u = 4 * hi + lo with hi = a[k] <= 127 and lo = a_low[k] <= 3,
+// one row x the panel. Both are vpmaddubsw's unsigned operand (pair sums within 127 * 128 * 2),
+// widened by 4 and by 1: the split route's cost, for values the split route cannot hold.
+// Kept apart from `accumulate` so the unsigned loops compile exactly as before.
+PQ_INLINE void accumulate_wide(const uint8_t* hi, const uint8_t* lo, const int8_t* b,
+                               size_t groups, __m256i (&acc)[kV]) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i fours = _mm256_set1_epi16(4);
+  for (size_t g = 0; g < groups; ++g) {
+    const int8_t* bg = b + g * kInt8PanelGroupBytes;
+    for (size_t line = 0; line < kInt8PanelGroupBytes; line += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(bg) + kPrefetchBytes + line, _MM_HINT_T0);
+    const __m256i ah = _mm256_set1_epi32(load_i32(hi + g * 4));
+    const __m256i al = _mm256_set1_epi32(load_i32(lo + g * 4));
+#pragma GCC unroll 8
+    for (size_t v = 0; v < kV; ++v) {
+      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + v * 32));
+      acc[v] = _mm256_add_epi32(acc[v], widen(_mm256_maddubs_epi16(ah, w), fours));
+      acc[v] = _mm256_add_epi32(acc[v], widen(_mm256_maddubs_epi16(al, w), ones));
+    }
+  }
+}
+
+// tile<1, kV> for a 9-bit row: the same C update (bias or accumulate), 64 columns masked to nc.
+void tile_wide(const uint8_t* hi, const uint8_t* lo, const int8_t* b, size_t groups, int32_t* c,
+               size_t nc, const int32_t* bias, bool accumulate_c) {
+  __m256i acc[kV];
+  for (size_t v = 0; v < kV; ++v) acc[v] = _mm256_setzero_si256();
+  accumulate_wide(hi, lo, b, groups, acc);
+  alignas(32) int32_t sums[kV * kVecCols];
+  for (size_t v = 0; v < kV; ++v)
+    _mm256_store_si256(reinterpret_cast<__m256i*>(sums + v * kVecCols), acc[v]);
+  store_tile_rows(sums, kV * kVecCols, 1, c, 0, nc, bias, accumulate_c);
 }
 
 // The shared loop order: panels, then K blocks (M = 1 streams the panel once, K unblocked; more
@@ -280,6 +319,23 @@ void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0
                      [&](size_t at, const int8_t* b, size_t groups, int32_t* c, size_t nc,
                          const int32_t* bias, bool accumulate_c) {
                        tile<1, kV>(a + at, p.lda, b, groups, c, p.ldc, nc, bias, accumulate_c);
+                     });
+}
+
+// 9-bit rows (p.a = u >> 2, p.a_low = u & 3) in one pass: from kWideTileMinRows rows on the
+// vpmaddwd int16 tile (int8_gemm_wide_avx2.cc, half the multiplies), fewer rows (decode, bound
+// by the weight stream) the one-row vpmaddubsw tile above.
+void int8_compute_wide_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
+                            size_t p1) {
+  if (m1 - m0 >= kWideTileMinRows) {
+    for (size_t panel = p0; panel < p1; ++panel) int8_wide_rows_tiled_avx2(p, m0, m1, panel);
+    return;
+  }
+  const uint8_t* a = static_cast<const uint8_t*>(p.a);
+  for_each_row_block(p, m0, m1, p0, p1,
+                     [&](size_t at, const int8_t* b, size_t groups, int32_t* c, size_t nc,
+                         const int32_t* bias, bool accumulate_c) {
+                       tile_wide(a + at, p.a_low + at, b, groups, c, nc, bias, accumulate_c);
                      });
 }
 
