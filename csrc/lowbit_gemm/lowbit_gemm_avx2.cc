@@ -345,15 +345,13 @@ void lowbit_tile_grouped2_avx2(const uint8_t* a, size_t lda, size_t mr, const ui
 
 void lowbit_gemv_grouped_panel4_avx2(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                      size_t group_kgroups, bool a_signed, const uint32_t* corr,
-                                     const float* sc, size_t n_groups, bool prefetch_next,
-                                     float* out) {
+                                     const float* sc, size_t, float* out) {
   if (a_signed) return gemv_grouped_panel<4, true>(a, b, kgroups, group_kgroups, corr, sc, out);
   gemv_grouped_panel<4, false>(a, b, kgroups, group_kgroups, corr, sc, out);
 }
 void lowbit_gemv_grouped_panel2_avx2(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                      size_t group_kgroups, bool a_signed, const uint32_t* corr,
-                                     const float* sc, size_t n_groups, bool prefetch_next,
-                                     float* out) {
+                                     const float* sc, size_t, float* out) {
   if (a_signed) return gemv_grouped_panel<2, true>(a, b, kgroups, group_kgroups, corr, sc, out);
   gemv_grouped_panel<2, false>(a, b, kgroups, group_kgroups, corr, sc, out);
 }

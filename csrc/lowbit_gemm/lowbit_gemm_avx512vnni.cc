@@ -204,7 +204,8 @@ __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, siz
   const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << BITS) - 1));
   // The panel's scales are one contiguous [64][n_groups] block: transpose all of it up front
   // (interleaving 64 short strided reads with the weight stream left the cold GEMV latency-bound)
-  // and prefetch the next panel's block while this one streams.
+  // and prefetch the next panel's block while this one streams (not with PANEL_SCALES: see
+  // LowbitGemvGroupedPanelFn).
   const float* st = scales;
   if constexpr (!PANEL_SCALES) {
     for (size_t g0 = 0; g0 < n_groups; g0 += 16)
@@ -386,23 +387,21 @@ void lowbit_gemv_grouped2_avx512(const uint8_t* a, const uint8_t* b, size_t kgro
 
 void lowbit_gemv_grouped_panel4_avx512(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                        size_t group_kgroups, bool a_signed, const uint32_t* corr,
-                                       const float* sc, size_t n_groups, bool prefetch_next,
-                                       float* out) {
+                                       const float* sc, size_t n_groups, float* out) {
   if (a_signed)
     return gemv_grouped<4, true, false, true>(a, b, kgroups, group_kgroups, corr, sc, n_groups,
-                                              64, prefetch_next, nullptr, out);
+                                              64, false, nullptr, out);
   gemv_grouped<4, false, false, true>(a, b, kgroups, group_kgroups, corr, sc, n_groups, 64,
-                                      prefetch_next, nullptr, out);
+                                      false, nullptr, out);
 }
 void lowbit_gemv_grouped_panel2_avx512(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                        size_t group_kgroups, bool a_signed, const uint32_t* corr,
-                                       const float* sc, size_t n_groups, bool prefetch_next,
-                                       float* out) {
+                                       const float* sc, size_t n_groups, float* out) {
   if (a_signed)
     return gemv_grouped<2, true, false, true>(a, b, kgroups, group_kgroups, corr, sc, n_groups,
-                                              64, prefetch_next, nullptr, out);
+                                              64, false, nullptr, out);
   gemv_grouped<2, false, false, true>(a, b, kgroups, group_kgroups, corr, sc, n_groups, 64,
-                                      prefetch_next, nullptr, out);
+                                      false, nullptr, out);
 }
 
 void lowbit_tile_grouped4_avx512(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,

@@ -235,7 +235,7 @@ void lowbit_grouped_forward_run(const uint8_t* a, size_t lda, size_t m, size_t k
       const size_t col0 = panel * kLowbitPanelCols;
       const size_t nc = n - col0 < kLowbitPanelCols ? n - col0 : kLowbitPanelCols;
       gemv(a, panels + panel * k_groups * gbytes, k_groups, block, false, corr.data(),
-           panel_scales + panel * panel_floats, n_groups, col0 + 2 * kLowbitPanelCols <= n, out);
+           panel_scales + panel * panel_floats, n_groups, out);
       epilogue_row_f32(ep, 0, col0, nc, out, y + col0);
     });
     return;
