@@ -204,8 +204,8 @@ __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, siz
   const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << BITS) - 1));
   // The panel's scales are one contiguous [64][n_groups] block: transpose all of it up front
   // (interleaving 64 short strided reads with the weight stream left the cold GEMV latency-bound)
-  // and prefetch the next panel's block while this one streams (not with PANEL_SCALES: see
-  // LowbitGemvGroupedPanelFn).
+  // and prefetch the next panel's block while this one streams (compiled out with PANEL_SCALES:
+  // see LowbitGemvGroupedPanelFn).
   const float* st = scales;
   if constexpr (!PANEL_SCALES) {
     for (size_t g0 = 0; g0 < n_groups; g0 += 16)
@@ -218,7 +218,7 @@ __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, siz
   const size_t next_per_group = (next_bytes + kgroups - 1) / kgroups * group_kgroups;
   __m512 f0 = _mm512_setzero_ps(), f1 = f0, f2 = f0, f3 = f0;
   for (size_t gi = 0, g0 = 0; g0 < kgroups; ++gi, g0 += group_kgroups) {
-    if (prefetch_next)
+    if (!PANEL_SCALES && prefetch_next)
       for (size_t i = gi * next_per_group; i < (gi + 1) * next_per_group && i < next_bytes;
            i += 64)
         _mm_prefetch(next + i, _MM_HINT_T0);
