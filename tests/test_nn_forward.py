@@ -428,6 +428,41 @@ def test_bound_call_follows_the_buffers(rng, config, tmp_path):
         assert torch.equal(e(x), ys)
 
 
+@pytest.mark.parametrize("config", [pyquant.Int8Config(), pyquant.WeightOnlyConfig(4, 32)],
+                         ids=lambda c: type(c).__name__)
+def test_large_buffers_rehomed_after_reload(rng, config, tmp_path):
+    """Weights of at least 4 MiB that arrive from a pickle or load_state_dict(assign=True) are
+    copied once into numpy memory (huge pages at decode, modules._rehome_large_buffers): same
+    values, same outputs, persistence kept, and no second copy on the next refresh."""
+    import io
+    import sys
+    from pyquant.nn.modules import _want_hugepages
+    lin = torch.nn.Linear(2048, 4096)  # int8 8 MiB, W4 4 MiB of codes
+    x = torch.from_numpy(rng.standard_normal((1, 2048)).astype(f32))
+    with torch.no_grad():
+        a = QuantLinear.from_linear(lin, config)
+        big = [n for n, t in a._buffers.items() if _want_hugepages(t)]
+        assert "packed" in big or not sys.platform.startswith("linux")
+        ptrs = {n: a._buffers[n].data_ptr() for n in big}
+        a._refresh_derived()  # already numpy memory: nothing copied
+        assert {n: a._buffers[n].data_ptr() for n in big} == ptrs
+        f = io.BytesIO()
+        torch.save(a, f)
+        f.seek(0)
+        b = torch.load(f, weights_only=False)
+        assert torch.equal(b(x), a(x))
+        sd = a.state_dict()
+        c = QuantLinear.from_linear(torch.nn.Linear(2048, 4096), config)
+        c.load_state_dict({k: v.clone() for k, v in sd.items()}, assign=True)
+        assert torch.equal(c(x), a(x))
+        assert sorted(c.state_dict()) == sorted(sd)
+        for k, v in c.state_dict().items():
+            torch.testing.assert_close(v, sd[k], rtol=0, atol=0, equal_nan=True)
+        kept = {n: c._buffers[n].data_ptr() for n in big}
+        c._refresh_derived()
+        assert {n: c._buffers[n].data_ptr() for n in big} == kept
+
+
 @pytest.mark.parametrize("config", ALL, ids=lambda c: type(c).__name__)
 def test_export_is_self_contained(rng, config):
     model = torch.nn.Sequential(torch.nn.Linear(64, 48), torch.nn.ReLU(), torch.nn.Linear(48, 32))

@@ -6,6 +6,8 @@ static activation range set by ``pyquant.calibrate`` (NaN = dynamic per-row, the
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,6 +16,18 @@ from pyquant._threads import get_num_threads
 
 from . import _backend, _load, ops
 from .schemes import scheme_for
+
+
+# numpy asks Linux for transparent huge pages (madvise) on arrays of at least 4 MiB; decode
+# streams every weight byte once per token, and on 4 KiB pages the cold GEMV ran 10-25% slower
+# (Zen 4, docs/notes/nn_forward.md, tenth session)
+_HUGEPAGE_MIN_BYTES = 4 << 20
+_HUGEPAGE_DTYPES = (torch.uint8, torch.int8, torch.int32, torch.int64, torch.float32)
+
+
+def _want_hugepages(t) -> bool:
+    return (sys.platform.startswith("linux") and t is not None and t.device.type == "cpu"
+            and t.dtype in _HUGEPAGE_DTYPES and t.numel() * t.element_size() >= _HUGEPAGE_MIN_BYTES)
 
 
 class _InferenceOnly(torch.autograd.Function):
@@ -54,13 +68,15 @@ class _QuantModule(nn.Module):
         self._observer = None
         self._run = None
         self._config_text = repr(config)  # a constant string for the reference op (compile)
-        self._refresh_derived()
+        self._hugepage_ptrs = set()  # buffers known to sit in numpy (huge-page) memory
+        self._refresh_derived(fresh=True)
         self.register_load_state_dict_post_hook(_refresh_after_load)
 
     def __getstate__(self):
         # the bound call holds arrays of THESE buffers: never pickled or deep-copied with them
         state = self.__dict__.copy()
         state["_run"], state["_bound"] = None, ()
+        state["_hugepage_ptrs"] = set()
         return state
 
     def __setstate__(self, state):  # torch.load of a whole module: the file is untrusted too
@@ -68,7 +84,7 @@ class _QuantModule(nn.Module):
         _load.check_own_buffers(self)
         self._refresh_derived()
 
-    def _refresh_derived(self):
+    def _refresh_derived(self, fresh: bool = False):
         """The fused forward's constants (scale x column-sum products, panel-layout scales) and
         the native call bound to the buffers: made here, at conversion and after load_state_dict
         (and again if a buffer object is replaced, e.g. by ``module.to``), never per call.
@@ -79,12 +95,28 @@ class _QuantModule(nn.Module):
         with torch.inference_mode(False), torch.no_grad():
             for name, t in self.scheme.derived(self._buffers).items():
                 self.register_buffer(name, t.contiguous(), persistent=False)
+            self._rehome_large_buffers(fresh)
         bufs = self._buffers
         if all(t is None or (t.device.type == "cpu" and t.is_contiguous()) for t in bufs.values()):
             run = self.scheme.bind(bufs, self.act_range, self.bias)
             if run is not None:
                 self._run = run
                 self._bound = tuple(bufs.items())
+
+    def _rehome_large_buffers(self, fresh: bool) -> None:
+        """Large buffers that arrived from elsewhere (unpickling, ``load_state_dict(assign=True)``,
+        ``module.to``) are copied once into numpy memory, which gets huge pages; at conversion
+        (``fresh``) they were just made by numpy and are only recorded."""
+        known = getattr(self, "_hugepage_ptrs", None)
+        if known is None:
+            known = self._hugepage_ptrs = set()
+        for name, t in self._buffers.items():
+            if not _want_hugepages(t) or t.data_ptr() in known:
+                continue
+            if not fresh:
+                t = torch.from_numpy(t.contiguous().numpy().copy())
+                self._buffers[name] = t  # keeps the buffer's persistence
+            known.add(t.data_ptr())
 
     def _native_run(self):
         """The bound native forward, rebound first if any buffer object was replaced."""
