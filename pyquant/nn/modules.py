@@ -93,9 +93,10 @@ class _QuantModule(nn.Module):
         if self.reference:
             return
         with torch.inference_mode(False), torch.no_grad():
-            for name, t in self.scheme.derived(self._buffers).items():
+            derived = self.scheme.derived(self._buffers)
+            for name, t in derived.items():
                 self.register_buffer(name, t.contiguous(), persistent=False)
-            self._rehome_large_buffers(fresh)
+            self._rehome_large_buffers(fresh, made_here=tuple(derived))
         bufs = self._buffers
         if all(t is None or (t.device.type == "cpu" and t.is_contiguous()) for t in bufs.values()):
             run = self.scheme.bind(bufs, self.act_range, self.bias)
@@ -103,17 +104,18 @@ class _QuantModule(nn.Module):
                 self._run = run
                 self._bound = tuple(bufs.items())
 
-    def _rehome_large_buffers(self, fresh: bool) -> None:
+    def _rehome_large_buffers(self, fresh: bool, made_here=()) -> None:
         """Large buffers that arrived from elsewhere (unpickling, ``load_state_dict(assign=True)``,
         ``module.to``) are copied once into numpy memory, which gets huge pages; at conversion
-        (``fresh``) they were just made by numpy and are only recorded."""
+        (``fresh``) and for the derived buffers just made (``made_here``: numpy arrays from the
+        native side) they are only recorded."""
         known = getattr(self, "_hugepage_ptrs", None)
         if known is None:
             known = self._hugepage_ptrs = set()
         for name, t in self._buffers.items():
             if not _want_hugepages(t) or t.data_ptr() in known:
                 continue
-            if not fresh:
+            if not fresh and name not in made_here:
                 t = torch.from_numpy(t.contiguous().numpy().copy())
                 self._buffers[name] = t  # keeps the buffer's persistence
             known.add(t.data_ptr())
