@@ -453,8 +453,11 @@ def test_large_buffers_rehomed_after_reload(rng, config, tmp_path):
         assert torch.equal(b(x), a(x))
         sd = a.state_dict()
         c = QuantLinear.from_linear(torch.nn.Linear(2048, 4096), config)
-        c.load_state_dict({k: v.clone() for k, v in sd.items()}, assign=True)
+        given = {k: v.clone() for k, v in sd.items()}
+        c.load_state_dict(given, assign=True)
         assert torch.equal(c(x), a(x))
+        for n in big:  # the assigned (torch-allocated) tensors were copied, not kept
+            assert c._buffers[n].data_ptr() != given[n].data_ptr(), n
         assert sorted(c.state_dict()) == sorted(sd)
         for k, v in c.state_dict().items():
             torch.testing.assert_close(v, sd[k], rtol=0, atol=0, equal_nan=True)

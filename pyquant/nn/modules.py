@@ -109,16 +109,16 @@ class _QuantModule(nn.Module):
         ``module.to``) are copied once into numpy memory, which gets huge pages; at conversion
         (``fresh``) and for the derived buffers just made (``made_here``: numpy arrays from the
         native side) they are only recorded."""
-        known = getattr(self, "_hugepage_ptrs", None)
-        if known is None:
-            known = self._hugepage_ptrs = set()
+        known = getattr(self, "_hugepage_ptrs", set())  # (absent in older pickles)
+        now = set()  # only the current buffers: no stale addresses kept across reloads
         for name, t in self._buffers.items():
-            if not _want_hugepages(t) or t.data_ptr() in known:
+            if not _want_hugepages(t):
                 continue
-            if not fresh and name not in made_here:
+            if not (fresh or name in made_here or t.data_ptr() in known):
                 t = torch.from_numpy(t.contiguous().numpy().copy())
                 self._buffers[name] = t  # keeps the buffer's persistence
-            known.add(t.data_ptr())
+            now.add(t.data_ptr())
+        self._hugepage_ptrs = now
 
     def _native_run(self):
         """The bound native forward, rebound first if any buffer object was replaced."""
