@@ -213,10 +213,26 @@ def sparq_encode(a, *, bits=4, options=5, rounding="round", pairs=True):
     return _arrays.like(payload.reshape(shape[:-1] + (payload.shape[-1],)), was_torch), meta
 
 
+def _meta_shape(meta) -> tuple:
+    """``meta``'s shape, after checking it is a ``sparq_encode`` meta dict (ValueError naming the
+    missing key or the bad shape otherwise; the config fields are checked by the callers)."""
+    if not isinstance(meta, dict):
+        raise TypeError(f"meta: expected the dict sparq_encode returned, got {type(meta).__name__}")
+    for key in ("shape", "bits", "options", "rounding", "pairs"):
+        if key not in meta:
+            raise ValueError(f"meta: missing key {key!r} (expected the dict sparq_encode returned)")
+    shape = meta["shape"]
+    if (not isinstance(shape, (tuple, list))
+            or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0
+                       for d in shape)):
+        raise ValueError(f"meta: shape must be a tuple of non-negative ints, got {shape!r}")
+    return tuple(int(d) for d in shape)
+
+
 def sparq_decode(payload, meta: dict):
     """The uint8 activations a ``sparq_encode`` payload holds (exact)."""
+    shape = _meta_shape(meta)
     b, o, _, p = check_config(meta["bits"], meta["options"], meta["rounding"], meta["pairs"])
-    shape = tuple(int(d) for d in meta["shape"])
     was_torch = _arrays.is_torch(payload)
     pn = _arrays.to_numpy(payload, "payload")
     _arrays.require_int_dtype(pn, "payload", (np.uint8,))
@@ -235,8 +251,8 @@ def sparq_gemm_encoded(payload, meta: dict, w):
     PackedWeight from ``prepack(w, "sparq_gemm", ...)`` with the config in ``meta``.
     Equals ``sparq_gemm(a, w, ...)`` for the encoded ``a``.
     """
+    shape = _meta_shape(meta)
     params = _params(meta["bits"], meta["options"], meta["rounding"], meta["pairs"])
-    shape = tuple(int(d) for d in meta["shape"])
     if len(shape) != 2:
         raise ValueError(f"meta: expected the encoding of a 2-D [M, K] activation, got shape {shape}")
     was_torch = _arrays.is_torch(payload)

@@ -297,6 +297,42 @@ ALL = [pyquant.Int8Config(act_bits=8), pyquant.Int8Config(act_bits=7), pyquant.W
        pyquant.LUT2Config(), pyquant.SparqConfig()]
 
 
+NONFINITE_ROWS = {"nan": {5: np.nan}, "inf": {5: np.inf}, "-inf": {3: -np.inf},
+                  "huge": {3: -3e38, 5: 3e38}}  # huge: hi - lo overflows float32
+
+
+@pytest.mark.parametrize("config", ALL + [pyquant.LUT2Config(a_scale="minmax"),
+                                          pyquant.SparqConfig(sparse24=True)],
+                         ids=lambda c: repr(c)[:40])
+def test_nonfinite_row_leaves_the_other_rows_alone(rng, config):
+    # NaN, inf or a range that overflows float32 in one input row: no crash on any path (LUT2's
+    # mse histogram once indexed its bins with int(NaN)), and the dynamic per-row quantization
+    # keeps every other row's output exactly as without that row
+    w = rng.standard_normal((64, 96)).astype(f32) * f32(0.05)
+    if getattr(config, "sparse24", False):
+        w = pyquant.prune_24(w)
+    mod = module(w, rng.standard_normal(64).astype(f32), config)
+    x = np.abs(rng.standard_normal((3, 96))).astype(f32)
+    previous = _C.active_isa()
+    try:
+        for isa in pyquant.cpu_info()["available"]:
+            _C.set_isa(isa)
+            clean = _run(mod, x, None)
+            for label, edits in NONFINITE_ROWS.items():
+                bad = x.copy()
+                for col, v in edits.items():
+                    bad[1, col] = v
+                if getattr(config, "sparse24", False) and min(edits.values()) < 0:
+                    with pytest.raises(ValueError, match="negative inputs"):  # not built yet
+                        _run(mod, bad, None)
+                    continue
+                y = _run(mod, bad, None)
+                assert y.shape == clean.shape, (isa, label)
+                assert torch.equal(y[[0, 2]], clean[[0, 2]]), (isa, label)
+    finally:
+        _C.set_isa(previous)
+
+
 @pytest.mark.parametrize("config", ALL, ids=lambda c: type(c).__name__)
 def test_paths_and_threads_bit_identical(rng, config):
     w = rng.standard_normal((200, 264)).astype(f32) * f32(0.05)

@@ -288,6 +288,23 @@ def test_encoding_torch_and_bad_payload():
         pyquant.sparq_decode(payload.numpy().astype(np.int8), meta)
 
 
+def test_bad_meta_is_a_value_error():
+    a = np.arange(5 * 37, dtype=np.uint8).reshape(5, 37)
+    payload, meta = pyquant.sparq_encode(a)
+    w = np.ones((4, 37), np.int8)
+    for key in ("bits", "shape", "pairs"):
+        bad = {k: v for k, v in meta.items() if k != key}
+        with pytest.raises(ValueError, match=f"meta: missing key '{key}'"):
+            pyquant.sparq_decode(payload, bad)
+        with pytest.raises(ValueError, match=f"meta: missing key '{key}'"):
+            pyquant.sparq_gemm_encoded(payload, bad, w)
+    for shape in ((5.5, 37.9), (5, -37), "5x37", (True, 37)):
+        with pytest.raises(ValueError, match="meta: shape"):
+            pyquant.sparq_decode(payload, {**meta, "shape": shape})
+    with pytest.raises(TypeError, match="meta"):
+        pyquant.sparq_decode(payload, list(meta.items()))
+
+
 # --- errors ---
 
 @pytest.mark.parametrize("kw,exc,match", [

@@ -261,6 +261,59 @@ def test_side_tensors_are_checked_at_load(config):
         fresh.load_state_dict(bad)
 
 
+@pytest.mark.parametrize("config", CONFIGS)
+def test_assign_load_installs_plain_contiguous_buffers(config):
+    # torch.load(weights_only=True) rebuilds Parameters and keeps strides: with assign=True torch
+    # installs the given objects, so each must become a plain contiguous tensor (same values)
+    model, fresh = _models(config)
+    with torch.no_grad():
+        y = model(X)
+    variants = {
+        "parameter": lambda v: nn.Parameter(v.clone(), requires_grad=v.is_floating_point()),
+        "requires_grad": lambda v: v.clone().requires_grad_(True) if v.is_floating_point() else v,
+        "strided": lambda v: torch.stack([v, v], -1).select(-1, 0) if v.dim() == 1 else v,
+    }
+    for label, make in variants.items():
+        fresh = _models(config)[1]
+        sd = {k: make(v) for k, v in model.state_dict().items()}
+        fresh.load_state_dict(sd, assign=True)
+        for name, b in fresh.named_buffers():
+            assert type(b) is torch.Tensor and not b.requires_grad and b.is_contiguous(), (label, name)
+        assert not list(fresh.parameters()), label
+        with torch.no_grad():
+            assert torch.equal(fresh(X), y), label
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_act_range_is_checked_at_load(config):
+    model, fresh = _models(config)
+    sd = model.state_dict()
+    key = next(k for k in sd if k.endswith("act_range"))
+    with torch.no_grad():
+        y_fresh = fresh(X)
+    for bad_range in ([1.0, -1.0], [-float("inf"), float("inf")], [float("nan"), 1.0],
+                      [0.0, float("nan")]):
+        bad = dict(sd)
+        bad[key] = torch.tensor(bad_range)
+        with pytest.raises(ValueError, match=f"{key.replace('.', '[.]')}: expected"):
+            fresh.load_state_dict(bad)
+        with torch.no_grad():
+            assert torch.equal(fresh(X), y_fresh)
+    good = dict(sd)
+    good[key] = torch.tensor([-2.0, 3.0])  # a static range loads
+    fresh.load_state_dict(good)
+
+
+def test_packed_of_two_dims_is_refused_by_name():
+    model, fresh = _models(pyquant.Int8Config())
+    sd = model.state_dict()
+    key = _packed_keys(sd)[0]
+    bad = dict(sd)
+    bad[key] = sd[key].unsqueeze(-1)
+    with pytest.raises(ValueError, match=f"{key.replace('.', '[.]')}: expected a 1-D tensor"):
+        fresh.load_state_dict(bad)
+
+
 def test_state_dict_of_another_config_is_refused():
     sd_w4 = pyquant.quantize_(_net(1), pyquant.WeightOnlyConfig(bits=4, group_size=32)).state_dict()
     w2 = pyquant.quantize_(_net(1), pyquant.WeightOnlyConfig(bits=2, group_size=32))

@@ -74,8 +74,10 @@ void lut_params_mse(const float* x, size_t k, const LutActLevels& lv, float* s, 
   for (size_t i = 0; i < k; ++i) {
     float t = x[i] - lo;
     t = t * inv_bw;
-    const int b = static_cast<int>(t);
-    ++count[b < kLutBins - 1 ? b : kLutBins - 1];
+    // NaN (a NaN input, or inf * 0 when hi - lo overflows) goes to bin 0: never an int cast
+    // of NaN or of a value out of range
+    const int b = t > 0.0f ? (t < kLutBins - 1 ? static_cast<int>(t) : kLutBins - 1) : 0;
+    ++count[b];
   }
   // the occupied bins in increasing centre order, as (centre, count), with prefix sums of
   // n, n c and n c^2: a candidate's error is then 4 segment sums (one per level) instead of one

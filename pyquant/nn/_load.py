@@ -42,6 +42,10 @@ def check_state_dict(module, state_dict, prefix: str) -> None:
             raise TypeError(f"{prefix}{name}: expected a tensor, got {type(t).__name__}")
         if t.dtype != own[name].dtype:
             raise ValueError(f"{prefix}{name}: expected dtype {own[name].dtype}, got {t.dtype}")
+    for name in ("packed", "packed_offsets"):
+        if name in new and new[name].dim() != 1:
+            raise ValueError(f"{prefix}{name}: expected a 1-D tensor, got shape "
+                             f"{list(new[name].shape)}")
     if not module.reference and "packed" in new:
         if "packed_offsets" in own and "packed_offsets" in new:
             if new["packed_offsets"].shape != own["packed_offsets"].shape:
@@ -56,6 +60,26 @@ def check_state_dict(module, state_dict, prefix: str) -> None:
         if t.shape != own[name].shape:
             raise ValueError(f"{prefix}{name}: expected shape {list(own[name].shape)}, "
                              f"got {list(t.shape)}")
+    if "act_range" in new:  # checked here, not at the first forward
+        lo, hi = new["act_range"].tolist()
+        dynamic = lo != lo and hi != hi
+        finite = abs(lo) < float("inf") and abs(hi) < float("inf")
+        if not (dynamic or (finite and lo <= hi)):
+            raise ValueError(f"{prefix}act_range: expected [nan, nan] (dynamic) or a finite "
+                             f"[lo, hi] with lo <= hi (static), got {[lo, hi]}")
+
+
+def as_plain_buffers(module, state_dict, prefix: str) -> None:
+    """Entries that will replace buffers become plain, contiguous tensors without grad: with
+    ``assign=True`` torch installs the given object itself, and a Parameter would turn the
+    buffer into a parameter, a strided one would fail in the kernels. Values are unchanged."""
+    for name, t in module._buffers.items():
+        key = prefix + name
+        if t is None or key not in state_dict:
+            continue
+        v = state_dict[key]
+        if isinstance(v, torch.nn.Parameter) or v.requires_grad or not v.is_contiguous():
+            state_dict[key] = v.detach().contiguous()
 
 
 def check_own_buffers(module) -> None:

@@ -133,6 +133,7 @@ class _QuantModule(nn.Module):
         # state dicts may come from files anyone wrote: a damaged or edited weight is a
         # ValueError here (pyquant/nn/_load.py), never a crash at the first forward
         _load.check_state_dict(self, state_dict, prefix)
+        _load.as_plain_buffers(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _gemm(self, x2d: torch.Tensor) -> torch.Tensor:
