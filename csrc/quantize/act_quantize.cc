@@ -20,7 +20,7 @@ float quantize_row_abs_u8(const float* x, size_t k, const float* fixed_amax, uin
   for (size_t i = 0; i < k; ++i) {
     float t = std::fabs(x[i]) * inv;
     t = t + 0.5f;
-    t = t > 255.25f ? 255.25f : t;
+    t = t > 0.0f ? (t < 255.25f ? t : 255.25f) : 0.0f;  // NaN (x NaN, or inf * 0) -> 0
     q[i] = static_cast<uint8_t>(t);
   }
   return s;

@@ -68,7 +68,7 @@ void quantize_rows_u8_ex_avx2(const float* x, size_t rows, size_t k, size_t ldq,
     for (; i < k; ++i) {
       float t = xr[i] * p.inv_scale;
       t = t + p.offset;
-      t = t < 0.0f ? 0.0f : (t > p.top ? p.top : t);
+      t = t > 0.0f ? (t < p.top ? t : p.top) : 0.0f;  // NaN -> 0, as the vector loop
       qr[i] = static_cast<uint8_t>(t);
     }
     for (i = k; i < ldq; ++i) qr[i] = 0;

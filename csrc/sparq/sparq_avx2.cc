@@ -127,7 +127,7 @@ float sparq_prep_row_avx2(const SparqPlan& plan, const float* x, size_t k, const
       __m256 t = _mm256_mul_ps(_mm256_and_ps(_mm256_loadu_ps(x + i + 8 * j), abs_mask), vinv);
       asm("" : "+x"(t));  // a separate multiply and add, as the scalar definition
       t = _mm256_add_ps(t, half);
-      q[j] = _mm256_cvttps_epi32(_mm256_min_ps(cap, t));  // NaN: stays NaN, as the scalar code
+      q[j] = _mm256_cvttps_epi32(_mm256_min_ps(cap, t));  // NaN: cvtt gives INT_MIN, 0 after the saturating packs, as the scalar code
     }
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(tq + i), pack_u8(q[0], q[1], q[2], q[3]));
   }
@@ -135,7 +135,7 @@ float sparq_prep_row_avx2(const SparqPlan& plan, const float* x, size_t k, const
     float t = std::fabs(x[i]) * inv;
     asm("" : "+x"(t));  // no FMA contraction
     t = t + 0.5f;
-    t = t > 255.25f ? 255.25f : t;
+    t = t > 0.0f ? (t < 255.25f ? t : 255.25f) : 0.0f;  // NaN -> 0, as the vector loop
     tq[i] = static_cast<uint8_t>(t);
   }
   sparq_trim_row_avx2(plan, tq, k, tq);
