@@ -14,6 +14,7 @@ float output is then compared in units of one integer step of its accumulator
 """
 from __future__ import annotations
 
+import copy
 import functools
 import io
 import subprocess
@@ -757,6 +758,21 @@ def test_compile_matches_eager(config, backend):
         assert torch.equal(compiled(x), model(x))
 
 
+def test_compile_plain_call_after_float_layers():
+    """fullgraph compile of a plain (grad-enabled) call whose quantized layer follows a float
+    layer with parameters: compiles, matches eager; only a backward is the clear error."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 8))
+    pyquant.quantize_(model, pyquant.Int8Config(), filter_fn=lambda m, fqn: fqn == "2")
+    x = torch.randn(5, 16)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    y = compiled(x)
+    assert torch.equal(y.detach(), model(x).detach())
+    with pytest.raises(RuntimeError, match="QuantLinear is inference-only"):
+        y.sum().backward()
+
+
 def test_export_sees_opaque_op():
     model = pyquant.quantize_(_net(), pyquant.Int8Config())
     ep = torch.export.export(model, (torch.randn(2, 3, 6, 6),))
@@ -887,6 +903,21 @@ def test_gptq_beats_round_to_nearest():
         pyquant.nn.gptq_(nn.Sequential(lin), pyquant.Int8Config(), xs)
 
 
+def test_gptq_quantizes_convs_too():
+    """gptq_ on a CNN: the convs become QuantConv2d with GPTQ rounding over their im2col rows
+    (better than round-to-nearest on correlated inputs), like quantize_ would convert them."""
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 8, 3, stride=2))
+    smooth = lambda n: torch.nn.functional.avg_pool2d(torch.randn(n, 8, 12, 12), 3, 1, 1) * 3
+    xs, x = [smooth(16) for _ in range(4)], smooth(16)
+    config = pyquant.WeightOnlyConfig(bits=2, group_size=32)
+    with torch.no_grad():
+        rtn = pyquant.quantize_(copy.deepcopy(net), config)
+        gq = pyquant.nn.gptq_(copy.deepcopy(net), config, xs)
+        assert all(isinstance(gq[i], pyquant.nn.QuantConv2d) for i in (0, 2))
+        assert _sqnr(gq(x), net(x)) > _sqnr(rtn(x), net(x)) + 0.5
+
+
 def test_inference_mode_then_normal_mode():
     """Modules converted / run under inference_mode keep working outside it (and vice versa),
     each output against the independent reference."""
@@ -970,3 +1001,58 @@ def test_quantgru_takes_its_config():
     assert a.config == config and a.widths == config.widths()
     out, h_n = a(x)  # plain call, gru's parameters require grad
     assert not out.requires_grad and torch.equal(out, b(x)[0]) and h_n.shape == (1, 3, 7)
+
+
+@pytest.mark.parametrize("config", ONE_PER_FAMILY, ids=lambda c: type(c).__name__)
+def test_module_dtype_casts_keep_the_quantized_buffers(config):
+    """model.half() / .to(bfloat16) / .double() after quantize_: the quantized modules keep their
+    float32 buffers (a float16 column sum overflows; the state dict keeps loading) and run
+    inputs of the new dtype, returning that dtype."""
+    torch.manual_seed(4)
+    lin = pyquant.quantize_(nn.Sequential(nn.Linear(40, 30)), config)
+    conv = pyquant.quantize_(nn.Sequential(nn.Conv2d(2, 4, 3)), config)
+    x, xc = torch.randn(5, 40).abs(), torch.randn(2, 2, 6, 7).abs()
+    with torch.no_grad():
+        y, yc = lin(x), conv(xc)
+    before = {k: (v.dtype, v.clone()) for k, v in lin.state_dict().items()}
+    for cast, dtype in ((nn.Module.half, torch.float16), (nn.Module.bfloat16, torch.bfloat16),
+                        (nn.Module.double, torch.float64), (nn.Module.float, torch.float32)):
+        cast(lin), cast(conv)
+        for k, (dt, v) in before.items():
+            now = lin.state_dict()[k]
+            assert now.dtype == dt and torch.equal(now.nan_to_num(), v.nan_to_num()), k
+        with torch.no_grad():
+            out, outc = lin(x.to(dtype)), conv(xc.to(dtype))
+        assert out.dtype == dtype and outc.dtype == dtype
+        if dtype in (torch.float32, torch.float64):  # inputs exact in the dtype: same codes
+            assert torch.equal(out.float(), y) and torch.equal(outc.float(), yc)
+
+
+def test_integer_inputs_are_a_type_error():
+    q = pyquant.quantize_(nn.Sequential(nn.Linear(4, 3)), pyquant.Int8Config())
+    with pytest.raises(TypeError, match="x: expected a floating-point tensor"):
+        q(torch.tensor([[1, -2, 3, 4]]))
+
+
+@pytest.mark.parametrize("config", ONE_PER_FAMILY, ids=lambda c: type(c).__name__)
+def test_conv_empty_batch(config):
+    conv = nn.Conv2d(3, 5, 3, stride=2, padding=1)
+    q = pyquant.nn.QuantConv2d.from_conv(conv, config)
+    x = torch.zeros(0, 3, 9, 8)
+    with torch.no_grad():
+        assert q(x).shape == conv(x).shape == (0, 5, 5, 4)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_calibrate_refuses_nonfinite_batches(bad):
+    model = pyquant.quantize_(nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3)),
+                              pyquant.Int8Config())
+    ok = torch.randn(8, 6)
+    x = ok.clone()
+    x[2, 1] = bad
+    with pytest.raises(ValueError, match="calibrate: module '0' saw non-finite inputs"):
+        pyquant.calibrate(model, [ok, x])
+    assert all(torch.isnan(m.act_range).all() for m in model if hasattr(m, "act_range"))
+    assert model[0]._observer is None  # (left the calibration mode)
+    pyquant.calibrate(model, [ok])
+    assert not torch.isnan(model[0].act_range).any()

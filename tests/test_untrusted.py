@@ -345,6 +345,20 @@ def test_reference_modules_check_dtype_and_shape():
         fresh.load_state_dict(bad)
 
 
+@pytest.mark.parametrize("config", CONFIGS + [
+    pytest.param(pyquant.SparqConfig(sparse24=True), id="sparq24")])
+def test_whole_module_copies(config, tmp_path):
+    import copy
+    model, _ = _models(config)
+    x = X.abs()  # (2:4 SPARQ takes non-negative inputs only)
+    with torch.no_grad():
+        y = model(x)
+        torch.save(model, tmp_path / "m.pt")
+        for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model)),
+                      torch.load(tmp_path / "m.pt", weights_only=False)):
+            assert torch.equal(other(x), y)
+
+
 def test_whole_module_pickle_is_validated(tmp_path):
     model, _ = _models(pyquant.SparqConfig())
     with torch.no_grad():

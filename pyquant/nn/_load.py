@@ -86,7 +86,7 @@ def check_own_buffers(module) -> None:
     """After unpickling a whole module: its packed weights must be valid for its op and shape."""
     if module.reference:
         return
-    op = module.scheme.ops[0]
+    op = module.scheme.packed_op
     parts = _packed_parts(dict(module._buffers), "")
     ks = []
     for part in parts:

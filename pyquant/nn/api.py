@@ -73,18 +73,27 @@ def calibration(model: nn.Module):
     """Within the block, quantized modules record their input ranges; on exit each gets a static
     activation range = mean over the recorded batches of the batch min and of the batch max
     (the SPARQ paper's rule for the max). Modules that saw no batch stay dynamic."""
-    mods = _quant_modules(model)
-    for m in mods:
+    names = {m: n for n, m in model.named_modules() if isinstance(m, _QuantModule)}
+    for m in names:
         m._observer = []
+    ranges = {}
     try:
         yield model
+        for m, name in names.items():
+            if m._observer:
+                lo = torch.stack([o[0] for o in m._observer]).float().mean()
+                hi = torch.stack([o[1] for o in m._observer]).float().mean()
+                if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
+                    # a NaN or inf in the calibration data: refused, every range left as it was
+                    raise ValueError(f"calibrate: module {name or type(m).__name__!r} saw "
+                                     f"non-finite inputs (range [{lo.item()}, {hi.item()}]); no "
+                                     "static range was set")
+                ranges[m] = torch.stack([lo, hi])
     finally:
-        for m in mods:
-            obs, m._observer = m._observer, None
-            if obs:
-                lo = torch.stack([o[0] for o in obs]).float().mean()
-                hi = torch.stack([o[1] for o in obs]).float().mean()
-                m.act_range.copy_(torch.stack([lo, hi]))
+        for m in names:
+            m._observer = None
+    for m, r in ranges.items():
+        m.act_range.copy_(r)
 
 
 def calibrate(model: nn.Module, batches: Iterable) -> nn.Module:

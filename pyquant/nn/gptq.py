@@ -3,8 +3,8 @@ group-wise low-bit weights, same packed format and kernels as plain round-to-nea
 
     pyquant.nn.gptq_(model, pyquant.WeightOnlyConfig(bits=4, group_size=64), batches)
 
-Each matching nn.Linear records ``H = sum x^T x`` over its inputs on the calibration batches (float
-model, all layers at once); then its columns are quantized left to right, each column's rounding
+Each matching nn.Linear (and nn.Conv2d, over its im2col rows in QuantConv2d's K order) records
+``H = sum x^T x`` over its inputs on the calibration batches (float model, all layers at once); then its columns are quantized left to right, each column's rounding
 error spread over the not-yet-quantized columns through the inverse Hessian's Cholesky factor.
 Blocks are one group wide, so each group's scale is chosen (MSE clipping search) on the weights
 as updated so far.
@@ -18,7 +18,7 @@ from torch import nn
 
 from .api import _replace, default_filter
 from .configs import WeightOnlyConfig
-from .modules import QuantLinear
+from .modules import QuantConv2d, QuantLinear, im2col
 from .schemes import best_clip, bf16_round
 
 
@@ -81,11 +81,18 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig, batches: Iterable, *,
     hess: dict[nn.Module, torch.Tensor] = {}
 
     def hook(mod, args):
-        x = args[0].detach().reshape(-1, mod.in_features).double()
+        if isinstance(mod, nn.Conv2d):  # the GEMM's rows: im2col in QuantConv2d's K order
+            x = args[0].detach()
+            x = im2col(mod, x if x.dim() == 4 else x.unsqueeze(0))[0].double()
+        else:
+            x = args[0].detach().reshape(-1, mod.in_features).double()
         hess[mod] = hess.get(mod, 0) + x.T @ x
 
+    def quantizable(m, fqn):
+        return isinstance(m, (nn.Linear, nn.Conv2d)) and filter_fn(m, fqn)
+
     handles = [m.register_forward_pre_hook(hook) for name, m in model.named_modules()
-               if isinstance(m, nn.Linear) and filter_fn(m, name)]
+               if quantizable(m, name)]
     try:
         with torch.no_grad():
             for b in batches:
@@ -95,9 +102,10 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig, batches: Iterable, *,
             h.remove()
 
     def handler(mod, cfg):
-        if isinstance(mod, nn.Linear) and mod in hess:
-            return QuantLinear.from_linear(mod, cfg, hessian=hess[mod], damp=damp)
-        return QuantLinear.from_linear(mod, cfg)
+        kw = dict(hessian=hess[mod], damp=damp) if mod in hess else {}
+        if isinstance(mod, nn.Conv2d):
+            return QuantConv2d.from_conv(mod, cfg, **kw)
+        return QuantLinear.from_linear(mod, cfg, **kw)
 
-    _replace(model, config, handler, lambda m, fqn: isinstance(m, nn.Linear) and filter_fn(m, fqn), "")
+    _replace(model, config, handler, quantizable, "")
     return model

@@ -35,15 +35,13 @@ class _InferenceOnly(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x2d, run, name):
-        ctx.name = name
+        ctx.name, ctx.k = name, x2d.shape[1]
         return run(x2d)
 
     @staticmethod
     def backward(ctx, grad):
-        raise RuntimeError(
-            f"{ctx.name} is inference-only: quantized layers have no backward; keep them out of "
-            "training (or train the float model and quantize it afterwards)"
-        )
+        # raised by an op when the backward runs, not while torch.compile traces it
+        return ops.inference_only_grad(grad, ctx.k, ctx.name), None, None
 
 
 class _QuantModule(nn.Module):
@@ -136,7 +134,19 @@ class _QuantModule(nn.Module):
         _load.as_plain_buffers(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def _apply(self, fn, recurse=True):
+        # module.half() / .to(torch.bfloat16) / .double() cast floating buffers: the packed codes'
+        # scales, sums, bias and range keep float32 (the kernels' and the state dict's dtype; a
+        # float16 column sum overflows), only device moves apply. Inputs of any float dtype run,
+        # and the output takes the input's dtype.
+        def keep_dtype(t):
+            r = fn(t)
+            return r if r.dtype == t.dtype else t.to(device=r.device)
+        return super()._apply(keep_dtype, recurse)
+
     def _gemm(self, x2d: torch.Tensor) -> torch.Tensor:
+        if not x2d.is_floating_point():
+            raise TypeError(f"x: expected a floating-point tensor, got {x2d.dtype}")
         if torch.is_grad_enabled() and x2d.requires_grad:
             # a plain call after float layers with parameters: compute the output without a
             # graph, but make a backward through this layer a clear error (not silently zero)
@@ -216,6 +226,39 @@ class QuantLinear(_QuantModule):
                 f"bias={self.bias is not None}, {self._config_repr()}")
 
 
+def _pad(conv, x):
+    """(x padded explicitly if needed, padding left for unfold)."""
+    kh, kw = conv.kernel_size
+    if isinstance(conv.padding, str):
+        if conv.padding == "valid":
+            return x, (0, 0)
+        pads = []  # 'same': total d*(k-1) per dim, the extra on the right/bottom as in PyTorch
+        for d, k in ((conv.dilation[1], kw), (conv.dilation[0], kh)):
+            tot = d * (k - 1)
+            pads += [tot // 2, tot - tot // 2]
+        mode = "constant" if conv.padding_mode == "zeros" else conv.padding_mode
+        return F.pad(x, pads, mode=mode), (0, 0)
+    if conv.padding_mode != "zeros":
+        ph, pw = conv.padding
+        return F.pad(x, (pw, pw, ph, ph), mode=conv.padding_mode), (0, 0)
+    return x, conv.padding
+
+
+def im2col(conv, x: torch.Tensor):
+    """x [B, C, H, W] -> (cols [B*Ho*Wo, kh*kw*C] in the channel-fastest K order of
+    QuantConv2d's weight, (B, Ho, Wo)); ``conv``: an nn.Conv2d or a QuantConv2d."""
+    xp, pad = _pad(conv, x)
+    b, c, h, w = xp.shape
+    kh, kw = conv.kernel_size
+    ho = (h + 2 * pad[0] - conv.dilation[0] * (kh - 1) - 1) // conv.stride[0] + 1
+    wo = (w + 2 * pad[1] - conv.dilation[1] * (kw - 1) - 1) // conv.stride[1] + 1
+    if b == 0:  # an empty batch: the view below cannot infer L
+        return xp.new_zeros((0, kh * kw * c)), (b, ho, wo)
+    cols = F.unfold(xp, (kh, kw), dilation=conv.dilation, padding=pad, stride=conv.stride)
+    # [B, C*kh*kw, L] -> [B, C, kh*kw, L] -> [B, L, kh*kw, C] -> [B*L, kh*kw*C]
+    return cols.view(b, c, kh * kw, -1).permute(0, 3, 2, 1).reshape(-1, kh * kw * c), (b, ho, wo)
+
+
 class QuantConv2d(_QuantModule):
     """Quantized ``nn.Conv2d`` (groups=1) as im2col + GEMM.
 
@@ -224,7 +267,8 @@ class QuantConv2d(_QuantModule):
     """
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, config) -> "QuantConv2d":
+    def from_conv(cls, conv: nn.Conv2d, config, **quant_kw) -> "QuantConv2d":
+        """``quant_kw``: scheme options, e.g. ``hessian=`` over the im2col K order (GPTQ)."""
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"conv: expected an nn.Conv2d, got {type(conv).__name__}")
         if conv.groups != 1:
@@ -235,25 +279,8 @@ class QuantConv2d(_QuantModule):
         m.padding, m.padding_mode = conv.padding, conv.padding_mode
         # [O, C, kh, kw] -> [O, kh, kw, C] -> [O, kh*kw*C]: K channel-fastest
         w2d = conv.weight.detach().permute(0, 2, 3, 1).reshape(conv.out_channels, -1)
-        m._setup(config, w2d, conv.bias)
+        m._setup(config, w2d, conv.bias, **quant_kw)
         return m
-
-    def _pad(self, x):
-        """(x padded explicitly if needed, padding left for unfold)."""
-        kh, kw = self.kernel_size
-        if isinstance(self.padding, str):
-            if self.padding == "valid":
-                return x, (0, 0)
-            pads = []  # 'same': total d*(k-1) per dim, the extra on the right/bottom as in PyTorch
-            for d, k in ((self.dilation[1], kw), (self.dilation[0], kh)):
-                tot = d * (k - 1)
-                pads += [tot // 2, tot - tot // 2]
-            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
-            return F.pad(x, pads, mode=mode), (0, 0)
-        if self.padding_mode != "zeros":
-            ph, pw = self.padding
-            return F.pad(x, (pw, pw, ph, ph), mode=self.padding_mode), (0, 0)
-        return x, self.padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         unbatched = x.dim() == 3
@@ -261,14 +288,7 @@ class QuantConv2d(_QuantModule):
             x = x.unsqueeze(0)
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"x: expected [B, {self.in_channels}, H, W], got shape {tuple(x.shape)}")
-        xp, pad = self._pad(x)
-        b, c, h, w = xp.shape
-        kh, kw = self.kernel_size
-        ho = (h + 2 * pad[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
-        wo = (w + 2 * pad[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
-        cols = F.unfold(xp, (kh, kw), dilation=self.dilation, padding=pad, stride=self.stride)
-        # [B, C*kh*kw, L] -> [B, C, kh*kw, L] -> [B, L, kh*kw, C] -> [B*L, kh*kw*C]
-        cols = cols.view(b, c, kh * kw, -1).permute(0, 3, 2, 1).reshape(-1, kh * kw * c)
+        cols, (b, ho, wo) = im2col(self, x)
         y = self._gemm(cols)
         # [B*L, O] -> [B, Ho, Wo, O] -> [B, O, Ho, Wo]
         y = y.view(b, ho, wo, self.out_channels).permute(0, 3, 1, 2).contiguous().to(x.dtype)

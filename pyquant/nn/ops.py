@@ -98,6 +98,21 @@ def parse_config(text: str):
     return allowed[node.func.id](**{kw.arg: ast.literal_eval(kw.value) for kw in node.keywords})
 
 
+@torch.library.custom_op("pyquant::inference_only_grad", mutates_args=())
+def inference_only_grad(grad: Tensor, k: int, layer: str) -> Tensor:
+    """The backward of a quantized layer: always a RuntimeError naming it. An op (with a fake
+    implementation) so that torch.compile can trace a plain call, which needs the backward graph,
+    and only an actual backward fails."""
+    raise RuntimeError(
+        f"{layer} is inference-only: quantized layers have no backward; keep them out of "
+        "training (or train the float model and quantize it afterwards)")
+
+
+@inference_only_grad.register_fake
+def _(grad, k, layer):
+    return grad.new_empty((grad.shape[0], k))
+
+
 def run_reference(x, bufs: dict, act_range, bias, n: int, scheme, reference: bool = True):
     """x [M, K] float32 -> y [M, N] float32 through the scheme's Python forward (+ bias)."""
     y = scheme.forward(x, bufs, act_range, n, x.shape[1], reference)

@@ -118,6 +118,11 @@ class Scheme:
         for op in self.ops:
             _backend.require(op)
 
+    @property
+    def packed_op(self) -> str:
+        """The op the module's ``packed`` buffer is packed for."""
+        return self.ops[0]
+
     def observe(self, x):
         """Calibration statistics for one batch: (min, max) over the whole tensor."""
         return x.min(), x.max()
@@ -490,7 +495,7 @@ class SparqScheme(Scheme):
     ops = ("sparq_gemm", "sparq_quantize")
 
     @property
-    def _op(self):
+    def packed_op(self) -> str:
         return "sparq24_gemm" if self.config.sparse24 else "sparq_gemm"
 
     def _weight(self, w):
@@ -500,14 +505,14 @@ class SparqScheme(Scheme):
 
     def quantize_weight(self, w):
         wq, sw = self._weight(w)
-        return {"packed": _backend.prepack(self._op, wq, **self.config.op_kwargs()), "w_scale": sw}
+        return {"packed": _backend.prepack(self.packed_op, wq, **self.config.op_kwargs()), "w_scale": sw}
 
     def int_acc(self, x, b, act_range, n, k, reference):
         kw = self.config.op_kwargs()
         q, sa = sparq_act(x, act_range)
         neg = x < 0
         if not bool(neg.any()):
-            return _backend.gemm(self._op, q, b["packed"], n, k, reference, **kw), sa
+            return _backend.gemm(self.packed_op, q, b["packed"], n, k, reference, **kw), sa
         if self.config.negative == "error":
             raise ValueError("x: SparqConfig(negative='error') got negative inputs")
         if self.config.sparse24:
