@@ -1056,3 +1056,49 @@ def test_calibrate_refuses_nonfinite_batches(bad):
     assert model[0]._observer is None  # (left the calibration mode)
     pyquant.calibrate(model, [ok])
     assert not torch.isnan(model[0].act_range).any()
+
+
+def _lowbit_weight_whole(w, bits, gs):  # the clipping search as one whole-tensor pass (before)
+    from pyquant.nn.schemes import best_clip, bf16_round
+    n, k = w.shape
+    g = -(-k // gs)
+    wp = torch.nn.functional.pad(w, (0, g * gs - k)).view(n, g, gs)
+    qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    amax = wp.abs().amax(2, keepdim=True).clamp(min=1e-12)
+
+    def candidate(r):
+        s = bf16_round(amax * r / max(qmax, 1))
+        return s, ((torch.round(wp / s).clamp_(qmin, qmax) * s - wp) ** 2).sum(2, keepdim=True)
+
+    best_s = best_clip(torch.linspace(1.0, 0.5 if bits == 4 else 0.3, 11).tolist(), candidate)
+    codes = torch.round(wp / best_s).clamp_(qmin, qmax).to(torch.int8).view(n, g * gs)[:, :k]
+    return codes.contiguous(), best_s.view(n, g).float()
+
+
+def _lut_weight_whole(w, levels):
+    from pyquant.nn.schemes import best_clip, nearest_level
+    lv = torch.tensor(levels, dtype=w.dtype)
+    amax = w.abs().amax(1, keepdim=True).clamp(min=1e-12)
+
+    def candidate(r):
+        s = amax * r / lv.abs().max()
+        return s, ((lv[nearest_level(w / s, levels).long()] * s - w) ** 2).sum(1, keepdim=True)
+
+    best_s = best_clip(torch.linspace(1.0, 0.2, 17).tolist(), candidate)
+    return nearest_level(w / best_s, levels).to(torch.uint8), best_s.view(-1).float()
+
+
+@pytest.mark.parametrize("shape", [(300, 1000), (7, 70), (1, 4096), (2000, 200)])
+def test_chunked_clipping_searches_equal_the_whole_tensor_ones(shape):
+    """The weight quantizers search their clipping per L2-sized row chunk with in-place ops: the
+    same codes and scales, bit for bit, as the whole-tensor passes they replaced."""
+    from pyquant.nn.schemes import lowbit_weight, lut_weight
+    torch.manual_seed(shape[0])
+    w = torch.randn(shape) * torch.rand(shape[0], 1) * 0.1
+    w[0, :3] = torch.tensor([1.5, -2.0, 0.0])  # an outlier row
+    for bits, gs in ((4, 32), (2, 64), (4, 128)):
+        for got, want in zip(lowbit_weight(w, bits, gs), _lowbit_weight_whole(w, bits, gs)):
+            assert got.dtype == want.dtype and torch.equal(got, want), (bits, gs)
+    for levels in ((-3, -1, 1, 3), (1, -2, 0, -1)):
+        for got, want in zip(lut_weight(w, levels), _lut_weight_whole(w, levels)):
+            assert got.dtype == want.dtype and torch.equal(got, want), levels
