@@ -1102,3 +1102,20 @@ def test_chunked_clipping_searches_equal_the_whole_tensor_ones(shape):
     for levels in ((-3, -1, 1, 3), (1, -2, 0, -1)):
         for got, want in zip(lut_weight(w, levels), _lut_weight_whole(w, levels)):
             assert got.dtype == want.dtype and torch.equal(got, want), levels
+
+
+def test_quantgru_dtypes_and_missing_calibration():
+    from pyquant.nn import GRUConfig
+    torch.manual_seed(1)
+    gru = nn.GRU(5, 7, batch_first=True)
+    x = torch.randn(2, 3, 5)
+    with pytest.warns(UserWarning, match="without calib="):
+        pyquant.nn.QuantGRU.from_gru(gru, GRUConfig.uniform(8))
+    q = pyquant.nn.QuantGRU.from_gru(gru, GRUConfig.uniform(8), calib=x)
+    out, h = q(x)
+    for dtype in (torch.float16, torch.bfloat16, torch.float64):
+        o, hn = q(x.to(dtype))
+        assert o.dtype == hn.dtype == dtype
+        assert torch.equal(o, q(x.to(dtype).float())[0].to(dtype))
+    with pytest.raises(TypeError, match="x: expected a floating-point tensor"):
+        q(x.to(torch.int64))

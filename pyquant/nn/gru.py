@@ -29,6 +29,8 @@ Backends (``QuantGRU.backend``):
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -145,6 +147,10 @@ class QuantGRU(nn.Module):
             raise ValueError("gru: only single-layer, unidirectional nn.GRU with bias is supported")
         w = normalize_widths(widths)
         if ranges is None:
+            if calib is None:
+                warnings.warn("QuantGRU.from_gru without calib= or ranges=: inputs are assumed "
+                              "to lie in [-1, 1] and larger ones are clipped; pass calib= (inputs "
+                              "like the GRU's) for the model's real ranges", stacklevel=2)
             ranges = calibrate(gru, calib) if calib is not None else {
                 "x": 1.0, "add_r": PRE_CAP, "add_z": PRE_CAP, "add_n": PRE_CAP, "mul_rn": PRE_CAP}
         m = cls(gru.input_size, gru.hidden_size, gru.batch_first)
@@ -424,6 +430,9 @@ class QuantGRU(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None):
         """Same call and shapes as nn.GRU: (output, h_n), h_n [1, B, H]; floats = codes / q_h."""
+        if not x.is_floating_point():
+            raise TypeError(f"x: expected a floating-point tensor, got {x.dtype}")
+        dtype = x.dtype
         unbatched = x.dim() == 2
         if unbatched:
             x = x.unsqueeze(0 if self.batch_first else 1)
@@ -440,6 +449,8 @@ class QuantGRU(nn.Module):
             out = out.transpose(0, 1)
         if unbatched:
             out, h_n = out.squeeze(0 if self.batch_first else 1), h_n.squeeze(1)
+        if dtype != out.dtype:  # like nn.GRU (and QuantLinear): outputs in the input's dtype
+            out, h_n = out.to(dtype), h_n.to(dtype)
         return out.contiguous(), h_n
 
     @property
