@@ -1119,3 +1119,28 @@ def test_quantgru_dtypes_and_missing_calibration():
         assert torch.equal(o, q(x.to(dtype).float())[0].to(dtype))
     with pytest.raises(TypeError, match="x: expected a floating-point tensor"):
         q(x.to(torch.int64))
+
+
+class Conv1D(nn.Module):  # transformers.pytorch_utils.Conv1D's layout and forward (GPT-2)
+    def __init__(self, nf, nx):
+        super().__init__()
+        self.nf = nf
+        self.weight = nn.Parameter(torch.randn(nx, nf) * 0.2)
+        self.bias = nn.Parameter(torch.randn(nf))
+
+    def forward(self, x):
+        return torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight).view(*x.shape[:-1], self.nf)
+
+
+@pytest.mark.parametrize("real", [False, True], ids=["local", "transformers"])
+def test_quantize_converts_gpt2_conv1d(real):
+    torch.manual_seed(2)
+    cls = pytest.importorskip("transformers.pytorch_utils").Conv1D if real else Conv1D
+    net = nn.Sequential(cls(24, 16), nn.ReLU(), cls(8, 24))
+    x = torch.randn(3, 5, 16)
+    with torch.no_grad():
+        y = net(x)
+        q = pyquant.quantize_(copy.deepcopy(net), pyquant.Int8Config())
+        assert all(isinstance(m, pyquant.nn.QuantLinear) for m in (q[0], q[2]))
+        assert (q[0].in_features, q[0].out_features) == (16, 24)
+        assert _sqnr(q(x), y) > 30.0

@@ -21,12 +21,24 @@ def register_quantize_module_handler(config_type: type):
     return deco
 
 
+def is_conv1d(module: nn.Module) -> bool:
+    """transformers' ``Conv1D`` (GPT-2 family): a linear layer ``y = x @ W + b`` with the weight
+    stored transposed, ``[in, out]`` (matched by name and shape: no transformers import)."""
+    w = getattr(module, "weight", None)
+    return (type(module).__name__ == "Conv1D" and isinstance(w, torch.Tensor) and w.dim() == 2
+            and w.shape[1] == getattr(module, "nf", None))
+
+
 def _swap(module: nn.Module, config):
     if isinstance(module, nn.Linear):
         return QuantLinear.from_linear(module, config)
     if isinstance(module, nn.Conv2d):
         return QuantConv2d.from_conv(module, config)
-    raise TypeError(f"module: {type(module).__name__} cannot be quantized (nn.Linear or nn.Conv2d)")
+    if is_conv1d(module):
+        w = module.weight.detach()
+        return QuantLinear(w.shape[0], w.shape[1], w.t(), module.bias, config)
+    raise TypeError(f"module: {type(module).__name__} cannot be quantized (nn.Linear, nn.Conv2d "
+                    "or transformers' Conv1D)")
 
 
 for _cfg in (Int8Config, WeightOnlyConfig, LUT2Config, SparqConfig):
@@ -34,10 +46,11 @@ for _cfg in (Int8Config, WeightOnlyConfig, LUT2Config, SparqConfig):
 
 
 def default_filter(module: nn.Module, fqn: str) -> bool:
-    """Matches nn.Linear and nn.Conv2d with groups=1 (already-quantized modules never match)."""
+    """Matches nn.Linear, nn.Conv2d with groups=1 and transformers' Conv1D (already-quantized
+    modules never match)."""
     if isinstance(module, nn.Conv2d):
         return module.groups == 1
-    return isinstance(module, nn.Linear)
+    return isinstance(module, nn.Linear) or is_conv1d(module)
 
 
 def quantize_(model: nn.Module, config, *, filter_fn: Callable | None = None) -> nn.Module:
