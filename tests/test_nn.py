@@ -1144,3 +1144,53 @@ def test_quantize_converts_gpt2_conv1d(real):
         assert all(isinstance(m, pyquant.nn.QuantLinear) for m in (q[0], q[2]))
         assert (q[0].in_features, q[0].out_features) == (16, 24)
         assert _sqnr(q(x), y) > 30.0
+
+
+@pytest.mark.parametrize("config", ONE_PER_FAMILY, ids=lambda c: type(c).__name__)
+def test_share_memory_rebinds(config):
+    """share_memory() (and torch.multiprocessing) move buffers' storage in place: the bound
+    native call must follow (it read freed memory)."""
+    torch.manual_seed(3)
+    q = pyquant.quantize_(nn.Sequential(nn.Linear(300, 1100)), config)  # buffers over 1 MiB
+    x = torch.randn(4, 300).abs()
+    with torch.no_grad():
+        y = q(x)
+        q.share_memory()
+        assert all(b.is_shared() for b in q.buffers())
+        assert torch.equal(q(x), y)
+
+
+def test_gptq_filters_grouped_convs_and_takes_conv1d():
+    torch.manual_seed(6)
+    net = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1, groups=4), nn.ReLU(), nn.Flatten(),
+                        Conv1D(16, 8 * 5 * 5), nn.ReLU(), nn.Linear(16, 4))
+    xs = [torch.randn(8, 4, 5, 5) for _ in range(3)]
+    config = pyquant.WeightOnlyConfig(bits=4, group_size=32)
+    with torch.no_grad():
+        gq = pyquant.nn.gptq_(copy.deepcopy(net), config, xs, filter_fn=lambda m, fqn: fqn != "5")
+        assert isinstance(gq[0], nn.Conv2d) and isinstance(gq[5], nn.Linear)  # grouped: float
+        assert isinstance(gq[3], pyquant.nn.QuantLinear)
+        rtn = pyquant.quantize_(copy.deepcopy(net), config, filter_fn=lambda m, fqn: fqn == "3")
+        x = torch.randn(64, 4, 5, 5)
+        assert _sqnr(gq(x), net(x)) > _sqnr(rtn(x), net(x))
+
+
+def test_assign_load_of_inference_tensors_then_calibrate():
+    model = pyquant.quantize_(nn.Sequential(nn.Linear(6, 5)), pyquant.Int8Config())
+    with torch.inference_mode():
+        sd = {k: v.clone() for k, v in model.state_dict().items()}
+    fresh = pyquant.quantize_(nn.Sequential(nn.Linear(6, 5)), pyquant.Int8Config())
+    fresh.load_state_dict(sd, assign=True)
+    assert not any(b.is_inference() for b in fresh.buffers())
+    pyquant.calibrate(fresh, [torch.randn(3, 6)])
+    assert not torch.isnan(fresh[0].act_range).any()
+
+
+def test_calibrate_skips_empty_batches_and_conv_int_input():
+    q = pyquant.quantize_(nn.Sequential(nn.Conv2d(3, 4, 3)), pyquant.Int8Config())
+    pyquant.calibrate(q, [torch.randn(0, 3, 5, 5)])
+    assert torch.isnan(q[0].act_range).all()  # saw nothing: stays dynamic
+    pyquant.calibrate(q, [torch.randn(0, 3, 5, 5), torch.randn(2, 3, 5, 5)])
+    assert not torch.isnan(q[0].act_range).any()
+    with pytest.raises(TypeError, match="x: expected a floating-point tensor"):
+        q(torch.ones(1, 3, 5, 5, dtype=torch.int64))

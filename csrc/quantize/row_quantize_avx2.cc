@@ -1,5 +1,6 @@
 // AVX2 row quantizer: the scalar path's float32 operations, 8 lanes at a time (min/max are
-// order-independent, so the reductions give the same bits; mul and add stay separate).
+// order-independent and skip NaN inputs like the scalar loop, so the reductions give the same
+// bits; mul and add stay separate).
 #include <immintrin.h>
 
 #include "quantize/row_quantize.h"
@@ -35,8 +36,8 @@ void quantize_rows_u8_ex_avx2(const float* x, size_t rows, size_t k, size_t ldq,
       size_t i = 0;
       for (; i + 8 <= k; i += 8) {
         const __m256 v = _mm256_loadu_ps(xr + i);
-        vlo = _mm256_min_ps(vlo, v);
-        vhi = _mm256_max_ps(vhi, v);
+        vlo = _mm256_min_ps(v, vlo);  // min/max return the second operand for a NaN: a NaN
+        vhi = _mm256_max_ps(v, vhi);  // input is skipped, as in the scalar reduction
       }
       float lo = hmin(vlo), hi = hmax(vhi);
       for (; i < k; ++i) {

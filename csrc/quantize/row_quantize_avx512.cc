@@ -1,5 +1,6 @@
 // AVX-512 row quantizer: the same float32 operations as the scalar path, 16 lanes at a time
-// (min/max are order-independent, so the reductions give the same bits).
+// (min/max are order-independent and skip NaN inputs like the scalar loop, so the reductions
+// give the same bits).
 #include <immintrin.h>
 
 #include "quantize/row_quantize.h"
@@ -14,14 +15,14 @@ void quantize_rows_u8_avx512(const float* x, size_t rows, size_t k, uint8_t* q, 
     size_t i = 0;
     for (; i + 16 <= k; i += 16) {
       const __m512 v = _mm512_loadu_ps(xr + i);
-      vlo = _mm512_min_ps(vlo, v);
-      vhi = _mm512_max_ps(vhi, v);
+      vlo = _mm512_min_ps(v, vlo);  // min/max return the second operand for a NaN: a NaN
+      vhi = _mm512_max_ps(v, vhi);  // input is skipped, as in the scalar reduction
     }
     if (i < k) {
       const __mmask16 m = static_cast<__mmask16>((1u << (k - i)) - 1);
       const __m512 v = _mm512_maskz_loadu_ps(m, xr + i);  // zeros: neutral, 0 is in the range
-      vlo = _mm512_min_ps(vlo, v);
-      vhi = _mm512_max_ps(vhi, v);
+      vlo = _mm512_min_ps(v, vlo);
+      vhi = _mm512_max_ps(v, vhi);
     }
     const RowQuantParams p =
         row_quant_params(_mm512_reduce_min_ps(vlo), _mm512_reduce_max_ps(vhi), 255.0f);

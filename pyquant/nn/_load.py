@@ -70,15 +70,19 @@ def check_state_dict(module, state_dict, prefix: str) -> None:
 
 
 def as_plain_buffers(module, state_dict, prefix: str) -> None:
-    """Entries that will replace buffers become plain, contiguous tensors without grad: with
-    ``assign=True`` torch installs the given object itself, and a Parameter would turn the
-    buffer into a parameter, a strided one would fail in the kernels. Values are unchanged."""
+    """Entries that will replace buffers become plain, contiguous, normal (not inference)
+    tensors without grad: with ``assign=True`` torch installs the given object itself, and a
+    Parameter would turn the buffer into a parameter, a strided one would fail in the kernels.
+    Values are unchanged."""
     for name, t in module._buffers.items():
         key = prefix + name
         if t is None or key not in state_dict:
             continue
         v = state_dict[key]
-        if isinstance(v, torch.nn.Parameter) or v.requires_grad or not v.is_contiguous():
+        if v.is_inference():  # (made under inference_mode: calibrate could not update it)
+            with torch.inference_mode(False):
+                state_dict[key] = v.clone(memory_format=torch.contiguous_format)
+        elif isinstance(v, torch.nn.Parameter) or v.requires_grad or not v.is_contiguous():
             state_dict[key] = v.detach().contiguous()
 
 

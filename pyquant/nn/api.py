@@ -85,7 +85,8 @@ def _quant_modules(model: nn.Module):
 def calibration(model: nn.Module):
     """Within the block, quantized modules record their input ranges; on exit each gets a static
     activation range = mean over the recorded batches of the batch min and of the batch max
-    (the SPARQ paper's rule for the max). Modules that saw no batch stay dynamic."""
+    (the SPARQ paper's rule for the max). Modules that saw no (non-empty) batch keep the range
+    they had. If the block raises, or a module saw NaN or inf (ValueError), no range changes."""
     names = {m: n for n, m in model.named_modules() if isinstance(m, _QuantModule)}
     for m in names:
         m._observer = []

@@ -3,7 +3,8 @@ group-wise low-bit weights, same packed format and kernels as plain round-to-nea
 
     pyquant.nn.gptq_(model, pyquant.WeightOnlyConfig(bits=4, group_size=64), batches)
 
-Each matching nn.Linear (and nn.Conv2d, over its im2col rows in QuantConv2d's K order) records
+Each matching nn.Linear (and transformers' Conv1D, and nn.Conv2d with groups=1 over its im2col
+rows in QuantConv2d's K order) records
 ``H = sum x^T x`` over its inputs on the calibration batches (float model, all layers at once); then its columns are quantized left to right, each column's rounding
 error spread over the not-yet-quantized columns through the inverse Hessian's Cholesky factor.
 Blocks are one group wide, so each group's scale is chosen (MSE clipping search) on the weights
@@ -16,7 +17,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from .api import _replace, default_filter
+from .api import _replace, default_filter, is_conv1d
 from .configs import WeightOnlyConfig
 from .modules import QuantConv2d, QuantLinear, im2col
 from .schemes import best_clip, bf16_round
@@ -81,15 +82,21 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig, batches: Iterable, *,
     hess: dict[nn.Module, torch.Tensor] = {}
 
     def hook(mod, args):
+        x = args[0].detach()
         if isinstance(mod, nn.Conv2d):  # the GEMM's rows: im2col in QuantConv2d's K order
-            x = args[0].detach()
-            x = im2col(mod, x if x.dim() == 4 else x.unsqueeze(0))[0].double()
+            x = im2col(mod, x if x.dim() == 4 else x.unsqueeze(0))[0]
         else:
-            x = args[0].detach().reshape(-1, mod.in_features).double()
-        hess[mod] = hess.get(mod, 0) + x.T @ x
+            x = x.reshape(-1, x.shape[-1])
+        h = hess.get(mod, 0)
+        for r in range(0, x.shape[0], 4096):  # float64 a few rows at a time (im2col rows are many)
+            xc = x[r:r + 4096].double()
+            h = h + xc.T @ xc
+        hess[mod] = h
 
     def quantizable(m, fqn):
-        return isinstance(m, (nn.Linear, nn.Conv2d)) and filter_fn(m, fqn)
+        if isinstance(m, nn.Conv2d) and m.groups != 1:
+            return False  # (QuantConv2d: groups=1 only; quantize_'s default filter agrees)
+        return (isinstance(m, (nn.Linear, nn.Conv2d)) or is_conv1d(m)) and filter_fn(m, fqn)
 
     handles = [m.register_forward_pre_hook(hook) for name, m in model.named_modules()
                if quantizable(m, name)]
@@ -105,6 +112,9 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig, batches: Iterable, *,
         kw = dict(hessian=hess[mod], damp=damp) if mod in hess else {}
         if isinstance(mod, nn.Conv2d):
             return QuantConv2d.from_conv(mod, cfg, **kw)
+        if is_conv1d(mod):  # weight [in, out]
+            w = mod.weight.detach()
+            return QuantLinear(w.shape[0], w.shape[1], w.t(), mod.bias, cfg, **kw)
         return QuantLinear.from_linear(mod, cfg, **kw)
 
     _replace(model, config, handler, quantizable, "")

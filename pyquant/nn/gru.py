@@ -150,7 +150,7 @@ class QuantGRU(nn.Module):
             if calib is None:
                 warnings.warn("QuantGRU.from_gru without calib= or ranges=: inputs are assumed "
                               "to lie in [-1, 1] and larger ones are clipped; pass calib= (inputs "
-                              "like the GRU's) for the model's real ranges", stacklevel=2)
+                              "like the GRU's) for the model's real ranges", stacklevel=3)
             ranges = calibrate(gru, calib) if calib is not None else {
                 "x": 1.0, "add_r": PRE_CAP, "add_z": PRE_CAP, "add_n": PRE_CAP, "mul_rn": PRE_CAP}
         m = cls(gru.input_size, gru.hidden_size, gru.batch_first)

@@ -100,7 +100,10 @@ class _QuantModule(nn.Module):
             run = self.scheme.bind(bufs, self.act_range, self.bias)
             if run is not None:
                 self._run = run
-                self._bound = tuple(bufs.items())
+                # (name, tensor, address): share_memory_() and multiprocessing move a buffer's
+                # storage in place, keeping the tensor object
+                self._bound = tuple((n, t, None if t is None else t.data_ptr())
+                                    for n, t in bufs.items())
 
     def _rehome_large_buffers(self, fresh: bool, made_here=()) -> None:
         """Large buffers that arrived from elsewhere (unpickling, ``load_state_dict(assign=True)``,
@@ -110,7 +113,7 @@ class _QuantModule(nn.Module):
         known = getattr(self, "_hugepage_ptrs", set())  # (absent in older pickles)
         now = set()  # only the current buffers: no stale addresses kept across reloads
         for name, t in self._buffers.items():
-            if not _want_hugepages(t):
+            if not _want_hugepages(t) or t.is_shared():  # (shared memory stays shared)
                 continue
             if not (fresh or name in made_here or t.data_ptr() in known):
                 t = torch.from_numpy(t.contiguous().numpy().copy())
@@ -119,10 +122,11 @@ class _QuantModule(nn.Module):
         self._hugepage_ptrs = now
 
     def _native_run(self):
-        """The bound native forward, rebound first if any buffer object was replaced."""
+        """The bound native forward, rebound first if any buffer object was replaced or its
+        storage moved."""
         bufs = self._buffers
-        for name, t in self._bound:
-            if bufs.get(name) is not t:
+        for name, t, ptr in self._bound:
+            if bufs.get(name) is not t or (t is not None and t.data_ptr() != ptr):
                 self._refresh_derived()
                 return self._run
         return self._run
@@ -170,7 +174,7 @@ class _QuantModule(nn.Module):
                 x2d, [b[n] for n in self._buf_names], ",".join(self._buf_names), self.act_range,
                 self.bias, self._config_text, self.reference, self.out_features)
         x2d = x2d.contiguous()
-        if self._observer is not None:
+        if self._observer is not None and x2d.numel():  # (an empty batch has no range)
             self._observer.append(self.scheme.observe(x2d))
         run = None if self.reference else self._native_run()
         if run is not None:
@@ -288,6 +292,8 @@ class QuantConv2d(_QuantModule):
             x = x.unsqueeze(0)
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"x: expected [B, {self.in_channels}, H, W], got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"x: expected a floating-point tensor, got {x.dtype}")
         cols, (b, ho, wo) = im2col(self, x)
         y = self._gemm(cols)
         # [B*L, O] -> [B, Ho, Wo, O] -> [B, O, Ho, Wo]

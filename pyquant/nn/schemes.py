@@ -233,7 +233,7 @@ def row_chunks(n: int, row_elems: int, chunk_elems: int = 1 << 18):
     """Row ranges of about ``chunk_elems`` elements: the clipping searches run their candidates
     on one L2-sized slice at a time (the same arithmetic per row, 4-8x faster on big layers than
     whole-tensor passes through DRAM)."""
-    step = max(1, chunk_elems // max(row_elems, 1))
+    step = max(8, chunk_elems // max(row_elems, 1))  # >= 8 rows: torch would split a lone row's sum over threads
     return [(r, min(r + step, n)) for r in range(0, n, step)]
 
 
@@ -246,7 +246,7 @@ def lowbit_weight(w, bits, gs):
     qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     ratios = torch.linspace(1.0, 0.5 if bits == 4 else 0.3, 11).tolist()
     codes = torch.empty((n, g, gs), dtype=torch.int8)
-    scales = torch.empty((n, g, 1))
+    scales = torch.empty((n, g, 1), dtype=w.dtype)
     for r0, r1 in row_chunks(n, g * gs):
         wc = wp[r0:r1]
         amax = wc.abs().amax(2, keepdim=True).clamp(min=1e-12)
@@ -259,7 +259,7 @@ def lowbit_weight(w, bits, gs):
         best_s = best_clip(ratios, candidate)
         codes[r0:r1] = torch.div(wc, best_s).round_().clamp_(qmin, qmax)
         scales[r0:r1] = best_s
-    return codes.view(n, g * gs)[:, :k].contiguous(), scales.view(n, g)
+    return codes.view(n, g * gs)[:, :k].contiguous(), scales.view(n, g).float()
 
 
 @_register(WeightOnlyConfig)
