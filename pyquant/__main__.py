@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -20,16 +21,25 @@ def _info(args) -> int:
     print(f"CPU:        {info['brand'] or info['vendor']}")
     print(f"active ISA: {info['isa']}   (available: {', '.join(info['available'])}; "
           f"force one with PYQUANT_ISA=...)")
+    cap = os.environ.get("PYQUANT_ISA", "").strip().lower()
+    if cap:
+        print(f"            PYQUANT_ISA={cap}: kernels above this tier are not used")
     runtime = pyquant._C.parallel_runtime()
     print(f"threads:    {info['threads']}   (run on: {'the OpenMP runtime ' + runtime if runtime else 'pyquant pool'})")
     flags = [k for k, v in info["features"].items() if v and not k.startswith("os_")]
     print(f"features:   {' '.join(flags)}")
-    print("kernels (per family: the one that runs, tile MRxNR, how it was verified):")
+    print("kernels (per family: the one that runs, tile MRxNR, how it was verified, the CPU "
+          "features it needs; then the others this CPU runs):")
     for family in FAMILIES:
         entries = [e for e in table if e["family"] == family]
         chosen = next(e for e in entries if e["selected"])
         print(f"  {family:<12} {chosen['name']:<20} {chosen['mr']}x{chosen['nr']:<4} "
               f"{chosen['verified']:<8} {chosen['description']}")
+        needs = " ".join(chosen["features"]) or "nothing (portable C++)"
+        others = [f"{e['name']} ({e['verified']})" for e in entries
+                  if e["supported"] and not e["selected"]]
+        print(f"  {'':<12} needs {needs}" + (f"; also runs here: {', '.join(others)}"
+                                              if others else ""))
         if family == "lut_gemm":
             order = select_kernels()[family]
             if len(order) > 2:
@@ -45,7 +55,8 @@ def _info(args) -> int:
     if qemu:
         print(f"verified only under emulation (qemu-aarch64): {', '.join(qemu)}")
     if never:
-        print(f"written, never run (no CPU or emulator at hand): {', '.join(never)}")
+        print(f"not run on hardware (no such CPU at hand; see the kernel's description): "
+              f"{', '.join(never)}")
     return 0
 
 
@@ -68,7 +79,11 @@ def main(argv=None) -> int:
     except ImportError:
         pass
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # `python -m pyquant info | head`: the reader left, no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

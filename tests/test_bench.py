@@ -80,7 +80,7 @@ def test_vpermb_case_says_what_it_needs():
     if pyquant.lut.lut_kernel(kernel="vpermb"):
         assert reason is None
     elif "avx512" in pyquant.cpu_info()["available"]:
-        assert reason.startswith("needs the avx512 path")
+        assert "needs the avx512 path" in reason
     else:
         assert reason == "needs AVX-512 VBMI"
 
@@ -180,7 +180,64 @@ def test_studies_without_their_extra_stop_first(monkeypatch, study, missing, nam
     for fn in ("train_cnn", "run", "load_model"):
         if hasattr(mod, fn):
             monkeypatch.setattr(mod, fn, _no_work)
-    args = () if study == "digits_cnn" else ([],)
     with pytest.raises(SystemExit, match=rf"^python -m pyquant.studies.{study} needs {name}.*: "
                                          rf"pip install 'pyquant\[{extra}\]'$"):
-        mod.main(*args)
+        mod.main([])
+
+
+# ---- arguments: a usage error before any work -----------------------------------------------
+
+@pytest.mark.parametrize("argv", [
+    ["bench", "--quick", "--rounds", "0"],
+    ["bench", "--quick", "--rounds", "-1"],
+    ["bench", "--quick", "--plot", "/nonexistent-dir/b.png"],
+    ["bench", "--quick", "--json", "."],
+    ["search", "--task", "mlp", "--method", "hgq", "--out", "OUT", "--epochs", "0"],
+    ["search", "--task", "mlp", "--method", "hgq", "--out", "OUT", "--groups", "0"],
+    ["search", "--task", "mlp", "--method", "hgq", "--out", "OUT", "--seed", "-1"],
+    ["search", "--task", "mlp", "--method", "hgq", "--out", "FILE"],
+])
+def test_bad_arguments_are_usage_errors(monkeypatch, tmp_path, argv, capsys):
+    import pyquant.search.runs as runs
+
+    monkeypatch.setattr(runner, "run_problem", _no_work)
+    for fn in ("run_gru_nsga", "run_gru_hgq", "run_mlp_hgq", "run_mlp_nsga"):
+        monkeypatch.setattr(runs, fn, _no_work)
+    (tmp_path / "file").write_text("")
+    argv = [str(tmp_path / "out") if a == "OUT" else str(tmp_path / "file") if a == "FILE" else a
+            for a in argv]
+    with pytest.raises(SystemExit) as e:
+        cli_main(argv)
+    assert e.value.code == 2 and "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("study,argv", [("minilm", ["--repeats", "0"]), ("minilm", ["--threads", "0"]),
+                                        ("sparq_digits", ["--seeds", "0"]),
+                                        ("sparq_digits", ["--noise", "-1"]),
+                                        ("digits_cnn", ["--epochs", "-5"]),
+                                        ("llm", ["--bandwidth-gib", "0"])])
+def test_study_arguments_are_checked(monkeypatch, study, argv):
+    import importlib
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    mod = importlib.import_module(f"pyquant.studies.{study}")
+    for fn in ("train_cnn", "run", "load_model"):
+        if hasattr(mod, fn):
+            monkeypatch.setattr(mod, fn, _no_work)
+    with pytest.raises(SystemExit) as e:
+        (mod.parse_args if study == "llm" else mod.main)(argv)
+    assert e.value.code == 2
+
+
+def test_bench_filter_without_a_match_says_so(capsys):
+    assert cli_main(["bench", "--quick", "--filter", "no-such-problem"]) == 2
+    assert "no problem name contains 'no-such-problem'" in capsys.readouterr().err
+
+
+def test_isa_cap_excludes_higher_paths(monkeypatch):
+    monkeypatch.setenv("PYQUANT_ISA", "scalar")
+    case, _ = _counting_case(isa="avx2")
+    if "avx2" not in pyquant.cpu_info()["available"]:
+        pytest.skip("this CPU has no AVX2")
+    assert runner.unavailable(case) == "excluded by PYQUANT_ISA=scalar"

@@ -138,10 +138,10 @@ def random_s8_weights(p: Problem, layer: int = 0) -> np.ndarray:
 
 # ---- baselines ---------------------------------------------------------------------------
 
-def _make_int8_ours(p: Problem):
+def _make_int8_ours(p: Problem, act_bits: int = 8):
     import pyquant
 
-    a = random_u8(p)
+    a = random_u8(p) >> (8 - act_bits)
     packed = packed_copies(pyquant.prepack(random_s8_weights(p), "int8_gemm"), p.layers)
     return rotating([lambda pw=pw: pyquant.int8_gemm(a, pw) for pw in packed])
 
@@ -204,7 +204,11 @@ def _make_fp32(p: Problem):
 @register
 def _baseline_cases(p: Problem) -> list[Case]:
     return [
-        Case(p, "pyquant.int8_gemm", _make_int8_ours, kind="int8-baseline"),
+        Case(p, "pyquant.int8_gemm", _make_int8_ours, kind="int8-baseline",
+             note="activations 0..255"),
+        Case(p, "pyquant.int8_gemm (7-bit act.)", lambda q: _make_int8_ours(q, 7),
+             kind="int8-baseline",
+             note="activations 0..127: the AVX2 fast route, Int8Config's default there"),
         Case(p, "torch._int_mm", _make_torch_int_mm, kind="int8-baseline"),
         Case(p, "torch dynamic int8 Linear", _make_torch_dynamic, kind="int8-baseline",
              note="fbgemm, float in/out"),

@@ -46,7 +46,7 @@ def _needs(kernel: str, paths: tuple[str, ...], feature: str):
             return None
         info = pyquant.cpu_info()
         if any(path in info["available"] for path in paths):  # e.g. PYQUANT_ISA=avx2
-            return f"needs the {' or '.join(paths)} path; active: {info['isa']}"
+            return f"excluded by PYQUANT_ISA={info['isa']} (needs the {' or '.join(paths)} path)"
         return f"needs {feature}"
     return check
 
@@ -63,7 +63,11 @@ def _lut_cases(p: Problem) -> list[Case]:
              extra=w2, requires=deepgemm),
         Case(p, "pyquant.lut_gemm[pair]", _make_lut("pair"), note="W2A2, pair tables (2 weights per pshufb index)",
              extra=w2, requires=_needs("pair", ("avx2",), "AVX2")),
-        Case(p, "pyquant.int8_gemm[avx2]", _make_int8_ours, isa="avx2", kind="int8-baseline"),
+        Case(p, "pyquant.int8_gemm[avx2]", _make_int8_ours, isa="avx2", kind="int8-baseline",
+             note="activations 0..255: the exact split route"),
+        Case(p, "pyquant.int8_gemm (7-bit act.)[avx2]", lambda q: _make_int8_ours(q, 7),
+             isa="avx2", kind="int8-baseline",
+             note="activations 0..127: the AVX2 fast route, Int8Config's default there"),
         Case(p, "pyquant.lut_gemm[deepgemm][avx2]", _make_lut("deepgemm"), isa="avx2",
              note="W2A2, DeepGEMM pshufb, AVX2", extra=w2, requires=deepgemm),
         Case(p, "pyquant.lut_gemm[pair][avx2]", _make_lut("pair"), isa="avx2",

@@ -1,8 +1,11 @@
 """`python -m pyquant bench`: the main job."""
 from __future__ import annotations
 
+import os
 import sys
 import time
+
+from .._cli import positive_int, writable_file
 
 
 def _progress(total: int):
@@ -31,6 +34,12 @@ def _header(args, env: dict, seconds: float) -> str:
         lines.append(f"DRAM read bandwidth, measured: {bw}.")
     lines.append("'x int8' = time of pyquant.int8_gemm / time (same problem, same run); 'cold' = "
                  "weights rotated through > 4x L3; '(1 round)' = a call over 1 s, timed once.")
+    from .runner import isa_cap
+
+    if isa_cap() and not os.environ.get("FBGEMM_ENABLE_INSTRUCTIONS"):
+        lines.append(f"PYQUANT_ISA={isa_cap()} caps pyquant only: torch's baselines still use "
+                     "this CPU's best instructions (FBGEMM_ENABLE_INSTRUCTIONS=AVX2 caps fbgemm's "
+                     "dynamic int8 Linear; torch._int_mm is not capped).")
     return "\n".join(lines)
 
 
@@ -43,11 +52,21 @@ def run(args) -> int:
 
     problems = cases.problems(quick=args.quick)
     if args.filter:
+        names = [p.name for p in problems]
         problems = [p for p in problems if args.filter in p.name]
+        if not problems:
+            print(f"bench: no problem name contains {args.filter!r}; the problems: "
+                  f"{', '.join(names)}", file=sys.stderr)
+            return 2
     only = None
     if args.kernel:
-        only = lambda c: any(s in c.kernel for s in args.kernel) or c.kernel in (
-            "pyquant.int8_gemm", "fp32 F.linear")
+        kernels = {c.kernel for p in problems for c in cases.cases_for(p)}
+        if not any(s in k for s in args.kernel for k in kernels):
+            print(f"bench: no kernel name contains {' or '.join(map(repr, args.kernel))}; the "
+                  f"kernels: {', '.join(sorted(kernels))}", file=sys.stderr)
+            return 2
+        only = lambda c: any(s in c.kernel for s in args.kernel) or c.kind in (
+            "int8-baseline", "fp32")
     t0 = time.time()
     # measured before and after the run; the bandwidth keeps the better (less disturbed) one
     cold_threads = sorted({p.threads for p in problems if p.cold})
@@ -86,13 +105,14 @@ def run(args) -> int:
 def add_bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="kernel comparison on this CPU (the main job)")
     p.add_argument("--quick", action="store_true", help="a small set of problems, under a minute")
-    p.add_argument("--json", metavar="PATH", help="save results as JSON")
-    p.add_argument("--plot", metavar="PATH",
+    p.add_argument("--json", metavar="PATH", type=writable_file, help="save results as JSON")
+    p.add_argument("--plot", metavar="PATH", type=writable_file,
                    help="save a PNG of speedups over int8 and decode times vs their DRAM floors "
                         "(needs matplotlib: pip install 'pyquant[bench]')")
     p.add_argument("--filter", metavar="TEXT", help="only problems whose name contains TEXT")
     p.add_argument("--kernel", metavar="TEXT", action="append",
-                   help="only kernels whose name contains TEXT (repeatable; baselines kept)")
-    p.add_argument("--rounds", type=int, default=None, help="timing rounds per case")
+                   help="only kernels whose name contains TEXT (repeatable; the int8 and fp32 "
+                        "baselines are kept)")
+    p.add_argument("--rounds", type=positive_int, default=None, help="timing rounds per case")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)

@@ -142,7 +142,7 @@ def save_plot(rows: list[dict], path: str, dram_gbps: dict | None = None) -> Non
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, below))
     if missing:
-        fig.text(0.5, 0.008, "not run on this CPU: " + "; ".join(missing), fontsize=8, ha="center")
+        fig.text(0.5, 0.008, "not run: " + "; ".join(missing), fontsize=8, ha="center")
     rows_of_legend = -(-len(labels) // 4)
     fig.tight_layout(rect=(0, below + 0.03 + 0.03 * rows_of_legend, 1, 1))
     fig.savefig(path, dpi=110)

@@ -10,6 +10,7 @@ milliseconds, under 1% of it. Its result says so (rounds = 1).
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -18,6 +19,13 @@ from .cases import Case, Problem, cases_for
 
 SLOW_CALL_SECONDS = 1.0
 ISA_FEATURE = {"avx2": "AVX2", "avx512": "AVX-512", "neon": "NEON", "scalar": "a scalar build"}
+_ISA_RANK = {"scalar": 0, "avx2": 1, "neon": 1, "avx512": 2}
+
+
+def isa_cap() -> str | None:
+    """The process's PYQUANT_ISA cap (None: the CPU's best path). Cases pinned to a higher path
+    are not run under it, though the CPU could."""
+    return os.environ.get("PYQUANT_ISA", "").strip().lower() or None
 
 
 @dataclass
@@ -30,7 +38,7 @@ class Result:
     error: str | None = None
     note: str = ""
     bytes_per_weight: float = 1.0
-    skipped: str | None = None  # why the case was not run on this CPU ("needs AVX-512 VBMI")
+    skipped: str | None = None  # why the case was not run ("needs AVX-512 VBMI", the cap)
     rounds: int = 0             # timed rounds the minimum is over
 
     @property
@@ -73,6 +81,9 @@ def unavailable(case: Case) -> str | None:
 
     if case.isa and case.isa not in pyquant.cpu_info()["available"]:
         return f"needs {ISA_FEATURE.get(case.isa, case.isa)}"
+    cap = isa_cap()
+    if case.isa and cap and _ISA_RANK.get(case.isa, 0) > _ISA_RANK.get(cap, 0):
+        return f"excluded by PYQUANT_ISA={cap}"
     if case.requires is None:
         return None
     with _ThreadsAndIsa(case.problem.threads, case.isa):

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import time
 
+from .._cli import nonneg_int, output_dir, positive_int
+
 
 def add_search_parser(sub) -> None:
     p = sub.add_parser("search", help="choose per-layer / per-operator bit widths (HGQ, NSGA-II)")
@@ -11,14 +13,15 @@ def add_search_parser(sub) -> None:
     p.add_argument("--method", choices=("nsga2", "hgq"), required=True)
     p.add_argument("--budget", choices=("quick", "full", "tiny"), default="quick",
                    help="quick: a few minutes on 2 cores; tiny: seconds (smoke tests)")
-    p.add_argument("--out", required=True, help="directory for front.json and front.png")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--groups", type=int, default=4,
+    p.add_argument("--out", required=True, type=output_dir,
+                   help="directory for front.json and front.png")
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--groups", type=positive_int, default=4,
                    help="mlp: width groups of output channels per layer (1 = per layer)")
     p.add_argument("--data", choices=("synthetic", "digits"), default="synthetic",
                    help="mlp: generated 16-feature 5-class data (default) or sklearn digits")
     p.add_argument("--beta", type=float, nargs=2, default=(1e-2, 1.0), metavar=("BETA0", "BETA1"),
-                   help="hgq: beta ramp (log scale) on cost / cost(uniform 8)")
+                   help="hgq: beta ramp (log scale) on cost / cost(uniform 8); ignored by nsga2")
     p.add_argument("--cost", choices=("size", "ebops", "latency"), default="size",
                    help="hgq: cost term (latency = table measured from the kernels)")
     p.add_argument("--latency", action="store_true",
@@ -26,8 +29,8 @@ def add_search_parser(sub) -> None:
     p.add_argument("--fitness", choices=("trainval", "val"), default="trainval",
                    help="digits-gru: split whose accuracy NSGA-II maximizes / HGQ selects checkpoints on "
                         "(test is never used)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="digits-gru hgq: HGQ epochs (default: the budget's)")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="hgq: training epochs (default: the budget's)")
     p.add_argument("--latency-cache", default=None, help="JSON cache for the latency table")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
@@ -68,12 +71,12 @@ def _run(args) -> int:
     s = doc["summary"]
     print(f"wrote {jpath} and {ppath} ({len(doc['points'])} points, {doc['seconds']} s)")
     print(f"uniform-8: accuracy {s['uniform8_accuracy']:.4f}, size {s['uniform8_size_bits']} bits")
-    for tag, label in (("best", "test"), ("search_best", "the search split")):
+    for tag, label in (("best", "test"), ("search_best", "search")):
         b = s.get(tag)
         if b is None:
             print(f"no mixed point within 1 point of uniform-8 on the {label} split")
             continue
-        print(f"smallest point within 1 point of uniform-8 (chosen on {label}): "
+        print(f"smallest point within 1 point of uniform-8 (chosen on the {label} split): "
               f"{b['size_ratio']:.3f}x size, test accuracy {b['accuracy']:.4f} "
               f"(search split {b['search_accuracy']:.4f}), deployed {b['deployed_accuracy']:.4f}")
         print("  config: " + json.dumps(b["config"]))

@@ -71,12 +71,20 @@ def quantized(model, config, *, skip_first_last=False, calib=None):
     return q, built
 
 
-def main():
+def main(argv=None):
+    import argparse
+
+    from pyquant._cli import nonneg_int, positive_int
     from pyquant._extras import require
 
+    ap = argparse.ArgumentParser(prog="python -m pyquant.studies.digits_cnn",
+                                 description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=positive_int, default=12, help="float training epochs")
+    ap.add_argument("--seed", type=nonneg_int, default=0)
+    args = ap.parse_args(argv)
     require("python -m pyquant.studies.digits_cnn", {"sklearn": "scikit-learn"}, "search")
     torch.set_num_threads(1)
-    model, (xtr, _), (xte, yte) = train_cnn()
+    model, (xtr, _), (xte, yte) = train_cnn(args.epochs, args.seed)
     print(f"digits CNN (3 conv + 2 FC), {len(yte)} test images, ISA {pyquant.cpu_info()['isa']}")
     print("| config | test accuracy | kernel |\n|---|---|---|")
     print(f"| fp32 | {accuracy(model, xte, yte):.4f} | - |")

@@ -23,6 +23,7 @@ import time
 
 import torch
 
+from pyquant._cli import nonneg_int, positive_float, writable_file
 from pyquant.studies import llm_model as lm
 
 QUICK = {"model": "quick", "tokens": 16, "prompt_len": 32}
@@ -212,7 +213,7 @@ def _config_list(s: str) -> list[str]:
     bad = [n for n in names if n not in lm.CONFIGS]
     if bad or not names:
         raise argparse.ArgumentTypeError(f"unknown config(s) {bad}; choose from {','.join(lm.CONFIGS)}")
-    return names
+    return list(dict.fromkeys(names))  # each config once, in the given order
 
 
 def parse_args(argv=None):
@@ -230,12 +231,12 @@ def parse_args(argv=None):
     ap.add_argument("--configs", type=_config_list, default=None,
                     help="comma-separated subset (default: all; bf16 only where the CPU has it unless named)")
     ap.add_argument("--repeats", type=int, default=1, help="generations per row, best kept (default 1)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--bandwidth-gib", type=float, default=1.0, help="size of the bandwidth probe (GiB)")
+    ap.add_argument("--seed", type=nonneg_int, default=0)
+    ap.add_argument("--bandwidth-gib", type=positive_float, default=1.0, help="size of the bandwidth probe (GiB)")
     ap.add_argument("--profile", action="store_true",
                     help="also split each decode token between pyquant kernels, wrappers and the rest")
-    ap.add_argument("--json", metavar="PATH", help="write the rows as JSON")
-    ap.add_argument("--plot", metavar="PATH", help="write a bar chart (matplotlib)")
+    ap.add_argument("--json", metavar="PATH", type=writable_file, help="write the rows as JSON")
+    ap.add_argument("--plot", metavar="PATH", type=writable_file, help="write a bar chart (matplotlib)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:

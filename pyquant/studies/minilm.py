@@ -118,9 +118,12 @@ def timed_interleaved(models: dict, repeats: int) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=1)
+    from pyquant._cli import positive_int
+
+    ap = argparse.ArgumentParser(prog="python -m pyquant.studies.minilm",
+                                 description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=positive_int, default=5)
+    ap.add_argument("--threads", type=positive_int, default=1)
     args = ap.parse_args(argv)
     from pyquant._extras import require
 

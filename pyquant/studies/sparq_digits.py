@@ -264,11 +264,16 @@ def table(results, seeds, epochs, noise):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--noise", type=float, default=0.35, help="pixel noise std of the hard test set")
-    ap.add_argument("--out", default=None, help="also write the table to this markdown file")
+    from pyquant._cli import nonneg_float, positive_int, writable_file
+
+    ap = argparse.ArgumentParser(prog="python -m pyquant.studies.sparq_digits",
+                                 description=__doc__.split("\n\n")[0].replace(": one command,", "."))
+    ap.add_argument("--seeds", type=positive_int, default=3)
+    ap.add_argument("--epochs", type=positive_int, default=30)
+    ap.add_argument("--noise", type=nonneg_float, default=0.35,
+                    help="pixel noise std of the hard test set")
+    ap.add_argument("--out", default=None, type=writable_file,
+                    help="also write the table to this markdown file")
     args = ap.parse_args(argv)
     from pyquant._extras import require
 
