@@ -96,7 +96,9 @@ def test_projection_keeps_kernel_widths():
     w = m.config()
     assert all(w[op] in (2, 4, 8) for op in OPS if op.startswith("w_") or op == "head")
     assert all(w[op] == 5 for op in OPS if not (op.startswith("w_") or op == "head"))
-    QuantGRU.from_gru(m.to_float()[0], {op: w[op] for op in GRU_OPS})  # a valid GRUConfig
+    gru = m.to_float()[0]
+    QuantGRU.from_gru(gru, {op: w[op] for op in GRU_OPS},  # a valid GRUConfig
+                      calib=torch.randn(2, 3, gru.input_size, generator=torch.Generator().manual_seed(0)))
 
 
 def test_cli_gru_hgq_tiny_run_deploys(tmp_path):
