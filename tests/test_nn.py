@@ -1158,6 +1158,13 @@ def test_share_memory_rebinds(config):
         q.share_memory()
         assert all(b.is_shared() for b in q.buffers())
         assert torch.equal(q(x), y)
+        from torch import multiprocessing  # noqa: F401  (registers the shared-memory reductions)
+        from multiprocessing.reduction import ForkingPickler  # what mp.Queue.put uses
+
+        q2 = pyquant.quantize_(nn.Sequential(nn.Linear(300, 1100)), config)
+        y2 = q2(x)
+        ForkingPickler.dumps(q2)
+        assert torch.equal(q2(x), y2)
 
 
 def test_gptq_filters_grouped_convs_and_takes_conv1d():
@@ -1194,3 +1201,21 @@ def test_calibrate_skips_empty_batches_and_conv_int_input():
     assert not torch.isnan(q[0].act_range).any()
     with pytest.raises(TypeError, match="x: expected a floating-point tensor"):
         q(torch.ones(1, 3, 5, 5, dtype=torch.int64))
+
+
+def test_quantgru_share_memory_and_module_casts():
+    from pyquant.nn import GRUConfig
+    torch.manual_seed(2)
+    gru = nn.GRU(6, 8, batch_first=True)
+    x = torch.randn(3, 5, 6)
+    for backend in ("kernels", "python", "torch"):
+        q = pyquant.nn.QuantGRU.from_gru(gru, GRUConfig.uniform(8), calib=x)
+        q.backend = backend
+        with torch.no_grad():
+            y = q(x)[0]
+            q.share_memory()  # moves the buffers' storage: numpy views and plan rebuilt
+            assert torch.equal(q(x)[0], y), backend
+            dtypes = {k: v.dtype for k, v in q.state_dict().items()}
+            q.half()
+            assert {k: v.dtype for k, v in q.state_dict().items()} == dtypes
+            assert torch.equal(q(x)[0], y), backend

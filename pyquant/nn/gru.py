@@ -270,7 +270,8 @@ class QuantGRU(nn.Module):
     def _build_plan(self) -> None:
         # the native cell validates again (shapes, code ranges, table lengths) and packs
         mults = [getattr(self, f"mult_{k}_{j}").numpy() for k, n in self._MULTS for j in range(n)]
-        self._plan = _C.GruPlan(self.w_ih, self.w_hh, self.widths_t.tolist(), self.b_ih.numpy(),
+        self._plan = _C.GruPlan(self.w_ih_codes.numpy(), self.w_hh_codes.numpy(),
+                                self.widths_t.tolist(), self.b_ih.numpy(),
                                 self.b_hh.numpy(), self.lut_r.numpy(), self.lut_z.numpy(),
                                 self.lut_n.numpy(), mults, SHIFT)
 
@@ -344,6 +345,18 @@ class QuantGRU(nn.Module):
                     self._derive()
                 raise
 
+    def _apply(self, fn, recurse=True):
+        # like the quantized linear modules: .half() / .double() keep the integer constants'
+        # dtypes (only device moves apply); then the numpy views and the plan are rebuilt, since
+        # share_memory_() moves storage under the same tensors
+        def keep_dtype(t):
+            r = fn(t)
+            return r if r.dtype == t.dtype else t.to(device=r.device)
+        out = super()._apply(keep_dtype, recurse)
+        if "widths_t" in self._buffers and all(t.device.type == "cpu" for t in self._buffers.values()):
+            self._derive()
+        return out
+
     def __getstate__(self):
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
         state = dict(state)
@@ -369,7 +382,7 @@ class QuantGRU(nn.Module):
     def step(self, gi: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """One time step on codes: gi int64 [B, 3H] (input projection + bias), h int64 [B, H]."""
         H = self.hidden_size
-        gh = self._gemm(h.to(torch.int8).numpy(), self.w_hh, self.row_bits_hh) + self.b_hh
+        gh = self._gemm(h.to(torch.int8).numpy(), self.w_hh_codes.numpy(), self.row_bits_hh) + self.b_hh
         mm = self.mult
         pre = {}
         for j, g in enumerate("rz"):
@@ -418,7 +431,7 @@ class QuantGRU(nn.Module):
             hq = None if h is None else h.to(torch.int8).numpy()
             return torch.from_numpy(self._plan.forward(xq, hq, get_num_threads(), scale))
         xq = self.quantize_input(x).reshape(B * T, -1).numpy()
-        gi = (self._gemm(xq, self.w_ih, self.row_bits_ih) + self.b_ih).reshape(B, T, -1)
+        gi = (self._gemm(xq, self.w_ih_codes.numpy(), self.row_bits_ih) + self.b_ih).reshape(B, T, -1)
         if h is None:
             h = torch.zeros(B, self.hidden_size, dtype=torch.int64)
         out = torch.empty(B, T, self.hidden_size, dtype=torch.int64)

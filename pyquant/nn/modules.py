@@ -75,6 +75,9 @@ class _QuantModule(nn.Module):
         state = self.__dict__.copy()
         state["_run"], state["_bound"] = None, ()
         state["_hugepage_ptrs"] = set()
+        # torch.multiprocessing's pickler moves the buffers' storage into shared memory in
+        # place (same tensor objects) while it pickles them: rebind before the next call
+        self._moved = True
         return state
 
     def __setstate__(self, state):  # torch.load of a whole module: the file is untrusted too
@@ -87,7 +90,7 @@ class _QuantModule(nn.Module):
         the native call bound to the buffers: made here, at conversion and after load_state_dict
         (and again if a buffer object is replaced, e.g. by ``module.to``), never per call.
         Non-persistent buffers: the state_dict format stays the packed weight + scales."""
-        self._run, self._bound = None, ()
+        self._run, self._bound, self._moved = None, (), False
         if self.reference:
             return
         with torch.inference_mode(False), torch.no_grad():
@@ -100,10 +103,7 @@ class _QuantModule(nn.Module):
             run = self.scheme.bind(bufs, self.act_range, self.bias)
             if run is not None:
                 self._run = run
-                # (name, tensor, address): share_memory_() and multiprocessing move a buffer's
-                # storage in place, keeping the tensor object
-                self._bound = tuple((n, t, None if t is None else t.data_ptr())
-                                    for n, t in bufs.items())
+                self._bound = tuple(bufs.items())
 
     def _rehome_large_buffers(self, fresh: bool, made_here=()) -> None:
         """Large buffers that arrived from elsewhere (unpickling, ``load_state_dict(assign=True)``,
@@ -123,10 +123,14 @@ class _QuantModule(nn.Module):
 
     def _native_run(self):
         """The bound native forward, rebound first if any buffer object was replaced or its
-        storage moved."""
+        storage may have moved (``_moved``: after ``_apply``, e.g. ``share_memory()``, or
+        pickling)."""
         bufs = self._buffers
-        for name, t, ptr in self._bound:
-            if bufs.get(name) is not t or (t is not None and t.data_ptr() != ptr):
+        if self._moved:
+            self._refresh_derived()
+            return self._run
+        for name, t in self._bound:
+            if bufs.get(name) is not t:
                 self._refresh_derived()
                 return self._run
         return self._run
@@ -146,7 +150,9 @@ class _QuantModule(nn.Module):
         def keep_dtype(t):
             r = fn(t)
             return r if r.dtype == t.dtype else t.to(device=r.device)
-        return super()._apply(keep_dtype, recurse)
+        out = super()._apply(keep_dtype, recurse)
+        self._moved = True  # share_memory_() moves storage under the same tensor objects
+        return out
 
     def _gemm(self, x2d: torch.Tensor) -> torch.Tensor:
         if not x2d.is_floating_point():
