@@ -127,7 +127,8 @@ float sparq_prep_row_avx2(const SparqPlan& plan, const float* x, size_t k, const
       __m256 t = _mm256_mul_ps(_mm256_and_ps(_mm256_loadu_ps(x + i + 8 * j), abs_mask), vinv);
       asm("" : "+x"(t));  // a separate multiply and add, as the scalar definition
       t = _mm256_add_ps(t, half);
-      q[j] = _mm256_cvttps_epi32(_mm256_min_ps(cap, t));  // NaN: cvtt gives INT_MIN, 0 after the saturating packs, as the scalar code
+      // NaN: cvtt gives INT_MIN, 0 after the saturating packs, as the scalar code
+      q[j] = _mm256_cvttps_epi32(_mm256_min_ps(cap, t));
     }
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(tq + i), pack_u8(q[0], q[1], q[2], q[3]));
   }

@@ -35,8 +35,7 @@ def _swap(module: nn.Module, config):
     if isinstance(module, nn.Conv2d):
         return QuantConv2d.from_conv(module, config)
     if is_conv1d(module):
-        w = module.weight.detach()
-        return QuantLinear(w.shape[0], w.shape[1], w.t(), module.bias, config)
+        return QuantLinear.from_conv1d(module, config)
     raise TypeError(f"module: {type(module).__name__} cannot be quantized (nn.Linear, nn.Conv2d "
                     "or transformers' Conv1D)")
 

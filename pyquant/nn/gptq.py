@@ -4,9 +4,10 @@ group-wise low-bit weights, same packed format and kernels as plain round-to-nea
     pyquant.nn.gptq_(model, pyquant.WeightOnlyConfig(bits=4, group_size=64), batches)
 
 Each matching nn.Linear (and transformers' Conv1D, and nn.Conv2d with groups=1 over its im2col
-rows in QuantConv2d's K order) records
-``H = sum x^T x`` over its inputs on the calibration batches (float model, all layers at once); then its columns are quantized left to right, each column's rounding
-error spread over the not-yet-quantized columns through the inverse Hessian's Cholesky factor.
+rows in QuantConv2d's K order) records ``H = sum x^T x`` over its inputs on the calibration
+batches (float model, all layers at once); then its columns are quantized left to right, each
+column's rounding error spread over the not-yet-quantized columns through the inverse Hessian's
+Cholesky factor.
 Blocks are one group wide, so each group's scale is chosen (MSE clipping search) on the weights
 as updated so far.
 """
@@ -112,9 +113,8 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig, batches: Iterable, *,
         kw = dict(hessian=hess[mod], damp=damp) if mod in hess else {}
         if isinstance(mod, nn.Conv2d):
             return QuantConv2d.from_conv(mod, cfg, **kw)
-        if is_conv1d(mod):  # weight [in, out]
-            w = mod.weight.detach()
-            return QuantLinear(w.shape[0], w.shape[1], w.t(), mod.bias, cfg, **kw)
+        if is_conv1d(mod):
+            return QuantLinear.from_conv1d(mod, cfg, **kw)
         return QuantLinear.from_linear(mod, cfg, **kw)
 
     _replace(model, config, handler, quantizable, "")

@@ -40,6 +40,8 @@ from .._threads import get_num_threads
 from ._code_gemm import grouped_gemm
 from .configs import GRU_MATMUL_OPS as MATMUL_OPS
 from .configs import GRU_OPS, GRUConfig
+from .modules import keeping_dtypes
+
 X_BITS = 8          # input activations (the kernels' A8)
 PRE_CAP = 8.0       # pre-activation ranges are capped: sigmoid/tanh are saturated beyond +-8
 BIAS_BITS = 32
@@ -346,13 +348,9 @@ class QuantGRU(nn.Module):
                 raise
 
     def _apply(self, fn, recurse=True):
-        # like the quantized linear modules: .half() / .double() keep the integer constants'
-        # dtypes (only device moves apply); then the numpy views and the plan are rebuilt, since
-        # share_memory_() moves storage under the same tensors
-        def keep_dtype(t):
-            r = fn(t)
-            return r if r.dtype == t.dtype else t.to(device=r.device)
-        out = super()._apply(keep_dtype, recurse)
+        # .half() / .double() keep the integer constants' dtypes; then the numpy views and the
+        # plan are rebuilt, since share_memory_() moves storage under the same tensors
+        out = super()._apply(keeping_dtypes(fn), recurse)
         if "widths_t" in self._buffers and all(t.device.type == "cpu" for t in self._buffers.values()):
             self._derive()
         return out

@@ -30,6 +30,15 @@ def _want_hugepages(t) -> bool:
             and t.dtype in _HUGEPAGE_DTYPES and t.numel() * t.element_size() >= _HUGEPAGE_MIN_BYTES)
 
 
+def keeping_dtypes(fn):
+    """``fn`` of ``Module._apply`` restricted to device moves: ``module.half()`` / ``.double()``
+    leave a quantized module's integer codes and float32 constants as they are."""
+    def apply(t):
+        r = fn(t)
+        return r if r.dtype == t.dtype else t.to(device=r.device)
+    return apply
+
+
 class _InferenceOnly(torch.autograd.Function):
     """Forward: the quantized GEMM (autograd off). Backward: a RuntimeError naming the layer."""
 
@@ -143,14 +152,10 @@ class _QuantModule(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _apply(self, fn, recurse=True):
-        # module.half() / .to(torch.bfloat16) / .double() cast floating buffers: the packed codes'
-        # scales, sums, bias and range keep float32 (the kernels' and the state dict's dtype; a
-        # float16 column sum overflows), only device moves apply. Inputs of any float dtype run,
-        # and the output takes the input's dtype.
-        def keep_dtype(t):
-            r = fn(t)
-            return r if r.dtype == t.dtype else t.to(device=r.device)
-        out = super()._apply(keep_dtype, recurse)
+        # module.half() / .to(torch.bfloat16) / .double(): the scales, sums, bias and range keep
+        # float32 (the kernels' and the state dict's dtype; a float16 column sum overflows).
+        # Inputs of any float dtype run, and the output takes the input's dtype.
+        out = super()._apply(keeping_dtypes(fn), recurse)
         self._moved = True  # share_memory_() moves storage under the same tensor objects
         return out
 
@@ -214,6 +219,12 @@ class QuantLinear(_QuantModule):
         super().__init__()
         self.in_features = in_features
         self._setup(config, weight, bias, **quant_kw)
+
+    @classmethod
+    def from_conv1d(cls, conv1d: nn.Module, config, **quant_kw) -> "QuantLinear":
+        """From transformers' ``Conv1D`` (GPT-2 family): ``y = x @ W + b``, W stored ``[in, out]``."""
+        w = conv1d.weight.detach()
+        return cls(w.shape[0], w.shape[1], w.t(), conv1d.bias, config, **quant_kw)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, config, **quant_kw) -> "QuantLinear":
