@@ -12,6 +12,7 @@
 #include "bindings/array_utils.h"
 #include "bindings/packed_utils.h"
 #include "core/macros.h"
+#include "forward/conv.h"
 #include "forward/forward.h"
 #include "int8_gemm/int8_gemm.h"
 #include "lowbit_gemm/lowbit_gemm.h"
@@ -30,12 +31,66 @@ void require_len(const CArray<float>& v, size_t len, const char* name) {
           std::string(name) + ": expected a float32 vector of length " + std::to_string(len));
 }
 
-// x [M, K] matching the weight's K.
-void check_x(const CArray<float>& x, const PackedHeader& h) {
-  require_ndim(x, 2, "x");
-  require(static_cast<size_t>(x.shape(1)) == h.k,
-          "x: expected K = " + std::to_string(h.k) + " columns to match the weight, got " +
-              std::to_string(x.shape(1)));
+// A forward's input: rows x [M, K] (QuantLinear), or with `conv` the NHWC image x [B, H, W, C]
+// of a QuantConv2d whose im2col rows (K = kh * kw * C) are made chunk by chunk (conv.h).
+// conv = (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, nchw).
+using ConvArg = std::optional<std::vector<int64_t>>;
+struct Input {
+  const float* x = nullptr;
+  size_t m = 0;  // rows of the GEMM
+  bool is_conv = false, nchw = false;
+  ConvGeometry g{};
+};
+
+Input input_of(const CArray<float>& x, const ConvArg& conv, const PackedHeader& h) {
+  Input in;
+  in.x = x.data();
+  if (!conv) {
+    require_ndim(x, 2, "x");
+    require(static_cast<size_t>(x.shape(1)) == h.k,
+            "x: expected K = " + std::to_string(h.k) + " columns to match the weight, got " +
+                std::to_string(x.shape(1)));
+    in.m = x.shape(0);
+    return in;
+  }
+  const std::vector<int64_t>& c = *conv;
+  require(c.size() == 9,
+          "conv: expected (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, "
+          "dilation_w, nchw)");
+  constexpr int64_t kMaxGeom = 1 << 16;
+  for (int i = 0; i < 8; ++i)
+    require(c[i] >= (i == 4 || i == 5 ? 0 : 1) && c[i] <= kMaxGeom,
+            "conv: kernel, stride and dilation must be in [1, 65536], padding in [0, 65536]");
+  require(c[8] == 0 || c[8] == 1, "conv: nchw must be 0 or 1");
+  require_ndim(x, 4, "x");
+  ConvGeometry& g = in.g;
+  g = ConvGeometry{static_cast<size_t>(x.shape(0)), static_cast<size_t>(x.shape(1)),
+                   static_cast<size_t>(x.shape(2)), static_cast<size_t>(x.shape(3)),
+                   static_cast<size_t>(c[0]), static_cast<size_t>(c[1]),
+                   static_cast<size_t>(c[2]), static_cast<size_t>(c[3]),
+                   static_cast<size_t>(c[4]), static_cast<size_t>(c[5]),
+                   static_cast<size_t>(c[6]), static_cast<size_t>(c[7])};
+  require(h.k > 0 && g.k() == h.k,
+          "x: expected [B, H, W, C] with kernel_h * kernel_w * C = K = " + std::to_string(h.k) +
+              ", got C = " + std::to_string(g.channels));
+  in.is_conv = true;
+  in.nchw = c[8] == 1;
+  in.m = g.rows();
+  return in;
+}
+
+// y [M, N], or the conv's [B, N, Ho, Wo] (nchw) / [B, Ho, Wo, N]
+CArray<float> output_for(const Input& in, size_t n) {
+  if (!in.is_conv) return CArray<float>({in.m, n});
+  const size_t b = in.g.batch, ho = in.g.out_h(), wo = in.g.out_w();
+  return in.nchw ? CArray<float>({b, n, ho, wo}) : CArray<float>({b, ho, wo, n});
+}
+
+// Runs `forward` on the input's rows (directly, or through the chunked conv driver); call
+// without the GIL.
+bool run_input(const Input& in, size_t n, float* y, int threads, const RowsForward& forward) {
+  if (in.is_conv) return conv_forward(in.x, in.g, n, in.nchw, y, threads, forward);
+  return forward(in.x, in.m, y, threads);
 }
 
 // act_range [2]: NaN = dynamic per row, else the static (lo, hi) from calibration.
@@ -51,15 +106,13 @@ ActRange act_of(const CArray<float>& r) {
   return a;
 }
 
-CArray<float> make_y(size_t m, size_t n) { return CArray<float>({m, n}); }
-
 CArray<float> forward_int8_py(const CArray<float>& x, const CArray<uint8_t>& packed,
                               const CArray<float>& w_scale, const CArray<float>& w_off,
                               const OptF& bias, const CArray<float>& act_range, int threads,
-                              int act_bits) {
+                              int act_bits, const ConvArg& conv) {
   const PackedHeader h = checked_header(packed, PackedOp::int8_gemm);
-  check_x(x, h);
-  const size_t m = x.shape(0), k = h.k, n = h.n;
+  const Input in = input_of(x, conv, h);
+  const size_t k = h.k, n = h.n;
   require_len(w_scale, n, "w_scale");
   require_len(w_off, n, "w_off");
   if (bias) require_len(*bias, n, "bias");
@@ -67,51 +120,53 @@ CArray<float> forward_int8_py(const CArray<float>& x, const CArray<uint8_t>& pac
           "act_bits: expected 7 or 8, got " + std::to_string(act_bits));
   ActRange act = act_of(act_range);
   act.qmax = static_cast<float>((1 << act_bits) - 1);
-  CArray<float> y = make_y(m, n);
+  CArray<float> y = output_for(in, n);
   const uint8_t* base = packed.data();
-  const float* xp = x.data();
-  float* yp = y.mutable_data();
   const float* bp = bias ? bias->data() : nullptr;
-  {
-    py::gil_scoped_release release;
+  const Isa isa = active_isa();
+  py::gil_scoped_release release;
+  run_input(in, n, y.mutable_data(), threads, [&](const float* xp, size_t m, float* yp, int t) {
     forward_int8(xp, m, k, reinterpret_cast<const int8_t*>(base + h.data_offset),
                  reinterpret_cast<const int32_t*>(base + h.aux_offset), n, w_scale.data(),
-                 w_off.data(), bp, act, yp, threads, active_isa());
-  }
+                 w_off.data(), bp, act, yp, t, isa);
+    return false;
+  });
   return y;
 }
 
 CArray<float> forward_lowbit_py(const CArray<float>& x, const CArray<uint8_t>& packed, int bits,
                                 size_t group_size, const CArray<float>& panel_scales,
                                 const CArray<float>& w_off, const OptF& bias,
-                                const CArray<float>& act_range, int threads) {
+                                const CArray<float>& act_range, int threads,
+                                const ConvArg& conv) {
   require(bits == 2 || bits == 4, "bits: expected 2 or 4, got " + std::to_string(bits));
   require(group_size > 0 && group_size % kLowbitGroupK == 0,
           "group_size: expected a positive multiple of 4, got " + std::to_string(group_size));
   const PackedHeader h = checked_header(packed, PackedOp::lowbit_gemm);
   require(h.bits == bits, "w: packed with bits=" + std::to_string(h.bits) +
                               " but called with bits=" + std::to_string(bits));
-  check_x(x, h);
-  const size_t m = x.shape(0), k = h.k, n = h.n;
+  const Input in = input_of(x, conv, h);
+  const size_t m = in.m, k = h.k, n = h.n;
   const size_t n_groups = div_round_up(k, group_size);
   require_len(panel_scales, round_up(n, kLowbitPanelCols) * n_groups, "panel_scales");
   require_len(w_off, n, "w_off");
   if (bias) require_len(*bias, n, "bias");
   const ActRange act = act_of(act_range);
-  CArray<float> y = make_y(m, n);
+  CArray<float> y = output_for(in, n);
   const uint8_t* panels = packed.data() + h.data_offset;
-  const float* xp = x.data();
   float* yp = y.mutable_data();
   const float* bp = bias ? bias->data() : nullptr;
-  {
-    py::gil_scoped_release release;
-    if (k == 0) {
-      for (size_t i = 0; i < m * n; ++i) yp[i] = bp ? bp[i % n] : 0.0f;
-    } else {
-      forward_lowbit(xp, m, k, panels, n, bits, group_size, panel_scales.data(), w_off.data(),
-                     bp, act, yp, threads, active_isa());
-    }
+  const Isa isa = active_isa();
+  py::gil_scoped_release release;
+  if (k == 0) {  // (never a conv: input_of requires K > 0 there)
+    for (size_t i = 0; i < m * n; ++i) yp[i] = bp ? bp[i % n] : 0.0f;
+    return y;
   }
+  run_input(in, n, yp, threads, [&](const float* xp, size_t rows, float* out, int t) {
+    forward_lowbit(xp, rows, k, panels, n, bits, group_size, panel_scales.data(), w_off.data(),
+                   bp, act, out, t, isa);
+    return false;
+  });
   return y;
 }
 
@@ -135,50 +190,55 @@ LutCodebook checked_codebook(const Levels& a_levels, const Levels& w_levels) {
 CArray<float> forward_lut_py(const CArray<float>& x, const CArray<uint8_t>& packed,
                              const Levels& a_levels, const Levels& w_levels, bool mse,
                              const CArray<float>& w_scale, const CArray<float>& w_off,
-                             const OptF& bias, const CArray<float>& act_range, int threads) {
+                             const OptF& bias, const CArray<float>& act_range, int threads,
+                             const ConvArg& conv) {
   const PackedHeader h = checked_header(packed, PackedOp::lut_gemm);
   for (int i = 0; i < 4; ++i)
     require(h.w_levels[i] == w_levels[i], "w: weight was packed with other w_levels");
   const LutCodebook cb = checked_codebook(a_levels, w_levels);
-  check_x(x, h);
-  const size_t m = x.shape(0), k = h.k, n = h.n;
+  const Input in = input_of(x, conv, h);
+  const size_t m = in.m, k = h.k, n = h.n;
   require_len(w_scale, n, "w_scale");
   require_len(w_off, n, "w_off");
   if (bias) require_len(*bias, n, "bias");
   const ActRange act = act_of(act_range);
-  CArray<float> y = make_y(m, n);
-  const float* xp = x.data();
+  CArray<float> y = output_for(in, n);
   float* yp = y.mutable_data();
   const float* bp = bias ? bias->data() : nullptr;
   const uint8_t* panels = packed.data() + h.data_offset;
-  {
-    py::gil_scoped_release release;
-    if (k == 0) {
-      for (size_t i = 0; i < m * n; ++i) yp[i] = bp ? bp[i % n] : 0.0f;
-    } else {
-      forward_lut(xp, m, k, panels, n, cb, a_levels.data(), mse, w_scale.data(), w_off.data(), bp,
-                  act, yp, threads, active_isa());
-    }
+  const Isa isa = active_isa();
+  py::gil_scoped_release release;
+  if (k == 0) {  // (never a conv)
+    for (size_t i = 0; i < m * n; ++i) yp[i] = bp ? bp[i % n] : 0.0f;
+    return y;
   }
+  run_input(in, n, yp, threads, [&](const float* xp, size_t rows, float* out, int t) {
+    forward_lut(xp, rows, k, panels, n, cb, a_levels.data(), mse, w_scale.data(), w_off.data(),
+                bp, act, out, t, isa);
+    return false;
+  });
   return y;
 }
 
-// The two SPARQ forwards' binding: config, header and side-array checks, then `run(y, base, h,
-// act)` without the GIL (k = 0 gives the bias); returns whether any input was negative.
+// The two SPARQ forwards' binding: config, header and side-array checks, then `run(x, m, k, n,
+// base, h, bias, act, y, threads)` on the input's rows without the GIL (k = 0 gives the bias);
+// returns whether any input was negative.
 template <class Run>
-bool sparq_forward_checked(const CArray<float>& x, const CArray<uint8_t>& packed, PackedOp op,
-                           const SparqConfig& cfg, const CArray<float>& w_scale, const OptF& bias,
-                           const CArray<float>& act_range, CArray<float>* y, Run&& run) {
+bool sparq_forward_checked(const CArray<float>& x, const ConvArg& conv,
+                           const CArray<uint8_t>& packed, PackedOp op, const SparqConfig& cfg,
+                           const CArray<float>& w_scale, const OptF& bias,
+                           const CArray<float>& act_range, int threads, CArray<float>* y,
+                           Run&& run) {
   require(sparq_config_valid(cfg), "bits/options: not a SPARQ configuration");
   const PackedHeader h = checked_header(packed, op);
   require(h.flags == sparq_flags(cfg),
           "w: packed for another SPARQ configuration (bits/options/rounding/pairs)");
-  check_x(x, h);
-  const size_t m = x.shape(0), k = h.k, n = h.n;
+  const Input in = input_of(x, conv, h);
+  const size_t m = in.m, k = h.k, n = h.n;
   require_len(w_scale, n, "w_scale");
   if (bias) require_len(*bias, n, "bias");
   const ActRange act = act_of(act_range);
-  *y = make_y(m, n);
+  *y = output_for(in, n);
   float* yp = y->mutable_data();
   const float* bp = bias ? bias->data() : nullptr;
   py::gil_scoped_release release;
@@ -186,21 +246,26 @@ bool sparq_forward_checked(const CArray<float>& x, const CArray<uint8_t>& packed
     for (size_t i = 0; i < m * n; ++i) yp[i] = bp ? bp[i % n] : 0.0f;
     return false;
   }
-  return run(x.data(), m, k, n, packed.data(), h, bp, act, yp);
+  const uint8_t* base = packed.data();
+  return run_input(in, n, yp, threads, [&](const float* xp, size_t rows, float* out, int t) {
+    return run(xp, rows, k, n, base, h, bp, act, out, t);
+  });
 }
 
 CArray<float> forward_sparq24_py(const CArray<float>& x, const CArray<uint8_t>& packed, int bits,
                                  int options, bool round, bool pairs,
                                  const CArray<float>& w_scale, const OptF& bias,
-                                 const CArray<float>& act_range, int threads) {
+                                 const CArray<float>& act_range, int threads,
+                                 const ConvArg& conv) {
   const SparqConfig cfg{bits, options, round, pairs};
   CArray<float> y;
+  const Isa isa = active_isa();
   const bool negative = sparq_forward_checked(
-      x, packed, PackedOp::sparq24_gemm, cfg, w_scale, bias, act_range, &y,
+      x, conv, packed, PackedOp::sparq24_gemm, cfg, w_scale, bias, act_range, threads, &y,
       [&](const float* xp, size_t m, size_t k, size_t n, const uint8_t* base,
-          const PackedHeader& h, const float* bp, ActRange act, float* yp) {
+          const PackedHeader& h, const float* bp, ActRange act, float* yp, int t) {
         return forward_sparq24(xp, m, k, cfg, base + h.data_offset, n, w_scale.data(), bp, act,
-                               yp, threads, active_isa());
+                               yp, t, isa);
       });
   require(!negative,
           "x: SparqConfig(sparse24=True) got negative inputs; the sign-magnitude extension is "
@@ -211,16 +276,17 @@ CArray<float> forward_sparq24_py(const CArray<float>& x, const CArray<uint8_t>& 
 CArray<float> forward_sparq_py(const CArray<float>& x, const CArray<uint8_t>& packed, int bits,
                                int options, bool round, bool pairs, bool allow_negative,
                                const CArray<float>& w_scale, const OptF& bias,
-                               const CArray<float>& act_range, int threads) {
+                               const CArray<float>& act_range, int threads, const ConvArg& conv) {
   const SparqConfig cfg{bits, options, round, pairs};
   CArray<float> y;
+  const Isa isa = active_isa();
   const bool negative = sparq_forward_checked(
-      x, packed, PackedOp::sparq_gemm, cfg, w_scale, bias, act_range, &y,
+      x, conv, packed, PackedOp::sparq_gemm, cfg, w_scale, bias, act_range, threads, &y,
       [&](const float* xp, size_t m, size_t k, size_t n, const uint8_t* base,
-          const PackedHeader& h, const float* bp, ActRange act, float* yp) {
+          const PackedHeader& h, const float* bp, ActRange act, float* yp, int t) {
         return forward_sparq(xp, m, k, cfg, reinterpret_cast<const int8_t*>(base + h.data_offset),
                              reinterpret_cast<const int32_t*>(base + h.aux_offset), n,
-                             w_scale.data(), bp, act, yp, threads, active_isa());
+                             w_scale.data(), bp, act, yp, t, isa);
       });
   require(allow_negative || !negative, "x: SparqConfig(negative='error') got negative inputs");
   return y;
@@ -276,19 +342,22 @@ py::tuple abs_quantize_py(const CArray<float>& x, const CArray<float>& act_range
 void bind_forward(py::module_& m) {
   m.def("forward_int8", &forward_int8_py, py::arg("x"), py::arg("packed"), py::arg("w_scale"),
         py::arg("w_off"), py::arg("bias"), py::arg("act_range"), py::arg("threads") = 1,
-        py::arg("act_bits") = 8);
+        py::arg("act_bits") = 8, py::arg("conv") = py::none());
   m.def("forward_lowbit", &forward_lowbit_py, py::arg("x"), py::arg("packed"), py::arg("bits"),
         py::arg("group_size"), py::arg("panel_scales"), py::arg("w_off"), py::arg("bias"),
-        py::arg("act_range"), py::arg("threads") = 1);
+        py::arg("act_range"), py::arg("threads") = 1, py::arg("conv") = py::none());
   m.def("forward_lut", &forward_lut_py, py::arg("x"), py::arg("packed"), py::arg("a_levels"),
         py::arg("w_levels"), py::arg("mse"), py::arg("w_scale"), py::arg("w_off"),
-        py::arg("bias"), py::arg("act_range"), py::arg("threads") = 1);
+        py::arg("bias"), py::arg("act_range"), py::arg("threads") = 1,
+        py::arg("conv") = py::none());
   m.def("forward_sparq", &forward_sparq_py, py::arg("x"), py::arg("packed"), py::arg("bits"),
         py::arg("options"), py::arg("round"), py::arg("pairs"), py::arg("allow_negative"),
-        py::arg("w_scale"), py::arg("bias"), py::arg("act_range"), py::arg("threads") = 1);
+        py::arg("w_scale"), py::arg("bias"), py::arg("act_range"), py::arg("threads") = 1,
+        py::arg("conv") = py::none());
   m.def("forward_sparq24", &forward_sparq24_py, py::arg("x"), py::arg("packed"), py::arg("bits"),
         py::arg("options"), py::arg("round"), py::arg("pairs"), py::arg("w_scale"),
-        py::arg("bias"), py::arg("act_range"), py::arg("threads") = 1);
+        py::arg("bias"), py::arg("act_range"), py::arg("threads") = 1,
+        py::arg("conv") = py::none());
   m.def("lowbit_panel_scales", &lowbit_panel_scales_py, py::arg("scales"));
   m.def("lut_act_quantize", &lut_act_quantize_py, py::arg("x"), py::arg("a_levels"),
         py::arg("mse"), py::arg("act_range"));

@@ -32,13 +32,24 @@ void quantize_rows_u8_ex_avx2(const float* x, size_t rows, size_t k, size_t ldq,
     if (fixed) {
       p = *fixed;
     } else {
-      __m256 vlo = _mm256_setzero_ps(), vhi = _mm256_setzero_ps();
+      // four independent chains: one min/max chain per 8 floats would wait on the latency
+      __m256 lo4[4], hi4[4];
+      for (int j = 0; j < 4; ++j) lo4[j] = hi4[j] = _mm256_setzero_ps();
       size_t i = 0;
+      for (; i + 32 <= k; i += 32)
+        for (int j = 0; j < 4; ++j) {
+          const __m256 v = _mm256_loadu_ps(xr + i + 8 * j);
+          lo4[j] = _mm256_min_ps(v, lo4[j]);  // min/max return the second operand for a NaN:
+          hi4[j] = _mm256_max_ps(v, hi4[j]);  // a NaN input is skipped, as in the scalar loop
+        }
       for (; i + 8 <= k; i += 8) {
         const __m256 v = _mm256_loadu_ps(xr + i);
-        vlo = _mm256_min_ps(v, vlo);  // min/max return the second operand for a NaN: a NaN
-        vhi = _mm256_max_ps(v, vhi);  // input is skipped, as in the scalar reduction
+        lo4[0] = _mm256_min_ps(v, lo4[0]);
+        hi4[0] = _mm256_max_ps(v, hi4[0]);
       }
+      // (the accumulators hold no NaN: any order of combining gives the same extremes)
+      const __m256 vlo = _mm256_min_ps(_mm256_min_ps(lo4[0], lo4[1]), _mm256_min_ps(lo4[2], lo4[3]));
+      const __m256 vhi = _mm256_max_ps(_mm256_max_ps(hi4[0], hi4[1]), _mm256_max_ps(hi4[2], hi4[3]));
       float lo = hmin(vlo), hi = hmax(vhi);
       for (; i < k; ++i) {
         lo = xr[i] < lo ? xr[i] : lo;

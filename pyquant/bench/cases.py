@@ -253,8 +253,8 @@ def problems(quick: bool) -> list[Problem]:
             Problem(1, 11008, 4096, threads, cold=True, label="LLM decode FFN"),
             Problem(128, 1536, 384, threads, label="MiniLM FFN up"),
             Problem(128, 384, 1536, threads, label="MiniLM FFN down"),
-            Problem(3136, 64, 576, threads, label="ResNet conv3x3 56x56x64"),
         ]
+        out += [cases_nn.conv_problem(label, threads) for label in cases_nn.CONV_LAYERS]
         out += [Problem(m, 14336, 4096, threads, label="nn forward") for m in (1, 8, 512)]
     return out
 

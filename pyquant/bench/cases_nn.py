@@ -106,3 +106,60 @@ def _nn_cases(p: Problem) -> list[Case]:
                    "LUT2 minmax": "lut_gemm", "SPARQ": "sparq_gemm"}[name]
             out.append(Case(p, f"raw {raw} (nn layer)", _make_raw(name), note="codes in, int32 out"))
     return out
+
+
+# ---- QuantConv2d: the whole layer (NCHW float in and out) against nn.Conv2d fp32 --------------
+# label -> (in, out, kernel, stride, padding, H = W, batch); the problem's (M, N, K) is its im2col
+# GEMM, so the raw int8_gemm row of the same problem is the integer part alone
+CONV_LAYERS = {
+    "conv ResNet stem 7x7/2 224x224x3": (3, 64, 7, 2, 3, 224, 1),
+    "conv ResNet 3x3 56x56x64": (64, 64, 3, 1, 1, 56, 1),
+    "conv ResNet 3x3 28x28x128": (128, 128, 3, 1, 1, 28, 1),
+    "conv ResNet 3x3 14x14x256": (256, 256, 3, 1, 1, 14, 1),
+    "conv ResNet 3x3 56x56x64, batch 8": (64, 64, 3, 1, 1, 56, 8),
+}
+CONV_CONFIGS = {"Int8": "Int8Config()", "W4 g32": "WeightOnlyConfig(4, 32)", "SPARQ": "SparqConfig()"}
+
+
+def conv_problem(label: str, threads: int = 1) -> Problem:
+    cin, cout, k, s, p, hw, b = CONV_LAYERS[label]
+    ho = (hw + 2 * p - k) // s + 1
+    return Problem(b * ho * ho, cout, k * k * cin, threads, label=label)
+
+
+def _conv_layer(p: Problem):
+    import torch
+
+    cin, cout, k, s, pad, hw, b = CONV_LAYERS[p.label]
+    conv = torch.nn.Conv2d(cin, cout, k, s, pad)
+    x = torch.randn(b, cin, hw, hw, generator=torch.Generator().manual_seed(1))
+    return conv, x
+
+
+def _make_conv(config_name: str | None):
+    def make(p: Problem):
+        import torch
+
+        from pyquant.nn import QuantConv2d, configs
+
+        conv, x = _conv_layer(p)
+        if config_name is not None:
+            config = eval(CONV_CONFIGS[config_name], {k: getattr(configs, k) for k in dir(configs)})
+            conv = QuantConv2d.from_conv(conv, config)
+
+        def run():
+            with torch.inference_mode():
+                return conv(x)
+        return run
+    return make
+
+
+@register
+def _conv_cases(p: Problem) -> list[Case]:
+    if p.label not in CONV_LAYERS:
+        return []
+    out = [Case(p, f"QuantConv2d[{name}]", _make_conv(name), note="NCHW float in/out, 1 call")
+           for name in CONV_CONFIGS]
+    out.append(Case(p, "nn.Conv2d fp32", _make_conv(None), kind="fp32",
+                    note="oneDNN, NCHW float in/out"))
+    return out

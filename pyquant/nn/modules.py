@@ -311,11 +311,46 @@ class QuantConv2d(_QuantModule):
             raise ValueError(f"x: expected [B, {self.in_channels}, H, W], got shape {tuple(x.shape)}")
         if not x.is_floating_point():
             raise TypeError(f"x: expected a floating-point tensor, got {x.dtype}")
-        cols, (b, ho, wo) = im2col(self, x)
-        y = self._gemm(cols)
-        # [B*L, O] -> [B, Ho, Wo, O] -> [B, O, Ho, Wo]
-        y = y.view(b, ho, wo, self.out_channels).permute(0, 3, 1, 2).contiguous().to(x.dtype)
+        xp, pad = _pad(self, x)
+        (kh, kw), (dh, dw) = self.kernel_size, self.dilation
+        for size, p, d, k in ((xp.shape[2], pad[0], dh, kh), (xp.shape[3], pad[1], dw, kw)):
+            if size + 2 * p < d * (k - 1) + 1:
+                raise ValueError(f"x: input of shape {tuple(x.shape)} is smaller than the "
+                                 f"kernel {self.kernel_size} (dilation {self.dilation}) after padding")
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        y = self._native_conv(xp, pad, channels_last)
+        if y is None:
+            cols, (b, ho, wo) = im2col(self, x)
+            y = self._gemm(cols)
+            # [B*L, O] -> [B, Ho, Wo, O] -> [B, O, Ho, Wo] (that is channels_last)
+            y = y.view(b, ho, wo, self.out_channels).permute(0, 3, 1, 2)
+            if not channels_last:
+                y = y.contiguous()
+        y = y.to(x.dtype)
         return y[0] if unbatched else y
+
+    def _native_conv(self, xp: torch.Tensor, pad, channels_last: bool):
+        """The whole layer in one native call on the (explicitly padded) input ``xp``: im2col
+        chunks made in cache and fed to the fused forward (csrc/forward/conv.h), never the full
+        im2col matrix; None where it does not apply (calibrating, torch.compile, the reference
+        backend). ``channels_last``: the output is channels_last (the caller's input was)."""
+        if (self._run is None or self._observer is not None or torch.compiler.is_compiling()
+                or self.in_features_k == 0):
+            return None
+        run = self._native_run()
+        if run is None:
+            return None
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        geometry = (kh, kw, sh, sw, pad[0], pad[1], dh, dw, 0 if channels_last else 1)
+
+        def conv(nhwc):
+            y = torch.from_numpy(run(nhwc.detach().numpy(), get_num_threads(), geometry))
+            return y.permute(0, 3, 1, 2) if channels_last else y
+
+        nhwc = xp.permute(0, 2, 3, 1).to(torch.float32).contiguous()  # a view if channels_last
+        if torch.is_grad_enabled() and nhwc.requires_grad:  # see _gemm
+            return _InferenceOnly.apply(nhwc, conv, type(self).__name__)
+        return conv(nhwc)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

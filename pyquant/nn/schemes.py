@@ -140,7 +140,9 @@ class Scheme:
 
     def bind(self, b, act_range, bias):
         """The fused forward bound to these buffers: ``run(x: float32 ndarray [M, K], threads)
-        -> float32 ndarray [M, N]``, one native call, or None where this layout has none. The
+        -> float32 ndarray [M, N]``, one native call, or None where this layout has none. With
+        ``conv=(kh, kw, sh, sw, ph, pw, dh, dw, nchw)`` x is a conv's NHWC input [B, H, W, C]
+        and the output [B, N, Ho, Wo] (nchw) or [B, Ho, Wo, N] (QuantConv2d). The
         arrays share memory with the tensors, so in-place updates (``calibrate``,
         ``load_state_dict``) reach it; the native side still validates every header per call."""
         return None
@@ -189,7 +191,7 @@ class Int8Scheme(Scheme):
     def bind(self, b, act_range, bias):
         f, bits = _C.forward_int8, self.config.act_bits
         p, s, o, bi, r = (_np(t) for t in (b["packed"], b["w_scale"], b["w_off"], bias, act_range))
-        return lambda x, threads: f(x, p, s, o, bi, r, threads, bits)
+        return lambda x, threads, conv=None: f(x, p, s, o, bi, r, threads, bits, conv)
 
     def op(self, x, b, act_range, bias):
         return torch.ops.pyquant.int8_linear(x, b["packed"], b["w_scale"], b["w_off"], bias, act_range,
@@ -307,7 +309,7 @@ class WeightOnlyScheme(Scheme):
             return None
         f, bits, gs = _C.forward_lowbit, self.config.bits, self.config.group_size
         p, s, o, bi, r = (_np(t) for t in (b["packed"], b["panel_scales"], b["w_off"], bias, act_range))
-        return lambda x, threads: f(x, p, bits, gs, s, o, bi, r, threads)
+        return lambda x, threads, conv=None: f(x, p, bits, gs, s, o, bi, r, threads, conv)
 
     def op(self, x, b, act_range, bias):
         if "packed_offsets" in b:
@@ -482,7 +484,7 @@ class LUT2Scheme(Scheme):
         c, f = self.config, _C.forward_lut
         al, wl, mse = list(c.a_levels), list(c.w_levels), c.a_scale == "mse"
         p, s, o, bi, r = (_np(t) for t in (b["packed"], b["w_scale"], b["w_off"], bias, act_range))
-        return lambda x, threads: f(x, p, al, wl, mse, s, o, bi, r, threads)
+        return lambda x, threads, conv=None: f(x, p, al, wl, mse, s, o, bi, r, threads, conv)
 
     def op(self, x, b, act_range, bias):
         c = self.config
@@ -563,9 +565,10 @@ class SparqScheme(Scheme):
         p, s, bi, r = (_np(t) for t in (b["packed"], b["w_scale"], bias, act_range))
         if c.sparse24:
             f = _C.forward_sparq24
-            return lambda x, threads: f(x, p, bits, opts, rnd, pairs, s, bi, r, threads)
+            return lambda x, threads, conv=None: f(x, p, bits, opts, rnd, pairs, s, bi, r, threads, conv)
         f, signed = _C.forward_sparq, c.negative == "sign_magnitude"
-        return lambda x, threads: f(x, p, bits, opts, rnd, pairs, signed, s, bi, r, threads)
+        return lambda x, threads, conv=None: f(x, p, bits, opts, rnd, pairs, signed, s, bi, r, threads,
+                                               conv)
 
     def op(self, x, b, act_range, bias):
         c = self.config

@@ -1,0 +1,95 @@
+// Chunked im2col + fused forward for QuantConv2d (conv.h).
+#include "forward/conv.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+
+#include "core/thread_pool.h"
+#include "forward/scratch.h"
+
+namespace pq {
+namespace {
+
+// The forwards use scratch slots 0-3 (forward_sparq all four).
+constexpr int kRowsSlot = 4, kOutSlot = 5;
+constexpr size_t kChunkFloats = 64 * 1024;  // 256 KiB of patches per chunk: L2-resident
+constexpr size_t kMinChunkRows = 32;        // enough rows for the GEMM tiles
+
+}  // namespace
+
+void im2col_nhwc_rows(const float* x, const ConvGeometry& g, size_t r0, size_t r1, float* rows) {
+  const size_t ho = g.out_h(), wo = g.out_w(), c = g.channels, k = g.k();
+  const size_t row_span = g.kernel_w * c;  // one kernel row, when its taps are contiguous
+  for (size_t r = r0; r < r1; ++r) {
+    const size_t b = r / (ho * wo), oy = r / wo % ho, ox = r % wo;
+    float* dst = rows + (r - r0) * k;
+    // input coordinates as signed: the top-left tap can lie in the padding
+    const long iy0 = static_cast<long>(oy * g.stride_h) - static_cast<long>(g.pad_h);
+    const long ix0 = static_cast<long>(ox * g.stride_w) - static_cast<long>(g.pad_w);
+    const long ix_last = ix0 + static_cast<long>(g.dilation_w * (g.kernel_w - 1));
+    const bool row_inside = ix0 >= 0 && ix_last < static_cast<long>(g.width);
+    for (size_t ky = 0; ky < g.kernel_h; ++ky, dst += row_span) {
+      const long iy = iy0 + static_cast<long>(ky * g.dilation_h);
+      if (iy < 0 || iy >= static_cast<long>(g.height)) {
+        std::memset(dst, 0, row_span * sizeof(float));
+        continue;
+      }
+      const float* src_row = x + (b * g.height + static_cast<size_t>(iy)) * g.width * c;
+      if (row_inside && g.dilation_w == 1) {  // the kernel row is one contiguous run
+        std::memcpy(dst, src_row + static_cast<size_t>(ix0) * c, row_span * sizeof(float));
+        continue;
+      }
+      for (size_t kx = 0; kx < g.kernel_w; ++kx) {
+        const long ix = ix0 + static_cast<long>(kx * g.dilation_w);
+        float* d = dst + kx * c;
+        if (ix < 0 || ix >= static_cast<long>(g.width))
+          std::memset(d, 0, c * sizeof(float));
+        else
+          std::memcpy(d, src_row + static_cast<size_t>(ix) * c, c * sizeof(float));
+      }
+    }
+  }
+}
+
+bool conv_forward(const float* x, const ConvGeometry& g, size_t n, bool nchw, float* y,
+                  int threads, const RowsForward& forward) {
+  const size_t m = g.rows(), k = g.k(), hw = g.out_h() * g.out_w();
+  if (m == 0 || n == 0) return false;
+  const size_t chunk_rows = std::min(m, std::max(kMinChunkRows, kChunkFloats / std::max<size_t>(k, 1)));
+  const size_t chunks = (m + chunk_rows - 1) / chunk_rows;
+  const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
+  // Enough chunks: one per task, each forward single-threaded on its worker (every scratch
+  // buffer is per thread). Few chunks (a large-K layer on a small image): one after the other,
+  // each forward using every thread.
+  const bool across_chunks = chunks >= 2 * n_threads;
+  const int inner_threads = across_chunks ? 1 : threads;
+  std::atomic<bool> flag{false};
+  auto run_chunk = [&](size_t ci) {
+    const size_t r0 = ci * chunk_rows, r1 = std::min(m, r0 + chunk_rows), rows = r1 - r0;
+    float* patches = static_cast<float*>(thread_scratch(rows * k * sizeof(float), kRowsSlot));
+    im2col_nhwc_rows(x, g, r0, r1, patches);
+    float* out = nchw ? static_cast<float*>(thread_scratch(rows * n * sizeof(float), kOutSlot))
+                      : y + r0 * n;
+    if (forward(patches, rows, out, inner_threads)) flag = true;
+    if (!nchw) return;
+    // [rows][n] -> y[b][j][pixel]: runs of consecutive pixels within one image
+    for (size_t r = r0; r < r1;) {
+      const size_t b = r / hw, p0 = r % hw, run = std::min(r1 - r, hw - p0);
+      for (size_t j = 0; j < n; ++j) {
+        float* dst = y + (b * n + j) * hw + p0;
+        const float* src = out + (r - r0) * n + j;
+        for (size_t i = 0; i < run; ++i) dst[i] = src[i * n];
+      }
+      r += run;
+    }
+  };
+  if (across_chunks) {
+    parallel_for(chunks, threads, run_chunk);
+  } else {
+    for (size_t ci = 0; ci < chunks; ++ci) run_chunk(ci);
+  }
+  return flag;
+}
+
+}  // namespace pq

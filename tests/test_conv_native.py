@@ -1,0 +1,170 @@
+"""QuantConv2d's native forward (csrc/forward/conv.h: im2col rows made chunk by chunk in cache and
+fed to the fused linear forward) against the same layer run as an explicit im2col matrix through
+QuantLinear's forward (itself checked against independent references in test_nn.py and
+test_nn_forward.py). Per-row quantization makes the chunks independent, so the two must agree
+bit for bit: every config, dynamic and static, every geometry below, NCHW and channels_last,
+1 and 2 threads (chunks run one per thread or one after the other), every ISA path.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import pyquant
+from pyquant import _C
+from pyquant.nn.modules import im2col
+
+CONFIGS = {
+    "int8": pyquant.Int8Config(),
+    "int8_7bit": pyquant.Int8Config(act_bits=7),
+    "w4g32": pyquant.WeightOnlyConfig(4, 32),
+    "w2g64": pyquant.WeightOnlyConfig(2, 64),
+    "lut_minmax": pyquant.LUT2Config(a_scale="minmax"),
+    "lut_mse": pyquant.LUT2Config(a_scale="mse"),
+    "sparq_signed": pyquant.SparqConfig(negative="sign_magnitude"),
+    "sparq24": pyquant.SparqConfig(sparse24=True, negative="error"),
+}
+NON_NEGATIVE = {"sparq24"}  # (2:4 SPARQ takes non-negative inputs only)
+
+# (in, out, kernel, stride, padding, dilation, padding_mode, batch, H, W)
+GEOMETRIES = {
+    "3x3": (8, 16, 3, 1, 1, 1, "zeros", 2, 9, 11),
+    "rgb7x7s2": (3, 8, 7, 2, 3, 1, "zeros", 1, 23, 20),  # K = 147: a tail in every block
+    "1x1": (16, 24, 1, 1, 0, 1, "zeros", 3, 5, 7),
+    "dilated": (4, 6, 3, 1, 2, 2, "zeros", 1, 12, 10),
+    "asym": (5, 7, (3, 1), (2, 1), (1, 0), 1, "zeros", 2, 8, 6),
+    "same": (6, 5, 4, 1, "same", 1, "zeros", 1, 7, 9),  # even kernel: uneven padding
+    "valid": (6, 5, 3, 2, "valid", 1, "zeros", 1, 9, 9),
+    "reflect": (4, 8, 3, 1, 1, 1, "reflect", 1, 6, 6),
+    "circular": (4, 8, 3, 2, 2, 1, "circular", 2, 7, 5),
+    "pad_gt_kernel": (2, 3, 2, 1, 3, 1, "zeros", 1, 3, 4),  # whole patches in the padding
+    "kernel_eq_input": (3, 4, 5, 1, 0, 1, "zeros", 2, 5, 5),  # one output pixel
+    "c1": (1, 4, 3, 1, 1, 1, "zeros", 1, 10, 10),
+    "many_chunks": (8, 40, 3, 1, 1, 1, "zeros", 2, 48, 40),  # 3840 rows of K = 72: 5 chunks
+    "wide_k": (130, 20, 3, 1, 1, 1, "zeros", 1, 6, 5),  # K = 1170 > the 64 KiB chunk's rows
+}
+
+
+def _conv(geometry, seed, bias=True):
+    cin, cout, k, s, p, d, mode, *_ = geometry
+    torch.manual_seed(seed)
+    return nn.Conv2d(cin, cout, k, s, p, d, bias=bias, padding_mode=mode)
+
+
+def _input(geometry, config_name, seed):
+    *_, b, h, w = geometry
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, geometry[0], h, w, generator=g)
+    return x.abs() if config_name in NON_NEGATIVE else x
+
+
+def _through_im2col(q, x):
+    """The same layer as an explicit im2col matrix through the linear fused forward."""
+    cols, (b, ho, wo) = im2col(q, x)
+    y = q._gemm(cols.contiguous())
+    return y.view(b, ho, wo, q.out_channels).permute(0, 3, 1, 2).contiguous()
+
+
+def _convert(config, conv, calib=None):
+    if getattr(config, "sparse24", False):
+        with torch.no_grad():  # 2:4 prune so that every config sees its own layer
+            w = conv.weight.permute(0, 2, 3, 1).reshape(conv.out_channels, -1)
+            k4 = w.shape[1] // 4 * 4
+            g = w[:, :k4].reshape(w.shape[0], -1, 4)
+            g.mul_(g.abs().argsort(-1).argsort(-1) >= 2)
+    q = pyquant.nn.QuantConv2d.from_conv(conv, config)
+    if calib is not None:
+        pyquant.calibrate(q, [calib])
+    return q
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
+@pytest.mark.parametrize("geometry", list(GEOMETRIES))
+@pytest.mark.parametrize("config_name", list(CONFIGS))
+def test_native_conv_equals_im2col_forward(isa, threads, config_name, geometry, static):
+    geom = GEOMETRIES[geometry]
+    x = _input(geom, config_name, seed=len(geometry))
+    q = _convert(CONFIGS[config_name], _conv(geom, seed=3), calib=x if static else None)
+    with torch.inference_mode():
+        y = q(x)
+        ref = _through_im2col(q, x)
+        assert y.shape == ref.shape
+        assert y.is_contiguous()
+        assert torch.equal(y, ref), (isa, config_name, geometry)
+        # channels_last in, channels_last out (as nn.Conv2d), the same values
+        ycl = q(x.contiguous(memory_format=torch.channels_last))
+        assert torch.equal(ycl, ref)
+        if geom[0] > 1 and min(ycl.shape[2:]) > 1 and ycl.shape[1] > 1:
+            assert ycl.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_native_conv_bits_equal_across_isas_and_threads():
+    geom = GEOMETRIES["many_chunks"]
+    x = _input(geom, "int8", seed=1)
+    outs = []
+    previous = _C.active_isa()
+    try:
+        for isa in pyquant.cpu_info()["available"]:
+            _C.set_isa(isa)
+            for name in ("int8", "w4g32", "lut_mse", "sparq_signed"):
+                q = _convert(CONFIGS[name], _conv(geom, seed=5))
+                for t in (1, 2):
+                    pyquant.set_num_threads(t)
+                    with torch.inference_mode():
+                        outs.append(((isa, name, t), q(x)))
+    finally:
+        _C.set_isa(previous)
+        pyquant.set_num_threads(None)
+    by_config = {}
+    for (isa, name, t), y in outs:
+        first = by_config.setdefault(name, y)
+        assert torch.equal(y, first), (isa, name, t)
+
+
+def test_native_conv_dtypes_batches_and_grad():
+    q = _convert(pyquant.Int8Config(), _conv(GEOMETRIES["3x3"], seed=1))
+    x = torch.randn(2, 8, 9, 11)
+    with torch.inference_mode():
+        ref = _through_im2col(q, x)
+        assert torch.equal(q(x[0]), ref[0])  # unbatched
+        assert q(x[:0]).shape == (0, 16, 9, 11)  # empty batch
+        y16 = q(x.half())
+        assert y16.dtype == torch.float16
+        assert torch.equal(y16, _through_im2col(q, x.half().float()).half())
+        # a non-contiguous input (a strided view)
+        xs = torch.randn(2, 8, 18, 11)[:, :, ::2]
+        assert torch.equal(q(xs), _through_im2col(q, xs.contiguous()))
+    # a plain call after float layers with parameters: runs; only a backward fails
+    pre = nn.Conv2d(8, 8, 1)
+    y = q(pre(x))
+    assert not y.requires_grad or y.grad_fn is not None
+    with pytest.raises(RuntimeError, match="inference-only"):
+        y.sum().backward()
+
+
+def test_native_conv_too_small_input():
+    q = _convert(pyquant.Int8Config(), _conv(GEOMETRIES["3x3"], seed=1))
+    q_valid = _convert(pyquant.Int8Config(), _conv(GEOMETRIES["valid"], seed=1))
+    with pytest.raises(ValueError, match="smaller than the kernel"):
+        q_valid(torch.randn(1, 6, 2, 9))
+    assert q(torch.randn(1, 8, 1, 1)).shape == (1, 16, 1, 1)  # padding makes room
+
+
+@pytest.mark.parametrize("conv, message", [
+    ((3, 3, 1, 1, 1, 1, 1, 1), "conv: expected"),  # 8 fields
+    ((3, 3, 0, 1, 1, 1, 1, 1, 1), "kernel, stride and dilation"),
+    ((3, 3, 1, 1, -1, 1, 1, 1, 1), "padding"),
+    ((3, 3, 1, 1, 1, 1, 1, 1, 2), "nchw"),
+    ((3, 3, 1, 1, 1, 1, 1, 1 << 20, 1), "dilation"),
+    ((2, 3, 1, 1, 1, 1, 1, 1, 1), "kernel_h \\* kernel_w \\* C"),  # K mismatch
+])
+def test_native_conv_binding_rejects_bad_geometry(conv, message):
+    q = _convert(pyquant.Int8Config(), _conv(GEOMETRIES["3x3"], seed=1))
+    run = q._native_run()
+    x = np.zeros((1, 9, 11, 8), np.float32)
+    with pytest.raises(ValueError, match=message):
+        run(x, 1, conv)
+    with pytest.raises(ValueError, match="x: expected"):
+        run(np.zeros((9, 11, 8), np.float32), 1, (3, 3, 1, 1, 1, 1, 1, 1, 1))
