@@ -16,6 +16,35 @@ constexpr int kRowsSlot = 4, kOutSlot = 5;
 constexpr size_t kChunkFloats = 64 * 1024;  // 256 KiB of patches per chunk: L2-resident
 constexpr size_t kMinChunkRows = 32;        // enough rows for the GEMM tiles
 
+// memcpy of a few dozen floats without a library call per kernel row or tap (an RGB stem
+// conv copies 84 bytes at a time); fixed-size chunks compile to vector moves
+inline void copy_floats(float* dst, const float* src, size_t count) {
+  size_t i = 0;
+  for (; i + 8 <= count; i += 8) std::memcpy(dst + i, src + i, 8 * sizeof(float));
+  for (; i < count; ++i) dst[i] = src[i];
+}
+
+inline void zero_floats(float* dst, size_t count) {
+  for (size_t i = 0; i < count; ++i) dst[i] = 0.0f;
+}
+
+// out [rows][n] (rows = consecutive pixels p0.. of image b) -> y[b][j][p0 + i], in 16 x 16
+// blocks so that both sides touch whole cache lines
+void transpose_to_nchw(const float* out, size_t rows, size_t n, size_t hw, size_t b, size_t p0,
+                       float* y) {
+  constexpr size_t kBlock = 16;
+  for (size_t i0 = 0; i0 < rows; i0 += kBlock) {
+    const size_t i1 = std::min(rows, i0 + kBlock);
+    for (size_t j0 = 0; j0 < n; j0 += kBlock) {
+      const size_t j1 = std::min(n, j0 + kBlock);
+      for (size_t j = j0; j < j1; ++j) {
+        float* dst = y + (b * n + j) * hw + p0;
+        for (size_t i = i0; i < i1; ++i) dst[i] = out[i * n + j];
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void im2col_nhwc_rows(const float* x, const ConvGeometry& g, size_t r0, size_t r1, float* rows) {
@@ -32,21 +61,21 @@ void im2col_nhwc_rows(const float* x, const ConvGeometry& g, size_t r0, size_t r
     for (size_t ky = 0; ky < g.kernel_h; ++ky, dst += row_span) {
       const long iy = iy0 + static_cast<long>(ky * g.dilation_h);
       if (iy < 0 || iy >= static_cast<long>(g.height)) {
-        std::memset(dst, 0, row_span * sizeof(float));
+        zero_floats(dst, row_span);
         continue;
       }
       const float* src_row = x + (b * g.height + static_cast<size_t>(iy)) * g.width * c;
       if (row_inside && g.dilation_w == 1) {  // the kernel row is one contiguous run
-        std::memcpy(dst, src_row + static_cast<size_t>(ix0) * c, row_span * sizeof(float));
+        copy_floats(dst, src_row + static_cast<size_t>(ix0) * c, row_span);
         continue;
       }
       for (size_t kx = 0; kx < g.kernel_w; ++kx) {
         const long ix = ix0 + static_cast<long>(kx * g.dilation_w);
         float* d = dst + kx * c;
         if (ix < 0 || ix >= static_cast<long>(g.width))
-          std::memset(d, 0, c * sizeof(float));
+          zero_floats(d, c);
         else
-          std::memcpy(d, src_row + static_cast<size_t>(ix) * c, c * sizeof(float));
+          copy_floats(d, src_row + static_cast<size_t>(ix) * c, c);
       }
     }
   }
@@ -76,11 +105,7 @@ bool conv_forward(const float* x, const ConvGeometry& g, size_t n, bool nchw, fl
     // [rows][n] -> y[b][j][pixel]: runs of consecutive pixels within one image
     for (size_t r = r0; r < r1;) {
       const size_t b = r / hw, p0 = r % hw, run = std::min(r1 - r, hw - p0);
-      for (size_t j = 0; j < n; ++j) {
-        float* dst = y + (b * n + j) * hw + p0;
-        const float* src = out + (r - r0) * n + j;
-        for (size_t i = 0; i < run; ++i) dst[i] = src[i * n];
-      }
+      transpose_to_nchw(out + (r - r0) * n, run, n, hw, b, p0, y);
       r += run;
     }
   };
