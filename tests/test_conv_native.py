@@ -44,6 +44,9 @@ GEOMETRIES = {
     "c1": (1, 4, 3, 1, 1, 1, "zeros", 1, 10, 10),
     "many_chunks": (8, 40, 3, 1, 1, 1, "zeros", 2, 48, 40),  # 3840 rows of K = 72: 5 chunks
     "wide_k": (130, 20, 3, 1, 1, 1, "zeros", 1, 6, 5),  # K = 1170 > the 64 KiB chunk's rows
+    # 3 chunks (of 64 Ki floats / (K + N) = 771 rows): at 2 threads one after the other, each
+    # forward on both threads; the last chunk a single row (the GEMV paths)
+    "three_chunks_1row_tail": (8, 13, 3, 1, 1, 1, "zeros", 1, 1, 1543),
 }
 
 
@@ -58,6 +61,18 @@ def _input(geometry, config_name, seed):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(b, geometry[0], h, w, generator=g)
     return x.abs() if config_name in NON_NEGATIVE else x
+
+
+def _native_calls(q):
+    """Counts the native calls made with a conv geometry (proof the native conv path ran)."""
+    run, calls = q._run, []
+
+    def spy(x, threads, conv=None):
+        calls.append(conv)
+        return run(x, threads, conv)
+    q._run = spy
+    q._bound = ()  # (keeps _native_run from rebinding over the spy)
+    return calls
 
 
 def _through_im2col(q, x):
@@ -87,8 +102,10 @@ def test_native_conv_equals_im2col_forward(isa, threads, config_name, geometry, 
     geom = GEOMETRIES[geometry]
     x = _input(geom, config_name, seed=len(geometry))
     q = _convert(CONFIGS[config_name], _conv(geom, seed=3), calib=x if static else None)
+    calls = _native_calls(q)
     with torch.inference_mode():
         y = q(x)
+        assert len(calls) == 1 and calls[0] is not None  # the native conv ran
         ref = _through_im2col(q, x)
         assert y.shape == ref.shape
         assert y.is_contiguous()
@@ -136,12 +153,27 @@ def test_native_conv_dtypes_batches_and_grad():
         # a non-contiguous input (a strided view)
         xs = torch.randn(2, 8, 18, 11)[:, :, ::2]
         assert torch.equal(q(xs), _through_im2col(q, xs.contiguous()))
-    # a plain call after float layers with parameters: runs; only a backward fails
-    pre = nn.Conv2d(8, 8, 1)
-    y = q(pre(x))
-    assert not y.requires_grad or y.grad_fn is not None
-    with pytest.raises(RuntimeError, match="inference-only"):
-        y.sum().backward()
+    # a plain call after float layers with parameters: runs (in-place ops after it too, NCHW and
+    # channels_last); only a backward fails
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        pre = nn.Conv2d(8, 8, 1).to(memory_format=fmt)
+        xf = x.contiguous(memory_format=fmt)
+        y = torch.relu_(q(pre(xf)))
+        with torch.no_grad():
+            assert torch.equal(y, torch.relu(_through_im2col(q, pre(xf))))
+        with pytest.raises(RuntimeError, match="inference-only"):
+            y.sum().backward()
+
+
+def test_native_conv_geometry_beyond_native_limit_falls_back():
+    conv = nn.Conv2d(2, 3, 1, stride=(1 << 16) + 1)
+    q = _convert(pyquant.Int8Config(), conv)
+    x = torch.randn(1, 2, 3, (1 << 16) + 3)
+    calls = _native_calls(q)
+    with torch.inference_mode():
+        y = q(x)
+        assert calls == [None]  # the linear forward on im2col rows, not the native conv
+        assert torch.equal(y, _through_im2col(q, x))
 
 
 def test_native_conv_too_small_input():

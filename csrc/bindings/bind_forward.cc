@@ -32,7 +32,9 @@ void require_len(const CArray<float>& v, size_t len, const char* name) {
 }
 
 // A forward's input: rows x [M, K] (QuantLinear), or with `conv` the NHWC image x [B, H, W, C]
-// of a QuantConv2d whose im2col rows (K = kh * kw * C) are made chunk by chunk (conv.h).
+// of a QuantConv2d whose im2col rows (K = kh * kw * C) are made chunk by chunk (conv.h). The
+// header does not record how K splits into kernel and channels: the caller's geometry is
+// trusted for that (any split with kh * kw * C = K is memory-safe).
 // conv = (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, nchw).
 using ConvArg = std::optional<std::vector<int64_t>>;
 struct Input {

@@ -38,6 +38,8 @@ class ThreadPool {
     fn_ = &fn;
     n_tasks_ = n_tasks;
     next_.store(0);
+    failed_.store(false);
+    error_ = nullptr;
     active_helpers_ = helpers;
     open_ = true;
     ++generation_;
@@ -49,6 +51,11 @@ class ThreadPool {
     done_cv_.wait(lock, [&] { return joined_ == 0; });
     fn_ = nullptr;
     active_helpers_ = 0;
+    if (error_) {
+      std::exception_ptr e = error_;
+      error_ = nullptr;
+      std::rethrow_exception(e);  // (the first task's exception, e.g. bad_alloc, in the caller)
+    }
   }
 
   std::mutex run_mu_;
@@ -66,7 +73,12 @@ class ThreadPool {
     for (;;) {
       const size_t t = next_.fetch_add(1);
       if (t >= n_tasks_) break;
-      (*fn_)(t);
+      try {
+        (*fn_)(t);
+      } catch (...) {  // never escape a helper thread (std::terminate): rethrown by run()
+        if (!failed_.exchange(true)) error_ = std::current_exception();
+        next_.store(n_tasks_);
+      }
     }
   }
 
@@ -92,6 +104,8 @@ class ThreadPool {
   const std::function<void(size_t)>* fn_ = nullptr;
   size_t n_tasks_ = 0;
   std::atomic<size_t> next_{0};
+  std::atomic<bool> failed_{false};
+  std::exception_ptr error_;  // written once per run (guarded by failed_), read after the join
   int active_helpers_ = 0;
   int joined_ = 0;     // helpers inside work() for the current run
   bool open_ = false;  // helpers may still join the current run

@@ -13,7 +13,7 @@ namespace {
 
 // The forwards use scratch slots 0-3 (forward_sparq all four).
 constexpr int kRowsSlot = 4, kOutSlot = 5;
-constexpr size_t kChunkFloats = 64 * 1024;  // 256 KiB of patches per chunk: L2-resident
+constexpr size_t kChunkFloats = 64 * 1024;  // 256 KiB of patches + outputs per chunk: in L2
 constexpr size_t kMinChunkRows = 32;        // enough rows for the GEMM tiles
 
 // memcpy of a few dozen floats without a library call per kernel row or tap (an RGB stem
@@ -85,7 +85,7 @@ bool conv_forward(const float* x, const ConvGeometry& g, size_t n, bool nchw, fl
                   int threads, const RowsForward& forward) {
   const size_t m = g.rows(), k = g.k(), hw = g.out_h() * g.out_w();
   if (m == 0 || n == 0) return false;
-  const size_t chunk_rows = std::min(m, std::max(kMinChunkRows, kChunkFloats / std::max<size_t>(k, 1)));
+  const size_t chunk_rows = std::min(m, std::max(kMinChunkRows, kChunkFloats / (k + n)));
   const size_t chunks = (m + chunk_rows - 1) / chunk_rows;
   const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
   // Enough chunks: one per task, each forward single-threaded on its worker (every scratch

@@ -247,6 +247,9 @@ class QuantLinear(_QuantModule):
                 f"bias={self.bias is not None}, {self._config_repr()}")
 
 
+_NATIVE_CONV_MAX = 1 << 16  # the native conv's limit on kernel, stride, padding and dilation
+
+
 def _pad(conv, x):
     """(x padded explicitly if needed, padding left for unfold)."""
     kh, kw = conv.kernel_size
@@ -342,15 +345,20 @@ class QuantConv2d(_QuantModule):
             return None
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
         geometry = (kh, kw, sh, sw, pad[0], pad[1], dh, dw, 0 if channels_last else 1)
+        if max(geometry) > _NATIVE_CONV_MAX:
+            return None
 
         def conv(nhwc):
-            y = torch.from_numpy(run(nhwc.detach().numpy(), get_num_threads(), geometry))
-            return y.permute(0, 3, 1, 2) if channels_last else y
+            return torch.from_numpy(run(nhwc.detach().numpy(), get_num_threads(), geometry))
 
         nhwc = xp.permute(0, 2, 3, 1).to(torch.float32).contiguous()  # a view if channels_last
         if torch.is_grad_enabled() and nhwc.requires_grad:  # see _gemm
-            return _InferenceOnly.apply(nhwc, conv, type(self).__name__)
-        return conv(nhwc)
+            y = _InferenceOnly.apply(nhwc, conv, type(self).__name__)
+        else:
+            y = conv(nhwc)
+        # [B, Ho, Wo, N] -> its NCHW view (channels_last), outside the autograd Function so
+        # that in-place ops after the layer are allowed
+        return y.permute(0, 3, 1, 2) if channels_last else y
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

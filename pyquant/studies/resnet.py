@@ -1,0 +1,108 @@
+"""ResNet-18 (ImageNet shape, 224 x 224) through QuantConv2d / QuantLinear: whole-model speed.
+
+    python -m pyquant.studies.resnet [--threads 1] [--batch 1] [--repeats 5]
+
+Builds the standard ResNet-18 (built here, no torchvision needed; random weights, eval mode: BN
+layers stay float), converts every Conv2d and the classifier with ``quantize_`` per config, and
+reports the forward time against fp32 (oneDNN) in NCHW and in channels_last, plus the logits'
+cosine to fp32 as a sanity check (random weights: no accuracy to report). Timings: best of
+``--repeats`` rounds in which the models take turns.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import torch
+from torch import nn
+
+import pyquant
+from pyquant._cli import positive_int
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return torch.relu(y + (x if self.down is None else self.down(x)))
+
+
+def resnet18(num_classes: int = 1000, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    layers = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+              nn.MaxPool2d(3, 2, 1)]
+    cin = 64
+    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        layers += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
+        cin = cout
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes)]
+    model = nn.Sequential(*layers)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    return model.eval()
+
+
+CONFIGS = {
+    "Int8Config()": pyquant.Int8Config(),
+    "WeightOnlyConfig(4, 32)": pyquant.WeightOnlyConfig(4, 32),
+    "SparqConfig()": pyquant.SparqConfig(),
+}
+
+
+def timed(models: dict, x: torch.Tensor, repeats: int) -> dict:
+    best = {name: float("inf") for name in models}
+    with torch.inference_mode():
+        for m in models.values():
+            m(x)  # warm-up
+        for _ in range(repeats):
+            for name, m in models.items():
+                t = time.perf_counter()
+                m(x)
+                best[name] = min(best[name], time.perf_counter() - t)
+    return best
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m pyquant.studies.resnet", description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=positive_int, default=1)
+    ap.add_argument("--batch", type=positive_int, default=1)
+    ap.add_argument("--repeats", type=positive_int, default=5)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    pyquant.set_num_threads(args.threads)
+
+    fp32 = resnet18()
+    x = torch.randn(args.batch, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    models = {"fp32": fp32}
+    for name, config in CONFIGS.items():
+        models[name] = pyquant.quantize_(copy.deepcopy(fp32), config)
+    with torch.inference_mode():
+        ref = fp32(x)
+        cos = {name: torch.nn.functional.cosine_similarity(m(x), ref).mean().item()
+               for name, m in models.items()}
+    print(f"ResNet-18, batch {args.batch}, 224x224, {args.threads} thread(s), ISA "
+          f"{pyquant.cpu_info()['isa']}, best of {args.repeats}")
+    print("| model | logit cosine | NCHW ms | vs fp32 | channels_last ms | vs fp32 (channels_last) |")
+    print("|---|---|---|---|---|---|")
+    t_nchw = timed(models, x, args.repeats)
+    t_cl = timed(models, x.contiguous(memory_format=torch.channels_last), args.repeats)
+    for name in models:
+        print(f"| {name} | {cos[name]:.4f} | {t_nchw[name] * 1e3:.1f} | "
+              f"{t_nchw['fp32'] / t_nchw[name]:.2f}x | {t_cl[name] * 1e3:.1f} | "
+              f"{t_cl['fp32'] / t_cl[name]:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
