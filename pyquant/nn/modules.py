@@ -335,13 +335,15 @@ class QuantConv2d(_QuantModule):
     def _native_conv(self, xp: torch.Tensor, pad, channels_last: bool):
         """The whole layer in one native call on the (explicitly padded) input ``xp``: im2col
         chunks made in cache and fed to the fused forward (csrc/forward/conv.h), never the full
-        im2col matrix; None where it does not apply (calibrating, torch.compile, the reference
-        backend). ``channels_last``: the output is channels_last (the caller's input was)."""
-        if (self._run is None or self._observer is not None or torch.compiler.is_compiling()
-                or self.in_features_k == 0):
+        im2col matrix; None where it does not apply (calibrating, the reference backend).
+        torch.compile traces it as the config's torch.library op (without grad: a grad-enabled
+        compiled call keeps the im2col path). ``channels_last``: the output is channels_last
+        (the caller's input was)."""
+        if self.reference or self._observer is not None or self.in_features_k == 0:
             return None
-        run = self._native_run()
-        if run is None:
+        compiling = torch.compiler.is_compiling()
+        run = None if compiling or self._run is None else self._native_run()
+        if run is None and not compiling:
             return None
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
         geometry = (kh, kw, sh, sw, pad[0], pad[1], dh, dw, 0 if channels_last else 1)
@@ -352,7 +354,13 @@ class QuantConv2d(_QuantModule):
             return torch.from_numpy(run(nhwc.detach().numpy(), get_num_threads(), geometry))
 
         nhwc = xp.permute(0, 2, 3, 1).to(torch.float32).contiguous()  # a view if channels_last
-        if torch.is_grad_enabled() and nhwc.requires_grad:  # see _gemm
+        grad = torch.is_grad_enabled() and nhwc.requires_grad
+        if compiling:
+            y = None if grad else self.scheme.op(nhwc, self._buffers, self.act_range, self.bias,
+                                                 list(geometry))
+            if y is None:  # (no op for this layout, e.g. SPARQ 2:4)
+                return None
+        elif grad:  # see _gemm
             y = _InferenceOnly.apply(nhwc, conv, type(self).__name__)
         else:
             y = conv(nhwc)

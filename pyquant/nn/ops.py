@@ -1,5 +1,6 @@
 """torch.library custom ops: one per GEMM family, each the whole fused forward of a quantized
-layer (activation quantization, integer GEMM, epilogue, bias) as one native call.
+layer (activation quantization, integer GEMM, epilogue, bias) as one native call; with ``conv``
+the op is a QuantConv2d's (x the NHWC image, the im2col rows made natively, csrc/forward/conv.h).
 
 Every op takes explicit tensors (the module's buffers) and scalars (the config's fields), so
 torch.compile / torch.export see one opaque op per layer and an exported program carries all it
@@ -27,61 +28,70 @@ def _np(t):
     return None if t is None else t.contiguous().numpy()
 
 
-def _out(x, n):
-    return x.new_empty((x.shape[0], n))
+def _out(x, n, conv=None):
+    """The output of a linear op on x [M, K], or of a conv op on the NHWC image x [B, H, W, C]
+    (``conv`` = (kh, kw, sh, sw, ph, pw, dh, dw, nchw): [B, N, Ho, Wo] or [B, Ho, Wo, N])."""
+    if conv is None:
+        return x.new_empty((x.shape[0], n))
+    kh, kw, sh, sw, ph, pw, dh, dw, nchw = conv
+    ho = (x.shape[1] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (x.shape[2] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    return x.new_empty((x.shape[0], n, ho, wo) if nchw else (x.shape[0], ho, wo, n))
 
 
 @torch.library.custom_op("pyquant::int8_linear", mutates_args=())
 def int8_linear(x: Tensor, packed: Tensor, w_scale: Tensor, w_off: Tensor, bias: Optional[Tensor],
-                act_range: Tensor, act_bits: int = 8) -> Tensor:
+                act_range: Tensor, act_bits: int = 8, conv: Optional[List[int]] = None) -> Tensor:
     return torch.from_numpy(_C.forward_int8(_np(x), packed.numpy(), w_scale.numpy(), w_off.numpy(),
                                             _np(bias), act_range.numpy(), get_num_threads(),
-                                            act_bits))
+                                            act_bits, conv))
 
 
 @int8_linear.register_fake
-def _(x, packed, w_scale, w_off, bias, act_range, act_bits=8):
-    return _out(x, w_scale.shape[0])
+def _(x, packed, w_scale, w_off, bias, act_range, act_bits=8, conv=None):
+    return _out(x, w_scale.shape[0], conv)
 
 
 @torch.library.custom_op("pyquant::lowbit_linear", mutates_args=())
 def lowbit_linear(x: Tensor, packed: Tensor, panel_scales: Tensor, w_off: Tensor,
-                  bias: Optional[Tensor], act_range: Tensor, bits: int, group_size: int) -> Tensor:
+                  bias: Optional[Tensor], act_range: Tensor, bits: int, group_size: int,
+                  conv: Optional[List[int]] = None) -> Tensor:
     return torch.from_numpy(_C.forward_lowbit(_np(x), packed.numpy(), bits, group_size,
                                               panel_scales.numpy(), w_off.numpy(), _np(bias),
-                                              act_range.numpy(), get_num_threads()))
+                                              act_range.numpy(), get_num_threads(), conv))
 
 
 @lowbit_linear.register_fake
-def _(x, packed, panel_scales, w_off, bias, act_range, bits, group_size):
-    return _out(x, w_off.shape[0])
+def _(x, packed, panel_scales, w_off, bias, act_range, bits, group_size, conv=None):
+    return _out(x, w_off.shape[0], conv)
 
 
 @torch.library.custom_op("pyquant::lut_linear", mutates_args=())
 def lut_linear(x: Tensor, packed: Tensor, w_scale: Tensor, w_off: Tensor, bias: Optional[Tensor],
-               act_range: Tensor, a_levels: List[int], w_levels: List[int], mse: bool) -> Tensor:
+               act_range: Tensor, a_levels: List[int], w_levels: List[int], mse: bool,
+               conv: Optional[List[int]] = None) -> Tensor:
     return torch.from_numpy(_C.forward_lut(_np(x), packed.numpy(), list(a_levels), list(w_levels),
                                            mse, w_scale.numpy(), w_off.numpy(), _np(bias),
-                                           act_range.numpy(), get_num_threads()))
+                                           act_range.numpy(), get_num_threads(), conv))
 
 
 @lut_linear.register_fake
-def _(x, packed, w_scale, w_off, bias, act_range, a_levels, w_levels, mse):
-    return _out(x, w_scale.shape[0])
+def _(x, packed, w_scale, w_off, bias, act_range, a_levels, w_levels, mse, conv=None):
+    return _out(x, w_scale.shape[0], conv)
 
 
 @torch.library.custom_op("pyquant::sparq_linear", mutates_args=())
 def sparq_linear(x: Tensor, packed: Tensor, w_scale: Tensor, bias: Optional[Tensor],
                  act_range: Tensor, bits: int, options: int, round: bool, pairs: bool,
-                 allow_negative: bool) -> Tensor:
+                 allow_negative: bool, conv: Optional[List[int]] = None) -> Tensor:
     return torch.from_numpy(_C.forward_sparq(_np(x), packed.numpy(), bits, options, round, pairs,
                                              allow_negative, w_scale.numpy(), _np(bias),
-                                             act_range.numpy(), get_num_threads()))
+                                             act_range.numpy(), get_num_threads(), conv))
 
 
 @sparq_linear.register_fake
-def _(x, packed, w_scale, bias, act_range, bits, options, round, pairs, allow_negative):
-    return _out(x, w_scale.shape[0])
+def _(x, packed, w_scale, bias, act_range, bits, options, round, pairs, allow_negative, conv=None):
+    return _out(x, w_scale.shape[0], conv)
 
 
 # ---------------------------------------------------------------- reference path

@@ -147,8 +147,9 @@ class Scheme:
         ``load_state_dict``) reach it; the native side still validates every header per call."""
         return None
 
-    def op(self, x, b, act_range, bias):
-        """``native`` as a torch.library op (traceable by torch.compile / torch.export)."""
+    def op(self, x, b, act_range, bias, conv=None):
+        """``native`` as a torch.library op (traceable by torch.compile / torch.export); ``conv``
+        as in ``bind``."""
         return None
 
 
@@ -193,9 +194,9 @@ class Int8Scheme(Scheme):
         p, s, o, bi, r = (_np(t) for t in (b["packed"], b["w_scale"], b["w_off"], bias, act_range))
         return lambda x, threads, conv=None: f(x, p, s, o, bi, r, threads, bits, conv)
 
-    def op(self, x, b, act_range, bias):
+    def op(self, x, b, act_range, bias, conv=None):
         return torch.ops.pyquant.int8_linear(x, b["packed"], b["w_scale"], b["w_off"], bias, act_range,
-                                             self.config.act_bits)
+                                             self.config.act_bits, conv)
 
     def fake_quant_weight(self, w):
         wq, sw = int8_weight(w)
@@ -311,12 +312,12 @@ class WeightOnlyScheme(Scheme):
         p, s, o, bi, r = (_np(t) for t in (b["packed"], b["panel_scales"], b["w_off"], bias, act_range))
         return lambda x, threads, conv=None: f(x, p, bits, gs, s, o, bi, r, threads, conv)
 
-    def op(self, x, b, act_range, bias):
+    def op(self, x, b, act_range, bias, conv=None):
         if "packed_offsets" in b:
             return None
         c = self.config
         return torch.ops.pyquant.lowbit_linear(x, b["packed"], b["panel_scales"], b["w_off"], bias,
-                                               act_range, c.bits, c.group_size)
+                                               act_range, c.bits, c.group_size, conv)
 
     def forward(self, x, b, act_range, n, k, reference):
         bits, gs = self.config.bits, self.config.group_size
@@ -486,10 +487,11 @@ class LUT2Scheme(Scheme):
         p, s, o, bi, r = (_np(t) for t in (b["packed"], b["w_scale"], b["w_off"], bias, act_range))
         return lambda x, threads, conv=None: f(x, p, al, wl, mse, s, o, bi, r, threads, conv)
 
-    def op(self, x, b, act_range, bias):
+    def op(self, x, b, act_range, bias, conv=None):
         c = self.config
         return torch.ops.pyquant.lut_linear(x, b["packed"], b["w_scale"], b["w_off"], bias, act_range,
-                                            list(c.a_levels), list(c.w_levels), c.a_scale == "mse")
+                                            list(c.a_levels), list(c.w_levels), c.a_scale == "mse",
+                                            conv)
 
     def forward(self, x, b, act_range, n, k, reference):
         c = self.config
@@ -570,13 +572,13 @@ class SparqScheme(Scheme):
         return lambda x, threads, conv=None: f(x, p, bits, opts, rnd, pairs, signed, s, bi, r, threads,
                                                conv)
 
-    def op(self, x, b, act_range, bias):
+    def op(self, x, b, act_range, bias, conv=None):
         c = self.config
         if c.sparse24:
             return None
         return torch.ops.pyquant.sparq_linear(x, b["packed"], b["w_scale"], bias, act_range, c.bits,
                                               c.options, c.rounding == "round", c.pairs,
-                                              c.negative == "sign_magnitude")
+                                              c.negative == "sign_magnitude", conv)
 
     def forward(self, x, b, act_range, n, k, reference):
         acc, sa = self.int_acc(x, b, act_range, n, k, reference)
