@@ -195,7 +195,7 @@ def test_native_conv_too_small_input():
 def test_native_conv_binding_rejects_bad_geometry(conv, message):
     q = _convert(pyquant.Int8Config(), _conv(GEOMETRIES["3x3"], seed=1))
     run = q._native_run()
-    x = np.zeros((1, 9, 11, 8), np.float32)
+    x = np.zeros((1, 8, 9, 11), np.float32)  # NCHW (nchw = 1)
     with pytest.raises(ValueError, match=message):
         run(x, 1, conv)
     with pytest.raises(ValueError, match="x: expected"):

@@ -31,8 +31,8 @@ void require_len(const CArray<float>& v, size_t len, const char* name) {
           std::string(name) + ": expected a float32 vector of length " + std::to_string(len));
 }
 
-// A forward's input: rows x [M, K] (QuantLinear), or with `conv` the NHWC image x [B, H, W, C]
-// of a QuantConv2d whose im2col rows (K = kh * kw * C) are made chunk by chunk (conv.h). The
+// A forward's input: rows x [M, K] (QuantLinear), or with `conv` the image x of a QuantConv2d,
+// [B, C, H, W] if nchw else [B, H, W, C] (y the same layout), whose im2col rows (K = kh * kw * C) are made chunk by chunk (conv.h). The
 // header does not record how K splits into kernel and channels: the caller's geometry is
 // trusted for that (any split with kh * kw * C = K is memory-safe).
 // conv = (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, nchw).
@@ -65,18 +65,21 @@ Input input_of(const CArray<float>& x, const ConvArg& conv, const PackedHeader& 
             "conv: kernel, stride and dilation must be in [1, 65536], padding in [0, 65536]");
   require(c[8] == 0 || c[8] == 1, "conv: nchw must be 0 or 1");
   require_ndim(x, 4, "x");
+  const bool nchw = c[8] == 1;
   ConvGeometry& g = in.g;
-  g = ConvGeometry{static_cast<size_t>(x.shape(0)), static_cast<size_t>(x.shape(1)),
-                   static_cast<size_t>(x.shape(2)), static_cast<size_t>(x.shape(3)),
+  g = ConvGeometry{static_cast<size_t>(x.shape(0)), static_cast<size_t>(x.shape(nchw ? 2 : 1)),
+                   static_cast<size_t>(x.shape(nchw ? 3 : 2)),
+                   static_cast<size_t>(x.shape(nchw ? 1 : 3)),
                    static_cast<size_t>(c[0]), static_cast<size_t>(c[1]),
                    static_cast<size_t>(c[2]), static_cast<size_t>(c[3]),
                    static_cast<size_t>(c[4]), static_cast<size_t>(c[5]),
                    static_cast<size_t>(c[6]), static_cast<size_t>(c[7])};
   require(h.k > 0 && g.k() == h.k,
-          "x: expected [B, H, W, C] with kernel_h * kernel_w * C = K = " + std::to_string(h.k) +
-              ", got C = " + std::to_string(g.channels));
+          std::string("x: expected ") + (nchw ? "[B, C, H, W]" : "[B, H, W, C]") +
+              " with kernel_h * kernel_w * C = K = " + std::to_string(h.k) + ", got C = " +
+              std::to_string(g.channels));
   in.is_conv = true;
-  in.nchw = c[8] == 1;
+  in.nchw = nchw;
   in.m = g.rows();
   return in;
 }

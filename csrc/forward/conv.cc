@@ -8,11 +8,15 @@
 #include "core/thread_pool.h"
 #include "forward/scratch.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace pq {
 namespace {
 
 // The forwards use scratch slots 0-3 (forward_sparq all four).
-constexpr int kRowsSlot = 4, kOutSlot = 5;
+constexpr int kRowsSlot = 4, kOutSlot = 5, kNhwcSlot = 6;
 constexpr size_t kChunkFloats = 64 * 1024;  // 256 KiB of patches + outputs per chunk: in L2
 constexpr size_t kMinChunkRows = 32;        // enough rows for the GEMM tiles
 
@@ -28,21 +32,51 @@ inline void zero_floats(float* dst, size_t count) {
   for (size_t i = 0; i < count; ++i) dst[i] = 0.0f;
 }
 
-// out [rows][n] (rows = consecutive pixels p0.. of image b) -> y[b][j][p0 + i], in 16 x 16
-// blocks so that both sides touch whole cache lines
-void transpose_to_nchw(const float* out, size_t rows, size_t n, size_t hw, size_t b, size_t p0,
-                       float* y) {
+// dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols: 16 x 16 blocks (both sides'
+// lines stay in L1), 4 x 4 register transposes inside (SSE2: baseline x86-64)
+void transpose_floats(const float* src, size_t lds, size_t rows, size_t cols, float* dst,
+                      size_t ldd) {
   constexpr size_t kBlock = 16;
   for (size_t i0 = 0; i0 < rows; i0 += kBlock) {
     const size_t i1 = std::min(rows, i0 + kBlock);
-    for (size_t j0 = 0; j0 < n; j0 += kBlock) {
-      const size_t j1 = std::min(n, j0 + kBlock);
-      for (size_t j = j0; j < j1; ++j) {
-        float* dst = y + (b * n + j) * hw + p0;
-        for (size_t i = i0; i < i1; ++i) dst[i] = out[i * n + j];
+    for (size_t j0 = 0; j0 < cols; j0 += kBlock) {
+      const size_t j1 = std::min(cols, j0 + kBlock);
+      size_t i = i0;
+#if defined(__SSE2__)
+      for (; i + 4 <= i1; i += 4) {
+        size_t j = j0;
+        for (; j + 4 <= j1; j += 4) {
+          __m128 r0 = _mm_loadu_ps(src + i * lds + j), r1 = _mm_loadu_ps(src + (i + 1) * lds + j);
+          __m128 r2 = _mm_loadu_ps(src + (i + 2) * lds + j), r3 = _mm_loadu_ps(src + (i + 3) * lds + j);
+          _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+          _mm_storeu_ps(dst + j * ldd + i, r0);
+          _mm_storeu_ps(dst + (j + 1) * ldd + i, r1);
+          _mm_storeu_ps(dst + (j + 2) * ldd + i, r2);
+          _mm_storeu_ps(dst + (j + 3) * ldd + i, r3);
+        }
+        for (; j < j1; ++j)
+          for (size_t ii = i; ii < i + 4; ++ii) dst[j * ldd + ii] = src[ii * lds + j];
       }
+#endif
+      for (; i < i1; ++i)
+        for (size_t j = j0; j < j1; ++j) dst[j * ldd + i] = src[i * lds + j];
     }
   }
+}
+
+// x [B][C][H][W] -> [B][H][W][C] in the calling thread's scratch, in parallel over images and
+// blocks of channels
+const float* nhwc_copy(const float* x, const ConvGeometry& g, int threads) {
+  const size_t hw = g.height * g.width, c = g.channels;
+  float* dst = static_cast<float*>(thread_scratch(g.batch * hw * c * sizeof(float), kNhwcSlot));
+  constexpr size_t kChannelBlock = 16;
+  const size_t blocks = (c + kChannelBlock - 1) / kChannelBlock;
+  parallel_for(g.batch * blocks, threads, [&](size_t t) {
+    const size_t b = t / blocks, c0 = t % blocks * kChannelBlock;
+    const size_t c1 = std::min(c, c0 + kChannelBlock);
+    transpose_floats(x + (b * c + c0) * hw, hw, c1 - c0, hw, dst + b * hw * c + c0, c);
+  });
+  return dst;
 }
 
 }  // namespace
@@ -85,6 +119,7 @@ bool conv_forward(const float* x, const ConvGeometry& g, size_t n, bool nchw, fl
                   int threads, const RowsForward& forward) {
   const size_t m = g.rows(), k = g.k(), hw = g.out_h() * g.out_w();
   if (m == 0 || n == 0) return false;
+  if (nchw) x = nhwc_copy(x, g, threads);
   const size_t chunk_rows = std::min(m, std::max(kMinChunkRows, kChunkFloats / (k + n)));
   const size_t chunks = (m + chunk_rows - 1) / chunk_rows;
   const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
@@ -105,7 +140,7 @@ bool conv_forward(const float* x, const ConvGeometry& g, size_t n, bool nchw, fl
     // [rows][n] -> y[b][j][pixel]: runs of consecutive pixels within one image
     for (size_t r = r0; r < r1;) {
       const size_t b = r / hw, p0 = r % hw, run = std::min(r1 - r, hw - p0);
-      transpose_to_nchw(out + (r - r0) * n, run, n, hw, b, p0, y);
+      transpose_floats(out + (r - r0) * n, n, run, n, y + b * n * hw + p0, hw);
       r += run;
     }
   };

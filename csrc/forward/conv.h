@@ -1,6 +1,6 @@
 // Quantized Conv2d as im2col + a fused linear forward, without materializing the im2col matrix:
 // the output pixels are taken in chunks of rows whose float patches fit in L2; each chunk is
-// gathered from the NHWC input, run through the family's fused forward (forward.h: per-row
+// gathered from the NHWC input (an NCHW input is transposed once first), run through the family's fused forward (forward.h: per-row
 // quantization, GEMM, epilogue) and, for an NCHW output, transposed while still in cache.
 // Per-row quantization makes the chunks independent, so the bits equal the whole-matrix forward.
 #pragma once
@@ -34,7 +34,8 @@ using RowsForward = std::function<bool(const float* rows, size_t m, float* y, in
 // input) of the NHWC input x into rows [r1 - r0][K].
 void im2col_nhwc_rows(const float* x, const ConvGeometry& g, size_t r0, size_t r1, float* rows);
 
-// y: [B][n][Ho][Wo] when nchw, else [B][Ho][Wo][n]. Returns the OR of the chunks' flags.
+// x [B][C][H][W] and y [B][n][Ho][Wo] when nchw (x is copied to NHWC first), else x NHWC and
+// y [B][Ho][Wo][n]. Returns the OR of the chunks' flags.
 bool conv_forward(const float* x, const ConvGeometry& g, size_t n, bool nchw, float* y,
                   int threads, const RowsForward& forward);
 

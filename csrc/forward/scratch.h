@@ -10,7 +10,7 @@ namespace pq {
 // distinguishes the buffers one call needs at once. Contents undefined; valid until the next
 // call with the same slot on this thread.
 inline void* thread_scratch(size_t bytes, int slot) {
-  constexpr int kSlots = 6;
+  constexpr int kSlots = 7;
   struct Buf {
     std::unique_ptr<unsigned char[]> p;
     size_t size = 0;

@@ -350,20 +350,21 @@ class QuantConv2d(_QuantModule):
         if max(geometry) > _NATIVE_CONV_MAX:
             return None
 
-        def conv(nhwc):
-            return torch.from_numpy(run(nhwc.detach().numpy(), get_num_threads(), geometry))
+        def conv(image):
+            return torch.from_numpy(run(image.detach().numpy(), get_num_threads(), geometry))
 
-        nhwc = xp.permute(0, 2, 3, 1).to(torch.float32).contiguous()  # a view if channels_last
-        grad = torch.is_grad_enabled() and nhwc.requires_grad
+        # the native side reads NHWC (a view of a channels_last input) or NCHW (transposed there)
+        image = (xp.permute(0, 2, 3, 1) if channels_last else xp).to(torch.float32).contiguous()
+        grad = torch.is_grad_enabled() and image.requires_grad
         if compiling:
-            y = None if grad else self.scheme.op(nhwc, self._buffers, self.act_range, self.bias,
+            y = None if grad else self.scheme.op(image, self._buffers, self.act_range, self.bias,
                                                  list(geometry))
             if y is None:  # (no op for this layout, e.g. SPARQ 2:4)
                 return None
         elif grad:  # see _gemm
-            y = _InferenceOnly.apply(nhwc, conv, type(self).__name__)
+            y = _InferenceOnly.apply(image, conv, type(self).__name__)
         else:
-            y = conv(nhwc)
+            y = conv(image)
         # [B, Ho, Wo, N] -> its NCHW view (channels_last), outside the autograd Function so
         # that in-place ops after the layer are allowed
         return y.permute(0, 3, 1, 2) if channels_last else y

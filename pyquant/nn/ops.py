@@ -29,13 +29,15 @@ def _np(t):
 
 
 def _out(x, n, conv=None):
-    """The output of a linear op on x [M, K], or of a conv op on the NHWC image x [B, H, W, C]
-    (``conv`` = (kh, kw, sh, sw, ph, pw, dh, dw, nchw): [B, N, Ho, Wo] or [B, Ho, Wo, N])."""
+    """The output of a linear op on x [M, K], or of a conv op (``conv`` = (kh, kw, sh, sw, ph,
+    pw, dh, dw, nchw)) on x [B, C, H, W] -> [B, N, Ho, Wo] if nchw, else [B, H, W, C] ->
+    [B, Ho, Wo, N]."""
     if conv is None:
         return x.new_empty((x.shape[0], n))
     kh, kw, sh, sw, ph, pw, dh, dw, nchw = conv
-    ho = (x.shape[1] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    wo = (x.shape[2] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    h, w = (x.shape[2], x.shape[3]) if nchw else (x.shape[1], x.shape[2])
+    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     return x.new_empty((x.shape[0], n, ho, wo) if nchw else (x.shape[0], ho, wo, n))
 
 

@@ -141,8 +141,8 @@ class Scheme:
     def bind(self, b, act_range, bias):
         """The fused forward bound to these buffers: ``run(x: float32 ndarray [M, K], threads)
         -> float32 ndarray [M, N]``, one native call, or None where this layout has none. With
-        ``conv=(kh, kw, sh, sw, ph, pw, dh, dw, nchw)`` x is a conv's NHWC input [B, H, W, C]
-        and the output [B, N, Ho, Wo] (nchw) or [B, Ho, Wo, N] (QuantConv2d). The
+        ``conv=(kh, kw, sh, sw, ph, pw, dh, dw, nchw)`` x is a conv's input, [B, C, H, W] and
+        the output [B, N, Ho, Wo] if nchw, else [B, H, W, C] and [B, Ho, Wo, N] (QuantConv2d). The
         arrays share memory with the tensors, so in-place updates (``calibrate``,
         ``load_state_dict``) reach it; the native side still validates every header per call."""
         return None
