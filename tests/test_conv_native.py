@@ -227,3 +227,60 @@ def test_compiled_conv_runs_the_op_and_matches_eager(config_name, fmt):
         assert not any("im2col" in str(n.target) or "unfold" in str(n.target) for n in ep.graph.nodes)
         with torch.no_grad():
             assert torch.equal(ep.module()(x), model(x))
+
+
+def _spy_native_forward(monkeypatch):
+    """Records the conv argument of every native forward_int8 call made through the ops."""
+    calls = []
+    real = _C.forward_int8
+
+    def spy(*args):
+        calls.append(args[-1])
+        return real(*args)
+    monkeypatch.setattr(_C, "forward_int8", spy)
+    return calls
+
+
+def _cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
+                         nn.Flatten(), nn.Linear(8 * 6 * 6, 4)).eval()
+
+
+def test_jit_trace_records_the_ops_not_a_constant():
+    model = pyquant.quantize_(_cnn(), pyquant.Int8Config())
+    x1, x2 = torch.randn(2, 3, 6, 6), torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, (x1,))
+        assert torch.equal(traced(x2), model(x2))  # (was x1's output, recorded as a constant)
+        assert torch.equal(traced(x1), model(x1))
+    assert str(traced.inlined_graph).count("pyquant::int8_linear") == 2  # conv + linear
+
+
+def test_compiled_plain_call_runs_the_conv_op(monkeypatch):
+    """A compiled call with grad enabled (BN parameters require grad) takes the conv op, not the
+    im2col path; only a backward fails."""
+    model = pyquant.quantize_(_cnn(), pyquant.Int8Config())
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        ref = model(x)
+    calls = _spy_native_forward(monkeypatch)
+    torch._dynamo.reset()
+    y = torch.compile(model, backend="aot_eager", fullgraph=True)(x)
+    assert torch.equal(y.detach(), ref)
+    assert any(c is not None for c in calls)  # the conv layer ran as one native conv call
+    with pytest.raises(RuntimeError, match="inference-only"):
+        y.sum().backward()
+
+
+def test_calibrate_a_compiled_model():
+    model = pyquant.quantize_(_cnn(), pyquant.Int8Config())
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="aot_eager")
+    x = torch.randn(4, 3, 6, 6)
+    compiled(x)
+    pyquant.calibrate(compiled, [x])
+    assert not torch.isnan(model[0].act_range).any()  # (was silently left dynamic)
+    with torch.no_grad():
+        torch._dynamo.reset()
+        assert torch.equal(torch.compile(model, backend="aot_eager")(x), model(x))

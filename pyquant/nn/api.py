@@ -111,10 +111,12 @@ def calibration(model: nn.Module):
 
 def calibrate(model: nn.Module, batches: Iterable) -> nn.Module:
     """Runs ``model`` on each batch (a tensor, or a tuple of positional args) under
-    ``torch.no_grad()`` and sets static activation ranges; returns the model."""
-    with torch.no_grad(), calibration(model):
+    ``torch.no_grad()`` and sets static activation ranges; returns the model. A compiled model
+    (``torch.compile``) is calibrated through its eager module: its graph has no observers."""
+    run = getattr(model, "_orig_mod", model)
+    with torch.no_grad(), calibration(run):
         for batch in batches:
-            model(*batch) if isinstance(batch, (tuple, list)) else model(batch)
+            run(*batch) if isinstance(batch, (tuple, list)) else run(batch)
     return model
 
 

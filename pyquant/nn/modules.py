@@ -43,14 +43,20 @@ class _InferenceOnly(torch.autograd.Function):
     """Forward: the quantized GEMM (autograd off). Backward: a RuntimeError naming the layer."""
 
     @staticmethod
-    def forward(ctx, x2d, run, name):
-        ctx.name, ctx.k = name, x2d.shape[1]
-        return run(x2d)
+    def forward(ctx, x, run, name):
+        ctx.name, ctx.shape = name, list(x.shape)
+        return run(x)
 
     @staticmethod
     def backward(ctx, grad):
         # raised by an op when the backward runs, not while torch.compile traces it
-        return ops.inference_only_grad(grad, ctx.k, ctx.name), None, None
+        return ops.inference_only_grad(grad, ctx.shape, ctx.name), None, None
+
+
+def _tracing() -> bool:
+    """torch.compile / torch.export or torch.jit.trace: the layers must run as torch.library
+    ops (a direct numpy call would be recorded as a constant)."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
 class _QuantModule(nn.Module):
@@ -171,13 +177,14 @@ class _QuantModule(nn.Module):
     def _gemm_impl(self, x2d: torch.Tensor) -> torch.Tensor:
         if x2d.dtype != torch.float32:
             x2d = x2d.float()
-        if self._run is not None and self._observer is None and not torch.compiler.is_compiling():
+        tracing = _tracing()
+        if self._run is not None and self._observer is None and not tracing:
             run = self._native_run()
             if run is not None:
                 # the whole layer in one native call (activation quantization, GEMM, epilogue, bias)
                 return torch.from_numpy(run(x2d.contiguous().numpy(), get_num_threads()))
         b = self._buffers
-        if torch.compiler.is_compiling():
+        if tracing:
             y = None if self.reference else self.scheme.op(x2d, b, self.act_range, self.bias)
             if y is not None:
                 return y
@@ -335,33 +342,34 @@ class QuantConv2d(_QuantModule):
     def _native_conv(self, xp: torch.Tensor, pad, channels_last: bool):
         """The whole layer in one native call on the (explicitly padded) input ``xp``: im2col
         chunks made in cache and fed to the fused forward (csrc/forward/conv.h), never the full
-        im2col matrix; None where it does not apply (calibrating, the reference backend).
-        torch.compile traces it as the config's torch.library op (without grad: a grad-enabled
-        compiled call keeps the im2col path). ``channels_last``: the output is channels_last
-        (the caller's input was)."""
+        im2col matrix; traced (torch.compile, torch.export, torch.jit.trace) as the config's
+        torch.library op with the geometry. None where it does not apply (calibrating, the
+        reference backend, a layout without an op). ``channels_last``: the output is
+        channels_last (the caller's input was)."""
         if self.reference or self._observer is not None or self.in_features_k == 0:
-            return None
-        compiling = torch.compiler.is_compiling()
-        run = None if compiling or self._run is None else self._native_run()
-        if run is None and not compiling:
             return None
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
         geometry = (kh, kw, sh, sw, pad[0], pad[1], dh, dw, 0 if channels_last else 1)
         if max(geometry) > _NATIVE_CONV_MAX:
             return None
+        if _tracing():
+            if not self.scheme.has_op(self._buffers):  # (e.g. SPARQ 2:4)
+                return None
 
-        def conv(image):
-            return torch.from_numpy(run(image.detach().numpy(), get_num_threads(), geometry))
+            def conv(image):
+                return self.scheme.op(image, self._buffers, self.act_range, self.bias,
+                                      list(geometry))
+        else:
+            run = None if self._run is None else self._native_run()
+            if run is None:
+                return None
+
+            def conv(image):
+                return torch.from_numpy(run(image.detach().numpy(), get_num_threads(), geometry))
 
         # the native side reads NHWC (a view of a channels_last input) or NCHW (transposed there)
         image = (xp.permute(0, 2, 3, 1) if channels_last else xp).to(torch.float32).contiguous()
-        grad = torch.is_grad_enabled() and image.requires_grad
-        if compiling:
-            y = None if grad else self.scheme.op(image, self._buffers, self.act_range, self.bias,
-                                                 list(geometry))
-            if y is None:  # (no op for this layout, e.g. SPARQ 2:4)
-                return None
-        elif grad:  # see _gemm
+        if torch.is_grad_enabled() and image.requires_grad:  # see _gemm
             y = _InferenceOnly.apply(image, conv, type(self).__name__)
         else:
             y = conv(image)

@@ -111,7 +111,7 @@ def parse_config(text: str):
 
 
 @torch.library.custom_op("pyquant::inference_only_grad", mutates_args=())
-def inference_only_grad(grad: Tensor, k: int, layer: str) -> Tensor:
+def inference_only_grad(grad: Tensor, shape: List[int], layer: str) -> Tensor:
     """The backward of a quantized layer: always a RuntimeError naming it. An op (with a fake
     implementation) so that torch.compile can trace a plain call, which needs the backward graph,
     and only an actual backward fails."""
@@ -121,8 +121,8 @@ def inference_only_grad(grad: Tensor, k: int, layer: str) -> Tensor:
 
 
 @inference_only_grad.register_fake
-def _(grad, k, layer):
-    return grad.new_empty((grad.shape[0], k))
+def _(grad, shape, layer):
+    return grad.new_empty(shape)  # the layer input's shape
 
 
 def run_reference(x, bufs: dict, act_range, bias, n: int, scheme, reference: bool = True):

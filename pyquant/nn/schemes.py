@@ -152,6 +152,10 @@ class Scheme:
         as in ``bind``."""
         return None
 
+    def has_op(self, b) -> bool:
+        """Whether ``op`` exists for this layout (else it returns None)."""
+        return False
+
 
 def _np(t):
     return None if t is None else t.numpy()
@@ -193,6 +197,9 @@ class Int8Scheme(Scheme):
         f, bits = _C.forward_int8, self.config.act_bits
         p, s, o, bi, r = (_np(t) for t in (b["packed"], b["w_scale"], b["w_off"], bias, act_range))
         return lambda x, threads, conv=None: f(x, p, s, o, bi, r, threads, bits, conv)
+
+    def has_op(self, b) -> bool:
+        return True
 
     def op(self, x, b, act_range, bias, conv=None):
         return torch.ops.pyquant.int8_linear(x, b["packed"], b["w_scale"], b["w_off"], bias, act_range,
@@ -311,6 +318,9 @@ class WeightOnlyScheme(Scheme):
         f, bits, gs = _C.forward_lowbit, self.config.bits, self.config.group_size
         p, s, o, bi, r = (_np(t) for t in (b["packed"], b["panel_scales"], b["w_off"], bias, act_range))
         return lambda x, threads, conv=None: f(x, p, bits, gs, s, o, bi, r, threads, conv)
+
+    def has_op(self, b) -> bool:
+        return "packed_offsets" not in b
 
     def op(self, x, b, act_range, bias, conv=None):
         if "packed_offsets" in b:
@@ -487,6 +497,9 @@ class LUT2Scheme(Scheme):
         p, s, o, bi, r = (_np(t) for t in (b["packed"], b["w_scale"], b["w_off"], bias, act_range))
         return lambda x, threads, conv=None: f(x, p, al, wl, mse, s, o, bi, r, threads, conv)
 
+    def has_op(self, b) -> bool:
+        return True
+
     def op(self, x, b, act_range, bias, conv=None):
         c = self.config
         return torch.ops.pyquant.lut_linear(x, b["packed"], b["w_scale"], b["w_off"], bias, act_range,
@@ -571,6 +584,9 @@ class SparqScheme(Scheme):
         f, signed = _C.forward_sparq, c.negative == "sign_magnitude"
         return lambda x, threads, conv=None: f(x, p, bits, opts, rnd, pairs, signed, s, bi, r, threads,
                                                conv)
+
+    def has_op(self, b) -> bool:
+        return not self.config.sparse24
 
     def op(self, x, b, act_range, bias, conv=None):
         c = self.config
