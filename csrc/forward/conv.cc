@@ -119,6 +119,10 @@ bool conv_forward(const float* x, const ConvGeometry& g, size_t n, bool nchw, fl
                   int threads, const RowsForward& forward) {
   const size_t m = g.rows(), k = g.k(), hw = g.out_h() * g.out_w();
   if (m == 0 || n == 0) return false;
+  // a 1x1 conv of stride 1 without padding: the NHWC pixels are the im2col rows already
+  const bool pointwise = g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 &&
+                         g.stride_w == 1 && g.pad_h == 0 && g.pad_w == 0;
+  if (pointwise && !nchw) return forward(x, m, y, threads);
   if (nchw) x = nhwc_copy(x, g, threads);
   const size_t chunk_rows = std::min(m, std::max(kMinChunkRows, kChunkFloats / (k + n)));
   const size_t chunks = (m + chunk_rows - 1) / chunk_rows;
@@ -131,8 +135,12 @@ bool conv_forward(const float* x, const ConvGeometry& g, size_t n, bool nchw, fl
   std::atomic<bool> flag{false};
   auto run_chunk = [&](size_t ci) {
     const size_t r0 = ci * chunk_rows, r1 = std::min(m, r0 + chunk_rows), rows = r1 - r0;
-    float* patches = static_cast<float*>(thread_scratch(rows * k * sizeof(float), kRowsSlot));
-    im2col_nhwc_rows(x, g, r0, r1, patches);
+    const float* patches = x + r0 * k;
+    if (!pointwise) {
+      float* rows_buf = static_cast<float*>(thread_scratch(rows * k * sizeof(float), kRowsSlot));
+      im2col_nhwc_rows(x, g, r0, r1, rows_buf);
+      patches = rows_buf;
+    }
     float* out = nchw ? static_cast<float*>(thread_scratch(rows * n * sizeof(float), kOutSlot))
                       : y + r0 * n;
     if (forward(patches, rows, out, inner_threads)) flag = true;

@@ -35,13 +35,16 @@ void forward_int8(const float* x, size_t m, size_t k, const int8_t* panels,
                   const int32_t* col_sums, size_t n, const float* w_scale, const float* w_off,
                   const float* bias, ActRange act, float* y, int threads, Isa isa) {
   if (m == 0 || n == 0) return;
-  uint8_t* q = static_cast<uint8_t*>(thread_scratch(m * k, 0));
+  // rows written with K zero-padded to the kernel's k group: the GEMM reads them in place
+  // (K = 27 or 30 otherwise took a copy of every row into a fresh buffer)
+  const size_t ldq = round_up(k, kInt8GroupK);
+  uint8_t* q = static_cast<uint8_t*>(thread_scratch(m * ldq, 0));
   float* sa = static_cast<float*>(thread_scratch(2 * m * sizeof(float), 1));
   float* ro = sa + m;
-  quantize_asym_u8_rows(x, m, k, k, act, q, sa, ro, threads, isa);
+  quantize_asym_u8_rows(x, m, k, ldq, act, q, sa, ro, threads, isa);
   const Int8Epilogue ep{sa, ro, w_scale, w_off, bias};
-  int8_gemm_run(q, m, k, k, false, panels, col_sums, n, reinterpret_cast<int32_t*>(y), threads,
-                isa, &ep);
+  int8_gemm_run(q, m, ldq, ldq, false, panels, col_sums, n, reinterpret_cast<int32_t*>(y),
+                threads, isa, &ep);
 }
 
 }  // namespace pq

@@ -3,6 +3,8 @@
 // bits; mul and add stay separate).
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "quantize/row_quantize.h"
 
 namespace pq {
@@ -14,6 +16,12 @@ inline float hmin(__m256 v) {
   m = _mm_min_ss(m, _mm_shuffle_ps(m, m, 1));
   return _mm_cvtss_f32(m);
 }
+// lanes [0, n) of 8 set (n < 8): a masked load reads zeros elsewhere and never touches them
+inline __m256i first_lanes(size_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
 inline float hmax(__m256 v) {
   __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   m = _mm_max_ps(m, _mm_movehl_ps(m, m));
@@ -47,15 +55,15 @@ void quantize_rows_u8_ex_avx2(const float* x, size_t rows, size_t k, size_t ldq,
         lo4[0] = _mm256_min_ps(v, lo4[0]);
         hi4[0] = _mm256_max_ps(v, hi4[0]);
       }
+      if (i < k) {  // zeros in the other lanes: neutral, 0 is in the range
+        const __m256 v = _mm256_maskload_ps(xr + i, first_lanes(k - i));
+        lo4[1] = _mm256_min_ps(v, lo4[1]);
+        hi4[1] = _mm256_max_ps(v, hi4[1]);
+      }
       // (the accumulators hold no NaN: any order of combining gives the same extremes)
       const __m256 vlo = _mm256_min_ps(_mm256_min_ps(lo4[0], lo4[1]), _mm256_min_ps(lo4[2], lo4[3]));
       const __m256 vhi = _mm256_max_ps(_mm256_max_ps(hi4[0], hi4[1]), _mm256_max_ps(hi4[2], hi4[3]));
-      float lo = hmin(vlo), hi = hmax(vhi);
-      for (; i < k; ++i) {
-        lo = xr[i] < lo ? xr[i] : lo;
-        hi = xr[i] > hi ? xr[i] : hi;
-      }
-      p = row_quant_params(lo, hi, qmax);
+      p = row_quant_params(hmin(vlo), hmax(vhi), qmax);
       scale[r] = p.scale;
       zero_point[r] = p.zero_point;
     }
@@ -85,11 +93,15 @@ void quantize_rows_u8_ex_avx2(const float* x, size_t rows, size_t k, size_t ldq,
       const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
       _mm_storel_epi64(reinterpret_cast<__m128i*>(qr + i), _mm_packus_epi16(w, w));
     }
-    for (; i < k; ++i) {
-      float t = xr[i] * p.inv_scale;
-      t = t + p.offset;
-      t = t > 0.0f ? (t < p.top ? t : p.top) : 0.0f;  // NaN -> 0, as the vector loop
-      qr[i] = static_cast<uint8_t>(t);
+    if (i < k) {  // the last k % 8 through a masked load, stored byte-exact
+      __m256 t = _mm256_mul_ps(_mm256_maskload_ps(xr + i, first_lanes(k - i)), inv);
+      t = _mm256_add_ps(t, off);
+      t = _mm256_min_ps(_mm256_max_ps(t, zero), top);
+      const __m256i v = _mm256_cvttps_epi32(t);
+      const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+      alignas(16) uint8_t bytes[16];
+      _mm_store_si128(reinterpret_cast<__m128i*>(bytes), _mm_packus_epi16(w, w));
+      std::memcpy(qr + i, bytes, k - i);
     }
     for (i = k; i < ldq; ++i) qr[i] = 0;
   }

@@ -121,37 +121,41 @@ float sparq_prep_row_avx2(const SparqPlan& plan, const float* x, size_t k, const
   const float inv = 1.0f / s;
   const __m256 vinv = _mm256_set1_ps(inv), half = _mm256_set1_ps(0.5f),
                cap = _mm256_set1_ps(255.25f);
-  for (size_t i = 0; i < kv; i += 32) {
+  // The tail (k % 32 values: all of a K < 32 row, e.g. an RGB stem conv's 27) runs the same
+  // vector steps on zero-padded copies, of which only the first k % 32 results are kept.
+  alignas(32) float x_tail[32] = {};
+  alignas(32) uint8_t tq_tail[32] = {}, dp_tail[32], dn_tail[32];
+  const size_t tail = k - kv;
+  if (tail) std::memcpy(x_tail, x + kv, tail * sizeof(float));
+  auto quantize32 = [&](const float* xs, uint8_t* out) {
     __m256i q[4];
     for (int j = 0; j < 4; ++j) {
-      __m256 t = _mm256_mul_ps(_mm256_and_ps(_mm256_loadu_ps(x + i + 8 * j), abs_mask), vinv);
+      __m256 t = _mm256_mul_ps(_mm256_and_ps(_mm256_loadu_ps(xs + 8 * j), abs_mask), vinv);
       asm("" : "+x"(t));  // a separate multiply and add, as the scalar definition
       t = _mm256_add_ps(t, half);
       // NaN: cvtt gives INT_MIN, 0 after the saturating packs, as the scalar code
       q[j] = _mm256_cvttps_epi32(_mm256_min_ps(cap, t));
     }
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(tq + i), pack_u8(q[0], q[1], q[2], q[3]));
-  }
-  for (size_t i = kv; i < k; ++i) {
-    float t = std::fabs(x[i]) * inv;
-    asm("" : "+x"(t));  // no FMA contraction
-    t = t + 0.5f;
-    t = t > 0.0f ? (t < 255.25f ? t : 255.25f) : 0.0f;  // NaN -> 0, as the vector loop
-    tq[i] = static_cast<uint8_t>(t);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), pack_u8(q[0], q[1], q[2], q[3]));
+  };
+  for (size_t i = 0; i < kv; i += 32) quantize32(x + i, tq + i);
+  if (tail) {
+    quantize32(x_tail, tq_tail);
+    std::memcpy(tq + kv, tq_tail, tail);
   }
   sparq_trim_row_avx2(plan, tq, k, tq);
 
   __m256i any = _mm256_setzero_si256();
   const __m256i vflip = _mm256_set1_epi8(static_cast<char>(flip));
   const __m256i bias = _mm256_set1_epi16(256), three = _mm256_set1_epi16(3);
-  for (size_t i = 0; i < kv; i += 32) {
-    const __m256i t = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tq + i));
-    const __m256i ng = neg_mask(x + i);
+  auto split32 = [&](const uint8_t* ts, const float* xs, uint8_t* p, uint8_t* n) {
+    const __m256i t = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ts));
+    const __m256i ng = neg_mask(xs);  // (x < 0: false for NaN and for the zero padding)
     any = _mm256_or_si256(any, ng);
     if (fmt == SparqRowFormat::split) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dp + i),
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
                           _mm256_xor_si256(_mm256_andnot_si256(ng, t), vflip));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dn + i),
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(n),
                           _mm256_xor_si256(_mm256_and_si256(ng, t), vflip));
     } else {  // wide: u = 256 +- t in 16-bit lanes (two halves of 16), top 7 and low 2 bits
       __m256i hi[2], lo[2];
@@ -164,26 +168,20 @@ float sparq_prep_row_avx2(const SparqPlan& plan, const float* x, size_t k, const
         hi[h] = _mm256_srli_epi16(u, 2);
         lo[h] = _mm256_and_si256(u, three);
       }
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dp + i),
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
                           _mm256_permute4x64_epi64(_mm256_packus_epi16(hi[0], hi[1]), 0xd8));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dn + i),
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(n),
                           _mm256_permute4x64_epi64(_mm256_packus_epi16(lo[0], lo[1]), 0xd8));
     }
+  };
+  for (size_t i = 0; i < kv; i += 32) split32(tq + i, x + i, dp + i, dn + i);
+  if (tail) {
+    std::memcpy(tq_tail, tq + kv, tail);  // (trimmed; the padding stays 0)
+    split32(tq_tail, x_tail, dp_tail, dn_tail);
+    std::memcpy(dp + kv, dp_tail, tail);
+    std::memcpy(dn + kv, dn_tail, tail);
   }
-  bool neg_seen = !_mm256_testz_si256(any, any);
-  for (size_t i = kv; i < k; ++i) {
-    const bool ng = x[i] < 0.0f;
-    neg_seen = neg_seen || ng;
-    if (fmt == SparqRowFormat::split) {
-      dp[i] = static_cast<uint8_t>((ng ? 0 : tq[i]) ^ flip);
-      dn[i] = static_cast<uint8_t>((ng ? tq[i] : 0) ^ flip);
-    } else {
-      const int u = 256 + (ng ? -tq[i] : tq[i]);
-      dp[i] = static_cast<uint8_t>(u >> 2);
-      dn[i] = static_cast<uint8_t>(u & 3);
-    }
-  }
-  *has_neg = neg_seen;
+  *has_neg = !_mm256_testz_si256(any, any);
   return s;
 }
 
