@@ -247,6 +247,7 @@ def _cnn():
                          nn.Flatten(), nn.Linear(8 * 6 * 6, 4)).eval()
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
 def test_jit_trace_records_the_ops_not_a_constant():
     model = pyquant.quantize_(_cnn(), pyquant.Int8Config())
     x1, x2 = torch.randn(2, 3, 6, 6), torch.randn(2, 3, 6, 6)
@@ -284,3 +285,23 @@ def test_calibrate_a_compiled_model():
     with torch.no_grad():
         torch._dynamo.reset()
         assert torch.equal(torch.compile(model, backend="aot_eager")(x), model(x))
+
+
+def test_strided_channels_last_input_keeps_channels_last():
+    q = _convert(pyquant.Int8Config(), _conv(GEOMETRIES["3x3"], seed=1))
+    x = torch.randn(2, 8, 18, 22).contiguous(memory_format=torch.channels_last)[:, :, ::2, ::2]
+    with torch.inference_mode():
+        y = q(x)
+        assert torch.equal(y, _through_im2col(q, x.contiguous()))
+    assert y.is_contiguous(memory_format=torch.channels_last)  # as nn.Conv2d
+
+
+def test_autocast_output_dtype_follows_the_float_layer():
+    conv = _conv(GEOMETRIES["3x3"], seed=1)
+    q = _convert(pyquant.Int8Config(), conv)
+    lin = nn.Linear(8, 5)
+    ql = pyquant.nn.QuantLinear.from_linear(lin, pyquant.Int8Config())
+    x = torch.randn(2, 8, 9, 11)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert q(x).dtype == conv(x).dtype == torch.bfloat16
+        assert ql(x[:, :, 0, :8]).dtype == lin(x[:, :, 0, :8]).dtype == torch.bfloat16

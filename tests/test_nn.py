@@ -1219,3 +1219,43 @@ def test_quantgru_share_memory_and_module_casts():
             q.half()
             assert {k: v.dtype for k, v in q.state_dict().items()} == dtypes
             assert torch.equal(q(x)[0], y), backend
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")  # (the fp32 reference)
+def test_quantize_leaves_layers_whose_parent_reads_the_weight_or_own_forward():
+    """MultiheadAttention reads out_proj.weight directly (torch's NonDynamicallyQuantizableLinear):
+    converting it broke every nn.TransformerEncoderLayer. Subclasses with a forward of their own
+    (a weight-standardized conv) stay float, with a warning; plain subclasses convert."""
+    torch.manual_seed(0)
+    enc = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True).eval()
+    x = torch.randn(2, 5, 32)
+    with torch.no_grad():
+        ref = enc(x)
+        pyquant.quantize_(enc, pyquant.Int8Config())
+        y = enc(x)
+    assert type(enc.self_attn.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
+    assert isinstance(enc.linear1, pyquant.nn.QuantLinear)
+    assert torch.nn.functional.cosine_similarity(y.flatten(), ref.flatten(), dim=0) > 0.99
+    stack = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 2).eval()
+    mask = torch.zeros(2, 5, dtype=torch.bool)
+    mask[1, 3:] = True  # padding: the stack's nested-tensor fast path would take it
+    with torch.no_grad():
+        ref = stack(x, src_key_padding_mask=mask)
+        pyquant.quantize_(stack, pyquant.Int8Config())
+        y = stack(x, src_key_padding_mask=mask)
+    assert torch.nn.functional.cosine_similarity(y[0].flatten(), ref[0].flatten(), dim=0) > 0.99
+
+    class StdConv(nn.Conv2d):
+        def forward(self, x):
+            w = (self.weight - self.weight.mean((1, 2, 3), keepdim=True))
+            return self._conv_forward(x, w, self.bias)
+
+    class PlainLinear(nn.Linear):
+        pass
+
+    model = nn.Sequential(StdConv(3, 4, 3), nn.Flatten(), PlainLinear(4, 2))
+    with pytest.warns(UserWarning, match="left float 1 .*0"):
+        pyquant.quantize_(model, pyquant.Int8Config())
+    assert type(model[0]) is StdConv and isinstance(model[2], pyquant.nn.QuantLinear)
+    pyquant.quantize_(model, pyquant.Int8Config(), filter_fn=lambda m, fqn: fqn == "0")
+    assert isinstance(model[0], pyquant.nn.QuantConv2d)  # asked for explicitly

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Callable, Iterable
 
 import torch
 from torch import nn
+from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
 from .modules import QuantConv2d, QuantLinear, _QuantModule
@@ -44,12 +46,30 @@ for _cfg in (Int8Config, WeightOnlyConfig, LUT2Config, SparqConfig):
     register_quantize_module_handler(_cfg)(_swap)
 
 
+def _plain(module: nn.Module, base: type) -> bool:
+    """``base`` itself, or a subclass that keeps ``base``'s forward and whose parent calls it
+    (not torch's NonDynamicallyQuantizableLinear: MultiheadAttention reads its out_proj's
+    weight directly)."""
+    if type(module) is base:
+        return True
+    return (isinstance(module, base) and type(module).forward is base.forward
+            and not isinstance(module, NonDynamicallyQuantizableLinear))
+
+
+def _own_forward(module: nn.Module) -> bool:
+    """An nn.Linear / nn.Conv2d subclass with a forward of its own (e.g. a weight-standardized
+    conv): converting it would drop what that forward does."""
+    return any(isinstance(module, base) and type(module).forward is not base.forward
+               for base in (nn.Linear, nn.Conv2d))
+
+
 def default_filter(module: nn.Module, fqn: str) -> bool:
-    """Matches nn.Linear, nn.Conv2d with groups=1 and transformers' Conv1D (already-quantized
-    modules never match)."""
-    if isinstance(module, nn.Conv2d):
+    """Matches nn.Linear, nn.Conv2d with groups=1 and transformers' Conv1D, and subclasses of the
+    first two that keep their forward (already-quantized modules never match). Left float:
+    subclasses with a forward of their own, and MultiheadAttention's out_proj."""
+    if _plain(module, nn.Conv2d):
         return module.groups == 1
-    return isinstance(module, nn.Linear) or is_conv1d(module)
+    return _plain(module, nn.Linear) or is_conv1d(module)
 
 
 def quantize_(model: nn.Module, config, *, filter_fn: Callable | None = None) -> nn.Module:
@@ -60,11 +80,34 @@ def quantize_(model: nn.Module, config, *, filter_fn: Callable | None = None) ->
     handler = _HANDLERS.get(type(config))
     if handler is None:
         raise TypeError(f"config: no handler registered for {type(config).__name__}")
-    filter_fn = default_filter if filter_fn is None else filter_fn
+    if filter_fn is None:
+        skipped = [fqn or "(root)" for fqn, m in model.named_modules() if _own_forward(m)]
+        if skipped:
+            warnings.warn(
+                f"quantize_: left float {len(skipped)} nn.Linear/nn.Conv2d subclass(es) with a "
+                f"forward of their own ({', '.join(skipped[:4])}{', ...' if len(skipped) > 4 else ''}"
+                "); pass filter_fn to convert them anyway (their forward's extra work is dropped)",
+                stacklevel=2)
+        filter_fn = default_filter
     if not isinstance(model, _QuantModule) and filter_fn(model, ""):
         return handler(model, config)
     _replace(model, config, handler, filter_fn, "")
+    _no_encoder_fast_path(model)
     return model
+
+
+def _no_encoder_fast_path(model: nn.Module) -> None:
+    """nn.TransformerEncoderLayer's inference fast path (and nn.TransformerEncoder's nested-tensor
+    one) read linear1/linear2's float weights directly (PyTorch's own quantize_dynamic crashes
+    there): with a quantized layer inside they keep their module path. The two flags only gate
+    those fast paths."""
+    for m in model.modules():
+        if not any(isinstance(sub, _QuantModule) for sub in m.modules()):
+            continue
+        if isinstance(m, nn.TransformerEncoderLayer):
+            m.activation_relu_or_gelu = 0
+        elif isinstance(m, nn.TransformerEncoder):
+            m.use_nested_tensor = False
 
 
 def _replace(module: nn.Module, config, handler, filter_fn, prefix: str) -> None:

@@ -53,6 +53,11 @@ class _InferenceOnly(torch.autograd.Function):
         return ops.inference_only_grad(grad, ctx.shape, ctx.name), None, None
 
 
+def _out_dtype(x: torch.Tensor) -> torch.dtype:
+    """The float module's output dtype: the input's, or autocast's on the CPU."""
+    return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+
+
 def _tracing() -> bool:
     """torch.compile / torch.export or torch.jit.trace: the layers must run as torch.library
     ops (a direct numpy call would be recorded as a constant)."""
@@ -247,7 +252,8 @@ class QuantLinear(_QuantModule):
             y = self._gemm(x)
         else:
             y = self._gemm(x.reshape(-1, self.in_features)).reshape(*x.shape[:-1], self.out_features)
-        return y if y.dtype == x.dtype else y.to(x.dtype)
+        dtype = _out_dtype(x)
+        return y if y.dtype == dtype else y.to(dtype)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -327,7 +333,8 @@ class QuantConv2d(_QuantModule):
             if size + 2 * p < d * (k - 1) + 1:
                 raise ValueError(f"x: input of shape {tuple(x.shape)} is smaller than the "
                                  f"kernel {self.kernel_size} (dilation {self.dilation}) after padding")
-        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        # channels_last strides (also of a strided view of one): a channels_last output
+        channels_last = x.stride(1) < x.stride(3)
         y = self._native_conv(xp, pad, channels_last)
         if y is None:
             cols, (b, ho, wo) = im2col(self, x)
@@ -336,7 +343,7 @@ class QuantConv2d(_QuantModule):
             y = y.view(b, ho, wo, self.out_channels).permute(0, 3, 1, 2)
             if not channels_last:
                 y = y.contiguous()
-        y = y.to(x.dtype)
+        y = y.to(_out_dtype(x))
         return y[0] if unbatched else y
 
     def _native_conv(self, xp: torch.Tensor, pad, channels_last: bool):
