@@ -1,10 +1,10 @@
 #include <cstring>
-#include <memory>
 #include <vector>
 
 #include "core/kernel_table.h"
 #include "core/macros.h"
 #include "core/thread_pool.h"
+#include "forward/scratch.h"
 #include "int8_gemm/int8_gemm.h"
 
 namespace pq {
@@ -81,20 +81,21 @@ void int8_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda_in, bool a_s
                           : kern.a_format == Int8AFormat::s8 ? !a_signed
                                                              : false;
   const bool in_place = kern.a_format != Int8AFormat::s16 && !needs_flip && k == k_pad;
-  std::unique_ptr<uint8_t[]> a_buf;
   Int8GemmProblem prob{};
   if (in_place) {
     prob.a = a;
     prob.lda = lda_in;
   } else {
     const size_t elem = kern.a_format == Int8AFormat::s16 ? 2 : 1;
-    a_buf.reset(new uint8_t[m * k_pad * elem + 64]);
+    // the calling thread's reusable buffer (slot 2: the fused forwards that call this use 0-1):
+    // a fresh multi-MB allocation per call costs its page faults every time (NEON's s8 rows)
+    uint8_t* a_buf = static_cast<uint8_t*>(thread_scratch(m * k_pad * elem + 64, 2));
     const size_t chunks = m >= 64 && threads > 1 ? static_cast<size_t>(threads) : 1;
     parallel_for(chunks, threads, [&](size_t t) {
-      prepare_rows(a, lda_in, k, k_pad, a_signed, kern.a_format, a_buf.get(), m * t / chunks,
+      prepare_rows(a, lda_in, k, k_pad, a_signed, kern.a_format, a_buf, m * t / chunks,
                    m * (t + 1) / chunks);
     });
-    prob.a = a_buf.get();
+    prob.a = a_buf;
     prob.lda = k_pad;
   }
 
