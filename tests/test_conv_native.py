@@ -305,3 +305,18 @@ def test_autocast_output_dtype_follows_the_float_layer():
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert q(x).dtype == conv(x).dtype == torch.bfloat16
         assert ql(x[:, :, 0, :8]).dtype == lin(x[:, :, 0, :8]).dtype == torch.bfloat16
+
+
+def test_resnet18_study_model_end_to_end():
+    """The study's ResNet-18 (pyquant.studies.resnet) through quantize_: close to fp32, and the
+    same bits in NCHW and channels_last."""
+    from pyquant.studies.resnet import resnet18
+
+    fp32 = resnet18(num_classes=10)
+    q = pyquant.quantize_(resnet18(num_classes=10), pyquant.Int8Config())
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        y = q(x)
+        assert torch.nn.functional.cosine_similarity(y, fp32(x)).min() > 0.99
+        assert torch.equal(q.to(memory_format=torch.channels_last)(
+            x.contiguous(memory_format=torch.channels_last)), y)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import time
 import warnings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -26,6 +25,7 @@ from torch import nn  # noqa: E402
 import pyquant  # noqa: E402
 from pyquant.nn import _backend  # noqa: E402
 from pyquant.nn.schemes import scheme_for  # noqa: E402
+from pyquant.studies._timing import best_interleaved  # noqa: E402
 
 SENTENCES = [
     "The cat sat quietly on the warm windowsill.", "A dog barked at the mail carrier all morning.",
@@ -104,17 +104,8 @@ def encode(model):
 
 
 def timed_interleaved(models: dict, repeats: int) -> dict:
-    """Best-of-`repeats` encode time per model, the models taking turns in each round so that
-    load from other processes on a shared machine hits them alike."""
-    best = {name: float("inf") for name in models}
-    for model in models.values():
-        encode(model)  # warm-up
-    for _ in range(repeats):
-        for name, model in models.items():
-            t = time.perf_counter()
-            encode(model)
-            best[name] = min(best[name], time.perf_counter() - t)
-    return best
+    """Best-of-`repeats` encode time per model (the models take turns in each round)."""
+    return best_interleaved(models, repeats, encode)
 
 
 def main(argv=None):

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
 
 import torch
 from torch import nn
 
 import pyquant
 from pyquant._cli import positive_int
+from pyquant.studies._timing import best_interleaved
 
 
 class BasicBlock(nn.Module):
@@ -62,16 +62,8 @@ CONFIGS = {
 
 
 def timed(models: dict, x: torch.Tensor, repeats: int) -> dict:
-    best = {name: float("inf") for name in models}
     with torch.inference_mode():
-        for m in models.values():
-            m(x)  # warm-up
-        for _ in range(repeats):
-            for name, m in models.items():
-                t = time.perf_counter()
-                m(x)
-                best[name] = min(best[name], time.perf_counter() - t)
-    return best
+        return best_interleaved(models, repeats, lambda m: m(x))
 
 
 def main(argv=None):
