@@ -315,10 +315,17 @@ void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0
     for (size_t panel = p0; panel < p1; ++panel) stream_rows_panel(p, a, m0, m1, panel);
     return;
   }
+  // a narrow panel (the last of a narrow layer, e.g. a 16-channel conv) computes only the
+  // 8-column vectors in use: the 1x64 tile would multiply 4x the columns at N = 16
   for_each_row_block(p, m0, m1, p0, p1,
                      [&](size_t at, const int8_t* b, size_t groups, int32_t* c, size_t nc,
                          const int32_t* bias, bool accumulate_c) {
-                       tile<1, kV>(a + at, p.lda, b, groups, c, p.ldc, nc, bias, accumulate_c);
+                       if (nc <= 16)
+                         tile<1, 2>(a + at, p.lda, b, groups, c, p.ldc, nc, bias, accumulate_c);
+                       else if (nc <= 32)
+                         tile<1, 4>(a + at, p.lda, b, groups, c, p.ldc, nc, bias, accumulate_c);
+                       else
+                         tile<1, kV>(a + at, p.lda, b, groups, c, p.ldc, nc, bias, accumulate_c);
                      });
 }
 

@@ -86,6 +86,78 @@ void tile(size_t mr, const uint8_t* a, size_t lda, const int8_t* b, size_t group
   }
 }
 
+// Narrow panels (N <= 16 or <= 32 columns in use: the last panel of a narrow layer, e.g. a
+// 16-channel conv): the 6x64 tile would compute 4x or 2x the columns. Here NV zmm per row and
+// MR = 24 / NV rows share each weight load (24 accumulators as above).
+template <size_t MR, size_t NV>
+__attribute__((noipa)) void accumulate_narrow(const uint8_t* a, size_t lda, const int8_t* b,
+                                              size_t groups, int32_t* sums) {
+  __m512i acc[MR][NV];
+#pragma GCC unroll 24
+  for (size_t r = 0; r < MR; ++r)
+#pragma GCC unroll 2
+    for (size_t v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_si512();
+  for (size_t g = 0; g < groups; ++g) {
+    const int8_t* bg = b + g * kInt8PanelGroupBytes;
+    __m512i w[NV];
+#pragma GCC unroll 2
+    for (size_t v = 0; v < NV; ++v) w[v] = _mm512_loadu_si512(bg + v * 64);
+#pragma GCC unroll 24
+    for (size_t r = 0; r < MR; ++r) {
+      const __m512i av = _mm512_set1_epi32(load_i32(a + r * lda + g * 4));
+#pragma GCC unroll 2
+      for (size_t v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av, w[v]);
+    }
+  }
+#pragma GCC unroll 24
+  for (size_t r = 0; r < MR; ++r)
+#pragma GCC unroll 2
+    for (size_t v = 0; v < NV; ++v) _mm512_storeu_si512(sums + r * 64 + v * 16, acc[r][v]);
+}
+
+// Rows [0, mr) x columns [0, nc <= 16 NV) through the narrow accumulation, in row blocks of
+// 24 / NV and smaller for the rest, then the same masked store as tile().
+template <size_t NV>
+void tile_narrow(size_t mr, const uint8_t* a, size_t lda, const int8_t* b, size_t groups,
+                 int32_t* c, size_t ldc, size_t nc, const int32_t* bias, bool accumulate) {
+  constexpr size_t kRows = 24 / NV;
+  alignas(64) int32_t sums[kRows * 64];
+  for (size_t r0 = 0; r0 < mr;) {
+    const size_t left = mr - r0;
+    const uint8_t* ar = a + r0 * lda;
+    size_t rows;
+    if (left >= kRows) {
+      rows = kRows;
+      accumulate_narrow<kRows, NV>(ar, lda, b, groups, sums);
+    } else if (left >= kRows / 2) {
+      rows = kRows / 2;
+      accumulate_narrow<kRows / 2, NV>(ar, lda, b, groups, sums);
+    } else if (left >= 4) {
+      rows = 4;
+      accumulate_narrow<4, NV>(ar, lda, b, groups, sums);
+    } else {
+      rows = 1;
+      accumulate_narrow<1, NV>(ar, lda, b, groups, sums);
+    }
+    for (size_t j = 0; j < NV; ++j) {
+      const size_t cols = nc > j * 16 ? nc - j * 16 : 0;
+      if (cols == 0) break;
+      const __mmask16 mask = cols >= 16 ? static_cast<__mmask16>(0xffff)
+                                        : static_cast<__mmask16>((1u << cols) - 1);
+      for (size_t r = 0; r < rows; ++r) {
+        int32_t* dst = c + (r0 + r) * ldc + j * 16;
+        __m512i x = _mm512_load_si512(sums + r * 64 + j * 16);
+        if (accumulate)
+          x = _mm512_add_epi32(x, _mm512_maskz_loadu_epi32(mask, dst));
+        else if (bias)
+          x = _mm512_add_epi32(x, _mm512_loadu_si512(bias + j * 16));
+        _mm512_mask_storeu_epi32(dst, mask, x);
+      }
+    }
+    r0 += rows;
+  }
+}
+
 }  // namespace
 
 void int8_compute_avx512(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
@@ -97,6 +169,15 @@ void int8_compute_avx512(const Int8GemmProblem& p, size_t m0, size_t m1, size_t 
       const size_t col0 = panel * kInt8PanelCols;
       const size_t nc = p.n - col0 < kInt8PanelCols ? p.n - col0 : kInt8PanelCols;
       const int32_t* bias = p.col_bias ? p.col_bias + col0 : nullptr;
+      if (nc <= 32 && m1 - m0 >= 4) {  // a narrow panel: rows share the 1 or 2 weight loads
+        const uint8_t* am = a + m0 * p.lda + kb * kInt8GroupK;
+        int32_t* cm = p.c + m0 * p.ldc + col0;
+        if (nc <= 16)
+          tile_narrow<1>(m1 - m0, am, p.lda, b, groups, cm, p.ldc, nc, bias, kb > 0);
+        else
+          tile_narrow<2>(m1 - m0, am, p.lda, b, groups, cm, p.ldc, nc, bias, kb > 0);
+        continue;
+      }
       for (size_t m = m0; m < m1; m += kMR) {
         const size_t mr = m1 - m < kMR ? m1 - m : kMR;
         tile(mr, a + m * p.lda + kb * kInt8GroupK, p.lda, b, groups,
