@@ -58,20 +58,12 @@ __attribute__((noipa)) void accumulate_tile(const uint8_t* a, size_t lda, const 
 #undef PQ_ROW_FMA
 #undef PQ_ROW_SAVE
 
-void tile(size_t mr, const uint8_t* a, size_t lda, const int8_t* b, size_t groups, int32_t* c,
-          size_t ldc, size_t nc, const int32_t* bias, bool accumulate) {
-  alignas(64) int32_t sums[kMR * 64];
-  switch (mr) {
-    case 6: accumulate_tile<6>(a, lda, b, groups, sums); break;
-    case 5: accumulate_tile<5>(a, lda, b, groups, sums); break;
-    case 4: accumulate_tile<4>(a, lda, b, groups, sums); break;
-    case 3: accumulate_tile<3>(a, lda, b, groups, sums); break;
-    case 2: accumulate_tile<2>(a, lda, b, groups, sums); break;
-    default: accumulate_tile<1>(a, lda, b, groups, sums); break;
-  }
-  for (size_t j = 0; j < 4; ++j) {
-    const size_t left = nc > j * 16 ? nc - j * 16 : 0;
-    if (left == 0) break;
+// sums[r][64] (r < mr) -> C columns [0, nc): the first K block starts from the column bias (or
+// zero), later blocks add to C
+void store_sums(const int32_t* sums, size_t mr, int32_t* c, size_t ldc, size_t nc,
+                const int32_t* bias, bool accumulate) {
+  for (size_t j = 0; j * 16 < nc; ++j) {
+    const size_t left = nc - j * 16;
     const __mmask16 mask = left >= 16 ? static_cast<__mmask16>(0xffff)
                                       : static_cast<__mmask16>((1u << left) - 1);
     for (size_t r = 0; r < mr; ++r) {
@@ -84,6 +76,20 @@ void tile(size_t mr, const uint8_t* a, size_t lda, const int8_t* b, size_t group
       _mm512_mask_storeu_epi32(dst, mask, x);
     }
   }
+}
+
+void tile(size_t mr, const uint8_t* a, size_t lda, const int8_t* b, size_t groups, int32_t* c,
+          size_t ldc, size_t nc, const int32_t* bias, bool accumulate) {
+  alignas(64) int32_t sums[kMR * 64];
+  switch (mr) {
+    case 6: accumulate_tile<6>(a, lda, b, groups, sums); break;
+    case 5: accumulate_tile<5>(a, lda, b, groups, sums); break;
+    case 4: accumulate_tile<4>(a, lda, b, groups, sums); break;
+    case 3: accumulate_tile<3>(a, lda, b, groups, sums); break;
+    case 2: accumulate_tile<2>(a, lda, b, groups, sums); break;
+    default: accumulate_tile<1>(a, lda, b, groups, sums); break;
+  }
+  store_sums(sums, mr, c, ldc, nc, bias, accumulate);
 }
 
 // Narrow panels (N <= 16 or <= 32 columns in use: the last panel of a narrow layer, e.g. a
@@ -116,7 +122,7 @@ __attribute__((noipa)) void accumulate_narrow(const uint8_t* a, size_t lda, cons
 }
 
 // Rows [0, mr) x columns [0, nc <= 16 NV) through the narrow accumulation, in row blocks of
-// 24 / NV and smaller for the rest, then the same masked store as tile().
+// 24 / NV and smaller for the rest.
 template <size_t NV>
 void tile_narrow(size_t mr, const uint8_t* a, size_t lda, const int8_t* b, size_t groups,
                  int32_t* c, size_t ldc, size_t nc, const int32_t* bias, bool accumulate) {
@@ -139,21 +145,7 @@ void tile_narrow(size_t mr, const uint8_t* a, size_t lda, const int8_t* b, size_
       rows = 1;
       accumulate_narrow<1, NV>(ar, lda, b, groups, sums);
     }
-    for (size_t j = 0; j < NV; ++j) {
-      const size_t cols = nc > j * 16 ? nc - j * 16 : 0;
-      if (cols == 0) break;
-      const __mmask16 mask = cols >= 16 ? static_cast<__mmask16>(0xffff)
-                                        : static_cast<__mmask16>((1u << cols) - 1);
-      for (size_t r = 0; r < rows; ++r) {
-        int32_t* dst = c + (r0 + r) * ldc + j * 16;
-        __m512i x = _mm512_load_si512(sums + r * 64 + j * 16);
-        if (accumulate)
-          x = _mm512_add_epi32(x, _mm512_maskz_loadu_epi32(mask, dst));
-        else if (bias)
-          x = _mm512_add_epi32(x, _mm512_loadu_si512(bias + j * 16));
-        _mm512_mask_storeu_epi32(dst, mask, x);
-      }
-    }
+    store_sums(sums, rows, c + r0 * ldc, ldc, nc, bias, accumulate);
     r0 += rows;
   }
 }
