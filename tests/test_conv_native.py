@@ -305,6 +305,8 @@ def test_autocast_output_dtype_follows_the_float_layer():
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert q(x).dtype == conv(x).dtype == torch.bfloat16
         assert ql(x[:, :, 0, :8]).dtype == lin(x[:, :, 0, :8]).dtype == torch.bfloat16
+        xd = x[:, :, 0, :8].double()  # autocast leaves float64 alone
+        assert ql(xd).dtype == lin.double()(xd).dtype == torch.float64
 
 
 def test_resnet18_study_model_end_to_end():

@@ -15,7 +15,7 @@
 namespace pq {
 namespace {
 
-// The forwards use scratch slots 0-3 (forward_sparq all four).
+// The forwards use scratch slots 0-3 (forward_sparq all four; int8_gemm_run 2): scratch.h.
 constexpr int kRowsSlot = 4, kOutSlot = 5, kNhwcSlot = 6;
 constexpr size_t kChunkFloats = 64 * 1024;  // 256 KiB of patches + outputs per chunk: in L2
 constexpr size_t kMinChunkRows = 32;        // enough rows for the GEMM tiles

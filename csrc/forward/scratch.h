@@ -1,5 +1,7 @@
 // Per-thread reusable buffers for the fused forwards' temporaries (quantized activations, row
-// scales): fresh multi-MB allocations cost page faults on every call.
+// scales): fresh multi-MB allocations cost page faults on every call. Slots: 0-1 the fused
+// forwards (forward_sparq 0-3), 2 int8_gemm_run's converted rows (so forward_sparq must not
+// call int8_gemm_run while it holds slot 2), 4-6 the conv driver (conv.cc).
 #pragma once
 #include <cstddef>
 #include <memory>

@@ -53,9 +53,14 @@ class _InferenceOnly(torch.autograd.Function):
         return ops.inference_only_grad(grad, ctx.shape, ctx.name), None, None
 
 
+_AUTOCAST_INPUTS = (torch.float32, torch.float16, torch.bfloat16)  # (float64 is left alone)
+
+
 def _out_dtype(x: torch.Tensor) -> torch.dtype:
     """The float module's output dtype: the input's, or autocast's on the CPU."""
-    return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+    if x.dtype in _AUTOCAST_INPUTS and torch.is_autocast_enabled("cpu"):
+        return torch.get_autocast_dtype("cpu")
+    return x.dtype
 
 
 def _tracing() -> bool:
