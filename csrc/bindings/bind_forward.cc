@@ -37,6 +37,7 @@ void require_len(const CArray<float>& v, size_t len, const char* name) {
 // trusted for that (any split with kh * kw * C = K is memory-safe).
 // conv = (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, nchw).
 using ConvArg = std::optional<std::vector<int64_t>>;
+constexpr int64_t kConvMaxGeometry = 1 << 16;  // kernel, stride, padding, dilation (Python reads it)
 struct Input {
   const float* x = nullptr;
   size_t m = 0;  // rows of the GEMM
@@ -59,9 +60,8 @@ Input input_of(const CArray<float>& x, const ConvArg& conv, const PackedHeader& 
   require(c.size() == 9,
           "conv: expected (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, "
           "dilation_w, nchw)");
-  constexpr int64_t kMaxGeom = 1 << 16;
   for (int i = 0; i < 8; ++i)
-    require(c[i] >= (i == 4 || i == 5 ? 0 : 1) && c[i] <= kMaxGeom,
+    require(c[i] >= (i == 4 || i == 5 ? 0 : 1) && c[i] <= kConvMaxGeometry,
             "conv: kernel, stride and dilation must be in [1, 65536], padding in [0, 65536]");
   require(c[8] == 0 || c[8] == 1, "conv: nchw must be 0 or 1");
   require_ndim(x, 4, "x");
@@ -363,6 +363,7 @@ void bind_forward(py::module_& m) {
         py::arg("options"), py::arg("round"), py::arg("pairs"), py::arg("w_scale"),
         py::arg("bias"), py::arg("act_range"), py::arg("threads") = 1,
         py::arg("conv") = py::none());
+  m.attr("CONV_MAX_GEOMETRY") = py::int_(kConvMaxGeometry);
   m.def("lowbit_panel_scales", &lowbit_panel_scales_py, py::arg("scales"));
   m.def("lut_act_quantize", &lut_act_quantize_py, py::arg("x"), py::arg("a_levels"),
         py::arg("mse"), py::arg("act_range"));

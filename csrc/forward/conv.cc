@@ -79,8 +79,8 @@ const float* nhwc_copy(const float* x, const ConvGeometry& g, int threads) {
   return dst;
 }
 
-}  // namespace
-
+// Writes im2col rows [r0, r1) (row = (b, oy, ox), columns (ky, kx, c), zeros outside the
+// input) of the NHWC input x into rows [r1 - r0][K].
 void im2col_nhwc_rows(const float* x, const ConvGeometry& g, size_t r0, size_t r1, float* rows) {
   const size_t ho = g.out_h(), wo = g.out_w(), c = g.channels, k = g.k();
   const size_t row_span = g.kernel_w * c;  // one kernel row, when its taps are contiguous
@@ -114,6 +114,8 @@ void im2col_nhwc_rows(const float* x, const ConvGeometry& g, size_t r0, size_t r
     }
   }
 }
+
+}  // namespace
 
 bool conv_forward(const float* x, const ConvGeometry& g, size_t n, bool nchw, float* y,
                   int threads, const RowsForward& forward) {

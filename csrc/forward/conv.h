@@ -1,7 +1,8 @@
 // Quantized Conv2d as im2col + a fused linear forward, without materializing the im2col matrix:
 // the output pixels are taken in chunks of rows whose float patches fit in L2; each chunk is
-// gathered from the NHWC input (an NCHW input is transposed once first), run through the family's fused forward (forward.h: per-row
-// quantization, GEMM, epilogue) and, for an NCHW output, transposed while still in cache.
+// gathered from the NHWC input (an NCHW input is transposed once first), run through the
+// family's fused forward (forward.h: per-row quantization, GEMM, epilogue) and, for an NCHW
+// output, transposed while still in cache.
 // Per-row quantization makes the chunks independent, so the bits equal the whole-matrix forward.
 #pragma once
 #include <cstddef>
@@ -29,10 +30,6 @@ struct ConvGeometry {
 // The fused linear forward of one layer on rows [m][K] (stride K) into y [m][n] (stride n);
 // returns the forward's flag (SPARQ: a negative input was seen), false otherwise.
 using RowsForward = std::function<bool(const float* rows, size_t m, float* y, int threads)>;
-
-// Writes im2col rows [r0, r1) (row = (b, oy, ox), columns (ky, kx, c), zeros outside the
-// input) of the NHWC input x into rows [r1 - r0][K].
-void im2col_nhwc_rows(const float* x, const ConvGeometry& g, size_t r0, size_t r1, float* rows);
 
 // x [B][C][H][W] and y [B][n][Ho][Wo] when nchw (x is copied to NHWC first), else x NHWC and
 // y [B][Ho][Wo][n]. Returns the OR of the chunks' flags.

@@ -102,12 +102,12 @@ def _no_encoder_fast_path(model: nn.Module) -> None:
     there): with a quantized layer inside they keep their module path. The two flags only gate
     those fast paths."""
     for m in model.modules():
-        if not any(isinstance(sub, _QuantModule) for sub in m.modules()):
-            continue
-        if isinstance(m, nn.TransformerEncoderLayer):
-            m.activation_relu_or_gelu = 0
-        elif isinstance(m, nn.TransformerEncoder):
-            m.use_nested_tensor = False
+        if (isinstance(m, (nn.TransformerEncoderLayer, nn.TransformerEncoder))
+                and any(isinstance(sub, _QuantModule) for sub in m.modules())):
+            if isinstance(m, nn.TransformerEncoderLayer):
+                m.activation_relu_or_gelu = 0
+            else:
+                m.use_nested_tensor = False
 
 
 def _replace(module: nn.Module, config, handler, filter_fn, prefix: str) -> None:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pyquant import _C
 from pyquant._threads import get_num_threads
 
 from . import _backend, _load, ops
@@ -265,9 +266,6 @@ class QuantLinear(_QuantModule):
                 f"bias={self.bias is not None}, {self._config_repr()}")
 
 
-_NATIVE_CONV_MAX = 1 << 16  # the native conv's limit on kernel, stride, padding and dilation
-
-
 def _pad(conv, x):
     """(x padded explicitly if needed, padding left for unfold)."""
     kh, kw = conv.kernel_size
@@ -362,7 +360,7 @@ class QuantConv2d(_QuantModule):
             return None
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
         geometry = (kh, kw, sh, sw, pad[0], pad[1], dh, dw, 0 if channels_last else 1)
-        if max(geometry) > _NATIVE_CONV_MAX:
+        if max(geometry) > _C.CONV_MAX_GEOMETRY:  # (beyond: the im2col path)
             return None
         if _tracing():
             if not self.scheme.has_op(self._buffers):  # (e.g. SPARQ 2:4)
