@@ -29,8 +29,13 @@ namespace {
 #endif
 
 // ---- the families' kernel structs (what the drivers call) ----
-const Int8GemmKernels kInt8Avx512{Int8AFormat::u8, 6, PQ_X86(int8_compute_avx512),
-                                  PQ_X86(int8_epilogue_avx512), 8};
+const Int8GemmKernels kInt8Avx512{Int8AFormat::u8,
+                                  6,
+                                  PQ_X86(int8_compute_avx512),
+                                  PQ_X86(int8_epilogue_avx512),
+                                  8,
+                                  PQ_X86(int8_compute_wide_avx512),
+                                  Int8WideFormat::sign_xor};
 const Int8GemmKernels kInt8Vnni256Evex{Int8AFormat::u8, 6, PQ_X86(int8_compute_vnni256_avx512),
                                        int8_epilogue_scalar, 8};
 const Int8GemmKernels kInt8AvxVnni{Int8AFormat::u8, 6, PQ_X86(int8_compute_avxvnni),
@@ -118,7 +123,8 @@ std::vector<KernelEntry> build_table() {
   return {
       // ---- int8_gemm: u8/s8 x s8 -> s32 on the shared [K/4][64][4] panels ----
       entry(F::int8_gemm, "avx512vnni_6x64", Isa::avx512, kVnni512, 64, kInt8Avx512, V::native,
-            "6x64 zmm vpdpbusd register tile, K blocked; vectorized float epilogue"),
+            "6x64 zmm vpdpbusd register tile, K blocked; vectorized float epilogue; 9-bit "
+            "rows (SPARQ's signs): the same tile with weights xor-ed by the rows' sign bytes"),
       entry(F::int8_gemm, "vnni256_evex_6x16", Isa::avx512, kVnni512, 16, kInt8Vnni256Evex,
             V::native,
             "the AVX-VNNI kernel's source in EVEX form (ymm vpdpbusd, AVX-512 VNNI + VL): "

@@ -32,8 +32,10 @@ struct Int8GemmProblem {
   int32_t* c;               // output [M][ldc]
   size_t ldc;
   size_t n;                 // valid output columns
-  // compute_wide only: the low 2 bits of 9-bit activations ([M][lda]); `a` holds the top 7
+  // compute_wide only: the second byte of each 9-bit activation ([M][lda]; Int8WideFormat)
   const uint8_t* a_low;
+  // compute_wide with Int8WideFormat::sign_xor only: [M] added to every column of row m
+  const int32_t* row_bias = nullptr;
 };
 
 // Computes rows [m0, m1) of the output columns in panels [p0, p1).
@@ -44,6 +46,15 @@ struct Int8Epilogue;
 using Int8EpilogueFn = void (*)(const Int8Epilogue& ep, int32_t* c, size_t ldc, size_t m0,
                                 size_t m1, size_t n0, size_t n1);
 
+// How compute_wide takes SPARQ's signed inputs v in [-255, 255] (9 bits) in one pass:
+//   offset9:  u = v + 256 in [1, 511] as a = u >> 2 (top 7 bits) and a_low = u & 3:
+//             C = sum_k (4 a + a_low) w, the 256 * colsum taken off by a column bias
+//             (AVX2's vpmaddwd tile).
+//   sign_xor: a = |v| (u8) and a_low = 0xff where v < 0, else 0: C = sum_k a (w ^ a_low) +
+//             row_bias[m] with row_bias = sum of |v| over v < 0, because |v| * ~w + |v| =
+//             -|v| * w for every int8 w: one vpdpbusd and one xor per product vector (VNNI).
+enum class Int8WideFormat { offset9, sign_xor };
+
 struct Int8GemmKernels {
   Int8AFormat a_format;
   size_t mr;  // rows per micro-tile (the driver splits M in multiples of it)
@@ -52,11 +63,11 @@ struct Int8GemmKernels {
   // widest uint8 activations it runs at full speed: 7 for the AVX2 vpmaddubsw tile (8-bit rows
   // take its exact split route at about half speed), 8 elsewhere. Int8Config(act_bits="auto").
   int full_speed_act_bits;
-  // 9-bit activations u in [0, 511] in one pass: sum_k (4 a[m,k] + a_low[m,k]) * w[n,k]
-  // (SPARQ's signed inputs: u = v + 256 for v in [-255, 255], the 256 taken off by a column
-  // bias). nullptr: the path has none and callers run a positive and a negative pass (formats
-  // that hold +-255 directly, like s16, need neither).
+  // 9-bit activations (SPARQ's signed inputs) in one pass, in `wide_format`. nullptr: the path
+  // has none and callers run a positive and a negative pass (formats that hold +-255 directly,
+  // like s16, need neither).
   Int8ComputeFn compute_wide = nullptr;
+  Int8WideFormat wide_format = Int8WideFormat::offset9;
 };
 const Int8GemmKernels& int8_gemm_kernels(Isa isa);
 
@@ -74,6 +85,8 @@ void int8_compute_wide_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size
 // compute_wide's int16 vpmaddwd tile (int8_gemm_wide_avx2.cc): rows [m0, m1) x one panel
 void int8_wide_rows_tiled_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t panel);
 void int8_compute_avx512(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
+void int8_compute_wide_avx512(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
+                              size_t p1);
 // the ymm VNNI kernel (int8_gemm_vnni256.inc): VEX (AVX-VNNI) and EVEX (AVX-512 VNNI + VL) builds
 void int8_compute_avxvnni(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
 void int8_compute_vnni256_avx512(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,

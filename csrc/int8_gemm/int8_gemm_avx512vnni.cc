@@ -2,6 +2,9 @@
 // Per k-group of 4: 4 zmm weight loads (64 columns x 4 k), one dword broadcast of A per row,
 // 24 vpdpbusd into 24 accumulators (29 of 32 zmm registers in use).
 // K is blocked so a panel's weight block stays in L1/L2 while all M tiles pass over it.
+// compute_wide (Int8WideFormat::sign_xor, SPARQ's signed 9-bit rows) is the same code with
+// kXor: each row also broadcasts its sign bytes and every weight vector is xor-ed with them
+// before the vpdpbusd (|v| * ~w = -|v| * w - |v|, the row's sum of |v| over v < 0 added back).
 #include <immintrin.h>
 
 #include <cstring>
@@ -23,13 +26,21 @@ constexpr size_t kBlockGroups = 256;  // k-groups per K block: 64 cols x 1024 k 
 #define PQ_ROW_DECL(r)                                                   \
   __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = c##r##0, c##r##2 = c##r##0, \
           c##r##3 = c##r##0;
-#define PQ_ROW_FMA(r)                                                    \
-  if constexpr (MR > r) {                                                \
-    const __m512i av = _mm512_set1_epi32(load_i32(a + r * lda + g * 4)); \
-    c##r##0 = _mm512_dpbusd_epi32(c##r##0, av, b0);                      \
-    c##r##1 = _mm512_dpbusd_epi32(c##r##1, av, b1);                      \
-    c##r##2 = _mm512_dpbusd_epi32(c##r##2, av, b2);                      \
-    c##r##3 = _mm512_dpbusd_epi32(c##r##3, av, b3);                      \
+#define PQ_ROW_FMA(r)                                                      \
+  if constexpr (MR > r) {                                                  \
+    const __m512i av = _mm512_set1_epi32(load_i32(a + r * lda + g * 4));   \
+    if constexpr (kXor) {                                                  \
+      const __m512i sv = _mm512_set1_epi32(load_i32(s + r * lda + g * 4)); \
+      c##r##0 = _mm512_dpbusd_epi32(c##r##0, av, _mm512_xor_si512(b0, sv)); \
+      c##r##1 = _mm512_dpbusd_epi32(c##r##1, av, _mm512_xor_si512(b1, sv)); \
+      c##r##2 = _mm512_dpbusd_epi32(c##r##2, av, _mm512_xor_si512(b2, sv)); \
+      c##r##3 = _mm512_dpbusd_epi32(c##r##3, av, _mm512_xor_si512(b3, sv)); \
+    } else {                                                               \
+      c##r##0 = _mm512_dpbusd_epi32(c##r##0, av, b0);                      \
+      c##r##1 = _mm512_dpbusd_epi32(c##r##1, av, b1);                      \
+      c##r##2 = _mm512_dpbusd_epi32(c##r##2, av, b2);                      \
+      c##r##3 = _mm512_dpbusd_epi32(c##r##3, av, b3);                      \
+    }                                                                      \
   }
 #define PQ_ROW_SAVE(r)                                                   \
   if constexpr (MR > r) {                                                \
@@ -39,10 +50,11 @@ constexpr size_t kBlockGroups = 256;  // k-groups per K block: 64 cols x 1024 k 
     _mm512_storeu_si512(sums + r * 64 + 48, c##r##3);                    \
   }
 
-// sums[r][64] = sum over `groups` k-groups of A rows x the panel block
-template <size_t MR>
-__attribute__((noipa)) void accumulate_tile(const uint8_t* a, size_t lda, const int8_t* b,
-                                               size_t groups, int32_t* sums) {
+// sums[r][64] = sum over `groups` k-groups of A rows x the panel block (kXor: the weights xor-ed
+// with the rows' sign bytes s, same layout as a)
+template <size_t MR, bool kXor>
+__attribute__((noipa)) void accumulate_tile(const uint8_t* a, const uint8_t* s, size_t lda,
+                                            const int8_t* b, size_t groups, int32_t* sums) {
   PQ_ROW_DECL(0) PQ_ROW_DECL(1) PQ_ROW_DECL(2) PQ_ROW_DECL(3) PQ_ROW_DECL(4) PQ_ROW_DECL(5)
   for (size_t g = 0; g < groups; ++g) {
     const int8_t* bg = b + g * kInt8PanelGroupBytes;
@@ -58,10 +70,10 @@ __attribute__((noipa)) void accumulate_tile(const uint8_t* a, size_t lda, const 
 #undef PQ_ROW_FMA
 #undef PQ_ROW_SAVE
 
-// sums[r][64] (r < mr) -> C columns [0, nc): the first K block starts from the column bias (or
-// zero), later blocks add to C
+// sums[r][64] (r < mr) -> C columns [0, nc): the first K block starts from the column bias and
+// the row bias (or zero), later blocks add to C
 void store_sums(const int32_t* sums, size_t mr, int32_t* c, size_t ldc, size_t nc,
-                const int32_t* bias, bool accumulate) {
+                const int32_t* bias, const int32_t* row_bias, bool accumulate) {
   for (size_t j = 0; j * 16 < nc; ++j) {
     const size_t left = nc - j * 16;
     const __mmask16 mask = left >= 16 ? static_cast<__mmask16>(0xffff)
@@ -69,35 +81,53 @@ void store_sums(const int32_t* sums, size_t mr, int32_t* c, size_t ldc, size_t n
     for (size_t r = 0; r < mr; ++r) {
       int32_t* dst = c + r * ldc + j * 16;
       __m512i x = _mm512_load_si512(sums + r * 64 + j * 16);
-      if (accumulate)
+      if (accumulate) {
         x = _mm512_add_epi32(x, _mm512_maskz_loadu_epi32(mask, dst));
-      else if (bias)
-        x = _mm512_add_epi32(x, _mm512_loadu_si512(bias + j * 16));
+      } else {
+        if (bias) x = _mm512_add_epi32(x, _mm512_loadu_si512(bias + j * 16));
+        if (row_bias) x = _mm512_add_epi32(x, _mm512_set1_epi32(row_bias[r]));
+      }
       _mm512_mask_storeu_epi32(dst, mask, x);
     }
   }
 }
 
-void tile(size_t mr, const uint8_t* a, size_t lda, const int8_t* b, size_t groups, int32_t* c,
-          size_t ldc, size_t nc, const int32_t* bias, bool accumulate) {
+// Where a tile's rows start and what its store adds: a and s (the sign bytes, kXor) at the
+// tile's first row and K block, the biases at its first row and column.
+struct TileArgs {
+  const uint8_t* a;
+  const uint8_t* s;
+  size_t lda;
+  const int8_t* b;
+  size_t groups;
+  int32_t* c;
+  size_t ldc;
+  size_t nc;
+  const int32_t* bias;
+  const int32_t* row_bias;
+  bool accumulate;
+};
+
+template <bool kXor>
+void tile(size_t mr, const TileArgs& t) {
   alignas(64) int32_t sums[kMR * 64];
   switch (mr) {
-    case 6: accumulate_tile<6>(a, lda, b, groups, sums); break;
-    case 5: accumulate_tile<5>(a, lda, b, groups, sums); break;
-    case 4: accumulate_tile<4>(a, lda, b, groups, sums); break;
-    case 3: accumulate_tile<3>(a, lda, b, groups, sums); break;
-    case 2: accumulate_tile<2>(a, lda, b, groups, sums); break;
-    default: accumulate_tile<1>(a, lda, b, groups, sums); break;
+    case 6: accumulate_tile<6, kXor>(t.a, t.s, t.lda, t.b, t.groups, sums); break;
+    case 5: accumulate_tile<5, kXor>(t.a, t.s, t.lda, t.b, t.groups, sums); break;
+    case 4: accumulate_tile<4, kXor>(t.a, t.s, t.lda, t.b, t.groups, sums); break;
+    case 3: accumulate_tile<3, kXor>(t.a, t.s, t.lda, t.b, t.groups, sums); break;
+    case 2: accumulate_tile<2, kXor>(t.a, t.s, t.lda, t.b, t.groups, sums); break;
+    default: accumulate_tile<1, kXor>(t.a, t.s, t.lda, t.b, t.groups, sums); break;
   }
-  store_sums(sums, mr, c, ldc, nc, bias, accumulate);
+  store_sums(sums, mr, t.c, t.ldc, t.nc, t.bias, t.row_bias, t.accumulate);
 }
 
 // Narrow panels (N <= 16 or <= 32 columns in use: the last panel of a narrow layer, e.g. a
 // 16-channel conv): the 6x64 tile would compute 4x or 2x the columns. Here NV zmm per row and
 // MR = 24 / NV rows share each weight load (24 accumulators as above).
-template <size_t MR, size_t NV>
-__attribute__((noipa)) void accumulate_narrow(const uint8_t* a, size_t lda, const int8_t* b,
-                                              size_t groups, int32_t* sums) {
+template <size_t MR, size_t NV, bool kXor>
+__attribute__((noipa)) void accumulate_narrow(const uint8_t* a, const uint8_t* s, size_t lda,
+                                              const int8_t* b, size_t groups, int32_t* sums) {
   __m512i acc[MR][NV];
 #pragma GCC unroll 24
   for (size_t r = 0; r < MR; ++r)
@@ -111,8 +141,15 @@ __attribute__((noipa)) void accumulate_narrow(const uint8_t* a, size_t lda, cons
 #pragma GCC unroll 24
     for (size_t r = 0; r < MR; ++r) {
       const __m512i av = _mm512_set1_epi32(load_i32(a + r * lda + g * 4));
+      if constexpr (kXor) {
+        const __m512i sv = _mm512_set1_epi32(load_i32(s + r * lda + g * 4));
 #pragma GCC unroll 2
-      for (size_t v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av, w[v]);
+        for (size_t v = 0; v < NV; ++v)
+          acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av, _mm512_xor_si512(w[v], sv));
+      } else {
+#pragma GCC unroll 2
+        for (size_t v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av, w[v]);
+      }
     }
   }
 #pragma GCC unroll 24
@@ -123,60 +160,80 @@ __attribute__((noipa)) void accumulate_narrow(const uint8_t* a, size_t lda, cons
 
 // Rows [0, mr) x columns [0, nc <= 16 NV) through the narrow accumulation, in row blocks of
 // 24 / NV and smaller for the rest.
-template <size_t NV>
-void tile_narrow(size_t mr, const uint8_t* a, size_t lda, const int8_t* b, size_t groups,
-                 int32_t* c, size_t ldc, size_t nc, const int32_t* bias, bool accumulate) {
+template <size_t NV, bool kXor>
+void tile_narrow(size_t mr, const TileArgs& t) {
   constexpr size_t kRows = 24 / NV;
   alignas(64) int32_t sums[kRows * 64];
   for (size_t r0 = 0; r0 < mr;) {
     const size_t left = mr - r0;
-    const uint8_t* ar = a + r0 * lda;
+    const uint8_t* ar = t.a + r0 * t.lda;
+    const uint8_t* sr = kXor ? t.s + r0 * t.lda : nullptr;
     size_t rows;
     if (left >= kRows) {
       rows = kRows;
-      accumulate_narrow<kRows, NV>(ar, lda, b, groups, sums);
+      accumulate_narrow<kRows, NV, kXor>(ar, sr, t.lda, t.b, t.groups, sums);
     } else if (left >= kRows / 2) {
       rows = kRows / 2;
-      accumulate_narrow<kRows / 2, NV>(ar, lda, b, groups, sums);
+      accumulate_narrow<kRows / 2, NV, kXor>(ar, sr, t.lda, t.b, t.groups, sums);
     } else if (left >= 4) {
       rows = 4;
-      accumulate_narrow<4, NV>(ar, lda, b, groups, sums);
+      accumulate_narrow<4, NV, kXor>(ar, sr, t.lda, t.b, t.groups, sums);
     } else {
       rows = 1;
-      accumulate_narrow<1, NV>(ar, lda, b, groups, sums);
+      accumulate_narrow<1, NV, kXor>(ar, sr, t.lda, t.b, t.groups, sums);
     }
-    store_sums(sums, rows, c + r0 * ldc, ldc, nc, bias, accumulate);
+    store_sums(sums, rows, t.c + r0 * t.ldc, t.ldc, t.nc, t.bias,
+               t.row_bias ? t.row_bias + r0 : nullptr, t.accumulate);
     r0 += rows;
+  }
+}
+
+template <bool kXor>
+void compute(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
+  const uint8_t* a = static_cast<const uint8_t*>(p.a);
+  for (size_t kb = 0; kb < p.k_groups; kb += kBlockGroups) {
+    const size_t groups = p.k_groups - kb < kBlockGroups ? p.k_groups - kb : kBlockGroups;
+    for (size_t panel = p0; panel < p1; ++panel) {
+      const size_t col0 = panel * kInt8PanelCols;
+      TileArgs t{};
+      t.lda = p.lda;
+      t.b = p.panels + (panel * p.k_groups + kb) * kInt8PanelGroupBytes;
+      t.groups = groups;
+      t.ldc = p.ldc;
+      t.nc = p.n - col0 < kInt8PanelCols ? p.n - col0 : kInt8PanelCols;
+      t.bias = p.col_bias ? p.col_bias + col0 : nullptr;
+      t.accumulate = kb > 0;
+      auto at_row = [&](size_t m) {
+        t.a = a + m * p.lda + kb * kInt8GroupK;
+        t.s = kXor ? p.a_low + m * p.lda + kb * kInt8GroupK : nullptr;
+        t.c = p.c + m * p.ldc + col0;
+        t.row_bias = kXor ? p.row_bias + m : nullptr;
+      };
+      if (t.nc <= 32 && m1 - m0 >= 4) {  // a narrow panel: rows share the 1 or 2 weight loads
+        at_row(m0);
+        if (t.nc <= 16)
+          tile_narrow<1, kXor>(m1 - m0, t);
+        else
+          tile_narrow<2, kXor>(m1 - m0, t);
+        continue;
+      }
+      for (size_t m = m0; m < m1; m += kMR) {
+        at_row(m);
+        tile<kXor>(m1 - m < kMR ? m1 - m : kMR, t);
+      }
+    }
   }
 }
 
 }  // namespace
 
 void int8_compute_avx512(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
-  const uint8_t* a = static_cast<const uint8_t*>(p.a);
-  for (size_t kb = 0; kb < p.k_groups; kb += kBlockGroups) {
-    const size_t groups = p.k_groups - kb < kBlockGroups ? p.k_groups - kb : kBlockGroups;
-    for (size_t panel = p0; panel < p1; ++panel) {
-      const int8_t* b = p.panels + (panel * p.k_groups + kb) * kInt8PanelGroupBytes;
-      const size_t col0 = panel * kInt8PanelCols;
-      const size_t nc = p.n - col0 < kInt8PanelCols ? p.n - col0 : kInt8PanelCols;
-      const int32_t* bias = p.col_bias ? p.col_bias + col0 : nullptr;
-      if (nc <= 32 && m1 - m0 >= 4) {  // a narrow panel: rows share the 1 or 2 weight loads
-        const uint8_t* am = a + m0 * p.lda + kb * kInt8GroupK;
-        int32_t* cm = p.c + m0 * p.ldc + col0;
-        if (nc <= 16)
-          tile_narrow<1>(m1 - m0, am, p.lda, b, groups, cm, p.ldc, nc, bias, kb > 0);
-        else
-          tile_narrow<2>(m1 - m0, am, p.lda, b, groups, cm, p.ldc, nc, bias, kb > 0);
-        continue;
-      }
-      for (size_t m = m0; m < m1; m += kMR) {
-        const size_t mr = m1 - m < kMR ? m1 - m : kMR;
-        tile(mr, a + m * p.lda + kb * kInt8GroupK, p.lda, b, groups,
-                      p.c + m * p.ldc + col0, p.ldc, nc, bias, kb > 0);
-      }
-    }
-  }
+  compute<false>(p, m0, m1, p0, p1);
+}
+
+void int8_compute_wide_avx512(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
+                              size_t p1) {
+  compute<true>(p, m0, m1, p0, p1);
 }
 
 // The float epilogue, 16 columns at a time: the same IEEE operations in the same order as the

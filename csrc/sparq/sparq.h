@@ -95,9 +95,10 @@ using Sparq24ComputeFn = void (*)(const Sparq24Problem& p, size_t m0, size_t m1,
                                   size_t p1);
 
 // How the fused forward writes a prepared row for the int8 micro-kernel (t: trimmed magnitude,
-// neg: x < 0): s16: int16 +-t; wide (9-bit, u = 256 +- t): dp = u >> 2, dn = u & 3; split: dp =
-// (neg ? 0 : t) ^ flip, dn = (neg ? t : 0) ^ flip (flip 0x80 for the s8 format).
-enum class SparqRowFormat { s16, wide, split };
+// neg: x < 0): s16: int16 +-t; wide (Int8WideFormat::offset9, u = 256 +- t): dp = u >> 2, dn =
+// u & 3; sign (Int8WideFormat::sign_xor): dp = t, dn = neg ? 0xff : 0; split: dp = (neg ? 0 : t)
+// ^ flip, dn = (neg ? t : 0) ^ flip (flip 0x80 for the s8 format).
+enum class SparqRowFormat { s16, wide, sign, split };
 
 // One row of SparqConfig's forward: q = trunc(min(|x| * (1/s) + 0.5, 255.25)) with s = amax/255
 // (amax = *fixed_amax, or the row's max |x|; s = 1 when amax is 0), trimmed by `plan` (pairs judged

@@ -157,6 +157,9 @@ float sparq_prep_row_avx2(const SparqPlan& plan, const float* x, size_t k, const
                           _mm256_xor_si256(_mm256_andnot_si256(ng, t), vflip));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(n),
                           _mm256_xor_si256(_mm256_and_si256(ng, t), vflip));
+    } else if (fmt == SparqRowFormat::sign) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), t);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(n), ng);
     } else {  // wide: u = 256 +- t in 16-bit lanes (two halves of 16), top 7 and low 2 bits
       __m256i hi[2], lo[2];
       for (int h = 0; h < 2; ++h) {

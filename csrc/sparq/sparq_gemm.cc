@@ -129,9 +129,10 @@ void sparq_gemm_encoded_run(const uint8_t* payload, size_t m, size_t k, const Sp
 
 // SparqConfig forward: per block of rows, quantize |x| to uint8, trim once (pairs judged on
 // magnitudes), and write the signed trimmed values in the int8 path's activation format. int16
-// holds +-255: one GEMM. A path with a 9-bit kernel (compute_wide: AVX2) takes u = v + 256 as
-// its top 7 and low 2 bits, the 256 * colsum taken off by the column bias: one GEMM.
-// Otherwise uint8/int8 formats cannot hold them: the
+// holds +-255: one GEMM. A path with a 9-bit kernel (compute_wide) takes them in its
+// Int8WideFormat: u = v + 256 as top 7 and low 2 bits, the 256 * colsum taken off by the column
+// bias (AVX2), or |v| and sign bytes, the row's negative magnitudes added back by a row bias
+// (AVX-512 VNNI): one GEMM. Otherwise uint8/int8 formats cannot hold them: the
 // block's positive and negative parts are two passes of the micro-kernel (only when the block
 // has a negative input), and their difference is exact (wrapping int32). Then the shared
 // epilogue per task.
@@ -150,6 +151,7 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
   // s8 format: value - 128 (xor 0x80), undone by the +128 * colsum bias of each pass
   const uint8_t flip = kern.a_format == Int8AFormat::s8 ? 0x80 : 0x00;
   const bool wide_kernel = !s16 && kern.compute_wide != nullptr;
+  const bool sign_xor = wide_kernel && kern.wide_format == Int8WideFormat::sign_xor;
   const size_t elem = s16 ? 2 : 1;
   const size_t row_bytes = k_pad * elem;
   size_t mc = std::max<size_t>(kern.mr, kBlockBytes / row_bytes / kern.mr * kern.mr);
@@ -165,8 +167,8 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
 
   float amax = 0.0f;
   if (act.is_static) amax = std::max(act.hi < 0 ? -act.hi : act.hi, act.lo < 0 ? -act.lo : act.lo);
-  std::vector<int32_t> bias_s8, bias_wide;
-  if (wide_kernel) {  // -256 * colsum (wrapping, like the sums)
+  std::vector<int32_t> bias_s8, bias_wide, row_bias(sign_xor ? mc : 0);
+  if (wide_kernel && !sign_xor) {  // -256 * colsum (wrapping, like the sums)
     bias_wide.resize(n_pad);
     for (size_t j = 0; j < n_pad; ++j)
       bias_wide[j] = static_cast<int32_t>(0u - 256u * static_cast<uint32_t>(col_sums[j]));
@@ -211,14 +213,20 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
       for (size_t r = rows * t / chunks; r < rows * (t + 1) / chunks; ++r) {
         const float* xr = x + (m0 + r) * k;
         const SparqRowFormat fmt = s16          ? SparqRowFormat::s16
-                                   : wide_block ? SparqRowFormat::wide
-                                                : SparqRowFormat::split;
+                                   : !wide_block ? SparqRowFormat::split
+                                   : sign_xor    ? SparqRowFormat::sign
+                                                 : SparqRowFormat::wide;
         uint8_t* dp = pos + r * row_bytes;
         uint8_t* dn = s16 ? nullptr : neg + r * row_bytes;
         bool row_neg = false;
         sa[m0 + r] = prep(plan, xr, k, act.is_static ? &amax : nullptr, fmt, flip, tq, dp, dn,
                           &row_neg);
         has_neg = has_neg || row_neg;
+        if (fmt == SparqRowFormat::sign) {  // sum of |v| over v < 0 (the xor's -1 per product)
+          uint32_t neg_sum = 0;
+          for (size_t i = 0; i < k; ++i) neg_sum += dp[i] & dn[i];
+          row_bias[r] = static_cast<int32_t>(neg_sum);
+        }
         if (s16) {
           std::fill(reinterpret_cast<int16_t*>(dp) + k, reinterpret_cast<int16_t*>(dp) + k_pad,
                     int16_t{0});
@@ -235,7 +243,10 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
     const bool two_pass = !s16 && !wide_kernel && block_neg;
     prob.a = pos;
     prob.a_low = neg;
-    prob.col_bias = wide_block ? bias_wide.data() : bias_s8.empty() ? nullptr : bias_s8.data();
+    prob.col_bias = wide_block && !sign_xor ? bias_wide.data()
+                    : bias_s8.empty()        ? nullptr
+                                             : bias_s8.data();
+    prob.row_bias = wide_block && sign_xor ? row_bias.data() : nullptr;
     prob.c = c + m0 * n;
     prob_neg.a = neg;
     prob_neg.c = c_neg;

@@ -58,6 +58,11 @@ float sparq_prep_row_scalar(const SparqPlan& plan, const float* x, size_t k,
       dp[i] = static_cast<uint8_t>(u >> 2);
       dn[i] = static_cast<uint8_t>(u & 3);
     }
+  } else if (fmt == SparqRowFormat::sign) {
+    for (size_t i = 0; i < k; ++i) {
+      dp[i] = tq[i];
+      dn[i] = x[i] < 0.0f ? 0xff : 0x00;
+    }
   } else {
     for (size_t i = 0; i < k; ++i) {
       const bool ng = x[i] < 0.0f;

@@ -21,6 +21,8 @@ namespace pq {
 void int8_compute_vnni256_emulated(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
                                    size_t p1);
 #endif
+// csrc/tools/int8_wide_native_test.cc: compute_wide of the active int8 kernel vs an oracle
+void int8_wide_sweep(Isa isa, TestCounter& t);
 namespace {
 
 std::mt19937_64 rng(20261121);
@@ -151,6 +153,7 @@ int main(int argc, char** argv) {
     t.prefix = std::string("kernel int8_gemm/") + e->name + ": ";
     force_kernel(KernelFamily::int8_gemm, e);
     int8_sweep(e->tier, t, {1, 2, 3, 5, 6, 7, 8, 9, 13, 16, 17});
+    int8_wide_sweep(e->tier, t);
     force_kernel(KernelFamily::int8_gemm, nullptr);
     std::printf("kernel   %-24s %zu passed, %zu failed\n", e->name, t.passed, t.failed);
     total.passed += t.passed;

@@ -1,0 +1,95 @@
+// compute_wide (SPARQ's signed 9-bit rows, Int8GemmKernels::wide_format) of the int8 kernel on
+// `isa` against an int64 oracle: rows written in the kernel's own format, every tile edge (row
+// counts around the 6-row tile and the narrow tiles, 1/17/33/64/130 columns, K below, at and
+// above the 4-k group and the 256-group K block) and the extreme values +-255 x -128.
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "int8_gemm/int8_gemm.h"
+#include "tools/test_registry.h"
+
+namespace pq {
+namespace {
+
+std::mt19937_64 rng(20261202);
+
+// Writes v in [-255, 255] as the kernel's (a, a_low) bytes; returns the row bias it needs
+// (sign_xor) or 0.
+int32_t write_row(Int8WideFormat fmt, const int16_t* v, size_t k, size_t k_pad, uint8_t* a,
+                  uint8_t* a_low) {
+  int32_t row_bias = 0;
+  for (size_t i = 0; i < k_pad; ++i) {
+    const int x = i < k ? v[i] : 0;
+    if (fmt == Int8WideFormat::offset9) {
+      const int u = i < k ? x + 256 : 0;  // the K padding multiplies zero weights
+      a[i] = static_cast<uint8_t>(u >> 2);
+      a_low[i] = static_cast<uint8_t>(u & 3);
+    } else {
+      a[i] = static_cast<uint8_t>(x < 0 ? -x : x);
+      a_low[i] = x < 0 ? 0xff : 0x00;
+      if (x < 0) row_bias += -x;
+    }
+  }
+  return row_bias;
+}
+
+}  // namespace
+
+void int8_wide_sweep(Isa isa, TestCounter& t) {
+  const Int8GemmKernels& kern = int8_gemm_kernels(isa);
+  if (!kern.compute_wide) return;  // the path runs two passes of `compute` instead
+  for (size_t m : {1, 2, 4, 5, 6, 7, 12, 13, 25})
+    for (size_t n : {1, 17, 33, 64, 130})
+      for (size_t k : {1, 3, 4, 65, 1030})
+        for (int extreme = 0; extreme < 2; ++extreme) {
+          if (k == 1030 && n != 130 && n != 17) continue;  // keep the sweep short
+          const size_t k_pad = (k + 3) / 4 * 4, n_pad = (n + 63) / 64 * 64;
+          std::vector<int16_t> v(m * k);
+          std::vector<int8_t> w(n * k);
+          for (auto& x : v) x = extreme ? -255 : static_cast<int16_t>(rng() % 511) - 255;
+          if (extreme) v[0] = 255;
+          for (auto& x : w) x = extreme ? -128 : static_cast<int8_t>(rng());
+          std::vector<uint8_t> packed(int8_packed_bytes(n, k));
+          int8_pack_weights(w.data(), n, k, PackedOp::int8_gemm, 0, packed.data());
+          PackedHeader h;
+          std::memcpy(&h, packed.data(), sizeof h);
+          const int32_t* col_sums = reinterpret_cast<const int32_t*>(packed.data() + h.aux_offset);
+          std::vector<uint8_t> a(m * k_pad), a_low(m * k_pad);
+          std::vector<int32_t> row_bias(m), col_bias(n_pad);
+          for (size_t i = 0; i < m; ++i)
+            row_bias[i] = write_row(kern.wide_format, v.data() + i * k, k, k_pad,
+                                    a.data() + i * k_pad, a_low.data() + i * k_pad);
+          for (size_t j = 0; j < n_pad; ++j)  // offset9: -256 * colsum, wrapping
+            col_bias[j] = static_cast<int32_t>(0u - 256u * static_cast<uint32_t>(col_sums[j]));
+          const bool xor_format = kern.wide_format == Int8WideFormat::sign_xor;
+          std::vector<int32_t> c(m * n, 12345);
+          Int8GemmProblem p{};
+          p.a = a.data();
+          p.a_low = a_low.data();
+          p.lda = k_pad;
+          p.panels = reinterpret_cast<const int8_t*>(packed.data() + h.data_offset);
+          p.k_groups = k_pad / 4;
+          p.col_bias = xor_format ? nullptr : col_bias.data();
+          p.row_bias = xor_format ? row_bias.data() : nullptr;
+          p.c = c.data();
+          p.ldc = n;
+          p.n = n;
+          kern.compute_wide(p, 0, m, 0, n_pad / 64);
+          bool ok = true;
+          for (size_t i = 0; i < m && ok; ++i)
+            for (size_t j = 0; j < n && ok; ++j) {
+              int64_t acc = 0;
+              for (size_t kk = 0; kk < k; ++kk) acc += int64_t{v[i * k + kk]} * w[j * k + kk];
+              ok = static_cast<int32_t>(acc) == c[i * n + j];
+            }
+          t.check(ok, "int8 compute_wide " + std::to_string(m) + "x" + std::to_string(n) + "x" +
+                          std::to_string(k) + (extreme ? " extreme" : ""));
+        }
+}
+
+PQ_REGISTER_NATIVE_TEST(int8_wide, int8_wide_sweep);
+
+}  // namespace pq
