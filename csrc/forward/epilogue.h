@@ -16,6 +16,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "core/isa.h"
+
 namespace pq {
 
 struct Epilogue {
@@ -29,12 +31,22 @@ struct Epilogue {
 
 // c[m0:m1, n0:n1] (row stride ldc): int32 accumulators -> float32 results in the same memory.
 void epilogue_i32(const Epilogue& ep, int32_t* c, size_t ldc, size_t m0, size_t m1, size_t n0,
-                  size_t n1);
-// The same on float accumulators (in place).
-void epilogue_f32(const Epilogue& ep, float* c, size_t ldc, size_t m0, size_t m1, size_t n0,
-                  size_t n1);
+                  size_t n1, Isa isa);
 // One row of 64-column panel output: out[j] for j < nc is column n0 + j of row m.
 void epilogue_row_f32(const Epilogue& ep, size_t m, size_t n0, size_t nc, const float* acc,
-                      float* out);
+                      float* out, Isa isa);
+
+// The same loops compiled for each x86 tier (epilogue_rows.inc; the operations are IEEE and
+// uncontracted, so the vector width changes the speed, not the bits).
+struct EpilogueKernels {
+  void (*rows_i32)(const Epilogue& ep, int32_t* c, size_t ldc, size_t m0, size_t m1, size_t n0,
+                   size_t n1);
+  void (*row_f32)(const Epilogue& ep, size_t m, size_t n0, size_t nc, const float* acc,
+                  float* out);
+};
+extern const EpilogueKernels kEpilogueBaseline;
+#if defined(PQ_HAVE_X86)
+extern const EpilogueKernels kEpilogueAvx2, kEpilogueAvx512;
+#endif
 
 }  // namespace pq

@@ -48,12 +48,12 @@ void forward_lut(const float* x, size_t m, size_t k, const uint8_t* panels, size
   if (m == 1) {
     const size_t nt = static_cast<size_t>(threads > 1 ? threads : 1);
     parallel_for(nt, threads, [&](size_t t) {
-      epilogue_i32(ep, acc, n, 0, 1, n * t / nt, n * (t + 1) / nt);
+      epilogue_i32(ep, acc, n, 0, 1, n * t / nt, n * (t + 1) / nt, isa);
     });
     return;
   }
   parallel_for(tasks, threads, [&](size_t t) {
-    epilogue_i32(ep, acc, n, m * t / tasks, m * (t + 1) / tasks, 0, n);
+    epilogue_i32(ep, acc, n, m * t / tasks, m * (t + 1) / tasks, 0, n, isa);
   });
 }
 

@@ -236,7 +236,7 @@ void lowbit_grouped_forward_run(const uint8_t* a, size_t lda, size_t m, size_t k
       const size_t nc = n - col0 < kLowbitPanelCols ? n - col0 : kLowbitPanelCols;
       gemv(a, panels + panel * k_groups * gbytes, k_groups, block, false, corr.data(),
            panel_scales + panel * panel_floats, n_groups, out);
-      epilogue_row_f32(ep, 0, col0, nc, out, y + col0);
+      epilogue_row_f32(ep, 0, col0, nc, out, y + col0, isa);
     });
     return;
   }
@@ -266,7 +266,7 @@ void lowbit_grouped_forward_run(const uint8_t* a, size_t lda, size_t m, size_t k
         }
       }
       for (size_t r = 0; r < mr; ++r)
-        epilogue_row_f32(ep, mt + r, col0, nc, out + r * 64, y + (mt + r) * n + col0);
+        epilogue_row_f32(ep, mt + r, col0, nc, out + r * 64, y + (mt + r) * n + col0, isa);
     }
   });
 }

@@ -205,7 +205,7 @@ bool forward_sparq24(const float* x, size_t m, size_t k, const SparqConfig& cfg,
         sa[row] = quantize_row_abs_u8(x + row * k, k, act.is_static ? &amax : nullptr, tq);
         sparq24_tables_row(plan, tq, k, out);
       },
-      [&](size_t m0, size_t m1, size_t n0, size_t n1) { epilogue_i32(ep, c, n, m0, m1, n0, n1); });
+      [&](size_t m0, size_t m1, size_t n0, size_t n1) { epilogue_i32(ep, c, n, m0, m1, n0, n1, isa); });
   return false;
 }
 

@@ -107,6 +107,18 @@ void gemm_rows(const RowSource& source, size_t m, size_t k, const int8_t* panels
   }
 }
 
+// Whether any x[i] < 0, in steps of 1024 values without an early exit inside a step (so the
+// compiler vectorizes it: a post-ReLU input is scanned whole).
+bool has_negative(const float* x, size_t count) {
+  for (size_t i = 0; i < count; i += 1024) {
+    const size_t end = std::min(count, i + 1024);
+    int neg = 0;
+    for (size_t j = i; j < end; ++j) neg |= x[j] < 0.0f;
+    if (neg) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 void sparq_gemm_run(const uint8_t* a, size_t m, size_t k, const SparqConfig& cfg,
@@ -199,11 +211,8 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
     bool wide_block = false;
     if (wide_kernel) {
       parallel_for(chunks, threads, [&](size_t t) {
-        const float* xs = x + (m0 + rows * t / chunks) * k;
-        const float* xe = x + (m0 + rows * (t + 1) / chunks) * k;
-        bool neg_seen = false;
-        for (; xs < xe && !neg_seen; ++xs) neg_seen = *xs < 0.0f;
-        chunk_neg[t] = neg_seen;
+        const size_t r0 = m0 + rows * t / chunks, r1 = m0 + rows * (t + 1) / chunks;
+        chunk_neg[t] = has_negative(x + r0 * k, (r1 - r0) * k);
       });
       for (uint8_t v : chunk_neg) wide_block = wide_block || v;
     }
@@ -268,7 +277,7 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
           for (size_t j = n0; j < n1; ++j) dst[j] -= src[j];
         }
       }
-      epilogue_i32(ep, c, n, m0 + r0, m0 + r1, n0, n1);
+      epilogue_i32(ep, c, n, m0 + r0, m0 + r1, n0, n1, isa);
     });
   }
   return any_negative;
