@@ -16,18 +16,54 @@ inline __m256i table16(const uint8_t* t) {
   return _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(t)));
 }
 
+// The trim of 32 values in a register (pairs (k, k+1), k even, inside the 32): the constants
+// loaded once per row.
+class Trim32 {
+ public:
+  explicit Trim32(const SparqPlan& plan)
+      : one_t_(table16(plan.one)), half_t_(table16(plan.half)), top_t_(table16(plan.top)),
+        pairs_(plan.cfg.pairs), round_(plan.cfg.round) {}
+
+  __m256i operator()(__m256i a) const {
+    // msb position of a nibble: high nibble h -> 4 + msb(h) (0 if h == 0), low nibble l -> msb(l)
+    const __m256i msb_hi = _mm256_setr_epi8(0, 4, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7,
+                                            0, 4, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7);
+    const __m256i msb_lo = _mm256_setr_epi8(0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+                                            0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i nib = _mm256_set1_epi8(0x0f), eight = _mm256_set1_epi8(8);
+    const __m256i ones = _mm256_set1_epi8(1), zero = _mm256_setzero_si256();
+    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(a, 4), nib);
+    __m256i idx = _mm256_max_epu8(_mm256_shuffle_epi8(msb_hi, hi),
+                                  _mm256_shuffle_epi8(msb_lo, _mm256_and_si256(a, nib)));
+    if (pairs_) {
+      const __m256i z = _mm256_cmpeq_epi8(a, zero);
+      const __m256i partner_zero = _mm256_or_si256(_mm256_slli_epi16(z, 8), _mm256_srli_epi16(z, 8));
+      idx = _mm256_or_si256(idx, _mm256_and_si256(partner_zero, eight));
+    }
+    const __m256i one = _mm256_shuffle_epi8(one_t_, idx);  // 1 << s
+    const __m256i low = _mm256_sub_epi8(one, ones);        // dropped bits
+    __m256i r = _mm256_andnot_si256(low, a);               // window << s (truncated)
+    if (round_) {
+      const __m256i rem = _mm256_and_si256(a, low);
+      const __m256i half = _mm256_shuffle_epi8(half_t_, idx);  // <= 0x7f: signed compare is fine
+      const __m256i odd = _mm256_cmpeq_epi8(_mm256_and_si256(a, one), one);
+      const __m256i up = _mm256_or_si256(_mm256_cmpgt_epi8(rem, half),
+                                         _mm256_and_si256(_mm256_cmpeq_epi8(rem, half), odd));
+      const __m256i full = _mm256_cmpeq_epi8(r, _mm256_shuffle_epi8(top_t_, idx));  // saturate
+      r = _mm256_add_epi8(r, _mm256_andnot_si256(full, _mm256_and_si256(up, one)));
+    }
+    return r;
+  }
+
+ private:
+  __m256i one_t_, half_t_, top_t_;
+  bool pairs_, round_;
+};
+
 }  // namespace
 
 void sparq_trim_row_avx2(const SparqPlan& plan, const uint8_t* src, size_t k, uint8_t* dst) {
-  // msb position of a nibble: high nibble h -> 4 + msb(h) (0 if h == 0), low nibble l -> msb(l)
-  const __m256i msb_hi = _mm256_setr_epi8(0, 4, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7,
-                                          0, 4, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7);
-  const __m256i msb_lo = _mm256_setr_epi8(0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
-                                          0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-  const __m256i one_t = table16(plan.one), half_t = table16(plan.half), top_t = table16(plan.top);
-  const __m256i nib = _mm256_set1_epi8(0x0f), eight = _mm256_set1_epi8(8);
-  const __m256i ones = _mm256_set1_epi8(1), zero = _mm256_setzero_si256();
-  const bool pairs = plan.cfg.pairs, round = plan.cfg.round;
+  const Trim32 trim(plan);
   for (size_t i = 0; i < k; i += 32) {
     const size_t len = k - i < 32 ? k - i : 32;
     alignas(32) uint8_t tail[32] = {0};  // zeros past the row end: the odd tail's partner
@@ -36,27 +72,7 @@ void sparq_trim_row_avx2(const SparqPlan& plan, const uint8_t* src, size_t k, ui
       std::memcpy(tail, in, len);
       in = tail;
     }
-    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(in));
-    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(a, 4), nib);
-    __m256i idx = _mm256_max_epu8(_mm256_shuffle_epi8(msb_hi, hi),
-                                  _mm256_shuffle_epi8(msb_lo, _mm256_and_si256(a, nib)));
-    if (pairs) {
-      const __m256i z = _mm256_cmpeq_epi8(a, zero);
-      const __m256i partner_zero = _mm256_or_si256(_mm256_slli_epi16(z, 8), _mm256_srli_epi16(z, 8));
-      idx = _mm256_or_si256(idx, _mm256_and_si256(partner_zero, eight));
-    }
-    const __m256i one = _mm256_shuffle_epi8(one_t, idx);  // 1 << s
-    const __m256i low = _mm256_sub_epi8(one, ones);       // dropped bits
-    __m256i r = _mm256_andnot_si256(low, a);              // window << s (truncated)
-    if (round) {
-      const __m256i rem = _mm256_and_si256(a, low);
-      const __m256i half = _mm256_shuffle_epi8(half_t, idx);  // <= 0x7f: signed compare is fine
-      const __m256i odd = _mm256_cmpeq_epi8(_mm256_and_si256(a, one), one);
-      const __m256i up = _mm256_or_si256(_mm256_cmpgt_epi8(rem, half),
-                                         _mm256_and_si256(_mm256_cmpeq_epi8(rem, half), odd));
-      const __m256i full = _mm256_cmpeq_epi8(r, _mm256_shuffle_epi8(top_t, idx));  // saturate
-      r = _mm256_add_epi8(r, _mm256_andnot_si256(full, _mm256_and_si256(up, one)));
-    }
+    const __m256i r = trim(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(in)));
     if (len == 32)
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), r);
     else {
@@ -70,9 +86,9 @@ void sparq_trim_row_avx2(const SparqPlan& plan, const uint8_t* src, size_t k, ui
 
 // ---------------------------------------------------------------- fused forward row preparation
 // The scalar definition (sparq_prep_row_scalar) 32 values per step: max |x| (vmaxps ignores NaN
-// like the scalar compare), q = trunc(min(|x| * inv + 0.5, 255.25)) with the same separate
-// multiply and add, the AVX2 trim, then the sign split in 16-bit lanes. s16 rows (no AVX2 path
-// uses them) and tails go to the scalar code.
+// like the scalar compare), then one pass of q = trunc(min(|x| * inv + 0.5, 255.25)) with the
+// same separate multiply and add, the trim and the row format's bytes, all in registers. s16
+// rows (no AVX2 path uses them) go to the scalar code. `tq` is not needed here.
 namespace pq {
 namespace {
 
@@ -121,35 +137,24 @@ float sparq_prep_row_avx2(const SparqPlan& plan, const float* x, size_t k, const
   const float inv = 1.0f / s;
   const __m256 vinv = _mm256_set1_ps(inv), half = _mm256_set1_ps(0.5f),
                cap = _mm256_set1_ps(255.25f);
-  // The tail (k % 32 values: all of a K < 32 row, e.g. an RGB stem conv's 27) runs the same
-  // vector steps on zero-padded copies, of which only the first k % 32 results are kept.
-  alignas(32) float x_tail[32] = {};
-  alignas(32) uint8_t tq_tail[32] = {}, dp_tail[32], dn_tail[32];
-  const size_t tail = k - kv;
-  if (tail) std::memcpy(x_tail, x + kv, tail * sizeof(float));
-  auto quantize32 = [&](const float* xs, uint8_t* out) {
-    __m256i q[4];
-    for (int j = 0; j < 4; ++j) {
-      __m256 t = _mm256_mul_ps(_mm256_and_ps(_mm256_loadu_ps(xs + 8 * j), abs_mask), vinv);
-      asm("" : "+x"(t));  // a separate multiply and add, as the scalar definition
-      t = _mm256_add_ps(t, half);
-      // NaN: cvtt gives INT_MIN, 0 after the saturating packs, as the scalar code
-      q[j] = _mm256_cvttps_epi32(_mm256_min_ps(cap, t));
-    }
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), pack_u8(q[0], q[1], q[2], q[3]));
-  };
-  for (size_t i = 0; i < kv; i += 32) quantize32(x + i, tq + i);
-  if (tail) {
-    quantize32(x_tail, tq_tail);
-    std::memcpy(tq + kv, tq_tail, tail);
-  }
-  sparq_trim_row_avx2(plan, tq, k, tq);
-
+  // One pass, 32 values per step: quantize, trim and write both bytes from registers. The tail
+  // (k % 32 values: all of a K < 32 row, e.g. an RGB stem conv's 27) runs the same step on a
+  // zero-padded copy, of which only the first k % 32 results are kept (the zeros are also the
+  // odd last value's partner, as in the trim of a row).
+  const Trim32 trim(plan);
   __m256i any = _mm256_setzero_si256();
   const __m256i vflip = _mm256_set1_epi8(static_cast<char>(flip));
   const __m256i bias = _mm256_set1_epi16(256), three = _mm256_set1_epi16(3);
-  auto split32 = [&](const uint8_t* ts, const float* xs, uint8_t* p, uint8_t* n) {
-    const __m256i t = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ts));
+  auto step = [&](const float* xs, uint8_t* p, uint8_t* n) {
+    __m256i q[4];
+    for (int j = 0; j < 4; ++j) {
+      __m256 v = _mm256_mul_ps(_mm256_and_ps(_mm256_loadu_ps(xs + 8 * j), abs_mask), vinv);
+      asm("" : "+x"(v));  // a separate multiply and add, as the scalar definition
+      v = _mm256_add_ps(v, half);
+      // NaN: cvtt gives INT_MIN, 0 after the saturating packs, as the scalar code
+      q[j] = _mm256_cvttps_epi32(_mm256_min_ps(cap, v));
+    }
+    const __m256i t = trim(pack_u8(q[0], q[1], q[2], q[3]));
     const __m256i ng = neg_mask(xs);  // (x < 0: false for NaN and for the zero padding)
     any = _mm256_or_si256(any, ng);
     if (fmt == SparqRowFormat::split) {
@@ -177,10 +182,12 @@ float sparq_prep_row_avx2(const SparqPlan& plan, const float* x, size_t k, const
                           _mm256_permute4x64_epi64(_mm256_packus_epi16(lo[0], lo[1]), 0xd8));
     }
   };
-  for (size_t i = 0; i < kv; i += 32) split32(tq + i, x + i, dp + i, dn + i);
-  if (tail) {
-    std::memcpy(tq_tail, tq + kv, tail);  // (trimmed; the padding stays 0)
-    split32(tq_tail, x_tail, dp_tail, dn_tail);
+  for (size_t i = 0; i < kv; i += 32) step(x + i, dp + i, dn + i);
+  if (const size_t tail = k - kv) {
+    alignas(32) float x_tail[32] = {};
+    alignas(32) uint8_t dp_tail[32], dn_tail[32];
+    std::memcpy(x_tail, x + kv, tail * sizeof(float));
+    step(x_tail, dp_tail, dn_tail);
     std::memcpy(dp + kv, dp_tail, tail);
     std::memcpy(dn + kv, dn_tail, tail);
   }
