@@ -91,6 +91,10 @@ void int8_compute_wide_avx512(const Int8GemmProblem& p, size_t m0, size_t m1, si
 void int8_compute_avxvnni(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
 void int8_compute_vnni256_avx512(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
                                  size_t p1);
+void int8_compute_wide_avxvnni(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
+                               size_t p1);
+void int8_compute_wide_vnni256_avx512(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
+                                      size_t p1);
 #endif
 #if defined(PQ_HAVE_NEON)
 void int8_compute_neon(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);

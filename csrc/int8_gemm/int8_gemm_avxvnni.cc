@@ -21,4 +21,5 @@ inline __m256i dpbusd_vex(__m256i acc, __m256i a, __m256i w) {
 
 #define PQ_VNNI256_DPBUSD dpbusd_vex
 #define PQ_VNNI256_COMPUTE int8_compute_avxvnni
+#define PQ_VNNI256_COMPUTE_WIDE int8_compute_wide_avxvnni
 #include "int8_gemm/int8_gemm_vnni256.inc"

@@ -4,4 +4,5 @@
 // 6x64 kernel on such CPUs; this entry exists to be tested.
 #define PQ_VNNI256_DPBUSD _mm256_dpbusd_epi32
 #define PQ_VNNI256_COMPUTE int8_compute_vnni256_avx512
+#define PQ_VNNI256_COMPUTE_WIDE int8_compute_wide_vnni256_avx512
 #include "int8_gemm/int8_gemm_vnni256.inc"

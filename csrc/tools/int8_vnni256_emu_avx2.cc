@@ -23,4 +23,5 @@ inline __m256i dpbusd_emulated(__m256i acc, __m256i a, __m256i w) {
 
 #define PQ_VNNI256_DPBUSD dpbusd_emulated
 #define PQ_VNNI256_COMPUTE int8_compute_vnni256_emulated
+#define PQ_VNNI256_COMPUTE_WIDE int8_compute_wide_vnni256_emulated
 #include "int8_gemm/int8_gemm_vnni256.inc"

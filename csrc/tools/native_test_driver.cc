@@ -20,6 +20,8 @@ namespace pq {
 // csrc/tools/int8_vnni256_emu_avx2.cc: the ymm VNNI kernel with vpdpbusd emulated in AVX2
 void int8_compute_vnni256_emulated(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
                                    size_t p1);
+void int8_compute_wide_vnni256_emulated(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
+                                        size_t p1);
 #endif
 // csrc/tools/int8_wide_native_test.cc: compute_wide of the active int8 kernel vs an oracle
 void int8_wide_sweep(Isa isa, TestCounter& t);
@@ -90,8 +92,13 @@ void int8_sweep(Isa isa, TestCounter& t, const std::vector<size_t>& m_values) {
 void test_int8_gemm(Isa isa, TestCounter& t) { int8_sweep(isa, t, {1, 2, 3, 4, 5, 7}); }
 
 #if defined(PQ_HAVE_X86)
-const Int8GemmKernels kVnni256Emulated{Int8AFormat::u8, 6, int8_compute_vnni256_emulated,
-                                       int8_epilogue_scalar, 8};
+const Int8GemmKernels kVnni256Emulated{Int8AFormat::u8,
+                                       6,
+                                       int8_compute_vnni256_emulated,
+                                       int8_epilogue_scalar,
+                                       8,
+                                       int8_compute_wide_vnni256_emulated,
+                                       Int8WideFormat::sign_xor};
 const KernelEntry kVnni256EmulatedEntry{
     KernelFamily::int8_gemm, "vnni256_emulated_avx2", Isa::avx2, kAvx2Base, 6, 16,
     Verified::native, "test only: the ymm VNNI kernel source, vpdpbusd emulated in AVX2", true,
