@@ -20,7 +20,7 @@ while read -r suffix sarch sflags; do
   suffix_arch[$suffix]=$sarch; suffix_flags[$suffix]=$sflags
 done < csrc/core/isa_flags.txt
 for f in "${sources[@]}"; do
-  flags=(-O2 -std=c++17 -Icsrc -Wall -Wno-unused-parameter -Wno-maybe-uninitialized "${defs[@]}" "$@")
+  flags=(-O2 -std=c++17 -ffp-contract=off -Icsrc -Wall -Wno-unused-parameter -Wno-maybe-uninitialized "${defs[@]}" "$@")
   kernel_suffix=""
   for suffix in "${!suffix_arch[@]}"; do
     if [[ "$f" == *_"$suffix".cc ]]; then kernel_suffix=$suffix; fi

@@ -93,7 +93,7 @@ const LowbitGemmKernels kLowbitScalar{4, lowbit_tile4_scalar, lowbit_tile2_scala
                                       nullptr, nullptr};
 
 const SparqKernels kSparqAvx512{PQ_X86(sparq_trim_row_avx512), PQ_X86(sparq24_compute_avx512),
-                                PQ_X86(sparq_prep_row_avx2)};
+                                PQ_X86(sparq_prep_row_avx512)};
 const SparqKernels kSparqAvx2{PQ_X86(sparq_trim_row_avx2), PQ_X86(sparq24_compute_avx2),
                               PQ_X86(sparq_prep_row_avx2)};
 const SparqKernels kSparqNeon{PQ_ARM(sparq_trim_row_neon), sparq24_compute_scalar,
@@ -138,10 +138,12 @@ std::vector<KernelEntry> build_table() {
       entry(F::int8_gemm, "vnni256_evex_6x16", Isa::avx512, kVnni512, 16, kInt8Vnni256Evex,
             V::native,
             "the AVX-VNNI kernel's source in EVEX form (ymm vpdpbusd, AVX-512 VNNI + VL): "
-            "6x16 tile + 1x64 GEMV; below the zmm kernel, here to test that source natively"),
+            "6x16 tile + 1x64 GEMV (9-bit rows: 4x16 with sign-xor-ed weights); below the zmm "
+            "kernel, here to test that source natively"),
       entry(F::int8_gemm, "avxvnni_6x16", Isa::avx2, kAvx2Base | feat::avxvnni, 16, kInt8AvxVnni,
             V::not_run,
-            "6x16 ymm VEX vpdpbusd tile (exact, no int16 step) + 1x64 streaming GEMV"),
+            "6x16 ymm VEX vpdpbusd tile (exact, no int16 step) + 1x64 streaming GEMV; 9-bit "
+            "rows: 4x16 with sign-xor-ed weights"),
       entry(F::int8_gemm, "avx2_1x64", Isa::avx2, kAvx2Base, 64, kInt8Avx2, V::native,
             "1x64 vpmaddubsw row tile streaming whole panels (K blocks kept in L2 for M > 16); "
             "M = 2-16: 4 KiB chunks x 16-column strips x 4-row tiles, every row beside the "
@@ -189,7 +191,8 @@ std::vector<KernelEntry> build_table() {
       // ---- sparq_gemm: SPARQ activation trimming (the GEMM runs the int8_gemm kernel) ----
       entry(F::sparq_gemm, "avx512vbmi", Isa::avx512, kVbmi | feat::avx512vnni, 64, kSparqAvx512,
             V::native,
-            "256-entry vpermi2b trim tables, zero-partner select by mask; 64 values per step; "
+            "256-entry vpermi2b trim tables, zero-partner select by mask; 64 values per step "
+            "(the forward's row preparation too); "
             "2:4 (sparse24): vpermb of two k groups' selector tables + vpdpbusd, 8x32 tile "
             "(one row: the AVX2 kernel)"),
       entry(F::sparq_gemm, "avx2", Isa::avx2, kAvx2Base, 32, kSparqAvx2, V::native,

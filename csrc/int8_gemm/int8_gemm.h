@@ -57,7 +57,8 @@ enum class Int8WideFormat { offset9, sign_xor };
 
 struct Int8GemmKernels {
   Int8AFormat a_format;
-  size_t mr;  // rows per micro-tile (the driver splits M in multiples of it)
+  size_t mr;  // rows per micro-tile (the driver splits M in multiples of it; a kernel may tile
+              // a range in smaller steps, e.g. the ymm VNNI compute_wide's 4 rows)
   Int8ComputeFn compute;
   Int8EpilogueFn epilogue;
   // widest uint8 activations it runs at full speed: 7 for the AVX2 vpmaddubsw tile (8-bit rows

@@ -123,6 +123,8 @@ float sparq_prep_row_avx2(const SparqPlan&, const float*, size_t, const float*, 
                           uint8_t, uint8_t*, uint8_t*, uint8_t*, bool*);
 void sparq_trim_row_avx2(const SparqPlan& plan, const uint8_t* src, size_t k, uint8_t* dst);
 void sparq_trim_row_avx512(const SparqPlan& plan, const uint8_t* src, size_t k, uint8_t* dst);
+float sparq_prep_row_avx512(const SparqPlan&, const float*, size_t, const float*, SparqRowFormat,
+                            uint8_t, uint8_t*, uint8_t*, uint8_t*, bool*);
 #endif
 #if defined(PQ_HAVE_NEON)
 void sparq_trim_row_neon(const SparqPlan& plan, const uint8_t* src, size_t k, uint8_t* dst);

@@ -2,6 +2,7 @@
 // time with two vpermi2b (VBMI, 128 entries each) blended on the top bit. vSPARQ looks up the
 // zero-partner table too and selects per byte with a mask: partner-is-zero is the zero mask
 // with adjacent bits swapped (pairs are (k, k+1), k even, and rows start at even offsets).
+// Also the fused forward's row preparation around that trim.
 #include <immintrin.h>
 
 #include "sparq/sparq.h"
@@ -15,28 +16,115 @@ inline __m512i lookup256(__m512i a, __mmask64 top_bit, const __m512i t[4]) {
   return _mm512_mask_blend_epi8(top_bit, lo, hi);
 }
 
+// The trim of 64 values in a register (pairs (k, k+1), k even, inside the 64), tables loaded
+// once per row.
+class Trim64 {
+ public:
+  explicit Trim64(const SparqPlan& plan) : pairs_(plan.cfg.pairs) {
+    for (int j = 0; j < 4; ++j) {
+      base_[j] = _mm512_load_si512(plan.lut[0] + 64 * j);
+      wide_[j] = _mm512_load_si512(plan.lut[1] + 64 * j);
+    }
+  }
+
+  __m512i operator()(__m512i a) const {
+    constexpr uint64_t kEven = 0x5555555555555555ull;
+    const __mmask64 top_bit = _mm512_movepi8_mask(a);
+    __m512i r = lookup256(a, top_bit, base_);
+    if (pairs_) {
+      const uint64_t zero = _mm512_testn_epi8_mask(a, a);
+      const __mmask64 partner_zero = ((zero >> 1) & kEven) | ((zero & kEven) << 1);
+      r = _mm512_mask_blend_epi8(partner_zero, r, lookup256(a, top_bit, wide_));
+    }
+    return r;
+  }
+
+ private:
+  __m512i base_[4], wide_[4];
+  bool pairs_;
+};
+
+inline __mmask64 live_mask(size_t left) {
+  return left >= 64 ? ~__mmask64{0} : (__mmask64{1} << left) - 1;
+}
+
 }  // namespace
 
 void sparq_trim_row_avx512(const SparqPlan& plan, const uint8_t* src, size_t k, uint8_t* dst) {
-  __m512i base[4], wide[4];
-  for (int j = 0; j < 4; ++j) {
-    base[j] = _mm512_load_si512(plan.lut[0] + 64 * j);
-    wide[j] = _mm512_load_si512(plan.lut[1] + 64 * j);
-  }
-  const bool pairs = plan.cfg.pairs;
-  constexpr uint64_t kEven = 0x5555555555555555ull;
+  const Trim64 trim(plan);
   for (size_t i = 0; i < k; i += 64) {
-    const __mmask64 live = k - i >= 64 ? ~__mmask64{0} : (__mmask64{1} << (k - i)) - 1;
+    const __mmask64 live = live_mask(k - i);
     const __m512i a = _mm512_maskz_loadu_epi8(live, src + i);  // zeros past the row end
-    const __mmask64 top_bit = _mm512_movepi8_mask(a);
-    __m512i r = lookup256(a, top_bit, base);
-    if (pairs) {
-      const uint64_t zero = _mm512_testn_epi8_mask(a, a);
-      const __mmask64 partner_zero = ((zero >> 1) & kEven) | ((zero & kEven) << 1);
-      r = _mm512_mask_blend_epi8(partner_zero, r, lookup256(a, top_bit, wide));
-    }
-    _mm512_mask_storeu_epi8(dst + i, live, r);
+    _mm512_mask_storeu_epi8(dst + i, live, trim(a));
   }
+}
+
+// The scalar definition (sparq_prep_row_scalar) 64 values per step: max |x| (vmaxps keeps the
+// running max on NaN, like the scalar compare), then one pass of q = trunc(min(|x| * inv + 0.5,
+// 255.25)) with the same separate multiply and add (NaN -> INT_MIN -> 0 through the saturating
+// packs, as the AVX2 code), the table trim and the row format's bytes, all in registers. The
+// tail is masked: zeros past the row end (also the odd last value's partner, as in the trim).
+// s16 rows go to the scalar code, 9-bit offset rows (AVX2's kernel format) to the AVX2 code.
+float sparq_prep_row_avx512(const SparqPlan& plan, const float* x, size_t k,
+                            const float* fixed_amax, SparqRowFormat fmt, uint8_t flip, uint8_t* tq,
+                            uint8_t* dp, uint8_t* dn, bool* has_neg) {
+  if (fmt == SparqRowFormat::s16)
+    return sparq_prep_row_scalar(plan, x, k, fixed_amax, fmt, flip, tq, dp, dn, has_neg);
+  if (fmt == SparqRowFormat::wide)
+    return sparq_prep_row_avx2(plan, x, k, fixed_amax, fmt, flip, tq, dp, dn, has_neg);
+  const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+  float amax = 0.0f;
+  if (fixed_amax) {
+    amax = *fixed_amax;
+  } else {
+    __m512 m = _mm512_setzero_ps();
+    for (size_t i = 0; i < k; i += 16) {
+      const size_t left = k - i;
+      const __mmask16 live = left >= 16 ? static_cast<__mmask16>(0xffff)
+                                        : static_cast<__mmask16>((1u << left) - 1);
+      const __m512 v = _mm512_and_ps(_mm512_maskz_loadu_ps(live, x + i), abs_mask);
+      m = _mm512_max_ps(v, m);  // NaN: keeps m
+    }
+    alignas(64) float lanes[16];
+    _mm512_store_ps(lanes, m);
+    for (float v : lanes) amax = v > amax ? v : amax;
+  }
+  const float s = amax > 0.0f ? amax / 255.0f : 1.0f;
+  const float inv = 1.0f / s;
+  const __m512 vinv = _mm512_set1_ps(inv), half = _mm512_set1_ps(0.5f),
+               cap = _mm512_set1_ps(255.25f), zero = _mm512_setzero_ps();
+  // packs work per 128-bit lane: dword 4L + j of the packed bytes is quarter j's lane L
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  const __m512i vflip = _mm512_set1_epi8(static_cast<char>(flip));
+  const Trim64 trim(plan);
+  __mmask64 any = 0;
+  for (size_t i = 0; i < k; i += 64) {
+    const __mmask64 live = live_mask(k - i);
+    __m512i q[4];
+    uint64_t neg = 0;
+    for (int j = 0; j < 4; ++j) {
+      const __m512 xv = _mm512_maskz_loadu_ps(static_cast<__mmask16>(live >> (16 * j)),
+                                              x + i + 16 * j);
+      __m512 v = _mm512_mul_ps(_mm512_and_ps(xv, abs_mask), vinv);
+      asm("" : "+v"(v));  // a separate multiply and add, as the scalar definition
+      v = _mm512_add_ps(v, half);
+      q[j] = _mm512_cvttps_epi32(_mm512_min_ps(cap, v));
+      // x < 0: false for NaN and for the zero padding
+      neg |= uint64_t{_mm512_cmp_ps_mask(xv, zero, _CMP_LT_OQ)} << (16 * j);
+    }
+    const __m512i w01 = _mm512_packs_epi32(q[0], q[1]), w23 = _mm512_packs_epi32(q[2], q[3]);
+    const __m512i t = trim(_mm512_permutexvar_epi32(order, _mm512_packus_epi16(w01, w23)));
+    any |= neg;
+    if (fmt == SparqRowFormat::sign) {
+      _mm512_mask_storeu_epi8(dp + i, live, t);
+      _mm512_mask_storeu_epi8(dn + i, live, _mm512_movm_epi8(neg));
+    } else {  // split
+      _mm512_mask_storeu_epi8(dp + i, live, _mm512_xor_si512(_mm512_maskz_mov_epi8(~neg, t), vflip));
+      _mm512_mask_storeu_epi8(dn + i, live, _mm512_xor_si512(_mm512_maskz_mov_epi8(neg, t), vflip));
+    }
+  }
+  *has_neg = any != 0;
+  return s;
 }
 
 }  // namespace pq

@@ -144,7 +144,7 @@ void sparq_gemm_encoded_run(const uint8_t* payload, size_t m, size_t k, const Sp
 // holds +-255: one GEMM. A path with a 9-bit kernel (compute_wide) takes them in its
 // Int8WideFormat: u = v + 256 as top 7 and low 2 bits, the 256 * colsum taken off by the column
 // bias (AVX2), or |v| and sign bytes, the row's negative magnitudes added back by a row bias
-// (AVX-512 VNNI): one GEMM. Otherwise uint8/int8 formats cannot hold them: the
+// (the VNNI kernels, zmm and ymm): one GEMM. Otherwise uint8/int8 formats cannot hold them: the
 // block's positive and negative parts are two passes of the micro-kernel (only when the block
 // has a negative input), and their difference is exact (wrapping int32). Then the shared
 // epilogue per task.

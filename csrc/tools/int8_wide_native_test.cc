@@ -41,7 +41,7 @@ int32_t write_row(Int8WideFormat fmt, const int16_t* v, size_t k, size_t k_pad, 
 void int8_wide_sweep(Isa isa, TestCounter& t) {
   const Int8GemmKernels& kern = int8_gemm_kernels(isa);
   if (!kern.compute_wide) return;  // the path runs two passes of `compute` instead
-  for (size_t m : {1, 2, 4, 5, 6, 7, 12, 13, 25})
+  for (size_t m : {1, 2, 4, 5, 6, 7, 12, 13, 25, 31})
     for (size_t n : {1, 17, 33, 64, 130})
       for (size_t k : {1, 3, 4, 65, 1030})
         for (int extreme = 0; extreme < 2; ++extreme) {
@@ -77,7 +77,13 @@ void int8_wide_sweep(Isa isa, TestCounter& t) {
           p.c = c.data();
           p.ldc = n;
           p.n = n;
-          kern.compute_wide(p, 0, m, 0, n_pad / 64);
+          // as forward_sparq calls it: one panel per call, rows split at a multiple of mr (so
+          // row ranges start past 0 and meet the row bias at an offset)
+          const size_t split = m / 2 / kern.mr * kern.mr;
+          for (size_t panel = 0; panel < n_pad / 64; ++panel) {
+            if (split > 0) kern.compute_wide(p, 0, split, panel, panel + 1);
+            kern.compute_wide(p, split, m, panel, panel + 1);
+          }
           bool ok = true;
           for (size_t i = 0; i < m && ok; ++i)
             for (size_t j = 0; j < n && ok; ++j) {
