@@ -50,8 +50,14 @@ const Int8GemmKernels kInt8AvxVnni{Int8AFormat::u8,
                                    8,
                                    PQ_X86(int8_compute_wide_avxvnni),
                                    Int8WideFormat::sign_xor};
-const Int8GemmKernels kInt8Avx2{Int8AFormat::u8, 1, PQ_X86(int8_compute_avx2),
-                                PQ_X86(int8_epilogue_avx2), 7, PQ_X86(int8_compute_wide_avx2)};
+const Int8GemmKernels kInt8Avx2{Int8AFormat::u8,
+                                1,
+                                PQ_X86(int8_compute_avx2),
+                                PQ_X86(int8_epilogue_avx2),
+                                7,
+                                PQ_X86(int8_compute_wide_avx2),
+                                Int8WideFormat::offset9,
+                                kInt8Avx2WideTileRows};
 const Int8GemmKernels kInt8NeonI8mm{Int8AFormat::s8, 8, PQ_ARM(int8_compute_neon_i8mm),
                                     int8_epilogue_scalar, 8};
 const Int8GemmKernels kInt8Neon{Int8AFormat::s8, 4, PQ_ARM(int8_compute_neon), int8_epilogue_scalar,
