@@ -57,7 +57,7 @@ const Int8GemmKernels kInt8Avx2{Int8AFormat::u8,
                                 7,
                                 PQ_X86(int8_compute_wide_avx2),
                                 Int8WideFormat::offset9,
-                                kInt8Avx2WideTileRows};
+                                32};
 const Int8GemmKernels kInt8NeonI8mm{Int8AFormat::s8, 8, PQ_ARM(int8_compute_neon_i8mm),
                                     int8_epilogue_scalar, 8};
 const Int8GemmKernels kInt8Neon{Int8AFormat::s8, 4, PQ_ARM(int8_compute_neon), int8_epilogue_scalar,

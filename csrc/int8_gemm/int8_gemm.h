@@ -19,7 +19,6 @@ namespace pq {
 constexpr size_t kInt8PanelCols = 64;  // NR
 constexpr size_t kInt8GroupK = 4;      // KR: k values interleaved per column
 constexpr size_t kInt8PanelGroupBytes = kInt8PanelCols * kInt8GroupK;  // one k-group of a panel
-constexpr size_t kInt8Avx2WideTileRows = 4;  // AVX2 compute_wide: its int16 tile from 4 rows on
 
 enum class Int8AFormat { u8, s8, s16 };
 
@@ -71,8 +70,9 @@ struct Int8GemmKernels {
   Int8ComputeFn compute_wide = nullptr;
   Int8WideFormat wide_format = Int8WideFormat::offset9;
   // Row ranges from this size on run compute_wide faster than compute runs 8-bit uint8 rows
-  // (AVX2: the int16 tile against vpmaddubsw's split route), so callers holding 8-bit rows
-  // write them in the wide format even without negative values; 0: never.
+  // (AVX2: the int16 tile against vpmaddubsw's split route, measured: slower up to 16-24 rows,
+  // where compute streams the weights past every row, faster from 32), so callers holding 8-bit
+  // rows write them in the wide format even without negative values; 0: never.
   size_t wide_faster_from_rows = 0;
 };
 const Int8GemmKernels& int8_gemm_kernels(Isa isa);

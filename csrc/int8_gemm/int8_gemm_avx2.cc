@@ -37,7 +37,7 @@ constexpr size_t kVecCols = 8;          // columns per ymm of weights
 constexpr size_t kV = kInt8PanelCols / kVecCols;  // ymm per panel row: 8 accumulators
 constexpr size_t kBlockGroups = 1024;   // k groups (of 4) per K block: 256 KiB of a panel
 constexpr size_t kPrefetchBytes = 2048; // how far ahead of the weight stream to prefetch
-constexpr size_t kWideTileMinRows = kInt8Avx2WideTileRows;  // 9-bit rows: the int16 tile
+constexpr size_t kWideTileMinRows = 4;   // 9-bit rows: from here on the int16 tile
 
 PQ_INLINE __m256i widen(__m256i pairs16, __m256i mult) { return _mm256_madd_epi16(pairs16, mult); }
 

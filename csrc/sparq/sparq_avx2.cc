@@ -37,7 +37,8 @@ class Trim32 {
                                   _mm256_shuffle_epi8(msb_lo, _mm256_and_si256(a, nib)));
     if (pairs_) {
       const __m256i z = _mm256_cmpeq_epi8(a, zero);
-      const __m256i partner_zero = _mm256_or_si256(_mm256_slli_epi16(z, 8), _mm256_srli_epi16(z, 8));
+      const __m256i partner_zero =
+          _mm256_or_si256(_mm256_slli_epi16(z, 8), _mm256_srli_epi16(z, 8));
       idx = _mm256_or_si256(idx, _mm256_and_si256(partner_zero, eight));
     }
     const __m256i one = _mm256_shuffle_epi8(one_t_, idx);  // 1 << s

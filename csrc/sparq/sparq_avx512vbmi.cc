@@ -65,6 +65,7 @@ void sparq_trim_row_avx512(const SparqPlan& plan, const uint8_t* src, size_t k, 
 // packs, as the AVX2 code), the table trim and the row format's bytes, all in registers. The
 // tail is masked: zeros past the row end (also the odd last value's partner, as in the trim).
 // s16 rows go to the scalar code, 9-bit offset rows (AVX2's kernel format) to the AVX2 code.
+// `tq` is not needed here (left unwritten).
 float sparq_prep_row_avx512(const SparqPlan& plan, const float* x, size_t k,
                             const float* fixed_amax, SparqRowFormat fmt, uint8_t flip, uint8_t* tq,
                             uint8_t* dp, uint8_t* dn, bool* has_neg) {
@@ -119,8 +120,9 @@ float sparq_prep_row_avx512(const SparqPlan& plan, const float* x, size_t k,
       _mm512_mask_storeu_epi8(dp + i, live, t);
       _mm512_mask_storeu_epi8(dn + i, live, _mm512_movm_epi8(neg));
     } else {  // split
-      _mm512_mask_storeu_epi8(dp + i, live, _mm512_xor_si512(_mm512_maskz_mov_epi8(~neg, t), vflip));
-      _mm512_mask_storeu_epi8(dn + i, live, _mm512_xor_si512(_mm512_maskz_mov_epi8(neg, t), vflip));
+      const __m512i pos_part = _mm512_maskz_mov_epi8(~neg, t), neg_part = _mm512_maskz_mov_epi8(neg, t);
+      _mm512_mask_storeu_epi8(dp + i, live, _mm512_xor_si512(pos_part, vflip));
+      _mm512_mask_storeu_epi8(dn + i, live, _mm512_xor_si512(neg_part, vflip));
     }
   }
   *has_neg = any != 0;

@@ -208,15 +208,15 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
     std::vector<uint8_t> chunk_neg(chunks, 0);
     // The 9-bit format is chosen per block before the rows are written: a block without
     // negative inputs keeps plain uint8 rows (and the int8 kernel's fast route where it fits),
-    // unless the kernel's wide route is the faster one for that many rows anyway (AVX2: 0.75-0.85x
-    // the time on post-ReLU rows, M >= 784, K 384-1152).
+    // unless the kernel's wide route is the faster one for that many rows per task anyway (AVX2:
+    // 0.75-0.9x the time on post-ReLU rows from 32 rows on; slower below).
     // Tasks: (panel, row range) pairs, row ranges split only when the panels are few.
     const size_t want = n_threads * 4;
     const size_t tiles_m = div_round_up(rows, kern.mr);
     size_t m_chunks = n_panels < want ? div_round_up(want, n_panels) : 1;
     m_chunks = std::min(m_chunks, tiles_m);
     bool wide_block = wide_kernel && kern.wide_faster_from_rows != 0 &&
-                      rows / m_chunks >= kern.wide_faster_from_rows;
+                      tiles_m / m_chunks * kern.mr >= kern.wide_faster_from_rows;
     if (wide_kernel && !wide_block) {
       parallel_for(chunks, threads, [&](size_t t) {
         const size_t r0 = m0 + rows * t / chunks, r1 = m0 + rows * (t + 1) / chunks;
