@@ -29,35 +29,21 @@ namespace {
 #endif
 
 // ---- the families' kernel structs (what the drivers call) ----
-const Int8GemmKernels kInt8Avx512{Int8AFormat::u8,
-                                  6,
-                                  PQ_X86(int8_compute_avx512),
-                                  PQ_X86(int8_epilogue_avx512),
-                                  8,
-                                  PQ_X86(int8_compute_wide_avx512),
-                                  Int8WideFormat::sign_xor};
-const Int8GemmKernels kInt8Vnni256Evex{Int8AFormat::u8,
-                                       6,
-                                       PQ_X86(int8_compute_vnni256_avx512),
-                                       int8_epilogue_scalar,
-                                       8,
+// {a_format, mr, compute, epilogue, full_speed_act_bits, compute_wide, wide_format,
+//  wide_faster_from_rows}
+const Int8GemmKernels kInt8Avx512{Int8AFormat::u8, 6, PQ_X86(int8_compute_avx512),
+                                  PQ_X86(int8_epilogue_avx512), 8,
+                                  PQ_X86(int8_compute_wide_avx512), Int8WideFormat::sign_xor};
+const Int8GemmKernels kInt8Vnni256Evex{Int8AFormat::u8, 6, PQ_X86(int8_compute_vnni256_avx512),
+                                       int8_epilogue_scalar, 8,
                                        PQ_X86(int8_compute_wide_vnni256_avx512),
                                        Int8WideFormat::sign_xor};
-const Int8GemmKernels kInt8AvxVnni{Int8AFormat::u8,
-                                   6,
-                                   PQ_X86(int8_compute_avxvnni),
-                                   PQ_X86(int8_epilogue_avx2),
-                                   8,
-                                   PQ_X86(int8_compute_wide_avxvnni),
-                                   Int8WideFormat::sign_xor};
-const Int8GemmKernels kInt8Avx2{Int8AFormat::u8,
-                                1,
-                                PQ_X86(int8_compute_avx2),
-                                PQ_X86(int8_epilogue_avx2),
-                                7,
-                                PQ_X86(int8_compute_wide_avx2),
-                                Int8WideFormat::offset9,
-                                32};
+const Int8GemmKernels kInt8AvxVnni{Int8AFormat::u8, 6, PQ_X86(int8_compute_avxvnni),
+                                   PQ_X86(int8_epilogue_avx2), 8,
+                                   PQ_X86(int8_compute_wide_avxvnni), Int8WideFormat::sign_xor};
+const Int8GemmKernels kInt8Avx2{Int8AFormat::u8, 1, PQ_X86(int8_compute_avx2),
+                                PQ_X86(int8_epilogue_avx2), 7, PQ_X86(int8_compute_wide_avx2),
+                                Int8WideFormat::offset9, 32};
 const Int8GemmKernels kInt8NeonI8mm{Int8AFormat::s8, 8, PQ_ARM(int8_compute_neon_i8mm),
                                     int8_epilogue_scalar, 8};
 const Int8GemmKernels kInt8Neon{Int8AFormat::s8, 4, PQ_ARM(int8_compute_neon), int8_epilogue_scalar,
