@@ -86,14 +86,15 @@ void lut_params_mse(const float* x, size_t k, const LutActLevels& lv, float* s, 
   int nb = 0;
   const double dlo = lo, width = (static_cast<double>(hi) - dlo) / kLutBins;
   p0[0] = p1[0] = p2[0] = 0.0;
+  // Branch-free (about half the bins are empty, at random: the skip mispredicted on most of
+  // them): every bin writes slot nb + 1, and only an occupied bin moves nb past it.
   for (int b = 0; b < kLutBins; ++b) {
-    if (!count[b]) continue;
     const double c = dlo + (b + 0.5) * width, n = count[b];
     centre[nb] = c;
     p0[nb + 1] = p0[nb] + n;
     p1[nb + 1] = p1[nb] + n * c;
     p2[nb + 1] = p2[nb] + n * (c * c);
-    ++nb;
+    nb += count[b] != 0;
   }
   const double mu = p1[nb] / static_cast<double>(k);
   const double lmin = lv.sorted[0], span = static_cast<double>(lv.sorted[3]) - lmin;
@@ -104,12 +105,15 @@ void lut_params_mse(const float* x, size_t k, const LutActLevels& lv, float* s, 
     const double sa = (chi - clo) / span, o = clo - sa * lmin, inv = 1.0 / sa;
     // v = (c_b - o) * inv is non-decreasing in b: level j covers the bins with
     // mids[j-1] < v <= mids[j]; split[j] = number of bins with v <= mids[j] (binary search)
+    // (branch-free halving: each step's direction is a coin toss the predictor cannot learn)
     int split[4];
     for (int j = 0; j < 3; ++j) {
       int a = j ? split[j - 1] : 0, z = nb;
       while (a < z) {
         const int mid = (a + z) / 2;
-        if ((centre[mid] - o) * inv > lv.mids[j]) z = mid; else a = mid + 1;
+        const bool above = (centre[mid] - o) * inv > lv.mids[j];
+        z = above ? mid : z;
+        a = above ? a : mid + 1;
       }
       split[j] = a;
     }
