@@ -206,15 +206,15 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
     const size_t rows = std::min(mc, m - m0);
     const size_t chunks = std::min(rows, n_threads * 4);
     std::vector<uint8_t> chunk_neg(chunks, 0);
-    // The 9-bit format is chosen per block before the rows are written: a block without
-    // negative inputs keeps plain uint8 rows (and the int8 kernel's fast route where it fits),
-    // unless the kernel's wide route is the faster one for that many rows per task anyway (AVX2:
-    // 0.75-0.9x the time on post-ReLU rows from 32 rows on; slower below).
     // Tasks: (panel, row range) pairs, row ranges split only when the panels are few.
     const size_t want = n_threads * 4;
     const size_t tiles_m = div_round_up(rows, kern.mr);
     size_t m_chunks = n_panels < want ? div_round_up(want, n_panels) : 1;
     m_chunks = std::min(m_chunks, tiles_m);
+    // The 9-bit format is chosen per block before the rows are written: a block without
+    // negative inputs keeps plain uint8 rows (and the int8 kernel's fast route where it fits),
+    // unless the kernel's wide route is the faster one for the rows each task gets anyway
+    // (AVX2: 0.75-0.9x the time on post-ReLU rows from 32 rows on; slower below).
     bool wide_block = wide_kernel && kern.wide_faster_from_rows != 0 &&
                       tiles_m / m_chunks * kern.mr >= kern.wide_faster_from_rows;
     if (wide_kernel && !wide_block) {
