@@ -6,6 +6,7 @@
 #include "bindings/packed_utils.h"
 #include "core/macros.h"
 #include "core/thread_pool.h"
+#include "forward/epilogue.h"
 #include "int8_gemm/int8_gemm.h"
 #include "quantize/row_quantize.h"
 
@@ -79,8 +80,8 @@ CArray<float> int8_gemm_dequant(const CArray<uint8_t>& a, bool a_signed, const C
   require_vector(col_offset, n, "col_offset");
   if (bias) require_vector(*bias, n, "bias");
   CArray<float> y({m, n});
-  Int8Epilogue ep{row_scale.data(), row_offset.data(), col_scale.data(), col_offset.data(),
-                  bias ? bias->data() : nullptr};
+  const Epilogue ep{row_scale.data(), row_offset.data(), false, col_scale.data(),
+                    col_offset.data(), bias ? bias->data() : nullptr};
   int32_t* out = reinterpret_cast<int32_t*>(y.mutable_data());
   const uint8_t* a_ptr = a.data();
   const uint8_t* base = packed.data();

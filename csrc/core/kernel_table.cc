@@ -29,26 +29,20 @@ namespace {
 #endif
 
 // ---- the families' kernel structs (what the drivers call) ----
-// {a_format, mr, compute, epilogue, full_speed_act_bits, compute_wide, wide_format,
-//  wide_faster_from_rows}
-const Int8GemmKernels kInt8Avx512{Int8AFormat::u8, 6, PQ_X86(int8_compute_avx512),
-                                  PQ_X86(int8_epilogue_avx512), 8,
+// {a_format, mr, compute, full_speed_act_bits, compute_wide, wide_format, wide_faster_from_rows}
+const Int8GemmKernels kInt8Avx512{Int8AFormat::u8, 6, PQ_X86(int8_compute_avx512), 8,
                                   PQ_X86(int8_compute_wide_avx512), Int8WideFormat::sign_xor};
-const Int8GemmKernels kInt8Vnni256Evex{Int8AFormat::u8, 6, PQ_X86(int8_compute_vnni256_avx512),
-                                       int8_epilogue_scalar, 8,
+const Int8GemmKernels kInt8Vnni256Evex{Int8AFormat::u8, 6, PQ_X86(int8_compute_vnni256_avx512), 8,
                                        PQ_X86(int8_compute_wide_vnni256_avx512),
                                        Int8WideFormat::sign_xor};
-const Int8GemmKernels kInt8AvxVnni{Int8AFormat::u8, 6, PQ_X86(int8_compute_avxvnni),
-                                   PQ_X86(int8_epilogue_avx2), 8,
+const Int8GemmKernels kInt8AvxVnni{Int8AFormat::u8, 6, PQ_X86(int8_compute_avxvnni), 8,
                                    PQ_X86(int8_compute_wide_avxvnni), Int8WideFormat::sign_xor};
-const Int8GemmKernels kInt8Avx2{Int8AFormat::u8, 1, PQ_X86(int8_compute_avx2),
-                                PQ_X86(int8_epilogue_avx2), 7, PQ_X86(int8_compute_wide_avx2),
+const Int8GemmKernels kInt8Avx2{Int8AFormat::u8, 1, PQ_X86(int8_compute_avx2), 7,
+                                PQ_X86(int8_compute_wide_avx2),
                                 Int8WideFormat::offset9, 32};
-const Int8GemmKernels kInt8NeonI8mm{Int8AFormat::s8, 8, PQ_ARM(int8_compute_neon_i8mm),
-                                    int8_epilogue_scalar, 8};
-const Int8GemmKernels kInt8Neon{Int8AFormat::s8, 4, PQ_ARM(int8_compute_neon), int8_epilogue_scalar,
-                                8};
-const Int8GemmKernels kInt8Scalar{Int8AFormat::u8, 4, int8_compute_scalar, int8_epilogue_scalar, 8};
+const Int8GemmKernels kInt8NeonI8mm{Int8AFormat::s8, 8, PQ_ARM(int8_compute_neon_i8mm), 8};
+const Int8GemmKernels kInt8Neon{Int8AFormat::s8, 4, PQ_ARM(int8_compute_neon), 8};
+const Int8GemmKernels kInt8Scalar{Int8AFormat::u8, 4, int8_compute_scalar, 8};
 
 const LutKernelImpl kLutVpermb{LutKernel::vpermb, {PQ_X86(lut_vpermb_avx512), 3, 2}, lut_vpermb_ok};
 const LutKernelImpl kLutDeepAvx512{

@@ -5,8 +5,7 @@
 // acc is the integer accumulator (int32, converted in place) or the low-bit grouped kernel's
 // float result. One rounding per operation, left to right, no FMA contraction (the build uses
 // -ffp-contract=off and this file has no intrinsics), so every ISA path gives the same bits.
-// The formula and operation order are those of Int8Epilogue (int8_gemm.h): the int8 family runs
-// it inside its own driver with the same bits.
+// The int8 family's driver applies it per panel too (int8_gemm_run), so there is one epilogue.
 //
 // Which family puts what where (constants computed at conversion, see pyquant/nn/schemes.py):
 //   int8 / WeightOnly zero point: row_scale = sa, row_offset = sa*zp, col_offset = sw*sum_k w

@@ -20,7 +20,7 @@ struct ActRange {
   float qmax = 255.0f;
 };
 
-// Int8Config: asymmetric uint8 rows x int8 weights (int8_gemm_run with its Int8Epilogue).
+// Int8Config: asymmetric uint8 rows x int8 weights (int8_gemm_run with the shared epilogue).
 // w_off[n] = w_scale[n] * sum_k w[n, k].
 void forward_int8(const float* x, size_t m, size_t k, const int8_t* panels,
                   const int32_t* col_sums, size_t n, const float* w_scale, const float* w_off,

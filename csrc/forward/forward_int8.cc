@@ -1,6 +1,7 @@
-// Int8Config forward: the row quantizer, then int8_gemm_run with its fused Int8Epilogue.
+// Int8Config forward: the row quantizer, then int8_gemm_run with the shared epilogue fused.
 #include "core/macros.h"
 #include "core/thread_pool.h"
+#include "forward/epilogue.h"
 #include "forward/forward.h"
 #include "forward/scratch.h"
 #include "int8_gemm/int8_gemm.h"
@@ -42,7 +43,7 @@ void forward_int8(const float* x, size_t m, size_t k, const int8_t* panels,
   float* sa = static_cast<float*>(thread_scratch(2 * m * sizeof(float), 1));
   float* ro = sa + m;
   quantize_asym_u8_rows(x, m, k, ldq, act, q, sa, ro, threads, isa);
-  const Int8Epilogue ep{sa, ro, w_scale, w_off, bias};
+  const Epilogue ep{sa, ro, false, w_scale, w_off, bias};
   int8_gemm_run(q, m, ldq, ldq, false, panels, col_sums, n, reinterpret_cast<int32_t*>(y),
                 threads, isa, &ep);
 }

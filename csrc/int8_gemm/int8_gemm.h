@@ -41,11 +41,6 @@ struct Int8GemmProblem {
 // Computes rows [m0, m1) of the output columns in panels [p0, p1).
 using Int8ComputeFn = void (*)(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
 
-struct Int8Epilogue;
-// Applies an Int8Epilogue in place to c[m0:m1, n0:n1] (int32 in, float32 out, same memory).
-using Int8EpilogueFn = void (*)(const Int8Epilogue& ep, int32_t* c, size_t ldc, size_t m0,
-                                size_t m1, size_t n0, size_t n1);
-
 // How compute_wide takes SPARQ's signed inputs v in [-255, 255] (9 bits) in one pass:
 //   offset9:  u = v + 256 in [1, 511] as a = u >> 2 (top 7 bits) and a_low = u & 3:
 //             C = sum_k (4 a + a_low) w, the 256 * colsum taken off by a column bias
@@ -60,7 +55,6 @@ struct Int8GemmKernels {
   size_t mr;  // rows per micro-tile (the driver splits M in multiples of it; a kernel may tile
               // a range in smaller steps, e.g. the ymm VNNI compute_wide's 4 rows)
   Int8ComputeFn compute;
-  Int8EpilogueFn epilogue;
   // widest uint8 activations it runs at full speed: 7 for the AVX2 vpmaddubsw tile (8-bit rows
   // take its exact split route at about half speed), 8 elsewhere. Int8Config(act_bits="auto").
   int full_speed_act_bits;
@@ -78,14 +72,8 @@ struct Int8GemmKernels {
 const Int8GemmKernels& int8_gemm_kernels(Isa isa);
 
 void int8_compute_scalar(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
-void int8_epilogue_scalar(const Int8Epilogue& ep, int32_t* c, size_t ldc, size_t m0, size_t m1,
-                          size_t n0, size_t n1);
 #if defined(PQ_HAVE_X86)
-void int8_epilogue_avx512(const Int8Epilogue& ep, int32_t* c, size_t ldc, size_t m0, size_t m1,
-                          size_t n0, size_t n1);
 void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
-void int8_epilogue_avx2(const Int8Epilogue& ep, int32_t* c, size_t ldc, size_t m0, size_t m1,
-                        size_t n0, size_t n1);
 void int8_compute_wide_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
                             size_t p1);
 // compute_wide's int16 vpmaddwd tile (int8_gemm_wide_avx2.cc): rows [m0, m1) x one panel
@@ -119,24 +107,16 @@ void int8_pack_weights(const int8_t* w, size_t n, size_t k, PackedOp op, uint16_
 // Panels [N_pad/64][K_pad/4][64][4] from rows of W (used by other packers too).
 void int8_pack_panels(const int8_t* w, size_t n, size_t k, int8_t* panels, int32_t* col_sums);
 
-// Optional float epilogue, applied to each output tile while it is still in cache:
-//   y[m,n] = (float(acc[m,n]) * row_scale[m]) * col_scale[n] - row_offset[m] * col_offset[n]
-//            (+ bias[n])
-// in float32 without FMA contraction (same bits on every path). The output buffer then holds
+// The optional float epilogue is the shared one of every fused forward (forward/epilogue.h),
+// applied to each panel's rows while they are still in cache; the output buffer then holds
 // float32 (it doubles as the int32 scratch of the accumulation).
-struct Int8Epilogue {
-  const float* row_scale;   // [M]
-  const float* row_offset;  // [M]
-  const float* col_scale;   // [N]
-  const float* col_offset;  // [N]
-  const float* bias;        // [N] or nullptr
-};
+struct Epilogue;
 
 // --- driver (int8_gemm_driver.cc) ---
 // Runs the whole GEMM on the active path: prepares A, threads over (panel, M-range) tiles.
 // `a` is [m][lda_in] bytes, uint8 if !a_signed else int8. Releases nothing: call without the GIL.
 void int8_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda_in, bool a_signed,
                    const int8_t* panels, const int32_t* col_sums, size_t n, int32_t* c,
-                   int threads, Isa isa, const Int8Epilogue* epilogue = nullptr);
+                   int threads, Isa isa, const Epilogue* epilogue = nullptr);
 
 }  // namespace pq

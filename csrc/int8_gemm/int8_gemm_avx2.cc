@@ -346,32 +346,4 @@ void int8_compute_wide_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size
                      });
 }
 
-// The float epilogue (Int8Epilogue), 8 columns per step in int8_epilogue_scalar's operation
-// order (no FMA: the same bits).
-void int8_epilogue_avx2(const Int8Epilogue& ep, int32_t* c, size_t ldc, size_t m0, size_t m1,
-                        size_t n0, size_t n1) {
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  for (size_t m = m0; m < m1; ++m) {
-    int32_t* row = c + m * ldc;
-    const __m256 rs = _mm256_set1_ps(ep.row_scale[m]), ro = _mm256_set1_ps(ep.row_offset[m]);
-    size_t n = n0;
-    for (; n + 8 <= n1; n += 8) {
-      __m256 y = _mm256_mul_ps(
-          _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + n))), rs);
-      y = _mm256_mul_ps(y, _mm256_loadu_ps(ep.col_scale + n));
-      y = _mm256_sub_ps(y, _mm256_mul_ps(ro, _mm256_loadu_ps(ep.col_offset + n)));
-      if (ep.bias) y = _mm256_add_ps(y, _mm256_loadu_ps(ep.bias + n));
-      _mm256_storeu_ps(reinterpret_cast<float*>(row + n), y);
-    }
-    if (n < n1) {
-      const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n1 - n)), lane);
-      __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_maskload_epi32(row + n, mask)), rs);
-      y = _mm256_mul_ps(y, _mm256_maskload_ps(ep.col_scale + n, mask));
-      y = _mm256_sub_ps(y, _mm256_mul_ps(ro, _mm256_maskload_ps(ep.col_offset + n, mask)));
-      if (ep.bias) y = _mm256_add_ps(y, _mm256_maskload_ps(ep.bias + n, mask));
-      _mm256_maskstore_ps(reinterpret_cast<float*>(row + n), mask, y);
-    }
-  }
-}
-
 }  // namespace pq

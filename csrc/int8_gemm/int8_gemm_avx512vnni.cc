@@ -237,23 +237,4 @@ void int8_compute_wide_avx512(const Int8GemmProblem& p, size_t m0, size_t m1, si
   compute<true>(p, m0, m1, p0, p1);
 }
 
-// The float epilogue, 16 columns at a time: the same IEEE operations in the same order as the
-// scalar version (no FMA), so the bits match it.
-void int8_epilogue_avx512(const Int8Epilogue& ep, int32_t* c, size_t ldc, size_t m0, size_t m1,
-                          size_t n0, size_t n1) {
-  for (size_t m = m0; m < m1; ++m) {
-    int32_t* row = c + m * ldc;
-    const __m512 rs = _mm512_set1_ps(ep.row_scale[m]), ro = _mm512_set1_ps(ep.row_offset[m]);
-    for (size_t n = n0; n < n1; n += 16) {
-      const __mmask16 mask = n1 - n >= 16 ? static_cast<__mmask16>(0xffff)
-                                          : static_cast<__mmask16>((1u << (n1 - n)) - 1);
-      __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(mask, row + n)), rs);
-      y = _mm512_mul_ps(y, _mm512_maskz_loadu_ps(mask, ep.col_scale + n));
-      y = _mm512_sub_ps(y, _mm512_mul_ps(ro, _mm512_maskz_loadu_ps(mask, ep.col_offset + n)));
-      if (ep.bias) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(mask, ep.bias + n));
-      _mm512_mask_storeu_ps(reinterpret_cast<float*>(row + n), mask, y);
-    }
-  }
-}
-
 }  // namespace pq

@@ -4,6 +4,7 @@
 #include "core/kernel_table.h"
 #include "core/macros.h"
 #include "core/thread_pool.h"
+#include "forward/epilogue.h"
 #include "forward/scratch.h"
 #include "int8_gemm/int8_gemm.h"
 
@@ -47,28 +48,13 @@ void prepare_rows(const uint8_t* a, size_t lda_in, size_t k, size_t k_pad, bool 
 
 }  // namespace
 
-void int8_epilogue_scalar(const Int8Epilogue& ep, int32_t* c, size_t ldc, size_t m0, size_t m1,
-                          size_t n0, size_t n1) {
-  for (size_t m = m0; m < m1; ++m) {
-    int32_t* row = c + m * ldc;
-    const float rs = ep.row_scale[m], ro = ep.row_offset[m];
-    for (size_t n = n0; n < n1; ++n) {
-      float y = static_cast<float>(row[n]) * rs;
-      y = y * ep.col_scale[n];
-      y = y - ro * ep.col_offset[n];
-      if (ep.bias) y = y + ep.bias[n];
-      std::memcpy(row + n, &y, sizeof(float));
-    }
-  }
-}
-
 void int8_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda_in, bool a_signed,
                    const int8_t* panels, const int32_t* col_sums, size_t n, int32_t* c,
-                   int threads, Isa isa, const Int8Epilogue* epilogue) {
+                   int threads, Isa isa, const Epilogue* epilogue) {
   if (m == 0 || n == 0) return;
   if (k == 0) {  // empty sums
     std::memset(c, 0, m * n * sizeof(int32_t));
-    if (epilogue) int8_epilogue_scalar(*epilogue, c, n, 0, m, 0, n);
+    if (epilogue) epilogue_i32(*epilogue, c, n, 0, m, 0, n, isa);
     return;
   }
   const Int8GemmKernels& kern = int8_gemm_kernels(isa);
@@ -130,7 +116,7 @@ void int8_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda_in, bool a_s
     if (epilogue) {
       const size_t n0 = panel * kInt8PanelCols;
       const size_t n1 = n0 + kInt8PanelCols < n ? n0 + kInt8PanelCols : n;
-      kern.epilogue(*epilogue, c, n, m0, m_end, n0, n1);
+      epilogue_i32(*epilogue, c, n, m0, m_end, n0, n1, isa);
     }
   });
 }

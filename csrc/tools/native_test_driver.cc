@@ -92,8 +92,7 @@ void int8_sweep(Isa isa, TestCounter& t, const std::vector<size_t>& m_values) {
 void test_int8_gemm(Isa isa, TestCounter& t) { int8_sweep(isa, t, {1, 2, 3, 4, 5, 7}); }
 
 #if defined(PQ_HAVE_X86)
-const Int8GemmKernels kVnni256Emulated{Int8AFormat::u8, 6, int8_compute_vnni256_emulated,
-                                       int8_epilogue_scalar, 8,
+const Int8GemmKernels kVnni256Emulated{Int8AFormat::u8, 6, int8_compute_vnni256_emulated, 8,
                                        int8_compute_wide_vnni256_emulated,
                                        Int8WideFormat::sign_xor};
 const KernelEntry kVnni256EmulatedEntry{
