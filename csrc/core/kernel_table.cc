@@ -79,13 +79,13 @@ const LowbitGemmKernels kLowbitScalar{4, lowbit_tile4_scalar, lowbit_tile2_scala
                                       nullptr, nullptr};
 
 const SparqKernels kSparqAvx512{PQ_X86(sparq_trim_row_avx512), PQ_X86(sparq24_compute_avx512),
-                                PQ_X86(sparq_prep_row_avx512)};
+                                PQ_X86(sparq_prep_row_avx512), PQ_X86(sparq24_tables_row_avx512)};
 const SparqKernels kSparqAvx2{PQ_X86(sparq_trim_row_avx2), PQ_X86(sparq24_compute_avx2),
-                              PQ_X86(sparq_prep_row_avx2)};
+                              PQ_X86(sparq_prep_row_avx2), sparq24_tables_row};
 const SparqKernels kSparqNeon{PQ_ARM(sparq_trim_row_neon), sparq24_compute_scalar,
-                              sparq_prep_row_scalar};
+                              sparq_prep_row_scalar, sparq24_tables_row};
 const SparqKernels kSparqScalar{sparq_trim_row_scalar, sparq24_compute_scalar,
-                                sparq_prep_row_scalar};
+                                sparq_prep_row_scalar, sparq24_tables_row};
 
 const BitpackKernels kPackAvx512{PQ_X86(pack_rows_avx512), PQ_X86(unpack_rows_avx512)};
 const BitpackKernels kPackAvx2{PQ_X86(pack_rows_avx2), PQ_X86(unpack_rows_avx2)};

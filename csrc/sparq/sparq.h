@@ -108,10 +108,15 @@ using SparqPrepRowFn = float (*)(const SparqPlan& plan, const float* x, size_t k
                                  const float* fixed_amax, SparqRowFormat fmt, uint8_t flip,
                                  uint8_t* tq, uint8_t* dp, uint8_t* dn, bool* has_neg);
 
+// One row's 2:4 selector tables: k activations -> ceil(k/4) x 32 bytes (sparq24_tables_row).
+using Sparq24TablesRowFn = void (*)(const SparqPlan& plan, const uint8_t* a, size_t k,
+                                    uint8_t* out);
+
 struct SparqKernels {
   SparqTrimRowFn trim_row;
   Sparq24ComputeFn compute24;
   SparqPrepRowFn prep_row;
+  Sparq24TablesRowFn tables24;
 };
 const SparqKernels& sparq_kernels(Isa isa);
 
@@ -125,6 +130,7 @@ void sparq_trim_row_avx2(const SparqPlan& plan, const uint8_t* src, size_t k, ui
 void sparq_trim_row_avx512(const SparqPlan& plan, const uint8_t* src, size_t k, uint8_t* dst);
 float sparq_prep_row_avx512(const SparqPlan&, const float*, size_t, const float*, SparqRowFormat,
                             uint8_t, uint8_t*, uint8_t*, uint8_t*, bool*);
+void sparq24_tables_row_avx512(const SparqPlan& plan, const uint8_t* a, size_t k, uint8_t* out);
 #endif
 #if defined(PQ_HAVE_NEON)
 void sparq_trim_row_neon(const SparqPlan& plan, const uint8_t* src, size_t k, uint8_t* dst);

@@ -177,9 +177,10 @@ void sparq24_gemm_run(const uint8_t* a, size_t m, size_t k, const SparqConfig& c
   }
   SparqPlan plan;
   sparq_make_plan(cfg, &plan);
+  const Sparq24TablesRowFn tables_row = sparq_kernels(isa).tables24;
   run_blocks(
       m, k, panels, n, c, threads, isa,
-      [&](size_t row, size_t, uint8_t* out) { sparq24_tables_row(plan, a + row * k, k, out); },
+      [&](size_t row, size_t, uint8_t* out) { tables_row(plan, a + row * k, k, out); },
       [](size_t, size_t, size_t, size_t) {});
 }
 
@@ -197,13 +198,14 @@ bool forward_sparq24(const float* x, size_t m, size_t k, const SparqConfig& cfg,
   float amax = 0.0f;
   if (act.is_static) amax = std::max(act.hi < 0 ? -act.hi : act.hi, act.lo < 0 ? -act.lo : act.lo);
   const Epilogue ep{sa.get(), nullptr, false, w_scale, nullptr, bias};
+  const Sparq24TablesRowFn tables_row = sparq_kernels(isa).tables24;
   int32_t* c = reinterpret_cast<int32_t*>(y);
   run_blocks(
       m, k, panels, n, c, threads, isa,
       [&](size_t row, size_t chunk, uint8_t* out) {
         uint8_t* tq = q.get() + chunk * (k + 64);
         sa[row] = quantize_row_abs_u8(x + row * k, k, act.is_static ? &amax : nullptr, tq);
-        sparq24_tables_row(plan, tq, k, out);
+        tables_row(plan, tq, k, out);
       },
       [&](size_t m0, size_t m1, size_t n0, size_t n1) { epilogue_i32(ep, c, n, m0, m1, n0, n1, isa); });
   return false;

@@ -5,6 +5,7 @@
 // Also the fused forward's row preparation around that trim.
 #include <immintrin.h>
 
+#include "core/macros.h"
 #include "sparq/sparq.h"
 
 namespace pq {
@@ -127,6 +128,69 @@ float sparq_prep_row_avx512(const SparqPlan& plan, const float* x, size_t k,
   }
   *has_neg = any != 0;
   return s;
+}
+
+// 2:4 selector tables (sparq24_tables_row's layout and values), 16 k groups (64 activations) per
+// step: both trims of the 64 values by table, then per two groups four vpermb place them. A pair
+// byte takes its value's zero-partner trim where either value of its pair is zero (lut[z] with z
+// as in sparq24_tables_row), a single byte always (its partner is zero), other bytes are 0.
+namespace {
+struct Tables24Layout {
+  // output vector j of a step (groups 2j, 2j + 1): the source byte of each table byte's own
+  // value and of its partner in the step's 64 activations
+  alignas(64) uint8_t own[8][64];
+  alignas(64) uint8_t partner[8][64];
+  uint64_t pair_bytes = 0, single_bytes = 0;  // the same for every j
+  Tables24Layout() {
+    for (int j = 0; j < 8; ++j)
+      for (int p = 0; p < 64; ++p) {
+        const int base = (2 * j + p / 32) * 4, q = p % 32, e = q / 16, sel = q % 16;
+        own[j][p] = partner[j][p] = static_cast<uint8_t>(base);
+        if (sel < 6) {
+          own[j][p] = static_cast<uint8_t>(base + kS24PairPos[sel][e]);
+          partner[j][p] = static_cast<uint8_t>(base + kS24PairPos[sel][1 - e]);
+          pair_bytes |= uint64_t{1} << p;
+        } else if (sel < 10 && e == 0) {
+          own[j][p] = partner[j][p] = static_cast<uint8_t>(base + sel - 6);
+          single_bytes |= uint64_t{1} << p;
+        }
+      }
+  }
+};
+}  // namespace
+
+void sparq24_tables_row_avx512(const SparqPlan& plan, const uint8_t* a, size_t k, uint8_t* out) {
+  static const Tables24Layout layout;
+  __m512i base[4], wide[4];
+  for (int j = 0; j < 4; ++j) {
+    base[j] = _mm512_load_si512(plan.lut[0] + 64 * j);
+    wide[j] = _mm512_load_si512(plan.lut[1] + 64 * j);
+  }
+  const __mmask64 live_bytes = layout.pair_bytes | layout.single_bytes;
+  const size_t groups = div_round_up(k, 4);
+  for (size_t g0 = 0; g0 < groups; g0 += 16) {
+    const __m512i x = _mm512_maskz_loadu_epi8(live_mask(k - 4 * g0), a + 4 * g0);  // tail: 0
+    const __mmask64 top_bit = _mm512_movepi8_mask(x);
+    const __m512i t0 = lookup256(x, top_bit, base), t1 = lookup256(x, top_bit, wide);
+    const __m512i zero = _mm512_movm_epi8(_mm512_testn_epi8_mask(x, x));
+    const size_t left = groups - g0 < 16 ? groups - g0 : 16;
+    for (size_t j = 0; 2 * j < left; ++j) {
+      const __m512i own = _mm512_load_si512(layout.own[j]);
+      const __m512i partner = _mm512_load_si512(layout.partner[j]);
+      const __mmask64 use_wide =
+          _mm512_movepi8_mask(_mm512_or_si512(_mm512_permutexvar_epi8(own, zero),
+                                              _mm512_permutexvar_epi8(partner, zero))) |
+          layout.single_bytes;
+      const __m512i v = _mm512_maskz_mov_epi8(
+          live_bytes, _mm512_mask_blend_epi8(use_wide, _mm512_permutexvar_epi8(own, t0),
+                                             _mm512_permutexvar_epi8(own, t1)));
+      uint8_t* dst = out + (g0 + 2 * j) * kS24TableBytes;
+      if (2 * j + 1 < left)
+        _mm512_storeu_si512(dst, v);
+      else
+        _mm512_mask_storeu_epi8(dst, 0xffffffffull, v);  // the last group alone
+    }
+  }
 }
 
 }  // namespace pq
