@@ -180,7 +180,7 @@ std::vector<KernelEntry> build_table() {
             "256-entry vpermi2b trim tables, zero-partner select by mask; 64 values per step "
             "(the forward's row preparation too); "
             "2:4 (sparse24): vpermb of two k groups' selector tables + vpdpbusd, 8x32 tile "
-            "(one row: the AVX2 kernel)"),
+            "(one row: the AVX2 kernel); the selector tables by VBMI lookups + vpermb"),
       entry(F::sparq_gemm, "avx2", Isa::avx2, kAvx2Base, 32, kSparqAvx2, V::native,
             "nibble-vpshufb leading one + 16-entry window tables; 32 values per step; "
             "2:4 (sparse24): 1x32 tile, vpshufb of per-row selector tables, vpmaddwd"),

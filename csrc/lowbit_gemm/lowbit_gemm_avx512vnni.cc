@@ -196,7 +196,7 @@ __attribute__((noipa)) void gemv(const uint8_t* a, const uint8_t* b, size_t kgro
 // PANEL_SCALES: `scales` is already this panel's [n_groups][64] block (the fused forward's
 // layout, transposed at conversion), read in place; sct is unused. SCALED (W2): the gemv's
 // in-place unpack, each group's quarter 1 and 2 sums shifted back before the fold (a group's
-// sums are far inside kScaledMaxK): 2 shifts per group for 24 fewer unpack operations at g32.
+// sums are far inside kScaledMaxK): 2 shifts per group for 16 fewer unpack operations at g32.
 template <int BITS, bool SIGNED, bool SCALED = false, bool PANEL_SCALES = false>
 __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                          size_t group_kgroups, const uint32_t* corr,
