@@ -308,21 +308,9 @@ py::tuple lut_act_quantize_py(const CArray<float>& x, const Levels& a_levels, bo
   CArray<uint8_t> codes({m, k});
   CArray<float> s(static_cast<py::ssize_t>(m)), off(static_cast<py::ssize_t>(m));
   for (size_t r = 0; r < m; ++r) {
-    const float* xr = x.data() + r * k;
     float sa, o;
-    if (act.is_static) {
-      lut_params_minmax(lv, act.lo, act.hi, &sa, &o);
-    } else if (mse) {
-      lut_params_mse(xr, k, lv, &sa, &o);
-    } else {
-      float lo = xr[0], hi = xr[0];
-      for (size_t i = 1; i < k; ++i) {
-        lo = std::min(lo, xr[i]);
-        hi = std::max(hi, xr[i]);
-      }
-      lut_params_minmax(lv, lo, hi, &sa, &o);
-    }
-    lut_codes_row(xr, k, lv, sa, o, codes.mutable_data() + r * k);
+    lut_quantize_row(x.data() + r * k, k, lv, mse, act.is_static, act.lo, act.hi, active_isa(),
+                     codes.mutable_data() + r * k, &sa, &o);
     s.mutable_data()[r] = sa;
     off.mutable_data()[r] = o;
   }

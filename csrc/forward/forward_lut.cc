@@ -22,21 +22,9 @@ void forward_lut(const float* x, size_t m, size_t k, const uint8_t* panels, size
   const size_t chunks = m >= 2 && threads > 1 ? std::min(m, static_cast<size_t>(threads) * 4) : 1;
   parallel_for(chunks, threads, [&](size_t c) {
     for (size_t r = m * c / chunks; r < m * (c + 1) / chunks; ++r) {
-      const float* xr = x + r * k;
       float s, off;
-      if (act.is_static) {
-        lut_params_minmax(lv, act.lo, act.hi, &s, &off);
-      } else if (mse) {
-        lut_params_mse(xr, k, lv, &s, &off);
-      } else {
-        float lo = xr[0], hi = xr[0];
-        for (size_t i = 1; i < k; ++i) {
-          lo = xr[i] < lo ? xr[i] : lo;
-          hi = xr[i] > hi ? xr[i] : hi;
-        }
-        lut_params_minmax(lv, lo, hi, &s, &off);
-      }
-      lut_codes_row(xr, k, lv, s, off, codes + r * k);
+      lut_quantize_row(x + r * k, k, lv, mse, act.is_static, act.lo, act.hi, isa, codes + r * k,
+                       &s, &off);
       sa[r] = s;
       neg_off[r] = -off;  // y = sw * (sa * acc + off * lsum): the offset term enters with +
     }

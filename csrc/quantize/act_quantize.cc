@@ -62,12 +62,45 @@ void lut_params_minmax(const LutActLevels& lv, float lo, float hi, float* s, flo
 
 float lut_candidate_ratio(int i) { return static_cast<float>(1.0 - 0.85 * i / 11.0); }
 
-void lut_params_mse(const float* x, size_t k, const LutActLevels& lv, float* s, float* off) {
-  float lo = x[0], hi = x[0];
+void lut_row_range(const float* x, size_t k, float* lo, float* hi) {
+  float l = x[0], h = x[0];
   for (size_t i = 1; i < k; ++i) {
-    lo = x[i] < lo ? x[i] : lo;
-    hi = x[i] > hi ? x[i] : hi;
+    l = x[i] < l ? x[i] : l;
+    h = x[i] > h ? x[i] : h;
   }
+  *lo = l;
+  *hi = h;
+}
+
+void lut_quantize_row(const float* x, size_t k, const LutActLevels& lv, bool mse, bool is_static,
+                      float lo, float hi, Isa isa, uint8_t* codes, float* s, float* off) {
+  auto range = lut_row_range;
+  auto code_row = lut_codes_row;
+#if defined(PQ_HAVE_X86)
+  if (isa == Isa::avx512) {
+    range = lut_row_range_avx512;
+    code_row = lut_codes_row_avx512;
+  } else if (isa == Isa::avx2) {
+    range = lut_row_range_avx2;
+    code_row = lut_codes_row_avx2;
+  }
+#else
+  (void)isa;
+#endif
+  if (is_static) {
+    lut_params_minmax(lv, lo, hi, s, off);
+  } else {
+    range(x, k, &lo, &hi);
+    if (mse)
+      lut_params_mse(x, k, lv, lo, hi, s, off);
+    else
+      lut_params_minmax(lv, lo, hi, s, off);
+  }
+  code_row(x, k, lv, *s, *off, codes);
+}
+
+void lut_params_mse(const float* x, size_t k, const LutActLevels& lv, float lo, float hi,
+                    float* s, float* off) {
   if (!(hi > lo)) return lut_params_minmax(lv, lo, hi, s, off);
   uint32_t count[kLutBins] = {};
   const float inv_bw = static_cast<float>(kLutBins) / (hi - lo);

@@ -1,9 +1,12 @@
 // Row quantizers of the fused forwards other than the asymmetric uint8 one (row_quantize.h).
-// Portable code (vectorized by the compiler); float32 with no fused multiply-add, so every path
-// gives the same bits. pyquant/nn/schemes.py mirrors each definition in PyTorch.
+// Portable code, and AVX2 / AVX-512 loops for LUT2's range and codes (lut_quantize_avx2.cc,
+// lut_quantize_avx512.cc); float32 with no fused multiply-add, so every path gives the same bits.
+// pyquant/nn/schemes.py mirrors each definition in PyTorch.
 #pragma once
 #include <cstddef>
 #include <cstdint>
+
+#include "core/isa.h"
 
 namespace pq {
 
@@ -24,6 +27,11 @@ LutActLevels lut_act_levels(const int32_t levels[4]);
 void lut_codes_row(const float* x, size_t k, const LutActLevels& lv, float s, float off,
                    uint8_t* codes);
 
+// A row's range as the loop lo = hi = x[0]; lo = x[i] < lo ? x[i] : lo; hi = x[i] > hi ? x[i] :
+// hi: NaN values after the first are skipped, a NaN x[0] gives NaN, and of equal values the first
+// stays (so a zero's sign is that of the row's first zero). k >= 1.
+void lut_row_range(const float* x, size_t k, float* lo, float* hi);
+
 // Range -> parameters ("minmax" and static): s = (hi - lo) / (lmax - lmin) (1 if not > 0),
 // off = lo - s * lmin.
 void lut_params_minmax(const LutActLevels& lv, float lo, float hi, float* s, float* off);
@@ -41,6 +49,22 @@ void lut_params_minmax(const LutActLevels& lv, float lo, float hi, float* s, flo
 constexpr int kLutCandidates = 12;
 constexpr int kLutBins = 512;
 float lut_candidate_ratio(int i);  // 1 - 0.85 i / 11, rounded to float32
-void lut_params_mse(const float* x, size_t k, const LutActLevels& lv, float* s, float* off);
+// lo, hi: the row's range (lut_row_range).
+void lut_params_mse(const float* x, size_t k, const LutActLevels& lv, float lo, float hi,
+                    float* s, float* off);
+
+// One row of LUT2Config's activation quantizer: (s, off) from the static range [lo, hi]
+// (is_static), the mse estimator, or the row's range (minmax), then the codes; the range and
+// code loops of `isa`'s tier.
+void lut_quantize_row(const float* x, size_t k, const LutActLevels& lv, bool mse, bool is_static,
+                      float lo, float hi, Isa isa, uint8_t* codes, float* s, float* off);
+#if defined(PQ_HAVE_X86)
+void lut_row_range_avx2(const float* x, size_t k, float* lo, float* hi);
+void lut_codes_row_avx2(const float* x, size_t k, const LutActLevels& lv, float s, float off,
+                        uint8_t* codes);
+void lut_row_range_avx512(const float* x, size_t k, float* lo, float* hi);
+void lut_codes_row_avx512(const float* x, size_t k, const LutActLevels& lv, float s, float off,
+                          uint8_t* codes);
+#endif
 
 }  // namespace pq

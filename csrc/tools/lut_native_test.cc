@@ -6,7 +6,11 @@
 #include <string>
 #include <vector>
 
+#include <cmath>
+#include <limits>
+
 #include "lut_gemm/lut_gemm.h"
+#include "quantize/act_quantize.h"
 #include "tools/test_registry.h"
 
 namespace pq {
@@ -57,8 +61,56 @@ void test_lut_gemm(Isa isa, TestCounter& t) {
   }
 }
 
+// LUT2's activation quantizer on this path against the scalar loops, bit for bit (codes, s and
+// off): rows with NaN (first and later), +-0 in every order, +-inf, denormals, all-equal rows,
+// every length to 70 and a long one, minmax and mse, two level sets.
+void test_lut_act_quantize(Isa isa, TestCounter& t) {
+  std::mt19937_64 rng(2);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  const float specials[] = {0.0f, -0.0f, nan, inf, -inf, 1e-40f, -1e-40f, 1.0f, -1.0f};
+  const int32_t level_sets[2][4] = {{0, 1, 2, 3}, {3, -1, 1, -3}};
+  bool ok = true;
+  std::string what;
+  for (const auto& levels : level_sets) {
+    const LutActLevels lv = lut_act_levels(levels);
+    for (size_t k = 1; k <= 1100 && ok; k += (k < 70 ? 1 : 343)) {
+      for (int kind = 0; kind < 8 && ok; ++kind) {
+        std::vector<float> x(k);
+        for (size_t i = 0; i < k; ++i) {
+          const uint64_t r = rng();
+          float v = static_cast<float>(static_cast<int64_t>(r % 2001) - 1000) / 37.0f;
+          if (kind == 1) v = std::fabs(v);                   // a ReLU row: min 0 likely
+          if (kind == 2) v = -std::fabs(v);                  // max 0 likely
+          if (kind >= 3 && r % 5 == 0) v = specials[(r >> 8) % 9];
+          if (kind == 4 && r % 3 == 0) v = (r & 64) ? 0.0f : -0.0f;
+          if (kind == 5) v = (r & 1) ? 0.0f : -0.0f;        // only zeros
+          if (kind == 6) v = 2.5f;                           // constant
+          x[i] = v;
+        }
+        if (kind == 7) x[0] = nan;
+        for (bool mse : {false, true}) {
+          std::vector<uint8_t> got(k), want(k);
+          float gs, go, ws, wo;
+          lut_quantize_row(x.data(), k, lv, mse, false, 0, 0, isa, got.data(), &gs, &go);
+          lut_quantize_row(x.data(), k, lv, mse, false, 0, 0, Isa::scalar, want.data(), &ws, &wo);
+          const bool same = got == want && std::memcmp(&gs, &ws, 4) == 0 &&
+                            std::memcmp(&go, &wo, 4) == 0;
+          if (!same) {
+            ok = false;
+            what = " k=" + std::to_string(k) + " kind=" + std::to_string(kind) +
+                   (mse ? " mse" : " minmax");
+          }
+        }
+      }
+    }
+  }
+  t.check(ok, "lut activation quantizer" + what);
+}
+
 }  // namespace
 
 PQ_REGISTER_NATIVE_TEST(lut_gemm, test_lut_gemm);
+PQ_REGISTER_NATIVE_TEST(lut_act_quantize, test_lut_act_quantize);
 
 }  // namespace pq

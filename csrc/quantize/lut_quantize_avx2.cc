@@ -1,0 +1,85 @@
+// LUT2's row range and codes, 8 lanes at a time, with the scalar loops' bits (act_quantize.h).
+// Range: each lane runs the scalar rule (vminps(x, lo) is x < lo ? x : lo, NaN x skipped) from
+// x[0]; the lanes' results are equal values but for a zero's sign, which is then the row's first
+// zero's, as the scalar rule keeps the first of equal values. Codes: subtract, then multiply
+// (no FMA), three ordered compares (false for NaN, as in the scalar loop), a 4-entry lookup.
+#include <immintrin.h>
+
+#include <cmath>
+
+#include "quantize/act_quantize.h"
+
+namespace pq {
+namespace {
+
+inline float hmin(__m256 v) {
+  __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_min_ss(m, _mm_shuffle_ps(m, m, 1));
+  return _mm_cvtss_f32(m);
+}
+inline float hmax(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+  return _mm_cvtss_f32(m);
+}
+
+}  // namespace
+
+void lut_row_range_avx2(const float* x, size_t k, float* lo, float* hi) {
+  if (std::isnan(x[0]) || k < 16) return lut_row_range(x, k, lo, hi);
+  __m256 vlo = _mm256_set1_ps(x[0]), vhi = vlo;
+  size_t i = 0;
+  for (; i + 8 <= k; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    vlo = _mm256_min_ps(v, vlo);
+    vhi = _mm256_max_ps(v, vhi);
+  }
+  float l = hmin(vlo), h = hmax(vhi);  // lanes hold no NaN: they started from x[0]
+  for (; i < k; ++i) {
+    l = x[i] < l ? x[i] : l;
+    h = x[i] > h ? x[i] : h;
+  }
+  if (l == 0.0f || h == 0.0f) {  // the sign of the first zero
+    size_t j = 0;
+    while (x[j] != 0.0f) ++j;
+    if (l == 0.0f) l = x[j];
+    if (h == 0.0f) h = x[j];
+  }
+  *lo = l;
+  *hi = h;
+}
+
+void lut_codes_row_avx2(const float* x, size_t k, const LutActLevels& lv, float s, float off,
+                        uint8_t* codes) {
+  const float inv = 1.0f / s;
+  const __m256 voff = _mm256_set1_ps(off), vinv = _mm256_set1_ps(inv);
+  const __m256 m0 = _mm256_set1_ps(lv.mids[0]), m1 = _mm256_set1_ps(lv.mids[1]),
+               m2 = _mm256_set1_ps(lv.mids[2]);
+  const __m256i table = _mm256_setr_epi32(lv.order[0], lv.order[1], lv.order[2], lv.order[3], 0,
+                                          0, 0, 0);
+  // dword j of each 128-bit lane -> byte j of the lane, then the lanes' 4 bytes side by side
+  const __m256i to_bytes = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                            -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1,
+                                            -1, -1, -1, -1);
+  size_t i = 0;
+  for (; i + 8 <= k; i += 8) {
+    __m256 v = _mm256_sub_ps(_mm256_loadu_ps(x + i), voff);
+    v = _mm256_mul_ps(v, vinv);
+    // each true compare is -1: pos = -(c0 + c1 + c2)
+    const __m256i c = _mm256_add_epi32(
+        _mm256_add_epi32(_mm256_castps_si256(_mm256_cmp_ps(v, m0, _CMP_GT_OQ)),
+                         _mm256_castps_si256(_mm256_cmp_ps(v, m1, _CMP_GT_OQ))),
+        _mm256_castps_si256(_mm256_cmp_ps(v, m2, _CMP_GT_OQ)));
+    const __m256i pos = _mm256_sub_epi32(_mm256_setzero_si256(), c);
+    const __m256i b = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(table, pos), to_bytes);
+    const uint32_t lo4 = static_cast<uint32_t>(_mm256_extract_epi32(b, 0));
+    const uint32_t hi4 = static_cast<uint32_t>(_mm256_extract_epi32(b, 4));
+    const uint64_t eight = lo4 | static_cast<uint64_t>(hi4) << 32;
+    __builtin_memcpy(codes + i, &eight, 8);
+  }
+  if (i < k) lut_codes_row(x + i, k - i, lv, s, off, codes + i);
+}
+
+}  // namespace pq
