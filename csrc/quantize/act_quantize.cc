@@ -72,20 +72,23 @@ void lut_row_range(const float* x, size_t k, float* lo, float* hi) {
   *hi = h;
 }
 
-void lut_quantize_row(const float* x, size_t k, const LutActLevels& lv, bool mse, bool is_static,
-                      float lo, float hi, Isa isa, uint8_t* codes, float* s, float* off) {
-  auto range = lut_row_range;
-  auto code_row = lut_codes_row;
+LutRowRangeFn lut_row_range_kernel(Isa isa) {
 #if defined(PQ_HAVE_X86)
-  if (isa == Isa::avx512) {
-    range = lut_row_range_avx512;
-    code_row = lut_codes_row_avx512;
-  } else if (isa == Isa::avx2) {
-    range = lut_row_range_avx2;
-    code_row = lut_codes_row_avx2;
-  }
+  if (isa == Isa::avx512) return lut_row_range_avx512;
+  if (isa == Isa::avx2) return lut_row_range_avx2;
 #else
   (void)isa;
+#endif
+  return lut_row_range;
+}
+
+void lut_quantize_row(const float* x, size_t k, const LutActLevels& lv, bool mse, bool is_static,
+                      float lo, float hi, Isa isa, uint8_t* codes, float* s, float* off) {
+  const LutRowRangeFn range = lut_row_range_kernel(isa);
+  auto code_row = lut_codes_row;
+#if defined(PQ_HAVE_X86)
+  if (isa == Isa::avx512) code_row = lut_codes_row_avx512;
+  if (isa == Isa::avx2) code_row = lut_codes_row_avx2;
 #endif
   if (is_static) {
     lut_params_minmax(lv, lo, hi, s, off);
@@ -112,23 +115,32 @@ void lut_params_mse(const float* x, size_t k, const LutActLevels& lv, float lo, 
     const int b = t > 0.0f ? (t < kLutBins - 1 ? static_cast<int>(t) : kLutBins - 1) : 0;
     ++count[b];
   }
-  // the occupied bins in increasing centre order, as (centre, count), with prefix sums of
-  // n, n c and n c^2: a candidate's error is then 4 segment sums (one per level) instead of one
-  // term per bin (sum n (c - R)^2 = S2 - 2 R S1 + R^2 S0 over the bins that map to level R)
-  double centre[kLutBins], p0[kLutBins + 1], p1[kLutBins + 1], p2[kLutBins + 1];
+  // the occupied bins in increasing centre order, with prefix sums of n, n c and n c^2: a
+  // candidate's error is then 4 segment sums (one per level) instead of one term per bin
+  // (sum n (c - R)^2 = S2 - 2 R S1 + R^2 S0 over the bins that map to level R). Only occupied
+  // bins are visited (an empty bin adds exactly 0), found from a bitmap without a branch per bin;
+  // below[b] = the number of occupied bins before bin b.
+  double p0[kLutBins + 1], p1[kLutBins + 1], p2[kLutBins + 1];
+  uint16_t below[kLutBins + 1];
+  uint64_t occupied[kLutBins / 64] = {};
+  for (int b = 0; b < kLutBins; ++b) {
+    occupied[b / 64] |= uint64_t{count[b] != 0} << (b % 64);
+  }
   int nb = 0;
   const double dlo = lo, width = (static_cast<double>(hi) - dlo) / kLutBins;
   p0[0] = p1[0] = p2[0] = 0.0;
-  // Branch-free (about half the bins are empty, at random: the skip mispredicted on most of
-  // them): every bin writes slot nb + 1, and only an occupied bin moves nb past it.
-  for (int b = 0; b < kLutBins; ++b) {
-    const double c = dlo + (b + 0.5) * width, n = count[b];
-    centre[nb] = c;
-    p0[nb + 1] = p0[nb] + n;
-    p1[nb + 1] = p1[nb] + n * c;
-    p2[nb + 1] = p2[nb] + n * (c * c);
-    nb += count[b] != 0;
+  for (int w = 0; w < kLutBins / 64; ++w) {
+    for (uint64_t bits = occupied[w]; bits; bits &= bits - 1) {
+      const int b = 64 * w + __builtin_ctzll(bits);
+      const double c = dlo + (b + 0.5) * width, n = count[b];
+      p0[nb + 1] = p0[nb] + n;
+      p1[nb + 1] = p1[nb] + n * c;
+      p2[nb + 1] = p2[nb] + n * (c * c);
+      ++nb;
+    }
   }
+  below[0] = 0;
+  for (int b = 0; b < kLutBins; ++b) below[b + 1] = static_cast<uint16_t>(below[b] + (count[b] != 0));
   const double mu = p1[nb] / static_cast<double>(k);
   const double lmin = lv.sorted[0], span = static_cast<double>(lv.sorted[3]) - lmin;
   double best_err = 0.0, best_s = 1.0, best_off = 0.0;
@@ -136,19 +148,18 @@ void lut_params_mse(const float* x, size_t k, const LutActLevels& lv, float lo, 
     const double r = lut_candidate_ratio(c);
     const double clo = mu + r * (dlo - mu), chi = mu + r * (static_cast<double>(hi) - mu);
     const double sa = (chi - clo) / span, o = clo - sa * lmin, inv = 1.0 / sa;
-    // v = (c_b - o) * inv is non-decreasing in b: level j covers the bins with
-    // mids[j-1] < v <= mids[j]; split[j] = number of bins with v <= mids[j] (binary search)
-    // (branch-free halving: each step's direction is a coin toss the predictor cannot learn)
+    // v(b) = (c_b - o) * inv is non-decreasing in the bin b: level j covers the occupied bins
+    // with mids[j-1] < v <= mids[j]; split[j] = the number of occupied bins with v <= mids[j] =
+    // below[first bin with v > mids[j]]. That bin is estimated from the affine v(b) and then
+    // moved until the exact test (the same double expression per bin) brackets it.
     int split[4];
     for (int j = 0; j < 3; ++j) {
-      int a = j ? split[j - 1] : 0, z = nb;
-      while (a < z) {
-        const int mid = (a + z) / 2;
-        const bool above = (centre[mid] - o) * inv > lv.mids[j];
-        z = above ? mid : z;
-        a = above ? a : mid + 1;
-      }
-      split[j] = a;
+      const auto above = [&](int b) { return (dlo + (b + 0.5) * width - o) * inv > lv.mids[j]; };
+      const double est = (lv.mids[j] / inv + o - dlo) / width - 0.5;
+      int b = est >= 0.0 ? (est < kLutBins ? static_cast<int>(est) : kLutBins) : 0;  // NaN: 0
+      while (b > 0 && above(b - 1)) --b;
+      while (b < kLutBins && !above(b)) ++b;
+      split[j] = below[b];
     }
     split[3] = nb;
     double err = 0.0;

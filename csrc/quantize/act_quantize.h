@@ -31,14 +31,17 @@ void lut_codes_row(const float* x, size_t k, const LutActLevels& lv, float s, fl
 // hi: NaN values after the first are skipped, a NaN x[0] gives NaN, and of equal values the first
 // stays (so a zero's sign is that of the row's first zero). k >= 1.
 void lut_row_range(const float* x, size_t k, float* lo, float* hi);
+using LutRowRangeFn = void (*)(const float* x, size_t k, float* lo, float* hi);
+LutRowRangeFn lut_row_range_kernel(Isa isa);  // the tier's loop, the same bits
 
 // Range -> parameters ("minmax" and static): s = (hi - lo) / (lmax - lmin) (1 if not > 0),
 // off = lo - s * lmin.
 void lut_params_minmax(const LutActLevels& lv, float lo, float hi, float* s, float* off);
 
 // "mse": the clipping search of the Python front end, evaluated on a histogram instead of the
-// data (bounded cost: one pass over the row, then per candidate 3 binary searches over the bins
-// and 4 segment sums from prefix sums of n, n c, n c^2). Bins of equal
+// data (bounded cost: one pass over the row, then per candidate 3 level boundaries found from the
+// affine v(b) and checked bin by bin, and 4 segment sums from prefix sums of n, n c, n c^2).
+// Bins of equal
 // width over [lo, hi] (row min, max), b = min(B - 1, trunc((x - lo) * (B / (hi - lo)))), each
 // represented by its centre c_b = lo + (b + 0.5) (hi - lo) / B (float64 from here on);
 // mu = sum_b n_b c_b / K; candidate r shrinks the range towards mu:

@@ -106,6 +106,27 @@ void test_lut_act_quantize(Isa isa, TestCounter& t) {
     }
   }
   t.check(ok, "lut activation quantizer" + what);
+  // The range's zero sign: rows whose extreme is 0 with zeros of both signs after a non-zero
+  // x[0], in both orders and at every lane position (the vector lanes' zeros differ; the
+  // scalar rule keeps the first).
+  const LutRowRangeFn range = lut_row_range_kernel(isa);
+  bool zeros_ok = true;
+  for (size_t k : {16, 17, 31, 32, 33, 47, 70, 413}) {
+    for (size_t p = 1; p + 1 < k && zeros_ok; ++p) {
+      for (float sign : {1.0f, -1.0f}) {
+        std::vector<float> x(k, sign);  // min 0 (sign 1) or max 0 (sign -1)
+        x[p] = sign > 0 ? -0.0f : 0.0f;
+        x[k - 1 - (p % 3)] = sign > 0 ? 0.0f : -0.0f;
+        if (p % 5 == 0) x[(p * 7) % k] = nan;
+        float gl, gh, wl, wh;
+        range(x.data(), k, &gl, &gh);
+        lut_row_range(x.data(), k, &wl, &wh);
+        zeros_ok = std::memcmp(&gl, &wl, 4) == 0 && std::memcmp(&gh, &wh, 4) == 0;
+        if (!zeros_ok) what = " zero sign k=" + std::to_string(k) + " p=" + std::to_string(p);
+      }
+    }
+  }
+  t.check(zeros_ok, "lut row range" + what);
 }
 
 }  // namespace
