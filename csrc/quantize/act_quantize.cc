@@ -86,27 +86,29 @@ void lut_quantize_row(const float* x, size_t k, const LutActLevels& lv, bool mse
                       float lo, float hi, Isa isa, uint8_t* codes, float* s, float* off) {
   const LutRowRangeFn range = lut_row_range_kernel(isa);
   auto code_row = lut_codes_row;
+  LutHistogramFn hist = lut_histogram;
 #if defined(PQ_HAVE_X86)
-  if (isa == Isa::avx512) code_row = lut_codes_row_avx512;
-  if (isa == Isa::avx2) code_row = lut_codes_row_avx2;
+  if (isa == Isa::avx512) {
+    code_row = lut_codes_row_avx512;
+    hist = lut_histogram_avx512;
+  } else if (isa == Isa::avx2) {
+    code_row = lut_codes_row_avx2;
+    hist = lut_histogram_avx2;
+  }
 #endif
   if (is_static) {
     lut_params_minmax(lv, lo, hi, s, off);
   } else {
     range(x, k, &lo, &hi);
     if (mse)
-      lut_params_mse(x, k, lv, lo, hi, s, off);
+      lut_params_mse(x, k, lv, lo, hi, hist, s, off);
     else
       lut_params_minmax(lv, lo, hi, s, off);
   }
   code_row(x, k, lv, *s, *off, codes);
 }
 
-void lut_params_mse(const float* x, size_t k, const LutActLevels& lv, float lo, float hi,
-                    float* s, float* off) {
-  if (!(hi > lo)) return lut_params_minmax(lv, lo, hi, s, off);
-  uint32_t count[kLutBins] = {};
-  const float inv_bw = static_cast<float>(kLutBins) / (hi - lo);
+void lut_histogram(const float* x, size_t k, float lo, float inv_bw, uint32_t* count) {
   for (size_t i = 0; i < k; ++i) {
     float t = x[i] - lo;
     t = t * inv_bw;
@@ -115,6 +117,13 @@ void lut_params_mse(const float* x, size_t k, const LutActLevels& lv, float lo, 
     const int b = t > 0.0f ? (t < kLutBins - 1 ? static_cast<int>(t) : kLutBins - 1) : 0;
     ++count[b];
   }
+}
+
+void lut_params_mse(const float* x, size_t k, const LutActLevels& lv, float lo, float hi,
+                    LutHistogramFn hist, float* s, float* off) {
+  if (!(hi > lo)) return lut_params_minmax(lv, lo, hi, s, off);
+  uint32_t count[kLutBins] = {};
+  hist(x, k, lo, static_cast<float>(kLutBins) / (hi - lo), count);
   // the occupied bins in increasing centre order, with prefix sums of n, n c and n c^2: a
   // candidate's error is then 4 segment sums (one per level) instead of one term per bin
   // (sum n (c - R)^2 = S2 - 2 R S1 + R^2 S0 over the bins that map to level R). Only occupied

@@ -51,6 +51,25 @@ void lut_row_range_avx2(const float* x, size_t k, float* lo, float* hi) {
   *hi = h;
 }
 
+// The bin index 8 values at a time (subtract, multiply, compare, truncate: the scalar formula's
+// operations), the counts one by one.
+void lut_histogram_avx2(const float* x, size_t k, float lo, float inv_bw, uint32_t* count) {
+  const __m256 vlo = _mm256_set1_ps(lo), vinv = _mm256_set1_ps(inv_bw);
+  const __m256 top = _mm256_set1_ps(static_cast<float>(kLutBins - 1)), zero = _mm256_setzero_ps();
+  alignas(32) int32_t bins[8];
+  size_t i = 0;
+  for (; i + 8 <= k; i += 8) {
+    __m256 t = _mm256_sub_ps(_mm256_loadu_ps(x + i), vlo);
+    t = _mm256_mul_ps(t, vinv);
+    // t > 0 (false for NaN) ? trunc(min(t, B - 1)) : 0
+    const __m256i b = _mm256_and_si256(_mm256_cvttps_epi32(_mm256_min_ps(t, top)),
+                                       _mm256_castps_si256(_mm256_cmp_ps(t, zero, _CMP_GT_OQ)));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(bins), b);
+    for (int j = 0; j < 8; ++j) ++count[bins[j]];
+  }
+  if (i < k) lut_histogram(x + i, k - i, lo, inv_bw, count);
+}
+
 void lut_codes_row_avx2(const float* x, size_t k, const LutActLevels& lv, float s, float off,
                         uint8_t* codes) {
   const float inv = 1.0f / s;

@@ -35,6 +35,24 @@ void lut_row_range_avx512(const float* x, size_t k, float* lo, float* hi) {
   *hi = h;
 }
 
+// The bin index 16 values at a time (the scalar formula's operations), the counts one by one.
+void lut_histogram_avx512(const float* x, size_t k, float lo, float inv_bw, uint32_t* count) {
+  const __m512 vlo = _mm512_set1_ps(lo), vinv = _mm512_set1_ps(inv_bw);
+  const __m512 top = _mm512_set1_ps(static_cast<float>(kLutBins - 1)), zero = _mm512_setzero_ps();
+  alignas(64) int32_t bins[16];
+  size_t i = 0;
+  for (; i + 16 <= k; i += 16) {
+    __m512 t = _mm512_sub_ps(_mm512_loadu_ps(x + i), vlo);
+    t = _mm512_mul_ps(t, vinv);
+    // t > 0 (false for NaN) ? trunc(min(t, B - 1)) : 0
+    const __m512i b = _mm512_maskz_cvttps_epi32(_mm512_cmp_ps_mask(t, zero, _CMP_GT_OQ),
+                                                _mm512_min_ps(t, top));
+    _mm512_store_si512(bins, b);
+    for (int j = 0; j < 16; ++j) ++count[bins[j]];
+  }
+  if (i < k) lut_histogram(x + i, k - i, lo, inv_bw, count);
+}
+
 void lut_codes_row_avx512(const float* x, size_t k, const LutActLevels& lv, float s, float off,
                           uint8_t* codes) {
   const float inv = 1.0f / s;
