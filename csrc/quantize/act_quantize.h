@@ -32,6 +32,15 @@ void lut_codes_row(const float* x, size_t k, const LutActLevels& lv, float s, fl
 // stays (so a zero's sign is that of the row's first zero). k >= 1.
 void lut_row_range(const float* x, size_t k, float* lo, float* hi);
 using LutRowRangeFn = void (*)(const float* x, size_t k, float* lo, float* hi);
+// For the vector range loops: their lanes agree with the scalar rule on the values, but a zero
+// result's sign is the row's first zero's (the scalar rule keeps the first of equal values).
+inline void lut_range_zero_sign(const float* x, float* lo, float* hi) {
+  if (*lo != 0.0f && *hi != 0.0f) return;
+  size_t j = 0;
+  while (x[j] != 0.0f) ++j;  // a zero exists: lo or hi is one of the row's values
+  if (*lo == 0.0f) *lo = x[j];
+  if (*hi == 0.0f) *hi = x[j];
+}
 LutRowRangeFn lut_row_range_kernel(Isa isa);  // the tier's loop, the same bits
 
 // Range -> parameters ("minmax" and static): s = (hi - lo) / (lmax - lmin) (1 if not > 0),

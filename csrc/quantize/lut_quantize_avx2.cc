@@ -7,25 +7,10 @@
 
 #include <cmath>
 
+#include "core/avx2_reduce.h"
 #include "quantize/act_quantize.h"
 
 namespace pq {
-namespace {
-
-inline float hmin(__m256 v) {
-  __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m = _mm_min_ps(m, _mm_movehl_ps(m, m));
-  m = _mm_min_ss(m, _mm_shuffle_ps(m, m, 1));
-  return _mm_cvtss_f32(m);
-}
-inline float hmax(__m256 v) {
-  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-  m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
-  return _mm_cvtss_f32(m);
-}
-
-}  // namespace
 
 void lut_row_range_avx2(const float* x, size_t k, float* lo, float* hi) {
   if (std::isnan(x[0]) || k < 16) return lut_row_range(x, k, lo, hi);
@@ -36,17 +21,12 @@ void lut_row_range_avx2(const float* x, size_t k, float* lo, float* hi) {
     vlo = _mm256_min_ps(v, vlo);
     vhi = _mm256_max_ps(v, vhi);
   }
-  float l = hmin(vlo), h = hmax(vhi);  // lanes hold no NaN: they started from x[0]
+  float l = hmin8(vlo), h = hmax8(vhi);  // lanes hold no NaN: they started from x[0]
   for (; i < k; ++i) {
     l = x[i] < l ? x[i] : l;
     h = x[i] > h ? x[i] : h;
   }
-  if (l == 0.0f || h == 0.0f) {  // the sign of the first zero
-    size_t j = 0;
-    while (x[j] != 0.0f) ++j;
-    if (l == 0.0f) l = x[j];
-    if (h == 0.0f) h = x[j];
-  }
+  lut_range_zero_sign(x, &l, &h);
   *lo = l;
   *hi = h;
 }

@@ -25,12 +25,7 @@ void lut_row_range_avx512(const float* x, size_t k, float* lo, float* hi) {
   }
   // no NaN in the lanes (they started from x[0]): the reductions give the value
   float l = _mm512_reduce_min_ps(vlo), h = _mm512_reduce_max_ps(vhi);
-  if (l == 0.0f || h == 0.0f) {  // the sign of the first zero
-    size_t j = 0;
-    while (x[j] != 0.0f) ++j;
-    if (l == 0.0f) l = x[j];
-    if (h == 0.0f) h = x[j];
-  }
+  lut_range_zero_sign(x, &l, &h);
   *lo = l;
   *hi = h;
 }

@@ -5,29 +5,19 @@
 
 #include <cstring>
 
+#include "core/avx2_reduce.h"
 #include "quantize/row_quantize.h"
 
 namespace pq {
 namespace {
 
-inline float hmin(__m256 v) {
-  __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m = _mm_min_ps(m, _mm_movehl_ps(m, m));
-  m = _mm_min_ss(m, _mm_shuffle_ps(m, m, 1));
-  return _mm_cvtss_f32(m);
-}
 // lanes [0, n) of 8 set (n < 8): a masked load reads zeros elsewhere and never touches them
 inline __m256i first_lanes(size_t n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)),
                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-inline float hmax(__m256 v) {
-  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-  m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
-  return _mm_cvtss_f32(m);
-}
+
 
 }  // namespace
 
@@ -63,7 +53,7 @@ void quantize_rows_u8_ex_avx2(const float* x, size_t rows, size_t k, size_t ldq,
       // (the accumulators hold no NaN: any order of combining gives the same extremes)
       const __m256 vlo = _mm256_min_ps(_mm256_min_ps(lo4[0], lo4[1]), _mm256_min_ps(lo4[2], lo4[3]));
       const __m256 vhi = _mm256_max_ps(_mm256_max_ps(hi4[0], hi4[1]), _mm256_max_ps(hi4[2], hi4[3]));
-      p = row_quant_params(hmin(vlo), hmax(vhi), qmax);
+      p = row_quant_params(hmin8(vlo), hmax8(vhi), qmax);
       scale[r] = p.scale;
       zero_point[r] = p.zero_point;
     }
