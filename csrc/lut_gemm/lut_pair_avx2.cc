@@ -20,7 +20,6 @@
 #include <immintrin.h>
 
 #include <cstring>
-#include <vector>
 
 #include "lut_gemm/lut_gemm.h"
 
@@ -228,9 +227,10 @@ void lut_pair_avx2(const LutProblem& p, size_t m0, size_t m1, size_t panel) {
   const size_t cols = p.n - col0 < kLutPanelCols ? p.n - col0 : kLutPanelCols;
   const size_t gpw = static_cast<size_t>(p.cb->pair_lookups);
   // int32 sums of up to kRowChunk rows, and the index vectors of one K-block
-  thread_local std::vector<int32_t> acc_buf(kRowChunk * 64);
+  // (plain arrays: a std::vector instantiated in this AVX2 file would be a weak symbol the
+  // linker may share with baseline code)
+  alignas(64) thread_local int32_t acc[kRowChunk * 64];
   alignas(64) thread_local uint8_t scr[kBlockGroups * 128];
-  int32_t* acc = acc_buf.data();
   for (size_t c0 = m0; c0 < m1; c0 += kRowChunk) {
     const size_t c1 = m1 - c0 < kRowChunk ? m1 : c0 + kRowChunk, rows = c1 - c0;
     std::memset(acc, 0, rows * 64 * sizeof(int32_t));

@@ -34,7 +34,8 @@ void lut_row_range(const float* x, size_t k, float* lo, float* hi);
 using LutRowRangeFn = void (*)(const float* x, size_t k, float* lo, float* hi);
 // For the vector range loops: their lanes agree with the scalar rule on the values, but a zero
 // result's sign is the row's first zero's (the scalar rule keeps the first of equal values).
-inline void lut_range_zero_sign(const float* x, float* lo, float* hi) {
+// static: each tier's file keeps its own copy (a shared inline one could be the AVX-512 build's).
+static inline void lut_range_zero_sign(const float* x, float* lo, float* hi) {
   if (*lo != 0.0f && *hi != 0.0f) return;
   size_t j = 0;
   while (x[j] != 0.0f) ++j;  // a zero exists: lo or hi is one of the row's values

@@ -68,6 +68,32 @@ void test_lowbit_gemm(Isa isa, TestCounter& t) {
                     what + " grouped g" + std::to_string(gs));
           }
         }
+  // W2 groups at the edge of the scaled sums' bound (AVX-512 GEMVs: codes 4c / 16c summed in
+  // place while a group or the row is at most 131072 k) and one group past it (the unscaled fallback),
+  // every weight at code 3 and extreme activations: the scalar path's bits.
+  for (bool a_signed : {false, true})
+    for (size_t gs : {size_t{131072}, size_t{131076}}) {
+      const size_t m = 1, n = 3, k = gs + 8;
+      std::vector<uint8_t> a(m * k, a_signed ? 0x80 : 0xff);
+      std::vector<int8_t> w(n * k, 1);  // code 3 of W2
+      std::vector<uint8_t> packed(lowbit_packed_bytes(n, k, 2));
+      lowbit_pack_weights(w.data(), n, k, 2, packed.data());
+      std::vector<float> sc(n * div_round_up(k, gs), 0.5f), f1(m * n), f2(m * n);
+      lowbit_gemm_grouped_run(a.data(), m, k, a_signed, packed.data() + kPackedAlign, n, 2, gs,
+                              sc.data(), f1.data(), 1, isa);
+      lowbit_gemm_grouped_run(a.data(), m, k, a_signed, packed.data() + kPackedAlign, n, 2, gs,
+                              sc.data(), f2.data(), 1, Isa::scalar);
+      t.check(std::memcmp(f1.data(), f2.data(), f1.size() * sizeof(float)) == 0,
+              "lowbit_gemm W2 grouped g" + std::to_string(gs) + (a_signed ? " s8" : " u8") +
+                  " at the scaled-sum bound");
+      std::vector<int32_t> c1(m * n), c2(m * n);  // the ungrouped GEMV: k past the bound
+      lowbit_gemm_run(a.data(), m, k, a_signed, packed.data() + kPackedAlign, n, 2, c1.data(), 1,
+                      isa);
+      lowbit_gemm_run(a.data(), m, k, a_signed, packed.data() + kPackedAlign, n, 2, c2.data(), 1,
+                      Isa::scalar);
+      t.check(c1 == c2, "lowbit_gemm W2 " + std::to_string(k) + (a_signed ? " s8" : " u8") +
+                            " past the scaled-sum bound");
+    }
 }
 
 PQ_REGISTER_NATIVE_TEST(lowbit_gemm, test_lowbit_gemm);

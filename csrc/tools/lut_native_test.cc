@@ -127,6 +127,34 @@ void test_lut_act_quantize(Isa isa, TestCounter& t) {
     }
   }
   t.check(zeros_ok, "lut row range" + what);
+
+  // The mse estimator's histogram, counts compared directly (a wrong count need not change the
+  // chosen candidate): every tail to 40, values on bin edges and the last bin, NaN, +-inf, and
+  // inv_bw = inf (a denormal-wide range: t = 0 * inf is NaN) or 0.
+  LutHistogramFn hist = lut_histogram;
+#if defined(PQ_HAVE_X86)
+  if (isa == Isa::avx512) hist = lut_histogram_avx512;
+  if (isa == Isa::avx2) hist = lut_histogram_avx2;
+#endif
+  bool hist_ok = true;
+  const float lo = -3.0f, hi = 5.0f;
+  for (float inv_bw : {kLutBins / (hi - lo), inf, 0.0f, kLutBins / 1e-45f}) {
+    for (size_t k = 1; k <= 1000 && hist_ok; k += (k < 40 ? 1 : 321)) {
+      std::vector<float> x(k);
+      for (size_t i = 0; i < k; ++i) {
+        const uint64_t r = rng();
+        const float edge = lo + static_cast<float>(r % (kLutBins + 1)) * (hi - lo) / kLutBins;
+        x[i] = r % 4 == 0 ? specials[(r >> 8) % 9] : r % 4 == 1 ? edge
+               : lo + static_cast<float>((r >> 16) % 100000) * (hi - lo) / 99999.0f;
+      }
+      uint32_t got[kLutBins] = {}, want[kLutBins] = {};
+      hist(x.data(), k, lo, inv_bw, got);
+      lut_histogram(x.data(), k, lo, inv_bw, want);
+      hist_ok = std::memcmp(got, want, sizeof got) == 0;
+      if (!hist_ok) what = " histogram k=" + std::to_string(k);
+    }
+  }
+  t.check(hist_ok, "lut histogram" + what);
 }
 
 }  // namespace
