@@ -39,7 +39,7 @@ const Int8GemmKernels kInt8AvxVnni{Int8AFormat::u8, 6, PQ_X86(int8_compute_avxvn
                                    PQ_X86(int8_compute_wide_avxvnni), Int8WideFormat::sign_xor};
 const Int8GemmKernels kInt8Avx2{Int8AFormat::u8, 1, PQ_X86(int8_compute_avx2), 7,
                                 PQ_X86(int8_compute_wide_avx2),
-                                Int8WideFormat::offset9, 32};
+                                Int8WideFormat::offset9, 8};
 const Int8GemmKernels kInt8NeonI8mm{Int8AFormat::s8, 8, PQ_ARM(int8_compute_neon_i8mm), 8};
 const Int8GemmKernels kInt8Neon{Int8AFormat::s8, 4, PQ_ARM(int8_compute_neon), 8};
 const Int8GemmKernels kInt8Scalar{Int8AFormat::u8, 4, int8_compute_scalar, 8};

@@ -214,7 +214,8 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
     // The 9-bit format is chosen per block before the rows are written: a block without
     // negative inputs keeps plain uint8 rows (and the int8 kernel's fast route where it fits),
     // unless the kernel's wide route is the faster one for the rows each task gets anyway
-    // (AVX2: 0.75-0.9x the time on post-ReLU rows from 32 rows on; slower below).
+    // (AVX2, Zen 4's AVX2 tier: from 8 rows on 0.7-0.9x the time on post-ReLU rows, weights in
+    // cache or from DRAM; at 4-6 rows 0.75x in cache but 1.1x from DRAM, so they stay split).
     bool wide_block = wide_kernel && kern.wide_faster_from_rows != 0 &&
                       tiles_m / m_chunks * kern.mr >= kern.wide_faster_from_rows;
     if (wide_kernel && !wide_block) {
