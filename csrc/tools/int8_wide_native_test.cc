@@ -43,9 +43,11 @@ void int8_wide_sweep(Isa isa, TestCounter& t) {
   if (!kern.compute_wide) return;  // the path runs two passes of `compute` instead
   for (size_t m : {1, 2, 4, 5, 6, 7, 12, 13, 25, 31})
     for (size_t n : {1, 17, 33, 64, 130})
-      for (size_t k : {1, 3, 4, 65, 1030})
+      for (size_t k : {1, 3, 4, 65, 1030, 8200})
         for (int extreme = 0; extreme < 2; ++extreme) {
           if (k == 1030 && n != 130 && n != 17) continue;  // keep the sweep short
+          // three K blocks of the largest size (1024 groups) with a tail, prefetching tiles
+          if (k == 8200 && (n != 130 || (m != 7 && m != 13))) continue;
           const size_t k_pad = (k + 3) / 4 * 4, n_pad = (n + 63) / 64 * 64;
           std::vector<int16_t> v(m * k);
           std::vector<int8_t> w(n * k);
