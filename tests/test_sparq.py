@@ -377,7 +377,7 @@ def test_bad_gemm_shapes_and_packed_weights(rng):
 
 # --- the fused forward on signed inputs (the AVX2 9-bit rows; two passes elsewhere) ---
 @pytest.mark.parametrize("wide_range", [False, True], ids=["to-255", "to-127"])
-@pytest.mark.parametrize("shape", [(1, 70, 130), (5, 300, 67), (2, 4200, 70)],
+@pytest.mark.parametrize("shape", [(1, 70, 130), (5, 300, 67), (2, 4200, 70), (13, 4200, 70)],
                          ids=lambda s: "x".join(map(str, s)))
 def test_sparq_signed_exact_with_any_int8_weight(isa, rng, shape, wide_range):
     """Signed inputs on raw int8 weights (-128 included, which no QuantLinear makes): the 9-bit
@@ -400,4 +400,22 @@ def test_sparq_signed_exact_with_any_int8_weight(isa, rng, shape, wide_range):
     t = sparq_ref(q, 4, 5, "round", True).astype(np.int64)
     acc = np.where(x < 0, -t, t) @ w.T.astype(np.int64)
     assert np.abs(acc).max() < 2**24  # exact in float32, so the epilogue's result is known
+    assert np.array_equal(y, acc.astype(np.float32) * sa[:, None])
+
+
+def test_sparq_relu_rows_exact(isa, rng, threads):
+    """Post-ReLU rows of 8+ per task take the 9-bit format on AVX2 (the int16 tile is faster
+    there): 16 rows give 16 (1 thread) or 8 (2 threads) rows per task, over two of its K blocks;
+    the exact integer sums on every path."""
+    m, k, n = 16, 1100, 260
+    w = rng.integers(-128, 128, size=(n, k), dtype=np.int8)
+    cfg = dict(bits=4, options=5, rounding="round", pairs=True)
+    pw = pyquant.prepack(w, "sparq_gemm", **cfg)
+    x = np.abs(rng.standard_normal((m, k)).astype(np.float32))
+    y = _C.forward_sparq(x, np.asarray(pw.buffer), 4, 5, True, True, True,
+                         np.ones(n, np.float32), None, np.array((np.nan, np.nan), np.float32),
+                         threads)
+    q, sa = ref_abs_u8(x, None)
+    acc = sparq_ref(q, 4, 5, "round", True).astype(np.int64) @ w.T.astype(np.int64)
+    assert np.abs(acc).max() < 2**24  # exact in float32
     assert np.array_equal(y, acc.astype(np.float32) * sa[:, None])

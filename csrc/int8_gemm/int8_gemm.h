@@ -64,9 +64,9 @@ struct Int8GemmKernels {
   Int8ComputeFn compute_wide = nullptr;
   Int8WideFormat wide_format = Int8WideFormat::offset9;
   // Row ranges from this size on run compute_wide faster than compute runs 8-bit uint8 rows
-  // (AVX2: the int16 tile against vpmaddubsw's split route, measured: slower up to 16-24 rows,
-  // where compute streams the weights past every row, faster from 32), so callers holding 8-bit
-  // rows write them in the wide format even without negative values; 0: never.
+  // (AVX2: the int16 tile against vpmaddubsw's split route, measured with the tile's prefetch:
+  // faster from 8 rows, in cache and from DRAM; at 4-6 rows slower from DRAM), so callers holding
+  // 8-bit rows write them in the wide format even without negative values; 0: never.
   size_t wide_faster_from_rows = 0;
 };
 const Int8GemmKernels& int8_gemm_kernels(Isa isa);

@@ -1,7 +1,8 @@
 // compute_wide (SPARQ's signed 9-bit rows, Int8GemmKernels::wide_format) of the int8 kernel on
 // `isa` against an int64 oracle: rows written in the kernel's own format, every tile edge (row
 // counts around the 6-row tile and the narrow tiles, 1/17/33/64/130 columns, K below, at and
-// above the 4-k group and the 256-group K block) and the extreme values +-255 x -128.
+// above the 4-k group and the 256-group K block, three of the 1024-group K blocks with a tail)
+// and the extreme values +-255 x -128.
 #include <cstdint>
 #include <cstring>
 #include <random>

@@ -57,7 +57,7 @@ void int8_sweep(Isa isa, TestCounter& t, const std::vector<size_t>& m_values) {
     for (Shape s : {Shape{0, 1, 1}, Shape{0, 17, 3}, Shape{0, 64, 64}, Shape{0, 65, 1025}, Shape{0, 130, 7}})
       shapes.push_back({m, s.n, s.k});
   shapes.push_back({9, 200, 4096});
-  shapes.push_back({17, 130, 2100});  // K blocks of 256 groups + an odd tail of 13
+  shapes.push_back({17, 130, 2100});  // K blocks of 256 groups (ymm VNNI, NEON) + a tail of 13
   shapes.push_back({7, 70, 8200});    // K blocks of 1024 groups + a tail of 2
   for (const Shape& s : shapes)
     for (bool a_signed : {false, true})
