@@ -10,6 +10,9 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
 
 #include "core/isa.h"
 #include "core/packed_format.h"
@@ -19,6 +22,16 @@ namespace pq {
 constexpr size_t kInt8PanelCols = 64;  // NR
 constexpr size_t kInt8GroupK = 4;      // KR: k values interleaved per column
 constexpr size_t kInt8PanelGroupBytes = kInt8PanelCols * kInt8GroupK;  // one k-group of a panel
+
+#if defined(__SSE__)
+// Prefetches (into L1) the four cache lines of the panel k group at p: for tiles whose loop
+// issues too many operations per weight byte for the out-of-order window to keep the stream's
+// loads in flight. static: each kernel file keeps its own copy.
+static inline void prefetch_panel_group(const void* p) {
+  const char* c = static_cast<const char*>(p);
+  for (size_t i = 0; i < kInt8PanelGroupBytes; i += 64) _mm_prefetch(c + i, _MM_HINT_T0);
+}
+#endif
 
 enum class Int8AFormat { u8, s8, s16 };
 

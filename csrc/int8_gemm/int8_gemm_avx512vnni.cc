@@ -70,13 +70,7 @@ __attribute__((noipa)) void accumulate_tile(const uint8_t* a, const uint8_t* s, 
   PQ_ROW_DECL(0) PQ_ROW_DECL(1) PQ_ROW_DECL(2) PQ_ROW_DECL(3) PQ_ROW_DECL(4) PQ_ROW_DECL(5)
   for (size_t g = 0; g < groups; ++g) {
     const int8_t* bg = b + g * kInt8PanelGroupBytes;
-    if (kXor && prefetch) {
-      const char* ahead = reinterpret_cast<const char*>(bg) + kXorPrefetchBytes;
-      _mm_prefetch(ahead, _MM_HINT_T0);
-      _mm_prefetch(ahead + 64, _MM_HINT_T0);
-      _mm_prefetch(ahead + 128, _MM_HINT_T0);
-      _mm_prefetch(ahead + 192, _MM_HINT_T0);
-    }
+    if (kXor && prefetch) prefetch_panel_group(bg + kXorPrefetchBytes);
     const __m512i b0 = _mm512_loadu_si512(bg);
     const __m512i b1 = _mm512_loadu_si512(bg + 64);
     const __m512i b2 = _mm512_loadu_si512(bg + 128);

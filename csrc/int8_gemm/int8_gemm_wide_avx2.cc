@@ -46,13 +46,7 @@ template <size_t MR>
     asm volatile("vpxor %0, %0, %0\n\tvpxor %1, %1, %1" : "=x"(acc[r][0]), "=x"(acc[r][1]));
   for (size_t g = 0; g < groups; ++g) {
     const int8_t* bg = b + g * kInt8PanelGroupBytes;
-    if (prefetch) {
-      const char* ahead = reinterpret_cast<const char*>(bg) + kWidePrefetchBytes;
-      _mm_prefetch(ahead, _MM_HINT_T0);
-      _mm_prefetch(ahead + 64, _MM_HINT_T0);
-      _mm_prefetch(ahead + 128, _MM_HINT_T0);
-      _mm_prefetch(ahead + 192, _MM_HINT_T0);
-    }
+    if (prefetch) prefetch_panel_group(bg + kWidePrefetchBytes);
     // columns 0-3 and 4-7, each as int16 [column][4 k]
     const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bg)));
     const __m256i w1 =

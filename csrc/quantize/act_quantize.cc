@@ -82,19 +82,24 @@ LutRowRangeFn lut_row_range_kernel(Isa isa) {
   return lut_row_range;
 }
 
+LutHistogramFn lut_histogram_kernel(Isa isa) {
+#if defined(PQ_HAVE_X86)
+  if (isa == Isa::avx512) return lut_histogram_avx512;
+  if (isa == Isa::avx2) return lut_histogram_avx2;
+#else
+  (void)isa;
+#endif
+  return lut_histogram;
+}
+
 void lut_quantize_row(const float* x, size_t k, const LutActLevels& lv, bool mse, bool is_static,
                       float lo, float hi, Isa isa, uint8_t* codes, float* s, float* off) {
   const LutRowRangeFn range = lut_row_range_kernel(isa);
+  const LutHistogramFn hist = lut_histogram_kernel(isa);
   auto code_row = lut_codes_row;
-  LutHistogramFn hist = lut_histogram;
 #if defined(PQ_HAVE_X86)
-  if (isa == Isa::avx512) {
-    code_row = lut_codes_row_avx512;
-    hist = lut_histogram_avx512;
-  } else if (isa == Isa::avx2) {
-    code_row = lut_codes_row_avx2;
-    hist = lut_histogram_avx2;
-  }
+  if (isa == Isa::avx512) code_row = lut_codes_row_avx512;
+  if (isa == Isa::avx2) code_row = lut_codes_row_avx2;
 #endif
   if (is_static) {
     lut_params_minmax(lv, lo, hi, s, off);

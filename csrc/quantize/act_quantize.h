@@ -67,6 +67,7 @@ float lut_candidate_ratio(int i);  // 1 - 0.85 i / 11, rounded to float32
 using LutHistogramFn = void (*)(const float* x, size_t k, float lo, float inv_bw,
                                 uint32_t* count);
 void lut_histogram(const float* x, size_t k, float lo, float inv_bw, uint32_t* count);
+LutHistogramFn lut_histogram_kernel(Isa isa);  // the tier's loop, the same counts
 // lo, hi: the row's range (lut_row_range); hist: the tier's histogram loop (the same counts).
 void lut_params_mse(const float* x, size_t k, const LutActLevels& lv, float lo, float hi,
                     LutHistogramFn hist, float* s, float* off);

@@ -69,8 +69,8 @@ void test_lowbit_gemm(Isa isa, TestCounter& t) {
           }
         }
   // W2 groups at the edge of the scaled sums' bound (AVX-512 GEMVs: codes 4c / 16c summed in
-  // place while a group or the row is at most 131072 k) and one group past it (the unscaled fallback),
-  // every weight at code 3 and extreme activations: the scalar path's bits.
+  // place while a group or the row is at most 131072 k) and one group past it (the unscaled
+  // fallback), every weight at code 3 and extreme activations: the scalar path's bits.
   for (bool a_signed : {false, true})
     for (size_t gs : {size_t{131072}, size_t{131076}}) {
       const size_t m = 1, n = 3, k = gs + 8;

@@ -131,11 +131,7 @@ void test_lut_act_quantize(Isa isa, TestCounter& t) {
   // The mse estimator's histogram, counts compared directly (a wrong count need not change the
   // chosen candidate): every tail to 40, values on bin edges and the last bin, NaN, +-inf, and
   // inv_bw = inf (a denormal-wide range: t = 0 * inf is NaN) or 0.
-  LutHistogramFn hist = lut_histogram;
-#if defined(PQ_HAVE_X86)
-  if (isa == Isa::avx512) hist = lut_histogram_avx512;
-  if (isa == Isa::avx2) hist = lut_histogram_avx2;
-#endif
+  const LutHistogramFn hist = lut_histogram_kernel(isa);
   bool hist_ok = true;
   const float lo = -3.0f, hi = 5.0f;
   for (float inv_bw : {kLutBins / (hi - lo), inf, 0.0f, kLutBins / 1e-45f}) {
