@@ -787,13 +787,15 @@ def test_export_sees_opaque_op():
 def test_quantize_default_filter_and_return():
     model = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.Conv2d(2, 2, 1), nn.Conv2d(2, 2, 1, groups=2)),
                           nn.LayerNorm(4))
-    out = pyquant.quantize_(model, pyquant.Int8Config())
+    with pytest.warns(UserWarning, match="left float 1 grouped nn.Conv2d .*1.1"):
+        out = pyquant.quantize_(model, pyquant.Int8Config())
     assert out is model
     assert isinstance(model[0], pyquant.nn.QuantLinear)
     assert isinstance(model[1][0], pyquant.nn.QuantConv2d)
     assert type(model[1][1]) is nn.Conv2d  # groups != 1 is left alone by the default filter
     assert type(model[2]) is nn.LayerNorm
-    pyquant.quantize_(model, pyquant.SparqConfig())  # already quantized modules are not re-wrapped
+    with pytest.warns(UserWarning, match="grouped"):  # (the grouped conv is still float)
+        pyquant.quantize_(model, pyquant.SparqConfig())  # already quantized: not re-wrapped
     assert model[0].config == pyquant.Int8Config()
 
 
@@ -834,6 +836,13 @@ def test_config_validation():
     with pytest.raises(ValueError, match="options"):
         pyquant.SparqConfig(bits=4, options=4)
     assert pyquant.SparqConfig(bits=3, options=None).options == 6
+    # options defaults to the paper's choice per width (a fixed default of 5 refused bits=3 / 2)
+    assert [pyquant.SparqConfig(bits=b).options for b in (4, 3, 2)] == [5, 6, 7]
+    # 2:4 runs non-negative inputs only: its default is negative='error', sign-magnitude refused
+    assert pyquant.SparqConfig(sparse24=True).negative == "error"
+    assert pyquant.SparqConfig().negative == "sign_magnitude"
+    with pytest.raises(ValueError, match="negative: 'sign_magnitude' is not implemented"):
+        pyquant.SparqConfig(sparse24=True, negative="sign_magnitude")
     with pytest.raises(Exception):
         pyquant.Int8Config().x = 1  # frozen
     hash(pyquant.LUT2Config())
@@ -1259,3 +1268,32 @@ def test_quantize_leaves_layers_whose_parent_reads_the_weight_or_own_forward():
     assert type(model[0]) is StdConv and isinstance(model[2], pyquant.nn.QuantLinear)
     pyquant.quantize_(model, pyquant.Int8Config(), filter_fn=lambda m, fqn: fqn == "0")
     assert isinstance(model[0], pyquant.nn.QuantConv2d)  # asked for explicitly
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
+def test_quantize_user_mistakes_get_clear_errors():
+    """Mistakes a new user makes: a config class instead of an instance, a layer without weights,
+    grouped convs left float silently, a 0-d or non-CPU input (found by a new-user review)."""
+    model = nn.Sequential(nn.Linear(8, 4))
+    with pytest.raises(TypeError, match=r"config instance such as Int8Config\(\)"):
+        pyquant.quantize_(model, pyquant.Int8Config)
+    with pytest.raises(TypeError, match="expected one of .*Int8Config"):
+        pyquant.quantize_(model, object())
+    # layers without weights stay float (and keep working); direct conversion says why
+    empty = nn.Sequential(nn.Linear(0, 4), nn.Linear(4, 0), nn.Linear(4, 3))
+    pyquant.quantize_(empty, pyquant.Int8Config())
+    assert [type(m) for m in empty] == [nn.Linear, nn.Linear, pyquant.nn.QuantLinear]
+    for lin in (nn.Linear(0, 4), nn.Linear(4, 0)):
+        with pytest.raises(ValueError, match="nothing to quantize"):
+            pyquant.nn.QuantLinear.from_linear(lin, pyquant.Int8Config())
+    # grouped (e.g. depthwise) convs are left float with a warning naming them
+    cnn = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4), nn.Conv2d(4, 8, 1))
+    with pytest.warns(UserWarning, match="left float 1 grouped nn.Conv2d .*0"):
+        pyquant.quantize_(cnn, pyquant.Int8Config())
+    assert type(cnn[0]) is nn.Conv2d and isinstance(cnn[1], pyquant.nn.QuantConv2d)
+    q = pyquant.quantize_(nn.Linear(1, 8), pyquant.Int8Config())
+    with pytest.raises(ValueError, match="0-d tensor"):
+        q(torch.tensor(1.0))
+    for layer, shape in ((q, (2, 1)), (cnn[1], (1, 4, 5, 5))):
+        with pytest.raises(ValueError, match="expected a CPU tensor, got one on meta"):
+            layer(torch.ones(shape, device="meta"))

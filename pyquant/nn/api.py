@@ -67,9 +67,30 @@ def default_filter(module: nn.Module, fqn: str) -> bool:
     """Matches nn.Linear, nn.Conv2d with groups=1 and transformers' Conv1D, and subclasses of the
     first two that keep their forward (already-quantized modules never match). Left float:
     subclasses with a forward of their own, and MultiheadAttention's out_proj."""
+    if getattr(module, "weight", None) is not None and module.weight.numel() == 0:
+        return False  # a layer with no weights (e.g. nn.Linear(0, n)) has nothing to quantize
     if _plain(module, nn.Conv2d):
         return module.groups == 1
     return _plain(module, nn.Linear) or is_conv1d(module)
+
+
+def _warn_left_float(model: nn.Module) -> None:
+    """quantize_ with the default filter: say which layers it leaves float and why."""
+    def names(pred):
+        found = [fqn or "(root)" for fqn, m in model.named_modules() if pred(m)]
+        return len(found), ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+
+    n, listed = names(_own_forward)
+    if n:
+        warnings.warn(
+            f"quantize_: left float {n} nn.Linear/nn.Conv2d subclass(es) with a forward of their "
+            f"own ({listed}); pass filter_fn to convert them anyway (their forward's extra work "
+            "is dropped)", stacklevel=3)
+    n, listed = names(lambda m: _plain(m, nn.Conv2d) and m.groups != 1)
+    if n:
+        warnings.warn(
+            f"quantize_: left float {n} grouped nn.Conv2d layer(s) (groups > 1, e.g. depthwise: "
+            f"{listed}); QuantConv2d supports groups=1 only", stacklevel=3)
 
 
 def quantize_(model: nn.Module, config, *, filter_fn: Callable | None = None) -> nn.Module:
@@ -77,17 +98,17 @@ def quantize_(model: nn.Module, config, *, filter_fn: Callable | None = None) ->
     quantized version for ``config``; returns ``model``. ``fqn`` is the dotted name from the root
     ("" for the root itself, which cannot be swapped in place and is returned swapped instead).
     """
+    if isinstance(config, type):
+        raise TypeError(f"config: expected a config instance such as {config.__name__}(), got the "
+                        f"class {config.__name__} itself")
     handler = _HANDLERS.get(type(config))
     if handler is None:
-        raise TypeError(f"config: no handler registered for {type(config).__name__}")
+        known = ", ".join(sorted(c.__name__ for c in _HANDLERS))
+        raise TypeError(f"config: no handler registered for {type(config).__name__} (expected "
+                        f"one of {known}, or a type registered with "
+                        "register_quantize_module_handler)")
     if filter_fn is None:
-        skipped = [fqn or "(root)" for fqn, m in model.named_modules() if _own_forward(m)]
-        if skipped:
-            warnings.warn(
-                f"quantize_: left float {len(skipped)} nn.Linear/nn.Conv2d subclass(es) with a "
-                f"forward of their own ({', '.join(skipped[:4])}{', ...' if len(skipped) > 4 else ''}"
-                "); pass filter_fn to convert them anyway (their forward's extra work is dropped)",
-                stacklevel=2)
+        _warn_left_float(model)
         filter_fn = default_filter
     if not isinstance(model, _QuantModule) and filter_fn(model, ""):
         return handler(model, config)

@@ -40,6 +40,13 @@ def keeping_dtypes(fn):
     return apply
 
 
+def _check_device(x: torch.Tensor) -> None:
+    """Eager calls run the CPU kernels on the tensor's memory (traced ones take fake tensors)."""
+    if x.device.type != "cpu" and not _tracing():
+        raise ValueError(f"x: expected a CPU tensor, got one on {x.device} (pyquant's kernels run "
+                         "on the CPU; move it with .cpu())")
+
+
 class _InferenceOnly(torch.autograd.Function):
     """Forward: the quantized GEMM (autograd off). Backward: a RuntimeError naming the layer."""
 
@@ -249,9 +256,16 @@ class QuantLinear(_QuantModule):
         """``quant_kw``: scheme options, e.g. ``hessian=`` (GPTQ, WeightOnlyConfig only)."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear: expected an nn.Linear, got {type(linear).__name__}")
+        if linear.weight.numel() == 0:
+            raise ValueError(f"linear: in_features={linear.in_features}, out_features="
+                             f"{linear.out_features}: a layer without weights has nothing to "
+                             "quantize (quantize_ leaves it float)")
         return cls(linear.in_features, linear.out_features, linear.weight, linear.bias, config, **quant_kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_device(x)
+        if x.dim() == 0:
+            raise ValueError(f"x: expected [..., {self.in_features}], got a 0-d tensor")
         if x.shape[-1] != self.in_features:
             raise ValueError(f"x: expected last dim {self.in_features}, got shape {tuple(x.shape)}")
         if x.dim() == 2:  # the common case without the reshapes (each ~1 us)
@@ -313,6 +327,9 @@ class QuantConv2d(_QuantModule):
             raise TypeError(f"conv: expected an nn.Conv2d, got {type(conv).__name__}")
         if conv.groups != 1:
             raise ValueError(f"conv: groups={conv.groups} is not supported (only groups=1)")
+        if conv.weight.numel() == 0:
+            raise ValueError(f"conv: {conv.in_channels} -> {conv.out_channels} channels: a layer "
+                             "without weights has nothing to quantize (quantize_ leaves it float)")
         m = cls()
         m.in_channels, m.out_channels = conv.in_channels, conv.out_channels
         m.kernel_size, m.stride, m.dilation = conv.kernel_size, conv.stride, conv.dilation
@@ -323,6 +340,7 @@ class QuantConv2d(_QuantModule):
         return m
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_device(x)
         unbatched = x.dim() == 3
         if unbatched:
             x = x.unsqueeze(0)

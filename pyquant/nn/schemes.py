@@ -562,11 +562,11 @@ class SparqScheme(Scheme):
         neg = x < 0
         if not bool(neg.any()):
             return _backend.gemm(self.packed_op, q, b["packed"], n, k, reference, **kw), sa
-        if self.config.negative == "error":
-            raise ValueError("x: SparqConfig(negative='error') got negative inputs")
         if self.config.sparse24:
             raise ValueError("x: SparqConfig(sparse24=True) got negative inputs; the "
                              "sign-magnitude extension is not implemented for 2:4 weights yet")
+        if self.config.negative == "error":
+            raise ValueError("x: SparqConfig(negative='error') got negative inputs")
         # sign-magnitude: trim magnitudes once, then positive part minus negative part
         t = _backend.sparq_quantize(q, reference, **kw)
         zero = torch.zeros((), dtype=torch.uint8)
