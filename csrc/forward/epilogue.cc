@@ -22,7 +22,12 @@ void epilogue_i32(const Epilogue& ep, int32_t* c, size_t ldc, size_t m0, size_t 
 
 void epilogue_row_f32(const Epilogue& ep, size_t m, size_t n0, size_t nc, const float* acc,
                       float* out, Isa isa) {
-  epilogue_kernels(isa).row_f32(ep, m, n0, nc, acc, out);
+  epilogue_kernels(isa).rows_f32(ep, m, m + 1, n0, nc, acc, nc, out, nc);
+}
+
+void epilogue_rows_f32(const Epilogue& ep, size_t m0, size_t m1, size_t n0, size_t nc,
+                       const float* acc, size_t ld_acc, float* out, size_t ldo, Isa isa) {
+  epilogue_kernels(isa).rows_f32(ep, m0, m1, n0, nc, acc, ld_acc, out, ldo);
 }
 
 }  // namespace pq

@@ -34,14 +34,18 @@ void epilogue_i32(const Epilogue& ep, int32_t* c, size_t ldc, size_t m0, size_t 
 // One row of 64-column panel output: out[j] for j < nc is column n0 + j of row m.
 void epilogue_row_f32(const Epilogue& ep, size_t m, size_t n0, size_t nc, const float* acc,
                       float* out, Isa isa);
+// Rows [m0, m1) of it: acc row r - m0 at acc + (r - m0) * ld_acc, out row at out + (r - m0) * ldo
+// (the variant of the formula chosen once for the block, not per row).
+void epilogue_rows_f32(const Epilogue& ep, size_t m0, size_t m1, size_t n0, size_t nc,
+                       const float* acc, size_t ld_acc, float* out, size_t ldo, Isa isa);
 
 // The same loops compiled for each x86 tier (epilogue_rows.inc; the operations are IEEE and
 // uncontracted, so the vector width changes the speed, not the bits).
 struct EpilogueKernels {
   void (*rows_i32)(const Epilogue& ep, int32_t* c, size_t ldc, size_t m0, size_t m1, size_t n0,
                    size_t n1);
-  void (*row_f32)(const Epilogue& ep, size_t m, size_t n0, size_t nc, const float* acc,
-                  float* out);
+  void (*rows_f32)(const Epilogue& ep, size_t m0, size_t m1, size_t n0, size_t nc,
+                   const float* acc, size_t ld_acc, float* out, size_t ldo);
 };
 extern const EpilogueKernels kEpilogueBaseline;
 #if defined(PQ_HAVE_X86)

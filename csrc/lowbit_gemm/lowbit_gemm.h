@@ -65,10 +65,11 @@ using LowbitGemvGroupedPanelFn = void (*)(const uint8_t* a, const uint8_t* b, si
                                           const uint32_t* corr, const float* sc, size_t n_groups,
                                           float* out);
 
-// Optional fused grouped tile for M > 1 (unsigned activations): out[r][j] (r < mr, j < 64,
-// accumulated into; the caller zeroes it) += sc[g][j] * float(sum over group g of row r -
-// corr[r * n_groups + g]) in group order, bit-identical to tile + epilogue per group. sc: the
-// panel's scales in the panel layout [n_groups][64].
+// Optional fused grouped tile for M > 1 (unsigned activations): out[r][j] (r < mr, j < 64) =
+// 0 + the sum over groups g, in order, of sc[g][j] * float(sum over group g of row r -
+// corr[r * n_groups + g]), bit-identical to tile + epilogue per group on zeroed rows (the
+// kernel writes out on the first group; n_groups >= 1). sc: the panel's scales in the panel
+// layout [n_groups][64].
 using LowbitTileGroupedFn = void (*)(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
                                      size_t kgroups, size_t group_kgroups, const uint32_t* corr,
                                      size_t n_groups, const float* sc, float* out);

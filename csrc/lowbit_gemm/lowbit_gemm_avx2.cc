@@ -246,7 +246,8 @@ void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size
 // k-group's weights unpacked once for all MR rows, pair sums kept in uint16 lanes for a chunk
 // of k-groups (as the GEMV above), widened into int32 partial sums once per chunk, and the
 // group scale applied once per group: out[r][j] += sc[g][j] * float(sum - corr[r][g]) (mul,
-// then add, in group order: the bits of tile + lowbit_epilogue per group).
+// then add, in group order: the bits of tile + lowbit_epilogue per group; the first group
+// writes out as 0 + its product).
 template <int BITS, size_t MR>
 void grouped_rows(const uint8_t* a, size_t lda, const uint8_t* b, size_t kgroups,
                   size_t group_kgroups, const uint32_t* corr, size_t n_groups, const float* sc,
@@ -309,7 +310,8 @@ void grouped_rows(const uint8_t* a, size_t lda, const uint8_t* b, size_t kgroups
           __m256 prod = _mm256_mul_ps(_mm256_loadu_ps(sg + q * 16), _mm256_cvtepi32_ps(v));
           asm("" : "+x"(prod));  // keep mul and add separate even under -ffp-contract=fast
           float* o = out + r * 64 + q * 16 + h * 8;
-          _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), prod));
+          const __m256 prev = gi == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(o);
+          _mm256_storeu_ps(o, _mm256_add_ps(prev, prod));
         }
       }
     }

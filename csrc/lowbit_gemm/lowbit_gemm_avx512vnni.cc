@@ -260,6 +260,7 @@ __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, siz
 // group at a time, and each group's 4*MR int32 sums folded straight from registers into the
 // float rows out[r] (L1): out += sc * float(sum - corr[r][g]) (mul, then add, group order: the
 // bits of tile + lowbit_epilogue per group) -- no store/reload of the sums, no call per group.
+// The first group writes out (0 + its product, the same bits as adding to zeroed rows).
 // Each accumulator zeroed by its own instruction: from one shared zero GCC copied every
 // accumulator through a spare register and the stack around each vpdpbusd.
 #define PQ_ZERO(x) asm volatile("vpxord %0, %0, %0" : "=v"(x))
@@ -274,7 +275,8 @@ __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, siz
                                 _mm512_cvtepi32_ps(_mm512_sub_epi32(c##r##q, cr)));          \
     asm("" : "+v"(prod)); /* no FMA contraction */                                           \
     float* o = ob + r * 64 + q * 16;                                                         \
-    _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), prod));                            \
+    const __m512 prev = gi == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(o);                  \
+    _mm512_storeu_ps(o, _mm512_add_ps(prev, prod));                                          \
   }
 #define PQ_ROW_FOLD(r)                                                                   \
   if constexpr (MR > r) {                                                                \
