@@ -1,6 +1,9 @@
 // Dispatch table and driver: prepares activations (zero padding to K_pad, row sums for the offset
 // correction), threads over (panel, M-range) tasks and applies the portable epilogue, so every
 // path shares it and only the tile (raw u-code sums) is ISA-specific.
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <memory>
 #include <vector>
 
@@ -21,6 +24,23 @@ namespace {
 constexpr size_t kMaxMR = 8;
 // k-groups per K block when several M tiles reuse a panel block: 1024 k = 32 KiB of W4 codes.
 constexpr size_t kBlockGroups = 256;
+
+// Sum of len unsigned bytes (modulo 2^32 like the results): psadbw against zero, 16 bytes per
+// operation (SSE2, in every x86-64 build); the plain loop was 3% of a W4 forward at K = 384.
+inline uint32_t byte_sum(const uint8_t* p, size_t len) {
+  uint64_t s = 0;
+  size_t i = 0;
+#if defined(__SSE2__)
+  __m128i acc = _mm_setzero_si128();
+  for (; i + 16 <= len; i += 16)
+    acc = _mm_add_epi64(acc, _mm_sad_epu8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i)),
+                                          _mm_setzero_si128()));
+  s = static_cast<uint64_t>(_mm_cvtsi128_si64(acc)) +
+      static_cast<uint64_t>(_mm_cvtsi128_si64(_mm_unpackhi_epi64(acc, acc)));
+#endif
+  for (; i < len; ++i) s += p[i];
+  return static_cast<uint32_t>(s);
+}
 
 struct Prepared {
   const uint8_t* a;
@@ -222,9 +242,7 @@ void lowbit_grouped_forward_run(const uint8_t* a, size_t lda, size_t m, size_t k
     for (size_t g = 0; g < n_groups; ++g) {
       const uint8_t* src = a + r * lda + g * group_size;
       const size_t len = (g + 1) * group_size < k ? group_size : k - g * group_size;
-      uint32_t s = 0;
-      for (size_t i = 0; i < len; ++i) s += src[i];
-      corr[r * n_groups + g] = offset * s;
+      corr[r * n_groups + g] = offset * byte_sum(src, len);
     }
 
   const LowbitGemvGroupedPanelFn gemv = bits == 4 ? kern.gemv_panel4 : kern.gemv_panel2;
