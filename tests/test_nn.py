@@ -1291,6 +1291,20 @@ def test_quantize_user_mistakes_get_clear_errors():
     with pytest.warns(UserWarning, match="left float 1 grouped nn.Conv2d .*0"):
         pyquant.quantize_(cnn, pyquant.Int8Config())
     assert type(cnn[0]) is nn.Conv2d and isinstance(cnn[1], pyquant.nn.QuantConv2d)
+    # modules whose `weight` is not a tensor are not layers: the filter passes over them
+    class Mix(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight, self.lin = 0.5, nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.weight * self.lin(x)
+
+    mix = pyquant.quantize_(Mix(), pyquant.Int8Config())
+    assert isinstance(mix.lin, pyquant.nn.QuantLinear) and mix.weight == 0.5
+    # an exported program's config text from before sparse24's 'error' default still parses
+    old = "SparqConfig(bits=4, options=5, rounding='round', pairs=True, negative='sign_magnitude', sparse24=True)"
+    assert pyquant.nn.ops.parse_config(old) == pyquant.SparqConfig(sparse24=True)
     q = pyquant.quantize_(nn.Linear(1, 8), pyquant.Int8Config())
     with pytest.raises(ValueError, match="0-d tensor"):
         q(torch.tensor(1.0))

@@ -323,7 +323,10 @@ void tile_grouped_mr(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, 
   case n: return tile_grouped<BITS, n>(a, lda, b, kgroups, group_kgroups, corr, n_groups, sc, out);
     PQ_CASE(6) PQ_CASE(5) PQ_CASE(4) PQ_CASE(3) PQ_CASE(2) PQ_CASE(1)
 #undef PQ_CASE
-    default: return;
+    default:  // (the table's mr is 6) more rows: six at a time; every row of out is written
+      for (size_t r = 0; r < mr; r += 6)
+        tile_grouped_mr<BITS>(a + r * lda, lda, mr - r < 6 ? mr - r : 6, b, kgroups,
+                              group_kgroups, corr + r * n_groups, n_groups, sc, out + r * 64);
   }
 }
 

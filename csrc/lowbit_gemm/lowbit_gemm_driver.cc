@@ -1,7 +1,7 @@
 // Dispatch table and driver: prepares activations (zero padding to K_pad, row sums for the offset
 // correction), threads over (panel, M-range) tasks and applies the portable epilogue, so every
 // path shares it and only the tile (raw u-code sums) is ISA-specific.
-#if defined(__SSE2__)
+#if defined(__x86_64__)
 #include <emmintrin.h>
 #endif
 #include <memory>
@@ -30,7 +30,7 @@ constexpr size_t kBlockGroups = 256;
 inline uint32_t byte_sum(const uint8_t* p, size_t len) {
   uint64_t s = 0;
   size_t i = 0;
-#if defined(__SSE2__)
+#if defined(__x86_64__)
   __m128i acc = _mm_setzero_si128();
   for (; i + 16 <= len; i += 16)
     acc = _mm_add_epi64(acc, _mm_sad_epu8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i)),

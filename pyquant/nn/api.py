@@ -67,11 +67,16 @@ def default_filter(module: nn.Module, fqn: str) -> bool:
     """Matches nn.Linear, nn.Conv2d with groups=1 and transformers' Conv1D, and subclasses of the
     first two that keep their forward (already-quantized modules never match). Left float:
     subclasses with a forward of their own, and MultiheadAttention's out_proj."""
-    if getattr(module, "weight", None) is not None and module.weight.numel() == 0:
-        return False  # a layer with no weights (e.g. nn.Linear(0, n)) has nothing to quantize
     if _plain(module, nn.Conv2d):
-        return module.groups == 1
-    return _plain(module, nn.Linear) or is_conv1d(module)
+        return module.groups == 1 and _has_weights(module)
+    return (_plain(module, nn.Linear) or is_conv1d(module)) and _has_weights(module)
+
+
+def _has_weights(layer: nn.Module) -> bool:
+    """False for a layer without weights (e.g. nn.Linear(0, n)): nothing to quantize."""
+    w = getattr(layer, "weight", None)
+    return not isinstance(w, torch.Tensor) or isinstance(w, nn.parameter.UninitializedParameter) \
+        or w.numel() > 0
 
 
 def _warn_left_float(model: nn.Module) -> None:

@@ -107,7 +107,10 @@ def parse_config(text: str):
     if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in allowed
             and not node.args):
         raise ValueError(f"config: not a pyquant config repr: {text!r}")
-    return allowed[node.func.id](**{kw.arg: ast.literal_eval(kw.value) for kw in node.keywords})
+    kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
+    if node.func.id == "SparqConfig" and kwargs.get("sparse24") and kwargs.get("negative") == "sign_magnitude":
+        kwargs["negative"] = "error"  # what such a layer always did (older exported programs)
+    return allowed[node.func.id](**kwargs)
 
 
 @torch.library.custom_op("pyquant::inference_only_grad", mutates_args=())
