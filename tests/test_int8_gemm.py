@@ -38,7 +38,7 @@ def test_prepacked_and_threads(isa, rng, threads, a_dtype):
 # Small M (2..16 rows) runs the AVX2 streaming tile: 4-row blocks where every row of a 64-byte
 # K chunk is <= 127 (vpmaddubsw's fast route), 2- and 1-row blocks otherwise. Rows mix 7-bit,
 # 8-bit and extreme values, and one large byte sits only in the last (short) chunk.
-@pytest.mark.parametrize("m", [2, 3, 5, 8, 9, 15, 16, 17])
+@pytest.mark.parametrize("m", [2, 3, 5, 8, 9, 15, 16, 17, 24])
 @pytest.mark.parametrize("n,k", [(70, 60), (130, 77), (64, 1029)])
 def test_small_m_mixed_routes(isa, rng, m, n, k):
     a = rng.integers(0, 128, size=(m, k)).astype(np.uint8)
@@ -50,13 +50,14 @@ def test_small_m_mixed_routes(isa, rng, m, n, k):
     np.testing.assert_array_equal(pyquant.int8_gemm(a, w), gemm_ref(a, w))
 
 
+@pytest.mark.parametrize("rows", [3, 9])  # 9: AVX2 takes 8-bit rows through its int16 tile
 @pytest.mark.parametrize("a_value, w_value", [(255, -128), (255, 127), (-128, -128), (127, -128)])
-def test_k65536_extremes_do_not_overflow(isa, a_value, w_value):
+def test_k65536_extremes_do_not_overflow(isa, rows, a_value, w_value):
     # 255 * -128 * 65536 = -2^31 + 2^24...: the largest magnitudes int32 holds; any int16
     # saturation (vpmaddubsw) or int32 overflow of an offset would show here.
     k = 65536
     a_dtype = np.int8 if a_value < 0 or a_value == 127 else np.uint8
-    a = np.full((3, k), a_value, a_dtype)
+    a = np.full((rows, k), a_value, a_dtype)
     w = np.full((5, k), w_value, np.int8)
     np.testing.assert_array_equal(pyquant.int8_gemm(a, w), gemm_ref(a, w))
 
@@ -152,3 +153,19 @@ def test_pair_sums_at_the_int16_edge(isa, a_value):
     w = np.full((9, k), -128, np.int8)
     w[1::2] = 127
     np.testing.assert_array_equal(pyquant.int8_gemm(a, w), gemm_ref(a, w))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("m,k", [(8, 61), (9, 1030), (40, 4100)])
+def test_8bit_rows_through_the_int16_tile(isa, rng, threads, m, k):
+    """AVX2 runs 8-bit rows from 8 rows per task through its int16 tile (a = q >> 2, a_low =
+    q & 3) when every row has a byte above 127, unsigned and signed (flipped) inputs alike."""
+    w = rand(rng, np.int8, (70, k))
+    w[::3] = -128
+    for a in (rng.integers(128, 256, size=(m, k)).astype(np.uint8), rand(rng, np.int8, (m, k))):
+        a[0, :] = a.flat[0] | 0x80 if a.dtype == np.uint8 else -128  # extremes in one row
+        pyquant.set_num_threads(threads)
+        try:
+            np.testing.assert_array_equal(pyquant.int8_gemm(a, w), gemm_ref(a, w))
+        finally:
+            pyquant.set_num_threads(None)

@@ -46,6 +46,28 @@ void prepare_rows(const uint8_t* a, size_t lda_in, size_t k, size_t k_pad, bool 
   }
 }
 
+// Whether rows_per_task of these u8 rows run faster through the path's int16 tile: the path
+// says from how many rows (wide_faster_from_rows, offset9 format), and every row must hold a
+// byte above 127 (rows within 7 bits take the u8 tile's fast route, faster still).
+bool use_wide_rows(const Int8GemmKernels& kern, const Int8GemmProblem& prob, size_t m, size_t k,
+                   size_t rows_per_task) {
+  if (!kern.compute_wide || kern.wide_format != Int8WideFormat::offset9 ||
+      kern.wide_faster_from_rows == 0 || rows_per_task < kern.wide_faster_from_rows ||
+      kern.a_format != Int8AFormat::u8)
+    return false;
+  const uint8_t* q = static_cast<const uint8_t*>(prob.a);
+  for (size_t r = 0; r < m; ++r) {
+    const uint8_t* row = q + r * prob.lda;
+    uint8_t any = 0;
+    for (size_t i = 0; i < k && !(any & 0x80); i += 64) {
+      const size_t e = i + 64 < k ? i + 64 : k;
+      for (size_t j = i; j < e; ++j) any |= row[j];
+    }
+    if (!(any & 0x80)) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 void int8_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda_in, bool a_signed,
@@ -95,6 +117,7 @@ void int8_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda_in, bool a_s
   }
   prob.col_bias = needs_flip ? bias.data() : nullptr;
   prob.panels = panels;
+  Int8ComputeFn compute = kern.compute;
   prob.k_groups = k_pad / kInt8GroupK;
   prob.c = c;
   prob.ldc = n;
@@ -107,12 +130,32 @@ void int8_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda_in, bool a_s
   const size_t max_m_chunks = div_round_up(m, kern.mr);
   if (m_chunks > max_m_chunks) m_chunks = max_m_chunks;
   const size_t tiles_m = div_round_up(m, kern.mr);
+  if (use_wide_rows(kern, prob, m, k_pad, m / m_chunks)) {
+    // 8-bit rows on a path whose u8 tile takes them by a split route at about half speed: its
+    // int16 tile (compute_wide, offset9) from a = q >> 2 and a_low = q & 3 gives the same sums
+    uint8_t* hi = static_cast<uint8_t*>(thread_scratch(2 * m * k_pad + 64, 7));
+    uint8_t* lo = hi + m * k_pad;
+    const uint8_t* q = static_cast<const uint8_t*>(prob.a);
+    const size_t chunks = m >= 64 && threads > 1 ? static_cast<size_t>(threads) : 1;
+    parallel_for(chunks, threads, [&](size_t t) {
+      for (size_t r = m * t / chunks; r < m * (t + 1) / chunks; ++r)
+        for (size_t i = 0; i < k_pad; ++i) {
+          const uint8_t v = i < k ? q[r * prob.lda + i] : 0;
+          hi[r * k_pad + i] = static_cast<uint8_t>(v >> 2);
+          lo[r * k_pad + i] = static_cast<uint8_t>(v & 3);
+        }
+    });
+    prob.a = hi;
+    prob.a_low = lo;
+    prob.lda = k_pad;
+    compute = kern.compute_wide;
+  }
   parallel_for(n_panels * m_chunks, threads, [&](size_t t) {
     const size_t panel = t / m_chunks, mc = t % m_chunks;
     const size_t m0 = tiles_m * mc / m_chunks * kern.mr;
     const size_t m1 = tiles_m * (mc + 1) / m_chunks * kern.mr;
     const size_t m_end = m1 < m ? m1 : m;
-    kern.compute(prob, m0, m_end, panel, panel + 1);
+    compute(prob, m0, m_end, panel, panel + 1);
     if (epilogue) {
       const size_t n0 = panel * kInt8PanelCols;
       const size_t n1 = n0 + kInt8PanelCols < n ? n0 + kInt8PanelCols : n;
