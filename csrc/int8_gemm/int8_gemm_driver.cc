@@ -117,7 +117,6 @@ void int8_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda_in, bool a_s
   }
   prob.col_bias = needs_flip ? bias.data() : nullptr;
   prob.panels = panels;
-  Int8ComputeFn compute = kern.compute;
   prob.k_groups = k_pad / kInt8GroupK;
   prob.c = c;
   prob.ldc = n;
@@ -130,6 +129,7 @@ void int8_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda_in, bool a_s
   const size_t max_m_chunks = div_round_up(m, kern.mr);
   if (m_chunks > max_m_chunks) m_chunks = max_m_chunks;
   const size_t tiles_m = div_round_up(m, kern.mr);
+  Int8ComputeFn compute = kern.compute;
   if (use_wide_rows(kern, prob, m, k_pad, m / m_chunks)) {
     // 8-bit rows on a path whose u8 tile takes them by a split route at about half speed: its
     // int16 tile (compute_wide, offset9) from a = q >> 2 and a_low = q & 3 gives the same sums
@@ -138,12 +138,13 @@ void int8_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda_in, bool a_s
     const uint8_t* q = static_cast<const uint8_t*>(prob.a);
     const size_t chunks = m >= 64 && threads > 1 ? static_cast<size_t>(threads) : 1;
     parallel_for(chunks, threads, [&](size_t t) {
-      for (size_t r = m * t / chunks; r < m * (t + 1) / chunks; ++r)
+      for (size_t r = m * t / chunks; r < m * (t + 1) / chunks; ++r) {
+        const uint8_t* src = q + r * prob.lda;  // K padding already zero (or k == k_pad)
         for (size_t i = 0; i < k_pad; ++i) {
-          const uint8_t v = i < k ? q[r * prob.lda + i] : 0;
-          hi[r * k_pad + i] = static_cast<uint8_t>(v >> 2);
-          lo[r * k_pad + i] = static_cast<uint8_t>(v & 3);
+          hi[r * k_pad + i] = static_cast<uint8_t>(src[i] >> 2);
+          lo[r * k_pad + i] = static_cast<uint8_t>(src[i] & 3);
         }
+      }
     });
     prob.a = hi;
     prob.a_low = lo;

@@ -73,15 +73,16 @@ Prepared prepare(const uint8_t* a, size_t m, size_t k, bool a_signed, size_t blo
     const uint8_t* row = a + r * k;
     for (size_t b = 0; b < nb; ++b) {
       const size_t i1 = (b + 1) * block_k < k ? (b + 1) * block_k : k;
+      if (!a_signed) {
+        p.sums[r * nb + b] = byte_sum(row + b * block_k, i1 - b * block_k);
+        continue;
+      }
       uint32_t su = 0;
-      // chunks of 2^16 keep the int32 partial sum exact (|s| <= 255 * 2^16) and vectorizable
+      // chunks of 2^16 keep the int32 partial sum exact (|s| <= 128 * 2^16) and vectorizable
       for (size_t i0 = b * block_k; i0 < i1; i0 += 65536) {
         const size_t e = i1 - i0 < 65536 ? i1 : i0 + 65536;
         int32_t s = 0;
-        if (a_signed)
-          for (size_t i = i0; i < e; ++i) s += static_cast<int8_t>(row[i]);
-        else
-          for (size_t i = i0; i < e; ++i) s += row[i];
+        for (size_t i = i0; i < e; ++i) s += static_cast<int8_t>(row[i]);
         su += static_cast<uint32_t>(s);
       }
       p.sums[r * nb + b] = su;
