@@ -70,6 +70,7 @@ def test_info_command_runs():
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from pyquant import _C, _kernels  # noqa: E402
 
@@ -169,14 +170,15 @@ def test_selection_never_exceeds_the_tier():
     (ICE_LAKE, "avx512", {"int8_gemm": "avx512vnni_6x64", "lut_gemm": "avx512vbmi_vpermb",
                           "sparq_gemm": "avx512vbmi"}),
     (ICE_LAKE, "avx2", {"int8_gemm": "avx2_1x64", "lut_gemm": "avx2_pair", "pack": "avx2"}),
-    (SAPPHIRE_RAPIDS, "avx2", {"int8_gemm": "avxvnni_6x16"}),
-    (ALDER_LAKE, "avx2", {"int8_gemm": "avxvnni_6x16", "lowbit_gemm": "avx2_2x64"}),
-    (AVX2, "avx2", {"int8_gemm": "avx2_1x64"}),
+    (SAPPHIRE_RAPIDS, "avx2", {"int8_gemm": "avxvnni_6x16", "lowbit_gemm": "avxvnni_6x16"}),
+    (SAPPHIRE_RAPIDS, "avx512", {"int8_gemm": "avx512vnni_6x64", "lowbit_gemm": "avx512vnni_6x64"}),
+    (ALDER_LAKE, "avx2", {"int8_gemm": "avxvnni_6x16", "lowbit_gemm": "avxvnni_6x16"}),
+    (AVX2, "avx2", {"int8_gemm": "avx2_1x64", "lowbit_gemm": "avx2_2x64"}),
     (AVX2, "scalar", {f: "scalar" for f in FAMILIES}),
     (GRAVITON3, "neon", {"int8_gemm": "neon_i8mm_8x8", "lut_gemm": "neon_deepgemm"}),
     (GRAVITON2, "neon", {"int8_gemm": "neon_dotprod_4x16"}),
 ], ids=["cascadelake", "skylake-sp", "icelake", "icelake-avx2", "sapphirerapids-avx2",
-        "alderlake", "zen3", "zen3-scalar", "graviton3", "graviton2"])
+        "sapphirerapids", "alderlake", "zen3", "zen3-scalar", "graviton3", "graviton2"])
 def test_simulated_cpus_pick_per_feature(cpu, isa, expected):
     chosen = {f: names[0] for f, names in _kernels.select_kernels(cpu, isa, any_build=True).items()}
     for family, name in expected.items():
@@ -287,10 +289,24 @@ def _run_family(family, rng):
         a = rng.integers(0, 4, (7, 301)).astype(np.uint8)
         w = rng.integers(0, 4, (70, 301)).astype(np.uint8)
         return pyquant.lut_gemm(a, w)
-    if family == "lowbit_gemm":
-        a = rng.integers(0, 256, (7, 301)).astype(np.uint8)
-        return np.concatenate([pyquant.lowbit_gemm(a, rng.integers(-8, 8, (70, 301)).astype(np.int8), bits=4),
-                               pyquant.lowbit_gemm(a, rng.integers(-2, 2, (70, 301)).astype(np.int8), bits=2)])
+    if family == "lowbit_gemm":  # raw ops (signed and unsigned rows) and the grouped forward
+        out = []
+        for m in (1, 7, 13):
+            a = rng.integers(0, 256, (m, 301)).astype(np.uint8)
+            for bits in (4, 2):
+                w = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), (70, 301)).astype(np.int8)
+                out += [pyquant.lowbit_gemm(a, w, bits=bits).ravel(),
+                        pyquant.lowbit_gemm(a.view(np.int8), w, bits=bits).ravel()]
+        for bits, gs in ((4, 32), (2, 128)):
+            lin = torch.nn.Linear(300, 70)
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(rng.standard_normal((70, 300)).astype(np.float32)))
+                lin.bias.copy_(torch.from_numpy(rng.standard_normal(70).astype(np.float32)))
+            mod = pyquant.nn.QuantLinear.from_linear(lin, pyquant.WeightOnlyConfig(bits, gs))
+            with torch.no_grad():
+                y = mod(torch.from_numpy(rng.standard_normal((13, 300)).astype(np.float32)))
+            out.append(y.numpy().view(np.int32).ravel())
+        return np.concatenate(out)
     if family == "sparq_gemm":
         a = rng.integers(0, 256, (7, 301)).astype(np.uint8)
         w = rng.integers(-128, 128, (70, 301)).astype(np.int8)

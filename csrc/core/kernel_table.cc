@@ -71,6 +71,16 @@ const LowbitGemmKernels kLowbitAvx2{2,       PQ_X86(lowbit_tile4_avx2),
                                     PQ_X86(lowbit_gemv_grouped_panel2_avx2),
                                     PQ_X86(lowbit_tile_grouped4_avx2),
                                     PQ_X86(lowbit_tile_grouped2_avx2)};
+// the ymm VNNI kernel: its own 6x16 tiles, the AVX2 kernel's decode GEMV (bandwidth-bound)
+#define PQ_LOWBIT_VNNI256(suffix)                                                              \
+  LowbitGemmKernels {                                                                          \
+    6, PQ_X86(lowbit_tile4_##suffix), PQ_X86(lowbit_tile2_##suffix),                           \
+        PQ_X86(lowbit_epilogue_avx2), nullptr, nullptr,                                        \
+        PQ_X86(lowbit_gemv_grouped_panel4_avx2), PQ_X86(lowbit_gemv_grouped_panel2_avx2),      \
+        PQ_X86(lowbit_tile_grouped4_##suffix), PQ_X86(lowbit_tile_grouped2_##suffix)           \
+  }
+const LowbitGemmKernels kLowbitAvxVnni = PQ_LOWBIT_VNNI256(avxvnni);
+const LowbitGemmKernels kLowbitVnni256Evex = PQ_LOWBIT_VNNI256(vnni256_avx512);
 const LowbitGemmKernels kLowbitNeon{4, PQ_ARM(lowbit_tile4_neon), PQ_ARM(lowbit_tile2_neon),
                                     lowbit_epilogue_scalar, nullptr, nullptr, nullptr, nullptr,
                                     nullptr, nullptr};
@@ -127,7 +137,7 @@ std::vector<KernelEntry> build_table() {
             "6x16 tile + 1x64 GEMV (9-bit rows: 4x16 with sign-xor-ed weights); below the zmm "
             "kernel, here to test that source natively"),
       entry(F::int8_gemm, "avxvnni_6x16", Isa::avx2, kAvx2Base | feat::avxvnni, 16, kInt8AvxVnni,
-            V::not_run,
+            V::native,
             "6x16 ymm VEX vpdpbusd tile (exact, no int16 step) + 1x64 streaming GEMV; 9-bit "
             "rows: 4x16 with sign-xor-ed weights"),
       entry(F::int8_gemm, "avx2_1x64", Isa::avx2, kAvx2Base, 64, kInt8Avx2, V::native,
@@ -167,6 +177,14 @@ std::vector<KernelEntry> build_table() {
             V::native,
             "6x64 vpdpbusd tile (grouped: group scales folded from registers) + 1-row grouped "
             "GEMV, codes unpacked in registers"),
+      entry(F::lowbit_gemm, "vnni256_evex_6x16", Isa::avx512, kVnni512, 16, kLowbitVnni256Evex,
+            V::native,
+            "the AVX-VNNI kernel's source in EVEX form (ymm vpdpbusd, AVX-512 VNNI + VL); below "
+            "the zmm kernel, here to test that source natively"),
+      entry(F::lowbit_gemm, "avxvnni_6x16", Isa::avx2, kAvx2Base | feat::avxvnni, 16,
+            kLowbitAvxVnni, V::native,
+            "6x16 ymm VEX vpdpbusd tile per 16-column quarter (grouped: scales folded per "
+            "group), 1x64 row; codes unpacked in registers; decode GEMV: the AVX2 kernel's"),
       entry(F::lowbit_gemm, "avx2_2x64", Isa::avx2, kAvx2Base, 64, kLowbitAvx2, V::native,
             "2x32 (x2) vpmaddubsw tile (exact: one operand <= 15), codes unpacked in registers"),
       entry(F::lowbit_gemm, "neon_dotprod_4x64", Isa::neon, kNeonBase, 64, kLowbitNeon, V::qemu,

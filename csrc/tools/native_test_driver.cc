@@ -13,6 +13,7 @@
 #include "core/kernel_table.h"
 #include "core/macros.h"
 #include "int8_gemm/int8_gemm.h"
+#include "lowbit_gemm/lowbit_gemm.h"
 #include "tools/test_registry.h"
 
 namespace pq {
@@ -22,9 +23,13 @@ void int8_compute_vnni256_emulated(const Int8GemmProblem& p, size_t m0, size_t m
                                    size_t p1);
 void int8_compute_wide_vnni256_emulated(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
                                         size_t p1);
+// csrc/tools/lowbit_vnni256_emu_avx2.cc: the ymm VNNI low-bit kernel, vpdpbusd emulated
+PQ_LB256_DECLARE(vnni256_emulated)
 #endif
 // csrc/tools/int8_wide_native_test.cc: compute_wide of the active int8 kernel vs an oracle
 void int8_wide_sweep(Isa isa, TestCounter& t);
+// csrc/tools/lowbit_native_test.cc: lowbit_gemm of the active kernel vs an oracle and scalar
+void lowbit_sweep(Isa isa, TestCounter& t);
 namespace {
 
 std::mt19937_64 rng(20261121);
@@ -100,15 +105,34 @@ const KernelEntry kVnni256EmulatedEntry{
     KernelFamily::int8_gemm, "vnni256_emulated_avx2", Isa::avx2, kAvx2Base, 6, 16,
     Verified::native, "test only: the ymm VNNI kernel source, vpdpbusd emulated in AVX2", true,
     &kVnni256Emulated};
+const LowbitGemmKernels kLowbitVnni256Emulated{
+    6, lowbit_tile4_vnni256_emulated, lowbit_tile2_vnni256_emulated, lowbit_epilogue_avx2,
+    nullptr, nullptr, lowbit_gemv_grouped_panel4_avx2, lowbit_gemv_grouped_panel2_avx2,
+    lowbit_tile_grouped4_vnni256_emulated, lowbit_tile_grouped2_vnni256_emulated};
+const KernelEntry kLowbitVnni256EmulatedEntry{
+    KernelFamily::lowbit_gemm, "vnni256_emulated_avx2", Isa::avx2, kAvx2Base, 6, 16,
+    Verified::native, "test only: the ymm VNNI low-bit kernel source, vpdpbusd emulated in AVX2",
+    true, &kLowbitVnni256Emulated};
 #endif
 
 // Kernels built only into this driver (not dispatched): sources whose real instruction this CPU
 // or qemu cannot run, with that instruction emulated.
 std::vector<const KernelEntry*> test_only_kernels() {
 #if defined(PQ_HAVE_X86)
-  if ((cpu_features().mask & kAvx2Base) == kAvx2Base) return {&kVnni256EmulatedEntry};
+  if ((cpu_features().mask & kAvx2Base) == kAvx2Base)
+    return {&kVnni256EmulatedEntry, &kLowbitVnni256EmulatedEntry};
 #endif
   return {};
+}
+
+// The per-kernel checks of a family whose every kernel is forced in turn.
+void sweep_forced(KernelFamily family, Isa tier, TestCounter& t) {
+  if (family == KernelFamily::int8_gemm) {
+    int8_sweep(tier, t, {1, 2, 3, 5, 6, 7, 8, 9, 13, 16, 17});
+    int8_wide_sweep(tier, t);
+  } else {
+    lowbit_sweep(tier, t);
+  }
 }
 
 PQ_REGISTER_NATIVE_TEST(bitpack, test_bitpack);
@@ -139,29 +163,30 @@ int main(int argc, char** argv) {
       total.failed += t.failed;
     }
   }
-  // Every int8 kernel of the table this CPU runs (not only each tier's best), forced in turn,
-  // plus test-only builds; M covers every tile edge (MR 3, 4, 6, 8).
-  std::vector<const KernelEntry*> int8_kernels;
-  for (const KernelEntry& e : kernel_table())
-    if (e.family == KernelFamily::int8_gemm && e.built &&
-        (cpu_features().mask & e.features) == e.features)
-      int8_kernels.push_back(&e);
-  for (const KernelEntry* e : test_only_kernels()) int8_kernels.push_back(e);
-  for (const KernelEntry& e : kernel_table())
-    if (e.family == KernelFamily::int8_gemm && e.built &&
-        (cpu_features().mask & e.features) != e.features)
-      std::printf("kernel   %-24s skipped (this CPU lacks its features)\n", e.name);
-  for (const KernelEntry* e : int8_kernels) {
-    if (argc > 1 && !tier_within(e->tier, isas.front())) continue;
-    TestCounter t;
-    t.prefix = std::string("kernel int8_gemm/") + e->name + ": ";
-    force_kernel(KernelFamily::int8_gemm, e);
-    int8_sweep(e->tier, t, {1, 2, 3, 5, 6, 7, 8, 9, 13, 16, 17});
-    int8_wide_sweep(e->tier, t);
-    force_kernel(KernelFamily::int8_gemm, nullptr);
-    std::printf("kernel   %-24s %zu passed, %zu failed\n", e->name, t.passed, t.failed);
-    total.passed += t.passed;
-    total.failed += t.failed;
+  // Every int8 and lowbit kernel of the table this CPU runs (not only each tier's best), forced
+  // in turn, plus test-only builds; M covers every tile edge (MR 2, 3, 4, 6, 8).
+  for (KernelFamily family : {KernelFamily::int8_gemm, KernelFamily::lowbit_gemm}) {
+    std::vector<const KernelEntry*> kernels;
+    for (const KernelEntry& e : kernel_table())
+      if (e.family == family && e.built && (cpu_features().mask & e.features) == e.features)
+        kernels.push_back(&e);
+    for (const KernelEntry* e : test_only_kernels())
+      if (e->family == family) kernels.push_back(e);
+    for (const KernelEntry& e : kernel_table())
+      if (e.family == family && e.built && (cpu_features().mask & e.features) != e.features)
+        std::printf("kernel   %-34s skipped (this CPU lacks its features)\n", e.name);
+    for (const KernelEntry* e : kernels) {
+      if (argc > 1 && !tier_within(e->tier, isas.front())) continue;
+      TestCounter t;
+      const std::string name = std::string(family_name(family)) + "/" + e->name;
+      t.prefix = "kernel " + name + ": ";
+      force_kernel(family, e);
+      sweep_forced(family, e->tier, t);
+      force_kernel(family, nullptr);
+      std::printf("kernel   %-34s %zu passed, %zu failed\n", name.c_str(), t.passed, t.failed);
+      total.passed += t.passed;
+      total.failed += t.failed;
+    }
   }
   std::printf("%zu passed, %zu failed\n", total.passed, total.failed);
   return total.failed == 0 ? 0 : 1;
