@@ -94,6 +94,8 @@ def _flag_features(flags: list[str]) -> set[str]:
     for flag in flags:
         if flag.startswith("-march=armv8"):
             out |= {"neon"} | {"neon_" + ext for ext in flag.split("+")[1:]}
+        elif flag in ("-mamx-tile", "-mamx-int8"):
+            out.add("amx_int8")  # one feature: both extensions, the OS state and its grant
         elif flag.startswith("-m"):
             out.add(flag[2:])
     return out

@@ -5,6 +5,10 @@
 
 #if defined(PQ_HAVE_X86)
 #include <cpuid.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #endif
 #if defined(PQ_HAVE_NEON) && defined(__linux__)
 #include <sys/auxv.h>
@@ -28,6 +32,17 @@ unsigned long long read_xcr0() {
   unsigned int eax, edx;
   __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
   return (static_cast<unsigned long long>(edx) << 32) | eax;
+}
+
+// AMX tile data is a dynamically enabled state on Linux (5.16+): a process must ask for it once
+// before its first tile instruction, or that instruction faults. The grant covers every thread.
+bool request_amx_state() {
+#if defined(__linux__) && defined(SYS_arch_prctl)
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
 }
 
 CpuFeatures detect() {
@@ -70,6 +85,10 @@ CpuFeatures detect() {
     set(Feature::avx512vnni, (c & (1u << 11)) && z);
     set(Feature::avx512bitalg, (c & (1u << 12)) && z);
     set(Feature::avx512vpopcntdq, (c & (1u << 14)) && z);
+    // AMX-TILE and AMX-INT8, the OS saving XTILECFG + XTILEDATA (XCR0 bits 17, 18), granted
+    const bool amx = (d & (1u << 24)) && (d & (1u << 25)) && osxsave && avx &&
+                     (read_xcr0() & 0x60000) == 0x60000;
+    set(Feature::amx_int8, amx && z && request_amx_state());
     if (max_subleaf >= 1) {
       __cpuid_count(7, 1, a, b, c, d);
       set(Feature::avxvnni, (a & (1u << 4)) && y);  // VEX vpdpbusd (Alder Lake, Zen 5)

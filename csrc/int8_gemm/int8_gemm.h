@@ -94,6 +94,8 @@ void int8_wide_rows_tiled_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, s
 void int8_compute_avx512(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
 void int8_compute_wide_avx512(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
                               size_t p1);
+// AMX tiles (int8_gemm_avx512amx.cc); row ranges below kAmxMinRows run int8_compute_avx512
+void int8_compute_amx(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
 // the ymm VNNI kernel (int8_gemm_vnni256.inc): VEX (AVX-VNNI) and EVEX (AVX-512 VNNI + VL) builds
 void int8_compute_avxvnni(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
 void int8_compute_vnni256_avx512(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,

@@ -1,0 +1,158 @@
+// AMX int8 path (Intel Sapphire Rapids and later Xeons): tdpbusd on tiles, u8 activations x s8
+// weights -> int32, exact like every path. On such a CPU PyTorch's int8 and bf16 matmuls run
+// on AMX (torch._int_mm about 1900 GOP/s at 256x4096x4096, one core), 2.5x the zmm VNNI tile.
+//
+// The shared panels ([K/4][64 columns][4 k] int8) are already AMX's B layout: 16 k-groups x 16
+// columns is a 16-row x 64-byte tile at panel + g * 256 + q * 64 with a 256-byte stride, so the
+// weights load in place. A tile = 16 activation rows x 64 k (stride lda), C tile = 16 rows x 16
+// int32 columns. Register plan (8 tiles): C 2 row tiles x 2 column tiles (32 rows x 32 columns:
+// each loaded A and B tile used twice), A 2, B 2; a panel runs as two 32-column halves.
+// Tails use small zeroed staging tiles, so nothing is read past the caller's rows or panels:
+// rows past m1 (fewer than 16 in a row tile) and the K tail (k-groups past the last whole 64 k)
+// are copied into 16 x 64-byte buffers, zero elsewhere (zero x anything adds nothing).
+// Outputs go through a 16 x 16 int32 buffer: only valid rows and columns are written, with the
+// column bias added.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "core/macros.h"
+#include "int8_gemm/int8_gemm.h"
+
+namespace pq {
+namespace {
+
+constexpr size_t kTileRows = 16;
+constexpr size_t kTileBytes = 64;        // bytes per tile row (64 k of A, 16 columns x 4 k of B)
+constexpr size_t kStepGroups = 16;       // k-groups per tile step (64 k)
+constexpr size_t kPanelStride = kInt8PanelCols * kInt8GroupK;  // bytes per panel k-group
+constexpr size_t kAmxMinRows = 16;
+
+// The tile configuration (palette 1): tiles 0-3 C (16 x 64 bytes of int32), 4-5 A, 6-7 B.
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+void configure_tiles() {
+  TileConfig cfg;
+  for (int t = 0; t < 8; ++t) {
+    cfg.colsb[t] = kTileBytes;
+    cfg.rows[t] = kTileRows;
+  }
+  _tile_loadconfig(&cfg);
+}
+
+// A tile of rows [r0, r0 + rows) x k bytes [k0, k0 + bytes) of a, zero elsewhere.
+void stage_a(const uint8_t* a, size_t lda, size_t r0, size_t rows, size_t k0, size_t bytes,
+             uint8_t* buf) {
+  std::memset(buf, 0, kTileRows * kTileBytes);
+  for (size_t r = 0; r < rows; ++r) std::memcpy(buf + r * kTileBytes, a + (r0 + r) * lda + k0, bytes);
+}
+
+// One 32-row x 32-column block (rows [m0, m0 + rows), rows <= 32; column tiles q0, q0 + 1 of
+// the panel at b) over all k-groups, written to c with the column bias.
+void block_32x32(const Int8GemmProblem& p, const uint8_t* a, size_t m0, size_t rows,
+                 const int8_t* b, size_t col0, size_t q0) {
+  const size_t lda = p.lda, groups = p.k_groups;
+  const size_t full_steps = groups / kStepGroups, tail = groups % kStepGroups;
+  const bool two_rows = rows > kTileRows;
+  const size_t rows1 = two_rows ? rows - kTileRows : 0;
+  const bool direct0 = rows >= kTileRows, direct1 = rows1 == kTileRows;
+  alignas(64) uint8_t a_buf[2][kTileRows * kTileBytes];
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  for (size_t s = 0; s < full_steps; ++s) {
+    const size_t k0 = s * kStepGroups * kInt8GroupK;
+    const int8_t* bs = b + s * kStepGroups * kPanelStride + q0 * kTileBytes;
+    if (direct0) {
+      _tile_loadd(4, a + m0 * lda + k0, lda);
+    } else {
+      stage_a(a, lda, m0, rows, k0, kTileBytes, a_buf[0]);
+      _tile_loadd(4, a_buf[0], kTileBytes);
+    }
+    _tile_loadd(6, bs, kPanelStride);
+    _tile_loadd(7, bs + kTileBytes, kPanelStride);
+    _tile_dpbusd(0, 4, 6);
+    _tile_dpbusd(1, 4, 7);
+    if (two_rows) {
+      if (direct1) {
+        _tile_loadd(5, a + (m0 + kTileRows) * lda + k0, lda);
+      } else {
+        stage_a(a, lda, m0 + kTileRows, rows1, k0, kTileBytes, a_buf[1]);
+        _tile_loadd(5, a_buf[1], kTileBytes);
+      }
+      _tile_dpbusd(2, 5, 6);
+      _tile_dpbusd(3, 5, 7);
+    }
+  }
+  if (tail) {  // the last k-groups: A and B staged, zero past the tail
+    const size_t k0 = full_steps * kStepGroups * kInt8GroupK, bytes = tail * kInt8GroupK;
+    alignas(64) int8_t b_buf[2][kTileRows * kTileBytes] = {};
+    const int8_t* bs = b + full_steps * kStepGroups * kPanelStride + q0 * kTileBytes;
+    for (size_t g = 0; g < tail; ++g)
+      for (size_t j = 0; j < 2; ++j)
+        std::memcpy(b_buf[j] + g * kTileBytes, bs + g * kPanelStride + j * kTileBytes, kTileBytes);
+    stage_a(a, lda, m0, two_rows ? kTileRows : rows, k0, bytes, a_buf[0]);
+    _tile_loadd(4, a_buf[0], kTileBytes);
+    _tile_loadd(6, b_buf[0], kTileBytes);
+    _tile_loadd(7, b_buf[1], kTileBytes);
+    _tile_dpbusd(0, 4, 6);
+    _tile_dpbusd(1, 4, 7);
+    if (two_rows) {
+      stage_a(a, lda, m0 + kTileRows, rows1, k0, bytes, a_buf[1]);
+      _tile_loadd(5, a_buf[1], kTileBytes);
+      _tile_dpbusd(2, 5, 6);
+      _tile_dpbusd(3, 5, 7);
+    }
+  }
+  // out: valid rows x valid columns, + column bias
+  alignas(64) int32_t out[kTileRows * kTileRows];
+  for (size_t t = 0; t < (two_rows ? 4u : 2u); ++t) {
+    switch (t) {
+      case 0: _tile_stored(0, out, kTileBytes); break;
+      case 1: _tile_stored(1, out, kTileBytes); break;
+      case 2: _tile_stored(2, out, kTileBytes); break;
+      default: _tile_stored(3, out, kTileBytes); break;
+    }
+    const size_t rt = t / 2, ct = t % 2;
+    const size_t r_count = rt == 0 ? (rows < kTileRows ? rows : kTileRows) : rows1;
+    const size_t col = col0 + (q0 + ct) * kTileRows;
+    if (col >= p.n) continue;
+    const size_t nc = p.n - col < kTileRows ? p.n - col : kTileRows;
+    const __mmask16 mask = static_cast<__mmask16>((1u << nc) - 1);
+    const __m512i bias = p.col_bias ? _mm512_maskz_loadu_epi32(mask, p.col_bias + col)
+                                    : _mm512_setzero_si512();
+    for (size_t r = 0; r < r_count; ++r) {
+      const __m512i v = _mm512_add_epi32(_mm512_load_si512(out + r * kTileRows), bias);
+      _mm512_mask_storeu_epi32(p.c + (m0 + rt * kTileRows + r) * p.ldc + col, mask, v);
+    }
+  }
+}
+
+}  // namespace
+
+void int8_compute_amx(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
+  // a tile is 16 rows: fewer would waste most of each tdpbusd (and decode is bandwidth-bound)
+  if (m1 - m0 < kAmxMinRows) return int8_compute_avx512(p, m0, m1, p0, p1);
+  const uint8_t* a = static_cast<const uint8_t*>(p.a);
+  configure_tiles();
+  for (size_t panel = p0; panel < p1; ++panel) {
+    const int8_t* b = p.panels + panel * p.k_groups * kPanelStride;
+    const size_t col0 = panel * kInt8PanelCols;
+    for (size_t m = m0; m < m1; m += 2 * kTileRows) {
+      const size_t rows = m1 - m < 2 * kTileRows ? m1 - m : 2 * kTileRows;
+      for (size_t q0 = 0; q0 < 4; q0 += 2) {
+        if (col0 + q0 * kTileRows >= p.n) break;  // a padding half
+        block_32x32(p, a, m, rows, b, col0, q0);
+      }
+    }
+  }
+  _tile_release();
+}
+
+}  // namespace pq
