@@ -264,6 +264,10 @@ def force(request):
 INT8_SHAPES = [(m, n, k) for m in (1, 2, 3, 5, 6, 7, 8, 9, 13, 17)
                for n, k in ((1, 1), (17, 3), (64, 64), (65, 1025), (130, 7))]
 INT8_SHAPES += [(9, 200, 4096), (17, 130, 2100)]
+# AMX: 16-row tiles (M = 16, 31-33, 48), K tails past whole 64-k steps and across its 512-k
+# blocks, and M split into row chunks that fit L2 (M = 150 at K = 8200)
+INT8_SHAPES += [(16, 64, 64), (31, 65, 1025), (32, 17, 576), (33, 130, 2100), (48, 100, 4096),
+                (150, 70, 8200)]
 
 
 @pytest.mark.parametrize("entry", [_entry_param(e) for e in TABLE if e["family"] == "int8_gemm"])

@@ -81,6 +81,10 @@ struct Int8GemmKernels {
   // faster from 8 rows, in cache and from DRAM; at 4-6 rows slower from DRAM), so callers holding
   // 8-bit rows write them in the wide format even without negative values; 0: never.
   size_t wide_faster_from_rows = 0;
+  // Nonzero: the most activation bytes (rows x K_pad) one task's rows should span, for tiles so
+  // fast that re-reading all of A per panel from L3 would bound them (AMX): the driver splits M
+  // into chunks that fit and runs every panel of a chunk before the next chunk.
+  size_t a_chunk_bytes = 0;
 };
 const Int8GemmKernels& int8_gemm_kernels(Isa isa);
 

@@ -15,6 +15,7 @@
 #include <immintrin.h>
 
 #include <cstring>
+#include <vector>
 
 #include "core/macros.h"
 #include "int8_gemm/int8_gemm.h"
@@ -27,6 +28,7 @@ constexpr size_t kTileBytes = 64;        // bytes per tile row (64 k of A, 16 co
 constexpr size_t kStepGroups = 16;       // k-groups per tile step (64 k)
 constexpr size_t kPanelStride = kInt8PanelCols * kInt8GroupK;  // bytes per panel k-group
 constexpr size_t kAmxMinRows = 16;
+constexpr size_t kBlockSteps = 8;  // tile steps (64 k) per K block: 512 k
 
 // The tile configuration (palette 1): tiles 0-3 C (16 x 64 bytes of int32), 4-5 A, 6-7 B.
 struct alignas(64) TileConfig {
@@ -52,21 +54,17 @@ void stage_a(const uint8_t* a, size_t lda, size_t r0, size_t rows, size_t k0, si
   for (size_t r = 0; r < rows; ++r) std::memcpy(buf + r * kTileBytes, a + (r0 + r) * lda + k0, bytes);
 }
 
-// One 32-row x 32-column block (rows [m0, m0 + rows), rows <= 32; column tiles q0, q0 + 1 of
-// the panel at b) over all k-groups, written to c with the column bias.
-void block_32x32(const Int8GemmProblem& p, const uint8_t* a, size_t m0, size_t rows,
-                 const int8_t* b, size_t col0, size_t q0) {
-  const size_t lda = p.lda, groups = p.k_groups;
-  const size_t full_steps = groups / kStepGroups, tail = groups % kStepGroups;
+// C tiles 0-3 (row tile r, column tile j at 2r + j) += rows [m0, m0 + rows) (rows <= 32) x
+// the column tiles q0, q0 + 1 of the panel at b, over tile steps [s0, s1) (64 k each) and, when
+// `tail`, the k-groups past the last whole step.
+void accumulate_32x32(const Int8GemmProblem& p, const uint8_t* a, size_t m0, size_t rows,
+                      const int8_t* b, size_t q0, size_t s0, size_t s1, bool tail) {
+  const size_t lda = p.lda;
   const bool two_rows = rows > kTileRows;
   const size_t rows1 = two_rows ? rows - kTileRows : 0;
   const bool direct0 = rows >= kTileRows, direct1 = rows1 == kTileRows;
   alignas(64) uint8_t a_buf[2][kTileRows * kTileBytes];
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
-  for (size_t s = 0; s < full_steps; ++s) {
+  for (size_t s = s0; s < s1; ++s) {
     const size_t k0 = s * kStepGroups * kInt8GroupK;
     const int8_t* bs = b + s * kStepGroups * kPanelStride + q0 * kTileBytes;
     if (direct0) {
@@ -90,11 +88,13 @@ void block_32x32(const Int8GemmProblem& p, const uint8_t* a, size_t m0, size_t r
       _tile_dpbusd(3, 5, 7);
     }
   }
-  if (tail) {  // the last k-groups: A and B staged, zero past the tail
-    const size_t k0 = full_steps * kStepGroups * kInt8GroupK, bytes = tail * kInt8GroupK;
+  const size_t groups_tail = p.k_groups % kStepGroups;
+  if (tail && groups_tail) {  // the last k-groups: A and B staged, zero past the tail
+    const size_t full = p.k_groups / kStepGroups;
+    const size_t k0 = full * kStepGroups * kInt8GroupK, bytes = groups_tail * kInt8GroupK;
     alignas(64) int8_t b_buf[2][kTileRows * kTileBytes] = {};
-    const int8_t* bs = b + full_steps * kStepGroups * kPanelStride + q0 * kTileBytes;
-    for (size_t g = 0; g < tail; ++g)
+    const int8_t* bs = b + full * kStepGroups * kPanelStride + q0 * kTileBytes;
+    for (size_t g = 0; g < groups_tail; ++g)
       for (size_t j = 0; j < 2; ++j)
         std::memcpy(b_buf[j] + g * kTileBytes, bs + g * kPanelStride + j * kTileBytes, kTileBytes);
     stage_a(a, lda, m0, two_rows ? kTileRows : rows, k0, bytes, a_buf[0]);
@@ -110,18 +110,35 @@ void block_32x32(const Int8GemmProblem& p, const uint8_t* a, size_t m0, size_t r
       _tile_dpbusd(3, 5, 7);
     }
   }
-  // out: valid rows x valid columns, + column bias
+}
+
+// C tile t (0-3) to or from 1 KiB at buf (tile numbers are immediates).
+void store_c(size_t t, int32_t* buf) {
+  switch (t) {
+    case 0: _tile_stored(0, buf, kTileBytes); break;
+    case 1: _tile_stored(1, buf, kTileBytes); break;
+    case 2: _tile_stored(2, buf, kTileBytes); break;
+    default: _tile_stored(3, buf, kTileBytes); break;
+  }
+}
+void load_c(size_t t, const int32_t* buf) {
+  switch (t) {
+    case 0: _tile_loadd(0, buf, kTileBytes); break;
+    case 1: _tile_loadd(1, buf, kTileBytes); break;
+    case 2: _tile_loadd(2, buf, kTileBytes); break;
+    default: _tile_loadd(3, buf, kTileBytes); break;
+  }
+}
+
+// The finished C tiles of a 32 x 32 block: valid rows x valid columns to p.c, + column bias.
+void write_32x32(const Int8GemmProblem& p, size_t m0, size_t rows, size_t col0) {
   alignas(64) int32_t out[kTileRows * kTileRows];
-  for (size_t t = 0; t < (two_rows ? 4u : 2u); ++t) {
-    switch (t) {
-      case 0: _tile_stored(0, out, kTileBytes); break;
-      case 1: _tile_stored(1, out, kTileBytes); break;
-      case 2: _tile_stored(2, out, kTileBytes); break;
-      default: _tile_stored(3, out, kTileBytes); break;
-    }
+  const size_t n_tiles = rows > kTileRows ? 4 : 2;
+  for (size_t t = 0; t < n_tiles; ++t) {
+    store_c(t, out);
     const size_t rt = t / 2, ct = t % 2;
-    const size_t r_count = rt == 0 ? (rows < kTileRows ? rows : kTileRows) : rows1;
-    const size_t col = col0 + (q0 + ct) * kTileRows;
+    const size_t r_count = rt == 0 ? (rows < kTileRows ? rows : kTileRows) : rows - kTileRows;
+    const size_t col = col0 + ct * kTileRows;
     if (col >= p.n) continue;
     const size_t nc = p.n - col < kTileRows ? p.n - col : kTileRows;
     const __mmask16 mask = static_cast<__mmask16>((1u << nc) - 1);
@@ -140,16 +157,48 @@ void int8_compute_amx(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
   // a tile is 16 rows: fewer would waste most of each tdpbusd (and decode is bandwidth-bound)
   if (m1 - m0 < kAmxMinRows) return int8_compute_avx512(p, m0, m1, p0, p1);
   const uint8_t* a = static_cast<const uint8_t*>(p.a);
+  const size_t steps = p.k_groups / kStepGroups;
+  const size_t blocks = div_round_up(m1 - m0, 2 * kTileRows);
+  // K blocks of kBlockSteps: a 32-column half's weights (16 KiB) stay in L1 across the row
+  // blocks, whose partial C tiles wait in `partial` (4 KiB per block and half) between K blocks
+  thread_local std::vector<int32_t> partial;
+  const bool blocked = steps > kBlockSteps;
+  if (blocked && partial.size() < blocks * 2 * 4 * kTileRows * kTileRows)
+    partial.resize(blocks * 2 * 4 * kTileRows * kTileRows);
   configure_tiles();
   for (size_t panel = p0; panel < p1; ++panel) {
     const int8_t* b = p.panels + panel * p.k_groups * kPanelStride;
     const size_t col0 = panel * kInt8PanelCols;
-    for (size_t m = m0; m < m1; m += 2 * kTileRows) {
-      const size_t rows = m1 - m < 2 * kTileRows ? m1 - m : 2 * kTileRows;
-      for (size_t q0 = 0; q0 < 4; q0 += 2) {
-        if (col0 + q0 * kTileRows >= p.n) break;  // a padding half
-        block_32x32(p, a, m, rows, b, col0, q0);
-      }
+    const size_t halves = col0 + 2 * kTileRows >= p.n ? 1 : 2;  // the second half all padding
+    for (size_t s0 = 0; s0 < steps || s0 == 0; s0 += kBlockSteps) {
+      const size_t s1 = steps - s0 < kBlockSteps ? steps : s0 + kBlockSteps;
+      const bool first = s0 == 0, last = s1 == steps;
+      for (size_t h = 0; h < halves; ++h)
+        for (size_t blk = 0; blk < blocks; ++blk) {
+          const size_t m = m0 + blk * 2 * kTileRows;
+          const size_t rows = m1 - m < 2 * kTileRows ? m1 - m : 2 * kTileRows;
+          int32_t* saved = blocked ? partial.data() + (blk * 2 + h) * 4 * kTileRows * kTileRows
+                                   : nullptr;
+          for (size_t t = 0; t < 4; ++t) {
+            if (first) {
+              switch (t) {
+                case 0: _tile_zero(0); break;
+                case 1: _tile_zero(1); break;
+                case 2: _tile_zero(2); break;
+                default: _tile_zero(3); break;
+              }
+            } else {
+              load_c(t, saved + t * kTileRows * kTileRows);
+            }
+          }
+          accumulate_32x32(p, a, m, rows, b, 2 * h, s0, s1, last);
+          if (last) {
+            write_32x32(p, m, rows, col0 + 2 * h * kTileRows);
+          } else {
+            for (size_t t = 0; t < 4; ++t) store_c(t, saved + t * kTileRows * kTileRows);
+          }
+        }
+      if (last) break;
     }
   }
   _tile_release();

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -129,6 +130,15 @@ void int8_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda_in, bool a_s
   const size_t max_m_chunks = div_round_up(m, kern.mr);
   if (m_chunks > max_m_chunks) m_chunks = max_m_chunks;
   const size_t tiles_m = div_round_up(m, kern.mr);
+  bool chunk_major = false;  // tasks ordered chunk by chunk (each chunk's rows stay in L2)
+  if (kern.a_chunk_bytes) {
+    const size_t fit_tiles = std::max<size_t>(1, kern.a_chunk_bytes / (k_pad * kern.mr));
+    const size_t need = div_round_up(tiles_m, fit_tiles);
+    if (need > m_chunks) {
+      m_chunks = need;
+      chunk_major = true;
+    }
+  }
   Int8ComputeFn compute = kern.compute;
   if (use_wide_rows(kern, prob, m, k_pad, m / m_chunks)) {
     // 8-bit rows on a path whose u8 tile takes them by a split route at about half speed: its
@@ -152,7 +162,8 @@ void int8_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda_in, bool a_s
     compute = kern.compute_wide;
   }
   parallel_for(n_panels * m_chunks, threads, [&](size_t t) {
-    const size_t panel = t / m_chunks, mc = t % m_chunks;
+    const size_t panel = chunk_major ? t % n_panels : t / m_chunks;
+    const size_t mc = chunk_major ? t / n_panels : t % m_chunks;
     const size_t m0 = tiles_m * mc / m_chunks * kern.mr;
     const size_t m1 = tiles_m * (mc + 1) / m_chunks * kern.mr;
     const size_t m_end = m1 < m ? m1 : m;

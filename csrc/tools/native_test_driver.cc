@@ -64,6 +64,7 @@ void int8_sweep(Isa isa, TestCounter& t, const std::vector<size_t>& m_values) {
   shapes.push_back({9, 200, 4096});
   shapes.push_back({17, 130, 2100});  // K blocks of 256 groups (ymm VNNI, NEON) + a tail of 13
   shapes.push_back({7, 70, 8200});    // K blocks of 1024 groups + a tail of 2
+  shapes.push_back({150, 70, 8200});  // AMX: rows split into chunks that fit L2
   for (const Shape& s : shapes)
     for (bool a_signed : {false, true})
       for (int extreme = 0; extreme < 2; ++extreme) {
@@ -128,7 +129,7 @@ std::vector<const KernelEntry*> test_only_kernels() {
 // The per-kernel checks of a family whose every kernel is forced in turn.
 void sweep_forced(KernelFamily family, Isa tier, TestCounter& t) {
   if (family == KernelFamily::int8_gemm) {
-    int8_sweep(tier, t, {1, 2, 3, 5, 6, 7, 8, 9, 13, 16, 17});
+    int8_sweep(tier, t, {1, 2, 3, 5, 6, 7, 8, 9, 13, 16, 17, 31, 33, 48});
     int8_wide_sweep(tier, t);
   } else {
     lowbit_sweep(tier, t);
