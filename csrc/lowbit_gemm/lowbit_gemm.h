@@ -75,7 +75,7 @@ using LowbitTileGroupedFn = void (*)(const uint8_t* a, size_t lda, size_t mr, co
                                      size_t n_groups, const float* sc, float* out);
 
 struct LowbitGemmKernels {
-  size_t mr;  // rows per tile call (at most 8)
+  size_t mr;  // rows per tile call (at most 32)
   LowbitTileFn tile4, tile2;
   LowbitEpilogueFn group_epilogue;
   LowbitGemvGroupedFn gemv_grouped4, gemv_grouped2;  // nullptr: tile + epilogue per group
@@ -122,6 +122,8 @@ void lowbit_tile_grouped2_avx512(const uint8_t*, size_t, size_t, const uint8_t*,
                                      size_t, const uint32_t*, size_t, const float*, float*);     \
   void lowbit_tile_grouped2_##suffix(const uint8_t*, size_t, size_t, const uint8_t*, size_t,     \
                                      size_t, const uint32_t*, size_t, const float*, float*);
+// AMX (lowbit_gemm_avx512amx.cc): grouped tile for 16+ rows; raw tiles 6 rows at a time (AVX-512)
+PQ_LB256_DECLARE(amx)
 PQ_LB256_DECLARE(avxvnni)
 PQ_LB256_DECLARE(vnni256_avx512)
 void lowbit_tile4_avx2(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
