@@ -25,7 +25,8 @@ EPS = np.finfo(np.float32).eps
 SHAPES = [(1, 96, 70), (1, 260, 200), (3, 130, 67), (17, 256, 130), (6, 1000, 70),  # multi-chunk groups, K tail
           (10, 70, 136), (2, 64, 40),  # row tiles of 4 and 2 after a full 6 (AVX-512 MR)
           (7, 70, 1100),  # AVX2 9-bit rows: a 4-row and a 3-row int16 tile, two K blocks
-          (9, 33, 27)]  # K < 32: a row that is all tail (an RGB stem conv's 3x3x3)
+          (9, 33, 27),  # K < 32: a row that is all tail (an RGB stem conv's 3x3x3)
+          (40, 1030, 70)]  # AMX: a 32-row block + 8 rows, a K tail inside the last group
 
 
 # ---------------------------------------------------------------- lossless weights
