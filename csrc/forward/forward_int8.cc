@@ -38,13 +38,16 @@ void forward_int8(const float* x, size_t m, size_t k, const int8_t* panels,
   if (m == 0 || n == 0) return;
   // rows written with K zero-padded to the kernel's k group: the GEMM reads them in place
   // (K = 27 or 30 otherwise took a copy of every row into a fresh buffer)
-  const size_t ldq = round_up(k, kInt8GroupK);
+  // (rows 64-byte aligned: AMX tile rows that straddle cache lines run at half speed, and the
+  // GEMM would copy misaligned rows first)
+  const size_t k_pad = round_up(k, kInt8GroupK);
+  const size_t ldq = round_up(k_pad, 64);
   uint8_t* q = static_cast<uint8_t*>(thread_scratch(m * ldq, 0));
   float* sa = static_cast<float*>(thread_scratch(2 * m * sizeof(float), 1));
   float* ro = sa + m;
   quantize_asym_u8_rows(x, m, k, ldq, act, q, sa, ro, threads, isa);
   const Epilogue ep{sa, ro, false, w_scale, w_off, bias};
-  int8_gemm_run(q, m, ldq, ldq, false, panels, col_sums, n, reinterpret_cast<int32_t*>(y),
+  int8_gemm_run(q, m, k_pad, ldq, false, panels, col_sums, n, reinterpret_cast<int32_t*>(y),
                 threads, isa, &ep);
 }
 

@@ -15,9 +15,10 @@ void forward_lowbit(const float* x, size_t m, size_t k, const uint8_t* panels, s
                     size_t group_size, const float* panel_scales, const float* w_off,
                     const float* bias, ActRange act, float* y, int threads, Isa isa) {
   if (m == 0 || n == 0) return;
-  // rows a multiple of 1 KiB apart share a few L1 sets: AMX tiles load 16 rows at once
-  const size_t k_pad = round_up(k, kLowbitGroupK);
-  const size_t lda = k_pad % 1024 == 0 ? k_pad + 64 : k_pad;
+  // rows 64-byte aligned (AMX tile rows that straddle cache lines run at half speed) and not a
+  // multiple of 1 KiB apart (such rows share a few L1 sets, and an AMX tile loads 16 at once)
+  const size_t row = round_up(round_up(k, kLowbitGroupK), 64);
+  const size_t lda = row % 1024 == 0 ? row + 64 : row;
   uint8_t* q = static_cast<uint8_t*>(thread_scratch(m * lda, 0));
   float* sa = static_cast<float*>(thread_scratch(2 * m * sizeof(float), 1));
   float* ro = sa + m;

@@ -85,6 +85,9 @@ struct Int8GemmKernels {
   // fast that re-reading all of A per panel from L3 would bound them (AMX): the driver splits M
   // into chunks that fit and runs every panel of a chunk before the next chunk.
   size_t a_chunk_bytes = 0;
+  // Nonzero: activation rows must start on this byte boundary (AMX tile rows that straddle cache
+  // lines ran at half speed): the driver copies A into aligned rows otherwise.
+  size_t a_row_align = 0;
 };
 const Int8GemmKernels& int8_gemm_kernels(Isa isa);
 

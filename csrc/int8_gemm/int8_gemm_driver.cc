@@ -89,23 +89,27 @@ void int8_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda_in, bool a_s
   const bool needs_flip = kern.a_format == Int8AFormat::u8 ? a_signed
                           : kern.a_format == Int8AFormat::s8 ? !a_signed
                                                              : false;
-  const bool in_place = kern.a_format != Int8AFormat::s16 && !needs_flip && k == k_pad;
+  const size_t align = kern.a_row_align;
+  const bool aligned = align == 0 || (reinterpret_cast<uintptr_t>(a) % align == 0 && lda_in % align == 0);
+  const bool in_place = kern.a_format != Int8AFormat::s16 && !needs_flip && k == k_pad && aligned;
   Int8GemmProblem prob{};
   if (in_place) {
     prob.a = a;
     prob.lda = lda_in;
   } else {
+    // row stride: K padded to the k group, and to the kernel's row alignment (zeros past K)
+    const size_t row = align ? round_up(k_pad, align) : k_pad;
     const size_t elem = kern.a_format == Int8AFormat::s16 ? 2 : 1;
     // the calling thread's reusable buffer (slot 2: the fused forwards that call this use 0-1):
     // a fresh multi-MB allocation per call costs its page faults every time (NEON's s8 rows)
-    uint8_t* a_buf = static_cast<uint8_t*>(thread_scratch(m * k_pad * elem + 64, 2));
+    uint8_t* a_buf = static_cast<uint8_t*>(thread_scratch(m * row * elem + 64, 2));
     const size_t chunks = m >= 64 && threads > 1 ? static_cast<size_t>(threads) : 1;
     parallel_for(chunks, threads, [&](size_t t) {
-      prepare_rows(a, lda_in, k, k_pad, a_signed, kern.a_format, a_buf, m * t / chunks,
+      prepare_rows(a, lda_in, k, row, a_signed, kern.a_format, a_buf, m * t / chunks,
                    m * (t + 1) / chunks);
     });
     prob.a = a_buf;
-    prob.lda = k_pad;
+    prob.lda = row;
   }
 
   // Undo the +-128 offset: sum (a ^ 0x80) w = sum a w +- 128 * colsum.
