@@ -33,7 +33,7 @@ namespace {
 const Int8GemmKernels kInt8Avx512{Int8AFormat::u8, 6, PQ_X86(int8_compute_avx512), 8,
                                   PQ_X86(int8_compute_wide_avx512), Int8WideFormat::sign_xor};
 const Int8GemmKernels kInt8Amx{Int8AFormat::u8, 32, PQ_X86(int8_compute_amx), 8,
-                               PQ_X86(int8_compute_wide_avx512), Int8WideFormat::sign_xor, 0,
+                               PQ_X86(int8_compute_wide_amx), Int8WideFormat::split_u8, 0,
                                size_t{1} << 20,  // half of a Sapphire Rapids core's L2
                                64};
 const Int8GemmKernels kInt8Vnni256Evex{Int8AFormat::u8, 6, PQ_X86(int8_compute_vnni256_avx512), 8,
@@ -145,7 +145,8 @@ std::vector<KernelEntry> build_table() {
       entry(F::int8_gemm, "amx_32x32", Isa::avx512, kVnni512 | feat::amx_int8, 32, kInt8Amx,
             V::native,
             "AMX tdpbusd: 2x2 tiles of 16 rows x 16 columns (weights loaded in place from the "
-            "panels); row ranges under 16 rows and 9-bit rows: the zmm 6x64 kernel"),
+            "panels); 9-bit rows as positive and negative parts against each weight tile; "
+            "row ranges under 16 rows: the zmm 6x64 kernel"),
       entry(F::int8_gemm, "avx512vnni_6x64", Isa::avx512, kVnni512, 64, kInt8Avx512, V::native,
             "6x64 zmm vpdpbusd register tile, K blocked; vectorized float epilogue; 9-bit "
             "rows (SPARQ's signs): the same tile with weights xor-ed by the rows' sign bytes"),

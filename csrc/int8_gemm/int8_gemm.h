@@ -61,7 +61,10 @@ using Int8ComputeFn = void (*)(const Int8GemmProblem& p, size_t m0, size_t m1, s
 //   sign_xor: a = |v| (u8) and a_low = 0xff where v < 0, else 0: C = sum_k a (w ^ a_low) +
 //             row_bias[m] with row_bias = sum of |v| over v < 0, because |v| * ~w + |v| =
 //             -|v| * w for every int8 w: one vpdpbusd and one xor per product vector (VNNI).
-enum class Int8WideFormat { offset9, sign_xor };
+//   split_u8: a = v > 0 ? v : 0 and a_low = v < 0 ? -v : 0 (both u8): C = sum_k a w - sum_k
+//             a_low w, both products from each weight tile in one pass (AMX: a shared B tile
+//             cannot be xor-ed per row).
+enum class Int8WideFormat { offset9, sign_xor, split_u8 };
 
 struct Int8GemmKernels {
   Int8AFormat a_format;
@@ -103,6 +106,7 @@ void int8_compute_wide_avx512(const Int8GemmProblem& p, size_t m0, size_t m1, si
                               size_t p1);
 // AMX tiles (int8_gemm_avx512amx.cc); row ranges below kAmxMinRows run int8_compute_avx512
 void int8_compute_amx(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
+void int8_compute_wide_amx(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
 // the ymm VNNI kernel (int8_gemm_vnni256.inc): VEX (AVX-VNNI) and EVEX (AVX-512 VNNI + VL) builds
 void int8_compute_avxvnni(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
 void int8_compute_vnni256_avx512(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,

@@ -47,41 +47,38 @@ void configure_tiles() {
   _tile_loadconfig(&cfg);
 }
 
-// A tile of rows [r0, r0 + rows) x k bytes [k0, k0 + bytes) of a, zero elsewhere.
-void stage_a(const uint8_t* a, size_t lda, size_t r0, size_t rows, size_t k0, size_t bytes,
-             uint8_t* buf) {
+// A tile of `rows` rows of a (from row 0) x k bytes [k0, k0 + bytes), zero elsewhere.
+void stage_a(const uint8_t* a, size_t lda, size_t rows, size_t k0, size_t bytes, uint8_t* buf) {
   std::memset(buf, 0, kTileRows * kTileBytes);
-  for (size_t r = 0; r < rows; ++r) std::memcpy(buf + r * kTileBytes, a + (r0 + r) * lda + k0, bytes);
+  for (size_t r = 0; r < rows; ++r) std::memcpy(buf + r * kTileBytes, a + r * lda + k0, bytes);
 }
 
-// C tiles 0-3 (row tile r, column tile j at 2r + j) += rows [m0, m0 + rows) (rows <= 32) x
-// the column tiles q0, q0 + 1 of the panel at b, over tile steps [s0, s1) (64 k each) and, when
-// `tail`, the k-groups past the last whole step.
-void accumulate_32x32(const Int8GemmProblem& p, const uint8_t* a, size_t m0, size_t rows,
-                      const int8_t* b, size_t q0, size_t s0, size_t s1, bool tail) {
+// C tiles 0-3 += two A row tiles x the column tiles q0, q0 + 1 of the panel at b: tiles 0, 1
+// from a0 (rows0 <= 16 rows), tiles 2, 3 from a1 (rows1 <= 16, 0: none), over tile steps
+// [s0, s1) (64 k each) and, when `tail`, the k-groups past the last whole step. a0/a1: the row
+// tiles' first rows (rows 16-31 of a block, or the negative parts of split 9-bit rows).
+void accumulate(const Int8GemmProblem& p, const uint8_t* a0, size_t rows0, const uint8_t* a1,
+                size_t rows1, const int8_t* b, size_t q0, size_t s0, size_t s1, bool tail) {
   const size_t lda = p.lda;
-  const bool two_rows = rows > kTileRows;
-  const size_t rows1 = two_rows ? rows - kTileRows : 0;
-  const bool direct0 = rows >= kTileRows, direct1 = rows1 == kTileRows;
   alignas(64) uint8_t a_buf[2][kTileRows * kTileBytes];
   for (size_t s = s0; s < s1; ++s) {
     const size_t k0 = s * kStepGroups * kInt8GroupK;
     const int8_t* bs = b + s * kStepGroups * kPanelStride + q0 * kTileBytes;
-    if (direct0) {
-      _tile_loadd(4, a + m0 * lda + k0, lda);
+    if (rows0 == kTileRows) {
+      _tile_loadd(4, a0 + k0, lda);
     } else {
-      stage_a(a, lda, m0, rows, k0, kTileBytes, a_buf[0]);
+      stage_a(a0, lda, rows0, k0, kTileBytes, a_buf[0]);
       _tile_loadd(4, a_buf[0], kTileBytes);
     }
     _tile_loadd(6, bs, kPanelStride);
     _tile_loadd(7, bs + kTileBytes, kPanelStride);
     _tile_dpbusd(0, 4, 6);
     _tile_dpbusd(1, 4, 7);
-    if (two_rows) {
-      if (direct1) {
-        _tile_loadd(5, a + (m0 + kTileRows) * lda + k0, lda);
+    if (rows1) {
+      if (rows1 == kTileRows) {
+        _tile_loadd(5, a1 + k0, lda);
       } else {
-        stage_a(a, lda, m0 + kTileRows, rows1, k0, kTileBytes, a_buf[1]);
+        stage_a(a1, lda, rows1, k0, kTileBytes, a_buf[1]);
         _tile_loadd(5, a_buf[1], kTileBytes);
       }
       _tile_dpbusd(2, 5, 6);
@@ -97,14 +94,14 @@ void accumulate_32x32(const Int8GemmProblem& p, const uint8_t* a, size_t m0, siz
     for (size_t g = 0; g < groups_tail; ++g)
       for (size_t j = 0; j < 2; ++j)
         std::memcpy(b_buf[j] + g * kTileBytes, bs + g * kPanelStride + j * kTileBytes, kTileBytes);
-    stage_a(a, lda, m0, two_rows ? kTileRows : rows, k0, bytes, a_buf[0]);
+    stage_a(a0, lda, rows0, k0, bytes, a_buf[0]);
     _tile_loadd(4, a_buf[0], kTileBytes);
     _tile_loadd(6, b_buf[0], kTileBytes);
     _tile_loadd(7, b_buf[1], kTileBytes);
     _tile_dpbusd(0, 4, 6);
     _tile_dpbusd(1, 4, 7);
-    if (two_rows) {
-      stage_a(a, lda, m0 + kTileRows, rows1, k0, bytes, a_buf[1]);
+    if (rows1) {
+      stage_a(a1, lda, rows1, k0, bytes, a_buf[1]);
       _tile_loadd(5, a_buf[1], kTileBytes);
       _tile_dpbusd(2, 5, 6);
       _tile_dpbusd(3, 5, 7);
@@ -129,36 +126,41 @@ void load_c(size_t t, const int32_t* buf) {
     default: _tile_loadd(3, buf, kTileBytes); break;
   }
 }
-
-// The finished C tiles of a 32 x 32 block: valid rows x valid columns to p.c, + column bias.
-void write_32x32(const Int8GemmProblem& p, size_t m0, size_t rows, size_t col0) {
-  alignas(64) int32_t out[kTileRows * kTileRows];
-  const size_t n_tiles = rows > kTileRows ? 4 : 2;
-  for (size_t t = 0; t < n_tiles; ++t) {
-    store_c(t, out);
-    const size_t rt = t / 2, ct = t % 2;
-    const size_t r_count = rt == 0 ? (rows < kTileRows ? rows : kTileRows) : rows - kTileRows;
-    const size_t col = col0 + ct * kTileRows;
-    if (col >= p.n) continue;
-    const size_t nc = p.n - col < kTileRows ? p.n - col : kTileRows;
-    const __mmask16 mask = static_cast<__mmask16>((1u << nc) - 1);
-    const __m512i bias = p.col_bias ? _mm512_maskz_loadu_epi32(mask, p.col_bias + col)
-                                    : _mm512_setzero_si512();
-    for (size_t r = 0; r < r_count; ++r) {
-      const __m512i v = _mm512_add_epi32(_mm512_load_si512(out + r * kTileRows), bias);
-      _mm512_mask_storeu_epi32(p.c + (m0 + rt * kTileRows + r) * p.ldc + col, mask, v);
-    }
+void zero_c(size_t t) {
+  switch (t) {
+    case 0: _tile_zero(0); break;
+    case 1: _tile_zero(1); break;
+    case 2: _tile_zero(2); break;
+    default: _tile_zero(3); break;
   }
 }
 
-}  // namespace
+// rows x 16 columns at col of C (only the valid columns) = tile rows (minus the matching rows
+// of `minus`: split 9-bit rows) + column bias + row bias.
+void write_tile(const Int8GemmProblem& p, const int32_t* tile, const int32_t* minus, size_t m0,
+                size_t rows, size_t col) {
+  if (col >= p.n) return;
+  const size_t nc = p.n - col < kTileRows ? p.n - col : kTileRows;
+  const __mmask16 mask = static_cast<__mmask16>((1u << nc) - 1);
+  const __m512i bias = p.col_bias ? _mm512_maskz_loadu_epi32(mask, p.col_bias + col)
+                                  : _mm512_setzero_si512();
+  for (size_t r = 0; r < rows; ++r) {
+    __m512i v = _mm512_add_epi32(_mm512_load_si512(tile + r * kTileRows), bias);
+    if (minus) v = _mm512_sub_epi32(v, _mm512_load_si512(minus + r * kTileRows));
+    if (p.row_bias) v = _mm512_add_epi32(v, _mm512_set1_epi32(p.row_bias[m0 + r]));
+    _mm512_mask_storeu_epi32(p.c + (m0 + r) * p.ldc + col, mask, v);
+  }
+}
 
-void int8_compute_amx(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
-  // a tile is 16 rows: fewer would waste most of each tdpbusd (and decode is bandwidth-bound)
-  if (m1 - m0 < kAmxMinRows) return int8_compute_avx512(p, m0, m1, p0, p1);
+// Rows [m0, m1) x panels [p0, p1). kSplit (Int8WideFormat::split_u8): 16-row blocks, tiles
+// 0-1 the positive parts (p.a), 2-3 the negative parts (p.a_low) of the same rows, C = their
+// difference; else 32-row blocks, tiles 2-3 rows 16-31.
+template <bool kSplit>
+void compute(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
   const uint8_t* a = static_cast<const uint8_t*>(p.a);
+  const size_t block_rows = kSplit ? kTileRows : 2 * kTileRows;
   const size_t steps = p.k_groups / kStepGroups;
-  const size_t blocks = div_round_up(m1 - m0, 2 * kTileRows);
+  const size_t blocks = div_round_up(m1 - m0, block_rows);
   // K blocks of kBlockSteps: a 32-column half's weights (16 KiB) stay in L1 across the row
   // blocks, whose partial C tiles wait in `partial` (4 KiB per block and half) between K blocks
   thread_local std::vector<int32_t> partial;
@@ -175,33 +177,56 @@ void int8_compute_amx(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
       const bool first = s0 == 0, last = s1 == steps;
       for (size_t h = 0; h < halves; ++h)
         for (size_t blk = 0; blk < blocks; ++blk) {
-          const size_t m = m0 + blk * 2 * kTileRows;
-          const size_t rows = m1 - m < 2 * kTileRows ? m1 - m : 2 * kTileRows;
+          const size_t m = m0 + blk * block_rows;
+          const size_t rows = m1 - m < block_rows ? m1 - m : block_rows;
+          const size_t rows0 = rows < kTileRows ? rows : kTileRows;
+          const size_t rows1 = kSplit ? rows0 : rows - rows0;
+          const uint8_t* a1 = kSplit ? p.a_low + m * p.lda : a + (m + kTileRows) * p.lda;
           int32_t* saved = blocked ? partial.data() + (blk * 2 + h) * 4 * kTileRows * kTileRows
                                    : nullptr;
           for (size_t t = 0; t < 4; ++t) {
-            if (first) {
-              switch (t) {
-                case 0: _tile_zero(0); break;
-                case 1: _tile_zero(1); break;
-                case 2: _tile_zero(2); break;
-                default: _tile_zero(3); break;
-              }
-            } else {
+            if (first)
+              zero_c(t);
+            else
               load_c(t, saved + t * kTileRows * kTileRows);
-            }
           }
-          accumulate_32x32(p, a, m, rows, b, 2 * h, s0, s1, last);
-          if (last) {
-            write_32x32(p, m, rows, col0 + 2 * h * kTileRows);
-          } else {
+          accumulate(p, a + m * p.lda, rows0, a1, rows1, b, 2 * h, s0, s1, last);
+          if (!last) {
             for (size_t t = 0; t < 4; ++t) store_c(t, saved + t * kTileRows * kTileRows);
+            continue;
+          }
+          alignas(64) int32_t out[4][kTileRows * kTileRows];
+          for (size_t t = 0; t < (rows1 ? 4u : 2u); ++t) store_c(t, out[t]);
+          const size_t col = col0 + 2 * h * kTileRows;
+          for (size_t j = 0; j < 2; ++j) {
+            if (kSplit) {
+              write_tile(p, out[j], out[2 + j], m, rows0, col + j * kTileRows);
+            } else {
+              write_tile(p, out[j], nullptr, m, rows0, col + j * kTileRows);
+              if (rows1) write_tile(p, out[2 + j], nullptr, m + kTileRows, rows1, col + j * kTileRows);
+            }
           }
         }
       if (last) break;
     }
   }
   _tile_release();
+}
+
+}  // namespace
+
+void int8_compute_amx(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
+  // a tile is 16 rows: fewer would waste most of each tdpbusd (and decode is bandwidth-bound)
+  if (m1 - m0 < kAmxMinRows) return int8_compute_avx512(p, m0, m1, p0, p1);
+  compute<false>(p, m0, m1, p0, p1);
+}
+
+// SPARQ's signed rows split into positive and negative parts (Int8WideFormat::split_u8): one
+// pass over the weights, each B tile multiplied by both parts. Any row count (a row tile with
+// fewer rows is staged; at decode the weights' bandwidth bounds it, not the wasted rows).
+void int8_compute_wide_amx(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
+                           size_t p1) {
+  compute<true>(p, m0, m1, p0, p1);
 }
 
 }  // namespace pq

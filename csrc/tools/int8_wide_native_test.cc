@@ -28,6 +28,9 @@ int32_t write_row(Int8WideFormat fmt, const int16_t* v, size_t k, size_t k_pad, 
       const int u = i < k ? x + 256 : 0;  // the K padding multiplies zero weights
       a[i] = static_cast<uint8_t>(u >> 2);
       a_low[i] = static_cast<uint8_t>(u & 3);
+    } else if (fmt == Int8WideFormat::split_u8) {
+      a[i] = static_cast<uint8_t>(x > 0 ? x : 0);
+      a_low[i] = static_cast<uint8_t>(x < 0 ? -x : 0);
     } else {
       a[i] = static_cast<uint8_t>(x < 0 ? -x : x);
       a_low[i] = x < 0 ? 0xff : 0x00;
@@ -42,7 +45,7 @@ int32_t write_row(Int8WideFormat fmt, const int16_t* v, size_t k, size_t k_pad, 
 void int8_wide_sweep(Isa isa, TestCounter& t) {
   const Int8GemmKernels& kern = int8_gemm_kernels(isa);
   if (!kern.compute_wide) return;  // the path runs two passes of `compute` instead
-  for (size_t m : {1, 2, 4, 5, 6, 7, 12, 13, 25, 31})
+  for (size_t m : {1, 2, 4, 5, 6, 7, 12, 13, 16, 25, 31, 33})
     for (size_t n : {1, 17, 33, 64, 130})
       for (size_t k : {1, 3, 4, 65, 1030, 8200})
         for (int extreme = 0; extreme < 2; ++extreme) {
@@ -68,6 +71,7 @@ void int8_wide_sweep(Isa isa, TestCounter& t) {
           for (size_t j = 0; j < n_pad; ++j)  // offset9: -256 * colsum, wrapping
             col_bias[j] = static_cast<int32_t>(0u - 256u * static_cast<uint32_t>(col_sums[j]));
           const bool xor_format = kern.wide_format == Int8WideFormat::sign_xor;
+          const bool split_format = kern.wide_format == Int8WideFormat::split_u8;
           std::vector<int32_t> c(m * n, 12345);
           Int8GemmProblem p{};
           p.a = a.data();
@@ -75,7 +79,7 @@ void int8_wide_sweep(Isa isa, TestCounter& t) {
           p.lda = k_pad;
           p.panels = reinterpret_cast<const int8_t*>(packed.data() + h.data_offset);
           p.k_groups = k_pad / 4;
-          p.col_bias = xor_format ? nullptr : col_bias.data();
+          p.col_bias = xor_format || split_format ? nullptr : col_bias.data();
           p.row_bias = xor_format ? row_bias.data() : nullptr;
           p.c = c.data();
           p.ldc = n;
