@@ -204,24 +204,6 @@ void tile_narrow(size_t mr, const TileArgs& t) {
   }
 }
 
-// 7 or 8 rows (a small batch): the panel in two 32-column halves, all rows at once (16
-// accumulators), so the weights stream once; the 6-row tile + a 1-2 row tile read the panel twice
-// and the second pass did little work per load.
-template <bool kXor>
-void tile_8rows(size_t mr, const TileArgs& t) {
-  alignas(64) int32_t sums[8 * 64];
-  for (size_t h = 0; h < 2 && h * 32 < t.nc; ++h) {
-    const int8_t* b = t.b + h * 128;  // columns 32h.. of each k-group (2 zmm)
-    if (mr == 8)
-      accumulate_narrow<8, 2, kXor>(t.a, t.s, t.lda, b, t.groups, sums);
-    else
-      accumulate_narrow<7, 2, kXor>(t.a, t.s, t.lda, b, t.groups, sums);
-    const size_t nc = t.nc - h * 32 < 32 ? t.nc - h * 32 : 32;
-    store_sums(sums, mr, t.c + h * 32, t.ldc, nc, t.bias ? t.bias + h * 32 : nullptr,
-               t.row_bias, t.accumulate);
-  }
-}
-
 template <bool kXor>
 void compute(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
   const uint8_t* a = static_cast<const uint8_t*>(p.a);
@@ -249,11 +231,6 @@ void compute(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p
           tile_narrow<1, kXor>(m1 - m0, t);
         else
           tile_narrow<2, kXor>(m1 - m0, t);
-        continue;
-      }
-      if (m1 - m0 == 7 || m1 - m0 == 8) {
-        at_row(m0);
-        tile_8rows<kXor>(m1 - m0, t);
         continue;
       }
       for (size_t m = m0; m < m1; m += kMR) {
