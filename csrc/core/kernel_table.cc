@@ -35,7 +35,7 @@ const Int8GemmKernels kInt8Avx512{Int8AFormat::u8, 6, PQ_X86(int8_compute_avx512
 const Int8GemmKernels kInt8Amx{Int8AFormat::u8, 32, PQ_X86(int8_compute_amx), 8,
                                PQ_X86(int8_compute_wide_amx), Int8WideFormat::split_u8, 0,
                                size_t{1} << 20,  // half of a Sapphire Rapids core's L2
-                               64};
+                               64, &kInt8Avx512, 16};
 const Int8GemmKernels kInt8Vnni256Evex{Int8AFormat::u8, 6, PQ_X86(int8_compute_vnni256_avx512), 8,
                                        PQ_X86(int8_compute_wide_vnni256_avx512),
                                        Int8WideFormat::sign_xor};
