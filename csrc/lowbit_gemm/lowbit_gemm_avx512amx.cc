@@ -223,18 +223,14 @@ void lowbit_tile2_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
 void lowbit_tile_grouped4_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
                               size_t kgroups, size_t group_kgroups, const uint32_t* corr,
                               size_t n_groups, const float* sc, float* out) {
-  if (mr < kTileRows)
-    return lowbit_tile_grouped4_avx512(a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc,
-                                       out);
-  grouped_amx<4>(a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc, out);
+  (mr < kTileRows ? lowbit_tile_grouped4_avx512 : grouped_amx<4>)(
+      a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc, out);
 }
 void lowbit_tile_grouped2_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
                               size_t kgroups, size_t group_kgroups, const uint32_t* corr,
                               size_t n_groups, const float* sc, float* out) {
-  if (mr < kTileRows)
-    return lowbit_tile_grouped2_avx512(a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc,
-                                       out);
-  grouped_amx<2>(a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc, out);
+  (mr < kTileRows ? lowbit_tile_grouped2_avx512 : grouped_amx<2>)(
+      a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc, out);
 }
 
 }  // namespace pq
