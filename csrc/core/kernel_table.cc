@@ -146,7 +146,7 @@ std::vector<KernelEntry> build_table() {
             V::native,
             "AMX tdpbusd: 2x2 tiles of 16 rows x 16 columns (weights loaded in place from the "
             "panels); 9-bit rows as positive and negative parts against each weight tile; "
-            "row ranges under 16 rows: the zmm 6x64 kernel"),
+            "row ranges under 8 rows: the zmm 6x64 kernel"),
       entry(F::int8_gemm, "avx512vnni_6x64", Isa::avx512, kVnni512, 64, kInt8Avx512, V::native,
             "6x64 zmm vpdpbusd register tile, K blocked; vectorized float epilogue; 9-bit "
             "rows (SPARQ's signs): the same tile with weights xor-ed by the rows' sign bytes"),
