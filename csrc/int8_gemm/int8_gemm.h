@@ -91,8 +91,9 @@ struct Int8GemmKernels {
   // Nonzero: activation rows must start on this byte boundary (AMX tile rows that straddle cache
   // lines ran at half speed): the driver copies A into aligned rows otherwise.
   size_t a_row_align = 0;
-  // Nonzero: calls with fewer than `small_rows_below` rows run these kernels instead (AMX: a
-  // 16-row tile mostly wasted, and SPARQ's split 9-bit rows slower than the zmm sign-xor tile).
+  // Nonzero: SPARQ's fused forward runs these kernels for fewer than `small_rows_below` rows (AMX:
+  // its split 9-bit rows there slower than the zmm sign-xor tile). (The AMX compute itself hands
+  // row ranges under 8 rows to the zmm kernel.)
   const Int8GemmKernels* small_rows = nullptr;
   size_t small_rows_below = 0;
 };

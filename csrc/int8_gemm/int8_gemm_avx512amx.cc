@@ -184,7 +184,9 @@ void compute(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p
           const size_t rows = m1 - m < block_rows ? m1 - m : block_rows;
           const size_t rows0 = rows < kTileRows ? rows : kTileRows;
           const size_t rows1 = kSplit ? rows0 : rows - rows0;
-          const uint8_t* a1 = kSplit ? p.a_low + m * p.lda : a + (m + kTileRows) * p.lda;
+          const uint8_t* a1 = kSplit ? p.a_low + m * p.lda
+                              : rows1     ? a + (m + kTileRows) * p.lda
+                                          : nullptr;
           int32_t* saved = blocked ? partial.data() + (blk * 2 + h) * 4 * kTileRows * kTileRows
                                    : nullptr;
           for (size_t t = 0; t < 4; ++t) {

@@ -200,6 +200,12 @@ void grouped_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size
   _tile_release();
 }
 
+// 16+ rows, and groups whose steps are at least 4 k-groups (a group of 4 x a prime > 16 k would
+// run 1-row B tiles): else the zmm kernel.
+bool use_amx(size_t mr, size_t group_kgroups) {
+  return mr >= kTileRows && step_groups(group_kgroups) >= 4;
+}
+
 // Six rows at a time through an AVX-512 VNNI kernel (the table's mr is 32 here).
 template <typename Fn>
 void in_avx512_rows(size_t mr, Fn&& fn) {
@@ -223,13 +229,13 @@ void lowbit_tile2_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
 void lowbit_tile_grouped4_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
                               size_t kgroups, size_t group_kgroups, const uint32_t* corr,
                               size_t n_groups, const float* sc, float* out) {
-  (mr < kTileRows ? lowbit_tile_grouped4_avx512 : grouped_amx<4>)(
+  (use_amx(mr, group_kgroups) ? grouped_amx<4> : lowbit_tile_grouped4_avx512)(
       a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc, out);
 }
 void lowbit_tile_grouped2_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
                               size_t kgroups, size_t group_kgroups, const uint32_t* corr,
                               size_t n_groups, const float* sc, float* out) {
-  (mr < kTileRows ? lowbit_tile_grouped2_avx512 : grouped_amx<2>)(
+  (use_amx(mr, group_kgroups) ? grouped_amx<2> : lowbit_tile_grouped2_avx512)(
       a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc, out);
 }
 
