@@ -169,7 +169,10 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
   const bool sign_xor = wide_kernel && kern.wide_format == Int8WideFormat::sign_xor;
   const bool split_wide = wide_kernel && kern.wide_format == Int8WideFormat::split_u8;
   const size_t elem = s16 ? 2 : 1;
-  const size_t row_bytes = k_pad * elem;
+  // row stride: the kernel's row alignment if it asks for one (AMX tile rows straddling cache
+  // lines run at half speed); the bytes past k_pad are never read
+  const size_t row_bytes =
+      kern.a_row_align ? round_up(k_pad * elem, kern.a_row_align) : k_pad * elem;
   size_t mc = std::max<size_t>(kern.mr, kBlockBytes / row_bytes / kern.mr * kern.mr);
   mc = std::min(mc, round_up(m, kern.mr));
   const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
@@ -195,7 +198,7 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
       bias_s8[j] = static_cast<int32_t>(128u * static_cast<uint32_t>(col_sums[j]));
   }
   Int8GemmProblem prob{};
-  prob.lda = k_pad;
+  prob.lda = row_bytes / elem;
   prob.panels = panels;
   prob.k_groups = k_pad / kInt8GroupK;
   prob.col_bias = bias_s8.empty() ? nullptr : bias_s8.data();
