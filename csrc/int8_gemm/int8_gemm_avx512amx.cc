@@ -17,14 +17,15 @@
 #include <cstring>
 #include <vector>
 
+#include "core/amx_tiles.h"
 #include "core/macros.h"
 #include "int8_gemm/int8_gemm.h"
 
 namespace pq {
 namespace {
 
-constexpr size_t kTileRows = 16;
-constexpr size_t kTileBytes = 64;        // bytes per tile row (64 k of A, 16 columns x 4 k of B)
+using amx::kTileBytes;
+using amx::kTileRows;
 constexpr size_t kStepGroups = 16;       // k-groups per tile step (64 k)
 constexpr size_t kPanelStride = kInt8PanelCols * kInt8GroupK;  // bytes per panel k-group
 // From 8 rows the staged tile beats the zmm kernel: 8x14336x4096 3.4 vs 5.0 ms, 12 rows 3.4 vs
@@ -33,29 +34,6 @@ constexpr size_t kPanelStride = kInt8PanelCols * kInt8GroupK;  // bytes per pane
 constexpr size_t kAmxMinRows = 8;
 constexpr size_t kBlockSteps = 8;  // tile steps (64 k) per K block: 512 k
 
-// The tile configuration (palette 1): tiles 0-3 C (16 x 64 bytes of int32), 4-5 A, 6-7 B.
-struct alignas(64) TileConfig {
-  uint8_t palette = 1, start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
-void configure_tiles() {
-  TileConfig cfg;
-  for (int t = 0; t < 8; ++t) {
-    cfg.colsb[t] = kTileBytes;
-    cfg.rows[t] = kTileRows;
-  }
-  _tile_loadconfig(&cfg);
-}
-
-// A tile of `rows` rows of a (from row 0) x k bytes [k0, k0 + bytes), zero elsewhere.
-void stage_a(const uint8_t* a, size_t lda, size_t rows, size_t k0, size_t bytes, uint8_t* buf) {
-  std::memset(buf, 0, kTileRows * kTileBytes);
-  for (size_t r = 0; r < rows; ++r) std::memcpy(buf + r * kTileBytes, a + r * lda + k0, bytes);
-}
-
 // C tiles 0-3 += two A row tiles x the column tiles q0, q0 + 1 of the panel at b: tiles 0, 1
 // from a0 (rows0 <= 16 rows), tiles 2, 3 from a1 (rows1 <= 16, 0: none), over tile steps
 // [s0, s1) (64 k each) and, when `tail`, the k-groups past the last whole step. a0/a1: the row
@@ -63,14 +41,16 @@ void stage_a(const uint8_t* a, size_t lda, size_t rows, size_t k0, size_t bytes,
 void accumulate(const Int8GemmProblem& p, const uint8_t* a0, size_t rows0, const uint8_t* a1,
                 size_t rows1, const int8_t* b, size_t q0, size_t s0, size_t s1, bool tail) {
   const size_t lda = p.lda;
+  // staging for row tiles under 16 rows: zeroed once, the first rows overwritten each step
   alignas(64) uint8_t a_buf[2][kTileRows * kTileBytes];
+  if (rows0 < kTileRows || (rows1 && rows1 < kTileRows)) std::memset(a_buf, 0, sizeof a_buf);
   for (size_t s = s0; s < s1; ++s) {
     const size_t k0 = s * kStepGroups * kInt8GroupK;
     const int8_t* bs = b + s * kStepGroups * kPanelStride + q0 * kTileBytes;
     if (rows0 == kTileRows) {
       _tile_loadd(4, a0 + k0, lda);
     } else {
-      stage_a(a0, lda, rows0, k0, kTileBytes, a_buf[0]);
+      amx::copy_rows(a0, lda, rows0, k0, kTileBytes, a_buf[0]);
       _tile_loadd(4, a_buf[0], kTileBytes);
     }
     _tile_loadd(6, bs, kPanelStride);
@@ -81,7 +61,7 @@ void accumulate(const Int8GemmProblem& p, const uint8_t* a0, size_t rows0, const
       if (rows1 == kTileRows) {
         _tile_loadd(5, a1 + k0, lda);
       } else {
-        stage_a(a1, lda, rows1, k0, kTileBytes, a_buf[1]);
+        amx::copy_rows(a1, lda, rows1, k0, kTileBytes, a_buf[1]);
         _tile_loadd(5, a_buf[1], kTileBytes);
       }
       _tile_dpbusd(2, 5, 6);
@@ -97,44 +77,19 @@ void accumulate(const Int8GemmProblem& p, const uint8_t* a0, size_t rows0, const
     for (size_t g = 0; g < groups_tail; ++g)
       for (size_t j = 0; j < 2; ++j)
         std::memcpy(b_buf[j] + g * kTileBytes, bs + g * kPanelStride + j * kTileBytes, kTileBytes);
-    stage_a(a0, lda, rows0, k0, bytes, a_buf[0]);
+    std::memset(a_buf, 0, sizeof a_buf);  // zero past the tail's bytes
+    amx::copy_rows(a0, lda, rows0, k0, bytes, a_buf[0]);
     _tile_loadd(4, a_buf[0], kTileBytes);
     _tile_loadd(6, b_buf[0], kTileBytes);
     _tile_loadd(7, b_buf[1], kTileBytes);
     _tile_dpbusd(0, 4, 6);
     _tile_dpbusd(1, 4, 7);
     if (rows1) {
-      stage_a(a1, lda, rows1, k0, bytes, a_buf[1]);
+      amx::copy_rows(a1, lda, rows1, k0, bytes, a_buf[1]);
       _tile_loadd(5, a_buf[1], kTileBytes);
       _tile_dpbusd(2, 5, 6);
       _tile_dpbusd(3, 5, 7);
     }
-  }
-}
-
-// C tile t (0-3) to or from 1 KiB at buf (tile numbers are immediates).
-void store_c(size_t t, int32_t* buf) {
-  switch (t) {
-    case 0: _tile_stored(0, buf, kTileBytes); break;
-    case 1: _tile_stored(1, buf, kTileBytes); break;
-    case 2: _tile_stored(2, buf, kTileBytes); break;
-    default: _tile_stored(3, buf, kTileBytes); break;
-  }
-}
-void load_c(size_t t, const int32_t* buf) {
-  switch (t) {
-    case 0: _tile_loadd(0, buf, kTileBytes); break;
-    case 1: _tile_loadd(1, buf, kTileBytes); break;
-    case 2: _tile_loadd(2, buf, kTileBytes); break;
-    default: _tile_loadd(3, buf, kTileBytes); break;
-  }
-}
-void zero_c(size_t t) {
-  switch (t) {
-    case 0: _tile_zero(0); break;
-    case 1: _tile_zero(1); break;
-    case 2: _tile_zero(2); break;
-    default: _tile_zero(3); break;
   }
 }
 
@@ -170,7 +125,7 @@ void compute(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p
   const bool blocked = steps > kBlockSteps;
   if (blocked && partial.size() < blocks * 2 * 4 * kTileRows * kTileRows)
     partial.resize(blocks * 2 * 4 * kTileRows * kTileRows);
-  configure_tiles();
+  amx::configure(kTileBytes, kTileRows);
   for (size_t panel = p0; panel < p1; ++panel) {
     const int8_t* b = p.panels + panel * p.k_groups * kPanelStride;
     const size_t col0 = panel * kInt8PanelCols;
@@ -191,17 +146,17 @@ void compute(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p
                                    : nullptr;
           for (size_t t = 0; t < 4; ++t) {
             if (first)
-              zero_c(t);
+              amx::zero_c(t);
             else
-              load_c(t, saved + t * kTileRows * kTileRows);
+              amx::load_c(t, saved + t * kTileRows * kTileRows);
           }
           accumulate(p, a + m * p.lda, rows0, a1, rows1, b, 2 * h, s0, s1, last);
           if (!last) {
-            for (size_t t = 0; t < 4; ++t) store_c(t, saved + t * kTileRows * kTileRows);
+            for (size_t t = 0; t < 4; ++t) amx::store_c(t, saved + t * kTileRows * kTileRows);
             continue;
           }
           alignas(64) int32_t out[4][kTileRows * kTileRows];
-          for (size_t t = 0; t < (rows1 ? 4u : 2u); ++t) store_c(t, out[t]);
+          for (size_t t = 0; t < (rows1 ? 4u : 2u); ++t) amx::store_c(t, out[t]);
           const size_t col = col0 + 2 * h * kTileRows;
           for (size_t j = 0; j < 2; ++j) {
             if (kSplit) {

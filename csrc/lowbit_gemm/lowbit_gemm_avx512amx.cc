@@ -13,41 +13,17 @@
 #include <cstring>
 #include <vector>
 
+#include "core/amx_tiles.h"
 #include "core/macros.h"
 #include "lowbit_gemm/lowbit_gemm.h"
 
 namespace pq {
 namespace {
 
-constexpr size_t kTileRows = 16;
-constexpr size_t kTileBytes = 64;
+using amx::kTileBytes;
+using amx::kTileRows;
 constexpr size_t kMaxStep = 16;  // k-groups per step at most (64 k: a full tile row)
 constexpr size_t kAvx512Rows = 6;
-
-struct alignas(64) TileConfig {
-  uint8_t palette = 1, start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
-// Tiles 0-3: C (16 x 16 int32), 4-5: A (16 rows x 4S bytes), 6-7: B (S rows x 64 bytes).
-void configure_tiles(size_t step) {
-  TileConfig cfg;
-  for (int t = 0; t < 4; ++t) {
-    cfg.colsb[t] = kTileBytes;
-    cfg.rows[t] = kTileRows;
-  }
-  for (int t = 4; t < 6; ++t) {
-    cfg.colsb[t] = static_cast<uint16_t>(step * 4);
-    cfg.rows[t] = kTileRows;
-  }
-  for (int t = 6; t < 8; ++t) {
-    cfg.colsb[t] = kTileBytes;
-    cfg.rows[t] = static_cast<uint8_t>(step);
-  }
-  _tile_loadconfig(&cfg);
-}
 
 size_t step_groups(size_t group_kgroups) {
   for (size_t s = kMaxStep; s > 1; --s)
@@ -80,22 +56,6 @@ void unpack_half(const uint8_t* b, size_t g0, size_t count, size_t step, size_t 
   for (size_t g = count; g < step; ++g) {
     _mm512_store_si512(buf0 + g * kTileBytes, _mm512_setzero_si512());
     _mm512_store_si512(buf1 + g * kTileBytes, _mm512_setzero_si512());
-  }
-}
-
-// rows [r0, r0 + rows) x bytes [k0, k0 + bytes) of a into a zeroed 16 x 64-byte buffer.
-void stage_a(const uint8_t* a, size_t lda, size_t r0, size_t rows, size_t k0, size_t bytes,
-             uint8_t* buf) {
-  std::memset(buf, 0, kTileRows * kTileBytes);
-  for (size_t r = 0; r < rows; ++r) std::memcpy(buf + r * kTileBytes, a + (r0 + r) * lda + k0, bytes);
-}
-
-void store_c(size_t t, int32_t* buf) {
-  switch (t) {  // tile numbers are immediates
-    case 0: _tile_stored(0, buf, kTileBytes); break;
-    case 1: _tile_stored(1, buf, kTileBytes); break;
-    case 2: _tile_stored(2, buf, kTileBytes); break;
-    default: _tile_stored(3, buf, kTileBytes); break;
   }
 }
 
@@ -136,12 +96,14 @@ void grouped_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size
   int8_t* b_buf = reinterpret_cast<int8_t*>(round_up(reinterpret_cast<uintptr_t>(b_store.data()), 64));
   alignas(64) int32_t c_buf[2][4][kTileRows * kTileRows];  // two groups' sums
   alignas(64) uint8_t a_buf[2][kTileRows * kTileBytes];
-  configure_tiles(step);
+  amx::configure(step * 4, step);  // A: 16 rows x 4S bytes, B: S rows x 64 bytes
   for (size_t m0 = 0; m0 < mr; m0 += 2 * kTileRows) {
     const size_t rows = mr - m0 < 2 * kTileRows ? mr - m0 : 2 * kTileRows;
     const bool two = rows > kTileRows;
     const size_t rows0 = two ? kTileRows : rows, rows1 = two ? rows - kTileRows : 0;
     const size_t n_tiles = two ? 4 : 2;
+    // staging for row tiles under 16 rows: zeroed once here, the first rows overwritten per step
+    if (rows0 < kTileRows || (two && rows1 < kTileRows)) std::memset(a_buf, 0, sizeof a_buf);
     for (size_t h = 0; h < 2; ++h) {
       auto fold_group = [&](size_t gi) {
         const float* sg = sc + gi * 64;
@@ -160,10 +122,7 @@ void grouped_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size
           unpack_group<BITS>(b, g1, g1 + group_kgroups < kgroups ? g1 + group_kgroups : kgroups,
                              step, 2 * h, b_buf + ((gi + 1) % 2) * group_bytes);
         const int8_t* bg = b_buf + (gi % 2) * group_bytes;
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
+        for (size_t t = 0; t < 4; ++t) amx::zero_c(t);
         for (size_t s = g0, i = 0; s < g1; s += step, ++i) {
           const size_t count = g1 - s < step ? g1 - s : step;  // short: the K tail's group
           _tile_loadd(6, bg + i * 2 * step * kTileBytes, kTileBytes);
@@ -172,7 +131,8 @@ void grouped_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size
           if (full && rows0 == kTileRows) {
             _tile_loadd(4, a + m0 * lda + s * 4, lda);
           } else {
-            stage_a(a, lda, m0, rows0, s * 4, count * 4, a_buf[0]);
+            if (!full) std::memset(a_buf[0], 0, sizeof a_buf[0]);  // zero past the tail
+            amx::copy_rows(a + m0 * lda, lda, rows0, s * 4, count * 4, a_buf[0]);
             _tile_loadd(4, a_buf[0], kTileBytes);
           }
           _tile_dpbusd(0, 4, 6);
@@ -181,7 +141,8 @@ void grouped_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size
             if (full && rows1 == kTileRows) {
               _tile_loadd(5, a + (m0 + kTileRows) * lda + s * 4, lda);
             } else {
-              stage_a(a, lda, m0 + kTileRows, rows1, s * 4, count * 4, a_buf[1]);
+              if (!full) std::memset(a_buf[1], 0, sizeof a_buf[1]);
+              amx::copy_rows(a + (m0 + kTileRows) * lda, lda, rows1, s * 4, count * 4, a_buf[1]);
               _tile_loadd(5, a_buf[1], kTileBytes);
             }
             _tile_dpbusd(2, 5, 6);
@@ -192,7 +153,7 @@ void grouped_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size
         // the vector unit folds while the tiles multiply (folding right after the stores left
         // it waiting on them: 9% of a W4 g32 forward), then this group's sums out
         if (gi > 0) fold_group(gi - 1);
-        for (size_t t = 0; t < n_tiles; ++t) store_c(t, c_buf[gi % 2][t]);
+        for (size_t t = 0; t < n_tiles; ++t) amx::store_c(t, c_buf[gi % 2][t]);
       }
       fold_group((kgroups - 1) / group_kgroups);
     }
