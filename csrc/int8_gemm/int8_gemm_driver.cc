@@ -90,7 +90,8 @@ void int8_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda_in, bool a_s
                           : kern.a_format == Int8AFormat::s8 ? !a_signed
                                                              : false;
   const size_t align = kern.a_row_align;
-  const bool aligned = align == 0 || (reinterpret_cast<uintptr_t>(a) % align == 0 && lda_in % align == 0);
+  const bool aligned =
+      align == 0 || (reinterpret_cast<uintptr_t>(a) % align == 0 && lda_in % align == 0);
   const bool in_place = kern.a_format != Int8AFormat::s16 && !needs_flip && k == k_pad && aligned;
   Int8GemmProblem prob{};
   if (in_place) {

@@ -112,8 +112,9 @@ void lowbit_tile_grouped4_avx512(const uint8_t*, size_t, size_t, const uint8_t*,
                                  const uint32_t*, size_t, const float*, float*);
 void lowbit_tile_grouped2_avx512(const uint8_t*, size_t, size_t, const uint8_t*, size_t, size_t,
                                  const uint32_t*, size_t, const float*, float*);
-// the ymm VNNI kernel (lowbit_gemm_vnni256.inc): VEX (AVX-VNNI) and EVEX (AVX-512 VNNI + VL) builds
-#define PQ_LB256_DECLARE(suffix)                                                                 \
+// A kernel's raw and grouped tiles by suffix: the ymm VNNI kernel (lowbit_gemm_vnni256.inc) in
+// its VEX (AVX-VNNI) and EVEX (AVX-512 VNNI + VL) builds, and AMX
+#define PQ_LOWBIT_TILES_DECLARE(suffix)                                                          \
   void lowbit_tile4_##suffix(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool,       \
                              int32_t*);                                                          \
   void lowbit_tile2_##suffix(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool,       \
@@ -123,9 +124,9 @@ void lowbit_tile_grouped2_avx512(const uint8_t*, size_t, size_t, const uint8_t*,
   void lowbit_tile_grouped2_##suffix(const uint8_t*, size_t, size_t, const uint8_t*, size_t,     \
                                      size_t, const uint32_t*, size_t, const float*, float*);
 // AMX (lowbit_gemm_avx512amx.cc): grouped tile for 16+ rows; raw tiles 6 rows at a time (AVX-512)
-PQ_LB256_DECLARE(amx)
-PQ_LB256_DECLARE(avxvnni)
-PQ_LB256_DECLARE(vnni256_avx512)
+PQ_LOWBIT_TILES_DECLARE(amx)
+PQ_LOWBIT_TILES_DECLARE(avxvnni)
+PQ_LOWBIT_TILES_DECLARE(vnni256_avx512)
 void lowbit_tile4_avx2(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
 void lowbit_tile2_avx2(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
 void lowbit_tile4_avx512(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);

@@ -167,7 +167,7 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
   const uint8_t flip = kern.a_format == Int8AFormat::s8 ? 0x80 : 0x00;
   const bool wide_kernel = !s16 && kern.compute_wide != nullptr;
   const bool sign_xor = wide_kernel && kern.wide_format == Int8WideFormat::sign_xor;
-  const bool split_wide = wide_kernel && kern.wide_format == Int8WideFormat::split_u8;
+  const bool offset9 = wide_kernel && kern.wide_format == Int8WideFormat::offset9;
   const size_t elem = s16 ? 2 : 1;
   // row stride: the kernel's row alignment if it asks for one (AMX tile rows straddling cache
   // lines run at half speed); the bytes past k_pad are never read
@@ -187,7 +187,7 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
   float amax = 0.0f;
   if (act.is_static) amax = std::max(act.hi < 0 ? -act.hi : act.hi, act.lo < 0 ? -act.lo : act.lo);
   std::vector<int32_t> bias_s8, bias_wide, row_bias(sign_xor ? mc : 0);
-  if (wide_kernel && !sign_xor && !split_wide) {  // -256 * colsum (wrapping, like the sums)
+  if (offset9) {  // -256 * colsum (wrapping, like the sums)
     bias_wide.resize(n_pad);
     for (size_t j = 0; j < n_pad; ++j)
       bias_wide[j] = static_cast<int32_t>(0u - 256u * static_cast<uint32_t>(col_sums[j]));
@@ -237,11 +237,11 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
       bool has_neg = false;
       for (size_t r = rows * t / chunks; r < rows * (t + 1) / chunks; ++r) {
         const float* xr = x + (m0 + r) * k;
-        const SparqRowFormat fmt = s16          ? SparqRowFormat::s16
-                                   : !wide_block ? SparqRowFormat::split
-                                   : sign_xor    ? SparqRowFormat::sign
-                                   : split_wide  ? SparqRowFormat::split
-                                                 : SparqRowFormat::wide;
+        // (split_u8 kernels take the split rows in their wide pass too)
+        const SparqRowFormat fmt = s16                      ? SparqRowFormat::s16
+                                   : wide_block && sign_xor ? SparqRowFormat::sign
+                                   : wide_block && offset9  ? SparqRowFormat::wide
+                                                            : SparqRowFormat::split;
         uint8_t* dp = pos + r * row_bytes;
         uint8_t* dn = s16 ? nullptr : neg + r * row_bytes;
         bool row_neg = false;
@@ -269,7 +269,7 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
     const bool two_pass = !s16 && !wide_kernel && block_neg;
     prob.a = pos;
     prob.a_low = neg;
-    prob.col_bias = wide_block && !sign_xor && !split_wide ? bias_wide.data()
+    prob.col_bias = wide_block && offset9 ? bias_wide.data()
                     : bias_s8.empty()        ? nullptr
                                              : bias_s8.data();
     prob.row_bias = wide_block && sign_xor ? row_bias.data() : nullptr;

@@ -24,7 +24,7 @@ void int8_compute_vnni256_emulated(const Int8GemmProblem& p, size_t m0, size_t m
 void int8_compute_wide_vnni256_emulated(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
                                         size_t p1);
 // csrc/tools/lowbit_vnni256_emu_avx2.cc: the ymm VNNI low-bit kernel, vpdpbusd emulated
-PQ_LB256_DECLARE(vnni256_emulated)
+PQ_LOWBIT_TILES_DECLARE(vnni256_emulated)
 #endif
 // csrc/tools/int8_wide_native_test.cc: compute_wide of the active int8 kernel vs an oracle
 void int8_wide_sweep(Isa isa, TestCounter& t);
