@@ -3,7 +3,7 @@ side-by-side ratios the notes quote for kernels the dispatcher would not pick by
 
     python benchmarks/forced_kernels.py int8 256x4096x4096,... amx_32x32,avx512vnni_6x64
         raw int8_gemm (M x N x K) per kernel, beside torch._int_mm
-    python benchmarks/forced_kernels.py lowbit 64,256 amx_32x32,avx512vnni_6x64
+    python benchmarks/forced_kernels.py lowbit 64,256 amx_64x64,avx512vnni_6x64
         QuantLinear 4096 -> 4096 (WeightOnlyConfig W4 g32 / g128, W2 g32) per lowbit kernel at
         these M, beside QuantLinear(Int8Config()) with the dispatcher's int8 kernel
 

@@ -303,17 +303,17 @@ def _run_family(family, rng):
                 w = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), (70, 301)).astype(np.int8)
                 out += [pyquant.lowbit_gemm(a, w, bits=bits).ravel(),
                         pyquant.lowbit_gemm(a.view(np.int8), w, bits=bits).ravel()]
-        # 13 rows: 6-row tiles + 1; 17, 31: AMX's staged second row tile; 40: a 32-row block
-        # + 8; K = 300: a short last group
+        # 13 rows: 6-row tiles + 1; 17, 31, 49: AMX's staged last row tile; 40, 77: a 32- or
+        # 64-row block + the rest; K = 600: two AMX K blocks, a short last group
         for bits, gs in ((4, 32), (4, 64), (2, 128)):
-            lin = torch.nn.Linear(300, 70)
+            lin = torch.nn.Linear(600, 70)
             with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(rng.standard_normal((70, 300)).astype(np.float32)))
+                lin.weight.copy_(torch.from_numpy(rng.standard_normal((70, 600)).astype(np.float32)))
                 lin.bias.copy_(torch.from_numpy(rng.standard_normal(70).astype(np.float32)))
             mod = pyquant.nn.QuantLinear.from_linear(lin, pyquant.WeightOnlyConfig(bits, gs))
-            for m in (13, 17, 31, 40):
+            for m in (13, 17, 31, 40, 49, 77):
                 with torch.no_grad():
-                    y = mod(torch.from_numpy(rng.standard_normal((m, 300)).astype(np.float32)))
+                    y = mod(torch.from_numpy(rng.standard_normal((m, 600)).astype(np.float32)))
                 out.append(y.numpy().view(np.int32).ravel())
         return np.concatenate(out)
     if family == "sparq_gemm":

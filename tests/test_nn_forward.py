@@ -26,7 +26,8 @@ SHAPES = [(1, 96, 70), (1, 260, 200), (3, 130, 67), (17, 256, 130), (6, 1000, 70
           (10, 70, 136), (2, 64, 40),  # row tiles of 4 and 2 after a full 6 (AVX-512 MR)
           (7, 70, 1100),  # AVX2 9-bit rows: a 4-row and a 3-row int16 tile, two K blocks
           (9, 33, 27),  # K < 32: a row that is all tail (an RGB stem conv's 3x3x3)
-          (40, 1030, 70)]  # AMX: a 32-row block + 8 rows, a K tail inside the last group
+          (40, 1030, 70),  # AMX: 3 row tiles (the last of 8 rows), a K tail inside the last group
+          (77, 600, 70)]  # AMX: a 64-row call + 13 rows, two K blocks
 
 
 # ---------------------------------------------------------------- lossless weights

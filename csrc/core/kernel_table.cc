@@ -85,7 +85,7 @@ const LowbitGemmKernels kLowbitAvx2{2,       PQ_X86(lowbit_tile4_avx2),
   }
 const LowbitGemmKernels kLowbitAvxVnni = PQ_LOWBIT_VNNI256(avxvnni);
 const LowbitGemmKernels kLowbitVnni256Evex = PQ_LOWBIT_VNNI256(vnni256_avx512);
-const LowbitGemmKernels kLowbitAmx{32,
+const LowbitGemmKernels kLowbitAmx{64,
                                    PQ_X86(lowbit_tile4_amx),
                                    PQ_X86(lowbit_tile2_amx),
                                    PQ_X86(lowbit_epilogue_avx512),
@@ -192,11 +192,11 @@ std::vector<KernelEntry> build_table() {
             "portable loops over the packed 2-bit panels"),
 
       // ---- lowbit_gemm: W4A8 / W2A8 ----
-      entry(F::lowbit_gemm, "amx_32x32", Isa::avx512, kVnni512 | feat::amx_int8, 32, kLowbitAmx,
+      entry(F::lowbit_gemm, "amx_64x64", Isa::avx512, kVnni512 | feat::amx_int8, 64, kLowbitAmx,
             V::native,
-            "grouped forward at 16+ rows: codes unpacked to int8 B tiles, AMX tdpbusd 2x2 tiles "
-            "per quantization-group step, folded per group; fewer rows, raw sums and decode: "
-            "the zmm 6x64 kernel"),
+            "grouped forward at 16+ rows: signed codes unpacked to int8 B tiles per K block, AMX "
+            "tdpbusd per 16x16 C tile and group, folded into registers; fewer rows, raw sums and "
+            "decode: the zmm 6x64 kernel"),
       entry(F::lowbit_gemm, "avx512vnni_6x64", Isa::avx512, kVnni512, 64, kLowbitAvx512,
             V::native,
             "6x64 vpdpbusd tile (grouped: group scales folded from registers) + 1-row grouped "

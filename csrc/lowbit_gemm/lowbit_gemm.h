@@ -69,13 +69,14 @@ using LowbitGemvGroupedPanelFn = void (*)(const uint8_t* a, const uint8_t* b, si
 // 0 + the sum over groups g, in order, of sc[g][j] * float(sum over group g of row r -
 // corr[r * n_groups + g]), bit-identical to tile + epilogue per group on zeroed rows (the
 // kernel writes out on the first group; n_groups >= 1). sc: the panel's scales in the panel
-// layout [n_groups][64].
+// layout [n_groups][64]. corr must be what the driver passes (offset * the group's activation
+// sum): the AMX kernel multiplies signed codes and never reads it.
 using LowbitTileGroupedFn = void (*)(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
                                      size_t kgroups, size_t group_kgroups, const uint32_t* corr,
                                      size_t n_groups, const float* sc, float* out);
 
 struct LowbitGemmKernels {
-  size_t mr;  // rows per tile call (at most 32)
+  size_t mr;  // rows per tile call (at most 64)
   LowbitTileFn tile4, tile2;
   LowbitEpilogueFn group_epilogue;
   LowbitGemvGroupedFn gemv_grouped4, gemv_grouped2;  // nullptr: tile + epilogue per group

@@ -1,12 +1,15 @@
 // AMX path of the grouped low-bit forward (WeightOnlyConfig at M >= 16 on Sapphire Rapids and
-// later Xeons): the codes of a 32-column half are unpacked to int8 (u codes 0..2^bits-1) into a
-// staging B tile, and tdpbusd multiplies 2 row tiles x 2 column tiles (16 x 16 int32 each) per
-// step of S k-groups, S = the largest divisor of the group's k-groups up to 16 (so a step never
-// straddles two quantization groups). At each group's end the C tiles are folded into the
-// float rows: out = prev + sc[g][j] * float(sum - corr[r][g]) (mul, then add, groups in order;
-// prev = 0 on the first group): the bits of every other path. On this CPU the zmm VNNI
-// kernel's multiply-accumulates were 2/3 of its W4 forward; here the fold dominates.
-// Fewer than 16 rows, the raw (ungrouped) tiles and the decode GEMVs: the AVX-512 VNNI kernels.
+// later Xeons). Up to 64 rows (4 row tiles) per call, K in blocks of whole quantization groups:
+// a block's codes are unpacked once to signed int8 B tiles (w = u - 2^(bits-1), so each tile
+// sum is the offset-corrected dot product and the corr argument is not read), then each C tile
+// (16 rows x 16 columns) runs the block's groups with its float rows in registers: per group
+// out = out + sc[g][j] * float(sum) (mul, then add; groups in order; 0 + the first product): the
+// bits of every other path. S k-groups per tdpbusd, S = the largest divisor of the group's
+// k-groups up to 16, so a step never straddles two groups.
+// Bound (this Xeon, docs/notes/amx.md): while tdpbusd runs, zmm operations issue at about one
+// per cycle, so the fold's 3 per 16 outputs per group (cvt, mul, add) cost more than the tile
+// product at g64. Fewer than 16 rows, the raw (ungrouped) tiles and the decode GEMVs: the
+// AVX-512 VNNI kernels.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -31,132 +34,172 @@ size_t step_groups(size_t group_kgroups) {
   return 1;
 }
 
-// u codes of quarters q0, q0 + 1 (two B tiles: rows = k-groups, 16 columns x 4 k each) for
-// k-groups [g0, g0 + count) of the panel at b; rows past count zero.
+constexpr size_t kMaxRowTiles = 4;   // 64 rows per call: the codes unpacked once for 4 row tiles
+constexpr size_t kBlockKgroups = 64;  // k-groups per K block: 16 KiB of unpacked codes (128: same or slower)
+
+// Signed codes w = u - 2^(bits-1) of k-groups [g0, g1) of the panel at b as B tiles: tile
+// (quarter q, step i) at buf + (q * n_steps + i) * step * 64, `step` rows (k-groups) of 16
+// columns x 4 k; rows from g1 up to n_steps * step are zero. Signed codes make every tile sum
+// the offset-corrected dot product itself (tdpbusd: u8 rows x s8 codes), so the fold needs no
+// correction term: sum a * (u - o) = sum a * u - corr, the same int32.
 template <int BITS>
-void unpack_half(const uint8_t* b, size_t g0, size_t count, size_t step, size_t q0,
-                 int8_t* buf0, int8_t* buf1) {
+void unpack_block(const uint8_t* b, size_t g0, size_t g1, size_t step, size_t n_steps,
+                  int8_t* buf) {
   constexpr size_t kGroupBytes = 32 * BITS;
   const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << BITS) - 1));
-  for (size_t g = 0; g < count; ++g) {
-    const uint8_t* bg = b + (g0 + g) * kGroupBytes;
-    __m512i lo, hi;
-    if constexpr (BITS == 4) {  // quarters 2i, 2i + 1: nibbles of 64-byte block i
-      const __m512i v = _mm512_loadu_si512(bg + (q0 / 2) * 64);
-      lo = _mm512_and_si512(v, mask);
-      hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
-    } else {  // quarter q: bits 2q of the one 64-byte block
-      const __m512i v = _mm512_loadu_si512(bg);
-      lo = _mm512_and_si512(_mm512_srli_epi16(v, static_cast<unsigned>(2 * q0)), mask);
-      hi = _mm512_and_si512(_mm512_srli_epi16(v, static_cast<unsigned>(2 * q0 + 2)), mask);
+  const __m512i offset = _mm512_set1_epi8(static_cast<char>(1 << (BITS - 1)));
+  const size_t quarter_bytes = n_steps * step * kTileBytes;
+  for (size_t g = g0; g < g0 + n_steps * step; ++g) {
+    int8_t* dst = buf + (g - g0) * kTileBytes;
+    __m512i q[4];
+    if (g >= g1) {
+      for (int j = 0; j < 4; ++j) q[j] = _mm512_setzero_si512();
+    } else if constexpr (BITS == 4) {  // block j: quarters 2j (low nibbles) and 2j + 1
+      const uint8_t* bg = b + g * kGroupBytes;
+      for (int j = 0; j < 2; ++j) {
+        const __m512i v = _mm512_loadu_si512(bg + 64 * j);
+        q[2 * j] = _mm512_sub_epi8(_mm512_and_si512(v, mask), offset);
+        q[2 * j + 1] = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 4), mask), offset);
+      }
+    } else {  // one block: quarter j at bits 2j
+      const __m512i v = _mm512_loadu_si512(b + g * kGroupBytes);
+      q[0] = _mm512_sub_epi8(_mm512_and_si512(v, mask), offset);
+      q[1] = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 2), mask), offset);
+      q[2] = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 4), mask), offset);
+      q[3] = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 6), mask), offset);
     }
-    _mm512_store_si512(buf0 + g * kTileBytes, lo);
-    _mm512_store_si512(buf1 + g * kTileBytes, hi);
-  }
-  for (size_t g = count; g < step; ++g) {
-    _mm512_store_si512(buf0 + g * kTileBytes, _mm512_setzero_si512());
-    _mm512_store_si512(buf1 + g * kTileBytes, _mm512_setzero_si512());
+    for (int j = 0; j < 4; ++j) _mm512_store_si512(dst + j * quarter_bytes, q[j]);
   }
 }
 
-// out[r][16 columns at col] = prev + sc * float(tile row r - corr[r]) for r < rows.
-void fold_tile(const int32_t* tile, size_t rows, const uint32_t* corr, size_t corr_stride,
-               const float* sc, bool first, float* out) {
-  const __m512 s = _mm512_loadu_ps(sc);
-  for (size_t r = 0; r < rows; ++r) {
-    const __m512i cr = _mm512_set1_epi32(static_cast<int>(corr[r * corr_stride]));
-    const __m512i v = _mm512_sub_epi32(_mm512_load_si512(tile + r * kTileRows), cr);
-    __m512 prod = _mm512_mul_ps(s, _mm512_cvtepi32_ps(v));
-    asm("" : "+v"(prod));  // keep mul and add separate even under -ffp-contract=fast
-    float* o = out + r * 64;
-    const __m512 prev = first ? _mm512_setzero_ps() : _mm512_loadu_ps(o);
-    _mm512_storeu_ps(o, _mm512_add_ps(prev, prod));
+// The float rows of one C tile (16 rows x 16 columns) live in registers across its groups:
+// acc[r] = acc[r] + sc * float(sum[r]) per group (mul, then add: the bits of every path).
+struct TileAcc {
+  __m512 v[kTileRows];
+  void init(const float* out, size_t rows, bool from_out) {
+#pragma GCC unroll 16
+    for (size_t r = 0; r < kTileRows; ++r)
+      v[r] = from_out && r < rows ? _mm512_loadu_ps(out + r * 64) : _mm512_setzero_ps();
+  }
+  void fold(const int32_t* sums, const float* sc) {
+    const __m512 s = _mm512_loadu_ps(sc);
+#pragma GCC unroll 16
+    for (size_t r = 0; r < kTileRows; ++r) {
+      __m512 prod = _mm512_mul_ps(s, _mm512_cvtepi32_ps(_mm512_load_si512(sums + r * kTileRows)));
+      asm("" : "+v"(prod));  // keep mul and add separate even under -ffp-contract=fast
+      v[r] = _mm512_add_ps(v[r], prod);
+    }
+  }
+  void write(float* out, size_t rows) const {
+#pragma GCC unroll 16
+    for (size_t r = 0; r < kTileRows; ++r)
+      if (r < rows) _mm512_storeu_ps(out + r * 64, v[r]);
+  }
+};
+
+// One C tile's sum over the steps [i0, i1) of a group into C tile `slot` (0 or 1): A tiles
+// alternate between tiles 4 and 5, B tiles between 6 and 7, so a load need not wait for the
+// previous step's product to release its tile.
+void group_product(const uint8_t* a, size_t a_stride, size_t a_step_bytes, const int8_t* b,
+                   size_t b_step_bytes, size_t i0, size_t i1, int slot) {
+  if (slot) _tile_zero(1); else _tile_zero(0);
+  for (size_t i = i0; i < i1; ++i) {
+    const uint8_t* ai = a + i * a_step_bytes;
+    const int8_t* bi = b + i * b_step_bytes;
+    if (i % 2) {
+      _tile_loadd(5, ai, a_stride);
+      _tile_loadd(7, bi, kTileBytes);
+      if (slot) _tile_dpbusd(1, 5, 7); else _tile_dpbusd(0, 5, 7);
+    } else {
+      _tile_loadd(4, ai, a_stride);
+      _tile_loadd(6, bi, kTileBytes);
+      if (slot) _tile_dpbusd(1, 4, 6); else _tile_dpbusd(0, 4, 6);
+    }
   }
 }
 
-// The B tiles of one group's steps, [step][tile 0/1][S rows][64 bytes], for k-groups [g0, g1).
-template <int BITS>
-void unpack_group(const uint8_t* b, size_t g0, size_t g1, size_t step, size_t q0, int8_t* buf) {
-  for (size_t s = g0, i = 0; s < g1; s += step, ++i) {
-    int8_t* dst = buf + i * 2 * step * kTileBytes;
-    unpack_half<BITS>(b, s, g1 - s < step ? g1 - s : step, step, q0, dst, dst + step * kTileBytes);
-  }
-}
-
+// K in blocks of whole quantization groups (about kBlockKgroups k-groups): a block's codes are
+// unpacked once for both row tiles, then each C tile (row tile x 16-column quarter) runs all the
+// block's groups with its float rows in registers (the fold was 3 loads/stores + 5 vector
+// operations per 16 outputs per group with rows in memory, now 1 load + 3). Tile products run
+// one group ahead of the fold: group n's tdpbusd are issued before group n - 1 is folded.
 template <int BITS>
 void grouped_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t kgroups,
-                 size_t group_kgroups, const uint32_t* corr, size_t n_groups, const float* sc,
-                 float* out) {
+                 size_t group_kgroups, const float* sc, float* out) {
   const size_t step = step_groups(group_kgroups);
-  // B tiles are unpacked one group ahead: a tile load right after the vector stores that wrote
-  // its bytes waits for them to reach L1 (15% of a W4 g32 forward stalled there)
-  const size_t group_bytes = round_up(group_kgroups, step) * 2 * kTileBytes;
+  const size_t steps_per_group = group_kgroups / step;
+  const size_t block_groups = group_kgroups < kBlockKgroups ? kBlockKgroups / group_kgroups : 1;
+  const size_t block_kg = block_groups * group_kgroups;
+  const size_t n_row_tiles = div_round_up(mr, kTileRows);  // up to kMaxRowTiles
+  const size_t stage_stride = block_kg * 4 + 64;  // off 1 KiB multiples: 16-row loads, 16 sets
   thread_local std::vector<int8_t> b_store;
-  if (b_store.size() < 2 * group_bytes + 64) b_store.resize(2 * group_bytes + 64);
+  thread_local std::vector<uint8_t> a_store;
+  if (b_store.size() < 4 * block_kg * kTileBytes + 64) b_store.resize(4 * block_kg * kTileBytes + 64);
+  if (a_store.size() < kMaxRowTiles * kTileRows * stage_stride + 64)
+    a_store.resize(kMaxRowTiles * kTileRows * stage_stride + 64);
   int8_t* b_buf = reinterpret_cast<int8_t*>(round_up(reinterpret_cast<uintptr_t>(b_store.data()), 64));
-  alignas(64) int32_t c_buf[2][4][kTileRows * kTileRows];  // two groups' sums
-  alignas(64) uint8_t a_buf[2][kTileRows * kTileBytes];
+  uint8_t* a_stage = reinterpret_cast<uint8_t*>(round_up(reinterpret_cast<uintptr_t>(a_store.data()), 64));
+  alignas(64) int32_t c_buf[3][kTileRows * kTileRows];
   amx::configure(step * 4, step);  // A: 16 rows x 4S bytes, B: S rows x 64 bytes
-  for (size_t m0 = 0; m0 < mr; m0 += 2 * kTileRows) {
-    const size_t rows = mr - m0 < 2 * kTileRows ? mr - m0 : 2 * kTileRows;
-    const bool two = rows > kTileRows;
-    const size_t rows0 = two ? kTileRows : rows, rows1 = two ? rows - kTileRows : 0;
-    const size_t n_tiles = two ? 4 : 2;
-    // staging for row tiles under 16 rows: zeroed once here, the first rows overwritten per step
-    if (rows0 < kTileRows || (two && rows1 < kTileRows)) std::memset(a_buf, 0, sizeof a_buf);
-    for (size_t h = 0; h < 2; ++h) {
-      auto fold_group = [&](size_t gi) {
-        const float* sg = sc + gi * 64;
-        for (size_t t = 0; t < n_tiles; ++t) {
-          const size_t rt = t / 2, col = (2 * h + t % 2) * kTileRows;
-          const size_t r0 = m0 + rt * kTileRows;
-          fold_tile(c_buf[gi % 2][t], rt ? rows1 : rows0, corr + r0 * n_groups + gi, n_groups,
-                    sg + col, gi == 0, out + r0 * 64 + col);
-        }
-      };
-      unpack_group<BITS>(b, 0, group_kgroups < kgroups ? group_kgroups : kgroups, step, 2 * h,
-                         b_buf);
-      for (size_t gi = 0, g0 = 0; g0 < kgroups; ++gi, g0 += group_kgroups) {
-        const size_t g1 = g0 + group_kgroups < kgroups ? g0 + group_kgroups : kgroups;
-        if (g1 < kgroups)
-          unpack_group<BITS>(b, g1, g1 + group_kgroups < kgroups ? g1 + group_kgroups : kgroups,
-                             step, 2 * h, b_buf + ((gi + 1) % 2) * group_bytes);
-        const int8_t* bg = b_buf + (gi % 2) * group_bytes;
-        for (size_t t = 0; t < 4; ++t) amx::zero_c(t);
-        for (size_t s = g0, i = 0; s < g1; s += step, ++i) {
-          const size_t count = g1 - s < step ? g1 - s : step;  // short: the K tail's group
-          _tile_loadd(6, bg + i * 2 * step * kTileBytes, kTileBytes);
-          _tile_loadd(7, bg + (i * 2 + 1) * step * kTileBytes, kTileBytes);
-          const bool full = count == step;
-          if (full && rows0 == kTileRows) {
-            _tile_loadd(4, a + m0 * lda + s * 4, lda);
-          } else {
-            if (!full) std::memset(a_buf[0], 0, sizeof a_buf[0]);  // zero past the tail
-            amx::copy_rows(a + m0 * lda, lda, rows0, s * 4, count * 4, a_buf[0]);
-            _tile_loadd(4, a_buf[0], kTileBytes);
-          }
-          _tile_dpbusd(0, 4, 6);
-          _tile_dpbusd(1, 4, 7);
-          if (two) {
-            if (full && rows1 == kTileRows) {
-              _tile_loadd(5, a + (m0 + kTileRows) * lda + s * 4, lda);
-            } else {
-              if (!full) std::memset(a_buf[1], 0, sizeof a_buf[1]);
-              amx::copy_rows(a + (m0 + kTileRows) * lda, lda, rows1, s * 4, count * 4, a_buf[1]);
-              _tile_loadd(5, a_buf[1], kTileBytes);
-            }
-            _tile_dpbusd(2, 5, 6);
-            _tile_dpbusd(3, 5, 7);
-          }
-        }
-        // the previous group's fold, in program order after this group's tile operations, so
-        // the vector unit folds while the tiles multiply (folding right after the stores left
-        // it waiting on them: 9% of a W4 g32 forward), then this group's sums out
-        if (gi > 0) fold_group(gi - 1);
-        for (size_t t = 0; t < n_tiles; ++t) amx::store_c(t, c_buf[gi % 2][t]);
+  for (size_t kb0 = 0; kb0 < kgroups; kb0 += block_kg) {
+    const size_t kb1 = kgroups - kb0 < block_kg ? kgroups : kb0 + block_kg;
+    const size_t n_steps = div_round_up(kb1 - kb0, step);
+    const size_t n_grp = div_round_up(kb1 - kb0, group_kgroups);
+    const size_t quarter_bytes = n_steps * step * kTileBytes;
+    unpack_block<BITS>(b, kb0, kb1, step, n_steps, b_buf);
+    // row tiles read in place, or staged when short (rows past mr, or k past the last k-group)
+    const uint8_t* a_tile[kMaxRowTiles];
+    size_t a_stride[kMaxRowTiles], rows_of[kMaxRowTiles];
+    for (size_t rt = 0; rt < n_row_tiles; ++rt) {
+      const size_t rows = mr - rt * kTileRows < kTileRows ? mr - rt * kTileRows : kTileRows;
+      const uint8_t* src = a + rt * kTileRows * lda + kb0 * 4;
+      rows_of[rt] = rows;
+      if (rows == kTileRows && n_steps * step == kb1 - kb0) {
+        a_tile[rt] = src;
+        a_stride[rt] = lda;
+        continue;
       }
-      fold_group((kgroups - 1) / group_kgroups);
+      uint8_t* dst = a_stage + rt * kTileRows * stage_stride;
+      std::memset(dst, 0, kTileRows * stage_stride);
+      for (size_t r = 0; r < rows; ++r) std::memcpy(dst + r * stage_stride, src + r * lda, (kb1 - kb0) * 4);
+      a_tile[rt] = dst;
+      a_stride[rt] = stage_stride;
     }
+    // One work item per (C tile, group), in order. Item n's product is issued, then item
+    // n - 1's C tile stored (storing right after its own product waited for the tdpbusd to
+    // finish), then item n - 2 folded from its stored sums.
+    TileAcc acc;
+    struct Item { size_t tile, grp; };
+    Item items[4];  // items n - 3 .. n (a fold looks one item back)
+    auto tile_out = [&](size_t t) { return out + (t / 4) * kTileRows * 64 + (t % 4) * kTileRows; };
+    auto fold_item = [&](size_t f) {
+      const Item& it = items[f % 4];
+      if (it.grp == 0) {
+        if (f > 0) acc.write(tile_out(items[(f - 1) % 4].tile), rows_of[items[(f - 1) % 4].tile / 4]);
+        acc.init(tile_out(it.tile), rows_of[it.tile / 4], kb0 > 0);
+      }
+      acc.fold(c_buf[f % 3], sc + (kb0 / group_kgroups + it.grp) * 64 + (it.tile % 4) * kTileRows);
+    };
+    auto store_item = [&](size_t f) {
+      if (f % 2) _tile_stored(1, c_buf[f % 3], kTileBytes); else _tile_stored(0, c_buf[f % 3], kTileBytes);
+    };
+    size_t n = 0;
+    for (size_t t = 0; t < n_row_tiles * 4; ++t) {
+      const size_t rt = t / 4, q = t % 4;
+      for (size_t j = 0; j < n_grp; ++j, ++n) {
+        const size_t i0 = j * steps_per_group;
+        const size_t i1 = i0 + steps_per_group < n_steps ? i0 + steps_per_group : n_steps;
+        items[n % 4] = {t, j};
+        group_product(a_tile[rt], a_stride[rt], step * 4, b_buf + q * quarter_bytes,
+                      step * kTileBytes, i0, i1, static_cast<int>(n % 2));
+        if (n >= 1) store_item(n - 1);
+        if (n >= 2) fold_item(n - 2);
+      }
+    }
+    store_item(n - 1);
+    if (n >= 2) fold_item(n - 2);
+    fold_item(n - 1);
+    acc.write(tile_out(items[(n - 1) % 4].tile), rows_of[items[(n - 1) % 4].tile / 4]);
   }
   _tile_release();
 }
@@ -190,14 +233,16 @@ void lowbit_tile2_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
 void lowbit_tile_grouped4_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
                               size_t kgroups, size_t group_kgroups, const uint32_t* corr,
                               size_t n_groups, const float* sc, float* out) {
-  (use_amx(mr, group_kgroups) ? grouped_amx<4> : lowbit_tile_grouped4_avx512)(
-      a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc, out);
+  if (!use_amx(mr, group_kgroups))
+    return lowbit_tile_grouped4_avx512(a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc, out);
+  grouped_amx<4>(a, lda, mr, b, kgroups, group_kgroups, sc, out);
 }
 void lowbit_tile_grouped2_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
                               size_t kgroups, size_t group_kgroups, const uint32_t* corr,
                               size_t n_groups, const float* sc, float* out) {
-  (use_amx(mr, group_kgroups) ? grouped_amx<2> : lowbit_tile_grouped2_avx512)(
-      a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc, out);
+  if (!use_amx(mr, group_kgroups))
+    return lowbit_tile_grouped2_avx512(a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc, out);
+  grouped_amx<2>(a, lda, mr, b, kgroups, group_kgroups, sc, out);
 }
 
 }  // namespace pq

@@ -22,7 +22,7 @@ const LowbitGemmKernels& lowbit_gemm_kernels(Isa isa) {
 
 namespace {
 
-constexpr size_t kMaxMR = 32;  // AMX's two 16-row tiles
+constexpr size_t kMaxMR = 64;  // AMX's four 16-row tiles
 // k-groups per K block when several M tiles reuse a panel block: 1024 k = 32 KiB of W4 codes.
 constexpr size_t kBlockGroups = 256;
 
