@@ -303,17 +303,23 @@ def _run_family(family, rng):
                 w = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), (70, 301)).astype(np.int8)
                 out += [pyquant.lowbit_gemm(a, w, bits=bits).ravel(),
                         pyquant.lowbit_gemm(a.view(np.int8), w, bits=bits).ravel()]
-        # 13 rows: 6-row tiles + 1; 17, 31, 49: AMX's staged last row tile; 40, 77: a 32- or
-        # 64-row block + the rest; K = 600: two AMX K blocks, a short last group
-        for bits, gs in ((4, 32), (4, 64), (2, 128)):
-            lin = torch.nn.Linear(600, 70)
+        # 13 rows: 6-row tiles + 1; 17, 31, 40, 49: AMX's staged last row tile; 77: a 64-row
+        # call + 13 rows (zmm). K = 600: three AMX K blocks, a short last group; K = 576 at g128:
+        # a last block of whole steps read in place, half a group. Group sizes QuantLinear does
+        # not offer (the native forward takes any multiple of 4): 48 (12 k-groups, steps of 12),
+        # 256 (one group per AMX block), 512 (past a block: the zmm kernel)
+        for bits, gs, k in ((4, 32, 600), (4, 64, 600), (2, 128, 600), (4, 128, 576),
+                            (2, 32, 600), (4, 48, 600), (2, 256, 600), (4, 512, 600)):
+            lin = torch.nn.Linear(k, 70)
             with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(rng.standard_normal((70, 600)).astype(np.float32)))
+                lin.weight.copy_(torch.from_numpy(rng.standard_normal((70, k)).astype(np.float32)))
                 lin.bias.copy_(torch.from_numpy(rng.standard_normal(70).astype(np.float32)))
-            mod = pyquant.nn.QuantLinear.from_linear(lin, pyquant.WeightOnlyConfig(bits, gs))
+            config = pyquant.WeightOnlyConfig(bits, 64)
+            object.__setattr__(config, "group_size", gs)  # past the config's 32/64/128 check
+            mod = pyquant.nn.QuantLinear.from_linear(lin, config)
             for m in (13, 17, 31, 40, 49, 77):
                 with torch.no_grad():
-                    y = mod(torch.from_numpy(rng.standard_normal((m, 600)).astype(np.float32)))
+                    y = mod(torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32)))
                 out.append(y.numpy().view(np.int32).ravel())
         return np.concatenate(out)
     if family == "sparq_gemm":

@@ -13,7 +13,8 @@
 // So one 64-byte load + (AND, shift+AND) gives two (W4) or four (W2) vpdpbusd operands of 16
 // columns x 4 k. Padding codes (k >= K) store w = 0; activations are zero padded too.
 //
-// Offset correction: the kernels multiply u (never w), in the operand order vpdpbusd needs
+// Offset correction: the kernels multiply u (never w; the AMX grouped tile is the exception, see
+// LowbitTileGroupedFn), in the operand order vpdpbusd needs
 // (u8 first): uint8 A -> dot(a_u8, u_as_s8); int8 A -> dot(u_u8, a_s8). Both are exact
 // (|product pair| <= 2*255*15, no int16 saturation either). Then
 //   sum_k a*w = sum_k a*u - 2^(bits-1) * sum_k a,

@@ -12,6 +12,7 @@
 // AVX-512 VNNI kernels.
 #include <immintrin.h>
 
+#include <cassert>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -119,7 +120,7 @@ void group_product(const uint8_t* a, size_t a_stride, size_t a_step_bytes, const
 }
 
 // K in blocks of whole quantization groups (about kBlockKgroups k-groups): a block's codes are
-// unpacked once for both row tiles, then each C tile (row tile x 16-column quarter) runs all the
+// unpacked once for all (up to 4) row tiles, then each C tile (row tile x 16-column quarter) runs all the
 // block's groups with its float rows in registers (the fold was 3 loads/stores + 5 vector
 // operations per 16 outputs per group with rows in memory, now 1 load + 3). Tile products run
 // one group ahead of the fold: group n's tdpbusd are issued before group n - 1 is folded.
@@ -128,9 +129,10 @@ void grouped_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size
                  size_t group_kgroups, const float* sc, float* out) {
   const size_t step = step_groups(group_kgroups);
   const size_t steps_per_group = group_kgroups / step;
-  const size_t block_groups = group_kgroups < kBlockKgroups ? kBlockKgroups / group_kgroups : 1;
+  const size_t block_groups = kBlockKgroups / group_kgroups;  // >= 1: use_amx
   const size_t block_kg = block_groups * group_kgroups;
-  const size_t n_row_tiles = div_round_up(mr, kTileRows);  // up to kMaxRowTiles
+  const size_t n_row_tiles = div_round_up(mr, kTileRows);
+  assert(n_row_tiles <= kMaxRowTiles);  // the table's mr
   const size_t stage_stride = block_kg * 4 + 64;  // off 1 KiB multiples: 16-row loads, 16 sets
   thread_local std::vector<int8_t> b_store;
   thread_local std::vector<uint8_t> a_store;
@@ -204,13 +206,15 @@ void grouped_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size
   _tile_release();
 }
 
-// 16+ rows, and groups whose steps are at least 4 k-groups (a group of 4 x a prime > 16 k would
-// run 1-row B tiles): else the zmm kernel.
+// 16+ rows, groups whose steps are at least 4 k-groups (a group of 4 x a prime > 16 k would
+// run 1-row B tiles) and groups of at most one K block (g256; QuantLinear's are 32-128, the
+// native forward takes any multiple of 4: a whole-K group would unpack all of K per block):
+// else the zmm kernel.
 bool use_amx(size_t mr, size_t group_kgroups) {
-  return mr >= kTileRows && step_groups(group_kgroups) >= 4;
+  return mr >= kTileRows && step_groups(group_kgroups) >= 4 && group_kgroups <= kBlockKgroups;
 }
 
-// Six rows at a time through an AVX-512 VNNI kernel (the table's mr is 32 here).
+// Six rows at a time through an AVX-512 VNNI kernel (the table's mr is 64 here).
 template <typename Fn>
 void in_avx512_rows(size_t mr, Fn&& fn) {
   for (size_t r = 0; r < mr; r += kAvx512Rows) fn(r, mr - r < kAvx512Rows ? mr - r : kAvx512Rows);
