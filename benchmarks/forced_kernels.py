@@ -7,7 +7,8 @@ side-by-side ratios the notes quote for kernels the dispatcher would not pick by
         QuantLinear 4096 -> 4096 (WeightOnlyConfig W4 g32 / g128, W2 g32) per lowbit kernel at
         these M, beside QuantLinear(Int8Config()) with the dispatcher's int8 kernel
 
-T=2 for two threads. Kernel names: `python -m pyquant info`.
+T=2 for two threads; A_BITS=7 for 7-bit int8 rows (the AVX2 kernels' fast route, what
+Int8Config() uses on AVX2 without VNNI). Kernel names: `python -m pyquant info`.
 """
 import os
 import sys
@@ -20,6 +21,7 @@ import pyquant
 from pyquant import _C
 
 T = int(os.environ.get("T", "1"))
+A_BITS = int(os.environ.get("A_BITS", "8"))
 pyquant.set_num_threads(T)
 torch.set_num_threads(T)
 ROUNDS = 7
@@ -41,7 +43,7 @@ def int8(shapes, kernels):
     rng = np.random.default_rng(0)
     for s in shapes.split(","):
         m, n, k = map(int, s.split("x"))
-        a = rng.integers(0, 256, (m, k), dtype=np.uint8)
+        a = rng.integers(0, 1 << A_BITS, (m, k), dtype=np.uint8)
         w = rng.integers(-127, 128, (n, k), dtype=np.int8)
         pw = pyquant.prepack(w, "int8_gemm")
         at, bt = torch.from_numpy(a.view(np.int8)), torch.from_numpy(w).t()

@@ -30,12 +30,15 @@ def active_kernels() -> dict[str, dict]:
     return {e["family"]: e for e in kernel_table() if e["selected"]}
 
 
-def select_kernels(features=None, isa: str | None = None, any_build: bool = False) -> dict[str, list[str]]:
+def select_kernels(features=None, isa: str | None = None, any_build: bool = False,
+                   vendor: str | None = None) -> dict[str, list[str]]:
     """Pure dispatch: per family, the kernel names (best first) a CPU with `features` (names,
-    None: this CPU) would use under tier `isa` (None: the active one). `any_build`: as if this
-    build held every architecture's kernels (to ask what an AArch64 CPU would run)."""
+    None: this CPU) made by `vendor` (CPUID vendor string such as "GenuineIntel"; None: this
+    CPU's when `features` is None, else none) would use under tier `isa` (None: the active
+    one). `any_build`: as if this build held every architecture's kernels (to ask what an
+    AArch64 CPU would run)."""
     features = None if features is None else list(features)
-    return dict(_C.select_kernels(features, isa, any_build))
+    return dict(_C.select_kernels(features, isa, any_build, vendor))
 
 
 def requirement(family: str, name: str) -> str | None:

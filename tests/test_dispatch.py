@@ -179,12 +179,31 @@ def test_selection_never_exceeds_the_tier():
     (AVX2, "scalar", {f: "scalar" for f in FAMILIES}),
     (GRAVITON3, "neon", {"int8_gemm": "neon_i8mm_8x8", "lut_gemm": "neon_deepgemm"}),
     (GRAVITON2, "neon", {"int8_gemm": "neon_dotprod_4x16"}),
+    # the same features from an Intel CPU: the strip-scheduled AVX2 int8 kernel ranks first
+    ((AVX2, "GenuineIntel"), "avx2", {"int8_gemm": "avx2_4x16", "lowbit_gemm": "avx2_2x64"}),
+    ((SKYLAKE_SP, "GenuineIntel"), "avx512", {"int8_gemm": "avx2_4x16"}),
+    ((AVX2, "AuthenticAMD"), "avx2", {"int8_gemm": "avx2_1x64"}),
+    ((SAPPHIRE_RAPIDS, "GenuineIntel"), "avx2", {"int8_gemm": "avxvnni_6x16"}),
 ], ids=["cascadelake", "skylake-sp", "icelake", "icelake-avx2", "sapphirerapids-avx2",
-        "sapphirerapids", "alderlake", "zen3", "zen3-scalar", "graviton3", "graviton2"])
+        "sapphirerapids", "alderlake", "zen3", "zen3-scalar", "graviton3", "graviton2",
+        "haswell", "skylake-sp-intel", "zen3-amd", "sapphirerapids-avx2-intel"])
 def test_simulated_cpus_pick_per_feature(cpu, isa, expected):
-    chosen = {f: names[0] for f, names in _kernels.select_kernels(cpu, isa, any_build=True).items()}
+    features, vendor = cpu if isinstance(cpu, tuple) else (cpu, None)
+    chosen = {f: names[0] for f, names in
+              _kernels.select_kernels(features, isa, any_build=True, vendor=vendor).items()}
     for family, name in expected.items():
         assert chosen[family] == name, (family, chosen)
+
+
+def test_vendor_tuned_kernel_runs_everywhere_but_ranks_on_its_vendor():
+    # preferred_vendor only reorders: on an AMD CPU the Intel-tuned entry is still a candidate
+    # (tests and set_kernel reach it), ranked after the kernels tuned for any CPU, before scalar
+    amd = _kernels.select_kernels(AVX2, "avx2", any_build=True, vendor="AuthenticAMD")["int8_gemm"]
+    intel = _kernels.select_kernels(AVX2, "avx2", any_build=True, vendor="GenuineIntel")["int8_gemm"]
+    assert amd[0] == "avx2_1x64" and amd[-2:] == ["avx2_4x16", "scalar"]
+    assert intel[:2] == ["avx2_4x16", "avx2_1x64"]
+    tuned = {e["name"]: e["preferred_vendor"] for e in TABLE if e["family"] == "int8_gemm"}
+    assert tuned["avx2_4x16"] == "GenuineIntel" and tuned["avx2_1x64"] is None
 
 
 def test_tier_available_with_its_baseline_only():
@@ -268,6 +287,8 @@ INT8_SHAPES += [(9, 200, 4096), (17, 130, 2100)]
 # blocks, and M split into row chunks that fit L2 (M = 150 at K = 8200)
 INT8_SHAPES += [(16, 64, 64), (31, 65, 1025), (32, 17, 576), (33, 130, 2100), (48, 100, 4096),
                 (150, 70, 8200)]
+# avx2_4x16: M > 16 in even blocks of at most 16 rows (40 = 3 x 13-14, 77 = 5 x 15-16)
+INT8_SHAPES += [(40, 130, 300), (77, 65, 1025)]
 
 
 @pytest.mark.parametrize("entry", [_entry_param(e) for e in TABLE if e["family"] == "int8_gemm"])
@@ -287,6 +308,10 @@ def test_int8_kernel_bit_exact(entry, force, rng):
                 ref = (a.astype(np.int64) @ w.astype(np.int64).T).astype(np.int32)
                 got = pyquant.int8_gemm(a, w)
                 assert np.array_equal(got, ref), (entry["name"], m, n, k, signed, extreme)
+                if not signed and not extreme:  # 7-bit rows: the AVX2 kernels' fast route
+                    a7 = a >> 1
+                    ref7 = (a7.astype(np.int64) @ w.astype(np.int64).T).astype(np.int32)
+                    assert np.array_equal(pyquant.int8_gemm(a7, w), ref7), (entry["name"], m, n, k)
 
 
 def _run_family(family, rng):

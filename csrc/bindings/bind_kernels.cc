@@ -55,6 +55,7 @@ py::list kernel_table_list() {
     d["nr"] = e.nr;
     d["verified"] = verified_name(e.verified);
     d["description"] = e.description;
+    d["preferred_vendor"] = e.preferred_vendor ? py::object(py::str(e.preferred_vendor)) : py::none();
     d["built"] = e.built;
     d["supported"] = e.built && (cpu & e.features) == e.features;  // runnable here (any tier)
     d["selected"] = &active_kernel(e.family, active) == &e;
@@ -64,17 +65,19 @@ py::list kernel_table_list() {
 }
 
 // Pure: the kernels each family would use, best first, for a CPU with `features` (None: this
-// CPU) under tier `isa` (None: the active one); any_build: as if this build held every
-// architecture's kernels.
+// CPU) of `vendor` (None: this CPU's when features is None, else no vendor) under tier `isa`
+// (None: the active one); any_build: as if this build held every architecture's kernels.
 py::dict select_kernels_dict(const std::optional<std::vector<std::string>>& features,
-                             const std::optional<std::string>& isa, bool any_build) {
+                             const std::optional<std::string>& isa, bool any_build,
+                             const std::optional<std::string>& vendor) {
   const FeatureMask mask = features ? parse_features(*features) : cpu_features().mask;
   const Isa ceiling = isa ? parse_tier(*isa) : active_isa();
+  const std::string cpu_vendor = vendor ? *vendor : features ? "" : cpu_features().vendor;
   py::dict out;
   for (size_t f = 0; f < kNumFamilies; ++f) {
     std::vector<std::string> names;
     for (const KernelEntry* e :
-         select_kernels(static_cast<KernelFamily>(f), mask, ceiling, !any_build))
+         select_kernels(static_cast<KernelFamily>(f), mask, ceiling, cpu_vendor, !any_build))
       names.push_back(e->name);
     out[family_name(static_cast<KernelFamily>(f))] = names;
   }
@@ -126,8 +129,9 @@ void bind_kernels(py::module_& m) {
         "Every micro-kernel variant: family, name, tier, required features, tile, verification, "
         "whether this build has it, this CPU runs it and dispatch selected it.");
   m.def("select_kernels", &select_kernels_dict, py::arg("features") = py::none(),
-        py::arg("isa") = py::none(), py::arg("any_build") = false,
-        "Pure dispatch: per family, the kernels (best first) for a feature set under a tier.");
+        py::arg("isa") = py::none(), py::arg("any_build") = false, py::arg("vendor") = py::none(),
+        "Pure dispatch: per family, the kernels (best first) for a feature set (and CPU vendor) "
+        "under a tier.");
   m.def("set_kernel", &set_kernel, py::arg("family"), py::arg("name"),
         "Force one family onto a kernel this CPU runs, whatever the tier (None: back to "
         "dispatch). Internal: tests and benchmarks.");

@@ -6,12 +6,15 @@
 // Selection: for a family, the first entry in table order (entries are listed best first) that
 // is compiled into this build, whose required features the CPU has and whose tier is at or below
 // the active tier (PYQUANT_ISA). A kernel whose extra features are missing falls back to the next
-// entry of its family, down to the scalar one every family has.
+// entry of its family, down to the scalar one every family has. An entry tuned for one CPU
+// vendor (`preferred_vendor`, measured faster there only) runs everywhere (tests, forcing) but
+// is ranked after the others on other vendors' CPUs.
 //
 // Adding an ISA path: one kernel file (its suffix picks the compiler flags, csrc/core/
 // isa_flags.txt), its declaration in the family header and one entry in kernel_table.cc.
 #pragma once
 #include <cstddef>
+#include <string>
 #include <vector>
 
 #include "core/isa.h"
@@ -40,6 +43,7 @@ struct KernelEntry {
   const char* description;
   bool built;             // compiled into this build (x86 kernels on x86-64, NEON on AArch64)
   const void* impl;       // the family's kernel struct (Int8GemmKernels, LutKernelImpl, ...)
+  const char* preferred_vendor = nullptr;  // CPUID vendor it is ranked first on; nullptr: any
 };
 
 const std::vector<KernelEntry>& kernel_table();
@@ -48,9 +52,10 @@ const std::vector<KernelEntry>& kernel_table();
 // (require_built = false: as if this build held every architecture's kernels, to show what a
 // CPU of another architecture would select.)
 bool kernel_runs(const KernelEntry& e, FeatureMask cpu, Isa ceiling, bool require_built = true);
-// Pure: the family's entries that run on (`cpu`, `ceiling`), best first (never empty: the
-// scalar entry always runs).
+// Pure: the family's entries that run on (`cpu`, `ceiling`), best first for a CPU of `vendor`
+// (never empty: the scalar entry always runs).
 std::vector<const KernelEntry*> select_kernels(KernelFamily f, FeatureMask cpu, Isa ceiling,
+                                               const std::string& vendor,
                                                bool require_built = true);
 
 // This process: the candidates for `family` on tier `isa` with this CPU's features (computed
