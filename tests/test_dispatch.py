@@ -198,8 +198,8 @@ def test_simulated_cpus_pick_per_feature(cpu, isa, expected):
 def test_vendor_tuned_kernel_runs_everywhere_but_ranks_on_its_vendor():
     # preferred_vendor only reorders: on an AMD CPU the Intel-tuned entry is still a candidate
     # (tests and set_kernel reach it), ranked after the kernels tuned for any CPU, before scalar
-    amd = _kernels.select_kernels(AVX2, "avx2", any_build=True, vendor="AuthenticAMD")["int8_gemm"]
-    intel = _kernels.select_kernels(AVX2, "avx2", any_build=True, vendor="GenuineIntel")["int8_gemm"]
+    amd, intel = (_kernels.select_kernels(AVX2, "avx2", any_build=True, vendor=v)["int8_gemm"]
+                  for v in ("AuthenticAMD", "GenuineIntel"))
     assert amd[0] == "avx2_1x64" and amd[-2:] == ["avx2_4x16", "scalar"]
     assert intel[:2] == ["avx2_4x16", "avx2_1x64"]
     tuned = {e["name"]: e["preferred_vendor"] for e in TABLE if e["family"] == "int8_gemm"}

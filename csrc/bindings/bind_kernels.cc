@@ -55,7 +55,8 @@ py::list kernel_table_list() {
     d["nr"] = e.nr;
     d["verified"] = verified_name(e.verified);
     d["description"] = e.description;
-    d["preferred_vendor"] = e.preferred_vendor ? py::object(py::str(e.preferred_vendor)) : py::none();
+    d["preferred_vendor"] =
+        e.preferred_vendor ? py::object(py::str(e.preferred_vendor)) : py::none();
     d["built"] = e.built;
     d["supported"] = e.built && (cpu & e.features) == e.features;  // runnable here (any tier)
     d["selected"] = &active_kernel(e.family, active) == &e;

@@ -36,7 +36,7 @@ size_t step_groups(size_t group_kgroups) {
 }
 
 constexpr size_t kMaxRowTiles = 4;   // 64 rows per call: the codes unpacked once for 4 row tiles
-constexpr size_t kBlockKgroups = 64;  // k-groups per K block: 16 KiB of unpacked codes (128: same or slower)
+constexpr size_t kBlockKgroups = 64;  // k-groups per K block: 16 KiB of codes (128: same or slower)
 
 // Signed codes w = u - 2^(bits-1) of k-groups [g0, g1) of the panel at b as B tiles: tile
 // (quarter q, step i) at buf + (q * n_steps + i) * step * 64, `step` rows (k-groups) of 16
@@ -120,10 +120,9 @@ void group_product(const uint8_t* a, size_t a_stride, size_t a_step_bytes, const
 }
 
 // K in blocks of whole quantization groups (about kBlockKgroups k-groups): a block's codes are
-// unpacked once for all (up to 4) row tiles, then each C tile (row tile x 16-column quarter) runs all the
-// block's groups with its float rows in registers (the fold was 3 loads/stores + 5 vector
-// operations per 16 outputs per group with rows in memory, now 1 load + 3). Tile products run
-// one group ahead of the fold: group n's tdpbusd are issued before group n - 1 is folded.
+// unpacked once for all (up to 4) row tiles, then each C tile (row tile x 16-column quarter)
+// runs all the block's groups with its float rows in registers (the fold was 3 loads/stores + 5
+// vector operations per 16 outputs per group with rows in memory, now 1 load + 3).
 template <int BITS>
 void grouped_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t kgroups,
                  size_t group_kgroups, const float* sc, float* out) {
@@ -136,11 +135,15 @@ void grouped_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size
   const size_t stage_stride = block_kg * 4 + 64;  // off 1 KiB multiples: 16-row loads, 16 sets
   thread_local std::vector<int8_t> b_store;
   thread_local std::vector<uint8_t> a_store;
-  if (b_store.size() < 4 * block_kg * kTileBytes + 64) b_store.resize(4 * block_kg * kTileBytes + 64);
+  if (b_store.size() < 4 * block_kg * kTileBytes + 64)
+    b_store.resize(4 * block_kg * kTileBytes + 64);
   if (a_store.size() < kMaxRowTiles * kTileRows * stage_stride + 64)
     a_store.resize(kMaxRowTiles * kTileRows * stage_stride + 64);
-  int8_t* b_buf = reinterpret_cast<int8_t*>(round_up(reinterpret_cast<uintptr_t>(b_store.data()), 64));
-  uint8_t* a_stage = reinterpret_cast<uint8_t*>(round_up(reinterpret_cast<uintptr_t>(a_store.data()), 64));
+  auto aligned = [](auto* p) {
+    return reinterpret_cast<decltype(p)>(round_up(reinterpret_cast<uintptr_t>(p), 64));
+  };
+  int8_t* b_buf = aligned(b_store.data());
+  uint8_t* a_stage = aligned(a_store.data());
   alignas(64) int32_t c_buf[3][kTileRows * kTileRows];
   amx::configure(step * 4, step);  // A: 16 rows x 4S bytes, B: S rows x 64 bytes
   for (size_t kb0 = 0; kb0 < kgroups; kb0 += block_kg) {
@@ -163,7 +166,8 @@ void grouped_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size
       }
       uint8_t* dst = a_stage + rt * kTileRows * stage_stride;
       std::memset(dst, 0, kTileRows * stage_stride);
-      for (size_t r = 0; r < rows; ++r) std::memcpy(dst + r * stage_stride, src + r * lda, (kb1 - kb0) * 4);
+      for (size_t r = 0; r < rows; ++r)
+        std::memcpy(dst + r * stage_stride, src + r * lda, (kb1 - kb0) * 4);
       a_tile[rt] = dst;
       a_stride[rt] = stage_stride;
     }
@@ -174,16 +178,20 @@ void grouped_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size
     struct Item { size_t tile, grp; };
     Item items[4];  // items n - 3 .. n (a fold looks one item back)
     auto tile_out = [&](size_t t) { return out + (t / 4) * kTileRows * 64 + (t % 4) * kTileRows; };
+    auto write_tile = [&](size_t t) { acc.write(tile_out(t), rows_of[t / 4]); };
     auto fold_item = [&](size_t f) {
       const Item& it = items[f % 4];
-      if (it.grp == 0) {
-        if (f > 0) acc.write(tile_out(items[(f - 1) % 4].tile), rows_of[items[(f - 1) % 4].tile / 4]);
+      if (it.grp == 0) {  // a new C tile: the previous one's rows out, this one's in
+        if (f > 0) write_tile(items[(f - 1) % 4].tile);
         acc.init(tile_out(it.tile), rows_of[it.tile / 4], kb0 > 0);
       }
       acc.fold(c_buf[f % 3], sc + (kb0 / group_kgroups + it.grp) * 64 + (it.tile % 4) * kTileRows);
     };
     auto store_item = [&](size_t f) {
-      if (f % 2) _tile_stored(1, c_buf[f % 3], kTileBytes); else _tile_stored(0, c_buf[f % 3], kTileBytes);
+      if (f % 2)
+        _tile_stored(1, c_buf[f % 3], kTileBytes);
+      else
+        _tile_stored(0, c_buf[f % 3], kTileBytes);
     };
     size_t n = 0;
     for (size_t t = 0; t < n_row_tiles * 4; ++t) {
@@ -201,7 +209,7 @@ void grouped_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size
     store_item(n - 1);
     if (n >= 2) fold_item(n - 2);
     fold_item(n - 1);
-    acc.write(tile_out(items[(n - 1) % 4].tile), rows_of[items[(n - 1) % 4].tile / 4]);
+    write_tile(items[(n - 1) % 4].tile);
   }
   _tile_release();
 }
@@ -238,14 +246,16 @@ void lowbit_tile_grouped4_amx(const uint8_t* a, size_t lda, size_t mr, const uin
                               size_t kgroups, size_t group_kgroups, const uint32_t* corr,
                               size_t n_groups, const float* sc, float* out) {
   if (!use_amx(mr, group_kgroups))
-    return lowbit_tile_grouped4_avx512(a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc, out);
+    return lowbit_tile_grouped4_avx512(a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc,
+                                       out);
   grouped_amx<4>(a, lda, mr, b, kgroups, group_kgroups, sc, out);
 }
 void lowbit_tile_grouped2_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
                               size_t kgroups, size_t group_kgroups, const uint32_t* corr,
                               size_t n_groups, const float* sc, float* out) {
   if (!use_amx(mr, group_kgroups))
-    return lowbit_tile_grouped2_avx512(a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc, out);
+    return lowbit_tile_grouped2_avx512(a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc,
+                                       out);
   grouped_amx<2>(a, lda, mr, b, kgroups, group_kgroups, sc, out);
 }
 
