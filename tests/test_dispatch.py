@@ -322,12 +322,20 @@ def _run_family(family, rng):
         return pyquant.lut_gemm(a, w)
     if family == "lowbit_gemm":  # raw ops (signed and unsigned rows) and the grouped forward
         out = []
-        for m in (1, 7, 13):
-            a = rng.integers(0, 256, (m, 301)).astype(np.uint8)
+        # raw sums: 6-row zmm passes below 16 rows; AMX tiles from 16 (17, 40: a staged last row
+        # tile; 77: a 64-row call + 13; K = 301: a staged tail step, K = 1100: two driver K
+        # blocks), unsigned and signed rows, and the grouped raw op (one group per tile call)
+        for m, k in ((1, 301), (7, 301), (13, 301), (17, 301), (40, 1100), (77, 301)):
+            a = rng.integers(0, 256, (m, k)).astype(np.uint8)
             for bits in (4, 2):
-                w = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), (70, 301)).astype(np.int8)
+                w = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), (70, k)).astype(np.int8)
                 out += [pyquant.lowbit_gemm(a, w, bits=bits).ravel(),
                         pyquant.lowbit_gemm(a.view(np.int8), w, bits=bits).ravel()]
+                if m >= 17:
+                    sc = rng.standard_normal((70, -(-k // 32))).astype(np.float32)
+                    pw = pyquant.prepack(w, "lowbit_gemm", bits=bits)
+                    y = pyquant.lowbit_gemm_grouped(a, pw, bits=bits, group_size=32, scales=sc)
+                    out.append(y.view(np.int32).ravel())
         # 13 rows: 6-row tiles + 1; 17, 31, 40, 49: AMX's staged last row tile; 77: a 64-row
         # call + 13 rows (zmm). K = 600: three AMX K blocks, a short last group; K = 576 at g128:
         # a last block of whole steps read in place, half a group. Group sizes QuantLinear does

@@ -209,9 +209,9 @@ std::vector<KernelEntry> build_table() {
       // ---- lowbit_gemm: W4A8 / W2A8 ----
       entry(F::lowbit_gemm, "amx_64x64", Isa::avx512, kVnni512 | feat::amx_int8, 64, kLowbitAmx,
             V::native,
-            "grouped forward at 16+ rows: signed codes unpacked to int8 B tiles per K block, AMX "
-            "tdpbusd per 16x16 C tile and group, folded into registers; fewer rows, raw sums and "
-            "decode: the zmm 6x64 kernel"),
+            "16+ rows: codes unpacked to int8 B tiles per K block, AMX tdpbusd (tdpbsud for "
+            "int8 rows) per 16x16 C tile; grouped: signed codes, each group folded into "
+            "registers; fewer rows and decode: the zmm 6x64 kernel"),
       entry(F::lowbit_gemm, "avx512vnni_6x64", Isa::avx512, kVnni512, 64, kLowbitAvx512,
             V::native,
             "6x64 vpdpbusd tile (grouped: group scales folded from registers) + 1-row grouped "

@@ -119,8 +119,9 @@ void lowbit_gemm_run(const uint8_t* a, size_t m, size_t k, bool a_signed, const 
   const size_t gbytes = lowbit_group_bytes(bits);
   const uint32_t offset = 1u << (bits - 1);
   const Prepared p = prepare(a, m, k, a_signed, k);
-  // Rows one tile pass takes (decode): stream the whole panel in one pass, no K blocking. (AMX's
-  // raw tiles are 6-row zmm passes: more rows than that re-read the panel, so block K then.)
+  // Rows one tile pass takes (decode): stream the whole panel in one pass, no K blocking. (Under
+  // 16 rows AMX's raw tiles are 6-row zmm passes: more rows than that re-read the panel, so
+  // block K then; from 16 rows its tiles unpack each K block's codes once per call.)
   const size_t block = m <= std::min<size_t>(kern.mr, 6) ? k_groups : kBlockGroups;
 
   run_tasks(m, n, kern.mr, threads, [&](size_t panel, size_t m0, size_t m1) {

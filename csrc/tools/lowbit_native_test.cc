@@ -22,7 +22,10 @@ void lowbit_sweep(Isa isa, TestCounter& t) {
   struct Shape { size_t m, n, k; };
   const Shape shapes[] = {{1, 1, 1},    {1, 70, 5},    {2, 64, 17},    {3, 130, 1030},
                           {5, 65, 4099}, {9, 33, 2051}, {1, 300, 4096}, {2, 3, 65536},
-                          {6, 64, 300},  {7, 130, 1030}, {12, 70, 517}, {13, 200, 4096}};
+                          {6, 64, 300},  {7, 130, 1030}, {12, 70, 517}, {13, 200, 4096},
+                          // AMX raw tiles from 16 rows: staged last row tiles, a 64-row call +
+                          // 13, K tails, extremes over 16384 k-groups
+                          {17, 70, 1030}, {40, 65, 301}, {77, 64, 300}, {20, 3, 65536}};
   for (int bits : {4, 2})
     for (bool a_signed : {false, true})
       for (const Shape& s : shapes)
