@@ -287,8 +287,9 @@ INT8_SHAPES += [(9, 200, 4096), (17, 130, 2100)]
 # blocks, and M split into row chunks that fit L2 (M = 150 at K = 8200)
 INT8_SHAPES += [(16, 64, 64), (31, 65, 1025), (32, 17, 576), (33, 130, 2100), (48, 100, 4096),
                 (150, 70, 8200)]
-# avx2_4x16: M > 16 in even blocks of at most 16 rows (40 = 3 x 13-14, 77 = 5 x 15-16)
-INT8_SHAPES += [(40, 130, 300), (77, 65, 1025)]
+# avx2_4x16: M > 16 in even blocks of at most 16 rows (N = 520: 9 panels, so the driver does
+# not split M and a task holds 40 = 3 x 13-14 or 77 = 5 x 15-16 rows)
+INT8_SHAPES += [(40, 520, 300), (77, 520, 1025)]
 
 
 @pytest.mark.parametrize("entry", [_entry_param(e) for e in TABLE if e["family"] == "int8_gemm"])

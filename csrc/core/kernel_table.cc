@@ -45,7 +45,7 @@ const Int8GemmKernels kInt8AvxVnni{Int8AFormat::u8, 6, PQ_X86(int8_compute_avxvn
 const Int8GemmKernels kInt8Avx2{Int8AFormat::u8, 1, PQ_X86(int8_compute_avx2), 7,
                                 PQ_X86(int8_compute_wide_avx2),
                                 Int8WideFormat::offset9, 8};
-const Int8GemmKernels kInt8Avx2Strips{Int8AFormat::u8, 1, PQ_X86(int8_compute_avx2_strips), 7,
+const Int8GemmKernels kInt8Avx2Strips{Int8AFormat::u8, 4, PQ_X86(int8_compute_avx2_strips), 7,
                                       PQ_X86(int8_compute_wide_avx2),
                                       Int8WideFormat::offset9, 8};
 const Int8GemmKernels kInt8NeonI8mm{Int8AFormat::s8, 8, PQ_ARM(int8_compute_neon_i8mm), 8};

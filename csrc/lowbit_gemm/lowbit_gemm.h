@@ -125,7 +125,7 @@ void lowbit_tile_grouped2_avx512(const uint8_t*, size_t, size_t, const uint8_t*,
                                      size_t, const uint32_t*, size_t, const float*, float*);     \
   void lowbit_tile_grouped2_##suffix(const uint8_t*, size_t, size_t, const uint8_t*, size_t,     \
                                      size_t, const uint32_t*, size_t, const float*, float*);
-// AMX (lowbit_gemm_avx512amx.cc): grouped tile for 16+ rows; raw tiles 6 rows at a time (AVX-512)
+// AMX (lowbit_gemm_avx512amx.cc): grouped and raw tiles for 16+ rows; fewer: the AVX-512 tiles
 PQ_LOWBIT_TILES_DECLARE(amx)
 PQ_LOWBIT_TILES_DECLARE(avxvnni)
 PQ_LOWBIT_TILES_DECLARE(vnni256_avx512)

@@ -166,15 +166,16 @@ T* align64(T* p) {
   return reinterpret_cast<T*>(round_up(reinterpret_cast<uintptr_t>(p), 64));
 }
 
-// Raw sums (LowbitTileFn) at 16+ rows: the call's k-groups (the driver blocks K at 256) unpacked
-// once as u codes for all row tiles, then per C tile every step: u8 rows x u codes (tdpbusd) or
-// int8 rows x u codes (tdpbsud), stored as int32 sums. Steps of the largest divisor of the
-// k-groups up to 16 (the grouped raw op calls with one group's 8-32), 16 with a staged tail when
-// that divisor is under 8.
+// Raw sums (LowbitTileFn) at 16+ rows and 8-256 k-groups per call (use_amx_raw): the call's
+// k-groups unpacked once as u codes for all row tiles, then per C tile every step: u8 rows x u
+// codes (tdpbusd) or int8 rows x u codes (tdpbsud), stored as int32 sums. Steps of the largest
+// divisor of the k-groups up to 16, or 16 with a staged tail when that divisor is under 8.
 template <int BITS, bool kSignedRows>
 void raw_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t kgroups,
              int32_t* sums) {
-  const size_t step = step_groups(kgroups) >= 8 ? step_groups(kgroups) : kMaxStep;
+  assert(mr <= kMaxRowTiles * kTileRows);  // the table's mr
+  const size_t divisor = step_groups(kgroups);
+  const size_t step = divisor >= 8 ? divisor : kMaxStep;
   const size_t n_steps = div_round_up(kgroups, step);
   const size_t quarter_bytes = n_steps * step * kTileBytes;
   const size_t stage_stride = n_steps * step * 4 + 64;
@@ -287,7 +288,15 @@ bool use_amx(size_t mr, size_t group_kgroups) {
   return mr >= kTileRows && step_groups(group_kgroups) >= 4 && group_kgroups <= kBlockKgroups;
 }
 
-// Six rows at a time through an AVX-512 VNNI kernel (under 16 rows; the table's mr is 64).
+// Raw tiles on AMX: 16+ rows, and 8 to 256 k-groups (lowbit_gemm_run blocks K at 256; the
+// grouped raw op calls once per group, any multiple of 4 k: fewer than 8 k-groups would run
+// mostly zero steps, a whole-K group would unpack all of K): else the zmm kernel.
+constexpr size_t kRawMaxKgroups = 256;
+bool use_amx_raw(size_t mr, size_t kgroups) {
+  return mr >= kTileRows && kgroups >= 8 && kgroups <= kRawMaxKgroups;
+}
+
+// Six rows at a time through an AVX-512 VNNI kernel (the table's mr is 64).
 template <typename Fn>
 void in_avx512_rows(size_t mr, Fn&& fn) {
   for (size_t r = 0; r < mr; r += kAvx512Rows) fn(r, mr - r < kAvx512Rows ? mr - r : kAvx512Rows);
@@ -297,7 +306,7 @@ void in_avx512_rows(size_t mr, Fn&& fn) {
 
 void lowbit_tile4_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t kgroups,
                       bool a_signed, int32_t* sums) {
-  if (mr >= kTileRows)
+  if (use_amx_raw(mr, kgroups))
     return (a_signed ? raw_amx<4, true> : raw_amx<4, false>)(a, lda, mr, b, kgroups, sums);
   in_avx512_rows(mr, [&](size_t r, size_t n) {
     lowbit_tile4_avx512(a + r * lda, lda, n, b, kgroups, a_signed, sums + r * 64);
@@ -305,7 +314,7 @@ void lowbit_tile4_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
 }
 void lowbit_tile2_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t kgroups,
                       bool a_signed, int32_t* sums) {
-  if (mr >= kTileRows)
+  if (use_amx_raw(mr, kgroups))
     return (a_signed ? raw_amx<2, true> : raw_amx<2, false>)(a, lda, mr, b, kgroups, sums);
   in_avx512_rows(mr, [&](size_t r, size_t n) {
     lowbit_tile2_avx512(a + r * lda, lda, n, b, kgroups, a_signed, sums + r * 64);

@@ -24,7 +24,7 @@ void lowbit_sweep(Isa isa, TestCounter& t) {
                           {5, 65, 4099}, {9, 33, 2051}, {1, 300, 4096}, {2, 3, 65536},
                           {6, 64, 300},  {7, 130, 1030}, {12, 70, 517}, {13, 200, 4096},
                           // AMX raw tiles from 16 rows: staged last row tiles, a 64-row call +
-                          // 13, K tails, extremes over 16384 k-groups
+                          // 13, K tails, extremes over 64 driver K blocks
                           {17, 70, 1030}, {40, 65, 301}, {77, 64, 300}, {20, 3, 65536}};
   for (int bits : {4, 2})
     for (bool a_signed : {false, true})
