@@ -49,7 +49,12 @@ void unpack_block(const uint8_t* b, size_t g0, size_t g1, size_t step, size_t n_
                   int8_t* buf) {
   constexpr size_t kGroupBytes = 32 * BITS;
   const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << BITS) - 1));
-  const __m512i offset = _mm512_set1_epi8(static_cast<char>(kSigned ? 1 << (BITS - 1) : 0));
+  const __m512i offset = _mm512_set1_epi8(static_cast<char>(1 << (BITS - 1)));
+  // the codes at bit `shift` of each byte of v
+  auto codes = [&](__m512i v, unsigned shift) {
+    const __m512i u = _mm512_and_si512(shift ? _mm512_srli_epi16(v, shift) : v, mask);
+    return kSigned ? _mm512_sub_epi8(u, offset) : u;
+  };
   const size_t quarter_bytes = n_steps * step * kTileBytes;
   for (size_t g = g0; g < g0 + n_steps * step; ++g) {
     int8_t* dst = buf + (g - g0) * kTileBytes;
@@ -57,18 +62,14 @@ void unpack_block(const uint8_t* b, size_t g0, size_t g1, size_t step, size_t n_
     if (g >= g1) {
       for (int j = 0; j < 4; ++j) q[j] = _mm512_setzero_si512();
     } else if constexpr (BITS == 4) {  // block j: quarters 2j (low nibbles) and 2j + 1
-      const uint8_t* bg = b + g * kGroupBytes;
       for (int j = 0; j < 2; ++j) {
-        const __m512i v = _mm512_loadu_si512(bg + 64 * j);
-        q[2 * j] = _mm512_sub_epi8(_mm512_and_si512(v, mask), offset);
-        q[2 * j + 1] = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 4), mask), offset);
+        const __m512i v = _mm512_loadu_si512(b + g * kGroupBytes + 64 * j);
+        q[2 * j] = codes(v, 0);
+        q[2 * j + 1] = codes(v, 4);
       }
     } else {  // one block: quarter j at bits 2j
       const __m512i v = _mm512_loadu_si512(b + g * kGroupBytes);
-      q[0] = _mm512_sub_epi8(_mm512_and_si512(v, mask), offset);
-      q[1] = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 2), mask), offset);
-      q[2] = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 4), mask), offset);
-      q[3] = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 6), mask), offset);
+      for (int j = 0; j < 4; ++j) q[j] = codes(v, 2 * j);
     }
     for (int j = 0; j < 4; ++j) _mm512_store_si512(dst + j * quarter_bytes, q[j]);
   }
@@ -296,45 +297,49 @@ bool use_amx_raw(size_t mr, size_t kgroups) {
   return mr >= kTileRows && kgroups >= 8 && kgroups <= kRawMaxKgroups;
 }
 
-// Six rows at a time through an AVX-512 VNNI kernel (the table's mr is 64).
-template <typename Fn>
-void in_avx512_rows(size_t mr, Fn&& fn) {
-  for (size_t r = 0; r < mr; r += kAvx512Rows) fn(r, mr - r < kAvx512Rows ? mr - r : kAvx512Rows);
+// The entry points by bit width: AMX where use_amx / use_amx_raw allow, else the AVX-512 VNNI
+// kernels (raw sums six rows at a time: the table's mr is 64).
+template <int BITS>
+void raw_tile(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t kgroups,
+              bool a_signed, int32_t* sums) {
+  if (use_amx_raw(mr, kgroups))
+    return (a_signed ? raw_amx<BITS, true> : raw_amx<BITS, false>)(a, lda, mr, b, kgroups, sums);
+  const LowbitTileFn zmm = BITS == 4 ? lowbit_tile4_avx512 : lowbit_tile2_avx512;
+  for (size_t r = 0; r < mr; r += kAvx512Rows)
+    zmm(a + r * lda, lda, mr - r < kAvx512Rows ? mr - r : kAvx512Rows, b, kgroups, a_signed,
+        sums + r * 64);
+}
+template <int BITS>
+void grouped_tile(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t kgroups,
+                  size_t group_kgroups, const uint32_t* corr, size_t n_groups, const float* sc,
+                  float* out) {
+  if (!use_amx(mr, group_kgroups)) {
+    const LowbitTileGroupedFn zmm =
+        BITS == 4 ? lowbit_tile_grouped4_avx512 : lowbit_tile_grouped2_avx512;
+    return zmm(a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc, out);
+  }
+  grouped_amx<BITS>(a, lda, mr, b, kgroups, group_kgroups, sc, out);
 }
 
 }  // namespace
 
 void lowbit_tile4_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t kgroups,
                       bool a_signed, int32_t* sums) {
-  if (use_amx_raw(mr, kgroups))
-    return (a_signed ? raw_amx<4, true> : raw_amx<4, false>)(a, lda, mr, b, kgroups, sums);
-  in_avx512_rows(mr, [&](size_t r, size_t n) {
-    lowbit_tile4_avx512(a + r * lda, lda, n, b, kgroups, a_signed, sums + r * 64);
-  });
+  raw_tile<4>(a, lda, mr, b, kgroups, a_signed, sums);
 }
 void lowbit_tile2_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t kgroups,
                       bool a_signed, int32_t* sums) {
-  if (use_amx_raw(mr, kgroups))
-    return (a_signed ? raw_amx<2, true> : raw_amx<2, false>)(a, lda, mr, b, kgroups, sums);
-  in_avx512_rows(mr, [&](size_t r, size_t n) {
-    lowbit_tile2_avx512(a + r * lda, lda, n, b, kgroups, a_signed, sums + r * 64);
-  });
+  raw_tile<2>(a, lda, mr, b, kgroups, a_signed, sums);
 }
 void lowbit_tile_grouped4_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
                               size_t kgroups, size_t group_kgroups, const uint32_t* corr,
                               size_t n_groups, const float* sc, float* out) {
-  if (!use_amx(mr, group_kgroups))
-    return lowbit_tile_grouped4_avx512(a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc,
-                                       out);
-  grouped_amx<4>(a, lda, mr, b, kgroups, group_kgroups, sc, out);
+  grouped_tile<4>(a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc, out);
 }
 void lowbit_tile_grouped2_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
                               size_t kgroups, size_t group_kgroups, const uint32_t* corr,
                               size_t n_groups, const float* sc, float* out) {
-  if (!use_amx(mr, group_kgroups))
-    return lowbit_tile_grouped2_avx512(a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc,
-                                       out);
-  grouped_amx<2>(a, lda, mr, b, kgroups, group_kgroups, sc, out);
+  grouped_tile<2>(a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc, out);
 }
 
 }  // namespace pq
