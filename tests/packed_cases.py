@@ -70,7 +70,9 @@ def _cases() -> list[OpCase]:
         half = 1 << (bits - 1)
         wb = rng.integers(-half, half, (N, K)).astype(np.int8)
         pw = pyquant.prepack(wb, "lowbit_gemm", bits=bits)
-        scales = rng.random((N, -(-K // GROUP))).astype(np.float32)
+        # bfloat16 values (what lowbit_panel_scales takes): float32 with the low 16 bits zero
+        scales = (rng.random((N, -(-K // GROUP))).astype(np.float32).view(np.uint32)
+                  & 0xFFFF0000).view(np.float32)
         cases.append(OpCase(f"lowbit_gemm{bits}", "lowbit_gemm", {"bits": bits}, pw.buffer, {
             "_C.lowbit_gemm": lambda b, bits=bits: _C.lowbit_gemm(a8, False, b, bits, 1),
             "_C.lowbit_gemm_grouped": lambda b, bits=bits, s=scales: _C.lowbit_gemm_grouped(

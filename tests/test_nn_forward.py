@@ -416,9 +416,23 @@ def test_constants_are_buffers_not_state(rng):
     bufs = dict(mod.named_buffers())
     assert "panel_scales" in bufs
     assert set(mod.state_dict()) == {"packed", "w_scale", "w_off", "act_range"}
-    # group scales are bfloat16 (0.5 bit per weight at g32); the panel copy holds the same values
+    # group scales are bfloat16 (0.5 bit per weight at g32); the panel copy holds the same bits
+    # (int16) in the kernels' unpack order (csrc/lowbit_gemm/panel_scales.h)
     assert mod.w_scale.dtype == torch.bfloat16 and bufs["panel_scales"].numel() == 128 * 5
-    assert torch.equal(mod.panel_scales.view(2, 5, 64)[0].T, mod.w_scale.float()[:64])
+    assert mod.panel_scales.dtype == torch.int16
+    c = np.arange(64)
+    slot = ((c // 32) * 4 + (c % 16) // 4) * 8 + (c % 32) // 16 * 4 + c % 4
+    assert sorted(slot) == list(range(64))
+    panel0 = mod.panel_scales.view(2, 5, 64)[0][:, torch.from_numpy(slot)]  # [group, column]
+    assert torch.equal(panel0.T.contiguous().view(torch.bfloat16), mod.w_scale[:64])
+    assert torch.all(mod.panel_scales.view(2, 5, 64)[1][:, torch.from_numpy(slot[6:])] == 0)
+    # a scale that is not a bfloat16 value is refused, not rounded; float panels are not taken
+    with pytest.raises(ValueError, match="bfloat16"):
+        _C.lowbit_panel_scales(np.full((3, 2), 1.0 + 2.0 ** -20, np.float32))
+    with pytest.raises(TypeError):
+        _C.forward_lowbit(np.zeros((1, 130), f32), mod.packed.numpy(), 4, 32,
+                          mod.panel_scales.float().numpy(), mod.w_off.numpy(), None,
+                          mod.act_range.numpy())
     # recomputed by load_state_dict from the persistent buffers
     other = module(rng.standard_normal((70, 130)).astype(f32), None, pyquant.WeightOnlyConfig(4, 32))
     other.load_state_dict(mod.state_dict())
@@ -429,14 +443,14 @@ def test_constants_are_buffers_not_state(rng):
 
 
 def test_weight_only_bytes_held_and_read():
-    """W4 g32 on a 256 x 1024 weight: the forward streams 4 bits of codes + 1 bit of float32 panel
-    scales per weight; the module holds that plus the bf16 state-dict scales (0.5 bit)."""
+    """W4 g32 on a 256 x 1024 weight: the forward streams 4 bits of codes + 0.5 bit of bfloat16
+    panel scales per weight; the module holds that plus the bf16 state-dict scales (0.5 bit)."""
     n, k = 256, 1024
     mod = QuantLinear.from_linear(torch.nn.Linear(k, n, bias=False), pyquant.WeightOnlyConfig(4, 32))
     held = sum(t.numel() * t.element_size() for t in mod.buffers())
     read = mod.bytes_read_per_call()
-    assert read == mod.packed.numel() + 4 * n * k // 32 + 4 * n + 8
-    assert 5.0 <= 8 * read / (n * k) < 5.05 and 8 * held / (n * k) < 5.6
+    assert read == mod.packed.numel() + 2 * n * k // 32 + 4 * n + 8
+    assert 4.5 <= 8 * read / (n * k) < 4.55 and 8 * held / (n * k) < 5.1
 
 
 @pytest.mark.parametrize("config", ALL, ids=lambda c: type(c).__name__)

@@ -8,6 +8,7 @@
 #include <array>
 #include <cmath>
 #include <optional>
+#include <type_traits>
 
 #include "bindings/array_utils.h"
 #include "bindings/packed_utils.h"
@@ -26,9 +27,13 @@ namespace {
 using Levels = std::array<int32_t, 4>;
 using OptF = std::optional<CArray<float>>;
 
-void require_len(const CArray<float>& v, size_t len, const char* name) {
+// (a template: a CArray<float> parameter would take any array through a converting copy)
+template <class T>
+void require_len(const CArray<T>& v, size_t len, const char* name) {
+  const char* type = std::is_same_v<T, float> ? "float32" : "int16";
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, int16_t>);
   require(v.ndim() == 1 && static_cast<size_t>(v.shape(0)) == len,
-          std::string(name) + ": expected a float32 vector of length " + std::to_string(len));
+          std::string(name) + ": expected a " + type + " vector of length " + std::to_string(len));
 }
 
 // A forward's input: rows x [M, K] (QuantLinear), or with `conv` the image x of a QuantConv2d,
@@ -140,7 +145,7 @@ CArray<float> forward_int8_py(const CArray<float>& x, const CArray<uint8_t>& pac
 }
 
 CArray<float> forward_lowbit_py(const CArray<float>& x, const CArray<uint8_t>& packed, int bits,
-                                size_t group_size, const CArray<float>& panel_scales,
+                                size_t group_size, const CArray<int16_t>& panel_scales,
                                 const CArray<float>& w_off, const OptF& bias,
                                 const CArray<float>& act_range, int threads,
                                 const ConvArg& conv) {
@@ -168,18 +173,22 @@ CArray<float> forward_lowbit_py(const CArray<float>& x, const CArray<uint8_t>& p
     return y;
   }
   run_input(in, n, yp, threads, [&](const float* xp, size_t rows, float* out, int t) {
-    forward_lowbit(xp, rows, k, panels, n, bits, group_size, panel_scales.data(), w_off.data(),
-                   bp, act, out, t, isa);
+    forward_lowbit(xp, rows, k, panels, n, bits, group_size,
+                   reinterpret_cast<const uint16_t*>(panel_scales.data()), w_off.data(), bp, act,
+                   out, t, isa);
     return false;
   });
   return y;
 }
 
-CArray<float> lowbit_panel_scales_py(const CArray<float>& scales) {
+// WeightOnlyConfig's group scales [N, G] (bfloat16 values held as float32) as the fused
+// forward's panel scales: bfloat16 bit patterns (int16) in the kernels' layout.
+CArray<int16_t> lowbit_panel_scales_py(const CArray<float>& scales) {
   require_ndim(scales, 2, "scales");
   const size_t n = scales.shape(0), g = scales.shape(1);
-  CArray<float> out(static_cast<py::ssize_t>(round_up(n, kLowbitPanelCols) * g));
-  lowbit_panel_scales(scales.data(), n, g, out.mutable_data());
+  CArray<int16_t> out(static_cast<py::ssize_t>(round_up(n, kLowbitPanelCols) * g));
+  require(lowbit_panel_scales(scales.data(), n, g, reinterpret_cast<uint16_t*>(out.mutable_data())),
+          "scales: expected bfloat16 values (float32 with the low 16 bits zero)");
   return out;
 }
 

@@ -26,10 +26,11 @@ void forward_int8(const float* x, size_t m, size_t k, const int8_t* panels,
                   const int32_t* col_sums, size_t n, const float* w_scale, const float* w_off,
                   const float* bias, ActRange act, float* y, int threads, Isa isa);
 
-// WeightOnlyConfig: asymmetric uint8 rows x grouped low-bit weights. panel_scales: the
-// [N_pad/64][G][64] layout (lowbit_panel_scales); w_off[n] = sum_g scale[n, g] * sum_{k in g} w.
+// WeightOnlyConfig: asymmetric uint8 rows x grouped low-bit weights. panel_scales: bfloat16 bits
+// in the [N_pad/64][G][64] layout (lowbit_panel_scales); w_off[n] = sum_g scale[n, g] * sum_{k in
+// g} w.
 void forward_lowbit(const float* x, size_t m, size_t k, const uint8_t* panels, size_t n, int bits,
-                    size_t group_size, const float* panel_scales, const float* w_off,
+                    size_t group_size, const uint16_t* panel_scales, const float* w_off,
                     const float* bias, ActRange act, float* y, int threads, Isa isa);
 
 // LUT2Config: 2-bit activation codes ("minmax", "mse" or static) x 2-bit weight codes.

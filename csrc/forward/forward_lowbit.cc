@@ -12,7 +12,7 @@ void quantize_asym_u8_rows(const float* x, size_t m, size_t k, size_t ldq, ActRa
                            uint8_t* q, float* sa, float* ro, int threads, Isa isa);
 
 void forward_lowbit(const float* x, size_t m, size_t k, const uint8_t* panels, size_t n, int bits,
-                    size_t group_size, const float* panel_scales, const float* w_off,
+                    size_t group_size, const uint16_t* panel_scales, const float* w_off,
                     const float* bias, ActRange act, float* y, int threads, Isa isa) {
   if (m == 0 || n == 0) return;
   // rows 64-byte aligned (AMX tile rows that straddle cache lines run at half speed) and not a

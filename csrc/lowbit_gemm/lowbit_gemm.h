@@ -57,24 +57,24 @@ using LowbitGemvGroupedFn = void (*)(const uint8_t* a, const uint8_t* b, size_t 
                                      const float* scales, size_t n_groups, size_t nc,
                                      bool prefetch_next, float* scratch, float* out);
 
-// The same GEMV with this panel's scales already in the panel layout [n_groups][64] (zero for
-// padding columns), as the fused forward stores them (computed once at conversion). The panels'
-// scale blocks are consecutive, so the hardware prefetcher streams them: no software prefetch
-// of the next block (on Zen 4 it made the cold W4 g32 GEMV 12% slower).
+// The same GEMV with this panel's bfloat16 scales in the panel layout (panel_scales.h; zero
+// for padding columns), as the fused forward stores them (computed once at conversion). The
+// panels' scale blocks are consecutive, so the hardware prefetcher streams them: no software
+// prefetch of the next block (on Zen 4 it made the cold W4 g32 GEMV 12% slower).
 using LowbitGemvGroupedPanelFn = void (*)(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                           size_t group_kgroups, bool a_signed,
-                                          const uint32_t* corr, const float* sc, size_t n_groups,
-                                          float* out);
+                                          const uint32_t* corr, const uint16_t* sc,
+                                          size_t n_groups, float* out);
 
 // Optional fused grouped tile for M > 1 (unsigned activations): out[r][j] (r < mr, j < 64) =
 // 0 + the sum over groups g, in order, of sc[g][j] * float(sum over group g of row r -
 // corr[r * n_groups + g]), bit-identical to tile + epilogue per group on zeroed rows (the
-// kernel writes out on the first group; n_groups >= 1). sc: the panel's scales in the panel
-// layout [n_groups][64]. corr must be what the driver passes (offset * the group's activation
-// sum): the AMX kernel multiplies signed codes and never reads it.
+// kernel writes out on the first group; n_groups >= 1). sc: the panel's bfloat16 scales in the
+// panel layout (panel_scales.h). corr must be what the driver passes (offset * the group's
+// activation sum): the AMX kernel multiplies signed codes and never reads it.
 using LowbitTileGroupedFn = void (*)(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
                                      size_t kgroups, size_t group_kgroups, const uint32_t* corr,
-                                     size_t n_groups, const float* sc, float* out);
+                                     size_t n_groups, const uint16_t* sc, float* out);
 
 struct LowbitGemmKernels {
   size_t mr;  // rows per tile call (at most 64)
@@ -99,21 +99,21 @@ void lowbit_gemv_grouped2_avx512(const uint8_t*, const uint8_t*, size_t, size_t,
                                  const uint32_t*, const float*, size_t, size_t, bool, float*,
                                  float*);
 void lowbit_gemv_grouped_panel4_avx512(const uint8_t*, const uint8_t*, size_t, size_t, bool,
-                                       const uint32_t*, const float*, size_t, float*);
+                                       const uint32_t*, const uint16_t*, size_t, float*);
 void lowbit_gemv_grouped_panel2_avx512(const uint8_t*, const uint8_t*, size_t, size_t, bool,
-                                       const uint32_t*, const float*, size_t, float*);
+                                       const uint32_t*, const uint16_t*, size_t, float*);
 void lowbit_gemv_grouped_panel4_avx2(const uint8_t*, const uint8_t*, size_t, size_t, bool,
-                                     const uint32_t*, const float*, size_t, float*);
+                                     const uint32_t*, const uint16_t*, size_t, float*);
 void lowbit_gemv_grouped_panel2_avx2(const uint8_t*, const uint8_t*, size_t, size_t, bool,
-                                     const uint32_t*, const float*, size_t, float*);
+                                     const uint32_t*, const uint16_t*, size_t, float*);
 void lowbit_tile_grouped4_avx2(const uint8_t*, size_t, size_t, const uint8_t*, size_t, size_t,
-                               const uint32_t*, size_t, const float*, float*);
+                               const uint32_t*, size_t, const uint16_t*, float*);
 void lowbit_tile_grouped2_avx2(const uint8_t*, size_t, size_t, const uint8_t*, size_t, size_t,
-                               const uint32_t*, size_t, const float*, float*);
+                               const uint32_t*, size_t, const uint16_t*, float*);
 void lowbit_tile_grouped4_avx512(const uint8_t*, size_t, size_t, const uint8_t*, size_t, size_t,
-                                 const uint32_t*, size_t, const float*, float*);
+                                 const uint32_t*, size_t, const uint16_t*, float*);
 void lowbit_tile_grouped2_avx512(const uint8_t*, size_t, size_t, const uint8_t*, size_t, size_t,
-                                 const uint32_t*, size_t, const float*, float*);
+                                 const uint32_t*, size_t, const uint16_t*, float*);
 // A kernel's raw and grouped tiles by suffix: the ymm VNNI kernel (lowbit_gemm_vnni256.inc) in
 // its VEX (AVX-VNNI) and EVEX (AVX-512 VNNI + VL) builds, and AMX
 #define PQ_LOWBIT_TILES_DECLARE(suffix)                                                          \
@@ -122,9 +122,9 @@ void lowbit_tile_grouped2_avx512(const uint8_t*, size_t, size_t, const uint8_t*,
   void lowbit_tile2_##suffix(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool,       \
                              int32_t*);                                                          \
   void lowbit_tile_grouped4_##suffix(const uint8_t*, size_t, size_t, const uint8_t*, size_t,     \
-                                     size_t, const uint32_t*, size_t, const float*, float*);     \
+                                     size_t, const uint32_t*, size_t, const uint16_t*, float*);  \
   void lowbit_tile_grouped2_##suffix(const uint8_t*, size_t, size_t, const uint8_t*, size_t,     \
-                                     size_t, const uint32_t*, size_t, const float*, float*);
+                                     size_t, const uint32_t*, size_t, const uint16_t*, float*);
 // AMX (lowbit_gemm_avx512amx.cc): grouped and raw tiles for 16+ rows; fewer: the AVX-512 tiles
 PQ_LOWBIT_TILES_DECLARE(amx)
 PQ_LOWBIT_TILES_DECLARE(avxvnni)
@@ -159,14 +159,16 @@ void lowbit_gemm_grouped_run(const uint8_t* a, size_t m, size_t k, bool a_signed
 
 // --- fused forward (lowbit_gemm_driver.cc) ---
 struct Epilogue;
-// Panel-layout scales [N_pad / 64][n_groups][64] from [n][n_groups] (padding columns zero).
-void lowbit_panel_scales(const float* scales, size_t n, size_t n_groups, float* out);
+// Panel-layout bfloat16 scales [N_pad / 64][n_groups][64 slots] (panel_scales.h) from float32
+// [n][n_groups] (padding columns zero). False (out unspecified) if a scale is not a bfloat16
+// value (its low 16 bits not zero): the caller raises, nothing is rounded silently.
+bool lowbit_panel_scales(const float* scales, size_t n, size_t n_groups, uint16_t* out);
 // y float32 [m][n] = ep(sum_g sc[n][g] * (exact integer sum over group g)), a: uint8 [m][lda]
 // with columns [k, round_up(k, 4)) zero; panel_scales from lowbit_panel_scales; the epilogue is
 // applied to each tile while it is in cache.
 void lowbit_grouped_forward_run(const uint8_t* a, size_t lda, size_t m, size_t k,
                                 const uint8_t* panels, size_t n, int bits, size_t group_size,
-                                const float* panel_scales, const Epilogue& ep, float* y,
+                                const uint16_t* panel_scales, const Epilogue& ep, float* y,
                                 int threads, Isa isa);
 
 }  // namespace pq

@@ -13,6 +13,7 @@
 #include "core/macros.h"
 
 #include "lowbit_gemm/lowbit_gemm.h"
+#include "lowbit_gemm/panel_scales.h"
 
 namespace pq {
 namespace {
@@ -186,15 +187,15 @@ PQ_INLINE __m256i widen_u16_pairs(__m256i s16) {
 }
 
 // out[j] += sc[j] * float(sum - corr): mul, then add (the portable epilogue's rounding).
-PQ_INLINE void fold8(float* out, const float* sc, __m256i sum, __m256i cr) {
-  __m256 prod = _mm256_mul_ps(_mm256_loadu_ps(sc), _mm256_cvtepi32_ps(_mm256_sub_epi32(sum, cr)));
+PQ_INLINE void fold8(float* out, __m256 sc, __m256i sum, __m256i cr) {
+  __m256 prod = _mm256_mul_ps(sc, _mm256_cvtepi32_ps(_mm256_sub_epi32(sum, cr)));
   asm("" : "+x"(prod));  // keep mul and add separate even under -ffp-contract=fast
   _mm256_storeu_ps(out, _mm256_add_ps(_mm256_loadu_ps(out), prod));
 }
 
 template <int BITS, bool SIGNED>
 void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size_t group_kgroups,
-                        const uint32_t* corr, const float* sc, float* out) {
+                        const uint32_t* corr, const uint16_t* sc, float* out) {
   constexpr size_t kGroupBytes = 32 * BITS;
   constexpr size_t kChunk = BITS == 4 ? 8 : 32;
   const __m256i mask = _mm256_set1_epi8(static_cast<char>((1 << BITS) - 1));
@@ -203,7 +204,7 @@ void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size
   for (size_t gi = 0, g0 = 0; g0 < kgroups; ++gi, g0 += group_kgroups) {
     const size_t g1 = g0 + group_kgroups < kgroups ? g0 + group_kgroups : kgroups;
     const __m256i cr = _mm256_set1_epi32(static_cast<int>(corr[gi]));
-    const float* sg = sc + gi * 64;
+    const uint16_t* sg = sc + gi * 64;
     __m256i acc[8];  // [h * 4 + q]: columns 16q + 8h .. +7
     if constexpr (SIGNED) {
       for (int i = 0; i < 8; ++i) acc[i] = _mm256_setzero_si256();
@@ -220,7 +221,7 @@ void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size
       chunk_sums<BITS, false>(a, b, g0, g1, mask, acc);
       for (size_t h = 0; h < 2; ++h)
         for (size_t q = 0; q < 4; ++q)
-          fold8(out + q * 16 + h * 8, sg + q * 16 + h * 8, widen_u16_pairs(acc[h * 4 + q]), cr);
+          fold8(out + q * 16 + h * 8, panel_scales8(sg, q, h), widen_u16_pairs(acc[h * 4 + q]), cr);
       continue;
     } else {
       alignas(32) int32_t part[8][8];  // the group's int32 sums so far (L1)
@@ -238,7 +239,7 @@ void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size
     }
     for (size_t h = 0; h < 2; ++h)
       for (size_t q = 0; q < 4; ++q)
-        fold8(out + q * 16 + h * 8, sg + q * 16 + h * 8, acc[h * 4 + q], cr);
+        fold8(out + q * 16 + h * 8, panel_scales8(sg, q, h), acc[h * 4 + q], cr);
   }
 }
 
@@ -250,7 +251,7 @@ void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size
 // writes out as 0 + its product).
 template <int BITS, size_t MR>
 void grouped_rows(const uint8_t* a, size_t lda, const uint8_t* b, size_t kgroups,
-                  size_t group_kgroups, const uint32_t* corr, size_t n_groups, const float* sc,
+                  size_t group_kgroups, const uint32_t* corr, size_t n_groups, const uint16_t* sc,
                   float* out) {
   constexpr size_t kGroupBytes = 32 * BITS;
   constexpr size_t kChunk = BITS == 4 ? 8 : 32;  // uint16: 8 x 7650 (W4), 32 x 1530 (W2)
@@ -299,7 +300,7 @@ void grouped_rows(const uint8_t* a, size_t lda, const uint8_t* b, size_t kgroups
             _mm256_store_si256(dst, v);
           }
       }
-      const float* sg = sc + gi * 64 + h * 8;
+      const uint16_t* sg = sc + gi * 64;
       #pragma GCC unroll 4
       for (size_t r = 0; r < MR; ++r) {
         const __m256i cr = _mm256_set1_epi32(static_cast<int>(corr[r * n_groups + gi]));
@@ -307,7 +308,7 @@ void grouped_rows(const uint8_t* a, size_t lda, const uint8_t* b, size_t kgroups
         for (size_t q = 0; q < 4; ++q) {
           const __m256i v = _mm256_sub_epi32(
               _mm256_load_si256(reinterpret_cast<const __m256i*>(part[r][q])), cr);
-          __m256 prod = _mm256_mul_ps(_mm256_loadu_ps(sg + q * 16), _mm256_cvtepi32_ps(v));
+          __m256 prod = _mm256_mul_ps(panel_scales8(sg, q, h), _mm256_cvtepi32_ps(v));
           asm("" : "+x"(prod));  // keep mul and add separate even under -ffp-contract=fast
           float* o = out + r * 64 + q * 16 + h * 8;
           const __m256 prev = gi == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(o);
@@ -320,7 +321,7 @@ void grouped_rows(const uint8_t* a, size_t lda, const uint8_t* b, size_t kgroups
 
 template <int BITS>
 void tile_grouped(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t kgroups,
-                  size_t group_kgroups, const uint32_t* corr, size_t n_groups, const float* sc,
+                  size_t group_kgroups, const uint32_t* corr, size_t n_groups, const uint16_t* sc,
                   float* out) {
   for (size_t r = 0; r < mr; r += 2) {
     if (mr - r >= 2)
@@ -336,24 +337,24 @@ void tile_grouped(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, siz
 
 void lowbit_tile_grouped4_avx2(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
                                size_t kgroups, size_t group_kgroups, const uint32_t* corr,
-                               size_t n_groups, const float* sc, float* out) {
+                               size_t n_groups, const uint16_t* sc, float* out) {
   tile_grouped<4>(a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc, out);
 }
 void lowbit_tile_grouped2_avx2(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
                                size_t kgroups, size_t group_kgroups, const uint32_t* corr,
-                               size_t n_groups, const float* sc, float* out) {
+                               size_t n_groups, const uint16_t* sc, float* out) {
   tile_grouped<2>(a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc, out);
 }
 
 void lowbit_gemv_grouped_panel4_avx2(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                      size_t group_kgroups, bool a_signed, const uint32_t* corr,
-                                     const float* sc, size_t, float* out) {
+                                     const uint16_t* sc, size_t, float* out) {
   if (a_signed) return gemv_grouped_panel<4, true>(a, b, kgroups, group_kgroups, corr, sc, out);
   gemv_grouped_panel<4, false>(a, b, kgroups, group_kgroups, corr, sc, out);
 }
 void lowbit_gemv_grouped_panel2_avx2(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                      size_t group_kgroups, bool a_signed, const uint32_t* corr,
-                                     const float* sc, size_t, float* out) {
+                                     const uint16_t* sc, size_t, float* out) {
   if (a_signed) return gemv_grouped_panel<2, true>(a, b, kgroups, group_kgroups, corr, sc, out);
   gemv_grouped_panel<2, false>(a, b, kgroups, group_kgroups, corr, sc, out);
 }

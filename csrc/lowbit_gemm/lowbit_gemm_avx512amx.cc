@@ -21,6 +21,7 @@
 #include "core/amx_tiles.h"
 #include "core/macros.h"
 #include "lowbit_gemm/lowbit_gemm.h"
+#include "lowbit_gemm/panel_scales.h"
 
 namespace pq {
 namespace {
@@ -109,8 +110,7 @@ struct TileAcc {
     for (size_t r = 0; r < kTileRows; ++r)
       v[r] = from_out && r < rows ? _mm512_loadu_ps(out + r * 64) : _mm512_setzero_ps();
   }
-  void fold(const int32_t* sums, const float* sc) {
-    const __m512 s = _mm512_loadu_ps(sc);
+  void fold(const int32_t* sums, __m512 s) {
 #pragma GCC unroll 16
     for (size_t r = 0; r < kTileRows; ++r) {
       __m512 prod = _mm512_mul_ps(s, _mm512_cvtepi32_ps(_mm512_load_si512(sums + r * kTileRows)));
@@ -217,7 +217,7 @@ void raw_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t k
 // vector operations per 16 outputs per group with rows in memory, now 1 load + 3).
 template <int BITS>
 void grouped_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t kgroups,
-                 size_t group_kgroups, const float* sc, float* out) {
+                 size_t group_kgroups, const uint16_t* sc, float* out) {
   const size_t step = step_groups(group_kgroups);
   const size_t steps_per_group = group_kgroups / step;
   const size_t block_groups = kBlockKgroups / group_kgroups;  // >= 1: use_amx
@@ -257,7 +257,7 @@ void grouped_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size
         if (f > 0) write_tile(items[(f - 1) % 4].tile);
         acc.init(tile_out(it.tile), rows.rows[it.tile / 4], kb0 > 0);
       }
-      acc.fold(c_buf[f % 3], sc + (kb0 / group_kgroups + it.grp) * 64 + (it.tile % 4) * kTileRows);
+      acc.fold(c_buf[f % 3], panel_scales16(sc + (kb0 / group_kgroups + it.grp) * 64, it.tile % 4));
     };
     auto store_item = [&](size_t f) { store_slot(static_cast<int>(f % 2), c_buf[f % 3]); };
     size_t n = 0;
@@ -311,7 +311,7 @@ void raw_tile(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t 
 }
 template <int BITS>
 void grouped_tile(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t kgroups,
-                  size_t group_kgroups, const uint32_t* corr, size_t n_groups, const float* sc,
+                  size_t group_kgroups, const uint32_t* corr, size_t n_groups, const uint16_t* sc,
                   float* out) {
   if (!use_amx(mr, group_kgroups)) {
     const LowbitTileGroupedFn zmm =
@@ -333,12 +333,12 @@ void lowbit_tile2_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
 }
 void lowbit_tile_grouped4_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
                               size_t kgroups, size_t group_kgroups, const uint32_t* corr,
-                              size_t n_groups, const float* sc, float* out) {
+                              size_t n_groups, const uint16_t* sc, float* out) {
   grouped_tile<4>(a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc, out);
 }
 void lowbit_tile_grouped2_amx(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
                               size_t kgroups, size_t group_kgroups, const uint32_t* corr,
-                              size_t n_groups, const float* sc, float* out) {
+                              size_t n_groups, const uint16_t* sc, float* out) {
   grouped_tile<2>(a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc, out);
 }
 

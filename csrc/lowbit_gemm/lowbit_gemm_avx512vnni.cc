@@ -10,6 +10,7 @@
 #include "core/macros.h"
 
 #include "lowbit_gemm/lowbit_gemm.h"
+#include "lowbit_gemm/panel_scales.h"
 
 namespace pq {
 namespace {
@@ -194,13 +195,13 @@ __attribute__((noipa)) void gemv(const uint8_t* a, const uint8_t* b, size_t kgro
 // like the portable epilogue). Scales are read from the caller's [N][G] array 16 groups at a
 // time and transposed in registers (a scalar transposed copy cost more than the GEMV itself).
 // PANEL_SCALES: `scales` is already this panel's [n_groups][64] block (the fused forward's
-// layout, transposed at conversion), read in place; sct is unused. SCALED (W2): the gemv's
+// layout: bfloat16, panel_scales.h), read in place; sct is unused. SCALED (W2): the gemv's
 // in-place unpack, each group's quarter 1 and 2 sums shifted back before the fold (a group's
 // sums are far inside kScaledMaxK): 2 shifts per group for 16 fewer unpack operations at g32.
 template <int BITS, bool SIGNED, bool SCALED = false, bool PANEL_SCALES = false>
 __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                          size_t group_kgroups, const uint32_t* corr,
-                                         const float* scales, size_t n_groups, size_t nc,
+                                         const void* scales, size_t n_groups, size_t nc,
                                          bool prefetch_next, float* sct, float* out) {
   constexpr size_t kGroupBytes = 32 * BITS;
   const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << BITS) - 1));
@@ -208,14 +209,13 @@ __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, siz
   // (interleaving 64 short strided reads with the weight stream left the cold GEMV latency-bound)
   // and prefetch the next panel's block while this one streams (compiled out with PANEL_SCALES:
   // see LowbitGemvGroupedPanelFn).
-  const float* st = scales;
-  if constexpr (!PANEL_SCALES) {
-    for (size_t g0 = 0; g0 < n_groups; g0 += 16)
-      load_scales_t(scales, n_groups, nc, g0, sct + g0 * 64);
-    st = sct;
-  }
+  const float* st = sct;  // the transposed float scales (not PANEL_SCALES)
+  const uint16_t* sp = static_cast<const uint16_t*>(scales);  // the panel's (PANEL_SCALES)
+  const float* sf = static_cast<const float*>(scales);
+  if constexpr (!PANEL_SCALES)
+    for (size_t g0 = 0; g0 < n_groups; g0 += 16) load_scales_t(sf, n_groups, nc, g0, sct + g0 * 64);
   const char* next =
-      prefetch_next ? reinterpret_cast<const char*>(scales + 64 * n_groups) : nullptr;
+      prefetch_next ? reinterpret_cast<const char*>(sf + 64 * n_groups) : nullptr;
   const size_t next_bytes = 64 * n_groups * sizeof(float);
   const size_t next_per_group = (next_bytes + kgroups - 1) / kgroups * group_kgroups;
   __m512 f0 = _mm512_setzero_ps(), f1 = f0, f2 = f0, f3 = f0;
@@ -236,14 +236,14 @@ __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, siz
     }
     for (; g < g1; ++g) PQ_GEMV_STEP(0, g)
     const __m512i cr = _mm512_set1_epi32(static_cast<int>(corr[gi]));
-    const float* sg = st + gi * 64;
 #define PQ_GROUP_FOLD(q)                                                                       \
   {                                                                                            \
     __m512i s = _mm512_add_epi32(c0##q, c1##q);                                                \
     if constexpr (SCALED && q == 1) s = _mm512_srai_epi32(s, 2); /* exact: multiples of 4 */   \
     if constexpr (SCALED && q == 2) s = _mm512_srai_epi32(s, 4);                               \
     s = _mm512_sub_epi32(s, cr);                                                               \
-    const __m512 sc = _mm512_loadu_ps(sg + q * 16);                                            \
+    const __m512 sc = PANEL_SCALES ? panel_scales16(sp + gi * 64, q)                           \
+                                   : _mm512_loadu_ps(st + gi * 64 + q * 16);                   \
     __m512 prod = _mm512_mul_ps(sc, _mm512_cvtepi32_ps(s));                                    \
     asm("" : "+v"(prod)); /* no FMA contraction, whatever -ffp-contract says */                \
     f##q = _mm512_add_ps(f##q, prod);                                                          \
@@ -271,7 +271,7 @@ __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, siz
   }
 #define PQ_FOLD_ONE(r, q)                                                                    \
   {                                                                                          \
-    __m512 prod = _mm512_mul_ps(_mm512_loadu_ps(sg + q * 16),                                \
+    __m512 prod = _mm512_mul_ps(panel_scales16(sg, q),                                       \
                                 _mm512_cvtepi32_ps(_mm512_sub_epi32(c##r##q, cr)));          \
     asm("" : "+v"(prod)); /* no FMA contraction */                                           \
     float* o = ob + r * 64 + q * 16;                                                         \
@@ -287,7 +287,7 @@ __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, siz
 template <int BITS, size_t MR>
 __attribute__((noipa)) void tile_grouped(const uint8_t* a, size_t lda, const uint8_t* b,
                                          size_t kgroups, size_t group_kgroups,
-                                         const uint32_t* corr, size_t n_groups, const float* sc,
+                                         const uint32_t* corr, size_t n_groups, const uint16_t* sc,
                                          float* out) {
   constexpr bool SIGNED = false;  // PQ_DOT's operand order: uint8 activations
   constexpr size_t kGroupBytes = 32 * BITS;
@@ -301,7 +301,7 @@ __attribute__((noipa)) void tile_grouped(const uint8_t* a, size_t lda, const uin
       tile_codes<BITS>(bg, mask, w0, w1, w2, w3);
       PQ_ROW_FMA(0) PQ_ROW_FMA(1) PQ_ROW_FMA(2) PQ_ROW_FMA(3) PQ_ROW_FMA(4) PQ_ROW_FMA(5)
     }
-    const float* sg = sc + gi * 64;
+    const uint16_t* sg = sc + gi * 64;
     // out's rows stay in memory (L1): without the opaque pointer GCC keeps all 24 of them in
     // registers across groups and spills the integer accumulators of the k loop instead
     float* ob = out;
@@ -317,7 +317,7 @@ __attribute__((noipa)) void tile_grouped(const uint8_t* a, size_t lda, const uin
 template <int BITS>
 void tile_grouped_mr(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t kgroups,
                      size_t group_kgroups, const uint32_t* corr, size_t n_groups,
-                     const float* sc, float* out) {
+                     const uint16_t* sc, float* out) {
   switch (mr) {
 #define PQ_CASE(n) \
   case n: return tile_grouped<BITS, n>(a, lda, b, kgroups, group_kgroups, corr, n_groups, sc, out);
@@ -402,7 +402,7 @@ void lowbit_gemv_grouped2_avx512(const uint8_t* a, const uint8_t* b, size_t kgro
 
 void lowbit_gemv_grouped_panel4_avx512(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                        size_t group_kgroups, bool a_signed, const uint32_t* corr,
-                                       const float* sc, size_t n_groups, float* out) {
+                                       const uint16_t* sc, size_t n_groups, float* out) {
   if (a_signed)
     return gemv_grouped<4, true, false, true>(a, b, kgroups, group_kgroups, corr, sc, n_groups,
                                               64, false, nullptr, out);
@@ -411,7 +411,7 @@ void lowbit_gemv_grouped_panel4_avx512(const uint8_t* a, const uint8_t* b, size_
 }
 void lowbit_gemv_grouped_panel2_avx512(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                        size_t group_kgroups, bool a_signed, const uint32_t* corr,
-                                       const float* sc, size_t n_groups, float* out) {
+                                       const uint16_t* sc, size_t n_groups, float* out) {
   if (group_kgroups > kScaledMaxK / 4)  // a group too long for the scaled sums
     return a_signed ? gemv_grouped<2, true, false, true>(a, b, kgroups, group_kgroups, corr, sc,
                                                          n_groups, 64, false, nullptr, out)
@@ -426,12 +426,12 @@ void lowbit_gemv_grouped_panel2_avx512(const uint8_t* a, const uint8_t* b, size_
 
 void lowbit_tile_grouped4_avx512(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
                                  size_t kgroups, size_t group_kgroups, const uint32_t* corr,
-                                 size_t n_groups, const float* sc, float* out) {
+                                 size_t n_groups, const uint16_t* sc, float* out) {
   tile_grouped_mr<4>(a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc, out);
 }
 void lowbit_tile_grouped2_avx512(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
                                  size_t kgroups, size_t group_kgroups, const uint32_t* corr,
-                                 size_t n_groups, const float* sc, float* out) {
+                                 size_t n_groups, const uint16_t* sc, float* out) {
   tile_grouped_mr<2>(a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc, out);
 }
 

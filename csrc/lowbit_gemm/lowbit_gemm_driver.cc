@@ -13,6 +13,7 @@
 #include "core/thread_pool.h"
 #include "forward/epilogue.h"
 #include "lowbit_gemm/lowbit_gemm.h"
+#include "lowbit_gemm/panel_scales.h"
 
 namespace pq {
 
@@ -217,19 +218,24 @@ void lowbit_gemm_grouped_run(const uint8_t* a, size_t m, size_t k, bool a_signed
   });
 }
 
-void lowbit_panel_scales(const float* scales, size_t n, size_t n_groups, float* out) {
+bool lowbit_panel_scales(const float* scales, size_t n, size_t n_groups, uint16_t* out) {
   const size_t n_pad = round_up(n, kLowbitPanelCols);
   for (size_t col = 0; col < n_pad; ++col) {
     const size_t panel = col / kLowbitPanelCols, lane = col % kLowbitPanelCols;
-    float* dst = out + panel * n_groups * kLowbitPanelCols + lane;
-    for (size_t g = 0; g < n_groups; ++g)
-      dst[g * kLowbitPanelCols] = col < n ? scales[col * n_groups + g] : 0.0f;
+    uint16_t* dst = out + panel * n_groups * kLowbitPanelCols + panel_scale_slot(lane);
+    for (size_t g = 0; g < n_groups; ++g) {
+      uint32_t bits = 0;
+      if (col < n) std::memcpy(&bits, scales + col * n_groups + g, sizeof bits);
+      if (bits & 0xffffu) return false;
+      dst[g * kLowbitPanelCols] = static_cast<uint16_t>(bits >> 16);
+    }
   }
+  return true;
 }
 
 void lowbit_grouped_forward_run(const uint8_t* a, size_t lda, size_t m, size_t k,
                                 const uint8_t* panels, size_t n, int bits, size_t group_size,
-                                const float* panel_scales, const Epilogue& ep, float* y,
+                                const uint16_t* panel_scales, const Epilogue& ep, float* y,
                                 int threads, Isa isa) {
   if (m == 0 || n == 0) return;
   const LowbitGemmKernels& kern = lowbit_gemm_kernels(isa);
@@ -239,7 +245,7 @@ void lowbit_grouped_forward_run(const uint8_t* a, size_t lda, size_t m, size_t k
   const uint32_t offset = 1u << (bits - 1);
   const size_t n_groups = div_round_up(k, group_size);
   const size_t block = group_size / kLowbitGroupK;  // k-groups per quantization group
-  const size_t panel_floats = n_groups * kLowbitPanelCols;
+  const size_t panel_slots = n_groups * kLowbitPanelCols;  // scales per panel
   // offset correction per (row, group): offset * activation sum (wrapping uint32)
   std::vector<uint32_t> corr(m * n_groups);
   for (size_t r = 0; r < m; ++r)
@@ -257,7 +263,7 @@ void lowbit_grouped_forward_run(const uint8_t* a, size_t lda, size_t m, size_t k
       const size_t col0 = panel * kLowbitPanelCols;
       const size_t nc = n - col0 < kLowbitPanelCols ? n - col0 : kLowbitPanelCols;
       gemv(a, panels + panel * k_groups * gbytes, k_groups, block, false, corr.data(),
-           panel_scales + panel * panel_floats, n_groups, out);
+           panel_scales + panel * panel_slots, n_groups, out);
       epilogue_row_f32(ep, 0, col0, nc, out, y + col0, isa);
     });
     return;
@@ -271,7 +277,13 @@ void lowbit_grouped_forward_run(const uint8_t* a, size_t lda, size_t m, size_t k
     const size_t col0 = panel * kLowbitPanelCols;
     const size_t nc = n - col0 < kLowbitPanelCols ? n - col0 : kLowbitPanelCols;
     const uint8_t* bp = panels + panel * k_groups * gbytes;
-    const float* sc = panel_scales + panel * panel_floats;
+    const uint16_t* sc = panel_scales + panel * panel_slots;
+    std::vector<float> sc_f32;  // the tile + epilogue path's float scales, [group][64 columns]
+    if (!tile_grouped) {
+      sc_f32.resize(panel_slots);
+      for (size_t g = 0; g < n_groups; ++g)
+        widen_panel_scales(sc + g * kLowbitPanelCols, sc_f32.data() + g * kLowbitPanelCols);
+    }
     for (size_t mt = m0; mt < m1; mt += kern.mr) {
       const size_t mr = m1 - mt < kern.mr ? m1 - mt : kern.mr;
       if (tile_grouped && n_groups > 0) {  // group sums and scales applied inside the kernel,
@@ -286,7 +298,7 @@ void lowbit_grouped_forward_run(const uint8_t* a, size_t lda, size_t m, size_t k
           const size_t groups = k_groups - kb < block ? k_groups - kb : block;
           tile(a + mt * lda + kb * kLowbitGroupK, lda, mr, bp + kb * gbytes, groups, false, sums);
           for (size_t r = 0; r < mr; ++r) cr[r] = corr[(mt + r) * n_groups + g];
-          kern.group_epilogue(sums, mr, cr, sc + g * kLowbitPanelCols, out);
+          kern.group_epilogue(sums, mr, cr, sc_f32.data() + g * kLowbitPanelCols, out);
         }
       }
       epilogue_rows_f32(ep, mt, mt + mr, col0, nc, out, 64, y + mt * n + col0, n, isa);

@@ -307,8 +307,8 @@ class WeightOnlyScheme(Scheme):
     def derived(self, b):
         if "packed_offsets" in b:
             return {}
-        # float32 in the kernels' panel layout: widening bf16 in the GEMV cost more compute than
-        # the half-size stream saved (Zen 3: the grouped GEMV is ALU-bound at g32)
+        # the bfloat16 bits in the kernels' panel layout (int16; csrc/lowbit_gemm/panel_scales.h):
+        # one unpack with zero widens 8 or 16 of them, and the decode GEMV streams half the bytes
         sw = b["w_scale"].float().contiguous().numpy()
         return {"panel_scales": torch.from_numpy(_C.lowbit_panel_scales(sw))}
 
