@@ -300,7 +300,9 @@ void grouped_rows(const uint8_t* a, size_t lda, const uint8_t* b, size_t kgroups
             _mm256_store_si256(dst, v);
           }
       }
-      const uint16_t* sg = sc + gi * 64;
+      __m256 sq[4];  // the group's scales for this half, widened once for all rows
+      #pragma GCC unroll 4
+      for (size_t q = 0; q < 4; ++q) sq[q] = panel_scales8(sc + gi * 64, q, h);
       #pragma GCC unroll 4
       for (size_t r = 0; r < MR; ++r) {
         const __m256i cr = _mm256_set1_epi32(static_cast<int>(corr[r * n_groups + gi]));
@@ -308,7 +310,7 @@ void grouped_rows(const uint8_t* a, size_t lda, const uint8_t* b, size_t kgroups
         for (size_t q = 0; q < 4; ++q) {
           const __m256i v = _mm256_sub_epi32(
               _mm256_load_si256(reinterpret_cast<const __m256i*>(part[r][q])), cr);
-          __m256 prod = _mm256_mul_ps(panel_scales8(sg, q, h), _mm256_cvtepi32_ps(v));
+          __m256 prod = _mm256_mul_ps(sq[q], _mm256_cvtepi32_ps(v));
           asm("" : "+x"(prod));  // keep mul and add separate even under -ffp-contract=fast
           float* o = out + r * 64 + q * 16 + h * 8;
           const __m256 prev = gi == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(o);

@@ -271,7 +271,7 @@ __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, siz
   }
 #define PQ_FOLD_ONE(r, q)                                                                    \
   {                                                                                          \
-    __m512 prod = _mm512_mul_ps(panel_scales16(sg, q),                                       \
+    __m512 prod = _mm512_mul_ps(s##q,                                                        \
                                 _mm512_cvtepi32_ps(_mm512_sub_epi32(c##r##q, cr)));          \
     asm("" : "+v"(prod)); /* no FMA contraction */                                           \
     float* o = ob + r * 64 + q * 16;                                                         \
@@ -301,7 +301,10 @@ __attribute__((noipa)) void tile_grouped(const uint8_t* a, size_t lda, const uin
       tile_codes<BITS>(bg, mask, w0, w1, w2, w3);
       PQ_ROW_FMA(0) PQ_ROW_FMA(1) PQ_ROW_FMA(2) PQ_ROW_FMA(3) PQ_ROW_FMA(4) PQ_ROW_FMA(5)
     }
+    // the group's scales widened once for all rows (the stores to out could alias them)
     const uint16_t* sg = sc + gi * 64;
+    const __m512 s0 = panel_scales16(sg, 0), s1 = panel_scales16(sg, 1),
+                 s2 = panel_scales16(sg, 2), s3 = panel_scales16(sg, 3);
     // out's rows stay in memory (L1): without the opaque pointer GCC keeps all 24 of them in
     // registers across groups and spills the integer accumulators of the k loop instead
     float* ob = out;

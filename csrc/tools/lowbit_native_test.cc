@@ -8,6 +8,7 @@
 
 #include "core/macros.h"
 #include "core/packed_format.h"
+#include "forward/epilogue.h"
 #include "lowbit_gemm/lowbit_gemm.h"
 #include "tools/test_registry.h"
 
@@ -72,6 +73,28 @@ void lowbit_sweep(Isa isa, TestCounter& t) {
                                     f2.data(), 1, Isa::scalar);
             t.check(std::memcmp(f1.data(), f2.data(), f1.size() * sizeof(float)) == 0,
                     what + " grouped g" + std::to_string(gs));
+            if (a_signed) continue;
+            // the fused forward (uint8 rows): bfloat16 panel scales read by the grouped tiles
+            // and GEMVs (panel_scales.h), bit-identical to the scalar path's tile + epilogue
+            for (auto& x : sc) {  // bfloat16 values
+              uint32_t u;
+              std::memcpy(&u, &x, sizeof u);
+              u &= 0xffff0000u;
+              std::memcpy(&x, &u, sizeof u);
+            }
+            std::vector<uint16_t> panel(round_up(s.n, kLowbitPanelCols) * ng);
+            t.check(lowbit_panel_scales(sc.data(), s.n, ng, panel.data()), what + " panel scales");
+            const size_t lda = round_up(s.k, 64);
+            std::vector<uint8_t> rows(s.m * lda, 0);
+            for (size_t i = 0; i < s.m; ++i) std::memcpy(&rows[i * lda], &a[i * s.k], s.k);
+            const float one = 1.0f;
+            const Epilogue ep{&one, nullptr, true, nullptr, nullptr, nullptr};
+            lowbit_grouped_forward_run(rows.data(), lda, s.m, s.k, panels, s.n, bits, gs,
+                                       panel.data(), ep, f1.data(), 2, isa);
+            lowbit_grouped_forward_run(rows.data(), lda, s.m, s.k, panels, s.n, bits, gs,
+                                       panel.data(), ep, f2.data(), 1, Isa::scalar);
+            t.check(std::memcmp(f1.data(), f2.data(), f1.size() * sizeof(float)) == 0,
+                    what + " grouped forward g" + std::to_string(gs));
           }
         }
   // W2 groups at the edge of the scaled sums' bound (AVX-512 GEMVs: codes 4c / 16c summed in

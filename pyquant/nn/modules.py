@@ -23,7 +23,7 @@ from .schemes import scheme_for
 # streams every weight byte once per token, and on 4 KiB pages the cold GEMV ran 10-25% slower
 # (Zen 4, docs/notes/nn_forward.md, tenth session)
 _HUGEPAGE_MIN_BYTES = 4 << 20
-_HUGEPAGE_DTYPES = (torch.uint8, torch.int8, torch.int32, torch.int64, torch.float32)
+_HUGEPAGE_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.float32)
 
 
 def _want_hugepages(t) -> bool:
