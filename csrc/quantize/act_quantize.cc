@@ -82,6 +82,14 @@ LutRowRangeFn lut_row_range_kernel(Isa isa) {
   return lut_row_range;
 }
 
+namespace {
+void lut_histogram_occupied(const float* x, size_t k, float lo, float inv_bw, uint32_t* count,
+                            uint64_t* occupied) {
+  lut_histogram(x, k, lo, inv_bw, count);
+  lut_occupied(count, occupied);
+}
+}  // namespace
+
 LutHistogramFn lut_histogram_kernel(Isa isa) {
 #if defined(PQ_HAVE_X86)
   if (isa == Isa::avx512) return lut_histogram_avx512;
@@ -89,7 +97,7 @@ LutHistogramFn lut_histogram_kernel(Isa isa) {
 #else
   (void)isa;
 #endif
-  return lut_histogram;
+  return lut_histogram_occupied;
 }
 
 void lut_quantize_row(const float* x, size_t k, const LutActLevels& lv, bool mse, bool is_static,
@@ -124,26 +132,32 @@ void lut_histogram(const float* x, size_t k, float lo, float inv_bw, uint32_t* c
   }
 }
 
+void lut_occupied(const uint32_t* count, uint64_t* occupied) {
+  for (int w = 0; w < kLutBins / 64; ++w) {
+    uint64_t bits = 0;  // in a register: an |= into memory per bin was a store-forwarding chain
+    for (int i = 0; i < 64; ++i) bits |= uint64_t{count[64 * w + i] != 0} << i;
+    occupied[w] = bits;
+  }
+}
+
 void lut_params_mse(const float* x, size_t k, const LutActLevels& lv, float lo, float hi,
                     LutHistogramFn hist, float* s, float* off) {
   if (!(hi > lo)) return lut_params_minmax(lv, lo, hi, s, off);
   uint32_t count[kLutBins] = {};
-  hist(x, k, lo, static_cast<float>(kLutBins) / (hi - lo), count);
+  uint64_t occupied[kLutBins / 64];
+  hist(x, k, lo, static_cast<float>(kLutBins) / (hi - lo), count, occupied);
   // the occupied bins in increasing centre order, with prefix sums of n, n c and n c^2: a
   // candidate's error is then 4 segment sums (one per level) instead of one term per bin
   // (sum n (c - R)^2 = S2 - 2 R S1 + R^2 S0 over the bins that map to level R). Only occupied
-  // bins are visited (an empty bin adds exactly 0), found from a bitmap without a branch per bin;
-  // below[b] = the number of occupied bins before bin b.
+  // bins are visited (an empty bin adds exactly 0), found from the bitmap without a branch per
+  // bin; below(b) = the number of occupied bins before bin b, by popcounts of the bitmap.
   double p0[kLutBins + 1], p1[kLutBins + 1], p2[kLutBins + 1];
-  uint16_t below[kLutBins + 1];
-  uint64_t occupied[kLutBins / 64] = {};
-  for (int b = 0; b < kLutBins; ++b) {
-    occupied[b / 64] |= uint64_t{count[b] != 0} << (b % 64);
-  }
+  int word_below[kLutBins / 64 + 1];
   int nb = 0;
-  const double dlo = lo, width = (static_cast<double>(hi) - dlo) / kLutBins;
+  const double dlo = lo, width = (static_cast<double>(hi) - dlo) / kLutBins, inv_width = 1.0 / width;
   p0[0] = p1[0] = p2[0] = 0.0;
   for (int w = 0; w < kLutBins / 64; ++w) {
+    word_below[w] = nb;
     for (uint64_t bits = occupied[w]; bits; bits &= bits - 1) {
       const int b = 64 * w + __builtin_ctzll(bits);
       const double c = dlo + (b + 0.5) * width, n = count[b];
@@ -153,8 +167,12 @@ void lut_params_mse(const float* x, size_t k, const LutActLevels& lv, float lo, 
       ++nb;
     }
   }
-  below[0] = 0;
-  for (int b = 0; b < kLutBins; ++b) below[b + 1] = static_cast<uint16_t>(below[b] + (count[b] != 0));
+  word_below[kLutBins / 64] = nb;
+  const auto below = [&](int b) {  // 0 <= b <= kLutBins
+    const int w = b / 64, i = b % 64;
+    return i == 0 ? word_below[w]
+                  : word_below[w] + __builtin_popcountll(occupied[w] & (~uint64_t{0} >> (64 - i)));
+  };
   const double mu = p1[nb] / static_cast<double>(k);
   const double lmin = lv.sorted[0], span = static_cast<double>(lv.sorted[3]) - lmin;
   double best_err = 0.0, best_s = 1.0, best_off = 0.0;
@@ -169,11 +187,12 @@ void lut_params_mse(const float* x, size_t k, const LutActLevels& lv, float lo, 
     int split[4];
     for (int j = 0; j < 3; ++j) {
       const auto above = [&](int b) { return (dlo + (b + 0.5) * width - o) * inv > lv.mids[j]; };
-      const double est = (lv.mids[j] / inv + o - dlo) / width - 0.5;
+      // only a starting point (the walks below make the split exact): no division needed
+      const double est = (lv.mids[j] * sa + o - dlo) * inv_width - 0.5;
       int b = est >= 0.0 ? (est < kLutBins ? static_cast<int>(est) : kLutBins) : 0;  // NaN: 0
       while (b > 0 && above(b - 1)) --b;
       while (b < kLutBins && !above(b)) ++b;
-      split[j] = below[b];
+      split[j] = below(b);
     }
     split[3] = nb;
     double err = 0.0;

@@ -64,10 +64,13 @@ constexpr int kLutBins = 512;
 float lut_candidate_ratio(int i);  // 1 - 0.85 i / 11, rounded to float32
 // The estimator's histogram: ++count[b] per value, b as above with inv_bw = B / (hi - lo)
 // (t = (x - lo) * inv_bw; b = t > 0 ? min(trunc(t), B - 1) : 0, so NaN goes to bin 0).
-using LutHistogramFn = void (*)(const float* x, size_t k, float lo, float inv_bw,
-                                uint32_t* count);
+// The tier kernels also write the occupancy bitmap (bit b of occupied[b / 64]: count[b] != 0),
+// so the estimator never loops over empty bins.
 void lut_histogram(const float* x, size_t k, float lo, float inv_bw, uint32_t* count);
-LutHistogramFn lut_histogram_kernel(Isa isa);  // the tier's loop, the same counts
+void lut_occupied(const uint32_t* count, uint64_t* occupied);  // kLutBins / 64 words
+using LutHistogramFn = void (*)(const float* x, size_t k, float lo, float inv_bw,
+                                uint32_t* count, uint64_t* occupied);
+LutHistogramFn lut_histogram_kernel(Isa isa);  // the tier's loops, the same counts and bitmap
 // lo, hi: the row's range (lut_row_range); hist: the tier's histogram loop (the same counts).
 void lut_params_mse(const float* x, size_t k, const LutActLevels& lv, float lo, float hi,
                     LutHistogramFn hist, float* s, float* off);
@@ -79,11 +82,13 @@ void lut_quantize_row(const float* x, size_t k, const LutActLevels& lv, bool mse
                       float lo, float hi, Isa isa, uint8_t* codes, float* s, float* off);
 #if defined(PQ_HAVE_X86)
 void lut_row_range_avx2(const float* x, size_t k, float* lo, float* hi);
-void lut_histogram_avx2(const float* x, size_t k, float lo, float inv_bw, uint32_t* count);
+void lut_histogram_avx2(const float* x, size_t k, float lo, float inv_bw, uint32_t* count,
+                        uint64_t* occupied);
 void lut_codes_row_avx2(const float* x, size_t k, const LutActLevels& lv, float s, float off,
                         uint8_t* codes);
 void lut_row_range_avx512(const float* x, size_t k, float* lo, float* hi);
-void lut_histogram_avx512(const float* x, size_t k, float lo, float inv_bw, uint32_t* count);
+void lut_histogram_avx512(const float* x, size_t k, float lo, float inv_bw, uint32_t* count,
+                          uint64_t* occupied);
 void lut_codes_row_avx512(const float* x, size_t k, const LutActLevels& lv, float s, float off,
                           uint8_t* codes);
 #endif

@@ -32,8 +32,9 @@ void lut_row_range_avx2(const float* x, size_t k, float* lo, float* hi) {
 }
 
 // The bin index 8 values at a time (subtract, multiply, compare, truncate: the scalar formula's
-// operations), the counts one by one.
-void lut_histogram_avx2(const float* x, size_t k, float lo, float inv_bw, uint32_t* count) {
+// operations), the counts one by one; the bitmap 8 counts per compare.
+void lut_histogram_avx2(const float* x, size_t k, float lo, float inv_bw, uint32_t* count,
+                        uint64_t* occupied) {
   const __m256 vlo = _mm256_set1_ps(lo), vinv = _mm256_set1_ps(inv_bw);
   const __m256 top = _mm256_set1_ps(static_cast<float>(kLutBins - 1)), zero = _mm256_setzero_ps();
   alignas(32) int32_t bins[8];
@@ -48,6 +49,16 @@ void lut_histogram_avx2(const float* x, size_t k, float lo, float inv_bw, uint32
     for (int j = 0; j < 8; ++j) ++count[bins[j]];
   }
   if (i < k) lut_histogram(x + i, k - i, lo, inv_bw, count);
+  for (int w = 0; w < kLutBins / 64; ++w) {
+    uint64_t empty = 0;
+    for (int q = 0; q < 8; ++q) {
+      const __m256i c =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(count + 64 * w + 8 * q));
+      const __m256i z = _mm256_cmpeq_epi32(c, _mm256_setzero_si256());
+      empty |= uint64_t(static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(z)))) << (8 * q);
+    }
+    occupied[w] = ~empty;
+  }
 }
 
 void lut_codes_row_avx2(const float* x, size_t k, const LutActLevels& lv, float s, float off,

@@ -30,8 +30,10 @@ void lut_row_range_avx512(const float* x, size_t k, float* lo, float* hi) {
   *hi = h;
 }
 
-// The bin index 16 values at a time (the scalar formula's operations), the counts one by one.
-void lut_histogram_avx512(const float* x, size_t k, float lo, float inv_bw, uint32_t* count) {
+// The bin index 16 values at a time (the scalar formula's operations), the counts one by one;
+// the bitmap 16 counts per test.
+void lut_histogram_avx512(const float* x, size_t k, float lo, float inv_bw, uint32_t* count,
+                          uint64_t* occupied) {
   const __m512 vlo = _mm512_set1_ps(lo), vinv = _mm512_set1_ps(inv_bw);
   const __m512 top = _mm512_set1_ps(static_cast<float>(kLutBins - 1)), zero = _mm512_setzero_ps();
   alignas(64) int32_t bins[16];
@@ -46,6 +48,14 @@ void lut_histogram_avx512(const float* x, size_t k, float lo, float inv_bw, uint
     for (int j = 0; j < 16; ++j) ++count[bins[j]];
   }
   if (i < k) lut_histogram(x + i, k - i, lo, inv_bw, count);
+  for (int w = 0; w < kLutBins / 64; ++w) {
+    uint64_t bits = 0;
+    for (int q = 0; q < 4; ++q) {
+      const __m512i c = _mm512_loadu_si512(count + 64 * w + 16 * q);
+      bits |= uint64_t{_mm512_test_epi32_mask(c, c)} << (16 * q);
+    }
+    occupied[w] = bits;
+  }
 }
 
 void lut_codes_row_avx512(const float* x, size_t k, const LutActLevels& lv, float s, float off,

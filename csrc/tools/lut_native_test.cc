@@ -144,9 +144,16 @@ void test_lut_act_quantize(Isa isa, TestCounter& t) {
                : lo + static_cast<float>((r >> 16) % 100000) * (hi - lo) / 99999.0f;
       }
       uint32_t got[kLutBins] = {}, want[kLutBins] = {};
-      hist(x.data(), k, lo, inv_bw, got);
+      uint64_t got_occ[kLutBins / 64], want_occ[kLutBins / 64];
+      std::memset(got_occ, 0xa5, sizeof got_occ);  // every word must be written
+      hist(x.data(), k, lo, inv_bw, got, got_occ);
       lut_histogram(x.data(), k, lo, inv_bw, want);
-      hist_ok = std::memcmp(got, want, sizeof got) == 0;
+      for (int w = 0; w < kLutBins / 64; ++w) {  // the bitmap from its definition
+        want_occ[w] = 0;
+        for (int i = 0; i < 64; ++i) want_occ[w] |= uint64_t{want[64 * w + i] != 0} << i;
+      }
+      hist_ok = std::memcmp(got, want, sizeof got) == 0 &&
+                std::memcmp(got_occ, want_occ, sizeof got_occ) == 0;
       if (!hist_ok) what = " histogram k=" + std::to_string(k);
     }
   }
