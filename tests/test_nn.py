@@ -20,6 +20,7 @@ import io
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -849,6 +850,18 @@ def test_config_validation():
     for bad in (6, 9, True, "8", None):
         with pytest.raises(ValueError, match="act_bits"):
             pyquant.Int8Config(act_bits=bad)
+    # whole floats and bools are not widths (4.0 reached the packer's shape arithmetic as a float)
+    for kw in ({"bits": 4.0}, {"group_size": 32.0}, {"bits": True}):
+        with pytest.raises(ValueError, match="bits|group_size"):
+            pyquant.WeightOnlyConfig(**kw)
+    with pytest.raises(ValueError, match="a_levels"):
+        pyquant.LUT2Config(a_levels=(0, 1.5, 2, 3))  # was silently (0, 1, 2, 3)
+    with pytest.raises(ValueError, match="bits"):
+        pyquant.SparqConfig(bits=4.0)
+    # numpy integers are integers, stored as plain ints (the repr is parsed by the reference op)
+    c = pyquant.WeightOnlyConfig(np.int64(2), np.int64(128))
+    assert repr(c) == "WeightOnlyConfig(bits=2, group_size=128)" and type(c.bits) is int
+    assert pyquant.LUT2Config(a_levels=np.arange(4)).a_levels == (0, 1, 2, 3)
 
 
 def test_int8_act_bits_auto_follows_the_active_kernel():
@@ -1311,3 +1324,73 @@ def test_quantize_user_mistakes_get_clear_errors():
     for layer, shape in ((q, (2, 1)), (cnn[1], (1, 4, 5, 5))):
         with pytest.raises(ValueError, match="expected a CPU tensor, got one on meta"):
             layer(torch.ones(shape, device="meta"))
+
+
+@pytest.mark.parametrize("config", [pyquant.WeightOnlyConfig(4, 32), pyquant.Int8Config(),
+                                    pyquant.LUT2Config(), pyquant.SparqConfig()],
+                         ids=lambda c: type(c).__name__)
+def test_in_place_buffer_edit_reaches_the_native_call(config):
+    """Buffers edited in place (not replaced) rebind the fused call and remake what is derived
+    from them (WeightOnly's panel scales, Int8/LUT2's scale x column-sum offsets): the output
+    follows the edit like a freshly converted module's, not a half-stale mix."""
+    torch.manual_seed(3)
+    lin = nn.Linear(64, 5)
+    q = pyquant.nn.QuantLinear.from_linear(lin, config)
+    fresh = pyquant.nn.QuantLinear.from_linear(lin, config)
+    x = torch.randn(4, 64)
+    with torch.no_grad():
+        q(x)  # bound
+        q.w_scale.mul_(2)
+        fresh.load_state_dict(q.state_dict())  # the same buffers, loaded
+        torch.testing.assert_close(q(x), fresh(x), rtol=0, atol=0)
+        y0 = q(x)
+        q.bias.add_(1)
+        torch.testing.assert_close(q(x), y0 + 1, rtol=1e-6, atol=1e-5)
+
+
+def test_reference_paths_take_nonfinite_and_empty_rows():
+    """The pure-PyTorch reference: LUT2's mse estimator on NaN / inf / denormal-range rows
+    (it once cast NaN bin positions to int64) matches the native one; SPARQ on an empty batch."""
+    torch.manual_seed(0)
+    lin = nn.Linear(8, 4)
+    x = torch.randn(5, 8)
+    x[0, 0] = float("nan")
+    x[1, 3] = float("inf")
+    x[2] = torch.arange(8.0) * 1e-39  # a denormal range: 512 / span is inf
+    x[3] = float("nan")
+    for mode in ("mse", "minmax"):
+        config = pyquant.LUT2Config(a_scale=mode)
+        native = pyquant.nn.QuantLinear.from_linear(lin, config)
+        with _backend.use_reference():
+            ref = pyquant.nn.QuantLinear.from_linear(lin, config)
+        with torch.no_grad():
+            torch.testing.assert_close(ref(x), native(x), rtol=1e-6, atol=1e-6, equal_nan=True)
+            assert torch.isfinite(native(x)[[0, 2, 4]]).all()  # a NaN value is skipped
+    with _backend.use_reference():
+        r = pyquant.nn.QuantLinear.from_linear(nn.Linear(10, 4), pyquant.SparqConfig())
+    with torch.no_grad():
+        assert r(torch.randn(0, 10)).shape == (0, 4)
+
+
+@pytest.mark.parametrize("config", [pyquant.WeightOnlyConfig(4, 32), pyquant.Int8Config(),
+                                    pyquant.LUT2Config(), pyquant.SparqConfig()],
+                         ids=lambda c: type(c).__name__)
+def test_state_dict_nonfinite_values_refused(config):
+    """A scale, offset, level sum or bias of NaN / inf in a loaded state dict is a ValueError
+    naming the key (it made every output it touched NaN / inf), the module left unchanged."""
+    torch.manual_seed(0)
+    q = pyquant.nn.QuantLinear.from_linear(nn.Linear(40, 6), config)
+    x = torch.randn(2, 40)
+    with torch.no_grad():
+        y = q(x)
+    floats = [k for k, v in q.state_dict().items() if v.is_floating_point() and k != "act_range"]
+    assert "bias" in floats and "w_scale" in floats
+    for key in floats:
+        for bad in (float("nan"), float("inf")):
+            sd = q.state_dict()
+            sd[key] = sd[key].clone()
+            sd[key].view(-1)[0] = bad
+            with pytest.raises(ValueError, match=f"{key}: expected finite"):
+                q.load_state_dict(sd)
+    with torch.no_grad():
+        torch.testing.assert_close(q(x), y, rtol=0, atol=0)

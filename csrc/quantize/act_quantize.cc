@@ -63,8 +63,10 @@ void lut_params_minmax(const LutActLevels& lv, float lo, float hi, float* s, flo
 float lut_candidate_ratio(int i) { return static_cast<float>(1.0 - 0.85 * i / 11.0); }
 
 void lut_row_range(const float* x, size_t k, float* lo, float* hi) {
-  float l = x[0], h = x[0];
-  for (size_t i = 1; i < k; ++i) {
+  size_t first = 0;  // NaN values are skipped, leading ones too (an all-NaN row gives NaN)
+  while (first + 1 < k && std::isnan(x[first])) ++first;
+  float l = x[first], h = x[first];
+  for (size_t i = first + 1; i < k; ++i) {
     l = x[i] < l ? x[i] : l;
     h = x[i] > h ? x[i] : h;
   }
@@ -146,24 +148,26 @@ void lut_params_mse(const float* x, size_t k, const LutActLevels& lv, float lo, 
   uint32_t count[kLutBins] = {};
   uint64_t occupied[kLutBins / 64];
   hist(x, k, lo, static_cast<float>(kLutBins) / (hi - lo), count, occupied);
-  // the occupied bins in increasing centre order, with prefix sums of n, n c and n c^2: a
-  // candidate's error is then 4 segment sums (one per level) instead of one term per bin
-  // (sum n (c - R)^2 = S2 - 2 R S1 + R^2 S0 over the bins that map to level R). Only occupied
-  // bins are visited (an empty bin adds exactly 0), found from the bitmap without a branch per
-  // bin; below(b) = the number of occupied bins before bin b, by popcounts of the bitmap.
-  double p0[kLutBins + 1], p1[kLutBins + 1], p2[kLutBins + 1];
+  // The occupied bins in increasing order, with prefix sums of n, n t and n t^2 where t = 2b + 1:
+  // bin b's centre is c_b = lo + t h (h = width / 2), so a level's error over a run of bins,
+  // sum n (c_b - R)^2 = h^2 T2 - 2 h d T1 + d^2 S0 with d = R - lo, comes from exact integer
+  // sums (n <= k, t < 2 kLutBins) measured from lo. (Sums of n c and n c^2 on the absolute
+  // centres cancelled on rows whose spread is a few ulps of their mean, and chained a float
+  // add per bin.) Only occupied bins are visited (an empty bin adds exactly 0), found from the
+  // bitmap; below(b) = the number of occupied bins before bin b, by popcounts of the bitmap.
+  uint64_t q0[kLutBins + 1], q1[kLutBins + 1], q2[kLutBins + 1];
   int word_below[kLutBins / 64 + 1];
   int nb = 0;
-  const double dlo = lo, width = (static_cast<double>(hi) - dlo) / kLutBins, inv_width = 1.0 / width;
-  p0[0] = p1[0] = p2[0] = 0.0;
+  const double dlo = lo, width = (static_cast<double>(hi) - dlo) / kLutBins, h = width / 2,
+               inv_width = 1.0 / width;
+  q0[0] = q1[0] = q2[0] = 0;
   for (int w = 0; w < kLutBins / 64; ++w) {
     word_below[w] = nb;
     for (uint64_t bits = occupied[w]; bits; bits &= bits - 1) {
-      const int b = 64 * w + __builtin_ctzll(bits);
-      const double c = dlo + (b + 0.5) * width, n = count[b];
-      p0[nb + 1] = p0[nb] + n;
-      p1[nb + 1] = p1[nb] + n * c;
-      p2[nb + 1] = p2[nb] + n * (c * c);
+      const uint64_t t = 2 * uint64_t(64 * w + __builtin_ctzll(bits)) + 1, n = count[t / 2];
+      q0[nb + 1] = q0[nb] + n;
+      q1[nb + 1] = q1[nb] + n * t;
+      q2[nb + 1] = q2[nb] + n * t * t;
       ++nb;
     }
   }
@@ -173,7 +177,8 @@ void lut_params_mse(const float* x, size_t k, const LutActLevels& lv, float lo, 
     return i == 0 ? word_below[w]
                   : word_below[w] + __builtin_popcountll(occupied[w] & (~uint64_t{0} >> (64 - i)));
   };
-  const double mu = p1[nb] / static_cast<double>(k);
+  const double mu_lo = h * static_cast<double>(q1[nb]) / static_cast<double>(k);  // mu - lo
+  const double mu = dlo + mu_lo;
   const double lmin = lv.sorted[0], span = static_cast<double>(lv.sorted[3]) - lmin;
   double best_err = 0.0, best_s = 1.0, best_off = 0.0;
   for (int c = 0; c < kLutCandidates; ++c) {
@@ -197,10 +202,13 @@ void lut_params_mse(const float* x, size_t k, const LutActLevels& lv, float lo, 
     split[3] = nb;
     double err = 0.0;
     for (int j = 0, from = 0; j < 4; from = split[j], ++j) {
-      const double rec = o + sa * lv.sorted[j];
-      const double s0 = p0[split[j]] - p0[from], s1 = p1[split[j]] - p1[from],
-                   s2 = p2[split[j]] - p2[from];
-      err += s2 - 2.0 * rec * s1 + rec * rec * s0;
+      // the level's value o + sa * level measured from lo, without the large terms:
+      // clo - lo = (1 - r) (mu - lo), o + sa * level - clo = sa * (level - lmin)
+      const double d = (1.0 - r) * mu_lo + sa * (lv.sorted[j] - lmin);
+      const double s0 = static_cast<double>(q0[split[j]] - q0[from]),
+                   t1 = static_cast<double>(q1[split[j]] - q1[from]),
+                   t2 = static_cast<double>(q2[split[j]] - q2[from]);
+      err += h * h * t2 - 2.0 * h * d * t1 + d * d * s0;
     }
     if (c == 0 || err < best_err) {
       best_err = err;

@@ -27,9 +27,9 @@ LutActLevels lut_act_levels(const int32_t levels[4]);
 void lut_codes_row(const float* x, size_t k, const LutActLevels& lv, float s, float off,
                    uint8_t* codes);
 
-// A row's range as the loop lo = hi = x[0]; lo = x[i] < lo ? x[i] : lo; hi = x[i] > hi ? x[i] :
-// hi: NaN values after the first are skipped, a NaN x[0] gives NaN, and of equal values the first
-// stays (so a zero's sign is that of the row's first zero). k >= 1.
+// A row's range as the loop lo = hi = x[f]; lo = x[i] < lo ? x[i] : lo; hi = x[i] > hi ? x[i] :
+// hi from f + 1 on, f the first non-NaN value: NaN values are skipped (an all-NaN row gives NaN),
+// and of equal values the first stays (so a zero's sign is that of the row's first zero). k >= 1.
 void lut_row_range(const float* x, size_t k, float* lo, float* hi);
 using LutRowRangeFn = void (*)(const float* x, size_t k, float* lo, float* hi);
 // For the vector range loops: their lanes agree with the scalar rule on the values, but a zero
@@ -57,8 +57,10 @@ void lut_params_minmax(const LutActLevels& lv, float lo, float hi, float* s, flo
 // mu = sum_b n_b c_b / K; candidate r shrinks the range towards mu:
 // [mu + r (lo - mu), mu + r (hi - mu)], params as minmax; its error is
 // sum_b n_b (c_b - (off + s * level(c_b)))^2 (level: nearest by v = (c_b - off) * (1 / s)),
-// summed per level as S2 - 2 R S1 + R^2 S0; the first smallest wins; s and off rounded to
-// float32. Exact for every value in a bin that no decision midpoint crosses (almost all bins).
+// summed per level from exact integer moments of the bin index measured from lo (no
+// cancellation on rows whose spread is a few ulps of their mean); the first smallest wins; s and
+// off rounded to float32. Exact for every value in a bin that no decision midpoint crosses
+// (almost all bins).
 constexpr int kLutCandidates = 12;
 constexpr int kLutBins = 512;
 float lut_candidate_ratio(int i);  // 1 - 0.85 i / 11, rounded to float32

@@ -185,7 +185,7 @@ def sparq_quantize_ref(a: torch.Tensor, *, bits=4, options=5, rounding="round", 
         return narrow[idx]
     k = a.shape[-1]
     padded = torch.nn.functional.pad(a, (0, k % 2)) if k % 2 else a
-    pr = padded.reshape(*padded.shape[:-1], -1, 2)
+    pr = padded.reshape(*padded.shape[:-1], padded.shape[-1] // 2, 2)  # (-1 fails on 0 rows)
     partner_zero = pr.flip(-1) == 0
     out = torch.where(partner_zero, wide[pr.long()], narrow[pr.long()])
     return out.reshape(*padded.shape)[..., :k]

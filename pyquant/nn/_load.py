@@ -60,6 +60,10 @@ def check_state_dict(module, state_dict, prefix: str) -> None:
         if t.shape != own[name].shape:
             raise ValueError(f"{prefix}{name}: expected shape {list(own[name].shape)}, "
                              f"got {list(t.shape)}")
+    for name, t in new.items():  # scales, offsets, level sums, bias: finite values only
+        if name != "act_range" and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{prefix}{name}: expected finite values, got NaN or inf (every "
+                             "output it touches would be NaN or inf)")
     if "act_range" in new:  # checked here, not at the first forward
         lo, hi = new["act_range"].tolist()
         dynamic = lo != lo and hi != hi

@@ -9,6 +9,12 @@ import numbers
 from dataclasses import dataclass
 
 
+def _is_int(v) -> bool:
+    """An integer, not a bool nor a float that happens to be whole (4.0 would reach the kernels'
+    shape arithmetic as a float)."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
 @dataclass(frozen=True)
 class Int8Config:
     """W8A8: int8 symmetric per-output-channel weights, activations quantized dynamically per row.
@@ -53,10 +59,12 @@ class WeightOnlyConfig:
     group_size: int = 64
 
     def __post_init__(self):
-        if self.bits not in (2, 4):
+        if not _is_int(self.bits) or self.bits not in (2, 4):
             raise ValueError(f"bits: expected 2 or 4, got {self.bits!r}")
-        if self.group_size not in (32, 64, 128):
+        if not _is_int(self.group_size) or self.group_size not in (32, 64, 128):
             raise ValueError(f"group_size: expected 32, 64 or 128, got {self.group_size!r}")
+        object.__setattr__(self, "bits", int(self.bits))  # (np.int64(4) -> 4: a plain repr)
+        object.__setattr__(self, "group_size", int(self.group_size))
 
 
 @dataclass(frozen=True)
@@ -77,7 +85,10 @@ class LUT2Config:
 
     def __post_init__(self):
         for name in ("w_levels", "a_levels"):
-            lv = tuple(int(v) for v in getattr(self, name))
+            given = getattr(self, name)
+            if isinstance(given, (str, bytes)) or not all(_is_int(v) for v in given):
+                raise ValueError(f"{name}: expected 4 distinct integers, got {given!r}")
+            lv = tuple(int(v) for v in given)
             if len(lv) != 4 or len(set(lv)) != 4:
                 raise ValueError(f"{name}: expected 4 distinct integers, got {getattr(self, name)!r}")
             object.__setattr__(self, name, lv)
@@ -124,12 +135,14 @@ class SparqConfig:
         if not isinstance(self.sparse24, bool):
             raise ValueError(f"sparse24: expected a bool, got {self.sparse24!r}")
         allowed = {4: (5, 3, 2), 3: (6,), 2: (7,)}
-        if self.bits not in allowed:
+        if not _is_int(self.bits) or self.bits not in allowed:
             raise ValueError(f"bits: expected 4, 3 or 2, got {self.bits!r}")
         if self.options is None:
             object.__setattr__(self, "options", allowed[self.bits][0])
-        if self.options not in allowed[self.bits]:
+        if not _is_int(self.options) or self.options not in allowed[self.bits]:
             raise ValueError(f"options: bits={self.bits} takes {allowed[self.bits]}, got {self.options!r}")
+        object.__setattr__(self, "bits", int(self.bits))
+        object.__setattr__(self, "options", int(self.options))
         if self.rounding not in ("round", "trunc"):
             raise ValueError(f"rounding: expected 'round' or 'trunc', got {self.rounding!r}")
         if self.negative is None:

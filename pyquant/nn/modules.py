@@ -40,6 +40,17 @@ def keeping_dtypes(fn):
     return apply
 
 
+def _version(t):
+    """A buffer's in-place edit counter (None: no tensor, or an inference tensor, which has none
+    and cannot be edited in place outside inference mode)."""
+    if t is None:
+        return None
+    try:
+        return t._version
+    except RuntimeError:
+        return None
+
+
 def _check_device(x: torch.Tensor) -> None:
     """Eager calls run the CPU kernels on the tensor's memory (traced ones take fake tensors)."""
     if x.device.type != "cpu" and not _tracing():
@@ -136,7 +147,7 @@ class _QuantModule(nn.Module):
             run = self.scheme.bind(bufs, self.act_range, self.bias)
             if run is not None:
                 self._run = run
-                self._bound = tuple(bufs.items())
+                self._bound = tuple((n, t, _version(t)) for n, t in bufs.items())
 
     def _rehome_large_buffers(self, fresh: bool, made_here=()) -> None:
         """Large buffers that arrived from elsewhere (unpickling, ``load_state_dict(assign=True)``,
@@ -155,15 +166,16 @@ class _QuantModule(nn.Module):
         self._hugepage_ptrs = now
 
     def _native_run(self):
-        """The bound native forward, rebound first if any buffer object was replaced or its
-        storage may have moved (``_moved``: after ``_apply``, e.g. ``share_memory()``, or
-        pickling)."""
+        """The bound native forward, rebound first if any buffer object was replaced or edited
+        in place (its version counter moved: e.g. ``module.w_scale.mul_(2)``, whose derived
+        panel scales would otherwise stay stale) or its storage may have moved (``_moved``:
+        after ``_apply``, e.g. ``share_memory()``, or pickling)."""
         bufs = self._buffers
         if self._moved:
             self._refresh_derived()
             return self._run
-        for name, t in self._bound:
-            if bufs.get(name) is not t:
+        for name, t, version in self._bound:
+            if bufs.get(name) is not t or (version is not None and t._version != version):
                 self._refresh_derived()
                 return self._run
         return self._run

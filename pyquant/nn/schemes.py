@@ -423,15 +423,26 @@ def _lut_minmax(lo, hi, srt):
     return sa, lo - sa * float(srt[0])
 
 
+def _lut_row_range(x):
+    """The native LUT2 row range: NaN values skipped (an all-NaN row gives NaN)."""
+    nan = torch.isnan(x)
+    inf = torch.tensor(float("inf"), dtype=x.dtype)
+    lo = torch.where(nan, inf, x).amin(1, keepdim=True)
+    hi = torch.where(nan, -inf, x).amax(1, keepdim=True)
+    all_nan = nan.all(1, keepdim=True)
+    return lo.masked_fill(all_nan, float("nan")), hi.masked_fill(all_nan, float("nan"))
+
+
 def _lut_mse(x, srt):
     """The native "mse" estimator (csrc/quantize/act_quantize.h) in PyTorch: per-row clipping
     search over a 512-bin histogram, float64 from the bins on."""
     m, k = x.shape
-    lo, hi = x.amin(1, keepdim=True), x.amax(1, keepdim=True)
+    lo, hi = _lut_row_range(x)
     flat = ~(hi > lo)
     span = torch.where(flat, torch.ones_like(hi), hi - lo)
     t = (x - lo) * (torch.tensor(float(LUT_BINS)) / span)
-    idx = t.to(torch.int64).clamp_(max=LUT_BINS - 1)
+    # the native bin rule: t > 0 (false for NaN) ? min(t, B - 1) : 0, never a cast of NaN or inf
+    idx = torch.where(t > 0, t.clamp(max=LUT_BINS - 1), torch.zeros_like(t)).to(torch.int64)
     counts = torch.zeros(m, LUT_BINS, dtype=torch.float64).scatter_add_(
         1, idx, torch.ones_like(idx, dtype=torch.float64))
     dlo = lo.double()
@@ -469,7 +480,7 @@ def lut_act(x, levels, mode, act_range=None):
     if _static(act_range):
         sa, off = _lut_minmax(act_range[0].view(1, 1), act_range[1].view(1, 1), srt)
     elif mode == "minmax":
-        sa, off = _lut_minmax(x.amin(1, keepdim=True), x.amax(1, keepdim=True), srt)
+        sa, off = _lut_minmax(*_lut_row_range(x), srt)
     else:
         sa, off = _lut_mse(x, srt)
     v = (x - off) * (1.0 / sa)
