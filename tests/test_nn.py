@@ -1394,3 +1394,15 @@ def test_state_dict_nonfinite_values_refused(config):
                 q.load_state_dict(sd)
     with torch.no_grad():
         torch.testing.assert_close(q(x), y, rtol=0, atol=0)
+
+
+def test_quantlinear_constructor_checks_shapes():
+    """The direct constructor: a weight or bias that does not match the stated features is a
+    ValueError (out_features was silently taken from the weight)."""
+    w = torch.randn(5, 8)
+    with pytest.raises(ValueError, match=r"weight: expected shape \[7, 8\]"):
+        pyquant.nn.QuantLinear(8, 7, w, None, pyquant.Int8Config())
+    with pytest.raises(ValueError, match=r"bias: expected shape \[5\]"):
+        pyquant.nn.QuantLinear(8, 5, w, torch.zeros(4), pyquant.Int8Config())
+    q = pyquant.nn.QuantLinear(8, 5, w, torch.zeros(5), pyquant.Int8Config())
+    assert (q.in_features, q.out_features) == (8, 5)

@@ -254,6 +254,12 @@ class QuantLinear(_QuantModule):
 
     def __init__(self, in_features: int, out_features: int, weight: torch.Tensor, bias, config, **quant_kw):
         super().__init__()
+        if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != (out_features, in_features):
+            got = list(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
+            raise ValueError(f"weight: expected shape [{out_features}, {in_features}] "
+                             f"(out_features, in_features), got {got}")
+        if bias is not None and tuple(bias.shape) != (out_features,):
+            raise ValueError(f"bias: expected shape [{out_features}], got {list(bias.shape)}")
         self.in_features = in_features
         self._setup(config, weight, bias, **quant_kw)
 
