@@ -27,7 +27,8 @@ SHAPES = [(1, 96, 70), (1, 260, 200), (3, 130, 67), (17, 256, 130), (6, 1000, 70
           (7, 70, 1100),  # AVX2 9-bit rows: a 4-row and a 3-row int16 tile, two K blocks
           (9, 33, 27),  # K < 32: a row that is all tail (an RGB stem conv's 3x3x3)
           (40, 1030, 70),  # AMX: 3 row tiles (the last of 8 rows), a K tail inside the last group
-          (77, 600, 70)]  # AMX: a 64-row call + 13 rows, three K blocks
+          (77, 600, 70),  # AMX: a 64-row call + 13 rows, three K blocks
+          (150, 70, 2100)]  # row chunks of 64 keeping the 8 KB output rows in L2 (core/gemm_tasks.h)
 
 
 # ---------------------------------------------------------------- lossless weights

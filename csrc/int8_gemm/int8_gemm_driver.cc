@@ -2,6 +2,7 @@
 #include <cstring>
 #include <vector>
 
+#include "core/gemm_tasks.h"
 #include "core/kernel_table.h"
 #include "core/macros.h"
 #include "core/thread_pool.h"
@@ -128,24 +129,17 @@ void int8_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda_in, bool a_s
   prob.ldc = n;
   prob.n = n;
 
-  // Tasks: one panel each (B reused across all rows), M split too when panels are few.
-  const size_t want = static_cast<size_t>(threads > 1 ? threads : 1) * 4;
-  size_t m_chunks = 1;
-  if (n_panels < want) m_chunks = div_round_up(want, n_panels);
-  const size_t max_m_chunks = div_round_up(m, kern.mr);
-  if (m_chunks > max_m_chunks) m_chunks = max_m_chunks;
-  const size_t tiles_m = div_round_up(m, kern.mr);
-  bool chunk_major = false;  // tasks ordered chunk by chunk (each chunk's rows stay in L2)
-  if (kern.a_chunk_bytes) {
-    const size_t fit_tiles = std::max<size_t>(1, kern.a_chunk_bytes / (k_pad * kern.mr));
-    const size_t need = div_round_up(tiles_m, fit_tiles);
-    if (need > m_chunks) {
-      m_chunks = need;
-      chunk_major = true;
-    }
-  }
+  TaskShape shape;
+  shape.m = m;
+  shape.n_panels = n_panels;
+  shape.mr = kern.mr;
+  shape.a_row_bytes = k_pad;
+  shape.a_chunk_bytes = kern.a_chunk_bytes;
+  shape.out_row_bytes = n * sizeof(int32_t);
+  shape.weight_bytes = n_pad * k_pad;
+  const TaskGrid grid(shape, threads);
   Int8ComputeFn compute = kern.compute;
-  if (use_wide_rows(kern, prob, m, k_pad, m / m_chunks)) {
+  if (use_wide_rows(kern, prob, m, k_pad, m / grid.m_chunks())) {
     // 8-bit rows on a path whose u8 tile takes them by a split route at about half speed: its
     // int16 tile (compute_wide, offset9) from a = q >> 2 and a_low = q & 3 gives the same sums
     uint8_t* hi = static_cast<uint8_t*>(thread_scratch(2 * m * k_pad + 64, 7));
@@ -166,12 +160,9 @@ void int8_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda_in, bool a_s
     prob.lda = k_pad;
     compute = kern.compute_wide;
   }
-  parallel_for(n_panels * m_chunks, threads, [&](size_t t) {
-    const size_t panel = chunk_major ? t % n_panels : t / m_chunks;
-    const size_t mc = chunk_major ? t / n_panels : t % m_chunks;
-    const size_t m0 = tiles_m * mc / m_chunks * kern.mr;
-    const size_t m1 = tiles_m * (mc + 1) / m_chunks * kern.mr;
-    const size_t m_end = m1 < m ? m1 : m;
+  parallel_for(grid.tasks(), threads, [&](size_t t) {
+    size_t panel, m0, m_end;
+    grid.task(t, panel, m0, m_end);
     compute(prob, m0, m_end, panel, panel + 1);
     if (epilogue) {
       const size_t n0 = panel * kInt8PanelCols;

@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/gemm_tasks.h"
 #include "core/kernel_table.h"
 #include "core/macros.h"
 #include "core/thread_pool.h"
@@ -93,19 +94,22 @@ Prepared prepare(const uint8_t* a, size_t m, size_t k, bool a_signed, size_t blo
   return p;
 }
 
-// Splits the work into (panel, M-range) tasks: panels first, M too when panels are few.
+// Runs fn(panel, m0, m1) over the shared (panel x row range) task split (core/gemm_tasks.h);
+// weight_bytes: all panels' codes and scales, out_row_bytes: one output row.
 template <typename Fn>
-void run_tasks(size_t m, size_t n, size_t mr, int threads, Fn&& fn) {
-  const size_t n_panels = div_round_up(n, kLowbitPanelCols);
-  const size_t want = static_cast<size_t>(threads > 1 ? threads : 1) * 4;
-  const size_t tiles_m = div_round_up(m, mr);
-  size_t m_chunks = n_panels < want ? div_round_up(want, n_panels) : 1;
-  if (m_chunks > tiles_m) m_chunks = tiles_m;
-  parallel_for(n_panels * m_chunks, threads, [&](size_t t) {
-    const size_t panel = t / m_chunks, mc = t % m_chunks;
-    const size_t m0 = tiles_m * mc / m_chunks * mr;
-    const size_t m1 = tiles_m * (mc + 1) / m_chunks * mr;
-    fn(panel, m0, m1 < m ? m1 : m);
+void run_tasks(size_t m, size_t n, size_t mr, size_t weight_bytes, size_t out_row_bytes,
+               int threads, Fn&& fn) {
+  TaskShape shape;
+  shape.m = m;
+  shape.n_panels = div_round_up(n, kLowbitPanelCols);
+  shape.mr = mr;
+  shape.out_row_bytes = out_row_bytes;
+  shape.weight_bytes = weight_bytes;
+  const TaskGrid grid(shape, threads);
+  parallel_for(grid.tasks(), threads, [&](size_t t) {
+    size_t panel, m0, m1;
+    grid.task(t, panel, m0, m1);
+    fn(panel, m0, m1);
   });
 }
 
@@ -125,7 +129,9 @@ void lowbit_gemm_run(const uint8_t* a, size_t m, size_t k, bool a_signed, const 
   // block K then; from 16 rows its tiles unpack each K block's codes once per call.)
   const size_t block = m <= std::min<size_t>(kern.mr, 6) ? k_groups : kBlockGroups;
 
-  run_tasks(m, n, kern.mr, threads, [&](size_t panel, size_t m0, size_t m1) {
+  const size_t code_bytes = div_round_up(n, kLowbitPanelCols) * k_groups * gbytes;
+  run_tasks(m, n, kern.mr, code_bytes, n * sizeof(int32_t), threads,
+            [&](size_t panel, size_t m0, size_t m1) {
     alignas(64) int32_t sums[kMaxMR * 64];
     const size_t col0 = panel * kLowbitPanelCols;
     const size_t nc = n - col0 < kLowbitPanelCols ? n - col0 : kLowbitPanelCols;
@@ -189,7 +195,10 @@ void lowbit_gemm_grouped_run(const uint8_t* a, size_t m, size_t k, bool a_signed
     return;
   }
 
-  run_tasks(m, n, kern.mr, threads, [&](size_t panel, size_t m0, size_t m1) {
+  const size_t weight_bytes =
+      div_round_up(n, kLowbitPanelCols) * k_groups * gbytes + n * n_groups * sizeof(float);
+  run_tasks(m, n, kern.mr, weight_bytes, n * sizeof(float), threads,
+            [&](size_t panel, size_t m0, size_t m1) {
     alignas(64) int32_t sums[kMaxMR * 64];
     alignas(64) float out[kMaxMR * 64];
     uint32_t corr[kMaxMR];
@@ -270,7 +279,10 @@ void lowbit_grouped_forward_run(const uint8_t* a, size_t lda, size_t m, size_t k
   }
 
   const LowbitTileGroupedFn tile_grouped = bits == 4 ? kern.tile_grouped4 : kern.tile_grouped2;
-  run_tasks(m, n, kern.mr, threads, [&](size_t panel, size_t m0, size_t m1) {
+  const size_t weight_bytes = div_round_up(n, kLowbitPanelCols) *
+                              (k_groups * gbytes + panel_slots * sizeof(uint16_t));
+  run_tasks(m, n, kern.mr, weight_bytes, n * sizeof(float), threads,
+            [&](size_t panel, size_t m0, size_t m1) {
     alignas(64) int32_t sums[kMaxMR * 64];
     alignas(64) float out[kMaxMR * 64];
     uint32_t cr[kMaxMR];

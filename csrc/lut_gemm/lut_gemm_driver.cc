@@ -2,6 +2,7 @@
 #include <cstring>
 #include <memory>
 
+#include "core/gemm_tasks.h"
 #include "core/kernel_table.h"
 #include "core/macros.h"
 #include "core/thread_pool.h"
@@ -173,17 +174,19 @@ void lut_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda, const uint8_
     prob.corr = 0;
   }
 
-  const size_t mr = info.mr;
-  const size_t want = static_cast<size_t>(threads > 1 ? threads : 1) * 4;
-  size_t m_chunks = 1;
-  if (n_steps < want) m_chunks = div_round_up(want, n_steps);
-  const size_t tiles_m = div_round_up(m, mr);
-  if (m_chunks > tiles_m) m_chunks = tiles_m;
-  parallel_for(n_steps * m_chunks, threads, [&](size_t t) {
-    const size_t panel = t / m_chunks * info.panels, mc = t % m_chunks;
-    const size_t r0 = tiles_m * mc / m_chunks * mr;
-    const size_t r1 = tiles_m * (mc + 1) / m_chunks * mr;
-    info.fn(prob, r0, r1 < m ? r1 : m, panel);
+  // the shared task split (core/gemm_tasks.h), a "panel" there being one call's panel group
+  TaskShape shape;
+  shape.m = m;
+  shape.n_panels = n_steps;
+  shape.mr = info.mr;
+  shape.out_row_bytes = n * sizeof(int32_t);
+  shape.weight_bytes = n_panels * kLutPanelCols * k_pad / 4;  // 2-bit codes
+  const TaskGrid grid(shape, threads);
+  parallel_for(grid.tasks(), threads, [&](size_t t) {
+    size_t step, r0, r1;
+    grid.task(t, step, r0, r1);
+    const size_t panel = step * info.panels;
+    info.fn(prob, r0, r1, panel);
   });
 }
 

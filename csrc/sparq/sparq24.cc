@@ -6,6 +6,7 @@
 #include <cstring>
 #include <memory>
 
+#include "core/gemm_tasks.h"
 #include "core/macros.h"
 #include "core/thread_pool.h"
 #include "forward/epilogue.h"
@@ -153,12 +154,15 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
         make_tables(m0 + r, t, tables.get() + r * row_tab);
     });
     prob.c = c + m0 * n;
-    const size_t want = n_threads * 4;
-    size_t m_chunks = n_panels < want ? div_round_up(want, n_panels) : 1;
-    m_chunks = std::min(m_chunks, rows);
-    parallel_for(n_panels * m_chunks, threads, [&](size_t t) {
-      const size_t panel = t / m_chunks, mcn = t % m_chunks;
-      const size_t r0 = rows * mcn / m_chunks, r1 = rows * (mcn + 1) / m_chunks;
+    TaskShape shape;  // the shared task split (core/gemm_tasks.h)
+    shape.m = rows;
+    shape.n_panels = n_panels;
+    shape.out_row_bytes = n * sizeof(int32_t);
+    shape.weight_bytes = n_panels * kS24PanelCols * groups * 5 / 2;  // 2 values + positions
+    const TaskGrid grid(shape, threads);
+    parallel_for(grid.tasks(), threads, [&](size_t t) {
+      size_t panel, r0, r1;
+      grid.task(t, panel, r0, r1);
       compute(prob, r0, r1, panel, panel + 1);
       const size_t n0 = panel * kS24PanelCols;
       finish(m0 + r0, m0 + r1, n0, std::min(n, n0 + kS24PanelCols));

@@ -11,6 +11,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/gemm_tasks.h"
 #include "core/macros.h"
 #include "core/thread_pool.h"
 #include "forward/epilogue.h"
@@ -22,6 +23,21 @@
 
 namespace pq {
 namespace {
+
+// The int8 GEMM's task split for a block of `rows` trimmed rows (`row_bytes` each) against the
+// int8 panels.
+TaskShape sparq_task_shape(const Int8GemmKernels& kern, size_t rows, size_t n, size_t n_pad,
+                           size_t k_pad, size_t row_bytes) {
+  TaskShape shape;
+  shape.m = rows;
+  shape.n_panels = n_pad / kInt8PanelCols;
+  shape.mr = kern.mr;
+  shape.a_row_bytes = row_bytes;
+  shape.a_chunk_bytes = kern.a_chunk_bytes;
+  shape.out_row_bytes = n * sizeof(int32_t);
+  shape.weight_bytes = n_pad * k_pad;
+  return shape;
+}
 
 constexpr size_t kBlockBytes = size_t{1} << 20;  // trimmed activations per block: ~L2 size
 
@@ -92,16 +108,12 @@ void gemm_rows(const RowSource& source, size_t m, size_t k, const int8_t* panels
       for (size_t r = rows * t / chunks; r < rows * (t + 1) / chunks; ++r)
         row_into(source, m0 + r, k, k_pad, kern.a_format, buf.get() + r * row_bytes, scr);
     });
-    // Multiply: tasks over (panel, M range) as in int8_gemm_run.
+    // Multiply: the shared (panel x row range) task split (core/gemm_tasks.h).
     prob.c = c + m0 * n;
-    const size_t want = n_threads * 4;
-    const size_t tiles_m = div_round_up(rows, kern.mr);
-    size_t m_chunks = n_panels < want ? div_round_up(want, n_panels) : 1;
-    m_chunks = std::min(m_chunks, tiles_m);
-    parallel_for(n_panels * m_chunks, threads, [&](size_t t) {
-      const size_t panel = t / m_chunks, mcn = t % m_chunks;
-      const size_t r0 = tiles_m * mcn / m_chunks * kern.mr;
-      const size_t r1 = std::min(rows, tiles_m * (mcn + 1) / m_chunks * kern.mr);
+    const TaskGrid grid(sparq_task_shape(kern, rows, n, n_pad, k_pad, row_bytes), threads);
+    parallel_for(grid.tasks(), threads, [&](size_t t) {
+      size_t panel, r0, r1;
+      grid.task(t, panel, r0, r1);
       kern.compute(prob, r0, r1, panel, panel + 1);
     });
   }
@@ -213,18 +225,15 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
     const size_t rows = std::min(mc, m - m0);
     const size_t chunks = std::min(rows, n_threads * 4);
     std::vector<uint8_t> chunk_neg(chunks, 0);
-    // Tasks: (panel, row range) pairs, row ranges split only when the panels are few.
-    const size_t want = n_threads * 4;
-    const size_t tiles_m = div_round_up(rows, kern.mr);
-    size_t m_chunks = n_panels < want ? div_round_up(want, n_panels) : 1;
-    m_chunks = std::min(m_chunks, tiles_m);
+    const TaskGrid grid(sparq_task_shape(kern, rows, n, n_pad, k_pad, row_bytes), threads);
     // The 9-bit format is chosen per block before the rows are written: a block without
     // negative inputs keeps plain uint8 rows (and the int8 kernel's fast route where it fits),
     // unless the kernel's wide route is the faster one for the rows each task gets anyway
     // (AVX2, Zen 4's AVX2 tier: from 8 rows on 0.7-0.9x the time on post-ReLU rows, weights in
     // cache or from DRAM; at 4-6 rows 0.75x in cache but 1.1x from DRAM, so they stay split).
     bool wide_block = wide_kernel && kern.wide_faster_from_rows != 0 &&
-                      tiles_m / m_chunks * kern.mr >= kern.wide_faster_from_rows;
+                      div_round_up(rows, kern.mr) / grid.m_chunks() * kern.mr >=
+                          kern.wide_faster_from_rows;
     if (wide_kernel && !wide_block) {
       parallel_for(chunks, threads, [&](size_t t) {
         const size_t r0 = m0 + rows * t / chunks, r1 = m0 + rows * (t + 1) / chunks;
@@ -276,10 +285,9 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
     prob.c = c + m0 * n;
     prob_neg.a = neg;
     prob_neg.c = c_neg;
-    parallel_for(n_panels * m_chunks, threads, [&](size_t t) {
-      const size_t panel = t / m_chunks, mcn = t % m_chunks;
-      const size_t r0 = tiles_m * mcn / m_chunks * kern.mr;
-      const size_t r1 = std::min(rows, tiles_m * (mcn + 1) / m_chunks * kern.mr);
+    parallel_for(grid.tasks(), threads, [&](size_t t) {
+      size_t panel, r0, r1;
+      grid.task(t, panel, r0, r1);
       const size_t n0 = panel * kInt8PanelCols, n1 = std::min(n, n0 + kInt8PanelCols);
       (wide_block ? kern.compute_wide : kern.compute)(prob, r0, r1, panel, panel + 1);
       if (two_pass) {

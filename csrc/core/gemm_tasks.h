@@ -1,0 +1,78 @@
+// The (column panel x row range) task split every GEMM driver runs, written once.
+//
+// A task is one panel of output columns over a range of whole row tiles. Panels come first (a
+// panel's weights are read once per task); rows are split too when panels are fewer than four per
+// thread. Two cache bounds can split the rows further, and then tasks run chunk by chunk (every
+// panel of one row chunk before the next chunk):
+//  - `a_chunk_bytes`: tiles so fast that re-reading all of A per panel from L3 would bound them
+//    (AMX) keep a chunk's activation rows within this many bytes;
+//  - the output: a task writes its panel's columns of every row in its range, so over a call each
+//    output row is written in n_panels separate pieces. When the rows' outputs spill L2 (1024
+//    rows x 1536 columns is 6 MB of floats) those scattered partial-line writes go out to L3 and
+//    come back for the next panel's pieces: all-MiniLM's 384 -> 1536 Linear at 1024 rows ran at
+//    about half the rate of four 256-row calls. When the weights are small enough to be re-read
+//    from L2 for every chunk, chunks keep their output within `kOutChunkBytes`.
+#pragma once
+#include <algorithm>
+#include <cstddef>
+
+#include "core/macros.h"
+
+namespace pq {
+
+struct TaskShape {
+  size_t m = 0;             // rows
+  size_t n_panels = 0;      // column panels
+  size_t mr = 1;            // rows per micro-tile: row ranges are whole tiles
+  size_t a_row_bytes = 0;   // activation bytes per row as the kernel reads them
+  size_t a_chunk_bytes = 0; // nonzero: the most activation bytes a chunk's rows may span
+  size_t out_row_bytes = 0; // output bytes per row (all columns)
+  size_t weight_bytes = 0;  // all panels' weight bytes (codes, scales) read per row chunk
+};
+
+// Weights up to this size stay in L2 across row chunks (1-2 MiB per core on the x86 CPUs seen,
+// Zen 3's 512 KiB is the smallest: re-reading from its L3 costs K/16 cycles per column per chunk)
+inline constexpr size_t kResidentWeightBytes = size_t{1} << 20;
+// Output per row chunk: well inside L2 beside the chunk's weights and rows.
+inline constexpr size_t kOutChunkBytes = size_t{512} << 10;
+// Never fewer rows per chunk than this (the weights' re-reads amortized over enough rows).
+inline constexpr size_t kMinOutChunkRows = 64;
+
+class TaskGrid {
+ public:
+  TaskGrid(const TaskShape& s, int threads) : n_panels_(s.n_panels), mr_(s.mr), m_(s.m) {
+    tiles_m_ = div_round_up(s.m, s.mr);
+    const size_t want = static_cast<size_t>(threads > 1 ? threads : 1) * 4;
+    if (n_panels_ < want) m_chunks_ = div_round_up(want, n_panels_);
+    size_t fit_tiles = tiles_m_;  // row tiles a chunk may hold under the cache bounds
+    if (s.a_chunk_bytes && s.a_row_bytes)
+      fit_tiles = std::min(fit_tiles, std::max<size_t>(1, s.a_chunk_bytes / (s.a_row_bytes * s.mr)));
+    if (s.out_row_bytes && s.weight_bytes <= kResidentWeightBytes && n_panels_ > 1) {
+      const size_t rows = std::max(kMinOutChunkRows, kOutChunkBytes / s.out_row_bytes);
+      fit_tiles = std::min(fit_tiles, std::max<size_t>(1, rows / s.mr));
+    }
+    const size_t need = div_round_up(tiles_m_, fit_tiles);
+    if (need > m_chunks_) {
+      m_chunks_ = need;
+      chunk_major_ = true;
+    }
+    if (m_chunks_ > tiles_m_) m_chunks_ = tiles_m_;
+    if (m_chunks_ == 0) m_chunks_ = 1;
+  }
+  size_t tasks() const { return n_panels_ * m_chunks_; }
+  size_t m_chunks() const { return m_chunks_; }
+  bool chunk_major() const { return chunk_major_; }
+  // Task t's panel and rows [m0, m1).
+  void task(size_t t, size_t& panel, size_t& m0, size_t& m1) const {
+    panel = chunk_major_ ? t % n_panels_ : t / m_chunks_;
+    const size_t mc = chunk_major_ ? t / n_panels_ : t % m_chunks_;
+    m0 = tiles_m_ * mc / m_chunks_ * mr_;
+    m1 = std::min(m_, tiles_m_ * (mc + 1) / m_chunks_ * mr_);
+  }
+
+ private:
+  size_t n_panels_, mr_, m_, tiles_m_ = 0, m_chunks_ = 1;
+  bool chunk_major_ = false;
+};
+
+}  // namespace pq
