@@ -28,7 +28,7 @@ SHAPES = [(1, 96, 70), (1, 260, 200), (3, 130, 67), (17, 256, 130), (6, 1000, 70
           (9, 33, 27),  # K < 32: a row that is all tail (an RGB stem conv's 3x3x3)
           (40, 1030, 70),  # AMX: 3 row tiles (the last of 8 rows), a K tail inside the last group
           (77, 600, 70),  # AMX: a 64-row call + 13 rows, three K blocks
-          (150, 70, 2100)]  # row chunks of 64 keeping the 8 KB output rows in L2 (core/gemm_tasks.h)
+          (150, 70, 2100)]  # rows split in chunks whose 8.4 KB output rows stay in L2 (core/gemm_tasks.h)
 
 
 # ---------------------------------------------------------------- lossless weights

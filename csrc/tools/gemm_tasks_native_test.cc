@@ -41,6 +41,10 @@ void check_grid(const TaskShape& s, int threads, TestCounter& tc) {
     const size_t bound = std::max(kMinOutChunkRows, kOutChunkBytes / s.out_row_bytes);
     ok = ok && max_rows <= std::max(bound, s.mr) + s.mr;
   }
+  // no bound applies: rows are split only for the threads (panels first)
+  if (!s.a_chunk_bytes &&
+      (s.n_panels == 1 || s.weight_bytes > kResidentWeightBytes || !s.out_row_bytes))
+    ok = ok && !grid.chunk_major();
   tc.check(ok, "gemm_tasks m=" + std::to_string(s.m) + " panels=" + std::to_string(s.n_panels) +
                    " mr=" + std::to_string(s.mr) + " out_row=" + std::to_string(s.out_row_bytes) +
                    " weights=" + std::to_string(s.weight_bytes) + " threads=" +
