@@ -45,8 +45,10 @@ class TaskGrid {
     const size_t want = static_cast<size_t>(threads > 1 ? threads : 1) * 4;
     if (n_panels_ < want) m_chunks_ = div_round_up(want, n_panels_);
     size_t fit_tiles = tiles_m_;  // row tiles a chunk may hold under the cache bounds
-    if (s.a_chunk_bytes && s.a_row_bytes)
-      fit_tiles = std::min(fit_tiles, std::max<size_t>(1, s.a_chunk_bytes / (s.a_row_bytes * s.mr)));
+    if (s.a_chunk_bytes && s.a_row_bytes) {
+      const size_t tiles = s.a_chunk_bytes / (s.a_row_bytes * s.mr);
+      fit_tiles = std::min(fit_tiles, std::max<size_t>(1, tiles));
+    }
     if (s.out_row_bytes && s.weight_bytes <= kResidentWeightBytes && n_panels_ > 1) {
       const size_t rows = std::max(kMinOutChunkRows, kOutChunkBytes / s.out_row_bytes);
       fit_tiles = std::min(fit_tiles, std::max<size_t>(1, rows / s.mr));
