@@ -405,6 +405,29 @@ def test_paths_and_threads_bit_identical(rng, config):
         assert torch.equal(y, first[3]), (isa, threads, m)
 
 
+@pytest.mark.parametrize("config", [pyquant.Int8Config(), pyquant.WeightOnlyConfig(4, 64)],
+                         ids=lambda c: type(c).__name__)
+def test_row_chunks_for_a_spilled_output_bit_identical(rng, config):
+    """1-4 MiB of weights and a 4.4 MB output: rows split in chunks run one after another
+    (core/gemm_tasks.h); every path and thread count gives the same bits."""
+    w = rng.standard_normal((2100, 1030)).astype(f32) * f32(0.05)
+    mod = module(w, rng.standard_normal(2100).astype(f32), config)
+    x = rng.standard_normal((520, 1030)).astype(f32)
+    outs = []
+    previous = _C.active_isa()
+    try:
+        for isa in pyquant.cpu_info()["available"]:
+            _C.set_isa(isa)
+            for threads in (1, 2):
+                pyquant.set_num_threads(threads)
+                outs.append((isa, threads, _run(mod, x, None)))
+    finally:
+        _C.set_isa(previous)
+        pyquant.set_num_threads(None)
+    for isa, threads, y in outs:
+        assert torch.equal(y, outs[0][2]), (isa, threads)
+
+
 @pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
 def test_sparq_row_preparation_edge_values(rng, static):
     """The vectorized row preparation (|x| quantizer, trim, sign split) against the scalar one on

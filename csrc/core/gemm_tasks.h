@@ -10,8 +10,11 @@
 //    output row is written in n_panels separate pieces. When the rows' outputs spill L2 (1024
 //    rows x 1536 columns is 6 MB of floats) those scattered partial-line writes go out to L3 and
 //    come back for the next panel's pieces: all-MiniLM's 384 -> 1536 Linear at 1024 rows ran at
-//    about half the rate of four 256-row calls. When the weights are small enough to be re-read
-//    from L2 for every chunk, chunks keep their output within `kOutChunkBytes`.
+//    about half the rate of four 256-row calls. When re-reading the weights for every chunk is
+//    cheap (they fit L2), or pays (they fit a few MiB and the whole output is far past L2: BERT-
+//    base's 768 -> 3072 at 1024 rows 1.2-1.5x; at 256 rows x 4096 columns, 4 MB of output, the
+//    AMX int8 tile ran 0.68x re-reading 4 MB of weights per chunk), chunks keep their output
+//    within `kOutChunkBytes`.
 #pragma once
 #include <algorithm>
 #include <cstddef>
@@ -33,6 +36,18 @@ struct TaskShape {
 // Weights up to this size stay in L2 across row chunks (1-2 MiB per core on the x86 CPUs seen,
 // Zen 3's 512 KiB is the smallest: re-reading from its L3 costs K/16 cycles per column per chunk)
 inline constexpr size_t kResidentWeightBytes = size_t{1} << 20;
+// Weights up to this size (in any L3 seen) are re-read per chunk when the call's whole output
+// passes kSpilledOutputBytes (twice a 2 MiB L2).
+inline constexpr size_t kRereadWeightBytes = size_t{4} << 20;
+inline constexpr size_t kSpilledOutputBytes = size_t{4} << 20;
+
+// Whether rows are chunked to keep each chunk's output in L2 (see above).
+inline bool split_for_output(size_t m, size_t out_row_bytes, size_t weight_bytes,
+                             size_t n_panels) {
+  if (!out_row_bytes || n_panels < 2) return false;
+  return weight_bytes <= kResidentWeightBytes ||
+         (weight_bytes <= kRereadWeightBytes && m * out_row_bytes > kSpilledOutputBytes);
+}
 // Output per row chunk: well inside L2 beside the chunk's weights and rows.
 inline constexpr size_t kOutChunkBytes = size_t{512} << 10;
 // Never fewer rows per chunk than this (the weights' re-reads amortized over enough rows).
@@ -49,7 +64,7 @@ class TaskGrid {
       const size_t tiles = s.a_chunk_bytes / (s.a_row_bytes * s.mr);
       fit_tiles = std::min(fit_tiles, std::max<size_t>(1, tiles));
     }
-    if (s.out_row_bytes && s.weight_bytes <= kResidentWeightBytes && n_panels_ > 1) {
+    if (split_for_output(s.m, s.out_row_bytes, s.weight_bytes, n_panels_)) {
       const size_t rows = std::max(kMinOutChunkRows, kOutChunkBytes / s.out_row_bytes);
       fit_tiles = std::min(fit_tiles, std::max<size_t>(1, rows / s.mr));
     }

@@ -37,14 +37,17 @@ void check_grid(const TaskShape& s, int threads, TestCounter& tc) {
   }
   if (s.a_chunk_bytes && s.a_row_bytes * s.mr <= s.a_chunk_bytes)
     ok = ok && max_rows * s.a_row_bytes <= s.a_chunk_bytes + s.mr * s.a_row_bytes;
-  if (s.out_row_bytes && s.weight_bytes <= kResidentWeightBytes && s.n_panels > 1) {
+  const bool out_split =
+      s.out_row_bytes && s.n_panels > 1 &&
+      (s.weight_bytes <= kResidentWeightBytes ||
+       (s.weight_bytes <= kRereadWeightBytes && s.m * s.out_row_bytes > kSpilledOutputBytes));
+  ok = ok && out_split == split_for_output(s.m, s.out_row_bytes, s.weight_bytes, s.n_panels);
+  if (out_split) {
     const size_t bound = std::max(kMinOutChunkRows, kOutChunkBytes / s.out_row_bytes);
     ok = ok && max_rows <= std::max(bound, s.mr) + s.mr;
   }
   // no bound applies: rows are split only for the threads (panels first)
-  if (!s.a_chunk_bytes &&
-      (s.n_panels == 1 || s.weight_bytes > kResidentWeightBytes || !s.out_row_bytes))
-    ok = ok && !grid.chunk_major();
+  if (!s.a_chunk_bytes && !out_split) ok = ok && !grid.chunk_major();
   tc.check(ok, "gemm_tasks m=" + std::to_string(s.m) + " panels=" + std::to_string(s.n_panels) +
                    " mr=" + std::to_string(s.mr) + " out_row=" + std::to_string(s.out_row_bytes) +
                    " weights=" + std::to_string(s.weight_bytes) + " threads=" +
@@ -57,7 +60,7 @@ void test_gemm_tasks(Isa, TestCounter& tc) {
       for (size_t mr : {1, 2, 6, 32, 64})
         for (int threads : {1, 2, 3})
           for (size_t out_row : {size_t{0}, size_t{256}, size_t{6144}, size_t{65536}})
-            for (size_t weights : {size_t{1} << 16, size_t{1} << 24})
+            for (size_t weights : {size_t{1} << 16, size_t{3} << 20, size_t{1} << 24})
               for (size_t a_chunk : {size_t{0}, size_t{1} << 14}) {
                 TaskShape s;
                 s.m = m;
