@@ -382,11 +382,8 @@ def test_nonfinite_row_leaves_the_other_rows_alone(rng, config):
         _C.set_isa(previous)
 
 
-@pytest.mark.parametrize("config", ALL, ids=lambda c: type(c).__name__)
-def test_paths_and_threads_bit_identical(rng, config):
-    w = rng.standard_normal((200, 264)).astype(f32) * f32(0.05)
-    bias = rng.standard_normal(200).astype(f32)
-    mod = module(w, bias, config)
+def _assert_paths_and_threads_agree(mod, xs):
+    """mod(x) for each x on every ISA path this CPU has, at 1 and 2 threads: the same bits."""
     outs = []
     previous = _C.active_isa()
     try:
@@ -394,15 +391,21 @@ def test_paths_and_threads_bit_identical(rng, config):
             _C.set_isa(isa)
             for threads in (1, 2):
                 pyquant.set_num_threads(threads)
-                for m in (1, 9):
-                    x = np.random.default_rng(m).standard_normal((m, 264)).astype(f32)
-                    outs.append((isa, threads, m, _run(mod, x, None)))
+                outs.append((isa, threads, [_run(mod, x, None) for x in xs]))
     finally:
         _C.set_isa(previous)
         pyquant.set_num_threads(None)
-    for isa, threads, m, y in outs:
-        first = next(o for o in outs if o[2] == m)
-        assert torch.equal(y, first[3]), (isa, threads, m)
+    for isa, threads, ys in outs:
+        for i, y in enumerate(ys):
+            assert torch.equal(y, outs[0][2][i]), (isa, threads, xs[i].shape)
+
+
+@pytest.mark.parametrize("config", ALL, ids=lambda c: type(c).__name__)
+def test_paths_and_threads_bit_identical(rng, config):
+    w = rng.standard_normal((200, 264)).astype(f32) * f32(0.05)
+    bias = rng.standard_normal(200).astype(f32)
+    xs = [np.random.default_rng(m).standard_normal((m, 264)).astype(f32) for m in (1, 9)]
+    _assert_paths_and_threads_agree(module(w, bias, config), xs)
 
 
 @pytest.mark.parametrize("config", [pyquant.Int8Config(), pyquant.WeightOnlyConfig(4, 64)],
@@ -412,20 +415,7 @@ def test_row_chunks_for_a_spilled_output_bit_identical(rng, config):
     (core/gemm_tasks.h); every path and thread count gives the same bits."""
     w = rng.standard_normal((2100, 1030)).astype(f32) * f32(0.05)
     mod = module(w, rng.standard_normal(2100).astype(f32), config)
-    x = rng.standard_normal((520, 1030)).astype(f32)
-    outs = []
-    previous = _C.active_isa()
-    try:
-        for isa in pyquant.cpu_info()["available"]:
-            _C.set_isa(isa)
-            for threads in (1, 2):
-                pyquant.set_num_threads(threads)
-                outs.append((isa, threads, _run(mod, x, None)))
-    finally:
-        _C.set_isa(previous)
-        pyquant.set_num_threads(None)
-    for isa, threads, y in outs:
-        assert torch.equal(y, outs[0][2]), (isa, threads)
+    _assert_paths_and_threads_agree(mod, [rng.standard_normal((520, 1030)).astype(f32)])
 
 
 @pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
