@@ -40,6 +40,10 @@ inline constexpr size_t kResidentWeightBytes = size_t{1} << 20;
 // passes kSpilledOutputBytes (twice a 2 MiB L2).
 inline constexpr size_t kRereadWeightBytes = size_t{4} << 20;
 inline constexpr size_t kSpilledOutputBytes = size_t{4} << 20;
+// Output per row chunk: well inside L2 beside the chunk's weights and rows.
+inline constexpr size_t kOutChunkBytes = size_t{512} << 10;
+// Never fewer rows per chunk than this (the weights' re-reads amortized over enough rows).
+inline constexpr size_t kMinOutChunkRows = 64;
 
 // Whether rows are chunked to keep each chunk's output in L2 (see above).
 inline bool split_for_output(size_t m, size_t out_row_bytes, size_t weight_bytes,
@@ -48,10 +52,6 @@ inline bool split_for_output(size_t m, size_t out_row_bytes, size_t weight_bytes
   return weight_bytes <= kResidentWeightBytes ||
          (weight_bytes <= kRereadWeightBytes && m * out_row_bytes > kSpilledOutputBytes);
 }
-// Output per row chunk: well inside L2 beside the chunk's weights and rows.
-inline constexpr size_t kOutChunkBytes = size_t{512} << 10;
-// Never fewer rows per chunk than this (the weights' re-reads amortized over enough rows).
-inline constexpr size_t kMinOutChunkRows = 64;
 
 class TaskGrid {
  public:

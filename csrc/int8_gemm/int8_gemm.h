@@ -14,6 +14,7 @@
 #include <xmmintrin.h>
 #endif
 
+#include "core/gemm_tasks.h"
 #include "core/isa.h"
 #include "core/packed_format.h"
 
@@ -98,6 +99,22 @@ struct Int8GemmKernels {
   size_t small_rows_below = 0;
 };
 const Int8GemmKernels& int8_gemm_kernels(Isa isa);
+
+// The shared task split's shape (core/gemm_tasks.h) for m rows of `a_row_bytes` each against
+// int8 panels of n columns and k_pad depth (int8_gemm_run, SPARQ's row blocks).
+inline TaskShape int8_task_shape(const Int8GemmKernels& kern, size_t m, size_t n, size_t k_pad,
+                                 size_t a_row_bytes) {
+  const size_t n_pad = round_up(n, kInt8PanelCols);
+  TaskShape shape;
+  shape.m = m;
+  shape.n_panels = n_pad / kInt8PanelCols;
+  shape.mr = kern.mr;
+  shape.a_row_bytes = a_row_bytes;
+  shape.a_chunk_bytes = kern.a_chunk_bytes;
+  shape.out_row_bytes = n * sizeof(int32_t);
+  shape.weight_bytes = n_pad * k_pad;
+  return shape;
+}
 
 void int8_compute_scalar(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
 #if defined(PQ_HAVE_X86)

@@ -2,7 +2,6 @@
 #include <cstring>
 #include <vector>
 
-#include "core/gemm_tasks.h"
 #include "core/kernel_table.h"
 #include "core/macros.h"
 #include "core/thread_pool.h"
@@ -84,7 +83,6 @@ void int8_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda_in, bool a_s
   const Int8GemmKernels& kern = int8_gemm_kernels(isa);
   const size_t k_pad = round_up(k, kInt8GroupK);
   const size_t n_pad = round_up(n, kInt8PanelCols);
-  const size_t n_panels = n_pad / kInt8PanelCols;
 
   // Activations: use A in place when it already is the path's format, else convert.
   const bool needs_flip = kern.a_format == Int8AFormat::u8 ? a_signed
@@ -129,15 +127,7 @@ void int8_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda_in, bool a_s
   prob.ldc = n;
   prob.n = n;
 
-  TaskShape shape;
-  shape.m = m;
-  shape.n_panels = n_panels;
-  shape.mr = kern.mr;
-  shape.a_row_bytes = k_pad;
-  shape.a_chunk_bytes = kern.a_chunk_bytes;
-  shape.out_row_bytes = n * sizeof(int32_t);
-  shape.weight_bytes = n_pad * k_pad;
-  const TaskGrid grid(shape, threads);
+  const TaskGrid grid(int8_task_shape(kern, m, n, k_pad, k_pad), threads);
   Int8ComputeFn compute = kern.compute;
   if (use_wide_rows(kern, prob, m, k_pad, m / grid.m_chunks())) {
     // 8-bit rows on a path whose u8 tile takes them by a split route at about half speed: its

@@ -11,7 +11,6 @@
 #include <memory>
 #include <vector>
 
-#include "core/gemm_tasks.h"
 #include "core/macros.h"
 #include "core/thread_pool.h"
 #include "forward/epilogue.h"
@@ -23,21 +22,6 @@
 
 namespace pq {
 namespace {
-
-// The int8 GEMM's task split for a block of `rows` trimmed rows (`row_bytes` each) against the
-// int8 panels.
-TaskShape sparq_task_shape(const Int8GemmKernels& kern, size_t rows, size_t n, size_t n_pad,
-                           size_t k_pad, size_t row_bytes) {
-  TaskShape shape;
-  shape.m = rows;
-  shape.n_panels = n_pad / kInt8PanelCols;
-  shape.mr = kern.mr;
-  shape.a_row_bytes = row_bytes;
-  shape.a_chunk_bytes = kern.a_chunk_bytes;
-  shape.out_row_bytes = n * sizeof(int32_t);
-  shape.weight_bytes = n_pad * k_pad;
-  return shape;
-}
 
 constexpr size_t kBlockBytes = size_t{1} << 20;  // trimmed activations per block: ~L2 size
 
@@ -72,7 +56,6 @@ void gemm_rows(const RowSource& source, size_t m, size_t k, const int8_t* panels
 
   const size_t k_pad = round_up(k, kInt8GroupK);
   const size_t n_pad = round_up(n, kInt8PanelCols);
-  const size_t n_panels = n_pad / kInt8PanelCols;
   const size_t elem = kern.a_format == Int8AFormat::s16 ? 2 : 1;
   const size_t row_bytes = k_pad * elem;
   size_t mc = std::max<size_t>(kern.mr, kBlockBytes / row_bytes / kern.mr * kern.mr);
@@ -110,7 +93,7 @@ void gemm_rows(const RowSource& source, size_t m, size_t k, const int8_t* panels
     });
     // Multiply: the shared (panel x row range) task split (core/gemm_tasks.h).
     prob.c = c + m0 * n;
-    const TaskGrid grid(sparq_task_shape(kern, rows, n, n_pad, k_pad, row_bytes), threads);
+    const TaskGrid grid(int8_task_shape(kern, rows, n, k_pad, row_bytes), threads);
     parallel_for(grid.tasks(), threads, [&](size_t t) {
       size_t panel, r0, r1;
       grid.task(t, panel, r0, r1);
@@ -173,7 +156,6 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
   const SparqPrepRowFn prep = sparq_kernels(isa).prep_row;
   const size_t k_pad = round_up(k, kInt8GroupK);
   const size_t n_pad = round_up(n, kInt8PanelCols);
-  const size_t n_panels = n_pad / kInt8PanelCols;
   const bool s16 = kern.a_format == Int8AFormat::s16;
   // s8 format: value - 128 (xor 0x80), undone by the +128 * colsum bias of each pass
   const uint8_t flip = kern.a_format == Int8AFormat::s8 ? 0x80 : 0x00;
@@ -225,7 +207,7 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
     const size_t rows = std::min(mc, m - m0);
     const size_t chunks = std::min(rows, n_threads * 4);
     std::vector<uint8_t> chunk_neg(chunks, 0);
-    const TaskGrid grid(sparq_task_shape(kern, rows, n, n_pad, k_pad, row_bytes), threads);
+    const TaskGrid grid(int8_task_shape(kern, rows, n, k_pad, row_bytes), threads);
     // The 9-bit format is chosen per block before the rows are written: a block without
     // negative inputs keeps plain uint8 rows (and the int8 kernel's fast route where it fits),
     // unless the kernel's wide route is the faster one for the rows each task gets anyway
