@@ -54,10 +54,11 @@ def check_config(bits, options, rounding, pairs) -> tuple[int, int, bool, bool]:
     return bits, options, rounding == "round", bool(pairs)
 
 
-def _check_activations(a, name: str = "a", ndim: int | None = None) -> tuple[np.ndarray, bool]:
+def _check_activations(a, name: str = "a", ndim: int | None = None,
+                       dtypes: tuple = (np.uint8,)) -> tuple[np.ndarray, bool]:
     was_torch = _arrays.is_torch(a)
     an = _arrays.to_numpy(a, name)
-    _arrays.require_int_dtype(an, name, (np.uint8,))
+    _arrays.require_int_dtype(an, name, dtypes)
     if ndim is not None:
         _arrays.require_ndim(an, ndim, name, "[M, K]")
     elif an.ndim < 1:
@@ -150,23 +151,44 @@ def sparq_gemm(a, w, *, bits=4, options=5, rounding="round", pairs=True, sparse2
     non-zeros at i0 < i1, ``(a[i0], a[i1])`` gets the vSPARQ pair rule; with one non-zero at j,
     ``a[j]`` is trimmed as with a zero partner (2n-bit window); ``pairs=False``: bSPARQ on each
     selected activation. The kernel reads only the selected activations.
+
+    Signed activations (sign-magnitude, our extension for inputs that are not post-ReLU): ``a``
+    int16 in ``[-255, 255]`` (else ValueError); each value is ``sign(a) * trim(|a|)`` with pairs
+    judged on the magnitudes (a zero partner is ``a == 0``). Computed as the positive part's
+    product minus the negative part's (twice the products of uint8 rows).
     """
     params = _params(bits, options, rounding, pairs)
-    an, was_torch = _check_activations(a, ndim=2)
+    an, was_torch = _check_activations(a, ndim=2, dtypes=(np.uint8, np.int16))
+    cfg = (params["bits"], params["options"], params["rounding"] == "round", params["pairs"])
     if _check_sparse24(sparse24):
         pw = resolve_weight(w, "sparq24_gemm", params)
         check_k(an, pw)
-        c = _C.sparq24_gemm(an, pw.buffer, params["bits"], params["options"],
-                            params["rounding"] == "round", params["pairs"], get_num_threads())
-        return _arrays.like(c, was_torch)
+        gemm = _C.sparq24_gemm_signed if an.dtype == np.int16 else _C.sparq24_gemm
+        return _arrays.like(gemm(an, pw.buffer, *cfg, get_num_threads()), was_torch)
     if isinstance(w, PackedWeight) and w.op == "sparq24_gemm":
         raise ValueError("w: packed for 2:4-sparse weights ('sparq24_gemm'); call "
                          "sparq_gemm(..., sparse24=True)")
     pw = resolve_weight(w, "sparq_gemm", params)
     check_k(an, pw)
-    c = _C.sparq_gemm(an, pw.buffer, params["bits"], params["options"],
-                      params["rounding"] == "round", params["pairs"], get_num_threads())
-    return _arrays.like(c, was_torch)
+    if an.dtype == np.uint8:
+        return _arrays.like(_C.sparq_gemm(an, pw.buffer, *cfg, get_num_threads()), was_torch)
+    # signed rows: the magnitudes trimmed once; each part re-trims to itself (a trimmed value
+    # is kept by its own window, and by the wider one a lost partner grants)
+    negative = an < 0
+    trimmed = _C.sparq_quantize(_magnitudes(an), *cfg, get_num_threads())
+    parts = [np.where(negative, 0, trimmed).astype(np.uint8), np.where(negative, trimmed, 0).astype(np.uint8)]
+    pos, neg = (_C.sparq_gemm(part, pw.buffer, *cfg, get_num_threads()) for part in parts)
+    return _arrays.like(pos - neg, was_torch)  # int32, wrapping like the kernels
+
+
+def _magnitudes(an: np.ndarray) -> np.ndarray:
+    """|a| as uint8 for int16 sign-magnitude rows; ValueError outside [-255, 255]."""
+    bad = (an < -255) | (an > 255)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise ValueError(f"a: int16 activations are sign-magnitude 8-bit values in [-255, 255]; "
+                         f"got {int(an[r, c])} at row {r}, column {c}")
+    return np.abs(an).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------

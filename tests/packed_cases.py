@@ -98,10 +98,12 @@ def _cases() -> list[OpCase]:
     pw = pyquant.prepack(w24, "sparq24_gemm", **SPARQ)
     cases.append(OpCase("sparq24_gemm", "sparq24_gemm", dict(pw.params), pw.buffer, {
         "_C.sparq24_gemm": lambda b: _C.sparq24_gemm(a8, b, *SPARQ_ARGS, 1),
+        "_C.sparq24_gemm_signed": lambda b: _C.sparq24_gemm_signed(
+            a8.astype(np.int16) - 128, b, *SPARQ_ARGS, 1),
         "pyquant.sparq_gemm(sparse24)": lambda b: pyquant.sparq_gemm(
             a8, PackedWeight(b, "sparq24_gemm", dict(SPARQ)), sparse24=True, **SPARQ),
         **({"_C.forward_sparq24": lambda b: _C.forward_sparq24(
-            np.abs(x), b, *SPARQ_ARGS, ones_n, None, dyn)} if hasattr(_C, "forward_sparq24")
+            x, b, *SPARQ_ARGS, True, ones_n, None, dyn)} if hasattr(_C, "forward_sparq24")
            else {}),
     }))
     return cases

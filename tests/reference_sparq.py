@@ -167,14 +167,19 @@ def prune_24_ref(w: np.ndarray) -> np.ndarray:
 
 def sparq24_ref(a: np.ndarray, w: np.ndarray, bits: int = 4, options: int = 5,
                 rounding: str = "round", pairs: bool = True) -> np.ndarray:
-    """int64 [M, N] of the 2:4 SPARQ product; asserts w is 2:4 sparse."""
-    a = np.asarray(a, np.uint8)
+    """int64 [M, N] of the 2:4 SPARQ product; asserts w is 2:4 sparse. Signed (int16) a:
+    sign-magnitude, sign(a) * the trimmed |a|, the pair rule on the magnitudes."""
+    a = np.asarray(a)
+    sign = np.where(a < 0, -1, 1).astype(np.int64)
+    a = np.abs(a.astype(np.int64)).astype(np.uint8)
     w = np.asarray(w, np.int8)
     m, k = a.shape
     n = w.shape[0]
     kp = -(-k // 4) * 4
     ap = np.zeros((m, kp), np.uint8)
     ap[:, :k] = a
+    sp = np.ones((m, kp), np.int64)
+    sp[:, :k] = sign
     wp = np.zeros((n, kp), np.int64)
     wp[:, :k] = w
     g = kp // 4
@@ -199,8 +204,8 @@ def sparq24_ref(a: np.ndarray, w: np.ndarray, bits: int = 4, options: int = 5,
         w1 = np.where(j1 >= 0, wp[nn, k1], 0)
         single = (j0 >= 0) & (j1 < 0)
         zp = (x0 == 0) | (x1 == 0) | single[None, :]
-        t0 = np.where(zp, wide[:, k0], base[:, k0])
-        t1 = np.where(zp, wide[:, k1], base[:, k1])
+        t0 = np.where(zp, wide[:, k0], base[:, k0]) * sp[:, k0]
+        t1 = np.where(zp, wide[:, k1], base[:, k1]) * sp[:, k1]
         t1 = np.where(single[None, :], 0, t1)
         out[:, nn] = (t0 * w0).sum(1) + (t1 * w1).sum(1)
     return out

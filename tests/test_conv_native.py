@@ -25,8 +25,9 @@ CONFIGS = {
     "lut_mse": pyquant.LUT2Config(a_scale="mse"),
     "sparq_signed": pyquant.SparqConfig(negative="sign_magnitude"),
     "sparq24": pyquant.SparqConfig(sparse24=True, negative="error"),
+    "sparq24_signed": pyquant.SparqConfig(sparse24=True),
 }
-NON_NEGATIVE = {"sparq24"}  # (2:4 SPARQ takes non-negative inputs only)
+NON_NEGATIVE = {"sparq24"}  # (negative='error': post-ReLU inputs)
 
 # (in, out, kernel, stride, padding, dilation, padding_mode, batch, H, W)
 GEOMETRIES = {

@@ -839,11 +839,12 @@ def test_config_validation():
     assert pyquant.SparqConfig(bits=3, options=None).options == 6
     # options defaults to the paper's choice per width (a fixed default of 5 refused bits=3 / 2)
     assert [pyquant.SparqConfig(bits=b).options for b in (4, 3, 2)] == [5, 6, 7]
-    # 2:4 runs non-negative inputs only: its default is negative='error', sign-magnitude refused
-    assert pyquant.SparqConfig(sparse24=True).negative == "error"
+    # negative inputs: sign-magnitude by default, dense and 2:4 alike; 'error' refuses them
+    assert pyquant.SparqConfig(sparse24=True).negative == "sign_magnitude"
     assert pyquant.SparqConfig().negative == "sign_magnitude"
-    with pytest.raises(ValueError, match="negative: 'sign_magnitude' is not implemented"):
-        pyquant.SparqConfig(sparse24=True, negative="sign_magnitude")
+    assert pyquant.SparqConfig(sparse24=True, negative="error").negative == "error"
+    with pytest.raises(ValueError, match="negative: expected"):
+        pyquant.SparqConfig(sparse24=True, negative="clip")
     with pytest.raises(Exception):
         pyquant.Int8Config().x = 1  # frozen
     hash(pyquant.LUT2Config())
@@ -1315,9 +1316,10 @@ def test_quantize_user_mistakes_get_clear_errors():
 
     mix = pyquant.quantize_(Mix(), pyquant.Int8Config())
     assert isinstance(mix.lin, pyquant.nn.QuantLinear) and mix.weight == 0.5
-    # an exported program's config text from before sparse24's 'error' default still parses
-    old = "SparqConfig(bits=4, options=5, rounding='round', pairs=True, negative='sign_magnitude', sparse24=True)"
-    assert pyquant.nn.ops.parse_config(old) == pyquant.SparqConfig(sparse24=True)
+    # an exported program's config text of a 2:4 layer (negative='error' was its only choice
+    # before sign-magnitude 2:4) keeps refusing negative inputs
+    old = "SparqConfig(bits=4, options=5, rounding='round', pairs=True, negative='error', sparse24=True)"
+    assert pyquant.nn.ops.parse_config(old) == pyquant.SparqConfig(sparse24=True, negative="error")
     q = pyquant.quantize_(nn.Linear(1, 8), pyquant.Int8Config())
     with pytest.raises(ValueError, match="0-d tensor"):
         q(torch.tensor(1.0))

@@ -174,8 +174,97 @@ def test_gemm24_blocks_threads_and_torch(isa, threads):
     np.testing.assert_array_equal(got.numpy(), want)
 
 
+def signed_activations(rng, m, k, p_zero=0.3, p_neg=0.5):
+    """int16 [m, k] in [-255, 255]: sign-magnitude rows with zeros, +-255 and +-1."""
+    a = activations(rng, m, k, p_zero).astype(np.int16)
+    return np.where(rng.random(a.shape) < p_neg, -a, a).astype(np.int16)
+
+
+@pytest.mark.parametrize("m,n,k", SHAPES)
+def test_gemm24_signed_shapes(isa, rng, m, n, k):
+    """Sign-magnitude rows (int16): sign(a) * trim(|a|), pairs judged on magnitudes."""
+    a = signed_activations(rng, m, k)
+    w = sparse_weight(rng, n, k)
+    for cfg in [(4, 5, "round", True), (4, 3, "trunc", False), (2, 7, "round", True)]:
+        kw = kw_of(cfg)
+        got = pyquant.sparq_gemm(a, w, sparse24=True, **kw)
+        assert got.dtype == np.int32 and got.shape == (m, n)
+        np.testing.assert_array_equal(got, sparq24_ref(a, w, **kw))
+        # independent of the reference: negating every activation negates the product
+        np.testing.assert_array_equal(pyquant.sparq_gemm(-a, w, sparse24=True, **kw), -got)
+
+
+@pytest.mark.parametrize("cfg", ALL_CFG, ids=CFG_IDS)
+def test_gemm24_signed_every_config_and_selector(isa, cfg):
+    """Every selector against every sign and zero pattern of a group (both members of a pair
+    negative, one, none; a negative single), every config; and uint8 rows given as int16."""
+    patterns = []
+    for mask in range(16):
+        for signs in range(16):
+            vals = (255, 1, 128, 17) if signs % 2 else (27, 92, 85, 124)
+            patterns.append([(-v if (signs >> j) & 1 else v) if (mask >> j) & 1 else 0
+                             for j, v in enumerate(vals)])
+    a = np.array(patterns, np.int16)
+    rows = []
+    for i in range(4):
+        for j in range(i, 4):
+            r = [0, 0, 0, 0]
+            r[i] = 100 - 7 * j
+            r[j] = -77 + 11 * i
+            rows.append(r)
+    rows.append([0, 0, 0, 0])
+    w = np.array(rows, np.int8)
+    kw = kw_of(cfg)
+    np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, sparse24=True, **kw),
+                                  sparq24_ref(a, w, **kw))
+    u = np.abs(a).astype(np.uint8)
+    np.testing.assert_array_equal(pyquant.sparq_gemm(u.astype(np.int16), w, sparse24=True, **kw),
+                                  pyquant.sparq_gemm(u, w, sparse24=True, **kw))
+
+
+def test_gemm24_signed_blocks_and_threads(isa, threads, rng):
+    """Row blocks with and without negative values in one call (K = 16384: 4 signed rows per
+    block), worst-case magnitudes across several K blocks."""
+    m, n, k = 19, 40, 16384
+    a = signed_activations(rng, m, k)
+    a[4:8] = np.abs(a[4:8])  # a block without negative values between signed ones
+    a[8:12] = -255
+    a[8:12, 1::4] = 0
+    w = sparse_weight(rng, n, k)
+    w[::3, 0::4] = np.where(w[::3, 0::4] != 0, -128, 0)
+    np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, sparse24=True), sparq24_ref(a, w))
+
+
+@pytest.mark.parametrize("cfg", [(4, 5, "round", True), (3, 6, "trunc", True),
+                                 (4, 2, "round", False)])
+def test_dense_signed_rows(rng, cfg):
+    """The dense op takes the same int16 sign-magnitude rows: trim |a| (pairs (k, k+1) judged on
+    magnitudes), then the signed product."""
+    kw = kw_of(cfg)
+    a = signed_activations(rng, 7, 67)
+    w = rng.integers(-128, 128, (13, 67)).astype(np.int8)
+    t = sparq_ref(np.abs(a).astype(np.uint8), *cfg).astype(np.int64)
+    want = gemm_ref(np.where(a < 0, -t, t), w)
+    np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, **kw), want)
+    np.testing.assert_array_equal(pyquant.sparq_gemm(a, pyquant.prepack(w, "sparq_gemm", **kw), **kw),
+                                  want)
+
+
+@pytest.mark.parametrize("sparse24", [False, True])
+def test_signed_rows_out_of_range(rng, sparse24):
+    w = sparse_weight(rng, 5, 12)
+    for bad, where in ((256, (1, 3)), (-256, (0, 11)), (-32768, (2, 0))):
+        a = np.zeros((3, 12), np.int16)
+        a[where] = bad
+        with pytest.raises(ValueError, match=rf"\[-255, 255\]; got {bad} at row {where[0]}, column {where[1]}"):
+            pyquant.sparq_gemm(a, w, sparse24=sparse24)
+    with pytest.raises(TypeError, match="uint8 or int16"):
+        pyquant.sparq_gemm(np.zeros((3, 12), np.int32), w, sparse24=sparse24)
+
+
 def test_gemm24_paths_bit_identical(rng):
     a = activations(rng, 11, 301)
+    signed = signed_activations(rng, 11, 301)
     w = sparse_weight(rng, 129, 301)
     prev = _C.active_isa()
     outs = []
@@ -183,10 +272,11 @@ def test_gemm24_paths_bit_identical(rng):
         for name in pyquant.cpu_info()["available"]:
             _C.set_isa(name)
             outs.append(pyquant.sparq_gemm(a, w, sparse24=True, bits=3, options=6))
+            outs.append(pyquant.sparq_gemm(signed, w, sparse24=True, bits=3, options=6))
     finally:
         _C.set_isa(prev)
-    for o in outs[1:]:
-        np.testing.assert_array_equal(o, outs[0])
+    for i in range(2, len(outs)):  # per path: uint8 rows, then signed rows
+        np.testing.assert_array_equal(outs[i], outs[i % 2])
 
 
 def test_gemm24_empty(rng):
@@ -308,6 +398,48 @@ def test_module_sparse24(rng):
     with pytest.raises(ValueError):
         q2.load_state_dict(dense.state_dict())
     with pytest.raises(ValueError, match="sparse24"):
-        q(torch.randn(2, 37))
-    with pytest.raises(ValueError, match="sparse24"):
         pyquant.SparqConfig(sparse24=1)
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_module_sparse24_signed_inputs(rng, static):
+    """Inputs with negative values (a transformer's Linear): sign-magnitude, against the 2:4
+    reference on the signed magnitudes by hand; the fused native forward gives the bits of the
+    op + PyTorch scaling path; negative='error' refuses them."""
+    torch = pytest.importorskip("torch")
+    from pyquant.nn import ops
+    from pyquant.nn.schemes import int8_weight, sparq_act
+
+    torch.manual_seed(1)
+    lin = torch.nn.Linear(70, 33)
+    x = torch.randn(9, 70)
+    x[2] = torch.relu(x[2])  # one row without negative values
+    x[3, :8] = 0
+    cfg = pyquant.SparqConfig(sparse24=True)
+    assert cfg.negative == "sign_magnitude"
+    q = pyquant.nn.QuantLinear.from_linear(lin, cfg)
+    act_range = torch.tensor([-3.0, 2.5]) if static else q.act_range
+    if static:
+        q.act_range.copy_(act_range)
+    y = q(x)
+    wq, sw = int8_weight(pyquant.prune_24(lin.weight.detach()))
+    qa, sa = sparq_act(x, act_range if static else None)
+    signed = np.where(x.numpy() < 0, -qa.numpy().astype(np.int16), qa.numpy())
+    acc = sparq24_ref(signed, wq.numpy(), 4, 5, "round", True)
+    want = torch.from_numpy(acc.astype(np.float32)) * sa * sw + lin.bias.detach()
+    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
+    bufs = {n: q._buffers[n] for n in q._buf_names}
+    py = ops.run_reference(x, bufs, act_range, q.bias, 33, q.scheme, False)
+    for threads in (1, 2):
+        nat = torch.from_numpy(q.scheme.bind(bufs, act_range, q.bias)(x.numpy(), threads))
+        assert torch.equal(nat, py)
+    with pyquant.nn.use_reference():
+        r = pyquant.nn.QuantLinear.from_linear(lin, cfg)
+    if static:
+        r.act_range.copy_(act_range)
+    torch.testing.assert_close(r(x), y, rtol=1e-5, atol=1e-5)
+    strict = pyquant.nn.QuantLinear.from_linear(lin, pyquant.SparqConfig(sparse24=True, negative="error"))
+    strict.act_range.copy_(q.act_range)
+    with pytest.raises(ValueError, match="negative='error'"):
+        strict(x)
+    torch.testing.assert_close(strict(torch.relu(x)), q(torch.relu(x)))

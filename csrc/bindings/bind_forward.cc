@@ -267,7 +267,7 @@ bool sparq_forward_checked(const CArray<float>& x, const ConvArg& conv,
 }
 
 CArray<float> forward_sparq24_py(const CArray<float>& x, const CArray<uint8_t>& packed, int bits,
-                                 int options, bool round, bool pairs,
+                                 int options, bool round, bool pairs, bool allow_negative,
                                  const CArray<float>& w_scale, const OptF& bias,
                                  const CArray<float>& act_range, int threads,
                                  const ConvArg& conv) {
@@ -279,11 +279,9 @@ CArray<float> forward_sparq24_py(const CArray<float>& x, const CArray<uint8_t>& 
       [&](const float* xp, size_t m, size_t k, size_t n, const uint8_t* base,
           const PackedHeader& h, const float* bp, ActRange act, float* yp, int t) {
         return forward_sparq24(xp, m, k, cfg, base + h.data_offset, n, w_scale.data(), bp, act,
-                               yp, t, isa);
+                               allow_negative, yp, t, isa);
       });
-  require(!negative,
-          "x: SparqConfig(sparse24=True) got negative inputs; the sign-magnitude extension is "
-          "not implemented for 2:4 weights yet");
+  require(!negative, "x: SparqConfig(negative='error') got negative inputs");
   return y;
 }
 
@@ -357,7 +355,8 @@ void bind_forward(py::module_& m) {
         py::arg("w_scale"), py::arg("bias"), py::arg("act_range"), py::arg("threads") = 1,
         py::arg("conv") = py::none());
   m.def("forward_sparq24", &forward_sparq24_py, py::arg("x"), py::arg("packed"), py::arg("bits"),
-        py::arg("options"), py::arg("round"), py::arg("pairs"), py::arg("w_scale"),
+        py::arg("options"), py::arg("round"), py::arg("pairs"), py::arg("allow_negative"),
+        py::arg("w_scale"),
         py::arg("bias"), py::arg("act_range"), py::arg("threads") = 1,
         py::arg("conv") = py::none());
   m.attr("CONV_MAX_GEOMETRY") = py::int_(kConvMaxGeometry);

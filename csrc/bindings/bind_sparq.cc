@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <type_traits>
 
 #include "bindings/array_utils.h"
 #include "bindings/packed_utils.h"
@@ -50,8 +51,10 @@ CArray<uint8_t> sparq24_prepack(const CArray<int8_t>& w, int bits, int options, 
   return out;
 }
 
-CArray<int32_t> sparq24_gemm(const CArray<uint8_t>& a, const CArray<uint8_t>& packed, int bits,
-                             int options, bool round, bool pairs, int threads) {
+// The raw 2:4 op on uint8 rows, or on int16 sign-magnitude rows in [-255, 255].
+template <class T>
+CArray<int32_t> sparq24_gemm_any(const CArray<T>& a, const CArray<uint8_t>& packed, int bits,
+                                 int options, bool round, bool pairs, int threads) {
   require_ndim(a, 2, "a");
   const SparqConfig cfg = checked_config(bits, options, round, pairs);
   const PackedHeader h = checked_header(packed, PackedOp::sparq24_gemm);
@@ -60,14 +63,25 @@ CArray<int32_t> sparq24_gemm(const CArray<uint8_t>& a, const CArray<uint8_t>& pa
           "with the arguments of this call");
   const size_t m = a.shape(0), k = a.shape(1);
   require_k_matches(h, k);
+  const T* a_ptr = a.data();
+  if constexpr (std::is_same_v<T, int16_t>) {
+    const auto bad = std::find_if(a_ptr, a_ptr + m * k, [](int16_t v) { return v < -255 || v > 255; });
+    require(bad == a_ptr + m * k,
+            "a: int16 activations are sign-magnitude 8-bit values in [-255, 255]; got " +
+                std::to_string(bad == a_ptr + m * k ? 0 : *bad) + " at row " +
+                std::to_string((bad - a_ptr) / (k ? k : 1)) + ", column " +
+                std::to_string((bad - a_ptr) % (k ? k : 1)));
+  }
   const size_t n = h.n;
   CArray<int32_t> c({m, n});
   int32_t* out = c.mutable_data();
-  const uint8_t* a_ptr = a.data();
   const uint8_t* base = packed.data();
   {
     py::gil_scoped_release release;
-    sparq24_gemm_run(a_ptr, m, k, cfg, base + h.data_offset, n, out, threads, active_isa());
+    if constexpr (std::is_same_v<T, int16_t>)
+      sparq24_gemm_signed_run(a_ptr, m, k, cfg, base + h.data_offset, n, out, threads, active_isa());
+    else
+      sparq24_gemm_run(a_ptr, m, k, cfg, base + h.data_offset, n, out, threads, active_isa());
   }
   return c;
 }
@@ -215,8 +229,12 @@ void bind_sparq(py::module_& m) {
         py::arg("options"), py::arg("pairs"), py::arg("threads") = 1);
   m.def("sparq24_prepack", &sparq24_prepack, py::arg("w"), py::arg("bits"), py::arg("options"),
         py::arg("round"), py::arg("pairs"));
-  m.def("sparq24_gemm", &sparq24_gemm, py::arg("a"), py::arg("packed"), py::arg("bits"),
-        py::arg("options"), py::arg("round"), py::arg("pairs"), py::arg("threads") = 1);
+  m.def("sparq24_gemm", &sparq24_gemm_any<uint8_t>, py::arg("a"), py::arg("packed"),
+        py::arg("bits"), py::arg("options"), py::arg("round"), py::arg("pairs"),
+        py::arg("threads") = 1);
+  m.def("sparq24_gemm_signed", &sparq24_gemm_any<int16_t>, py::arg("a"), py::arg("packed"),
+        py::arg("bits"), py::arg("options"), py::arg("round"), py::arg("pairs"),
+        py::arg("threads") = 1);
   m.def("sparq_code_bits", &code_bits, py::arg("bits"), py::arg("options"), py::arg("pairs"));
 }
 

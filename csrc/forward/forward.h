@@ -48,11 +48,13 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
                    const float* bias, ActRange act, float* y, int threads, Isa isa);
 
 // SparqConfig(sparse24=True): |x| quantized per row (or static), trimmed per output channel at
-// its 2:4 weight mask inside the sparq24 kernel, the shared epilogue (row_scale = sa, col_scale
-// = w_scale, bias). Non-negative inputs only: returns true (and computes nothing) if x has a
-// negative value. panels: the sparq24_gemm layout (sparq.h).
+// its 2:4 weight mask inside the sparq24 kernel (pairs judged on magnitudes), the shared
+// epilogue (row_scale = sa, col_scale = w_scale, bias). Negative inputs keep their sign
+// (sign-magnitude: a block with one runs positive and negative parts, twice the products); with
+// allow_negative false, returns true and computes nothing if x has a negative value, else
+// returns false. panels: the sparq24_gemm layout (sparq.h).
 bool forward_sparq24(const float* x, size_t m, size_t k, const SparqConfig& cfg,
                      const uint8_t* panels, size_t n, const float* w_scale, const float* bias,
-                     ActRange act, float* y, int threads, Isa isa);
+                     ActRange act, bool allow_negative, float* y, int threads, Isa isa);
 
 }  // namespace pq

@@ -1,10 +1,12 @@
 // SPARQ with 2:4-sparse weights: packing, the per-row selector tables, the scalar kernel and the
 // driver (layout and semantics: sparq.h). The kernels never trim activations themselves: per row
 // and k group the 10 selector cases are trimmed once into two 16-byte tables (E0, E1), shared by
-// all N columns, and each column's 4-bit selector picks its two trimmed activations.
+// all N columns, and each column's 4-bit selector picks its two trimmed activations. Signed rows
+// (sign-magnitude) split their tables by sign into two unsigned table rows, one kernel pass each.
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #include "core/gemm_tasks.h"
 #include "core/macros.h"
@@ -20,7 +22,40 @@ const uint8_t kS24PairPos[6][2] = {{0, 1}, {0, 2}, {0, 3}, {1, 2}, {1, 3}, {2, 3
 
 namespace {
 constexpr size_t kBlockBytes = size_t{1} << 20;  // tables per M block: ~L2 size
+
+// The activation position (0-3) whose trimmed value each of a group's 32 table bytes holds (4:
+// none): E0[s] and E1[s] for the pairs s < 6, E0[6 + j] for the single j.
+struct SignMasks {
+  uint8_t mask[16][kS24TableBytes];  // [negative positions as 4 bits][table byte]: 0xff = negative
+  SignMasks() {
+    uint8_t pos[kS24TableBytes];
+    std::memset(pos, 4, sizeof(pos));
+    for (int s = 0; s < 6; ++s) {
+      pos[s] = kS24PairPos[s][0];
+      pos[16 + s] = kS24PairPos[s][1];
+    }
+    for (int j = 0; j < 4; ++j) pos[6 + j] = static_cast<uint8_t>(j);
+    for (unsigned neg = 0; neg < 16; ++neg)
+      for (size_t e = 0; e < kS24TableBytes; ++e)
+        mask[neg][e] = pos[e] < 4 && (neg >> pos[e]) & 1u ? 0xff : 0x00;
+  }
+};
 }  // namespace
+
+void sparq24_split_tables(uint8_t* tables, const uint8_t* negative, size_t k, uint8_t* neg) {
+  static const SignMasks masks;
+  for (size_t g = 0; 4 * g < k; ++g) {
+    unsigned bits = 0;
+    for (size_t j = 0; j < 4 && 4 * g + j < k; ++j) bits |= (negative[4 * g + j] ? 1u : 0u) << j;
+    const uint8_t* mask = masks.mask[bits];
+    uint8_t* t = tables + g * kS24TableBytes;
+    uint8_t* n = neg + g * kS24TableBytes;
+    for (size_t e = 0; e < kS24TableBytes; ++e) {  // (vectorized by the compiler)
+      n[e] = t[e] & mask[e];
+      t[e] = t[e] & static_cast<uint8_t>(~mask[e]);
+    }
+  }
+}
 
 void sparq24_tables_row(const SparqPlan& plan, const uint8_t* a, size_t k, uint8_t* out) {
   const size_t groups = div_round_up(k, 4);
@@ -127,32 +162,49 @@ void sparq24_pack_weights(const int8_t* w, size_t n, size_t k, uint16_t flags, u
 
 namespace {
 
-// The 2:4 driver shared by the raw op and the fused forward: blocks of rows get their selector
-// tables (make_tables(row, chunk, out) for each row of the block, threads over rows), then the
-// kernel runs over (panel, row range) tasks and `finish(m0, m1, n0, n1)` on each finished tile.
+// The 2:4 driver shared by the raw ops and the fused forward: blocks of rows get their selector
+// tables (threads over rows), then the kernel runs over (panel, row range) tasks and
+// `finish(m0, m1, n0, n1)` on each finished tile. make_tables(row, chunk, pos, neg) writes the
+// row's tables to pos and returns whether the row has negative values; if it does (possible only
+// when `signed_rows`, else neg is null), pos holds the positive part's tables and neg the negative
+// part's. A block with a signed row runs the kernel on both table sets and subtracts (wrapping
+// int32, as every path): twice the products of an unsigned block.
 template <class MakeTables, class Finish>
-void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c, int threads,
-                Isa isa, MakeTables&& make_tables, Finish&& finish) {
+void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c, bool signed_rows,
+                int threads, Isa isa, MakeTables&& make_tables, Finish&& finish) {
   const Sparq24ComputeFn compute = sparq_kernels(isa).compute24;
   const size_t groups = div_round_up(k, 4);
   const size_t row_tab = groups * kS24TableBytes;
   const size_t n_panels = div_round_up(n, kS24PanelCols);
-  const size_t mc = std::min(m, std::max<size_t>(1, kBlockBytes / row_tab));
+  const size_t sets = signed_rows ? 2 : 1;
+  const size_t mc = std::min(m, std::max<size_t>(1, kBlockBytes / (sets * row_tab)));
   const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
-  std::unique_ptr<uint8_t[]> tables(new uint8_t[mc * row_tab]);
+  std::unique_ptr<uint8_t[]> tables(new uint8_t[sets * mc * row_tab]);
+  uint8_t* tables_neg = signed_rows ? tables.get() + mc * row_tab : nullptr;
+  std::unique_ptr<int32_t[]> c_neg(signed_rows ? new int32_t[mc * n] : nullptr);
+  std::vector<uint8_t> row_neg(mc);
   Sparq24Problem prob{};
   prob.tables = tables.get();
   prob.k_groups = groups;
   prob.panels = panels;
   prob.ldc = n;
   prob.n = n;
+  Sparq24Problem prob_neg = prob;
+  prob_neg.tables = tables_neg;
+  prob_neg.c = c_neg.get();
   for (size_t m0 = 0; m0 < m; m0 += mc) {
     const size_t rows = std::min(mc, m - m0);
     const size_t chunks = std::min(rows, n_threads * 4);
     parallel_for(chunks, threads, [&](size_t t) {
       for (size_t r = rows * t / chunks; r < rows * (t + 1) / chunks; ++r)
-        make_tables(m0 + r, t, tables.get() + r * row_tab);
+        row_neg[r] = make_tables(m0 + r, t, tables.get() + r * row_tab,
+                                 signed_rows ? tables_neg + r * row_tab : nullptr);
     });
+    const bool two_pass = std::any_of(row_neg.begin(), row_neg.begin() + rows,
+                                      [](uint8_t v) { return v != 0; });
+    if (two_pass)  // the rows without negative values add nothing in the second pass
+      for (size_t r = 0; r < rows; ++r)
+        if (!row_neg[r]) std::memset(tables_neg + r * row_tab, 0, row_tab);
     prob.c = c + m0 * n;
     TaskShape shape;  // the shared task split (core/gemm_tasks.h)
     shape.m = rows;
@@ -164,10 +216,31 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
       size_t panel, r0, r1;
       grid.task(t, panel, r0, r1);
       compute(prob, r0, r1, panel, panel + 1);
-      const size_t n0 = panel * kS24PanelCols;
-      finish(m0 + r0, m0 + r1, n0, std::min(n, n0 + kS24PanelCols));
+      const size_t n0 = panel * kS24PanelCols, n1 = std::min(n, n0 + kS24PanelCols);
+      if (two_pass) {
+        compute(prob_neg, r0, r1, panel, panel + 1);
+        for (size_t r = r0; r < r1; ++r) {
+          uint32_t* dst = reinterpret_cast<uint32_t*>(prob.c + r * n);
+          const uint32_t* sub = reinterpret_cast<const uint32_t*>(c_neg.get() + r * n);
+          for (size_t j = n0; j < n1; ++j) dst[j] -= sub[j];
+        }
+      }
+      finish(m0 + r0, m0 + r1, n0, n1);
     });
   }
+}
+
+// Whether any x[i] < 0, in steps of 1024 values without an early exit inside a step (so the
+// compiler vectorizes it).
+template <class T>
+bool any_negative(const T* x, size_t count) {
+  for (size_t i = 0; i < count; i += 1024) {
+    const size_t end = std::min(count, i + 1024);
+    int neg = 0;
+    for (size_t j = i; j < end; ++j) neg |= x[j] < 0;
+    if (neg) return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -183,21 +256,56 @@ void sparq24_gemm_run(const uint8_t* a, size_t m, size_t k, const SparqConfig& c
   sparq_make_plan(cfg, &plan);
   const Sparq24TablesRowFn tables_row = sparq_kernels(isa).tables24;
   run_blocks(
-      m, k, panels, n, c, threads, isa,
-      [&](size_t row, size_t, uint8_t* out) { tables_row(plan, a + row * k, k, out); },
+      m, k, panels, n, c, false, threads, isa,
+      [&](size_t row, size_t, uint8_t* out, uint8_t*) {
+        tables_row(plan, a + row * k, k, out);
+        return false;
+      },
+      [](size_t, size_t, size_t, size_t) {});
+}
+
+void sparq24_gemm_signed_run(const int16_t* a, size_t m, size_t k, const SparqConfig& cfg,
+                             const uint8_t* panels, size_t n, int32_t* c, int threads, Isa isa) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    std::fill(c, c + m * n, 0);
+    return;
+  }
+  SparqPlan plan;
+  sparq_make_plan(cfg, &plan);
+  const Sparq24TablesRowFn tables_row = sparq_kernels(isa).tables24;
+  const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
+  // per chunk: the row's magnitudes and its negative flags
+  std::unique_ptr<uint8_t[]> scratch(new uint8_t[n_threads * 4 * 2 * k]);
+  run_blocks(
+      m, k, panels, n, c, true, threads, isa,
+      [&](size_t row, size_t chunk, uint8_t* pos, uint8_t* neg) {
+        const int16_t* ar = a + row * k;
+        uint8_t* mag = scratch.get() + chunk * 2 * k;
+        uint8_t* is_neg = mag + k;
+        for (size_t i = 0; i < k; ++i) {  // |a| <= 255: checked by the binding
+          mag[i] = static_cast<uint8_t>(ar[i] < 0 ? -ar[i] : ar[i]);
+          is_neg[i] = ar[i] < 0;
+        }
+        tables_row(plan, mag, k, pos);
+        if (!any_negative(ar, k)) return false;
+        sparq24_split_tables(pos, is_neg, k, neg);
+        return true;
+      },
       [](size_t, size_t, size_t, size_t) {});
 }
 
 bool forward_sparq24(const float* x, size_t m, size_t k, const SparqConfig& cfg,
                      const uint8_t* panels, size_t n, const float* w_scale, const float* bias,
-                     ActRange act, float* y, int threads, Isa isa) {
+                     ActRange act, bool allow_negative, float* y, int threads, Isa isa) {
   if (m == 0 || n == 0) return false;
-  for (size_t i = 0; i < m * k; ++i)
-    if (x[i] < 0.0f) return true;
+  if (!allow_negative && any_negative(x, m * k)) return true;
   SparqPlan plan;
   sparq_make_plan(cfg, &plan);
   const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
-  std::unique_ptr<uint8_t[]> q(new uint8_t[n_threads * 4 * (k + 64)]);  // one row per chunk
+  // per chunk: one row's magnitudes (k + 64 bytes) and its negative flags (k)
+  const size_t chunk_bytes = 2 * k + 64;
+  std::unique_ptr<uint8_t[]> q(new uint8_t[n_threads * 4 * chunk_bytes]);
   std::unique_ptr<float[]> sa(new float[m]);
   float amax = 0.0f;
   if (act.is_static) amax = std::max(act.hi < 0 ? -act.hi : act.hi, act.lo < 0 ? -act.lo : act.lo);
@@ -205,11 +313,17 @@ bool forward_sparq24(const float* x, size_t m, size_t k, const SparqConfig& cfg,
   const Sparq24TablesRowFn tables_row = sparq_kernels(isa).tables24;
   int32_t* c = reinterpret_cast<int32_t*>(y);
   run_blocks(
-      m, k, panels, n, c, threads, isa,
-      [&](size_t row, size_t chunk, uint8_t* out) {
-        uint8_t* tq = q.get() + chunk * (k + 64);
-        sa[row] = quantize_row_abs_u8(x + row * k, k, act.is_static ? &amax : nullptr, tq);
-        tables_row(plan, tq, k, out);
+      m, k, panels, n, c, allow_negative, threads, isa,
+      [&](size_t row, size_t chunk, uint8_t* pos, uint8_t* neg) {
+        const float* xr = x + row * k;
+        uint8_t* tq = q.get() + chunk * chunk_bytes;
+        sa[row] = quantize_row_abs_u8(xr, k, act.is_static ? &amax : nullptr, tq);
+        tables_row(plan, tq, k, pos);
+        if (!neg || !any_negative(xr, k)) return false;
+        uint8_t* is_neg = tq + k + 64;
+        for (size_t i = 0; i < k; ++i) is_neg[i] = xr[i] < 0.0f;
+        sparq24_split_tables(pos, is_neg, k, neg);
+        return true;
       },
       [&](size_t m0, size_t m1, size_t n0, size_t n1) { epilogue_i32(ep, c, n, m0, m1, n0, n1, isa); });
   return false;

@@ -157,37 +157,52 @@ void test_sparq24(Isa isa, TestCounter& t) {
       const PackedHeader h = sparq24_packed_header(s.n, s.k, sparq_flags(cfg));
       std::vector<uint8_t> packed(h.total_bytes);
       sparq24_pack_weights(w.data(), s.n, s.k, sparq_flags(cfg), packed.data());
-      std::vector<int32_t> c(s.m * s.n, 12345);
+      // sign-magnitude rows: the same magnitudes, about half of them negative, and a row
+      // block without negative values (rows 4..7)
+      std::vector<int16_t> a_signed(s.m * s.k);
+      for (size_t i = 0; i < a.size(); ++i)
+        a_signed[i] = static_cast<int16_t>(rng() % 2 && (i / s.k) / 4 != 1 ? -a[i] : a[i]);
+      std::vector<int32_t> c(s.m * s.n, 12345), c_signed(s.m * s.n, 12345);
       sparq24_gemm_run(a.data(), s.m, s.k, cfg, packed.data() + h.data_offset, s.n, c.data(), 2,
                        isa);
+      sparq24_gemm_signed_run(a_signed.data(), s.m, s.k, cfg, packed.data() + h.data_offset, s.n,
+                              c_signed.data(), 2, isa);
       const uint32_t narrow = sparq_shift_mask(cfg.bits, cfg.options);
       const uint32_t wide = cfg.pairs ? sparq_zero_partner_mask(cfg.bits) : narrow;
       const int nw = cfg.pairs ? 2 * cfg.bits : cfg.bits;
-      bool ok = true;
-      for (size_t i = 0; i < s.m && ok; ++i)
-        for (size_t j = 0; j < s.n && ok; ++j) {
-          int64_t acc = 0;
-          for (size_t g = 0; 4 * g < s.k; ++g) {
-            size_t pos[2];
-            int cnt = 0;
-            for (size_t kk = 4 * g; kk < std::min(s.k, 4 * g + 4); ++kk)
-              if (w[j * s.k + kk] != 0) pos[cnt++] = kk;
-            if (cnt == 1) {
-              acc += int64_t{sparq_trim_value(a[i * s.k + pos[0]], nw, wide, cfg.round)} *
-                     w[j * s.k + pos[0]];
-            } else if (cnt == 2) {
-              const uint8_t x0 = a[i * s.k + pos[0]], x1 = a[i * s.k + pos[1]];
-              const bool z = cfg.pairs && (x0 == 0 || x1 == 0);
-              const int n_ = z ? nw : cfg.bits;
-              const uint32_t m_ = z ? wide : narrow;
-              acc += int64_t{sparq_trim_value(x0, n_, m_, cfg.round)} * w[j * s.k + pos[0]] +
-                     int64_t{sparq_trim_value(x1, n_, m_, cfg.round)} * w[j * s.k + pos[1]];
+      // sign(v) * trim(|v|) of activation kk of row i, pairs judged on magnitudes
+      auto value = [&](bool signed_rows, size_t i, size_t kk, int n_, uint32_t m_) {
+        const int64_t v = int64_t{sparq_trim_value(a[i * s.k + kk], n_, m_, cfg.round)};
+        return signed_rows && a_signed[i * s.k + kk] < 0 ? -v : v;
+      };
+      bool ok = true, ok_signed = true;
+      for (size_t i = 0; i < s.m; ++i)
+        for (size_t j = 0; j < s.n; ++j)
+          for (bool sg : {false, true}) {
+            int64_t acc = 0;
+            for (size_t g = 0; 4 * g < s.k; ++g) {
+              size_t pos[2];
+              int cnt = 0;
+              for (size_t kk = 4 * g; kk < std::min(s.k, 4 * g + 4); ++kk)
+                if (w[j * s.k + kk] != 0) pos[cnt++] = kk;
+              if (cnt == 1) {
+                acc += value(sg, i, pos[0], nw, wide) * w[j * s.k + pos[0]];
+              } else if (cnt == 2) {
+                const uint8_t x0 = a[i * s.k + pos[0]], x1 = a[i * s.k + pos[1]];
+                const bool z = cfg.pairs && (x0 == 0 || x1 == 0);
+                const int n_ = z ? nw : cfg.bits;
+                const uint32_t m_ = z ? wide : narrow;
+                acc += value(sg, i, pos[0], n_, m_) * w[j * s.k + pos[0]] +
+                       value(sg, i, pos[1], n_, m_) * w[j * s.k + pos[1]];
+              }
             }
+            bool& flag = sg ? ok_signed : ok;
+            flag = flag && static_cast<int32_t>(acc) == (sg ? c_signed : c)[i * s.n + j];
           }
-          ok = static_cast<int32_t>(acc) == c[i * s.n + j];
-        }
       t.check(ok, "sparq24_gemm " + std::to_string(s.m) + "x" + std::to_string(s.n) + "x" +
                       std::to_string(s.k) + " " + name(cfg));
+      t.check(ok_signed, "sparq24_gemm signed rows " + std::to_string(s.m) + "x" +
+                             std::to_string(s.n) + "x" + std::to_string(s.k) + " " + name(cfg));
       if (s.k > 1000 || !(cfg.bits == 4 && cfg.options == 5 && cfg.round && cfg.pairs)) continue;
       for (size_t i = h.data_offset; i < packed.size(); ++i) packed[i] = static_cast<uint8_t>(rng());
       std::vector<int32_t> c_isa(s.m * s.n), c_ref(s.m * s.n);

@@ -113,14 +113,17 @@ def _ref_sparq(a, buf, n, k, **kw):
 
 def _ref_sparq24(a, buf, n, k, *, bits=4, options=5, rounding="round", pairs=True):
     """2:4 SPARQ (each output channel pairs the activations at its own non-zero weights of every
-    aligned group of 4; a single non-zero keeps its activation as with a zero partner)."""
+    aligned group of 4; a single non-zero keeps its activation as with a zero partner). Signed
+    (int16) activations: sign-magnitude, pairs judged on the magnitudes."""
     narrow, wide = sparq_tables(bits, options, rounding)
     if not pairs:
         wide = narrow
     w = buf.view(torch.int8).reshape(n, k).long()
     kp = -(-k // 4) * 4
     w = torch.nn.functional.pad(w, (0, kp - k)).reshape(n, kp // 4, 4)
-    ag = torch.nn.functional.pad(a.long(), (0, kp - k)).reshape(a.shape[0], 1, kp // 4, 4)
+    ag = torch.nn.functional.pad(a.long().abs(), (0, kp - k)).reshape(a.shape[0], 1, kp // 4, 4)
+    sg = torch.nn.functional.pad(torch.where(a < 0, -1, 1), (0, kp - k), value=1)
+    sg = torch.nn.functional.pad(sg.reshape(a.shape[0], 1, kp // 4, 4), (0, 1), value=1)
     nz = w != 0
     if bool((nz.sum(-1) > 2).any()):
         raise ValueError("w: not 2:4 sparse")
@@ -129,14 +132,16 @@ def _ref_sparq24(a, buf, n, k, *, bits=4, options=5, rounding="round", pairs=Tru
     i0 = torch.where(nz, pos, 4).amin(-1)
     i1 = torch.where(nz & (pos > i0[..., None]), pos, 4).amin(-1)
     ag = torch.nn.functional.pad(ag, (0, 1))  # position 4: a zero activation
-    x0 = torch.gather(ag.expand(-1, n, -1, -1), 3, i0[None, ..., None].expand(a.shape[0], -1, -1, 1))[..., 0]
-    x1 = torch.gather(ag.expand(-1, n, -1, -1), 3, i1[None, ..., None].expand(a.shape[0], -1, -1, 1))[..., 0]
+    pick = lambda t, i: torch.gather(t.expand(-1, n, -1, -1), 3,
+                                     i[None, ..., None].expand(a.shape[0], -1, -1, 1))[..., 0]
+    x0, x1 = pick(ag, i0), pick(ag, i1)
+    s0, s1 = pick(sg, i0), pick(sg, i1)  # the selected activations' signs
     w5 = torch.nn.functional.pad(w, (0, 1))
     w0 = torch.gather(w5, 2, i0[..., None])[..., 0]
     w1 = torch.gather(w5, 2, i1[..., None])[..., 0]
     zp = (x0 == 0) | (x1 == 0)  # a single non-zero weight: x1 is the zero activation
-    t0 = torch.where(zp, wide[x0], narrow[x0]).double()
-    t1 = torch.where(zp, wide[x1], narrow[x1]).double()
+    t0 = (torch.where(zp, wide[x0], narrow[x0]) * s0).double()
+    t1 = (torch.where(zp, wide[x1], narrow[x1]) * s1).double()
     acc = (t0 * w0.double()).sum(-1) + (t1 * w1.double()).sum(-1)
     return torch.round(acc).to(torch.int64).to(torch.int32)
 

@@ -114,12 +114,11 @@ class SparqConfig:
     pruned 2:4 by magnitude (:func:`pyquant.prune_24`: the two largest ``|w|`` of every aligned
     group of 4 inputs, per output channel), then the kept values are quantized to int8 per
     channel and packed in the 2:4 format (5 bits per weight); activations are paired per output
-    channel at its non-zero weights (``sparq_gemm(..., sparse24=True)``). Non-negative inputs
-    only for now: ``negative`` defaults to ``"error"`` there, negative inputs are a ValueError
-    (the sign-magnitude extension needs signed selector tables in the kernel; not built yet), and
-    ``negative="sign_magnitude"`` with ``sparse24=True`` is refused when the config is made. The
-    forward is one native call (``_C.forward_sparq24``: activation quantization, the 2:4 kernel,
-    the shared epilogue).
+    channel at its non-zero weights (``sparq_gemm(..., sparse24=True)``; pairs judged on the
+    magnitudes). Negative inputs take the same sign-magnitude extension: each row's selector
+    tables are split by sign and the kernel runs the positive and the negative part (twice the
+    products, only for blocks of rows with a negative value). The forward is one native call
+    (``_C.forward_sparq24``: activation quantization, the 2:4 kernel, the shared epilogue).
 
     ``options`` defaults to the paper's choice for ``bits``: 5 for 4 bits, 6 for 3, 7 for 2.
     """
@@ -146,12 +145,9 @@ class SparqConfig:
         if self.rounding not in ("round", "trunc"):
             raise ValueError(f"rounding: expected 'round' or 'trunc', got {self.rounding!r}")
         if self.negative is None:
-            object.__setattr__(self, "negative", "error" if self.sparse24 else "sign_magnitude")
+            object.__setattr__(self, "negative", "sign_magnitude")
         if self.negative not in ("sign_magnitude", "error"):
             raise ValueError(f"negative: expected 'sign_magnitude' or 'error', got {self.negative!r}")
-        if self.sparse24 and self.negative == "sign_magnitude":
-            raise ValueError("negative: 'sign_magnitude' is not implemented with sparse24=True "
-                             "(non-negative inputs only, e.g. after a ReLU); use negative='error'")
 
     def op_kwargs(self) -> dict:
         return {"bits": self.bits, "options": self.options, "rounding": self.rounding, "pairs": self.pairs}

@@ -108,8 +108,6 @@ def parse_config(text: str):
             and not node.args):
         raise ValueError(f"config: not a pyquant config repr: {text!r}")
     kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
-    if node.func.id == "SparqConfig" and kwargs.get("sparse24") and kwargs.get("negative") == "sign_magnitude":
-        kwargs["negative"] = "error"  # what such a layer always did (older exported programs)
     return allowed[node.func.id](**kwargs)
 
 

@@ -573,11 +573,11 @@ class SparqScheme(Scheme):
         neg = x < 0
         if not bool(neg.any()):
             return _backend.gemm(self.packed_op, q, b["packed"], n, k, reference, **kw), sa
-        if self.config.sparse24:
-            raise ValueError("x: SparqConfig(sparse24=True) got negative inputs; the "
-                             "sign-magnitude extension is not implemented for 2:4 weights yet")
         if self.config.negative == "error":
             raise ValueError("x: SparqConfig(negative='error') got negative inputs")
+        if self.config.sparse24:  # pairs per output channel: the op takes the signed magnitudes
+            signed = torch.where(neg, -q.to(torch.int16), q.to(torch.int16))
+            return _backend.gemm(self.packed_op, signed, b["packed"], n, k, reference, **kw), sa
         # sign-magnitude: trim magnitudes once, then positive part minus negative part
         t = _backend.sparq_quantize(q, reference, **kw)
         zero = torch.zeros((), dtype=torch.uint8)
@@ -589,10 +589,8 @@ class SparqScheme(Scheme):
         c = self.config
         bits, opts, rnd, pairs = c.bits, c.options, c.rounding == "round", c.pairs
         p, s, bi, r = (_np(t) for t in (b["packed"], b["w_scale"], bias, act_range))
-        if c.sparse24:
-            f = _C.forward_sparq24
-            return lambda x, threads, conv=None: f(x, p, bits, opts, rnd, pairs, s, bi, r, threads, conv)
-        f, signed = _C.forward_sparq, c.negative == "sign_magnitude"
+        f = _C.forward_sparq24 if c.sparse24 else _C.forward_sparq
+        signed = c.negative == "sign_magnitude"
         return lambda x, threads, conv=None: f(x, p, bits, opts, rnd, pairs, signed, s, bi, r, threads,
                                                conv)
 
