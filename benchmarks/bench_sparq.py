@@ -136,10 +136,14 @@ def kernels24(a, w, copies=1):
             return fn(pw)
         return run
 
+    # signed rows (sign-magnitude int16, half the non-zero values negative): two kernel passes
+    a_signed = np.where(np.random.default_rng(7).random(a.shape) < 0.5, -a.astype(np.int16), a)
     out = {
         "int8_gemm (dense, unpruned)": cycle(dense, lambda pw: pyquant.int8_gemm(a, pw)),
         "sparq_gemm sparse24 b4 o5 round vSPARQ": cycle(
             sparse, lambda pw: pyquant.sparq_gemm(a, pw, sparse24=True)),
+        "sparq_gemm sparse24 b4 o5 round vSPARQ, signed rows": cycle(
+            sparse, lambda pw: pyquant.sparq_gemm(a_signed, pw, sparse24=True)),
     }
     if len(dense) == 1:  # cache-warm: also dense on 7-bit activations (its AVX2 fast route)
         a7 = a >> 1
@@ -193,7 +197,8 @@ def fns24():
 
 
 @pytest.mark.parametrize("shape", [DECODE24, PREFILL24], ids=["decode", "m256"])
-@pytest.mark.parametrize("name", ["int8_gemm (dense, unpruned)", "sparq_gemm sparse24 b4 o5 round vSPARQ"])
+@pytest.mark.parametrize("name", ["int8_gemm (dense, unpruned)", "sparq_gemm sparse24 b4 o5 round vSPARQ",
+                                  "sparq_gemm sparse24 b4 o5 round vSPARQ, signed rows"])
 def test_sparq24_vs_int8(benchmark, fns24, shape, name):
     pyquant.set_num_threads(1)
     try:

@@ -83,7 +83,8 @@ inline size_t sparq24_value_offset(size_t lane, int which) {  // which: 0 = v0, 
 }
 
 struct Sparq24Problem {
-  const uint8_t* tables;  // [rows][k_groups][32]
+  const uint8_t* tables;  // [rows][k_groups][32], rows table_stride bytes apart
+  size_t table_stride;    // >= k_groups * 32
   size_t k_groups;
   const uint8_t* panels;  // [n_pad/32][k_groups][80]
   int32_t* c;             // [rows][ldc]

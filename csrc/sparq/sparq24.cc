@@ -76,7 +76,7 @@ void sparq24_tables_row(const SparqPlan& plan, const uint8_t* a, size_t k, uint8
 }
 
 void sparq24_compute_scalar(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
-  const size_t row_tab = p.k_groups * kS24TableBytes;
+  const size_t row_tab = p.table_stride;
   for (size_t panel = p0; panel < p1; ++panel) {
     const size_t col0 = panel * kS24PanelCols;
     const size_t nc = std::min(kS24PanelCols, p.n - col0);
@@ -167,8 +167,10 @@ namespace {
 // `finish(m0, m1, n0, n1)` on each finished tile. make_tables(row, chunk, pos, neg) writes the
 // row's tables to pos and returns whether the row has negative values; if it does (possible only
 // when `signed_rows`, else neg is null), pos holds the positive part's tables and neg the negative
-// part's. A block with a signed row runs the kernel on both table sets and subtracts (wrapping
-// int32, as every path): twice the products of an unsigned block.
+// part's. With signed rows a row's two table sets sit side by side, so a block with a negative
+// value runs the kernel once on 2 x rows interleaved rows (positive, negative part: one pass over
+// the weights, which at decode come from DRAM) into a scratch output, and each row is the
+// difference of its two (wrapping int32, as every path); other blocks skip the negative halves.
 template <class MakeTables, class Finish>
 void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c, bool signed_rows,
                 int threads, Isa isa, MakeTables&& make_tables, Finish&& finish) {
@@ -180,8 +182,7 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
   const size_t mc = std::min(m, std::max<size_t>(1, kBlockBytes / (sets * row_tab)));
   const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
   std::unique_ptr<uint8_t[]> tables(new uint8_t[sets * mc * row_tab]);
-  uint8_t* tables_neg = signed_rows ? tables.get() + mc * row_tab : nullptr;
-  std::unique_ptr<int32_t[]> c_neg(signed_rows ? new int32_t[mc * n] : nullptr);
+  std::unique_ptr<int32_t[]> c_parts(signed_rows ? new int32_t[2 * mc * n] : nullptr);
   std::vector<uint8_t> row_neg(mc);
   Sparq24Problem prob{};
   prob.tables = tables.get();
@@ -189,25 +190,25 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
   prob.panels = panels;
   prob.ldc = n;
   prob.n = n;
-  Sparq24Problem prob_neg = prob;
-  prob_neg.tables = tables_neg;
-  prob_neg.c = c_neg.get();
   for (size_t m0 = 0; m0 < m; m0 += mc) {
     const size_t rows = std::min(mc, m - m0);
     const size_t chunks = std::min(rows, n_threads * 4);
     parallel_for(chunks, threads, [&](size_t t) {
-      for (size_t r = rows * t / chunks; r < rows * (t + 1) / chunks; ++r)
-        row_neg[r] = make_tables(m0 + r, t, tables.get() + r * row_tab,
-                                 signed_rows ? tables_neg + r * row_tab : nullptr);
+      for (size_t r = rows * t / chunks; r < rows * (t + 1) / chunks; ++r) {
+        uint8_t* pos = tables.get() + sets * r * row_tab;
+        row_neg[r] = make_tables(m0 + r, t, pos, signed_rows ? pos + row_tab : nullptr);
+      }
     });
-    const bool two_pass = std::any_of(row_neg.begin(), row_neg.begin() + rows,
-                                      [](uint8_t v) { return v != 0; });
-    if (two_pass)  // the rows without negative values add nothing in the second pass
+    const bool two_parts = std::any_of(row_neg.begin(), row_neg.begin() + rows,
+                                       [](uint8_t v) { return v != 0; });
+    if (two_parts)  // the rows without negative values add nothing in their negative part
       for (size_t r = 0; r < rows; ++r)
-        if (!row_neg[r]) std::memset(tables_neg + r * row_tab, 0, row_tab);
-    prob.c = c + m0 * n;
-    TaskShape shape;  // the shared task split (core/gemm_tasks.h)
-    shape.m = rows;
+        if (!row_neg[r]) std::memset(tables.get() + (2 * r + 1) * row_tab, 0, row_tab);
+    prob.table_stride = two_parts ? row_tab : sets * row_tab;
+    prob.c = two_parts ? c_parts.get() : c + m0 * n;
+    TaskShape shape;  // the shared task split (core/gemm_tasks.h); a row's parts stay together
+    shape.m = two_parts ? 2 * rows : rows;
+    shape.mr = two_parts ? 2 : 1;
     shape.n_panels = n_panels;
     shape.out_row_bytes = n * sizeof(int32_t);
     shape.weight_bytes = n_panels * kS24PanelCols * groups * 5 / 2;  // 2 values + positions
@@ -217,13 +218,14 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
       grid.task(t, panel, r0, r1);
       compute(prob, r0, r1, panel, panel + 1);
       const size_t n0 = panel * kS24PanelCols, n1 = std::min(n, n0 + kS24PanelCols);
-      if (two_pass) {
-        compute(prob_neg, r0, r1, panel, panel + 1);
-        for (size_t r = r0; r < r1; ++r) {
-          uint32_t* dst = reinterpret_cast<uint32_t*>(prob.c + r * n);
-          const uint32_t* sub = reinterpret_cast<const uint32_t*>(c_neg.get() + r * n);
-          for (size_t j = n0; j < n1; ++j) dst[j] -= sub[j];
+      if (two_parts) {
+        for (size_t r = r0; r < r1; r += 2) {
+          const uint32_t* part = reinterpret_cast<const uint32_t*>(c_parts.get() + r * n);
+          uint32_t* dst = reinterpret_cast<uint32_t*>(c + (m0 + r / 2) * n);
+          for (size_t j = n0; j < n1; ++j) dst[j] = part[j] - part[n + j];
         }
+        r0 /= 2;
+        r1 /= 2;
       }
       finish(m0 + r0, m0 + r1, n0, n1);
     });

@@ -88,7 +88,7 @@ void tile(const uint8_t* const* t, const uint8_t* b, size_t groups, int32_t* con
 }  // namespace
 
 void sparq24_compute_avx2(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
-  const size_t row_tab = p.k_groups * kS24TableBytes;
+  const size_t row_tab = p.table_stride;
   for (size_t panel = p0; panel < p1; ++panel) {
     const size_t col0 = panel * kS24PanelCols;
     const size_t nc = p.n - col0 < kS24PanelCols ? p.n - col0 : kS24PanelCols;

@@ -129,7 +129,7 @@ void tile(const Indices& ix, const uint8_t* const* t, const uint8_t* b, size_t g
 template <size_t R>
 void rows_tile(const Indices& ix, const Sparq24Problem& p, size_t m, size_t kb, size_t groups,
                const uint8_t* b, size_t col0, size_t nc, bool first) {
-  const size_t row_tab = p.k_groups * kS24TableBytes;
+  const size_t row_tab = p.table_stride;
   const uint8_t* t[R];
   int32_t* c[R];
   for (size_t r = 0; r < R; ++r) {
