@@ -138,7 +138,8 @@ def main(argv=None):
     W = pyquant.WeightOnlyConfig
     runs = [(pyquant.Int8Config(), False), (W(bits=4, group_size=64), False), (W(bits=4, group_size=64), True),
             (W(bits=4, group_size=32), False), (W(bits=2, group_size=32), False), (W(bits=2, group_size=32), True),
-            (pyquant.SparqConfig(), False), (pyquant.LUT2Config(), False),
+            (pyquant.SparqConfig(), False), (pyquant.SparqConfig(sparse24=True), False),
+            (pyquant.LUT2Config(), False),
             (pyquant.LUT2Config(a_scale="minmax"), False)]
     calib = [(base.tokenize(CALIBRATION[i:i + 16]),) for i in range(0, len(CALIBRATION), 16)]
     for config, gptq in runs:
