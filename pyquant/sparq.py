@@ -170,12 +170,13 @@ def sparq_gemm(a, w, *, bits=4, options=5, rounding="round", pairs=True, sparse2
                          "sparq_gemm(..., sparse24=True)")
     pw = resolve_weight(w, "sparq_gemm", params)
     check_k(an, pw)
-    if an.dtype == np.uint8:
-        return _arrays.like(_C.sparq_gemm(an, pw.buffer, *cfg, get_num_threads()), was_torch)
+    mags = an if an.dtype == np.uint8 else _magnitudes(an)
+    negative = None if an.dtype == np.uint8 else an < 0
+    if negative is None or not negative.any():
+        return _arrays.like(_C.sparq_gemm(mags, pw.buffer, *cfg, get_num_threads()), was_torch)
     # signed rows: the magnitudes trimmed once; each part re-trims to itself (a trimmed value
     # is kept by its own window, and by the wider one a lost partner grants)
-    negative = an < 0
-    trimmed = _C.sparq_quantize(_magnitudes(an), *cfg, get_num_threads())
+    trimmed = _C.sparq_quantize(mags, *cfg, get_num_threads())
     parts = [np.where(negative, 0, trimmed).astype(np.uint8), np.where(negative, trimmed, 0).astype(np.uint8)]
     pos, neg = (_C.sparq_gemm(part, pw.buffer, *cfg, get_num_threads()) for part in parts)
     return _arrays.like(pos - neg, was_torch)  # int32, wrapping like the kernels

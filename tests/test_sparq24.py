@@ -119,14 +119,8 @@ def test_gemm24_every_config_prepacked(isa, rng, cfg):
     np.testing.assert_array_equal(pw2.buffer, pw.buffer)
 
 
-def test_gemm24_every_selector_and_zero_activations(isa):
-    """Every selector (6 pairs, 4 singles, empty) against every activation pattern of zeros and
-    non-zeros in a group, for every config."""
-    patterns = []
-    for mask in range(16):
-        for vals in ((255, 1, 128, 17), (27, 92, 85, 124)):
-            patterns.append([v if (mask >> j) & 1 else 0 for j, v in enumerate(vals)])
-    a = np.array(patterns, np.uint8).reshape(len(patterns), 4)
+def every_selector_weight():
+    """int8 [11, 4]: one row per selector (6 pairs, 4 singles, empty group)."""
     rows = []
     for i in range(4):
         for j in range(i, 4):
@@ -135,7 +129,18 @@ def test_gemm24_every_selector_and_zero_activations(isa):
             r[j] = -77 + 11 * i
             rows.append(r)
     rows.append([0, 0, 0, 0])
-    w = np.array(rows, np.int8)
+    return np.array(rows, np.int8)
+
+
+def test_gemm24_every_selector_and_zero_activations(isa):
+    """Every selector (6 pairs, 4 singles, empty) against every activation pattern of zeros and
+    non-zeros in a group, for every config."""
+    patterns = []
+    for mask in range(16):
+        for vals in ((255, 1, 128, 17), (27, 92, 85, 124)):
+            patterns.append([v if (mask >> j) & 1 else 0 for j, v in enumerate(vals)])
+    a = np.array(patterns, np.uint8).reshape(len(patterns), 4)
+    w = every_selector_weight()
     for cfg in ALL_CFG:
         kw = kw_of(cfg)
         np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, sparse24=True, **kw),
@@ -205,15 +210,7 @@ def test_gemm24_signed_every_config_and_selector(isa, cfg):
             patterns.append([(-v if (signs >> j) & 1 else v) if (mask >> j) & 1 else 0
                              for j, v in enumerate(vals)])
     a = np.array(patterns, np.int16)
-    rows = []
-    for i in range(4):
-        for j in range(i, 4):
-            r = [0, 0, 0, 0]
-            r[i] = 100 - 7 * j
-            r[j] = -77 + 11 * i
-            rows.append(r)
-    rows.append([0, 0, 0, 0])
-    w = np.array(rows, np.int8)
+    w = every_selector_weight()
     kw = kw_of(cfg)
     np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, sparse24=True, **kw),
                                   sparq24_ref(a, w, **kw))
@@ -233,6 +230,25 @@ def test_gemm24_signed_blocks_and_threads(isa, threads, rng):
     w = sparse_weight(rng, n, k)
     w[::3, 0::4] = np.where(w[::3, 0::4] != 0, -128, 0)
     np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, sparse24=True), sparq24_ref(a, w))
+
+
+def test_gemm24_signed_row_chunks_for_the_output(isa, threads, rng):
+    """Signed rows where the task split chunks rows to keep the output in L2 (small weights,
+    4096 columns): a row's two parts stay in one task; and short K (many rows per block)."""
+    for m, n, k in ((100, 4096, 64), (300, 70, 5)):
+        a = signed_activations(rng, m, k)
+        a[50:60] = np.abs(a[50:60])
+        w = sparse_weight(rng, n, k)
+        np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, sparse24=True), sparq24_ref(a, w))
+
+
+def test_signed_rows_empty(rng):
+    w24, w = sparse_weight(rng, 5, 10), rng.integers(-128, 128, (5, 10)).astype(np.int8)
+    for sparse24, weight in ((True, w24), (False, w)):
+        got = pyquant.sparq_gemm(np.zeros((0, 10), np.int16), weight, sparse24=sparse24)
+        assert got.shape == (0, 5) and got.dtype == np.int32
+        np.testing.assert_array_equal(pyquant.sparq_gemm(np.zeros((3, 0), np.int16), np.zeros((2, 0), np.int8),
+                                                         sparse24=sparse24), np.zeros((3, 2), np.int32))
 
 
 @pytest.mark.parametrize("cfg", [(4, 5, "round", True), (3, 6, "trunc", True),
@@ -399,6 +415,30 @@ def test_module_sparse24(rng):
         q2.load_state_dict(dense.state_dict())
     with pytest.raises(ValueError, match="sparse24"):
         pyquant.SparqConfig(sparse24=1)
+
+
+def test_forward_sparse24_signed_blocks_threads_and_paths(threads):
+    """The fused forward over several row blocks (K = 8192: 8 signed rows per block) mixing
+    blocks with and without negative values: every path and thread count gives the bits of the
+    op + PyTorch scaling path."""
+    torch = pytest.importorskip("torch")
+    from pyquant.nn import ops
+
+    torch.manual_seed(2)
+    lin = torch.nn.Linear(8192, 45)
+    x = torch.randn(20, 8192)
+    x[8:16] = x[8:16].abs()
+    q = pyquant.nn.QuantLinear.from_linear(lin, pyquant.SparqConfig(bits=3, sparse24=True))
+    bufs = {n: q._buffers[n] for n in q._buf_names}
+    want = ops.run_reference(x, bufs, q.act_range, q.bias, 45, q.scheme, False)
+    prev = _C.active_isa()
+    try:
+        for name in pyquant.cpu_info()["available"]:
+            _C.set_isa(name)
+            got = torch.from_numpy(q.scheme.bind(bufs, q.act_range, q.bias)(x.numpy(), threads))
+            assert torch.equal(got, want), name
+    finally:
+        _C.set_isa(prev)
 
 
 @pytest.mark.parametrize("static", [False, True])

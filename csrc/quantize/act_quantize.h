@@ -15,6 +15,20 @@ namespace pq {
 // Returns s. The sign is read from x again where it is needed.
 float quantize_row_abs_u8(const float* x, size_t k, const float* fixed_amax, uint8_t* q);
 
+// Whether any x[i] < 0 (SPARQ's sign-magnitude inputs), in steps of 1024 values without an early
+// exit inside a step, so the compiler vectorizes it: a post-ReLU input is scanned whole. static:
+// internal linkage, so an ISA-specific translation unit's copy is never shared with another.
+template <class T>
+static inline bool any_negative(const T* x, size_t count) {
+  for (size_t i = 0; i < count; i += 1024) {
+    const size_t end = i + 1024 < count ? i + 1024 : count;
+    int neg = 0;
+    for (size_t j = i; j < end; ++j) neg |= x[j] < 0;
+    if (neg) return true;
+  }
+  return false;
+}
+
 // LUT2 activations: x ~= off + s * levels[code], code in 0..3.
 struct LutActLevels {
   float sorted[4];   // the 4 levels ascending

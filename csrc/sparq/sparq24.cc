@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "core/gemm_tasks.h"
@@ -22,6 +23,7 @@ const uint8_t kS24PairPos[6][2] = {{0, 1}, {0, 2}, {0, 3}, {1, 2}, {1, 3}, {2, 3
 
 namespace {
 constexpr size_t kBlockBytes = size_t{1} << 20;  // tables per M block: ~L2 size
+constexpr size_t kPartsBytes = size_t{4} << 20;  // signed rows' two-part outputs per M block
 
 // The activation position (0-3) whose trimmed value each of a group's 32 table bytes holds (4:
 // none): E0[s] and E1[s] for the pairs s < 6, E0[6 + j] for the single j.
@@ -179,10 +181,12 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
   const size_t row_tab = groups * kS24TableBytes;
   const size_t n_panels = div_round_up(n, kS24PanelCols);
   const size_t sets = signed_rows ? 2 : 1;
-  const size_t mc = std::min(m, std::max<size_t>(1, kBlockBytes / (sets * row_tab)));
+  size_t mc = std::min(m, std::max<size_t>(1, kBlockBytes / (sets * row_tab)));
+  if (signed_rows)  // the two-part outputs of a block stay bounded too (short k: many rows)
+    mc = std::min(mc, std::max<size_t>(1, kPartsBytes / (2 * n * sizeof(int32_t))));
   const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
   std::unique_ptr<uint8_t[]> tables(new uint8_t[sets * mc * row_tab]);
-  std::unique_ptr<int32_t[]> c_parts(signed_rows ? new int32_t[2 * mc * n] : nullptr);
+  std::unique_ptr<int32_t[]> c_parts;  // allocated by the first block with two parts
   std::vector<uint8_t> row_neg(mc);
   Sparq24Problem prob{};
   prob.tables = tables.get();
@@ -201,9 +205,11 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
     });
     const bool two_parts = std::any_of(row_neg.begin(), row_neg.begin() + rows,
                                        [](uint8_t v) { return v != 0; });
-    if (two_parts)  // the rows without negative values add nothing in their negative part
+    if (two_parts) {  // the rows without negative values add nothing in their negative part
       for (size_t r = 0; r < rows; ++r)
         if (!row_neg[r]) std::memset(tables.get() + (2 * r + 1) * row_tab, 0, row_tab);
+      if (!c_parts) c_parts.reset(new int32_t[2 * mc * n]);
+    }
     prob.table_stride = two_parts ? row_tab : sets * row_tab;
     prob.c = two_parts ? c_parts.get() : c + m0 * n;
     TaskShape shape;  // the shared task split (core/gemm_tasks.h); a row's parts stay together
@@ -232,76 +238,66 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
   }
 }
 
-// Whether any x[i] < 0, in steps of 1024 values without an early exit inside a step (so the
-// compiler vectorizes it).
+// The raw op on uint8 rows, or on int16 sign-magnitude rows (|a| <= 255: checked by the binding).
 template <class T>
-bool any_negative(const T* x, size_t count) {
-  for (size_t i = 0; i < count; i += 1024) {
-    const size_t end = std::min(count, i + 1024);
-    int neg = 0;
-    for (size_t j = i; j < end; ++j) neg |= x[j] < 0;
-    if (neg) return true;
+void raw_run(const T* a, size_t m, size_t k, const SparqConfig& cfg, const uint8_t* panels,
+             size_t n, int32_t* c, int threads, Isa isa) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    std::fill(c, c + m * n, 0);
+    return;
   }
-  return false;
+  constexpr bool kSigned = std::is_same_v<T, int16_t>;
+  SparqPlan plan;
+  sparq_make_plan(cfg, &plan);
+  const Sparq24TablesRowFn tables_row = sparq_kernels(isa).tables24;
+  const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
+  // signed rows, per chunk: the row's magnitudes and its negative flags
+  std::unique_ptr<uint8_t[]> scratch(kSigned ? new uint8_t[n_threads * 4 * 2 * k] : nullptr);
+  bool signed_rows = false;
+  if constexpr (kSigned) signed_rows = any_negative(a, m * k);
+  run_blocks(
+      m, k, panels, n, c, signed_rows, threads, isa,
+      [&](size_t row, size_t chunk, uint8_t* pos, uint8_t* neg) {
+        const T* ar = a + row * k;
+        if constexpr (!kSigned) {
+          tables_row(plan, ar, k, pos);
+          return false;
+        } else {
+          uint8_t* mag = scratch.get() + chunk * 2 * k;
+          uint8_t* is_neg = mag + k;
+          for (size_t i = 0; i < k; ++i) {
+            mag[i] = static_cast<uint8_t>(ar[i] < 0 ? -ar[i] : ar[i]);
+            is_neg[i] = ar[i] < 0;
+          }
+          tables_row(plan, mag, k, pos);
+          if (!neg || !any_negative(ar, k)) return false;
+          sparq24_split_tables(pos, is_neg, k, neg);
+          return true;
+        }
+      },
+      [](size_t, size_t, size_t, size_t) {});
 }
 
 }  // namespace
 
 void sparq24_gemm_run(const uint8_t* a, size_t m, size_t k, const SparqConfig& cfg,
                       const uint8_t* panels, size_t n, int32_t* c, int threads, Isa isa) {
-  if (m == 0 || n == 0) return;
-  if (k == 0) {
-    std::fill(c, c + m * n, 0);
-    return;
-  }
-  SparqPlan plan;
-  sparq_make_plan(cfg, &plan);
-  const Sparq24TablesRowFn tables_row = sparq_kernels(isa).tables24;
-  run_blocks(
-      m, k, panels, n, c, false, threads, isa,
-      [&](size_t row, size_t, uint8_t* out, uint8_t*) {
-        tables_row(plan, a + row * k, k, out);
-        return false;
-      },
-      [](size_t, size_t, size_t, size_t) {});
+  raw_run(a, m, k, cfg, panels, n, c, threads, isa);
 }
 
 void sparq24_gemm_signed_run(const int16_t* a, size_t m, size_t k, const SparqConfig& cfg,
                              const uint8_t* panels, size_t n, int32_t* c, int threads, Isa isa) {
-  if (m == 0 || n == 0) return;
-  if (k == 0) {
-    std::fill(c, c + m * n, 0);
-    return;
-  }
-  SparqPlan plan;
-  sparq_make_plan(cfg, &plan);
-  const Sparq24TablesRowFn tables_row = sparq_kernels(isa).tables24;
-  const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
-  // per chunk: the row's magnitudes and its negative flags
-  std::unique_ptr<uint8_t[]> scratch(new uint8_t[n_threads * 4 * 2 * k]);
-  run_blocks(
-      m, k, panels, n, c, true, threads, isa,
-      [&](size_t row, size_t chunk, uint8_t* pos, uint8_t* neg) {
-        const int16_t* ar = a + row * k;
-        uint8_t* mag = scratch.get() + chunk * 2 * k;
-        uint8_t* is_neg = mag + k;
-        for (size_t i = 0; i < k; ++i) {  // |a| <= 255: checked by the binding
-          mag[i] = static_cast<uint8_t>(ar[i] < 0 ? -ar[i] : ar[i]);
-          is_neg[i] = ar[i] < 0;
-        }
-        tables_row(plan, mag, k, pos);
-        if (!any_negative(ar, k)) return false;
-        sparq24_split_tables(pos, is_neg, k, neg);
-        return true;
-      },
-      [](size_t, size_t, size_t, size_t) {});
+  raw_run(a, m, k, cfg, panels, n, c, threads, isa);
 }
 
 bool forward_sparq24(const float* x, size_t m, size_t k, const SparqConfig& cfg,
                      const uint8_t* panels, size_t n, const float* w_scale, const float* bias,
                      ActRange act, bool allow_negative, float* y, int threads, Isa isa) {
   if (m == 0 || n == 0) return false;
-  if (!allow_negative && any_negative(x, m * k)) return true;
+  // (an input without negative values keeps the unsigned layout: blocks twice as many rows)
+  const bool negative = any_negative(x, m * k);
+  if (negative && !allow_negative) return true;
   SparqPlan plan;
   sparq_make_plan(cfg, &plan);
   const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
@@ -315,7 +311,7 @@ bool forward_sparq24(const float* x, size_t m, size_t k, const SparqConfig& cfg,
   const Sparq24TablesRowFn tables_row = sparq_kernels(isa).tables24;
   int32_t* c = reinterpret_cast<int32_t*>(y);
   run_blocks(
-      m, k, panels, n, c, allow_negative, threads, isa,
+      m, k, panels, n, c, negative, threads, isa,
       [&](size_t row, size_t chunk, uint8_t* pos, uint8_t* neg) {
         const float* xr = x + row * k;
         uint8_t* tq = q.get() + chunk * chunk_bytes;

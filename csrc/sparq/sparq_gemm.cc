@@ -102,18 +102,6 @@ void gemm_rows(const RowSource& source, size_t m, size_t k, const int8_t* panels
   }
 }
 
-// Whether any x[i] < 0, in steps of 1024 values without an early exit inside a step (so the
-// compiler vectorizes it: a post-ReLU input is scanned whole).
-bool has_negative(const float* x, size_t count) {
-  for (size_t i = 0; i < count; i += 1024) {
-    const size_t end = std::min(count, i + 1024);
-    int neg = 0;
-    for (size_t j = i; j < end; ++j) neg |= x[j] < 0.0f;
-    if (neg) return true;
-  }
-  return false;
-}
-
 }  // namespace
 
 void sparq_gemm_run(const uint8_t* a, size_t m, size_t k, const SparqConfig& cfg,
@@ -201,7 +189,7 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
   Int8GemmProblem prob_neg = prob;
   const Epilogue ep{sa, nullptr, false, w_scale, nullptr, bias};
   int32_t* c = reinterpret_cast<int32_t*>(y);
-  bool any_negative = false;
+  bool saw_negative = false;
 
   for (size_t m0 = 0; m0 < m; m0 += mc) {
     const size_t rows = std::min(mc, m - m0);
@@ -219,7 +207,7 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
     if (wide_kernel && !wide_block) {
       parallel_for(chunks, threads, [&](size_t t) {
         const size_t r0 = m0 + rows * t / chunks, r1 = m0 + rows * (t + 1) / chunks;
-        chunk_neg[t] = has_negative(x + r0 * k, (r1 - r0) * k);
+        chunk_neg[t] = any_negative(x + r0 * k, (r1 - r0) * k);
       });
       for (uint8_t v : chunk_neg) wide_block = wide_block || v;
     }
@@ -256,7 +244,7 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
     });
     bool block_neg = false;
     for (uint8_t v : chunk_neg) block_neg = block_neg || v;
-    any_negative = any_negative || block_neg;
+    saw_negative = saw_negative || block_neg;
     const bool two_pass = !s16 && !wide_kernel && block_neg;
     prob.a = pos;
     prob.a_low = neg;
@@ -283,7 +271,7 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
       epilogue_i32(ep, c, n, m0 + r0, m0 + r1, n0, n1, isa);
     });
   }
-  return any_negative;
+  return saw_negative;
 }
 
 }  // namespace pq

@@ -138,6 +138,37 @@ void test_sparq24(Isa isa, TestCounter& t) {
     }
     t.check(ok, "sparq24 tables " + name(cfg));
   }
+  // The sign split: every sign pattern of a group (k tails 1-3 too) moves exactly the bytes
+  // whose activation position is negative: E0[s] / E1[s] of pair s at its first / second
+  // position, E0[6 + j] of single j; selectors 10..15 and E1[6..15] hold nothing.
+  {
+    bool ok = true;
+    SparqPlan plan;
+    sparq_make_plan(SparqConfig{}, &plan);
+    for (size_t k : {1, 2, 3, 4, 8}) {
+      for (unsigned signs = 0; signs < (1u << k); ++signs) {
+        std::vector<uint8_t> a(k), negative(k);
+        for (size_t i = 0; i < k; ++i) {
+          a[i] = static_cast<uint8_t>(rng() % 255 + 1);
+          negative[i] = (signs >> i) & 1u;
+        }
+        const size_t bytes = (k + 3) / 4 * kS24TableBytes;
+        std::vector<uint8_t> tables(bytes), pos(bytes), neg(bytes, 0xaa);
+        sparq24_tables_row(plan, a.data(), k, tables.data());
+        pos = tables;
+        sparq24_split_tables(pos.data(), negative.data(), k, neg.data());
+        for (size_t e = 0; e < bytes; ++e) {
+          const size_t g = e / kS24TableBytes, b = e % kS24TableBytes, s = b % 16;
+          int at = -1;  // the activation position this byte holds
+          if (s < 6) at = kS24PairPos[s][b / 16];
+          else if (s < 10 && b < 16) at = static_cast<int>(s - 6);
+          const bool is_neg = at >= 0 && 4 * g + at < k && negative[4 * g + at];
+          ok = ok && pos[e] == (is_neg ? 0 : tables[e]) && neg[e] == (is_neg ? tables[e] : 0);
+        }
+      }
+    }
+    t.check(ok, "sparq24 sign split");
+  }
   struct Shape { size_t m, n, k; };
   for (Shape s : {Shape{1, 1, 1}, Shape{3, 33, 7}, Shape{5, 70, 37}, Shape{1, 40, 8223},
                   Shape{19, 40, 16384}}) {
