@@ -24,6 +24,9 @@ def _info(args) -> int:
     cap = os.environ.get("PYQUANT_ISA", "").strip().lower()
     if cap:
         print(f"            PYQUANT_ISA={cap}: kernels above this tier are not used")
+    disabled = os.environ.get("PYQUANT_DISABLE", "").strip()
+    if disabled:
+        print(f"            PYQUANT_DISABLE={disabled}: these CPU features count as absent")
     runtime = pyquant._C.parallel_runtime()
     print(f"threads:    {info['threads']}   (run on: {'the OpenMP runtime ' + runtime if runtime else 'pyquant pool'})")
     flags = [k for k, v in info["features"].items() if v and not k.startswith("os_")]

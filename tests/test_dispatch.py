@@ -37,6 +37,27 @@ def test_env_unknown_name_is_a_clear_error():
     assert "PYQUANT_ISA" in result.stderr and "avx1024" in result.stderr
 
 
+def test_env_disable_features_picks_a_lesser_cpus_kernels():
+    """PYQUANT_DISABLE: the named features count as absent: no selected kernel needs them, they
+    read False in cpu_info, and a tier whose baseline needs one is unavailable."""
+    code = ("import json, pyquant; from pyquant import _kernels; "
+            "print(json.dumps([pyquant.cpu_info(), [e['features'] for e in _kernels.kernel_table() "
+            "if e['selected']]]))")
+    import json
+    for names in ("avxvnni,amx_int8", "avx512vnni, avx512vbmi", "avx512f"):
+        result = run_python(code, PYQUANT_DISABLE=names)
+        assert result.returncode == 0, result.stderr
+        info, needs = json.loads(result.stdout)
+        off = {n.strip() for n in names.split(",")}
+        assert not any(info["features"][n] for n in off)
+        assert not any(off & set(f) for f in needs)
+        if "avx512f" in off:
+            assert "avx512" not in info["available"]
+    result = run_python("import pyquant", PYQUANT_DISABLE="avxvnni,avx9000")
+    assert result.returncode != 0
+    assert "PYQUANT_DISABLE" in result.stderr and "'avx9000'" in result.stderr
+
+
 def test_threads_setting():
     pyquant.set_num_threads(3)
     assert pyquant.get_num_threads() == 3

@@ -1,6 +1,7 @@
 #include "core/isa.h"
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 
 #if defined(PQ_HAVE_X86)
@@ -161,8 +162,32 @@ bool tier_within(Isa tier, Isa ceiling) {
   return static_cast<int>(tier) <= static_cast<int>(ceiling);  // avx2 <= avx512
 }
 
+// PYQUANT_DISABLE=name[,name...]: CPU features treated as absent, so this CPU runs the kernels a
+// lesser one would (e.g. avxvnni with PYQUANT_ISA=avx2: an AVX2-only CPU's kernels; amx_int8:
+// an AVX-512 VNNI CPU's). Unknown names are skipped here; pyquant's loader refuses them.
+FeatureMask disabled_features() {
+  const char* env = std::getenv("PYQUANT_DISABLE");
+  FeatureMask mask = 0;
+  std::string name;
+  for (const char* p = env ? env : ""; ; ++p) {
+    if (*p == ',' || *p == '\0') {
+      Feature f;
+      if (parse_feature(name, &f)) mask |= feature_bit(f);
+      name.clear();
+      if (*p == '\0') break;
+    } else if (*p != ' ') {
+      name += *p;
+    }
+  }
+  return mask;
+}
+
 const CpuFeatures& cpu_features() {
-  static const CpuFeatures features = detect();
+  static const CpuFeatures features = [] {
+    CpuFeatures f = detect();
+    f.mask &= ~disabled_features();
+    return f;
+  }();
   return features;
 }
 

@@ -5,7 +5,8 @@
 // kernel whose features the CPU has and whose tier is at or below the active one. A tier is
 // available when the CPU has its baseline features (e.g. avx512 = F/BW/DQ/VL, not VNNI or VBMI).
 // The active tier is chosen once, at module import, from CPUID + XGETBV (or HWCAP on AArch64) and
-// the PYQUANT_ISA environment variable. Tests may switch it with set_active_isa().
+// the PYQUANT_ISA environment variable. Tests may switch it with set_active_isa(). Features named
+// in PYQUANT_DISABLE (comma-separated) count as absent.
 #pragma once
 #include <cstdint>
 #include <string>
