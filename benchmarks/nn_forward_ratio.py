@@ -20,6 +20,7 @@ rng = np.random.default_rng(0)
 for M in Ms:
     x = torch.randn(M, K)
     a = rng.integers(0, 256, (M, K), dtype=np.uint8)
+    a_signed = np.where(rng.random((M, K)) < 0.5, -a.astype(np.int16), a)
     reps = 20 if M < 100 else 3
     raw = {}
     with torch.no_grad():
@@ -33,7 +34,8 @@ for M in Ms:
             elif isinstance(c, pyquant.LUT2Config):
                 codes = (a % 4).astype(np.uint8)
                 pw = pyquant.PackedWeight(m.packed.numpy(), "lut_gemm", {"w_levels": c.w_levels}); rf = lambda: pyquant.lut_gemm(codes, pw, a_levels=c.a_levels, w_levels=c.w_levels)
-            else:
-                kw = c.op_kwargs(); pw = pyquant.PackedWeight(m.packed.numpy(), "sparq_gemm", kw); rf = lambda: pyquant.sparq_gemm(a, pw, **kw)
+            else:  # signed rows like the module's input (x has negative values): int16 sign-magnitude
+                kw = c.op_kwargs(); pw = pyquant.PackedWeight(m.packed.numpy(), "sparq_gemm", kw)
+                rf = lambda: pyquant.sparq_gemm(a_signed, pw, **kw)
             tr = best(rf, reps); tm = best(lambda: m(x), reps)
             print(f"M={M:4d} {thr}t {c!r:55s} raw {tr:8.3f} ms  module {tm:8.3f} ms  ratio {tm/tr:5.2f}", flush=True)

@@ -54,13 +54,16 @@ CONFIGS = {
     "pq-w4g32": "pyquant WeightOnlyConfig(4, 32) (W4A8)",
     "pq-w2g32": "pyquant WeightOnlyConfig(2, 32) (W2A8)",
     "pq-lut2": "pyquant LUT2Config() (W2A2 lookup tables)",
+    "pq-sparq24": "pyquant SparqConfig(sparse24=True) (2:4-pruned int8 weights, 5 bits each; 4-bit "
+                  "SPARQ activations; pruning without fine-tuning: a speed row, not an accuracy one)",
 }
 
 
 def pyquant_config(name: str):
     return {"pq-int8": pyquant.Int8Config(), "pq-int8-a8": pyquant.Int8Config(act_bits=8),
             "pq-w4g32": pyquant.WeightOnlyConfig(4, 32),
-            "pq-w2g32": pyquant.WeightOnlyConfig(2, 32), "pq-lut2": pyquant.LUT2Config()}.get(name)
+            "pq-w2g32": pyquant.WeightOnlyConfig(2, 32), "pq-lut2": pyquant.LUT2Config(),
+            "pq-sparq24": pyquant.SparqConfig(sparse24=True)}.get(name)
 
 
 def bf16_native() -> tuple[bool, str]:
