@@ -8,6 +8,8 @@
   channel's non-zero positions form its vSPARQ pair (a single non-zero keeps its activation as
   with a zero partner). Packed as ``prepack(w, "sparq24_gemm", ...)`` (values + 4-bit selectors:
   5 bits per weight); ``prune_24(w)`` is the magnitude 2:4 pruning.
+- Both GEMMs also take int16 sign-magnitude rows in [-255, 255] (inputs that are not post-ReLU):
+  ``sign(a) * trim(|a|)``, pairs judged on the magnitudes.
 - ``sparq_encode`` / ``sparq_decode``: the compact activation format (n-bit windows plus
   placement bits, packed), see ``sparq_encode``; ``sparq_gemm_encoded(payload, meta, w)`` runs the
   GEMM straight from it (rows decoded block by block).
