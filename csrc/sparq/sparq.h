@@ -187,7 +187,8 @@ void sparq24_gemm_run(const uint8_t* a, size_t m, size_t k, const SparqConfig& c
 // magnitudes (a zero partner is |v| == 0). Per row the magnitudes' tables are split by sign:
 // sparq24_split_tables keeps in `tables` the bytes of non-negative positions and moves those of
 // negative ones (negative[i] != 0 for activation i, k of them) to `neg` (zeroed elsewhere), so
-// C = tables . W - neg . W, two passes of the same unsigned kernel.
+// C = tables . W - neg . W: the unsigned kernel over both table rows (the driver interleaves a
+// row's two parts, so the weights are read once).
 void sparq24_split_tables(uint8_t* tables, const uint8_t* negative, size_t k, uint8_t* neg);
 // C = sparq24(A, W) with A int16 [m, k] in [-255, 255] (the caller checks the range).
 void sparq24_gemm_signed_run(const int16_t* a, size_t m, size_t k, const SparqConfig& cfg,

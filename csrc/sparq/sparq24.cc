@@ -2,7 +2,8 @@
 // driver (layout and semantics: sparq.h). The kernels never trim activations themselves: per row
 // and k group the 10 selector cases are trimmed once into two 16-byte tables (E0, E1), shared by
 // all N columns, and each column's 4-bit selector picks its two trimmed activations. Signed rows
-// (sign-magnitude) split their tables by sign into two unsigned table rows, one kernel pass each.
+// (sign-magnitude) split their tables by sign into two unsigned table rows, run as one pass of
+// the kernel over both.
 #include <algorithm>
 #include <cstring>
 #include <memory>
@@ -266,12 +267,14 @@ void raw_run(const T* a, size_t m, size_t k, const SparqConfig& cfg, const uint8
         } else {
           uint8_t* mag = scratch.get() + chunk * 2 * k;
           uint8_t* is_neg = mag + k;
+          uint8_t row_neg = 0;
           for (size_t i = 0; i < k; ++i) {
             mag[i] = static_cast<uint8_t>(ar[i] < 0 ? -ar[i] : ar[i]);
             is_neg[i] = ar[i] < 0;
+            row_neg |= is_neg[i];
           }
           tables_row(plan, mag, k, pos);
-          if (!neg || !any_negative(ar, k)) return false;
+          if (!neg || !row_neg) return false;
           sparq24_split_tables(pos, is_neg, k, neg);
           return true;
         }
@@ -317,9 +320,11 @@ bool forward_sparq24(const float* x, size_t m, size_t k, const SparqConfig& cfg,
         uint8_t* tq = q.get() + chunk * chunk_bytes;
         sa[row] = quantize_row_abs_u8(xr, k, act.is_static ? &amax : nullptr, tq);
         tables_row(plan, tq, k, pos);
-        if (!neg || !any_negative(xr, k)) return false;
+        if (!neg) return false;
         uint8_t* is_neg = tq + k + 64;
-        for (size_t i = 0; i < k; ++i) is_neg[i] = xr[i] < 0.0f;
+        uint8_t row_neg = 0;
+        for (size_t i = 0; i < k; ++i) row_neg |= is_neg[i] = xr[i] < 0.0f;
+        if (!row_neg) return false;
         sparq24_split_tables(pos, is_neg, k, neg);
         return true;
       },
