@@ -64,10 +64,10 @@ PQ_INLINE void accumulate(const uint8_t* a, size_t lda, const int8_t* b, size_t 
   const __m256i twos = _mm256_set1_epi16(2);
   const __m256i low7 = _mm256_set1_epi8(0x7f);
   const __m256i bit0 = _mm256_set1_epi8(0x01);
-  for (size_t g = 0; g < groups; ++g) {
-    // No software prefetch: the panel is one contiguous stream, which the hardware prefetcher
-    // follows; prefetching every line 2 KiB ahead made the decode GEMV 7-20% slower on Zen 4's
-    // AVX2 tier (1 x 5632 x 2048 from DRAM 438-463 -> 387-397 us) and M = 32-256 2% slower.
+  // No software prefetch: the hardware prefetcher follows the weight streams; prefetching every
+  // line 2 KiB ahead made the decode GEMV 7-20% slower on Zen 4's AVX2 tier (1 x 5632 x 2048
+  // from DRAM 438-463 -> 387-397 us) and M = 32-256 2% slower.
+  auto step = [&](size_t g) __attribute__((always_inline)) {
     const int8_t* bg = b + g * kInt8PanelGroupBytes;
     __m256i w[V];
 #pragma GCC unroll 8
@@ -90,6 +90,18 @@ PQ_INLINE void accumulate(const uint8_t* a, size_t lda, const int8_t* b, size_t 
         }
       }
     }
+  };
+  if constexpr (MR == 1) {
+    // One row: the block read as two streams (its K halves) into the same sums; from DRAM
+    // faster than one stream (docs/notes/int8_gemm.md, 23rd session).
+    const size_t half = groups / 2;
+    for (size_t g = 0; g < half; ++g) {
+      step(g);
+      step(half + g);
+    }
+    if (groups % 2) step(groups - 1);
+  } else {
+    for (size_t g = 0; g < groups; ++g) step(g);
   }
 }
 

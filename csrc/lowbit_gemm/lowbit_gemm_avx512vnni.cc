@@ -217,39 +217,78 @@ __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, siz
   const char* next =
       prefetch_next ? reinterpret_cast<const char*>(sf + 64 * n_groups) : nullptr;
   const size_t next_bytes = 64 * n_groups * sizeof(float);
-  const size_t next_per_group = (next_bytes + kgroups - 1) / kgroups * group_kgroups;
+  // Two streams (docs/notes/lowbit_gemm.md, 23rd session): a chunk of quantization groups is
+  // read as two halves, k-group by k-group in turn (accumulator set 0: the first half, set 1:
+  // the second), which from DRAM ran faster than one stream. The first half's groups fold into
+  // f in order; the second half's products wait in `later` and are added after them in order,
+  // so every output sees the groups' products added in group order (the bits of every path).
+  constexpr size_t kLater = 32;  // groups per half chunk: 8 KiB of products
+  alignas(64) float later[kLater][64];
   __m512 f0 = _mm512_setzero_ps(), f1 = f0, f2 = f0, f3 = f0;
-  for (size_t gi = 0, g0 = 0; g0 < kgroups; ++gi, g0 += group_kgroups) {
-    if (!PANEL_SCALES && prefetch_next)
-      for (size_t i = gi * next_per_group; i < (gi + 1) * next_per_group && i < next_bytes;
-           i += 64)
-        _mm_prefetch(next + i, _MM_HINT_T0);
-    const size_t g1 = g0 + group_kgroups < kgroups ? g0 + group_kgroups : kgroups;
-    // two accumulator sets: at DRAM speed each chain still has ~2x the vpdpbusd latency, and
-    // the per-group fold stays short
-    PQ_ROW_DECL(0) PQ_ROW_DECL(1)
-    size_t g = g0;
-    for (; g + 4 <= g1; g += 4) {
-      const char* pf = reinterpret_cast<const char*>(b + g * kGroupBytes + kPrefetchBytes);
-      for (size_t i = 0; i < 4 * kGroupBytes; i += 64) _mm_prefetch(pf + i, _MM_HINT_T0);
-      PQ_GEMV_STEP(0, g) PQ_GEMV_STEP(1, g + 1) PQ_GEMV_STEP(0, g + 2) PQ_GEMV_STEP(1, g + 3)
-    }
-    for (; g < g1; ++g) PQ_GEMV_STEP(0, g)
-    const __m512i cr = _mm512_set1_epi32(static_cast<int>(corr[gi]));
-#define PQ_GROUP_FOLD(q)                                                                       \
+  const size_t n_grp = (kgroups + group_kgroups - 1) / group_kgroups;
+  size_t next_done = 0;  // bytes of the next panel's scales prefetched so far
+  for (size_t c0 = 0; c0 < n_grp; c0 += 2 * kLater) {
+    const size_t c1 = c0 + 2 * kLater < n_grp ? c0 + 2 * kLater : n_grp;
+    const size_t half = (c1 - c0) / 2;  // first half [c0, c0 + half), second [c0 + half, c1)
+    for (size_t i = 0; i < c1 - c0 - half; ++i) {
+      const size_t ga = c0 + i, gb = c0 + half + i;
+      if (!PANEL_SCALES && prefetch_next) {
+        const size_t upto = next_bytes * (gb + 1) / n_grp;
+        for (; next_done < upto; next_done += 64) _mm_prefetch(next + next_done, _MM_HINT_T0);
+      }
+      const bool has_a = i < half;
+      const size_t a0 = ga * group_kgroups, a1 = has_a ? a0 + group_kgroups : a0;
+      const size_t b0 = gb * group_kgroups;
+      const size_t b1 = b0 + group_kgroups < kgroups ? b0 + group_kgroups : kgroups;
+      PQ_ROW_DECL(0) PQ_ROW_DECL(1)
+      size_t ka = a0, kb = b0;
+      for (; ka < a1 && kb < b1; ++ka, ++kb) {
+        if ((ka - a0) % 4 == 0) {
+          const char* pa = reinterpret_cast<const char*>(b + ka * kGroupBytes + kPrefetchBytes);
+          const char* pb = reinterpret_cast<const char*>(b + kb * kGroupBytes + kPrefetchBytes);
+          for (size_t l = 0; l < 4 * kGroupBytes; l += 64) {
+            _mm_prefetch(pa + l, _MM_HINT_T0);
+            _mm_prefetch(pb + l, _MM_HINT_T0);
+          }
+        }
+        PQ_GEMV_STEP(0, ka) PQ_GEMV_STEP(1, kb)
+      }
+      for (; ka < a1; ++ka) PQ_GEMV_STEP(0, ka)  // the second half's last group may be short
+      for (; kb < b1; ++kb) PQ_GEMV_STEP(1, kb)
+#define PQ_GROUP_PROD(u, q, gi)                                                                \
+  __m512 p##u##q;                                                                              \
   {                                                                                            \
-    __m512i s = _mm512_add_epi32(c0##q, c1##q);                                                \
+    __m512i s = c##u##q;                                                                       \
     if constexpr (SCALED && q == 1) s = _mm512_srai_epi32(s, 2); /* exact: multiples of 4 */   \
     if constexpr (SCALED && q == 2) s = _mm512_srai_epi32(s, 4);                               \
-    s = _mm512_sub_epi32(s, cr);                                                               \
-    const __m512 sc = PANEL_SCALES ? panel_scales16(sp + gi * 64, q)                           \
-                                   : _mm512_loadu_ps(st + gi * 64 + q * 16);                   \
-    __m512 prod = _mm512_mul_ps(sc, _mm512_cvtepi32_ps(s));                                    \
-    asm("" : "+v"(prod)); /* no FMA contraction, whatever -ffp-contract says */                \
-    f##q = _mm512_add_ps(f##q, prod);                                                          \
+    s = _mm512_sub_epi32(s, _mm512_set1_epi32(static_cast<int>(corr[gi])));                    \
+    const __m512 sc = PANEL_SCALES ? panel_scales16(sp + (gi) * 64, q)                         \
+                                   : _mm512_loadu_ps(st + (gi) * 64 + q * 16);                 \
+    p##u##q = _mm512_mul_ps(sc, _mm512_cvtepi32_ps(s));                                        \
+    asm("" : "+v"(p##u##q)); /* no FMA contraction, whatever -ffp-contract says */             \
   }
-    PQ_GROUP_FOLD(0) PQ_GROUP_FOLD(1) PQ_GROUP_FOLD(2) PQ_GROUP_FOLD(3)
-#undef PQ_GROUP_FOLD
+      if (has_a) {
+        PQ_GROUP_PROD(0, 0, ga) PQ_GROUP_PROD(0, 1, ga) PQ_GROUP_PROD(0, 2, ga)
+        PQ_GROUP_PROD(0, 3, ga)
+        f0 = _mm512_add_ps(f0, p00);
+        f1 = _mm512_add_ps(f1, p01);
+        f2 = _mm512_add_ps(f2, p02);
+        f3 = _mm512_add_ps(f3, p03);
+      }
+      PQ_GROUP_PROD(1, 0, gb) PQ_GROUP_PROD(1, 1, gb) PQ_GROUP_PROD(1, 2, gb)
+      PQ_GROUP_PROD(1, 3, gb)
+#undef PQ_GROUP_PROD
+      _mm512_store_ps(later[i], p10);
+      _mm512_store_ps(later[i] + 16, p11);
+      _mm512_store_ps(later[i] + 32, p12);
+      _mm512_store_ps(later[i] + 48, p13);
+    }
+    for (size_t i = 0; i < c1 - c0 - half; ++i) {
+      f0 = _mm512_add_ps(f0, _mm512_load_ps(later[i]));
+      f1 = _mm512_add_ps(f1, _mm512_load_ps(later[i] + 16));
+      f2 = _mm512_add_ps(f2, _mm512_load_ps(later[i] + 32));
+      f3 = _mm512_add_ps(f3, _mm512_load_ps(later[i] + 48));
+    }
   }
   _mm512_storeu_ps(out, f0);
   _mm512_storeu_ps(out + 16, f1);

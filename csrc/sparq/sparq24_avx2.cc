@@ -23,20 +23,27 @@ namespace pq {
 namespace {
 
 constexpr size_t kBlockGroups = 2048;      // k groups per K block: 160 KiB of a panel
-// Prefetch: to L1 32 groups ahead, and to L2 128 groups ahead (both lines a group can touch).
-// Measured at decode (1 x 14336 x 4096, weights from DRAM, Zen 3): L1 prefetch alone ran at
-// ~16 GB/s (2.3 ms), the two-distance pair at ~23 GB/s (1.57 ms), the DRAM read rate.
+// Prefetch: to L1 32 groups ahead, and to L2 128 groups ahead (both lines a group can touch),
+// shared by the streams (each stream 1/S of it). Measured at decode (1 x 14336 x 4096, weights
+// from DRAM, Zen 3, one stream): L1 prefetch alone ran at ~16 GB/s (2.3 ms), the two-distance
+// pair at ~23 GB/s (1.57 ms), the DRAM read rate.
 constexpr size_t kPrefetchBytes = 2560;
 constexpr size_t kPrefetchL2Bytes = 4 * kPrefetchBytes;
 constexpr size_t kChunkGroups = 64;        // groups per int32 partial of 256 x the products
+// Decode reads the panel as 4 streams (a signed row's two table rows: 2), its K parts in turn:
+// from DRAM 1.15-1.2x faster than one stream on a Xeon (SPR-class), the hardware prefetchers
+// keeping more lines in flight; software prefetch alone did not (docs/notes/sparq.md).
+constexpr size_t kDecodeStreams = 4;
+constexpr size_t kSignedDecodeStreams = 2;
 
 PQ_INLINE __m256i bcast16(const uint8_t* p) {
   return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
 // R rows (1 or 2) x the panel. With two rows the selector expansion and the value words are
-// shared (about a third of a row's work), each row keeps its own 4 accumulators.
-template <size_t R>
+// shared (about a third of a row's work), each row keeps its own 4 accumulators. The panel is
+// read as S streams, its S parts in K, in turn (kDecodeStreams from DRAM, 1 from L2).
+template <size_t R, size_t S>
 void tile(const uint8_t* const* t, const uint8_t* b, size_t groups, int32_t* const* c, size_t nc,
           bool accumulate_c) {
   const __m256i nib = _mm256_set1_epi8(0x0f);
@@ -46,17 +53,13 @@ void tile(const uint8_t* const* t, const uint8_t* b, size_t groups, int32_t* con
   __m256i tot[R][4];
   for (size_t r = 0; r < R; ++r)
     for (size_t q = 0; q < 4; ++q) tot[r][q] = zero;
-  for (size_t g0 = 0; g0 < groups; g0 += kChunkGroups) {
-    const size_t g1 = groups - g0 < kChunkGroups ? groups : g0 + kChunkGroups;
-    __m256i acc[R][4];  // 256 x the products
-    for (size_t r = 0; r < R; ++r)
-      for (size_t q = 0; q < 4; ++q) acc[r][q] = zero;
-    for (size_t g = g0; g < g1; ++g) {
+  __m256i acc[R][4];  // 256 x the products of the current chunk
+  auto step = [&](size_t g) __attribute__((always_inline)) {
       const uint8_t* bg = b + g * kS24GroupBytes;
       const char* pb = reinterpret_cast<const char*>(bg);
-      _mm_prefetch(pb + kPrefetchBytes, _MM_HINT_T0);
-      _mm_prefetch(pb + kPrefetchL2Bytes, _MM_HINT_T2);
-      _mm_prefetch(pb + kPrefetchL2Bytes + 64, _MM_HINT_T2);
+      _mm_prefetch(pb + kPrefetchBytes / S, _MM_HINT_T0);
+      _mm_prefetch(pb + kPrefetchL2Bytes / S, _MM_HINT_T2);
+      _mm_prefetch(pb + kPrefetchL2Bytes / S + 64, _MM_HINT_T2);
       const __m256i idx = _mm256_and_si256(_mm256_srlv_epi32(bcast16(bg), lane_shift), nib);
       const __m256i r0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + kS24SelBytes));
       const __m256i r1 =
@@ -74,12 +77,31 @@ void tile(const uint8_t* const* t, const uint8_t* b, size_t groups, int32_t* con
         acc[r][2] = _mm256_add_epi32(acc[r][2], _mm256_madd_epi16(_mm256_unpacklo_epi8(phi, zero), v2));
         acc[r][3] = _mm256_add_epi32(acc[r][3], _mm256_madd_epi16(_mm256_unpackhi_epi8(phi, zero), v3));
       }
-    }
-    // exact: each partial is a multiple of 256 below 2^31 (64 groups x 2 x 255 x 128 x 256)
+  };
+  auto begin_chunk = [&] {
+    for (size_t r = 0; r < R; ++r)
+      for (size_t q = 0; q < 4; ++q) acc[r][q] = zero;
+  };
+  // exact: each partial is a multiple of 256 below 2^31 (64 groups x 2 x 255 x 128 x 256)
+  auto end_chunk = [&] {
     for (size_t r = 0; r < R; ++r)
       for (size_t q = 0; q < 4; ++q)
         tot[r][q] = _mm256_add_epi32(tot[r][q], _mm256_srai_epi32(acc[r][q], 8));
+  };
+  // S streams: group i of each of the S parts in turn (at most kChunkGroups per chunk), then
+  // the groups left after S equal parts
+  const size_t part = groups / S;
+  for (size_t i0 = 0; i0 < part; i0 += kChunkGroups / S) {
+    const size_t i1 = part - i0 < kChunkGroups / S ? part : i0 + kChunkGroups / S;
+    begin_chunk();
+    for (size_t i = i0; i < i1; ++i)
+#pragma GCC unroll 4
+      for (size_t j = 0; j < S; ++j) step(j * part + i);
+    end_chunk();
   }
+  begin_chunk();
+  for (size_t g = S * part; g < groups; ++g) step(g);
+  end_chunk();
   for (size_t q = 0; q < 4 && q * 8 < nc; ++q)
     for (size_t r = 0; r < R; ++r)
       store8_plus(c[r] + q * 8, accumulate_c ? c[r] + q * 8 : nullptr, tot[r][q], nc - q * 8);
@@ -92,8 +114,10 @@ void sparq24_compute_avx2(const Sparq24Problem& p, size_t m0, size_t m1, size_t 
   for (size_t panel = p0; panel < p1; ++panel) {
     const size_t col0 = panel * kS24PanelCols;
     const size_t nc = p.n - col0 < kS24PanelCols ? p.n - col0 : kS24PanelCols;
-    // M = 1 streams the panel once; more rows reuse each K block from L2.
-    const size_t block = m1 - m0 == 1 ? p.k_groups : kBlockGroups;
+    // Decode (a row's one or two table rows) streams the panel once; more rows reuse each K
+    // block from L2.
+    const bool decode = m1 - m0 <= 2;
+    const size_t block = decode ? p.k_groups : kBlockGroups;
     for (size_t kb = 0; kb < p.k_groups; kb += block) {
       const size_t groups = p.k_groups - kb < block ? p.k_groups - kb : block;
       const uint8_t* b = p.panels + (panel * p.k_groups + kb) * kS24GroupBytes;
@@ -102,12 +126,18 @@ void sparq24_compute_avx2(const Sparq24Problem& p, size_t m0, size_t m1, size_t 
         const uint8_t* t[2] = {p.tables + m * row_tab + kb * kS24TableBytes,
                                p.tables + (m + 1) * row_tab + kb * kS24TableBytes};
         int32_t* c[2] = {p.c + m * p.ldc + col0, p.c + (m + 1) * p.ldc + col0};
-        tile<2>(t, b, groups, c, nc, kb > 0);
+        if (decode)
+          tile<2, kSignedDecodeStreams>(t, b, groups, c, nc, kb > 0);
+        else
+          tile<2, 1>(t, b, groups, c, nc, kb > 0);
       }
       if (m < m1) {
         const uint8_t* t[1] = {p.tables + m * row_tab + kb * kS24TableBytes};
         int32_t* c[1] = {p.c + m * p.ldc + col0};
-        tile<1>(t, b, groups, c, nc, kb > 0);
+        if (decode)
+          tile<1, kDecodeStreams>(t, b, groups, c, nc, kb > 0);
+        else
+          tile<1, 1>(t, b, groups, c, nc, kb > 0);
       }
     }
   }

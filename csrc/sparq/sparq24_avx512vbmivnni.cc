@@ -26,6 +26,8 @@ constexpr size_t kMaxRows = 8;  // 16 accumulators; the weight work is a third o
 // Prefetch distances as the AVX2 kernel (measured there at decode from DRAM).
 constexpr size_t kPrefetchBytes = 2560;
 constexpr size_t kPrefetchL2Bytes = 4 * kPrefetchBytes;
+// Decode (one signed row: its two table rows) reads a panel as this many streams (sparq24_avx2.cc)
+constexpr size_t kDecodeStreams = 2;
 
 // Constant index vectors, from sparq.h's layout functions (bytes built once per process).
 struct Indices {
@@ -65,7 +67,8 @@ Indices make_indices() {
 // R rows x one 32-column panel over `groups` k groups of one K block. kPrefetch: the block's
 // first row tile, which streams it in; the later ones find it in L2 (their prefetches were 6 of
 // ~45 operations per step).
-template <size_t R, bool kPrefetch>
+// S streams: the block's groups in S equal parts (of whole group pairs), read in turn.
+template <size_t R, bool kPrefetch, size_t S>
 void tile(const Indices& ix, const uint8_t* const* t, const uint8_t* b, size_t groups,
           int32_t* const* c, size_t nc, bool accumulate_c) {
   const __m512i nib = _mm512_set1_epi8(0x0f);
@@ -76,13 +79,13 @@ void tile(const Indices& ix, const uint8_t* const* t, const uint8_t* b, size_t g
   for (size_t r = 0; r < R; ++r)
 #pragma GCC unroll 2
     for (size_t h = 0; h < 2; ++h) asm volatile("vpxord %0, %0, %0" : "=v"(acc[r][h]));
-  for (size_t g = 0; g < groups; g += 2) {
+  auto step = [&](size_t g) __attribute__((always_inline)) {
     const uint8_t* bg = b + g * kS24GroupBytes;
     const char* pb = reinterpret_cast<const char*>(bg);
     if (kPrefetch)
       for (size_t line = 0; line < 2 * kS24GroupBytes; line += 64) {
-        _mm_prefetch(pb + kPrefetchBytes + line, _MM_HINT_T0);
-        _mm_prefetch(pb + kPrefetchL2Bytes + line, _MM_HINT_T2);
+        _mm_prefetch(pb + kPrefetchBytes / S + line, _MM_HINT_T0);
+        _mm_prefetch(pb + kPrefetchL2Bytes / S + line, _MM_HINT_T2);
       }
     const bool pair = g + 1 < groups;
     const __mmask64 hi = pair ? ~__mmask64{0} : __mmask64{0xffffffff};  // tables of g+1
@@ -109,7 +112,12 @@ void tile(const Indices& ix, const uint8_t* const* t, const uint8_t* b, size_t g
       acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], _mm512_permutexvar_epi8(idx[0], tab), val[0]);
       acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], _mm512_permutexvar_epi8(idx[1], tab), val[1]);
     }
-  }
+  };
+  const size_t part = groups / (2 * S) * 2;
+  for (size_t i = 0; i < part; i += 2)
+#pragma GCC unroll 4
+    for (size_t j = 0; j < S; ++j) step(j * part + i);
+  for (size_t g = S * part; g < groups; g += 2) step(g);
   // fully unrolled (constant indices): a runtime-bounded loop here kept acc[][] in memory
 #pragma GCC unroll 2
   for (size_t h = 0; h < 2; ++h) {
@@ -128,7 +136,7 @@ void tile(const Indices& ix, const uint8_t* const* t, const uint8_t* b, size_t g
 
 template <size_t R>
 void rows_tile(const Indices& ix, const Sparq24Problem& p, size_t m, size_t kb, size_t groups,
-               const uint8_t* b, size_t col0, size_t nc, bool first) {
+               const uint8_t* b, size_t col0, size_t nc, bool first, bool decode) {
   const size_t row_tab = p.table_stride;
   const uint8_t* t[R];
   int32_t* c[R];
@@ -136,10 +144,12 @@ void rows_tile(const Indices& ix, const Sparq24Problem& p, size_t m, size_t kb, 
     t[r] = p.tables + (m + r) * row_tab + kb * kS24TableBytes;
     c[r] = p.c + (m + r) * p.ldc + col0;
   }
-  if (first)
-    tile<R, true>(ix, t, b, groups, c, nc, kb > 0);
+  if (decode)
+    tile<R, true, kDecodeStreams>(ix, t, b, groups, c, nc, kb > 0);
+  else if (first)
+    tile<R, true, 1>(ix, t, b, groups, c, nc, kb > 0);
   else
-    tile<R, false>(ix, t, b, groups, c, nc, kb > 0);
+    tile<R, false, 1>(ix, t, b, groups, c, nc, kb > 0);
 }
 
 }  // namespace
@@ -154,21 +164,24 @@ void sparq24_compute_avx512(const Sparq24Problem& p, size_t m0, size_t m1, size_
   for (size_t panel = p0; panel < p1; ++panel) {
     const size_t col0 = panel * kS24PanelCols;
     const size_t nc = p.n - col0 < kS24PanelCols ? p.n - col0 : kS24PanelCols;
-    // the rows reuse each K block from L2
-    for (size_t kb = 0; kb < p.k_groups; kb += kBlockGroups) {
-      const size_t groups = p.k_groups - kb < kBlockGroups ? p.k_groups - kb : kBlockGroups;
+    // the rows reuse each K block from L2; decode (a signed row's two table rows) streams the
+    // panel once
+    const bool decode = m1 - m0 <= 2;
+    const size_t block = decode ? p.k_groups : kBlockGroups;
+    for (size_t kb = 0; kb < p.k_groups; kb += block) {
+      const size_t groups = p.k_groups - kb < block ? p.k_groups - kb : block;
       const uint8_t* b = p.panels + (panel * p.k_groups + kb) * kS24GroupBytes;
       size_t m = m0;
       for (; m + kMaxRows <= m1; m += kMaxRows)
-        rows_tile<kMaxRows>(ix, p, m, kb, groups, b, col0, nc, m == m0);
+        rows_tile<kMaxRows>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode);
       switch (m1 - m) {
-        case 7: rows_tile<7>(ix, p, m, kb, groups, b, col0, nc, m == m0); break;
-        case 6: rows_tile<6>(ix, p, m, kb, groups, b, col0, nc, m == m0); break;
-        case 5: rows_tile<5>(ix, p, m, kb, groups, b, col0, nc, m == m0); break;
-        case 4: rows_tile<4>(ix, p, m, kb, groups, b, col0, nc, m == m0); break;
-        case 3: rows_tile<3>(ix, p, m, kb, groups, b, col0, nc, m == m0); break;
-        case 2: rows_tile<2>(ix, p, m, kb, groups, b, col0, nc, m == m0); break;
-        case 1: rows_tile<1>(ix, p, m, kb, groups, b, col0, nc, m == m0); break;
+        case 7: rows_tile<7>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode); break;
+        case 6: rows_tile<6>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode); break;
+        case 5: rows_tile<5>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode); break;
+        case 4: rows_tile<4>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode); break;
+        case 3: rows_tile<3>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode); break;
+        case 2: rows_tile<2>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode); break;
+        case 1: rows_tile<1>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode); break;
         default: break;
       }
     }

@@ -26,7 +26,10 @@ void lowbit_sweep(Isa isa, TestCounter& t) {
                           {6, 64, 300},  {7, 130, 1030}, {12, 70, 517}, {13, 200, 4096},
                           // AMX raw tiles from 16 rows: staged last row tiles, a 64-row call +
                           // 13, K tails, extremes over 64 driver K blocks
-                          {17, 70, 1030}, {40, 65, 301}, {77, 64, 300}, {20, 3, 65536}};
+                          {17, 70, 1030}, {40, 65, 301}, {77, 64, 300}, {20, 3, 65536},
+                          // GEMVs over an even / odd number of groups with a short last one
+                          // (the decode GEMVs' two streams pair the first and second halves)
+                          {1, 64, 300}, {1, 70, 4000}, {1, 65, 4099}};
   for (int bits : {4, 2})
     for (bool a_signed : {false, true})
       for (const Shape& s : shapes)
