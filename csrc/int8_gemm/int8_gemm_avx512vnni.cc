@@ -84,7 +84,7 @@ __attribute__((noipa)) void accumulate_tile(const uint8_t* a, const uint8_t* s, 
 #undef PQ_ROW_SAVE
 
 // One row (decode): the block is read as two streams, its two K halves, into two accumulator
-// sets. From DRAM two streams ran 1.14x faster than one (Xeon, 1 x 14336 x 4096, one process
+// sets. From DRAM two streams ran 1.11-1.16x faster than one (Xeon, 1 x 14336 x 4096, one process
 // alternating; docs/notes/int8_gemm.md): the hardware prefetchers keep more lines in flight.
 template <bool kXor>
 __attribute__((noipa)) void accumulate_row(const uint8_t* a, const uint8_t* s, const int8_t* b,

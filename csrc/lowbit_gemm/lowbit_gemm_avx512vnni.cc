@@ -190,9 +190,9 @@ __attribute__((noipa)) void gemv(const uint8_t* a, const uint8_t* b, size_t kgro
   _mm512_storeu_si512(sums + 48, s3);
 }
 
-// Grouped decode GEMV: per quantization group, the integer sums (2 accumulator sets) are folded
-// into 4 float accumulators in registers: out += scale * float(sum - corr[g]) (mul, then add,
-// like the portable epilogue). Scales are read from the caller's [N][G] array 16 groups at a
+// Grouped decode GEMV: per quantization group, the integer sums are folded into 4 float
+// accumulators in registers: out += scale * float(sum - corr[g]) (mul, then add, like the
+// portable epilogue; two streams: half the groups' products added from a buffer, in order). Scales are read from the caller's [N][G] array 16 groups at a
 // time and transposed in registers (a scalar transposed copy cost more than the GEMV itself).
 // PANEL_SCALES: `scales` is already this panel's [n_groups][64] block (the fused forward's
 // layout: bfloat16, panel_scales.h), read in place; sct is unused. SCALED (W2): the gemv's
@@ -233,7 +233,8 @@ __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, siz
     for (size_t i = 0; i < c1 - c0 - half; ++i) {
       const size_t ga = c0 + i, gb = c0 + half + i;
       if (!PANEL_SCALES && prefetch_next) {
-        const size_t upto = next_bytes * (gb + 1) / n_grp;
+        const size_t done = c0 + 2 * (i + 1) < n_grp ? c0 + 2 * (i + 1) : n_grp;  // groups read
+        const size_t upto = next_bytes * done / n_grp;
         for (; next_done < upto; next_done += 64) _mm_prefetch(next + next_done, _MM_HINT_T0);
       }
       const bool has_a = i < half;

@@ -11,8 +11,9 @@
 //     shuffle), and vpmaddwd gives 256 * (a0 * v0 + a1 * v1) exactly in int32; every 64 k groups
 //     the partial (< 2^31, a multiple of 256) is shifted back by 8 into the total (exact; the
 //     total wraps modulo 2^32 like every path).
-// 4 accumulators of 8 columns per row. For M > 1 the panel is cut into K blocks kept in L2 while
-// the rows pass over them two at a time (sharing the selector and value work).
+// 4 accumulators of 8 columns per row. Decode (one row, or a signed row's two table rows) streams
+// the panel once as several streams; more rows cut it into K blocks kept in L2 while the rows
+// pass over them two at a time (sharing the selector and value work).
 #include <immintrin.h>
 
 #include "core/avx2_store.h"
@@ -31,8 +32,9 @@ constexpr size_t kPrefetchBytes = 2560;
 constexpr size_t kPrefetchL2Bytes = 4 * kPrefetchBytes;
 constexpr size_t kChunkGroups = 64;        // groups per int32 partial of 256 x the products
 // Decode reads the panel as 4 streams (a signed row's two table rows: 2), its K parts in turn:
-// from DRAM 1.15-1.2x faster than one stream on a Xeon (SPR-class), the hardware prefetchers
-// keeping more lines in flight; software prefetch alone did not (docs/notes/sparq.md).
+// from DRAM 1.15-1.17x faster than one stream on a Xeon (SPR-class; the signed two rows 1.04x),
+// the hardware prefetchers keeping more lines in flight; software prefetch alone did not
+// (docs/notes/sparq.md).
 constexpr size_t kDecodeStreams = 4;
 constexpr size_t kSignedDecodeStreams = 2;
 
@@ -90,6 +92,7 @@ void tile(const uint8_t* const* t, const uint8_t* b, size_t groups, int32_t* con
   };
   // S streams: group i of each of the S parts in turn (at most kChunkGroups per chunk), then
   // the groups left after S equal parts
+  static_assert(kChunkGroups % S == 0, "a chunk holds whole rounds of the S streams");
   const size_t part = groups / S;
   for (size_t i0 = 0; i0 < part; i0 += kChunkGroups / S) {
     const size_t i1 = part - i0 < kChunkGroups / S ? part : i0 + kChunkGroups / S;

@@ -11,8 +11,9 @@
 //     value bytes per 16 columns (weights only);
 //   - vpdpbusd(acc, activations u8, values s8): exact, wrapping modulo 2^32 like every path.
 // An odd last group of a K block runs with group g+1 masked to zero (no read past the buffers).
-// Up to 8 rows per tile share the weight work (one row runs the AVX2 kernel); the panel is cut
-// into K blocks kept in L2 while the rows pass over them.
+// Up to 8 rows per tile share the weight work (one row runs the AVX2 kernel); from 3 rows the
+// panel is cut into K blocks kept in L2 while the rows pass over them (2 rows, a signed row's
+// two table rows: the panel streamed once, as kDecodeStreams streams).
 #include <immintrin.h>
 
 #include "core/macros.h"
@@ -144,9 +145,10 @@ void rows_tile(const Indices& ix, const Sparq24Problem& p, size_t m, size_t kb, 
     t[r] = p.tables + (m + r) * row_tab + kb * kS24TableBytes;
     c[r] = p.c + (m + r) * p.ldc + col0;
   }
-  if (decode)
-    tile<R, true, kDecodeStreams>(ix, t, b, groups, c, nc, kb > 0);
-  else if (first)
+  if constexpr (R == 2) {  // decode: 2 rows (one row runs the AVX2 kernel)
+    if (decode) return tile<R, true, kDecodeStreams>(ix, t, b, groups, c, nc, kb > 0);
+  }
+  if (first)
     tile<R, true, 1>(ix, t, b, groups, c, nc, kb > 0);
   else
     tile<R, false, 1>(ix, t, b, groups, c, nc, kb > 0);

@@ -171,6 +171,7 @@ void test_sparq24(Isa isa, TestCounter& t) {
   }
   struct Shape { size_t m, n, k; };
   for (Shape s : {Shape{1, 1, 1}, Shape{3, 33, 7}, Shape{5, 70, 37}, Shape{1, 40, 8223},
+                  Shape{1, 40, 8219}, Shape{2, 40, 8214},  // decode streams' tails
                   Shape{19, 40, 16384}}) {
     for (const SparqConfig& cfg : all_configs()) {
       if (s.k > 1000 && !(cfg.bits == 4 && cfg.options == 5)) continue;
