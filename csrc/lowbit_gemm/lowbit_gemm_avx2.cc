@@ -108,12 +108,20 @@ void gemv_row(const uint8_t* a, const uint8_t* b, size_t kgroups, int32_t* sums)
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i total[8];
   for (size_t i = 0; i < 8; ++i) total[i] = _mm256_setzero_si256();
-  for (size_t g0 = 0; g0 < kgroups; g0 += kInt16Groups) {
-    const size_t g1 = g0 + kInt16Groups < kgroups ? g0 + kInt16Groups : kgroups;
+  auto add_chunk = [&](size_t g0, size_t g1) {
     __m256i acc[8];  // [h * 4 + q]
     chunk_sums<BITS, SIGNED>(a, b, g0, g1, mask, acc);
     for (size_t i = 0; i < 8; ++i) total[i] = _mm256_add_epi32(total[i], _mm256_madd_epi16(acc[i], ones));
+  };
+  // two streams, the K halves, a chunk (0.5-1 KiB) of each in turn: from DRAM faster than one
+  // stream (docs/notes/lowbit_gemm.md, 23rd session)
+  const size_t half = kgroups / 2;
+  for (size_t g0 = 0; g0 < half; g0 += kInt16Groups) {
+    const size_t g1 = g0 + kInt16Groups < half ? g0 + kInt16Groups : half;
+    add_chunk(g0, g1);
+    add_chunk(half + g0, half + g1);
   }
+  if (kgroups % 2) add_chunk(kgroups - 1, kgroups);
   for (size_t h = 0; h < 2; ++h)
     for (size_t q = 0; q < 4; ++q)
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(sums + q * 16 + h * 8), total[h * 4 + q]);

@@ -128,8 +128,9 @@ __attribute__((noipa)) void tile(const uint8_t* a, size_t lda, const uint8_t* b,
 
 
 // One row (decode GEMV): DRAM-bound, so the loop must never wait on vpdpbusd latency: four
-// k-groups per step into 4 independent accumulator sets (16 zmm, named variables: GCC spills an
-// array of them), summed at the end. Software prefetch runs kPrefetchBytes ahead.
+// k-groups per step (two of each K half) into 4 independent accumulator sets (16 zmm, named
+// variables: GCC spills an array of them), summed at the end. Software prefetch runs
+// kPrefetchBytes ahead of each stream.
 #define PQ_GEMV_STEP(u, gg)                                                              \
   {                                                                                      \
     const uint8_t* bg = b + (gg) * kGroupBytes;                                          \
@@ -169,13 +170,24 @@ __attribute__((noipa)) void gemv(const uint8_t* a, const uint8_t* b, size_t kgro
   constexpr size_t kGroupBytes = 32 * BITS;
   const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << BITS) - 1));
   PQ_ROW_DECL(0) PQ_ROW_DECL(1) PQ_ROW_DECL(2) PQ_ROW_DECL(3)
+  // two streams, the K halves (sets 0-1 and 2-3), two k-groups of each in turn: from DRAM
+  // faster than one stream (docs/notes/lowbit_gemm.md, 23rd session)
+  const size_t half = kgroups / 2;
   size_t g = 0;
-  for (; g + 4 <= kgroups; g += 4) {
-    const char* pf = reinterpret_cast<const char*>(b + g * kGroupBytes + kPrefetchBytes);
-    for (size_t i = 0; i < 4 * kGroupBytes; i += 64) _mm_prefetch(pf + i, _MM_HINT_T0);
-    PQ_GEMV_STEP(0, g) PQ_GEMV_STEP(1, g + 1) PQ_GEMV_STEP(2, g + 2) PQ_GEMV_STEP(3, g + 3)
+  for (; g + 2 <= half; g += 2) {
+    const char* pa = reinterpret_cast<const char*>(b + g * kGroupBytes + kPrefetchBytes);
+    const char* pb = pa + half * kGroupBytes;
+    for (size_t i = 0; i < 2 * kGroupBytes; i += 64) {
+      _mm_prefetch(pa + i, _MM_HINT_T0);
+      _mm_prefetch(pb + i, _MM_HINT_T0);
+    }
+    PQ_GEMV_STEP(0, g) PQ_GEMV_STEP(2, half + g) PQ_GEMV_STEP(1, g + 1)
+    PQ_GEMV_STEP(3, half + g + 1)
   }
-  for (; g < kgroups; ++g) PQ_GEMV_STEP(0, g)
+  if (g < half) {  // an odd half
+    PQ_GEMV_STEP(0, g) PQ_GEMV_STEP(2, half + g)
+  }
+  if (kgroups % 2) PQ_GEMV_STEP(1, kgroups - 1)
   __m512i s1 = _mm512_add_epi32(_mm512_add_epi32(c01, c11), _mm512_add_epi32(c21, c31));
   __m512i s2 = _mm512_add_epi32(_mm512_add_epi32(c02, c12), _mm512_add_epi32(c22, c32));
   if constexpr (SCALED) {  // exact: every term is a multiple of 4 (resp. 16), no overflow
