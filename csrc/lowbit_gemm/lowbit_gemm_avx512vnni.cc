@@ -204,8 +204,9 @@ __attribute__((noipa)) void gemv(const uint8_t* a, const uint8_t* b, size_t kgro
 
 // Grouped decode GEMV: per quantization group, the integer sums are folded into 4 float
 // accumulators in registers: out += scale * float(sum - corr[g]) (mul, then add, like the
-// portable epilogue; two streams: half the groups' products added from a buffer, in order). Scales are read from the caller's [N][G] array 16 groups at a
-// time and transposed in registers (a scalar transposed copy cost more than the GEMV itself).
+// portable epilogue; two streams: half the groups' products added from a buffer, in order).
+// Scales are read from the caller's [N][G] array 16 groups at a time and transposed in
+// registers (a scalar transposed copy cost more than the GEMV itself).
 // PANEL_SCALES: `scales` is already this panel's [n_groups][64] block (the fused forward's
 // layout: bfloat16, panel_scales.h), read in place; sct is unused. SCALED (W2): the gemv's
 // in-place unpack, each group's quarter 1 and 2 sums shifted back before the fold (a group's
