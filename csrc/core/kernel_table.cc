@@ -79,12 +79,12 @@ const LowbitGemmKernels kLowbitAvx2{2,       PQ_X86(lowbit_tile4_avx2),
                                     PQ_X86(lowbit_gemv_grouped_panel2_avx2),
                                     PQ_X86(lowbit_tile_grouped4_avx2),
                                     PQ_X86(lowbit_tile_grouped2_avx2)};
-// the ymm VNNI kernel: its own 6x16 tiles, the AVX2 kernel's decode GEMV (bandwidth-bound)
+// the ymm VNNI kernel: its own 6x16 tiles and decode GEMVs
 #define PQ_LOWBIT_VNNI256(suffix)                                                              \
   LowbitGemmKernels {                                                                          \
     6, PQ_X86(lowbit_tile4_##suffix), PQ_X86(lowbit_tile2_##suffix),                           \
         PQ_X86(lowbit_epilogue_avx2), nullptr, nullptr,                                        \
-        PQ_X86(lowbit_gemv_grouped_panel4_avx2), PQ_X86(lowbit_gemv_grouped_panel2_avx2),      \
+        PQ_X86(lowbit_gemv_grouped_panel4_##suffix), PQ_X86(lowbit_gemv_grouped_panel2_##suffix), \
         PQ_X86(lowbit_tile_grouped4_##suffix), PQ_X86(lowbit_tile_grouped2_##suffix)           \
   }
 const LowbitGemmKernels kLowbitAvxVnni = PQ_LOWBIT_VNNI256(avxvnni);

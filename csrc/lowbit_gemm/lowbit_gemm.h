@@ -127,8 +127,16 @@ void lowbit_tile_grouped2_avx512(const uint8_t*, size_t, size_t, const uint8_t*,
                                      size_t, const uint32_t*, size_t, const uint16_t*, float*);
 // AMX (lowbit_gemm_avx512amx.cc): grouped and raw tiles for 16+ rows; fewer: the AVX-512 tiles
 PQ_LOWBIT_TILES_DECLARE(amx)
+// the ymm VNNI kernel's decode GEMVs (its raw one is reached through its tiles at one row)
+#define PQ_LOWBIT_GEMV_PANEL_DECLARE(suffix)                                                     \
+  void lowbit_gemv_grouped_panel4_##suffix(const uint8_t*, const uint8_t*, size_t, size_t, bool, \
+                                           const uint32_t*, const uint16_t*, size_t, float*);    \
+  void lowbit_gemv_grouped_panel2_##suffix(const uint8_t*, const uint8_t*, size_t, size_t, bool, \
+                                           const uint32_t*, const uint16_t*, size_t, float*);
 PQ_LOWBIT_TILES_DECLARE(avxvnni)
 PQ_LOWBIT_TILES_DECLARE(vnni256_avx512)
+PQ_LOWBIT_GEMV_PANEL_DECLARE(avxvnni)
+PQ_LOWBIT_GEMV_PANEL_DECLARE(vnni256_avx512)
 void lowbit_tile4_avx2(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
 void lowbit_tile2_avx2(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
 void lowbit_tile4_avx512(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);

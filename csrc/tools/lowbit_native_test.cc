@@ -125,6 +125,21 @@ void lowbit_sweep(Isa isa, TestCounter& t) {
                       Isa::scalar);
       t.check(c1 == c2, "lowbit_gemm W2 " + std::to_string(k) + (a_signed ? " s8" : " u8") +
                             " past the scaled-sum bound");
+      if (a_signed) continue;
+      // the fused forward's panel GEMVs (uint8 rows; the ymm VNNI one scales in place too)
+      std::vector<uint16_t> panel(kLowbitPanelCols * sc.size() / n);
+      t.check(lowbit_panel_scales(sc.data(), n, sc.size() / n, panel.data()), "panel scales");
+      const size_t lda = round_up(k, 64);
+      std::vector<uint8_t> rows(lda, 0);
+      std::memcpy(rows.data(), a.data(), k);
+      const float one = 1.0f;
+      const Epilogue ep{&one, nullptr, true, nullptr, nullptr, nullptr};
+      lowbit_grouped_forward_run(rows.data(), lda, m, k, packed.data() + kPackedAlign, n, 2, gs,
+                                 panel.data(), ep, f1.data(), 1, isa);
+      lowbit_grouped_forward_run(rows.data(), lda, m, k, packed.data() + kPackedAlign, n, 2, gs,
+                                 panel.data(), ep, f2.data(), 1, Isa::scalar);
+      t.check(std::memcmp(f1.data(), f2.data(), f1.size() * sizeof(float)) == 0,
+              "lowbit_gemm W2 grouped forward g" + std::to_string(gs) + " at the scaled-sum bound");
     }
 }
 

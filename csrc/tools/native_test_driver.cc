@@ -25,6 +25,7 @@ void int8_compute_wide_vnni256_emulated(const Int8GemmProblem& p, size_t m0, siz
                                         size_t p1);
 // csrc/tools/lowbit_vnni256_emu_avx2.cc: the ymm VNNI low-bit kernel, vpdpbusd emulated
 PQ_LOWBIT_TILES_DECLARE(vnni256_emulated)
+PQ_LOWBIT_GEMV_PANEL_DECLARE(vnni256_emulated)
 #endif
 // csrc/tools/int8_wide_native_test.cc: compute_wide of the active int8 kernel vs an oracle
 void int8_wide_sweep(Isa isa, TestCounter& t);
@@ -108,8 +109,8 @@ const KernelEntry kVnni256EmulatedEntry{
     &kVnni256Emulated};
 const LowbitGemmKernels kLowbitVnni256Emulated{
     6, lowbit_tile4_vnni256_emulated, lowbit_tile2_vnni256_emulated, lowbit_epilogue_avx2,
-    nullptr, nullptr, lowbit_gemv_grouped_panel4_avx2, lowbit_gemv_grouped_panel2_avx2,
-    lowbit_tile_grouped4_vnni256_emulated, lowbit_tile_grouped2_vnni256_emulated};
+    nullptr, nullptr, lowbit_gemv_grouped_panel4_vnni256_emulated,
+    lowbit_gemv_grouped_panel2_vnni256_emulated, lowbit_tile_grouped4_vnni256_emulated, lowbit_tile_grouped2_vnni256_emulated};
 const KernelEntry kLowbitVnni256EmulatedEntry{
     KernelFamily::lowbit_gemm, "vnni256_emulated_avx2", Isa::avx2, kAvx2Base, 6, 16,
     Verified::native, "test only: the ymm VNNI low-bit kernel source, vpdpbusd emulated in AVX2",
