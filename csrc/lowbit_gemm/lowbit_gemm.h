@@ -31,6 +31,11 @@
 
 namespace pq {
 
+// W2 GEMVs that mask quarter 1 and 2 codes in place (values 4c and 16c, no shift) sum 4x and 16x
+// the true products and shift back at the end: exact while 16 * 3 * 255 * K < 2^31 (uint8 rows;
+// int8 rows' products are smaller), so K (or a group) of at most this many k suffices.
+constexpr size_t kLowbitScaledMaxK = 131072;
+
 constexpr size_t kLowbitPanelCols = 64;  // NR
 constexpr size_t kLowbitGroupK = 4;      // KR
 inline constexpr size_t lowbit_group_bytes(int bits) { return 32 * static_cast<size_t>(bits); }
@@ -61,6 +66,7 @@ using LowbitGemvGroupedFn = void (*)(const uint8_t* a, const uint8_t* b, size_t 
 // for padding columns), as the fused forward stores them (computed once at conversion). The
 // panels' scale blocks are consecutive, so the hardware prefetcher streams them: no software
 // prefetch of the next block (on Zen 4 it made the cold W4 g32 GEMV 12% slower).
+// (kgroups >= 1: the forward handles K = 0 before the driver.)
 using LowbitGemvGroupedPanelFn = void (*)(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                           size_t group_kgroups, bool a_signed,
                                           const uint32_t* corr, const uint16_t* sc,

@@ -194,13 +194,6 @@ PQ_INLINE __m256i widen_u16_pairs(__m256i s16) {
                           _mm256_srli_epi32(s16, 16));
 }
 
-// out[j] += sc[j] * float(sum - corr): mul, then add (the portable epilogue's rounding).
-PQ_INLINE void fold8(float* out, __m256 sc, __m256i sum, __m256i cr) {
-  __m256 prod = _mm256_mul_ps(sc, _mm256_cvtepi32_ps(_mm256_sub_epi32(sum, cr)));
-  asm("" : "+x"(prod));  // keep mul and add separate even under -ffp-contract=fast
-  _mm256_storeu_ps(out, _mm256_add_ps(_mm256_loadu_ps(out), prod));
-}
-
 template <int BITS, bool SIGNED>
 void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size_t group_kgroups,
                         const uint32_t* corr, const uint16_t* sc, float* out) {
@@ -208,7 +201,6 @@ void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size
   constexpr size_t kChunk = BITS == 4 ? 8 : 32;
   const __m256i mask = _mm256_set1_epi8(static_cast<char>((1 << BITS) - 1));
   const __m256i ones = _mm256_set1_epi16(1);
-  for (int i = 0; i < 64; i += 8) _mm256_storeu_ps(out + i, _mm256_setzero_ps());
   for (size_t gi = 0, g0 = 0; g0 < kgroups; ++gi, g0 += group_kgroups) {
     const size_t g1 = g0 + group_kgroups < kgroups ? g0 + group_kgroups : kgroups;
     const __m256i cr = _mm256_set1_epi32(static_cast<int>(corr[gi]));
@@ -229,7 +221,8 @@ void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size
       chunk_sums<BITS, false>(a, b, g0, g1, mask, acc);
       for (size_t h = 0; h < 2; ++h)
         for (size_t q = 0; q < 4; ++q)
-          fold8(out + q * 16 + h * 8, panel_scales8(sg, q, h), widen_u16_pairs(acc[h * 4 + q]), cr);
+          fold_group8(out + q * 16 + h * 8, panel_scales8(sg, q, h),
+                      widen_u16_pairs(acc[h * 4 + q]), cr, gi == 0);
       continue;
     } else {
       alignas(32) int32_t part[8][8];  // the group's int32 sums so far (L1)
@@ -247,7 +240,7 @@ void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size
     }
     for (size_t h = 0; h < 2; ++h)
       for (size_t q = 0; q < 4; ++q)
-        fold8(out + q * 16 + h * 8, panel_scales8(sg, q, h), acc[h * 4 + q], cr);
+        fold_group8(out + q * 16 + h * 8, panel_scales8(sg, q, h), acc[h * 4 + q], cr, gi == 0);
   }
 }
 
@@ -315,15 +308,9 @@ void grouped_rows(const uint8_t* a, size_t lda, const uint8_t* b, size_t kgroups
       for (size_t r = 0; r < MR; ++r) {
         const __m256i cr = _mm256_set1_epi32(static_cast<int>(corr[r * n_groups + gi]));
         #pragma GCC unroll 4
-        for (size_t q = 0; q < 4; ++q) {
-          const __m256i v = _mm256_sub_epi32(
-              _mm256_load_si256(reinterpret_cast<const __m256i*>(part[r][q])), cr);
-          __m256 prod = _mm256_mul_ps(sq[q], _mm256_cvtepi32_ps(v));
-          asm("" : "+x"(prod));  // keep mul and add separate even under -ffp-contract=fast
-          float* o = out + r * 64 + q * 16 + h * 8;
-          const __m256 prev = gi == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(o);
-          _mm256_storeu_ps(o, _mm256_add_ps(prev, prod));
-        }
+        for (size_t q = 0; q < 4; ++q)
+          fold_group8(out + r * 64 + q * 16 + h * 8, sq[q],
+                      _mm256_load_si256(reinterpret_cast<const __m256i*>(part[r][q])), cr, gi == 0);
       }
     }
   }

@@ -66,7 +66,6 @@ inline void load_scales_t(const float* scales, size_t n_groups, size_t nc, size_
 
 // Far enough ahead for DRAM latency on the decode stream (about 4 KiB in flight per panel).
 constexpr size_t kPrefetchBytes = 4096;
-constexpr size_t kScaledMaxK = 131072;  // 16 * 3 * 255 * 131072 < 2^31
 
 // One k group's codes as the four vpdpbusd operands (16 columns x 4 k each), prefetching the
 // weight stream kPrefetchBytes ahead: the tiles' shared unpack.
@@ -163,7 +162,7 @@ __attribute__((noipa)) void tile(const uint8_t* a, size_t lda, const uint8_t* b,
 
 // W2 with SCALED: quarters 1 and 2 are only masked in place (values 4c and 16c, no vpsrlw,
 // which shares the vpdpbusd pipes), so their accumulators hold 4x and 16x the sum and are shifted
-// back at the end. Exact while |16 * 3 * 255 * K| < 2^31, i.e. K <= kScaledMaxK.
+// back at the end. Exact for K <= kLowbitScaledMaxK (lowbit_gemm.h).
 template <int BITS, bool SIGNED, bool SCALED = false>
 __attribute__((noipa)) void gemv(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                  int32_t* sums) {
@@ -210,7 +209,7 @@ __attribute__((noipa)) void gemv(const uint8_t* a, const uint8_t* b, size_t kgro
 // PANEL_SCALES: `scales` is already this panel's [n_groups][64] block (the fused forward's
 // layout: bfloat16, panel_scales.h), read in place; sct is unused. SCALED (W2): the gemv's
 // in-place unpack, each group's quarter 1 and 2 sums shifted back before the fold (a group's
-// sums are far inside kScaledMaxK): 2 shifts per group for 16 fewer unpack operations at g32.
+// sums are far inside kLowbitScaledMaxK): 2 shifts per group for 16 fewer unpack operations at g32.
 template <int BITS, bool SIGNED, bool SCALED = false, bool PANEL_SCALES = false>
 __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                          size_t group_kgroups, const uint32_t* corr,
@@ -402,7 +401,7 @@ void tile_mr(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t k
     case 3: return tile<BITS, 3, SIGNED>(a, lda, b, kgroups, sums);
     case 2: return tile<BITS, 2, SIGNED>(a, lda, b, kgroups, sums);
     default:
-      if (BITS == 2 && kgroups <= kScaledMaxK / 4)
+      if (BITS == 2 && kgroups <= kLowbitScaledMaxK / 4)
         return gemv<BITS, SIGNED, true>(a, b, kgroups, sums);
       return gemv<BITS, SIGNED>(a, b, kgroups, sums);
   }
@@ -444,7 +443,7 @@ void lowbit_gemv_grouped2_avx512(const uint8_t* a, const uint8_t* b, size_t kgro
                                  size_t group_kgroups, bool a_signed, const uint32_t* corr,
                                  const float* scales, size_t n_groups, size_t nc,
                                  bool prefetch_next, float* scratch, float* out) {
-  if (group_kgroups > kScaledMaxK / 4)  // a group too long for the scaled sums
+  if (group_kgroups > kLowbitScaledMaxK / 4)  // a group too long for the scaled sums
     return a_signed ? gemv_grouped<2, true>(a, b, kgroups, group_kgroups, corr, scales, n_groups,
                                             nc, prefetch_next, scratch, out)
                     : gemv_grouped<2, false>(a, b, kgroups, group_kgroups, corr, scales, n_groups,
@@ -468,7 +467,7 @@ void lowbit_gemv_grouped_panel4_avx512(const uint8_t* a, const uint8_t* b, size_
 void lowbit_gemv_grouped_panel2_avx512(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                        size_t group_kgroups, bool a_signed, const uint32_t* corr,
                                        const uint16_t* sc, size_t n_groups, float* out) {
-  if (group_kgroups > kScaledMaxK / 4)  // a group too long for the scaled sums
+  if (group_kgroups > kLowbitScaledMaxK / 4)  // a group too long for the scaled sums
     return a_signed ? gemv_grouped<2, true, false, true>(a, b, kgroups, group_kgroups, corr, sc,
                                                          n_groups, 64, false, nullptr, out)
                     : gemv_grouped<2, false, false, true>(a, b, kgroups, group_kgroups, corr, sc,

@@ -41,6 +41,14 @@ static inline __m256 panel_scales8(const uint16_t* sg, size_t q, size_t h) {
   const __m256i z = _mm256_setzero_si256();
   return _mm256_castsi256_ps(q % 2 ? _mm256_unpackhi_epi16(z, v) : _mm256_unpacklo_epi16(z, v));
 }
+
+// out[j] = prev + sc[j] * float(sum - cr) for 8 columns (mul, then add: the portable epilogue's
+// rounding); prev = 0 on a row's first group (as on zeroed rows: -0 becomes +0), else out[j].
+static inline void fold_group8(float* out, __m256 sc, __m256i sum, __m256i cr, bool first) {
+  __m256 prod = _mm256_mul_ps(sc, _mm256_cvtepi32_ps(_mm256_sub_epi32(sum, cr)));
+  asm("" : "+x"(prod));  // keep mul and add separate even under -ffp-contract=fast
+  _mm256_storeu_ps(out, _mm256_add_ps(first ? _mm256_setzero_ps() : _mm256_loadu_ps(out), prod));
+}
 #endif
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 // Columns 16q .. 16q + 15 of the group at sg.

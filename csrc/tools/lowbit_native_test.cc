@@ -100,11 +100,12 @@ void lowbit_sweep(Isa isa, TestCounter& t) {
                     what + " grouped forward g" + std::to_string(gs));
           }
         }
-  // W2 groups at the edge of the scaled sums' bound (AVX-512 GEMVs: codes 4c / 16c summed in
-  // place while a group or the row is at most 131072 k) and one group past it (the unscaled
-  // fallback), every weight at code 3 and extreme activations: the scalar path's bits.
+  // W2 groups at the edge of the scaled sums' bound (the AVX-512 and ymm VNNI GEMVs: codes 4c /
+  // 16c summed in place while a group or the row is at most kLowbitScaledMaxK k) and one group
+  // past it (the unscaled fallback), every weight at code 3 and extreme activations: the scalar
+  // path's bits.
   for (bool a_signed : {false, true})
-    for (size_t gs : {size_t{131072}, size_t{131076}}) {
+    for (size_t gs : {kLowbitScaledMaxK, kLowbitScaledMaxK + 4}) {
       const size_t m = 1, n = 3, k = gs + 8;
       std::vector<uint8_t> a(m * k, a_signed ? 0x80 : 0xff);
       std::vector<int8_t> w(n * k, 1);  // code 3 of W2
@@ -127,8 +128,9 @@ void lowbit_sweep(Isa isa, TestCounter& t) {
                             " past the scaled-sum bound");
       if (a_signed) continue;
       // the fused forward's panel GEMVs (uint8 rows; the ymm VNNI one scales in place too)
-      std::vector<uint16_t> panel(kLowbitPanelCols * sc.size() / n);
-      t.check(lowbit_panel_scales(sc.data(), n, sc.size() / n, panel.data()), "panel scales");
+      const size_t ng = div_round_up(k, gs);
+      std::vector<uint16_t> panel(round_up(n, kLowbitPanelCols) * ng);
+      t.check(lowbit_panel_scales(sc.data(), n, ng, panel.data()), "panel scales");
       const size_t lda = round_up(k, 64);
       std::vector<uint8_t> rows(lda, 0);
       std::memcpy(rows.data(), a.data(), k);
