@@ -36,7 +36,11 @@ def to_numpy(x: Any, name: str) -> np.ndarray:
             raise TypeError(f"{name}: quantized torch tensors are not accepted; pass the integer codes")
         if x.is_conj() or x.is_neg():
             x = x.resolve_conj().resolve_neg()
-        return x.detach().numpy()
+        try:
+            return x.detach().numpy()
+        except TypeError:  # a dtype numpy lacks (bfloat16, float8, ...)
+            raise TypeError(f"{name}: torch dtype {x.dtype} has no numpy equivalent; convert it "
+                            "first (integer codes for the kernels)") from None
     raise TypeError(
         f"{name}: expected a numpy array or a torch tensor, got {type(x).__name__}"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 
 
 def positive_int(text: str) -> int:
@@ -34,26 +35,37 @@ def nonneg_float(text: str) -> float:
     return value
 
 
+def _can_create_in(directory: str) -> bool:
+    """Whether a file can be created in ``directory``: tried for real, because permission bits
+    say yes to root even where the file system refuses (/proc, read-only mounts)."""
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            return True
+    except OSError:
+        return False
+
+
 def writable_file(path: str) -> str:
     """A file path the run can write at its end: not a directory, in an existing writable one."""
     if os.path.isdir(path):
         raise argparse.ArgumentTypeError(f"{path} is a directory; expected a file path")
     parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+    if not os.path.isdir(parent) or not _can_create_in(parent):
         raise argparse.ArgumentTypeError(f"cannot write {path}: {parent} is not a writable "
                                          "directory")
     return path
 
 
 def output_dir(path: str) -> str:
-    """A directory the run creates (or reuses) for its outputs."""
+    """A directory the run creates (or reuses) for its outputs: created here, so a path that
+    cannot hold it is a usage error before the run."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise argparse.ArgumentTypeError(f"{path} exists and is not a directory")
-    parent = os.path.dirname(os.path.abspath(path))
-    probe = path if os.path.isdir(path) else parent
-    while not os.path.exists(probe):  # the nearest existing ancestor must be writable
-        probe = os.path.dirname(probe)
-    if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
-        raise argparse.ArgumentTypeError(f"cannot create outputs in {path}: {probe} is not a "
-                                         "writable directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"cannot create outputs in {path}: {e.strerror}") from None
+    if not _can_create_in(path):
+        raise argparse.ArgumentTypeError(f"cannot create outputs in {path}: not a writable "
+                                         "directory")
     return path

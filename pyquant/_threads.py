@@ -5,6 +5,7 @@ set_num_threads(n) pins it for the process; set_num_threads(None) restores the d
 """
 from __future__ import annotations
 
+import numbers
 import os
 import sys
 
@@ -16,8 +17,9 @@ def set_num_threads(n: int | None) -> None:
     if n is None:
         _pinned = None
         return
-    if isinstance(n, bool) or not isinstance(n, int):
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
         raise TypeError(f"n: expected an int >= 1 or None, got {type(n).__name__}")
+    n = int(n)
     if n < 1 or n > 1024:
         raise ValueError(f"n: expected 1 <= n <= 1024, got {n}")
     _pinned = n

@@ -8,6 +8,8 @@ ValueError when it is loaded, not at the first call.
 """
 from __future__ import annotations
 
+import inspect
+
 from typing import Any, Callable
 
 import numpy as np
@@ -126,7 +128,19 @@ def prepack(w: Any, op: str, **op_kwargs) -> PackedWeight:
         raise ValueError(f"op: unknown op {op!r}; expected one of {sorted(_PREPACKERS)}")
     if isinstance(w, PackedWeight):
         raise TypeError("w: already a PackedWeight; pass the unpacked weight")
-    return _PREPACKERS[op](w, **op_kwargs)
+    prepacker = _PREPACKERS[op]
+    # the op's keyword arguments (after w), named in the errors rather than the internal function
+    params = list(inspect.signature(prepacker).parameters.values())[1:]
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    missing = [p.name for p in params if p.name in names and p.default is p.empty
+               and p.name not in op_kwargs]
+    if missing:
+        raise TypeError(f"prepack: op {op!r} needs the keyword argument(s) {', '.join(missing)}")
+    unknown = sorted(set(op_kwargs) - set(names))
+    if unknown:
+        raise TypeError(f"prepack: op {op!r} takes no keyword argument(s) {', '.join(unknown)} "
+                        f"(it takes: {', '.join(names) or 'none'})")
+    return prepacker(w, **op_kwargs)
 
 
 def resolve_weight(w: Any, op: str, params: dict) -> PackedWeight:

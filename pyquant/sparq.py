@@ -1,6 +1,6 @@
 """SPARQ: sparsity-aware activation trimming (algorithms.md section 5) and its fused int8 GEMM.
 
-- ``sparq_quantize(a, *, bits=4, options=5, rounding="round", pairs=True)``: uint8 in, uint8 out.
+- ``sparq_quantize(a, *, bits=4, options=None, rounding="round", pairs=True)``: uint8 in, uint8 out.
 - ``sparq_gemm(a, w, ...)``: exactly ``sparq_quantize(a) @ w.T`` in int32 (trimming fused with the
   int8 micro-kernel, one block of rows at a time).
 - ``sparq_gemm(a, w, ..., sparse24=True)``: the same with a 2:4-sparse int8 weight (at most two
@@ -68,11 +68,11 @@ def _check_activations(a, name: str = "a", ndim: int | None = None,
     return np.ascontiguousarray(an), was_torch
 
 
-def sparq_quantize(a, *, bits=4, options=5, rounding="round", pairs=True):
+def sparq_quantize(a, *, bits=4, options=None, rounding="round", pairs=True):
     """SPARQ-trimmed activations: uint8 ``[..., K]`` in, uint8 of the same shape out.
 
-    ``bits=4`` takes ``options`` in {5, 3, 2}; ``bits=3`` (6 placements) and ``bits=2``
-    (7 placements) take ``options=None`` or the full count. ``rounding`` is ``"round"``
+    ``options``: window placements; None (the default) is the paper's choice for ``bits``: 5 for
+    4 bits (which also takes 3 or 2), 6 for 3 bits, 7 for 2 bits. ``rounding`` is ``"round"``
     (half-to-even on the window LSB, saturating on carry-out) or ``"trunc"``. ``pairs=True`` is
     vSPARQ along the last axis (pairs ``(k, k+1)``, k even); ``pairs=False`` is bSPARQ alone.
     """
@@ -96,7 +96,7 @@ def _check_sparse24(sparse24) -> bool:
 
 
 @register_prepack("sparq24_gemm")
-def _prepack_sparq24(w, *, bits=4, options=5, rounding="round", pairs=True) -> PackedWeight:
+def _prepack_sparq24(w, *, bits=4, options=None, rounding="round", pairs=True) -> PackedWeight:
     """2:4-sparse int8 ``[N, K]``: ValueError naming ``w`` and the first group with more than
     two non-zeros."""
     params = _params(bits, options, rounding, pairs)
@@ -130,7 +130,7 @@ def prune_24(w):
 
 
 @register_prepack("sparq_gemm")
-def _prepack_sparq(w, *, bits=4, options=5, rounding="round", pairs=True,
+def _prepack_sparq(w, *, bits=4, options=None, rounding="round", pairs=True,
                    sparse24=False) -> PackedWeight:
     if _check_sparse24(sparse24):
         return _prepack_sparq24(w, bits=bits, options=options, rounding=rounding, pairs=pairs)
@@ -141,7 +141,7 @@ def _prepack_sparq(w, *, bits=4, options=5, rounding="round", pairs=True,
     return PackedWeight(buf, "sparq_gemm", params)
 
 
-def sparq_gemm(a, w, *, bits=4, options=5, rounding="round", pairs=True, sparse24=False):
+def sparq_gemm(a, w, *, bits=4, options=None, rounding="round", pairs=True, sparse24=False):
     """``sparq_quantize(a, ...) @ w.T`` exactly in int32.
 
     a: uint8 ``[M, K]``; w: int8 ``[N, K]`` or a PackedWeight from ``prepack(w, "sparq_gemm",
@@ -216,7 +216,7 @@ def _magnitudes(an: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-def sparq_encode(a, *, bits=4, options=5, rounding="round", pairs=True):
+def sparq_encode(a, *, bits=4, options=None, rounding="round", pairs=True):
     """Compact SPARQ activations: ``(payload, meta)``.
 
     ``payload`` is uint8 ``[..., row_bytes]`` (one independently addressable row per leading

@@ -5,6 +5,7 @@ import copy
 import io
 import pickle
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -287,3 +288,23 @@ def test_native_input_quantization_matches_quantize_input():
     assert np.array_equal(pyquant._C.gru_quantize_input(x.numpy(), s), ref)
     with pytest.raises(ValueError, match="s_x"):
         pyquant._C.gru_quantize_input(x.numpy(), 0.0)
+
+
+def test_unbatched_calibration_and_empty_sequences():
+    """calib= takes an unbatched sequence as nn.GRU does (the same ranges as a batch of one);
+    a sequence without time steps is a clear error."""
+    torch.manual_seed(4)
+    for batch_first in (False, True):
+        g = torch.nn.GRU(6, 16, batch_first=batch_first)
+        seq = torch.randn(5, 6)
+        one = seq.unsqueeze(0 if batch_first else 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            a = QuantGRU.from_gru(g, 8, calib=seq)
+            b = QuantGRU.from_gru(g, 8, calib=one)
+        x = torch.randn(5, 2, 6)
+        assert torch.equal(a(x)[0], b(x)[0])
+        with pytest.raises(ValueError, match="at least one time step"):
+            a(torch.randn(0, 3, 6) if not batch_first else torch.randn(3, 0, 6))
+    with pytest.raises(ValueError, match="calib: expected"):
+        QuantGRU.from_gru(torch.nn.GRU(6, 16), 8, calib=torch.randn(5, 7))

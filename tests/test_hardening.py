@@ -207,8 +207,27 @@ def test_hostile_inputs_other_ops(bad):
         lambda: pyquant.sparq_quantize(bad),
         lambda: pyquant.sparq_gemm(bad, w2),
         lambda: pyquant.sparq_gemm(a2, bad),
-        lambda: pyquant.sparq_quantize(a2, bits=bad),
+        lambda: pyquant.sparq_quantize(a2, bits=bad, options=5),  # (3 is a width, not with 5)
         lambda: pyquant.sparq_quantize(a2, rounding=bad),
     ):
         with pytest.raises((TypeError, ValueError)):
             call()
+
+
+def test_argument_errors_name_the_argument():
+    """prepack names the op's missing or unknown keyword arguments (not an internal function),
+    a torch dtype numpy lacks names the argument, numpy integers are thread counts."""
+    import torch
+
+    w = np.zeros((4, 8), np.int8)
+    with pytest.raises(TypeError, match="op 'lowbit_gemm' needs the keyword argument.*bits"):
+        pyquant.prepack(w, "lowbit_gemm")
+    with pytest.raises(TypeError, match="takes no keyword argument.*foo.*it takes: bits"):
+        pyquant.prepack(w, "lowbit_gemm", bits=4, foo=1)
+    with pytest.raises(TypeError, match="a: torch dtype torch.bfloat16"):
+        pyquant.int8_gemm(torch.zeros(2, 8, dtype=torch.bfloat16), w)
+    try:
+        pyquant.set_num_threads(np.int64(2))
+        assert pyquant.get_num_threads() == 2
+    finally:
+        pyquant.set_num_threads(None)

@@ -1408,3 +1408,85 @@ def test_quantlinear_constructor_checks_shapes():
         pyquant.nn.QuantLinear(8, 5, w, torch.zeros(4), pyquant.Int8Config())
     q = pyquant.nn.QuantLinear(8, 5, w, torch.zeros(5), pyquant.Int8Config())
     assert (q.in_features, q.out_features) == (8, 5)
+
+
+# ----------------------------------------------------------------------------- a new user's review (2026-12-03)
+def test_gptq_shares_quantize_conversion():
+    """gptq_ swaps a bare layer (returned, like quantize_), turns the encoder fast path off where
+    it would read a quantized layer's float weight, and refuses non-finite calibration data."""
+    torch.manual_seed(8)
+    config = pyquant.WeightOnlyConfig(4, 32)
+    lone = pyquant.nn.gptq_(nn.Linear(64, 16), config, [torch.randn(8, 64)])
+    assert isinstance(lone, pyquant.nn.QuantLinear)
+    enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(64, 4, 128, batch_first=True), 1,
+                                enable_nested_tensor=False).eval()
+    x = torch.randn(2, 5, 64)
+    gq = pyquant.nn.gptq_(copy.deepcopy(enc), config, [x])
+    with torch.no_grad():
+        assert _sqnr(gq(x), enc(x)) > 10
+    bad = torch.randn(4, 64)
+    bad[0, 0] = float("nan")
+    model = nn.Sequential(nn.Linear(64, 16))
+    with pytest.raises(ValueError, match="gptq_: module '0' saw non-finite"):
+        pyquant.nn.gptq_(model, config, [bad])
+    assert isinstance(model[0], nn.Linear)  # nothing converted
+
+
+def test_calibration_batches_may_be_keyword_mappings():
+    class Kw(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(8, 4)
+
+        def forward(self, input_ids=None, scale=1.0):
+            return self.lin(input_ids * scale)
+
+    torch.manual_seed(9)
+    model = pyquant.quantize_(Kw(), pyquant.Int8Config())
+    pyquant.calibrate(model, [{"input_ids": torch.randn(3, 8), "scale": 2.0}])
+    assert torch.isfinite(model.lin.act_range).all()
+    g = pyquant.nn.gptq_(Kw(), pyquant.WeightOnlyConfig(4, 32), [{"input_ids": torch.randn(3, 8)}])
+    assert isinstance(g.lin, pyquant.nn.QuantLinear)
+
+
+def test_weight_only_zero_point_term_follows_the_scales():
+    """w_off (in the state dict for older files) is recomputed from packed and w_scale: an
+    in-place edit of the scales scales signed-input outputs too, an edited w_off in a state dict
+    changes nothing, and the recomputed term equals the conversion's bit for bit."""
+    torch.manual_seed(0)
+    lin = nn.Linear(96, 8)
+    x = torch.randn(3, 96)  # signed rows: the zero-point term matters
+    for config in (pyquant.WeightOnlyConfig(4, 32), pyquant.WeightOnlyConfig(2, 64)):
+        q = pyquant.nn.QuantLinear.from_linear(lin, config)
+        w_off = scheme_for(config).quantize_weight(lin.weight.detach())["w_off"]
+        assert torch.equal(q.w_off, w_off)
+        with torch.no_grad():
+            y0 = q(x) - lin.bias
+            sd = {k: v.clone() for k, v in q.state_dict().items()}
+            q.w_scale.mul_(2)
+            torch.testing.assert_close(q(x) - lin.bias, 2 * y0, rtol=1e-5, atol=1e-5)
+            sd["w_off"].add_(100.0)
+            fresh = pyquant.nn.QuantLinear.from_linear(nn.Linear(96, 8), config)
+            fresh.load_state_dict(sd)
+            assert torch.equal(fresh(x), q.__class__.from_linear(lin, config)(x))
+            assert "w_off" in fresh.state_dict()
+
+
+def test_layers_without_values_are_clear_errors():
+    with pytest.raises(ValueError, match="lazy layer"):
+        pyquant.quantize_(nn.Sequential(nn.LazyLinear(4)), pyquant.Int8Config())
+    with torch.device("meta"):
+        meta = nn.Sequential(nn.Linear(8, 4), nn.Conv2d(2, 2, 1))
+    with pytest.raises(ValueError, match="meta device"):
+        pyquant.quantize_(meta, pyquant.Int8Config())
+    q = pyquant.quantize_(nn.Sequential(nn.Linear(8, 4)), pyquant.Int8Config()).to("meta")
+    assert "QuantLinear" in repr(q)
+
+
+def test_config_type_checks_match():
+    with pytest.raises(ValueError, match="act_bits"):
+        pyquant.Int8Config(act_bits=8.0)
+    for bad in ("no", 0, 1, None):
+        with pytest.raises(ValueError, match="pairs"):
+            pyquant.SparqConfig(pairs=bad)
+    assert pyquant.SparqConfig(pairs=np.bool_(False)).pairs is False

@@ -249,3 +249,23 @@ def test_deploy_routes_low_bit_rows_to_lowbit_gemm_when_present(monkeypatch):
     assert deploy.kernel_for(4) == "lowbit_gemm" and deploy.kernel_for(8) == "int8_gemm"
     assert np.array_equal(deploy.grouped_gemm(a, w, row_bits), fallback)
     assert sorted(calls) == [(2, 2), (4, 2)]
+
+
+def test_cli_output_paths_are_tried_before_the_run(tmp_path):
+    """--out and file outputs are created / probed for real at parse time: permission bits say
+    yes to root even where the file system refuses (/proc), which used to surface as a
+    traceback after the whole search."""
+    import argparse
+
+    from pyquant._cli import output_dir, writable_file
+
+    made = output_dir(str(tmp_path / "a" / "b"))
+    assert (tmp_path / "a" / "b").is_dir() and made.endswith("b")
+    assert writable_file(str(tmp_path / "f.json")).endswith("f.json")
+    assert not (tmp_path / "f.json").exists()  # probed, not left behind
+    (tmp_path / "file").write_text("x")
+    for bad in (str(tmp_path / "file"), "/proc/pyquant-out"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            output_dir(bad)
+    with pytest.raises(argparse.ArgumentTypeError):
+        writable_file("/proc/pyquant-out.json")

@@ -419,3 +419,22 @@ def test_sparq_relu_rows_exact(isa, rng, threads):
     acc = sparq_ref(q, 4, 5, "round", True).astype(np.int64) @ w.T.astype(np.int64)
     assert np.abs(acc).max() < 2**24  # exact in float32
     assert np.array_equal(y, acc.astype(np.float32) * sa[:, None])
+
+
+def test_options_default_is_the_papers_choice_per_width():
+    """options=None (the default) is 5 / 6 / 7 placements for 4 / 3 / 2 bits in every raw
+    function, as in SparqConfig (a fixed default of 5 refused bits=3 and bits=2)."""
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (3, 16), dtype=np.uint8)
+    w = rng.integers(-128, 128, (5, 16), dtype=np.int8)
+    for bits, full in ((4, 5), (3, 6), (2, 7)):
+        np.testing.assert_array_equal(pyquant.sparq_quantize(a, bits=bits),
+                                      pyquant.sparq_quantize(a, bits=bits, options=full))
+        np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, bits=bits),
+                                      pyquant.sparq_gemm(a, w, bits=bits, options=full))
+        pw = pyquant.prepack(w, "sparq_gemm", bits=bits)
+        np.testing.assert_array_equal(pyquant.sparq_gemm(a, pw, bits=bits, options=full),
+                                      pyquant.sparq_gemm(a, w, bits=bits, options=full))
+        payload, meta = pyquant.sparq_encode(a, bits=bits)
+        np.testing.assert_array_equal(pyquant.sparq_decode(payload, meta),
+                                      pyquant.sparq_quantize(a, bits=bits))

@@ -61,6 +61,11 @@ def _packed(buf: torch.Tensor, op: str, kw: dict) -> PackedWeight:
     return PackedWeight(buf.numpy(), op, kw)
 
 
+def packed_shape(buf: torch.Tensor, op: str, **kw) -> tuple[int, int]:
+    """(N, K) of a packed kernel buffer, from its validated header."""
+    return _packed(buf, op, kw).shape
+
+
 # ---------------------------------------------------------------- GEMMs (int32 [M, N])
 def gemm(op: str, a: torch.Tensor, buf: torch.Tensor, n: int, k: int, reference: bool, **kw):
     """int32 [M, N] (float32 for lowbit_gemm_grouped, whose weight is packed for lowbit_gemm)."""

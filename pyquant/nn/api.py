@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Mapping
 from typing import Callable, Iterable
 
 import torch
@@ -79,8 +80,8 @@ def _has_weights(layer: nn.Module) -> bool:
         or w.numel() > 0
 
 
-def _warn_left_float(model: nn.Module) -> None:
-    """quantize_ with the default filter: say which layers it leaves float and why."""
+def _warn_left_float(model: nn.Module, caller: str = "quantize_") -> None:
+    """quantize_ / gptq_ with the default filter: say which layers it leaves float and why."""
     def names(pred):
         found = [fqn or "(root)" for fqn, m in model.named_modules() if pred(m)]
         return len(found), ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
@@ -88,13 +89,13 @@ def _warn_left_float(model: nn.Module) -> None:
     n, listed = names(_own_forward)
     if n:
         warnings.warn(
-            f"quantize_: left float {n} nn.Linear/nn.Conv2d subclass(es) with a forward of their "
+            f"{caller}: left float {n} nn.Linear/nn.Conv2d subclass(es) with a forward of their "
             f"own ({listed}); pass filter_fn to convert them anyway (their forward's extra work "
             "is dropped)", stacklevel=3)
     n, listed = names(lambda m: _plain(m, nn.Conv2d) and m.groups != 1)
     if n:
         warnings.warn(
-            f"quantize_: left float {n} grouped nn.Conv2d layer(s) (groups > 1, e.g. depthwise: "
+            f"{caller}: left float {n} grouped nn.Conv2d layer(s) (groups > 1, e.g. depthwise: "
             f"{listed}); QuantConv2d supports groups=1 only", stacklevel=3)
 
 
@@ -115,11 +116,26 @@ def quantize_(model: nn.Module, config, *, filter_fn: Callable | None = None) ->
     if filter_fn is None:
         _warn_left_float(model)
         filter_fn = default_filter
+    return convert(model, config, handler, filter_fn)
+
+
+def convert(model: nn.Module, config, handler, filter_fn) -> nn.Module:
+    """The swap quantize_ and gptq_ share: ``handler(module, config)`` for every matching module
+    (the root itself is returned swapped), then encoder fast paths off where they would read a
+    quantized layer's float weight."""
     if not isinstance(model, _QuantModule) and filter_fn(model, ""):
         return handler(model, config)
     _replace(model, config, handler, filter_fn, "")
     _no_encoder_fast_path(model)
     return model
+
+
+def run_batch(model: nn.Module, batch):
+    """One calibration batch: a tensor, a tuple/list of positional arguments, or a mapping of
+    keyword arguments (a tokenizer's output)."""
+    if isinstance(batch, Mapping):
+        return model(**batch)
+    return model(*batch) if isinstance(batch, (tuple, list)) else model(batch)
 
 
 def _no_encoder_fast_path(model: nn.Module) -> None:
@@ -179,13 +195,14 @@ def calibration(model: nn.Module):
 
 
 def calibrate(model: nn.Module, batches: Iterable) -> nn.Module:
-    """Runs ``model`` on each batch (a tensor, or a tuple of positional args) under
+    """Runs ``model`` on each batch (a tensor, a tuple of positional args, or a mapping of
+    keyword args such as a tokenizer's output) under
     ``torch.no_grad()`` and sets static activation ranges; returns the model. A compiled model
     (``torch.compile``) is calibrated through its eager module: its graph has no observers."""
     run = getattr(model, "_orig_mod", model)
     with torch.no_grad(), calibration(run):
         for batch in batches:
-            run(*batch) if isinstance(batch, (tuple, list)) else run(batch)
+            run_batch(run, batch)
     return model
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass
 
+import numpy as np
+
 
 def _is_int(v) -> bool:
     """An integer, not a bool nor a float that happens to be whole (4.0 would reach the kernels'
@@ -40,7 +42,7 @@ class Int8Config:
             from pyquant._native import _C
 
             bits = int(_C.int8_full_speed_act_bits())
-        if isinstance(bits, bool) or bits not in (7, 8):
+        if not _is_int(bits) or bits not in (7, 8):
             raise ValueError(f"act_bits: expected 7, 8 or 'auto', got {self.act_bits!r}")
         object.__setattr__(self, "act_bits", int(bits))
 
@@ -50,9 +52,10 @@ class WeightOnlyConfig:
     """Low-bit group-wise weights (``bits`` in {4, 2}, one float scale per ``group_size`` inputs
     along K, symmetric signed codes), int8 dynamic activations as in :class:`Int8Config`.
 
-    Scales are chosen per group by a small clipping search minimising the weight MSE.
-    Runs through ``pyquant.lowbit_gemm`` once per K group (exact int32 per group, float scale
-    epilogue per group).
+    Scales are chosen per group by a small clipping search minimising the weight MSE. The
+    forward is one native call: activation quantization, the grouped low-bit kernel with the
+    group scales applied inside it (exact int32 per group, float32 sum over the groups in
+    order), the shared epilogue.
     """
 
     bits: int = 4
@@ -144,6 +147,9 @@ class SparqConfig:
         object.__setattr__(self, "options", int(self.options))
         if self.rounding not in ("round", "trunc"):
             raise ValueError(f"rounding: expected 'round' or 'trunc', got {self.rounding!r}")
+        if not isinstance(self.pairs, (bool, np.bool_)):
+            raise ValueError(f"pairs: expected a bool, got {self.pairs!r}")
+        object.__setattr__(self, "pairs", bool(self.pairs))
         if self.negative is None:
             object.__setattr__(self, "negative", "sign_magnitude")
         if self.negative not in ("sign_magnitude", "error"):

@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from .api import _replace, default_filter, is_conv1d
+from .api import _warn_left_float, convert, default_filter, is_conv1d, run_batch
 from .configs import WeightOnlyConfig
 from .modules import QuantConv2d, QuantLinear, im2col
 from .schemes import best_clip, bf16_round
@@ -70,8 +70,9 @@ def gptq_weight(w: torch.Tensor, hessian: torch.Tensor, bits: int, gs: int, damp
 
 def gptq_(model: nn.Module, config: WeightOnlyConfig, batches: Iterable, *,
           filter_fn: Callable | None = None, damp: float = 0.2) -> nn.Module:
-    """quantize_ for WeightOnlyConfig with GPTQ rounding from calibration `batches` (tensors or
-    tuples of positional args); layers that saw no input fall back to round-to-nearest.
+    """quantize_ for WeightOnlyConfig with GPTQ rounding from calibration `batches` (tensors,
+    tuples of positional args or mappings of keyword args); layers that saw no input fall back
+    to round-to-nearest. Returns the model (the root swapped if it is itself a layer).
 
     ``damp``: added to H's diagonal as a fraction of its mean. Larger than the paper's 0.01
     because a few hundred calibration tokens leave H (K up to 1536) rank-deficient; on MiniLM
@@ -79,7 +80,9 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig, batches: Iterable, *,
     """
     if not isinstance(config, WeightOnlyConfig):
         raise TypeError(f"config: GPTQ applies to WeightOnlyConfig, got {type(config).__name__}")
-    filter_fn = default_filter if filter_fn is None else filter_fn
+    if filter_fn is None:
+        _warn_left_float(model, "gptq_")
+        filter_fn = default_filter
     hess: dict[nn.Module, torch.Tensor] = {}
 
     def hook(mod, args):
@@ -104,10 +107,15 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig, batches: Iterable, *,
     try:
         with torch.no_grad():
             for b in batches:
-                model(*b) if isinstance(b, (tuple, list)) else model(b)
+                run_batch(model, b)
     finally:
         for h in handles:
             h.remove()
+    names = {m: fqn or type(m).__name__ for fqn, m in model.named_modules()}
+    for mod, h in hess.items():
+        if not bool(torch.isfinite(h).all()):
+            raise ValueError(f"gptq_: module {names[mod]!r} saw non-finite calibration inputs "
+                             "(NaN or inf); no layer was converted")
 
     def handler(mod, cfg):
         kw = dict(hessian=hess[mod], damp=damp) if mod in hess else {}
@@ -117,5 +125,4 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig, batches: Iterable, *,
             return QuantLinear.from_conv1d(mod, cfg, **kw)
         return QuantLinear.from_linear(mod, cfg, **kw)
 
-    _replace(model, config, handler, quantizable, "")
-    return model
+    return convert(model, config, handler, quantizable)

@@ -98,9 +98,17 @@ def gru_size_bits(input_size: int, hidden: int, widths) -> int:
 
 @torch.no_grad()
 def calibrate(gru: nn.GRU, x: torch.Tensor) -> dict:
-    """Float ranges (absmax) of the input and of the intermediate tensors with data-dependent range."""
-    if not gru.batch_first:
+    """Float ranges (absmax) of the input and of the intermediate tensors with data-dependent range.
+    x: shaped like the GRU's input, batched or not (as nn.GRU takes it)."""
+    if not isinstance(x, torch.Tensor) or x.dim() not in (2, 3) or x.shape[-1] != gru.input_size:
+        got = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"calib: expected [T, {gru.input_size}] or a batch of them shaped like "
+                         f"the GRU's input, got {got}")
+    if x.dim() == 2:
+        x = x.unsqueeze(0)  # unbatched: one sequence, batch-first below
+    elif not gru.batch_first:
         x = x.transpose(0, 1)
+    x = x.float()
     hsz = gru.hidden_size
     wi, wh = gru.weight_ih_l0, gru.weight_hh_l0
     bi, bh = gru.bias_ih_l0, gru.bias_hh_l0
@@ -450,6 +458,9 @@ class QuantGRU(nn.Module):
             h0 = None if h0 is None else h0.unsqueeze(1)
         if not self.batch_first:
             x = x.transpose(0, 1)
+        if x.dim() == 3 and x.shape[1] == 0:  # (forward_codes returns an empty sequence)
+            raise ValueError("x: expected at least one time step (nn.GRU's h_n needs one), got "
+                             f"shape {list(x.shape)} (batch-first)")
         h0 = None if h0 is None else h0[0]
         if self.backend == "kernels":  # the float conversion in the same native call
             out = self._run(x, h0, self.s_h)

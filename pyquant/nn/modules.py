@@ -58,6 +58,17 @@ def _check_device(x: torch.Tensor) -> None:
                          "on the CPU; move it with .cpu())")
 
 
+def _check_weights_ready(layer: nn.Module, name: str) -> None:
+    """A lazy layer before its first forward, or weights on the meta device, hold no values."""
+    w = layer.weight
+    if isinstance(w, nn.parameter.UninitializedParameter):
+        raise ValueError(f"{name}: {type(layer).__name__} is a lazy layer whose weight is not "
+                         "initialized yet; run one forward pass before converting it")
+    if isinstance(w, torch.Tensor) and w.is_meta:
+        raise ValueError(f"{name}: the weight is on the meta device (it has no values); load the "
+                         "real weights first, e.g. load_state_dict(..., assign=True)")
+
+
 class _InferenceOnly(torch.autograd.Function):
     """Forward: the quantized GEMM (autograd off). Backward: a RuntimeError naming the layer."""
 
@@ -140,7 +151,11 @@ class _QuantModule(nn.Module):
         with torch.inference_mode(False), torch.no_grad():
             derived = self.scheme.derived(self._buffers)
             for name, t in derived.items():
-                self.register_buffer(name, t.contiguous(), persistent=False)
+                if name in self._buffers and name not in self._non_persistent_buffers_set:
+                    # state-dict state that follows from the rest (WeightOnly's w_off): rewritten
+                    self._buffers[name] = t.to(self._buffers[name].dtype).contiguous()
+                else:
+                    self.register_buffer(name, t.contiguous(), persistent=False)
             self._rehome_large_buffers(fresh, made_here=tuple(derived))
         bufs = self._buffers
         if all(t is None or (t.device.type == "cpu" and t.is_contiguous()) for t in bufs.values()):
@@ -239,7 +254,7 @@ class _QuantModule(nn.Module):
                    if (t := self._buffers.get(n)) is not None)
 
     def _config_repr(self) -> str:
-        static = "" if torch.isnan(self.act_range).any() else ", static_act_range=" + str(
+        static = "" if self.act_range.is_meta or torch.isnan(self.act_range).any() else ", static_act_range=" + str(
             [round(v, 5) for v in self.act_range.tolist()])
         ref = ", reference=True" if self.reference else ""
         return f"config={self.config!r}{static}{ref}"
@@ -266,6 +281,7 @@ class QuantLinear(_QuantModule):
     @classmethod
     def from_conv1d(cls, conv1d: nn.Module, config, **quant_kw) -> "QuantLinear":
         """From transformers' ``Conv1D`` (GPT-2 family): ``y = x @ W + b``, W stored ``[in, out]``."""
+        _check_weights_ready(conv1d, "conv1d")
         w = conv1d.weight.detach()
         return cls(w.shape[0], w.shape[1], w.t(), conv1d.bias, config, **quant_kw)
 
@@ -274,6 +290,7 @@ class QuantLinear(_QuantModule):
         """``quant_kw``: scheme options, e.g. ``hessian=`` (GPTQ, WeightOnlyConfig only)."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear: expected an nn.Linear, got {type(linear).__name__}")
+        _check_weights_ready(linear, "linear")
         if linear.weight.numel() == 0:
             raise ValueError(f"linear: in_features={linear.in_features}, out_features="
                              f"{linear.out_features}: a layer without weights has nothing to "
@@ -343,6 +360,7 @@ class QuantConv2d(_QuantModule):
         """``quant_kw``: scheme options, e.g. ``hessian=`` over the im2col K order (GPTQ)."""
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"conv: expected an nn.Conv2d, got {type(conv).__name__}")
+        _check_weights_ready(conv, "conv")
         if conv.groups != 1:
             raise ValueError(f"conv: groups={conv.groups} is not supported (only groups=1)")
         if conv.weight.numel() == 0:

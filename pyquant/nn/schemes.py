@@ -247,6 +247,11 @@ def row_chunks(n: int, row_elems: int, chunk_elems: int = 1 << 18):
     return [(r, min(r + step, n)) for r in range(0, n, step)]
 
 
+def zero_point_term(scales, sums):
+    """WeightOnly's w_off [N] float32: sum_g scale[n, g] * sums[n, g], in float64."""
+    return (scales.double() * sums.double()).sum(1).float()
+
+
 def lowbit_weight(w, bits, gs):
     """Group-wise symmetric codes (int8 in [-2**(b-1), 2**(b-1)-1]) and bf16-exact scales [N, G]
     (float32 holding bfloat16 values), MSE-clipped."""
@@ -275,7 +280,10 @@ def lowbit_weight(w, bits, gs):
 @_register(WeightOnlyConfig)
 class WeightOnlyScheme(Scheme):
     """State: ``packed`` (codes), ``w_scale`` bfloat16 [N, G], ``w_off`` float32 [N] =
-    sum_g scale * (sum of the group's codes), the zero-point correction of the epilogue."""
+    sum_g scale * (sum of the group's codes), the zero-point correction of the epilogue.
+    ``w_off`` stays in the state dict (older files carry it), but ``derived`` recomputes it from
+    ``packed`` and ``w_scale`` at every refresh, so a loaded file or an in-place edit of the
+    scales can never leave it stale."""
     ops = ("lowbit_gemm",)
 
     def read_buffers(self, b):
@@ -293,8 +301,7 @@ class WeightOnlyScheme(Scheme):
             codes, sw = gptq_weight(w, hessian, bits, gs, damp)
         sums = torch.stack([codes[:, lo:hi].sum(1, dtype=torch.int32)
                             for lo, hi in group_bounds(w.shape[1], gs)], 1)
-        state = {"w_scale": sw.to(torch.bfloat16),
-                 "w_off": (sw.double() * sums.double()).sum(1).float()}
+        state = {"w_scale": sw.to(torch.bfloat16), "w_off": zero_point_term(sw, sums)}
         if _backend.is_reference() or _backend.available("lowbit_gemm_grouped"):
             # one pack for all of K; the grouped kernels apply the group scales in their epilogue
             return {"packed": _backend.prepack("lowbit_gemm", codes, bits=bits), **state}
@@ -304,13 +311,30 @@ class WeightOnlyScheme(Scheme):
         offsets = torch.tensor([0] + [p.numel() for p in packs], dtype=torch.int64).cumsum(0)
         return {"packed": torch.cat(packs), "packed_offsets": offsets, **state}
 
+    def group_code_sums(self, b) -> torch.Tensor:
+        """[N, G] int32: each group's sum of signed codes, read back from the packed weight by the
+        kernels themselves (an exact integer GEMM of group-indicator rows)."""
+        bits, gs = self.config.bits, self.config.group_size
+        if "packed_offsets" in b:  # one pack per group: a row of ones against each
+            off = b["packed_offsets"].tolist()
+            parts = [b["packed"][lo:hi] for lo, hi in zip(off, off[1:])]
+            return torch.cat([_backend.gemm("lowbit_gemm", torch.ones((1, _backend.packed_shape(
+                part, "lowbit_gemm", bits=bits)[1]), dtype=torch.uint8), part, 0, 0, False,
+                bits=bits) for part in parts]).t().contiguous()
+        k = _backend.packed_shape(b["packed"], "lowbit_gemm", bits=bits)[1]
+        groups = torch.zeros((-(-k // gs), k), dtype=torch.uint8)
+        for g, (lo, hi) in enumerate(group_bounds(k, gs)):
+            groups[g, lo:hi] = 1
+        return _backend.gemm("lowbit_gemm", groups, b["packed"], 0, 0, False, bits=bits).t().contiguous()
+
     def derived(self, b):
+        w_off = zero_point_term(b["w_scale"].float(), self.group_code_sums(b))
         if "packed_offsets" in b:
-            return {}
+            return {"w_off": w_off}
         # the bfloat16 bits in the kernels' panel layout (int16; csrc/lowbit_gemm/panel_scales.h):
         # one unpack with zero widens 8 or 16 of them, and the decode GEMV streams half the bytes
         sw = b["w_scale"].float().contiguous().numpy()
-        return {"panel_scales": torch.from_numpy(_C.lowbit_panel_scales(sw))}
+        return {"panel_scales": torch.from_numpy(_C.lowbit_panel_scales(sw)), "w_off": w_off}
 
     def bind(self, b, act_range, bias):
         if "packed_offsets" in b:
