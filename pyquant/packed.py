@@ -163,11 +163,18 @@ def weight_numpy(w: Any, name: str = "w") -> np.ndarray:
     return _arrays.to_numpy(w, name)
 
 
+def header_op(buf: np.ndarray) -> str | None:
+    """The op named by a flat uint8 buffer's packed header, or None (no header, unknown op)."""
+    if buf.size < 64 or bytes(buf[:4]) != b"PQWT":
+        return None
+    return OP_NAMES.get(int(buf[:64].view(_HEADER)[0]["op"]))
+
+
 def check_replacement(new: np.ndarray, current: np.ndarray, name: str) -> dict:
     """``new``, an untrusted packed buffer about to replace ``current`` (one this process packed),
     must be a valid weight for the same op with the same shape and op parameters: ValueError
     naming ``name`` and the expected value otherwise. Both flat uint8 arrays; returns new's info."""
-    op = OP_NAMES.get(int(current[:64].view(_HEADER)[0]["op"])) if current.size >= 64 else None
+    op = header_op(current)
     if op is None:
         raise ValueError(f"{name}: the module's own buffer is not a packed weight")
     want = _C.validate_packed(current, op, name)

@@ -326,10 +326,16 @@ def test_state_dict_of_another_config_is_refused():
     sparq_trunc = pyquant.quantize_(_net(1), pyquant.SparqConfig(rounding="trunc"))
     with pytest.raises(ValueError, match="rounding"):
         sparq_trunc.load_state_dict(pyquant.quantize_(_net(1), pyquant.SparqConfig()).state_dict())
-    int8 = pyquant.quantize_(_net(1), pyquant.Int8Config())
-    with pytest.raises(ValueError, match="packed for 'sparq_gemm', not 'int8_gemm'"):
-        int8.load_state_dict(pyquant.quantize_(_net(1), pyquant.SparqConfig()).state_dict(),
-                             strict=False)
+    # another family: named as a config mismatch, before any dtype or shape check could fire
+    configs = [pyquant.Int8Config(), pyquant.WeightOnlyConfig(4, 32), pyquant.LUT2Config(),
+               pyquant.SparqConfig(), pyquant.SparqConfig(sparse24=True)]
+    saved = [pyquant.quantize_(_net(1), c).state_dict() for c in configs]
+    for i, theirs in enumerate(configs):
+        for j, mine in enumerate(configs):
+            if i != j:
+                model = pyquant.quantize_(_net(1), mine)
+                with pytest.raises(ValueError, match=r"packed for '\w+' \(saved with .*Config"):
+                    model.load_state_dict(saved[i], strict=False)
 
 
 def test_reference_modules_check_dtype_and_shape():

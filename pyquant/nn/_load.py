@@ -11,7 +11,9 @@ from __future__ import annotations
 import torch
 
 from pyquant import _C
-from pyquant.packed import check_replacement
+from pyquant.packed import check_replacement, header_op
+
+from .schemes import config_for_op
 
 
 def _flat(t: torch.Tensor):
@@ -37,6 +39,7 @@ def check_state_dict(module, state_dict, prefix: str) -> None:
     ``state_dict`` that replaces one of ``module``'s buffers is a safe replacement."""
     own = {n: t for n, t in module._buffers.items() if t is not None}
     new = {n: state_dict[prefix + n] for n in own if prefix + n in state_dict}
+    _check_same_config(module, new, prefix)
     for name, t in new.items():
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{prefix}{name}: expected a tensor, got {type(t).__name__}")
@@ -71,6 +74,21 @@ def check_state_dict(module, state_dict, prefix: str) -> None:
         if not (dynamic or (finite and lo <= hi)):
             raise ValueError(f"{prefix}act_range: expected [nan, nan] (dynamic) or a finite "
                              f"[lo, hi] with lo <= hi (static), got {[lo, hi]}")
+
+
+def _check_same_config(module, new: dict, prefix: str) -> None:
+    """A weight saved from a module of another config (its packed header names another op) is
+    refused as such, before any buffer-by-buffer check could name a mere dtype or shape."""
+    packed = new.get("packed")
+    if module.reference or not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8:
+        return
+    theirs = header_op(_flat(packed).reshape(-1))  # (None: the full header check names it)
+    mine = module.scheme.packed_op
+    if theirs is not None and theirs != mine:
+        raise ValueError(f"{prefix}packed: this state dict's weight was packed for {theirs!r} "
+                         f"(saved with {config_for_op(theirs)}), but this module holds {mine!r} "
+                         f"({module.config!r}); quantize the model with the config it was saved "
+                         "with before loading")
 
 
 def as_plain_buffers(module, state_dict, prefix: str) -> None:

@@ -39,6 +39,14 @@ def scheme_for(config):
     return cls(config)
 
 
+def config_for_op(op: str) -> str:
+    """The config whose modules hold weights packed for ``op`` (for error messages)."""
+    if op == "sparq24_gemm":
+        return "SparqConfig(sparse24=True)"
+    found = [c.__name__ for c, s in _SCHEMES.items() if op in s.ops]
+    return " / ".join(found) or "no config"
+
+
 def _register(config_type):
     def deco(cls):
         _SCHEMES[config_type] = cls
