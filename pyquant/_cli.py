@@ -57,15 +57,26 @@ def writable_file(path: str) -> str:
 
 
 def output_dir(path: str) -> str:
-    """A directory the run creates (or reuses) for its outputs: created here, so a path that
-    cannot hold it is a usage error before the run."""
+    """A directory the run creates (or reuses) for its outputs: tried here (made, a file created
+    in it, removed again), so a path that cannot hold it is a usage error before the run."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise argparse.ArgumentTypeError(f"{path} exists and is not a directory")
+    made = []  # directories created for the probe, removed again (the run makes its own)
+    head = os.path.abspath(path)
+    while not os.path.exists(head):
+        made.append(head)
+        head = os.path.dirname(head)
     try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as e:
-        raise argparse.ArgumentTypeError(f"cannot create outputs in {path}: {e.strerror}") from None
-    if not _can_create_in(path):
+        for d in reversed(made):
+            os.mkdir(d)
+        ok = _can_create_in(path)
+    except OSError:
+        ok = False
+    finally:
+        for d in made:
+            if os.path.isdir(d):
+                os.rmdir(d)
+    if not ok:
         raise argparse.ArgumentTypeError(f"cannot create outputs in {path}: not a writable "
-                                         "directory")
+                                         "location")
     return path

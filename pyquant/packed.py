@@ -111,11 +111,17 @@ def _norm(value):
 
 
 _PREPACKERS: dict[str, Callable[..., PackedWeight]] = {}
+_PREPACK_ARGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}  # op -> (names, required)
 
 
 def register_prepack(op: str):
     def deco(fn):
+        # the op's keyword arguments after w (named in prepack's errors): (names, required)
+        params = list(inspect.signature(fn).parameters.values())[1:]
+        names = tuple(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        required = tuple(p.name for p in params if p.name in names and p.default is p.empty)
         _PREPACKERS[op] = fn
+        _PREPACK_ARGS[op] = (names, required)
         return fn
     return deco
 
@@ -128,19 +134,15 @@ def prepack(w: Any, op: str, **op_kwargs) -> PackedWeight:
         raise ValueError(f"op: unknown op {op!r}; expected one of {sorted(_PREPACKERS)}")
     if isinstance(w, PackedWeight):
         raise TypeError("w: already a PackedWeight; pass the unpacked weight")
-    prepacker = _PREPACKERS[op]
-    # the op's keyword arguments (after w), named in the errors rather than the internal function
-    params = list(inspect.signature(prepacker).parameters.values())[1:]
-    names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    missing = [p.name for p in params if p.name in names and p.default is p.empty
-               and p.name not in op_kwargs]
+    names, required = _PREPACK_ARGS[op]
+    missing = [k for k in required if k not in op_kwargs]
     if missing:
         raise TypeError(f"prepack: op {op!r} needs the keyword argument(s) {', '.join(missing)}")
     unknown = sorted(set(op_kwargs) - set(names))
     if unknown:
         raise TypeError(f"prepack: op {op!r} takes no keyword argument(s) {', '.join(unknown)} "
                         f"(it takes: {', '.join(names) or 'none'})")
-    return prepacker(w, **op_kwargs)
+    return _PREPACKERS[op](w, **op_kwargs)
 
 
 def resolve_weight(w: Any, op: str, params: dict) -> PackedWeight:

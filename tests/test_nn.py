@@ -1447,17 +1447,32 @@ def test_calibration_batches_may_be_keyword_mappings():
     assert torch.isfinite(model.lin.act_range).all()
     g = pyquant.nn.gptq_(Kw(), pyquant.WeightOnlyConfig(4, 32), [{"input_ids": torch.randn(3, 8)}])
     assert isinstance(g.lin, pyquant.nn.QuantLinear)
+    # the hooked layer itself called with its input by keyword (GPTQ reads it there too)
+    lone = pyquant.nn.gptq_(nn.Linear(8, 4), pyquant.WeightOnlyConfig(4, 32),
+                            [{"input": torch.randn(16, 8)}])
+    assert isinstance(lone, pyquant.nn.QuantLinear)
+    with pytest.warns(UserWarning, match="gptq_: left float 1 grouped"):
+        pyquant.nn.gptq_(nn.Sequential(nn.Conv2d(4, 4, 1, groups=2)), pyquant.WeightOnlyConfig(4, 32),
+                         [torch.randn(2, 4, 3, 3)])
 
 
-def test_weight_only_zero_point_term_follows_the_scales():
-    """w_off (in the state dict for older files) is recomputed from packed and w_scale: an
-    in-place edit of the scales scales signed-input outputs too, an edited w_off in a state dict
-    changes nothing, and the recomputed term equals the conversion's bit for bit."""
+@pytest.mark.parametrize("layout", ["grouped", "per_group_packs", "reference"])
+def test_weight_only_zero_point_term_follows_the_scales(layout, monkeypatch):
+    """w_off (in the state dict for older files) is recomputed from packed and w_scale in every
+    layout (the grouped kernels' one pack, the per-group packs of a build without them, the
+    reference backend's raw codes): an in-place edit of the scales scales signed-input outputs
+    too, an edited w_off in a state dict changes nothing, and the recomputed term equals the
+    conversion's bit for bit."""
+    if layout == "per_group_packs":
+        monkeypatch.setattr(_backend, "available", lambda op: op != "lowbit_gemm_grouped")
+    if layout == "reference":
+        monkeypatch.setattr(_backend, "_reference", True)
     torch.manual_seed(0)
-    lin = nn.Linear(96, 8)
-    x = torch.randn(3, 96)  # signed rows: the zero-point term matters
+    lin = nn.Linear(100, 8)  # K not a multiple of the groups
+    x = torch.randn(3, 100)  # signed rows: the zero-point term matters
     for config in (pyquant.WeightOnlyConfig(4, 32), pyquant.WeightOnlyConfig(2, 64)):
         q = pyquant.nn.QuantLinear.from_linear(lin, config)
+        assert ("packed_offsets" in q._buffers) == (layout == "per_group_packs")
         w_off = scheme_for(config).quantize_weight(lin.weight.detach())["w_off"]
         assert torch.equal(q.w_off, w_off)
         with torch.no_grad():
@@ -1466,7 +1481,7 @@ def test_weight_only_zero_point_term_follows_the_scales():
             q.w_scale.mul_(2)
             torch.testing.assert_close(q(x) - lin.bias, 2 * y0, rtol=1e-5, atol=1e-5)
             sd["w_off"].add_(100.0)
-            fresh = pyquant.nn.QuantLinear.from_linear(nn.Linear(96, 8), config)
+            fresh = pyquant.nn.QuantLinear.from_linear(nn.Linear(100, 8), config)
             fresh.load_state_dict(sd)
             assert torch.equal(fresh(x), q.__class__.from_linear(lin, config)(x))
             assert "w_off" in fresh.state_dict()

@@ -116,10 +116,10 @@ def quantize_(model: nn.Module, config, *, filter_fn: Callable | None = None) ->
     if filter_fn is None:
         _warn_left_float(model)
         filter_fn = default_filter
-    return convert(model, config, handler, filter_fn)
+    return _convert(model, config, handler, filter_fn)
 
 
-def convert(model: nn.Module, config, handler, filter_fn) -> nn.Module:
+def _convert(model: nn.Module, config, handler, filter_fn) -> nn.Module:
     """The swap quantize_ and gptq_ share: ``handler(module, config)`` for every matching module
     (the root itself is returned swapped), then encoder fast paths off where they would read a
     quantized layer's float weight."""

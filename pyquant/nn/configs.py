@@ -53,9 +53,10 @@ class WeightOnlyConfig:
     along K, symmetric signed codes), int8 dynamic activations as in :class:`Int8Config`.
 
     Scales are chosen per group by a small clipping search minimising the weight MSE. The
-    forward is one native call: activation quantization, the grouped low-bit kernel with the
-    group scales applied inside it (exact int32 per group, float32 sum over the groups in
-    order), the shared epilogue.
+    forward is one native call (activation quantization, the grouped low-bit kernel with the
+    group scales applied inside it: exact int32 per group, float32 sum over the groups in order,
+    then the shared epilogue); a build without the grouped kernels runs ``lowbit_gemm`` per
+    group with the same arithmetic.
     """
 
     bits: int = 4
@@ -134,8 +135,11 @@ class SparqConfig:
     sparse24: bool = False
 
     def __post_init__(self):
-        if not isinstance(self.sparse24, bool):
-            raise ValueError(f"sparse24: expected a bool, got {self.sparse24!r}")
+        for flag in ("sparse24", "pairs"):
+            value = getattr(self, flag)
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"{flag}: expected a bool, got {value!r}")
+            object.__setattr__(self, flag, bool(value))
         allowed = {4: (5, 3, 2), 3: (6,), 2: (7,)}
         if not _is_int(self.bits) or self.bits not in allowed:
             raise ValueError(f"bits: expected 4, 3 or 2, got {self.bits!r}")
@@ -147,9 +151,6 @@ class SparqConfig:
         object.__setattr__(self, "options", int(self.options))
         if self.rounding not in ("round", "trunc"):
             raise ValueError(f"rounding: expected 'round' or 'trunc', got {self.rounding!r}")
-        if not isinstance(self.pairs, (bool, np.bool_)):
-            raise ValueError(f"pairs: expected a bool, got {self.pairs!r}")
-        object.__setattr__(self, "pairs", bool(self.pairs))
         if self.negative is None:
             object.__setattr__(self, "negative", "sign_magnitude")
         if self.negative not in ("sign_magnitude", "error"):

@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from .api import _warn_left_float, convert, default_filter, is_conv1d, run_batch
+from .api import _convert, _warn_left_float, default_filter, is_conv1d, run_batch
 from .configs import WeightOnlyConfig
 from .modules import QuantConv2d, QuantLinear, im2col
 from .schemes import best_clip, bf16_round
@@ -85,8 +85,8 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig, batches: Iterable, *,
         filter_fn = default_filter
     hess: dict[nn.Module, torch.Tensor] = {}
 
-    def hook(mod, args):
-        x = args[0].detach()
+    def hook(mod, args, kwargs):
+        x = (args[0] if args else next(iter(kwargs.values()))).detach()  # (input by keyword)
         if isinstance(mod, nn.Conv2d):  # the GEMM's rows: im2col in QuantConv2d's K order
             x = im2col(mod, x if x.dim() == 4 else x.unsqueeze(0))[0]
         else:
@@ -102,8 +102,8 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig, batches: Iterable, *,
             return False  # (QuantConv2d: groups=1 only; quantize_'s default filter agrees)
         return (isinstance(m, (nn.Linear, nn.Conv2d)) or is_conv1d(m)) and filter_fn(m, fqn)
 
-    handles = [m.register_forward_pre_hook(hook) for name, m in model.named_modules()
-               if quantizable(m, name)]
+    handles = [m.register_forward_pre_hook(hook, with_kwargs=True)
+               for name, m in model.named_modules() if quantizable(m, name)]
     try:
         with torch.no_grad():
             for b in batches:
@@ -125,4 +125,4 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig, batches: Iterable, *,
             return QuantLinear.from_conv1d(mod, cfg, **kw)
         return QuantLinear.from_linear(mod, cfg, **kw)
 
-    return convert(model, config, handler, quantizable)
+    return _convert(model, config, handler, quantizable)

@@ -128,7 +128,7 @@ class _QuantModule(nn.Module):
     def __getstate__(self):
         # the bound call holds arrays of THESE buffers: never pickled or deep-copied with them
         state = self.__dict__.copy()
-        state["_run"], state["_bound"] = None, ()
+        state["_run"], state["_bound"], state["_memo"] = None, (), {}
         state["_hugepage_ptrs"] = set()
         # torch.multiprocessing's pickler moves the buffers' storage into shared memory in
         # place (same tensor objects) while it pickles them: rebind before the next call
@@ -141,28 +141,30 @@ class _QuantModule(nn.Module):
         self._refresh_derived()
 
     def _refresh_derived(self, fresh: bool = False):
-        """The fused forward's constants (scale x column-sum products, panel-layout scales) and
-        the native call bound to the buffers: made here, at conversion and after load_state_dict
-        (and again if a buffer object is replaced, e.g. by ``module.to``), never per call.
-        Non-persistent buffers: the state_dict format stays the packed weight + scales."""
+        """Made here, at conversion and after load_state_dict (and again if a buffer object is
+        replaced or edited in place, e.g. by ``module.to`` or ``module.w_scale.mul_(2)``), never
+        per call: the state-dict entries that follow from the others (``Scheme.recomputed``:
+        WeightOnly's w_off, rewritten so that a file or an edit cannot leave it stale), the fused
+        forward's constants (``Scheme.derived``: scale x column-sum products, panel-layout
+        scales; non-persistent, so the state_dict format stays the packed weight + scales) and the
+        native call bound to the buffers."""
         self._run, self._bound, self._moved = None, (), False
-        if self.reference:
-            return
         with torch.inference_mode(False), torch.no_grad():
-            derived = self.scheme.derived(self._buffers)
-            for name, t in derived.items():
-                if name in self._buffers and name not in self._non_persistent_buffers_set:
-                    # state-dict state that follows from the rest (WeightOnly's w_off): rewritten
-                    self._buffers[name] = t.to(self._buffers[name].dtype).contiguous()
-                else:
+            memo = self.__dict__.setdefault("_memo", {})
+            for name, t in self.scheme.recomputed(self._buffers, self.reference, memo).items():
+                # a new tensor (not copied into): a shared or assigned w_off is not written to
+                self._buffers[name] = t.to(self._buffers[name].dtype).contiguous()
+            if not self.reference:
+                derived = self.scheme.derived(self._buffers)
+                for name, t in derived.items():
                     self.register_buffer(name, t.contiguous(), persistent=False)
-            self._rehome_large_buffers(fresh, made_here=tuple(derived))
+                self._rehome_large_buffers(fresh, made_here=tuple(derived))
         bufs = self._buffers
-        if all(t is None or (t.device.type == "cpu" and t.is_contiguous()) for t in bufs.values()):
-            run = self.scheme.bind(bufs, self.act_range, self.bias)
-            if run is not None:
-                self._run = run
-                self._bound = tuple((n, t, _version(t)) for n, t in bufs.items())
+        if not self.reference and all(t is None or (t.device.type == "cpu" and t.is_contiguous())
+                                      for t in bufs.values()):
+            self._run = self.scheme.bind(bufs, self.act_range, self.bias)
+        # every path checks these versions before a call (_native_run), bound or not
+        self._bound = tuple((n, t, _version(t)) for n, t in bufs.items())
 
     def _rehome_large_buffers(self, fresh: bool, made_here=()) -> None:
         """Large buffers that arrived from elsewhere (unpickling, ``load_state_dict(assign=True)``,
@@ -239,7 +241,7 @@ class _QuantModule(nn.Module):
         x2d = x2d.contiguous()
         if self._observer is not None and x2d.numel():  # (an empty batch has no range)
             self._observer.append(self.scheme.observe(x2d))
-        run = None if self.reference else self._native_run()
+        run = self._native_run()  # (also refreshes what follows from an edited buffer)
         if run is not None:
             return torch.from_numpy(run(x2d.numpy(), get_num_threads()))
         return ops.run_reference(x2d, {n: b[n] for n in self._buf_names}, self.act_range, self.bias,
@@ -254,7 +256,8 @@ class _QuantModule(nn.Module):
                    if (t := self._buffers.get(n)) is not None)
 
     def _config_repr(self) -> str:
-        static = "" if self.act_range.is_meta or torch.isnan(self.act_range).any() else ", static_act_range=" + str(
+        dynamic = self.act_range.is_meta or torch.isnan(self.act_range).any()
+        static = "" if dynamic else ", static_act_range=" + str(
             [round(v, 5) for v in self.act_range.tolist()])
         ref = ", reference=True" if self.reference else ""
         return f"config={self.config!r}{static}{ref}"

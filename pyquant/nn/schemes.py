@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import threading
+import weakref
 
 import torch
 
@@ -137,6 +138,12 @@ class Scheme:
 
     def derived(self, b) -> dict:
         """Constants of the fused forward, from the persistent buffers (non-persistent buffers)."""
+        return {}
+
+    def recomputed(self, b, reference: bool, memo: dict) -> dict:
+        """State-dict entries that follow from the others, recomputed at every refresh (both
+        backends) so a loaded file or an in-place edit cannot leave them stale; ``memo`` is the
+        module's cache across refreshes."""
         return {}
 
     reads: tuple = ("packed", "w_scale")
@@ -289,9 +296,10 @@ def lowbit_weight(w, bits, gs):
 class WeightOnlyScheme(Scheme):
     """State: ``packed`` (codes), ``w_scale`` bfloat16 [N, G], ``w_off`` float32 [N] =
     sum_g scale * (sum of the group's codes), the zero-point correction of the epilogue.
-    ``w_off`` stays in the state dict (older files carry it), but ``derived`` recomputes it from
-    ``packed`` and ``w_scale`` at every refresh, so a loaded file or an in-place edit of the
-    scales can never leave it stale."""
+    ``w_off`` stays in the state dict (older files carry it), but ``recomputed`` rebuilds it from
+    ``packed`` and ``w_scale`` at every refresh (conversion, load, the first eager call after an
+    in-place edit), so a loaded file or an edited scale does not leave it stale. (A traced
+    program, torch.compile / torch.export, takes the constants as they are when it is traced.)"""
     ops = ("lowbit_gemm",)
 
     def read_buffers(self, b):
@@ -319,30 +327,48 @@ class WeightOnlyScheme(Scheme):
         offsets = torch.tensor([0] + [p.numel() for p in packs], dtype=torch.int64).cumsum(0)
         return {"packed": torch.cat(packs), "packed_offsets": offsets, **state}
 
-    def group_code_sums(self, b) -> torch.Tensor:
-        """[N, G] int32: each group's sum of signed codes, read back from the packed weight by the
-        kernels themselves (an exact integer GEMM of group-indicator rows)."""
+    def group_code_sums(self, b, reference: bool) -> torch.Tensor:
+        """[N, G] int32: each group's sum of signed codes, read back from the packed weight (by
+        the kernels themselves: an exact integer GEMM of group-indicator rows)."""
         bits, gs = self.config.bits, self.config.group_size
-        if "packed_offsets" in b:  # one pack per group: a row of ones against each
-            off = b["packed_offsets"].tolist()
-            parts = [b["packed"][lo:hi] for lo, hi in zip(off, off[1:])]
-            return torch.cat([_backend.gemm("lowbit_gemm", torch.ones((1, _backend.packed_shape(
-                part, "lowbit_gemm", bits=bits)[1]), dtype=torch.uint8), part, 0, 0, False,
-                bits=bits) for part in parts]).t().contiguous()
-        k = _backend.packed_shape(b["packed"], "lowbit_gemm", bits=bits)[1]
-        groups = torch.zeros((-(-k // gs), k), dtype=torch.uint8)
-        for g, (lo, hi) in enumerate(group_bounds(k, gs)):
-            groups[g, lo:hi] = 1
-        return _backend.gemm("lowbit_gemm", groups, b["packed"], 0, 0, False, bits=bits).t().contiguous()
+        n = b["w_scale"].shape[0]
+        if reference:  # raw int8 codes [N, K]
+            codes = b["packed"].view(torch.int8).reshape(n, -1)
+            return torch.stack([codes[:, lo:hi].sum(1, dtype=torch.int32)
+                                for lo, hi in group_bounds(codes.shape[1], gs)], 1)
+
+        def indicator_gemm(packed, bounds):
+            k = _backend.packed_shape(packed, "lowbit_gemm", bits=bits)[1]
+            rows = torch.zeros((len(bounds), k), dtype=torch.uint8)
+            for g, (lo, hi) in enumerate(bounds):
+                rows[g, lo:hi] = 1
+            return _backend.gemm("lowbit_gemm", rows, packed, n, k, False, bits=bits).t()
+
+        if "packed_offsets" not in b:
+            k = _backend.packed_shape(b["packed"], "lowbit_gemm", bits=bits)[1]
+            return indicator_gemm(b["packed"], group_bounds(k, gs)).contiguous()
+        off = b["packed_offsets"].tolist()  # one pack per group: a row of ones against each
+        return torch.cat([indicator_gemm(b["packed"][lo:hi], [(0, 1 << 62)])
+                          for lo, hi in zip(off, off[1:])], 1).contiguous()
+
+    def recomputed(self, b, reference, memo):
+        # the group sums change only with the codes: kept across refreshes (calibrate, moves)
+        # while the same packed tensor objects are unedited
+        codes = [t for t in (b["packed"], b.get("packed_offsets")) if t is not None]
+        seen = memo.get("group_sums_of", ())
+        if len(seen) != len(codes) or any(ref() is not t or v != t._version
+                                           for (ref, v), t in zip(seen, codes)):
+            memo["group_sums"] = self.group_code_sums(b, reference)
+            memo["group_sums_of"] = tuple((weakref.ref(t), t._version) for t in codes)
+        return {"w_off": zero_point_term(b["w_scale"].float(), memo["group_sums"])}
 
     def derived(self, b):
-        w_off = zero_point_term(b["w_scale"].float(), self.group_code_sums(b))
         if "packed_offsets" in b:
-            return {"w_off": w_off}
+            return {}
         # the bfloat16 bits in the kernels' panel layout (int16; csrc/lowbit_gemm/panel_scales.h):
         # one unpack with zero widens 8 or 16 of them, and the decode GEMV streams half the bytes
         sw = b["w_scale"].float().contiguous().numpy()
-        return {"panel_scales": torch.from_numpy(_C.lowbit_panel_scales(sw)), "w_off": w_off}
+        return {"panel_scales": torch.from_numpy(_C.lowbit_panel_scales(sw))}
 
     def bind(self, b, act_range, bias):
         if "packed_offsets" in b:
