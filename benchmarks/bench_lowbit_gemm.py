@@ -1,8 +1,9 @@
 """lowbit_gemm (W4A8 / W2A8) against pyquant.int8_gemm, 1 thread, prepacked weights (issue 5).
 
 Cases:
-  * decode GEMV, M = 1, 4096x4096, weights cold: 8 layers called in turn (int8: 128 MiB, far
-    above the 32 MiB L3; the W4/W2 sets are the same 8 layers at 4/2 bits: 64/32 MiB).
+  * decode GEMV, M = 1, 4096x4096, weights cold: 8 layers called in turn (int8: 128 MiB; the
+    W4/W2 sets are the same 8 layers at 4/2 bits, 64/32 MiB, which a large L3 may hold), and
+    each kernel rotating its own set of 2x this CPU's L3 (all three from DRAM).
   * prefill GEMM, M = 256, 4096x4096 (hot).
 `pytest benchmarks/bench_lowbit_gemm.py --benchmark-only` times each case (extra_info: GB/s of
 weights streamed, GOP/s, MAC/cycle at the measured clock, ISA). `python benchmarks/bench_lowbit_gemm.py`
@@ -11,6 +12,7 @@ numbers in docs/notes/lowbit_gemm.md).
 """
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -18,6 +20,7 @@ import pytest
 
 import pyquant
 from pyquant import _C
+from pyquant.bench.cases import l3_bytes
 from pyquant.bench.machine import (clock_ghz, dram_read_gbps, mac_per_cycle,
                                    session_clock_ghz)
 
@@ -102,22 +105,25 @@ def test_lowbit_gemm(benchmark, group, m, cold, kernel):
 
 
 def side_by_side(rounds_decode: int = 40, rounds_gemm: int = 12, only: str = "") -> None:
-    pyquant.set_num_threads(1)
-    ghz, dram = clock_ghz(), dram_read_gbps(1)
-    print(f"ISA {_C.active_isa()}, 1 thread, {N}x{K}; min over interleaved rounds; measured: clock "
-          f"{f'{ghz:.2f} GHz' if ghz else 'n/a'}, DRAM read {dram:.1f} GB/s (the %DRAM base)")
     groups = [
         ("decode M=1, 8 layers rotated (cold)", 1, True, LAYERS, ("int8", "W4", "W2")),
-        ("decode M=1, each kernel rotating 128 MiB (int8 8, W4 16, W2 32 layers)", 1, True, 0,
-         ("int8", "W4", "W2")),
+        (f"decode M=1, each kernel rotating 2x L3 ({2 * l3_bytes() >> 20} MiB of its own weights)",
+         1, True, 0, ("int8", "W4", "W2")),
         ("decode M=1 grouped (float scales, group 32 / 128), 8 layers", 1, True, LAYERS,
          ("int8", "W4", "W4g32", "W4g128", "W2g32", "W2g128")),
         ("prefill M=256 (hot)", 256, False, 1, ("int8", "W4", "W2", "W4g128")),
     ]
+    if not any(only in g[0] for g in groups):
+        sys.exit(f"no group matches {only!r}; groups: " + "; ".join(g[0] for g in groups))
+    pyquant.set_num_threads(1)
+    ghz, dram = clock_ghz(), dram_read_gbps(1)
+    print(f"ISA {_C.active_isa()}, 1 thread, {N}x{K}; min over interleaved rounds; measured: clock "
+          f"{f'{ghz:.2f} GHz' if ghz else 'n/a'}, one-stream DRAM read (x.sum()) {dram:.1f} GB/s "
+          "(the %1str base: a reference, several streams can pass it)")
     for group, m, cold, layers, kernels in groups:
         if only not in group:
             continue
-        n_layers = {k: layers or (128 << 20) // weight_bytes(k[:2] if k != "int8" else k)
+        n_layers = {k: layers or -(-2 * l3_bytes() // weight_bytes(k[:2] if k != "int8" else k))
                     for k in kernels}
         fns = {k: make(k[:2] if k != "int8" else k, m, cold, n_layers[k],
                        int(k[3:]) if "g" in k else 0) for k in kernels}
@@ -135,7 +141,7 @@ def side_by_side(rounds_decode: int = 40, rounds_gemm: int = 12, only: str = "")
         best = {k: min(v) for k, v in times.items()}
         med = {k: float(np.median(v)) for k, v in times.items()}
         print(f"\n{group}")
-        print(f"  {'kernel':<6} {'min ms':>8} {'GB/s':>7} {'%DRAM':>6} {'MAC/cyc':>8} "
+        print(f"  {'kernel':<6} {'min ms':>8} {'GB/s':>7} {'%1str':>6} {'MAC/cyc':>8} "
               f"{'int8/this (min)':>16} {'median ms':>10} {'int8/this (med)':>16}")
         for k in kernels:
             s = best[k]
@@ -147,6 +153,8 @@ def side_by_side(rounds_decode: int = 40, rounds_gemm: int = 12, only: str = "")
         del fns
 
 if __name__ == "__main__":
-    import sys
-
-    side_by_side(only=sys.argv[1] if len(sys.argv) > 1 else "")  # e.g. "grouped", "prefill"
+    if any(a in ("-h", "--help") for a in sys.argv[1:]):
+        print(__doc__ + "\n    python benchmarks/bench_lowbit_gemm.py [GROUP_SUBSTRING]  "
+              "(e.g. 'each kernel', 'grouped', 'prefill'; default: every group)")
+        sys.exit(0)
+    side_by_side(only=sys.argv[1] if len(sys.argv) > 1 else "")

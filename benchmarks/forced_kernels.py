@@ -80,5 +80,8 @@ def lowbit(ms, kernels):
 
 
 if __name__ == "__main__":
-    family, what, names = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
-    {"int8": int8, "lowbit": lowbit}[family](what, names)
+    from script_args import parsed_args
+
+    run, what, names = parsed_args(__doc__, lambda a: ({"int8": int8, "lowbit": lowbit}[a[0]], a[1],
+                                                       a[2].split(",")))
+    run(what, names)

@@ -6,8 +6,10 @@ import sys, time, torch, numpy as np, pyquant
 from pyquant.nn import QuantLinear
 torch.manual_seed(0)
 K, N, L = 4096, 14336, 4
-thr = int(sys.argv[1]) if len(sys.argv) > 1 else 1
-specs = sys.argv[2].split(",") if len(sys.argv) > 2 else ["4/32", "2/32"]
+from script_args import parsed_args
+thr, specs = parsed_args(__doc__, lambda a: (int(a[0]) if a else 1,
+                                             a[1].split(",") if len(a) > 1 else ["4/32", "2/32"]))
+[tuple(int(v) for v in s.split("/")) for s in specs]  # (a malformed spec: the usage, above)
 torch.set_num_threads(thr); pyquant.set_num_threads(thr)
 lins = [torch.nn.Linear(K, N) for _ in range(L)]
 x = torch.randn(1, K); a = np.random.default_rng(0).integers(0, 256, (1, K), dtype=np.uint8)

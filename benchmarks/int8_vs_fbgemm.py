@@ -1,11 +1,13 @@
 """int8_gemm (8-bit and 7-bit activations), QuantLinear(Int8Config()) (float in/out, like PyTorch's
 module) and W2A2 lut_gemm beside PyTorch's dynamic int8 Linear.
 
-    python benchmarks/int8_vs_fbgemm.py 256x4096x4096,8x4096x4096 [EXTRA=lut] [T=2]
+    [T=2] [EXTRA=lut] [COPIES=3] python benchmarks/int8_vs_fbgemm.py 256x4096x4096,8x4096x4096
 
-1 thread: process CPU time (robust on a shared machine); 2 threads: wall time; best of rounds.
-COPIES=3: each method cycles through three copies of the weights, so a large matrix really comes
-from DRAM (one copy of 4096 x 14336 stays partly in a large L3, which favours fbgemm).
+Ratios are PyTorch's time / ours (> 1: pyquant faster); the W2A2 cell gives its time over our
+int8 and over fbgemm. Environment variables: T = threads (1: process CPU time, robust on a
+shared machine; 2+: wall time; best of rounds); EXTRA=lut adds W2A2 lut_gemm; COPIES=3: the
+int8 methods cycle through three copies of the weights, so a large matrix really comes from DRAM
+(one copy of 4096 x 14336 stays partly in a large L3, which favours fbgemm); W2A2 stays on one.
 """
 import time, os, sys, warnings
 warnings.filterwarnings("ignore")
@@ -28,7 +30,12 @@ def best(fn, reps):
     return b
 def fb(N,K):
     return torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(K,N,bias=False)),{torch.nn.Linear},dtype=torch.qint8)
-shapes=[tuple(int(v) for v in s.split("x")) for s in sys.argv[1].split(",")]
+from script_args import parsed_args
+def _shapes(a):
+    out=[tuple(int(v) for v in s.split("x")) for s in a[0].split(",")]
+    if any(len(s)!=3 for s in out): raise ValueError("shapes are MxNxK")
+    return out
+shapes=parsed_args(__doc__,_shapes)
 for (M,N,K) in shapes:
     pws=[pyquant.prepack(rng.integers(-127,128,(N,K),dtype=np.int8),"int8_gemm") for _ in range(COPIES)]
     a8=rng.integers(0,256,(M,K),dtype=np.uint8); a7=a8>>1

@@ -4,8 +4,9 @@ import sys, time, torch, numpy as np, pyquant
 from pyquant.nn import QuantLinear
 torch.manual_seed(0)
 K, N = 4096, 14336
-Ms = [int(v) for v in sys.argv[1].split(",")] if len(sys.argv) > 1 else [1, 8]
-thr = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+from script_args import parsed_args
+Ms, thr = parsed_args(__doc__, lambda a: ([int(v) for v in a[0].split(",")] if a else [1, 8],
+                                          int(a[1]) if len(a) > 1 else 2))
 torch.set_num_threads(thr); pyquant.set_num_threads(thr)
 lin = torch.nn.Linear(K, N)
 cfgs = [pyquant.Int8Config(), pyquant.WeightOnlyConfig(4, 32), pyquant.WeightOnlyConfig(4, 64), pyquant.WeightOnlyConfig(4, 128),

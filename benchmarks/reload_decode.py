@@ -4,6 +4,8 @@ the two sets alternating per round; per call min / median ms. Reloaded weights a
 4 KiB pages and are copied into numpy (huge-page) memory at load (docs/notes/nn_forward.md).
 Usage: python benchmarks/reload_decode.py"""
 import io, time, torch, pyquant
+from script_args import no_args
+no_args(__doc__)
 from pyquant.nn import QuantLinear
 torch.manual_seed(0); pyquant.set_num_threads(1); torch.set_num_threads(1)
 K, N, L = 4096, 14336, 4

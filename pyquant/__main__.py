@@ -14,6 +14,9 @@ def _info(args) -> int:
 
     info = pyquant.cpu_info()
     table = kernel_table()
+    rank = {"scalar": 0, "avx2": 1, "neon": 1, "avx512": 2}
+    for e in table:  # supported by the CPU and within PYQUANT_ISA's cap
+        e["usable"] = bool(e["supported"]) and rank.get(e["tier"], 0) <= rank.get(info["isa"], 0)
     if args.json:
         print(json.dumps(dict(info, kernels=table), indent=2))
         return 0
@@ -40,7 +43,7 @@ def _info(args) -> int:
               f"{chosen['verified']:<8} {chosen['description']}")
         needs = " ".join(chosen["features"]) or "nothing (portable C++)"
         others = [f"{e['name']} ({e['verified']})" for e in entries
-                  if e["supported"] and not e["selected"]]
+                  if e["usable"] and not e["selected"]]
         print(f"  {'':<12} needs {needs}" + (f"; also runs here: {', '.join(others)}"
                                               if others else ""))
         if family == "lut_gemm":

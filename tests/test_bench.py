@@ -12,6 +12,7 @@ import pyquant
 from pyquant import _C
 from pyquant.__main__ import main as cli_main
 from pyquant.bench import machine, report, runner
+from pyquant._kernels import kernel_table
 from pyquant.bench.cases import PAGE, Case, Problem, cases_for, packed_copies
 
 TINY = Problem(4, 16, 64, 1, label="tiny")
@@ -196,6 +197,8 @@ def test_studies_without_their_extra_stop_first(monkeypatch, study, missing, nam
     ["search", "--task", "mlp", "--method", "hgq", "--out", "OUT", "--groups", "0"],
     ["search", "--task", "mlp", "--method", "hgq", "--out", "OUT", "--seed", "-1"],
     ["search", "--task", "mlp", "--method", "hgq", "--out", "FILE"],
+    ["search", "--task", "digits-gru", "--method", "hgq", "--out", "OUT", "--beta", "0", "1"],
+    ["search", "--task", "digits-gru", "--method", "hgq", "--out", "OUT", "--beta", "-1", "nan"],
 ])
 def test_bad_arguments_are_usage_errors(monkeypatch, tmp_path, argv, capsys):
     import pyquant.search.runs as runs
@@ -241,3 +244,71 @@ def test_isa_cap_excludes_higher_paths(monkeypatch):
     if "avx2" not in pyquant.cpu_info()["available"]:
         pytest.skip("this CPU has no AVX2")
     assert runner.unavailable(case) == "excluded by PYQUANT_ISA=scalar"
+
+
+# ---- a review of the reports (2026-12-03) ---------------------------------------------------
+def test_cold_sets_pass_twice_the_l3_in_each_kernels_own_bytes(monkeypatch):
+    """Every kernel rotates its own set of >= 2x L3 (a 2-bit set needs 4x the int8 copies);
+    warm-up and samples cover the whole rotation (rotating's count)."""
+    from pyquant.bench import cases as bench_cases
+
+    assert bench_cases.l3_bytes() >= 1 << 20  # this CPU's, from sysconf or sysfs
+    monkeypatch.setattr(bench_cases, "l3_bytes", lambda: 32 << 20)
+    p = Problem(1, 4096, 4096, 1, cold=True)
+    assert p.copies() * 4096 * 4096 >= 64 << 20 and p.copies() == 4
+    assert p.copies(0.25) == 16 and p.copies(4.0) == 2
+    assert Problem(1, 4096, 4096, 1).copies(0.25) == 1  # hot: one copy
+    assert bench_cases.rotating([lambda: 1] * 5).count == 5
+
+
+def test_rows_name_the_kernel_that_ran_and_the_float_layer_compared():
+    """int8 / lowbit rows carry the kernel the dispatch picked (a tier holds several); conv
+    problems compare against nn.Conv2d, others against F.linear; '(1 round)' marks only calls
+    timed once, not --rounds 1."""
+    res = runner.run_problem(TINY, rounds=1, min_sample=0.0,
+                             only=lambda c: c.kernel in ("pyquant.int8_gemm", "fp32 F.linear"))
+    rows = report.speedups(res, None)
+    int8 = next(r for r in rows if r["kernel"] == "pyquant.int8_gemm")
+    chosen = next(e["name"] for e in kernel_table() if e["family"] == "int8_gemm" and e["selected"])
+    assert int8["kernel_ran"] == chosen and f": {chosen}" in report.format_table(rows)
+    assert "(1 round)" not in report.format_table(rows)
+    conv = [runner.Result(TINY, "fp32 F.linear", "fp32", "torch", 2e-3, rounds=1),
+            runner.Result(TINY, "nn.Conv2d fp32", "fp32", "torch", 4e-3, rounds=1),
+            runner.Result(TINY, "QuantConv2d[int8]", "pyquant", "avx2", 1e-3, rounds=1)]
+    q = next(r for r in report.speedups(conv, None) if r["kernel"] == "QuantConv2d[int8]")
+    assert q["speedup_vs_fp32"] == pytest.approx(4.0)
+
+
+def test_info_lists_only_kernels_within_the_cap(monkeypatch, capsys):
+    if "avx512" not in pyquant.cpu_info()["available"]:
+        pytest.skip("needs a CPU with a tier above AVX2")
+    monkeypatch.setenv("PYQUANT_ISA", "avx2")
+    before = _C.active_isa()
+    _C.set_isa("avx2")
+    try:
+        assert cli_main(["info"]) == 0
+    finally:
+        _C.set_isa(before)
+    out = capsys.readouterr().out
+    also = [line.split("also runs here:", 1)[1] for line in out.splitlines() if "also runs here:" in line]
+    avx512 = {e["name"] for e in kernel_table() if e["tier"] == "avx512"}
+    assert also and not any(name in line for line in also for name in avx512)
+
+
+SCRIPTS = ["forced_kernels", "grouped_decode_cold", "nn_forward_ratio", "int8_vs_fbgemm",
+           "reload_decode", "bench_lowbit_gemm"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_benchmark_scripts_answer_help_and_bad_arguments(script):
+    import subprocess
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{script}.py"
+    run = lambda *args: subprocess.run([sys.executable, str(path), *args], capture_output=True,  # noqa: E731
+                                       text=True, timeout=120)
+    helped = run("--help")
+    assert helped.returncode == 0 and "Traceback" not in helped.stderr and helped.stdout.strip()
+    bad = {"bench_lowbit_gemm": ["no-such-group"], "reload_decode": ["extra"]}.get(script, ["x"])
+    refused = run(*bad)
+    assert refused.returncode not in (0, None) and "Traceback" not in refused.stderr

@@ -199,8 +199,9 @@ def test_cli_tiny_run_writes_valid_front(tmp_path):
 
     out = tmp_path / "run"
     assert main(["search", "--task", "mlp", "--method", "hgq", "--budget", "tiny", "--quiet",
-                 "--out", str(out)]) == 0
+                 "--out", str(out), "--epochs", "2"]) == 0
     doc = json.loads((out / "front.json").read_text())
+    assert doc["epochs"] == 2  # --epochs reaches the MLP's HGQ too (it took the budget's)
     validate_front(doc)
     assert (out / "front.png").stat().st_size > 1000
     uni = {p["uniform"]: p for p in doc["points"] if p["uniform"]}

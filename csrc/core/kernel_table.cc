@@ -224,7 +224,8 @@ std::vector<KernelEntry> build_table() {
       entry(F::lowbit_gemm, "avxvnni_6x16", Isa::avx2, kAvx2Base | feat::avxvnni, 16,
             kLowbitAvxVnni, V::native,
             "6x16 ymm VEX vpdpbusd tile per 16-column quarter (grouped: scales folded per "
-            "group), 1x64 row; codes unpacked in registers; decode GEMV: the AVX2 kernel's"),
+            "group); decode GEMVs of its own (W2 codes masked in place, two K streams; int8 "
+            "rows of the grouped GEMV: the AVX2 kernel's); codes unpacked in registers"),
       entry(F::lowbit_gemm, "avx2_2x64", Isa::avx2, kAvx2Base, 64, kLowbitAvx2, V::native,
             "2x32 (x2) vpmaddubsw tile (exact: one operand <= 15), codes unpacked in registers"),
       entry(F::lowbit_gemm, "neon_dotprod_4x64", Isa::neon, kNeonBase, 64, kLowbitNeon, V::qemu,

@@ -6,14 +6,36 @@ reported over the group's `pyquant.int8_gemm` case and its fp32 `F.linear` case.
 """
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-L3_BYTES = 32 << 20
-COLD_SET_BYTES = 4 * L3_BYTES  # rotate through >= 128 MiB of int8 weights for "cold" cases
 PAGE = 4096
+
+
+@functools.lru_cache(maxsize=None)
+def l3_bytes() -> int:
+    """This CPU's last-level cache (sysconf, then sysfs; 32 MiB if neither says)."""
+    try:
+        size = os.sysconf("SC_LEVEL3_CACHE_SIZE")
+        if size > 0:
+            return size
+    except (ValueError, OSError):
+        pass
+    for index in range(8):
+        base = f"/sys/devices/system/cpu/cpu0/cache/index{index}/"
+        try:
+            with open(base + "level") as f, open(base + "size") as g:
+                if f.read().strip() == "3":
+                    text = g.read().strip().upper()
+                    scale = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
+                    return int(text.rstrip("KM")) * scale
+        except (OSError, ValueError):
+            continue
+    return 32 << 20
 
 
 @dataclass(frozen=True)
@@ -31,12 +53,15 @@ class Problem:
         tag = f" {self.label}" if self.label else ""
         return f"{self.m}x{self.n}x{self.k} {temp} {self.threads}t{tag}"
 
-    @property
-    def layers(self) -> int:
-        """How many weight copies to rotate through (int8 size decides, so all kernels match)."""
+    def copies(self, bytes_per_weight: float = 1.0) -> int:
+        """How many weight copies a case rotates through: one when hot; when cold, enough that
+        the case's own set (at its bytes per weight) is at least 2x this CPU's L3: cycled in
+        order, every copy is evicted before its turn comes again, so every kernel, low-bit ones
+        too, reads its weights from DRAM (2x, not more: a problem's cases are all built before
+        they are timed, about 16 sets at once)."""
         if not self.cold:
             return 1
-        return max(2, -(-COLD_SET_BYTES // (self.n * self.k)))
+        return max(2, -(-2 * l3_bytes() // int(self.n * self.k * bytes_per_weight)))
 
     @property
     def ops(self) -> int:
@@ -74,6 +99,7 @@ def cases_for(problem: Problem) -> list[Case]:
 
 
 def rotating(fns: list[Callable[[], object]]) -> Callable[[], object]:
+    """One call of the next of ``fns`` each time; ``.count`` = how many (a cold set's size)."""
     state = {"i": 0}
 
     def call():
@@ -81,11 +107,12 @@ def rotating(fns: list[Callable[[], object]]) -> Callable[[], object]:
         state["i"] = (i + 1) % len(fns)
         return fns[i]()
 
+    call.count = len(fns)
     return call
 
 
 # ---- cold weight sets ----------------------------------------------------------------------
-# A cold set is one weight written to `layers` separate buffers: the kernels' time does not depend
+# A cold set is one weight written to `Problem.copies(...)` separate buffers: the kernels' time does not depend
 # on the values, only on where they live, and packing 8-32 random layers once took a third of
 # `bench --quick`. Every page of each copy is stamped with the copy's index, so no two copies
 # share a page: a host that merges identical pages (KSM) would otherwise fold the set into one.
@@ -142,7 +169,7 @@ def _make_int8_ours(p: Problem, act_bits: int = 8):
     import pyquant
 
     a = random_u8(p) >> (8 - act_bits)
-    packed = packed_copies(pyquant.prepack(random_s8_weights(p), "int8_gemm"), p.layers)
+    packed = packed_copies(pyquant.prepack(random_s8_weights(p), "int8_gemm"), p.copies())
     return rotating([lambda pw=pw: pyquant.int8_gemm(a, pw) for pw in packed])
 
 
@@ -151,7 +178,7 @@ def _make_torch_int_mm(p: Problem):
 
     a = torch.from_numpy(random_u8(p).view(np.int8))
     # _int_mm takes [K, N]; a transposed view of the [N, K] weight is its fastest layout here
-    ws = [w.t() for w in tensor_copies(torch.from_numpy(random_s8_weights(p)), p.layers)]
+    ws = [w.t() for w in tensor_copies(torch.from_numpy(random_s8_weights(p)), p.copies())]
     return rotating([lambda w=w: torch._int_mm(a, w) for w in ws])
 
 
@@ -167,7 +194,7 @@ def _make_torch_dynamic(p: Problem):
     x = torch.randn(p.m, p.k, generator=torch.Generator().manual_seed(p.k))
     w = torch.randn(p.n, p.k, generator=torch.Generator().manual_seed(0)) * 0.02
     layers = []
-    for i in range(p.layers):
+    for i in range(p.copies()):
         # every value shifted per copy: fbgemm repacks the weight into its own block order, so
         # stamping a few bytes per page of `w` would not reach every page of the packed copy
         qlin = DynLinear(p.k, p.n, bias_=False, dtype=torch.qint8)
@@ -188,10 +215,10 @@ def _make_fp32(p: Problem):
 
     x = torch.randn(p.m, p.k, generator=torch.Generator().manual_seed(p.k))
     w = torch.randn(p.n, p.k, generator=torch.Generator().manual_seed(0))
-    ws = []
-    for i in range(p.layers):
-        ws.append(w.clone() if p.layers > 1 else w)
-        if p.layers > 1:  # whole floats, not bytes: a stamped byte could make a denormal
+    ws, copies = [], p.copies(4.0)
+    for i in range(copies):
+        ws.append(w.clone() if copies > 1 else w)
+        if copies > 1:  # whole floats, not bytes: a stamped byte could make a denormal
             ws[-1].view(-1)[::PAGE // 4] = 1e-3 * i
 
     def run(w):
@@ -223,7 +250,7 @@ def _make_sparq(p: Problem):
 
     a = random_u8(p)
     a[_rng(p).random(a.shape) < 0.5] = 0  # post-ReLU-like: half the activations zero
-    packed = packed_copies(pyquant.prepack(random_s8_weights(p), "sparq_gemm"), p.layers)
+    packed = packed_copies(pyquant.prepack(random_s8_weights(p), "sparq_gemm"), p.copies())
     return rotating([lambda pw=pw: pyquant.sparq_gemm(a, pw) for pw in packed])
 
 

@@ -1,7 +1,8 @@
 """lowbit_gemm (W4A8, W2A8) benchmark cases: same activations and shapes as the int8 baseline,
 signed 4- or 2-bit weight codes, prepacked (4 or 2 bits per weight in memory). For cold decode
-problems every kernel rotates through the same number of layers as int8_gemm (e.g. 8 layers of
-4096x4096), so the low-bit kernels also stream fewer bytes: that is the point of them."""
+problems each kernel rotates through a set of its own weights of at least 2x L3 (more copies for
+fewer bytes per weight), so every one of them reads from DRAM, and each call streams its own,
+fewer, bytes: that is the point of them."""
 from __future__ import annotations
 
 import numpy as np
@@ -21,7 +22,7 @@ def _make_lowbit(bits: int):
 
         a = random_u8(p)
         packed = packed_copies(pyquant.prepack(_codes(p, bits), "lowbit_gemm", bits=bits),
-                               p.layers)
+                               p.copies(bits / 8))
         return rotating([lambda pw=pw: pyquant.lowbit_gemm(a, pw, bits=bits) for pw in packed])
     return make
 

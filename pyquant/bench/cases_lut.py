@@ -27,10 +27,8 @@ def _make_lut(kernel: str):
         from pyquant.lut import _lut_gemm
 
         a = _codes(p, p.m, 12345)
-        # cold: 4x the int8 case's copies, so the 2-bit set is as large (> 4x L3) in bytes
-        copies = 4 * p.layers if p.cold else p.layers
         packed = packed_copies(pyquant.prepack(_codes(p, p.n, 0), "lut_gemm", w_levels=W_LEVELS),
-                               copies)
+                               p.copies(0.25))
         return rotating([lambda pw=pw: _lut_gemm(a, pw, A_LEVELS, W_LEVELS, kernel)
                          for pw in packed])
     return make

@@ -6,6 +6,7 @@ import sys
 import time
 
 from .._cli import positive_int, writable_file
+from .cases import l3_bytes
 
 
 def _progress(total: int):
@@ -31,9 +32,12 @@ def _header(args, env: dict, seconds: float) -> str:
     if env.get("dram_read_gbps"):
         bw = ", ".join(f"{g:.1f} GB/s on {t} thread{'s' if t > 1 else ''}"
                        for t, g in sorted(env["dram_read_gbps"].items()))
-        lines.append(f"DRAM read bandwidth, measured: {bw}.")
-    lines.append("'x int8' = time of pyquant.int8_gemm / time (same problem, same run); 'cold' = "
-                 "weights rotated through > 4x L3; '(1 round)' = a call over 1 s, timed once.")
+        lines.append(f"DRAM read, one float32 stream (x.sum()), measured: {bw} (a reference: "
+                     "kernels reading several streams can pass it).")
+    lines.append("'x int8' = time of pyquant.int8_gemm / time (same problem, same run); 'x fp32' = "
+                 "the float layer's time (nn.Conv2d on conv problems, else F.linear) / time; 'cold' = "
+                 f"each kernel's weights rotated through >= 2x L3 ({l3_bytes() >> 20} MiB here); "
+                 "'(1 round)' = a call over 1 s, timed once.")
     from .runner import isa_cap
 
     if isa_cap() and not os.environ.get("FBGEMM_ENABLE_INSTRUCTIONS"):
@@ -107,7 +111,7 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--quick", action="store_true", help="a small set of problems, under a minute")
     p.add_argument("--json", metavar="PATH", type=writable_file, help="save results as JSON")
     p.add_argument("--plot", metavar="PATH", type=writable_file,
-                   help="save a PNG of speedups over int8 and decode times vs their DRAM floors "
+                   help="save a PNG of speedups over int8 and decode times vs their DRAM references "
                         "(needs matplotlib: pip install 'pyquant[bench]')")
     p.add_argument("--filter", metavar="TEXT", help="only problems whose name contains TEXT")
     p.add_argument("--kernel", metavar="TEXT", action="append",

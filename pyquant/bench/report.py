@@ -20,7 +20,8 @@ def _ref_time(results: list[Result], kernel: str) -> dict:
 def speedups(results: list[Result], ghz: float | None) -> list[dict]:
     """One row per result; MAC/cycle at the measured clock `ghz` (None: not measured)."""
     int8 = _ref_time(results, "pyquant.int8_gemm")
-    fp32 = _ref_time(results, "fp32 F.linear")
+    # the float layer the problem stands for: nn.Conv2d where a conv problem has it, else F.linear
+    fp32 = {**_ref_time(results, "fp32 F.linear"), **_ref_time(results, "nn.Conv2d fp32")}
     rows = []
     for r in results:
         p = r.problem
@@ -29,7 +30,8 @@ def speedups(results: list[Result], ghz: float | None) -> list[dict]:
             "threads": p.threads, "cold": p.cold, "kernel": r.kernel,
             "kind": r.kind, "isa": r.isa, "seconds": r.seconds, "rounds": r.rounds,
             "gops": r.gops, "mac_per_cycle": mac_per_cycle(p.m * p.n * p.k, r.seconds, ghz),
-            "error": r.error, "skipped": r.skipped, "note": r.note,
+            "error": r.error, "skipped": r.skipped, "note": r.note, "once": r.once,
+            "kernel_ran": r.ran,
             "bytes_per_weight": r.bytes_per_weight,
             "speedup_vs_int8": None, "speedup_vs_fp32": None,
         }
@@ -49,7 +51,7 @@ def _time_cell(r: dict) -> str:
         return "error: " + (r["error"] or "not timed")[:60]
     t = r["seconds"]
     cell = f"{t * 1e3:.3f} ms" if t < 1 else f"{t:.2f} s"
-    return cell + (" (1 round)" if r["rounds"] == 1 else "")
+    return cell + (" (1 round)" if r.get("once") else "")
 
 
 def format_table(rows: list[dict], with_cycles: bool = True) -> str:
@@ -59,7 +61,8 @@ def format_table(rows: list[dict], with_cycles: bool = True) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         timed = r["seconds"] is not None
-        cells = [r["problem"], r["kernel"], r["isa"], _time_cell(r),
+        isa = f"{r['isa']}: {r['kernel_ran']}" if r.get("kernel_ran") else r["isa"]
+        cells = [r["problem"], r["kernel"], isa, _time_cell(r),
                  f"{r['gops']:.1f}" if timed else ""]
         if with_cycles:
             cells.append(f"{r['mac_per_cycle']:.1f}" if r["mac_per_cycle"] else "")
@@ -92,7 +95,8 @@ def save_json(rows: list[dict], path: str, measured: dict | None = None) -> None
 
 def save_plot(rows: list[dict], path: str, dram_gbps: dict | None = None) -> None:
     """Left: speedup over int8 per problem. Right (cold decode problems, if any): time per call
-    against each kernel's own floor, its weight bytes / the measured DRAM read bandwidth.
+    against each kernel's own DRAM reference, its weight bytes / the one-stream read rate
+    measured here (multi-stream kernels can pass it).
     One colour per kernel in both panels, one legend."""
     import matplotlib
 
@@ -124,19 +128,19 @@ def save_plot(rows: list[dict], path: str, dram_gbps: dict | None = None) -> Non
             r["ms"] = r["seconds"] * 1e3
             bw = (dram_gbps or {}).get(r["threads"])
             weight_bytes = r["n"] * r["k"] * r["bytes_per_weight"]
-            r["floor_ms"] = weight_bytes / (bw * 1e9) * 1e3 if bw else None
-        grouped_bars(ax2, decode, "ms", colors, floor_key="floor_ms")
+            r["dram_ref_ms"] = weight_bytes / (bw * 1e9) * 1e3 if bw else None
+        grouped_bars(ax2, decode, "ms", colors, floor_key="dram_ref_ms")
         ax2.set_yscale("log")
         ax2.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax2.set_ylabel("ms per call (log scale, lower is better)")
         bws = ", ".join(f"{t}t {g:.1f} GB/s" for t, g in sorted((dram_gbps or {}).items()))
-        ax2.set_title("decode GEMV, cold weights: time per call\nblack tick: floor = weight "
-                      f"bytes / DRAM read\n(measured: {bws or 'not measured'})", fontsize=10)
+        ax2.set_title("decode GEMV, cold weights: time per call\nblack tick: weight bytes / "
+                      f"one-stream DRAM read\n(measured: {bws or 'not measured'})", fontsize=10)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[k]) for k in kernels]
     labels = list(kernels)
     if two:
         handles.append(matplotlib.lines.Line2D([], [], color="black", lw=2.5))
-        labels.append("floor: weight bytes / measured DRAM read bandwidth")
+        labels.append("weight bytes / one-stream DRAM read (x.sum(); a reference, not a floor)")
     missing = sorted({f"{r['kernel']} ({r['skipped']})" for r in rows if r["skipped"]})
     below = 0.03 if missing else 0.0  # room for the n/a line under the legend
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False,

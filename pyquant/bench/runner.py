@@ -40,6 +40,8 @@ class Result:
     bytes_per_weight: float = 1.0
     skipped: str | None = None  # why the case was not run ("needs AVX-512 VBMI", the cap)
     rounds: int = 0             # timed rounds the minimum is over
+    once: bool = False          # a call over SLOW_CALL_SECONDS, timed once
+    ran: str | None = None      # int8_gemm / lowbit_gemm: the kernel the dispatch picked
 
     @property
     def gops(self) -> float | None:
@@ -107,6 +109,18 @@ class _Built:
     skipped: str | None = None
     best: float | None = None
     rounds: int = 0
+    ran: str | None = None  # the kernel the family's dispatch picked under the case's path
+
+
+def _selected_kernel(case: Case) -> str | None:
+    """For int8_gemm / lowbit_gemm cases, the kernel that runs (a tier holds several: the AVX2
+    tier of an AVX-VNNI CPU runs avxvnni_6x16, an AVX2-only CPU avx2_4x16)."""
+    from pyquant._kernels import kernel_table
+
+    family = next((f for f in ("int8_gemm", "lowbit_gemm")
+                   if case.kernel.startswith("pyquant." + f)), None)
+    return next((e["name"] for e in kernel_table() if e["family"] == family and e["selected"]),
+                None) if family else None
 
 
 def _build(case: Case, problem: Problem, min_sample: float) -> _Built:
@@ -118,16 +132,18 @@ def _build(case: Case, problem: Problem, min_sample: float) -> _Built:
     with _ThreadsAndIsa(problem.threads, case.isa) as isa:
         try:
             fn = case.make(problem)
+            ran = _selected_kernel(case)
             first = _time_once(fn, 1)  # also the warm-up: page faults, lazy initialization
             if first >= SLOW_CALL_SECONDS:
-                return _Built(case, isa, best=first, rounds=1)
-            for _ in range(max(2, problem.layers) - 1):  # one pass over a cold set
+                return _Built(case, isa, best=first, rounds=1, ran=ran)
+            count = getattr(fn, "count", 1)  # the case's cold set (rotating), else 1
+            for _ in range(max(2, count) - 1):  # one pass over a cold set
                 fn()
             single = _time_once(fn, 1)
             calls = max(1, min(1000, int(min_sample / max(single, 1e-7))))
             if problem.cold:
-                calls = max(calls, problem.layers)  # a sample covers the whole rotation
-            return _Built(case, isa, fn=fn, calls=calls)
+                calls = max(calls, count)  # a sample covers the whole rotation
+            return _Built(case, isa, fn=fn, calls=calls, ran=ran)
         except Exception as exc:  # a baseline missing on this torch build, an unsupported shape
             return _Built(case, isa, error=f"{type(exc).__name__}: {exc}")
 
@@ -155,10 +171,12 @@ def run_problem(problem: Problem, rounds: int = 5, min_sample: float = 0.02,
         c = b.case
         label_isa = b.isa if c.kind == "pyquant" or c.kernel.startswith("pyquant") else "torch"
         note = c.note
-        if b.rounds == 1 and b.fn is None:
-            once = f"timed once (a call takes > {SLOW_CALL_SECONDS:g} s)"
-            note = f"{note}; {once}" if note else once
+        once = b.rounds == 1 and b.fn is None and b.best is not None
+        if once:
+            said = f"timed once (a call takes > {SLOW_CALL_SECONDS:g} s)"
+            note = f"{note}; {said}" if note else said
         results.append(Result(problem, c.kernel, c.kind, label_isa, b.best, b.error, note,
-                              c.extra.get("bytes_per_weight", 1.0), b.skipped, b.rounds))
+                              c.extra.get("bytes_per_weight", 1.0), b.skipped, b.rounds, once,
+                              b.ran))
     del built
     return results

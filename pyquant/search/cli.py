@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import time
 
-from .._cli import nonneg_int, output_dir, positive_int
+from .._cli import nonneg_int, output_dir, positive_float, positive_int
 
 
 def add_search_parser(sub) -> None:
@@ -20,7 +20,7 @@ def add_search_parser(sub) -> None:
                    help="mlp: width groups of output channels per layer (1 = per layer)")
     p.add_argument("--data", choices=("synthetic", "digits"), default="synthetic",
                    help="mlp: generated 16-feature 5-class data (default) or sklearn digits")
-    p.add_argument("--beta", type=float, nargs=2, default=(1e-2, 1.0), metavar=("BETA0", "BETA1"),
+    p.add_argument("--beta", type=positive_float, nargs=2, default=(1e-2, 1.0), metavar=("BETA0", "BETA1"),
                    help="hgq: beta ramp (log scale) on cost / cost(uniform 8); ignored by nsga2")
     p.add_argument("--cost", choices=("size", "ebops", "latency"), default="size",
                    help="hgq: cost term (latency = table measured from the kernels)")
@@ -61,7 +61,7 @@ def _run(args) -> int:
     elif args.method == "hgq":
         doc = run_mlp_hgq(args.budget, args.seed, groups=args.groups, cost=args.cost, show=show,
                           latency_cache=args.latency_cache, data_name=args.data,
-                          beta=tuple(args.beta))
+                          beta=tuple(args.beta), epochs=args.epochs)
     else:
         doc = run_mlp_nsga(args.budget, args.seed, groups=args.groups, show=show,
                            data_name=args.data)

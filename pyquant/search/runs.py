@@ -300,8 +300,9 @@ def _uniform_qat(fm, data, bits, groups, epochs, seed):
 
 
 def run_mlp_hgq(budget="quick", seed=0, groups=4, cost="size", beta=(1e-2, 1.0), show=True,
-                latency_cache=None, data_name="synthetic") -> dict:
+                latency_cache=None, data_name="synthetic", epochs=None) -> dict:
     cfg = BUDGETS["mlp"][budget]
+    n_epochs = epochs or cfg["hgq_epochs"]
     data, fm, float_acc = _mlp_setup(cfg, seed, show, data_name)
     points = []
     for b in (2, 4, 8):
@@ -313,9 +314,9 @@ def run_mlp_hgq(budget="quick", seed=0, groups=4, cost="size", beta=(1e-2, 1.0),
     if cost == "latency":
         shapes = [(1, L.weight.shape[0], L.weight.shape[1]) for L in m.layers]
         table = measure_latency_table(shapes, cache=latency_cache or None)
-    tr = HGQTrainer(m, cost=cost, beta0=beta[0], beta1=beta[1], epochs=cfg["hgq_epochs"],
+    tr = HGQTrainer(m, cost=cost, beta0=beta[0], beta1=beta[1], epochs=n_epochs,
                     latency_table=table, seed=seed, batch=MLP_BATCH)
-    bar = _bar(cfg["hgq_epochs"], "HGQ epochs", show)
+    bar = _bar(n_epochs, "HGQ epochs", show)
 
     def prog(epoch, b, size, acc):
         bar.update()
@@ -329,7 +330,7 @@ def run_mlp_hgq(budget="quick", seed=0, groups=4, cost="size", beta=(1e-2, 1.0),
         p.update(epoch=cp.epoch, beta=cp.beta)
         points.append(p)
     return {"task": "mlp", "method": "hgq", "budget": budget, "seed": seed, "cost": cost,
-            "groups_per_layer": groups, "beta": list(beta), "epochs": cfg["hgq_epochs"],
+            "groups_per_layer": groups, "beta": list(beta), "epochs": n_epochs,
             "float_accuracy": float_acc, "data": data_name, "sizes": list(MLP_SIZES[data_name]),
             "kernels": {str(b): kernel_for(b) for b in KERNEL_WIDTHS}, "points": points}
 

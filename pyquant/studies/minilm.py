@@ -108,6 +108,12 @@ def timed_interleaved(models: dict, repeats: int) -> dict:
     return best_interleaved(models, repeats, encode)
 
 
+def _cpu() -> str:
+    """The CPU and the path the kernels run on, for the result's header."""
+    info = pyquant.cpu_info()
+    return f"{info['brand'] or info['vendor']} (ISA {info['isa']})"
+
+
 def main(argv=None):
     from pyquant._cli import positive_int
 
@@ -162,7 +168,7 @@ def main(argv=None):
     tokens = int(base.tokenize(SENTENCES)["attention_mask"].numel())
 
     print(f"all-MiniLM-L6-v2, {n_linear} Linear layers quantized, {len(SENTENCES)} sentences, "
-          f"{tokens} token rows per Linear call, {args.threads} thread(s), ISA {pyquant.cpu_info()['isa']}, best of {args.repeats}")
+          f"{tokens} token rows per Linear call, {args.threads} thread(s), {_cpu()}, best of {args.repeats}")
     print(f"| config | mean cos | min cos | encode ms | vs fp32 | vs torch dyn int8 |")
     print(f"|---|---|---|---|---|---|")
     for name, mean, mn in rows:

@@ -84,8 +84,9 @@ def main(argv=None):
         ref = fp32(x)
         cos = {name: torch.nn.functional.cosine_similarity(m(x), ref).mean().item()
                for name, m in models.items()}
-    print(f"ResNet-18, batch {args.batch}, 224x224, {args.threads} thread(s), ISA "
-          f"{pyquant.cpu_info()['isa']}, best of {args.repeats}")
+    info = pyquant.cpu_info()
+    print(f"ResNet-18, batch {args.batch}, 224x224, {args.threads} thread(s), "
+          f"{info['brand'] or info['vendor']} (ISA {info['isa']}), best of {args.repeats}")
     print("| model | logit cosine | NCHW ms | vs fp32 | channels_last ms | vs fp32 (channels_last) |")
     print("|---|---|---|---|---|---|")
     t_nchw = timed(models, x, args.repeats)
