@@ -312,3 +312,29 @@ def test_benchmark_scripts_answer_help_and_bad_arguments(script):
     bad = {"bench_lowbit_gemm": ["no-such-group"], "reload_decode": ["extra"]}.get(script, ["x"])
     refused = run(*bad)
     assert refused.returncode not in (0, None) and "Traceback" not in refused.stderr
+
+
+def test_search_names_options_that_do_not_apply(monkeypatch, tmp_path):
+    """An option of another task or method is a warning naming it (it was dropped silently);
+    the ones that apply get their defaults."""
+    pytest.importorskip("pymoo")
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    import pyquant.search.runs as runs
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def record(*args, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(runs, "run_gru_nsga", record)
+    with pytest.warns(UserWarning) as caught, pytest.raises(Stop):
+        cli_main(["search", "--task", "digits-gru", "--method", "nsga2", "--out",
+                  str(tmp_path / "o"), "--cost", "ebops", "--groups", "2", "--quiet"])
+    said = " ".join(str(w.message) for w in caught)
+    assert "--cost does not apply" in said and "--groups does not apply" in said
+    assert seen["latency"] is False and seen["fitness"] == "trainval"

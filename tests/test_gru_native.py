@@ -248,9 +248,10 @@ def test_tampered_state_dict_is_rejected_naming_the_buffer():
     # both kinds are RuntimeErrors too, like torch's own load_state_dict errors
     assert issubclass(StateDictValueError, RuntimeError) and issubclass(StateDictTypeError, RuntimeError)
     # a width change comes with table lengths that match it: a consistent state_dict of other
-    # widths loads (shapes follow the widths)
+    # widths loads (shapes follow the widths), and says so (QuantLinear refuses another config)
     q3 = _model(9, 5, 9, {**{op: 8 for op in GRU_OPS}, "add_n": 3})
-    q.load_state_dict(q3.state_dict())
+    with pytest.warns(UserWarning, match="operator widths differ .*w_ir 4 -> 8"):
+        q.load_state_dict(q3.state_dict())
     assert torch.equal(q.forward_codes(x), q3.forward_codes(x))
 
 

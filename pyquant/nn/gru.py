@@ -346,6 +346,7 @@ class QuantGRU(nn.Module):
                    for n, v in new.items()}
             self._validate(new)  # before anything changes: a bad state_dict leaves the module as is
             old = {n: self._buffers.get(n) for n in names}
+            old_widths = dict(getattr(self, "widths", {}))
             self._buffers.update(new)
             try:
                 self._derive()  # the native plan re-checks; on failure, back to the old buffers
@@ -354,6 +355,13 @@ class QuantGRU(nn.Module):
                 if all(v is not None for v in old.values()):
                     self._derive()
                 raise
+            changed = [f"{op} {old_widths[op]} -> {w}" for op, w in self.widths.items()
+                       if op in old_widths and old_widths[op] != w]
+            if changed:  # (the file describes the whole integer GRU: its widths are adopted)
+                warnings.warn(f"QuantGRU.load_state_dict: the state dict's operator widths differ "
+                              f"from this module's ({', '.join(changed[:4])}"
+                              f"{', ...' if len(changed) > 4 else ''}); the module now runs the "
+                              "state dict's", stacklevel=3)
 
     def _apply(self, fn, recurse=True):
         # .half() / .double() keep the integer constants' dtypes; then the numpy views and the

@@ -16,19 +16,21 @@ def add_search_parser(sub) -> None:
     p.add_argument("--out", required=True, type=output_dir,
                    help="directory for front.json and front.png")
     p.add_argument("--seed", type=nonneg_int, default=0)
-    p.add_argument("--groups", type=positive_int, default=4,
-                   help="mlp: width groups of output channels per layer (1 = per layer)")
-    p.add_argument("--data", choices=("synthetic", "digits"), default="synthetic",
+    # options of one task or method: None = not given (a given one that does not apply is
+    # named in a warning, not silently dropped; OPTION_DEFAULTS fills the rest)
+    p.add_argument("--groups", type=positive_int, default=None,
+                   help="mlp: width groups of output channels per layer (1 = per layer; default 4)")
+    p.add_argument("--data", choices=("synthetic", "digits"), default=None,
                    help="mlp: generated 16-feature 5-class data (default) or sklearn digits")
-    p.add_argument("--beta", type=positive_float, nargs=2, default=(1e-2, 1.0), metavar=("BETA0", "BETA1"),
-                   help="hgq: beta ramp (log scale) on cost / cost(uniform 8); ignored by nsga2")
-    p.add_argument("--cost", choices=("size", "ebops", "latency"), default="size",
-                   help="hgq: cost term (latency = table measured from the kernels)")
-    p.add_argument("--latency", action="store_true",
+    p.add_argument("--beta", type=positive_float, nargs=2, default=None, metavar=("BETA0", "BETA1"),
+                   help="hgq: beta ramp (log scale) on cost / cost(uniform 8) (default 0.01 1)")
+    p.add_argument("--cost", choices=("size", "ebops", "latency"), default=None,
+                   help="mlp hgq: cost term (latency = table measured from the kernels; default size)")
+    p.add_argument("--latency", action="store_true", default=None,
                    help="digits-gru nsga2: add measured latency as a third objective")
-    p.add_argument("--fitness", choices=("trainval", "val"), default="trainval",
+    p.add_argument("--fitness", choices=("trainval", "val"), default=None,
                    help="digits-gru: split whose accuracy NSGA-II maximizes / HGQ selects checkpoints on "
-                        "(test is never used)")
+                        "(default trainval; test is never used)")
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="hgq: training epochs (default: the budget's)")
     p.add_argument("--latency-cache", default=None, help="JSON cache for the latency table")
@@ -36,8 +38,34 @@ def add_search_parser(sub) -> None:
     p.set_defaults(func=_run)
 
 
+OPTION_DEFAULTS = {"groups": 4, "data": "synthetic", "beta": (1e-2, 1.0), "cost": "size",
+                   "latency": False, "fitness": "trainval", "epochs": None}
+
+
+def _applies(name: str, task: str, method: str) -> bool:
+    return {"groups": task == "mlp", "data": task == "mlp", "beta": method == "hgq",
+            "epochs": method == "hgq", "cost": task == "mlp" and method == "hgq",
+            "latency": task == "digits-gru" and method == "nsga2",
+            "fitness": task == "digits-gru"}[name]
+
+
+def _resolve_options(args) -> None:
+    """Warns about given options that do not apply to this task / method, then fills defaults."""
+    import warnings
+
+    for name, default in OPTION_DEFAULTS.items():
+        given = getattr(args, name)
+        if given is not None and not _applies(name, args.task, args.method):
+            warnings.warn(f"search: --{name} does not apply to --task {args.task} --method "
+                          f"{args.method}; ignored", stacklevel=2)
+        if given is None:
+            setattr(args, name, default)
+
+
 def _run(args) -> int:
     from .._extras import require
+
+    _resolve_options(args)
 
     # before any training: the front is plotted at the very end
     needs = {"matplotlib": "matplotlib", "sklearn": "scikit-learn"}
