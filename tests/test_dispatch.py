@@ -362,9 +362,11 @@ def _run_family(family, rng):
         # call + 13 rows (zmm). K = 600: three AMX K blocks, a short last group; K = 576 at g128:
         # a last block of whole steps read in place, half a group. Group sizes QuantLinear does
         # not offer (the native forward takes any multiple of 4): 48 (12 k-groups, steps of 12),
-        # 256 (one group per AMX block), 512 (past a block: the zmm kernel)
+        # 256 (one group per AMX block), 512 (past a block: the zmm kernel), 36 and 4 (groups of
+        # 9 k-groups and of 1: the decode GEMVs' odd step). M = 1 and 2: the decode GEMVs.
         for bits, gs, k in ((4, 32, 600), (4, 64, 600), (2, 128, 600), (4, 128, 576),
-                            (2, 32, 600), (4, 48, 600), (2, 256, 600), (4, 512, 600)):
+                            (2, 32, 600), (4, 48, 600), (2, 256, 600), (4, 512, 600),
+                            (2, 36, 600), (4, 36, 604), (4, 4, 96)):
             lin = torch.nn.Linear(k, 70)
             with torch.no_grad():
                 lin.weight.copy_(torch.from_numpy(rng.standard_normal((70, k)).astype(np.float32)))
@@ -372,7 +374,7 @@ def _run_family(family, rng):
             config = pyquant.WeightOnlyConfig(bits, 64)
             object.__setattr__(config, "group_size", gs)  # past the config's 32/64/128 check
             mod = pyquant.nn.QuantLinear.from_linear(lin, config)
-            for m in (13, 17, 31, 40, 49, 77):
+            for m in (1, 2, 13, 17, 31, 40, 49, 77):
                 with torch.no_grad():
                     y = mod(torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32)))
                 out.append(y.numpy().view(np.int32).ravel())
