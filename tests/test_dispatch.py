@@ -353,11 +353,12 @@ def _run_family(family, rng):
                 w = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), (70, k)).astype(np.int8)
                 out += [pyquant.lowbit_gemm(a, w, bits=bits).ravel(),
                         pyquant.lowbit_gemm(a.view(np.int8), w, bits=bits).ravel()]
-                if m >= 17:
+                if m >= 17 or m == 1:  # M = 1: the raw grouped decode GEMVs, both row kinds
                     sc = rng.standard_normal((70, -(-k // 32))).astype(np.float32)
                     pw = pyquant.prepack(w, "lowbit_gemm", bits=bits)
-                    y = pyquant.lowbit_gemm_grouped(a, pw, bits=bits, group_size=32, scales=sc)
-                    out.append(y.view(np.int32).ravel())
+                    for rows in ((a, a.view(np.int8)) if m == 1 else (a,)):
+                        y = pyquant.lowbit_gemm_grouped(rows, pw, bits=bits, group_size=32, scales=sc)
+                        out.append(y.view(np.int32).ravel())
         # 13 rows: 6-row tiles + 1; 17, 31, 40, 49: AMX's staged last row tile; 77: a 64-row
         # call + 13 rows (zmm). K = 600: three AMX K blocks, a short last group; K = 576 at g128:
         # a last block of whole steps read in place, half a group. Group sizes QuantLinear does

@@ -104,14 +104,20 @@ void lowbit_gemv_grouped4_avx512(const uint8_t*, const uint8_t*, size_t, size_t,
 void lowbit_gemv_grouped2_avx512(const uint8_t*, const uint8_t*, size_t, size_t, bool,
                                  const uint32_t*, const float*, size_t, size_t, bool, float*,
                                  float*);
+void lowbit_gemv_grouped4_avx512_2s(const uint8_t*, const uint8_t*, size_t, size_t, bool,
+                                    const uint32_t*, const float*, size_t, size_t, bool, float*,
+                                    float*);
+void lowbit_gemv_grouped2_avx512_2s(const uint8_t*, const uint8_t*, size_t, size_t, bool,
+                                    const uint32_t*, const float*, size_t, size_t, bool, float*,
+                                    float*);
 void lowbit_gemv_grouped_panel4_avx512(const uint8_t*, const uint8_t*, size_t, size_t, bool,
                                        const uint32_t*, const uint16_t*, size_t, float*);
 void lowbit_gemv_grouped_panel2_avx512(const uint8_t*, const uint8_t*, size_t, size_t, bool,
                                        const uint32_t*, const uint16_t*, size_t, float*);
 void lowbit_gemv_grouped_panel4_avx512_2s(const uint8_t*, const uint8_t*, size_t, size_t, bool,
-                                       const uint32_t*, const uint16_t*, size_t, float*);
+                                          const uint32_t*, const uint16_t*, size_t, float*);
 void lowbit_gemv_grouped_panel2_avx512_2s(const uint8_t*, const uint8_t*, size_t, size_t, bool,
-                                       const uint32_t*, const uint16_t*, size_t, float*);
+                                          const uint32_t*, const uint16_t*, size_t, float*);
 void lowbit_gemv_grouped_panel4_avx2(const uint8_t*, const uint8_t*, size_t, size_t, bool,
                                      const uint32_t*, const uint16_t*, size_t, float*);
 void lowbit_gemv_grouped_panel2_avx2(const uint8_t*, const uint8_t*, size_t, size_t, bool,

@@ -312,18 +312,32 @@ __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, siz
 // alternate between two accumulator sets (so 8 vpdpbusd chains run at once), summed (exact)
 // and folded into 4 float registers in group order: out = sum over groups of
 // sc * float(sum - corr[g]) (mul, then add; 0 + the first): the bits of every other path.
-// The zmm kernel's decode (lowbit_gemv_grouped_panel*_avx512): on an AMD Zen 5, 4096 -> 14336
-// from DRAM, 1.25x (W4 g32) and 1.45x (W2 g32) faster than gemv_grouped's two streams, which
-// stay the AMX entry's (_2s: 1.04-1.07x over one stream on an SPR-class Xeon, 23rd session).
-template <int BITS, bool SIGNED, bool SCALED>
+// The zmm kernel's decode GEMVs (lowbit_gemv_grouped{,_panel}*_avx512): on an AMD Zen 5, 4096 ->
+// 14336 from DRAM, 1.25-1.38x (W4 g32) and 1.30-1.45x (W2 g32) faster than gemv_grouped's two
+// streams, which stay the AMX entry's (_2s: 1.04-1.07x over one stream on an SPR-class Xeon).
+// PANEL_SCALES false (the raw lowbit_gemm_grouped): `scales` is the caller's float [N][G] at
+// this panel's first column, transposed up front into sct as gemv_grouped does, the next
+// panel's block prefetched while the groups stream (prefetch_next).
+template <int BITS, bool SIGNED, bool SCALED, bool PANEL_SCALES = true>
 __attribute__((noipa)) void gemv_grouped_1s(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                             size_t group_kgroups, const uint32_t* corr,
-                                            const uint16_t* sp, float* out) {
+                                            const void* scales, size_t n_groups, size_t nc,
+                                            bool prefetch_next, float* sct, float* out) {
   constexpr size_t kGroupBytes = 32 * BITS;
   const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << BITS) - 1));
+  const uint16_t* sp = static_cast<const uint16_t*>(scales);
+  const float* sf = static_cast<const float*>(scales);
+  if constexpr (!PANEL_SCALES)
+    for (size_t g0 = 0; g0 < n_groups; g0 += 16) load_scales_t(sf, n_groups, nc, g0, sct + g0 * 64);
+  const char* next = prefetch_next ? reinterpret_cast<const char*>(sf + 64 * n_groups) : nullptr;
+  const size_t next_bytes = 64 * n_groups * sizeof(float);
+  size_t next_done = 0;  // bytes of the next panel's scales prefetched so far
   __m512 f0 = _mm512_setzero_ps(), f1 = f0, f2 = f0, f3 = f0;
   for (size_t gi = 0, g0 = 0; g0 < kgroups; ++gi, g0 += group_kgroups) {
     const size_t g1 = g0 + group_kgroups < kgroups ? g0 + group_kgroups : kgroups;
+    if (!PANEL_SCALES && next)
+      for (const size_t upto = next_bytes * (gi + 1) / n_groups; next_done < upto; next_done += 64)
+        _mm_prefetch(next + next_done, _MM_HINT_T0);
     PQ_ROW_DECL(0) PQ_ROW_DECL(1)
     size_t k = g0;
     for (; k + 2 <= g1; k += 2) {
@@ -338,7 +352,9 @@ __attribute__((noipa)) void gemv_grouped_1s(const uint8_t* a, const uint8_t* b, 
     if constexpr (SCALED && q == 1) s = _mm512_srai_epi32(s, 2); /* exact: multiples of 4 */   \
     if constexpr (SCALED && q == 2) s = _mm512_srai_epi32(s, 4);                               \
     s = _mm512_sub_epi32(s, _mm512_set1_epi32(static_cast<int>(corr[gi])));                    \
-    __m512 p = _mm512_mul_ps(panel_scales16(sp + gi * 64, q), _mm512_cvtepi32_ps(s));          \
+    const __m512 sc = PANEL_SCALES ? panel_scales16(sp + gi * 64, q)                         \
+                                   : _mm512_loadu_ps(sct + gi * 64 + q * 16);                 \
+    __m512 p = _mm512_mul_ps(sc, _mm512_cvtepi32_ps(s));                                       \
     asm("" : "+v"(p)); /* no FMA contraction */                                                \
     f##q = _mm512_add_ps(f##q, p);                                                             \
   }
@@ -476,16 +492,36 @@ void lowbit_gemv_grouped4_avx512(const uint8_t* a, const uint8_t* b, size_t kgro
                                  size_t group_kgroups, bool a_signed, const uint32_t* corr,
                                  const float* scales, size_t n_groups, size_t nc,
                                  bool prefetch_next, float* scratch, float* out) {
+  const auto run = a_signed ? gemv_grouped_1s<4, true, false, false>
+                            : gemv_grouped_1s<4, false, false, false>;
+  run(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc, prefetch_next, scratch, out);
+}
+void lowbit_gemv_grouped2_avx512(const uint8_t* a, const uint8_t* b, size_t kgroups,
+                                 size_t group_kgroups, bool a_signed, const uint32_t* corr,
+                                 const float* scales, size_t n_groups, size_t nc,
+                                 bool prefetch_next, float* scratch, float* out) {
+  const bool scaled = group_kgroups <= kLowbitScaledMaxK / 4;  // a group within the scaled sums
+  const auto run = scaled ? (a_signed ? gemv_grouped_1s<2, true, true, false>
+                                      : gemv_grouped_1s<2, false, true, false>)
+                          : (a_signed ? gemv_grouped_1s<2, true, false, false>
+                                      : gemv_grouped_1s<2, false, false, false>);
+  run(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc, prefetch_next, scratch, out);
+}
+
+void lowbit_gemv_grouped4_avx512_2s(const uint8_t* a, const uint8_t* b, size_t kgroups,
+                                    size_t group_kgroups, bool a_signed, const uint32_t* corr,
+                                    const float* scales, size_t n_groups, size_t nc,
+                                    bool prefetch_next, float* scratch, float* out) {
   if (a_signed)
     return gemv_grouped<4, true>(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc,
                                  prefetch_next, scratch, out);
   gemv_grouped<4, false>(a, b, kgroups, group_kgroups, corr, scales, n_groups, nc, prefetch_next,
                          scratch, out);
 }
-void lowbit_gemv_grouped2_avx512(const uint8_t* a, const uint8_t* b, size_t kgroups,
-                                 size_t group_kgroups, bool a_signed, const uint32_t* corr,
-                                 const float* scales, size_t n_groups, size_t nc,
-                                 bool prefetch_next, float* scratch, float* out) {
+void lowbit_gemv_grouped2_avx512_2s(const uint8_t* a, const uint8_t* b, size_t kgroups,
+                                    size_t group_kgroups, bool a_signed, const uint32_t* corr,
+                                    const float* scales, size_t n_groups, size_t nc,
+                                    bool prefetch_next, float* scratch, float* out) {
   if (group_kgroups > kLowbitScaledMaxK / 4)  // a group too long for the scaled sums
     return a_signed ? gemv_grouped<2, true>(a, b, kgroups, group_kgroups, corr, scales, n_groups,
                                             nc, prefetch_next, scratch, out)
@@ -499,8 +535,8 @@ void lowbit_gemv_grouped2_avx512(const uint8_t* a, const uint8_t* b, size_t kgro
 }
 
 void lowbit_gemv_grouped_panel4_avx512_2s(const uint8_t* a, const uint8_t* b, size_t kgroups,
-                                       size_t group_kgroups, bool a_signed, const uint32_t* corr,
-                                       const uint16_t* sc, size_t n_groups, float* out) {
+                                          size_t group_kgroups, bool a_signed, const uint32_t* corr,
+                                          const uint16_t* sc, size_t n_groups, float* out) {
   if (a_signed)
     return gemv_grouped<4, true, false, true>(a, b, kgroups, group_kgroups, corr, sc, n_groups,
                                               64, false, nullptr, out);
@@ -508,8 +544,8 @@ void lowbit_gemv_grouped_panel4_avx512_2s(const uint8_t* a, const uint8_t* b, si
                                       false, nullptr, out);
 }
 void lowbit_gemv_grouped_panel2_avx512_2s(const uint8_t* a, const uint8_t* b, size_t kgroups,
-                                       size_t group_kgroups, bool a_signed, const uint32_t* corr,
-                                       const uint16_t* sc, size_t n_groups, float* out) {
+                                          size_t group_kgroups, bool a_signed, const uint32_t* corr,
+                                          const uint16_t* sc, size_t n_groups, float* out) {
   if (group_kgroups > kLowbitScaledMaxK / 4)  // a group too long for the scaled sums
     return a_signed ? gemv_grouped<2, true, false, true>(a, b, kgroups, group_kgroups, corr, sc,
                                                          n_groups, 64, false, nullptr, out)
@@ -525,17 +561,18 @@ void lowbit_gemv_grouped_panel2_avx512_2s(const uint8_t* a, const uint8_t* b, si
 void lowbit_gemv_grouped_panel4_avx512(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                        size_t group_kgroups, bool a_signed, const uint32_t* corr,
                                        const uint16_t* sc, size_t n_groups, float* out) {
-  if (a_signed) return gemv_grouped_1s<4, true, false>(a, b, kgroups, group_kgroups, corr, sc, out);
-  gemv_grouped_1s<4, false, false>(a, b, kgroups, group_kgroups, corr, sc, out);
+  const auto run = a_signed ? gemv_grouped_1s<4, true, false> : gemv_grouped_1s<4, false, false>;
+  run(a, b, kgroups, group_kgroups, corr, sc, n_groups, 64, false, nullptr, out);
 }
 void lowbit_gemv_grouped_panel2_avx512(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                        size_t group_kgroups, bool a_signed, const uint32_t* corr,
                                        const uint16_t* sc, size_t n_groups, float* out) {
-  if (group_kgroups > kLowbitScaledMaxK / 4)
-    return a_signed ? gemv_grouped_1s<2, true, false>(a, b, kgroups, group_kgroups, corr, sc, out)
-                    : gemv_grouped_1s<2, false, false>(a, b, kgroups, group_kgroups, corr, sc, out);
-  if (a_signed) return gemv_grouped_1s<2, true, true>(a, b, kgroups, group_kgroups, corr, sc, out);
-  gemv_grouped_1s<2, false, true>(a, b, kgroups, group_kgroups, corr, sc, out);
+  const bool scaled = group_kgroups <= kLowbitScaledMaxK / 4;  // a group within the scaled sums
+  const auto run = scaled ? (a_signed ? gemv_grouped_1s<2, true, true>
+                                      : gemv_grouped_1s<2, false, true>)
+                          : (a_signed ? gemv_grouped_1s<2, true, false>
+                                      : gemv_grouped_1s<2, false, false>);
+  run(a, b, kgroups, group_kgroups, corr, sc, n_groups, 64, false, nullptr, out);
 }
 
 void lowbit_tile_grouped4_avx512(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b,
