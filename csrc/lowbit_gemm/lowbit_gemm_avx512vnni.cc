@@ -64,6 +64,41 @@ inline void load_scales_t(const float* scales, size_t n_groups, size_t nc, size_
   }
 }
 
+// One panel's group scales as the grouped decode GEMVs read them. PANEL: the fused forward's
+// bfloat16 [n_groups][64] block (panel_scales.h), read in place. Otherwise the caller's float
+// [N][n_groups] rows at the panel's first column: the panel's contiguous [64][n_groups] block is
+// transposed up front into sct (interleaving 64 short strided reads with the weight stream left
+// the cold GEMV latency-bound), and the next panel's block can be prefetched as groups are read.
+template <bool PANEL>
+struct GemvScales {
+  const uint16_t* sp;  // PANEL
+  const float* st;     // not PANEL: the transposed scales
+  const char* next;    // the next panel's block (nullptr: none, or PANEL)
+  size_t next_bytes, n_groups, next_done = 0;
+
+  GemvScales(const void* scales, size_t n_groups_, size_t nc, bool prefetch_next, float* sct)
+      : sp(static_cast<const uint16_t*>(scales)), st(sct), next(nullptr),
+        next_bytes(64 * n_groups_ * sizeof(float)), n_groups(n_groups_) {
+    if constexpr (!PANEL) {
+      const float* sf = static_cast<const float*>(scales);
+      for (size_t g0 = 0; g0 < n_groups; g0 += 16)
+        load_scales_t(sf, n_groups, nc, g0, sct + g0 * 64);
+      if (prefetch_next) next = reinterpret_cast<const char*>(sf + 64 * n_groups);
+    }
+  }
+  // columns 16q .. 16q + 15 of group gi
+  __m512 get(size_t gi, size_t q) const {
+    if constexpr (PANEL) return panel_scales16(sp + gi * 64, q);
+    return _mm512_loadu_ps(st + gi * 64 + q * 16);
+  }
+  // prefetch the next panel's block in proportion to the groups read so far
+  void prefetch_next(size_t groups_read) {
+    if (PANEL || !next) return;
+    for (const size_t upto = next_bytes * groups_read / n_groups; next_done < upto; next_done += 64)
+      _mm_prefetch(next + next_done, _MM_HINT_T0);
+  }
+};
+
 // Far enough ahead for DRAM latency on the decode stream (about 4 KiB in flight per panel).
 constexpr size_t kPrefetchBytes = 4096;
 
@@ -217,18 +252,7 @@ __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, siz
                                          bool prefetch_next, float* sct, float* out) {
   constexpr size_t kGroupBytes = 32 * BITS;
   const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << BITS) - 1));
-  // The panel's scales are one contiguous [64][n_groups] block: transpose all of it up front
-  // (interleaving 64 short strided reads with the weight stream left the cold GEMV latency-bound)
-  // and prefetch the next panel's block while this one streams (compiled out with PANEL_SCALES:
-  // see LowbitGemvGroupedPanelFn).
-  const float* st = sct;  // the transposed float scales (not PANEL_SCALES)
-  const uint16_t* sp = static_cast<const uint16_t*>(scales);  // the panel's (PANEL_SCALES)
-  const float* sf = static_cast<const float*>(scales);
-  if constexpr (!PANEL_SCALES)
-    for (size_t g0 = 0; g0 < n_groups; g0 += 16) load_scales_t(sf, n_groups, nc, g0, sct + g0 * 64);
-  const char* next =
-      prefetch_next ? reinterpret_cast<const char*>(sf + 64 * n_groups) : nullptr;
-  const size_t next_bytes = 64 * n_groups * sizeof(float);
+  GemvScales<PANEL_SCALES> scl(scales, n_groups, nc, prefetch_next, sct);
   // Two streams (docs/notes/lowbit_gemm.md, 23rd session): a chunk of quantization groups is
   // read as two halves, k-group by k-group in turn (accumulator set 0: the first half, set 1:
   // the second), which from DRAM ran faster than one stream. The first half's groups fold into
@@ -238,17 +262,12 @@ __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, siz
   alignas(64) float later[kLater][64];
   __m512 f0 = _mm512_setzero_ps(), f1 = f0, f2 = f0, f3 = f0;
   const size_t n_grp = (kgroups + group_kgroups - 1) / group_kgroups;
-  size_t next_done = 0;  // bytes of the next panel's scales prefetched so far
   for (size_t c0 = 0; c0 < n_grp; c0 += 2 * kLater) {
     const size_t c1 = c0 + 2 * kLater < n_grp ? c0 + 2 * kLater : n_grp;
     const size_t half = (c1 - c0) / 2;  // first half [c0, c0 + half), second [c0 + half, c1)
     for (size_t i = 0; i < c1 - c0 - half; ++i) {
       const size_t ga = c0 + i, gb = c0 + half + i;
-      if (!PANEL_SCALES && prefetch_next) {
-        const size_t done = c0 + 2 * (i + 1) < n_grp ? c0 + 2 * (i + 1) : n_grp;  // groups read
-        const size_t upto = next_bytes * done / n_grp;
-        for (; next_done < upto; next_done += 64) _mm_prefetch(next + next_done, _MM_HINT_T0);
-      }
+      scl.prefetch_next(c0 + 2 * (i + 1) < n_grp ? c0 + 2 * (i + 1) : n_grp);  // groups read
       const bool has_a = i < half;
       const size_t a0 = ga * group_kgroups, a1 = has_a ? a0 + group_kgroups : a0;
       const size_t b0 = gb * group_kgroups;
@@ -275,9 +294,7 @@ __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, siz
     if constexpr (SCALED && q == 1) s = _mm512_srai_epi32(s, 2); /* exact: multiples of 4 */   \
     if constexpr (SCALED && q == 2) s = _mm512_srai_epi32(s, 4);                               \
     s = _mm512_sub_epi32(s, _mm512_set1_epi32(static_cast<int>(corr[gi])));                    \
-    const __m512 sc = PANEL_SCALES ? panel_scales16(sp + (gi) * 64, q)                         \
-                                   : _mm512_loadu_ps(st + (gi) * 64 + q * 16);                 \
-    p##u##q = _mm512_mul_ps(sc, _mm512_cvtepi32_ps(s));                                        \
+    p##u##q = _mm512_mul_ps(scl.get(gi, q), _mm512_cvtepi32_ps(s));                            \
     asm("" : "+v"(p##u##q)); /* no FMA contraction, whatever -ffp-contract says */             \
   }
       if (has_a) {
@@ -308,16 +325,15 @@ __attribute__((noipa)) void gemv_grouped(const uint8_t* a, const uint8_t* b, siz
   _mm512_storeu_ps(out + 32, f2);
   _mm512_storeu_ps(out + 48, f3);
 }
-// Grouped decode GEMV on the fused forward's panel scales, one stream: each group's k-groups
+// Grouped decode GEMV, one stream: each group's k-groups
 // alternate between two accumulator sets (so 8 vpdpbusd chains run at once), summed (exact)
 // and folded into 4 float registers in group order: out = sum over groups of
 // sc * float(sum - corr[g]) (mul, then add; 0 + the first): the bits of every other path.
 // The zmm kernel's decode GEMVs (lowbit_gemv_grouped{,_panel}*_avx512): on an AMD Zen 5, 4096 ->
 // 14336 from DRAM, 1.25-1.38x (W4 g32) and 1.30-1.45x (W2 g32) faster than gemv_grouped's two
 // streams, which stay the AMX entry's (_2s: 1.04-1.07x over one stream on an SPR-class Xeon).
-// PANEL_SCALES false (the raw lowbit_gemm_grouped): `scales` is the caller's float [N][G] at
-// this panel's first column, transposed up front into sct as gemv_grouped does, the next
-// panel's block prefetched while the groups stream (prefetch_next).
+// Scales as GemvScales reads them (PANEL_SCALES: the fused forward's; else the raw
+// lowbit_gemm_grouped's float rows).
 template <int BITS, bool SIGNED, bool SCALED, bool PANEL_SCALES = true>
 __attribute__((noipa)) void gemv_grouped_1s(const uint8_t* a, const uint8_t* b, size_t kgroups,
                                             size_t group_kgroups, const uint32_t* corr,
@@ -325,19 +341,11 @@ __attribute__((noipa)) void gemv_grouped_1s(const uint8_t* a, const uint8_t* b, 
                                             bool prefetch_next, float* sct, float* out) {
   constexpr size_t kGroupBytes = 32 * BITS;
   const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << BITS) - 1));
-  const uint16_t* sp = static_cast<const uint16_t*>(scales);
-  const float* sf = static_cast<const float*>(scales);
-  if constexpr (!PANEL_SCALES)
-    for (size_t g0 = 0; g0 < n_groups; g0 += 16) load_scales_t(sf, n_groups, nc, g0, sct + g0 * 64);
-  const char* next = prefetch_next ? reinterpret_cast<const char*>(sf + 64 * n_groups) : nullptr;
-  const size_t next_bytes = 64 * n_groups * sizeof(float);
-  size_t next_done = 0;  // bytes of the next panel's scales prefetched so far
+  GemvScales<PANEL_SCALES> scl(scales, n_groups, nc, prefetch_next, sct);
   __m512 f0 = _mm512_setzero_ps(), f1 = f0, f2 = f0, f3 = f0;
   for (size_t gi = 0, g0 = 0; g0 < kgroups; ++gi, g0 += group_kgroups) {
     const size_t g1 = g0 + group_kgroups < kgroups ? g0 + group_kgroups : kgroups;
-    if (!PANEL_SCALES && next)
-      for (const size_t upto = next_bytes * (gi + 1) / n_groups; next_done < upto; next_done += 64)
-        _mm_prefetch(next + next_done, _MM_HINT_T0);
+    scl.prefetch_next(gi + 1);
     PQ_ROW_DECL(0) PQ_ROW_DECL(1)
     size_t k = g0;
     for (; k + 2 <= g1; k += 2) {
@@ -352,9 +360,7 @@ __attribute__((noipa)) void gemv_grouped_1s(const uint8_t* a, const uint8_t* b, 
     if constexpr (SCALED && q == 1) s = _mm512_srai_epi32(s, 2); /* exact: multiples of 4 */   \
     if constexpr (SCALED && q == 2) s = _mm512_srai_epi32(s, 4);                               \
     s = _mm512_sub_epi32(s, _mm512_set1_epi32(static_cast<int>(corr[gi])));                    \
-    const __m512 sc = PANEL_SCALES ? panel_scales16(sp + gi * 64, q)                         \
-                                   : _mm512_loadu_ps(sct + gi * 64 + q * 16);                 \
-    __m512 p = _mm512_mul_ps(sc, _mm512_cvtepi32_ps(s));                                       \
+    __m512 p = _mm512_mul_ps(scl.get(gi, q), _mm512_cvtepi32_ps(s));                           \
     asm("" : "+v"(p)); /* no FMA contraction */                                                \
     f##q = _mm512_add_ps(f##q, p);                                                             \
   }
