@@ -186,7 +186,7 @@ def test_selection_never_exceeds_the_tier():
 
 @pytest.mark.parametrize("cpu, isa, expected", [
     (CASCADE_LAKE, "avx512", {"int8_gemm": "avx512vnni_6x64", "lut_gemm": "avx2_pair",
-                              "lowbit_gemm": "avx512vnni_6x64", "sparq_gemm": "avx2",
+                              "lowbit_gemm": "avx512vnni_6x64", "sparq_gemm": "vnni256_evex",
                               "pack": "avx512", "quantize": "avx512"}),
     (SKYLAKE_SP, "avx512", {"int8_gemm": "avx2_1x64", "lut_gemm": "avx2_pair",
                             "lowbit_gemm": "avx2_2x64", "pack": "avx512"}),
@@ -195,8 +195,9 @@ def test_selection_never_exceeds_the_tier():
     (ICE_LAKE, "avx2", {"int8_gemm": "avx2_1x64", "lut_gemm": "avx2_pair", "pack": "avx2"}),
     (SAPPHIRE_RAPIDS, "avx2", {"int8_gemm": "avxvnni_6x16", "lowbit_gemm": "avxvnni_6x16"}),
     (SAPPHIRE_RAPIDS, "avx512", {"int8_gemm": "avx512vnni_6x64", "lowbit_gemm": "avx512vnni_6x64"}),
-    (ALDER_LAKE, "avx2", {"int8_gemm": "avxvnni_6x16", "lowbit_gemm": "avxvnni_6x16"}),
-    (AVX2, "avx2", {"int8_gemm": "avx2_1x64", "lowbit_gemm": "avx2_2x64"}),
+    (ALDER_LAKE, "avx2", {"int8_gemm": "avxvnni_6x16", "lowbit_gemm": "avxvnni_6x16",
+                          "sparq_gemm": "avxvnni"}),
+    (AVX2, "avx2", {"int8_gemm": "avx2_1x64", "lowbit_gemm": "avx2_2x64", "sparq_gemm": "avx2"}),
     (AVX2, "scalar", {f: "scalar" for f in FAMILIES}),
     (GRAVITON3, "neon", {"int8_gemm": "neon_i8mm_8x8", "lut_gemm": "neon_deepgemm"}),
     (GRAVITON2, "neon", {"int8_gemm": "neon_dotprod_4x16"}),
@@ -383,7 +384,19 @@ def _run_family(family, rng):
     if family == "sparq_gemm":
         a = rng.integers(0, 256, (7, 301)).astype(np.uint8)
         w = rng.integers(-128, 128, (70, 301)).astype(np.int8)
-        return np.concatenate([pyquant.sparq_quantize(a).astype(np.int32), pyquant.sparq_gemm(a, w)], axis=1)
+        out = [pyquant.sparq_quantize(a).astype(np.int32).ravel(), pyquant.sparq_gemm(a, w).ravel()]
+        # 2:4: decode (1 row, a signed row's 2 table rows) and the rows kernels (3, 8 rows:
+        # 2-row tiles + 1); K = 1100: 275 k groups, past two 128-group blocks, odd; extreme values
+        w24 = np.asarray(pyquant.prune_24(rng.integers(-128, 128, (70, 1100)).astype(np.int8)))
+        w24[:2] = np.where(w24[:2] != 0, np.int8(-128), np.int8(0))
+        for m in (1, 3, 8):
+            a24 = rng.integers(0, 256, (m, 1100)).astype(np.uint8)
+            a24[:, ::3] = 0
+            a24[0, 4:] = 255
+            signed = np.where(rng.random((m, 1100)) < 0.5, -a24.astype(np.int16), a24)
+            out += [pyquant.sparq_gemm(a24, w24, sparse24=True).ravel(),
+                    pyquant.sparq_gemm(signed, w24, sparse24=True).ravel()]
+        return np.concatenate(out)
     if family == "pack":
         codes = rng.integers(0, 4, (5, 301)).astype(np.uint8)
         packed = pyquant.pack(codes, 2)

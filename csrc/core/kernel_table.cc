@@ -109,8 +109,13 @@ const LowbitGemmKernels kLowbitScalar{4, lowbit_tile4_scalar, lowbit_tile2_scala
 
 const SparqKernels kSparqAvx512{PQ_X86(sparq_trim_row_avx512), PQ_X86(sparq24_compute_avx512),
                                 PQ_X86(sparq_prep_row_avx512), PQ_X86(sparq24_tables_row_avx512)};
-const SparqKernels kSparqAvx2{PQ_X86(sparq_trim_row_avx2), PQ_X86(sparq24_compute_avx2),
+const SparqKernels kSparqAvx2{PQ_X86(sparq_trim_row_avx2), PQ_X86(sparq24_compute_rows_avx2),
                               PQ_X86(sparq_prep_row_avx2), sparq24_tables_row};
+const SparqKernels kSparqAvxVnni{PQ_X86(sparq_trim_row_avx2), PQ_X86(sparq24_compute_rows_avxvnni),
+                                 PQ_X86(sparq_prep_row_avx2), sparq24_tables_row};
+const SparqKernels kSparqVnni256Evex{PQ_X86(sparq_trim_row_avx2),
+                                     PQ_X86(sparq24_compute_rows_vnni256_avx512),
+                                     PQ_X86(sparq_prep_row_avx2), sparq24_tables_row};
 const SparqKernels kSparqNeon{PQ_ARM(sparq_trim_row_neon), sparq24_compute_scalar,
                               sparq_prep_row_scalar, sparq24_tables_row};
 const SparqKernels kSparqScalar{sparq_trim_row_scalar, sparq24_compute_scalar,
@@ -240,9 +245,19 @@ std::vector<KernelEntry> build_table() {
             "(the forward's row preparation too); "
             "2:4 (sparse24): vpermb of two k groups' selector tables + vpdpbusd, 8x32 tile "
             "(one row: the AVX2 kernel); the selector tables by VBMI lookups + vpermb"),
+      entry(F::sparq_gemm, "vnni256_evex", Isa::avx512, kVnni512, 32, kSparqVnni256Evex,
+            V::native,
+            "the AVX-VNNI entry in EVEX form (ymm vpdpbusd, AVX-512 VNNI + VL): the kernel of "
+            "AVX-512 VNNI CPUs without VBMI (Cascade Lake); below the zmm kernel elsewhere, "
+            "here to test that source natively"),
+      entry(F::sparq_gemm, "avxvnni", Isa::avx2, kAvx2Base | feat::avxvnni, 32, kSparqAvxVnni,
+            V::native,
+            "the AVX2 trim; 2:4 (sparse24): decode as AVX2, more rows: 2x32 tile over expanded "
+            "weight blocks, one vpshufb of the row's table + VEX vpdpbusd per 8 columns"),
       entry(F::sparq_gemm, "avx2", Isa::avx2, kAvx2Base, 32, kSparqAvx2, V::native,
             "nibble-vpshufb leading one + 16-entry window tables; 32 values per step; "
-            "2:4 (sparse24): 1x32 tile, vpshufb of per-row selector tables, vpmaddwd"),
+            "2:4 (sparse24): decode: 1x32 streaming tile, vpshufb of per-row selector tables, "
+            "vpmaddwd; more rows: 2x32 tile over expanded weight blocks (vpshufb + vpmaddwd)"),
       entry(F::sparq_gemm, "neon", Isa::neon, kNeonBase, 16, kSparqNeon, V::qemu,
             "tbl leading one + window tables; 16 values per step; 2:4 (sparse24): scalar loops"),
       entry(F::sparq_gemm, "scalar", Isa::scalar, 0, 1, kSparqScalar, V::native,

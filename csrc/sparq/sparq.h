@@ -64,11 +64,14 @@ using SparqTrimRowFn = void (*)(const SparqPlan& plan, const uint8_t* src, size_
 // 16r+8+i, v1 of col 16r+i] (sparq24_value_offset), so masking (0xff00) and shifting (<< 8)
 // the 16-bit words gives 256 * v for 8 columns each without a byte shuffle.
 // Selector s (4 bits): 0..5 = the position pairs (0,1),(0,2),(0,3),(1,2),(1,3),(2,3); 6 + j =
-// the single position j (an all-zero group is 6 with value 0); 10..15 select nothing (zero
-// tables). Column c's selector is nibble (c / 4) % 2 of byte 4 * (c / 8) + c % 4, the order the
-// AVX2 kernel's byte unpacking produces.
+// the single position j (an all-zero group is 6 with value 0); the packer never writes 10..15.
+// Column c's selector is nibble (c / 4) % 2 of byte 4 * (c / 8) + c % 4, the order the AVX2
+// kernel's byte unpacking produces.
 // Per activation row and group the kernels read two 16-byte tables E0/E1 (32 bytes):
-// E0[s], E1[s] = the trimmed activations selector s multiplies by v0, v1.
+// E0[s], E1[s] = the trimmed activations selector s multiplies by v0, v1 (E1[6..15] = 0).
+// E0[10..15] repeat E1[0..5], so E0 alone is a table of every trimmed activation of the group:
+// a0 = E0[s], a1 = E0[10 + s] for pairs (the M > 1 ymm kernels read only E0). A forged selector
+// 10..15 thus multiplies v0 by E1[s - 10] and v1 by 0, alike on every path.
 constexpr size_t kS24PanelCols = 32;
 constexpr size_t kS24SelBytes = 16;
 constexpr size_t kS24GroupBytes = kS24SelBytes + 2 * kS24PanelCols;  // 80
@@ -169,6 +172,13 @@ void sparq24_compute_scalar(const Sparq24Problem& p, size_t m0, size_t m1, size_
 #if defined(PQ_HAVE_X86)
 void sparq24_compute_avx2(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1);
 void sparq24_compute_avx512(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1);
+// More than two table rows: the ymm kernel over expanded weight blocks (sparq24_rows.inc), in its
+// AVX2, AVX-VNNI and EVEX builds; one or two rows go to sparq24_compute_avx2.
+void sparq24_compute_rows_avx2(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1);
+void sparq24_compute_rows_avxvnni(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0,
+                                  size_t p1);
+void sparq24_compute_rows_vnni256_avx512(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0,
+                                         size_t p1);
 #endif
 // One row's tables: k activations -> ceil(k/4) x 32 bytes.
 void sparq24_tables_row(const SparqPlan& plan, const uint8_t* a, size_t k, uint8_t* out);

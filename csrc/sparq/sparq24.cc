@@ -27,7 +27,7 @@ constexpr size_t kBlockBytes = size_t{1} << 20;  // tables per M block: ~L2 size
 constexpr size_t kPartsBytes = size_t{4} << 20;  // signed rows' two-part outputs per M block
 
 // The activation position (0-3) whose trimmed value each of a group's 32 table bytes holds (4:
-// none): E0[s] and E1[s] for the pairs s < 6, E0[6 + j] for the single j.
+// none): E0[s] and E1[s] (repeated in E0[10 + s]) for the pairs s < 6, E0[6 + j] for the single j.
 struct SignMasks {
   uint8_t mask[16][kS24TableBytes];  // [negative positions as 4 bits][table byte]: 0xff = negative
   SignMasks() {
@@ -35,7 +35,7 @@ struct SignMasks {
     std::memset(pos, 4, sizeof(pos));
     for (int s = 0; s < 6; ++s) {
       pos[s] = kS24PairPos[s][0];
-      pos[16 + s] = kS24PairPos[s][1];
+      pos[16 + s] = pos[10 + s] = kS24PairPos[s][1];
     }
     for (int j = 0; j < 4; ++j) pos[6 + j] = static_cast<uint8_t>(j);
     for (unsigned neg = 0; neg < 16; ++neg)
@@ -67,12 +67,12 @@ void sparq24_tables_row(const SparqPlan& plan, const uint8_t* a, size_t k, uint8
     for (size_t j = 0; j < 4 && 4 * g + j < k; ++j) x[j] = a[4 * g + j];
     uint8_t* e0 = out + g * kS24TableBytes;
     uint8_t* e1 = e0 + 16;
-    std::memset(e0, 0, kS24TableBytes);  // selectors 10..15: nothing
+    std::memset(e0, 0, kS24TableBytes);
     for (int s = 0; s < 6; ++s) {
       const uint8_t u = x[kS24PairPos[s][0]], v = x[kS24PairPos[s][1]];
       const int z = (u == 0 || v == 0) ? 1 : 0;  // lut[1] == lut[0] without pairs
       e0[s] = plan.lut[z][u];
-      e1[s] = plan.lut[z][v];
+      e0[10 + s] = e1[s] = plan.lut[z][v];  // E0[10..15] repeat E1[0..5] (sparq.h)
     }
     for (int j = 0; j < 4; ++j) e0[6 + j] = plan.lut[1][x[j]];  // single: zero partner
   }

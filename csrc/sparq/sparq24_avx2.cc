@@ -12,8 +12,8 @@
 //     the partial (< 2^31, a multiple of 256) is shifted back by 8 into the total (exact; the
 //     total wraps modulo 2^32 like every path).
 // 4 accumulators of 8 columns per row. Decode (one row, or a signed row's two table rows) streams
-// the panel once as several streams; more rows cut it into K blocks kept in L2 while the rows
-// pass over them two at a time (sharing the selector and value work).
+// the panel once as several streams. More rows run sparq24_rows.inc's kernel over expanded weight
+// blocks (one or two table rows of a call land here).
 #include <immintrin.h>
 
 #include "core/avx2_store.h"
@@ -23,7 +23,6 @@
 namespace pq {
 namespace {
 
-constexpr size_t kBlockGroups = 2048;      // k groups per K block: 160 KiB of a panel
 // Prefetch: to L1 32 groups ahead, and to L2 128 groups ahead (both lines a group can touch),
 // shared by the streams (each stream 1/S of it). Measured at decode (1 x 14336 x 4096, weights
 // from DRAM, Zen 3, one stream): L1 prefetch alone ran at ~16 GB/s (2.3 ms), the two-distance
@@ -44,10 +43,9 @@ PQ_INLINE __m256i bcast16(const uint8_t* p) {
 
 // R rows (1 or 2) x the panel. With two rows the selector expansion and the value words are
 // shared (about a third of a row's work), each row keeps its own 4 accumulators. The panel is
-// read as S streams, its S parts in K, in turn (kDecodeStreams from DRAM, 1 from L2).
+// read as S streams, its S parts in K, in turn.
 template <size_t R, size_t S>
-void tile(const uint8_t* const* t, const uint8_t* b, size_t groups, int32_t* const* c, size_t nc,
-          bool accumulate_c) {
+void tile(const uint8_t* const* t, const uint8_t* b, size_t groups, int32_t* const* c, size_t nc) {
   const __m256i nib = _mm256_set1_epi8(0x0f);
   const __m256i lane_shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
   const __m256i hi_bytes = _mm256_set1_epi16(static_cast<short>(0xff00));
@@ -112,7 +110,7 @@ void tile(const uint8_t* const* t, const uint8_t* b, size_t groups, int32_t* con
   end_chunk();
   for (size_t q = 0; q < 4 && q * 8 < nc; ++q)
     for (size_t r = 0; r < R; ++r)
-      store8_plus(c[r] + q * 8, accumulate_c ? c[r] + q * 8 : nullptr, tot[r][q], nc - q * 8);
+      store8_plus(c[r] + q * 8, nullptr, tot[r][q], nc - q * 8);
 }
 
 }  // namespace
@@ -122,31 +120,17 @@ void sparq24_compute_avx2(const Sparq24Problem& p, size_t m0, size_t m1, size_t 
   for (size_t panel = p0; panel < p1; ++panel) {
     const size_t col0 = panel * kS24PanelCols;
     const size_t nc = p.n - col0 < kS24PanelCols ? p.n - col0 : kS24PanelCols;
-    // Decode (a row's one or two table rows) streams the panel once; more rows reuse each K
-    // block from L2.
-    const bool decode = m1 - m0 <= 2;
-    const size_t block = decode ? p.k_groups : kBlockGroups;
-    for (size_t kb = 0; kb < p.k_groups; kb += block) {
-      const size_t groups = p.k_groups - kb < block ? p.k_groups - kb : block;
-      const uint8_t* b = p.panels + (panel * p.k_groups + kb) * kS24GroupBytes;
-      size_t m = m0;
-      for (; m + 2 <= m1; m += 2) {
-        const uint8_t* t[2] = {p.tables + m * row_tab + kb * kS24TableBytes,
-                               p.tables + (m + 1) * row_tab + kb * kS24TableBytes};
-        int32_t* c[2] = {p.c + m * p.ldc + col0, p.c + (m + 1) * p.ldc + col0};
-        if (decode)
-          tile<2, kSignedDecodeStreams>(t, b, groups, c, nc, kb > 0);
-        else
-          tile<2, 1>(t, b, groups, c, nc, kb > 0);
-      }
-      if (m < m1) {
-        const uint8_t* t[1] = {p.tables + m * row_tab + kb * kS24TableBytes};
-        int32_t* c[1] = {p.c + m * p.ldc + col0};
-        if (decode)
-          tile<1, kDecodeStreams>(t, b, groups, c, nc, kb > 0);
-        else
-          tile<1, 1>(t, b, groups, c, nc, kb > 0);
-      }
+    const uint8_t* b = p.panels + panel * p.k_groups * kS24GroupBytes;
+    size_t m = m0;
+    for (; m + 2 <= m1; m += 2) {
+      const uint8_t* t[2] = {p.tables + m * row_tab, p.tables + (m + 1) * row_tab};
+      int32_t* c[2] = {p.c + m * p.ldc + col0, p.c + (m + 1) * p.ldc + col0};
+      tile<2, kSignedDecodeStreams>(t, b, p.k_groups, c, nc);
+    }
+    if (m < m1) {
+      const uint8_t* t[1] = {p.tables + m * row_tab};
+      int32_t* c[1] = {p.c + m * p.ldc + col0};
+      tile<1, kDecodeStreams>(t, b, p.k_groups, c, nc);
     }
   }
 }

@@ -153,6 +153,10 @@ struct Tables24Layout {
         } else if (sel < 10 && e == 0) {
           own[j][p] = partner[j][p] = static_cast<uint8_t>(base + sel - 6);
           single_bytes |= uint64_t{1} << p;
+        } else if (e == 0) {  // E0[10 + s] repeats E1[s] (sparq.h)
+          own[j][p] = static_cast<uint8_t>(base + kS24PairPos[sel - 10][1]);
+          partner[j][p] = static_cast<uint8_t>(base + kS24PairPos[sel - 10][0]);
+          pair_bytes |= uint64_t{1} << p;
         }
       }
   }
