@@ -162,7 +162,8 @@ def test_gemm24_worst_case_values(isa, pairs):
 
 @functools.lru_cache(maxsize=1)
 def _block_problem():
-    # K = 16384: 8 rows of selector tables per M block, 2 AVX2 K blocks: M = 19 spans 3 blocks
+    # K = 16384: 8 rows of selector tables per M block (M = 19 spans 3 blocks), 32 K blocks of
+    # the ymm rows kernels
     rng = np.random.default_rng(17)
     m, n, k = 19, 40, 16384
     a = activations(rng, m, k)
@@ -357,7 +358,7 @@ def test_bad_inputs(rng):
 
 
 def test_arbitrary_selectors_stay_in_bounds(isa, rng):
-    """Any payload bytes (selectors 10..15 included) run and select nothing out of bounds: the
+    """Any payload bytes (selectors 10..15 included) run without reading out of bounds: the
     result equals the scalar path's on the same bytes."""
     w = sparse_weight(rng, 40, 64)
     pw = pyquant.prepack(w, "sparq24_gemm")

@@ -253,7 +253,8 @@ std::vector<KernelEntry> build_table() {
       entry(F::sparq_gemm, "avxvnni", Isa::avx2, kAvx2Base | feat::avxvnni, 32, kSparqAvxVnni,
             V::native,
             "the AVX2 trim; 2:4 (sparse24): decode as AVX2, more rows: 2x32 tile over expanded "
-            "weight blocks, one vpshufb of the row's table + VEX vpdpbusd per 8 columns"),
+            "weight blocks, per 8 columns and two k groups two vpshufb of the rows' tables + one "
+            "VEX vpdpbusd"),
       entry(F::sparq_gemm, "avx2", Isa::avx2, kAvx2Base, 32, kSparqAvx2, V::native,
             "nibble-vpshufb leading one + 16-entry window tables; 32 values per step; "
             "2:4 (sparse24): decode: 1x32 streaming tile, vpshufb of per-row selector tables, "

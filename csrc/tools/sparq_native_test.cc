@@ -140,7 +140,7 @@ void test_sparq24(Isa isa, TestCounter& t) {
   }
   // The sign split: every sign pattern of a group (k tails 1-3 too) moves exactly the bytes
   // whose activation position is negative: E0[s] / E1[s] of pair s at its first / second
-  // position, E0[6 + j] of single j; selectors 10..15 and E1[6..15] hold nothing.
+  // position (E0[10 + s] repeats E1[s]), E0[6 + j] of single j; E1[6..15] hold nothing.
   {
     bool ok = true;
     SparqPlan plan;
@@ -162,6 +162,7 @@ void test_sparq24(Isa isa, TestCounter& t) {
           int at = -1;  // the activation position this byte holds
           if (s < 6) at = kS24PairPos[s][b / 16];
           else if (s < 10 && b < 16) at = static_cast<int>(s - 6);
+          else if (s >= 10 && b < 16) at = kS24PairPos[s - 10][1];
           const bool is_neg = at >= 0 && 4 * g + at < k && negative[4 * g + at];
           ok = ok && pos[e] == (is_neg ? 0 : tables[e]) && neg[e] == (is_neg ? tables[e] : 0);
         }
