@@ -102,7 +102,7 @@ AVX512 = AVX2 + ["avx512f", "avx512bw", "avx512dq", "avx512vl"]
 # simulated CPUs: feature sets of real parts
 SKYLAKE_SP = AVX512
 CASCADE_LAKE = AVX512 + ["avx512vnni"]  # AVX-512 VNNI without VBMI
-ICE_LAKE = AVX512 + ["avx512vnni", "avx512vbmi", "avx512vpopcntdq", "avx512bitalg"]
+ICE_LAKE = AVX512 + ["avx512vnni", "avx512vbmi", "avx512vpopcntdq", "avx512bitalg", "gfni"]
 SAPPHIRE_RAPIDS = ICE_LAKE + ["avxvnni"]
 ALDER_LAKE = AVX2 + ["avxvnni"]
 GRAVITON2 = ["neon", "neon_dotprod"]
@@ -194,7 +194,8 @@ def test_selection_never_exceeds_the_tier():
                           "sparq_gemm": "avx512vbmi"}),
     (ICE_LAKE, "avx2", {"int8_gemm": "avx2_1x64", "lut_gemm": "avx2_pair", "pack": "avx2"}),
     (SAPPHIRE_RAPIDS, "avx2", {"int8_gemm": "avxvnni_6x16", "lowbit_gemm": "avxvnni_6x16"}),
-    (SAPPHIRE_RAPIDS, "avx512", {"int8_gemm": "avx512vnni_6x64", "lowbit_gemm": "avx512vnni_6x64"}),
+    (SAPPHIRE_RAPIDS, "avx512", {"int8_gemm": "avx512vnni_6x64",
+                                 "lowbit_gemm": "avx512vnni_gfni_6x64"}),
     (ALDER_LAKE, "avx2", {"int8_gemm": "avxvnni_6x16", "lowbit_gemm": "avxvnni_6x16",
                           "sparq_gemm": "avxvnni"}),
     (AVX2, "avx2", {"int8_gemm": "avx2_1x64", "lowbit_gemm": "avx2_2x64", "sparq_gemm": "avx2"}),

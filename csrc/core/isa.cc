@@ -86,6 +86,7 @@ CpuFeatures detect() {
     set(Feature::avx512vnni, (c & (1u << 11)) && z);
     set(Feature::avx512bitalg, (c & (1u << 12)) && z);
     set(Feature::avx512vpopcntdq, (c & (1u << 14)) && z);
+    set(Feature::gfni, c & (1u << 8));  // the kernels using it also declare their vector tier
     // AMX-TILE and AMX-INT8, the OS saving XTILECFG + XTILEDATA (XCR0 bits 17, 18), granted
     const bool amx = (d & (1u << 24)) && (d & (1u << 25)) && osxsave && avx &&
                      (read_xcr0() & 0x60000) == 0x60000;

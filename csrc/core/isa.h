@@ -20,7 +20,7 @@ enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2, neon = 3 };
 // _C.cpu_features() and of the kernel table's "features" lists).
 #define PQ_CPU_FEATURES(X)                                                                  \
   X(avx2) X(fma) X(bmi2) X(f16c) X(avx512f) X(avx512bw) X(avx512dq) X(avx512vl) X(avx512vnni) \
-  X(avx512vbmi) X(avx512vpopcntdq) X(avx512bitalg) X(avxvnni) X(amx_int8) X(neon)             \
+  X(avx512vbmi) X(avx512vpopcntdq) X(avx512bitalg) X(gfni) X(avxvnni) X(amx_int8) X(neon)     \
   X(neon_dotprod) X(neon_i8mm)
 
 enum class Feature : int {

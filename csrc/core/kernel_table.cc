@@ -71,6 +71,16 @@ const LowbitGemmKernels kLowbitAvx512{6,
                                       PQ_X86(lowbit_gemv_grouped_panel2_avx512),
                                       PQ_X86(lowbit_tile_grouped4_avx512),
                                       PQ_X86(lowbit_tile_grouped2_avx512)};
+const LowbitGemmKernels kLowbitAvx512Gfni{6,
+                                          PQ_X86(lowbit_tile4_avx512),
+                                          PQ_X86(lowbit_tile2_avx512),
+                                          PQ_X86(lowbit_epilogue_avx512),
+                                          PQ_X86(lowbit_gemv_grouped4_avx512),
+                                          PQ_X86(lowbit_gemv_grouped2_avx512),
+                                          PQ_X86(lowbit_gemv_grouped_panel4_avx512),
+                                          PQ_X86(lowbit_gemv_grouped_panel2_avx512),
+                                          PQ_X86(lowbit_tile_grouped4_avx512vnnigfni),
+                                          PQ_X86(lowbit_tile_grouped2_avx512vnnigfni)};
 const LowbitGemmKernels kLowbitAvx2{2,       PQ_X86(lowbit_tile4_avx2),
                                     PQ_X86(lowbit_tile2_avx2),
                                     PQ_X86(lowbit_epilogue_avx2),
@@ -218,6 +228,10 @@ std::vector<KernelEntry> build_table() {
             "16+ rows: codes unpacked to int8 B tiles per K block, AMX tdpbusd (tdpbsud for "
             "int8 rows) per 16x16 C tile; grouped: signed codes, each group folded into "
             "registers; fewer rows and decode: the zmm 6x64 kernel"),
+      entry(F::lowbit_gemm, "avx512vnni_gfni_6x64", Isa::avx512, kVnni512 | feat::gfni, 64,
+            kLowbitAvx512Gfni, V::native,
+            "the 6x64 kernel below with its grouped tile's codes unpacked signed by GFNI "
+            "(one affine per operand, no offset subtract per group)"),
       entry(F::lowbit_gemm, "avx512vnni_6x64", Isa::avx512, kVnni512, 64, kLowbitAvx512,
             V::native,
             "6x64 vpdpbusd tile (grouped: group scales folded from registers) + 1-row grouped "

@@ -36,6 +36,10 @@ namespace pq {
 // int8 rows' products are smaller), so K (or a group) of at most this many k suffices.
 constexpr size_t kLowbitScaledMaxK = 131072;
 
+// The zmm kernels' software prefetch distance: far enough ahead for DRAM latency on the decode
+// stream (about 4 KiB in flight per panel).
+constexpr size_t kLowbitZmmPrefetchBytes = 4096;
+
 constexpr size_t kLowbitPanelCols = 64;  // NR
 constexpr size_t kLowbitGroupK = 4;      // KR
 inline constexpr size_t lowbit_group_bytes(int bits) { return 32 * static_cast<size_t>(bits); }
@@ -130,6 +134,11 @@ void lowbit_tile_grouped4_avx512(const uint8_t*, size_t, size_t, const uint8_t*,
                                  const uint32_t*, size_t, const uint16_t*, float*);
 void lowbit_tile_grouped2_avx512(const uint8_t*, size_t, size_t, const uint8_t*, size_t, size_t,
                                  const uint32_t*, size_t, const uint16_t*, float*);
+// the same tile with codes unpacked signed by GFNI (lowbit_tile_grouped_avx512vnnigfni.cc)
+void lowbit_tile_grouped4_avx512vnnigfni(const uint8_t*, size_t, size_t, const uint8_t*, size_t,
+                                         size_t, const uint32_t*, size_t, const uint16_t*, float*);
+void lowbit_tile_grouped2_avx512vnnigfni(const uint8_t*, size_t, size_t, const uint8_t*, size_t,
+                                         size_t, const uint32_t*, size_t, const uint16_t*, float*);
 // A kernel's raw and grouped tiles by suffix: the ymm VNNI kernel (lowbit_gemm_vnni256.inc) in
 // its VEX (AVX-VNNI) and EVEX (AVX-512 VNNI + VL) builds, and AMX
 #define PQ_LOWBIT_TILES_DECLARE(suffix)                                                          \

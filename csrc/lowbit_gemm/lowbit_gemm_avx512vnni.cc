@@ -99,8 +99,7 @@ struct GemvScales {
   }
 };
 
-// Far enough ahead for DRAM latency on the decode stream (about 4 KiB in flight per panel).
-constexpr size_t kPrefetchBytes = 4096;
+constexpr size_t kPrefetchBytes = kLowbitZmmPrefetchBytes;
 
 // One k group's codes as the four vpdpbusd operands (16 columns x 4 k each), prefetching the
 // weight stream kPrefetchBytes ahead: the tiles' shared unpack.
@@ -160,6 +159,16 @@ __attribute__((noipa)) void tile(const uint8_t* a, size_t lda, const uint8_t* b,
   PQ_ROW_SAVE(0) PQ_ROW_SAVE(1) PQ_ROW_SAVE(2) PQ_ROW_SAVE(3) PQ_ROW_SAVE(4) PQ_ROW_SAVE(5)
 }
 
+
+// The grouped tile's operands: codes 0 .. 2^b - 1 (the offset removed per group in the fold).
+template <int BITS>
+PQ_INLINE void grouped_codes(const uint8_t* bg, __m512i& w0, __m512i& w1, __m512i& w2,
+                             __m512i& w3) {
+  tile_codes<BITS>(bg, _mm512_set1_epi8(static_cast<char>((1 << BITS) - 1)), w0, w1, w2, w3);
+}
+#define PQ_TG_SIGNED_CODES 0
+#include "lowbit_gemm/lowbit_tile_grouped_avx512.inc"
+#undef PQ_TG_SIGNED_CODES
 
 // One row (decode GEMV): DRAM-bound, so the loop must never wait on vpdpbusd latency: four
 // k-groups per step (two of each K half) into 4 independent accumulator sets (16 zmm, named
@@ -373,82 +382,6 @@ __attribute__((noipa)) void gemv_grouped_1s(const uint8_t* a, const uint8_t* b, 
   _mm512_storeu_ps(out + 48, f3);
 }
 
-// Grouped tile for M > 1 (unsigned activations): the 6x64 tile's k loop run one quantization
-// group at a time, and each group's 4*MR int32 sums folded straight from registers into the
-// float rows out[r] (L1): out += sc * float(sum - corr[r][g]) (mul, then add, group order: the
-// bits of tile + lowbit_epilogue per group) -- no store/reload of the sums, no call per group.
-// The first group writes out (0 + its product, the same bits as adding to zeroed rows).
-// Each accumulator zeroed by its own instruction: from one shared zero GCC copied every
-// accumulator through a spare register and the stack around each vpdpbusd.
-#define PQ_ZERO(x) asm volatile("vpxord %0, %0, %0" : "=v"(x))
-#define PQ_ROW_ZERO(r)                                                     \
-  __m512i c##r##0, c##r##1, c##r##2, c##r##3;                              \
-  if constexpr (MR > r) {                                                  \
-    PQ_ZERO(c##r##0); PQ_ZERO(c##r##1); PQ_ZERO(c##r##2); PQ_ZERO(c##r##3); \
-  }
-#define PQ_FOLD_ONE(r, q)                                                                    \
-  {                                                                                          \
-    __m512 prod = _mm512_mul_ps(s##q,                                                        \
-                                _mm512_cvtepi32_ps(_mm512_sub_epi32(c##r##q, cr)));          \
-    asm("" : "+v"(prod)); /* no FMA contraction */                                           \
-    float* o = ob + r * 64 + q * 16;                                                         \
-    const __m512 prev = gi == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(o);                  \
-    _mm512_storeu_ps(o, _mm512_add_ps(prev, prod));                                          \
-  }
-#define PQ_ROW_FOLD(r)                                                                   \
-  if constexpr (MR > r) {                                                                \
-    const __m512i cr = _mm512_set1_epi32(static_cast<int>(corr[r * n_groups + gi]));     \
-    PQ_FOLD_ONE(r, 0) PQ_FOLD_ONE(r, 1) PQ_FOLD_ONE(r, 2) PQ_FOLD_ONE(r, 3)              \
-  }
-
-template <int BITS, size_t MR>
-__attribute__((noipa)) void tile_grouped(const uint8_t* a, size_t lda, const uint8_t* b,
-                                         size_t kgroups, size_t group_kgroups,
-                                         const uint32_t* corr, size_t n_groups, const uint16_t* sc,
-                                         float* out) {
-  constexpr bool SIGNED = false;  // PQ_DOT's operand order: uint8 activations
-  constexpr size_t kGroupBytes = 32 * BITS;
-  const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << BITS) - 1));
-  for (size_t gi = 0, g0 = 0; g0 < kgroups; ++gi, g0 += group_kgroups) {
-    const size_t g1 = g0 + group_kgroups < kgroups ? g0 + group_kgroups : kgroups;
-    PQ_ROW_ZERO(0) PQ_ROW_ZERO(1) PQ_ROW_ZERO(2) PQ_ROW_ZERO(3) PQ_ROW_ZERO(4) PQ_ROW_ZERO(5)
-    for (size_t g = g0; g < g1; ++g) {
-      const uint8_t* bg = b + g * kGroupBytes;
-      __m512i w0, w1, w2, w3;
-      tile_codes<BITS>(bg, mask, w0, w1, w2, w3);
-      PQ_ROW_FMA(0) PQ_ROW_FMA(1) PQ_ROW_FMA(2) PQ_ROW_FMA(3) PQ_ROW_FMA(4) PQ_ROW_FMA(5)
-    }
-    // the group's scales widened once for all rows (the stores to out could alias them)
-    const uint16_t* sg = sc + gi * 64;
-    const __m512 s0 = panel_scales16(sg, 0), s1 = panel_scales16(sg, 1),
-                 s2 = panel_scales16(sg, 2), s3 = panel_scales16(sg, 3);
-    // out's rows stay in memory (L1): without the opaque pointer GCC keeps all 24 of them in
-    // registers across groups and spills the integer accumulators of the k loop instead
-    float* ob = out;
-    asm("" : "+r"(ob));
-    PQ_ROW_FOLD(0) PQ_ROW_FOLD(1) PQ_ROW_FOLD(2) PQ_ROW_FOLD(3) PQ_ROW_FOLD(4) PQ_ROW_FOLD(5)
-  }
-}
-#undef PQ_ROW_FOLD
-#undef PQ_FOLD_ONE
-#undef PQ_ROW_ZERO
-#undef PQ_ZERO
-
-template <int BITS>
-void tile_grouped_mr(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b, size_t kgroups,
-                     size_t group_kgroups, const uint32_t* corr, size_t n_groups,
-                     const uint16_t* sc, float* out) {
-  switch (mr) {
-#define PQ_CASE(n) \
-  case n: return tile_grouped<BITS, n>(a, lda, b, kgroups, group_kgroups, corr, n_groups, sc, out);
-    PQ_CASE(6) PQ_CASE(5) PQ_CASE(4) PQ_CASE(3) PQ_CASE(2) PQ_CASE(1)
-#undef PQ_CASE
-    default:  // (the table's mr is 6) more rows: six at a time; every row of out is written
-      for (size_t r = 0; r < mr; r += 6)
-        tile_grouped_mr<BITS>(a + r * lda, lda, mr - r < 6 ? mr - r : 6, b, kgroups,
-                              group_kgroups, corr + r * n_groups, n_groups, sc, out + r * 64);
-  }
-}
 
 #undef PQ_GEMV_STEP
 #undef PQ_ROW_DECL
