@@ -201,10 +201,12 @@ void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size
   constexpr size_t kChunk = BITS == 4 ? 8 : 32;
   const __m256i mask = _mm256_set1_epi8(static_cast<char>((1 << BITS) - 1));
   const __m256i ones = _mm256_set1_epi16(1);
+  const size_t n_groups = div_round_up(kgroups, group_kgroups);
   for (size_t gi = 0, g0 = 0; g0 < kgroups; ++gi, g0 += group_kgroups) {
     const size_t g1 = g0 + group_kgroups < kgroups ? g0 + group_kgroups : kgroups;
     const __m256i cr = _mm256_set1_epi32(static_cast<int>(corr[gi]));
     const uint16_t* sg = sc + gi * 64;
+    prefetch_panel_scales(sc, gi, n_groups);
     __m256i acc[8];  // [h * 4 + q]: columns 16q + 8h .. +7
     if constexpr (SIGNED) {
       for (int i = 0; i < 8; ++i) acc[i] = _mm256_setzero_si256();

@@ -93,7 +93,8 @@ struct GemvScales {
   }
   // prefetch the next panel's block in proportion to the groups read so far
   void prefetch_next(size_t groups_read) {
-    if (PANEL || !next) return;
+    if constexpr (PANEL) return prefetch_panel_scales(sp, groups_read, n_groups);
+    if (!next) return;
     for (const size_t upto = next_bytes * groups_read / n_groups; next_done < upto; next_done += 64)
       _mm_prefetch(next + next_done, _MM_HINT_T0);
   }
