@@ -59,6 +59,12 @@ def _static(act_range):
     return act_range is not None and not bool(torch.isnan(act_range).any())
 
 
+def _overflows(lo, hi):
+    """Where finite lo <= hi are wider apart than float32 holds (csrc/quantize/row_quantize.h
+    range_overflows): the native quantizers take the width in double there."""
+    return torch.isinf(hi - lo) & torch.isfinite(lo) & torch.isfinite(hi)
+
+
 def _row_range(x, act_range):
     """(lo [M|1, 1], hi [M|1, 1]) with 0 inside the range."""
     if _static(act_range):
@@ -90,6 +96,7 @@ def asym_u8(x, act_range=None, reuse=False, qmax=255):
     forward path)."""
     lo, hi = _row_range(x, act_range)
     sa = (hi - lo) / float(qmax)
+    sa = torch.where(_overflows(lo, hi), ((hi.double() - lo.double()) / qmax).float(), sa)
     sa = torch.where(sa > 0, sa, torch.ones_like(sa))
     zp = torch.round(-lo / sa).clamp_(0, qmax)
     # q = trunc(clamp(x * (1/sa) + (zp + 0.5), 0, qmax + 0.25)): round half up, as the native
@@ -476,9 +483,16 @@ def _lut_levels(levels):
 
 def _lut_minmax(lo, hi, srt):
     """(sa, off) float32 from a range: sa = (hi - lo) / (lmax - lmin) (1 if not > 0), off = lo - sa*lmin."""
-    sa = (hi - lo) / float(srt[3] - srt[0])
+    span = float(srt[3] - srt[0])
+    sa = (hi - lo) / span
     sa = torch.where(sa > 0, sa, torch.ones_like(sa))
-    return sa, lo - sa * float(srt[0])
+    off = lo - sa * float(srt[0])
+    wide = _overflows(lo, hi)  # (the native branch: s and off in double)
+    if bool(wide.any()):
+        ds = (hi.double() - lo.double()) / span
+        sa = torch.where(wide, ds.float(), sa)
+        off = torch.where(wide, (lo.double() - ds * float(srt[0])).float(), off)
+    return sa, off
 
 
 def _lut_row_range(x):
@@ -496,7 +510,7 @@ def _lut_mse(x, srt):
     search over a 512-bin histogram, float64 from the bins on."""
     m, k = x.shape
     lo, hi = _lut_row_range(x)
-    flat = ~(hi > lo)
+    flat = ~(hi > lo) | _overflows(lo, hi)  # (minmax's parameters for these rows)
     span = torch.where(flat, torch.ones_like(hi), hi - lo)
     t = (x - lo) * (torch.tensor(float(LUT_BINS)) / span)
     # the native bin rule: t > 0 (false for NaN) ? min(t, B - 1) : 0, never a cast of NaN or inf
