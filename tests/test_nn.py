@@ -1081,6 +1081,20 @@ def test_calibrate_refuses_nonfinite_batches(bad):
     assert not torch.isnan(model[0].act_range).any()
 
 
+def test_calibrate_refuses_a_range_wider_than_float32():
+    # finite inputs near +-FLT_MAX: the mean range's width hi - lo overflows float32 (it was set,
+    # and every output was NaN); refused, every range left as it was
+    model = pyquant.quantize_(nn.Sequential(nn.Linear(6, 4)), pyquant.Int8Config())
+    x = torch.randn(8, 6)
+    x[0, :2] = torch.tensor([3e38, -3e38])
+    with pytest.raises(ValueError, match=r"calibrate: module '0' saw the range .* wider than float32"):
+        pyquant.calibrate(model, [x])
+    assert all(torch.isnan(m.act_range).all() for m in model if hasattr(m, "act_range"))
+    x[0, :2] = torch.tensor([1.7e38, -1.7e38])  # within float32: calibrated
+    pyquant.calibrate(model, [x])
+    assert torch.isfinite(model[0].act_range).all()
+
+
 def _lowbit_weight_whole(w, bits, gs):  # the clipping search as one whole-tensor pass (before)
     from pyquant.nn.schemes import best_clip, bf16_round
     n, k = w.shape

@@ -291,8 +291,9 @@ def test_act_range_is_checked_at_load(config):
     key = next(k for k in sd if k.endswith("act_range"))
     with torch.no_grad():
         y_fresh = fresh(X)
+    # [-3e38, 3e38]: finite, but hi - lo overflows float32 (it loaded and every output was NaN)
     for bad_range in ([1.0, -1.0], [-float("inf"), float("inf")], [float("nan"), 1.0],
-                      [0.0, float("nan")]):
+                      [0.0, float("nan")], [-3e38, 3e38], [-1.8e38, 1.7e38]):
         bad = dict(sd)
         bad[key] = torch.tensor(bad_range)
         with pytest.raises(ValueError, match=f"{key.replace('.', '[.]')}: expected"):
@@ -300,8 +301,34 @@ def test_act_range_is_checked_at_load(config):
         with torch.no_grad():
             assert torch.equal(fresh(X), y_fresh)
     good = dict(sd)
-    good[key] = torch.tensor([-2.0, 3.0])  # a static range loads
-    fresh.load_state_dict(good)
+    for ok in ([-2.0, 3.0], [0.0, 3.4e38], [-1.7e38, 1.7e38]):  # static ranges float32 holds
+        good[key] = torch.tensor(ok)
+        fresh.load_state_dict(good)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_w_scale_is_bounded_at_load(config):
+    # a scale whose dequantized row sums overflow float32 (3e38 loaded: NaN/inf outputs) is
+    # refused by name; the bound is float32's max / (largest weight code x K)
+    model, fresh = _models(config)
+    sd = model.state_dict()
+    key = "0.w_scale"
+    code, k = fresh[0].scheme.code_max, fresh[0].in_features_k
+    limit = torch.finfo(torch.float32).max / (code * k)
+    with torch.no_grad():
+        y_fresh = fresh(X)
+    for value in (3e38, -3e38, limit * 1.01):
+        bad = dict(sd)
+        bad[key] = sd[key].clone()
+        bad[key].view(-1)[1] = value
+        with pytest.raises(ValueError, match=r"0\.w_scale: expected \|values\| <= "):
+            fresh.load_state_dict(bad)
+        with torch.no_grad():
+            assert torch.equal(fresh(X), y_fresh)
+    ok = dict(sd)
+    ok[key] = sd[key].clone()
+    ok[key].view(-1)[1] = limit * (0.99 if sd[key].dtype == torch.float32 else 0.9)
+    fresh.load_state_dict(ok)  # at the bound: loads
 
 
 def test_packed_of_two_dims_is_refused_by_name():

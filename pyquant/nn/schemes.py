@@ -59,9 +59,10 @@ def _static(act_range):
     return act_range is not None and not bool(torch.isnan(act_range).any())
 
 
-def _overflows(lo, hi):
+def range_overflows(lo, hi):
     """Where finite lo <= hi are wider apart than float32 holds (csrc/quantize/row_quantize.h
-    range_overflows): the native quantizers take the width in double there."""
+    range_overflows): the native quantizers take the width in double there, and a static range
+    (calibration, a loaded act_range) is refused."""
     return torch.isinf(hi - lo) & torch.isfinite(lo) & torch.isfinite(hi)
 
 
@@ -96,7 +97,7 @@ def asym_u8(x, act_range=None, reuse=False, qmax=255):
     forward path)."""
     lo, hi = _row_range(x, act_range)
     sa = (hi - lo) / float(qmax)
-    sa = torch.where(_overflows(lo, hi), ((hi.double() - lo.double()) / qmax).float(), sa)
+    sa = torch.where(range_overflows(lo, hi), ((hi.double() - lo.double()) / qmax).float(), sa)
     sa = torch.where(sa > 0, sa, torch.ones_like(sa))
     zp = torch.round(-lo / sa).clamp_(0, qmax)
     # q = trunc(clamp(x * (1/sa) + (zp + 0.5), 0, qmax + 0.25)): round half up, as the native
@@ -154,6 +155,7 @@ class Scheme:
         return {}
 
     reads: tuple = ("packed", "w_scale")
+    code_max: int = 128  # the largest |weight code| the packed format holds (int8)
 
     def read_buffers(self, b) -> tuple:
         """Names of the buffers one forward reads (besides bias and act_range): what a decode
@@ -308,6 +310,10 @@ class WeightOnlyScheme(Scheme):
     in-place edit), so a loaded file or an edited scale does not leave it stale. (A traced
     program, torch.compile / torch.export, takes the constants as they are when it is traced.)"""
     ops = ("lowbit_gemm",)
+
+    @property
+    def code_max(self):
+        return 1 << (self.config.bits - 1)
 
     def read_buffers(self, b):
         if "packed_offsets" in b:  # per-group packs: the PyTorch epilogue reads w_scale
@@ -487,7 +493,7 @@ def _lut_minmax(lo, hi, srt):
     sa = (hi - lo) / span
     sa = torch.where(sa > 0, sa, torch.ones_like(sa))
     off = lo - sa * float(srt[0])
-    wide = _overflows(lo, hi)  # (the native branch: s and off in double)
+    wide = range_overflows(lo, hi)  # (the native branch: s and off in double)
     if bool(wide.any()):
         ds = (hi.double() - lo.double()) / span
         sa = torch.where(wide, ds.float(), sa)
@@ -510,7 +516,7 @@ def _lut_mse(x, srt):
     search over a 512-bin histogram, float64 from the bins on."""
     m, k = x.shape
     lo, hi = _lut_row_range(x)
-    flat = ~(hi > lo) | _overflows(lo, hi)  # (minmax's parameters for these rows)
+    flat = ~(hi > lo) | range_overflows(lo, hi)  # (minmax's parameters for these rows)
     span = torch.where(flat, torch.ones_like(hi), hi - lo)
     t = (x - lo) * (torch.tensor(float(LUT_BINS)) / span)
     # the native bin rule: t > 0 (false for NaN) ? min(t, B - 1) : 0, never a cast of NaN or inf
@@ -564,6 +570,10 @@ def lut_act(x, levels, mode, act_range=None):
 class LUT2Scheme(Scheme):
     ops = ("lut_gemm",)
     reads = ("packed", "w_scale", "w_off")
+
+    @property
+    def code_max(self):
+        return max(abs(v) for v in self.config.w_levels) or 1
 
     def quantize_weight(self, w):
         wl = self.config.w_levels
