@@ -77,6 +77,69 @@ def test_error_names_the_field_and_expected_value(case):
         _C.validate_packed(case.buffer, other)
 
 
+# ----------------------------------------------------------------------------- the payload
+INT8_LAYOUT = [c for c in CASES if c.op in ("int8_gemm", "sparq_gemm")]
+
+
+def _int8_payload_edits(buf):
+    """(label, edited copy): the int8 layout's column sums (aux, int32 [N_pad]) out of step with
+    the panels ([N_pad/64][K_pad/4][64][4] int8)."""
+    h = header(buf)
+    aux, data = int(h["aux_offset"]), int(h["data_offset"])
+    edits = {"aux byte": aux, "last column's sum": aux + 4 * 69 + 3, "weight (0, 0)": data,
+             "weight (69, 36)": data + (69 // 64) * 10 * 256 + 9 * 256 + (69 % 64) * 4 + 0}
+    out = []
+    for label, at in edits.items():
+        b = buf.copy()
+        b[at] ^= 0x41
+        out.append((label, b))
+    return out
+
+
+@pytest.mark.parametrize("case", INT8_LAYOUT, ids=[c.name for c in INT8_LAYOUT])
+def test_column_sums_are_checked_against_the_weights(case):
+    # the aux sums are the signed-activation paths' +-128 correction: one edited byte there (or a
+    # weight edited without its sum) gave the raw signed int8_gemm a silent wrong answer. The
+    # load-time checks recompute them from the panels (one pass); per call the header suffices.
+    for label, buf in _int8_payload_edits(case.buffer):
+        with pytest.raises(ValueError, match=rf"w: invalid packed weight \({case.op}\): column "
+                                             r"\d+'s sum in the aux area is -?\d+, expected -?\d+"):
+            _C.validate_packed(buf, case.op)
+        _C.validate_packed(buf, case.op, payload=False)  # (what the ops check per call)
+        with pytest.raises(ValueError, match=r"buffer: .*aux area"):
+            PackedWeight(buf, case.op, case.params).validate()
+        bad = PackedWeight.__new__(PackedWeight)
+        object.__setattr__(bad, "buffer", buf)
+        object.__setattr__(bad, "op", case.op)
+        object.__setattr__(bad, "params", case.params)
+        with pytest.raises(ValueError, match="aux area"):
+            pickle.loads(pickle.dumps(bad))
+    # the K padding (k = 37..39) and the columns past N (70..127) reach no output: not checked
+    h = header(case.buffer)
+    data = int(h["data_offset"])
+    b = case.buffer.copy()
+    b[data + 9 * 256 + 5 * 4 + 1] = 7  # column 5, k = 37
+    b[data + 1 * 10 * 256 + (100 - 64) * 4] = 9  # column 100, k = 0
+    _C.validate_packed(b, case.op)
+
+
+@pytest.mark.parametrize("config", [pyquant.Int8Config(), pyquant.SparqConfig()],
+                         ids=["int8", "sparq"])
+def test_state_dict_with_edited_column_sums_is_refused(config):
+    model, fresh = _models(config)
+    sd = model.state_dict()
+    with torch.no_grad():
+        y_fresh = fresh(X)
+    for label, buf in _int8_payload_edits(sd["0.packed"].numpy()):
+        bad = dict(sd)
+        bad["0.packed"] = torch.from_numpy(buf)
+        with pytest.raises(ValueError, match=r"0\.packed: invalid packed weight .*aux area"):
+            fresh.load_state_dict(bad)
+        with torch.no_grad():
+            assert torch.equal(fresh(X), y_fresh), label
+    fresh.load_state_dict(sd)
+
+
 def test_n_within_the_padding_is_another_valid_weight():
     """The ops cannot know N: a header claiming N+1 (inside the panel padding) describes a
     weight with one more row; the kernels stay inside the buffer and agree on the first N

@@ -104,6 +104,27 @@ inline PackedHeader validate_packed_buffer(const uint8_t* data, size_t size, Pac
   return h;
 }
 
+// Load-time check of what a buffer holds beyond its header: regions derived from the weights
+// must match them. Only the int8 layout (int8_gemm, sparq_gemm) has one, its column sums (aux);
+// the other layouts hold codes only, and every code is a valid weight. One pass over the
+// weights, so not per call: `h` is the header validate_packed_buffer returned for `data`.
+inline void validate_packed_payload(const uint8_t* data, const PackedHeader& h,
+                                    const char* name) {
+  const PackedOp op = static_cast<PackedOp>(h.op);
+  if (op != PackedOp::int8_gemm && op != PackedOp::sparq_gemm) return;
+  const int32_t* sums = reinterpret_cast<const int32_t*>(data + h.aux_offset);
+  size_t c = 0;
+  int32_t want = 0;
+  if (int8_col_sums_match(reinterpret_cast<const int8_t*>(data + h.data_offset), sums, h.n, h.k,
+                          &c, &want))
+    return;
+  throw std::invalid_argument(std::string(name) + ": invalid packed weight (" +
+                              packed_op_name(op) + "): column " + std::to_string(c) +
+                              "'s sum in the aux area is " + std::to_string(sums[c]) +
+                              ", expected " + std::to_string(want) +
+                              " (the sum of its weights): the buffer was edited or damaged");
+}
+
 // The header of `buf` after full validation for `op`.
 inline PackedHeader checked_header(const CArray<uint8_t>& buf, PackedOp op,
                                    const char* name = "w") {
