@@ -1501,6 +1501,33 @@ def test_weight_only_zero_point_term_follows_the_scales(layout, monkeypatch):
             assert "w_off" in fresh.state_dict()
 
 
+@pytest.mark.parametrize("layout", ["kernels", "reference"])
+@pytest.mark.parametrize("config", [pyquant.Int8Config(), pyquant.LUT2Config(),
+                                    pyquant.LUT2Config(w_levels=(-2, -1, 0, 1))],
+                         ids=["int8", "lut2", "lut2-signed"])
+def test_code_sums_follow_the_packed_weight(config, layout, monkeypatch):
+    """Int8/LUT2's w_sum (sum of each row's codes / w_levels[code]; in the state dict, older
+    files carry it) is read back from packed at every refresh, as WeightOnly's w_off: equal to
+    the conversion's bit for bit, and an edited one (loaded, or edited in place) changes nothing
+    (it loaded and shifted every output)."""
+    if layout == "reference":
+        monkeypatch.setattr(_backend, "_reference", True)
+    torch.manual_seed(0)
+    lin = nn.Linear(100, 8)
+    x = torch.randn(3, 100) + 1.0
+    q = pyquant.nn.QuantLinear.from_linear(lin, config)
+    assert torch.equal(q.w_sum, scheme_for(config).quantize_weight(lin.weight.detach())["w_sum"])
+    with torch.no_grad():
+        y = q(x)
+        sd = {k: v.clone() for k, v in q.state_dict().items()}
+        sd["w_sum"][0] += 1000.5
+        fresh = pyquant.nn.QuantLinear.from_linear(nn.Linear(100, 8), config)
+        fresh.load_state_dict(sd)
+        assert "w_sum" in fresh.state_dict() and torch.equal(fresh(x), y)
+        q.w_sum.add_(7.0)
+        assert torch.equal(q(x), y)
+
+
 def test_layers_without_values_are_clear_errors():
     with pytest.raises(ValueError, match="lazy layer"):
         pyquant.quantize_(nn.Sequential(nn.LazyLinear(4)), pyquant.Int8Config())

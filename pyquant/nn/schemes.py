@@ -124,6 +124,34 @@ def float_inplace(acc):
     return y.copy_(acc)
 
 
+def indicator_sums(op: str, packed, n: int, bounds, reference: bool, **kw) -> torch.Tensor:
+    """[N, len(bounds)] int32: each weight row's sum of code values over each k range (lo, hi)
+    of ``bounds``, read back from the packed weight by the kernels themselves: an exact integer
+    GEMM of indicator rows (code 1 inside the range, 0 outside; ``kw``: the op's parameters).
+    Reference modules hold the raw codes [N, K]."""
+    if reference:
+        k = packed.numel() // n if n else 0
+    else:
+        k = _backend.packed_shape(packed, op, **kw)[1]
+    rows = torch.zeros((len(bounds), k), dtype=torch.uint8)
+    for g, (lo, hi) in enumerate(bounds):
+        rows[g, lo:hi] = 1
+    return _backend.gemm(op, rows, packed, n, k, reference, **kw).t()
+
+
+def codes_memo(b, memo: dict, key: str, compute):
+    """``compute()``, kept in ``memo[key]`` across refreshes (calibrate, moves) while the packed
+    tensors (packed, packed_offsets) are the same unedited objects: sums of the codes change
+    only with the codes."""
+    codes = [t for t in (b["packed"], b.get("packed_offsets")) if t is not None]
+    seen = memo.get(key + "_of", ())
+    if len(seen) != len(codes) or any(ref() is not t or v != t._version
+                                       for (ref, v), t in zip(seen, codes)):
+        memo[key] = compute()
+        memo[key + "_of"] = tuple((weakref.ref(t), t._version) for t in codes)
+    return memo[key]
+
+
 class Scheme:
     ops: tuple = ()
     config = None
@@ -213,6 +241,14 @@ class Int8Scheme(Scheme):
         y = float_inplace(acc).mul_(sa).mul_(b["w_scale"])
         y.sub_((sa * zp).view(-1, 1) * (b["w_scale"] * b["w_sum"]))
         return y
+
+    def recomputed(self, b, reference, memo):
+        # w_sum stays in the state dict (older files carry it) but follows from the codes: read
+        # back from ``packed`` at every refresh, so a loaded or edited one cannot disagree
+        n = b["w_scale"].shape[0]
+        sums = codes_memo(b, memo, "w_sum", lambda: indicator_sums(
+            "int8_gemm", b["packed"], n, [(0, 1 << 62)], reference).view(-1))
+        return {"w_sum": sums.float()}
 
     def derived(self, b):
         return {"w_off": b["w_scale"] * b["w_sum"]}
@@ -350,30 +386,18 @@ class WeightOnlyScheme(Scheme):
             return torch.stack([codes[:, lo:hi].sum(1, dtype=torch.int32)
                                 for lo, hi in group_bounds(codes.shape[1], gs)], 1)
 
-        def indicator_gemm(packed, bounds):
-            k = _backend.packed_shape(packed, "lowbit_gemm", bits=bits)[1]
-            rows = torch.zeros((len(bounds), k), dtype=torch.uint8)
-            for g, (lo, hi) in enumerate(bounds):
-                rows[g, lo:hi] = 1
-            return _backend.gemm("lowbit_gemm", rows, packed, n, k, False, bits=bits).t()
-
         if "packed_offsets" not in b:
             k = _backend.packed_shape(b["packed"], "lowbit_gemm", bits=bits)[1]
-            return indicator_gemm(b["packed"], group_bounds(k, gs)).contiguous()
+            return indicator_sums("lowbit_gemm", b["packed"], n, group_bounds(k, gs), False,
+                                  bits=bits).contiguous()
         off = b["packed_offsets"].tolist()  # one pack per group: a row of ones against each
-        return torch.cat([indicator_gemm(b["packed"][lo:hi], [(0, 1 << 62)])
+        return torch.cat([indicator_sums("lowbit_gemm", b["packed"][lo:hi], n, [(0, 1 << 62)],
+                                         False, bits=bits)
                           for lo, hi in zip(off, off[1:])], 1).contiguous()
 
     def recomputed(self, b, reference, memo):
-        # the group sums change only with the codes: kept across refreshes (calibrate, moves)
-        # while the same packed tensor objects are unedited
-        codes = [t for t in (b["packed"], b.get("packed_offsets")) if t is not None]
-        seen = memo.get("group_sums_of", ())
-        if len(seen) != len(codes) or any(ref() is not t or v != t._version
-                                           for (ref, v), t in zip(seen, codes)):
-            memo["group_sums"] = self.group_code_sums(b, reference)
-            memo["group_sums_of"] = tuple((weakref.ref(t), t._version) for t in codes)
-        return {"w_off": zero_point_term(b["w_scale"].float(), memo["group_sums"])}
+        sums = codes_memo(b, memo, "group_sums", lambda: self.group_code_sums(b, reference))
+        return {"w_off": zero_point_term(b["w_scale"].float(), sums)}
 
     def derived(self, b):
         if "packed_offsets" in b:
@@ -580,6 +604,15 @@ class LUT2Scheme(Scheme):
         codes, sw = lut_weight(w, wl)
         lsum = torch.tensor(wl, dtype=torch.float32)[codes.long()].sum(1)
         return {"packed": _backend.prepack("lut_gemm", codes, w_levels=wl), "w_scale": sw, "w_sum": lsum}
+
+    def recomputed(self, b, reference, memo):
+        # w_sum (sum of w_levels[code] per row): as Int8's, read back from ``packed``; activation
+        # levels (0, 1, 0, 0) make the indicator rows' codes 0/1 count as 0/1
+        n, wl = b["w_scale"].shape[0], self.config.w_levels
+        sums = codes_memo(b, memo, "w_sum", lambda: indicator_sums(
+            "lut_gemm", b["packed"], n, [(0, 1 << 62)], reference, a_levels=(0, 1, 0, 0),
+            w_levels=wl).view(-1))
+        return {"w_sum": sums.float()}
 
     def derived(self, b):
         return {"w_off": b["w_scale"] * b["w_sum"]}
