@@ -42,7 +42,7 @@ class PackedWeight:
     def __init__(self, buffer: np.ndarray, op: str, params: dict | None = None):
         if not isinstance(buffer, np.ndarray) or buffer.dtype != np.uint8 or buffer.ndim != 1:
             raise TypeError("buffer: expected a 1-D uint8 numpy array")
-        self.buffer = buffer
+        self.buffer = np.ascontiguousarray(buffer)  # (a strided view: copied, as on unpickling)
         self.op = op
         self.params = dict(params or {})
         if buffer.size < _HEADER.itemsize:
@@ -105,9 +105,13 @@ class PackedWeight:
 
 
 def _norm(value):
-    """A params value as the header decoding gives it (sequences as tuples of ints)."""
+    """A params value as the header decoding gives it (sequences as tuples of ints); a sequence
+    of other things (None, inf, lists) stays as it is, unequal to the header's."""
     if isinstance(value, (list, tuple, np.ndarray)):
-        return tuple(int(v) for v in value)
+        try:
+            return tuple(int(v) for v in value)
+        except (TypeError, ValueError, OverflowError):
+            return value
     return value
 
 

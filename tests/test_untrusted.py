@@ -194,6 +194,29 @@ def test_packed_weight_pickle_bad_state():
             {"buffer": pw.buffer, "op": "lut_gemm", "params": {}})
 
 
+def test_packed_weight_params_that_are_not_levels():
+    # params from a pickle whose levels are not integers: a ValueError naming params (int()
+    # of them was an OverflowError / TypeError)
+    case = next(c for c in CASES if c.op == "lut_gemm")
+    for levels in ([float("inf"), 0, 0, 0], [None] * 4, [[1]] * 4, [float("nan")] * 4):
+        with pytest.raises(ValueError, match=r"params: w_levels=.* but the buffer's header records"):
+            PackedWeight.__new__(PackedWeight).__setstate__(
+                {"buffer": case.buffer, "op": "lut_gemm", "params": {"w_levels": levels}})
+
+
+def test_packed_weight_from_a_strided_buffer():
+    # a strided 1-D uint8 view (numpy's "last axis must be contiguous" error when the header
+    # was read) is copied into a contiguous buffer, as unpickling does
+    case = next(c for c in CASES if c.op == "lut_gemm")
+    big = np.zeros(case.buffer.size * 2, np.uint8)
+    big[::2] = case.buffer
+    pw = PackedWeight(big[::2], case.op, case.params)
+    assert pw.buffer.flags.c_contiguous and np.array_equal(pw.buffer, case.buffer)
+    assert pw.validate()["n"] == 70
+    assert np.array_equal(case.calls["pyquant.lut_gemm"](pw.buffer),
+                          case.calls["pyquant.lut_gemm"](case.buffer))
+
+
 def test_packed_weight_constructor_small_buffers():
     for size in (0, 1, 63):
         with pytest.raises(ValueError, match="smaller than the 64-byte"):
@@ -322,6 +345,26 @@ def test_side_tensors_are_checked_at_load(config):
     bad[_packed_keys(sd)[0]] = [1, 2, 3]
     with pytest.raises(TypeError, match="expected a tensor"):
         fresh.load_state_dict(bad)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_meta_and_sparse_entries_are_type_errors(config):
+    # no data (meta) or no flat memory (sparse): torch's NotImplementedError / RuntimeError from
+    # deep inside the checks before; a TypeError naming the key, the module unchanged
+    model, fresh = _models(config)
+    sd, own = model.state_dict(), {k: v.clone() for k, v in fresh.state_dict().items()}
+    with torch.no_grad():
+        y_fresh = fresh(X)
+    for key in sd:
+        for label, make in (("meta", lambda v: v.to("meta")), ("sparse", lambda v: v.to_sparse())):
+            for assign in (False, True):
+                bad = dict(own)  # (the other layers load their own values)
+                bad[key] = make(sd[key])
+                with pytest.raises(TypeError, match=rf"{key.replace('.', '[.]')}: expected a "
+                                                    "dense tensor with data"):
+                    fresh.load_state_dict(bad, assign=assign)
+        with torch.no_grad():
+            assert torch.equal(fresh(X), y_fresh), key
 
 
 @pytest.mark.parametrize("config", CONFIGS)

@@ -141,6 +141,15 @@ inline void require_packable_shape(size_t n, size_t k, const char* name = "w") {
                                 " exceeds the supported maximum " + std::to_string(kPackedMaxK));
 }
 
+// A low-bit group size: a positive multiple of the kernels' k group, at most the packed K limit
+// (one group covers any K; a larger size made div_round_up(K, group_size) wrap to 0 groups, and
+// a side array of 0 groups passed the length checks).
+inline void require_group_size(size_t group_size) {
+  require(group_size > 0 && group_size % kLowbitGroupK == 0 && group_size <= kPackedMaxK,
+          "group_size: expected a positive multiple of 4 up to " + std::to_string(kPackedMaxK) +
+              " (the packed K limit), got " + std::to_string(group_size));
+}
+
 // The activations' K must equal the packed weight's K.
 inline void require_k_matches(const PackedHeader& h, size_t k) {
   if (k != h.k)

@@ -41,10 +41,9 @@ def check_state_dict(module, state_dict, prefix: str) -> None:
     ``state_dict`` that replaces one of ``module``'s buffers is a safe replacement."""
     own = {n: t for n, t in module._buffers.items() if t is not None}
     new = {n: state_dict[prefix + n] for n in own if prefix + n in state_dict}
+    _check_tensor_kinds(new, prefix)
     _check_same_config(module, new, prefix)
     for name, t in new.items():
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{prefix}{name}: expected a tensor, got {type(t).__name__}")
         if t.dtype != own[name].dtype:
             raise ValueError(f"{prefix}{name}: expected dtype {own[name].dtype}, got {t.dtype}")
     for name in ("packed", "packed_offsets"):
@@ -94,6 +93,17 @@ def _check_scale_bound(module, new: dict, prefix: str) -> None:
     if amax > limit:
         raise ValueError(f"{prefix}w_scale: expected |values| <= {limit:.6g} (float32's max / "
                          f"(largest weight code {code} x K = {k})), got {amax:.6g}")
+
+
+def _check_tensor_kinds(new: dict, prefix: str) -> None:
+    """Every entry is a dense (strided) tensor holding data: a meta tensor has none and a sparse
+    one no flat memory, and both failed later inside torch with messages naming neither."""
+    for name, t in new.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{prefix}{name}: expected a tensor, got {type(t).__name__}")
+        if t.is_meta or t.layout != torch.strided:
+            kind = "a tensor on the meta device" if t.is_meta else f"layout {t.layout}"
+            raise TypeError(f"{prefix}{name}: expected a dense tensor with data, got {kind}")
 
 
 def _check_same_config(module, new: dict, prefix: str) -> None:
