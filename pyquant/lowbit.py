@@ -74,8 +74,9 @@ def lowbit_gemm_grouped(a, w, *, bits, group_size, scales):
     if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)):
         raise TypeError(f"group_size: expected an int, got {type(group_size).__name__}")
     group_size = int(group_size)
-    if group_size <= 0 or group_size % 4:
-        raise ValueError(f"group_size: expected a positive multiple of 4, got {group_size}")
+    if group_size <= 0 or group_size % 4 or group_size > _MAX_K:  # (one group covers any K)
+        raise ValueError(f"group_size: expected a positive multiple of 4 up to {_MAX_K} (the "
+                         f"packed K limit), got {group_size}")
     n, k = pw.shape
     groups = -(-k // group_size)
     sn = _arrays.to_numpy(scales, "scales")

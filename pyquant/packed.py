@@ -42,7 +42,7 @@ class PackedWeight:
     def __init__(self, buffer: np.ndarray, op: str, params: dict | None = None):
         if not isinstance(buffer, np.ndarray) or buffer.dtype != np.uint8 or buffer.ndim != 1:
             raise TypeError("buffer: expected a 1-D uint8 numpy array")
-        self.buffer = buffer
+        self.buffer = np.ascontiguousarray(buffer)  # (a strided view: copied, as on unpickling)
         self.op = op
         self.params = dict(params or {})
         if buffer.size < _HEADER.itemsize:
@@ -55,9 +55,10 @@ class PackedWeight:
             raise ValueError(f"buffer: packed for op id {int(h['op'])}, not {op!r}")
 
     def validate(self) -> dict:
-        """Checks the buffer as the op will (header fields, layout, exact size) and that
-        ``params`` agree with the header; returns ``{op, n, k, nbytes, params}`` (the params the
-        header records). Raises ValueError naming the field and the expected value."""
+        """Checks the buffer as the op will (header fields, layout, exact size), that what it
+        derives from its weights matches them (int8 column sums) and that ``params`` agree with
+        the header; returns ``{op, n, k, nbytes, params}`` (the params the header records).
+        Raises ValueError naming the field and the expected value."""
         info = _C.validate_packed(self.buffer, self.op, "buffer")
         for key, value in info["params"].items():
             if key in self.params and _norm(self.params[key]) != value:
@@ -104,9 +105,13 @@ class PackedWeight:
 
 
 def _norm(value):
-    """A params value as the header decoding gives it (sequences as tuples of ints)."""
+    """A params value as the header decoding gives it (sequences as tuples of ints); a sequence
+    of other things (None, inf, lists) stays as it is, unequal to the header's."""
     if isinstance(value, (list, tuple, np.ndarray)):
-        return tuple(int(v) for v in value)
+        try:
+            return tuple(int(v) for v in value)
+        except (TypeError, ValueError, OverflowError):
+            return value
     return value
 
 
@@ -179,7 +184,7 @@ def check_replacement(new: np.ndarray, current: np.ndarray, name: str) -> dict:
     op = header_op(current)
     if op is None:
         raise ValueError(f"{name}: the module's own buffer is not a packed weight")
-    want = _C.validate_packed(current, op, name)
+    want = _C.validate_packed(current, op, name, payload=False)  # (checked when it was loaded)
     # shape first (the most likely edit, named as such), then the whole header and size
     if new.size >= 64 and bytes(new[:4]) == b"PQWT":
         h = new[:64].view(_HEADER)[0]

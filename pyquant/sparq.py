@@ -251,6 +251,9 @@ def _meta_shape(meta) -> tuple:
             or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0
                        for d in shape)):
         raise ValueError(f"meta: shape must be a tuple of non-negative ints, got {shape!r}")
+    if shape and shape[-1] > _C.PACKED_MAX_K:  # (its encoded row size wrapped in size_t)
+        raise ValueError(f"meta: shape's K (last dimension) is {shape[-1]}, expected at most "
+                         f"{_C.PACKED_MAX_K} (the packed K limit)")
     return tuple(int(d) for d in shape)
 
 

@@ -193,3 +193,14 @@ def test_grouped_bad_inputs(rng):
         pyquant.lowbit_gemm_grouped(a, pw, bits=4, group_size=32, scales=ok.astype(np.float64))
     with pytest.raises(ValueError, match="packed with bits=4"):
         pyquant.lowbit_gemm_grouped(a, pw, bits=2, group_size=32, scales=ok)
+    # past the packed K limit (one group covers any K): 2^64 was pybind's "incompatible function
+    # arguments", and 2^64 - 4 wrapped the native group count to 0 (a [3, 0] scales array passed)
+    for gs in (2**24, 2**64 - 4, 2**64, 2**70):
+        with pytest.raises(ValueError, match=r"group_size: .* up to 16777215 \(the packed K limit\)"):
+            pyquant.lowbit_gemm_grouped(a, pw, bits=4, group_size=gs, scales=ok[:, :1])
+    for gs, groups in ((2**64 - 4, 0), (2**63, 1)):
+        with pytest.raises(ValueError, match="group_size: .* up to 16777215"):
+            pyquant._C.lowbit_gemm_grouped(a, False, pw.buffer, 4, gs,
+                                           np.ones((3, groups), np.float32), 1)
+    assert pyquant.lowbit_gemm_grouped(a, pw, bits=4, group_size=2**24 - 4,
+                                       scales=ok[:, :1]).shape == (2, 3)

@@ -1081,6 +1081,20 @@ def test_calibrate_refuses_nonfinite_batches(bad):
     assert not torch.isnan(model[0].act_range).any()
 
 
+def test_calibrate_refuses_a_range_wider_than_float32():
+    # finite inputs near +-FLT_MAX: the mean range's width hi - lo overflows float32 (it was set,
+    # and every output was NaN); refused, every range left as it was
+    model = pyquant.quantize_(nn.Sequential(nn.Linear(6, 4)), pyquant.Int8Config())
+    x = torch.randn(8, 6)
+    x[0, :2] = torch.tensor([3e38, -3e38])
+    with pytest.raises(ValueError, match=r"calibrate: module '0' saw the range .* wider than float32"):
+        pyquant.calibrate(model, [x])
+    assert all(torch.isnan(m.act_range).all() for m in model if hasattr(m, "act_range"))
+    x[0, :2] = torch.tensor([1.7e38, -1.7e38])  # within float32: calibrated
+    pyquant.calibrate(model, [x])
+    assert torch.isfinite(model[0].act_range).all()
+
+
 def _lowbit_weight_whole(w, bits, gs):  # the clipping search as one whole-tensor pass (before)
     from pyquant.nn.schemes import best_clip, bf16_round
     n, k = w.shape
@@ -1485,6 +1499,33 @@ def test_weight_only_zero_point_term_follows_the_scales(layout, monkeypatch):
             fresh.load_state_dict(sd)
             assert torch.equal(fresh(x), q.__class__.from_linear(lin, config)(x))
             assert "w_off" in fresh.state_dict()
+
+
+@pytest.mark.parametrize("layout", ["kernels", "reference"])
+@pytest.mark.parametrize("config", [pyquant.Int8Config(), pyquant.LUT2Config(),
+                                    pyquant.LUT2Config(w_levels=(-2, -1, 0, 1))],
+                         ids=["int8", "lut2", "lut2-signed"])
+def test_code_sums_follow_the_packed_weight(config, layout, monkeypatch):
+    """Int8/LUT2's w_sum (sum of each row's codes / w_levels[code]; in the state dict, older
+    files carry it) is read back from packed at every refresh, as WeightOnly's w_off: equal to
+    the conversion's bit for bit, and an edited one (loaded, or edited in place) changes nothing
+    (it loaded and shifted every output)."""
+    if layout == "reference":
+        monkeypatch.setattr(_backend, "_reference", True)
+    torch.manual_seed(0)
+    lin = nn.Linear(100, 8)
+    x = torch.randn(3, 100) + 1.0
+    q = pyquant.nn.QuantLinear.from_linear(lin, config)
+    assert torch.equal(q.w_sum, scheme_for(config).quantize_weight(lin.weight.detach())["w_sum"])
+    with torch.no_grad():
+        y = q(x)
+        sd = {k: v.clone() for k, v in q.state_dict().items()}
+        sd["w_sum"][0] += 1000.5
+        fresh = pyquant.nn.QuantLinear.from_linear(nn.Linear(100, 8), config)
+        fresh.load_state_dict(sd)
+        assert "w_sum" in fresh.state_dict() and torch.equal(fresh(x), y)
+        q.w_sum.add_(7.0)
+        assert torch.equal(q(x), y)
 
 
 def test_layers_without_values_are_clear_errors():

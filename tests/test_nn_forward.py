@@ -84,7 +84,10 @@ def ref_asym_u8(x, act=None, qmax=255):
     else:
         lo = np.full(x.shape[0], min(act[0], f32(0)), f32)
         hi = np.full(x.shape[0], max(act[1], f32(0)), f32)
-    s = ((hi - lo) / f32(qmax)).astype(f32)
+    with np.errstate(over="ignore"):
+        s = ((hi - lo) / f32(qmax)).astype(f32)
+    wide = np.isinf(s) & np.isfinite(lo) & np.isfinite(hi)  # hi - lo overflowed: in double
+    s = np.where(wide, (hi.astype(np.float64) - lo) / qmax, s).astype(f32)
     s = np.where(s > 0, s, f32(1)).astype(f32)
     zp = np.clip(np.rint((-lo / s).astype(f32)), 0, qmax).astype(f32) + f32(0)
     inv = (f32(1) / s).astype(f32)
@@ -103,7 +106,16 @@ def ref_abs_u8(x, act=None):
     return t.astype(np.uint8), s
 
 
+def _wide(lo, hi):
+    """Finite lo, hi whose difference overflows float32 (row_quantize.h range_overflows)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(lo) and np.isfinite(hi) and np.isinf(f32(hi) - f32(lo)))
+
+
 def _lut_minmax(lo, hi, srt):
+    if _wide(lo, hi):  # s and off in double
+        ds = (float(hi) - float(lo)) / (srt[3] - srt[0])
+        return f32(ds), f32(float(lo) - ds * srt[0])
     s = f32((f32(hi) - f32(lo)) / f32(srt[3] - srt[0]))
     s = s if s > 0 else f32(1)
     return s, f32(f32(lo) - f32(s * f32(srt[0])))
@@ -119,7 +131,7 @@ def _lut_range(row):
 def _lut_mse(row, srt, bins=512):
     """The histogram clipping estimator, one row, plain loops in float64."""
     lo, hi = _lut_range(row)
-    if not hi > lo:
+    if not hi > lo or _wide(lo, hi):
         return _lut_minmax(lo, hi, srt)
     inv_bw = f32(f32(bins) / f32(hi - lo))
     t = (((row - lo).astype(f32)) * inv_bw).astype(f32)
@@ -159,7 +171,8 @@ def ref_lut_codes(x, levels, mode, act=None):
             s, off = _lut_minmax(*_lut_range(row), srt)
         else:
             s, off = _lut_mse(row, srt)
-        v = ((row - off).astype(f32) * (f32(1) / s)).astype(f32)
+        with np.errstate(over="ignore"):  # (x - off of a range wider than FLT_MAX: +-inf)
+            v = ((row - off).astype(f32) * (f32(1) / s)).astype(f32)
         pos = (v > mids[0]).astype(int) + (v > mids[1]) + (v > mids[2])
         codes[r] = order[pos]
         s_all[r], off_all[r] = s, off
@@ -283,6 +296,42 @@ def test_lut2_nan_first_value_skipped(isa, rng, mode):
     rc, rs, ro = ref_lut_codes(x, (0, 1, 2, 3), mode)
     assert np.array_equal(codes, rc) and np.array_equal(s, rs)
     assert np.array_equal(off, ro, equal_nan=True) and np.isnan(off[3])
+
+
+def test_range_wider_than_float32(isa, rng):
+    # finite rows whose range overflows float32 (hi - lo > FLT_MAX): the int8/WeightOnly and LUT2
+    # quantizers take the width in double, so the scale is finite (it was inf: 1/s = 0 made every
+    # output of the row NaN), on every path and in the PyTorch mirror; other rows keep their bits
+    from pyquant.nn import schemes
+
+    x = _x(rng, 5, 70)
+    x[1, :2] = (3e38, -3e38)
+    x[2] = np.tile(f32([3.4e38, -3.4e38]), 35)
+    x[3, 5], x[3, 9] = -1.8e38, 1.7e38
+    nan = np.array((np.nan, np.nan), f32)
+    for qmax in (255, 127):
+        q, s, zp = ref_asym_u8(x, None, qmax)
+        assert np.isfinite(s).all() and s[1] == f32(2 * float(f32(3e38)) / qmax)
+        tq, ts, tzp = schemes.asym_u8(torch.from_numpy(x), qmax=qmax)
+        assert np.array_equal(tq.numpy(), q) and np.array_equal(ts.view(-1).numpy(), s)
+        assert np.array_equal(tzp.view(-1).numpy(), zp)
+    q, s, zp = _C.quantize_rows_u8(x, 1)
+    rq, rs, rzp = ref_asym_u8(x)
+    assert np.array_equal(q, rq) and np.array_equal(s, rs) and np.array_equal(zp, rzp)
+    for levels in ((0, 1, 2, 3), (-2, -1, 0, 1)):
+        for mode in ("minmax", "mse"):
+            for act in (None, (f32(-3e38), f32(3e38))):
+                act_t = nan if act is None else np.array(act, f32)
+                codes, s, off = _C.lut_act_quantize(x, list(levels), mode == "mse", act_t)
+                rc, rs, ro = ref_lut_codes(x, levels, mode, act)
+                assert np.isfinite(s).all() and np.isfinite(off).all(), (levels, mode, act)
+                assert np.array_equal(codes, rc) and np.array_equal(s, rs), (levels, mode, act)
+                assert np.array_equal(off, ro), (levels, mode, act)
+                tc, ts, to = schemes.lut_act(torch.from_numpy(x), levels, mode,
+                                             None if act is None else torch.from_numpy(act_t))
+                ts, to = (np.broadcast_to(t.view(-1).numpy(), s.shape) for t in (ts, to))
+                assert np.array_equal(tc.numpy(), codes) and np.array_equal(ts, s)
+                assert np.array_equal(to, off)
 
 
 @pytest.mark.parametrize("offset,std", [(1e6, 0.1), (1e5, 0.01), (1e3, 1e-4), (100, 1e-5), (-7.0, 3.0)])

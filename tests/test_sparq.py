@@ -303,6 +303,15 @@ def test_bad_meta_is_a_value_error():
             pyquant.sparq_decode(payload, {**meta, "shape": shape})
     with pytest.raises(TypeError, match="meta"):
         pyquant.sparq_decode(payload, list(meta.items()))
+    # K past the packed K limit: 2^64 was pybind's "incompatible function arguments", and
+    # 2635249153387078839 wrapped the encoded row size to the payload's (then numpy's size error)
+    for k in (2**24, 2635249153387078839, 2**64):
+        with pytest.raises(ValueError, match=r"meta: shape's K .* at most 16777215"):
+            pyquant.sparq_decode(payload, {**meta, "shape": (5, k)})
+        with pytest.raises(ValueError, match=r"meta: shape's K"):
+            pyquant.sparq_gemm_encoded(payload, {**meta, "shape": (5, k)}, w)
+    with pytest.raises(ValueError, match=r"k: expected at most 16777215"):
+        pyquant._C.sparq_decode(payload, 2635249153387078839, 4, 5, True)
 
 
 # --- errors ---

@@ -77,6 +77,69 @@ def test_error_names_the_field_and_expected_value(case):
         _C.validate_packed(case.buffer, other)
 
 
+# ----------------------------------------------------------------------------- the payload
+INT8_LAYOUT = [c for c in CASES if c.op in ("int8_gemm", "sparq_gemm")]
+
+
+def _int8_payload_edits(buf):
+    """(label, edited copy): the int8 layout's column sums (aux, int32 [N_pad]) out of step with
+    the panels ([N_pad/64][K_pad/4][64][4] int8)."""
+    h = header(buf)
+    aux, data = int(h["aux_offset"]), int(h["data_offset"])
+    edits = {"aux byte": aux, "last column's sum": aux + 4 * 69 + 3, "weight (0, 0)": data,
+             "weight (69, 36)": data + (69 // 64) * 10 * 256 + 9 * 256 + (69 % 64) * 4 + 0}
+    out = []
+    for label, at in edits.items():
+        b = buf.copy()
+        b[at] ^= 0x41
+        out.append((label, b))
+    return out
+
+
+@pytest.mark.parametrize("case", INT8_LAYOUT, ids=[c.name for c in INT8_LAYOUT])
+def test_column_sums_are_checked_against_the_weights(case):
+    # the aux sums are the signed-activation paths' +-128 correction: one edited byte there (or a
+    # weight edited without its sum) gave the raw signed int8_gemm a silent wrong answer. The
+    # load-time checks recompute them from the panels (one pass); per call the header suffices.
+    for label, buf in _int8_payload_edits(case.buffer):
+        with pytest.raises(ValueError, match=rf"w: invalid packed weight \({case.op}\): column "
+                                             r"\d+'s sum in the aux area is -?\d+, expected -?\d+"):
+            _C.validate_packed(buf, case.op)
+        _C.validate_packed(buf, case.op, payload=False)  # (what the ops check per call)
+        with pytest.raises(ValueError, match=r"buffer: .*aux area"):
+            PackedWeight(buf, case.op, case.params).validate()
+        bad = PackedWeight.__new__(PackedWeight)
+        object.__setattr__(bad, "buffer", buf)
+        object.__setattr__(bad, "op", case.op)
+        object.__setattr__(bad, "params", case.params)
+        with pytest.raises(ValueError, match="aux area"):
+            pickle.loads(pickle.dumps(bad))
+    # the K padding (k = 37..39) and the columns past N (70..127) reach no output: not checked
+    h = header(case.buffer)
+    data = int(h["data_offset"])
+    b = case.buffer.copy()
+    b[data + 9 * 256 + 5 * 4 + 1] = 7  # column 5, k = 37
+    b[data + 1 * 10 * 256 + (100 - 64) * 4] = 9  # column 100, k = 0
+    _C.validate_packed(b, case.op)
+
+
+@pytest.mark.parametrize("config", [pyquant.Int8Config(), pyquant.SparqConfig()],
+                         ids=["int8", "sparq"])
+def test_state_dict_with_edited_column_sums_is_refused(config):
+    model, fresh = _models(config)
+    sd = model.state_dict()
+    with torch.no_grad():
+        y_fresh = fresh(X)
+    for label, buf in _int8_payload_edits(sd["0.packed"].numpy()):
+        bad = dict(sd)
+        bad["0.packed"] = torch.from_numpy(buf)
+        with pytest.raises(ValueError, match=r"0\.packed: invalid packed weight .*aux area"):
+            fresh.load_state_dict(bad)
+        with torch.no_grad():
+            assert torch.equal(fresh(X), y_fresh), label
+    fresh.load_state_dict(sd)
+
+
 def test_n_within_the_padding_is_another_valid_weight():
     """The ops cannot know N: a header claiming N+1 (inside the panel padding) describes a
     weight with one more row; the kernels stay inside the buffer and agree on the first N
@@ -129,6 +192,29 @@ def test_packed_weight_pickle_bad_state():
     with pytest.raises(ValueError, match="not 'lut_gemm'"):
         PackedWeight.__new__(PackedWeight).__setstate__(
             {"buffer": pw.buffer, "op": "lut_gemm", "params": {}})
+
+
+def test_packed_weight_params_that_are_not_levels():
+    # params from a pickle whose levels are not integers: a ValueError naming params (int()
+    # of them was an OverflowError / TypeError)
+    case = next(c for c in CASES if c.op == "lut_gemm")
+    for levels in ([float("inf"), 0, 0, 0], [None] * 4, [[1]] * 4, [float("nan")] * 4):
+        with pytest.raises(ValueError, match=r"params: w_levels=.* but the buffer's header records"):
+            PackedWeight.__new__(PackedWeight).__setstate__(
+                {"buffer": case.buffer, "op": "lut_gemm", "params": {"w_levels": levels}})
+
+
+def test_packed_weight_from_a_strided_buffer():
+    # a strided 1-D uint8 view (numpy's "last axis must be contiguous" error when the header
+    # was read) is copied into a contiguous buffer, as unpickling does
+    case = next(c for c in CASES if c.op == "lut_gemm")
+    big = np.zeros(case.buffer.size * 2, np.uint8)
+    big[::2] = case.buffer
+    pw = PackedWeight(big[::2], case.op, case.params)
+    assert pw.buffer.flags.c_contiguous and np.array_equal(pw.buffer, case.buffer)
+    assert pw.validate()["n"] == 70
+    assert np.array_equal(case.calls["pyquant.lut_gemm"](pw.buffer),
+                          case.calls["pyquant.lut_gemm"](case.buffer))
 
 
 def test_packed_weight_constructor_small_buffers():
@@ -262,6 +348,26 @@ def test_side_tensors_are_checked_at_load(config):
 
 
 @pytest.mark.parametrize("config", CONFIGS)
+def test_meta_and_sparse_entries_are_type_errors(config):
+    # no data (meta) or no flat memory (sparse): torch's NotImplementedError / RuntimeError from
+    # deep inside the checks before; a TypeError naming the key, the module unchanged
+    model, fresh = _models(config)
+    sd, own = model.state_dict(), {k: v.clone() for k, v in fresh.state_dict().items()}
+    with torch.no_grad():
+        y_fresh = fresh(X)
+    for key in sd:
+        for label, make in (("meta", lambda v: v.to("meta")), ("sparse", lambda v: v.to_sparse())):
+            for assign in (False, True):
+                bad = dict(own)  # (the other layers load their own values)
+                bad[key] = make(sd[key])
+                with pytest.raises(TypeError, match=rf"{key.replace('.', '[.]')}: expected a "
+                                                    "dense tensor with data"):
+                    fresh.load_state_dict(bad, assign=assign)
+        with torch.no_grad():
+            assert torch.equal(fresh(X), y_fresh), key
+
+
+@pytest.mark.parametrize("config", CONFIGS)
 def test_assign_load_installs_plain_contiguous_buffers(config):
     # torch.load(weights_only=True) rebuilds Parameters and keeps strides: with assign=True torch
     # installs the given objects, so each must become a plain contiguous tensor (same values)
@@ -291,8 +397,9 @@ def test_act_range_is_checked_at_load(config):
     key = next(k for k in sd if k.endswith("act_range"))
     with torch.no_grad():
         y_fresh = fresh(X)
+    # [-3e38, 3e38]: finite, but hi - lo overflows float32 (it loaded and every output was NaN)
     for bad_range in ([1.0, -1.0], [-float("inf"), float("inf")], [float("nan"), 1.0],
-                      [0.0, float("nan")]):
+                      [0.0, float("nan")], [-3e38, 3e38], [-1.8e38, 1.7e38]):
         bad = dict(sd)
         bad[key] = torch.tensor(bad_range)
         with pytest.raises(ValueError, match=f"{key.replace('.', '[.]')}: expected"):
@@ -300,8 +407,34 @@ def test_act_range_is_checked_at_load(config):
         with torch.no_grad():
             assert torch.equal(fresh(X), y_fresh)
     good = dict(sd)
-    good[key] = torch.tensor([-2.0, 3.0])  # a static range loads
-    fresh.load_state_dict(good)
+    for ok in ([-2.0, 3.0], [0.0, 3.4e38], [-1.7e38, 1.7e38]):  # static ranges float32 holds
+        good[key] = torch.tensor(ok)
+        fresh.load_state_dict(good)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_w_scale_is_bounded_at_load(config):
+    # a scale whose dequantized row sums overflow float32 (3e38 loaded: NaN/inf outputs) is
+    # refused by name; the bound is float32's max / (largest weight code x K)
+    model, fresh = _models(config)
+    sd = model.state_dict()
+    key = "0.w_scale"
+    code, k = fresh[0].scheme.code_max, fresh[0].in_features_k
+    limit = torch.finfo(torch.float32).max / (code * k)
+    with torch.no_grad():
+        y_fresh = fresh(X)
+    for value in (3e38, -3e38, limit * 1.01):
+        bad = dict(sd)
+        bad[key] = sd[key].clone()
+        bad[key].view(-1)[1] = value
+        with pytest.raises(ValueError, match=r"0\.w_scale: expected \|values\| <= "):
+            fresh.load_state_dict(bad)
+        with torch.no_grad():
+            assert torch.equal(fresh(X), y_fresh)
+    ok = dict(sd)
+    ok[key] = sd[key].clone()
+    ok[key].view(-1)[1] = limit * (0.99 if sd[key].dtype == torch.float32 else 0.9)
+    fresh.load_state_dict(ok)  # at the bound: loads
 
 
 def test_packed_of_two_dims_is_refused_by_name():

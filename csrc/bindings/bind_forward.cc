@@ -150,8 +150,7 @@ CArray<float> forward_lowbit_py(const CArray<float>& x, const CArray<uint8_t>& p
                                 const CArray<float>& act_range, int threads,
                                 const ConvArg& conv) {
   require(bits == 2 || bits == 4, "bits: expected 2 or 4, got " + std::to_string(bits));
-  require(group_size > 0 && group_size % kLowbitGroupK == 0,
-          "group_size: expected a positive multiple of 4, got " + std::to_string(group_size));
+  require_group_size(group_size);
   const PackedHeader h = checked_header(packed, PackedOp::lowbit_gemm);
   require(h.bits == bits, "w: packed with bits=" + std::to_string(h.bits) +
                               " but called with bits=" + std::to_string(bits));

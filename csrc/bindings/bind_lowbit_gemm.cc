@@ -68,8 +68,7 @@ CArray<float> lowbit_gemm_grouped(const CArray<uint8_t>& a, bool a_signed,
                                   const CArray<uint8_t>& packed, int bits, size_t group_size,
                                   const CArray<float>& scales, int threads) {
   const PackedHeader h = checked_lowbit(a, packed, bits);
-  require(group_size > 0 && group_size % kLowbitGroupK == 0,
-          "group_size: expected a positive multiple of 4, got " + std::to_string(group_size));
+  require_group_size(group_size);
   const size_t m = a.shape(0), k = h.k, n = h.n;
   const size_t n_groups = div_round_up(k, group_size);
   require(scales.ndim() == 2 && static_cast<size_t>(scales.shape(0)) == n &&

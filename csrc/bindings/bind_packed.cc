@@ -1,6 +1,7 @@
 // _C.validate_packed: the ops' own buffer validation (packed_utils.h), callable on its own so
 // that loading a weight (PackedWeight unpickling, load_state_dict into a quantized module) checks
-// it up front instead of at the first forward. Plus the packed format's shape limits.
+// it up front instead of at the first forward, payload included (packed_utils.h
+// validate_packed_payload). Plus the packed format's shape limits.
 #include <pybind11/stl.h>
 
 #include "bindings/array_utils.h"
@@ -44,8 +45,9 @@ py::dict header_params(const PackedHeader& h) {
 }
 
 py::dict validate_packed(const CArray<uint8_t>& buf, const std::string& op,
-                         const std::string& name) {
+                         const std::string& name, bool payload) {
   const PackedHeader h = checked_header(buf, parse_op(op), name.c_str());
+  if (payload) validate_packed_payload(buf.data(), h, name.c_str());
   py::dict out;
   out["op"] = op;
   out["n"] = h.n;
@@ -59,10 +61,11 @@ py::dict validate_packed(const CArray<uint8_t>& buf, const std::string& op,
 
 void bind_packed(py::module_& m) {
   m.def("validate_packed", &validate_packed, py::arg("buffer"), py::arg("op"),
-        py::arg("name") = "w",
+        py::arg("name") = "w", py::arg("payload") = true,
         "Checks a packed weight buffer (1-D uint8) exactly as the op `op` does before running: "
-        "header, layout and size. Returns {op, n, k, nbytes, params}; raises ValueError naming "
-        "`name` otherwise.");
+        "header, layout and size; with `payload` (load time) also that the regions derived from "
+        "the weights match them (int8 column sums: one pass over the weights). Returns {op, n, "
+        "k, nbytes, params}; raises ValueError naming `name` otherwise.");
   m.attr("PACKED_MAX_N") = py::int_(kPackedMaxN);
   m.attr("PACKED_MAX_K") = py::int_(kPackedMaxK);
 }

@@ -193,6 +193,9 @@ CArray<uint8_t> sparq_decode(const CArray<uint8_t>& payload, size_t k, int bits,
   require_ndim(payload, 2, "payload");
   const SparqConfig cfg = checked_config(bits, options, true, pairs);
   const size_t rows = payload.shape(0);
+  // (a K the packed format cannot hold made sparq_encoded_row_bytes wrap: 2^61 x 8 bits)
+  require(k <= kPackedMaxK, "k: expected at most " + std::to_string(kPackedMaxK) +
+                                " (the packed K limit), got " + std::to_string(k));
   require(static_cast<size_t>(payload.shape(1)) == sparq_encoded_row_bytes(cfg, k),
           "payload: expected " + std::to_string(sparq_encoded_row_bytes(cfg, k)) +
               " bytes per row for K = " + std::to_string(k) + ", got " +

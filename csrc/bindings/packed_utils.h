@@ -104,6 +104,27 @@ inline PackedHeader validate_packed_buffer(const uint8_t* data, size_t size, Pac
   return h;
 }
 
+// Load-time check of what a buffer holds beyond its header: regions derived from the weights
+// must match them. Only the int8 layout (int8_gemm, sparq_gemm) has one, its column sums (aux);
+// the other layouts hold codes only, and every code is a valid weight. One pass over the
+// weights, so not per call: `h` is the header validate_packed_buffer returned for `data`.
+inline void validate_packed_payload(const uint8_t* data, const PackedHeader& h,
+                                    const char* name) {
+  const PackedOp op = static_cast<PackedOp>(h.op);
+  if (op != PackedOp::int8_gemm && op != PackedOp::sparq_gemm) return;
+  const int32_t* sums = reinterpret_cast<const int32_t*>(data + h.aux_offset);
+  size_t c = 0;
+  int32_t want = 0;
+  if (int8_col_sums_match(reinterpret_cast<const int8_t*>(data + h.data_offset), sums, h.n, h.k,
+                          &c, &want))
+    return;
+  throw std::invalid_argument(std::string(name) + ": invalid packed weight (" +
+                              packed_op_name(op) + "): column " + std::to_string(c) +
+                              "'s sum in the aux area is " + std::to_string(sums[c]) +
+                              ", expected " + std::to_string(want) +
+                              " (the sum of its weights): the buffer was edited or damaged");
+}
+
 // The header of `buf` after full validation for `op`.
 inline PackedHeader checked_header(const CArray<uint8_t>& buf, PackedOp op,
                                    const char* name = "w") {
@@ -118,6 +139,15 @@ inline void require_packable_shape(size_t n, size_t k, const char* name = "w") {
                                 " exceeds the supported maximum " + std::to_string(kPackedMaxN));
   require(k <= kPackedMaxK, std::string(name) + ": K = " + std::to_string(k) +
                                 " exceeds the supported maximum " + std::to_string(kPackedMaxK));
+}
+
+// A low-bit group size: a positive multiple of the kernels' k group, at most the packed K limit
+// (one group covers any K; a larger size made div_round_up(K, group_size) wrap to 0 groups, and
+// a side array of 0 groups passed the length checks).
+inline void require_group_size(size_t group_size) {
+  require(group_size > 0 && group_size % kLowbitGroupK == 0 && group_size <= kPackedMaxK,
+          "group_size: expected a positive multiple of 4 up to " + std::to_string(kPackedMaxK) +
+              " (the packed K limit), got " + std::to_string(group_size));
 }
 
 // The activations' K must equal the packed weight's K.

@@ -156,6 +156,12 @@ void int8_pack_weights(const int8_t* w, size_t n, size_t k, PackedOp op, uint16_
                        uint8_t* out);
 // Panels [N_pad/64][K_pad/4][64][4] from rows of W (used by other packers too).
 void int8_pack_panels(const int8_t* w, size_t n, size_t k, int8_t* panels, int32_t* col_sums);
+// Whether each column c < n's aux sum is the sum of its k panel values; if not, the first column
+// that differs and the sum its values give. The signed-activation paths read the sums (the
+// +-128 offset correction), so a loaded buffer's must match its panels (K padding and columns
+// past n never reach an output). One pass over the panels.
+bool int8_col_sums_match(const int8_t* panels, const int32_t* col_sums, size_t n, size_t k,
+                         size_t* bad_col, int32_t* want);
 
 // The optional float epilogue is the shared one of every fused forward (forward/epilogue.h),
 // applied to each panel's rows while they are still in cache; the output buffer then holds

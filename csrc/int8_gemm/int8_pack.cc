@@ -37,6 +37,27 @@ void int8_pack_panels(const int8_t* w, size_t n, size_t k, int8_t* panels, int32
   }
 }
 
+bool int8_col_sums_match(const int8_t* panels, const int32_t* col_sums, size_t n, size_t k,
+                         size_t* bad_col, int32_t* want) {
+  const size_t k_groups = round_up(k, kInt8GroupK) / kInt8GroupK;
+  for (size_t c0 = 0; c0 < n; c0 += kInt8PanelCols) {  // panel by panel, in memory order
+    const int8_t* g = panels + (c0 / kInt8PanelCols) * k_groups * kInt8PanelGroupBytes;
+    int32_t sums[kInt8PanelCols] = {};  // |sum| <= 128 * K: fits (packed_format.h)
+    for (size_t kk = 0; kk < k; kk += kInt8GroupK, g += kInt8PanelGroupBytes) {
+      const size_t depth = k - kk < kInt8GroupK ? k - kk : kInt8GroupK;  // not the K padding
+      for (size_t lane = 0; lane < kInt8PanelCols; ++lane)
+        for (size_t j = 0; j < depth; ++j) sums[lane] += g[lane * kInt8GroupK + j];
+    }
+    for (size_t lane = 0; lane < kInt8PanelCols && c0 + lane < n; ++lane)
+      if (sums[lane] != col_sums[c0 + lane]) {
+        *bad_col = c0 + lane;
+        *want = sums[lane];
+        return false;
+      }
+  }
+  return true;
+}
+
 void int8_pack_weights(const int8_t* w, size_t n, size_t k, PackedOp op, uint16_t flags,
                        uint8_t* out) {
   const PackedHeader h = int8_packed_header(n, k, op, flags);

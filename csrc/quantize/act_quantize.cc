@@ -1,4 +1,5 @@
 #include "quantize/act_quantize.h"
+#include "quantize/row_quantize.h"
 
 #include <algorithm>
 #include <cmath>
@@ -54,7 +55,14 @@ void lut_codes_row(const float* x, size_t k, const LutActLevels& lv, float s, fl
 }
 
 void lut_params_minmax(const LutActLevels& lv, float lo, float hi, float* s, float* off) {
-  float sa = (hi - lo) / (lv.sorted[3] - lv.sorted[0]);
+  const float span = lv.sorted[3] - lv.sorted[0];
+  if (range_overflows(lo, hi)) {  // s and off in double: neither hi - lo nor s * lmin overflows
+    const double ds = (static_cast<double>(hi) - lo) / span;
+    *s = static_cast<float>(ds);
+    *off = static_cast<float>(lo - ds * lv.sorted[0]);
+    return;
+  }
+  float sa = (hi - lo) / span;
   if (!(sa > 0.0f)) sa = 1.0f;
   *s = sa;
   *off = lo - sa * lv.sorted[0];
@@ -144,7 +152,8 @@ void lut_occupied(const uint32_t* count, uint64_t* occupied) {
 
 void lut_params_mse(const float* x, size_t k, const LutActLevels& lv, float lo, float hi,
                     LutHistogramFn hist, float* s, float* off) {
-  if (!(hi > lo)) return lut_params_minmax(lv, lo, hi, s, off);
+  // (no float32 bin width for a range wider than FLT_MAX: minmax's parameters instead)
+  if (!(hi > lo) || range_overflows(lo, hi)) return lut_params_minmax(lv, lo, hi, s, off);
   uint32_t count[kLutBins] = {};
   uint64_t occupied[kLutBins / 64];
   hist(x, k, lo, static_cast<float>(kLutBins) / (hi - lo), count, occupied);

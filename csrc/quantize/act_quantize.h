@@ -59,7 +59,8 @@ static inline void lut_range_zero_sign(const float* x, float* lo, float* hi) {
 LutRowRangeFn lut_row_range_kernel(Isa isa);  // the tier's loop, the same bits
 
 // Range -> parameters ("minmax" and static): s = (hi - lo) / (lmax - lmin) (1 if not > 0),
-// off = lo - s * lmin.
+// off = lo - s * lmin (both in double, rounded to float32, when hi - lo overflows float32:
+// range_overflows in row_quantize.h; "mse" takes these parameters for such a row).
 void lut_params_minmax(const LutActLevels& lv, float lo, float hi, float* s, float* off);
 
 // "mse": the clipping search of the Python front end, evaluated on a histogram instead of the

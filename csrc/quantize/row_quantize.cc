@@ -9,6 +9,7 @@ RowQuantParams row_quant_params(float lo, float hi, float qmax) {
   lo = lo < 0.0f ? lo : 0.0f;
   hi = hi > 0.0f ? hi : 0.0f;
   float s = (hi - lo) / qmax;
+  if (range_overflows(lo, hi)) s = static_cast<float>((static_cast<double>(hi) - lo) / qmax);
   if (!(s > 0.0f)) s = 1.0f;
   float zp = std::nearbyint(-lo / s);  // default rounding mode: half to even
   zp = zp < 0.0f ? 0.0f : (zp > qmax ? qmax : zp);

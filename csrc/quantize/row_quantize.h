@@ -1,13 +1,15 @@
 // Dynamic per-row asymmetric uint8 quantization of float activations (the int8 front end's
 // activation path), in two passes over x: min/max, then quantize.
 //
-//   lo = min(0, min_k x), hi = max(0, max_k x), s = (hi - lo) / qmax (s = 1 if 0),
+//   lo = min(0, min_k x), hi = max(0, max_k x), s = (hi - lo) / qmax (s = 1 if 0; in double,
+//   rounded to float32, when hi - lo overflows float32: range_overflows),
 //   zp = round_half_even(-lo / s) clamped to [0, qmax],
 //   q  = trunc(clamp(x * (1/s) + (zp + 0.5), 0, qmax + 0.25))   (round half up)
 // in float32 with no fused multiply-add, so every path gives the same bits (NaN input: undefined).
 // qmax = 255 (8-bit codes) or 127 (7-bit: the AVX2 int8 kernel's full-speed range, as PyTorch's
 // reduce_range); the public quantize_rows_u8 form is 8-bit.
 #pragma once
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -46,6 +48,14 @@ void quantize_rows_u8_ex_avx2(const float* x, size_t rows, size_t k, size_t ldq,
                               float* zero_point);
 #endif
 QuantizeRowsExFn quantize_rows_u8_ex_kernel(Isa isa);
+
+// Whether finite lo <= hi are so far apart (values of both signs near FLT_MAX) that hi - lo
+// overflows float32: the quantizers then compute the width in double, so a finite row gets a
+// finite scale (not inf, whose 1/s = 0 made every output NaN). Other ranges never take that
+// branch: their bits are those of the plain float32 formula.
+inline bool range_overflows(float lo, float hi) {
+  return std::isfinite(lo) && std::isfinite(hi) && std::isinf(hi - lo);
+}
 
 // Row parameters shared by every path (scalar code, so identical bits).
 struct RowQuantParams {

@@ -13,7 +13,9 @@ import torch
 from pyquant import _C
 from pyquant.packed import check_replacement, header_op
 
-from .schemes import config_for_op
+from .schemes import config_for_op, range_overflows
+
+_FLT_MAX = float(torch.finfo(torch.float32).max)
 
 
 def _flat(t: torch.Tensor):
@@ -39,10 +41,9 @@ def check_state_dict(module, state_dict, prefix: str) -> None:
     ``state_dict`` that replaces one of ``module``'s buffers is a safe replacement."""
     own = {n: t for n, t in module._buffers.items() if t is not None}
     new = {n: state_dict[prefix + n] for n in own if prefix + n in state_dict}
+    _check_tensor_kinds(new, prefix)
     _check_same_config(module, new, prefix)
     for name, t in new.items():
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{prefix}{name}: expected a tensor, got {type(t).__name__}")
         if t.dtype != own[name].dtype:
             raise ValueError(f"{prefix}{name}: expected dtype {own[name].dtype}, got {t.dtype}")
     for name in ("packed", "packed_offsets"):
@@ -67,13 +68,42 @@ def check_state_dict(module, state_dict, prefix: str) -> None:
         if name != "act_range" and t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise ValueError(f"{prefix}{name}: expected finite values, got NaN or inf (every "
                              "output it touches would be NaN or inf)")
+    _check_scale_bound(module, new, prefix)
     if "act_range" in new:  # checked here, not at the first forward
         lo, hi = new["act_range"].tolist()
         dynamic = lo != lo and hi != hi
         finite = abs(lo) < float("inf") and abs(hi) < float("inf")
-        if not (dynamic or (finite and lo <= hi)):
+        # (a width hi - lo past float32 gave an infinite scale: NaN outputs)
+        if not (dynamic or (finite and lo <= hi and not range_overflows(*new["act_range"]))):
             raise ValueError(f"{prefix}act_range: expected [nan, nan] (dynamic) or a finite "
-                             f"[lo, hi] with lo <= hi (static), got {[lo, hi]}")
+                             f"[lo, hi] with lo <= hi and hi - lo <= {_FLT_MAX:.6g} (static: "
+                             f"the width must fit float32), got {[lo, hi]}")
+
+
+def _check_scale_bound(module, new: dict, prefix: str) -> None:
+    """A loaded w_scale times the largest weight code times K must fit float32: a larger scale
+    dequantizes to weights whose row sums overflow (w_off = w_scale * w_sum became inf, and inf
+    * a zero point of 0 NaN), and a float32 layer with such weights overflows as well."""
+    t = new.get("w_scale")
+    if t is None or t.numel() == 0:
+        return
+    code, k = module.scheme.code_max, max(module.in_features_k, 1)
+    limit = _FLT_MAX / (code * k)
+    amax = float(t.detach().float().abs().max())
+    if amax > limit:
+        raise ValueError(f"{prefix}w_scale: expected |values| <= {limit:.6g} (float32's max / "
+                         f"(largest weight code {code} x K = {k})), got {amax:.6g}")
+
+
+def _check_tensor_kinds(new: dict, prefix: str) -> None:
+    """Every entry is a dense (strided) tensor holding data: a meta tensor has none and a sparse
+    one no flat memory, and both failed later inside torch with messages naming neither."""
+    for name, t in new.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{prefix}{name}: expected a tensor, got {type(t).__name__}")
+        if t.is_meta or t.layout != torch.strided:
+            kind = "a tensor on the meta device" if t.is_meta else f"layout {t.layout}"
+            raise TypeError(f"{prefix}{name}: expected a dense tensor with data, got {kind}")
 
 
 def _check_same_config(module, new: dict, prefix: str) -> None:

@@ -12,6 +12,7 @@ from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
 from .modules import QuantConv2d, QuantLinear, _QuantModule
+from .schemes import range_overflows
 
 _HANDLERS: dict[type, Callable] = {}
 
@@ -186,6 +187,10 @@ def calibration(model: nn.Module):
                     raise ValueError(f"calibrate: module {name or type(m).__name__!r} saw "
                                      f"non-finite inputs (range [{lo.item()}, {hi.item()}]); no "
                                      "static range was set")
+                if bool(range_overflows(lo, hi)):  # (refused at load too: _load.py)
+                    raise ValueError(f"calibrate: module {name or type(m).__name__!r} saw the "
+                                     f"range [{lo.item()}, {hi.item()}], wider than float32 "
+                                     "holds (hi - lo overflows); no static range was set")
                 ranges[m] = torch.stack([lo, hi])
     finally:
         for m in names:

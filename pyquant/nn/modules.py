@@ -144,10 +144,10 @@ class _QuantModule(nn.Module):
         """Made here, at conversion and after load_state_dict (and again if a buffer object is
         replaced or edited in place, e.g. by ``module.to`` or ``module.w_scale.mul_(2)``), never
         per call: the state-dict entries that follow from the others (``Scheme.recomputed``:
-        WeightOnly's w_off, rewritten so that a file or an edit cannot leave it stale), the fused
-        forward's constants (``Scheme.derived``: scale x column-sum products, panel-layout
-        scales; non-persistent, so the state_dict format stays the packed weight + scales) and the
-        native call bound to the buffers."""
+        WeightOnly's w_off, Int8/LUT2's w_sum, rewritten so that a file or an edit cannot leave
+        them stale), the fused forward's constants (``Scheme.derived``: scale x column-sum
+        products, panel-layout scales; non-persistent, so the state_dict format stays the packed
+        weight + scales) and the native call bound to the buffers."""
         self._run, self._bound, self._moved = None, (), False
         with torch.inference_mode(False), torch.no_grad():
             memo = self.__dict__.setdefault("_memo", {})

@@ -59,6 +59,13 @@ def _static(act_range):
     return act_range is not None and not bool(torch.isnan(act_range).any())
 
 
+def range_overflows(lo, hi):
+    """Where finite lo <= hi are wider apart than float32 holds (csrc/quantize/row_quantize.h
+    range_overflows): the native quantizers take the width in double there, and a static range
+    (calibration, a loaded act_range) is refused."""
+    return torch.isinf(hi - lo) & torch.isfinite(lo) & torch.isfinite(hi)
+
+
 def _row_range(x, act_range):
     """(lo [M|1, 1], hi [M|1, 1]) with 0 inside the range."""
     if _static(act_range):
@@ -90,6 +97,7 @@ def asym_u8(x, act_range=None, reuse=False, qmax=255):
     forward path)."""
     lo, hi = _row_range(x, act_range)
     sa = (hi - lo) / float(qmax)
+    sa = torch.where(range_overflows(lo, hi), ((hi.double() - lo.double()) / qmax).float(), sa)
     sa = torch.where(sa > 0, sa, torch.ones_like(sa))
     zp = torch.round(-lo / sa).clamp_(0, qmax)
     # q = trunc(clamp(x * (1/sa) + (zp + 0.5), 0, qmax + 0.25)): round half up, as the native
@@ -114,6 +122,34 @@ def float_inplace(acc):
         return acc
     y = acc.view(torch.float32)
     return y.copy_(acc)
+
+
+def indicator_sums(op: str, packed, n: int, bounds, reference: bool, **kw) -> torch.Tensor:
+    """[N, len(bounds)] int32: each weight row's sum of code values over each k range (lo, hi)
+    of ``bounds``, read back from the packed weight by the kernels themselves: an exact integer
+    GEMM of indicator rows (code 1 inside the range, 0 outside; ``kw``: the op's parameters).
+    Reference modules hold the raw codes [N, K]."""
+    if reference:
+        k = packed.numel() // n if n else 0
+    else:
+        k = _backend.packed_shape(packed, op, **kw)[1]
+    rows = torch.zeros((len(bounds), k), dtype=torch.uint8)
+    for g, (lo, hi) in enumerate(bounds):
+        rows[g, lo:hi] = 1
+    return _backend.gemm(op, rows, packed, n, k, reference, **kw).t()
+
+
+def codes_memo(b, memo: dict, key: str, compute):
+    """``compute()``, kept in ``memo[key]`` across refreshes (calibrate, moves) while the packed
+    tensors (packed, packed_offsets) are the same unedited objects: sums of the codes change
+    only with the codes."""
+    codes = [t for t in (b["packed"], b.get("packed_offsets")) if t is not None]
+    seen = memo.get(key + "_of", ())
+    if len(seen) != len(codes) or any(ref() is not t or v != t._version
+                                       for (ref, v), t in zip(seen, codes)):
+        memo[key] = compute()
+        memo[key + "_of"] = tuple((weakref.ref(t), t._version) for t in codes)
+    return memo[key]
 
 
 class Scheme:
@@ -147,6 +183,7 @@ class Scheme:
         return {}
 
     reads: tuple = ("packed", "w_scale")
+    code_max: int = 128  # the largest |weight code| the packed format holds (int8)
 
     def read_buffers(self, b) -> tuple:
         """Names of the buffers one forward reads (besides bias and act_range): what a decode
@@ -204,6 +241,14 @@ class Int8Scheme(Scheme):
         y = float_inplace(acc).mul_(sa).mul_(b["w_scale"])
         y.sub_((sa * zp).view(-1, 1) * (b["w_scale"] * b["w_sum"]))
         return y
+
+    def recomputed(self, b, reference, memo):
+        # w_sum stays in the state dict (older files carry it) but follows from the codes: read
+        # back from ``packed`` at every refresh, so a loaded or edited one cannot disagree
+        n = b["w_scale"].shape[0]
+        sums = codes_memo(b, memo, "w_sum", lambda: indicator_sums(
+            "int8_gemm", b["packed"], n, [(0, 1 << 62)], reference).view(-1))
+        return {"w_sum": sums.float()}
 
     def derived(self, b):
         return {"w_off": b["w_scale"] * b["w_sum"]}
@@ -302,6 +347,10 @@ class WeightOnlyScheme(Scheme):
     program, torch.compile / torch.export, takes the constants as they are when it is traced.)"""
     ops = ("lowbit_gemm",)
 
+    @property
+    def code_max(self):
+        return 1 << (self.config.bits - 1)
+
     def read_buffers(self, b):
         if "packed_offsets" in b:  # per-group packs: the PyTorch epilogue reads w_scale
             return ("packed", "w_scale", "w_off")
@@ -337,30 +386,18 @@ class WeightOnlyScheme(Scheme):
             return torch.stack([codes[:, lo:hi].sum(1, dtype=torch.int32)
                                 for lo, hi in group_bounds(codes.shape[1], gs)], 1)
 
-        def indicator_gemm(packed, bounds):
-            k = _backend.packed_shape(packed, "lowbit_gemm", bits=bits)[1]
-            rows = torch.zeros((len(bounds), k), dtype=torch.uint8)
-            for g, (lo, hi) in enumerate(bounds):
-                rows[g, lo:hi] = 1
-            return _backend.gemm("lowbit_gemm", rows, packed, n, k, False, bits=bits).t()
-
         if "packed_offsets" not in b:
             k = _backend.packed_shape(b["packed"], "lowbit_gemm", bits=bits)[1]
-            return indicator_gemm(b["packed"], group_bounds(k, gs)).contiguous()
+            return indicator_sums("lowbit_gemm", b["packed"], n, group_bounds(k, gs), False,
+                                  bits=bits).contiguous()
         off = b["packed_offsets"].tolist()  # one pack per group: a row of ones against each
-        return torch.cat([indicator_gemm(b["packed"][lo:hi], [(0, 1 << 62)])
+        return torch.cat([indicator_sums("lowbit_gemm", b["packed"][lo:hi], n, [(0, 1 << 62)],
+                                         False, bits=bits)
                           for lo, hi in zip(off, off[1:])], 1).contiguous()
 
     def recomputed(self, b, reference, memo):
-        # the group sums change only with the codes: kept across refreshes (calibrate, moves)
-        # while the same packed tensor objects are unedited
-        codes = [t for t in (b["packed"], b.get("packed_offsets")) if t is not None]
-        seen = memo.get("group_sums_of", ())
-        if len(seen) != len(codes) or any(ref() is not t or v != t._version
-                                           for (ref, v), t in zip(seen, codes)):
-            memo["group_sums"] = self.group_code_sums(b, reference)
-            memo["group_sums_of"] = tuple((weakref.ref(t), t._version) for t in codes)
-        return {"w_off": zero_point_term(b["w_scale"].float(), memo["group_sums"])}
+        sums = codes_memo(b, memo, "group_sums", lambda: self.group_code_sums(b, reference))
+        return {"w_off": zero_point_term(b["w_scale"].float(), sums)}
 
     def derived(self, b):
         if "packed_offsets" in b:
@@ -476,9 +513,16 @@ def _lut_levels(levels):
 
 def _lut_minmax(lo, hi, srt):
     """(sa, off) float32 from a range: sa = (hi - lo) / (lmax - lmin) (1 if not > 0), off = lo - sa*lmin."""
-    sa = (hi - lo) / float(srt[3] - srt[0])
+    span = float(srt[3] - srt[0])
+    sa = (hi - lo) / span
     sa = torch.where(sa > 0, sa, torch.ones_like(sa))
-    return sa, lo - sa * float(srt[0])
+    off = lo - sa * float(srt[0])
+    wide = range_overflows(lo, hi)  # (the native branch: s and off in double)
+    if bool(wide.any()):
+        ds = (hi.double() - lo.double()) / span
+        sa = torch.where(wide, ds.float(), sa)
+        off = torch.where(wide, (lo.double() - ds * float(srt[0])).float(), off)
+    return sa, off
 
 
 def _lut_row_range(x):
@@ -496,7 +540,7 @@ def _lut_mse(x, srt):
     search over a 512-bin histogram, float64 from the bins on."""
     m, k = x.shape
     lo, hi = _lut_row_range(x)
-    flat = ~(hi > lo)
+    flat = ~(hi > lo) | range_overflows(lo, hi)  # (minmax's parameters for these rows)
     span = torch.where(flat, torch.ones_like(hi), hi - lo)
     t = (x - lo) * (torch.tensor(float(LUT_BINS)) / span)
     # the native bin rule: t > 0 (false for NaN) ? min(t, B - 1) : 0, never a cast of NaN or inf
@@ -551,11 +595,24 @@ class LUT2Scheme(Scheme):
     ops = ("lut_gemm",)
     reads = ("packed", "w_scale", "w_off")
 
+    @property
+    def code_max(self):
+        return max(abs(v) for v in self.config.w_levels) or 1
+
     def quantize_weight(self, w):
         wl = self.config.w_levels
         codes, sw = lut_weight(w, wl)
         lsum = torch.tensor(wl, dtype=torch.float32)[codes.long()].sum(1)
         return {"packed": _backend.prepack("lut_gemm", codes, w_levels=wl), "w_scale": sw, "w_sum": lsum}
+
+    def recomputed(self, b, reference, memo):
+        # w_sum (sum of w_levels[code] per row): as Int8's, read back from ``packed``; activation
+        # levels (0, 1, 0, 0) make the indicator rows' codes 0/1 count as 0/1
+        n, wl = b["w_scale"].shape[0], self.config.w_levels
+        sums = codes_memo(b, memo, "w_sum", lambda: indicator_sums(
+            "lut_gemm", b["packed"], n, [(0, 1 << 62)], reference, a_levels=(0, 1, 0, 0),
+            w_levels=wl).view(-1))
+        return {"w_sum": sums.float()}
 
     def derived(self, b):
         return {"w_off": b["w_scale"] * b["w_sum"]}
