@@ -61,7 +61,7 @@ const LutKernelImpl kLutPair{LutKernel::pair, {PQ_X86(lut_pair_avx2), 1}, lut_pa
 const LutKernelImpl kLutDeepNeon{LutKernel::deepgemm, {PQ_ARM(lut_deepgemm_neon), 4}, nullptr};
 const LutKernelImpl kLutScalar{LutKernel::scalar, {lut_compute_scalar, 4}, nullptr};
 
-const LowbitGemmKernels kLowbitAvx512{6,
+constexpr LowbitGemmKernels kLowbitAvx512{6,
                                       PQ_X86(lowbit_tile4_avx512),
                                       PQ_X86(lowbit_tile2_avx512),
                                       PQ_X86(lowbit_epilogue_avx512),
@@ -71,16 +71,16 @@ const LowbitGemmKernels kLowbitAvx512{6,
                                       PQ_X86(lowbit_gemv_grouped_panel2_avx512),
                                       PQ_X86(lowbit_tile_grouped4_avx512),
                                       PQ_X86(lowbit_tile_grouped2_avx512)};
-const LowbitGemmKernels kLowbitAvx512Gfni{6,
-                                          PQ_X86(lowbit_tile4_avx512),
-                                          PQ_X86(lowbit_tile2_avx512),
-                                          PQ_X86(lowbit_epilogue_avx512),
-                                          PQ_X86(lowbit_gemv_grouped4_avx512),
-                                          PQ_X86(lowbit_gemv_grouped2_avx512),
-                                          PQ_X86(lowbit_gemv_grouped_panel4_avx512),
-                                          PQ_X86(lowbit_gemv_grouped_panel2_avx512),
-                                          PQ_X86(lowbit_tile_grouped4_avx512vnnigfni),
-                                          PQ_X86(lowbit_tile_grouped2_avx512vnnigfni)};
+// the same kernels with the grouped tiles swapped
+constexpr LowbitGemmKernels with_grouped_tiles(LowbitGemmKernels k, LowbitTileGroupedFn four,
+                                               LowbitTileGroupedFn two) {
+  k.tile_grouped4 = four;
+  k.tile_grouped2 = two;
+  return k;
+}
+constexpr LowbitGemmKernels kLowbitAvx512Gfni =
+    with_grouped_tiles(kLowbitAvx512, PQ_X86(lowbit_tile_grouped4_avx512vnnigfni),
+                       PQ_X86(lowbit_tile_grouped2_avx512vnnigfni));
 const LowbitGemmKernels kLowbitAvx2{2,       PQ_X86(lowbit_tile4_avx2),
                                     PQ_X86(lowbit_tile2_avx2),
                                     PQ_X86(lowbit_epilogue_avx2),
