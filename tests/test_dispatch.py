@@ -104,7 +104,7 @@ SKYLAKE_SP = AVX512
 CASCADE_LAKE = AVX512 + ["avx512vnni"]  # AVX-512 VNNI without VBMI
 ICE_LAKE = AVX512 + ["avx512vnni", "avx512vbmi", "avx512vpopcntdq", "avx512bitalg", "gfni"]
 SAPPHIRE_RAPIDS = ICE_LAKE + ["avxvnni"]
-ALDER_LAKE = AVX2 + ["avxvnni"]
+ALDER_LAKE = AVX2 + ["avxvnni", "gfni"]
 GRAVITON2 = ["neon", "neon_dotprod"]
 GRAVITON3 = GRAVITON2 + ["neon_i8mm"]
 TIER_ORDER = {"scalar": 0, "avx2": 1, "avx512": 2}
@@ -191,7 +191,7 @@ def test_selection_never_exceeds_the_tier():
     (SKYLAKE_SP, "avx512", {"int8_gemm": "avx2_1x64", "lut_gemm": "avx2_pair",
                             "lowbit_gemm": "avx2_2x64", "pack": "avx512"}),
     (ICE_LAKE, "avx512", {"int8_gemm": "avx512vnni_6x64", "lut_gemm": "avx512vbmi_vpermb",
-                          "sparq_gemm": "avx512vbmi"}),
+                          "sparq_gemm": "avx512vbmi", "lowbit_gemm": "avx512vnni_gfni_6x64"}),
     (ICE_LAKE, "avx2", {"int8_gemm": "avx2_1x64", "lut_gemm": "avx2_pair", "pack": "avx2"}),
     (SAPPHIRE_RAPIDS, "avx2", {"int8_gemm": "avxvnni_6x16", "lowbit_gemm": "avxvnni_6x16"}),
     (SAPPHIRE_RAPIDS, "avx512", {"int8_gemm": "avx512vnni_6x64",

@@ -28,7 +28,7 @@ static inline long long load_i64(const void* p) {
   return v;
 }
 
-inline constexpr size_t div_round_up(size_t a, size_t b) { return (a + b - 1) / b; }
-inline constexpr size_t round_up(size_t a, size_t b) { return div_round_up(a, b) * b; }
+static inline constexpr size_t div_round_up(size_t a, size_t b) { return (a + b - 1) / b; }
+static inline constexpr size_t round_up(size_t a, size_t b) { return div_round_up(a, b) * b; }
 
 }  // namespace pq

@@ -93,8 +93,7 @@ struct GemvScales {
   }
   // prefetch the next panel's block in proportion to the groups read so far
   void prefetch_next(size_t groups_read) {
-    if constexpr (PANEL) return prefetch_panel_scales(sp, groups_read, n_groups);
-    if (!next) return;
+    if (PANEL || !next) return;
     for (const size_t upto = next_bytes * groups_read / n_groups; next_done < upto; next_done += 64)
       _mm_prefetch(next + next_done, _MM_HINT_T0);
   }
@@ -356,6 +355,8 @@ __attribute__((noipa)) void gemv_grouped_1s(const uint8_t* a, const uint8_t* b, 
   for (size_t gi = 0, g0 = 0; g0 < kgroups; ++gi, g0 += group_kgroups) {
     const size_t g1 = g0 + group_kgroups < kgroups ? g0 + group_kgroups : kgroups;
     scl.prefetch_next(gi + 1);
+    if constexpr (PANEL_SCALES)
+      prefetch_panel_scales(static_cast<const uint16_t*>(scales), gi, n_groups);
     PQ_ROW_DECL(0) PQ_ROW_DECL(1)
     size_t k = g0;
     for (; k + 2 <= g1; k += 2) {

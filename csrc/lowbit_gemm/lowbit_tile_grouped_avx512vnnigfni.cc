@@ -3,7 +3,7 @@
 // affine map over GF(2): (u XOR 2^(b-1)) as a b-bit two's-complement number, its top bit copied
 // up), so a group's sum needs no offset subtract in the fold, and W4 unpacks in 4 instructions
 // per k group instead of 6, W2 in 4 instead of 7. Same integers, so the same bits as the
-// AVX-512 VNNI tile. AMD Zen 5, 4096 -> 14336, M = 512, 1 thread: W4 g32 5-6% faster.
+// AVX-512 VNNI tile (measured: docs/notes/nn_forward.md, twenty-eighth session).
 #include <immintrin.h>
 
 #include "core/macros.h"
@@ -27,13 +27,38 @@ constexpr long long affine_rows(unsigned b0, unsigned b1, unsigned b2, unsigned 
 // bits 0 .. b-1 of the field at bit `shift` to output bits 0 .. b-1, its top bit to the rest
 template <int BITS>
 constexpr long long signed_field(int shift) {
-  unsigned rows[8];
+  unsigned rows[8] = {};
   for (int i = 0; i < 8; ++i) rows[i] = 1u << (shift + (i < BITS ? i : BITS - 1));
   return affine_rows(rows[0], rows[1], rows[2], rows[3], rows[4], rows[5], rows[6], rows[7]);
 }
 // XOR with 2^(b-1) (the field's top bit, and so every copy of it): u - 2^(b-1)
 template <int BITS>
 constexpr int kFlipTop = 0xff & ~((1 << (BITS - 1)) - 1);
+
+// The instruction modelled per byte, to check the constants in every build (also where no CPU
+// runs this file): every stored byte, every field, gives its code minus 2^(b-1).
+constexpr int affine_byte(long long matrix, int x, int imm) {
+  int out = 0;
+  for (int i = 0; i < 8; ++i) {
+    const unsigned long long row = static_cast<unsigned long long>(matrix) >> (8 * (7 - i));
+    int bits = static_cast<int>(row & 0xff) & x;
+    int parity = 0;
+    for (; bits; bits &= bits - 1) parity ^= 1;
+    out |= (parity ^ ((imm >> i) & 1)) << i;
+  }
+  return out;
+}
+template <int BITS>
+constexpr bool signed_fields_exact() {
+  for (int shift = 0; shift < 8; shift += BITS)
+    for (int x = 0; x < 256; ++x) {
+      const int u = (x >> shift) & ((1 << BITS) - 1);
+      const int got = affine_byte(signed_field<BITS>(shift), x, kFlipTop<BITS>);
+      if ((got >= 128 ? got - 256 : got) != u - (1 << (BITS - 1))) return false;
+    }
+  return true;
+}
+static_assert(signed_fields_exact<4>() && signed_fields_exact<2>(), "GF2P8AFFINEQB constants");
 
 template <int BITS>
 PQ_INLINE __m512i signed_codes(__m512i v, int shift) {

@@ -35,10 +35,10 @@ static inline void widen_panel_scales(const uint16_t* sg, float* out) {
 }
 
 #if defined(__AVX2__)
-// The decode GEMVs read a panel's scale block (128 bytes per group) beside its code stream;
-// prefetched kScalePrefetchGroups groups ahead, the grouped modules ran 1.20-1.24x the raw op at
-// 2 threads from DRAM instead of 1.29-1.41x (W4 g32, AMD Zen 5, 4096 -> 14336): the hardware
-// prefetcher alone left the second stream behind when both cores pull from DRAM.
+// The one-stream decode GEMVs read a panel's scale block (128 bytes per group) beside its code
+// stream, prefetched kScalePrefetchGroups groups ahead: with both cores pulling from DRAM the
+// hardware prefetcher alone let this second stream fall behind (docs/notes/nn_forward.md,
+// twenty-eighth session).
 constexpr size_t kScalePrefetchGroups = 8;
 static inline void prefetch_panel_scales(const uint16_t* sc, size_t gi, size_t n_groups) {
   if (gi + kScalePrefetchGroups >= n_groups) return;

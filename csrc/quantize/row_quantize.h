@@ -53,7 +53,7 @@ QuantizeRowsExFn quantize_rows_u8_ex_kernel(Isa isa);
 // overflows float32: the quantizers then compute the width in double, so a finite row gets a
 // finite scale (not inf, whose 1/s = 0 made every output NaN). Other ranges never take that
 // branch: their bits are those of the plain float32 formula.
-inline bool range_overflows(float lo, float hi) {
+static inline bool range_overflows(float lo, float hi) {
   return std::isfinite(lo) && std::isfinite(hi) && std::isinf(hi - lo);
 }
 
