@@ -41,13 +41,14 @@ inline __m256i dot4(__m256i acc, __m256i av, __m256i w, __m256i ones) {
 }
 
 // int16 pair sums of one row x 64 columns over k-groups [c0, c1), both 32-byte halves of each
-// code block at once (the panel streams once), prefetching the weight stream 2 KiB ahead. The
-// caller picks c1 - c0 so the lanes cannot overflow.
+// code block at once (the panel streams once), prefetching the weight stream 3 KiB ahead (Zen 5,
+// AVX2-only tier, from DRAM: 2.5-4 KiB all ran W2 3-8% and W4 2-9% faster than 2 KiB; 3 KiB
+// kept, docs/notes/lowbit_gemm.md). The caller picks c1 - c0 so the lanes cannot overflow.
 template <int BITS, bool SIGNED>
 PQ_INLINE void chunk_sums(const uint8_t* a, const uint8_t* b, size_t c0, size_t c1, __m256i mask,
                           __m256i* s16) {
   constexpr size_t kGroupBytes = 32 * BITS;
-  constexpr size_t kPrefetchBytes = 2048;
+  constexpr size_t kPrefetchBytes = 3072;
   for (int i = 0; i < 8; ++i) s16[i] = _mm256_setzero_si256();
   for (size_t g = c0; g < c1; ++g) {
     const uint8_t* bg = b + g * kGroupBytes;
