@@ -73,7 +73,8 @@ def run_case(benchmark):
             t0 = time.perf_counter()
             fn()
             slow = time.perf_counter() - t0 >= SLOW_CALL_SECONDS  # e.g. torch._int_mm without VNNI
-            for _ in range(0 if slow else max(2, p.layers) - 1):  # warm-up
+            count = getattr(fn, "count", 1)  # the case's cold set (cases.rotating), else 1
+            for _ in range(0 if slow else max(2, count) - 1):  # warm-up: one pass over the set
                 fn()
             benchmark.group = p.name
             benchmark.extra_info.update(
@@ -81,7 +82,7 @@ def run_case(benchmark):
                  "m": p.m, "n": p.n, "k": p.k, "threads": p.threads, "cold": p.cold,
                  # the micro-kernel per family (pyquant._kernels: the native kernel table)
                  "kernels": {f: e["name"] for f, e in active_kernels().items()}})
-            iterations = p.layers if p.cold else 1
+            iterations = count if p.cold else 1  # a round covers the whole cold set
             rounds = 1 if slow else 5
             benchmark.pedantic(fn, rounds=rounds, iterations=iterations,
                                warmup_rounds=0 if slow else 1)

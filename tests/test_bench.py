@@ -338,3 +338,21 @@ def test_search_names_options_that_do_not_apply(monkeypatch, tmp_path):
     said = " ".join(str(w.message) for w in caught)
     assert "--cost does not apply" in said and "--groups does not apply" in said
     assert seen["latency"] is False and seen["fitness"] == "trainval"
+
+
+def test_pytest_benchmark_only_at_the_root_runs_the_comparisons():
+    """`pytest --benchmark-only` typed at the root (the design card's command) times benchmark
+    cases, a hot one and a cold set (a session once left the shared fixture reading a field the
+    cases no longer had: every run_case benchmark failed, and nothing in the suite noticed)."""
+    pytest.importorskip("pytest_benchmark")
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    pick = "int8_baselines and pyquant and (cold or small)"
+    run = subprocess.run([sys.executable, "-m", "pytest", "--benchmark-only", "-q",
+                          "-p", "no:cacheprovider", "-k", pick], cwd=root, capture_output=True,
+                         text=True, timeout=600)
+    tail = run.stdout[-2000:] + run.stderr[-2000:]
+    assert run.returncode == 0, tail
+    assert "\n2 passed" in run.stdout and "failed" not in run.stdout, tail
