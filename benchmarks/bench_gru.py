@@ -42,3 +42,9 @@ def test_gru_forward(benchmark, shape, impl, widths):
         fn(x)  # warm-up
         benchmark.pedantic(fn, args=(x,), rounds=5 if impl == "python" else 20, iterations=1,
                            warmup_rounds=1)
+
+
+if __name__ == "__main__":  # run as a script: this file's cases under pytest-benchmark
+    import sys
+
+    sys.exit(pytest.main([__file__, "--benchmark-only", "-q", *sys.argv[1:]]))

@@ -35,3 +35,11 @@ def pytest_generate_tests(metafunc):
 
 def test_int8_baselines(run_case, case):
     run_case(case)
+
+
+if __name__ == "__main__":  # run as a script: this file's cases under pytest-benchmark
+    import sys
+
+    import pytest
+
+    sys.exit(pytest.main([__file__, "--benchmark-only", "-q", *sys.argv[1:]]))

@@ -28,3 +28,9 @@ KERNELS = {"pyquant.int8_gemm", "pyquant.int8_gemm[avx2]", "pyquant.lut_gemm",
 @pytest.mark.parametrize("case", case_params(PROBLEMS, lambda c: c.kernel in KERNELS))
 def test_lut_gemm(run_case, case):
     run_case(case)
+
+
+if __name__ == "__main__":  # run as a script: this file's cases under pytest-benchmark
+    import sys
+
+    sys.exit(pytest.main([__file__, "--benchmark-only", "-q", *sys.argv[1:]]))
