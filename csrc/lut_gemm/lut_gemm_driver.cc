@@ -83,6 +83,41 @@ inline void offsets_of_block(uint32_t x0, uint32_t x1, uint32_t x2, uint16_t* d)
   }
 }
 
+// The vpermb and pair kernels' tables follow from the codebook's 16 products alone. Building the
+// 64 x 64 vpermb table took ~4 us, as long as the rest of a 64 x 64 layer's whole forward, so
+// each thread keeps the last codebook's tables and rebuilds only when the products or the kernel
+// change. The tables are read by the call's tasks while the calling thread waits in
+// parallel_for, and rebuilt only by that thread between its calls.
+constexpr size_t kLutTableBytes = 64 * 64 > kLutPairTableBytes ? 64 * 64 : kLutPairTableBytes;
+struct LutTableCache {
+  alignas(64) uint8_t t[kLutTableBytes];
+  int8_t prod[4][4];
+  LutKernel kernel;
+  bool valid = false;
+};
+
+const uint8_t* codebook_tables(const LutCodebook& cb, LutKernel kernel) {
+  thread_local LutTableCache cache;
+  if (cache.valid && cache.kernel == kernel &&
+      std::memcmp(cache.prod, cb.prod, sizeof cb.prod) == 0)
+    return cache.t;
+  if (kernel == LutKernel::vpermb) {
+    // 64 tables (one per activation triple) x 64 entries (weight triple): biased 3-product sums
+    for (int ai = 0; ai < 64; ++ai)
+      for (int wi = 0; wi < 64; ++wi) {
+        int s = 0;
+        for (int j = 0; j < 3; ++j) s += cb.prod[(ai >> (2 * j)) & 3][(wi >> (2 * j)) & 3];
+        cache.t[ai * 64 + wi] = static_cast<uint8_t>(s - 3 * cb.pmin);
+      }
+  } else {
+    lut_pair_tables(cb, cache.t);
+  }
+  std::memcpy(cache.prod, cb.prod, sizeof cb.prod);
+  cache.kernel = kernel;
+  cache.valid = true;
+  return cache.t;
+}
+
 // The kernels sum in uint32 arithmetic (the biased sums may exceed 2^31 for K near 2^24); the
 // true result fits int32, so everything is exact modulo 2^32.
 int32_t wrap_i32(int64_t v) { return static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint64_t>(v))); }
@@ -115,8 +150,6 @@ void lut_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda, const uint8_
 
   std::unique_ptr<uint32_t[]> a_buf;
   std::unique_ptr<uint16_t[]> offs_buf;
-  struct alignas(64) Tables { uint8_t t[64 * 64 > kLutPairTableBytes ? 64 * 64 : kLutPairTableBytes]; };
-  std::unique_ptr<Tables> tables;
   const size_t prep_chunks = m >= 16 && threads > 1 ? static_cast<size_t>(threads) : 1;
   if (chosen == LutKernel::deepgemm) {
     for (int w = 0; w < 4; ++w)
@@ -133,15 +166,7 @@ void lut_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda, const uint8_
     // sum of (p - pmin) over K_pad positions, minus the pad positions' products
     prob.corr = wrap_i32(static_cast<int64_t>(k_pad) * cb.pmin - int64_t{npad} * p00);
   } else if (chosen == LutKernel::vpermb) {
-    // 64 tables (one per activation triple) x 64 entries (weight triple): biased 3-product sums.
-    tables.reset(new Tables);
-    for (int ai = 0; ai < 64; ++ai)
-      for (int wi = 0; wi < 64; ++wi) {
-        int s = 0;
-        for (int j = 0; j < 3; ++j) s += cb.prod[(ai >> (2 * j)) & 3][(wi >> (2 * j)) & 3];
-        tables->t[ai * 64 + wi] = static_cast<uint8_t>(s - 3 * cb.pmin);
-      }
-    prob.tables = tables->t;
+    prob.tables = codebook_tables(cb, chosen);
     offs_buf.reset(new uint16_t[m * (k_pad / 3)]);
     parallel_for(prep_chunks, threads, [&](size_t t) {
 #if defined(PQ_HAVE_X86)
@@ -157,9 +182,7 @@ void lut_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda, const uint8_
     // sum of (s - 3 pmin) over K_pad/3 lookups, minus the pad positions' products
     prob.corr = wrap_i32(static_cast<int64_t>(k_pad) * cb.pmin - int64_t{npad} * p00);
   } else if (chosen == LutKernel::pair) {
-    tables.reset(new Tables);
-    lut_pair_tables(cb, tables->t);
-    prob.tables = tables->t;
+    prob.tables = codebook_tables(cb, chosen);
     offs_buf.reset(new uint16_t[m * (k_pad / 4)]);
 #if defined(PQ_HAVE_X86)
     parallel_for(prep_chunks, threads, [&](size_t t) {

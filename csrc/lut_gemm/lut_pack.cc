@@ -38,8 +38,8 @@ bool lut_vpermb_ok(const LutCodebook& cb) { return cb.umax <= 255; }
 bool lut_pair_ok(const LutCodebook& cb) { return 2 * (cb.pmax - cb.pmin) <= 255; }
 
 // Entry q (activation codes a_j = (q >> 2j) & 3), lane h, index i = w0 << 2 | w1:
-// p[a_2h][w0] + p[a_2h+1][w1] - 2 pmin. Built per call (it is part of the op's time), so as
-// 512 sums of two 16-byte rows, which the compiler vectorizes.
+// p[a_2h][w0] + p[a_2h+1][w1] - 2 pmin. Built when a thread meets a new codebook (the driver
+// keeps the last one's tables), as 512 sums of two 16-byte rows, which the compiler vectorizes.
 void lut_pair_tables(const LutCodebook& cb, uint8_t* out) {
   uint8_t first[4][16], second[4][16];  // p[a][i >> 2] - pmin, p[a][i & 3] - pmin
   for (int a = 0; a < 4; ++a)
