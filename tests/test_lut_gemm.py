@@ -69,19 +69,19 @@ def test_codebooks_every_kernel(isa, rng, levels):
 
 def test_codebooks_alternating_on_one_thread(isa, rng):
     """The vpermb / pair tables are kept per thread for the last codebook (lut_gemm_driver.cc):
-    codebooks that differ in one product, alternating call by call on every kernel, and a
-    kernel switch between two calls of one codebook, each give their own exact result."""
+    codebooks that differ in one level (three products), alternating call by call on one
+    kernel, and kernel switches between calls of one codebook, each give their own exact
+    result."""
     books = [((0, 1, 2, 3), (-2, -1, 0, 1)), ((0, 1, 2, 3), (-2, -1, 0, 2)),
              ((0, 1, 2, 4), (-2, -1, 0, 1))]
     a, w = codes(rng, (3, 301)), codes(rng, (70, 301))
     kerns = sorted({k for al, wl in books for k in kernels_for(isa, al, wl)})
-    for _ in range(2):
-        for kern in kerns:
-            for al, wl in books:
-                if kern in kernels_for(isa, al, wl):
-                    np.testing.assert_array_equal(_lut_gemm(a, w, al, wl, kern),
-                                                  lut_ref(a, w, al, wl),
-                                                  err_msg=f"{isa}/{kern} {al} {wl}")
+    calls = [(kern, book) for kern in kerns for book in books]  # codebook changes, one kernel
+    calls += [(kern, book) for book in books for kern in kerns]  # kernel changes, one codebook
+    for kern, (al, wl) in calls:
+        if kern in kernels_for(isa, al, wl):
+            np.testing.assert_array_equal(_lut_gemm(a, w, al, wl, kern), lut_ref(a, w, al, wl),
+                                          err_msg=f"{isa}/{kern} {al} {wl}")
 
 
 def test_default_codebook_public_api(isa, rng, threads):

@@ -92,13 +92,14 @@ constexpr size_t kLutTableBytes = 64 * 64 > kLutPairTableBytes ? 64 * 64 : kLutP
 struct LutTableCache {
   alignas(64) uint8_t t[kLutTableBytes];
   int8_t prod[4][4];
+  int32_t pmin;  // (follows from prod for every codebook the bindings accept; keyed anyway)
   LutKernel kernel;
   bool valid = false;
 };
 
 const uint8_t* codebook_tables(const LutCodebook& cb, LutKernel kernel) {
   thread_local LutTableCache cache;
-  if (cache.valid && cache.kernel == kernel &&
+  if (cache.valid && cache.kernel == kernel && cache.pmin == cb.pmin &&
       std::memcmp(cache.prod, cb.prod, sizeof cb.prod) == 0)
     return cache.t;
   if (kernel == LutKernel::vpermb) {
@@ -113,6 +114,7 @@ const uint8_t* codebook_tables(const LutCodebook& cb, LutKernel kernel) {
     lut_pair_tables(cb, cache.t);
   }
   std::memcpy(cache.prod, cb.prod, sizeof cb.prod);
+  cache.pmin = cb.pmin;
   cache.kernel = kernel;
   cache.valid = true;
   return cache.t;
