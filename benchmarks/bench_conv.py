@@ -25,9 +25,9 @@ def test_quant_conv2d(run_case, case):
     run_case(case)
 
 
-if __name__ == "__main__":  # run as a script: this file's cases under pytest-benchmark
+if __name__ == "__main__":
     import sys
 
-    import pytest
+    from common import run_as_script
 
-    sys.exit(pytest.main([__file__, "--benchmark-only", "-q", *sys.argv[1:]]))
+    sys.exit(run_as_script(__file__))

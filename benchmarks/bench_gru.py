@@ -44,7 +44,9 @@ def test_gru_forward(benchmark, shape, impl, widths):
                            warmup_rounds=1)
 
 
-if __name__ == "__main__":  # run as a script: this file's cases under pytest-benchmark
+if __name__ == "__main__":
     import sys
 
-    sys.exit(pytest.main([__file__, "--benchmark-only", "-q", *sys.argv[1:]]))
+    from common import run_as_script
+
+    sys.exit(run_as_script(__file__))

@@ -19,3 +19,11 @@ def case_params(problems: list[Problem], kernel_filter=None):
                 continue
             params.append(pytest.param(case, id=f"{p.name}|{case.kernel}|{case.isa or 'active'}"))
     return params
+
+
+def run_as_script(path: str) -> int:
+    """A pytest-only benchmark module called as a script (`python benchmarks/bench_conv.py
+    [-k ...]`): its own cases under pytest-benchmark, instead of exiting silently."""
+    import sys
+
+    return pytest.main([path, "--benchmark-only", "-q", *sys.argv[1:]])
