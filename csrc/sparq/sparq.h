@@ -93,6 +93,7 @@ struct Sparq24Problem {
   int32_t* c;             // [rows][ldc]
   size_t ldc;
   size_t n;               // valid output columns
+  size_t neg_offset;      // compute24_signed only: a row's positive -> negative part tables
 };
 // Rows [m0, m1) x panels [p0, p1) of C = (tables . weights).
 using Sparq24ComputeFn = void (*)(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0,
@@ -121,6 +122,10 @@ struct SparqKernels {
   Sparq24ComputeFn compute24;
   SparqPrepRowFn prep_row;
   Sparq24TablesRowFn tables24;
+  // Signed rows in one pass (null: the driver runs each row's two table rows as two parts and
+  // subtracts): output row m takes its positive part's tables at tables + m * table_stride and
+  // its negative part's neg_offset bytes further, and gets C = pos . W - neg . W.
+  Sparq24ComputeFn compute24_signed;
 };
 const SparqKernels& sparq_kernels(Isa isa);
 
@@ -179,6 +184,10 @@ void sparq24_compute_rows_avxvnni(const Sparq24Problem& p, size_t m0, size_t m1,
                                   size_t p1);
 void sparq24_compute_rows_vnni256_avx512(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0,
                                          size_t p1);
+// Signed rows (SparqKernels::compute24_signed) in the AVX2 build: the two parts' looked-up words
+// are subtracted before the one vpmaddwd.
+void sparq24_compute_rows_signed_avx2(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0,
+                                      size_t p1);
 #endif
 // One row's tables: k activations -> ceil(k/4) x 32 bytes.
 void sparq24_tables_row(const SparqPlan& plan, const uint8_t* a, size_t k, uint8_t* out);

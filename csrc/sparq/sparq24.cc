@@ -174,10 +174,12 @@ namespace {
 // value runs the kernel once on 2 x rows interleaved rows (positive, negative part: one pass over
 // the weights, which at decode come from DRAM) into a scratch output, and each row is the
 // difference of its two (wrapping int32, as every path); other blocks skip the negative halves.
+// A kernel with a signed twin (SparqKernels::compute24_signed) takes both parts of a block's rows
+// in one pass instead, straight into c.
 template <class MakeTables, class Finish>
 void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c, bool signed_rows,
                 int threads, Isa isa, MakeTables&& make_tables, Finish&& finish) {
-  const Sparq24ComputeFn compute = sparq_kernels(isa).compute24;
+  const SparqKernels& kernels = sparq_kernels(isa);
   const size_t groups = div_round_up(k, 4);
   const size_t row_tab = groups * kS24TableBytes;
   const size_t n_panels = div_round_up(n, kS24PanelCols);
@@ -195,6 +197,7 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
   prob.panels = panels;
   prob.ldc = n;
   prob.n = n;
+  prob.neg_offset = row_tab;
   for (size_t m0 = 0; m0 < m; m0 += mc) {
     const size_t rows = std::min(mc, m - m0);
     const size_t chunks = std::min(rows, n_threads * 4);
@@ -204,13 +207,17 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
         row_neg[r] = make_tables(m0 + r, t, pos, signed_rows ? pos + row_tab : nullptr);
       }
     });
-    const bool two_parts = std::any_of(row_neg.begin(), row_neg.begin() + rows,
-                                       [](uint8_t v) { return v != 0; });
-    if (two_parts) {  // the rows without negative values add nothing in their negative part
+    const bool negative = std::any_of(row_neg.begin(), row_neg.begin() + rows,
+                                      [](uint8_t v) { return v != 0; });
+    if (negative)  // the rows without negative values add nothing in their negative part
       for (size_t r = 0; r < rows; ++r)
         if (!row_neg[r]) std::memset(tables.get() + (2 * r + 1) * row_tab, 0, row_tab);
-      if (!c_parts) c_parts.reset(new int32_t[2 * mc * n]);
-    }
+    // Negative values: the kernel's signed twin takes both parts of a row in one pass where
+    // there is one (one row keeps the streaming decode tile); else two parts, subtracted.
+    const bool one_pass = negative && kernels.compute24_signed && rows > 1;
+    const bool two_parts = negative && !one_pass;
+    if (two_parts && !c_parts) c_parts.reset(new int32_t[2 * mc * n]);
+    const Sparq24ComputeFn compute = one_pass ? kernels.compute24_signed : kernels.compute24;
     prob.table_stride = two_parts ? row_tab : sets * row_tab;
     prob.c = two_parts ? c_parts.get() : c + m0 * n;
     TaskShape shape;  // the shared task split (core/gemm_tasks.h); a row's parts stay together
