@@ -121,13 +121,15 @@ const SparqKernels kSparqAvx512{PQ_X86(sparq_trim_row_avx512), PQ_X86(sparq24_co
                                 PQ_X86(sparq_prep_row_avx512), PQ_X86(sparq24_tables_row_avx512),
                                 nullptr};
 const SparqKernels kSparqAvx2{PQ_X86(sparq_trim_row_avx2), PQ_X86(sparq24_compute_rows_avx2),
-                              PQ_X86(sparq_prep_row_avx2), sparq24_tables_row,
+                              PQ_X86(sparq_prep_row_avx2), PQ_X86(sparq24_tables_row_avx2),
                               PQ_X86(sparq24_compute_rows_signed_avx2)};
 const SparqKernels kSparqAvxVnni{PQ_X86(sparq_trim_row_avx2), PQ_X86(sparq24_compute_rows_avxvnni),
-                                 PQ_X86(sparq_prep_row_avx2), sparq24_tables_row, nullptr};
+                                 PQ_X86(sparq_prep_row_avx2), PQ_X86(sparq24_tables_row_avx2),
+                                 nullptr};
 const SparqKernels kSparqVnni256Evex{PQ_X86(sparq_trim_row_avx2),
                                      PQ_X86(sparq24_compute_rows_vnni256_avx512),
-                                     PQ_X86(sparq_prep_row_avx2), sparq24_tables_row, nullptr};
+                                     PQ_X86(sparq_prep_row_avx2),
+                                     PQ_X86(sparq24_tables_row_avx2), nullptr};
 const SparqKernels kSparqNeon{PQ_ARM(sparq_trim_row_neon), sparq24_compute_scalar,
                               sparq_prep_row_scalar, sparq24_tables_row, nullptr};
 const SparqKernels kSparqScalar{sparq_trim_row_scalar, sparq24_compute_scalar,

@@ -102,8 +102,9 @@ using Sparq24ComputeFn = void (*)(const Sparq24Problem& p, size_t m0, size_t m1,
 // How the fused forward writes a prepared row for the int8 micro-kernel (t: trimmed magnitude,
 // neg: x < 0): s16: int16 +-t; wide (Int8WideFormat::offset9, u = 256 +- t): dp = u >> 2, dn =
 // u & 3; sign (Int8WideFormat::sign_xor): dp = t, dn = neg ? 0xff : 0; split: dp = (neg ? 0 : t)
-// ^ flip, dn = (neg ? t : 0) ^ flip (flip 0x80 for the s8 format).
-enum class SparqRowFormat { s16, wide, sign, split };
+// ^ flip, dn = (neg ? t : 0) ^ flip (flip 0x80 for the s8 format); magnitude (2:4, which trims
+// per weight pair): dp = q, the quantized magnitude before any trim, dn = neg ? 0xff : 0.
+enum class SparqRowFormat { s16, wide, sign, split, magnitude };
 
 // One row of SparqConfig's forward: q = trunc(min(|x| * (1/s) + 0.5, 255.25)) with s = amax/255
 // (amax = *fixed_amax, or the row's max |x|; s = 1 when amax is 0), trimmed by `plan` (pairs judged
@@ -136,6 +137,7 @@ float sparq_prep_row_scalar(const SparqPlan&, const float*, size_t, const float*
 float sparq_prep_row_avx2(const SparqPlan&, const float*, size_t, const float*, SparqRowFormat,
                           uint8_t, uint8_t*, uint8_t*, uint8_t*, bool*);
 void sparq_trim_row_avx2(const SparqPlan& plan, const uint8_t* src, size_t k, uint8_t* dst);
+void sparq24_tables_row_avx2(const SparqPlan& plan, const uint8_t* a, size_t k, uint8_t* out);
 void sparq_trim_row_avx512(const SparqPlan& plan, const uint8_t* src, size_t k, uint8_t* dst);
 float sparq_prep_row_avx512(const SparqPlan&, const float*, size_t, const float*, SparqRowFormat,
                             uint8_t, uint8_t*, uint8_t*, uint8_t*, bool*);

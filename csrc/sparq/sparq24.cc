@@ -311,27 +311,27 @@ bool forward_sparq24(const float* x, size_t m, size_t k, const SparqConfig& cfg,
   SparqPlan plan;
   sparq_make_plan(cfg, &plan);
   const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
-  // per chunk: one row's magnitudes (k + 64 bytes) and its negative flags (k)
-  const size_t chunk_bytes = 2 * k + 64;
+  // per chunk: the row preparation's scratch (k + 64 bytes), the row's magnitudes and its
+  // negative flags (k each)
+  const size_t chunk_bytes = 3 * k + 64;
   std::unique_ptr<uint8_t[]> q(new uint8_t[n_threads * 4 * chunk_bytes]);
   std::unique_ptr<float[]> sa(new float[m]);
   float amax = 0.0f;
   if (act.is_static) amax = std::max(act.hi < 0 ? -act.hi : act.hi, act.lo < 0 ? -act.lo : act.lo);
   const Epilogue ep{sa.get(), nullptr, false, w_scale, nullptr, bias};
-  const Sparq24TablesRowFn tables_row = sparq_kernels(isa).tables24;
+  const SparqKernels& kernels = sparq_kernels(isa);
   int32_t* c = reinterpret_cast<int32_t*>(y);
   run_blocks(
       m, k, panels, n, c, negative, threads, isa,
       [&](size_t row, size_t chunk, uint8_t* pos, uint8_t* neg) {
-        const float* xr = x + row * k;
-        uint8_t* tq = q.get() + chunk * chunk_bytes;
-        sa[row] = quantize_row_abs_u8(xr, k, act.is_static ? &amax : nullptr, tq);
-        tables_row(plan, tq, k, pos);
-        if (!neg) return false;
-        uint8_t* is_neg = tq + k + 64;
-        uint8_t row_neg = 0;
-        for (size_t i = 0; i < k; ++i) row_neg |= is_neg[i] = xr[i] < 0.0f;
-        if (!row_neg) return false;
+        uint8_t* scratch = q.get() + chunk * chunk_bytes;
+        uint8_t* mag = scratch + k + 64;
+        uint8_t* is_neg = mag + k;
+        bool row_neg = false;
+        sa[row] = kernels.prep_row(plan, x + row * k, k, act.is_static ? &amax : nullptr,
+                                   SparqRowFormat::magnitude, 0, scratch, mag, is_neg, &row_neg);
+        kernels.tables24(plan, mag, k, pos);
+        if (!neg || !row_neg) return false;
         sparq24_split_tables(pos, is_neg, k, neg);
         return true;
       },

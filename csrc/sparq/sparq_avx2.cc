@@ -24,23 +24,38 @@ class Trim32 {
       : one_t_(table16(plan.one)), half_t_(table16(plan.half)), top_t_(table16(plan.top)),
         pairs_(plan.cfg.pairs), round_(plan.cfg.round) {}
 
+  // Pairs (k, k + 1) inside the 32 judge the zero partner.
   __m256i operator()(__m256i a) const {
+    __m256i idx = msb(a);
+    if (pairs_) {
+      const __m256i z = _mm256_cmpeq_epi8(a, _mm256_setzero_si256());
+      const __m256i partner_zero =
+          _mm256_or_si256(_mm256_slli_epi16(z, 8), _mm256_srli_epi16(z, 8));
+      idx = _mm256_or_si256(idx, _mm256_and_si256(partner_zero, _mm256_set1_epi8(8)));
+    }
+    return window(a, idx);
+  }
+  // Every value as if its partner were non-zero (lut[0]) or zero (lut[1]).
+  __m256i with_partner(__m256i a, bool partner_zero) const {
+    const __m256i idx = msb(a);
+    return window(a, partner_zero ? _mm256_or_si256(idx, _mm256_set1_epi8(8)) : idx);
+  }
+
+ private:
+  static __m256i msb(__m256i a) {
     // msb position of a nibble: high nibble h -> 4 + msb(h) (0 if h == 0), low nibble l -> msb(l)
     const __m256i msb_hi = _mm256_setr_epi8(0, 4, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7,
                                             0, 4, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7);
     const __m256i msb_lo = _mm256_setr_epi8(0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
                                             0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-    const __m256i nib = _mm256_set1_epi8(0x0f), eight = _mm256_set1_epi8(8);
-    const __m256i ones = _mm256_set1_epi8(1), zero = _mm256_setzero_si256();
+    const __m256i nib = _mm256_set1_epi8(0x0f);
     const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(a, 4), nib);
-    __m256i idx = _mm256_max_epu8(_mm256_shuffle_epi8(msb_hi, hi),
-                                  _mm256_shuffle_epi8(msb_lo, _mm256_and_si256(a, nib)));
-    if (pairs_) {
-      const __m256i z = _mm256_cmpeq_epi8(a, zero);
-      const __m256i partner_zero =
-          _mm256_or_si256(_mm256_slli_epi16(z, 8), _mm256_srli_epi16(z, 8));
-      idx = _mm256_or_si256(idx, _mm256_and_si256(partner_zero, eight));
-    }
+    return _mm256_max_epu8(_mm256_shuffle_epi8(msb_hi, hi),
+                           _mm256_shuffle_epi8(msb_lo, _mm256_and_si256(a, nib)));
+  }
+  // The window at the shift of table index idx = p | partner_zero << 3.
+  __m256i window(__m256i a, __m256i idx) const {
+    const __m256i ones = _mm256_set1_epi8(1);
     const __m256i one = _mm256_shuffle_epi8(one_t_, idx);  // 1 << s
     const __m256i low = _mm256_sub_epi8(one, ones);        // dropped bits
     __m256i r = _mm256_andnot_si256(low, a);               // window << s (truncated)
@@ -56,7 +71,6 @@ class Trim32 {
     return r;
   }
 
- private:
   __m256i one_t_, half_t_, top_t_;
   bool pairs_, round_;
 };
@@ -79,6 +93,71 @@ void sparq_trim_row_avx2(const SparqPlan& plan, const uint8_t* src, size_t k, ui
     else {
       _mm256_store_si256(reinterpret_cast<__m256i*>(tail), r);
       std::memcpy(dst + i, tail, len);
+    }
+  }
+}
+
+// 2:4 selector tables (sparq24_tables_row's layout and values), 8 k groups (32 activations) per
+// step: both trims of the 32 values (partner non-zero: lut[0], zero: lut[1]), then per group
+// three vpshufb and a blend place them. Table byte e of a group's E0 | E1 (lanes 0 | 1) holds
+// its own activation's trim, the zero-partner one where its partner is zero and always for a
+// single (partner index 0x80 reads 0: "not non-zero"); unused bytes read 0 from both trims.
+namespace {
+struct Tables24Shuffles {
+  // [group i of a 16-activation lane][table byte]: own / partner activation index (0x80: none)
+  alignas(32) uint8_t own[4][32];
+  alignas(32) uint8_t partner[4][32];
+  Tables24Shuffles() {
+    for (int i = 0; i < 4; ++i)
+      for (int b = 0; b < 32; ++b) {
+        const int e = b % 16, base = 4 * i;
+        int o = -1, p = -1;
+        if (e < 6) {  // pair e: E0 takes its first position, E1 its second
+          o = kS24PairPos[e][b / 16];
+          p = kS24PairPos[e][1 - b / 16];
+        } else if (b < 16 && e < 10) {  // single e - 6
+          o = e - 6;
+        } else if (b < 16) {  // E0[10 + s] repeats E1[s] (sparq.h)
+          o = kS24PairPos[e - 10][1];
+          p = kS24PairPos[e - 10][0];
+        }
+        own[i][b] = static_cast<uint8_t>(o < 0 ? 0x80 : base + o);
+        partner[i][b] = static_cast<uint8_t>(p < 0 ? 0x80 : base + p);
+      }
+  }
+};
+
+inline __m256i lane_in_both(__m256i v, size_t lane) {
+  return lane ? _mm256_permute2x128_si256(v, v, 0x11) : _mm256_permute2x128_si256(v, v, 0x00);
+}
+}  // namespace
+
+void sparq24_tables_row_avx2(const SparqPlan& plan, const uint8_t* a, size_t k, uint8_t* out) {
+  static const Tables24Shuffles sh;
+  const Trim32 trim(plan);
+  const size_t groups = (k + 3) / 4;
+  for (size_t g0 = 0; g0 < groups; g0 += 8) {
+    alignas(32) uint8_t tail[32] = {0};  // zeros past the row end (the K tail's padding)
+    const uint8_t* in = a + 4 * g0;
+    if (k - 4 * g0 < 32) {
+      std::memcpy(tail, in, k - 4 * g0);
+      in = tail;
+    }
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(in));
+    const __m256i w = trim.with_partner(x, false), f = trim.with_partner(x, true);
+    const __m256i nz = _mm256_xor_si256(_mm256_cmpeq_epi8(x, _mm256_setzero_si256()),
+                                        _mm256_set1_epi8(-1));
+    for (size_t h = 0; h < 2; ++h) {  // groups g0 + 4h .. g0 + 4h + 3: lane h, in both lanes
+      const __m256i wh = lane_in_both(w, h), fh = lane_in_both(f, h), nzh = lane_in_both(nz, h);
+      for (size_t i = 0; i < 4 && g0 + 4 * h + i < groups; ++i) {
+        const __m256i own = _mm256_load_si256(reinterpret_cast<const __m256i*>(sh.own[i]));
+        const __m256i partner = _mm256_load_si256(reinterpret_cast<const __m256i*>(sh.partner[i]));
+        const __m256i v = _mm256_blendv_epi8(_mm256_shuffle_epi8(fh, own),
+                                             _mm256_shuffle_epi8(wh, own),
+                                             _mm256_shuffle_epi8(nzh, partner));
+        uint8_t* dst = out + (g0 + 4 * h + i) * kS24TableBytes;
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), v);
+      }
     }
   }
 }
@@ -155,7 +234,8 @@ float sparq_prep_row_avx2(const SparqPlan& plan, const float* x, size_t k, const
       // NaN: cvtt gives INT_MIN, 0 after the saturating packs, as the scalar code
       q[j] = _mm256_cvttps_epi32(_mm256_min_ps(cap, v));
     }
-    const __m256i t = trim(pack_u8(q[0], q[1], q[2], q[3]));
+    const __m256i qb = pack_u8(q[0], q[1], q[2], q[3]);
+    const __m256i t = fmt == SparqRowFormat::magnitude ? qb : trim(qb);
     const __m256i ng = neg_mask(xs);  // (x < 0: false for NaN and for the zero padding)
     any = _mm256_or_si256(any, ng);
     if (fmt == SparqRowFormat::split) {
@@ -163,7 +243,7 @@ float sparq_prep_row_avx2(const SparqPlan& plan, const float* x, size_t k, const
                           _mm256_xor_si256(_mm256_andnot_si256(ng, t), vflip));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(n),
                           _mm256_xor_si256(_mm256_and_si256(ng, t), vflip));
-    } else if (fmt == SparqRowFormat::sign) {
+    } else if (fmt == SparqRowFormat::sign || fmt == SparqRowFormat::magnitude) {
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), t);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(n), ng);
     } else {  // wide: u = 256 +- t in 16-bit lanes (two halves of 16), top 7 and low 2 bits

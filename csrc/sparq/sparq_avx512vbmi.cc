@@ -115,9 +115,10 @@ float sparq_prep_row_avx512(const SparqPlan& plan, const float* x, size_t k,
       neg |= uint64_t{_mm512_cmp_ps_mask(xv, zero, _CMP_LT_OQ)} << (16 * j);
     }
     const __m512i w01 = _mm512_packs_epi32(q[0], q[1]), w23 = _mm512_packs_epi32(q[2], q[3]);
-    const __m512i t = trim(_mm512_permutexvar_epi32(order, _mm512_packus_epi16(w01, w23)));
+    const __m512i qb = _mm512_permutexvar_epi32(order, _mm512_packus_epi16(w01, w23));
+    const __m512i t = fmt == SparqRowFormat::magnitude ? qb : trim(qb);
     any |= neg;
-    if (fmt == SparqRowFormat::sign) {
+    if (fmt == SparqRowFormat::sign || fmt == SparqRowFormat::magnitude) {
       _mm512_mask_storeu_epi8(dp + i, live, t);
       _mm512_mask_storeu_epi8(dn + i, live, _mm512_movm_epi8(neg));
     } else {  // split

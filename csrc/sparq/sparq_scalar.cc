@@ -44,7 +44,7 @@ float sparq_prep_row_scalar(const SparqPlan& plan, const float* x, size_t k,
                             const float* fixed_amax, SparqRowFormat fmt, uint8_t flip, uint8_t* tq,
                             uint8_t* dp, uint8_t* dn, bool* has_neg) {
   const float s = quantize_row_abs_u8(x, k, fixed_amax, tq);
-  sparq_trim_row_scalar(plan, tq, k, tq);
+  if (fmt != SparqRowFormat::magnitude) sparq_trim_row_scalar(plan, tq, k, tq);
   bool neg_seen = false;
   if (fmt == SparqRowFormat::s16) {
     int16_t* d = reinterpret_cast<int16_t*>(dp);
@@ -58,7 +58,7 @@ float sparq_prep_row_scalar(const SparqPlan& plan, const float* x, size_t k,
       dp[i] = static_cast<uint8_t>(u >> 2);
       dn[i] = static_cast<uint8_t>(u & 3);
     }
-  } else if (fmt == SparqRowFormat::sign) {
+  } else if (fmt == SparqRowFormat::sign || fmt == SparqRowFormat::magnitude) {
     for (size_t i = 0; i < k; ++i) {
       dp[i] = tq[i];
       dn[i] = x[i] < 0.0f ? 0xff : 0x00;
