@@ -15,4 +15,10 @@ inline __m256i dpbusd_vex(__m256i acc, __m256i a, __m256i w) {
   return acc;
 }
 
+// acc += per int32 lane, the 2 products of the s16 words of `a` and `w` (no saturation)
+inline __m256i dpwssd_vex(__m256i acc, __m256i a, __m256i w) {
+  __asm__("%{vex%} vpdpwssd %2, %1, %0" : "+x"(acc) : "x"(a), "x"(w));
+  return acc;
+}
+
 }  // namespace pq

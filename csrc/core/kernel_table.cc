@@ -125,11 +125,12 @@ const SparqKernels kSparqAvx2{PQ_X86(sparq_trim_row_avx2), PQ_X86(sparq24_comput
                               PQ_X86(sparq24_compute_rows_signed_avx2)};
 const SparqKernels kSparqAvxVnni{PQ_X86(sparq_trim_row_avx2), PQ_X86(sparq24_compute_rows_avxvnni),
                                  PQ_X86(sparq_prep_row_avx2), PQ_X86(sparq24_tables_row_avx2),
-                                 nullptr};
+                                 PQ_X86(sparq24_compute_rows_signed_avxvnni)};
 const SparqKernels kSparqVnni256Evex{PQ_X86(sparq_trim_row_avx2),
                                      PQ_X86(sparq24_compute_rows_vnni256_avx512),
                                      PQ_X86(sparq_prep_row_avx2),
-                                     PQ_X86(sparq24_tables_row_avx2), nullptr};
+                                     PQ_X86(sparq24_tables_row_avx2),
+                                     PQ_X86(sparq24_compute_rows_signed_vnni256_avx512)};
 const SparqKernels kSparqNeon{PQ_ARM(sparq_trim_row_neon), sparq24_compute_scalar,
                               sparq_prep_row_scalar, sparq24_tables_row, nullptr};
 const SparqKernels kSparqScalar{sparq_trim_row_scalar, sparq24_compute_scalar,

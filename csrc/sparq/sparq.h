@@ -186,10 +186,14 @@ void sparq24_compute_rows_avxvnni(const Sparq24Problem& p, size_t m0, size_t m1,
                                   size_t p1);
 void sparq24_compute_rows_vnni256_avx512(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0,
                                          size_t p1);
-// Signed rows (SparqKernels::compute24_signed) in the AVX2 build: the two parts' looked-up words
-// are subtracted before the one vpmaddwd.
+// Signed rows (SparqKernels::compute24_signed): the two parts' looked-up words are subtracted
+// before one vpmaddwd (AVX2) or vpdpwssd (AVX-VNNI, and its EVEX twin), one group per lane.
 void sparq24_compute_rows_signed_avx2(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0,
                                       size_t p1);
+void sparq24_compute_rows_signed_avxvnni(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0,
+                                         size_t p1);
+void sparq24_compute_rows_signed_vnni256_avx512(const Sparq24Problem& p, size_t m0, size_t m1,
+                                                size_t p0, size_t p1);
 #endif
 // One row's tables: k activations -> ceil(k/4) x 32 bytes.
 void sparq24_tables_row(const SparqPlan& plan, const uint8_t* a, size_t k, uint8_t* out);
