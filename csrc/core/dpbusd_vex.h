@@ -1,4 +1,5 @@
-// The VEX `vpdpbusd` of AVX-VNNI on ymm, for files built with -mavxvnni (*_avxvnni.cc).
+// The VEX `vpdpbusd` and `vpdpwssd` of AVX-VNNI on ymm, for files built with -mavxvnni
+// (*_avxvnni.cc).
 //
 // Written as inline asm rather than _mm256_dpbusd_avx_epi32: with that intrinsic GCC 12 copies
 // every accumulator through a scratch register and a stack slot on each k group (19 ymm stack

@@ -117,6 +117,9 @@ const LowbitGemmKernels kLowbitScalar{4, lowbit_tile4_scalar, lowbit_tile2_scala
                                       lowbit_epilogue_scalar, nullptr, nullptr, nullptr, nullptr,
                                       nullptr, nullptr};
 
+// (no signed twin on AVX-512 VBMI: its zmm vpdpbusd kernel over two table rows took 29.3 ms at
+// 256 x 4096 x 4096 on Zen 5, the ymm word twin 51.9 ms on the AVX-VNNI tier; words would double
+// the zmm kernel's vpermb)
 const SparqKernels kSparqAvx512{PQ_X86(sparq_trim_row_avx512), PQ_X86(sparq24_compute_avx512),
                                 PQ_X86(sparq_prep_row_avx512), PQ_X86(sparq24_tables_row_avx512),
                                 nullptr};
@@ -263,21 +266,24 @@ std::vector<KernelEntry> build_table() {
             "256-entry vpermi2b trim tables, zero-partner select by mask; 64 values per step "
             "(the forward's row preparation too); "
             "2:4 (sparse24): vpermb of two k groups' selector tables + vpdpbusd, 8x32 tile "
-            "(one row: the AVX2 kernel); the selector tables by VBMI lookups + vpermb"),
+            "(one row: the AVX2 kernel; signed rows as two table rows); the selector tables by "
+            "VBMI lookups + vpermb"),
       entry(F::sparq_gemm, "vnni256_evex", Isa::avx512, kVnni512, 32, kSparqVnni256Evex,
             V::native,
             "the AVX-VNNI entry in EVEX form (ymm vpdpbusd, AVX-512 VNNI + VL): the kernel of "
             "AVX-512 VNNI CPUs without VBMI (Cascade Lake); below the zmm kernel elsewhere, "
-            "here to test that source natively"),
+            "here to test that source natively; its signed rows: EVEX ymm vpdpwssd"),
       entry(F::sparq_gemm, "avxvnni", Isa::avx2, kAvx2Base | feat::avxvnni, 32, kSparqAvxVnni,
             V::native,
             "the AVX2 trim; 2:4 (sparse24): decode as AVX2, more rows: 2x32 tile over expanded "
             "weight blocks, per 8 columns and two k groups two vpshufb of the rows' tables + one "
-            "VEX vpdpbusd"),
+            "VEX vpdpbusd; signed rows in one pass: the parts' words subtracted, VEX vpdpwssd"),
       entry(F::sparq_gemm, "avx2", Isa::avx2, kAvx2Base, 32, kSparqAvx2, V::native,
             "nibble-vpshufb leading one + 16-entry window tables; 32 values per step; "
             "2:4 (sparse24): decode: 1x32 streaming tile, vpshufb of per-row selector tables, "
-            "vpmaddwd; more rows: 2x32 tile over expanded weight blocks (vpshufb + vpmaddwd)"),
+            "vpmaddwd; more rows: 2x32 tile over expanded weight blocks (vpshufb + vpmaddwd; "
+            "signed rows in one pass, the parts' words subtracted); selector tables: 32 "
+            "activations' two trims, placed by vpshufb + blend"),
       entry(F::sparq_gemm, "neon", Isa::neon, kNeonBase, 16, kSparqNeon, V::qemu,
             "tbl leading one + window tables; 16 values per step; 2:4 (sparse24): scalar loops"),
       entry(F::sparq_gemm, "scalar", Isa::scalar, 0, 1, kSparqScalar, V::native,

@@ -77,6 +77,19 @@ constexpr size_t kS24SelBytes = 16;
 constexpr size_t kS24GroupBytes = kS24SelBytes + 2 * kS24PanelCols;  // 80
 constexpr size_t kS24TableBytes = 32;                                 // E0[16], E1[16]
 extern const uint8_t kS24PairPos[6][2];
+// Which activation positions (0-3; -1: none) byte b (0..31) of a group's E0 | E1 tables holds:
+// its own value, and the partner whose zero picks the zero-partner trim (-1 for a single,
+// whose partner is zero, and for the unused E1[6..15]).
+struct S24TableByte {
+  int own, partner;
+};
+inline S24TableByte sparq24_table_byte(size_t b) {
+  const size_t e = b % 16;
+  if (e < 6) return {kS24PairPos[e][b / 16], kS24PairPos[e][1 - b / 16]};  // pair e: E0 | E1
+  if (b >= 16) return {-1, -1};
+  if (e < 10) return {static_cast<int>(e) - 6, -1};                      // single e - 6
+  return {kS24PairPos[e - 10][1], kS24PairPos[e - 10][0]};               // E0[10 + s] = E1[s]
+}
 // Byte offsets inside a panel group of column `lane`'s selector (byte, nibble shift) and values.
 inline size_t sparq24_sel_byte(size_t lane) { return 4 * (lane / 8) + lane % 4; }
 inline unsigned sparq24_sel_shift(size_t lane) { return 4 * ((lane / 4) % 2); }
@@ -108,7 +121,7 @@ enum class SparqRowFormat { s16, wide, sign, split, magnitude };
 
 // One row of SparqConfig's forward: q = trunc(min(|x| * (1/s) + 0.5, 255.25)) with s = amax/255
 // (amax = *fixed_amax, or the row's max |x|; s = 1 when amax is 0), trimmed by `plan` (pairs judged
-// on magnitudes), then written to dp/dn[0, k) in `fmt`. tq: k + 64 bytes of scratch. Returns s;
+// on magnitudes; not for `magnitude`), then written to dp/dn[0, k) in `fmt`. tq: k + 64 bytes of scratch. Returns s;
 // *has_neg: whether any x < 0.
 using SparqPrepRowFn = float (*)(const SparqPlan& plan, const float* x, size_t k,
                                  const float* fixed_amax, SparqRowFormat fmt, uint8_t flip,
@@ -180,7 +193,8 @@ void sparq24_compute_scalar(const Sparq24Problem& p, size_t m0, size_t m1, size_
 void sparq24_compute_avx2(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1);
 void sparq24_compute_avx512(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1);
 // More than two table rows: the ymm kernel over expanded weight blocks (sparq24_rows.inc), in its
-// AVX2, AVX-VNNI and EVEX builds; one or two rows go to sparq24_compute_avx2.
+// AVX2, AVX-VNNI and EVEX builds; one or two rows go to sparq24_compute_avx2 (the signed twins
+// below take any count of rows).
 void sparq24_compute_rows_avx2(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1);
 void sparq24_compute_rows_avxvnni(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0,
                                   size_t p1);
@@ -212,8 +226,8 @@ void sparq24_gemm_run(const uint8_t* a, size_t m, size_t k, const SparqConfig& c
 // magnitudes (a zero partner is |v| == 0). Per row the magnitudes' tables are split by sign:
 // sparq24_split_tables keeps in `tables` the bytes of non-negative positions and moves those of
 // negative ones (negative[i] != 0 for activation i, k of them) to `neg` (zeroed elsewhere), so
-// C = tables . W - neg . W: the unsigned kernel over both table rows (the driver interleaves a
-// row's two parts, so the weights are read once).
+// C = tables . W - neg . W: a kernel's signed twin takes both parts in one pass, else the
+// unsigned kernel runs over both as two table rows (interleaved: the weights are read once).
 void sparq24_split_tables(uint8_t* tables, const uint8_t* negative, size_t k, uint8_t* neg);
 // C = sparq24(A, W) with A int16 [m, k] in [-255, 255] (the caller checks the range).
 void sparq24_gemm_signed_run(const int16_t* a, size_t m, size_t k, const SparqConfig& cfg,

@@ -2,8 +2,8 @@
 // driver (layout and semantics: sparq.h). The kernels never trim activations themselves: per row
 // and k group the 10 selector cases are trimmed once into two 16-byte tables (E0, E1), shared by
 // all N columns, and each column's 4-bit selector picks its two trimmed activations. Signed rows
-// (sign-magnitude) split their tables by sign into two unsigned table rows, run as one pass of
-// the kernel over both.
+// (sign-magnitude) split their tables by sign into a positive and a negative part, which a
+// kernel's signed twin takes in one pass, or the unsigned kernel as two table rows.
 #include <algorithm>
 #include <cstring>
 #include <memory>
@@ -26,21 +26,15 @@ namespace {
 constexpr size_t kBlockBytes = size_t{1} << 20;  // tables per M block: ~L2 size
 constexpr size_t kPartsBytes = size_t{4} << 20;  // signed rows' two-part outputs per M block
 
-// The activation position (0-3) whose trimmed value each of a group's 32 table bytes holds (4:
-// none): E0[s] and E1[s] (repeated in E0[10 + s]) for the pairs s < 6, E0[6 + j] for the single j.
+// Per sign pattern of a group, the table bytes whose own activation is negative.
 struct SignMasks {
   uint8_t mask[16][kS24TableBytes];  // [negative positions as 4 bits][table byte]: 0xff = negative
   SignMasks() {
-    uint8_t pos[kS24TableBytes];
-    std::memset(pos, 4, sizeof(pos));
-    for (int s = 0; s < 6; ++s) {
-      pos[s] = kS24PairPos[s][0];
-      pos[16 + s] = pos[10 + s] = kS24PairPos[s][1];
-    }
-    for (int j = 0; j < 4; ++j) pos[6 + j] = static_cast<uint8_t>(j);
     for (unsigned neg = 0; neg < 16; ++neg)
-      for (size_t e = 0; e < kS24TableBytes; ++e)
-        mask[neg][e] = pos[e] < 4 && (neg >> pos[e]) & 1u ? 0xff : 0x00;
+      for (size_t e = 0; e < kS24TableBytes; ++e) {
+        const int own = sparq24_table_byte(e).own;
+        mask[neg][e] = own >= 0 && (neg >> own) & 1u ? 0xff : 0x00;
+      }
   }
 };
 }  // namespace
@@ -185,11 +179,12 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
   const size_t n_panels = div_round_up(n, kS24PanelCols);
   const size_t sets = signed_rows ? 2 : 1;
   size_t mc = std::min(m, std::max<size_t>(1, kBlockBytes / (sets * row_tab)));
-  if (signed_rows)  // the two-part outputs of a block stay bounded too (short k: many rows)
+  if (signed_rows && !kernels.compute24_signed)  // two-part outputs stay bounded (short k)
     mc = std::min(mc, std::max<size_t>(1, kPartsBytes / (2 * n * sizeof(int32_t))));
   const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
   std::unique_ptr<uint8_t[]> tables(new uint8_t[sets * mc * row_tab]);
-  std::unique_ptr<int32_t[]> c_parts;  // allocated by the first block with two parts
+  std::unique_ptr<int32_t[]> c_parts;  // the two-part outputs, grown by the blocks that need them
+  size_t c_parts_rows = 0;
   std::vector<uint8_t> row_neg(mc);
   Sparq24Problem prob{};
   prob.tables = tables.get();
@@ -216,7 +211,10 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
     // there is one (one row keeps the streaming decode tile); else two parts, subtracted.
     const bool one_pass = negative && kernels.compute24_signed && rows > 1;
     const bool two_parts = negative && !one_pass;
-    if (two_parts && !c_parts) c_parts.reset(new int32_t[2 * mc * n]);
+    if (two_parts && c_parts_rows < rows) {  // (with a signed twin: a one-row block only)
+      c_parts.reset(new int32_t[2 * rows * n]);
+      c_parts_rows = rows;
+    }
     const Sparq24ComputeFn compute = one_pass ? kernels.compute24_signed : kernels.compute24;
     prob.table_stride = two_parts ? row_tab : sets * row_tab;
     prob.c = two_parts ? c_parts.get() : c + m0 * n;
@@ -244,6 +242,16 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
       finish(m0 + r0, m0 + r1, n0, n1);
     });
   }
+}
+
+// A signed row's tables from its magnitudes: in pos, split by sign into pos and neg where the
+// row has a negative value and the block keeps negative parts (neg). Returns whether it split.
+bool signed_row_tables(Sparq24TablesRowFn tables_row, const SparqPlan& plan, const uint8_t* mag,
+                       const uint8_t* is_neg, bool row_neg, size_t k, uint8_t* pos, uint8_t* neg) {
+  tables_row(plan, mag, k, pos);
+  if (!neg || !row_neg) return false;
+  sparq24_split_tables(pos, is_neg, k, neg);
+  return true;
 }
 
 // The raw op on uint8 rows, or on int16 sign-magnitude rows (|a| <= 255: checked by the binding).
@@ -280,10 +288,7 @@ void raw_run(const T* a, size_t m, size_t k, const SparqConfig& cfg, const uint8
             is_neg[i] = ar[i] < 0;
             row_neg |= is_neg[i];
           }
-          tables_row(plan, mag, k, pos);
-          if (!neg || !row_neg) return false;
-          sparq24_split_tables(pos, is_neg, k, neg);
-          return true;
+          return signed_row_tables(tables_row, plan, mag, is_neg, row_neg, k, pos, neg);
         }
       },
       [](size_t, size_t, size_t, size_t) {});
@@ -330,10 +335,7 @@ bool forward_sparq24(const float* x, size_t m, size_t k, const SparqConfig& cfg,
         bool row_neg = false;
         sa[row] = kernels.prep_row(plan, x + row * k, k, act.is_static ? &amax : nullptr,
                                    SparqRowFormat::magnitude, 0, scratch, mag, is_neg, &row_neg);
-        kernels.tables24(plan, mag, k, pos);
-        if (!neg || !row_neg) return false;
-        sparq24_split_tables(pos, is_neg, k, neg);
-        return true;
+        return signed_row_tables(kernels.tables24, plan, mag, is_neg, row_neg, k, pos, neg);
       },
       [&](size_t m0, size_t m1, size_t n0, size_t n1) { epilogue_i32(ep, c, n, m0, m1, n0, n1, isa); });
   return false;

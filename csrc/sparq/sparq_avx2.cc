@@ -12,6 +12,15 @@
 namespace pq {
 namespace {
 
+// 32 bytes from p, of which only the first len may be read (zeros past them: the odd tail's
+// partner, the K tail's padding).
+inline __m256i load32_padded(const uint8_t* p, size_t len) {
+  if (len >= 32) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  alignas(32) uint8_t tail[32] = {0};
+  std::memcpy(tail, p, len);
+  return _mm256_load_si256(reinterpret_cast<const __m256i*>(tail));
+}
+
 inline __m256i table16(const uint8_t* t) {
   return _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(t)));
 }
@@ -81,16 +90,11 @@ void sparq_trim_row_avx2(const SparqPlan& plan, const uint8_t* src, size_t k, ui
   const Trim32 trim(plan);
   for (size_t i = 0; i < k; i += 32) {
     const size_t len = k - i < 32 ? k - i : 32;
-    alignas(32) uint8_t tail[32] = {0};  // zeros past the row end: the odd tail's partner
-    const uint8_t* in = src + i;
-    if (len < 32) {
-      std::memcpy(tail, in, len);
-      in = tail;
-    }
-    const __m256i r = trim(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(in)));
+    const __m256i r = trim(load32_padded(src + i, len));
     if (len == 32)
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), r);
     else {
+      alignas(32) uint8_t tail[32];
       _mm256_store_si256(reinterpret_cast<__m256i*>(tail), r);
       std::memcpy(dst + i, tail, len);
     }
@@ -109,20 +113,10 @@ struct Tables24Shuffles {
   alignas(32) uint8_t partner[4][32];
   Tables24Shuffles() {
     for (int i = 0; i < 4; ++i)
-      for (int b = 0; b < 32; ++b) {
-        const int e = b % 16, base = 4 * i;
-        int o = -1, p = -1;
-        if (e < 6) {  // pair e: E0 takes its first position, E1 its second
-          o = kS24PairPos[e][b / 16];
-          p = kS24PairPos[e][1 - b / 16];
-        } else if (b < 16 && e < 10) {  // single e - 6
-          o = e - 6;
-        } else if (b < 16) {  // E0[10 + s] repeats E1[s] (sparq.h)
-          o = kS24PairPos[e - 10][1];
-          p = kS24PairPos[e - 10][0];
-        }
-        own[i][b] = static_cast<uint8_t>(o < 0 ? 0x80 : base + o);
-        partner[i][b] = static_cast<uint8_t>(p < 0 ? 0x80 : base + p);
+      for (size_t b = 0; b < 32; ++b) {
+        const S24TableByte t = sparq24_table_byte(b);
+        own[i][b] = static_cast<uint8_t>(t.own < 0 ? 0x80 : 4 * i + t.own);
+        partner[i][b] = static_cast<uint8_t>(t.partner < 0 ? 0x80 : 4 * i + t.partner);
       }
   }
 };
@@ -137,13 +131,7 @@ void sparq24_tables_row_avx2(const SparqPlan& plan, const uint8_t* a, size_t k, 
   const Trim32 trim(plan);
   const size_t groups = (k + 3) / 4;
   for (size_t g0 = 0; g0 < groups; g0 += 8) {
-    alignas(32) uint8_t tail[32] = {0};  // zeros past the row end (the K tail's padding)
-    const uint8_t* in = a + 4 * g0;
-    if (k - 4 * g0 < 32) {
-      std::memcpy(tail, in, k - 4 * g0);
-      in = tail;
-    }
-    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(in));
+    const __m256i x = load32_padded(a + 4 * g0, k - 4 * g0);
     const __m256i w = trim.with_partner(x, false), f = trim.with_partner(x, true);
     const __m256i nz = _mm256_xor_si256(_mm256_cmpeq_epi8(x, _mm256_setzero_si256()),
                                         _mm256_set1_epi8(-1));

@@ -145,20 +145,15 @@ struct Tables24Layout {
   Tables24Layout() {
     for (int j = 0; j < 8; ++j)
       for (int p = 0; p < 64; ++p) {
-        const int base = (2 * j + p / 32) * 4, q = p % 32, e = q / 16, sel = q % 16;
-        own[j][p] = partner[j][p] = static_cast<uint8_t>(base);
-        if (sel < 6) {
-          own[j][p] = static_cast<uint8_t>(base + kS24PairPos[sel][e]);
-          partner[j][p] = static_cast<uint8_t>(base + kS24PairPos[sel][1 - e]);
-          pair_bytes |= uint64_t{1} << p;
-        } else if (sel < 10 && e == 0) {
-          own[j][p] = partner[j][p] = static_cast<uint8_t>(base + sel - 6);
-          single_bytes |= uint64_t{1} << p;
-        } else if (e == 0) {  // E0[10 + s] repeats E1[s] (sparq.h)
-          own[j][p] = static_cast<uint8_t>(base + kS24PairPos[sel - 10][1]);
-          partner[j][p] = static_cast<uint8_t>(base + kS24PairPos[sel - 10][0]);
-          pair_bytes |= uint64_t{1} << p;
-        }
+        const int base = (2 * j + p / 32) * 4;
+        const S24TableByte t = sparq24_table_byte(static_cast<size_t>(p % 32));
+        // unused bytes read the group's first activation (masked off); a single's partner is
+        // itself (the wide trim is forced for singles)
+        const int o = t.own < 0 ? 0 : t.own;
+        own[j][p] = static_cast<uint8_t>(base + o);
+        partner[j][p] = static_cast<uint8_t>(base + (t.partner < 0 ? o : t.partner));
+        if (t.partner >= 0) pair_bytes |= uint64_t{1} << p;
+        else if (t.own >= 0) single_bytes |= uint64_t{1} << p;
       }
   }
 };
