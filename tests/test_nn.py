@@ -926,6 +926,44 @@ def test_gptq_beats_round_to_nearest():
         pyquant.nn.gptq_(nn.Sequential(lin), pyquant.Int8Config(), xs)
 
 
+def test_sparsegpt_24_keeps_two_of_four_and_is_magnitude_pruning_for_diagonal_h():
+    """sparsegpt_24: at most two non-zeros per aligned group of 4 along K (a partial last group
+    too); with H a multiple of the identity (nothing to compensate through, every input alike) it
+    is magnitude pruning, values included."""
+    from pyquant.nn.gptq import sparsegpt_24
+
+    torch.manual_seed(3)
+    for k in (4, 7, 130, 257):
+        w = torch.randn(24, k)
+        x = torch.randn(200, k) + 0.5 * torch.randn(200, 1)  # correlated columns
+        p = sparsegpt_24(w, x.double().T @ x.double(), block=8 if k == 130 else 128)
+        groups = torch.nn.functional.pad(p, (0, -k % 4)).reshape(24, -1, 4)
+        assert int((groups != 0).sum(-1).max()) <= 2 and p.dtype == torch.float32
+        assert torch.equal(pyquant.prune_24(p), p)  # quantize_'s magnitude step keeps it as it is
+        assert torch.equal(sparsegpt_24(w, 2.5 * torch.eye(k, dtype=torch.float64)), pyquant.prune_24(w))
+
+
+def test_gptq_with_sparse24_beats_magnitude_pruning():
+    """gptq_(model, SparqConfig(sparse24=True), batches): SparseGPT's pruning, lower output error
+    than quantize_'s magnitude pruning on correlated inputs, same module and format; a dense
+    SparqConfig has no data-aware step (TypeError), nor a Hessian for it."""
+    torch.manual_seed(7)
+    lin = nn.Linear(128, 48)
+    mix = torch.randn(128, 128) / 128 ** 0.5 + torch.eye(128)
+    xs = [torch.randn(64, 128) @ mix for _ in range(4)]
+    config = pyquant.SparqConfig(sparse24=True)
+    with torch.no_grad():
+        mag = pyquant.quantize_(nn.Sequential(copy.deepcopy(lin)), config)
+        sg = pyquant.nn.gptq_(nn.Sequential(copy.deepcopy(lin)), config, xs)
+        assert isinstance(sg[0], pyquant.nn.QuantLinear) and sg[0].packed.shape == mag[0].packed.shape
+        x = torch.randn(256, 128) @ mix
+        assert _sqnr(sg(x), lin(x)) > _sqnr(mag(x), lin(x)) + 1.0
+    with pytest.raises(TypeError, match="sparse24"):
+        pyquant.nn.gptq_(nn.Sequential(lin), pyquant.SparqConfig(), xs)
+    with pytest.raises(TypeError, match="hessian"):
+        pyquant.nn.QuantLinear.from_linear(lin, pyquant.SparqConfig(), hessian=torch.eye(128))
+
+
 def test_gptq_quantizes_convs_too():
     """gptq_ on a CNN: the convs become QuantConv2d with GPTQ rounding over their im2col rows
     (better than round-to-nearest on correlated inputs), like quantize_ would convert them."""

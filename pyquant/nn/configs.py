@@ -116,12 +116,15 @@ class SparqConfig:
 
     ``sparse24=True``: the paper's sparse-tensor-core mode. At conversion the float weight is
     pruned 2:4 by magnitude (:func:`pyquant.prune_24`: the two largest ``|w|`` of every aligned
-    group of 4 inputs, per output channel), then the kept values are quantized to int8 per
+    group of 4 inputs, per output channel), or with calibration data by SparseGPT
+    (``pyquant.nn.gptq_(model, SparqConfig(sparse24=True), batches)``: far closer to the float
+    model, e.g. all-MiniLM-L6-v2's mean cosine 0.83 against 0.66), then the kept values are quantized to int8 per
     channel and packed in the 2:4 format (5 bits per weight); activations are paired per output
     channel at its non-zero weights (``sparq_gemm(..., sparse24=True)``; pairs judged on the
     magnitudes). Negative inputs take the same sign-magnitude extension: each row's selector
-    tables are split by sign and the kernel runs the positive and the negative part (twice the
-    products, only for blocks of rows with a negative value). The forward is one native call
+    tables are split by sign into a positive and a negative part (the AVX2 and AVX-VNNI kernels
+    subtract the parts' activations before multiplying; the others run both parts, only for
+    blocks of rows with a negative value). The forward is one native call
     (``_C.forward_sparq24``: activation quantization, the 2:4 kernel, the shared epilogue).
 
     ``options`` defaults to the paper's choice for ``bits``: 5 for 4 bits, 6 for 3, 7 for 2.

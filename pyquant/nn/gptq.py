@@ -1,7 +1,10 @@
 """GPTQ (Frantar et al., arXiv 2210.17323) for WeightOnlyConfig: data-aware rounding of the
-group-wise low-bit weights, same packed format and kernels as plain round-to-nearest.
+group-wise low-bit weights, same packed format and kernels as plain round-to-nearest. For
+SparqConfig(sparse24=True) the same calibration drives SparseGPT's 2:4 pruning (Frantar and
+Alistarh, arXiv 2301.00774) in place of magnitude pruning: same format and kernels too.
 
     pyquant.nn.gptq_(model, pyquant.WeightOnlyConfig(bits=4, group_size=64), batches)
+    pyquant.nn.gptq_(model, pyquant.SparqConfig(sparse24=True), batches)
 
 Each matching nn.Linear (and transformers' Conv1D, and nn.Conv2d with groups=1 over its im2col
 rows in QuantConv2d's K order) records ``H = sum x^T x`` over its inputs on the calibration
@@ -19,7 +22,7 @@ import torch
 from torch import nn
 
 from .api import _convert, _warn_left_float, default_filter, is_conv1d, run_batch
-from .configs import WeightOnlyConfig
+from .configs import SparqConfig, WeightOnlyConfig
 from .modules import QuantConv2d, QuantLinear, im2col
 from .schemes import best_clip, bf16_round
 
@@ -37,17 +40,23 @@ def _group_scale(w, bits):
     return best_s.view(-1)
 
 
-def gptq_weight(w: torch.Tensor, hessian: torch.Tensor, bits: int, gs: int, damp: float = 0.2):
-    """(codes int8 [N, K], bf16-exact scales float32 [N, G]) for w [N, K] given H = X^T X [K, K]."""
-    qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+def _inverse_factor(w: torch.Tensor, hessian: torch.Tensor, damp: float):
+    """(w as float64 with the columns no input reached zeroed, the upper Cholesky factor of the
+    damped H^-1): what both column sweeps below start from."""
     w = w.detach().double().clone()
     h = hessian.double().clone()
-    n, k = w.shape
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
-    h += damp * torch.diag(h).mean() * torch.eye(k, dtype=h.dtype)
-    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    h += damp * torch.diag(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
+    return w, torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+
+
+def gptq_weight(w: torch.Tensor, hessian: torch.Tensor, bits: int, gs: int, damp: float = 0.2):
+    """(codes int8 [N, K], bf16-exact scales float32 [N, G]) for w [N, K] given H = X^T X [K, K]."""
+    qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    w, hinv = _inverse_factor(w, hessian, damp)
+    n, k = w.shape
     codes = torch.zeros(n, k, dtype=torch.int8)
     scales = []
     for i1 in range(0, k, gs):
@@ -68,18 +77,58 @@ def gptq_weight(w: torch.Tensor, hessian: torch.Tensor, bits: int, gs: int, damp
     return codes, torch.stack(scales, 1).float()
 
 
-def gptq_(model: nn.Module, config: WeightOnlyConfig, batches: Iterable, *,
+def sparsegpt_24(w: torch.Tensor, hessian: torch.Tensor, damp: float = 0.2, block: int = 128):
+    """SparseGPT's 2:4 pruning of w [N, K] given H = X^T X [K, K]: float32 [N, K] with at most two
+    non-zeros in every aligned group of 4 along K (a partial last group keeps at most two).
+
+    Columns are visited left to right; at each group's first column the two weights with the
+    smallest OBS saliency w^2 / [H^-1]_jj^2 (of the weights as updated so far) are chosen for
+    pruning, and each column's pruning error is spread over the columns not yet visited through
+    the Cholesky factor of H^-1, as GPTQ spreads rounding errors. With H a multiple of the
+    identity this is magnitude pruning. ``damp`` as in gptq_ (0.2: 0.826 mean cosine on all-MiniLM-L6-v2 with 32
+    calibration sentences, against 0.82-0.83 for 0.1-0.5 and 0.660 for magnitude pruning)."""
+    if block <= 0 or block % 4:
+        raise ValueError(f"block: expected a positive multiple of 4, got {block}")
+    w, hinv = _inverse_factor(w, hessian, damp)
+    n, k = w.shape
+    for i1 in range(0, k, block):  # block: a multiple of 4, so groups never straddle blocks
+        i2 = min(i1 + block, k)
+        w1 = w[:, i1:i2].clone()
+        err1 = torch.zeros_like(w1)
+        h1 = hinv[i1:i2, i1:i2]
+        d = torch.diag(h1)
+        prune = torch.zeros_like(w1, dtype=torch.bool)
+        for i in range(i2 - i1):
+            if i % 4 == 0 and i2 - i1 - i > 2:  # this group's two least salient (of up to 4)
+                j = min(i + 4, i2 - i1)
+                saliency = w1[:, i:j] ** 2 / d[i:j] ** 2
+                low = torch.topk(saliency, j - i - 2, dim=1, largest=False).indices
+                prune[:, i:j].scatter_(1, low, True)
+            col = w1[:, i]
+            kept = torch.where(prune[:, i], torch.zeros_like(col), col)
+            e = (col - kept) / h1[i, i]
+            w1[:, i:] -= e[:, None] * h1[i, i:][None, :]
+            w1[:, i] = kept
+            err1[:, i] = e
+        w[:, i1:i2] = w1
+        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    return w.float()
+
+
+def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Iterable, *,
           filter_fn: Callable | None = None, damp: float = 0.2) -> nn.Module:
     """quantize_ for WeightOnlyConfig with GPTQ rounding from calibration `batches` (tensors,
-    tuples of positional args or mappings of keyword args); layers that saw no input fall back
-    to round-to-nearest. Returns the model (the root swapped if it is itself a layer).
+    tuples of positional args or mappings of keyword args), or for SparqConfig(sparse24=True)
+    with SparseGPT's 2:4 pruning; layers that saw no input fall back to round-to-nearest /
+    magnitude pruning. Returns the model (the root swapped if it is itself a layer).
 
     ``damp``: added to H's diagonal as a fraction of its mean. Larger than the paper's 0.01
     because a few hundred calibration tokens leave H (K up to 1536) rank-deficient; on MiniLM
     with 32 calibration sentences 0.003/0.01/0.05/0.2 gave 0.970/0.976/0.980/0.982 mean cosine.
     """
-    if not isinstance(config, WeightOnlyConfig):
-        raise TypeError(f"config: GPTQ applies to WeightOnlyConfig, got {type(config).__name__}")
+    if not (isinstance(config, WeightOnlyConfig) or (isinstance(config, SparqConfig) and config.sparse24)):
+        raise TypeError("config: GPTQ applies to WeightOnlyConfig (and SparseGPT to "
+                        f"SparqConfig(sparse24=True)), got {config!r}")
     if filter_fn is None:
         _warn_left_float(model, "gptq_")
         filter_fn = default_filter

@@ -290,7 +290,8 @@ class QuantLinear(_QuantModule):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, config, **quant_kw) -> "QuantLinear":
-        """``quant_kw``: scheme options, e.g. ``hessian=`` (GPTQ, WeightOnlyConfig only)."""
+        """``quant_kw``: scheme options, e.g. ``hessian=`` (GPTQ for WeightOnlyConfig, SparseGPT for
+        SparqConfig(sparse24=True))."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear: expected an nn.Linear, got {type(linear).__name__}")
         _check_weights_ready(linear, "linear")

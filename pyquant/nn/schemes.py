@@ -673,13 +673,19 @@ class SparqScheme(Scheme):
     def packed_op(self) -> str:
         return "sparq24_gemm" if self.config.sparse24 else "sparq_gemm"
 
-    def _weight(self, w):
-        if self.config.sparse24:  # 2:4 magnitude pruning of the float weight, then int8
-            w = pyquant.prune_24(w)
+    def _weight(self, w, hessian=None, damp=0.2):
+        if self.config.sparse24:  # 2:4 pruning of the float weight, then int8
+            if hessian is not None:  # SparseGPT (gptq_); its result is 2:4 already
+                from .gptq import sparsegpt_24
+
+                w = sparsegpt_24(w, hessian, damp)
+            w = pyquant.prune_24(w)  # by magnitude
+        elif hessian is not None:
+            raise TypeError("hessian: SparseGPT applies to SparqConfig(sparse24=True) only")
         return int8_weight(w)
 
-    def quantize_weight(self, w):
-        wq, sw = self._weight(w)
+    def quantize_weight(self, w, hessian=None, damp=0.2):
+        wq, sw = self._weight(w, hessian, damp)
         return {"packed": _backend.prepack(self.packed_op, wq, **self.config.op_kwargs()), "w_scale": sw}
 
     def int_acc(self, x, b, act_range, n, k, reference):

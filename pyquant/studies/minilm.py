@@ -70,7 +70,7 @@ SENTENCES = [
 ]
 
 
-# Calibration text for GPTQ: disjoint from SENTENCES.
+# Calibration text for GPTQ and SparseGPT: disjoint from SENTENCES.
 CALIBRATION = [
     "The weather forecast promises sunshine for the weekend.", "Our team lost the final on penalties.",
     "Mortgage rates have climbed for the fifth month in a row.", "Add the onions and fry until golden.",
@@ -145,6 +145,7 @@ def main(argv=None):
     runs = [(pyquant.Int8Config(), False), (W(bits=4, group_size=64), False), (W(bits=4, group_size=64), True),
             (W(bits=4, group_size=32), False), (W(bits=2, group_size=32), False), (W(bits=2, group_size=32), True),
             (pyquant.SparqConfig(), False), (pyquant.SparqConfig(sparse24=True), False),
+            (pyquant.SparqConfig(sparse24=True), True),
             (pyquant.LUT2Config(), False),
             (pyquant.LUT2Config(a_scale="minmax"), False)]
     calib = [(base.tokenize(CALIBRATION[i:i + 16]),) for i in range(0, len(CALIBRATION), 16)]
@@ -158,7 +159,8 @@ def main(argv=None):
         n_q = sum(isinstance(m, pyquant.nn.QuantLinear) for m in model.modules())
         assert n_q == n_linear, (n_q, n_linear)
         cos = (encode(model) * ref).sum(1)
-        name = repr(config) + (" + GPTQ" if gptq else "") + ("" if built else " [reference ops, untimed]")
+        step = " + SparseGPT" if isinstance(config, pyquant.SparqConfig) else " + GPTQ"
+        name = repr(config) + (step if gptq else "") + ("" if built else " [reference ops, untimed]")
         rows.append((name, cos.mean().item(), cos.min().item()))
         if built:
             timed_models[name] = model
