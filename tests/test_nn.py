@@ -964,14 +964,16 @@ def test_gptq_with_sparse24_beats_magnitude_pruning():
         pyquant.nn.QuantLinear.from_linear(lin, pyquant.SparqConfig(), hessian=torch.eye(128))
 
 
-def test_gptq_quantizes_convs_too():
-    """gptq_ on a CNN: the convs become QuantConv2d with GPTQ rounding over their im2col rows
-    (better than round-to-nearest on correlated inputs), like quantize_ would convert them."""
+@pytest.mark.parametrize("config", [pyquant.WeightOnlyConfig(bits=2, group_size=32),
+                                    pyquant.SparqConfig(sparse24=True)], ids=["gptq", "sparsegpt"])
+def test_gptq_quantizes_convs_too(config):
+    """gptq_ on a CNN: the convs become QuantConv2d with GPTQ rounding (SparseGPT pruning for
+    2:4) over their im2col rows, better than round-to-nearest (magnitude pruning) on correlated
+    inputs, like quantize_ would convert them."""
     torch.manual_seed(5)
     net = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 8, 3, stride=2))
     smooth = lambda n: torch.nn.functional.avg_pool2d(torch.randn(n, 8, 12, 12), 3, 1, 1) * 3
     xs, x = [smooth(16) for _ in range(4)], smooth(16)
-    config = pyquant.WeightOnlyConfig(bits=2, group_size=32)
     with torch.no_grad():
         rtn = pyquant.quantize_(copy.deepcopy(net), config)
         gq = pyquant.nn.gptq_(copy.deepcopy(net), config, xs)
