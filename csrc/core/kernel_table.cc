@@ -281,7 +281,7 @@ std::vector<KernelEntry> build_table() {
       entry(F::sparq_gemm, "avx2", Isa::avx2, kAvx2Base, 32, kSparqAvx2, V::native,
             "nibble-vpshufb leading one + 16-entry window tables; 32 values per step; "
             "2:4 (sparse24): decode: 1x32 streaming tile, vpshufb of per-row selector tables, "
-            "vpmaddwd; more rows: 2x32 tile over expanded weight blocks (vpshufb + vpmaddwd; "
+            "vpmaddwd (a signed row as int16 words: low and high bytes looked up); more rows: 2x32 tile over expanded weight blocks (vpshufb + vpmaddwd; "
             "signed rows in one pass, the parts' words subtracted); selector tables: 32 "
             "activations' two trims, placed by vpshufb + blend"),
       entry(F::sparq_gemm, "neon", Isa::neon, kNeonBase, 16, kSparqNeon, V::qemu,

@@ -106,7 +106,8 @@ struct Sparq24Problem {
   int32_t* c;             // [rows][ldc]
   size_t ldc;
   size_t n;               // valid output columns
-  size_t neg_offset;      // compute24_signed only: a row's positive -> negative part tables
+  size_t neg_offset;      // compute24_signed only: a row's first -> second tables
+  bool words;             // compute24_signed only: the tables hold words, not parts (below)
 };
 // Rows [m0, m1) x panels [p0, p1) of C = (tables . weights).
 using Sparq24ComputeFn = void (*)(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0,
@@ -137,8 +138,10 @@ struct SparqKernels {
   SparqPrepRowFn prep_row;
   Sparq24TablesRowFn tables24;
   // Signed rows in one pass (null: the driver runs each row's two table rows as two parts and
-  // subtracts): output row m takes its positive part's tables at tables + m * table_stride and
-  // its negative part's neg_offset bytes further, and gets C = pos . W - neg . W.
+  // subtracts): output row m has two table sets, at tables + m * table_stride and neg_offset
+  // bytes further: its positive and negative parts (C = pos . W - neg . W), or with `words`
+  // (one-row blocks: decode) the low and high bytes of the int16 words pos - neg
+  // (sparq24_parts_to_words), which the streaming tile widens with one unpack instead of two.
   Sparq24ComputeFn compute24_signed;
 };
 const SparqKernels& sparq_kernels(Isa isa);
@@ -229,6 +232,9 @@ void sparq24_gemm_run(const uint8_t* a, size_t m, size_t k, const SparqConfig& c
 // C = tables . W - neg . W: a kernel's signed twin takes both parts in one pass, else the
 // unsigned kernel runs over both as two table rows (interleaved: the weights are read once).
 void sparq24_split_tables(uint8_t* tables, const uint8_t* negative, size_t k, uint8_t* neg);
+// A row's two parts (`bytes` each) in place -> the int16 words pos - neg as low bytes (in pos)
+// and high bytes (in neg: 0xff where neg != 0; the parts never overlap).
+void sparq24_parts_to_words(uint8_t* pos, uint8_t* neg, size_t bytes);
 // C = sparq24(A, W) with A int16 [m, k] in [-255, 255] (the caller checks the range).
 void sparq24_gemm_signed_run(const int16_t* a, size_t m, size_t k, const SparqConfig& cfg,
                              const uint8_t* panels, size_t n, int32_t* c, int threads, Isa isa);

@@ -54,6 +54,13 @@ void sparq24_split_tables(uint8_t* tables, const uint8_t* negative, size_t k, ui
   }
 }
 
+void sparq24_parts_to_words(uint8_t* pos, uint8_t* neg, size_t bytes) {
+  for (size_t i = 0; i < bytes; ++i) {  // (vectorized by the compiler)
+    pos[i] = static_cast<uint8_t>(pos[i] - neg[i]);
+    neg[i] = neg[i] ? 0xff : 0x00;
+  }
+}
+
 void sparq24_tables_row(const SparqPlan& plan, const uint8_t* a, size_t k, uint8_t* out) {
   const size_t groups = div_round_up(k, 4);
   for (size_t g = 0; g < groups; ++g) {
@@ -208,9 +215,12 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
       for (size_t r = 0; r < rows; ++r)
         if (!row_neg[r]) std::memset(tables.get() + (2 * r + 1) * row_tab, 0, row_tab);
     // Negative values: the kernel's signed twin takes both parts of a row in one pass where
-    // there is one (one row keeps the streaming decode tile); else two parts, subtracted.
-    const bool one_pass = negative && kernels.compute24_signed && rows > 1;
+    // there is one (a one-row block as words, for the streaming decode tile); else two parts,
+    // subtracted.
+    const bool one_pass = negative && kernels.compute24_signed;
     const bool two_parts = negative && !one_pass;
+    prob.words = one_pass && rows == 1;
+    if (prob.words) sparq24_parts_to_words(tables.get(), tables.get() + row_tab, row_tab);
     if (two_parts && c_parts_rows < rows) {  // (with a signed twin: a one-row block only)
       c_parts.reset(new int32_t[2 * rows * n]);
       c_parts_rows = rows;

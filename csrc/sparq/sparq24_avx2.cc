@@ -11,8 +11,9 @@
 //     shuffle), and vpmaddwd gives 256 * (a0 * v0 + a1 * v1) exactly in int32; every 64 k groups
 //     the partial (< 2^31, a multiple of 256) is shifted back by 8 into the total (exact; the
 //     total wraps modulo 2^32 like every path).
-// 4 accumulators of 8 columns per row. Decode (one row, or a signed row's two table rows) streams
-// the panel once as several streams. More rows run sparq24_rows.inc's kernel over expanded weight
+// 4 accumulators of 8 columns per row. Decode (one row, or a signed row's two table rows, or its
+// words: the high bytes interleaved in place of the zeros) streams the panel once as several
+// streams. More rows run sparq24_rows.inc's kernel over expanded weight
 // blocks (one or two table rows of a call land here).
 #include <immintrin.h>
 
@@ -43,9 +44,13 @@ PQ_INLINE __m256i bcast16(const uint8_t* p) {
 
 // R rows (1 or 2) x the panel. With two rows the selector expansion and the value words are
 // shared (about a third of a row's work), each row keeps its own 4 accumulators. The panel is
-// read as S streams, its S parts in K, in turn.
-template <size_t R, size_t S>
-void tile(const uint8_t* const* t, const uint8_t* b, size_t groups, int32_t* const* c, size_t nc) {
+// read as S streams, its S parts in K, in turn. kWords (one signed row, sparq.h): the row's
+// tables hold the low bytes of its int16 activations, th[r] their high bytes, looked up alike
+// and interleaved in place of the zero extension's zeros.
+template <size_t R, size_t S, bool kWords = false>
+void tile(const uint8_t* const* t, const uint8_t* const* th, const uint8_t* b, size_t groups,
+          int32_t* const* c, size_t nc) {
+  static_assert(!kWords || R == 1, "words: one row");
   const __m256i nib = _mm256_set1_epi8(0x0f);
   const __m256i lane_shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
   const __m256i hi_bytes = _mm256_set1_epi16(static_cast<short>(0xff00));
@@ -72,10 +77,18 @@ void tile(const uint8_t* const* t, const uint8_t* b, size_t groups, int32_t* con
         const __m256i a0 = _mm256_shuffle_epi8(bcast16(tg), idx);
         const __m256i a1 = _mm256_shuffle_epi8(bcast16(tg + 16), idx);
         const __m256i plo = _mm256_unpacklo_epi8(a0, a1), phi = _mm256_unpackhi_epi8(a0, a1);
-        acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_unpacklo_epi8(plo, zero), v0));
-        acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_unpackhi_epi8(plo, zero), v1));
-        acc[r][2] = _mm256_add_epi32(acc[r][2], _mm256_madd_epi16(_mm256_unpacklo_epi8(phi, zero), v2));
-        acc[r][3] = _mm256_add_epi32(acc[r][3], _mm256_madd_epi16(_mm256_unpackhi_epi8(phi, zero), v3));
+        __m256i hlo = zero, hhi = zero;  // the words' high bytes
+        if constexpr (kWords) {
+          const uint8_t* hg = th[r] + g * kS24TableBytes;
+          const __m256i h0 = _mm256_shuffle_epi8(bcast16(hg), idx);
+          const __m256i h1 = _mm256_shuffle_epi8(bcast16(hg + 16), idx);
+          hlo = _mm256_unpacklo_epi8(h0, h1);
+          hhi = _mm256_unpackhi_epi8(h0, h1);
+        }
+        acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_unpacklo_epi8(plo, hlo), v0));
+        acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_unpackhi_epi8(plo, hlo), v1));
+        acc[r][2] = _mm256_add_epi32(acc[r][2], _mm256_madd_epi16(_mm256_unpacklo_epi8(phi, hhi), v2));
+        acc[r][3] = _mm256_add_epi32(acc[r][3], _mm256_madd_epi16(_mm256_unpackhi_epi8(phi, hhi), v3));
         // one row: each group's sums straight into the accumulators (without the pin GCC summed
         // the 4 decode streams' products in a tree first and spilled: 1.02-1.05x, 24th session);
         // two rows need more registers than AVX2 has either way, and spill less unpinned
@@ -122,15 +135,24 @@ void sparq24_compute_avx2(const Sparq24Problem& p, size_t m0, size_t m1, size_t 
     const size_t nc = p.n - col0 < kS24PanelCols ? p.n - col0 : kS24PanelCols;
     const uint8_t* b = p.panels + panel * p.k_groups * kS24GroupBytes;
     size_t m = m0;
+    if (p.words) {  // signed rows, one at a time
+      for (; m < m1; ++m) {
+        const uint8_t* t[1] = {p.tables + m * row_tab};
+        const uint8_t* th[1] = {t[0] + p.neg_offset};
+        int32_t* c[1] = {p.c + m * p.ldc + col0};
+        tile<1, kDecodeStreams, true>(t, th, b, p.k_groups, c, nc);
+      }
+      continue;
+    }
     for (; m + 2 <= m1; m += 2) {
       const uint8_t* t[2] = {p.tables + m * row_tab, p.tables + (m + 1) * row_tab};
       int32_t* c[2] = {p.c + m * p.ldc + col0, p.c + (m + 1) * p.ldc + col0};
-      tile<2, kSignedDecodeStreams>(t, b, p.k_groups, c, nc);
+      tile<2, kSignedDecodeStreams>(t, nullptr, b, p.k_groups, c, nc);
     }
     if (m < m1) {
       const uint8_t* t[1] = {p.tables + m * row_tab};
       int32_t* c[1] = {p.c + m * p.ldc + col0};
-      tile<1, kDecodeStreams>(t, b, p.k_groups, c, nc);
+      tile<1, kDecodeStreams>(t, nullptr, b, p.k_groups, c, nc);
     }
   }
 }
