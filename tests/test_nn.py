@@ -929,7 +929,7 @@ def test_gptq_beats_round_to_nearest():
 def test_sparsegpt_24_keeps_two_of_four_and_is_magnitude_pruning_for_diagonal_h():
     """sparsegpt_24: at most two non-zeros per aligned group of 4 along K (a partial last group
     too); with H a multiple of the identity (nothing to compensate through, every input alike) it
-    is magnitude pruning, values included."""
+    is magnitude pruning, values included (the weights have no ties)."""
     from pyquant.nn.gptq import sparsegpt_24
 
     torch.manual_seed(3)

@@ -158,6 +158,11 @@ def test_gemm24_worst_case_values(isa, pairs):
     w[1::2, 0::4] = 127
     got = pyquant.sparq_gemm(a, w, sparse24=True, pairs=pairs)
     np.testing.assert_array_equal(got, sparq24_ref(a, w, pairs=pairs))
+    # signed: -255 against -128 and 127 over many 64-group chunks, one row (decode) and three
+    s = -a.astype(np.int16)
+    for rows in (s[:1], s):
+        np.testing.assert_array_equal(pyquant.sparq_gemm(rows, w, sparse24=True, pairs=pairs),
+                                      sparq24_ref(rows, w, pairs=pairs))
 
 
 @functools.lru_cache(maxsize=1)
@@ -215,6 +220,12 @@ def test_gemm24_signed_every_config_and_selector(isa, cfg):
     kw = kw_of(cfg)
     np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, sparse24=True, **kw),
                                   sparq24_ref(a, w, **kw))
+    # one row per call (a signed row alone takes the decode tile's word tables): all the
+    # patterns in one row against every selector tiled along K
+    row = a.reshape(1, -1)
+    wk = np.tile(w, (1, a.shape[0]))
+    np.testing.assert_array_equal(pyquant.sparq_gemm(row, wk, sparse24=True, **kw),
+                                  sparq24_ref(row, wk, **kw))
     u = np.abs(a).astype(np.uint8)
     np.testing.assert_array_equal(pyquant.sparq_gemm(u.astype(np.int16), w, sparse24=True, **kw),
                                   pyquant.sparq_gemm(u, w, sparse24=True, **kw))
@@ -364,16 +375,18 @@ def test_arbitrary_selectors_stay_in_bounds(isa, rng):
     pw = pyquant.prepack(w, "sparq24_gemm")
     buf = pw.buffer.copy()
     buf[64:] = rng.integers(0, 256, buf.size - 64, dtype=np.uint8)
-    a = activations(rng, 3, 64)
-    got = pyquant.sparq_gemm(a, pyquant.PackedWeight(buf, "sparq24_gemm", pw.params), sparse24=True)
-    prev = _C.active_isa()
-    try:
-        _C.set_isa("scalar")
-        want = pyquant.sparq_gemm(a, pyquant.PackedWeight(buf, "sparq24_gemm", pw.params),
-                                  sparse24=True)
-    finally:
-        _C.set_isa(prev)
-    np.testing.assert_array_equal(got, want)
+    forged = pyquant.PackedWeight(buf, "sparq24_gemm", pw.params)
+    # unsigned rows, signed rows, and one signed row (the decode tile's word tables)
+    signed = signed_activations(rng, 3, 64)
+    for a in (activations(rng, 3, 64), signed, signed[:1]):
+        got = pyquant.sparq_gemm(a, forged, sparse24=True)
+        prev = _C.active_isa()
+        try:
+            _C.set_isa("scalar")
+            want = pyquant.sparq_gemm(a, forged, sparse24=True)
+        finally:
+            _C.set_isa(prev)
+        np.testing.assert_array_equal(got, want)
 
 
 # --- the module config ---

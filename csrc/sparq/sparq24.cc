@@ -190,8 +190,7 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
     mc = std::min(mc, std::max<size_t>(1, kPartsBytes / (2 * n * sizeof(int32_t))));
   const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
   std::unique_ptr<uint8_t[]> tables(new uint8_t[sets * mc * row_tab]);
-  std::unique_ptr<int32_t[]> c_parts;  // the two-part outputs, grown by the blocks that need them
-  size_t c_parts_rows = 0;
+  std::unique_ptr<int32_t[]> c_parts;  // allocated by the first block with two parts
   std::vector<uint8_t> row_neg(mc);
   Sparq24Problem prob{};
   prob.tables = tables.get();
@@ -221,10 +220,7 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
     const bool two_parts = negative && !one_pass;
     prob.words = one_pass && rows == 1;
     if (prob.words) sparq24_parts_to_words(tables.get(), tables.get() + row_tab, row_tab);
-    if (two_parts && c_parts_rows < rows) {  // (with a signed twin: a one-row block only)
-      c_parts.reset(new int32_t[2 * rows * n]);
-      c_parts_rows = rows;
-    }
+    if (two_parts && !c_parts) c_parts.reset(new int32_t[2 * mc * n]);  // (no signed twin)
     const Sparq24ComputeFn compute = one_pass ? kernels.compute24_signed : kernels.compute24;
     prob.table_stride = two_parts ? row_tab : sets * row_tab;
     prob.c = two_parts ? c_parts.get() : c + m0 * n;

@@ -11,10 +11,9 @@
 //     shuffle), and vpmaddwd gives 256 * (a0 * v0 + a1 * v1) exactly in int32; every 64 k groups
 //     the partial (< 2^31, a multiple of 256) is shifted back by 8 into the total (exact; the
 //     total wraps modulo 2^32 like every path).
-// 4 accumulators of 8 columns per row. Decode (one row, or a signed row's two table rows, or its
-// words: the high bytes interleaved in place of the zeros) streams the panel once as several
-// streams. More rows run sparq24_rows.inc's kernel over expanded weight
-// blocks (one or two table rows of a call land here).
+// 4 accumulators of 8 columns per row. One or two table rows (decode; a signed row as its int16
+// words, the high bytes interleaved in place of the zeros) stream the panel once as several
+// streams. More rows run sparq24_rows.inc's kernel over expanded weight blocks.
 #include <immintrin.h>
 
 #include "core/avx2_store.h"
@@ -31,12 +30,11 @@ namespace {
 constexpr size_t kPrefetchBytes = 2560;
 constexpr size_t kPrefetchL2Bytes = 4 * kPrefetchBytes;
 constexpr size_t kChunkGroups = 64;        // groups per int32 partial of 256 x the products
-// Decode reads the panel as 4 streams (a signed row's two table rows: 2), its K parts in turn:
-// from DRAM 1.15-1.17x faster than one stream on a Xeon (SPR-class; the signed two rows 1.04x),
-// the hardware prefetchers keeping more lines in flight; software prefetch alone did not
-// (docs/notes/sparq.md).
+// Decode reads the panel as 4 streams (two table rows: 2), its K parts in turn: from DRAM
+// 1.15-1.17x faster than one stream on a Xeon (SPR-class; two rows 1.04x), the hardware
+// prefetchers keeping more lines in flight; software prefetch alone did not (docs/notes/sparq.md).
 constexpr size_t kDecodeStreams = 4;
-constexpr size_t kSignedDecodeStreams = 2;
+constexpr size_t kTwoRowStreams = 2;
 
 PQ_INLINE __m256i bcast16(const uint8_t* p) {
   return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -147,7 +145,7 @@ void sparq24_compute_avx2(const Sparq24Problem& p, size_t m0, size_t m1, size_t 
     for (; m + 2 <= m1; m += 2) {
       const uint8_t* t[2] = {p.tables + m * row_tab, p.tables + (m + 1) * row_tab};
       int32_t* c[2] = {p.c + m * p.ldc + col0, p.c + (m + 1) * p.ldc + col0};
-      tile<2, kSignedDecodeStreams>(t, nullptr, b, p.k_groups, c, nc);
+      tile<2, kTwoRowStreams>(t, nullptr, b, p.k_groups, c, nc);
     }
     if (m < m1) {
       const uint8_t* t[1] = {p.tables + m * row_tab};
