@@ -14,7 +14,8 @@ Methods: fp32, A8W8, naive 4-bit activations (own 4-bit scale: mean max / 15), a
 against naive 3/2-bit). 2:4 rows (the paper's sparse-tensor-core mode): each layer's float
 weight pruned 2:4 by magnitude along its K (post-training, no fine-tuning), int8 per channel,
 as pruned A8W8 (int8_gemm) and pruned + SPARQ (sparq_gemm(..., sparse24=True): each output
-channel pairs the activations at its own two kept weights). Reported: test accuracy (clean, and a harder noisy test set where
+channel pairs the activations at its own two kept weights); and the same with SparseGPT's 2:4
+pruning (pyquant.nn.gptq.sparsegpt_24) from each layer's im2col rows of the calibration images. Reported: test accuracy (clean, and a harder noisy test set where
 differences show), prediction agreement with fp32 and logit SQNR vs fp32, averaged over seeds.
 """
 from __future__ import annotations
@@ -77,7 +78,7 @@ def train(torch, x, y, seed, epochs):
 # ---- quantized execution through pyquant -------------------------------------------------
 
 def im2col_nhwc(codes, kh, kw, pad):
-    """uint8 [B, C, H, W] -> [B*H*W, kh*kw*C], K ordered (ky, kx, c): channels fastest."""
+    """[B, C, H, W] (codes or floats) -> [B*H*W, kh*kw*C], K ordered (ky, kx, c): channels fastest."""
     b, c, h, w = codes.shape
     x = np.pad(codes.transpose(0, 2, 3, 1), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))  # [B,H,W,C,kh,kw]
@@ -87,8 +88,10 @@ def im2col_nhwc(codes, kh, kw, pad):
 class QLayer:
     """A conv (3x3, pad 1) or linear layer with int8 per-channel weights and uint8 activations."""
 
-    def __init__(self, module, in_scale8):
+    def __init__(self, module, in_scale8, hessian):
         import torch
+
+        from pyquant.nn.gptq import sparsegpt_24
 
         wt = module.weight.detach().numpy().astype(np.float64)
         self.is_conv = isinstance(module, torch.nn.Conv2d)
@@ -97,9 +100,13 @@ class QLayer:
         w2 = wt.reshape(wt.shape[0], -1)
         self.w_scale = np.maximum(np.abs(w2).max(axis=1), 1e-12) / 127.0
         self.w = np.clip(np.round(w2 / self.w_scale[:, None]), -127, 127).astype(np.int8)
-        w24 = pyquant.prune_24(w2)  # 2:4 along K (im2col order: 4 adjacent channels at a tap)
-        self.w_scale24 = np.maximum(np.abs(w24).max(axis=1), 1e-12) / 127.0
-        self.w24 = np.clip(np.round(w24 / self.w_scale24[:, None]), -127, 127).astype(np.int8)
+        # 2:4 along K (im2col order: 4 adjacent channels at a tap), by magnitude ("a8_24",
+        # "sparq24") and by SparseGPT ("a8_24s", "sparq24s"): int8 per channel, and its scales
+        self.w24 = {}
+        for kind, w24 in (("", pyquant.prune_24(w2)),
+                          ("s", sparsegpt_24(torch.from_numpy(w2), hessian).double().numpy())):
+            scale = np.maximum(np.abs(w24).max(axis=1), 1e-12) / 127.0
+            self.w24[kind] = np.clip(np.round(w24 / scale[:, None]), -127, 127).astype(np.int8), scale
         self.bias = module.bias.detach().numpy().astype(np.float64)
         self.mean_max = in_scale8  # mean over calibration images of each image's max input
         self.packed = {}
@@ -111,7 +118,8 @@ class QLayer:
 
     def __call__(self, x, method):
         kind = method[0]
-        levels = 255 if kind in ("a8", "sparq", "a8_24", "sparq24") else (1 << method[1]) - 1
+        pruned = kind.rstrip("s") in ("a8_24", "sparq24")  # (a 2:4 kind; "s": SparseGPT's)
+        levels = 255 if kind in ("a8", "sparq") or pruned else (1 << method[1]) - 1
         q, a_scale = self.codes(x, levels)
         b = x.shape[0]
         if self.is_conv:
@@ -125,18 +133,18 @@ class QLayer:
             nz = np.count_nonzero(a[:, :k])
             lone = np.count_nonzero((x0 != 0) ^ (x1 != 0))
             self.pair_stats = (1 - nz / max(a[:, :k].size, 1), lone / max(nz, 1))
-        w_scale = self.w_scale24 if kind in ("a8_24", "sparq24") else self.w_scale
-        if kind == "sparq24":
+        w24, w_scale = self.w24["s" if kind.endswith("s") else ""] if pruned else (None, self.w_scale)
+        if kind.startswith("sparq24"):
             _, bits, options, rounding, pairs = method
             if method not in self.packed:
-                self.packed[method] = pyquant.prepack(self.w24, "sparq24_gemm", bits=bits,
+                self.packed[method] = pyquant.prepack(w24, "sparq24_gemm", bits=bits,
                                                       options=options, rounding=rounding, pairs=pairs)
             acc = pyquant.sparq_gemm(a, self.packed[method], bits=bits, options=options,
                                      rounding=rounding, pairs=pairs, sparse24=True)
-        elif kind == "a8_24":
-            if "int8_24" not in self.packed:
-                self.packed["int8_24"] = pyquant.prepack(self.w24, "int8_gemm")
-            acc = pyquant.int8_gemm(a, self.packed["int8_24"])
+        elif kind.startswith("a8_24"):
+            if kind not in self.packed:
+                self.packed[kind] = pyquant.prepack(w24, "int8_gemm")
+            acc = pyquant.int8_gemm(a, self.packed[kind])
         elif kind == "sparq":
             _, bits, options, rounding, pairs = method
             key = method
@@ -182,6 +190,27 @@ def calibrate(torch, model, x_cal):
     return stats
 
 
+def layer_hessians(torch, model, x_cal):
+    """H = A^T A of each quantized layer's float input rows over the calibration images (im2col
+    rows in the (ky, kx, c) K order for the convs), for SparseGPT."""
+    m = list(model)
+    seen = {}
+    hooks = [m[i].register_forward_pre_hook(lambda mod, args, i=i: seen.__setitem__(i, args[0]))
+             for i in (2, 5, 9)]
+    try:
+        with torch.no_grad():
+            model(torch.from_numpy(x_cal))
+    finally:
+        for h in hooks:
+            h.remove()
+    out = []
+    for i in (2, 5, 9):
+        x = seen[i].numpy().astype(np.float64)
+        a = im2col_nhwc(x, 3, 3, 1) if i != 9 else x.reshape(len(x), -1)
+        out.append(torch.from_numpy(a.T @ a))
+    return out
+
+
 def methods():
     out = [("fp32", None), ("A8W8", ("a8",)), ("naive A4W8", ("naive", 4))]
     for options in (5, 3, 2):
@@ -199,6 +228,8 @@ def methods():
     out.append(("2:4 pruned + SPARQ 4b 5opt round vSPARQ", ("sparq24", 4, 5, "round", True)))
     out.append(("2:4 pruned + SPARQ 4b 3opt round vSPARQ", ("sparq24", 4, 3, "round", True)))
     out.append(("2:4 pruned + SPARQ 4b 5opt round bSPARQ only", ("sparq24", 4, 5, "round", False)))
+    out.append(("2:4 SparseGPT A8W8", ("a8_24s",)))
+    out.append(("2:4 SparseGPT + SPARQ 4b 5opt round vSPARQ", ("sparq24s", 4, 5, "round", True)))
     return out
 
 
@@ -217,7 +248,8 @@ def run(seeds, epochs, noise, noisy_copies=5):
         model = train(torch, xtr, ytr, seed, epochs)
         stats = calibrate(torch, model, xtr[:N_CALIB])
         m = list(model)
-        layers = [QLayer(m[2], stats[0]), QLayer(m[5], stats[1]), QLayer(m[9], stats[2])]
+        hess = layer_hessians(torch, model, xtr[:N_CALIB])
+        layers = [QLayer(m[i], s, h) for i, s, h in zip((2, 5, 9), stats, hess)]
         rng = np.random.default_rng(1000 + seed)
         xn = np.clip(np.repeat(xte, noisy_copies, 0) + rng.normal(0, noise, (len(xte) * noisy_copies,) + xte.shape[1:]), 0, 1).astype(np.float32)
         yn = np.repeat(yte, noisy_copies)
