@@ -85,8 +85,9 @@ def sparsegpt_24(w: torch.Tensor, hessian: torch.Tensor, damp: float = 0.2, bloc
     smallest OBS saliency w^2 / [H^-1]_jj^2 (of the weights as updated so far) are chosen for
     pruning, and each column's pruning error is spread over the columns not yet visited through
     the Cholesky factor of H^-1, as GPTQ spreads rounding errors. With H a multiple of the
-    identity this is magnitude pruning (up to the order of exact ties). ``damp`` as in gptq_ (0.2: 0.826 mean cosine on all-MiniLM-L6-v2 with 32
-    calibration sentences, against 0.82-0.83 for 0.1-0.5 and 0.660 for magnitude pruning)."""
+    identity this is magnitude pruning (up to the order of exact ties). ``damp`` as in gptq_
+    (0.2: 0.826 mean cosine on all-MiniLM-L6-v2 with 32 calibration sentences, against
+    0.82-0.83 for 0.1-0.5 and 0.660 for magnitude pruning)."""
     if block <= 0 or block % 4:
         raise ValueError(f"block: expected a positive multiple of 4, got {block}")
     w, hinv = _inverse_factor(w, hessian, damp)
@@ -126,7 +127,8 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
     because a few hundred calibration tokens leave H (K up to 1536) rank-deficient; on MiniLM
     with 32 calibration sentences 0.003/0.01/0.05/0.2 gave 0.970/0.976/0.980/0.982 mean cosine.
     """
-    if not (isinstance(config, WeightOnlyConfig) or (isinstance(config, SparqConfig) and config.sparse24)):
+    sparse24 = isinstance(config, SparqConfig) and config.sparse24
+    if not (isinstance(config, WeightOnlyConfig) or sparse24):
         raise TypeError("config: GPTQ applies to WeightOnlyConfig (and SparseGPT to "
                         f"SparqConfig(sparse24=True)), got {config!r}")
     if filter_fn is None:
