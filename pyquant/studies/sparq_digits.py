@@ -118,7 +118,7 @@ class QLayer:
 
     def __call__(self, x, method):
         kind = method[0]
-        pruned = kind.rstrip("s") in ("a8_24", "sparq24")  # (a 2:4 kind; "s": SparseGPT's)
+        pruned = kind in ("a8_24", "sparq24", "a8_24s", "sparq24s")  # 2:4 ("s": SparseGPT's)
         levels = 255 if kind in ("a8", "sparq") or pruned else (1 << method[1]) - 1
         q, a_scale = self.codes(x, levels)
         b = x.shape[0]
@@ -133,7 +133,9 @@ class QLayer:
             nz = np.count_nonzero(a[:, :k])
             lone = np.count_nonzero((x0 != 0) ^ (x1 != 0))
             self.pair_stats = (1 - nz / max(a[:, :k].size, 1), lone / max(nz, 1))
-        w24, w_scale = self.w24["s" if kind.endswith("s") else ""] if pruned else (None, self.w_scale)
+        w24, w_scale = (None, self.w_scale)
+        if pruned:
+            w24, w_scale = self.w24["s" if kind.endswith("24s") else ""]
         if kind.startswith("sparq24"):
             _, bits, options, rounding, pairs = method
             if method not in self.packed:
