@@ -1586,3 +1586,102 @@ def test_config_type_checks_match():
         with pytest.raises(ValueError, match="pairs"):
             pyquant.SparqConfig(pairs=bad)
     assert pyquant.SparqConfig(pairs=np.bool_(False)).pairs is False
+
+
+# ----------------------------------------------------------------------------- the weight view
+def expected_dequantized(config, w):
+    """float64 [N, K]: codes x scales from the scheme's own quantizer, run on the float weight
+    (its codes against the independent reference: test_linear_matches_reference); what
+    dequantize_weight must read back from the packed buffer."""
+    return scheme_for(config).fake_quant_weight(w.float())
+
+
+WEIGHT_VIEW_CONFIGS = [p.values[0] for p in CONFIGS] + [pyquant.SparqConfig(sparse24=True)]
+
+
+@pytest.mark.parametrize("config", WEIGHT_VIEW_CONFIGS, ids=lambda c: repr(c)[:40])
+@pytest.mark.parametrize("n,k", [(1, 1), (5, 7), (33, 70), (19, 300)])
+def test_dequantize_weight_matches_reference(config, backend, n, k):
+    """dequantize_weight() reads the codes back through the kernels (whatever panel layout packed
+    them) and is exactly codes x scales in float32, for linears and convs (in the float layer's
+    layout)."""
+    torch.manual_seed(n * 1000 + k)
+    lin = nn.Linear(k, n)
+    with _ctx(config, backend):
+        q = pyquant.nn.QuantLinear.from_linear(lin, config)
+    assert torch.equal(q.dequantize_weight(), expected_dequantized(config, lin.weight.detach()).float())
+    conv = nn.Conv2d(k, n, (2, 3))
+    with _ctx(config, backend):
+        qc = pyquant.nn.QuantConv2d.from_conv(conv, config)
+    w2d = conv.weight.detach().permute(0, 2, 3, 1).reshape(n, -1)  # QuantConv2d's K order
+    expected = expected_dequantized(config, w2d).float().view(n, 2, 3, k).permute(0, 3, 1, 2)
+    assert torch.equal(qc.dequantize_weight(), expected)
+
+
+@pytest.mark.parametrize("config", ONE_PER_FAMILY, ids=["int8", "w4g32", "lut2", "sparq"])
+def test_weight_view_metadata_and_values(config, backend):
+    """``weight`` answers shape/dtype/device like the float layer's (no float copy kept); any use
+    of its values runs on dequantize_weight(); it is not state."""
+    torch.manual_seed(4)
+    lin, conv = nn.Linear(40, 12), nn.Conv2d(6, 10, 3)
+    with _ctx(config, backend):
+        q = pyquant.nn.QuantLinear.from_linear(lin, config)
+        qc = pyquant.nn.QuantConv2d.from_conv(conv, config)
+    for m, f in ((q, lin), (qc, conv)):
+        w = m.weight
+        assert isinstance(w, torch.Tensor) and isinstance(w, pyquant.nn.QuantizedWeight)
+        assert (w.shape, w.dtype, w.device, w.requires_grad) == (f.weight.shape, torch.float32,
+                                                                 torch.device("cpu"), False)
+        deq = m.dequantize_weight()
+        assert type(w.detach()) is torch.Tensor and torch.equal(w.detach(), deq)
+        assert torch.equal(w + 0, deq) and torch.equal(w.sum(), deq.sum()) and w.tolist() == deq.tolist()
+        assert np.array_equal(np.asarray(w), deq.numpy()) and torch.equal(w[1], deq[1])
+        assert torch.equal(f.weight.detach() - w, f.weight.detach() - deq)
+        assert "QuantizedWeight(shape=" in repr(w) and type(m).__name__ in repr(w)
+        buf = io.BytesIO()
+        torch.save(w, buf)  # saved as the plain values
+        buf.seek(0)
+        assert torch.equal(torch.load(buf, weights_only=True), deq)
+        assert "weight" not in m.state_dict() and not list(m.parameters())
+    # the dtype follows the float layer's and the module's dtype moves
+    with _ctx(config, backend):
+        qh = pyquant.nn.QuantLinear.from_linear(copy.deepcopy(lin).to(torch.bfloat16), config)
+    assert qh.weight.dtype == torch.bfloat16
+    assert q.half().weight.dtype == torch.float16 and q.double().weight.dtype == torch.float64
+    assert q.float().weight.dtype == torch.float32
+    assert torch.equal(q.to(torch.bfloat16).weight.float(), deq_bf16 := q.dequantize_weight().bfloat16().float()) \
+        and deq_bf16.dtype == torch.float32
+
+
+class _ReadsWeightDtype(nn.Module):
+    """transformers' T5 feed-forward and ViT embedding read a layer's ``weight.dtype`` in every
+    forward to cast their activations (modeling_t5.py T5DenseActDense, modeling_vit.py)."""
+
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(3, 16, 4, stride=4)
+        self.wi, self.wo = nn.Linear(16, 32), nn.Linear(32, 16)
+
+    def forward(self, pixels):
+        h = self.patch(pixels.to(self.patch.weight.dtype)).flatten(2).transpose(1, 2)
+        h = torch.relu(self.wi(h))
+        if isinstance(self.wo.weight, torch.Tensor) and h.dtype != self.wo.weight.dtype \
+                and self.wo.weight.dtype != torch.int8:
+            h = h.to(self.wo.weight.dtype)
+        return self.wo(h)
+
+
+@pytest.mark.parametrize("config", ONE_PER_FAMILY, ids=["int8", "w4g32", "lut2", "sparq"])
+def test_models_that_read_weight_dtype(config):
+    torch.manual_seed(7)
+    net = _ReadsWeightDtype().eval()
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        y = net(x)
+        q = pyquant.quantize_(copy.deepcopy(net), config)
+        assert isinstance(q.wo, pyquant.nn.QuantLinear) and isinstance(q.patch, pyquant.nn.QuantConv2d)
+        assert _sqnr(q(x), y) > {pyquant.LUT2Config: 0.0}.get(type(config), 15.0)
+        yh = q.to(torch.bfloat16)(x)  # the bf16 model casts its pixels to bf16, as a float one
+        assert yh.dtype == torch.bfloat16
+        torch._dynamo.reset()  # compiled: a graph break at each read, same result
+        assert torch.equal(torch.compile(q.float(), backend="aot_eager")(x), q(x))

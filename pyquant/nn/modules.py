@@ -17,6 +17,7 @@ from pyquant._threads import get_num_threads
 
 from . import _backend, _load, ops
 from .schemes import scheme_for
+from .weight_view import QuantizedWeight
 
 
 # numpy asks Linux for transparent huge pages (madvise) on arrays of at least 4 MiB; decode
@@ -99,6 +100,11 @@ def _tracing() -> bool:
     return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
+@torch.compiler.disable
+def _weight_view(module) -> QuantizedWeight:
+    return QuantizedWeight(module, module._float_weight_shape(), module.weight_dtype)
+
+
 class _QuantModule(nn.Module):
     def _setup(self, config, w2d: torch.Tensor, bias, **quant_kw):
         self.config = config
@@ -107,6 +113,8 @@ class _QuantModule(nn.Module):
         if not self.reference:
             self.scheme.require()
         self.out_features, self.in_features_k = w2d.shape
+        # the dtype ``weight`` reports: the float layer's (follows module.half() / .to(dtype))
+        self._weight_dtype = w2d.dtype if w2d.is_floating_point() else torch.float32
         # normal (non-inference) tensors even when converted under inference_mode, so that
         # load_state_dict / calibrate can update them later
         with torch.inference_mode(False), torch.no_grad():
@@ -210,7 +218,36 @@ class _QuantModule(nn.Module):
         # Inputs of any float dtype run, and the output takes the input's dtype.
         out = super()._apply(keeping_dtypes(fn), recurse)
         self._moved = True  # share_memory_() moves storage under the same tensor objects
+        try:  # the dtype a float module would have now
+            self._weight_dtype = fn(torch.empty(0, dtype=self.weight_dtype)).dtype
+        except Exception:  # (a move that an empty tensor cannot make keeps the dtype)
+            pass
         return out
+
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        return self.__dict__.get("_weight_dtype", torch.float32)  # (absent in older pickles)
+
+    @property
+    def weight(self) -> QuantizedWeight:
+        """The float layer's weight as metadata (shape, dtype, device) for model code that reads
+        it; its values, on any use, are ``dequantize_weight()`` (pyquant/nn/weight_view.py).
+        Under torch.compile a read is a graph break (the view is made in eager Python)."""
+        return _weight_view(self)
+
+    def dequantize_weight(self) -> torch.Tensor:
+        """float32, in the float layer's weight layout: the exact weight the integer GEMM
+        multiplies by (codes x scales), read back from the packed buffer by the kernels. Costs a
+        K x K x N integer GEMM: for inspection, not for every call."""
+        with torch.inference_mode(False), torch.no_grad():
+            return self._from_nk(self.scheme.dequantize_weight(self._buffers, self.reference))
+
+    def _float_weight_shape(self) -> tuple:
+        return (self.out_features, self.in_features_k)
+
+    def _from_nk(self, w: torch.Tensor) -> torch.Tensor:
+        """[N, K] -> the float layer's weight layout."""
+        return w
 
     def _gemm(self, x2d: torch.Tensor) -> torch.Tensor:
         if not x2d.is_floating_point():
@@ -378,6 +415,14 @@ class QuantConv2d(_QuantModule):
         w2d = conv.weight.detach().permute(0, 2, 3, 1).reshape(conv.out_channels, -1)
         m._setup(config, w2d, conv.bias, **quant_kw)
         return m
+
+    def _float_weight_shape(self) -> tuple:
+        return (self.out_channels, self.in_channels, *self.kernel_size)
+
+    def _from_nk(self, w: torch.Tensor) -> torch.Tensor:
+        # K is channel-fastest: [O, kh*kw*C] -> [O, kh, kw, C] -> [O, C, kh, kw]
+        kh, kw = self.kernel_size
+        return w.view(self.out_channels, kh, kw, self.in_channels).permute(0, 3, 1, 2).contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_device(x)

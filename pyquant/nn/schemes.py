@@ -139,6 +139,16 @@ def indicator_sums(op: str, packed, n: int, bounds, reference: bool, **kw) -> to
     return _backend.gemm(op, rows, packed, n, k, reference, **kw).t()
 
 
+def probe_codes(op: str, packed, n: int, reference: bool, chunk: int = 256, **kw) -> torch.Tensor:
+    """[N, K] int32: every weight code value, read back from the packed weight by the kernels
+    themselves (indicator rows with a single 1, ``chunk`` rows per GEMM), whatever layout the
+    kernel that packed it chose. Costs one K x K x N GEMM: for inspecting a weight, not per call."""
+    k = packed.numel() // n if reference and n else _backend.packed_shape(packed, op, **kw)[1]
+    parts = [indicator_sums(op, packed, n, [(j, j + 1) for j in range(lo, min(lo + chunk, k))],
+                            reference, **kw) for lo in range(0, k, chunk)]
+    return torch.cat(parts, 1) if parts else torch.zeros((n, 0), dtype=torch.int32)
+
+
 def codes_memo(b, memo: dict, key: str, compute):
     """``compute()``, kept in ``memo[key]`` across refreshes (calibrate, moves) while the packed
     tensors (packed, packed_offsets) are the same unedited objects: sums of the codes change
@@ -180,6 +190,16 @@ class Scheme:
         """State-dict entries that follow from the others, recomputed at every refresh (both
         backends) so a loaded file or an in-place edit cannot leave them stale; ``memo`` is the
         module's cache across refreshes."""
+        return {}
+
+    def dequantize_weight(self, b, reference: bool) -> torch.Tensor:
+        """float32 [N, K]: the weight the integer GEMM multiplies by (codes x scales)."""
+        n = b["w_scale"].shape[0]
+        codes = probe_codes(self.packed_op, b["packed"], n, reference, **self.probe_kwargs())
+        return codes.float() * b["w_scale"].float()[:, None]
+
+    def probe_kwargs(self) -> dict:
+        """The packed op's parameters for ``probe_codes``."""
         return {}
 
     reads: tuple = ("packed", "w_scale")
@@ -394,6 +414,17 @@ class WeightOnlyScheme(Scheme):
         return torch.cat([indicator_sums("lowbit_gemm", b["packed"][lo:hi], n, [(0, 1 << 62)],
                                          False, bits=bits)
                           for lo, hi in zip(off, off[1:])], 1).contiguous()
+
+    def dequantize_weight(self, b, reference: bool) -> torch.Tensor:
+        bits, gs = self.config.bits, self.config.group_size
+        n = b["w_scale"].shape[0]
+        if "packed_offsets" in b:  # one pack per group
+            off = b["packed_offsets"].tolist()
+            codes = torch.cat([probe_codes("lowbit_gemm", b["packed"][lo:hi], n, reference, bits=bits)
+                               for lo, hi in zip(off, off[1:])], 1)
+        else:
+            codes = probe_codes("lowbit_gemm", b["packed"], n, reference, bits=bits)
+        return codes.float() * b["w_scale"].float().repeat_interleave(gs, 1)[:, : codes.shape[1]]
 
     def recomputed(self, b, reference, memo):
         sums = codes_memo(b, memo, "group_sums", lambda: self.group_code_sums(b, reference))
@@ -614,6 +645,10 @@ class LUT2Scheme(Scheme):
             w_levels=wl).view(-1))
         return {"w_sum": sums.float()}
 
+    def probe_kwargs(self) -> dict:
+        # activation levels (0, 1, 0, 0): an indicator code 1 reads w_levels[code] back
+        return {"a_levels": (0, 1, 0, 0), "w_levels": self.config.w_levels}
+
     def derived(self, b):
         return {"w_off": b["w_scale"] * b["w_sum"]}
 
@@ -687,6 +722,10 @@ class SparqScheme(Scheme):
     def quantize_weight(self, w, hessian=None, damp=0.2):
         wq, sw = self._weight(w, hessian, damp)
         return {"packed": _backend.prepack(self.packed_op, wq, **self.config.op_kwargs()), "w_scale": sw}
+
+    def probe_kwargs(self) -> dict:
+        # an activation of 1 is kept whole by every trim (its window is bits 0..3)
+        return self.config.op_kwargs()
 
     def int_acc(self, x, b, act_range, n, k, reference):
         kw = self.config.op_kwargs()
