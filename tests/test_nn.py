@@ -1685,3 +1685,61 @@ def test_models_that_read_weight_dtype(config):
         assert yh.dtype == torch.bfloat16
         torch._dynamo.reset()  # compiled: a graph break at each read, same result
         assert torch.equal(torch.compile(q.float(), backend="aot_eager")(x), q(x))
+
+
+# ----------------------------------------------------------------------------- MoE experts
+class _Experts(nn.Module):
+    """transformers' MoE experts contract (``@use_experts_implementation``), without transformers:
+    3-D expert weights, ``_apply_gate`` and ``act_fn`` of the block's own."""
+
+    def __init__(self, e=5, h=24, i=16, transposed=False, bias=False):
+        super().__init__()
+        self.num_experts, self.has_gate, self.has_bias, self.is_transposed = e, True, bias, transposed
+        gu, dn = torch.randn(e, 2 * i, h) * 0.3, torch.randn(e, h, i) * 0.3
+        self.gate_up_proj = nn.Parameter(gu.transpose(1, 2).contiguous() if transposed else gu)
+        self.down_proj = nn.Parameter(dn.transpose(1, 2).contiguous() if transposed else dn)
+        if bias:
+            self.gate_up_proj_bias = nn.Parameter(torch.randn(e, 2 * i))
+            self.down_proj_bias = nn.Parameter(torch.randn(e, h))
+        self.act_fn = nn.SiLU()
+
+    def _apply_gate(self, gate_up):
+        gate, up = gate_up.chunk(2, dim=-1)
+        return self.act_fn(gate) * up
+
+    def forward(self, hidden, top_k_index, top_k_weights):  # the float reference
+        out = torch.zeros_like(hidden)
+        for t in range(hidden.shape[0]):
+            for j, e in enumerate(top_k_index[t].tolist()):
+                gu, dn = self.gate_up_proj[e], self.down_proj[e]
+                if self.is_transposed:
+                    gu, dn = gu.T, dn.T
+                h = self._apply_gate(F.linear(hidden[t], gu, self.gate_up_proj_bias[e] if self.has_bias else None))
+                out[t] += top_k_weights[t, j] * F.linear(h, dn, self.down_proj_bias[e] if self.has_bias else None)
+        return out
+
+
+@pytest.mark.parametrize("transposed,bias", [(False, False), (True, True)])
+def test_quant_experts_routes_like_the_block(transposed, bias):
+    """Each token's output is the routing-weighted sum of its experts' quantized projections (the
+    per-expert QuantLinears applied one token at a time, independently of the block's grouping),
+    and close to the float block; experts no token chose are skipped."""
+    torch.manual_seed(8)
+    block = _Experts(transposed=transposed, bias=bias)
+    hidden = torch.randn(7, 24)
+    top_k_index = torch.tensor([[0, 3], [3, 1], [1, 0], [0, 3], [3, 3], [1, 0], [0, 1]])  # 2 and 4 unused
+    top_k_weights = torch.rand(7, 2)
+    with torch.no_grad():
+        ref = block(hidden, top_k_index, top_k_weights)
+        q = pyquant.quantize_(nn.Sequential(copy.deepcopy(block)), pyquant.Int8Config())[0]
+        assert isinstance(q, pyquant.nn.QuantExperts) and len(q.up) == len(q.down) == 5
+        assert not list(q.parameters())  # no float expert weight kept
+        y = q(hidden, top_k_index, top_k_weights)
+        expected = torch.stack([
+            sum(top_k_weights[t, j] * q.down[e](q.block._apply_gate(q.up[e](hidden[t:t + 1])))[0]
+                for j, e in enumerate(top_k_index[t].tolist())) for t in range(7)])
+        assert torch.allclose(y, expected, rtol=1e-5, atol=1e-5)
+        assert _sqnr(y, ref) > 30.0
+        # the dequantized expert weights are the float ones, transposed back where stored so
+        w = block.gate_up_proj[3].T if transposed else block.gate_up_proj[3]
+        assert _sqnr(q.up[3].dequantize_weight(), w) > 35.0

@@ -95,3 +95,46 @@ def test_transformers_model_quantized(name, config, min_cos):
         fresh = pyquant.quantize_(copy.deepcopy(model), config)
         fresh.load_state_dict(torch.load(buf, weights_only=True))
         assert torch.equal(_out(fresh(**x)), y)
+
+
+# ----------------------------------------------------------------------------- mixture of experts
+def _mixtral():
+    return T.MixtralForCausalLM(T.MixtralConfig(**SMALL, num_key_value_heads=2, num_local_experts=4,
+                                                num_experts_per_tok=2))
+
+
+def _gpt_oss():  # experts stored transposed, gate/up interleaved, with biases and a clamped gate
+    return T.GptOssForCausalLM(T.GptOssConfig(**SMALL, num_key_value_heads=2, num_local_experts=4,
+                                              num_experts_per_tok=2, head_dim=16,
+                                              layer_types=["full_attention", "sliding_attention"]))
+
+
+@pytest.mark.parametrize("config,min_cos", CONFIGS[:2])
+@pytest.mark.parametrize("impl", ["eager", "grouped_mm"])
+@pytest.mark.parametrize("build", [_mixtral, _gpt_oss], ids=["mixtral", "gpt-oss"])
+def test_moe_experts_quantized(build, impl, config, min_cos):
+    """transformers >= 5 keeps MoE experts as 3-D parameters, not nn.Linear: quantize_ converts
+    each block to a QuantExperts (one QuantLinear per expert and projection), whatever experts
+    implementation the float model was set to."""
+    from pyquant.nn.experts import is_experts
+
+    torch.manual_seed(0)
+    model = build().eval()
+    if not any(is_experts(m) for m in model.modules()):
+        pytest.skip("this transformers keeps experts as nn.Linear modules (quantize_ converts those)")
+    model.config._experts_implementation = impl
+    x = dict(input_ids=_ids(2, 12))
+    with torch.no_grad():
+        ref = model(**x).logits
+        q = pyquant.quantize_(copy.deepcopy(model), config)
+        assert sum(isinstance(m, pyquant.nn.QuantExperts) for m in q.modules()) == 2
+        assert not [n for n, p in q.named_parameters() if p.dim() == 3]  # no float expert left
+        y = q(**x).logits
+        assert F.cosine_similarity(y.flatten(), ref.flatten(), 0) > min_cos - 0.01
+        assert q.generate(x["input_ids"][:1], max_new_tokens=3, do_sample=False).shape == (1, 15)
+        buf = io.BytesIO()
+        torch.save(q.state_dict(), buf)
+        buf.seek(0)
+        fresh = pyquant.quantize_(copy.deepcopy(model), config)
+        fresh.load_state_dict(torch.load(buf, weights_only=True))
+        assert torch.equal(fresh(**x).logits, y)

@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
+from .experts import QuantExperts, is_experts
 from .modules import QuantConv2d, QuantLinear, _QuantModule
 from .schemes import range_overflows
 
@@ -40,8 +41,10 @@ def _swap(module: nn.Module, config):
         return QuantConv2d.from_conv(module, config)
     if is_conv1d(module):
         return QuantLinear.from_conv1d(module, config)
-    raise TypeError(f"module: {type(module).__name__} cannot be quantized (nn.Linear, nn.Conv2d "
-                    "or transformers' Conv1D)")
+    if is_experts(module):
+        return QuantExperts(module, config)
+    raise TypeError(f"module: {type(module).__name__} cannot be quantized (nn.Linear, nn.Conv2d, "
+                    "transformers' Conv1D or an MoE experts block)")
 
 
 for _cfg in (Int8Config, WeightOnlyConfig, LUT2Config, SparqConfig):
@@ -66,12 +69,14 @@ def _own_forward(module: nn.Module) -> bool:
 
 
 def default_filter(module: nn.Module, fqn: str) -> bool:
-    """Matches nn.Linear, nn.Conv2d with groups=1 and transformers' Conv1D, and subclasses of the
-    first two that keep their forward (already-quantized modules never match). Left float:
-    subclasses with a forward of their own, and MultiheadAttention's out_proj."""
+    """Matches nn.Linear, nn.Conv2d with groups=1, transformers' Conv1D and MoE experts blocks
+    (3-D expert weights: pyquant/nn/experts.py), and subclasses of the first two that keep their
+    forward (already-quantized modules never match). Left float: subclasses with a forward of
+    their own, and MultiheadAttention's out_proj."""
     if _plain(module, nn.Conv2d):
         return module.groups == 1 and _has_weights(module)
-    return (_plain(module, nn.Linear) or is_conv1d(module)) and _has_weights(module)
+    return (_plain(module, nn.Linear) or is_conv1d(module) or is_experts(module)) \
+        and _has_weights(module)
 
 
 def _has_weights(layer: nn.Module) -> bool:

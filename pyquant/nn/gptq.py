@@ -23,6 +23,7 @@ from torch import nn
 
 from .api import _convert, _warn_left_float, default_filter, is_conv1d, run_batch
 from .configs import SparqConfig, WeightOnlyConfig
+from .experts import QuantExperts, is_experts
 from .modules import QuantConv2d, QuantLinear, im2col
 from .schemes import best_clip, bf16_round
 
@@ -121,7 +122,8 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
     """quantize_ for WeightOnlyConfig with GPTQ rounding from calibration `batches` (tensors,
     tuples of positional args or mappings of keyword args), or for SparqConfig(sparse24=True)
     with SparseGPT's 2:4 pruning; layers that saw no input fall back to round-to-nearest /
-    magnitude pruning. Returns the model (the root swapped if it is itself a layer).
+    magnitude pruning, and so do MoE experts blocks (each expert sees only the tokens routed to
+    it). Returns the model (the root swapped if it is itself a layer).
 
     ``damp``: added to H's diagonal as a fraction of its mean. Larger than the paper's 0.01
     because a few hundred calibration tokens leave H (K up to 1536) rank-deficient; on MiniLM
@@ -151,10 +153,13 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
     def quantizable(m, fqn):
         if isinstance(m, nn.Conv2d) and m.groups != 1:
             return False  # (QuantConv2d: groups=1 only; quantize_'s default filter agrees)
-        return (isinstance(m, (nn.Linear, nn.Conv2d)) or is_conv1d(m)) and filter_fn(m, fqn)
+        return (isinstance(m, (nn.Linear, nn.Conv2d)) or is_conv1d(m) or is_experts(m)) \
+            and filter_fn(m, fqn)
 
+    # MoE experts blocks see no Hessian of their own (each expert sees only its routed tokens):
+    # they are converted round-to-nearest / magnitude-pruned
     handles = [m.register_forward_pre_hook(hook, with_kwargs=True)
-               for name, m in model.named_modules() if quantizable(m, name)]
+               for name, m in model.named_modules() if quantizable(m, name) and not is_experts(m)]
     try:
         with torch.no_grad():
             for b in batches:
@@ -174,6 +179,8 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
             return QuantConv2d.from_conv(mod, cfg, **kw)
         if is_conv1d(mod):
             return QuantLinear.from_conv1d(mod, cfg, **kw)
+        if is_experts(mod):
+            return QuantExperts(mod, cfg)
         return QuantLinear.from_linear(mod, cfg, **kw)
 
     return _convert(model, config, handler, quantizable)

@@ -1,0 +1,79 @@
+"""QuantExperts: a mixture-of-experts block of transformers (>= 5) on pyquant's kernels.
+
+transformers keeps an MoE layer's experts as 3-D parameters of one module (``gate_up_proj``
+[E, 2I, H] or ``up_proj``, ``down_proj`` [E, H, I], ``[E, in, out]`` when ``is_transposed``,
+optional ``*_bias``), declared by its ``@use_experts_implementation`` decorator. They are most of
+an MoE model's weights (Mixtral, Qwen-MoE, OLMoE, gpt-oss, ...), and no nn.Linear: quantize_
+would leave them float. QuantExperts holds one QuantLinear per expert and projection and runs
+the block's forward contract ``(hidden_states [T, H], top_k_index [T, k], top_k_weights [T, k])
+-> [T, H]`` over the experts the tokens were routed to; the gating (``_apply_gate``, ``act_fn``)
+and the optional post-expert norm stay the original block's own.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .modules import QuantLinear
+
+
+def _up_name(module) -> str:
+    return "gate_up_proj" if module.has_gate else "up_proj"
+
+
+def is_experts(module: nn.Module) -> bool:
+    """A transformers MoE experts block with its expert weights as 3-D tensors."""
+    if not all(hasattr(module, a) for a in ("num_experts", "has_gate", "has_bias", "is_transposed")):
+        return False
+    weights = [getattr(module, n, None) for n in (_up_name(module), "down_proj")]
+    return all(isinstance(w, torch.Tensor) and w.dim() == 3 and w.shape[0] == module.num_experts
+               for w in weights)
+
+
+class QuantExperts(nn.Module):
+    """Quantized MoE experts block (see the module docstring); built by quantize_."""
+
+    def __init__(self, experts: nn.Module, config):
+        super().__init__()
+        if not is_experts(experts):
+            raise TypeError(f"experts: expected a transformers MoE experts block with 3-D expert "
+                            f"weights, got {type(experts).__name__}")
+        self.num_experts = experts.num_experts
+        self.has_gate = experts.has_gate
+        self.has_post_expert_norm = getattr(experts, "has_post_expert_norm", False)
+        self.config = config
+        up = _up_name(experts)
+        self.up = self._per_expert(experts, up, config)
+        self.down = self._per_expert(experts, "down_proj", config)
+        # the block without its expert weights: its gating and norm run as they were written
+        for name in (up, "down_proj", up + "_bias", "down_proj_bias"):
+            experts._parameters.pop(name, None)
+        self.block = experts
+
+    @staticmethod
+    def _per_expert(experts, name: str, config) -> nn.ModuleList:
+        w = getattr(experts, name).detach()
+        if experts.is_transposed:  # [E, in, out] -> [E, out, in]
+            w = w.transpose(1, 2)
+        b = getattr(experts, name + "_bias", None) if experts.has_bias else None
+        return nn.ModuleList(
+            QuantLinear(w.shape[2], w.shape[1], w[e], None if b is None else b[e].detach(), config)
+            for e in range(w.shape[0]))
+
+    def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
+                top_k_weights: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(hidden_states)
+        for e in top_k_index.unique().tolist():
+            if not 0 <= e < self.num_experts:  # (expert-parallel sentinels)
+                continue
+            token, slot = torch.where(top_k_index == e)
+            h = self.up[e](hidden_states[token])
+            h = self.block._apply_gate(h) if self.has_gate else self.block.act_fn(h)
+            h = self.down[e](h)
+            if self.has_post_expert_norm:
+                h = self.block.post_expert_norm(h)
+            out.index_add_(0, token, (h * top_k_weights[token, slot, None]).to(out.dtype))
+        return out
+
+    def extra_repr(self) -> str:
+        return f"num_experts={self.num_experts}, config={self.config!r}"
