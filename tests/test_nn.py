@@ -1719,25 +1719,28 @@ class _Experts(nn.Module):
         return out
 
 
+@pytest.mark.parametrize("tokens", [7, 1], ids=["prefill", "decode"])
 @pytest.mark.parametrize("transposed,bias", [(False, False), (True, True)])
-def test_quant_experts_routes_like_the_block(transposed, bias):
+def test_quant_experts_routes_like_the_block(transposed, bias, tokens):
     """Each token's output is the routing-weighted sum of its experts' quantized projections (the
     per-expert QuantLinears applied one token at a time, independently of the block's grouping),
-    and close to the float block; experts no token chose are skipped."""
+    and close to the float block; experts no token chose, and expert-parallel sentinels (index
+    num_experts, weight 0), are skipped."""
     torch.manual_seed(8)
     block = _Experts(transposed=transposed, bias=bias)
-    hidden = torch.randn(7, 24)
-    top_k_index = torch.tensor([[0, 3], [3, 1], [1, 0], [0, 3], [3, 3], [1, 0], [0, 1]])  # 2 and 4 unused
-    top_k_weights = torch.rand(7, 2)
+    hidden = torch.randn(7, 24)[:tokens]
+    top_k_index = torch.tensor([[0, 3, 5], [3, 1, 5], [1, 0, 5], [0, 3, 5], [3, 3, 5], [1, 0, 5],
+                                [0, 1, 5]])[:tokens]  # experts 2 and 4 unused; 5: a sentinel
+    top_k_weights = (torch.rand(7, 3) * torch.tensor([1.0, 1.0, 0.0]))[:tokens]
     with torch.no_grad():
-        ref = block(hidden, top_k_index, top_k_weights)
+        ref = block(hidden, top_k_index[:, :2], top_k_weights[:, :2])
         q = pyquant.quantize_(nn.Sequential(copy.deepcopy(block)), pyquant.Int8Config())[0]
         assert isinstance(q, pyquant.nn.QuantExperts) and len(q.up) == len(q.down) == 5
         assert not list(q.parameters())  # no float expert weight kept
         y = q(hidden, top_k_index, top_k_weights)
         expected = torch.stack([
             sum(top_k_weights[t, j] * q.down[e](q.block._apply_gate(q.up[e](hidden[t:t + 1])))[0]
-                for j, e in enumerate(top_k_index[t].tolist())) for t in range(7)])
+                for j, e in enumerate(top_k_index[t, :2].tolist())) for t in range(tokens)])
         assert torch.allclose(y, expected, rtol=1e-5, atol=1e-5)
         assert _sqnr(y, ref) > 30.0
         # the dequantized expert weights are the float ones, transposed back where stored so

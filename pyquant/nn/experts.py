@@ -63,17 +63,31 @@ class QuantExperts(nn.Module):
     def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
                 top_k_weights: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(hidden_states)
-        for e in top_k_index.unique().tolist():
-            if not 0 <= e < self.num_experts:  # (expert-parallel sentinels)
-                continue
-            token, slot = torch.where(top_k_index == e)
-            h = self.up[e](hidden_states[token])
-            h = self.block._apply_gate(h) if self.has_gate else self.block.act_fn(h)
-            h = self.down[e](h)
-            if self.has_post_expert_norm:
-                h = self.block.post_expert_norm(h)
-            out.index_add_(0, token, (h * top_k_weights[token, slot, None]).to(out.dtype))
+        if hidden_states.shape[0] == 1:  # decode: one token through its k experts, few torch ops
+            for e, w in zip(top_k_index[0].tolist(), top_k_weights[0]):
+                if 0 <= e < self.num_experts:  # (expert-parallel sentinels are skipped)
+                    out.add_(self._expert(e, hidden_states) * w)
+            return out
+        # the (token, slot) pairs grouped by expert: one sort, then one slice per expert hit
+        k = top_k_index.shape[-1]
+        order = torch.argsort(top_k_index.reshape(-1), stable=True)
+        experts, counts = torch.unique_consecutive(top_k_index.reshape(-1)[order], return_counts=True)
+        weights = top_k_weights.reshape(-1)[order, None]
+        tokens = order // k
+        start = 0
+        for e, n in zip(experts.tolist(), counts.tolist()):
+            if 0 <= e < self.num_experts:
+                token = tokens[start:start + n]
+                h = self._expert(e, hidden_states[token]) * weights[start:start + n]
+                out.index_add_(0, token, h.to(out.dtype))
+            start += n
         return out
+
+    def _expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        h = self.up[e](x)
+        h = self.block._apply_gate(h) if self.has_gate else self.block.act_fn(h)
+        h = self.down[e](h)
+        return self.block.post_expert_norm(h) if self.has_post_expert_norm else h
 
     def extra_repr(self) -> str:
         return f"num_experts={self.num_experts}, config={self.config!r}"
