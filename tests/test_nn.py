@@ -1643,6 +1643,8 @@ def test_weight_view_metadata_and_values(config, backend):
         buf.seek(0)
         assert torch.equal(torch.load(buf, weights_only=True), deq)
         assert "weight" not in m.state_dict() and not list(m.parameters())
+        with pytest.raises(AttributeError, match="weight cannot be assigned: the layer holds its own"):
+            m.weight = nn.Parameter(f.weight.detach().clone())  # (as tie_weights would)
     # the dtype follows the float layer's and the module's dtype moves
     with _ctx(config, backend):
         qh = pyquant.nn.QuantLinear.from_linear(copy.deepcopy(lin).to(torch.bfloat16), config)

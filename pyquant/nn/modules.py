@@ -228,6 +228,14 @@ class _QuantModule(nn.Module):
     def weight_dtype(self) -> torch.dtype:
         return self.__dict__.get("_weight_dtype", torch.float32)  # (absent in older pickles)
 
+    def __setattr__(self, name, value):
+        if name == "weight":  # (e.g. transformers' tie_weights on a quantized LM head)
+            raise AttributeError(
+                f"{type(self).__name__}.weight cannot be assigned: the layer holds its own packed "
+                "codes, and a new float weight would not reach them; quantize the float layer "
+                "that holds the weight you want (tie embeddings before quantize_)")
+        super().__setattr__(name, value)
+
     @property
     def weight(self) -> QuantizedWeight:
         """The float layer's weight as metadata (shape, dtype, device) for model code that reads
