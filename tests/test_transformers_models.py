@@ -138,3 +138,60 @@ def test_moe_experts_quantized(build, impl, config, min_cos):
         fresh = pyquant.quantize_(copy.deepcopy(model), config)
         fresh.load_state_dict(torch.load(buf, weights_only=True))
         assert torch.equal(fresh(**x).logits, y)
+
+
+def _experts_block(module_name: str, cls_name: str, config):
+    mod = pytest.importorskip(f"transformers.models.{module_name}.modeling_{module_name}")
+    cls = getattr(mod, cls_name, None)
+    if cls is None:
+        pytest.skip(f"this transformers has no {cls_name}")
+    return cls(config)
+
+
+BLOCKS = {  # (module, class, config): a plain one, one stored transposed with biases, interleaved
+    # gate/up and a clamped gate, and one without a gate
+    "mixtral": ("mixtral", "MixtralExperts", lambda: T.MixtralConfig(
+        hidden_size=64, intermediate_size=32, num_local_experts=5)),
+    "gpt-oss": ("gpt_oss", "GptOssExperts", lambda: T.GptOssConfig(
+        hidden_size=64, intermediate_size=32, num_local_experts=5, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16)),
+    "nemotron-h": ("nemotron_h", "NemotronHExperts", lambda: T.NemotronHConfig(
+        hidden_size=64, num_attention_heads=4, num_key_value_heads=2, n_routed_experts=5,
+        moe_intermediate_size=32)),
+}
+
+
+@pytest.mark.parametrize("impl", ["eager", "grouped_mm"])
+@pytest.mark.parametrize("name", list(BLOCKS))
+def test_quant_experts_is_the_block_on_its_dequantized_weights(name, impl, monkeypatch):
+    """Exactly the float block's output once the block holds the dequantized weights and each
+    QuantLinear multiplies by them in float: QuantExperts runs the experts contract (routing,
+    transposed storage, biases, the block's own gating) as transformers does."""
+    from pyquant.nn.experts import is_experts
+
+    module_name, cls_name, config = BLOCKS[name]
+    torch.manual_seed(3)
+    cfg = config()
+    cfg._experts_implementation = impl
+    block = _experts_block(module_name, cls_name, cfg).eval()
+    if not is_experts(block):
+        pytest.skip(f"{cls_name} keeps its experts as nn.Linear here")
+    with torch.no_grad():
+        for p in block.parameters():
+            p.normal_(0, 0.3 if p.dim() == 3 else 0.1)
+    q = pyquant.nn.QuantExperts(copy.deepcopy(block), pyquant.Int8Config())
+    up, down = (torch.stack([m.dequantize_weight() for m in ms]) for ms in (q.up, q.down))
+    if block.is_transposed:
+        up, down = up.transpose(1, 2), down.transpose(1, 2)
+    with torch.no_grad():
+        getattr(block, "gate_up_proj" if block.has_gate else "up_proj").copy_(up)
+        block.down_proj.copy_(down)
+    monkeypatch.setattr(pyquant.nn.QuantLinear, "forward", lambda m, x: F.linear(
+        x, m.dequantize_weight(), m.bias))
+    hidden = torch.randn(7, 64)
+    index = torch.stack([torch.randperm(5)[:2] for _ in range(7)])
+    weights = torch.softmax(torch.randn(7, 2), -1)
+    with torch.no_grad():
+        for t in (7, 1):  # prefill and decode
+            y, ref = q(hidden[:t], index[:t], weights[:t]), block(hidden[:t], index[:t], weights[:t])
+            assert torch.allclose(y, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())

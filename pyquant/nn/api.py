@@ -98,6 +98,13 @@ def _warn_left_float(model: nn.Module, caller: str = "quantize_") -> None:
             f"{caller}: left float {n} nn.Linear/nn.Conv2d subclass(es) with a forward of their "
             f"own ({listed}); pass filter_fn to convert them anyway (their forward's extra work "
             "is dropped)", stacklevel=3)
+    n, listed = names(lambda m: "expert" in type(m).__name__.lower() and not is_experts(m)
+                      and any(p.dim() >= 3 for p in m.parameters(recurse=False)))
+    if n:
+        warnings.warn(
+            f"{caller}: left float {n} MoE experts block(s) of a layout it does not convert "
+            f"({listed}): 3-D expert weights without transformers' @use_experts_implementation "
+            "forward (pyquant/nn/experts.py); often most of the model's weights", stacklevel=3)
     n, listed = names(lambda m: _plain(m, nn.Conv2d) and m.groups != 1)
     if n:
         warnings.warn(

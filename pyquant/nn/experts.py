@@ -22,8 +22,12 @@ def _up_name(module) -> str:
 
 
 def is_experts(module: nn.Module) -> bool:
-    """A transformers MoE experts block with its expert weights as 3-D tensors."""
+    """A transformers MoE experts block with its expert weights as 3-D tensors, whose forward is
+    the decorator's (a subclass with a forward of its own, e.g. Ergo's per-expert norm, does work
+    QuantExperts would drop: it stays float, with quantize_'s warning)."""
     if not all(hasattr(module, a) for a in ("num_experts", "has_gate", "has_bias", "is_transposed")):
+        return False
+    if getattr(type(module).forward, "__wrapped__", None) is None:
         return False
     weights = [getattr(module, n, None) for n in (_up_name(module), "down_proj")]
     return all(isinstance(w, torch.Tensor) and w.dim() == 3 and w.shape[0] == module.num_experts

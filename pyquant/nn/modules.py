@@ -232,8 +232,9 @@ class _QuantModule(nn.Module):
         if name == "weight":  # (e.g. transformers' tie_weights on a quantized LM head)
             raise AttributeError(
                 f"{type(self).__name__}.weight cannot be assigned: the layer holds its own packed "
-                "codes, and a new float weight would not reach them; quantize the float layer "
-                "that holds the weight you want (tie embeddings before quantize_)")
+                "codes, made from the weight it had at quantize_ (a tied LM head: from the tied "
+                "embedding), and a new float weight would not reach them; call tie_weights() "
+                "or change weights before quantize_, not after")
         super().__setattr__(name, value)
 
     @property

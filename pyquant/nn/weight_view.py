@@ -4,11 +4,18 @@ no float copy.
 Model code reads a layer's weight for its metadata: transformers' T5 feed-forward compares
 ``wo.weight.dtype`` with its activations, ViT casts its pixels to the patch conv's
 ``weight.dtype``, in every forward. A quantized module answers with a ``QuantizedWeight``: the
-float weight's shape, dtype and device, nothing materialized. Any operation on its values (a
-norm, a copy, ``.float()``, printing) runs on ``module.dequantize_weight()``, the exact weight the
-integer GEMM multiplies by, computed on demand and not kept.
+float weight's shape, dtype and device, nothing materialized. An operation on its values (a
+norm, arithmetic, indexing, ``.detach()``, ``.numpy()``, ``torch.save``) runs on
+``module.dequantize_weight()``, the exact weight the integer GEMM multiplies by, computed then
+and not kept: a K x K x N GEMM, so the first such read of a layer warns (model code that uses a
+weight's values in its forward, e.g. MobileBERT's LM head, pays it on every call: leave that
+layer float). Writes (``mul_``, ``copy_`` into it, ``nn.init``) are refused: they could not reach
+the packed codes. Metadata-only calls that return the tensor itself (``.float()`` of a float32
+weight, ``.cpu()``) keep the view.
 """
 from __future__ import annotations
+
+import warnings
 
 import torch
 from torch.utils._pytree import tree_map
@@ -31,20 +38,44 @@ class QuantizedWeight(torch.Tensor):
 
     def materialize(self) -> torch.Tensor:
         """The dequantized weight as a plain tensor of this dtype."""
-        return self.module.dequantize_weight().to(self.dtype)
+        m = self.module
+        if not m.__dict__.get("_weight_values_read"):
+            m._weight_values_read = True
+            warnings.warn(
+                f"the values of a {type(m).__name__}'s weight {list(self.shape)} were read: each "
+                "read dequantizes it (dequantize_weight(), a K x K x N integer GEMM). Model code "
+                "that uses a layer's weight values in its forward pays this on every call; leave "
+                "such a layer float (quantize_'s filter_fn)", stacklevel=3)
+        return m.dequantize_weight().to(self.dtype)
 
     @classmethod
     def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        for i, a in enumerate(func._schema.arguments):  # in place or out= into the view
+            if a.alias_info is not None and a.alias_info.is_write and isinstance(
+                    args[i] if i < len(args) else kwargs.get(a.name), QuantizedWeight):
+                raise RuntimeError(
+                    f"{func.__name__}: a quantized layer's weight cannot be written (it is a view "
+                    "of the packed codes, which a write would not reach); change the float "
+                    "weight and quantize again")
+
         def plain(a):
             return a.materialize() if isinstance(a, QuantizedWeight) else a
 
-        return func(*tree_map(plain, args), **tree_map(plain, kwargs or {}))
+        return func(*tree_map(plain, args), **tree_map(plain, kwargs))
+
+    @property
+    def data(self):
+        return self  # (``w.data.normal_()`` is a write too: refused like ``w.normal_()``)
 
     def numpy(self, *, force: bool = False):  # (torch refuses these for tensor subclasses)
         return self.materialize().numpy()
 
     def tolist(self):
         return self.materialize().tolist()
+
+    def __deepcopy__(self, memo):
+        return self.materialize()
 
     def __repr__(self) -> str:
         m = self.module
