@@ -1765,6 +1765,8 @@ def test_quant_experts_routes_like_the_block(transposed, bias, gate, post_norm, 
         q = pyquant.quantize_(nn.Sequential(copy.deepcopy(block)), pyquant.Int8Config())[0]
         assert isinstance(q, pyquant.nn.QuantExperts) and len(q.up) == len(q.down) == 5
         assert not [n for n, _ in q.named_parameters() if "post_expert_norm" not in n]  # no float expert
+        assert isinstance(pyquant.nn.QuantExperts(block, pyquant.Int8Config()), pyquant.nn.QuantExperts)
+        assert torch.equal(block(hidden, top_k_index[:, :2], top_k_weights[:, :2]), ref)  # left whole
         y = q(hidden, top_k_index, top_k_weights)
         def expert(e, x):
             h = q.up[e](x)

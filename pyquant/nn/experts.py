@@ -11,6 +11,8 @@ and the optional post-expert norm stay the original block's own.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -49,10 +51,13 @@ class QuantExperts(nn.Module):
         up = _up_name(experts)
         self.up = self._per_expert(experts, up, config)
         self.down = self._per_expert(experts, "down_proj", config)
-        # the block without its expert weights: its gating and norm run as they were written
-        for name in (up, "down_proj", up + "_bias", "down_proj_bias"):
-            experts._parameters.pop(name, None)
-        self.block = experts
+        # the block without its expert weights (a shallow copy: the float block is left whole),
+        # its gating and norm run as they were written
+        block = copy.copy(experts)
+        dropped = (up, "down_proj", up + "_bias", "down_proj_bias")
+        block._parameters = {n: p for n, p in experts._parameters.items() if n not in dropped}
+        block._buffers, block._modules = dict(experts._buffers), dict(experts._modules)
+        self.block = block
 
     @staticmethod
     def _per_expert(experts, name: str, config) -> nn.ModuleList:
