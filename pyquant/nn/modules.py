@@ -354,10 +354,16 @@ class QuantLinear(_QuantModule):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"x: expected last dim {self.in_features}, got shape {tuple(x.shape)}")
         if x.dim() == 2:  # the common case without the reshapes (each ~1 us)
-            y = self._gemm(x)
-        else:
-            y = self._gemm(x.reshape(-1, self.in_features)).reshape(*x.shape[:-1], self.out_features)
-        dtype = _out_dtype(x)
+            return self.linear_rows(x)
+        y = self.linear_rows(x.reshape(-1, self.in_features))
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def linear_rows(self, x2d: torch.Tensor) -> torch.Tensor:
+        """The forward of a 2-D CPU input [M, in_features] whose shape the caller has checked,
+        without nn.Module's call machinery (hooks do not run): for containers that call many
+        small layers per step (QuantExperts), ~2 us less per call."""
+        y = self._gemm(x2d)
+        dtype = _out_dtype(x2d)
         return y if y.dtype == dtype else y.to(dtype)
 
     def extra_repr(self) -> str:
