@@ -34,6 +34,7 @@ class LinearExperts(pyquant.nn.QuantExperts):
 
     @staticmethod
     def _per_expert(experts, name, config):
+        assert not experts.has_bias  # (OLMoE's experts have none)
         w = getattr(experts, name).detach()
         w = w.transpose(1, 2) if experts.is_transposed else w
         layers = torch.nn.ModuleList(torch.nn.Linear(w.shape[2], w.shape[1], bias=False)

@@ -16,7 +16,7 @@ import copy
 import torch
 from torch import nn
 
-from .modules import QuantLinear
+from .modules import QuantLinear, _check_device
 
 
 def _up_name(module) -> str:
@@ -38,7 +38,7 @@ def is_experts(module: nn.Module) -> bool:
 
 def _rows(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """A QuantLinear's forward without nn.Module's call machinery (~2 us a call; its hooks do not
-    run), any other layer's call."""
+    run; QuantExperts.forward checks the device once), any other layer's call."""
     return layer.linear_rows(x) if isinstance(layer, QuantLinear) else layer(x)
 
 
@@ -57,12 +57,12 @@ class QuantExperts(nn.Module):
         up = _up_name(experts)
         self.up = self._per_expert(experts, up, config)
         self.down = self._per_expert(experts, "down_proj", config)
-        # the block without its expert weights (a shallow copy: the float block is left whole),
-        # its gating and norm run as they were written
-        block = copy.copy(experts)
-        dropped = (up, "down_proj", up + "_bias", "down_proj_bias")
-        block._parameters = {n: p for n, p in experts._parameters.items() if n not in dropped}
-        block._buffers, block._modules = dict(experts._buffers), dict(experts._modules)
+        # the block without its expert weights (a copy of the rest: the float block is left
+        # whole), its gating and norm run as they were written
+        dropped = [p for n, p in experts._parameters.items()
+                   if n in (up, "down_proj", up + "_bias", "down_proj_bias")]
+        block = copy.deepcopy(experts, {id(p): None for p in dropped})
+        block._parameters = {n: p for n, p in block._parameters.items() if p is not None}
         self.block = block
 
     @staticmethod
@@ -77,6 +77,7 @@ class QuantExperts(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
                 top_k_weights: torch.Tensor) -> torch.Tensor:
+        _check_device(hidden_states)
         out = torch.zeros_like(hidden_states)
         if hidden_states.shape[0] == 1:  # decode: one token through its k experts, few torch ops
             for e, w in zip(top_k_index[0].tolist(), top_k_weights[0]):

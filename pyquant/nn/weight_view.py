@@ -9,16 +9,40 @@ norm, arithmetic, indexing, ``.detach()``, ``.numpy()``, ``torch.save``) runs on
 ``module.dequantize_weight()``, the exact weight the integer GEMM multiplies by, computed then
 and not kept: a K x K x N GEMM, so the first such read of a layer warns (model code that uses a
 weight's values in its forward, e.g. MobileBERT's LM head, pays it on every call: leave that
-layer float). Writes (``mul_``, ``copy_`` into it, ``nn.init``) are refused: they could not reach
-the packed codes. Metadata-only calls that return the tensor itself (``.float()`` of a float32
-weight, ``.cpu()``) keep the view.
+layer float). Ops that need only the shape and dtype (``zeros_like``, ``new_empty``, ...) do not
+dequantize. Writes (``mul_``, ``copy_`` into it, ``w[i] = v``, ``nn.init``, ``w.data = t``) are
+refused: they could not reach the packed codes; a write into a view of it (``w.view(-1).zero_()``)
+reaches only a temporary copy. Metadata-only calls that return the tensor itself (``.float()`` of
+a float32 weight, ``.cpu()``) keep the view.
 """
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 
 import torch
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_flatten, tree_map
+
+# ops that read only the shape and dtype: given an empty stand-in, not the dequantized values
+_METADATA_OPS = {getattr(torch.ops.aten, n).default for n in (
+    "empty_like", "zeros_like", "ones_like", "full_like", "rand_like", "randn_like",
+    "new_empty", "new_zeros", "new_ones", "new_full")}
+_INTERNAL = tuple(os.path.dirname(m.__file__) + os.sep for m in (torch, sys.modules[__package__.split(".")[0]]))
+
+
+def _caller_stacklevel() -> int:
+    """warnings.warn's stacklevel for the first frame outside torch and pyquant (the user's line)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _refuse_write(what: str):
+    raise RuntimeError(
+        f"{what}: a quantized layer's weight cannot be written (it is a view of the packed codes, "
+        "which a write would not reach); change the float weight and quantize again")
 
 
 class QuantizedWeight(torch.Tensor):
@@ -45,28 +69,37 @@ class QuantizedWeight(torch.Tensor):
                 f"the values of a {type(m).__name__}'s weight {list(self.shape)} were read: each "
                 "read dequantizes it (dequantize_weight(), a K x K x N integer GEMM). Model code "
                 "that uses a layer's weight values in its forward pays this on every call; leave "
-                "such a layer float (quantize_'s filter_fn)", stacklevel=3)
+                "such a layer float (quantize_'s filter_fn)", stacklevel=_caller_stacklevel())
         return m.dequantize_weight().to(self.dtype)
 
     @classmethod
     def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         for i, a in enumerate(func._schema.arguments):  # in place or out= into the view
-            if a.alias_info is not None and a.alias_info.is_write and isinstance(
-                    args[i] if i < len(args) else kwargs.get(a.name), QuantizedWeight):
-                raise RuntimeError(
-                    f"{func.__name__}: a quantized layer's weight cannot be written (it is a view "
-                    "of the packed codes, which a write would not reach); change the float "
-                    "weight and quantize again")
+            if a.alias_info is not None and a.alias_info.is_write:
+                written = tree_flatten(args[i] if i < len(args) else kwargs.get(a.name))[0]
+                if any(isinstance(t, QuantizedWeight) for t in written):  # (lists: _foreach_*)
+                    _refuse_write(func.__name__)
 
         def plain(a):
-            return a.materialize() if isinstance(a, QuantizedWeight) else a
+            if not isinstance(a, QuantizedWeight):
+                return a
+            if func in _METADATA_OPS:
+                return torch.empty(a.shape, dtype=a.dtype)
+            return a.materialize()
 
         return func(*tree_map(plain, args), **tree_map(plain, kwargs))
 
     @property
     def data(self):
         return self  # (``w.data.normal_()`` is a write too: refused like ``w.normal_()``)
+
+    @data.setter
+    def data(self, value):
+        _refuse_write("data")
+
+    def __setitem__(self, index, value):
+        _refuse_write("__setitem__")
 
     def numpy(self, *, force: bool = False):  # (torch refuses these for tensor subclasses)
         return self.materialize().numpy()
