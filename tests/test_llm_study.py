@@ -113,6 +113,32 @@ def test_variants_leave_the_fp32_model_untouched(one_thread):
 
 
 @needs_transformers
+def test_moe_preset_converts_experts_and_counts_the_routed_bytes(one_thread):
+    """The olmoe presets: pyquant's configs convert every experts block (QuantExperts), PyTorch's
+    dynamic int8 leaves the 3-D experts float, the fp32 model stays whole, and a decode step's
+    bytes count k of E experts per layer."""
+    base = lm.build_model("olmoe-quick", seed=0)
+    c = base.config
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    prompt = torch.randint(0, c.vocab_size, (1, 8), generator=torch.Generator().manual_seed(1))
+    ref = lm.greedy(base, prompt, 4, keep_logits=True)
+    for name in ("torch-int8", "pq-int8", "pq-w4g32"):
+        v = lm.make_variant(base, name)
+        n_quant = sum(isinstance(m, pyquant.nn.QuantExperts) for m in v.modules())
+        assert n_quant == (0 if name == "torch-int8" else c.num_hidden_layers), name
+        run = lm.greedy(v, prompt, 4, keep_logits=True)
+        assert sqnr_db(ref["logits"], run["logits"]).min() > 10.0, name
+    assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
+    # fp32: attention + LM head + norms + routers in full, the experts' weights at k / E
+    experts = sum(p.numel() for n, p in base.named_parameters() if ".experts." in n) * 4
+    emb = base.get_input_embeddings().weight
+    rest = sum(p.numel() for n, p in base.named_parameters() if ".experts." not in n) * 4 \
+        - (emb.numel() - emb.shape[1]) * 4 + sum(b.numel() * b.element_size() for b in base.buffers())
+    expected = rest + experts * c.num_experts_per_tok / c.num_experts
+    assert abs(lm.weight_bytes_read(base) - expected) <= 8
+
+
+@needs_transformers
 def test_json_schema_and_plot(tmp_path, one_thread, capsys):
     out, png = tmp_path / "llm.json", tmp_path / "llm.png"
     rc = llm.main(["--quick", "--threads", "1", "--tokens", "4", "--prompt-len", "8",

@@ -1,6 +1,7 @@
 """The model side of the LLM decode study (``python -m pyquant.studies.llm``).
 
 A Llama-architecture decoder built from a ``transformers.LlamaConfig`` at a real model's shapes
+(or an OLMoE mixture-of-experts decoder, ``OlmoeConfig``, for the ``olmoe-*`` presets)
 with random weights (speed does not depend on the values, and no checkpoint can be downloaded),
 one variant per config sharing the fp32 weights where it can, a greedy decode loop with the KV
 cache (prefill and decode timed separately), the bytes a decode step reads, and a per-token time
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 import pyquant
+from pyquant.nn.experts import is_experts
 
 EXTRA_HINT = "pip install 'pyquant[llm]'  (transformers>=4.40, tqdm, matplotlib)"
 
@@ -42,13 +44,24 @@ PRESETS = {
     # small enough that every config converts and runs in seconds (the test model)
     "quick": dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=4,
                   num_attention_heads=8, num_key_value_heads=2, vocab_size=4096),
+    # mixture of experts (transformers' OlmoeForCausalLM; its experts are 3-D weights that
+    # quantize_ converts to QuantExperts and quantize_dynamic leaves float). allenai/OLMoE-1B-7B's
+    # shapes with 4 of its 16 layers (all 16 are 27 GB in fp32), and a test-sized one
+    "olmoe-1b-7b-4l": dict(arch="olmoe", hidden_size=2048, intermediate_size=1024,
+                           num_hidden_layers=4, num_attention_heads=16, num_key_value_heads=16,
+                           vocab_size=50304, num_experts=64, num_experts_per_tok=8,
+                           eos_token_id=50279),
+    "olmoe-quick": dict(arch="olmoe", hidden_size=512, intermediate_size=256, num_hidden_layers=4,
+                        num_attention_heads=8, num_key_value_heads=8, vocab_size=4096,
+                        num_experts=8, num_experts_per_tok=2, eos_token_id=0),
 }
 
 # config name -> what it is (order = table order)
 CONFIGS = {
     "fp32": "float32 weights and activations (PyTorch)",
     "bf16": "bfloat16 weights and activations (PyTorch; only where the CPU has native bf16)",
-    "torch-int8": "torch.ao.quantization.quantize_dynamic int8 (per-tensor weights, dynamic activations)",
+    "torch-int8": "torch.ao.quantization.quantize_dynamic int8 (per-tensor weights, dynamic "
+                  "activations; nn.Linear only: an MoE model's 3-D experts stay float)",
     "pq-int8": "pyquant Int8Config() (W8A8; act_bits='auto': 7-bit activations on AVX2 without VNNI)",
     "pq-int8-a8": "pyquant Int8Config(act_bits=8) (W8A8, full 8-bit activations on every CPU)",
     "pq-w4g32": "pyquant WeightOnlyConfig(4, 32) (W4A8)",
@@ -86,14 +99,20 @@ def bf16_native() -> tuple[bool, str]:
 
 
 def build_model(preset: str = "quick", seed: int = 0) -> nn.Module:
-    """A ``LlamaForCausalLM`` in eval mode with random float32 weights (HF's init: normal(0, 0.02))."""
+    """A ``LlamaForCausalLM`` (``OlmoeForCausalLM`` for the olmoe presets) in eval mode with
+    random float32 weights (HF's init: normal(0, 0.02))."""
     transformers = require_transformers()
     if preset not in PRESETS:
         raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
-    cfg = transformers.LlamaConfig(**PRESETS[preset], max_position_embeddings=2048, rms_norm_eps=1e-5,
-                                   tie_word_embeddings=False, use_cache=True)
+    shape = dict(PRESETS[preset])
+    arch = shape.pop("arch", "llama")
+    config_cls, model_cls = {"llama": ("LlamaConfig", "LlamaForCausalLM"),
+                             "olmoe": ("OlmoeConfig", "OlmoeForCausalLM")}[arch]
+    cfg = getattr(transformers, config_cls)(**shape, max_position_embeddings=2048,
+                                            rms_norm_eps=1e-5, tie_word_embeddings=False,
+                                            use_cache=True)
     torch.manual_seed(seed)
-    model = transformers.LlamaForCausalLM(cfg).float().eval()
+    model = getattr(transformers, model_cls)(cfg).float().eval()
     model.requires_grad_(False)
     return model
 
@@ -170,7 +189,24 @@ def weight_bytes_read(model: nn.Module) -> int:
     emb = model.get_input_embeddings().weight
     if id(emb) not in skip:
         total -= emb.numel() * emb.element_size() - emb.shape[1] * emb.element_size()
-    return total
+    return total - _unrouted_expert_bytes(model)
+
+
+def _unrouted_expert_bytes(model: nn.Module) -> int:
+    """An MoE decode step reads k of each layer's E experts: the bytes of the other E - k
+    (counted in full above), on average over the experts."""
+    k = getattr(model.config, "num_experts_per_tok", None)
+    total = 0.0
+    for m in model.modules():
+        if isinstance(m, pyquant.nn.QuantExperts):
+            held = sum(layer.bytes_read_per_call() for layer in (*m.up, *m.down))
+        elif is_experts(m):  # float experts (fp32, bf16, and quantize_dynamic leaves them so)
+            held = sum(t.numel() * t.element_size() for t in m.parameters(recurse=False)
+                       if t.dim() >= 2 and t.shape[0] == m.num_experts)
+        else:
+            continue
+        total += held * (1 - k / m.num_experts)
+    return int(total)
 
 
 def decode_bytes_per_token(model: nn.Module, context: float) -> dict:
