@@ -1,11 +1,13 @@
-"""LLM decode end to end: a Llama-architecture model on pyquant, tokens per second (issue 15).
+"""LLM decode end to end: a Llama-architecture or mixture-of-experts model on pyquant, tokens per second (issue 15).
 
     pip install '.[llm]'                          # transformers, tqdm, matplotlib
     python -m pyquant.studies.llm --quick         # small model, every config, in well under a minute
     python -m pyquant.studies.llm --model tinyllama-1.1b --threads 1,2 --json llm.json --plot llm.png
+    python -m pyquant.studies.llm --model olmoe-1b-7b-4l   # mixture of experts
 
-Builds a ``LlamaForCausalLM`` at a real model's shapes with random weights (no download; speed
-does not depend on the values), converts every ``nn.Linear`` (the LM head too) per config, and
+Builds a ``LlamaForCausalLM`` (an ``OlmoeForCausalLM`` for the olmoe presets) at a real model's
+shapes with random weights (no download; speed does not depend on the values), converts every
+``nn.Linear`` (the LM head too) and MoE experts block per config, and
 reports per config and thread count: prefill tokens/s for the prompt, decode tokens/s for greedy
 generation with the KV cache, model bytes in memory, and the decode roofline: bytes read per
 token (weights + KV cache) / DRAM read bandwidth measured here with the same thread count, and
