@@ -1,4 +1,4 @@
-"""LLM decode end to end: a Llama-architecture or mixture-of-experts model on pyquant, tokens per second (issue 15).
+"""LLM decode end to end: Llama and MoE decoders on pyquant, tokens per second (issue 15).
 
     pip install '.[llm]'                          # transformers, tqdm, matplotlib
     python -m pyquant.studies.llm --quick         # small model, every config, in well under a minute
