@@ -357,6 +357,13 @@ def lowbit_weight(w, bits, gs):
     return codes.view(n, g * gs)[:, :k].contiguous(), scales.view(n, g).float()
 
 
+def group_packs(b) -> list:
+    """WeightOnly's fallback layout (a build without the grouped kernels): the per-group packs
+    that ``packed`` concatenates, cut at ``packed_offsets``."""
+    off = b["packed_offsets"].tolist()
+    return [b["packed"][lo:hi] for lo, hi in zip(off, off[1:])]
+
+
 @_register(WeightOnlyConfig)
 class WeightOnlyScheme(Scheme):
     """State: ``packed`` (codes), ``w_scale`` bfloat16 [N, G], ``w_off`` float32 [N] =
@@ -410,18 +417,16 @@ class WeightOnlyScheme(Scheme):
             k = _backend.packed_shape(b["packed"], "lowbit_gemm", bits=bits)[1]
             return indicator_sums("lowbit_gemm", b["packed"], n, group_bounds(k, gs), False,
                                   bits=bits).contiguous()
-        off = b["packed_offsets"].tolist()  # one pack per group: a row of ones against each
-        return torch.cat([indicator_sums("lowbit_gemm", b["packed"][lo:hi], n, [(0, 1 << 62)],
-                                         False, bits=bits)
-                          for lo, hi in zip(off, off[1:])], 1).contiguous()
+        # one pack per group: a row of ones against each
+        return torch.cat([indicator_sums("lowbit_gemm", pack, n, [(0, 1 << 62)], False, bits=bits)
+                          for pack in group_packs(b)], 1).contiguous()
 
     def dequantize_weight(self, b, reference: bool) -> torch.Tensor:
         bits, gs = self.config.bits, self.config.group_size
         n = b["w_scale"].shape[0]
         if "packed_offsets" in b:  # one pack per group
-            off = b["packed_offsets"].tolist()
-            codes = torch.cat([probe_codes("lowbit_gemm", b["packed"][lo:hi], n, reference, bits=bits)
-                               for lo, hi in zip(off, off[1:])], 1)
+            codes = torch.cat([probe_codes("lowbit_gemm", pack, n, reference, bits=bits)
+                               for pack in group_packs(b)], 1)
         else:
             codes = probe_codes("lowbit_gemm", b["packed"], n, reference, bits=bits)
         return codes.float() * b["w_scale"].float().repeat_interleave(gs, 1)[:, : codes.shape[1]]
@@ -464,10 +469,9 @@ class WeightOnlyScheme(Scheme):
                                             bits=bits, group_size=gs, scales=sw))
         else:
             y = None
-            off = b["packed_offsets"].tolist()
-            for g, (lo, hi) in enumerate(group_bounds(k, gs)):
-                acc = _backend.gemm("lowbit_gemm", q[:, lo:hi], b["packed"][off[g]:off[g + 1]], n,
-                                    hi - lo, reference, bits=bits)
+            for g, ((lo, hi), pack) in enumerate(zip(group_bounds(k, gs), group_packs(b))):
+                acc = _backend.gemm("lowbit_gemm", q[:, lo:hi], pack, n, hi - lo, reference,
+                                    bits=bits)
                 if y is None:
                     y = float_inplace(acc).mul_(sw[:, g])
                 else:
