@@ -8,7 +8,10 @@
 #include <array>
 #include <cmath>
 #include <optional>
+#include <string>
+#include <tuple>
 #include <type_traits>
+#include <vector>
 
 #include "bindings/array_utils.h"
 #include "bindings/packed_utils.h"
@@ -303,6 +306,124 @@ CArray<float> forward_sparq_py(const CArray<float>& x, const CArray<uint8_t>& pa
   return y;
 }
 
+// ---- grouped forwards (forward.h): a list of weights of one shape, and groups [G, 3] of
+// (weight index, first input row, rows); y holds the groups' outputs in group order.
+std::vector<RowGroup> row_groups_of(const CArray<int64_t>& groups, size_t n_weights,
+                                    size_t x_rows, size_t* out_rows) {
+  require(groups.ndim() == 2 && groups.shape(1) == 3,
+          "groups: expected an int64 array [G, 3] of (weight index, first row, rows)");
+  std::vector<RowGroup> out(groups.shape(0));
+  size_t total = 0;
+  for (size_t i = 0; i < out.size(); ++i) {
+    const int64_t* g = groups.data() + 3 * i;
+    const std::string at = "groups[" + std::to_string(i) + "]: ";
+    require(g[0] >= 0 && static_cast<uint64_t>(g[0]) < n_weights,
+            at + "weight index must be in [0, " + std::to_string(n_weights) + ")");
+    require(g[1] >= 0 && g[2] >= 0 && static_cast<uint64_t>(g[1]) <= x_rows &&
+                static_cast<uint64_t>(g[2]) <= x_rows - static_cast<uint64_t>(g[1]),
+            at + "rows [first, first + rows) must lie in x's " + std::to_string(x_rows) + " rows");
+    out[i] = RowGroup{static_cast<size_t>(g[0]), static_cast<size_t>(g[1]),
+                      static_cast<size_t>(g[2])};
+    total += out[i].rows;
+  }
+  *out_rows = total;
+  return out;
+}
+
+// Checks weight i's header against the first weight's shape and x's columns; returns it.
+PackedHeader grouped_header(const CArray<uint8_t>& packed, PackedOp op, size_t i, size_t k,
+                            size_t* n) {
+  const PackedHeader h = checked_header(packed, op);
+  if (i == 0) *n = h.n;
+  require(h.n == *n && h.k == k,
+          "weights[" + std::to_string(i) + "]: expected a packed [N, K] = [" +
+              std::to_string(*n) + ", " + std::to_string(k) +
+              "] weight (weights[0]'s N, x's columns), got [" + std::to_string(h.n) + ", " +
+              std::to_string(h.k) + "]");
+  return h;
+}
+
+std::string weight_arg(size_t i, const char* name) {
+  return "weights[" + std::to_string(i) + "]." + name;
+}
+
+using Int8Args = std::tuple<CArray<uint8_t>, CArray<float>, CArray<float>, OptF, CArray<float>>;
+
+CArray<float> forward_int8_grouped_py(const CArray<float>& x, const std::vector<Int8Args>& weights,
+                                      const CArray<int64_t>& groups, int threads, int act_bits) {
+  require_ndim(x, 2, "x");
+  require(!weights.empty(), "weights: expected at least one weight");
+  require(act_bits == 7 || act_bits == 8,
+          "act_bits: expected 7 or 8, got " + std::to_string(act_bits));
+  const size_t k = x.shape(1);
+  size_t n = 0, rows = 0;
+  std::vector<Int8Weight> ws;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const auto& [packed, w_scale, w_off, bias, act_range] = weights[i];
+    const PackedHeader h = grouped_header(packed, PackedOp::int8_gemm, i, k, &n);
+    require_len(w_scale, n, weight_arg(i, "w_scale").c_str());
+    require_len(w_off, n, weight_arg(i, "w_off").c_str());
+    if (bias) require_len(*bias, n, weight_arg(i, "bias").c_str());
+    ActRange act = act_of(act_range);
+    act.qmax = static_cast<float>((1 << act_bits) - 1);
+    const uint8_t* base = packed.data();
+    ws.push_back(Int8Weight{reinterpret_cast<const int8_t*>(base + h.data_offset),
+                            reinterpret_cast<const int32_t*>(base + h.aux_offset), w_scale.data(),
+                            w_off.data(), bias ? bias->data() : nullptr, act});
+  }
+  const std::vector<RowGroup> gs = row_groups_of(groups, ws.size(), x.shape(0), &rows);
+  CArray<float> y({rows, n});
+  const Isa isa = active_isa();
+  py::gil_scoped_release release;
+  forward_int8_grouped(x.data(), k, ws.data(), gs.data(), gs.size(), n, y.mutable_data(), threads,
+                       isa);
+  return y;
+}
+
+using LowbitArgs = std::tuple<CArray<uint8_t>, CArray<int16_t>, CArray<float>, OptF, CArray<float>>;
+
+CArray<float> forward_lowbit_grouped_py(const CArray<float>& x,
+                                        const std::vector<LowbitArgs>& weights,
+                                        const CArray<int64_t>& groups, int bits,
+                                        size_t group_size, int threads) {
+  require_ndim(x, 2, "x");
+  require(!weights.empty(), "weights: expected at least one weight");
+  require(bits == 2 || bits == 4, "bits: expected 2 or 4, got " + std::to_string(bits));
+  require_group_size(group_size);
+  const size_t k = x.shape(1);
+  size_t n = 0, rows = 0;
+  std::vector<LowbitWeight> ws;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const auto& [packed, panel_scales, w_off, bias, act_range] = weights[i];
+    const PackedHeader h = grouped_header(packed, PackedOp::lowbit_gemm, i, k, &n);
+    require(h.bits == bits, weight_arg(i, "packed") + ": packed with bits=" +
+                                std::to_string(h.bits) + " but called with bits=" +
+                                std::to_string(bits));
+    require_len(panel_scales, round_up(n, kLowbitPanelCols) * div_round_up(k, group_size),
+                weight_arg(i, "panel_scales").c_str());
+    require_len(w_off, n, weight_arg(i, "w_off").c_str());
+    if (bias) require_len(*bias, n, weight_arg(i, "bias").c_str());
+    ws.push_back(LowbitWeight{packed.data() + h.data_offset,
+                              reinterpret_cast<const uint16_t*>(panel_scales.data()), w_off.data(),
+                              bias ? bias->data() : nullptr, act_of(act_range)});
+  }
+  const std::vector<RowGroup> gs = row_groups_of(groups, ws.size(), x.shape(0), &rows);
+  CArray<float> y({rows, n});
+  float* yp = y.mutable_data();
+  const Isa isa = active_isa();
+  py::gil_scoped_release release;
+  if (k == 0) {  // each group's rows are its weight's bias
+    size_t r = 0;
+    for (const RowGroup& g : gs)
+      for (size_t i = 0; i < g.rows; ++i, ++r)
+        for (size_t j = 0; j < n; ++j) yp[r * n + j] = ws[g.weight].bias ? ws[g.weight].bias[j] : 0.0f;
+    return y;
+  }
+  forward_lowbit_grouped(x.data(), k, bits, group_size, ws.data(), gs.data(), gs.size(), n, yp,
+                         threads, isa);
+  return y;
+}
+
 // The activation quantizers on their own (tests compare them with PyTorch references).
 py::tuple lut_act_quantize_py(const CArray<float>& x, const Levels& a_levels, bool mse,
                               const CArray<float>& act_range) {
@@ -358,6 +479,10 @@ void bind_forward(py::module_& m) {
         py::arg("w_scale"),
         py::arg("bias"), py::arg("act_range"), py::arg("threads") = 1,
         py::arg("conv") = py::none());
+  m.def("forward_int8_grouped", &forward_int8_grouped_py, py::arg("x"), py::arg("weights"),
+        py::arg("groups"), py::arg("threads") = 1, py::arg("act_bits") = 8);
+  m.def("forward_lowbit_grouped", &forward_lowbit_grouped_py, py::arg("x"), py::arg("weights"),
+        py::arg("groups"), py::arg("bits"), py::arg("group_size"), py::arg("threads") = 1);
   m.attr("CONV_MAX_GEOMETRY") = py::int_(kConvMaxGeometry);
   m.def("lowbit_panel_scales", &lowbit_panel_scales_py, py::arg("scales"));
   m.def("lut_act_quantize", &lut_act_quantize_py, py::arg("x"), py::arg("a_levels"),

@@ -18,8 +18,10 @@
 #pragma once
 #include <algorithm>
 #include <cstddef>
+#include <vector>
 
 #include "core/macros.h"
+#include "core/thread_pool.h"
 
 namespace pq {
 
@@ -91,5 +93,25 @@ class TaskGrid {
   size_t n_panels_, mr_, m_, tiles_m_ = 0, m_chunks_ = 1;
   bool chunk_major_ = false;
 };
+
+// One GEMM call's prepared work as independent tasks (its rows prepared, its task split made):
+// a driver builds one, then runs its tasks. Several calls' sets run in one parallel region
+// (run_task_sets: the experts a mixture-of-experts layer routes one step to), so the threads
+// wake once and stream the next weight while the last tasks of the previous one finish.
+class TaskSet {
+ public:
+  virtual ~TaskSet() = default;
+  virtual size_t tasks() const = 0;
+  virtual void run(size_t task) const = 0;
+};
+
+inline void run_task_sets(const std::vector<const TaskSet*>& sets, int threads) {
+  std::vector<size_t> first(sets.size() + 1, 0);  // first[i]: set i's first task
+  for (size_t i = 0; i < sets.size(); ++i) first[i + 1] = first[i] + sets[i]->tasks();
+  parallel_for(first.back(), threads, [&](size_t t) {
+    const size_t i = std::upper_bound(first.begin(), first.end(), t) - first.begin() - 1;
+    sets[i]->run(t - first[i]);
+  });
+}
 
 }  // namespace pq

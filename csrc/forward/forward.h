@@ -57,4 +57,37 @@ bool forward_sparq24(const float* x, size_t m, size_t k, const SparqConfig& cfg,
                      const uint8_t* panels, size_t n, const float* w_scale, const float* bias,
                      ActRange act, bool allow_negative, float* y, int threads, Isa isa);
 
+// ---- grouped forwards (forward_grouped.cc): several weights of one shape in one call
+// (a mixture-of-experts layer: the experts one step routes its tokens to). Group g multiplies
+// input rows [in_row0, in_row0 + rows) by weight `weight` into the next `rows` output rows
+// (outputs in group order); groups may share input rows (one token sent to k experts). Each
+// group's rows give exactly what that weight's own forward gives them; all groups' tasks run
+// in one parallel region (core/gemm_tasks.h: run_task_sets).
+struct RowGroup {
+  size_t weight = 0, in_row0 = 0, rows = 0;
+};
+
+struct Int8Weight {  // forward_int8's per-weight arguments
+  const int8_t* panels;
+  const int32_t* col_sums;
+  const float* w_scale;
+  const float* w_off;
+  const float* bias;  // or nullptr
+  ActRange act;
+};
+void forward_int8_grouped(const float* x, size_t k, const Int8Weight* weights,
+                          const RowGroup* groups, size_t n_groups, size_t n, float* y,
+                          int threads, Isa isa);
+
+struct LowbitWeight {  // forward_lowbit's per-weight arguments
+  const uint8_t* panels;
+  const uint16_t* panel_scales;
+  const float* w_off;
+  const float* bias;  // or nullptr
+  ActRange act;
+};
+void forward_lowbit_grouped(const float* x, size_t k, int bits, size_t group_size,
+                            const LowbitWeight* weights, const RowGroup* groups, size_t n_groups,
+                            size_t n, float* y, int threads, Isa isa);
+
 }  // namespace pq

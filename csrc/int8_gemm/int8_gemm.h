@@ -10,6 +10,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #if defined(__SSE__)
 #include <xmmintrin.h>
 #endif
@@ -174,5 +175,11 @@ struct Epilogue;
 void int8_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda_in, bool a_signed,
                    const int8_t* panels, const int32_t* col_sums, size_t n, int32_t* c,
                    int threads, Isa isa, const Epilogue* epilogue = nullptr);
+// The same work prepared as a task set (its converted rows its own), to run beside other calls'
+// (run_task_sets); a, col_sums, the epilogue's arrays and c must outlive it.
+std::unique_ptr<TaskSet> int8_gemm_tasks(const uint8_t* a, size_t m, size_t k, size_t lda_in,
+                                         bool a_signed, const int8_t* panels,
+                                         const int32_t* col_sums, size_t n, int32_t* c,
+                                         int threads, Isa isa, const Epilogue* epilogue);
 
 }  // namespace pq

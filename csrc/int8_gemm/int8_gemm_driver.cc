@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "core/kernel_table.h"
@@ -69,97 +70,149 @@ bool use_wide_rows(const Int8GemmKernels& kern, const Int8GemmProblem& prob, siz
   return true;
 }
 
+// int8_gemm_run's work, prepared: A in the path's format (in place when it already is), the
+// sign-flip column bias, the task split. With own_buffers the converted rows live in the object
+// (several sets alive at once: run_task_sets); else in the calling thread's reusable scratch.
+class Int8GemmTasks final : public TaskSet {
+ public:
+  Int8GemmTasks(const uint8_t* a, size_t m, size_t k, size_t lda_in, bool a_signed,
+                const int8_t* panels, const int32_t* col_sums, size_t n, int32_t* c, int threads,
+                Isa isa, const Epilogue* epilogue, bool own_buffers)
+      : isa_(isa), n_(n), c_(c), epilogue_(epilogue ? *epilogue : Epilogue{}),
+        has_epilogue_(epilogue != nullptr),
+        grid_(int8_task_shape(int8_gemm_kernels(isa), m, n ? n : 1, round_up(k, kInt8GroupK),
+                              round_up(k, kInt8GroupK)),
+              threads) {  // (n = 0: no tasks; the grid needs a panel)
+    if (m == 0 || n == 0) return;
+    if (k == 0) {  // empty sums: done here, no tasks
+      std::memset(c, 0, m * n * sizeof(int32_t));
+      if (epilogue) epilogue_i32(*epilogue, c, n, 0, m, 0, n, isa);
+      return;
+    }
+    const Int8GemmKernels& kern = int8_gemm_kernels(isa);
+    const size_t k_pad = round_up(k, kInt8GroupK);
+    const size_t n_pad = round_up(n, kInt8PanelCols);
+
+    // Activations: use A in place when it already is the path's format, else convert.
+    const bool needs_flip = kern.a_format == Int8AFormat::u8 ? a_signed
+                            : kern.a_format == Int8AFormat::s8 ? !a_signed
+                                                               : false;
+    const size_t align = kern.a_row_align;
+    const bool aligned =
+        align == 0 || (reinterpret_cast<uintptr_t>(a) % align == 0 && lda_in % align == 0);
+    const bool in_place =
+        kern.a_format != Int8AFormat::s16 && !needs_flip && k == k_pad && aligned;
+    if (in_place) {
+      prob_.a = a;
+      prob_.lda = lda_in;
+    } else {
+      // row stride: K padded to the k group, and to the kernel's row alignment (zeros past K)
+      const size_t row = align ? round_up(k_pad, align) : k_pad;
+      const size_t elem = kern.a_format == Int8AFormat::s16 ? 2 : 1;
+      // the calling thread's reusable buffer (slot 2: the fused forwards that call this use
+      // 0-1): a fresh multi-MB allocation per call costs its page faults every time (NEON's s8
+      // rows)
+      uint8_t* a_buf = buffer(m * row * elem + 64, 2, own_buffers);
+      const size_t chunks = m >= 64 && threads > 1 ? static_cast<size_t>(threads) : 1;
+      parallel_for(chunks, threads, [&](size_t t) {
+        prepare_rows(a, lda_in, k, row, a_signed, kern.a_format, a_buf, m * t / chunks,
+                     m * (t + 1) / chunks);
+      });
+      prob_.a = a_buf;
+      prob_.lda = row;
+    }
+
+    // Undo the +-128 offset: sum (a ^ 0x80) w = sum a w +- 128 * colsum.
+    if (needs_flip) {
+      const uint32_t sign = kern.a_format == Int8AFormat::u8 ? static_cast<uint32_t>(-1) : 1u;
+      bias_.resize(n_pad);
+      for (size_t j = 0; j < n_pad; ++j)
+        bias_[j] = static_cast<int32_t>(sign * 128u * static_cast<uint32_t>(col_sums[j]));
+    }
+    prob_.col_bias = needs_flip ? bias_.data() : nullptr;
+    prob_.panels = panels;
+    prob_.k_groups = k_pad / kInt8GroupK;
+    prob_.c = c;
+    prob_.ldc = n;
+    prob_.n = n;
+
+    compute_ = kern.compute;
+    if (use_wide_rows(kern, prob_, m, k_pad, m / grid_.m_chunks())) {
+      // 8-bit rows on a path whose u8 tile takes them by a split route at about half speed: its
+      // int16 tile (compute_wide, offset9) from a = q >> 2 and a_low = q & 3 gives the same sums
+      uint8_t* hi = buffer(2 * m * k_pad + 64, 7, own_buffers);
+      uint8_t* lo = hi + m * k_pad;
+      const uint8_t* q = static_cast<const uint8_t*>(prob_.a);
+      const size_t lda = prob_.lda;
+      const size_t chunks = m >= 64 && threads > 1 ? static_cast<size_t>(threads) : 1;
+      parallel_for(chunks, threads, [&](size_t t) {
+        for (size_t r = m * t / chunks; r < m * (t + 1) / chunks; ++r) {
+          const uint8_t* src = q + r * lda;  // K padding already zero (or k == k_pad)
+          for (size_t i = 0; i < k_pad; ++i) {
+            hi[r * k_pad + i] = static_cast<uint8_t>(src[i] >> 2);
+            lo[r * k_pad + i] = static_cast<uint8_t>(src[i] & 3);
+          }
+        }
+      });
+      prob_.a = hi;
+      prob_.a_low = lo;
+      prob_.lda = k_pad;
+      compute_ = kern.compute_wide;
+    }
+    tasks_ = grid_.tasks();
+  }
+
+  size_t tasks() const override { return tasks_; }
+
+  void run(size_t t) const override {
+    size_t panel, m0, m_end;
+    grid_.task(t, panel, m0, m_end);
+    compute_(prob_, m0, m_end, panel, panel + 1);
+    if (has_epilogue_) {
+      const size_t n0 = panel * kInt8PanelCols;
+      const size_t n1 = n0 + kInt8PanelCols < n_ ? n0 + kInt8PanelCols : n_;
+      epilogue_i32(epilogue_, c_, n_, m0, m_end, n0, n1, isa_);
+    }
+  }
+
+ private:
+  // A 64-byte aligned buffer: owned by this object, or the calling thread's scratch slot.
+  uint8_t* buffer(size_t bytes, int slot, bool own) {
+    if (!own) return static_cast<uint8_t*>(thread_scratch(bytes, slot));
+    owned_.emplace_back(new uint8_t[bytes + 64]);
+    const uintptr_t p = reinterpret_cast<uintptr_t>(owned_.back().get());
+    return reinterpret_cast<uint8_t*>(round_up(p, uintptr_t{64}));
+  }
+
+  Isa isa_;
+  size_t n_;
+  int32_t* c_;
+  Epilogue epilogue_;
+  bool has_epilogue_;
+  TaskGrid grid_;
+  Int8GemmProblem prob_{};
+  Int8ComputeFn compute_ = nullptr;
+  size_t tasks_ = 0;
+  std::vector<int32_t> bias_;
+  std::vector<std::unique_ptr<uint8_t[]>> owned_;
+};
+
 }  // namespace
+
+std::unique_ptr<TaskSet> int8_gemm_tasks(const uint8_t* a, size_t m, size_t k, size_t lda_in,
+                                         bool a_signed, const int8_t* panels,
+                                         const int32_t* col_sums, size_t n, int32_t* c,
+                                         int threads, Isa isa, const Epilogue* epilogue) {
+  return std::make_unique<Int8GemmTasks>(a, m, k, lda_in, a_signed, panels, col_sums, n, c,
+                                         threads, isa, epilogue, true);
+}
 
 void int8_gemm_run(const uint8_t* a, size_t m, size_t k, size_t lda_in, bool a_signed,
                    const int8_t* panels, const int32_t* col_sums, size_t n, int32_t* c,
                    int threads, Isa isa, const Epilogue* epilogue) {
-  if (m == 0 || n == 0) return;
-  if (k == 0) {  // empty sums
-    std::memset(c, 0, m * n * sizeof(int32_t));
-    if (epilogue) epilogue_i32(*epilogue, c, n, 0, m, 0, n, isa);
-    return;
-  }
-  const Int8GemmKernels& kern = int8_gemm_kernels(isa);
-  const size_t k_pad = round_up(k, kInt8GroupK);
-  const size_t n_pad = round_up(n, kInt8PanelCols);
-
-  // Activations: use A in place when it already is the path's format, else convert.
-  const bool needs_flip = kern.a_format == Int8AFormat::u8 ? a_signed
-                          : kern.a_format == Int8AFormat::s8 ? !a_signed
-                                                             : false;
-  const size_t align = kern.a_row_align;
-  const bool aligned =
-      align == 0 || (reinterpret_cast<uintptr_t>(a) % align == 0 && lda_in % align == 0);
-  const bool in_place = kern.a_format != Int8AFormat::s16 && !needs_flip && k == k_pad && aligned;
-  Int8GemmProblem prob{};
-  if (in_place) {
-    prob.a = a;
-    prob.lda = lda_in;
-  } else {
-    // row stride: K padded to the k group, and to the kernel's row alignment (zeros past K)
-    const size_t row = align ? round_up(k_pad, align) : k_pad;
-    const size_t elem = kern.a_format == Int8AFormat::s16 ? 2 : 1;
-    // the calling thread's reusable buffer (slot 2: the fused forwards that call this use 0-1):
-    // a fresh multi-MB allocation per call costs its page faults every time (NEON's s8 rows)
-    uint8_t* a_buf = static_cast<uint8_t*>(thread_scratch(m * row * elem + 64, 2));
-    const size_t chunks = m >= 64 && threads > 1 ? static_cast<size_t>(threads) : 1;
-    parallel_for(chunks, threads, [&](size_t t) {
-      prepare_rows(a, lda_in, k, row, a_signed, kern.a_format, a_buf, m * t / chunks,
-                   m * (t + 1) / chunks);
-    });
-    prob.a = a_buf;
-    prob.lda = row;
-  }
-
-  // Undo the +-128 offset: sum (a ^ 0x80) w = sum a w +- 128 * colsum.
-  std::vector<int32_t> bias;
-  if (needs_flip) {
-    const uint32_t sign = kern.a_format == Int8AFormat::u8 ? static_cast<uint32_t>(-1) : 1u;
-    bias.resize(n_pad);
-    for (size_t j = 0; j < n_pad; ++j)
-      bias[j] = static_cast<int32_t>(sign * 128u * static_cast<uint32_t>(col_sums[j]));
-  }
-  prob.col_bias = needs_flip ? bias.data() : nullptr;
-  prob.panels = panels;
-  prob.k_groups = k_pad / kInt8GroupK;
-  prob.c = c;
-  prob.ldc = n;
-  prob.n = n;
-
-  const TaskGrid grid(int8_task_shape(kern, m, n, k_pad, k_pad), threads);
-  Int8ComputeFn compute = kern.compute;
-  if (use_wide_rows(kern, prob, m, k_pad, m / grid.m_chunks())) {
-    // 8-bit rows on a path whose u8 tile takes them by a split route at about half speed: its
-    // int16 tile (compute_wide, offset9) from a = q >> 2 and a_low = q & 3 gives the same sums
-    uint8_t* hi = static_cast<uint8_t*>(thread_scratch(2 * m * k_pad + 64, 7));
-    uint8_t* lo = hi + m * k_pad;
-    const uint8_t* q = static_cast<const uint8_t*>(prob.a);
-    const size_t chunks = m >= 64 && threads > 1 ? static_cast<size_t>(threads) : 1;
-    parallel_for(chunks, threads, [&](size_t t) {
-      for (size_t r = m * t / chunks; r < m * (t + 1) / chunks; ++r) {
-        const uint8_t* src = q + r * prob.lda;  // K padding already zero (or k == k_pad)
-        for (size_t i = 0; i < k_pad; ++i) {
-          hi[r * k_pad + i] = static_cast<uint8_t>(src[i] >> 2);
-          lo[r * k_pad + i] = static_cast<uint8_t>(src[i] & 3);
-        }
-      }
-    });
-    prob.a = hi;
-    prob.a_low = lo;
-    prob.lda = k_pad;
-    compute = kern.compute_wide;
-  }
-  parallel_for(grid.tasks(), threads, [&](size_t t) {
-    size_t panel, m0, m_end;
-    grid.task(t, panel, m0, m_end);
-    compute(prob, m0, m_end, panel, panel + 1);
-    if (epilogue) {
-      const size_t n0 = panel * kInt8PanelCols;
-      const size_t n1 = n0 + kInt8PanelCols < n ? n0 + kInt8PanelCols : n;
-      epilogue_i32(*epilogue, c, n, m0, m_end, n0, n1, isa);
-    }
-  });
+  const Int8GemmTasks tasks(a, m, k, lda_in, a_signed, panels, col_sums, n, c, threads, isa,
+                            epilogue, false);
+  run_task_sets({&tasks}, threads);
 }
 
 }  // namespace pq

@@ -25,6 +25,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
 #include "core/isa.h"
 #include "core/packed_format.h"
@@ -192,6 +193,7 @@ void lowbit_gemm_grouped_run(const uint8_t* a, size_t m, size_t k, bool a_signed
 
 // --- fused forward (lowbit_gemm_driver.cc) ---
 struct Epilogue;
+class TaskSet;  // core/gemm_tasks.h
 // Panel-layout bfloat16 scales [N_pad / 64][n_groups][64 slots] (panel_scales.h) from float32
 // [n][n_groups] (padding columns zero). False (out unspecified) if a scale is not a bfloat16
 // value (its low 16 bits not zero): the caller raises, nothing is rounded silently.
@@ -203,5 +205,11 @@ void lowbit_grouped_forward_run(const uint8_t* a, size_t lda, size_t m, size_t k
                                 const uint8_t* panels, size_t n, int bits, size_t group_size,
                                 const uint16_t* panel_scales, const Epilogue& ep, float* y,
                                 int threads, Isa isa);
+// The same work prepared as a task set, to run beside other calls' (run_task_sets); a, the
+// scales, ep's arrays and y must outlive it.
+std::unique_ptr<TaskSet> lowbit_forward_tasks(const uint8_t* a, size_t lda, size_t m, size_t k,
+                                              const uint8_t* panels, size_t n, int bits,
+                                              size_t group_size, const uint16_t* panel_scales,
+                                              const Epilogue& ep, float* y, int threads, Isa isa);
 
 }  // namespace pq

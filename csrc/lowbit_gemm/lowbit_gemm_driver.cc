@@ -242,80 +242,132 @@ bool lowbit_panel_scales(const float* scales, size_t n, size_t n_groups, uint16_
   return true;
 }
 
+namespace {
+
+// lowbit_grouped_forward_run's work, prepared: the offset corrections per (row, group) and the
+// path (the decode GEMV over panels, or tiles over the shared task split).
+class LowbitForwardTasks final : public TaskSet {
+ public:
+  LowbitForwardTasks(const uint8_t* a, size_t lda, size_t m, size_t k, const uint8_t* panels,
+                     size_t n, int bits, size_t group_size, const uint16_t* panel_scales,
+                     const Epilogue& ep, float* y, int threads, Isa isa)
+      : a_(a), lda_(lda), m_(m), n_(n), panels_(panels), panel_scales_(panel_scales), ep_(ep),
+        y_(y), isa_(isa), kern_(lowbit_gemm_kernels(isa)),
+        k_groups_(round_up(k, kLowbitGroupK) / kLowbitGroupK), gbytes_(lowbit_group_bytes(bits)),
+        n_groups_(div_round_up(k, group_size)), block_(group_size / kLowbitGroupK),
+        panel_slots_(n_groups_ * kLowbitPanelCols), n_panels_(div_round_up(n, kLowbitPanelCols)),
+        tile_(bits == 4 ? kern_.tile4 : kern_.tile2),
+        tile_grouped_(bits == 4 ? kern_.tile_grouped4 : kern_.tile_grouped2),
+        gemv_(m == 1 ? (bits == 4 ? kern_.gemv_panel4 : kern_.gemv_panel2) : nullptr),
+        grid_(shape(m), threads) {
+    // offset correction per (row, group): offset * activation sum (wrapping uint32)
+    const uint32_t offset = 1u << (bits - 1);
+    corr_.resize(m * n_groups_);
+    for (size_t r = 0; r < m; ++r)
+      for (size_t g = 0; g < n_groups_; ++g) {
+        const uint8_t* src = a + r * lda + g * group_size;
+        const size_t len = (g + 1) * group_size < k ? group_size : k - g * group_size;
+        corr_[r * n_groups_ + g] = offset * byte_sum(src, len);
+      }
+  }
+
+  size_t tasks() const override {
+    if (m_ == 0 || n_ == 0) return 0;
+    return gemv_ ? n_panels_ : grid_.tasks();
+  }
+
+  void run(size_t t) const override {
+    if (gemv_) {  // decode: fused kernel, scales read in place
+      alignas(64) float out[64];
+      const size_t col0 = t * kLowbitPanelCols;
+      const size_t nc = n_ - col0 < kLowbitPanelCols ? n_ - col0 : kLowbitPanelCols;
+      gemv_(a_, panels_ + t * k_groups_ * gbytes_, k_groups_, block_, false, corr_.data(),
+            panel_scales_ + t * panel_slots_, n_groups_, out);
+      epilogue_row_f32(ep_, 0, col0, nc, out, y_ + col0, isa_);
+      return;
+    }
+    size_t panel, m0, m1;
+    grid_.task(t, panel, m0, m1);
+    alignas(64) int32_t sums[kMaxMR * 64];
+    alignas(64) float out[kMaxMR * 64];
+    uint32_t cr[kMaxMR];
+    const size_t col0 = panel * kLowbitPanelCols;
+    const size_t nc = n_ - col0 < kLowbitPanelCols ? n_ - col0 : kLowbitPanelCols;
+    const uint8_t* bp = panels_ + panel * k_groups_ * gbytes_;
+    const uint16_t* sc = panel_scales_ + panel * panel_slots_;
+    std::vector<float> sc_f32;  // the tile + epilogue path's float scales, [group][64 columns]
+    if (!tile_grouped_) {
+      sc_f32.resize(panel_slots_);
+      for (size_t g = 0; g < n_groups_; ++g)
+        widen_panel_scales(sc + g * kLowbitPanelCols, sc_f32.data() + g * kLowbitPanelCols);
+    }
+    for (size_t mt = m0; mt < m1; mt += kern_.mr) {
+      const size_t mr = m1 - mt < kern_.mr ? m1 - mt : kern_.mr;
+      if (tile_grouped_ && n_groups_ > 0) {  // group sums and scales applied inside the kernel,
+        // which writes out on the first group (no zeroing pass: a memset per tile was 6% of a
+        // W4 g64 forward at 1024 x 384 -> 1536 on Zen 4)
+        tile_grouped_(a_ + mt * lda_, lda_, mr, bp, k_groups_, block_, corr_.data() + mt * n_groups_,
+                      n_groups_, sc, out);
+      } else {  // tile + float epilogue per quantization group
+        for (size_t i = 0; i < mr * 64; ++i) out[i] = 0.0f;
+        for (size_t g = 0; g < n_groups_; ++g) {
+          const size_t kb = g * block_;
+          const size_t groups = k_groups_ - kb < block_ ? k_groups_ - kb : block_;
+          tile_(a_ + mt * lda_ + kb * kLowbitGroupK, lda_, mr, bp + kb * gbytes_, groups, false,
+                sums);
+          for (size_t r = 0; r < mr; ++r) cr[r] = corr_[(mt + r) * n_groups_ + g];
+          kern_.group_epilogue(sums, mr, cr, sc_f32.data() + g * kLowbitPanelCols, out);
+        }
+      }
+      epilogue_rows_f32(ep_, mt, mt + mr, col0, nc, out, 64, y_ + mt * n_ + col0, n_, isa_);
+    }
+  }
+
+ private:
+  TaskShape shape(size_t m) const {
+    TaskShape s;
+    s.m = m;
+    s.n_panels = n_panels_ ? n_panels_ : 1;  // (n = 0: no tasks; the grid needs a panel)
+    s.mr = kern_.mr;
+    s.out_row_bytes = n_ * sizeof(float);
+    s.weight_bytes = n_panels_ * (k_groups_ * gbytes_ + panel_slots_ * sizeof(uint16_t));
+    return s;
+  }
+
+  const uint8_t* a_;
+  size_t lda_, m_, n_;
+  const uint8_t* panels_;
+  const uint16_t* panel_scales_;
+  Epilogue ep_;
+  float* y_;
+  Isa isa_;
+  const LowbitGemmKernels& kern_;
+  size_t k_groups_, gbytes_, n_groups_, block_, panel_slots_, n_panels_;
+  LowbitTileFn tile_;
+  LowbitTileGroupedFn tile_grouped_;
+  LowbitGemvGroupedPanelFn gemv_;
+  TaskGrid grid_;
+  std::vector<uint32_t> corr_;
+};
+
+}  // namespace
+
+std::unique_ptr<TaskSet> lowbit_forward_tasks(const uint8_t* a, size_t lda, size_t m, size_t k,
+                                              const uint8_t* panels, size_t n, int bits,
+                                              size_t group_size, const uint16_t* panel_scales,
+                                              const Epilogue& ep, float* y, int threads, Isa isa) {
+  return std::make_unique<LowbitForwardTasks>(a, lda, m, k, panels, n, bits, group_size,
+                                              panel_scales, ep, y, threads, isa);
+}
+
 void lowbit_grouped_forward_run(const uint8_t* a, size_t lda, size_t m, size_t k,
                                 const uint8_t* panels, size_t n, int bits, size_t group_size,
                                 const uint16_t* panel_scales, const Epilogue& ep, float* y,
                                 int threads, Isa isa) {
   if (m == 0 || n == 0) return;
-  const LowbitGemmKernels& kern = lowbit_gemm_kernels(isa);
-  const LowbitTileFn tile = bits == 4 ? kern.tile4 : kern.tile2;
-  const size_t k_groups = round_up(k, kLowbitGroupK) / kLowbitGroupK;
-  const size_t gbytes = lowbit_group_bytes(bits);
-  const uint32_t offset = 1u << (bits - 1);
-  const size_t n_groups = div_round_up(k, group_size);
-  const size_t block = group_size / kLowbitGroupK;  // k-groups per quantization group
-  const size_t panel_slots = n_groups * kLowbitPanelCols;  // scales per panel
-  // offset correction per (row, group): offset * activation sum (wrapping uint32)
-  std::vector<uint32_t> corr(m * n_groups);
-  for (size_t r = 0; r < m; ++r)
-    for (size_t g = 0; g < n_groups; ++g) {
-      const uint8_t* src = a + r * lda + g * group_size;
-      const size_t len = (g + 1) * group_size < k ? group_size : k - g * group_size;
-      corr[r * n_groups + g] = offset * byte_sum(src, len);
-    }
-
-  const LowbitGemvGroupedPanelFn gemv = bits == 4 ? kern.gemv_panel4 : kern.gemv_panel2;
-  if (m == 1 && gemv) {  // decode: fused kernel, scales read in place
-    const size_t n_panels = div_round_up(n, kLowbitPanelCols);
-    parallel_for(n_panels, threads, [&](size_t panel) {
-      alignas(64) float out[64];
-      const size_t col0 = panel * kLowbitPanelCols;
-      const size_t nc = n - col0 < kLowbitPanelCols ? n - col0 : kLowbitPanelCols;
-      gemv(a, panels + panel * k_groups * gbytes, k_groups, block, false, corr.data(),
-           panel_scales + panel * panel_slots, n_groups, out);
-      epilogue_row_f32(ep, 0, col0, nc, out, y + col0, isa);
-    });
-    return;
-  }
-
-  const LowbitTileGroupedFn tile_grouped = bits == 4 ? kern.tile_grouped4 : kern.tile_grouped2;
-  const size_t weight_bytes = div_round_up(n, kLowbitPanelCols) *
-                              (k_groups * gbytes + panel_slots * sizeof(uint16_t));
-  run_tasks(m, n, kern.mr, weight_bytes, n * sizeof(float), threads,
-            [&](size_t panel, size_t m0, size_t m1) {
-    alignas(64) int32_t sums[kMaxMR * 64];
-    alignas(64) float out[kMaxMR * 64];
-    uint32_t cr[kMaxMR];
-    const size_t col0 = panel * kLowbitPanelCols;
-    const size_t nc = n - col0 < kLowbitPanelCols ? n - col0 : kLowbitPanelCols;
-    const uint8_t* bp = panels + panel * k_groups * gbytes;
-    const uint16_t* sc = panel_scales + panel * panel_slots;
-    std::vector<float> sc_f32;  // the tile + epilogue path's float scales, [group][64 columns]
-    if (!tile_grouped) {
-      sc_f32.resize(panel_slots);
-      for (size_t g = 0; g < n_groups; ++g)
-        widen_panel_scales(sc + g * kLowbitPanelCols, sc_f32.data() + g * kLowbitPanelCols);
-    }
-    for (size_t mt = m0; mt < m1; mt += kern.mr) {
-      const size_t mr = m1 - mt < kern.mr ? m1 - mt : kern.mr;
-      if (tile_grouped && n_groups > 0) {  // group sums and scales applied inside the kernel,
-        // which writes out on the first group (no zeroing pass: a memset per tile was 6% of a
-        // W4 g64 forward at 1024 x 384 -> 1536 on Zen 4)
-        tile_grouped(a + mt * lda, lda, mr, bp, k_groups, block, corr.data() + mt * n_groups,
-                     n_groups, sc, out);
-      } else {  // tile + float epilogue per quantization group
-        for (size_t i = 0; i < mr * 64; ++i) out[i] = 0.0f;
-        for (size_t g = 0; g < n_groups; ++g) {
-          const size_t kb = g * block;
-          const size_t groups = k_groups - kb < block ? k_groups - kb : block;
-          tile(a + mt * lda + kb * kLowbitGroupK, lda, mr, bp + kb * gbytes, groups, false, sums);
-          for (size_t r = 0; r < mr; ++r) cr[r] = corr[(mt + r) * n_groups + g];
-          kern.group_epilogue(sums, mr, cr, sc_f32.data() + g * kLowbitPanelCols, out);
-        }
-      }
-      epilogue_rows_f32(ep, mt, mt + mr, col0, nc, out, 64, y + mt * n + col0, n, isa);
-    }
-  });
+  const LowbitForwardTasks tasks(a, lda, m, k, panels, n, bits, group_size, panel_scales, ep, y,
+                                 threads, isa);
+  run_task_sets({&tasks}, threads);
 }
 
 }  // namespace pq
