@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 from torch import nn
 
-from .modules import QuantLinear, _check_device
+from pyquant._threads import get_num_threads
+
+from .modules import QuantLinear, _check_device, _out_dtype
 
 
 def _up_name(module) -> str:
@@ -34,6 +37,21 @@ def is_experts(module: nn.Module) -> bool:
     weights = [getattr(module, n, None) for n in (_up_name(module), "down_proj")]
     return all(isinstance(w, torch.Tensor) and w.dim() == 3 and w.shape[0] == module.num_experts
                for w in weights)
+
+
+def _grouped_args(layers: list, x: torch.Tensor):
+    """The layers' arguments to one grouped native call, or None where each must run its own
+    forward (a layer other than QuantLinear, the reference backend, calibration, tracing, a
+    family without a grouped forward, or an input that needs the autograd guard)."""
+    if torch.is_grad_enabled() and x.requires_grad:  # (QuantLinear's forward raises on backward)
+        return None
+    args, config = [], getattr(layers[0], "config", None)
+    for layer in layers:
+        a = layer.grouped_args() if isinstance(layer, QuantLinear) else None
+        if a is None or (layer.config is not config and layer.config != config):
+            return None  # (one call runs one config)
+        args.append(a)
+    return args
 
 
 def _rows(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -78,32 +96,61 @@ class QuantExperts(nn.Module):
     def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
                 top_k_weights: torch.Tensor) -> torch.Tensor:
         _check_device(hidden_states)
+        e_max = self.num_experts  # (expert-parallel sentinels, outside [0, E), are skipped)
+        if hidden_states.shape[0] == 1:  # decode: the token's k experts in slot order, no sort
+            slots = [(j, e) for j, e in enumerate(top_k_index[0].tolist()) if 0 <= e < e_max]
+            experts = [e for _, e in slots]
+            up_groups = [(i, 0, 1) for i in range(len(slots))]
+            tokens = torch.zeros(len(slots), dtype=torch.long)
+            weights = top_k_weights[0, [j for j, _ in slots]]
+            x = hidden_states
+        else:  # the (token, slot) pairs grouped by expert: one sort
+            k = top_k_index.shape[-1]
+            flat = top_k_index.reshape(-1)
+            pairs = ((flat >= 0) & (flat < e_max)).nonzero().view(-1)
+            order = pairs[torch.argsort(flat[pairs], stable=True)]
+            ids, counts = torch.unique_consecutive(flat[order], return_counts=True)
+            experts, counts = ids.tolist(), counts.tolist()
+            starts = [0]
+            for n in counts[:-1]:
+                starts.append(starts[-1] + n)
+            up_groups = [(i, r0, n) for i, (r0, n) in enumerate(zip(starts, counts))]
+            tokens = order // k
+            weights = top_k_weights.reshape(-1)[order]
+            x = hidden_states[tokens]
         out = torch.zeros_like(hidden_states)
-        if hidden_states.shape[0] == 1:  # decode: one token through its k experts, few torch ops
-            for e, w in zip(top_k_index[0].tolist(), top_k_weights[0]):
-                if 0 <= e < self.num_experts:  # (expert-parallel sentinels are skipped)
-                    out.addcmul_(self._expert(e, hidden_states), w)
+        if not experts:
             return out
-        # the (token, slot) pairs grouped by expert: one sort, then one slice per expert hit
-        k = top_k_index.shape[-1]
-        order = torch.argsort(top_k_index.reshape(-1), stable=True)
-        experts, counts = torch.unique_consecutive(top_k_index.reshape(-1)[order], return_counts=True)
-        weights = top_k_weights.reshape(-1)[order, None]
-        tokens = order // k
-        start = 0
-        for e, n in zip(experts.tolist(), counts.tolist()):
-            if 0 <= e < self.num_experts:
-                token = tokens[start:start + n]
-                h = self._expert(e, hidden_states[token]) * weights[start:start + n]
-                out.index_add_(0, token, h.to(out.dtype))
-            start += n
+        h = self._project(self.up, experts, x, up_groups)
+        h = self.block._apply_gate(h) if self.has_gate else self.block.act_fn(h)
+        # h's rows are in group order: each group's rows are the next ones
+        down_groups, r0 = [], 0
+        for i, _, n in up_groups:
+            down_groups.append((i, r0, n))
+            r0 += n
+        h = self._project(self.down, experts, h, down_groups)
+        if self.has_post_expert_norm:
+            h = self.block.post_expert_norm(h)
+        out.index_add_(0, tokens, (h * weights[:, None]).to(out.dtype))
         return out
 
-    def _expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
-        h = _rows(self.up[e], x)
-        h = self.block._apply_gate(h) if self.has_gate else self.block.act_fn(h)
-        h = _rows(self.down[e], h)
-        return self.block.post_expert_norm(h) if self.has_post_expert_norm else h
+    @staticmethod
+    def _project(layers: nn.ModuleList, experts: list, x: torch.Tensor, groups: list) -> torch.Tensor:
+        """Rows of x through experts' layers: group (i, r0, n) sends rows [r0, r0 + n) to
+        layers[experts[i]]; the outputs in group order. One native call for all groups where
+        every layer has a grouped forward (scheme.run_grouped), else a call per group; both give
+        the same bits."""
+        picked = [layers[e] for e in experts]
+        args = _grouped_args(picked, x)
+        if args is None:
+            return torch.cat([_rows(picked[i], x[r0:r0 + n]) for i, r0, n in groups])
+        xf = x if x.dtype == torch.float32 else x.float()
+        y = picked[0].scheme.run_grouped(xf.contiguous().numpy(), args,
+                                         np.array(groups, dtype=np.int64).reshape(-1, 3),
+                                         get_num_threads())
+        y = torch.from_numpy(y)
+        dtype = _out_dtype(x)
+        return y if y.dtype == dtype else y.to(dtype)
 
     def extra_repr(self) -> str:
         return f"num_experts={self.num_experts}, config={self.config!r}"

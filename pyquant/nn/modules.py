@@ -156,7 +156,7 @@ class _QuantModule(nn.Module):
         them stale), the fused forward's constants (``Scheme.derived``: scale x column-sum
         products, panel-layout scales; non-persistent, so the state_dict format stays the packed
         weight + scales) and the native call bound to the buffers."""
-        self._run, self._bound, self._moved = None, (), False
+        self._run, self._bound, self._moved, self._grouped = None, (), False, None
         with torch.inference_mode(False), torch.no_grad():
             memo = self.__dict__.setdefault("_memo", {})
             for name, t in self.scheme.recomputed(self._buffers, self.reference, memo).items():
@@ -171,6 +171,8 @@ class _QuantModule(nn.Module):
         if not self.reference and all(t is None or (t.device.type == "cpu" and t.is_contiguous())
                                       for t in bufs.values()):
             self._run = self.scheme.bind(bufs, self.act_range, self.bias)
+            if self._run is not None:
+                self._grouped = self.scheme.grouped_args(bufs, self.act_range, self.bias)
         # every path checks these versions before a call (_native_run), bound or not
         self._bound = tuple((n, t, _version(t)) for n, t in bufs.items())
 
@@ -365,6 +367,16 @@ class QuantLinear(_QuantModule):
         y = self._gemm(x2d)
         dtype = _out_dtype(x2d)
         return y if y.dtype == dtype else y.to(dtype)
+
+    def grouped_args(self):
+        """This layer's arguments to ``scheme.run_grouped`` (several layers of one shape in one
+        native call: QuantExperts), or None where its own forward must run (the reference
+        backend, calibration, tracing, a layout without a grouped forward)."""
+        if self._run is None or self._observer is not None or _tracing():
+            return None
+        if self._native_run() is None:  # (rebinds first after an edited or moved buffer)
+            return None
+        return self._grouped
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

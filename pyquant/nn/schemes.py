@@ -228,6 +228,19 @@ class Scheme:
         """Whether ``op`` exists for this layout (else it returns None)."""
         return False
 
+    def grouped_args(self, b, act_range, bias):
+        """This layer's arguments to the family's grouped forward (``run_grouped``: several
+        layers of one shape in one native call, e.g. a mixture of experts' experts), or None
+        where the family has none."""
+        return None
+
+    def run_grouped(self, x, weights: list, groups, threads: int):
+        """x float32 ndarray [R, K]; weights: ``grouped_args`` of layers of this config and one
+        shape; groups int64 [G, 3] of (index into weights, first row of x, rows). Returns
+        float32 [sum of rows, N]: each group's rows through its layer, in group order, exactly
+        as that layer's own forward gives them."""
+        raise NotImplementedError
+
 
 def _np(t):
     return None if t is None else t.numpy()
@@ -277,6 +290,12 @@ class Int8Scheme(Scheme):
         f, bits = _C.forward_int8, self.config.act_bits
         p, s, o, bi, r = (_np(t) for t in (b["packed"], b["w_scale"], b["w_off"], bias, act_range))
         return lambda x, threads, conv=None: f(x, p, s, o, bi, r, threads, bits, conv)
+
+    def grouped_args(self, b, act_range, bias):
+        return tuple(_np(t) for t in (b["packed"], b["w_scale"], b["w_off"], bias, act_range))
+
+    def run_grouped(self, x, weights, groups, threads):
+        return _C.forward_int8_grouped(x, weights, groups, threads, self.config.act_bits)
 
     def has_op(self, b) -> bool:
         return True
@@ -449,6 +468,15 @@ class WeightOnlyScheme(Scheme):
         f, bits, gs = _C.forward_lowbit, self.config.bits, self.config.group_size
         p, s, o, bi, r = (_np(t) for t in (b["packed"], b["panel_scales"], b["w_off"], bias, act_range))
         return lambda x, threads, conv=None: f(x, p, bits, gs, s, o, bi, r, threads, conv)
+
+    def grouped_args(self, b, act_range, bias):
+        if "packed_offsets" in b:
+            return None
+        return tuple(_np(t) for t in (b["packed"], b["panel_scales"], b["w_off"], bias, act_range))
+
+    def run_grouped(self, x, weights, groups, threads):
+        c = self.config
+        return _C.forward_lowbit_grouped(x, weights, groups, c.bits, c.group_size, threads)
 
     def has_op(self, b) -> bool:
         return "packed_offsets" not in b
