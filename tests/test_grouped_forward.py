@@ -166,3 +166,21 @@ def test_quant_experts_per_expert_where_no_grouped_forward(monkeypatch):
         y = q(hidden, index, weights)
         monkeypatch.setattr(QuantLinear, "grouped_args", lambda self: None)
         assert torch.equal(y, q(hidden, index, weights))
+
+
+def test_hugepage_arena_buffers_are_disjoint_and_aligned(rng):
+    """_C.hugepage_bytes (csrc/core/hugepage_arena.h): 64-byte aligned buffers that never overlap,
+    small ones cut from shared arenas and large ones mapped alone, freed in any order (an
+    emptied arena is reused or unmapped)."""
+    sizes = [0, 1, 63, 64, 4096, 65536, 1 << 20, 3 << 20, 20 << 20, 40 << 20]
+    for _ in range(3):
+        bufs = [_C.hugepage_bytes(int(n)) for n in sizes + list(rng.integers(1, 5 << 20, 24))]
+        for i, b in enumerate(bufs):
+            assert b.ctypes.data % 64 == 0 and b.dtype == np.uint8 and b.flags.writeable
+            b[:] = i % 251
+        for i, b in enumerate(bufs):
+            assert (b == i % 251).all(), i
+        spans = sorted((b.ctypes.data, b.ctypes.data + b.nbytes) for b in bufs if b.nbytes)
+        assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:]))
+        for i in rng.permutation(len(bufs)):
+            bufs[i] = None

@@ -588,9 +588,10 @@ def test_bound_call_follows_the_buffers(rng, config, tmp_path):
 @pytest.mark.parametrize("config", [pyquant.Int8Config(), pyquant.WeightOnlyConfig(4, 32)],
                          ids=lambda c: type(c).__name__)
 def test_large_buffers_rehomed_after_reload(rng, config, tmp_path):
-    """Weights of at least 4 MiB that arrive from a pickle or load_state_dict(assign=True) are
-    copied once into numpy memory (huge pages at decode, modules._rehome_large_buffers): same
-    values, same outputs, persistence kept, and no second copy on the next refresh."""
+    """Buffers of at least 64 KiB, made at conversion or arrived from a pickle or
+    load_state_dict(assign=True), are copied once into huge-page arena memory
+    (modules._rehome_large_buffers): same values, same outputs, persistence kept, and no second
+    copy on the next refresh."""
     import io
     import sys
     from pyquant.nn.modules import _want_hugepages
@@ -598,10 +599,12 @@ def test_large_buffers_rehomed_after_reload(rng, config, tmp_path):
     x = torch.from_numpy(rng.standard_normal((1, 2048)).astype(f32))
     with torch.no_grad():
         a = QuantLinear.from_linear(lin, config)
-        big = [n for n, t in a._buffers.items() if _want_hugepages(t)]
+        assert {t.data_ptr() for t in a._buffers.values() if _want_hugepages(t)} == a._hugepage_ptrs
+        # (the derived buffers, remade by every refresh, are left out below)
+        big = [n for n in a.state_dict() if _want_hugepages(a._buffers[n])]
         assert "packed" in big or not sys.platform.startswith("linux")
         ptrs = {n: a._buffers[n].data_ptr() for n in big}
-        a._refresh_derived()  # already numpy memory: nothing copied
+        a._refresh_derived()  # already arena memory: nothing copied
         assert {n: a._buffers[n].data_ptr() for n in big} == ptrs
         f = io.BytesIO()
         torch.save(a, f)

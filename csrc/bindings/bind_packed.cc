@@ -1,11 +1,15 @@
 // _C.validate_packed: the ops' own buffer validation (packed_utils.h), callable on its own so
 // that loading a weight (PackedWeight unpickling, load_state_dict into a quantized module) checks
 // it up front instead of at the first forward, payload included (packed_utils.h
-// validate_packed_payload). Plus the packed format's shape limits.
+// validate_packed_payload). Plus the packed format's shape limits, and the huge-page memory that
+// quantized modules keep their streamed buffers in (core/hugepage_arena.h).
 #include <pybind11/stl.h>
+
+#include <new>
 
 #include "bindings/array_utils.h"
 #include "bindings/packed_utils.h"
+#include "core/hugepage_arena.h"
 
 namespace pq {
 namespace {
@@ -57,6 +61,14 @@ py::dict validate_packed(const CArray<uint8_t>& buf, const std::string& op,
   return out;
 }
 
+// An uninitialized uint8 array of nbytes in huge-page arena memory, freed with the array.
+py::array_t<uint8_t> hugepage_bytes(size_t nbytes) {
+  void* p = hugepage_alloc(nbytes);
+  if (!p) throw std::bad_alloc();
+  py::capsule owner(p, [](void* q) { hugepage_free(q); });
+  return py::array_t<uint8_t>({nbytes}, {size_t{1}}, static_cast<uint8_t*>(p), owner);
+}
+
 }  // namespace
 
 void bind_packed(py::module_& m) {
@@ -66,6 +78,10 @@ void bind_packed(py::module_& m) {
         "header, layout and size; with `payload` (load time) also that the regions derived from "
         "the weights match them (int8 column sums: one pass over the weights). Returns {op, n, "
         "k, nbytes, params}; raises ValueError naming `name` otherwise.");
+  m.def("hugepage_bytes", &hugepage_bytes, py::arg("nbytes"),
+        "An uninitialized uint8 array of nbytes, 64-byte aligned, on transparent huge pages "
+        "where the OS gives them (shared 2 MiB-aligned arenas, core/hugepage_arena.h).");
+  m.attr("HUGEPAGE_ARENAS") = py::bool_(hugepage_arenas_available());
   m.attr("PACKED_MAX_N") = py::int_(kPackedMaxN);
   m.attr("PACKED_MAX_K") = py::int_(kPackedMaxK);
 }

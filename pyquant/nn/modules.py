@@ -20,16 +20,26 @@ from .schemes import scheme_for
 from .weight_view import QuantizedWeight
 
 
-# numpy asks Linux for transparent huge pages (madvise) on arrays of at least 4 MiB; decode
-# streams every weight byte once per token, and on 4 KiB pages the cold GEMV ran 10-25% slower
-# (Zen 4, docs/notes/nn_forward.md, tenth session)
-_HUGEPAGE_MIN_BYTES = 4 << 20
+# Decode streams every weight byte once per token, and on 4 KiB pages a cold GEMV ran 10-25%
+# slower (Zen 4, tenth session) and 4-14% at 1-4 MB (Zen 5, 32nd session; docs/notes/
+# nn_forward.md). Buffers from this size up are kept in huge-page arena memory
+# (_C.hugepage_bytes, csrc/core/hugepage_arena.h): most layers' weights are under the 4 MiB
+# from which numpy itself asks for huge pages, and those numpy gets are not 2 MiB-aligned.
+_HUGEPAGE_MIN_BYTES = 64 << 10
 _HUGEPAGE_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.float32)
 
 
 def _want_hugepages(t) -> bool:
-    return (sys.platform.startswith("linux") and t is not None and t.device.type == "cpu"
+    return (_C.HUGEPAGE_ARENAS and t is not None and t.device.type == "cpu"
             and t.dtype in _HUGEPAGE_DTYPES and t.numel() * t.element_size() >= _HUGEPAGE_MIN_BYTES)
+
+
+def _on_hugepages(t: torch.Tensor) -> torch.Tensor:
+    """A copy of t in huge-page arena memory (freed with the tensor)."""
+    src = t.contiguous().numpy()
+    arr = _C.hugepage_bytes(src.nbytes).view(src.dtype).reshape(src.shape)
+    arr[...] = src
+    return torch.from_numpy(arr)
 
 
 def keeping_dtypes(fn):
@@ -129,8 +139,8 @@ class _QuantModule(nn.Module):
         self._observer = None
         self._run = None
         self._config_text = repr(config)  # a constant string for the reference op (compile)
-        self._hugepage_ptrs = set()  # buffers known to sit in numpy (huge-page) memory
-        self._refresh_derived(fresh=True)
+        self._hugepage_ptrs = set()  # buffers known to sit in huge-page arena memory
+        self._refresh_derived()
         self.register_load_state_dict_post_hook(_refresh_after_load)
 
     def __getstate__(self):
@@ -148,7 +158,7 @@ class _QuantModule(nn.Module):
         _load.check_own_buffers(self)
         self._refresh_derived()
 
-    def _refresh_derived(self, fresh: bool = False):
+    def _refresh_derived(self):
         """Made here, at conversion and after load_state_dict (and again if a buffer object is
         replaced or edited in place, e.g. by ``module.to`` or ``module.w_scale.mul_(2)``), never
         per call: the state-dict entries that follow from the others (``Scheme.recomputed``:
@@ -166,7 +176,7 @@ class _QuantModule(nn.Module):
                 derived = self.scheme.derived(self._buffers)
                 for name, t in derived.items():
                     self.register_buffer(name, t.contiguous(), persistent=False)
-                self._rehome_large_buffers(fresh, made_here=tuple(derived))
+                self._rehome_large_buffers()
         bufs = self._buffers
         if not self.reference and all(t is None or (t.device.type == "cpu" and t.is_contiguous())
                                       for t in bufs.values()):
@@ -176,18 +186,17 @@ class _QuantModule(nn.Module):
         # every path checks these versions before a call (_native_run), bound or not
         self._bound = tuple((n, t, _version(t)) for n, t in bufs.items())
 
-    def _rehome_large_buffers(self, fresh: bool, made_here=()) -> None:
-        """Large buffers that arrived from elsewhere (unpickling, ``load_state_dict(assign=True)``,
-        ``module.to``) are copied once into numpy memory, which gets huge pages; at conversion
-        (``fresh``) and for the derived buffers just made (``made_here``: numpy arrays from the
-        native side) they are only recorded."""
+    def _rehome_large_buffers(self) -> None:
+        """Large buffers not yet in huge-page arena memory (made at conversion, derived, or
+        arrived by unpickling, ``load_state_dict(assign=True)`` or ``module.to``) are copied there
+        once (see _HUGEPAGE_MIN_BYTES)."""
         known = getattr(self, "_hugepage_ptrs", set())  # (absent in older pickles)
         now = set()  # only the current buffers: no stale addresses kept across reloads
         for name, t in self._buffers.items():
             if not _want_hugepages(t) or t.is_shared():  # (shared memory stays shared)
                 continue
-            if not (fresh or name in made_here or t.data_ptr() in known):
-                t = torch.from_numpy(t.contiguous().numpy().copy())
+            if t.data_ptr() not in known:
+                t = _on_hugepages(t)
                 self._buffers[name] = t  # keeps the buffer's persistence
             now.add(t.data_ptr())
         self._hugepage_ptrs = now

@@ -156,7 +156,8 @@ def format_table(doc: dict) -> str:
             for r in doc["rows"] if r["threads"] in base and r["config"] != "torch-int8"))
     prof = [r for r in doc["rows"] if "profile" in r]
     if prof:
-        lines += ["", "per decode token (ms): total = linear + rest; pyquant linear = kernels + wrappers",
+        lines += ["", "per decode token (ms): total = linear + rest (linear: Linear layers and MoE experts "
+                  "blocks; calls: theirs); pyquant linear = kernels + wrappers",
                   f"{'config':<11} {'thr':>3} {'total':>8} {'linear':>8} {'kernels':>8} {'wrappers':>8} "
                   f"{'rest':>8} {'calls':>6}"]
         for r in prof:

@@ -297,8 +297,12 @@ def set_threads(n: int) -> None:
 
 # ------------------------------------------------------------------------------------ profile
 def _linear_modules(model):
-    kinds = (nn.Linear, pyquant.nn.QuantLinear) + _dynamic_linear_types()
-    return [m for m in model.modules() if isinstance(m, kinds)]
+    """The Linear-like modules and the MoE experts blocks (float or QuantExperts: their
+    projections run inside them, not as modules of their own)."""
+    from pyquant.nn.experts import is_experts
+
+    kinds = (nn.Linear, pyquant.nn.QuantLinear, pyquant.nn.QuantExperts) + _dynamic_linear_types()
+    return [m for m in model.modules() if isinstance(m, kinds) or is_experts(m)]
 
 
 class _NativeTimer:
@@ -343,10 +347,11 @@ class _NativeTimer:
 
 
 def profile_decode(model, prompt: torch.Tensor, new_tokens: int) -> dict:
-    """Per decode token, in ms: ``linear`` (inside every Linear-like module's forward), split for
-    pyquant's QuantLinear into ``kernels`` (the native calls) and ``wrappers`` (QuantLinear.forward
-    minus its native calls: activation quantization in PyTorch ops, argument checks, numpy/torch
-    conversions), and ``rest`` (attention, RoPE, norms, MLP activation, embedding, argmax, cache).
+    """Per decode token, in ms: ``linear`` (inside every Linear-like module's forward and every
+    MoE experts block's), split for pyquant's QuantLinear and QuantExperts into ``kernels`` (the
+    native calls) and ``wrappers`` (their forwards minus the native calls: argument checks,
+    numpy/torch conversions, an experts block's routing and gating), and ``rest`` (attention,
+    RoPE, norms, MLP activation, router, embedding, argmax, cache).
     Timers are perf_counter around module forwards (hooks) and native calls; the hook overhead
     (~µs per module) lands in ``linear``."""
     mods = _linear_modules(model)
@@ -362,7 +367,7 @@ def profile_decode(model, prompt: torch.Tensor, new_tokens: int) -> dict:
             dt = time.perf_counter() - start[id(m)]
             acc["linear"] += dt
             acc["linear_calls"] += 1
-            if isinstance(m, pyquant.nn.QuantLinear):
+            if isinstance(m, (pyquant.nn.QuantLinear, pyquant.nn.QuantExperts)):
                 acc["quant_linear"] += dt
 
     handles = [h for m in mods for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post))]
