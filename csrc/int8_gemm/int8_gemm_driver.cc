@@ -80,9 +80,9 @@ class Int8GemmTasks final : public TaskSet {
                 Isa isa, const Epilogue* epilogue, bool own_buffers)
       : isa_(isa), n_(n), c_(c), epilogue_(epilogue ? *epilogue : Epilogue{}),
         has_epilogue_(epilogue != nullptr),
-        grid_(int8_task_shape(int8_gemm_kernels(isa), m, n ? n : 1, round_up(k, kInt8GroupK),
-                              round_up(k, kInt8GroupK)),
-              threads) {  // (n = 0: no tasks; the grid needs a panel)
+        grid_(int8_task_shape(int8_gemm_kernels(isa), m ? m : 1, n ? n : 1,
+                              round_up(k, kInt8GroupK), round_up(k, kInt8GroupK)),
+              threads) {  // (m or n = 0: no tasks; the grid needs a row and a panel)
     if (m == 0 || n == 0) return;
     if (k == 0) {  // empty sums: done here, no tasks
       std::memset(c, 0, m * n * sizeof(int32_t));

@@ -259,7 +259,7 @@ class LowbitForwardTasks final : public TaskSet {
         tile_(bits == 4 ? kern_.tile4 : kern_.tile2),
         tile_grouped_(bits == 4 ? kern_.tile_grouped4 : kern_.tile_grouped2),
         gemv_(m == 1 ? (bits == 4 ? kern_.gemv_panel4 : kern_.gemv_panel2) : nullptr),
-        grid_(shape(m), threads) {
+        grid_(shape(m ? m : 1), threads) {  // (m = 0: no tasks; the grid needs a row)
     // offset correction per (row, group): offset * activation sum (wrapping uint32)
     const uint32_t offset = 1u << (bits - 1);
     corr_.resize(m * n_groups_);
