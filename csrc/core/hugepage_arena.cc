@@ -5,7 +5,18 @@
 #include <map>
 #include <mutex>
 
-#if defined(__linux__)
+// Under AddressSanitizer the buffers come from the heap, whose bounds it checks (it cannot see
+// past the end of a buffer inside an arena).
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PQ_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define PQ_ASAN 1
+#endif
+#if defined(__linux__) && !defined(PQ_ASAN)
+#define PQ_ARENAS 1
 #include <sys/mman.h>
 #endif
 
@@ -21,7 +32,7 @@ struct Arena {
   size_t size = 0, used = 0, live = 0;
 };
 
-#if defined(__linux__)
+#if defined(PQ_ARENAS)
 // A mapping of `bytes` (rounded to 4 KiB) that starts on a 2 MiB boundary, advised for huge
 // pages; its end is not padded, so a partial last 2 MiB stays on small pages.
 char* map_aligned(size_t bytes) {
@@ -43,7 +54,7 @@ void unmap(char* p, size_t bytes) { munmap(p, (bytes + 4095) & ~size_t{4095}); }
 class Arenas {
  public:
   void* alloc(size_t bytes) {
-#if defined(__linux__)
+#if defined(PQ_ARENAS)
     const size_t need = ((bytes ? bytes : 1) + kAlign - 1) & ~(kAlign - 1);
     std::lock_guard<std::mutex> lock(mu_);
     if (need > kArenaBytes / 4) {  // large: a mapping of its own
@@ -69,7 +80,7 @@ class Arenas {
 
   void free(void* ptr) {
     if (!ptr) return;
-#if defined(__linux__)
+#if defined(PQ_ARENAS)
     std::lock_guard<std::mutex> lock(mu_);
     auto it = arenas_.upper_bound(static_cast<char*>(ptr));  // the arena holding ptr
     if (it == arenas_.begin()) return;
@@ -86,7 +97,7 @@ class Arenas {
   }
 
  private:
-#if defined(__linux__)
+#if defined(PQ_ARENAS)
   void release(Arena* a) {
     char* base = a->base;
     unmap(base, a->size);
@@ -110,7 +121,7 @@ void* hugepage_alloc(size_t bytes) { return arenas().alloc(bytes); }
 void hugepage_free(void* p) { arenas().free(p); }
 
 bool hugepage_arenas_available() {
-#if defined(__linux__)
+#if defined(PQ_ARENAS)
   return true;
 #else
   return false;

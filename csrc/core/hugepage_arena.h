@@ -7,8 +7,8 @@
 // most layers' weights are 0.3-4 MB. Buffers are therefore cut from shared 2 MiB-aligned arenas
 // (one bump pointer, 64-byte aligned): a model's weights lie back to back on huge pages, at most
 // one partly used huge page per arena. An arena is unmapped when its last buffer is freed (the
-// space of freed buffers is not reused before). Elsewhere (not Linux, or mmap refused) buffers
-// come from the ordinary heap.
+// space of freed buffers is not reused before). Elsewhere (not Linux, or an AddressSanitizer
+// build) buffers come from the ordinary heap.
 #pragma once
 #include <cstddef>
 
@@ -19,7 +19,7 @@ namespace pq {
 void* hugepage_alloc(size_t bytes);
 void hugepage_free(void* p);
 
-// Whether buffers come from huge-page arenas here (Linux with mmap).
+// Whether buffers come from huge-page arenas here (Linux, not under AddressSanitizer).
 bool hugepage_arenas_available();
 
 }  // namespace pq
