@@ -2,8 +2,10 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <iterator>
 #include <map>
 #include <mutex>
+#include <unordered_map>
 
 // Under AddressSanitizer the buffers come from the heap, whose bounds it checks (it cannot see
 // past the end of a buffer inside an arena).
@@ -29,7 +31,9 @@ constexpr size_t kAlign = 64;
 
 struct Arena {
   char* base = nullptr;
-  size_t size = 0, used = 0, live = 0;
+  size_t size = 0, used = 0, live = 0;  // used: the bump pointer (offset)
+  bool own = false;                     // one large buffer's mapping of its own
+  std::map<size_t, size_t> free;        // freed blocks below `used`: offset -> bytes
 };
 
 #if defined(PQ_ARENAS)
@@ -51,6 +55,8 @@ char* map_aligned(size_t bytes) {
 void unmap(char* p, size_t bytes) { munmap(p, (bytes + 4095) & ~size_t{4095}); }
 #endif
 
+// Freed space is reused first fit (a module reloaded in a loop makes and drops buffers of the
+// same sizes), so resident memory follows the live buffers, not the history.
 class Arenas {
  public:
   void* alloc(size_t bytes) {
@@ -60,18 +66,22 @@ class Arenas {
     if (need > kArenaBytes / 4) {  // large: a mapping of its own
       char* p = map_aligned(need);
       if (!p) return nullptr;
-      arenas_[p] = Arena{p, need, need, 1};
+      arenas_[p] = Arena{p, need, need, 1, true, {}};
+      sizes_[p] = need;
       return p;
     }
-    if (!current_ || current_->used + need > current_->size) {
-      char* p = map_aligned(kArenaBytes);
-      if (!p) return nullptr;
-      if (current_ && current_->live == 0) release(current_);
-      current_ = &(arenas_[p] = Arena{p, kArenaBytes, 0, 0});
+    char* out = reuse(need);
+    if (!out) {
+      if (!current_ || current_->used + need > current_->size) {
+        char* p = map_aligned(kArenaBytes);
+        if (!p) return nullptr;
+        current_ = &(arenas_[p] = Arena{p, kArenaBytes, 0, 0, false, {}});
+      }
+      out = current_->base + current_->used;
+      current_->used += need;
+      ++current_->live;
     }
-    void* out = current_->base + current_->used;
-    current_->used += need;
-    ++current_->live;
+    sizes_[out] = need;
     return out;
 #else
     return std::aligned_alloc(kAlign, ((bytes ? bytes : 1) + kAlign - 1) & ~(kAlign - 1));
@@ -82,31 +92,70 @@ class Arenas {
     if (!ptr) return;
 #if defined(PQ_ARENAS)
     std::lock_guard<std::mutex> lock(mu_);
+    const auto sized = sizes_.find(static_cast<char*>(ptr));
+    if (sized == sizes_.end()) return;  // (not ours)
+    const size_t bytes = sized->second;
+    sizes_.erase(sized);
     auto it = arenas_.upper_bound(static_cast<char*>(ptr));  // the arena holding ptr
-    if (it == arenas_.begin()) return;
     Arena& a = (--it)->second;
-    if (--a.live > 0) return;
-    if (&a == current_) {
-      a.used = 0;  // empty: the current arena starts over
+    if (--a.live == 0) {
+      if (&a != current_) {
+        unmap(a.base, a.size);
+        arenas_.erase(it);
+      } else {  // empty: the current arena starts over
+        a.used = 0;
+        a.free.clear();
+      }
       return;
     }
-    release(&a);
+    give_back(a, static_cast<size_t>(static_cast<char*>(ptr) - a.base), bytes);
 #else
     std::free(ptr);
 #endif
   }
 
  private:
-#if defined(PQ_ARENAS)
-  void release(Arena* a) {
-    char* base = a->base;
-    unmap(base, a->size);
-    arenas_.erase(base);
+  // The first freed block of any shared arena that holds `need` bytes, or nullptr.
+  char* reuse(size_t need) {
+    for (auto& [base, a] : arenas_) {
+      if (a.own) continue;
+      for (auto f = a.free.begin(); f != a.free.end(); ++f) {
+        if (f->second < need) continue;
+        const size_t offset = f->first, rest = f->second - need;
+        a.free.erase(f);
+        if (rest) a.free[offset + need] = rest;
+        ++a.live;
+        return base + offset;
+      }
+    }
+    return nullptr;
   }
-#endif
+
+  // Returns [offset, offset + bytes) to the arena's free blocks, merged with its neighbours and
+  // with the bump space when it ends there.
+  static void give_back(Arena& a, size_t offset, size_t bytes) {
+    auto next = a.free.lower_bound(offset);
+    if (next != a.free.end() && next->first == offset + bytes) {
+      bytes += next->second;
+      next = a.free.erase(next);
+    }
+    if (next != a.free.begin()) {
+      auto prev = std::prev(next);
+      if (prev->first + prev->second == offset) {
+        offset = prev->first;
+        bytes += prev->second;
+        a.free.erase(prev);
+      }
+    }
+    if (offset + bytes == a.used)
+      a.used = offset;
+    else
+      a.free[offset] = bytes;
+  }
 
   std::mutex mu_;
   std::map<char*, Arena> arenas_;  // by base address
+  std::unordered_map<char*, size_t> sizes_;  // live buffers' sizes
   Arena* current_ = nullptr;
 };
 

@@ -6,8 +6,8 @@
 // buffer of its own would need 2 MiB alignment and still keep its tail on small pages, and
 // most layers' weights are 0.3-4 MB. Buffers are therefore cut from shared 2 MiB-aligned arenas
 // (one bump pointer, 64-byte aligned): a model's weights lie back to back on huge pages, at most
-// one partly used huge page per arena. An arena is unmapped when its last buffer is freed (the
-// space of freed buffers is not reused before). Elsewhere (not Linux, or an AddressSanitizer
+// one partly used huge page per arena. Freed space is reused (first fit, neighbours merged), and
+// an arena is unmapped when its last buffer is freed. Elsewhere (not Linux, or an AddressSanitizer
 // build) buffers come from the ordinary heap.
 #pragma once
 #include <cstddef>
