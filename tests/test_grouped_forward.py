@@ -137,7 +137,7 @@ def test_quant_experts_one_call_per_projection(isa, threads, config, tokens, dty
     with torch.no_grad():
         y = q(hidden, index, weights.to(dtype))
         assert calls == ([2, 2] if tokens == 1 else [4, 4])  # the experts hit, per projection
-        monkeypatch.setattr(QuantLinear, "grouped_args", lambda self: None)
+        monkeypatch.setattr(QuantLinear, "grouped_args", lambda self, **kw: None)
         per_expert = q(hidden, index, weights.to(dtype))
     assert y.dtype == dtype
     assert torch.equal(y, per_expert)
@@ -164,7 +164,7 @@ def test_quant_experts_per_expert_where_no_grouped_forward(monkeypatch):
     monkeypatch.setattr(_C, "forward_int8_grouped", real)
     with torch.no_grad():
         y = q(hidden, index, weights)
-        monkeypatch.setattr(QuantLinear, "grouped_args", lambda self: None)
+        monkeypatch.setattr(QuantLinear, "grouped_args", lambda self, **kw: None)
         assert torch.equal(y, q(hidden, index, weights))
 
 

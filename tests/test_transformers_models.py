@@ -190,7 +190,7 @@ def test_quant_experts_is_the_block_on_its_dequantized_weights(name, impl, monke
         block.down_proj.copy_(down)
     monkeypatch.setattr(pyquant.nn.QuantLinear, "linear_rows", lambda m, x: F.linear(
         x, m.dequantize_weight(), m.bias))
-    monkeypatch.setattr(pyquant.nn.QuantLinear, "grouped_args", lambda m: None)  # (per layer)
+    monkeypatch.setattr(pyquant.nn.QuantLinear, "grouped_args", lambda m, **kw: None)  # (per layer)
     hidden = torch.randn(7, 64)
     index = torch.stack([torch.randperm(5)[:2] for _ in range(7)])
     weights = torch.softmax(torch.randn(7, 2), -1)

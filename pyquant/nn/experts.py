@@ -19,7 +19,7 @@ from torch import nn
 
 from pyquant._threads import get_num_threads
 
-from .modules import QuantLinear, _check_device, _out_dtype
+from .modules import QuantLinear, _check_device, _out_dtype, _tracing
 
 
 def _up_name(module) -> str:
@@ -43,11 +43,11 @@ def _grouped_args(layers: list, x: torch.Tensor):
     """The layers' arguments to one grouped native call, or None where each must run its own
     forward (a layer other than QuantLinear, the reference backend, calibration, tracing, a
     family without a grouped forward, or an input that needs the autograd guard)."""
-    if torch.is_grad_enabled() and x.requires_grad:  # (QuantLinear's forward raises on backward)
-        return None
+    if (torch.is_grad_enabled() and x.requires_grad) or _tracing():  # (QuantLinear's forward
+        return None  # raises on a backward through it)
     args, config = [], getattr(layers[0], "config", None)
     for layer in layers:
-        a = layer.grouped_args() if isinstance(layer, QuantLinear) else None
+        a = layer.grouped_args(check_tracing=False) if isinstance(layer, QuantLinear) else None
         if a is None or (layer.config is not config and layer.config != config):
             return None  # (one call runs one config)
         args.append(a)
@@ -140,7 +140,8 @@ class QuantExperts(nn.Module):
         layers[experts[i]]; the outputs in group order. One native call for all groups where
         every layer has a grouped forward (scheme.run_grouped), else a call per group; both give
         the same bits."""
-        picked = [layers[e] for e in experts]
+        mods = layers._modules  # (ModuleList's own indexing costs ~1.5 us a lookup)
+        picked = [mods[str(e)] for e in experts]
         args = _grouped_args(picked, x)
         if args is None:
             return torch.cat([_rows(picked[i], x[r0:r0 + n]) for i, r0, n in groups])

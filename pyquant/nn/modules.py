@@ -377,11 +377,12 @@ class QuantLinear(_QuantModule):
         dtype = _out_dtype(x2d)
         return y if y.dtype == dtype else y.to(dtype)
 
-    def grouped_args(self):
+    def grouped_args(self, check_tracing: bool = True):
         """This layer's arguments to ``scheme.run_grouped`` (several layers of one shape in one
         native call: QuantExperts), or None where its own forward must run (the reference
-        backend, calibration, tracing, a layout without a grouped forward)."""
-        if self._run is None or self._observer is not None or _tracing():
+        backend, calibration, tracing, a layout without a grouped forward). A caller asking for
+        many layers checks tracing once itself (``check_tracing=False``)."""
+        if self._run is None or self._observer is not None or (check_tracing and _tracing()):
             return None
         if self._native_run() is None:  # (rebinds first after an edited or moved buffer)
             return None
