@@ -217,3 +217,13 @@ def test_reloading_a_module_keeps_its_memory():
     assert grown_kib < 8 << 10, grown_kib  # (30 leaked copies of the 0.5 MB scales: 15 MB)
     if _C.HUGEPAGE_ARENAS:
         assert len(ptrs) <= 2
+
+
+def test_grouped_row_total_is_bounded(rng):
+    """Groups may share input rows, so x does not bound their total: a total whose outputs and
+    quantized rows would pass 1 TiB is a ValueError, not an allocation (nor a wrapped count)."""
+    layers = _layers(rng, pyquant.Int8Config(), 70, 100, count=1)
+    x = np.zeros((1000, 100), np.float32)
+    groups = np.tile(np.array([[0, 0, 1000]], dtype=np.int64), (2_500_000, 1))
+    with pytest.raises(ValueError, match=r"groups: more than \d+ rows in all"):
+        layers[0].scheme.run_grouped(x, [layers[0].grouped_args()], groups, 1)

@@ -308,22 +308,32 @@ CArray<float> forward_sparq_py(const CArray<float>& x, const CArray<uint8_t>& pa
 
 // ---- grouped forwards (forward.h): a list of weights of one shape, and groups [G, 3] of
 // (weight index, first input row, rows); y holds the groups' outputs in group order.
+// The groups' rows in all are bounded by the bytes they need (output and quantized rows): groups
+// may share input rows, so x's size does not bound them.
+constexpr uint64_t kMaxGroupedBytes = uint64_t{1} << 40;
+
 std::vector<RowGroup> row_groups_of(const CArray<int64_t>& groups, size_t n_weights,
-                                    size_t x_rows, size_t* out_rows) {
+                                    size_t x_rows, size_t n, size_t k, size_t* out_rows) {
   require(groups.ndim() == 2 && groups.shape(1) == 3,
           "groups: expected an int64 array [G, 3] of (weight index, first row, rows)");
   std::vector<RowGroup> out(groups.shape(0));
+  const uint64_t row_bytes = 4 * uint64_t{n} + round_up(uint64_t{k}, uint64_t{64}) + 136;
+  const uint64_t max_rows = kMaxGroupedBytes / row_bytes;
   size_t total = 0;
   for (size_t i = 0; i < out.size(); ++i) {
     const int64_t* g = groups.data() + 3 * i;
-    const std::string at = "groups[" + std::to_string(i) + "]: ";
-    require(g[0] >= 0 && static_cast<uint64_t>(g[0]) < n_weights,
-            at + "weight index must be in [0, " + std::to_string(n_weights) + ")");
-    require(g[1] >= 0 && g[2] >= 0 && static_cast<uint64_t>(g[1]) <= x_rows &&
-                static_cast<uint64_t>(g[2]) <= x_rows - static_cast<uint64_t>(g[1]),
-            at + "rows [first, first + rows) must lie in x's " + std::to_string(x_rows) + " rows");
+    const auto at = [i] { return "groups[" + std::to_string(i) + "]: "; };  // (on failure)
+    if (!(g[0] >= 0 && static_cast<uint64_t>(g[0]) < n_weights))
+      require(false, at() + "weight index must be in [0, " + std::to_string(n_weights) + ")");
+    if (!(g[1] >= 0 && g[2] >= 0 && static_cast<uint64_t>(g[1]) <= x_rows &&
+          static_cast<uint64_t>(g[2]) <= x_rows - static_cast<uint64_t>(g[1])))
+      require(false, at() + "rows [first, first + rows) must lie in x's " +
+                         std::to_string(x_rows) + " rows");
     out[i] = RowGroup{static_cast<size_t>(g[0]), static_cast<size_t>(g[1]),
                       static_cast<size_t>(g[2])};
+    if (out[i].rows > max_rows - total)
+      require(false, "groups: more than " + std::to_string(max_rows) +
+                         " rows in all (1 TiB of outputs and quantized rows)");
     total += out[i].rows;
   }
   *out_rows = total;
@@ -371,7 +381,7 @@ CArray<float> forward_int8_grouped_py(const CArray<float>& x, const std::vector<
                             reinterpret_cast<const int32_t*>(base + h.aux_offset), w_scale.data(),
                             w_off.data(), bias ? bias->data() : nullptr, act});
   }
-  const std::vector<RowGroup> gs = row_groups_of(groups, ws.size(), x.shape(0), &rows);
+  const std::vector<RowGroup> gs = row_groups_of(groups, ws.size(), x.shape(0), n, k, &rows);
   CArray<float> y({rows, n});
   const Isa isa = active_isa();
   py::gil_scoped_release release;
@@ -407,7 +417,7 @@ CArray<float> forward_lowbit_grouped_py(const CArray<float>& x,
                               reinterpret_cast<const uint16_t*>(panel_scales.data()), w_off.data(),
                               bias ? bias->data() : nullptr, act_of(act_range)});
   }
-  const std::vector<RowGroup> gs = row_groups_of(groups, ws.size(), x.shape(0), &rows);
+  const std::vector<RowGroup> gs = row_groups_of(groups, ws.size(), x.shape(0), n, k, &rows);
   CArray<float> y({rows, n});
   float* yp = y.mutable_data();
   const Isa isa = active_isa();

@@ -106,6 +106,10 @@ class TaskSet {
 };
 
 inline void run_task_sets(const std::vector<const TaskSet*>& sets, int threads) {
+  if (sets.size() == 1) {  // (a single call: no task lookup)
+    parallel_for(sets[0]->tasks(), threads, [&](size_t t) { sets[0]->run(t); });
+    return;
+  }
   std::vector<size_t> first(sets.size() + 1, 0);  // first[i]: set i's first task
   for (size_t i = 0; i < sets.size(); ++i) first[i + 1] = first[i] + sets[i]->tasks();
   parallel_for(first.back(), threads, [&](size_t t) {

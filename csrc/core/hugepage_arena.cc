@@ -60,6 +60,7 @@ void unmap(char* p, size_t bytes) { munmap(p, (bytes + 4095) & ~size_t{4095}); }
 class Arenas {
  public:
   void* alloc(size_t bytes) {
+    if (bytes > (size_t{1} << 48)) return nullptr;  // (no such memory; the roundings stay exact)
 #if defined(PQ_ARENAS)
     const size_t need = ((bytes ? bytes : 1) + kAlign - 1) & ~(kAlign - 1);
     std::lock_guard<std::mutex> lock(mu_);
@@ -75,6 +76,10 @@ class Arenas {
       if (!current_ || current_->used + need > current_->size) {
         char* p = map_aligned(kArenaBytes);
         if (!p) return nullptr;
+        if (current_ && current_->used < current_->size) {  // its tail: a free block now
+          current_->free[current_->used] = current_->size - current_->used;
+          current_->used = current_->size;
+        }
         current_ = &(arenas_[p] = Arena{p, kArenaBytes, 0, 0, false, {}});
       }
       out = current_->base + current_->used;
@@ -108,7 +113,7 @@ class Arenas {
       }
       return;
     }
-    give_back(a, static_cast<size_t>(static_cast<char*>(ptr) - a.base), bytes);
+    give_back(a, static_cast<size_t>(static_cast<char*>(ptr) - a.base), bytes, &a == current_);
 #else
     std::free(ptr);
 #endif
@@ -131,9 +136,9 @@ class Arenas {
     return nullptr;
   }
 
-  // Returns [offset, offset + bytes) to the arena's free blocks, merged with its neighbours and
-  // with the bump space when it ends there.
-  static void give_back(Arena& a, size_t offset, size_t bytes) {
+  // Returns [offset, offset + bytes) to the arena's free blocks, merged with its neighbours and,
+  // in the current arena (the only one that bumps), with the bump space when it ends there.
+  static void give_back(Arena& a, size_t offset, size_t bytes, bool current) {
     auto next = a.free.lower_bound(offset);
     if (next != a.free.end() && next->first == offset + bytes) {
       bytes += next->second;
@@ -147,7 +152,7 @@ class Arenas {
         a.free.erase(prev);
       }
     }
-    if (offset + bytes == a.used)
+    if (current && offset + bytes == a.used)
       a.used = offset;
     else
       a.free[offset] = bytes;

@@ -3,14 +3,13 @@
 #include "core/thread_pool.h"
 #include "forward/epilogue.h"
 #include "forward/forward.h"
+#include "forward/quantized_rows.h"
 #include "forward/scratch.h"
 #include "int8_gemm/int8_gemm.h"
 #include "quantize/row_quantize.h"
 
 namespace pq {
 
-// Quantizes rows of x into q [m][ldq] (shared by the int8 and low-bit forwards); sa/ro get
-// the per-row scale and scale * zero point, or the static pair when act is static.
 void quantize_asym_u8_rows(const float* x, size_t m, size_t k, size_t ldq, ActRange act,
                            uint8_t* q, float* sa, float* ro, int threads, Isa isa) {
   const QuantizeRowsExFn fn = quantize_rows_u8_ex_kernel(isa);
@@ -36,12 +35,8 @@ void forward_int8(const float* x, size_t m, size_t k, const int8_t* panels,
                   const int32_t* col_sums, size_t n, const float* w_scale, const float* w_off,
                   const float* bias, ActRange act, float* y, int threads, Isa isa) {
   if (m == 0 || n == 0) return;
-  // rows written with K zero-padded to the kernel's k group: the GEMM reads them in place
-  // (K = 27 or 30 otherwise took a copy of every row into a fresh buffer)
-  // (rows 64-byte aligned: AMX tile rows that straddle cache lines run at half speed, and the
-  // GEMM would copy misaligned rows first)
-  const size_t k_pad = round_up(k, kInt8GroupK);
-  const size_t ldq = round_up(k_pad, 64);
+  const size_t k_pad = round_up(k, kInt8GroupK);  // the GEMM reads the rows in place
+  const size_t ldq = int8_rows_stride(k);
   uint8_t* q = static_cast<uint8_t*>(thread_scratch(m * ldq, 0));
   float* sa = static_cast<float*>(thread_scratch(2 * m * sizeof(float), 1));
   float* ro = sa + m;

@@ -3,22 +3,17 @@
 #include "core/macros.h"
 #include "forward/epilogue.h"
 #include "forward/forward.h"
+#include "forward/quantized_rows.h"
 #include "forward/scratch.h"
 #include "lowbit_gemm/lowbit_gemm.h"
 
 namespace pq {
 
-void quantize_asym_u8_rows(const float* x, size_t m, size_t k, size_t ldq, ActRange act,
-                           uint8_t* q, float* sa, float* ro, int threads, Isa isa);
-
 void forward_lowbit(const float* x, size_t m, size_t k, const uint8_t* panels, size_t n, int bits,
                     size_t group_size, const uint16_t* panel_scales, const float* w_off,
                     const float* bias, ActRange act, float* y, int threads, Isa isa) {
   if (m == 0 || n == 0) return;
-  // rows 64-byte aligned (AMX tile rows that straddle cache lines run at half speed) and not a
-  // multiple of 1 KiB apart (such rows share a few L1 sets, and an AMX tile loads 16 at once)
-  const size_t row = round_up(round_up(k, kLowbitGroupK), 64);
-  const size_t lda = row % 1024 == 0 ? row + 64 : row;
+  const size_t lda = lowbit_rows_stride(k);
   uint8_t* q = static_cast<uint8_t*>(thread_scratch(m * lda, 0));
   float* sa = static_cast<float*>(thread_scratch(2 * m * sizeof(float), 1));
   float* ro = sa + m;

@@ -21,8 +21,9 @@ inline void* thread_scratch(size_t bytes, int slot) {
   thread_local Buf bufs[kSlots];
   Buf& b = bufs[slot];
   if (b.size < bytes + 64) {
-    b.size = bytes + 64 + bytes / 4;
-    b.p.reset(new unsigned char[b.size]);
+    const size_t size = bytes + 64 + bytes / 4;
+    b.p.reset(new unsigned char[size]);  // (size recorded after: a failed new keeps the old pair)
+    b.size = size;
   }
   const size_t addr = reinterpret_cast<size_t>(b.p.get());
   return b.p.get() + ((64 - addr % 64) % 64);

@@ -43,8 +43,8 @@ def _grouped_args(layers: list, x: torch.Tensor):
     """The layers' arguments to one grouped native call, or None where each must run its own
     forward (a layer other than QuantLinear, the reference backend, calibration, tracing, a
     family without a grouped forward, or an input that needs the autograd guard)."""
-    if (torch.is_grad_enabled() and x.requires_grad) or _tracing():  # (QuantLinear's forward
-        return None  # raises on a backward through it)
+    if not x.is_floating_point() or (torch.is_grad_enabled() and x.requires_grad) or _tracing():
+        return None  # (QuantLinear's own forward raises on those, or on a backward through it)
     args, config = [], getattr(layers[0], "config", None)
     for layer in layers:
         a = layer.grouped_args(check_tracing=False) if isinstance(layer, QuantLinear) else None

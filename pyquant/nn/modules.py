@@ -146,7 +146,7 @@ class _QuantModule(nn.Module):
     def __getstate__(self):
         # the bound call holds arrays of THESE buffers: never pickled or deep-copied with them
         state = self.__dict__.copy()
-        state["_run"], state["_bound"], state["_memo"] = None, (), {}
+        state["_run"], state["_bound"], state["_memo"], state["_grouped"] = None, (), {}, None
         state["_hugepage_ptrs"] = set()
         # torch.multiprocessing's pickler moves the buffers' storage into shared memory in
         # place (same tensor objects) while it pickles them: rebind before the next call

@@ -288,7 +288,7 @@ class Int8Scheme(Scheme):
 
     def bind(self, b, act_range, bias):
         f, bits = _C.forward_int8, self.config.act_bits
-        p, s, o, bi, r = (_np(t) for t in (b["packed"], b["w_scale"], b["w_off"], bias, act_range))
+        p, s, o, bi, r = self.grouped_args(b, act_range, bias)
         return lambda x, threads, conv=None: f(x, p, s, o, bi, r, threads, bits, conv)
 
     def grouped_args(self, b, act_range, bias):
@@ -466,7 +466,7 @@ class WeightOnlyScheme(Scheme):
         if "packed_offsets" in b:
             return None
         f, bits, gs = _C.forward_lowbit, self.config.bits, self.config.group_size
-        p, s, o, bi, r = (_np(t) for t in (b["packed"], b["panel_scales"], b["w_off"], bias, act_range))
+        p, s, o, bi, r = self.grouped_args(b, act_range, bias)
         return lambda x, threads, conv=None: f(x, p, bits, gs, s, o, bi, r, threads, conv)
 
     def grouped_args(self, b, act_range, bias):
