@@ -7,6 +7,22 @@ import os
 import sys
 
 
+def _weight_memory() -> str:
+    """Where quantized layers keep their streamed buffers: decode reads every weight byte once per
+    token, and 4 KiB pages cost 4-25% of a cold GEMV (docs/notes/nn.md, 32nd session)."""
+    import pyquant
+
+    if not pyquant._C.HUGEPAGE_ARENAS:
+        return "the heap (no huge-page arenas in this build or OS)"
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            mode = f.read().split("[")[1].split("]")[0]
+    except (OSError, IndexError):
+        mode = "unknown"
+    off = "" if mode in ("always", "madvise") else "; off here, so they stay on 4 KiB pages"
+    return f"buffers >= 64 KiB in huge-page arenas (transparent huge pages: {mode}{off})"
+
+
 def _info(args) -> int:
     import pyquant
 
@@ -32,6 +48,7 @@ def _info(args) -> int:
         print(f"            PYQUANT_DISABLE={disabled}: these CPU features count as absent")
     runtime = pyquant._C.parallel_runtime()
     print(f"threads:    {info['threads']}   (run on: {'the OpenMP runtime ' + runtime if runtime else 'pyquant pool'})")
+    print(f"weights:    {_weight_memory()}")
     flags = [k for k, v in info["features"].items() if v and not k.startswith("os_")]
     print(f"features:   {' '.join(flags)}")
     print("kernels (per family: the one that runs, tile MRxNR, how it was verified, the CPU "

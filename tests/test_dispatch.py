@@ -84,6 +84,7 @@ def test_info_command_runs():
     result = subprocess.run([sys.executable, "-m", "pyquant", "info"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "active ISA" in result.stdout
+    assert "weights:    " in result.stdout  # (where the layers' buffers live: huge pages or not)
 
 
 # ---- the kernel table (csrc/core/kernel_table.cc) and per-feature dispatch ----
