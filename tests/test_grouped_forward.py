@@ -227,3 +227,18 @@ def test_grouped_row_total_is_bounded(rng):
     groups = np.tile(np.array([[0, 0, 1000]], dtype=np.int64), (2_500_000, 1))
     with pytest.raises(ValueError, match=r"groups: more than \d+ rows in all"):
         layers[0].scheme.run_grouped(x, [layers[0].grouped_args()], groups, 1)
+
+
+def test_hugepage_owns_knows_live_buffers():
+    if not _C.HUGEPAGE_ARENAS:
+        pytest.skip("no huge-page arenas here (not Linux, or an AddressSanitizer build)")
+    a, b = _C.hugepage_bytes(100_000), _C.hugepage_bytes(30 << 20)  # shared arena, own mapping
+    for buf in (a, b):
+        p = buf.ctypes.data
+        assert _C.hugepage_owns(p) and _C.hugepage_owns(p + buf.nbytes - 1)
+    heap = np.zeros(100_000, np.uint8)
+    assert not _C.hugepage_owns(heap.ctypes.data)
+    p = a.ctypes.data
+    del a
+    assert not _C.hugepage_owns(p)  # (freed: its space is free again)
+    assert b.nbytes == 30 << 20

@@ -599,7 +599,7 @@ def test_large_buffers_rehomed_after_reload(rng, config, tmp_path):
     x = torch.from_numpy(rng.standard_normal((1, 2048)).astype(f32))
     with torch.no_grad():
         a = QuantLinear.from_linear(lin, config)
-        assert {t.data_ptr() for t in a._buffers.values() if _want_hugepages(t)} == a._hugepage_ptrs
+        assert all(_C.hugepage_owns(t.data_ptr()) for t in a._buffers.values() if _want_hugepages(t))
         # (the derived buffers, remade by every refresh, are left out below)
         big = [n for n in a.state_dict() if _want_hugepages(a._buffers[n])]
         assert "packed" in big or not sys.platform.startswith("linux")

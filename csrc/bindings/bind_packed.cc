@@ -81,6 +81,10 @@ void bind_packed(py::module_& m) {
   m.def("hugepage_bytes", &hugepage_bytes, py::arg("nbytes"),
         "An uninitialized uint8 array of nbytes, 64-byte aligned, on transparent huge pages "
         "where the OS gives them (shared 2 MiB-aligned arenas, core/hugepage_arena.h).");
+  m.def(
+      "hugepage_owns",
+      [](uintptr_t address) { return hugepage_owns(reinterpret_cast<const void*>(address)); },
+      py::arg("address"), "Whether the address lies in a live hugepage_bytes buffer.");
   m.attr("HUGEPAGE_ARENAS") = py::bool_(hugepage_arenas_available());
   m.attr("PACKED_MAX_N") = py::int_(kPackedMaxN);
   m.attr("PACKED_MAX_K") = py::int_(kPackedMaxK);

@@ -93,6 +93,27 @@ class Arenas {
 #endif
   }
 
+  // Whether p lies inside a buffer this allocator handed out.
+  bool owns(const void* p) {
+#if defined(PQ_ARENAS)
+    std::lock_guard<std::mutex> lock(mu_);
+    char* c = const_cast<char*>(static_cast<const char*>(p));
+    if (sizes_.count(c)) return true;
+    auto a = arenas_.upper_bound(c);
+    if (a == arenas_.begin()) return false;
+    --a;
+    if (c >= a->first + a->second.size) return false;
+    // inside an arena: a live buffer unless the spot is free or past the bump pointer
+    const size_t offset = static_cast<size_t>(c - a->first);
+    if (offset >= a->second.used) return false;
+    auto f = a->second.free.upper_bound(offset);
+    return f == a->second.free.begin() || std::prev(f)->first + std::prev(f)->second <= offset;
+#else
+    (void)p;
+    return false;
+#endif
+  }
+
   void free(void* ptr) {
     if (!ptr) return;
 #if defined(PQ_ARENAS)
@@ -173,6 +194,7 @@ Arenas& arenas() {
 
 void* hugepage_alloc(size_t bytes) { return arenas().alloc(bytes); }
 void hugepage_free(void* p) { arenas().free(p); }
+bool hugepage_owns(const void* p) { return arenas().owns(p); }
 
 bool hugepage_arenas_available() {
 #if defined(PQ_ARENAS)

@@ -18,6 +18,9 @@ namespace pq {
 // free with hugepage_free. Thread-safe. nullptr if the memory cannot be had.
 void* hugepage_alloc(size_t bytes);
 void hugepage_free(void* p);
+// Whether p points into a live buffer from hugepage_alloc (a module's buffer already in arena
+// memory is not copied again).
+bool hugepage_owns(const void* p);
 
 // Whether buffers come from huge-page arenas here (Linux, not under AddressSanitizer).
 bool hugepage_arenas_available();

@@ -139,7 +139,6 @@ class _QuantModule(nn.Module):
         self._observer = None
         self._run = None
         self._config_text = repr(config)  # a constant string for the reference op (compile)
-        self._hugepage_ptrs = set()  # buffers known to sit in huge-page arena memory
         self._refresh_derived()
         self.register_load_state_dict_post_hook(_refresh_after_load)
 
@@ -147,7 +146,6 @@ class _QuantModule(nn.Module):
         # the bound call holds arrays of THESE buffers: never pickled or deep-copied with them
         state = self.__dict__.copy()
         state["_run"], state["_bound"], state["_memo"], state["_grouped"] = None, (), {}, None
-        state["_hugepage_ptrs"] = set()
         # torch.multiprocessing's pickler moves the buffers' storage into shared memory in
         # place (same tensor objects) while it pickles them: rebind before the next call
         self._moved = True
@@ -190,16 +188,11 @@ class _QuantModule(nn.Module):
         """Large buffers not yet in huge-page arena memory (made at conversion, derived, or
         arrived by unpickling, ``load_state_dict(assign=True)`` or ``module.to``) are copied there
         once (see _HUGEPAGE_MIN_BYTES)."""
-        known = getattr(self, "_hugepage_ptrs", set())  # (absent in older pickles)
-        now = set()  # only the current buffers: no stale addresses kept across reloads
         for name, t in self._buffers.items():
             if not _want_hugepages(t) or t.is_shared():  # (shared memory stays shared)
                 continue
-            if t.data_ptr() not in known:
-                t = _on_hugepages(t)
-                self._buffers[name] = t  # keeps the buffer's persistence
-            now.add(t.data_ptr())
-        self._hugepage_ptrs = now
+            if not _C.hugepage_owns(t.data_ptr()):
+                self._buffers[name] = _on_hugepages(t)  # (keeps the buffer's persistence)
 
     def _native_run(self):
         """The bound native forward, rebound first if any buffer object was replaced or edited
