@@ -357,6 +357,16 @@ std::string weight_arg(size_t i, const char* name) {
   return "weights[" + std::to_string(i) + "]." + name;
 }
 
+// The checks every family's weight i shares: its header (grouped_header), then w_off and the
+// optional bias, one value per output column.
+PackedHeader grouped_weight(const CArray<uint8_t>& packed, PackedOp op, size_t i, size_t k,
+                            size_t* n, const CArray<float>& w_off, const OptF& bias) {
+  const PackedHeader h = grouped_header(packed, op, i, k, n);
+  require_len(w_off, *n, weight_arg(i, "w_off").c_str());
+  if (bias) require_len(*bias, *n, weight_arg(i, "bias").c_str());
+  return h;
+}
+
 using Int8Args = std::tuple<CArray<uint8_t>, CArray<float>, CArray<float>, OptF, CArray<float>>;
 
 CArray<float> forward_int8_grouped_py(const CArray<float>& x, const std::vector<Int8Args>& weights,
@@ -370,10 +380,8 @@ CArray<float> forward_int8_grouped_py(const CArray<float>& x, const std::vector<
   std::vector<Int8Weight> ws;
   for (size_t i = 0; i < weights.size(); ++i) {
     const auto& [packed, w_scale, w_off, bias, act_range] = weights[i];
-    const PackedHeader h = grouped_header(packed, PackedOp::int8_gemm, i, k, &n);
+    const PackedHeader h = grouped_weight(packed, PackedOp::int8_gemm, i, k, &n, w_off, bias);
     require_len(w_scale, n, weight_arg(i, "w_scale").c_str());
-    require_len(w_off, n, weight_arg(i, "w_off").c_str());
-    if (bias) require_len(*bias, n, weight_arg(i, "bias").c_str());
     ActRange act = act_of(act_range);
     act.qmax = static_cast<float>((1 << act_bits) - 1);
     const uint8_t* base = packed.data();
@@ -405,14 +413,12 @@ CArray<float> forward_lowbit_grouped_py(const CArray<float>& x,
   std::vector<LowbitWeight> ws;
   for (size_t i = 0; i < weights.size(); ++i) {
     const auto& [packed, panel_scales, w_off, bias, act_range] = weights[i];
-    const PackedHeader h = grouped_header(packed, PackedOp::lowbit_gemm, i, k, &n);
+    const PackedHeader h = grouped_weight(packed, PackedOp::lowbit_gemm, i, k, &n, w_off, bias);
     require(h.bits == bits, weight_arg(i, "packed") + ": packed with bits=" +
                                 std::to_string(h.bits) + " but called with bits=" +
                                 std::to_string(bits));
     require_len(panel_scales, round_up(n, kLowbitPanelCols) * div_round_up(k, group_size),
                 weight_arg(i, "panel_scales").c_str());
-    require_len(w_off, n, weight_arg(i, "w_off").c_str());
-    if (bias) require_len(*bias, n, weight_arg(i, "bias").c_str());
     ws.push_back(LowbitWeight{packed.data() + h.data_offset,
                               reinterpret_cast<const uint16_t*>(panel_scales.data()), w_off.data(),
                               bias ? bias->data() : nullptr, act_of(act_range)});
@@ -424,9 +430,11 @@ CArray<float> forward_lowbit_grouped_py(const CArray<float>& x,
   py::gil_scoped_release release;
   if (k == 0) {  // each group's rows are its weight's bias
     size_t r = 0;
-    for (const RowGroup& g : gs)
+    for (const RowGroup& g : gs) {
+      const float* bp = ws[g.weight].bias;
       for (size_t i = 0; i < g.rows; ++i, ++r)
-        for (size_t j = 0; j < n; ++j) yp[r * n + j] = ws[g.weight].bias ? ws[g.weight].bias[j] : 0.0f;
+        for (size_t j = 0; j < n; ++j) yp[r * n + j] = bp ? bp[j] : 0.0f;
+    }
     return y;
   }
   forward_lowbit_grouped(x.data(), k, bits, group_size, ws.data(), gs.data(), gs.size(), n, yp,
