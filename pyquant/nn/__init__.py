@@ -11,11 +11,13 @@ from .gptq import gptq_
 from .configs import GRUConfig, Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
 from .gru import QuantGRU  # integer-only GRU with a bit width per operator (GRUConfig)
 from .experts import QuantExperts  # transformers' MoE experts blocks (3-D expert weights)
+from .attention import QuantMultiheadAttention  # nn.MultiheadAttention's four projections
 from .modules import QuantConv2d, QuantLinear
 from .weight_view import QuantizedWeight  # what QuantLinear.weight / QuantConv2d.weight return
 
 __all__ = [
-    "QuantLinear", "QuantConv2d", "QuantGRU", "QuantExperts", "QuantizedWeight", "quantize_", "gptq_", "calibrate", "calibration", "reset_calibration",
+    "QuantLinear", "QuantConv2d", "QuantGRU", "QuantExperts", "QuantMultiheadAttention",
+    "QuantizedWeight", "quantize_", "gptq_", "calibrate", "calibration", "reset_calibration",
     "register_quantize_module_handler", "default_filter", "use_reference",
     "Int8Config", "WeightOnlyConfig", "LUT2Config", "SparqConfig", "GRUConfig",
 ]

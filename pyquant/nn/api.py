@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
+from .attention import QuantMultiheadAttention, is_mha
 from .experts import QuantExperts, is_experts
 from .modules import QuantConv2d, QuantLinear, _QuantModule
 from .schemes import range_overflows
@@ -43,8 +44,10 @@ def _swap(module: nn.Module, config):
         return QuantLinear.from_conv1d(module, config)
     if is_experts(module):
         return QuantExperts(module, config)
+    if is_mha(module):
+        return QuantMultiheadAttention(module, config)
     raise TypeError(f"module: {type(module).__name__} cannot be quantized (nn.Linear, nn.Conv2d, "
-                    "transformers' Conv1D or an MoE experts block)")
+                    "nn.MultiheadAttention, transformers' Conv1D or an MoE experts block)")
 
 
 for _cfg in (Int8Config, WeightOnlyConfig, LUT2Config, SparqConfig):
@@ -62,21 +65,22 @@ def _plain(module: nn.Module, base: type) -> bool:
 
 
 def _own_forward(module: nn.Module) -> bool:
-    """An nn.Linear / nn.Conv2d subclass with a forward of its own (e.g. a weight-standardized
-    conv): converting it would drop what that forward does."""
+    """An nn.Linear / nn.Conv2d / nn.MultiheadAttention subclass with a forward of its own (e.g.
+    a weight-standardized conv): converting it would drop what that forward does."""
     return any(isinstance(module, base) and type(module).forward is not base.forward
-               for base in (nn.Linear, nn.Conv2d))
+               for base in (nn.Linear, nn.Conv2d, nn.MultiheadAttention))
 
 
 def default_filter(module: nn.Module, fqn: str) -> bool:
-    """Matches nn.Linear, nn.Conv2d with groups=1, transformers' Conv1D and MoE experts blocks
-    (3-D expert weights: pyquant/nn/experts.py), and subclasses of the first two that keep their
-    forward (already-quantized modules never match). Left float: subclasses with a forward of
-    their own, and MultiheadAttention's out_proj."""
+    """Matches nn.Linear, nn.Conv2d with groups=1, nn.MultiheadAttention (its four projections:
+    pyquant/nn/attention.py), transformers' Conv1D and MoE experts blocks (3-D expert weights:
+    pyquant/nn/experts.py), and subclasses of the first three that keep their forward
+    (already-quantized modules never match). Left float: subclasses with a forward of their own,
+    and a MultiheadAttention's out_proj on its own (the attention module converts it)."""
     if _plain(module, nn.Conv2d):
         return module.groups == 1 and _has_weights(module)
-    return (_plain(module, nn.Linear) or is_conv1d(module) or is_experts(module)) \
-        and _has_weights(module)
+    return (_plain(module, nn.Linear) or is_conv1d(module) or is_experts(module)
+            or is_mha(module)) and _has_weights(module)
 
 
 def _has_weights(layer: nn.Module) -> bool:
@@ -95,8 +99,8 @@ def _warn_left_float(model: nn.Module, caller: str = "quantize_") -> None:
     n, listed = names(_own_forward)
     if n:
         warnings.warn(
-            f"{caller}: left float {n} nn.Linear/nn.Conv2d subclass(es) with a forward of their "
-            f"own ({listed}); pass filter_fn to convert them anyway (their forward's extra work "
+            f"{caller}: left float {n} nn.Linear/nn.Conv2d/nn.MultiheadAttention subclass(es) "
+            f"with a forward of their own ({listed}); pass filter_fn to convert them anyway (their forward's extra work "
             "is dropped)", stacklevel=3)
     n, listed = names(lambda m: "expert" in type(m).__name__.lower() and not is_experts(m)
                       and any(p.dim() >= 3 for p in m.parameters(recurse=False)))

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
 from torch import nn
 
-from pyquant._threads import get_num_threads
-
-from .modules import QuantLinear, _check_device, _out_dtype, _tracing
+from .grouped import run_groups
+from .modules import QuantLinear, _check_device
 
 
 def _up_name(module) -> str:
@@ -37,27 +35,6 @@ def is_experts(module: nn.Module) -> bool:
     weights = [getattr(module, n, None) for n in (_up_name(module), "down_proj")]
     return all(isinstance(w, torch.Tensor) and w.dim() == 3 and w.shape[0] == module.num_experts
                for w in weights)
-
-
-def _grouped_args(layers: list, x: torch.Tensor):
-    """The layers' arguments to one grouped native call, or None where each must run its own
-    forward (a layer other than QuantLinear, the reference backend, calibration, tracing, a
-    family without a grouped forward, or an input that needs the autograd guard)."""
-    if not x.is_floating_point() or (torch.is_grad_enabled() and x.requires_grad) or _tracing():
-        return None  # (QuantLinear's own forward raises on those, or on a backward through it)
-    args, config = [], getattr(layers[0], "config", None)
-    for layer in layers:
-        a = layer.grouped_args(check_tracing=False) if isinstance(layer, QuantLinear) else None
-        if a is None or (layer.config is not config and layer.config != config):
-            return None  # (one call runs one config)
-        args.append(a)
-    return args
-
-
-def _rows(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A QuantLinear's forward without nn.Module's call machinery (~2 us a call; its hooks do not
-    run; QuantExperts.forward checks the device once), any other layer's call."""
-    return layer.linear_rows(x) if isinstance(layer, QuantLinear) else layer(x)
 
 
 class QuantExperts(nn.Module):
@@ -136,22 +113,10 @@ class QuantExperts(nn.Module):
 
     @staticmethod
     def _project(layers: nn.ModuleList, experts: list, x: torch.Tensor, groups: list) -> torch.Tensor:
-        """Rows of x through experts' layers: group (i, r0, n) sends rows [r0, r0 + n) to
-        layers[experts[i]]; the outputs in group order. One native call for all groups where
-        every layer has a grouped forward (scheme.run_grouped), else a call per group; both give
-        the same bits."""
+        """Rows of x through experts' layers (grouped.run_groups): group (i, r0, n) sends rows
+        [r0, r0 + n) to layers[experts[i]]; the outputs in group order."""
         mods = layers._modules  # (ModuleList's own indexing costs ~1.5 us a lookup)
-        picked = [mods[str(e)] for e in experts]
-        args = _grouped_args(picked, x)
-        if args is None:
-            return torch.cat([_rows(picked[i], x[r0:r0 + n]) for i, r0, n in groups])
-        xf = x if x.dtype == torch.float32 else x.float()
-        y = picked[0].scheme.run_grouped(xf.contiguous().numpy(), args,
-                                         np.array(groups, dtype=np.int64).reshape(-1, 3),
-                                         get_num_threads())
-        y = torch.from_numpy(y)
-        dtype = _out_dtype(x)
-        return y if y.dtype == dtype else y.to(dtype)
+        return run_groups([mods[str(e)] for e in experts], x, groups)
 
     def extra_repr(self) -> str:
         return f"num_experts={self.num_experts}, config={self.config!r}"

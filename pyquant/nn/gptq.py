@@ -23,6 +23,7 @@ from torch import nn
 
 from .api import _convert, _warn_left_float, default_filter, is_conv1d, run_batch
 from .configs import SparqConfig, WeightOnlyConfig
+from .attention import QuantMultiheadAttention, is_mha
 from .experts import QuantExperts, is_experts
 from .modules import QuantConv2d, QuantLinear, im2col
 from .schemes import best_clip, bf16_round
@@ -123,7 +124,8 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
     tuples of positional args or mappings of keyword args), or for SparqConfig(sparse24=True)
     with SparseGPT's 2:4 pruning; layers that saw no input fall back to round-to-nearest /
     magnitude pruning, and so do MoE experts blocks (each expert sees only the tokens routed to
-    it). Returns the model (the root swapped if it is itself a layer).
+    it) and a MultiheadAttention's out_proj (its q/k/v projections get GPTQ from the query, key
+    and value inputs). Returns the model (the root swapped if it is itself a layer).
 
     ``damp``: added to H's diagonal as a fraction of its mean. Larger than the paper's 0.01
     because a few hundred calibration tokens leave H (K up to 1536) rank-deficient; on MiniLM
@@ -138,26 +140,35 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
         filter_fn = default_filter
     hess: dict[nn.Module, torch.Tensor] = {}
 
+    def accumulate(key, x):
+        h = hess.get(key, 0)
+        for r in range(0, x.shape[0], 4096):  # float64 a few rows at a time (im2col rows are many)
+            xc = x[r:r + 4096].double()
+            h = h + xc.T @ xc
+        hess[key] = h
+
     def hook(mod, args, kwargs):
+        if is_mha(mod):  # q, k and v see query, key and value (positional or by keyword)
+            for i, name in enumerate(("query", "key", "value")):
+                x = (args[i] if i < len(args) else kwargs[name]).detach()
+                accumulate((mod, name[0] + "_proj"), x.reshape(-1, x.shape[-1]))
+            return
         x = (args[0] if args else next(iter(kwargs.values()))).detach()  # (input by keyword)
         if isinstance(mod, nn.Conv2d):  # the GEMM's rows: im2col in QuantConv2d's K order
             x = im2col(mod, x if x.dim() == 4 else x.unsqueeze(0))[0]
         else:
             x = x.reshape(-1, x.shape[-1])
-        h = hess.get(mod, 0)
-        for r in range(0, x.shape[0], 4096):  # float64 a few rows at a time (im2col rows are many)
-            xc = x[r:r + 4096].double()
-            h = h + xc.T @ xc
-        hess[mod] = h
+        accumulate(mod, x)
 
     def quantizable(m, fqn):
         if isinstance(m, nn.Conv2d) and m.groups != 1:
             return False  # (QuantConv2d: groups=1 only; quantize_'s default filter agrees)
-        return (isinstance(m, (nn.Linear, nn.Conv2d)) or is_conv1d(m) or is_experts(m)) \
-            and filter_fn(m, fqn)
+        return (isinstance(m, (nn.Linear, nn.Conv2d)) or is_conv1d(m) or is_experts(m)
+                or is_mha(m)) and filter_fn(m, fqn)
 
     # MoE experts blocks see no Hessian of their own (each expert sees only its routed tokens):
-    # they are converted round-to-nearest / magnitude-pruned
+    # they are converted round-to-nearest / magnitude-pruned; so is a MultiheadAttention's
+    # out_proj (its input, the attention output, is never a module's input)
     handles = [m.register_forward_pre_hook(hook, with_kwargs=True)
                for name, m in model.named_modules() if quantizable(m, name) and not is_experts(m)]
     try:
@@ -168,7 +179,8 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
         for h in handles:
             h.remove()
     names = {m: fqn or type(m).__name__ for fqn, m in model.named_modules()}
-    for mod, h in hess.items():
+    for key, h in hess.items():
+        mod = key[0] if isinstance(key, tuple) else key
         if not bool(torch.isfinite(h).all()):
             raise ValueError(f"gptq_: module {names[mod]!r} saw non-finite calibration inputs "
                              "(NaN or inf); no layer was converted")
@@ -181,6 +193,10 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
             return QuantLinear.from_conv1d(mod, cfg, **kw)
         if is_experts(mod):
             return QuantExperts(mod, cfg)
+        if is_mha(mod):
+            return QuantMultiheadAttention(mod, cfg, {
+                name: dict(hessian=hess[mod, name], damp=damp)
+                for name in ("q_proj", "k_proj", "v_proj") if (mod, name) in hess})
         return QuantLinear.from_linear(mod, cfg, **kw)
 
     return _convert(model, config, handler, quantizable)
