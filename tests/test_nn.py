@@ -1302,17 +1302,25 @@ def test_quantgru_share_memory_and_module_casts():
 @pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")  # (the fp32 reference)
 def test_quantize_leaves_layers_whose_parent_reads_the_weight_or_own_forward():
     """MultiheadAttention reads out_proj.weight directly (torch's NonDynamicallyQuantizableLinear):
-    converting it broke every nn.TransformerEncoderLayer. Subclasses with a forward of their own
-    (a weight-standardized conv) stay float, with a warning; plain subclasses convert."""
+    converting it alone broke every nn.TransformerEncoderLayer (the attention module converts as
+    a whole: test_attention.py). Subclasses with a forward of their own (a weight-standardized
+    conv) stay float, with a warning; plain subclasses convert."""
     torch.manual_seed(0)
     enc = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True).eval()
     x = torch.randn(2, 5, 32)
+    no_attention = lambda m, fqn: pyquant.nn.default_filter(m, fqn) and not isinstance(  # noqa: E731
+        m, nn.MultiheadAttention)
     with torch.no_grad():
         ref = enc(x)
-        pyquant.quantize_(enc, pyquant.Int8Config())
+        pyquant.quantize_(enc, pyquant.Int8Config(), filter_fn=no_attention)
         y = enc(x)
     assert type(enc.self_attn.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
     assert isinstance(enc.linear1, pyquant.nn.QuantLinear)
+    assert torch.nn.functional.cosine_similarity(y.flatten(), ref.flatten(), dim=0) > 0.99
+    with torch.no_grad():
+        pyquant.quantize_(enc, pyquant.Int8Config())
+        y = enc(x)
+    assert isinstance(enc.self_attn, pyquant.nn.QuantMultiheadAttention)
     assert torch.nn.functional.cosine_similarity(y.flatten(), ref.flatten(), dim=0) > 0.99
     stack = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 2).eval()
     mask = torch.zeros(2, 5, dtype=torch.bool)

@@ -365,14 +365,14 @@ class QuantLinear(_QuantModule):
     def linear_rows(self, x2d: torch.Tensor) -> torch.Tensor:
         """The forward of a 2-D CPU input [M, in_features] whose shape the caller has checked,
         without nn.Module's call machinery (hooks do not run): for containers that call many
-        small layers per step (QuantExperts), ~2 us less per call."""
+        small layers per step (QuantExperts, QuantMultiheadAttention), ~2 us less per call."""
         y = self._gemm(x2d)
         dtype = _out_dtype(x2d)
         return y if y.dtype == dtype else y.to(dtype)
 
     def grouped_args(self, check_tracing: bool = True):
         """This layer's arguments to ``scheme.run_grouped`` (several layers of one shape in one
-        native call: QuantExperts), or None where its own forward must run (the reference
+        native call: grouped.run_groups), or None where its own forward must run (the reference
         backend, calibration, tracing, a layout without a grouped forward). A caller asking for
         many layers checks tracing once itself (``check_tracing=False``)."""
         if self._run is None or self._observer is not None or (check_tracing and _tracing()):
