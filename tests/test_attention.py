@@ -326,3 +326,16 @@ def test_subclass_with_own_forward_stays_float():
     with pytest.warns(UserWarning, match="MultiheadAttention"):
         pyquant.quantize_(model, pyquant.Int8Config())
     assert type(model.attn) is Custom
+
+
+def test_whole_module_pickle_and_export_give_the_same_bits():
+    model = pyquant.quantize_(_encoder(), pyquant.Int8Config())
+    x = torch.randn(B, S, E)
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    loaded = torch.load(io.BytesIO(buf.getvalue()), weights_only=False)
+    with torch.no_grad():
+        want = model(x)
+        assert torch.equal(loaded(x), want)
+        exported = torch.export.export(model, (x,))  # (traced: one op per projection)
+        assert torch.equal(exported.module()(x), want)
