@@ -789,7 +789,7 @@ def test_export_sees_opaque_op():
 def test_quantize_default_filter_and_return():
     model = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.Conv2d(2, 2, 1), nn.Conv2d(2, 2, 1, groups=2)),
                           nn.LayerNorm(4))
-    with pytest.warns(UserWarning, match="left float 1 grouped nn.Conv2d .*1.1"):
+    with pytest.warns(UserWarning, match="left float 1 grouped nn.Conv2d/nn.Conv1d .*1.1"):
         out = pyquant.quantize_(model, pyquant.Int8Config())
     assert out is model
     assert isinstance(model[0], pyquant.nn.QuantLinear)
@@ -1365,7 +1365,7 @@ def test_quantize_user_mistakes_get_clear_errors():
             pyquant.nn.QuantLinear.from_linear(lin, pyquant.Int8Config())
     # grouped (e.g. depthwise) convs are left float with a warning naming them
     cnn = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4), nn.Conv2d(4, 8, 1))
-    with pytest.warns(UserWarning, match="left float 1 grouped nn.Conv2d .*0"):
+    with pytest.warns(UserWarning, match="left float 1 grouped nn.Conv2d/nn.Conv1d .*0"):
         pyquant.quantize_(cnn, pyquant.Int8Config())
     assert type(cnn[0]) is nn.Conv2d and isinstance(cnn[1], pyquant.nn.QuantConv2d)
     # modules whose `weight` is not a tensor are not layers: the filter passes over them

@@ -1,5 +1,5 @@
 """quantize_ on real transformers architectures, as users run it: models built from small
-configs (random weights, no download), every Linear/Conv2d/Conv1D converted, then forward,
+configs (random weights, no download), every Linear/Conv2d/Conv1d/Conv1D converted, then forward,
 generate, and a state-dict round trip. Each architecture here once broke or could break a
 drop-in: T5 and ViT read ``layer.weight.dtype`` in every forward, GPT-2 stores its linears as
 Conv1D, Llama ties its LM head to the embedding, Whisper and wav2vec2 mix convs and linears."""
@@ -48,6 +48,13 @@ def _whisper():
         bos_token_id=1, eos_token_id=2, decoder_start_token_id=1))
 
 
+def _wav2vec2():  # a Conv1d feature encoder (stem K = 10) and a grouped positional conv
+    return T.Wav2Vec2Model(T.Wav2Vec2Config(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+        conv_dim=(32, 32, 32), conv_stride=(5, 2, 2), conv_kernel=(10, 3, 3),
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4))
+
+
 def _ids(*shape):
     return torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(1))
 
@@ -59,6 +66,7 @@ MODELS = {
     "vit": (_vit, lambda: dict(pixel_values=torch.randn(2, 3, 32, 32))),
     "whisper": (_whisper, lambda: dict(input_features=torch.randn(2, 16, 64),
                                        decoder_input_ids=_ids(2, 5))),
+    "wav2vec2": (_wav2vec2, lambda: dict(input_values=torch.randn(2, 800))),
 }
 CONFIGS = [pytest.param(pyquant.Int8Config(), 0.999, id="int8"),
            pytest.param(pyquant.WeightOnlyConfig(4, 32), 0.95, id="w4g32"),
@@ -82,7 +90,9 @@ def test_transformers_model_quantized(name, config, min_cos):
         ref = _out(model(**x))
         q = pyquant.quantize_(copy.deepcopy(model), config)
         left = [n for n, m in q.named_modules()
-                if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) or type(m).__name__ == "Conv1D"]
+                if isinstance(m, (torch.nn.Linear, torch.nn.MultiheadAttention))
+                or (isinstance(m, (torch.nn.Conv2d, torch.nn.Conv1d)) and m.groups == 1)
+                or type(m).__name__ == "Conv1D"]
         assert not left and any(isinstance(m, pyquant.nn.QuantLinear) for m in q.modules())
         y = _out(q(**x))
         assert F.cosine_similarity(y.flatten(), ref.flatten(), 0) > min_cos

@@ -1,7 +1,7 @@
 """PyTorch front end: quantized modules, configs and quantize_ (torchao's API shape).
 
     import pyquant
-    pyquant.quantize_(model, pyquant.Int8Config())          # swaps nn.Linear / nn.Conv2d in place
+    pyquant.quantize_(model, pyquant.Int8Config())          # swaps nn.Linear / nn.Conv2d / ... in place
     pyquant.calibrate(model, batches)                        # optional: static activation ranges
 """
 from ._backend import use_reference
@@ -12,11 +12,11 @@ from .configs import GRUConfig, Int8Config, LUT2Config, SparqConfig, WeightOnlyC
 from .gru import QuantGRU  # integer-only GRU with a bit width per operator (GRUConfig)
 from .experts import QuantExperts  # transformers' MoE experts blocks (3-D expert weights)
 from .attention import QuantMultiheadAttention  # nn.MultiheadAttention's four projections
-from .modules import QuantConv2d, QuantLinear
+from .modules import QuantConv1d, QuantConv2d, QuantLinear
 from .weight_view import QuantizedWeight  # what QuantLinear.weight / QuantConv2d.weight return
 
 __all__ = [
-    "QuantLinear", "QuantConv2d", "QuantGRU", "QuantExperts", "QuantMultiheadAttention",
+    "QuantLinear", "QuantConv2d", "QuantConv1d", "QuantGRU", "QuantExperts", "QuantMultiheadAttention",
     "QuantizedWeight", "quantize_", "gptq_", "calibrate", "calibration", "reset_calibration",
     "register_quantize_module_handler", "default_filter", "use_reference",
     "Int8Config", "WeightOnlyConfig", "LUT2Config", "SparqConfig", "GRUConfig",

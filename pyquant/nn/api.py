@@ -13,7 +13,7 @@ from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
 from .attention import QuantMultiheadAttention, is_mha
 from .experts import QuantExperts, is_experts
-from .modules import QuantConv2d, QuantLinear, _QuantModule
+from .modules import QuantConv1d, QuantConv2d, QuantLinear, _QuantModule
 from .schemes import range_overflows
 
 _HANDLERS: dict[type, Callable] = {}
@@ -40,6 +40,8 @@ def _swap(module: nn.Module, config):
         return QuantLinear.from_linear(module, config)
     if isinstance(module, nn.Conv2d):
         return QuantConv2d.from_conv(module, config)
+    if isinstance(module, nn.Conv1d):
+        return QuantConv1d.from_conv(module, config)
     if is_conv1d(module):
         return QuantLinear.from_conv1d(module, config)
     if is_experts(module):
@@ -47,7 +49,7 @@ def _swap(module: nn.Module, config):
     if is_mha(module):
         return QuantMultiheadAttention(module, config)
     raise TypeError(f"module: {type(module).__name__} cannot be quantized (nn.Linear, nn.Conv2d, "
-                    "nn.MultiheadAttention, transformers' Conv1D or an MoE experts block)")
+                    "nn.Conv1d, nn.MultiheadAttention, transformers' Conv1D or an MoE experts block)")
 
 
 for _cfg in (Int8Config, WeightOnlyConfig, LUT2Config, SparqConfig):
@@ -64,20 +66,24 @@ def _plain(module: nn.Module, base: type) -> bool:
             and not isinstance(module, NonDynamicallyQuantizableLinear))
 
 
+_CONVERTED_BASES = (nn.Linear, nn.Conv2d, nn.Conv1d, nn.MultiheadAttention)
+
+
 def _own_forward(module: nn.Module) -> bool:
-    """An nn.Linear / nn.Conv2d / nn.MultiheadAttention subclass with a forward of its own (e.g.
-    a weight-standardized conv): converting it would drop what that forward does."""
+    """An nn.Linear / nn.Conv2d / nn.Conv1d / nn.MultiheadAttention subclass with a forward of its
+    own (e.g. a weight-standardized conv): converting it would drop what that forward does."""
     return any(isinstance(module, base) and type(module).forward is not base.forward
-               for base in (nn.Linear, nn.Conv2d, nn.MultiheadAttention))
+               for base in _CONVERTED_BASES)
 
 
 def default_filter(module: nn.Module, fqn: str) -> bool:
-    """Matches nn.Linear, nn.Conv2d with groups=1, nn.MultiheadAttention (its four projections:
-    pyquant/nn/attention.py), transformers' Conv1D and MoE experts blocks (3-D expert weights:
-    pyquant/nn/experts.py), and subclasses of the first three that keep their forward
-    (already-quantized modules never match). Left float: subclasses with a forward of their own,
-    and a MultiheadAttention's out_proj on its own (the attention module converts it)."""
-    if _plain(module, nn.Conv2d):
+    """Matches nn.Linear, nn.Conv2d and nn.Conv1d with groups=1, nn.MultiheadAttention (its four
+    projections: pyquant/nn/attention.py), transformers' Conv1D and MoE experts blocks (3-D
+    expert weights: pyquant/nn/experts.py), and subclasses of the first four that keep their
+    forward (already-quantized modules never match). Left float: subclasses with a forward of
+    their own, and a MultiheadAttention's out_proj on its own (the attention module converts
+    it)."""
+    if _plain(module, nn.Conv2d) or _plain(module, nn.Conv1d):
         return module.groups == 1 and _has_weights(module)
     return (_plain(module, nn.Linear) or is_conv1d(module) or is_experts(module)
             or is_mha(module)) and _has_weights(module)
@@ -99,9 +105,9 @@ def _warn_left_float(model: nn.Module, caller: str = "quantize_") -> None:
     n, listed = names(_own_forward)
     if n:
         warnings.warn(
-            f"{caller}: left float {n} nn.Linear/nn.Conv2d/nn.MultiheadAttention subclass(es) "
-            f"with a forward of their own ({listed}); pass filter_fn to convert them anyway (their forward's extra work "
-            "is dropped)", stacklevel=3)
+            f"{caller}: left float {n} nn.Linear/nn.Conv2d/nn.Conv1d/nn.MultiheadAttention "
+            f"subclass(es) with a forward of their own ({listed}); pass filter_fn to convert them "
+            "anyway (their forward's extra work is dropped)", stacklevel=3)
     n, listed = names(lambda m: "expert" in type(m).__name__.lower() and not is_experts(m)
                       and any(p.dim() >= 3 for p in m.parameters(recurse=False)))
     if n:
@@ -109,11 +115,11 @@ def _warn_left_float(model: nn.Module, caller: str = "quantize_") -> None:
             f"{caller}: left float {n} MoE experts block(s) of a layout it does not convert "
             f"({listed}): 3-D expert weights without transformers' @use_experts_implementation "
             "forward (pyquant/nn/experts.py); often most of the model's weights", stacklevel=3)
-    n, listed = names(lambda m: _plain(m, nn.Conv2d) and m.groups != 1)
+    n, listed = names(lambda m: (_plain(m, nn.Conv2d) or _plain(m, nn.Conv1d)) and m.groups != 1)
     if n:
         warnings.warn(
-            f"{caller}: left float {n} grouped nn.Conv2d layer(s) (groups > 1, e.g. depthwise: "
-            f"{listed}); QuantConv2d supports groups=1 only", stacklevel=3)
+            f"{caller}: left float {n} grouped nn.Conv2d/nn.Conv1d layer(s) (groups > 1, e.g. "
+            f"depthwise: {listed}); QuantConv2d/QuantConv1d support groups=1 only", stacklevel=3)
 
 
 def quantize_(model: nn.Module, config, *, filter_fn: Callable | None = None) -> nn.Module:

@@ -6,8 +6,8 @@ Alistarh, arXiv 2301.00774) in place of magnitude pruning: same format and kerne
     pyquant.nn.gptq_(model, pyquant.WeightOnlyConfig(bits=4, group_size=64), batches)
     pyquant.nn.gptq_(model, pyquant.SparqConfig(sparse24=True), batches)
 
-Each matching nn.Linear (and transformers' Conv1D, and nn.Conv2d with groups=1 over its im2col
-rows in QuantConv2d's K order) records ``H = sum x^T x`` over its inputs on the calibration
+Each matching nn.Linear (and transformers' Conv1D, and nn.Conv2d / nn.Conv1d with groups=1 over
+its im2col rows in QuantConv2d's K order) records ``H = sum x^T x`` over its inputs on the calibration
 batches (float model, all layers at once); then its columns are quantized left to right, each
 column's rounding error spread over the not-yet-quantized columns through the inverse Hessian's
 Cholesky factor.
@@ -25,7 +25,7 @@ from .api import _convert, _warn_left_float, default_filter, is_conv1d, run_batc
 from .configs import SparqConfig, WeightOnlyConfig
 from .attention import QuantMultiheadAttention, is_mha
 from .experts import QuantExperts, is_experts
-from .modules import QuantConv2d, QuantLinear, im2col
+from .modules import QuantConv1d, QuantConv2d, QuantLinear, conv1d_geometry, im2col
 from .schemes import best_clip, bf16_round
 
 
@@ -156,14 +156,17 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
         x = (args[0] if args else next(iter(kwargs.values()))).detach()  # (input by keyword)
         if isinstance(mod, nn.Conv2d):  # the GEMM's rows: im2col in QuantConv2d's K order
             x = im2col(mod, x if x.dim() == 4 else x.unsqueeze(0))[0]
+        elif isinstance(mod, nn.Conv1d):  # as QuantConv1d runs it: [B, C, 1, L]
+            x = x if x.dim() == 3 else x.unsqueeze(0)
+            x = im2col(conv1d_geometry(mod), x.unsqueeze(2))[0]
         else:
             x = x.reshape(-1, x.shape[-1])
         accumulate(mod, x)
 
     def quantizable(m, fqn):
-        if isinstance(m, nn.Conv2d) and m.groups != 1:
-            return False  # (QuantConv2d: groups=1 only; quantize_'s default filter agrees)
-        return (isinstance(m, (nn.Linear, nn.Conv2d)) or is_conv1d(m) or is_experts(m)
+        if isinstance(m, (nn.Conv2d, nn.Conv1d)) and m.groups != 1:
+            return False  # (QuantConv2d/1d: groups=1 only; quantize_'s default filter agrees)
+        return (isinstance(m, (nn.Linear, nn.Conv2d, nn.Conv1d)) or is_conv1d(m) or is_experts(m)
                 or is_mha(m)) and filter_fn(m, fqn)
 
     # MoE experts blocks see no Hessian of their own (each expert sees only its routed tokens):
@@ -189,6 +192,8 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
         kw = dict(hessian=hess[mod], damp=damp) if mod in hess else {}
         if isinstance(mod, nn.Conv2d):
             return QuantConv2d.from_conv(mod, cfg, **kw)
+        if isinstance(mod, nn.Conv1d):
+            return QuantConv1d.from_conv(mod, cfg, **kw)
         if is_conv1d(mod):
             return QuantLinear.from_conv1d(mod, cfg, **kw)
         if is_experts(mod):

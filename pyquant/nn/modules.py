@@ -7,6 +7,7 @@ static activation range set by ``pyquant.calibrate`` (NaN = dynamic per-row, the
 from __future__ import annotations
 
 import sys
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -431,6 +432,17 @@ class QuantConv2d(_QuantModule):
         """``quant_kw``: scheme options, e.g. ``hessian=`` over the im2col K order (GPTQ)."""
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"conv: expected an nn.Conv2d, got {type(conv).__name__}")
+        return cls._converted(conv, config, **quant_kw)
+
+    def _geometry(self):
+        """The 2-D geometry the kernels run (kernel_size, stride, dilation, padding,
+        padding_mode): this layer's own."""
+        return self
+
+    @classmethod
+    def _converted(cls, conv: nn.Module, config, **quant_kw):
+        """The layer of ``conv``'s weights and attributes (an nn.Conv2d, or an nn.Conv1d for
+        QuantConv1d)."""
         _check_weights_ready(conv, "conv")
         if conv.groups != 1:
             raise ValueError(f"conv: groups={conv.groups} is not supported (only groups=1)")
@@ -439,10 +451,13 @@ class QuantConv2d(_QuantModule):
                              "without weights has nothing to quantize (quantize_ leaves it float)")
         m = cls()
         m.in_channels, m.out_channels = conv.in_channels, conv.out_channels
+        # the float layer's own attributes (model code reads them, e.g. Whisper conv1.stride[0])
         m.kernel_size, m.stride, m.dilation = conv.kernel_size, conv.stride, conv.dilation
         m.padding, m.padding_mode = conv.padding, conv.padding_mode
         # [O, C, kh, kw] -> [O, kh, kw, C] -> [O, kh*kw*C]: K channel-fastest
-        w2d = conv.weight.detach().permute(0, 2, 3, 1).reshape(conv.out_channels, -1)
+        w = conv.weight.detach().view(conv.out_channels, conv.in_channels,
+                                      *m._geometry().kernel_size)
+        w2d = w.permute(0, 2, 3, 1).reshape(conv.out_channels, -1)
         m._setup(config, w2d, conv.bias, **quant_kw)
         return m
 
@@ -451,7 +466,7 @@ class QuantConv2d(_QuantModule):
 
     def _from_nk(self, w: torch.Tensor) -> torch.Tensor:
         # K is channel-fastest: [O, kh*kw*C] -> [O, kh, kw, C] -> [O, C, kh, kw]
-        kh, kw = self.kernel_size
+        kh, kw = self._geometry().kernel_size
         return w.view(self.out_channels, kh, kw, self.in_channels).permute(0, 3, 1, 2).contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -463,8 +478,9 @@ class QuantConv2d(_QuantModule):
             raise ValueError(f"x: expected [B, {self.in_channels}, H, W], got shape {tuple(x.shape)}")
         if not x.is_floating_point():
             raise TypeError(f"x: expected a floating-point tensor, got {x.dtype}")
-        xp, pad = _pad(self, x)
-        (kh, kw), (dh, dw) = self.kernel_size, self.dilation
+        g = self._geometry()
+        xp, pad = _pad(g, x)
+        (kh, kw), (dh, dw) = g.kernel_size, g.dilation
         for size, p, d, k in ((xp.shape[2], pad[0], dh, kh), (xp.shape[3], pad[1], dw, kw)):
             if size + 2 * p < d * (k - 1) + 1:
                 raise ValueError(f"x: input of shape {tuple(x.shape)} is smaller than the "
@@ -473,7 +489,7 @@ class QuantConv2d(_QuantModule):
         channels_last = x.stride(1) < x.stride(3)
         y = self._native_conv(xp, pad, channels_last)
         if y is None:
-            cols, (b, ho, wo) = im2col(self, x)
+            cols, (b, ho, wo) = im2col(g, x)
             y = self._gemm(cols)
             # [B*L, O] -> [B, Ho, Wo, O] -> [B, O, Ho, Wo] (that is channels_last)
             y = y.view(b, ho, wo, self.out_channels).permute(0, 3, 1, 2)
@@ -491,7 +507,8 @@ class QuantConv2d(_QuantModule):
         channels_last (the caller's input was)."""
         if self.reference or self._observer is not None or self.in_features_k == 0:
             return None
-        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        g = self._geometry()
+        (kh, kw), (sh, sw), (dh, dw) = g.kernel_size, g.stride, g.dilation
         geometry = (kh, kw, sh, sw, pad[0], pad[1], dh, dw, 0 if channels_last else 1)
         if max(geometry) > _C.CONV_MAX_GEOMETRY:  # (beyond: the im2col path)
             return None
@@ -524,3 +541,43 @@ class QuantConv2d(_QuantModule):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
                 f"bias={self.bias is not None}, {self._config_repr()}")
+
+
+def conv1d_geometry(conv) -> SimpleNamespace:
+    """An nn.Conv1d (or QuantConv1d) as the 2-D conv it equals on [B, C, 1, L] inputs: kernel
+    (1, k)."""
+    padding = conv.padding if isinstance(conv.padding, str) else (0, conv.padding[0])
+    return SimpleNamespace(kernel_size=(1, conv.kernel_size[0]), stride=(1, conv.stride[0]),
+                           dilation=(1, conv.dilation[0]), padding=padding,
+                           padding_mode=conv.padding_mode)
+
+
+class QuantConv1d(QuantConv2d):
+    """Quantized ``nn.Conv1d`` (groups=1): QuantConv2d with a (1, k) kernel on [B, C, 1, L]
+    (speech front ends: wav2vec2 / HuBERT feature encoders, Whisper's stem; temporal CNNs).
+    Its attributes are nn.Conv1d's (``kernel_size=(k,)``, ``stride=(s,)``, ...: model code reads
+    them), and ``weight`` / ``dequantize_weight()`` have nn.Conv1d's [O, C, k] shape."""
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv1d, config, **quant_kw) -> "QuantConv1d":
+        """``quant_kw``: scheme options, e.g. ``hessian=`` over the im2col K order (GPTQ)."""
+        if not isinstance(conv, nn.Conv1d):
+            raise TypeError(f"conv: expected an nn.Conv1d, got {type(conv).__name__}")
+        return cls._converted(conv, config, **quant_kw)
+
+    def _geometry(self):
+        return conv1d_geometry(self)
+
+    def _float_weight_shape(self) -> tuple:
+        return (self.out_channels, self.in_channels, self.kernel_size[0])
+
+    def _from_nk(self, w: torch.Tensor) -> torch.Tensor:
+        return super()._from_nk(w).squeeze(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_device(x)
+        if x.dim() not in (2, 3) or x.shape[-2] != self.in_channels:
+            raise ValueError(f"x: expected [B, {self.in_channels}, L] or [{self.in_channels}, L], "
+                             f"got shape {tuple(x.shape)}")
+        return super().forward(x.unsqueeze(-2)).squeeze(-2).contiguous()
+
