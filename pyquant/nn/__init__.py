@@ -12,12 +12,13 @@ from .configs import GRUConfig, Int8Config, LUT2Config, SparqConfig, WeightOnlyC
 from .gru import QuantGRU  # integer-only GRU with a bit width per operator (GRUConfig)
 from .experts import QuantExperts  # transformers' MoE experts blocks (3-D expert weights)
 from .attention import QuantMultiheadAttention  # nn.MultiheadAttention's four projections
+from .recurrent import QuantRNN  # nn.LSTM / nn.GRU / nn.RNN
 from .modules import QuantConv1d, QuantConv2d, QuantLinear
 from .weight_view import QuantizedWeight  # what QuantLinear.weight / QuantConv2d.weight return
 
 __all__ = [
-    "QuantLinear", "QuantConv2d", "QuantConv1d", "QuantGRU", "QuantExperts", "QuantMultiheadAttention",
-    "QuantizedWeight", "quantize_", "gptq_", "calibrate", "calibration", "reset_calibration",
+    "QuantLinear", "QuantConv2d", "QuantConv1d", "QuantGRU", "QuantExperts",
+    "QuantMultiheadAttention", "QuantRNN", "QuantizedWeight", "quantize_", "gptq_", "calibrate", "calibration", "reset_calibration",
     "register_quantize_module_handler", "default_filter", "use_reference",
     "Int8Config", "WeightOnlyConfig", "LUT2Config", "SparqConfig", "GRUConfig",
 ]

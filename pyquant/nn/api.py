@@ -13,6 +13,7 @@ from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
 from .attention import QuantMultiheadAttention, is_mha
 from .experts import QuantExperts, is_experts
+from .recurrent import QuantRNN, is_rnn
 from .modules import QuantConv1d, QuantConv2d, QuantLinear, _QuantModule
 from .schemes import range_overflows
 
@@ -48,8 +49,10 @@ def _swap(module: nn.Module, config):
         return QuantExperts(module, config)
     if is_mha(module):
         return QuantMultiheadAttention(module, config)
+    if is_rnn(module):
+        return QuantRNN(module, config)
     raise TypeError(f"module: {type(module).__name__} cannot be quantized (nn.Linear, nn.Conv2d, "
-                    "nn.Conv1d, nn.MultiheadAttention, transformers' Conv1D or an MoE experts block)")
+                    "nn.Conv1d, nn.MultiheadAttention, nn.LSTM/GRU/RNN, transformers' Conv1D or an MoE experts block)")
 
 
 for _cfg in (Int8Config, WeightOnlyConfig, LUT2Config, SparqConfig):
@@ -66,11 +69,12 @@ def _plain(module: nn.Module, base: type) -> bool:
             and not isinstance(module, NonDynamicallyQuantizableLinear))
 
 
-_CONVERTED_BASES = (nn.Linear, nn.Conv2d, nn.Conv1d, nn.MultiheadAttention)
+_CONVERTED_BASES = (nn.Linear, nn.Conv2d, nn.Conv1d, nn.MultiheadAttention, nn.LSTM, nn.GRU,
+                    nn.RNN)
 
 
 def _own_forward(module: nn.Module) -> bool:
-    """An nn.Linear / nn.Conv2d / nn.Conv1d / nn.MultiheadAttention subclass with a forward of its
+    """A subclass of a converted layer type (_CONVERTED_BASES) with a forward of its
     own (e.g. a weight-standardized conv): converting it would drop what that forward does."""
     return any(isinstance(module, base) and type(module).forward is not base.forward
                for base in _CONVERTED_BASES)
@@ -78,15 +82,15 @@ def _own_forward(module: nn.Module) -> bool:
 
 def default_filter(module: nn.Module, fqn: str) -> bool:
     """Matches nn.Linear, nn.Conv2d and nn.Conv1d with groups=1, nn.MultiheadAttention (its four
-    projections: pyquant/nn/attention.py), transformers' Conv1D and MoE experts blocks (3-D
-    expert weights: pyquant/nn/experts.py), and subclasses of the first four that keep their
-    forward (already-quantized modules never match). Left float: subclasses with a forward of
+    projections: pyquant/nn/attention.py), nn.LSTM / nn.GRU / nn.RNN (pyquant/nn/recurrent.py),
+    transformers' Conv1D and MoE experts blocks (3-D expert weights: pyquant/nn/experts.py), and
+    subclasses of the first seven that keep their forward (already-quantized modules never match). Left float: subclasses with a forward of
     their own, and a MultiheadAttention's out_proj on its own (the attention module converts
     it)."""
     if _plain(module, nn.Conv2d) or _plain(module, nn.Conv1d):
         return module.groups == 1 and _has_weights(module)
     return (_plain(module, nn.Linear) or is_conv1d(module) or is_experts(module)
-            or is_mha(module)) and _has_weights(module)
+            or is_mha(module) or is_rnn(module)) and _has_weights(module)
 
 
 def _has_weights(layer: nn.Module) -> bool:
@@ -105,7 +109,7 @@ def _warn_left_float(model: nn.Module, caller: str = "quantize_") -> None:
     n, listed = names(_own_forward)
     if n:
         warnings.warn(
-            f"{caller}: left float {n} nn.Linear/nn.Conv2d/nn.Conv1d/nn.MultiheadAttention "
+            f"{caller}: left float {n} nn.Linear/Conv2d/Conv1d/MultiheadAttention/LSTM/GRU/RNN "
             f"subclass(es) with a forward of their own ({listed}); pass filter_fn to convert them "
             "anyway (their forward's extra work is dropped)", stacklevel=3)
     n, listed = names(lambda m: "expert" in type(m).__name__.lower() and not is_experts(m)

@@ -25,6 +25,7 @@ from .api import _convert, _warn_left_float, default_filter, is_conv1d, run_batc
 from .configs import SparqConfig, WeightOnlyConfig
 from .attention import QuantMultiheadAttention, is_mha
 from .experts import QuantExperts, is_experts
+from .recurrent import QuantRNN, is_rnn
 from .modules import QuantConv1d, QuantConv2d, QuantLinear, conv1d_geometry, im2col
 from .schemes import best_clip, bf16_round
 
@@ -124,7 +125,7 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
     tuples of positional args or mappings of keyword args), or for SparqConfig(sparse24=True)
     with SparseGPT's 2:4 pruning; layers that saw no input fall back to round-to-nearest /
     magnitude pruning, and so do MoE experts blocks (each expert sees only the tokens routed to
-    it) and a MultiheadAttention's out_proj (its q/k/v projections get GPTQ from the query, key
+    it), recurrent layers (nn.LSTM/GRU/RNN) and a MultiheadAttention's out_proj (its q/k/v projections get GPTQ from the query, key
     and value inputs). Returns the model (the root swapped if it is itself a layer).
 
     ``damp``: added to H's diagonal as a fraction of its mean. Larger than the paper's 0.01
@@ -167,13 +168,15 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
         if isinstance(m, (nn.Conv2d, nn.Conv1d)) and m.groups != 1:
             return False  # (QuantConv2d/1d: groups=1 only; quantize_'s default filter agrees)
         return (isinstance(m, (nn.Linear, nn.Conv2d, nn.Conv1d)) or is_conv1d(m) or is_experts(m)
-                or is_mha(m)) and filter_fn(m, fqn)
+                or is_mha(m) or is_rnn(m)) and filter_fn(m, fqn)
 
     # MoE experts blocks see no Hessian of their own (each expert sees only its routed tokens):
-    # they are converted round-to-nearest / magnitude-pruned; so is a MultiheadAttention's
+    # they are converted round-to-nearest / magnitude-pruned, as are recurrent layers (their
+    # state inputs are no module's input); so is a MultiheadAttention's
     # out_proj (its input, the attention output, is never a module's input)
     handles = [m.register_forward_pre_hook(hook, with_kwargs=True)
-               for name, m in model.named_modules() if quantizable(m, name) and not is_experts(m)]
+               for name, m in model.named_modules()
+               if quantizable(m, name) and not (is_experts(m) or is_rnn(m))]
     try:
         with torch.no_grad():
             for b in batches:
@@ -198,6 +201,8 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
             return QuantLinear.from_conv1d(mod, cfg, **kw)
         if is_experts(mod):
             return QuantExperts(mod, cfg)
+        if is_rnn(mod):
+            return QuantRNN(mod, cfg)
         if is_mha(mod):
             return QuantMultiheadAttention(mod, cfg, {
                 name: dict(hessian=hess[mod, name], damp=damp)

@@ -371,6 +371,18 @@ class QuantLinear(_QuantModule):
         dtype = _out_dtype(x2d)
         return y if y.dtype == dtype else y.to(dtype)
 
+    def rows_fn(self, grad: bool = False):
+        """A callable for many calls on 2-D float32 CPU rows in a loop (QuantRNN's steps): the
+        bound native forward (~2 us less per call than ``linear_rows``) where it applies, else
+        ``linear_rows``. ``grad``: the rows may require grad (the autograd guard must run)."""
+        if grad or self._run is None or self._observer is not None or _tracing():
+            return self.linear_rows
+        run = self._native_run()
+        if run is None:
+            return self.linear_rows
+        threads = get_num_threads()
+        return lambda x2d: torch.from_numpy(run(x2d.contiguous().numpy(), threads))
+
     def grouped_args(self, check_tracing: bool = True):
         """This layer's arguments to ``scheme.run_grouped`` (several layers of one shape in one
         native call: grouped.run_groups), or None where its own forward must run (the reference

@@ -1,0 +1,247 @@
+"""QuantRNN: nn.LSTM / nn.GRU / nn.RNN with quantized matmuls.
+
+(1) One step against PyTorch's documented cell equations written here, with the module's
+QuantLinear layers as black boxes (they are checked against integer references in
+test_nn_forward.py); (2) a sequence is its steps chained, layers are one-layer modules stacked,
+and a packed batch is each sequence alone, all bit for bit (per-row quantization: rows are
+independent); (3) close to the float layer (gate order, biases, projections, directions).
+Whole sequences are not compared to an independent loop with a tolerance: a last-bit difference
+in a state can move the next step's activation scale, so such a loop drifts by a code now and
+then.
+"""
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import pyquant
+from pyquant.nn import QuantRNN
+
+pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections")
+
+CONFIGS = [pyquant.Int8Config(), pyquant.WeightOnlyConfig(4, 32), pyquant.SparqConfig()]
+CONFIG_IDS = ["int8", "w4g32", "sparq"]
+KINDS = {
+    "lstm": lambda **kw: nn.LSTM(12, 16, **kw),
+    "lstm-proj": lambda **kw: nn.LSTM(12, 16, proj_size=6, **kw),
+    "gru": lambda **kw: nn.GRU(12, 16, **kw),
+    "rnn-tanh": lambda **kw: nn.RNN(12, 16, **kw),
+    "rnn-relu": lambda **kw: nn.RNN(12, 16, nonlinearity="relu", **kw),
+}
+
+
+def _rnn(kind, **kw):
+    torch.manual_seed(7)
+    return KINDS[kind](**kw).eval()
+
+
+def _cos(a, b):
+    return F.cosine_similarity(a.flatten(), b.flatten(), dim=0).item()
+
+
+def _one_step(q: QuantRNN, x: torch.Tensor, h0: torch.Tensor, c0):
+    """One time step of a one-layer q from PyTorch's cell equations: x [B, in], states [D, B, *]."""
+    hs, cs = [], []
+    for k, sfx in enumerate(["", "_reverse"][:2 if q.bidirectional else 1]):
+        xi, hh_out = getattr(q, f"ih_l0{sfx}")(x), getattr(q, f"hh_l0{sfx}")(h0[k])
+        if q.mode == "LSTM":  # stored gate order (i, f, o, g), both biases in ih
+            i, f, o, g = (xi + hh_out).chunk(4, 1)
+            c = torch.sigmoid(f) * c0[k] + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            hr = getattr(q, f"hr_l0{sfx}", None)
+            h = hr(h) if hr is not None else h
+            cs.append(c)
+        elif q.mode == "GRU":
+            xr, xz, xn = xi.chunk(3, 1)
+            hr_, hz, hn_ = hh_out.chunk(3, 1)
+            r, z = torch.sigmoid(xr + hr_), torch.sigmoid(xz + hz)
+            n = torch.tanh(xn + r * hn_)
+            h = (1 - z) * n + z * h0[k]
+        else:
+            h = xi + hh_out
+            h = torch.tanh(h) if q.mode == "RNN_TANH" else torch.relu(h)
+        hs.append(h)
+    return torch.cat(hs, 1), torch.stack(hs), (torch.stack(cs) if cs else None)
+
+
+def _states(s):
+    return s if isinstance(s, tuple) else (s,)
+
+
+def _hx(kind, d, batch):
+    h0 = torch.randn(d, batch, 6 if kind == "lstm-proj" else 16) * 0.5
+    return (h0, torch.randn(d, batch, 16) * 0.5) if kind.startswith("lstm") else h0
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_one_step_is_the_cell_equations(isa, kind, bidirectional, config):
+    """From the same states the GEMM outputs are the same bits; the gate arithmetic (ordered
+    differently here) agrees to float rounding."""
+    q = QuantRNN(_rnn(kind, bidirectional=bidirectional), config)
+    x = torch.randn(1, 3, 12)
+    hx = _hx(kind, 2 if bidirectional else 1, 3)
+    h0, c0 = hx if isinstance(hx, tuple) else (hx, None)
+    with torch.no_grad():
+        out, states = q(x, hx)
+        want_out, want_h, want_c = _one_step(q, x[0], h0, c0)
+    torch.testing.assert_close(out[0], want_out, rtol=1e-6, atol=1e-6)
+    for got, want in zip(_states(states), (want_h, want_c)):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_sequence_is_its_steps_chained(kind, config):
+    """T steps in one call = T one-step calls passing the states on, bit for bit (the input
+    projection of all rows at once gives each row's bits)."""
+    q = QuantRNN(_rnn(kind), config)
+    x = torch.randn(6, 3, 12)
+    hx = _hx(kind, 1, 3)
+    with torch.no_grad():
+        out, states = q(x, hx)
+        for t in range(6):
+            step, hx = q(x[t:t + 1], hx)
+            assert torch.equal(step[0], out[t])
+        for a, b in zip(_states(states), _states(hx)):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_layers_stack_and_the_float_layer_agrees(kind, bidirectional):
+    """Two layers = two one-layer modules with the same weights, bit for bit; and close to the
+    float layer (gate order, biases, projection, directions as PyTorch's)."""
+    rnn = _rnn(kind, num_layers=2, bidirectional=bidirectional)
+    q = QuantRNN(rnn, pyquant.Int8Config())
+    d = 2 if bidirectional else 1
+    x = torch.randn(6, 3, 12)
+    hx = _hx(kind, 2 * d, 3)
+    parts = []
+    for layer in range(2):
+        one = KINDS[kind](bidirectional=bidirectional)
+        if layer:
+            kw = {"nonlinearity": rnn.nonlinearity} if isinstance(rnn, nn.RNN) else {}
+            if rnn.proj_size:
+                kw["proj_size"] = rnn.proj_size
+            one = type(rnn)(d * (rnn.proj_size or 16), 16, bidirectional=bidirectional, **kw)
+        for name, p in one.named_parameters():
+            p.data.copy_(getattr(rnn, name.replace("_l0", f"_l{layer}")))
+        parts.append(QuantRNN(one.eval(), pyquant.Int8Config()))
+    first = tuple(t[:d] for t in _states(hx))
+    second = tuple(t[d:] for t in _states(hx))
+    as_hx = (lambda s: s) if kind.startswith("lstm") else (lambda s: s[0])  # noqa: E731
+    with torch.no_grad():
+        out, states = q(x, hx)
+        mid, s1 = parts[0](x, as_hx(first))
+        last, s2 = parts[1](mid, as_hx(second))
+        flt = rnn(x, hx)
+    assert torch.equal(out, last)
+    for a, b, c in zip(_states(states), _states(s1), _states(s2)):
+        assert torch.equal(a, torch.cat([b, c]))
+    assert _cos(out, flt[0]) > 0.999
+    for a, b in zip(_states(states), _states(flt[1])):
+        assert _cos(a, b) > 0.999
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_packed_batch_is_each_sequence_alone(threads, kind, bidirectional):
+    rnn = _rnn(kind, num_layers=2, bidirectional=bidirectional, batch_first=True)
+    q = QuantRNN(rnn, pyquant.Int8Config())
+    lengths = [5, 9, 1, 7]
+    x = torch.randn(4, 9, 12)
+    packed = pack_padded_sequence(x, torch.tensor(lengths), batch_first=True, enforce_sorted=False)
+    with torch.no_grad():
+        out, states = q(packed)
+        padded, _ = pad_packed_sequence(out, batch_first=True)
+        for b, n in enumerate(lengths):
+            alone, alone_states = q(x[b:b + 1, :n])
+            assert torch.equal(padded[b, :n], alone[0])
+            assert not padded[b, n:].any()
+            for s, a in zip(states if isinstance(states, tuple) else (states,),
+                            alone_states if isinstance(alone_states, tuple) else (alone_states,)):
+                assert torch.equal(s[:, b], a[:, 0])
+        flt, _ = pad_packed_sequence(rnn(packed)[0], batch_first=True)
+    assert _cos(padded, flt) > 0.999
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_layouts_and_initial_states(kind):
+    rnn = _rnn(kind, num_layers=1, batch_first=True)
+    q = QuantRNN(rnn, pyquant.Int8Config())
+    x = torch.randn(2, 5, 12)
+    with torch.no_grad():
+        full, states = q(x)
+        assert full.shape == (2, 5, 16)
+        one, one_states = q(x[1])  # unbatched: [T, in], states without a batch dim
+        assert torch.equal(one, full[1])
+        if kind == "lstm":
+            assert one_states[0].shape == (1, 16) and torch.equal(one_states[1], states[1][:, 1])
+            assert torch.equal(q(x[1], (states[0][:, 1], states[1][:, 1]))[0],
+                               q(x[1:, ], (states[0][:, 1:], states[1][:, 1:]))[0][0])
+        else:
+            assert one_states.shape == (1, 16)
+        empty, empty_states = q(torch.randn(2, 0, 12))
+        assert empty.shape == (2, 0, 16)
+    q.flatten_parameters()  # (model code calls it before each forward)
+
+
+def test_quantize_state_dict_gptq_and_errors():
+    torch.manual_seed(8)
+    model = nn.Sequential()
+    model.lstm = nn.LSTM(12, 16, 2, batch_first=True)
+    x = torch.randn(2, 5, 12)
+    q = pyquant.quantize_(copy.deepcopy(model).eval(), pyquant.Int8Config())
+    assert isinstance(q.lstm, QuantRNN)
+    with torch.no_grad():
+        want = q.lstm(x)[0]
+    buf = io.BytesIO()
+    torch.save(q.state_dict(), buf)
+    fresh = pyquant.quantize_(copy.deepcopy(model).eval(), pyquant.Int8Config())
+    state = torch.load(io.BytesIO(buf.getvalue()))
+    fresh.load_state_dict(state)
+    with torch.no_grad():
+        assert torch.equal(fresh.lstm(x)[0], want)
+    bad = dict(state)
+    bad["lstm.hh_l1.packed"] = state["lstm.hh_l1.packed"][:-1].clone()
+    with pytest.raises(ValueError, match="hh_l1.packed"):
+        fresh.load_state_dict(bad)
+    g = pyquant.nn.gptq_(copy.deepcopy(model).eval(), pyquant.WeightOnlyConfig(4, 32), [x])
+    assert isinstance(g.lstm, QuantRNN)  # (round to nearest: its state inputs are no module's)
+    with pytest.raises(ValueError, match="input: expected last dim 12"):
+        q.lstm(torch.randn(2, 5, 11))
+    with pytest.raises(ValueError, match="h_0 of shape"):
+        q.lstm(x, (torch.zeros(2, 3, 16), torch.zeros(2, 2, 16)))
+    with pytest.raises(TypeError, match="tuple"):
+        q.lstm(x, torch.zeros(2, 2, 16))
+    with pytest.raises(TypeError, match="rnn"):
+        QuantRNN(nn.Linear(3, 3), pyquant.Int8Config())
+    xg = torch.randn(2, 5, 12, requires_grad=True)
+    out, _ = q.lstm(xg)  # a forward works in grad mode; a backward through it is the error
+    with pytest.raises(RuntimeError, match="QuantLinear"):
+        out.sum().backward()
+
+
+def test_export_gives_the_same_bits():
+    class Output(nn.Module):
+        def __init__(self, rnn):
+            super().__init__()
+            self.rnn = rnn
+
+        def forward(self, x):
+            return self.rnn(x)[0]
+
+    model = Output(QuantRNN(_rnn("lstm", num_layers=2, bidirectional=True, batch_first=True),
+                            pyquant.Int8Config()))
+    x = torch.randn(2, 5, 12)
+    with torch.no_grad():
+        want = model(x)
+        assert torch.equal(torch.export.export(model, (x,)).module()(x), want)
