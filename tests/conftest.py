@@ -40,7 +40,13 @@ def rng(request):
 
 
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
+def threads(request, monkeypatch):
+    """Every native call on this many threads: the modules' small-work thread cap
+    (pyquant/nn/modules.py: call_threads) is lifted so that small test layers run them all."""
+    from pyquant.nn import modules
+
+    monkeypatch.setattr(modules, "_THREAD_WEIGHT_BYTES", 1)
+    monkeypatch.setattr(modules, "_THREAD_MACS", 1)
     pyquant.set_num_threads(request.param)
     try:
         yield request.param

@@ -639,3 +639,34 @@ def test_export_is_self_contained(rng, config):
     del model  # nothing registered by the modules is needed to run the exported program
     with torch.no_grad():
         assert torch.equal(ep.module()(x), want)
+
+
+def test_small_work_runs_on_fewer_threads(monkeypatch):
+    """A native call wakes at most one thread per ~512 KiB of weights or ~2 Mi multiply-adds
+    (modules.call_threads): a small layer at one row runs on one thread, a large one (or many
+    rows) on all; same bits either way."""
+    from pyquant.nn import modules
+
+    seen = []
+    small = QuantLinear.from_linear(torch.nn.Linear(256, 1024), pyquant.Int8Config())
+    large = QuantLinear.from_linear(torch.nn.Linear(1024, 4096), pyquant.Int8Config())
+    for layer in (small, large):
+        run = layer._native_run()
+        layer._run = lambda x, threads, *a, run=run: seen.append(threads) or run(x, threads, *a)
+        layer._bound = ()  # (keeps _native_run from rebinding over the spy)
+    pyquant.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            y1 = small(torch.ones(1, 256))
+            large(torch.ones(1, 1024))
+            small(torch.ones(64, 256))
+    finally:
+        pyquant.set_num_threads(None)
+    assert seen == [1, 2, 2]
+    assert modules.call_threads(0, 0) == 1 and modules.call_threads(1 << 30, 0) >= 1
+    pyquant.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            assert torch.equal(small(torch.ones(1, 256)), y1)
+    finally:
+        pyquant.set_num_threads(None)

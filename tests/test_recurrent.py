@@ -199,13 +199,14 @@ def test_quantize_state_dict_gptq_and_errors():
     model = nn.Sequential()
     model.lstm = nn.LSTM(12, 16, 2, batch_first=True)
     x = torch.randn(2, 5, 12)
-    q = pyquant.quantize_(copy.deepcopy(model).eval(), pyquant.Int8Config())
+    every = lambda m, fqn: isinstance(m, nn.LSTM)  # noqa: E731  (hidden 16: not by default)
+    q = pyquant.quantize_(copy.deepcopy(model).eval(), pyquant.Int8Config(), filter_fn=every)
     assert isinstance(q.lstm, QuantRNN)
     with torch.no_grad():
         want = q.lstm(x)[0]
     buf = io.BytesIO()
     torch.save(q.state_dict(), buf)
-    fresh = pyquant.quantize_(copy.deepcopy(model).eval(), pyquant.Int8Config())
+    fresh = pyquant.quantize_(copy.deepcopy(model).eval(), pyquant.Int8Config(), filter_fn=every)
     state = torch.load(io.BytesIO(buf.getvalue()))
     fresh.load_state_dict(state)
     with torch.no_grad():
@@ -214,7 +215,8 @@ def test_quantize_state_dict_gptq_and_errors():
     bad["lstm.hh_l1.packed"] = state["lstm.hh_l1.packed"][:-1].clone()
     with pytest.raises(ValueError, match="hh_l1.packed"):
         fresh.load_state_dict(bad)
-    g = pyquant.nn.gptq_(copy.deepcopy(model).eval(), pyquant.WeightOnlyConfig(4, 32), [x])
+    g = pyquant.nn.gptq_(copy.deepcopy(model).eval(), pyquant.WeightOnlyConfig(4, 32), [x],
+                         filter_fn=every)
     assert isinstance(g.lstm, QuantRNN)  # (round to nearest: its state inputs are no module's)
     with pytest.raises(ValueError, match="input: expected last dim 12"):
         q.lstm(torch.randn(2, 5, 11))
@@ -245,3 +247,13 @@ def test_export_gives_the_same_bits():
     with torch.no_grad():
         want = model(x)
         assert torch.equal(torch.export.export(model, (x,)).module()(x), want)
+
+
+def test_quantize_converts_recurrent_layers_where_that_is_faster():
+    """Small hidden sizes stay float (PyTorch's fused cell is faster there), with a warning."""
+    model = nn.ModuleDict({"big_lstm": nn.LSTM(8, 512), "small_lstm": nn.LSTM(8, 256),
+                           "gru": nn.GRU(8, 256), "small_rnn": nn.RNN(8, 64)})
+    with pytest.warns(UserWarning, match="left float 2 recurrent layer.*small_lstm, small_rnn"):
+        pyquant.quantize_(model, pyquant.Int8Config())
+    assert isinstance(model["big_lstm"], QuantRNN) and isinstance(model["gru"], QuantRNN)
+    assert type(model["small_lstm"]) is nn.LSTM and type(model["small_rnn"]) is nn.RNN

@@ -16,6 +16,16 @@ CONFIGS = [pyquant.Int8Config(act_bits=8), pyquant.Int8Config(act_bits=7),
 ROWS = (1, 5, 40)  # GEMV, small M, several row tiles
 
 
+@pytest.fixture(autouse=True)
+def every_thread(monkeypatch):
+    """These small layers run on every pool thread (the small-work cap, modules.call_threads,
+    would keep them on one)."""
+    from pyquant.nn import modules
+
+    monkeypatch.setattr(modules, "_THREAD_WEIGHT_BYTES", 1)
+    monkeypatch.setattr(modules, "_THREAD_MACS", 1)
+
+
 @pytest.fixture(scope="module")
 def layers():
     gen = torch.Generator().manual_seed(0)

@@ -13,7 +13,7 @@ from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
 from .attention import QuantMultiheadAttention, is_mha
 from .experts import QuantExperts, is_experts
-from .recurrent import QuantRNN, is_rnn
+from .recurrent import MIN_HIDDEN, QuantRNN, is_rnn, worth_converting
 from .modules import QuantConv1d, QuantConv2d, QuantLinear, _QuantModule
 from .schemes import range_overflows
 
@@ -81,16 +81,19 @@ def _own_forward(module: nn.Module) -> bool:
 
 
 def default_filter(module: nn.Module, fqn: str) -> bool:
-    """Matches nn.Linear, nn.Conv2d and nn.Conv1d with groups=1, nn.MultiheadAttention (its four
-    projections: pyquant/nn/attention.py), nn.LSTM / nn.GRU / nn.RNN (pyquant/nn/recurrent.py),
-    transformers' Conv1D and MoE experts blocks (3-D expert weights: pyquant/nn/experts.py), and
-    subclasses of the first seven that keep their forward (already-quantized modules never match). Left float: subclasses with a forward of
-    their own, and a MultiheadAttention's out_proj on its own (the attention module converts
-    it)."""
+    """Matches nn.Linear; nn.Conv2d and nn.Conv1d with groups=1; nn.MultiheadAttention (its four
+    projections: pyquant/nn/attention.py); nn.LSTM / nn.GRU / nn.RNN from the hidden size where
+    that runs faster (pyquant/nn/recurrent.py: MIN_HIDDEN); transformers' Conv1D and MoE experts
+    blocks (3-D expert weights: pyquant/nn/experts.py); and subclasses of those torch types that
+    keep their forward (already-quantized modules never match). Left float: subclasses with a
+    forward of their own, and a MultiheadAttention's out_proj on its own (the attention module
+    converts it)."""
     if _plain(module, nn.Conv2d) or _plain(module, nn.Conv1d):
         return module.groups == 1 and _has_weights(module)
+    if is_rnn(module):
+        return worth_converting(module)
     return (_plain(module, nn.Linear) or is_conv1d(module) or is_experts(module)
-            or is_mha(module) or is_rnn(module)) and _has_weights(module)
+            or is_mha(module)) and _has_weights(module)
 
 
 def _has_weights(layer: nn.Module) -> bool:
@@ -119,6 +122,14 @@ def _warn_left_float(model: nn.Module, caller: str = "quantize_") -> None:
             f"{caller}: left float {n} MoE experts block(s) of a layout it does not convert "
             f"({listed}): 3-D expert weights without transformers' @use_experts_implementation "
             "forward (pyquant/nn/experts.py); often most of the model's weights", stacklevel=3)
+    n, listed = names(lambda m: is_rnn(m) and not worth_converting(m))
+    if n:
+        small = ", ".join(f"{mode} < {h}" for mode, h in MIN_HIDDEN.items() if mode[:3] != "RNN")
+        warnings.warn(
+            f"{caller}: left float {n} recurrent layer(s) with a small hidden size ({small}, "
+            f"RNN < {MIN_HIDDEN['RNN_TANH']}: {listed}): PyTorch's fused cell runs them faster "
+            "than QuantRNN's per-step calls; pass filter_fn to convert them anyway",
+            stacklevel=3)
     n, listed = names(lambda m: (_plain(m, nn.Conv2d) or _plain(m, nn.Conv1d)) and m.groups != 1)
     if n:
         warnings.warn(

@@ -12,9 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pyquant._threads import get_num_threads
-
-from .modules import QuantLinear, _out_dtype, _tracing
+from .modules import QuantLinear, _out_dtype, _tracing, call_threads
 
 
 def _grouped_args(layers: list, x: torch.Tensor):
@@ -45,9 +43,13 @@ def run_groups(layers: list, x: torch.Tensor, groups: list) -> torch.Tensor:
     if args is None:
         return torch.cat([_rows(layers[i], x[r0:r0 + n]) for i, r0, n in groups])
     xf = x if x.dtype == torch.float32 else x.float()
-    y = layers[0].scheme.run_grouped(xf.contiguous().numpy(), args,
-                                     np.array(groups, dtype=np.int64).reshape(-1, 3),
-                                     get_num_threads())
+    first = layers[0]
+    packed = first._buffers["packed"]
+    distinct = len({i for i, _, _ in groups})
+    threads = call_threads(distinct * packed.numel() * packed.element_size(),
+                           sum(n for _, _, n in groups) * first.in_features_k * first.out_features)
+    y = first.scheme.run_grouped(xf.contiguous().numpy(), args,
+                                 np.array(groups, dtype=np.int64).reshape(-1, 3), threads)
     y = torch.from_numpy(y)
     dtype = _out_dtype(x)
     return y if y.dtype == dtype else y.to(dtype)

@@ -30,6 +30,24 @@ _HUGEPAGE_MIN_BYTES = 64 << 10
 _HUGEPAGE_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.float32)
 
 
+# Threads per native call: at most one per this much work. Waking a thread costs ~3-4 us here
+# (Zen 5 VM; 1 / 2 threads at M = 1: int8 1024 x 256 6.3 / 9.5 us, 2048 x 512 14.3 / 14.4,
+# 4096 x 1024 50.7 / 36.9; W4 g32 2048 x 512 10.2 / 13.5), more than it saves on less work: a
+# recurrent step, one token through a small attention block. (tests/conftest.py's `threads`
+# fixture lowers both to 1 so that small test layers still run every thread.)
+_THREAD_WEIGHT_BYTES = 512 << 10
+_THREAD_MACS = 2 << 20
+
+
+def call_threads(weight_bytes: int, macs: int) -> int:
+    """Threads for one native call over ``weight_bytes`` of weights and ``macs``
+    multiply-adds: ``get_num_threads()``, fewer for small work (see above)."""
+    n = get_num_threads()
+    if n <= 1:
+        return 1
+    return max(1, min(n, max(weight_bytes // _THREAD_WEIGHT_BYTES, macs // _THREAD_MACS)))
+
+
 def _want_hugepages(t) -> bool:
     return (_C.HUGEPAGE_ARENAS and t is not None and t.device.type == "cpu"
             and t.dtype in _HUGEPAGE_DTYPES and t.numel() * t.element_size() >= _HUGEPAGE_MIN_BYTES)
@@ -280,7 +298,7 @@ class _QuantModule(nn.Module):
             run = self._native_run()
             if run is not None:
                 # the whole layer in one native call (activation quantization, GEMM, epilogue, bias)
-                return torch.from_numpy(run(x2d.contiguous().numpy(), get_num_threads()))
+                return torch.from_numpy(run(x2d.contiguous().numpy(), self._threads(len(x2d))))
         b = self._buffers
         if tracing:
             y = None if self.reference else self.scheme.op(x2d, b, self.act_range, self.bias)
@@ -294,9 +312,15 @@ class _QuantModule(nn.Module):
             self._observer.append(self.scheme.observe(x2d))
         run = self._native_run()  # (also refreshes what follows from an edited buffer)
         if run is not None:
-            return torch.from_numpy(run(x2d.numpy(), get_num_threads()))
+            return torch.from_numpy(run(x2d.numpy(), self._threads(len(x2d))))
         return ops.run_reference(x2d, {n: b[n] for n in self._buf_names}, self.act_range, self.bias,
                                  self.out_features, self.scheme, self.reference)
+
+    def _threads(self, rows: int) -> int:
+        """call_threads for ``rows`` input rows through this layer."""
+        packed = self._buffers.get("packed")
+        weight_bytes = 0 if packed is None else packed.numel() * packed.element_size()
+        return call_threads(weight_bytes, rows * self.in_features_k * self.out_features)
 
     def bytes_read_per_call(self) -> int:
         """Bytes of weights and constants one forward streams (packed codes, the scales in the
@@ -380,8 +404,13 @@ class QuantLinear(_QuantModule):
         run = self._native_run()
         if run is None:
             return self.linear_rows
-        threads = get_num_threads()
-        return lambda x2d: torch.from_numpy(run(x2d.contiguous().numpy(), threads))
+        cache = {}  # threads by row count (a packed sequence's batch shrinks)
+
+        def rows(x2d):
+            n = len(x2d)
+            threads = cache.get(n) or cache.setdefault(n, self._threads(n))
+            return torch.from_numpy(run(x2d.contiguous().numpy(), threads))
+        return rows
 
     def grouped_args(self, check_tracing: bool = True):
         """This layer's arguments to ``scheme.run_grouped`` (several layers of one shape in one
@@ -537,7 +566,8 @@ class QuantConv2d(_QuantModule):
                 return None
 
             def conv(image):
-                return torch.from_numpy(run(image.detach().numpy(), get_num_threads(), geometry))
+                pixels = image.numel() // max(1, self.in_channels) // (sh * sw)  # (~ output rows)
+                return torch.from_numpy(run(image.detach().numpy(), self._threads(pixels), geometry))
 
         # the native side reads NHWC (a view of a channels_last input) or NCHW (transposed there)
         image = (xp.permute(0, 2, 3, 1) if channels_last else xp).to(torch.float32).contiguous()

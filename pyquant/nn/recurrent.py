@@ -10,8 +10,8 @@ float as PyTorch's cell. The LSTM's gate rows are stored in (i, f, o, g) order (
 per step); GRU keeps (r, z, n) with ``b_hn`` inside ``hh`` (the reset gate multiplies it).
 
 Each step is a few torch ops and one native call (~20 us of Python per step and layer): it pays
-where the recurrent weights are large (hidden 512 and up, see docs/notes/nn.md), and runs slower
-than PyTorch's fused fp32 cell for small ones.
+where the recurrent weights are large, and runs slower than PyTorch's fused fp32 cell for small
+ones, which quantize_'s default filter leaves float (MIN_HIDDEN, with a warning).
 """
 from __future__ import annotations
 
@@ -21,6 +21,19 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from .modules import QuantLinear, _check_device
+
+# quantize_'s default filter converts recurrent layers from these hidden sizes: below them
+# PyTorch's fused fp32 cell (oneDNN's for LSTM) beats a native call plus ~20 us of Python per step
+# (Zen 5, 2 layers, 100 steps, batch 1, fp32 / QuantRNN Int8 ms, 1 thread / 2 threads: LSTM 256
+# 3.0 / 4.5, 2.5 / 5.5; LSTM 448 10.0 / 6.1, 6.6 / 7.4; LSTM 512 13.4 / 6.8, 7.7 / 6.0; GRU 256
+# 4.6 / 4.2, 5.0 / 4.7; GRU 384 8.1 / 4.7, 8.5 / 5.4)
+MIN_HIDDEN = {"LSTM": 512, "GRU": 256, "RNN_TANH": 256, "RNN_RELU": 256}
+
+
+def worth_converting(module: nn.Module) -> bool:
+    """A recurrent layer large enough to run faster as a QuantRNN (MIN_HIDDEN)."""
+    return module.hidden_size >= MIN_HIDDEN[module.mode]
+
 
 def is_rnn(module: nn.Module) -> bool:
     """nn.LSTM, nn.GRU or nn.RNN itself, or a subclass that keeps its forward."""
