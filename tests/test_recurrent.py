@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import io
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -199,14 +200,13 @@ def test_quantize_state_dict_gptq_and_errors():
     model = nn.Sequential()
     model.lstm = nn.LSTM(12, 16, 2, batch_first=True)
     x = torch.randn(2, 5, 12)
-    every = lambda m, fqn: isinstance(m, nn.LSTM)  # noqa: E731  (hidden 16: not by default)
-    q = pyquant.quantize_(copy.deepcopy(model).eval(), pyquant.Int8Config(), filter_fn=every)
+    q = pyquant.quantize_(copy.deepcopy(model).eval(), pyquant.Int8Config())
     assert isinstance(q.lstm, QuantRNN)
     with torch.no_grad():
         want = q.lstm(x)[0]
     buf = io.BytesIO()
     torch.save(q.state_dict(), buf)
-    fresh = pyquant.quantize_(copy.deepcopy(model).eval(), pyquant.Int8Config(), filter_fn=every)
+    fresh = pyquant.quantize_(copy.deepcopy(model).eval(), pyquant.Int8Config())
     state = torch.load(io.BytesIO(buf.getvalue()))
     fresh.load_state_dict(state)
     with torch.no_grad():
@@ -215,8 +215,7 @@ def test_quantize_state_dict_gptq_and_errors():
     bad["lstm.hh_l1.packed"] = state["lstm.hh_l1.packed"][:-1].clone()
     with pytest.raises(ValueError, match="hh_l1.packed"):
         fresh.load_state_dict(bad)
-    g = pyquant.nn.gptq_(copy.deepcopy(model).eval(), pyquant.WeightOnlyConfig(4, 32), [x],
-                         filter_fn=every)
+    g = pyquant.nn.gptq_(copy.deepcopy(model).eval(), pyquant.WeightOnlyConfig(4, 32), [x])
     assert isinstance(g.lstm, QuantRNN)  # (round to nearest: its state inputs are no module's)
     with pytest.raises(ValueError, match="input: expected last dim 12"):
         q.lstm(torch.randn(2, 5, 11))
@@ -245,15 +244,86 @@ def test_export_gives_the_same_bits():
                             pyquant.Int8Config()))
     x = torch.randn(2, 5, 12)
     with torch.no_grad():
-        want = model(x)
-        assert torch.equal(torch.export.export(model, (x,)).module()(x), want)
+        exported = torch.export.export(model, (x,)).module()(x)
+        torch.testing.assert_close(exported, model(x), rtol=1e-5, atol=1e-5)  # (native gates)
+        with pytest.MonkeyPatch.context() as m:  # traced: the per-step loop, as eager runs it
+            m.setattr(QuantRNN, "_native_loop", lambda self, *a: None)
+            assert torch.equal(exported, model(x))
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_native_loop_runs_for_int8_and_weight_only_and_matches_the_step_loop(kind, monkeypatch):
+    """Int8 / WeightOnly run each layer's time loop in one native call (gates in C++, within
+    float rounding of torch's); other configs the per-step loop."""
+    calls = []
+    for config, native in ((pyquant.Int8Config(), True), (pyquant.WeightOnlyConfig(4, 32), True),
+                           (pyquant.SparqConfig(), False)):
+        q = QuantRNN(_rnn(kind, num_layers=2, bidirectional=True), config)
+        real = type(q.hh_l0.scheme).run_recurrent
+        monkeypatch.setattr(type(q.hh_l0.scheme), "run_recurrent",
+                            lambda self, *a, real=real: calls.append(1) or real(self, *a))
+        x = torch.randn(1, 3, 12)
+        with torch.no_grad():
+            calls.clear()
+            got = q(x)
+            assert bool(calls) == native and (not native or len(calls) == 4)
+            with pytest.MonkeyPatch.context() as m:
+                m.setattr(QuantRNN, "_native_loop", lambda self, *a: None)
+                loop = q(x)
+        for a, b in zip((got[0],) + _states(got[1]), (loop[0],) + _states(loop[1])):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_native_loop_rejects_bad_arguments():
+    from pyquant import _C
+
+    q = QuantRNN(_rnn("lstm"), pyquant.Int8Config())
+    hh = q.hh_l0.grouped_args()
+    xp = np.zeros((6, 64), np.float32)
+    h0, c0 = np.zeros((3, 16), np.float32), np.zeros((3, 16), np.float32)
+    sizes = np.array([3, 2, 1], np.int64)
+    run = lambda **kw: _C.recurrent_forward_int8(**{**dict(  # noqa: E731
+        xp=xp, batch_sizes=sizes, reverse=False, mode="LSTM", h0=h0, c0=c0, hh=hh, hr=None,
+        act_bits=8), **kw})
+    y, h, c = run()
+    assert y.shape == (6, 16) and h.shape == (3, 16) and c.shape == (3, 16)
+    for kw, match in ((dict(batch_sizes=np.array([1, 2, 3], np.int64)), "batch_sizes\\[1\\]"),
+                      (dict(batch_sizes=np.array([3, 2], np.int64)), "sum 5"),
+                      (dict(batch_sizes=np.array([4, 2], np.int64)), "batch_sizes\\[0\\]"),
+                      (dict(c0=None), "c0"), (dict(c0=np.zeros((3, 15), np.float32)), "c0"),
+                      (dict(mode="GRU", c0=None), "3 x hidden"), (dict(mode="LSTMX"), "mode"),
+                      (dict(xp=np.zeros((6, 60), np.float32)), "hh.packed"),
+                      (dict(h0=np.zeros((3, 8), np.float32)), "hh.packed"),
+                      (dict(act_bits=6), "act_bits")):
+        with pytest.raises(ValueError, match=match):
+            run(**kw)
+    bad = list(hh)
+    bad[1] = bad[1][:-1]  # w_scale one short
+    with pytest.raises(ValueError, match="hh.w_scale"):
+        run(hh=tuple(bad))
+
+
+def test_native_gates_are_within_float_rounding_of_torchs():
+    from pyquant import _C
+
+    x = np.linspace(-30, 30, 200001, dtype=np.float32)
+    for fn, ref in (("sigmoid", torch.sigmoid), ("tanh", torch.tanh)):
+        got = _C.recurrent_gate(x, fn)
+        assert np.abs(got - ref(torch.from_numpy(x)).numpy()).max() <= 2.5e-7, fn
 
 
 def test_quantize_converts_recurrent_layers_where_that_is_faster():
-    """Small hidden sizes stay float (PyTorch's fused cell is faster there), with a warning."""
-    model = nn.ModuleDict({"big_lstm": nn.LSTM(8, 512), "small_lstm": nn.LSTM(8, 256),
-                           "gru": nn.GRU(8, 256), "small_rnn": nn.RNN(8, 64)})
+    """Int8 / WeightOnly (the native loop) convert every size; configs with the per-step loop
+    leave small hidden sizes float (PyTorch's fused cell is faster there), with a warning."""
+    def model():
+        return nn.ModuleDict({"big_lstm": nn.LSTM(8, 512), "small_lstm": nn.LSTM(8, 256),
+                              "gru": nn.GRU(8, 256), "small_rnn": nn.RNN(8, 64)})
+
+    native = model()
+    pyquant.quantize_(native, pyquant.Int8Config())
+    assert all(isinstance(m, QuantRNN) for m in native.values())
+    looped = model()
     with pytest.warns(UserWarning, match="left float 2 recurrent layer.*small_lstm, small_rnn"):
-        pyquant.quantize_(model, pyquant.Int8Config())
-    assert isinstance(model["big_lstm"], QuantRNN) and isinstance(model["gru"], QuantRNN)
-    assert type(model["small_lstm"]) is nn.LSTM and type(model["small_rnn"]) is nn.RNN
+        pyquant.quantize_(looped, pyquant.SparqConfig())
+    assert isinstance(looped["big_lstm"], QuantRNN) and isinstance(looped["gru"], QuantRNN)
+    assert type(looped["small_lstm"]) is nn.LSTM and type(looped["small_rnn"]) is nn.RNN

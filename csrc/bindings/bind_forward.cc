@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -18,6 +19,7 @@
 #include "core/macros.h"
 #include "forward/conv.h"
 #include "forward/forward.h"
+#include "forward/recurrent.h"
 #include "int8_gemm/int8_gemm.h"
 #include "lowbit_gemm/lowbit_gemm.h"
 #include "lut_gemm/lut_gemm.h"
@@ -442,6 +444,174 @@ CArray<float> forward_lowbit_grouped_py(const CArray<float>& x,
   return y;
 }
 
+// ---- recurrent layers (recurrent.h): the whole time loop of one layer and direction.
+// A step weight: one family's fused-forward arguments (as grouped_args gives them), named
+// `name` ("hh" or "hr") in errors.
+struct StepWeight {
+  StepMatmul run;
+  size_t n = 0, k = 0;
+};
+
+StepWeight int8_step(const Int8Args& args, int act_bits, const std::string& name, Isa isa) {
+  const auto& [packed, w_scale, w_off, bias, act_range] = args;
+  const PackedHeader h = checked_header(packed, PackedOp::int8_gemm);
+  require_len(w_scale, h.n, (name + ".w_scale").c_str());
+  require_len(w_off, h.n, (name + ".w_off").c_str());
+  if (bias) require_len(*bias, h.n, (name + ".bias").c_str());
+  ActRange act = act_of(act_range);
+  act.qmax = static_cast<float>((1 << act_bits) - 1);
+  const uint8_t* base = packed.data();
+  const Int8Weight w{reinterpret_cast<const int8_t*>(base + h.data_offset),
+                     reinterpret_cast<const int32_t*>(base + h.aux_offset), w_scale.data(),
+                     w_off.data(), bias ? bias->data() : nullptr, act};
+  const size_t n = h.n, k = h.k;
+  return {[w, n, k, isa](const float* x, size_t m, float* y, int t) {
+            forward_int8(x, m, k, w.panels, w.col_sums, n, w.w_scale, w.w_off, w.bias, w.act, y, t,
+                         isa);
+          },
+          n, k};
+}
+
+StepWeight lowbit_step(const LowbitArgs& args, int bits, size_t group_size,
+                       const std::string& name, Isa isa) {
+  const auto& [packed, panel_scales, w_off, bias, act_range] = args;
+  const PackedHeader h = checked_header(packed, PackedOp::lowbit_gemm);
+  require(h.bits == bits, name + ".packed: packed with bits=" + std::to_string(h.bits) +
+                              " but called with bits=" + std::to_string(bits));
+  require_len(panel_scales, round_up(h.n, kLowbitPanelCols) * div_round_up(h.k, group_size),
+              (name + ".panel_scales").c_str());
+  require_len(w_off, h.n, (name + ".w_off").c_str());
+  if (bias) require_len(*bias, h.n, (name + ".bias").c_str());
+  const LowbitWeight w{packed.data() + h.data_offset,
+                       reinterpret_cast<const uint16_t*>(panel_scales.data()), w_off.data(),
+                       bias ? bias->data() : nullptr, act_of(act_range)};
+  const size_t n = h.n, k = h.k;
+  return {[w, n, k, bits, group_size, isa](const float* x, size_t m, float* y, int t) {
+            forward_lowbit(x, m, k, w.panels, n, bits, group_size, w.panel_scales, w.w_off, w.bias,
+                           w.act, y, t, isa);
+          },
+          n, k};
+}
+
+CellMode cell_mode_of(const std::string& mode) {
+  if (mode == "LSTM") return CellMode::lstm;
+  if (mode == "GRU") return CellMode::gru;
+  if (mode == "RNN_TANH") return CellMode::rnn_tanh;
+  if (mode == "RNN_RELU") return CellMode::rnn_relu;
+  require(false, "mode: expected 'LSTM', 'GRU', 'RNN_TANH' or 'RNN_RELU', got '" + mode + "'");
+  return CellMode::lstm;
+}
+
+// xp [R, gates] (every step's input projection, biases in), batch_sizes int64 [T] (a
+// PackedSequence's: positive, never growing, summing to R), h0 [B, out], c0 [B, H] (LSTM only).
+// Returns (y [R, out], h_n [B, out], c_n [B, H] or None).
+py::tuple recurrent_run_py(const CArray<float>& xp, const CArray<int64_t>& batch_sizes,
+                           bool reverse, const std::string& mode_name, const CArray<float>& h0,
+                           const OptF& c0, const StepWeight& hh, const std::optional<StepWeight>& hr,
+                           int threads) {
+  const CellMode mode = cell_mode_of(mode_name);
+  require_ndim(xp, 2, "xp");
+  require_ndim(h0, 2, "h0");
+  require(batch_sizes.ndim() == 1, "batch_sizes: expected a 1-D int64 array");
+  RecurrentShape s;
+  s.mode = mode;
+  s.batch = h0.shape(0);
+  s.out = h0.shape(1);
+  const size_t gates = xp.shape(1);
+  const size_t per = mode == CellMode::lstm ? 4 : mode == CellMode::gru ? 3 : 1;
+  require(gates % per == 0 && gates > 0,
+          "xp: expected " + std::to_string(per) + " x hidden columns, got " + std::to_string(gates));
+  s.hidden = gates / per;
+  require(hh.n == gates && hh.k == s.out,
+          "hh.packed: expected a [" + std::to_string(gates) + ", " + std::to_string(s.out) +
+              "] weight (xp's columns, h0's), got [" + std::to_string(hh.n) + ", " +
+              std::to_string(hh.k) + "]");
+  if (hr) {
+    require(mode == CellMode::lstm, "hr: a projection exists for LSTM only");
+    require(hr->n == s.out && hr->k == s.hidden,
+            "hr.packed: expected a [" + std::to_string(s.out) + ", " + std::to_string(s.hidden) +
+                "] weight (h0's columns, the hidden size), got [" + std::to_string(hr->n) + ", " +
+                std::to_string(hr->k) + "]");
+  } else {
+    require(s.out == s.hidden, "h0: expected " + std::to_string(s.hidden) +
+                                   " columns (the hidden size: no projection), got " +
+                                   std::to_string(s.out));
+  }
+  require(s.hidden > 0, "xp: expected a positive hidden size");
+  if (mode == CellMode::lstm) {
+    require(c0.has_value(), "c0: an LSTM needs its cell state");
+    require(c0->ndim() == 2 && static_cast<size_t>(c0->shape(0)) == s.batch &&
+                static_cast<size_t>(c0->shape(1)) == s.hidden,
+            "c0: expected [" + std::to_string(s.batch) + ", " + std::to_string(s.hidden) + "]");
+  } else {
+    require(!c0.has_value(), "c0: only an LSTM has a cell state");
+  }
+  const size_t steps = batch_sizes.shape(0);
+  uint64_t rows = 0;
+  int64_t last = static_cast<int64_t>(s.batch);
+  for (size_t t = 0; t < steps; ++t) {
+    const int64_t b = batch_sizes.data()[t];
+    require(b > 0 && b <= last, "batch_sizes[" + std::to_string(t) +
+                                    "]: expected a positive size, at most the previous one and "
+                                    "h0's rows, got " + std::to_string(b));
+    last = b;
+    rows += static_cast<uint64_t>(b);
+  }
+  require(rows == static_cast<uint64_t>(xp.shape(0)),
+          "batch_sizes: sum " + std::to_string(rows) + ", expected xp's " +
+              std::to_string(xp.shape(0)) + " rows");
+  CArray<float> y({static_cast<size_t>(rows), s.out});
+  CArray<float> h({s.batch, s.out});
+  std::memcpy(h.mutable_data(), h0.data(), s.batch * s.out * sizeof(float));
+  std::optional<CArray<float>> c;
+  if (c0) {
+    c.emplace(CArray<float>({s.batch, s.hidden}));
+    std::memcpy(c->mutable_data(), c0->data(), s.batch * s.hidden * sizeof(float));
+  }
+  {
+    py::gil_scoped_release release;
+    recurrent_run(xp.data(), batch_sizes.data(), steps, reverse, s, hh.run,
+                  hr ? hr->run : StepMatmul(), h.mutable_data(), c ? c->mutable_data() : nullptr,
+                  y.mutable_data(), threads);
+  }
+  return py::make_tuple(y, h, c ? py::object(*c) : py::object(py::none()));
+}
+
+py::tuple recurrent_int8_py(const CArray<float>& xp, const CArray<int64_t>& batch_sizes,
+                            bool reverse, const std::string& mode, const CArray<float>& h0,
+                            const OptF& c0, const Int8Args& hh,
+                            const std::optional<Int8Args>& hr, int act_bits, int threads) {
+  require(act_bits == 7 || act_bits == 8,
+          "act_bits: expected 7 or 8, got " + std::to_string(act_bits));
+  const Isa isa = active_isa();
+  std::optional<StepWeight> proj;
+  if (hr) proj = int8_step(*hr, act_bits, "hr", isa);
+  return recurrent_run_py(xp, batch_sizes, reverse, mode, h0, c0,
+                          int8_step(hh, act_bits, "hh", isa), proj, threads);
+}
+
+py::tuple recurrent_lowbit_py(const CArray<float>& xp, const CArray<int64_t>& batch_sizes,
+                              bool reverse, const std::string& mode, const CArray<float>& h0,
+                              const OptF& c0, const LowbitArgs& hh,
+                              const std::optional<LowbitArgs>& hr, int bits, size_t group_size,
+                              int threads) {
+  require(bits == 2 || bits == 4, "bits: expected 2 or 4, got " + std::to_string(bits));
+  require_group_size(group_size);
+  const Isa isa = active_isa();
+  std::optional<StepWeight> proj;
+  if (hr) proj = lowbit_step(*hr, bits, group_size, "hr", isa);
+  return recurrent_run_py(xp, batch_sizes, reverse, mode, h0, c0,
+                          lowbit_step(hh, bits, group_size, "hh", isa), proj, threads);
+}
+
+// The gate nonlinearities as the recurrent loop computes them (tests: against torch's).
+CArray<float> recurrent_gate_py(const CArray<float>& x, const std::string& fn) {
+  require(fn == "sigmoid" || fn == "tanh", "fn: expected 'sigmoid' or 'tanh'");
+  CArray<float> y(x.size());
+  (fn == "sigmoid" ? sigmoid_rows : tanh_rows)(x.data(), x.size(), y.mutable_data());
+  return y;
+}
+
 // The activation quantizers on their own (tests compare them with PyTorch references).
 py::tuple lut_act_quantize_py(const CArray<float>& x, const Levels& a_levels, bool mse,
                               const CArray<float>& act_range) {
@@ -501,6 +671,13 @@ void bind_forward(py::module_& m) {
         py::arg("groups"), py::arg("threads") = 1, py::arg("act_bits") = 8);
   m.def("forward_lowbit_grouped", &forward_lowbit_grouped_py, py::arg("x"), py::arg("weights"),
         py::arg("groups"), py::arg("bits"), py::arg("group_size"), py::arg("threads") = 1);
+  m.def("recurrent_forward_int8", &recurrent_int8_py, py::arg("xp"), py::arg("batch_sizes"),
+        py::arg("reverse"), py::arg("mode"), py::arg("h0"), py::arg("c0"), py::arg("hh"),
+        py::arg("hr"), py::arg("act_bits"), py::arg("threads") = 1);
+  m.def("recurrent_forward_lowbit", &recurrent_lowbit_py, py::arg("xp"), py::arg("batch_sizes"),
+        py::arg("reverse"), py::arg("mode"), py::arg("h0"), py::arg("c0"), py::arg("hh"),
+        py::arg("hr"), py::arg("bits"), py::arg("group_size"), py::arg("threads") = 1);
+  m.def("recurrent_gate", &recurrent_gate_py, py::arg("x"), py::arg("fn"));
   m.attr("CONV_MAX_GEOMETRY") = py::int_(kConvMaxGeometry);
   m.def("lowbit_panel_scales", &lowbit_panel_scales_py, py::arg("scales"));
   m.def("lut_act_quantize", &lut_act_quantize_py, py::arg("x"), py::arg("a_levels"),

@@ -82,17 +82,16 @@ def _own_forward(module: nn.Module) -> bool:
 
 def default_filter(module: nn.Module, fqn: str) -> bool:
     """Matches nn.Linear; nn.Conv2d and nn.Conv1d with groups=1; nn.MultiheadAttention (its four
-    projections: pyquant/nn/attention.py); nn.LSTM / nn.GRU / nn.RNN from the hidden size where
-    that runs faster (pyquant/nn/recurrent.py: MIN_HIDDEN); transformers' Conv1D and MoE experts
+    projections: pyquant/nn/attention.py); nn.LSTM / nn.GRU / nn.RNN (pyquant/nn/recurrent.py:
+    quantize_ keeps small ones float for configs without a native loop, see
+    recurrent.MIN_HIDDEN); transformers' Conv1D and MoE experts
     blocks (3-D expert weights: pyquant/nn/experts.py); and subclasses of those torch types that
     keep their forward (already-quantized modules never match). Left float: subclasses with a
     forward of their own, and a MultiheadAttention's out_proj on its own (the attention module
     converts it)."""
     if _plain(module, nn.Conv2d) or _plain(module, nn.Conv1d):
         return module.groups == 1 and _has_weights(module)
-    if is_rnn(module):
-        return worth_converting(module)
-    return (_plain(module, nn.Linear) or is_conv1d(module) or is_experts(module)
+    return (is_rnn(module) or _plain(module, nn.Linear) or is_conv1d(module) or is_experts(module)
             or is_mha(module)) and _has_weights(module)
 
 
@@ -103,7 +102,15 @@ def _has_weights(layer: nn.Module) -> bool:
         or w.numel() > 0
 
 
-def _warn_left_float(model: nn.Module, caller: str = "quantize_") -> None:
+def _default_filter_for(config) -> Callable:
+    """default_filter, less the recurrent layers that run faster float under config."""
+    def keep(module: nn.Module, fqn: str) -> bool:
+        return default_filter(module, fqn) and (not is_rnn(module)
+                                                or worth_converting(module, config))
+    return keep
+
+
+def _warn_left_float(model: nn.Module, caller: str = "quantize_", config=None) -> None:
     """quantize_ / gptq_ with the default filter: say which layers it leaves float and why."""
     def names(pred):
         found = [fqn or "(root)" for fqn, m in model.named_modules() if pred(m)]
@@ -122,14 +129,14 @@ def _warn_left_float(model: nn.Module, caller: str = "quantize_") -> None:
             f"{caller}: left float {n} MoE experts block(s) of a layout it does not convert "
             f"({listed}): 3-D expert weights without transformers' @use_experts_implementation "
             "forward (pyquant/nn/experts.py); often most of the model's weights", stacklevel=3)
-    n, listed = names(lambda m: is_rnn(m) and not worth_converting(m))
+    n, listed = names(lambda m: is_rnn(m) and not worth_converting(m, config))
     if n:
         small = ", ".join(f"{mode} < {h}" for mode, h in MIN_HIDDEN.items() if mode[:3] != "RNN")
         warnings.warn(
             f"{caller}: left float {n} recurrent layer(s) with a small hidden size ({small}, "
-            f"RNN < {MIN_HIDDEN['RNN_TANH']}: {listed}): PyTorch's fused cell runs them faster "
-            "than QuantRNN's per-step calls; pass filter_fn to convert them anyway",
-            stacklevel=3)
+            f"RNN < {MIN_HIDDEN['RNN_TANH']}: {listed}): under {type(config).__name__} (no "
+            "native time loop) PyTorch's fused cell runs them faster than QuantRNN's per-step "
+            "calls; pass filter_fn to convert them anyway", stacklevel=3)
     n, listed = names(lambda m: (_plain(m, nn.Conv2d) or _plain(m, nn.Conv1d)) and m.groups != 1)
     if n:
         warnings.warn(
@@ -152,8 +159,8 @@ def quantize_(model: nn.Module, config, *, filter_fn: Callable | None = None) ->
                         f"one of {known}, or a type registered with "
                         "register_quantize_module_handler)")
     if filter_fn is None:
-        _warn_left_float(model)
-        filter_fn = default_filter
+        _warn_left_float(model, config=config)
+        filter_fn = _default_filter_for(config)
     return _convert(model, config, handler, filter_fn)
 
 

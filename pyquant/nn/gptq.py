@@ -21,7 +21,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from .api import _convert, _warn_left_float, default_filter, is_conv1d, run_batch
+from .api import _convert, _default_filter_for, _warn_left_float, is_conv1d, run_batch
 from .configs import SparqConfig, WeightOnlyConfig
 from .attention import QuantMultiheadAttention, is_mha
 from .experts import QuantExperts, is_experts
@@ -137,8 +137,8 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
         raise TypeError("config: GPTQ applies to WeightOnlyConfig (and SparseGPT to "
                         f"SparqConfig(sparse24=True)), got {config!r}")
     if filter_fn is None:
-        _warn_left_float(model, "gptq_")
-        filter_fn = default_filter
+        _warn_left_float(model, "gptq_", config)
+        filter_fn = _default_filter_for(config)
     hess: dict[nn.Module, torch.Tensor] = {}
 
     def accumulate(key, x):

@@ -9,30 +9,38 @@ QuantLinear call on the state (``hh_l{k}``; ``hr_l{k}`` for proj_size), the gate
 float as PyTorch's cell. The LSTM's gate rows are stored in (i, f, o, g) order (one sigmoid call
 per step); GRU keeps (r, z, n) with ``b_hn`` inside ``hh`` (the reset gate multiplies it).
 
-Each step is a few torch ops and one native call (~20 us of Python per step and layer): it pays
-where the recurrent weights are large, and runs slower than PyTorch's fused fp32 cell for small
-ones, which quantize_'s default filter leaves float (MIN_HIDDEN, with a warning).
+Int8 and WeightOnly configs run each layer and direction's whole time loop in one native call
+(csrc/forward/recurrent.h: the state matmul through the fused forward, the gates in C++); other
+configs (and tracing, calibration, inputs that need the autograd guard) run the loop below, a
+few torch ops and a native call per step.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from .modules import QuantLinear, _check_device
+from .schemes import Scheme, scheme_for
 
-# quantize_'s default filter converts recurrent layers from these hidden sizes: below them
-# PyTorch's fused fp32 cell (oneDNN's for LSTM) beats a native call plus ~20 us of Python per step
-# (Zen 5, 2 layers, 100 steps, batch 1, fp32 / QuantRNN Int8 ms, 1 thread / 2 threads: LSTM 256
-# 3.0 / 4.5, 2.5 / 5.5; LSTM 448 10.0 / 6.1, 6.6 / 7.4; LSTM 512 13.4 / 6.8, 7.7 / 6.0; GRU 256
-# 4.6 / 4.2, 5.0 / 4.7; GRU 384 8.1 / 4.7, 8.5 / 5.4)
+# Configs without a native loop (LUT2, SPARQ) run a few torch ops and a native call per step
+# (~20 us): quantize_'s default filter converts their recurrent layers only from these hidden
+# sizes, below which PyTorch's fused fp32 cell is faster (Zen 5, 2 layers, 100 steps, batch 1,
+# fp32 / per-step loop ms, 1 thread: LSTM 256 3.0 / 4.5, LSTM 512 13.4 / 6.8; GRU 256 4.6 / 4.2).
+# Int8 and WeightOnly (the native loop) win from any size (LSTM 32: 0.16 / 0.14).
 MIN_HIDDEN = {"LSTM": 512, "GRU": 256, "RNN_TANH": 256, "RNN_RELU": 256}
 
 
-def worth_converting(module: nn.Module) -> bool:
-    """A recurrent layer large enough to run faster as a QuantRNN (MIN_HIDDEN)."""
-    return module.hidden_size >= MIN_HIDDEN[module.mode]
+def has_native_loop(config) -> bool:
+    """Whether config's recurrent layers run their time loop natively (Scheme.run_recurrent)."""
+    return type(scheme_for(config)).run_recurrent is not Scheme.run_recurrent
+
+
+def worth_converting(module: nn.Module, config) -> bool:
+    """A recurrent layer runs faster as a QuantRNN of config than in PyTorch's cell."""
+    return has_native_loop(config) or module.hidden_size >= MIN_HIDDEN[module.mode]
 
 
 def is_rnn(module: nn.Module) -> bool:
@@ -155,6 +163,9 @@ class QuantRNN(nn.Module):
         xp = self._modules[f"ih_l{layer}{sfx}"].linear_rows(data.contiguous())
         fast = xp.dtype == torch.float32 and not (torch.is_grad_enabled() and (
             xp.requires_grad or h.requires_grad or (c is not None and c.requires_grad)))
+        native = self._native_loop(layer, sfx, xp, sizes, h, c, reverse) if fast else None
+        if native is not None:
+            return native
         hh = self._modules[f"hh_l{layer}{sfx}"].rows_fn(grad=not fast)
         hr = self._modules.get(f"hr_l{layer}{sfx}")
         hr = None if hr is None else hr.rows_fn(grad=not fast)
@@ -202,6 +213,28 @@ class QuantRNN(nn.Module):
         outs = [o for o in outs if o is not None]
         out = torch.cat(outs) if outs else xp.new_empty(0, self._out_size)
         return out, h, c
+
+    def _native_loop(self, layer: int, sfx: str, xp, sizes: list, h, c, reverse: bool):
+        """_direction's loop in one native call (csrc/forward/recurrent.h: the state matmul
+        through the fused forward, the gates in C++) where the config has one (Int8,
+        WeightOnly) and the layers are bound; else None (the loop below runs instead)."""
+        hh = self._modules[f"hh_l{layer}{sfx}"]
+        hr = self._modules.get(f"hr_l{layer}{sfx}")
+        hh_args = hh.grouped_args()  # (None: tracing, calibrating, reference backend, ...)
+        hr_args = None if hr is None else hr.grouped_args()
+        if hh_args is None or (hr is not None and hr_args is None):
+            return None
+        threads = hh._threads(sizes[0] if sizes else 0)
+        result = hh.scheme.run_recurrent(
+            xp.contiguous().numpy(), np.array(sizes, dtype=np.int64), reverse, self.mode,
+            h.to(torch.float32).contiguous().numpy(),
+            None if c is None else c.to(torch.float32).contiguous().numpy(), hh_args, hr_args,
+            threads)
+        if result is None:
+            return None
+        y, h_n, c_n = result
+        return (torch.from_numpy(y), torch.from_numpy(h_n).to(h.dtype),
+                None if c_n is None else torch.from_numpy(c_n).to(c.dtype))
 
     def _check_width(self, x: torch.Tensor, name: str) -> None:
         if x.shape[-1] != self.input_size:

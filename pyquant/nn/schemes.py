@@ -234,6 +234,15 @@ class Scheme:
         where the family has none."""
         return None
 
+    def run_recurrent(self, xp, batch_sizes, reverse: bool, mode: str, h0, c0, hh, hr,
+                      threads: int):
+        """A recurrent layer's time loop in one native call (QuantRNN; csrc/forward/recurrent.h):
+        xp float32 [R, gates] (every step's input projection), batch_sizes int64 [T], h0
+        [B, out], c0 [B, H] or None, hh / hr the state and projection layers' ``grouped_args``
+        (hr None without a projection). Returns (y [R, out], h_n, c_n or None); None where the
+        family has no native loop."""
+        return None
+
     def run_grouped(self, x, weights: list, groups, threads: int):
         """x float32 ndarray [R, K]; weights: ``grouped_args`` of layers of this config and one
         shape; groups int64 [G, 3] of (index into weights, first row of x, rows). Returns
@@ -296,6 +305,10 @@ class Int8Scheme(Scheme):
 
     def run_grouped(self, x, weights, groups, threads):
         return _C.forward_int8_grouped(x, weights, groups, threads, self.config.act_bits)
+
+    def run_recurrent(self, xp, batch_sizes, reverse, mode, h0, c0, hh, hr, threads):
+        return _C.recurrent_forward_int8(xp, batch_sizes, reverse, mode, h0, c0, hh, hr,
+                                         self.config.act_bits, threads)
 
     def has_op(self, b) -> bool:
         return True
@@ -477,6 +490,11 @@ class WeightOnlyScheme(Scheme):
     def run_grouped(self, x, weights, groups, threads):
         c = self.config
         return _C.forward_lowbit_grouped(x, weights, groups, c.bits, c.group_size, threads)
+
+    def run_recurrent(self, xp, batch_sizes, reverse, mode, h0, c0, hh, hr, threads):
+        c = self.config
+        return _C.recurrent_forward_lowbit(xp, batch_sizes, reverse, mode, h0, c0, hh, hr,
+                                           c.bits, c.group_size, threads)
 
     def has_op(self, b) -> bool:
         return "packed_offsets" not in b

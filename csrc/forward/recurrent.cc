@@ -1,0 +1,99 @@
+// Quantized recurrent layers' time loop (recurrent.h).
+#include "forward/recurrent.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace pq {
+namespace {
+
+// exp(x) for x in [-87, 88]: x = n ln2 + r (|r| <= ln2 / 2, ln2 split in two for an exact n ln2),
+// e^r by its Taylor series to r^7 (truncation below 6e-9 relative), times 2^n built in the
+// exponent bits. Plain float code, so the compiler vectorizes the loops that call it for the
+// baseline ISA and every CPU gives the same bits.
+inline float exp_bounded(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  x = x > 88.0f ? 88.0f : x;
+  // n = round(x / ln2): adding 1.5 * 2^23 rounds to an integer (branch-free, vectorizes)
+  const float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
+  const float r = (x - n * 0.693145752f) - n * 1.42860677e-6f;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+inline float sigmoid1(float x) { return 1.0f / (1.0f + exp_bounded(-x)); }
+// tanh(x) = 1 - 2 / (e^{2x} + 1): no overflow, absolute error ~1e-7 near 0
+inline float tanh1(float x) { return 1.0f - 2.0f / (exp_bounded(2.0f * x) + 1.0f); }
+
+}  // namespace
+
+void sigmoid_rows(const float* x, size_t count, float* y) {
+  for (size_t i = 0; i < count; ++i) y[i] = sigmoid1(x[i]);
+}
+
+void tanh_rows(const float* x, size_t count, float* y) {
+  for (size_t i = 0; i < count; ++i) y[i] = tanh1(x[i]);
+}
+
+void recurrent_run(const float* xp, const int64_t* batch_sizes, size_t steps, bool reverse,
+                   const RecurrentShape& s, const StepMatmul& hh, const StepMatmul& hr,
+                   float* h, float* c, float* y, int threads) {
+  const size_t H = s.hidden, out = s.out;
+  const size_t gates = s.mode == CellMode::lstm ? 4 * H : s.mode == CellMode::gru ? 3 * H : H;
+  std::vector<size_t> offset(steps + 1, 0);
+  for (size_t t = 0; t < steps; ++t) offset[t + 1] = offset[t] + static_cast<size_t>(batch_sizes[t]);
+  std::vector<float> g(s.batch * gates), cell(hr ? s.batch * H : 0);
+  for (size_t i = 0; i < steps; ++i) {
+    const size_t t = reverse ? steps - 1 - i : i;
+    const size_t n = static_cast<size_t>(batch_sizes[t]);
+    if (n == 0) continue;
+    hh(h, n, g.data(), threads);  // the state matmul of the rows this step runs
+    const float* x = xp + offset[t] * gates;
+    float* yt = y + offset[t] * out;
+    for (size_t r = 0; r < n; ++r) {
+      float* gr = g.data() + r * gates;
+      const float* xr = x + r * gates;
+      float* hr_row = h + r * out;
+      if (s.mode == CellMode::lstm) {
+        for (size_t j = 0; j < gates; ++j) gr[j] += xr[j];
+        sigmoid_rows(gr, 3 * H, gr);  // i, f, o
+        tanh_rows(gr + 3 * H, H, gr + 3 * H);
+        float* cr = c + r * H;
+        for (size_t j = 0; j < H; ++j) cr[j] = gr[H + j] * cr[j] + gr[j] * gr[3 * H + j];
+        float* dst = hr ? cell.data() + r * H : hr_row;
+        tanh_rows(cr, H, dst);
+        for (size_t j = 0; j < H; ++j) dst[j] *= gr[2 * H + j];
+      } else if (s.mode == CellMode::gru) {
+        for (size_t j = 0; j < 2 * H; ++j) gr[j] += xr[j];
+        sigmoid_rows(gr, 2 * H, gr);  // r, z
+        for (size_t j = 0; j < H; ++j) gr[2 * H + j] = xr[2 * H + j] + gr[j] * gr[2 * H + j];
+        tanh_rows(gr + 2 * H, H, gr + 2 * H);
+        for (size_t j = 0; j < H; ++j) {  // (1 - z) n + z h
+          const float nj = gr[2 * H + j];
+          hr_row[j] = nj + gr[H + j] * (hr_row[j] - nj);
+        }
+      } else {
+        for (size_t j = 0; j < H; ++j) gr[j] += xr[j];
+        if (s.mode == CellMode::rnn_tanh)
+          tanh_rows(gr, H, hr_row);
+        else
+          for (size_t j = 0; j < H; ++j) hr_row[j] = gr[j] > 0.0f ? gr[j] : 0.0f;
+      }
+    }
+    if (hr) hr(cell.data(), n, h, threads);  // LSTM's projection: h = W_hr (o * tanh(c))
+    std::memcpy(yt, h, n * out * sizeof(float));
+  }
+}
+
+}  // namespace pq

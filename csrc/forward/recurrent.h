@@ -1,0 +1,38 @@
+// The time loop of a quantized recurrent layer (pyquant.nn.QuantRNN) in one native call: per
+// step, the state's matmul through a fused forward (forward.h) and the cell's gates in float.
+// The input projections of every step arrive precomputed (one GEMM over all rows, biases in).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+
+namespace pq {
+
+enum class CellMode { lstm, gru, rnn_tanh, rnn_relu };
+
+// y[m][n] = the weight's fused forward of x[m][k] on `threads` threads.
+using StepMatmul = std::function<void(const float* x, size_t m, float* y, int threads)>;
+
+struct RecurrentShape {
+  CellMode mode = CellMode::lstm;
+  size_t hidden = 0;    // H: the cell state's width (LSTM c, and h without a projection)
+  size_t out = 0;       // the output h's width: H, or proj_size
+  size_t batch = 0;     // B: rows of h (and c)
+};
+
+// Rows are packed as a PackedSequence's data: step t owns the next batch_sizes[t] rows of xp
+// (gates: LSTM (i, f, o, g), GRU (r, z, n), RNN one) and y, and runs the first batch_sizes[t]
+// rows of h / c (sequences sorted longest first: batch_sizes never grows). reverse: steps from
+// the last to the first. h [B][out] and c [B][H] (LSTM only) hold the initial states on entry
+// and the final ones on return. hh: the state matmul ([gate width x out] weight, its bias is
+// GRU's b_hh); hr: LSTM's projection ([out x H]) or empty.
+void recurrent_run(const float* xp, const int64_t* batch_sizes, size_t steps, bool reverse,
+                   const RecurrentShape& s, const StepMatmul& hh, const StepMatmul& hr,
+                   float* h, float* c, float* y, int threads);
+
+// The gates' nonlinearities as the loop computes them (exposed for the tests): within 2 ulp of
+// the exact functions, the same bits on every CPU (plain float code, no FMA contraction).
+void sigmoid_rows(const float* x, size_t count, float* y);
+void tanh_rows(const float* x, size_t count, float* y);
+
+}  // namespace pq
