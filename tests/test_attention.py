@@ -339,3 +339,20 @@ def test_whole_module_pickle_and_export_give_the_same_bits():
         assert torch.equal(loaded(x), want)
         exported = torch.export.export(model, (x,))  # (traced: one op per projection)
         assert torch.equal(exported.module()(x), want)
+
+
+@pytest.mark.parametrize("shape", [(0, S), (L, 0), (0, 0)], ids=["no-queries", "no-keys", "none"])
+def test_empty_sequences_and_autocast(shape):
+    mha = _mha(batch_first=True)
+    quant = QuantMultiheadAttention(mha, pyquant.Int8Config()).eval()
+    q, k = torch.randn(B, shape[0], E), torch.randn(B, shape[1], E)
+    with torch.no_grad():
+        want = mha(q, k, k, need_weights=False)[0]
+        got = quant(q, k, k, need_weights=False)[0]
+    assert got.shape == want.shape
+    x = torch.randn(B, S, E)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out, weights = quant(x, x, x, attn_mask=torch.zeros(S, S, dtype=torch.bool))
+    assert out.dtype == weights.dtype == torch.bfloat16
+    with pytest.raises(TypeError, match="query: expected a floating-point"):
+        quant(torch.ones(B, S, E, dtype=torch.int64), x, x)

@@ -327,3 +327,39 @@ def test_quantize_converts_recurrent_layers_where_that_is_faster():
         pyquant.quantize_(looped, pyquant.SparqConfig())
     assert isinstance(looped["big_lstm"], QuantRNN) and isinstance(looped["gru"], QuantRNN)
     assert type(looped["small_lstm"]) is nn.LSTM and type(looped["small_rnn"]) is nn.RNN
+
+
+@pytest.mark.parametrize("config", [pyquant.Int8Config(), pyquant.SparqConfig()],
+                         ids=["native", "step-loop"])
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_sorted_packed_input_leaves_the_callers_states_alone(kind, config):
+    """pack_sequence's default (enforce_sorted=True) passes h0 through without a copy: the
+    shrinking batch must not write into it (a second call gave other results)."""
+    from torch.nn.utils.rnn import pack_sequence
+
+    q = QuantRNN(_rnn(kind, num_layers=2, bidirectional=True), config)
+    packed = pack_sequence([torch.randn(5, 12), torch.randn(3, 12), torch.randn(2, 12)])
+    hx = _hx(kind, 4, 3)
+    saved = [t.clone() for t in _states(hx)]
+    with torch.no_grad():
+        first, _ = q(packed, hx)
+        second, _ = q(packed, hx)
+    assert torch.equal(first.data, second.data)
+    for t, s in zip(_states(hx), saved):
+        assert torch.equal(t, s)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn-tanh"])
+def test_autocast_and_dtypes(kind):
+    q = QuantRNN(_rnn(kind), pyquant.Int8Config())
+    x = torch.randn(5, 2, 12)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out, states = q(x)
+    assert out.dtype == torch.bfloat16
+    assert all(t.dtype == torch.bfloat16 for t in _states(states))
+    bad = _hx(kind, 1, 2)
+    bad = tuple(t.double() for t in bad) if isinstance(bad, tuple) else bad.double()
+    with pytest.raises(TypeError, match="hx: expected h_0 of the input's dtype"):
+        q(x, bad)
+    with pytest.raises(TypeError, match="rnn"):
+        QuantRNN([1, 2], pyquant.Int8Config())

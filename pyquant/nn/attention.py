@@ -83,8 +83,10 @@ class QuantMultiheadAttention(nn.Module):
                 attn_mask: torch.Tensor | None = None, average_attn_weights: bool = True,
                 is_causal: bool = False):
         """nn.MultiheadAttention.forward: ``(attn_output, attn_weights or None)``."""
-        for t in (query, key, value):
-            _check_device(t)
+        for name, t in (("query", query), ("key", key), ("value", value)):
+            _check_device(t, name)
+            if not t.is_floating_point():
+                raise TypeError(f"{name}: expected a floating-point tensor, got {t.dtype}")
         batched = query.dim() == 3
         self._check_inputs(query, key, value, batched)
         self_attention, same_kv = query is key and key is value, key is value
@@ -98,7 +100,8 @@ class QuantMultiheadAttention(nn.Module):
         q, k, v = self._project_qkv(query, key, value, self_attention, same_kv)
 
         def batch_major(t, n):  # rows in the input's order -> [B, n, E]
-            return t.view(n, b, -1).transpose(0, 1) if seq_first else t.view(b, n, -1)
+            e = self.embed_dim
+            return t.view(n, b, e).transpose(0, 1) if seq_first else t.view(b, n, e)
 
         q, k, v = batch_major(q, l), batch_major(k, s), batch_major(v, s)
         extra = 0  # key positions appended to every sequence
@@ -111,7 +114,7 @@ class QuantMultiheadAttention(nn.Module):
             v = torch.cat([v, v.new_zeros(b, 1, v.shape[2])], 1)
             extra += 1
         mask, causal = self._mask(attn_mask, key_padding_mask, is_causal, need_weights,
-                                  query.dtype, b, l, s, extra)
+                                  q.dtype, b, l, s, extra)  # (q's: bf16 under autocast)
         h, d = self.num_heads, self.head_dim
         q, k, v = (t.reshape(b, t.shape[1], h, d).transpose(1, 2) for t in (q, k, v))
         p = self.dropout if self.training else 0.0
@@ -134,7 +137,8 @@ class QuantMultiheadAttention(nn.Module):
         # [B, H, L, D] -> rows in the input's order
         o = o.permute(2, 0, 1, 3) if seq_first else o.transpose(1, 2)
         out = _rows(self.out_proj, o.reshape(-1, self.embed_dim))
-        out = out.view(l, b, -1) if seq_first else out.view(b, l, -1)
+        e = self.embed_dim
+        out = out.view(l, b, e) if seq_first else out.view(b, l, e)
         return (out if batched else out.squeeze(1)), weights
 
     def _project_qkv(self, query, key, value, self_attention: bool, same_kv: bool):

@@ -72,7 +72,7 @@ class QuantExperts(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
                 top_k_weights: torch.Tensor) -> torch.Tensor:
-        _check_device(hidden_states)
+        _check_device(hidden_states, "hidden_states")
         e_max = self.num_experts  # (expert-parallel sentinels, outside [0, E), are skipped)
         if hidden_states.shape[0] == 1:  # decode: the token's k experts in slot order, no sort
             slots = [(j, e) for j, e in enumerate(top_k_index[0].tolist()) if 0 <= e < e_max]

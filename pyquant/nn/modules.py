@@ -81,11 +81,11 @@ def _version(t):
         return None
 
 
-def _check_device(x: torch.Tensor) -> None:
+def _check_device(x: torch.Tensor, name: str = "x") -> None:
     """Eager calls run the CPU kernels on the tensor's memory (traced ones take fake tensors)."""
     if x.device.type != "cpu" and not _tracing():
-        raise ValueError(f"x: expected a CPU tensor, got one on {x.device} (pyquant's kernels run "
-                         "on the CPU; move it with .cpu())")
+        raise ValueError(f"{name}: expected a CPU tensor, got one on {x.device} (pyquant's "
+                         "kernels run on the CPU; move it with .cpu())")
 
 
 def _check_weights_ready(layer: nn.Module, name: str) -> None:

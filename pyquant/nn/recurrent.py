@@ -107,12 +107,12 @@ class QuantRNN(nn.Module):
         packed = isinstance(input, PackedSequence)
         if packed:
             data, batch_sizes, sorted_idx, unsorted_idx = input
-            _check_device(data)
+            _check_device(data, "input")
             self._check_width(data, "input.data")
             sizes = batch_sizes.tolist()
             batch, batched = sizes[0] if sizes else 0, True
         else:
-            _check_device(input)
+            _check_device(input, "input")
             if input.dim() not in (2, 3):
                 raise ValueError(f"input: expected a 2-D (unbatched) or 3-D tensor [..., "
                                  f"{self.input_size}], got shape {list(input.shape)}")
@@ -174,8 +174,10 @@ class QuantRNN(nn.Module):
             offsets.append(offsets[-1] + n)
         # While every sequence runs, the states are rebound to each step's result; once a packed
         # batch's shorter sequences have ended, the rest are written into a private copy (h may
-        # be a step's output, which must not change). A packed input's h0/c0 are copies already.
-        full, h_private = len(h), True
+        # be a step's output or the caller's h0, neither of which may change).
+        full, h_private, c_private = len(h), False, False
+        h = h.to(xp.dtype)  # (autocast: the projections' dtype)
+        c = None if c is None else c.to(xp.dtype)
         width, mode = self.hidden_size, self.mode
         order = range(len(sizes) - 1, -1, -1) if reverse else range(len(sizes))
         outs = [None] * len(sizes)
@@ -192,8 +194,10 @@ class QuantRNN(nn.Module):
                 if hr is not None:
                     new = hr(new)
                 if n == full:
-                    c = cv
+                    c, c_private = cv, True
                 else:
+                    if not c_private:
+                        c, c_private = c.clone(), True
                     c[:n] = cv
             elif mode == "GRU":
                 gh = hh(hv)
@@ -259,13 +263,15 @@ class QuantRNN(nn.Module):
         widths = [self._out_size, self.hidden_size][:len(parts)]
         states = []
         for name, t, width in zip(("h_0", "c_0"), parts, widths):
-            _check_device(t)
+            _check_device(t, "hx")
+            if t.dtype != dtype:  # (as nn.LSTM / nn.GRU: no silent cast)
+                raise TypeError(f"hx: expected {name} of the input's dtype {dtype}, got {t.dtype}")
             want = (layers, batch, width) if batched else (layers, width)
             if tuple(t.shape) != want:
                 raise ValueError(f"hx: expected {name} of shape {list(want)} (num_layers x "
                                  f"directions{', batch' if batched else ''}, size), got "
                                  f"{list(t.shape)}")
-            states.append((t if batched else t.unsqueeze(1)).to(dtype))
+            states.append(t if batched else t.unsqueeze(1))
         return states[0], (states[1] if lstm else None)
 
     def extra_repr(self) -> str:
