@@ -91,10 +91,17 @@ def register(maker: Callable[[Problem], list[Case]]) -> Callable[[Problem], list
     return maker
 
 
+# Problems timed by their own cases only (cases_nn.LAYERS: a whole recurrent or attention layer,
+# whose raw GEMM of the same (M, N, K) is not what the layer runs).
+OWN_CASES_ONLY: set[str] = set()
+
+
 def cases_for(problem: Problem) -> list[Case]:
     out: list[Case] = []
     for maker in _MAKERS:
         out.extend(maker(problem))
+    if problem.label in OWN_CASES_ONLY:
+        out = [c for c in out if c.extra.get("layer")]
     return out
 
 
@@ -282,6 +289,7 @@ def problems(quick: bool) -> list[Problem]:
             Problem(128, 384, 1536, threads, label="MiniLM FFN down"),
         ]
         out += [cases_nn.conv_problem(label, threads) for label in cases_nn.CONV_LAYERS]
+        out += [cases_nn.layer_problem(label, threads) for label in cases_nn.LAYERS]
         out += [Problem(m, 14336, 4096, threads, label="nn forward") for m in (1, 8, 512)]
     return out
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cases import Case, Problem, random_u8, register
+from .cases import OWN_CASES_ONLY, Case, Problem, random_u8, register
 
 CONFIGS = {
     "Int8": ("Int8Config()", "int8"),
@@ -162,4 +162,86 @@ def _conv_cases(p: Problem) -> list[Case]:
            for name in CONV_CONFIGS]
     out.append(Case(p, "nn.Conv2d fp32", _make_conv(None), kind="fp32",
                     note="oneDNN, NCHW float in/out"))
+    return out
+
+
+# ---- whole layers the model converts beside Linear/Conv2d: attention, recurrent, Conv1d -------
+# label -> (kind, width, length): MHA self-attention (8 heads) over `length` tokens, 2-layer
+# LSTM / GRU over `length` steps (batch 1), a wav2vec2 feature-encoder Conv1d (512 -> 512, k 3,
+# stride 2) over `length` samples. The problem's (M, N, K) is the layer's main GEMM.
+LAYERS = {
+    "layer MHA 512 x 128 tokens": ("mha", 512, 128),
+    "layer MHA 512 x 1 token": ("mha", 512, 1),
+    "layer LSTM 512 x 100 steps": ("lstm", 512, 100),
+    "layer GRU 256 x 100 steps": ("gru", 256, 100),
+    "layer Conv1d 512 k3/2 x 3199": ("conv1d", 512, 3199),
+}
+LAYER_CONFIGS = {"Int8": "Int8Config()", "W4 g32": "WeightOnlyConfig(4, 32)"}
+OWN_CASES_ONLY.update(LAYERS)
+
+
+def layer_problem(label: str, threads: int = 1) -> Problem:
+    kind, width, length = LAYERS[label]
+    n = {"mha": 3 * width, "lstm": 4 * width, "gru": 3 * width, "conv1d": width}[kind]
+    m = (length - 3) // 2 + 1 if kind == "conv1d" else length
+    return Problem(m, n, 3 * width if kind == "conv1d" else width, threads, label=label)
+
+
+def _float_layer(p: Problem):
+    import torch
+
+    kind, width, length = LAYERS[p.label]
+    torch.manual_seed(3)
+    g = torch.Generator().manual_seed(4)
+    if kind == "mha":
+        layer = torch.nn.MultiheadAttention(width, 8, batch_first=True)
+        x = torch.randn(1, length, width, generator=g)
+        return layer.eval(), (lambda m: m(x, x, x, need_weights=False))
+    if kind in ("lstm", "gru"):
+        layer = (torch.nn.LSTM if kind == "lstm" else torch.nn.GRU)(width, width, 2,
+                                                                    batch_first=True)
+        x = torch.randn(1, length, width, generator=g)
+        return layer.eval(), (lambda m: m(x))
+    layer = torch.nn.Conv1d(width, width, 3, 2)
+    x = torch.randn(1, width, length, generator=g)
+    return layer.eval(), (lambda m: m(x))
+
+
+def _make_layer(config_name: str | None):
+    def make(p: Problem):
+        import torch
+
+        import pyquant
+        from pyquant.nn import configs
+
+        layer, call = _float_layer(p)
+        if config_name == "torch dynamic int8":
+            layer = torch.ao.quantization.quantize_dynamic(layer, {type(layer)}, torch.qint8)
+        elif config_name is not None:
+            config = eval(LAYER_CONFIGS[config_name], {k: getattr(configs, k) for k in dir(configs)})
+            layer = pyquant.quantize_(torch.nn.Sequential(layer), config)[0]
+
+        def run():
+            with torch.inference_mode():
+                return call(layer)
+        return run
+    return make
+
+
+@register
+def _layer_cases(p: Problem) -> list[Case]:
+    if p.label not in LAYERS:
+        return []
+    kind = LAYERS[p.label][0]
+    module = {"mha": "QuantMultiheadAttention", "lstm": "QuantRNN", "gru": "QuantRNN",
+              "conv1d": "QuantConv1d"}[kind]
+    torch_name = {"mha": "nn.MultiheadAttention", "lstm": "nn.LSTM", "gru": "nn.GRU",
+                  "conv1d": "nn.Conv1d"}[kind]
+    mark = {"layer": True}
+    out = [Case(p, f"{module}[{name}]", _make_layer(name), note="the whole layer, float in/out",
+                extra=mark) for name in LAYER_CONFIGS]
+    out.append(Case(p, f"{torch_name} fp32", _make_layer(None), kind="fp32", extra=mark))
+    if kind in ("lstm", "gru"):  # (quantize_dynamic converts these; MHA and Conv1d it leaves)
+        out.append(Case(p, f"{torch_name} torch dynamic int8", _make_layer("torch dynamic int8"),
+                        kind="int8-baseline", extra=mark))
     return out

@@ -20,8 +20,15 @@ def _ref_time(results: list[Result], kernel: str) -> dict:
 def speedups(results: list[Result], ghz: float | None) -> list[dict]:
     """One row per result; MAC/cycle at the measured clock `ghz` (None: not measured)."""
     int8 = _ref_time(results, "pyquant.int8_gemm")
-    # the float layer the problem stands for: nn.Conv2d where a conv problem has it, else F.linear
-    fp32 = {**_ref_time(results, "fp32 F.linear"), **_ref_time(results, "nn.Conv2d fp32")}
+    # the float layer the problem stands for: nn.Conv2d (or a whole layer's own, e.g. nn.LSTM)
+    # where the problem has it, else F.linear
+    fp32 = _ref_time(results, "fp32 F.linear")
+    for r in results:
+        if r.seconds and r.kind == "fp32" and r.kernel != "fp32 F.linear":
+            fp32[r.problem.name] = r.seconds
+        # a whole-layer problem has no raw int8_gemm row: PyTorch's int8 layer where it has one
+        if r.seconds and r.kind == "int8-baseline" and r.kernel.startswith("nn."):
+            int8.setdefault(r.problem.name, r.seconds)
     rows = []
     for r in results:
         p = r.problem
