@@ -10,18 +10,15 @@ import warnings
 import torch
 
 import pyquant
-from script_args import parsed_args
+from script_args import import_transformers, parsed_args
 
 CONFIGS = {"int8": pyquant.Int8Config(), "w4g32": pyquant.WeightOnlyConfig(4, 32),
            "w2g32": pyquant.WeightOnlyConfig(2, 32)}
 threads, name = parsed_args(__doc__, lambda a: (int(a[0]) if a else 1,
                                                 CONFIGS[a[1]] and a[1] if len(a) > 1 else "w4g32"))
 warnings.filterwarnings("ignore")
-try:
-    import transformers as T
-    from transformers.models.olmoe import modeling_olmoe
-except ImportError:
-    raise SystemExit("needs transformers: pip install '.[llm]'")
+T = import_transformers()
+from transformers.models.olmoe import modeling_olmoe  # noqa: E402
 config = CONFIGS[name]
 torch.manual_seed(0)
 olmoe = T.OlmoeConfig(hidden_size=2048, intermediate_size=1024, num_experts=64, num_experts_per_tok=8)

@@ -12,14 +12,11 @@ import torch
 
 import pyquant
 from pyquant.nn.experts import is_experts
-from script_args import parsed_args
+from script_args import import_transformers, parsed_args
 
 threads = parsed_args(__doc__, lambda a: int(a[0]) if a else 1)
 warnings.filterwarnings("ignore")
-try:
-    import transformers as T
-except ImportError:
-    raise SystemExit("needs transformers: pip install '.[llm]'")
+T = import_transformers()
 torch.set_num_threads(threads)
 pyquant.set_num_threads(threads)
 torch.manual_seed(0)

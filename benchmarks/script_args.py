@@ -28,3 +28,12 @@ def no_args(doc: str) -> None:
         if argv:
             raise ValueError("this script takes no arguments")
     parsed_args(doc, parse)
+
+
+def import_transformers():
+    """transformers, or exit with the extra to install (the model benchmarks build from configs)."""
+    try:
+        import transformers
+    except ImportError:
+        raise SystemExit("needs transformers: pip install '.[llm]'")
+    return transformers

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import pyquant
-from script_args import parsed_args
+from script_args import import_transformers, parsed_args
 
 CONFIGS = {"int8": pyquant.Int8Config(), "w4g32": pyquant.WeightOnlyConfig(4, 32)}
 
@@ -32,10 +32,7 @@ def parse(a):
 
 threads, name, seconds = parsed_args(__doc__, parse)
 warnings.filterwarnings("ignore")
-try:
-    import transformers as T
-except ImportError:
-    raise SystemExit("needs transformers: pip install '.[llm]'")
+T = import_transformers()
 torch.set_num_threads(threads)
 pyquant.set_num_threads(threads)
 torch.manual_seed(0)

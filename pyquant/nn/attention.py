@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .grouped import _rows, run_groups
-from .modules import QuantLinear, _check_device
+from .modules import QuantLinear, _check_device, _check_not_meta
 
 _PROJECTIONS = ("q_proj", "k_proj", "v_proj")
 
@@ -53,10 +53,7 @@ class QuantMultiheadAttention(nn.Module):
         super().__init__()
         if not isinstance(mha, nn.MultiheadAttention):
             raise TypeError(f"mha: expected an nn.MultiheadAttention, got {type(mha).__name__}")
-        for name, p in mha.named_parameters():
-            if p.is_meta:
-                raise ValueError(f"mha: {name} is on the meta device (it has no values); load "
-                                 "the real weights first, e.g. load_state_dict(..., assign=True)")
+        _check_not_meta(mha, "mha")
         kw = proj_kw or {}
         e = mha.embed_dim
         self.embed_dim, self.kdim, self.vdim = e, mha.kdim, mha.vdim

@@ -99,6 +99,14 @@ def _check_weights_ready(layer: nn.Module, name: str) -> None:
                          "real weights first, e.g. load_state_dict(..., assign=True)")
 
 
+def _check_not_meta(module: nn.Module, name: str) -> None:
+    """A module whose parameters are on the meta device holds no values to quantize."""
+    for pname, p in module.named_parameters():
+        if p.is_meta:
+            raise ValueError(f"{name}: {pname} is on the meta device (it has no values); load the "
+                             "real weights first, e.g. load_state_dict(..., assign=True)")
+
+
 class _InferenceOnly(torch.autograd.Function):
     """Forward: the quantized GEMM (autograd off). Backward: a RuntimeError naming the layer."""
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .modules import QuantLinear, _check_device
+from .modules import QuantLinear, _check_device, _check_not_meta
 from .schemes import Scheme, scheme_for
 
 # Configs without a native loop (LUT2, SPARQ) run a few torch ops and a native call per step
@@ -57,6 +57,15 @@ def _lstm_rows(w: torch.Tensor) -> torch.Tensor:
     return torch.cat([i, f, o, g])
 
 
+def _set_rows(state: torch.Tensor, private: bool, n: int, rows: torch.Tensor):
+    """state[:n] = rows, into a private copy first unless state already is one (it may be a
+    step's output or the caller's h0 / c0). Returns (state, True)."""
+    if not private:
+        state = state.clone()
+    state[:n] = rows
+    return state, True
+
+
 class QuantRNN(nn.Module):
     """Quantized nn.LSTM / nn.GRU / nn.RNN (see the module docstring); built by quantize_."""
 
@@ -64,10 +73,7 @@ class QuantRNN(nn.Module):
         super().__init__()
         if not isinstance(rnn, nn.RNNBase):
             raise TypeError(f"rnn: expected an nn.LSTM, nn.GRU or nn.RNN, got {type(rnn).__name__}")
-        for name, p in rnn.named_parameters():
-            if p.is_meta:
-                raise ValueError(f"rnn: {name} is on the meta device (it has no values); load the "
-                                 "real weights first, e.g. load_state_dict(..., assign=True)")
+        _check_not_meta(rnn, "rnn")
         self.mode = rnn.mode  # LSTM, GRU, RNN_TANH or RNN_RELU
         for a in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
                   "bidirectional", "proj_size"):
@@ -196,9 +202,7 @@ class QuantRNN(nn.Module):
                 if n == full:
                     c, c_private = cv, True
                 else:
-                    if not c_private:
-                        c, c_private = c.clone(), True
-                    c[:n] = cv
+                    c, c_private = _set_rows(c, c_private, n, cv)
             elif mode == "GRU":
                 gh = hh(hv)
                 rz = (g[:, :2 * width] + gh[:, :2 * width]).sigmoid()
@@ -210,9 +214,7 @@ class QuantRNN(nn.Module):
             if n == full:
                 h, h_private = new, False
             else:
-                if not h_private:
-                    h, h_private = h.clone(), True
-                h[:n] = new
+                h, h_private = _set_rows(h, h_private, n, new)
             outs[t] = new
         outs = [o for o in outs if o is not None]
         out = torch.cat(outs) if outs else xp.new_empty(0, self._out_size)
