@@ -97,7 +97,8 @@ class QuantRNN(nn.Module):
                         QuantLinear(w_hh.shape[1], w_hh.shape[0], w_hh, b_hh, config))
                 if "weight_hr" in p:
                     w = p["weight_hr"]
-                    setattr(self, f"hr_l{layer}{sfx}", QuantLinear(w.shape[1], w.shape[0], w, None, config))
+                    setattr(self, f"hr_l{layer}{sfx}",
+                            QuantLinear(w.shape[1], w.shape[0], w, None, config))
 
     def _suffixes(self):
         return ("", "_reverse") if self.bidirectional else ("",)
