@@ -39,7 +39,8 @@ torch.manual_seed(0)
 fp32 = T.Wav2Vec2Model(T.Wav2Vec2Config()).eval()
 x = torch.randn(1, int(16000 * seconds))
 config = CONFIGS[name]
-no_conv1d = lambda m, fqn: pyquant.nn.default_filter(m, fqn) and not isinstance(m, nn.Conv1d)  # noqa: E731
+no_conv1d = lambda m, fqn: (  # noqa: E731
+    pyquant.nn.default_filter(m, fqn) and not isinstance(m, nn.Conv1d))
 models = {
     "fp32": fp32,
     "torch dynamic int8": torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32), {nn.Linear},
@@ -60,7 +61,8 @@ def timed(runs: dict, rounds: int = 9) -> dict:
                 t0 = time.perf_counter()
                 fn()
                 times[label].append(time.perf_counter() - t0)
-    return {label: 1e3 * statistics.median(sorted(t)[:len(t) // 2 + 1]) for label, t in times.items()}
+    return {label: 1e3 * statistics.median(sorted(t)[:len(t) // 2 + 1])
+            for label, t in times.items()}
 
 
 with torch.no_grad():

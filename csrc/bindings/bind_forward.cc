@@ -507,7 +507,8 @@ CellMode cell_mode_of(const std::string& mode) {
 // Returns (y [R, out], h_n [B, out], c_n [B, H] or None).
 py::tuple recurrent_run_py(const CArray<float>& xp, const CArray<int64_t>& batch_sizes,
                            bool reverse, const std::string& mode_name, const CArray<float>& h0,
-                           const OptF& c0, const StepWeight& hh, const std::optional<StepWeight>& hr,
+                           const OptF& c0, const StepWeight& hh,
+                           const std::optional<StepWeight>& hr,
                            int threads) {
   const CellMode mode = cell_mode_of(mode_name);
   require_ndim(xp, 2, "xp");
@@ -520,7 +521,8 @@ py::tuple recurrent_run_py(const CArray<float>& xp, const CArray<int64_t>& batch
   const size_t gates = xp.shape(1);
   const size_t per = mode == CellMode::lstm ? 4 : mode == CellMode::gru ? 3 : 1;
   require(gates % per == 0 && gates > 0,
-          "xp: expected " + std::to_string(per) + " x hidden columns, got " + std::to_string(gates));
+          "xp: expected " + std::to_string(per) + " x hidden columns, got " +
+              std::to_string(gates));
   s.hidden = gates / per;
   require(hh.n == gates && hh.k == s.out,
           "hh.packed: expected a [" + std::to_string(gates) + ", " + std::to_string(s.out) +

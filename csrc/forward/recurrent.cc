@@ -52,7 +52,8 @@ void recurrent_run(const float* xp, const int64_t* batch_sizes, size_t steps, bo
   const size_t H = s.hidden, out = s.out;
   const size_t gates = s.mode == CellMode::lstm ? 4 * H : s.mode == CellMode::gru ? 3 * H : H;
   std::vector<size_t> offset(steps + 1, 0);
-  for (size_t t = 0; t < steps; ++t) offset[t + 1] = offset[t] + static_cast<size_t>(batch_sizes[t]);
+  for (size_t t = 0; t < steps; ++t)
+    offset[t + 1] = offset[t] + static_cast<size_t>(batch_sizes[t]);
   std::vector<float> g(s.batch * gates), cell(hr ? s.batch * H : 0);
   for (size_t i = 0; i < steps; ++i) {
     const size_t t = reverse ? steps - 1 - i : i;

@@ -18,7 +18,8 @@ from .weight_view import QuantizedWeight  # what QuantLinear.weight / QuantConv2
 
 __all__ = [
     "QuantLinear", "QuantConv2d", "QuantConv1d", "QuantGRU", "QuantExperts",
-    "QuantMultiheadAttention", "QuantRNN", "QuantizedWeight", "quantize_", "gptq_", "calibrate", "calibration", "reset_calibration",
+    "QuantMultiheadAttention", "QuantRNN", "QuantizedWeight", "quantize_", "gptq_", "calibrate",
+    "calibration", "reset_calibration",
     "register_quantize_module_handler", "default_filter", "use_reference",
     "Int8Config", "WeightOnlyConfig", "LUT2Config", "SparqConfig", "GRUConfig",
 ]

@@ -52,7 +52,8 @@ def _swap(module: nn.Module, config):
     if is_rnn(module):
         return QuantRNN(module, config)
     raise TypeError(f"module: {type(module).__name__} cannot be quantized (nn.Linear, nn.Conv2d, "
-                    "nn.Conv1d, nn.MultiheadAttention, nn.LSTM/GRU/RNN, transformers' Conv1D or an MoE experts block)")
+                    "nn.Conv1d, nn.MultiheadAttention, nn.LSTM/GRU/RNN, transformers' Conv1D or "
+                    "an MoE experts block)")
 
 
 for _cfg in (Int8Config, WeightOnlyConfig, LUT2Config, SparqConfig):
