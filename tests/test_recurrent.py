@@ -363,3 +363,48 @@ def test_autocast_and_dtypes(kind):
         q(x, bad)
     with pytest.raises(TypeError, match="rnn"):
         QuantRNN([1, 2], pyquant.Int8Config())
+
+
+class _RowReader(nn.Module):
+    """Reads a digit's 8 rows as 8 time steps (sklearn's 8x8 digits, shipped with sklearn)."""
+
+    def __init__(self, cell):
+        super().__init__()
+        self.rnn = cell(8, 64, 2, batch_first=True)
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        return self.head(out[:, -1])
+
+
+@pytest.mark.parametrize("cell", [nn.LSTM, nn.GRU], ids=["lstm", "gru"])
+def test_a_trained_model_keeps_its_accuracy(cell):
+    """Real data: a 2-layer LSTM / GRU trained on the digits' rows; Int8 keeps the accuracy within
+    a point, W4 g32 within three."""
+    pytest.importorskip("sklearn")
+    from pyquant.studies.digits_cnn import digits_data
+
+    torch.manual_seed(0)
+    (xtr, ytr), (xte, yte) = digits_data()
+    xtr, xte = xtr[:, 0], xte[:, 0]  # [N, 8 steps, 8 features]
+    model = _RowReader(cell)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(10):
+        for i in range(0, len(ytr), 64):
+            opt.zero_grad()
+            F.cross_entropy(model(xtr[i:i + 64]), ytr[i:i + 64]).backward()
+            opt.step()
+    model.eval()
+
+    def accuracy(m):
+        with torch.no_grad():
+            return (m(xte).argmax(1) == yte).float().mean().item()
+
+    base = accuracy(model)
+    assert base > 0.9
+    for config, drop in ((pyquant.Int8Config(), 0.01), (pyquant.WeightOnlyConfig(4, 32), 0.03)):
+        q = pyquant.quantize_(copy.deepcopy(model), config)
+        assert isinstance(q.rnn, QuantRNN)
+        got = accuracy(q)
+        assert got >= base - drop, (type(config).__name__, got, base)
