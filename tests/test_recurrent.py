@@ -303,13 +303,20 @@ def test_native_loop_rejects_bad_arguments():
         run(hh=tuple(bad))
 
 
-def test_native_gates_are_within_float_rounding_of_torchs():
+def test_native_gates_are_within_float_rounding_of_torchs_and_the_same_on_every_tier(isa):
     from pyquant import _C
 
-    x = np.linspace(-30, 30, 200001, dtype=np.float32)
+    x = np.concatenate([np.linspace(-30, 30, 200001, dtype=np.float32),
+                        np.float32([-1e30, -100, 100, 1e30, 0.0, -0.0, 1e-30, -1e-30])])
     for fn, ref in (("sigmoid", torch.sigmoid), ("tanh", torch.tanh)):
         got = _C.recurrent_gate(x, fn)
         assert np.abs(got - ref(torch.from_numpy(x)).numpy()).max() <= 2.5e-7, fn
+        previous = _C.active_isa()
+        _C.set_isa("scalar")
+        try:
+            assert np.array_equal(got, _C.recurrent_gate(x, fn)), (isa, fn)  # (bit for bit)
+        finally:
+            _C.set_isa(previous)
 
 
 def test_quantize_converts_recurrent_layers_where_that_is_faster():

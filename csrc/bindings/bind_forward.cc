@@ -574,7 +574,7 @@ py::tuple recurrent_run_py(const CArray<float>& xp, const CArray<int64_t>& batch
     py::gil_scoped_release release;
     recurrent_run(xp.data(), batch_sizes.data(), steps, reverse, s, hh.run,
                   hr ? hr->run : StepMatmul(), h.mutable_data(), c ? c->mutable_data() : nullptr,
-                  y.mutable_data(), threads);
+                  y.mutable_data(), threads, active_isa());
   }
   return py::make_tuple(y, h, c ? py::object(*c) : py::object(py::none()));
 }
@@ -610,7 +610,8 @@ py::tuple recurrent_lowbit_py(const CArray<float>& xp, const CArray<int64_t>& ba
 CArray<float> recurrent_gate_py(const CArray<float>& x, const std::string& fn) {
   require(fn == "sigmoid" || fn == "tanh", "fn: expected 'sigmoid' or 'tanh'");
   CArray<float> y(x.size());
-  (fn == "sigmoid" ? sigmoid_rows : tanh_rows)(x.data(), x.size(), y.mutable_data());
+  (fn == "sigmoid" ? sigmoid_rows : tanh_rows)(x.data(), x.size(), y.mutable_data(),
+                                               active_isa());
   return y;
 }
 

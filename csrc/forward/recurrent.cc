@@ -8,47 +8,30 @@
 namespace pq {
 namespace {
 
-// exp(x) for x in [-87, 88]: x = n ln2 + r (|r| <= ln2 / 2, ln2 split in two for an exact n ln2),
-// e^r by its Taylor series to r^7 (truncation below 6e-9 relative), times 2^n built in the
-// exponent bits. Plain float code, so the compiler vectorizes the loops that call it for the
-// baseline ISA and every CPU gives the same bits.
-inline float exp_bounded(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  x = x > 88.0f ? 88.0f : x;
-  // n = round(x / ln2): adding 1.5 * 2^23 rounds to an integer (branch-free, vectorizes)
-  const float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
-  const float r = (x - n * 0.693145752f) - n * 1.42860677e-6f;
-  float p = 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
+const GateKernels& gate_kernels(Isa isa) {
+#if defined(PQ_HAVE_X86)
+  if (isa == Isa::avx512) return kGatesAvx512;
+  if (isa == Isa::avx2) return kGatesAvx2;
+#endif
+  return kGatesBaseline;
 }
-
-inline float sigmoid1(float x) { return 1.0f / (1.0f + exp_bounded(-x)); }
-// tanh(x) = 1 - 2 / (e^{2x} + 1): no overflow, absolute error ~1e-7 near 0
-inline float tanh1(float x) { return 1.0f - 2.0f / (exp_bounded(2.0f * x) + 1.0f); }
 
 }  // namespace
 
-void sigmoid_rows(const float* x, size_t count, float* y) {
-  for (size_t i = 0; i < count; ++i) y[i] = sigmoid1(x[i]);
+void sigmoid_rows(const float* x, size_t count, float* y, Isa isa) {
+  gate_kernels(isa).sigmoid(x, count, y);
 }
 
-void tanh_rows(const float* x, size_t count, float* y) {
-  for (size_t i = 0; i < count; ++i) y[i] = tanh1(x[i]);
+void tanh_rows(const float* x, size_t count, float* y, Isa isa) {
+  gate_kernels(isa).tanh(x, count, y);
 }
 
 void recurrent_run(const float* xp, const int64_t* batch_sizes, size_t steps, bool reverse,
                    const RecurrentShape& s, const StepMatmul& hh, const StepMatmul& hr,
-                   float* h, float* c, float* y, int threads) {
+                   float* h, float* c, float* y, int threads, Isa isa) {
+  const GateKernels& k = gate_kernels(isa);
+  const auto sigmoid_rows = k.sigmoid;
+  const auto tanh_rows = k.tanh;
   const size_t H = s.hidden, out = s.out;
   const size_t gates = s.mode == CellMode::lstm ? 4 * H : s.mode == CellMode::gru ? 3 * H : H;
   std::vector<size_t> offset(steps + 1, 0);

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <functional>
 
+#include "core/isa.h"
+
 namespace pq {
 
 enum class CellMode { lstm, gru, rnn_tanh, rnn_relu };
@@ -28,11 +30,16 @@ struct RecurrentShape {
 // GRU's b_hh); hr: LSTM's projection ([out x H]) or empty.
 void recurrent_run(const float* xp, const int64_t* batch_sizes, size_t steps, bool reverse,
                    const RecurrentShape& s, const StepMatmul& hh, const StepMatmul& hr,
-                   float* h, float* c, float* y, int threads);
+                   float* h, float* c, float* y, int threads, Isa isa);
 
-// The gates' nonlinearities as the loop computes them (exposed for the tests): within 2 ulp of
-// the exact functions, the same bits on every CPU (plain float code, no FMA contraction).
-void sigmoid_rows(const float* x, size_t count, float* y);
-void tanh_rows(const float* x, size_t count, float* y);
+// The gates' nonlinearities as the loop computes them (recurrent_gates.inc), one build per tier:
+// within 2.5e-7 of the exact functions, the same bits on every tier and CPU.
+struct GateKernels {
+  void (*sigmoid)(const float* x, size_t count, float* y);
+  void (*tanh)(const float* x, size_t count, float* y);
+};
+extern const GateKernels kGatesBaseline, kGatesAvx2, kGatesAvx512;
+void sigmoid_rows(const float* x, size_t count, float* y, Isa isa);
+void tanh_rows(const float* x, size_t count, float* y, Isa isa);
 
 }  // namespace pq
