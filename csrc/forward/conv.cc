@@ -5,12 +5,10 @@
 #include <atomic>
 #include <cstring>
 
+#include "core/isa.h"
 #include "core/thread_pool.h"
+#include "forward/conv_transpose.h"
 #include "forward/scratch.h"
-
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 
 namespace pq {
 namespace {
@@ -32,49 +30,17 @@ inline void zero_floats(float* dst, size_t count) {
   for (size_t i = 0; i < count; ++i) dst[i] = 0.0f;
 }
 
-// dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols: 16 x 16 blocks (both sides'
-// lines stay in L1), 4 x 4 register transposes inside (SSE2: baseline x86-64)
-void transpose_floats(const float* src, size_t lds, size_t rows, size_t cols, float* dst,
-                      size_t ldd) {
-  constexpr size_t kBlock = 16;
-  for (size_t i0 = 0; i0 < rows; i0 += kBlock) {
-    const size_t i1 = std::min(rows, i0 + kBlock);
-    for (size_t j0 = 0; j0 < cols; j0 += kBlock) {
-      const size_t j1 = std::min(cols, j0 + kBlock);
-      size_t i = i0;
-#if defined(__SSE2__)
-      for (; i + 4 <= i1; i += 4) {
-        size_t j = j0;
-        for (; j + 4 <= j1; j += 4) {
-          __m128 r0 = _mm_loadu_ps(src + i * lds + j), r1 = _mm_loadu_ps(src + (i + 1) * lds + j);
-          __m128 r2 = _mm_loadu_ps(src + (i + 2) * lds + j), r3 = _mm_loadu_ps(src + (i + 3) * lds + j);
-          _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-          _mm_storeu_ps(dst + j * ldd + i, r0);
-          _mm_storeu_ps(dst + (j + 1) * ldd + i, r1);
-          _mm_storeu_ps(dst + (j + 2) * ldd + i, r2);
-          _mm_storeu_ps(dst + (j + 3) * ldd + i, r3);
-        }
-        for (; j < j1; ++j)
-          for (size_t ii = i; ii < i + 4; ++ii) dst[j * ldd + ii] = src[ii * lds + j];
-      }
-#endif
-      for (; i < i1; ++i)
-        for (size_t j = j0; j < j1; ++j) dst[j * ldd + i] = src[i * lds + j];
-    }
-  }
-}
-
 // x [B][C][H][W] -> [B][H][W][C] in the calling thread's scratch, in parallel over images and
 // blocks of channels
-const float* nhwc_copy(const float* x, const ConvGeometry& g, int threads) {
+const float* nhwc_copy(const float* x, const ConvGeometry& g, int threads, Isa isa) {
   const size_t hw = g.height * g.width, c = g.channels;
   float* dst = static_cast<float*>(thread_scratch(g.batch * hw * c * sizeof(float), kNhwcSlot));
-  constexpr size_t kChannelBlock = 16;
+  constexpr size_t kChannelBlock = 64;  // (64 KiB-strided source rows: fewer passes over dst)
   const size_t blocks = (c + kChannelBlock - 1) / kChannelBlock;
   parallel_for(g.batch * blocks, threads, [&](size_t t) {
     const size_t b = t / blocks, c0 = t % blocks * kChannelBlock;
     const size_t c1 = std::min(c, c0 + kChannelBlock);
-    transpose_floats(x + (b * c + c0) * hw, hw, c1 - c0, hw, dst + b * hw * c + c0, c);
+    transpose_floats(x + (b * c + c0) * hw, hw, c1 - c0, hw, dst + b * hw * c + c0, c, isa);
   });
   return dst;
 }
@@ -125,7 +91,8 @@ bool conv_forward(const float* x, const ConvGeometry& g, size_t n, bool nchw, fl
   const bool pointwise = g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 &&
                          g.stride_w == 1 && g.pad_h == 0 && g.pad_w == 0;
   if (pointwise && !nchw) return forward(x, m, y, threads);
-  if (nchw) x = nhwc_copy(x, g, threads);
+  const Isa isa = active_isa();  // (the transposes' tier: exact copies on any)
+  if (nchw) x = nhwc_copy(x, g, threads, isa);
   const size_t chunk_rows = std::min(m, std::max(kMinChunkRows, kChunkFloats / (k + n)));
   const size_t chunks = (m + chunk_rows - 1) / chunk_rows;
   const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
@@ -150,7 +117,7 @@ bool conv_forward(const float* x, const ConvGeometry& g, size_t n, bool nchw, fl
     // [rows][n] -> y[b][j][pixel]: runs of consecutive pixels within one image
     for (size_t r = r0; r < r1;) {
       const size_t b = r / hw, p0 = r % hw, run = std::min(r1 - r, hw - p0);
-      transpose_floats(out + (r - r0) * n, n, run, n, y + b * n * hw + p0, hw);
+      transpose_floats(out + (r - r0) * n, n, run, n, y + b * n * hw + p0, hw, isa);
       r += run;
     }
   };
