@@ -231,7 +231,11 @@ def test_quantize_state_dict_gptq_and_errors():
         out.sum().backward()
 
 
-def test_export_gives_the_same_bits():
+@pytest.mark.parametrize("config,op", [(pyquant.Int8Config(), "int8_recurrent"),
+                                       (pyquant.WeightOnlyConfig(4, 32), "lowbit_recurrent")],
+                         ids=["int8", "w4g32"])
+@pytest.mark.parametrize("kind", ["lstm", "lstm-proj", "gru"])
+def test_export_and_compile_give_the_same_bits(kind, config, op):
     class Output(nn.Module):
         def __init__(self, rnn):
             super().__init__()
@@ -240,15 +244,16 @@ def test_export_gives_the_same_bits():
         def forward(self, x):
             return self.rnn(x)[0]
 
-    model = Output(QuantRNN(_rnn("lstm", num_layers=2, bidirectional=True, batch_first=True),
-                            pyquant.Int8Config()))
+    model = Output(QuantRNN(_rnn(kind, num_layers=2, bidirectional=True, batch_first=True),
+                            config))
     x = torch.randn(2, 5, 12)
     with torch.no_grad():
-        exported = torch.export.export(model, (x,)).module()(x)
-        torch.testing.assert_close(exported, model(x), rtol=1e-5, atol=1e-5)  # (native gates)
-        with pytest.MonkeyPatch.context() as m:  # traced: the per-step loop, as eager runs it
-            m.setattr(QuantRNN, "_native_loop", lambda self, *a: None)
-            assert torch.equal(exported, model(x))
+        program = torch.export.export(model, (x,))
+        ops = [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
+        assert sum(op in o for o in ops) == 4  # one per layer and direction
+        assert torch.equal(program.module()(x), model(x))
+        compiled = torch.compile(model)
+        assert torch.equal(compiled(x), model(x))
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

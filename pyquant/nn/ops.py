@@ -96,6 +96,57 @@ def _(x, packed, w_scale, bias, act_range, bits, options, round, pairs, allow_ne
     return _out(x, w_scale.shape[0], conv)
 
 
+# ---------------------------------------------------------------- recurrent layers
+# One layer and direction of a QuantRNN (csrc/forward/recurrent.h): xp [R, gates] (every step's
+# input projection), batch_sizes int64 [T], h0 [B, out], c0 [B, H] (LSTM) or None; hh / hr the
+# state and projection weights' buffers as the family's linear op takes them (hr empty: no
+# projection), their biases apart. Returns (y [R, out], h_n, c_n; c_n empty without a cell).
+def _weight(tensors: List[Tensor], bias: Optional[Tensor]):
+    return None if not tensors else (*(t.contiguous().numpy() for t in tensors[:-1]), _np(bias),
+                                     tensors[-1].contiguous().numpy())
+
+
+def _recurrent_result(out):
+    y, h, c = out
+    return (torch.from_numpy(y), torch.from_numpy(h),
+            torch.from_numpy(c) if c is not None else torch.empty(0))
+
+
+def _recurrent_fake(xp, h0, c0):
+    return (xp.new_empty((xp.shape[0], h0.shape[1])), h0.new_empty(h0.shape),
+            c0.new_empty(c0.shape) if c0 is not None else h0.new_empty(0))
+
+
+@torch.library.custom_op("pyquant::int8_recurrent", mutates_args=())
+def int8_recurrent(xp: Tensor, batch_sizes: Tensor, reverse: bool, mode: str, h0: Tensor,
+                   c0: Optional[Tensor], hh: List[Tensor], hh_bias: Optional[Tensor],
+                   hr: List[Tensor], act_bits: int) -> tuple[Tensor, Tensor, Tensor]:
+    """hh / hr: [packed, w_scale, w_off, act_range]."""
+    return _recurrent_result(_C.recurrent_forward_int8(
+        _np(xp), batch_sizes.numpy(), reverse, mode, _np(h0), _np(c0), _weight(hh, hh_bias),
+        _weight(hr, None), act_bits, get_num_threads()))
+
+
+@int8_recurrent.register_fake
+def _(xp, batch_sizes, reverse, mode, h0, c0, hh, hh_bias, hr, act_bits):
+    return _recurrent_fake(xp, h0, c0)
+
+
+@torch.library.custom_op("pyquant::lowbit_recurrent", mutates_args=())
+def lowbit_recurrent(xp: Tensor, batch_sizes: Tensor, reverse: bool, mode: str, h0: Tensor,
+                     c0: Optional[Tensor], hh: List[Tensor], hh_bias: Optional[Tensor],
+                     hr: List[Tensor], bits: int, group_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """hh / hr: [packed, panel_scales, w_off, act_range]."""
+    return _recurrent_result(_C.recurrent_forward_lowbit(
+        _np(xp), batch_sizes.numpy(), reverse, mode, _np(h0), _np(c0), _weight(hh, hh_bias),
+        _weight(hr, None), bits, group_size, get_num_threads()))
+
+
+@lowbit_recurrent.register_fake
+def _(xp, batch_sizes, reverse, mode, h0, c0, hh, hh_bias, hr, bits, group_size):
+    return _recurrent_fake(xp, h0, c0)
+
+
 # ---------------------------------------------------------------- reference path
 def parse_config(text: str):
     """``repr(config)`` -> config, for the four config classes with literal arguments only."""

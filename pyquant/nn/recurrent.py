@@ -10,9 +10,10 @@ float as PyTorch's cell. The LSTM's gate rows are stored in (i, f, o, g) order (
 per step); GRU keeps (r, z, n) with ``b_hn`` inside ``hh`` (the reset gate multiplies it).
 
 Int8 and WeightOnly configs run each layer and direction's whole time loop in one native call
-(csrc/forward/recurrent.h: the state matmul through the fused forward, the gates in C++); other
-configs (and tracing, calibration, inputs that need the autograd guard) run the loop below, a
-few torch ops and a native call per step.
+(csrc/forward/recurrent.h: the state matmul through the fused forward, the gates in C++; traced,
+the torch.library op ``pyquant::int8_recurrent`` / ``lowbit_recurrent``); other configs (and
+calibration, bf16 / autocast, inputs that need the autograd guard) run the loop below, a few
+torch ops and a native call per step.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .modules import QuantLinear, _check_device, _check_not_meta
+from .modules import QuantLinear, _check_device, _check_not_meta, _tracing
 from .schemes import Scheme, scheme_for
 
 # Configs without a native loop (LUT2, SPARQ) run a few torch ops and a native call per step
@@ -227,7 +228,13 @@ class QuantRNN(nn.Module):
         WeightOnly) and the layers are bound; else None (the loop below runs instead)."""
         hh = self._modules[f"hh_l{layer}{sfx}"]
         hr = self._modules.get(f"hr_l{layer}{sfx}")
-        hh_args = hh.grouped_args()  # (None: tracing, calibrating, reference backend, ...)
+        if _tracing():  # torch.compile / export: the loop as one op per layer and direction
+            if hh.reference:
+                return None
+            out = hh.scheme.recurrent_op(xp, torch.tensor(sizes, dtype=torch.int64), reverse,
+                                         self.mode, h, c, hh, hr)
+            return None if out is None else (out[0], out[1], out[2] if c is not None else None)
+        hh_args = hh.grouped_args()  # (None: calibrating, reference backend, ...)
         hr_args = None if hr is None else hr.grouped_args()
         if hh_args is None or (hr is not None and hr_args is None):
             return None

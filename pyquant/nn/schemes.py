@@ -243,6 +243,11 @@ class Scheme:
         family has no native loop."""
         return None
 
+    def recurrent_op(self, xp, batch_sizes, reverse: bool, mode: str, h0, c0, hh, hr):
+        """run_recurrent as this family's torch.library op (traced QuantRNN layers; hh / hr the
+        layers themselves, hr None), or None where the family has none."""
+        return None
+
     def run_grouped(self, x, weights: list, groups, threads: int):
         """x float32 ndarray [R, K]; weights: ``grouped_args`` of layers of this config and one
         shape; groups int64 [G, 3] of (index into weights, first row of x, rows). Returns
@@ -309,6 +314,15 @@ class Int8Scheme(Scheme):
     def run_recurrent(self, xp, batch_sizes, reverse, mode, h0, c0, hh, hr, threads):
         return _C.recurrent_forward_int8(xp, batch_sizes, reverse, mode, h0, c0, hh, hr,
                                          self.config.act_bits, threads)
+
+    def recurrent_op(self, xp, batch_sizes, reverse, mode, h0, c0, hh, hr):
+        def weight(layer):
+            b = None if layer is None else layer._buffers
+            return [] if layer is None else [b["packed"], b["w_scale"], b["w_off"],
+                                             layer.act_range]
+        return torch.ops.pyquant.int8_recurrent(xp, batch_sizes, reverse, mode, h0, c0,
+                                                weight(hh), hh.bias, weight(hr),
+                                                self.config.act_bits)
 
     def has_op(self, b) -> bool:
         return True
@@ -495,6 +509,19 @@ class WeightOnlyScheme(Scheme):
         c = self.config
         return _C.recurrent_forward_lowbit(xp, batch_sizes, reverse, mode, h0, c0, hh, hr,
                                            c.bits, c.group_size, threads)
+
+    def recurrent_op(self, xp, batch_sizes, reverse, mode, h0, c0, hh, hr):
+        if any(lay is not None and "packed_offsets" in lay._buffers for lay in (hh, hr)):
+            return None
+
+        def weight(layer):
+            b = None if layer is None else layer._buffers
+            return [] if layer is None else [b["packed"], b["panel_scales"], b["w_off"],
+                                             layer.act_range]
+        c = self.config
+        return torch.ops.pyquant.lowbit_recurrent(xp, batch_sizes, reverse, mode, h0, c0,
+                                                  weight(hh), hh.bias, weight(hr), c.bits,
+                                                  c.group_size)
 
     def has_op(self, b) -> bool:
         return "packed_offsets" not in b
