@@ -420,3 +420,16 @@ def test_a_trained_model_keeps_its_accuracy(cell):
         assert isinstance(q.rnn, QuantRNN)
         got = accuracy(q)
         assert got >= base - drop, (type(config).__name__, got, base)
+
+
+def test_relu_rnn_keeps_nan_like_torch():
+    """A NaN pre-activation stays NaN through relu on both loops (it was 0 in the native one)."""
+    q = QuantRNN(nn.RNN(4, 8, nonlinearity="relu").eval(), pyquant.Int8Config())
+    x = torch.randn(3, 1, 4)
+    x[1, 0, 2] = float("inf")
+    with torch.no_grad():
+        native = q(x)[0]
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(QuantRNN, "_native_loop", lambda self, *a: None)
+            loop = q(x)[0]
+    assert torch.isnan(native[1]).all() and torch.isnan(loop[1]).all()

@@ -35,11 +35,12 @@ inline void zero_floats(float* dst, size_t count) {
 const float* nhwc_copy(const float* x, const ConvGeometry& g, int threads, Isa isa) {
   const size_t hw = g.height * g.width, c = g.channels;
   float* dst = static_cast<float*>(thread_scratch(g.batch * hw * c * sizeof(float), kNhwcSlot));
-  constexpr size_t kChannelBlock = 64;  // (64 KiB-strided source rows: fewer passes over dst)
-  const size_t blocks = (c + kChannelBlock - 1) / kChannelBlock;
+  // blocks of 64 channels (fewer passes over dst), 16 where that leaves a thread idle
+  const size_t channel_block = c >= 64 * static_cast<size_t>(threads > 1 ? threads : 1) ? 64 : 16;
+  const size_t blocks = (c + channel_block - 1) / channel_block;
   parallel_for(g.batch * blocks, threads, [&](size_t t) {
-    const size_t b = t / blocks, c0 = t % blocks * kChannelBlock;
-    const size_t c1 = std::min(c, c0 + kChannelBlock);
+    const size_t b = t / blocks, c0 = t % blocks * channel_block;
+    const size_t c1 = std::min(c, c0 + channel_block);
     transpose_floats(x + (b * c + c0) * hw, hw, c1 - c0, hw, dst + b * hw * c + c0, c, isa);
   });
   return dst;

@@ -72,7 +72,7 @@ void recurrent_run(const float* xp, const int64_t* batch_sizes, size_t steps, bo
         if (s.mode == CellMode::rnn_tanh)
           tanh_rows(gr, H, hr_row);
         else
-          for (size_t j = 0; j < H; ++j) hr_row[j] = gr[j] > 0.0f ? gr[j] : 0.0f;
+          for (size_t j = 0; j < H; ++j) hr_row[j] = gr[j] < 0.0f ? 0.0f : gr[j];  // (NaN stays)
       }
     }
     if (hr) hr(cell.data(), n, h, threads);  // LSTM's projection: h = W_hr (o * tanh(c))

@@ -112,6 +112,13 @@ def _recurrent_result(out):
             torch.from_numpy(c) if c is not None else torch.empty(0))
 
 
+def _step_threads(hh: List[Tensor], h0: Tensor, xp: Tensor) -> int:
+    """The state matmul's threads per step, as the eager path picks them (call_threads)."""
+    from .modules import call_threads
+
+    return call_threads(hh[0].numel(), h0.shape[0] * h0.shape[1] * xp.shape[1])
+
+
 def _recurrent_fake(xp, h0, c0):
     return (xp.new_empty((xp.shape[0], h0.shape[1])), h0.new_empty(h0.shape),
             c0.new_empty(c0.shape) if c0 is not None else h0.new_empty(0))
@@ -124,7 +131,7 @@ def int8_recurrent(xp: Tensor, batch_sizes: Tensor, reverse: bool, mode: str, h0
     """hh / hr: [packed, w_scale, w_off, act_range]."""
     return _recurrent_result(_C.recurrent_forward_int8(
         _np(xp), batch_sizes.numpy(), reverse, mode, _np(h0), _np(c0), _weight(hh, hh_bias),
-        _weight(hr, None), act_bits, get_num_threads()))
+        _weight(hr, None), act_bits, _step_threads(hh, h0, xp)))
 
 
 @int8_recurrent.register_fake
@@ -139,7 +146,7 @@ def lowbit_recurrent(xp: Tensor, batch_sizes: Tensor, reverse: bool, mode: str, 
     """hh / hr: [packed, panel_scales, w_off, act_range]."""
     return _recurrent_result(_C.recurrent_forward_lowbit(
         _np(xp), batch_sizes.numpy(), reverse, mode, _np(h0), _np(c0), _weight(hh, hh_bias),
-        _weight(hr, None), bits, group_size, get_num_threads()))
+        _weight(hr, None), bits, group_size, _step_threads(hh, h0, xp)))
 
 
 @lowbit_recurrent.register_fake

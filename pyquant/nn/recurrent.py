@@ -229,7 +229,7 @@ class QuantRNN(nn.Module):
         hh = self._modules[f"hh_l{layer}{sfx}"]
         hr = self._modules.get(f"hr_l{layer}{sfx}")
         if _tracing():  # torch.compile / export: the loop as one op per layer and direction
-            if hh.reference:
+            if hh.reference or (hr is not None and hr.reference):
                 return None
             out = hh.scheme.recurrent_op(xp, torch.tensor(sizes, dtype=torch.int64), reverse,
                                          self.mode, h, c, hh, hr)
