@@ -44,9 +44,8 @@ def run_groups(layers: list, x: torch.Tensor, groups: list) -> torch.Tensor:
         return torch.cat([_rows(layers[i], x[r0:r0 + n]) for i, r0, n in groups])
     xf = x if x.dtype == torch.float32 else x.float()
     first = layers[0]
-    packed = first._buffers["packed"]
     distinct = len({i for i, _, _ in groups})
-    threads = call_threads(distinct * packed.numel() * packed.element_size(),
+    threads = call_threads(distinct * first._packed_bytes,
                            sum(n for _, _, n in groups) * first.in_features_k * first.out_features)
     y = first.scheme.run_grouped(xf.contiguous().numpy(), args,
                                  np.array(groups, dtype=np.int64).reshape(-1, 3), threads)

@@ -210,6 +210,8 @@ class _QuantModule(nn.Module):
                 self._grouped = self.scheme.grouped_args(bufs, self.act_range, self.bias)
         # every path checks these versions before a call (_native_run), bound or not
         self._bound = tuple((n, t, _version(t)) for n, t in bufs.items())
+        packed = bufs.get("packed")  # (call_threads' weight size, once per refresh, not per call)
+        self._packed_bytes = 0 if packed is None else packed.numel() * packed.element_size()
 
     def _rehome_large_buffers(self) -> None:
         """Large buffers not yet in huge-page arena memory (made at conversion, derived, or
@@ -326,9 +328,7 @@ class _QuantModule(nn.Module):
 
     def _threads(self, rows: int) -> int:
         """call_threads for ``rows`` input rows through this layer."""
-        packed = self._buffers.get("packed")
-        weight_bytes = 0 if packed is None else packed.numel() * packed.element_size()
-        return call_threads(weight_bytes, rows * self.in_features_k * self.out_features)
+        return call_threads(self._packed_bytes, rows * self.in_features_k * self.out_features)
 
     def bytes_read_per_call(self) -> int:
         """Bytes of weights and constants one forward streams (packed codes, the scales in the
