@@ -55,7 +55,8 @@ struct Input {
   ConvGeometry g{};
 };
 
-Input input_of(const CArray<float>& x, const ConvArg& conv, const PackedHeader& h) {
+Input input_of(const CArray<float>& x, const ConvArg& conv, const PackedHeader& h,
+               size_t groups = 1) {
   Input in;
   in.x = x.data();
   if (!conv) {
@@ -84,10 +85,14 @@ Input input_of(const CArray<float>& x, const ConvArg& conv, const PackedHeader& 
                    static_cast<size_t>(c[2]), static_cast<size_t>(c[3]),
                    static_cast<size_t>(c[4]), static_cast<size_t>(c[5]),
                    static_cast<size_t>(c[6]), static_cast<size_t>(c[7])};
-  require(h.k > 0 && g.k() == h.k,
-          std::string("x: expected ") + (nchw ? "[B, C, H, W]" : "[B, H, W, C]") +
-              " with kernel_h * kernel_w * C = K = " + std::to_string(h.k) + ", got C = " +
+  g.groups = groups;
+  require(g.channels % groups == 0,
+          "x: expected C a multiple of groups = " + std::to_string(groups) + ", got C = " +
               std::to_string(g.channels));
+  require(h.k > 0 && g.k() == h.k,
+          std::string("x: expected ") + (nchw ? "[B, C, H, W]" : "[B, H, W, C]") + " with kernel_h" +
+              " * kernel_w * C" + (groups > 1 ? " / groups" : "") + " = K = " +
+              std::to_string(h.k) + ", got C = " + std::to_string(g.channels));
   in.is_conv = true;
   in.nchw = nchw;
   in.m = g.rows();
@@ -104,7 +109,7 @@ CArray<float> output_for(const Input& in, size_t n) {
 // Runs `forward` on the input's rows (directly, or through the chunked conv driver); call
 // without the GIL.
 bool run_input(const Input& in, size_t n, float* y, int threads, const RowsForward& forward) {
-  if (in.is_conv) return conv_forward(in.x, in.g, n, in.nchw, y, threads, forward);
+  if (in.is_conv) return conv_forward(in.x, in.g, n, in.nchw, y, threads, &forward);
   return forward(in.x, in.m, y, threads);
 }
 
@@ -493,6 +498,61 @@ StepWeight lowbit_step(const LowbitArgs& args, int bits, size_t group_size,
           n, k};
 }
 
+// ---- grouped convs (QuantGroupedConv2d/1d, conv.h): one weight per channel group, all of one
+// shape [N / groups, kh * kw * C / groups], in one native call.
+CArray<float> conv_groups_run(const CArray<float>& x, const std::vector<StepWeight>& steps,
+                              const PackedHeader& first, int threads, const ConvArg& conv) {
+  require(conv.has_value(), "conv: expected the geometry (kernel_h, ..., nchw)");
+  const size_t groups = steps.size(), ng = steps[0].n;
+  const Input in = input_of(x, conv, first, groups);
+  for (size_t i = 0; i < groups; ++i)
+    require(steps[i].n == ng && steps[i].k == first.k,
+            "weights[" + std::to_string(i) + "]: expected a packed [" + std::to_string(ng) + ", " +
+                std::to_string(first.k) + "] weight (weights[0]'s shape), got [" +
+                std::to_string(steps[i].n) + ", " + std::to_string(steps[i].k) + "]");
+  std::vector<RowsForward> forwards;
+  for (const StepWeight& s : steps)
+    forwards.push_back([&run = s.run](const float* xp, size_t m, float* yp, int t) {
+      run(xp, m, yp, t);
+      return false;
+    });
+  CArray<float> y = output_for(in, groups * ng);
+  float* yp = y.mutable_data();
+  py::gil_scoped_release release;
+  conv_forward(in.x, in.g, groups * ng, in.nchw, yp, threads, forwards.data());
+  return y;
+}
+
+std::string group_name(size_t i) { return "weights[" + std::to_string(i) + "]"; }
+
+CArray<float> forward_int8_conv_groups_py(const CArray<float>& x,
+                                          const std::vector<Int8Args>& weights, int threads,
+                                          int act_bits, const ConvArg& conv) {
+  require(!weights.empty(), "weights: expected at least one weight (one per group)");
+  require(act_bits == 7 || act_bits == 8,
+          "act_bits: expected 7 or 8, got " + std::to_string(act_bits));
+  const Isa isa = active_isa();
+  std::vector<StepWeight> steps;
+  for (size_t i = 0; i < weights.size(); ++i)
+    steps.push_back(int8_step(weights[i], act_bits, group_name(i), isa));
+  const PackedHeader first = checked_header(std::get<0>(weights[0]), PackedOp::int8_gemm);
+  return conv_groups_run(x, steps, first, threads, conv);
+}
+
+CArray<float> forward_lowbit_conv_groups_py(const CArray<float>& x,
+                                            const std::vector<LowbitArgs>& weights, int bits,
+                                            size_t group_size, int threads, const ConvArg& conv) {
+  require(!weights.empty(), "weights: expected at least one weight (one per group)");
+  require(bits == 2 || bits == 4, "bits: expected 2 or 4, got " + std::to_string(bits));
+  require_group_size(group_size);
+  const Isa isa = active_isa();
+  std::vector<StepWeight> steps;
+  for (size_t i = 0; i < weights.size(); ++i)
+    steps.push_back(lowbit_step(weights[i], bits, group_size, group_name(i), isa));
+  const PackedHeader first = checked_header(std::get<0>(weights[0]), PackedOp::lowbit_gemm);
+  return conv_groups_run(x, steps, first, threads, conv);
+}
+
 CellMode cell_mode_of(const std::string& mode) {
   if (mode == "LSTM") return CellMode::lstm;
   if (mode == "GRU") return CellMode::gru;
@@ -674,6 +734,11 @@ void bind_forward(py::module_& m) {
         py::arg("groups"), py::arg("threads") = 1, py::arg("act_bits") = 8);
   m.def("forward_lowbit_grouped", &forward_lowbit_grouped_py, py::arg("x"), py::arg("weights"),
         py::arg("groups"), py::arg("bits"), py::arg("group_size"), py::arg("threads") = 1);
+  m.def("forward_int8_conv_groups", &forward_int8_conv_groups_py, py::arg("x"),
+        py::arg("weights"), py::arg("threads"), py::arg("act_bits"), py::arg("conv"));
+  m.def("forward_lowbit_conv_groups", &forward_lowbit_conv_groups_py, py::arg("x"),
+        py::arg("weights"), py::arg("bits"), py::arg("group_size"), py::arg("threads"),
+        py::arg("conv"));
   m.def("recurrent_forward_int8", &recurrent_int8_py, py::arg("xp"), py::arg("batch_sizes"),
         py::arg("reverse"), py::arg("mode"), py::arg("h0"), py::arg("c0"), py::arg("hh"),
         py::arg("hr"), py::arg("act_bits"), py::arg("threads") = 1);

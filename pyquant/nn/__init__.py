@@ -14,10 +14,12 @@ from .experts import QuantExperts  # transformers' MoE experts blocks (3-D exper
 from .attention import QuantMultiheadAttention  # nn.MultiheadAttention's four projections
 from .recurrent import QuantRNN  # nn.LSTM / nn.GRU / nn.RNN
 from .modules import QuantConv1d, QuantConv2d, QuantLinear
+from .grouped_conv import QuantGroupedConv1d, QuantGroupedConv2d  # nn.Conv2d/1d, groups > 1
 from .weight_view import QuantizedWeight  # what QuantLinear.weight / QuantConv2d.weight return
 
 __all__ = [
-    "QuantLinear", "QuantConv2d", "QuantConv1d", "QuantGRU", "QuantExperts",
+    "QuantLinear", "QuantConv2d", "QuantConv1d", "QuantGroupedConv2d", "QuantGroupedConv1d",
+    "QuantGRU", "QuantExperts",
     "QuantMultiheadAttention", "QuantRNN", "QuantizedWeight", "quantize_", "gptq_", "calibrate",
     "calibration", "reset_calibration",
     "register_quantize_module_handler", "default_filter", "use_reference",

@@ -14,6 +14,9 @@ from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
 from .attention import QuantMultiheadAttention, is_mha
 from .experts import QuantExperts, is_experts
 from .recurrent import MIN_HIDDEN, QuantRNN, is_rnn, worth_converting
+from .grouped_conv import QuantGroupedConv1d, QuantGroupedConv2d
+from .grouped_conv import MIN_GROUP_K, MIN_GROUP_OUT
+from .grouped_conv import worth_converting as conv_worth_converting
 from .modules import QuantConv1d, QuantConv2d, QuantLinear, _QuantModule
 from .schemes import range_overflows
 
@@ -40,9 +43,9 @@ def _swap(module: nn.Module, config):
     if isinstance(module, nn.Linear):
         return QuantLinear.from_linear(module, config)
     if isinstance(module, nn.Conv2d):
-        return QuantConv2d.from_conv(module, config)
+        return (QuantGroupedConv2d if module.groups > 1 else QuantConv2d).from_conv(module, config)
     if isinstance(module, nn.Conv1d):
-        return QuantConv1d.from_conv(module, config)
+        return (QuantGroupedConv1d if module.groups > 1 else QuantConv1d).from_conv(module, config)
     if is_conv1d(module):
         return QuantLinear.from_conv1d(module, config)
     if is_experts(module):
@@ -82,7 +85,8 @@ def _own_forward(module: nn.Module) -> bool:
 
 
 def default_filter(module: nn.Module, fqn: str) -> bool:
-    """Matches nn.Linear; nn.Conv2d and nn.Conv1d with groups=1; nn.MultiheadAttention (its four
+    """Matches nn.Linear; nn.Conv2d and nn.Conv1d (grouped ones where each group is a GEMM
+    wide enough to gain: pyquant/nn/grouped_conv.py; depthwise convs stay float); nn.MultiheadAttention (its four
     projections: pyquant/nn/attention.py); nn.LSTM / nn.GRU / nn.RNN (pyquant/nn/recurrent.py:
     quantize_ keeps small ones float for configs without a native loop, see
     recurrent.MIN_HIDDEN); transformers' Conv1D and MoE experts
@@ -91,7 +95,7 @@ def default_filter(module: nn.Module, fqn: str) -> bool:
     forward of their own, and a MultiheadAttention's out_proj on its own (the attention module
     converts it)."""
     if _plain(module, nn.Conv2d) or _plain(module, nn.Conv1d):
-        return module.groups == 1 and _has_weights(module)
+        return _has_weights(module) and (module.groups == 1 or conv_worth_converting(module))
     return (is_rnn(module) or _plain(module, nn.Linear) or is_conv1d(module) or is_experts(module)
             or is_mha(module)) and _has_weights(module)
 
@@ -138,11 +142,14 @@ def _warn_left_float(model: nn.Module, caller: str = "quantize_", config=None) -
             f"RNN < {MIN_HIDDEN['RNN_TANH']}: {listed}): under {type(config).__name__} (no "
             "native time loop) PyTorch's fused cell runs them faster than QuantRNN's per-step "
             "calls; pass filter_fn to convert them anyway", stacklevel=3)
-    n, listed = names(lambda m: (_plain(m, nn.Conv2d) or _plain(m, nn.Conv1d)) and m.groups != 1)
+    n, listed = names(lambda m: (_plain(m, nn.Conv2d) or _plain(m, nn.Conv1d)) and m.groups > 1
+                      and not conv_worth_converting(m))
     if n:
         warnings.warn(
-            f"{caller}: left float {n} grouped nn.Conv2d/nn.Conv1d layer(s) (groups > 1, e.g. "
-            f"depthwise: {listed}); QuantConv2d/QuantConv1d support groups=1 only", stacklevel=3)
+            f"{caller}: left float {n} grouped nn.Conv2d/nn.Conv1d layer(s) with narrow groups "
+            f"(fewer than {MIN_GROUP_OUT} output channels or {MIN_GROUP_K} kernel taps x input "
+            f"channels per group, e.g. depthwise: {listed}): their GEMMs would run mostly empty "
+            "tiles; pass filter_fn to convert them anyway (QuantGroupedConv2d/1d)", stacklevel=3)
 
 
 def quantize_(model: nn.Module, config, *, filter_fn: Callable | None = None) -> nn.Module:

@@ -326,6 +326,18 @@ class _QuantModule(nn.Module):
         return ops.run_reference(x2d, {n: b[n] for n in self._buf_names}, self.act_range, self.bias,
                                  self.out_features, self.scheme, self.reference)
 
+    def grouped_args(self, check_tracing: bool = True):
+        """This layer's arguments to ``scheme.run_grouped`` (several layers of one shape in one
+        native call: grouped.run_groups) and ``scheme.run_conv_groups`` (QuantGroupedConv2d), or
+        None where its own forward must run (the reference
+        backend, calibration, tracing, a layout without a grouped forward). A caller asking for
+        many layers checks tracing once itself (``check_tracing=False``)."""
+        if self._run is None or self._observer is not None or (check_tracing and _tracing()):
+            return None
+        if self._native_run() is None:  # (rebinds first after an edited or moved buffer)
+            return None
+        return self._grouped
+
     def _threads(self, rows: int) -> int:
         """call_threads for ``rows`` input rows through this layer."""
         return call_threads(self._packed_bytes, rows * self.in_features_k * self.out_features)
@@ -420,17 +432,6 @@ class QuantLinear(_QuantModule):
             return torch.from_numpy(run(x2d.contiguous().numpy(), threads))
         return rows
 
-    def grouped_args(self, check_tracing: bool = True):
-        """This layer's arguments to ``scheme.run_grouped`` (several layers of one shape in one
-        native call: grouped.run_groups), or None where its own forward must run (the reference
-        backend, calibration, tracing, a layout without a grouped forward). A caller asking for
-        many layers checks tracing once itself (``check_tracing=False``)."""
-        if self._run is None or self._observer is not None or (check_tracing and _tracing()):
-            return None
-        if self._native_run() is None:  # (rebinds first after an edited or moved buffer)
-            return None
-        return self._grouped
-
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, {self._config_repr()}")
@@ -494,7 +495,8 @@ class QuantConv2d(_QuantModule):
         QuantConv1d)."""
         _check_weights_ready(conv, "conv")
         if conv.groups != 1:
-            raise ValueError(f"conv: groups={conv.groups} is not supported (only groups=1)")
+            raise ValueError(f"conv: groups={conv.groups}: {cls.__name__} takes groups=1 (a "
+                             f"grouped conv: QuantGrouped{cls.__name__[5:]}.from_conv)")
         if conv.weight.numel() == 0:
             raise ValueError(f"conv: {conv.in_channels} -> {conv.out_channels} channels: a layer "
                              "without weights has nothing to quantize (quantize_ leaves it float)")

@@ -248,6 +248,13 @@ class Scheme:
         layers themselves, hr None), or None where the family has none."""
         return None
 
+    def run_conv_groups(self, x, weights: list, threads: int, conv):
+        """A grouped conv in one native call (QuantGroupedConv2d; csrc/forward/conv.h): x the
+        image as ``bind``'s conv call takes it, weights the groups' ``grouped_args`` in channel
+        order, conv the geometry tuple. Returns the output as ``bind``'s conv call does; None
+        where the family has no such call."""
+        return None
+
     def run_grouped(self, x, weights: list, groups, threads: int):
         """x float32 ndarray [R, K]; weights: ``grouped_args`` of layers of this config and one
         shape; groups int64 [G, 3] of (index into weights, first row of x, rows). Returns
@@ -310,6 +317,9 @@ class Int8Scheme(Scheme):
 
     def run_grouped(self, x, weights, groups, threads):
         return _C.forward_int8_grouped(x, weights, groups, threads, self.config.act_bits)
+
+    def run_conv_groups(self, x, weights, threads, conv):
+        return _C.forward_int8_conv_groups(x, weights, threads, self.config.act_bits, conv)
 
     def run_recurrent(self, xp, batch_sizes, reverse, mode, h0, c0, hh, hr, threads):
         return _C.recurrent_forward_int8(xp, batch_sizes, reverse, mode, h0, c0, hh, hr,
@@ -504,6 +514,10 @@ class WeightOnlyScheme(Scheme):
     def run_grouped(self, x, weights, groups, threads):
         c = self.config
         return _C.forward_lowbit_grouped(x, weights, groups, c.bits, c.group_size, threads)
+
+    def run_conv_groups(self, x, weights, threads, conv):
+        c = self.config
+        return _C.forward_lowbit_conv_groups(x, weights, c.bits, c.group_size, threads, conv)
 
     def run_recurrent(self, xp, batch_sizes, reverse, mode, h0, c0, hh, hr, threads):
         c = self.config

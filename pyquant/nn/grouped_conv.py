@@ -1,0 +1,162 @@
+"""QuantGroupedConv2d / QuantGroupedConv1d: ``nn.Conv2d`` / ``nn.Conv1d`` with ``groups > 1``.
+
+A grouped conv is ``groups`` independent convs: group i reads input channels
+``[i * C/G, (i + 1) * C/G)`` and writes output channels ``[i * N/G, (i + 1) * N/G)``. Here each
+group is a QuantConv2d / QuantConv1d of its own (its own codes, scales, bias and, after
+``calibrate``, static activation range), so the layer is exactly those convs with their outputs
+concatenated. Int8 and WeightOnly run every group in one native call (csrc/forward/conv.cc: each
+(group, chunk of output pixels) a task, im2col made in cache from the group's channel slice);
+the other configs, tracing and the reference backend call the groups one by one (the same bits).
+
+Worth converting (quantize_'s default filter) when each group is a GEMM of some width: at least
+``MIN_GROUP_OUT`` output channels and ``MIN_GROUP_K`` inputs (kernel taps x channels) per group,
+e.g. wav2vec2 / HuBERT's positional conv (16 groups of 48 channels, kernel 128: a quarter of
+the Int8 model's time when left float). Depthwise convs (one channel per group) and
+ResNeXt-style narrow groups stay float: a GEMM of a few columns runs its tiles mostly empty.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from pyquant import _C
+
+from .modules import (QuantConv1d, QuantConv2d, _check_device, _check_weights_ready, _out_dtype,
+                      _pad, _tracing, call_threads)
+
+MIN_GROUP_OUT = 16  # output channels per group
+MIN_GROUP_K = 64    # kernel taps x input channels per group
+
+
+def worth_converting(conv: nn.Module) -> bool:
+    """quantize_'s default for a grouped conv (module docstring)."""
+    g = conv.groups
+    taps = 1
+    for k in conv.kernel_size:
+        taps *= k
+    return conv.out_channels // g >= MIN_GROUP_OUT and taps * conv.in_channels // g >= MIN_GROUP_K
+
+
+def _group_view(conv: nn.Module, i: int) -> SimpleNamespace:
+    """Group i of ``conv`` as the attributes QuantConv2d/1d's conversion reads (no float layer
+    is built: a depthwise conv has hundreds of groups)."""
+    cg, ng = conv.in_channels // conv.groups, conv.out_channels // conv.groups
+    w = conv.weight.detach()[i * ng:(i + 1) * ng]
+    b = None if conv.bias is None else conv.bias.detach()[i * ng:(i + 1) * ng]
+    return SimpleNamespace(in_channels=cg, out_channels=ng, kernel_size=conv.kernel_size,
+                           stride=conv.stride, dilation=conv.dilation, padding=conv.padding,
+                           padding_mode=conv.padding_mode, groups=1, weight=w, bias=b)
+
+
+class QuantGroupedConv2d(nn.Module):
+    """Quantized ``nn.Conv2d`` with ``groups > 1`` (module docstring). ``convs[i]`` is group i's
+    QuantConv2d; the attributes are the float layer's (model code reads them)."""
+
+    _layer = QuantConv2d
+    _float = nn.Conv2d
+
+    @classmethod
+    def from_conv(cls, conv: nn.Module, config, hessians: list | None = None, damp=None):
+        """``hessians``: GPTQ's per-group Hessians over each group's im2col K order, with its
+        ``damp``."""
+        if not isinstance(conv, cls._float):
+            raise TypeError(f"conv: expected an {cls._float.__name__}, got {type(conv).__name__}")
+        _check_weights_ready(conv, "conv")
+        if conv.groups < 2:
+            raise ValueError(f"conv: groups={conv.groups}: use {cls._layer.__name__} for groups=1")
+        if hessians is not None and len(hessians) != conv.groups:
+            raise ValueError(f"hessians: expected one per group ({conv.groups}), got {len(hessians)}")
+        m = cls()
+        for name in ("in_channels", "out_channels", "kernel_size", "stride", "padding",
+                     "dilation", "groups", "padding_mode"):
+            setattr(m, name, getattr(conv, name))
+        m.config = config
+        kws = [{} if hessians is None else dict(hessian=h, damp=damp) for h in hessians or
+               [None] * conv.groups]
+        m.convs = nn.ModuleList(cls._layer._converted(_group_view(conv, i), config, **kws[i])
+                                for i in range(conv.groups))
+        return m
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The float layer's weight [N, C / groups, *kernel]: the groups' dequantized weights
+        (computed on each read: for model code that reads it, not for every call)."""
+        return self.dequantize_weight()
+
+    @property
+    def bias(self):
+        biases = [c.bias for c in self.convs]
+        return None if biases[0] is None else torch.cat(biases)
+
+    def dequantize_weight(self) -> torch.Tensor:
+        return torch.cat([c.dequantize_weight() for c in self.convs])
+
+    def _geometry(self):
+        return self.convs[0]._geometry()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_device(x)
+        unbatched = x.dim() == 3
+        if unbatched:
+            x = x.unsqueeze(0)
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"x: expected [B, {self.in_channels}, H, W], got shape {tuple(x.shape)}")
+        y = self._native(x)
+        if y is None:  # each group's own layer on its channel slice
+            cg = self.in_channels // self.groups
+            y = torch.cat([QuantConv2d.forward(c, x[:, i * cg:(i + 1) * cg])
+                           for i, c in enumerate(self.convs)], dim=1)
+        return y[0] if unbatched else y
+
+    def _native(self, x: torch.Tensor):
+        """Every group in one native call (Int8, WeightOnly), or None (module docstring)."""
+        first = self.convs[0]
+        if not x.is_floating_point() or (torch.is_grad_enabled() and x.requires_grad) \
+                or _tracing():  # (the groups' own forwards raise, guard or trace)
+            return None
+        args = [c.grouped_args(check_tracing=False) for c in self.convs]
+        if any(a is None for a in args):
+            return None
+        g = self._geometry()
+        xp, pad = _pad(g, x)
+        (kh, kw), (sh, sw), (dh, dw) = g.kernel_size, g.stride, g.dilation
+        for size, p, d, k in ((xp.shape[2], pad[0], dh, kh), (xp.shape[3], pad[1], dw, kw)):
+            if size + 2 * p < d * (k - 1) + 1:
+                return None  # (the groups' forwards say why)
+        channels_last = x.stride(1) < x.stride(3)
+        geometry = (kh, kw, sh, sw, pad[0], pad[1], dh, dw, 0 if channels_last else 1)
+        if max(geometry) > _C.CONV_MAX_GEOMETRY:
+            return None
+        image = (xp.permute(0, 2, 3, 1) if channels_last else xp).to(torch.float32).contiguous()
+        pixels = image.numel() // max(1, self.in_channels) // (sh * sw)
+        threads = call_threads(len(self.convs) * first._packed_bytes,
+                               pixels * first.in_features_k * self.out_channels)
+        y = first.scheme.run_conv_groups(image.numpy(), args, threads, geometry)
+        if y is None:  # (a family without the grouped conv call)
+            return None
+        y = torch.from_numpy(y)
+        y = y.permute(0, 3, 1, 2) if channels_last else y
+        return y.to(_out_dtype(x))
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+                f"groups={self.groups}, bias={self.convs[0].bias is not None}, "
+                f"{self.convs[0]._config_repr()}")
+
+
+class QuantGroupedConv1d(QuantGroupedConv2d):
+    """Quantized ``nn.Conv1d`` with ``groups > 1``: QuantGroupedConv2d on [B, C, 1, L], its
+    groups QuantConv1d layers."""
+
+    _layer = QuantConv1d
+    _float = nn.Conv1d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_device(x)
+        if x.dim() not in (2, 3) or x.shape[-2] != self.in_channels:
+            raise ValueError(f"x: expected [B, {self.in_channels}, L] or [{self.in_channels}, L], "
+                             f"got shape {tuple(x.shape)}")
+        return super().forward(x.unsqueeze(-2)).squeeze(-2).contiguous()
