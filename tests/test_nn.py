@@ -1245,7 +1245,7 @@ def test_share_memory_rebinds(config):
         assert torch.equal(q2(x), y2)
 
 
-def test_gptq_filters_grouped_convs_and_takes_conv1d():
+def test_gptq_takes_grouped_convs_and_conv1d():
     torch.manual_seed(6)
     net = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1, groups=4), nn.ReLU(), nn.Flatten(),
                         Conv1D(16, 8 * 5 * 5), nn.ReLU(), nn.Linear(16, 4))
@@ -1253,9 +1253,10 @@ def test_gptq_filters_grouped_convs_and_takes_conv1d():
     config = pyquant.WeightOnlyConfig(bits=4, group_size=32)
     with torch.no_grad():
         gq = pyquant.nn.gptq_(copy.deepcopy(net), config, xs, filter_fn=lambda m, fqn: fqn != "5")
-        assert isinstance(gq[0], nn.Conv2d) and isinstance(gq[5], nn.Linear)  # grouped: float
+        # a filter_fn that asks for it converts even a depthwise conv (per-group Hessians)
+        assert isinstance(gq[0], pyquant.nn.QuantGroupedConv2d) and isinstance(gq[5], nn.Linear)
         assert isinstance(gq[3], pyquant.nn.QuantLinear)
-        rtn = pyquant.quantize_(copy.deepcopy(net), config, filter_fn=lambda m, fqn: fqn == "3")
+        rtn = pyquant.quantize_(copy.deepcopy(net), config, filter_fn=lambda m, fqn: fqn != "5")
         x = torch.randn(64, 4, 5, 5)
         assert _sqnr(gq(x), net(x)) > _sqnr(rtn(x), net(x))
 

@@ -6,8 +6,8 @@ Alistarh, arXiv 2301.00774) in place of magnitude pruning: same format and kerne
     pyquant.nn.gptq_(model, pyquant.WeightOnlyConfig(bits=4, group_size=64), batches)
     pyquant.nn.gptq_(model, pyquant.SparqConfig(sparse24=True), batches)
 
-Each matching nn.Linear (and transformers' Conv1D, and nn.Conv2d / nn.Conv1d with groups=1 over
-its im2col rows in QuantConv2d's K order) records ``H = sum x^T x`` over its inputs on the calibration
+Each matching nn.Linear (and transformers' Conv1D, and nn.Conv2d / nn.Conv1d over its im2col
+rows in QuantConv2d's K order; a grouped conv per group, over its channel slice) records ``H = sum x^T x`` over its inputs on the calibration
 batches (float model, all layers at once); then its columns are quantized left to right, each
 column's rounding error spread over the not-yet-quantized columns through the inverse Hessian's
 Cholesky factor.
@@ -26,6 +26,7 @@ from .configs import SparqConfig, WeightOnlyConfig
 from .attention import QuantMultiheadAttention, is_mha
 from .experts import QuantExperts, is_experts
 from .recurrent import QuantRNN, is_rnn
+from .grouped_conv import QuantGroupedConv1d, QuantGroupedConv2d
 from .modules import QuantConv1d, QuantConv2d, QuantLinear, conv1d_geometry, im2col
 from .schemes import best_clip, bf16_round
 
@@ -155,18 +156,20 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
                 accumulate((mod, name[0] + "_proj"), x.reshape(-1, x.shape[-1]))
             return
         x = (args[0] if args else next(iter(kwargs.values()))).detach()  # (input by keyword)
-        if isinstance(mod, nn.Conv2d):  # the GEMM's rows: im2col in QuantConv2d's K order
-            x = im2col(mod, x if x.dim() == 4 else x.unsqueeze(0))[0]
-        elif isinstance(mod, nn.Conv1d):  # as QuantConv1d runs it: [B, C, 1, L]
-            x = x if x.dim() == 3 else x.unsqueeze(0)
-            x = im2col(conv1d_geometry(mod), x.unsqueeze(2))[0]
-        else:
-            x = x.reshape(-1, x.shape[-1])
-        accumulate(mod, x)
+        if isinstance(mod, (nn.Conv2d, nn.Conv1d)):  # the GEMM's rows: im2col in QuantConv2d's
+            if isinstance(mod, nn.Conv1d):           # K order (Conv1d: on [B, C, 1, L])
+                x = (x if x.dim() == 3 else x.unsqueeze(0)).unsqueeze(2)
+                geometry = conv1d_geometry(mod)
+            else:
+                x, geometry = (x if x.dim() == 4 else x.unsqueeze(0)), mod
+            cg = mod.in_channels // mod.groups  # a grouped conv: one Hessian per group
+            for i in range(mod.groups):
+                key = mod if mod.groups == 1 else (mod, i)
+                accumulate(key, im2col(geometry, x[:, i * cg:(i + 1) * cg])[0])
+            return
+        accumulate(mod, x.reshape(-1, x.shape[-1]))
 
     def quantizable(m, fqn):
-        if isinstance(m, (nn.Conv2d, nn.Conv1d)) and m.groups != 1:
-            return False  # (QuantConv2d/1d: groups=1 only; quantize_'s default filter agrees)
         return (isinstance(m, (nn.Linear, nn.Conv2d, nn.Conv1d)) or is_conv1d(m) or is_experts(m)
                 or is_mha(m) or is_rnn(m)) and filter_fn(m, fqn)
 
@@ -193,6 +196,12 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
 
     def handler(mod, cfg):
         kw = dict(hessian=hess[mod], damp=damp) if mod in hess else {}
+        if isinstance(mod, (nn.Conv2d, nn.Conv1d)) and mod.groups > 1:
+            cls = QuantGroupedConv2d if isinstance(mod, nn.Conv2d) else QuantGroupedConv1d
+            hessians = [hess.get((mod, i)) for i in range(mod.groups)]
+            if any(h is None for h in hessians):  # (a conv no calibration batch reached)
+                return cls.from_conv(mod, cfg)
+            return cls.from_conv(mod, cfg, hessians=hessians, damp=damp)
         if isinstance(mod, nn.Conv2d):
             return QuantConv2d.from_conv(mod, cfg, **kw)
         if isinstance(mod, nn.Conv1d):

@@ -7,7 +7,7 @@ static activation range set by ``pyquant.calibrate`` (NaN = dynamic per-row, the
 from __future__ import annotations
 
 import sys
-from types import SimpleNamespace
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -595,13 +595,22 @@ class QuantConv2d(_QuantModule):
                 f"bias={self.bias is not None}, {self._config_repr()}")
 
 
-def conv1d_geometry(conv) -> SimpleNamespace:
+class ConvGeometry(NamedTuple):
+    """The 2-D geometry attributes the conv paths read (a NamedTuple: torch.compile traces it)."""
+    kernel_size: tuple
+    stride: tuple
+    dilation: tuple
+    padding: tuple | str
+    padding_mode: str
+
+
+def conv1d_geometry(conv) -> ConvGeometry:
     """An nn.Conv1d (or QuantConv1d) as the 2-D conv it equals on [B, C, 1, L] inputs: kernel
     (1, k)."""
     padding = conv.padding if isinstance(conv.padding, str) else (0, conv.padding[0])
-    return SimpleNamespace(kernel_size=(1, conv.kernel_size[0]), stride=(1, conv.stride[0]),
-                           dilation=(1, conv.dilation[0]), padding=padding,
-                           padding_mode=conv.padding_mode)
+    return ConvGeometry(kernel_size=(1, conv.kernel_size[0]), stride=(1, conv.stride[0]),
+                        dilation=(1, conv.dilation[0]), padding=padding,
+                        padding_mode=conv.padding_mode)
 
 
 class QuantConv1d(QuantConv2d):
