@@ -1,7 +1,8 @@
 """wav2vec2-base's shapes (transformers' Wav2Vec2Model from its default config, random weights;
 a 7-layer Conv1d feature encoder of 512 channels, then 12 transformer layers of 768) on SECONDS
 of 16 kHz audio: ms per forward in fp32, PyTorch's dynamic int8 (nn.Linear only), pyquant with
-the Conv1d layers left float (quantize_ before QuantConv1d) and pyquant converting them too.
+the Conv1d layers left float (quantize_ before QuantConv1d), with the grouped positional conv
+left float (before QuantGroupedConv1d) and converting them all.
 The feature encoder alone is timed the same ways. Alternating runs, median of the best half.
 Usage (from the repository root): PYTHONPATH=. python benchmarks/speech_encoder.py [THREADS]
 [int8|w4g32] [SECONDS]"""
@@ -41,13 +42,17 @@ x = torch.randn(1, int(16000 * seconds))
 config = CONFIGS[name]
 no_conv1d = lambda m, fqn: (  # noqa: E731
     pyquant.nn.default_filter(m, fqn) and not isinstance(m, nn.Conv1d))
+not_grouped = lambda m, fqn: (  # noqa: E731  (the positional conv: 16 groups, kernel 128)
+    pyquant.nn.default_filter(m, fqn) and getattr(m, "groups", 1) == 1)
 models = {
     "fp32": fp32,
     "torch dynamic int8": torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32), {nn.Linear},
                                                                  torch.qint8),
     f"pyquant {name}, Conv1d float": pyquant.quantize_(copy.deepcopy(fp32), config,
                                                        filter_fn=no_conv1d),
-    f"pyquant {name}, Conv1d too": pyquant.quantize_(copy.deepcopy(fp32), config),
+    f"pyquant {name}, grouped conv float": pyquant.quantize_(copy.deepcopy(fp32), config,
+                                                             filter_fn=not_grouped),
+    f"pyquant {name}, all": pyquant.quantize_(copy.deepcopy(fp32), config),
 }
 
 
@@ -70,8 +75,8 @@ with torch.no_grad():
     cos = {label: nn.functional.cosine_similarity(m(x).last_hidden_state.flatten(), want.flatten(),
                                                   dim=0).item() for label, m in models.items()}
 whole = timed({label: (lambda m=m: m(x)) for label, m in models.items()})
-feats = timed({label: (lambda m=m: m.feature_extractor(x))
-               for label, m in models.items() if "dynamic" not in label and "float" not in label})
+feats = timed({label: (lambda m=m: m.feature_extractor(x)) for label, m in models.items()
+               if label == "fp32" or label.endswith(", all")})
 print(f"wav2vec2-base shapes, {seconds:g} s of audio, {threads} thread(s), ms per forward:")
 for label, ms in whole.items():
     print(f"  {label:32s} {ms:8.2f} ms  ({whole['fp32'] / ms:4.2f}x fp32, cosine {cos[label]:.4f})")

@@ -165,16 +165,19 @@ def _conv_cases(p: Problem) -> list[Case]:
     return out
 
 
-# ---- whole layers the model converts beside Linear/Conv2d: attention, recurrent, Conv1d -------
+# ---- whole layers the model converts beside Linear/Conv2d: attention, recurrent, Conv1d ------
 # label -> (kind, width, length): MHA self-attention (8 heads) over `length` tokens, 2-layer
 # LSTM / GRU over `length` steps (batch 1), a wav2vec2 feature-encoder Conv1d (512 -> 512, k 3,
-# stride 2) over `length` samples. The problem's (M, N, K) is the layer's main GEMM.
+# stride 2) over `length` samples, wav2vec2's positional conv (768 channels, 16 groups, kernel
+# 128, padding 64) over `length` frames. The problem's (M, N, K) is the layer's main GEMM (a
+# grouped conv's: one group's).
 LAYERS = {
     "layer MHA 512 x 128 tokens": ("mha", 512, 128),
     "layer MHA 512 x 1 token": ("mha", 512, 1),
     "layer LSTM 512 x 100 steps": ("lstm", 512, 100),
     "layer GRU 256 x 100 steps": ("gru", 256, 100),
     "layer Conv1d 512 k3/2 x 3199": ("conv1d", 512, 3199),
+    "layer grouped Conv1d 768 g16 k128 x 49": ("grouped", 768, 49),
 }
 LAYER_CONFIGS = {"Int8": "Int8Config()", "W4 g32": "WeightOnlyConfig(4, 32)"}
 OWN_CASES_ONLY.update(LAYERS)
@@ -182,6 +185,8 @@ OWN_CASES_ONLY.update(LAYERS)
 
 def layer_problem(label: str, threads: int = 1) -> Problem:
     kind, width, length = LAYERS[label]
+    if kind == "grouped":  # 16 groups of 48 channels, kernel 128 (padding 64: length + 1 out)
+        return Problem(length + 1, width // 16, 128 * width // 16, threads, label=label)
     n = {"mha": 3 * width, "lstm": 4 * width, "gru": 3 * width, "conv1d": width}[kind]
     m = (length - 3) // 2 + 1 if kind == "conv1d" else length
     return Problem(m, n, 3 * width if kind == "conv1d" else width, threads, label=label)
@@ -202,7 +207,10 @@ def _float_layer(p: Problem):
                                                                     batch_first=True)
         x = torch.randn(1, length, width, generator=g)
         return layer.eval(), (lambda m: m(x))
-    layer = torch.nn.Conv1d(width, width, 3, 2)
+    if kind == "grouped":
+        layer = torch.nn.Conv1d(width, width, 128, padding=64, groups=16)
+    else:
+        layer = torch.nn.Conv1d(width, width, 3, 2)
     x = torch.randn(1, width, length, generator=g)
     return layer.eval(), (lambda m: m(x))
 
@@ -234,9 +242,9 @@ def _layer_cases(p: Problem) -> list[Case]:
         return []
     kind = LAYERS[p.label][0]
     module = {"mha": "QuantMultiheadAttention", "lstm": "QuantRNN", "gru": "QuantRNN",
-              "conv1d": "QuantConv1d"}[kind]
+              "conv1d": "QuantConv1d", "grouped": "QuantGroupedConv1d"}[kind]
     torch_name = {"mha": "nn.MultiheadAttention", "lstm": "nn.LSTM", "gru": "nn.GRU",
-                  "conv1d": "nn.Conv1d"}[kind]
+                  "conv1d": "nn.Conv1d", "grouped": "nn.Conv1d"}[kind]
     mark = {"layer": True}
     out = [Case(p, f"{module}[{name}]", _make_layer(name), note="the whole layer, float in/out",
                 extra=mark) for name in LAYER_CONFIGS]
