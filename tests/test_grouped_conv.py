@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import io
+import pickle
 import warnings
 
 import numpy as np
@@ -118,7 +119,10 @@ def test_grouped_conv_close_to_float(config_name):
         y, f = q(x), conv(x)
     tol = 0.02 if config_name == "int8" else 0.12
     assert ((y - f).norm() / f.norm()).item() < tol
-    assert q.weight.shape == conv.weight.shape
+    assert q.weight.shape == conv.weight.shape and q.weight.dtype == torch.float32
+    with pytest.warns(UserWarning, match="were read"):
+        assert torch.equal(q.weight + 0, q.dequantize_weight())
+    assert q.convs[1].weight.shape == (16, 8, 3, 3)
     assert ((q.dequantize_weight() - conv.weight).norm() / conv.weight.norm()).item() < tol
     assert torch.equal(q.bias, conv.bias.detach())
 
@@ -219,3 +223,18 @@ def test_native_call_validates_its_weights():
     w4 = QuantGroupedConv2d.from_conv(nn.Conv2d(8, 8, 3, groups=2), pyquant.WeightOnlyConfig(4, 32))
     with pytest.raises(ValueError, match="bits"):
         _C.forward_lowbit_conv_groups(x, [c.grouped_args() for c in w4.convs], 2, 32, 1, geometry)
+
+
+def test_copies_and_dtypes():
+    conv, x = _make(GEOMETRIES_2D["g4_k3"], 2)
+    q = _quant(conv, pyquant.WeightOnlyConfig(4, 32))
+    with torch.no_grad():
+        y = q(x)
+        assert torch.equal(copy.deepcopy(q)(x), y)
+        assert torch.equal(pickle.loads(pickle.dumps(q))(x), y)
+        xb = x.to(torch.bfloat16)
+        yb = q(xb)
+        assert yb.dtype == torch.bfloat16
+        assert torch.equal(yb, q(xb.float()).to(torch.bfloat16))
+        q.half()  # (the layer's scales stay float32; the weight reports the float layer's dtype)
+        assert q.weight.dtype == torch.float16 and torch.equal(q(x), y)

@@ -170,7 +170,7 @@ def _conv_cases(p: Problem) -> list[Case]:
 # LSTM / GRU over `length` steps (batch 1), a wav2vec2 feature-encoder Conv1d (512 -> 512, k 3,
 # stride 2) over `length` samples, wav2vec2's positional conv (768 channels, 16 groups, kernel
 # 128, padding 64) over `length` frames. The problem's (M, N, K) is the layer's main GEMM (a
-# grouped conv's: one group's).
+# grouped conv's: N all output channels, K one group's).
 LAYERS = {
     "layer MHA 512 x 128 tokens": ("mha", 512, 128),
     "layer MHA 512 x 1 token": ("mha", 512, 1),
@@ -186,7 +186,7 @@ OWN_CASES_ONLY.update(LAYERS)
 def layer_problem(label: str, threads: int = 1) -> Problem:
     kind, width, length = LAYERS[label]
     if kind == "grouped":  # 16 groups of 48 channels, kernel 128 (padding 64: length + 1 out)
-        return Problem(length + 1, width // 16, 128 * width // 16, threads, label=label)
+        return Problem(length + 1, width, 128 * width // 16, threads, label=label)
     n = {"mha": 3 * width, "lstm": 4 * width, "gru": 3 * width, "conv1d": width}[kind]
     m = (length - 3) // 2 + 1 if kind == "conv1d" else length
     return Problem(m, n, 3 * width if kind == "conv1d" else width, threads, label=label)

@@ -28,6 +28,7 @@ from pyquant import _C
 
 from .modules import (QuantConv1d, QuantConv2d, _check_device, _check_weights_ready, _out_dtype,
                       _pad, _tracing, call_threads)
+from .weight_view import QuantizedWeight
 
 MIN_GROUP_OUT = 48  # output channels per group
 MIN_GROUP_K = 512   # kernel taps x input channels per group
@@ -83,10 +84,12 @@ class QuantGroupedConv2d(nn.Module):
         return m
 
     @property
-    def weight(self) -> torch.Tensor:
-        """The float layer's weight [N, C / groups, *kernel]: the groups' dequantized weights
-        (computed on each read: for model code that reads it, not for every call)."""
-        return self.dequantize_weight()
+    def weight(self) -> QuantizedWeight:
+        """The float layer's weight [N, C / groups, *kernel] as metadata for model code that
+        reads it; its values, on any use, are ``dequantize_weight()`` (as QuantConv2d's)."""
+        first = self.convs[0]
+        return QuantizedWeight(self, (self.out_channels, *first._float_weight_shape()[1:]),
+                               first.weight_dtype)
 
     @property
     def bias(self):
@@ -94,6 +97,7 @@ class QuantGroupedConv2d(nn.Module):
         return None if biases[0] is None else torch.cat(biases)
 
     def dequantize_weight(self) -> torch.Tensor:
+        """float32 [N, C / groups, *kernel]: the groups' exact weights (QuantConv2d's)."""
         return torch.cat([c.dequantize_weight() for c in self.convs])
 
     def _geometry(self):
