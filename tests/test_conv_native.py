@@ -323,3 +323,17 @@ def test_resnet18_study_model_end_to_end():
         assert torch.nn.functional.cosine_similarity(y, fp32(x)).min() > 0.99
         assert torch.equal(q.to(memory_format=torch.channels_last)(
             x.contiguous(memory_format=torch.channels_last)), y)
+
+
+def test_conv_channels_whose_k_would_wrap_are_refused():
+    """kh * kw * C of a zero-size image with a huge C can wrap to the weight's K; the binding
+    divides instead of multiplying (this once wrote past a scratch buffer)."""
+    taps = 65535 * 65535
+    c = pow(taps, -1, 2**64)  # taps * c == 1 (mod 2^64)
+    assert c < 2**62
+    x = np.zeros((1, 0, 0, c), np.float32)  # NHWC, zero-size
+    packed = pyquant.prepack(np.ones((1, 1), np.int8), "int8_gemm").buffer
+    geometry = (65535, 65535, 1, 1, 32768, 32768, 1, 1, 0)  # padding: a 2 x 2 output
+    with pytest.raises(ValueError, match="K = 1"):
+        _C.forward_int8(x, packed, np.ones(1, np.float32), np.zeros(1, np.float32), None,
+                        np.full(2, np.nan, np.float32), 1, 8, geometry)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import io
 import pickle
-import warnings
 
 import numpy as np
 import pytest
@@ -20,7 +19,9 @@ from torch import nn
 
 import pyquant
 from pyquant import _C
+import pyquant.nn.gptq as gptq_module
 from pyquant.nn import QuantConv1d, QuantConv2d, QuantGroupedConv1d, QuantGroupedConv2d
+from pyquant.nn.modules import im2col
 
 CONFIGS = {
     "int8": pyquant.Int8Config(),
@@ -47,7 +48,7 @@ GEOMETRIES_1D = {
 }
 
 
-def _groups_reference(conv: nn.Module, q, x: torch.Tensor) -> torch.Tensor:
+def _groups_reference(conv: nn.Module, q, x: torch.Tensor, static: bool) -> torch.Tensor:
     """The module docstring's definition (a fresh layer per group, not the module's own)."""
     g = conv.groups
     cg, ng = conv.in_channels // g, conv.out_channels // g
@@ -62,7 +63,8 @@ def _groups_reference(conv: nn.Module, q, x: torch.Tensor) -> torch.Tensor:
             if conv.bias is not None:
                 part.bias.copy_(conv.bias[i * ng:(i + 1) * ng])
         layer = quant_cls.from_conv(part, q.config)
-        layer.act_range.copy_(q.convs[i].act_range)
+        if static:  # calibrated on its own channel slice
+            pyquant.calibrate(layer, [x[:, i * cg:(i + 1) * cg]])
         with torch.no_grad():
             outs.append(layer(x[:, i * cg:(i + 1) * cg]))
     return torch.cat(outs, 1)
@@ -99,7 +101,7 @@ def test_grouped_conv_equals_its_groups(isa, threads, config_name, dims, geometr
         pyquant.calibrate(q, [x])
     with torch.no_grad():
         y = q(x)
-        assert torch.equal(y, _groups_reference(conv, q, x))
+        assert torch.equal(y, _groups_reference(conv, q, x, static))
         assert y.shape == conv(x).shape
         image = x if dims == 2 else x.unsqueeze(-2)
         assert (q._native(image) is not None) == (config_name in NATIVE)
@@ -164,18 +166,40 @@ def test_state_dict_round_trip_and_tampered_file():
 @pytest.mark.parametrize("cfg", [pyquant.WeightOnlyConfig(4, 32), pyquant.SparqConfig(sparse24=True)],
                          ids=["w4g32", "sparq24"])
 def test_gptq_per_group_hessians(cfg):
-    """GPTQ (and SparseGPT for 2:4) with one Hessian per group, from the group's channels."""
+    """GPTQ (and SparseGPT for 2:4) with one Hessian per group, from the group's channels: each
+    group's codes equal a layer quantized alone with the Hessian of its own channel slice (the
+    groups' inputs differ in scale and correlation, so a swapped or shared Hessian would not)."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(128, 128, 3, padding=1, groups=2), nn.ReLU())
+    conv = nn.Conv2d(128, 128, 3, padding=1, groups=2)
+    model = nn.Sequential(conv, nn.ReLU())
     x = torch.randn(4, 128, 10, 10)
+    x[:, 64:] = 5 * x[:, 64:] + x[:, 64:65]  # group 1: larger, correlated channels
     with torch.no_grad():
         f = model(x)
     rtn = pyquant.quantize_(copy.deepcopy(model), cfg)
     g = pyquant.nn.gptq_(copy.deepcopy(model), cfg, [x])
     assert isinstance(g[0], QuantGroupedConv2d)
+    for i in range(2):
+        part = nn.Conv2d(64, 64, 3, padding=1)
+        with torch.no_grad():
+            part.weight.copy_(conv.weight[64 * i:64 * (i + 1)])
+            part.bias.copy_(conv.bias[64 * i:64 * (i + 1)])
+        rows = im2col(part, x[:, 64 * i:64 * (i + 1)])[0].double()
+        alone = QuantConv2d.from_conv(part, cfg, hessian=rows.T @ rows, damp=0.2)
+        assert torch.equal(g[0].convs[i].packed, alone.packed)
     with torch.no_grad():
-        err_g, err_r = (g(x) - f).norm(), (rtn(x) - f).norm()
-    assert err_g < err_r  # data-aware rounding, each group on its own inputs
+        assert (g(x) - f).norm() < (rtn(x) - f).norm()
+
+
+def test_gptq_rounds_to_nearest_where_group_hessians_are_too_large(monkeypatch):
+    monkeypatch.setattr(gptq_module, "_MAX_GROUPED_HESSIAN_BYTES", 2 * 288 * 288 * 8 - 1)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1, groups=2))
+    cfg = pyquant.WeightOnlyConfig(4, 32)
+    g = pyquant.nn.gptq_(copy.deepcopy(model), cfg, [torch.randn(2, 64, 6, 6)],
+                         filter_fn=lambda m, fqn: isinstance(m, nn.Conv2d))
+    rtn = pyquant.quantize_(copy.deepcopy(model), cfg, filter_fn=lambda m, fqn: fqn == "0")
+    assert all(torch.equal(a.packed, b.packed) for a, b in zip(g[0].convs, rtn[0].convs))
 
 
 def test_compiled_grouped_conv_matches_eager():
@@ -238,3 +262,19 @@ def test_copies_and_dtypes():
         assert torch.equal(yb, q(xb.float()).to(torch.bfloat16))
         q.half()  # (the layer's scales stay float32; the weight reports the float layer's dtype)
         assert q.weight.dtype == torch.float16 and torch.equal(q(x), y)
+
+
+def test_grad_inputs_empty_batches_and_autocast():
+    conv, x = _make(GEOMETRIES_2D["g4_k3"], 2)
+    q = _quant(conv, pyquant.Int8Config())
+    with torch.no_grad():
+        y = q(x)
+        assert torch.equal(q(x.clone().requires_grad_()), y)  # (no graph under no_grad)
+        assert q(x[:0]).shape == (0, 64, 9, 7)
+    xg = x.clone().requires_grad_()
+    out = q(xg)  # a plain call: the output, and a backward through it is a clear error
+    assert torch.equal(out.detach(), y)
+    with pytest.raises(RuntimeError, match="backward"):
+        out.sum().backward()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert q(x).dtype == torch.bfloat16

@@ -89,7 +89,9 @@ Input input_of(const CArray<float>& x, const ConvArg& conv, const PackedHeader& 
   require(g.channels % groups == 0,
           "x: expected C a multiple of groups = " + std::to_string(groups) + ", got C = " +
               std::to_string(g.channels));
-  require(h.k > 0 && g.k() == h.k,
+  // (divided, not multiplied: kh * kw * C of a zero-size image with a huge C could wrap to K)
+  const size_t taps = g.kernel_h * g.kernel_w;  // <= 2^32
+  require(h.k > 0 && h.k % taps == 0 && g.group_channels() == h.k / taps,
           std::string("x: expected ") + (nchw ? "[B, C, H, W]" : "[B, H, W, C]") + " with kernel_h" +
               " * kernel_w * C" + (groups > 1 ? " / groups" : "") + " = K = " +
               std::to_string(h.k) + ", got C = " + std::to_string(g.channels));

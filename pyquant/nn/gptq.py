@@ -7,7 +7,8 @@ Alistarh, arXiv 2301.00774) in place of magnitude pruning: same format and kerne
     pyquant.nn.gptq_(model, pyquant.SparqConfig(sparse24=True), batches)
 
 Each matching nn.Linear (and transformers' Conv1D, and nn.Conv2d / nn.Conv1d over its im2col
-rows in QuantConv2d's K order; a grouped conv per group, over its channel slice) records ``H = sum x^T x`` over its inputs on the calibration
+rows in QuantConv2d's K order; a grouped conv per group, over its channel slice, where those
+Hessians fit in 1 GiB, else round-to-nearest) records ``H = sum x^T x`` over its inputs on the calibration
 batches (float model, all layers at once); then its columns are quantized left to right, each
 column's rounding error spread over the not-yet-quantized columns through the inverse Hessian's
 Cholesky factor.
@@ -120,14 +121,28 @@ def sparsegpt_24(w: torch.Tensor, hessian: torch.Tensor, damp: float = 0.2, bloc
     return w.float()
 
 
+_MAX_GROUPED_HESSIAN_BYTES = 1 << 30
+
+
+def _grouped_hessians_fit(conv: nn.Module) -> bool:
+    """A grouped conv's per-group float64 Hessians (groups x K^2 x 8 bytes) within 1 GiB in all;
+    beyond, the layer is converted round-to-nearest (wav2vec2-base's positional conv would need
+    16 x 6144^2 x 8 = 4.8 GB and 16 Cholesky factorizations of 6144 x 6144)."""
+    taps = 1
+    for k in conv.kernel_size:
+        taps *= k
+    k = taps * conv.in_channels // conv.groups
+    return conv.groups * k * k * 8 <= _MAX_GROUPED_HESSIAN_BYTES
+
+
 def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Iterable, *,
           filter_fn: Callable | None = None, damp: float = 0.2) -> nn.Module:
     """quantize_ for WeightOnlyConfig with GPTQ rounding from calibration `batches` (tensors,
     tuples of positional args or mappings of keyword args), or for SparqConfig(sparse24=True)
     with SparseGPT's 2:4 pruning; layers that saw no input fall back to round-to-nearest /
     magnitude pruning, and so do MoE experts blocks (each expert sees only the tokens routed to
-    it), recurrent layers (nn.LSTM/GRU/RNN) and a MultiheadAttention's out_proj (its q/k/v projections get GPTQ from the query, key
-    and value inputs). Returns the model (the root swapped if it is itself a layer).
+    it), recurrent layers (nn.LSTM/GRU/RNN), a MultiheadAttention's out_proj (its q/k/v projections get GPTQ from the query, key
+    and value inputs) and grouped convs whose per-group Hessians would pass 1 GiB. Returns the model (the root swapped if it is itself a layer).
 
     ``damp``: added to H's diagonal as a fraction of its mean. Larger than the paper's 0.01
     because a few hundred calibration tokens leave H (K up to 1536) rank-deficient; on MiniLM
@@ -163,6 +178,8 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
             else:
                 x, geometry = (x if x.dim() == 4 else x.unsqueeze(0)), mod
             cg = mod.in_channels // mod.groups  # a grouped conv: one Hessian per group
+            if mod.groups > 1 and not _grouped_hessians_fit(mod):
+                return  # (round-to-nearest: see _grouped_hessians_fit)
             for i in range(mod.groups):
                 key = mod if mod.groups == 1 else (mod, i)
                 accumulate(key, im2col(geometry, x[:, i * cg:(i + 1) * cg])[0])

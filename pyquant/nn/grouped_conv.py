@@ -43,20 +43,30 @@ def worth_converting(conv: nn.Module) -> bool:
     return conv.out_channels // g >= MIN_GROUP_OUT and taps * conv.in_channels // g >= MIN_GROUP_K
 
 
-def _group_view(conv: nn.Module, i: int) -> SimpleNamespace:
-    """Group i of ``conv`` as the attributes QuantConv2d/1d's conversion reads (no float layer
-    is built: a depthwise conv has hundreds of groups)."""
+def _group_view(conv: nn.Module, weight: torch.Tensor, i: int) -> SimpleNamespace:
+    """Group i of ``conv`` (whose weight, read once: a weight-norm parametrization recomputes it
+    on every read, is ``weight``) as the attributes QuantConv2d/1d's conversion reads (no float
+    layer is built: a depthwise conv has hundreds of groups)."""
     cg, ng = conv.in_channels // conv.groups, conv.out_channels // conv.groups
-    w = conv.weight.detach()[i * ng:(i + 1) * ng]
+    w = weight[i * ng:(i + 1) * ng]
     b = None if conv.bias is None else conv.bias.detach()[i * ng:(i + 1) * ng]
     return SimpleNamespace(in_channels=cg, out_channels=ng, kernel_size=conv.kernel_size,
                            stride=conv.stride, dilation=conv.dilation, padding=conv.padding,
                            padding_mode=conv.padding_mode, groups=1, weight=w, bias=b)
 
 
+@torch.compiler.disable  # (a graph break under torch.compile, as QuantConv2d's weight)
+def _grouped_weight_view(module) -> QuantizedWeight:
+    first = module.convs[0]
+    return QuantizedWeight(module, (module.out_channels, *first._float_weight_shape()[1:]),
+                           first.weight_dtype)
+
+
 class QuantGroupedConv2d(nn.Module):
     """Quantized ``nn.Conv2d`` with ``groups > 1`` (module docstring). ``convs[i]`` is group i's
-    QuantConv2d; the attributes are the float layer's (model code reads them)."""
+    QuantConv2d; the attributes are the float layer's (model code reads them). The forward runs
+    the groups' layers directly, not through their ``__call__``: hooks on ``convs[i]`` do not
+    fire (hook the grouped layer)."""
 
     _layer = QuantConv2d
     _float = nn.Conv2d
@@ -79,17 +89,16 @@ class QuantGroupedConv2d(nn.Module):
         m.config = config
         kws = [{} if hessians is None else dict(hessian=h, damp=damp) for h in hessians or
                [None] * conv.groups]
-        m.convs = nn.ModuleList(cls._layer._converted(_group_view(conv, i), config, **kws[i])
-                                for i in range(conv.groups))
+        weight = conv.weight.detach()
+        m.convs = nn.ModuleList(cls._layer._converted(_group_view(conv, weight, i), config,
+                                                      **kws[i]) for i in range(conv.groups))
         return m
 
     @property
     def weight(self) -> QuantizedWeight:
         """The float layer's weight [N, C / groups, *kernel] as metadata for model code that
         reads it; its values, on any use, are ``dequantize_weight()`` (as QuantConv2d's)."""
-        first = self.convs[0]
-        return QuantizedWeight(self, (self.out_channels, *first._float_weight_shape()[1:]),
-                               first.weight_dtype)
+        return _grouped_weight_view(self)
 
     @property
     def bias(self):
@@ -140,7 +149,7 @@ class QuantGroupedConv2d(nn.Module):
         pixels = image.numel() // max(1, self.in_channels) // (sh * sw)
         threads = call_threads(len(self.convs) * first._packed_bytes,
                                pixels * first.in_features_k * self.out_channels)
-        y = first.scheme.run_conv_groups(image.numpy(), args, threads, geometry)
+        y = first.scheme.run_conv_groups(image.detach().numpy(), args, threads, geometry)
         if y is None:  # (a family without the grouped conv call)
             return None
         y = torch.from_numpy(y)
