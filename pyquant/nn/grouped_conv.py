@@ -26,8 +26,8 @@ from torch import nn
 
 from pyquant import _C
 
-from .modules import (QuantConv1d, QuantConv2d, _check_device, _check_weights_ready, _out_dtype,
-                      _pad, _tracing, call_threads)
+from .modules import (QuantConv1d, QuantConv2d, _check_weights_ready, _out_dtype, _pad, _tracing,
+                      batched_image, call_threads, conv1d_forward, smaller_than_kernel)
 from .weight_view import QuantizedWeight
 
 MIN_GROUP_OUT = 48  # output channels per group
@@ -113,12 +113,7 @@ class QuantGroupedConv2d(nn.Module):
         return self.convs[0]._geometry()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_device(x)
-        unbatched = x.dim() == 3
-        if unbatched:
-            x = x.unsqueeze(0)
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"x: expected [B, {self.in_channels}, H, W], got shape {tuple(x.shape)}")
+        x, unbatched = batched_image(x, self.in_channels)
         y = self._native(x)
         if y is None:  # each group's own layer on its channel slice
             cg = self.in_channels // self.groups
@@ -137,10 +132,9 @@ class QuantGroupedConv2d(nn.Module):
             return None
         g = self._geometry()
         xp, pad = _pad(g, x)
+        if smaller_than_kernel(g, xp, pad):
+            return None  # (the groups' forwards say why)
         (kh, kw), (sh, sw), (dh, dw) = g.kernel_size, g.stride, g.dilation
-        for size, p, d, k in ((xp.shape[2], pad[0], dh, kh), (xp.shape[3], pad[1], dw, kw)):
-            if size + 2 * p < d * (k - 1) + 1:
-                return None  # (the groups' forwards say why)
         channels_last = x.stride(1) < x.stride(3)
         geometry = (kh, kw, sh, sw, pad[0], pad[1], dh, dw, 0 if channels_last else 1)
         if max(geometry) > _C.CONV_MAX_GEOMETRY:
@@ -171,8 +165,4 @@ class QuantGroupedConv1d(QuantGroupedConv2d):
     _float = nn.Conv1d
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_device(x)
-        if x.dim() not in (2, 3) or x.shape[-2] != self.in_channels:
-            raise ValueError(f"x: expected [B, {self.in_channels}, L] or [{self.in_channels}, L], "
-                             f"got shape {tuple(x.shape)}")
-        return super().forward(x.unsqueeze(-2)).squeeze(-2).contiguous()
+        return conv1d_forward(super().forward, x, self.in_channels)

@@ -470,6 +470,26 @@ def im2col(conv, x: torch.Tensor):
     return cols.view(b, c, kh * kw, -1).permute(0, 3, 2, 1).reshape(-1, kh * kw * c), (b, ho, wo)
 
 
+def batched_image(x: torch.Tensor, channels: int):
+    """(x as [B, C, H, W], whether it came unbatched [C, H, W]) after the device and shape checks
+    of a conv's input."""
+    _check_device(x)
+    unbatched = x.dim() == 3
+    if unbatched:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[1] != channels:
+        raise ValueError(f"x: expected [B, {channels}, H, W], got shape {tuple(x.shape)}")
+    return x, unbatched
+
+
+def smaller_than_kernel(g, xp: torch.Tensor, pad) -> bool:
+    """The (explicitly padded) input xp, with ``pad`` still to add, is smaller than the dilated
+    kernel of geometry g in either dimension."""
+    (kh, kw), (dh, dw) = g.kernel_size, g.dilation
+    return any(size + 2 * p < d * (k - 1) + 1 for size, p, d, k in
+               ((xp.shape[2], pad[0], dh, kh), (xp.shape[3], pad[1], dw, kw)))
+
+
 class QuantConv2d(_QuantModule):
     """Quantized ``nn.Conv2d`` (groups=1) as im2col + GEMM.
 
@@ -521,21 +541,14 @@ class QuantConv2d(_QuantModule):
         return w.view(self.out_channels, kh, kw, self.in_channels).permute(0, 3, 1, 2).contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_device(x)
-        unbatched = x.dim() == 3
-        if unbatched:
-            x = x.unsqueeze(0)
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"x: expected [B, {self.in_channels}, H, W], got shape {tuple(x.shape)}")
+        x, unbatched = batched_image(x, self.in_channels)
         if not x.is_floating_point():
             raise TypeError(f"x: expected a floating-point tensor, got {x.dtype}")
         g = self._geometry()
         xp, pad = _pad(g, x)
-        (kh, kw), (dh, dw) = g.kernel_size, g.dilation
-        for size, p, d, k in ((xp.shape[2], pad[0], dh, kh), (xp.shape[3], pad[1], dw, kw)):
-            if size + 2 * p < d * (k - 1) + 1:
-                raise ValueError(f"x: input of shape {tuple(x.shape)} is smaller than the "
-                                 f"kernel {self.kernel_size} (dilation {self.dilation}) after padding")
+        if smaller_than_kernel(g, xp, pad):
+            raise ValueError(f"x: input of shape {tuple(x.shape)} is smaller than the "
+                             f"kernel {self.kernel_size} (dilation {self.dilation}) after padding")
         # channels_last strides (also of a strided view of one): a channels_last output
         channels_last = x.stride(1) < x.stride(3)
         y = self._native_conv(xp, pad, channels_last)
@@ -613,6 +626,15 @@ def conv1d_geometry(conv) -> ConvGeometry:
                         padding_mode=conv.padding_mode)
 
 
+def conv1d_forward(forward_2d, x: torch.Tensor, channels: int) -> torch.Tensor:
+    """A 1-D conv's input [B, C, L] or [C, L], checked, through the 2-D forward on [B, C, 1, L]."""
+    _check_device(x)
+    if x.dim() not in (2, 3) or x.shape[-2] != channels:
+        raise ValueError(f"x: expected [B, {channels}, L] or [{channels}, L], "
+                         f"got shape {tuple(x.shape)}")
+    return forward_2d(x.unsqueeze(-2)).squeeze(-2).contiguous()
+
+
 class QuantConv1d(QuantConv2d):
     """Quantized ``nn.Conv1d`` (groups=1): QuantConv2d with a (1, k) kernel on [B, C, 1, L]
     (speech front ends: wav2vec2 / HuBERT feature encoders, Whisper's stem; temporal CNNs).
@@ -636,9 +658,5 @@ class QuantConv1d(QuantConv2d):
         return super()._from_nk(w).squeeze(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_device(x)
-        if x.dim() not in (2, 3) or x.shape[-2] != self.in_channels:
-            raise ValueError(f"x: expected [B, {self.in_channels}, L] or [{self.in_channels}, L], "
-                             f"got shape {tuple(x.shape)}")
-        return super().forward(x.unsqueeze(-2)).squeeze(-2).contiguous()
+        return conv1d_forward(super().forward, x, self.in_channels)
 
