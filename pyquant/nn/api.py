@@ -14,8 +14,7 @@ from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
 from .attention import QuantMultiheadAttention, is_mha
 from .experts import QuantExperts, is_experts
 from .recurrent import MIN_HIDDEN, QuantRNN, is_rnn, worth_converting
-from .grouped_conv import QuantGroupedConv1d, QuantGroupedConv2d
-from .grouped_conv import MIN_GROUP_K, MIN_GROUP_OUT
+from .grouped_conv import MIN_GROUP_K, MIN_GROUP_OUT, QuantGroupedConv1d, QuantGroupedConv2d
 from .grouped_conv import worth_converting as conv_worth_converting
 from .modules import QuantConv1d, QuantConv2d, QuantLinear, _QuantModule
 from .schemes import range_overflows
