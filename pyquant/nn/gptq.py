@@ -27,7 +27,7 @@ from .configs import SparqConfig, WeightOnlyConfig
 from .attention import QuantMultiheadAttention, is_mha
 from .experts import QuantExperts, is_experts
 from .recurrent import QuantRNN, is_rnn
-from .grouped_conv import QuantGroupedConv1d, QuantGroupedConv2d
+from .grouped_conv import QuantGroupedConv1d, QuantGroupedConv2d, group_k
 from .modules import QuantConv1d, QuantConv2d, QuantLinear, conv1d_geometry, im2col
 from .schemes import best_clip, bf16_round
 
@@ -128,11 +128,7 @@ def _grouped_hessians_fit(conv: nn.Module) -> bool:
     """A grouped conv's per-group float64 Hessians (groups x K^2 x 8 bytes) within 1 GiB in all;
     beyond, the layer is converted round-to-nearest (wav2vec2-base's positional conv would need
     16 x 6144^2 x 8 = 4.8 GB and 16 Cholesky factorizations of 6144 x 6144)."""
-    taps = 1
-    for k in conv.kernel_size:
-        taps *= k
-    k = taps * conv.in_channels // conv.groups
-    return conv.groups * k * k * 8 <= _MAX_GROUPED_HESSIAN_BYTES
+    return conv.groups * group_k(conv) ** 2 * 8 <= _MAX_GROUPED_HESSIAN_BYTES
 
 
 def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Iterable, *,

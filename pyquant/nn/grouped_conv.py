@@ -19,28 +19,29 @@ to PyTorch's float grouped conv (Intel Xeon, 1 thread, Int8 vs float: 64 per gro
 """
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import torch
 from torch import nn
 
-from pyquant import _C
-
 from .modules import (QuantConv1d, QuantConv2d, _check_weights_ready, _out_dtype, _pad, _tracing,
-                      batched_image, call_threads, conv1d_forward, smaller_than_kernel)
+                      batched_image, call_threads, conv1d_forward, native_conv_geometry,
+                      native_conv_image, output_pixels, smaller_than_kernel)
 from .weight_view import QuantizedWeight
 
 MIN_GROUP_OUT = 48  # output channels per group
 MIN_GROUP_K = 512   # kernel taps x input channels per group
 
 
+def group_k(conv: nn.Module) -> int:
+    """K of one group's GEMM: kernel taps x input channels per group."""
+    return math.prod(conv.kernel_size) * conv.in_channels // conv.groups
+
+
 def worth_converting(conv: nn.Module) -> bool:
     """quantize_'s default for a grouped conv (module docstring)."""
-    g = conv.groups
-    taps = 1
-    for k in conv.kernel_size:
-        taps *= k
-    return conv.out_channels // g >= MIN_GROUP_OUT and taps * conv.in_channels // g >= MIN_GROUP_K
+    return conv.out_channels // conv.groups >= MIN_GROUP_OUT and group_k(conv) >= MIN_GROUP_K
 
 
 def _group_view(conv: nn.Module, weight: torch.Tensor, i: int) -> SimpleNamespace:
@@ -134,13 +135,12 @@ class QuantGroupedConv2d(nn.Module):
         xp, pad = _pad(g, x)
         if smaller_than_kernel(g, xp, pad):
             return None  # (the groups' forwards say why)
-        (kh, kw), (sh, sw), (dh, dw) = g.kernel_size, g.stride, g.dilation
         channels_last = x.stride(1) < x.stride(3)
-        geometry = (kh, kw, sh, sw, pad[0], pad[1], dh, dw, 0 if channels_last else 1)
-        if max(geometry) > _C.CONV_MAX_GEOMETRY:
+        geometry = native_conv_geometry(g, pad, channels_last)
+        if geometry is None:
             return None
-        image = (xp.permute(0, 2, 3, 1) if channels_last else xp).to(torch.float32).contiguous()
-        pixels = image.numel() // max(1, self.in_channels) // (sh * sw)
+        image = native_conv_image(xp, channels_last)
+        pixels = output_pixels(image, self.in_channels, g)
         threads = call_threads(len(self.convs) * first._packed_bytes,
                                pixels * first.in_features_k * self.out_channels)
         y = first.scheme.run_conv_groups(image.detach().numpy(), args, threads, geometry)

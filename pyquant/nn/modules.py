@@ -490,6 +490,25 @@ def smaller_than_kernel(g, xp: torch.Tensor, pad) -> bool:
                ((xp.shape[2], pad[0], dh, kh), (xp.shape[3], pad[1], dw, kw)))
 
 
+def native_conv_geometry(g, pad, channels_last: bool):
+    """The native conv call's geometry (kh, kw, sh, sw, ph, pw, dh, dw, nchw) for geometry g and
+    the padding still to add, or None beyond the call's limits."""
+    (kh, kw), (sh, sw), (dh, dw) = g.kernel_size, g.stride, g.dilation
+    geometry = (kh, kw, sh, sw, pad[0], pad[1], dh, dw, 0 if channels_last else 1)
+    return None if max(geometry) > _C.CONV_MAX_GEOMETRY else geometry
+
+
+def native_conv_image(xp: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """The (explicitly padded) input as the native conv reads it: NHWC (a view of a
+    channels_last input) or NCHW (transposed there), float32, contiguous."""
+    return (xp.permute(0, 2, 3, 1) if channels_last else xp).to(torch.float32).contiguous()
+
+
+def output_pixels(image: torch.Tensor, channels: int, g) -> int:
+    """About the output pixels (GEMM rows) of a native conv on ``image`` (call_threads' work)."""
+    return image.numel() // max(1, channels) // (g.stride[0] * g.stride[1])
+
+
 class QuantConv2d(_QuantModule):
     """Quantized ``nn.Conv2d`` (groups=1) as im2col + GEMM.
 
@@ -572,9 +591,8 @@ class QuantConv2d(_QuantModule):
         if self.reference or self._observer is not None or self.in_features_k == 0:
             return None
         g = self._geometry()
-        (kh, kw), (sh, sw), (dh, dw) = g.kernel_size, g.stride, g.dilation
-        geometry = (kh, kw, sh, sw, pad[0], pad[1], dh, dw, 0 if channels_last else 1)
-        if max(geometry) > _C.CONV_MAX_GEOMETRY:  # (beyond: the im2col path)
+        geometry = native_conv_geometry(g, pad, channels_last)
+        if geometry is None:  # (beyond its limits: the im2col path)
             return None
         if _tracing():
             if not self.scheme.has_op(self._buffers):  # (e.g. SPARQ 2:4)
@@ -589,11 +607,10 @@ class QuantConv2d(_QuantModule):
                 return None
 
             def conv(image):
-                pixels = image.numel() // max(1, self.in_channels) // (sh * sw)  # (~ output rows)
+                pixels = output_pixels(image, self.in_channels, g)
                 return torch.from_numpy(run(image.detach().numpy(), self._threads(pixels), geometry))
 
-        # the native side reads NHWC (a view of a channels_last input) or NCHW (transposed there)
-        image = (xp.permute(0, 2, 3, 1) if channels_last else xp).to(torch.float32).contiguous()
+        image = native_conv_image(xp, channels_last)
         if torch.is_grad_enabled() and image.requires_grad:  # see _gemm
             y = _InferenceOnly.apply(image, conv, type(self).__name__)
         else:
