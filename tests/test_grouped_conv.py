@@ -2,9 +2,8 @@
 
 The reference is the definition: group i is an independent QuantConv2d/1d built here from a
 fresh float conv holding the group's weight slice, run on the input's channel slice; the
-groups' outputs concatenated. The layer must equal it bit for bit, every config (Int8 and
-WeightOnly in one native call, the others group by group), geometry, layout, ISA path and thread
-count, dynamic and static.
+groups' outputs concatenated. The layer must equal it bit for bit, every config (all groups in
+one native call), geometry, layout, ISA path and thread count, dynamic and static.
 """
 from __future__ import annotations
 
@@ -29,8 +28,8 @@ CONFIGS = {
     "w2g32": pyquant.WeightOnlyConfig(2, 32),
     "lut_minmax": pyquant.LUT2Config(a_scale="minmax"),
     "sparq_signed": pyquant.SparqConfig(negative="sign_magnitude"),
+    "sparq24": pyquant.SparqConfig(sparse24=True),
 }
-NATIVE = ("int8", "w4g32", "w2g32")  # one native call for every group
 # Conv2d: (in, out, kernel, stride, padding, dilation, groups, padding_mode, batch, H, W)
 GEOMETRIES_2D = {
     "g4_k3": (32, 64, 3, 1, 1, 1, 4, "zeros", 2, 9, 7),
@@ -104,11 +103,11 @@ def test_grouped_conv_equals_its_groups(isa, threads, config_name, dims, geometr
         assert torch.equal(y, _groups_reference(conv, q, x, static))
         assert y.shape == conv(x).shape
         image = x if dims == 2 else x.unsqueeze(-2)
-        assert (q._native(image) is not None) == (config_name in NATIVE)
+        assert q._native(image) is not None  # (one native call for every group)
         if dims == 2:  # channels_last input: a channels_last output, the same values
             xl = x.contiguous(memory_format=torch.channels_last)
             yl = q(xl)
-            assert yl.is_contiguous(memory_format=torch.channels_last) or config_name not in NATIVE
+            assert yl.is_contiguous(memory_format=torch.channels_last)
             assert torch.equal(yl, y)
         assert torch.equal(q(x[0]), y[:1][0])  # unbatched
 
@@ -247,6 +246,26 @@ def test_native_call_validates_its_weights():
     w4 = QuantGroupedConv2d.from_conv(nn.Conv2d(8, 8, 3, groups=2), pyquant.WeightOnlyConfig(4, 32))
     with pytest.raises(ValueError, match="bits"):
         _C.forward_lowbit_conv_groups(x, [c.grouped_args() for c in w4.convs], 2, 32, 1, geometry)
+    lut = QuantGroupedConv2d.from_conv(nn.Conv2d(8, 8, 3, groups=2), pyquant.LUT2Config())
+    largs = [c.grouped_args() for c in lut.convs]
+    levels = list(lut.config.a_levels), list(lut.config.w_levels)
+    assert _C.forward_lut_conv_groups(x, largs, *levels, True, 1, geometry).shape == (1, 8, 3, 3)
+    with pytest.raises(ValueError, match=r"weights\[0\].packed: packed with other w_levels"):
+        _C.forward_lut_conv_groups(x, largs, levels[0], [-2, -1, 0, 1], True, 1, geometry)
+    sparq = QuantGroupedConv2d.from_conv(nn.Conv2d(8, 8, 3, groups=2),
+                                         pyquant.SparqConfig(negative="error"))
+    sargs = [c.grouped_args() for c in sparq.convs]
+    run = lambda x, bits=4, options=5, sparse24=False: _C.forward_sparq_conv_groups(  # noqa: E731
+        x, sargs, bits, options, True, True, False, sparse24, 1, geometry)
+    assert run(np.abs(np.random.randn(1, 8, 5, 5)).astype(np.float32)).shape == (1, 8, 3, 3)
+    with pytest.raises(ValueError, match="negative='error'"):
+        run(-np.ones((1, 8, 5, 5), np.float32))
+    with pytest.raises(ValueError, match="another SPARQ configuration"):
+        run(x, options=3)
+    with pytest.raises(ValueError, match="not a SPARQ configuration"):
+        run(x, options=4)
+    with pytest.raises(ValueError, match="sparq24_gemm|packed for|op"):
+        run(x, sparse24=True)  # (a dense SPARQ weight is not a 2:4 one)
 
 
 def test_copies_and_dtypes():

@@ -19,8 +19,9 @@ from test_nn import _Experts
 
 GROUPED_CONFIGS = [pyquant.Int8Config(act_bits=8), pyquant.Int8Config(act_bits=7),
                    pyquant.WeightOnlyConfig(4, 32), pyquant.WeightOnlyConfig(4, 128),
-                   pyquant.WeightOnlyConfig(2, 64)]
-CONFIG_IDS = ["int8", "int8-a7", "w4g32", "w4g128", "w2g64"]
+                   pyquant.WeightOnlyConfig(2, 64), pyquant.LUT2Config(), pyquant.SparqConfig(),
+                   pyquant.SparqConfig(sparse24=True)]
+CONFIG_IDS = ["int8", "int8-a7", "w4g32", "w4g128", "w2g64", "lut2", "sparq", "sparq24"]
 # (N, K): panel and K tails, K < one group, a GEMV-sized weight
 SHAPES = [(70, 100), (64, 27), (130, 260), (2048, 1024)]
 
@@ -108,6 +109,37 @@ def test_grouped_bad_arguments_are_value_errors(rng, config):
         call(args=[args[0], (tampered,) + args[1][1:]])
     with pytest.raises(ValueError):  # a truncated buffer
         call(args=[args[0], (args[1][0][:-64],) + args[1][1:]])
+
+
+def test_grouped_lut_and_sparq_refuse_what_their_layers_refuse(rng):
+    """LUT2 / SPARQ groups run through each layer's own forward: the same checks per weight."""
+    lut = _layers(rng, pyquant.LUT2Config(), 70, 100, count=2)
+    x = np.abs(rng.standard_normal((5, 100))).astype(np.float32)
+    groups = np.array([[0, 0, 5], [1, 2, 3]], np.int64)
+    args = [layer.grouped_args() for layer in lut]
+    al, wl = list(lut[0].config.a_levels), list(lut[0].config.w_levels)
+    assert _C.forward_lut_grouped(x, args, groups, al, wl, True).shape == (8, 70)
+    with pytest.raises(ValueError, match=r"weights\[0\]\.packed: packed with other w_levels"):
+        _C.forward_lut_grouped(x, args, groups, al, [-2, -1, 0, 1], True)
+    with pytest.raises(ValueError, match=r"weights\[1\]\.w_scale"):
+        _C.forward_lut_grouped(x, [args[0], (args[1][0], args[1][1][:-1]) + args[1][2:]], groups,
+                               al, wl, True)
+    sparq = _layers(rng, pyquant.SparqConfig(negative="error"), 70, 100, count=2)
+    sargs = [layer.grouped_args() for layer in sparq]
+    run = lambda x, options=5, sparse24=False: _C.forward_sparq_grouped(  # noqa: E731
+        x, sargs, groups, 4, options, True, True, False, sparse24)
+    assert torch.equal(torch.from_numpy(run(x)), _one_by_one(sparq, torch.from_numpy(x),
+                                                             groups.tolist()))
+    with pytest.raises(ValueError, match="negative='error'"):
+        run(-x)
+    with pytest.raises(ValueError, match="another SPARQ configuration"):
+        run(x, options=3)
+    with pytest.raises(ValueError):  # a dense SPARQ weight is not a 2:4 one
+        run(x, sparse24=True)
+    with pytest.raises(ValueError, match=r"weights\[1\]: expected a packed \[N, K\] = \[70, 100\]"):
+        other = _layers(rng, pyquant.SparqConfig(negative="error"), 64, 100, count=1)[0]
+        _C.forward_sparq_grouped(x, [sargs[0], other.grouped_args()], groups, 4, 5, True, True,
+                                 False, False)
 
 
 def _routing(tokens):

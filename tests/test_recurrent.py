@@ -26,8 +26,9 @@ from pyquant.nn import QuantRNN
 
 pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections")
 
-CONFIGS = [pyquant.Int8Config(), pyquant.WeightOnlyConfig(4, 32), pyquant.SparqConfig()]
-CONFIG_IDS = ["int8", "w4g32", "sparq"]
+CONFIGS = [pyquant.Int8Config(), pyquant.WeightOnlyConfig(4, 32), pyquant.LUT2Config(),
+           pyquant.SparqConfig(), pyquant.SparqConfig(sparse24=True)]
+CONFIG_IDS = ["int8", "w4g32", "lut2", "sparq", "sparq24"]
 KINDS = {
     "lstm": lambda **kw: nn.LSTM(12, 16, **kw),
     "lstm-proj": lambda **kw: nn.LSTM(12, 16, proj_size=6, **kw),
@@ -256,27 +257,44 @@ def test_export_and_compile_give_the_same_bits(kind, config, op):
         assert torch.equal(compiled(x), model(x))
 
 
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_native_loop_runs_for_int8_and_weight_only_and_matches_the_step_loop(kind, monkeypatch):
-    """Int8 / WeightOnly run each layer's time loop in one native call (gates in C++, within
-    float rounding of torch's); other configs the per-step loop."""
+def test_native_loop_runs_for_every_config_and_matches_the_step_loop(kind, config, monkeypatch):
+    """Every config runs each layer's time loop in one native call (gates in C++, within float
+    rounding of torch's, so the states agree with the per-step loop to that rounding)."""
     calls = []
-    for config, native in ((pyquant.Int8Config(), True), (pyquant.WeightOnlyConfig(4, 32), True),
-                           (pyquant.SparqConfig(), False)):
-        q = QuantRNN(_rnn(kind, num_layers=2, bidirectional=True), config)
-        real = type(q.hh_l0.scheme).run_recurrent
-        monkeypatch.setattr(type(q.hh_l0.scheme), "run_recurrent",
-                            lambda self, *a, real=real: calls.append(1) or real(self, *a))
-        x = torch.randn(1, 3, 12)
-        with torch.no_grad():
-            calls.clear()
-            got = q(x)
-            assert bool(calls) == native and (not native or len(calls) == 4)
-            with pytest.MonkeyPatch.context() as m:
-                m.setattr(QuantRNN, "_native_loop", lambda self, *a: None)
-                loop = q(x)
-        for a, b in zip((got[0],) + _states(got[1]), (loop[0],) + _states(loop[1])):
-            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    q = QuantRNN(_rnn(kind, num_layers=2, bidirectional=True), config)
+    real = type(q.hh_l0.scheme).run_recurrent
+    monkeypatch.setattr(type(q.hh_l0.scheme), "run_recurrent",
+                        lambda self, *a, real=real: calls.append(1) or real(self, *a))
+    x = torch.randn(1, 3, 12)
+    with torch.no_grad():
+        got = q(x)
+        assert len(calls) == 4  # (2 layers x 2 directions)
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(QuantRNN, "_native_loop", lambda self, *a: None)
+            loop = q(x)
+    for a, b in zip((got[0],) + _states(got[1]), (loop[0],) + _states(loop[1])):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("sparse24", [False, True], ids=["sparq", "sparq24"])
+def test_native_loop_refuses_a_negative_state_under_negative_error(sparse24):
+    """SparqConfig(negative="error"): the loop stops at the first negative state, a ValueError
+    as the per-step loop's layer call raises."""
+    q = QuantRNN(_rnn("lstm"), pyquant.SparqConfig(negative="error", sparse24=sparse24))
+    x = torch.randn(4, 2, 12)
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="negative='error'"):
+            q(x)
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(QuantRNN, "_native_loop", lambda self, *a: None)
+            with pytest.raises(ValueError, match="negative='error'"):
+                q(x)
+        relu = QuantRNN(nn.RNN(12, 16, nonlinearity="relu").eval(),
+                        pyquant.SparqConfig(negative="error", sparse24=sparse24))
+        out, _ = relu(x.abs(), torch.zeros(1, 2, 16))  # (a relu state is never negative)
+        assert out.shape == (4, 2, 16)
 
 
 def test_native_loop_rejects_bad_arguments():
@@ -325,31 +343,35 @@ def test_native_gates_are_within_float_rounding_of_torchs_and_the_same_on_every_
 
 
 def test_quantize_converts_recurrent_layers_where_that_is_faster():
-    """Int8 / WeightOnly (the native loop) convert every size; configs with the per-step loop
-    leave small hidden sizes float (PyTorch's fused cell is faster there), with a warning."""
+    """Every config runs a native loop; under LUT2 "mse" and 2:4 SPARQ narrow LSTMs stay float
+    (PyTorch's fused cell is faster there), with a warning; GRU and RNN convert at any size."""
     def model():
-        return nn.ModuleDict({"big_lstm": nn.LSTM(8, 512), "small_lstm": nn.LSTM(8, 256),
-                              "gru": nn.GRU(8, 256), "small_rnn": nn.RNN(8, 64)})
+        return nn.ModuleDict({"big_lstm": nn.LSTM(8, 128), "small_lstm": nn.LSTM(8, 64),
+                              "gru": nn.GRU(8, 16), "small_rnn": nn.RNN(8, 16)})
 
-    native = model()
-    pyquant.quantize_(native, pyquant.Int8Config())
-    assert all(isinstance(m, QuantRNN) for m in native.values())
-    looped = model()
-    with pytest.warns(UserWarning, match="left float 2 recurrent layer.*small_lstm, small_rnn"):
-        pyquant.quantize_(looped, pyquant.SparqConfig())
-    assert isinstance(looped["big_lstm"], QuantRNN) and isinstance(looped["gru"], QuantRNN)
-    assert type(looped["small_lstm"]) is nn.LSTM and type(looped["small_rnn"]) is nn.RNN
+    for config in (pyquant.Int8Config(), pyquant.SparqConfig(),
+                   pyquant.LUT2Config(a_scale="minmax")):
+        every = model()
+        pyquant.quantize_(every, config)
+        assert all(isinstance(m, QuantRNN) for m in every.values()), config
+    for config in (pyquant.LUT2Config(), pyquant.SparqConfig(sparse24=True)):
+        narrow = model()
+        with pytest.warns(UserWarning, match="left float 1 LSTM layer.*below 128 \\(small_lstm\\)"):
+            pyquant.quantize_(narrow, config)
+        assert type(narrow["small_lstm"]) is nn.LSTM
+        assert all(isinstance(narrow[n], QuantRNN) for n in ("big_lstm", "gru", "small_rnn"))
 
 
-@pytest.mark.parametrize("config", [pyquant.Int8Config(), pyquant.SparqConfig()],
-                         ids=["native", "step-loop"])
+@pytest.mark.parametrize("native", [True, False], ids=["native", "step-loop"])
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_sorted_packed_input_leaves_the_callers_states_alone(kind, config):
+def test_sorted_packed_input_leaves_the_callers_states_alone(kind, native, monkeypatch):
     """pack_sequence's default (enforce_sorted=True) passes h0 through without a copy: the
     shrinking batch must not write into it (a second call gave other results)."""
     from torch.nn.utils.rnn import pack_sequence
 
-    q = QuantRNN(_rnn(kind, num_layers=2, bidirectional=True), config)
+    if not native:
+        monkeypatch.setattr(QuantRNN, "_native_loop", lambda self, *a: None)
+    q = QuantRNN(_rnn(kind, num_layers=2, bidirectional=True), pyquant.Int8Config())
     packed = pack_sequence([torch.randn(5, 12), torch.randn(3, 12), torch.randn(2, 12)])
     hx = _hx(kind, 4, 3)
     saved = [t.clone() for t in _states(hx)]

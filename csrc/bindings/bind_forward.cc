@@ -55,14 +55,14 @@ struct Input {
   ConvGeometry g{};
 };
 
-Input input_of(const CArray<float>& x, const ConvArg& conv, const PackedHeader& h,
+Input input_of(const CArray<float>& x, const ConvArg& conv, size_t k,
                size_t groups = 1) {
   Input in;
   in.x = x.data();
   if (!conv) {
     require_ndim(x, 2, "x");
-    require(static_cast<size_t>(x.shape(1)) == h.k,
-            "x: expected K = " + std::to_string(h.k) + " columns to match the weight, got " +
+    require(static_cast<size_t>(x.shape(1)) == k,
+            "x: expected K = " + std::to_string(k) + " columns to match the weight, got " +
                 std::to_string(x.shape(1)));
     in.m = x.shape(0);
     return in;
@@ -91,10 +91,10 @@ Input input_of(const CArray<float>& x, const ConvArg& conv, const PackedHeader& 
               std::to_string(g.channels));
   // (divided, not multiplied: kh * kw * C of a zero-size image with a huge C could wrap to K)
   const size_t taps = g.kernel_h * g.kernel_w;  // <= 2^32
-  require(h.k > 0 && h.k % taps == 0 && g.group_channels() == h.k / taps,
+  require(k > 0 && k % taps == 0 && g.group_channels() == k / taps,
           std::string("x: expected ") + (nchw ? "[B, C, H, W]" : "[B, H, W, C]") + " with kernel_h" +
               " * kernel_w * C" + (groups > 1 ? " / groups" : "") + " = K = " +
-              std::to_string(h.k) + ", got C = " + std::to_string(g.channels));
+              std::to_string(k) + ", got C = " + std::to_string(g.channels));
   in.is_conv = true;
   in.nchw = nchw;
   in.m = g.rows();
@@ -115,6 +115,11 @@ bool run_input(const Input& in, size_t n, float* y, int threads, const RowsForwa
   return forward(in.x, in.m, y, threads);
 }
 
+// y [m][n] = the bias in every row (0 without one): a layer with K = 0
+void bias_rows(float* y, size_t m, size_t n, const float* bias) {
+  for (size_t i = 0; i < m * n; ++i) y[i] = bias ? bias[i % n] : 0.0f;
+}
+
 // act_range [2]: NaN = dynamic per row, else the static (lo, hi) from calibration.
 ActRange act_of(const CArray<float>& r) {
   require_len(r, 2, "act_range");
@@ -133,7 +138,7 @@ CArray<float> forward_int8_py(const CArray<float>& x, const CArray<uint8_t>& pac
                               const OptF& bias, const CArray<float>& act_range, int threads,
                               int act_bits, const ConvArg& conv) {
   const PackedHeader h = checked_header(packed, PackedOp::int8_gemm);
-  const Input in = input_of(x, conv, h);
+  const Input in = input_of(x, conv, h.k);
   const size_t k = h.k, n = h.n;
   require_len(w_scale, n, "w_scale");
   require_len(w_off, n, "w_off");
@@ -166,7 +171,7 @@ CArray<float> forward_lowbit_py(const CArray<float>& x, const CArray<uint8_t>& p
   const PackedHeader h = checked_header(packed, PackedOp::lowbit_gemm);
   require(h.bits == bits, "w: packed with bits=" + std::to_string(h.bits) +
                               " but called with bits=" + std::to_string(bits));
-  const Input in = input_of(x, conv, h);
+  const Input in = input_of(x, conv, h.k);
   const size_t m = in.m, k = h.k, n = h.n;
   const size_t n_groups = div_round_up(k, group_size);
   require_len(panel_scales, round_up(n, kLowbitPanelCols) * n_groups, "panel_scales");
@@ -180,7 +185,7 @@ CArray<float> forward_lowbit_py(const CArray<float>& x, const CArray<uint8_t>& p
   const Isa isa = active_isa();
   py::gil_scoped_release release;
   if (k == 0) {  // (never a conv: input_of requires K > 0 there)
-    for (size_t i = 0; i < m * n; ++i) yp[i] = bp ? bp[i % n] : 0.0f;
+    bias_rows(yp, m, n, bp);
     return y;
   }
   run_input(in, n, yp, threads, [&](const float* xp, size_t rows, float* out, int t) {
@@ -221,7 +226,7 @@ CArray<float> forward_lut_py(const CArray<float>& x, const CArray<uint8_t>& pack
   for (int i = 0; i < 4; ++i)
     require(h.w_levels[i] == w_levels[i], "w: weight was packed with other w_levels");
   const LutCodebook cb = checked_codebook(a_levels, w_levels);
-  const Input in = input_of(x, conv, h);
+  const Input in = input_of(x, conv, h.k);
   const size_t m = in.m, k = h.k, n = h.n;
   require_len(w_scale, n, "w_scale");
   require_len(w_off, n, "w_off");
@@ -234,7 +239,7 @@ CArray<float> forward_lut_py(const CArray<float>& x, const CArray<uint8_t>& pack
   const Isa isa = active_isa();
   py::gil_scoped_release release;
   if (k == 0) {  // (never a conv)
-    for (size_t i = 0; i < m * n; ++i) yp[i] = bp ? bp[i % n] : 0.0f;
+    bias_rows(yp, m, n, bp);
     return y;
   }
   run_input(in, n, yp, threads, [&](const float* xp, size_t rows, float* out, int t) {
@@ -258,7 +263,7 @@ bool sparq_forward_checked(const CArray<float>& x, const ConvArg& conv,
   const PackedHeader h = checked_header(packed, op);
   require(h.flags == sparq_flags(cfg),
           "w: packed for another SPARQ configuration (bits/options/rounding/pairs)");
-  const Input in = input_of(x, conv, h);
+  const Input in = input_of(x, conv, h.k);
   const size_t m = in.m, k = h.k, n = h.n;
   require_len(w_scale, n, "w_scale");
   if (bias) require_len(*bias, n, "bias");
@@ -268,7 +273,7 @@ bool sparq_forward_checked(const CArray<float>& x, const ConvArg& conv,
   const float* bp = bias ? bias->data() : nullptr;
   py::gil_scoped_release release;
   if (k == 0) {
-    for (size_t i = 0; i < m * n; ++i) yp[i] = bp ? bp[i % n] : 0.0f;
+    bias_rows(yp, m, n, bp);
     return false;
   }
   const uint8_t* base = packed.data();
@@ -455,9 +460,11 @@ CArray<float> forward_lowbit_grouped_py(const CArray<float>& x,
 // A step weight: one family's fused-forward arguments (as grouped_args gives them), named
 // `name` ("hh" or "hr") in errors.
 struct StepWeight {
-  StepMatmul run;
+  StepMatmul run;  // (true: the layer refused its input, kRefusedNegative)
   size_t n = 0, k = 0;
 };
+
+const char* const kRefusedNegative = "x: SparqConfig(negative='error') got negative inputs";
 
 StepWeight int8_step(const Int8Args& args, int act_bits, const std::string& name, Isa isa) {
   const auto& [packed, w_scale, w_off, bias, act_range] = args;
@@ -475,6 +482,7 @@ StepWeight int8_step(const Int8Args& args, int act_bits, const std::string& name
   return {[w, n, k, isa](const float* x, size_t m, float* y, int t) {
             forward_int8(x, m, k, w.panels, w.col_sums, n, w.w_scale, w.w_off, w.bias, w.act, y, t,
                          isa);
+            return false;
           },
           n, k};
 }
@@ -496,63 +504,209 @@ StepWeight lowbit_step(const LowbitArgs& args, int bits, size_t group_size,
   return {[w, n, k, bits, group_size, isa](const float* x, size_t m, float* y, int t) {
             forward_lowbit(x, m, k, w.panels, n, bits, group_size, w.panel_scales, w.w_off, w.bias,
                            w.act, y, t, isa);
+            return false;
           },
           n, k};
 }
 
-// ---- grouped convs (QuantGroupedConv2d/1d, conv.h): one weight per channel group, all of one
-// shape [N / groups, kh * kw * C / groups], in one native call.
-CArray<float> conv_groups_run(const CArray<float>& x, const std::vector<StepWeight>& steps,
-                              const PackedHeader& first, int threads, const ConvArg& conv) {
-  require(conv.has_value(), "conv: expected the geometry (kernel_h, ..., nchw)");
-  const size_t groups = steps.size(), ng = steps[0].n;
-  const Input in = input_of(x, conv, first, groups);
-  for (size_t i = 0; i < groups; ++i)
-    require(steps[i].n == ng && steps[i].k == first.k,
-            "weights[" + std::to_string(i) + "]: expected a packed [" + std::to_string(ng) + ", " +
-                std::to_string(first.k) + "] weight (weights[0]'s shape), got [" +
-                std::to_string(steps[i].n) + ", " + std::to_string(steps[i].k) + "]");
-  std::vector<RowsForward> forwards;
-  for (const StepWeight& s : steps)
-    forwards.push_back([&run = s.run](const float* xp, size_t m, float* yp, int t) {
-      run(xp, m, yp, t);
-      return false;
-    });
-  CArray<float> y = output_for(in, groups * ng);
+using LutArgs = Int8Args;  // (packed, w_scale, w_off, bias, act_range), as Int8's
+
+StepWeight lut_step(const LutArgs& args, const Levels& a_levels, const Levels& w_levels, bool mse,
+                    const std::string& name, Isa isa) {
+  const auto& [packed, w_scale, w_off, bias, act_range] = args;
+  const PackedHeader h = checked_header(packed, PackedOp::lut_gemm);
+  for (int i = 0; i < 4; ++i)
+    require(h.w_levels[i] == w_levels[i], name + ".packed: packed with other w_levels");
+  const LutCodebook cb = checked_codebook(a_levels, w_levels);
+  require_len(w_scale, h.n, (name + ".w_scale").c_str());
+  require_len(w_off, h.n, (name + ".w_off").c_str());
+  if (bias) require_len(*bias, h.n, (name + ".bias").c_str());
+  const ActRange act = act_of(act_range);
+  const uint8_t* panels = packed.data() + h.data_offset;
+  const float *ws = w_scale.data(), *wo = w_off.data(), *bp = bias ? bias->data() : nullptr;
+  const size_t n = h.n, k = h.k;
+  return {[=](const float* x, size_t m, float* y, int t) {
+            if (k == 0) {  // (a grouped layer may have no inputs: its bias)
+              bias_rows(y, m, n, bp);
+              return false;
+            }
+            forward_lut(x, m, k, panels, n, cb, a_levels.data(), mse, ws, wo, bp, act, y, t, isa);
+            return false;
+          },
+          n, k};
+}
+
+// (packed, w_scale, bias, act_range): SparqConfig's layers, sparse24 or not
+using SparqArgs = std::tuple<CArray<uint8_t>, CArray<float>, OptF, CArray<float>>;
+
+StepWeight sparq_step(const SparqArgs& args, const SparqConfig& cfg, bool sparse24,
+                      bool allow_negative, const std::string& name, Isa isa) {
+  const auto& [packed, w_scale, bias, act_range] = args;
+  require(sparq_config_valid(cfg), "bits/options: not a SPARQ configuration");
+  const PackedHeader h =
+      checked_header(packed, sparse24 ? PackedOp::sparq24_gemm : PackedOp::sparq_gemm);
+  require(h.flags == sparq_flags(cfg),
+          name + ".packed: packed for another SPARQ configuration (bits/options/rounding/pairs)");
+  require_len(w_scale, h.n, (name + ".w_scale").c_str());
+  if (bias) require_len(*bias, h.n, (name + ".bias").c_str());
+  const ActRange act = act_of(act_range);
+  const uint8_t* base = packed.data();
+  const float *ws = w_scale.data(), *bp = bias ? bias->data() : nullptr;
+  const size_t n = h.n, k = h.k;
+  return {[=](const float* x, size_t m, float* y, int t) {
+            if (k == 0) {  // (a grouped layer may have no inputs: its bias)
+              bias_rows(y, m, n, bp);
+              return false;
+            }
+            if (sparse24)  // (true: negative inputs refused, nothing computed)
+              return forward_sparq24(x, m, k, cfg, base + h.data_offset, n, ws, bp, act,
+                                     allow_negative, y, t, isa);
+            const bool negative =
+                forward_sparq(x, m, k, cfg, reinterpret_cast<const int8_t*>(base + h.data_offset),
+                              reinterpret_cast<const int32_t*>(base + h.aux_offset), n, ws, bp,
+                              act, y, t, isa);
+            return negative && !allow_negative;
+          },
+          n, k};
+}
+
+// ---- grouped forwards through steps (LUT2, SPARQ): as forward_*_grouped (one native call,
+// the same bits as each layer's own forward) but group after group, each forward parallel
+// inside (int8 and low-bit run every group's tasks in one parallel region: forward_grouped.cc).
+CArray<float> steps_grouped_run(const CArray<float>& x, const std::vector<StepWeight>& steps,
+                                const CArray<int64_t>& groups, int threads) {
+  require_ndim(x, 2, "x");
+  const size_t k = x.shape(1), n = steps[0].n;
+  for (size_t i = 0; i < steps.size(); ++i)
+    require(steps[i].n == n && steps[i].k == k,
+            "weights[" + std::to_string(i) + "]: expected a packed [N, K] = [" +
+                std::to_string(n) + ", " + std::to_string(k) +
+                "] weight (weights[0]'s N, x's columns), got [" + std::to_string(steps[i].n) +
+                ", " + std::to_string(steps[i].k) + "]");
+  size_t rows = 0;
+  const std::vector<RowGroup> gs = row_groups_of(groups, steps.size(), x.shape(0), n, k, &rows);
+  CArray<float> y({rows, n});
   float* yp = y.mutable_data();
-  py::gil_scoped_release release;
-  conv_forward(in.x, in.g, groups * ng, in.nchw, yp, threads, forwards.data());
+  bool refused = false;
+  {
+    py::gil_scoped_release release;
+    size_t o = 0;
+    for (const RowGroup& g : gs) {
+      if (g.rows && n && steps[g.weight].run(x.data() + g.in_row0 * k, g.rows, yp + o * n, threads)) {
+        refused = true;
+        break;
+      }
+      o += g.rows;
+    }
+  }
+  require(!refused, kRefusedNegative);
   return y;
 }
 
 std::string group_name(size_t i) { return "weights[" + std::to_string(i) + "]"; }
 
+template <class Args, class Make>
+std::vector<StepWeight> steps_of(const std::vector<Args>& weights, Make&& make) {
+  require(!weights.empty(), "weights: expected at least one weight");
+  std::vector<StepWeight> steps;
+  for (size_t i = 0; i < weights.size(); ++i) steps.push_back(make(weights[i], group_name(i)));
+  return steps;
+}
+
+CArray<float> forward_lut_grouped_py(const CArray<float>& x, const std::vector<LutArgs>& weights,
+                                     const CArray<int64_t>& groups, const Levels& a_levels,
+                                     const Levels& w_levels, bool mse, int threads) {
+  const Isa isa = active_isa();
+  return steps_grouped_run(x, steps_of(weights, [&](const LutArgs& w, const std::string& name) {
+                             return lut_step(w, a_levels, w_levels, mse, name, isa);
+                           }),
+                           groups, threads);
+}
+
+CArray<float> forward_sparq_grouped_py(const CArray<float>& x,
+                                       const std::vector<SparqArgs>& weights,
+                                       const CArray<int64_t>& groups, int bits, int options,
+                                       bool round, bool pairs, bool allow_negative, bool sparse24,
+                                       int threads) {
+  const SparqConfig cfg{bits, options, round, pairs};
+  const Isa isa = active_isa();
+  return steps_grouped_run(x, steps_of(weights, [&](const SparqArgs& w, const std::string& name) {
+                             return sparq_step(w, cfg, sparse24, allow_negative, name, isa);
+                           }),
+                           groups, threads);
+}
+
+// ---- grouped convs (QuantGroupedConv2d/1d, conv.h): one weight per channel group, all of one
+// shape [N / groups, kh * kw * C / groups], in one native call.
+CArray<float> conv_groups_run(const CArray<float>& x, const std::vector<StepWeight>& steps,
+                              int threads, const ConvArg& conv) {
+  require(conv.has_value(), "conv: expected the geometry (kernel_h, ..., nchw)");
+  const size_t groups = steps.size(), ng = steps[0].n, k = steps[0].k;
+  const Input in = input_of(x, conv, k, groups);
+  for (size_t i = 0; i < groups; ++i)
+    require(steps[i].n == ng && steps[i].k == k,
+            "weights[" + std::to_string(i) + "]: expected a packed [" + std::to_string(ng) + ", " +
+                std::to_string(k) + "] weight (weights[0]'s shape), got [" +
+                std::to_string(steps[i].n) + ", " + std::to_string(steps[i].k) + "]");
+  std::vector<RowsForward> forwards;
+  for (const StepWeight& s : steps) forwards.push_back(s.run);
+  CArray<float> y = output_for(in, groups * ng);
+  float* yp = y.mutable_data();
+  bool refused;
+  {
+    py::gil_scoped_release release;
+    refused = conv_forward(in.x, in.g, groups * ng, in.nchw, yp, threads, forwards.data());
+  }
+  require(!refused, kRefusedNegative);
+  return y;
+}
+
 CArray<float> forward_int8_conv_groups_py(const CArray<float>& x,
                                           const std::vector<Int8Args>& weights, int threads,
                                           int act_bits, const ConvArg& conv) {
-  require(!weights.empty(), "weights: expected at least one weight (one per group)");
   require(act_bits == 7 || act_bits == 8,
           "act_bits: expected 7 or 8, got " + std::to_string(act_bits));
   const Isa isa = active_isa();
-  std::vector<StepWeight> steps;
-  for (size_t i = 0; i < weights.size(); ++i)
-    steps.push_back(int8_step(weights[i], act_bits, group_name(i), isa));
-  const PackedHeader first = checked_header(std::get<0>(weights[0]), PackedOp::int8_gemm);
-  return conv_groups_run(x, steps, first, threads, conv);
+  return conv_groups_run(x, steps_of(weights, [&](const Int8Args& w, const std::string& name) {
+                           return int8_step(w, act_bits, name, isa);
+                         }),
+                         threads, conv);
 }
 
 CArray<float> forward_lowbit_conv_groups_py(const CArray<float>& x,
                                             const std::vector<LowbitArgs>& weights, int bits,
                                             size_t group_size, int threads, const ConvArg& conv) {
-  require(!weights.empty(), "weights: expected at least one weight (one per group)");
   require(bits == 2 || bits == 4, "bits: expected 2 or 4, got " + std::to_string(bits));
   require_group_size(group_size);
   const Isa isa = active_isa();
-  std::vector<StepWeight> steps;
-  for (size_t i = 0; i < weights.size(); ++i)
-    steps.push_back(lowbit_step(weights[i], bits, group_size, group_name(i), isa));
-  const PackedHeader first = checked_header(std::get<0>(weights[0]), PackedOp::lowbit_gemm);
-  return conv_groups_run(x, steps, first, threads, conv);
+  return conv_groups_run(x, steps_of(weights, [&](const LowbitArgs& w, const std::string& name) {
+                           return lowbit_step(w, bits, group_size, name, isa);
+                         }),
+                         threads, conv);
+}
+
+CArray<float> forward_lut_conv_groups_py(const CArray<float>& x,
+                                         const std::vector<LutArgs>& weights,
+                                         const Levels& a_levels, const Levels& w_levels, bool mse,
+                                         int threads, const ConvArg& conv) {
+  const Isa isa = active_isa();
+  return conv_groups_run(x, steps_of(weights, [&](const LutArgs& w, const std::string& name) {
+                           return lut_step(w, a_levels, w_levels, mse, name, isa);
+                         }),
+                         threads, conv);
+}
+
+CArray<float> forward_sparq_conv_groups_py(const CArray<float>& x,
+                                           const std::vector<SparqArgs>& weights, int bits,
+                                           int options, bool round, bool pairs,
+                                           bool allow_negative, bool sparse24, int threads,
+                                           const ConvArg& conv) {
+  const SparqConfig cfg{bits, options, round, pairs};
+  const Isa isa = active_isa();
+  return conv_groups_run(x, steps_of(weights, [&](const SparqArgs& w, const std::string& name) {
+                           return sparq_step(w, cfg, sparse24, allow_negative, name, isa);
+                         }),
+                         threads, conv);
 }
 
 CellMode cell_mode_of(const std::string& mode) {
@@ -632,12 +786,15 @@ py::tuple recurrent_run_py(const CArray<float>& xp, const CArray<int64_t>& batch
     c.emplace(CArray<float>({s.batch, s.hidden}));
     std::memcpy(c->mutable_data(), c0->data(), s.batch * s.hidden * sizeof(float));
   }
+  bool refused;
   {
     py::gil_scoped_release release;
-    recurrent_run(xp.data(), batch_sizes.data(), steps, reverse, s, hh.run,
-                  hr ? hr->run : StepMatmul(), h.mutable_data(), c ? c->mutable_data() : nullptr,
-                  y.mutable_data(), threads, active_isa());
+    refused = recurrent_run(xp.data(), batch_sizes.data(), steps, reverse, s, hh.run,
+                            hr ? hr->run : StepMatmul(), h.mutable_data(),
+                            c ? c->mutable_data() : nullptr, y.mutable_data(), threads,
+                            active_isa());
   }
+  require(!refused, "h: SparqConfig(negative='error') got negative inputs (the recurrent state)");
   return py::make_tuple(y, h, c ? py::object(*c) : py::object(py::none()));
 }
 
@@ -666,6 +823,30 @@ py::tuple recurrent_lowbit_py(const CArray<float>& xp, const CArray<int64_t>& ba
   if (hr) proj = lowbit_step(*hr, bits, group_size, "hr", isa);
   return recurrent_run_py(xp, batch_sizes, reverse, mode, h0, c0,
                           lowbit_step(hh, bits, group_size, "hh", isa), proj, threads);
+}
+
+py::tuple recurrent_lut_py(const CArray<float>& xp, const CArray<int64_t>& batch_sizes,
+                           bool reverse, const std::string& mode, const CArray<float>& h0,
+                           const OptF& c0, const LutArgs& hh, const std::optional<LutArgs>& hr,
+                           const Levels& a_levels, const Levels& w_levels, bool mse, int threads) {
+  const Isa isa = active_isa();
+  std::optional<StepWeight> proj;
+  if (hr) proj = lut_step(*hr, a_levels, w_levels, mse, "hr", isa);
+  return recurrent_run_py(xp, batch_sizes, reverse, mode, h0, c0,
+                          lut_step(hh, a_levels, w_levels, mse, "hh", isa), proj, threads);
+}
+
+py::tuple recurrent_sparq_py(const CArray<float>& xp, const CArray<int64_t>& batch_sizes,
+                             bool reverse, const std::string& mode, const CArray<float>& h0,
+                             const OptF& c0, const SparqArgs& hh,
+                             const std::optional<SparqArgs>& hr, int bits, int options, bool round,
+                             bool pairs, bool allow_negative, bool sparse24, int threads) {
+  const SparqConfig cfg{bits, options, round, pairs};
+  const Isa isa = active_isa();
+  std::optional<StepWeight> proj;
+  if (hr) proj = sparq_step(*hr, cfg, sparse24, allow_negative, "hr", isa);
+  return recurrent_run_py(xp, batch_sizes, reverse, mode, h0, c0,
+                          sparq_step(hh, cfg, sparse24, allow_negative, "hh", isa), proj, threads);
 }
 
 // The gate nonlinearities as the recurrent loop computes them (tests: against torch's).
@@ -741,12 +922,33 @@ void bind_forward(py::module_& m) {
   m.def("forward_lowbit_conv_groups", &forward_lowbit_conv_groups_py, py::arg("x"),
         py::arg("weights"), py::arg("bits"), py::arg("group_size"), py::arg("threads"),
         py::arg("conv"));
+  m.def("forward_lut_grouped", &forward_lut_grouped_py, py::arg("x"), py::arg("weights"),
+        py::arg("groups"), py::arg("a_levels"), py::arg("w_levels"), py::arg("mse"),
+        py::arg("threads") = 1);
+  m.def("forward_sparq_grouped", &forward_sparq_grouped_py, py::arg("x"), py::arg("weights"),
+        py::arg("groups"), py::arg("bits"), py::arg("options"), py::arg("round"),
+        py::arg("pairs"), py::arg("allow_negative"), py::arg("sparse24"), py::arg("threads") = 1);
+  m.def("forward_lut_conv_groups", &forward_lut_conv_groups_py, py::arg("x"), py::arg("weights"),
+        py::arg("a_levels"), py::arg("w_levels"), py::arg("mse"), py::arg("threads"),
+        py::arg("conv"));
+  m.def("forward_sparq_conv_groups", &forward_sparq_conv_groups_py, py::arg("x"),
+        py::arg("weights"), py::arg("bits"), py::arg("options"), py::arg("round"),
+        py::arg("pairs"), py::arg("allow_negative"), py::arg("sparse24"), py::arg("threads"),
+        py::arg("conv"));
   m.def("recurrent_forward_int8", &recurrent_int8_py, py::arg("xp"), py::arg("batch_sizes"),
         py::arg("reverse"), py::arg("mode"), py::arg("h0"), py::arg("c0"), py::arg("hh"),
         py::arg("hr"), py::arg("act_bits"), py::arg("threads") = 1);
   m.def("recurrent_forward_lowbit", &recurrent_lowbit_py, py::arg("xp"), py::arg("batch_sizes"),
         py::arg("reverse"), py::arg("mode"), py::arg("h0"), py::arg("c0"), py::arg("hh"),
         py::arg("hr"), py::arg("bits"), py::arg("group_size"), py::arg("threads") = 1);
+  m.def("recurrent_forward_lut", &recurrent_lut_py, py::arg("xp"), py::arg("batch_sizes"),
+        py::arg("reverse"), py::arg("mode"), py::arg("h0"), py::arg("c0"), py::arg("hh"),
+        py::arg("hr"), py::arg("a_levels"), py::arg("w_levels"), py::arg("mse"),
+        py::arg("threads") = 1);
+  m.def("recurrent_forward_sparq", &recurrent_sparq_py, py::arg("xp"), py::arg("batch_sizes"),
+        py::arg("reverse"), py::arg("mode"), py::arg("h0"), py::arg("c0"), py::arg("hh"),
+        py::arg("hr"), py::arg("bits"), py::arg("options"), py::arg("round"), py::arg("pairs"),
+        py::arg("allow_negative"), py::arg("sparse24"), py::arg("threads") = 1);
   m.def("recurrent_gate", &recurrent_gate_py, py::arg("x"), py::arg("fn"));
   m.attr("CONV_MAX_GEOMETRY") = py::int_(kConvMaxGeometry);
   m.def("lowbit_panel_scales", &lowbit_panel_scales_py, py::arg("scales"));

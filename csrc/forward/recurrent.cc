@@ -26,7 +26,7 @@ void tanh_rows(const float* x, size_t count, float* y, Isa isa) {
   gate_kernels(isa).tanh(x, count, y);
 }
 
-void recurrent_run(const float* xp, const int64_t* batch_sizes, size_t steps, bool reverse,
+bool recurrent_run(const float* xp, const int64_t* batch_sizes, size_t steps, bool reverse,
                    const RecurrentShape& s, const StepMatmul& hh, const StepMatmul& hr,
                    float* h, float* c, float* y, int threads, Isa isa) {
   const GateKernels& k = gate_kernels(isa);
@@ -42,7 +42,7 @@ void recurrent_run(const float* xp, const int64_t* batch_sizes, size_t steps, bo
     const size_t t = reverse ? steps - 1 - i : i;
     const size_t n = static_cast<size_t>(batch_sizes[t]);
     if (n == 0) continue;
-    hh(h, n, g.data(), threads);  // the state matmul of the rows this step runs
+    if (hh(h, n, g.data(), threads)) return true;  // the state matmul of this step's rows
     const float* x = xp + offset[t] * gates;
     float* yt = y + offset[t] * out;
     for (size_t r = 0; r < n; ++r) {
@@ -75,9 +75,10 @@ void recurrent_run(const float* xp, const int64_t* batch_sizes, size_t steps, bo
           for (size_t j = 0; j < H; ++j) hr_row[j] = gr[j] < 0.0f ? 0.0f : gr[j];  // (NaN stays)
       }
     }
-    if (hr) hr(cell.data(), n, h, threads);  // LSTM's projection: h = W_hr (o * tanh(c))
+    if (hr && hr(cell.data(), n, h, threads)) return true;  // LSTM's projection: W_hr (o tanh c)
     std::memcpy(yt, h, n * out * sizeof(float));
   }
+  return false;
 }
 
 }  // namespace pq

@@ -12,8 +12,9 @@ namespace pq {
 
 enum class CellMode { lstm, gru, rnn_tanh, rnn_relu };
 
-// y[m][n] = the weight's fused forward of x[m][k] on `threads` threads.
-using StepMatmul = std::function<void(const float* x, size_t m, float* y, int threads)>;
+// y[m][n] = the weight's fused forward of x[m][k] on `threads` threads; returns true where the
+// layer refuses its input (SparqConfig(negative="error") and a negative state).
+using StepMatmul = std::function<bool(const float* x, size_t m, float* y, int threads)>;
 
 struct RecurrentShape {
   CellMode mode = CellMode::lstm;
@@ -27,8 +28,9 @@ struct RecurrentShape {
 // rows of h / c (sequences sorted longest first: batch_sizes never grows). reverse: steps from
 // the last to the first. h [B][out] and c [B][H] (LSTM only) hold the initial states on entry
 // and the final ones on return. hh: the state matmul ([gate width x out] weight, its bias is
-// GRU's b_hh); hr: LSTM's projection ([out x H]) or empty.
-void recurrent_run(const float* xp, const int64_t* batch_sizes, size_t steps, bool reverse,
+// GRU's b_hh); hr: LSTM's projection ([out x H]) or empty. Returns true (and stops, h, c and y
+// partly written) where a matmul refused its input.
+bool recurrent_run(const float* xp, const int64_t* batch_sizes, size_t steps, bool reverse,
                    const RecurrentShape& s, const StepMatmul& hh, const StepMatmul& hr,
                    float* h, float* c, float* y, int threads, Isa isa);
 

@@ -1,5 +1,7 @@
-// SPARQ configs, the per-call plan (tables for the SIMD paths), dispatch and sparq_quantize.
+// SPARQ configs, their plans (tables for the SIMD paths, made once per configuration),
+// dispatch and sparq_quantize.
 #include <algorithm>
+#include <memory>
 
 #include "core/kernel_table.h"
 #include "core/thread_pool.h"
@@ -49,6 +51,31 @@ void sparq_make_plan(const SparqConfig& cfg, SparqPlan* plan) {
   }
 }
 
+const SparqPlan& sparq_plan(const SparqConfig& cfg) {
+  // every valid configuration's plan, made once: a plan is 512 trims, a few microseconds that a
+  // small layer's forward (a recurrent step) paid per call
+  struct Plans {
+    SparqPlan p[3][8][2][2];  // [bits - 2][options][round][pairs]
+  };
+  static const std::unique_ptr<Plans> plans = [] {
+    auto t = std::make_unique<Plans>();
+    for (int bits = 2; bits <= 4; ++bits)
+      for (int options = 0; options < 8; ++options)
+        for (int round = 0; round < 2; ++round)
+          for (int pairs = 0; pairs < 2; ++pairs) {
+            const SparqConfig c{bits, options, round == 1, pairs == 1};
+            if (sparq_config_valid(c)) sparq_make_plan(c, &t->p[bits - 2][options][round][pairs]);
+          }
+    return t;
+  }();
+  if (!sparq_config_valid(cfg)) {  // (callers validate; never an index out of the table)
+    thread_local SparqPlan made;
+    sparq_make_plan(cfg, &made);
+    return made;
+  }
+  return plans->p[cfg.bits - 2][cfg.options][cfg.round][cfg.pairs];
+}
+
 const SparqKernels& sparq_kernels(Isa isa) {
   return active_impl<SparqKernels>(KernelFamily::sparq_gemm, isa);  // core/kernel_table.cc
 }
@@ -56,8 +83,7 @@ const SparqKernels& sparq_kernels(Isa isa) {
 void sparq_quantize_run(const uint8_t* a, size_t rows, size_t k, const SparqConfig& cfg,
                         uint8_t* out, int threads, Isa isa) {
   if (rows == 0 || k == 0) return;
-  SparqPlan plan;
-  sparq_make_plan(cfg, &plan);
+  const SparqPlan& plan = sparq_plan(cfg);
   const SparqTrimRowFn trim = sparq_kernels(isa).trim_row;
   const size_t per_task = std::max<size_t>(1, (size_t{1} << 16) / k);  // ~64 KiB per task
   const size_t tasks = (rows + per_task - 1) / per_task;

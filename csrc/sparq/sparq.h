@@ -47,6 +47,8 @@ struct SparqPlan {
   alignas(16) uint8_t top[16];      // (2^nw - 1) << s: a window that would carry out
 };
 void sparq_make_plan(const SparqConfig& cfg, SparqPlan* plan);
+// The plan of a valid configuration (sparq_config_valid), made once per process.
+const SparqPlan& sparq_plan(const SparqConfig& cfg);
 
 // Trims one row of k activations (pairs start at element 0). dst may equal src.
 using SparqTrimRowFn = void (*)(const SparqPlan& plan, const uint8_t* src, size_t k, uint8_t* dst);

@@ -270,8 +270,7 @@ void raw_run(const T* a, size_t m, size_t k, const SparqConfig& cfg, const uint8
     return;
   }
   constexpr bool kSigned = std::is_same_v<T, int16_t>;
-  SparqPlan plan;
-  sparq_make_plan(cfg, &plan);
+  const SparqPlan& plan = sparq_plan(cfg);
   const Sparq24TablesRowFn tables_row = sparq_kernels(isa).tables24;
   const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
   // signed rows, per chunk: the row's magnitudes and its negative flags
@@ -319,8 +318,7 @@ bool forward_sparq24(const float* x, size_t m, size_t k, const SparqConfig& cfg,
   // (an input without negative values keeps the unsigned layout: blocks twice as many rows)
   const bool negative = any_negative(x, m * k);
   if (negative && !allow_negative) return true;
-  SparqPlan plan;
-  sparq_make_plan(cfg, &plan);
+  const SparqPlan& plan = sparq_plan(cfg);
   const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
   // per chunk: the row preparation's scratch (k + 64 bytes), the row's magnitudes and its
   // negative flags (k each)

@@ -210,8 +210,7 @@ size_t sparq_encoded_row_bytes(const SparqConfig& cfg, size_t k) {
 void sparq_encode_run(const uint8_t* a, size_t rows, size_t k, const SparqConfig& cfg,
                       uint8_t* out, int threads, Isa isa) {
   if (rows == 0 || k == 0) return;
-  SparqPlan plan;
-  sparq_make_plan(cfg, &plan);
+  const SparqPlan& plan = sparq_plan(cfg);
   const Layout l = layout(cfg);
   const uint16_t* table = encode_table(cfg, l);
   const SparqTrimRowFn trim = sparq_kernels(isa).trim_row;

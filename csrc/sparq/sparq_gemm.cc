@@ -107,8 +107,7 @@ void gemm_rows(const RowSource& source, size_t m, size_t k, const int8_t* panels
 void sparq_gemm_run(const uint8_t* a, size_t m, size_t k, const SparqConfig& cfg,
                     const int8_t* panels, const int32_t* col_sums, size_t n, int32_t* c,
                     int threads, Isa isa) {
-  SparqPlan plan;
-  sparq_make_plan(cfg, &plan);
+  const SparqPlan& plan = sparq_plan(cfg);
   const SparqTrimRowFn trim = sparq_kernels(isa).trim_row;
   gemm_rows([&](size_t row, uint8_t* dst) { trim(plan, a + row * k, k, dst); }, m, k, panels,
             col_sums, n, c, threads, isa);
@@ -139,8 +138,7 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
   // (AMX at decode: SPARQ's signed rows 1.08 vs 0.62 ms on the zmm tile, 4096 -> 4096)
   const Int8GemmKernels& kern =
       best.small_rows && m < best.small_rows_below ? *best.small_rows : best;
-  SparqPlan plan;
-  sparq_make_plan(cfg, &plan);
+  const SparqPlan& plan = sparq_plan(cfg);
   const SparqPrepRowFn prep = sparq_kernels(isa).prep_row;
   const size_t k_pad = round_up(k, kInt8GroupK);
   const size_t n_pad = round_up(n, kInt8PanelCols);

@@ -13,7 +13,7 @@ from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
 from .attention import QuantMultiheadAttention, is_mha
 from .experts import QuantExperts, is_experts
-from .recurrent import MIN_HIDDEN, QuantRNN, is_rnn, worth_converting
+from .recurrent import MIN_LSTM_HIDDEN, QuantRNN, is_rnn, worth_converting
 from .grouped_conv import MIN_GROUP_K, MIN_GROUP_OUT, QuantGroupedConv1d, QuantGroupedConv2d
 from .grouped_conv import worth_converting as conv_worth_converting
 from .modules import QuantConv1d, QuantConv2d, QuantLinear, _QuantModule
@@ -87,8 +87,8 @@ def default_filter(module: nn.Module, fqn: str) -> bool:
     """Matches nn.Linear; nn.Conv2d and nn.Conv1d (grouped ones where each group is a GEMM
     wide enough to gain: pyquant/nn/grouped_conv.py; depthwise convs stay float); nn.MultiheadAttention (its four
     projections: pyquant/nn/attention.py); nn.LSTM / nn.GRU / nn.RNN (pyquant/nn/recurrent.py:
-    quantize_ keeps small ones float for configs without a native loop, see
-    recurrent.MIN_HIDDEN); transformers' Conv1D and MoE experts
+    quantize_ keeps narrow LSTMs float under LUT2 "mse" and 2:4 SPARQ, see
+    recurrent.MIN_LSTM_HIDDEN); transformers' Conv1D and MoE experts
     blocks (3-D expert weights: pyquant/nn/experts.py); and subclasses of those torch types that
     keep their forward (already-quantized modules never match). Left float: subclasses with a
     forward of their own, and a MultiheadAttention's out_proj on its own (the attention module
@@ -135,12 +135,10 @@ def _warn_left_float(model: nn.Module, caller: str = "quantize_", config=None) -
             "forward (pyquant/nn/experts.py); often most of the model's weights", stacklevel=3)
     n, listed = names(lambda m: is_rnn(m) and not worth_converting(m, config))
     if n:
-        small = ", ".join(f"{mode} < {h}" for mode, h in MIN_HIDDEN.items() if mode[:3] != "RNN")
         warnings.warn(
-            f"{caller}: left float {n} recurrent layer(s) with a small hidden size ({small}, "
-            f"RNN < {MIN_HIDDEN['RNN_TANH']}: {listed}): under {type(config).__name__} (no "
-            "native time loop) PyTorch's fused cell runs them faster than QuantRNN's per-step "
-            "calls; pass filter_fn to convert them anyway", stacklevel=3)
+            f"{caller}: left float {n} LSTM layer(s) with a hidden size below {MIN_LSTM_HIDDEN} "
+            f"({listed}): under {config!r} PyTorch's fused fp32 cell runs them faster than "
+            "QuantRNN's steps; pass filter_fn to convert them anyway", stacklevel=3)
     n, listed = names(lambda m: (_plain(m, nn.Conv2d) or _plain(m, nn.Conv1d)) and m.groups > 1
                       and not conv_worth_converting(m))
     if n:

@@ -1,9 +1,9 @@
 """Several QuantLinear layers of one shape over row ranges of one input, in one native call.
 
 A group ``(i, r0, n)`` sends rows ``[r0, r0 + n)`` of ``x`` through ``layers[i]``; the outputs come
-back stacked in group order. Where every layer's scheme has a grouped forward (Int8,
-WeightOnly: ``scheme.run_grouped``) all groups run in one parallel region; otherwise each group
-is its own layer call. Both give the same bits. Used by QuantExperts (the experts a step routes
+back stacked in group order, in one native call (``scheme.run_grouped``; Int8 and WeightOnly run
+all groups in one parallel region, LUT2 and SPARQ group after group); under tracing, calibration
+or the reference backend each group is its own layer call. Both give the same bits. Used by QuantExperts (the experts a step routes
 to) and QuantMultiheadAttention (the q, k and v projections).
 """
 from __future__ import annotations

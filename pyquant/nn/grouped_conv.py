@@ -4,9 +4,9 @@ A grouped conv is ``groups`` independent convs: group i reads input channels
 ``[i * C/G, (i + 1) * C/G)`` and writes output channels ``[i * N/G, (i + 1) * N/G)``. Here each
 group is a QuantConv2d / QuantConv1d of its own (its own codes, scales, bias and, after
 ``calibrate``, static activation range), so the layer is exactly those convs with their outputs
-concatenated. Int8 and WeightOnly run every group in one native call (csrc/forward/conv.cc: each
+concatenated. Every config runs all groups in one native call (csrc/forward/conv.cc: each
 (group, chunk of output pixels) a task, im2col made in cache from the group's channel slice);
-the other configs, tracing and the reference backend call the groups one by one (the same bits).
+tracing, calibration and the reference backend call the groups one by one (the same bits).
 
 Worth converting (quantize_'s default filter) when each group is a GEMM of some size: at least
 ``MIN_GROUP_OUT`` output channels and ``MIN_GROUP_K`` inputs (kernel taps x channels) per group,
@@ -123,7 +123,7 @@ class QuantGroupedConv2d(nn.Module):
         return y[0] if unbatched else y
 
     def _native(self, x: torch.Tensor):
-        """Every group in one native call (Int8, WeightOnly), or None (module docstring)."""
+        """Every group in one native call, or None (module docstring)."""
         first = self.convs[0]
         if not x.is_floating_point() or (torch.is_grad_enabled() and x.requires_grad) \
                 or _tracing():  # (the groups' own forwards raise, guard or trace)

@@ -9,11 +9,11 @@ QuantLinear call on the state (``hh_l{k}``; ``hr_l{k}`` for proj_size), the gate
 float as PyTorch's cell. The LSTM's gate rows are stored in (i, f, o, g) order (one sigmoid call
 per step); GRU keeps (r, z, n) with ``b_hn`` inside ``hh`` (the reset gate multiplies it).
 
-Int8 and WeightOnly configs run each layer and direction's whole time loop in one native call
+Every config runs each layer and direction's whole time loop in one native call
 (csrc/forward/recurrent.h: the state matmul through the fused forward, the gates in C++; traced,
-the torch.library op ``pyquant::int8_recurrent`` / ``lowbit_recurrent``); other configs (and
-calibration, bf16 / autocast, inputs that need the autograd guard) run the loop below, a few
-torch ops and a native call per step.
+Int8 and WeightOnly as the torch.library op ``pyquant::int8_recurrent`` / ``lowbit_recurrent``);
+calibration, the reference backend, bf16 / autocast, inputs that need the autograd guard and
+traced LUT2 / SPARQ layers run the loop below, a few torch ops and a layer call per step.
 """
 from __future__ import annotations
 
@@ -23,25 +23,29 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
+from .configs import LUT2Config, SparqConfig
 from .modules import QuantLinear, _check_device, _check_not_meta, _tracing
-from .schemes import Scheme, scheme_for
 
-# Configs without a native loop (LUT2, SPARQ) run a few torch ops and a native call per step
-# (~20 us): quantize_'s default filter converts their recurrent layers only from these hidden
-# sizes, below which PyTorch's fused fp32 cell is faster (Zen 5, 2 layers, 100 steps, batch 1,
-# fp32 / per-step loop ms, 1 thread: LSTM 256 3.0 / 4.5, LSTM 512 13.4 / 6.8; GRU 256 4.6 / 4.2).
-# Int8 and WeightOnly (the native loop) win from any size (LSTM 32: 0.16 / 0.14).
-MIN_HIDDEN = {"LSTM": 512, "GRU": 256, "RNN_TANH": 256, "RNN_RELU": 256}
+# Every config runs a layer's time loop in one native call (csrc/forward/recurrent.h). Two cost
+# more per step than PyTorch's fused fp32 LSTM cell on narrow layers: LUT2's "mse" scale search
+# per row and 2:4 SPARQ's per-channel pairing. quantize_'s default filter converts their LSTMs
+# from this hidden size (Intel Xeon model 207, 2 layers, 100 steps, batch 1, 1 thread, ms fp32 /
+# Int8 / LUT2 mse / SPARQ / 2:4 SPARQ: LSTM 64 0.78 / 0.50 / 1.17 / 0.58 / 0.88, LSTM 128 1.86 /
+# 0.82 / 1.52 / 0.95 / 1.68); every other layer and config wins from any size (GRU 16: 4.92 /
+# 0.30 / 0.88 / 0.35 / 0.40; the per-step Python loop before the 35th session took 14 ms).
+MIN_LSTM_HIDDEN = 128
 
 
-def has_native_loop(config) -> bool:
-    """Whether config's recurrent layers run their time loop natively (Scheme.run_recurrent)."""
-    return type(scheme_for(config)).run_recurrent is not Scheme.run_recurrent
+def slow_narrow_steps(config) -> bool:
+    """config's steps lose to PyTorch's fp32 LSTM cell below MIN_LSTM_HIDDEN."""
+    return (isinstance(config, LUT2Config) and config.a_scale == "mse") or (
+        isinstance(config, SparqConfig) and config.sparse24)
 
 
 def worth_converting(module: nn.Module, config) -> bool:
     """A recurrent layer runs faster as a QuantRNN of config than in PyTorch's cell."""
-    return has_native_loop(config) or module.hidden_size >= MIN_HIDDEN[module.mode]
+    return (module.mode != "LSTM" or module.hidden_size >= MIN_LSTM_HIDDEN
+            or not slow_narrow_steps(config))
 
 
 def is_rnn(module: nn.Module) -> bool:
@@ -224,8 +228,8 @@ class QuantRNN(nn.Module):
 
     def _native_loop(self, layer: int, sfx: str, xp, sizes: list, h, c, reverse: bool):
         """_direction's loop in one native call (csrc/forward/recurrent.h: the state matmul
-        through the fused forward, the gates in C++) where the config has one (Int8,
-        WeightOnly) and the layers are bound; else None (the loop below runs instead)."""
+        through the fused forward, the gates in C++) where the layers are bound (traced: the
+        config's op, Int8 and WeightOnly); else None (the loop below runs instead)."""
         hh = self._modules[f"hh_l{layer}{sfx}"]
         hr = self._modules.get(f"hr_l{layer}{sfx}")
         if _tracing():  # torch.compile / export: the loop as one op per layer and direction

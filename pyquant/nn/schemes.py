@@ -743,11 +743,28 @@ class LUT2Scheme(Scheme):
     def derived(self, b):
         return {"w_off": b["w_scale"] * b["w_sum"]}
 
+    def _levels(self):
+        c = self.config
+        return list(c.a_levels), list(c.w_levels), c.a_scale == "mse"
+
     def bind(self, b, act_range, bias):
-        c, f = self.config, _C.forward_lut
-        al, wl, mse = list(c.a_levels), list(c.w_levels), c.a_scale == "mse"
-        p, s, o, bi, r = (_np(t) for t in (b["packed"], b["w_scale"], b["w_off"], bias, act_range))
+        f, (al, wl, mse) = _C.forward_lut, self._levels()
+        p, s, o, bi, r = self.grouped_args(b, act_range, bias)
         return lambda x, threads, conv=None: f(x, p, al, wl, mse, s, o, bi, r, threads, conv)
+
+    def grouped_args(self, b, act_range, bias):
+        return tuple(_np(t) for t in (b["packed"], b["w_scale"], b["w_off"], bias, act_range))
+
+    # (LUT2 and SPARQ's grouped calls run group after group, each forward parallel inside)
+    def run_grouped(self, x, weights, groups, threads):
+        return _C.forward_lut_grouped(x, weights, groups, *self._levels(), threads)
+
+    def run_conv_groups(self, x, weights, threads, conv):
+        return _C.forward_lut_conv_groups(x, weights, *self._levels(), threads, conv)
+
+    def run_recurrent(self, xp, batch_sizes, reverse, mode, h0, c0, hh, hr, threads):
+        return _C.recurrent_forward_lut(xp, batch_sizes, reverse, mode, h0, c0, hh, hr,
+                                        *self._levels(), threads)
 
     def has_op(self, b) -> bool:
         return True
@@ -836,14 +853,32 @@ class SparqScheme(Scheme):
         negp = _backend.gemm("sparq_gemm", torch.where(neg, t, zero), b["packed"], n, k, reference, **kw)
         return pos.sub_(negp), sa
 
-    def bind(self, b, act_range, bias):
+    def _options(self):
+        """(bits, options, round, pairs, allow_negative) as the native forwards take them."""
         c = self.config
-        bits, opts, rnd, pairs = c.bits, c.options, c.rounding == "round", c.pairs
-        p, s, bi, r = (_np(t) for t in (b["packed"], b["w_scale"], bias, act_range))
-        f = _C.forward_sparq24 if c.sparse24 else _C.forward_sparq
-        signed = c.negative == "sign_magnitude"
+        return c.bits, c.options, c.rounding == "round", c.pairs, c.negative == "sign_magnitude"
+
+    def bind(self, b, act_range, bias):
+        bits, opts, rnd, pairs, signed = self._options()
+        p, s, bi, r = self.grouped_args(b, act_range, bias)
+        f = _C.forward_sparq24 if self.config.sparse24 else _C.forward_sparq
         return lambda x, threads, conv=None: f(x, p, bits, opts, rnd, pairs, signed, s, bi, r, threads,
                                                conv)
+
+    def grouped_args(self, b, act_range, bias):
+        return tuple(_np(t) for t in (b["packed"], b["w_scale"], bias, act_range))
+
+    def run_grouped(self, x, weights, groups, threads):
+        return _C.forward_sparq_grouped(x, weights, groups, *self._options(), self.config.sparse24,
+                                        threads)
+
+    def run_conv_groups(self, x, weights, threads, conv):
+        return _C.forward_sparq_conv_groups(x, weights, *self._options(), self.config.sparse24,
+                                            threads, conv)
+
+    def run_recurrent(self, xp, batch_sizes, reverse, mode, h0, c0, hh, hr, threads):
+        return _C.recurrent_forward_sparq(xp, batch_sizes, reverse, mode, h0, c0, hh, hr,
+                                          *self._options(), self.config.sparse24, threads)
 
     def has_op(self, b) -> bool:
         return not self.config.sparse24
