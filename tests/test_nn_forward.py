@@ -347,6 +347,21 @@ def test_lut2_mse_near_constant_rows(isa, offset, std):
     assert np.array_equal(s, rs) and np.array_equal(off, ro)
 
 
+@pytest.mark.parametrize("k", [511, 512, 1000, 6151])
+def test_lut2_mse_long_rows_with_repeated_values(isa, k):
+    # a conv's im2col rows: long runs of exact zeros (the padding) beside spread values; the
+    # tier kernels count rows from 512 values in four sets of counters (the same counts)
+    gen = np.random.default_rng(k)
+    x = gen.standard_normal((6, k)).astype(f32)
+    x[:, : k // 2] = 0.0
+    x[1, 7::3] = 0.25  # another repeated value, spread out
+    x[2] = 1.5  # a constant row
+    nan = np.array((np.nan, np.nan), f32)
+    codes, s, off = _C.lut_act_quantize(x, [0, 1, 2, 3], True, nan)
+    rc, rs, ro = ref_lut_codes(x, (0, 1, 2, 3), "mse")
+    assert np.array_equal(codes, rc) and np.array_equal(s, rs) and np.array_equal(off, ro)
+
+
 SPARQ_CONFIGS = [
     pyquant.SparqConfig(),
     pyquant.SparqConfig(options=2, rounding="trunc", pairs=False),

@@ -84,6 +84,10 @@ float lut_candidate_ratio(int i);  // 1 - 0.85 i / 11, rounded to float32
 // The tier kernels also write the occupancy bitmap (bit b of occupied[b / 64]: count[b] != 0),
 // so the estimator never loops over empty bins.
 void lut_histogram(const float* x, size_t k, float lo, float inv_bw, uint32_t* count);
+// The tier kernels count rows from this length into four sets of counters (by lane, summed at
+// the end: the same counts): one set chains every increment of a repeated value (a conv's zero
+// padding) through one counter's store and reload, ~5 cycles each.
+constexpr size_t kLutSplitCountsFrom = 512;
 void lut_occupied(const uint32_t* count, uint64_t* occupied);  // kLutBins / 64 words
 using LutHistogramFn = void (*)(const float* x, size_t k, float lo, float inv_bw,
                                 uint32_t* count, uint64_t* occupied);

@@ -175,11 +175,13 @@ LAYERS = {
     "layer MHA 512 x 128 tokens": ("mha", 512, 128),
     "layer MHA 512 x 1 token": ("mha", 512, 1),
     "layer LSTM 512 x 100 steps": ("lstm", 512, 100),
+    "layer LSTM 128 x 100 steps": ("lstm", 128, 100),
     "layer GRU 256 x 100 steps": ("gru", 256, 100),
     "layer Conv1d 512 k3/2 x 3199": ("conv1d", 512, 3199),
     "layer grouped Conv1d 768 g16 k128 x 49": ("grouped", 768, 49),
 }
-LAYER_CONFIGS = {"Int8": "Int8Config()", "W4 g32": "WeightOnlyConfig(4, 32)"}
+LAYER_CONFIGS = {"Int8": "Int8Config()", "W4 g32": "WeightOnlyConfig(4, 32)", "LUT2": "LUT2Config()",
+                 "SPARQ": "SparqConfig()"}
 OWN_CASES_ONLY.update(LAYERS)
 
 
