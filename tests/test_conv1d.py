@@ -111,17 +111,17 @@ def test_conv1d_matches_the_float_layer_and_keeps_its_shapes():
 
 def _model():
     torch.manual_seed(6)
-    return nn.Sequential(nn.Conv1d(4, 16, 5, padding=2), nn.ReLU(),
-                         nn.Conv1d(16, 16, 3, groups=4), nn.ReLU(),  # grouped: left float
-                         nn.Conv1d(16, 8, 3, stride=2)).eval()
+    return nn.Sequential(nn.Conv1d(48, 64, 9, padding=4), nn.ReLU(),  # 64 x 432 products a pixel
+                         nn.Conv1d(64, 64, 3, groups=16), nn.ReLU(),  # narrow groups: left float
+                         nn.Conv1d(64, 48, 9, stride=2)).eval()
 
 
-def test_quantize_converts_conv1d_and_leaves_grouped_float():
+def test_quantize_converts_conv1d_and_leaves_narrow_groups_float():
     model = _model()
-    x = torch.randn(3, 4, 50)
+    x = torch.randn(3, 48, 50)
     with torch.no_grad():
         want = model(x)
-    with pytest.warns(UserWarning, match="grouped nn.Conv2d/nn.Conv1d"):
+    with pytest.warns(UserWarning, match="left float 1 nn.Conv2d/nn.Conv1d .*few products.*: 2"):
         q = pyquant.quantize_(copy.deepcopy(model), pyquant.Int8Config())
     assert isinstance(q[0], QuantConv1d) and type(q[2]) is nn.Conv1d and isinstance(q[4], QuantConv1d)
     with torch.no_grad():
@@ -145,7 +145,7 @@ def test_quantize_converts_conv1d_and_leaves_grouped_float():
 
 def test_gptq_uses_the_conv1d_im2col_rows():
     model = _model()
-    batches = [torch.randn(3, 4, 50) * torch.linspace(0.1, 3, 4)[:, None] for _ in range(3)]
+    batches = [torch.randn(3, 48, 50) * torch.linspace(0.1, 3, 48)[:, None] for _ in range(3)]
     cfg = pyquant.WeightOnlyConfig(4, 32)
     filt = lambda m, fqn: fqn in ("0", "4")  # noqa: E731
     rtn = pyquant.quantize_(copy.deepcopy(model), cfg, filter_fn=filt)

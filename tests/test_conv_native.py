@@ -250,7 +250,7 @@ def _cnn():
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
 def test_jit_trace_records_the_ops_not_a_constant():
-    model = pyquant.quantize_(_cnn(), pyquant.Int8Config())
+    model = pyquant.quantize_(_cnn(), pyquant.Int8Config(), filter_fn=pyquant.nn.every_layer_filter)
     x1, x2 = torch.randn(2, 3, 6, 6), torch.randn(2, 3, 6, 6)
     with torch.no_grad():
         traced = torch.jit.trace(model, (x1,))
@@ -262,7 +262,7 @@ def test_jit_trace_records_the_ops_not_a_constant():
 def test_compiled_plain_call_runs_the_conv_op(monkeypatch):
     """A compiled call with grad enabled (BN parameters require grad) takes the conv op, not the
     im2col path; only a backward fails."""
-    model = pyquant.quantize_(_cnn(), pyquant.Int8Config())
+    model = pyquant.quantize_(_cnn(), pyquant.Int8Config(), filter_fn=pyquant.nn.every_layer_filter)
     x = torch.randn(2, 3, 6, 6)
     with torch.no_grad():
         ref = model(x)
@@ -276,7 +276,7 @@ def test_compiled_plain_call_runs_the_conv_op(monkeypatch):
 
 
 def test_calibrate_a_compiled_model():
-    model = pyquant.quantize_(_cnn(), pyquant.Int8Config())
+    model = pyquant.quantize_(_cnn(), pyquant.Int8Config(), filter_fn=pyquant.nn.every_layer_filter)
     torch._dynamo.reset()
     compiled = torch.compile(model, backend="aot_eager")
     x = torch.randn(4, 3, 6, 6)

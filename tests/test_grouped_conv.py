@@ -133,7 +133,7 @@ def test_quantize_converts_wide_groups_and_warns_for_narrow():
     model = nn.Sequential(nn.Conv1d(96, 96, 16, padding=8, groups=2),  # 48 x 768 per group
                           nn.Conv1d(96, 96, 3, padding=1, groups=96),  # depthwise
                           nn.Conv1d(96, 96, 3, padding=1, groups=8))   # 12 per group
-    with pytest.warns(UserWarning, match=r"left float 2 grouped .*narrow groups.*1, 2"):
+    with pytest.warns(UserWarning, match=r"left float 2 nn.Conv2d/nn.Conv1d .*few products.*1, 2"):
         pyquant.quantize_(model, pyquant.Int8Config())
     assert isinstance(model[0], QuantGroupedConv1d)
     assert type(model[1]) is nn.Conv1d and type(model[2]) is nn.Conv1d

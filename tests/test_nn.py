@@ -647,11 +647,11 @@ def _net():
 @pytest.mark.parametrize("config,min_sqnr", CONFIGS)
 def test_save_load_bit_identical(config, min_sqnr, backend, tmp_path):
     with _ctx(config, backend):
-        model = pyquant.quantize_(_net(), config)
+        model = pyquant.quantize_(_net(), config, filter_fn=pyquant.nn.every_layer_filter)
         fresh = _net()
         for p in fresh.parameters():
             p.data.normal_()
-        fresh = pyquant.quantize_(fresh, config)
+        fresh = pyquant.quantize_(fresh, config, filter_fn=pyquant.nn.every_layer_filter)
     x = torch.randn(3, 3, 6, 6)
     pyquant.calibrate(model[:1], [x, x * 0.5])  # one static module among dynamic ones
     with torch.no_grad():
@@ -776,7 +776,7 @@ def test_compile_plain_call_after_float_layers():
 
 
 def test_export_sees_opaque_op():
-    model = pyquant.quantize_(_net(), pyquant.Int8Config())
+    model = pyquant.quantize_(_net(), pyquant.Int8Config(), filter_fn=pyquant.nn.every_layer_filter)
     ep = torch.export.export(model, (torch.randn(2, 3, 6, 6),))
     targets = [str(n.target) for n in ep.graph.nodes if n.op == "call_function"]
     assert sum("pyquant.int8_linear" in t for t in targets) == 3  # one fused op per layer
@@ -787,16 +787,21 @@ def test_export_sees_opaque_op():
 
 # ----------------------------------------------------------------------------- quantize_
 def test_quantize_default_filter_and_return():
-    model = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.Conv2d(2, 2, 1), nn.Conv2d(2, 2, 1, groups=2)),
+    model = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.Conv2d(512, 48, 1), nn.Conv2d(2, 2, 1),
+                                                         nn.Conv2d(2, 2, 1, groups=2)),
                           nn.LayerNorm(4))
-    with pytest.warns(UserWarning, match="left float 1 grouped nn.Conv2d/nn.Conv1d .*1.1"):
+    with pytest.warns(UserWarning, match="left float 2 nn.Conv2d/nn.Conv1d .*1.1, 1.2"):
         out = pyquant.quantize_(model, pyquant.Int8Config())
     assert out is model
     assert isinstance(model[0], pyquant.nn.QuantLinear)
-    assert isinstance(model[1][0], pyquant.nn.QuantConv2d)
-    assert type(model[1][1]) is nn.Conv2d  # groups != 1 is left alone by the default filter
+    assert isinstance(model[1][0], pyquant.nn.QuantConv2d)  # (48 x 512: the smallest converted)
+    assert type(model[1][1]) is nn.Conv2d and type(model[1][2]) is nn.Conv2d  # too few products
     assert type(model[2]) is nn.LayerNorm
-    with pytest.warns(UserWarning, match="grouped"):  # (the grouped conv is still float)
+    assert pyquant.nn.default_filter(nn.Conv2d(64, 47, 1), "") is False  # (narrow N)
+    assert pyquant.nn.default_filter(nn.Conv2d(511, 48, 1), "") is False  # (48 x 511 < 24576)
+    assert pyquant.nn.default_filter(nn.Conv1d(8, 48, 64), "") is True   # (48 x 512)
+    assert pyquant.nn.every_layer_filter(nn.Conv2d(2, 2, 1, groups=2), "") is True
+    with pytest.warns(UserWarning, match="few products"):  # (the small convs are still float)
         pyquant.quantize_(model, pyquant.SparqConfig())  # already quantized: not re-wrapped
     assert model[0].config == pyquant.Int8Config()
 
@@ -976,8 +981,8 @@ def test_gptq_quantizes_convs_too(config):
     smooth = lambda n: torch.nn.functional.avg_pool2d(torch.randn(n, 8, 12, 12), 3, 1, 1) * 3
     xs, x = [smooth(16) for _ in range(4)], smooth(16)
     with torch.no_grad():
-        rtn = pyquant.quantize_(copy.deepcopy(net), config)
-        gq = pyquant.nn.gptq_(copy.deepcopy(net), config, xs)
+        rtn = pyquant.quantize_(copy.deepcopy(net), config, filter_fn=pyquant.nn.every_layer_filter)
+        gq = pyquant.nn.gptq_(copy.deepcopy(net), config, xs, filter_fn=pyquant.nn.every_layer_filter)
         assert all(isinstance(gq[i], pyquant.nn.QuantConv2d) for i in (0, 2))
         assert _sqnr(gq(x), net(x)) > _sqnr(rtn(x), net(x)) + 0.5
 
@@ -1074,7 +1079,7 @@ def test_module_dtype_casts_keep_the_quantized_buffers(config):
     inputs of the new dtype, returning that dtype."""
     torch.manual_seed(4)
     lin = pyquant.quantize_(nn.Sequential(nn.Linear(40, 30)), config)
-    conv = pyquant.quantize_(nn.Sequential(nn.Conv2d(2, 4, 3)), config)
+    conv = pyquant.quantize_(nn.Sequential(nn.Conv2d(2, 4, 3)), config, filter_fn=pyquant.nn.every_layer_filter)
     x, xc = torch.randn(5, 40).abs(), torch.randn(2, 2, 6, 7).abs()
     with torch.no_grad():
         y, yc = lin(x), conv(xc)
@@ -1273,7 +1278,7 @@ def test_assign_load_of_inference_tensors_then_calibrate():
 
 
 def test_calibrate_skips_empty_batches_and_conv_int_input():
-    q = pyquant.quantize_(nn.Sequential(nn.Conv2d(3, 4, 3)), pyquant.Int8Config())
+    q = pyquant.quantize_(nn.Sequential(nn.Conv2d(3, 4, 3)), pyquant.Int8Config(), filter_fn=pyquant.nn.every_layer_filter)
     pyquant.calibrate(q, [torch.randn(0, 3, 5, 5)])
     assert torch.isnan(q[0].act_range).all()  # saw nothing: stays dynamic
     pyquant.calibrate(q, [torch.randn(0, 3, 5, 5), torch.randn(2, 3, 5, 5)])
@@ -1365,10 +1370,13 @@ def test_quantize_user_mistakes_get_clear_errors():
         with pytest.raises(ValueError, match="nothing to quantize"):
             pyquant.nn.QuantLinear.from_linear(lin, pyquant.Int8Config())
     # grouped (e.g. depthwise) convs are left float with a warning naming them
-    cnn = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4), nn.Conv2d(4, 8, 1))
-    with pytest.warns(UserWarning, match="left float 1 grouped nn.Conv2d/nn.Conv1d .*0"):
+    cnn = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4), nn.Conv2d(4, 8, 1), nn.Conv2d(64, 64, 3))
+    with pytest.warns(UserWarning, match="left float 2 nn.Conv2d/nn.Conv1d layer.*few products.*0, 1"):
         pyquant.quantize_(cnn, pyquant.Int8Config())
-    assert type(cnn[0]) is nn.Conv2d and isinstance(cnn[1], pyquant.nn.QuantConv2d)
+    assert type(cnn[0]) is nn.Conv2d and type(cnn[1]) is nn.Conv2d
+    assert isinstance(cnn[2], pyquant.nn.QuantConv2d)  # (64 x 3 x 3 x 64 products per pixel)
+    pyquant.quantize_(cnn, pyquant.Int8Config(), filter_fn=pyquant.nn.every_layer_filter)
+    assert isinstance(cnn[0], pyquant.nn.QuantGroupedConv2d) and isinstance(cnn[1], pyquant.nn.QuantConv2d)
     # modules whose `weight` is not a tensor are not layers: the filter passes over them
     class Mix(nn.Module):
         def __init__(self):
@@ -1515,7 +1523,7 @@ def test_calibration_batches_may_be_keyword_mappings():
     lone = pyquant.nn.gptq_(nn.Linear(8, 4), pyquant.WeightOnlyConfig(4, 32),
                             [{"input": torch.randn(16, 8)}])
     assert isinstance(lone, pyquant.nn.QuantLinear)
-    with pytest.warns(UserWarning, match="gptq_: left float 1 grouped"):
+    with pytest.warns(UserWarning, match="gptq_: left float 1 nn.Conv2d/nn.Conv1d"):
         pyquant.nn.gptq_(nn.Sequential(nn.Conv2d(4, 4, 1, groups=2)), pyquant.WeightOnlyConfig(4, 32),
                          [torch.randn(2, 4, 3, 3)])
 
@@ -1705,7 +1713,7 @@ def test_models_that_read_weight_dtype(config):
     x = torch.rand(2, 3, 16, 16)
     with torch.no_grad():
         y = net(x)
-        q = pyquant.quantize_(copy.deepcopy(net), config)
+        q = pyquant.quantize_(copy.deepcopy(net), config, filter_fn=pyquant.nn.every_layer_filter)
         assert isinstance(q.wo, pyquant.nn.QuantLinear) and isinstance(q.patch, pyquant.nn.QuantConv2d)
         assert _sqnr(q(x), y) > {pyquant.LUT2Config: 0.0}.get(type(config), 15.0)
         yh = q.to(torch.bfloat16)(x)  # the bf16 model casts its pixels to bf16, as a float one

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import pyquant
-from pyquant.nn.grouped_conv import worth_converting as conv_worth_converting
+from pyquant.nn.conv_gain import worth_converting as conv_worth_converting
 
 T = pytest.importorskip("transformers")
 
@@ -49,11 +49,12 @@ def _whisper():
         bos_token_id=1, eos_token_id=2, decoder_start_token_id=1))
 
 
-def _wav2vec2():  # a Conv1d feature encoder (stem K = 10) and a grouped, weight-norm parametrized
-    # positional conv wide enough for quantize_ (2 groups of 48 channels, K = 16 x 48)
+def _wav2vec2():  # a Conv1d feature encoder (the stem, K = 10, stays float; the next two are wide
+    # enough for quantize_: 96 x 3 x 96) and a grouped, weight-norm parametrized positional conv
+    # (2 groups of 48 channels, K = 16 x 48)
     return T.Wav2Vec2Model(T.Wav2Vec2Config(
         hidden_size=96, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-        conv_dim=(32, 32, 32), conv_stride=(5, 2, 2), conv_kernel=(10, 3, 3),
+        conv_dim=(96, 96, 96), conv_stride=(5, 2, 2), conv_kernel=(10, 3, 3),
         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2))
 
 
@@ -93,10 +94,12 @@ def test_transformers_model_quantized(name, config, min_cos):
         q = pyquant.quantize_(copy.deepcopy(model), config)
         left = [n for n, m in q.named_modules()
                 if isinstance(m, (torch.nn.Linear, torch.nn.MultiheadAttention))
-                or (isinstance(m, (torch.nn.Conv2d, torch.nn.Conv1d))
-                    and (m.groups == 1 or conv_worth_converting(m)))
+                or (isinstance(m, (torch.nn.Conv2d, torch.nn.Conv1d)) and conv_worth_converting(m))
                 or type(m).__name__ == "Conv1D"]
         assert not left and any(isinstance(m, pyquant.nn.QuantLinear) for m in q.modules())
+        if name == "wav2vec2":  # (its feature encoder and positional conv on the kernels)
+            assert sum(isinstance(m, pyquant.nn.QuantConv1d) for m in q.modules()) >= 2
+            assert any(isinstance(m, pyquant.nn.QuantGroupedConv1d) for m in q.modules())
         y = _out(q(**x))
         assert F.cosine_similarity(y.flatten(), ref.flatten(), 0) > min_cos
         if hasattr(q, "generate") and "input_ids" in x and "decoder_input_ids" not in x:

@@ -5,8 +5,8 @@
     pyquant.calibrate(model, batches)                        # optional: static activation ranges
 """
 from ._backend import use_reference
-from .api import (calibrate, calibration, default_filter, quantize_, register_quantize_module_handler,
-                  reset_calibration)
+from .api import (calibrate, calibration, default_filter, every_layer_filter, quantize_,
+                  register_quantize_module_handler, reset_calibration)
 from .gptq import gptq_
 from .configs import GRUConfig, Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
 from .gru import QuantGRU  # integer-only GRU with a bit width per operator (GRUConfig)
@@ -22,6 +22,6 @@ __all__ = [
     "QuantGRU", "QuantExperts",
     "QuantMultiheadAttention", "QuantRNN", "QuantizedWeight", "quantize_", "gptq_", "calibrate",
     "calibration", "reset_calibration",
-    "register_quantize_module_handler", "default_filter", "use_reference",
+    "register_quantize_module_handler", "default_filter", "every_layer_filter", "use_reference",
     "Int8Config", "WeightOnlyConfig", "LUT2Config", "SparqConfig", "GRUConfig",
 ]

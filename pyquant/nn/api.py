@@ -14,8 +14,9 @@ from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
 from .attention import QuantMultiheadAttention, is_mha
 from .experts import QuantExperts, is_experts
 from .recurrent import MIN_LSTM_HIDDEN, QuantRNN, is_rnn, worth_converting
-from .grouped_conv import MIN_GROUP_K, MIN_GROUP_OUT, QuantGroupedConv1d, QuantGroupedConv2d
-from .grouped_conv import worth_converting as conv_worth_converting
+from .conv_gain import MIN_CONV_OUT, MIN_CONV_PRODUCTS
+from .conv_gain import worth_converting as conv_worth_converting
+from .grouped_conv import QuantGroupedConv1d, QuantGroupedConv2d
 from .modules import QuantConv1d, QuantConv2d, QuantLinear, _QuantModule
 from .schemes import range_overflows
 
@@ -83,20 +84,35 @@ def _own_forward(module: nn.Module) -> bool:
                for base in _CONVERTED_BASES)
 
 
-def default_filter(module: nn.Module, fqn: str) -> bool:
-    """Matches nn.Linear; nn.Conv2d and nn.Conv1d (grouped ones where each group is a GEMM
-    wide enough to gain: pyquant/nn/grouped_conv.py; depthwise convs stay float); nn.MultiheadAttention (its four
-    projections: pyquant/nn/attention.py); nn.LSTM / nn.GRU / nn.RNN (pyquant/nn/recurrent.py:
-    quantize_ keeps narrow LSTMs float under LUT2 "mse" and 2:4 SPARQ, see
-    recurrent.MIN_LSTM_HIDDEN); transformers' Conv1D and MoE experts
-    blocks (3-D expert weights: pyquant/nn/experts.py); and subclasses of those torch types that
-    keep their forward (already-quantized modules never match). Left float: subclasses with a
-    forward of their own, and a MultiheadAttention's out_proj on its own (the attention module
-    converts it)."""
-    if _plain(module, nn.Conv2d) or _plain(module, nn.Conv1d):
-        return _has_weights(module) and (module.groups == 1 or conv_worth_converting(module))
-    return (is_rnn(module) or _plain(module, nn.Linear) or is_conv1d(module) or is_experts(module)
+def every_layer_filter(module: nn.Module, fqn: str) -> bool:
+    """Every layer quantize_ can convert: nn.Linear, nn.Conv2d and nn.Conv1d (grouped too),
+    nn.MultiheadAttention (its four projections: pyquant/nn/attention.py), nn.LSTM / nn.GRU /
+    nn.RNN (pyquant/nn/recurrent.py), transformers' Conv1D and MoE experts blocks (3-D expert
+    weights: pyquant/nn/experts.py), and subclasses of those torch types that keep their forward
+    (already-quantized modules never match). Left float: subclasses with a forward of their own,
+    and a MultiheadAttention's out_proj on its own (the attention module converts it). Pass it as
+    ``filter_fn`` to convert the layers ``default_filter`` leaves float because they run faster
+    float (accuracy studies, or a CPU where they gain)."""
+    return (is_rnn(module) or _plain(module, nn.Linear) or _plain(module, nn.Conv2d)
+            or _plain(module, nn.Conv1d) or is_conv1d(module) or is_experts(module)
             or is_mha(module)) and _has_weights(module)
+
+
+def default_filter(module: nn.Module, fqn: str) -> bool:
+    """quantize_'s default: ``every_layer_filter`` less the convs with too few products per
+    output pixel to gain (pyquant/nn/conv_gain.py: stems, narrow 1x1 convs, depthwise and
+    ResNeXt-style grouped convs stay float; a lazy conv matches, and its conversion says it is not
+    initialized). quantize_ also leaves narrow LSTMs float under LUT2 "mse" and 2:4 SPARQ
+    (recurrent.MIN_LSTM_HIDDEN). quantize_ warns about each layer it leaves float this way."""
+    if not every_layer_filter(module, fqn):
+        return False
+    is_conv = _plain(module, nn.Conv2d) or _plain(module, nn.Conv1d)
+    return not is_conv or _lazy(module) or conv_worth_converting(module)
+
+
+def _lazy(layer: nn.Module) -> bool:
+    """A lazy layer before its first forward (its shape is not known yet)."""
+    return isinstance(getattr(layer, "weight", None), nn.parameter.UninitializedParameter)
 
 
 def _has_weights(layer: nn.Module) -> bool:
@@ -139,14 +155,15 @@ def _warn_left_float(model: nn.Module, caller: str = "quantize_", config=None) -
             f"{caller}: left float {n} LSTM layer(s) with a hidden size below {MIN_LSTM_HIDDEN} "
             f"({listed}): under {config!r} PyTorch's fused fp32 cell runs them faster than "
             "QuantRNN's steps; pass filter_fn to convert them anyway", stacklevel=3)
-    n, listed = names(lambda m: (_plain(m, nn.Conv2d) or _plain(m, nn.Conv1d)) and m.groups > 1
-                      and not conv_worth_converting(m))
+    n, listed = names(lambda m: (_plain(m, nn.Conv2d) or _plain(m, nn.Conv1d)) and not _lazy(m)
+                      and _has_weights(m) and not conv_worth_converting(m))
     if n:
         warnings.warn(
-            f"{caller}: left float {n} grouped nn.Conv2d/nn.Conv1d layer(s) with narrow groups "
-            f"(fewer than {MIN_GROUP_OUT} output channels or {MIN_GROUP_K} kernel taps x input "
-            f"channels per group, e.g. depthwise: {listed}): their GEMMs would run mostly empty "
-            "tiles; pass filter_fn to convert them anyway (QuantGroupedConv2d/1d)", stacklevel=3)
+            f"{caller}: left float {n} nn.Conv2d/nn.Conv1d layer(s) with few products per output "
+            f"pixel (fewer than {MIN_CONV_OUT} output channels or {MIN_CONV_PRODUCTS} output "
+            f"channels x kernel taps x input channels per group, e.g. a stem or depthwise conv: "
+            f"{listed}): PyTorch's float conv runs them faster (pyquant/nn/conv_gain.py); pass "
+            "filter_fn to convert them anyway", stacklevel=3)
 
 
 def quantize_(model: nn.Module, config, *, filter_fn: Callable | None = None) -> nn.Module:

@@ -27,7 +27,8 @@ from .configs import SparqConfig, WeightOnlyConfig
 from .attention import QuantMultiheadAttention, is_mha
 from .experts import QuantExperts, is_experts
 from .recurrent import QuantRNN, is_rnn
-from .grouped_conv import QuantGroupedConv1d, QuantGroupedConv2d, group_k
+from .conv_gain import group_k
+from .grouped_conv import QuantGroupedConv1d, QuantGroupedConv2d
 from .modules import QuantConv1d, QuantConv2d, QuantLinear, conv1d_geometry, im2col
 from .schemes import best_clip, bf16_round
 

@@ -8,18 +8,12 @@ concatenated. Every config runs all groups in one native call (csrc/forward/conv
 (group, chunk of output pixels) a task, im2col made in cache from the group's channel slice);
 tracing, calibration and the reference backend call the groups one by one (the same bits).
 
-Worth converting (quantize_'s default filter) when each group is a GEMM of some size: at least
-``MIN_GROUP_OUT`` output channels and ``MIN_GROUP_K`` inputs (kernel taps x channels) per group,
-e.g. wav2vec2 / HuBERT's positional conv (16 groups of 48 channels, kernel 128: a fifth of the
-Int8 model's time when left float, 4.4x faster quantized). Each output pixel's patch is gathered
-and quantized per group (C/G x taps floats) for N/G columns of products, so narrow groups lose
-to PyTorch's float grouped conv (Intel Xeon, 1 thread, Int8 vs float: 64 per group with K =
-576 1.35-1.5x faster, 48 with K = 432 0.86x, 32 with K = 288 0.56x, ResNeXt's 4 per group
-0.2x, depthwise 0.04x): depthwise and ResNeXt-style convs stay float unless filter_fn asks.
+quantize_'s default filter converts the grouped convs whose groups are GEMMs of some size
+(conv_gain.py: wav2vec2 / HuBERT's positional conv, 16 groups of 48 channels, kernel 128, a fifth
+of the Int8 model's time when left float); depthwise and ResNeXt-style convs stay float.
 """
 from __future__ import annotations
 
-import math
 from types import SimpleNamespace
 
 import torch
@@ -29,19 +23,6 @@ from .modules import (QuantConv1d, QuantConv2d, _check_weights_ready, _out_dtype
                       batched_image, call_threads, conv1d_forward, native_conv_geometry,
                       native_conv_image, output_pixels, smaller_than_kernel)
 from .weight_view import QuantizedWeight
-
-MIN_GROUP_OUT = 48  # output channels per group
-MIN_GROUP_K = 512   # kernel taps x input channels per group
-
-
-def group_k(conv: nn.Module) -> int:
-    """K of one group's GEMM: kernel taps x input channels per group."""
-    return math.prod(conv.kernel_size) * conv.in_channels // conv.groups
-
-
-def worth_converting(conv: nn.Module) -> bool:
-    """quantize_'s default for a grouped conv (module docstring)."""
-    return conv.out_channels // conv.groups >= MIN_GROUP_OUT and group_k(conv) >= MIN_GROUP_K
 
 
 def _group_view(conv: nn.Module, weight: torch.Tensor, i: int) -> SimpleNamespace:
