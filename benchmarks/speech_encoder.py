@@ -2,7 +2,8 @@
 a 7-layer Conv1d feature encoder of 512 channels, then 12 transformer layers of 768) on SECONDS
 of 16 kHz audio: ms per forward in fp32, PyTorch's dynamic int8 (nn.Linear only), pyquant with
 the Conv1d layers left float (quantize_ before QuantConv1d), with the grouped positional conv
-left float (before QuantGroupedConv1d) and converting them all.
+left float (before QuantGroupedConv1d), as quantize_ converts it (its stem conv, 512 x 10
+products per output sample, float: pyquant/nn/conv_gain.py) and with the stem converted too.
 The feature encoder alone is timed the same ways. Alternating runs, median of the best half.
 Usage (from the repository root): PYTHONPATH=. python benchmarks/speech_encoder.py [THREADS]
 [int8|w4g32] [SECONDS]"""
@@ -44,6 +45,8 @@ no_conv1d = lambda m, fqn: (  # noqa: E731
     pyquant.nn.default_filter(m, fqn) and not isinstance(m, nn.Conv1d))
 not_grouped = lambda m, fqn: (  # noqa: E731  (the positional conv: 16 groups, kernel 128)
     pyquant.nn.default_filter(m, fqn) and getattr(m, "groups", 1) == 1)
+every_dense_conv = lambda m, fqn: (  # noqa: E731  (quantize_ before the 35th session)
+    pyquant.nn.default_filter(m, fqn) or (type(m) is nn.Conv1d and m.groups == 1))
 models = {
     "fp32": fp32,
     "torch dynamic int8": torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32), {nn.Linear},
@@ -53,6 +56,8 @@ models = {
     f"pyquant {name}, grouped conv float": pyquant.quantize_(copy.deepcopy(fp32), config,
                                                              filter_fn=not_grouped),
     f"pyquant {name}, all": pyquant.quantize_(copy.deepcopy(fp32), config),
+    f"pyquant {name}, all + stem": pyquant.quantize_(copy.deepcopy(fp32), config,
+                                                     filter_fn=every_dense_conv),
 }
 
 
@@ -76,7 +81,7 @@ with torch.no_grad():
                                                   dim=0).item() for label, m in models.items()}
 whole = timed({label: (lambda m=m: m(x)) for label, m in models.items()})
 feats = timed({label: (lambda m=m: m.feature_extractor(x)) for label, m in models.items()
-               if label == "fp32" or label.endswith(", all")})
+               if label == "fp32" or ", all" in label})
 print(f"wav2vec2-base shapes, {seconds:g} s of audio, {threads} thread(s), ms per forward:")
 for label, ms in whole.items():
     print(f"  {label:32s} {ms:8.2f} ms  ({whole['fp32'] / ms:4.2f}x fp32, cosine {cos[label]:.4f})")

@@ -1,17 +1,22 @@
-"""ResNet-18 (ImageNet shape, 224 x 224) through QuantConv2d / QuantLinear: whole-model speed.
+"""ResNet-18 or MobileNetV2 (ImageNet shape, 224 x 224) through QuantConv2d / QuantLinear:
+whole-model speed.
 
-    python -m pyquant.studies.resnet [--threads 1] [--batch 1] [--repeats 5]
+    python -m pyquant.studies.resnet [--model resnet18|mobilenet_v2] [--threads 1] [--batch 1]
+                                     [--repeats 5]
 
-Builds the standard ResNet-18 (built here, no torchvision needed; random weights, eval mode: BN
-layers stay float), converts every Conv2d and the classifier with ``quantize_`` per config, and
-reports the forward time against fp32 (oneDNN) in NCHW and in channels_last, plus the logits'
-cosine to fp32 as a sanity check (random weights: no accuracy to report). Timings: best of
-``--repeats`` rounds in which the models take turns.
+Builds the standard model (built here, no torchvision needed; random weights, eval mode: BN
+layers stay float), converts it with ``quantize_`` per config (its default filter: the convs with
+enough products per output pixel, pyquant/nn/conv_gain.py, and the classifier; one more row
+converts every dense conv, as quantize_ did before), and reports the forward time against fp32
+(oneDNN) in NCHW and in channels_last, plus the logits' cosine to fp32 as a sanity check (random
+weights: no accuracy to report). Timings: best of ``--repeats`` rounds in which the models take
+turns.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import warnings
 
 import torch
 from torch import nn
@@ -54,11 +59,53 @@ def resnet18(num_classes: int = 1000, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
+def _conv_bn(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU6())
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, expand: int):
+        super().__init__()
+        hidden = cin * expand
+        layers = [_conv_bn(cin, hidden)] if expand != 1 else []
+        layers += [_conv_bn(hidden, hidden, 3, stride, groups=hidden),  # depthwise
+                   nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        return x + self.block(x) if self.residual else self.block(x)
+
+
+def mobilenet_v2(num_classes: int = 1000, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    layers, cin = [_conv_bn(3, 32, 3, 2)], 32
+    for expand, cout, repeats, stride in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                                          (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)):
+        for i in range(repeats):
+            layers.append(InvertedResidual(cin, cout, stride if i == 0 else 1, expand))
+            cin = cout
+    layers += [_conv_bn(cin, 1280), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+               nn.Linear(1280, num_classes)]
+    model = nn.Sequential(*layers)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+    return model.eval()
+
+
+MODELS = {"resnet18": resnet18, "mobilenet_v2": mobilenet_v2}
 CONFIGS = {
     "Int8Config()": pyquant.Int8Config(),
     "WeightOnlyConfig(4, 32)": pyquant.WeightOnlyConfig(4, 32),
     "SparqConfig()": pyquant.SparqConfig(),
 }
+
+
+def _every_dense_conv(module: nn.Module, fqn: str) -> bool:
+    return pyquant.nn.default_filter(module, fqn) or (
+        type(module) is nn.Conv2d and module.groups == 1)
 
 
 def timed(models: dict, x: torch.Tensor, repeats: int) -> dict:
@@ -68,6 +115,7 @@ def timed(models: dict, x: torch.Tensor, repeats: int) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m pyquant.studies.resnet", description=__doc__.split("\n")[0])
+    ap.add_argument("--model", choices=list(MODELS), default="resnet18")
     ap.add_argument("--threads", type=positive_int, default=1)
     ap.add_argument("--batch", type=positive_int, default=1)
     ap.add_argument("--repeats", type=positive_int, default=5)
@@ -75,17 +123,21 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     pyquant.set_num_threads(args.threads)
 
-    fp32 = resnet18()
+    fp32 = MODELS[args.model]()
     x = torch.randn(args.batch, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     models = {"fp32": fp32}
-    for name, config in CONFIGS.items():
-        models[name] = pyquant.quantize_(copy.deepcopy(fp32), config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (the convs the default filter leaves float)
+        for name, config in CONFIGS.items():
+            models[name] = pyquant.quantize_(copy.deepcopy(fp32), config)
+        models["Int8Config(), every dense conv"] = pyquant.quantize_(  # (the 34th session's default)
+            copy.deepcopy(fp32), pyquant.Int8Config(), filter_fn=_every_dense_conv)
     with torch.inference_mode():
         ref = fp32(x)
         cos = {name: torch.nn.functional.cosine_similarity(m(x), ref).mean().item()
                for name, m in models.items()}
     info = pyquant.cpu_info()
-    print(f"ResNet-18, batch {args.batch}, 224x224, {args.threads} thread(s), "
+    print(f"{args.model}, batch {args.batch}, 224x224, {args.threads} thread(s), "
           f"{info['brand'] or info['vendor']} (ISA {info['isa']}), best of {args.repeats}")
     print("| model | logit cosine | NCHW ms | vs fp32 | channels_last ms | vs fp32 (channels_last) |")
     print("|---|---|---|---|---|---|")
