@@ -310,13 +310,22 @@ def test_autocast_output_dtype_follows_the_float_layer():
         assert ql(xd).dtype == lin.double()(xd).dtype == torch.float64
 
 
-def test_resnet18_study_model_end_to_end():
-    """The study's ResNet-18 (pyquant.studies.resnet) through quantize_: close to fp32, and the
-    same bits in NCHW and channels_last."""
-    from pyquant.studies.resnet import resnet18
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_cnn_study_models_end_to_end(name):
+    """The study's models (pyquant.studies.resnet) through quantize_: the convs with enough
+    products per pixel quantized, the stems, narrow and depthwise convs left float (a warning);
+    close to fp32, and the same bits in NCHW and channels_last."""
+    from pyquant.nn.conv_gain import worth_converting
+    from pyquant.studies.resnet import MODELS
 
-    fp32 = resnet18(num_classes=10)
-    q = pyquant.quantize_(resnet18(num_classes=10), pyquant.Int8Config())
+    fp32 = MODELS[name](num_classes=10)
+    with pytest.warns(UserWarning, match="few products per output pixel"):
+        q = pyquant.quantize_(MODELS[name](num_classes=10), pyquant.Int8Config())
+    convs = [m for m in fp32.modules() if type(m) is nn.Conv2d]
+    quantized = [m for m in q.modules() if isinstance(m, (pyquant.nn.QuantConv2d,
+                                                          pyquant.nn.QuantGroupedConv2d))]
+    assert len(quantized) == sum(worth_converting(c) for c in convs) > 0
+    assert not worth_converting(convs[0])  # (the stem)
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         y = q(x)
