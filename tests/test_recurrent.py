@@ -232,10 +232,15 @@ def test_quantize_state_dict_gptq_and_errors():
         out.sum().backward()
 
 
-@pytest.mark.parametrize("config,op", [(pyquant.Int8Config(), "int8_recurrent"),
-                                       (pyquant.WeightOnlyConfig(4, 32), "lowbit_recurrent")],
-                         ids=["int8", "w4g32"])
-@pytest.mark.parametrize("kind", ["lstm", "lstm-proj", "gru"])
+EXPORT_CASES = [(kind, config, op) for kind in ("lstm", "lstm-proj", "gru") for config, op in (
+    (pyquant.Int8Config(), "int8_recurrent"), (pyquant.WeightOnlyConfig(4, 32), "lowbit_recurrent"))
+] + [("lstm-proj", pyquant.LUT2Config(), "lut_recurrent"), ("gru", pyquant.SparqConfig(), "sparq_recurrent"),
+     ("lstm", pyquant.SparqConfig(sparse24=True), "sparq_recurrent")]
+
+
+@pytest.mark.parametrize("kind,config,op", EXPORT_CASES,
+                         ids=[f"{k}-{op.split('_')[0]}{'24' if getattr(c, 'sparse24', False) else ''}"
+                              for k, c, op in EXPORT_CASES])
 def test_export_and_compile_give_the_same_bits(kind, config, op):
     class Output(nn.Module):
         def __init__(self, rnn):

@@ -154,6 +154,40 @@ def _(xp, batch_sizes, reverse, mode, h0, c0, hh, hh_bias, hr, bits, group_size)
     return _recurrent_fake(xp, h0, c0)
 
 
+@torch.library.custom_op("pyquant::lut_recurrent", mutates_args=())
+def lut_recurrent(xp: Tensor, batch_sizes: Tensor, reverse: bool, mode: str, h0: Tensor,
+                  c0: Optional[Tensor], hh: List[Tensor], hh_bias: Optional[Tensor],
+                  hr: List[Tensor], a_levels: List[int], w_levels: List[int],
+                  mse: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """hh / hr: [packed, w_scale, w_off, act_range]."""
+    return _recurrent_result(_C.recurrent_forward_lut(
+        _np(xp), batch_sizes.numpy(), reverse, mode, _np(h0), _np(c0), _weight(hh, hh_bias),
+        _weight(hr, None), list(a_levels), list(w_levels), mse, _step_threads(hh, h0, xp)))
+
+
+@lut_recurrent.register_fake
+def _(xp, batch_sizes, reverse, mode, h0, c0, hh, hh_bias, hr, a_levels, w_levels, mse):
+    return _recurrent_fake(xp, h0, c0)
+
+
+@torch.library.custom_op("pyquant::sparq_recurrent", mutates_args=())
+def sparq_recurrent(xp: Tensor, batch_sizes: Tensor, reverse: bool, mode: str, h0: Tensor,
+                    c0: Optional[Tensor], hh: List[Tensor], hh_bias: Optional[Tensor],
+                    hr: List[Tensor], bits: int, options: int, round: bool, pairs: bool,
+                    allow_negative: bool, sparse24: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """hh / hr: [packed, w_scale, act_range] (dense or 2:4 packed, as sparse24 says)."""
+    return _recurrent_result(_C.recurrent_forward_sparq(
+        _np(xp), batch_sizes.numpy(), reverse, mode, _np(h0), _np(c0), _weight(hh, hh_bias),
+        _weight(hr, None), bits, options, round, pairs, allow_negative, sparse24,
+        _step_threads(hh, h0, xp)))
+
+
+@sparq_recurrent.register_fake
+def _(xp, batch_sizes, reverse, mode, h0, c0, hh, hh_bias, hr, bits, options, round, pairs,
+      allow_negative, sparse24):
+    return _recurrent_fake(xp, h0, c0)
+
+
 # ---------------------------------------------------------------- reference path
 def parse_config(text: str):
     """``repr(config)`` -> config, for the four config classes with literal arguments only."""

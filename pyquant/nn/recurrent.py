@@ -11,9 +11,10 @@ per step); GRU keeps (r, z, n) with ``b_hn`` inside ``hh`` (the reset gate multi
 
 Every config runs each layer and direction's whole time loop in one native call
 (csrc/forward/recurrent.h: the state matmul through the fused forward, the gates in C++; traced,
-Int8 and WeightOnly as the torch.library op ``pyquant::int8_recurrent`` / ``lowbit_recurrent``);
-calibration, the reference backend, bf16 / autocast, inputs that need the autograd guard and
-traced LUT2 / SPARQ layers run the loop below, a few torch ops and a layer call per step.
+as the family's torch.library op ``pyquant::int8_recurrent`` / ``lowbit_recurrent`` /
+``lut_recurrent`` / ``sparq_recurrent``); calibration, the reference backend, bf16 / autocast and
+inputs that need the autograd guard run the loop below, a few torch ops and a layer call per
+step.
 """
 from __future__ import annotations
 
@@ -229,7 +230,7 @@ class QuantRNN(nn.Module):
     def _native_loop(self, layer: int, sfx: str, xp, sizes: list, h, c, reverse: bool):
         """_direction's loop in one native call (csrc/forward/recurrent.h: the state matmul
         through the fused forward, the gates in C++) where the layers are bound (traced: the
-        config's op, Int8 and WeightOnly); else None (the loop below runs instead)."""
+        family's op); else None (the loop below runs instead)."""
         hh = self._modules[f"hh_l{layer}{sfx}"]
         hr = self._modules.get(f"hr_l{layer}{sfx}")
         if _tracing():  # torch.compile / export: the loop as one op per layer and direction

@@ -766,6 +766,14 @@ class LUT2Scheme(Scheme):
         return _C.recurrent_forward_lut(xp, batch_sizes, reverse, mode, h0, c0, hh, hr,
                                         *self._levels(), threads)
 
+    def recurrent_op(self, xp, batch_sizes, reverse, mode, h0, c0, hh, hr):
+        def weight(layer):
+            b = None if layer is None else layer._buffers
+            return [] if layer is None else [b["packed"], b["w_scale"], b["w_off"],
+                                             layer.act_range]
+        return torch.ops.pyquant.lut_recurrent(xp, batch_sizes, reverse, mode, h0, c0, weight(hh),
+                                               hh.bias, weight(hr), *self._levels())
+
     def has_op(self, b) -> bool:
         return True
 
@@ -879,6 +887,14 @@ class SparqScheme(Scheme):
     def run_recurrent(self, xp, batch_sizes, reverse, mode, h0, c0, hh, hr, threads):
         return _C.recurrent_forward_sparq(xp, batch_sizes, reverse, mode, h0, c0, hh, hr,
                                           *self._options(), self.config.sparse24, threads)
+
+    def recurrent_op(self, xp, batch_sizes, reverse, mode, h0, c0, hh, hr):
+        def weight(layer):
+            b = None if layer is None else layer._buffers
+            return [] if layer is None else [b["packed"], b["w_scale"], layer.act_range]
+        return torch.ops.pyquant.sparq_recurrent(xp, batch_sizes, reverse, mode, h0, c0,
+                                                 weight(hh), hh.bias, weight(hr), *self._options(),
+                                                 self.config.sparse24)
 
     def has_op(self, b) -> bool:
         return not self.config.sparse24
