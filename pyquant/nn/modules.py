@@ -83,7 +83,7 @@ def _version(t):
 
 def _check_device(x: torch.Tensor, name: str = "x") -> None:
     """Eager calls run the CPU kernels on the tensor's memory (traced ones take fake tensors)."""
-    if x.device.type != "cpu" and not _tracing():
+    if not x.is_cpu and not _tracing():  # (is_cpu: ~0.8 us less per call than device.type)
         raise ValueError(f"{name}: expected a CPU tensor, got one on {x.device} (pyquant's "
                          "kernels run on the CPU; move it with .cpu())")
 
@@ -308,7 +308,7 @@ class _QuantModule(nn.Module):
             run = self._native_run()
             if run is not None:
                 # the whole layer in one native call (activation quantization, GEMM, epilogue, bias)
-                return torch.from_numpy(run(x2d.contiguous().numpy(), self._threads(len(x2d))))
+                return torch.from_numpy(run(x2d.contiguous().numpy(), self._threads(x2d.shape[0])))
         b = self._buffers
         if tracing:
             y = None if self.reference else self.scheme.op(x2d, b, self.act_range, self.bias)
@@ -322,7 +322,7 @@ class _QuantModule(nn.Module):
             self._observer.append(self.scheme.observe(x2d))
         run = self._native_run()  # (also refreshes what follows from an edited buffer)
         if run is not None:
-            return torch.from_numpy(run(x2d.numpy(), self._threads(len(x2d))))
+            return torch.from_numpy(run(x2d.numpy(), self._threads(x2d.shape[0])))
         return ops.run_reference(x2d, {n: b[n] for n in self._buf_names}, self.act_range, self.bias,
                                  self.out_features, self.scheme, self.reference)
 
@@ -398,11 +398,12 @@ class QuantLinear(_QuantModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_device(x)
-        if x.dim() == 0:
+        dims = x.dim()
+        if dims == 0:
             raise ValueError(f"x: expected [..., {self.in_features}], got a 0-d tensor")
         if x.shape[-1] != self.in_features:
             raise ValueError(f"x: expected last dim {self.in_features}, got shape {tuple(x.shape)}")
-        if x.dim() == 2:  # the common case without the reshapes (each ~1 us)
+        if dims == 2:  # the common case without the reshapes (each ~1 us)
             return self.linear_rows(x)
         y = self.linear_rows(x.reshape(-1, self.in_features))
         return y.reshape(*x.shape[:-1], self.out_features)
@@ -427,7 +428,7 @@ class QuantLinear(_QuantModule):
         cache = {}  # threads by row count (a packed sequence's batch shrinks)
 
         def rows(x2d):
-            n = len(x2d)
+            n = x2d.shape[0]
             threads = cache.get(n) or cache.setdefault(n, self._threads(n))
             return torch.from_numpy(run(x2d.contiguous().numpy(), threads))
         return rows
