@@ -27,6 +27,7 @@ CONFIGS = {
     "w4g32": pyquant.WeightOnlyConfig(4, 32),
     "w2g32": pyquant.WeightOnlyConfig(2, 32),
     "lut_minmax": pyquant.LUT2Config(a_scale="minmax"),
+    "lut_mse": pyquant.LUT2Config(),
     "sparq_signed": pyquant.SparqConfig(negative="sign_magnitude"),
     "sparq24": pyquant.SparqConfig(sparse24=True),
 }
@@ -132,11 +133,15 @@ def test_quantize_converts_wide_groups_and_warns_for_narrow():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv1d(96, 96, 16, padding=8, groups=2),  # 48 x 768 per group
                           nn.Conv1d(96, 96, 3, padding=1, groups=96),  # depthwise
-                          nn.Conv1d(96, 96, 3, padding=1, groups=8))   # 12 per group
-    with pytest.warns(UserWarning, match=r"left float 2 nn.Conv2d/nn.Conv1d .*few products.*1, 2"):
+                          nn.Conv1d(96, 96, 3, padding=1, groups=8),   # 12 per group
+                          nn.Conv1d(96, 192, 3, padding=1, groups=2))  # 96 x 144 per group
+    with pytest.warns(UserWarning, match=r"left float 3 nn.Conv2d/nn.Conv1d .*few products.*1, 2, 3"):
         pyquant.quantize_(model, pyquant.Int8Config())
     assert isinstance(model[0], QuantGroupedConv1d)
     assert type(model[1]) is nn.Conv1d and type(model[2]) is nn.Conv1d
+    assert type(model[3]) is nn.Conv1d  # (96 x 144 = 13824 < 24576 products a group)
+    wide = pyquant.quantize_(nn.Sequential(nn.Conv1d(192, 192, 3, groups=2)), pyquant.Int8Config())
+    assert isinstance(wide[0], QuantGroupedConv1d)  # 96 x 288 = 27648: K < 512 per group is fine
     forced = pyquant.quantize_(nn.Sequential(nn.Conv2d(8, 8, 3, groups=8)), pyquant.Int8Config(),
                                filter_fn=lambda m, fqn: isinstance(m, nn.Conv2d))
     assert isinstance(forced[0], QuantGroupedConv2d) and len(forced[0].convs) == 8

@@ -288,17 +288,21 @@ def test_native_loop_refuses_a_negative_state_under_negative_error(sparse24):
     """SparqConfig(negative="error"): the loop stops at the first negative state, a ValueError
     as the per-step loop's layer call raises."""
     q = QuantRNN(_rnn("lstm"), pyquant.SparqConfig(negative="error", sparse24=sparse24))
-    x = torch.randn(4, 2, 12)
+    x = torch.randn(4, 2, 12).abs()  # (the input projection passes; the state does not)
     with torch.no_grad():
-        with pytest.raises(ValueError, match="negative='error'"):
+        with pytest.raises(ValueError, match="hh: SparqConfig\\(negative='error'\\) got negative"):
             q(x)
+        proj = QuantRNN(_rnn("lstm-proj"), pyquant.SparqConfig(negative="error", sparse24=sparse24))
+        h0, c0 = torch.zeros(1, 2, 6), -torch.ones(1, 2, 16)  # h0 passes, o * tanh(c) does not
+        with pytest.raises(ValueError, match="hr: SparqConfig\\(negative='error'\\) got negative"):
+            proj(x[:1], (h0, c0))
         with pytest.MonkeyPatch.context() as m:
             m.setattr(QuantRNN, "_native_loop", lambda self, *a: None)
             with pytest.raises(ValueError, match="negative='error'"):
                 q(x)
         relu = QuantRNN(nn.RNN(12, 16, nonlinearity="relu").eval(),
                         pyquant.SparqConfig(negative="error", sparse24=sparse24))
-        out, _ = relu(x.abs(), torch.zeros(1, 2, 16))  # (a relu state is never negative)
+        out, _ = relu(x, torch.zeros(1, 2, 16))  # (a relu state is never negative)
         assert out.shape == (4, 2, 16)
 
 

@@ -456,9 +456,9 @@ CArray<float> forward_lowbit_grouped_py(const CArray<float>& x,
   return y;
 }
 
-// ---- recurrent layers (recurrent.h): the whole time loop of one layer and direction.
-// A step weight: one family's fused-forward arguments (as grouped_args gives them), named
-// `name` ("hh" or "hr") in errors.
+// ---- step weights: one layer's fused forward with its arguments checked (as grouped_args gives
+// them; `name` in errors: "hh" / "hr" of a recurrent layer, "weights[i]" of a grouped call), for
+// the recurrent loop (recurrent.h), grouped convs (conv.h) and grouped layers.
 struct StepWeight {
   StepMatmul run;  // (true: the layer refused its input, kRefusedNegative)
   size_t n = 0, k = 0;
@@ -786,15 +786,18 @@ py::tuple recurrent_run_py(const CArray<float>& xp, const CArray<int64_t>& batch
     c.emplace(CArray<float>({s.batch, s.hidden}));
     std::memcpy(c->mutable_data(), c0->data(), s.batch * s.hidden * sizeof(float));
   }
-  bool refused;
+  RecurrentStop stop;
   {
     py::gil_scoped_release release;
-    refused = recurrent_run(xp.data(), batch_sizes.data(), steps, reverse, s, hh.run,
-                            hr ? hr->run : StepMatmul(), h.mutable_data(),
-                            c ? c->mutable_data() : nullptr, y.mutable_data(), threads,
-                            active_isa());
+    stop = recurrent_run(xp.data(), batch_sizes.data(), steps, reverse, s, hh.run,
+                         hr ? hr->run : StepMatmul(), h.mutable_data(),
+                         c ? c->mutable_data() : nullptr, y.mutable_data(), threads, active_isa());
   }
-  require(!refused, "h: SparqConfig(negative='error') got negative inputs (the recurrent state)");
+  require(stop != RecurrentStop::hh_refused,
+          "hh: SparqConfig(negative='error') got negative inputs (the state h)");
+  require(stop != RecurrentStop::hr_refused,
+          "hr: SparqConfig(negative='error') got negative inputs (the projection's input, "
+          "o * tanh(c))");
   return py::make_tuple(y, h, c ? py::object(*c) : py::object(py::none()));
 }
 

@@ -26,9 +26,10 @@ void tanh_rows(const float* x, size_t count, float* y, Isa isa) {
   gate_kernels(isa).tanh(x, count, y);
 }
 
-bool recurrent_run(const float* xp, const int64_t* batch_sizes, size_t steps, bool reverse,
-                   const RecurrentShape& s, const StepMatmul& hh, const StepMatmul& hr,
-                   float* h, float* c, float* y, int threads, Isa isa) {
+RecurrentStop recurrent_run(const float* xp, const int64_t* batch_sizes, size_t steps,
+                            bool reverse, const RecurrentShape& s, const StepMatmul& hh,
+                            const StepMatmul& hr, float* h, float* c, float* y, int threads,
+                            Isa isa) {
   const GateKernels& k = gate_kernels(isa);
   const auto sigmoid_rows = k.sigmoid;
   const auto tanh_rows = k.tanh;
@@ -42,7 +43,7 @@ bool recurrent_run(const float* xp, const int64_t* batch_sizes, size_t steps, bo
     const size_t t = reverse ? steps - 1 - i : i;
     const size_t n = static_cast<size_t>(batch_sizes[t]);
     if (n == 0) continue;
-    if (hh(h, n, g.data(), threads)) return true;  // the state matmul of this step's rows
+    if (hh(h, n, g.data(), threads)) return RecurrentStop::hh_refused;  // this step's state matmul
     const float* x = xp + offset[t] * gates;
     float* yt = y + offset[t] * out;
     for (size_t r = 0; r < n; ++r) {
@@ -75,10 +76,11 @@ bool recurrent_run(const float* xp, const int64_t* batch_sizes, size_t steps, bo
           for (size_t j = 0; j < H; ++j) hr_row[j] = gr[j] < 0.0f ? 0.0f : gr[j];  // (NaN stays)
       }
     }
-    if (hr && hr(cell.data(), n, h, threads)) return true;  // LSTM's projection: W_hr (o tanh c)
+    if (hr && hr(cell.data(), n, h, threads))  // LSTM's projection: W_hr (o tanh c)
+      return RecurrentStop::hr_refused;
     std::memcpy(yt, h, n * out * sizeof(float));
   }
-  return false;
+  return RecurrentStop::ran;
 }
 
 }  // namespace pq

@@ -28,11 +28,13 @@ struct RecurrentShape {
 // rows of h / c (sequences sorted longest first: batch_sizes never grows). reverse: steps from
 // the last to the first. h [B][out] and c [B][H] (LSTM only) hold the initial states on entry
 // and the final ones on return. hh: the state matmul ([gate width x out] weight, its bias is
-// GRU's b_hh); hr: LSTM's projection ([out x H]) or empty. Returns true (and stops, h, c and y
-// partly written) where a matmul refused its input.
-bool recurrent_run(const float* xp, const int64_t* batch_sizes, size_t steps, bool reverse,
-                   const RecurrentShape& s, const StepMatmul& hh, const StepMatmul& hr,
-                   float* h, float* c, float* y, int threads, Isa isa);
+// GRU's b_hh); hr: LSTM's projection ([out x H]) or empty. Stops where a matmul refused its input
+// (h, c and y then partly written) and says which.
+enum class RecurrentStop { ran, hh_refused, hr_refused };
+RecurrentStop recurrent_run(const float* xp, const int64_t* batch_sizes, size_t steps,
+                            bool reverse, const RecurrentShape& s, const StepMatmul& hh,
+                            const StepMatmul& hr, float* h, float* c, float* y, int threads,
+                            Isa isa);
 
 // The gates' nonlinearities as the loop computes them (recurrent_gates.inc), one build per tier:
 // within 2.5e-7 of the exact functions, the same bits on every tier and CPU.

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "quantize/act_quantize.h"
+#include "quantize/lut_histogram_x86.h"
 
 namespace pq {
 
@@ -30,18 +31,6 @@ void lut_row_range_avx512(const float* x, size_t k, float* lo, float* hi) {
   *hi = h;
 }
 
-namespace {
-
-// ++c[j][lane j] for the 4 bins in v
-inline void count4(__m128i v, uint32_t* const* c) {
-  ++c[0][_mm_cvtsi128_si32(v)];
-  ++c[1][_mm_extract_epi32(v, 1)];
-  ++c[2][_mm_extract_epi32(v, 2)];
-  ++c[3][_mm_extract_epi32(v, 3)];
-}
-
-}  // namespace
-
 // The bin index 16 values at a time (the scalar formula's operations), the counts from the
 // lanes one by one (long rows in four sets of counters); the bitmap 16 counts per test.
 void lut_histogram_avx512(const float* x, size_t k, float lo, float inv_bw, uint32_t* count,
@@ -55,24 +44,13 @@ void lut_histogram_avx512(const float* x, size_t k, float lo, float inv_bw, uint
     return _mm512_maskz_cvttps_epi32(_mm512_cmp_ps_mask(t, zero, _CMP_GT_OQ),
                                      _mm512_min_ps(t, top));
   };
-  // lane j to counters c[j % 4] (moved out by extracts: the vector stored and reloaded lane by
-  // lane stalled, ~4.5 ns a value on an Intel Xeon model 207, 2.5x the extracts' time)
   const auto count_bins = [](__m512i b, uint32_t* const* c) {
-    count4(_mm512_castsi512_si128(b), c);
-    count4(_mm512_extracti32x4_epi32(b, 1), c);
-    count4(_mm512_extracti32x4_epi32(b, 2), c);
-    count4(_mm512_extracti32x4_epi32(b, 3), c);
+    lut_count4(_mm512_castsi512_si128(b), c);
+    lut_count4(_mm512_extracti32x4_epi32(b, 1), c);
+    lut_count4(_mm512_extracti32x4_epi32(b, 2), c);
+    lut_count4(_mm512_extracti32x4_epi32(b, 3), c);
   };
-  size_t i = 0;
-  if (k >= kLutSplitCountsFrom) {  // (act_quantize.h; rows kLutBins + 16 apart: sets 4 KiB
-    // apart alias in the low 12 address bits, a load then waits for the other sets' stores)
-    alignas(64) uint32_t part[4][kLutBins + 16] = {};
-    uint32_t* const sets[4] = {part[0], part[1], part[2], part[3]};
-    for (; i + 16 <= k; i += 16) count_bins(bins_at(i), sets);
-    for (int b = 0; b < kLutBins; ++b) count[b] += part[0][b] + part[1][b] + part[2][b] + part[3][b];
-  }
-  uint32_t* const one[4] = {count, count, count, count};
-  for (; i + 16 <= k; i += 16) count_bins(bins_at(i), one);
+  const size_t i = lut_count_steps<16>(k, count, bins_at, count_bins);
   if (i < k) lut_histogram(x + i, k - i, lo, inv_bw, count);
   for (int w = 0; w < kLutBins / 64; ++w) {
     uint64_t bits = 0;

@@ -37,7 +37,7 @@ bool sparq_config_valid(const SparqConfig& cfg);
 // The reference: one value through an nw-bit window with allowed shifts `shifts`.
 uint8_t sparq_trim_value(uint8_t a, int nw, uint32_t shifts, bool round);
 
-// Everything a trimming kernel needs, built once per call from the config.
+// Everything a trimming kernel needs, made from the config (once per process: sparq_plan).
 struct SparqPlan {
   SparqConfig cfg;
   alignas(64) uint8_t lut[2][256];  // [0]: bSPARQ value, [1]: value with a zero partner
