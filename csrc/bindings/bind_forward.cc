@@ -592,7 +592,8 @@ CArray<float> steps_grouped_run(const CArray<float>& x, const std::vector<StepWe
     py::gil_scoped_release release;
     size_t o = 0;
     for (const RowGroup& g : gs) {
-      if (g.rows && n && steps[g.weight].run(x.data() + g.in_row0 * k, g.rows, yp + o * n, threads)) {
+      const StepMatmul& run = steps[g.weight].run;
+      if (g.rows && n && run(x.data() + g.in_row0 * k, g.rows, yp + o * n, threads)) {
         refused = true;
         break;
       }

@@ -19,11 +19,11 @@ inline void lut_count4(__m128i v, uint32_t* const* c) {
   ++c[3][_mm_extract_epi32(v, 3)];
 }
 
-// Adds the bins of x[0, i) to count, W values a step: bins_at(i) gives the vector of bins i..i+W-1,
-// count_bins(bins, sets) adds lane j to sets[j % 4] (lut_count4). Rows from kLutSplitCountsFrom
-// values count into four sets summed at the end (act_quantize.h), 528 words apart: sets 4 KiB
-// apart alias in the low 12 address bits, and a load then waits for the other sets' stores.
-// Returns i, where the whole steps end.
+// Adds the bins of x[0, i) to count, W values a step: bins_at(i) gives the vector of bins
+// i..i+W-1, count_bins(bins, sets) adds lane j to sets[j % 4] (lut_count4). Rows from
+// kLutSplitCountsFrom values count into four sets summed at the end (act_quantize.h), 528 words
+// apart: sets 4 KiB apart alias in the low 12 address bits, and a load then waits for the other
+// sets' stores. Returns i, where the whole steps end.
 template <size_t W, class BinsAt, class CountBins>
 size_t lut_count_steps(size_t k, uint32_t* count, BinsAt&& bins_at, CountBins&& count_bins) {
   size_t i = 0;
@@ -31,7 +31,8 @@ size_t lut_count_steps(size_t k, uint32_t* count, BinsAt&& bins_at, CountBins&& 
     alignas(64) uint32_t part[4][kLutBins + 16] = {};
     uint32_t* const sets[4] = {part[0], part[1], part[2], part[3]};
     for (; i + W <= k; i += W) count_bins(bins_at(i), sets);
-    for (int b = 0; b < kLutBins; ++b) count[b] += part[0][b] + part[1][b] + part[2][b] + part[3][b];
+    for (int b = 0; b < kLutBins; ++b)
+      count[b] += part[0][b] + part[1][b] + part[2][b] + part[3][b];
   }
   uint32_t* const one[4] = {count, count, count, count};
   for (; i + W <= k; i += W) count_bins(bins_at(i), one);
