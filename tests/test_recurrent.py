@@ -234,8 +234,11 @@ def test_quantize_state_dict_gptq_and_errors():
 
 EXPORT_CASES = [(kind, config, op) for kind in ("lstm", "lstm-proj", "gru") for config, op in (
     (pyquant.Int8Config(), "int8_recurrent"), (pyquant.WeightOnlyConfig(4, 32), "lowbit_recurrent"))
-] + [("lstm-proj", pyquant.LUT2Config(), "lut_recurrent"), ("gru", pyquant.SparqConfig(), "sparq_recurrent"),
-     ("lstm", pyquant.SparqConfig(sparse24=True), "sparq_recurrent")]
+] + [("lstm-proj", pyquant.LUT2Config(), "lut_recurrent"),
+     ("gru", pyquant.SparqConfig(), "sparq_recurrent"),
+     ("lstm", pyquant.SparqConfig(sparse24=True), "sparq_recurrent"),
+     ("lstm-proj", pyquant.SparqConfig(), "sparq_recurrent"),
+     ("gru", pyquant.LUT2Config(a_scale="minmax"), "lut_recurrent")]
 
 
 @pytest.mark.parametrize("kind,config,op", EXPORT_CASES,
@@ -285,8 +288,9 @@ def test_native_loop_runs_for_every_config_and_matches_the_step_loop(kind, confi
 
 @pytest.mark.parametrize("sparse24", [False, True], ids=["sparq", "sparq24"])
 def test_native_loop_refuses_a_negative_state_under_negative_error(sparse24):
-    """SparqConfig(negative="error"): the loop stops at the first negative state, a ValueError
-    as the per-step loop's layer call raises."""
+    """SparqConfig(negative="error"): the loop stops at the first negative state with a ValueError
+    naming the matmul (hh, or hr for the projection's input); the per-step loop's layer call
+    raises one too (naming its x)."""
     q = QuantRNN(_rnn("lstm"), pyquant.SparqConfig(negative="error", sparse24=sparse24))
     x = torch.randn(4, 2, 12).abs()  # (the input projection passes; the state does not)
     with torch.no_grad():

@@ -460,7 +460,7 @@ CArray<float> forward_lowbit_grouped_py(const CArray<float>& x,
 // them; `name` in errors: "hh" / "hr" of a recurrent layer, "weights[i]" of a grouped call), for
 // the recurrent loop (recurrent.h), grouped convs (conv.h) and grouped layers.
 struct StepWeight {
-  StepMatmul run;  // (true: the layer refused its input, kRefusedNegative)
+  StepMatmul run;  // (true: the layer refused its input; the caller raises the ValueError)
   size_t n = 0, k = 0;
 };
 

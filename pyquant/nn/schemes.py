@@ -245,7 +245,8 @@ class Scheme:
 
     def recurrent_op(self, xp, batch_sizes, reverse: bool, mode: str, h0, c0, hh, hr):
         """run_recurrent as this family's torch.library op (traced QuantRNN layers; hh / hr the
-        layers themselves, hr None), or None where the family has none."""
+        layers themselves, hr None), or None where the layout has none (WeightOnly with
+        per-group packs: the traced per-step loop runs)."""
         return None
 
     def run_conv_groups(self, x, weights: list, threads: int, conv):
