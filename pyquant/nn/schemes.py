@@ -268,6 +268,12 @@ def _np(t):
     return None if t is None else t.numpy()
 
 
+def _op_weight(layer, *names) -> list:
+    """A recurrent op's weight argument: the layer's buffers ``names`` and its act_range, or []
+    for no layer (no projection)."""
+    return [] if layer is None else [layer._buffers[n] for n in names] + [layer.act_range]
+
+
 # ----------------------------------------------------------------------------- Int8
 @_register(Int8Config)
 class Int8Scheme(Scheme):
@@ -328,9 +334,7 @@ class Int8Scheme(Scheme):
 
     def recurrent_op(self, xp, batch_sizes, reverse, mode, h0, c0, hh, hr):
         def weight(layer):
-            b = None if layer is None else layer._buffers
-            return [] if layer is None else [b["packed"], b["w_scale"], b["w_off"],
-                                             layer.act_range]
+            return _op_weight(layer, "packed", "w_scale", "w_off")
         return torch.ops.pyquant.int8_recurrent(xp, batch_sizes, reverse, mode, h0, c0,
                                                 weight(hh), hh.bias, weight(hr),
                                                 self.config.act_bits)
@@ -530,9 +534,7 @@ class WeightOnlyScheme(Scheme):
             return None
 
         def weight(layer):
-            b = None if layer is None else layer._buffers
-            return [] if layer is None else [b["packed"], b["panel_scales"], b["w_off"],
-                                             layer.act_range]
+            return _op_weight(layer, "packed", "panel_scales", "w_off")
         c = self.config
         return torch.ops.pyquant.lowbit_recurrent(xp, batch_sizes, reverse, mode, h0, c0,
                                                   weight(hh), hh.bias, weight(hr), c.bits,
@@ -769,9 +771,7 @@ class LUT2Scheme(Scheme):
 
     def recurrent_op(self, xp, batch_sizes, reverse, mode, h0, c0, hh, hr):
         def weight(layer):
-            b = None if layer is None else layer._buffers
-            return [] if layer is None else [b["packed"], b["w_scale"], b["w_off"],
-                                             layer.act_range]
+            return _op_weight(layer, "packed", "w_scale", "w_off")
         return torch.ops.pyquant.lut_recurrent(xp, batch_sizes, reverse, mode, h0, c0, weight(hh),
                                                hh.bias, weight(hr), *self._levels())
 
@@ -891,8 +891,7 @@ class SparqScheme(Scheme):
 
     def recurrent_op(self, xp, batch_sizes, reverse, mode, h0, c0, hh, hr):
         def weight(layer):
-            b = None if layer is None else layer._buffers
-            return [] if layer is None else [b["packed"], b["w_scale"], layer.act_range]
+            return _op_weight(layer, "packed", "w_scale")
         return torch.ops.pyquant.sparq_recurrent(xp, batch_sizes, reverse, mode, h0, c0,
                                                  weight(hh), hh.bias, weight(hr), *self._options(),
                                                  self.config.sparse24)
