@@ -262,7 +262,8 @@ def test_jit_trace_records_the_ops_not_a_constant():
 def test_compiled_plain_call_runs_the_conv_op(monkeypatch):
     """A compiled call with grad enabled (BN parameters require grad) takes the conv op, not the
     im2col path; only a backward fails."""
-    model = pyquant.quantize_(_cnn(), pyquant.Int8Config(), filter_fn=pyquant.nn.every_layer_filter)
+    model = pyquant.quantize_(_cnn(), pyquant.Int8Config(), filter_fn=pyquant.nn.every_layer_filter,
+                              fold_batchnorm=False)
     x = torch.randn(2, 3, 6, 6)
     with torch.no_grad():
         ref = model(x)
@@ -326,6 +327,8 @@ def test_cnn_study_models_end_to_end(name):
                                                           pyquant.nn.QuantGroupedConv2d))]
     assert len(quantized) == sum(worth_converting(c) for c in convs) > 0
     assert not worth_converting(convs[0])  # (the stem)
+    bns = [sum(type(m) is nn.BatchNorm2d for m in model.modules()) for model in (fp32, q)]
+    assert bns[1] == bns[0] - len(quantized)  # (each converted conv's BN folded into it)
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         y = q(x)

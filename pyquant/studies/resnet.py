@@ -4,12 +4,14 @@ whole-model speed.
     python -m pyquant.studies.resnet [--model resnet18|mobilenet_v2] [--threads 1] [--batch 1]
                                      [--repeats 5]
 
-Builds the standard model (built here, no torchvision needed; random weights, eval mode: BN
-layers stay float), converts it with ``quantize_`` per config (its default filter: the convs with
-enough products per output pixel, pyquant/nn/conv_gain.py, and the classifier; one more row
-converts every dense conv, as quantize_ did before), and reports the forward time against fp32
-(oneDNN) in NCHW and in channels_last, plus the logits' cosine to fp32 as a sanity check (random
-weights: no accuracy to report). Timings: best of ``--repeats`` rounds in which the models take
+Builds the standard model (built here, no torchvision needed; random weights, eval mode),
+converts it with ``quantize_`` per config (its default filter: the convs with enough products per
+output pixel, pyquant/nn/conv_gain.py, and the classifier; the BatchNorms after converted convs
+folded into them, pyquant/nn/fold_bn.py), and reports the forward time against fp32 (oneDNN) in
+NCHW and in channels_last, plus the logits' cosine to fp32 as a sanity check (random weights: no
+accuracy to report). More rows: fp32 with every BN folded (``torch.fx``'s fuse: what folding alone
+gives), Int8 without folding (as quantize_ did before the 36th session) and Int8 converting every
+dense conv (before the 35th). Timings: best of ``--repeats`` rounds in which the models take
 turns.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ import copy
 import warnings
 
 import torch
+import torch.fx.experimental.optimization as fx_optimization
 from torch import nn
 
 import pyquant
@@ -125,13 +128,16 @@ def main(argv=None):
 
     fp32 = MODELS[args.model]()
     x = torch.randn(args.batch, 3, 224, 224, generator=torch.Generator().manual_seed(1))
-    models = {"fp32": fp32}
+    models = {"fp32": fp32, "fp32, every BN folded": fx_optimization.fuse(copy.deepcopy(fp32))}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # (the convs the default filter leaves float)
         for name, config in CONFIGS.items():
             models[name] = pyquant.quantize_(copy.deepcopy(fp32), config)
+        models["Int8Config(), BN not folded"] = pyquant.quantize_(  # (the 35th session's)
+            copy.deepcopy(fp32), pyquant.Int8Config(), fold_batchnorm=False)
         models["Int8Config(), every dense conv"] = pyquant.quantize_(  # (the 34th session's default)
-            copy.deepcopy(fp32), pyquant.Int8Config(), filter_fn=_every_dense_conv)
+            copy.deepcopy(fp32), pyquant.Int8Config(), filter_fn=_every_dense_conv,
+            fold_batchnorm=False)
     with torch.inference_mode():
         ref = fp32(x)
         cos = {name: torch.nn.functional.cosine_similarity(m(x), ref).mean().item()

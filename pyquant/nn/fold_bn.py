@@ -1,0 +1,118 @@
+"""BatchNorm folding: an eval-mode BatchNorm that takes a converted conv's output, and nothing
+else does, becomes part of that conv (``torch.nn.utils.fusion.fuse_conv_bn_eval``) and the BN
+module an ``nn.Identity``. The quantized conv's epilogue then applies it for free (its per-channel
+scale and bias), where a float BatchNorm is a pass of its own over the activations: 18-28% of a
+ResNet-18 forward under Int8Config (docs/notes/nn.md). With per-output-channel weight scales the
+codes are the same as the unfolded conv's (the scale absorbs the BN's factor), so only float
+rounding changes.
+
+A pair is found in the model's torch.fx graph (the conv's only user is the BN; each module is
+called once); in a model that does not trace whole, in the graphs of its submodules that do, and
+as neighbours in an ``nn.Sequential``.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+_BN_OF = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d}
+
+
+def _foldable_pair(conv: nn.Module, bn: nn.Module) -> bool:
+    """conv's output feeds bn exactly as a float conv + BatchNorm: the BN kind of the conv's
+    dimension, one BN channel per conv output channel."""
+    return (type(conv) in _BN_OF and type(bn) is _BN_OF[type(conv)]
+            and bn.num_features == conv.out_channels)
+
+
+def _graph_pairs(module: nn.Module, graph: torch.fx.Graph) -> list[tuple[str, str]]:
+    """(conv, bn) names in ``module``'s fx graph: the conv's only user is the BN, and each of the
+    two modules has this one call site (a shared module cannot fold)."""
+    modules = dict(module.named_modules())
+    calls: dict[int, int] = {}  # module id -> call sites
+    for node in graph.nodes:
+        if node.op == "call_module":
+            key = id(modules[node.target])
+            calls[key] = calls.get(key, 0) + 1
+    pairs = []
+    for node in graph.nodes:
+        if node.op != "call_module" or len(node.users) != 1:
+            continue
+        user = next(iter(node.users))
+        if (user.op == "call_module" and user.args == (node,) and not user.kwargs
+                and _foldable_pair(modules[node.target], modules[user.target])
+                and calls[id(modules[node.target])] == 1 and calls[id(modules[user.target])] == 1):
+            pairs.append((node.target, user.target))
+    return pairs
+
+
+def _pairs(module: nn.Module, prefix: str = "") -> list[tuple[str, str]]:
+    """(conv, bn) names under ``module``: from its fx graph when it traces, else from its own
+    children if it is a plain nn.Sequential (whose forward feeds each child's output to the next
+    child only) and from each child that holds a BatchNorm, traced the same way (a transformers
+    model does not trace whole, but its conv blocks do)."""
+    try:
+        graph = torch.fx.symbolic_trace(module).graph
+    except Exception:  # data-dependent control flow, untraceable arguments, ...: go down a level
+        graph = None
+    if graph is not None:
+        return [(prefix + c, prefix + b) for c, b in _graph_pairs(module, graph)]
+    pairs = []
+    names = list(module._modules)
+    if type(module) is nn.Sequential:
+        pairs += [(prefix + a, prefix + b) for a, b in zip(names, names[1:])
+                  if _foldable_pair(module._modules[a], module._modules[b])]
+    for name in names:
+        child = module._modules[name]
+        if child is not None and _has_batchnorm(child):
+            pairs += _pairs(child, f"{prefix}{name}.")
+    return pairs
+
+
+def _has_batchnorm(module: nn.Module) -> bool:
+    return any(type(m) in _BN_OF.values() for m in module.modules())
+
+
+def _registered_once(model: nn.Module) -> Callable[[nn.Module], bool]:
+    seen: dict[int, int] = {}
+    for _, m in model.named_modules(remove_duplicate=False):
+        seen[id(m)] = seen.get(id(m), 0) + 1
+    return lambda m: seen.get(id(m)) == 1
+
+
+def _set(model: nn.Module, fqn: str, module: nn.Module) -> None:
+    parent, _, name = fqn.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, name, module)
+
+
+def fold_batchnorm_(model: nn.Module, convert: Callable[[nn.Module, str], bool],
+                    caller: str = "quantize_") -> int:
+    """Folds, in place, every BatchNorm that follows a conv which ``convert(conv, fqn)`` says will
+    be converted; returns how many. A BN in training mode (batch statistics) or without running
+    statistics is left alone, with a warning for the former (call ``model.eval()`` first)."""
+    if not _has_batchnorm(model):
+        return 0  # (no trace for models without BatchNorm: every transformer)
+    pairs = _pairs(model)
+    once = _registered_once(model)
+    folded, training = 0, []
+    for conv_name, bn_name in pairs:
+        conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
+        if not (once(conv) and once(bn) and convert(conv, conv_name)) or bn.running_mean is None:
+            continue
+        if conv.training or bn.training:
+            training.append(bn_name)
+            continue
+        _set(model, conv_name, fuse_conv_bn_eval(conv, bn))
+        _set(model, bn_name, nn.Identity())
+        folded += 1
+    if training:
+        warnings.warn(
+            f"{caller}: left {len(training)} BatchNorm layer(s) after converted convs unfolded "
+            f"({', '.join(training[:4])}{', ...' if len(training) > 4 else ''}): the model is in "
+            "training mode (batch statistics); call model.eval() before quantizing to fold them "
+            "into the convs' epilogues", stacklevel=3)
+    return folded

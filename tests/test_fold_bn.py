@@ -1,0 +1,232 @@
+"""BatchNorm folding in quantize_ / gptq_ (pyquant/nn/fold_bn.py): which pairs fold, which must
+not (the conv's output used elsewhere, a shared module, training mode, a conv left float), and
+that a folded layer computes what the unfolded one does up to float rounding."""
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import pyquant
+from pyquant.nn import QuantConv1d, QuantConv2d, QuantGroupedConv2d
+
+CONFIGS = {
+    "int8": pyquant.Int8Config(),
+    "w4g32": pyquant.WeightOnlyConfig(4, 32),
+    "lut_minmax": pyquant.LUT2Config(a_scale="minmax"),
+    "sparq": pyquant.SparqConfig(),
+}
+EVERY = pyquant.nn.every_layer_filter
+
+
+def _randomized(bn: nn.Module, seed: int) -> nn.Module:
+    """Trained-looking statistics (a fresh BN is the identity up to eps)."""
+    g = torch.Generator().manual_seed(seed)
+    c = bn.num_features
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.rand(c, generator=g) * 2 - 1)
+        bn.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.5)
+        if bn.affine:
+            bn.weight.copy_(torch.rand(c, generator=g) * 3 - 1.5)  # negative factors too
+            bn.bias.copy_(torch.rand(c, generator=g) * 2 - 1)
+    return bn
+
+
+def _quantized(model, config, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pyquant.quantize_(copy.deepcopy(model), config, **kw)
+
+
+class Block(nn.Module):
+    """Attribute style (ResNet): only the fx graph shows which BN takes which conv."""
+    def __init__(self, c: int = 64):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c, c, 3, 1, 1, bias=False), _randomized(nn.BatchNorm2d(c), 1)
+        self.conv2, self.bn2 = nn.Conv2d(c, c, 3, 1, 1), _randomized(nn.BatchNorm2d(c), 2)
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(y)) + x)
+
+
+def _bns(model):
+    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_folded_block_matches_unfolded(name):
+    model = Block().eval()
+    x = torch.randn(2, 64, 9, 10, generator=torch.Generator().manual_seed(3))
+    folded = _quantized(model, CONFIGS[name], filter_fn=EVERY)
+    kept = _quantized(model, CONFIGS[name], filter_fn=EVERY, fold_batchnorm=False)
+    assert _bns(folded) == 0 and _bns(kept) == 2
+    assert isinstance(folded.bn1, nn.Identity) and isinstance(folded.conv1, QuantConv2d)
+    assert folded.conv1.bias is not None  # (the conv had none: the BN's shift)
+    with torch.no_grad():
+        a, b, ref = folded(x), kept(x), model(x)
+    if name == "int8":  # symmetric per-channel scales: the same codes up to float rounding
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-3 * b.abs().max().item())
+    # other grids are not symmetric under a negative BN factor (4-bit: -8..7): as accurate
+    cos = [nn.functional.cosine_similarity(y.flatten(), ref.flatten(), 0) for y in (a, b)]
+    assert cos[0] > 0.98 and cos[0] > cos[1] - 0.005
+
+
+def test_folded_conv_has_the_scaled_weights():
+    """Per-output-channel weight scales absorb the BN's factor: the folded layer's weights are the
+    unfolded layer's times gamma / sqrt(var + eps), negative factors included."""
+    torch.manual_seed(41)  # (a seed with a value at a rounding tie: see below)
+    conv, bn = nn.Conv2d(16, 64, 3, bias=True), _randomized(nn.BatchNorm2d(64), 4)
+    model = nn.Sequential(conv, bn).eval()
+    folded = _quantized(model, pyquant.Int8Config(), filter_fn=EVERY)
+    kept = _quantized(model, pyquant.Int8Config(), filter_fn=EVERY, fold_batchnorm=False)
+    factor = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    with torch.no_grad():
+        got = folded[0].dequantize_weight()
+        expect = kept[0].dequantize_weight() * factor.view(-1, 1, 1, 1)
+        # the same codes, but for a value within float rounding of a tie (w * factor rounds
+        # once more): one step (the row's max / 127) at a handful of the 9216 weights
+        off = ~torch.isclose(got, expect, rtol=1e-5, atol=1e-6)
+        step = got.abs().amax((1, 2, 3), keepdim=True) / 127
+        assert off.sum() <= 3 and ((got - expect).abs() <= step * 1.001).all()
+        x = torch.randn(3, 16, 8, 8)
+        assert torch.allclose(folded(x), kept(x), rtol=1e-4, atol=2e-3)  # (the one step)
+
+
+def test_conv1d_and_grouped_conv_fold():
+    model = nn.Sequential(
+        nn.Conv1d(32, 96, 5, padding=2), _randomized(nn.BatchNorm1d(96), 5), nn.ReLU(),
+        nn.Unflatten(1, (96, 1)), nn.Flatten(1, 2), nn.Unflatten(2, (1, -1)),
+        nn.Conv2d(96, 192, (1, 3), padding=(0, 1), groups=2),
+        _randomized(nn.BatchNorm2d(192), 6)).eval()
+    x = torch.randn(2, 32, 20)
+    folded = _quantized(model, pyquant.Int8Config(), filter_fn=EVERY)
+    kept = _quantized(model, pyquant.Int8Config(), filter_fn=EVERY, fold_batchnorm=False)
+    assert isinstance(folded[0], QuantConv1d) and isinstance(folded[6], QuantGroupedConv2d)
+    assert _bns(folded) == 0
+    with torch.no_grad():
+        a, b = folded(x), kept(x)
+    assert torch.allclose(a, b, rtol=1e-3, atol=1e-3 * b.abs().max().item())
+
+
+class SharedUses(nn.Module):
+    """Pairs that must not fold: conv_a's output also feeds the residual; bn_b runs twice."""
+    def __init__(self):
+        super().__init__()
+        self.conv_a, self.bn_a = nn.Conv2d(64, 64, 3, padding=1), _randomized(nn.BatchNorm2d(64), 7)
+        self.conv_b, self.bn_b = nn.Conv2d(64, 64, 3, padding=1), _randomized(nn.BatchNorm2d(64), 8)
+
+    def forward(self, x):
+        y = self.conv_a(x)
+        y = self.bn_a(y) + y
+        return self.bn_b(self.conv_b(y)) + self.bn_b(y)
+
+
+def test_pairs_that_must_not_fold():
+    model = SharedUses().eval()
+    x = torch.randn(1, 64, 6, 6)
+    q = _quantized(model, pyquant.Int8Config(), filter_fn=EVERY)
+    assert _bns(q) == 2 and isinstance(q.conv_a, QuantConv2d)
+    with torch.no_grad():
+        assert nn.functional.cosine_similarity(q(x).flatten(), model(x).flatten(), 0) > 0.99
+
+
+def test_conv_left_float_keeps_its_batchnorm():
+    """quantize_'s default filter leaves a narrow conv float: its BN stays too (quantize_ changes
+    only the layers it converts)."""
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), _randomized(nn.BatchNorm2d(16), 9), nn.ReLU(),
+                          nn.Conv2d(16, 256, 3), _randomized(nn.BatchNorm2d(256), 10)).eval()
+    q = _quantized(model, pyquant.Int8Config())
+    assert type(q[0]) is nn.Conv2d and type(q[1]) is nn.BatchNorm2d
+    assert isinstance(q[3], QuantConv2d) and isinstance(q[4], nn.Identity)
+
+
+def test_training_mode_leaves_batchnorm_and_warns():
+    model = Block()  # (a fresh model is in training mode)
+    with pytest.warns(UserWarning, match=r"training mode.*model\.eval\(\)"):
+        q = pyquant.quantize_(model, pyquant.Int8Config(), filter_fn=EVERY)
+    assert _bns(q) == 2
+
+
+def test_batchnorm_without_running_stats_is_left():
+    model = nn.Sequential(nn.Conv2d(64, 64, 3), nn.BatchNorm2d(64, track_running_stats=False)).eval()
+    q = _quantized(model, pyquant.Int8Config(), filter_fn=EVERY)
+    assert type(q[1]) is nn.BatchNorm2d
+
+
+class Untraceable(nn.Module):
+    """Data-dependent control flow: torch.fx cannot trace it (as a transformers model), so only
+    the pairs inside its submodules fold (a traceable block, a Sequential of untraceable
+    children), not the pair in its own forward."""
+    def __init__(self):
+        super().__init__()
+        self.block = Block()
+        self.seq = nn.Sequential(nn.Conv2d(64, 64, 1), _randomized(nn.BatchNorm2d(64), 11),
+                                 Untraced())
+        self.conv, self.bn = nn.Conv2d(64, 64, 1), _randomized(nn.BatchNorm2d(64), 12)
+
+    def forward(self, x):
+        y = self.seq(self.block(x))
+        return self.bn(self.conv(y)) if y.sum() > 0 else -self.bn(self.conv(y))
+
+
+class Untraced(nn.Module):
+    def forward(self, x):
+        return x if x.sum() > 0 else -x
+
+
+def test_untraceable_model_folds_the_pairs_of_its_parts():
+    model = Untraceable().eval()
+    q = _quantized(model, pyquant.Int8Config(), filter_fn=EVERY)
+    assert isinstance(q.block.bn1, nn.Identity) and isinstance(q.block.bn2, nn.Identity)
+    assert isinstance(q.seq[1], nn.Identity) and type(q.bn) is nn.BatchNorm2d
+    x = torch.randn(1, 64, 5, 5)
+    with torch.no_grad():
+        assert nn.functional.cosine_similarity(q(x).flatten(), model(x).flatten(), 0) > 0.99
+
+
+def test_zero_gamma_channel_folds_to_zero_rows():
+    """A zero-initialized BN weight (a residual branch's last BN): all-zero weight rows."""
+    bn = _randomized(nn.BatchNorm2d(64), 13)
+    with torch.no_grad():
+        bn.weight[:5] = 0
+    model = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), bn).eval()
+    x = torch.randn(1, 64, 6, 6)
+    for config in CONFIGS.values():
+        q = _quantized(model, config, filter_fn=EVERY)
+        with torch.no_grad():
+            y, ref = q(x), model(x)
+        assert torch.equal(y[:, :5], ref[:, :5].expand_as(y[:, :5]))  # (the BN's shift only)
+        assert torch.isfinite(y).all()
+
+
+def test_state_dict_of_a_folded_model_loads_into_a_fresh_conversion():
+    model = Block().eval()
+    q = _quantized(model, pyquant.Int8Config(), filter_fn=EVERY)
+    fresh = _quantized(Block().eval(), pyquant.Int8Config(), filter_fn=EVERY)
+    fresh.load_state_dict(q.state_dict())
+    x = torch.randn(1, 64, 7, 7)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), q(x))
+    old_layout = _quantized(Block().eval(), pyquant.Int8Config(), filter_fn=EVERY,
+                            fold_batchnorm=False)
+    with pytest.raises(RuntimeError, match="bn1"):
+        old_layout.load_state_dict(q.state_dict())
+
+
+def test_gptq_folds_before_rounding():
+    model = nn.Sequential(nn.Conv2d(32, 64, 3, padding=1), _randomized(nn.BatchNorm2d(64), 14),
+                          nn.ReLU()).eval()
+    batches = [torch.randn(2, 32, 8, 8, generator=torch.Generator().manual_seed(i))
+               for i in range(2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = pyquant.nn.gptq_(copy.deepcopy(model), pyquant.WeightOnlyConfig(4, 32), batches,
+                             filter_fn=EVERY)
+    assert isinstance(q[0], QuantConv2d) and isinstance(q[1], nn.Identity)
+    with torch.no_grad():
+        y, ref = q(batches[0]), model(batches[0])
+    assert nn.functional.cosine_similarity(y.flatten(), ref.flatten(), 0) > 0.98
