@@ -151,6 +151,25 @@ def test_training_mode_leaves_batchnorm_and_warns():
     assert _bns(q) == 2
 
 
+def test_only_the_batchnorm_mode_matters():
+    model = Block().eval()
+    model.conv1.train()  # (a conv computes the same in both modes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        q = pyquant.quantize_(model, pyquant.Int8Config(), filter_fn=EVERY)
+    assert _bns(q) == 0
+
+
+def test_a_filter_that_picks_modules_still_matches_them():
+    """Folding keeps the conv object (new parameters, same module): a filter on identity
+    converts exactly the convs it names."""
+    model = Block().eval()
+    keep = {id(model.conv2)}
+    q = pyquant.quantize_(model, pyquant.Int8Config(), filter_fn=lambda m, fqn: id(m) in keep)
+    assert type(q.conv1) is nn.Conv2d and type(q.bn1) is nn.BatchNorm2d
+    assert isinstance(q.conv2, QuantConv2d) and isinstance(q.bn2, nn.Identity)
+
+
 def test_batchnorm_without_running_stats_is_left():
     model = nn.Sequential(nn.Conv2d(64, 64, 3), nn.BatchNorm2d(64, track_running_stats=False)).eval()
     q = _quantized(model, pyquant.Int8Config(), filter_fn=EVERY)
@@ -164,12 +183,13 @@ class Untraceable(nn.Module):
     def __init__(self):
         super().__init__()
         self.block = Block()
+        self.encoder = EncoderWithFlags()
         self.seq = nn.Sequential(nn.Conv2d(64, 64, 1), _randomized(nn.BatchNorm2d(64), 11),
                                  Untraced())
         self.conv, self.bn = nn.Conv2d(64, 64, 1), _randomized(nn.BatchNorm2d(64), 12)
 
     def forward(self, x):
-        y = self.seq(self.block(x))
+        y = self.seq(self.encoder(self.block(x), output_hidden_states=False))
         return self.bn(self.conv(y)) if y.sum() > 0 else -self.bn(self.conv(y))
 
 
@@ -178,10 +198,24 @@ class Untraced(nn.Module):
         return x if x.sum() > 0 else -x
 
 
+class EncoderWithFlags(nn.Module):
+    """A transformers-style forward: a Python flag with a default; traced with it bound."""
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(64, 64, 3, padding=1), _randomized(nn.BatchNorm2d(64), 15)
+
+    def forward(self, x, output_hidden_states: bool = False, scale=None):
+        hidden = [x] if output_hidden_states else None
+        y = self.bn(self.conv(x))
+        y = y if scale is None else y * scale
+        return (y, hidden) if output_hidden_states else y
+
+
 def test_untraceable_model_folds_the_pairs_of_its_parts():
     model = Untraceable().eval()
     q = _quantized(model, pyquant.Int8Config(), filter_fn=EVERY)
     assert isinstance(q.block.bn1, nn.Identity) and isinstance(q.block.bn2, nn.Identity)
+    assert isinstance(q.encoder.bn, nn.Identity)
     assert isinstance(q.seq[1], nn.Identity) and type(q.bn) is nn.BatchNorm2d
     x = torch.randn(1, 64, 5, 5)
     with torch.no_grad():

@@ -1,23 +1,29 @@
 """BatchNorm folding: an eval-mode BatchNorm that takes a converted conv's output, and nothing
-else does, becomes part of that conv (``torch.nn.utils.fusion.fuse_conv_bn_eval``) and the BN
-module an ``nn.Identity``. The quantized conv's epilogue then applies it for free (its per-channel
-scale and bias), where a float BatchNorm is a pass of its own over the activations: 18-28% of a
-ResNet-18 forward under Int8Config (docs/notes/nn.md). With per-output-channel weight scales the
-codes are the same as the unfolded conv's (the scale absorbs the BN's factor), so only float
-rounding changes.
+else does, becomes part of that conv's weights and bias (``torch.nn.utils.fusion``, in place: the
+conv stays the same module object, so a filter_fn that picks modules still matches it) and the BN
+module an ``nn.Identity``. The quantized conv's epilogue then applies it for free (its
+per-channel scale and bias), where a float BatchNorm is a pass of its own over the activations
+(docs/notes/nn.md has the measured gain). With per-output-channel float scales (Int8, LUT2,
+SPARQ) the codes are the unfolded conv's but for float-rounding ties; WeightOnly's bfloat16 group
+scales round differently once folded (as accurate, not the same codes).
 
 A pair is found in the model's torch.fx graph (the conv's only user is the BN; each module is
-called once); in a model that does not trace whole, in the graphs of its submodules that do, and
-as neighbours in an ``nn.Sequential``.
+called once); in a model that does not trace whole, in the graphs of its submodules that do
+(traced again with their forward's non-tensor defaults bound when plain tracing fails: a
+transformers encoder's ``output_hidden_states=False``), and as neighbours in an
+``nn.Sequential``. Not seen, so not folded: a block whose forward runs Python on shapes
+(transformers' MobileNetV2 with ``tf_padding``). Not seen either, and the one way folding can
+change a result: an untraceable parent that also calls a traceable child's conv on its own.
 """
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Callable
 
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 _BN_OF = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d}
 
@@ -55,10 +61,7 @@ def _pairs(module: nn.Module, prefix: str = "") -> list[tuple[str, str]]:
     children if it is a plain nn.Sequential (whose forward feeds each child's output to the next
     child only) and from each child that holds a BatchNorm, traced the same way (a transformers
     model does not trace whole, but its conv blocks do)."""
-    try:
-        graph = torch.fx.symbolic_trace(module).graph
-    except Exception:  # data-dependent control flow, untraceable arguments, ...: go down a level
-        graph = None
+    graph = _traced(module)
     if graph is not None:
         return [(prefix + c, prefix + b) for c, b in _graph_pairs(module, graph)]
     pairs = []
@@ -71,6 +74,34 @@ def _pairs(module: nn.Module, prefix: str = "") -> list[tuple[str, str]]:
         if child is not None and _has_batchnorm(child):
             pairs += _pairs(child, f"{prefix}{name}.")
     return pairs
+
+
+def _traced(module: nn.Module) -> torch.fx.Graph | None:
+    """module's fx graph, else the graph with its forward's non-tensor defaults bound, else None
+    (data-dependent control flow, Python on shapes, ...)."""
+    try:
+        return torch.fx.symbolic_trace(module).graph
+    except Exception:
+        pass
+    try:
+        params = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    defaults = {p.name: p.default for p in params
+                if p.default is not p.empty and not isinstance(p.default, torch.Tensor)}
+    if not defaults:
+        return None
+    try:
+        return torch.fx.symbolic_trace(module, concrete_args=defaults).graph
+    except Exception:
+        return None
+
+
+def _fold_into(conv: nn.Module, bn: nn.Module) -> None:
+    """conv computes conv then bn (eval mode): new weight and bias parameters, same module."""
+    with torch.no_grad():
+        conv.weight, conv.bias = fuse_conv_bn_weights(
+            conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
 
 
 def _has_batchnorm(module: nn.Module) -> bool:
@@ -93,7 +124,8 @@ def fold_batchnorm_(model: nn.Module, convert: Callable[[nn.Module, str], bool],
                     caller: str = "quantize_") -> int:
     """Folds, in place, every BatchNorm that follows a conv which ``convert(conv, fqn)`` says will
     be converted; returns how many. A BN in training mode (batch statistics) or without running
-    statistics is left alone, with a warning for the former (call ``model.eval()`` first)."""
+    statistics is left alone, with a warning for the former (call ``model.eval()`` first); the
+    conv's own mode does not matter (a conv computes the same in both)."""
     if not _has_batchnorm(model):
         return 0  # (no trace for models without BatchNorm: every transformer)
     pairs = _pairs(model)
@@ -103,10 +135,10 @@ def fold_batchnorm_(model: nn.Module, convert: Callable[[nn.Module, str], bool],
         conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
         if not (once(conv) and once(bn) and convert(conv, conv_name)) or bn.running_mean is None:
             continue
-        if conv.training or bn.training:
+        if bn.training:
             training.append(bn_name)
             continue
-        _set(model, conv_name, fuse_conv_bn_eval(conv, bn))
+        _fold_into(conv, bn)
         _set(model, bn_name, nn.Identity())
         folded += 1
     if training:
