@@ -144,6 +144,24 @@ def test_conv_left_float_keeps_its_batchnorm():
     assert isinstance(q[3], QuantConv2d) and isinstance(q[4], nn.Identity)
 
 
+def test_fold_all_folds_the_float_convs_too():
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), _randomized(nn.BatchNorm2d(16), 9), nn.ReLU(),
+                          nn.Conv2d(16, 16, 3, groups=16), _randomized(nn.BatchNorm2d(16), 16),
+                          nn.Conv2d(16, 256, 3), _randomized(nn.BatchNorm2d(256), 10)).eval()
+    q = _quantized(model, pyquant.Int8Config(), fold_batchnorm="all")
+    assert type(q[0]) is nn.Conv2d and type(q[3]) is nn.Conv2d and isinstance(q[5], QuantConv2d)
+    assert _bns(q) == 0 and q[0].bias is not None
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        y, ref = q(x), model(x)
+        exact = _quantized(model, pyquant.Int8Config())  # (float part not folded)
+        assert torch.allclose(q[:5](x), model[:5](x), rtol=1e-4, atol=1e-5)
+        assert nn.functional.cosine_similarity(y.flatten(), exact(x).flatten(), 0) > 0.9999
+    assert nn.functional.cosine_similarity(y.flatten(), ref.flatten(), 0) > 0.99
+    with pytest.raises(ValueError, match="fold_batchnorm: expected True, False or 'all'"):
+        pyquant.quantize_(model, pyquant.Int8Config(), fold_batchnorm="float")
+
+
 def test_training_mode_leaves_batchnorm_and_warns():
     model = Block()  # (a fresh model is in training mode)
     with pytest.warns(UserWarning, match=r"training mode.*model\.eval\(\)"):

@@ -16,7 +16,7 @@ from .experts import QuantExperts, is_experts
 from .recurrent import MIN_LSTM_HIDDEN, QuantRNN, is_rnn, worth_converting
 from .conv_gain import MIN_CONV_OUT, MIN_CONV_PRODUCTS
 from .conv_gain import worth_converting as conv_worth_converting
-from .fold_bn import fold_batchnorm_
+from .fold_bn import check_fold_option, fold_batchnorm_
 from .grouped_conv import QuantGroupedConv1d, QuantGroupedConv2d
 from .modules import QuantConv1d, QuantConv2d, QuantLinear, _QuantModule
 from .schemes import range_overflows
@@ -168,14 +168,16 @@ def _warn_left_float(model: nn.Module, caller: str = "quantize_", config=None) -
 
 
 def quantize_(model: nn.Module, config, *, filter_fn: Callable | None = None,
-              fold_batchnorm: bool = True) -> nn.Module:
+              fold_batchnorm: bool | str = True) -> nn.Module:
     """Replaces, in place, every submodule for which ``filter_fn(module, fqn)`` is true by its
     quantized version for ``config``; returns ``model``. ``fqn`` is the dotted name from the root
     ("" for the root itself, which cannot be swapped in place and is returned swapped instead).
 
-    ``fold_batchnorm``: an eval-mode BatchNorm right after a converted conv is folded into it
-    (the BN becomes ``nn.Identity``; pyquant/nn/fold_bn.py). False keeps the structure of
-    models quantized before the 36th session (their state dicts load into it).
+    ``fold_batchnorm``: True folds an eval-mode BatchNorm right after a converted conv into it
+    (the BN becomes ``nn.Identity``; pyquant/nn/fold_bn.py); ``"all"`` also the BatchNorms of
+    the plain convs left float (the float model's own inference speed-up: a MobileNetV2's
+    depthwise convs); False keeps the structure of models quantized before the 36th session
+    (their state dicts load into it).
     """
     if isinstance(config, type):
         raise TypeError(f"config: expected a config instance such as {config.__name__}(), got the "
@@ -186,11 +188,11 @@ def quantize_(model: nn.Module, config, *, filter_fn: Callable | None = None,
         raise TypeError(f"config: no handler registered for {type(config).__name__} (expected "
                         f"one of {known}, or a type registered with "
                         "register_quantize_module_handler)")
+    check_fold_option(fold_batchnorm)
     if filter_fn is None:
         _warn_left_float(model, config=config)
         filter_fn = _default_filter_for(config)
-    if fold_batchnorm:
-        fold_batchnorm_(model, filter_fn)
+    fold_batchnorm_(model, filter_fn, fold_batchnorm)
     return _convert(model, config, handler, filter_fn)
 
 

@@ -104,6 +104,10 @@ def _fold_into(conv: nn.Module, bn: nn.Module) -> None:
             conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
 
 
+def _any_conv(conv: nn.Module, fqn: str) -> bool:
+    return True  # (_foldable_pair already took plain nn.Conv1d / nn.Conv2d only)
+
+
 def _has_batchnorm(module: nn.Module) -> bool:
     return any(type(m) in _BN_OF.values() for m in module.modules())
 
@@ -120,13 +124,22 @@ def _set(model: nn.Module, fqn: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, name, module)
 
 
+def check_fold_option(which) -> None:
+    if which not in (True, False, "all"):
+        raise ValueError(f"fold_batchnorm: expected True, False or 'all', got {which!r}")
+
+
 def fold_batchnorm_(model: nn.Module, convert: Callable[[nn.Module, str], bool],
-                    caller: str = "quantize_") -> int:
+                    which: bool | str = True, caller: str = "quantize_") -> int:
     """Folds, in place, every BatchNorm that follows a conv which ``convert(conv, fqn)`` says will
-    be converted; returns how many. A BN in training mode (batch statistics) or without running
-    statistics is left alone, with a warning for the former (call ``model.eval()`` first); the
-    conv's own mode does not matter (a conv computes the same in both)."""
-    if not _has_batchnorm(model):
+    be converted (``which=True``), or any plain conv (``which="all"``; False: none); returns how
+    many. A BN in training mode (batch statistics) or without running statistics is left alone,
+    with a warning for the former (call ``model.eval()`` first); the conv's own mode does not
+    matter (a conv computes the same in both)."""
+    check_fold_option(which)
+    if which == "all":
+        convert = _any_conv
+    if which is False or not _has_batchnorm(model):
         return 0  # (no trace for models without BatchNorm: every transformer)
     pairs = _pairs(model)
     once = _registered_once(model)
@@ -143,7 +156,7 @@ def fold_batchnorm_(model: nn.Module, convert: Callable[[nn.Module, str], bool],
         folded += 1
     if training:
         warnings.warn(
-            f"{caller}: left {len(training)} BatchNorm layer(s) after converted convs unfolded "
+            f"{caller}: left {len(training)} BatchNorm layer(s) after convs unfolded "
             f"({', '.join(training[:4])}{', ...' if len(training) > 4 else ''}): the model is in "
             "training mode (batch statistics); call model.eval() before quantizing to fold them "
             "into the convs' epilogues", stacklevel=3)

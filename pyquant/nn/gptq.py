@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .api import _convert, _default_filter_for, _warn_left_float, is_conv1d, run_batch
-from .fold_bn import fold_batchnorm_
+from .fold_bn import check_fold_option, fold_batchnorm_
 from .configs import SparqConfig, WeightOnlyConfig
 from .attention import QuantMultiheadAttention, is_mha
 from .experts import QuantExperts, is_experts
@@ -135,7 +135,7 @@ def _grouped_hessians_fit(conv: nn.Module) -> bool:
 
 def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Iterable, *,
           filter_fn: Callable | None = None, damp: float = 0.2,
-          fold_batchnorm: bool = True) -> nn.Module:
+          fold_batchnorm: bool | str = True) -> nn.Module:
     """quantize_ for WeightOnlyConfig with GPTQ rounding from calibration `batches` (tensors,
     tuples of positional args or mappings of keyword args), or for SparqConfig(sparse24=True)
     with SparseGPT's 2:4 pruning; layers that saw no input fall back to round-to-nearest /
@@ -152,6 +152,7 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
     if not (isinstance(config, WeightOnlyConfig) or sparse24):
         raise TypeError("config: GPTQ applies to WeightOnlyConfig (and SparseGPT to "
                         f"SparqConfig(sparse24=True)), got {config!r}")
+    check_fold_option(fold_batchnorm)
     if filter_fn is None:
         _warn_left_float(model, "gptq_", config)
         filter_fn = _default_filter_for(config)
@@ -190,8 +191,8 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
         return (isinstance(m, (nn.Linear, nn.Conv2d, nn.Conv1d)) or is_conv1d(m) or is_experts(m)
                 or is_mha(m) or is_rnn(m)) and filter_fn(m, fqn)
 
-    if fold_batchnorm:  # (before the hooks: GPTQ rounds the folded weights)
-        fold_batchnorm_(model, quantizable, "gptq_")
+    # (before the hooks: GPTQ rounds the folded weights)
+    fold_batchnorm_(model, quantizable, fold_batchnorm, "gptq_")
     # MoE experts blocks see no Hessian of their own (each expert sees only its routed tokens):
     # they are converted round-to-nearest / magnitude-pruned, as are recurrent layers (their
     # state inputs are no module's input); so is a MultiheadAttention's

@@ -10,8 +10,8 @@ output pixel, pyquant/nn/conv_gain.py, and the classifier; the BatchNorms after 
 folded into them, pyquant/nn/fold_bn.py), and reports the forward time against fp32 (oneDNN) in
 NCHW and in channels_last, plus the logits' cosine to fp32 as a sanity check (random weights: no
 accuracy to report). More rows: fp32 with every BN folded (``torch.fx``'s fuse: what folding alone
-gives), Int8 without folding (as quantize_ did before the 36th session), Int8 on that fused fp32
-model (the BNs of the convs left float folded too) and Int8 converting every dense conv (before
+gives), Int8 without folding (as quantize_ did before the 36th session), Int8 folding the BNs of
+the convs left float too (``fold_batchnorm="all"``) and Int8 converting every dense conv (before
 the 35th). Timings: best of ``--repeats`` rounds in which the models take
 turns.
 """
@@ -136,8 +136,8 @@ def main(argv=None):
             models[name] = pyquant.quantize_(copy.deepcopy(fp32), config)
         models["Int8Config(), BN not folded"] = pyquant.quantize_(  # (the 35th session's)
             copy.deepcopy(fp32), pyquant.Int8Config(), fold_batchnorm=False)
-        models["Int8Config() on fp32 with every BN folded"] = pyquant.quantize_(
-            fx_optimization.fuse(copy.deepcopy(fp32)), pyquant.Int8Config())
+        models['Int8Config(), fold_batchnorm="all"'] = pyquant.quantize_(
+            copy.deepcopy(fp32), pyquant.Int8Config(), fold_batchnorm="all")
         models["Int8Config(), every dense conv"] = pyquant.quantize_(  # (the 34th session's default)
             copy.deepcopy(fp32), pyquant.Int8Config(), filter_fn=_every_dense_conv,
             fold_batchnorm=False)
