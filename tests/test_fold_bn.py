@@ -125,6 +125,31 @@ class SharedUses(nn.Module):
         return self.bn_b(self.conv_b(y)) + self.bn_b(y)
 
 
+def _probe(conv, x):  # (a function fx keeps as one call: it may call the module it is handed)
+    return conv(x).mean()
+
+
+torch.fx.wrap("_probe")
+
+
+class HandedOver(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(64, 64, 3, padding=1), _randomized(nn.BatchNorm2d(64), 17)
+
+    def forward(self, x):
+        return self.bn(self.conv(x)) + _probe(self.conv, x)
+
+
+def test_a_conv_handed_to_a_function_does_not_fold():
+    model = HandedOver().eval()
+    q = _quantized(model, pyquant.Int8Config(), filter_fn=EVERY)
+    assert type(q.bn) is nn.BatchNorm2d
+    x = torch.randn(1, 64, 6, 6)
+    with torch.no_grad():
+        assert nn.functional.cosine_similarity(q(x).flatten(), model(x).flatten(), 0) > 0.99
+
+
 def test_pairs_that_must_not_fold():
     model = SharedUses().eval()
     x = torch.randn(1, 64, 6, 6)

@@ -1,5 +1,6 @@
-"""BatchNorm folding: an eval-mode BatchNorm that takes a converted conv's output, and nothing
-else does, becomes part of that conv's weights and bias (``torch.nn.utils.fusion``, in place: the
+"""BatchNorm folding: an eval-mode BatchNorm that takes a converted conv's output (with
+``fold_batchnorm="all"``: any plain conv's), and nothing else does, becomes part of that conv's
+weights and bias (``torch.nn.utils.fusion``, in place: the
 conv stays the same module object, so a filter_fn that picks modules still matches it) and the BN
 module an ``nn.Identity``. The quantized conv's epilogue then applies it for free (its
 per-channel scale and bias), where a float BatchNorm is a pass of its own over the activations
@@ -37,11 +38,12 @@ def _foldable_pair(conv: nn.Module, bn: nn.Module) -> bool:
 
 def _graph_pairs(module: nn.Module, graph: torch.fx.Graph) -> list[tuple[str, str]]:
     """(conv, bn) names in ``module``'s fx graph: the conv's only user is the BN, and each of the
-    two modules has this one call site (a shared module cannot fold)."""
+    two modules has this one call site and no other use (a shared module, or one handed to a
+    function, which may call it, cannot fold)."""
     modules = dict(module.named_modules())
-    calls: dict[int, int] = {}  # module id -> call sites
+    calls: dict[int, int] = {}  # module id -> call sites, and other uses (a module passed along)
     for node in graph.nodes:
-        if node.op == "call_module":
+        if node.op in ("call_module", "get_attr") and node.target in modules:
             key = id(modules[node.target])
             calls[key] = calls.get(key, 0) + 1
     pairs = []
@@ -80,7 +82,7 @@ def _traced(module: nn.Module) -> torch.fx.Graph | None:
     """module's fx graph, else the graph with its forward's non-tensor defaults bound, else None
     (data-dependent control flow, Python on shapes, ...)."""
     try:
-        return torch.fx.symbolic_trace(module).graph
+        return torch.fx.Tracer().trace(module)
     except Exception:
         pass
     try:
@@ -92,7 +94,7 @@ def _traced(module: nn.Module) -> torch.fx.Graph | None:
     if not defaults:
         return None
     try:
-        return torch.fx.symbolic_trace(module, concrete_args=defaults).graph
+        return torch.fx.Tracer().trace(module, defaults)
     except Exception:
         return None
 
