@@ -1,29 +1,36 @@
 """BatchNorm folding: an eval-mode BatchNorm that takes a converted conv's output (with
 ``fold_batchnorm="all"``: any plain conv's), and nothing else does, becomes part of that conv's
-weights and bias (``torch.nn.utils.fusion``, in place: the
-conv stays the same module object, so a filter_fn that picks modules still matches it) and the BN
-module an ``nn.Identity``. The quantized conv's epilogue then applies it for free (its
-per-channel scale and bias), where a float BatchNorm is a pass of its own over the activations
-(docs/notes/nn.md has the measured gain). With per-output-channel float scales (Int8, LUT2,
-SPARQ) the codes are the unfolded conv's but for float-rounding ties; WeightOnly's bfloat16 group
-scales round differently once folded (as accurate, not the same codes).
+weights and bias (``torch.nn.utils.fusion``, in place: the conv stays the same module object, so
+a filter_fn that picks modules still matches it) and the BN module an ``nn.Identity``. The
+quantized conv's epilogue then applies it for free (its per-channel scale and bias), where a
+float BatchNorm is a pass of its own over the activations (docs/notes/nn.md has the measured
+gain). With per-output-channel float scales (Int8, LUT2, SPARQ) the codes are the unfolded
+conv's but for float-rounding ties; WeightOnly's bfloat16 group scales round differently once
+folded (the values move by the scale's rounding, a few codes at ties: as accurate against fp32).
 
 A pair is found in the model's torch.fx graph (the conv's only user is the BN; each module is
-called once); in a model that does not trace whole, in the graphs of its submodules that do
-(traced again with their forward's non-tensor defaults bound when plain tracing fails: a
-transformers encoder's ``output_hidden_states=False``), and as neighbours in an
-``nn.Sequential``. Not seen, so not folded: a block whose forward runs Python on shapes
-(transformers' MobileNetV2 with ``tf_padding``). Not seen either, and the one way folding can
-change a result: an untraceable parent that also calls a traceable child's conv on its own.
+called once and not otherwise used); in a model that does not trace whole, in the graphs of its
+submodules that do (a forward with boolean flags, such as a transformers encoder's
+``output_hidden_states=False``, traced with them at their defaults and with each flipped: pairs
+found in every variant), and as neighbours in an ``nn.Sequential``. Modules with hooks or
+parametrizations, and meta or uninitialized tensors, are left alone. Tracing runs the forwards
+with proxies (the modules' attributes are restored after it; global side effects are not). Not
+seen, so not folded: a block whose forward runs Python on shapes (transformers' MobileNetV2 with
+``tf_padding``). Not seen either, so the ways folding can change a result: an untraceable
+parent that also calls a traceable child's conv or BN on its own, a flag combination no variant
+traced, and a Conv1d + BatchNorm1d pair run on an unbatched 2-D input (the BN then normalizes
+over its other axis).
 """
 from __future__ import annotations
 
+import copy
 import inspect
 import warnings
 from typing import Callable
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 _BN_OF = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d}
@@ -38,13 +45,18 @@ def _foldable_pair(conv: nn.Module, bn: nn.Module) -> bool:
 
 def _graph_pairs(module: nn.Module, graph: torch.fx.Graph) -> list[tuple[str, str]]:
     """(conv, bn) names in ``module``'s fx graph: the conv's only user is the BN, and each of the
-    two modules has this one call site and no other use (a shared module, or one handed to a
-    function, which may call it, cannot fold)."""
+    two modules has this one call site and no other use (a shared module, one handed to a
+    function, which may call it, or one whose parameters are read elsewhere cannot fold)."""
     modules = dict(module.named_modules())
-    calls: dict[int, int] = {}  # module id -> call sites, and other uses (a module passed along)
-    for node in graph.nodes:
-        if node.op in ("call_module", "get_attr") and node.target in modules:
-            key = id(modules[node.target])
+    calls: dict[int, int] = {}  # module id -> call sites, and other uses: the module passed
+    for node in graph.nodes:    # along, or a parameter of it read ("bn.weight")
+        if node.op not in ("call_module", "get_attr"):
+            continue
+        name = node.target
+        while name not in modules and "." in name:
+            name = name.rpartition(".")[0]
+        if name in modules:
+            key = id(modules[name])
             calls[key] = calls.get(key, 0) + 1
     pairs = []
     for node in graph.nodes:
@@ -63,9 +75,10 @@ def _pairs(module: nn.Module, prefix: str = "") -> list[tuple[str, str]]:
     children if it is a plain nn.Sequential (whose forward feeds each child's output to the next
     child only) and from each child that holds a BatchNorm, traced the same way (a transformers
     model does not trace whole, but its conv blocks do)."""
-    graph = _traced(module)
-    if graph is not None:
-        return [(prefix + c, prefix + b) for c, b in _graph_pairs(module, graph)]
+    graphs = _traced_with_flags(module)
+    if graphs is not None:  # (with flags: the pairs of every variant)
+        found = [set(_graph_pairs(module, g)) for g in graphs]
+        return [(prefix + c, prefix + b) for c, b in sorted(set.intersection(*found))]
     pairs = []
     names = list(module._modules)
     if type(module) is nn.Sequential:
@@ -78,25 +91,41 @@ def _pairs(module: nn.Module, prefix: str = "") -> list[tuple[str, str]]:
     return pairs
 
 
-def _traced(module: nn.Module) -> torch.fx.Graph | None:
-    """module's fx graph, else the graph with its forward's non-tensor defaults bound, else None
-    (data-dependent control flow, Python on shapes, ...)."""
+def _trace(module: nn.Module, concrete: dict | None = None) -> torch.fx.Graph | None:
+    """One symbolic trace, the modules' attributes restored afterwards (a forward that counts its
+    calls or keeps its last input would otherwise keep the trace's proxies)."""
+    saved = [(m, {k: copy.copy(v) if isinstance(v, (list, dict, set)) else v
+                  for k, v in m.__dict__.items()}) for m in module.modules()]
     try:
-        return torch.fx.Tracer().trace(module)
-    except Exception:
-        pass
+        return torch.fx.Tracer().trace(module, concrete)
+    except Exception:  # data-dependent control flow, Python on shapes, ...
+        return None
+    finally:
+        for m, attrs in saved:
+            m.__dict__.clear()
+            m.__dict__.update(attrs)
+
+
+def _traced_with_flags(module: nn.Module) -> list[torch.fx.Graph] | None:
+    """[graph] of a plain trace, or the graphs with module.forward's boolean flags at their
+    defaults and with each flipped in turn; None if any of them does not trace."""
+    graph = _trace(module)
+    if graph is not None:
+        return [graph]
     try:
         params = inspect.signature(module.forward).parameters.values()
     except (TypeError, ValueError):
         return None
-    defaults = {p.name: p.default for p in params
-                if p.default is not p.empty and not isinstance(p.default, torch.Tensor)}
-    if not defaults:
+    flags = {p.name: p.default for p in params if isinstance(p.default, bool)}
+    if not flags:
         return None
-    try:
-        return torch.fx.Tracer().trace(module, defaults)
-    except Exception:
-        return None
+    graphs = []
+    for flipped in (None, *flags):
+        graph = _trace(module, {k: v != (k == flipped) for k, v in flags.items()})
+        if graph is None:
+            return None
+        graphs.append(graph)
+    return graphs
 
 
 def _fold_into(conv: nn.Module, bn: nn.Module) -> None:
@@ -106,12 +135,19 @@ def _fold_into(conv: nn.Module, bn: nn.Module) -> None:
             conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
 
 
-def _any_conv(conv: nn.Module, fqn: str) -> bool:
-    return True  # (_foldable_pair already took plain nn.Conv1d / nn.Conv2d only)
-
-
 def _has_batchnorm(module: nn.Module) -> bool:
     return any(type(m) in _BN_OF.values() for m in module.modules())
+
+
+def _plain_state(module: nn.Module) -> bool:
+    """Real tensors and nothing that runs around forward: no hooks (a hook on the BN would be
+    lost, one on the conv see the BN's output; old-style weight_norm is a pre-hook), no
+    parametrization, no meta or uninitialized (lazy) tensors (quantize_ refuses those later, and
+    the BN must still be there when the real weights are loaded)."""
+    if module._forward_hooks or module._forward_pre_hooks or parametrize.is_parametrized(module):
+        return False
+    return not any(t.is_meta or isinstance(t, nn.parameter.UninitializedTensorMixin)
+                   for t in (*module.parameters(recurse=False), *module.buffers(recurse=False)))
 
 
 def _registered_once(model: nn.Module) -> Callable[[nn.Module], bool]:
@@ -127,7 +163,7 @@ def _set(model: nn.Module, fqn: str, module: nn.Module) -> None:
 
 
 def check_fold_option(which) -> None:
-    if which not in (True, False, "all"):
+    if not (which is True or which is False or which == "all"):
         raise ValueError(f"fold_batchnorm: expected True, False or 'all', got {which!r}")
 
 
@@ -139,8 +175,8 @@ def fold_batchnorm_(model: nn.Module, convert: Callable[[nn.Module, str], bool],
     with a warning for the former (call ``model.eval()`` first); the conv's own mode does not
     matter (a conv computes the same in both)."""
     check_fold_option(which)
-    if which == "all":
-        convert = _any_conv
+    if which == "all":  # (_foldable_pair takes plain nn.Conv1d / nn.Conv2d only)
+        convert = lambda conv, fqn: True  # noqa: E731
     if which is False or not _has_batchnorm(model):
         return 0  # (no trace for models without BatchNorm: every transformer)
     pairs = _pairs(model)
@@ -148,7 +184,8 @@ def fold_batchnorm_(model: nn.Module, convert: Callable[[nn.Module, str], bool],
     folded, training = 0, []
     for conv_name, bn_name in pairs:
         conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
-        if not (once(conv) and once(bn) and convert(conv, conv_name)) or bn.running_mean is None:
+        if not (once(conv) and once(bn) and _plain_state(conv) and _plain_state(bn)
+                and convert(conv, conv_name)) or bn.running_mean is None:
             continue
         if bn.training:
             training.append(bn_name)
