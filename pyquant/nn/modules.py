@@ -6,7 +6,6 @@ static activation range set by ``pyquant.calibrate`` (NaN = dynamic per-row, the
 """
 from __future__ import annotations
 
-import sys
 from typing import NamedTuple
 
 import torch
