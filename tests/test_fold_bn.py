@@ -209,8 +209,16 @@ def test_uses_beside_the_call_keep_the_pair(fold):
 
 def test_tracing_leaves_no_trace_in_the_model():
     model = Stateful().eval()
+    seen = model.seen
+    hook_calls = []
+    handle = model.register_forward_pre_hook(lambda m, a: hook_calls.append(1))
     q = pyquant.quantize_(model, pyquant.Int8Config(), filter_fn=EVERY)
-    assert isinstance(q.bn, nn.Identity) and q.calls == 0 and q.seen == []
+    assert isinstance(q.bn, nn.Identity)
+    assert q.calls == 0 and q.seen == [] and q.seen is seen  # (the same list, emptied again)
+    handle.remove()  # (the handle still finds the module's own hook dict)
+    with torch.no_grad():
+        q(torch.randn(1, 64, 5, 5))
+    assert hook_calls == [] and q.calls == 1
 
 
 def test_hooks_and_parametrizations_keep_the_pair():

@@ -93,17 +93,25 @@ def _pairs(module: nn.Module, prefix: str = "") -> list[tuple[str, str]]:
 
 def _trace(module: nn.Module, concrete: dict | None = None) -> torch.fx.Graph | None:
     """One symbolic trace, the modules' attributes restored afterwards (a forward that counts its
-    calls or keeps its last input would otherwise keep the trace's proxies)."""
-    saved = [(m, {k: copy.copy(v) if isinstance(v, (list, dict, set)) else v
-                  for k, v in m.__dict__.items()}) for m in module.modules()]
+    calls or keeps its last input would otherwise keep the trace's proxies): the same objects
+    (a hook's RemovableHandle refers to its module's hook dict), lists, dicts and sets with their
+    contents as before."""
+    saved = []
+    for m in module.modules():
+        attrs = dict(m.__dict__)
+        contents = {k: copy.copy(v) for k, v in attrs.items() if isinstance(v, (list, dict, set))}
+        saved.append((m, attrs, contents))
     try:
         return torch.fx.Tracer().trace(module, concrete)
     except Exception:  # data-dependent control flow, Python on shapes, ...
         return None
     finally:
-        for m, attrs in saved:
+        for m, attrs, contents in saved:
             m.__dict__.clear()
             m.__dict__.update(attrs)
+            for k, c in contents.items():
+                attrs[k].clear()
+                attrs[k].extend(c) if isinstance(c, list) else attrs[k].update(c)
 
 
 def _traced_with_flags(module: nn.Module) -> list[torch.fx.Graph] | None:
