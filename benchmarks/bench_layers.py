@@ -1,8 +1,9 @@
 """The layers quantize_ converts beside Linear/Conv2d, whole (float in and out): MultiheadAttention
 (QuantMultiheadAttention: q/k/v in one grouped call), LSTM / GRU (QuantRNN: the time loop in one
 native call), a wav2vec2 feature-encoder Conv1d (QuantConv1d) and its grouped positional conv
-(QuantGroupedConv1d), against the float layer and, for the recurrent ones, PyTorch's dynamic
-int8. Default grid 1 thread, --bench-full adds 2.
+(QuantGroupedConv1d), and a ResNet conv 3x3 + BatchNorm (the BN folded into the QuantConv2d, and
+a row with it left float), against the float layer and, for the recurrent ones, PyTorch's
+dynamic int8. Default grid 1 thread, --bench-full adds 2.
 Ratios side by side: `python -m pyquant bench --filter layer`.
 """
 from pyquant.bench.cases_nn import LAYERS, layer_problem

@@ -169,8 +169,10 @@ def _conv_cases(p: Problem) -> list[Case]:
 # label -> (kind, width, length): MHA self-attention (8 heads) over `length` tokens, 2-layer
 # LSTM / GRU over `length` steps (batch 1), a wav2vec2 feature-encoder Conv1d (512 -> 512, k 3,
 # stride 2) over `length` samples, wav2vec2's positional conv (768 channels, 16 groups, kernel
-# 128, padding 64) over `length` frames. The problem's (M, N, K) is the layer's main GEMM (a
-# grouped conv's: N all output channels, K one group's).
+# 128, padding 64) over `length` frames, a ResNet conv 3x3 + BatchNorm (`width` channels, a
+# `length` x `length` image; quantize_ folds the BN into the conv, the "BN not folded" row keeps
+# it float). The problem's (M, N, K) is the layer's main GEMM (a grouped conv's: N all output
+# channels, K one group's).
 LAYERS = {
     "layer MHA 512 x 128 tokens": ("mha", 512, 128),
     "layer MHA 512 x 1 token": ("mha", 512, 1),
@@ -179,6 +181,7 @@ LAYERS = {
     "layer GRU 256 x 100 steps": ("gru", 256, 100),
     "layer Conv1d 512 k3/2 x 3199": ("conv1d", 512, 3199),
     "layer grouped Conv1d 768 g16 k128 x 49": ("grouped", 768, 49),
+    "layer Conv2d 3x3 + BN 64 x 56x56": ("convbn", 64, 56),
 }
 LAYER_CONFIGS = {"Int8": "Int8Config()", "W4 g32": "WeightOnlyConfig(4, 32)", "LUT2": "LUT2Config()",
                  "SPARQ": "SparqConfig()"}
@@ -189,6 +192,8 @@ def layer_problem(label: str, threads: int = 1) -> Problem:
     kind, width, length = LAYERS[label]
     if kind == "grouped":  # 16 groups of 48 channels, kernel 128 (padding 64: length + 1 out)
         return Problem(length + 1, width, 128 * width // 16, threads, label=label)
+    if kind == "convbn":
+        return Problem(length * length, width, 9 * width, threads, label=label)
     n = {"mha": 3 * width, "lstm": 4 * width, "gru": 3 * width, "conv1d": width}[kind]
     m = (length - 3) // 2 + 1 if kind == "conv1d" else length
     return Problem(m, n, 3 * width if kind == "conv1d" else width, threads, label=label)
@@ -209,6 +214,16 @@ def _float_layer(p: Problem):
                                                                     batch_first=True)
         x = torch.randn(1, length, width, generator=g)
         return layer.eval(), (lambda m: m(x))
+    if kind == "convbn":
+        bn = torch.nn.BatchNorm2d(width)
+        with torch.no_grad():  # (trained-looking statistics: a fresh BN is nearly the identity)
+            bn.running_mean.uniform_(-1, 1, generator=g)
+            bn.running_var.uniform_(0.5, 2, generator=g)
+            bn.weight.uniform_(0.5, 1.5, generator=g)
+            bn.bias.uniform_(-1, 1, generator=g)
+        layer = torch.nn.Sequential(torch.nn.Conv2d(width, width, 3, padding=1, bias=False), bn)
+        x = torch.randn(1, width, length, length, generator=g)
+        return layer.eval(), (lambda m: m(x))
     if kind == "grouped":
         layer = torch.nn.Conv1d(width, width, 128, padding=64, groups=16)
     else:
@@ -217,7 +232,7 @@ def _float_layer(p: Problem):
     return layer.eval(), (lambda m: m(x))
 
 
-def _make_layer(config_name: str | None):
+def _make_layer(config_name: str | None, fold_batchnorm: bool = True):
     def make(p: Problem):
         import torch
 
@@ -229,7 +244,8 @@ def _make_layer(config_name: str | None):
             layer = torch.ao.quantization.quantize_dynamic(layer, {type(layer)}, torch.qint8)
         elif config_name is not None:
             config = eval(LAYER_CONFIGS[config_name], {k: getattr(configs, k) for k in dir(configs)})
-            layer = pyquant.quantize_(torch.nn.Sequential(layer), config)[0]
+            layer = pyquant.quantize_(torch.nn.Sequential(layer), config,
+                                      fold_batchnorm=fold_batchnorm)[0]
 
         def run():
             with torch.inference_mode():
@@ -244,12 +260,16 @@ def _layer_cases(p: Problem) -> list[Case]:
         return []
     kind = LAYERS[p.label][0]
     module = {"mha": "QuantMultiheadAttention", "lstm": "QuantRNN", "gru": "QuantRNN",
-              "conv1d": "QuantConv1d", "grouped": "QuantGroupedConv1d"}[kind]
+              "conv1d": "QuantConv1d", "grouped": "QuantGroupedConv1d",
+              "convbn": "QuantConv2d (BN folded)"}[kind]
     torch_name = {"mha": "nn.MultiheadAttention", "lstm": "nn.LSTM", "gru": "nn.GRU",
-                  "conv1d": "nn.Conv1d", "grouped": "nn.Conv1d"}[kind]
+                  "conv1d": "nn.Conv1d", "grouped": "nn.Conv1d", "convbn": "nn.Conv2d + BN"}[kind]
     mark = {"layer": True}
     out = [Case(p, f"{module}[{name}]", _make_layer(name), note="the whole layer, float in/out",
                 extra=mark) for name in LAYER_CONFIGS]
+    if kind == "convbn":
+        out.append(Case(p, "QuantConv2d + BN[Int8]", _make_layer("Int8", fold_batchnorm=False),
+                        note="BN not folded (fold_batchnorm=False)", extra=mark))
     out.append(Case(p, f"{torch_name} fp32", _make_layer(None), kind="fp32", extra=mark))
     if kind in ("lstm", "gru"):  # (quantize_dynamic converts these; MHA and Conv1d it leaves)
         out.append(Case(p, f"{torch_name} torch dynamic int8", _make_layer("torch dynamic int8"),
