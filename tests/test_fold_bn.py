@@ -233,12 +233,16 @@ def test_hooks_and_parametrizations_keep_the_pair():
     assert type(q[1]) is nn.BatchNorm2d
 
 
-def test_a_meta_model_is_refused_before_any_fold():
+def test_a_meta_model_folds_in_shapes_only():
+    """A model built on the meta device (to load a quantized state dict) folds as the saved model
+    did: the BN becomes an Identity and the conv gains its bias, values from the file later
+    (tests/test_checkpoint.py loads them)."""
     with torch.device("meta"):
-        model = nn.Sequential(nn.Conv2d(64, 64, 3), nn.BatchNorm2d(64)).eval()
-    with pytest.raises(ValueError):
-        pyquant.quantize_(model, pyquant.Int8Config(), filter_fn=EVERY)
-    assert type(model[1]) is nn.BatchNorm2d  # (its real weights can still be loaded)
+        model = nn.Sequential(nn.Conv2d(64, 64, 3, bias=False), nn.BatchNorm2d(64)).eval()
+    q = _quantized(model, pyquant.Int8Config(), filter_fn=EVERY)
+    assert type(q[1]) is nn.Identity and q[0].bias is not None and not q[0].bias.is_meta
+    with pytest.raises(ValueError, match="not loaded yet"):
+        q(torch.randn(1, 64, 6, 6))
 
 
 def test_pairs_that_must_not_fold():

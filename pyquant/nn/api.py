@@ -19,6 +19,7 @@ from .conv_gain import worth_converting as conv_worth_converting
 from .fold_bn import check_fold_option, fold_batchnorm_
 from .grouped_conv import QuantGroupedConv1d, QuantGroupedConv2d
 from .modules import QuantConv1d, QuantConv2d, QuantLinear, _QuantModule
+from .schemes import _empty_state as empty_weight_cache
 from .schemes import range_overflows
 
 _HANDLERS: dict[type, Callable] = {}
@@ -179,6 +180,17 @@ def quantize_(model: nn.Module, config, *, filter_fn: Callable | None = None,
     depthwise convs); False keeps the structure of models quantized before the 36th session
     (their state dicts load into it).
     """
+    handler = check_config(config)
+    check_fold_option(fold_batchnorm)
+    if filter_fn is None:
+        _warn_left_float(model, config=config)
+        filter_fn = _default_filter_for(config)
+    fold_batchnorm_(model, filter_fn, fold_batchnorm)
+    return _convert(model, config, handler, filter_fn)
+
+
+def check_config(config) -> Callable:
+    """The handler that swaps modules for ``config``; TypeError for a class or an unknown type."""
     if isinstance(config, type):
         raise TypeError(f"config: expected a config instance such as {config.__name__}(), got the "
                         f"class {config.__name__} itself")
@@ -188,21 +200,19 @@ def quantize_(model: nn.Module, config, *, filter_fn: Callable | None = None,
         raise TypeError(f"config: no handler registered for {type(config).__name__} (expected "
                         f"one of {known}, or a type registered with "
                         "register_quantize_module_handler)")
-    check_fold_option(fold_batchnorm)
-    if filter_fn is None:
-        _warn_left_float(model, config=config)
-        filter_fn = _default_filter_for(config)
-    fold_batchnorm_(model, filter_fn, fold_batchnorm)
-    return _convert(model, config, handler, filter_fn)
+    return handler
 
 
 def _convert(model: nn.Module, config, handler, filter_fn) -> nn.Module:
     """The swap quantize_ and gptq_ share: ``handler(module, config)`` for every matching module
     (the root itself is returned swapped), then encoder fast paths off where they would read a
     quantized layer's float weight."""
-    if not isinstance(model, _QuantModule) and filter_fn(model, ""):
-        return handler(model, config)
-    _replace(model, config, handler, filter_fn, "")
+    try:
+        if not isinstance(model, _QuantModule) and filter_fn(model, ""):
+            return handler(model, config)
+        _replace(model, config, handler, filter_fn, "")
+    finally:
+        empty_weight_cache.cache_clear()  # (the copies meta layers were made from)
     _no_encoder_fast_path(model)
     return model
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .grouped import _rows, run_groups
-from .modules import QuantLinear, _check_device, _check_not_meta
+from .modules import QuantLinear, _check_device
 
 _PROJECTIONS = ("q_proj", "k_proj", "v_proj")
 
@@ -53,7 +53,6 @@ class QuantMultiheadAttention(nn.Module):
         super().__init__()
         if not isinstance(mha, nn.MultiheadAttention):
             raise TypeError(f"mha: expected an nn.MultiheadAttention, got {type(mha).__name__}")
-        _check_not_meta(mha, "mha")
         kw = proj_kw or {}
         e = mha.embed_dim
         self.embed_dim, self.kdim, self.vdim = e, mha.kdim, mha.vdim

@@ -13,7 +13,9 @@ called once and not otherwise used); in a model that does not trace whole, in th
 submodules that do (a forward with boolean flags, such as a transformers encoder's
 ``output_hidden_states=False``, traced with them at their defaults and with each flipped: pairs
 found in every variant), and as neighbours in an ``nn.Sequential``. Modules with hooks or
-parametrizations, and meta or uninitialized tensors, are left alone. Tracing runs the forwards
+parametrizations, and uninitialized (lazy) tensors, are left alone; on the meta device (a model
+built to load a quantized state dict) the fold is made in shapes only, so the structure matches
+the saved model's (pyquant/nn/checkpoint.py). Tracing runs the forwards
 with proxies (the modules' attributes are restored after it; global side effects are not). Not
 seen, so not folded: a block whose forward runs Python on shapes (transformers' MobileNetV2 with
 ``tf_padding``). Not seen either, so the ways folding can change a result: an untraceable
@@ -139,6 +141,9 @@ def _traced_with_flags(module: nn.Module) -> list[torch.fx.Graph] | None:
 def _fold_into(conv: nn.Module, bn: nn.Module) -> None:
     """conv computes conv then bn (eval mode): new weight and bias parameters, same module."""
     with torch.no_grad():
+        if any(t.is_meta for t in (*conv.parameters(), *bn.parameters(), *bn.buffers())):
+            conv.to("meta")  # (no values on one side: the folded layer has none either)
+            bn = copy.deepcopy(bn).to("meta")
         conv.weight, conv.bias = fuse_conv_bn_weights(
             conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
 
@@ -148,13 +153,12 @@ def _has_batchnorm(module: nn.Module) -> bool:
 
 
 def _plain_state(module: nn.Module) -> bool:
-    """Real tensors and nothing that runs around forward: no hooks (a hook on the BN would be
-    lost, one on the conv see the BN's output; old-style weight_norm is a pre-hook), no
-    parametrization, no meta or uninitialized (lazy) tensors (quantize_ refuses those later, and
-    the BN must still be there when the real weights are loaded)."""
+    """Nothing that runs around forward: no hooks (a hook on the BN would be lost, one on the
+    conv see the BN's output; old-style weight_norm is a pre-hook), no parametrization, no
+    uninitialized (lazy) tensors (quantize_ refuses those later)."""
     if module._forward_hooks or module._forward_pre_hooks or parametrize.is_parametrized(module):
         return False
-    return not any(t.is_meta or isinstance(t, nn.parameter.UninitializedTensorMixin)
+    return not any(isinstance(t, nn.parameter.UninitializedTensorMixin)
                    for t in (*module.parameters(recurse=False), *module.buffers(recurse=False)))
 
 
@@ -176,12 +180,14 @@ def check_fold_option(which) -> None:
 
 
 def fold_batchnorm_(model: nn.Module, convert: Callable[[nn.Module, str], bool],
-                    which: bool | str = True, caller: str = "quantize_") -> int:
+                    which: bool | str = True, caller: str = "quantize_",
+                    bn_filter: Callable[[str], bool] | None = None) -> int:
     """Folds, in place, every BatchNorm that follows a conv which ``convert(conv, fqn)`` says will
     be converted (``which=True``), or any plain conv (``which="all"``; False: none); returns how
     many. A BN in training mode (batch statistics) or without running statistics is left alone,
     with a warning for the former (call ``model.eval()`` first); the conv's own mode does not
-    matter (a conv computes the same in both)."""
+    matter (a conv computes the same in both). ``bn_filter(bn_fqn)``: only the BNs it passes
+    (load_quantized_: those a state dict no longer holds)."""
     check_fold_option(which)
     if which == "all":  # (_foldable_pair takes plain nn.Conv1d / nn.Conv2d only)
         convert = lambda conv, fqn: True  # noqa: E731
@@ -194,6 +200,8 @@ def fold_batchnorm_(model: nn.Module, convert: Callable[[nn.Module, str], bool],
         conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
         if not (once(conv) and once(bn) and _plain_state(conv) and _plain_state(bn)
                 and convert(conv, conv_name)) or bn.running_mean is None:
+            continue
+        if bn_filter is not None and not bn_filter(bn_name):
             continue
         if bn.training:
             training.append(bn_name)

@@ -191,6 +191,12 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
         return (isinstance(m, (nn.Linear, nn.Conv2d, nn.Conv1d)) or is_conv1d(m) or is_experts(m)
                 or is_mha(m) or is_rnn(m)) and filter_fn(m, fqn)
 
+    on_meta = [fqn or "(root)" for fqn, m in model.named_modules()
+               if any(p.is_meta for p in m.parameters(recurse=False))]
+    if on_meta:  # (quantize_ makes layers that await a quantized state dict of such a model)
+        raise ValueError(f"gptq_: {len(on_meta)} module(s) have weights on the meta device "
+                         f"({', '.join(on_meta[:4])}{', ...' if len(on_meta) > 4 else ''}): GPTQ "
+                         "fits the weights to calibration data; load the float weights first")
     # (before the hooks: GPTQ rounds the folded weights)
     fold_batchnorm_(model, quantizable, fold_batchnorm, "gptq_")
     # MoE experts blocks see no Hessian of their own (each expert sees only its routed tokens):

@@ -88,22 +88,11 @@ def _check_device(x: torch.Tensor, name: str = "x") -> None:
 
 
 def _check_weights_ready(layer: nn.Module, name: str) -> None:
-    """A lazy layer before its first forward, or weights on the meta device, hold no values."""
-    w = layer.weight
-    if isinstance(w, nn.parameter.UninitializedParameter):
+    """A lazy layer before its first forward holds no weights yet. (Weights on the meta device
+    make a layer that awaits its quantized state dict: _QuantModule._setup.)"""
+    if isinstance(layer.weight, nn.parameter.UninitializedParameter):
         raise ValueError(f"{name}: {type(layer).__name__} is a lazy layer whose weight is not "
                          "initialized yet; run one forward pass before converting it")
-    if isinstance(w, torch.Tensor) and w.is_meta:
-        raise ValueError(f"{name}: the weight is on the meta device (it has no values); load the "
-                         "real weights first, e.g. load_state_dict(..., assign=True)")
-
-
-def _check_not_meta(module: nn.Module, name: str) -> None:
-    """A module whose parameters are on the meta device holds no values to quantize."""
-    for pname, p in module.named_parameters():
-        if p.is_meta:
-            raise ValueError(f"{name}: {pname} is on the meta device (it has no values); load the "
-                             "real weights first, e.g. load_state_dict(..., assign=True)")
 
 
 class _InferenceOnly(torch.autograd.Function):
@@ -142,6 +131,8 @@ def _weight_view(module) -> QuantizedWeight:
 
 
 class _QuantModule(nn.Module):
+    _awaiting_load = False  # (converted from meta weights, state dict not loaded yet)
+
     def _setup(self, config, w2d: torch.Tensor, bias, **quant_kw):
         self.config = config
         self.scheme = scheme_for(config)
@@ -153,10 +144,21 @@ class _QuantModule(nn.Module):
         self._weight_dtype = w2d.dtype if w2d.is_floating_point() else torch.float32
         # normal (non-inference) tensors even when converted under inference_mode, so that
         # load_state_dict / calibrate can update them later
+        # weights on the meta device: a layer awaiting its quantized state dict (its buffers
+        # made with every shape and header right, the weight searches skipped; forward refused
+        # until load_state_dict fills them: pyquant/nn/checkpoint.py)
+        self._awaiting_load = w2d.is_meta or (bias is not None and bias.is_meta)
         with torch.inference_mode(False), torch.no_grad():
-            if bias is not None:
-                bias = bias.detach().clone()
-            bufs = self.scheme.quantize_weight(w2d.detach().float().cpu(), **quant_kw)
+            if self._awaiting_load:
+                if quant_kw:
+                    raise ValueError(f"{', '.join(quant_kw)}: a layer with weights on the meta "
+                                     "device has no values to fit (load the float weights first)")
+                bufs = self.scheme.empty_weight(*w2d.shape)
+                bias = None if bias is None else torch.zeros(bias.shape)
+            else:
+                if bias is not None:
+                    bias = bias.detach().clone()
+                bufs = self.scheme.quantize_weight(w2d.detach().float().cpu(), **quant_kw)
             self._buf_names = tuple(bufs)
             for name, t in bufs.items():
                 self.register_buffer(name, t.contiguous())
@@ -191,6 +193,9 @@ class _QuantModule(nn.Module):
         products, panel-layout scales; non-persistent, so the state_dict format stays the packed
         weight + scales) and the native call bound to the buffers."""
         self._run, self._bound, self._moved, self._grouped = None, (), False, None
+        if self._awaiting_load:  # (zeros: nothing to derive or bind until the weights load)
+            self._packed_bytes = 0
+            return
         with torch.inference_mode(False), torch.no_grad():
             memo = self.__dict__.setdefault("_memo", {})
             for name, t in self.scheme.recomputed(self._buffers, self.reference, memo).items():
@@ -243,6 +248,25 @@ class _QuantModule(nn.Module):
         _load.check_state_dict(self, state_dict, prefix)
         _load.as_plain_buffers(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self._awaiting_load and not self.unloaded_keys(state_dict, prefix):
+            self._awaiting_load = False  # (the post hook then binds the loaded buffers)
+
+    def unloaded_keys(self, state_dict=None, prefix: str = "") -> list:
+        """The state-dict keys this layer still needs (all of its persistent buffers while it
+        awaits its weights; those missing from ``state_dict`` if one is given)."""
+        if not self._awaiting_load:
+            return []
+        keys = [prefix + n for n, t in self._buffers.items()
+                if t is not None and n not in self._non_persistent_buffers_set]
+        return keys if state_dict is None else [k for k in keys if k not in state_dict]
+
+    def _check_loaded(self) -> None:
+        if self._awaiting_load:
+            raise ValueError(
+                f"{type(self).__name__}: its quantized weights are not loaded yet (it was "
+                "converted from weights on the meta device); load a state dict saved from the "
+                "quantized model, e.g. model.load_state_dict(state_dict, assign=True) or "
+                "pyquant.nn.load_quantized_(model, path, config)")
 
     def _apply(self, fn, recurse=True):
         # module.half() / .to(torch.bfloat16) / .double(): the scales, sums, bias and range keep
@@ -280,6 +304,7 @@ class _QuantModule(nn.Module):
         """float32, in the float layer's weight layout: the exact weight the integer GEMM
         multiplies by (codes x scales), read back from the packed buffer by the kernels. Costs a
         K x K x N integer GEMM: for inspection, not for every call."""
+        self._check_loaded()
         with torch.inference_mode(False), torch.no_grad():
             return self._from_nk(self.scheme.dequantize_weight(self._buffers, self.reference))
 
@@ -308,6 +333,7 @@ class _QuantModule(nn.Module):
             if run is not None:
                 # the whole layer in one native call (activation quantization, GEMM, epilogue, bias)
                 return torch.from_numpy(run(x2d.contiguous().numpy(), self._threads(x2d.shape[0])))
+        self._check_loaded()
         b = self._buffers
         if tracing:
             y = None if self.reference else self.scheme.op(x2d, b, self.act_range, self.bias)
@@ -588,6 +614,7 @@ class QuantConv2d(_QuantModule):
         torch.library op with the geometry. None where it does not apply (calibrating, the
         reference backend, a layout without an op). ``channels_last``: the output is
         channels_last (the caller's input was)."""
+        self._check_loaded()
         if self.reference or self._observer is not None or self.in_features_k == 0:
             return None
         g = self._geometry()

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from .configs import LUT2Config, SparqConfig
-from .modules import QuantLinear, _check_device, _check_not_meta, _tracing
+from .modules import QuantLinear, _check_device, _tracing
 
 # Every config runs a layer's time loop in one native call (csrc/forward/recurrent.h). Two cost
 # more per step than PyTorch's fused fp32 LSTM cell on narrow layers: LUT2's "mse" scale search
@@ -79,7 +79,6 @@ class QuantRNN(nn.Module):
         super().__init__()
         if not isinstance(rnn, nn.RNNBase):
             raise TypeError(f"rnn: expected an nn.LSTM, nn.GRU or nn.RNN, got {type(rnn).__name__}")
-        _check_not_meta(rnn, "rnn")
         self.mode = rnn.mode  # LSTM, GRU, RNN_TANH or RNN_RELU
         for a in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
                   "bidirectional", "proj_size"):

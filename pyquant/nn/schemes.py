@@ -18,6 +18,7 @@ NaN means dynamic per-row ranges (the default).
 """
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import weakref
@@ -162,6 +163,12 @@ def codes_memo(b, memo: dict, key: str, compute):
     return memo[key]
 
 
+@functools.lru_cache(maxsize=4)
+def _empty_state(scheme_type, config, n: int, k: int, reference: bool) -> dict:
+    scheme = scheme_type(config)
+    return scheme.state(*scheme.empty_codes(n, k))
+
+
 class Scheme:
     ops: tuple = ()
     config = None
@@ -185,6 +192,14 @@ class Scheme:
     def derived(self, b) -> dict:
         """Constants of the fused forward, from the persistent buffers (non-persistent buffers)."""
         return {}
+
+    def empty_weight(self, n: int, k: int) -> dict:
+        """The persistent buffers of an [N, K] layer whose weights will be loaded (a model built
+        on the meta device): every shape, dtype and packed header right, codes zero and scales
+        one, made without the weight searches (``quantize_weight`` on a real weight). Copies of
+        one made per shape (a decoder's layers share a few shapes; packing is ~5 ns a weight)."""
+        state = _empty_state(type(self), self.config, n, k, _backend.is_reference())
+        return {name: t.clone() for name, t in state.items()}
 
     def recomputed(self, b, reference: bool, memo: dict) -> dict:
         """State-dict entries that follow from the others, recomputed at every refresh (both
@@ -281,7 +296,12 @@ class Int8Scheme(Scheme):
     reads = ("packed", "w_scale", "w_off")
 
     def quantize_weight(self, w):
-        wq, sw = int8_weight(w)
+        return self.state(*int8_weight(w))
+
+    def empty_codes(self, n, k):
+        return torch.zeros((n, k), dtype=torch.int8), torch.ones(n)
+
+    def state(self, wq, sw):
         wsum = wq.sum(1, dtype=torch.int32).float()
         return {"packed": _backend.prepack("int8_gemm", wq), "w_scale": sw,
                 "w_sum": wsum}
@@ -452,15 +472,24 @@ class WeightOnlyScheme(Scheme):
             from .gptq import gptq_weight
 
             codes, sw = gptq_weight(w, hessian, bits, gs, damp)
+        return self.state(codes, sw)
+
+    def empty_codes(self, n, k):
+        return torch.zeros((n, k), dtype=torch.int8), torch.ones(n, -(-k // self.config.group_size))
+
+    def state(self, codes, sw):
+        """The buffers of group-wise codes [N, K] and their scales [N, G]."""
+        bits, gs = self.config.bits, self.config.group_size
+        k = codes.shape[1]
         sums = torch.stack([codes[:, lo:hi].sum(1, dtype=torch.int32)
-                            for lo, hi in group_bounds(w.shape[1], gs)], 1)
+                            for lo, hi in group_bounds(k, gs)], 1)
         state = {"w_scale": sw.to(torch.bfloat16), "w_off": zero_point_term(sw, sums)}
         if _backend.is_reference() or _backend.available("lowbit_gemm_grouped"):
             # one pack for all of K; the grouped kernels apply the group scales in their epilogue
             return {"packed": _backend.prepack("lowbit_gemm", codes, bits=bits), **state}
         # fallback layout: one pack per K group, concatenated (lowbit_gemm per group)
         packs = [_backend.prepack("lowbit_gemm", codes[:, lo:hi], bits=bits)
-                 for lo, hi in group_bounds(w.shape[1], gs)]
+                 for lo, hi in group_bounds(k, gs)]
         offsets = torch.tensor([0] + [p.numel() for p in packs], dtype=torch.int64).cumsum(0)
         return {"packed": torch.cat(packs), "packed_offsets": offsets, **state}
 
@@ -725,8 +754,13 @@ class LUT2Scheme(Scheme):
         return max(abs(v) for v in self.config.w_levels) or 1
 
     def quantize_weight(self, w):
+        return self.state(*lut_weight(w, self.config.w_levels))
+
+    def empty_codes(self, n, k):
+        return torch.zeros((n, k), dtype=torch.uint8), torch.ones(n)
+
+    def state(self, codes, sw):
         wl = self.config.w_levels
-        codes, sw = lut_weight(w, wl)
         lsum = torch.tensor(wl, dtype=torch.float32)[codes.long()].sum(1)
         return {"packed": _backend.prepack("lut_gemm", codes, w_levels=wl), "w_scale": sw, "w_sum": lsum}
 
@@ -837,7 +871,12 @@ class SparqScheme(Scheme):
         return int8_weight(w)
 
     def quantize_weight(self, w, hessian=None, damp=0.2):
-        wq, sw = self._weight(w, hessian, damp)
+        return self.state(*self._weight(w, hessian, damp))
+
+    def empty_codes(self, n, k):
+        return torch.zeros((n, k), dtype=torch.int8), torch.ones(n)
+
+    def state(self, wq, sw):
         return {"packed": _backend.prepack(self.packed_op, wq, **self.config.op_kwargs()), "w_scale": sw}
 
     def probe_kwargs(self) -> dict:

@@ -1,0 +1,303 @@
+"""Loading a quantized model from its state dict alone (pyquant/nn/checkpoint.py): quantize_ on
+weights on the meta device makes layers that await their state dict, and load_quantized_ loads a
+file into a model built without its weights. Every case: the loaded model gives the same bits as
+the model that was saved."""
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import pyquant
+from pyquant.nn import load_quantized_
+
+EVERY = pyquant.nn.every_layer_filter
+CONFIGS = {
+    "int8": pyquant.Int8Config(act_bits=8),
+    "int8-a7": pyquant.Int8Config(act_bits=7),
+    "w4g32": pyquant.WeightOnlyConfig(4, 32),
+    "w2g64": pyquant.WeightOnlyConfig(2, 64),
+    "lut2": pyquant.LUT2Config(),
+    "sparq": pyquant.SparqConfig(),
+    "sparq24": pyquant.SparqConfig(sparse24=True),
+}
+
+
+class Mixed(nn.Module):
+    """One of each layer quantize_ converts: a conv + BN (folded), a grouped conv, a Conv1d,
+    attention, a bidirectional LSTM with projections, linears."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 64, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(64)
+        self.grouped = nn.Conv2d(64, 96, 3, groups=2)
+        self.conv1d = nn.Conv1d(96, 64, 3)
+        self.attn = nn.MultiheadAttention(64, 4, batch_first=True)
+        self.lstm = nn.LSTM(64, 48, num_layers=2, bidirectional=True, proj_size=32, batch_first=True)
+        self.head = nn.Sequential(nn.Linear(64, 80), nn.ReLU(), nn.Linear(80, 10))
+
+    def forward(self, x):
+        y = self.grouped(torch.relu(self.bn(self.conv(x))))  # [B, 96, 6, 6]
+        y = self.conv1d(y.flatten(2)).transpose(1, 2)         # [B, 34, 64]
+        y = y + self.attn(y, y, y, need_weights=False)[0]
+        z, _ = self.lstm(y)                                   # [B, 34, 2 x 32]
+        return self.head(y[:, -1] + z[:, -1])
+
+
+def _mixed(seed: int = 0) -> Mixed:
+    torch.manual_seed(seed)
+    model = Mixed()
+    with torch.no_grad():
+        model.bn.weight.uniform_(0.5, 1.5)
+        model.bn.bias.uniform_(-0.2, 0.2)
+        model.bn.running_mean.uniform_(-0.1, 0.1)
+        model.bn.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def _quantize(model, config, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pyquant.quantize_(model, config, **kw)
+
+
+def _saved(model) -> dict:
+    """The state dict as it comes back from a file (torch.save / torch.load)."""
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+def _on_meta(build):
+    with torch.device("meta"):
+        return build().eval()
+
+
+X = torch.randn(2, 8, 8, 8)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_load_quantized_gives_the_saved_models_bits(name):
+    config = CONFIGS[name]
+    saved = _quantize(_mixed(), config, filter_fn=EVERY)
+    with torch.no_grad():
+        want = saved(X)
+    sd = _saved(saved)
+    loaded = load_quantized_(_on_meta(Mixed), sd, config)
+    assert isinstance(loaded.bn, nn.Identity) and isinstance(loaded.attn,
+                                                            pyquant.nn.QuantMultiheadAttention)
+    with torch.no_grad():
+        assert torch.equal(loaded(X), want)
+    got = loaded.state_dict()
+    assert got.keys() == sd.keys()
+    for k in sd:  # (a dynamic act_range is NaN)
+        torch.testing.assert_close(got[k], sd[k], rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("name", ["int8", "w4g32", "sparq24"])
+def test_quantize_on_meta_then_load_state_dict(name):
+    """torchao's flow: quantize_ the meta model, then load_state_dict (assign=True, or copied into
+    the layers' own buffers); before the load every quantized layer refuses to run."""
+    config = CONFIGS[name]
+    saved = _quantize(_mixed(), config, filter_fn=EVERY)
+    with torch.no_grad():
+        want = saved(X)
+    sd = _saved(saved)
+    for assign in (True, False):
+        if assign:
+            model = _on_meta(Mixed)
+        else:  # copied into the layers' own buffers: the float layers' values must be real
+            model = _mixed(seed=1)
+            for m in (model.conv, model.grouped, model.conv1d, model.attn, model.lstm, model.head):
+                m.to("meta")
+        model = _quantize(model, config, filter_fn=EVERY)
+        with pytest.raises(ValueError, match="not loaded yet"):
+            model(X)
+        for layer in (model.conv, model.head[0]):
+            with pytest.raises(ValueError, match="not loaded yet"):
+                layer.dequantize_weight()
+        model.load_state_dict(sd, assign=assign)
+        with torch.no_grad():
+            assert torch.equal(model(X), want)
+
+
+def test_every_layer_refuses_before_its_weights_load():
+    model = _quantize(_on_meta(Mixed), CONFIGS["int8"], filter_fn=EVERY)
+    y = torch.randn(2, 5, 64)
+    calls = [lambda: model.conv(X), lambda: model.grouped(torch.randn(1, 64, 6, 6)),
+             lambda: model.conv1d(torch.randn(1, 96, 9)), lambda: model.attn(y, y, y),
+             lambda: model.lstm(y), lambda: model.head(torch.randn(3, 64))]
+    for call in calls:
+        with pytest.raises(ValueError, match="not loaded yet"):
+            call()
+    with pytest.raises(ValueError, match="not loaded yet"):
+        torch.compile(model.head, backend="eager", fullgraph=False)(torch.randn(3, 64))
+
+
+def test_files_of_both_formats(tmp_path):
+    st = pytest.importorskip("safetensors.torch")
+    config = CONFIGS["w4g32"]
+    saved = _quantize(_mixed(), config, filter_fn=EVERY)
+    with torch.no_grad():
+        want = saved(X)
+    torch.save(saved.state_dict(), tmp_path / "m.pt")
+    st.save_file(saved.state_dict(), tmp_path / "m.safetensors")
+    for path in (tmp_path / "m.pt", str(tmp_path / "m.safetensors")):
+        loaded = load_quantized_(_on_meta(Mixed), path, config)
+        with torch.no_grad():
+            assert torch.equal(loaded(X), want)
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(TypeError, match="expected a state dict"):
+        load_quantized_(_on_meta(Mixed), tmp_path / "list.pt", config)
+    with pytest.raises(TypeError, match="state_dict: expected a mapping"):
+        load_quantized_(_on_meta(Mixed), 3, config)
+
+
+def test_the_file_says_which_layers_are_quantized():
+    """Whatever filter quantized the model (here: the head only, BN not folded; or every conv
+    with its BN folded and the float ones too), the loaded model converts the same layers."""
+    config = CONFIGS["int8"]
+    cases = [dict(filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and fqn.startswith("head"),
+                  fold_batchnorm=False),
+             dict(filter_fn=lambda m, fqn: fqn in ("grouped", "lstm")),  # conv float, BN folded
+             dict(filter_fn=EVERY, fold_batchnorm=False)]
+    for kw in cases:
+        saved = _quantize(_mixed(), config, **kw)
+        with torch.no_grad():
+            want = saved(X)
+        loaded = load_quantized_(_on_meta(Mixed), _saved(saved), config)
+        assert ([type(m).__name__ for m in loaded.children()]
+                == [type(m).__name__ for m in saved.children()])
+        with torch.no_grad():
+            assert torch.equal(loaded(X), want)
+
+
+def test_a_model_with_real_weights_loads_without_quantizing_them():
+    """The layers the file replaces are not quantized first (their weights go to the meta device
+    and are never read); a model in training mode folds the BNs the file no longer holds."""
+    config = CONFIGS["lut2"]
+    saved = _quantize(_mixed(), config, filter_fn=EVERY)
+    with torch.no_grad():
+        want = saved(X)
+    model = _mixed(seed=1).train()
+    model.head[0].weight.data.fill_(float("nan"))  # (a weight search would see NaN)
+    loaded = load_quantized_(model, _saved(saved), config).eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(X), want)
+
+
+def test_wrong_or_incomplete_files_are_clear_errors():
+    config = CONFIGS["w4g32"]
+    saved = _quantize(_mixed(), config, filter_fn=EVERY)
+    sd = _saved(saved)
+    with pytest.raises(ValueError, match="packed for 'lowbit_gemm'"):
+        load_quantized_(_on_meta(Mixed), sd, CONFIGS["int8"])
+    with pytest.raises(ValueError, match="bits"):
+        load_quantized_(_on_meta(Mixed), sd, pyquant.WeightOnlyConfig(2, 32))
+    with pytest.raises(TypeError, match="config instance"):
+        load_quantized_(_on_meta(Mixed), sd, pyquant.Int8Config)
+    partial = {k: v for k, v in sd.items() if not k.startswith("head.2.w_")}
+    with pytest.raises(RuntimeError, match="Missing key"):
+        load_quantized_(_on_meta(Mixed), partial, config)
+    model = load_quantized_(_on_meta(Mixed), partial, config, strict=False)
+    with pytest.raises(ValueError, match="not loaded yet"):
+        model.head(torch.randn(1, 64))
+    tampered = dict(sd)
+    packed = sd["head.0.packed"].clone()
+    packed[8:12] = torch.tensor([1, 0, 0, 0], dtype=torch.uint8)  # header field n
+    tampered["head.0.packed"] = packed
+    with pytest.raises(ValueError, match="head.0.packed"):
+        load_quantized_(_on_meta(Mixed), tampered, config)
+
+
+class WithBuffer(nn.Module):
+    """A non-persistent buffer (as transformers' rotary inv_freq): not in any state dict."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(64, 64)
+        self.register_buffer("scale", torch.full((64,), 2.0), persistent=False)
+
+    def forward(self, x):
+        return self.linear(x) * self.scale
+
+
+def test_tensors_left_on_meta_are_named():
+    config = CONFIGS["int8"]
+    torch.manual_seed(0)
+    saved = _quantize(WithBuffer(), config, filter_fn=EVERY)
+    sd = _saved(saved)
+    with pytest.raises(ValueError, match="scale.*non-persistent"):
+        load_quantized_(_on_meta(WithBuffer), sd, config)
+    with torch.device("meta"):  # parameters only on meta: accelerate.init_empty_weights' way
+        model = WithBuffer()
+    model.scale = torch.full((64,), 2.0)
+    x = torch.randn(3, 64)
+    with torch.no_grad():
+        assert torch.equal(load_quantized_(model, sd, config)(x), saved(x))
+
+
+def test_gptq_on_meta_weights_is_a_clear_error():
+    with pytest.raises(ValueError, match="meta device.*load the float weights"):
+        pyquant.nn.gptq_(_on_meta(Mixed), pyquant.WeightOnlyConfig(4, 32), [X], filter_fn=EVERY)
+
+
+# ----------------------------------------------------------------------------- transformers
+T = pytest.importorskip("transformers")
+SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+             vocab_size=256)
+
+
+def _llama():
+    return T.LlamaForCausalLM(T.LlamaConfig(**SMALL, num_key_value_heads=2, tie_word_embeddings=True))
+
+
+def _gpt2():
+    return T.GPT2LMHeadModel(T.GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=256,
+                                          bos_token_id=0, eos_token_id=0))
+
+
+def _olmoe():  # MoE experts blocks (3-D expert weights: QuantExperts)
+    return T.OlmoeForCausalLM(T.OlmoeConfig(**SMALL, num_key_value_heads=4, num_experts=4,
+                                            num_experts_per_tok=2))
+
+
+def _wav2vec2():  # Conv1d feature encoder, a weight-norm parametrized grouped positional conv
+    return T.Wav2Vec2Model(T.Wav2Vec2Config(
+        hidden_size=96, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+        conv_dim=(96, 96, 96), conv_stride=(5, 2, 2), conv_kernel=(10, 3, 3),
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2))
+
+
+@pytest.mark.parametrize("build", [_llama, _gpt2, _olmoe, _wav2vec2],
+                         ids=["llama", "gpt2", "olmoe", "wav2vec2"])
+def test_transformers_models_load_without_their_weights(build):
+    accelerate = pytest.importorskip("accelerate")
+    config = CONFIGS["w4g32"]
+    torch.manual_seed(0)
+    saved = _quantize(build().eval(), config, filter_fn=EVERY)
+    sd = _saved(saved)
+    with accelerate.init_empty_weights():  # parameters on meta, buffers (RoPE) real
+        model = build().eval()
+    loaded = load_quantized_(model, sd, config)
+    assert ([type(m).__name__ for m in loaded.modules()]
+            == [type(m).__name__ for m in saved.modules()])
+    if build is _wav2vec2:
+        x = torch.randn(1, 1600)
+        with torch.no_grad():
+            assert torch.equal(loaded(x).last_hidden_state, saved(x).last_hidden_state)
+        return
+    ids = torch.tensor([[1, 5, 9, 200, 17]])
+    kw = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
+    assert torch.equal(loaded.generate(ids, **kw), saved.generate(ids, **kw))
+    with torch.device("meta"):  # buffers on meta too: RoPE's inv_freq has no values
+        bare = build().eval()
+    if any(b.is_meta for b in bare.buffers()):
+        with pytest.raises(ValueError, match="inv_freq|non-persistent"):
+            load_quantized_(bare, sd, config)
