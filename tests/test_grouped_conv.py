@@ -302,3 +302,45 @@ def test_grad_inputs_empty_batches_and_autocast():
         out.sum().backward()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert q(x).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("hooked", ["weight_norm", "prune"])
+def test_weights_computed_by_forward_hooks_are_quantized_fresh(hooked):
+    """Old-style weight_norm (fairseq's and torchaudio's wav2vec2 positional conv) and prune masks
+    recompute ``weight`` in a forward pre-hook: after load_state_dict the attribute is stale until
+    a forward, so the conversion runs the hook itself (dense and grouped convs, linears)."""
+    def build():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv1d(96, 96, 16, padding=8, groups=2), nn.Conv1d(96, 64, 3),
+                              nn.Linear(39, 64))  # (on the 39 output positions)
+        for layer in model:
+            if hooked == "weight_norm":
+                torch.nn.utils.weight_norm(layer, dim=0)
+            else:
+                torch.nn.utils.prune.l1_unstructured(layer, "weight", amount=0.3)
+        return model.eval()
+    trained = build()
+    with torch.no_grad():
+        for layer in trained:
+            (layer.weight_g if hooked == "weight_norm" else layer.weight_orig).mul_(3.0)
+    def loaded():
+        model = build()
+        model.load_state_dict(trained.state_dict())  # (weight itself: stale until a forward)
+        return model
+    model, x = loaded(), torch.randn(1, 96, 40)  # (a weight_norm module cannot be deep-copied)
+    q = pyquant.quantize_(loaded(), pyquant.Int8Config(), filter_fn=pyquant.nn.every_layer_filter)
+    assert isinstance(q[0], QuantGroupedConv1d) and isinstance(q[1], QuantConv1d)
+    with torch.no_grad():
+        want, got = model(x), q(x)
+    assert torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), 0) > 0.99
+    assert 0.95 < (got.norm() / want.norm()).item() < 1.05
+
+
+def test_grouped_gptq_default_damp_and_small_input_message():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(64, 64, 3, groups=2)
+    hessians = [torch.eye(32 * 9, dtype=torch.float64)] * 2
+    q = QuantGroupedConv2d.from_conv(conv, pyquant.WeightOnlyConfig(4, 32), hessians=hessians)
+    assert len(q.convs) == 2
+    with pytest.raises(ValueError, match=r"input of shape \(2, 64, 1, 1\) is smaller"):
+        q(torch.randn(2, 64, 1, 1))

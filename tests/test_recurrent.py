@@ -468,3 +468,46 @@ def test_relu_rnn_keeps_nan_like_torch():
             m.setattr(QuantRNN, "_native_loop", lambda self, *a: None)
             loop = q(x)[0]
     assert torch.isnan(native[1]).all() and torch.isnan(loop[1]).all()
+
+
+def test_quantized_layers_keep_the_float_layers_mode():
+    """A new module starts in training mode: quantize_ gives the quantized layer the float one's,
+    so an eval model's QuantRNN and QuantMultiheadAttention apply no dropout (repeatable, close
+    to float), and a model in training mode keeps its dropout."""
+    torch.manual_seed(0)
+    model = nn.ModuleDict({"rnn": nn.LSTM(64, 256, num_layers=2, dropout=0.5),
+                           "mha": nn.MultiheadAttention(64, 4, dropout=0.3)}).eval()
+    q = pyquant.quantize_(copy.deepcopy(model), pyquant.Int8Config(),
+                          filter_fn=pyquant.nn.every_layer_filter)
+    assert not q.training and not q["rnn"].training and not q["mha"].training
+    x = torch.randn(6, 2, 64)
+    with torch.no_grad():
+        assert torch.equal(q["rnn"](x)[0], q["rnn"](x)[0])
+        assert _cos(q["rnn"](x)[0], model["rnn"](x)[0]) > 0.995
+        assert torch.equal(q["mha"](x, x, x)[0], q["mha"](x, x, x)[0])
+    trained = pyquant.quantize_(copy.deepcopy(model).train(), pyquant.Int8Config(),
+                                filter_fn=pyquant.nn.every_layer_filter)
+    assert trained["rnn"].training and trained["mha"].training
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+def test_an_empty_batch_gives_empty_outputs(kind, config):
+    rnn = _rnn(kind, num_layers=2, bidirectional=True)
+    q = pyquant.quantize_(copy.deepcopy(rnn), config, filter_fn=pyquant.nn.every_layer_filter)
+    x = torch.randn(5, 0, 12)
+    with torch.no_grad():
+        want, got = rnn(x), q(x)
+        compiled = torch.compile(q, backend="eager", fullgraph=False)(x)
+    assert got[0].shape == want[0].shape == compiled[0].shape == (5, 0, 32)
+    assert (got[1][0] if kind == "lstm" else got[1]).shape == (4, 0, 16)
+
+
+def test_calibrating_with_packed_sequences():
+    """A PackedSequence batch is one argument (a named tuple), not four."""
+    rnn = _rnn("gru")
+    q = pyquant.quantize_(copy.deepcopy(rnn), pyquant.Int8Config(), filter_fn=pyquant.nn.every_layer_filter)
+    x = torch.randn(7, 3, 12)
+    packed = pack_padded_sequence(x, torch.tensor([7, 5, 2]))
+    pyquant.calibrate(q, [packed])
+    assert not torch.isnan(q.ih_l0.act_range).any()

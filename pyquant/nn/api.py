@@ -209,7 +209,7 @@ def _convert(model: nn.Module, config, handler, filter_fn) -> nn.Module:
     quantized layer's float weight."""
     try:
         if not isinstance(model, _QuantModule) and filter_fn(model, ""):
-            return handler(model, config)
+            return _swapped(model, config, handler)
         _replace(model, config, handler, filter_fn, "")
     finally:
         empty_weight_cache.cache_clear()  # (the copies meta layers were made from)
@@ -219,10 +219,12 @@ def _convert(model: nn.Module, config, handler, filter_fn) -> nn.Module:
 
 def run_batch(model: nn.Module, batch):
     """One calibration batch: a tensor, a tuple/list of positional arguments, or a mapping of
-    keyword arguments (a tokenizer's output)."""
+    keyword arguments (a tokenizer's output). A named tuple is one argument (a PackedSequence)."""
     if isinstance(batch, Mapping):
         return model(**batch)
-    return model(*batch) if isinstance(batch, (tuple, list)) else model(batch)
+    if isinstance(batch, (tuple, list)) and not hasattr(batch, "_fields"):
+        return model(*batch)
+    return model(batch)
 
 
 def _no_encoder_fast_path(model: nn.Module) -> None:
@@ -239,11 +241,18 @@ def _no_encoder_fast_path(model: nn.Module) -> None:
                 m.use_nested_tensor = False
 
 
+def _swapped(module: nn.Module, config, handler) -> nn.Module:
+    """handler's module in ``module``'s mode: a new module starts in training mode, and a
+    QuantRNN or QuantMultiheadAttention applies its dropout there, as the float layer would."""
+    new = handler(module, config)
+    return new.train(module.training) if isinstance(new, nn.Module) else new
+
+
 def _replace(module: nn.Module, config, handler, filter_fn, prefix: str) -> None:
     for name, child in list(module.named_children()):
         fqn = f"{prefix}.{name}" if prefix else name
         if not isinstance(child, _QuantModule) and filter_fn(child, fqn):
-            setattr(module, name, handler(child, config))
+            setattr(module, name, _swapped(child, config, handler))
         else:
             _replace(child, config, handler, filter_fn, fqn)
 

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from .modules import (QuantConv1d, QuantConv2d, _check_weights_ready, _out_dtype, _pad, _tracing,
+from .modules import (QuantConv1d, QuantConv2d, _prepare_weights, _out_dtype, _pad, _tracing,
                       batched_image, call_threads, conv1d_forward, native_conv_geometry,
                       native_conv_image, output_pixels, smaller_than_kernel)
 from .weight_view import QuantizedWeight
@@ -54,12 +54,12 @@ class QuantGroupedConv2d(nn.Module):
     _float = nn.Conv2d
 
     @classmethod
-    def from_conv(cls, conv: nn.Module, config, hessians: list | None = None, damp=None):
+    def from_conv(cls, conv: nn.Module, config, hessians: list | None = None, damp: float = 0.2):
         """``hessians``: GPTQ's per-group Hessians over each group's im2col K order, with its
         ``damp``."""
         if not isinstance(conv, cls._float):
             raise TypeError(f"conv: expected an {cls._float.__name__}, got {type(conv).__name__}")
-        _check_weights_ready(conv, "conv")
+        _prepare_weights(conv, "conv")
         if conv.groups < 2:
             raise ValueError(f"conv: groups={conv.groups}: use {cls._layer.__name__} for groups=1")
         if hessians is not None and len(hessians) != conv.groups:
@@ -98,6 +98,10 @@ class QuantGroupedConv2d(nn.Module):
         x, unbatched = batched_image(x, self.in_channels)
         y = self._native(x)
         if y is None:  # each group's own layer on its channel slice
+            g = self._geometry()  # (an input too small: said of the whole, not of a slice)
+            if x.is_floating_point() and smaller_than_kernel(g, *_pad(g, x)):
+                raise ValueError(f"x: input of shape {tuple(x.shape)} is smaller than the kernel "
+                                 f"{self.kernel_size} (dilation {self.dilation}) after padding")
             cg = self.in_channels // self.groups
             y = torch.cat([QuantConv2d.forward(c, x[:, i * cg:(i + 1) * cg])
                            for i, c in enumerate(self.convs)], dim=1)

@@ -11,6 +11,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.prune import BasePruningMethod
+from torch.nn.utils.weight_norm import WeightNorm
 
 from pyquant import _C
 from pyquant._threads import get_num_threads
@@ -87,12 +89,20 @@ def _check_device(x: torch.Tensor, name: str = "x") -> None:
                          "kernels run on the CPU; move it with .cpu())")
 
 
-def _check_weights_ready(layer: nn.Module, name: str) -> None:
-    """A lazy layer before its first forward holds no weights yet. (Weights on the meta device
-    make a layer that awaits its quantized state dict: _QuantModule._setup.)"""
+def _prepare_weights(layer: nn.Module, name: str) -> None:
+    """``layer.weight`` as its forward would compute it: an old-style ``weight_norm`` or a
+    ``torch.nn.utils.prune`` mask recomputes it in a forward pre-hook, so after a
+    ``load_state_dict`` the attribute is stale until the next forward (fairseq's and torchaudio's
+    wav2vec2 positional conv); the hook is run here. A lazy layer before its first forward holds
+    no weights yet: ValueError. (Weights on the meta device make a layer that awaits its
+    quantized state dict: _QuantModule._setup.)"""
     if isinstance(layer.weight, nn.parameter.UninitializedParameter):
         raise ValueError(f"{name}: {type(layer).__name__} is a lazy layer whose weight is not "
                          "initialized yet; run one forward pass before converting it")
+    for hook in list(getattr(layer, "_forward_pre_hooks", {}).values()):  # (a group's view: none)
+        if isinstance(hook, (WeightNorm, BasePruningMethod)):
+            with torch.no_grad():
+                hook(layer, ())  # (sets the attribute it computes, as before a forward)
 
 
 class _InferenceOnly(torch.autograd.Function):
@@ -404,7 +414,7 @@ class QuantLinear(_QuantModule):
     @classmethod
     def from_conv1d(cls, conv1d: nn.Module, config, **quant_kw) -> "QuantLinear":
         """From transformers' ``Conv1D`` (GPT-2 family): ``y = x @ W + b``, W stored ``[in, out]``."""
-        _check_weights_ready(conv1d, "conv1d")
+        _prepare_weights(conv1d, "conv1d")
         w = conv1d.weight.detach()
         return cls(w.shape[0], w.shape[1], w.t(), conv1d.bias, config, **quant_kw)
 
@@ -414,7 +424,7 @@ class QuantLinear(_QuantModule):
         SparqConfig(sparse24=True))."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear: expected an nn.Linear, got {type(linear).__name__}")
-        _check_weights_ready(linear, "linear")
+        _prepare_weights(linear, "linear")
         if linear.weight.numel() == 0:
             raise ValueError(f"linear: in_features={linear.in_features}, out_features="
                              f"{linear.out_features}: a layer without weights has nothing to "
@@ -558,7 +568,7 @@ class QuantConv2d(_QuantModule):
     def _converted(cls, conv: nn.Module, config, **quant_kw):
         """The layer of ``conv``'s weights and attributes (an nn.Conv2d, or an nn.Conv1d for
         QuantConv1d)."""
-        _check_weights_ready(conv, "conv")
+        _prepare_weights(conv, "conv")
         if conv.groups != 1:
             raise ValueError(f"conv: groups={conv.groups}: {cls.__name__} takes groups=1 (a "
                              f"grouped conv: QuantGrouped{cls.__name__[5:]}.from_conv)")

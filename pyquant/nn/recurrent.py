@@ -232,6 +232,8 @@ class QuantRNN(nn.Module):
         family's op); else None (the loop below runs instead)."""
         hh = self._modules[f"hh_l{layer}{sfx}"]
         hr = self._modules.get(f"hr_l{layer}{sfx}")
+        if sizes and sizes[0] == 0:  # an empty batch: the step loop gives the empty outputs
+            return None
         if _tracing():  # torch.compile / export: the loop as one op per layer and direction
             if hh.reference or (hr is not None and hr.reference):
                 return None
