@@ -23,10 +23,12 @@ import math
 import threading
 import weakref
 
+import numpy as np
 import torch
 
 import pyquant
 from pyquant import _C
+from pyquant.packed import _HEADER
 
 from . import _backend
 from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
@@ -196,10 +198,18 @@ class Scheme:
     def empty_weight(self, n: int, k: int) -> dict:
         """The persistent buffers of an [N, K] layer whose weights will be loaded (a model built
         on the meta device): every shape, dtype and packed header right, codes zero and scales
-        one, made without the weight searches (``quantize_weight`` on a real weight). Copies of
-        one made per shape (a decoder's layers share a few shapes; packing is ~5 ns a weight)."""
+        one, made without the weight searches (``quantize_weight`` on a real weight). Made once
+        per shape (a decoder's layers share a few; packing is ~5 ns a weight), then copied: a
+        packed weight as its header over zero pages the OS maps on first write (calloc), so a
+        layer whose buffers the state dict replaces (``assign=True``) never holds the memory."""
         state = _empty_state(type(self), self.config, n, k, _backend.is_reference())
-        return {name: t.clone() for name, t in state.items()}
+        out = {name: t.clone() for name, t in state.items() if name != "packed"}
+        packed = state["packed"]
+        if "packed_offsets" in state or packed.dtype != torch.uint8:  # (several headers, raw codes)
+            return {**out, "packed": packed.clone()}
+        lazy = torch.from_numpy(np.zeros(packed.numel(), dtype=np.uint8))
+        lazy[:_HEADER.itemsize] = packed[:_HEADER.itemsize]  # (zero codes pack to a valid payload)
+        return {**out, "packed": lazy}
 
     def recomputed(self, b, reference: bool, memo: dict) -> dict:
         """State-dict entries that follow from the others, recomputed at every refresh (both
