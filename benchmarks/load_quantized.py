@@ -1,6 +1,6 @@
 """Loading a quantized LLM: quantize_ from the float model (what a user without a quantized file
-runs at every start) against pyquant.nn.load_quantized_ of the saved state dict into a model
-built without its weights (accelerate.init_empty_weights). Each path in a fresh process: seconds
+runs at every start) against pyquant.load_quantized_ of the file pyquant.save_quantized wrote,
+into a model built without its weights (accelerate.init_empty_weights). Each path in a fresh process: seconds
 and peak resident memory; the two models' logits must be identical. A Llama-architecture decoder
 at a real model's shapes, random weights (pyquant.studies.llm presets).
 Usage (from the repository root):
@@ -56,13 +56,12 @@ def child(mode, preset, name, path):
         with accelerate.init_empty_weights():
             model = T.LlamaForCausalLM(cfg).eval()
         t1 = time.perf_counter()
-        pyquant.nn.load_quantized_(model, path, config_of(name))
+        pyquant.load_quantized_(model, path)  # (the config from the file's metadata)
     t2 = time.perf_counter()
     with torch.no_grad():
         logits = model(ids).logits
     if mode == "quantize":
-        from safetensors.torch import save_file
-        save_file(model.state_dict(), path)
+        pyquant.save_quantized(model, path)
         torch.save(logits, path + ".logits")
         same = True
     else:

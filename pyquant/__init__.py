@@ -33,7 +33,8 @@ def cpu_info() -> dict:
     }
 
 
-_NN_NAMES = ("quantize_", "load_quantized_", "calibrate", "Int8Config", "WeightOnlyConfig", "LUT2Config", "SparqConfig")
+_NN_NAMES = ("quantize_", "load_quantized_", "save_quantized", "calibrate", "Int8Config",
+             "WeightOnlyConfig", "LUT2Config", "SparqConfig")
 
 
 def __getattr__(name):

@@ -4,7 +4,6 @@ file into a model built without its weights. Every case: the loaded model gives 
 the model that was saved."""
 from __future__ import annotations
 
-import copy
 import io
 import warnings
 
@@ -127,6 +126,18 @@ def test_quantize_on_meta_then_load_state_dict(name):
             assert torch.equal(model(X), want)
 
 
+@pytest.mark.parametrize("name", CONFIGS)
+def test_a_layer_awaiting_its_weights_holds_a_valid_zero_weight(name):
+    """Its packed buffer is the header over zero bytes (pages the OS maps on first write): a
+    valid weight of zero codes for the op, payload included, should it ever be saved."""
+    with torch.device("meta"):
+        layer = nn.Linear(300, 70)
+    q = pyquant.nn.QuantLinear.from_linear(layer, CONFIGS[name])
+    info = pyquant._C.validate_packed(q.packed.numpy(), q.scheme.packed_op, "packed", payload=True)
+    assert (info["n"], info["k"]) == (70, 300)
+    assert q.unloaded_keys() == [n for n, t in q.state_dict().items()]
+
+
 def test_every_layer_refuses_before_its_weights_load():
     model = _quantize(_on_meta(Mixed), CONFIGS["int8"], filter_fn=EVERY)
     y = torch.randn(2, 5, 64)
@@ -157,6 +168,64 @@ def test_files_of_both_formats(tmp_path):
         load_quantized_(_on_meta(Mixed), tmp_path / "list.pt", config)
     with pytest.raises(TypeError, match="state_dict: expected a mapping"):
         load_quantized_(_on_meta(Mixed), 3, config)
+
+
+def test_save_quantized_keeps_each_layers_config(tmp_path):
+    """save_quantized writes every quantized layer's config into the file's metadata: a model
+    quantized by two quantize_ calls (W4 head, Int8 and 2:4 SPARQ elsewhere) loads without a
+    config, each layer as it was; a file without configs needs one."""
+    st = pytest.importorskip("safetensors.torch")
+    model = _quantize(_mixed(), CONFIGS["w4g32"],
+                      filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and fqn.startswith("head."))
+    model = _quantize(model, CONFIGS["sparq24"], filter_fn=lambda m, fqn: fqn == "lstm")
+    model = _quantize(model, CONFIGS["int8-a7"], filter_fn=EVERY)
+    with torch.no_grad():
+        want = model(X)
+    pyquant.save_quantized(model, tmp_path / "m.safetensors")
+    loaded = pyquant.load_quantized_(_on_meta(Mixed), tmp_path / "m.safetensors")
+    assert loaded.head[0].config == CONFIGS["w4g32"] and loaded.lstm.config == CONFIGS["sparq24"]
+    assert loaded.attn.config == CONFIGS["int8-a7"] and loaded.grouped.config == CONFIGS["int8-a7"]
+    with torch.no_grad():
+        assert torch.equal(loaded(X), want)
+    st.save_file(model.state_dict(), tmp_path / "plain.safetensors")
+    with pytest.raises(ValueError, match="config: this state dict does not say"):
+        load_quantized_(_on_meta(Mixed), tmp_path / "plain.safetensors")
+    with pytest.raises(ValueError, match="does not say"):
+        load_quantized_(_on_meta(Mixed), _saved(model))
+    with pytest.raises(ValueError, match=r"expected a \.safetensors file"):
+        pyquant.save_quantized(model, tmp_path / "m.pt")
+    with pytest.raises(ValueError, match="no quantized layer"):
+        pyquant.save_quantized(_mixed(), tmp_path / "f.safetensors")
+
+
+def test_save_quantized_with_tied_float_weights(tmp_path):
+    pytest.importorskip("safetensors.torch")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 64), nn.Linear(64, 64)).eval()
+    model[2].weight = model[0].weight  # tied, and left float
+    q = _quantize(model, CONFIGS["int8"], filter_fn=lambda m, fqn: fqn == "1")
+    pyquant.save_quantized(q, tmp_path / "t.safetensors")
+    loaded = load_quantized_(_on_meta(lambda: nn.Sequential(*(nn.Linear(64, 64) for _ in range(3)))),
+                             tmp_path / "t.safetensors")
+    x = torch.randn(2, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), q(x))
+
+
+@pytest.mark.parametrize("metadata, match", [
+    ("{not json", "not JSON"),
+    ('["int8"]', "expected an object"),
+    ('{"head.0": {"type": "os.system"}}', "expected a config of type"),
+    ('{"head.0": {"type": "WeightOnlyConfig", "bits": 3, "group_size": 32}}', "bits"),
+    ('{"head.0": {"type": "Int8Config", "act_bits": 8, "evil": 1}}', "head.0"),
+])
+def test_tampered_config_metadata_is_refused(tmp_path, metadata, match):
+    st = pytest.importorskip("safetensors.torch")
+    saved = _quantize(_mixed(), CONFIGS["int8"], filter_fn=EVERY)
+    st.save_file(saved.state_dict(), tmp_path / "m.safetensors",
+                 metadata={pyquant.nn.checkpoint.METADATA_KEY: metadata})
+    with pytest.raises(ValueError, match=match):
+        load_quantized_(_on_meta(Mixed), tmp_path / "m.safetensors")
 
 
 def test_the_file_says_which_layers_are_quantized():

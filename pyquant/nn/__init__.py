@@ -8,7 +8,7 @@ from ._backend import use_reference
 from .api import (calibrate, calibration, default_filter, every_layer_filter, quantize_,
                   register_quantize_module_handler, reset_calibration)
 from .gptq import gptq_
-from .checkpoint import load_quantized_  # a quantized state dict into a model without its weights
+from .checkpoint import load_quantized_, save_quantized  # no float weights at load
 from .configs import GRUConfig, Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
 from .gru import QuantGRU  # integer-only GRU with a bit width per operator (GRUConfig)
 from .experts import QuantExperts  # transformers' MoE experts blocks (3-D expert weights)
@@ -23,6 +23,7 @@ __all__ = [
     "QuantGRU", "QuantExperts",
     "QuantMultiheadAttention", "QuantRNN", "QuantizedWeight", "quantize_", "gptq_", "calibrate",
     "calibration", "reset_calibration",
-    "load_quantized_", "register_quantize_module_handler", "default_filter", "every_layer_filter", "use_reference",
+    "load_quantized_", "save_quantized", "register_quantize_module_handler", "default_filter",
+    "every_layer_filter", "use_reference",
     "Int8Config", "WeightOnlyConfig", "LUT2Config", "SparqConfig", "GRUConfig",
 ]

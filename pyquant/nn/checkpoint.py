@@ -1,10 +1,13 @@
 """Loading a quantized model from its state dict alone: no float weights, no weight search.
 
-    torch.save(quantized_model.state_dict(), "model-w4.pt")   # or safetensors' save_file
+    pyquant.save_quantized(quantized_model, "model.safetensors")  # state dict + each layer's config
     ...
     with torch.device("meta"):          # (accelerate.init_empty_weights() for a model whose
         model = build_model()           # non-persistent buffers must stay real: transformers'
-    pyquant.nn.load_quantized_(model, "model-w4.pt", pyquant.WeightOnlyConfig(4, 32))  # RoPE)
+    pyquant.load_quantized_(model, "model.safetensors")                                   # RoPE)
+
+A plain state dict (``torch.save(model.state_dict(), path)``) loads the same way with the
+config given: ``load_quantized_(model, path, pyquant.WeightOnlyConfig(4, 32))``.
 
 ``quantize_`` on weights on the meta device makes layers that await their state dict (every
 buffer shaped and every packed header written, codes zero; a forward before the load is a
@@ -18,6 +21,8 @@ of the weight search (an MSE-clipped W4 or LUT2 fit of a 1B model takes minutes)
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from collections.abc import Mapping
 
@@ -25,10 +30,99 @@ import torch
 from torch import nn
 
 from .api import _convert, check_config, every_layer_filter
+from .attention import QuantMultiheadAttention
+from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
+from .experts import QuantExperts
 from .fold_bn import _BN_OF, fold_batchnorm_
+from .grouped_conv import QuantGroupedConv2d
 from .modules import _QuantModule
+from .recurrent import QuantRNN
 
 _BATCHNORMS = tuple(set(_BN_OF.values()))
+_CONFIGS = {c.__name__: c for c in (Int8Config, WeightOnlyConfig, LUT2Config, SparqConfig)}
+_CONVERTED = (_QuantModule, QuantMultiheadAttention, QuantRNN, QuantExperts, QuantGroupedConv2d)
+METADATA_KEY = "pyquant.configs"  # (the safetensors metadata entry: {layer: config} as JSON)
+
+
+def quantized_layers(model: nn.Module) -> dict:
+    """{name: config} of the layers quantize_ converted (the outermost: an attention block, not
+    its projections)."""
+    found = {}
+
+    def walk(module: nn.Module, fqn: str) -> None:
+        if isinstance(module, _CONVERTED) and type(getattr(module, "config", None)) in \
+                _CONFIGS.values():
+            found[fqn] = module.config
+            return
+        for name, child in module.named_children():
+            walk(child, f"{fqn}.{name}" if fqn else name)
+    walk(model, "")
+    return found
+
+
+def save_quantized(model: nn.Module, path) -> None:
+    """Saves a quantized model's state dict as a ``.safetensors`` file with each quantized
+    layer's config in its metadata, so ``load_quantized_(model, path)`` needs no config (a
+    model quantized by several quantize_ calls with different configs loads as it was). Tensors
+    that share memory (tied float weights) are saved as copies."""
+    layers = quantized_layers(model)
+    if not layers:
+        raise ValueError("model: no quantized layer to save (run pyquant.quantize_ first)")
+    path = os.fspath(path)
+    if not path.endswith(".safetensors"):
+        raise ValueError(f"path: expected a .safetensors file (its metadata holds the configs), "
+                         f"got {path!r}; torch.save(model.state_dict(), path) saves a plain state "
+                         "dict, which load_quantized_ reads with the config given")
+    save_file = _safetensors().save_file
+    tensors, seen = {}, set()
+    for key, t in model.state_dict().items():
+        t = t.detach().contiguous()
+        ptr = t.untyped_storage().data_ptr()
+        tensors[key] = t.clone() if ptr in seen and t.numel() else t
+        seen.add(ptr)
+    text = json.dumps({fqn: {"type": type(c).__name__, **dataclasses.asdict(c)}
+                       for fqn, c in layers.items()})
+    save_file(tensors, path, metadata={METADATA_KEY: text})
+
+
+def _safetensors():
+    try:
+        import safetensors.torch
+    except ImportError as e:
+        raise ImportError("reading and writing .safetensors files needs the 'safetensors' "
+                          "package (pip install safetensors)") from e
+    return safetensors.torch
+
+
+def saved_configs(path) -> dict | None:
+    """{layer: config} from a file written by save_quantized (None for a file without them).
+    The metadata is untrusted: only pyquant's config types, built by their own checks."""
+    path = os.fspath(path)
+    if not path.endswith(".safetensors"):
+        return None
+    with _safetensors().safe_open(path, framework="pt") as f:
+        text = (f.metadata() or {}).get(METADATA_KEY)
+    if text is None:
+        return None
+    where = f"{path}: metadata {METADATA_KEY!r}"
+    try:
+        entries = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"{where}: not JSON ({e})") from None
+    if not isinstance(entries, dict):
+        raise ValueError(f"{where}: expected an object of layer names to configs")
+    configs = {}
+    for fqn, entry in entries.items():
+        kind = entry.get("type") if isinstance(entry, dict) else None
+        if kind not in _CONFIGS:
+            raise ValueError(f"{where}: layer {fqn!r}: expected a config of type "
+                             f"{', '.join(sorted(_CONFIGS))}, got {kind!r}")
+        fields = {k: v for k, v in entry.items() if k != "type"}
+        try:
+            configs[fqn] = _CONFIGS[kind](**fields)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}: layer {fqn!r}: {e}") from None
+    return configs
 
 
 def read_state_dict(source) -> dict:
@@ -67,13 +161,24 @@ def quantized_in(state_dict: Mapping):
     return in_file
 
 
-def load_quantized_(model: nn.Module, state_dict, config, *, strict: bool = True) -> nn.Module:
-    """Loads, in place, a state dict saved from a model quantized with ``config`` into ``model``
-    (the same architecture, its weights on the meta device or real: the layers it converts are
-    replaced without quantizing their weights); returns ``model`` (a quantized root is returned
-    swapped, as by quantize_). ``state_dict``: a mapping, or a .safetensors / torch.save path.
+def load_quantized_(model: nn.Module, state_dict, config=None, *,
+                    strict: bool = True) -> nn.Module:
+    """Loads, in place, a quantized model's state dict into ``model`` (the same architecture, its
+    weights on the meta device or real: the layers it converts are replaced without quantizing
+    their weights); returns ``model`` (a quantized root is returned swapped, as by quantize_).
+    ``state_dict``: a mapping, or a .safetensors / torch.save path. ``config``: the config every
+    quantized layer was made with; None reads each layer's from a save_quantized file.
     ``strict``: as ``load_state_dict``'s, and no tensor may stay on the meta device."""
-    handler = check_config(config)
+    if config is not None:
+        check_config(config)
+    configs = None
+    if config is None:
+        if isinstance(state_dict, (str, os.PathLike)):
+            configs = saved_configs(state_dict)
+        if configs is None:
+            raise ValueError("config: this state dict does not say how it was quantized (only "
+                             "a file written by pyquant.save_quantized does); pass the config "
+                             "its model was quantized with, e.g. pyquant.WeightOnlyConfig(4, 32)")
     sd = read_state_dict(state_dict)
     in_file = quantized_in(sd)
     folded = {fqn for fqn, m in model.named_modules() if isinstance(m, _BATCHNORMS)
@@ -86,7 +191,12 @@ def load_quantized_(model: nn.Module, state_dict, config, *, strict: bool = True
         elif in_file(m, fqn) and not isinstance(m, _QuantModule):
             m.to("meta")
     fold_batchnorm_(model, in_file, "all", "load_quantized_", bn_filter=folded.__contains__)
-    model = _convert(model, config, handler, in_file)
+    if configs is None:
+        model = _convert(model, config, check_config(config), in_file)
+    else:  # each layer with its own config (one pass per distinct config)
+        for cfg in dict.fromkeys(configs.values()):
+            model = _convert(model, cfg, check_config(cfg),
+                             lambda m, fqn, cfg=cfg: in_file(m, fqn) and configs.get(fqn) == cfg)
     model.load_state_dict(sd, strict=strict, assign=True)
     if strict:
         _check_loaded(model)
