@@ -163,6 +163,14 @@ def test_files_of_both_formats(tmp_path):
         loaded = load_quantized_(_on_meta(Mixed), path, config)
         with torch.no_grad():
             assert torch.equal(loaded(X), want)
+    for name, junk in (("junk.pt", b"not a zip file"), ("junk.safetensors", b"\x10" * 40)):
+        (tmp_path / name).write_bytes(junk)
+        with pytest.raises(ValueError, match="not a readable state dict file"):
+            load_quantized_(_on_meta(Mixed), tmp_path / name, config)
+        with pytest.raises(ValueError, match="not a readable state dict file|does not say"):
+            load_quantized_(_on_meta(Mixed), tmp_path / name)  # (.pt: no configs to read)
+    with pytest.raises(FileNotFoundError):
+        load_quantized_(_on_meta(Mixed), tmp_path / "missing.pt", config)
     torch.save([1, 2], tmp_path / "list.pt")
     with pytest.raises(TypeError, match="expected a state dict"):
         load_quantized_(_on_meta(Mixed), tmp_path / "list.pt", config)

@@ -100,8 +100,10 @@ def saved_configs(path) -> dict | None:
     path = os.fspath(path)
     if not path.endswith(".safetensors"):
         return None
-    with _safetensors().safe_open(path, framework="pt") as f:
-        text = (f.metadata() or {}).get(METADATA_KEY)
+    def metadata():
+        with _safetensors().safe_open(path, framework="pt") as f:
+            return f.metadata() or {}
+    text = _readable(path, metadata).get(METADATA_KEY)
     if text is None:
         return None
     where = f"{path}: metadata {METADATA_KEY!r}"
@@ -135,17 +137,26 @@ def read_state_dict(source) -> dict:
                         f".safetensors or torch.save file, got {type(source).__name__}")
     path = os.fspath(source)
     if path.endswith(".safetensors"):
-        try:
-            from safetensors.torch import load_file
-        except ImportError as e:
-            raise ImportError(f"{path}: reading .safetensors files needs the 'safetensors' "
-                              "package (pip install safetensors)") from e
-        return load_file(path)
-    obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        load_file = _safetensors().load_file
+        return _readable(path, lambda: load_file(path))
+    obj = _readable(path, lambda: torch.load(path, map_location="cpu", weights_only=True,
+                                             mmap=True))
     if not isinstance(obj, Mapping):
         raise TypeError(f"{path}: expected a state dict (a mapping of names to tensors), got "
                         f"{type(obj).__name__}")
     return dict(obj)
+
+
+def _readable(path: str, read):
+    """read(), a damaged or foreign file's error as a ValueError naming it (a missing file stays
+    FileNotFoundError)."""
+    try:
+        return read()
+    except OSError:
+        raise
+    except Exception as e:  # (safetensors' SafetensorError, pickle's and zipfile's errors)
+        raise ValueError(f"{path}: not a readable state dict file ({type(e).__name__}: "
+                         f"{e})") from e
 
 
 def quantized_in(state_dict: Mapping):
@@ -169,10 +180,10 @@ def load_quantized_(model: nn.Module, state_dict, config=None, *,
     ``state_dict``: a mapping, or a .safetensors / torch.save path. ``config``: the config every
     quantized layer was made with; None reads each layer's from a save_quantized file.
     ``strict``: as ``load_state_dict``'s, and no tensor may stay on the meta device."""
+    configs = None
     if config is not None:
         check_config(config)
-    configs = None
-    if config is None:
+    else:
         if isinstance(state_dict, (str, os.PathLike)):
             configs = saved_configs(state_dict)
         if configs is None:
