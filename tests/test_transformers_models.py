@@ -214,3 +214,38 @@ def test_quant_experts_is_the_block_on_its_dequantized_weights(name, impl, monke
         for t in (7, 1):  # prefill and decode
             y, ref = q(hidden[:t], index[:t], weights[:t]), block(hidden[:t], index[:t], weights[:t])
             assert torch.allclose(y, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+
+
+# ----------------------------------------------------------------------------- loading without weights
+@pytest.mark.parametrize("build", [_llama, _gpt2, _mixtral, _wav2vec2],
+                         ids=["llama", "gpt2", "mixtral", "wav2vec2"])
+def test_models_load_without_their_weights(build, tmp_path):
+    """save_quantized, then load_quantized_ into the model built under
+    accelerate.init_empty_weights() (parameters on meta, RoPE's buffers real): the same modules
+    and bits (Llama's tied LM head, GPT-2's Conv1D, Mixtral's experts, wav2vec2's weight-norm
+    parametrized grouped conv); under torch.device("meta") RoPE's inv_freq is named."""
+    accelerate = pytest.importorskip("accelerate")
+    pytest.importorskip("safetensors")
+    torch.manual_seed(0)
+    saved = pyquant.quantize_(build().eval(), pyquant.WeightOnlyConfig(4, 32),
+                              filter_fn=pyquant.nn.every_layer_filter)
+    path = tmp_path / "m.safetensors"
+    pyquant.save_quantized(saved, path)
+    with accelerate.init_empty_weights():
+        model = build().eval()
+    loaded = pyquant.load_quantized_(model, path)
+    assert ([type(m).__name__ for m in loaded.modules()]
+            == [type(m).__name__ for m in saved.modules()])
+    if build is _wav2vec2:
+        x = torch.randn(1, 1600)
+        with torch.no_grad():
+            assert torch.equal(loaded(x).last_hidden_state, saved(x).last_hidden_state)
+        return
+    ids = torch.tensor([[1, 5, 9, 200, 17]])
+    kw = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
+    assert torch.equal(loaded.generate(ids, **kw), saved.generate(ids, **kw))
+    with torch.device("meta"):  # buffers on meta too: RoPE's inv_freq has no values
+        bare = build().eval()
+    if any(b.is_meta for b in bare.buffers()):
+        with pytest.raises(ValueError, match="inv_freq|non-persistent"):
+            pyquant.load_quantized_(bare, path)
