@@ -4,6 +4,7 @@ file into a model built without its weights. Every case: the loaded model gives 
 the model that was saved."""
 from __future__ import annotations
 
+import copy
 import io
 import warnings
 
@@ -129,13 +130,15 @@ def test_quantize_on_meta_then_load_state_dict(name):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_a_layer_awaiting_its_weights_holds_a_valid_zero_weight(name):
     """Its packed buffer is the header over zero bytes (pages the OS maps on first write): a
-    valid weight of zero codes for the op, payload included, should it ever be saved."""
+    valid weight for the op, payload included; it is never saved."""
     with torch.device("meta"):
         layer = nn.Linear(300, 70)
     q = pyquant.nn.QuantLinear.from_linear(layer, CONFIGS[name])
     info = pyquant._C.validate_packed(q.packed.numpy(), q.scheme.packed_op, "packed", payload=True)
     assert (info["n"], info["k"]) == (70, 300)
-    assert q.unloaded_keys() == [n for n, t in q.state_dict().items()]
+    assert q.unloaded_keys() == sorted(n for n, t in q._buffers.items() if t is not None)
+    with pytest.raises(ValueError, match="no state to save"):  # (placeholders never reach a file)
+        q.state_dict()
 
 
 def test_every_layer_refuses_before_its_weights_load():
@@ -220,12 +223,17 @@ def test_save_quantized_with_tied_float_weights(tmp_path):
         assert torch.equal(loaded(x), q(x))
 
 
+def _entry(config: str, dtype: str = "float32") -> str:
+    return f'{{"head.0": {{"config": {config}, "weight_dtype": "{dtype}"}}}}'
+
+
 @pytest.mark.parametrize("metadata, match", [
     ("{not json", "not JSON"),
     ('["int8"]', "expected an object"),
-    ('{"head.0": {"type": "os.system"}}', "expected a config of type"),
-    ('{"head.0": {"type": "WeightOnlyConfig", "bits": 3, "group_size": 32}}', "bits"),
-    ('{"head.0": {"type": "Int8Config", "act_bits": 8, "evil": 1}}', "head.0"),
+    (_entry('{"type": "os.system"}'), "expected a config of type"),
+    (_entry('{"type": "WeightOnlyConfig", "bits": 3, "group_size": 32}'), "bits"),
+    (_entry('{"type": "Int8Config", "act_bits": 8, "evil": 1}'), "head.0"),
+    (_entry('{"type": "Int8Config", "act_bits": 8}', "int8"), "weight_dtype"),
 ])
 def test_tampered_config_metadata_is_refused(tmp_path, metadata, match):
     st = pytest.importorskip("safetensors.torch")
@@ -323,3 +331,144 @@ def test_tensors_left_on_meta_are_named():
 def test_gptq_on_meta_weights_is_a_clear_error():
     with pytest.raises(ValueError, match="meta device.*load the float weights"):
         pyquant.nn.gptq_(_on_meta(Mixed), pyquant.WeightOnlyConfig(4, 32), [X], filter_fn=EVERY)
+
+
+# ----------------------------------------------------------------------------- a review's cases
+def test_the_loaded_model_does_not_depend_on_the_file_afterwards(tmp_path):
+    """Tensors read from a file own their memory: truncating or rewriting the file after the load
+    neither crashes the process nor changes the weights."""
+    st = pytest.importorskip("safetensors.torch")
+    config = CONFIGS["w4g32"]
+    saved = _quantize(_mixed(), config, filter_fn=EVERY)
+    with torch.no_grad():
+        want = saved(X)
+    torch.save(saved.state_dict(), tmp_path / "m.pt")
+    st.save_file(saved.state_dict(), tmp_path / "m.safetensors")
+    models = [load_quantized_(_on_meta(Mixed), tmp_path / name, config)
+              for name in ("m.pt", "m.safetensors")]
+    for name in ("m.pt", "m.safetensors"):
+        with open(tmp_path / name, "r+b") as f:
+            f.truncate(100)
+    with torch.no_grad():
+        for model in models:
+            assert torch.equal(model(X), want)
+
+
+class DtypeReader(nn.Module):
+    """Casts its input to its layer's weight dtype (as T5's feed-forward does)."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.LayerNorm(64)  # (float parameters: a plain file's dtype shows in them)
+        self.lin = nn.Linear(64, 64)
+
+    def forward(self, x):
+        return self.lin(self.norm(x.to(self.lin.weight.dtype)))
+
+
+def test_a_half_precision_model_loads_as_saved(tmp_path):
+    pytest.importorskip("safetensors")
+    torch.manual_seed(0)
+    saved = _quantize(DtypeReader(), CONFIGS["int8"], filter_fn=EVERY).to(torch.bfloat16)
+    x = torch.randn(3, 64)
+    pyquant.save_quantized(saved, tmp_path / "h.safetensors")
+    loaded = load_quantized_(_on_meta(DtypeReader), tmp_path / "h.safetensors")  # (built fp32)
+    plain = load_quantized_(_on_meta(DtypeReader), _saved(saved), CONFIGS["int8"])
+    for model in (loaded, plain):
+        assert model.lin.weight.dtype == torch.bfloat16
+        with torch.no_grad():
+            assert torch.equal(model(x), saved(x))
+
+
+def test_configs_that_disagree_with_the_file_change_nothing(tmp_path):
+    """A config the file's headers or metadata contradict is refused before the model changes,
+    so a retry with the right one works (here on a model with real weights)."""
+    pytest.importorskip("safetensors")
+    saved = _quantize(_mixed(), CONFIGS["int8-a7"], filter_fn=EVERY)
+    with torch.no_grad():
+        want = saved(X)
+    sd = _saved(saved)
+    model = _mixed(seed=1)
+    for wrong in (CONFIGS["w4g32"], CONFIGS["sparq"], pyquant.SparqConfig(bits=3, options=6)):
+        with pytest.raises(ValueError, match="packed"):
+            load_quantized_(model, sd, wrong)
+    assert not any(isinstance(m, pyquant.nn.QuantLinear) for m in model.modules())
+    assert isinstance(model.bn, nn.BatchNorm2d) and not model.conv.weight.is_meta
+    pyquant.save_quantized(saved, tmp_path / "m.safetensors")
+    with pytest.raises(ValueError, match="the file says"):  # (act_bits: not in any header)
+        load_quantized_(model, tmp_path / "m.safetensors", CONFIGS["int8"])
+    loaded = load_quantized_(model, tmp_path / "m.safetensors", CONFIGS["int8-a7"]).eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(X), want)
+
+
+def test_shards_and_loads_in_parts(tmp_path):
+    config = CONFIGS["lut2"]
+    saved = _quantize(_mixed(), config, filter_fn=EVERY)
+    with torch.no_grad():
+        want = saved(X)
+    sd = _saved(saved)
+    keys = list(sd)
+    halves = [{k: sd[k] for k in keys[::2]}, {k: sd[k] for k in keys[1::2]}]
+    for i, half in enumerate(halves):
+        torch.save(half, tmp_path / f"part{i}.pt")
+    loaded = load_quantized_(_on_meta(Mixed), [tmp_path / "part0.pt", tmp_path / "part1.pt"],
+                             config)
+    with torch.no_grad():
+        assert torch.equal(loaded(X), want)
+    with pytest.raises(ValueError, match="more than one shard"):
+        load_quantized_(_on_meta(Mixed), [sd, halves[0]], config)
+    model = _quantize(_on_meta(Mixed), config, filter_fn=EVERY)  # loaded in two calls
+    for half in halves:
+        model.load_state_dict(half, strict=False, assign=True)
+    with torch.no_grad():
+        assert torch.equal(model(X), want)
+
+
+def test_attention_with_only_its_out_proj_quantized():
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(64, 4, batch_first=True)
+            self.ff = nn.Linear(64, 64)
+
+        def forward(self, x):
+            return self.ff(self.attn(x, x, x, need_weights=False)[0])
+    torch.manual_seed(0)
+    config = CONFIGS["int8"]
+    saved = _quantize(Encoder().eval(), config, filter_fn=lambda m, fqn: isinstance(m, nn.Linear))
+    assert isinstance(saved.attn, nn.MultiheadAttention)
+    assert isinstance(saved.attn.out_proj, pyquant.nn.QuantLinear)
+    loaded = load_quantized_(_on_meta(Encoder), _saved(saved), config)
+    y = torch.randn(2, 5, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(y), saved(y))
+
+
+def test_partial_file_leaves_real_layers_alone_and_meta_context():
+    """strict=False with a file that lacks a BatchNorm after a Linear: the BN keeps its values;
+    and loading works inside a `with torch.device("meta"):` block."""
+    def build():
+        return nn.Sequential(nn.Linear(64, 64), nn.BatchNorm1d(64), nn.Linear(64, 8)).eval()
+    torch.manual_seed(0)
+    config = CONFIGS["int8"]
+    saved = _quantize(build(), config, filter_fn=EVERY)
+    sd = {k: v for k, v in _saved(saved).items() if not k.startswith("1.")}
+    torch.manual_seed(0)
+    model = build()
+    bn = copy.deepcopy(model[1].state_dict())
+    loaded = load_quantized_(model, sd, config, strict=False)
+    assert isinstance(loaded[1], nn.BatchNorm1d)
+    assert all(torch.equal(loaded[1].state_dict()[k], v) for k, v in bn.items())
+    x = torch.randn(4, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), saved(x))
+    with torch.device("meta"):
+        inside = load_quantized_(build(), _saved(saved), config)
+    with torch.no_grad():
+        assert torch.equal(inside(x), saved(x))
+
+
+def test_state_dict_keys_must_be_strings():
+    with pytest.raises(TypeError, match="string keys"):
+        load_quantized_(_on_meta(Mixed), {1: torch.zeros(1)}, CONFIGS["int8"])

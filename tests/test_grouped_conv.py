@@ -304,7 +304,7 @@ def test_grad_inputs_empty_batches_and_autocast():
         assert q(x).dtype == torch.bfloat16
 
 
-@pytest.mark.parametrize("hooked", ["weight_norm", "prune"])
+@pytest.mark.parametrize("hooked", ["weight_norm", "prune", "spectral_norm"])
 def test_weights_computed_by_forward_hooks_are_quantized_fresh(hooked):
     """Old-style weight_norm (fairseq's and torchaudio's wav2vec2 positional conv) and prune masks
     recompute ``weight`` in a forward pre-hook: after load_state_dict the attribute is stale until
@@ -316,13 +316,19 @@ def test_weights_computed_by_forward_hooks_are_quantized_fresh(hooked):
         for layer in model:
             if hooked == "weight_norm":
                 torch.nn.utils.weight_norm(layer, dim=0)
+            elif hooked == "spectral_norm":
+                torch.nn.utils.spectral_norm(layer)
             else:
                 torch.nn.utils.prune.l1_unstructured(layer, "weight", amount=0.3)
         return model.eval()
     trained = build()
     with torch.no_grad():
         for layer in trained:
-            (layer.weight_g if hooked == "weight_norm" else layer.weight_orig).mul_(3.0)
+            if hooked == "spectral_norm":  # (a new direction: its norm is divided out)
+                layer.weight_orig.add_(3 * layer.weight_orig.std() *
+                                       torch.randn_like(layer.weight_orig))
+            else:
+                (layer.weight_g if hooked == "weight_norm" else layer.weight_orig).mul_(3.0)
     def loaded():
         model = build()
         model.load_state_dict(trained.state_dict())  # (weight itself: stale until a forward)

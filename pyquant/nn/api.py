@@ -19,7 +19,7 @@ from .conv_gain import worth_converting as conv_worth_converting
 from .fold_bn import check_fold_option, fold_batchnorm_
 from .grouped_conv import QuantGroupedConv1d, QuantGroupedConv2d
 from .modules import QuantConv1d, QuantConv2d, QuantLinear, _QuantModule
-from .schemes import _empty_state as empty_weight_cache
+from .schemes import empty_weight_cache
 from .schemes import range_overflows
 
 _HANDLERS: dict[type, Callable] = {}
@@ -59,6 +59,12 @@ def _swap(module: nn.Module, config):
     raise TypeError(f"module: {type(module).__name__} cannot be quantized (nn.Linear, nn.Conv2d, "
                     "nn.Conv1d, nn.MultiheadAttention, nn.LSTM/GRU/RNN, transformers' Conv1D or "
                     "an MoE experts block)")
+
+
+def convertible(module: nn.Module) -> bool:
+    """A layer the configs' handler converts (whatever a filter says)."""
+    return (isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv1d)) or is_conv1d(module)
+            or is_experts(module) or is_mha(module) or is_rnn(module))
 
 
 for _cfg in (Int8Config, WeightOnlyConfig, LUT2Config, SparqConfig):
@@ -207,12 +213,10 @@ def _convert(model: nn.Module, config, handler, filter_fn) -> nn.Module:
     """The swap quantize_ and gptq_ share: ``handler(module, config)`` for every matching module
     (the root itself is returned swapped), then encoder fast paths off where they would read a
     quantized layer's float weight."""
-    try:
+    with empty_weight_cache():
         if not isinstance(model, _QuantModule) and filter_fn(model, ""):
             return _swapped(model, config, handler)
         _replace(model, config, handler, filter_fn, "")
-    finally:
-        empty_weight_cache.cache_clear()  # (the copies meta layers were made from)
     _no_encoder_fast_path(model)
     return model
 

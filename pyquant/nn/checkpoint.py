@@ -29,7 +29,11 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from .api import _convert, check_config, every_layer_filter
+from pyquant import _C
+from pyquant.packed import header_op
+
+from . import _backend
+from .api import _convert, check_config, convertible
 from .attention import QuantMultiheadAttention
 from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
 from .experts import QuantExperts
@@ -37,6 +41,7 @@ from .fold_bn import _BN_OF, fold_batchnorm_
 from .grouped_conv import QuantGroupedConv2d
 from .modules import _QuantModule
 from .recurrent import QuantRNN
+from .schemes import config_for_op, scheme_for
 
 _BATCHNORMS = tuple(set(_BN_OF.values()))
 _CONFIGS = {c.__name__: c for c in (Int8Config, WeightOnlyConfig, LUT2Config, SparqConfig)}
@@ -80,9 +85,20 @@ def save_quantized(model: nn.Module, path) -> None:
         ptr = t.untyped_storage().data_ptr()
         tensors[key] = t.clone() if ptr in seen and t.numel() else t
         seen.add(ptr)
-    text = json.dumps({fqn: {"type": type(c).__name__, **dataclasses.asdict(c)}
+    mods = dict(model.named_modules())
+    text = json.dumps({fqn: {"config": {"type": type(c).__name__, **dataclasses.asdict(c)},
+                             "weight_dtype": str(_weight_dtype(mods[fqn])).removeprefix("torch.")}
                        for fqn, c in layers.items()})
     save_file(tensors, path, metadata={METADATA_KEY: text})
+
+
+def _weight_dtype(layer: nn.Module) -> torch.dtype:
+    """The dtype a quantized layer's ``weight`` reports (the float layer's, after .to(dtype))."""
+    w = getattr(layer, "weight", None)
+    if isinstance(w, torch.Tensor) or hasattr(w, "dtype"):
+        return w.dtype
+    first = next((m for m in layer.modules() if isinstance(m, _QuantModule)), None)
+    return torch.float32 if first is None else first.weight_dtype
 
 
 def _safetensors():
@@ -94,9 +110,14 @@ def _safetensors():
     return safetensors.torch
 
 
+_DTYPES = {str(t).removeprefix("torch."): t for t in (torch.float32, torch.float16,
+                                                        torch.bfloat16, torch.float64)}
+
+
 def saved_configs(path) -> dict | None:
-    """{layer: config} from a file written by save_quantized (None for a file without them).
-    The metadata is untrusted: only pyquant's config types, built by their own checks."""
+    """{layer: (config, weight dtype)} from a file written by save_quantized (None for a file
+    without them). The metadata is untrusted: only pyquant's config types, each built by its own
+    checks, and float dtypes."""
     path = os.fspath(path)
     if not path.endswith(".safetensors"):
         return None
@@ -115,36 +136,59 @@ def saved_configs(path) -> dict | None:
         raise ValueError(f"{where}: expected an object of layer names to configs")
     configs = {}
     for fqn, entry in entries.items():
-        kind = entry.get("type") if isinstance(entry, dict) else None
+        cfg = entry.get("config") if isinstance(entry, dict) else None
+        kind = cfg.get("type") if isinstance(cfg, dict) else None
         if kind not in _CONFIGS:
             raise ValueError(f"{where}: layer {fqn!r}: expected a config of type "
                              f"{', '.join(sorted(_CONFIGS))}, got {kind!r}")
-        fields = {k: v for k, v in entry.items() if k != "type"}
+        dtype = _DTYPES.get(entry.get("weight_dtype"))
+        if dtype is None:
+            raise ValueError(f"{where}: layer {fqn!r}: expected a weight_dtype of "
+                             f"{', '.join(_DTYPES)}, got {entry.get('weight_dtype')!r}")
         try:
-            configs[fqn] = _CONFIGS[kind](**fields)
+            config = _CONFIGS[kind](**{k: v for k, v in cfg.items() if k != "type"})
         except (TypeError, ValueError) as e:
             raise ValueError(f"{where}: layer {fqn!r}: {e}") from None
+        configs[fqn] = (config, dtype)
     return configs
 
 
+def _sources(source) -> list:
+    """A state dict, a path, or a list of them (a checkpoint in shards)."""
+    return list(source) if isinstance(source, (list, tuple)) else [source]
+
+
 def read_state_dict(source) -> dict:
-    """A mapping of names to tensors, or the path of a ``.safetensors`` file or of a
-    ``torch.save`` file (read with ``weights_only=True``, memory-mapped)."""
-    if isinstance(source, Mapping):
-        return dict(source)
-    if not isinstance(source, (str, os.PathLike)):
-        raise TypeError("state_dict: expected a mapping of names to tensors or the path of a "
-                        f".safetensors or torch.save file, got {type(source).__name__}")
-    path = os.fspath(source)
-    if path.endswith(".safetensors"):
-        load_file = _safetensors().load_file
-        return _readable(path, lambda: load_file(path))
-    obj = _readable(path, lambda: torch.load(path, map_location="cpu", weights_only=True,
-                                             mmap=True))
-    if not isinstance(obj, Mapping):
-        raise TypeError(f"{path}: expected a state dict (a mapping of names to tensors), got "
-                        f"{type(obj).__name__}")
-    return dict(obj)
+    """A mapping of names to tensors, the path of a ``.safetensors`` file or of a ``torch.save``
+    file (read with ``weights_only=True``), or a list of them (shards: merged). Tensors read from
+    a file own their memory (a file mapped into the model would crash the process if it were
+    truncated later, and change the weights if it were rewritten)."""
+    merged = {}
+    for src in _sources(source):
+        if isinstance(src, Mapping):
+            part = dict(src)
+        elif isinstance(src, (str, os.PathLike)):
+            path = os.fspath(src)
+            if path.endswith(".safetensors"):
+                load_file = _safetensors().load_file
+                part = {k: v.clone() for k, v in _readable(path, lambda: load_file(path)).items()}
+            else:
+                part = _readable(path, lambda: torch.load(path, map_location="cpu",
+                                                          weights_only=True))
+                if not isinstance(part, Mapping):
+                    raise TypeError(f"{path}: expected a state dict (a mapping of names to "
+                                    f"tensors), got {type(part).__name__}")
+        else:
+            raise TypeError("state_dict: expected a mapping of names to tensors, the path of a "
+                            ".safetensors or torch.save file, or a list of them, got "
+                            f"{type(src).__name__}")
+        for k in part:
+            if not isinstance(k, str):
+                raise TypeError(f"state_dict: expected string keys, got {k!r}")
+            if k in merged:
+                raise ValueError(f"state_dict: key {k!r} is in more than one shard")
+        merged.update(part)
+    return merged
 
 
 def _readable(path: str, read):
@@ -160,15 +204,22 @@ def _readable(path: str, read):
 
 
 def quantized_in(state_dict: Mapping):
-    """filter_fn for quantize_: the layers ``state_dict`` holds quantized (a packed weight under
-    the layer's name, or under one of its parts: an attention block's projections)."""
-    held = [k[:-len("packed")].rstrip(".") for k in state_dict
-            if k == "packed" or k.endswith(".packed")]
+    """filter_fn for quantize_: the layers ``state_dict`` holds quantized: a packed weight under
+    the layer's name, or under its parts (an attention block's projections) while none of its
+    own float parameters is in the file (an attention block with only its out_proj quantized
+    stays float, its out_proj converted)."""
+    held = {k[:-len("packed")].rstrip(".") for k in state_dict
+            if k == "packed" or k.endswith(".packed")}
 
     def in_file(module: nn.Module, fqn: str) -> bool:
+        if not convertible(module):
+            return False
+        if fqn in held:
+            return True
         prefix = fqn + "." if fqn else ""
-        return every_layer_filter(module, fqn) and any(h == fqn or h.startswith(prefix)
-                                                       for h in held)
+        own = [prefix + n for n, _ in module.named_parameters(recurse=False)]
+        return (not any(k in state_dict for k in own)
+                and any(h.startswith(prefix) for h in held))
     return in_file
 
 
@@ -177,41 +228,99 @@ def load_quantized_(model: nn.Module, state_dict, config=None, *,
     """Loads, in place, a quantized model's state dict into ``model`` (the same architecture, its
     weights on the meta device or real: the layers it converts are replaced without quantizing
     their weights); returns ``model`` (a quantized root is returned swapped, as by quantize_).
-    ``state_dict``: a mapping, or a .safetensors / torch.save path. ``config``: the config every
-    quantized layer was made with; None reads each layer's from a save_quantized file.
-    ``strict``: as ``load_state_dict``'s, and no tensor may stay on the meta device."""
-    configs = None
+    ``state_dict``: a mapping, a .safetensors / torch.save path, or a list of them (shards).
+    ``config``: the config every quantized layer was made with; None reads each layer's from a
+    save_quantized file (given both, they must agree). ``strict``: as ``load_state_dict``'s,
+    and no tensor may stay on the meta device. The file's packed weights are checked against
+    the configs before the model changes (a wrong config leaves the model as it was)."""
     if config is not None:
         check_config(config)
-    else:
-        if isinstance(state_dict, (str, os.PathLike)):
-            configs = saved_configs(state_dict)
-        if configs is None:
-            raise ValueError("config: this state dict does not say how it was quantized (only "
-                             "a file written by pyquant.save_quantized does); pass the config "
-                             "its model was quantized with, e.g. pyquant.WeightOnlyConfig(4, 32)")
+    saved = {}
+    for src in _sources(state_dict):
+        if isinstance(src, (str, os.PathLike)):
+            saved.update(saved_configs(src) or {})
+    if config is None and not saved:
+        raise ValueError("config: this state dict does not say how it was quantized (only "
+                         "a file written by pyquant.save_quantized does); pass the config "
+                         "its model was quantized with, e.g. pyquant.WeightOnlyConfig(4, 32)")
+    for fqn, (cfg, _) in saved.items():
+        if config is not None and cfg != config:
+            raise ValueError(f"config: {config!r}, but the file says layer {fqn!r} was quantized "
+                             f"with {cfg!r} (pass config=None to use the file's)")
     sd = read_state_dict(state_dict)
     in_file = quantized_in(sd)
-    folded = {fqn for fqn, m in model.named_modules() if isinstance(m, _BATCHNORMS)
-              and not any(k.startswith(fqn + ".") for k in sd)}
-    for fqn, m in model.named_modules():
-        # the file replaces these weights, so none are read (a BN it no longer holds was folded,
-        # whatever its mode now)
-        if fqn in folded:
-            m.to("meta").eval()
-        elif in_file(m, fqn) and not isinstance(m, _QuantModule):
-            m.to("meta")
-    fold_batchnorm_(model, in_file, "all", "load_quantized_", bn_filter=folded.__contains__)
-    if configs is None:
-        model = _convert(model, config, check_config(config), in_file)
-    else:  # each layer with its own config (one pass per distinct config)
-        for cfg in dict.fromkeys(configs.values()):
-            model = _convert(model, cfg, check_config(cfg),
-                             lambda m, fqn, cfg=cfg: in_file(m, fqn) and configs.get(fqn) == cfg)
+    layers = _outermost([fqn for fqn, m in model.named_modules()
+                         if not isinstance(m, _QuantModule) and in_file(m, fqn)])
+    if config is None:
+        unknown = [fqn for fqn in layers if fqn not in saved]
+        if unknown:
+            raise ValueError(f"state_dict: layer {unknown[0]!r} is quantized in the file, but the "
+                             "file's metadata has no config for it")
+    configs = {fqn: saved[fqn][0] if config is None else config for fqn in layers}
+    _check_packed_ops(sd, configs)
+    # a BN the file no longer holds was folded into the conv before it (whatever its mode now)
+    kept = {k.rpartition(".")[0] for k in sd}
+    fold_batchnorm_(model, in_file, "all", "load_quantized_",
+                    pair_filter=lambda conv, bn: bn not in kept and _under(conv, kept))
+    for fqn in layers:  # the file replaces these weights: none are read or quantized
+        model.get_submodule(fqn).to("meta") if fqn else model.to("meta")
+    for cfg in dict.fromkeys(configs.values()):  # (one pass per distinct config)
+        model = _convert(model, cfg, check_config(cfg),
+                         lambda m, fqn, cfg=cfg: configs.get(fqn) == cfg and in_file(m, fqn))
     model.load_state_dict(sd, strict=strict, assign=True)
+    # the dtype each layer's weight reports, as saved (a plain state dict: the one dtype the
+    # model's float parameters took from the file, if they agree)
+    floats = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    for fqn in configs:
+        dtype = saved[fqn][1] if fqn in saved else (next(iter(floats)) if len(floats) == 1
+                                                     else None)
+        for m in (model.get_submodule(fqn).modules() if dtype is not None else ()):
+            if isinstance(m, _QuantModule):
+                m._weight_dtype = dtype
     if strict:
         _check_loaded(model)
     return model
+
+
+def _outermost(names: list) -> list:
+    """names without those inside another (an attention block's out_proj inside the block)."""
+    return [n for n in names if not any(o != n and (o == "" or n.startswith(o + "."))
+                                        for o in names)]
+
+
+def _under(fqn: str, names: set) -> bool:
+    """The file holds entries of the module fqn (its own, or of a quantized version's parts)."""
+    return fqn in names or any(n.startswith(fqn + ".") for n in names)
+
+
+def _check_packed_ops(sd: dict, configs: dict) -> None:
+    """Every packed weight the file holds for a layer is packed for its config's op and
+    parameters (headers only, before anything changes): ValueError naming the key otherwise
+    (the load itself then checks every buffer whole)."""
+    if _backend.is_reference():  # (raw codes, no headers)
+        return
+    expected = {}
+    for fqn, cfg in configs.items():
+        scheme = scheme_for(cfg)
+        if cfg not in expected:  # (a 1 x 4 layer's header: the op's parameters for cfg)
+            expected[cfg] = _C.validate_packed(scheme.empty_weight(1, 4)["packed"].numpy(),
+                                               scheme.packed_op, "packed", payload=False)
+        prefix = fqn + "." if fqn else ""
+        for key in [k for k in sd if k.startswith(prefix) and k.rpartition(".")[2] == "packed"]:
+            t = sd[key]
+            if not (isinstance(t, torch.Tensor) and t.dtype == torch.uint8 and t.dim() == 1
+                    and t.device.type == "cpu"):
+                continue  # (the load names what is wrong with it)
+            buf = t.detach().contiguous().numpy()
+            op = header_op(buf)
+            if op is not None and op != scheme.packed_op:
+                raise ValueError(f"{key}: the file's weight was packed for {op!r} (saved with "
+                                 f"{config_for_op(op)}), but the config is {cfg!r}")
+            got = _C.validate_packed(buf, scheme.packed_op, key, payload=False)["params"]
+            for name, value in expected[cfg]["params"].items():
+                if got.get(name) != value:
+                    raise ValueError(f"{key}: packed with {name}={got.get(name)!r}, but the "
+                                     f"config {cfg!r} has {name}={value!r}")
 
 
 def _check_loaded(model: nn.Module) -> None:

@@ -181,13 +181,14 @@ def check_fold_option(which) -> None:
 
 def fold_batchnorm_(model: nn.Module, convert: Callable[[nn.Module, str], bool],
                     which: bool | str = True, caller: str = "quantize_",
-                    bn_filter: Callable[[str], bool] | None = None) -> int:
+                    pair_filter: Callable[[str, str], bool] | None = None) -> int:
     """Folds, in place, every BatchNorm that follows a conv which ``convert(conv, fqn)`` says will
     be converted (``which=True``), or any plain conv (``which="all"``; False: none); returns how
     many. A BN in training mode (batch statistics) or without running statistics is left alone,
     with a warning for the former (call ``model.eval()`` first); the conv's own mode does not
-    matter (a conv computes the same in both). ``bn_filter(bn_fqn)``: only the BNs it passes
-    (load_quantized_: those a state dict no longer holds)."""
+    matter (a conv computes the same in both). ``pair_filter(conv_fqn, bn_fqn)``: only the
+    pairs it passes, whatever the BN's mode (load_quantized_: the pairs a state dict holds
+    folded)."""
     check_fold_option(which)
     if which == "all":  # (_foldable_pair takes plain nn.Conv1d / nn.Conv2d only)
         convert = lambda conv, fqn: True  # noqa: E731
@@ -201,9 +202,9 @@ def fold_batchnorm_(model: nn.Module, convert: Callable[[nn.Module, str], bool],
         if not (once(conv) and once(bn) and _plain_state(conv) and _plain_state(bn)
                 and convert(conv, conv_name)) or bn.running_mean is None:
             continue
-        if bn_filter is not None and not bn_filter(bn_name):
+        if pair_filter is not None and not pair_filter(conv_name, bn_name):
             continue
-        if bn.training:
+        if bn.training and pair_filter is None:
             training.append(bn_name)
             continue
         _fold_into(conv, bn)

@@ -22,7 +22,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from .api import _convert, _default_filter_for, _warn_left_float, is_conv1d, run_batch
+from .api import _convert, _default_filter_for, _warn_left_float, convertible, is_conv1d, run_batch
 from .fold_bn import check_fold_option, fold_batchnorm_
 from .configs import SparqConfig, WeightOnlyConfig
 from .attention import QuantMultiheadAttention, is_mha
@@ -188,8 +188,7 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
         accumulate(mod, x.reshape(-1, x.shape[-1]))
 
     def quantizable(m, fqn):
-        return (isinstance(m, (nn.Linear, nn.Conv2d, nn.Conv1d)) or is_conv1d(m) or is_experts(m)
-                or is_mha(m) or is_rnn(m)) and filter_fn(m, fqn)
+        return convertible(m) and filter_fn(m, fqn)
 
     on_meta = [fqn or "(root)" for fqn, m in model.named_modules()
                if any(p.is_meta for p in m.parameters(recurse=False))]

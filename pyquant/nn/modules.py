@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.prune import BasePruningMethod
+from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
 from pyquant import _C
@@ -90,9 +91,9 @@ def _check_device(x: torch.Tensor, name: str = "x") -> None:
 
 
 def _prepare_weights(layer: nn.Module, name: str) -> None:
-    """``layer.weight`` as its forward would compute it: an old-style ``weight_norm`` or a
-    ``torch.nn.utils.prune`` mask recomputes it in a forward pre-hook, so after a
-    ``load_state_dict`` the attribute is stale until the next forward (fairseq's and torchaudio's
+    """``layer.weight`` as its forward would compute it: an old-style ``weight_norm`` or
+    ``spectral_norm``, or a ``torch.nn.utils.prune`` mask recomputes it in a forward pre-hook,
+    so after a ``load_state_dict`` the attribute is stale until the next forward (fairseq's and torchaudio's
     wav2vec2 positional conv); the hook is run here. A lazy layer before its first forward holds
     no weights yet: ValueError. (Weights on the meta device make a layer that awaits its
     quantized state dict: _QuantModule._setup.)"""
@@ -100,7 +101,7 @@ def _prepare_weights(layer: nn.Module, name: str) -> None:
         raise ValueError(f"{name}: {type(layer).__name__} is a lazy layer whose weight is not "
                          "initialized yet; run one forward pass before converting it")
     for hook in list(getattr(layer, "_forward_pre_hooks", {}).values()):  # (a group's view: none)
-        if isinstance(hook, (WeightNorm, BasePruningMethod)):
+        if isinstance(hook, (WeightNorm, BasePruningMethod, SpectralNorm)):
             with torch.no_grad():
                 hook(layer, ())  # (sets the attribute it computes, as before a forward)
 
@@ -152,14 +153,15 @@ class _QuantModule(nn.Module):
         self.out_features, self.in_features_k = w2d.shape
         # the dtype ``weight`` reports: the float layer's (follows module.half() / .to(dtype))
         self._weight_dtype = w2d.dtype if w2d.is_floating_point() else torch.float32
-        # normal (non-inference) tensors even when converted under inference_mode, so that
-        # load_state_dict / calibrate can update them later
         # weights on the meta device: a layer awaiting its quantized state dict (its buffers
-        # made with every shape and header right, the weight searches skipped; forward refused
-        # until load_state_dict fills them: pyquant/nn/checkpoint.py)
-        self._awaiting_load = w2d.is_meta or (bias is not None and bias.is_meta)
-        with torch.inference_mode(False), torch.no_grad():
-            if self._awaiting_load:
+        # made with every shape and header right, the weight searches skipped; forward and
+        # state_dict refused until load_state_dict fills them: pyquant/nn/checkpoint.py)
+        skeleton = w2d.is_meta or (bias is not None and bias.is_meta)
+        # normal (non-inference) tensors even when converted under inference_mode, so that
+        # load_state_dict / calibrate can update them later; on the CPU also inside a
+        # `with torch.device("meta"):` block
+        with torch.inference_mode(False), torch.no_grad(), torch.device("cpu"):
+            if skeleton:
                 if quant_kw:
                     raise ValueError(f"{', '.join(quant_kw)}: a layer with weights on the meta "
                                      "device has no values to fit (load the float weights first)")
@@ -174,6 +176,9 @@ class _QuantModule(nn.Module):
                 self.register_buffer(name, t.contiguous())
             self.register_buffer("bias", None if bias is None else bias.float().cpu().clone())
             self.register_buffer("act_range", torch.full((2,), float("nan")))
+        # the persistent buffers still to load (a set: a sharded checkpoint brings them in parts)
+        self._awaiting_load = {n for n, t in self._buffers.items() if t is not None} \
+            if skeleton else False
         self._observer = None
         self._run = None
         self._config_text = repr(config)  # a constant string for the reference op (compile)
@@ -206,7 +211,7 @@ class _QuantModule(nn.Module):
         if self._awaiting_load:  # (zeros: nothing to derive or bind until the weights load)
             self._packed_bytes = 0
             return
-        with torch.inference_mode(False), torch.no_grad():
+        with torch.inference_mode(False), torch.no_grad(), torch.device("cpu"):
             memo = self.__dict__.setdefault("_memo", {})
             for name, t in self.scheme.recomputed(self._buffers, self.reference, memo).items():
                 # a new tensor (not copied into): a shared or assigned w_off is not written to
@@ -258,17 +263,20 @@ class _QuantModule(nn.Module):
         _load.check_state_dict(self, state_dict, prefix)
         _load.as_plain_buffers(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if self._awaiting_load and not self.unloaded_keys(state_dict, prefix):
-            self._awaiting_load = False  # (the post hook then binds the loaded buffers)
+        if self._awaiting_load:
+            self._awaiting_load -= {n for n in self._awaiting_load if prefix + n in state_dict}
+            if not self._awaiting_load:
+                self._awaiting_load = False  # (the post hook then binds the loaded buffers)
 
-    def unloaded_keys(self, state_dict=None, prefix: str = "") -> list:
-        """The state-dict keys this layer still needs (all of its persistent buffers while it
-        awaits its weights; those missing from ``state_dict`` if one is given)."""
-        if not self._awaiting_load:
-            return []
-        keys = [prefix + n for n, t in self._buffers.items()
-                if t is not None and n not in self._non_persistent_buffers_set]
-        return keys if state_dict is None else [k for k in keys if k not in state_dict]
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        if self._awaiting_load:  # (placeholders: a file of them would load as a wrong model)
+            raise ValueError(f"{type(self).__name__} at {prefix.rstrip('.') or '(root)'!r}: its "
+                             "weights are not loaded yet, so it has no state to save")
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def unloaded_keys(self, prefix: str = "") -> list:
+        """The state-dict keys this layer still needs while it awaits its weights."""
+        return sorted(prefix + n for n in self._awaiting_load) if self._awaiting_load else []
 
     def _check_loaded(self) -> None:
         if self._awaiting_load:

@@ -18,7 +18,7 @@ NaN means dynamic per-row ranges (the default).
 """
 from __future__ import annotations
 
-import functools
+import contextlib
 import math
 import threading
 import weakref
@@ -165,10 +165,30 @@ def codes_memo(b, memo: dict, key: str, compute):
     return memo[key]
 
 
-@functools.lru_cache(maxsize=4)
-def _empty_state(scheme_type, config, n: int, k: int, reference: bool) -> dict:
-    scheme = scheme_type(config)
-    return scheme.state(*scheme.empty_codes(n, k))
+_EMPTY = threading.local()  # .states: {key: state} while a conversion runs
+
+
+@contextlib.contextmanager
+def empty_weight_cache():
+    """Within the block (a quantize_ call), empty_weight makes each shape's state once."""
+    outer = getattr(_EMPTY, "states", None)
+    _EMPTY.states = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _EMPTY.states = outer
+
+
+def _empty_state(scheme, n: int, k: int) -> dict:
+    key = (type(scheme), scheme.config, n, k, _backend.is_reference())
+    states = getattr(_EMPTY, "states", None)
+    if states is not None and key in states:
+        return states[key]
+    state = scheme.state(*scheme.empty_codes(n, k))
+    if states is not None:
+        states.clear()  # (one shape kept: a decoder's layers come in runs of the same shape)
+        states[key] = state
+    return state
 
 
 class Scheme:
@@ -199,16 +219,19 @@ class Scheme:
         """The persistent buffers of an [N, K] layer whose weights will be loaded (a model built
         on the meta device): every shape, dtype and packed header right, codes zero and scales
         one, made without the weight searches (``quantize_weight`` on a real weight). Made once
-        per shape (a decoder's layers share a few; packing is ~5 ns a weight), then copied: a
-        packed weight as its header over zero pages the OS maps on first write (calloc), so a
-        layer whose buffers the state dict replaces (``assign=True``) never holds the memory."""
-        state = _empty_state(type(self), self.config, n, k, _backend.is_reference())
+        per run of one shape (a decoder's layers come in runs; packing is ~5 ns a weight), then
+        copied: a packed weight as its header over zero bytes the OS maps on first write
+        (calloc), so a layer whose buffers the state dict replaces (``assign=True``) never
+        holds the memory. (Zero bytes are a valid payload of every op, decoding to whatever code
+        a zero byte holds; the layer refuses to run or be saved until it is loaded.)"""
+        with torch.device("cpu"):  # (also inside a `with torch.device("meta"):` block)
+            state = _empty_state(self, n, k)
         out = {name: t.clone() for name, t in state.items() if name != "packed"}
         packed = state["packed"]
         if "packed_offsets" in state or packed.dtype != torch.uint8:  # (several headers, raw codes)
             return {**out, "packed": packed.clone()}
         lazy = torch.from_numpy(np.zeros(packed.numel(), dtype=np.uint8))
-        lazy[:_HEADER.itemsize] = packed[:_HEADER.itemsize]  # (zero codes pack to a valid payload)
+        lazy[:_HEADER.itemsize] = packed[:_HEADER.itemsize]
         return {**out, "packed": lazy}
 
     def recomputed(self, b, reference: bool, memo: dict) -> dict:
@@ -771,7 +794,9 @@ class LUT2Scheme(Scheme):
 
     def state(self, codes, sw):
         wl = self.config.w_levels
-        lsum = torch.tensor(wl, dtype=torch.float32)[codes.long()].sum(1)
+        # sum of w_levels[code] per row, by counts per level (no [N, K] int64 index copy)
+        lsum = sum(float(v) * (codes == i).sum(1, dtype=torch.int32).float()
+                   for i, v in enumerate(wl))
         return {"packed": _backend.prepack("lut_gemm", codes, w_levels=wl), "w_scale": sw, "w_sum": lsum}
 
     def recomputed(self, b, reference, memo):
