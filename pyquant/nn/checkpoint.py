@@ -39,7 +39,7 @@ from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
 from .experts import QuantExperts
 from .fold_bn import _BN_OF, fold_batchnorm_
 from .grouped_conv import QuantGroupedConv2d
-from .modules import _QuantModule
+from .modules import _QuantModule, _want_hugepages
 from .recurrent import QuantRNN
 from .schemes import config_for_op, scheme_for
 
@@ -158,10 +158,11 @@ def _sources(source) -> list:
     return list(source) if isinstance(source, (list, tuple)) else [source]
 
 
-def read_state_dict(source) -> dict:
+def read_state_dict(source, mapped: set | None = None) -> dict:
     """A mapping of names to tensors, the path of a ``.safetensors`` file or of a ``torch.save``
-    file (read with ``weights_only=True``), or a list of them (shards: merged). Tensors read from
-    a file own their memory (a file mapped into the model would crash the process if it were
+    file (read with ``weights_only=True``), or a list of them (shards: merged). safetensors maps
+    its file: the keys of such tensors are added to ``mapped`` (load_quantized_ copies what the
+    model keeps of them: a file mapped into the model would crash the process if it were
     truncated later, and change the weights if it were rewritten)."""
     merged = {}
     for src in _sources(source):
@@ -171,7 +172,9 @@ def read_state_dict(source) -> dict:
             path = os.fspath(src)
             if path.endswith(".safetensors"):
                 load_file = _safetensors().load_file
-                part = {k: v.clone() for k, v in _readable(path, lambda: load_file(path)).items()}
+                part = _readable(path, lambda: load_file(path))
+                if mapped is not None:
+                    mapped.update(part)
             else:
                 part = _readable(path, lambda: torch.load(path, map_location="cpu",
                                                           weights_only=True))
@@ -247,7 +250,8 @@ def load_quantized_(model: nn.Module, state_dict, config=None, *,
         if config is not None and cfg != config:
             raise ValueError(f"config: {config!r}, but the file says layer {fqn!r} was quantized "
                              f"with {cfg!r} (pass config=None to use the file's)")
-    sd = read_state_dict(state_dict)
+    mapped = set()
+    sd = read_state_dict(state_dict, mapped)
     in_file = quantized_in(sd)
     layers = _outermost([fqn for fqn, m in model.named_modules()
                          if not isinstance(m, _QuantModule) and in_file(m, fqn)])
@@ -267,7 +271,13 @@ def load_quantized_(model: nn.Module, state_dict, config=None, *,
     for cfg in dict.fromkeys(configs.values()):  # (one pass per distinct config)
         model = _convert(model, cfg, check_config(cfg),
                          lambda m, fqn, cfg=cfg: configs.get(fqn) == cfg and in_file(m, fqn))
+    file_tensors = [sd[k] for k in mapped]
+    quantized = tuple(f + "." if f else "" for f in configs)
+    for k in mapped:  # (a quantized layer's large buffers are copied to huge pages at its load)
+        if not (k.startswith(quantized) and _want_hugepages(sd[k]) and not sd[k].is_shared()):
+            sd[k] = sd[k].clone()
     model.load_state_dict(sd, strict=strict, assign=True)
+    _own_memory(model, file_tensors)
     # the dtype each layer's weight reports, as saved (a plain state dict: the one dtype the
     # model's float parameters took from the file, if they agree)
     floats = {p.dtype for p in model.parameters() if p.is_floating_point()}
@@ -280,6 +290,25 @@ def load_quantized_(model: nn.Module, state_dict, config=None, *,
     if strict:
         _check_loaded(model)
     return model
+
+
+def _own_memory(model: nn.Module, file_tensors: list) -> None:
+    """The model's tensors that are still the file's mapped ones become copies (the large
+    buffers of quantized layers were already copied into huge-page memory at their refresh)."""
+    if not file_tensors:
+        return
+    storages = {t.untyped_storage().data_ptr() for t in file_tensors}
+    for m in model.modules():
+        copied = False
+        for store in (m._parameters, m._buffers):
+            for name, t in store.items():
+                if t is not None and t.untyped_storage().data_ptr() in storages:
+                    c = t.detach().clone()
+                    store[name] = nn.Parameter(c, t.requires_grad) if isinstance(
+                        t, nn.Parameter) else c
+                    copied = True
+        if copied and isinstance(m, _QuantModule):
+            m._refresh_derived()  # (bound to the copies)
 
 
 def _outermost(names: list) -> list:

@@ -186,7 +186,8 @@ def _empty_state(scheme, n: int, k: int) -> dict:
         return states[key]
     state = scheme.state(*scheme.empty_codes(n, k))
     if states is not None:
-        states.clear()  # (one shape kept: a decoder's layers come in runs of the same shape)
+        if len(states) >= 8:  # (a decoder block's few shapes, in turn)
+            states.pop(next(iter(states)))
         states[key] = state
     return state
 
@@ -219,10 +220,10 @@ class Scheme:
         """The persistent buffers of an [N, K] layer whose weights will be loaded (a model built
         on the meta device): every shape, dtype and packed header right, codes zero and scales
         one, made without the weight searches (``quantize_weight`` on a real weight). Made once
-        per run of one shape (a decoder's layers come in runs; packing is ~5 ns a weight), then
-        copied: a packed weight as its header over zero bytes the OS maps on first write
-        (calloc), so a layer whose buffers the state dict replaces (``assign=True``) never
-        holds the memory. (Zero bytes are a valid payload of every op, decoding to whatever code
+        per shape within a conversion (a decoder's blocks repeat a few shapes; packing is ~5 ns
+        a weight), then copied: a packed weight as its header over zero bytes the OS maps on
+        first write (calloc), so a layer whose buffers the state dict replaces (``assign=True``)
+        never holds the memory. (Zero bytes are a valid payload of every op, decoding to whatever code
         a zero byte holds; the layer refuses to run or be saved until it is loaded.)"""
         with torch.device("cpu"):  # (also inside a `with torch.device("meta"):` block)
             state = _empty_state(self, n, k)
