@@ -93,8 +93,8 @@ def _check_device(x: torch.Tensor, name: str = "x") -> None:
 def _prepare_weights(layer: nn.Module, name: str) -> None:
     """``layer.weight`` as its forward would compute it: an old-style ``weight_norm`` or
     ``spectral_norm``, or a ``torch.nn.utils.prune`` mask recomputes it in a forward pre-hook,
-    so after a ``load_state_dict`` the attribute is stale until the next forward (fairseq's and torchaudio's
-    wav2vec2 positional conv); the hook is run here. A lazy layer before its first forward holds
+    so after a ``load_state_dict`` the attribute is stale until the next forward (fairseq's and
+    torchaudio's wav2vec2 positional conv); the hook is run here. A lazy layer before its first forward holds
     no weights yet: ValueError. (Weights on the meta device make a layer that awaits its
     quantized state dict: _QuantModule._setup.)"""
     if isinstance(layer.weight, nn.parameter.UninitializedParameter):
@@ -284,7 +284,7 @@ class _QuantModule(nn.Module):
                 f"{type(self).__name__}: its quantized weights are not loaded yet (it was "
                 "converted from weights on the meta device); load a state dict saved from the "
                 "quantized model, e.g. model.load_state_dict(state_dict, assign=True) or "
-                "pyquant.nn.load_quantized_(model, path, config)")
+                "pyquant.load_quantized_(model, path)")
 
     def _apply(self, fn, recurse=True):
         # module.half() / .to(torch.bfloat16) / .double(): the scales, sums, bias and range keep

@@ -218,13 +218,13 @@ class Scheme:
 
     def empty_weight(self, n: int, k: int) -> dict:
         """The persistent buffers of an [N, K] layer whose weights will be loaded (a model built
-        on the meta device): every shape, dtype and packed header right, codes zero and scales
-        one, made without the weight searches (``quantize_weight`` on a real weight). Made once
+        on the meta device): every shape, dtype and packed header right, made without the weight
+        searches (``quantize_weight`` on a real weight): from zero codes and unit scales, once
         per shape within a conversion (a decoder's blocks repeat a few shapes; packing is ~5 ns
-        a weight), then copied: a packed weight as its header over zero bytes the OS maps on
+        a weight), then copied, a packed weight as its header over zero bytes the OS maps on
         first write (calloc), so a layer whose buffers the state dict replaces (``assign=True``)
-        never holds the memory. (Zero bytes are a valid payload of every op, decoding to whatever code
-        a zero byte holds; the layer refuses to run or be saved until it is loaded.)"""
+        never holds the memory. (Zero bytes are a valid payload of every op, whatever codes they
+        decode to; the layer refuses to run or be saved until it is loaded.)"""
         with torch.device("cpu"):  # (also inside a `with torch.device("meta"):` block)
             state = _empty_state(self, n, k)
         out = {name: t.clone() for name, t in state.items() if name != "packed"}
