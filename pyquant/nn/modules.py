@@ -158,15 +158,15 @@ class _QuantModule(nn.Module):
         # state_dict refused until load_state_dict fills them: pyquant/nn/checkpoint.py)
         skeleton = w2d.is_meta or (bias is not None and bias.is_meta)
         # normal (non-inference) tensors even when converted under inference_mode, so that
-        # load_state_dict / calibrate can update them later; on the CPU also inside a
-        # `with torch.device("meta"):` block
-        with torch.inference_mode(False), torch.no_grad(), torch.device("cpu"):
+        # load_state_dict / calibrate can update them later; made on the CPU also inside a
+        # `with torch.device("meta"):` block (empty_weight and these factories say so)
+        with torch.inference_mode(False), torch.no_grad():
             if skeleton:
                 if quant_kw:
                     raise ValueError(f"{', '.join(quant_kw)}: a layer with weights on the meta "
                                      "device has no values to fit (load the float weights first)")
                 bufs = self.scheme.empty_weight(*w2d.shape)
-                bias = None if bias is None else torch.zeros(bias.shape)
+                bias = None if bias is None else torch.zeros(bias.shape, device="cpu")
             else:
                 if bias is not None:
                     bias = bias.detach().clone()
@@ -175,7 +175,7 @@ class _QuantModule(nn.Module):
             for name, t in bufs.items():
                 self.register_buffer(name, t.contiguous())
             self.register_buffer("bias", None if bias is None else bias.float().cpu().clone())
-            self.register_buffer("act_range", torch.full((2,), float("nan")))
+            self.register_buffer("act_range", torch.full((2,), float("nan"), device="cpu"))
         # the persistent buffers still to load (a set: a sharded checkpoint brings them in parts)
         self._awaiting_load = {n for n, t in self._buffers.items() if t is not None} \
             if skeleton else False
