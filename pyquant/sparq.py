@@ -117,14 +117,19 @@ def prune_24(w):
     if not (np.issubdtype(wn.dtype, np.number) or wn.dtype == np.bool_):
         raise TypeError(f"w: expected a numeric dtype, got {wn.dtype}")
     k = wn.shape[-1]
+    if wn.dtype == np.float32 and wn.size:  # (a model's weights: one native pass, the same result)
+        out = _C.prune_24_f32(np.ascontiguousarray(wn).reshape(-1, k), get_num_threads())
+        return _arrays.like(out.reshape(wn.shape), was_torch)
     kp = -(-k // 4) * 4
-    pad = np.zeros(wn.shape[:-1] + (kp - k,), wn.dtype)
-    g = np.concatenate([wn, pad], axis=-1).reshape(wn.shape[:-1] + (kp // 4, 4))
-    mag = np.abs(g.astype(np.float64))
-    # rank within the group: how many others beat it (larger, or equal at a lower index)
-    beats = (mag[..., None, :] > mag[..., :, None]) | (
-        (mag[..., None, :] == mag[..., :, None]) & (np.arange(4)[None, :] < np.arange(4)[:, None]))
-    keep = beats.sum(-1) < 2
+    if kp != k:
+        wn = np.concatenate([wn, np.zeros(wn.shape[:-1] + (kp - k,), wn.dtype)], axis=-1)
+    g = wn.reshape(wn.shape[:-1] + (kp // 4, 4))
+    mag = np.abs(g) if wn.dtype.kind == "f" else np.abs(g.astype(np.float64))  # (exact either way)
+    m = [mag[..., i] for i in range(4)]
+    # rank of each: how many others beat it (larger, or equal at a lower index); NaN never does
+    rank = [sum(((m[j] >= m[i]) if j < i else (m[j] > m[i])).astype(np.uint8)
+                for j in range(4) if j != i) for i in range(4)]
+    keep = np.stack([r < 2 for r in rank], axis=-1)
     out = np.where(keep, g, np.zeros((), wn.dtype)).reshape(wn.shape[:-1] + (kp,))[..., :k]
     return _arrays.like(np.ascontiguousarray(out), was_torch)
 

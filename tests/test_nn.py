@@ -1141,7 +1141,19 @@ def test_calibrate_refuses_a_range_wider_than_float32():
     assert torch.isfinite(model[0].act_range).all()
 
 
-def _lowbit_weight_whole(w, bits, gs):  # the clipping search as one whole-tensor pass (before)
+def _lane_sum(e):
+    """float32 sum of e * e over the last axis as the native searches add it: 8 lanes (column
+    mod 8), each summed in column order, then ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))."""
+    e2 = torch.nn.functional.pad(e * e, (0, -e.shape[-1] % 8))
+    blocks = e2.view(*e2.shape[:-1], -1, 8)
+    acc = torch.zeros(blocks.shape[:-2] + (8,))
+    for b in range(blocks.shape[-2]):
+        acc = acc + blocks[..., b, :]
+    l = acc.unbind(-1)
+    return (((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))).unsqueeze(-1)
+
+
+def _lowbit_weight_whole(w, bits, gs):  # the clipping search as whole-tensor PyTorch passes
     from pyquant.nn.schemes import best_clip, bf16_round
     n, k = w.shape
     g = -(-k // gs)
@@ -1151,10 +1163,10 @@ def _lowbit_weight_whole(w, bits, gs):  # the clipping search as one whole-tenso
 
     def candidate(r):
         s = bf16_round(amax * r / max(qmax, 1))
-        return s, ((torch.round(wp / s).clamp_(qmin, qmax) * s - wp) ** 2).sum(2, keepdim=True)
+        return s, _lane_sum(torch.round(wp * (1.0 / s)).clamp_(qmin, qmax) * s - wp)
 
     best_s = best_clip(torch.linspace(1.0, 0.5 if bits == 4 else 0.3, 11).tolist(), candidate)
-    codes = torch.round(wp / best_s).clamp_(qmin, qmax).to(torch.int8).view(n, g * gs)[:, :k]
+    codes = torch.round(wp * (1.0 / best_s)).clamp_(qmin, qmax).to(torch.int8).view(n, g * gs)[:, :k]
     return codes.contiguous(), best_s.view(n, g).float()
 
 
@@ -1165,26 +1177,90 @@ def _lut_weight_whole(w, levels):
 
     def candidate(r):
         s = amax * r / lv.abs().max()
-        return s, ((lv[nearest_level(w / s, levels).long()] * s - w) ** 2).sum(1, keepdim=True)
+        return s, _lane_sum(lv[nearest_level(w * (1.0 / s), levels).long()] * s - w)
 
     best_s = best_clip(torch.linspace(1.0, 0.2, 17).tolist(), candidate)
-    return nearest_level(w / best_s, levels).to(torch.uint8), best_s.view(-1).float()
+    return nearest_level(w * (1.0 / best_s), levels).to(torch.uint8), best_s.view(-1).float()
 
 
-@pytest.mark.parametrize("shape", [(300, 1000), (7, 70), (1, 4096), (2000, 200)])
-def test_chunked_clipping_searches_equal_the_whole_tensor_ones(shape):
-    """The weight quantizers search their clipping per L2-sized row chunk with in-place ops: the
-    same codes and scales, bit for bit, as the whole-tensor passes they replaced."""
+@pytest.mark.parametrize("shape", [(300, 1000), (7, 70), (1, 4096), (2000, 200), (3, 5)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_native_clipping_searches_equal_the_pytorch_ones(shape, threads):
+    """The weight quantizers' clipping searches run natively (csrc/quantize/weight_search.h): the
+    same codes and scales, bit for bit, as whole-tensor PyTorch passes of the same arithmetic
+    (float32, the error sums in the kernel's lane order), on any thread count; partial last
+    groups, an outlier row, a zero row, a tiny row, exact ties between candidates."""
     from pyquant.nn.schemes import lowbit_weight, lut_weight
     torch.manual_seed(shape[0])
     w = torch.randn(shape) * torch.rand(shape[0], 1) * 0.1
-    w[0, :3] = torch.tensor([1.5, -2.0, 0.0])  # an outlier row
-    for bits, gs in ((4, 32), (2, 64), (4, 128)):
-        for got, want in zip(lowbit_weight(w, bits, gs), _lowbit_weight_whole(w, bits, gs)):
-            assert got.dtype == want.dtype and torch.equal(got, want), (bits, gs)
-    for levels in ((-3, -1, 1, 3), (1, -2, 0, -1)):
-        for got, want in zip(lut_weight(w, levels), _lut_weight_whole(w, levels)):
-            assert got.dtype == want.dtype and torch.equal(got, want), levels
+    w[0, :3] = torch.tensor([1.5, -2.0, 0.0])[: shape[1]]  # an outlier row
+    if shape[0] > 2:
+        w[1] = 0.0
+        w[2] *= 1e-30
+    if shape[0] > 3:
+        w[3] = torch.round(w[3] * 1e4)  # integers: many exact ties between candidates
+    before = pyquant._threads._pinned
+    pyquant.set_num_threads(threads)
+    try:
+        for bits, gs in ((4, 32), (2, 64), (4, 128), (2, 32)):
+            for got, want in zip(lowbit_weight(w, bits, gs), _lowbit_weight_whole(w, bits, gs)):
+                assert got.dtype == want.dtype and torch.equal(got, want), (bits, gs)
+        for levels in ((-3, -1, 1, 3), (1, -2, 0, -1), (-8, -1, 2, 15)):
+            for got, want in zip(lut_weight(w, levels), _lut_weight_whole(w, levels)):
+                assert got.dtype == want.dtype and torch.equal(got, want), levels
+    finally:
+        pyquant.set_num_threads(before)
+
+
+@pytest.mark.parametrize("shape", [(300, 1000), (5, 3), (1, 4097)])
+def test_native_int8_weights_equal_the_pytorch_formula(shape):
+    """Int8Config / SparqConfig weights in one native pass: the bits of w.abs().amax(1)
+    .clamp(min=1e-12) / 127 and round(w / s).clamp(-127, 127), with exact .5 ties, a zero row
+    and a tiny row."""
+    from pyquant.nn.schemes import int8_weight
+    torch.manual_seed(shape[1])
+    w = torch.randn(shape) * 0.05
+    w[0, : min(3, shape[1])] = torch.tensor([127.0, -63.5, 0.5])[: shape[1]]  # ties at scale 1
+    if shape[0] > 2:
+        w[1] = 0.0
+        w[2] *= 1e-35
+    sw = w.abs().amax(1).clamp(min=1e-12) / 127.0
+    want = torch.round(w / sw[:, None]).clamp_(-127, 127).to(torch.int8)
+    got_q, got_s = int8_weight(w)
+    assert torch.equal(got_s, sw) and torch.equal(got_q, want)
+
+
+def test_native_weight_searches_check_their_arguments():
+    from pyquant import _C
+    w = np.zeros((4, 64), np.float32)
+    with pytest.raises(ValueError, match="scales: expected float32"):
+        _C.clip_search_uniform(w, np.ones((11, 4, 3), np.float32), 32, -8, 7)
+    with pytest.raises(ValueError, match="positive finite"):
+        _C.clip_search_uniform(w, np.zeros((11, 4, 2), np.float32), 32, -8, 7)
+    with pytest.raises(ValueError, match="levels: expected 4 distinct"):
+        _C.clip_search_levels(w, np.ones((17, 4, 1), np.float32), [1, 1, 2, 3])
+    with pytest.raises(ValueError, match="w: expected a 2-D"):
+        _C.quantize_rows_int8(np.zeros(5, np.float32))
+
+
+@pytest.mark.parametrize("config", [pyquant.WeightOnlyConfig(4, 32), pyquant.LUT2Config(),
+                                    pyquant.Int8Config(), pyquant.SparqConfig(sparse24=True)])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_a_clear_error(config, bad):
+    """A NaN or infinite weight would pick scales and codes silently (every output NaN or 0):
+    quantize_ stops at that layer and names it (the layers before it stay quantized; fixing the
+    weight and calling quantize_ again converts the rest)."""
+    model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
+    with torch.no_grad():
+        model[2].weight[1, 3] = bad
+    with pytest.raises(ValueError, match=r"^layer '2': weight: expected finite values"):
+        pyquant.quantize_(model, config)
+    assert isinstance(model[0], pyquant.nn.QuantLinear) and isinstance(model[2], nn.Linear)
+    with torch.no_grad():
+        model[2].weight[1, 3] = 0.5
+    pyquant.quantize_(model, config)
+    assert isinstance(model[2], pyquant.nn.QuantLinear)
+    assert torch.isfinite(model(torch.randn(3, 16))).all()
 
 
 def test_quantgru_dtypes_and_missing_calibration():

@@ -84,6 +84,19 @@ def test_prune_24(rng):
     # ties go to the lower index
     np.testing.assert_array_equal(pyquant.prune_24(np.array([[1, -1, 1, 1]], np.int8)),
                                   [[1, -1, 0, 0]])
+    # float32 takes a native pass: the same as the other dtypes' numpy path, ties, zeros, NaN
+    for shape in [(37, 203), (3, 4), (2, 5, 9), (1, 1)]:
+        w = rng.integers(-2, 3, shape).astype(np.float32)
+        w.reshape(-1)[::17] = np.nan
+        got = pyquant.prune_24(w)
+        assert got.dtype == np.float32 and got.shape == w.shape
+        np.testing.assert_array_equal(got, pyquant.prune_24(w.astype(np.float64)).astype(np.float32))
+        finite = np.nan_to_num(w, nan=0.0)
+        np.testing.assert_array_equal(pyquant.prune_24(finite), prune_24_ref(finite))
+    for dtype in (np.float16, np.int16, np.int64):
+        w = rng.integers(-3, 4, (9, 22)).astype(dtype)
+        np.testing.assert_array_equal(pyquant.prune_24(w), prune_24_ref(w))
+    assert pyquant.prune_24(np.zeros((3, 0), np.float32)).shape == (3, 0)
 
 
 # --- the GEMM against the reference ---

@@ -19,10 +19,14 @@ CArray<uint8_t> lowbit_prepack(const CArray<int8_t>& w, int bits) {
   require_packable_shape(n, k);
   const int lo = -(1 << (bits - 1)), hi = (1 << (bits - 1)) - 1;
   const int8_t* src = w.data();
-  const auto mm = std::minmax_element(src, src + n * k);
+  int8_t wmin = 0, wmax = 0;  // (a plain loop: std::minmax_element is not vectorized)
+  for (size_t i = 0; i < n * k; ++i) {
+    wmin = std::min(wmin, src[i]);
+    wmax = std::max(wmax, src[i]);
+  }
   if (n * k > 0) {
-    const int bad = *mm.first < lo ? *mm.first : *mm.second;
-    require(*mm.first >= lo && *mm.second <= hi,
+    const int bad = wmin < lo ? wmin : wmax;
+    require(wmin >= lo && wmax <= hi,
             "w: " + std::to_string(bits) + "-bit codes must be in [" + std::to_string(lo) + ", " +
                 std::to_string(hi) + "], found " + std::to_string(bad));
   }

@@ -51,6 +51,16 @@ CArray<uint8_t> sparq24_prepack(const CArray<int8_t>& w, int bits, int options, 
   return out;
 }
 
+CArray<float> prune_24_f32_py(const CArray<float>& w, int threads) {
+  require_ndim(w, 2, "w");
+  CArray<float> out({w.shape(0), w.shape(1)});
+  {
+    py::gil_scoped_release release;
+    prune_24_f32(w.data(), w.shape(0), w.shape(1), out.mutable_data(), threads);
+  }
+  return out;
+}
+
 // The raw 2:4 op on uint8 rows, or on int16 sign-magnitude rows in [-255, 255].
 template <class T>
 CArray<int32_t> sparq24_gemm_any(const CArray<T>& a, const CArray<uint8_t>& packed, int bits,
@@ -232,6 +242,8 @@ void bind_sparq(py::module_& m) {
         py::arg("options"), py::arg("pairs"), py::arg("threads") = 1);
   m.def("sparq24_prepack", &sparq24_prepack, py::arg("w"), py::arg("bits"), py::arg("options"),
         py::arg("round"), py::arg("pairs"));
+  m.def("prune_24_f32", &prune_24_f32_py, py::arg("w"), py::arg("threads") = 1,
+        "Magnitude 2:4 pruning of float32 rows [rows, k] (pyquant.prune_24's fast path).");
   m.def("sparq24_gemm", &sparq24_gemm_any<uint8_t>, py::arg("a"), py::arg("packed"),
         py::arg("bits"), py::arg("options"), py::arg("round"), py::arg("pairs"),
         py::arg("threads") = 1);

@@ -20,27 +20,53 @@ size_t lowbit_packed_bytes(size_t n, size_t k, int bits) {
   return lowbit_packed_header(n, k, bits).total_bytes;
 }
 
+namespace {
+
+// Code index i = lane * KR + k % KR of a k-group lives in plane i / 64, byte
+// (plane / per_byte) * 64 + i % 64, bits (plane % per_byte) * kBits: a lane's KR = 4 codes are 4
+// consecutive bytes of one plane, so each is one 32-bit load, xor (code + offset = code ^ offset
+// in kBits bits), mask, shift and or. The 64 rows a group reads stay in L1 for the next groups.
+template <int kBits>
+void pack_panels(const int8_t* w, size_t n, size_t k, size_t panels, size_t k_groups,
+                 uint8_t* out) {
+  constexpr size_t per_byte = 8 / kBits, gbytes = lowbit_group_bytes(kBits);
+  constexpr uint32_t offset = 0x01010101u << (kBits - 1), mask = 0x01010101u * ((1u << kBits) - 1);
+  static_assert(kLowbitPanelCols == 64 && kLowbitGroupK == 4, "a lane's codes are 4 bytes");
+  for (size_t panel = 0; panel < panels; ++panel) {
+    uint8_t* p = out + panel * k_groups * gbytes;
+    for (size_t kg = 0; kg < k_groups; ++kg, p += gbytes) {
+      const size_t k0 = kg * kLowbitGroupK;
+      for (size_t lane = 0; lane < kLowbitPanelCols; ++lane) {
+        const size_t col = panel * kLowbitPanelCols + lane;
+        uint32_t x = 0;  // padding: w = 0
+        if (col < n && k0 + 4 <= k) {
+          std::memcpy(&x, w + col * k + k0, 4);
+        } else if (col < n) {
+          for (size_t j = 0; k0 + j < k; ++j) x |= uint32_t{static_cast<uint8_t>(w[col * k + k0 + j])} << (8 * j);
+        }
+        const size_t plane = lane / 16;
+        uint8_t* dst = p + (plane / per_byte) * 64 + (lane % 16) * 4;
+        uint32_t word;
+        std::memcpy(&word, dst, 4);
+        word |= ((x ^ offset) & mask) << ((plane % per_byte) * kBits);
+        std::memcpy(dst, &word, 4);
+      }
+    }
+  }
+}
+
+}  // namespace
+
 void lowbit_pack_weights(const int8_t* w, size_t n, size_t k, int bits, uint8_t* out) {
   const size_t n_pad = round_up(n, kLowbitPanelCols), k_pad = round_up(k, kLowbitGroupK);
-  const size_t k_groups = k_pad / kLowbitGroupK;
-  const size_t gbytes = lowbit_group_bytes(bits);
-  const size_t per_byte = 8 / static_cast<size_t>(bits);
-  const int offset = 1 << (bits - 1);
   const PackedHeader h = lowbit_packed_header(n, k, bits);
   std::memset(out, 0, h.total_bytes);
   std::memcpy(out, &h, sizeof(h));
-  uint8_t* panels = out + h.data_offset;
-  for (size_t col = 0; col < n_pad; ++col) {
-    const size_t panel = col / kLowbitPanelCols, lane = col % kLowbitPanelCols;
-    uint8_t* p = panels + panel * k_groups * gbytes;
-    for (size_t kk = 0; kk < k_pad; ++kk) {
-      const int code = col < n && kk < k ? w[col * k + kk] : 0;  // padding: w = 0
-      const unsigned u = static_cast<unsigned>(code + offset);
-      const size_t i = lane * kLowbitGroupK + kk % kLowbitGroupK;  // int8 panel index in [0, 256)
-      const size_t q = i / 64, j = i % 64;
-      p[(kk / kLowbitGroupK) * gbytes + (q / per_byte) * 64 + j] |=
-          static_cast<uint8_t>(u << ((q % per_byte) * bits));
-    }
+  const size_t panels = n_pad / kLowbitPanelCols, k_groups = k_pad / kLowbitGroupK;
+  if (bits == 2) {
+    pack_panels<2>(w, n, k, panels, k_groups, out + h.data_offset);
+  } else {
+    pack_panels<4>(w, n, k, panels, k_groups, out + h.data_offset);
   }
 }
 

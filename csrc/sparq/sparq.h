@@ -222,6 +222,10 @@ void sparq24_tables_row(const SparqPlan& plan, const uint8_t* a, size_t k, uint8
 PackedHeader sparq24_packed_header(size_t n, size_t k, uint16_t flags);
 std::string sparq24_check_sparsity(const int8_t* w, size_t n, size_t k);
 void sparq24_pack_weights(const int8_t* w, size_t n, size_t k, uint16_t flags, uint8_t* out);
+// Magnitude 2:4 pruning of float32 rows (pyquant.prune_24's fast path): in every aligned group of
+// 4 along k the two largest |w| are kept (ties: the lower index; a NaN neither beats nor is
+// beaten by another value), the others set to 0; a partial last group keeps at most two.
+void prune_24_f32(const float* w, size_t rows, size_t k, float* out, int threads);
 
 // C = sparq24(A, W) in int32, A uint8 [m, k], panels as above. Call without the GIL.
 void sparq24_gemm_run(const uint8_t* a, size_t m, size_t k, const SparqConfig& cfg,

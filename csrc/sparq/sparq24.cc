@@ -5,6 +5,7 @@
 // (sign-magnitude) split their tables by sign into a positive and a negative part, which a
 // kernel's signed twin takes in one pass, or the unsigned kernel as two table rows.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <type_traits>
@@ -114,6 +115,27 @@ PackedHeader sparq24_packed_header(size_t n, size_t k, uint16_t flags) {
   h.total_bytes = kPackedAlign + round_up(n_pad / kS24PanelCols * (k_pad / 4) * kS24GroupBytes,
                                           kPackedAlign);
   return h;
+}
+
+void prune_24_f32(const float* w, size_t rows, size_t k, float* out, int threads) {
+  const size_t rows_per_task = std::max<size_t>(1, (size_t{1} << 16) / std::max<size_t>(k, 1));
+  const size_t tasks = (rows + rows_per_task - 1) / rows_per_task;
+  parallel_for(tasks, threads, [&](size_t t) {
+    const size_t r1 = std::min(rows, (t + 1) * rows_per_task);
+    for (size_t r = t * rows_per_task; r < r1; ++r) {
+      for (size_t g0 = 0; g0 < k; g0 += 4) {
+        const size_t len = std::min<size_t>(4, k - g0);
+        const float* x = w + r * k + g0;
+        float m[4];
+        for (size_t i = 0; i < len; ++i) m[i] = std::fabs(x[i]);
+        for (size_t i = 0; i < len; ++i) {
+          int beaten = 0;  // by a larger |w|, or an equal one at a lower index
+          for (size_t j = 0; j < len; ++j) beaten += j < i ? m[j] >= m[i] : (j > i && m[j] > m[i]);
+          out[r * k + g0 + i] = beaten < 2 ? x[i] : 0.0f;
+        }
+      }
+    }
+  });
 }
 
 std::string sparq24_check_sparsity(const int8_t* w, size_t n, size_t k) {

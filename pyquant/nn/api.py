@@ -185,6 +185,10 @@ def quantize_(model: nn.Module, config, *, filter_fn: Callable | None = None,
     the plain convs left float (the float model's own inference speed-up: a MobileNetV2's
     depthwise convs); False keeps the structure of models quantized before the 36th session
     (their state dicts load into it).
+
+    A layer that cannot be converted (a NaN or infinite weight, ...) raises ValueError or
+    TypeError naming it (``layer 'fqn': ...``); the layers converted before it stay converted,
+    so calling quantize_ again after the fix converts the rest.
     """
     handler = check_config(config)
     check_fold_option(fold_batchnorm)
@@ -256,7 +260,13 @@ def _replace(module: nn.Module, config, handler, filter_fn, prefix: str) -> None
     for name, child in list(module.named_children()):
         fqn = f"{prefix}.{name}" if prefix else name
         if not isinstance(child, _QuantModule) and filter_fn(child, fqn):
-            setattr(module, name, _swapped(child, config, handler))
+            try:
+                new = _swapped(child, config, handler)
+            except (ValueError, TypeError) as e:  # name the layer (the ones before stay swapped)
+                if type(e) in (ValueError, TypeError) and not str(e).startswith("layer '"):
+                    raise type(e)(f"layer '{fqn}': {e}") from e
+                raise
+            setattr(module, name, new)
         else:
             _replace(child, config, handler, filter_fn, fqn)
 

@@ -55,6 +55,14 @@ def _want_hugepages(t) -> bool:
             and t.dtype in _HUGEPAGE_DTYPES and t.numel() * t.element_size() >= _HUGEPAGE_MIN_BYTES)
 
 
+def check_finite_weight(w: torch.Tensor) -> None:
+    """ValueError for a NaN or infinite weight (it would pick scales and codes silently). The
+    sum is one pass without a temporary; only a non-finite sum (or a huge finite one) looks
+    element by element."""
+    if not bool(torch.isfinite(w.sum())) and not bool(torch.isfinite(w).all()):
+        raise ValueError("weight: expected finite values, found NaN or infinity")
+
+
 def _on_hugepages(t: torch.Tensor) -> torch.Tensor:
     """A copy of t in huge-page arena memory (freed with the tensor)."""
     src = t.contiguous().numpy()
@@ -170,6 +178,7 @@ class _QuantModule(nn.Module):
             else:
                 if bias is not None:
                     bias = bias.detach().clone()
+                check_finite_weight(w2d)
                 bufs = self.scheme.quantize_weight(w2d.detach().float().cpu(), **quant_kw)
             self._buf_names = tuple(bufs)
             for name, t in bufs.items():

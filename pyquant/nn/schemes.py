@@ -28,6 +28,7 @@ import torch
 
 import pyquant
 from pyquant import _C
+from pyquant._threads import get_num_threads
 from pyquant.packed import _HEADER
 
 from . import _backend
@@ -112,10 +113,10 @@ def asym_u8(x, act_range=None, reuse=False, qmax=255):
 
 
 def int8_weight(w):
-    """Symmetric per-output-channel int8: w ~= sw[n] * wq[n, k], wq in [-127, 127]."""
-    sw = w.abs().amax(1).clamp(min=1e-12) / 127.0
-    wq = torch.round(w / sw[:, None]).clamp_(-127, 127).to(torch.int8)
-    return wq, sw.float()
+    """Symmetric per-output-channel int8: w ~= sw[n] * wq[n, k], wq in [-127, 127]:
+    sw = max(max |w[n]|, 1e-12) / 127, wq = round(w / sw) (one native pass; float32)."""
+    wq, sw = _C.quantize_rows_int8(w.float().contiguous().numpy(), get_num_threads())
+    return torch.from_numpy(wq), torch.from_numpy(sw)
 
 
 def float_inplace(acc):
@@ -434,14 +435,6 @@ def bf16_round(s):
     return s.to(torch.bfloat16).float()
 
 
-def row_chunks(n: int, row_elems: int, chunk_elems: int = 1 << 18):
-    """Row ranges of about ``chunk_elems`` elements: the clipping searches run their candidates
-    on one L2-sized slice at a time (the same arithmetic per row, 4-8x faster on big layers than
-    whole-tensor passes through DRAM)."""
-    step = max(8, chunk_elems // max(row_elems, 1))  # >= 8 rows: torch would split a lone row's sum over threads
-    return [(r, min(r + step, n)) for r in range(0, n, step)]
-
-
 def zero_point_term(scales, sums):
     """WeightOnly's w_off [N] float32: sum_g scale[n, g] * sums[n, g], in float64."""
     return (scales.double() * sums.double()).sum(1).float()
@@ -449,27 +442,20 @@ def zero_point_term(scales, sums):
 
 def lowbit_weight(w, bits, gs):
     """Group-wise symmetric codes (int8 in [-2**(b-1), 2**(b-1)-1]) and bf16-exact scales [N, G]
-    (float32 holding bfloat16 values), MSE-clipped."""
+    (float32 holding bfloat16 values), MSE-clipped: 11 candidate scales per group (the group's
+    max |w| times 1.0 .. 0.5 (4-bit) or 0.3 (2-bit) over qmax, rounded to bfloat16), searched in
+    one native pass per group (csrc/quantize/weight_search.h)."""
     n, k = w.shape
     g = -(-k // gs)
-    wp = torch.nn.functional.pad(w, (0, g * gs - k)).view(n, g, gs)
+    w = w.float().contiguous()
     qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    wp = w if k % gs == 0 else torch.nn.functional.pad(w, (0, g * gs - k))
+    amax = wp.view(n, g, gs).abs().amax(2).clamp_(min=1e-12)
     ratios = torch.linspace(1.0, 0.5 if bits == 4 else 0.3, 11).tolist()
-    codes = torch.empty((n, g, gs), dtype=torch.int8)
-    scales = torch.empty((n, g, 1), dtype=w.dtype)
-    for r0, r1 in row_chunks(n, g * gs):
-        wc = wp[r0:r1]
-        amax = wc.abs().amax(2, keepdim=True).clamp(min=1e-12)
-
-        def candidate(r):
-            s = bf16_round(amax * r / max(qmax, 1))
-            e = torch.div(wc, s).round_().clamp_(qmin, qmax).mul_(s).sub_(wc)
-            return s, e.mul_(e).sum(2, keepdim=True)
-
-        best_s = best_clip(ratios, candidate)
-        codes[r0:r1] = torch.div(wc, best_s).round_().clamp_(qmin, qmax)
-        scales[r0:r1] = best_s
-    return codes.view(n, g * gs)[:, :k].contiguous(), scales.view(n, g).float()
+    scales = torch.stack([bf16_round(amax * r / max(qmax, 1)) for r in ratios])
+    codes, best = _C.clip_search_uniform(w.numpy(), scales.numpy(), gs, qmin, qmax,
+                                         get_num_threads())
+    return torch.from_numpy(codes), torch.from_numpy(best)
 
 
 def group_packs(b) -> list:
@@ -658,34 +644,17 @@ def nearest_level(v, levels):
     return order.to(torch.uint8)[idx.long()]
 
 
-def nearest_level_value(v, levels):
-    """``levels[nearest_level(v, levels)]`` without the gather: the lowest level plus the steps
-    of the midpoints below v (small integer levels: every sum is exact)."""
-    lv = sorted(float(x) for x in levels)
-    mids = ((torch.tensor(lv[1:], dtype=v.dtype) + torch.tensor(lv[:-1], dtype=v.dtype)) / 2).tolist()
-    out = torch.full_like(v, lv[0])
-    for m, lo, hi in zip(mids, lv[:-1], lv[1:]):
-        out.add_(v > m, alpha=hi - lo)
-    return out
-
-
 def lut_weight(w, levels):
-    """2-bit codes into `levels` and per-row scale (MSE-chosen clipping)."""
-    lv = torch.tensor(levels, dtype=w.dtype)
-    n, k = w.shape
-    ratios = torch.linspace(1.0, 0.2, 17).tolist()
-    scales = torch.empty((n, 1), dtype=w.dtype)
-    for r0, r1 in row_chunks(n, k):
-        wc = w[r0:r1]
-        amax = wc.abs().amax(1, keepdim=True).clamp(min=1e-12)
-
-        def candidate(r):
-            s = amax * r / lv.abs().max()
-            e = nearest_level_value(torch.div(wc, s), levels).mul_(s).sub_(wc)
-            return s, e.mul_(e).sum(1, keepdim=True)
-
-        scales[r0:r1] = best_clip(ratios, candidate)
-    return nearest_level(w / scales, levels).to(torch.uint8), scales.view(-1).float()
+    """2-bit codes into `levels` and per-row scale, MSE-clipped: 17 candidates (the row's max |w|
+    times 1.0 .. 0.2 over the largest |level|), searched in one native pass per row
+    (csrc/quantize/weight_search.h)."""
+    w = w.float().contiguous()
+    amax = w.abs().amax(1).clamp_(min=1e-12)
+    top = torch.tensor(levels, dtype=torch.float32).abs().max()
+    scales = torch.stack([amax * r / top for r in torch.linspace(1.0, 0.2, 17).tolist()])
+    codes, best = _C.clip_search_levels(w.numpy(), scales.view(17, -1, 1).numpy(), list(levels),
+                                        get_num_threads())
+    return torch.from_numpy(codes), torch.from_numpy(best)
 
 
 LUT_BINS = 512
