@@ -1230,6 +1230,24 @@ def test_native_int8_weights_equal_the_pytorch_formula(shape):
     assert torch.equal(got_s, sw) and torch.equal(got_q, want)
 
 
+@pytest.mark.parametrize("shape,gs", [((300, 1000), 32), ((5, 3), 64), ((2, 4097), 128), ((7, 64), 64)])
+def test_native_group_statistics(shape, gs):
+    """The conversion's per-group statistics (max |w|, code sums, level counts): as PyTorch's."""
+    from pyquant import _C
+    torch.manual_seed(shape[1])
+    n, k = shape
+    g = -(-k // gs)
+    w = torch.randn(shape)
+    want = torch.nn.functional.pad(w.abs(), (0, g * gs - k)).view(n, g, gs).amax(2)
+    assert torch.equal(torch.from_numpy(_C.group_absmax(w.numpy(), gs, 2)), want)
+    codes = torch.randint(-128, 128, shape, dtype=torch.int8)
+    want = torch.nn.functional.pad(codes.int(), (0, g * gs - k)).view(n, g, gs).sum(2, dtype=torch.int32)
+    assert torch.equal(torch.from_numpy(_C.group_sums(codes.numpy(), gs, 2)), want)
+    u = torch.randint(0, 5, shape, dtype=torch.uint8)  # (4: not a level, not counted)
+    want = torch.stack([(u == i).sum(1, dtype=torch.int32) for i in range(4)], 1)
+    assert torch.equal(torch.from_numpy(_C.level_counts(u.numpy(), 2)), want)
+
+
 def test_native_weight_searches_check_their_arguments():
     from pyquant import _C
     w = np.zeros((4, 64), np.float32)

@@ -85,6 +85,35 @@ py::tuple quantize_rows_int8_py(const CArray<float>& w, int threads) {
   return py::make_tuple(codes, scales);
 }
 
+CArray<float> group_absmax_py(const CArray<float>& w, size_t group_size, int threads) {
+  check_weights(w);
+  require(group_size > 0, "group_size: expected a positive group size");
+  const size_t n = w.shape(0), k = w.shape(1), groups = (k + group_size - 1) / group_size;
+  CArray<float> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(groups)});
+  py::gil_scoped_release release;
+  group_absmax(w.data(), n, k, group_size, out.mutable_data(), threads);
+  return out;
+}
+
+CArray<int32_t> group_sums_py(const CArray<int8_t>& codes, size_t group_size, int threads) {
+  require_ndim(codes, 2, "codes");
+  require(group_size > 0, "group_size: expected a positive group size");
+  const size_t n = codes.shape(0), k = codes.shape(1), groups = (k + group_size - 1) / group_size;
+  CArray<int32_t> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(groups)});
+  py::gil_scoped_release release;
+  group_sums(codes.data(), n, k, group_size, out.mutable_data(), threads);
+  return out;
+}
+
+CArray<int32_t> level_counts_py(const CArray<uint8_t>& codes, int threads) {
+  require_ndim(codes, 2, "codes");
+  const size_t n = codes.shape(0), k = codes.shape(1);
+  CArray<int32_t> out({static_cast<py::ssize_t>(n), py::ssize_t{4}});
+  py::gil_scoped_release release;
+  level_counts(codes.data(), n, k, out.mutable_data(), threads);
+  return out;
+}
+
 }  // namespace
 
 void bind_weight_search(py::module_& m) {
@@ -94,6 +123,12 @@ void bind_weight_search(py::module_& m) {
   m.def("clip_search_levels", &clip_search_levels_py, py::arg("w"), py::arg("scales"),
         py::arg("levels"), py::arg("threads") = 1,
         "LUT2's clipping search: (codes uint8 [n, k], scales float32 [n]).");
+  m.def("group_absmax", &group_absmax_py, py::arg("w"), py::arg("group_size"),
+        py::arg("threads") = 1, "max |w| per group: float32 [n, groups].");
+  m.def("group_sums", &group_sums_py, py::arg("codes"), py::arg("group_size"),
+        py::arg("threads") = 1, "Sum of int8 codes per group: int32 [n, groups].");
+  m.def("level_counts", &level_counts_py, py::arg("codes"), py::arg("threads") = 1,
+        "Codes 0, 1, 2, 3 per row of uint8 codes: int32 [n, 4].");
   m.def("quantize_rows_int8", &quantize_rows_int8_py, py::arg("w"), py::arg("threads") = 1,
         "Symmetric per-row int8 weights: (codes int8 [n, k], scales float32 [n]).");
 }

@@ -146,6 +146,65 @@ void clip_search_levels(const float* w, size_t n, size_t k, const float* scales,
          });
 }
 
+namespace {
+
+// fn(row) for every row, ~256 KB of input per task.
+template <class Fn>
+void for_rows(size_t n, size_t row_bytes, int threads, const Fn& fn) {
+  if (n == 0) return;
+  const size_t rows_per_task = std::max<size_t>(1, (size_t{1} << 18) / std::max<size_t>(row_bytes, 1));
+  parallel_for((n + rows_per_task - 1) / rows_per_task, threads, [&](size_t t) {
+    for (size_t r = t * rows_per_task; r < std::min(n, (t + 1) * rows_per_task); ++r) fn(r);
+  });
+}
+
+}  // namespace
+
+void group_absmax(const float* w, size_t n, size_t k, size_t gs, float* out, int threads) {
+  const size_t groups = (k + gs - 1) / gs;
+  for_rows(n, k * sizeof(float), threads, [&](size_t r) {
+    for (size_t g = 0; g < groups; ++g) {
+      const float* x = w + r * k + g * gs;
+      const size_t len = std::min(gs, k - g * gs);
+      F4 top = splat(0.0f);
+      size_t i = 0;
+      for (; i + 4 <= len; i += 4) {
+        const F4 v = load4(x + i), a = v < 0.0f ? -v : v;
+        top = a > top ? a : top;
+      }
+      float m = std::max(std::max(top[0], top[1]), std::max(top[2], top[3]));
+      for (; i < len; ++i) m = std::max(m, std::fabs(x[i]));
+      out[r * groups + g] = m;
+    }
+  });
+}
+
+void group_sums(const int8_t* codes, size_t n, size_t k, size_t gs, int32_t* out, int threads) {
+  const size_t groups = (k + gs - 1) / gs;
+  for_rows(n, k, threads, [&](size_t r) {
+    for (size_t g = 0; g < groups; ++g) {
+      const int8_t* x = codes + r * k + g * gs;
+      int32_t sum = 0;
+      for (size_t i = 0; i < std::min(gs, k - g * gs); ++i) sum += x[i];
+      out[r * groups + g] = sum;
+    }
+  });
+}
+
+void level_counts(const uint8_t* codes, size_t n, size_t k, int32_t* out, int threads) {
+  for_rows(n, k, threads, [&](size_t r) {
+    const uint8_t* x = codes + r * k;
+    int32_t c[4] = {0, 0, 0, 0};
+    for (size_t i = 0; i < k; ++i) {
+      c[0] += x[i] == 0;
+      c[1] += x[i] == 1;
+      c[2] += x[i] == 2;
+      c[3] += x[i] == 3;
+    }
+    std::memcpy(out + 4 * r, c, sizeof(c));
+  });
+}
+
 void quantize_rows_int8(const float* w, size_t n, size_t k, int8_t* codes, float* scales,
                         int threads) {
   if (n == 0 || k == 0) return;

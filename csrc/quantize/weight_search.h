@@ -44,4 +44,12 @@ void clip_search_levels(const float* w, size_t n, size_t k, const float* scales,
 void quantize_rows_int8(const float* w, size_t n, size_t k, int8_t* codes, float* scales,
                         int threads);
 
+// The per-group statistics around them (one pass each, no temporaries): max |w| per group
+// (float32 [n, groups]); the sum of int8 codes per group (int32 [n, groups]); how many codes of
+// each value 0..3 a row of uint8 codes holds (int32 [n, 4]; other values are not counted).
+void group_absmax(const float* w, size_t n, size_t k, size_t group_size, float* out, int threads);
+void group_sums(const int8_t* codes, size_t n, size_t k, size_t group_size, int32_t* out,
+                int threads);
+void level_counts(const uint8_t* codes, size_t n, size_t k, int32_t* out, int threads);
+
 }  // namespace pq

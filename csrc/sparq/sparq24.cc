@@ -5,6 +5,7 @@
 // (sign-magnitude) split their tables by sign into a positive and a negative part, which a
 // kernel's signed twin takes in one pass, or the unsigned kernel as two table rows.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -123,22 +124,77 @@ void prune_24_f32(const float* w, size_t rows, size_t k, float* out, int threads
   parallel_for(tasks, threads, [&](size_t t) {
     const size_t r1 = std::min(rows, (t + 1) * rows_per_task);
     for (size_t r = t * rows_per_task; r < r1; ++r) {
-      for (size_t g0 = 0; g0 < k; g0 += 4) {
-        const size_t len = std::min<size_t>(4, k - g0);
-        const float* x = w + r * k + g0;
-        float m[4];
-        for (size_t i = 0; i < len; ++i) m[i] = std::fabs(x[i]);
-        for (size_t i = 0; i < len; ++i) {
-          int beaten = 0;  // by a larger |w|, or an equal one at a lower index
-          for (size_t j = 0; j < len; ++j) beaten += j < i ? m[j] >= m[i] : (j > i && m[j] > m[i]);
-          out[r * k + g0 + i] = beaten < 2 ? x[i] : 0.0f;
+      const float* x = w + r * k;
+      float* y = out + r * k;
+      size_t g0 = 0;
+      for (; g0 + 4 <= k; g0 += 4) {  // rank = how many of the others beat it (branch-free)
+        const float m0 = std::fabs(x[g0]), m1 = std::fabs(x[g0 + 1]), m2 = std::fabs(x[g0 + 2]),
+                    m3 = std::fabs(x[g0 + 3]);
+        const int r0 = (m1 > m0) + (m2 > m0) + (m3 > m0);
+        const int r1_ = (m0 >= m1) + (m2 > m1) + (m3 > m1);
+        const int r2 = (m0 >= m2) + (m1 >= m2) + (m3 > m2);
+        const int r3 = (m0 >= m3) + (m1 >= m3) + (m2 >= m3);
+        y[g0] = r0 < 2 ? x[g0] : 0.0f;
+        y[g0 + 1] = r1_ < 2 ? x[g0 + 1] : 0.0f;
+        y[g0 + 2] = r2 < 2 ? x[g0 + 2] : 0.0f;
+        y[g0 + 3] = r3 < 2 ? x[g0 + 3] : 0.0f;
+      }
+      const size_t len = k - g0;  // a partial last group: the same rule among its columns
+      for (size_t i = 0; i < len; ++i) {
+        int beaten = 0;
+        for (size_t j = 0; j < len; ++j) {
+          const float mj = std::fabs(x[g0 + j]), mi = std::fabs(x[g0 + i]);
+          beaten += j < i ? mj >= mi : (j > i && mj > mi);
         }
+        y[g0 + i] = beaten < 2 ? x[g0 + i] : 0.0f;
       }
     }
   });
 }
 
+namespace {
+
+// A 4-code group's non-zero mask (bit j: code j is not 0).
+inline unsigned nonzero_mask(const int8_t* x) {
+  return unsigned{x[0] != 0} | unsigned{x[1] != 0} << 1 | unsigned{x[2] != 0} << 2 |
+         unsigned{x[3] != 0} << 3;
+}
+
+// Per non-zero mask of at most two bits: the selector (pair t: 0..5, single j: 6 + j, none: 6)
+// and the positions of the first and second non-zero (-1: none).
+struct S24Select {
+  uint8_t sel;
+  int8_t pos0, pos1;
+};
+const std::array<S24Select, 16> kS24Select = [] {
+  std::array<S24Select, 16> t{};
+  for (unsigned mask = 0; mask < 16; ++mask) {
+    int pos[2] = {-1, -1}, cnt = 0;
+    for (int j = 0; j < 4; ++j)
+      if ((mask >> j & 1) && cnt < 2) pos[cnt++] = j;
+    unsigned sel = 6;
+    if (cnt == 1) sel = 6 + pos[0];
+    if (cnt == 2)
+      for (unsigned p = 0; p < 6; ++p)
+        if (kS24PairPos[p][0] == pos[0] && kS24PairPos[p][1] == pos[1]) sel = p;
+    t[mask] = {static_cast<uint8_t>(sel), static_cast<int8_t>(pos[0]), static_cast<int8_t>(pos[1])};
+  }
+  return t;
+}();
+
+}  // namespace
+
 std::string sparq24_check_sparsity(const int8_t* w, size_t n, size_t k) {
+  bool dense_group = false;  // one branch-free pass; the slow search only to name the group
+  for (size_t r = 0; r < n; ++r) {
+    size_t g0 = 0;
+    for (; g0 + 4 <= k; g0 += 4) {
+      const int8_t* x = w + r * k + g0;
+      dense_group |= (x[0] != 0) + (x[1] != 0) + (x[2] != 0) + (x[3] != 0) > 2;
+    }
+    if (k - g0 == 3) dense_group |= (w[r * k + g0] != 0) + (w[r * k + g0 + 1] != 0) + (w[r * k + g0 + 2] != 0) > 2;
+  }
+  if (!dense_group) return "";
   for (size_t r = 0; r < n; ++r)
     for (size_t g = 0; g * 4 < k; ++g) {
       int nz = 0;
@@ -152,36 +208,29 @@ std::string sparq24_check_sparsity(const int8_t* w, size_t n, size_t k) {
   return "";
 }
 
+// Panel by panel, group by group, lane by lane: each group's 80 bytes are written in turn and
+// the 32 rows a panel reads stay in L1 across its groups.
 void sparq24_pack_weights(const int8_t* w, size_t n, size_t k, uint16_t flags, uint8_t* out) {
   const PackedHeader h = sparq24_packed_header(n, k, flags);
   std::memset(out, 0, h.total_bytes);
   std::memcpy(out, &h, sizeof(h));
   const size_t groups = h.k_padded / 4;
-  uint8_t* panels = out + h.data_offset;
-  for (size_t col = 0; col < h.n_padded; ++col) {
-    const size_t panel = col / kS24PanelCols, lane = col % kS24PanelCols;
-    for (size_t g = 0; g < groups; ++g) {
-      uint8_t* bg = panels + (panel * groups + g) * kS24GroupBytes;
-      int8_t x[4] = {0, 0, 0, 0};
-      if (col < n)
-        for (size_t j = 0; j < 4 && 4 * g + j < k; ++j) x[j] = w[col * k + 4 * g + j];
-      int pos[2] = {-1, -1}, cnt = 0;
-      for (int j = 0; j < 4; ++j)
-        if (x[j] != 0 && cnt < 2) pos[cnt++] = j;
-      unsigned s = 6;
-      int8_t v0 = 0, v1 = 0;
-      if (cnt == 1) {
-        s = 6 + pos[0];
-        v0 = x[pos[0]];
-      } else if (cnt == 2) {
-        for (unsigned t = 0; t < 6; ++t)
-          if (kS24PairPos[t][0] == pos[0] && kS24PairPos[t][1] == pos[1]) s = t;
-        v0 = x[pos[0]];
-        v1 = x[pos[1]];
+  uint8_t* bg = out + h.data_offset;
+  for (size_t panel = 0; panel < h.n_padded / kS24PanelCols; ++panel) {
+    for (size_t g = 0; g < groups; ++g, bg += kS24GroupBytes) {
+      for (size_t lane = 0; lane < kS24PanelCols; ++lane) {
+        const size_t col = panel * kS24PanelCols + lane;
+        int8_t x[4] = {0, 0, 0, 0};
+        if (col < n && 4 * g + 4 <= k) {
+          std::memcpy(x, w + col * k + 4 * g, 4);
+        } else if (col < n) {
+          for (size_t j = 0; 4 * g + j < k; ++j) x[j] = w[col * k + 4 * g + j];
+        }
+        const S24Select e = kS24Select[nonzero_mask(x)];
+        bg[sparq24_sel_byte(lane)] |= static_cast<uint8_t>(e.sel << sparq24_sel_shift(lane));
+        bg[sparq24_value_offset(lane, 0)] = static_cast<uint8_t>(e.pos0 < 0 ? 0 : x[e.pos0]);
+        bg[sparq24_value_offset(lane, 1)] = static_cast<uint8_t>(e.pos1 < 0 ? 0 : x[e.pos1]);
       }
-      bg[sparq24_sel_byte(lane)] |= static_cast<uint8_t>(s << sparq24_sel_shift(lane));
-      bg[sparq24_value_offset(lane, 0)] = static_cast<uint8_t>(v0);
-      bg[sparq24_value_offset(lane, 1)] = static_cast<uint8_t>(v1);
     }
   }
 }

@@ -445,12 +445,9 @@ def lowbit_weight(w, bits, gs):
     (float32 holding bfloat16 values), MSE-clipped: 11 candidate scales per group (the group's
     max |w| times 1.0 .. 0.5 (4-bit) or 0.3 (2-bit) over qmax, rounded to bfloat16), searched in
     one native pass per group (csrc/quantize/weight_search.h)."""
-    n, k = w.shape
-    g = -(-k // gs)
     w = w.float().contiguous()
     qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    wp = w if k % gs == 0 else torch.nn.functional.pad(w, (0, g * gs - k))
-    amax = wp.view(n, g, gs).abs().amax(2).clamp_(min=1e-12)
+    amax = torch.from_numpy(_C.group_absmax(w.numpy(), gs, get_num_threads())).clamp_(min=1e-12)
     ratios = torch.linspace(1.0, 0.5 if bits == 4 else 0.3, 11).tolist()
     scales = torch.stack([bf16_round(amax * r / max(qmax, 1)) for r in ratios])
     codes, best = _C.clip_search_uniform(w.numpy(), scales.numpy(), gs, qmin, qmax,
@@ -501,8 +498,7 @@ class WeightOnlyScheme(Scheme):
         """The buffers of group-wise codes [N, K] and their scales [N, G]."""
         bits, gs = self.config.bits, self.config.group_size
         k = codes.shape[1]
-        sums = torch.stack([codes[:, lo:hi].sum(1, dtype=torch.int32)
-                            for lo, hi in group_bounds(k, gs)], 1)
+        sums = torch.from_numpy(_C.group_sums(codes.contiguous().numpy(), gs, get_num_threads()))
         state = {"w_scale": sw.to(torch.bfloat16), "w_off": zero_point_term(sw, sums)}
         if _backend.is_reference() or _backend.available("lowbit_gemm_grouped"):
             # one pack for all of K; the grouped kernels apply the group scales in their epilogue
@@ -649,7 +645,8 @@ def lut_weight(w, levels):
     times 1.0 .. 0.2 over the largest |level|), searched in one native pass per row
     (csrc/quantize/weight_search.h)."""
     w = w.float().contiguous()
-    amax = w.abs().amax(1).clamp_(min=1e-12)
+    amax = torch.from_numpy(_C.group_absmax(w.numpy(), max(w.shape[1], 1), get_num_threads()))
+    amax = amax.view(-1).clamp_(min=1e-12)
     top = torch.tensor(levels, dtype=torch.float32).abs().max()
     scales = torch.stack([amax * r / top for r in torch.linspace(1.0, 0.2, 17).tolist()])
     codes, best = _C.clip_search_levels(w.numpy(), scales.view(17, -1, 1).numpy(), list(levels),
@@ -765,8 +762,8 @@ class LUT2Scheme(Scheme):
     def state(self, codes, sw):
         wl = self.config.w_levels
         # sum of w_levels[code] per row, by counts per level (no [N, K] int64 index copy)
-        lsum = sum(float(v) * (codes == i).sum(1, dtype=torch.int32).float()
-                   for i, v in enumerate(wl))
+        counts = torch.from_numpy(_C.level_counts(codes.contiguous().numpy(), get_num_threads()))
+        lsum = sum(float(v) * counts[:, i].float() for i, v in enumerate(wl))
         return {"packed": _backend.prepack("lut_gemm", codes, w_levels=wl), "w_scale": sw, "w_sum": lsum}
 
     def recomputed(self, b, reference, memo):
