@@ -1248,9 +1248,39 @@ def test_native_group_statistics(shape, gs):
     assert torch.equal(torch.from_numpy(_C.level_counts(u.numpy(), 2)), want)
 
 
+def test_weight_quantizers_take_weights_that_require_grad_and_name_bad_ones():
+    """fake_quant_weight on a live parameter (no .detach() needed); a float64 weight too large
+    for float32, or one whose group scale overflows bfloat16, is a ValueError, as is a root
+    module's bad weight (named "(root)")."""
+    lin = nn.Linear(64, 8)
+    for config in (pyquant.Int8Config(), pyquant.WeightOnlyConfig(4, 32), pyquant.LUT2Config()):
+        assert torch.isfinite(scheme_for(config).fake_quant_weight(lin.weight)).all()
+    big = nn.Sequential(nn.Linear(64, 64).double())
+    with torch.no_grad():
+        big[0].weight[0, 0] = 1e39  # finite in float64, inf in float32
+    with pytest.raises(ValueError, match="layer '0': weight: expected finite"):
+        pyquant.quantize_(big, pyquant.Int8Config())
+    huge = nn.Sequential(nn.Linear(64, 64))
+    with torch.no_grad():
+        huge[0].weight[0, 0] = 3.4e38
+    with pytest.raises(ValueError, match="layer '0': weight: .* overflows the bfloat16 group scales"):
+        pyquant.quantize_(huge, pyquant.WeightOnlyConfig(2, 32))
+    root = nn.Linear(16, 4)
+    with torch.no_grad():
+        root.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"^layer '\(root\)': weight: expected finite"):
+        pyquant.quantize_(root, pyquant.Int8Config())
+
+
 def test_native_weight_searches_check_their_arguments():
     from pyquant import _C
     w = np.zeros((4, 64), np.float32)
+    with pytest.raises(ValueError, match="at least one column"):
+        _C.quantize_rows_int8(np.zeros((5, 0), np.float32))
+    with pytest.raises(ValueError, match="at least one column"):
+        _C.clip_search_levels(np.zeros((5, 0), np.float32), np.ones((17, 5, 0), np.float32), [-3, -1, 1, 3])
+    with pytest.raises(ValueError, match="group_size"):
+        _C.group_absmax(w, 2**63)
     with pytest.raises(ValueError, match="scales: expected float32"):
         _C.clip_search_uniform(w, np.ones((11, 4, 3), np.float32), 32, -8, 7)
     with pytest.raises(ValueError, match="positive finite"):

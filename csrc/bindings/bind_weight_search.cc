@@ -16,6 +16,12 @@ namespace {
 // some scale and codes, it cannot make the search read or write out of bounds).
 void check_weights(const CArray<float>& w) { require_ndim(w, 2, "w"); }
 
+// (bounded so that the group count cannot wrap)
+void check_group_size(size_t group_size) {
+  require(group_size > 0 && group_size <= (size_t{1} << 31),
+          "group_size: expected 1 <= group_size <= 2^31");
+}
+
 // [candidates, n, groups] float32, every candidate positive and finite.
 void check_scales(const CArray<float>& scales, size_t n, size_t groups) {
   require(scales.ndim() == 3 && scales.shape(0) >= 1 && static_cast<size_t>(scales.shape(1)) == n &&
@@ -31,7 +37,7 @@ py::tuple clip_search_uniform_py(const CArray<float>& w, const CArray<float>& sc
                                  size_t group_size, int qmin, int qmax, int threads) {
   check_weights(w);
   const size_t n = w.shape(0), k = w.shape(1);
-  require(group_size > 0, "group_size: expected a positive group size");
+  check_group_size(group_size);
   require(qmin <= qmax && qmin >= -128 && qmax <= 127, "qmin, qmax: expected -128 <= qmin <= qmax <= 127");
   const size_t groups = k == 0 ? 0 : (k + group_size - 1) / group_size;
   check_scales(scales, n, groups);
@@ -49,6 +55,7 @@ py::tuple clip_search_levels_py(const CArray<float>& w, const CArray<float>& sca
                                 const std::vector<int>& levels, int threads) {
   check_weights(w);
   const size_t n = w.shape(0), k = w.shape(1);
+  require(k > 0, "w: expected at least one column (a scale per row needs weights)");
   require(levels.size() == 4, "levels: expected 4 distinct integers");
   check_scales(scales, n, k == 0 ? 0 : 1);
   LevelQuantizer q;
@@ -76,6 +83,7 @@ py::tuple clip_search_levels_py(const CArray<float>& w, const CArray<float>& sca
 py::tuple quantize_rows_int8_py(const CArray<float>& w, int threads) {
   check_weights(w);
   const size_t n = w.shape(0), k = w.shape(1);
+  require(k > 0, "w: expected at least one column (a scale per row needs weights)");
   CArray<int8_t> codes({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(k)});
   CArray<float> scales(static_cast<py::ssize_t>(n));
   {
@@ -87,7 +95,7 @@ py::tuple quantize_rows_int8_py(const CArray<float>& w, int threads) {
 
 CArray<float> group_absmax_py(const CArray<float>& w, size_t group_size, int threads) {
   check_weights(w);
-  require(group_size > 0, "group_size: expected a positive group size");
+  check_group_size(group_size);
   const size_t n = w.shape(0), k = w.shape(1), groups = (k + group_size - 1) / group_size;
   CArray<float> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(groups)});
   py::gil_scoped_release release;
@@ -97,7 +105,7 @@ CArray<float> group_absmax_py(const CArray<float>& w, size_t group_size, int thr
 
 CArray<int32_t> group_sums_py(const CArray<int8_t>& codes, size_t group_size, int threads) {
   require_ndim(codes, 2, "codes");
-  require(group_size > 0, "group_size: expected a positive group size");
+  check_group_size(group_size);
   const size_t n = codes.shape(0), k = codes.shape(1), groups = (k + group_size - 1) / group_size;
   CArray<int32_t> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(groups)});
   py::gil_scoped_release release;

@@ -82,30 +82,51 @@ __attribute__((always_inline)) inline float group_error(const float* w, size_t l
   return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
 
-// Every group of rows [r0, r1): the best candidate's scale into best, then its codes.
+// fn(row) for every row, ~256 KB of input per task.
+template <class Fn>
+void for_rows(size_t n, size_t row_bytes, int threads, const Fn& fn) {
+  if (n == 0) return;
+  const size_t rows_per_task = std::max<size_t>(1, (size_t{1} << 18) / std::max<size_t>(row_bytes, 1));
+  parallel_for((n + rows_per_task - 1) / rows_per_task, threads, [&](size_t t) {
+    for (size_t r = t * rows_per_task; r < std::min(n, (t + 1) * rows_per_task); ++r) fn(r);
+  });
+}
+
+// max |x| over len floats (0 for none).
+inline float absmax(const float* x, size_t len) {
+  F4 top = splat(0.0f);
+  size_t i = 0;
+  for (; i + 4 <= len; i += 4) {
+    const F4 v = load4(x + i), a = v < 0.0f ? -v : v;
+    top = a > top ? a : top;
+  }
+  float m = std::max(std::max(top[0], top[1]), std::max(top[2], top[3]));
+  for (; i < len; ++i) m = std::max(m, std::fabs(x[i]));
+  return m;
+}
+
+// Every group of one row: the best candidate's scale into best, then its codes.
 template <class Q, class WriteCodes>
-void search_rows(const float* w, size_t n, size_t k, size_t gs, const float* scales,
-                 size_t candidates, const Q& q, float* best, size_t r0, size_t r1,
-                 const WriteCodes& write_codes) {
+void search_row(const float* w, size_t n, size_t k, size_t gs, const float* scales,
+                size_t candidates, const Q& q, float* best, size_t row,
+                const WriteCodes& write_codes) {
   const size_t groups = (k + gs - 1) / gs;
-  for (size_t row = r0; row < r1; ++row) {
-    for (size_t g = 0; g < groups; ++g) {
-      const float* wg = w + row * k + g * gs;
-      const size_t len = std::min(gs, k - g * gs);
-      const float* cand = scales + row * groups + g;  // candidate r at cand[r * n * groups]
-      float best_s = cand[0];
-      float best_err = group_error(wg, len, best_s, 1.0f / best_s, q);
-      for (size_t r = 1; r < candidates; ++r) {
-        const float s = cand[r * n * groups];
-        const float err = group_error(wg, len, s, 1.0f / s, q);
-        if (err < best_err) {
-          best_err = err;
-          best_s = s;
-        }
+  for (size_t g = 0; g < groups; ++g) {
+    const float* wg = w + row * k + g * gs;
+    const size_t len = std::min(gs, k - g * gs);
+    const float* cand = scales + row * groups + g;  // candidate r at cand[r * n * groups]
+    float best_s = cand[0];
+    float best_err = group_error(wg, len, best_s, 1.0f / best_s, q);
+    for (size_t r = 1; r < candidates; ++r) {
+      const float s = cand[r * n * groups];
+      const float err = group_error(wg, len, s, 1.0f / s, q);
+      if (err < best_err) {
+        best_err = err;
+        best_s = s;
       }
-      best[row * groups + g] = best_s;
-      write_codes(row * k + g * gs, wg, len, best_s);
     }
+    best[row * groups + g] = best_s;
+    write_codes(row * k + g * gs, wg, len, best_s);
   }
 }
 
@@ -113,12 +134,9 @@ template <class Q, class WriteCodes>
 void search(const float* w, size_t n, size_t k, size_t gs, const float* scales,
             size_t candidates, const Q& q, float* best, int threads,
             const WriteCodes& write_codes) {
-  if (n == 0 || k == 0) return;
-  const size_t rows_per_task = std::max<size_t>(1, (size_t{1} << 16) / k);  // ~256 KB of w
-  const size_t tasks = (n + rows_per_task - 1) / rows_per_task;
-  parallel_for(tasks, threads, [&](size_t t) {
-    const size_t r0 = t * rows_per_task, r1 = std::min(n, r0 + rows_per_task);
-    search_rows(w, n, k, gs, scales, candidates, q, best, r0, r1, write_codes);
+  if (k == 0) return;
+  for_rows(n, k * sizeof(float), threads, [&](size_t row) {
+    search_row(w, n, k, gs, scales, candidates, q, best, row, write_codes);
   });
 }
 
@@ -146,36 +164,11 @@ void clip_search_levels(const float* w, size_t n, size_t k, const float* scales,
          });
 }
 
-namespace {
-
-// fn(row) for every row, ~256 KB of input per task.
-template <class Fn>
-void for_rows(size_t n, size_t row_bytes, int threads, const Fn& fn) {
-  if (n == 0) return;
-  const size_t rows_per_task = std::max<size_t>(1, (size_t{1} << 18) / std::max<size_t>(row_bytes, 1));
-  parallel_for((n + rows_per_task - 1) / rows_per_task, threads, [&](size_t t) {
-    for (size_t r = t * rows_per_task; r < std::min(n, (t + 1) * rows_per_task); ++r) fn(r);
-  });
-}
-
-}  // namespace
-
 void group_absmax(const float* w, size_t n, size_t k, size_t gs, float* out, int threads) {
   const size_t groups = (k + gs - 1) / gs;
   for_rows(n, k * sizeof(float), threads, [&](size_t r) {
-    for (size_t g = 0; g < groups; ++g) {
-      const float* x = w + r * k + g * gs;
-      const size_t len = std::min(gs, k - g * gs);
-      F4 top = splat(0.0f);
-      size_t i = 0;
-      for (; i + 4 <= len; i += 4) {
-        const F4 v = load4(x + i), a = v < 0.0f ? -v : v;
-        top = a > top ? a : top;
-      }
-      float m = std::max(std::max(top[0], top[1]), std::max(top[2], top[3]));
-      for (; i < len; ++i) m = std::max(m, std::fabs(x[i]));
-      out[r * groups + g] = m;
-    }
+    for (size_t g = 0; g < groups; ++g)
+      out[r * groups + g] = absmax(w + r * k + g * gs, std::min(gs, k - g * gs));
   });
 }
 
@@ -207,32 +200,19 @@ void level_counts(const uint8_t* codes, size_t n, size_t k, int32_t* out, int th
 
 void quantize_rows_int8(const float* w, size_t n, size_t k, int8_t* codes, float* scales,
                         int threads) {
-  if (n == 0 || k == 0) return;
-  const size_t rows_per_task = std::max<size_t>(1, (size_t{1} << 16) / k);
-  const size_t tasks = (n + rows_per_task - 1) / rows_per_task;
   const Uniform q{-127.0f, 127.0f};
-  parallel_for(tasks, threads, [&](size_t t) {
-    const size_t r0 = t * rows_per_task, r1 = std::min(n, r0 + rows_per_task);
-    for (size_t row = r0; row < r1; ++row) {
-      const float* x = w + row * k;
-      int8_t* out = codes + row * k;
-      F4 top = splat(0.0f);
-      size_t i = 0;
-      for (; i + 4 <= k; i += 4) {
-        const F4 v = load4(x + i), a = v < 0.0f ? -v : v;
-        top = a > top ? a : top;
-      }
-      float amax = std::max(std::max(top[0], top[1]), std::max(top[2], top[3]));
-      for (; i < k; ++i) amax = std::max(amax, std::fabs(x[i]));
-      const float s = std::max(amax, 1e-12f) / 127.0f;
-      scales[row] = s;
-      const F4 sv = splat(s);
-      for (i = 0; i + 4 <= k; i += 4) {
-        const F4 y = q.value(load4(x + i) / sv);
-        for (int l = 0; l < 4; ++l) out[i + l] = static_cast<int8_t>(y[l]);
-      }
-      for (; i < k; ++i) out[i] = static_cast<int8_t>(q.value(x[i] / s));
+  for_rows(n, k * sizeof(float), threads, [&](size_t row) {
+    const float* x = w + row * k;
+    int8_t* out = codes + row * k;
+    const float s = std::max(absmax(x, k), 1e-12f) / 127.0f;
+    scales[row] = s;
+    const F4 sv = splat(s);
+    size_t i = 0;
+    for (; i + 4 <= k; i += 4) {
+      const F4 y = q.value(load4(x + i) / sv);
+      for (int l = 0; l < 4; ++l) out[i + l] = static_cast<int8_t>(y[l]);
     }
+    for (; i < k; ++i) out[i] = static_cast<int8_t>(q.value(x[i] / s));
   });
 }
 

@@ -1,8 +1,8 @@
 // Conversion-time weight quantizers: the clipping searches of WeightOnlyConfig (group-wise
 // symmetric integer codes) and LUT2Config (codes into 4 levels, one scale per row), and the
 // plain per-row int8 of Int8Config / SparqConfig. The searches take one pass per group over
-// weights that stay in L1 (the PyTorch version made ~10 passes per candidate over
-// DRAM-sized tensors: 1.7 s per 11.5 M weights for LUT2).
+// weights that stay in L1 (the PyTorch version made ~10 passes per candidate over L2-sized row
+// chunks: 1.7 s per 11.5 M weights for LUT2).
 //
 // For every group g of row n (columns [g * gs, min((g + 1) * gs, k))) and every candidate scale
 // s = scales[r][n][g] (r in [0, R)), in float32 without fused multiply-add:

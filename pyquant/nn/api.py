@@ -219,7 +219,7 @@ def _convert(model: nn.Module, config, handler, filter_fn) -> nn.Module:
     quantized layer's float weight."""
     with empty_weight_cache():
         if not isinstance(model, _QuantModule) and filter_fn(model, ""):
-            return _swapped(model, config, handler)
+            return _named_swap(model, config, handler, "(root)")
         _replace(model, config, handler, filter_fn, "")
     _no_encoder_fast_path(model)
     return model
@@ -256,17 +256,22 @@ def _swapped(module: nn.Module, config, handler) -> nn.Module:
     return new.train(module.training) if isinstance(new, nn.Module) else new
 
 
+def _named_swap(module: nn.Module, config, handler, fqn: str) -> nn.Module:
+    """_swapped, with a ValueError / TypeError from the conversion prefixed by the layer's name
+    (``layer 'fqn': ...``; the layers swapped before it stay swapped)."""
+    try:
+        return _swapped(module, config, handler)
+    except (ValueError, TypeError) as e:
+        if type(e) in (ValueError, TypeError) and not str(e).startswith("layer '"):
+            raise type(e)(f"layer '{fqn}': {e}") from e
+        raise
+
+
 def _replace(module: nn.Module, config, handler, filter_fn, prefix: str) -> None:
     for name, child in list(module.named_children()):
         fqn = f"{prefix}.{name}" if prefix else name
         if not isinstance(child, _QuantModule) and filter_fn(child, fqn):
-            try:
-                new = _swapped(child, config, handler)
-            except (ValueError, TypeError) as e:  # name the layer (the ones before stay swapped)
-                if type(e) in (ValueError, TypeError) and not str(e).startswith("layer '"):
-                    raise type(e)(f"layer '{fqn}': {e}") from e
-                raise
-            setattr(module, name, new)
+            setattr(module, name, _named_swap(child, config, handler, fqn))
         else:
             _replace(child, config, handler, filter_fn, fqn)
 

@@ -178,8 +178,9 @@ class _QuantModule(nn.Module):
             else:
                 if bias is not None:
                     bias = bias.detach().clone()
-                check_finite_weight(w2d)
-                bufs = self.scheme.quantize_weight(w2d.detach().float().cpu(), **quant_kw)
+                w32 = w2d.detach().float().cpu()
+                check_finite_weight(w32)  # (as float32: a float64 1e39 is inf here)
+                bufs = self.scheme.quantize_weight(w32, **quant_kw)
             self._buf_names = tuple(bufs)
             for name, t in bufs.items():
                 self.register_buffer(name, t.contiguous())

@@ -115,7 +115,7 @@ def asym_u8(x, act_range=None, reuse=False, qmax=255):
 def int8_weight(w):
     """Symmetric per-output-channel int8: w ~= sw[n] * wq[n, k], wq in [-127, 127]:
     sw = max(max |w[n]|, 1e-12) / 127, wq = round(w / sw) (one native pass; float32)."""
-    wq, sw = _C.quantize_rows_int8(w.float().contiguous().numpy(), get_num_threads())
+    wq, sw = _C.quantize_rows_int8(w.detach().float().contiguous().numpy(), get_num_threads())
     return torch.from_numpy(wq), torch.from_numpy(sw)
 
 
@@ -445,11 +445,14 @@ def lowbit_weight(w, bits, gs):
     (float32 holding bfloat16 values), MSE-clipped: 11 candidate scales per group (the group's
     max |w| times 1.0 .. 0.5 (4-bit) or 0.3 (2-bit) over qmax, rounded to bfloat16), searched in
     one native pass per group (csrc/quantize/weight_search.h)."""
-    w = w.float().contiguous()
+    w = w.detach().float().contiguous()
     qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     amax = torch.from_numpy(_C.group_absmax(w.numpy(), gs, get_num_threads())).clamp_(min=1e-12)
     ratios = torch.linspace(1.0, 0.5 if bits == 4 else 0.3, 11).tolist()
     scales = torch.stack([bf16_round(amax * r / max(qmax, 1)) for r in ratios])
+    if not bool(torch.isfinite(scales).all()):
+        raise ValueError(f"weight: |w| up to {float(amax.max()):.3g} overflows the bfloat16 group "
+                         "scales")
     codes, best = _C.clip_search_uniform(w.numpy(), scales.numpy(), gs, qmin, qmax,
                                          get_num_threads())
     return torch.from_numpy(codes), torch.from_numpy(best)
@@ -644,7 +647,7 @@ def lut_weight(w, levels):
     """2-bit codes into `levels` and per-row scale, MSE-clipped: 17 candidates (the row's max |w|
     times 1.0 .. 0.2 over the largest |level|), searched in one native pass per row
     (csrc/quantize/weight_search.h)."""
-    w = w.float().contiguous()
+    w = w.detach().float().contiguous()
     amax = torch.from_numpy(_C.group_absmax(w.numpy(), max(w.shape[1], 1), get_num_threads()))
     amax = amax.view(-1).clamp_(min=1e-12)
     top = torch.tensor(levels, dtype=torch.float32).abs().max()
