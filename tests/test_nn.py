@@ -1185,7 +1185,7 @@ def _lut_weight_whole(w, levels):
 
 @pytest.mark.parametrize("shape", [(300, 1000), (7, 70), (1, 4096), (2000, 200), (3, 5)])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_native_clipping_searches_equal_the_pytorch_ones(shape, threads):
+def test_native_clipping_searches_equal_the_pytorch_ones(shape, threads, monkeypatch):
     """The weight quantizers' clipping searches run natively (csrc/quantize/weight_search.h): the
     same codes and scales, bit for bit, as whole-tensor PyTorch passes of the same arithmetic
     (float32, the error sums in the kernel's lane order), on any thread count; partial last
@@ -1199,6 +1199,8 @@ def test_native_clipping_searches_equal_the_pytorch_ones(shape, threads):
         w[2] *= 1e-30
     if shape[0] > 3:
         w[3] = torch.round(w[3] * 1e4)  # integers: many exact ties between candidates
+    if threads == 2:  # the WeightOnly search in row chunks (about 7 rows each)
+        monkeypatch.setattr("pyquant.nn.schemes.SEARCH_CHUNK_GROUPS", 7 * -(-shape[1] // 32))
     before = pyquant._threads._pinned
     pyquant.set_num_threads(threads)
     try:

@@ -440,22 +440,35 @@ def zero_point_term(scales, sums):
     return (scales.double() * sums.double()).sum(1).float()
 
 
+# The WeightOnly search runs on row chunks of at most this many groups (11 candidates each: 44 MB;
+# an 8B model's lm_head would need 0.7 GB of candidates at once).
+SEARCH_CHUNK_GROUPS = 1 << 20
+
+
 def lowbit_weight(w, bits, gs):
     """Group-wise symmetric codes (int8 in [-2**(b-1), 2**(b-1)-1]) and bf16-exact scales [N, G]
     (float32 holding bfloat16 values), MSE-clipped: 11 candidate scales per group (the group's
     max |w| times 1.0 .. 0.5 (4-bit) or 0.3 (2-bit) over qmax, rounded to bfloat16), searched in
     one native pass per group (csrc/quantize/weight_search.h)."""
     w = w.detach().float().contiguous()
+    n, k = w.shape
     qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     amax = torch.from_numpy(_C.group_absmax(w.numpy(), gs, get_num_threads())).clamp_(min=1e-12)
     ratios = torch.linspace(1.0, 0.5 if bits == 4 else 0.3, 11).tolist()
-    scales = torch.stack([bf16_round(amax * r / max(qmax, 1)) for r in ratios])
-    if not bool(torch.isfinite(scales).all()):
-        raise ValueError(f"weight: |w| up to {float(amax.max()):.3g} overflows the bfloat16 group "
-                         "scales")
-    codes, best = _C.clip_search_uniform(w.numpy(), scales.numpy(), gs, qmin, qmax,
-                                         get_num_threads())
-    return torch.from_numpy(codes), torch.from_numpy(best)
+    codes = torch.empty((n, k), dtype=torch.int8)
+    best = torch.empty(amax.shape)
+    step = max(1, SEARCH_CHUNK_GROUPS // max(amax.shape[1], 1))
+    for r0 in range(0, n, step):
+        a = amax[r0:r0 + step]
+        scales = torch.stack([bf16_round(a * r / max(qmax, 1)) for r in ratios])
+        if not bool(torch.isfinite(scales).all()):
+            raise ValueError(f"weight: |w| up to {float(a.max()):.3g} overflows the bfloat16 "
+                             "group scales")
+        c, b = _C.clip_search_uniform(w[r0:r0 + step].numpy(), scales.numpy(), gs, qmin, qmax,
+                                      get_num_threads())
+        codes[r0:r0 + step] = torch.from_numpy(c)
+        best[r0:r0 + step] = torch.from_numpy(b)
+    return codes, best
 
 
 def group_packs(b) -> list:
