@@ -1232,6 +1232,24 @@ def test_native_int8_weights_equal_the_pytorch_formula(shape):
     assert torch.equal(got_s, sw) and torch.equal(got_q, want)
 
 
+def test_native_weight_quantizers_give_the_same_bits_on_every_path(isa):
+    """The searches are built with 16-byte (scalar tier, NEON) and 32-byte vectors (the AVX2 and
+    AVX-512 tiers): every path gives the bits of the PyTorch references above."""
+    from pyquant.nn.schemes import int8_weight, lowbit_weight, lut_weight
+    torch.manual_seed(7)
+    w = torch.randn(37, 301) * 0.05
+    w[0, :5] = torch.tensor([1.5, -2.0, 0.0, 0.25, -0.25])
+    w[1] = torch.round(w[1] * 1e3)
+    for bits, gs in ((4, 32), (2, 64)):
+        for got, want in zip(lowbit_weight(w, bits, gs), _lowbit_weight_whole(w, bits, gs)):
+            assert torch.equal(got, want), (isa, bits, gs)
+    for got, want in zip(lut_weight(w, (1, -2, 0, -1)), _lut_weight_whole(w, (1, -2, 0, -1))):
+        assert torch.equal(got, want), isa
+    sw = w.abs().amax(1).clamp(min=1e-12) / 127.0
+    q, s = int8_weight(w)
+    assert torch.equal(s, sw) and torch.equal(q, torch.round(w / sw[:, None]).clamp_(-127, 127).to(torch.int8))
+
+
 @pytest.mark.parametrize("shape,gs", [((300, 1000), 32), ((5, 3), 64), ((2, 4097), 128), ((7, 64), 64)])
 def test_native_group_statistics(shape, gs):
     """The conversion's per-group statistics (max |w|, code sums, level counts): as PyTorch's."""

@@ -52,4 +52,18 @@ void group_sums(const int8_t* codes, size_t n, size_t k, size_t group_size, int3
                 int threads);
 void level_counts(const uint8_t* codes, size_t n, size_t k, int32_t* out, int threads);
 
+// The functions above for one vector width (weight_search.inc): 16-byte vectors in the baseline
+// build, 32-byte ones in weight_search_avx2.cc; the AVX2 and AVX-512 tiers (PYQUANT_ISA) take the
+// latter. Every width gives the same bits.
+struct WeightSearchFns {
+  decltype(&clip_search_uniform) search_uniform;
+  decltype(&clip_search_levels) search_levels;
+  decltype(&group_absmax) absmax;
+  decltype(&group_sums) sums;
+  decltype(&level_counts) counts;
+  decltype(&quantize_rows_int8) int8_rows;
+};
+namespace ws_base { const WeightSearchFns& fns(); }
+namespace ws_avx2 { const WeightSearchFns& fns(); }
+
 }  // namespace pq
