@@ -455,15 +455,15 @@ def lowbit_weight(w, bits, gs):
     qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     amax = torch.from_numpy(_C.group_absmax(w.numpy(), gs, get_num_threads())).clamp_(min=1e-12)
     ratios = torch.linspace(1.0, 0.5 if bits == 4 else 0.3, 11).tolist()
+    if amax.numel() and not bool(torch.isfinite(bf16_round(amax.max() * ratios[0] / max(qmax, 1)))):
+        raise ValueError(f"weight: |w| up to {float(amax.max()):.3g} overflows the bfloat16 group "
+                         "scales")  # (the largest candidate; the others are smaller)
     codes = torch.empty((n, k), dtype=torch.int8)
     best = torch.empty(amax.shape)
     step = max(1, SEARCH_CHUNK_GROUPS // max(amax.shape[1], 1))
     for r0 in range(0, n, step):
         a = amax[r0:r0 + step]
         scales = torch.stack([bf16_round(a * r / max(qmax, 1)) for r in ratios])
-        if not bool(torch.isfinite(scales).all()):
-            raise ValueError(f"weight: |w| up to {float(a.max()):.3g} overflows the bfloat16 "
-                             "group scales")
         c, b = _C.clip_search_uniform(w[r0:r0 + step].numpy(), scales.numpy(), gs, qmin, qmax,
                                       get_num_threads())
         codes[r0:r0 + step] = torch.from_numpy(c)
