@@ -188,7 +188,7 @@ def test_gptq_per_group_hessians(cfg):
         with torch.no_grad():
             part.weight.copy_(conv.weight[64 * i:64 * (i + 1)])
             part.bias.copy_(conv.bias[64 * i:64 * (i + 1)])
-        rows = im2col(part, x[:, 64 * i:64 * (i + 1)])[0].double()
+        rows = im2col(part, x[:, 64 * i:64 * (i + 1)])[0]  # (400 rows: gptq_'s float32 x^T x)
         alone = QuantConv2d.from_conv(part, cfg, hessian=rows.T @ rows, damp=0.2)
         assert torch.equal(g[0].convs[i].packed, alone.packed)
     with torch.no_grad():
@@ -196,7 +196,7 @@ def test_gptq_per_group_hessians(cfg):
 
 
 def test_gptq_rounds_to_nearest_where_group_hessians_are_too_large(monkeypatch):
-    monkeypatch.setattr(gptq_module, "_MAX_GROUPED_HESSIAN_BYTES", 2 * 288 * 288 * 8 - 1)
+    monkeypatch.setattr(gptq_module, "_MAX_GROUPED_HESSIAN_BYTES", 2 * 288 * 288 * 4 - 1)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1, groups=2))
     cfg = pyquant.WeightOnlyConfig(4, 32)

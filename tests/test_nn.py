@@ -30,6 +30,7 @@ from torch import nn
 import pyquant
 from pyquant.nn import _backend
 from pyquant.nn.schemes import scheme_for
+from reference_gptq import lane_sum
 
 CONFIGS = [
     pytest.param(pyquant.Int8Config(), 30.0, id="int8"),
@@ -1141,18 +1142,6 @@ def test_calibrate_refuses_a_range_wider_than_float32():
     assert torch.isfinite(model[0].act_range).all()
 
 
-def _lane_sum(e):
-    """float32 sum of e * e over the last axis as the native searches add it: 8 lanes (column
-    mod 8), each summed in column order, then ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))."""
-    e2 = torch.nn.functional.pad(e * e, (0, -e.shape[-1] % 8))
-    blocks = e2.view(*e2.shape[:-1], -1, 8)
-    acc = torch.zeros(blocks.shape[:-2] + (8,))
-    for b in range(blocks.shape[-2]):
-        acc = acc + blocks[..., b, :]
-    l = acc.unbind(-1)
-    return (((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))).unsqueeze(-1)
-
-
 def _lowbit_weight_whole(w, bits, gs):  # the clipping search as whole-tensor PyTorch passes
     from pyquant.nn.schemes import best_clip, bf16_round
     n, k = w.shape
@@ -1163,7 +1152,7 @@ def _lowbit_weight_whole(w, bits, gs):  # the clipping search as whole-tensor Py
 
     def candidate(r):
         s = bf16_round(amax * r / max(qmax, 1))
-        return s, _lane_sum(torch.round(wp * (1.0 / s)).clamp_(qmin, qmax) * s - wp)
+        return s, lane_sum(torch.round(wp * (1.0 / s)).clamp_(qmin, qmax) * s - wp)
 
     best_s = best_clip(torch.linspace(1.0, 0.5 if bits == 4 else 0.3, 11).tolist(), candidate)
     codes = torch.round(wp * (1.0 / best_s)).clamp_(qmin, qmax).to(torch.int8).view(n, g * gs)[:, :k]
@@ -1177,7 +1166,7 @@ def _lut_weight_whole(w, levels):
 
     def candidate(r):
         s = amax * r / lv.abs().max()
-        return s, _lane_sum(lv[nearest_level(w * (1.0 / s), levels).long()] * s - w)
+        return s, lane_sum(lv[nearest_level(w * (1.0 / s), levels).long()] * s - w)
 
     best_s = best_clip(torch.linspace(1.0, 0.2, 17).tolist(), candidate)
     return nearest_level(w * (1.0 / best_s), levels).to(torch.uint8), best_s.view(-1).float()

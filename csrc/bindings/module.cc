@@ -16,6 +16,7 @@ void bind_packed(py::module_& m);
 void bind_forward(py::module_& m);
 void bind_gru(py::module_& m);  // QuantGRU's native forward
 void bind_weight_search(py::module_& m);  // conversion-time clipping searches
+void bind_gptq(py::module_& m);  // GPTQ's and SparseGPT's column sweeps
 void bind_kernels(py::module_& m);  // cpu_features, kernel_table, select/set_kernel
 }  // namespace pq
 
@@ -58,5 +59,6 @@ PYBIND11_MODULE(_C, m) {
   pq::bind_forward(m);
   pq::bind_gru(m);
   pq::bind_weight_search(m);
+  pq::bind_gptq(m);
   pq::bind_kernels(m);
 }

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "core/isa.h"
 #include "core/thread_pool.h"
@@ -57,6 +58,18 @@ void level_counts(const uint8_t* codes, size_t n, size_t k, int32_t* out, int th
 void quantize_rows_int8(const float* w, size_t n, size_t k, int8_t* codes, float* scales,
                         int threads) {
   active_fns().int8_rows(w, n, k, codes, scales, threads);
+}
+
+void gptq_block(const float* w, size_t n, size_t b, const float* h, size_t group_size,
+                const float* ratios, size_t nratios, int qmin, int qmax, int8_t* codes,
+                float* scales, float* err, int threads) {
+  active_fns().gptq(w, n, b, h, group_size, ratios, nratios, qmin, qmax, codes, scales, err,
+                    threads);
+}
+
+void sparsegpt24_block(const float* w, size_t n, size_t b, const float* h, float* values,
+                       float* err, int threads) {
+  active_fns().sparsegpt24(w, n, b, h, values, err, threads);
 }
 
 }  // namespace pq

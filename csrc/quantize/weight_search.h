@@ -20,6 +20,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "quantize/gptq_sweep.h"
+
 namespace pq {
 
 struct LevelQuantizer {
@@ -52,7 +54,7 @@ void group_sums(const int8_t* codes, size_t n, size_t k, size_t group_size, int3
                 int threads);
 void level_counts(const uint8_t* codes, size_t n, size_t k, int32_t* out, int threads);
 
-// The functions above for one vector width (weight_search.inc): 16-byte vectors in the baseline
+// The functions above and GPTQ's sweeps (gptq_sweep.h) for one vector width (weight_search.inc): 16-byte vectors in the baseline
 // build, 32-byte ones in weight_search_avx2.cc; the AVX2 and AVX-512 tiers (PYQUANT_ISA) take the
 // latter. Every width gives the same bits.
 struct WeightSearchFns {
@@ -62,6 +64,8 @@ struct WeightSearchFns {
   decltype(&group_sums) sums;
   decltype(&level_counts) counts;
   decltype(&quantize_rows_int8) int8_rows;
+  decltype(&gptq_block) gptq;
+  decltype(&sparsegpt24_block) sparsegpt24;
 };
 namespace ws_base { const WeightSearchFns& fns(); }
 namespace ws_avx2 { const WeightSearchFns& fns(); }

@@ -11,9 +11,10 @@ rows in QuantConv2d's K order; a grouped conv per group, over its channel slice,
 Hessians fit in 1 GiB, else round-to-nearest) records ``H = sum x^T x`` over its inputs on the calibration
 batches (float model, all layers at once); then its columns are quantized left to right, each
 column's rounding error spread over the not-yet-quantized columns through the inverse Hessian's
-Cholesky factor.
-Blocks are one group wide, so each group's scale is chosen (MSE clipping search) on the weights
-as updated so far.
+Cholesky factor. Each group's scale is chosen (quantize_'s MSE clipping search) on the weights as
+updated when the sweep reaches the group. The sweep runs natively on blocks of 128 columns
+(csrc/quantize/gptq_sweep.h), each block's errors reaching the later columns in one GEMM; the
+Hessians (float32) are shared by the layers that read the same input.
 """
 from __future__ import annotations
 
@@ -31,106 +32,175 @@ from .recurrent import QuantRNN, is_rnn
 from .conv_gain import group_k
 from .grouped_conv import QuantGroupedConv1d, QuantGroupedConv2d
 from .modules import QuantConv1d, QuantConv2d, QuantLinear, conv1d_geometry, im2col
-from .schemes import best_clip, bf16_round
+from .. import _C
+from .._threads import get_num_threads
 
 
-def _group_scale(w, bits):
-    """MSE-best symmetric scale per row for one group w [N, g]."""
-    qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    amax = w.abs().amax(1, keepdim=True).clamp(min=1e-12)
+# Columns per native sweep (_C.gptq_block, _C.sparsegpt24_block): each block's rounding errors
+# reach the later columns in one GEMM (GPTQ's "lazy batch" updates).
+BLOCK = 128
 
-    def candidate(r):
-        s = bf16_round(amax * r / max(qmax, 1)).to(w.dtype)  # scales are stored as bfloat16
-        return s, ((torch.round(w / s).clamp(qmin, qmax) * s - w) ** 2).sum(1, keepdim=True)
-
-    best_s = best_clip(torch.linspace(1.0, 0.5 if bits == 4 else 0.3, 11).tolist(), candidate)
-    return best_s.view(-1)
+# The last factorization, for the next layer of the same Hessian (q, k and v; gate and up):
+# (hessian, damp, dead columns, factor); cleared when gptq_ ends.
+_last_factor: tuple | None = None
 
 
-def _inverse_factor(w: torch.Tensor, hessian: torch.Tensor, damp: float):
-    """(w as float64 with the columns no input reached zeroed, the upper Cholesky factor of the
-    damped H^-1): what both column sweeps below start from."""
-    w = w.detach().double().clone()
-    h = hessian.double().clone()
+def _factor(hessian: torch.Tensor, damp: float):
+    """(the columns no input reached, the upper Cholesky factor U of the damped H^-1, H^-1 = U^T U),
+    in float32. With P the reversal of the columns, P H P = L L^T gives U = P L^-1 P: one Cholesky
+    factorization and one triangular inverse (forming H^-1 first took two factorizations)."""
+    global _last_factor
+    if _last_factor is not None and _last_factor[0] is hessian and _last_factor[1] == damp:
+        return _last_factor[2], _last_factor[3]
+    h = hessian.detach().float().clone()
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
+    h.diagonal().add_(damp * float(torch.diag(h).mean()))
+    lower, info = torch.linalg.cholesky_ex(h.flip(0, 1))
+    if int(info) != 0:
+        raise ValueError(f"damp: H + damp * mean(diag H) * I is not positive definite with damp="
+                         f"{damp} (a degenerate Hessian: few or repeated calibration inputs); "
+                         "use a larger damp")
+    del h
+    factor = torch.linalg.solve_triangular(lower, torch.eye(lower.shape[0], dtype=lower.dtype),
+                                          upper=False).flip(0, 1)
+    _last_factor = (hessian, damp, dead, factor)
+    return dead, factor
+
+
+def _prepared(w: torch.Tensor, hessian: torch.Tensor, damp: float):
+    """(w as float32 with the columns no input reached zeroed, U): what both sweeps start from."""
+    if hessian.shape != (w.shape[1], w.shape[1]):
+        raise ValueError(f"hessian: expected [{w.shape[1]}, {w.shape[1]}] (the layer's K), "
+                         f"got {list(hessian.shape)}")
+    dead, factor = _factor(hessian, damp)
+    w = w.detach().float().clone()
     w[:, dead] = 0.0
-    h += damp * torch.diag(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
-    return w, torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    return w, factor
+
+
+def _sweep(w, factor, block, run_block):
+    """Blocks of columns left to right: ``run_block(i1, w block, factor block) -> errors [N, b]``,
+    then the block's errors spread over every later column with one GEMM."""
+    k = w.shape[1]
+    for i1 in range(0, k, block):
+        i2 = min(i1 + block, k)
+        err = run_block(i1, w[:, i1:i2].contiguous().numpy(), factor[i1:i2, i1:i2].contiguous().numpy())
+        if i2 < k:
+            w[:, i2:].addmm_(torch.from_numpy(err), factor[i1:i2, i2:], alpha=-1)
 
 
 def gptq_weight(w: torch.Tensor, hessian: torch.Tensor, bits: int, gs: int, damp: float = 0.2):
-    """(codes int8 [N, K], bf16-exact scales float32 [N, G]) for w [N, K] given H = X^T X [K, K]."""
+    """(codes int8 [N, K], bf16-exact scales float32 [N, G]) for w [N, K] given H = X^T X [K, K]:
+    GPTQ's sweep in blocks of whole groups, each group's scale chosen (quantize_'s MSE clipping
+    search, the same candidates) on the weights as updated when the sweep reaches it. With H a
+    multiple of the identity it is quantize_'s round-to-nearest, bit for bit."""
     qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    w, hinv = _inverse_factor(w, hessian, damp)
+    w, factor = _prepared(w, hessian, damp)
     n, k = w.shape
-    codes = torch.zeros(n, k, dtype=torch.int8)
-    scales = []
-    for i1 in range(0, k, gs):
-        i2 = min(i1 + gs, k)
-        w1 = w[:, i1:i2].clone()
-        err1 = torch.zeros_like(w1)
-        s = _group_scale(w1, bits)
-        scales.append(s)
-        h1 = hinv[i1:i2, i1:i2]
-        for i in range(i2 - i1):
-            col = w1[:, i]
-            c = torch.round(col / s).clamp(qmin, qmax)
-            codes[:, i1 + i] = c.to(torch.int8)
-            e = (col - c * s) / h1[i, i]
-            w1[:, i:] -= e[:, None] * h1[i, i:][None, :]
-            err1[:, i] = e
-        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
-    return codes, torch.stack(scales, 1).float()
+    ratios = torch.linspace(1.0, 0.5 if bits == 4 else 0.3, 11).tolist()  # (as lowbit_weight)
+    codes = torch.empty(n, k, dtype=torch.int8)
+    scales = torch.empty(n, -(-k // gs))
+    threads = get_num_threads()
+
+    def run_block(i1, wb, hb):
+        c, s, err = _C.gptq_block(wb, hb, gs, ratios, qmin, qmax, threads)
+        codes[:, i1:i1 + c.shape[1]] = torch.from_numpy(c)
+        scales[:, i1 // gs:i1 // gs + s.shape[1]] = torch.from_numpy(s)
+        return err
+
+    _sweep(w, factor, gs * max(1, BLOCK // gs), run_block)
+    if not bool(torch.isfinite(scales).all()):
+        raise ValueError("weight: GPTQ's updated weights overflow the bfloat16 group scales")
+    return codes, scales
 
 
-def sparsegpt_24(w: torch.Tensor, hessian: torch.Tensor, damp: float = 0.2, block: int = 128):
+def sparsegpt_24(w: torch.Tensor, hessian: torch.Tensor, damp: float = 0.2, block: int = BLOCK):
     """SparseGPT's 2:4 pruning of w [N, K] given H = X^T X [K, K]: float32 [N, K] with at most two
     non-zeros in every aligned group of 4 along K (a partial last group keeps at most two).
 
     Columns are visited left to right; at each group's first column the two weights with the
     smallest OBS saliency w^2 / [H^-1]_jj^2 (of the weights as updated so far) are chosen for
     pruning, and each column's pruning error is spread over the columns not yet visited through
-    the Cholesky factor of H^-1, as GPTQ spreads rounding errors. With H a multiple of the
-    identity this is magnitude pruning (up to the order of exact ties). ``damp`` as in gptq_
-    (0.2: 0.826 mean cosine on all-MiniLM-L6-v2 with 32 calibration sentences, against
-    0.82-0.83 for 0.1-0.5 and 0.660 for magnitude pruning)."""
+    the Cholesky factor of H^-1, as GPTQ spreads rounding errors (_C.sparsegpt24_block, blocks of
+    ``block`` columns). With H a multiple of the identity this is magnitude pruning (up to the
+    order of exact ties). ``damp`` as in gptq_ (0.2: 0.826 mean cosine on all-MiniLM-L6-v2 with
+    32 calibration sentences, against 0.82-0.83 for 0.1-0.5 and 0.660 for magnitude pruning)."""
     if block <= 0 or block % 4:
         raise ValueError(f"block: expected a positive multiple of 4, got {block}")
-    w, hinv = _inverse_factor(w, hessian, damp)
-    n, k = w.shape
-    for i1 in range(0, k, block):  # block: a multiple of 4, so groups never straddle blocks
-        i2 = min(i1 + block, k)
-        w1 = w[:, i1:i2].clone()
-        err1 = torch.zeros_like(w1)
-        h1 = hinv[i1:i2, i1:i2]
-        d = torch.diag(h1)
-        prune = torch.zeros_like(w1, dtype=torch.bool)
-        for i in range(i2 - i1):
-            if i % 4 == 0 and i2 - i1 - i > 2:  # this group's two least salient (of up to 4)
-                j = min(i + 4, i2 - i1)
-                saliency = w1[:, i:j] ** 2 / d[i:j] ** 2
-                low = torch.topk(saliency, j - i - 2, dim=1, largest=False).indices
-                prune[:, i:j].scatter_(1, low, True)
-            col = w1[:, i]
-            kept = torch.where(prune[:, i], torch.zeros_like(col), col)
-            e = (col - kept) / h1[i, i]
-            w1[:, i:] -= e[:, None] * h1[i, i:][None, :]
-            w1[:, i] = kept
-            err1[:, i] = e
-        w[:, i1:i2] = w1
-        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
-    return w.float()
+    w, factor = _prepared(w, hessian, damp)
+    threads = get_num_threads()
+
+    def run_block(i1, wb, hb):  # (block: a multiple of 4, so groups never straddle blocks)
+        values, err = _C.sparsegpt24_block(wb, hb, threads)
+        w[:, i1:i1 + values.shape[1]] = torch.from_numpy(values)
+        return err
+
+    _sweep(w, factor, block, run_block)
+    return w
+
+
+class _Hessians:
+    """H = sum x^T x (float32) per layer key over its calibration inputs. Keys fed the same
+    tensors (q, k and v; gate and up; a self-attention's query, key and value) share one H:
+    computed once, factorized once, held once (tinyllama-1.1b: 3.9 GB of Hessians, from 10 GB)."""
+
+    def __init__(self):
+        self.history = {}   # key -> id of the sequence of inputs it saw
+        self.sequences = {}  # (previous sequence id, input id) -> sequence id
+        self.users = {}     # sequence id -> keys at it
+        self.sums = {}      # sequence id -> H
+        self.last = None    # (the last input, its id): held, so its memory cannot be reused
+        self.inputs = 0
+
+    def _input_id(self, x, shared):
+        if not shared:  # (an im2col result: made for this call alone, and large)
+            self.inputs += 1
+            return self.inputs
+        tag = (x.untyped_storage().data_ptr(), x.storage_offset(), tuple(x.shape), x.stride(),
+               x.dtype, x._version)
+        if self.last is None or self.last[1] != tag:
+            self.inputs += 1
+            self.last = (x, tag, self.inputs)
+        return self.last[2]
+
+    @staticmethod
+    def _xtx(x):
+        h = None
+        for r in range(0, x.shape[0], 4096):  # (float32 copies a few rows at a time: im2col rows are many)
+            xc = x[r:r + 4096].float()
+            h = xc.T @ xc if h is None else h.addmm_(xc.T, xc)
+        return h
+
+    def add(self, key, x, shared=True):
+        """One input x [rows, K] of the layer ``key`` (``shared``: x may be another layer's too)."""
+        old = self.history.get(key)
+        new = self.sequences.setdefault((old, self._input_id(x, shared)), len(self.sequences))
+        self.history[key] = new
+        self.users[new] = self.users.get(new, 0) + 1
+        if old is not None:
+            self.users[old] -= 1
+        if new not in self.sums:  # (else another key already added this input to the same H)
+            h = self._xtx(x)
+            if old is not None:
+                h = self.sums[old] + h if self.users[old] else self.sums[old].add_(h)
+            self.sums[new] = h
+        if old is not None and not self.users[old]:
+            del self.sums[old]
+
+    def of(self):
+        """key -> H (keys with the same inputs: the same tensor)."""
+        return {key: self.sums[seq] for key, seq in self.history.items()}
 
 
 _MAX_GROUPED_HESSIAN_BYTES = 1 << 30
 
 
 def _grouped_hessians_fit(conv: nn.Module) -> bool:
-    """A grouped conv's per-group float64 Hessians (groups x K^2 x 8 bytes) within 1 GiB in all;
+    """A grouped conv's per-group float32 Hessians (groups x K^2 x 4 bytes) within 1 GiB in all;
     beyond, the layer is converted round-to-nearest (wav2vec2-base's positional conv would need
-    16 x 6144^2 x 8 = 4.8 GB and 16 Cholesky factorizations of 6144 x 6144)."""
-    return conv.groups * group_k(conv) ** 2 * 8 <= _MAX_GROUPED_HESSIAN_BYTES
+    16 x 6144^2 x 4 = 2.4 GB and 16 Cholesky factorizations of 6144 x 6144)."""
+    return conv.groups * group_k(conv) ** 2 * 4 <= _MAX_GROUPED_HESSIAN_BYTES
 
 
 def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Iterable, *,
@@ -156,14 +226,8 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
     if filter_fn is None:
         _warn_left_float(model, "gptq_", config)
         filter_fn = _default_filter_for(config)
-    hess: dict[nn.Module, torch.Tensor] = {}
-
-    def accumulate(key, x):
-        h = hess.get(key, 0)
-        for r in range(0, x.shape[0], 4096):  # float64 a few rows at a time (im2col rows are many)
-            xc = x[r:r + 4096].double()
-            h = h + xc.T @ xc
-        hess[key] = h
+    hessians = _Hessians()
+    accumulate = hessians.add
 
     def hook(mod, args, kwargs):
         if is_mha(mod):  # q, k and v see query, key and value (positional or by keyword)
@@ -183,7 +247,7 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
                 return  # (round-to-nearest: see _grouped_hessians_fit)
             for i in range(mod.groups):
                 key = mod if mod.groups == 1 else (mod, i)
-                accumulate(key, im2col(geometry, x[:, i * cg:(i + 1) * cg])[0])
+                accumulate(key, im2col(geometry, x[:, i * cg:(i + 1) * cg])[0], shared=False)
             return
         accumulate(mod, x.reshape(-1, x.shape[-1]))
 
@@ -212,12 +276,15 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
     finally:
         for h in handles:
             h.remove()
+        hessians.last = None
+    hess = hessians.of()
     names = {m: fqn or type(m).__name__ for fqn, m in model.named_modules()}
     for key, h in hess.items():
         mod = key[0] if isinstance(key, tuple) else key
         if not bool(torch.isfinite(h).all()):
             raise ValueError(f"gptq_: module {names[mod]!r} saw non-finite calibration inputs "
-                             "(NaN or inf); no layer was converted")
+                             "(NaN or inf, or so large that x^T x overflows float32); no layer "
+                             "was converted")
 
     def handler(mod, cfg):
         kw = dict(hessian=hess[mod], damp=damp) if mod in hess else {}
@@ -243,4 +310,8 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
                 for name in ("q_proj", "k_proj", "v_proj") if (mod, name) in hess})
         return QuantLinear.from_linear(mod, cfg, **kw)
 
-    return _convert(model, config, handler, quantizable)
+    global _last_factor
+    try:
+        return _convert(model, config, handler, quantizable)
+    finally:
+        _last_factor = None

@@ -1,0 +1,140 @@
+"""GPTQ's and SparseGPT's native column sweeps (csrc/quantize/gptq_sweep.h) and the driver around
+them (pyquant/nn/gptq.py): bit for bit against per-column PyTorch oracles (tests/reference_gptq.py)
+on every ISA path and thread count; the shared Hessians and the factorization."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pyquant
+from pyquant import _C
+from pyquant.nn import gptq as gptq_module
+from reference_gptq import gptq_block_ref, ratios_for, sparsegpt24_block_ref
+
+
+def _bits(t):
+    return t.contiguous().view(torch.int32) if t.dtype == torch.float32 else t
+
+
+def _assert_same_bits(got, want):
+    for g, w in zip(got, want):
+        g = torch.as_tensor(g)
+        assert g.dtype == w.dtype and g.shape == w.shape
+        assert torch.equal(_bits(g), _bits(w))
+
+
+def _problem(n, k, seed):
+    """Weights with an outlier, a zero row and an integer row (exact ties), and the factor of a
+    correlated Hessian with a dead column."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(n, k, generator=g) * 0.05
+    w[0, 0] = 1.5
+    if n > 2:
+        w[1] = 0.0
+        w[2] = torch.round(w[2] * 40)
+    x = torch.randn(3 * k + 8, k, generator=g) + 0.7 * torch.randn(3 * k + 8, 1, generator=g)
+    x[:, k // 2] = 0.0  # a column no input reaches
+    dead, factor = gptq_module._factor(x.T @ x, 0.2)
+    return w, x.T @ x, factor
+
+
+@pytest.mark.parametrize("n, b, gs", [(1, 1, 1), (7, 37, 32), (9, 128, 32), (33, 128, 64),
+                                      (8, 96, 3), (5, 130, 128), (17, 64, 64)])
+@pytest.mark.parametrize("bits", [2, 4])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gptq_block_equals_the_reference(isa, n, b, gs, bits, threads):
+    w, _, factor = _problem(n, b, seed=n * b + gs)
+    qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    ratios = ratios_for(bits)
+    got = _C.gptq_block(w.numpy(), factor.contiguous().numpy(), gs, ratios, qmin, qmax, threads)
+    _assert_same_bits([torch.from_numpy(a) for a in got], gptq_block_ref(w, factor, gs, ratios, qmin, qmax))
+
+
+@pytest.mark.parametrize("n, b", [(1, 4), (7, 6), (9, 7), (8, 128), (33, 130), (3, 2)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_sparsegpt24_block_equals_the_reference(isa, n, b, threads):
+    w, _, factor = _problem(n, b, seed=n + b)
+    w[-1, :4] = torch.tensor([0.5, -0.5, 0.5, -0.25])[:b]  # equal saliencies in one group
+    got = _C.sparsegpt24_block(w.numpy(), factor.contiguous().numpy(), threads)
+    _assert_same_bits([torch.from_numpy(a) for a in got], sparsegpt24_block_ref(w, factor))
+    groups = torch.nn.functional.pad(torch.from_numpy(got[0]), (0, -b % 4)).view(n, -1, 4)
+    assert int((groups != 0).sum(-1).max()) <= 2
+
+
+def _gptq_weight_ref(w, hessian, bits, gs, damp=0.2):
+    """gptq_weight's driver with the oracle's sweep: blocks of whole groups, each block's errors
+    spread over the later columns by one GEMM."""
+    dead, factor = gptq_module._factor(hessian, damp)
+    w = w.clone()
+    w[:, dead] = 0.0
+    n, k = w.shape
+    qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    block = gs * max(1, gptq_module.BLOCK // gs)
+    codes, scales = [], []
+    for i1 in range(0, k, block):
+        i2 = min(i1 + block, k)
+        c, s, err = gptq_block_ref(w[:, i1:i2], factor[i1:i2, i1:i2], gs, ratios_for(bits), qmin, qmax)
+        codes.append(c)
+        scales.append(s)
+        if i2 < k:
+            w[:, i2:].addmm_(err, factor[i1:i2, i2:], alpha=-1)
+    return torch.cat(codes, 1), torch.cat(scales, 1)
+
+
+@pytest.mark.parametrize("n, k, gs", [(24, 300, 32), (5, 257, 64), (3, 130, 128), (16, 64, 256)])
+def test_gptq_weight_equals_the_reference(n, k, gs):
+    w, hessian, _ = _problem(n, k, seed=k)
+    for bits in (2, 4):
+        _assert_same_bits(gptq_module.gptq_weight(w, hessian, bits, gs), _gptq_weight_ref(w, hessian, bits, gs))
+
+
+def test_gptq_with_a_diagonal_hessian_is_round_to_nearest():
+    """Nothing to compensate through: GPTQ's codes and scales are quantize_'s, bit for bit."""
+    from pyquant.nn.schemes import lowbit_weight
+
+    w, _, _ = _problem(40, 200, seed=1)
+    for bits, gs in ((4, 32), (2, 64), (4, 128)):
+        _assert_same_bits(gptq_module.gptq_weight(w, 3.0 * torch.eye(200), bits, gs), lowbit_weight(w, bits, gs))
+
+
+def test_factor_is_the_upper_cholesky_factor_of_the_damped_inverse():
+    w, hessian, _ = _problem(4, 50, seed=3)
+    dead, factor = gptq_module._factor(hessian, 0.2)
+    assert dead.nonzero().view(-1).tolist() == [25]
+    h = hessian.double().clone()
+    h[25, 25] = 1.0
+    h += 0.2 * torch.diag(h).mean() * torch.eye(50, dtype=torch.float64)
+    assert torch.equal(factor, factor.triu()) and bool((torch.diag(factor) > 0).all())
+    torch.testing.assert_close(factor.double().T @ factor.double(), torch.linalg.inv(h), rtol=1e-4, atol=1e-6)
+    assert gptq_module._factor(hessian, 0.2)[1] is factor  # (the next layer of the same Hessian)
+    with pytest.raises(ValueError, match="damp: .*not positive definite"):
+        gptq_module.gptq_weight(w[:, :2], torch.ones(2, 2), 4, 32, damp=0.0)
+    with pytest.raises(ValueError, match=r"hessian: expected \[50, 50\]"):
+        gptq_module.gptq_weight(w, torch.eye(49), 4, 32)
+
+
+def test_layers_fed_the_same_input_share_one_hessian():
+    """q, k and v (gate and up) read one tensor: one H, computed once; a layer whose inputs part
+    ways with the others' gets its own, and every H is its own inputs' sum."""
+    hs = gptq_module._Hessians()
+    x1, x2, x3 = (torch.randn(6, 8) for _ in range(3))
+    for key in "qkv":
+        hs.add(key, x1)
+    hs.add("o", x2)
+    hs.add("q", x3)  # q parts from k and v (its input differs in the second batch)
+    for key in "kv":
+        hs.add(key, x2)
+    hs.add("o", x2)  # the same tensor twice in a row to one layer
+    of = hs.of()
+    assert of["k"] is of["v"] and of["q"] is not of["k"]
+    for key, xs in {"q": (x1, x3), "k": (x1, x2), "v": (x1, x2), "o": (x2, x2)}.items():
+        want = sum(x.T @ x for x in xs)
+        torch.testing.assert_close(of[key], want)
+    before = x1.clone()
+    x1.add_(1.0)  # the same storage, changed in place: another input
+    hs.add("k", x1)
+    hs.add("v", x1.clone())  # equal values, but not known to be the same input
+    of = hs.of()
+    assert of["k"] is not of["v"]
+    for key in "kv":
+        torch.testing.assert_close(of[key], before.T @ before + x2.T @ x2 + x1.T @ x1)
