@@ -297,7 +297,7 @@ def test_info_lists_only_kernels_within_the_cap(monkeypatch, capsys):
 
 SCRIPTS = ["forced_kernels", "grouped_decode_cold", "nn_forward_ratio", "int8_vs_fbgemm",
            "reload_decode", "bench_lowbit_gemm", "moe_decode", "moe_block_decode",
-           "transformer_encoder", "speech_encoder", "recurrent"]
+           "transformer_encoder", "speech_encoder", "recurrent", "gptq_llm"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

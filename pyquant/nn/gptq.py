@@ -52,11 +52,11 @@ def _factor(hessian: torch.Tensor, damp: float):
     global _last_factor
     if _last_factor is not None and _last_factor[0] is hessian and _last_factor[1] == damp:
         return _last_factor[2], _last_factor[3]
-    h = hessian.detach().float().clone()
-    dead = torch.diag(h) == 0
-    h[dead, dead] = 1.0
-    h.diagonal().add_(damp * float(torch.diag(h).mean()))
-    lower, info = torch.linalg.cholesky_ex(h.flip(0, 1))
+    dead = torch.diag(hessian) == 0
+    h = hessian.detach().float().flip(0, 1)  # (a copy: the damping below stays in it)
+    h.diagonal()[dead.flip(0)] = 1.0
+    h.diagonal().add_(damp * float(h.diagonal().mean()))
+    lower, info = torch.linalg.cholesky_ex(h)
     if int(info) != 0:
         raise ValueError(f"damp: H + damp * mean(diag H) * I is not positive definite with damp="
                          f"{damp} (a degenerate Hessian: few or repeated calibration inputs); "
@@ -279,7 +279,7 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
         hessians.last = None
     hess = hessians.of()
     names = {m: fqn or type(m).__name__ for fqn, m in model.named_modules()}
-    for key, h in hess.items():
+    for key, h in {id(h): (key, h) for key, h in hess.items()}.values():  # (shared: once)
         mod = key[0] if isinstance(key, tuple) else key
         if not bool(torch.isfinite(h).all()):
             raise ValueError(f"gptq_: module {names[mod]!r} saw non-finite calibration inputs "
