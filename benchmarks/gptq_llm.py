@@ -3,9 +3,10 @@ shapes (pyquant.studies.llm presets; random weights, random token ids as calibra
 time and memory do not depend on the values), seconds and peak resident memory, beside
 `quantize_` (round-to-nearest) of the same model.
 Usage (from the repository root):
-  PYTHONPATH=. python benchmarks/gptq_llm.py [PRESET [CONFIG [SEQUENCES [TOKENS]]]]
+  PYTHONPATH=. python benchmarks/gptq_llm.py [PRESET [CONFIG [SEQUENCES [TOKENS [HESSIAN_GB]]]]]
   PRESET: tinyllama-1.1b (default), mid, quick; CONFIG: w4g32 (default), w2g32, sparq24;
-  SEQUENCES x TOKENS calibration tokens (default 4 x 512)"""
+  SEQUENCES x TOKENS calibration tokens (default 4 x 512); HESSIAN_GB: gptq_'s hessian_memory
+  in GiB (default: none, every layer in one pass)"""
 import json
 import resource
 import subprocess
@@ -28,12 +29,14 @@ def parse(argv):
         raise ValueError(f"config: expected one of {CONFIGS}, got {name!r}")
     seqs = int(argv[2]) if len(argv) > 2 else 4
     tokens = int(argv[3]) if len(argv) > 3 else 512
-    if seqs < 1 or tokens < 1 or len(argv) > 4:
-        raise ValueError("expected at most 4 arguments, and at least one sequence of one token")
-    return preset, name, seqs, tokens
+    gib = float(argv[4]) if len(argv) > 4 else 0.0
+    if seqs < 1 or tokens < 1 or len(argv) > 5 or not gib >= 0:
+        raise ValueError("expected at most 5 arguments, at least one sequence of one token, and "
+                         "HESSIAN_GB >= 0")
+    return preset, name, seqs, tokens, gib
 
 
-def child(mode, preset, name, seqs, tokens):
+def child(mode, preset, name, seqs, tokens, gib):
     """One conversion in this process; prints a JSON line."""
     import torch
 
@@ -49,7 +52,8 @@ def child(mode, preset, name, seqs, tokens):
     batches = [torch.randint(0, cfg.vocab_size, (1, int(tokens))) for _ in range(int(seqs))]
     t0 = time.perf_counter()
     if mode == "gptq":
-        pyquant.nn.gptq_(model, config, batches)
+        limit = int(float(gib) * 2**30) or None
+        pyquant.nn.gptq_(model, config, batches, hessian_memory=limit)
     else:
         pyquant.quantize_(model, config)
     print(json.dumps({"seconds": time.perf_counter() - t0,
@@ -57,12 +61,12 @@ def child(mode, preset, name, seqs, tokens):
 
 
 def main():
-    preset, name, seqs, tokens = parsed_args(__doc__, parse)
-    print(f"{preset}, {name}, {seqs} x {tokens} calibration tokens: seconds / peak resident GB "
-          "(each in a fresh process)")
+    preset, name, seqs, tokens, gib = parsed_args(__doc__, parse)
+    print(f"{preset}, {name}, {seqs} x {tokens} calibration tokens, hessian_memory "
+          f"{f'{gib} GiB' if gib else 'None'}: seconds / peak resident GB (each in a fresh process)")
     for mode in ("quantize", "gptq"):
         out = subprocess.run([sys.executable, __file__, "--child", mode, preset, name, str(seqs),
-                              str(tokens)], capture_output=True, text=True, check=True)
+                              str(tokens), str(gib)], capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{'quantize_' if mode == 'quantize' else 'gptq_'}: {r['seconds']:.1f} s, "
               f"{r['peak_gb']:.2f} GB", flush=True)
@@ -70,6 +74,6 @@ def main():
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(*sys.argv[2:7])
+        child(*sys.argv[2:8])
     else:
         main()

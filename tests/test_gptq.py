@@ -138,3 +138,43 @@ def test_layers_fed_the_same_input_share_one_hessian():
     assert of["k"] is not of["v"]
     for key in "kv":
         torch.testing.assert_close(of[key], before.T @ before + x2.T @ x2 + x1.T @ x1)
+
+
+def _mlp():
+    torch.manual_seed(11)
+    return torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 32),
+                               torch.nn.ReLU(), torch.nn.Linear(32, 16))
+
+
+def _packed(model):
+    return [m.packed for m in model.modules() if isinstance(m, pyquant.nn.QuantLinear)]
+
+
+@pytest.mark.parametrize("config", [pyquant.WeightOnlyConfig(4, 32), pyquant.SparqConfig(sparse24=True)],
+                         ids=["gptq", "sparsegpt"])
+def test_calibration_in_runs_is_gptq_layer_after_layer(config):
+    """hessian_memory: layers in runs whose Hessians fit (here one layer each: 64^2 x 4 bytes
+    per layer of K = 64), each run calibrated on the model with the runs before it quantized:
+    the same as gptq_ called layer by layer; a limit that holds every layer is one pass."""
+    mix = torch.randn(64, 64) / 8 + torch.eye(64)
+    batches = [torch.randn(40, 64) @ mix for _ in range(3)]
+    whole = pyquant.nn.gptq_(_mlp(), config, batches)
+    assert all(torch.equal(a, b) for a, b in zip(_packed(whole), _packed(
+        pyquant.nn.gptq_(_mlp(), config, batches, hessian_memory=1 << 30))))
+    by_hand = _mlp()
+    for fqn in ("0", "2", "4"):
+        by_hand = pyquant.nn.gptq_(by_hand, config, batches, filter_fn=lambda m, name: name == fqn)
+    runs = pyquant.nn.gptq_(_mlp(), config, iter(batches), hessian_memory=64 * 64 * 4 + 100)
+    assert len(_packed(runs)) == 3
+    assert all(torch.equal(a, b) for a, b in zip(_packed(runs), _packed(by_hand)))
+    assert not all(torch.equal(a, b) for a, b in zip(_packed(runs), _packed(whole)))
+
+
+def test_hessian_memory_is_checked_and_a_model_too_large_is_told(monkeypatch):
+    for bad in (0, -5, "1GB", True, float("nan")):
+        with pytest.raises(ValueError, match="hessian_memory"):
+            pyquant.nn.gptq_(_mlp(), pyquant.WeightOnlyConfig(4, 32), [torch.randn(4, 64)], hessian_memory=bad)
+    monkeypatch.setattr(gptq_module, "_available_memory", lambda: 20000)
+    with pytest.warns(UserWarning, match=r"Hessians of 3 layers .* hessian_memory=N"):
+        pyquant.nn.gptq_(_mlp(), pyquant.WeightOnlyConfig(4, 32), [torch.randn(4, 64)])
+    assert gptq_module._calibration_groups([], None) == []

@@ -18,6 +18,7 @@ Hessians (float32) are shared by the layers that read the same input.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Iterable
 
 import torch
@@ -203,29 +204,49 @@ def _grouped_hessians_fit(conv: nn.Module) -> bool:
     return conv.groups * group_k(conv) ** 2 * 4 <= _MAX_GROUPED_HESSIAN_BYTES
 
 
-def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Iterable, *,
-          filter_fn: Callable | None = None, damp: float = 0.2,
-          fold_batchnorm: bool | str = True) -> nn.Module:
-    """quantize_ for WeightOnlyConfig with GPTQ rounding from calibration `batches` (tensors,
-    tuples of positional args or mappings of keyword args), or for SparqConfig(sparse24=True)
-    with SparseGPT's 2:4 pruning; layers that saw no input fall back to round-to-nearest /
-    magnitude pruning, and so do MoE experts blocks (each expert sees only the tokens routed to
-    it), recurrent layers (nn.LSTM/GRU/RNN), a MultiheadAttention's out_proj (its q/k/v projections get GPTQ from the query, key
-    and value inputs) and grouped convs whose per-group Hessians would pass 1 GiB. Returns the model (the root swapped if it is itself a layer).
+def _hessian_bytes(m: nn.Module) -> int:
+    """The float32 Hessians a layer's calibration holds (each layer counted alone: layers that
+    share an input share one, so this is an upper bound)."""
+    if is_mha(m):
+        return 4 * (m.embed_dim ** 2 + m.kdim ** 2 + m.vdim ** 2)
+    if isinstance(m, (nn.Conv2d, nn.Conv1d)):
+        fits = m.groups == 1 or _grouped_hessians_fit(m)
+        return 4 * m.groups * group_k(m) ** 2 if fits else 0
+    k = m.weight.shape[0] if is_conv1d(m) else m.weight.shape[-1]
+    return 4 * k * k
 
-    ``damp``: added to H's diagonal as a fraction of its mean. Larger than the paper's 0.01
-    because a few hundred calibration tokens leave H (K up to 1536) rank-deficient; on MiniLM
-    with 32 calibration sentences 0.003/0.01/0.05/0.2 gave 0.970/0.976/0.980/0.982 mean cosine.
-    ``fold_batchnorm`` as in quantize_.
-    """
-    sparse24 = isinstance(config, SparqConfig) and config.sparse24
-    if not (isinstance(config, WeightOnlyConfig) or sparse24):
-        raise TypeError("config: GPTQ applies to WeightOnlyConfig (and SparseGPT to "
-                        f"SparqConfig(sparse24=True)), got {config!r}")
-    check_fold_option(fold_batchnorm)
-    if filter_fn is None:
-        _warn_left_float(model, "gptq_", config)
-        filter_fn = _default_filter_for(config)
+
+def _available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes (None where there is none)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _calibration_groups(layers: list, hessian_memory: int | None) -> list:
+    """Consecutive runs of layers whose Hessians fit in hessian_memory bytes (a larger layer
+    alone); one run of all without a limit."""
+    if hessian_memory is None:
+        return [layers] if layers else []
+    groups, size = [], 0
+    for m in layers:
+        b = _hessian_bytes(m)
+        if not groups or size + b > hessian_memory:
+            groups.append([])
+            size = 0
+        groups[-1].append(m)
+        size += b
+    return groups
+
+
+def _calibrate(model: nn.Module, layers: list, batches: Iterable, later: bool) -> dict:
+    """key -> H = sum x^T x over the calibration batches, for ``layers`` (a layer, or
+    (MultiheadAttention, "q_proj" / "k_proj" / "v_proj"), or (grouped conv, group index))."""
     hessians = _Hessians()
     accumulate = hessians.add
 
@@ -251,24 +272,7 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
             return
         accumulate(mod, x.reshape(-1, x.shape[-1]))
 
-    def quantizable(m, fqn):
-        return convertible(m) and filter_fn(m, fqn)
-
-    on_meta = [fqn or "(root)" for fqn, m in model.named_modules()
-               if any(p.is_meta for p in m.parameters(recurse=False))]
-    if on_meta:  # (quantize_ makes layers that await a quantized state dict of such a model)
-        raise ValueError(f"gptq_: {len(on_meta)} module(s) have weights on the meta device "
-                         f"({', '.join(on_meta[:4])}{', ...' if len(on_meta) > 4 else ''}): GPTQ "
-                         "fits the weights to calibration data; load the float weights first")
-    # (before the hooks: GPTQ rounds the folded weights)
-    fold_batchnorm_(model, quantizable, fold_batchnorm, "gptq_")
-    # MoE experts blocks see no Hessian of their own (each expert sees only its routed tokens):
-    # they are converted round-to-nearest / magnitude-pruned, as are recurrent layers (their
-    # state inputs are no module's input); so is a MultiheadAttention's
-    # out_proj (its input, the attention output, is never a module's input)
-    handles = [m.register_forward_pre_hook(hook, with_kwargs=True)
-               for name, m in model.named_modules()
-               if quantizable(m, name) and not (is_experts(m) or is_rnn(m))]
+    handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in layers]
     try:
         with torch.no_grad():
             for b in batches:
@@ -284,7 +288,75 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
         if not bool(torch.isfinite(h).all()):
             raise ValueError(f"gptq_: module {names[mod]!r} saw non-finite calibration inputs "
                              "(NaN or inf, or so large that x^T x overflows float32); no layer "
-                             "was converted")
+                             "of this calibration pass was converted"
+                             + (" (those of the passes before stay converted)" if later else ""))
+    return hess
+
+
+def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Iterable, *,
+          filter_fn: Callable | None = None, damp: float = 0.2,
+          fold_batchnorm: bool | str = True, hessian_memory: int | None = None) -> nn.Module:
+    """quantize_ for WeightOnlyConfig with GPTQ rounding from calibration `batches` (tensors,
+    tuples of positional args or mappings of keyword args), or for SparqConfig(sparse24=True)
+    with SparseGPT's 2:4 pruning; layers that saw no input fall back to round-to-nearest /
+    magnitude pruning, and so do MoE experts blocks (each expert sees only the tokens routed to
+    it), recurrent layers (nn.LSTM/GRU/RNN), a MultiheadAttention's out_proj (its q/k/v projections get GPTQ from the query, key
+    and value inputs) and grouped convs whose per-group Hessians would pass 1 GiB. Returns the model (the root swapped if it is itself a layer).
+
+    ``damp``: added to H's diagonal as a fraction of its mean. Larger than the paper's 0.01
+    because a few hundred calibration tokens leave H (K up to 1536) rank-deficient; on MiniLM
+    with 32 calibration sentences 0.003/0.01/0.05/0.2 gave 0.970/0.976/0.980/0.982 mean cosine.
+    ``fold_batchnorm`` as in quantize_.
+
+    ``hessian_memory``: None calibrates every layer in one pass over ``batches`` (the float
+    model's inputs; its float32 Hessians all held at once: tinyllama-1.1b 3.9 GB, a 7B Llama
+    ~22 GB; a warning says when they may not fit in the available memory). A number of bytes
+    calibrates the layers in consecutive runs whose Hessians (K^2 x 4 bytes per layer, at most)
+    fit in it, one pass over ``batches`` per run, each run converted before the next one's pass:
+    later layers are calibrated on the outputs of the earlier ones as quantized (the GPTQ
+    paper's sequential order), so the result depends on the runs.
+    """
+    sparse24 = isinstance(config, SparqConfig) and config.sparse24
+    if not (isinstance(config, WeightOnlyConfig) or sparse24):
+        raise TypeError("config: GPTQ applies to WeightOnlyConfig (and SparseGPT to "
+                        f"SparqConfig(sparse24=True)), got {config!r}")
+    check_fold_option(fold_batchnorm)
+    if hessian_memory is not None and (isinstance(hessian_memory, bool) or not isinstance(hessian_memory, (int, float))
+                                       or not hessian_memory > 0):
+        raise ValueError(f"hessian_memory: expected None or a positive number of bytes, got {hessian_memory!r}")
+    if filter_fn is None:
+        _warn_left_float(model, "gptq_", config)
+        filter_fn = _default_filter_for(config)
+
+    def quantizable(m, fqn):
+        return convertible(m) and filter_fn(m, fqn)
+
+    on_meta = [fqn or "(root)" for fqn, m in model.named_modules()
+               if any(p.is_meta for p in m.parameters(recurse=False))]
+    if on_meta:  # (quantize_ makes layers that await a quantized state dict of such a model)
+        raise ValueError(f"gptq_: {len(on_meta)} module(s) have weights on the meta device "
+                         f"({', '.join(on_meta[:4])}{', ...' if len(on_meta) > 4 else ''}): GPTQ "
+                         "fits the weights to calibration data; load the float weights first")
+    # (before the hooks: GPTQ rounds the folded weights)
+    fold_batchnorm_(model, quantizable, fold_batchnorm, "gptq_")
+    # MoE experts blocks see no Hessian of their own (each expert sees only its routed tokens):
+    # they are converted round-to-nearest / magnitude-pruned, as are recurrent layers (their
+    # state inputs are no module's input); so is a MultiheadAttention's
+    # out_proj (its input, the attention output, is never a module's input)
+    layers = [m for name, m in model.named_modules()
+              if quantizable(m, name) and not (is_experts(m) or is_rnn(m))]
+    need = sum(_hessian_bytes(m) for m in layers)
+    available = _available_memory()
+    if hessian_memory is None and available is not None and need > 0.8 * available:
+        warnings.warn(f"gptq_: the Hessians of {len(layers)} layers may take up to {need / 2**30:.1f} "
+                      f"GiB, {available / 2**30:.1f} GiB are available; hessian_memory=N (bytes) "
+                      "calibrates the layers in runs that fit in N", stacklevel=2)
+    groups = _calibration_groups(layers, hessian_memory)
+    if model in layers:  # (the root is the layer: one run, and _convert swaps the root)
+        groups = [layers]
+    if len(groups) > 1 and not isinstance(batches, (list, tuple)):
+        batches = list(batches)  # (one pass per run)
+    hess: dict = {}
 
     def handler(mod, cfg):
         kw = dict(hessian=hess[mod], damp=damp) if mod in hess else {}
@@ -312,6 +384,14 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
 
     global _last_factor
     try:
+        for i, group in enumerate(groups[:-1]):  # (the last run converts with everything else)
+            hess = _calibrate(model, group, batches, later=i > 0)
+            members = set(group)
+            _convert(model, config, handler, lambda m, fqn: m in members and quantizable(m, fqn))
+            hess = {}
+            _last_factor = None
+        if groups:
+            hess = _calibrate(model, groups[-1], batches, later=len(groups) > 1)
         return _convert(model, config, handler, quantizable)
     finally:
         _last_factor = None
