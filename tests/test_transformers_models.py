@@ -249,3 +249,35 @@ def test_models_load_without_their_weights(build, tmp_path):
     if any(b.is_meta for b in bare.buffers()):
         with pytest.raises(ValueError, match="inv_freq|non-persistent"):
             pyquant.load_quantized_(bare, path)
+
+
+def test_gptq_on_a_llama_shares_the_hessians_of_one_input(monkeypatch):
+    """gptq_ on a decoder: q, k and v (and gate and up) read one tensor and share one Hessian;
+    calibrated in runs (hessian_memory) it converts every linear too; both stay close to the
+    float model (W4 g32)."""
+    import pyquant.nn.gptq as gptq_module
+
+    seen = []
+    of = gptq_module._Hessians.of
+    monkeypatch.setattr(gptq_module._Hessians, "of", lambda self: seen.append(of(self)) or seen[-1])
+    torch.manual_seed(0)
+    model = _llama().eval()
+    ids = torch.randint(0, 256, (2, 24))
+    batches = [{"input_ids": torch.randint(0, 256, (2, 24))} for _ in range(3)]
+    with torch.no_grad():
+        ref = model(ids).logits
+    cfg = pyquant.WeightOnlyConfig(4, 32)
+    for limit in (None, 64 * 64 * 4 * 3):
+        seen.clear()
+        fresh = copy.deepcopy(model)
+        blocks = [(b.self_attn.q_proj, b.self_attn.k_proj, b.self_attn.v_proj, b.mlp.gate_proj,
+                   b.mlp.up_proj, b.mlp.down_proj) for b in fresh.model.layers]
+        q = pyquant.nn.gptq_(fresh, cfg, batches, hessian_memory=limit)
+        assert sum(isinstance(m, pyquant.nn.QuantLinear) for m in q.modules()) == 2 * 7 + 1
+        hess = {k: h for d in seen for k, h in d.items()}
+        for qp, kp, vp, gate, up, down in blocks:
+            assert hess[qp] is hess[kp] is hess[vp]
+            assert hess[gate] is hess[up] and hess[down] is not hess[up]
+        assert len(seen) == (1 if limit is None else 7)  # (q k v | o gate up | down, per block; lm_head)
+        with torch.no_grad():
+            assert F.cosine_similarity(q(ids).logits.flatten(), ref.flatten(), dim=0) > 0.98
