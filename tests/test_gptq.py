@@ -24,8 +24,8 @@ def _assert_same_bits(got, want):
 
 
 def _problem(n, k, seed):
-    """Weights with an outlier, a zero row and an integer row (exact ties), and the factor of a
-    correlated Hessian with a dead column."""
+    """Weights with an outlier, a zero row and an integer row (exact ties), a correlated Hessian
+    with a dead column, and its U = R^-1 (the upper Cholesky factor of the damped H^-1)."""
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(n, k, generator=g) * 0.05
     w[0, 0] = 1.5
@@ -34,8 +34,8 @@ def _problem(n, k, seed):
         w[2] = torch.round(w[2] * 40)
     x = torch.randn(3 * k + 8, k, generator=g) + 0.7 * torch.randn(3 * k + 8, 1, generator=g)
     x[:, k // 2] = 0.0  # a column no input reaches
-    dead, factor = gptq_module._factor(x.T @ x, 0.2)
-    return w, x.T @ x, factor
+    dead, r = gptq_module._factor(x.T @ x, 0.2)
+    return w, x.T @ x, torch.linalg.solve_triangular(r, torch.eye(k), upper=True)
 
 
 @pytest.mark.parametrize("n, b, gs", [(1, 1, 1), (7, 37, 32), (9, 128, 32), (33, 128, 64),
@@ -43,7 +43,7 @@ def _problem(n, k, seed):
 @pytest.mark.parametrize("bits", [2, 4])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_gptq_block_equals_the_reference(isa, n, b, gs, bits, threads):
-    w, _, factor = _problem(n, b, seed=n * b + gs)
+    w, _, factor = _problem(n, b, seed=n * b + gs)  # (factor: U, the sweep's h)
     qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     ratios = ratios_for(bits)
     got = _C.gptq_block(w.numpy(), factor.contiguous().numpy(), gs, ratios, qmin, qmax, threads)
@@ -62,9 +62,9 @@ def test_sparsegpt24_block_equals_the_reference(isa, n, b, threads):
 
 
 def _gptq_weight_ref(w, hessian, bits, gs, damp=0.2):
-    """gptq_weight's driver with the oracle's sweep: blocks of whole groups, each block's errors
-    spread over the later columns by one GEMM."""
-    dead, factor = gptq_module._factor(hessian, damp)
+    """gptq_weight's driver with the oracle's sweep: blocks of whole groups, each block updated
+    by W_b + (W - Q)_<b R_<b,b U_bb before its sweep."""
+    dead, r = gptq_module._factor(hessian, damp)
     w = w.clone()
     w[:, dead] = 0.0
     n, k = w.shape
@@ -73,12 +73,39 @@ def _gptq_weight_ref(w, hessian, bits, gs, damp=0.2):
     codes, scales = [], []
     for i1 in range(0, k, block):
         i2 = min(i1 + block, k)
-        c, s, err = gptq_block_ref(w[:, i1:i2], factor[i1:i2, i1:i2], gs, ratios_for(bits), qmin, qmax)
+        u = torch.linalg.solve_triangular(r[i1:i2, i1:i2], torch.eye(i2 - i1), upper=True)
+        wb = torch.addmm(w[:, i1:i2], w[:, :i1], r[:i1, i1:i2] @ u) if i1 else w[:, :i2]
+        c, s, _ = gptq_block_ref(wb, u, gs, ratios_for(bits), qmin, qmax)
         codes.append(c)
         scales.append(s)
-        if i2 < k:
-            w[:, i2:].addmm_(err, factor[i1:i2, i2:], alpha=-1)
+        w[:, i1:i2] -= c.float() * s.repeat_interleave(gs, 1)[:, :i2 - i1]
     return torch.cat(codes, 1), torch.cat(scales, 1)
+
+
+def _classic_gptq(w, hessian, bits, gs, damp=0.2):
+    """GPTQ as the paper writes it, float64, one column at a time: U = chol(H^-1) formed whole,
+    each column's error spread over all later columns at once."""
+    qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    h = hessian.double().clone()
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1.0
+    h += damp * torch.diag(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
+    u = torch.linalg.cholesky(torch.linalg.inv(h), upper=True)
+    w = w.double().clone()
+    w[:, dead] = 0.0
+    q = torch.empty_like(w)
+    for i in range(w.shape[1]):
+        if i % gs == 0:
+            wg = w[:, i:i + gs].float()
+            s = torch.from_numpy(_C.clip_search_uniform(
+                wg.contiguous().numpy(), torch.stack([((wg.abs().amax(1, keepdim=True).clamp(min=1e-12) * r
+                                                        / max(qmax, 1)).to(torch.bfloat16).float())
+                                                      for r in ratios_for(bits)]).numpy(),
+                gs, qmin, qmax)[1]).double()
+        q[:, i] = torch.round(w[:, i] / s[:, 0]).clamp(qmin, qmax) * s[:, 0]
+        e = (w[:, i] - q[:, i]) / u[i, i]
+        w[:, i:] -= e[:, None] * u[i, i:][None, :]
+    return q
 
 
 @pytest.mark.parametrize("n, k, gs", [(24, 300, 32), (5, 257, 64), (3, 130, 128), (16, 64, 256)])
@@ -86,6 +113,23 @@ def test_gptq_weight_equals_the_reference(n, k, gs):
     w, hessian, _ = _problem(n, k, seed=k)
     for bits in (2, 4):
         _assert_same_bits(gptq_module.gptq_weight(w, hessian, bits, gs), _gptq_weight_ref(w, hessian, bits, gs))
+
+
+def test_gptq_weight_is_the_papers_gptq():
+    """The blocked float32 sweep (U's diagonal blocks only, the updates through R) against the
+    paper's column-at-a-time float64 GPTQ with H^-1 formed whole: nearly every code the same,
+    and the same output error on the calibration inputs."""
+    torch.manual_seed(0)
+    k = 384
+    x = torch.randn(2000, k) @ (torch.randn(k, k) / k ** 0.5 + torch.eye(k))
+    w = torch.randn(64, k) * 0.05
+    for bits, gs in ((4, 32), (2, 64)):
+        codes, scales = gptq_module.gptq_weight(w, x.T @ x, bits, gs)
+        q = codes.float() * scales.repeat_interleave(gs, 1)
+        classic = _classic_gptq(w, x.double().T @ x.double(), bits, gs).float()
+        assert (q == classic).float().mean() > 0.98
+        err, err_classic = ((q - w) @ x.T).norm(), ((classic - w) @ x.T).norm()
+        assert abs(err / err_classic - 1) < 0.02, (bits, err, err_classic)
 
 
 def test_gptq_with_a_diagonal_hessian_is_round_to_nearest():
@@ -97,16 +141,19 @@ def test_gptq_with_a_diagonal_hessian_is_round_to_nearest():
         _assert_same_bits(gptq_module.gptq_weight(w, 3.0 * torch.eye(200), bits, gs), lowbit_weight(w, bits, gs))
 
 
-def test_factor_is_the_upper_cholesky_factor_of_the_damped_inverse():
-    w, hessian, _ = _problem(4, 50, seed=3)
-    dead, factor = gptq_module._factor(hessian, 0.2)
+def test_factor_is_the_upper_reverse_cholesky_factor_of_the_damped_hessian():
+    """R upper triangular with R R^T = the damped H, so U = R^-1 is the upper Cholesky factor of
+    its inverse (U^T U = H^-1)."""
+    w, hessian, u = _problem(4, 50, seed=3)
+    dead, r = gptq_module._factor(hessian, 0.2)
     assert dead.nonzero().view(-1).tolist() == [25]
     h = hessian.double().clone()
     h[25, 25] = 1.0
     h += 0.2 * torch.diag(h).mean() * torch.eye(50, dtype=torch.float64)
-    assert torch.equal(factor, factor.triu()) and bool((torch.diag(factor) > 0).all())
-    torch.testing.assert_close(factor.double().T @ factor.double(), torch.linalg.inv(h), rtol=1e-4, atol=1e-6)
-    assert gptq_module._factor(hessian, 0.2)[1] is factor  # (the next layer of the same Hessian)
+    assert torch.equal(r, r.triu()) and bool((torch.diag(r) > 0).all())
+    torch.testing.assert_close(r.double() @ r.double().T, h, rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(u.double().T @ u.double(), torch.linalg.inv(h), rtol=1e-4, atol=1e-6)
+    assert gptq_module._factor(hessian, 0.2)[1] is r  # (the next layer of the same Hessian)
     with pytest.raises(ValueError, match="damp: .*not positive definite"):
         gptq_module.gptq_weight(w[:, :2], torch.ones(2, 2), 4, 32, damp=0.0)
     with pytest.raises(ValueError, match=r"hessian: expected \[50, 50\]"):
