@@ -141,7 +141,7 @@ def test_gptq_with_a_diagonal_hessian_is_round_to_nearest():
         _assert_same_bits(gptq_module.gptq_weight(w, 3.0 * torch.eye(200), bits, gs), lowbit_weight(w, bits, gs))
 
 
-def test_factor_is_the_upper_reverse_cholesky_factor_of_the_damped_hessian():
+def test_factor_is_the_upper_reverse_cholesky_factor_of_the_damped_hessian(monkeypatch):
     """R upper triangular with R R^T = the damped H, so U = R^-1 is the upper Cholesky factor of
     its inverse (U^T U = H^-1)."""
     w, hessian, u = _problem(4, 50, seed=3)
@@ -153,7 +153,12 @@ def test_factor_is_the_upper_reverse_cholesky_factor_of_the_damped_hessian():
     assert torch.equal(r, r.triu()) and bool((torch.diag(r) > 0).all())
     torch.testing.assert_close(r.double() @ r.double().T, h, rtol=1e-5, atol=1e-3)
     torch.testing.assert_close(u.double().T @ u.double(), torch.linalg.inv(h), rtol=1e-4, atol=1e-6)
+    assert gptq_module._factor(hessian, 0.2)[1] is not r  # (kept only while gptq_ converts)
+    monkeypatch.setattr(gptq_module, "_keep_factor", True)
+    monkeypatch.setattr(gptq_module, "_last_factor", None)
+    r = gptq_module._factor(hessian, 0.2)[1]
     assert gptq_module._factor(hessian, 0.2)[1] is r  # (the next layer of the same Hessian)
+    assert gptq_module._factor(hessian, 0.1)[1] is not r
     with pytest.raises(ValueError, match="damp: .*not positive definite"):
         gptq_module.gptq_weight(w[:, :2], torch.ones(2, 2), 4, 32, damp=0.0)
     with pytest.raises(ValueError, match=r"hessian: expected \[50, 50\]"):
@@ -225,3 +230,49 @@ def test_hessian_memory_is_checked_and_a_model_too_large_is_told(monkeypatch):
     with pytest.warns(UserWarning, match=r"Hessians of 3 layers .* hessian_memory=N"):
         pyquant.nn.gptq_(_mlp(), pyquant.WeightOnlyConfig(4, 32), [torch.randn(4, 64)])
     assert gptq_module._calibration_groups([], None) == []
+
+
+def test_gptq_under_inference_mode_and_an_edited_hessian():
+    """gptq_ inside torch.inference_mode (batches made there too) gives what it gives outside;
+    a direct call after the Hessian was edited in place factorizes it again; a non-finite
+    Hessian is a ValueError naming it."""
+    batches = [torch.randn(40, 64) for _ in range(2)]
+    want = _packed(pyquant.nn.gptq_(_mlp(), pyquant.WeightOnlyConfig(4, 32), batches))
+    with torch.inference_mode():
+        got = _packed(pyquant.nn.gptq_(_mlp(), pyquant.WeightOnlyConfig(4, 32), [b.clone() for b in batches]))
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    w, hessian, _ = _problem(8, 64, seed=5)
+    first = gptq_module.gptq_weight(w, hessian, 4, 32)
+    hessian[:32, :32] *= 4
+    edited = gptq_module.gptq_weight(w, hessian, 4, 32)
+    _assert_same_bits(edited, gptq_module.gptq_weight(w, hessian.clone(), 4, 32))
+    assert not torch.equal(edited[0], first[0])
+    hessian[3, 3] = float("nan")
+    with pytest.raises(ValueError, match="hessian: expected finite"):
+        gptq_module.gptq_weight(w, hessian, 4, 32)
+
+
+class _EditsItsInput(torch.nn.Module):
+    """Two layers on one tensor, changed between them through .data (no version bump)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(16, 8), torch.nn.Linear(16, 8)
+
+    def forward(self, x):
+        y = self.a(x)
+        x.data.mul_(2.0)
+        return y + self.b(x)
+
+
+def test_an_input_changed_behind_the_version_counter_is_another_input():
+    hs = gptq_module._Hessians()
+    model = _EditsItsInput()
+    hooks = [m.register_forward_pre_hook(lambda mod, args: hs.add(mod, args[0])) for m in (model.a, model.b)]
+    x = torch.randn(10, 16)
+    model(x.clone())
+    for h in hooks:
+        h.remove()
+    of = hs.of()
+    assert of[model.a] is not of[model.b]
+    torch.testing.assert_close(of[model.b], 4 * of[model.a])

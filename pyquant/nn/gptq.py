@@ -42,8 +42,10 @@ from .._threads import get_num_threads
 BLOCK = 128
 
 # The last factorization, for the next layer of the same Hessian (q, k and v; gate and up):
-# (hessian, damp, dead columns, factor); cleared when gptq_ ends.
+# (hessian, damp, dead columns, factor); kept only while gptq_ converts (its Hessians are its
+# own, never changed), so a direct call with an edited Hessian is factorized again.
 _last_factor: tuple | None = None
+_keep_factor = False
 
 
 def _factor(hessian: torch.Tensor, damp: float):
@@ -54,6 +56,8 @@ def _factor(hessian: torch.Tensor, damp: float):
     global _last_factor
     if _last_factor is not None and _last_factor[0] is hessian and _last_factor[1] == damp:
         return _last_factor[2], _last_factor[3]
+    if not bool(torch.isfinite(hessian).all()):
+        raise ValueError("hessian: expected finite values, found NaN or infinity")
     dead = torch.diag(hessian) == 0
     h = hessian.detach().float().flip(0, 1)  # (a copy: the damping below stays in it)
     h.diagonal()[dead.flip(0)] = 1.0
@@ -65,7 +69,8 @@ def _factor(hessian: torch.Tensor, damp: float):
                          "use a larger damp")
     del h
     factor = lower.flip(0, 1)
-    _last_factor = (hessian, damp, dead, factor)
+    if _keep_factor:
+        _last_factor = (hessian, damp, dead, factor)
     return dead, factor
 
 
@@ -164,15 +169,20 @@ class _Hessians:
         self.last = None    # (the last input, its id): held, so its memory cannot be reused
         self.inputs = 0
 
+    @staticmethod
+    def _fingerprint(x):  # (catches a change the version counter misses: x.data, numpy views)
+        return torch.stack([x.sum(dtype=torch.float64), torch.linalg.vector_norm(x, dtype=torch.float64)])
+
     def _input_id(self, x, shared):
-        if not shared:  # (an im2col result: made for this call alone, and large)
-            self.inputs += 1
+        """The same id as the last input's for the same tensor unchanged, else a new one."""
+        if not shared or x.is_inference():  # (an im2col result: made for this call alone, and
+            self.inputs += 1                 # large; an inference tensor has no version counter)
             return self.inputs
         tag = (x.untyped_storage().data_ptr(), x.storage_offset(), tuple(x.shape), x.stride(),
                x.dtype, x._version)
-        if self.last is None or self.last[1] != tag:
+        if self.last is None or self.last[1] != tag or not torch.equal(self.last[3], self._fingerprint(x)):
             self.inputs += 1
-            self.last = (x, tag, self.inputs)
+            self.last = (x, tag, self.inputs, self._fingerprint(x))
         return self.last[2]
 
     @staticmethod
@@ -283,8 +293,8 @@ def _calibrate(model: nn.Module, layers: list, batches: Iterable, later: bool) -
         accumulate(mod, x.reshape(-1, x.shape[-1]))
 
     handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in layers]
-    try:
-        with torch.no_grad():
+    try:  # (outside inference mode: the inputs keep version counters, _Hessians' sharing reads them)
+        with torch.inference_mode(False), torch.no_grad():
             for b in batches:
                 run_batch(model, b)
     finally:
@@ -325,6 +335,10 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
     fit in it, one pass over ``batches`` per run, each run converted before the next one's pass:
     later layers are calibrated on the outputs of the earlier ones as quantized (the GPTQ
     paper's sequential order), so the result depends on the runs.
+
+    The float32 Hessians, factorizations and block updates run on PyTorch's BLAS threads: another
+    torch thread count can round a few codes differently (29 of 768k in one 2048 x 5632 layer,
+    1 vs 2 threads); the native sweeps give the same bits on every ISA and thread count.
     """
     sparse24 = isinstance(config, SparqConfig) and config.sparse24
     if not (isinstance(config, WeightOnlyConfig) or sparse24):
@@ -392,7 +406,8 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
                 for name in ("q_proj", "k_proj", "v_proj") if (mod, name) in hess})
         return QuantLinear.from_linear(mod, cfg, **kw)
 
-    global _last_factor
+    global _last_factor, _keep_factor
+    _keep_factor = True
     try:
         for i, group in enumerate(groups[:-1]):  # (the last run converts with everything else)
             hess = _calibrate(model, group, batches, later=i > 0)
@@ -404,4 +419,4 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
             hess = _calibrate(model, groups[-1], batches, later=len(groups) > 1)
         return _convert(model, config, handler, quantizable)
     finally:
-        _last_factor = None
+        _last_factor, _keep_factor = None, False
