@@ -337,7 +337,7 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
     paper's sequential order), so the result depends on the runs.
 
     The float32 Hessians, factorizations and block updates run on PyTorch's BLAS threads: another
-    torch thread count can round a few codes differently (29 of 768k in one 2048 x 5632 layer,
+    torch thread count can round a few codes differently (29 of 768k in one 768 x 1000 layer,
     1 vs 2 threads); the native sweeps give the same bits on every ISA and thread count.
     """
     sparse24 = isinstance(config, SparqConfig) and config.sparse24
