@@ -56,14 +56,14 @@ def _factor(hessian: torch.Tensor, damp: float):
     global _last_factor
     if _last_factor is not None and _last_factor[0] is hessian and _last_factor[1] == damp:
         return _last_factor[2], _last_factor[3]
-    if not bool(torch.isfinite(hessian).all()):
-        raise ValueError("hessian: expected finite values, found NaN or infinity")
     dead = torch.diag(hessian) == 0
     h = hessian.detach().float().flip(0, 1)  # (a copy: the damping below stays in it)
     h.diagonal()[dead.flip(0)] = 1.0
     h.diagonal().add_(damp * float(h.diagonal().mean()))
     lower, info = torch.linalg.cholesky_ex(h)
-    if int(info) != 0:
+    if int(info) != 0 or not bool(torch.isfinite(lower.diagonal()).all()):  # (a NaN reaches it)
+        if not bool(torch.isfinite(hessian).all()):
+            raise ValueError("hessian: expected finite values, found NaN or infinity")
         raise ValueError(f"damp: H + damp * mean(diag H) * I is not positive definite with damp="
                          f"{damp} (a degenerate Hessian: few or repeated calibration inputs); "
                          "use a larger damp")
