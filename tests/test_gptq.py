@@ -180,8 +180,8 @@ def test_layers_fed_the_same_input_share_one_hessian():
     of = hs.of()
     assert of["k"] is of["v"] and of["q"] is not of["k"]
     for key, xs in {"q": (x1, x3), "k": (x1, x2), "v": (x1, x2), "o": (x2, x2)}.items():
-        want = sum(x.T @ x for x in xs)
-        torch.testing.assert_close(of[key], want)
+        want = sum(x.T @ x for x in xs).triu()  # (the upper triangle: all _factor reads)
+        torch.testing.assert_close(of[key].triu(), want)
     before = x1.clone()
     x1.add_(1.0)  # the same storage, changed in place: another input
     hs.add("k", x1)
@@ -189,7 +189,14 @@ def test_layers_fed_the_same_input_share_one_hessian():
     of = hs.of()
     assert of["k"] is not of["v"]
     for key in "kv":
-        torch.testing.assert_close(of[key], before.T @ before + x2.T @ x2 + x1.T @ x1)
+        torch.testing.assert_close(of[key].triu(), (before.T @ before + x2.T @ x2 + x1.T @ x1).triu())
+    big = torch.randn(5000, 1100)  # (several row chunks and block rows, a partial one)
+    hs = gptq_module._Hessians()
+    hs.add("big", big)
+    torch.testing.assert_close(hs.of()["big"].triu().double(), (big.double().T @ big.double()).triu(),
+                               rtol=1e-5, atol=1e-2)
+    full = big.T @ big  # (a full symmetric H factorizes as its upper triangle does)
+    _assert_same_bits(gptq_module._factor(full, 0.2), gptq_module._factor(full.triu(), 0.2))
 
 
 def _mlp():

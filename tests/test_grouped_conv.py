@@ -188,8 +188,10 @@ def test_gptq_per_group_hessians(cfg):
         with torch.no_grad():
             part.weight.copy_(conv.weight[64 * i:64 * (i + 1)])
             part.bias.copy_(conv.bias[64 * i:64 * (i + 1)])
-        rows = im2col(part, x[:, 64 * i:64 * (i + 1)])[0]  # (400 rows: gptq_'s float32 x^T x)
-        alone = QuantConv2d.from_conv(part, cfg, hessian=rows.T @ rows, damp=0.2)
+        rows = im2col(part, x[:, 64 * i:64 * (i + 1)])[0]
+        hs = gptq_module._Hessians()  # (gptq_'s float32 x^T x, bit for bit)
+        hs.add(part, rows, shared=False)
+        alone = QuantConv2d.from_conv(part, cfg, hessian=hs.of()[part], damp=0.2)
         assert torch.equal(g[0].convs[i].packed, alone.packed)
     with torch.no_grad():
         assert (g(x) - f).norm() < (rtn(x) - f).norm()
