@@ -167,7 +167,7 @@ class _Hessians:
         self.sequences = {}  # (previous sequence id, input id) -> sequence id
         self.users = {}     # sequence id -> keys at it
         self.sums = {}      # sequence id -> H
-        self.last = None    # (the last input, its id): held, so its memory cannot be reused
+        self.last = None    # (the last input, its tag, id, fingerprint): held, so its memory cannot be reused
         self.inputs = 0
 
     @staticmethod
