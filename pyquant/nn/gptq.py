@@ -33,6 +33,7 @@ from .recurrent import QuantRNN, is_rnn
 from .conv_gain import group_k
 from .grouped_conv import QuantGroupedConv1d, QuantGroupedConv2d
 from .modules import QuantConv1d, QuantConv2d, QuantLinear, conv1d_geometry, im2col
+from .schemes import clip_ratios
 from .. import _C
 from .._threads import get_num_threads
 
@@ -112,7 +113,7 @@ def gptq_weight(w: torch.Tensor, hessian: torch.Tensor, bits: int, gs: int, damp
     qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     w, factor = _prepared(w, hessian, damp)
     n, k = w.shape
-    ratios = torch.linspace(1.0, 0.5 if bits == 4 else 0.3, 11).tolist()  # (as lowbit_weight)
+    ratios = clip_ratios(bits)
     codes = torch.empty(n, k, dtype=torch.int8)
     scales = torch.empty(n, -(-k // gs))
     threads = get_num_threads()

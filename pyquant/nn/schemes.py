@@ -445,6 +445,12 @@ def zero_point_term(scales, sums):
 SEARCH_CHUNK_GROUPS = 1 << 20
 
 
+def clip_ratios(bits):
+    """WeightOnly's 11 clipping candidates: the group's max |w| times these, over qmax (quantize_'s
+    search and GPTQ's alike)."""
+    return torch.linspace(1.0, 0.5 if bits == 4 else 0.3, 11).tolist()
+
+
 def lowbit_weight(w, bits, gs):
     """Group-wise symmetric codes (int8 in [-2**(b-1), 2**(b-1)-1]) and bf16-exact scales [N, G]
     (float32 holding bfloat16 values), MSE-clipped: 11 candidate scales per group (the group's
@@ -454,7 +460,7 @@ def lowbit_weight(w, bits, gs):
     n, k = w.shape
     qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     amax = torch.from_numpy(_C.group_absmax(w.numpy(), gs, get_num_threads())).clamp_(min=1e-12)
-    ratios = torch.linspace(1.0, 0.5 if bits == 4 else 0.3, 11).tolist()
+    ratios = clip_ratios(bits)
     if amax.numel() and not bool(torch.isfinite(bf16_round(amax.max() * ratios[0] / max(qmax, 1)))):
         raise ValueError(f"weight: |w| up to {float(amax.max()):.3g} overflows the bfloat16 group "
                          "scales")  # (the largest candidate; the others are smaller)
