@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Builds the extension with AddressSanitizer + UndefinedBehaviorSanitizer
-# (-fno-sanitize-recover=all) into its own venv and runs the test suite under them with the
+# (-fno-sanitize-recover=all) into build/asan-site and runs the test suite under them with the
 # ASan runtime preloaded; also runs the native C++ driver built the same way. Exits non-zero on
 # any report. Usage: scripts/sanitize.sh [pytest args...]   (default: the whole suite)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv=build/sanitize-venv
-# shellcheck source=scripts/sanitizer-venv.sh
-source scripts/sanitizer-venv.sh
-sanitizer_venv "$venv" build/asan PYQUANT_SANITIZE
+site=$PWD/build/asan-site
+# shellcheck source=scripts/sanitizer-install.sh
+source scripts/sanitizer-install.sh
+sanitizer_install build/asan-site build/asan PYQUANT_SANITIZE
 
 echo "== native driver under ASan+UBSan"
 scripts/build-native-tests.sh build/asan-native/native_tests x86 \
@@ -24,4 +24,4 @@ cd tests
 LD_PRELOAD="$libasan:$libubsan" \
 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1 \
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-PYTHONPATH= "../$venv/bin/python" -m pytest -q -p no:cacheprovider "${@:-.}"
+PYTHONPATH="$site" python -m pytest -q -p no:cacheprovider "${@:-.}"

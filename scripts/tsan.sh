@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the extension with ThreadSanitizer into its own venv and runs the threading tests under
+# Builds the extension with ThreadSanitizer into build/tsan-site and runs the threading tests under
 # it: quantized layers of every config called from many Python threads at once, each call using
 # pyquant's thread pool, with PyTorch's intra-op threads busy beside them (tests/test_threads.py),
 # plus the concurrent kernel-call tests of test_hardening.py. Any TSan report fails the run
@@ -8,10 +8,10 @@
 # Usage: scripts/tsan.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv=build/tsan-venv
-# shellcheck source=scripts/sanitizer-venv.sh
-source scripts/sanitizer-venv.sh
-sanitizer_venv "$venv" build/tsan PYQUANT_TSAN
+site=$PWD/build/tsan-site
+# shellcheck source=scripts/sanitizer-install.sh
+source scripts/sanitizer-install.sh
+sanitizer_install build/tsan-site build/tsan PYQUANT_TSAN
 
 echo "== pytest under ThreadSanitizer"
 libtsan=$(g++ -print-file-name=libtsan.so)
@@ -21,4 +21,4 @@ if [ $# -gt 0 ]; then default=("$@"); fi
 cd tests
 LD_PRELOAD="$libtsan" \
 TSAN_OPTIONS="halt_on_error=1:exitcode=66:report_signal_unsafe=0:suppressions=$PWD/../scripts/tsan.supp" \
-PYTHONPATH= "../$venv/bin/python" -m pytest -q -p no:cacheprovider "${default[@]}"
+PYTHONPATH="$site" python -m pytest -q -p no:cacheprovider "${default[@]}"
