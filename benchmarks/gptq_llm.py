@@ -1,7 +1,8 @@
 """GPTQ on a decoder LLM: `pyquant.nn.gptq_` of a Llama-architecture model at a real model's
 shapes (pyquant.studies.llm presets; random weights, random token ids as calibration data: the
 time and memory do not depend on the values), seconds and peak resident memory, beside
-`quantize_` (round-to-nearest) of the same model.
+`quantize_` (round-to-nearest) of the same model: gptq_'s default (decoder layer after decoder
+layer, on the layers before as quantized) and its one-pass form (`sequential=False`).
 Usage (from the repository root):
   PYTHONPATH=. python benchmarks/gptq_llm.py [PRESET [CONFIG [SEQUENCES [TOKENS [HESSIAN_GB]]]]]
   PRESET: tinyllama-1.1b (default), mid, quick; CONFIG: w4g32 (default), w2g32, sparq24;
@@ -51,9 +52,9 @@ def child(mode, preset, name, seqs, tokens, gib):
               "sparq24": pyquant.SparqConfig(sparse24=True)}[name]
     batches = [torch.randint(0, cfg.vocab_size, (1, int(tokens))) for _ in range(int(seqs))]
     t0 = time.perf_counter()
-    if mode == "gptq":
+    if mode.startswith("gptq"):
         limit = int(float(gib) * 2**30) or None
-        pyquant.nn.gptq_(model, config, batches, hessian_memory=limit)
+        pyquant.nn.gptq_(model, config, batches, hessian_memory=limit, sequential=mode == "gptq")
     else:
         pyquant.quantize_(model, config)
     print(json.dumps({"seconds": time.perf_counter() - t0,
@@ -64,12 +65,12 @@ def main():
     preset, name, seqs, tokens, gib = parsed_args(__doc__, parse)
     print(f"{preset}, {name}, {seqs} x {tokens} calibration tokens, hessian_memory "
           f"{f'{gib} GiB' if gib else 'None'}: seconds / peak resident GB (each in a fresh process)")
-    for mode in ("quantize", "gptq"):
+    labels = {"quantize": "quantize_", "gptq": "gptq_ (sequential)", "gptq-one-pass": "gptq_ (sequential=False)"}
+    for mode, label in labels.items():
         out = subprocess.run([sys.executable, __file__, "--child", mode, preset, name, str(seqs),
                               str(tokens), str(gib)], capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{'quantize_' if mode == 'quantize' else 'gptq_'}: {r['seconds']:.1f} s, "
-              f"{r['peak_gb']:.2f} GB", flush=True)
+        print(f"{label}: {r['seconds']:.1f} s, {r['peak_gb']:.2f} GB", flush=True)
 
 
 if __name__ == "__main__":

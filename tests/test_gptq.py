@@ -3,6 +3,8 @@ them (pyquant/nn/gptq.py): bit for bit against per-column PyTorch oracles (tests
 on every ISA path and thread count; the shared Hessians and the factorization."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
@@ -283,3 +285,181 @@ def test_an_input_changed_behind_the_version_counter_is_another_input():
     of = hs.of()
     assert of[model.a] is not of[model.b]
     torch.testing.assert_close(of[model.b], 4 * of[model.a])
+
+
+class _Block(torch.nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.fc1, self.fc2 = torch.nn.Linear(d, 2 * d), torch.nn.Linear(2 * d, d)
+
+    def forward(self, x, *, scale):
+        return x + self.fc2(torch.relu(self.fc1(x))) * scale
+
+
+class _Stack(torch.nn.Module):
+    """Layers before, in and after three blocks; each block gets its own keyword argument."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.inp = torch.nn.Linear(32, 64)
+        self.blocks = torch.nn.ModuleList(_Block(64) for _ in range(3))
+        self.head = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        h = self.inp(x)
+        for i, b in enumerate(self.blocks):
+            h = b(h, scale=0.5 * (i + 1))
+        return self.head(h)
+
+
+def _stack_batches():
+    torch.manual_seed(4)
+    mix = torch.randn(32, 32) / 6 + torch.eye(32)
+    return [torch.randn(30, 32) @ mix for _ in range(3)]
+
+
+def _by_hand(config, batches, orders):
+    """gptq_ one pass per name list, in order, on the model with the lists before converted."""
+    model = _Stack()
+    for names in orders:
+        model = pyquant.nn.gptq_(model, config, batches, sequential=False,
+                                 filter_fn=lambda m, fqn, names=names: fqn in names)
+    return model
+
+
+@pytest.mark.parametrize("config", [pyquant.WeightOnlyConfig(4, 32), pyquant.SparqConfig(sparse24=True)],
+                         ids=["gptq", "sparsegpt"])
+def test_sequential_calibrates_block_after_block(config, monkeypatch):
+    """sequential (the default): each block's layers are calibrated together on the outputs of
+    the blocks before it as converted, from the block's own arguments, then the layers outside
+    the blocks: the same bits as gptq_ called block by block; one block's Hessians at a time;
+    hessian_memory splits a block into runs (here a layer each: gptq_ layer by layer)."""
+    batches = _stack_batches()
+    calibrated = []
+    recording = gptq_module._recording
+    monkeypatch.setattr(gptq_module, "_recording", lambda layers: calibrated.append(len(layers)) or recording(layers))
+    seq = pyquant.nn.gptq_(_Stack(), config, iter(batches))
+    assert calibrated == [2, 2, 2, 2]  # (inp and head, hooked while the forwards pass them; each block)
+    blocks = [(f"blocks.{i}.fc1", f"blocks.{i}.fc2") for i in range(3)]
+    want = _by_hand(config, batches, blocks + [("inp", "head")])
+    assert len(_packed(seq)) == 8
+    assert all(torch.equal(a, b) for a, b in zip(_packed(seq), _packed(want)))
+    one_pass = pyquant.nn.gptq_(_Stack(), config, batches, sequential=False)
+    assert not all(torch.equal(a, b) for a, b in zip(_packed(seq), _packed(one_pass)))
+
+    calibrated.clear()
+    runs = pyquant.nn.gptq_(_Stack(), config, batches, hessian_memory=128 * 128 * 4)
+    assert calibrated == [2] + [1] * 6  # (inp and head: 20 KiB together)
+    each = _by_hand(config, batches, [(n,) for b in blocks for n in b] + [("inp", "head")])
+    assert all(torch.equal(a, b) for a, b in zip(_packed(runs), _packed(each)))
+
+
+class _Shared(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(_Block(16) for _ in range(2))
+
+    def forward(self, x):
+        x = self.blocks[0](x, scale=1.0)
+        return self.blocks[1](self.blocks[0](x, scale=1.0), scale=1.0)
+
+
+class _Routed(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(_Block(16) for _ in range(2))
+
+    def forward(self, x):
+        order = self.blocks if x.sum() > 0 else reversed(self.blocks)
+        for b in order:
+            x = b(x, scale=1.0)
+        return x
+
+
+def test_sequential_refuses_a_block_run_twice_or_in_another_order():
+    """Clear errors (saying the model is partly converted); nothing left behind: no paused
+    forward's thread, each block's own forward back."""
+    cfg = pyquant.WeightOnlyConfig(4, 32)
+    with pytest.raises(ValueError, match=r"block 'blocks.0' ran again after it was converted .*partly "
+                                         r"converted.*sequential=False"):
+        pyquant.nn.gptq_(_Shared(), cfg, [torch.randn(4, 16), torch.randn(4, 16)])
+    assert len(_packed(pyquant.nn.gptq_(_Shared(), cfg, [torch.randn(4, 16)], sequential=False))) == 4
+    routed = _Routed()
+    with pytest.raises(ValueError, match="different orders .*sequential=False"):
+        pyquant.nn.gptq_(routed, cfg, [torch.ones(4, 16), -torch.ones(4, 16)])
+    assert not any("forward" in b.__dict__ for b in routed.blocks)
+    assert not any(t.name == "pyquant-gptq-forward" for t in threading.enumerate())
+    model = _Stack()
+    model.blocks[2].forward = lambda x, scale: x  # (a block's own forward, restored after the stubs)
+    q = pyquant.nn.gptq_(model, cfg, _stack_batches())
+    assert "forward" in q.blocks[2].__dict__ and len(_packed(q)) == 8
+
+
+class _Fails(_Stack):
+    def forward(self, x):
+        if x.shape[0] == 7:
+            raise RuntimeError("this batch fails in the model")
+        return super().forward(x)
+
+
+def test_an_error_in_a_paused_forward_reaches_the_caller():
+    batches = _stack_batches() + [torch.randn(7, 32)]
+    with pytest.raises(RuntimeError, match="this batch fails"):
+        pyquant.nn.gptq_(_Fails(), pyquant.WeightOnlyConfig(4, 32), batches)
+    model = _Stack()
+    batches = _stack_batches()
+    batches[1] = batches[1].clone()
+    batches[1][0, 0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        pyquant.nn.gptq_(model, pyquant.WeightOnlyConfig(4, 32), batches)
+    assert not any(t.name == "pyquant-gptq-forward" for t in threading.enumerate())
+    assert not any("forward" in b.__dict__ for b in model.blocks)
+
+
+class _InPlaceBlock(_Block):
+    def forward(self, x, *, scale):
+        x += self.fc2(torch.relu(self.fc1(x))) * scale
+        return x
+
+
+class _Levels(torch.nn.Module):
+    """Blocks that change their input in place, in a list of lists (never called itself)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.inp = torch.nn.Linear(32, 64)
+        self.levels = torch.nn.ModuleList(torch.nn.ModuleList(_InPlaceBlock(64) for _ in range(2)) for _ in range(2))
+
+    def forward(self, x):
+        h = self.inp(x)
+        for level in self.levels:
+            for b in level:
+                h = b(h, scale=0.5)
+        return h
+
+
+def test_sequential_blocks_that_change_their_input_in_place_inside_lists_of_lists(monkeypatch):
+    batches = _stack_batches()
+    cfg = pyquant.WeightOnlyConfig(4, 32)
+    calibrated = []
+    recording = gptq_module._recording
+    monkeypatch.setattr(gptq_module, "_recording", lambda layers: calibrated.append(len(layers)) or recording(layers))
+    seq = pyquant.nn.gptq_(_Levels(), cfg, batches)
+    assert calibrated == [1, 2, 2, 2, 2]  # (inp while the forwards pass it; each of the 4 blocks)
+    by_hand = _Levels()
+    for names in [(f"levels.{i}.{j}.fc1", f"levels.{i}.{j}.fc2") for i in range(2) for j in range(2)] + [("inp",)]:
+        by_hand = pyquant.nn.gptq_(by_hand, cfg, batches, sequential=False,
+                                   filter_fn=lambda m, fqn, names=names: fqn in names)
+    assert len(_packed(seq)) == 9
+    assert all(torch.equal(a, b) for a, b in zip(_packed(seq), _packed(by_hand)))
+
+
+def test_repeated_blocks_are_the_outermost_lists_of_layer_holders():
+    model = torch.nn.Sequential(_Stack(), torch.nn.Linear(10, 10))
+    layers = {m for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    found = gptq_module.repeated_blocks(model, layers.__contains__)
+    assert found == list(model[0].blocks)  # (the root Sequential holds a layer itself)
+    shared = torch.nn.ModuleList([model[0].blocks[0]] * 2)
+    assert gptq_module.repeated_blocks(shared, layers.__contains__) == []

@@ -6,6 +6,7 @@ Conv1D, Llama ties its LM head to the embedding, Whisper and wav2vec2 mix convs 
 from __future__ import annotations
 
 import copy
+import itertools
 import io
 import warnings
 
@@ -267,17 +268,48 @@ def test_gptq_on_a_llama_shares_the_hessians_of_one_input(monkeypatch):
     with torch.no_grad():
         ref = model(ids).logits
     cfg = pyquant.WeightOnlyConfig(4, 32)
-    for limit in (None, 64 * 64 * 4 * 3):
+    for limit, sequential in itertools.product((None, 64 * 64 * 4 * 3), (True, False)):
         seen.clear()
         fresh = copy.deepcopy(model)
         blocks = [(b.self_attn.q_proj, b.self_attn.k_proj, b.self_attn.v_proj, b.mlp.gate_proj,
                    b.mlp.up_proj, b.mlp.down_proj) for b in fresh.model.layers]
-        q = pyquant.nn.gptq_(fresh, cfg, batches, hessian_memory=limit)
+        q = pyquant.nn.gptq_(fresh, cfg, batches, hessian_memory=limit, sequential=sequential)
         assert sum(isinstance(m, pyquant.nn.QuantLinear) for m in q.modules()) == 2 * 7 + 1
         hess = {k: h for d in seen for k, h in d.items()}
         for qp, kp, vp, gate, up, down in blocks:
             assert hess[qp] is hess[kp] is hess[vp]
             assert hess[gate] is hess[up] and hess[down] is not hess[up]
-        assert len(seen) == (1 if limit is None else 7)  # (q k v | o gate up | down, per block; lm_head)
+        # (a pass per block and one for lm_head; in runs: q k v | o gate up | down, per block; lm_head)
+        assert len(seen) == (7 if limit else 3 if sequential else 1)
         with torch.no_grad():
             assert F.cosine_similarity(q(ids).logits.flatten(), ref.flatten(), dim=0) > 0.98
+
+
+def test_sequential_gptq_on_a_llama_is_gptq_decoder_layer_by_layer():
+    """gptq_'s default on a decoder (here inside a user's wrapper, with a padding mask): each
+    decoder layer calibrated from the arguments the model gives it (position embeddings, mask; no
+    KV cache: use_cache is off in the config meanwhile) on the layers before it as quantized, then
+    lm_head: the same bits as gptq_ called one decoder layer at a time."""
+    class Wrapped(torch.nn.Module):  # (a user's wrapper: its forward takes no use_cache)
+        def __init__(self, lm):
+            super().__init__()
+            self.lm = lm
+
+        def forward(self, input_ids, attention_mask):
+            return self.lm(input_ids, attention_mask=attention_mask).logits
+
+    torch.manual_seed(0)
+    model = _llama().eval()
+    assert model.config.use_cache
+    mask = torch.ones(2, 24, dtype=torch.long)
+    mask[1, 17:] = 0  # (padding)
+    batches = [(torch.randint(0, 256, (2, 24)), mask) for _ in range(3)]
+    cfg = pyquant.WeightOnlyConfig(4, 32)
+    seq = pyquant.nn.gptq_(Wrapped(copy.deepcopy(model)), cfg, batches)
+    assert model.config.use_cache and seq.lm.config.use_cache  # (restored)
+    by_hand = Wrapped(copy.deepcopy(model))
+    for prefix in ("lm.model.layers.0.", "lm.model.layers.1.", "lm.lm_head"):
+        by_hand = pyquant.nn.gptq_(by_hand, cfg, batches, sequential=False,
+                                   filter_fn=lambda m, fqn, p=prefix: fqn.startswith(p))
+    packed = [[m.packed for m in q.modules() if isinstance(m, pyquant.nn.QuantLinear)] for q in (seq, by_hand)]
+    assert len(packed[0]) == 15 and all(torch.equal(a, b) for a, b in zip(*packed))

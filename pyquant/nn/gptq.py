@@ -19,13 +19,15 @@ Hessians (float32) are shared by the layers that read the same input.
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from typing import Callable, Iterable
 
 import torch
 from torch import nn
 
-from .api import _convert, _default_filter_for, _warn_left_float, convertible, is_conv1d, run_batch
+from .api import _convert, _default_filter_for, _warn_left_float, convertible, is_conv1d
 from .fold_bn import check_fold_option, fold_batchnorm_
+from .gptq_blocks import BlockStages, no_kv_cache, repeated_blocks
 from .configs import SparqConfig, WeightOnlyConfig
 from .attention import QuantMultiheadAttention, is_mha
 from .experts import QuantExperts, is_experts
@@ -271,9 +273,10 @@ def _calibration_groups(layers: list, hessian_memory: int | None) -> list:
     return groups
 
 
-def _calibrate(model: nn.Module, layers: list, batches: Iterable, later: bool) -> dict:
-    """key -> H = sum x^T x over the calibration batches, for ``layers`` (a layer, or
-    (MultiheadAttention, "q_proj" / "k_proj" / "v_proj"), or (grouped conv, group index))."""
+@contextmanager
+def _recording(layers: list):
+    """Calibration hooks on ``layers`` meanwhile: yields the _Hessians they add to (key: a layer,
+    or (MultiheadAttention, "q_proj" / "k_proj" / "v_proj"), or (grouped conv, group index))."""
     hessians = _Hessians()
     accumulate = hessians.add
 
@@ -300,15 +303,16 @@ def _calibrate(model: nn.Module, layers: list, batches: Iterable, later: bool) -
         accumulate(mod, x.reshape(-1, x.shape[-1]))
 
     handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in layers]
-    try:  # (outside inference mode: the inputs keep version counters, _Hessians' sharing reads them)
-        with torch.inference_mode(False), torch.no_grad():
-            for b in batches:
-                run_batch(model, b)
+    try:
+        yield hessians
     finally:
         for h in handles:
             h.remove()
         hessians.last = None
-    hess = hessians.of()
+
+
+def _checked(model: nn.Module, hess: dict, later: bool) -> dict:
+    """hess, once every Hessian is finite (else a ValueError naming the layer)."""
     names = {m: fqn or type(m).__name__ for fqn, m in model.named_modules()}
     for key, h in {id(h): (key, h) for key, h in hess.items()}.values():  # (shared: once)
         mod = key[0] if isinstance(key, tuple) else key
@@ -320,9 +324,46 @@ def _calibrate(model: nn.Module, layers: list, batches: Iterable, later: bool) -
     return hess
 
 
+def _calibrate(model: nn.Module, layers: list, run: Callable[[], None], later: bool) -> dict:
+    """key -> H = sum x^T x over the inputs ``layers`` see while ``run()`` runs the calibration
+    forwards."""
+    # (outside inference mode: the inputs keep version counters, _Hessians' sharing reads them)
+    with _recording(layers) as hessians, torch.inference_mode(False), torch.no_grad():
+        run()
+    return _checked(model, hessians.of(), later)
+
+
+def _block_after_block(model, layers, blocks, batches, call, hessian_memory, convert,
+                       calibrate_and_convert) -> list:
+    """gptq_'s sequential calibration (pyquant/nn/gptq_blocks.py): each block's layers calibrated
+    on the block's recorded arguments and converted (in runs within hessian_memory), block after
+    block; the layers outside the blocks (the first run of them) on the forwards as they pass
+    them, converted after the blocks. Returns the layers left: later runs of those outside, and
+    those of blocks no forward reached."""
+    names = {m: fqn for fqn, m in model.named_modules()}
+    in_blocks = set(m for b in blocks for m in b.modules())
+    outside = _calibration_groups([m for m in layers if m not in in_blocks], hessian_memory)
+    first = outside[0] if outside else []
+    done = set(first)
+    with _recording(first) as passing, BlockStages(model, blocks, batches, names, call) as stages, \
+            torch.inference_mode(False), torch.no_grad():
+        while (reached := stages.next_block()) is not None:
+            block, inputs = reached
+            inside = set(block.modules())
+            for group in _calibration_groups([m for m in layers if m in inside], hessian_memory):
+                calibrate_and_convert(group, lambda: stages.run_block(block, inputs))
+            del reached, inputs
+            stages.finish(block)
+            done |= inside
+    if first:
+        convert(set(first), _checked(model, passing.of(), later=True))
+    return [m for m in layers if m not in done]
+
+
 def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Iterable, *,
           filter_fn: Callable | None = None, damp: float = 0.2,
-          fold_batchnorm: bool | str = True, hessian_memory: int | None = None) -> nn.Module:
+          fold_batchnorm: bool | str = True, hessian_memory: int | None = None,
+          sequential: bool = True) -> nn.Module:
     """quantize_ for WeightOnlyConfig with GPTQ rounding from calibration `batches` (tensors,
     tuples of positional args or mappings of keyword args), or for SparqConfig(sparse24=True)
     with SparseGPT's 2:4 pruning; layers that saw no input fall back to round-to-nearest /
@@ -335,13 +376,21 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
     with 32 calibration sentences 0.003/0.01/0.05/0.2 gave 0.970/0.976/0.980/0.982 mean cosine.
     ``fold_batchnorm`` as in quantize_.
 
-    ``hessian_memory``: None calibrates every layer in one pass over ``batches`` (the float
-    model's inputs; its float32 Hessians all held at once: tinyllama-1.1b 3.9 GB, a 7B Llama
-    ~22 GB; a warning says when they may not fit in the available memory). A number of bytes
-    calibrates the layers in consecutive runs whose Hessians (K^2 x 4 bytes per layer, at most)
-    fit in it, one pass over ``batches`` per run, each run converted before the next one's pass:
-    later layers are calibrated on the outputs of the earlier ones as quantized (the GPTQ
-    paper's sequential order), so the result depends on the runs.
+    ``sequential`` (default): a model with repeated blocks (the children of an nn.ModuleList or
+    nn.Sequential that each hold layers: a transformer's layers) is calibrated block after block,
+    each block on the outputs of the blocks before it as quantized (the GPTQ paper's order, as
+    AutoGPTQ runs it), from the block's own arguments recorded once per block
+    (pyquant/nn/gptq_blocks.py): only one block's float32 Hessians are held (tinyllama-1.1b
+    ~0.2 GB, a 7B Llama ~0.7 GB); the layers outside the blocks (an LM head) come last, on the
+    blocks' quantized outputs. ``sequential=False``, or a model without such blocks: every layer
+    from one pass over ``batches``, on the float model's inputs, all Hessians held at once
+    (tinyllama-1.1b 3.9 GB, a 7B Llama ~22 GB; a warning says when they may not fit in the
+    available memory).
+
+    ``hessian_memory``: a number of bytes splits the layers calibrated together (a block's, or
+    all of them) into consecutive runs whose Hessians (K^2 x 4 bytes per layer, at most) fit in
+    it, each run converted before the next is calibrated (one more forward per run: of the
+    block, or over ``batches``), so later layers see the earlier ones quantized.
 
     The float32 Hessians, factorizations and block updates run on PyTorch's BLAS threads: another
     torch thread count can round a few codes differently (29 of 768k in one 768 x 1000 layer,
@@ -376,17 +425,23 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
     # out_proj (its input, the attention output, is never a module's input)
     layers = [m for name, m in model.named_modules()
               if quantizable(m, name) and not (is_experts(m) or is_rnn(m))]
-    need = sum(_hessian_bytes(m) for m in layers)
+    in_layers = set(layers).__contains__
+    for m in model.modules():  # (its nested-tensor path hands the calibration hooks a nested
+        if isinstance(m, nn.TransformerEncoder) and any(in_layers(s) for s in m.modules()):
+            m.use_nested_tensor = False  # tensor; _convert turns it off for them anyway)
+    blocks = repeated_blocks(model, in_layers) if sequential and model not in layers else []
+    together = [[m for m in layers if m in set(b.modules())] for b in blocks]  # (calibrated together)
+    together.append([m for m in layers if not any(m in run for run in together)])
+    need = max(sum(_hessian_bytes(m) for m in run) for run in together)
     available = _available_memory()
     if hessian_memory is None and available is not None and need > 0.8 * available:
-        warnings.warn(f"gptq_: the Hessians of {len(layers)} layers may take up to {need / 2**30:.1f} "
-                      f"GiB, {available / 2**30:.1f} GiB are available; hessian_memory=N (bytes) "
+        largest = max(together, key=lambda run: sum(_hessian_bytes(m) for m in run))
+        warnings.warn(f"gptq_: the Hessians of {len(largest)} layers calibrated together "
+                      f"may take up to {need / 2**30:.1f} GiB, "
+                      f"{available / 2**30:.1f} GiB are available; hessian_memory=N (bytes) "
                       "calibrates the layers in runs that fit in N", stacklevel=2)
-    groups = _calibration_groups(layers, hessian_memory)
-    if model in layers:  # (the root is the layer: one run, and _convert swaps the root)
-        groups = [layers]
-    if len(groups) > 1 and not isinstance(batches, (list, tuple)):
-        batches = list(batches)  # (one pass per run)
+    if (blocks or hessian_memory is not None) and not isinstance(batches, (list, tuple)):
+        batches = list(batches)  # (several passes)
     hess: dict = {}
 
     def handler(mod, cfg):
@@ -413,17 +468,38 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
                 for name in ("q_proj", "k_proj", "v_proj") if (mod, name) in hess})
         return QuantLinear.from_linear(mod, cfg, **kw)
 
+    converted = False  # (an error message says whether some layers stay converted)
+
+    def convert(members, hessians, last=False):
+        """``members`` converted with ``hessians`` (``last``: every layer left, those without a
+        Hessian round-to-nearest)."""
+        global _last_factor
+        nonlocal hess, converted
+        hess = hessians
+        out = _convert(model, config, handler,
+                       quantizable if last else lambda m, fqn: m in members and quantizable(m, fqn))
+        hess, _last_factor, converted = {}, None, True
+        return out
+
+    def calibrate_and_convert(group, run, last=False):
+        return convert(set(group), _calibrate(model, group, run, later=converted) if group else {}, last)
+
     global _last_factor, _keep_factor
     _keep_factor = True
     try:
-        for i, group in enumerate(groups[:-1]):  # (the last run converts with everything else)
-            hess = _calibrate(model, group, batches, later=i > 0)
-            members = set(group)
-            _convert(model, config, handler, lambda m, fqn: m in members and quantizable(m, fqn))
-            hess = {}
-            _last_factor = None
-        if groups:
-            hess = _calibrate(model, groups[-1], batches, later=len(groups) > 1)
-        return _convert(model, config, handler, quantizable)
+        with no_kv_cache(model) as call:
+            def over_batches():
+                for b in batches:
+                    call(b)
+
+            if blocks:
+                layers = _block_after_block(model, layers, blocks, batches, call, hessian_memory,
+                                            convert, calibrate_and_convert)
+            groups = _calibration_groups(layers, hessian_memory)
+            if model in layers:  # (the root is the layer: one run, and _convert swaps the root)
+                groups = [layers]
+            for group in groups[:-1]:
+                calibrate_and_convert(group, over_batches)
+            return calibrate_and_convert(groups[-1] if groups else [], over_batches, last=True)
     finally:
         _last_factor, _keep_factor = None, False
