@@ -9,7 +9,8 @@ Alistarh, arXiv 2301.00774) in place of magnitude pruning: same format and kerne
 Each matching nn.Linear (and transformers' Conv1D, and nn.Conv2d / nn.Conv1d over its im2col
 rows in QuantConv2d's K order; a grouped conv per group, over its channel slice, where those
 Hessians fit in 1 GiB, else round-to-nearest) records ``H = sum x^T x`` over its inputs on the calibration
-batches (float model, all layers at once); then its columns are quantized left to right, each
+batches (block after block of a transformer, on the blocks before as quantized: gptq_blocks.py;
+or all layers at once on the float model, sequential=False); then its columns are quantized left to right, each
 column's rounding error spread over the not-yet-quantized columns through the inverse Hessian's
 Cholesky factor. Each group's scale is chosen (quantize_'s MSE clipping search) on the weights as
 updated when the sweep reaches the group. The sweep runs natively on blocks of 128 columns
