@@ -463,3 +463,23 @@ def test_repeated_blocks_are_the_outermost_lists_of_layer_holders():
     assert found == list(model[0].blocks)  # (the root Sequential holds a layer itself)
     shared = torch.nn.ModuleList([model[0].blocks[0]] * 2)
     assert gptq_module.repeated_blocks(shared, layers.__contains__) == []
+
+
+@pytest.mark.parametrize("sequential", [True, False])
+def test_gptq_of_a_transformer_encoder_with_a_padding_mask(sequential):
+    """nn.TransformerEncoder's nested-tensor path (a padding mask in eval mode) handed the
+    calibration hooks a nested tensor (a crash): it is off for the encoders gptq_ converts."""
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(64, 4, 128, batch_first=True)
+    enc = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=True).eval()
+    x = torch.randn(3, 10, 64)
+    mask = torch.zeros(3, 10, dtype=torch.bool)
+    mask[1, 6:] = True
+    with torch.no_grad():
+        want = enc(x, src_key_padding_mask=mask)[~mask]
+    q = pyquant.nn.gptq_(enc, pyquant.WeightOnlyConfig(4, 32), [{"src": x, "src_key_padding_mask": mask}],
+                         sequential=sequential)
+    assert len(_packed(q)) == 2 * (4 + 2)  # (per layer: attention's q, k, v, out; the feed-forward)
+    with torch.no_grad():
+        got = q(x, src_key_padding_mask=mask)[~mask]
+    assert torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0) > 0.98
