@@ -3,7 +3,7 @@ them (pyquant/nn/gptq.py): bit for bit against per-column PyTorch oracles (tests
 on every ISA path and thread count; the shared Hessians and the factorization."""
 from __future__ import annotations
 
-import threading
+import concurrent.futures
 
 import pytest
 import torch
@@ -389,11 +389,21 @@ def test_sequential_refuses_a_block_run_twice_or_in_another_order():
     with pytest.raises(ValueError, match="different orders .*sequential=False"):
         pyquant.nn.gptq_(routed, cfg, [torch.ones(4, 16), -torch.ones(4, 16)])
     assert not any("forward" in b.__dict__ for b in routed.blocks)
-    assert not any(t.name == "pyquant-gptq-forward" for t in threading.enumerate())
     model = _Stack()
     model.blocks[2].forward = lambda x, scale: x  # (a block's own forward, restored after the stubs)
     q = pyquant.nn.gptq_(model, cfg, _stack_batches())
     assert "forward" in q.blocks[2].__dict__ and len(_packed(q)) == 8
+
+
+class _Swallows(_Stack):
+    def forward(self, x):
+        h = self.inp(x)
+        for b in self.blocks:
+            try:
+                h = b(h, scale=1.0)
+            except BaseException:  # noqa: B036 (a model that swallows everything)
+                pass
+        return self.head(h)
 
 
 class _Fails(_Stack):
@@ -413,8 +423,11 @@ def test_an_error_in_a_paused_forward_reaches_the_caller():
     batches[1][0, 0] = float("nan")
     with pytest.raises(ValueError, match="non-finite"):
         pyquant.nn.gptq_(model, pyquant.WeightOnlyConfig(4, 32), batches)
-    assert not any(t.name == "pyquant-gptq-forward" for t in threading.enumerate())
     assert not any("forward" in b.__dict__ for b in model.blocks)
+    swallows = _Swallows()  # (paused forwards unwind even through model code that swallows it all)
+    with pytest.raises(ValueError, match="non-finite"):
+        pyquant.nn.gptq_(swallows, pyquant.WeightOnlyConfig(4, 32), batches)
+    assert not any("forward" in b.__dict__ for b in swallows.blocks)
 
 
 class _InPlaceBlock(_Block):
@@ -483,3 +496,41 @@ def test_gptq_of_a_transformer_encoder_with_a_padding_mask(sequential):
     with torch.no_grad():
         got = q(x, src_key_padding_mask=mask)[~mask]
     assert torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0) > 0.98
+
+
+def test_sequential_keeps_block_hooks_autocast_and_refuses_model_threads():
+    """A block's own hooks run once per call (the paused call's); the caller's autocast holds in
+    the paused forwards; a block called from a thread the model starts is a clear error."""
+    cfg = pyquant.WeightOnlyConfig(4, 32)
+    batches = _stack_batches()
+
+    def hooked():
+        model = _Stack()
+        for b in model.blocks:
+            b.register_forward_hook(lambda mod, args, out: out * 2)
+            b.register_forward_pre_hook(lambda mod, args: (args[0] * 0.5,))
+        return model
+
+    seq = pyquant.nn.gptq_(hooked(), cfg, batches)
+    by_hand = hooked()
+    for names in [(f"blocks.{i}.fc1", f"blocks.{i}.fc2") for i in range(3)] + [("inp", "head")]:
+        by_hand = pyquant.nn.gptq_(by_hand, cfg, batches, sequential=False,
+                                   filter_fn=lambda m, fqn, names=names: fqn in names)
+    assert all(torch.equal(a, b) for a, b in zip(_packed(seq), _packed(by_hand)))
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        seq = pyquant.nn.gptq_(_Stack(), cfg, batches)
+        by_hand = _by_hand(cfg, batches, [(f"blocks.{i}.fc1", f"blocks.{i}.fc2") for i in range(3)]
+                           + [("inp", "head")])
+    assert all(torch.equal(a, b) for a, b in zip(_packed(seq), _packed(by_hand)))
+
+    class Threaded(_Stack):
+        def forward(self, x):
+            h = self.inp(x)
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                for i, b in enumerate(self.blocks):
+                    h = pool.submit(b, h, scale=1.0).result()
+            return self.head(h)
+
+    with pytest.raises(ValueError, match="ran in a thread the model started; .*sequential=False"):
+        pyquant.nn.gptq_(Threaded(), cfg, batches)

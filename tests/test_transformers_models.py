@@ -313,3 +313,20 @@ def test_sequential_gptq_on_a_llama_is_gptq_decoder_layer_by_layer():
                                    filter_fn=lambda m, fqn, p=prefix: fqn.startswith(p))
     packed = [[m.packed for m in q.modules() if isinstance(m, pyquant.nn.QuantLinear)] for q in (seq, by_hand)]
     assert len(packed[0]) == 15 and all(torch.equal(a, b) for a, b in zip(*packed))
+
+
+def test_sequential_gptq_converts_moe_experts_with_their_decoder_layer():
+    """A Mixtral's experts blocks (round-to-nearest: each expert sees only its routed tokens) are
+    converted with their decoder layer, so the next layer is calibrated on them quantized."""
+    torch.manual_seed(0)
+    model = _mixtral().eval()
+    batches = [{"input_ids": torch.randint(0, 256, (2, 24))} for _ in range(2)]
+    cfg = pyquant.WeightOnlyConfig(4, 32)
+    seq = pyquant.nn.gptq_(copy.deepcopy(model), cfg, batches)
+    by_hand = copy.deepcopy(model)
+    for prefix in ("model.layers.0.", "model.layers.1.", "lm_head"):
+        by_hand = pyquant.nn.gptq_(by_hand, cfg, batches, sequential=False,
+                                   filter_fn=lambda m, fqn, p=prefix: fqn.startswith(p))
+    packed = [[m.packed for m in q.modules() if isinstance(m, pyquant.nn.QuantLinear)] for q in (seq, by_hand)]
+    assert any(isinstance(m, pyquant.nn.QuantExperts) for m in seq.modules())
+    assert len(packed[0]) == len(packed[1]) > 0 and all(torch.equal(a, b) for a, b in zip(*packed))

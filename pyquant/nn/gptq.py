@@ -354,6 +354,7 @@ def _block_after_block(model, layers, blocks, batches, call, hessian_memory, con
             for group in _calibration_groups([m for m in layers if m in inside], hessian_memory):
                 calibrate_and_convert(group, lambda: stages.run_block(block, inputs))
             del reached, inputs
+            convert(inside - set(layers), {})  # (MoE experts, RNNs: round-to-nearest, with their block)
             stages.finish(block)
             done |= inside
     if first:

@@ -4,12 +4,15 @@ are calibrated and converted one after another, each on the outputs of the block
 quantized, with only that block's Hessians in memory (a 7B Llama: one layer's, ~0.7 GB, instead
 of ~22 GB for all).
 
-Each calibration batch's forward runs once, in a thread of its own that pauses whenever it calls
-a block not converted yet (the blocks' ``forward`` is replaced meanwhile): once every batch's
-forward waits at the same block, that block runs on the recorded arguments (its own attention
-mask, position embeddings: what the model gives it) under the calibration hooks, is converted,
-runs converted on them, and each forward resumes with its output. Only one forward runs at a
-time; the paused ones hold what a forward holds in flight (about one block's input per batch).
+Each calibration batch's forward runs once, in a greenlet of its own (a coroutine with its own
+stack on the caller's thread: the caller's grad mode, autocast and OpenMP threads) that pauses
+whenever it calls a block not converted yet (the blocks' ``forward`` is replaced meanwhile): once
+every batch's forward waits at the same block, that block runs on copies of the recorded
+arguments (its own attention mask, position embeddings: what the model gives it) under the
+calibration hooks, is converted, runs converted on them, and each forward resumes with its
+output. Only one forward runs at a time; the paused ones hold what a forward holds in flight
+(about one block's input per batch). A torch.compile'd model is calibrated through its eager
+module.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import threading
 from collections.abc import Mapping
 from typing import Callable
 
+import greenlet
 import torch
 from torch import nn
 from torch.utils._pytree import tree_map_only
@@ -55,46 +59,39 @@ class _Stop(BaseException):  # (not Exception: model code that catches Exception
 
 
 class _Forward:
-    """One calibration batch's forward in a thread, handing control to and fro with the caller."""
+    """One calibration batch's forward in a greenlet (a coroutine with its own stack, on the
+    caller's thread: the caller's grad mode, autocast, torch function modes and OpenMP threads),
+    handing control to and fro with the caller."""
 
     def __init__(self, stages: "BlockStages", batch):
         self.stages, self.batch = stages, batch
-        self.go, self.paused = threading.Semaphore(0), threading.Semaphore(0)
-        self.at = None      # (block, args, kwargs) while paused at a block; None once finished
-        self.reply = None   # the block's output to resume with, or _Stop
+        self.caller = greenlet.getcurrent()
+        self.g = greenlet.greenlet(self._run, parent=self.caller)
+        self.at = None      # (block, args, kwargs) while paused at a block
         self.error = None
-        self.thread = threading.Thread(target=self._run, daemon=True, name="pyquant-gptq-forward")
 
     def _run(self):
-        self.stages.local.forward = self
-        try:  # (grad mode is per thread)
-            with torch.inference_mode(False), torch.no_grad():
-                self.stages.call(self.batch)
+        try:
+            self.stages.call(self.batch)
         except _Stop:
             pass
-        except BaseException as e:  # noqa: B036 (handed to the caller's thread, raised there)
+        except BaseException as e:  # noqa: B036 (handed to the caller, raised there)
             self.error = e
-        self.at = None
-        self.paused.release()
 
     def pause(self, block, args, kwargs):
-        """In the forward's thread: wait at ``block`` for its output."""
+        """In the forward: wait at ``block`` for its output."""
         self.at = (block, args, kwargs)
-        self.paused.release()
-        self.go.acquire()
-        reply, self.reply, self.at = self.reply, None, None
+        try:
+            reply = self.caller.switch()
+        finally:
+            self.at = None
         if reply is _Stop:
             raise _Stop()
         return reply
 
     def resume(self, reply=None):
-        """In the caller's thread: start (or resume with ``reply``) and wait for the next pause."""
-        if self.thread.ident is None:
-            self.thread.start()
-        else:
-            self.reply = reply
-            self.go.release()
-        self.paused.acquire()
+        """In the caller: start (or resume with ``reply``) and wait for the next pause."""
+        self.g.switch(reply) if self.g else self.g.switch()
         if self.error is not None:
             error, self.error = self.error, None
             raise error
@@ -106,14 +103,21 @@ class BlockStages:
     def __init__(self, model: nn.Module, blocks: list, batches: list, names: dict, call):
         self.model, self.blocks, self.names = model, blocks, names
         self.call = call  # call(batch): the model's forward on one batch
-        self.local = threading.local()
         self.converted: set = set()
         self.forwards = [_Forward(self, b) for b in batches]
+        self.of_greenlet = {f.g: f for f in self.forwards}
+        self.thread = threading.get_ident()
         self.saved = []
+        self.stopping = False
 
     def _block_forward(self, block, *args, **kwargs):
-        forward = getattr(self.local, "forward", None)
-        if forward is None:  # (gptq_'s own thread: the block itself)
+        if self.stopping:
+            raise _Stop()
+        forward = self.of_greenlet.get(greenlet.getcurrent())
+        if forward is None:
+            if threading.get_ident() != self.thread:
+                raise ValueError(f"gptq_: block {self.names[block]!r} ran in a thread the model "
+                                 "started; calibrate such a model with sequential=False")
             return self._own_forward(block)(*args, **kwargs)
         if block in self.converted:
             raise ValueError(f"gptq_: block {self.names[block]!r} ran again after it was converted "
@@ -125,6 +129,7 @@ class BlockStages:
         return forward.pause(block, args, kwargs)
 
     def _own_forward(self, block):
+        """The block's forward without its __call__ (its hooks already ran in the paused call)."""
         own = dict(self.saved)[block]
         return own if own is not None else type(block).forward.__get__(block)
 
@@ -135,22 +140,23 @@ class BlockStages:
         return self
 
     def __exit__(self, *exc):
-        for f in self.forwards:  # (forwards still paused unwind, on an error)
-            if f.at is not None:
-                f.reply = _Stop
-                f.go.release()
-                f.thread.join()
-        for b, own in self.saved:
-            del b.forward
-            if own is not None:
-                b.forward = own
+        self.stopping = True  # (a block called from here on unwinds its forward)
+        try:
+            for f in self.forwards:  # (forwards still paused unwind, on an error)
+                if f.g and f.at is not None:
+                    f.g.throw(_Stop)
+        finally:
+            for b, own in self.saved:
+                del b.forward
+                if own is not None:
+                    b.forward = own
         return False
 
     def next_block(self):
         """(the block every paused forward waits at, its (args, kwargs) per forward), or None once
         every forward has finished."""
         for f in self.forwards:
-            if f.thread.ident is None:
+            if not f.g and not f.g.dead:  # (not started yet)
                 f.resume()
         waiting = [f for f in self.forwards if f.at is not None]
         if not waiting:
@@ -164,20 +170,21 @@ class BlockStages:
     def run_block(self, block, inputs) -> None:
         """The block on a copy of each forward's arguments (under calibration hooks)."""
         for args, kwargs in inputs:
-            block(*_copy(args), **_copy(kwargs))
+            self._own_forward(block)(*_copy(args), **_copy(kwargs))
 
     def finish(self, block) -> None:
         """The converted block's output for each forward, which resumes to its next block."""
         self.converted.add(block)
         for f in self.forwards:
             _, args, kwargs = f.at
-            f.resume(block(*args, **kwargs))
+            f.resume(self._own_forward(block)(*args, **kwargs))
 
 
 class no_kv_cache:
     """``use_cache=False`` in every transformers config of the model while gptq_ calibrates (and
     passed to a root forward that takes it): a KV cache a block filled on its first run would be
-    read by its second. Restored on exit."""
+    read by its second. Restored on exit. Yields call(batch), the model's forward on a batch (a
+    torch.compile'd model's eager module: its graph would trace the paused forwards)."""
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -189,12 +196,13 @@ class no_kv_cache:
             if getattr(cfg, "use_cache", None) is True and all(cfg is not c for c in self.flipped):
                 cfg.use_cache = False
                 self.flipped.append(cfg)
+        eager = getattr(self.model, "_orig_mod", self.model)  # (torch.compile'd: its eager module)
         try:
-            takes = "use_cache" in inspect.signature(self.model.forward).parameters
+            takes = "use_cache" in inspect.signature(eager.forward).parameters
         except (TypeError, ValueError):
             takes = False
         extra = {"use_cache": False} if takes else {}
-        return lambda batch: _call(self.model, batch, extra)
+        return lambda batch: _call(eager, batch, extra)
 
     def __exit__(self, *exc):
         for cfg in self.flipped:
