@@ -534,3 +534,25 @@ def test_sequential_keeps_block_hooks_autocast_and_refuses_model_threads():
 
     with pytest.raises(ValueError, match="ran in a thread the model started; .*sequential=False"):
         pyquant.nn.gptq_(Threaded(), cfg, batches)
+
+
+def test_sequential_releases_each_blocks_float_layers(monkeypatch):
+    """Nothing in gptq_ keeps a converted block's float layers (their weights) alive while the
+    later blocks are calibrated."""
+    import gc
+    import weakref
+
+    from pyquant.nn import gptq_blocks
+    model = _Stack()
+    refs = [[weakref.ref(b.fc1), weakref.ref(b.fc2)] for b in model.blocks]
+    alive = []
+    finish = gptq_blocks.BlockStages.finish
+
+    def finishing(self, block):
+        gc.collect()
+        alive.append([sum(r() is not None for r in rs) for rs in refs])
+        return finish(self, block)
+
+    monkeypatch.setattr(gptq_blocks.BlockStages, "finish", finishing)
+    pyquant.nn.gptq_(model, pyquant.WeightOnlyConfig(4, 32), _stack_batches())
+    assert alive == [[0, 2, 2], [0, 0, 2], [0, 0, 0]]

@@ -339,27 +339,37 @@ def _block_after_block(model, layers, blocks, batches, call, hessian_memory, con
     """gptq_'s sequential calibration (pyquant/nn/gptq_blocks.py): each block's layers calibrated
     on the block's recorded arguments and converted (in runs within hessian_memory), block after
     block; the layers outside the blocks (the first run of them) on the forwards as they pass
-    them, converted after the blocks. Returns the layers left: later runs of those outside, and
-    those of blocks no forward reached."""
-    names = {m: fqn for fqn, m in model.named_modules()}
-    in_blocks = set(m for b in blocks for m in b.modules())
-    outside = _calibration_groups([m for m in layers if m not in in_blocks], hessian_memory)
+    them, converted after the blocks. ``layers`` loses each block's layers as they are converted
+    (so nothing keeps their float weights); returns the layers left: later runs of those outside,
+    and those of blocks no forward reached."""
+    block_ids = {id(b) for b in blocks}
+    names = {b: fqn for fqn, b in model.named_modules() if id(b) in block_ids}
+    layer_ids = {id(m) for m in layers}
+    in_blocks = {id(m) for b in blocks for m in b.modules()}
+    outside = _calibration_groups([m for m in layers if id(m) not in in_blocks], hessian_memory)
     first = outside[0] if outside else []
-    done = set(first)
+
+    def convert_block(block, inputs):
+        own, others = [], []
+        for m in block.modules():
+            (own if id(m) in layer_ids else others).append(m)
+        for group in _calibration_groups(own, hessian_memory):
+            calibrate_and_convert(group, lambda: stages.run_block(block, inputs))
+        convert(set(others), {})  # (MoE experts, RNNs: round-to-nearest, with their block)
+
     with _recording(first) as passing, BlockStages(model, blocks, batches, names, call) as stages, \
             torch.inference_mode(False), torch.no_grad():
         while (reached := stages.next_block()) is not None:
             block, inputs = reached
-            inside = set(block.modules())
-            for group in _calibration_groups([m for m in layers if m in inside], hessian_memory):
-                calibrate_and_convert(group, lambda: stages.run_block(block, inputs))
+            inside = {id(m) for m in block.modules()}
+            convert_block(block, inputs)
             del reached, inputs
-            convert(inside - set(layers), {})  # (MoE experts, RNNs: round-to-nearest, with their block)
+            layers[:] = [m for m in layers if id(m) not in inside]
             stages.finish(block)
-            done |= inside
     if first:
         convert(set(first), _checked(model, passing.of(), later=True))
-    return [m for m in layers if m not in done]
+    first_ids = {id(m) for m in first}
+    return [m for m in layers if id(m) not in first_ids]
 
 
 def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Iterable, *,
@@ -427,18 +437,21 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
     # out_proj (its input, the attention output, is never a module's input)
     layers = [m for name, m in model.named_modules()
               if quantizable(m, name) and not (is_experts(m) or is_rnn(m))]
-    in_layers = set(layers).__contains__
+    layer_ids = {id(m) for m in layers}  # (ids: nothing here may keep a converted layer alive)
+    is_layer = lambda m: id(m) in layer_ids  # noqa: E731
     for m in model.modules():  # (its nested-tensor path hands the calibration hooks a nested
-        if isinstance(m, nn.TransformerEncoder) and any(in_layers(s) for s in m.modules()):
+        if isinstance(m, nn.TransformerEncoder) and any(is_layer(s) for s in m.modules()):
             m.use_nested_tensor = False  # tensor; _convert turns it off for them anyway)
-    blocks = repeated_blocks(model, in_layers) if sequential and model not in layers else []
-    together = [[m for m in layers if m in set(b.modules())] for b in blocks]  # (calibrated together)
-    together.append([m for m in layers if not any(m in run for run in together)])
-    need = max(sum(_hessian_bytes(m) for m in run) for run in together)
+    blocks = repeated_blocks(model, is_layer) if sequential and model not in layers else []
+    together = [[m for m in b.modules() if is_layer(m)] for b in blocks]  # (calibrated together)
+    in_blocks = {id(m) for run in together for m in run}
+    together.append([m for m in layers if id(m) not in in_blocks])
+    sizes = [sum(_hessian_bytes(m) for m in run) for run in together]
+    need, largest = max(sizes), len(together[sizes.index(max(sizes))])
+    del together
     available = _available_memory()
     if hessian_memory is None and available is not None and need > 0.8 * available:
-        largest = max(together, key=lambda run: sum(_hessian_bytes(m) for m in run))
-        warnings.warn(f"gptq_: the Hessians of {len(largest)} layers calibrated together "
+        warnings.warn(f"gptq_: the Hessians of {largest} layers calibrated together "
                       f"may take up to {need / 2**30:.1f} GiB, "
                       f"{available / 2**30:.1f} GiB are available; hessian_memory=N (bytes) "
                       "calibrates the layers in runs that fit in N", stacklevel=2)
