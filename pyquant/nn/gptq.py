@@ -393,8 +393,11 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
     each block on the outputs of the blocks before it as quantized (the GPTQ paper's order, as
     AutoGPTQ runs it), from the block's own arguments recorded once per block
     (pyquant/nn/gptq_blocks.py): only one block's float32 Hessians are held (tinyllama-1.1b
-    ~0.2 GB, a 7B Llama ~0.7 GB); the layers outside the blocks (an LM head) come last, on the
-    blocks' quantized outputs. ``sequential=False``, or a model without such blocks: every layer
+    ~0.2 GB, a 7B Llama ~0.7 GB) and each block's float weights are freed once it is converted;
+    the layers outside the blocks (an LM head, a stem) are calibrated as the forwards pass them
+    (after the blocks: on their quantized outputs) and converted last; MoE experts blocks and
+    RNNs inside a block (round-to-nearest) are converted with it. A block must run once per
+    forward, in the forward's own thread. ``sequential=False``, or a model without such blocks: every layer
     from one pass over ``batches``, on the float model's inputs, all Hessians held at once
     (tinyllama-1.1b 3.9 GB, a 7B Llama ~22 GB; a warning says when they may not fit in the
     available memory).
