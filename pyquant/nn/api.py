@@ -225,14 +225,15 @@ def _convert(model: nn.Module, config, handler, filter_fn) -> nn.Module:
     return model
 
 
-def run_batch(model: nn.Module, batch):
+def run_batch(model: nn.Module, batch, **extra):
     """One calibration batch: a tensor, a tuple/list of positional arguments, or a mapping of
-    keyword arguments (a tokenizer's output). A named tuple is one argument (a PackedSequence)."""
+    keyword arguments (a tokenizer's output). A named tuple is one argument (a PackedSequence).
+    ``extra``: keyword arguments added (over the batch's own)."""
     if isinstance(batch, Mapping):
-        return model(**batch)
+        return model(**{**batch, **extra})
     if isinstance(batch, (tuple, list)) and not hasattr(batch, "_fields"):
-        return model(*batch)
-    return model(batch)
+        return model(*batch, **extra)
+    return model(batch, **extra)
 
 
 def _no_encoder_fast_path(model: nn.Module) -> None:

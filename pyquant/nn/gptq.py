@@ -357,7 +357,7 @@ def _block_after_block(model, layers, blocks, batches, call, hessian_memory, con
             calibrate_and_convert(group, lambda: stages.run_block(block, inputs))
         convert(set(others), {})  # (MoE experts, RNNs: round-to-nearest, with their block)
 
-    with _recording(first) as passing, BlockStages(model, blocks, batches, names, call) as stages, \
+    with _recording(first) as passing, BlockStages(blocks, batches, names, call) as stages, \
             torch.inference_mode(False), torch.no_grad():
         while (reached := stages.next_block()) is not None:
             block, inputs = reached

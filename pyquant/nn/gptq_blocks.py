@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Mapping
 from typing import Callable
 
 import greenlet
 import torch
 from torch import nn
 from torch.utils._pytree import tree_map_only
+
+from .api import run_batch
 
 
 def repeated_blocks(model: nn.Module, is_layer: Callable[[nn.Module], bool]) -> list[nn.Module]:
@@ -100,14 +101,14 @@ class _Forward:
 class BlockStages:
     """The calibration forwards over ``batches``, paused at each block not converted yet."""
 
-    def __init__(self, model: nn.Module, blocks: list, batches: list, names: dict, call):
-        self.model, self.blocks, self.names = model, blocks, names
+    def __init__(self, blocks: list, batches: list, names: dict, call):
+        self.blocks, self.names = blocks, names
         self.call = call  # call(batch): the model's forward on one batch
         self.converted: set = set()
         self.forwards = [_Forward(self, b) for b in batches]
         self.of_greenlet = {f.g: f for f in self.forwards}
         self.thread = threading.get_ident()
-        self.saved = []
+        self.saved: dict = {}  # block -> its own instance forward (None: its class's)
         self.stopping = False
 
     def _block_forward(self, block, *args, **kwargs):
@@ -130,11 +131,11 @@ class BlockStages:
 
     def _own_forward(self, block):
         """The block's forward without its __call__ (its hooks already ran in the paused call)."""
-        own = dict(self.saved)[block]
+        own = self.saved[block]
         return own if own is not None else type(block).forward.__get__(block)
 
     def __enter__(self):
-        self.saved = [(b, b.__dict__.get("forward")) for b in self.blocks]
+        self.saved = {b: b.__dict__.get("forward") for b in self.blocks}
         for b in self.blocks:  # (an instance attribute: nn.Module.__call__ calls self.forward)
             b.forward = lambda *a, _b=b, **k: self._block_forward(_b, *a, **k)
         return self
@@ -146,7 +147,7 @@ class BlockStages:
                 if f.g and f.at is not None:
                     f.g.throw(_Stop)
         finally:
-            for b, own in self.saved:
+            for b, own in self.saved.items():
                 del b.forward
                 if own is not None:
                     b.forward = own
@@ -202,18 +203,10 @@ class no_kv_cache:
         except (TypeError, ValueError):
             takes = False
         extra = {"use_cache": False} if takes else {}
-        return lambda batch: _call(eager, batch, extra)
+        return lambda batch: run_batch(eager, batch, **extra)
 
     def __exit__(self, *exc):
         for cfg in self.flipped:
             cfg.use_cache = True
         return False
 
-
-def _call(model: nn.Module, batch, extra: dict):
-    """run_batch's call with the ``extra`` keyword arguments."""
-    if isinstance(batch, Mapping):
-        return model(**{**batch, **extra})
-    if isinstance(batch, (tuple, list)) and not hasattr(batch, "_fields"):
-        return model(*batch, **extra)
-    return model(batch, **extra)
