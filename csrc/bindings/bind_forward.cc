@@ -17,6 +17,7 @@
 #include "bindings/array_utils.h"
 #include "bindings/packed_utils.h"
 #include "core/macros.h"
+#include "forward/col2im.h"
 #include "forward/conv.h"
 #include "forward/forward.h"
 #include "forward/recurrent.h"
@@ -895,6 +896,60 @@ py::tuple abs_quantize_py(const CArray<float>& x, const CArray<float>& act_range
   return py::make_tuple(q, s);
 }
 
+
+// QuantConvTranspose2d's col2im (col2im.h): cols [batch * height * width, kh * kw * C] ->
+// y [batch, C, out_h, out_w] (nchw) or [batch, out_h, out_w, C], bias added.
+// geometry = (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+// output_padding_h, output_padding_w); image = (batch, height, width).
+CArray<float> col2im_py(const CArray<float>& cols, const std::vector<int64_t>& image,
+                        const std::vector<int64_t>& geometry, const OptF& bias, bool nchw,
+                        int threads) {
+  require(image.size() == 3, "image: expected (batch, height, width)");
+  require(geometry.size() == 10,
+          "geometry: expected (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, "
+          "dilation_h, dilation_w, output_padding_h, output_padding_w)");
+  for (int64_t v : image) require(v >= 0 && v <= (int64_t{1} << 31), "image: sizes out of range");
+  for (size_t i = 0; i < geometry.size(); ++i) {
+    const int64_t lo = (i < 4 || i == 6 || i == 7) ? 1 : 0;  // kernel, stride, dilation >= 1
+    require(geometry[i] >= lo && geometry[i] <= kConvMaxGeometry,
+            "geometry: kernel, stride and dilation must be in [1, 65536], padding and "
+            "output_padding in [0, 65536]");
+  }
+  require_ndim(cols, 2, "cols");
+  Col2imGeometry g{};
+  g.batch = image[0], g.height = image[1], g.width = image[2];
+  g.kernel_h = geometry[0], g.kernel_w = geometry[1], g.stride_h = geometry[2];
+  g.stride_w = geometry[3], g.pad_h = geometry[4], g.pad_w = geometry[5];
+  g.dilation_h = geometry[6], g.dilation_w = geometry[7];
+  const size_t rows = g.batch * g.height * g.width, width = cols.shape(1);
+  require(static_cast<size_t>(cols.shape(0)) == rows,
+          "cols: expected batch * height * width = " + std::to_string(rows) + " rows, got " +
+              std::to_string(cols.shape(0)));
+  require(width % g.taps() == 0, "cols: expected kernel_h * kernel_w * channels columns, got " +
+                                     std::to_string(width));
+  g.channels = width / g.taps();
+  // PyTorch's output size; output_padding below max(stride, dilation) as nn.ConvTranspose2d has it
+  const auto out_size = [](size_t in, size_t k, size_t s, size_t p, size_t d, size_t op) {
+    require(op < s || op < d, "geometry: output_padding must be smaller than stride or dilation");
+    const int64_t full = (in == 0 ? 0 : static_cast<int64_t>((in - 1) * s + d * (k - 1) + 1));
+    const int64_t out = full - 2 * static_cast<int64_t>(p) + static_cast<int64_t>(op);
+    require(in == 0 || out > 0, "geometry: the padding leaves no output");
+    return static_cast<size_t>(out > 0 ? out : 0);
+  };
+  g.out_h = out_size(g.height, g.kernel_h, g.stride_h, g.pad_h, g.dilation_h, geometry[8]);
+  g.out_w = out_size(g.width, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w, geometry[9]);
+  if (bias) require_len(*bias, g.channels, "bias");
+  CArray<float> y = nchw ? CArray<float>({g.batch, g.channels, g.out_h, g.out_w})
+                         : CArray<float>({g.batch, g.out_h, g.out_w, g.channels});
+  const float* b = bias ? bias->data() : nullptr;
+  float* out = y.mutable_data();
+  {
+    py::gil_scoped_release release;
+    col2im(cols.data(), g, b, nchw, out, threads, active_isa());
+  }
+  return y;
+}
+
 }  // namespace
 
 void bind_forward(py::module_& m) {
@@ -953,6 +1008,8 @@ void bind_forward(py::module_& m) {
         py::arg("reverse"), py::arg("mode"), py::arg("h0"), py::arg("c0"), py::arg("hh"),
         py::arg("hr"), py::arg("bits"), py::arg("options"), py::arg("round"), py::arg("pairs"),
         py::arg("allow_negative"), py::arg("sparse24"), py::arg("threads") = 1);
+  m.def("col2im", &col2im_py, py::arg("cols"), py::arg("image"), py::arg("geometry"),
+        py::arg("bias"), py::arg("nchw"), py::arg("threads") = 1);
   m.def("recurrent_gate", &recurrent_gate_py, py::arg("x"), py::arg("fn"));
   m.attr("CONV_MAX_GEOMETRY") = py::int_(kConvMaxGeometry);
   m.def("lowbit_panel_scales", &lowbit_panel_scales_py, py::arg("scales"));

@@ -16,10 +16,12 @@ from .attention import QuantMultiheadAttention  # nn.MultiheadAttention's four p
 from .recurrent import QuantRNN  # nn.LSTM / nn.GRU / nn.RNN
 from .modules import QuantConv1d, QuantConv2d, QuantLinear
 from .grouped_conv import QuantGroupedConv1d, QuantGroupedConv2d  # nn.Conv2d/1d, groups > 1
+from .conv_transpose import QuantConvTranspose1d, QuantConvTranspose2d  # GEMM + col2im
 from .weight_view import QuantizedWeight  # what QuantLinear.weight / QuantConv2d.weight return
 
 __all__ = [
     "QuantLinear", "QuantConv2d", "QuantConv1d", "QuantGroupedConv2d", "QuantGroupedConv1d",
+    "QuantConvTranspose2d", "QuantConvTranspose1d",
     "QuantGRU", "QuantExperts",
     "QuantMultiheadAttention", "QuantRNN", "QuantizedWeight", "quantize_", "gptq_", "calibrate",
     "calibration", "reset_calibration",

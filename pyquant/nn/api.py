@@ -15,7 +15,9 @@ from .attention import QuantMultiheadAttention, is_mha
 from .experts import QuantExperts, is_experts
 from .recurrent import MIN_LSTM_HIDDEN, QuantRNN, is_rnn, worth_converting
 from .conv_gain import MIN_CONV_OUT, MIN_CONV_PRODUCTS
+from .conv_gain import transposed_worth_converting
 from .conv_gain import worth_converting as conv_worth_converting
+from .conv_transpose import QuantConvTranspose1d, QuantConvTranspose2d
 from .fold_bn import check_fold_option, fold_batchnorm_
 from .grouped_conv import QuantGroupedConv1d, QuantGroupedConv2d
 from .modules import QuantConv1d, QuantConv2d, QuantLinear, _QuantModule
@@ -48,6 +50,10 @@ def _swap(module: nn.Module, config):
         return (QuantGroupedConv2d if module.groups > 1 else QuantConv2d).from_conv(module, config)
     if isinstance(module, nn.Conv1d):
         return (QuantGroupedConv1d if module.groups > 1 else QuantConv1d).from_conv(module, config)
+    if isinstance(module, nn.ConvTranspose2d):
+        return QuantConvTranspose2d.from_conv(module, config)
+    if isinstance(module, nn.ConvTranspose1d):
+        return QuantConvTranspose1d.from_conv(module, config)
     if is_conv1d(module):
         return QuantLinear.from_conv1d(module, config)
     if is_experts(module):
@@ -57,14 +63,20 @@ def _swap(module: nn.Module, config):
     if is_rnn(module):
         return QuantRNN(module, config)
     raise TypeError(f"module: {type(module).__name__} cannot be quantized (nn.Linear, nn.Conv2d, "
-                    "nn.Conv1d, nn.MultiheadAttention, nn.LSTM/GRU/RNN, transformers' Conv1D or "
+                    "nn.Conv1d, nn.ConvTranspose2d/1d, nn.MultiheadAttention, nn.LSTM/GRU/RNN, transformers' Conv1D or "
                     "an MoE experts block)")
 
 
 def convertible(module: nn.Module) -> bool:
     """A layer the configs' handler converts (whatever a filter says)."""
     return (isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv1d)) or is_conv1d(module)
-            or is_experts(module) or is_mha(module) or is_rnn(module))
+            or is_conv_transpose(module) or is_experts(module) or is_mha(module)
+            or is_rnn(module))
+
+
+def is_conv_transpose(module: nn.Module) -> bool:
+    """An nn.ConvTranspose2d / 1d with groups=1 (grouped transposed convs stay float)."""
+    return isinstance(module, (nn.ConvTranspose2d, nn.ConvTranspose1d)) and module.groups == 1
 
 
 for _cfg in (Int8Config, WeightOnlyConfig, LUT2Config, SparqConfig):
@@ -81,8 +93,8 @@ def _plain(module: nn.Module, base: type) -> bool:
             and not isinstance(module, NonDynamicallyQuantizableLinear))
 
 
-_CONVERTED_BASES = (nn.Linear, nn.Conv2d, nn.Conv1d, nn.MultiheadAttention, nn.LSTM, nn.GRU,
-                    nn.RNN)
+_CONVERTED_BASES = (nn.Linear, nn.Conv2d, nn.Conv1d, nn.ConvTranspose2d, nn.ConvTranspose1d,
+                    nn.MultiheadAttention, nn.LSTM, nn.GRU, nn.RNN)
 
 
 def _own_forward(module: nn.Module) -> bool:
@@ -94,7 +106,7 @@ def _own_forward(module: nn.Module) -> bool:
 
 def every_layer_filter(module: nn.Module, fqn: str) -> bool:
     """Every layer quantize_ can convert: nn.Linear, nn.Conv2d and nn.Conv1d (grouped too),
-    nn.MultiheadAttention (its four projections: pyquant/nn/attention.py), nn.LSTM / nn.GRU /
+    nn.ConvTranspose2d / 1d (groups=1: pyquant/nn/conv_transpose.py), nn.MultiheadAttention (its four projections: pyquant/nn/attention.py), nn.LSTM / nn.GRU /
     nn.RNN (pyquant/nn/recurrent.py), transformers' Conv1D and MoE experts blocks (3-D expert
     weights: pyquant/nn/experts.py), and subclasses of those torch types that keep their forward
     (already-quantized modules never match). Left float: subclasses with a forward of their own,
@@ -103,17 +115,21 @@ def every_layer_filter(module: nn.Module, fqn: str) -> bool:
     float (accuracy studies, or a CPU where they gain)."""
     return (is_rnn(module) or _plain(module, nn.Linear) or _plain(module, nn.Conv2d)
             or _plain(module, nn.Conv1d) or is_conv1d(module) or is_experts(module)
-            or is_mha(module)) and _has_weights(module)
+            or is_mha(module) or (is_conv_transpose(module) and (
+                _plain(module, nn.ConvTranspose2d) or _plain(module, nn.ConvTranspose1d)))) \
+        and _has_weights(module)
 
 
 def default_filter(module: nn.Module, fqn: str) -> bool:
     """quantize_'s default: ``every_layer_filter`` less the convs with too few products per
     output pixel to gain (pyquant/nn/conv_gain.py: stems, narrow 1x1 convs, depthwise and
-    ResNeXt-style grouped convs stay float; a lazy conv matches, and its conversion says it is not
-    initialized). quantize_ also leaves narrow LSTMs float under LUT2 "mse" and 2:4 SPARQ
+    ResNeXt-style grouped convs stay float, and transposed convs with few products per input
+    pixel; a lazy conv matches, and its conversion says it is not initialized). quantize_ also leaves narrow LSTMs float under LUT2 "mse" and 2:4 SPARQ
     (recurrent.MIN_LSTM_HIDDEN). quantize_ warns about each layer it leaves float this way."""
     if not every_layer_filter(module, fqn):
         return False
+    if is_conv_transpose(module):
+        return _lazy(module) or transposed_worth_converting(module)
     is_conv = _plain(module, nn.Conv2d) or _plain(module, nn.Conv1d)
     return not is_conv or _lazy(module) or conv_worth_converting(module)
 
@@ -172,6 +188,20 @@ def _warn_left_float(model: nn.Module, caller: str = "quantize_", config=None) -
             f"channels x kernel taps x input channels per group, e.g. a stem or depthwise conv: "
             f"{listed}): PyTorch's float conv runs them faster (pyquant/nn/conv_gain.py); pass "
             "filter_fn to convert them anyway", stacklevel=3)
+    n, listed = names(lambda m: is_conv_transpose(m) and not _lazy(m) and _has_weights(m)
+                      and not transposed_worth_converting(m) and not _own_forward(m))
+    if n:
+        warnings.warn(
+            f"{caller}: left float {n} nn.ConvTranspose2d/1d layer(s) with few products per input "
+            f"pixel (fewer than {MIN_CONV_OUT} kernel taps x output channels or "
+            f"{MIN_CONV_PRODUCTS} of those x input channels, e.g. an image generator's last "
+            f"layer: {listed}): PyTorch's float conv runs them faster (pyquant/nn/conv_gain.py); "
+            "pass filter_fn to convert them anyway", stacklevel=3)
+    n, listed = names(lambda m: isinstance(m, (nn.ConvTranspose2d, nn.ConvTranspose1d))
+                      and m.groups > 1)
+    if n:
+        warnings.warn(f"{caller}: left float {n} grouped nn.ConvTranspose2d/1d layer(s) "
+                      f"({listed}): QuantConvTranspose2d/1d take groups=1", stacklevel=3)
 
 
 def quantize_(model: nn.Module, config, *, filter_fn: Callable | None = None,

@@ -25,6 +25,17 @@ Grouped convs likewise per group (wav2vec2's positional conv, 48 x 6144 per grou
 48 x 432: 0.86x; ResNeXt's 4 per group 0.2x; depthwise 0.04x). Converted by default: at least
 MIN_CONV_OUT output channels and MIN_CONV_PRODUCTS (N x K) per group, the break-even (24576
 measured 0.94-1.09x NCHW, 1.12-1.47x channels_last); filter_fn converts any.
+
+A transposed conv (QuantConvTranspose2d / 1d) runs one GEMM row per *input* pixel with K = input
+channels and N = kernel taps x output channels, then col2im: the same rule on that N and K.
+Int8 vs float (oneDNN's transposed conv is slow: most layers gain 1.5-7x), 1 thread, batch 1,
+Intel Xeon model 167, NCHW / channels_last (`python benchmarks/conv_transpose.py`):
+
+    N x K                                    AVX-512 + AMX        AVX2 only
+    2x2x512 x 1024 (U-Net, 28x28)            4.58x / 6.19x        2.12x / 1.74x
+    2x2x64 x 128 (U-Net, 112x112)            3.13x / 1.52x        2.31x / 0.79x
+    4x4x64 x 128 (DCGAN, 32x32)              1.62x / 1.61x        1.20x / 1.13x
+    4x4x3 x 64 (DCGAN's last, 64x64)         1.15x / 1.28x        0.85x / 0.91x  (left float)
 """
 from __future__ import annotations
 
@@ -39,6 +50,12 @@ MIN_CONV_PRODUCTS = 24576  # output channels x kernel taps x input channels, per
 def group_k(conv: nn.Module) -> int:
     """K of one group's GEMM: kernel taps x input channels per group."""
     return math.prod(conv.kernel_size) * conv.in_channels // conv.groups
+
+
+def transposed_worth_converting(conv: nn.Module) -> bool:
+    """quantize_'s default for an nn.ConvTranspose2d / 1d (module docstring)."""
+    n = conv.out_channels * math.prod(conv.kernel_size)
+    return n >= MIN_CONV_OUT and n * conv.in_channels >= MIN_CONV_PRODUCTS
 
 
 def worth_converting(conv: nn.Module) -> bool:

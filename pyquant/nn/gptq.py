@@ -8,7 +8,7 @@ Alistarh, arXiv 2301.00774) in place of magnitude pruning: same format and kerne
 
 Each matching nn.Linear (and transformers' Conv1D, and nn.Conv2d / nn.Conv1d over its im2col
 rows in QuantConv2d's K order; a grouped conv per group, over its channel slice, where those
-Hessians fit in 1 GiB, else round-to-nearest) records ``H = sum x^T x`` over its inputs on the calibration
+Hessians fit in 1 GiB, else round-to-nearest; nn.ConvTranspose2d / 1d over its input pixels) records ``H = sum x^T x`` over its inputs on the calibration
 batches (block after block of a transformer, on the blocks before as quantized: gptq_blocks.py;
 or all layers at once on the float model, sequential=False); then its columns are quantized left to right, each
 column's rounding error spread over the not-yet-quantized columns through the inverse Hessian's
@@ -26,7 +26,8 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from .api import _convert, _default_filter_for, _warn_left_float, convertible, is_conv1d
+from .api import (_convert, _default_filter_for, _warn_left_float, convertible, is_conv1d,
+                  is_conv_transpose)
 from .fold_bn import check_fold_option, fold_batchnorm_
 from .gptq_blocks import BlockStages, no_kv_cache, repeated_blocks
 from .configs import SparqConfig, WeightOnlyConfig
@@ -34,6 +35,7 @@ from .attention import QuantMultiheadAttention, is_mha
 from .experts import QuantExperts, is_experts
 from .recurrent import QuantRNN, is_rnn
 from .conv_gain import group_k
+from .conv_transpose import QuantConvTranspose1d, QuantConvTranspose2d
 from .grouped_conv import QuantGroupedConv1d, QuantGroupedConv2d
 from .modules import QuantConv1d, QuantConv2d, QuantLinear, conv1d_geometry, im2col
 from .schemes import clip_ratios
@@ -242,6 +244,8 @@ def _hessian_bytes(m: nn.Module) -> int:
     if isinstance(m, (nn.Conv2d, nn.Conv1d)):
         fits = m.groups == 1 or _grouped_hessians_fit(m)
         return 4 * m.groups * group_k(m) ** 2 if fits else 0
+    if is_conv_transpose(m):  # (K: the input channels)
+        return 4 * m.in_channels ** 2
     k = m.weight.shape[0] if is_conv1d(m) else m.weight.shape[-1]
     return 4 * k * k
 
@@ -300,6 +304,10 @@ def _recording(layers: list):
             for i in range(mod.groups):
                 key = mod if mod.groups == 1 else (mod, i)
                 accumulate(key, im2col(geometry, x[:, i * cg:(i + 1) * cg])[0], shared=False)
+            return
+        if is_conv_transpose(mod):  # the GEMM's rows: one per input pixel, K = input channels
+            channel_dim = -2 if isinstance(mod, nn.ConvTranspose1d) else -3
+            accumulate(mod, x.movedim(channel_dim, -1).reshape(-1, mod.in_channels), shared=False)
             return
         accumulate(mod, x.reshape(-1, x.shape[-1]))
 
@@ -474,6 +482,10 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
             return QuantConv2d.from_conv(mod, cfg, **kw)
         if isinstance(mod, nn.Conv1d):
             return QuantConv1d.from_conv(mod, cfg, **kw)
+        if isinstance(mod, nn.ConvTranspose2d):
+            return QuantConvTranspose2d.from_conv(mod, cfg, **kw)
+        if isinstance(mod, nn.ConvTranspose1d):
+            return QuantConvTranspose1d.from_conv(mod, cfg, **kw)
         if is_conv1d(mod):
             return QuantLinear.from_conv1d(mod, cfg, **kw)
         if is_experts(mod):

@@ -234,9 +234,10 @@ class _QuantModule(nn.Module):
         bufs = self._buffers
         if not self.reference and all(t is None or (t.device.type == "cpu" and t.is_contiguous())
                                       for t in bufs.values()):
-            self._run = self.scheme.bind(bufs, self.act_range, self.bias)
+            self._run = self.scheme.bind(bufs, self.act_range, self._gemm_bias())
             if self._run is not None:
-                self._grouped = self.scheme.grouped_args(bufs, self.act_range, self.bias)
+                self._grouped = self.scheme.grouped_args(bufs, self.act_range,
+                                                          self._gemm_bias())
         # every path checks these versions before a call (_native_run), bound or not
         self._bound = tuple((n, t, _version(t)) for n, t in bufs.items())
         packed = bufs.get("packed")  # (call_threads' weight size, once per refresh, not per call)
@@ -343,6 +344,10 @@ class _QuantModule(nn.Module):
         """[N, K] -> the float layer's weight layout."""
         return w
 
+    def _gemm_bias(self):
+        """The bias the GEMM's epilogue adds (QuantConvTranspose2d's col2im adds its own)."""
+        return self.bias
+
     def _gemm(self, x2d: torch.Tensor) -> torch.Tensor:
         if not x2d.is_floating_point():
             raise TypeError(f"x: expected a floating-point tensor, got {x2d.dtype}")
@@ -364,19 +369,21 @@ class _QuantModule(nn.Module):
         self._check_loaded()
         b = self._buffers
         if tracing:
-            y = None if self.reference else self.scheme.op(x2d, b, self.act_range, self.bias)
+            y = None if self.reference else self.scheme.op(x2d, b, self.act_range,
+                                                            self._gemm_bias())
             if y is not None:
                 return y
             return torch.ops.pyquant.reference_linear(
                 x2d, [b[n] for n in self._buf_names], ",".join(self._buf_names), self.act_range,
-                self.bias, self._config_text, self.reference, self.out_features)
+                self._gemm_bias(), self._config_text, self.reference, self.out_features)
         x2d = x2d.contiguous()
         if self._observer is not None and x2d.numel():  # (an empty batch has no range)
             self._observer.append(self.scheme.observe(x2d))
         run = self._native_run()  # (also refreshes what follows from an edited buffer)
         if run is not None:
             return torch.from_numpy(run(x2d.numpy(), self._threads(x2d.shape[0])))
-        return ops.run_reference(x2d, {n: b[n] for n in self._buf_names}, self.act_range, self.bias,
+        return ops.run_reference(x2d, {n: b[n] for n in self._buf_names}, self.act_range,
+                                 self._gemm_bias(),
                                  self.out_features, self.scheme, self.reference)
 
     def grouped_args(self, check_tracing: bool = True):

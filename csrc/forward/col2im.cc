@@ -1,0 +1,66 @@
+// col2im of QuantConvTranspose2d/1d (col2im.h).
+#include "forward/col2im.h"
+
+#include "core/thread_pool.h"
+#include "forward/conv_transpose.h"
+#include "forward/scratch.h"
+
+namespace pq {
+namespace {
+
+constexpr int kRowSlot = 0;  // (the forward that made cols has returned: its slots are free)
+
+// The input coordinate i with i * stride + tap * dilation = o + pad, or -1 if none.
+inline long source_of(size_t o, size_t tap, size_t stride, size_t pad, size_t dilation,
+                      size_t size) {
+  const long num = static_cast<long>(o + pad) - static_cast<long>(tap * dilation);
+  if (num < 0 || num % static_cast<long>(stride) != 0) return -1;
+  const long i = num / static_cast<long>(stride);
+  return i < static_cast<long>(size) ? i : -1;
+}
+
+// One output row [out_w][channels] of image b: bias, then the taps in (ky, kx) order.
+void output_row(const float* cols, const Col2imGeometry& g, const float* bias, size_t b,
+                size_t oy, float* row) {
+  const size_t c = g.channels, ld = g.taps() * c;
+  for (size_t ox = 0; ox < g.out_w; ++ox) {
+    float* acc = row + ox * c;
+    if (bias) {
+      for (size_t j = 0; j < c; ++j) acc[j] = bias[j];
+    } else {
+      for (size_t j = 0; j < c; ++j) acc[j] = 0.0f;
+    }
+    for (size_t ky = 0; ky < g.kernel_h; ++ky) {
+      const long iy = source_of(oy, ky, g.stride_h, g.pad_h, g.dilation_h, g.height);
+      if (iy < 0) continue;
+      for (size_t kx = 0; kx < g.kernel_w; ++kx) {
+        const long ix = source_of(ox, kx, g.stride_w, g.pad_w, g.dilation_w, g.width);
+        if (ix < 0) continue;
+        const float* src = cols + ((b * g.height + iy) * g.width + ix) * ld +
+                           (ky * g.kernel_w + kx) * c;
+        for (size_t j = 0; j < c; ++j) acc[j] += src[j];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void col2im(const float* cols, const Col2imGeometry& g, const float* bias, bool nchw, float* y,
+            int threads, Isa isa) {
+  const size_t row_floats = g.out_w * g.channels, plane = g.out_h * g.out_w;
+  parallel_for(g.batch * g.out_h, threads, [&](size_t t) {
+    const size_t b = t / g.out_h, oy = t % g.out_h;
+    if (!nchw) {
+      output_row(cols, g, bias, b, oy, y + t * row_floats);
+      return;
+    }
+    // NCHW: the row in scratch, then its transpose into the channel planes
+    float* row = static_cast<float*>(thread_scratch(row_floats * sizeof(float), kRowSlot));
+    output_row(cols, g, bias, b, oy, row);
+    transpose_floats(row, g.channels, g.out_w, g.channels, y + b * g.channels * plane + oy * g.out_w,
+                     plane, isa);
+  });
+}
+
+}  // namespace pq

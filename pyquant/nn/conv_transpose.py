@@ -1,0 +1,178 @@
+"""QuantConvTranspose2d / QuantConvTranspose1d: ``nn.ConvTranspose2d`` / ``1d`` (groups=1) on the
+kernels (U-Net and FPN decoders, segmentation heads, GAN generators, speech vocoders).
+
+A transposed conv is a GEMM per *input* pixel followed by col2im: row (b, iy, ix) of the input,
+[C_in], times the weight as an [kh * kw * C_out, C_in] matrix (columns ordered (ky, kx, c_out)),
+gives each kernel tap's contribution to the output pixel it reaches; col2im sums the
+contributions per output pixel and adds the bias. The GEMM is the config's fused forward (as in
+QuantLinear: activation quantization per input pixel, or static from ``calibrate``; weights
+quantized per column, i.e. per (tap, output channel), a finer grid than per output channel), and
+col2im is one native call (``_C.col2im``: a gather per output row, the terms in (ky, kx) order,
+NCHW or channels_last output as the input). Under torch.compile / torch.export and the reference
+backend, the GEMM is the config's torch.library op and col2im the same sum in torch ops
+(``col2im_reference``, the same bits).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pyquant import _C
+
+from .modules import (_QuantModule, _check_device, _out_dtype, _tracing, batched_image,
+                      call_threads)
+
+
+def _output_padding(layer, x: torch.Tensor, output_size) -> list:
+    """nn.ConvTranspose2d's own rule (``output_size`` given: the padding that reaches it, checked
+    against the sizes the stride allows), on the layer's 2-D geometry."""
+    g = layer._geometry()
+    if output_size is not None and isinstance(layer, QuantConvTranspose1d):
+        output_size = [*list(output_size)[:-1], 1, list(output_size)[-1]]
+    return nn.ConvTranspose2d._output_padding(g, x, output_size, list(g.stride), list(g.padding),
+                                              list(g.kernel_size), 2, list(g.dilation))
+
+
+class _Geometry(nn.Module):
+    """The 2-D geometry the forward runs (a QuantConvTranspose1d's as (1, k)); an nn.Module only so
+    that nn.ConvTranspose2d._output_padding can take it as ``self``."""
+
+    def __init__(self, kernel_size, stride, padding, dilation, output_padding):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.dilation, self.output_padding = dilation, output_padding
+
+
+def col2im_reference(cols: torch.Tensor, image: tuple, geometry: list, bias,
+                     channels_last: bool) -> torch.Tensor:
+    """``_C.col2im`` in torch ops, term for term in the same order (bias, then the taps in (ky, kx)
+    order): [B * H * W, kh * kw * C] -> [B, C, Ho, Wo] (a channels_last view if asked)."""
+    b, h, w = image
+    kh, kw, sh, sw, ph, pw, dh, dw, oph, opw = geometry
+    c = cols.shape[1] // (kh * kw)
+    hfull, wfull = (h - 1) * sh + dh * (kh - 1) + 1, (w - 1) * sw + dw * (kw - 1) + 1
+    ho, wo = hfull - 2 * ph + oph, wfull - 2 * pw + opw
+    # the full scatter target [B, rows, cols, C] from padded coordinate 0, cropped after
+    buf = cols.new_zeros(b, max(hfull, ph + ho), max(wfull, pw + wo), c)
+    if bias is not None:
+        buf += bias
+    taps = cols.view(b, h, w, kh, kw, c)
+    for ky in range(kh):
+        for kx in range(kw):
+            buf[:, ky * dh: ky * dh + (h - 1) * sh + 1: sh,
+                kx * dw: kx * dw + (w - 1) * sw + 1: sw] += taps[:, :, :, ky, kx]
+    y = buf[:, ph:ph + ho, pw:pw + wo].permute(0, 3, 1, 2)
+    return y.contiguous(memory_format=torch.channels_last if channels_last
+                        else torch.contiguous_format)
+
+
+class QuantConvTranspose2d(_QuantModule):
+    """Quantized ``nn.ConvTranspose2d`` (groups=1): the module docstring. Its attributes are the
+    float layer's; ``weight`` / ``dequantize_weight()`` have its [C_in, C_out, kh, kw] shape."""
+
+    @classmethod
+    def from_conv(cls, conv: nn.ConvTranspose2d, config, **quant_kw) -> "QuantConvTranspose2d":
+        """``quant_kw``: scheme options, e.g. ``hessian=`` over the input channels (GPTQ)."""
+        if not isinstance(conv, nn.ConvTranspose2d):
+            raise TypeError(f"conv: expected an nn.ConvTranspose2d, got {type(conv).__name__}")
+        return cls._converted(conv, config, **quant_kw)
+
+    @classmethod
+    def _converted(cls, conv: nn.Module, config, **quant_kw):
+        if not isinstance(getattr(conv, "weight", None), torch.Tensor) or \
+                isinstance(conv.weight, nn.parameter.UninitializedParameter):
+            raise ValueError(f"conv: {type(conv).__name__} has no initialized weight "
+                             "(a lazy layer: run one forward first)")
+        if conv.groups != 1:
+            raise ValueError(f"conv: groups={conv.groups}: {cls.__name__} takes groups=1 "
+                             "(quantize_ leaves grouped transposed convs float)")
+        if conv.weight.numel() == 0:
+            raise ValueError(f"conv: {conv.in_channels} -> {conv.out_channels} channels: a layer "
+                             "without weights has nothing to quantize (quantize_ leaves it float)")
+        m = cls()
+        m.in_channels, m.out_channels, m.groups = conv.in_channels, conv.out_channels, 1
+        # the float layer's own attributes (model code reads them)
+        m.kernel_size, m.stride, m.padding = conv.kernel_size, conv.stride, conv.padding
+        m.dilation, m.output_padding = conv.dilation, conv.output_padding
+        m.padding_mode = conv.padding_mode
+        g = m._geometry()
+        # [C_in, C_out, kh, kw] -> [kh, kw, C_out, C_in] -> [N = kh*kw*C_out, K = C_in]
+        w = conv.weight.detach().view(conv.in_channels, conv.out_channels, *g.kernel_size)
+        w2d = w.permute(2, 3, 1, 0).reshape(-1, conv.in_channels)
+        m._setup(config, w2d, conv.bias, **quant_kw)
+        return m
+
+    def _gemm_bias(self):
+        return None  # (col2im adds the bias once per output pixel)
+
+    def _geometry(self) -> _Geometry:
+        return _Geometry(self.kernel_size, self.stride, self.padding, self.dilation,
+                         self.output_padding)
+
+    def _float_weight_shape(self) -> tuple:
+        return (self.in_channels, self.out_channels, *self.kernel_size)
+
+    def _from_nk(self, w: torch.Tensor) -> torch.Tensor:
+        kh, kw = self._geometry().kernel_size
+        return w.view(kh, kw, self.out_channels, self.in_channels).permute(3, 2, 0, 1).contiguous()
+
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        x, unbatched = batched_image(x, self.in_channels)
+        if not x.is_floating_point():
+            raise TypeError(f"x: expected a floating-point tensor, got {x.dtype}")
+        g = self._geometry()
+        output_padding = _output_padding(self, x, output_size)
+        geometry = [*g.kernel_size, *g.stride, *g.padding, *g.dilation, *output_padding]
+        b, _, h, w = x.shape
+        channels_last = x.stride(1) < x.stride(3)  # (as QuantConv2d: the output follows the input)
+        rows = x.permute(0, 2, 3, 1).reshape(-1, self.in_channels)
+        cols = self._gemm(rows)  # [B*H*W, kh*kw*C_out] float32
+        bias = self._buffers.get("bias")
+        if self._run is None or self._observer is not None or _tracing() or cols.requires_grad:
+            # (traced, reference, calibrating; or under the autograd guard, whose backward error
+            # must stay reachable)
+            y = col2im_reference(cols, (b, h, w), geometry, bias, channels_last)
+        else:
+            threads = call_threads(cols.numel() * 4, 0)  # (a stream of the GEMM's output)
+            y = torch.from_numpy(_C.col2im(cols.detach().numpy(), (b, h, w), geometry,
+                                           None if bias is None else bias.numpy(),
+                                           not channels_last, threads))
+            if channels_last:
+                y = y.permute(0, 3, 1, 2)
+        y = y.to(_out_dtype(x))
+        return y[0] if unbatched else y
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, "
+                f"output_padding={self.output_padding}, dilation={self.dilation}, "
+                f"bias={self.bias is not None}, {self._config_repr()}")
+
+
+class QuantConvTranspose1d(QuantConvTranspose2d):
+    """Quantized ``nn.ConvTranspose1d`` (groups=1): QuantConvTranspose2d with a (1, k) kernel on
+    [B, C, 1, L]. Its attributes are nn.ConvTranspose1d's; ``weight`` has its [C_in, C_out, k]
+    shape."""
+
+    @classmethod
+    def from_conv(cls, conv: nn.ConvTranspose1d, config, **quant_kw) -> "QuantConvTranspose1d":
+        if not isinstance(conv, nn.ConvTranspose1d):
+            raise TypeError(f"conv: expected an nn.ConvTranspose1d, got {type(conv).__name__}")
+        return cls._converted(conv, config, **quant_kw)
+
+    def _geometry(self) -> _Geometry:
+        return _Geometry((1, self.kernel_size[0]), (1, self.stride[0]), (0, self.padding[0]),
+                         (1, self.dilation[0]), (0, self.output_padding[0]))
+
+    def _float_weight_shape(self) -> tuple:
+        return (self.in_channels, self.out_channels, self.kernel_size[0])
+
+    def _from_nk(self, w: torch.Tensor) -> torch.Tensor:
+        return super()._from_nk(w).squeeze(2)
+
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        _check_device(x)
+        if x.dim() not in (2, 3) or x.shape[-2] != self.in_channels:
+            raise ValueError(f"x: expected [B, {self.in_channels}, L] or [{self.in_channels}, L], "
+                             f"got shape {tuple(x.shape)}")
+        return super().forward(x.unsqueeze(-2), output_size).squeeze(-2).contiguous()

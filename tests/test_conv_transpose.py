@@ -1,0 +1,268 @@
+"""QuantConvTranspose2d / 1d: nn.ConvTranspose2d / 1d as one GEMM row per input pixel + col2im.
+
+The reference is built here from the definition of a transposed conv: a QuantLinear of the
+[kh * kw * C_out, C_in] weight (columns (ky, kx, c_out)) on the input pixels as rows, then each
+tap's [B, H, W, C_out] block added at output pixel (iy * stride + ky * dilation - padding, ...)
+onto the bias, tap after tap in (ky, kx) order (the order col2im documents: float sums in the
+same order, so equal bit for bit). Every config, dynamic and static, geometry, ISA path and
+thread count; NCHW and channels_last; and the float layer within quantization error.
+"""
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import pyquant
+from pyquant import _C
+from pyquant.nn import QuantConvTranspose1d, QuantConvTranspose2d, QuantLinear
+
+CONFIGS = {
+    "int8": pyquant.Int8Config(),
+    "w4g32": pyquant.WeightOnlyConfig(4, 32),
+    "lut_minmax": pyquant.LUT2Config(a_scale="minmax"),
+    "sparq_signed": pyquant.SparqConfig(negative="sign_magnitude"),
+}
+# (in, out, kernel, stride, padding, output_padding, dilation, batch, H, W)
+GEOMETRIES = {
+    "unet_k2s2": (16, 8, 2, 2, 0, 0, 1, 2, 5, 6),
+    "dcgan_k4s2p1": (12, 7, 4, 2, 1, 0, 1, 1, 4, 5),
+    "k3s2p1_op1": (40, 9, 3, 2, 1, 1, 1, 2, 5, 3),  # K = 40: a group tail at g32
+    "rect": (8, 5, (3, 2), (1, 3), (2, 0), (0, 2), (2, 1), 1, 4, 3),
+    "dilated_op": (6, 4, 3, 2, 0, 1, 2, 1, 3, 4),  # output_padding < dilation, not < stride
+    "pointwise": (33, 20, 1, 1, 0, 0, 1, 2, 7, 7),
+    "stride_gt_kernel": (8, 6, 2, 3, 1, 2, 1, 1, 4, 4),  # output pixels no tap reaches: bias
+}
+
+
+def _conv(geometry, bias=True):
+    cin, cout, k, s, p, op, d, *_ = geometry
+    torch.manual_seed(3)
+    return nn.ConvTranspose2d(cin, cout, k, s, p, op, bias=bias, dilation=d)
+
+
+def _reference(conv: nn.ConvTranspose2d, q, x: torch.Tensor) -> torch.Tensor:
+    """The layer from the definition (module docstring), NCHW."""
+    (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
+    (dh, dw), (oph, opw) = conv.dilation, conv.output_padding
+    b, cin, h, w = x.shape
+    cout = conv.out_channels
+    w2d = conv.weight.detach().permute(2, 3, 1, 0).reshape(-1, cin)
+    lin = QuantLinear(cin, w2d.shape[0], w2d, None, q.config)
+    assert torch.equal(lin.packed, q.packed)  # the same weight codes
+    lin.act_range.copy_(q.act_range)
+    with torch.no_grad():
+        cols = lin(x.permute(0, 2, 3, 1).reshape(-1, cin)).view(b, h, w, kh, kw, cout)
+    ho = (h - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1
+    wo = (w - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1
+    y = torch.zeros(b, ho, wo, cout)
+    if conv.bias is not None:
+        y += conv.bias.detach()
+    for ky in range(kh):
+        for kx in range(kw):
+            for iy in range(h):
+                oy = iy * sh + ky * dh - ph
+                if not 0 <= oy < ho:
+                    continue
+                for ix in range(w):
+                    ox = ix * sw + kx * dw - pw
+                    if 0 <= ox < wo:
+                        y[:, oy, ox] += cols[:, iy, ix, ky, kx]
+    return y.permute(0, 3, 1, 2).contiguous()
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
+@pytest.mark.parametrize("geometry", list(GEOMETRIES))
+@pytest.mark.parametrize("config_name", list(CONFIGS))
+def test_equals_quantlinear_and_the_scatter_by_definition(isa, threads, config_name, geometry,
+                                                          static):
+    geom = GEOMETRIES[geometry]
+    conv = _conv(geom, bias=geometry != "pointwise")
+    q = QuantConvTranspose2d.from_conv(conv, CONFIGS[config_name])
+    x = torch.randn(geom[7], geom[0], geom[8], geom[9], generator=torch.Generator().manual_seed(5))
+    if static:
+        pyquant.calibrate(q, [x])
+    want = _reference(conv, q, x)
+    with torch.inference_mode():
+        got = q(x)
+        assert got.shape == conv(x).shape and got.is_contiguous()
+        assert torch.equal(got, want), (isa, config_name, geometry)
+        last = q(x.to(memory_format=torch.channels_last))
+        assert last.is_contiguous(memory_format=torch.channels_last) and torch.equal(last, want)
+        assert torch.equal(q(x[0]), want[0])  # unbatched
+    with pyquant.nn.use_reference():  # the torch-op col2im (compile, export): the same bits
+        ref = QuantConvTranspose2d.from_conv(conv, CONFIGS[config_name])
+    ref.act_range.copy_(q.act_range)
+    with torch.no_grad():
+        assert torch.equal(ref(x), want)
+
+
+def test_matches_the_float_layer_and_keeps_its_interface():
+    conv = _conv(GEOMETRIES["k3s2p1_op1"])
+    q = QuantConvTranspose2d.from_conv(conv, pyquant.Int8Config())
+    x = torch.randn(2, 40, 5, 3)
+    with torch.no_grad():
+        assert F.cosine_similarity(q(x).flatten(), conv(x).flatten(), 0) > 0.999
+        want = F.conv_transpose2d(x, q.dequantize_weight(), conv.bias, 2, 1, 1)
+        assert F.cosine_similarity(q(x).flatten(), want.flatten(), 0) > 0.9999
+        # output_size picks the output padding as nn.ConvTranspose2d does
+        for size in ([9, 5], [10, 6], [2, 40, 10, 6]):
+            assert q(x, output_size=size).shape == conv(x, output_size=size).shape
+        with pytest.raises(ValueError, match="requested an output size"):
+            q(x, output_size=[12, 6])
+        assert q(x.half()).dtype == torch.float16
+    assert q.weight.shape == conv.weight.shape and q.dequantize_weight().shape == conv.weight.shape
+    assert (q.dequantize_weight() - conv.weight).abs().max() < conv.weight.abs().max() / 100
+    assert "output_padding=(1, 1)" in repr(q) and q.stride == (2, 2) and q.groups == 1
+    with pytest.raises(ValueError, match=r"x: expected \[B, 40, H, W\]"):
+        q(torch.randn(2, 39, 5, 3))
+    with pytest.raises(TypeError, match="x: expected a floating-point"):
+        q(torch.ones(2, 40, 5, 3, dtype=torch.int32))
+    with pytest.raises(TypeError, match="nn.ConvTranspose2d"):
+        QuantConvTranspose2d.from_conv(nn.Conv2d(8, 4, 3), pyquant.Int8Config())
+    with pytest.raises(ValueError, match="groups=2"):
+        QuantConvTranspose2d.from_conv(nn.ConvTranspose2d(8, 4, 3, groups=2), pyquant.Int8Config())
+    with pytest.raises(ValueError, match="lazy"):
+        QuantConvTranspose2d.from_conv(nn.LazyConvTranspose2d(4, 3), pyquant.Int8Config())
+    xg = x.clone().requires_grad_()
+    with pytest.raises(RuntimeError, match="QuantConvTranspose2d"):
+        q(xg).sum().backward()
+
+
+def test_conv_transpose1d():
+    torch.manual_seed(4)
+    conv = nn.ConvTranspose1d(24, 10, 16, 8, 4)  # HiFi-GAN's upsampling shape
+    q = QuantConvTranspose1d.from_conv(conv, pyquant.Int8Config())
+    as_2d = nn.ConvTranspose2d(24, 10, (1, 16), (1, 8), (0, 4))
+    with torch.no_grad():
+        as_2d.weight.copy_(conv.weight.unsqueeze(2))
+        as_2d.bias.copy_(conv.bias)
+    q2 = QuantConvTranspose2d.from_conv(as_2d, pyquant.Int8Config())
+    x = torch.randn(3, 24, 13)
+    with torch.no_grad():
+        got = q(x)
+        assert got.shape == conv(x).shape and got.is_contiguous()
+        assert torch.equal(got, q2(x.unsqueeze(2)).squeeze(2))
+        assert torch.equal(q(x[1]), got[1])
+        assert q(x, output_size=[110]).shape == conv(x, output_size=[110]).shape
+        assert F.cosine_similarity(got.flatten(), conv(x).flatten(), 0) > 0.999
+    assert q.weight.shape == conv.weight.shape and "kernel_size=(16,)" in repr(q)
+    with pytest.raises(ValueError, match=r"x: expected \[B, 24, L\]"):
+        q(torch.randn(3, 23, 13))
+
+
+def test_col2im_checks_its_arguments():
+    cols = torch.zeros(2 * 3 * 4, 2 * 2 * 5).numpy()
+    g = [2, 2, 2, 2, 0, 0, 1, 1, 0, 0]
+    assert _C.col2im(cols, (2, 3, 4), g, None, True).shape == (2, 5, 6, 8)
+    assert _C.col2im(cols, (2, 3, 4), g, None, False).shape == (2, 6, 8, 5)
+    with pytest.raises(ValueError, match="cols: expected batch"):
+        _C.col2im(cols, (2, 3, 5), g, None, True)
+    with pytest.raises(ValueError, match="cols: expected kernel_h"):
+        _C.col2im(cols, (2, 3, 4), [3, 3, 2, 2, 0, 0, 1, 1, 0, 0], None, True)
+    with pytest.raises(ValueError, match="bias"):
+        _C.col2im(cols, (2, 3, 4), g, torch.zeros(4).numpy(), True)
+    with pytest.raises(ValueError, match="output_padding must be smaller"):
+        _C.col2im(cols, (2, 3, 4), [2, 2, 2, 2, 0, 0, 1, 1, 2, 0], None, True)
+    with pytest.raises(ValueError, match="kernel, stride and dilation"):
+        _C.col2im(cols, (2, 3, 4), [2, 2, 0, 2, 0, 0, 1, 1, 0, 0], None, True)
+    with pytest.raises(ValueError, match="leaves no output"):
+        _C.col2im(cols, (2, 3, 4), [2, 2, 2, 2, 9, 0, 1, 1, 0, 0], None, True)
+
+
+class _Decoder(nn.Module):
+    """A small U-Net-style decoder: conv, two upsampling transposed convs, a generator's narrow
+    last layer (left float by default), a grouped one (always float)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(6)
+        self.conv = nn.Conv2d(64, 128, 3, padding=1)
+        self.up1 = nn.ConvTranspose2d(128, 64, 2, 2)  # 2x2x64 x 128 products a pixel
+        self.up2 = nn.ConvTranspose2d(64, 48, 4, 2, 1)
+        self.grouped = nn.ConvTranspose2d(48, 48, 3, padding=1, groups=4)
+        self.last = nn.ConvTranspose2d(48, 3, 3, padding=1)  # 3x3x3 x 48: left float
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x))
+        x = torch.relu(self.up1(x))
+        x = torch.relu(self.up2(x))
+        return self.last(self.grouped(x))
+
+
+def test_quantize_converts_transposed_convs_and_round_trips():
+    model = _Decoder().eval()
+    x = torch.randn(2, 64, 6, 5)
+    with torch.no_grad():
+        want = model(x)
+    with pytest.warns(UserWarning) as record:
+        q = pyquant.quantize_(copy.deepcopy(model), pyquant.Int8Config())
+    messages = " ".join(str(r.message) for r in record)
+    assert "left float 1 nn.ConvTranspose2d/1d layer(s) with few products per input pixel" in messages
+    assert "left float 1 grouped nn.ConvTranspose2d/1d layer(s) (grouped)" in messages
+    assert isinstance(q.up1, QuantConvTranspose2d) and isinstance(q.up2, QuantConvTranspose2d)
+    assert type(q.last) is nn.ConvTranspose2d and type(q.grouped) is nn.ConvTranspose2d
+    with torch.no_grad():
+        got = q(x)
+    assert F.cosine_similarity(got.flatten(), want.flatten(), 0) > 0.999
+    every = pyquant.quantize_(copy.deepcopy(model), pyquant.Int8Config(),
+                              filter_fn=pyquant.nn.every_layer_filter)
+    assert isinstance(every.last, QuantConvTranspose2d) and type(every.grouped) is nn.ConvTranspose2d
+    # state dict, deepcopy, pickle of the whole module, export, a damaged file
+    buf = io.BytesIO()
+    torch.save(q.state_dict(), buf)
+    with pytest.warns(UserWarning):
+        fresh = pyquant.quantize_(copy.deepcopy(model), pyquant.Int8Config())
+    state = torch.load(io.BytesIO(buf.getvalue()))
+    fresh.load_state_dict(state)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), got)
+        assert torch.equal(copy.deepcopy(q)(x), got)
+        exported = torch.export.export(q, (x,))
+        assert torch.equal(exported.module()(x), got)
+    bad = dict(state)
+    bad["up2.packed"] = state["up2.packed"][:-2].clone()
+    with pytest.raises(ValueError, match="up2.packed"):
+        fresh.load_state_dict(bad)
+    bad = dict(state)
+    bad["up1.bias"] = torch.zeros(65)
+    with pytest.raises(ValueError, match="up1.bias: expected shape"):
+        fresh.load_state_dict(bad)
+
+
+def test_save_and_load_quantized_without_float_weights(tmp_path):
+    model = _Decoder().eval()
+    x = torch.randn(1, 64, 4, 4)
+    cfg = pyquant.WeightOnlyConfig(4, 32)
+    q = pyquant.quantize_(copy.deepcopy(model), cfg, filter_fn=pyquant.nn.every_layer_filter)
+    with torch.no_grad():
+        want = q(x)
+    path = tmp_path / "decoder.safetensors"
+    pyquant.save_quantized(q, path)
+    with torch.device("meta"):
+        empty = _Decoder()
+    pyquant.load_quantized_(empty, path)
+    assert isinstance(empty.last, QuantConvTranspose2d)
+    with torch.no_grad():
+        assert torch.equal(empty.eval()(x), want)
+
+
+def test_gptq_uses_the_input_pixels_as_rows():
+    model = _Decoder().eval()
+    batches = [torch.randn(2, 64, 6, 5) * torch.linspace(0.1, 3, 64)[:, None, None]
+               for _ in range(3)]
+    cfg = pyquant.WeightOnlyConfig(4, 32)
+    filt = lambda m, fqn: fqn in ("up1", "up2")  # noqa: E731
+    rtn = pyquant.quantize_(copy.deepcopy(model), cfg, filter_fn=filt)
+    gq = pyquant.nn.gptq_(copy.deepcopy(model), cfg, batches, filter_fn=filt)
+    assert isinstance(gq.up1, QuantConvTranspose2d) and isinstance(gq.up2, QuantConvTranspose2d)
+    assert not torch.equal(rtn.up1.packed, gq.up1.packed)
+    with torch.no_grad():
+        x = batches[0]
+        want = model(x)
+        err = lambda m: (m(x) - want).pow(2).mean().item()  # noqa: E731
+        assert err(gq) < err(rtn)
