@@ -112,3 +112,28 @@ def test_runs_on_pytorchs_openmp_threads():
         assert path == ""
     else:  # torch is imported at module level, so its libgomp is loaded
         assert "libgomp" in path, path
+
+
+@pytest.mark.parametrize("pool_threads", [1, 2])
+def test_transposed_conv_from_many_threads(pool_threads):
+    """QuantConvTranspose2d's col2im (per-thread scratch rows, the pool's tasks) beside the GEMM."""
+    from pyquant.nn import QuantConvTranspose2d
+
+    torch.manual_seed(1)
+    conv = QuantConvTranspose2d.from_conv(torch.nn.ConvTranspose2d(24, 16, 3, 2, 1, 1),
+                                          pyquant.Int8Config())
+    xs = [torch.randn(2, 24, 5, 4), torch.randn(1, 24, 3, 7).to(memory_format=torch.channels_last)]
+    pyquant.set_num_threads(1)
+    with torch.inference_mode():
+        serial = [conv(x) for x in xs]
+    pyquant.set_num_threads(pool_threads)
+
+    def run():
+        with torch.inference_mode():
+            for _ in range(5):
+                for x, want in zip(xs, serial):
+                    assert torch.equal(conv(x), want)
+    try:
+        _run_threads([run for _ in range(4)])
+    finally:
+        pyquant.set_num_threads(None)

@@ -171,8 +171,11 @@ def _conv_cases(p: Problem) -> list[Case]:
 # stride 2) over `length` samples, wav2vec2's positional conv (768 channels, 16 groups, kernel
 # 128, padding 64) over `length` frames, a ResNet conv 3x3 + BatchNorm (`width` channels, a
 # `length` x `length` image; quantize_ folds the BN into the conv, the "BN not folded" row keeps
-# it float). The problem's (M, N, K) is the layer's main GEMM (a grouped conv's: N all output
-# channels, K one group's).
+# it float), a U-Net decoder's upsampling ConvTranspose2d (`width` -> `width` / 2 channels,
+# kernel 2, stride 2) on a `length` x `length` image, HiFi-GAN's ConvTranspose1d (`width` ->
+# `width` / 2, kernel 16, stride 8, padding 4) over `length` frames. The problem's (M, N, K) is
+# the layer's main GEMM (a grouped conv's: N all output channels, K one group's; a transposed
+# conv's: M input pixels, N taps x output channels).
 LAYERS = {
     "layer MHA 512 x 128 tokens": ("mha", 512, 128),
     "layer MHA 512 x 1 token": ("mha", 512, 1),
@@ -182,6 +185,8 @@ LAYERS = {
     "layer Conv1d 512 k3/2 x 3199": ("conv1d", 512, 3199),
     "layer grouped Conv1d 768 g16 k128 x 49": ("grouped", 768, 49),
     "layer Conv2d 3x3 + BN 64 x 56x56": ("convbn", 64, 56),
+    "layer ConvTranspose2d 512 k2/2 x 28x28": ("convT2d", 512, 28),
+    "layer ConvTranspose1d 512 k16/8 x 100": ("convT1d", 512, 100),
 }
 LAYER_CONFIGS = {"Int8": "Int8Config()", "W4 g32": "WeightOnlyConfig(4, 32)", "LUT2": "LUT2Config()",
                  "SPARQ": "SparqConfig()"}
@@ -194,6 +199,10 @@ def layer_problem(label: str, threads: int = 1) -> Problem:
         return Problem(length + 1, width, 128 * width // 16, threads, label=label)
     if kind == "convbn":
         return Problem(length * length, width, 9 * width, threads, label=label)
+    if kind == "convT2d":
+        return Problem(length * length, 4 * width // 2, width, threads, label=label)
+    if kind == "convT1d":
+        return Problem(length, 16 * width // 2, width, threads, label=label)
     n = {"mha": 3 * width, "lstm": 4 * width, "gru": 3 * width, "conv1d": width}[kind]
     m = (length - 3) // 2 + 1 if kind == "conv1d" else length
     return Problem(m, n, 3 * width if kind == "conv1d" else width, threads, label=label)
@@ -223,6 +232,14 @@ def _float_layer(p: Problem):
             bn.bias.uniform_(-1, 1, generator=g)
         layer = torch.nn.Sequential(torch.nn.Conv2d(width, width, 3, padding=1, bias=False), bn)
         x = torch.randn(1, width, length, length, generator=g)
+        return layer.eval(), (lambda m: m(x))
+    if kind == "convT2d":
+        layer = torch.nn.ConvTranspose2d(width, width // 2, 2, 2)
+        x = torch.randn(1, width, length, length, generator=g)
+        return layer.eval(), (lambda m: m(x))
+    if kind == "convT1d":
+        layer = torch.nn.ConvTranspose1d(width, width // 2, 16, 8, 4)
+        x = torch.randn(1, width, length, generator=g)
         return layer.eval(), (lambda m: m(x))
     if kind == "grouped":
         layer = torch.nn.Conv1d(width, width, 128, padding=64, groups=16)
@@ -261,9 +278,11 @@ def _layer_cases(p: Problem) -> list[Case]:
     kind = LAYERS[p.label][0]
     module = {"mha": "QuantMultiheadAttention", "lstm": "QuantRNN", "gru": "QuantRNN",
               "conv1d": "QuantConv1d", "grouped": "QuantGroupedConv1d",
-              "convbn": "QuantConv2d (BN folded)"}[kind]
+              "convbn": "QuantConv2d (BN folded)", "convT2d": "QuantConvTranspose2d",
+              "convT1d": "QuantConvTranspose1d"}[kind]
     torch_name = {"mha": "nn.MultiheadAttention", "lstm": "nn.LSTM", "gru": "nn.GRU",
-                  "conv1d": "nn.Conv1d", "grouped": "nn.Conv1d", "convbn": "nn.Conv2d + BN"}[kind]
+                  "conv1d": "nn.Conv1d", "grouped": "nn.Conv1d", "convbn": "nn.Conv2d + BN",
+                  "convT2d": "nn.ConvTranspose2d", "convT1d": "nn.ConvTranspose1d"}[kind]
     mark = {"layer": True}
     out = [Case(p, f"{module}[{name}]", _make_layer(name), note="the whole layer, float in/out",
                 extra=mark) for name in LAYER_CONFIGS]
