@@ -266,3 +266,34 @@ def test_gptq_uses_the_input_pixels_as_rows():
         want = model(x)
         err = lambda m: (m(x) - want).pow(2).mean().item()  # noqa: E731
         assert err(gq) < err(rtn)
+
+
+def test_batchnorm_after_a_transposed_conv_is_folded():
+    torch.manual_seed(8)
+    model = nn.Sequential(nn.ConvTranspose2d(64, 48, 4, 2, 1, bias=False), nn.BatchNorm2d(48),
+                          nn.ReLU())
+    bn = model[1]
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-1, 1)
+    model.eval()
+    x = torch.randn(2, 64, 5, 4)
+    with torch.no_grad():
+        want = model(x)
+    q = pyquant.quantize_(copy.deepcopy(model), pyquant.Int8Config())
+    assert isinstance(q[0], QuantConvTranspose2d) and isinstance(q[1], nn.Identity)
+    kept = pyquant.quantize_(copy.deepcopy(model), pyquant.Int8Config(), fold_batchnorm=False)
+    assert isinstance(kept[1], nn.BatchNorm2d)
+    with torch.no_grad():
+        for m in (q, kept):
+            assert F.cosine_similarity(m(x).flatten(), want.flatten(), 0) > 0.999
+    one_d = nn.Sequential(nn.ConvTranspose1d(64, 96, 4, 2), nn.BatchNorm1d(96)).eval()
+    with torch.no_grad():
+        one_d[1].running_var.uniform_(0.5, 2)
+        want = one_d(x[:, :, 0])
+    q1 = pyquant.quantize_(one_d, pyquant.Int8Config())
+    assert isinstance(q1[1], nn.Identity)
+    with torch.no_grad():
+        assert F.cosine_similarity(q1(x[:, :, 0]).flatten(), want.flatten(), 0) > 0.999

@@ -1,5 +1,5 @@
-"""BatchNorm folding: an eval-mode BatchNorm that takes a converted conv's output (with
-``fold_batchnorm="all"``: any plain conv's), and nothing else does, becomes part of that conv's
+"""BatchNorm folding: an eval-mode BatchNorm that takes a converted conv's or transposed conv's
+output (with ``fold_batchnorm="all"``: any plain one's), and nothing else does, becomes part of its
 weights and bias (``torch.nn.utils.fusion``, in place: the conv stays the same module object, so
 a filter_fn that picks modules still matches it) and the BN module an ``nn.Identity``. The
 quantized conv's epilogue then applies it for free (its per-channel scale and bias), where a
@@ -35,14 +35,18 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-_BN_OF = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d}
+_BN_OF = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d,
+          nn.ConvTranspose1d: nn.BatchNorm1d, nn.ConvTranspose2d: nn.BatchNorm2d}
+_TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d)
 
 
 def _foldable_pair(conv: nn.Module, bn: nn.Module) -> bool:
     """conv's output feeds bn exactly as a float conv + BatchNorm: the BN kind of the conv's
-    dimension, one BN channel per conv output channel."""
+    dimension, one BN channel per conv output channel (a transposed conv: groups=1, the only
+    kind quantize_ converts)."""
     return (type(conv) in _BN_OF and type(bn) is _BN_OF[type(conv)]
-            and bn.num_features == conv.out_channels)
+            and bn.num_features == conv.out_channels
+            and not (isinstance(conv, _TRANSPOSED) and conv.groups != 1))
 
 
 def _graph_pairs(module: nn.Module, graph: torch.fx.Graph) -> list[tuple[str, str]]:
@@ -145,7 +149,8 @@ def _fold_into(conv: nn.Module, bn: nn.Module) -> None:
             conv.to("meta")  # (no values on one side: the folded layer has none either)
             bn = copy.deepcopy(bn).to("meta")
         conv.weight, conv.bias = fuse_conv_bn_weights(
-            conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+            conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias,
+            transpose=isinstance(conv, _TRANSPOSED))  # (its output channels: weight dim 1)
 
 
 def _has_batchnorm(module: nn.Module) -> bool:
@@ -190,7 +195,7 @@ def fold_batchnorm_(model: nn.Module, convert: Callable[[nn.Module, str], bool],
     pairs it passes, whatever the BN's mode (load_quantized_: the pairs a state dict holds
     folded)."""
     check_fold_option(which)
-    if which == "all":  # (_foldable_pair takes plain nn.Conv1d / nn.Conv2d only)
+    if which == "all":  # (_foldable_pair takes plain nn.Conv1d / 2d and ConvTranspose1d / 2d only)
         convert = lambda conv, fqn: True  # noqa: E731
     if which is False or not _has_batchnorm(model):
         return 0  # (no trace for models without BatchNorm: every transformer)
