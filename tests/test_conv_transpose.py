@@ -297,3 +297,28 @@ def test_batchnorm_after_a_transposed_conv_is_folded():
     assert isinstance(q1[1], nn.Identity)
     with torch.no_grad():
         assert F.cosine_similarity(q1(x[:, :, 0]).flatten(), want.flatten(), 0) > 0.999
+
+
+def test_unet_study_model_end_to_end():
+    """The study's U-Net (pyquant.studies.resnet --model unet): its decoder's ConvTranspose2d
+    layers converted but the narrowest (64 -> 32: 2 x 2 x 32 x 64 products per input pixel),
+    close to fp32; every layer converted, the same bits in NCHW and channels_last."""
+    from pyquant.studies.resnet import MODELS
+
+    fp32 = MODELS["unet"](num_classes=4)
+    with pytest.warns(UserWarning) as record:  # (the RGB stem, the last upsampling layer)
+        q = pyquant.quantize_(MODELS["unet"](num_classes=4), pyquant.Int8Config())
+    messages = " ".join(str(r.message) for r in record)
+    assert "few products per output pixel" in messages
+    assert "nn.ConvTranspose2d/1d layer(s) with few products per input pixel" in messages
+    assert [m.in_channels for m in q.modules() if isinstance(m, QuantConvTranspose2d)] == \
+        [512, 256, 128]
+    assert [m.in_channels for m in q.modules() if type(m) is nn.ConvTranspose2d] == [64]
+    x = torch.randn(2, 3, 48, 64, generator=torch.Generator().manual_seed(0))
+    every = pyquant.quantize_(MODELS["unet"](num_classes=4), pyquant.Int8Config(),
+                              filter_fn=pyquant.nn.every_layer_filter)
+    with torch.inference_mode():
+        assert torch.nn.functional.cosine_similarity(q(x), fp32(x)).min() > 0.99
+        # (PyTorch's float convs differ between the layouts: compared with every layer converted)
+        y = every(x)
+        assert torch.equal(every(x.contiguous(memory_format=torch.channels_last)), y)

@@ -1,8 +1,9 @@
-"""ResNet-18 or MobileNetV2 (ImageNet shape, 224 x 224) through QuantConv2d / QuantLinear:
-whole-model speed.
+"""ResNet-18, MobileNetV2 (ImageNet shape, 224 x 224) or a U-Net (224 x 224 -> 21 class maps;
+its decoder upsamples with ConvTranspose2d) through QuantConv2d / QuantConvTranspose2d /
+QuantLinear: whole-model speed.
 
-    python -m pyquant.studies.resnet [--model resnet18|mobilenet_v2] [--threads 1] [--batch 1]
-                                     [--repeats 5]
+    python -m pyquant.studies.resnet [--model resnet18|mobilenet_v2|unet] [--threads 1]
+                                     [--batch 1] [--repeats 5]
 
 Builds the standard model (built here, no torchvision needed; random weights, eval mode),
 converts it with ``quantize_`` per config (its default filter: the convs with enough products per
@@ -99,7 +100,46 @@ def mobilenet_v2(num_classes: int = 1000, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-MODELS = {"resnet18": resnet18, "mobilenet_v2": mobilenet_v2}
+def _double_conv(cin: int, cout: int) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(), nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class UNet(nn.Module):
+    """Ronneberger et al.'s U-Net with padded convs and BatchNorm, widths 32-512: max-pool down,
+    ConvTranspose2d (kernel 2, stride 2) up, skip connections concatenated; a 1x1 conv to the
+    class maps."""
+
+    def __init__(self, num_classes: int = 21, widths=(32, 64, 128, 256, 512)):
+        super().__init__()
+        self.down = nn.ModuleList([_double_conv(3, widths[0])] + [
+            _double_conv(a, b) for a, b in zip(widths, widths[1:])])
+        self.up = nn.ModuleList([nn.ConvTranspose2d(b, a, 2, 2)
+                                 for a, b in zip(widths[:-1], widths[1:])][::-1])
+        self.merge = nn.ModuleList([_double_conv(2 * a, a) for a in widths[:-1]][::-1])
+        self.head = nn.Conv2d(widths[0], num_classes, 1)
+
+    def forward(self, x):
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x if i == 0 else torch.max_pool2d(x, 2))
+            skips.append(x)
+        for up, merge, skip in zip(self.up, self.merge, skips[-2::-1]):
+            x = merge(torch.cat([up(x), skip], 1))
+        return self.head(x)
+
+
+def unet(num_classes: int = 21, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = UNet(num_classes)
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    return model.eval()
+
+
+MODELS = {"resnet18": resnet18, "mobilenet_v2": mobilenet_v2, "unet": unet}
 CONFIGS = {
     "Int8Config()": pyquant.Int8Config(),
     "WeightOnlyConfig(4, 32)": pyquant.WeightOnlyConfig(4, 32),
