@@ -1128,6 +1128,28 @@ def test_calibrate_refuses_nonfinite_batches(bad):
     assert not torch.isnan(model[0].act_range).any()
 
 
+def test_calibrate_again_does_not_depend_on_the_ranges_set_before():
+    """Recording runs every layer with dynamic ranges: a second calibration on the same batches
+    gives the same ranges, and a stale narrow range upstream does not clip what a later layer
+    records (it did: a new user's review, 41st session); a failed calibration restores them."""
+    torch.manual_seed(0)
+    model = pyquant.quantize_(nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 64)),
+                              pyquant.Int8Config(act_bits=8))
+    data = [torch.randn(8, 64) * 3 for _ in range(2)]
+    pyquant.calibrate(model, data)
+    first = [m.act_range.clone() for m in model]
+    pyquant.calibrate(model, data)
+    assert all(torch.equal(m.act_range, r) for m, r in zip(model, first))
+    model[0].act_range.copy_(torch.tensor([-0.5, 0.5]))
+    pyquant.calibrate(model, data)
+    assert all(torch.equal(m.act_range, r) for m, r in zip(model, first))
+    stale = torch.tensor([-0.5, 0.5])
+    model[0].act_range.copy_(stale)
+    with pytest.raises(ValueError, match="non-finite"):
+        pyquant.calibrate(model, [data[0], torch.full((8, 64), float("nan"))])
+    assert torch.equal(model[0].act_range, stale) and torch.equal(model[1].act_range, first[1])
+
+
 def test_calibrate_refuses_a_range_wider_than_float32():
     # finite inputs near +-FLT_MAX: the mean range's width hi - lo overflows float32 (it was set,
     # and every output was NaN); refused, every range left as it was

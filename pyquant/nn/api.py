@@ -316,11 +316,15 @@ def calibration(model: nn.Module):
     """Within the block, quantized modules record their input ranges; on exit each gets a static
     activation range = mean over the recorded batches of the batch min and of the batch max
     (the SPARQ paper's rule for the max). Modules that saw no (non-empty) batch keep the range
-    they had. If the block raises, or a module saw NaN or inf (ValueError), no range changes."""
+    they had. If the block raises, or a module saw NaN or inf (ValueError), no range changes.
+    Meanwhile every module runs with dynamic ranges, so the ranges recorded do not depend on
+    those set before (a second calibration on the same batches gives the same ranges)."""
     names = {m: n for n, m in model.named_modules() if isinstance(m, _QuantModule)}
+    saved = {m: m.act_range.clone() for m in names}
     for m in names:
         m._observer = []
-    ranges = {}
+        m.act_range.fill_(float("nan"))  # (a static range upstream would clip what is recorded)
+    ranges, done = {}, False
     try:
         yield model
         for m, name in names.items():
@@ -337,11 +341,11 @@ def calibration(model: nn.Module):
                                      f"range [{lo.item()}, {hi.item()}], wider than float32 "
                                      "holds (hi - lo overflows); no static range was set")
                 ranges[m] = torch.stack([lo, hi])
+        done = True
     finally:
         for m in names:
             m._observer = None
-    for m, r in ranges.items():
-        m.act_range.copy_(r)
+            m.act_range.copy_(ranges[m] if done and m in ranges else saved[m])
 
 
 def calibrate(model: nn.Module, batches: Iterable) -> nn.Module:
