@@ -155,23 +155,33 @@ def test_conv_transpose1d():
         q(torch.randn(3, 23, 13))
 
 
-def test_col2im_checks_its_arguments():
-    cols = torch.zeros(2 * 3 * 4, 2 * 2 * 5).numpy()
-    g = [2, 2, 2, 2, 0, 0, 1, 1, 0, 0]
-    assert _C.col2im(cols, (2, 3, 4), g, None, True).shape == (2, 5, 6, 8)
-    assert _C.col2im(cols, (2, 3, 4), g, None, False).shape == (2, 6, 8, 5)
-    with pytest.raises(ValueError, match="cols: expected batch"):
-        _C.col2im(cols, (2, 3, 5), g, None, True)
-    with pytest.raises(ValueError, match="cols: expected kernel_h"):
-        _C.col2im(cols, (2, 3, 4), [3, 3, 2, 2, 0, 0, 1, 1, 0, 0], None, True)
-    with pytest.raises(ValueError, match="bias"):
-        _C.col2im(cols, (2, 3, 4), g, torch.zeros(4).numpy(), True)
+def test_transposed_forward_checks_its_arguments():
+    """The fused forward's transposed mode (conv: 11 entries) refuses inconsistent calls."""
+    conv = _conv(GEOMETRIES["unet_k2s2"])  # 16 -> 8, kernel 2: N = 32
+    q = QuantConvTranspose2d.from_conv(conv, pyquant.Int8Config())
+    run = q._run_transposed
+    x = torch.randn(2, 16, 3, 4).numpy()
+    g = [2, 2, 2, 2, 0, 0, 1, 1, 1, 0, 0]
+    assert run(x, 1, g).shape == (2, 8, 6, 8)
+    assert run(x.transpose(0, 2, 3, 1).copy(), 1, [*g[:8], 0, 0, 0]).shape == (2, 6, 8, 8)
+    with pytest.raises(ValueError, match="C = K = 16"):
+        run(torch.randn(2, 15, 3, 4).numpy(), 1, g)
+    with pytest.raises(ValueError, match="not kernel_h \\* kernel_w \\* output channels"):
+        run(x, 1, [3, 3, *g[2:]])
     with pytest.raises(ValueError, match="output_padding must be smaller"):
-        _C.col2im(cols, (2, 3, 4), [2, 2, 2, 2, 0, 0, 1, 1, 2, 0], None, True)
+        run(x, 1, [*g[:9], 2, 0])
     with pytest.raises(ValueError, match="kernel, stride and dilation"):
-        _C.col2im(cols, (2, 3, 4), [2, 2, 0, 2, 0, 0, 1, 1, 0, 0], None, True)
-    with pytest.raises(ValueError, match="leaves no output"):
-        _C.col2im(cols, (2, 3, 4), [2, 2, 2, 2, 9, 0, 1, 1, 0, 0], None, True)
+        run(x, 1, [2, 2, 0, *g[3:]])
+    with pytest.raises(ValueError, match="leave an output"):
+        run(x, 1, [2, 2, 2, 2, 9, 0, 1, 1, 1, 0, 0])
+    with pytest.raises(ValueError, match="nchw must be 0 or 1"):
+        run(x, 1, [*g[:8], 2, 0, 0])
+    with pytest.raises(ValueError, match="x: expected a 4-D"):
+        run(x[0], 1, g)
+    bad_bias = pyquant.nn.schemes.scheme_for(q.config).bind(q._buffers, q.act_range,
+                                                             torch.zeros(32))
+    with pytest.raises(ValueError, match="bias: expected a float32 vector of length 8"):
+        bad_bias(x, 1, g)
 
 
 class _Decoder(nn.Module):

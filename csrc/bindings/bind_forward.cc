@@ -47,6 +47,10 @@ void require_len(const CArray<T>& v, size_t len, const char* name) {
 // header does not record how K splits into kernel and channels: the caller's geometry is
 // trusted for that (any split with kh * kw * C = K is memory-safe).
 // conv = (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, nchw).
+// With two more entries, (..., nchw, output_padding_h, output_padding_w), x is the input of a
+// QuantConvTranspose2d, [B, K, H, W] if nchw else [B, H, W, K], whose pixels are the GEMM's rows;
+// N = kernel_h * kernel_w * C_out, y [B, C_out, Ho, Wo] (nchw) or [B, Ho, Wo, C_out], the bias
+// [C_out] added by col2im (col2im.h).
 using ConvArg = std::optional<std::vector<int64_t>>;
 constexpr int64_t kConvMaxGeometry = 1 << 16;  // kernel, stride, padding, dilation (Python reads it)
 struct Input {
@@ -54,10 +58,45 @@ struct Input {
   size_t m = 0;  // rows of the GEMM
   bool is_conv = false, nchw = false;
   ConvGeometry g{};
+  bool transposed = false;
+  Col2imGeometry tg{};  // (channels set from N by output_for)
+  size_t k = 0;
+  const float* col2im_bias = nullptr;
 };
 
+Input transposed_input_of(const CArray<float>& x, const std::vector<int64_t>& c, size_t k) {
+  for (int i = 0; i < 11; ++i)
+    require(c[i] >= (i == 4 || i == 5 || i >= 8 ? 0 : 1) && c[i] <= kConvMaxGeometry,
+            "conv: kernel, stride and dilation must be in [1, 65536], padding and "
+            "output_padding in [0, 65536]");
+  require(c[8] == 0 || c[8] == 1, "conv: nchw must be 0 or 1");
+  require_ndim(x, 4, "x");
+  Input in;
+  in.x = x.data();
+  in.transposed = in.is_conv = true;
+  in.nchw = c[8] == 1;
+  in.k = k;
+  const size_t channels = x.shape(in.nchw ? 1 : 3);
+  require(k > 0 && channels == k,
+          std::string("x: expected ") + (in.nchw ? "[B, C, H, W]" : "[B, H, W, C]") +
+              " with C = K = " + std::to_string(k) + " (a transposed conv's input channels), "
+              "got C = " + std::to_string(channels));
+  Col2imGeometry& g = in.tg;
+  g.batch = x.shape(0), g.height = x.shape(in.nchw ? 2 : 1), g.width = x.shape(in.nchw ? 3 : 2);
+  g.kernel_h = c[0], g.kernel_w = c[1], g.stride_h = c[2], g.stride_w = c[3];
+  g.pad_h = c[4], g.pad_w = c[5], g.dilation_h = c[6], g.dilation_w = c[7];
+  const long oh = transposed_out_size(g.height, g.kernel_h, g.stride_h, g.pad_h, g.dilation_h, c[9]);
+  const long ow = transposed_out_size(g.width, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w, c[10]);
+  require(oh >= 0 && ow >= 0,
+          "conv: output_padding must be smaller than stride or dilation, and the padding must "
+          "leave an output");
+  g.out_h = oh, g.out_w = ow;
+  in.m = g.batch * g.height * g.width;
+  return in;
+}
+
 Input input_of(const CArray<float>& x, const ConvArg& conv, size_t k,
-               size_t groups = 1) {
+               size_t groups = 1, bool transposed_ok = false) {
   Input in;
   in.x = x.data();
   if (!conv) {
@@ -69,6 +108,7 @@ Input input_of(const CArray<float>& x, const ConvArg& conv, size_t k,
     return in;
   }
   const std::vector<int64_t>& c = *conv;
+  if (c.size() == 11 && transposed_ok) return transposed_input_of(x, c, k);
   require(c.size() == 9,
           "conv: expected (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, "
           "dilation_w, nchw)");
@@ -102,9 +142,18 @@ Input input_of(const CArray<float>& x, const ConvArg& conv, size_t k,
   return in;
 }
 
-// y [M, N], or the conv's [B, N, Ho, Wo] (nchw) / [B, Ho, Wo, N]
-CArray<float> output_for(const Input& in, size_t n) {
+// y [M, N], or the conv's [B, N, Ho, Wo] (nchw) / [B, Ho, Wo, N] (a transposed conv's: N / taps
+// channels)
+CArray<float> output_for(Input& in, size_t n) {
   if (!in.is_conv) return CArray<float>({in.m, n});
+  if (in.transposed) {
+    Col2imGeometry& g = in.tg;
+    require(n % g.taps() == 0, "conv: the weight's N = " + std::to_string(n) +
+                                   " is not kernel_h * kernel_w * output channels");
+    g.channels = n / g.taps();
+    return in.nchw ? CArray<float>({g.batch, g.channels, g.out_h, g.out_w})
+                   : CArray<float>({g.batch, g.out_h, g.out_w, g.channels});
+  }
   const size_t b = in.g.batch, ho = in.g.out_h(), wo = in.g.out_w();
   return in.nchw ? CArray<float>({b, n, ho, wo}) : CArray<float>({b, ho, wo, n});
 }
@@ -112,6 +161,9 @@ CArray<float> output_for(const Input& in, size_t n) {
 // Runs `forward` on the input's rows (directly, or through the chunked conv driver); call
 // without the GIL.
 bool run_input(const Input& in, size_t n, float* y, int threads, const RowsForward& forward) {
+  if (in.transposed)
+    return conv_transpose_forward(in.x, in.tg, in.k, n, in.nchw, in.col2im_bias, y, threads,
+                                  forward);
   if (in.is_conv) return conv_forward(in.x, in.g, n, in.nchw, y, threads, &forward);
   return forward(in.x, in.m, y, threads);
 }
@@ -119,6 +171,21 @@ bool run_input(const Input& in, size_t n, float* y, int threads, const RowsForwa
 // y [m][n] = the bias in every row (0 without one): a layer with K = 0
 void bias_rows(float* y, size_t m, size_t n, const float* bias) {
   for (size_t i = 0; i < m * n; ++i) y[i] = bias ? bias[i % n] : 0.0f;
+}
+
+// The bias the GEMM's epilogue adds, checked against N (a transposed conv's: [N / taps], kept
+// for col2im; the GEMM then adds none).
+const float* gemm_bias(Input& in, const OptF& bias, size_t n) {
+  if (in.transposed) {
+    require(n % in.tg.taps() == 0, "conv: the weight's N = " + std::to_string(n) +
+                                       " is not kernel_h * kernel_w * output channels");
+    if (bias) require_len(*bias, n / in.tg.taps(), "bias");
+    in.col2im_bias = bias ? bias->data() : nullptr;
+    return nullptr;
+  }
+  if (!bias) return nullptr;
+  require_len(*bias, n, "bias");
+  return bias->data();
 }
 
 // act_range [2]: NaN = dynamic per row, else the static (lo, hi) from calibration.
@@ -139,18 +206,17 @@ CArray<float> forward_int8_py(const CArray<float>& x, const CArray<uint8_t>& pac
                               const OptF& bias, const CArray<float>& act_range, int threads,
                               int act_bits, const ConvArg& conv) {
   const PackedHeader h = checked_header(packed, PackedOp::int8_gemm);
-  const Input in = input_of(x, conv, h.k);
+  Input in = input_of(x, conv, h.k, 1, true);
   const size_t k = h.k, n = h.n;
   require_len(w_scale, n, "w_scale");
   require_len(w_off, n, "w_off");
-  if (bias) require_len(*bias, n, "bias");
+  const float* bp = gemm_bias(in, bias, n);
   require(act_bits == 7 || act_bits == 8,
           "act_bits: expected 7 or 8, got " + std::to_string(act_bits));
   ActRange act = act_of(act_range);
   act.qmax = static_cast<float>((1 << act_bits) - 1);
   CArray<float> y = output_for(in, n);
   const uint8_t* base = packed.data();
-  const float* bp = bias ? bias->data() : nullptr;
   const Isa isa = active_isa();
   py::gil_scoped_release release;
   run_input(in, n, y.mutable_data(), threads, [&](const float* xp, size_t m, float* yp, int t) {
@@ -172,17 +238,16 @@ CArray<float> forward_lowbit_py(const CArray<float>& x, const CArray<uint8_t>& p
   const PackedHeader h = checked_header(packed, PackedOp::lowbit_gemm);
   require(h.bits == bits, "w: packed with bits=" + std::to_string(h.bits) +
                               " but called with bits=" + std::to_string(bits));
-  const Input in = input_of(x, conv, h.k);
+  Input in = input_of(x, conv, h.k, 1, true);
   const size_t m = in.m, k = h.k, n = h.n;
   const size_t n_groups = div_round_up(k, group_size);
   require_len(panel_scales, round_up(n, kLowbitPanelCols) * n_groups, "panel_scales");
   require_len(w_off, n, "w_off");
-  if (bias) require_len(*bias, n, "bias");
+  const float* bp = gemm_bias(in, bias, n);
   const ActRange act = act_of(act_range);
   CArray<float> y = output_for(in, n);
   const uint8_t* panels = packed.data() + h.data_offset;
   float* yp = y.mutable_data();
-  const float* bp = bias ? bias->data() : nullptr;
   const Isa isa = active_isa();
   py::gil_scoped_release release;
   if (k == 0) {  // (never a conv: input_of requires K > 0 there)
@@ -227,15 +292,14 @@ CArray<float> forward_lut_py(const CArray<float>& x, const CArray<uint8_t>& pack
   for (int i = 0; i < 4; ++i)
     require(h.w_levels[i] == w_levels[i], "w: weight was packed with other w_levels");
   const LutCodebook cb = checked_codebook(a_levels, w_levels);
-  const Input in = input_of(x, conv, h.k);
+  Input in = input_of(x, conv, h.k, 1, true);
   const size_t m = in.m, k = h.k, n = h.n;
   require_len(w_scale, n, "w_scale");
   require_len(w_off, n, "w_off");
-  if (bias) require_len(*bias, n, "bias");
+  const float* bp = gemm_bias(in, bias, n);
   const ActRange act = act_of(act_range);
   CArray<float> y = output_for(in, n);
   float* yp = y.mutable_data();
-  const float* bp = bias ? bias->data() : nullptr;
   const uint8_t* panels = packed.data() + h.data_offset;
   const Isa isa = active_isa();
   py::gil_scoped_release release;
@@ -264,14 +328,13 @@ bool sparq_forward_checked(const CArray<float>& x, const ConvArg& conv,
   const PackedHeader h = checked_header(packed, op);
   require(h.flags == sparq_flags(cfg),
           "w: packed for another SPARQ configuration (bits/options/rounding/pairs)");
-  const Input in = input_of(x, conv, h.k);
+  Input in = input_of(x, conv, h.k, 1, true);
   const size_t m = in.m, k = h.k, n = h.n;
   require_len(w_scale, n, "w_scale");
-  if (bias) require_len(*bias, n, "bias");
+  const float* bp = gemm_bias(in, bias, n);
   const ActRange act = act_of(act_range);
   *y = output_for(in, n);
   float* yp = y->mutable_data();
-  const float* bp = bias ? bias->data() : nullptr;
   py::gil_scoped_release release;
   if (k == 0) {
     bias_rows(yp, m, n, bp);
@@ -644,7 +707,7 @@ CArray<float> conv_groups_run(const CArray<float>& x, const std::vector<StepWeig
                               int threads, const ConvArg& conv) {
   require(conv.has_value(), "conv: expected the geometry (kernel_h, ..., nchw)");
   const size_t groups = steps.size(), ng = steps[0].n, k = steps[0].k;
-  const Input in = input_of(x, conv, k, groups);
+  Input in = input_of(x, conv, k, groups);
   for (size_t i = 0; i < groups; ++i)
     require(steps[i].n == ng && steps[i].k == k,
             "weights[" + std::to_string(i) + "]: expected a packed [" + std::to_string(ng) + ", " +
@@ -897,59 +960,6 @@ py::tuple abs_quantize_py(const CArray<float>& x, const CArray<float>& act_range
 }
 
 
-// QuantConvTranspose2d's col2im (col2im.h): cols [batch * height * width, kh * kw * C] ->
-// y [batch, C, out_h, out_w] (nchw) or [batch, out_h, out_w, C], bias added.
-// geometry = (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-// output_padding_h, output_padding_w); image = (batch, height, width).
-CArray<float> col2im_py(const CArray<float>& cols, const std::vector<int64_t>& image,
-                        const std::vector<int64_t>& geometry, const OptF& bias, bool nchw,
-                        int threads) {
-  require(image.size() == 3, "image: expected (batch, height, width)");
-  require(geometry.size() == 10,
-          "geometry: expected (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, "
-          "dilation_h, dilation_w, output_padding_h, output_padding_w)");
-  for (int64_t v : image) require(v >= 0 && v <= (int64_t{1} << 31), "image: sizes out of range");
-  for (size_t i = 0; i < geometry.size(); ++i) {
-    const int64_t lo = (i < 4 || i == 6 || i == 7) ? 1 : 0;  // kernel, stride, dilation >= 1
-    require(geometry[i] >= lo && geometry[i] <= kConvMaxGeometry,
-            "geometry: kernel, stride and dilation must be in [1, 65536], padding and "
-            "output_padding in [0, 65536]");
-  }
-  require_ndim(cols, 2, "cols");
-  Col2imGeometry g{};
-  g.batch = image[0], g.height = image[1], g.width = image[2];
-  g.kernel_h = geometry[0], g.kernel_w = geometry[1], g.stride_h = geometry[2];
-  g.stride_w = geometry[3], g.pad_h = geometry[4], g.pad_w = geometry[5];
-  g.dilation_h = geometry[6], g.dilation_w = geometry[7];
-  const size_t rows = g.batch * g.height * g.width, width = cols.shape(1);
-  require(static_cast<size_t>(cols.shape(0)) == rows,
-          "cols: expected batch * height * width = " + std::to_string(rows) + " rows, got " +
-              std::to_string(cols.shape(0)));
-  require(width % g.taps() == 0, "cols: expected kernel_h * kernel_w * channels columns, got " +
-                                     std::to_string(width));
-  g.channels = width / g.taps();
-  // PyTorch's output size; output_padding below max(stride, dilation) as nn.ConvTranspose2d has it
-  const auto out_size = [](size_t in, size_t k, size_t s, size_t p, size_t d, size_t op) {
-    require(op < s || op < d, "geometry: output_padding must be smaller than stride or dilation");
-    const int64_t full = (in == 0 ? 0 : static_cast<int64_t>((in - 1) * s + d * (k - 1) + 1));
-    const int64_t out = full - 2 * static_cast<int64_t>(p) + static_cast<int64_t>(op);
-    require(in == 0 || out > 0, "geometry: the padding leaves no output");
-    return static_cast<size_t>(out > 0 ? out : 0);
-  };
-  g.out_h = out_size(g.height, g.kernel_h, g.stride_h, g.pad_h, g.dilation_h, geometry[8]);
-  g.out_w = out_size(g.width, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w, geometry[9]);
-  if (bias) require_len(*bias, g.channels, "bias");
-  CArray<float> y = nchw ? CArray<float>({g.batch, g.channels, g.out_h, g.out_w})
-                         : CArray<float>({g.batch, g.out_h, g.out_w, g.channels});
-  const float* b = bias ? bias->data() : nullptr;
-  float* out = y.mutable_data();
-  {
-    py::gil_scoped_release release;
-    col2im(cols.data(), g, b, nchw, out, threads, active_isa());
-  }
-  return y;
-}
-
 }  // namespace
 
 void bind_forward(py::module_& m) {
@@ -1008,8 +1018,6 @@ void bind_forward(py::module_& m) {
         py::arg("reverse"), py::arg("mode"), py::arg("h0"), py::arg("c0"), py::arg("hh"),
         py::arg("hr"), py::arg("bits"), py::arg("options"), py::arg("round"), py::arg("pairs"),
         py::arg("allow_negative"), py::arg("sparse24"), py::arg("threads") = 1);
-  m.def("col2im", &col2im_py, py::arg("cols"), py::arg("image"), py::arg("geometry"),
-        py::arg("bias"), py::arg("nchw"), py::arg("threads") = 1);
   m.def("recurrent_gate", &recurrent_gate_py, py::arg("x"), py::arg("fn"));
   m.attr("CONV_MAX_GEOMETRY") = py::int_(kConvMaxGeometry);
   m.def("lowbit_panel_scales", &lowbit_panel_scales_py, py::arg("scales"));

@@ -8,7 +8,8 @@
 namespace pq {
 namespace {
 
-constexpr int kRowSlot = 0;  // (the forward that made cols has returned: its slots are free)
+constexpr int kRowSlot = 0;   // (the forward that made cols has returned: its slots are free)
+constexpr int kColsSlot = 4;  // the GEMM's output (the conv driver's slot: never in one call)
 
 // The input coordinate i with i * stride + tap * dilation = o + pad, or -1 if none.
 inline long source_of(size_t o, size_t tap, size_t stride, size_t pad, size_t dilation,
@@ -61,6 +62,30 @@ void col2im(const float* cols, const Col2imGeometry& g, const float* bias, bool 
     transpose_floats(row, g.channels, g.out_w, g.channels, y + b * g.channels * plane + oy * g.out_w,
                      plane, isa);
   });
+}
+
+long transposed_out_size(size_t in, size_t kernel, size_t stride, size_t pad, size_t dilation,
+                         size_t output_padding) {
+  if (output_padding >= stride && output_padding >= dilation) return -1;
+  const long full = in == 0 ? 0 : static_cast<long>((in - 1) * stride + dilation * (kernel - 1) + 1);
+  const long out = full - 2 * static_cast<long>(pad) + static_cast<long>(output_padding);
+  return in > 0 && out <= 0 ? -1 : (out > 0 ? out : 0);
+}
+
+bool conv_transpose_forward(const float* x, const Col2imGeometry& g, size_t k, size_t n,
+                            bool nchw, const float* bias, float* y, int threads,
+                            const RowsForward& forward) {
+  const size_t m = g.batch * g.height * g.width;
+  if (m == 0 || n == 0) return false;
+  if (nchw) {
+    ConvGeometry image{};
+    image.batch = g.batch, image.height = g.height, image.width = g.width, image.channels = k;
+    x = nhwc_copy(x, image, threads);
+  }
+  float* cols = static_cast<float*>(thread_scratch(m * n * sizeof(float), kColsSlot));
+  const bool flag = forward(x, m, cols, threads);
+  col2im(cols, g, bias, nchw, y, threads, active_isa());
+  return flag;
 }
 
 }  // namespace pq

@@ -6,6 +6,7 @@
 #include <cstddef>
 
 #include "core/isa.h"
+#include "forward/conv.h"
 
 namespace pq {
 
@@ -25,5 +26,18 @@ struct Col2imGeometry {
 // Parallel over (image, output row) tasks; every tier gives the same bits (elementwise adds).
 void col2im(const float* cols, const Col2imGeometry& g, const float* bias, bool nchw, float* y,
             int threads, Isa isa);
+
+// The output size of a transposed conv along one dimension (PyTorch's), or -1 if none: the
+// padding leaves no output, or output_padding is not below the stride or the dilation.
+long transposed_out_size(size_t in, size_t kernel, size_t stride, size_t pad, size_t dilation,
+                         size_t output_padding);
+
+// QuantConvTranspose2d's whole forward: x [B][K][H][W] (nchw; copied to NHWC first) or
+// [B][H][W][K]; its pixels as GEMM rows [B * H * W][K] through `forward` (no bias) into the
+// calling thread's scratch slot 4, then col2im into y (g.channels = n / taps, the bias added
+// there). Returns the forward's flag.
+bool conv_transpose_forward(const float* x, const Col2imGeometry& g, size_t k, size_t n,
+                            bool nchw, const float* bias, float* y, int threads,
+                            const RowsForward& forward);
 
 }  // namespace pq

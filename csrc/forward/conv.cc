@@ -30,21 +30,6 @@ inline void zero_floats(float* dst, size_t count) {
   for (size_t i = 0; i < count; ++i) dst[i] = 0.0f;
 }
 
-// x [B][C][H][W] -> [B][H][W][C] in the calling thread's scratch, in parallel over images and
-// blocks of channels
-const float* nhwc_copy(const float* x, const ConvGeometry& g, int threads, Isa isa) {
-  const size_t hw = g.height * g.width, c = g.channels;
-  float* dst = static_cast<float*>(thread_scratch(g.batch * hw * c * sizeof(float), kNhwcSlot));
-  // blocks of 64 channels (fewer passes over dst), 16 where that leaves a thread idle
-  const size_t channel_block = c >= 64 * static_cast<size_t>(threads > 1 ? threads : 1) ? 64 : 16;
-  const size_t blocks = (c + channel_block - 1) / channel_block;
-  parallel_for(g.batch * blocks, threads, [&](size_t t) {
-    const size_t b = t / blocks, c0 = t % blocks * channel_block;
-    const size_t c1 = std::min(c, c0 + channel_block);
-    transpose_floats(x + (b * c + c0) * hw, hw, c1 - c0, hw, dst + b * hw * c + c0, c, isa);
-  });
-  return dst;
-}
 
 // Writes im2col rows [r0, r1) (row = (b, oy, ox), columns (ky, kx, c), zeros outside the
 // input) of channels [c0, c0 + cg) of the NHWC input x into rows [r1 - r0][K].
@@ -86,6 +71,22 @@ void im2col_nhwc_rows(const float* x, const ConvGeometry& g, size_t c0, size_t r
 
 }  // namespace
 
+// (conv.h)
+const float* nhwc_copy(const float* x, const ConvGeometry& g, int threads) {
+  const Isa isa = active_isa();  // (exact copies on every tier)
+  const size_t hw = g.height * g.width, c = g.channels;
+  float* dst = static_cast<float*>(thread_scratch(g.batch * hw * c * sizeof(float), kNhwcSlot));
+  // blocks of 64 channels (fewer passes over dst), 16 where that leaves a thread idle
+  const size_t channel_block = c >= 64 * static_cast<size_t>(threads > 1 ? threads : 1) ? 64 : 16;
+  const size_t blocks = (c + channel_block - 1) / channel_block;
+  parallel_for(g.batch * blocks, threads, [&](size_t t) {
+    const size_t b = t / blocks, c0 = t % blocks * channel_block;
+    const size_t c1 = std::min(c, c0 + channel_block);
+    transpose_floats(x + (b * c + c0) * hw, hw, c1 - c0, hw, dst + b * hw * c + c0, c, isa);
+  });
+  return dst;
+}
+
 bool conv_forward(const float* x, const ConvGeometry& g, size_t n, bool nchw, float* y,
                   int threads, const RowsForward* forwards) {
   const size_t m = g.rows(), k = g.k(), hw = g.out_h() * g.out_w();
@@ -96,7 +97,7 @@ bool conv_forward(const float* x, const ConvGeometry& g, size_t n, bool nchw, fl
                          g.stride_w == 1 && g.pad_h == 0 && g.pad_w == 0 && groups == 1;
   if (pointwise && !nchw) return forwards[0](x, m, y, threads);
   const Isa isa = active_isa();  // (the transposes' tier: exact copies on any)
-  if (nchw) x = nhwc_copy(x, g, threads, isa);
+  if (nchw) x = nhwc_copy(x, g, threads);
   const size_t chunk_rows = std::min(m, std::max(kMinChunkRows, kChunkFloats / (k + ng)));
   const size_t chunks = (m + chunk_rows - 1) / chunk_rows;
   const size_t tasks = groups * chunks;  // task t: group t / chunks, chunk t % chunks

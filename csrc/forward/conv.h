@@ -43,4 +43,8 @@ using RowsForward = std::function<bool(const float* rows, size_t m, float* y, in
 bool conv_forward(const float* x, const ConvGeometry& g, size_t n, bool nchw, float* y,
                   int threads, const RowsForward* forwards);
 
+// x [B][C][H][W] (g's batch, channels, height, width) -> [B][H][W][C] in the calling thread's
+// scratch slot 6 (scratch.h), in parallel over images and channel blocks.
+const float* nhwc_copy(const float* x, const ConvGeometry& g, int threads);
+
 }  // namespace pq

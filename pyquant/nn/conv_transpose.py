@@ -4,12 +4,13 @@ kernels (U-Net and FPN decoders, segmentation heads, GAN generators, speech voco
 A transposed conv is a GEMM per *input* pixel followed by col2im: row (b, iy, ix) of the input,
 [C_in], times the weight as an [kh * kw * C_out, C_in] matrix (columns ordered (ky, kx, c_out)),
 gives each kernel tap's contribution to the output pixel it reaches; col2im sums the
-contributions per output pixel and adds the bias. The GEMM is the config's fused forward (as in
-QuantLinear: activation quantization per input pixel, or static from ``calibrate``; weights
-quantized per column, i.e. per (tap, output channel), a finer grid than per output channel), and
-col2im is one native call (``_C.col2im``: a gather per output row, the terms in (ky, kx) order,
-NCHW or channels_last output as the input). Under torch.compile / torch.export and the reference
-backend, the GEMM is the config's torch.library op and col2im the same sum in torch ops
+contributions per output pixel and adds the bias. One native call does both (the config's fused
+forward in its transposed-conv mode, csrc/forward/col2im.h): the GEMM as in QuantLinear
+(activation quantization per input pixel, or static from ``calibrate``; weights quantized per
+column, i.e. per (tap, output channel), a finer grid than per output channel) into scratch, then
+col2im, a gather per output row with the terms in (ky, kx) order, NCHW or channels_last as the
+input. Under torch.compile / torch.export, the reference backend and calibration, the GEMM is
+the config's torch.library op (or reference) on the rows and col2im the same sum in torch ops
 (``col2im_reference``, the same bits).
 """
 from __future__ import annotations
@@ -17,10 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pyquant import _C
-
-from .modules import (_QuantModule, _check_device, _out_dtype, _tracing, batched_image,
-                      call_threads)
+from .modules import _QuantModule, _check_device, _out_dtype, _tracing, batched_image
 
 
 def _output_padding(layer, x: torch.Tensor, output_size) -> list:
@@ -45,8 +43,9 @@ class _Geometry(nn.Module):
 
 def col2im_reference(cols: torch.Tensor, image: tuple, geometry: list, bias,
                      channels_last: bool) -> torch.Tensor:
-    """``_C.col2im`` in torch ops, term for term in the same order (bias, then the taps in (ky, kx)
-    order): [B * H * W, kh * kw * C] -> [B, C, Ho, Wo] (a channels_last view if asked)."""
+    """The native col2im (csrc/forward/col2im.h) in torch ops, term for term in the same order
+    (bias, then the taps in (ky, kx) order): [B * H * W, kh * kw * C] -> [B, C, Ho, Wo] (a
+    channels_last view if asked)."""
     b, h, w = image
     kh, kw, sh, sw, ph, pw, dh, dw, oph, opw = geometry
     c = cols.shape[1] // (kh * kw)
@@ -105,6 +104,19 @@ class QuantConvTranspose2d(_QuantModule):
     def _gemm_bias(self):
         return None  # (col2im adds the bias once per output pixel)
 
+    def _refresh_derived(self):
+        super()._refresh_derived()
+        # the whole layer in one native call: the same fused forward bound with the bias, which
+        # the binding's transposed mode hands to col2im (self._run, bound without it, serves
+        # the 2-D rows of calibration and of the autograd guard)
+        self._run_transposed = None if self._run is None else self.scheme.bind(
+            self._buffers, self.act_range, self.bias)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["_run_transposed"] = None  # (bound to these buffers' arrays: rebound on load)
+        return state
+
     def _geometry(self) -> _Geometry:
         return _Geometry(self.kernel_size, self.stride, self.padding, self.dilation,
                          self.output_padding)
@@ -125,22 +137,33 @@ class QuantConvTranspose2d(_QuantModule):
         geometry = [*g.kernel_size, *g.stride, *g.padding, *g.dilation, *output_padding]
         b, _, h, w = x.shape
         channels_last = x.stride(1) < x.stride(3)  # (as QuantConv2d: the output follows the input)
-        rows = x.permute(0, 2, 3, 1).reshape(-1, self.in_channels)
-        cols = self._gemm(rows)  # [B*H*W, kh*kw*C_out] float32
-        bias = self._buffers.get("bias")
-        if self._run is None or self._observer is not None or _tracing() or cols.requires_grad:
-            # (traced, reference, calibrating; or under the autograd guard, whose backward error
-            # must stay reachable)
-            y = col2im_reference(cols, (b, h, w), geometry, bias, channels_last)
-        else:
-            threads = call_threads(cols.numel() * 4, 0)  # (a stream of the GEMM's output)
-            y = torch.from_numpy(_C.col2im(cols.detach().numpy(), (b, h, w), geometry,
-                                           None if bias is None else bias.numpy(),
-                                           not channels_last, threads))
-            if channels_last:
-                y = y.permute(0, 3, 1, 2)
+        y = self._native_forward(x, geometry, channels_last)
+        if y is None:
+            rows = x.permute(0, 2, 3, 1).reshape(-1, self.in_channels)
+            cols = self._gemm(rows)  # [B*H*W, kh*kw*C_out] float32
+            y = col2im_reference(cols, (b, h, w), geometry, self.bias, channels_last)
         y = y.to(_out_dtype(x))
         return y[0] if unbatched else y
+
+    def _native_forward(self, x: torch.Tensor, geometry: list, channels_last: bool):
+        """The whole layer in one native call (the pixels' GEMM into scratch, then col2im), or
+        None where the torch path runs: traced (torch.compile / export: the config's op on the
+        rows, then col2im_reference), the reference backend, calibration, an input that needs
+        the autograd guard."""
+        self._check_loaded()
+        if self._run is None or self._observer is not None or _tracing() or (
+                torch.is_grad_enabled() and x.requires_grad):
+            return None
+        self._native_run()  # (rebinds both runs after an edited or moved buffer)
+        run = self._run_transposed
+        if run is None:
+            return None
+        # [B, C, H, W] or its channels_last view as [B, H, W, C], float32, contiguous
+        image = (x.permute(0, 2, 3, 1) if channels_last else x).to(torch.float32).contiguous()
+        threads = self._threads(image.numel() // max(1, self.in_channels))
+        y = torch.from_numpy(run(image.numpy(), threads, [*geometry[:8], int(not channels_last),
+                                                         *geometry[8:]]))
+        return y.permute(0, 3, 1, 2) if channels_last else y
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
