@@ -1150,6 +1150,20 @@ def test_calibrate_again_does_not_depend_on_the_ranges_set_before():
     assert torch.equal(model[0].act_range, stale) and torch.equal(model[1].act_range, first[1])
 
 
+def test_quantize_twice_with_another_config_warns():
+    """The second quantize_ finds no float layer: a user comparing configs on one model object
+    would silently time the first config again."""
+    model = pyquant.quantize_(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4)),
+                              pyquant.Int8Config())
+    with pytest.warns(UserWarning, match=r"converted no layer.*quantized already \(with "
+                                         r"Int8Config\(act_bits=8\)\)"):
+        pyquant.quantize_(model, pyquant.WeightOnlyConfig(4, 32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pyquant.quantize_(model, pyquant.Int8Config())  # (the same config: nothing to say)
+    assert isinstance(model[0].config, pyquant.Int8Config)
+
+
 def test_calibrate_refuses_a_range_wider_than_float32():
     # finite inputs near +-FLT_MAX: the mean range's width hi - lo overflows float32 (it was set,
     # and every output was NaN); refused, every range left as it was

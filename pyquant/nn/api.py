@@ -226,7 +226,20 @@ def quantize_(model: nn.Module, config, *, filter_fn: Callable | None = None,
         _warn_left_float(model, config=config)
         filter_fn = _default_filter_for(config)
     fold_batchnorm_(model, filter_fn, fold_batchnorm)
-    return _convert(model, config, handler, filter_fn)
+    before = _quantized_layers(model)
+    model = _convert(model, config, handler, filter_fn)
+    others = {repr(m.config) for m in before if m.config != config}
+    if others and len(_quantized_layers(model)) == len(before):
+        warnings.warn(
+            f"quantize_: converted no layer: the model's layers are quantized already (with "
+            f"{', '.join(sorted(others))}) and quantize_ converts float layers only; to compare "
+            f"configs, quantize a copy of the float model each time (copy.deepcopy before the "
+            f"first quantize_)", stacklevel=2)
+    return model
+
+
+def _quantized_layers(model: nn.Module) -> list:
+    return [m for m in model.modules() if isinstance(m, _QuantModule)]
 
 
 def check_config(config) -> Callable:
