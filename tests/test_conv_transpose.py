@@ -133,6 +133,42 @@ def test_matches_the_float_layer_and_keeps_its_interface():
         q(xg).sum().backward()
 
 
+def test_norm_hooks_pruning_and_edge_shapes():
+    """spectral_norm / weight_norm / pruning compute the weight in a pre-hook: converted as the
+    forward sees it (a GAN generator, a HiFi-GAN upsampler); PyTorch's edge shapes."""
+    torch.manual_seed(9)
+    cfg = pyquant.Int8Config()
+    sn = nn.utils.spectral_norm(nn.ConvTranspose2d(16, 8, 4, 2, 1))
+    wn = nn.utils.weight_norm(nn.ConvTranspose1d(16, 8, 4, 2, 1))
+    pruned = nn.ConvTranspose2d(16, 8, 2, 2)
+    nn.utils.prune.l1_unstructured(pruned, "weight", 0.5)
+    x = torch.randn(2, 16, 5, 6)
+    with torch.no_grad():
+        sn(x)  # (the power iteration settles)
+        sn.eval()
+        wn.load_state_dict(wn.state_dict())  # (weight stale until the next forward)
+        for layer, xi in ((sn, x), (wn, x[:, :, 0]), (pruned, x)):
+            q = (QuantConvTranspose1d if isinstance(layer, nn.ConvTranspose1d)
+                 else QuantConvTranspose2d).from_conv(layer, cfg)
+            assert F.cosine_similarity(q(xi).flatten(), layer(xi).flatten(), 0) > 0.999
+        q = QuantConvTranspose2d.from_conv(nn.ConvTranspose2d(16, 8, 3, 2, 1), cfg)
+        # unbatched input with output_size as [C, H, W]; 1-D with [C, L]
+        assert q(x[0], output_size=[8, 10, 12]).shape == (8, 10, 12)
+        q1 = QuantConvTranspose1d.from_conv(nn.ConvTranspose1d(16, 8, 3, 2, 1), cfg)
+        assert q1(x[0, :, 0], output_size=[8, 12]).shape == (8, 12)
+        # a stride past the native call's limit: the torch path, still exact
+        far = nn.ConvTranspose1d(16, 8, 2, stride=70000)
+        qf = QuantConvTranspose1d.from_conv(far, cfg)
+        assert qf(x[:1, :, 0, :3]).shape == far(x[:1, :, 0, :3]).shape == (1, 8, 140002)
+        # the padding eats the output: empty, as PyTorch gives; an empty image is refused
+        thin = nn.ConvTranspose2d(16, 8, 1, padding=(0, 3))
+        assert QuantConvTranspose2d.from_conv(thin, cfg)(x[:, :, :, :6]).shape == \
+            thin(x[:, :, :, :6]).shape == (2, 8, 5, 0)
+        with pytest.raises(ValueError, match="an empty image"):
+            q(torch.zeros(1, 16, 0, 4))
+        assert q(torch.zeros(0, 16, 5, 6)).shape == (0, 8, 9, 11)
+
+
 def test_conv_transpose1d():
     torch.manual_seed(4)
     conv = nn.ConvTranspose1d(24, 10, 16, 8, 4)  # HiFi-GAN's upsampling shape
@@ -172,7 +208,7 @@ def test_transposed_forward_checks_its_arguments():
         run(x, 1, [*g[:9], 2, 0])
     with pytest.raises(ValueError, match="kernel, stride and dilation"):
         run(x, 1, [2, 2, 0, *g[3:]])
-    with pytest.raises(ValueError, match="leave an output"):
+    with pytest.raises(ValueError, match="no larger than the output"):
         run(x, 1, [2, 2, 2, 2, 9, 0, 1, 1, 1, 0, 0])
     with pytest.raises(ValueError, match="nchw must be 0 or 1"):
         run(x, 1, [*g[:8], 2, 0, 0])

@@ -88,8 +88,8 @@ Input transposed_input_of(const CArray<float>& x, const std::vector<int64_t>& c,
   const long oh = transposed_out_size(g.height, g.kernel_h, g.stride_h, g.pad_h, g.dilation_h, c[9]);
   const long ow = transposed_out_size(g.width, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w, c[10]);
   require(oh >= 0 && ow >= 0,
-          "conv: output_padding must be smaller than stride or dilation, and the padding must "
-          "leave an output");
+          "conv: output_padding must be smaller than stride or dilation, and the padding no "
+          "larger than the output");
   g.out_h = oh, g.out_w = ow;
   in.m = g.batch * g.height * g.width;
   return in;

@@ -69,7 +69,7 @@ long transposed_out_size(size_t in, size_t kernel, size_t stride, size_t pad, si
   if (output_padding >= stride && output_padding >= dilation) return -1;
   const long full = in == 0 ? 0 : static_cast<long>((in - 1) * stride + dilation * (kernel - 1) + 1);
   const long out = full - 2 * static_cast<long>(pad) + static_cast<long>(output_padding);
-  return in > 0 && out <= 0 ? -1 : (out > 0 ? out : 0);
+  return out < 0 ? -1 : out;  // (0: an empty output, as PyTorch gives)
 }
 
 bool conv_transpose_forward(const float* x, const Col2imGeometry& g, size_t k, size_t n,

@@ -27,8 +27,9 @@ struct Col2imGeometry {
 void col2im(const float* cols, const Col2imGeometry& g, const float* bias, bool nchw, float* y,
             int threads, Isa isa);
 
-// The output size of a transposed conv along one dimension (PyTorch's), or -1 if none: the
-// padding leaves no output, or output_padding is not below the stride or the dilation.
+// The output size of a transposed conv along one dimension (PyTorch's; 0 is an empty output),
+// or -1 if none: the padding is larger than the output, or output_padding is not below the
+// stride or the dilation.
 long transposed_out_size(size_t in, size_t kernel, size_t stride, size_t pad, size_t dilation,
                          size_t output_padding);
 

@@ -163,7 +163,8 @@ def _warn_left_float(model: nn.Module, caller: str = "quantize_", config=None) -
     n, listed = names(_own_forward)
     if n:
         warnings.warn(
-            f"{caller}: left float {n} nn.Linear/Conv2d/Conv1d/MultiheadAttention/LSTM/GRU/RNN "
+            f"{caller}: left float {n} nn.Linear/Conv2d/Conv1d/ConvTranspose2d/ConvTranspose1d/"
+            f"MultiheadAttention/LSTM/GRU/RNN "
             f"subclass(es) with a forward of their own ({listed}); pass filter_fn to convert them "
             "anyway (their forward's extra work is dropped)", stacklevel=3)
     n, listed = names(lambda m: "expert" in type(m).__name__.lower() and not is_experts(m)

@@ -15,30 +15,23 @@ the config's torch.library op (or reference) on the rows and col2im the same sum
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
-from .modules import _QuantModule, _check_device, _out_dtype, _tracing, batched_image
+from pyquant import _C
+
+from .modules import (_QuantModule, _check_device, _out_dtype, _prepare_weights, _tracing,
+                      batched_image)
 
 
-def _output_padding(layer, x: torch.Tensor, output_size) -> list:
-    """nn.ConvTranspose2d's own rule (``output_size`` given: the padding that reaches it, checked
-    against the sizes the stride allows), on the layer's 2-D geometry."""
-    g = layer._geometry()
-    if output_size is not None and isinstance(layer, QuantConvTranspose1d):
-        output_size = [*list(output_size)[:-1], 1, list(output_size)[-1]]
-    return nn.ConvTranspose2d._output_padding(g, x, output_size, list(g.stride), list(g.padding),
-                                              list(g.kernel_size), 2, list(g.dilation))
-
-
-class _Geometry(nn.Module):
-    """The 2-D geometry the forward runs (a QuantConvTranspose1d's as (1, k)); an nn.Module only so
-    that nn.ConvTranspose2d._output_padding can take it as ``self``."""
-
-    def __init__(self, kernel_size, stride, padding, dilation, output_padding):
-        super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        self.dilation, self.output_padding = dilation, output_padding
+class _Geometry(NamedTuple):
+    """The 2-D geometry the forward runs (a QuantConvTranspose1d's as (1, k))."""
+    kernel_size: tuple
+    stride: tuple
+    padding: tuple
+    dilation: tuple
 
 
 def col2im_reference(cols: torch.Tensor, image: tuple, geometry: list, bias,
@@ -78,13 +71,11 @@ class QuantConvTranspose2d(_QuantModule):
 
     @classmethod
     def _converted(cls, conv: nn.Module, config, **quant_kw):
-        if not isinstance(getattr(conv, "weight", None), torch.Tensor) or \
-                isinstance(conv.weight, nn.parameter.UninitializedParameter):
-            raise ValueError(f"conv: {type(conv).__name__} has no initialized weight "
-                             "(a lazy layer: run one forward first)")
         if conv.groups != 1:
             raise ValueError(f"conv: groups={conv.groups}: {cls.__name__} takes groups=1 "
-                             "(quantize_ leaves grouped transposed convs float)")
+                             "(grouped transposed convs are not supported: quantize_'s filters "
+                             "leave them float)")
+        _prepare_weights(conv, "conv")  # (weight_norm, spectral_norm, pruning: their hook first)
         if conv.weight.numel() == 0:
             raise ValueError(f"conv: {conv.in_channels} -> {conv.out_channels} channels: a layer "
                              "without weights has nothing to quantize (quantize_ leaves it float)")
@@ -118,8 +109,7 @@ class QuantConvTranspose2d(_QuantModule):
         return state
 
     def _geometry(self) -> _Geometry:
-        return _Geometry(self.kernel_size, self.stride, self.padding, self.dilation,
-                         self.output_padding)
+        return _Geometry(self.kernel_size, self.stride, self.padding, self.dilation)
 
     def _float_weight_shape(self) -> tuple:
         return (self.in_channels, self.out_channels, *self.kernel_size)
@@ -129,11 +119,21 @@ class QuantConvTranspose2d(_QuantModule):
         return w.view(kh, kw, self.out_channels, self.in_channels).permute(3, 2, 0, 1).contiguous()
 
     def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        # nn.ConvTranspose2d's own rule (its method reads only self.output_padding): with
+        # output_size, the padding that reaches it, checked against what the stride allows
+        output_padding = nn.ConvTranspose2d._output_padding(
+            self, x, output_size, list(self.stride), list(self.padding), list(self.kernel_size),
+            2, list(self.dilation))
+        return self._forward(x, output_padding)
+
+    def _forward(self, x: torch.Tensor, output_padding) -> torch.Tensor:
         x, unbatched = batched_image(x, self.in_channels)
         if not x.is_floating_point():
             raise TypeError(f"x: expected a floating-point tensor, got {x.dtype}")
+        if x.shape[0] and not (x.shape[2] and x.shape[3]):
+            raise ValueError(f"x: shape {tuple(x.shape)}: an empty image (only a zero batch may "
+                             "be empty, as in nn.ConvTranspose2d)")
         g = self._geometry()
-        output_padding = _output_padding(self, x, output_size)
         geometry = [*g.kernel_size, *g.stride, *g.padding, *g.dilation, *output_padding]
         b, _, h, w = x.shape
         channels_last = x.stride(1) < x.stride(3)  # (as QuantConv2d: the output follows the input)
@@ -152,7 +152,8 @@ class QuantConvTranspose2d(_QuantModule):
         the autograd guard."""
         self._check_loaded()
         if self._run is None or self._observer is not None or _tracing() or (
-                torch.is_grad_enabled() and x.requires_grad):
+                torch.is_grad_enabled() and x.requires_grad) or \
+                max(geometry) > _C.CONV_MAX_GEOMETRY:  # (beyond the native call's limits)
             return None
         self._native_run()  # (rebinds both runs after an edited or moved buffer)
         run = self._run_transposed
@@ -185,7 +186,7 @@ class QuantConvTranspose1d(QuantConvTranspose2d):
 
     def _geometry(self) -> _Geometry:
         return _Geometry((1, self.kernel_size[0]), (1, self.stride[0]), (0, self.padding[0]),
-                         (1, self.dilation[0]), (0, self.output_padding[0]))
+                         (1, self.dilation[0]))
 
     def _float_weight_shape(self) -> tuple:
         return (self.in_channels, self.out_channels, self.kernel_size[0])
@@ -198,4 +199,7 @@ class QuantConvTranspose1d(QuantConvTranspose2d):
         if x.dim() not in (2, 3) or x.shape[-2] != self.in_channels:
             raise ValueError(f"x: expected [B, {self.in_channels}, L] or [{self.in_channels}, L], "
                              f"got shape {tuple(x.shape)}")
-        return super().forward(x.unsqueeze(-2), output_size).squeeze(-2).contiguous()
+        output_padding = nn.ConvTranspose1d._output_padding(
+            self, x, output_size, list(self.stride), list(self.padding), list(self.kernel_size),
+            1, list(self.dilation))
+        return self._forward(x.unsqueeze(-2), [0, *output_padding]).squeeze(-2).contiguous()
