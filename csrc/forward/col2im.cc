@@ -76,7 +76,8 @@ bool conv_transpose_forward(const float* x, const Col2imGeometry& g, size_t k, s
                             bool nchw, const float* bias, float* y, int threads,
                             const RowsForward& forward) {
   const size_t m = g.batch * g.height * g.width;
-  if (m == 0 || n == 0) return false;
+  // (an empty output: nothing to compute, and no out_h tasks that write nothing)
+  if (m == 0 || n == 0 || g.out_h == 0 || g.out_w == 0) return false;
   if (nchw) {
     ConvGeometry image{};
     image.batch = g.batch, image.height = g.height, image.width = g.width, image.channels = k;
