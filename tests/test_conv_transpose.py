@@ -280,6 +280,16 @@ def test_quantize_converts_transposed_convs_and_round_trips():
         fresh.load_state_dict(bad)
 
 
+def test_three_d_convs_are_named_as_left_float():
+    model = nn.Sequential(nn.Conv3d(4, 8, 3), nn.ConvTranspose3d(8, 4, 2, 2), nn.Flatten(),
+                          nn.LazyLinear(3))
+    model(torch.randn(1, 4, 5, 5, 5))
+    with pytest.warns(UserWarning, match=r"left float 2 nn.Conv3d/nn.ConvTranspose3d layer\(s\) "
+                                         r"\(0, 1\)"):
+        pyquant.quantize_(model, pyquant.Int8Config())
+    assert isinstance(model[3], QuantLinear)
+
+
 def test_save_and_load_quantized_without_float_weights(tmp_path):
     model = _Decoder().eval()
     x = torch.randn(1, 64, 4, 4)

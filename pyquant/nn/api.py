@@ -198,6 +198,10 @@ def _warn_left_float(model: nn.Module, caller: str = "quantize_", config=None) -
             f"{MIN_CONV_PRODUCTS} of those x input channels, e.g. an image generator's last "
             f"layer: {listed}): PyTorch's float conv runs them faster (pyquant/nn/conv_gain.py); "
             "pass filter_fn to convert them anyway", stacklevel=3)
+    n, listed = names(lambda m: isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)))
+    if n:
+        warnings.warn(f"{caller}: left float {n} nn.Conv3d/nn.ConvTranspose3d layer(s) "
+                      f"({listed}): pyquant converts 1-D and 2-D convs only", stacklevel=3)
     n, listed = names(lambda m: isinstance(m, (nn.ConvTranspose2d, nn.ConvTranspose1d))
                       and m.groups > 1)
     if n:
