@@ -160,10 +160,10 @@ def test_norm_hooks_pruning_and_edge_shapes():
         far = nn.ConvTranspose1d(16, 8, 2, stride=70000)
         qf = QuantConvTranspose1d.from_conv(far, cfg)
         assert qf(x[:1, :, 0, :3]).shape == far(x[:1, :, 0, :3]).shape == (1, 8, 140002)
-        # the padding eats the output: empty, as PyTorch gives; an empty image is refused
+        # the padding eats the output: empty (PyTorch's oneDNN path gives that too, its native
+        # path refuses it); an empty image is refused
         thin = nn.ConvTranspose2d(16, 8, 1, padding=(0, 3))
-        assert QuantConvTranspose2d.from_conv(thin, cfg)(x[:, :, :, :6]).shape == \
-            thin(x[:, :, :, :6]).shape == (2, 8, 5, 0)
+        assert QuantConvTranspose2d.from_conv(thin, cfg)(x[:, :, :, :6]).shape == (2, 8, 5, 0)
         with pytest.raises(ValueError, match="an empty image"):
             q(torch.zeros(1, 16, 0, 4))
         assert q(torch.zeros(0, 16, 5, 6)).shape == (0, 8, 9, 11)
