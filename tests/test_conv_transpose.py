@@ -248,7 +248,8 @@ def test_quantize_converts_transposed_convs_and_round_trips():
     with pytest.warns(UserWarning) as record:
         q = pyquant.quantize_(copy.deepcopy(model), pyquant.Int8Config())
     messages = " ".join(str(r.message) for r in record)
-    assert "left float 1 nn.ConvTranspose2d/1d layer(s) with few products per input pixel" in messages
+    assert ("left float 1 nn.ConvTranspose2d/1d layer(s) with few products per input pixel"
+            in messages)
     assert "left float 1 grouped nn.ConvTranspose2d/1d layer(s) (grouped)" in messages
     assert isinstance(q.up1, QuantConvTranspose2d) and isinstance(q.up2, QuantConvTranspose2d)
     assert type(q.last) is nn.ConvTranspose2d and type(q.grouped) is nn.ConvTranspose2d
@@ -257,7 +258,8 @@ def test_quantize_converts_transposed_convs_and_round_trips():
     assert F.cosine_similarity(got.flatten(), want.flatten(), 0) > 0.999
     every = pyquant.quantize_(copy.deepcopy(model), pyquant.Int8Config(),
                               filter_fn=pyquant.nn.every_layer_filter)
-    assert isinstance(every.last, QuantConvTranspose2d) and type(every.grouped) is nn.ConvTranspose2d
+    assert isinstance(every.last, QuantConvTranspose2d)
+    assert type(every.grouped) is nn.ConvTranspose2d
     # state dict, deepcopy, pickle of the whole module, export, a damaged file
     buf = io.BytesIO()
     torch.save(q.state_dict(), buf)

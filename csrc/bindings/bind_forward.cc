@@ -85,8 +85,10 @@ Input transposed_input_of(const CArray<float>& x, const std::vector<int64_t>& c,
   g.batch = x.shape(0), g.height = x.shape(in.nchw ? 2 : 1), g.width = x.shape(in.nchw ? 3 : 2);
   g.kernel_h = c[0], g.kernel_w = c[1], g.stride_h = c[2], g.stride_w = c[3];
   g.pad_h = c[4], g.pad_w = c[5], g.dilation_h = c[6], g.dilation_w = c[7];
-  const long oh = transposed_out_size(g.height, g.kernel_h, g.stride_h, g.pad_h, g.dilation_h, c[9]);
-  const long ow = transposed_out_size(g.width, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w, c[10]);
+  const long oh =
+      transposed_out_size(g.height, g.kernel_h, g.stride_h, g.pad_h, g.dilation_h, c[9]);
+  const long ow =
+      transposed_out_size(g.width, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w, c[10]);
   require(oh >= 0 && ow >= 0,
           "conv: output_padding must be smaller than stride or dilation, and the padding no "
           "larger than the output");
@@ -958,7 +960,6 @@ py::tuple abs_quantize_py(const CArray<float>& x, const CArray<float>& act_range
                                               q.mutable_data() + r * k);
   return py::make_tuple(q, s);
 }
-
 
 }  // namespace
 

@@ -59,15 +59,16 @@ void col2im(const float* cols, const Col2imGeometry& g, const float* bias, bool 
     // NCHW: the row in scratch, then its transpose into the channel planes
     float* row = static_cast<float*>(thread_scratch(row_floats * sizeof(float), kRowSlot));
     output_row(cols, g, bias, b, oy, row);
-    transpose_floats(row, g.channels, g.out_w, g.channels, y + b * g.channels * plane + oy * g.out_w,
-                     plane, isa);
+    float* dst = y + b * g.channels * plane + oy * g.out_w;
+    transpose_floats(row, g.channels, g.out_w, g.channels, dst, plane, isa);
   });
 }
 
 long transposed_out_size(size_t in, size_t kernel, size_t stride, size_t pad, size_t dilation,
                          size_t output_padding) {
   if (output_padding >= stride && output_padding >= dilation) return -1;
-  const long full = in == 0 ? 0 : static_cast<long>((in - 1) * stride + dilation * (kernel - 1) + 1);
+  const long full =
+      in == 0 ? 0 : static_cast<long>((in - 1) * stride + dilation * (kernel - 1) + 1);
   const long out = full - 2 * static_cast<long>(pad) + static_cast<long>(output_padding);
   return out < 0 ? -1 : out;  // (0: an empty output, as PyTorch gives)
 }
