@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import pyquant
-from pyquant import _C
 from pyquant.nn import QuantConvTranspose1d, QuantConvTranspose2d, QuantLinear
 
 CONFIGS = {

@@ -63,8 +63,8 @@ def _swap(module: nn.Module, config):
     if is_rnn(module):
         return QuantRNN(module, config)
     raise TypeError(f"module: {type(module).__name__} cannot be quantized (nn.Linear, nn.Conv2d, "
-                    "nn.Conv1d, nn.ConvTranspose2d/1d, nn.MultiheadAttention, nn.LSTM/GRU/RNN, transformers' Conv1D or "
-                    "an MoE experts block)")
+                    "nn.Conv1d, nn.ConvTranspose2d/1d, nn.MultiheadAttention, nn.LSTM/GRU/RNN, "
+                    "transformers' Conv1D or an MoE experts block)")
 
 
 def convertible(module: nn.Module) -> bool:
@@ -106,8 +106,9 @@ def _own_forward(module: nn.Module) -> bool:
 
 def every_layer_filter(module: nn.Module, fqn: str) -> bool:
     """Every layer quantize_ can convert: nn.Linear, nn.Conv2d and nn.Conv1d (grouped too),
-    nn.ConvTranspose2d / 1d (groups=1: pyquant/nn/conv_transpose.py), nn.MultiheadAttention (its four projections: pyquant/nn/attention.py), nn.LSTM / nn.GRU /
-    nn.RNN (pyquant/nn/recurrent.py), transformers' Conv1D and MoE experts blocks (3-D expert
+    nn.ConvTranspose2d / 1d (groups=1: pyquant/nn/conv_transpose.py), nn.MultiheadAttention (its
+    four projections: pyquant/nn/attention.py), nn.LSTM / nn.GRU / nn.RNN
+    (pyquant/nn/recurrent.py), transformers' Conv1D and MoE experts blocks (3-D expert
     weights: pyquant/nn/experts.py), and subclasses of those torch types that keep their forward
     (already-quantized modules never match). Left float: subclasses with a forward of their own,
     and a MultiheadAttention's out_proj on its own (the attention module converts it). Pass it as
@@ -124,8 +125,9 @@ def default_filter(module: nn.Module, fqn: str) -> bool:
     """quantize_'s default: ``every_layer_filter`` less the convs with too few products per
     output pixel to gain (pyquant/nn/conv_gain.py: stems, narrow 1x1 convs, depthwise and
     ResNeXt-style grouped convs stay float, and transposed convs with few products per input
-    pixel; a lazy conv matches, and its conversion says it is not initialized). quantize_ also leaves narrow LSTMs float under LUT2 "mse" and 2:4 SPARQ
-    (recurrent.MIN_LSTM_HIDDEN). quantize_ warns about each layer it leaves float this way."""
+    pixel; a lazy conv matches, and its conversion says it is not initialized). quantize_ also
+    leaves narrow LSTMs float under LUT2 "mse" and 2:4 SPARQ (recurrent.MIN_LSTM_HIDDEN).
+    quantize_ warns about each layer it leaves float this way."""
     if not every_layer_filter(module, fqn):
         return False
     if is_conv_transpose(module):
