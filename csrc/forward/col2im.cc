@@ -1,6 +1,8 @@
 // col2im of QuantConvTranspose2d/1d (col2im.h).
 #include "forward/col2im.h"
 
+#include <vector>
+
 #include "core/thread_pool.h"
 #include "forward/conv_transpose.h"
 #include "forward/scratch.h"
@@ -20,10 +22,16 @@ inline long source_of(size_t o, size_t tap, size_t stride, size_t pad, size_t di
   return i < static_cast<long>(size) ? i : -1;
 }
 
-// One output row [out_w][channels] of image b: bias, then the taps in (ky, kx) order.
+// One output row [out_w][channels] of image b: bias, then the taps in (ky, kx) order. The input
+// row of each ky is found once per output row and the input column of each kx once per output
+// pixel (a division each: kept out of the channel loops).
 void output_row(const float* cols, const Col2imGeometry& g, const float* bias, size_t b,
                 size_t oy, float* row) {
   const size_t c = g.channels, ld = g.taps() * c;
+  const size_t kh = g.kernel_h, kw = g.kernel_w;
+  std::vector<long> iy(kh), ix(kw);  // (once per output row)
+  for (size_t ky = 0; ky < kh; ++ky)
+    iy[ky] = source_of(oy, ky, g.stride_h, g.pad_h, g.dilation_h, g.height);
   for (size_t ox = 0; ox < g.out_w; ++ox) {
     float* acc = row + ox * c;
     if (bias) {
@@ -31,14 +39,14 @@ void output_row(const float* cols, const Col2imGeometry& g, const float* bias, s
     } else {
       for (size_t j = 0; j < c; ++j) acc[j] = 0.0f;
     }
-    for (size_t ky = 0; ky < g.kernel_h; ++ky) {
-      const long iy = source_of(oy, ky, g.stride_h, g.pad_h, g.dilation_h, g.height);
-      if (iy < 0) continue;
-      for (size_t kx = 0; kx < g.kernel_w; ++kx) {
-        const long ix = source_of(ox, kx, g.stride_w, g.pad_w, g.dilation_w, g.width);
-        if (ix < 0) continue;
-        const float* src = cols + ((b * g.height + iy) * g.width + ix) * ld +
-                           (ky * g.kernel_w + kx) * c;
+    for (size_t kx = 0; kx < kw; ++kx)
+      ix[kx] = source_of(ox, kx, g.stride_w, g.pad_w, g.dilation_w, g.width);
+    for (size_t ky = 0; ky < kh; ++ky) {
+      if (iy[ky] < 0) continue;
+      const float* src_row = cols + (b * g.height + iy[ky]) * g.width * ld + ky * g.kernel_w * c;
+      for (size_t kx = 0; kx < kw; ++kx) {
+        if (ix[kx] < 0) continue;
+        const float* src = src_row + ix[kx] * ld + kx * c;
         for (size_t j = 0; j < c; ++j) acc[j] += src[j];
       }
     }
