@@ -22,8 +22,8 @@ from torch import nn
 
 from pyquant import _C
 
-from .modules import (_QuantModule, _check_device, _out_dtype, _prepare_weights, _tracing,
-                      batched_image)
+from .modules import (_QuantModule, _out_dtype, _prepare_weights, _tracing, batched_image,
+                      conv1d_forward)
 
 
 class _Geometry(NamedTuple):
@@ -195,11 +195,9 @@ class QuantConvTranspose1d(QuantConvTranspose2d):
         return super()._from_nk(w).squeeze(2)
 
     def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
-        _check_device(x)
-        if x.dim() not in (2, 3) or x.shape[-2] != self.in_channels:
-            raise ValueError(f"x: expected [B, {self.in_channels}, L] or [{self.in_channels}, L], "
-                             f"got shape {tuple(x.shape)}")
-        output_padding = nn.ConvTranspose1d._output_padding(
-            self, x, output_size, list(self.stride), list(self.padding), list(self.kernel_size),
-            1, list(self.dilation))
-        return self._forward(x.unsqueeze(-2), [0, *output_padding]).squeeze(-2).contiguous()
+        def forward_2d(x4):  # (x checked by conv1d_forward; the padding rule reads it as given)
+            output_padding = nn.ConvTranspose1d._output_padding(
+                self, x, output_size, list(self.stride), list(self.padding),
+                list(self.kernel_size), 1, list(self.dilation))
+            return self._forward(x4, [0, *output_padding])
+        return conv1d_forward(forward_2d, x, self.in_channels)
