@@ -44,10 +44,12 @@ const Int8GemmKernels kInt8AvxVnni{Int8AFormat::u8, 6, PQ_X86(int8_compute_avxvn
                                    PQ_X86(int8_compute_wide_avxvnni), Int8WideFormat::sign_xor};
 const Int8GemmKernels kInt8Avx2{Int8AFormat::u8, 1, PQ_X86(int8_compute_avx2), 7,
                                 PQ_X86(int8_compute_wide_avx2),
-                                Int8WideFormat::offset9, 8};
+                                Int8WideFormat::offset9, 8, 0, 0, nullptr, 0,
+                                PQ_X86(int8_pair_split_avx2), PQ_X86(int8_add_fixes_avx2)};
 const Int8GemmKernels kInt8Avx2Strips{Int8AFormat::u8, 4, PQ_X86(int8_compute_avx2_strips), 7,
                                       PQ_X86(int8_compute_wide_avx2),
-                                      Int8WideFormat::offset9, 8};
+                                      Int8WideFormat::offset9, 8, 0, 0, nullptr, 0,
+                                PQ_X86(int8_pair_split_avx2), PQ_X86(int8_add_fixes_avx2)};
 const Int8GemmKernels kInt8NeonI8mm{Int8AFormat::s8, 8, PQ_ARM(int8_compute_neon_i8mm), 8};
 const Int8GemmKernels kInt8Neon{Int8AFormat::s8, 4, PQ_ARM(int8_compute_neon), 8};
 const Int8GemmKernels kInt8Scalar{Int8AFormat::u8, 4, int8_compute_scalar, 8};
@@ -201,8 +203,9 @@ std::vector<KernelEntry> build_table() {
       entry(F::int8_gemm, "avx2_1x64", Isa::avx2, kAvx2Base, 64, kInt8Avx2, V::native,
             "1x64 vpmaddubsw row tile streaming whole panels (K blocks kept in L2 for M > 16); "
             "M = 2-16: 4 KiB chunks x 16-column strips x 4-row tiles, every row beside the "
-            "stream; exact: 7-bit row blocks fast, others split a = 2(a>>1) + (a&1); 9-bit "
-            "rows: vpmaddwd int16 4x8 tile"),
+            "stream; exact: row blocks whose pairs (k, k+1) sum to <= 255 fast (7-bit rows, "
+            "and SPARQ's 8-bit rows split into such rows + sparse fixes), others split a = "
+            "2(a>>1) + (a&1); 9-bit rows: vpmaddwd int16 4x8 tile"),
       entry(F::int8_gemm, "neon_i8mm_8x8", Isa::neon, kNeonBase | feat::neon_i8mm, 8,
             kInt8NeonI8mm, V::qemu,
             "8x8 smmla tile (2x2 blocks of 8 k, weights zipped from two panel groups); "

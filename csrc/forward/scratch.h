@@ -2,7 +2,7 @@
 // scales): fresh multi-MB allocations cost page faults on every call. Slots: 0-1 the fused
 // forwards (forward_sparq 0-3), 2 int8_gemm_run's converted rows (so forward_sparq must not
 // call int8_gemm_run while it holds slot 2), 4-6 the conv driver (conv.cc), 7 int8_gemm_run's
-// int16-tile rows.
+// int16-tile rows, 8 forward_sparq's pair-route fixes.
 #pragma once
 #include <cstddef>
 #include <memory>
@@ -13,7 +13,7 @@ namespace pq {
 // distinguishes the buffers one call needs at once. Contents undefined; valid until the next
 // call with the same slot on this thread.
 inline void* thread_scratch(size_t bytes, int slot) {
-  constexpr int kSlots = 8;
+  constexpr int kSlots = 9;
   struct Buf {
     std::unique_ptr<unsigned char[]> p;
     size_t size = 0;

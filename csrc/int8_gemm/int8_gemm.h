@@ -68,6 +68,24 @@ using Int8ComputeFn = void (*)(const Int8GemmProblem& p, size_t m0, size_t m1, s
 //             cannot be xor-ed per row).
 enum class Int8WideFormat { offset9, sign_xor, split_u8 };
 
+// The AVX2 vpmaddubsw tile's fast route is exact on any row whose pairs (k, k + 1), k even, each
+// sum to at most 255 (|a0 w0 + a1 w1| <= 255 * 128 < 32768), not only on 7-bit rows. An 8-bit row
+// is split into such a row and a sparse remainder: where a pair sums past 255, the excess leaves
+// its even member and becomes a fix (the k group and its 4 activation bytes, the excess at byte 0
+// or 2), whose products are added to C after the tile. Post-ReLU rows need few (0.05-3% of the
+// pairs of a U-Net's 3x3 convs, SPARQ-trimmed or not), so they run at the 7-bit rows' speed.
+struct Int8GroupFix {
+  uint32_t group;  // k group (4 k)
+  uint32_t bytes;  // its 4 activation bytes (little-endian: byte i multiplies k = 4 group + i)
+};
+// Splits row[0, k_pad) in place into a pair-safe row, writing its fixes; returns their count, or
+// SIZE_MAX with the row unchanged if more than `cap` would be needed (the tile then takes its
+// split route for the row's blocks).
+using Int8PairSplitFn = size_t (*)(uint8_t* row, size_t k_pad, Int8GroupFix* fixes, size_t cap);
+// c[0, nc) += the fixes' products with one panel's columns (panel_b: the panel's k group 0).
+using Int8AddFixesFn = void (*)(const int8_t* panel_b, const Int8GroupFix* fixes, size_t count,
+                                int32_t* c, size_t nc);
+
 struct Int8GemmKernels {
   Int8AFormat a_format;
   size_t mr;  // rows per micro-tile (the driver splits M in multiples of it; a kernel may tile
@@ -98,6 +116,10 @@ struct Int8GemmKernels {
   // row ranges under 8 rows to the zmm kernel.)
   const Int8GemmKernels* small_rows = nullptr;
   size_t small_rows_below = 0;
+  // The pair route (Int8GroupFix above; null: the path's compute is exact at full speed on any
+  // uint8 row, or it has none): callers holding 8-bit uint8 rows may split them and add the fixes.
+  Int8PairSplitFn pair_split = nullptr;
+  Int8AddFixesFn add_fixes = nullptr;
 };
 const Int8GemmKernels& int8_gemm_kernels(Isa isa);
 
@@ -120,6 +142,9 @@ inline TaskShape int8_task_shape(const Int8GemmKernels& kern, size_t m, size_t n
 void int8_compute_scalar(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
 #if defined(PQ_HAVE_X86)
 void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
+size_t int8_pair_split_avx2(uint8_t* row, size_t k_pad, Int8GroupFix* fixes, size_t cap);
+void int8_add_fixes_avx2(const int8_t* panel_b, const Int8GroupFix* fixes, size_t count,
+                         int32_t* c, size_t nc);
 void int8_compute_avx2_strips(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
                               size_t p1);
 void int8_compute_wide_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,

@@ -1,13 +1,14 @@
 // AVX2 path (no VNNI): u8 x s8 with vpmaddubsw -> vpmaddwd -> vpaddd, exact on every input.
 //
 // vpmaddubsw sums two u8 x s8 products into a saturating int16. That pair sum cannot pass 32767
-// while the activations are <= 127 (127 * 128 * 2 = 32512), so:
-//   fast route:  rows whose activations (in this K block) are all <= 127: one vpmaddubsw per
-//                32 products, then vpmaddwd with ones widens the pair sums to int32;
+// while the pair's activations sum to at most 255 (255 * 128 = 32640), so:
+//   fast route:  rows whose pairs (k, k + 1), k even (in this K block) all sum to <= 255 (any
+//                7-bit row; 8-bit rows after int8_pair_split_avx2): one vpmaddubsw per 32
+//                products, then vpmaddwd with ones widens the pair sums to int32;
 //   split route: any other row block: a = 2 * (a >> 1) + (a & 1), both halves <= 127, two
 //                vpmaddubsw, widened with vpmaddwd by 2 and by 1. Same bits, twice the work.
-// The route is picked per micro-tile and K block by OR-ing the rows' bytes (1/200 of the work),
-// so callers that feed 7-bit activations (or mostly small ones) get the fast route for free.
+// The route is picked per micro-tile and K block from the rows' pair sums (1/100 of the work),
+// so callers that feed 7-bit activations, or split 8-bit rows, get the fast route for free.
 // 9-bit rows (compute_wide: SPARQ's signed inputs, +-255 offset by 256) run a split route of
 // their own, u = 4 (u >> 2) + (u & 3), one row at a time, and from kWideTileMinRows rows on the
 // int16 vpmaddwd tile of int8_gemm_wide_avx2.cc.
@@ -24,6 +25,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 
 #include "core/avx2_store.h"
@@ -41,18 +43,30 @@ constexpr size_t kWideTileMinRows = 4;   // 9-bit rows: from here on the int16 t
 
 PQ_INLINE __m256i widen(__m256i pairs16, __m256i mult) { return _mm256_madd_epi16(pairs16, mult); }
 
-// True if every activation of rows [0, rows) x bytes [0, len) is <= 127.
-bool rows_small(const uint8_t* a, size_t lda, size_t rows, size_t len) {
-  __m256i any = _mm256_setzero_si256();
-  size_t tail_or = 0;
+// Pair sums (k, k + 1), k even, of 32 bytes as int16 (at most 510: no saturation).
+PQ_INLINE __m256i pair_sums(__m256i bytes) {
+  return _mm256_maddubs_epi16(bytes, _mm256_set1_epi8(1));
+}
+
+// True if the 16-bit pair sums in `sums` are all <= 255 (the fast route's condition).
+PQ_INLINE bool pairs_fit(__m256i sums) {
+  return _mm256_testz_si256(sums, _mm256_set1_epi16(static_cast<int16_t>(0xff00)));
+}
+
+// True if every pair of rows [0, rows) x bytes [0, len) (len even) sums to at most 255: then the
+// fast route is exact (Int8GroupFix in int8_gemm.h). 7-bit rows always pass.
+bool rows_pair_safe(const uint8_t* a, size_t lda, size_t rows, size_t len) {
+  __m256i most = _mm256_setzero_si256();
+  unsigned tail = 0;
   for (size_t r = 0; r < rows; ++r) {
     const uint8_t* row = a + r * lda;
     size_t i = 0;
     for (; i + 32 <= len; i += 32)
-      any = _mm256_or_si256(any, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + i)));
-    for (; i < len; ++i) tail_or |= row[i];
+      most = _mm256_max_epu16(
+          most, pair_sums(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + i))));
+    for (; i + 1 < len; i += 2) tail |= static_cast<unsigned>(row[i] + row[i + 1]);
   }
-  return _mm256_movemask_epi8(any) == 0 && (tail_or & 0x80) == 0;
+  return pairs_fit(most) && tail <= 255;
 }
 
 // acc[r][v] += a[r, 4g..4g+3] . w[g][8v..8v+7][0..3] over `groups` k groups.
@@ -116,7 +130,7 @@ void tile(const uint8_t* a, size_t lda, const int8_t* b, size_t groups, int32_t*
 #pragma GCC unroll 8
     for (size_t v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_si256();
 
-  if (rows_small(a, lda, MR, groups * kInt8GroupK))
+  if (rows_pair_safe(a, lda, MR, groups * kInt8GroupK))
     accumulate<MR, V, false>(a, lda, b, groups, acc);
   else
     accumulate<MR, V, true>(a, lda, b, groups, acc);
@@ -193,7 +207,8 @@ template <size_t MR, bool kSplit>
                          acc[r][v]);
 }
 
-// Copies `len` (<= kChunkBytes) bytes of a row, zero-filled to kChunkBytes; true if all <= 127.
+// Copies `len` (<= kChunkBytes) bytes of a row, zero-filled to kChunkBytes; true if its pairs
+// each sum to at most 255 (the fast route is exact).
 PQ_INLINE bool copy_chunk_row(const uint8_t* src, size_t len, uint8_t* dst) {
   __m256i v[2];
   if (len == kChunkBytes) {
@@ -207,7 +222,7 @@ PQ_INLINE bool copy_chunk_row(const uint8_t* src, size_t len, uint8_t* dst) {
   }
   _mm256_store_si256(reinterpret_cast<__m256i*>(dst), v[0]);
   _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 32), v[1]);
-  return _mm256_movemask_epi8(_mm256_or_si256(v[0], v[1])) == 0;
+  return pairs_fit(_mm256_max_epu16(pair_sums(v[0]), pair_sums(v[1])));
 }
 
 // Rows [m0, m1) (2 .. kStreamRowsMax of them) x one panel over the whole K.
@@ -221,7 +236,7 @@ void stream_rows_panel(const Int8GemmProblem& p, const uint8_t* a, size_t m0, si
   for (size_t kc = 0; kc < p.k_groups; kc += kChunkGroups) {
     const size_t groups = std::min(kChunkGroups, p.k_groups - kc);
     const int8_t* b = panel_b + kc * kInt8PanelGroupBytes;
-    bool small[kStreamRowsMax];
+    bool small[kStreamRowsMax];  // the row's pairs fit the fast route
     for (size_t r = 0; r < rows; ++r)
       small[r] = copy_chunk_row(a + (m0 + r) * p.lda + kc * kInt8GroupK, groups * kInt8GroupK,
                                 rows_copy + r * kCopyStride);
@@ -371,6 +386,70 @@ void int8_compute_wide_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size
                          const int32_t* bias, bool accumulate_c) {
                        tile_wide(a + at, p.a_low + at, b, groups, c, nc, bias, accumulate_c);
                      });
+}
+
+size_t int8_pair_split_avx2(uint8_t* row, size_t k_pad, Int8GroupFix* fixes, size_t cap) {
+  size_t count = 0;
+  auto undo = [&]() {  // the row's bytes were fast + fix, each <= 255: no carry between bytes
+    for (size_t f = 0; f < count; ++f) {
+      uint32_t d;
+      std::memcpy(&d, row + fixes[f].group * kInt8GroupK, 4);
+      d += fixes[f].bytes;
+      std::memcpy(row + fixes[f].group * kInt8GroupK, &d, 4);
+    }
+    return SIZE_MAX;
+  };
+  const __m256i c255 = _mm256_set1_epi16(255);
+  size_t i = 0;
+  for (; i + 32 <= k_pad; i += 32) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + i));
+    // excess of each pair over 255, in the pair's low (even) byte: dword j = group i/4 + j's fix
+    const __m256i over = _mm256_subs_epu16(pair_sums(v), c255);
+    if (_mm256_testz_si256(over, over)) continue;
+    unsigned mask = ~static_cast<unsigned>(_mm256_movemask_ps(
+                        _mm256_castsi256_ps(_mm256_cmpeq_epi32(over, _mm256_setzero_si256())))) &
+                    0xffu;
+    if (count + static_cast<size_t>(__builtin_popcount(mask)) > cap) return undo();
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(row + i), _mm256_sub_epi16(v, over));
+    alignas(32) uint32_t d[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(d), over);
+    for (; mask; mask &= mask - 1) {
+      const unsigned j = static_cast<unsigned>(__builtin_ctz(mask));
+      fixes[count++] = {static_cast<uint32_t>(i / kInt8GroupK + j), d[j]};
+    }
+  }
+  for (; i < k_pad; i += kInt8GroupK) {  // k_pad is a multiple of 4
+    uint32_t fix = 0;
+    for (size_t e = 0; e < kInt8GroupK; e += 2) {
+      const unsigned sum = static_cast<unsigned>(row[i + e] + row[i + e + 1]);
+      if (sum > 255) fix |= (sum - 255u) << (8 * e);
+    }
+    if (!fix) continue;
+    if (count == cap) return undo();
+    for (size_t e = 0; e < kInt8GroupK; e += 2) row[i + e] -= static_cast<uint8_t>(fix >> (8 * e));
+    fixes[count++] = {static_cast<uint32_t>(i / kInt8GroupK), fix};
+  }
+  return count;
+}
+
+void int8_add_fixes_avx2(const int8_t* panel_b, const Int8GroupFix* fixes, size_t count,
+                         int32_t* c, size_t nc) {
+  if (count == 0) return;
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i acc[kV];
+  for (size_t v = 0; v < kV; ++v) acc[v] = _mm256_setzero_si256();
+  for (size_t f = 0; f < count; ++f) {  // (pair sums a * w with one a zero: within int16)
+    const __m256i av = _mm256_set1_epi32(static_cast<int>(fixes[f].bytes));
+    const int8_t* bg = panel_b + fixes[f].group * kInt8PanelGroupBytes;
+#pragma GCC unroll 8
+    for (size_t v = 0; v < kV; ++v)
+      acc[v] = _mm256_add_epi32(
+          acc[v], widen(_mm256_maddubs_epi16(
+                            av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + v * 32))),
+                        ones));
+  }
+  for (size_t v = 0; v * kVecCols < nc; ++v)
+    store8_plus(c + v * kVecCols, c + v * kVecCols, acc[v], nc - v * kVecCols);
 }
 
 }  // namespace pq

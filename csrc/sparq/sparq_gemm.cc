@@ -7,6 +7,7 @@
 // buffer holds at most kBlockBytes (or one micro-tile of rows), never a full copy of a large A.
 // The rows come from a source: trimming uint8 activations, or decoding the compact format.
 #include <algorithm>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <vector>
@@ -24,6 +25,44 @@ namespace pq {
 namespace {
 
 constexpr size_t kBlockBytes = size_t{1} << 20;  // trimmed activations per block: ~L2 size
+constexpr int kFixSlot = 8;  // thread_scratch slot of the pair route's fixes (forward/scratch.h)
+
+// The pair route's fixes of a block of rows (Int8GroupFix, int8_gemm.h): on a path that has it
+// (AVX2's vpmaddubsw tile), uint8 rows are split into pair-safe rows (its fast route) and at most
+// 1/8 of their k groups as fixes; a row that needs more stays whole (its tiles take the split
+// route). Inactive elsewhere.
+class BlockFixes {
+ public:
+  BlockFixes(const Int8GemmKernels& kern, size_t rows_max, size_t k_pad)
+      : kern_(kern),
+        k_groups_(k_pad / kInt8GroupK),
+        cap_(kern.pair_split ? k_groups_ / 8 + 1 : 0),
+        fixes_(kern.pair_split ? static_cast<Int8GroupFix*>(thread_scratch(
+                                     rows_max * cap_ * sizeof(Int8GroupFix), kFixSlot))
+                               : nullptr),
+        count_(kern.pair_split ? rows_max : 0) {}
+  bool active() const { return fixes_ != nullptr; }
+  // Splits block row r (k_pad bytes, in place); false if it stays whole.
+  bool split(size_t r, uint8_t* row) {
+    const size_t got = kern_.pair_split(row, k_groups_ * kInt8GroupK, fixes_ + r * cap_, cap_);
+    count_[r] = got == SIZE_MAX ? 0 : got;
+    return got != SIZE_MAX;
+  }
+  // Adds block rows [r0, r1)'s fixes to their outputs (row r at c + r * ldc) in one panel.
+  void add(size_t r0, size_t r1, const int8_t* panels, size_t panel, int32_t* c, size_t ldc,
+           size_t n) const {
+    const int8_t* panel_b = panels + panel * k_groups_ * kInt8PanelGroupBytes;
+    const size_t n0 = panel * kInt8PanelCols, nc = std::min(n - n0, kInt8PanelCols);
+    for (size_t r = r0; r < r1; ++r)
+      kern_.add_fixes(panel_b, fixes_ + r * cap_, count_[r], c + r * ldc + n0, nc);
+  }
+
+ private:
+  const Int8GemmKernels& kern_;
+  size_t k_groups_, cap_;
+  Int8GroupFix* fixes_;
+  std::vector<size_t> count_;
+};
 
 // Produces activation row `row` (k trimmed uint8 values) into `dst`.
 using RowSource = std::function<void(size_t row, uint8_t* dst)>;
@@ -66,6 +105,7 @@ void gemm_rows(const RowSource& source, size_t m, size_t k, const int8_t* panels
   const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
   std::unique_ptr<uint8_t[]> scratch(scratch_needed ? new uint8_t[n_threads * 4 * k + 64] : nullptr);
 
+  BlockFixes fixes(kern, mc, k_pad);
   std::vector<int32_t> bias;
   if (kern.a_format == Int8AFormat::s8) {
     bias.resize(n_pad);
@@ -88,8 +128,10 @@ void gemm_rows(const RowSource& source, size_t m, size_t k, const int8_t* panels
     const size_t chunks = std::min(rows, n_threads * 4);
     parallel_for(chunks, threads, [&](size_t t) {
       uint8_t* scr = scratch_needed ? scratch.get() + t * k : nullptr;
-      for (size_t r = rows * t / chunks; r < rows * (t + 1) / chunks; ++r)
+      for (size_t r = rows * t / chunks; r < rows * (t + 1) / chunks; ++r) {
         row_into(source, m0 + r, k, k_pad, kern.a_format, buf.get() + r * row_bytes, scr);
+        if (fixes.active()) fixes.split(r, buf.get() + r * row_bytes);
+      }
     });
     // Multiply: the shared (panel x row range) task split (core/gemm_tasks.h).
     prob.c = c + m0 * n;
@@ -98,6 +140,7 @@ void gemm_rows(const RowSource& source, size_t m, size_t k, const int8_t* panels
       size_t panel, r0, r1;
       grid.task(t, panel, r0, r1);
       kern.compute(prob, r0, r1, panel, panel + 1);
+      if (fixes.active()) fixes.add(r0, r1, panels, panel, prob.c, n, n);
     });
   }
 }
@@ -162,6 +205,9 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
   int32_t* c_neg = s16 || wide_kernel ? nullptr
                                         : static_cast<int32_t*>(thread_scratch(mc * n * 4, 2));
   float* sa = static_cast<float*>(thread_scratch(m * sizeof(float), 3));
+  // The pair route for blocks without negative inputs (negative ones take the wide format)
+  BlockFixes fixes(kern, mc, k_pad);
+  const bool pair_route = fixes.active() && wide_kernel;
   std::vector<uint8_t> trimmed(n_threads * 4 * (k + 64));
 
   float amax = 0.0f;
@@ -199,17 +245,25 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
     // unless the kernel's wide route is the faster one for the rows each task gets anyway
     // (AVX2, Zen 4's AVX2 tier: from 8 rows on 0.7-0.9x the time on post-ReLU rows, weights in
     // cache or from DRAM; at 4-6 rows 0.75x in cache but 1.1x from DRAM, so they stay split).
-    bool wide_block = wide_kernel && kern.wide_faster_from_rows != 0 &&
-                      div_round_up(rows, kern.mr) / grid.m_chunks() * kern.mr >=
-                          kern.wide_faster_from_rows;
-    if (wide_kernel && !wide_block) {
+    // With the pair route only negative inputs make a block wide (post-ReLU rows: 0.6-0.7x the
+    // wide tile's time, AVX2-only tier of an Intel Xeon, 3x3 convs of 64-256 channels). Its
+    // block's first row guesses (a separate pass over the block's floats cost a third of the
+    // pair route's gain); a negative value in a later row has the block written again.
+    const bool wide_faster = kern.wide_faster_from_rows != 0 &&
+                             div_round_up(rows, kern.mr) / grid.m_chunks() * kern.mr >=
+                                 kern.wide_faster_from_rows;
+    bool wide_block = wide_kernel && !pair_route && wide_faster;
+    if (pair_route) {
+      wide_block = any_negative(x + m0 * k, k);
+    } else if (wide_kernel && !wide_block) {
       parallel_for(chunks, threads, [&](size_t t) {
         const size_t r0 = m0 + rows * t / chunks, r1 = m0 + rows * (t + 1) / chunks;
         chunk_neg[t] = any_negative(x + r0 * k, (r1 - r0) * k);
       });
       for (uint8_t v : chunk_neg) wide_block = wide_block || v;
     }
-    parallel_for(chunks, threads, [&](size_t t) {
+    std::vector<size_t> chunk_whole(chunks, 0);  // rows left whole by the pair route
+    auto prep_block = [&](size_t t) {
       uint8_t* tq = trimmed.data() + t * (k + 64);
       bool has_neg = false;
       for (size_t r = rows * t / chunks; r < rows * (t + 1) / chunks; ++r) {
@@ -237,9 +291,27 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
           std::fill(dp + k, dp + k_pad, uint8_t{0});  // zero weights there
           std::fill(dn + k, dn + k_pad, uint8_t{0});
         }
+        if (pair_route && !wide_block) chunk_whole[t] += !fixes.split(r, dp);
       }
       chunk_neg[t] = has_neg;
-    });
+    };
+    parallel_for(chunks, threads, prep_block);
+    // Pair-route blocks written again in the wide format: with a negative value (needed), or
+    // with rows too dense in large pairs for the pair route past 1/8 of the block where the
+    // wide tile is the faster one
+    if (pair_route && !wide_block) {
+      size_t whole = 0;
+      bool neg_seen = false;
+      for (size_t t = 0; t < chunks; ++t) {
+        whole += chunk_whole[t];
+        neg_seen = neg_seen || chunk_neg[t];
+      }
+      if (neg_seen || (wide_faster && whole * 8 > rows)) {
+        wide_block = true;
+        parallel_for(chunks, threads, prep_block);
+      }
+    }
+    const bool fix_block = pair_route && !wide_block;
     bool block_neg = false;
     for (uint8_t v : chunk_neg) block_neg = block_neg || v;
     saw_negative = saw_negative || block_neg;
@@ -258,6 +330,7 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
       grid.task(t, panel, r0, r1);
       const size_t n0 = panel * kInt8PanelCols, n1 = std::min(n, n0 + kInt8PanelCols);
       (wide_block ? kern.compute_wide : kern.compute)(prob, r0, r1, panel, panel + 1);
+      if (fix_block) fixes.add(r0, r1, panels, panel, prob.c, n, n);
       if (two_pass) {
         kern.compute(prob_neg, r0, r1, panel, panel + 1);
         for (size_t r = r0; r < r1; ++r) {

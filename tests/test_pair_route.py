@@ -1,0 +1,151 @@
+"""The AVX2 vpmaddubsw tile's pair route (csrc/int8_gemm/int8_gemm.h, Int8GroupFix): its fast
+route taken for any row whose pairs (k, k + 1), k even, sum to at most 255, and 8-bit rows split
+into such rows plus sparse fixes (SPARQ's raw op and fused forward). Every case against integer
+references, on every int8 kernel this CPU runs, forced in turn (the AVX2 ones are not the
+selected kernels on a VNNI CPU)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import pyquant
+from pyquant import _C
+from reference_sparq import sparq_ref
+from test_nn_forward import ref_abs_u8
+
+INT8_KERNELS = [e for e in _C.kernel_table() if e["family"] == "int8_gemm"]
+AVX2_KERNELS = [e for e in INT8_KERNELS if e["name"].startswith("avx2_")]
+
+
+@pytest.fixture
+def int8_kernel(request):
+    e = request.param
+    if not e["built"] or e["missing"]:
+        pytest.skip(f"{e['name']}: this CPU or build cannot run it")
+    previous = _C.active_isa()
+    _C.set_isa(e["tier"])
+    _C.set_kernel("int8_gemm", e["name"])
+    try:
+        yield e["name"]
+    finally:
+        _C.set_kernel("int8_gemm", None)
+        _C.set_isa(previous)
+
+
+def kernels(entries):
+    return pytest.mark.parametrize("int8_kernel", [pytest.param(e, id=e["name"]) for e in entries],
+                                   indirect=True)
+
+
+def edge_rows(rng, m, k):
+    """Rows whose pairs sum to 255 at most (the edge: 255 + 0, 128 + 127, 200 + 55), with a few
+    pairs at 256 in some rows (the split route's), so either route is at its limit."""
+    first = rng.integers(0, 256, (m, (k + 1) // 2))
+    pairs = np.stack([first, 255 - first], -1).reshape(m, -1)[:, :k]
+    pairs[1::3, 2:6] = 128  # two pairs summing to 256
+    return pairs.astype(np.uint8)
+
+
+def worst_weights(rng, n, k):
+    w = rng.choice(np.array([-128, 127, -127], np.int8), size=(n, k))
+    w[n // 2:] = -128  # every product at its most negative
+    return w
+
+
+@kernels(INT8_KERNELS)
+@pytest.mark.parametrize("m,n,k", [(1, 70, 1030), (2, 65, 300), (5, 64, 64), (16, 130, 2100),
+                                   (17, 70, 300), (40, 520, 300), (3, 17, 7)])
+def test_int8_gemm_exact_at_the_pair_limit(int8_kernel, rng, m, n, k):
+    a = edge_rows(rng, m, k)
+    w = worst_weights(rng, n, k)
+    ref = (a.astype(np.int64) @ w.astype(np.int64).T).astype(np.int32)
+    assert np.array_equal(pyquant.int8_gemm(a, w), ref)
+    a[1::3] = np.minimum(a[1::3], 127)  # rows all within the limit
+    a[:, 0] = 255
+    a[:, 1] = 0
+    ref = (a.astype(np.int64) @ w.astype(np.int64).T).astype(np.int32)
+    assert np.array_equal(pyquant.int8_gemm(a, w), ref)
+
+
+def relu_rows(rng, m, k, dense_rows=()):
+    """uint8 codes of post-ReLU rows (per row max|x| -> 255), some rows dense in large pairs."""
+    x = np.maximum(rng.standard_normal((m, k)), 0).astype(np.float32)
+    for r in dense_rows:
+        x[r] = rng.uniform(0.8, 1.0, k)  # every pair past 255: more fixes than a row may take
+    return x
+
+
+SPARQ = dict(bits=4, options=5, rounding="round", pairs=True)
+
+
+def forward_weights(rng, n, k):
+    """Random int8 weights, the first 256 k at the worst case (sums stay exact in float32)."""
+    w = rng.integers(-128, 128, (n, k)).astype(np.int8)
+    w[:, :256] = worst_weights(rng, n, min(k, 256))
+    return w
+
+
+def forward(x, w, threads=1, act=None):
+    n = w.shape[0]
+    pw = pyquant.prepack(w, "sparq_gemm", **SPARQ)
+    act_t = np.array(act if act else (np.nan, np.nan), np.float32)
+    return _C.forward_sparq(x, np.asarray(pw.buffer), 4, 5, True, True, True,
+                            np.ones(n, np.float32), None, act_t, threads)
+
+
+def forward_ref(x, w, act=None):
+    q, sa = ref_abs_u8(x, act)
+    t = sparq_ref(q, 4, 5, "round", True).astype(np.int64)
+    acc = np.where(x < 0, -t, t) @ w.T.astype(np.int64)
+    assert np.abs(acc).max() < 2**24  # exact in float32
+    return acc.astype(np.float32) * sa[:, None]
+
+
+# rows per task: 1 (decode), 2-16 (the strip schedule), 17+ (the wide tile's range when rows are
+# left whole); K tails past whole 32-byte steps of the split (k_pad % 32 = 4, 8, 28), K blocks
+SHAPES = [(1, 70, 1030), (3, 65, 36), (8, 130, 300), (16, 64, 44), (40, 200, 1100),
+          (70, 70, 4200), (9, 33, 1)]
+
+
+@kernels(INT8_KERNELS)
+@pytest.mark.parametrize("m,n,k", SHAPES)
+@pytest.mark.parametrize("dense", ["none", "few", "many"])
+def test_sparq_forward_relu_rows(int8_kernel, rng, threads, m, n, k, dense):
+    """Post-ReLU rows through the pair route; rows too dense in large pairs stay whole (few: the
+    split route for them; many, past 1/8 of a block: the block written again in the wide format)."""
+    rows = {"none": (), "few": (m // 2,), "many": tuple(range(0, m, 2))}[dense]
+    x = relu_rows(rng, m, k, rows)
+    w = forward_weights(rng, n, k)
+    assert np.array_equal(forward(x, w, threads), forward_ref(x, w))
+
+
+@kernels(INT8_KERNELS)
+@pytest.mark.parametrize("neg_row", [1, 15, 39])
+def test_sparq_forward_negative_after_the_first_row(int8_kernel, rng, threads, neg_row):
+    """A block guessed non-negative from its first row, with a negative value further down: the
+    block is written again in the signed (wide) format."""
+    m, n, k = 40, 130, 300
+    x = relu_rows(rng, m, k)
+    x[neg_row, 7] = -0.5
+    w = forward_weights(rng, n, k)
+    assert np.array_equal(forward(x, w, threads), forward_ref(x, w))
+    amax = float(np.abs(x).max())
+    act = (-amax, amax)  # static range: the same rows per tensor scale
+    assert np.array_equal(forward(x, w, threads, act), forward_ref(x, w, act))
+
+
+@kernels(INT8_KERNELS)
+@pytest.mark.parametrize("m,n,k", [(1, 70, 1030), (7, 65, 301), (40, 130, 4200), (20, 64, 36)])
+def test_sparq_gemm_raw_rows(int8_kernel, rng, m, n, k):
+    """The raw op (uint8 codes): random rows, rows of large values (left whole), edge rows."""
+    w = worst_weights(rng, n, k)
+    for a in (rng.integers(0, 256, (m, k)).astype(np.uint8),
+              np.full((m, k), 255, np.uint8),
+              edge_rows(rng, m, k),
+              (np.maximum(rng.standard_normal((m, k)), 0) * 80).clip(0, 255).astype(np.uint8)):
+        ref = sparq_ref(a, 4, 5, "round", True).astype(np.int64) @ w.T.astype(np.int64)
+        assert np.array_equal(pyquant.sparq_gemm(a, w, **SPARQ), ref.astype(np.int32))
+
+
+def test_avx2_kernels_are_in_the_table():
+    assert {e["name"] for e in AVX2_KERNELS} >= {"avx2_1x64", "avx2_4x16"}
