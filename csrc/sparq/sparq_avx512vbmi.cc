@@ -79,14 +79,21 @@ float sparq_prep_row_avx512(const SparqPlan& plan, const float* x, size_t k,
   if (fixed_amax) {
     amax = *fixed_amax;
   } else {
-    __m512 m = _mm512_setzero_ps();
-    for (size_t i = 0; i < k; i += 16) {
+    // four running maxima: one chain of dependent vmaxps bounded the whole row preparation
+    __m512 m4[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                    _mm512_setzero_ps()};
+    size_t i = 0;
+    for (; i + 64 <= k; i += 64)
+      for (int j = 0; j < 4; ++j)  // NaN: keeps the running max
+        m4[j] = _mm512_max_ps(_mm512_and_ps(_mm512_loadu_ps(x + i + 16 * j), abs_mask), m4[j]);
+    for (; i < k; i += 16) {
       const size_t left = k - i;
       const __mmask16 live = left >= 16 ? static_cast<__mmask16>(0xffff)
                                         : static_cast<__mmask16>((1u << left) - 1);
       const __m512 v = _mm512_and_ps(_mm512_maskz_loadu_ps(live, x + i), abs_mask);
-      m = _mm512_max_ps(v, m);  // NaN: keeps m
+      m4[0] = _mm512_max_ps(v, m4[0]);
     }
+    const __m512 m = _mm512_max_ps(_mm512_max_ps(m4[0], m4[1]), _mm512_max_ps(m4[2], m4[3]));
     alignas(64) float lanes[16];
     _mm512_store_ps(lanes, m);
     for (float v : lanes) amax = v > amax ? v : amax;
