@@ -149,3 +149,49 @@ def test_sparq_gemm_raw_rows(int8_kernel, rng, m, n, k):
 
 def test_avx2_kernels_are_in_the_table():
     assert {e["name"] for e in AVX2_KERNELS} >= {"avx2_1x64", "avx2_4x16"}
+
+
+# --- int8_gemm_run (raw int8_gemm, Int8Config(act_bits=8)): uint8 rows split when 8-bit ---
+def relu_codes(rng, m, k, dense_rows=()):
+    """uint8 codes of post-ReLU rows (zero point 0), a few pairs past 255 in each; dense rows
+    have every pair past 255 (left whole)."""
+    a = (np.maximum(rng.standard_normal((m, k)), 0) * 70).clip(0, 255).astype(np.uint8)
+    for r in dense_rows:
+        a[r] = rng.integers(200, 256, k)
+    return a
+
+
+@kernels(INT8_KERNELS)
+@pytest.mark.parametrize("m,n,k", [(1, 70, 1028), (5, 65, 36), (16, 130, 300), (40, 520, 301),
+                                   (70, 64, 4200), (9, 33, 2)])
+@pytest.mark.parametrize("dense", ["none", "few", "many"])
+def test_int8_gemm_uint8_rows(int8_kernel, rng, threads, m, n, k, dense):
+    """In place (K a multiple of 4), converted (K tail) and strided rows; rows left whole by the
+    split (few: their split route; many: past 1/8 of the rows, the int16 tile from 8 rows per
+    task, its rows prepared again from the input when they had been converted)."""
+    rows = {"none": (), "few": (m // 2,), "many": tuple(range(0, m, 2))}[dense]
+    wide = relu_codes(rng, m, k + 8, rows)
+    w = worst_weights(rng, n, k)
+    for a in (np.ascontiguousarray(wide[:, :k]), wide[:, :k]):
+        keep = a.copy()
+        ref = (a.astype(np.int64) @ w.astype(np.int64).T).astype(np.int32)
+        assert np.array_equal(pyquant.int8_gemm(a, w), ref)
+        assert np.array_equal(a, keep)  # the caller's rows are never split in place
+
+
+@kernels(AVX2_KERNELS)
+@pytest.mark.parametrize("shape", [(1, 300), (12, 1030), (70, 36)])
+def test_int8config_8bit_relu_inputs_match_the_scalar_kernel(int8_kernel, rng, threads, shape):
+    """QuantLinear(Int8Config(act_bits=8)) on post-ReLU inputs (zero point 0: pairs past 255
+    are few): the bits of the scalar kernel."""
+    import torch
+
+    m, k = shape
+    lin = torch.nn.Linear(k, 130)
+    mod = pyquant.nn.QuantLinear.from_linear(lin, pyquant.Int8Config(act_bits=8))
+    x = torch.from_numpy(np.maximum(rng.standard_normal((m, k)), 0).astype(np.float32))
+    with torch.no_grad():
+        got = mod(x)
+        _C.set_kernel("int8_gemm", "scalar")
+        ref = mod(x)
+    assert torch.equal(got, ref)

@@ -2,7 +2,7 @@
 // scales): fresh multi-MB allocations cost page faults on every call. Slots: 0-1 the fused
 // forwards (forward_sparq 0-3), 2 int8_gemm_run's converted rows (so forward_sparq must not
 // call int8_gemm_run while it holds slot 2), 4-6 the conv driver (conv.cc), 7 int8_gemm_run's
-// int16-tile rows, 8 forward_sparq's pair-route fixes.
+// int16-tile rows, 8 the pair route's fixes (forward_sparq, int8_gemm_run).
 #pragma once
 #include <cstddef>
 #include <memory>

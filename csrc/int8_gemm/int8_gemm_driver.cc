@@ -9,6 +9,7 @@
 #include "forward/epilogue.h"
 #include "forward/scratch.h"
 #include "int8_gemm/int8_gemm.h"
+#include "int8_gemm/pair_fixes.h"
 
 namespace pq {
 
@@ -68,6 +69,17 @@ bool use_wide_rows(const Int8GemmKernels& kern, const Int8GemmProblem& prob, siz
     if (!(any & 0x80)) return false;
   }
   return true;
+}
+
+// Whether any byte of rows [0, m) x [0, k) is above 127 (7-bit rows need no pair split).
+bool any_byte_above_127(const Int8GemmProblem& prob, size_t m, size_t k) {
+  const uint8_t* q = static_cast<const uint8_t*>(prob.a);
+  for (size_t r = 0; r < m; ++r) {
+    uint8_t any = 0;
+    for (size_t i = 0; i < k; ++i) any |= q[r * prob.lda + i];
+    if (any & 0x80) return true;
+  }
+  return false;
 }
 
 // int8_gemm_run's work, prepared: A in the path's format (in place when it already is), the
@@ -137,7 +149,41 @@ class Int8GemmTasks final : public TaskSet {
     prob_.n = n;
 
     compute_ = kern.compute;
-    if (use_wide_rows(kern, prob_, m, k_pad, m / grid_.m_chunks())) {
+    if (kern.pair_split && kern.a_format == Int8AFormat::u8 && !a_signed &&
+        any_byte_above_127(prob_, m, k)) {
+      // 8-bit uint8 rows on the pair route's path: split into pair-safe rows (a copy when A is
+      // the caller's) and fixes, unless more than 1/8 of them stay whole where the int16 tile
+      // below is the faster one. (int8 rows, flipped to u8 around 128, have pairs past 255
+      // nearly everywhere.)
+      uint8_t* rows = in_place ? buffer(m * k_pad + 64, 2, own_buffers)
+                               : static_cast<uint8_t*>(const_cast<void*>(prob_.a));
+      auto fixes = std::make_unique<PairFixes>(
+          kern, m, k_pad, buffer(PairFixes::storage_bytes(kern, m, k_pad) + 64, 8, own_buffers));
+      const size_t chunks = m >= 64 && threads > 1 ? static_cast<size_t>(threads) : 1;
+      std::vector<size_t> whole(chunks, 0);
+      parallel_for(chunks, threads, [&](size_t t) {
+        for (size_t r = m * t / chunks; r < m * (t + 1) / chunks; ++r) {
+          uint8_t* row = rows + r * prob_.lda;
+          if (in_place) {
+            row = rows + r * k_pad;
+            std::memcpy(row, static_cast<const uint8_t*>(prob_.a) + r * prob_.lda, k_pad);
+          }
+          whole[t] += !fixes->split(r, row);
+        }
+      });
+      size_t left_whole = 0;
+      for (size_t w : whole) left_whole += w;
+      if (left_whole * 8 <= m || !use_wide_rows(kern, prob_, m, k_pad, m / grid_.m_chunks())) {
+        if (in_place) {
+          prob_.a = rows;
+          prob_.lda = k_pad;
+        }
+        fixes_ = std::move(fixes);
+      } else if (!in_place) {  // the int16 tile reads the rows as they were: undo the splits
+        prepare_rows(a, lda_in, k, prob_.lda, a_signed, kern.a_format, rows, 0, m);
+      }
+    }
+    if (!fixes_ && use_wide_rows(kern, prob_, m, k_pad, m / grid_.m_chunks())) {
       // 8-bit rows on a path whose u8 tile takes them by a split route at about half speed: its
       // int16 tile (compute_wide, offset9) from a = q >> 2 and a_low = q & 3 gives the same sums
       uint8_t* hi = buffer(2 * m * k_pad + 64, 7, own_buffers);
@@ -168,6 +214,7 @@ class Int8GemmTasks final : public TaskSet {
     size_t panel, m0, m_end;
     grid_.task(t, panel, m0, m_end);
     compute_(prob_, m0, m_end, panel, panel + 1);
+    if (fixes_) fixes_->add(m0, m_end, prob_.panels, panel, c_, n_, n_);
     if (has_epilogue_) {
       const size_t n0 = panel * kInt8PanelCols;
       const size_t n1 = n0 + kInt8PanelCols < n_ ? n0 + kInt8PanelCols : n_;
@@ -194,6 +241,7 @@ class Int8GemmTasks final : public TaskSet {
   Int8ComputeFn compute_ = nullptr;
   size_t tasks_ = 0;
   std::vector<int32_t> bias_;
+  std::unique_ptr<PairFixes> fixes_;  // the pair route's, when taken
   std::vector<std::unique_ptr<uint8_t[]>> owned_;
 };
 

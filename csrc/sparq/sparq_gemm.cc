@@ -19,6 +19,7 @@
 #include "forward/scratch.h"
 #include "quantize/act_quantize.h"
 #include "int8_gemm/int8_gemm.h"
+#include "int8_gemm/pair_fixes.h"
 #include "sparq/sparq.h"
 
 namespace pq {
@@ -27,42 +28,11 @@ namespace {
 constexpr size_t kBlockBytes = size_t{1} << 20;  // trimmed activations per block: ~L2 size
 constexpr int kFixSlot = 8;  // thread_scratch slot of the pair route's fixes (forward/scratch.h)
 
-// The pair route's fixes of a block of rows (Int8GroupFix, int8_gemm.h): on a path that has it
-// (AVX2's vpmaddubsw tile), uint8 rows are split into pair-safe rows (its fast route) and at most
-// 1/8 of their k groups as fixes; a row that needs more stays whole (its tiles take the split
-// route). Inactive elsewhere.
-class BlockFixes {
- public:
-  BlockFixes(const Int8GemmKernels& kern, size_t rows_max, size_t k_pad)
-      : kern_(kern),
-        k_groups_(k_pad / kInt8GroupK),
-        cap_(kern.pair_split ? k_groups_ / 8 + 1 : 0),
-        fixes_(kern.pair_split ? static_cast<Int8GroupFix*>(thread_scratch(
-                                     rows_max * cap_ * sizeof(Int8GroupFix), kFixSlot))
-                               : nullptr),
-        count_(kern.pair_split ? rows_max : 0) {}
-  bool active() const { return fixes_ != nullptr; }
-  // Splits block row r (k_pad bytes, in place); false if it stays whole.
-  bool split(size_t r, uint8_t* row) {
-    const size_t got = kern_.pair_split(row, k_groups_ * kInt8GroupK, fixes_ + r * cap_, cap_);
-    count_[r] = got == SIZE_MAX ? 0 : got;
-    return got != SIZE_MAX;
-  }
-  // Adds block rows [r0, r1)'s fixes to their outputs (row r at c + r * ldc) in one panel.
-  void add(size_t r0, size_t r1, const int8_t* panels, size_t panel, int32_t* c, size_t ldc,
-           size_t n) const {
-    const int8_t* panel_b = panels + panel * k_groups_ * kInt8PanelGroupBytes;
-    const size_t n0 = panel * kInt8PanelCols, nc = std::min(n - n0, kInt8PanelCols);
-    for (size_t r = r0; r < r1; ++r)
-      kern_.add_fixes(panel_b, fixes_ + r * cap_, count_[r], c + r * ldc + n0, nc);
-  }
-
- private:
-  const Int8GemmKernels& kern_;
-  size_t k_groups_, cap_;
-  Int8GroupFix* fixes_;
-  std::vector<size_t> count_;
-};
+// The pair route's fixes of a block of rows, in the calling thread's scratch slot kFixSlot.
+PairFixes block_fixes(const Int8GemmKernels& kern, size_t rows_max, size_t k_pad) {
+  return PairFixes(kern, rows_max, k_pad,
+                   thread_scratch(PairFixes::storage_bytes(kern, rows_max, k_pad), kFixSlot));
+}
 
 // Produces activation row `row` (k trimmed uint8 values) into `dst`.
 using RowSource = std::function<void(size_t row, uint8_t* dst)>;
@@ -105,7 +75,7 @@ void gemm_rows(const RowSource& source, size_t m, size_t k, const int8_t* panels
   const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
   std::unique_ptr<uint8_t[]> scratch(scratch_needed ? new uint8_t[n_threads * 4 * k + 64] : nullptr);
 
-  BlockFixes fixes(kern, mc, k_pad);
+  PairFixes fixes = block_fixes(kern, mc, k_pad);
   std::vector<int32_t> bias;
   if (kern.a_format == Int8AFormat::s8) {
     bias.resize(n_pad);
@@ -206,7 +176,7 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
                                         : static_cast<int32_t*>(thread_scratch(mc * n * 4, 2));
   float* sa = static_cast<float*>(thread_scratch(m * sizeof(float), 3));
   // The pair route for blocks without negative inputs (negative ones take the wide format)
-  BlockFixes fixes(kern, mc, k_pad);
+  PairFixes fixes = block_fixes(kern, mc, k_pad);
   const bool pair_route = fixes.active() && wide_kernel;
   std::vector<uint8_t> trimmed(n_threads * 4 * (k + 64));
 

@@ -1,0 +1,54 @@
+// The pair route's fixes of a block of rows (Int8GroupFix, int8_gemm.h): on a path that has it
+// (AVX2's vpmaddubsw tile), 8-bit uint8 rows are split into pair-safe rows (its fast route) and
+// at most 1/8 of their k groups as fixes, added to the int32 output after the tile; a row that
+// needs more stays whole (its tiles take the split route). Inactive on other paths. Used by
+// int8_gemm_run and SPARQ's drivers.
+#pragma once
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "int8_gemm/int8_gemm.h"
+
+namespace pq {
+
+class PairFixes {
+ public:
+  // Bytes of storage for rows_max rows of k_pad (0: the path has no pair route).
+  static size_t storage_bytes(const Int8GemmKernels& kern, size_t rows_max, size_t k_pad) {
+    return kern.pair_split ? rows_max * cap(k_pad) * sizeof(Int8GroupFix) : 0;
+  }
+  // storage: storage_bytes(...) bytes, aligned for Int8GroupFix (unused when inactive).
+  PairFixes(const Int8GemmKernels& kern, size_t rows_max, size_t k_pad, void* storage)
+      : kern_(kern),
+        k_pad_(k_pad),
+        cap_(cap(k_pad)),
+        fixes_(kern.pair_split ? static_cast<Int8GroupFix*>(storage) : nullptr),
+        count_(kern.pair_split ? rows_max : 0) {}
+  bool active() const { return fixes_ != nullptr; }
+  // Splits row r (k_pad bytes, in place); false if it stays whole.
+  bool split(size_t r, uint8_t* row) {
+    const size_t got = kern_.pair_split(row, k_pad_, fixes_ + r * cap_, cap_);
+    count_[r] = got == SIZE_MAX ? 0 : got;
+    return got != SIZE_MAX;
+  }
+  // Adds rows [r0, r1)'s fixes to their outputs (row r at c + r * ldc) in one panel.
+  void add(size_t r0, size_t r1, const int8_t* panels, size_t panel, int32_t* c, size_t ldc,
+           size_t n) const {
+    const int8_t* panel_b = panels + panel * (k_pad_ / kInt8GroupK) * kInt8PanelGroupBytes;
+    const size_t n0 = panel * kInt8PanelCols, nc = std::min(n - n0, kInt8PanelCols);
+    for (size_t r = r0; r < r1; ++r)
+      kern_.add_fixes(panel_b, fixes_ + r * cap_, count_[r], c + r * ldc + n0, nc);
+  }
+
+ private:
+  static size_t cap(size_t k_pad) { return k_pad / kInt8GroupK / 8 + 1; }
+
+  const Int8GemmKernels& kern_;
+  size_t k_pad_, cap_;
+  Int8GroupFix* fixes_;
+  std::vector<size_t> count_;
+};
+
+}  // namespace pq
