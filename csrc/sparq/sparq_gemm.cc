@@ -216,15 +216,16 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
     // (AVX2, Zen 4's AVX2 tier: from 8 rows on 0.7-0.9x the time on post-ReLU rows, weights in
     // cache or from DRAM; at 4-6 rows 0.75x in cache but 1.1x from DRAM, so they stay split).
     // With the pair route only negative inputs make a block wide (post-ReLU rows: 0.6-0.7x the
-    // wide tile's time, AVX2-only tier of an Intel Xeon, 3x3 convs of 64-256 channels). Its
-    // block's first row guesses (a separate pass over the block's floats cost a third of the
-    // pair route's gain); a negative value in a later row has the block written again.
+    // wide tile's time, AVX2-only tier of an Intel Xeon, 3x3 convs of 64-256 channels). Three
+    // of the block's rows guess (a pass over all its floats cost a third of the pair route's
+    // gain); a negative value in another row has the block written again.
     const bool wide_faster = kern.wide_faster_from_rows != 0 &&
                              div_round_up(rows, kern.mr) / grid.m_chunks() * kern.mr >=
                                  kern.wide_faster_from_rows;
     bool wide_block = wide_kernel && !pair_route && wide_faster;
-    if (pair_route) {
-      wide_block = any_negative(x + m0 * k, k);
+    if (pair_route) {  // its first, middle and last rows (a left-padded batch's first are 0)
+      for (size_t r : {size_t{0}, rows / 2, rows - 1})
+        wide_block = wide_block || any_negative(x + (m0 + r) * k, k);
     } else if (wide_kernel && !wide_block) {
       parallel_for(chunks, threads, [&](size_t t) {
         const size_t r0 = m0 + rows * t / chunks, r1 = m0 + rows * (t + 1) / chunks;
