@@ -1,6 +1,7 @@
 """QuantConv2d, the whole layer (NCHW float in and out, one native call: im2col chunks made in
 cache and fed to the fused forward), against nn.Conv2d fp32 (oneDNN) and the raw int8 GEMM of
-the same im2col problem (the integer part alone). ResNet-style layers; default grid 1 thread,
+the same im2col problem (the integer part alone). ResNet-style layers (the 3x3 ones on post-ReLU
+inputs, as in the model); default grid 1 thread,
 --bench-full adds the batch-8 layer and 2 threads. Ratios side by side:
 `python -m pyquant bench --filter conv`.
 """
@@ -9,8 +10,8 @@ from common import case_params, full_grid
 
 DEFAULT = ("conv ResNet stem 7x7/2 224x224x3", "conv ResNet 3x3 56x56x64",
            "conv ResNet 3x3 14x14x256")
-KERNELS = {"QuantConv2d[Int8]", "QuantConv2d[W4 g32]", "QuantConv2d[SPARQ]", "nn.Conv2d fp32",
-           "pyquant.int8_gemm"}
+KERNELS = {"QuantConv2d[Int8]", "QuantConv2d[Int8 8-bit]", "QuantConv2d[W4 g32]",
+           "QuantConv2d[SPARQ]", "nn.Conv2d fp32", "pyquant.int8_gemm"}
 
 
 def pytest_generate_tests(metafunc):

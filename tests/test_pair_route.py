@@ -136,7 +136,7 @@ def test_sparq_forward_negative_after_the_first_row(int8_kernel, rng, threads, n
 
 @kernels(INT8_KERNELS)
 @pytest.mark.parametrize("m,n,k", [(1, 70, 1030), (7, 65, 301), (40, 130, 4200), (20, 64, 36)])
-def test_sparq_gemm_raw_rows(int8_kernel, rng, m, n, k):
+def test_sparq_gemm_raw_rows(int8_kernel, rng, threads, m, n, k):
     """The raw op (uint8 codes): random rows, rows of large values (left whole), edge rows."""
     w = worst_weights(rng, n, k)
     for a in (rng.integers(0, 256, (m, k)).astype(np.uint8),
@@ -168,15 +168,20 @@ def relu_codes(rng, m, k, dense_rows=()):
 def test_int8_gemm_uint8_rows(int8_kernel, rng, threads, m, n, k, dense):
     """In place (K a multiple of 4), converted (K tail) and strided rows; rows left whole by the
     split (few: their split route; many: past 1/8 of the rows, the int16 tile from 8 rows per
-    task, its rows prepared again from the input when they had been converted)."""
-    rows = {"none": (), "few": (m // 2,), "many": tuple(range(0, m, 2))}[dense]
-    wide = relu_codes(rng, m, k + 8, rows)
+    task, its rows prepared again from the input when they had been converted); the pair route
+    declined (7-bit rows, a probe row left whole)."""
+    probes = {0, m // 2, m - 1}  # the driver tries the pair route if these three split
+    rows = {"none": (), "few": (m // 3,), "many": tuple(range(0, m, 2))}[dense]
+    wide = relu_codes(rng, m, k + 8, [r for r in rows if r not in probes])
     w = worst_weights(rng, n, k)
     for a in (np.ascontiguousarray(wide[:, :k]), wide[:, :k]):
         keep = a.copy()
         ref = (a.astype(np.int64) @ w.astype(np.int64).T).astype(np.int32)
         assert np.array_equal(pyquant.int8_gemm(a, w), ref)
         assert np.array_equal(a, keep)  # the caller's rows are never split in place
+    for a in (wide[:, :k] >> 1, relu_codes(rng, m, k, [m - 1])[:, :k]):
+        ref = (a.astype(np.int64) @ w.astype(np.int64).T).astype(np.int32)
+        assert np.array_equal(pyquant.int8_gemm(a, w), ref)
 
 
 @kernels(AVX2_KERNELS)
@@ -195,3 +200,40 @@ def test_int8config_8bit_relu_inputs_match_the_scalar_kernel(int8_kernel, rng, t
         _C.set_kernel("int8_gemm", "scalar")
         ref = mod(x)
     assert torch.equal(got, ref)
+
+
+@kernels(AVX2_KERNELS + [e for e in INT8_KERNELS if e["name"] == "scalar"])
+@pytest.mark.parametrize("k", [1024, 1028])
+def test_int8_gemm_rows_at_the_fix_cap(int8_kernel, rng, threads, k):
+    """Rows needing cap - 1, cap and cap + 1 fixes (cap = k groups / 8 + 1: one fix per k group,
+    whichever of its two pairs pass 255), after a first row that splits; in place (k = 1024) and
+    converted (1028: the cap's row is K-padded)."""
+    groups = (k + 3) // 4
+    cap = groups // 8 + 1
+    counts = [1, cap - 1, cap, cap + 1, cap, 2 * cap, cap + 1, 0, cap - 1]
+    a = np.zeros((len(counts), k), np.uint8)
+    for r, c in enumerate(counts):
+        at = rng.choice(groups - 1, size=c, replace=False)
+        a[r, 4 * at] = 200
+        a[r, 4 * at + 1] = 100
+        a[r, 4 * at[::2] + 2] = 255  # both pairs of some groups: still one fix
+        a[r, 4 * at[::2] + 3] = 1
+    w = worst_weights(rng, 70, k)
+    ref = (a.astype(np.int64) @ w.astype(np.int64).T).astype(np.int32)
+    assert np.array_equal(pyquant.int8_gemm(a, w), ref)
+    pw = pyquant.prepack(w, "sparq_gemm", **SPARQ)
+    t = sparq_ref(a, 4, 5, "round", True)
+    ref = t.astype(np.int64) @ w.T.astype(np.int64)
+    assert np.array_equal(pyquant.sparq_gemm(a, pw), ref.astype(np.int32))
+
+
+@kernels(AVX2_KERNELS)
+def test_sparq_forward_over_several_blocks(int8_kernel, rng, threads):
+    """Blocks of about 1 MiB of rows (249 rows at K = 4200): a pair-route block, a block made
+    wide by a negative value in its 100th row, a pair-route block after it, a last short block
+    with rows left whole."""
+    m, n, k = 800, 40, 4200
+    x = relu_rows(rng, m, k, dense_rows=range(760, 800, 3))
+    x[249 + 100, 5] = -1.0
+    w = forward_weights(rng, n, k)
+    assert np.array_equal(forward(x, w, threads), forward_ref(x, w))

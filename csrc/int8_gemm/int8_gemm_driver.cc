@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -71,17 +72,6 @@ bool use_wide_rows(const Int8GemmKernels& kern, const Int8GemmProblem& prob, siz
   return true;
 }
 
-// Whether any byte of rows [0, m) x [0, k) is above 127 (7-bit rows need no pair split).
-bool any_byte_above_127(const Int8GemmProblem& prob, size_t m, size_t k) {
-  const uint8_t* q = static_cast<const uint8_t*>(prob.a);
-  for (size_t r = 0; r < m; ++r) {
-    uint8_t any = 0;
-    for (size_t i = 0; i < k; ++i) any |= q[r * prob.lda + i];
-    if (any & 0x80) return true;
-  }
-  return false;
-}
-
 // int8_gemm_run's work, prepared: A in the path's format (in place when it already is), the
 // sign-flip column bias, the task split. With own_buffers the converted rows live in the object
 // (several sets alive at once: run_task_sets); else in the calling thread's reusable scratch.
@@ -149,38 +139,62 @@ class Int8GemmTasks final : public TaskSet {
     prob_.n = n;
 
     compute_ = kern.compute;
-    if (kern.pair_split && kern.a_format == Int8AFormat::u8 && !a_signed &&
-        any_byte_above_127(prob_, m, k)) {
-      // 8-bit uint8 rows on the pair route's path: split into pair-safe rows (a copy when A is
-      // the caller's) and fixes, unless more than 1/8 of them stay whole where the int16 tile
-      // below is the faster one. (int8 rows, flipped to u8 around 128, have pairs past 255
-      // nearly everywhere.)
+    if (kern.pair_split && kern.a_format == Int8AFormat::u8 && !a_signed) {
+      // uint8 rows on the pair route's path: split into pair-safe rows (a copy when A is the
+      // caller's) and fixes. (int8 rows, flipped to u8 around 128, have pairs past 255 nearly
+      // everywhere; rows without such pairs take the fast route as they are.)
       uint8_t* rows = in_place ? buffer(m * k_pad + 64, 2, own_buffers)
                                : static_cast<uint8_t*>(const_cast<void*>(prob_.a));
       auto fixes = std::make_unique<PairFixes>(
           kern, m, k_pad, buffer(PairFixes::storage_bytes(kern, m, k_pad) + 64, 8, own_buffers));
-      const size_t chunks = m >= 64 && threads > 1 ? static_cast<size_t>(threads) : 1;
-      std::vector<size_t> whole(chunks, 0);
-      parallel_for(chunks, threads, [&](size_t t) {
-        for (size_t r = m * t / chunks; r < m * (t + 1) / chunks; ++r) {
-          uint8_t* row = rows + r * prob_.lda;
-          if (in_place) {
-            row = rows + r * k_pad;
-            std::memcpy(row, static_cast<const uint8_t*>(prob_.a) + r * prob_.lda, k_pad);
-          }
-          whole[t] += !fixes->split(r, row);
+      auto split_row = [&](size_t r) {
+        uint8_t* row = rows + r * prob_.lda;
+        if (in_place) {
+          row = rows + r * k_pad;
+          std::memcpy(row, static_cast<const uint8_t*>(prob_.a) + r * prob_.lda, k_pad);
         }
-      });
-      size_t left_whole = 0;
-      for (size_t w : whole) left_whole += w;
-      if (left_whole * 8 <= m || !use_wide_rows(kern, prob_, m, k_pad, m / grid_.m_chunks())) {
+        return fixes->split(r, row);
+      };
+      // Three rows decide whether the others are tried: one must need a fix (7-bit rows need
+      // none: a scan of A for bytes past 127 cost a 7-bit 3136 x 64 x 576 product 6%) and none
+      // may stay whole (uniformly random 8-bit rows all do: trying each cost the raw op 6%).
+      std::vector<size_t> probes{0};
+      for (size_t r : {m / 2, m - 1})
+        if (r != probes.back()) probes.push_back(r);  // (m / 2 <= m - 1; distinct, ascending)
+      bool take = true;
+      size_t needed = 0;
+      for (size_t r : probes) {
+        take = take && split_row(r);
+        needed += fixes->count(r);
+      }
+      take = take && needed > 0;
+      bool all_split = false;
+      if (take) {
+        const size_t chunks = m >= 64 && threads > 1 ? static_cast<size_t>(threads) : 1;
+        std::vector<size_t> whole(chunks, 0);
+        parallel_for(chunks, threads, [&](size_t t) {
+          for (size_t r = m * t / chunks; r < m * (t + 1) / chunks; ++r)
+            if (std::find(probes.begin(), probes.end(), r) == probes.end())
+              whole[t] += !split_row(r);
+        });
+        all_split = true;
+        size_t left_whole = 0;
+        for (size_t w : whole) left_whole += w;
+        // past 1/8 of the rows whole, the int16 tile where it is the faster one
+        take = left_whole * 8 <= m || !use_wide_rows(kern, prob_, m, k_pad, m / grid_.m_chunks());
+      }
+      if (take) {
         if (in_place) {
           prob_.a = rows;
           prob_.lda = k_pad;
         }
         fixes_ = std::move(fixes);
-      } else if (!in_place) {  // the int16 tile reads the rows as they were: undo the splits
-        prepare_rows(a, lda_in, k, prob_.lda, a_signed, kern.a_format, rows, 0, m);
+      } else if (!in_place) {  // the converted rows as they were, for the tiles below
+        if (all_split)
+          prepare_rows(a, lda_in, k, prob_.lda, a_signed, kern.a_format, rows, 0, m);
+        else
+          for (size_t r : probes)
+            prepare_rows(a, lda_in, k, prob_.lda, a_signed, kern.a_format, rows, r, r + 1);
       }
     }
     if (!fixes_ && use_wide_rows(kern, prob_, m, k_pad, m / grid_.m_chunks())) {

@@ -33,6 +33,8 @@ class PairFixes {
     count_[r] = got == SIZE_MAX ? 0 : got;
     return got != SIZE_MAX;
   }
+  // Fixes of row r (0 if it was left whole).
+  size_t count(size_t r) const { return count_[r]; }
   // Adds rows [r0, r1)'s fixes to their outputs (row r at c + r * ldc) in one panel.
   void add(size_t r0, size_t r1, const int8_t* panels, size_t panel, int32_t* c, size_t ldc,
            size_t n) const {

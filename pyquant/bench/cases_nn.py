@@ -118,7 +118,8 @@ CONV_LAYERS = {
     "conv ResNet 3x3 14x14x256": (256, 256, 3, 1, 1, 14, 1),
     "conv ResNet 3x3 56x56x64, batch 8": (64, 64, 3, 1, 1, 56, 8),
 }
-CONV_CONFIGS = {"Int8": "Int8Config()", "W4 g32": "WeightOnlyConfig(4, 32)", "SPARQ": "SparqConfig()"}
+CONV_CONFIGS = {"Int8": "Int8Config()", "Int8 8-bit": "Int8Config(act_bits=8)",
+                "W4 g32": "WeightOnlyConfig(4, 32)", "SPARQ": "SparqConfig()"}
 
 
 def conv_problem(label: str, threads: int = 1) -> Problem:
@@ -133,6 +134,8 @@ def _conv_layer(p: Problem):
     cin, cout, k, s, pad, hw, b = CONV_LAYERS[p.label]
     conv = torch.nn.Conv2d(cin, cout, k, s, pad)
     x = torch.randn(b, cin, hw, hw, generator=torch.Generator().manual_seed(1))
+    if "stem" not in p.label:  # a ResNet's 3x3 convs take ReLU outputs (its stem, the image)
+        x = x.relu()
     return conv, x
 
 
