@@ -91,8 +91,10 @@ struct Int8GemmKernels {
   size_t mr;  // rows per micro-tile (the driver splits M in multiples of it; a kernel may tile
               // a range in smaller steps, e.g. the ymm VNNI compute_wide's 4 rows)
   Int8ComputeFn compute;
-  // widest uint8 activations it runs at full speed: 7 for the AVX2 vpmaddubsw tile (8-bit rows
-  // take its exact split route at about half speed), 8 elsewhere. Int8Config(act_bits="auto").
+  // widest uint8 activations it runs at full speed on any data: 7 for the AVX2 vpmaddubsw tile
+  // (8-bit rows take its exact split route at about half speed, or the pair route near full
+  // speed where few of their pairs pass 255, as after a ReLU), 8 elsewhere.
+  // Int8Config(act_bits="auto").
   int full_speed_act_bits;
   // 9-bit activations (SPARQ's signed inputs) in one pass, in `wide_format`. nullptr: the path
   // has none and callers run a positive and a negative pass (formats that hold +-255 directly,

@@ -1,6 +1,6 @@
 // The pair route's fixes of a block of rows (Int8GroupFix, int8_gemm.h): on a path that has it
 // (AVX2's vpmaddubsw tile), 8-bit uint8 rows are split into pair-safe rows (its fast route) and
-// at most 1/8 of their k groups as fixes, added to the int32 output after the tile; a row that
+// fixes, at most k groups / 8 + 1 per row, added to the int32 output after the tile; a row that
 // needs more stays whole (its tiles take the split route). Inactive on other paths. Used by
 // int8_gemm_run and SPARQ's drivers.
 #pragma once
