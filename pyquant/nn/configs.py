@@ -34,7 +34,7 @@ class Int8Config:
     bits for a given ``act_bits``; it shows in the config's repr. On AVX2 without VNNI
     ``act_bits=8`` runs at about the 7-bit speed on non-negative inputs (after a ReLU: a CNN's
     convs), whose rows the kernel splits exactly into 7-bit-safe pairs and a few fixes, and at
-    about half of it on signed inputs (transformers).
+    0.5-0.7x of it on signed inputs (transformers).
     """
 
     act_bits: int | str = "auto"
