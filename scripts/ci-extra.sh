@@ -10,7 +10,8 @@ echo "== sanitizers"
 kernel_tests=()
 for f in test_packing.py test_int8_gemm.py test_lut_gemm.py test_lowbit_gemm.py test_sparq.py test_hardening.py \
          test_untrusted.py test_fuzz_packed.py test_gru_native.py test_sparq24.py test_conv_native.py \
-         test_grouped_forward.py test_recurrent.py test_grouped_conv.py test_gptq.py test_conv_transpose.py; do
+         test_grouped_forward.py test_recurrent.py test_grouped_conv.py test_gptq.py test_conv_transpose.py \
+         test_pair_route.py; do
   [ -f "tests/$f" ] && kernel_tests+=("$f")
 done
 scripts/sanitize.sh "${kernel_tests[@]}"
