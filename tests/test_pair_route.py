@@ -1,6 +1,7 @@
 """The AVX2 vpmaddubsw tile's pair route (csrc/int8_gemm/int8_gemm.h, Int8GroupFix): its fast
 route taken for any row whose pairs (k, k + 1), k even, sum to at most 255, and 8-bit rows split
-into such rows plus sparse fixes (SPARQ's raw op and fused forward). Every case against integer
+into such rows plus sparse fixes (SPARQ's raw op and fused forward, int8_gemm_run: the raw
+int8_gemm on uint8 and Int8Config(act_bits=8)). Every case against integer
 references, on every int8 kernel this CPU runs, forced in turn (the AVX2 ones are not the
 selected kernels on a VNNI CPU)."""
 from __future__ import annotations
