@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 PAGE = 4096
+COLD_SET_BYTES = 512 << 20  # a cold case's weight set at most (Problem.copies)
 
 
 @functools.lru_cache(maxsize=None)
@@ -58,10 +59,13 @@ class Problem:
         the case's own set (at its bytes per weight) is at least 2x this CPU's L3: cycled in
         order, every copy is evicted before its turn comes again, so every kernel, low-bit ones
         too, reads its weights from DRAM (2x, not more: a problem's cases are all built before
-        they are timed, about 16 sets at once)."""
+        they are timed, about 16 sets at once). At most COLD_SET_BYTES, still past any L3 one
+        core reads: a VM reporting a 480 MiB L3 built 16 sets of 960 MB (15 GB, and `bench
+        --quick` took 71-84 s, half of it in the kernel)."""
         if not self.cold:
             return 1
-        return max(2, -(-2 * l3_bytes() // int(self.n * self.k * bytes_per_weight)))
+        target = min(2 * l3_bytes(), COLD_SET_BYTES)
+        return max(2, -(-target // int(self.n * self.k * bytes_per_weight)))
 
     @property
     def ops(self) -> int:
