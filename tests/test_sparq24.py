@@ -267,6 +267,52 @@ def test_gemm24_signed_row_chunks_for_the_output(isa, threads, rng):
         np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, sparse24=True), sparq24_ref(a, w))
 
 
+def narrow_activations(rng, m, k, p_high, p_zero=0.3):
+    """int16 [m, k] sign-magnitude rows with magnitudes below 128 except a fraction p_high: with
+    few groups holding a magnitude >= 128 the signed twins (AVX2, AVX-VNNI) take narrow tables
+    (one lookup of the low 7 bits per group, a second pass over the high groups only), with many
+    (p_high = 0.5: ~90% of the groups) the two parts' subtraction."""
+    mag = rng.integers(1, 128, (m, k))
+    mag = np.where(rng.random((m, k)) < p_high, rng.integers(128, 256, (m, k)), mag)
+    mag[rng.random((m, k)) < p_zero] = 0
+    return np.where(rng.random((m, k)) < 0.5, -mag, mag).astype(np.int16)
+
+
+@pytest.mark.parametrize("p_high", [0.0, 0.01, 0.08, 0.5])
+@pytest.mark.parametrize("m,n,k", [(2, 33, 4), (3, 64, 511), (9, 40, 1031), (5, 7, 2056)])
+def test_gemm24_signed_narrow_tables(isa, rng, p_high, m, n, k):
+    """Narrow tables: K tails, one to three K blocks of 128 groups (the last partial), a row
+    without negative values among signed ones, high groups none / few / many."""
+    a = narrow_activations(rng, m, k, p_high)
+    a[1] = np.abs(a[1])
+    w = sparse_weight(rng, n, k)
+    for cfg in [(4, 5, "round", True), (3, 6, "trunc", True), (4, 2, "round", False)]:
+        kw = kw_of(cfg)
+        np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, sparse24=True, **kw),
+                                      sparq24_ref(a, w, **kw))
+
+
+def test_gemm24_signed_narrow_extremes(isa, threads):
+    """Narrow tables at their int32 bound: every activation +127 kept whole (partner zero) or
+    -127, against -128 / 127 weights over full K blocks of 128 groups, and one group per block
+    holding 255 (its high part); all-high rows beside them."""
+    m, n, k = 6, 40, 128 * 4 * 3 + 12
+    a = np.zeros((m, k), np.int16)
+    a[:, 0::4] = 127  # the pair (0, 1) of every group: its partner is 0, so 127 stays whole
+    a[1, 0::4] = -127
+    a[2, 0::4], a[2, 1::4] = 0, -127
+    a[3, 512::512] = 255  # one high group in each later K block
+    a[4, 0::4] = -255  # a row of high groups only (few rows: narrow tables still)
+    w = np.zeros((n, k), np.int8)
+    w[:, 0::4] = -128
+    w[:, 1::4] = 127
+    w[::2, 1::4] = -128
+    for cfg in [(4, 5, "round", True), (4, 5, "trunc", False)]:
+        kw = kw_of(cfg)
+        np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, sparse24=True, **kw),
+                                      sparq24_ref(a, w, **kw))
+
+
 def test_signed_rows_empty(rng):
     w24, w = sparse_weight(rng, 5, 10), rng.integers(-128, 128, (5, 10)).astype(np.int8)
     for sparse24, weight in ((True, w24), (False, w)):

@@ -110,6 +110,9 @@ struct Sparq24Problem {
   size_t n;               // valid output columns
   size_t neg_offset;      // compute24_signed only: a row's first -> second tables
   bool words;             // compute24_signed only: the tables hold words, not parts (below)
+  bool narrow;            // compute24_signed only: the E1 halves hold narrow tables (below)
+  const uint64_t* high;   // narrow only: per row, bit g = group g has a high byte
+  size_t high_stride;     // narrow only: uint64 words per row of `high`
 };
 // Rows [m0, m1) x panels [p0, p1) of C = (tables . weights).
 using Sparq24ComputeFn = void (*)(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0,
@@ -144,6 +147,9 @@ struct SparqKernels {
   // bytes further: its positive and negative parts (C = pos . W - neg . W), or with `words`
   // (one-row blocks: decode) the low and high bytes of the int16 words pos - neg
   // (sparq24_parts_to_words), which the streaming tile widens with one unpack instead of two.
+  // With `narrow` (several rows, few activations >= 128) each group's E0 parts stay as they are
+  // and the E1 halves (which these kernels never read otherwise) hold the narrow tables of
+  // sparq24_split_tables: the signed values split into a low and a high part.
   Sparq24ComputeFn compute24_signed;
 };
 const SparqKernels& sparq_kernels(Isa isa);
@@ -237,7 +243,16 @@ void sparq24_gemm_run(const uint8_t* a, size_t m, size_t k, const SparqConfig& c
 // negative ones (negative[i] != 0 for activation i, k of them) to `neg` (zeroed elsewhere), so
 // C = tables . W - neg . W: a kernel's signed twin takes both parts in one pass, else the
 // unsigned kernel runs over both as two table rows (interleaved: the weights are read once).
-void sparq24_split_tables(uint8_t* tables, const uint8_t* negative, size_t k, uint8_t* neg);
+// negative == nullptr: no activation is negative (neg gets zeros).
+// With `high` (ceil(groups / 64) words) the E1 halves get the narrow tables of compute24_signed
+// instead of E1's parts: per group the E0 value t = pos - neg in [-255, 255] is split as
+// t = l + 128 * h, l = sign * (|t| & 127) (int8) in tables' E1 half, h = sign * (|t| >> 7) (-1, 0
+// or 1) in neg's; bit g of `high` is set when group g has an h != 0. Returns how many groups do
+// (0 without `high`). The ymm kernels then take one lookup per 8 columns and group (l, in the
+// high byte of an int16 word: exact in int32 over a block of <= 128 groups) and a second pass
+// over h for the high groups only, in place of two lookups and a subtraction everywhere.
+size_t sparq24_split_tables(uint8_t* tables, const uint8_t* negative, size_t k, uint8_t* neg,
+                            uint64_t* high = nullptr);
 // A row's two parts (`bytes` each) in place -> the int16 words pos - neg as low bytes (in pos)
 // and high bytes (in neg: 0xff where neg != 0; the parts never overlap).
 void sparq24_parts_to_words(uint8_t* pos, uint8_t* neg, size_t bytes);

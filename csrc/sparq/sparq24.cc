@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <numeric>
 #include <type_traits>
 #include <vector>
 
@@ -41,19 +42,41 @@ struct SignMasks {
 };
 }  // namespace
 
-void sparq24_split_tables(uint8_t* tables, const uint8_t* negative, size_t k, uint8_t* neg) {
+size_t sparq24_split_tables(uint8_t* tables, const uint8_t* negative, size_t k, uint8_t* neg,
+                            uint64_t* high) {
   static const SignMasks masks;
-  for (size_t g = 0; 4 * g < k; ++g) {
+  const size_t groups = div_round_up(k, 4);
+  if (high) std::fill(high, high + div_round_up(groups, 64), uint64_t{0});
+  size_t count = 0;
+  for (size_t g = 0; g < groups; ++g) {
     unsigned bits = 0;
-    for (size_t j = 0; j < 4 && 4 * g + j < k; ++j) bits |= (negative[4 * g + j] ? 1u : 0u) << j;
+    for (size_t j = 0; negative && j < 4 && 4 * g + j < k; ++j)
+      bits |= (negative[4 * g + j] ? 1u : 0u) << j;
     const uint8_t* mask = masks.mask[bits];
     uint8_t* t = tables + g * kS24TableBytes;
     uint8_t* n = neg + g * kS24TableBytes;
-    for (size_t e = 0; e < kS24TableBytes; ++e) {  // (vectorized by the compiler)
-      n[e] = t[e] & mask[e];
-      t[e] = t[e] & static_cast<uint8_t>(~mask[e]);
+    if (!high) {
+      for (size_t e = 0; e < kS24TableBytes; ++e) {  // (vectorized by the compiler)
+        n[e] = t[e] & mask[e];
+        t[e] = t[e] & static_cast<uint8_t>(~mask[e]);
+      }
+      continue;
+    }
+    uint8_t any = 0;
+    for (size_t e = 0; e < 16; ++e) {  // E0's parts, and the narrow l and h (vectorized)
+      const uint8_t v = t[e], m = mask[e];
+      n[e] = v & m;
+      t[e] = v & static_cast<uint8_t>(~m);
+      t[16 + e] = static_cast<uint8_t>(((v & 0x7f) ^ m) - m);
+      n[16 + e] = static_cast<uint8_t>(((v >> 7) ^ m) - m);
+      any |= v;
+    }
+    if (any & 0x80) {
+      high[g / 64] |= uint64_t{1} << (g % 64);
+      ++count;
     }
   }
+  return count;
 }
 
 void sparq24_parts_to_words(uint8_t* pos, uint8_t* neg, size_t bytes) {
@@ -239,15 +262,16 @@ namespace {
 
 // The 2:4 driver shared by the raw ops and the fused forward: blocks of rows get their selector
 // tables (threads over rows), then the kernel runs over (panel, row range) tasks and
-// `finish(m0, m1, n0, n1)` on each finished tile. make_tables(row, chunk, pos, neg) writes the
-// row's tables to pos and returns whether the row has negative values; if it does (possible only
-// when `signed_rows`, else neg is null), pos holds the positive part's tables and neg the negative
-// part's. With signed rows a row's two table sets sit side by side, so a block with a negative
-// value runs the kernel once on 2 x rows interleaved rows (positive, negative part: one pass over
-// the weights, which at decode come from DRAM) into a scratch output, and each row is the
-// difference of its two (wrapping int32, as every path); other blocks skip the negative halves.
-// A kernel with a signed twin (SparqKernels::compute24_signed) takes both parts of a block's rows
-// in one pass instead, straight into c.
+// `finish(m0, m1, n0, n1)` on each finished tile. make_tables(row, chunk, pos, neg, high) writes
+// the row's tables to pos and returns whether the row has negative values; if it does (possible
+// only when `signed_rows`, else neg is null), pos holds the positive part's tables and neg the
+// negative part's, made by sparq24_split_tables with `high` (null, or narrow tables too). With
+// signed rows a row's two table sets sit side by side, so a block with a negative value runs the
+// kernel once on 2 x rows interleaved rows (positive, negative part: one pass over the weights,
+// which at decode come from DRAM) into a scratch output, and each row is the difference of its
+// two (wrapping int32, as every path); other blocks skip the negative halves. A kernel with a
+// signed twin (SparqKernels::compute24_signed) takes both parts of a block's rows in one pass
+// instead, straight into c, from narrow tables when few groups have an activation >= 128.
 template <class MakeTables, class Finish>
 void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c, bool signed_rows,
                 int threads, Isa isa, MakeTables&& make_tables, Finish&& finish) {
@@ -263,6 +287,11 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
   std::unique_ptr<uint8_t[]> tables(new uint8_t[sets * mc * row_tab]);
   std::unique_ptr<int32_t[]> c_parts;  // allocated by the first block with two parts
   std::vector<uint8_t> row_neg(mc);
+  // Narrow tables (several signed rows and a signed twin): per row the high-group bits and count
+  const bool narrow_ok = signed_rows && kernels.compute24_signed;
+  const size_t high_words = div_round_up(groups, 64);
+  std::vector<uint64_t> high(narrow_ok ? mc * high_words : 0);
+  std::vector<size_t> high_groups(narrow_ok ? mc : 0);
   Sparq24Problem prob{};
   prob.tables = tables.get();
   prob.k_groups = groups;
@@ -270,27 +299,49 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
   prob.ldc = n;
   prob.n = n;
   prob.neg_offset = row_tab;
+  prob.high = high.data();
+  prob.high_stride = high_words;
   for (size_t m0 = 0; m0 < m; m0 += mc) {
     const size_t rows = std::min(mc, m - m0);
     const size_t chunks = std::min(rows, n_threads * 4);
+    const bool narrow_block = narrow_ok && rows > 1;  // (one row: the decode tile's words)
     parallel_for(chunks, threads, [&](size_t t) {
       for (size_t r = rows * t / chunks; r < rows * (t + 1) / chunks; ++r) {
         uint8_t* pos = tables.get() + sets * r * row_tab;
-        row_neg[r] = make_tables(m0 + r, t, pos, signed_rows ? pos + row_tab : nullptr);
+        uint64_t* h = narrow_block ? &high[r * high_words] : nullptr;
+        row_neg[r] = make_tables(m0 + r, t, pos, signed_rows ? pos + row_tab : nullptr, h);
+        if (narrow_block && row_neg[r]) {
+          high_groups[r] = 0;
+          for (size_t w = 0; w < high_words; ++w)
+            high_groups[r] += static_cast<size_t>(__builtin_popcountll(h[w]));
+        }
       }
     });
     const bool negative = std::any_of(row_neg.begin(), row_neg.begin() + rows,
                                       [](uint8_t v) { return v != 0; });
     if (negative)  // the rows without negative values add nothing in their negative part
-      for (size_t r = 0; r < rows; ++r)
-        if (!row_neg[r]) std::memset(tables.get() + (2 * r + 1) * row_tab, 0, row_tab);
+      for (size_t r = 0; r < rows; ++r) {
+        if (row_neg[r]) continue;
+        uint8_t* pos = tables.get() + 2 * r * row_tab;
+        if (!narrow_block) {
+          std::memset(pos + row_tab, 0, row_tab);
+          continue;
+        }
+        high_groups[r] =
+            sparq24_split_tables(pos, nullptr, k, pos + row_tab, &high[r * high_words]);
+      }
     // Negative values: the kernel's signed twin takes both parts of a row in one pass where
-    // there is one (a one-row block as words, for the streaming decode tile); else two parts,
-    // subtracted.
+    // there is one (a one-row block as words, for the streaming decode tile; narrow tables where
+    // at most a third of the groups have an activation >= 128: the high groups' second pass
+    // costs what the parts' subtraction saves at ~0.4 of them with AVX2, ~0.3 with AVX-VNNI;
+    // MiniLM's linears have 1-17%); else two parts, subtracted.
     const bool one_pass = negative && kernels.compute24_signed;
     const bool two_parts = negative && !one_pass;
     prob.words = one_pass && rows == 1;
     if (prob.words) sparq24_parts_to_words(tables.get(), tables.get() + row_tab, row_tab);
+    prob.narrow = one_pass && narrow_block &&
+                  std::accumulate(high_groups.begin(), high_groups.begin() + rows, size_t{0}) <=
+                      rows * groups / 3;
     if (two_parts && !c_parts) c_parts.reset(new int32_t[2 * mc * n]);  // (no signed twin)
     const Sparq24ComputeFn compute = one_pass ? kernels.compute24_signed : kernels.compute24;
     prob.table_stride = two_parts ? row_tab : sets * row_tab;
@@ -321,13 +372,15 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
   }
 }
 
-// A signed row's tables from its magnitudes: in pos, split by sign into pos and neg where the
-// row has a negative value and the block keeps negative parts (neg). Returns whether it split.
+// A signed row's tables from its magnitudes: in pos, split by sign into pos and neg (with the
+// narrow tables and bits `high`, if not null) where the row has a negative value and the block
+// keeps negative parts (neg). Returns whether it split.
 bool signed_row_tables(Sparq24TablesRowFn tables_row, const SparqPlan& plan, const uint8_t* mag,
-                       const uint8_t* is_neg, bool row_neg, size_t k, uint8_t* pos, uint8_t* neg) {
+                       const uint8_t* is_neg, bool row_neg, size_t k, uint8_t* pos, uint8_t* neg,
+                       uint64_t* high) {
   tables_row(plan, mag, k, pos);
   if (!neg || !row_neg) return false;
-  sparq24_split_tables(pos, is_neg, k, neg);
+  sparq24_split_tables(pos, is_neg, k, neg, high);
   return true;
 }
 
@@ -350,7 +403,7 @@ void raw_run(const T* a, size_t m, size_t k, const SparqConfig& cfg, const uint8
   if constexpr (kSigned) signed_rows = any_negative(a, m * k);
   run_blocks(
       m, k, panels, n, c, signed_rows, threads, isa,
-      [&](size_t row, size_t chunk, uint8_t* pos, uint8_t* neg) {
+      [&](size_t row, size_t chunk, uint8_t* pos, uint8_t* neg, uint64_t* high) {
         const T* ar = a + row * k;
         if constexpr (!kSigned) {
           tables_row(plan, ar, k, pos);
@@ -364,7 +417,7 @@ void raw_run(const T* a, size_t m, size_t k, const SparqConfig& cfg, const uint8
             is_neg[i] = ar[i] < 0;
             row_neg |= is_neg[i];
           }
-          return signed_row_tables(tables_row, plan, mag, is_neg, row_neg, k, pos, neg);
+          return signed_row_tables(tables_row, plan, mag, is_neg, row_neg, k, pos, neg, high);
         }
       },
       [](size_t, size_t, size_t, size_t) {});
@@ -403,14 +456,14 @@ bool forward_sparq24(const float* x, size_t m, size_t k, const SparqConfig& cfg,
   int32_t* c = reinterpret_cast<int32_t*>(y);
   run_blocks(
       m, k, panels, n, c, negative, threads, isa,
-      [&](size_t row, size_t chunk, uint8_t* pos, uint8_t* neg) {
+      [&](size_t row, size_t chunk, uint8_t* pos, uint8_t* neg, uint64_t* high) {
         uint8_t* scratch = q.get() + chunk * chunk_bytes;
         uint8_t* mag = scratch + k + 64;
         uint8_t* is_neg = mag + k;
         bool row_neg = false;
         sa[row] = kernels.prep_row(plan, x + row * k, k, act.is_static ? &amax : nullptr,
                                    SparqRowFormat::magnitude, 0, scratch, mag, is_neg, &row_neg);
-        return signed_row_tables(kernels.tables24, plan, mag, is_neg, row_neg, k, pos, neg);
+        return signed_row_tables(kernels.tables24, plan, mag, is_neg, row_neg, k, pos, neg, high);
       },
       [&](size_t m0, size_t m1, size_t n0, size_t n1) { epilogue_i32(ep, c, n, m0, m1, n0, n1, isa); });
   return false;

@@ -2,6 +2,7 @@
 // trimming against the scalar reference on every ordered pair of uint8 values and on short odd
 // rows, for every config; sparq_gemm against an int64 oracle over the scalar-trimmed values.
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -169,6 +170,48 @@ void test_sparq24(Isa isa, TestCounter& t) {
       }
     }
     t.check(ok, "sparq24 sign split");
+    // With narrow tables: E0 parts as above, every E0 value pos - neg = l + 128 * h (l in
+    // tables' E1 half, h in neg's), and a group's high bit set iff one of its values is >= 128
+    // in magnitude; also without negative flags (a row of non-negative values).
+    ok = true;
+    for (size_t k : {1, 3, 4, 8, 300}) {
+      for (int round = 0; round < 40; ++round) {
+        std::vector<uint8_t> a(k), negative(k);
+        for (size_t i = 0; i < k; ++i) {
+          a[i] = static_cast<uint8_t>(rng() % 2 ? rng() % 128 : rng() % 256);
+          negative[i] = rng() % 2;
+        }
+        const size_t groups = (k + 3) / 4, bytes = groups * kS24TableBytes;
+        std::vector<uint8_t> tables(bytes), pos(bytes), neg(bytes, 0xaa), split(bytes),
+            split_neg(bytes, 0xaa);
+        std::vector<uint64_t> high((groups + 63) / 64, ~uint64_t{0});
+        sparq24_tables_row(plan, a.data(), k, tables.data());
+        const bool no_negatives = round % 4 == 0;
+        const uint8_t* flags = no_negatives ? nullptr : negative.data();
+        pos = split = tables;
+        if (no_negatives) std::fill(split_neg.begin(), split_neg.end(), 0);
+        else sparq24_split_tables(split.data(), flags, k, split_neg.data());
+        const size_t count = sparq24_split_tables(pos.data(), flags, k, neg.data(), high.data());
+        size_t want_count = 0;
+        for (size_t g = 0; g < groups; ++g) {
+          bool any_high = false;
+          for (size_t e = 0; e < 16; ++e) {
+            const size_t i = g * kS24TableBytes + e;
+            const int value = split[i] - split_neg[i];
+            ok = ok && pos[i] == split[i] && neg[i] == split_neg[i];
+            ok = ok && static_cast<int8_t>(pos[i + 16]) + 128 * static_cast<int8_t>(neg[i + 16]) ==
+                           value;
+            ok = ok && std::abs(static_cast<int8_t>(pos[i + 16])) < 128;
+            any_high = any_high || value >= 128 || value <= -128;
+          }
+          want_count += any_high;
+          ok = ok && ((high[g / 64] >> (g % 64)) & 1u) == (any_high ? 1u : 0u);
+        }
+        for (size_t g = groups; g < 64 * high.size(); ++g) ok = ok && !((high[g / 64] >> (g % 64)) & 1u);
+        ok = ok && count == want_count;
+      }
+    }
+    t.check(ok, "sparq24 narrow tables");
   }
   struct Shape { size_t m, n, k; };
   for (Shape s : {Shape{1, 1, 1}, Shape{3, 33, 7}, Shape{5, 70, 37}, Shape{1, 40, 8223},
