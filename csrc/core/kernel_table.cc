@@ -126,22 +126,25 @@ const LowbitGemmKernels kLowbitScalar{4, lowbit_tile4_scalar, lowbit_tile2_scala
 // the zmm kernel's vpermb)
 const SparqKernels kSparqAvx512{PQ_X86(sparq_trim_row_avx512), PQ_X86(sparq24_compute_avx512),
                                 PQ_X86(sparq_prep_row_avx512), PQ_X86(sparq24_tables_row_avx512),
-                                nullptr};
+                                nullptr, nullptr};
 const SparqKernels kSparqAvx2{PQ_X86(sparq_trim_row_avx2), PQ_X86(sparq24_compute_rows_avx2),
                               PQ_X86(sparq_prep_row_avx2), PQ_X86(sparq24_tables_row_avx2),
-                              PQ_X86(sparq24_compute_rows_signed_avx2)};
+                              PQ_X86(sparq24_compute_rows_signed_avx2),
+                              PQ_X86(sparq24_tables_row_signed_avx2)};
 const SparqKernels kSparqAvxVnni{PQ_X86(sparq_trim_row_avx2), PQ_X86(sparq24_compute_rows_avxvnni),
                                  PQ_X86(sparq_prep_row_avx2), PQ_X86(sparq24_tables_row_avx2),
-                                 PQ_X86(sparq24_compute_rows_signed_avxvnni)};
+                                 PQ_X86(sparq24_compute_rows_signed_avxvnni),
+                                 PQ_X86(sparq24_tables_row_signed_avx2)};
 const SparqKernels kSparqVnni256Evex{PQ_X86(sparq_trim_row_avx2),
                                      PQ_X86(sparq24_compute_rows_vnni256_avx512),
                                      PQ_X86(sparq_prep_row_avx2),
                                      PQ_X86(sparq24_tables_row_avx2),
-                                     PQ_X86(sparq24_compute_rows_signed_vnni256_avx512)};
+                                     PQ_X86(sparq24_compute_rows_signed_vnni256_avx512),
+                                     PQ_X86(sparq24_tables_row_signed_avx2)};
 const SparqKernels kSparqNeon{PQ_ARM(sparq_trim_row_neon), sparq24_compute_scalar,
-                              sparq_prep_row_scalar, sparq24_tables_row, nullptr};
+                              sparq_prep_row_scalar, sparq24_tables_row, nullptr, nullptr};
 const SparqKernels kSparqScalar{sparq_trim_row_scalar, sparq24_compute_scalar,
-                                sparq_prep_row_scalar, sparq24_tables_row, nullptr};
+                                sparq_prep_row_scalar, sparq24_tables_row, nullptr, nullptr};
 
 const BitpackKernels kPackAvx512{PQ_X86(pack_rows_avx512), PQ_X86(unpack_rows_avx512)};
 const BitpackKernels kPackAvx2{PQ_X86(pack_rows_avx2), PQ_X86(unpack_rows_avx2)};

@@ -136,6 +136,11 @@ using SparqPrepRowFn = float (*)(const SparqPlan& plan, const float* x, size_t k
 // One row's 2:4 selector tables: k activations -> ceil(k/4) x 32 bytes (sparq24_tables_row).
 using Sparq24TablesRowFn = void (*)(const SparqPlan& plan, const uint8_t* a, size_t k,
                                     uint8_t* out);
+// A signed row's tables in one pass: those of its magnitudes `a`, split by sign into out and
+// neg as sparq24_split_tables(out, negative, k, neg, high) does; returns its count.
+using Sparq24TablesRowSignedFn = size_t (*)(const SparqPlan& plan, const uint8_t* a,
+                                            const uint8_t* negative, size_t k, uint8_t* out,
+                                            uint8_t* neg, uint64_t* high);
 
 struct SparqKernels {
   SparqTrimRowFn trim_row;
@@ -151,6 +156,7 @@ struct SparqKernels {
   // and the E1 halves (which these kernels never read otherwise) hold the narrow tables of
   // sparq24_split_tables: the signed values split into a low and a high part.
   Sparq24ComputeFn compute24_signed;
+  Sparq24TablesRowSignedFn tables24_signed;  // null: tables24, then sparq24_split_tables
 };
 const SparqKernels& sparq_kernels(Isa isa);
 
@@ -162,6 +168,9 @@ float sparq_prep_row_avx2(const SparqPlan&, const float*, size_t, const float*, 
                           uint8_t, uint8_t*, uint8_t*, uint8_t*, bool*);
 void sparq_trim_row_avx2(const SparqPlan& plan, const uint8_t* src, size_t k, uint8_t* dst);
 void sparq24_tables_row_avx2(const SparqPlan& plan, const uint8_t* a, size_t k, uint8_t* out);
+size_t sparq24_tables_row_signed_avx2(const SparqPlan& plan, const uint8_t* a,
+                                      const uint8_t* negative, size_t k, uint8_t* out,
+                                      uint8_t* neg, uint64_t* high);
 void sparq_trim_row_avx512(const SparqPlan& plan, const uint8_t* src, size_t k, uint8_t* dst);
 float sparq_prep_row_avx512(const SparqPlan&, const float*, size_t, const float*, SparqRowFormat,
                             uint8_t, uint8_t*, uint8_t*, uint8_t*, bool*);

@@ -375,10 +375,14 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
 // A signed row's tables from its magnitudes: in pos, split by sign into pos and neg (with the
 // narrow tables and bits `high`, if not null) where the row has a negative value and the block
 // keeps negative parts (neg). Returns whether it split.
-bool signed_row_tables(Sparq24TablesRowFn tables_row, const SparqPlan& plan, const uint8_t* mag,
+bool signed_row_tables(const SparqKernels& kernels, const SparqPlan& plan, const uint8_t* mag,
                        const uint8_t* is_neg, bool row_neg, size_t k, uint8_t* pos, uint8_t* neg,
                        uint64_t* high) {
-  tables_row(plan, mag, k, pos);
+  if (neg && row_neg && kernels.tables24_signed) {
+    kernels.tables24_signed(plan, mag, is_neg, k, pos, neg, high);
+    return true;
+  }
+  kernels.tables24(plan, mag, k, pos);
   if (!neg || !row_neg) return false;
   sparq24_split_tables(pos, is_neg, k, neg, high);
   return true;
@@ -395,7 +399,7 @@ void raw_run(const T* a, size_t m, size_t k, const SparqConfig& cfg, const uint8
   }
   constexpr bool kSigned = std::is_same_v<T, int16_t>;
   const SparqPlan& plan = sparq_plan(cfg);
-  const Sparq24TablesRowFn tables_row = sparq_kernels(isa).tables24;
+  const SparqKernels& kernels = sparq_kernels(isa);
   const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
   // signed rows, per chunk: the row's magnitudes and its negative flags
   std::unique_ptr<uint8_t[]> scratch(kSigned ? new uint8_t[n_threads * 4 * 2 * k] : nullptr);
@@ -406,7 +410,7 @@ void raw_run(const T* a, size_t m, size_t k, const SparqConfig& cfg, const uint8
       [&](size_t row, size_t chunk, uint8_t* pos, uint8_t* neg, uint64_t* high) {
         const T* ar = a + row * k;
         if constexpr (!kSigned) {
-          tables_row(plan, ar, k, pos);
+          kernels.tables24(plan, ar, k, pos);
           return false;
         } else {
           uint8_t* mag = scratch.get() + chunk * 2 * k;
@@ -417,7 +421,7 @@ void raw_run(const T* a, size_t m, size_t k, const SparqConfig& cfg, const uint8
             is_neg[i] = ar[i] < 0;
             row_neg |= is_neg[i];
           }
-          return signed_row_tables(tables_row, plan, mag, is_neg, row_neg, k, pos, neg, high);
+          return signed_row_tables(kernels, plan, mag, is_neg, row_neg, k, pos, neg, high);
         }
       },
       [](size_t, size_t, size_t, size_t) {});
@@ -463,7 +467,7 @@ bool forward_sparq24(const float* x, size_t m, size_t k, const SparqConfig& cfg,
         bool row_neg = false;
         sa[row] = kernels.prep_row(plan, x + row * k, k, act.is_static ? &amax : nullptr,
                                    SparqRowFormat::magnitude, 0, scratch, mag, is_neg, &row_neg);
-        return signed_row_tables(kernels.tables24, plan, mag, is_neg, row_neg, k, pos, neg, high);
+        return signed_row_tables(kernels, plan, mag, is_neg, row_neg, k, pos, neg, high);
       },
       [&](size_t m0, size_t m1, size_t n0, size_t n1) { epilogue_i32(ep, c, n, m0, m1, n0, n1, isa); });
   return false;

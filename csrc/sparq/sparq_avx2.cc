@@ -126,28 +126,76 @@ inline __m256i lane_in_both(__m256i v, size_t lane) {
 }
 }  // namespace
 
-void sparq24_tables_row_avx2(const SparqPlan& plan, const uint8_t* a, size_t k, uint8_t* out) {
+namespace {
+
+// The tables of a row of magnitudes `a`; with `negative` (k flags, non-zero: the activation is
+// negative) split by sign as sparq24_split_tables does (into out and neg, with `high` the narrow
+// tables too), in the same pass: a table byte's sign is its own activation's (one more vpshufb).
+template <bool kSigned>
+size_t tables24_avx2(const SparqPlan& plan, const uint8_t* a, const uint8_t* negative, size_t k,
+                     uint8_t* out, uint8_t* neg, uint64_t* high) {
   static const Tables24Shuffles sh;
   const Trim32 trim(plan);
   const size_t groups = (k + 3) / 4;
+  const __m256i zero = _mm256_setzero_si256(), low7 = _mm256_set1_epi8(0x7f);
+  const __m256i one = _mm256_set1_epi8(1);
+  if (kSigned && high) std::memset(high, 0, (groups + 63) / 64 * sizeof(uint64_t));
+  size_t count = 0;
   for (size_t g0 = 0; g0 < groups; g0 += 8) {
     const __m256i x = load32_padded(a + 4 * g0, k - 4 * g0);
     const __m256i w = trim.with_partner(x, false), f = trim.with_partner(x, true);
-    const __m256i nz = _mm256_xor_si256(_mm256_cmpeq_epi8(x, _mm256_setzero_si256()),
-                                        _mm256_set1_epi8(-1));
+    const __m256i nz = _mm256_xor_si256(_mm256_cmpeq_epi8(x, zero), _mm256_set1_epi8(-1));
+    __m256i ng = zero;  // 0xff: the activation is negative
+    if (kSigned)
+      ng = _mm256_xor_si256(_mm256_cmpeq_epi8(load32_padded(negative + 4 * g0, k - 4 * g0), zero),
+                            _mm256_set1_epi8(-1));
     for (size_t h = 0; h < 2; ++h) {  // groups g0 + 4h .. g0 + 4h + 3: lane h, in both lanes
       const __m256i wh = lane_in_both(w, h), fh = lane_in_both(f, h), nzh = lane_in_both(nz, h);
+      const __m256i ngh = lane_in_both(ng, h);
       for (size_t i = 0; i < 4 && g0 + 4 * h + i < groups; ++i) {
+        const size_t g = g0 + 4 * h + i;
         const __m256i own = _mm256_load_si256(reinterpret_cast<const __m256i*>(sh.own[i]));
         const __m256i partner = _mm256_load_si256(reinterpret_cast<const __m256i*>(sh.partner[i]));
         const __m256i v = _mm256_blendv_epi8(_mm256_shuffle_epi8(fh, own),
                                              _mm256_shuffle_epi8(wh, own),
                                              _mm256_shuffle_epi8(nzh, partner));
-        uint8_t* dst = out + (g0 + 4 * h + i) * kS24TableBytes;
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), v);
+        __m256i* dst = reinterpret_cast<__m256i*>(out + g * kS24TableBytes);
+        if (!kSigned) {
+          _mm256_storeu_si256(dst, v);
+          continue;
+        }
+        __m256i* dst_neg = reinterpret_cast<__m256i*>(neg + g * kS24TableBytes);
+        const __m256i m = _mm256_shuffle_epi8(ngh, own);  // (own 0x80: no activation, 0)
+        __m256i p = _mm256_andnot_si256(m, v), n = _mm256_and_si256(m, v);
+        if (high) {  // E1 halves: l = sign * (|t| & 127), h = sign * (|t| >> 7) of E0's bytes
+          const __m256i l = _mm256_sub_epi8(_mm256_xor_si256(_mm256_and_si256(v, low7), m), m);
+          const __m256i top = _mm256_and_si256(_mm256_srli_epi16(v, 7), one);
+          const __m256i hi = _mm256_sub_epi8(_mm256_xor_si256(top, m), m);
+          p = _mm256_permute2x128_si256(p, l, 0x20);
+          n = _mm256_permute2x128_si256(n, hi, 0x20);
+          if (_mm256_movemask_epi8(v) & 0xffff) {
+            high[g / 64] |= uint64_t{1} << (g % 64);
+            ++count;
+          }
+        }
+        _mm256_storeu_si256(dst, p);
+        _mm256_storeu_si256(dst_neg, n);
       }
     }
   }
+  return count;
+}
+
+}  // namespace
+
+void sparq24_tables_row_avx2(const SparqPlan& plan, const uint8_t* a, size_t k, uint8_t* out) {
+  tables24_avx2<false>(plan, a, nullptr, k, out, nullptr, nullptr);
+}
+
+size_t sparq24_tables_row_signed_avx2(const SparqPlan& plan, const uint8_t* a,
+                                      const uint8_t* negative, size_t k, uint8_t* out,
+                                      uint8_t* neg, uint64_t* high) {
+  return tables24_avx2<true>(plan, a, negative, k, out, neg, high);
 }
 
 }  // namespace pq

@@ -139,6 +139,41 @@ void test_sparq24(Isa isa, TestCounter& t) {
     }
     t.check(ok, "sparq24 tables " + name(cfg));
   }
+  // The path's one-pass signed tables (where it has them) equal the tables then the sign split,
+  // with and without narrow tables, and write nothing past ceil(k / 4) groups.
+  if (const Sparq24TablesRowSignedFn tables_signed = sparq_kernels(isa).tables24_signed) {
+    for (const SparqConfig& cfg : all_configs()) {
+      SparqPlan plan;
+      sparq_make_plan(cfg, &plan);
+      bool ok = true;
+      for (size_t k : {1, 2, 3, 4, 5, 31, 32, 33, 63, 64, 65, 259, 1031}) {
+        for (bool narrow : {false, true}) {
+          std::vector<uint8_t> a(k), negative(k);
+          for (size_t i = 0; i < k; ++i) {
+            const uint64_t r = rng();
+            a[i] = r % 4 == 0 ? 0 : r % 4 == 1 ? 255 : static_cast<uint8_t>(r >> 8);
+            negative[i] = r % 3 == 0 ? static_cast<uint8_t>(1 + (r >> 16) % 255) : 0;
+          }
+          const size_t groups = (k + 3) / 4, bytes = groups * kS24TableBytes;
+          std::vector<uint8_t> pos(bytes + 64, 0xaa), neg(bytes + 64, 0xaa), want(bytes),
+              want_neg(bytes);
+          std::vector<uint64_t> high((groups + 63) / 64, ~uint64_t{0}), want_high(high.size());
+          const size_t count = tables_signed(plan, a.data(), negative.data(), k, pos.data(),
+                                             neg.data(), narrow ? high.data() : nullptr);
+          sparq24_tables_row(plan, a.data(), k, want.data());
+          const size_t want_count = sparq24_split_tables(want.data(), negative.data(), k,
+                                                         want_neg.data(),
+                                                         narrow ? want_high.data() : nullptr);
+          ok = ok && count == want_count && std::memcmp(pos.data(), want.data(), bytes) == 0 &&
+               std::memcmp(neg.data(), want_neg.data(), bytes) == 0 &&
+               (!narrow || high == want_high) &&
+               std::all_of(pos.begin() + bytes, pos.end(), [](uint8_t v) { return v == 0xaa; }) &&
+               std::all_of(neg.begin() + bytes, neg.end(), [](uint8_t v) { return v == 0xaa; });
+        }
+      }
+      t.check(ok, "sparq24 signed tables " + name(cfg));
+    }
+  }
   // The sign split: every sign pattern of a group (k tails 1-3 too) moves exactly the bytes
   // whose activation position is negative: E0[s] / E1[s] of pair s at its first / second
   // position (E0[10 + s] repeats E1[s]), E0[6 + j] of single j; E1[6..15] hold nothing.
