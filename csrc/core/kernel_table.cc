@@ -121,12 +121,11 @@ const LowbitGemmKernels kLowbitScalar{4, lowbit_tile4_scalar, lowbit_tile2_scala
                                       lowbit_epilogue_scalar, nullptr, nullptr, nullptr, nullptr,
                                       nullptr, nullptr};
 
-// (no signed twin on AVX-512 VBMI: its zmm vpdpbusd kernel over two table rows took 29.3 ms at
-// 256 x 4096 x 4096 on Zen 5, the ymm word twin 51.9 ms on the AVX-VNNI tier; words would double
-// the zmm kernel's vpermb)
+// (signed rows on AVX-512 VBMI: narrow tables, or one row as the AVX2 decode tile's words)
 const SparqKernels kSparqAvx512{PQ_X86(sparq_trim_row_avx512), PQ_X86(sparq24_compute_avx512),
                                 PQ_X86(sparq_prep_row_avx512), PQ_X86(sparq24_tables_row_avx512),
-                                nullptr, nullptr};
+                                PQ_X86(sparq24_compute_signed_avx512),
+                                PQ_X86(sparq24_tables_row_signed_avx512)};
 const SparqKernels kSparqAvx2{PQ_X86(sparq_trim_row_avx2), PQ_X86(sparq24_compute_rows_avx2),
                               PQ_X86(sparq_prep_row_avx2), PQ_X86(sparq24_tables_row_avx2),
                               PQ_X86(sparq24_compute_rows_signed_avx2),

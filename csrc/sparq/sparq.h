@@ -110,8 +110,9 @@ struct Sparq24Problem {
   size_t n;               // valid output columns
   size_t neg_offset;      // compute24_signed only: a row's first -> second tables
   bool words;             // compute24_signed only: the tables hold words, not parts (below)
-  bool narrow;            // compute24_signed only: the E1 halves hold narrow tables (below)
-  const uint64_t* high;   // narrow only: per row, bit g = group g has a high byte
+  bool narrow;            // compute24_signed only: the kernel's narrow tables (below)
+  bool few_high;          // narrow only: at most a third of the groups have a high part
+  const uint64_t* high;   // narrow only: per row, bit g = group g has a high part
   size_t high_stride;     // narrow only: uint64 words per row of `high`
 };
 // Rows [m0, m1) x panels [p0, p1) of C = (tables . weights).
@@ -136,8 +137,9 @@ using SparqPrepRowFn = float (*)(const SparqPlan& plan, const float* x, size_t k
 // One row's 2:4 selector tables: k activations -> ceil(k/4) x 32 bytes (sparq24_tables_row).
 using Sparq24TablesRowFn = void (*)(const SparqPlan& plan, const uint8_t* a, size_t k,
                                     uint8_t* out);
-// A signed row's tables in one pass: those of its magnitudes `a`, split by sign into out and
-// neg as sparq24_split_tables(out, negative, k, neg, high) does; returns its count.
+// A signed row's tables in one pass: those of its magnitudes `a`, split by sign into out and neg
+// as sparq24_split_tables(out, negative, k, neg) does; with `high` instead the narrow tables of
+// the kernel (SparqKernels). Returns how many groups have a high part (0 without `high`).
 using Sparq24TablesRowSignedFn = size_t (*)(const SparqPlan& plan, const uint8_t* a,
                                             const uint8_t* negative, size_t k, uint8_t* out,
                                             uint8_t* neg, uint64_t* high);
@@ -152,11 +154,16 @@ struct SparqKernels {
   // bytes further: its positive and negative parts (C = pos . W - neg . W), or with `words`
   // (one-row blocks: decode) the low and high bytes of the int16 words pos - neg
   // (sparq24_parts_to_words), which the streaming tile widens with one unpack instead of two.
-  // With `narrow` (several rows, few activations >= 128) each group's E0 parts stay as they are
-  // and the E1 halves (which these kernels never read otherwise) hold the narrow tables of
-  // sparq24_split_tables: the signed values split into a low and a high part.
+  // With `narrow` (blocks of several rows) the tables come from the kernel's tables24_signed
+  // with `high`: each signed table value t split as t = l + 128 * h, l = sign * (|t| & 127),
+  // h = sign * (|t| >> 7), so the rows take one lookup per product and a second pass only where
+  // a group has an h (the groups holding a magnitude >= 128: 1-17% after MiniLM's LayerNorms).
+  // The ymm kernels' format is sparq24_split_tables' with `high`; the zmm kernel's is
+  // tables24_avx512's (l + 128 and h + 1 as unsigned bytes, for vpdpbusd).
   Sparq24ComputeFn compute24_signed;
-  Sparq24TablesRowSignedFn tables24_signed;  // null: tables24, then sparq24_split_tables
+  // A signed row's tables (and with `high` the narrow tables of compute24_signed) in one pass;
+  // set exactly where compute24_signed is.
+  Sparq24TablesRowSignedFn tables24_signed;
 };
 const SparqKernels& sparq_kernels(Isa isa);
 
@@ -171,6 +178,9 @@ void sparq24_tables_row_avx2(const SparqPlan& plan, const uint8_t* a, size_t k, 
 size_t sparq24_tables_row_signed_avx2(const SparqPlan& plan, const uint8_t* a,
                                       const uint8_t* negative, size_t k, uint8_t* out,
                                       uint8_t* neg, uint64_t* high);
+size_t sparq24_tables_row_signed_avx512(const SparqPlan& plan, const uint8_t* a,
+                                        const uint8_t* negative, size_t k, uint8_t* out,
+                                        uint8_t* neg, uint64_t* high);
 void sparq_trim_row_avx512(const SparqPlan& plan, const uint8_t* src, size_t k, uint8_t* dst);
 float sparq_prep_row_avx512(const SparqPlan&, const float*, size_t, const float*, SparqRowFormat,
                             uint8_t, uint8_t*, uint8_t*, uint8_t*, bool*);
@@ -212,6 +222,9 @@ void sparq24_compute_scalar(const Sparq24Problem& p, size_t m0, size_t m1, size_
 #if defined(PQ_HAVE_X86)
 void sparq24_compute_avx2(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1);
 void sparq24_compute_avx512(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1);
+// Signed rows (its compute24_signed): one row as words (sparq24_compute_avx2), or narrow tables.
+void sparq24_compute_signed_avx512(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0,
+                                   size_t p1);
 // More than two table rows: the ymm kernel over expanded weight blocks (sparq24_rows.inc), in its
 // AVX2, AVX-VNNI and EVEX builds; one or two rows go to sparq24_compute_avx2 (the signed twins
 // below take any count of rows).

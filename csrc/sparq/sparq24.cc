@@ -287,7 +287,8 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
   std::unique_ptr<uint8_t[]> tables(new uint8_t[sets * mc * row_tab]);
   std::unique_ptr<int32_t[]> c_parts;  // allocated by the first block with two parts
   std::vector<uint8_t> row_neg(mc);
-  // Narrow tables (several signed rows and a signed twin): per row the high-group bits and count
+  // Narrow tables (blocks of several rows with a signed twin): per row the high-group bits and
+  // count. Every row of such a block gets them, with or without negative values.
   const bool narrow_ok = signed_rows && kernels.compute24_signed;
   const size_t high_words = div_round_up(groups, 64);
   std::vector<uint64_t> high(narrow_ok ? mc * high_words : 0);
@@ -304,44 +305,36 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
   for (size_t m0 = 0; m0 < m; m0 += mc) {
     const size_t rows = std::min(mc, m - m0);
     const size_t chunks = std::min(rows, n_threads * 4);
-    const bool narrow_block = narrow_ok && rows > 1;  // (one row: the decode tile's words)
+    const bool narrow = narrow_ok && rows > 1;  // (one row: the decode tile's words)
     parallel_for(chunks, threads, [&](size_t t) {
       for (size_t r = rows * t / chunks; r < rows * (t + 1) / chunks; ++r) {
         uint8_t* pos = tables.get() + sets * r * row_tab;
-        uint64_t* h = narrow_block ? &high[r * high_words] : nullptr;
+        uint64_t* h = narrow ? &high[r * high_words] : nullptr;
         row_neg[r] = make_tables(m0 + r, t, pos, signed_rows ? pos + row_tab : nullptr, h);
-        if (narrow_block && row_neg[r]) {
-          high_groups[r] = 0;
-          for (size_t w = 0; w < high_words; ++w)
-            high_groups[r] += static_cast<size_t>(__builtin_popcountll(h[w]));
-        }
+        if (!narrow) continue;
+        high_groups[r] = 0;
+        for (size_t w = 0; w < high_words; ++w)
+          high_groups[r] += static_cast<size_t>(__builtin_popcountll(h[w]));
       }
     });
     const bool negative = std::any_of(row_neg.begin(), row_neg.begin() + rows,
                                       [](uint8_t v) { return v != 0; });
-    if (negative)  // the rows without negative values add nothing in their negative part
-      for (size_t r = 0; r < rows; ++r) {
-        if (row_neg[r]) continue;
-        uint8_t* pos = tables.get() + 2 * r * row_tab;
-        if (!narrow_block) {
-          std::memset(pos + row_tab, 0, row_tab);
-          continue;
-        }
-        high_groups[r] =
-            sparq24_split_tables(pos, nullptr, k, pos + row_tab, &high[r * high_words]);
-      }
+    if (negative && !narrow)  // rows without negative values add nothing in their negative part
+      for (size_t r = 0; r < rows; ++r)
+        if (!row_neg[r]) std::memset(tables.get() + (2 * r + 1) * row_tab, 0, row_tab);
     // Negative values: the kernel's signed twin takes both parts of a row in one pass where
-    // there is one (a one-row block as words, for the streaming decode tile; narrow tables where
-    // at most a third of the groups have an activation >= 128: the high groups' second pass
-    // costs what the parts' subtraction saves at ~0.4 of them with AVX2, ~0.3 with AVX-VNNI;
-    // MiniLM's linears have 1-17%); else two parts, subtracted.
-    const bool one_pass = negative && kernels.compute24_signed;
+    // there is one (a one-row block as words, for the streaming decode tile; several rows as
+    // narrow tables); else two parts, subtracted.
+    const bool one_pass = narrow || (negative && kernels.compute24_signed);
     const bool two_parts = negative && !one_pass;
-    prob.words = one_pass && rows == 1;
+    prob.words = one_pass && !narrow;
     if (prob.words) sparq24_parts_to_words(tables.get(), tables.get() + row_tab, row_tab);
-    prob.narrow = one_pass && narrow_block &&
-                  std::accumulate(high_groups.begin(), high_groups.begin() + rows, size_t{0}) <=
-                      rows * groups / 3;
+    // Few high groups (at most a third): their second pass costs less than the parts'
+    // subtraction (ymm, break-even ~0.4 with AVX2, ~0.3 with AVX-VNNI) or a second pass over all
+    // groups (zmm)
+    prob.narrow = narrow;
+    prob.few_high = narrow && std::accumulate(high_groups.begin(), high_groups.begin() + rows,
+                                              size_t{0}) <= rows * groups / 3;
     if (two_parts && !c_parts) c_parts.reset(new int32_t[2 * mc * n]);  // (no signed twin)
     const Sparq24ComputeFn compute = one_pass ? kernels.compute24_signed : kernels.compute24;
     prob.table_stride = two_parts ? row_tab : sets * row_tab;
@@ -372,19 +365,20 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
   }
 }
 
-// A signed row's tables from its magnitudes: in pos, split by sign into pos and neg (with the
-// narrow tables and bits `high`, if not null) where the row has a negative value and the block
-// keeps negative parts (neg). Returns whether it split.
+// A signed row's tables from its magnitudes: in pos, split by sign into pos and neg where the row
+// has a negative value and the block keeps negative parts (neg), or with `high` (a block of
+// several rows with a signed twin) the twin's narrow tables, whatever the row's signs. Returns
+// whether the row has a negative value.
 bool signed_row_tables(const SparqKernels& kernels, const SparqPlan& plan, const uint8_t* mag,
                        const uint8_t* is_neg, bool row_neg, size_t k, uint8_t* pos, uint8_t* neg,
                        uint64_t* high) {
-  if (neg && row_neg && kernels.tables24_signed) {
+  if (neg && (row_neg || high) && kernels.tables24_signed) {
     kernels.tables24_signed(plan, mag, is_neg, k, pos, neg, high);
-    return true;
+    return row_neg;
   }
   kernels.tables24(plan, mag, k, pos);
   if (!neg || !row_neg) return false;
-  sparq24_split_tables(pos, is_neg, k, neg, high);
+  sparq24_split_tables(pos, is_neg, k, neg);
   return true;
 }
 

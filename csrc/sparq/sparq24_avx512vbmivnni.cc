@@ -65,21 +65,60 @@ Indices make_indices() {
   return ix;
 }
 
+// The weight side of one step (groups g, g + 1 of a block; g + 1 < groups or it is zero): per
+// 16-column half the vpermb indices and the value dwords, and the mask of the tables' bytes.
+struct StepWeights {
+  __m512i idx[2], val[2];
+  __mmask64 tables;
+};
+PQ_INLINE StepWeights step_weights(const Indices& ix, const uint8_t* bg, bool pair) {
+  const __m512i nib = _mm512_set1_epi8(0x0f);
+  StepWeights w;
+  w.tables = pair ? ~__mmask64{0} : __mmask64{0xffffffff};  // tables of g + 1
+  __m512i sel = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bg)));
+  __m512i v_next = _mm512_setzero_si512();
+  if (pair) {
+    sel = _mm512_inserti32x4(
+        sel, _mm_loadu_si128(reinterpret_cast<const __m128i*>(bg + kS24GroupBytes)), 1);
+    v_next = _mm512_loadu_si512(bg + kS24GroupBytes + kS24SelBytes);
+  }
+  const __m512i v_this = _mm512_loadu_si512(bg + kS24SelBytes);
+  const __m512i sel_hi = _mm512_srli_epi16(sel, 4);
+#pragma GCC unroll 2
+  for (size_t h = 0; h < 2; ++h) {
+    // (byte & 0x0f) | 16 * slot
+    w.idx[h] = _mm512_ternarylogic_epi32(_mm512_permutex2var_epi8(sel, ix.sel[h], sel_hi), nib,
+                                         ix.slot, 0xEA);
+    w.val[h] = _mm512_permutex2var_epi8(v_this, ix.value[h], v_next);
+  }
+  return w;
+}
+
+// What a tile computes from its rows' tables T: kPlain, T . W (unsigned rows); the narrow
+// tables of signed rows (sparq24_tables_row_signed_avx512), whose bytes are l + 128 and h + 1:
+// kLow, T . W - 128 * colsum(W) = l . W; kHigh, 128 * (T . W - colsum(W)) = 128 * h . W
+// (colsum: each column's sum of value bytes over the block, by one vpdpbusd with ones per step,
+// shared by the rows). All exact modulo 2^32, as every path.
+enum class TileMode { kPlain, kLow, kHigh };
+
 // R rows x one 32-column panel over `groups` k groups of one K block. kPrefetch: the block's
 // first row tile, which streams it in; the later ones find it in L2 (their prefetches were 6 of
 // ~45 operations per step).
 // S streams: the block's groups in S equal parts (of whole group pairs), read in turn.
-template <size_t R, bool kPrefetch, size_t S>
+template <size_t R, bool kPrefetch, size_t S, TileMode kMode = TileMode::kPlain>
 void tile(const Indices& ix, const uint8_t* const* t, const uint8_t* b, size_t groups,
           int32_t* const* c, size_t nc, bool accumulate_c) {
-  const __m512i nib = _mm512_set1_epi8(0x0f);
+  constexpr bool kSums = kMode != TileMode::kPlain;
+  const __m512i ones = _mm512_set1_epi8(1);
   // each accumulator zeroed by its own instruction: from one shared zero GCC copies every
   // accumulator through a spare register around each vpdpbusd (as in lowbit_gemm_avx512vnni.cc)
-  __m512i acc[R][2];
+  __m512i acc[R][2], colsum[2];
 #pragma GCC unroll 8
   for (size_t r = 0; r < R; ++r)
 #pragma GCC unroll 2
     for (size_t h = 0; h < 2; ++h) asm volatile("vpxord %0, %0, %0" : "=v"(acc[r][h]));
+  if constexpr (kSums)
+    for (size_t h = 0; h < 2; ++h) asm volatile("vpxord %0, %0, %0" : "=v"(colsum[h]));
   auto step = [&](size_t g) __attribute__((always_inline)) {
     const uint8_t* bg = b + g * kS24GroupBytes;
     const char* pb = reinterpret_cast<const char*>(bg);
@@ -88,30 +127,14 @@ void tile(const Indices& ix, const uint8_t* const* t, const uint8_t* b, size_t g
         _mm_prefetch(pb + kPrefetchBytes / S + line, _MM_HINT_T0);
         _mm_prefetch(pb + kPrefetchL2Bytes / S + line, _MM_HINT_T2);
       }
-    const bool pair = g + 1 < groups;
-    const __mmask64 hi = pair ? ~__mmask64{0} : __mmask64{0xffffffff};  // tables of g+1
-    __m512i sel = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bg)));
-    __m512i v_next = _mm512_setzero_si512();
-    if (pair) {
-      sel = _mm512_inserti32x4(
-          sel, _mm_loadu_si128(reinterpret_cast<const __m128i*>(bg + kS24GroupBytes)), 1);
-      v_next = _mm512_loadu_si512(bg + kS24GroupBytes + kS24SelBytes);
-    }
-    const __m512i v_this = _mm512_loadu_si512(bg + kS24SelBytes);
-    const __m512i sel_hi = _mm512_srli_epi16(sel, 4);
-    __m512i idx[2], val[2];
-#pragma GCC unroll 2
-    for (size_t h = 0; h < 2; ++h) {
-      // (byte & 0x0f) | 16 * slot
-      idx[h] = _mm512_ternarylogic_epi32(_mm512_permutex2var_epi8(sel, ix.sel[h], sel_hi), nib,
-                                         ix.slot, 0xEA);
-      val[h] = _mm512_permutex2var_epi8(v_this, ix.value[h], v_next);
-    }
+    const StepWeights w = step_weights(ix, bg, g + 1 < groups);
+    if constexpr (kSums)
+      for (size_t h = 0; h < 2; ++h) colsum[h] = _mm512_dpbusd_epi32(colsum[h], ones, w.val[h]);
 #pragma GCC unroll 8
     for (size_t r = 0; r < R; ++r) {
-      const __m512i tab = _mm512_maskz_loadu_epi8(hi, t[r] + g * kS24TableBytes);
-      acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], _mm512_permutexvar_epi8(idx[0], tab), val[0]);
-      acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], _mm512_permutexvar_epi8(idx[1], tab), val[1]);
+      const __m512i tab = _mm512_maskz_loadu_epi8(w.tables, t[r] + g * kS24TableBytes);
+      acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], _mm512_permutexvar_epi8(w.idx[0], tab), w.val[0]);
+      acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], _mm512_permutexvar_epi8(w.idx[1], tab), w.val[1]);
     }
   };
   const size_t part = groups / (2 * S) * 2;
@@ -129,21 +152,68 @@ void tile(const Indices& ix, const uint8_t* const* t, const uint8_t* b, size_t g
     for (size_t r = 0; r < R; ++r) {
       int32_t* dst = c[r] + 16 * h;
       __m512i v = acc[r][h];
+      if constexpr (kMode == TileMode::kLow)
+        v = _mm512_sub_epi32(v, _mm512_slli_epi32(colsum[h], 7));
+      if constexpr (kMode == TileMode::kHigh)
+        v = _mm512_slli_epi32(_mm512_sub_epi32(v, colsum[h]), 7);
       if (accumulate_c) v = _mm512_add_epi32(v, _mm512_maskz_loadu_epi32(m, dst));
       _mm512_mask_storeu_epi32(dst, m, v);
     }
   }
 }
 
+// A narrow signed row's high part over one K block, only where it has one: c += 128 * h . W
+// over the group pairs holding a high group (bits: the row's high groups of the block), from its
+// h + 1 tables th (the pair's other group, h = 0, adds v - v).
+void high_pairs(const Indices& ix, const uint8_t* th, const uint64_t* bits, const uint8_t* b,
+                size_t groups, int32_t* c, size_t nc) {
+  const __m512i ones = _mm512_set1_epi8(1);
+  __m512i acc[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+  __m512i sums[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+  for (size_t word = 0; 64 * word < groups; ++word) {
+    // the pairs (g, g + 1), g even, with a high group: bit g
+    uint64_t pairs = (bits[word] | bits[word] >> 1) & 0x5555555555555555ull;
+    for (; pairs; pairs &= pairs - 1) {
+      const size_t g = 64 * word + static_cast<size_t>(__builtin_ctzll(pairs));
+      const StepWeights w = step_weights(ix, b + g * kS24GroupBytes, g + 1 < groups);
+      const __m512i tab = _mm512_maskz_loadu_epi8(w.tables, th + g * kS24TableBytes);
+      for (size_t h = 0; h < 2; ++h) {
+        acc[h] = _mm512_dpbusd_epi32(acc[h], _mm512_permutexvar_epi8(w.idx[h], tab), w.val[h]);
+        sums[h] = _mm512_dpbusd_epi32(sums[h], ones, w.val[h]);
+      }
+    }
+  }
+  for (size_t h = 0; h < 2 && 16 * h < nc; ++h) {
+    const size_t left = nc - 16 * h;
+    const __mmask16 m = left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+    int32_t* dst = c + 16 * h;
+    const __m512i v = _mm512_slli_epi32(_mm512_sub_epi32(acc[h], sums[h]), 7);
+    _mm512_mask_storeu_epi32(dst, m, _mm512_add_epi32(v, _mm512_maskz_loadu_epi32(m, dst)));
+  }
+}
+
 template <size_t R>
 void rows_tile(const Indices& ix, const Sparq24Problem& p, size_t m, size_t kb, size_t groups,
-               const uint8_t* b, size_t col0, size_t nc, bool first, bool decode) {
+               const uint8_t* b, size_t col0, size_t nc, bool first, bool decode, bool narrow) {
   const size_t row_tab = p.table_stride;
   const uint8_t* t[R];
   int32_t* c[R];
   for (size_t r = 0; r < R; ++r) {
     t[r] = p.tables + (m + r) * row_tab + kb * kS24TableBytes;
     c[r] = p.c + (m + r) * p.ldc + col0;
+  }
+  if (narrow) {  // signed rows: their low parts, then the high parts (sparq.h)
+    if (first)
+      tile<R, true, 1, TileMode::kLow>(ix, t, b, groups, c, nc, kb > 0);
+    else
+      tile<R, false, 1, TileMode::kLow>(ix, t, b, groups, c, nc, kb > 0);
+    const uint8_t* th[R];
+    for (size_t r = 0; r < R; ++r) th[r] = t[r] + p.neg_offset;
+    if (!p.few_high)
+      return tile<R, false, 1, TileMode::kHigh>(ix, th, b, groups, c, nc, true);
+    for (size_t r = 0; r < R; ++r)
+      high_pairs(ix, th[r], p.high + (m + r) * p.high_stride + kb / 64, b, groups, c[r], nc);
+    return;
   }
   if constexpr (R == 2) {  // decode: 2 rows (one row runs the AVX2 kernel)
     if (decode) return tile<R, true, kDecodeStreams>(ix, t, b, groups, c, nc, kb > 0);
@@ -154,6 +224,36 @@ void rows_tile(const Indices& ix, const Sparq24Problem& p, size_t m, size_t kb, 
     tile<R, false, 1>(ix, t, b, groups, c, nc, kb > 0);
 }
 
+// Rows [m0, m1) x panels [p0, p1); narrow: signed rows in narrow tables.
+void compute(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1, bool narrow) {
+  const Indices ix = make_indices();
+  for (size_t panel = p0; panel < p1; ++panel) {
+    const size_t col0 = panel * kS24PanelCols;
+    const size_t nc = p.n - col0 < kS24PanelCols ? p.n - col0 : kS24PanelCols;
+    // the rows reuse each K block from L2; decode (a signed row's two table rows) streams the
+    // panel once
+    const bool decode = !narrow && m1 - m0 <= 2;
+    const size_t block = decode ? p.k_groups : kBlockGroups;
+    for (size_t kb = 0; kb < p.k_groups; kb += block) {
+      const size_t groups = p.k_groups - kb < block ? p.k_groups - kb : block;
+      const uint8_t* b = p.panels + (panel * p.k_groups + kb) * kS24GroupBytes;
+      size_t m = m0;
+      for (; m + kMaxRows <= m1; m += kMaxRows)
+        rows_tile<kMaxRows>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, narrow);
+      switch (m1 - m) {
+        case 7: rows_tile<7>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, narrow); break;
+        case 6: rows_tile<6>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, narrow); break;
+        case 5: rows_tile<5>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, narrow); break;
+        case 4: rows_tile<4>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, narrow); break;
+        case 3: rows_tile<3>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, narrow); break;
+        case 2: rows_tile<2>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, narrow); break;
+        case 1: rows_tile<1>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, narrow); break;
+        default: break;
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void sparq24_compute_avx512(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0,
@@ -162,32 +262,13 @@ void sparq24_compute_avx512(const Sparq24Problem& p, size_t m0, size_t m1, size_
   // rate on Zen 4 (double-pumped zmm): the AVX2 kernel streams faster there (1.27-1.42 vs
   // 1.69-1.72 ms at 1 x 14336 x 4096 from DRAM, alternating runs).
   if (m1 - m0 == 1) return sparq24_compute_avx2(p, m0, m1, p0, p1);
-  const Indices ix = make_indices();
-  for (size_t panel = p0; panel < p1; ++panel) {
-    const size_t col0 = panel * kS24PanelCols;
-    const size_t nc = p.n - col0 < kS24PanelCols ? p.n - col0 : kS24PanelCols;
-    // the rows reuse each K block from L2; decode (a signed row's two table rows) streams the
-    // panel once
-    const bool decode = m1 - m0 <= 2;
-    const size_t block = decode ? p.k_groups : kBlockGroups;
-    for (size_t kb = 0; kb < p.k_groups; kb += block) {
-      const size_t groups = p.k_groups - kb < block ? p.k_groups - kb : block;
-      const uint8_t* b = p.panels + (panel * p.k_groups + kb) * kS24GroupBytes;
-      size_t m = m0;
-      for (; m + kMaxRows <= m1; m += kMaxRows)
-        rows_tile<kMaxRows>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode);
-      switch (m1 - m) {
-        case 7: rows_tile<7>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode); break;
-        case 6: rows_tile<6>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode); break;
-        case 5: rows_tile<5>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode); break;
-        case 4: rows_tile<4>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode); break;
-        case 3: rows_tile<3>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode); break;
-        case 2: rows_tile<2>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode); break;
-        case 1: rows_tile<1>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode); break;
-        default: break;
-      }
-    }
-  }
+  compute(p, m0, m1, p0, p1, false);
+}
+
+void sparq24_compute_signed_avx512(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0,
+                                   size_t p1) {
+  if (p.words) return sparq24_compute_avx2(p, m0, m1, p0, p1);  // one signed row (decode)
+  compute(p, m0, m1, p0, p1, true);
 }
 
 }  // namespace pq

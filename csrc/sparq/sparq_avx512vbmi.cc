@@ -5,6 +5,8 @@
 // Also the fused forward's row preparation around that trim.
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "core/macros.h"
 #include "sparq/sparq.h"
 
@@ -166,7 +168,15 @@ struct Tables24Layout {
 };
 }  // namespace
 
-void sparq24_tables_row_avx512(const SparqPlan& plan, const uint8_t* a, size_t k, uint8_t* out) {
+namespace {
+// The tables of a row of magnitudes `a`; kSigned: split by the sign of each byte's own activation
+// (negative: k flags, non-zero = negative) into out and neg as sparq24_split_tables does, or with
+// `high` into the zmm kernel's narrow tables (sparq24_compute_signed_avx512): per table byte with
+// signed value t = l + 128 * h (l = sign * (|t| & 127), h = sign * (|t| >> 7)) out gets l + 128 and
+// neg gets h + 1 (unsigned bytes for vpdpbusd), and bit g of `high` is set when group g has an h.
+template <bool kSigned>
+size_t tables24_avx512(const SparqPlan& plan, const uint8_t* a, const uint8_t* negative, size_t k,
+                       uint8_t* out, uint8_t* neg, uint64_t* high) {
   static const Tables24Layout layout;
   __m512i base[4], wide[4];
   for (int j = 0; j < 4; ++j) {
@@ -175,8 +185,15 @@ void sparq24_tables_row_avx512(const SparqPlan& plan, const uint8_t* a, size_t k
   }
   const __mmask64 live_bytes = layout.pair_bytes | layout.single_bytes;
   const size_t groups = div_round_up(k, 4);
+  if (kSigned && high) std::memset(high, 0, div_round_up(groups, 64) * sizeof(uint64_t));
+  size_t count = 0;
   for (size_t g0 = 0; g0 < groups; g0 += 16) {
-    const __m512i x = _mm512_maskz_loadu_epi8(live_mask(k - 4 * g0), a + 4 * g0);  // tail: 0
+    const __mmask64 live = live_mask(k - 4 * g0);
+    const __m512i x = _mm512_maskz_loadu_epi8(live, a + 4 * g0);  // tail: 0
+    __m512i ng = _mm512_setzero_si512();  // 0xff: the activation is negative
+    if (kSigned)
+      ng = _mm512_movm_epi8(_mm512_test_epi8_mask(_mm512_maskz_loadu_epi8(live, negative + 4 * g0),
+                                                  _mm512_set1_epi8(-1)));
     const __mmask64 top_bit = _mm512_movepi8_mask(x);
     const __m512i t0 = lookup256(x, top_bit, base), t1 = lookup256(x, top_bit, wide);
     const __m512i zero = _mm512_movm_epi8(_mm512_testn_epi8_mask(x, x));
@@ -191,13 +208,45 @@ void sparq24_tables_row_avx512(const SparqPlan& plan, const uint8_t* a, size_t k
       const __m512i v = _mm512_maskz_mov_epi8(
           live_bytes, _mm512_mask_blend_epi8(use_wide, _mm512_permutexvar_epi8(own, t0),
                                              _mm512_permutexvar_epi8(own, t1)));
-      uint8_t* dst = out + (g0 + 2 * j) * kS24TableBytes;
-      if (2 * j + 1 < left)
-        _mm512_storeu_si512(dst, v);
-      else
-        _mm512_mask_storeu_epi8(dst, 0xffffffffull, v);  // the last group alone
+      const size_t g = g0 + 2 * j;
+      const __mmask64 store = 2 * j + 1 < left ? ~__mmask64{0} : __mmask64{0xffffffff};
+      if (!kSigned) {
+        _mm512_mask_storeu_epi8(out + g * kS24TableBytes, store, v);
+        continue;
+      }
+      const __mmask64 m = _mm512_movepi8_mask(_mm512_permutexvar_epi8(own, ng)) & live_bytes;
+      __m512i pos_v = _mm512_maskz_mov_epi8(~m, v), neg_v = _mm512_maskz_mov_epi8(m, v);
+      if (high) {
+        const __m512i l = _mm512_and_si512(v, _mm512_set1_epi8(0x7f));
+        const __m512i h = _mm512_and_si512(_mm512_srli_epi16(v, 7), _mm512_set1_epi8(1));
+        // (l + 128, h + 1; negated where negative)
+        pos_v = _mm512_add_epi8(_mm512_mask_sub_epi8(l, m, _mm512_setzero_si512(), l),
+                                _mm512_set1_epi8(static_cast<char>(0x80)));
+        neg_v = _mm512_add_epi8(_mm512_mask_sub_epi8(h, m, _mm512_setzero_si512(), h),
+                                _mm512_set1_epi8(1));
+        const uint64_t groups_high = _mm512_movepi8_mask(v) & store;
+        for (size_t i = 0; i < 2; ++i)
+          if (groups_high >> (32 * i) & 0xffffffffull) {
+            high[(g + i) / 64] |= uint64_t{1} << ((g + i) % 64);
+            ++count;
+          }
+      }
+      _mm512_mask_storeu_epi8(out + g * kS24TableBytes, store, pos_v);
+      _mm512_mask_storeu_epi8(neg + g * kS24TableBytes, store, neg_v);
     }
   }
+  return count;
+}
+}  // namespace
+
+void sparq24_tables_row_avx512(const SparqPlan& plan, const uint8_t* a, size_t k, uint8_t* out) {
+  tables24_avx512<false>(plan, a, nullptr, k, out, nullptr, nullptr);
+}
+
+size_t sparq24_tables_row_signed_avx512(const SparqPlan& plan, const uint8_t* a,
+                                        const uint8_t* negative, size_t k, uint8_t* out,
+                                        uint8_t* neg, uint64_t* high) {
+  return tables24_avx512<true>(plan, a, negative, k, out, neg, high);
 }
 
 }  // namespace pq
