@@ -97,8 +97,9 @@ PQ_INLINE StepWeights step_weights(const Indices& ix, const uint8_t* bg, bool pa
 // What a tile computes from its rows' tables T: kPlain, T . W (unsigned rows); the narrow
 // tables of signed rows (sparq24_tables_row_signed_avx512), whose bytes are l + 128 and h + 1:
 // kLow, T . W - 128 * colsum(W) = l . W; kHigh, 128 * (T . W - colsum(W)) = 128 * h . W
-// (colsum: each column's sum of value bytes over the block, by one vpdpbusd with ones per step,
-// shared by the rows). All exact modulo 2^32, as every path.
+// (colsum: each column's sum of value bytes over the block, by one vpdpbusd with ones per step
+// in the block's first tile, kept in *colsum_io for the others). All exact modulo 2^32, as
+// every path.
 enum class TileMode { kPlain, kLow, kHigh };
 
 // R rows x one 32-column panel over `groups` k groups of one K block. kPrefetch: the block's
@@ -107,8 +108,8 @@ enum class TileMode { kPlain, kLow, kHigh };
 // S streams: the block's groups in S equal parts (of whole group pairs), read in turn.
 template <size_t R, bool kPrefetch, size_t S, TileMode kMode = TileMode::kPlain>
 void tile(const Indices& ix, const uint8_t* const* t, const uint8_t* b, size_t groups,
-          int32_t* const* c, size_t nc, bool accumulate_c) {
-  constexpr bool kSums = kMode != TileMode::kPlain;
+          int32_t* const* c, size_t nc, bool accumulate_c, __m512i* colsum_io = nullptr) {
+  constexpr bool kSums = kMode == TileMode::kLow && kPrefetch;  // (the block's first tile)
   const __m512i ones = _mm512_set1_epi8(1);
   // each accumulator zeroed by its own instruction: from one shared zero GCC copies every
   // accumulator through a spare register around each vpdpbusd (as in lowbit_gemm_avx512vnni.cc)
@@ -142,6 +143,10 @@ void tile(const Indices& ix, const uint8_t* const* t, const uint8_t* b, size_t g
 #pragma GCC unroll 4
     for (size_t j = 0; j < S; ++j) step(j * part + i);
   for (size_t g = S * part; g < groups; g += 2) step(g);
+  for (size_t h = 0; h < 2; ++h) {
+    if constexpr (kSums) colsum_io[h] = colsum[h];
+    else if constexpr (kMode != TileMode::kPlain) colsum[h] = colsum_io[h];
+  }
   // fully unrolled (constant indices): a runtime-bounded loop here kept acc[][] in memory
 #pragma GCC unroll 2
   for (size_t h = 0; h < 2; ++h) {
@@ -194,7 +199,8 @@ void high_pairs(const Indices& ix, const uint8_t* th, const uint64_t* bits, cons
 
 template <size_t R>
 void rows_tile(const Indices& ix, const Sparq24Problem& p, size_t m, size_t kb, size_t groups,
-               const uint8_t* b, size_t col0, size_t nc, bool first, bool decode, bool narrow) {
+               const uint8_t* b, size_t col0, size_t nc, bool first, bool decode,
+               __m512i* narrow) {
   const size_t row_tab = p.table_stride;
   const uint8_t* t[R];
   int32_t* c[R];
@@ -202,15 +208,15 @@ void rows_tile(const Indices& ix, const Sparq24Problem& p, size_t m, size_t kb, 
     t[r] = p.tables + (m + r) * row_tab + kb * kS24TableBytes;
     c[r] = p.c + (m + r) * p.ldc + col0;
   }
-  if (narrow) {  // signed rows: their low parts, then the high parts (sparq.h)
+  if (narrow) {  // signed rows (narrow: the block's column sums): low parts, then high parts
     if (first)
-      tile<R, true, 1, TileMode::kLow>(ix, t, b, groups, c, nc, kb > 0);
+      tile<R, true, 1, TileMode::kLow>(ix, t, b, groups, c, nc, kb > 0, narrow);
     else
-      tile<R, false, 1, TileMode::kLow>(ix, t, b, groups, c, nc, kb > 0);
+      tile<R, false, 1, TileMode::kLow>(ix, t, b, groups, c, nc, kb > 0, narrow);
     const uint8_t* th[R];
     for (size_t r = 0; r < R; ++r) th[r] = t[r] + p.neg_offset;
     if (!p.few_high)
-      return tile<R, false, 1, TileMode::kHigh>(ix, th, b, groups, c, nc, true);
+      return tile<R, false, 1, TileMode::kHigh>(ix, th, b, groups, c, nc, true, narrow);
     for (size_t r = 0; r < R; ++r)
       high_pairs(ix, th[r], p.high + (m + r) * p.high_stride + kb / 64, b, groups, c[r], nc);
     return;
@@ -227,6 +233,8 @@ void rows_tile(const Indices& ix, const Sparq24Problem& p, size_t m, size_t kb, 
 // Rows [m0, m1) x panels [p0, p1); narrow: signed rows in narrow tables.
 void compute(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1, bool narrow) {
   const Indices ix = make_indices();
+  __m512i colsum[2];  // narrow: the current panel's and K block's column sums
+  __m512i* nb = narrow ? colsum : nullptr;
   for (size_t panel = p0; panel < p1; ++panel) {
     const size_t col0 = panel * kS24PanelCols;
     const size_t nc = p.n - col0 < kS24PanelCols ? p.n - col0 : kS24PanelCols;
@@ -239,15 +247,15 @@ void compute(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1
       const uint8_t* b = p.panels + (panel * p.k_groups + kb) * kS24GroupBytes;
       size_t m = m0;
       for (; m + kMaxRows <= m1; m += kMaxRows)
-        rows_tile<kMaxRows>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, narrow);
+        rows_tile<kMaxRows>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, nb);
       switch (m1 - m) {
-        case 7: rows_tile<7>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, narrow); break;
-        case 6: rows_tile<6>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, narrow); break;
-        case 5: rows_tile<5>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, narrow); break;
-        case 4: rows_tile<4>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, narrow); break;
-        case 3: rows_tile<3>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, narrow); break;
-        case 2: rows_tile<2>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, narrow); break;
-        case 1: rows_tile<1>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, narrow); break;
+        case 7: rows_tile<7>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, nb); break;
+        case 6: rows_tile<6>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, nb); break;
+        case 5: rows_tile<5>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, nb); break;
+        case 4: rows_tile<4>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, nb); break;
+        case 3: rows_tile<3>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, nb); break;
+        case 2: rows_tile<2>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, nb); break;
+        case 1: rows_tile<1>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, nb); break;
         default: break;
       }
     }
