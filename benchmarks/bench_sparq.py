@@ -139,7 +139,8 @@ def kernels24(a, w, copies=1):
     # signed rows (sign-magnitude int16, half the non-zero values negative): two kernel passes
     a_signed = np.where(np.random.default_rng(7).random(a.shape) < 0.5, -a.astype(np.int16), a)
     # signed rows as after a LayerNorm (the row's max maps to 255, 2% of the magnitudes >= 128):
-    # several rows take the signed twin's narrow tables (AVX2, AVX-VNNI)
+    # several rows take the signed twin's narrow tables (AVX2, AVX-VNNI, AVX-512) and their
+    # second pass over the few high groups
     rng = np.random.default_rng(8)
     mag = np.where(rng.random(a.shape) < 0.02, rng.integers(128, 256, a.shape),
                    rng.integers(0, 128, a.shape))

@@ -268,10 +268,10 @@ def test_gemm24_signed_row_chunks_for_the_output(isa, threads, rng):
 
 
 def narrow_activations(rng, m, k, p_high, p_zero=0.3):
-    """int16 [m, k] sign-magnitude rows with magnitudes below 128 except a fraction p_high: with
-    few groups holding a magnitude >= 128 the signed twins (AVX2, AVX-VNNI) take narrow tables
-    (one lookup of the low 7 bits per group, a second pass over the high groups only), with many
-    (p_high = 0.5: ~90% of the groups) the two parts' subtraction."""
+    """int16 [m, k] sign-magnitude rows with magnitudes below 128 except a fraction p_high: the
+    signed twins (AVX2, AVX-VNNI, AVX-512) take narrow tables, and with few groups holding a
+    magnitude >= 128 a second pass over those groups only; with many (p_high = 0.5: ~90% of the
+    groups) the ymm twins subtract the two parts, the zmm twin runs a second full tile."""
     mag = rng.integers(1, 128, (m, k))
     mag = np.where(rng.random((m, k)) < p_high, rng.integers(128, 256, (m, k)), mag)
     mag[rng.random((m, k)) < p_zero] = 0
@@ -280,9 +280,10 @@ def narrow_activations(rng, m, k, p_high, p_zero=0.3):
 
 @pytest.mark.parametrize("p_high", [0.0, 0.01, 0.08, 0.5])
 @pytest.mark.parametrize("m,n,k", [(2, 33, 4), (3, 64, 511), (9, 40, 1031), (5, 7, 2056)])
-def test_gemm24_signed_narrow_tables(isa, rng, p_high, m, n, k):
+def test_gemm24_signed_narrow_tables(isa, threads, rng, p_high, m, n, k):
     """Narrow tables: K tails, one to three K blocks of 128 groups (the last partial), a row
-    without negative values among signed ones, high groups none / few / many."""
+    without negative values among signed ones, high groups none / few / many; a call whose
+    blocks (K = 16384: 4 rows each) have negative values or none."""
     a = narrow_activations(rng, m, k, p_high)
     a[1] = np.abs(a[1])
     w = sparse_weight(rng, n, k)
@@ -290,6 +291,12 @@ def test_gemm24_signed_narrow_tables(isa, rng, p_high, m, n, k):
         kw = kw_of(cfg)
         np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, sparse24=True, **kw),
                                       sparq24_ref(a, w, **kw))
+    if m == 9 and p_high == 0.08:
+        a = narrow_activations(rng, 10, 16384, p_high)
+        a[4:8] = np.abs(a[4:8])  # a block of rows without negative values: the unsigned kernel
+        w = sparse_weight(rng, 33, 16384)
+        np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, sparse24=True),
+                                      sparq24_ref(a, w))
 
 
 def test_gemm24_signed_narrow_extremes(isa, threads):
@@ -311,6 +318,31 @@ def test_gemm24_signed_narrow_extremes(isa, threads):
         kw = kw_of(cfg)
         np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, sparse24=True, **kw),
                                       sparq24_ref(a, w, **kw))
+
+
+SPARQ_KERNELS = [e for e in _C.kernel_table() if e["family"] == "sparq_gemm"]
+
+
+@pytest.mark.parametrize("entry", SPARQ_KERNELS, ids=[e["name"] for e in SPARQ_KERNELS])
+def test_gemm24_signed_narrow_every_kernel(entry, threads, rng):
+    """Every 2:4 kernel this CPU runs, forced in turn (the `isa` paths reach only the selected
+    one per tier: on an AVX-VNNI CPU the AVX2 and EVEX ymm twins would go untested): narrow
+    tables with few and many high groups, several K blocks and row blocks."""
+    if not entry["built"] or entry["missing"]:
+        pytest.skip(f"{entry['name']}: this CPU or build cannot run it")
+    previous = _C.active_isa()
+    _C.set_isa(entry["tier"])
+    _C.set_kernel("sparq_gemm", entry["name"])
+    try:
+        for p_high, (m, n, k) in ((0.01, (9, 40, 1031)), (0.5, (5, 33, 517)), (0.05, (6, 7, 16400))):
+            a = narrow_activations(rng, m, k, p_high)
+            a[2] = np.abs(a[2])
+            w = sparse_weight(rng, n, k)
+            np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, sparse24=True),
+                                          sparq24_ref(a, w))
+    finally:
+        _C.set_kernel("sparq_gemm", None)
+        _C.set_isa(previous)
 
 
 def test_signed_rows_empty(rng):
@@ -435,9 +467,10 @@ def test_arbitrary_selectors_stay_in_bounds(isa, rng):
     buf = pw.buffer.copy()
     buf[64:] = rng.integers(0, 256, buf.size - 64, dtype=np.uint8)
     forged = pyquant.PackedWeight(buf, "sparq24_gemm", pw.params)
-    # unsigned rows, signed rows, and one signed row (the decode tile's word tables)
+    # unsigned rows, signed rows with many and with few magnitudes >= 128 (the narrow tables'
+    # second pass over the few), and one signed row (the decode tile's word tables)
     signed = signed_activations(rng, 3, 64)
-    for a in (activations(rng, 3, 64), signed, signed[:1]):
+    for a in (activations(rng, 3, 64), signed, narrow_activations(rng, 3, 64, 0.03), signed[:1]):
         got = pyquant.sparq_gemm(a, forged, sparse24=True)
         prev = _C.active_isa()
         try:

@@ -273,8 +273,9 @@ std::vector<KernelEntry> build_table() {
             "256-entry vpermi2b trim tables, zero-partner select by mask; 64 values per step "
             "(the forward's row preparation too); "
             "2:4 (sparse24): vpermb of two k groups' selector tables + vpdpbusd, 8x32 tile "
-            "(one row: the AVX2 kernel; signed rows as two table rows); the selector tables by "
-            "VBMI lookups + vpermb"),
+            "(one row: the AVX2 kernel; signed rows: narrow tables, l + 128 through that tile less "
+            "128 x the column sums, then the high groups' pairs); the selector tables (sign split "
+            "and narrow tables in the same pass) by VBMI lookups + vpermb"),
       entry(F::sparq_gemm, "vnni256_evex", Isa::avx512, kVnni512, 32, kSparqVnni256Evex,
             V::native,
             "the AVX-VNNI entry in EVEX form (ymm vpdpbusd, AVX-512 VNNI + VL): the kernel of "
@@ -284,13 +285,16 @@ std::vector<KernelEntry> build_table() {
             V::native,
             "the AVX2 trim; 2:4 (sparse24): decode as AVX2, more rows: 2x32 tile over expanded "
             "weight blocks, per 8 columns and two k groups two vpshufb of the rows' tables + one "
-            "VEX vpdpbusd; signed rows in one pass: the parts' words subtracted, VEX vpdpwssd"),
+            "VEX vpdpbusd; signed rows in one pass, VEX vpdpwssd: narrow tables (one vpshufb of "
+            "the low 7 bits, then the high groups), or the parts' words subtracted"),
       entry(F::sparq_gemm, "avx2", Isa::avx2, kAvx2Base, 32, kSparqAvx2, V::native,
             "nibble-vpshufb leading one + 16-entry window tables; 32 values per step; "
             "2:4 (sparse24): decode: 1x32 streaming tile, vpshufb of per-row selector tables, "
             "vpmaddwd (a signed row as int16 words: low and high bytes looked up); more rows: 2x32 tile over expanded weight blocks (vpshufb + vpmaddwd; "
-            "signed rows in one pass, the parts' words subtracted); selector tables: 32 "
-            "activations' two trims, placed by vpshufb + blend"),
+            "signed rows in one pass: narrow tables (one vpshufb of the low 7 bits in the word's "
+            "high byte, then the high groups), or the parts' words subtracted); selector tables "
+            "(and a signed row's sign split and narrow tables): 32 activations' two trims, placed "
+            "by vpshufb + blend"),
       entry(F::sparq_gemm, "neon", Isa::neon, kNeonBase, 16, kSparqNeon, V::qemu,
             "tbl leading one + window tables; 16 values per step; 2:4 (sparse24): scalar loops"),
       entry(F::sparq_gemm, "scalar", Isa::scalar, 0, 1, kSparqScalar, V::native,

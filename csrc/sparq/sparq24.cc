@@ -3,7 +3,8 @@
 // and k group the 10 selector cases are trimmed once into two 16-byte tables (E0, E1), shared by
 // all N columns, and each column's 4-bit selector picks its two trimmed activations. Signed rows
 // (sign-magnitude) split their tables by sign into a positive and a negative part, which a
-// kernel's signed twin takes in one pass, or the unsigned kernel as two table rows.
+// kernel's signed twin takes in one pass (as narrow tables, SparqKernels, for blocks of several
+// rows), or the unsigned kernel as two table rows.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -262,19 +263,23 @@ namespace {
 
 // The 2:4 driver shared by the raw ops and the fused forward: blocks of rows get their selector
 // tables (threads over rows), then the kernel runs over (panel, row range) tasks and
-// `finish(m0, m1, n0, n1)` on each finished tile. make_tables(row, chunk, pos, neg, high) writes
+// `finish(m0, m1, n0, n1)` on each finished tile. block_negative(m0, rows) says whether a block's
+// input has a negative value (asked for blocks of several rows with a signed twin).
+// make_tables(row, chunk, pos, neg, high) writes
 // the row's tables to pos and returns whether the row has negative values; if it does (possible
 // only when `signed_rows`, else neg is null), pos holds the positive part's tables and neg the
-// negative part's, made by sparq24_split_tables with `high` (null, or narrow tables too). With
+// negative part's (sparq24_split_tables), or with `high` (not null) the signed twin's narrow
+// tables in pos and neg, whatever the row's signs (SparqKernels::tables24_signed). With
 // signed rows a row's two table sets sit side by side, so a block with a negative value runs the
 // kernel once on 2 x rows interleaved rows (positive, negative part: one pass over the weights,
 // which at decode come from DRAM) into a scratch output, and each row is the difference of its
 // two (wrapping int32, as every path); other blocks skip the negative halves. A kernel with a
-// signed twin (SparqKernels::compute24_signed) takes both parts of a block's rows in one pass
-// instead, straight into c, from narrow tables when few groups have an activation >= 128.
-template <class MakeTables, class Finish>
+// signed twin (SparqKernels::compute24_signed) takes a block with a negative value in one pass
+// instead, straight into c: one row as words (the decode tile), several as narrow tables.
+template <class BlockNegative, class MakeTables, class Finish>
 void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c, bool signed_rows,
-                int threads, Isa isa, MakeTables&& make_tables, Finish&& finish) {
+                int threads, Isa isa, BlockNegative&& block_negative, MakeTables&& make_tables,
+                Finish&& finish) {
   const SparqKernels& kernels = sparq_kernels(isa);
   const size_t groups = div_round_up(k, 4);
   const size_t row_tab = groups * kS24TableBytes;
@@ -287,8 +292,9 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
   std::unique_ptr<uint8_t[]> tables(new uint8_t[sets * mc * row_tab]);
   std::unique_ptr<int32_t[]> c_parts;  // allocated by the first block with two parts
   std::vector<uint8_t> row_neg(mc);
-  // Narrow tables (blocks of several rows with a signed twin): per row the high-group bits and
-  // count. Every row of such a block gets them, with or without negative values.
+  // Narrow tables (blocks of several rows with a negative value, and a signed twin): per row the
+  // high-group bits and count. Every row of such a block gets them, with or without negative
+  // values.
   const bool narrow_ok = signed_rows && kernels.compute24_signed;
   const size_t high_words = div_round_up(groups, 64);
   std::vector<uint64_t> high(narrow_ok ? mc * high_words : 0);
@@ -305,7 +311,8 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
   for (size_t m0 = 0; m0 < m; m0 += mc) {
     const size_t rows = std::min(mc, m - m0);
     const size_t chunks = std::min(rows, n_threads * 4);
-    const bool narrow = narrow_ok && rows > 1;  // (one row: the decode tile's words)
+    // (one row: the decode tile's words; no negative value: the unsigned kernel)
+    const bool narrow = narrow_ok && rows > 1 && block_negative(m0, rows);
     parallel_for(chunks, threads, [&](size_t t) {
       for (size_t r = rows * t / chunks; r < rows * (t + 1) / chunks; ++r) {
         uint8_t* pos = tables.get() + sets * r * row_tab;
@@ -401,6 +408,7 @@ void raw_run(const T* a, size_t m, size_t k, const SparqConfig& cfg, const uint8
   if constexpr (kSigned) signed_rows = any_negative(a, m * k);
   run_blocks(
       m, k, panels, n, c, signed_rows, threads, isa,
+      [&](size_t m0, size_t rows) { return any_negative(a + m0 * k, rows * k); },
       [&](size_t row, size_t chunk, uint8_t* pos, uint8_t* neg, uint64_t* high) {
         const T* ar = a + row * k;
         if constexpr (!kSigned) {
@@ -454,6 +462,7 @@ bool forward_sparq24(const float* x, size_t m, size_t k, const SparqConfig& cfg,
   int32_t* c = reinterpret_cast<int32_t*>(y);
   run_blocks(
       m, k, panels, n, c, negative, threads, isa,
+      [&](size_t m0, size_t rows) { return any_negative(x + m0 * k, rows * k); },
       [&](size_t row, size_t chunk, uint8_t* pos, uint8_t* neg, uint64_t* high) {
         uint8_t* scratch = q.get() + chunk * chunk_bytes;
         uint8_t* mag = scratch + k + 64;

@@ -12,8 +12,10 @@
 //   - vpdpbusd(acc, activations u8, values s8): exact, wrapping modulo 2^32 like every path.
 // An odd last group of a K block runs with group g+1 masked to zero (no read past the buffers).
 // Up to 8 rows per tile share the weight work (one row runs the AVX2 kernel); from 3 rows the
-// panel is cut into K blocks kept in L2 while the rows pass over them (2 rows, a signed row's
-// two table rows: the panel streamed once, as kDecodeStreams streams).
+// panel is cut into K blocks kept in L2 while the rows pass over them (2 unsigned rows: the panel
+// streamed once, as kDecodeStreams streams). Signed rows (sparq24_compute_signed_avx512): one row
+// as the AVX2 kernel's words; several as narrow tables (sparq.h, tables24_avx512): the same tile
+// over l + 128, less 128 x the block's column sums, then 128 h . W over the row's high pairs.
 #include <immintrin.h>
 
 #include "core/macros.h"
@@ -27,7 +29,7 @@ constexpr size_t kMaxRows = 8;  // 16 accumulators; the weight work is a third o
 // Prefetch distances as the AVX2 kernel (measured there at decode from DRAM).
 constexpr size_t kPrefetchBytes = 2560;
 constexpr size_t kPrefetchL2Bytes = 4 * kPrefetchBytes;
-// Decode (one signed row: its two table rows) reads a panel as this many streams (sparq24_avx2.cc)
+// Decode (two unsigned rows) reads a panel as this many streams (sparq24_avx2.cc)
 constexpr size_t kDecodeStreams = 2;
 
 // Constant index vectors, from sparq.h's layout functions (bytes built once per process).
@@ -238,8 +240,7 @@ void compute(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1
   for (size_t panel = p0; panel < p1; ++panel) {
     const size_t col0 = panel * kS24PanelCols;
     const size_t nc = p.n - col0 < kS24PanelCols ? p.n - col0 : kS24PanelCols;
-    // the rows reuse each K block from L2; decode (a signed row's two table rows) streams the
-    // panel once
+    // the rows reuse each K block from L2; decode (two unsigned rows) streams the panel once
     const bool decode = !narrow && m1 - m0 <= 2;
     const size_t block = decode ? p.k_groups : kBlockGroups;
     for (size_t kb = 0; kb < p.k_groups; kb += block) {
