@@ -332,7 +332,7 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
     // Negative values: the kernel's signed twin takes both parts of a row in one pass where
     // there is one (a one-row block as words, for the streaming decode tile; several rows as
     // narrow tables); else two parts, subtracted.
-    const bool one_pass = narrow || (negative && kernels.compute24_signed);
+    const bool one_pass = narrow || (negative && kernels.compute24_signed && rows == 1);
     const bool two_parts = negative && !one_pass;
     prob.words = one_pass && !narrow;
     if (prob.words) sparq24_parts_to_words(tables.get(), tables.get() + row_tab, row_tab);
