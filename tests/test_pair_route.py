@@ -11,6 +11,7 @@ import pytest
 
 import pyquant
 from pyquant import _C
+from conftest import forced_kernel
 from reference_sparq import sparq_ref
 from test_nn_forward import ref_abs_u8
 
@@ -20,17 +21,8 @@ AVX2_KERNELS = [e for e in INT8_KERNELS if e["name"].startswith("avx2_")]
 
 @pytest.fixture
 def int8_kernel(request):
-    e = request.param
-    if not e["built"] or e["missing"]:
-        pytest.skip(f"{e['name']}: this CPU or build cannot run it")
-    previous = _C.active_isa()
-    _C.set_isa(e["tier"])
-    _C.set_kernel("int8_gemm", e["name"])
-    try:
-        yield e["name"]
-    finally:
-        _C.set_kernel("int8_gemm", None)
-        _C.set_isa(previous)
+    with forced_kernel(request.param) as name:
+        yield name
 
 
 def kernels(entries):

@@ -10,6 +10,7 @@ import pytest
 
 import pyquant
 from pyquant import _C
+from conftest import forced_kernel
 from reference_sparq import CONFIGS, prune_24_ref, sparq24_ref, sparq_ref
 from reference import gemm_ref
 
@@ -328,21 +329,13 @@ def test_gemm24_signed_narrow_every_kernel(entry, threads, rng):
     """Every 2:4 kernel this CPU runs, forced in turn (the `isa` paths reach only the selected
     one per tier: on an AVX-VNNI CPU the AVX2 and EVEX ymm twins would go untested): narrow
     tables with few and many high groups, several K blocks and row blocks."""
-    if not entry["built"] or entry["missing"]:
-        pytest.skip(f"{entry['name']}: this CPU or build cannot run it")
-    previous = _C.active_isa()
-    _C.set_isa(entry["tier"])
-    _C.set_kernel("sparq_gemm", entry["name"])
-    try:
+    with forced_kernel(entry):
         for p_high, (m, n, k) in ((0.01, (9, 40, 1031)), (0.5, (5, 33, 517)), (0.05, (6, 7, 16400))):
             a = narrow_activations(rng, m, k, p_high)
             a[2] = np.abs(a[2])
             w = sparse_weight(rng, n, k)
             np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, sparse24=True),
                                           sparq24_ref(a, w))
-    finally:
-        _C.set_kernel("sparq_gemm", None)
-        _C.set_isa(previous)
 
 
 def test_signed_rows_empty(rng):
