@@ -6,7 +6,6 @@ pyquant._C.set_isa and restored afterwards; tests/test_dispatch.py covers PYQUAN
 """
 from __future__ import annotations
 
-import contextlib
 import os
 
 import numpy as np
@@ -29,23 +28,6 @@ def isa(request):
     try:
         yield name
     finally:
-        _C.set_isa(previous)
-
-
-@contextlib.contextmanager
-def forced_kernel(entry):
-    """One kernel-table entry (`_C.kernel_table()`) forced for its family: its ISA tier and the
-    kernel itself (the `isa` paths reach only the kernel dispatch ranks first per tier); skipped
-    where this CPU or build cannot run it."""
-    if not entry["built"] or entry["missing"]:
-        pytest.skip(f"{entry['name']}: this CPU or build cannot run it")
-    previous = _C.active_isa()
-    _C.set_isa(entry["tier"])
-    _C.set_kernel(entry["family"], entry["name"])
-    try:
-        yield entry["name"]
-    finally:
-        _C.set_kernel(entry["family"], None)
         _C.set_isa(previous)
 
 

@@ -11,7 +11,7 @@ import pytest
 
 import pyquant
 from pyquant import _C
-from conftest import forced_kernel
+from forced_kernels import forced_kernel
 from reference_sparq import sparq_ref
 from test_nn_forward import ref_abs_u8
 

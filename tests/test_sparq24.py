@@ -10,7 +10,7 @@ import pytest
 
 import pyquant
 from pyquant import _C
-from conftest import forced_kernel
+from forced_kernels import forced_kernel
 from reference_sparq import CONFIGS, prune_24_ref, sparq24_ref, sparq_ref
 from reference import gemm_ref
 
