@@ -182,3 +182,25 @@ def test_bad_arguments_are_rejected():
         llm.parse_args(["--threads", "0"])
     with pytest.raises(SystemExit):
         llm.parse_args(["--tokens", "1"])
+
+
+@needs_transformers
+def test_quantized_embeddings_shrink_the_model(one_thread):
+    """--embeddings int8 / w4g32: the pyquant rows' table becomes a QuantEmbedding (the fp32
+    model keeps its own), greedy decoding keeps the fp32 tokens, the model holds the table's
+    codes instead of its floats, and a decode step reads one row of them."""
+    base, prompt = well_conditioned_quick_model()
+    ref = lm.greedy(base, prompt, NEW_TOKENS)["tokens"]
+    plain = lm.make_variant(base, "pq-w4g32")
+    v, d = base.get_input_embeddings().weight.shape
+    for emb, code_bytes in (("int8", v * d + 4 * v), ("w4g32", v * d // 2 + 2 * v * (d // 32))):
+        model = lm.make_variant(base, "pq-w4g32", emb)
+        table = model.get_input_embeddings()
+        assert isinstance(table, pyquant.nn.QuantEmbedding)
+        assert type(base.get_input_embeddings()) is torch.nn.Embedding
+        assert lm.greedy(model, prompt, NEW_TOKENS)["tokens"] == ref, emb
+        assert lm.model_bytes(plain) - lm.model_bytes(model) == v * d * 4 - code_bytes
+        assert lm.weight_bytes_read(plain) - lm.weight_bytes_read(model) == \
+            (d * 4) - code_bytes // v
+    with pytest.raises(ValueError, match="embeddings: expected one of"):
+        lm.make_variant(base, "pq-w4g32", "w2")

@@ -252,6 +252,37 @@ def test_models_load_without_their_weights(build, tmp_path):
             pyquant.load_quantized_(bare, path)
 
 
+@pytest.mark.parametrize("build", [_llama, _gpt2], ids=["llama", "gpt2"])
+def test_models_with_quantized_embeddings(build, tmp_path):
+    """quantize_ with embedding_filter after the linears (Llama's table tied to its LM head,
+    GPT-2's token and position tables): generate runs, the logits stay close to the model with
+    float tables, and the saved model loads without its weights to the same bits."""
+    accelerate = pytest.importorskip("accelerate")
+    pytest.importorskip("safetensors")
+    torch.manual_seed(0)
+    model = pyquant.quantize_(build().eval(), pyquant.WeightOnlyConfig(4, 32))
+    ids = torch.tensor([[1, 5, 9, 200, 17]])
+    with torch.no_grad():
+        before = model(ids).logits
+    pyquant.quantize_(model, pyquant.Int8Config(act_bits=8),
+                      filter_fn=pyquant.nn.embedding_filter)
+    tables = [m for m in model.modules() if isinstance(m, pyquant.nn.QuantEmbedding)]
+    assert len(tables) == (1 if build is _llama else 2)
+    with torch.no_grad():
+        after = model(ids).logits
+    assert F.cosine_similarity(after.flatten(), before.flatten(), 0) > 0.999
+    kw = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
+    out = model.generate(ids, **kw)
+    path = tmp_path / "m.safetensors"
+    pyquant.save_quantized(model, path)
+    with accelerate.init_empty_weights():
+        fresh = build().eval()
+    loaded = pyquant.load_quantized_(fresh, path)
+    assert ([type(m).__name__ for m in loaded.modules()]
+            == [type(m).__name__ for m in model.modules()])
+    assert torch.equal(loaded.generate(ids, **kw), out)
+
+
 def test_gptq_on_a_llama_shares_the_hessians_of_one_input(monkeypatch):
     """gptq_ on a decoder: q, k and v (and gate and up) read one tensor and share one Hessian;
     calibrated in runs (hessian_memory) it converts every linear too; both stay close to the

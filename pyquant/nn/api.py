@@ -18,6 +18,7 @@ from .conv_gain import MIN_CONV_OUT, MIN_CONV_PRODUCTS
 from .conv_gain import transposed_worth_converting
 from .conv_gain import worth_converting as conv_worth_converting
 from .conv_transpose import QuantConvTranspose1d, QuantConvTranspose2d
+from .embedding import QuantEmbedding, _plain_embedding
 from .fold_bn import check_fold_option, fold_batchnorm_
 from .grouped_conv import QuantGroupedConv1d, QuantGroupedConv2d
 from .modules import QuantConv1d, QuantConv2d, QuantLinear, _QuantModule
@@ -62,16 +63,18 @@ def _swap(module: nn.Module, config):
         return QuantMultiheadAttention(module, config)
     if is_rnn(module):
         return QuantRNN(module, config)
+    if isinstance(module, nn.Embedding):
+        return QuantEmbedding.from_embedding(module, config)
     raise TypeError(f"module: {type(module).__name__} cannot be quantized (nn.Linear, nn.Conv2d, "
                     "nn.Conv1d, nn.ConvTranspose2d/1d, nn.MultiheadAttention, nn.LSTM/GRU/RNN, "
-                    "transformers' Conv1D or an MoE experts block)")
+                    "nn.Embedding, transformers' Conv1D or an MoE experts block)")
 
 
 def convertible(module: nn.Module) -> bool:
     """A layer the configs' handler converts (whatever a filter says)."""
     return (isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv1d)) or is_conv1d(module)
             or is_conv_transpose(module) or is_experts(module) or is_mha(module)
-            or is_rnn(module))
+            or is_rnn(module) or _plain_embedding(module))
 
 
 def is_conv_transpose(module: nn.Module) -> bool:
@@ -246,7 +249,7 @@ def quantize_(model: nn.Module, config, *, filter_fn: Callable | None = None,
 
 
 def _quantized_layers(model: nn.Module) -> list:
-    return [m for m in model.modules() if isinstance(m, _QuantModule)]
+    return [m for m in model.modules() if isinstance(m, (_QuantModule, QuantEmbedding))]
 
 
 def check_config(config) -> Callable:

@@ -36,6 +36,7 @@ from . import _backend
 from .api import _convert, check_config, convertible
 from .attention import QuantMultiheadAttention
 from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
+from .embedding import QuantEmbedding, check_table, table_layout
 from .experts import QuantExperts
 from .fold_bn import _BN_OF, fold_batchnorm_
 from .grouped_conv import QuantGroupedConv2d
@@ -45,7 +46,8 @@ from .schemes import config_for_op, scheme_for
 
 _BATCHNORMS = tuple(set(_BN_OF.values()))
 _CONFIGS = {c.__name__: c for c in (Int8Config, WeightOnlyConfig, LUT2Config, SparqConfig)}
-_CONVERTED = (_QuantModule, QuantMultiheadAttention, QuantRNN, QuantExperts, QuantGroupedConv2d)
+_CONVERTED = (_QuantModule, QuantMultiheadAttention, QuantRNN, QuantExperts, QuantGroupedConv2d,
+              QuantEmbedding)
 METADATA_KEY = "pyquant.configs"  # (the safetensors metadata entry: {layer: config} as JSON)
 
 
@@ -217,9 +219,11 @@ def quantized_in(state_dict: Mapping):
     def in_file(module: nn.Module, fqn: str) -> bool:
         if not convertible(module):
             return False
+        prefix = fqn + "." if fqn else ""
+        if isinstance(module, nn.Embedding):  # (a QuantEmbedding's table: codes, no header)
+            return prefix + "codes" in state_dict and prefix + "weight" not in state_dict
         if fqn in held:
             return True
-        prefix = fqn + "." if fqn else ""
         own = [prefix + n for n, _ in module.named_parameters(recurse=False)]
         return (not any(k in state_dict for k in own)
                 and any(h.startswith(prefix) for h in held))
@@ -262,6 +266,7 @@ def load_quantized_(model: nn.Module, state_dict, config=None, *,
                              "file's metadata has no config for it")
     configs = {fqn: saved[fqn][0] if config is None else config for fqn in layers}
     _check_packed_ops(sd, configs)
+    _check_tables(model, sd, configs)
     # a BN the file no longer holds was folded into the conv before it (whatever its mode now)
     kept = {k.rpartition(".")[0] for k in sd}
     fold_batchnorm_(model, in_file, "all", "load_quantized_",
@@ -285,7 +290,7 @@ def load_quantized_(model: nn.Module, state_dict, config=None, *,
         dtype = saved[fqn][1] if fqn in saved else (next(iter(floats)) if len(floats) == 1
                                                      else None)
         for m in (model.get_submodule(fqn).modules() if dtype is not None else ()):
-            if isinstance(m, _QuantModule):
+            if isinstance(m, (_QuantModule, QuantEmbedding)):
                 m._weight_dtype = dtype
     if strict:
         _check_loaded(model)
@@ -352,12 +357,31 @@ def _check_packed_ops(sd: dict, configs: dict) -> None:
                                      f"config {cfg!r} has {name}={value!r}")
 
 
+def _check_tables(model: nn.Module, sd: dict, configs: dict) -> None:
+    """The file's quantized embedding tables fit their configs and the model's tables (before
+    anything changes, as _check_packed_ops for the packed weights)."""
+    for fqn, cfg in configs.items():
+        emb = model.get_submodule(fqn)
+        if not isinstance(emb, nn.Embedding):
+            continue
+        try:
+            layout = table_layout(emb.num_embeddings, emb.embedding_dim, cfg)
+        except TypeError as e:
+            raise ValueError(f"layer {fqn!r}: {e}") from None
+        prefix = fqn + "." if fqn else ""
+        layout = {prefix + n: v for n, v in layout.items()}
+        what = f"a {emb.num_embeddings} x {emb.embedding_dim} table under {cfg!r}"
+        for key in layout:
+            if key in sd:
+                check_table(sd[key], key, layout, what)
+
+
 def _check_loaded(model: nn.Module) -> None:
     """Nothing left without values: a tensor on the meta device (not in the file: e.g. a
     non-persistent buffer of a model built under torch.device("meta")) or a quantized layer
     still awaiting its weights."""
     left = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
-    left += [k for n, m in model.named_modules() if isinstance(m, _QuantModule)
+    left += [k for n, m in model.named_modules() if isinstance(m, (_QuantModule, QuantEmbedding))
              for k in m.unloaded_keys(prefix=n + "." if n else "")]
     if left:
         raise ValueError(

@@ -92,7 +92,7 @@ def run(args, progress=True) -> dict:
     for name in configs:
         bar.set_description(f"{name}: converting")
         t = time.perf_counter()
-        model = lm.make_variant(base, name)
+        model = lm.make_variant(base, name, args.embeddings)
         convert_s[name] = time.perf_counter() - t
         for threads in args.threads:
             bar.set_description(f"{name} @ {threads} thread{'s' * (threads > 1)}")
@@ -130,6 +130,7 @@ def _meta(args, base, bandwidth) -> dict:
         "model": args.model, "shape": lm.PRESETS[args.model],
         "parameters": sum(p.numel() for p in base.parameters()),
         "prompt_len": args.prompt_len, "new_tokens": args.tokens, "repeats": args.repeats,
+        "embeddings": args.embeddings,
         "cpu": info["brand"], "pyquant_isa": info["isa"],
         "torch": torch.__version__, "transformers": transformers.__version__,
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -233,6 +234,9 @@ def parse_args(argv=None):
     ap.add_argument("--prompt-len", type=int, default=None, help="prompt tokens (default 128; quick 32)")
     ap.add_argument("--configs", type=_config_list, default=None,
                     help="comma-separated subset (default: all; bf16 only where the CPU has it unless named)")
+    ap.add_argument("--embeddings", choices=list(lm.EMBEDDINGS), default="float",
+                    help="the pyquant rows' embedding table: float (default), int8 or w4g32 "
+                         "(pyquant.nn.QuantEmbedding; the MB column shows the memory it saves)")
     ap.add_argument("--repeats", type=int, default=1, help="generations per row, best kept (default 1)")
     ap.add_argument("--seed", type=nonneg_int, default=0)
     ap.add_argument("--bandwidth-gib", type=positive_float, default=1.0, help="size of the bandwidth probe (GiB)")

@@ -127,8 +127,14 @@ def _shared_copy(base: nn.Module, tensor_fn=None) -> nn.Module:
     return copy.deepcopy(base, memo)
 
 
-def make_variant(base: nn.Module, name: str) -> nn.Module:
-    """The model for config ``name``; every ``nn.Linear`` (the LM head included) is converted."""
+# the table configs of --embeddings (pyquant configs only; PyTorch's rows keep float tables)
+EMBEDDINGS = {"float": None, "int8": pyquant.Int8Config(act_bits=8),
+              "w4g32": pyquant.WeightOnlyConfig(4, 32)}
+
+
+def make_variant(base: nn.Module, name: str, embeddings: str = "float") -> nn.Module:
+    """The model for config ``name``; every ``nn.Linear`` (the LM head included) is converted,
+    and for a pyquant config the embedding table too unless ``embeddings`` is "float"."""
     if name == "fp32":
         return base
     if name == "bf16":
@@ -146,7 +152,12 @@ def make_variant(base: nn.Module, name: str) -> nn.Module:
     cfg = pyquant_config(name)
     if cfg is None:
         raise ValueError(f"config: expected one of {list(CONFIGS)}, got {name!r}")
-    return pyquant.quantize_(model, cfg)
+    if embeddings not in EMBEDDINGS:
+        raise ValueError(f"embeddings: expected one of {list(EMBEDDINGS)}, got {embeddings!r}")
+    pyquant.quantize_(model, cfg)
+    if EMBEDDINGS[embeddings] is not None:
+        pyquant.quantize_(model, EMBEDDINGS[embeddings], filter_fn=pyquant.nn.embedding_filter)
+    return model
 
 
 # ------------------------------------------------------------------------------------ bytes
@@ -186,8 +197,11 @@ def weight_bytes_read(model: nn.Module) -> int:
     skip = {id(t) for m in quant for t in m.buffers()}
     total = model_bytes(model) + sum(m.bytes_read_per_call() for m in quant)
     total -= sum(t.numel() * t.element_size() for m in quant for t in m.buffers())
-    emb = model.get_input_embeddings().weight
-    if id(emb) not in skip:
+    table = model.get_input_embeddings()
+    if isinstance(table, pyquant.nn.QuantEmbedding):  # one row of its codes and scales
+        total -= sum(t[1:].numel() * t.element_size() for t in table.buffers())
+    elif id(table.weight) not in skip:
+        emb = table.weight
         total -= emb.numel() * emb.element_size() - emb.shape[1] * emb.element_size()
     return total - _unrouted_expert_bytes(model)
 

@@ -1,0 +1,270 @@
+"""QuantEmbedding: an ``nn.Embedding`` table held as int8 or packed 4/2-bit codes with scales.
+
+An embedding is a gather, not a GEMM: its table costs memory (a 32000 x 2048 LLM vocabulary is
+262 MB in float32, as much as a third of a W4 model's bytes), not time. Each looked-up row is
+dequantized on the fly with a few torch ops (traceable by torch.compile / export):
+
+    out[i, j] = float32(code[idx[i], j]) * float32(scale[idx[i], j // group])  (then the float
+    table's dtype)
+
+one rounding at most (a bfloat16 scale times a code of at most 8 bits is exact in float32).
+
+- ``Int8Config``: symmetric int8 per row (``codes`` int8 ``[V, D]``, ``scales`` float32
+  ``[V, 1]``), the rounding of Int8Config's linear weights.
+- ``WeightOnlyConfig(bits, group_size)``: ``bits``-bit codes per ``group_size`` entries of a row,
+  MSE-clipped bfloat16 scales (the search of WeightOnlyConfig's linear weights), codes packed
+  with ``pyquant.pack`` (LSB first, two's complement; ``codes`` uint8 ``[V, ceil(D * bits / 8)]``,
+  ``scales`` bfloat16 ``[V, ceil(D / group_size)]``).
+
+``quantize_`` leaves embeddings float by default (most of a model's time is elsewhere, and a
+4-bit table changes the model's numbers); convert them with ``filter_fn=embedding_filter``:
+
+    pyquant.quantize_(model, pyquant.WeightOnlyConfig(4, 32))                       # the linears
+    pyquant.quantize_(model, pyquant.Int8Config(), filter_fn=pyquant.nn.embedding_filter)
+
+The codes and scales in a state dict are checked at load like every quantized buffer (dtype,
+shape, finite scales: pyquant/nn/_load.py's rule), and an embedding converted from weights on
+the meta device awaits them (``load_quantized_``).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pyquant.packing import pack
+
+from .configs import Int8Config, WeightOnlyConfig
+from .modules import _tracing, _weight_view, check_finite_weight, keeping_dtypes
+from .schemes import int8_weight, lowbit_weight
+from .weight_view import QuantizedWeight
+
+_BUFFERS = ("codes", "scales")
+
+
+def _layout(config) -> tuple[int, int]:
+    """(bits, group size along the row; 0: one scale per row) of ``config``'s tables."""
+    if isinstance(config, Int8Config):
+        return 8, 0
+    if isinstance(config, WeightOnlyConfig):
+        return config.bits, config.group_size
+    raise TypeError(f"config: an embedding table is quantized with Int8Config or "
+                    f"WeightOnlyConfig(bits, group_size), got {type(config).__name__} (its "
+                    "activation scheme has nothing to act on in a lookup)")
+
+
+def table_layout(v: int, d: int, config) -> dict:
+    """{buffer: (dtype, shape)} of a quantized [v, d] table's state under ``config``."""
+    bits, group = _layout(config)
+    if bits == 8:
+        return {"codes": (torch.int8, (v, d)), "scales": (torch.float32, (v, 1))}
+    return {"codes": (torch.uint8, (v, -(-d * bits // 8))),
+            "scales": (torch.bfloat16, (v, -(-d // group)))}
+
+
+def check_table(t, name: str, layout: dict, what: str) -> None:
+    """TypeError / ValueError unless ``t`` (buffer ``name`` of a table, from a state dict) has
+    the dtype and shape ``layout`` gives, and finite values if it holds the scales."""
+    dtype, shape = layout[name]
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a tensor, got {type(t).__name__}")
+    if t.device.type not in ("cpu", "meta"):
+        raise ValueError(f"{name}: expected a CPU tensor, got one on {t.device}")
+    if t.dtype != dtype or tuple(t.shape) != shape:
+        raise ValueError(f"{name}: expected {dtype} of shape {list(shape)} ({what}), got "
+                         f"{t.dtype} of shape {list(t.shape)}")
+    if name.endswith("scales") and t.device.type == "cpu" and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name}: expected finite scales, found NaN or infinity")
+
+
+class QuantEmbedding(nn.Module):
+    """A drop-in for ``nn.Embedding`` at inference (see the module docstring): the same lookups,
+    ``padding_idx`` and index checks, the table quantized. No gradients (``max_norm``,
+    ``sparse`` and ``scale_grad_by_freq`` belong to training; a table with ``max_norm`` is
+    refused at conversion, as its lookups would rewrite float rows)."""
+
+    _awaiting_load = False  # (converted from meta weights, state dict not loaded yet)
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, config, weight: torch.Tensor,
+                 padding_idx: int | None = None):
+        super().__init__()
+        self.bits, self.group_size = _layout(config)
+        self.config = config
+        self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
+        self.padding_idx = padding_idx
+        if tuple(weight.shape) != (self.num_embeddings, self.embedding_dim):
+            raise ValueError(f"weight: expected shape [{num_embeddings}, {embedding_dim}], got "
+                             f"{list(weight.shape)}")
+        self._weight_dtype = weight.dtype if weight.is_floating_point() else torch.float32
+        with torch.inference_mode(False), torch.no_grad():
+            if weight.is_meta:  # awaits its state dict (load_quantized_ / load_state_dict)
+                bufs = self._empty()
+            else:
+                w = weight.detach().float().cpu().contiguous()
+                check_finite_weight(w)
+                bufs = self._quantize(w)
+            for name in _BUFFERS:
+                self.register_buffer(name, bufs[name].contiguous())
+        self._awaiting_load = set(_BUFFERS) if weight.is_meta else False
+
+    @classmethod
+    def from_embedding(cls, emb: nn.Embedding, config) -> "QuantEmbedding":
+        if emb.max_norm is not None:
+            raise ValueError("max_norm: an nn.Embedding with max_norm renormalizes the looked-up "
+                             "rows of its float table in place; a quantized table cannot (leave "
+                             "it float)")
+        return cls(emb.num_embeddings, emb.embedding_dim, config, emb.weight, emb.padding_idx)
+
+    def _expected(self) -> dict:
+        return table_layout(self.num_embeddings, self.embedding_dim, self.config)
+
+    def _empty(self) -> dict:
+        return {name: (torch.zeros if name == "codes" else torch.ones)(shape, dtype=dtype,
+                                                                       device="cpu")
+                for name, (dtype, shape) in self._expected().items()}
+
+    def _quantize(self, w: torch.Tensor) -> dict:
+        if self.bits == 8:
+            codes, scales = int8_weight(w)
+            return {"codes": codes, "scales": scales.reshape(-1, 1)}
+        codes, scales = lowbit_weight(w, self.bits, self.group_size)
+        return {"codes": pack(codes, self.bits, signed=True), "scales": scales.to(torch.bfloat16)}
+
+    # ---- lookups
+    def _codes_of(self, rows: torch.Tensor) -> torch.Tensor:
+        """float32 codes [R, D] of packed rows [R, row_bytes] (pyquant.pack's layout: LSB
+        first, two's complement): each code shifted to the top of a byte, then an arithmetic
+        shift right as int8 sign-extends it."""
+        if self.bits == 8:
+            return rows.float()
+        top = torch.arange(8 - self.bits, -1, -self.bits, dtype=torch.uint8)
+        codes = ((rows.unsqueeze(-1) << top).view(torch.int8) >> (8 - self.bits)).float()
+        return codes.reshape(rows.shape[0], rows.shape[1] * (8 // self.bits))[:, : self.embedding_dim]
+
+    def _dequantize_rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """float32 [len(idx), D]: the rows idx of the dequantized table."""
+        codes = self._codes_of(self.codes.index_select(0, idx))
+        scales = self.scales.index_select(0, idx).float()
+        if self.bits == 8:
+            return codes * scales
+        d, g = self.embedding_dim, self.group_size
+        if d % g == 0:  # (the usual case: each group's codes times its scale, broadcast)
+            n = codes.shape[0]
+            return (codes.reshape(n, d // g, g) * scales.unsqueeze(-1)).reshape(n, d)
+        return codes * scales.repeat_interleave(g, 1)[:, :d]
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        self._check_loaded()
+        if not isinstance(input, torch.Tensor):
+            raise TypeError(f"input: expected a tensor of indices, got {type(input).__name__}")
+        if input.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"input: expected int64 or int32 indices, got {input.dtype}")
+        if input.device.type != "cpu":
+            raise ValueError(f"input: pyquant runs on the CPU, got a tensor on {input.device}")
+        flat = input.reshape(-1)
+        # (traced: index_select's own check, nn.Embedding's "index out of range" IndexError)
+        if not _tracing() and flat.numel() and (bool(flat.min() < 0)
+                                                or bool(flat.max() >= self.num_embeddings)):
+            raise IndexError(f"input: indices must lie in [0, {self.num_embeddings}) for a table "
+                             f"of {self.num_embeddings} rows, got values in "
+                             f"[{int(flat.min())}, {int(flat.max())}]")
+        out = self._dequantize_rows(flat.long())
+        if self._weight_dtype != torch.float32:
+            out = out.to(self._weight_dtype)
+        return out.reshape(*input.shape, self.embedding_dim)
+
+    # ---- the float table, on demand
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        return self.__dict__.get("_weight_dtype", torch.float32)
+
+    @property
+    def weight(self) -> QuantizedWeight:
+        """The float table as metadata (shape, dtype, device); its values, on any use, are
+        ``dequantize_weight()`` (pyquant/nn/weight_view.py)."""
+        return _weight_view(self)
+
+    def _float_weight_shape(self) -> tuple:
+        return (self.num_embeddings, self.embedding_dim)
+
+    def dequantize_weight(self) -> torch.Tensor:
+        """float32 [V, D]: the table every lookup reads."""
+        self._check_loaded()
+        with torch.inference_mode(False), torch.no_grad():
+            return self._dequantize_rows(torch.arange(self.num_embeddings))
+
+    def __setattr__(self, name, value):
+        if name == "weight":  # (e.g. transformers' tie_weights after quantize_)
+            raise AttributeError(
+                "QuantEmbedding.weight cannot be assigned: the table is held as quantized codes, "
+                "made from the weight it had at quantize_; tie or change weights before quantize_")
+        super().__setattr__(name, value)
+
+    def _apply(self, fn, recurse=True):
+        # .half() / .to(torch.bfloat16): the codes and scales keep their dtypes, the lookups'
+        # output follows (as a float embedding's would)
+        out = super()._apply(keeping_dtypes(fn), recurse)
+        try:
+            self._weight_dtype = fn(torch.empty(0, dtype=self.weight_dtype)).dtype
+        except Exception:  # (a move an empty tensor cannot make keeps the dtype)
+            pass
+        return out
+
+    # ---- untrusted state
+    def _check_state(self, new: dict, prefix: str) -> None:
+        """TypeError / ValueError (naming the key and what is expected) unless ``new`` holds
+        buffers this table can use: its dtypes and shapes, finite scales."""
+        layout = {prefix + n: v for n, v in self._expected().items()}
+        what = f"a {self.num_embeddings} x {self.embedding_dim} table under {self.config!r}"
+        for name in _BUFFERS:
+            if name in new:
+                check_table(new[name], prefix + name, layout, what)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self._check_state({n: state_dict[prefix + n] for n in _BUFFERS
+                           if prefix + n in state_dict}, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self._awaiting_load:
+            self._awaiting_load -= {n for n in self._awaiting_load if prefix + n in state_dict}
+            if not self._awaiting_load:
+                self._awaiting_load = False
+
+    def __setstate__(self, state):  # torch.load of a whole module: the file is untrusted too
+        super().__setstate__(state)
+        self._check_state(dict(self._buffers), "")
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        if self._awaiting_load:  # (placeholders: a file of them would load as a wrong model)
+            raise ValueError(f"QuantEmbedding at {prefix.rstrip('.') or '(root)'!r}: its table is "
+                             "not loaded yet, so it has no state to save")
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def unloaded_keys(self, prefix: str = "") -> list:
+        """The state-dict keys this table still needs while it awaits its weights."""
+        return sorted(prefix + n for n in self._awaiting_load) if self._awaiting_load else []
+
+    def _check_loaded(self) -> None:
+        if self._awaiting_load:
+            raise ValueError(
+                "QuantEmbedding: its quantized table is not loaded yet (it was converted from "
+                "weights on the meta device); load a state dict saved from the quantized model, "
+                "e.g. model.load_state_dict(state_dict, assign=True) or "
+                "pyquant.load_quantized_(model, path)")
+
+    def extra_repr(self) -> str:
+        s = f"{self.num_embeddings}, {self.embedding_dim}, config={self.config!r}"
+        return s + (f", padding_idx={self.padding_idx}" if self.padding_idx is not None else "")
+
+
+def _plain_embedding(module: nn.Module) -> bool:
+    """nn.Embedding, or a subclass that keeps its forward (a scaled embedding, e.g. Gemma's,
+    multiplies in a forward of its own: converting it would drop that)."""
+    return isinstance(module, nn.Embedding) and type(module).forward is nn.Embedding.forward
+
+
+def embedding_filter(module: nn.Module, fqn: str) -> bool:
+    """filter_fn for quantize_: the embedding tables (nn.Embedding and subclasses that keep its
+    forward; tables with ``max_norm`` are refused by the conversion)."""
+    return _plain_embedding(module) and module.weight.numel() > 0
+
+
+__all__ = ["QuantEmbedding", "embedding_filter"]
