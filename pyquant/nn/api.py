@@ -114,7 +114,8 @@ def every_layer_filter(module: nn.Module, fqn: str) -> bool:
     (pyquant/nn/recurrent.py), transformers' Conv1D and MoE experts blocks (3-D expert
     weights: pyquant/nn/experts.py), and subclasses of those torch types that keep their forward
     (already-quantized modules never match). Left float: subclasses with a forward of their own,
-    and a MultiheadAttention's out_proj on its own (the attention module converts it). Pass it as
+    and a MultiheadAttention's out_proj on its own (the attention module converts it); embedding
+    tables are ``embedding_filter``'s (pyquant/nn/embedding.py). Pass it as
     ``filter_fn`` to convert the layers ``default_filter`` leaves float because they run faster
     float (accuracy studies, or a CPU where they gain)."""
     return (is_rnn(module) or _plain(module, nn.Linear) or _plain(module, nn.Conv2d)
