@@ -134,6 +134,28 @@ class Tiny(nn.Module):
         return self.head(y)
 
 
+def test_requantize_subclasses_ties_and_gptq():
+    torch.manual_seed(0)
+    m = Tiny()
+    pyquant.quantize_(m, pyquant.Int8Config(act_bits=8), filter_fn=embedding_filter)
+    tok = m.tok
+    with pytest.warns(UserWarning, match="converted no layer"):  # (already quantized: skipped)
+        pyquant.quantize_(m, pyquant.WeightOnlyConfig(4, 32), filter_fn=embedding_filter)
+    assert m.tok is tok
+    with pytest.raises(TypeError, match="layer 'scaled': module: Scaled has a forward of its own"):
+        pyquant.quantize_(m, pyquant.Int8Config(), filter_fn=lambda mod, fqn: fqn == "scaled")
+    tied = nn.Sequential(nn.Embedding(32, 16), nn.Linear(16, 32, bias=False))
+    tied[1].weight = tied[0].weight
+    with pytest.warns(UserWarning, match=r"'0' was quantized, but its float weight stays in memory as '1.weight'"):
+        pyquant.quantize_(tied, pyquant.Int8Config(), filter_fn=embedding_filter)
+    # gptq_ converts the tables round-to-nearest (their input is indices: no Hessian)
+    g = Tiny()
+    batches = [torch.randint(0, 64, (2, 16)) for _ in range(2)]
+    pyquant.nn.gptq_(g, pyquant.WeightOnlyConfig(4, 32), batches,
+                     filter_fn=lambda mod, fqn: embedding_filter(mod, fqn) or fqn == "head")
+    assert isinstance(g.tok, QuantEmbedding) and type(g.head).__name__ == "QuantLinear"
+
+
 def test_quantize_filters():
     torch.manual_seed(0)
     m = Tiny()
@@ -205,6 +227,45 @@ def test_state_dict_tampered(name):
         assert twin.unloaded_keys() == ["codes", "scales"], what  # nothing half-loaded
     with pytest.raises(TypeError, match="codes: expected a tensor"):
         meta_twin(cfg)._check_state({"codes": [1, 2]}, "")
+    huge = scales.float().clone()
+    huge[5, 0] = 3e38 if name == "w4g32" else 1e37  # finite, but code x scale overflows
+    with pytest.raises(ValueError, match=r"scales: expected \|values\| <="):
+        meta_twin(cfg).load_state_dict({**sd, "scales": huge.to(scales.dtype)}, assign=True)
+    for odd, kind in ((torch.empty(codes.shape, dtype=codes.dtype, device="meta"), "meta"),
+                      (codes.to_sparse(), "layout")):
+        with pytest.raises(TypeError, match=f"codes: expected a dense CPU tensor.*{kind}"):
+            meta_twin(cfg).load_state_dict({**sd, "codes": odd}, assign=True)
+    twin = meta_twin(cfg)  # a Parameter in the file stays a buffer (assign=True installs it)
+    twin.load_state_dict({**sd, "scales": nn.Parameter(scales.clone(), requires_grad=False)},
+                         assign=True)
+    assert not list(twin.parameters()) and not twin(torch.tensor([1])).requires_grad
+
+
+def test_unpickled_module_checked():
+    q = QuantEmbedding.from_embedding(nn.Embedding(12, 40), CONFIGS["w4g32"])
+
+    def reload(edit):
+        bad = copy.copy(q)
+        bad.__dict__ = {**q.__dict__, "_buffers": dict(q._buffers)}
+        edit(bad.__dict__)
+        buf = io.BytesIO()
+        torch.save(bad, buf)
+        buf.seek(0)
+        return torch.load(buf, weights_only=False)
+
+    assert torch.equal(reload(lambda d: None)(torch.tensor([3])), q(torch.tensor([3])))
+    with pytest.raises(TypeError, match="config: a pickled QuantEmbedding"):
+        reload(lambda d: d.update(config=pyquant.LUT2Config()))
+    with pytest.raises(ValueError, match="codes: expected torch.uint8 of shape"):
+        reload(lambda d: d.update(config=pyquant.WeightOnlyConfig(2, 32)))
+    with pytest.raises(ValueError, match="scales: a pickled QuantEmbedding must hold"):
+        reload(lambda d: d["_buffers"].pop("scales"))
+    with pytest.raises(TypeError, match="_weight_dtype: expected a float dtype"):
+        reload(lambda d: d.update(_weight_dtype=torch.int64))
+    with pytest.raises(ValueError, match="embedding_dim: expected an int"):
+        reload(lambda d: d.update(embedding_dim=-4))
+    with pytest.raises(ValueError, match="_awaiting_load"):
+        reload(lambda d: d.update(_awaiting_load={"weight"}))
 
 
 def test_save_and_load_quantized(tmp_path):
@@ -228,6 +289,11 @@ def test_save_and_load_quantized(tmp_path):
     with pytest.raises(ValueError, match=r"tok.codes: expected torch.uint8 of shape \[64, 24\]"):
         pyquant.load_quantized_(other, m.state_dict(), pyquant.WeightOnlyConfig(4, 32))
     assert type(other.tok) is nn.Embedding and type(other.head) is nn.Linear
+    other.tok.max_norm = 1.0  # a table that cannot be quantized: refused before any change
+    with pytest.raises(ValueError, match="layer 'tok': max_norm"):
+        pyquant.load_quantized_(other, path)
+    assert type(other.tok) is nn.Embedding and type(other.head) is nn.Linear
+    other.tok.max_norm = None
     with pytest.raises(ValueError, match="layer 'tok': config: an embedding table"):
         pyquant.load_quantized_(other, {k: v for k, v in m.state_dict().items()
                                         if k.startswith("tok.")}, pyquant.SparqConfig())

@@ -26,6 +26,7 @@ from .schemes import empty_weight_cache
 from .schemes import range_overflows
 
 _HANDLERS: dict[type, Callable] = {}
+_CONVERTED_LAYERS = (_QuantModule, QuantEmbedding)  # (quantize_ never converts these again)
 
 
 def register_quantize_module_handler(config_type: type):
@@ -238,7 +239,10 @@ def quantize_(model: nn.Module, config, *, filter_fn: Callable | None = None,
         filter_fn = _default_filter_for(config)
     fold_batchnorm_(model, filter_fn, fold_batchnorm)
     before = _quantized_layers(model)
+    tables = {id(m.weight): fqn for fqn, m in model.named_modules()
+              if isinstance(m, nn.Embedding) and filter_fn(m, fqn)}
     model = _convert(model, config, handler, filter_fn)
+    _warn_tied_tables(model, tables)
     others = {repr(m.config) for m in before if m.config != config}
     if others and len(_quantized_layers(model)) == len(before):
         warnings.warn(
@@ -249,8 +253,21 @@ def quantize_(model: nn.Module, config, *, filter_fn: Callable | None = None,
     return model
 
 
+def _warn_tied_tables(model: nn.Module, tables: dict) -> None:
+    """A converted table whose float weight another, float layer still holds (an LM head tied to
+    it): the model keeps the float table and gains the codes."""
+    held = [(tables[id(p)], name) for name, p in model.named_parameters(remove_duplicate=False)
+            if id(p) in tables]
+    if held:
+        table, name = held[0]
+        warnings.warn(f"quantize_: the embedding table {table!r} was quantized, but its float "
+                      f"weight stays in memory as {name!r} (tied weights), so the model grew by "
+                      "the codes; quantize that layer too (the default filter converts an LM head)",
+                      stacklevel=3)
+
+
 def _quantized_layers(model: nn.Module) -> list:
-    return [m for m in model.modules() if isinstance(m, (_QuantModule, QuantEmbedding))]
+    return [m for m in model.modules() if isinstance(m, _CONVERTED_LAYERS)]
 
 
 def check_config(config) -> Callable:
@@ -272,7 +289,7 @@ def _convert(model: nn.Module, config, handler, filter_fn) -> nn.Module:
     (the root itself is returned swapped), then encoder fast paths off where they would read a
     quantized layer's float weight."""
     with empty_weight_cache():
-        if not isinstance(model, _QuantModule) and filter_fn(model, ""):
+        if not isinstance(model, _CONVERTED_LAYERS) and filter_fn(model, ""):
             return _named_swap(model, config, handler, "(root)")
         _replace(model, config, handler, filter_fn, "")
     _no_encoder_fast_path(model)
@@ -325,7 +342,7 @@ def _named_swap(module: nn.Module, config, handler, fqn: str) -> nn.Module:
 def _replace(module: nn.Module, config, handler, filter_fn, prefix: str) -> None:
     for name, child in list(module.named_children()):
         fqn = f"{prefix}.{name}" if prefix else name
-        if not isinstance(child, _QuantModule) and filter_fn(child, fqn):
+        if not isinstance(child, _CONVERTED_LAYERS) and filter_fn(child, fqn):
             setattr(module, name, _named_swap(child, config, handler, fqn))
         else:
             _replace(child, config, handler, filter_fn, fqn)

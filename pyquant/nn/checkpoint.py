@@ -36,7 +36,7 @@ from . import _backend
 from .api import _convert, check_config, convertible
 from .attention import QuantMultiheadAttention
 from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
-from .embedding import QuantEmbedding, check_table, table_layout
+from .embedding import QuantEmbedding, check_table, table_bits, table_layout
 from .experts import QuantExperts
 from .fold_bn import _BN_OF, fold_batchnorm_
 from .grouped_conv import QuantGroupedConv2d
@@ -364,6 +364,9 @@ def _check_tables(model: nn.Module, sd: dict, configs: dict) -> None:
         emb = model.get_submodule(fqn)
         if not isinstance(emb, nn.Embedding):
             continue
+        if emb.max_norm is not None:
+            raise ValueError(f"layer {fqn!r}: max_norm: an nn.Embedding with max_norm cannot "
+                             "hold a quantized table (its lookups rewrite float rows)")
         try:
             layout = table_layout(emb.num_embeddings, emb.embedding_dim, cfg)
         except TypeError as e:
@@ -373,7 +376,7 @@ def _check_tables(model: nn.Module, sd: dict, configs: dict) -> None:
         what = f"a {emb.num_embeddings} x {emb.embedding_dim} table under {cfg!r}"
         for key in layout:
             if key in sd:
-                check_table(sd[key], key, layout, what)
+                check_table(sd[key], key, layout, what, table_bits(cfg))
 
 
 def _check_loaded(model: nn.Module) -> None:

@@ -23,22 +23,28 @@ one rounding at most (a bfloat16 scale times a code of at most 8 bits is exact i
     pyquant.quantize_(model, pyquant.Int8Config(), filter_fn=pyquant.nn.embedding_filter)
 
 The codes and scales in a state dict are checked at load like every quantized buffer (dtype,
-shape, finite scales: pyquant/nn/_load.py's rule), and an embedding converted from weights on
-the meta device awaits them (``load_quantized_``).
+shape, finite and bounded scales: pyquant/nn/_load.py's rule), and an embedding converted from
+weights on the meta device awaits them (``load_quantized_``). A model whose tables took another
+config than its linears loads from a ``save_quantized`` file (its metadata names each layer's
+config); a plain state dict loads with one config for every quantized layer.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 from torch import nn
 
 from pyquant.packing import pack
 
+from ._load import as_plain_buffers
 from .configs import Int8Config, WeightOnlyConfig
 from .modules import _tracing, _weight_view, check_finite_weight, keeping_dtypes
 from .schemes import int8_weight, lowbit_weight
 from .weight_view import QuantizedWeight
 
 _BUFFERS = ("codes", "scales")
+_FLT_MAX = float(torch.finfo(torch.float32).max)
 
 
 def _layout(config) -> tuple[int, int]:
@@ -52,6 +58,10 @@ def _layout(config) -> tuple[int, int]:
                     "activation scheme has nothing to act on in a lookup)")
 
 
+def table_bits(config) -> int:
+    return _layout(config)[0]
+
+
 def table_layout(v: int, d: int, config) -> dict:
     """{buffer: (dtype, shape)} of a quantized [v, d] table's state under ``config``."""
     bits, group = _layout(config)
@@ -61,19 +71,32 @@ def table_layout(v: int, d: int, config) -> dict:
             "scales": (torch.bfloat16, (v, -(-d // group)))}
 
 
-def check_table(t, name: str, layout: dict, what: str) -> None:
-    """TypeError / ValueError unless ``t`` (buffer ``name`` of a table, from a state dict) has
-    the dtype and shape ``layout`` gives, and finite values if it holds the scales."""
+# the largest |code| of a table: a scale beyond float32's max over it dequantizes to infinity
+_CODE_MAX = {8: 128, 4: 8, 2: 2}
+
+
+def check_table(t, name: str, layout: dict, what: str, bits: int) -> None:
+    """TypeError / ValueError unless ``t`` (buffer ``name`` of a table, from a state dict) is a
+    dense CPU tensor of the dtype and shape ``layout`` gives, and, holding the scales, finite
+    values small enough that no code times its scale overflows float32."""
     dtype, shape = layout[name]
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name}: expected a tensor, got {type(t).__name__}")
-    if t.device.type not in ("cpu", "meta"):
-        raise ValueError(f"{name}: expected a CPU tensor, got one on {t.device}")
+    if t.is_meta or t.layout != torch.strided or t.device.type != "cpu":
+        kind = ("a tensor on the meta device" if t.is_meta else f"layout {t.layout}"
+                if t.layout != torch.strided else f"a tensor on {t.device}")
+        raise TypeError(f"{name}: expected a dense CPU tensor with data, got {kind}")
     if t.dtype != dtype or tuple(t.shape) != shape:
         raise ValueError(f"{name}: expected {dtype} of shape {list(shape)} ({what}), got "
                          f"{t.dtype} of shape {list(t.shape)}")
-    if name.endswith("scales") and t.device.type == "cpu" and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name}: expected finite scales, found NaN or infinity")
+    if name.endswith("scales") and t.numel():
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name}: expected finite scales, found NaN or infinity")
+        limit = _FLT_MAX / _CODE_MAX[bits]
+        amax = float(t.detach().float().abs().max())
+        if amax > limit:
+            raise ValueError(f"{name}: expected |values| <= {limit:.6g} (float32's max / the "
+                             f"largest {bits}-bit code {_CODE_MAX[bits]}), got {amax:.6g}")
 
 
 class QuantEmbedding(nn.Module):
@@ -83,11 +106,12 @@ class QuantEmbedding(nn.Module):
     refused at conversion, as its lookups would rewrite float rows)."""
 
     _awaiting_load = False  # (converted from meta weights, state dict not loaded yet)
+    dequantize_cost = "a pass over the whole table"  # (weight_view's warning on a value read)
 
     def __init__(self, num_embeddings: int, embedding_dim: int, config, weight: torch.Tensor,
                  padding_idx: int | None = None):
         super().__init__()
-        self.bits, self.group_size = _layout(config)
+        _layout(config)  # (TypeError for a config tables do not take)
         self.config = config
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
         self.padding_idx = padding_idx
@@ -106,8 +130,19 @@ class QuantEmbedding(nn.Module):
                 self.register_buffer(name, bufs[name].contiguous())
         self._awaiting_load = set(_BUFFERS) if weight.is_meta else False
 
+    @property
+    def bits(self) -> int:
+        return _layout(self.config)[0]
+
+    @property
+    def group_size(self) -> int:
+        return _layout(self.config)[1]
+
     @classmethod
     def from_embedding(cls, emb: nn.Embedding, config) -> "QuantEmbedding":
+        if not _plain_embedding(emb):
+            raise TypeError(f"module: {type(emb).__name__} has a forward of its own (e.g. a "
+                            "scaled embedding), which a QuantEmbedding would drop; leave it float")
         if emb.max_norm is not None:
             raise ValueError("max_norm: an nn.Embedding with max_norm renormalizes the looked-up "
                              "rows of its float table in place; a quantized table cannot (leave "
@@ -217,11 +252,12 @@ class QuantEmbedding(nn.Module):
         what = f"a {self.num_embeddings} x {self.embedding_dim} table under {self.config!r}"
         for name in _BUFFERS:
             if name in new:
-                check_table(new[name], prefix + name, layout, what)
+                check_table(new[name], prefix + name, layout, what, self.bits)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         self._check_state({n: state_dict[prefix + n] for n in _BUFFERS
                            if prefix + n in state_dict}, prefix)
+        as_plain_buffers(self, state_dict, prefix)  # (assign=True: no Parameter as a buffer)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         if self._awaiting_load:
             self._awaiting_load -= {n for n in self._awaiting_load if prefix + n in state_dict}
@@ -230,6 +266,28 @@ class QuantEmbedding(nn.Module):
 
     def __setstate__(self, state):  # torch.load of a whole module: the file is untrusted too
         super().__setstate__(state)
+        cfg = self.__dict__.get("config")
+        if type(cfg) not in (Int8Config, WeightOnlyConfig):
+            raise TypeError(f"config: a pickled QuantEmbedding holds Int8Config or "
+                            f"WeightOnlyConfig, got {type(cfg).__name__}")
+        self.config = dataclasses.replace(cfg)  # (its own checks, which unpickling skipped)
+        for name in ("num_embeddings", "embedding_dim"):
+            v = self.__dict__.get(name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"{name}: expected an int >= 0, got {v!r}")
+        if not (isinstance(self.weight_dtype, torch.dtype) and self.weight_dtype.is_floating_point):
+            raise TypeError(f"_weight_dtype: expected a float dtype, got {self.weight_dtype!r}")
+        pad = self.__dict__.get("padding_idx")
+        if pad is not None and not (isinstance(pad, int) and -self.num_embeddings <= pad
+                                    < self.num_embeddings):
+            raise ValueError(f"padding_idx: expected None or a row index, got {pad!r}")
+        waiting = self._awaiting_load
+        if waiting is not False and not (isinstance(waiting, set) and waiting <= set(_BUFFERS)):
+            raise ValueError(f"_awaiting_load: expected False or a set of {_BUFFERS}, got "
+                             f"{waiting!r}")
+        missing = [n for n in _BUFFERS if self._buffers.get(n) is None]
+        if missing:
+            raise ValueError(f"{missing[0]}: a pickled QuantEmbedding must hold its {_BUFFERS}")
         self._check_state(dict(self._buffers), "")
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):

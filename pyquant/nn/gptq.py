@@ -36,6 +36,7 @@ from .experts import QuantExperts, is_experts
 from .recurrent import QuantRNN, is_rnn
 from .conv_gain import group_k
 from .conv_transpose import QuantConvTranspose1d, QuantConvTranspose2d
+from .embedding import QuantEmbedding
 from .grouped_conv import QuantGroupedConv1d, QuantGroupedConv2d
 from .modules import QuantConv1d, QuantConv2d, QuantLinear, conv1d_geometry, im2col
 from .schemes import clip_ratios
@@ -445,9 +446,11 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
     # MoE experts blocks see no Hessian of their own (each expert sees only its routed tokens):
     # they are converted round-to-nearest / magnitude-pruned, as are recurrent layers (their
     # state inputs are no module's input); so is a MultiheadAttention's
-    # out_proj (its input, the attention output, is never a module's input)
+    # out_proj (its input, the attention output, is never a module's input), and embedding
+    # tables (their input is indices)
     layers = [m for name, m in model.named_modules()
-              if quantizable(m, name) and not (is_experts(m) or is_rnn(m))]
+              if quantizable(m, name) and not (is_experts(m) or is_rnn(m)
+                                               or isinstance(m, nn.Embedding))]
     layer_ids = {id(m) for m in layers}  # (ids: nothing here may keep a converted layer alive)
     is_layer = lambda m: id(m) in layer_ids  # noqa: E731
     for m in model.modules():  # (its nested-tensor path hands the calibration hooks a nested
@@ -492,6 +495,8 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
             return QuantExperts(mod, cfg)
         if is_rnn(mod):
             return QuantRNN(mod, cfg)
+        if isinstance(mod, nn.Embedding):
+            return QuantEmbedding.from_embedding(mod, cfg)
         if is_mha(mod):
             return QuantMultiheadAttention(mod, cfg, {
                 name: dict(hessian=hess[mod, name], damp=damp)

@@ -69,7 +69,8 @@ class QuantizedWeight(torch.Tensor):
             m._weight_values_read = True
             warnings.warn(
                 f"the values of a {type(m).__name__}'s weight {list(self.shape)} were read: each "
-                "read dequantizes it (dequantize_weight(), a K x K x N integer GEMM). Model code "
+                f"read dequantizes it (dequantize_weight(), "
+                f"{getattr(m, 'dequantize_cost', 'a K x K x N integer GEMM')}). Model code "
                 "that uses a layer's weight values in its forward pays this on every call; leave "
                 "such a layer float (quantize_'s filter_fn)", stacklevel=_caller_stacklevel())
         return m.dequantize_weight().to(self.dtype)
