@@ -218,6 +218,19 @@ def test_quant_experts_is_the_block_on_its_dequantized_weights(name, impl, monke
 
 
 # ----------------------------------------------------------------------------- loading without weights
+def _saved_and_reloaded(model, build, path):
+    """save_quantized(model), then load_quantized_ into build() made under
+    accelerate.init_empty_weights(); the same module types, in order."""
+    import accelerate
+
+    pyquant.save_quantized(model, path)
+    with accelerate.init_empty_weights():
+        fresh = build().eval()
+    loaded = pyquant.load_quantized_(fresh, path)
+    assert [type(m).__name__ for m in loaded.modules()] == [type(m).__name__ for m in model.modules()]
+    return loaded
+
+
 @pytest.mark.parametrize("build", [_llama, _gpt2, _mixtral, _wav2vec2],
                          ids=["llama", "gpt2", "mixtral", "wav2vec2"])
 def test_models_load_without_their_weights(build, tmp_path):
@@ -225,18 +238,13 @@ def test_models_load_without_their_weights(build, tmp_path):
     accelerate.init_empty_weights() (parameters on meta, RoPE's buffers real): the same modules
     and bits (Llama's tied LM head, GPT-2's Conv1D, Mixtral's experts, wav2vec2's weight-norm
     parametrized grouped conv); under torch.device("meta") RoPE's inv_freq is named."""
-    accelerate = pytest.importorskip("accelerate")
+    pytest.importorskip("accelerate")
     pytest.importorskip("safetensors")
     torch.manual_seed(0)
     saved = pyquant.quantize_(build().eval(), pyquant.WeightOnlyConfig(4, 32),
                               filter_fn=pyquant.nn.every_layer_filter)
     path = tmp_path / "m.safetensors"
-    pyquant.save_quantized(saved, path)
-    with accelerate.init_empty_weights():
-        model = build().eval()
-    loaded = pyquant.load_quantized_(model, path)
-    assert ([type(m).__name__ for m in loaded.modules()]
-            == [type(m).__name__ for m in saved.modules()])
+    loaded = _saved_and_reloaded(saved, build, path)
     if build is _wav2vec2:
         x = torch.randn(1, 1600)
         with torch.no_grad():
@@ -257,7 +265,7 @@ def test_models_with_quantized_embeddings(build, tmp_path):
     """quantize_ with embedding_filter after the linears (Llama's table tied to its LM head,
     GPT-2's token and position tables): generate runs, the logits stay close to the model with
     float tables, and the saved model loads without its weights to the same bits."""
-    accelerate = pytest.importorskip("accelerate")
+    pytest.importorskip("accelerate")
     pytest.importorskip("safetensors")
     torch.manual_seed(0)
     model = pyquant.quantize_(build().eval(), pyquant.WeightOnlyConfig(4, 32))
@@ -273,13 +281,7 @@ def test_models_with_quantized_embeddings(build, tmp_path):
     assert F.cosine_similarity(after.flatten(), before.flatten(), 0) > 0.999
     kw = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
     out = model.generate(ids, **kw)
-    path = tmp_path / "m.safetensors"
-    pyquant.save_quantized(model, path)
-    with accelerate.init_empty_weights():
-        fresh = build().eval()
-    loaded = pyquant.load_quantized_(fresh, path)
-    assert ([type(m).__name__ for m in loaded.modules()]
-            == [type(m).__name__ for m in model.modules()])
+    loaded = _saved_and_reloaded(model, build, tmp_path / "m.safetensors")
     assert torch.equal(loaded.generate(ids, **kw), out)
 
 

@@ -40,7 +40,7 @@ from .embedding import QuantEmbedding, check_table, table_bits, table_layout
 from .experts import QuantExperts
 from .fold_bn import _BN_OF, fold_batchnorm_
 from .grouped_conv import QuantGroupedConv2d
-from .modules import _QuantModule, _want_hugepages
+from .modules import AwaitsLoad, _QuantModule, _want_hugepages
 from .recurrent import QuantRNN
 from .schemes import config_for_op, scheme_for
 
@@ -384,7 +384,7 @@ def _check_loaded(model: nn.Module) -> None:
     non-persistent buffer of a model built under torch.device("meta")) or a quantized layer
     still awaiting its weights."""
     left = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
-    left += [k for n, m in model.named_modules() if isinstance(m, (_QuantModule, QuantEmbedding))
+    left += [k for n, m in model.named_modules() if isinstance(m, AwaitsLoad)
              for k in m.unloaded_keys(prefix=n + "." if n else "")]
     if left:
         raise ValueError(

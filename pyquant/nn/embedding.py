@@ -39,7 +39,7 @@ from pyquant.packing import pack
 
 from ._load import as_plain_buffers
 from .configs import Int8Config, WeightOnlyConfig
-from .modules import _tracing, _weight_view, check_finite_weight, keeping_dtypes
+from .modules import AwaitsLoad, _tracing, _weight_view, check_finite_weight, keeping_dtypes
 from .schemes import int8_weight, lowbit_weight
 from .weight_view import QuantizedWeight
 
@@ -99,13 +99,12 @@ def check_table(t, name: str, layout: dict, what: str, bits: int) -> None:
                              f"largest {bits}-bit code {_CODE_MAX[bits]}), got {amax:.6g}")
 
 
-class QuantEmbedding(nn.Module):
+class QuantEmbedding(AwaitsLoad, nn.Module):
     """A drop-in for ``nn.Embedding`` at inference (see the module docstring): the same lookups,
     ``padding_idx`` and index checks, the table quantized. No gradients (``max_norm``,
     ``sparse`` and ``scale_grad_by_freq`` belong to training; a table with ``max_norm`` is
     refused at conversion, as its lookups would rewrite float rows)."""
 
-    _awaiting_load = False  # (converted from meta weights, state dict not loaded yet)
     dequantize_cost = "a pass over the whole table"  # (weight_view's warning on a value read)
 
     def __init__(self, num_embeddings: int, embedding_dim: int, config, weight: torch.Tensor,
@@ -259,10 +258,7 @@ class QuantEmbedding(nn.Module):
                            if prefix + n in state_dict}, prefix)
         as_plain_buffers(self, state_dict, prefix)  # (assign=True: no Parameter as a buffer)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if self._awaiting_load:
-            self._awaiting_load -= {n for n in self._awaiting_load if prefix + n in state_dict}
-            if not self._awaiting_load:
-                self._awaiting_load = False
+        self._note_loaded(state_dict, prefix)
 
     def __setstate__(self, state):  # torch.load of a whole module: the file is untrusted too
         super().__setstate__(state)
@@ -289,24 +285,6 @@ class QuantEmbedding(nn.Module):
         if missing:
             raise ValueError(f"{missing[0]}: a pickled QuantEmbedding must hold its {_BUFFERS}")
         self._check_state(dict(self._buffers), "")
-
-    def _save_to_state_dict(self, destination, prefix, keep_vars):
-        if self._awaiting_load:  # (placeholders: a file of them would load as a wrong model)
-            raise ValueError(f"QuantEmbedding at {prefix.rstrip('.') or '(root)'!r}: its table is "
-                             "not loaded yet, so it has no state to save")
-        super()._save_to_state_dict(destination, prefix, keep_vars)
-
-    def unloaded_keys(self, prefix: str = "") -> list:
-        """The state-dict keys this table still needs while it awaits its weights."""
-        return sorted(prefix + n for n in self._awaiting_load) if self._awaiting_load else []
-
-    def _check_loaded(self) -> None:
-        if self._awaiting_load:
-            raise ValueError(
-                "QuantEmbedding: its quantized table is not loaded yet (it was converted from "
-                "weights on the meta device); load a state dict saved from the quantized model, "
-                "e.g. model.load_state_dict(state_dict, assign=True) or "
-                "pyquant.load_quantized_(model, path)")
 
     def extra_repr(self) -> str:
         s = f"{self.num_embeddings}, {self.embedding_dim}, config={self.config!r}"

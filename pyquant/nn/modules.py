@@ -149,8 +149,38 @@ def _weight_view(module) -> QuantizedWeight:
     return QuantizedWeight(module, module._float_weight_shape(), module.weight_dtype)
 
 
-class _QuantModule(nn.Module):
-    _awaiting_load = False  # (converted from meta weights, state dict not loaded yet)
+class AwaitsLoad:
+    """A quantized layer converted from weights on the meta device awaits its state dict:
+    ``_awaiting_load`` is the set of its persistent buffers not loaded yet (a sharded checkpoint
+    brings them in parts), False once all are; forward and state_dict are refused until then."""
+    _awaiting_load = False
+
+    def _note_loaded(self, state_dict, prefix: str) -> None:
+        if self._awaiting_load:
+            self._awaiting_load -= {n for n in self._awaiting_load if prefix + n in state_dict}
+            if not self._awaiting_load:
+                self._awaiting_load = False
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        if self._awaiting_load:  # (placeholders: a file of them would load as a wrong model)
+            raise ValueError(f"{type(self).__name__} at {prefix.rstrip('.') or '(root)'!r}: its "
+                             "weights are not loaded yet, so it has no state to save")
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def unloaded_keys(self, prefix: str = "") -> list:
+        """The state-dict keys this layer still needs while it awaits its weights."""
+        return sorted(prefix + n for n in self._awaiting_load) if self._awaiting_load else []
+
+    def _check_loaded(self) -> None:
+        if self._awaiting_load:
+            raise ValueError(
+                f"{type(self).__name__}: its quantized weights are not loaded yet (it was "
+                "converted from weights on the meta device); load a state dict saved from the "
+                "quantized model, e.g. model.load_state_dict(state_dict, assign=True) or "
+                "pyquant.load_quantized_(model, path)")
+
+
+class _QuantModule(AwaitsLoad, nn.Module):
 
     def _setup(self, config, w2d: torch.Tensor, bias, **quant_kw):
         self.config = config
@@ -274,28 +304,7 @@ class _QuantModule(nn.Module):
         _load.check_state_dict(self, state_dict, prefix)
         _load.as_plain_buffers(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if self._awaiting_load:
-            self._awaiting_load -= {n for n in self._awaiting_load if prefix + n in state_dict}
-            if not self._awaiting_load:
-                self._awaiting_load = False  # (the post hook then binds the loaded buffers)
-
-    def _save_to_state_dict(self, destination, prefix, keep_vars):
-        if self._awaiting_load:  # (placeholders: a file of them would load as a wrong model)
-            raise ValueError(f"{type(self).__name__} at {prefix.rstrip('.') or '(root)'!r}: its "
-                             "weights are not loaded yet, so it has no state to save")
-        super()._save_to_state_dict(destination, prefix, keep_vars)
-
-    def unloaded_keys(self, prefix: str = "") -> list:
-        """The state-dict keys this layer still needs while it awaits its weights."""
-        return sorted(prefix + n for n in self._awaiting_load) if self._awaiting_load else []
-
-    def _check_loaded(self) -> None:
-        if self._awaiting_load:
-            raise ValueError(
-                f"{type(self).__name__}: its quantized weights are not loaded yet (it was "
-                "converted from weights on the meta device); load a state dict saved from the "
-                "quantized model, e.g. model.load_state_dict(state_dict, assign=True) or "
-                "pyquant.load_quantized_(model, path)")
+        self._note_loaded(state_dict, prefix)  # (the post hook then binds the loaded buffers)
 
     def _apply(self, fn, recurse=True):
         # module.half() / .to(torch.bfloat16) / .double(): the scales, sums, bias and range keep
