@@ -204,3 +204,22 @@ def test_quantized_embeddings_shrink_the_model(one_thread):
             (d * 4) - code_bytes // v
     with pytest.raises(ValueError, match="embeddings: expected one of"):
         lm.make_variant(base, "pq-w4g32", "w2")
+
+
+@needs_transformers
+def test_tied_table_counted_once_and_quantized(one_thread):
+    """A tied preset (Llama-3.2's shape): fp32 counts the matrix once and reads it whole per
+    step (the LM head); pyquant's LM head gets its own codes, and the float table stays until
+    --embeddings quantizes it too."""
+    base = lm.build_model("quick-tied", seed=0)
+    v, d = base.get_input_embeddings().weight.shape
+    assert base.lm_head.weight is base.get_input_embeddings().weight
+    assert lm.model_bytes(base) == sum(p.numel() for p in base.parameters()) * 4 + \
+        sum(b.numel() * b.element_size() for b in base.buffers())
+    per_layer = lm.model_bytes(base) - lm.weight_bytes_read(base)
+    assert per_layer == 0  # (every fp32 weight is read each step: the table as the LM head)
+    w4 = lm.make_variant(base, "pq-w4g32")
+    assert type(w4.get_input_embeddings()) is torch.nn.Embedding
+    w4i8 = lm.make_variant(base, "pq-w4g32", "int8")
+    assert isinstance(w4i8.get_input_embeddings(), pyquant.nn.QuantEmbedding)
+    assert lm.model_bytes(w4) - lm.model_bytes(w4i8) == v * d * 4 - (v * d + 4 * v)

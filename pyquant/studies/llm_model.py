@@ -38,6 +38,10 @@ def require_transformers():
 PRESETS = {
     "tinyllama-1.1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
                            num_attention_heads=32, num_key_value_heads=4, vocab_size=32000),
+    # meta-llama/Llama-3.2-1B: its LM head is its embedding table (tied), 21% of the weights
+    "llama-3.2-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                         num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                         tie_word_embeddings=True),
     # a mid-size stand-in (~0.2 B parameters) for when the full shape does not fit the time budget
     "mid": dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=8,
                 num_attention_heads=16, num_key_value_heads=4, vocab_size=32000),
@@ -54,6 +58,10 @@ PRESETS = {
     "olmoe-quick": dict(arch="olmoe", hidden_size=512, intermediate_size=256, num_hidden_layers=4,
                         num_attention_heads=8, num_key_value_heads=8, vocab_size=4096,
                         num_experts=8, num_experts_per_tok=2, eos_token_id=0),
+    # the quick shape with a tied table (tests)
+    "quick-tied": dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=4,
+                       num_attention_heads=8, num_key_value_heads=2, vocab_size=4096,
+                       tie_word_embeddings=True),
 }
 
 # config name -> what it is (order = table order)
@@ -106,10 +114,11 @@ def build_model(preset: str = "quick", seed: int = 0) -> nn.Module:
         raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
     shape = dict(PRESETS[preset])
     arch = shape.pop("arch", "llama")
+    tied = shape.pop("tie_word_embeddings", False)
     config_cls, model_cls = {"llama": ("LlamaConfig", "LlamaForCausalLM"),
                              "olmoe": ("OlmoeConfig", "OlmoeForCausalLM")}[arch]
     cfg = getattr(transformers, config_cls)(**shape, max_position_embeddings=2048,
-                                            rms_norm_eps=1e-5, tie_word_embeddings=False,
+                                            rms_norm_eps=1e-5, tie_word_embeddings=tied,
                                             use_cache=True)
     torch.manual_seed(seed)
     model = getattr(transformers, model_cls)(cfg).float().eval()
@@ -197,10 +206,11 @@ def weight_bytes_read(model: nn.Module) -> int:
     skip = {id(t) for m in quant for t in m.buffers()}
     total = model_bytes(model) + sum(m.bytes_read_per_call() for m in quant)
     total -= sum(t.numel() * t.element_size() for m in quant for t in m.buffers())
-    table = model.get_input_embeddings()
+    table, head = model.get_input_embeddings(), model.get_output_embeddings()
     if isinstance(table, pyquant.nn.QuantEmbedding):  # one row of its codes and scales
         total -= sum(t[1:].numel() * t.element_size() for t in table.buffers())
-    elif id(table.weight) not in skip:
+    elif id(table.weight) not in skip and getattr(head, "weight", None) is not table.weight:
+        # (a float table tied to a float LM head: the head reads all of it every step)
         emb = table.weight
         total -= emb.numel() * emb.element_size() - emb.shape[1] * emb.element_size()
     return total - _unrouted_expert_bytes(model)
