@@ -310,3 +310,78 @@ def test_compile_and_export():
     assert torch.equal(exported(idx.flip(0)), q(idx.flip(0)))
     with pytest.raises(Exception, match="index out of range|out of bounds"):
         exported(torch.full((3, 5), 100))
+
+
+# ---------------------------------------------------------------------------- nn.EmbeddingBag
+def bag_reference(q, bag_kwargs, *args, **kwargs):
+    """F.embedding_bag over the dequantized table (the float module's own reduction)."""
+    return nn.functional.embedding_bag(args[0], reference_table(q), *args[1:], **kwargs,
+                                       **bag_kwargs)
+
+
+@pytest.mark.parametrize("name", ["int8", "w4g32", "w2g64"])
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+@pytest.mark.parametrize("pad", [None, 3])
+def test_bags_match_the_float_reduction(name, mode, pad):
+    g = torch.Generator().manual_seed(5)
+    bag = nn.EmbeddingBag(50, 70, mode=mode, padding_idx=pad, _weight=table(50, 70))
+    q = pyquant.nn.QuantEmbeddingBag.from_embedding_bag(bag, CONFIGS[name])
+    kw = dict(mode=mode, padding_idx=pad)
+    flat = torch.randint(0, 50, (40,), generator=g)
+    flat[[0, 7, 8]] = 3  # padding rows inside bags (excluded from sums and means)
+    offsets = torch.tensor([0, 0, 5, 17, 17, 30])  # empty bags included
+    assert torch.equal(q(flat, offsets), bag_reference(q, kw, flat, offsets))
+    two_d = flat[:36].reshape(6, 6)
+    assert torch.equal(q(two_d), bag_reference(q, kw, two_d))
+    if mode == "sum":
+        w = torch.rand(40, generator=g)
+        assert torch.equal(q(flat, offsets, w), bag_reference(q, kw, flat, offsets, per_sample_weights=w))
+    last = pyquant.nn.QuantEmbeddingBag.from_embedding_bag(
+        nn.EmbeddingBag(50, 70, mode=mode, include_last_offset=True, _weight=table(50, 70)),
+        CONFIGS[name])
+    ends = torch.cat([offsets, torch.tensor([40])])
+    assert torch.equal(last(flat, ends), bag_reference(last, dict(mode=mode), flat, ends,
+                                                       include_last_offset=True))
+    assert q(flat[:0], torch.tensor([0, 0])).shape == (2, 70)
+    with pytest.raises(IndexError, match=r"\[0, 50\)"):
+        q(torch.tensor([1, 50]), torch.tensor([0]))
+
+
+class Rec(nn.Module):
+    """A DLRM-like recommender: two bag tables and an MLP."""
+
+    def __init__(self):
+        super().__init__()
+        self.users = nn.EmbeddingBag(500, 64, mode="sum")
+        self.items = nn.EmbeddingBag(300, 64, mode="mean")
+        self.mlp = nn.Sequential(nn.Linear(128, 96), nn.ReLU(), nn.Linear(96, 1))
+
+    def forward(self, u, uo, i, io):
+        return self.mlp(torch.cat([self.users(u, uo), self.items(i, io)], 1))
+
+
+def test_bags_in_a_recommender(tmp_path):
+    """quantize_ the recommender's MLP, then its tables; the saved model loads without its
+    weights to the same bits, and a pickled one too."""
+    torch.manual_seed(6)
+    m = Rec().eval()
+    args = (torch.randint(0, 500, (20,)), torch.tensor([0, 4, 9, 15]),
+            torch.randint(0, 300, (12,)), torch.tensor([0, 3, 6, 9]))
+    with torch.no_grad():
+        ref = m.users(*args[:2])
+    pyquant.quantize_(m, pyquant.Int8Config(act_bits=8), filter_fn=pyquant.nn.every_layer_filter)
+    pyquant.quantize_(m, pyquant.WeightOnlyConfig(4, 32), filter_fn=embedding_filter)
+    assert isinstance(m.users, pyquant.nn.QuantEmbeddingBag) and m.items.mode == "mean"
+    assert nn.functional.cosine_similarity(m.users(*args[:2]), ref).min() > 0.99
+    out = m(*args)
+    path = tmp_path / "rec.safetensors"
+    pyquant.save_quantized(m, path)
+    with torch.device("meta"):
+        fresh = Rec().eval()
+    pyquant.load_quantized_(fresh, path)
+    assert isinstance(fresh.users, pyquant.nn.QuantEmbeddingBag) and fresh.items.mode == "mean"
+    assert torch.equal(fresh(*args), out)
+    buf = io.BytesIO()
+    torch.save(m, buf)
+    buf.seek(0)
+    assert torch.equal(torch.load(buf, weights_only=False)(*args), out)

@@ -17,7 +17,7 @@ from .recurrent import QuantRNN  # nn.LSTM / nn.GRU / nn.RNN
 from .modules import QuantConv1d, QuantConv2d, QuantLinear
 from .grouped_conv import QuantGroupedConv1d, QuantGroupedConv2d  # nn.Conv2d/1d, groups > 1
 from .conv_transpose import QuantConvTranspose1d, QuantConvTranspose2d  # GEMM + col2im
-from .embedding import QuantEmbedding, embedding_filter  # int8 / 4-bit / 2-bit tables
+from .embedding import QuantEmbedding, QuantEmbeddingBag, embedding_filter  # quantized tables
 from .weight_view import QuantizedWeight  # what QuantLinear.weight / QuantConv2d.weight return
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "QuantMultiheadAttention", "QuantRNN", "QuantizedWeight", "quantize_", "gptq_", "calibrate",
     "calibration", "reset_calibration",
     "load_quantized_", "save_quantized", "register_quantize_module_handler", "default_filter",
-    "every_layer_filter", "embedding_filter", "QuantEmbedding", "use_reference",
+    "every_layer_filter", "embedding_filter", "QuantEmbedding", "QuantEmbeddingBag",
+    "use_reference",
     "Int8Config", "WeightOnlyConfig", "LUT2Config", "SparqConfig", "GRUConfig",
 ]

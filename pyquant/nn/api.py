@@ -18,7 +18,7 @@ from .conv_gain import MIN_CONV_OUT, MIN_CONV_PRODUCTS
 from .conv_gain import transposed_worth_converting
 from .conv_gain import worth_converting as conv_worth_converting
 from .conv_transpose import QuantConvTranspose1d, QuantConvTranspose2d
-from .embedding import QuantEmbedding, _plain_embedding
+from .embedding import TABLE_TYPES, QuantEmbedding, _plain_embedding, quantized_table
 from .fold_bn import check_fold_option, fold_batchnorm_
 from .grouped_conv import QuantGroupedConv1d, QuantGroupedConv2d
 from .modules import QuantConv1d, QuantConv2d, QuantLinear, _QuantModule
@@ -64,11 +64,11 @@ def _swap(module: nn.Module, config):
         return QuantMultiheadAttention(module, config)
     if is_rnn(module):
         return QuantRNN(module, config)
-    if isinstance(module, nn.Embedding):
-        return QuantEmbedding.from_embedding(module, config)
+    if isinstance(module, TABLE_TYPES):
+        return quantized_table(module, config)
     raise TypeError(f"module: {type(module).__name__} cannot be quantized (nn.Linear, nn.Conv2d, "
                     "nn.Conv1d, nn.ConvTranspose2d/1d, nn.MultiheadAttention, nn.LSTM/GRU/RNN, "
-                    "nn.Embedding, transformers' Conv1D or an MoE experts block)")
+                    "nn.Embedding/EmbeddingBag, transformers' Conv1D or an MoE experts block)")
 
 
 def convertible(module: nn.Module) -> bool:
@@ -240,7 +240,7 @@ def quantize_(model: nn.Module, config, *, filter_fn: Callable | None = None,
     fold_batchnorm_(model, filter_fn, fold_batchnorm)
     before = _quantized_layers(model)
     tables = {id(m.weight): fqn for fqn, m in model.named_modules()
-              if isinstance(m, nn.Embedding) and filter_fn(m, fqn)}
+              if isinstance(m, TABLE_TYPES) and filter_fn(m, fqn)}
     model = _convert(model, config, handler, filter_fn)
     _warn_tied_tables(model, tables)
     others = {repr(m.config) for m in before if m.config != config}

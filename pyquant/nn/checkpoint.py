@@ -36,7 +36,7 @@ from . import _backend
 from .api import _convert, check_config, convertible
 from .attention import QuantMultiheadAttention
 from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
-from .embedding import QuantEmbedding, check_table, table_bits, table_layout
+from .embedding import TABLE_TYPES, QuantEmbedding, check_table, table_bits, table_layout
 from .experts import QuantExperts
 from .fold_bn import _BN_OF, fold_batchnorm_
 from .grouped_conv import QuantGroupedConv2d
@@ -220,7 +220,7 @@ def quantized_in(state_dict: Mapping):
         if not convertible(module):
             return False
         prefix = fqn + "." if fqn else ""
-        if isinstance(module, nn.Embedding):  # (a QuantEmbedding's table: codes, no header)
+        if isinstance(module, TABLE_TYPES):  # (a QuantEmbedding's table: codes, no header)
             return prefix + "codes" in state_dict and prefix + "weight" not in state_dict
         if fqn in held:
             return True
@@ -362,10 +362,10 @@ def _check_tables(model: nn.Module, sd: dict, configs: dict) -> None:
     anything changes, as _check_packed_ops for the packed weights)."""
     for fqn, cfg in configs.items():
         emb = model.get_submodule(fqn)
-        if not isinstance(emb, nn.Embedding):
+        if not isinstance(emb, TABLE_TYPES):
             continue
         if emb.max_norm is not None:
-            raise ValueError(f"layer {fqn!r}: max_norm: an nn.Embedding with max_norm cannot "
+            raise ValueError(f"layer {fqn!r}: max_norm: a table with max_norm cannot "
                              "hold a quantized table (its lookups rewrite float rows)")
         try:
             layout = table_layout(emb.num_embeddings, emb.embedding_dim, cfg)

@@ -34,6 +34,7 @@ import dataclasses
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from pyquant.packing import pack
 
@@ -139,7 +140,7 @@ class QuantEmbedding(AwaitsLoad, nn.Module):
 
     @classmethod
     def from_embedding(cls, emb: nn.Embedding, config) -> "QuantEmbedding":
-        if not _plain_embedding(emb):
+        if not (isinstance(emb, nn.Embedding) and _plain_embedding(emb)):
             raise TypeError(f"module: {type(emb).__name__} has a forward of its own (e.g. a "
                             "scaled embedding), which a QuantEmbedding would drop; leave it float")
         if emb.max_norm is not None:
@@ -188,6 +189,14 @@ class QuantEmbedding(AwaitsLoad, nn.Module):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         self._check_loaded()
+        flat = self._checked_indices(input)
+        out = self._dequantize_rows(flat.long())
+        if self._weight_dtype != torch.float32:
+            out = out.to(self._weight_dtype)
+        return out.reshape(*input.shape, self.embedding_dim)
+
+    def _checked_indices(self, input) -> torch.Tensor:
+        """``input`` flattened, after nn.Embedding's checks (with errors naming the range)."""
         if not isinstance(input, torch.Tensor):
             raise TypeError(f"input: expected a tensor of indices, got {type(input).__name__}")
         if input.dtype not in (torch.int64, torch.int32):
@@ -201,10 +210,7 @@ class QuantEmbedding(AwaitsLoad, nn.Module):
             raise IndexError(f"input: indices must lie in [0, {self.num_embeddings}) for a table "
                              f"of {self.num_embeddings} rows, got values in "
                              f"[{int(flat.min())}, {int(flat.max())}]")
-        out = self._dequantize_rows(flat.long())
-        if self._weight_dtype != torch.float32:
-            out = out.to(self._weight_dtype)
-        return out.reshape(*input.shape, self.embedding_dim)
+        return flat
 
     # ---- the float table, on demand
     @property
@@ -291,16 +297,87 @@ class QuantEmbedding(AwaitsLoad, nn.Module):
         return s + (f", padding_idx={self.padding_idx}" if self.padding_idx is not None else "")
 
 
+class QuantEmbeddingBag(QuantEmbedding):
+    """A drop-in for ``nn.EmbeddingBag`` at inference (recommendation models' tables): the bags'
+    rows are looked up in the quantized table (each distinct index dequantized once), then
+    reduced by ``F.embedding_bag`` itself over them, so ``mode`` (sum / mean / max),
+    ``offsets``, ``include_last_offset``, ``per_sample_weights`` and ``padding_idx`` mean what
+    they mean for the float module, and the result equals the float module's on the dequantized
+    table bit for bit."""
+
+    dequantize_cost = "a pass over the whole table"
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, config, weight: torch.Tensor,
+                 padding_idx: int | None = None, mode: str = "mean",
+                 include_last_offset: bool = False):
+        super().__init__(num_embeddings, embedding_dim, config, weight, padding_idx)
+        if mode not in ("sum", "mean", "max"):
+            raise ValueError(f"mode: expected 'sum', 'mean' or 'max', got {mode!r}")
+        self.mode, self.include_last_offset = mode, bool(include_last_offset)
+
+    @classmethod
+    def from_embedding_bag(cls, bag: nn.EmbeddingBag, config) -> "QuantEmbeddingBag":
+        if not _plain_embedding(bag):
+            raise TypeError(f"module: {type(bag).__name__} has a forward of its own, which a "
+                            "QuantEmbeddingBag would drop; leave it float")
+        if bag.max_norm is not None:
+            raise ValueError("max_norm: an nn.EmbeddingBag with max_norm renormalizes the "
+                             "looked-up rows of its float table in place; a quantized table "
+                             "cannot (leave it float)")
+        return cls(bag.num_embeddings, bag.embedding_dim, config, bag.weight, bag.padding_idx,
+                   bag.mode, bag.include_last_offset)
+
+    def forward(self, input: torch.Tensor, offsets: torch.Tensor | None = None,
+                per_sample_weights: torch.Tensor | None = None) -> torch.Tensor:
+        self._check_loaded()
+        flat = self._checked_indices(input)
+        distinct, where = torch.unique(flat.long(), return_inverse=True)
+        rows = self._dequantize_rows(distinct)  # float32, one per distinct index
+        pad = None
+        if self.padding_idx is not None:  # (the padding row's place among the distinct rows)
+            hit = (distinct == self.padding_idx).nonzero()
+            pad = int(hit[0, 0]) if hit.numel() else None
+        if per_sample_weights is not None:
+            per_sample_weights = per_sample_weights.float()
+        out = F.embedding_bag(where.reshape(input.shape), rows, offsets, mode=self.mode,
+                              per_sample_weights=per_sample_weights,
+                              include_last_offset=self.include_last_offset, padding_idx=pad)
+        return out if self._weight_dtype == torch.float32 else out.to(self._weight_dtype)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if self.__dict__.get("mode") not in ("sum", "mean", "max") or not isinstance(
+                self.__dict__.get("include_last_offset"), bool):
+            raise ValueError("mode / include_last_offset: a pickled QuantEmbeddingBag holds "
+                             "'sum', 'mean' or 'max' and a bool")
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", mode={self.mode!r}" + (
+            ", include_last_offset=True" if self.include_last_offset else "")
+
+
+TABLE_TYPES = (nn.Embedding, nn.EmbeddingBag)  # the float tables quantize_ converts
+
+
 def _plain_embedding(module: nn.Module) -> bool:
-    """nn.Embedding, or a subclass that keeps its forward (a scaled embedding, e.g. Gemma's,
-    multiplies in a forward of its own: converting it would drop that)."""
-    return isinstance(module, nn.Embedding) and type(module).forward is nn.Embedding.forward
+    """nn.Embedding / nn.EmbeddingBag, or a subclass that keeps its forward (a scaled
+    embedding, e.g. Gemma's, multiplies in a forward of its own: converting it would drop
+    that)."""
+    return any(isinstance(module, t) and type(module).forward is t.forward for t in TABLE_TYPES)
 
 
 def embedding_filter(module: nn.Module, fqn: str) -> bool:
-    """filter_fn for quantize_: the embedding tables (nn.Embedding and subclasses that keep its
-    forward; tables with ``max_norm`` are refused by the conversion)."""
+    """filter_fn for quantize_: the embedding tables (nn.Embedding, nn.EmbeddingBag and
+    subclasses that keep their forward; tables with ``max_norm`` are refused by the
+    conversion)."""
     return _plain_embedding(module) and module.weight.numel() > 0
 
 
-__all__ = ["QuantEmbedding", "embedding_filter"]
+def quantized_table(module: nn.Module, config) -> QuantEmbedding:
+    """quantize_'s swap of a float table."""
+    if isinstance(module, nn.EmbeddingBag):
+        return QuantEmbeddingBag.from_embedding_bag(module, config)
+    return QuantEmbedding.from_embedding(module, config)
+
+
+__all__ = ["QuantEmbedding", "QuantEmbeddingBag", "embedding_filter"]

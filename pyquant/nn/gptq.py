@@ -36,7 +36,7 @@ from .experts import QuantExperts, is_experts
 from .recurrent import QuantRNN, is_rnn
 from .conv_gain import group_k
 from .conv_transpose import QuantConvTranspose1d, QuantConvTranspose2d
-from .embedding import QuantEmbedding
+from .embedding import TABLE_TYPES, quantized_table
 from .grouped_conv import QuantGroupedConv1d, QuantGroupedConv2d
 from .modules import QuantConv1d, QuantConv2d, QuantLinear, conv1d_geometry, im2col
 from .schemes import clip_ratios
@@ -450,7 +450,7 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
     # tables (their input is indices)
     layers = [m for name, m in model.named_modules()
               if quantizable(m, name) and not (is_experts(m) or is_rnn(m)
-                                               or isinstance(m, nn.Embedding))]
+                                               or isinstance(m, TABLE_TYPES))]
     layer_ids = {id(m) for m in layers}  # (ids: nothing here may keep a converted layer alive)
     is_layer = lambda m: id(m) in layer_ids  # noqa: E731
     for m in model.modules():  # (its nested-tensor path hands the calibration hooks a nested
@@ -495,8 +495,8 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
             return QuantExperts(mod, cfg)
         if is_rnn(mod):
             return QuantRNN(mod, cfg)
-        if isinstance(mod, nn.Embedding):
-            return QuantEmbedding.from_embedding(mod, cfg)
+        if isinstance(mod, TABLE_TYPES):
+            return quantized_table(mod, cfg)
         if is_mha(mod):
             return QuantMultiheadAttention(mod, cfg, {
                 name: dict(hessian=hess[mod, name], damp=damp)
