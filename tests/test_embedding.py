@@ -385,3 +385,39 @@ def test_bags_in_a_recommender(tmp_path):
     torch.save(m, buf)
     buf.seek(0)
     assert torch.equal(torch.load(buf, weights_only=False)(*args), out)
+
+
+def test_bag_arguments_checked():
+    """Offsets torch's CPU kernel would read past or misread, per-sample weights of another
+    kind, and padding_idx as nn.Embedding normalizes it (negative: from the end)."""
+    bag = nn.EmbeddingBag(30, 8, mode="sum", padding_idx=-1, _weight=table(30, 8))
+    q = pyquant.nn.QuantEmbeddingBag.from_embedding_bag(bag, CONFIGS["int8"])
+    x = torch.tensor([1, 29, 5, 7, 29, 3])
+    assert q.padding_idx == 29
+    assert torch.equal(q(x, torch.tensor([0, 3])), bag_reference(q, dict(mode="sum", padding_idx=29),
+                                                                  x, torch.tensor([0, 3])))
+    direct = pyquant.nn.QuantEmbeddingBag(30, 8, CONFIGS["int8"], table(30, 8), padding_idx=-1,
+                                          mode="sum")
+    assert direct.padding_idx == 29
+    for bad in (30, -31, True, 2.0):
+        with pytest.raises(ValueError, match="padding_idx: expected None or a row index"):
+            pyquant.nn.QuantEmbeddingBag(30, 8, CONFIGS["int8"], table(30, 8), padding_idx=bad)
+    for offsets in (torch.tensor([], dtype=torch.long), torch.tensor([1, 3]),
+                    torch.tensor([0, 4, 2]), torch.tensor([0, 7]), torch.tensor([0, -3])):
+        with pytest.raises(ValueError, match="offsets: expected"):
+            q(x, offsets)
+    with pytest.raises(TypeError, match="offsets: expected a tensor"):
+        q(x)
+    with pytest.raises(ValueError, match="offsets: expected None for 2-D input"):
+        q(x.reshape(2, 3), torch.tensor([0]))
+    with pytest.raises(ValueError, match="per_sample_weights: expected a float tensor"):
+        q(x, torch.tensor([0]), torch.ones(6, dtype=torch.long))
+    last = pyquant.nn.QuantEmbeddingBag(30, 8, CONFIGS["int8"], table(30, 8), mode="max",
+                                        include_last_offset=True)
+    with pytest.raises(ValueError, match="the last == 6"):
+        last(x, torch.tensor([0]))
+    # branch-free padding: one graph
+    q2 = pyquant.nn.QuantEmbeddingBag(30, 8, CONFIGS["w4g32"], table(30, 8), padding_idx=3,
+                                      mode="mean")
+    x2 = torch.tensor([[1, 3, 5], [3, 3, 2]])
+    assert torch.equal(torch.compile(q2, fullgraph=True)(x2), q2(x2))

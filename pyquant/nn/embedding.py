@@ -59,6 +59,15 @@ def _layout(config) -> tuple[int, int]:
                     "activation scheme has nothing to act on in a lookup)")
 
 
+def _padding_row(pad, v: int):
+    """nn.Embedding's padding_idx rule: None, or a row index in [-v, v), negatives from the end."""
+    if pad is None:
+        return None
+    if isinstance(pad, bool) or not isinstance(pad, int) or not -v <= pad < v:
+        raise ValueError(f"padding_idx: expected None or a row index in [-{v}, {v}), got {pad!r}")
+    return pad + v if pad < 0 else pad
+
+
 def table_bits(config) -> int:
     return _layout(config)[0]
 
@@ -114,7 +123,7 @@ class QuantEmbedding(AwaitsLoad, nn.Module):
         _layout(config)  # (TypeError for a config tables do not take)
         self.config = config
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
-        self.padding_idx = padding_idx
+        self.padding_idx = _padding_row(padding_idx, self.num_embeddings)
         if tuple(weight.shape) != (self.num_embeddings, self.embedding_dim):
             raise ValueError(f"weight: expected shape [{num_embeddings}, {embedding_dim}], got "
                              f"{list(weight.shape)}")
@@ -279,10 +288,7 @@ class QuantEmbedding(AwaitsLoad, nn.Module):
                 raise ValueError(f"{name}: expected an int >= 0, got {v!r}")
         if not (isinstance(self.weight_dtype, torch.dtype) and self.weight_dtype.is_floating_point):
             raise TypeError(f"_weight_dtype: expected a float dtype, got {self.weight_dtype!r}")
-        pad = self.__dict__.get("padding_idx")
-        if pad is not None and not (isinstance(pad, int) and -self.num_embeddings <= pad
-                                    < self.num_embeddings):
-            raise ValueError(f"padding_idx: expected None or a row index, got {pad!r}")
+        self.padding_idx = _padding_row(self.__dict__.get("padding_idx"), self.num_embeddings)
         waiting = self._awaiting_load
         if waiting is not False and not (isinstance(waiting, set) and waiting <= set(_BUFFERS)):
             raise ValueError(f"_awaiting_load: expected False or a set of {_BUFFERS}, got "
@@ -330,22 +336,54 @@ class QuantEmbeddingBag(QuantEmbedding):
                 per_sample_weights: torch.Tensor | None = None) -> torch.Tensor:
         self._check_loaded()
         flat = self._checked_indices(input).long()
+        if not _tracing():
+            self._check_bags(input, offsets, per_sample_weights)
+        n = flat.numel()
         rows = self._dequantize_rows(flat)  # float32, one per position (no sort of the indices)
-        where = torch.arange(flat.numel())
-        pad = None
+        where, pad = torch.arange(n), None
         if self.padding_idx is not None:  # padding positions -> one zero row, F's padding_idx
-            hits = flat == self.padding_idx
-            if bool(hits.any()):
-                pad = flat.numel()
-                rows = torch.cat([rows, rows.new_zeros(1, self.embedding_dim)])
-                where = where.masked_fill(hits, pad)
-        where = where.reshape(input.shape)
+            pad = n
+            rows = torch.cat([rows, rows.new_zeros(1, self.embedding_dim)])
+            where = torch.where(flat == self.padding_idx, n, where)  # (no branch on the data)
         if per_sample_weights is not None:
             per_sample_weights = per_sample_weights.float()
-        out = F.embedding_bag(where, rows, offsets, mode=self.mode,
+        out = F.embedding_bag(where.reshape(input.shape), rows, offsets, mode=self.mode,
                               per_sample_weights=per_sample_weights,
                               include_last_offset=self.include_last_offset, padding_idx=pad)
         return out if self._weight_dtype == torch.float32 else out.to(self._weight_dtype)
+
+    def _check_bags(self, input, offsets, per_sample_weights) -> None:
+        """The bag arguments, checked (torch's CPU embedding_bag reads past its buffers for
+        offsets out of range, and returns garbage for decreasing ones)."""
+        n = input.numel()
+        if input.dim() == 2:
+            if offsets is not None:
+                raise ValueError("offsets: expected None for 2-D input (each row is a bag)")
+        elif input.dim() != 1:
+            raise ValueError(f"input: expected 1-D indices with offsets or 2-D bags, got "
+                             f"{input.dim()}-D")
+        else:
+            if not isinstance(offsets, torch.Tensor):
+                raise TypeError(f"offsets: expected a tensor of bag starts for 1-D input, got "
+                                f"{type(offsets).__name__}")
+            if offsets.dtype not in (torch.int64, torch.int32) or offsets.dim() != 1 \
+                    or offsets.device.type != "cpu" or offsets.numel() == 0:
+                raise ValueError(f"offsets: expected a non-empty 1-D int64 or int32 CPU tensor, "
+                                 f"got {offsets.dtype} of shape {list(offsets.shape)} on "
+                                 f"{offsets.device}")
+            last = int(offsets[-1])
+            if int(offsets[0]) != 0 or bool((offsets.diff() < 0).any()) or last > n or (
+                    self.include_last_offset and last != n):
+                end = f"== {n}" if self.include_last_offset else f"<= {n}"
+                raise ValueError(f"offsets: expected non-decreasing bag starts from 0, the last "
+                                 f"{end} (the number of indices), got {offsets.tolist()[:8]}"
+                                 f"{' ...' if offsets.numel() > 8 else ''}")
+        if per_sample_weights is not None and not (
+                isinstance(per_sample_weights, torch.Tensor)
+                and per_sample_weights.is_floating_point()
+                and tuple(per_sample_weights.shape) == tuple(input.shape)):
+            raise ValueError(f"per_sample_weights: expected a float tensor of the input's shape "
+                             f"{list(input.shape)}, got {per_sample_weights!r:.80}")
 
     def __setstate__(self, state):
         super().__setstate__(state)
