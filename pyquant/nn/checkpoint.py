@@ -33,7 +33,7 @@ from pyquant import _C
 from pyquant.packed import header_op
 
 from . import _backend
-from .api import _convert, check_config, convertible
+from .api import _CONVERTED_LAYERS, _convert, check_config, convertible
 from .attention import QuantMultiheadAttention
 from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
 from .embedding import TABLE_TYPES, QuantEmbedding, check_table, table_bits, table_layout
@@ -290,7 +290,7 @@ def load_quantized_(model: nn.Module, state_dict, config=None, *,
         dtype = saved[fqn][1] if fqn in saved else (next(iter(floats)) if len(floats) == 1
                                                      else None)
         for m in (model.get_submodule(fqn).modules() if dtype is not None else ()):
-            if isinstance(m, (_QuantModule, QuantEmbedding)):
+            if isinstance(m, _CONVERTED_LAYERS):
                 m._weight_dtype = dtype
     if strict:
         _check_loaded(model)

