@@ -121,11 +121,11 @@ const LowbitGemmKernels kLowbitScalar{4, lowbit_tile4_scalar, lowbit_tile2_scala
                                       lowbit_epilogue_scalar, nullptr, nullptr, nullptr, nullptr,
                                       nullptr, nullptr};
 
-// (signed rows on AVX-512 VBMI: narrow tables, or one row as the AVX2 decode tile's words)
+// (signed rows on AVX-512 VBMI: narrow tables, a one-row block included: the zmm decode tile)
 const SparqKernels kSparqAvx512{PQ_X86(sparq_trim_row_avx512), PQ_X86(sparq24_compute_avx512),
                                 PQ_X86(sparq_prep_row_avx512), PQ_X86(sparq24_tables_row_avx512),
                                 PQ_X86(sparq24_compute_signed_avx512),
-                                PQ_X86(sparq24_tables_row_signed_avx512)};
+                                PQ_X86(sparq24_tables_row_signed_avx512), true};
 const SparqKernels kSparqAvx2{PQ_X86(sparq_trim_row_avx2), PQ_X86(sparq24_compute_rows_avx2),
                               PQ_X86(sparq_prep_row_avx2), PQ_X86(sparq24_tables_row_avx2),
                               PQ_X86(sparq24_compute_rows_signed_avx2),

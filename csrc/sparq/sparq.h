@@ -154,7 +154,7 @@ struct SparqKernels {
   // bytes further: its positive and negative parts (C = pos . W - neg . W), or with `words`
   // (one-row blocks: decode) the low and high bytes of the int16 words pos - neg
   // (sparq24_parts_to_words), which the streaming tile widens with one unpack instead of two.
-  // With `narrow` (blocks of several rows) the tables come from the kernel's tables24_signed
+  // With `narrow` (blocks of several rows, or of one with narrow_one_row) the tables come from the kernel's tables24_signed
   // with `high`: each signed table value t split as t = l + 128 * h, l = sign * (|t| & 127),
   // h = sign * (|t| >> 7), so the rows take one lookup per product and a second pass only where
   // a group has an h (the groups holding a magnitude >= 128: 1-17% after MiniLM's LayerNorms).
@@ -164,6 +164,8 @@ struct SparqKernels {
   // A signed row's tables (and with `high` the narrow tables of compute24_signed) in one pass;
   // set exactly where compute24_signed is.
   Sparq24TablesRowSignedFn tables24_signed;
+  // One-row blocks with a negative value take narrow tables too, not words (the zmm decode tile).
+  bool narrow_one_row = false;
 };
 const SparqKernels& sparq_kernels(Isa isa);
 
@@ -222,7 +224,7 @@ void sparq24_compute_scalar(const Sparq24Problem& p, size_t m0, size_t m1, size_
 #if defined(PQ_HAVE_X86)
 void sparq24_compute_avx2(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1);
 void sparq24_compute_avx512(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1);
-// Signed rows (its compute24_signed): one row as words (sparq24_compute_avx2), or narrow tables.
+// Signed rows (its compute24_signed): narrow tables, one row included (narrow_one_row).
 void sparq24_compute_signed_avx512(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0,
                                    size_t p1);
 // More than two table rows: the ymm kernel over expanded weight blocks (sparq24_rows.inc), in its

@@ -275,7 +275,7 @@ namespace {
 // which at decode come from DRAM) into a scratch output, and each row is the difference of its
 // two (wrapping int32, as every path); other blocks skip the negative halves. A kernel with a
 // signed twin (SparqKernels::compute24_signed) takes a block with a negative value in one pass
-// instead, straight into c: one row as words (the decode tile), several as narrow tables.
+// instead, straight into c: as narrow tables, or one row as words (the ymm decode tile).
 template <class BlockNegative, class MakeTables, class Finish>
 void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c, bool signed_rows,
                 int threads, Isa isa, BlockNegative&& block_negative, MakeTables&& make_tables,
@@ -311,8 +311,10 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
   for (size_t m0 = 0; m0 < m; m0 += mc) {
     const size_t rows = std::min(mc, m - m0);
     const size_t chunks = std::min(rows, n_threads * 4);
-    // (one row: the decode tile's words; no negative value: the unsigned kernel)
-    const bool narrow = narrow_ok && rows > 1 && block_negative(m0, rows);
+    // (one row: the ymm decode tile's words, unless narrow_one_row; no negative value: the
+    // unsigned kernel)
+    const bool narrow =
+        narrow_ok && (rows > 1 || kernels.narrow_one_row) && block_negative(m0, rows);
     parallel_for(chunks, threads, [&](size_t t) {
       for (size_t r = rows * t / chunks; r < rows * (t + 1) / chunks; ++r) {
         uint8_t* pos = tables.get() + sets * r * row_tab;
@@ -330,8 +332,8 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
       for (size_t r = 0; r < rows; ++r)
         if (!row_neg[r]) std::memset(tables.get() + (2 * r + 1) * row_tab, 0, row_tab);
     // Negative values: the kernel's signed twin takes both parts of a row in one pass where
-    // there is one (a one-row block as words, for the streaming decode tile; several rows as
-    // narrow tables); else two parts, subtracted.
+    // there is one (as narrow tables; a one-row block as words for the ymm streaming decode
+    // tile); else two parts, subtracted.
     const bool one_pass = narrow || (negative && kernels.compute24_signed && rows == 1);
     const bool two_parts = negative && !one_pass;
     prob.words = one_pass && !narrow;

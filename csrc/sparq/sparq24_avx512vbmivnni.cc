@@ -11,11 +11,11 @@
 //     value bytes per 16 columns (weights only);
 //   - vpdpbusd(acc, activations u8, values s8): exact, wrapping modulo 2^32 like every path.
 // An odd last group of a K block runs with group g+1 masked to zero (no read past the buffers).
-// Up to 8 rows per tile share the weight work (one row runs the AVX2 kernel); from 3 rows the
-// panel is cut into K blocks kept in L2 while the rows pass over them (2 unsigned rows: the panel
-// streamed once, as kDecodeStreams streams). Signed rows (sparq24_compute_signed_avx512): one row
-// as the AVX2 kernel's words; several as narrow tables (sparq.h, tables24_avx512): the same tile
-// over l + 128, less 128 x the block's column sums, then 128 h . W over the row's high pairs.
+// Up to 8 rows per tile share the weight work (one row runs the decode tile below); from 3 rows
+// the panel is cut into K blocks kept in L2 while the rows pass over them (2 unsigned rows: the
+// panel streamed once, as kDecodeStreams streams). Signed rows (sparq24_compute_signed_avx512) as
+// narrow tables (sparq.h, tables24_avx512): the same tile over l + 128, less 128 x the block's
+// column sums, then 128 h . W over the row's high pairs (one row: the decode tile's narrow modes).
 #include <immintrin.h>
 
 #include "core/macros.h"
@@ -199,6 +199,138 @@ void high_pairs(const Indices& ix, const uint8_t* th, const uint64_t* bits, cons
   }
 }
 
+// One row (decode). Per group the row's activations are looked up straight into the values'
+// byte layout (dword j holds v0, v1 of columns c + 8 and c, c = 16 (j / 8) + j % 8: sparq.h),
+// so the stored values are the vpdpbusd operand as they are: two masked vpermb of the group's
+// 32 table bytes give the activations of columns c and of columns c + 8, two vpdpbusd their
+// products. Per group 3 weight-side operations (the 64 lookup indices from the 16 selector
+// bytes) and 4 for the row, against ~22 in the AVX2 tile and ~10 here per group with the
+// row tile above (its vpermt2b): from DRAM 2.02-2.27 ms against 2.38-2.47 at 1 x 14336 x 4096
+// (Xeon, model 167), which puts 2:4 at the dense int8 GEMV's streaming rate.
+// Signed rows in narrow tables (kNarrow..., l + 128 and h + 1: tables24_avx512): the bytes a
+// lookup masks out take 128 (1 for h) instead of 0, so each accumulator gains 128 (1) x the sum
+// of its dword's four value bytes, which one vpdpbusd with ones per group counts (vsum):
+// C = (low - 128 vsum) + 128 (high - vsum), exact modulo 2^32 like every path.
+enum class DecodeMode { kPlain, kNarrowLow, kNarrowBoth };
+
+struct DecodeIndexBytes {
+  // byte p's index into [sel & 15, sel >> 4 & 15, (sel & 15) | 16, (sel >> 4 & 15) | 16], the
+  // 16 selector bytes' nibbles per 16-byte lane (lanes 2, 3: E1's lookups)
+  alignas(64) uint8_t perm[64];
+  alignas(64) uint8_t e1[64];  // 16 in lanes 2, 3
+  DecodeIndexBytes() {
+    for (size_t p = 0; p < 64; ++p) {
+      const size_t j = p / 4, byte = p % 4, c = 16 * (j / 8) + j % 8;
+      const size_t col = byte % 2 ? c : c + 8, table = byte / 2;  // 0: E0 (v0), 1: E1 (v1)
+      perm[p] = static_cast<uint8_t>(16 * (2 * table + (sparq24_sel_shift(col) ? 1 : 0)) +
+                                     sparq24_sel_byte(col));
+      e1[p] = static_cast<uint8_t>(p >= 32 ? 16 : 0);
+    }
+  }
+};
+
+// Streams as the dense int8 GEMV (two K halves); prefetch measured at 1 x 14336 x 4096 from
+// DRAM: none 2.22 ms, 1280 B 2.12, 2560 B 2.07-2.10, 5120 B 2.02, 8192 B 2.29 (a slower phase
+// of the VM: 5120 B 2.26-2.27 there); 1 stream 2.25, 4 streams 2.33.
+constexpr size_t kDecodeTileStreams = 2;
+constexpr size_t kDecodePrefetchBytes = 5120;
+
+template <DecodeMode kMode>
+void decode_tile(const uint8_t* t, const uint8_t* th, const uint8_t* b, size_t groups,
+                 int32_t* c, size_t nc) {
+  constexpr size_t S = kDecodeTileStreams;
+  constexpr bool kNarrow = kMode != DecodeMode::kPlain, kHigh = kMode == DecodeMode::kNarrowBoth;
+  static const DecodeIndexBytes bytes;
+  const __m512i perm = _mm512_load_si512(bytes.perm), e1 = _mm512_load_si512(bytes.e1);
+  const __m512i shifts = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
+  const __m512i nib = _mm512_set1_epi8(0x0f), ones = _mm512_set1_epi8(1);
+  const __m512i low_fill = _mm512_set1_epi8(kNarrow ? static_cast<char>(0x80) : 0);
+  constexpr __mmask64 kColC = 0xAAAAAAAAAAAAAAAAull, kColC8 = 0x5555555555555555ull;
+  __m512i acc_c[S], acc_c8[S], high_c[S], high_c8[S], vsum[S];
+  for (size_t s = 0; s < S; ++s) {
+    acc_c[s] = acc_c8[s] = high_c[s] = high_c8[s] = vsum[s] = _mm512_setzero_si512();
+  }
+  auto step = [&](size_t g, size_t s) __attribute__((always_inline)) {
+    const uint8_t* bg = b + g * kS24GroupBytes;
+    const char* pf = reinterpret_cast<const char*>(bg) + kDecodePrefetchBytes / S;
+    _mm_prefetch(pf, _MM_HINT_T0);
+    _mm_prefetch(pf + 64, _MM_HINT_T0);
+    const __m512i sel =
+        _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bg)));
+    // (nibble & 15) | 16 * table
+    const __m512i nibbles =
+        _mm512_ternarylogic_epi32(_mm512_srlv_epi64(sel, shifts), nib, e1, 0xEA);
+    const __m512i idx = _mm512_permutexvar_epi8(perm, nibbles);
+    const __m512i v = _mm512_loadu_si512(bg + kS24SelBytes);
+    const __m512i tab = _mm512_broadcast_i64x4(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + g * kS24TableBytes)));
+    acc_c[s] = _mm512_dpbusd_epi32(acc_c[s], _mm512_mask_permutexvar_epi8(low_fill, kColC, idx, tab), v);
+    acc_c8[s] = _mm512_dpbusd_epi32(acc_c8[s], _mm512_mask_permutexvar_epi8(low_fill, kColC8, idx, tab), v);
+    if constexpr (kNarrow) vsum[s] = _mm512_dpbusd_epi32(vsum[s], ones, v);
+    if constexpr (kHigh) {
+      const __m512i tabh = _mm512_broadcast_i64x4(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(th + g * kS24TableBytes)));
+      high_c[s] = _mm512_dpbusd_epi32(high_c[s], _mm512_mask_permutexvar_epi8(ones, kColC, idx, tabh), v);
+      high_c8[s] = _mm512_dpbusd_epi32(high_c8[s], _mm512_mask_permutexvar_epi8(ones, kColC8, idx, tabh), v);
+    }
+  };
+  const size_t part = groups / S;
+  for (size_t i = 0; i < part; ++i)
+#pragma GCC unroll 2
+    for (size_t s = 0; s < S; ++s) step(s * part + i, s);
+  for (size_t g = S * part; g < groups; ++g) step(g, 0);
+  for (size_t s = 1; s < S; ++s) {
+    acc_c[0] = _mm512_add_epi32(acc_c[0], acc_c[s]);
+    acc_c8[0] = _mm512_add_epi32(acc_c8[0], acc_c8[s]);
+    if constexpr (kNarrow) vsum[0] = _mm512_add_epi32(vsum[0], vsum[s]);
+    if constexpr (kHigh) {
+      high_c[0] = _mm512_add_epi32(high_c[0], high_c[s]);
+      high_c8[0] = _mm512_add_epi32(high_c8[0], high_c8[s]);
+    }
+  }
+  if constexpr (kNarrow) {
+    const __m512i low_fix = _mm512_slli_epi32(vsum[0], 7);
+    acc_c[0] = _mm512_sub_epi32(acc_c[0], low_fix);
+    acc_c8[0] = _mm512_sub_epi32(acc_c8[0], low_fix);
+  }
+  if constexpr (kHigh) {
+    acc_c[0] = _mm512_add_epi32(acc_c[0], _mm512_slli_epi32(_mm512_sub_epi32(high_c[0], vsum[0]), 7));
+    acc_c8[0] = _mm512_add_epi32(acc_c8[0], _mm512_slli_epi32(_mm512_sub_epi32(high_c8[0], vsum[0]), 7));
+  }
+  // columns 0-15: the first halves of acc_c and acc_c8; 16-31: their second halves
+  const __m512i cols[2] = {_mm512_shuffle_i64x2(acc_c[0], acc_c8[0], 0x44),
+                           _mm512_shuffle_i64x2(acc_c[0], acc_c8[0], 0xEE)};
+  for (size_t h = 0; h < 2 && 16 * h < nc; ++h) {
+    const size_t left = nc - 16 * h;
+    const __mmask16 m = left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+    _mm512_mask_storeu_epi32(c + 16 * h, m, cols[h]);
+  }
+}
+
+// One row x panels [p0, p1) by the decode tile; narrow: a signed row's narrow tables, its high
+// part in the same pass if it has one (from DRAM even at 2% of magnitudes >= 128 that is faster
+// than high_pairs' second pass: 2.22 against 2.28 ms at 1 x 14336 x 4096).
+void decode_row(const Sparq24Problem& p, size_t m, size_t p0, size_t p1, bool narrow) {
+  const uint8_t* t = p.tables + m * p.table_stride;
+  const uint8_t* th = t + p.neg_offset;
+  const uint64_t* bits = narrow ? p.high + m * p.high_stride : nullptr;
+  bool any_high = false;
+  for (size_t w = 0; narrow && w < p.high_stride; ++w) any_high |= bits[w] != 0;
+  for (size_t panel = p0; panel < p1; ++panel) {
+    const size_t col0 = panel * kS24PanelCols;
+    const size_t nc = p.n - col0 < kS24PanelCols ? p.n - col0 : kS24PanelCols;
+    const uint8_t* b = p.panels + panel * p.k_groups * kS24GroupBytes;
+    int32_t* c = p.c + m * p.ldc + col0;
+    if (!narrow) {
+      decode_tile<DecodeMode::kPlain>(t, nullptr, b, p.k_groups, c, nc);
+    } else if (any_high) {
+      decode_tile<DecodeMode::kNarrowBoth>(t, th, b, p.k_groups, c, nc);
+    } else {
+      decode_tile<DecodeMode::kNarrowLow>(t, nullptr, b, p.k_groups, c, nc);
+    }
+  }
+}
+
 template <size_t R>
 void rows_tile(const Indices& ix, const Sparq24Problem& p, size_t m, size_t kb, size_t groups,
                const uint8_t* b, size_t col0, size_t nc, bool first, bool decode,
@@ -267,16 +399,14 @@ void compute(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1
 
 void sparq24_compute_avx512(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0,
                             size_t p1) {
-  // One row (decode) is bound by the weight-side permutes, which ymm code issues at twice the
-  // rate on Zen 4 (double-pumped zmm): the AVX2 kernel streams faster there (1.27-1.42 vs
-  // 1.69-1.72 ms at 1 x 14336 x 4096 from DRAM, alternating runs).
-  if (m1 - m0 == 1) return sparq24_compute_avx2(p, m0, m1, p0, p1);
+  if (m1 - m0 == 1) return decode_row(p, m0, p0, p1, false);
   compute(p, m0, m1, p0, p1, false);
 }
 
 void sparq24_compute_signed_avx512(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0,
                                    size_t p1) {
-  if (p.words) return sparq24_compute_avx2(p, m0, m1, p0, p1);  // one signed row (decode)
+  if (p.words) return sparq24_compute_avx2(p, m0, m1, p0, p1);  // (not chosen: narrow_one_row)
+  if (m1 - m0 == 1) return decode_row(p, m0, p0, p1, true);
   compute(p, m0, m1, p0, p1, true);
 }
 
