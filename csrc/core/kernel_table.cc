@@ -273,8 +273,10 @@ std::vector<KernelEntry> build_table() {
             "256-entry vpermi2b trim tables, zero-partner select by mask; 64 values per step "
             "(the forward's row preparation too); "
             "2:4 (sparse24): vpermb of two k groups' selector tables + vpdpbusd, 8x32 tile "
-            "(one row: the AVX2 kernel; signed rows: narrow tables, l + 128 through that tile less "
-            "128 x the column sums, then the high groups' pairs); the selector tables (sign split "
+            "(signed rows: narrow tables, l + 128 through that tile less 128 x the column sums, "
+            "then the high groups' pairs); one row: a decode tile, two masked vpermb straight into "
+            "the values' byte layout + two vpdpbusd per group (signed: narrow, high part in the "
+            "same pass); the selector tables (sign split "
             "and narrow tables in the same pass) by VBMI lookups + vpermb"),
       entry(F::sparq_gemm, "vnni256_evex", Isa::avx512, kVnni512, 32, kSparqVnni256Evex,
             V::native,
