@@ -234,7 +234,7 @@ def test_gemm24_signed_every_config_and_selector(isa, cfg):
     kw = kw_of(cfg)
     np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, sparse24=True, **kw),
                                   sparq24_ref(a, w, **kw))
-    # one row per call (a signed row alone takes the decode tile's word tables): all the
+    # one row per call (a signed row alone: the decode tiles, zmm narrow / ymm words): all the
     # patterns in one row against every selector tiled along K
     row = a.reshape(1, -1)
     wk = np.tile(w, (1, a.shape[0]))
@@ -266,6 +266,23 @@ def test_gemm24_signed_row_chunks_for_the_output(isa, threads, rng):
         a[50:60] = np.abs(a[50:60])
         w = sparse_weight(rng, n, k)
         np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, sparse24=True), sparq24_ref(a, w))
+
+
+@pytest.mark.parametrize("p_high", [0.0, 0.01, 0.5])
+@pytest.mark.parametrize("n,k", [(1, 4), (31, 4100), (70, 1027), (33, 8195)])
+def test_gemm24_one_signed_row(isa, threads, rng, p_high, n, k):
+    """One signed row (decode: AVX-512 VBMI's decode tile on narrow tables, its high part in the
+    same pass or none; the ymm twins' word tables): K tails, odd group counts (the two K-half
+    streams' leftover group), N tails, worst-case weights, a row with no negative value."""
+    a = narrow_activations(rng, 1, k, p_high)
+    w = sparse_weight(rng, n, k)
+    w[::2, 0::4] = np.where(w[::2, 0::4] != 0, -128, 0)
+    for cfg in [(4, 5, "round", True), (4, 2, "round", False)]:
+        kw = kw_of(cfg)
+        np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, sparse24=True, **kw),
+                                      sparq24_ref(a, w, **kw))
+    np.testing.assert_array_equal(pyquant.sparq_gemm(np.abs(a), w, sparse24=True),
+                                  sparq24_ref(np.abs(a), w))
 
 
 def narrow_activations(rng, m, k, p_high, p_zero=0.3):
@@ -461,7 +478,7 @@ def test_arbitrary_selectors_stay_in_bounds(isa, rng):
     buf[64:] = rng.integers(0, 256, buf.size - 64, dtype=np.uint8)
     forged = pyquant.PackedWeight(buf, "sparq24_gemm", pw.params)
     # unsigned rows, signed rows with many and with few magnitudes >= 128 (the narrow tables'
-    # second pass over the few), and one signed row (the decode tile's word tables)
+    # second pass over the few), and one signed row (the decode tiles: zmm narrow, ymm words)
     signed = signed_activations(rng, 3, 64)
     for a in (activations(rng, 3, 64), signed, narrow_activations(rng, 3, 64, 0.03), signed[:1]):
         got = pyquant.sparq_gemm(a, forged, sparse24=True)

@@ -152,11 +152,11 @@ struct SparqKernels {
   // Signed rows in one pass (null: the driver runs each row's two table rows as two parts and
   // subtracts): output row m has two table sets, at tables + m * table_stride and neg_offset
   // bytes further: its positive and negative parts (C = pos . W - neg . W), or with `words`
-  // (one-row blocks: decode) the low and high bytes of the int16 words pos - neg
-  // (sparq24_parts_to_words), which the streaming tile widens with one unpack instead of two.
-  // With `narrow` (blocks of several rows, or of one with narrow_one_row) the tables come from the kernel's tables24_signed
-  // with `high`: each signed table value t split as t = l + 128 * h, l = sign * (|t| & 127),
-  // h = sign * (|t| >> 7), so the rows take one lookup per product and a second pass only where
+  // (one-row blocks without narrow_one_row: decode) the low and high bytes of the int16 words
+  // pos - neg (sparq24_parts_to_words), which the streaming tile widens with one unpack instead
+  // of two. With `narrow` (blocks of several rows, or of one with narrow_one_row) the tables
+  // come from the kernel's tables24_signed with `high`: each signed table value t split as
+  // t = l + 128 * h, l = sign * (|t| & 127), h = sign * (|t| >> 7), so the rows take one lookup per product and a second pass only where
   // a group has an h (the groups holding a magnitude >= 128: 1-17% after MiniLM's LayerNorms).
   // The ymm kernels' format is sparq24_split_tables' with `high`; the zmm kernel's is
   // tables24_avx512's (l + 128 and h + 1 as unsigned bytes, for vpdpbusd).

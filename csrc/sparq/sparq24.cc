@@ -264,7 +264,7 @@ namespace {
 // The 2:4 driver shared by the raw ops and the fused forward: blocks of rows get their selector
 // tables (threads over rows), then the kernel runs over (panel, row range) tasks and
 // `finish(m0, m1, n0, n1)` on each finished tile. block_negative(m0, rows) says whether a block's
-// input has a negative value (asked for blocks of several rows with a signed twin).
+// input has a negative value (asked where the block may take narrow tables).
 // make_tables(row, chunk, pos, neg, high) writes
 // the row's tables to pos and returns whether the row has negative values; if it does (possible
 // only when `signed_rows`, else neg is null), pos holds the positive part's tables and neg the
@@ -292,9 +292,9 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
   std::unique_ptr<uint8_t[]> tables(new uint8_t[sets * mc * row_tab]);
   std::unique_ptr<int32_t[]> c_parts;  // allocated by the first block with two parts
   std::vector<uint8_t> row_neg(mc);
-  // Narrow tables (blocks of several rows with a negative value, and a signed twin): per row the
-  // high-group bits and count. Every row of such a block gets them, with or without negative
-  // values.
+  // Narrow tables (blocks with a negative value of several rows, or of one with narrow_one_row,
+  // and a signed twin): per row the high-group bits and count. Every row of such a block gets
+  // them, with or without negative values.
   const bool narrow_ok = signed_rows && kernels.compute24_signed;
   const size_t high_words = div_round_up(groups, 64);
   std::vector<uint64_t> high(narrow_ok ? mc * high_words : 0);
@@ -376,8 +376,8 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
 
 // A signed row's tables from its magnitudes: in pos, split by sign into pos and neg where the row
 // has a negative value and the block keeps negative parts (neg), or with `high` (a block of
-// several rows with a signed twin) the twin's narrow tables, whatever the row's signs. Returns
-// whether the row has a negative value.
+// several rows, or one with narrow_one_row) the twin's narrow tables, whatever the row's signs.
+// Returns whether the row has a negative value.
 bool signed_row_tables(const SparqKernels& kernels, const SparqPlan& plan, const uint8_t* mag,
                        const uint8_t* is_neg, bool row_neg, size_t k, uint8_t* pos, uint8_t* neg,
                        uint64_t* high) {

@@ -264,14 +264,18 @@ void decode_tile(const uint8_t* t, const uint8_t* th, const uint8_t* b, size_t g
     const __m512i v = _mm512_loadu_si512(bg + kS24SelBytes);
     const __m512i tab = _mm512_broadcast_i64x4(
         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + g * kS24TableBytes)));
-    acc_c[s] = _mm512_dpbusd_epi32(acc_c[s], _mm512_mask_permutexvar_epi8(low_fill, kColC, idx, tab), v);
-    acc_c8[s] = _mm512_dpbusd_epi32(acc_c8[s], _mm512_mask_permutexvar_epi8(low_fill, kColC8, idx, tab), v);
+    const __m512i a_c = _mm512_mask_permutexvar_epi8(low_fill, kColC, idx, tab);
+    const __m512i a_c8 = _mm512_mask_permutexvar_epi8(low_fill, kColC8, idx, tab);
+    acc_c[s] = _mm512_dpbusd_epi32(acc_c[s], a_c, v);
+    acc_c8[s] = _mm512_dpbusd_epi32(acc_c8[s], a_c8, v);
     if constexpr (kNarrow) vsum[s] = _mm512_dpbusd_epi32(vsum[s], ones, v);
     if constexpr (kHigh) {
       const __m512i tabh = _mm512_broadcast_i64x4(
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(th + g * kS24TableBytes)));
-      high_c[s] = _mm512_dpbusd_epi32(high_c[s], _mm512_mask_permutexvar_epi8(ones, kColC, idx, tabh), v);
-      high_c8[s] = _mm512_dpbusd_epi32(high_c8[s], _mm512_mask_permutexvar_epi8(ones, kColC8, idx, tabh), v);
+      const __m512i h_c = _mm512_mask_permutexvar_epi8(ones, kColC, idx, tabh);
+      const __m512i h_c8 = _mm512_mask_permutexvar_epi8(ones, kColC8, idx, tabh);
+      high_c[s] = _mm512_dpbusd_epi32(high_c[s], h_c, v);
+      high_c8[s] = _mm512_dpbusd_epi32(high_c8[s], h_c8, v);
     }
   };
   const size_t part = groups / S;
@@ -294,8 +298,10 @@ void decode_tile(const uint8_t* t, const uint8_t* th, const uint8_t* b, size_t g
     acc_c8[0] = _mm512_sub_epi32(acc_c8[0], low_fix);
   }
   if constexpr (kHigh) {
-    acc_c[0] = _mm512_add_epi32(acc_c[0], _mm512_slli_epi32(_mm512_sub_epi32(high_c[0], vsum[0]), 7));
-    acc_c8[0] = _mm512_add_epi32(acc_c8[0], _mm512_slli_epi32(_mm512_sub_epi32(high_c8[0], vsum[0]), 7));
+    const __m512i high_fix_c = _mm512_slli_epi32(_mm512_sub_epi32(high_c[0], vsum[0]), 7);
+    const __m512i high_fix_c8 = _mm512_slli_epi32(_mm512_sub_epi32(high_c8[0], vsum[0]), 7);
+    acc_c[0] = _mm512_add_epi32(acc_c[0], high_fix_c);
+    acc_c8[0] = _mm512_add_epi32(acc_c8[0], high_fix_c8);
   }
   // columns 0-15: the first halves of acc_c and acc_c8; 16-31: their second halves
   const __m512i cols[2] = {_mm512_shuffle_i64x2(acc_c[0], acc_c8[0], 0x44),
@@ -355,7 +361,7 @@ void rows_tile(const Indices& ix, const Sparq24Problem& p, size_t m, size_t kb, 
       high_pairs(ix, th[r], p.high + (m + r) * p.high_stride + kb / 64, b, groups, c[r], nc);
     return;
   }
-  if constexpr (R == 2) {  // decode: 2 rows (one row runs the AVX2 kernel)
+  if constexpr (R == 2) {  // decode: 2 rows (one row runs decode_row)
     if (decode) return tile<R, true, kDecodeStreams>(ix, t, b, groups, c, nc, kb > 0);
   }
   if (first)
