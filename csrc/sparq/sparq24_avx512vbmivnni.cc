@@ -262,21 +262,19 @@ void decode_tile(const uint8_t* t, const uint8_t* th, const uint8_t* b, size_t g
         _mm512_ternarylogic_epi32(_mm512_srlv_epi64(sel, shifts), nib, e1, 0xEA);
     const __m512i idx = _mm512_permutexvar_epi8(perm, nibbles);
     const __m512i v = _mm512_loadu_si512(bg + kS24SelBytes);
-    const __m512i tab = _mm512_broadcast_i64x4(
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + g * kS24TableBytes)));
-    const __m512i a_c = _mm512_mask_permutexvar_epi8(low_fill, kColC, idx, tab);
-    const __m512i a_c8 = _mm512_mask_permutexvar_epi8(low_fill, kColC8, idx, tab);
-    acc_c[s] = _mm512_dpbusd_epi32(acc_c[s], a_c, v);
-    acc_c8[s] = _mm512_dpbusd_epi32(acc_c8[s], a_c8, v);
+    // one table's products: columns c from the odd bytes, c + 8 from the even ones (the
+    // others take `fill`)
+    auto products = [&](const uint8_t* table, __m512i fill, __m512i& sum_c, __m512i& sum_c8)
+        __attribute__((always_inline)) {
+      const __m512i tab = _mm512_broadcast_i64x4(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(table + g * kS24TableBytes)));
+      sum_c = _mm512_dpbusd_epi32(sum_c, _mm512_mask_permutexvar_epi8(fill, kColC, idx, tab), v);
+      sum_c8 =
+          _mm512_dpbusd_epi32(sum_c8, _mm512_mask_permutexvar_epi8(fill, kColC8, idx, tab), v);
+    };
+    products(t, low_fill, acc_c[s], acc_c8[s]);
     if constexpr (kNarrow) vsum[s] = _mm512_dpbusd_epi32(vsum[s], ones, v);
-    if constexpr (kHigh) {
-      const __m512i tabh = _mm512_broadcast_i64x4(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(th + g * kS24TableBytes)));
-      const __m512i h_c = _mm512_mask_permutexvar_epi8(ones, kColC, idx, tabh);
-      const __m512i h_c8 = _mm512_mask_permutexvar_epi8(ones, kColC8, idx, tabh);
-      high_c[s] = _mm512_dpbusd_epi32(high_c[s], h_c, v);
-      high_c8[s] = _mm512_dpbusd_epi32(high_c8[s], h_c8, v);
-    }
+    if constexpr (kHigh) products(th, ones, high_c[s], high_c8[s]);
   };
   const size_t part = groups / S;
   for (size_t i = 0; i < part; ++i)
