@@ -156,8 +156,9 @@ struct SparqKernels {
   // pos - neg (sparq24_parts_to_words), which the streaming tile widens with one unpack instead
   // of two. With `narrow` (blocks of several rows, or of one with narrow_one_row) the tables
   // come from the kernel's tables24_signed with `high`: each signed table value t split as
-  // t = l + 128 * h, l = sign * (|t| & 127), h = sign * (|t| >> 7), so the rows take one lookup per product and a second pass only where
-  // a group has an h (the groups holding a magnitude >= 128: 1-17% after MiniLM's LayerNorms).
+  // t = l + 128 * h, l = sign * (|t| & 127), h = sign * (|t| >> 7), so the rows take one lookup
+  // per product and a second pass only where a group has an h (the groups holding a magnitude
+  // >= 128: 1-17% after MiniLM's LayerNorms).
   // The ymm kernels' format is sparq24_split_tables' with `high`; the zmm kernel's is
   // tables24_avx512's (l + 128 and h + 1 as unsigned bytes, for vpdpbusd).
   Sparq24ComputeFn compute24_signed;
