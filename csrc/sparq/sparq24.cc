@@ -391,6 +391,22 @@ bool signed_row_tables(const SparqKernels& kernels, const SparqPlan& plan, const
   return true;
 }
 
+// |a| and a < 0 of a row of sign-magnitude values (|a| <= 255), written so the compiler
+// vectorizes it (restrict pointers, no captured state): the plain loop inside raw_run's lambda
+// stayed scalar, 7-15 us of a 4096 row (more than the row's tables), by how a build linked.
+bool split_sign_magnitude(const int16_t* __restrict a, size_t k, uint8_t* __restrict mag,
+                          uint8_t* __restrict negative) {
+  uint8_t any = 0;
+  for (size_t i = 0; i < k; ++i) {
+    const int16_t v = a[i];
+    const uint8_t n = v < 0;
+    mag[i] = static_cast<uint8_t>(n ? -v : v);
+    negative[i] = n;
+    any |= n;
+  }
+  return any != 0;
+}
+
 // The raw op on uint8 rows, or on int16 sign-magnitude rows (|a| <= 255: checked by the binding).
 template <class T>
 void raw_run(const T* a, size_t m, size_t k, const SparqConfig& cfg, const uint8_t* panels,
@@ -419,12 +435,7 @@ void raw_run(const T* a, size_t m, size_t k, const SparqConfig& cfg, const uint8
         } else {
           uint8_t* mag = scratch.get() + chunk * 2 * k;
           uint8_t* is_neg = mag + k;
-          uint8_t row_neg = 0;
-          for (size_t i = 0; i < k; ++i) {
-            mag[i] = static_cast<uint8_t>(ar[i] < 0 ? -ar[i] : ar[i]);
-            is_neg[i] = ar[i] < 0;
-            row_neg |= is_neg[i];
-          }
+          const bool row_neg = split_sign_magnitude(ar, k, mag, is_neg);
           return signed_row_tables(kernels, plan, mag, is_neg, row_neg, k, pos, neg, high);
         }
       },
