@@ -11,9 +11,9 @@
 //     value bytes per 16 columns (weights only);
 //   - vpdpbusd(acc, activations u8, values s8): exact, wrapping modulo 2^32 like every path.
 // An odd last group of a K block runs with group g+1 masked to zero (no read past the buffers).
-// Up to 8 rows per tile share the weight work (one row runs the decode tile below); from 3 rows
-// the panel is cut into K blocks kept in L2 while the rows pass over them (2 unsigned rows: the
-// panel streamed once, as kDecodeStreams streams). Signed rows (sparq24_compute_signed_avx512) as
+// Up to 8 rows per tile share the weight work (one row runs the decode tile below). A call's
+// rows in one tile (decode, small batches) stream the panel once as kDecodeStreams streams; more
+// rows pass over K blocks kept in L2. Signed rows (sparq24_compute_signed_avx512) as
 // narrow tables (sparq.h, tables24_avx512): the same tile over l + 128, less 128 x the block's
 // column sums, then 128 h . W over the row's high pairs (one row: the decode tile's narrow modes).
 #include <immintrin.h>
@@ -29,7 +29,9 @@ constexpr size_t kMaxRows = 8;  // 16 accumulators; the weight work is a third o
 // Prefetch distances as the AVX2 kernel (measured there at decode from DRAM).
 constexpr size_t kPrefetchBytes = 2560;
 constexpr size_t kPrefetchL2Bytes = 4 * kPrefetchBytes;
-// Decode (two unsigned rows) reads a panel as this many streams (sparq24_avx2.cc)
+// Up to kMaxRows rows read a panel as this many streams (sparq24_avx2.cc). 2 streams and the
+// whole K (unsigned rows) against 1 and K blocks, 3-8 x 14336 x 4096 from DRAM: 2.65 / 2.85 /
+// 3.73 ms at 3 / 4 / 8 rows against 3.17 / 3.13 / 4.07 (Xeon, model 167); signed rows 2-5%.
 constexpr size_t kDecodeStreams = 2;
 
 // Constant index vectors, from sparq.h's layout functions (bytes built once per process).
@@ -347,7 +349,9 @@ void rows_tile(const Indices& ix, const Sparq24Problem& p, size_t m, size_t kb, 
     c[r] = p.c + (m + r) * p.ldc + col0;
   }
   if (narrow) {  // signed rows (narrow: the block's column sums): low parts, then high parts
-    if (first)
+    if (decode)
+      tile<R, true, kDecodeStreams, TileMode::kLow>(ix, t, b, groups, c, nc, kb > 0, narrow);
+    else if (first)
       tile<R, true, 1, TileMode::kLow>(ix, t, b, groups, c, nc, kb > 0, narrow);
     else
       tile<R, false, 1, TileMode::kLow>(ix, t, b, groups, c, nc, kb > 0, narrow);
@@ -359,9 +363,7 @@ void rows_tile(const Indices& ix, const Sparq24Problem& p, size_t m, size_t kb, 
       high_pairs(ix, th[r], p.high + (m + r) * p.high_stride + kb / 64, b, groups, c[r], nc);
     return;
   }
-  if constexpr (R == 2) {  // decode: 2 rows (one row runs decode_row)
-    if (decode) return tile<R, true, kDecodeStreams>(ix, t, b, groups, c, nc, kb > 0);
-  }
+  if (decode) return tile<R, true, kDecodeStreams>(ix, t, b, groups, c, nc, kb > 0);
   if (first)
     tile<R, true, 1>(ix, t, b, groups, c, nc, kb > 0);
   else
@@ -376,9 +378,10 @@ void compute(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1
   for (size_t panel = p0; panel < p1; ++panel) {
     const size_t col0 = panel * kS24PanelCols;
     const size_t nc = p.n - col0 < kS24PanelCols ? p.n - col0 : kS24PanelCols;
-    // the rows reuse each K block from L2; decode (two unsigned rows) streams the panel once
-    const bool decode = !narrow && m1 - m0 <= 2;
-    const size_t block = decode ? p.k_groups : kBlockGroups;
+    // the rows reuse each K block from L2; decode (one row tile) streams the panel once, over
+    // the whole K with unsigned rows (signed rows keep K blocks: their high pass rereads them)
+    const bool decode = m1 - m0 <= kMaxRows;
+    const size_t block = decode && !narrow ? p.k_groups : kBlockGroups;
     for (size_t kb = 0; kb < p.k_groups; kb += block) {
       const size_t groups = p.k_groups - kb < block ? p.k_groups - kb : block;
       const uint8_t* b = p.panels + (panel * p.k_groups + kb) * kS24GroupBytes;
