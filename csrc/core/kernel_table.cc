@@ -92,7 +92,8 @@ const LowbitGemmKernels kLowbitAvx2{2,       PQ_X86(lowbit_tile4_avx2),
                                     PQ_X86(lowbit_gemv_grouped_panel4_avx2),
                                     PQ_X86(lowbit_gemv_grouped_panel2_avx2),
                                     PQ_X86(lowbit_tile_grouped4_avx2),
-                                    PQ_X86(lowbit_tile_grouped2_avx2)};
+                                    PQ_X86(lowbit_tile_grouped2_avx2),
+                                    kLowbitAvx2GroupedRows};
 // the ymm VNNI kernel: its own 6x16 tiles and decode GEMVs
 #define PQ_LOWBIT_VNNI256(suffix)                                                              \
   LowbitGemmKernels {                                                                          \

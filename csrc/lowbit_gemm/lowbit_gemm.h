@@ -94,7 +94,10 @@ struct LowbitGemmKernels {
   LowbitGemvGroupedFn gemv_grouped4, gemv_grouped2;  // nullptr: tile + epilogue per group
   LowbitGemvGroupedPanelFn gemv_panel4, gemv_panel2;  // nullptr: tile + epilogue per group
   LowbitTileGroupedFn tile_grouped4, tile_grouped2;   // nullptr: tile + epilogue per group
+  size_t grouped_mr = 0;  // rows per tile_grouped call (0: mr)
 };
+// The AVX2 grouped tile's rows per call (its codes unpacked once per call: lowbit_gemm_avx2.cc)
+inline constexpr size_t kLowbitAvx2GroupedRows = 24;
 const LowbitGemmKernels& lowbit_gemm_kernels(Isa isa);
 
 void lowbit_tile4_scalar(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);

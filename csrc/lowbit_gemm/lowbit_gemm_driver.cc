@@ -258,6 +258,7 @@ class LowbitForwardTasks final : public TaskSet {
         panel_slots_(n_groups_ * kLowbitPanelCols), n_panels_(div_round_up(n, kLowbitPanelCols)),
         tile_(bits == 4 ? kern_.tile4 : kern_.tile2),
         tile_grouped_(bits == 4 ? kern_.tile_grouped4 : kern_.tile_grouped2),
+        step_(tile_grouped_ && kern_.grouped_mr ? kern_.grouped_mr : kern_.mr),
         gemv_(m == 1 ? (bits == 4 ? kern_.gemv_panel4 : kern_.gemv_panel2) : nullptr),
         grid_(shape(m ? m : 1), threads) {  // (m = 0: no tasks; the grid needs a row)
     // offset correction per (row, group): offset * activation sum (wrapping uint32)
@@ -301,8 +302,8 @@ class LowbitForwardTasks final : public TaskSet {
       for (size_t g = 0; g < n_groups_; ++g)
         widen_panel_scales(sc + g * kLowbitPanelCols, sc_f32.data() + g * kLowbitPanelCols);
     }
-    for (size_t mt = m0; mt < m1; mt += kern_.mr) {
-      const size_t mr = m1 - mt < kern_.mr ? m1 - mt : kern_.mr;
+    for (size_t mt = m0; mt < m1; mt += step_) {
+      const size_t mr = m1 - mt < step_ ? m1 - mt : step_;
       if (tile_grouped_ && n_groups_ > 0) {  // group sums and scales applied inside the kernel,
         // which writes out on the first group (no zeroing pass: a memset per tile was 6% of a
         // W4 g64 forward at 1024 x 384 -> 1536 on Zen 4)
@@ -328,7 +329,7 @@ class LowbitForwardTasks final : public TaskSet {
     TaskShape s;
     s.m = m;
     s.n_panels = n_panels_ ? n_panels_ : 1;  // (n = 0: no tasks; the grid needs a panel)
-    s.mr = kern_.mr;
+    s.mr = step_;
     s.out_row_bytes = n_ * sizeof(float);
     s.weight_bytes = n_panels_ * (k_groups_ * gbytes_ + panel_slots_ * sizeof(uint16_t));
     return s;
@@ -345,6 +346,7 @@ class LowbitForwardTasks final : public TaskSet {
   size_t k_groups_, gbytes_, n_groups_, block_, panel_slots_, n_panels_;
   LowbitTileFn tile_;
   LowbitTileGroupedFn tile_grouped_;
+  size_t step_;  // rows per tile call
   LowbitGemvGroupedPanelFn gemv_;
   TaskGrid grid_;
   std::vector<uint32_t> corr_;
