@@ -114,9 +114,11 @@ def side_by_side(repeats=7, isas=None, shape=SHAPE, threads=1, ghz=None):
 # Decode: M = 1, N x K = 14336 x 4096, weights from DRAM (copies cycled, > 200 MB per kernel);
 # goal sparq24 >= 1.6x faster than dense int8_gemm on the unpruned weight (the byte ratio:
 # 5 bits vs 8 bits per weight). M = 256 x 4096 x 4096: goal sparq24 no slower than int8_gemm.
+# A small batch (M = 4, weights from DRAM: batched or speculative decoding) in between.
 #
 #     python benchmarks/bench_sparq.py --sparse24 [--repeats 7]
 DECODE24 = (1, 14336, 4096)
+BATCH24 = (4, 14336, 4096)
 PREFILL24 = (256, 4096, 4096)
 COLD_BYTES = 200 << 20
 
@@ -169,7 +171,7 @@ def side_by_side24(repeats=7, isa=None, rounds_per_repeat=None):
     try:
         if isa:
             _C.set_isa(isa)
-        for shape, cold in ((DECODE24, True), (PREFILL24, False)):
+        for shape, cold in ((DECODE24, True), (BATCH24, True), (PREFILL24, False)):
             a, w = make_data(*shape)
             m, n, k = shape
             copies = (1, 1)
