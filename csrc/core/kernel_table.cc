@@ -101,7 +101,8 @@ const LowbitGemmKernels kLowbitAvx2{2,       PQ_X86(lowbit_tile4_avx2),
         PQ_X86(lowbit_epilogue_avx2), nullptr, nullptr,                                        \
         PQ_X86(lowbit_gemv_grouped_panel4_##suffix),                                           \
         PQ_X86(lowbit_gemv_grouped_panel2_##suffix),                                           \
-        PQ_X86(lowbit_tile_grouped4_##suffix), PQ_X86(lowbit_tile_grouped2_##suffix)           \
+        PQ_X86(lowbit_tile_grouped4_##suffix), PQ_X86(lowbit_tile_grouped2_##suffix),          \
+        kLowbitVnni256GroupedRows                                                              \
   }
 const LowbitGemmKernels kLowbitAvxVnni = PQ_LOWBIT_VNNI256(avxvnni);
 const LowbitGemmKernels kLowbitVnni256Evex = PQ_LOWBIT_VNNI256(vnni256_avx512);

@@ -96,8 +96,10 @@ struct LowbitGemmKernels {
   LowbitTileGroupedFn tile_grouped4, tile_grouped2;   // nullptr: tile + epilogue per group
   size_t grouped_mr = 0;  // rows per tile_grouped call (0: mr)
 };
-// The AVX2 grouped tile's rows per call (its codes unpacked once per call: lowbit_gemm_avx2.cc)
+// Rows per grouped-tile call: the AVX2 tile unpacks the codes once per call, the ymm VNNI tile
+// prefetches the panel in its first 6-row tile (lowbit_gemm_avx2.cc, lowbit_gemm_vnni256.inc)
 inline constexpr size_t kLowbitAvx2GroupedRows = 24;
+inline constexpr size_t kLowbitVnni256GroupedRows = 24;
 const LowbitGemmKernels& lowbit_gemm_kernels(Isa isa);
 
 void lowbit_tile4_scalar(const uint8_t*, size_t, size_t, const uint8_t*, size_t, bool, int32_t*);
