@@ -25,6 +25,8 @@ const LowbitGemmKernels& lowbit_gemm_kernels(Isa isa) {
 namespace {
 
 constexpr size_t kMaxMR = 64;  // AMX's four 16-row tiles
+static_assert(kLowbitAvx2GroupedRows <= kMaxMR && kLowbitVnni256GroupedRows <= kMaxMR,
+              "grouped-tile calls write at most kMaxMR rows of `out`");
 // k-groups per K block when several M tiles reuse a panel block: 1024 k = 32 KiB of W4 codes.
 constexpr size_t kBlockGroups = 256;
 
@@ -329,7 +331,7 @@ class LowbitForwardTasks final : public TaskSet {
     TaskShape s;
     s.m = m;
     s.n_panels = n_panels_ ? n_panels_ : 1;  // (n = 0: no tasks; the grid needs a panel)
-    s.mr = step_;
+    s.mr = kern_.mr;  // tasks split rows as for the raw tile; a task's rows go step_ at a time
     s.out_row_bytes = n_ * sizeof(float);
     s.weight_bytes = n_panels_ * (k_groups_ * gbytes_ + panel_slots_ * sizeof(uint16_t));
     return s;

@@ -111,7 +111,7 @@ const LowbitGemmKernels kLowbitVnni256Emulated{
     6, lowbit_tile4_vnni256_emulated, lowbit_tile2_vnni256_emulated, lowbit_epilogue_avx2,
     nullptr, nullptr, lowbit_gemv_grouped_panel4_vnni256_emulated,
     lowbit_gemv_grouped_panel2_vnni256_emulated, lowbit_tile_grouped4_vnni256_emulated,
-    lowbit_tile_grouped2_vnni256_emulated};
+    lowbit_tile_grouped2_vnni256_emulated, kLowbitVnni256GroupedRows};
 const KernelEntry kLowbitVnni256EmulatedEntry{
     KernelFamily::lowbit_gemm, "vnni256_emulated_avx2", Isa::avx2, kAvx2Base, 6, 16,
     Verified::native, "test only: the ymm VNNI low-bit kernel source, vpdpbusd emulated in AVX2",
