@@ -202,6 +202,15 @@ PQ_INLINE __m256i widen_u16_pairs(__m256i s16) {
                           _mm256_srli_epi32(s16, 16));
 }
 
+// A chunk's uint16 sums widened into a group's int32 partial sums at dst (first: the group's
+// first chunk writes them).
+PQ_INLINE void add_chunk_sums(__m256i s16, int32_t* dst, bool first) {
+  __m256i v = widen_u16_pairs(s16);
+  __m256i* d = reinterpret_cast<__m256i*>(dst);
+  if (!first) v = _mm256_add_epi32(v, _mm256_load_si256(d));
+  _mm256_store_si256(d, v);
+}
+
 template <int BITS, bool SIGNED>
 void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size_t group_kgroups,
                         const uint32_t* corr, const uint16_t* sc, float* out) {
@@ -239,12 +248,7 @@ void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size
       for (size_t c0 = g0; c0 < g1; c0 += kChunk) {
         const size_t c1 = c0 + kChunk < g1 ? c0 + kChunk : g1;
         chunk_sums<BITS, false, true>(a, b, c0, c1, mask, acc);
-        for (int i = 0; i < 8; ++i) {
-          __m256i v = widen_u16_pairs(acc[i]);
-          __m256i* dst = reinterpret_cast<__m256i*>(part[i]);
-          if (c0 != g0) v = _mm256_add_epi32(v, _mm256_load_si256(dst));
-          _mm256_store_si256(dst, v);
-        }
+        for (int i = 0; i < 8; ++i) add_chunk_sums(acc[i], part[i], c0 == g0);
       }
       for (int i = 0; i < 8; ++i) acc[i] = _mm256_load_si256(reinterpret_cast<__m256i*>(part[i]));
     }
@@ -267,7 +271,6 @@ void grouped_rows(const uint8_t* a, size_t lda, const uint8_t* b, size_t kgroups
   constexpr size_t kGroupBytes = 32 * BITS;
   constexpr size_t kChunk = BITS == 4 ? 8 : 32;  // uint16: 8 x 7650 (W4), 32 x 1530 (W2)
   const __m256i mask = _mm256_set1_epi8(static_cast<char>((1 << BITS) - 1));
-  const __m256i low16 = _mm256_set1_epi32(0xffff);
   alignas(32) int32_t part[MR][4][8];  // int32 sums of the current group (L1)
   // Group outside, half inside: the first half pulls the group's code lines in (from memory
   // at small M) and the second finds them in L1, so the panel streams once beside the compute.
@@ -303,13 +306,7 @@ void grouped_rows(const uint8_t* a, size_t lda, const uint8_t* b, size_t kgroups
         #pragma GCC unroll 4
         for (size_t r = 0; r < MR; ++r)
           #pragma GCC unroll 4
-          for (size_t q = 0; q < 4; ++q) {
-            __m256i v = _mm256_add_epi32(_mm256_and_si256(s16[r][q], low16),
-                                         _mm256_srli_epi32(s16[r][q], 16));
-            __m256i* dst = reinterpret_cast<__m256i*>(part[r][q]);
-            if (c0 != g0) v = _mm256_add_epi32(v, _mm256_load_si256(dst));
-            _mm256_store_si256(dst, v);
-          }
+          for (size_t q = 0; q < 4; ++q) add_chunk_sums(s16[r][q], part[r][q], c0 == g0);
       }
       __m256 sq[4];  // the group's scales for this half, widened once for all rows
       #pragma GCC unroll 4
@@ -354,17 +351,10 @@ PQ_INLINE void chunk_rows(const uint8_t* a, size_t lda, const uint8_t (*codes)[2
       }
     }
   }
-  const __m256i low16 = _mm256_set1_epi32(0xffff);
 #pragma GCC unroll 4
   for (size_t r = 0; r < R; ++r)
 #pragma GCC unroll 4
-    for (size_t q = 0; q < 4; ++q) {
-      __m256i v = _mm256_add_epi32(_mm256_and_si256(s16[r][q], low16),
-                                   _mm256_srli_epi32(s16[r][q], 16));
-      __m256i* dst = reinterpret_cast<__m256i*>(part[r][h][q]);
-      if (!first) v = _mm256_add_epi32(v, _mm256_load_si256(dst));
-      _mm256_store_si256(dst, v);
-    }
+    for (size_t q = 0; q < 4; ++q) add_chunk_sums(s16[r][q], part[r][h][q], first);
 }
 
 template <int BITS>
