@@ -263,7 +263,8 @@ std::vector<KernelEntry> build_table() {
             "group); decode GEMVs of its own (W2 codes masked in place, two K streams; int8 "
             "rows of the grouped GEMV: the AVX2 kernel's); codes unpacked in registers"),
       entry(F::lowbit_gemm, "avx2_2x64", Isa::avx2, kAvx2Base, 64, kLowbitAvx2, V::native,
-            "2x32 (x2) vpmaddubsw tile (exact: one operand <= 15), codes unpacked in registers"),
+            "2x32 (x2) vpmaddubsw tile (exact: one operand <= 15), codes unpacked in registers; "
+            "grouped forward at 3+ rows: codes unpacked once per 24 rows, 3 rows per pass"),
       entry(F::lowbit_gemm, "neon_dotprod_4x64", Isa::neon, kNeonBase, 64, kLowbitNeon, V::qemu,
             "udot/sdot 1x64 rows (4 per call), codes unpacked in registers"),
       entry(F::lowbit_gemm, "scalar", Isa::scalar, 0, 64, kLowbitScalar, V::native,
