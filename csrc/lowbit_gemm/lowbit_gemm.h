@@ -40,6 +40,10 @@ constexpr size_t kLowbitScaledMaxK = 131072;
 // The zmm kernels' software prefetch distance: far enough ahead for DRAM latency on the decode
 // stream (about 4 KiB in flight per panel).
 constexpr size_t kLowbitZmmPrefetchBytes = 4096;
+// The ymm kernels' (AVX2, AVX-VNNI) distances for a streamed panel: 3 KiB ahead to L1, 12 KiB to
+// L2 (lowbit_gemm_avx2.cc, chunk_sums: measured on Zen 5 and an SPR-class Xeon).
+constexpr size_t kLowbitYmmPrefetchBytes = 3072;
+constexpr size_t kLowbitYmmPrefetchL2Bytes = 4 * kLowbitYmmPrefetchBytes;
 
 constexpr size_t kLowbitPanelCols = 64;  // NR
 constexpr size_t kLowbitGroupK = 4;      // KR

@@ -40,6 +40,17 @@ inline __m256i dot4(__m256i acc, __m256i av, __m256i w, __m256i ones) {
   return _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones));
 }
 
+// One k-group's code lines prefetched to L1 and, with kL2, to L2 (lowbit_gemm.h's distances).
+template <bool kL2, int BITS>
+PQ_INLINE void prefetch_group(const uint8_t* bg) {
+  for (size_t line = 0; line < 32 * BITS; line += 64) {
+    _mm_prefetch(reinterpret_cast<const char*>(bg) + kLowbitYmmPrefetchBytes + line, _MM_HINT_T0);
+    if constexpr (kL2)
+      _mm_prefetch(reinterpret_cast<const char*>(bg) + kLowbitYmmPrefetchL2Bytes + line,
+                   _MM_HINT_T1);
+  }
+}
+
 // int16 pair sums of one row x 64 columns over k-groups [c0, c1), both 32-byte halves of each
 // code block at once (the panel streams once), prefetching the weight stream 3 KiB ahead (Zen 5,
 // AVX2-only tier, from DRAM: 2.5-4 KiB all ran W2 3-8% and W4 2-9% faster than 2 KiB; 3 KiB
@@ -51,16 +62,10 @@ template <int BITS, bool SIGNED, bool kL2 = false>
 PQ_INLINE void chunk_sums(const uint8_t* a, const uint8_t* b, size_t c0, size_t c1, __m256i mask,
                           __m256i* s16) {
   constexpr size_t kGroupBytes = 32 * BITS;
-  constexpr size_t kPrefetchBytes = 3072;
-  constexpr size_t kPrefetchL2Bytes = 4 * kPrefetchBytes;
   for (int i = 0; i < 8; ++i) s16[i] = _mm256_setzero_si256();
   for (size_t g = c0; g < c1; ++g) {
     const uint8_t* bg = b + g * kGroupBytes;
-    for (size_t line = 0; line < kGroupBytes; line += 64) {
-      _mm_prefetch(reinterpret_cast<const char*>(bg) + kPrefetchBytes + line, _MM_HINT_T0);
-      if constexpr (kL2)
-        _mm_prefetch(reinterpret_cast<const char*>(bg) + kPrefetchL2Bytes + line, _MM_HINT_T1);
-    }
+    prefetch_group<kL2, BITS>(bg);
     const __m256i av = _mm256_set1_epi32(load_i32(a + g * 4));
     for (size_t h = 0; h < 2; ++h)
       for (size_t q = 0; q < 4; ++q) {
@@ -371,11 +376,7 @@ void grouped_many_rows(const uint8_t* a, size_t lda, size_t mr, const uint8_t* b
     for (size_t c0 = g0; c0 < g1; c0 += kChunk) {
       const size_t c1 = c0 + kChunk < g1 ? c0 + kChunk : g1;
       for (size_t g = c0; g < c1; ++g) {
-        const char* pf = reinterpret_cast<const char*>(b + g * kGroupBytes);
-        for (size_t line = 0; line < kGroupBytes; line += 64) {
-          _mm_prefetch(pf + 3072 + line, _MM_HINT_T0);
-          _mm_prefetch(pf + 12288 + line, _MM_HINT_T1);
-        }
+        prefetch_group<true, BITS>(b + g * kGroupBytes);
         for (size_t h = 0; h < 2; ++h)
           for (size_t q = 0; q < 4; ++q)
             _mm256_store_si256(reinterpret_cast<__m256i*>(codes[g - c0][h][q]),
