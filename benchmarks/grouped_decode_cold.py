@@ -1,6 +1,7 @@
 """Cold decode of the grouped low-bit forward: QuantLinear(WeightOnlyConfig(bits, g)) at M = 1 vs
-the raw ungrouped lowbit_gemm on the same codes, 4 layers of 4096 -> 14336 cycled so the weights
-come from DRAM; per call median / min in ms, the configs alternating per round (machine drift hits
+the raw ungrouped lowbit_gemm on a copy of the same codes (its own copy: reading the grouped
+call's buffer right after it would find it in a large L3), 4 layers of 4096 -> 14336 cycled so
+the weights come from DRAM; per call median / min in ms, the configs alternating per round (machine drift hits
 all alike). Usage: python benchmarks/grouped_decode_cold.py [THREADS] [BITS/GROUP,...]"""
 import sys, time, torch, numpy as np, pyquant
 from pyquant.nn import QuantLinear
@@ -18,7 +19,7 @@ for s in specs:
     b, g = (int(v) for v in s.split("/"))
     ms = [QuantLinear.from_linear(l, pyquant.WeightOnlyConfig(b, g)) for l in lins]
     fns[f"W{b}g{g}"] = [(lambda m=m: m(x)) for m in ms]
-    pws = [pyquant.PackedWeight(m.packed.numpy(), "lowbit_gemm", {"bits": b}) for m in ms]
+    pws = [pyquant.PackedWeight(m.packed.numpy().copy(), "lowbit_gemm", {"bits": b}) for m in ms]
     fns[f"W{b}raw"] = [(lambda p=p, b=b: pyquant.lowbit_gemm(a, p, bits=b)) for p in pws]
 ts = {s: [] for s in fns}
 with torch.no_grad():

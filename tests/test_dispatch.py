@@ -369,10 +369,11 @@ def _run_family(family, rng):
         # a last block of whole steps read in place, half a group. Group sizes QuantLinear does
         # not offer (the native forward takes any multiple of 4): 48 (12 k-groups, steps of 12),
         # 256 (one group per AMX block), 512 (past a block: the zmm kernel), 36 and 4 (groups of
-        # 9 k-groups and of 1: the decode GEMVs' odd step). M = 1 and 2: the decode GEMVs.
+        # 9 k-groups and of 1: the decode GEMVs' odd step). M = 1 and 2: the decode GEMVs; K = 520
+        # at g4: 130 groups, past the AMX entry's two-stream chunks (64, 64, then 2).
         for bits, gs, k in ((4, 32, 600), (4, 64, 600), (2, 128, 600), (4, 128, 576),
                             (2, 32, 600), (4, 48, 600), (2, 256, 600), (4, 512, 600),
-                            (2, 36, 600), (4, 36, 604), (4, 4, 96)):
+                            (2, 36, 600), (4, 36, 604), (4, 4, 96), (4, 4, 520), (2, 4, 520)):
             lin = torch.nn.Linear(k, 70)
             with torch.no_grad():
                 lin.weight.copy_(torch.from_numpy(rng.standard_normal((70, k)).astype(np.float32)))

@@ -86,6 +86,7 @@ def test_large_k_extremes(isa, bits, a_value, m, k):
 @pytest.mark.parametrize("m,n,k,group_size", [
     (1, 70, 256, 32), (7, 130, 1000, 64), (13, 64, 130, 128), (1, 5, 3, 32), (6, 64, 4096, 128),
     (1, 100, 2100, 32), (1, 64, 4096, 64), (2, 65, 520, 32),
+    (1, 70, 4200, 32), (1, 33, 4136, 32),  # decode: past the two-stream chunks, a short last group
 ])
 def test_grouped_matches_reference(isa, rng, bits, a_dtype, m, n, k, group_size):
     a, w = rand_a(rng, a_dtype, (m, k)), rand_w(rng, bits, (n, k))
