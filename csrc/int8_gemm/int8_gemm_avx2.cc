@@ -169,8 +169,14 @@ void tile(const uint8_t* a, size_t lda, const int8_t* b, size_t groups, int32_t*
 // of 4 KiB: read in place (K = 4096 makes the stride 4 KiB) the rows' lines share one L1 set and
 // from 8 rows on evict each other. The copy also checks the pair sums: which rows take the split
 // route.
-// From kPrefetchRows rows on the next chunk is prefetched, 16 lines per strip: with that much
-// compute per chunk the hardware prefetcher alone falls behind; below it, it does better alone.
+// Prefetch, per StreamPrefetch: on Zen 4 (8th session) the next chunk prefetched from
+// kPrefetchRows rows on (16 lines per strip: with that much compute per chunk the hardware
+// prefetcher alone falls behind; below it, it did better alone). On an Intel Xeon (Golden Cove,
+// 47th session) the hardware prefetcher alone left 2-6 rows 1.3-2x slower than 8 (each 4 KiB
+// chunk is a new page, walked as four strided strips): there every call prefetches the next
+// chunk, and below kFarPrefetchRows rows (too little compute per chunk to cover DRAM latency)
+// also into L2 kFarChunks chunks ahead.
+enum class StreamPrefetch { from8, every };
 constexpr size_t kStreamRowsMax = 16;
 constexpr size_t kChunkGroups = 16;
 constexpr size_t kChunkBytes = kChunkGroups * kInt8GroupK;  // activation bytes per row per chunk
@@ -178,6 +184,8 @@ constexpr size_t kChunkPanelBytes = kChunkGroups * kInt8PanelGroupBytes;  // wei
 constexpr size_t kCopyStride = kChunkBytes + 64;            // + one line: the rows' sets differ
 constexpr size_t kStripCols = 16;
 constexpr size_t kPrefetchRows = 8;
+constexpr size_t kFarPrefetchRows = 4;
+constexpr size_t kFarChunks = 8;  // 32 KiB ahead (4 measured 2% slower at 2 rows)
 
 // acc[r][0..15] += a[r, 4g..4g+3] . w[g][16 strip columns][4 k], rows r < MR (stride
 // kCopyStride), over `groups` k groups; acc rows are kInt8PanelCols apart.
@@ -245,6 +253,7 @@ PQ_INLINE bool copy_chunk_row(const uint8_t* src, size_t len, uint8_t* dst) {
 }
 
 // Rows [m0, m1) (2 .. kStreamRowsMax of them) x one panel over the whole K.
+template <StreamPrefetch kPrefetch>
 void stream_rows_panel(const Int8GemmProblem& p, const uint8_t* a, size_t m0, size_t m1,
                        size_t panel) {
   static_assert(kChunkBytes == 64, "copy_chunk_row moves two ymm per row");
@@ -264,13 +273,20 @@ void stream_rows_panel(const Int8GemmProblem& p, const uint8_t* a, size_t m0, si
     for (size_t r = 0; r < rows; ++r)
       small[r] = copy_chunk_row(a + (m0 + r) * p.lda + kc * kInt8GroupK, groups * kInt8GroupK,
                                 rows_copy + r * kCopyStride);
-    const bool prefetch = rows >= kPrefetchRows;
+    const bool prefetch = kPrefetch == StreamPrefetch::every || rows >= kPrefetchRows;
+    // (far: the weights' own lines only; the next panel's chunks follow this one's)
+    const bool far = kPrefetch == StreamPrefetch::every && rows < kFarPrefetchRows &&
+                     kc + (kFarChunks + 1) * kChunkGroups <=
+                         p.k_groups * (div_round_up(p.n, kInt8PanelCols) - panel);
     for (size_t s = 0; s < strips * kStripCols; s += kStripCols) {
       if (prefetch) {  // this strip's share of the next chunk's lines
         const size_t share = kChunkPanelBytes / strips;
         const char* next =
             reinterpret_cast<const char*>(b) + kChunkPanelBytes + s / kStripCols * share;
-        for (size_t line = 0; line < share; line += 64) _mm_prefetch(next + line, _MM_HINT_T0);
+        for (size_t line = 0; line < share; line += 64) {
+          if (far) _mm_prefetch(next + kFarChunks * kChunkPanelBytes + line, _MM_HINT_T1);
+          _mm_prefetch(next + line, _MM_HINT_T0);
+        }
       }
       const int8_t* bs = b + s * kInt8GroupK;
       for (size_t r0 = 0; r0 < rows;) {
@@ -361,7 +377,8 @@ void for_each_row_block(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p
 void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
   const uint8_t* a = static_cast<const uint8_t*>(p.a);
   if (m1 - m0 >= 2 && m1 - m0 <= kStreamRowsMax) {
-    for (size_t panel = p0; panel < p1; ++panel) stream_rows_panel(p, a, m0, m1, panel);
+    for (size_t panel = p0; panel < p1; ++panel)
+      stream_rows_panel<StreamPrefetch::from8>(p, a, m0, m1, panel);
     return;
   }
   // a narrow panel (the last of a narrow layer, e.g. a 16-channel conv) computes only the
@@ -379,7 +396,8 @@ void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0
 }
 
 // The same kernel with M > 16 in blocks of 16 rows through the strip schedule (stream_rows_panel:
-// 4-row register tiles over L1 chunks, each weight vector loaded once per 4 rows). On an Intel
+// 4-row register tiles over L1 chunks, each weight vector loaded once per 4 rows), which
+// prefetches at every row count (StreamPrefetch::every, measured on Intel only). On an Intel
 // Xeon (Golden Cove cores) the 1x64 row tile, which reloads 256 bytes of weights from L2 per k
 // group per row, ran 0.68-0.93x fbgemm at 64-256 x 4096 x 4096 and this 0.98-1.05x; on Zen 3 the
 // row tile was measured the faster one (docs/notes/avx2.md), so each is preferred on its vendor.
@@ -390,7 +408,8 @@ void int8_compute_avx2_strips(const Int8GemmProblem& p, size_t m0, size_t m1, si
   const size_t rows = m1 - m0, blocks = div_round_up(rows, kStreamRowsMax);  // even, >= 2 rows
   for (size_t panel = p0; panel < p1; ++panel)
     for (size_t i = 0; i < blocks; ++i)
-      stream_rows_panel(p, a, m0 + rows * i / blocks, m0 + rows * (i + 1) / blocks, panel);
+      stream_rows_panel<StreamPrefetch::every>(p, a, m0 + rows * i / blocks,
+                                               m0 + rows * (i + 1) / blocks, panel);
 }
 
 // 9-bit rows (p.a = u >> 2, p.a_low = u & 3) in one pass: from kWideTileMinRows rows on the
