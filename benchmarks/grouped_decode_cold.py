@@ -1,8 +1,9 @@
 """Cold decode of the grouped low-bit forward: QuantLinear(WeightOnlyConfig(bits, g)) at M = 1 vs
 the raw ungrouped lowbit_gemm on a copy of the same codes (its own copy: reading the grouped
 call's buffer right after it would find it in a large L3), 4 layers of 4096 -> 14336 cycled so
-the weights come from DRAM; per call median / min in ms, the configs alternating per round (machine drift hits
-all alike). Usage: python benchmarks/grouped_decode_cold.py [THREADS] [BITS/GROUP,...]"""
+the weights come from DRAM; per call median / min in ms, the configs alternating per round
+(machine drift hits all alike).
+Usage: python benchmarks/grouped_decode_cold.py [THREADS] [BITS/GROUP,...]"""
 import sys, time, torch, numpy as np, pyquant
 from pyquant.nn import QuantLinear
 torch.manual_seed(0)

@@ -206,7 +206,7 @@ std::vector<KernelEntry> build_table() {
                          "avx2_1x64's kernels with M > 16 in 16-row blocks of its M = 2-16 "
                          "schedule (4-row x 16-column vpmaddubsw tiles over 4 KiB L1 chunks), "
                          "the next chunk prefetched at every row count (2-3 rows: also to L2, "
-                         "32 KiB ahead): ranked first on Intel CPUs, where it measured faster")),
+                         "36 KiB ahead): ranked first on Intel CPUs, where it measured faster")),
       entry(F::int8_gemm, "avx2_1x64", Isa::avx2, kAvx2Base, 64, kInt8Avx2, V::native,
             "1x64 vpmaddubsw row tile streaming whole panels (K blocks kept in L2 for M > 16); "
             "M = 2-16: 4 KiB chunks x 16-column strips x 4-row tiles, every row beside the "

@@ -172,10 +172,10 @@ void tile(const uint8_t* a, size_t lda, const int8_t* b, size_t groups, int32_t*
 // Prefetch, per StreamPrefetch: on Zen 4 (8th session) the next chunk prefetched from
 // kPrefetchRows rows on (16 lines per strip: with that much compute per chunk the hardware
 // prefetcher alone falls behind; below it, it did better alone). On an Intel Xeon (Golden Cove,
-// 47th session) the hardware prefetcher alone left 2-6 rows 1.3-2x slower than 8 (each 4 KiB
+// 47th session) the hardware prefetcher alone left 2-6 rows 1.1-1.5x slower than 8 (each 4 KiB
 // chunk is a new page, walked as four strided strips): there every call prefetches the next
 // chunk, and below kFarPrefetchRows rows (too little compute per chunk to cover DRAM latency)
-// also into L2 kFarChunks chunks ahead.
+// also into L2, kFarChunks chunks beyond the next one.
 enum class StreamPrefetch { from8, every };
 constexpr size_t kStreamRowsMax = 16;
 constexpr size_t kChunkGroups = 16;
@@ -185,7 +185,7 @@ constexpr size_t kCopyStride = kChunkBytes + 64;            // + one line: the r
 constexpr size_t kStripCols = 16;
 constexpr size_t kPrefetchRows = 8;
 constexpr size_t kFarPrefetchRows = 4;
-constexpr size_t kFarChunks = 8;  // 32 KiB ahead (4 measured 2% slower at 2 rows)
+constexpr size_t kFarChunks = 8;  // 36 KiB ahead of the chunk computed (4: 2% slower at 2 rows)
 
 // acc[r][0..15] += a[r, 4g..4g+3] . w[g][16 strip columns][4 k], rows r < MR (stride
 // kCopyStride), over `groups` k groups; acc rows are kInt8PanelCols apart.
@@ -273,11 +273,13 @@ void stream_rows_panel(const Int8GemmProblem& p, const uint8_t* a, size_t m0, si
     for (size_t r = 0; r < rows; ++r)
       small[r] = copy_chunk_row(a + (m0 + r) * p.lda + kc * kInt8GroupK, groups * kInt8GroupK,
                                 rows_copy + r * kCopyStride);
-    const bool prefetch = kPrefetch == StreamPrefetch::every || rows >= kPrefetchRows;
-    // (far: the weights' own lines only; the next panel's chunks follow this one's)
-    const bool far = kPrefetch == StreamPrefetch::every && rows < kFarPrefetchRows &&
-                     kc + (kFarChunks + 1) * kChunkGroups <=
-                         p.k_groups * (div_round_up(p.n, kInt8PanelCols) - panel);
+    // k groups from this chunk to the weights' end (the next panels' chunks follow this
+    // panel's): the prefetches stay inside the weights
+    const size_t to_end = p.k_groups * (div_round_up(p.n, kInt8PanelCols) - panel) - kc;
+    const bool prefetch = (kPrefetch == StreamPrefetch::every || rows >= kPrefetchRows) &&
+                          to_end >= 2 * kChunkGroups;
+    const bool far = prefetch && kPrefetch == StreamPrefetch::every && rows < kFarPrefetchRows &&
+                     to_end >= (kFarChunks + 2) * kChunkGroups;
     for (size_t s = 0; s < strips * kStripCols; s += kStripCols) {
       if (prefetch) {  // this strip's share of the next chunk's lines
         const size_t share = kChunkPanelBytes / strips;
