@@ -266,6 +266,9 @@ void stream_rows_panel(const Int8GemmProblem& p, const uint8_t* a, size_t m0, si
   // a narrow panel (a 16- or 32-channel layer) runs only the strips it has: all four cost a
   // 64 -> 32 3x3 conv at 224x224 1.8x fp32's time
   const size_t strips = div_round_up(nc, kStripCols);
+  // k groups from this panel's start to the weights' end (the next panels' chunks follow this
+  // panel's): the prefetches stay inside the weights
+  const size_t weights_left = p.k_groups * (div_round_up(p.n, kInt8PanelCols) - panel);
   for (size_t kc = 0; kc < p.k_groups; kc += kChunkGroups) {
     const size_t groups = std::min(kChunkGroups, p.k_groups - kc);
     const int8_t* b = panel_b + kc * kInt8PanelGroupBytes;
@@ -273,13 +276,12 @@ void stream_rows_panel(const Int8GemmProblem& p, const uint8_t* a, size_t m0, si
     for (size_t r = 0; r < rows; ++r)
       small[r] = copy_chunk_row(a + (m0 + r) * p.lda + kc * kInt8GroupK, groups * kInt8GroupK,
                                 rows_copy + r * kCopyStride);
-    // k groups from this chunk to the weights' end (the next panels' chunks follow this
-    // panel's): the prefetches stay inside the weights
-    const size_t to_end = p.k_groups * (div_round_up(p.n, kInt8PanelCols) - panel) - kc;
+    const size_t to_end = weights_left - kc;
     const bool prefetch = (kPrefetch == StreamPrefetch::every || rows >= kPrefetchRows) &&
                           to_end >= 2 * kChunkGroups;
-    const bool far = prefetch && kPrefetch == StreamPrefetch::every && rows < kFarPrefetchRows &&
-                     to_end >= (kFarChunks + 2) * kChunkGroups;
+    // (from8 prefetches from 8 rows only, so this is the `every` policy's)
+    const bool far =
+        prefetch && rows < kFarPrefetchRows && to_end >= (kFarChunks + 2) * kChunkGroups;
     for (size_t s = 0; s < strips * kStripCols; s += kStripCols) {
       if (prefetch) {  // this strip's share of the next chunk's lines
         const size_t share = kChunkPanelBytes / strips;
