@@ -169,22 +169,22 @@ void tile(const uint8_t* a, size_t lda, const int8_t* b, size_t groups, int32_t*
 // of 4 KiB: read in place (K = 4096 makes the stride 4 KiB) the rows' lines share one L1 set and
 // from 8 rows on evict each other. The copy also checks the pair sums: which rows take the split
 // route.
-// Prefetch, per StreamPrefetch: on Zen 4 (8th session) the next chunk prefetched from
-// kPrefetchRows rows on (16 lines per strip: with that much compute per chunk the hardware
-// prefetcher alone falls behind; below it, it did better alone). On an Intel Xeon (Golden Cove,
-// 47th session) the hardware prefetcher alone left 2-6 rows 1.1-1.5x slower than 8 (each 4 KiB
-// chunk is a new page, walked as four strided strips): there every call prefetches the next
-// chunk, and below kFarPrefetchRows rows (too little compute per chunk to cover DRAM latency)
-// also into L2, kFarChunks chunks beyond the next one.
-enum class StreamPrefetch { from8, every };
+// Prefetch: every call prefetches the next chunk into L1 and, below kFarBelowRows rows (too
+// little compute per chunk to cover DRAM latency), also into L2 kFarChunks chunks beyond it. The
+// hardware prefetcher alone falls behind the chunk's four strided strip walks: on an Intel Xeon
+// (Golden Cove, 47th session) 2-6 rows ran 1.1-1.5x slower than 8; on Zen 4 (48th session) with
+// the weights in 2 MiB pages (QuantLinear's buffers) 2-6 rows took 1.5-1.9x their time from 4 KiB
+// pages (the 8th session's policy, no prefetch below 8 rows, was measured on 4 KiB pages only).
+// kFarBelowRows per vendor's entry: Intel's as measured there (4: far from 4 rows on not timed),
+// Zen 4's every row count (at 4-8 rows 1.1-1.9x faster than the next chunk alone, 2 MiB pages).
 constexpr size_t kStreamRowsMax = 16;
+constexpr size_t kFarBelowRowsIntel = 4;
+constexpr size_t kFarBelowRowsZen = kStreamRowsMax + 1;
 constexpr size_t kChunkGroups = 16;
 constexpr size_t kChunkBytes = kChunkGroups * kInt8GroupK;  // activation bytes per row per chunk
 constexpr size_t kChunkPanelBytes = kChunkGroups * kInt8PanelGroupBytes;  // weights per chunk
 constexpr size_t kCopyStride = kChunkBytes + 64;            // + one line: the rows' sets differ
 constexpr size_t kStripCols = 16;
-constexpr size_t kPrefetchRows = 8;
-constexpr size_t kFarPrefetchRows = 4;
 constexpr size_t kFarChunks = 8;  // 36 KiB ahead of the chunk computed (4: 2% slower at 2 rows)
 
 // acc[r][0..15] += a[r, 4g..4g+3] . w[g][16 strip columns][4 k], rows r < MR (stride
@@ -253,7 +253,7 @@ PQ_INLINE bool copy_chunk_row(const uint8_t* src, size_t len, uint8_t* dst) {
 }
 
 // Rows [m0, m1) (2 .. kStreamRowsMax of them) x one panel over the whole K.
-template <StreamPrefetch kPrefetch>
+template <size_t kFarBelowRows>
 void stream_rows_panel(const Int8GemmProblem& p, const uint8_t* a, size_t m0, size_t m1,
                        size_t panel) {
   static_assert(kChunkBytes == 64, "copy_chunk_row moves two ymm per row");
@@ -277,11 +277,8 @@ void stream_rows_panel(const Int8GemmProblem& p, const uint8_t* a, size_t m0, si
       small[r] = copy_chunk_row(a + (m0 + r) * p.lda + kc * kInt8GroupK, groups * kInt8GroupK,
                                 rows_copy + r * kCopyStride);
     const size_t to_end = weights_left - kc;
-    const bool prefetch = (kPrefetch == StreamPrefetch::every || rows >= kPrefetchRows) &&
-                          to_end >= 2 * kChunkGroups;
-    // (from8 prefetches from 8 rows only, so this is the `every` policy's)
-    const bool far =
-        prefetch && rows < kFarPrefetchRows && to_end >= (kFarChunks + 2) * kChunkGroups;
+    const bool prefetch = to_end >= 2 * kChunkGroups;
+    const bool far = rows < kFarBelowRows && to_end >= (kFarChunks + 2) * kChunkGroups;
     for (size_t s = 0; s < strips * kStripCols; s += kStripCols) {
       if (prefetch) {  // this strip's share of the next chunk's lines
         const size_t share = kChunkPanelBytes / strips;
@@ -382,7 +379,7 @@ void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0
   const uint8_t* a = static_cast<const uint8_t*>(p.a);
   if (m1 - m0 >= 2 && m1 - m0 <= kStreamRowsMax) {
     for (size_t panel = p0; panel < p1; ++panel)
-      stream_rows_panel<StreamPrefetch::from8>(p, a, m0, m1, panel);
+      stream_rows_panel<kFarBelowRowsZen>(p, a, m0, m1, panel);
     return;
   }
   // a narrow panel (the last of a narrow layer, e.g. a 16-channel conv) computes only the
@@ -400,8 +397,7 @@ void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0
 }
 
 // The same kernel with M > 16 in blocks of 16 rows through the strip schedule (stream_rows_panel:
-// 4-row register tiles over L1 chunks, each weight vector loaded once per 4 rows), which
-// prefetches at every row count (StreamPrefetch::every, measured on Intel only). On an Intel
+// 4-row register tiles over L1 chunks, each weight vector loaded once per 4 rows). On an Intel
 // Xeon (Golden Cove cores) the 1x64 row tile, which reloads 256 bytes of weights from L2 per k
 // group per row, ran 0.68-0.93x fbgemm at 64-256 x 4096 x 4096 and this 0.98-1.05x; on Zen 3 the
 // row tile was measured the faster one (docs/notes/avx2.md), so each is preferred on its vendor.
@@ -412,8 +408,8 @@ void int8_compute_avx2_strips(const Int8GemmProblem& p, size_t m0, size_t m1, si
   const size_t rows = m1 - m0, blocks = div_round_up(rows, kStreamRowsMax);  // even, >= 2 rows
   for (size_t panel = p0; panel < p1; ++panel)
     for (size_t i = 0; i < blocks; ++i)
-      stream_rows_panel<StreamPrefetch::every>(p, a, m0 + rows * i / blocks,
-                                               m0 + rows * (i + 1) / blocks, panel);
+      stream_rows_panel<kFarBelowRowsIntel>(p, a, m0 + rows * i / blocks,
+                                            m0 + rows * (i + 1) / blocks, panel);
 }
 
 // 9-bit rows (p.a = u >> 2, p.a_low = u & 3) in one pass: from kWideTileMinRows rows on the
