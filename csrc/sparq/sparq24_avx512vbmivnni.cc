@@ -233,9 +233,12 @@ struct DecodeIndexBytes {
 
 // Streams as the dense int8 GEMV (two K halves); prefetch measured at 1 x 14336 x 4096 from
 // DRAM: none 2.22 ms, 1280 B 2.12, 2560 B 2.07-2.10, 5120 B 2.02, 8192 B 2.29 (a slower phase
-// of the VM: 5120 B 2.26-2.27 there); 1 stream 2.25, 4 streams 2.33.
+// of the VM: 5120 B 2.26-2.27 there); 1 stream 2.25, 4 streams 2.33. Also into L2 three times
+// as far: on Zen 4 (48th session) QuantLinear's signed decode row 2.32-2.56 -> 1.67-1.88 ms
+// (L2 distances 1.2x-4x the L1 one all within that range; not yet timed on Intel).
 constexpr size_t kDecodeTileStreams = 2;
 constexpr size_t kDecodePrefetchBytes = 5120;
+constexpr size_t kDecodeL2PrefetchBytes = 3 * kDecodePrefetchBytes;
 
 template <DecodeMode kMode>
 void decode_tile(const uint8_t* t, const uint8_t* th, const uint8_t* b, size_t groups,
@@ -255,8 +258,11 @@ void decode_tile(const uint8_t* t, const uint8_t* th, const uint8_t* b, size_t g
   auto step = [&](size_t g, size_t s) __attribute__((always_inline)) {
     const uint8_t* bg = b + g * kS24GroupBytes;
     const char* pf = reinterpret_cast<const char*>(bg) + kDecodePrefetchBytes / S;
+    const char* pf2 = reinterpret_cast<const char*>(bg) + kDecodeL2PrefetchBytes / S;
     _mm_prefetch(pf, _MM_HINT_T0);
     _mm_prefetch(pf + 64, _MM_HINT_T0);
+    _mm_prefetch(pf2, _MM_HINT_T1);
+    _mm_prefetch(pf2 + 64, _MM_HINT_T1);
     const __m512i sel =
         _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bg)));
     // (nibble & 15) | 16 * table
