@@ -31,14 +31,14 @@ def active_kernels() -> dict[str, dict]:
 
 
 def select_kernels(features=None, isa: str | None = None, any_build: bool = False,
-                   vendor: str | None = None) -> dict[str, list[str]]:
+                   vendor: str | None = None, family: int | None = None) -> dict[str, list[str]]:
     """Pure dispatch: per family, the kernel names (best first) a CPU with `features` (names,
-    None: this CPU) made by `vendor` (CPUID vendor string such as "GenuineIntel"; None: this
-    CPU's when `features` is None, else none) would use under tier `isa` (None: the active
-    one). `any_build`: as if this build held every architecture's kernels (to ask what an
-    AArch64 CPU would run)."""
+    None: this CPU) made by `vendor` (CPUID vendor string such as "GenuineIntel") of x86 CPU
+    `family` (25: AMD Zen 3/4; vendor and family None: this CPU's when `features` is None,
+    else none) would use under tier `isa` (None: the active one). `any_build`: as if this
+    build held every architecture's kernels (to ask what an AArch64 CPU would run)."""
     features = None if features is None else list(features)
-    return dict(_C.select_kernels(features, isa, any_build, vendor))
+    return dict(_C.select_kernels(features, isa, any_build, vendor, family))
 
 
 def requirement(family: str, name: str) -> str | None:

@@ -208,13 +208,18 @@ def test_selection_never_exceeds_the_tier():
     ((SKYLAKE_SP, "GenuineIntel"), "avx512", {"int8_gemm": "avx2_4x16"}),
     ((AVX2, "AuthenticAMD"), "avx2", {"int8_gemm": "avx2_1x64"}),
     ((SAPPHIRE_RAPIDS, "GenuineIntel"), "avx2", {"int8_gemm": "avxvnni_6x16"}),
+    # Zen 4 (AMD family 25): the GFNI grouped tile measured slower there, the plain one first
+    ((ICE_LAKE, "AuthenticAMD", 25), "avx512", {"lowbit_gemm": "avx512vnni_6x64"}),
+    ((ICE_LAKE + ["avxvnni"], "AuthenticAMD", 26), "avx512",
+     {"lowbit_gemm": "avx512vnni_gfni_6x64"}),
 ], ids=["cascadelake", "skylake-sp", "icelake", "icelake-avx2", "sapphirerapids-avx2",
         "sapphirerapids", "alderlake", "zen3", "zen3-scalar", "graviton3", "graviton2",
-        "haswell", "skylake-sp-intel", "zen3-amd", "sapphirerapids-avx2-intel"])
+        "haswell", "skylake-sp-intel", "zen3-amd", "sapphirerapids-avx2-intel", "zen4", "zen5"])
 def test_simulated_cpus_pick_per_feature(cpu, isa, expected):
-    features, vendor = cpu if isinstance(cpu, tuple) else (cpu, None)
+    features, vendor, family = (cpu + (None,))[:3] if isinstance(cpu, tuple) else (cpu, None, None)
     chosen = {f: names[0] for f, names in
-              _kernels.select_kernels(features, isa, any_build=True, vendor=vendor).items()}
+              _kernels.select_kernels(features, isa, any_build=True, vendor=vendor,
+                                      family=family).items()}
     for family, name in expected.items():
         assert chosen[family] == name, (family, chosen)
 
@@ -228,6 +233,18 @@ def test_vendor_tuned_kernel_runs_everywhere_but_ranks_on_its_vendor():
     assert intel[:2] == ["avx2_4x16", "avx2_1x64"]
     tuned = {e["name"]: e["preferred_vendor"] for e in TABLE if e["family"] == "int8_gemm"}
     assert tuned["avx2_4x16"] == "GenuineIntel" and tuned["avx2_1x64"] is None
+
+
+def test_family_slower_kernel_runs_everywhere_but_ranks_last_there():
+    # slower_on only reorders, and only on that vendor's CPUs of that family
+    order = {(v, fam): _kernels.select_kernels(ICE_LAKE, "avx512", vendor=v, family=fam)["lowbit_gemm"]
+             for v, fam in (("AuthenticAMD", 25), ("AuthenticAMD", 26), ("GenuineIntel", 25))}
+    zen4 = order["AuthenticAMD", 25]
+    assert zen4[0] == "avx512vnni_6x64" and zen4[-2:] == ["avx512vnni_gfni_6x64", "scalar"]
+    assert order["AuthenticAMD", 26][0] == order["GenuineIntel", 25][0] == "avx512vnni_gfni_6x64"
+    slower = {e["name"]: e["slower_on"] for e in TABLE if e["family"] == "lowbit_gemm"}
+    assert slower["avx512vnni_gfni_6x64"] == ("AuthenticAMD", 25)
+    assert slower["avx512vnni_6x64"] is None
 
 
 def test_tier_available_with_its_baseline_only():

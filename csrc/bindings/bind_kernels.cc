@@ -57,6 +57,8 @@ py::list kernel_table_list() {
     d["description"] = e.description;
     d["preferred_vendor"] =
         e.preferred_vendor ? py::object(py::str(e.preferred_vendor)) : py::none();
+    d["slower_on"] = e.slower_vendor ? py::object(py::make_tuple(e.slower_vendor, e.slower_family))
+                                     : py::none();
     d["built"] = e.built;
     d["supported"] = e.built && (cpu & e.features) == e.features;  // runnable here (any tier)
     d["selected"] = &active_kernel(e.family, active) == &e;
@@ -66,19 +68,23 @@ py::list kernel_table_list() {
 }
 
 // Pure: the kernels each family would use, best first, for a CPU with `features` (None: this
-// CPU) of `vendor` (None: this CPU's when features is None, else no vendor) under tier `isa`
-// (None: the active one); any_build: as if this build held every architecture's kernels.
+// CPU) of `vendor` and x86 `family` (None: this CPU's when features is None, else none) under
+// tier `isa` (None: the active one); any_build: as if this build held every architecture's
+// kernels.
 py::dict select_kernels_dict(const std::optional<std::vector<std::string>>& features,
                              const std::optional<std::string>& isa, bool any_build,
-                             const std::optional<std::string>& vendor) {
+                             const std::optional<std::string>& vendor,
+                             const std::optional<unsigned>& family) {
   const FeatureMask mask = features ? parse_features(*features) : cpu_features().mask;
   const Isa ceiling = isa ? parse_tier(*isa) : active_isa();
   const std::string cpu_vendor = vendor ? *vendor : features ? "" : cpu_features().vendor;
+  const unsigned cpu_family = family ? *family : features ? 0 : cpu_features().family;
   py::dict out;
   for (size_t f = 0; f < kNumFamilies; ++f) {
     std::vector<std::string> names;
     for (const KernelEntry* e :
-         select_kernels(static_cast<KernelFamily>(f), mask, ceiling, cpu_vendor, !any_build))
+         select_kernels(static_cast<KernelFamily>(f), mask, ceiling, cpu_vendor, cpu_family,
+                        !any_build))
       names.push_back(e->name);
     out[family_name(static_cast<KernelFamily>(f))] = names;
   }
@@ -113,6 +119,7 @@ py::dict cpu_features_dict() {
   py::dict d;
   d["vendor"] = f.vendor;
   d["brand"] = f.brand;
+  d["family"] = f.family;
   for (int i = 0; i < static_cast<int>(Feature::count); ++i)
     d[feature_name(static_cast<Feature>(i))] = f.has(static_cast<Feature>(i));
   d["os_avx"] = f.os_avx;
@@ -131,8 +138,9 @@ void bind_kernels(py::module_& m) {
         "whether this build has it, this CPU runs it and dispatch selected it.");
   m.def("select_kernels", &select_kernels_dict, py::arg("features") = py::none(),
         py::arg("isa") = py::none(), py::arg("any_build") = false, py::arg("vendor") = py::none(),
-        "Pure dispatch: per family, the kernels (best first) for a feature set (and CPU vendor) "
-        "under a tier.");
+        py::arg("family") = py::none(),
+        "Pure dispatch: per family, the kernels (best first) for a feature set (and CPU vendor "
+        "and x86 family) under a tier.");
   m.def("set_kernel", &set_kernel, py::arg("family"), py::arg("name"),
         "Force one family onto a kernel this CPU runs, whatever the tier (None: back to "
         "dispatch). Internal: tests and benchmarks.");

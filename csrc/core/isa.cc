@@ -62,6 +62,8 @@ CpuFeatures detect() {
     if (on) m |= feature_bit(feature);
   };
   __get_cpuid(1, &a, &b, &c, &d);
+  const unsigned base_family = (a >> 8) & 0xf;
+  f.family = base_family == 0xf ? base_family + ((a >> 20) & 0xff) : base_family;
   const bool osxsave = c & (1u << 27);
   const bool avx = c & (1u << 28);
   if (osxsave && avx) {

@@ -56,6 +56,7 @@ struct CpuFeatures {
   FeatureMask mask = 0;  // detected features whose register state the OS saves
   bool os_avx = false, os_avx512 = false;  // XGETBV: the OS saves the YMM / ZMM state
   std::string vendor, brand;
+  unsigned family = 0;  // x86 display family (base + extended): 25 = AMD Zen 3/4, 26 = Zen 5
   bool has(Feature f) const { return (mask & feature_bit(f)) != 0; }
 };
 

@@ -175,6 +175,12 @@ KernelEntry preferred_on(const char* vendor, KernelEntry e) {
   return e;
 }
 
+KernelEntry slower_on(const char* vendor, unsigned family, KernelEntry e) {
+  e.slower_vendor = vendor;
+  e.slower_family = family;
+  return e;
+}
+
 using F = KernelFamily;
 using V = Verified;
 constexpr FeatureMask kVnni512 = kAvx512Base | feat::avx512vnni;
@@ -246,10 +252,14 @@ std::vector<KernelEntry> build_table() {
             "16+ rows: codes unpacked to int8 B tiles per K block, AMX tdpbusd (tdpbsud for "
             "int8 rows) per 16x16 C tile; grouped: signed codes, each group folded into "
             "registers; fewer rows and decode: the zmm 6x64 kernel"),
-      entry(F::lowbit_gemm, "avx512vnni_gfni_6x64", Isa::avx512, kVnni512 | feat::gfni, 64,
-            kLowbitAvx512Gfni, V::native,
-            "the 6x64 kernel below with its grouped tile's codes unpacked signed by GFNI "
-            "(one affine per operand, no offset subtract per group)"),
+      // Zen 4 (family 25): GF2P8AFFINEQB shares vpdpbusd's pipes there, and the grouped tile
+      // ran 1.08-1.14x slower than the plain one (4096 -> 14336, M = 8-512; 48th session)
+      slower_on("AuthenticAMD", 25,
+                entry(F::lowbit_gemm, "avx512vnni_gfni_6x64", Isa::avx512,
+                      kVnni512 | feat::gfni, 64, kLowbitAvx512Gfni, V::native,
+                      "the 6x64 kernel below with its grouped tile's codes unpacked signed by "
+                      "GFNI (one affine per operand, no offset subtract per group); ranked "
+                      "after it on AMD family 25 (Zen 4), where it measured slower")),
       entry(F::lowbit_gemm, "avx512vnni_6x64", Isa::avx512, kVnni512, 64, kLowbitAvx512,
             V::native,
             "6x64 vpdpbusd tile (grouped: group scales folded from registers) + 1-row grouped "
@@ -330,7 +340,8 @@ struct Selection {
     for (size_t f = 0; f < kNumFamilies; ++f)
       for (int t = 0; t < 4; ++t)
         lists[f][t] = select_kernels(static_cast<KernelFamily>(f), cpu_features().mask,
-                                     static_cast<Isa>(t), cpu_features().vendor);
+                                     static_cast<Isa>(t), cpu_features().vendor,
+                                     cpu_features().family);
   }
 };
 const Selection& selection() {
@@ -375,14 +386,19 @@ bool kernel_runs(const KernelEntry& e, FeatureMask cpu, Isa ceiling, bool requir
 }
 
 std::vector<const KernelEntry*> select_kernels(KernelFamily f, FeatureMask cpu, Isa ceiling,
-                                               const std::string& vendor, bool require_built) {
+                                               const std::string& vendor, unsigned cpu_family,
+                                               bool require_built) {
   std::vector<const KernelEntry*> out;
   for (const KernelEntry& e : kernel_table())
     if (e.family == f && kernel_runs(e, cpu, ceiling, require_built)) out.push_back(&e);
-  // another vendor's tuned entries after the rest, but before the scalar entry (last in order)
+  // another vendor's tuned entries, and entries measured slower on this CPU family, after the
+  // rest, but before the scalar entry (last in order)
   if (out.size() > 1)
     std::stable_partition(out.begin(), out.end() - 1, [&](const KernelEntry* e) {
-      return e->preferred_vendor == nullptr || vendor == e->preferred_vendor;
+      const bool other_vendors = e->preferred_vendor && vendor != e->preferred_vendor;
+      const bool slower_here = e->slower_vendor && vendor == e->slower_vendor &&
+                               cpu_family == e->slower_family;
+      return !other_vendors && !slower_here;
     });
   return out;
 }

@@ -8,7 +8,8 @@
 // the active tier (PYQUANT_ISA). A kernel whose extra features are missing falls back to the next
 // entry of its family, down to the scalar one every family has. An entry tuned for one CPU
 // vendor (`preferred_vendor`, measured faster there only) runs everywhere (tests, forcing) but
-// is ranked after the others on other vendors' CPUs.
+// is ranked after the others on other vendors' CPUs; one measured slower on one CPU family
+// (`slower_vendor`, `slower_family`) is ranked after the others there.
 //
 // Adding an ISA path: one kernel file (its suffix picks the compiler flags, csrc/core/
 // isa_flags.txt), its declaration in the family header and one entry in kernel_table.cc.
@@ -44,6 +45,8 @@ struct KernelEntry {
   bool built;             // compiled into this build (x86 kernels on x86-64, NEON on AArch64)
   const void* impl;       // the family's kernel struct (Int8GemmKernels, LutKernelImpl, ...)
   const char* preferred_vendor = nullptr;  // CPUID vendor it is ranked first on; nullptr: any
+  const char* slower_vendor = nullptr;     // with slower_family: the CPUs it is ranked last on
+  unsigned slower_family = 0;
 };
 
 const std::vector<KernelEntry>& kernel_table();
@@ -53,9 +56,9 @@ const std::vector<KernelEntry>& kernel_table();
 // CPU of another architecture would select.)
 bool kernel_runs(const KernelEntry& e, FeatureMask cpu, Isa ceiling, bool require_built = true);
 // Pure: the family's entries that run on (`cpu`, `ceiling`), best first for a CPU of `vendor`
-// (never empty: the scalar entry always runs).
+// and x86 `cpu_family` (never empty: the scalar entry always runs).
 std::vector<const KernelEntry*> select_kernels(KernelFamily f, FeatureMask cpu, Isa ceiling,
-                                               const std::string& vendor,
+                                               const std::string& vendor, unsigned cpu_family,
                                                bool require_built = true);
 
 // This process: the candidates for `family` on tier `isa` with this CPU's features (computed
