@@ -28,7 +28,8 @@ SHAPES = [(1, 96, 70), (1, 260, 200), (3, 130, 67), (17, 256, 130), (6, 1000, 70
           (9, 33, 27),  # K < 32: a row that is all tail (an RGB stem conv's 3x3x3)
           (40, 1030, 70),  # AMX: 3 row tiles (the last of 8 rows), a K tail inside the last group
           (77, 600, 70),  # AMX: a 64-row call + 13 rows, three K blocks
-          (150, 70, 2100)]  # rows split in chunks whose 8.4 KB output rows stay in L2 (core/gemm_tasks.h)
+          (150, 70, 2100),  # rows split in chunks whose 8.4 KB output rows stay in L2 (core/gemm_tasks.h)
+          (1, 2144, 70)]  # decode over many groups (67 at g32, 17 at g128: odd counts)
 
 
 # ---------------------------------------------------------------- lossless weights
@@ -465,6 +466,20 @@ def test_paths_and_threads_bit_identical(rng, config):
     w = rng.standard_normal((200, 264)).astype(f32) * f32(0.05)
     bias = rng.standard_normal(200).astype(f32)
     xs = [np.random.default_rng(m).standard_normal((m, 264)).astype(f32) for m in (1, 9)]
+    _assert_paths_and_threads_agree(module(w, bias, config), xs)
+
+
+@pytest.mark.parametrize("config", [pyquant.WeightOnlyConfig(4, 32), pyquant.WeightOnlyConfig(2, 32),
+                                    pyquant.WeightOnlyConfig(4, 64), pyquant.WeightOnlyConfig(2, 128)],
+                         ids=repr)
+def test_decode_row_over_many_groups_bit_identical(rng, config):
+    # every path's decode GEMV folds the groups in order: 67 groups at g32, 34 at g64 (groups of
+    # several uint16 chunks on AVX2), 17 at g128
+    # (positive rows and weights, group magnitudes spread over ~600x: the float sum of the
+    # groups rounds, so a fold out of order shows)
+    w = ((np.abs(rng.standard_normal((70, 2144))) + 0.5) * 1.1 ** (np.arange(2144) // 32)).astype(f32)
+    bias = rng.standard_normal(70).astype(f32)
+    xs = [np.random.default_rng(7).random((1, 2144)).astype(f32)]
     _assert_paths_and_threads_agree(module(w, bias, config), xs)
 
 
