@@ -128,10 +128,12 @@ const SparqKernels kSparqAvx512{PQ_X86(sparq_trim_row_avx512), PQ_X86(sparq24_co
                                 PQ_X86(sparq_prep_row_avx512), PQ_X86(sparq24_tables_row_avx512),
                                 PQ_X86(sparq24_compute_signed_avx512),
                                 PQ_X86(sparq24_tables_row_signed_avx512), true};
+// (AVX2: signed blocks of 2-4 rows as words, row by row through the decode tile: on Zen 4's
+// AVX2 tier, QuantLinear 4096 -> 14336, 1.1-1.55x faster than the narrow rows tile there)
 const SparqKernels kSparqAvx2{PQ_X86(sparq_trim_row_avx2), PQ_X86(sparq24_compute_rows_avx2),
                               PQ_X86(sparq_prep_row_avx2), PQ_X86(sparq24_tables_row_avx2),
                               PQ_X86(sparq24_compute_rows_signed_avx2),
-                              PQ_X86(sparq24_tables_row_signed_avx2)};
+                              PQ_X86(sparq24_tables_row_signed_avx2), false, 4};
 const SparqKernels kSparqAvxVnni{PQ_X86(sparq_trim_row_avx2), PQ_X86(sparq24_compute_rows_avxvnni),
                                  PQ_X86(sparq_prep_row_avx2), PQ_X86(sparq24_tables_row_avx2),
                                  PQ_X86(sparq24_compute_rows_signed_avxvnni),

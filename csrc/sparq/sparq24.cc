@@ -311,10 +311,10 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
   for (size_t m0 = 0; m0 < m; m0 += mc) {
     const size_t rows = std::min(mc, m - m0);
     const size_t chunks = std::min(rows, n_threads * 4);
-    // (one row: the ymm decode tile's words, unless narrow_one_row; no negative value: the
-    // unsigned kernel)
-    const bool narrow =
-        narrow_ok && (rows > 1 || kernels.narrow_one_row) && block_negative(m0, rows);
+    // (up to word_rows rows: the ymm decode tile's words, unless narrow_one_row; no negative
+    // value: the unsigned kernel)
+    const bool narrow = narrow_ok && (rows > kernels.word_rows || kernels.narrow_one_row) &&
+                        block_negative(m0, rows);
     parallel_for(chunks, threads, [&](size_t t) {
       for (size_t r = rows * t / chunks; r < rows * (t + 1) / chunks; ++r) {
         uint8_t* pos = tables.get() + sets * r * row_tab;
@@ -332,12 +332,16 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
       for (size_t r = 0; r < rows; ++r)
         if (!row_neg[r]) std::memset(tables.get() + (2 * r + 1) * row_tab, 0, row_tab);
     // Negative values: the kernel's signed twin takes both parts of a row in one pass where
-    // there is one (as narrow tables; a one-row block as words for the ymm streaming decode
-    // tile); else two parts, subtracted.
-    const bool one_pass = narrow || (negative && kernels.compute24_signed && rows == 1);
+    // there is one (as narrow tables; blocks of up to word_rows rows as words for the ymm
+    // streaming decode tile); else two parts, subtracted.
+    const bool one_pass =
+        narrow || (negative && kernels.compute24_signed && rows <= kernels.word_rows);
     const bool two_parts = negative && !one_pass;
     prob.words = one_pass && !narrow;
-    if (prob.words) sparq24_parts_to_words(tables.get(), tables.get() + row_tab, row_tab);
+    if (prob.words)
+      for (size_t r = 0; r < rows; ++r)
+        sparq24_parts_to_words(tables.get() + 2 * r * row_tab,
+                               tables.get() + (2 * r + 1) * row_tab, row_tab);
     // Few high groups (at most a third): their second pass costs less than the parts'
     // subtraction (ymm, break-even ~0.4 with AVX2, ~0.3 with AVX-VNNI) or a second pass over all
     // groups (zmm)
