@@ -29,6 +29,7 @@ def cpu_info() -> dict:
         "threads": get_num_threads(),
         "vendor": features.pop("vendor"),
         "brand": features.pop("brand"),
+        "family": features.pop("family"),  # x86 display family (0 elsewhere)
         "features": features,
     }
 

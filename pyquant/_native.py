@@ -44,7 +44,8 @@ def _check_env_disable() -> None:
     """PYQUANT_DISABLE=avxvnni,amx_int8,...: features the core treats as absent (it reads the
     variable when it detects the CPU); a name it does not know is an error here."""
     names = [n.strip() for n in os.environ.get("PYQUANT_DISABLE", "").split(",") if n.strip()]
-    known = [k for k in _C.cpu_features() if k not in ("vendor", "brand", "os_avx", "os_avx512")]
+    known = [k for k in _C.cpu_features() if k not in ("vendor", "brand", "family", "os_avx",
+                                                           "os_avx512")]
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ImportError(f"PYQUANT_DISABLE: unknown CPU feature(s) {', '.join(map(repr, unknown))}; "

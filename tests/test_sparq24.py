@@ -301,7 +301,8 @@ def narrow_activations(rng, m, k, p_high, p_zero=0.3):
 def test_gemm24_signed_narrow_tables(isa, threads, rng, p_high, m, n, k):
     """Narrow tables: K tails, one to three K blocks of 128 groups (the last partial), a row
     without negative values among signed ones, high groups none / few / many; a call whose
-    blocks (K = 16384: 4 rows each) have negative values or none."""
+    blocks (K = 16384: 4 rows each) have negative values or none. (On the AVX2 kernel calls of
+    up to 4 rows run as words instead: the 2- and 3-row cases there.)"""
     a = narrow_activations(rng, m, k, p_high)
     a[1] = np.abs(a[1])
     w = sparse_weight(rng, n, k)

@@ -152,10 +152,10 @@ struct SparqKernels {
   // Signed rows in one pass (null: the driver runs each row's two table rows as two parts and
   // subtracts): output row m has two table sets, at tables + m * table_stride and neg_offset
   // bytes further: its positive and negative parts (C = pos . W - neg . W), or with `words`
-  // (blocks of up to word_rows rows without narrow_one_row: decode, small batches) the low and
-  // high bytes of the int16 words
+  // (calls of up to word_rows rows, or one-row blocks, without narrow_one_row: decode, small
+  // batches) the low and high bytes of the int16 words
   // pos - neg (sparq24_parts_to_words), which the streaming tile widens with one unpack instead
-  // of two. With `narrow` (blocks of several rows, or of one with narrow_one_row) the tables
+  // of two. With `narrow` (the other blocks with a negative value) the tables
   // come from the kernel's tables24_signed with `high`: each signed table value t split as
   // t = l + 128 * h, l = sign * (|t| & 127), h = sign * (|t| >> 7), so the rows take one lookup
   // per product and a second pass only where a group has an h (the groups holding a magnitude
@@ -168,9 +168,9 @@ struct SparqKernels {
   Sparq24TablesRowSignedFn tables24_signed;
   // One-row blocks with a negative value take narrow tables too, not words (the zmm decode tile).
   bool narrow_one_row = false;
-  // Without narrow_one_row: blocks of up to this many rows with a negative value run as words,
-  // row by row through the streaming decode tile (the panel from L2 after the first row); more
-  // rows as narrow tables.
+  // Without narrow_one_row: a call of up to this many rows with a negative value runs as words
+  // through the streaming decode tile, two rows at a time (the panel from L2 after the first
+  // pair); more rows as narrow tables.
   size_t word_rows = 1;
 };
 const SparqKernels& sparq_kernels(Isa isa);

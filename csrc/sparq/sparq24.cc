@@ -3,8 +3,8 @@
 // and k group the 10 selector cases are trimmed once into two 16-byte tables (E0, E1), shared by
 // all N columns, and each column's 4-bit selector picks its two trimmed activations. Signed rows
 // (sign-magnitude) split their tables by sign into a positive and a negative part, which a
-// kernel's signed twin takes in one pass (as narrow tables, SparqKernels, for blocks of several
-// rows), or the unsigned kernel as two table rows.
+// kernel's signed twin takes in one pass (as narrow tables, SparqKernels, for blocks of more
+// rows than its word_rows), or the unsigned kernel as two table rows.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -275,7 +275,8 @@ namespace {
 // which at decode come from DRAM) into a scratch output, and each row is the difference of its
 // two (wrapping int32, as every path); other blocks skip the negative halves. A kernel with a
 // signed twin (SparqKernels::compute24_signed) takes a block with a negative value in one pass
-// instead, straight into c: as narrow tables, or one row as words (the ymm decode tile).
+// instead, straight into c: as narrow tables, or a call of up to word_rows rows as words (the ymm
+// decode tile).
 template <class BlockNegative, class MakeTables, class Finish>
 void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c, bool signed_rows,
                 int threads, Isa isa, BlockNegative&& block_negative, MakeTables&& make_tables,
@@ -292,8 +293,8 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
   std::unique_ptr<uint8_t[]> tables(new uint8_t[sets * mc * row_tab]);
   std::unique_ptr<int32_t[]> c_parts;  // allocated by the first block with two parts
   std::vector<uint8_t> row_neg(mc);
-  // Narrow tables (blocks with a negative value of several rows, or of one with narrow_one_row,
-  // and a signed twin): per row the high-group bits and count. Every row of such a block gets
+  // Narrow tables (blocks with a negative value in a call of more than word_rows rows, or with
+  // narrow_one_row, and a signed twin): per row the high-group bits and count. Every row of such a block gets
   // them, with or without negative values.
   const bool narrow_ok = signed_rows && kernels.compute24_signed;
   const size_t high_words = div_round_up(groups, 64);
@@ -311,10 +312,12 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
   for (size_t m0 = 0; m0 < m; m0 += mc) {
     const size_t rows = std::min(mc, m - m0);
     const size_t chunks = std::min(rows, n_threads * 4);
-    // (up to word_rows rows: the ymm decode tile's words, unless narrow_one_row; no negative
-    // value: the unsigned kernel)
-    const bool narrow = narrow_ok && (rows > kernels.word_rows || kernels.narrow_one_row) &&
-                        block_negative(m0, rows);
+    // (a one-row block, or a call of up to word_rows rows: the ymm decode tile's words, unless
+    // narrow_one_row; decided by the call's rows: a long K makes blocks of a few rows, which the
+    // word tile, one row at a time, would run slower; no negative value: the unsigned kernel)
+    const bool as_words = rows == 1 || m <= kernels.word_rows;
+    const bool narrow =
+        narrow_ok && (!as_words || kernels.narrow_one_row) && block_negative(m0, rows);
     parallel_for(chunks, threads, [&](size_t t) {
       for (size_t r = rows * t / chunks; r < rows * (t + 1) / chunks; ++r) {
         uint8_t* pos = tables.get() + sets * r * row_tab;
@@ -332,10 +335,9 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
       for (size_t r = 0; r < rows; ++r)
         if (!row_neg[r]) std::memset(tables.get() + (2 * r + 1) * row_tab, 0, row_tab);
     // Negative values: the kernel's signed twin takes both parts of a row in one pass where
-    // there is one (as narrow tables; blocks of up to word_rows rows as words for the ymm
-    // streaming decode tile); else two parts, subtracted.
-    const bool one_pass =
-        narrow || (negative && kernels.compute24_signed && rows <= kernels.word_rows);
+    // there is one (as narrow tables, or as words for the ymm streaming decode tile); else two
+    // parts, subtracted.
+    const bool one_pass = narrow || (negative && kernels.compute24_signed && as_words);
     const bool two_parts = negative && !one_pass;
     prob.words = one_pass && !narrow;
     if (prob.words)
@@ -379,8 +381,8 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
 }
 
 // A signed row's tables from its magnitudes: in pos, split by sign into pos and neg where the row
-// has a negative value and the block keeps negative parts (neg), or with `high` (a block of
-// several rows, or one with narrow_one_row) the twin's narrow tables, whatever the row's signs.
+// has a negative value and the block keeps negative parts (neg), or with `high` (a block that
+// runs narrow tables) the twin's narrow tables, whatever the row's signs.
 // Returns whether the row has a negative value.
 bool signed_row_tables(const SparqKernels& kernels, const SparqPlan& plan, const uint8_t* mag,
                        const uint8_t* is_neg, bool row_neg, size_t k, uint8_t* pos, uint8_t* neg,
