@@ -176,7 +176,7 @@ void tile(const uint8_t* a, size_t lda, const int8_t* b, size_t groups, int32_t*
 // the weights in 2 MiB pages (QuantLinear's buffers) 2-6 rows took 1.5-1.9x their time from 4 KiB
 // pages (the 8th session's policy, no prefetch below 8 rows, was measured on 4 KiB pages only).
 // kFarBelowRows per vendor's entry: Intel's as measured there (4: far from 4 rows on not timed),
-// Zen 4's every row count (at 4-8 rows 1.1-1.9x faster than the next chunk alone, 2 MiB pages).
+// Zen 4's every row count (at 4-8 rows 1.1-2.1x faster than the next chunk alone, 2 MiB pages).
 constexpr size_t kStreamRowsMax = 16;
 constexpr size_t kFarBelowRowsIntel = 4;
 constexpr size_t kFarBelowRowsZen = kStreamRowsMax + 1;

@@ -294,8 +294,8 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
   std::unique_ptr<int32_t[]> c_parts;  // allocated by the first block with two parts
   std::vector<uint8_t> row_neg(mc);
   // Narrow tables (blocks with a negative value in a call of more than word_rows rows, or with
-  // narrow_one_row, and a signed twin): per row the high-group bits and count. Every row of such a block gets
-  // them, with or without negative values.
+  // narrow_one_row, and a signed twin): per row the high-group bits and count. Every row of such
+  // a block gets them, with or without negative values.
   const bool narrow_ok = signed_rows && kernels.compute24_signed;
   const size_t high_words = div_round_up(groups, 64);
   std::vector<uint64_t> high(narrow_ok ? mc * high_words : 0);
@@ -314,7 +314,7 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
     const size_t chunks = std::min(rows, n_threads * 4);
     // (a one-row block, or a call of up to word_rows rows: the ymm decode tile's words, unless
     // narrow_one_row; decided by the call's rows: a long K makes blocks of a few rows, which the
-    // word tile, one row at a time, would run slower; no negative value: the unsigned kernel)
+    // word tile would run slower than narrow tables; no negative value: the unsigned kernel)
     const bool as_words = rows == 1 || m <= kernels.word_rows;
     const bool narrow =
         narrow_ok && (!as_words || kernels.narrow_one_row) && block_negative(m0, rows);

@@ -45,8 +45,8 @@ PQ_INLINE __m256i bcast16(const uint8_t* p) {
 // shared (about a third of a row's work), each row keeps its own 4 accumulators. The panel is
 // read as S streams, its S parts in K, in turn. kWords (signed rows, sparq.h): a row's tables
 // hold the low bytes of its int16 activations, th[r] their high bytes, looked up alike and
-// interleaved in place of the zero extension's zeros (two signed rows: 1.15-1.25x faster than
-// one at a time at 2-4 rows, Zen 4's AVX2 tier).
+// interleaved in place of the zero extension's zeros (two signed rows per tile: 1.1-1.25x faster
+// than one at a time at 2-4 rows, Zen 4's AVX2 tier).
 template <size_t R, size_t S, bool kWords = false>
 void tile(const uint8_t* const* t, const uint8_t* const* th, const uint8_t* b, size_t groups,
           int32_t* const* c, size_t nc) {
