@@ -216,10 +216,11 @@ def test_selection_never_exceeds_the_tier():
         "sapphirerapids", "alderlake", "zen3", "zen3-scalar", "graviton3", "graviton2",
         "haswell", "skylake-sp-intel", "zen3-amd", "sapphirerapids-avx2-intel", "zen4", "zen5"])
 def test_simulated_cpus_pick_per_feature(cpu, isa, expected):
-    features, vendor, family = (cpu + (None,))[:3] if isinstance(cpu, tuple) else (cpu, None, None)
+    features, vendor, cpu_family = ((cpu + (None,))[:3] if isinstance(cpu, tuple)
+                                    else (cpu, None, None))
     chosen = {f: names[0] for f, names in
               _kernels.select_kernels(features, isa, any_build=True, vendor=vendor,
-                                      family=family).items()}
+                                      family=cpu_family).items()}
     for family, name in expected.items():
         assert chosen[family] == name, (family, chosen)
 

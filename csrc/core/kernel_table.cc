@@ -254,8 +254,9 @@ std::vector<KernelEntry> build_table() {
             "16+ rows: codes unpacked to int8 B tiles per K block, AMX tdpbusd (tdpbsud for "
             "int8 rows) per 16x16 C tile; grouped: signed codes, each group folded into "
             "registers; fewer rows and decode: the zmm 6x64 kernel"),
-      // Zen 4 (family 25): GF2P8AFFINEQB shares vpdpbusd's pipes there, and the grouped tile
-      // ran 1.08-1.14x slower than the plain one (4096 -> 14336, M = 8-512; 48th session)
+      // Zen 4 (family 25): the grouped tile ran 1.08-1.14x slower than the plain one there
+      // (4096 -> 14336, M = 8-512; 48th session; GF2P8AFFINEQB competing with vpdpbusd for
+      // pipes is the likely reason, not measured)
       slower_on("AuthenticAMD", 25,
                 entry(F::lowbit_gemm, "avx512vnni_gfni_6x64", Isa::avx512,
                       kVnni512 | feat::gfni, 64, kLowbitAvx512Gfni, V::native,
