@@ -231,14 +231,17 @@ struct DecodeIndexBytes {
   }
 };
 
-// Streams as the dense int8 GEMV (two K halves); prefetch measured at 1 x 14336 x 4096 from
-// DRAM: none 2.22 ms, 1280 B 2.12, 2560 B 2.07-2.10, 5120 B 2.02, 8192 B 2.29 (a slower phase
-// of the VM: 5120 B 2.26-2.27 there); 1 stream 2.25, 4 streams 2.33. Also into L2 three times
-// as far: on Zen 4 (48th session) QuantLinear's signed decode row 2.32-2.56 -> 1.67-1.88 ms
-// (L2 distances 1.2x-4x the L1 one all within that range; not yet timed on Intel).
-constexpr size_t kDecodeTileStreams = 2;
+// One stream, prefetched into L1 5 KiB ahead and into L2 at two distances, 15 and 30 KiB (the
+// near one re-issues what the far one dropped). At 1 x 14336 x 4096 from DRAM (Zen 4, 49th
+// session, unsigned rows, min of 4 rounds, alternating): two streams (K halves) with one L2
+// distance, as before, 1.60-1.74 ms; one stream with one L2 distance 1.48-1.58; one stream with
+// two 1.09-1.34 (docs/notes/sparq.md). The 45th session (Xeon, model 167) had measured two
+// streams with L1 prefetch alone faster than one (2.02-2.10 against 2.25 ms): not yet timed
+// there with the L2 distances.
+constexpr size_t kDecodeTileStreams = 1;
 constexpr size_t kDecodePrefetchBytes = 5120;
 constexpr size_t kDecodeL2PrefetchBytes = 3 * kDecodePrefetchBytes;
+constexpr size_t kDecodeFarPrefetchBytes = 2 * kDecodeL2PrefetchBytes;
 
 template <DecodeMode kMode>
 void decode_tile(const uint8_t* t, const uint8_t* th, const uint8_t* b, size_t groups,
@@ -259,10 +262,13 @@ void decode_tile(const uint8_t* t, const uint8_t* th, const uint8_t* b, size_t g
     const uint8_t* bg = b + g * kS24GroupBytes;
     const char* pf = reinterpret_cast<const char*>(bg) + kDecodePrefetchBytes / S;
     const char* pf2 = reinterpret_cast<const char*>(bg) + kDecodeL2PrefetchBytes / S;
+    const char* pf3 = reinterpret_cast<const char*>(bg) + kDecodeFarPrefetchBytes / S;
     _mm_prefetch(pf, _MM_HINT_T0);
     _mm_prefetch(pf + 64, _MM_HINT_T0);
     _mm_prefetch(pf2, _MM_HINT_T1);
     _mm_prefetch(pf2 + 64, _MM_HINT_T1);
+    _mm_prefetch(pf3, _MM_HINT_T1);
+    _mm_prefetch(pf3 + 64, _MM_HINT_T1);
     const __m512i sel =
         _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bg)));
     // (nibble & 15) | 16 * table
@@ -320,14 +326,23 @@ void decode_tile(const uint8_t* t, const uint8_t* th, const uint8_t* b, size_t g
 }
 
 // One row x panels [p0, p1) by the decode tile; narrow: a signed row's narrow tables, its high
-// part in the same pass if it has one (from DRAM even at 2% of magnitudes >= 128 that is faster
-// than high_pairs' second pass: 2.22 against 2.28 ms at 1 x 14336 x 4096).
+// part, if it has one, in the same pass or (a third of the groups or fewer) by high_pairs after
+// each panel's low pass. 1 x 14336 x 4096 from DRAM with 2% of magnitudes >= 128 (7.8% of the
+// groups): 1.53-1.55 ms in one pass, 1.26-1.38 with high_pairs (Zen 4, 49th session; in the
+// 46th, before the decode tile's far L2 prefetch, 2.22 against 2.28 ms on a Xeon, model 167);
+// at 68% of the groups high_pairs ran 1.83-1.86 against 1.53-1.58.
 void decode_row(const Sparq24Problem& p, size_t m, size_t p0, size_t p1, bool narrow) {
   const uint8_t* t = p.tables + m * p.table_stride;
   const uint8_t* th = t + p.neg_offset;
   const uint64_t* bits = narrow ? p.high + m * p.high_stride : nullptr;
-  bool any_high = false;
-  for (size_t w = 0; narrow && w < p.high_stride; ++w) any_high |= bits[w] != 0;
+  size_t high_groups = 0;
+  for (size_t w = 0; narrow && w < p.high_stride; ++w)
+    high_groups += static_cast<size_t>(__builtin_popcountll(bits[w]));
+  const bool any_high = high_groups > 0;
+  // few high groups (at most a third, as p.few_high for row tiles): the low pass, then
+  // high_pairs over the panel just streamed (in L2)
+  const bool high_after = any_high && 3 * high_groups <= p.k_groups;
+  const Indices ix = make_indices();
   for (size_t panel = p0; panel < p1; ++panel) {
     const size_t col0 = panel * kS24PanelCols;
     const size_t nc = p.n - col0 < kS24PanelCols ? p.n - col0 : kS24PanelCols;
@@ -335,6 +350,9 @@ void decode_row(const Sparq24Problem& p, size_t m, size_t p0, size_t p1, bool na
     int32_t* c = p.c + m * p.ldc + col0;
     if (!narrow) {
       decode_tile<DecodeMode::kPlain>(t, nullptr, b, p.k_groups, c, nc);
+    } else if (high_after) {
+      decode_tile<DecodeMode::kNarrowLow>(t, nullptr, b, p.k_groups, c, nc);
+      high_pairs(ix, th, bits, b, p.k_groups, c, nc);
     } else if (any_high) {
       decode_tile<DecodeMode::kNarrowBoth>(t, th, b, p.k_groups, c, nc);
     } else {
