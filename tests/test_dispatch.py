@@ -204,17 +204,22 @@ def test_selection_never_exceeds_the_tier():
     (GRAVITON3, "neon", {"int8_gemm": "neon_i8mm_8x8", "lut_gemm": "neon_deepgemm"}),
     (GRAVITON2, "neon", {"int8_gemm": "neon_dotprod_4x16"}),
     # the same features from an Intel CPU: the strip-scheduled AVX2 int8 kernel ranks first
-    ((AVX2, "GenuineIntel"), "avx2", {"int8_gemm": "avx2_4x16", "lowbit_gemm": "avx2_2x64"}),
+    ((AVX2, "GenuineIntel"), "avx2", {"int8_gemm": "avx2_4x16", "lowbit_gemm": "avx2_2x64",
+                                     "sparq_gemm": "avx2"}),
     ((SKYLAKE_SP, "GenuineIntel"), "avx512", {"int8_gemm": "avx2_4x16"}),
-    ((AVX2, "AuthenticAMD"), "avx2", {"int8_gemm": "avx2_1x64"}),
+    ((AVX2, "AuthenticAMD"), "avx2", {"int8_gemm": "avx2_1x64", "sparq_gemm": "avx2_one_stream"}),
     ((SAPPHIRE_RAPIDS, "GenuineIntel"), "avx2", {"int8_gemm": "avxvnni_6x16"}),
     # Zen 4 (AMD family 25): the GFNI grouped tile measured slower there, the plain one first
-    ((ICE_LAKE, "AuthenticAMD", 25), "avx512", {"lowbit_gemm": "avx512vnni_6x64"}),
+    ((ICE_LAKE, "AuthenticAMD", 25), "avx512", {"lowbit_gemm": "avx512vnni_6x64",
+                                                "sparq_gemm": "avx512vbmi_one_stream"}),
+    # Ice Lake's features from Intel: the two-stream 2:4 decode tile (the one-stream one is AMD's)
+    ((ICE_LAKE, "GenuineIntel", 6), "avx512", {"sparq_gemm": "avx512vbmi"}),
     ((ICE_LAKE + ["avxvnni"], "AuthenticAMD", 26), "avx512",
      {"lowbit_gemm": "avx512vnni_gfni_6x64"}),
 ], ids=["cascadelake", "skylake-sp", "icelake", "icelake-avx2", "sapphirerapids-avx2",
         "sapphirerapids", "alderlake", "zen3", "zen3-scalar", "graviton3", "graviton2",
-        "haswell", "skylake-sp-intel", "zen3-amd", "sapphirerapids-avx2-intel", "zen4", "zen5"])
+        "haswell", "skylake-sp-intel", "zen3-amd", "sapphirerapids-avx2-intel", "zen4",
+        "icelake-intel", "zen5"])
 def test_simulated_cpus_pick_per_feature(cpu, isa, expected):
     features, vendor, cpu_family = ((cpu + (None,))[:3] if isinstance(cpu, tuple)
                                     else (cpu, None, None))

@@ -134,6 +134,17 @@ const SparqKernels kSparqAvx2{PQ_X86(sparq_trim_row_avx2), PQ_X86(sparq24_comput
                               PQ_X86(sparq_prep_row_avx2), PQ_X86(sparq24_tables_row_avx2),
                               PQ_X86(sparq24_compute_rows_signed_avx2),
                               PQ_X86(sparq24_tables_row_signed_avx2), false, 4};
+// The AMD entries: the same kernels with the one-stream decode tiles (sparq.h)
+const SparqKernels kSparqAvx512OneStream{
+    PQ_X86(sparq_trim_row_avx512), PQ_X86(sparq24_compute_avx512_one_stream),
+    PQ_X86(sparq_prep_row_avx512), PQ_X86(sparq24_tables_row_avx512),
+    PQ_X86(sparq24_compute_signed_avx512_one_stream), PQ_X86(sparq24_tables_row_signed_avx512),
+    true};
+const SparqKernels kSparqAvx2OneStream{
+    PQ_X86(sparq_trim_row_avx2), PQ_X86(sparq24_compute_rows_avx2_one_stream),
+    PQ_X86(sparq_prep_row_avx2), PQ_X86(sparq24_tables_row_avx2),
+    PQ_X86(sparq24_compute_rows_signed_avx2_one_stream), PQ_X86(sparq24_tables_row_signed_avx2),
+    false, 4};
 const SparqKernels kSparqAvxVnni{PQ_X86(sparq_trim_row_avx2), PQ_X86(sparq24_compute_rows_avxvnni),
                                  PQ_X86(sparq_prep_row_avx2), PQ_X86(sparq24_tables_row_avx2),
                                  PQ_X86(sparq24_compute_rows_signed_avxvnni),
@@ -285,6 +296,13 @@ std::vector<KernelEntry> build_table() {
             "portable loops over the packed panels"),
 
       // ---- sparq_gemm: SPARQ activation trimming (the GEMM runs the int8_gemm kernel) ----
+      preferred_on("AuthenticAMD",
+                   entry(F::sparq_gemm, "avx512vbmi_one_stream", Isa::avx512,
+                         kVbmi | feat::avx512vnni, 64, kSparqAvx512OneStream, V::native,
+                         "avx512vbmi's kernels with its 2:4 decode tile reading a panel as one "
+                         "stream, prefetched into L2 at two distances (a signed row with few "
+                         "high groups: its low pass, then those groups' pairs): ranked first on "
+                         "AMD CPUs, where it measured faster")),
       entry(F::sparq_gemm, "avx512vbmi", Isa::avx512, kVbmi | feat::avx512vnni, 64, kSparqAvx512,
             V::native,
             "256-entry vpermi2b trim tables, zero-partner select by mask; 64 values per step "
@@ -306,6 +324,11 @@ std::vector<KernelEntry> build_table() {
             "weight blocks, per 8 columns and two k groups two vpshufb of the rows' tables + one "
             "VEX vpdpbusd; signed rows in one pass, VEX vpdpwssd: narrow tables (one vpshufb of "
             "the low 7 bits, then the high groups), or the parts' words subtracted"),
+      preferred_on("AuthenticAMD",
+                   entry(F::sparq_gemm, "avx2_one_stream", Isa::avx2, kAvx2Base, 32,
+                         kSparqAvx2OneStream, V::native,
+                         "avx2's kernels with its 2:4 decode tile reading a panel (one row) as "
+                         "one stream: ranked first on AMD CPUs, where it measured faster")),
       entry(F::sparq_gemm, "avx2", Isa::avx2, kAvx2Base, 32, kSparqAvx2, V::native,
             "nibble-vpshufb leading one + 16-entry window tables; 32 values per step; "
             "2:4 (sparse24): decode: 1x32 streaming tile, vpshufb of per-row selector tables, "

@@ -231,22 +231,26 @@ struct DecodeIndexBytes {
   }
 };
 
-// One stream, prefetched into L1 5 KiB ahead and into L2 at two distances, 15 and 30 KiB (the
-// near one re-issues what the far one dropped). At 1 x 14336 x 4096 from DRAM (Zen 4, 49th
-// session, unsigned rows, min of 4 rounds, alternating): two streams (K halves) with one L2
-// distance, as before, 1.60-1.74 ms; one stream with one L2 distance 1.48-1.58; one stream with
-// two 1.09-1.34 (docs/notes/sparq.md). The 45th session (Xeon, model 167) had measured two
-// streams with L1 prefetch alone faster than one (2.02-2.10 against 2.25 ms): not yet timed
-// there with the L2 distances.
-constexpr size_t kDecodeTileStreams = 1;
+// How the decode tile streams a panel, per CPU vendor (two kernel entries):
+// - kTwoStreams, as the dense int8 GEMV (two K halves), prefetched into L1 5 KiB and into L2 15
+//   KiB ahead (shared by the streams). At 1 x 14336 x 4096 from DRAM (Xeon, model 167, 45th
+//   session, L1 prefetch only): none 2.22 ms, 1280 B 2.12, 2560 B 2.07-2.10, 5120 B 2.02, 8192
+//   B 2.29; 1 stream 2.25, 4 streams 2.33. The L2 distance: Zen 4, 48th session (QuantLinear's
+//   signed decode row 2.32-2.56 -> 1.67-1.88 ms), not yet timed on Intel.
+// - kOneStream (AMD): one stream, into L1 5 KiB ahead and into L2 at two distances, 15 and 30
+//   KiB (the near one catches what the far one dropped). Zen 4, 49th session, min of 4
+//   alternating rounds, unsigned rows: kTwoStreams 1.60-1.74 ms; one stream, one L2 distance
+//   1.48-1.58; kOneStream 1.09-1.34 (docs/notes/sparq.md).
+enum class DecodeStreams { kTwoStreams, kOneStream };
 constexpr size_t kDecodePrefetchBytes = 5120;
 constexpr size_t kDecodeL2PrefetchBytes = 3 * kDecodePrefetchBytes;
 constexpr size_t kDecodeFarPrefetchBytes = 2 * kDecodeL2PrefetchBytes;
 
-template <DecodeMode kMode>
+template <DecodeMode kMode, DecodeStreams kStreams>
 void decode_tile(const uint8_t* t, const uint8_t* th, const uint8_t* b, size_t groups,
                  int32_t* c, size_t nc) {
-  constexpr size_t S = kDecodeTileStreams;
+  constexpr bool kOne = kStreams == DecodeStreams::kOneStream;
+  constexpr size_t S = kOne ? 1 : 2;
   constexpr bool kNarrow = kMode != DecodeMode::kPlain, kHigh = kMode == DecodeMode::kNarrowBoth;
   static const DecodeIndexBytes bytes;
   const __m512i perm = _mm512_load_si512(bytes.perm), e1 = _mm512_load_si512(bytes.e1);
@@ -262,13 +266,15 @@ void decode_tile(const uint8_t* t, const uint8_t* th, const uint8_t* b, size_t g
     const uint8_t* bg = b + g * kS24GroupBytes;
     const char* pf = reinterpret_cast<const char*>(bg) + kDecodePrefetchBytes / S;
     const char* pf2 = reinterpret_cast<const char*>(bg) + kDecodeL2PrefetchBytes / S;
-    const char* pf3 = reinterpret_cast<const char*>(bg) + kDecodeFarPrefetchBytes / S;
     _mm_prefetch(pf, _MM_HINT_T0);
     _mm_prefetch(pf + 64, _MM_HINT_T0);
     _mm_prefetch(pf2, _MM_HINT_T1);
     _mm_prefetch(pf2 + 64, _MM_HINT_T1);
-    _mm_prefetch(pf3, _MM_HINT_T1);
-    _mm_prefetch(pf3 + 64, _MM_HINT_T1);
+    if constexpr (kOne) {
+      const char* pf3 = reinterpret_cast<const char*>(bg) + kDecodeFarPrefetchBytes;
+      _mm_prefetch(pf3, _MM_HINT_T1);
+      _mm_prefetch(pf3 + 64, _MM_HINT_T1);
+    }
     const __m512i sel =
         _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bg)));
     // (nibble & 15) | 16 * table
@@ -326,11 +332,13 @@ void decode_tile(const uint8_t* t, const uint8_t* th, const uint8_t* b, size_t g
 }
 
 // One row x panels [p0, p1) by the decode tile; narrow: a signed row's narrow tables, its high
-// part, if it has one, in the same pass or (a third of the groups or fewer) by high_pairs after
-// each panel's low pass. 1 x 14336 x 4096 from DRAM with 2% of magnitudes >= 128 (7.8% of the
-// groups): 1.53-1.55 ms in one pass, 1.26-1.38 with high_pairs (Zen 4, 49th session; in the
-// 46th, before the decode tile's far L2 prefetch, 2.22 against 2.28 ms on a Xeon, model 167);
-// at 68% of the groups high_pairs ran 1.83-1.86 against 1.53-1.58.
+// part, if it has one, in the same pass, or with kOneStream and at most a third of the groups
+// high (as p.few_high for row tiles) by high_pairs after each panel's low pass, over the panel
+// just streamed (L2). Zen 4, 49th session, 1 x 14336 x 4096 from DRAM, 2% of magnitudes >= 128
+// (7.8% of the groups): 1.53-1.55 ms in one pass, 1.26-1.38 with high_pairs (at 68% of the groups
+// 1.83-1.86 against 1.53-1.58). With kTwoStreams one pass (46th session, Xeon, model 167: 2.22
+// against 2.28 ms).
+template <DecodeStreams kStreams>
 void decode_row(const Sparq24Problem& p, size_t m, size_t p0, size_t p1, bool narrow) {
   const uint8_t* t = p.tables + m * p.table_stride;
   const uint8_t* th = t + p.neg_offset;
@@ -338,10 +346,8 @@ void decode_row(const Sparq24Problem& p, size_t m, size_t p0, size_t p1, bool na
   size_t high_groups = 0;
   for (size_t w = 0; narrow && w < p.high_stride; ++w)
     high_groups += static_cast<size_t>(__builtin_popcountll(bits[w]));
-  const bool any_high = high_groups > 0;
-  // few high groups (at most a third, as p.few_high for row tiles): the low pass, then
-  // high_pairs over the panel just streamed (in L2)
-  const bool high_after = any_high && 3 * high_groups <= p.k_groups;
+  const bool high_after =
+      kStreams == DecodeStreams::kOneStream && high_groups > 0 && 3 * high_groups <= p.k_groups;
   const Indices ix = make_indices();
   for (size_t panel = p0; panel < p1; ++panel) {
     const size_t col0 = panel * kS24PanelCols;
@@ -349,14 +355,14 @@ void decode_row(const Sparq24Problem& p, size_t m, size_t p0, size_t p1, bool na
     const uint8_t* b = p.panels + panel * p.k_groups * kS24GroupBytes;
     int32_t* c = p.c + m * p.ldc + col0;
     if (!narrow) {
-      decode_tile<DecodeMode::kPlain>(t, nullptr, b, p.k_groups, c, nc);
+      decode_tile<DecodeMode::kPlain, kStreams>(t, nullptr, b, p.k_groups, c, nc);
     } else if (high_after) {
-      decode_tile<DecodeMode::kNarrowLow>(t, nullptr, b, p.k_groups, c, nc);
+      decode_tile<DecodeMode::kNarrowLow, kStreams>(t, nullptr, b, p.k_groups, c, nc);
       high_pairs(ix, th, bits, b, p.k_groups, c, nc);
-    } else if (any_high) {
-      decode_tile<DecodeMode::kNarrowBoth>(t, th, b, p.k_groups, c, nc);
+    } else if (high_groups > 0) {
+      decode_tile<DecodeMode::kNarrowBoth, kStreams>(t, th, b, p.k_groups, c, nc);
     } else {
-      decode_tile<DecodeMode::kNarrowLow>(t, nullptr, b, p.k_groups, c, nc);
+      decode_tile<DecodeMode::kNarrowLow, kStreams>(t, nullptr, b, p.k_groups, c, nc);
     }
   }
 }
@@ -426,19 +432,36 @@ void compute(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1
   }
 }
 
+template <DecodeStreams kStreams>
+void compute_unsigned(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
+  if (m1 - m0 == 1) return decode_row<kStreams>(p, m0, p0, p1, false);
+  compute(p, m0, m1, p0, p1, false);
+}
+
+template <DecodeStreams kStreams>
+void compute_signed(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
+  if (p.words) return sparq24_compute_avx2(p, m0, m1, p0, p1);  // (not chosen: narrow_one_row)
+  if (m1 - m0 == 1) return decode_row<kStreams>(p, m0, p0, p1, true);
+  compute(p, m0, m1, p0, p1, true);
+}
+
 }  // namespace
 
 void sparq24_compute_avx512(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0,
                             size_t p1) {
-  if (m1 - m0 == 1) return decode_row(p, m0, p0, p1, false);
-  compute(p, m0, m1, p0, p1, false);
+  compute_unsigned<DecodeStreams::kTwoStreams>(p, m0, m1, p0, p1);
 }
-
 void sparq24_compute_signed_avx512(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0,
                                    size_t p1) {
-  if (p.words) return sparq24_compute_avx2(p, m0, m1, p0, p1);  // (not chosen: narrow_one_row)
-  if (m1 - m0 == 1) return decode_row(p, m0, p0, p1, true);
-  compute(p, m0, m1, p0, p1, true);
+  compute_signed<DecodeStreams::kTwoStreams>(p, m0, m1, p0, p1);
+}
+void sparq24_compute_avx512_one_stream(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0,
+                                       size_t p1) {
+  compute_unsigned<DecodeStreams::kOneStream>(p, m0, m1, p0, p1);
+}
+void sparq24_compute_signed_avx512_one_stream(const Sparq24Problem& p, size_t m0, size_t m1,
+                                              size_t p0, size_t p1) {
+  compute_signed<DecodeStreams::kOneStream>(p, m0, m1, p0, p1);
 }
 
 }  // namespace pq
