@@ -33,6 +33,14 @@ constexpr size_t kPrefetchL2Bytes = 4 * kPrefetchBytes;
 // whole K (unsigned rows) against 1 and K blocks, 3-8 x 14336 x 4096 from DRAM: 2.65 / 2.85 /
 // 3.73 ms at 3 / 4 / 8 rows against 3.17 / 3.13 / 4.07 (Xeon, model 167); signed rows 2-5%.
 constexpr size_t kDecodeStreams = 2;
+// The AMD entries' decode tiles read a panel as one stream (DecodeStreams::kOneStream, the
+// one-row tile below; the row tiles here with one stream too: Zen 4, 49th session, 4 x 14336 x
+// 4096 from DRAM, unsigned 1.79 -> 1.38 ms, signed 3.09 -> 2.74, 2% of magnitudes >= 128 2.37 ->
+// 2.05-2.10; a far L2 prefetch as the one-row tile's measured no different here).
+enum class DecodeStreams { kTwoStreams, kOneStream };
+constexpr size_t row_tile_streams(DecodeStreams streams) {
+  return streams == DecodeStreams::kOneStream ? 1 : kDecodeStreams;
+}
 
 // Constant index vectors, from sparq.h's layout functions (bytes built once per process).
 struct Indices {
@@ -241,7 +249,6 @@ struct DecodeIndexBytes {
 //   KiB (the near one catches what the far one dropped). Zen 4, 49th session, min of 4
 //   alternating rounds, unsigned rows: kTwoStreams 1.60-1.74 ms; one stream, one L2 distance
 //   1.48-1.58; kOneStream 1.09-1.34 (docs/notes/sparq.md).
-enum class DecodeStreams { kTwoStreams, kOneStream };
 constexpr size_t kDecodePrefetchBytes = 5120;
 constexpr size_t kDecodeL2PrefetchBytes = 3 * kDecodePrefetchBytes;
 constexpr size_t kDecodeFarPrefetchBytes = 2 * kDecodeL2PrefetchBytes;
@@ -367,10 +374,11 @@ void decode_row(const Sparq24Problem& p, size_t m, size_t p0, size_t p1, bool na
   }
 }
 
-template <size_t R>
+template <size_t R, DecodeStreams kStreams>
 void rows_tile(const Indices& ix, const Sparq24Problem& p, size_t m, size_t kb, size_t groups,
                const uint8_t* b, size_t col0, size_t nc, bool first, bool decode,
                __m512i* narrow) {
+  constexpr size_t kS = row_tile_streams(kStreams);
   const size_t row_tab = p.table_stride;
   const uint8_t* t[R];
   int32_t* c[R];
@@ -380,7 +388,7 @@ void rows_tile(const Indices& ix, const Sparq24Problem& p, size_t m, size_t kb, 
   }
   if (narrow) {  // signed rows (narrow: the block's column sums): low parts, then high parts
     if (decode)
-      tile<R, true, kDecodeStreams, TileMode::kLow>(ix, t, b, groups, c, nc, kb > 0, narrow);
+      tile<R, true, kS, TileMode::kLow>(ix, t, b, groups, c, nc, kb > 0, narrow);
     else if (first)
       tile<R, true, 1, TileMode::kLow>(ix, t, b, groups, c, nc, kb > 0, narrow);
     else
@@ -393,7 +401,7 @@ void rows_tile(const Indices& ix, const Sparq24Problem& p, size_t m, size_t kb, 
       high_pairs(ix, th[r], p.high + (m + r) * p.high_stride + kb / 64, b, groups, c[r], nc);
     return;
   }
-  if (decode) return tile<R, true, kDecodeStreams>(ix, t, b, groups, c, nc, kb > 0);
+  if (decode) return tile<R, true, kS>(ix, t, b, groups, c, nc, kb > 0);
   if (first)
     tile<R, true, 1>(ix, t, b, groups, c, nc, kb > 0);
   else
@@ -401,6 +409,7 @@ void rows_tile(const Indices& ix, const Sparq24Problem& p, size_t m, size_t kb, 
 }
 
 // Rows [m0, m1) x panels [p0, p1); narrow: signed rows in narrow tables.
+template <DecodeStreams kStreams>
 void compute(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1, bool narrow) {
   const Indices ix = make_indices();
   __m512i colsum[2];  // narrow: the current panel's and K block's column sums
@@ -417,15 +426,13 @@ void compute(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1
       const uint8_t* b = p.panels + (panel * p.k_groups + kb) * kS24GroupBytes;
       size_t m = m0;
       for (; m + kMaxRows <= m1; m += kMaxRows)
-        rows_tile<kMaxRows>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, nb);
+        rows_tile<kMaxRows, kStreams>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, nb);
       switch (m1 - m) {
-        case 7: rows_tile<7>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, nb); break;
-        case 6: rows_tile<6>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, nb); break;
-        case 5: rows_tile<5>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, nb); break;
-        case 4: rows_tile<4>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, nb); break;
-        case 3: rows_tile<3>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, nb); break;
-        case 2: rows_tile<2>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, nb); break;
-        case 1: rows_tile<1>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, nb); break;
+#define PQ_ROWS_CASE(n) \
+  case n: rows_tile<n, kStreams>(ix, p, m, kb, groups, b, col0, nc, m == m0, decode, nb); break;
+        PQ_ROWS_CASE(7) PQ_ROWS_CASE(6) PQ_ROWS_CASE(5) PQ_ROWS_CASE(4)
+        PQ_ROWS_CASE(3) PQ_ROWS_CASE(2) PQ_ROWS_CASE(1)
+#undef PQ_ROWS_CASE
         default: break;
       }
     }
@@ -435,14 +442,14 @@ void compute(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1
 template <DecodeStreams kStreams>
 void compute_unsigned(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
   if (m1 - m0 == 1) return decode_row<kStreams>(p, m0, p0, p1, false);
-  compute(p, m0, m1, p0, p1, false);
+  compute<kStreams>(p, m0, m1, p0, p1, false);
 }
 
 template <DecodeStreams kStreams>
 void compute_signed(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
   if (p.words) return sparq24_compute_avx2(p, m0, m1, p0, p1);  // (not chosen: narrow_one_row)
   if (m1 - m0 == 1) return decode_row<kStreams>(p, m0, p0, p1, true);
-  compute(p, m0, m1, p0, p1, true);
+  compute<kStreams>(p, m0, m1, p0, p1, true);
 }
 
 }  // namespace
