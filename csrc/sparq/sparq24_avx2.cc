@@ -34,10 +34,11 @@ constexpr size_t kChunkGroups = 64;        // groups per int32 partial of 256 x 
 // Decode reads the panel as 4 streams (two table rows: 2), its K parts in turn: from DRAM
 // 1.15-1.17x faster than one stream on a Xeon (SPR-class; two rows 1.04x), the hardware
 // prefetchers keeping more lines in flight; software prefetch alone did not (docs/notes/sparq.md).
-// On AMD one stream (sparq24_compute_avx2_one_stream, the AMD entries): Zen 4's AVX2 tier, 49th
-// session, one row from DRAM, 1 x 14336 x 4096: 1.47-1.56 -> 1.22-1.31 ms, signed rows 1.84-1.89
-// -> 1.26-1.29; QuantLinear at tinyllama's shapes 1.3-1.9x faster. (The first measurement of
-// this tile, Zen 3, one stream, ran at the DRAM rate.)
+// On AMD one stream, for one row and for two (sparq24_compute_avx2_one_stream, the AMD
+// entries): Zen 4's AVX2 tier, 49th session, x 14336 x 4096 from DRAM: one row 1.47-1.56 ->
+// 1.22-1.31 ms, signed 1.84-1.89 -> 1.26-1.29 (QuantLinear at tinyllama's shapes 1.3-1.9x
+// faster); signed rows as words, 2 rows 2.65-2.68 -> 2.17-2.24, 4 rows 5.08-5.17 -> 4.26-4.35.
+// (The first measurement of this tile, Zen 3, one stream, ran at the DRAM rate.)
 constexpr size_t kDecodeStreams = 4;
 constexpr size_t kTwoRowStreams = 2;
 
@@ -129,8 +130,10 @@ void tile(const uint8_t* const* t, const uint8_t* const* th, const uint8_t* b, s
       store8_plus(c[r] + q * 8, nullptr, tot[r][q], nc - q * 8);
 }
 
-template <size_t kOneRowStreams>
+template <bool kOneStream>
 void compute(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
+  constexpr size_t kOneRowS = kOneStream ? 1 : kDecodeStreams;
+  constexpr size_t kTwoRowS = kOneStream ? 1 : kTwoRowStreams;
   const size_t row_tab = p.table_stride;
   for (size_t panel = p0; panel < p1; ++panel) {
     const size_t col0 = panel * kS24PanelCols;
@@ -142,25 +145,25 @@ void compute(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1
         const uint8_t* t[2] = {p.tables + m * row_tab, p.tables + (m + 1) * row_tab};
         const uint8_t* th[2] = {t[0] + p.neg_offset, t[1] + p.neg_offset};
         int32_t* c[2] = {p.c + m * p.ldc + col0, p.c + (m + 1) * p.ldc + col0};
-        tile<2, kTwoRowStreams, true>(t, th, b, p.k_groups, c, nc);
+        tile<2, kTwoRowS, true>(t, th, b, p.k_groups, c, nc);
       }
       for (; m < m1; ++m) {
         const uint8_t* t[1] = {p.tables + m * row_tab};
         const uint8_t* th[1] = {t[0] + p.neg_offset};
         int32_t* c[1] = {p.c + m * p.ldc + col0};
-        tile<1, kOneRowStreams, true>(t, th, b, p.k_groups, c, nc);
+        tile<1, kOneRowS, true>(t, th, b, p.k_groups, c, nc);
       }
       continue;
     }
     for (; m + 2 <= m1; m += 2) {
       const uint8_t* t[2] = {p.tables + m * row_tab, p.tables + (m + 1) * row_tab};
       int32_t* c[2] = {p.c + m * p.ldc + col0, p.c + (m + 1) * p.ldc + col0};
-      tile<2, kTwoRowStreams>(t, nullptr, b, p.k_groups, c, nc);
+      tile<2, kTwoRowS>(t, nullptr, b, p.k_groups, c, nc);
     }
     if (m < m1) {
       const uint8_t* t[1] = {p.tables + m * row_tab};
       int32_t* c[1] = {p.c + m * p.ldc + col0};
-      tile<1, kOneRowStreams>(t, nullptr, b, p.k_groups, c, nc);
+      tile<1, kOneRowS>(t, nullptr, b, p.k_groups, c, nc);
     }
   }
 }
@@ -168,11 +171,11 @@ void compute(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1
 }  // namespace
 
 void sparq24_compute_avx2(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
-  compute<kDecodeStreams>(p, m0, m1, p0, p1);
+  compute<false>(p, m0, m1, p0, p1);
 }
 void sparq24_compute_avx2_one_stream(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0,
                                      size_t p1) {
-  compute<1>(p, m0, m1, p0, p1);
+  compute<true>(p, m0, m1, p0, p1);
 }
 
 }  // namespace pq
