@@ -360,15 +360,17 @@ def test_gemm24_signed_narrow_every_kernel(entry, threads, rng):
 def test_gemm24_decode_every_kernel(entry, threads, rng):
     """Every 2:4 kernel's streaming decode and small-batch paths, forced in turn (dispatch ranks
     the one-stream entries first on AMD and the multi-stream ones on Intel, and only one of each
-    pair would be reached): 1-3 rows, unsigned and signed, a signed row's high groups few
-    (high_pairs after the low pass) and many (in the same pass), one and several panels, odd k."""
+    pair would be reached): 1-8 rows (from 8 panels on, a task holds several rows: the two-row
+    and row tiles), unsigned and signed, a signed row's high groups none, few (high_pairs after
+    the low pass) and many (in the same pass), odd k."""
     with forced_kernel(entry):
-        for m, n, k in ((1, 40, 1031), (1, 100, 4099), (2, 33, 517), (3, 64, 2052)):
+        for m, n, k in ((1, 40, 1031), (1, 100, 4099), (2, 256, 517), (3, 64, 2052),
+                        (5, 256, 1031), (8, 260, 2052)):
             w = sparse_weight(rng, n, k)
             a = activations(rng, m, k)
             np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, sparse24=True),
                                           sparq24_ref(a, w))
-            for p_high in (0.01, 0.5):
+            for p_high in (0.0, 0.01, 0.5):
                 a = narrow_activations(rng, m, k, p_high)
                 np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, sparse24=True),
                                               sparq24_ref(a, w))

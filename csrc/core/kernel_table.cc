@@ -134,17 +134,19 @@ const SparqKernels kSparqAvx2{PQ_X86(sparq_trim_row_avx2), PQ_X86(sparq24_comput
                               PQ_X86(sparq_prep_row_avx2), PQ_X86(sparq24_tables_row_avx2),
                               PQ_X86(sparq24_compute_rows_signed_avx2),
                               PQ_X86(sparq24_tables_row_signed_avx2), false, 4};
-// The AMD entries: the same kernels with the one-stream decode tiles (sparq.h)
-const SparqKernels kSparqAvx512OneStream{
-    PQ_X86(sparq_trim_row_avx512), PQ_X86(sparq24_compute_avx512_one_stream),
-    PQ_X86(sparq_prep_row_avx512), PQ_X86(sparq24_tables_row_avx512),
-    PQ_X86(sparq24_compute_signed_avx512_one_stream), PQ_X86(sparq24_tables_row_signed_avx512),
-    true};
-const SparqKernels kSparqAvx2OneStream{
-    PQ_X86(sparq_trim_row_avx2), PQ_X86(sparq24_compute_rows_avx2_one_stream),
-    PQ_X86(sparq_prep_row_avx2), PQ_X86(sparq24_tables_row_avx2),
-    PQ_X86(sparq24_compute_rows_signed_avx2_one_stream), PQ_X86(sparq24_tables_row_signed_avx2),
-    false, 4};
+// The AMD entries: a kernel set with the one-stream decode tiles (sparq.h) in place of its own
+SparqKernels with_one_stream(SparqKernels k, Sparq24ComputeFn compute24,
+                             Sparq24ComputeFn compute24_signed) {
+  k.compute24 = compute24;
+  k.compute24_signed = compute24_signed;
+  return k;
+}
+const SparqKernels kSparqAvx512OneStream =
+    with_one_stream(kSparqAvx512, PQ_X86(sparq24_compute_avx512_one_stream),
+                    PQ_X86(sparq24_compute_signed_avx512_one_stream));
+const SparqKernels kSparqAvx2OneStream =
+    with_one_stream(kSparqAvx2, PQ_X86(sparq24_compute_rows_avx2_one_stream),
+                    PQ_X86(sparq24_compute_rows_signed_avx2_one_stream));
 const SparqKernels kSparqAvxVnni{PQ_X86(sparq_trim_row_avx2), PQ_X86(sparq24_compute_rows_avxvnni),
                                  PQ_X86(sparq_prep_row_avx2), PQ_X86(sparq24_tables_row_avx2),
                                  PQ_X86(sparq24_compute_rows_signed_avxvnni),
@@ -299,10 +301,11 @@ std::vector<KernelEntry> build_table() {
       preferred_on("AuthenticAMD",
                    entry(F::sparq_gemm, "avx512vbmi_one_stream", Isa::avx512,
                          kVbmi | feat::avx512vnni, 64, kSparqAvx512OneStream, V::native,
-                         "avx512vbmi's kernels with its 2:4 decode tile reading a panel as one "
-                         "stream, prefetched into L2 at two distances (a signed row with few "
-                         "high groups: its low pass, then those groups' pairs): ranked first on "
-                         "AMD CPUs, where it measured faster")),
+                         "avx512vbmi's kernels with its 2:4 decode tiles (one row, and batches "
+                         "up to 8 rows) reading a panel as one stream, the one-row tile "
+                         "prefetching into L2 at two distances (a signed row with few high "
+                         "groups: its low pass, then those groups' pairs): ranked first on AMD "
+                         "CPUs, where it measured faster")),
       entry(F::sparq_gemm, "avx512vbmi", Isa::avx512, kVbmi | feat::avx512vnni, 64, kSparqAvx512,
             V::native,
             "256-entry vpermi2b trim tables, zero-partner select by mask; 64 values per step "
@@ -327,8 +330,10 @@ std::vector<KernelEntry> build_table() {
       preferred_on("AuthenticAMD",
                    entry(F::sparq_gemm, "avx2_one_stream", Isa::avx2, kAvx2Base, 32,
                          kSparqAvx2OneStream, V::native,
-                         "avx2's kernels with its 2:4 decode tile reading a panel (one row) as "
-                         "one stream: ranked first on AMD CPUs, where it measured faster")),
+                         "avx2's kernels with its 2:4 decode tiles (one and two rows) reading a "
+                         "panel as one stream: ranked first on AMD CPUs, where it measured "
+                         "faster (on AMD CPUs with AVX-VNNI, Zen 5, the avxvnni entry ranks "
+                         "above it, its decode tile multi-stream: not measured there)")),
       entry(F::sparq_gemm, "avx2", Isa::avx2, kAvx2Base, 32, kSparqAvx2, V::native,
             "nibble-vpshufb leading one + 16-entry window tables; 32 values per step; "
             "2:4 (sparse24): decode: 1x32 streaming tile, vpshufb of per-row selector tables, "

@@ -228,8 +228,9 @@ void sparq_gemm_encoded_run(const uint8_t* payload, size_t m, size_t k, const Sp
 
 void sparq24_compute_scalar(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1);
 #if defined(PQ_HAVE_X86)
-// The streaming decode tiles read a panel as several streams (as measured on Intel) or, the
-// _one_stream twins (the AMD entries), as one stream with deeper software prefetch.
+// The streaming decode tiles read a panel as several streams (faster on the Intel Xeons
+// measured) or, in the _one_stream twins (the AMD entries), as one (faster on Zen 4; the zmm
+// one-row tile also prefetches further ahead).
 void sparq24_compute_avx2(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1);
 void sparq24_compute_avx2_one_stream(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0,
                                      size_t p1);
@@ -242,8 +243,8 @@ void sparq24_compute_signed_avx512(const Sparq24Problem& p, size_t m0, size_t m1
 void sparq24_compute_signed_avx512_one_stream(const Sparq24Problem& p, size_t m0, size_t m1,
                                               size_t p0, size_t p1);
 // More than two table rows: the ymm kernel over expanded weight blocks (sparq24_rows.inc), in its
-// AVX2, AVX-VNNI and EVEX builds; one or two rows go to sparq24_compute_avx2 (the signed twins
-// below take any count of rows).
+// AVX2, AVX-VNNI and EVEX builds; one or two rows go to sparq24_compute_avx2 (or its one-stream
+// twin: the _one_stream functions, AVX2 build only; the signed twins take any count of rows).
 void sparq24_compute_rows_avx2(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1);
 void sparq24_compute_rows_avx2_one_stream(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0,
                                           size_t p1);

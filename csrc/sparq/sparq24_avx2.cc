@@ -13,8 +13,9 @@
 //     total wraps modulo 2^32 like every path).
 // 4 accumulators of 8 columns per row. One or two table rows (decode; signed rows as their int16
 // words, the high bytes interleaved in place of the zeros, up to SparqKernels::word_rows rows
-// per call) stream the panel once as several streams. More rows run sparq24_rows.inc's kernel
-// over expanded weight blocks.
+// per call) stream the panel once, as several streams (sparq24_compute_avx2) or as one (its
+// _one_stream twin, the AMD entry). More rows run sparq24_rows.inc's kernel over expanded weight
+// blocks.
 #include <immintrin.h>
 
 #include "core/avx2_store.h"
@@ -35,10 +36,9 @@ constexpr size_t kChunkGroups = 64;        // groups per int32 partial of 256 x 
 // 1.15-1.17x faster than one stream on a Xeon (SPR-class; two rows 1.04x), the hardware
 // prefetchers keeping more lines in flight; software prefetch alone did not (docs/notes/sparq.md).
 // On AMD one stream, for one row and for two (sparq24_compute_avx2_one_stream, the AMD
-// entries): Zen 4's AVX2 tier, 49th session, x 14336 x 4096 from DRAM: one row 1.47-1.56 ->
+// entries): Zen 4's AVX2 tier, 49th session, m x 14336 x 4096 from DRAM: one row 1.47-1.56 ->
 // 1.22-1.31 ms, signed 1.84-1.89 -> 1.26-1.29 (QuantLinear at tinyllama's shapes 1.3-1.9x
 // faster); signed rows as words, 2 rows 2.65-2.68 -> 2.17-2.24, 4 rows 5.08-5.17 -> 4.26-4.35.
-// (The first measurement of this tile, Zen 3, one stream, ran at the DRAM rate.)
 constexpr size_t kDecodeStreams = 4;
 constexpr size_t kTwoRowStreams = 2;
 

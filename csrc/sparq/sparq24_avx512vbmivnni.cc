@@ -12,10 +12,11 @@
 //   - vpdpbusd(acc, activations u8, values s8): exact, wrapping modulo 2^32 like every path.
 // An odd last group of a K block runs with group g+1 masked to zero (no read past the buffers).
 // Up to 8 rows per tile share the weight work (one row runs the decode tile below). A call's
-// rows in one tile (decode, small batches) stream the panel once as kDecodeStreams streams; more
-// rows pass over K blocks kept in L2. Signed rows (sparq24_compute_signed_avx512) as
-// narrow tables (sparq.h, tables24_avx512): the same tile over l + 128, less 128 x the block's
-// column sums, then 128 h . W over the row's high pairs (one row: the decode tile's narrow modes).
+// rows in one tile (decode, small batches) stream the panel once, as kDecodeStreams streams or
+// (the AMD entry, DecodeStreams::kOneStream) one; more rows pass over K blocks kept in L2. Signed
+// rows (sparq24_compute_signed_avx512) as narrow tables (sparq.h, tables24_avx512): the same tile
+// over l + 128, less 128 x the block's column sums, then 128 h . W over the row's high pairs (one
+// row: the decode tile's narrow modes, or its low pass and then the high pairs).
 #include <immintrin.h>
 
 #include "core/macros.h"
@@ -33,10 +34,10 @@ constexpr size_t kPrefetchL2Bytes = 4 * kPrefetchBytes;
 // whole K (unsigned rows) against 1 and K blocks, 3-8 x 14336 x 4096 from DRAM: 2.65 / 2.85 /
 // 3.73 ms at 3 / 4 / 8 rows against 3.17 / 3.13 / 4.07 (Xeon, model 167); signed rows 2-5%.
 constexpr size_t kDecodeStreams = 2;
-// The AMD entries' decode tiles read a panel as one stream (DecodeStreams::kOneStream, the
-// one-row tile below; the row tiles here with one stream too: Zen 4, 49th session, 4 x 14336 x
-// 4096 from DRAM, unsigned 1.79 -> 1.38 ms, signed 3.09 -> 2.74, 2% of magnitudes >= 128 2.37 ->
-// 2.05-2.10; a far L2 prefetch as the one-row tile's measured no different here).
+// The AMD entry (DecodeStreams::kOneStream): these row tiles read one stream too (Zen 4, 49th
+// session, 4 x 14336 x 4096 from DRAM: unsigned 1.79 -> 1.38 ms, signed 3.09 -> 2.74, 2% of
+// magnitudes >= 128 2.37 -> 2.05-2.10); the one-row tile's far L2 prefetch made no difference
+// here.
 enum class DecodeStreams { kTwoStreams, kOneStream };
 constexpr size_t row_tile_streams(DecodeStreams streams) {
   return streams == DecodeStreams::kOneStream ? 1 : kDecodeStreams;
@@ -179,9 +180,10 @@ void tile(const Indices& ix, const uint8_t* const* t, const uint8_t* b, size_t g
   }
 }
 
-// A narrow signed row's high part over one K block, only where it has one: c += 128 * h . W
-// over the group pairs holding a high group (bits: the row's high groups of the block), from its
-// h + 1 tables th (the pair's other group, h = 0, adds v - v).
+// A narrow signed row's high part over `groups` k groups (a K block, or a decode row's whole K),
+// only where it has one: c += 128 * h . W over the group pairs holding a high group (bits: the
+// row's high groups from the first), from its h + 1 tables th (the pair's other group, h = 0,
+// adds v - v).
 void high_pairs(const Indices& ix, const uint8_t* th, const uint64_t* bits, const uint8_t* b,
                 size_t groups, int32_t* c, size_t nc) {
   const __m512i ones = _mm512_set1_epi8(1);
@@ -249,6 +251,7 @@ struct DecodeIndexBytes {
 //   KiB (the near one catches what the far one dropped). Zen 4, 49th session, min of 4
 //   alternating rounds, unsigned rows: kTwoStreams 1.60-1.74 ms; one stream, one L2 distance
 //   1.48-1.58; kOneStream 1.09-1.34 (docs/notes/sparq.md).
+constexpr size_t kDecodeTileStreams = 2;  // kTwoStreams
 constexpr size_t kDecodePrefetchBytes = 5120;
 constexpr size_t kDecodeL2PrefetchBytes = 3 * kDecodePrefetchBytes;
 constexpr size_t kDecodeFarPrefetchBytes = 2 * kDecodeL2PrefetchBytes;
@@ -257,7 +260,7 @@ template <DecodeMode kMode, DecodeStreams kStreams>
 void decode_tile(const uint8_t* t, const uint8_t* th, const uint8_t* b, size_t groups,
                  int32_t* c, size_t nc) {
   constexpr bool kOne = kStreams == DecodeStreams::kOneStream;
-  constexpr size_t S = kOne ? 1 : 2;
+  constexpr size_t S = kOne ? 1 : kDecodeTileStreams;
   constexpr bool kNarrow = kMode != DecodeMode::kPlain, kHigh = kMode == DecodeMode::kNarrowBoth;
   static const DecodeIndexBytes bytes;
   const __m512i perm = _mm512_load_si512(bytes.perm), e1 = _mm512_load_si512(bytes.e1);
@@ -339,12 +342,12 @@ void decode_tile(const uint8_t* t, const uint8_t* th, const uint8_t* b, size_t g
 }
 
 // One row x panels [p0, p1) by the decode tile; narrow: a signed row's narrow tables, its high
-// part, if it has one, in the same pass, or with kOneStream and at most a third of the groups
-// high (as p.few_high for row tiles) by high_pairs after each panel's low pass, over the panel
-// just streamed (L2). Zen 4, 49th session, 1 x 14336 x 4096 from DRAM, 2% of magnitudes >= 128
-// (7.8% of the groups): 1.53-1.55 ms in one pass, 1.26-1.38 with high_pairs (at 68% of the groups
-// 1.83-1.86 against 1.53-1.58). With kTwoStreams one pass (46th session, Xeon, model 167: 2.22
-// against 2.28 ms).
+// part, if it has one, in the same pass, or with kOneStream and at most a third of this row's
+// groups high (p.few_high's bound, per block of rows) by high_pairs after each panel's low pass,
+// over the panel just streamed (L2). Zen 4, 49th session, 1 x 14336 x 4096 from DRAM, 2% of
+// magnitudes >= 128 (7.8% of the groups): 1.53-1.55 ms in one pass, 1.26-1.38 with high_pairs
+// (at 68% of the groups 1.83-1.86 against 1.53-1.58). With kTwoStreams one pass (46th session,
+// Xeon, model 167: 2.22 against 2.28 ms).
 template <DecodeStreams kStreams>
 void decode_row(const Sparq24Problem& p, size_t m, size_t p0, size_t p1, bool narrow) {
   const uint8_t* t = p.tables + m * p.table_stride;
@@ -355,7 +358,8 @@ void decode_row(const Sparq24Problem& p, size_t m, size_t p0, size_t p1, bool na
     high_groups += static_cast<size_t>(__builtin_popcountll(bits[w]));
   const bool high_after =
       kStreams == DecodeStreams::kOneStream && high_groups > 0 && 3 * high_groups <= p.k_groups;
-  const Indices ix = make_indices();
+  Indices ix;
+  if (high_after) ix = make_indices();
   for (size_t panel = p0; panel < p1; ++panel) {
     const size_t col0 = panel * kS24PanelCols;
     const size_t nc = p.n - col0 < kS24PanelCols ? p.n - col0 : kS24PanelCols;
@@ -447,7 +451,11 @@ void compute_unsigned(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, 
 
 template <DecodeStreams kStreams>
 void compute_signed(const Sparq24Problem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
-  if (p.words) return sparq24_compute_avx2(p, m0, m1, p0, p1);  // (not chosen: narrow_one_row)
+  if (p.words) {  // (not chosen: narrow_one_row)
+    if (kStreams == DecodeStreams::kOneStream)
+      return sparq24_compute_avx2_one_stream(p, m0, m1, p0, p1);
+    return sparq24_compute_avx2(p, m0, m1, p0, p1);
+  }
   if (m1 - m0 == 1) return decode_row<kStreams>(p, m0, p0, p1, true);
   compute<kStreams>(p, m0, m1, p0, p1, true);
 }
