@@ -268,8 +268,8 @@ std::vector<KernelEntry> build_table() {
             "int8 rows) per 16x16 C tile; grouped: signed codes, each group folded into "
             "registers; fewer rows and decode: the zmm 6x64 kernel"),
       // Zen 4 (family 25): the grouped tile ran 1.08-1.14x slower than the plain one there
-      // (4096 -> 14336, M = 8-512; 48th session; GF2P8AFFINEQB competing with vpdpbusd for
-      // pipes is the likely reason, not measured)
+      // (4096 -> 14336, M = 8-512; 48th session): there GF2P8AFFINEQB takes a vpdpbusd slot
+      // each (49th session, docs/notes/lowbit_gemm.md)
       slower_on("AuthenticAMD", 25,
                 entry(F::lowbit_gemm, "avx512vnni_gfni_6x64", Isa::avx512,
                       kVnni512 | feat::gfni, 64, kLowbitAvx512Gfni, V::native,
