@@ -248,8 +248,8 @@ struct DecodeIndexBytes {
 //   B 2.29; 1 stream 2.25, 4 streams 2.33. The L2 distance: Zen 4, 48th session (QuantLinear's
 //   signed decode row 2.32-2.56 -> 1.67-1.88 ms), not yet timed on Intel.
 // - kOneStream (AMD): one stream, into L1 5 KiB ahead and into L2 at two distances, 15 and 30
-//   KiB (the near one catches what the far one dropped). Zen 4, 49th session, min of 4
-//   alternating rounds, unsigned rows: kTwoStreams 1.60-1.74 ms; one stream, one L2 distance
+//   KiB (presumably the near one catches what the far one dropped). Zen 4, 49th session, min of
+//   4 alternating rounds, unsigned rows: kTwoStreams 1.60-1.74 ms; one stream, one L2 distance
 //   1.48-1.58; kOneStream 1.09-1.34 (docs/notes/sparq.md).
 constexpr size_t kDecodeTileStreams = 2;  // kTwoStreams
 constexpr size_t kDecodePrefetchBytes = 5120;
