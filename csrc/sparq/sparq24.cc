@@ -28,6 +28,10 @@ const uint8_t kS24PairPos[6][2] = {{0, 1}, {0, 2}, {0, 3}, {1, 2}, {1, 3}, {2, 3
 
 namespace {
 constexpr size_t kBlockBytes = size_t{1} << 20;  // tables per M block: ~L2 size
+// Each M block streams the weights once: at a long K, 1 MiB of tables held 9 rows (K = 14336),
+// and the zmm row tile took 5.4-5.6 cycles per row and step against 4.3-4.5 with 32 (Zen 4, 50th
+// session, 256 x 4096 x 14336; the tables then come from L3, which costs less).
+constexpr size_t kMinBlockRows = 32;
 constexpr size_t kPartsBytes = size_t{4} << 20;  // signed rows' two-part outputs per M block
 
 // Per sign pattern of a group, the table bytes whose own activation is negative.
@@ -283,14 +287,19 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
                 Finish&& finish) {
   const SparqKernels& kernels = sparq_kernels(isa);
   const size_t groups = div_round_up(k, 4);
-  const size_t row_tab = groups * kS24TableBytes;
+  const size_t row_bytes = groups * kS24TableBytes;  // a row's tables; rows 64-byte aligned:
+  const size_t row_tab = round_up(row_bytes, size_t{64});
   const size_t n_panels = div_round_up(n, kS24PanelCols);
   const size_t sets = signed_rows ? 2 : 1;
-  size_t mc = std::min(m, std::max<size_t>(1, kBlockBytes / (sets * row_tab)));
+  size_t mc = std::min(m, std::max<size_t>(kMinBlockRows, kBlockBytes / (sets * row_tab)));
   if (signed_rows && !kernels.compute24_signed)  // two-part outputs stay bounded (short k)
     mc = std::min(mc, std::max<size_t>(1, kPartsBytes / (2 * n * sizeof(int32_t))));
   const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
-  std::unique_ptr<uint8_t[]> tables(new uint8_t[sets * mc * row_tab]);
+  // the zmm row tile loads 64 table bytes of a row per step, which straddled two cache lines at
+  // malloc's alignment (Zen 4, 50th session: 5.5 against 4.1 cycles per row and step)
+  std::unique_ptr<uint8_t[]> table_buf(new uint8_t[sets * mc * row_tab + 64]);
+  uint8_t* const tables = reinterpret_cast<uint8_t*>(
+      round_up(reinterpret_cast<uintptr_t>(table_buf.get()), uintptr_t{64}));
   std::unique_ptr<int32_t[]> c_parts;  // allocated by the first block with two parts
   std::vector<uint8_t> row_neg(mc);
   // Narrow tables (blocks with a negative value in a call of more than word_rows rows, or with
@@ -301,7 +310,7 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
   std::vector<uint64_t> high(narrow_ok ? mc * high_words : 0);
   std::vector<size_t> high_groups(narrow_ok ? mc : 0);
   Sparq24Problem prob{};
-  prob.tables = tables.get();
+  prob.tables = tables;
   prob.k_groups = groups;
   prob.panels = panels;
   prob.ldc = n;
@@ -320,7 +329,7 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
         narrow_ok && (!as_words || kernels.narrow_one_row) && block_negative(m0, rows);
     parallel_for(chunks, threads, [&](size_t t) {
       for (size_t r = rows * t / chunks; r < rows * (t + 1) / chunks; ++r) {
-        uint8_t* pos = tables.get() + sets * r * row_tab;
+        uint8_t* pos = tables + sets * r * row_tab;
         uint64_t* h = narrow ? &high[r * high_words] : nullptr;
         row_neg[r] = make_tables(m0 + r, t, pos, signed_rows ? pos + row_tab : nullptr, h);
         if (!narrow) continue;
@@ -333,7 +342,7 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
                                       [](uint8_t v) { return v != 0; });
     if (negative && !narrow)  // rows without negative values add nothing in their negative part
       for (size_t r = 0; r < rows; ++r)
-        if (!row_neg[r]) std::memset(tables.get() + (2 * r + 1) * row_tab, 0, row_tab);
+        if (!row_neg[r]) std::memset(tables + (2 * r + 1) * row_tab, 0, row_tab);
     // Negative values: the kernel's signed twin takes both parts of a row in one pass where
     // there is one (as narrow tables, or as words for the ymm streaming decode tile); else two
     // parts, subtracted.
@@ -342,8 +351,8 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
     prob.words = one_pass && !narrow;
     if (prob.words)
       for (size_t r = 0; r < rows; ++r)
-        sparq24_parts_to_words(tables.get() + 2 * r * row_tab,
-                               tables.get() + (2 * r + 1) * row_tab, row_tab);
+        sparq24_parts_to_words(tables + 2 * r * row_tab,
+                               tables + (2 * r + 1) * row_tab, row_bytes);
     // Few high groups (at most a third): their second pass costs less than the parts'
     // subtraction (ymm, break-even ~0.4 with AVX2, ~0.3 with AVX-VNNI) or a second pass over all
     // groups (zmm)
