@@ -181,10 +181,9 @@ def test_gemm24_worst_case_values(isa, pairs):
 
 @functools.lru_cache(maxsize=1)
 def _block_problem():
-    # K = 16384: 8 rows of selector tables per M block (M = 19 spans 3 blocks), 32 K blocks of
-    # the ymm rows kernels
+    # K = 16384: M blocks of 32 rows (M = 70 spans 3), 32 K blocks of the ymm rows kernels
     rng = np.random.default_rng(17)
-    m, n, k = 19, 40, 16384
+    m, n, k = 70, 40, 16384
     a = activations(rng, m, k)
     w = sparse_weight(rng, n, k)
     return a, w, sparq24_ref(a, w)
@@ -245,17 +244,24 @@ def test_gemm24_signed_every_config_and_selector(isa, cfg):
                                   pyquant.sparq_gemm(u, w, sparse24=True, **kw))
 
 
-def test_gemm24_signed_blocks_and_threads(isa, threads, rng):
-    """Row blocks with and without negative values in one call (K = 16384: 4 signed rows per
-    block), worst-case magnitudes across several K blocks."""
-    m, n, k = 19, 40, 16384
+@functools.lru_cache(maxsize=1)
+def _signed_block_problem():
+    rng = np.random.default_rng(19)
+    m, n, k = 70, 40, 16384
     a = signed_activations(rng, m, k)
-    a[4:8] = np.abs(a[4:8])  # a block without negative values between signed ones
-    a[8:12] = -255
-    a[8:12, 1::4] = 0
+    a[32:64] = np.abs(a[32:64])  # a block without negative values between signed ones
+    a[64:68] = -255
+    a[64:68, 1::4] = 0
     w = sparse_weight(rng, n, k)
     w[::3, 0::4] = np.where(w[::3, 0::4] != 0, -128, 0)
-    np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, sparse24=True), sparq24_ref(a, w))
+    return a, w, sparq24_ref(a, w)
+
+
+def test_gemm24_signed_blocks_and_threads(isa, threads):
+    """Row blocks with and without negative values in one call (K = 16384: M blocks of 32 rows),
+    worst-case magnitudes across several K blocks."""
+    a, w, want = _signed_block_problem()
+    np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, sparse24=True), want)
 
 
 def test_gemm24_signed_row_chunks_for_the_output(isa, threads, rng):
@@ -301,7 +307,7 @@ def narrow_activations(rng, m, k, p_high, p_zero=0.3):
 def test_gemm24_signed_narrow_tables(isa, threads, rng, p_high, m, n, k):
     """Narrow tables: K tails, one to three K blocks of 128 groups (the last partial), a row
     without negative values among signed ones, high groups none / few / many; a call whose
-    blocks (K = 16384: 4 rows each) have negative values or none. (On the AVX2 kernel calls of
+    blocks (K = 16384: 32 rows each) have negative values or none. (On the AVX2 kernel calls of
     up to 4 rows run as words instead: the 2- and 3-row cases there.)"""
     a = narrow_activations(rng, m, k, p_high)
     a[1] = np.abs(a[1])
@@ -311,8 +317,8 @@ def test_gemm24_signed_narrow_tables(isa, threads, rng, p_high, m, n, k):
         np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, sparse24=True, **kw),
                                       sparq24_ref(a, w, **kw))
     if m == 9 and p_high == 0.08:
-        a = narrow_activations(rng, 10, 16384, p_high)
-        a[4:8] = np.abs(a[4:8])  # a block of rows without negative values: the unsigned kernel
+        a = narrow_activations(rng, 40, 16384, p_high)
+        a[32:] = np.abs(a[32:])  # a block of rows without negative values: the unsigned kernel
         w = sparse_weight(rng, 33, 16384)
         np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, sparse24=True),
                                       sparq24_ref(a, w))
@@ -555,7 +561,7 @@ def test_module_sparse24(rng):
 
 
 def test_forward_sparse24_signed_blocks_threads_and_paths(threads):
-    """The fused forward over several row blocks (K = 8192: 8 signed rows per block) mixing
+    """The fused forward over several row blocks (K = 8192: 32 signed rows per block) mixing
     blocks with and without negative values: every path and thread count gives the bits of the
     op + PyTorch scaling path."""
     torch = pytest.importorskip("torch")
@@ -563,8 +569,8 @@ def test_forward_sparse24_signed_blocks_threads_and_paths(threads):
 
     torch.manual_seed(2)
     lin = torch.nn.Linear(8192, 45)
-    x = torch.randn(20, 8192)
-    x[8:16] = x[8:16].abs()
+    x = torch.randn(70, 8192)
+    x[32:64] = x[32:64].abs()
     q = pyquant.nn.QuantLinear.from_linear(lin, pyquant.SparqConfig(bits=3, sparse24=True))
     bufs = {n: q._buffers[n] for n in q._buf_names}
     want = ops.run_reference(x, bufs, q.act_range, q.bias, 45, q.scheme, False)
