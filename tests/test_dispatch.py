@@ -207,7 +207,8 @@ def test_selection_never_exceeds_the_tier():
     ((AVX2, "GenuineIntel"), "avx2", {"int8_gemm": "avx2_4x16", "lowbit_gemm": "avx2_2x64",
                                      "sparq_gemm": "avx2"}),
     ((SKYLAKE_SP, "GenuineIntel"), "avx512", {"int8_gemm": "avx2_4x16"}),
-    ((AVX2, "AuthenticAMD"), "avx2", {"int8_gemm": "avx2_1x64", "sparq_gemm": "avx2_one_stream"}),
+    ((AVX2, "AuthenticAMD"), "avx2", {"int8_gemm": "avx2_1x64", "sparq_gemm": "avx2_one_stream",
+                                     "lowbit_gemm": "avx2_2x64_l1_prefetch"}),
     ((SAPPHIRE_RAPIDS, "GenuineIntel"), "avx2", {"int8_gemm": "avxvnni_6x16"}),
     # Zen 4 (AMD family 25): the GFNI grouped tile measured slower there, the plain one first
     ((ICE_LAKE, "AuthenticAMD", 25), "avx512", {"lowbit_gemm": "avx512vnni_6x64",

@@ -136,6 +136,12 @@ void lowbit_gemv_grouped_panel4_avx2(const uint8_t*, const uint8_t*, size_t, siz
                                      const uint32_t*, const uint16_t*, size_t, float*);
 void lowbit_gemv_grouped_panel2_avx2(const uint8_t*, const uint8_t*, size_t, size_t, bool,
                                      const uint32_t*, const uint16_t*, size_t, float*);
+void lowbit_gemv_grouped_panel4_avx2_l1_prefetch(const uint8_t*, const uint8_t*, size_t, size_t,
+                                                 bool, const uint32_t*, const uint16_t*, size_t,
+                                                 float*);
+void lowbit_gemv_grouped_panel2_avx2_l1_prefetch(const uint8_t*, const uint8_t*, size_t, size_t,
+                                                 bool, const uint32_t*, const uint16_t*, size_t,
+                                                 float*);
 void lowbit_tile_grouped4_avx2(const uint8_t*, size_t, size_t, const uint8_t*, size_t, size_t,
                                const uint32_t*, size_t, const uint16_t*, float*);
 void lowbit_tile_grouped2_avx2(const uint8_t*, size_t, size_t, const uint8_t*, size_t, size_t,

@@ -216,7 +216,11 @@ PQ_INLINE void add_chunk_sums(__m256i s16, int32_t* dst, bool first) {
   _mm256_store_si256(d, v);
 }
 
-template <int BITS, bool SIGNED>
+// kL2: the code stream prefetched into L2 too (chunk_sums), as an SPR-class Xeon's AVX2-only tier
+// wants; without it (the AMD entry, avx2_2x64_l1_prefetch): on Zen 4's AVX2 tier, 4096 -> 14336
+// from DRAM, QuantLinear W4 g32 / g64 over the raw ungrouped GEMV 1.24-1.29x -> 1.05-1.09x at 1
+// thread, 1.21-1.23x -> 1.11-1.16x at 2 (50th session, docs/notes/lowbit_gemm.md).
+template <int BITS, bool SIGNED, bool kL2>
 void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size_t group_kgroups,
                         const uint32_t* corr, const uint16_t* sc, float* out) {
   constexpr size_t kGroupBytes = 32 * BITS;
@@ -242,7 +246,7 @@ void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size
           }
       }
     } else if (g1 - g0 <= kChunk) {  // one chunk: widen straight into the fold
-      chunk_sums<BITS, false, true>(a, b, g0, g1, mask, acc);
+      chunk_sums<BITS, false, kL2>(a, b, g0, g1, mask, acc);
       for (size_t h = 0; h < 2; ++h)
         for (size_t q = 0; q < 4; ++q)
           fold_group8(out + q * 16 + h * 8, panel_scales8(sg, q, h),
@@ -252,7 +256,7 @@ void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size
       alignas(32) int32_t part[8][8];  // the group's int32 sums so far (L1)
       for (size_t c0 = g0; c0 < g1; c0 += kChunk) {
         const size_t c1 = c0 + kChunk < g1 ? c0 + kChunk : g1;
-        chunk_sums<BITS, false, true>(a, b, c0, c1, mask, acc);
+        chunk_sums<BITS, false, kL2>(a, b, c0, c1, mask, acc);
         for (int i = 0; i < 8; ++i) add_chunk_sums(acc[i], part[i], c0 == g0);
       }
       for (int i = 0; i < 8; ++i) acc[i] = _mm256_load_si256(reinterpret_cast<__m256i*>(part[i]));
@@ -440,17 +444,17 @@ void lowbit_tile_grouped2_avx2(const uint8_t* a, size_t lda, size_t mr, const ui
   tile_grouped<2>(a, lda, mr, b, kgroups, group_kgroups, corr, n_groups, sc, out);
 }
 
-void lowbit_gemv_grouped_panel4_avx2(const uint8_t* a, const uint8_t* b, size_t kgroups,
-                                     size_t group_kgroups, bool a_signed, const uint32_t* corr,
-                                     const uint16_t* sc, size_t, float* out) {
-  if (a_signed) return gemv_grouped_panel<4, true>(a, b, kgroups, group_kgroups, corr, sc, out);
-  gemv_grouped_panel<4, false>(a, b, kgroups, group_kgroups, corr, sc, out);
-}
-void lowbit_gemv_grouped_panel2_avx2(const uint8_t* a, const uint8_t* b, size_t kgroups,
-                                     size_t group_kgroups, bool a_signed, const uint32_t* corr,
-                                     const uint16_t* sc, size_t, float* out) {
-  if (a_signed) return gemv_grouped_panel<2, true>(a, b, kgroups, group_kgroups, corr, sc, out);
-  gemv_grouped_panel<2, false>(a, b, kgroups, group_kgroups, corr, sc, out);
-}
+#define PQ_GEMV_GROUPED_PANEL(name, BITS, kL2)                                                \
+  void name(const uint8_t* a, const uint8_t* b, size_t kgroups, size_t group_kgroups,          \
+            bool a_signed, const uint32_t* corr, const uint16_t* sc, size_t, float* out) {     \
+    if (a_signed)                                                                              \
+      return gemv_grouped_panel<BITS, true, kL2>(a, b, kgroups, group_kgroups, corr, sc, out); \
+    gemv_grouped_panel<BITS, false, kL2>(a, b, kgroups, group_kgroups, corr, sc, out);         \
+  }
+PQ_GEMV_GROUPED_PANEL(lowbit_gemv_grouped_panel4_avx2, 4, true)
+PQ_GEMV_GROUPED_PANEL(lowbit_gemv_grouped_panel2_avx2, 2, true)
+PQ_GEMV_GROUPED_PANEL(lowbit_gemv_grouped_panel4_avx2_l1_prefetch, 4, false)
+PQ_GEMV_GROUPED_PANEL(lowbit_gemv_grouped_panel2_avx2_l1_prefetch, 2, false)
+#undef PQ_GEMV_GROUPED_PANEL
 
 }  // namespace pq
