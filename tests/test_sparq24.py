@@ -352,11 +352,14 @@ SPARQ_KERNELS = [e for e in _C.kernel_table() if e["family"] == "sparq_gemm"]
 def test_gemm24_signed_narrow_every_kernel(entry, threads, rng):
     """Every 2:4 kernel this CPU runs, forced in turn (the `isa` paths reach only the selected
     one per tier: on an AVX-VNNI CPU the AVX2 and EVEX ymm twins would go untested): narrow
-    tables with few and many high groups, several K blocks and row blocks."""
+    tables with few and many high groups, several K blocks, and row blocks (K = 16400: 32 rows,
+    then a block without negative values)."""
     with forced_kernel(entry):
-        for p_high, (m, n, k) in ((0.01, (9, 40, 1031)), (0.5, (5, 33, 517)), (0.05, (6, 7, 16400))):
+        for p_high, (m, n, k) in ((0.01, (9, 40, 1031)), (0.5, (5, 33, 517)),
+                                  (0.05, (40, 7, 16400))):
             a = narrow_activations(rng, m, k, p_high)
             a[2] = np.abs(a[2])
+            a[32:] = np.abs(a[32:])
             w = sparse_weight(rng, n, k)
             np.testing.assert_array_equal(pyquant.sparq_gemm(a, w, sparse24=True),
                                           sparq24_ref(a, w))

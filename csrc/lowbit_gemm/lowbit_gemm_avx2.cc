@@ -218,8 +218,8 @@ PQ_INLINE void add_chunk_sums(__m256i s16, int32_t* dst, bool first) {
 
 // kL2: the code stream prefetched into L2 too (chunk_sums), as an SPR-class Xeon's AVX2-only tier
 // wants; without it (the AMD entry, avx2_2x64_l1_prefetch): on Zen 4's AVX2 tier, 4096 -> 14336
-// from DRAM, QuantLinear W4 g32 / g64 over the raw ungrouped GEMV 1.24-1.29x -> 1.05-1.09x at 1
-// thread, 1.21-1.23x -> 1.11-1.16x at 2 (50th session, docs/notes/lowbit_gemm.md).
+// from DRAM, QuantLinear W4 g32 / g64 over the raw ungrouped GEMV 1.20-1.32x -> 1.05-1.12x at 1
+// thread; at 2, DRAM-bound, ~1.2x either way (50th session, docs/notes/lowbit_gemm.md).
 template <int BITS, bool SIGNED, bool kL2>
 void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size_t group_kgroups,
                         const uint32_t* corr, const uint16_t* sc, float* out) {

@@ -27,11 +27,14 @@ namespace pq {
 const uint8_t kS24PairPos[6][2] = {{0, 1}, {0, 2}, {0, 3}, {1, 2}, {1, 3}, {2, 3}};
 
 namespace {
-constexpr size_t kBlockBytes = size_t{1} << 20;  // tables per M block: ~L2 size
+// Tables per M block: ~L2 size, but at least kMinBlockRows rows, and at most kMaxBlockBytes.
 // Each M block streams the weights once: at a long K, 1 MiB of tables held 9 rows (K = 14336),
-// and the zmm row tile took 5.4-5.6 cycles per row and step against 4.3-4.5 with 32 (Zen 4, 50th
-// session, 256 x 4096 x 14336; the tables then come from L3, which costs less).
+// and the zmm row tile took 5.4-5.8 cycles per row and step against 4.2-4.4 with 32 (Zen 4, 50th
+// session, 256 x 4096 x 14336; the tables then come from L3, which costs less; the AVX2 tier
+// there: 0.80x -> 1.04x dense int8). Not timed on Intel or Zen 3.
+constexpr size_t kBlockBytes = size_t{1} << 20;
 constexpr size_t kMinBlockRows = 32;
+constexpr size_t kMaxBlockBytes = size_t{16} << 20;
 constexpr size_t kPartsBytes = size_t{4} << 20;  // signed rows' two-part outputs per M block
 
 // Per sign pattern of a group, the table bytes whose own activation is negative.
@@ -291,7 +294,8 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
   const size_t row_tab = round_up(row_bytes, size_t{64});
   const size_t n_panels = div_round_up(n, kS24PanelCols);
   const size_t sets = signed_rows ? 2 : 1;
-  size_t mc = std::min(m, std::max<size_t>(kMinBlockRows, kBlockBytes / (sets * row_tab)));
+  size_t mc = std::max<size_t>(kMinBlockRows, kBlockBytes / (sets * row_tab));
+  mc = std::min({m, mc, std::max<size_t>(1, kMaxBlockBytes / (sets * row_tab))});
   if (signed_rows && !kernels.compute24_signed)  // two-part outputs stay bounded (short k)
     mc = std::min(mc, std::max<size_t>(1, kPartsBytes / (2 * n * sizeof(int32_t))));
   const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
@@ -322,8 +326,9 @@ void run_blocks(size_t m, size_t k, const uint8_t* panels, size_t n, int32_t* c,
     const size_t rows = std::min(mc, m - m0);
     const size_t chunks = std::min(rows, n_threads * 4);
     // (a one-row block, or a call of up to word_rows rows: the ymm decode tile's words, unless
-    // narrow_one_row; decided by the call's rows: a long K makes blocks of a few rows, which the
-    // word tile would run slower than narrow tables; no negative value: the unsigned kernel)
+    // narrow_one_row; decided by the call's rows: a very long K or a tail makes blocks of a few
+    // rows, which the word tile would run slower than narrow tables; no negative value: the
+    // unsigned kernel)
     const bool as_words = rows == 1 || m <= kernels.word_rows;
     const bool narrow =
         narrow_ok && (!as_words || kernels.narrow_one_row) && block_negative(m0, rows);
