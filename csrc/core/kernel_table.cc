@@ -75,16 +75,20 @@ constexpr LowbitGemmKernels kLowbitAvx512{6,
                                       PQ_X86(lowbit_gemv_grouped_panel2_avx512),
                                       PQ_X86(lowbit_tile_grouped4_avx512),
                                       PQ_X86(lowbit_tile_grouped2_avx512)};
-// the same kernels with the grouped tiles swapped
-constexpr LowbitGemmKernels with_grouped_tiles(LowbitGemmKernels k, LowbitTileGroupedFn four,
-                                               LowbitTileGroupedFn two) {
-  k.tile_grouped4 = four;
-  k.tile_grouped2 = two;
+// A kernel set with two of its functions swapped (the twins below: an entry that differs from
+// another in one pair of kernels)
+template <class Kernels, class Fn>
+constexpr Kernels with_pair(Kernels k, Fn Kernels::*first, Fn first_fn, Fn Kernels::*second,
+                            Fn second_fn) {
+  k.*first = first_fn;
+  k.*second = second_fn;
   return k;
 }
+// the same kernels with the grouped tiles swapped
 constexpr LowbitGemmKernels kLowbitAvx512Gfni =
-    with_grouped_tiles(kLowbitAvx512, PQ_X86(lowbit_tile_grouped4_avx512vnnigfni),
-                       PQ_X86(lowbit_tile_grouped2_avx512vnnigfni));
+    with_pair(kLowbitAvx512, &LowbitGemmKernels::tile_grouped4,
+              PQ_X86(lowbit_tile_grouped4_avx512vnnigfni), &LowbitGemmKernels::tile_grouped2,
+              PQ_X86(lowbit_tile_grouped2_avx512vnnigfni));
 const LowbitGemmKernels kLowbitAvx2{2,       PQ_X86(lowbit_tile4_avx2),
                                     PQ_X86(lowbit_tile2_avx2),
                                     PQ_X86(lowbit_epilogue_avx2),
@@ -95,15 +99,10 @@ const LowbitGemmKernels kLowbitAvx2{2,       PQ_X86(lowbit_tile4_avx2),
                                     PQ_X86(lowbit_tile_grouped2_avx2),
                                     kLowbitAvx2GroupedRows};
 // the AMD entry: the grouped decode GEMV prefetching into L1 only (lowbit_gemm_avx2.cc)
-LowbitGemmKernels with_gemv_panels(LowbitGemmKernels k, LowbitGemvGroupedPanelFn four,
-                                   LowbitGemvGroupedPanelFn two) {
-  k.gemv_panel4 = four;
-  k.gemv_panel2 = two;
-  return k;
-}
 const LowbitGemmKernels kLowbitAvx2L1Prefetch =
-    with_gemv_panels(kLowbitAvx2, PQ_X86(lowbit_gemv_grouped_panel4_avx2_l1_prefetch),
-                     PQ_X86(lowbit_gemv_grouped_panel2_avx2_l1_prefetch));
+    with_pair(kLowbitAvx2, &LowbitGemmKernels::gemv_panel4,
+              PQ_X86(lowbit_gemv_grouped_panel4_avx2_l1_prefetch), &LowbitGemmKernels::gemv_panel2,
+              PQ_X86(lowbit_gemv_grouped_panel2_avx2_l1_prefetch));
 // the ymm VNNI kernel: its own 6x16 tiles and decode GEMVs
 #define PQ_LOWBIT_VNNI256(suffix)                                                              \
   LowbitGemmKernels {                                                                          \
@@ -145,18 +144,12 @@ const SparqKernels kSparqAvx2{PQ_X86(sparq_trim_row_avx2), PQ_X86(sparq24_comput
                               PQ_X86(sparq24_compute_rows_signed_avx2),
                               PQ_X86(sparq24_tables_row_signed_avx2), false, 4};
 // The AMD entries: a kernel set with the one-stream decode tiles (sparq.h) in place of its own
-SparqKernels with_one_stream(SparqKernels k, Sparq24ComputeFn compute24,
-                             Sparq24ComputeFn compute24_signed) {
-  k.compute24 = compute24;
-  k.compute24_signed = compute24_signed;
-  return k;
-}
 const SparqKernels kSparqAvx512OneStream =
-    with_one_stream(kSparqAvx512, PQ_X86(sparq24_compute_avx512_one_stream),
-                    PQ_X86(sparq24_compute_signed_avx512_one_stream));
-const SparqKernels kSparqAvx2OneStream =
-    with_one_stream(kSparqAvx2, PQ_X86(sparq24_compute_rows_avx2_one_stream),
-                    PQ_X86(sparq24_compute_rows_signed_avx2_one_stream));
+    with_pair(kSparqAvx512, &SparqKernels::compute24, PQ_X86(sparq24_compute_avx512_one_stream),
+              &SparqKernels::compute24_signed, PQ_X86(sparq24_compute_signed_avx512_one_stream));
+const SparqKernels kSparqAvx2OneStream = with_pair(
+    kSparqAvx2, &SparqKernels::compute24, PQ_X86(sparq24_compute_rows_avx2_one_stream),
+    &SparqKernels::compute24_signed, PQ_X86(sparq24_compute_rows_signed_avx2_one_stream));
 const SparqKernels kSparqAvxVnni{PQ_X86(sparq_trim_row_avx2), PQ_X86(sparq24_compute_rows_avxvnni),
                                  PQ_X86(sparq_prep_row_avx2), PQ_X86(sparq24_tables_row_avx2),
                                  PQ_X86(sparq24_compute_rows_signed_avxvnni),
