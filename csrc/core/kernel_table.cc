@@ -77,9 +77,14 @@ constexpr LowbitGemmKernels kLowbitAvx512{6,
                                       PQ_X86(lowbit_tile_grouped2_avx512)};
 // A kernel set with two of its functions swapped (the twins below: an entry that differs from
 // another in one pair of kernels)
+// (the functions' type taken from the members only: PQ_X86 / PQ_ARM give nullptr elsewhere)
+template <class T>
+struct FromMember {
+  using type = T;
+};
 template <class Kernels, class Fn>
-constexpr Kernels with_pair(Kernels k, Fn Kernels::*first, Fn first_fn, Fn Kernels::*second,
-                            Fn second_fn) {
+constexpr Kernels with_pair(Kernels k, Fn Kernels::*first, typename FromMember<Fn>::type first_fn,
+                            Fn Kernels::*second, typename FromMember<Fn>::type second_fn) {
   k.*first = first_fn;
   k.*second = second_fn;
   return k;
