@@ -256,6 +256,35 @@ def test_state_dict_round_trip_and_tampered_projection():
         other.load_state_dict(bad)
 
 
+def test_key_value_biases_are_checked_at_load():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = _mha(add_bias_kv=True, batch_first=True)
+
+        def forward(self, x):
+            return self.attn(x, x, x, need_weights=False)[0]
+    model = pyquant.quantize_(Block(), pyquant.Int8Config())
+    other = pyquant.quantize_(Block(), pyquant.Int8Config())
+    state = model.state_dict()
+    other.load_state_dict(state)
+    x = torch.randn(B, S, E)
+    with torch.no_grad():
+        assert torch.equal(other(x), model(x))
+    good = state["attn.bias_k"]
+    for bad, err, match in (
+            (torch.full_like(good, float("nan")), ValueError, "attn.bias_k: expected finite"),
+            (torch.full_like(good, float("inf")), ValueError, "attn.bias_k: expected finite"),
+            (torch.zeros(3), ValueError, r"attn.bias_k: expected shape \[1, 1, 32\]"),
+            (good.double(), ValueError, "attn.bias_k: expected dtype torch.float32"),
+            (good.to("meta"), TypeError, "attn.bias_k: expected a dense tensor"),
+            ([0.0], TypeError, "attn.bias_k: expected a tensor")):
+        with pytest.raises(err, match=match):
+            other.load_state_dict({**state, "attn.bias_k": bad})
+    with torch.no_grad():  # (a refused file leaves the module as it was)
+        assert torch.equal(other(x), model(x))
+
+
 def test_calibrate_sets_every_projection_range():
     model = pyquant.quantize_(_encoder(), pyquant.Int8Config())
     pyquant.calibrate(model, [torch.randn(B, S, E) for _ in range(2)])

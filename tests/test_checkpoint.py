@@ -240,6 +240,11 @@ def _entry(config: str, dtype: str = "float32") -> str:
     (_entry('{"type": "WeightOnlyConfig", "bits": 3, "group_size": 32}'), "bits"),
     (_entry('{"type": "Int8Config", "act_bits": 8, "evil": 1}'), "head.0"),
     (_entry('{"type": "Int8Config", "act_bits": 8}', "int8"), "weight_dtype"),
+    # (list- or dict-valued fields: unhashable, once a bare TypeError naming nothing)
+    (_entry('{"type": ["Int8Config"], "act_bits": 8}'), "head.0.*expected a config of type"),
+    (_entry('{"type": {"a": 1}}'), "head.0.*expected a config of type"),
+    ('{"head.0": {"config": {"type": "Int8Config", "act_bits": 8}, "weight_dtype": ["float32"]}}',
+     "head.0.*weight_dtype"),
 ])
 def test_tampered_config_metadata_is_refused(tmp_path, metadata, match):
     st = pytest.importorskip("safetensors.torch")
@@ -426,6 +431,31 @@ def test_attention_with_only_its_out_proj_quantized():
     assert isinstance(saved.attn, nn.MultiheadAttention)
     assert isinstance(saved.attn.out_proj, pyquant.nn.QuantLinear)
     loaded = load_quantized_(_on_meta(Encoder), _saved(saved), config)
+    y = torch.randn(2, 5, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(y), saved(y))
+
+
+def test_attention_with_key_value_biases_loads_quantized():
+    """An nn.MultiheadAttention(add_bias_kv=True) keeps bias_k / bias_v under the same names
+    quantized: the file's copies must not make its loader take the block for a float one."""
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(64, 4, add_bias_kv=True, batch_first=True)
+
+        def forward(self, x):
+            return self.attn(x, x, x, need_weights=False)[0]
+    torch.manual_seed(0)
+    config = CONFIGS["int8"]
+    model = Encoder().eval()
+    with torch.no_grad():
+        model.attn.bias_k.normal_()
+        model.attn.bias_v.normal_()
+    saved = _quantize(model, config)
+    assert isinstance(saved.attn, pyquant.nn.QuantMultiheadAttention)
+    loaded = load_quantized_(_on_meta(Encoder), _saved(saved), config)
+    assert isinstance(loaded.attn, pyquant.nn.QuantMultiheadAttention)
     y = torch.randn(2, 5, 64)
     with torch.no_grad():
         assert torch.equal(loaded(y), saved(y))

@@ -197,6 +197,14 @@ def test_copy_pickle_and_state_dict_round_trip():
     assert torch.equal(q2.forward_codes(x), ref)
 
 
+def test_whole_module_pickle_is_validated():
+    q = _model(7, 5, 9, 4)
+    with torch.no_grad():
+        q._buffers["scales_t"] = torch.tensor([float(q.scales_t[0]), 1e300], dtype=torch.float64)
+    with pytest.raises(StateDictValueError, match="scales_t: element 1"):
+        pickle.loads(pickle.dumps(q))
+
+
 def _tampered(sd, name, value):
     sd = {k: v.clone() for k, v in sd.items()}
     sd[name] = value
@@ -229,6 +237,11 @@ def test_tampered_state_dict_is_rejected_naming_the_buffer():
         ("ranges_t", [1.0] * 5, StateDictTypeError, "ranges_t: expected a torch.Tensor"),
         ("mult_zn_0", sd["mult_zn_0"].double(), StateDictTypeError,
          "mult_zn_0: expected dtype torch.int64"),
+        # the hidden state's scale follows from add_h's width: not another free constant
+        ("scales_t", torch.tensor([float(sd["scales_t"][0]), 2.0], dtype=torch.float64),
+         StateDictValueError, r"scales_t: element 1 .* must be 1 / 7"),
+        ("lut_r", sd["lut_r"].to("meta"), StateDictTypeError, "lut_r: expected a dense tensor"),
+        ("lut_z", sd["lut_z"].to_sparse(), StateDictTypeError, "lut_z: expected a dense tensor"),
     ]
     # an 8-bit row holding -128 (outside the symmetric codes) too
     q8 = _model(8, 5, 9, 8)

@@ -512,6 +512,26 @@ def test_whole_module_pickle_is_validated(tmp_path):
         torch.load(tmp_path / "bad.pt", weights_only=False)
 
 
+@pytest.mark.parametrize("config", CONFIGS)
+def test_whole_module_pickle_checks_side_tensors(config, tmp_path):
+    """torch.load(weights_only=False) of a whole model runs the state-dict path's checks on the
+    side tensors too (dtype, shape, finite values), not only on the packed weights."""
+    n = 0
+    for name, edit, match in (
+            ("w_scale", lambda t: torch.full_like(t, float("nan")), "w_scale: expected finite"),
+            ("w_scale", lambda t: t[:3].clone(), "w_scale: expected shape"),
+            ("w_scale", lambda t: t.double(), "w_scale: expected dtype"),
+            ("bias", lambda t: torch.full_like(t, float("inf")), "bias: expected finite"),
+            ("act_range", lambda t: torch.tensor([1.0, -1.0]), "act_range: expected")):
+        model, _ = _models(config)
+        with torch.no_grad():
+            model[0]._buffers[name] = edit(model[0]._buffers[name])
+        torch.save(model, tmp_path / f"bad{n}.pt")
+        with pytest.raises(ValueError, match=match):
+            torch.load(tmp_path / f"bad{n}.pt", weights_only=False)
+        n += 1
+
+
 def test_per_group_layout_offsets_are_checked(monkeypatch):
     config = pyquant.WeightOnlyConfig(bits=4, group_size=32)
     monkeypatch.setattr(_backend, "available", lambda op: op != "lowbit_gemm_grouped")

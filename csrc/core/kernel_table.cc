@@ -75,9 +75,10 @@ constexpr LowbitGemmKernels kLowbitAvx512{6,
                                       PQ_X86(lowbit_gemv_grouped_panel2_avx512),
                                       PQ_X86(lowbit_tile_grouped4_avx512),
                                       PQ_X86(lowbit_tile_grouped2_avx512)};
-// A kernel set with two of its functions swapped (the twins below: an entry that differs from
-// another in one pair of kernels)
-// (the functions' type taken from the members only: PQ_X86 / PQ_ARM give nullptr elsewhere)
+// A kernel set with one pair of its functions replaced (the twin entries below differ from
+// another entry in one pair of kernels). FromMember keeps the functions out of the template
+// argument deduction: their type comes from the members alone, so PQ_X86 / PQ_ARM may give
+// nullptr on other architectures.
 template <class T>
 struct FromMember {
   using type = T;

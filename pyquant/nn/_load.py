@@ -60,9 +60,17 @@ def check_state_dict(module, state_dict, prefix: str) -> None:
         theirs = _packed_parts({**own, **new}, prefix)
         for a, b in zip(theirs, mine):  # same count: the offsets shapes match
             check_replacement(a, b, f"{prefix}packed")
-    for name, t in new.items():  # side tensors (scales, sums, bias, range) against the module's
-        if t.shape != own[name].shape:
-            raise ValueError(f"{prefix}{name}: expected shape {list(own[name].shape)}, "
+    _check_side_tensors(module, {n: t.shape for n, t in own.items()}, new, prefix)
+
+
+def _check_side_tensors(module, shapes: dict, new: dict, prefix: str) -> None:
+    """The side tensors (scales, sums, bias, range) of ``new`` against the expected ``shapes``:
+    the shape, finite values, the scale bound and a valid activation range."""
+    for name, t in new.items():
+        if name not in shapes:  # (the unpickling path: packed weights checked by their headers)
+            continue
+        if t.shape != shapes[name]:
+            raise ValueError(f"{prefix}{name}: expected shape {list(shapes[name])}, "
                              f"got {list(t.shape)}")
     for name, t in new.items():  # scales, offsets, level sums, bias: finite values only
         if name != "act_range" and t.is_floating_point() and not bool(torch.isfinite(t).all()):
@@ -78,6 +86,23 @@ def check_state_dict(module, state_dict, prefix: str) -> None:
             raise ValueError(f"{prefix}act_range: expected [nan, nan] (dynamic) or a finite "
                              f"[lo, hi] with lo <= hi and hi - lo <= {_FLT_MAX:.6g} (static: "
                              f"the width must fit float32), got {[lo, hi]}")
+
+
+def check_float_buffers(module, state_dict, prefix: str, names) -> None:
+    """Float buffers beside the packed layers (an attention block's bias_k / bias_v): each
+    entry of ``state_dict`` that replaces one must be a dense tensor of the buffer's dtype and
+    shape with finite values, else TypeError / ValueError naming the key."""
+    own = {n: module._buffers[n] for n in names if module._buffers.get(n) is not None}
+    new = {n: state_dict[prefix + n] for n in own if prefix + n in state_dict}
+    _check_tensor_kinds(new, prefix)
+    for name, t in new.items():
+        if t.dtype != own[name].dtype:
+            raise ValueError(f"{prefix}{name}: expected dtype {own[name].dtype}, got {t.dtype}")
+        if t.shape != own[name].shape:
+            raise ValueError(f"{prefix}{name}: expected shape {list(own[name].shape)}, "
+                             f"got {list(t.shape)}")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{prefix}{name}: expected finite values, got NaN or inf")
 
 
 def _check_scale_bound(module, new: dict, prefix: str) -> None:
@@ -139,7 +164,28 @@ def as_plain_buffers(module, state_dict, prefix: str) -> None:
 
 
 def check_own_buffers(module) -> None:
-    """After unpickling a whole module: its packed weights must be valid for its op and shape."""
+    """After unpickling a whole module (torch.load with weights_only=False: the file is untrusted
+    too): every buffer a layer of its config has, with its dtype and shape (those of a one-column
+    layer's fresh buffers, widened to out_features columns), the state-dict path's value checks,
+    and packed weights valid for its op and shape."""
+    n, k = module.out_features, module.in_features_k
+    with torch.inference_mode(False), torch.no_grad():
+        fresh = module.scheme.empty_weight(1, max(k, 1))
+    specs = {name: (t.dtype, (n,) + tuple(t.shape[1:])) for name, t in fresh.items()
+             if name not in ("packed", "packed_offsets")}
+    specs["act_range"] = (torch.float32, (2,))
+    if module._buffers.get("bias") is not None:
+        specs["bias"] = (torch.float32, (module._bias_features(),))
+    bufs = {name: module._buffers.get(name) for name in specs}
+    for name, t in bufs.items():
+        if t is None:
+            raise ValueError(f"{name}: missing (a {type(module).__name__} of "
+                             f"{module.config!r} has it)")
+    _check_tensor_kinds(bufs, "")
+    for name, t in bufs.items():
+        if t.dtype != specs[name][0]:
+            raise ValueError(f"{name}: expected dtype {specs[name][0]}, got {t.dtype}")
+    _check_side_tensors(module, {name: torch.Size(s) for name, (_, s) in specs.items()}, bufs, "")
     if module.reference:
         return
     op = module.scheme.packed_op

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _load
 from .grouped import _rows, run_groups
 from .modules import QuantLinear, _check_device
 
@@ -73,6 +74,13 @@ class QuantMultiheadAttention(nn.Module):
         for name in ("bias_k", "bias_v"):
             t = getattr(mha, name)
             self.register_buffer(name, None if t is None else t.detach().clone())
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a file's bias_k / bias_v are checked as every quantized layer's side tensors are
+        # (the projections check their own buffers)
+        _load.check_float_buffers(self, state_dict, prefix, ("bias_k", "bias_v"))
+        _load.as_plain_buffers(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 key_padding_mask: torch.Tensor | None = None, need_weights: bool = True,

@@ -140,10 +140,11 @@ def saved_configs(path) -> dict | None:
     for fqn, entry in entries.items():
         cfg = entry.get("config") if isinstance(entry, dict) else None
         kind = cfg.get("type") if isinstance(cfg, dict) else None
-        if kind not in _CONFIGS:
+        if not isinstance(kind, str) or kind not in _CONFIGS:  # (a list or dict: unhashable)
             raise ValueError(f"{where}: layer {fqn!r}: expected a config of type "
                              f"{', '.join(sorted(_CONFIGS))}, got {kind!r}")
-        dtype = _DTYPES.get(entry.get("weight_dtype"))
+        name = entry.get("weight_dtype")
+        dtype = _DTYPES.get(name) if isinstance(name, str) else None
         if dtype is None:
             raise ValueError(f"{where}: layer {fqn!r}: expected a weight_dtype of "
                              f"{', '.join(_DTYPES)}, got {entry.get('weight_dtype')!r}")
@@ -208,6 +209,11 @@ def _readable(path: str, read):
                          f"{e})") from e
 
 
+# Float parameters that a converted block keeps under the same names (nn.MultiheadAttention's
+# add_bias_kv pair, buffers of QuantMultiheadAttention).
+_KEPT_FLOAT = ("bias_k", "bias_v")
+
+
 def quantized_in(state_dict: Mapping):
     """filter_fn for quantize_: the layers ``state_dict`` holds quantized: a packed weight under
     the layer's name, or under its parts (an attention block's projections) while none of its
@@ -224,7 +230,10 @@ def quantized_in(state_dict: Mapping):
             return prefix + "codes" in state_dict and prefix + "weight" not in state_dict
         if fqn in held:
             return True
-        own = [prefix + n for n, _ in module.named_parameters(recurse=False)]
+        # (an attention block's bias_k / bias_v are in the file quantized or not: its
+        # QuantMultiheadAttention keeps them under the same names)
+        own = [prefix + n for n, _ in module.named_parameters(recurse=False)
+               if n not in _KEPT_FLOAT]
         return (not any(k in state_dict for k in own)
                 and any(h.startswith(prefix) for h in held))
     return in_file

@@ -95,6 +95,9 @@ class QuantConvTranspose2d(_QuantModule):
     def _gemm_bias(self):
         return None  # (col2im adds the bias once per output pixel)
 
+    def _bias_features(self) -> int:
+        return self.out_channels
+
     def _refresh_derived(self):
         super()._refresh_derived()
         # the whole layer in one native call: the same fused forward bound with the bias, which

@@ -313,6 +313,12 @@ class QuantGRU(nn.Module):
             if not bool(torch.isfinite(t).all()) or (positive and bool((t <= 0).any())):
                 kind = "finite positive" if positive else "finite"
                 raise StateDictValueError(f"{name}: expected {kind} values, got {t.tolist()}")
+        s_h = 1.0 / qmax_signed(w["add_h"])  # (the hidden state's scale follows from its width)
+        if float(bufs["scales_t"][1]) != s_h:
+            raise StateDictValueError(f"scales_t: element 1 (the hidden state's scale) must be "
+                                      f"1 / {qmax_signed(w['add_h'])} = {s_h!r} (add_h is "
+                                      f"{w['add_h']} bits in widths_t), got "
+                                      f"{float(bufs['scales_t'][1])!r}")
         for name, k, ops in (("w_ih_codes", I, ("w_ir", "w_iz", "w_in")),
                              ("w_hh_codes", H, ("w_hr", "w_hz", "w_hn"))):
             t = check(name, torch.int8, (3 * H, k))
@@ -342,6 +348,11 @@ class QuantGRU(nn.Module):
                 unexpected_keys.append(k)
         if len(found) == len(names):
             new = {n: state_dict[prefix + n] for n in names}
+            for n, v in new.items():  # (no data to copy out: named here, not inside torch)
+                if isinstance(v, torch.Tensor) and (v.is_meta or v.layout != torch.strided):
+                    kind = "a tensor on the meta device" if v.is_meta else f"layout {v.layout}"
+                    raise StateDictTypeError(f"{prefix}{n}: expected a dense tensor with data, "
+                                             f"got {kind}")
             new = {n: v.detach().cpu().clone() if isinstance(v, torch.Tensor) else v
                    for n, v in new.items()}
             self._validate(new)  # before anything changes: a bad state_dict leaves the module as is
@@ -377,10 +388,10 @@ class QuantGRU(nn.Module):
         state["_plan"] = None  # native object: rebuilt from the buffers
         return state
 
-    def __setstate__(self, state):
+    def __setstate__(self, state):  # torch.load of a whole module: the file is untrusted too
         super().__setstate__(state)
         if "widths_t" in self._buffers:
-            self._build_plan()
+            self._derive()  # validates the buffers, then every view and the plan from them
 
     # -- integer pieces ------------------------------------------------------------------------
     def _gemm(self, a: np.ndarray, w: np.ndarray, row_bits: np.ndarray) -> torch.Tensor:

@@ -357,6 +357,11 @@ class _QuantModule(AwaitsLoad, nn.Module):
         """The bias the GEMM's epilogue adds (QuantConvTranspose2d's col2im adds its own)."""
         return self.bias
 
+    def _bias_features(self) -> int:
+        """The bias's length: one per output column of the GEMM (QuantConvTranspose2d: per
+        output channel)."""
+        return self.out_features
+
     def _gemm(self, x2d: torch.Tensor) -> torch.Tensor:
         if not x2d.is_floating_point():
             raise TypeError(f"x: expected a floating-point tensor, got {x2d.dtype}")
