@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import pyquant
-from pyquant.nn import QuantLinear, QuantMultiheadAttention
+from pyquant.nn import QuantMultiheadAttention
 
 # torch warns on a float attn_mask beside a bool key_padding_mask (both are still supported)
 pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched")
