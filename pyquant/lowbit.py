@@ -31,6 +31,9 @@ def _prepack_lowbit(w, *, bits) -> PackedWeight:
     _arrays.require_ndim(wn, 2, "w", "[N, K]")
     if wn.shape[1] > _MAX_K:
         raise ValueError(f"w: K = {wn.shape[1]} exceeds the supported maximum {_MAX_K}")
+    if wn.shape[0] > _C.PACKED_MAX_N:  # (before the range scan: a huge broadcast view took hours)
+        raise ValueError(f"w: N = {wn.shape[0]} exceeds the supported maximum "
+                         f"{_C.PACKED_MAX_N}")
     half = 1 << (bits - 1)
     if wn.size:
         lo, hi = int(wn.min()), int(wn.max())

@@ -47,6 +47,9 @@ def pack(codes, bits, *, signed=False):
     if a.ndim == 0:
         raise ValueError("codes: expected at least 1 dimension, got a scalar")
     lo, hi = code_range(bits, signed)
+    # contiguous before the range scan: a huge zero-copy view (np.broadcast_to) fails here at
+    # once (MemoryError) instead of scanning for hours
+    a = np.ascontiguousarray(a)
     _arrays.check_codes(a, "codes", lo, hi)
     lead, n = a.shape[:-1], a.shape[-1]
     flat = np.ascontiguousarray(a.reshape(int(np.prod(lead)), n).astype(np.int8 if signed else np.uint8, copy=False))
@@ -59,6 +62,8 @@ def unpack(packed, bits, n, *, signed=False):
     bits = _check_bits(bits)
     signed = _check_flag(signed, "signed")
     try:
+        if isinstance(n, bool):  # (as bits and signed: True is not a count)
+            raise TypeError
         n = operator.index(n)
     except TypeError:
         raise TypeError(f"n: expected an int, got {type(n).__name__}") from None

@@ -231,3 +231,103 @@ def test_argument_errors_name_the_argument():
         assert pyquant.get_num_threads() == 2
     finally:
         pyquant.set_num_threads(None)
+
+
+# --------------------------------------------------------------------- module and API arguments
+def _quantized(module, config=None):
+    import torch
+    from torch import nn
+    torch.manual_seed(0)
+    kinds = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.LSTM, nn.MultiheadAttention)
+    return pyquant.quantize_(module.eval(), config or pyquant.Int8Config(),  # (small convs too)
+                             filter_fn=lambda m, fqn: isinstance(m, kinds))
+
+
+def test_module_inputs_that_are_not_dense_tensors_are_type_errors():
+    """A numpy array, a list or a sparse tensor given to a quantized module: a TypeError naming
+    the argument (an AttributeError or an error from inside torch before)."""
+    import torch
+    from torch import nn
+    cases = [
+        (_quantized(nn.Sequential(nn.Linear(64, 16))), (8, 64), "x"),
+        (_quantized(nn.Sequential(nn.Conv2d(8, 16, 3))), (1, 8, 6, 6), "x"),
+        (_quantized(nn.Sequential(nn.ConvTranspose2d(64, 64, 2, stride=2))), (1, 64, 4, 4), "x"),
+        (_quantized(nn.LSTM(16, 32, batch_first=True)), (2, 3, 16), "input"),
+    ]
+    for model, shape, name in cases:
+        assert any(type(m).__name__.startswith("Quant") for m in model.modules())
+        x = torch.randn(*shape)
+        for bad in (x.numpy(), x.tolist(), x.to_sparse()):
+            with pytest.raises(TypeError, match=f"{name}: expected a"):
+                model(bad)
+    convt = cases[2][0][0]
+    with pytest.raises(TypeError, match="x: expected a torch.Tensor"):
+        convt(np.zeros((1, 64, 4, 4), np.float32), output_size=(8, 8))
+    mha = _quantized(nn.MultiheadAttention(32, 4, batch_first=True))
+    q = torch.randn(2, 5, 32)
+    with pytest.raises(TypeError, match="query: expected a torch.Tensor"):
+        mha(q.numpy(), q, q)
+    with pytest.raises(TypeError, match="key_padding_mask: expected a torch.Tensor"):
+        mha(q, q, q, key_padding_mask=np.zeros((2, 5), bool))
+    with pytest.raises(TypeError, match="attn_mask: expected a dense"):
+        mha(q, q, q, attn_mask=torch.zeros(5, 5).to_sparse())
+
+
+def test_quant_gru_checks_x_and_h0_like_nn_gru():
+    import torch
+    from torch import nn
+    from pyquant.nn.gru import QuantGRU
+    torch.manual_seed(0)
+    m = QuantGRU.from_gru(nn.GRU(16, 8, batch_first=True), 8, calib=torch.randn(4, 6, 16))
+    x = torch.randn(3, 5, 16)
+    out, h = m(x, torch.zeros(1, 3, 8))
+    assert out.shape == (3, 5, 8) and h.shape == (1, 3, 8)
+    for h0, match in ((torch.randn(2, 3, 8), r"h0: expected shape \[1, 3, 8\]"),  # (was accepted)
+                      (torch.zeros(3, 8), r"h0: expected shape \[1, 3, 8\]"),
+                      (torch.tensor(0.0), r"h0: expected shape \[1, 3, 8\]")):
+        with pytest.raises(ValueError, match=match):
+            m(x, h0)
+    with pytest.raises(TypeError, match="h0: expected a torch.Tensor"):
+        m(x, np.zeros((1, 3, 8), np.float32))
+    with pytest.raises(TypeError, match="x: expected a torch.Tensor"):
+        m(x.numpy())
+    with pytest.raises(ValueError, match="x: expected"):
+        m(torch.randn(16))
+    with pytest.raises(ValueError, match=r"h0: expected shape \[1, 8\]"):
+        m(torch.randn(5, 16), torch.zeros(1, 1, 8))  # unbatched x: h0 [1, H]
+    for backend in ("python", "torch"):  # an empty batch, as the native backend gives
+        m.backend = backend
+        assert m(x[:0])[0].shape == (0, 5, 8)
+
+
+def test_api_arguments_are_named():
+    import torch
+    from torch import nn
+    from pyquant.packed import PackedWeight
+    with pytest.raises(TypeError, match="model: expected a torch.nn.Module"):
+        pyquant.quantize_(None, pyquant.Int8Config())
+    with pytest.raises(TypeError, match="filter_fn: expected a callable"):
+        pyquant.quantize_(nn.Sequential(nn.Linear(8, 8)), pyquant.Int8Config(), filter_fn=3)
+    with pytest.raises(TypeError, match="batches: expected an iterable"):
+        pyquant.calibrate(nn.Sequential(nn.Linear(8, 8)), 5)
+    for value in (5, None):
+        with pytest.raises(ValueError, match="w_levels: expected 4 distinct integers"):
+            pyquant.LUT2Config(w_levels=value)
+    assert pyquant.LUT2Config(a_levels=iter((0, 1, 2, 3))).a_levels == (0, 1, 2, 3)
+    buf = pyquant.prepack(np.zeros((4, 8), np.int8), "int8_gemm").buffer
+    for op in (1, ["int8_gemm"], "int9_gemm"):
+        with pytest.raises(ValueError, match="op: expected one of"):
+            PackedWeight(buf, op)
+    with pytest.raises(TypeError, match="n: expected an int"):
+        pyquant.unpack(pyquant.pack(np.zeros((2, 8), np.uint8), 2), 2, True)
+    del torch
+
+
+def test_huge_views_fail_fast():
+    """A zero-copy view of 2^40 elements: an error at once, not a scan of every element."""
+    w = np.broadcast_to(np.zeros((1, 64), np.int8), (2**40, 64))
+    with pytest.raises(ValueError, match="w: N = "):
+        pyquant.prepack(w, "lowbit_gemm", bits=4)
+    codes = np.broadcast_to(np.zeros((1, 1), np.uint8), (2**20, 2**20))
+    with pytest.raises(MemoryError):
+        pyquant.pack(codes, 1)

@@ -232,8 +232,12 @@ def quantize_(model: nn.Module, config, *, filter_fn: Callable | None = None,
     TypeError naming it (``layer 'fqn': ...``); the layers converted before it stay converted,
     so calling quantize_ again after the fix converts the rest.
     """
+    _check_model(model)
     handler = check_config(config)
     check_fold_option(fold_batchnorm)
+    if filter_fn is not None and not callable(filter_fn):
+        raise TypeError(f"filter_fn: expected a callable (module, fqn) -> bool or None, got "
+                        f"{type(filter_fn).__name__}")
     if filter_fn is None:
         _warn_left_float(model, config=config)
         filter_fn = _default_filter_for(config)
@@ -389,11 +393,20 @@ def calibration(model: nn.Module):
             m.act_range.copy_(ranges[m] if done and m in ranges else saved[m])
 
 
+def _check_model(model) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+
+
 def calibrate(model: nn.Module, batches: Iterable) -> nn.Module:
     """Runs ``model`` on each batch (a tensor, a tuple of positional args, or a mapping of
     keyword args such as a tokenizer's output) under
     ``torch.no_grad()`` and sets static activation ranges; returns the model. A compiled model
     (``torch.compile``) is calibrated through its eager module: its graph has no observers."""
+    _check_model(model)
+    if isinstance(batches, (str, bytes)) or not hasattr(batches, "__iter__"):
+        raise TypeError(f"batches: expected an iterable of batches (e.g. a list of tensors or a "
+                        f"DataLoader), got {type(batches).__name__}")
     run = getattr(model, "_orig_mod", model)
     with torch.no_grad(), calibration(run):
         for batch in batches:

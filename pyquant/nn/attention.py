@@ -32,6 +32,7 @@ def _additive(mask, name: str, dtype: torch.dtype):
     """A mask as the float that is added to the scores: bool True (masked out) -> -inf."""
     if mask is None:
         return None
+    _check_device(mask, name)
     if mask.dtype == torch.bool:
         return torch.zeros(mask.shape, dtype=dtype).masked_fill_(mask, float("-inf"))
     if not mask.is_floating_point():

@@ -93,11 +93,15 @@ class LUT2Config:
     def __post_init__(self):
         for name in ("w_levels", "a_levels"):
             given = getattr(self, name)
-            if isinstance(given, (str, bytes)) or not all(_is_int(v) for v in given):
+            try:  # (once: an iterator is read a single time)
+                values = None if isinstance(given, (str, bytes)) else tuple(given)
+            except TypeError:  # (not iterable: an int, None)
+                values = None
+            if values is None or not all(_is_int(v) for v in values):
                 raise ValueError(f"{name}: expected 4 distinct integers, got {given!r}")
-            lv = tuple(int(v) for v in given)
+            lv = tuple(int(v) for v in values)
             if len(lv) != 4 or len(set(lv)) != 4:
-                raise ValueError(f"{name}: expected 4 distinct integers, got {getattr(self, name)!r}")
+                raise ValueError(f"{name}: expected 4 distinct integers, got {given!r}")
             object.__setattr__(self, name, lv)
         if any(abs(a * w) > 127 for a in self.a_levels for w in self.w_levels):
             raise ValueError("w_levels, a_levels: every pairwise product must fit int8")

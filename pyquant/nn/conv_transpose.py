@@ -22,8 +22,8 @@ from torch import nn
 
 from pyquant import _C
 
-from .modules import (_QuantModule, _out_dtype, _prepare_weights, _tracing, batched_image,
-                      conv1d_forward)
+from .modules import (_QuantModule, _check_device, _out_dtype, _prepare_weights, _tracing,
+                      batched_image, conv1d_forward)
 
 
 class _Geometry(NamedTuple):
@@ -122,6 +122,7 @@ class QuantConvTranspose2d(_QuantModule):
         return w.view(kh, kw, self.out_channels, self.in_channels).permute(3, 2, 0, 1).contiguous()
 
     def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        _check_device(x)  # (before torch's output_size rule reads x's shape)
         # nn.ConvTranspose2d's own rule (its method reads only self.output_padding): with
         # output_size, the padding that reaches it, checked against what the stride allows
         output_padding = nn.ConvTranspose2d._output_padding(

@@ -40,7 +40,7 @@ from .._threads import get_num_threads
 from ._code_gemm import grouped_gemm
 from .configs import GRU_MATMUL_OPS as MATMUL_OPS
 from .configs import GRU_OPS, GRUConfig
-from .modules import keeping_dtypes
+from .modules import _check_device, keeping_dtypes
 
 X_BITS = 8          # input activations (the kernels' A8)
 PRE_CAP = 8.0       # pre-activation ranges are capped: sigmoid/tanh are saturated beyond +-8
@@ -432,6 +432,9 @@ class QuantGRU(nn.Module):
 
     def forward_codes(self, x: torch.Tensor, h0: torch.Tensor | None = None):
         """x float [B, T, I] (batch-first here). Returns the state codes int64 [B, T, H]."""
+        _check_device(x)
+        if h0 is not None:
+            _check_device(h0, "h0")
         return self._run(x, h0)
 
     def _run(self, x: torch.Tensor, h0: torch.Tensor | None, scale: float | None = None):
@@ -455,8 +458,9 @@ class QuantGRU(nn.Module):
                 xq = np.ascontiguousarray(self.quantize_input(x).numpy())
             hq = None if h is None else h.to(torch.int8).numpy()
             return torch.from_numpy(self._plan.forward(xq, hq, get_num_threads(), scale))
-        xq = self.quantize_input(x).reshape(B * T, -1).numpy()
-        gi = (self._gemm(xq, self.w_ih_codes.numpy(), self.row_bits_ih) + self.b_ih).reshape(B, T, -1)
+        xq = self.quantize_input(x).reshape(B * T, self.input_size).numpy()  # (B = 0 too)
+        gi = (self._gemm(xq, self.w_ih_codes.numpy(), self.row_bits_ih)
+              + self.b_ih).reshape(B, T, 3 * self.hidden_size)
         if h is None:
             h = torch.zeros(B, self.hidden_size, dtype=torch.int64)
         out = torch.empty(B, T, self.hidden_size, dtype=torch.int64)
@@ -468,8 +472,23 @@ class QuantGRU(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None):
         """Same call and shapes as nn.GRU: (output, h_n), h_n [1, B, H]; floats = codes / q_h."""
+        _check_device(x)
         if not x.is_floating_point():
             raise TypeError(f"x: expected a floating-point tensor, got {x.dtype}")
+        if x.dim() not in (2, 3) or x.shape[-1] != self.input_size:
+            raise ValueError(f"x: expected [B, T, {self.input_size}] ([T, B, ...] unless "
+                             f"batch_first) or unbatched [T, {self.input_size}], got shape "
+                             f"{list(x.shape)}")
+        if h0 is not None:  # nn.GRU's h_0: [1, B, H], or [1, H] with an unbatched x
+            _check_device(h0, "h0")
+            batch = x.shape[0 if self.batch_first else 1] if x.dim() == 3 else None
+            want = [1, self.hidden_size] if batch is None else [1, batch, self.hidden_size]
+            if list(h0.shape) != want:
+                raise ValueError(f"h0: expected shape {want} (num_layers = 1, "
+                                 f"{'' if batch is None else 'batch, '}hidden_size), got "
+                                 f"{list(h0.shape)}")
+            if not h0.is_floating_point():
+                raise TypeError(f"h0: expected a floating-point tensor, got {h0.dtype}")
         dtype = x.dtype
         unbatched = x.dim() == 2
         if unbatched:

@@ -92,7 +92,13 @@ def _version(t):
 
 
 def _check_device(x: torch.Tensor, name: str = "x") -> None:
-    """Eager calls run the CPU kernels on the tensor's memory (traced ones take fake tensors)."""
+    """A dense tensor; eager calls run the CPU kernels on its memory (traced ones take fake
+    tensors). (A numpy array or a list failed later with an AttributeError, a sparse tensor
+    inside torch.)"""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.layout is not torch.strided:
+        raise TypeError(f"{name}: expected a dense (strided) tensor, got layout {x.layout}")
     if not x.is_cpu and not _tracing():  # (is_cpu: ~0.8 us less per call than device.type)
         raise ValueError(f"{name}: expected a CPU tensor, got one on {x.device} (pyquant's "
                          "kernels run on the CPU; move it with .cpu())")
