@@ -42,7 +42,9 @@ class PackedWeight:
     def __init__(self, buffer: np.ndarray, op: str, params: dict | None = None):
         if not isinstance(buffer, np.ndarray) or buffer.dtype != np.uint8 or buffer.ndim != 1:
             raise TypeError("buffer: expected a 1-D uint8 numpy array")
-        if not isinstance(op, str) or op not in OP_IDS:
+        if not isinstance(op, str):
+            raise TypeError(f"op: expected a str, got {type(op).__name__}")
+        if op not in OP_IDS:
             raise ValueError(f"op: expected one of {', '.join(sorted(OP_IDS))}, got {op!r}")
         self.buffer = np.ascontiguousarray(buffer)  # (a strided view: copied, as on unpickling)
         self.op = op

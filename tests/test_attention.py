@@ -276,13 +276,20 @@ def test_key_value_biases_are_checked_at_load():
             (torch.full_like(good, float("nan")), ValueError, "attn.bias_k: expected finite"),
             (torch.full_like(good, float("inf")), ValueError, "attn.bias_k: expected finite"),
             (torch.zeros(3), ValueError, r"attn.bias_k: expected shape \[1, 1, 32\]"),
-            (good.double(), ValueError, "attn.bias_k: expected dtype torch.float32"),
+            (good.int(), ValueError, "attn.bias_k: expected a floating-point tensor"),
+            (torch.full_like(good, 1e39, dtype=torch.float64), ValueError,
+             r"attn.bias_k: expected finite values \(in torch.float32\)"),
             (good.to("meta"), TypeError, "attn.bias_k: expected a dense tensor"),
             ([0.0], TypeError, "attn.bias_k: expected a tensor")):
         with pytest.raises(err, match=match):
             other.load_state_dict({**state, "attn.bias_k": bad})
     with torch.no_grad():  # (a refused file leaves the module as it was)
         assert torch.equal(other(x), model(x))
+    # another float dtype converts, as into nn.MultiheadAttention (a bf16 model, a float32 file)
+    half = pyquant.quantize_(Block().to(torch.bfloat16), pyquant.Int8Config())
+    half.load_state_dict(state)
+    assert half.attn.bias_k.dtype == torch.bfloat16
+    assert torch.equal(half.attn.bias_k, good.to(torch.bfloat16))
 
 
 def test_calibrate_sets_every_projection_range():

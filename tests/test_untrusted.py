@@ -550,3 +550,24 @@ def test_per_group_layout_offsets_are_checked(monkeypatch):
     bad["0.packed"] = torch.from_numpy(with_field(sd["0.packed"].numpy(), "k", 31))
     with pytest.raises(ValueError, match=r"0\.packed: header field k is 31, expected 32"):
         fresh.load_state_dict(bad)
+
+
+def test_whole_module_pickle_of_reference_modules_and_other_default_dtypes(monkeypatch):
+    """The unpickling checks take nothing from the unpickling process's state: a reference
+    module whose op this build lacks, and a float64 default dtype, both round-trip."""
+    model, _ = _models(pyquant.Int8Config())
+    with torch.no_grad():
+        y = model(X)
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert torch.equal(pickle.loads(pickle.dumps(model))(X), y)
+        built = pyquant.quantize_(_net(1), pyquant.WeightOnlyConfig(4, 32))  # (float32 buffers)
+        assert all(t.dtype != torch.float64 for t in built.state_dict().values())
+        pickle.loads(pickle.dumps(built))
+    finally:
+        torch.set_default_dtype(torch.float32)
+    with _backend.use_reference():
+        ref = pyquant.quantize_(_net(1), pyquant.LUT2Config())
+    monkeypatch.setattr(_backend, "available", lambda op: op != "lut_gemm")
+    with torch.no_grad():
+        assert torch.equal(pickle.loads(pickle.dumps(ref))(X), ref(X))

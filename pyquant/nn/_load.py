@@ -67,8 +67,6 @@ def _check_side_tensors(module, shapes: dict, new: dict, prefix: str) -> None:
     """The side tensors (scales, sums, bias, range) of ``new`` against the expected ``shapes``:
     the shape, finite values, the scale bound and a valid activation range."""
     for name, t in new.items():
-        if name not in shapes:  # (the unpickling path: packed weights checked by their headers)
-            continue
         if t.shape != shapes[name]:
             raise ValueError(f"{prefix}{name}: expected shape {list(shapes[name])}, "
                              f"got {list(t.shape)}")
@@ -89,20 +87,22 @@ def _check_side_tensors(module, shapes: dict, new: dict, prefix: str) -> None:
 
 
 def check_float_buffers(module, state_dict, prefix: str, names) -> None:
-    """Float buffers beside the packed layers (an attention block's bias_k / bias_v): each
-    entry of ``state_dict`` that replaces one must be a dense tensor of the buffer's dtype and
-    shape with finite values, else TypeError / ValueError naming the key."""
+    """Float buffers beside the packed layers (an attention block's bias_k / bias_v, in the
+    float model's dtype): each entry of ``state_dict`` that replaces one must be a dense
+    floating-point tensor of the buffer's shape, finite in the buffer's dtype (load_state_dict
+    converts it, as for the float module), else TypeError / ValueError naming the key."""
     own = {n: module._buffers[n] for n in names if module._buffers.get(n) is not None}
     new = {n: state_dict[prefix + n] for n in own if prefix + n in state_dict}
     _check_tensor_kinds(new, prefix)
     for name, t in new.items():
-        if t.dtype != own[name].dtype:
-            raise ValueError(f"{prefix}{name}: expected dtype {own[name].dtype}, got {t.dtype}")
+        if not t.is_floating_point():
+            raise ValueError(f"{prefix}{name}: expected a floating-point tensor, got {t.dtype}")
         if t.shape != own[name].shape:
             raise ValueError(f"{prefix}{name}: expected shape {list(own[name].shape)}, "
                              f"got {list(t.shape)}")
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{prefix}{name}: expected finite values, got NaN or inf")
+        if not bool(torch.isfinite(t.detach().to(own[name].dtype)).all()):
+            raise ValueError(f"{prefix}{name}: expected finite values (in {own[name].dtype}), "
+                             "got NaN or inf")
 
 
 def _check_scale_bound(module, new: dict, prefix: str) -> None:
@@ -168,7 +168,10 @@ def check_own_buffers(module) -> None:
     too): every buffer a layer of its config has, with its dtype and shape (those of a one-column
     layer's fresh buffers, widened to out_features columns), the state-dict path's value checks,
     and packed weights valid for its op and shape."""
+    if module.reference:  # (raw codes: its op may not be in this build, and empty_weight packs)
+        return
     n, k = module.out_features, module.in_features_k
+    where = f"{type(module).__name__} [{n} x {k}, {module.config!r}]: "
     with torch.inference_mode(False), torch.no_grad():
         fresh = module.scheme.empty_weight(1, max(k, 1))
     specs = {name: (t.dtype, (n,) + tuple(t.shape[1:])) for name, t in fresh.items()
@@ -179,15 +182,13 @@ def check_own_buffers(module) -> None:
     bufs = {name: module._buffers.get(name) for name in specs}
     for name, t in bufs.items():
         if t is None:
-            raise ValueError(f"{name}: missing (a {type(module).__name__} of "
-                             f"{module.config!r} has it)")
-    _check_tensor_kinds(bufs, "")
+            raise ValueError(f"{where}{name}: missing (every such layer has it)")
+    _check_tensor_kinds(bufs, where)
     for name, t in bufs.items():
         if t.dtype != specs[name][0]:
-            raise ValueError(f"{name}: expected dtype {specs[name][0]}, got {t.dtype}")
-    _check_side_tensors(module, {name: torch.Size(s) for name, (_, s) in specs.items()}, bufs, "")
-    if module.reference:
-        return
+            raise ValueError(f"{where}{name}: expected dtype {specs[name][0]}, got {t.dtype}")
+    _check_side_tensors(module, {name: torch.Size(s) for name, (_, s) in specs.items()}, bufs,
+                        where)
     op = module.scheme.packed_op
     parts = _packed_parts(dict(module._buffers), "")
     ks = []

@@ -404,12 +404,16 @@ def calibrate(model: nn.Module, batches: Iterable) -> nn.Module:
     ``torch.no_grad()`` and sets static activation ranges; returns the model. A compiled model
     (``torch.compile``) is calibrated through its eager module: its graph has no observers."""
     _check_model(model)
-    if isinstance(batches, (str, bytes)) or not hasattr(batches, "__iter__"):
+    try:  # (once: a DataLoader starts its workers per iter; a map-style Dataset iterates too)
+        batch_iter = None if isinstance(batches, (str, bytes)) else iter(batches)
+    except TypeError:
+        batch_iter = None
+    if batch_iter is None:
         raise TypeError(f"batches: expected an iterable of batches (e.g. a list of tensors or a "
                         f"DataLoader), got {type(batches).__name__}")
     run = getattr(model, "_orig_mod", model)
     with torch.no_grad(), calibration(run):
-        for batch in batches:
+        for batch in batch_iter:
             run_batch(run, batch)
     return model
 

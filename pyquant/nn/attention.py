@@ -98,6 +98,7 @@ class QuantMultiheadAttention(nn.Module):
         if not batched:  # one sequence: a batch of one, in the seq-first layout
             query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
             if key_padding_mask is not None:
+                _check_device(key_padding_mask, "key_padding_mask")
                 key_padding_mask = key_padding_mask.unsqueeze(0)
         seq_first = not (self.batch_first and batched)
         seq_dim = 0 if seq_first else 1

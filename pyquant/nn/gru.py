@@ -476,9 +476,9 @@ class QuantGRU(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"x: expected a floating-point tensor, got {x.dtype}")
         if x.dim() not in (2, 3) or x.shape[-1] != self.input_size:
-            raise ValueError(f"x: expected [B, T, {self.input_size}] ([T, B, ...] unless "
-                             f"batch_first) or unbatched [T, {self.input_size}], got shape "
-                             f"{list(x.shape)}")
+            layout = "B, T" if self.batch_first else "T, B"
+            raise ValueError(f"x: expected [{layout}, {self.input_size}] or unbatched "
+                             f"[T, {self.input_size}], got shape {list(x.shape)}")
         if h0 is not None:  # nn.GRU's h_0: [1, B, H], or [1, H] with an unbatched x
             _check_device(h0, "h0")
             batch = x.shape[0 if self.batch_first else 1] if x.dim() == 3 else None

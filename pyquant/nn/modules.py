@@ -210,7 +210,8 @@ class _QuantModule(AwaitsLoad, nn.Module):
                     raise ValueError(f"{', '.join(quant_kw)}: a layer with weights on the meta "
                                      "device has no values to fit (load the float weights first)")
                 bufs = self.scheme.empty_weight(*w2d.shape)
-                bias = None if bias is None else torch.zeros(bias.shape, device="cpu")
+                bias = None if bias is None else torch.zeros(bias.shape, dtype=torch.float32,
+                                                             device="cpu")
             else:
                 if bias is not None:
                     bias = bias.detach().clone()
@@ -221,7 +222,9 @@ class _QuantModule(AwaitsLoad, nn.Module):
             for name, t in bufs.items():
                 self.register_buffer(name, t.contiguous())
             self.register_buffer("bias", None if bias is None else bias.float().cpu().clone())
-            self.register_buffer("act_range", torch.full((2,), float("nan"), device="cpu"))
+            # (float32 whatever the default dtype: the kernels' and the state dict's)
+            self.register_buffer("act_range", torch.full((2,), float("nan"), dtype=torch.float32,
+                                                         device="cpu"))
         # the persistent buffers still to load (a set: a sharded checkpoint brings them in parts)
         self._awaiting_load = {n for n, t in self._buffers.items() if t is not None} \
             if skeleton else False

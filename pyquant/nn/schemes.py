@@ -334,7 +334,7 @@ class Int8Scheme(Scheme):
         return self.state(*int8_weight(w))
 
     def empty_codes(self, n, k):
-        return torch.zeros((n, k), dtype=torch.int8), torch.ones(n)
+        return torch.zeros((n, k), dtype=torch.int8), torch.ones(n, dtype=torch.float32)
 
     def state(self, wq, sw):
         wsum = wq.sum(1, dtype=torch.int32).float()
@@ -514,7 +514,8 @@ class WeightOnlyScheme(Scheme):
         return self.state(codes, sw)
 
     def empty_codes(self, n, k):
-        return torch.zeros((n, k), dtype=torch.int8), torch.ones(n, -(-k // self.config.group_size))
+        scales = torch.ones(n, -(-k // self.config.group_size), dtype=torch.float32)
+        return torch.zeros((n, k), dtype=torch.int8), scales
 
     def state(self, codes, sw):
         """The buffers of group-wise codes [N, K] and their scales [N, G]."""
@@ -779,7 +780,7 @@ class LUT2Scheme(Scheme):
         return self.state(*lut_weight(w, self.config.w_levels))
 
     def empty_codes(self, n, k):
-        return torch.zeros((n, k), dtype=torch.uint8), torch.ones(n)
+        return torch.zeros((n, k), dtype=torch.uint8), torch.ones(n, dtype=torch.float32)
 
     def state(self, codes, sw):
         wl = self.config.w_levels
@@ -898,7 +899,7 @@ class SparqScheme(Scheme):
         return self.state(*self._weight(w, hessian, damp))
 
     def empty_codes(self, n, k):
-        return torch.zeros((n, k), dtype=torch.int8), torch.ones(n)
+        return torch.zeros((n, k), dtype=torch.int8), torch.ones(n, dtype=torch.float32)
 
     def state(self, wq, sw):
         return {"packed": _backend.prepack(self.packed_op, wq, **self.config.op_kwargs()), "w_scale": sw}
