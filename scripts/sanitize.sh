@@ -19,9 +19,10 @@ echo "== pytest under ASan+UBSan"
 libasan=$(g++ -print-file-name=libasan.so)
 libubsan=$(g++ -print-file-name=libubsan.so)
 # Leak detection is off for the Python process (the interpreter and torch keep allocations
-# alive at exit by design); the native driver above runs with it on.
+# alive at exit by design); the native driver above runs with it on. An allocation too large to
+# make returns NULL as without ASan (numpy's MemoryError, which tests expect), not an abort.
 cd tests
 LD_PRELOAD="$libasan:$libubsan" \
-ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1 \
+ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1:allocator_may_return_null=1 \
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 PYTHONPATH="$site" python -m pytest -q -p no:cacheprovider "${@:-.}"
