@@ -37,6 +37,7 @@ import torch.nn as nn
 
 from .. import _C
 from .._threads import get_num_threads
+from . import _load
 from ._code_gemm import grouped_gemm
 from .configs import GRU_MATMUL_OPS as MATMUL_OPS
 from .configs import GRU_OPS, GRUConfig
@@ -348,11 +349,11 @@ class QuantGRU(nn.Module):
                 unexpected_keys.append(k)
         if len(found) == len(names):
             new = {n: state_dict[prefix + n] for n in names}
-            for n, v in new.items():  # (no data to copy out: named here, not inside torch)
-                if isinstance(v, torch.Tensor) and (v.is_meta or v.layout != torch.strided):
-                    kind = "a tensor on the meta device" if v.is_meta else f"layout {v.layout}"
-                    raise StateDictTypeError(f"{prefix}{n}: expected a dense tensor with data, "
-                                             f"got {kind}")
+            try:  # (meta / sparse: no data to copy out; named here, not inside torch)
+                _load._check_tensor_kinds(
+                    {n: v for n, v in new.items() if isinstance(v, torch.Tensor)}, prefix)
+            except TypeError as e:
+                raise StateDictTypeError(str(e)) from None
             new = {n: v.detach().cpu().clone() if isinstance(v, torch.Tensor) else v
                    for n, v in new.items()}
             self._validate(new)  # before anything changes: a bad state_dict leaves the module as is
@@ -503,7 +504,7 @@ class QuantGRU(nn.Module):
         if self.backend == "kernels":  # the float conversion in the same native call
             out = self._run(x, h0, self.s_h)
         else:
-            out = (self.forward_codes(x, h0).double() * self.s_h).float()
+            out = (self._run(x, h0).double() * self.s_h).float()  # (x, h0 checked above)
         h_n = out[:, -1].unsqueeze(0)
         if not self.batch_first:
             out = out.transpose(0, 1)
