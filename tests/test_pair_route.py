@@ -112,6 +112,56 @@ def test_sparq_forward_relu_rows(int8_kernel, rng, threads, m, n, k, dense):
     assert np.array_equal(forward(x, w, threads), forward_ref(x, w))
 
 
+def signed_rows(rng, m, k, dense_rows=()):
+    """LayerNorm-like rows (a few outlier features, so some pairs of either sign pass 255 after
+    the trim); dense rows have every pair past 255 with mixed signs (more fixes than a row may
+    take)."""
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    x[:, 3:k:37] *= 6
+    for r in dense_rows:
+        x[r] = rng.uniform(0.8, 1.0, k) * rng.choice([-1, 1], k)
+    return x
+
+
+@kernels(INT8_KERNELS)
+@pytest.mark.parametrize("m,n,k", SHAPES)
+@pytest.mark.parametrize("dense", ["none", "few", "many"])
+def test_sparq_forward_signed_rows(int8_kernel, rng, threads, m, n, k, dense):
+    """Signed rows: on AVX2 |v| with sign bytes through the u8 tile (compute_sign_xor), split by
+    the pair route with fixes of either sign; rows left whole take the split route (few) or,
+    past 1/8 of a block, the block is written again in the wide format (many)."""
+    rows = {"none": (), "few": (m // 2,), "many": tuple(range(0, m, 2))}[dense]
+    x = signed_rows(rng, m, k, rows)
+    w = forward_weights(rng, n, k)
+    assert np.array_equal(forward(x, w, threads), forward_ref(x, w))
+
+
+@kernels(AVX2_KERNELS + [e for e in INT8_KERNELS if e["name"] == "scalar"])
+@pytest.mark.parametrize("k", [1024, 1028])
+@pytest.mark.parametrize("m", [7, 40])
+def test_sparq_forward_signed_rows_at_the_fix_cap(int8_kernel, rng, threads, k, m):
+    """Signed rows needing cap - 1, cap and cap + 1 fixes (cap = k groups / 8 + 1), counted with
+    k groups whose two pairs pass 255 with opposite signs (two fixes each) and with one sign (one
+    fix); m = 7: rows left whole take the sign tile's split route; m = 40: a few of them among
+    rows that split."""
+    groups = (k + 3) // 4
+    cap = groups // 8 + 1
+    counts = [cap - 1, cap, cap + 1, cap, 2 * cap, cap + 1, 0]
+    counts += [3] * (m - len(counts))
+    x = np.full((m, k), 0.01, np.float32)
+    x[:, -1] = 1.0  # the row's scale: |x| = 1 -> 255
+    for r, c in enumerate(counts):
+        at = rng.choice(groups - 1, size=c // 2 + c % 2, replace=False)
+        sign = rng.choice([-1, 1], size=at.size)
+        x[r, 4 * at] = sign
+        x[r, 4 * at + 1] = 0.9 * sign
+        mixed = at[: c // 2]  # the second pair of opposite sign: two fixes
+        x[r, 4 * mixed + 2] = -sign[: c // 2]
+        x[r, 4 * mixed + 3] = -0.9 * sign[: c // 2]
+    w = forward_weights(rng, 70, k)
+    assert np.array_equal(forward(x, w, threads), forward_ref(x, w))
+
+
 @kernels(INT8_KERNELS)
 @pytest.mark.parametrize("neg_row", [1, 15, 39])
 def test_sparq_forward_negative_after_the_first_row(int8_kernel, rng, threads, neg_row):

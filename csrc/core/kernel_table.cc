@@ -31,7 +31,8 @@ namespace {
 
 // ---- the families' kernel structs (what the drivers call) ----
 // {a_format, mr, compute, full_speed_act_bits, compute_wide, wide_format, wide_faster_from_rows,
-//  a_chunk_bytes, a_row_align, small_rows, small_rows_below, pair_split, add_fixes}
+//  a_chunk_bytes, a_row_align, small_rows, small_rows_below, pair_split, add_fixes,
+//  compute_sign_xor}
 const Int8GemmKernels kInt8Avx512{Int8AFormat::u8, 6, PQ_X86(int8_compute_avx512), 8,
                                   PQ_X86(int8_compute_wide_avx512), Int8WideFormat::sign_xor};
 const Int8GemmKernels kInt8Amx{Int8AFormat::u8, 32, PQ_X86(int8_compute_amx), 8,
@@ -46,12 +47,14 @@ const Int8GemmKernels kInt8AvxVnni{Int8AFormat::u8, 6, PQ_X86(int8_compute_avxvn
 const Int8GemmKernels kInt8Avx2{Int8AFormat::u8, 1, PQ_X86(int8_compute_avx2), 7,
                                 PQ_X86(int8_compute_wide_avx2),
                                 Int8WideFormat::offset9, 8, 0, 0, nullptr, 0,
-                                PQ_X86(int8_pair_split_avx2), PQ_X86(int8_add_fixes_avx2)};
+                                PQ_X86(int8_pair_split_avx2), PQ_X86(int8_add_fixes_avx2),
+                                PQ_X86(int8_compute_sign_avx2)};
 const Int8GemmKernels kInt8Avx2Strips{Int8AFormat::u8, 4, PQ_X86(int8_compute_avx2_strips), 7,
                                       PQ_X86(int8_compute_wide_avx2),
                                       Int8WideFormat::offset9, 8, 0, 0, nullptr, 0,
                                       PQ_X86(int8_pair_split_avx2),
-                                      PQ_X86(int8_add_fixes_avx2)};
+                                      PQ_X86(int8_add_fixes_avx2),
+                                      PQ_X86(int8_compute_sign_avx2_strips)};
 const Int8GemmKernels kInt8NeonI8mm{Int8AFormat::s8, 8, PQ_ARM(int8_compute_neon_i8mm), 8};
 const Int8GemmKernels kInt8Neon{Int8AFormat::s8, 4, PQ_ARM(int8_compute_neon), 8};
 const Int8GemmKernels kInt8Scalar{Int8AFormat::u8, 4, int8_compute_scalar, 8};

@@ -74,14 +74,19 @@ enum class Int8WideFormat { offset9, sign_xor, split_u8 };
 // its even member and becomes a fix (the k group and its 4 activation bytes, the excess at byte 0
 // or 2), whose products are added to C after the tile. Post-ReLU rows need few (0.05-3% of the
 // pairs of a U-Net's 3x3 convs, SPARQ-trimmed or not), so they run at the 7-bit rows' speed.
+// Signed rows (Int8WideFormat::sign_xor: row = |v|, signs = 0xff where v < 0) split the same way
+// on |v|; a fix whose bytes belong to negative values has kFixNegative set in `group` and its
+// products are subtracted (a k group with excesses of both signs gives two fixes).
 struct Int8GroupFix {
-  uint32_t group;  // k group (4 k)
+  uint32_t group;  // k group (4 k), | kFixNegative for a negative fix
   uint32_t bytes;  // its 4 activation bytes (little-endian: byte i multiplies k = 4 group + i)
 };
+constexpr uint32_t kFixNegative = uint32_t{1} << 31;  // k groups < kPackedMaxK / 4
 // Splits row[0, k_pad) in place into a pair-safe row, writing its fixes; returns their count, or
 // SIZE_MAX with the row unchanged if more than `cap` would be needed (the tile then takes its
-// split route for the row's blocks).
-using Int8PairSplitFn = size_t (*)(uint8_t* row, size_t k_pad, Int8GroupFix* fixes, size_t cap);
+// split route for the row's blocks). signs: the row's sign bytes (sign_xor rows), or nullptr.
+using Int8PairSplitFn = size_t (*)(uint8_t* row, const uint8_t* signs, size_t k_pad,
+                                   Int8GroupFix* fixes, size_t cap);
 // c[0, nc) += the fixes' products with one panel's columns (panel_b: the panel's k group 0).
 using Int8AddFixesFn = void (*)(const int8_t* panel_b, const Int8GroupFix* fixes, size_t count,
                                 int32_t* c, size_t nc);
@@ -122,6 +127,11 @@ struct Int8GemmKernels {
   // uint8 row, or it has none): callers holding 8-bit uint8 rows may split them and add the fixes.
   Int8PairSplitFn pair_split = nullptr;
   Int8AddFixesFn add_fixes = nullptr;
+  // Rows in Int8WideFormat::sign_xor on a path whose compute_wide takes another format (AVX2:
+  // the u8 tile with each row's sign bytes xor-ed into the weights, its fast route where the
+  // |v| rows are pair-safe, so split by pair_split with their signs): SPARQ's signed rows at
+  // about the 7-bit rows' speed where the int16 tile runs 1.45x their time. nullptr: none.
+  Int8ComputeFn compute_sign_xor = nullptr;
 };
 const Int8GemmKernels& int8_gemm_kernels(Isa isa);
 
@@ -144,13 +154,18 @@ inline TaskShape int8_task_shape(const Int8GemmKernels& kern, size_t m, size_t n
 void int8_compute_scalar(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
 #if defined(PQ_HAVE_X86)
 void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
-size_t int8_pair_split_avx2(uint8_t* row, size_t k_pad, Int8GroupFix* fixes, size_t cap);
+size_t int8_pair_split_avx2(uint8_t* row, const uint8_t* signs, size_t k_pad,
+                            Int8GroupFix* fixes, size_t cap);
 void int8_add_fixes_avx2(const int8_t* panel_b, const Int8GroupFix* fixes, size_t count,
                          int32_t* c, size_t nc);
 void int8_compute_avx2_strips(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
                               size_t p1);
 void int8_compute_wide_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
                             size_t p1);
+// compute_sign_xor: the two loop orders above on |v| rows with sign bytes (p.a_low, p.row_bias)
+void int8_compute_sign_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);
+void int8_compute_sign_avx2_strips(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
+                                   size_t p1);
 // compute_wide's int16 vpmaddwd tile (int8_gemm_wide_avx2.cc): rows [m0, m1) x one panel
 void int8_wide_rows_tiled_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t panel);
 void int8_compute_avx512(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);

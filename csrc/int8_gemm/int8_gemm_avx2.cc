@@ -11,7 +11,11 @@
 // so callers that feed 7-bit activations, or split 8-bit rows, get the fast route for free.
 // 9-bit rows (compute_wide: SPARQ's signed inputs, +-255 offset by 256) run a split route of
 // their own, u = 4 (u >> 2) + (u & 3), one row at a time, and from kWideTileMinRows rows on the
-// int16 vpmaddwd tile of int8_gemm_wide_avx2.cc.
+// int16 vpmaddwd tile of int8_gemm_wide_avx2.cc. Signed rows as |v| and sign bytes
+// (compute_sign_xor, Int8WideFormat::sign_xor) run the tiles below with each row's sign bytes
+// xor-ed into the weights (|v| (w ^ 0xff) = -|v| w - |v|, the row bias adds the |v| back): one
+// vpxor per product vector, on the pipes the multiplies leave free, and the same two routes on
+// |v| (pair-safe rows: int8_pair_split_avx2 with the signs).
 //
 // Activations are u8 [M][lda], used in place. Weights come straight from the shared panels
 // ([K/4][64 columns][4 k]): one ymm is 8 columns x 4 k, exactly what vpmaddubsw pairs with a
@@ -87,9 +91,10 @@ bool rows_pair_safe(const uint8_t* a, size_t lda, size_t rows, size_t len) {
 
 // acc[r][v] += a[r, 4g..4g+3] . w[g][8v..8v+7][0..3] over `groups` k groups.
 // `b` points at the tile's first column inside a panel (group stride kInt8PanelGroupBytes).
-template <size_t MR, size_t V, bool kSplit>
-PQ_INLINE void accumulate(const uint8_t* a, size_t lda, const int8_t* b, size_t groups,
-                          __m256i (&acc)[MR][V]) {
+// kSigned: s (stride lda like a) holds each activation's sign byte, xor-ed into its weights.
+template <size_t MR, size_t V, bool kSplit, bool kSigned, bool kTwoStreams>
+PQ_INLINE void accumulate(const uint8_t* a, const uint8_t* s, size_t lda, const int8_t* b,
+                          size_t groups, __m256i (&acc)[MR][V]) {
   const __m256i ones = _mm256_set1_epi16(1);
   const __m256i twos = _mm256_set1_epi16(2);
   const __m256i low7 = _mm256_set1_epi8(0x7f);
@@ -106,22 +111,27 @@ PQ_INLINE void accumulate(const uint8_t* a, size_t lda, const int8_t* b, size_t 
 #pragma GCC unroll 4
     for (size_t r = 0; r < MR; ++r) {
       const __m256i av = _mm256_set1_epi32(load_i32(a + r * lda + g * 4));
+      const __m256i sv = kSigned ? _mm256_set1_epi32(load_i32(s + r * lda + g * 4))
+                                 : _mm256_setzero_si256();
       if (!kSplit) {
 #pragma GCC unroll 8
-        for (size_t v = 0; v < V; ++v)
-          acc[r][v] = _mm256_add_epi32(acc[r][v], widen(_mm256_maddubs_epi16(av, w[v]), ones));
+        for (size_t v = 0; v < V; ++v) {
+          const __m256i wv = kSigned ? _mm256_xor_si256(w[v], sv) : w[v];
+          acc[r][v] = _mm256_add_epi32(acc[r][v], widen(_mm256_maddubs_epi16(av, wv), ones));
+        }
       } else {
         const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(av, 1), low7);
         const __m256i lo = _mm256_and_si256(av, bit0);
 #pragma GCC unroll 8
         for (size_t v = 0; v < V; ++v) {
-          acc[r][v] = _mm256_add_epi32(acc[r][v], widen(_mm256_maddubs_epi16(hi, w[v]), twos));
-          acc[r][v] = _mm256_add_epi32(acc[r][v], widen(_mm256_maddubs_epi16(lo, w[v]), ones));
+          const __m256i wv = kSigned ? _mm256_xor_si256(w[v], sv) : w[v];
+          acc[r][v] = _mm256_add_epi32(acc[r][v], widen(_mm256_maddubs_epi16(hi, wv), twos));
+          acc[r][v] = _mm256_add_epi32(acc[r][v], widen(_mm256_maddubs_epi16(lo, wv), ones));
         }
       }
     }
   };
-  if constexpr (MR == 1) {
+  if (kTwoStreams) {
     // One row: the block read as two streams (its K halves) into the same sums; from DRAM
     // faster than one stream (docs/notes/int8_gemm.md, 23rd session).
     const size_t half = groups / 2;
@@ -136,20 +146,31 @@ PQ_INLINE void accumulate(const uint8_t* a, size_t lda, const int8_t* b, size_t 
 }
 
 // One micro-tile: rows [0, MR) x columns [0, nc) (nc <= 8V) of the output for one K block.
-// The first K block starts from the column bias (or zero), later blocks add to C.
-template <size_t MR, size_t V>
-void tile(const uint8_t* a, size_t lda, const int8_t* b, size_t groups, int32_t* c, size_t ldc,
-          size_t nc, const int32_t* bias, bool accumulate_c) {
+// The first K block starts from the column bias (or zero) and, for signed rows, the row bias
+// (row_bias[r]); later blocks add to C. two_streams: a block streamed from memory (M = 1), read
+// as two streams; else the block is in L2 and one stream keeps every accumulator in a register
+// (the two interleaved steps spilled three to four of them).
+template <size_t MR, size_t V, bool kSigned = false>
+void tile(const uint8_t* a, const uint8_t* s, size_t lda, const int8_t* b, size_t groups,
+          int32_t* c, size_t ldc, size_t nc, const int32_t* bias, const int32_t* row_bias,
+          bool accumulate_c, bool two_streams) {
   __m256i acc[MR][V];
 #pragma GCC unroll 4
   for (size_t r = 0; r < MR; ++r)
 #pragma GCC unroll 8
-    for (size_t v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_si256();
+    for (size_t v = 0; v < V; ++v)
+      acc[r][v] = kSigned && !accumulate_c ? _mm256_set1_epi32(row_bias[r])
+                                           : _mm256_setzero_si256();
 
-  if (rows_pair_safe(a, lda, MR, groups * kInt8GroupK))
-    accumulate<MR, V, false>(a, lda, b, groups, acc);
+  const bool fast = rows_pair_safe(a, lda, MR, groups * kInt8GroupK);
+  if (fast && two_streams)
+    accumulate<MR, V, false, kSigned, true>(a, s, lda, b, groups, acc);
+  else if (fast)
+    accumulate<MR, V, false, kSigned, false>(a, s, lda, b, groups, acc);
+  else if (two_streams)
+    accumulate<MR, V, true, kSigned, true>(a, s, lda, b, groups, acc);
   else
-    accumulate<MR, V, true>(a, lda, b, groups, acc);
+    accumulate<MR, V, true, kSigned, false>(a, s, lda, b, groups, acc);
 
   alignas(32) int32_t sums[MR * V * kVecCols];
   for (size_t r = 0; r < MR; ++r)
@@ -191,8 +212,10 @@ constexpr size_t kFarChunks = 8;  // 36 KiB ahead of the chunk computed (4: 2% s
 // kCopyStride), over `groups` k groups; acc rows are kInt8PanelCols apart.
 // Out of line: inlined into the chunk loop, GCC kept every variant's constants live there and
 // spilled an accumulator of the 4-row tile to the stack.
-template <size_t MR, bool kSplit>
-[[gnu::noinline]] void strip_tile(const uint8_t* a, const int8_t* b, size_t groups, int32_t* acc_rows) {
+// kSigned: s holds the rows' sign bytes (same stride), xor-ed into the weights.
+template <size_t MR, bool kSplit, bool kSigned>
+[[gnu::noinline]] void strip_tile(const uint8_t* a, const uint8_t* s, const int8_t* b,
+                                  size_t groups, int32_t* acc_rows) {
   const __m256i ones = _mm256_set1_epi16(1);
   const __m256i twos = _mm256_set1_epi16(2);
   const __m256i low7 = _mm256_set1_epi8(0x7f);
@@ -211,16 +234,22 @@ template <size_t MR, bool kSplit>
 #pragma GCC unroll 4
     for (size_t r = 0; r < MR; ++r) {
       const __m256i av = _mm256_set1_epi32(load_i32(a + r * kCopyStride + g * kInt8GroupK));
+      __m256i x0 = w0, x1 = w1;
+      if (kSigned) {
+        const __m256i sv = _mm256_set1_epi32(load_i32(s + r * kCopyStride + g * kInt8GroupK));
+        x0 = _mm256_xor_si256(w0, sv);
+        x1 = _mm256_xor_si256(w1, sv);
+      }
       if (!kSplit) {
-        acc[r][0] = _mm256_add_epi32(acc[r][0], widen(_mm256_maddubs_epi16(av, w0), ones));
-        acc[r][1] = _mm256_add_epi32(acc[r][1], widen(_mm256_maddubs_epi16(av, w1), ones));
+        acc[r][0] = _mm256_add_epi32(acc[r][0], widen(_mm256_maddubs_epi16(av, x0), ones));
+        acc[r][1] = _mm256_add_epi32(acc[r][1], widen(_mm256_maddubs_epi16(av, x1), ones));
       } else {
         const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(av, 1), low7);
         const __m256i lo = _mm256_and_si256(av, bit0);
-        acc[r][0] = _mm256_add_epi32(acc[r][0], widen(_mm256_maddubs_epi16(hi, w0), twos));
-        acc[r][0] = _mm256_add_epi32(acc[r][0], widen(_mm256_maddubs_epi16(lo, w0), ones));
-        acc[r][1] = _mm256_add_epi32(acc[r][1], widen(_mm256_maddubs_epi16(hi, w1), twos));
-        acc[r][1] = _mm256_add_epi32(acc[r][1], widen(_mm256_maddubs_epi16(lo, w1), ones));
+        acc[r][0] = _mm256_add_epi32(acc[r][0], widen(_mm256_maddubs_epi16(hi, x0), twos));
+        acc[r][0] = _mm256_add_epi32(acc[r][0], widen(_mm256_maddubs_epi16(lo, x0), ones));
+        acc[r][1] = _mm256_add_epi32(acc[r][1], widen(_mm256_maddubs_epi16(hi, x1), twos));
+        acc[r][1] = _mm256_add_epi32(acc[r][1], widen(_mm256_maddubs_epi16(lo, x1), ones));
       }
     }
   }
@@ -230,6 +259,16 @@ template <size_t MR, bool kSplit>
     for (size_t v = 0; v < 2; ++v)
       _mm256_store_si256(reinterpret_cast<__m256i*>(acc_rows + r * kInt8PanelCols + v * kVecCols),
                          acc[r][v]);
+}
+
+// Copies `len` (<= kChunkBytes) bytes of a row (its sign bytes), zero-filled to kChunkBytes.
+PQ_INLINE void copy_chunk_bytes(const uint8_t* src, size_t len, uint8_t* dst) {
+  if (len == kChunkBytes) {
+    std::memcpy(dst, src, kChunkBytes);
+  } else {
+    std::memcpy(dst, src, len);
+    std::memset(dst + len, 0, kChunkBytes - len);
+  }
 }
 
 // Copies `len` (<= kChunkBytes) bytes of a row, zero-filled to kChunkBytes; true if its pairs
@@ -252,14 +291,19 @@ PQ_INLINE bool copy_chunk_row(const uint8_t* src, size_t len, uint8_t* dst) {
   return pairs_fit(_mm256_max_epu16(pair_sums(v[0]), pair_sums(v[1])));
 }
 
-// Rows [m0, m1) (2 .. kStreamRowsMax of them) x one panel over the whole K.
-template <size_t kFarBelowRows>
+// Rows [m0, m1) (2 .. kStreamRowsMax of them) x one panel over the whole K. kSigned: the rows'
+// sign bytes (p.a_low) are copied beside them and the sums start from p.row_bias.
+template <size_t kFarBelowRows, bool kSigned>
 void stream_rows_panel(const Int8GemmProblem& p, const uint8_t* a, size_t m0, size_t m1,
                        size_t panel) {
   static_assert(kChunkBytes == 64, "copy_chunk_row moves two ymm per row");
   const size_t rows = m1 - m0;
-  alignas(32) int32_t acc[kStreamRowsMax * kInt8PanelCols] = {};
+  alignas(32) int32_t acc[kStreamRowsMax * kInt8PanelCols];
+  for (size_t r = 0; r < rows; ++r)
+    std::fill(acc + r * kInt8PanelCols, acc + (r + 1) * kInt8PanelCols,
+              kSigned ? p.row_bias[m0 + r] : 0);
   alignas(32) uint8_t rows_copy[kStreamRowsMax * kCopyStride];
+  alignas(32) uint8_t signs_copy[kSigned ? kStreamRowsMax * kCopyStride : 1];
   const int8_t* panel_b = p.panels + panel * p.k_groups * kInt8PanelGroupBytes;
   const size_t col0 = panel * kInt8PanelCols;
   const size_t nc = p.n - col0 < kInt8PanelCols ? p.n - col0 : kInt8PanelCols;
@@ -273,9 +317,11 @@ void stream_rows_panel(const Int8GemmProblem& p, const uint8_t* a, size_t m0, si
     const size_t groups = std::min(kChunkGroups, p.k_groups - kc);
     const int8_t* b = panel_b + kc * kInt8PanelGroupBytes;
     bool small[kStreamRowsMax];  // the row's pairs fit the fast route
-    for (size_t r = 0; r < rows; ++r)
-      small[r] = copy_chunk_row(a + (m0 + r) * p.lda + kc * kInt8GroupK, groups * kInt8GroupK,
-                                rows_copy + r * kCopyStride);
+    for (size_t r = 0; r < rows; ++r) {
+      const size_t at = (m0 + r) * p.lda + kc * kInt8GroupK;
+      small[r] = copy_chunk_row(a + at, groups * kInt8GroupK, rows_copy + r * kCopyStride);
+      if (kSigned) copy_chunk_bytes(p.a_low + at, groups * kInt8GroupK, signs_copy + r * kCopyStride);
+    }
     const size_t to_end = weights_left - kc;
     const bool prefetch = to_end >= 2 * kChunkGroups;
     const bool far = rows < kFarBelowRows && to_end >= (kFarChunks + 2) * kChunkGroups;
@@ -292,22 +338,23 @@ void stream_rows_panel(const Int8GemmProblem& p, const uint8_t* a, size_t m0, si
       const int8_t* bs = b + s * kInt8GroupK;
       for (size_t r0 = 0; r0 < rows;) {
         const uint8_t* ar = rows_copy + r0 * kCopyStride;
+        const uint8_t* sr = kSigned ? signs_copy + r0 * kCopyStride : nullptr;
         int32_t* acc_r = acc + r0 * kInt8PanelCols + s;
         const size_t left = rows - r0;
         if (left >= 4 && small[r0] && small[r0 + 1] && small[r0 + 2] && small[r0 + 3]) {
-          strip_tile<4, false>(ar, bs, groups, acc_r);
+          strip_tile<4, false, kSigned>(ar, sr, bs, groups, acc_r);
           r0 += 4;
         } else if (left >= 2) {  // split-route rows go two at a time (registers)
           if (small[r0] && small[r0 + 1])
-            strip_tile<2, false>(ar, bs, groups, acc_r);
+            strip_tile<2, false, kSigned>(ar, sr, bs, groups, acc_r);
           else
-            strip_tile<2, true>(ar, bs, groups, acc_r);
+            strip_tile<2, true, kSigned>(ar, sr, bs, groups, acc_r);
           r0 += 2;
         } else {
           if (small[r0])
-            strip_tile<1, false>(ar, bs, groups, acc_r);
+            strip_tile<1, false, kSigned>(ar, sr, bs, groups, acc_r);
           else
-            strip_tile<1, true>(ar, bs, groups, acc_r);
+            strip_tile<1, true, kSigned>(ar, sr, bs, groups, acc_r);
           r0 += 1;
         }
       }
@@ -353,8 +400,8 @@ void tile_wide(const uint8_t* hi, const uint8_t* lo, const int8_t* b, size_t gro
 }
 
 // The shared loop order: panels, then K blocks (M = 1 streams the panel once, K unblocked; more
-// rows reuse each K block from L2), then rows. row_tile(at, b, groups, c, nc, bias, accumulate)
-// runs one row: `at` is the row's offset into the activations at this K block.
+// rows reuse each K block from L2), then rows. row_tile(m, at, b, groups, c, nc, bias,
+// accumulate) runs row m: `at` is its offset into the activations at this K block.
 template <class RowTile>
 void for_each_row_block(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1,
                         RowTile&& row_tile) {
@@ -367,33 +414,63 @@ void for_each_row_block(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p
       const size_t groups = p.k_groups - kb < block ? p.k_groups - kb : block;
       const int8_t* b = p.panels + (panel * p.k_groups + kb) * kInt8PanelGroupBytes;
       for (size_t m = m0; m < m1; ++m)
-        row_tile(m * p.lda + kb * kInt8GroupK, b, groups, p.c + m * p.ldc + col0, nc, bias,
+        row_tile(m, m * p.lda + kb * kInt8GroupK, b, groups, p.c + m * p.ldc + col0, nc, bias,
                  kb > 0);
     }
   }
 }
 
-}  // namespace
-
-void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
+// int8_compute_avx2 (kSigned: int8_compute_sign_avx2).
+template <bool kSigned>
+void compute_rows(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
   const uint8_t* a = static_cast<const uint8_t*>(p.a);
+  const uint8_t* s = kSigned ? p.a_low : nullptr;
   if (m1 - m0 >= 2 && m1 - m0 <= kStreamRowsMax) {
     for (size_t panel = p0; panel < p1; ++panel)
-      stream_rows_panel<kFarBelowRowsZen>(p, a, m0, m1, panel);
+      stream_rows_panel<kFarBelowRowsZen, kSigned>(p, a, m0, m1, panel);
     return;
   }
   // a narrow panel (the last of a narrow layer, e.g. a 16-channel conv) computes only the
   // 8-column vectors in use: the 1x64 tile would multiply 4x the columns at N = 16
-  for_each_row_block(p, m0, m1, p0, p1,
-                     [&](size_t at, const int8_t* b, size_t groups, int32_t* c, size_t nc,
-                         const int32_t* bias, bool accumulate_c) {
-                       if (nc <= 16)
-                         tile<1, 2>(a + at, p.lda, b, groups, c, p.ldc, nc, bias, accumulate_c);
-                       else if (nc <= 32)
-                         tile<1, 4>(a + at, p.lda, b, groups, c, p.ldc, nc, bias, accumulate_c);
-                       else
-                         tile<1, kV>(a + at, p.lda, b, groups, c, p.ldc, nc, bias, accumulate_c);
-                     });
+  for_each_row_block(
+      p, m0, m1, p0, p1,
+      [&](size_t m, size_t at, const int8_t* b, size_t groups, int32_t* c, size_t nc,
+          const int32_t* bias, bool accumulate_c) {
+        const uint8_t* sa = kSigned ? s + at : nullptr;
+        const int32_t* rb = kSigned ? p.row_bias + m : nullptr;
+        const bool two = m1 - m0 == 1;  // (for_each_row_block: the whole K, from memory)
+        if (nc <= 16)
+          tile<1, 2, kSigned>(a + at, sa, p.lda, b, groups, c, p.ldc, nc, bias, rb, accumulate_c,
+                              two);
+        else if (nc <= 32)
+          tile<1, 4, kSigned>(a + at, sa, p.lda, b, groups, c, p.ldc, nc, bias, rb, accumulate_c,
+                              two);
+        else
+          tile<1, kV, kSigned>(a + at, sa, p.lda, b, groups, c, p.ldc, nc, bias, rb,
+                               accumulate_c, two);
+      });
+}
+
+// int8_compute_avx2_strips (kSigned: int8_compute_sign_avx2_strips).
+template <bool kSigned>
+void compute_strips(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
+  if (m1 - m0 < 2) return compute_rows<kSigned>(p, m0, m1, p0, p1);
+  const uint8_t* a = static_cast<const uint8_t*>(p.a);
+  const size_t rows = m1 - m0, blocks = div_round_up(rows, kStreamRowsMax);  // even, >= 2 rows
+  for (size_t panel = p0; panel < p1; ++panel)
+    for (size_t i = 0; i < blocks; ++i)
+      stream_rows_panel<kFarBelowRowsIntel, kSigned>(p, a, m0 + rows * i / blocks,
+                                                     m0 + rows * (i + 1) / blocks, panel);
+}
+
+}  // namespace
+
+void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
+  compute_rows<false>(p, m0, m1, p0, p1);
+}
+
+void int8_compute_sign_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1) {
+  compute_rows<true>(p, m0, m1, p0, p1);
 }
 
 // The same kernel with M > 16 in blocks of 16 rows through the strip schedule (stream_rows_panel:
@@ -403,13 +480,12 @@ void int8_compute_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0
 // row tile was measured the faster one (docs/notes/avx2.md), so each is preferred on its vendor.
 void int8_compute_avx2_strips(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
                               size_t p1) {
-  if (m1 - m0 < 2) return int8_compute_avx2(p, m0, m1, p0, p1);
-  const uint8_t* a = static_cast<const uint8_t*>(p.a);
-  const size_t rows = m1 - m0, blocks = div_round_up(rows, kStreamRowsMax);  // even, >= 2 rows
-  for (size_t panel = p0; panel < p1; ++panel)
-    for (size_t i = 0; i < blocks; ++i)
-      stream_rows_panel<kFarBelowRowsIntel>(p, a, m0 + rows * i / blocks,
-                                            m0 + rows * (i + 1) / blocks, panel);
+  compute_strips<false>(p, m0, m1, p0, p1);
+}
+
+void int8_compute_sign_avx2_strips(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
+                                   size_t p1) {
+  compute_strips<true>(p, m0, m1, p0, p1);
 }
 
 // 9-bit rows (p.a = u >> 2, p.a_low = u & 3) in one pass: from kWideTileMinRows rows on the
@@ -423,22 +499,38 @@ void int8_compute_wide_avx2(const Int8GemmProblem& p, size_t m0, size_t m1, size
   }
   const uint8_t* a = static_cast<const uint8_t*>(p.a);
   for_each_row_block(p, m0, m1, p0, p1,
-                     [&](size_t at, const int8_t* b, size_t groups, int32_t* c, size_t nc,
+                     [&](size_t, size_t at, const int8_t* b, size_t groups, int32_t* c, size_t nc,
                          const int32_t* bias, bool accumulate_c) {
                        tile_wide(a + at, p.a_low + at, b, groups, c, nc, bias, accumulate_c);
                      });
 }
 
-size_t int8_pair_split_avx2(uint8_t* row, size_t k_pad, Int8GroupFix* fixes, size_t cap) {
+size_t int8_pair_split_avx2(uint8_t* row, const uint8_t* signs, size_t k_pad,
+                            Int8GroupFix* fixes, size_t cap) {
   size_t count = 0;
   auto undo = [&]() {  // the row's bytes were fast + fix, each <= 255: no carry between bytes
     for (size_t f = 0; f < count; ++f) {
+      uint8_t* at = row + (fixes[f].group & ~kFixNegative) * kInt8GroupK;
       uint32_t d;
-      std::memcpy(&d, row + fixes[f].group * kInt8GroupK, 4);
+      std::memcpy(&d, at, 4);
       d += fixes[f].bytes;
-      std::memcpy(row + fixes[f].group * kInt8GroupK, &d, 4);
+      std::memcpy(at, &d, 4);
     }
     return SIZE_MAX;
+  };
+  // Writes the fixes of k group g with excess bytes `fix` (at bytes 0 and 2) to out: one, or
+  // with signs one per sign present. Returns how many.
+  auto group_fixes = [&](uint32_t g, uint32_t fix, Int8GroupFix* out) -> size_t {
+    if (!signs) {
+      out[0] = {g, fix};
+      return 1;
+    }
+    const uint32_t neg = (signs[g * kInt8GroupK] ? 0x000000ffu : 0u) |
+                         (signs[g * kInt8GroupK + 2] ? 0x00ff0000u : 0u);
+    size_t got = 0;
+    if (fix & ~neg) out[got++] = {g, fix & ~neg};
+    if (fix & neg) out[got++] = {g | kFixNegative, fix & neg};
+    return got;
   };
   const __m256i c255 = _mm256_set1_epi16(255);
   size_t i = 0;
@@ -450,14 +542,18 @@ size_t int8_pair_split_avx2(uint8_t* row, size_t k_pad, Int8GroupFix* fixes, siz
     unsigned mask = ~static_cast<unsigned>(_mm256_movemask_ps(
                         _mm256_castsi256_ps(_mm256_cmpeq_epi32(over, _mm256_setzero_si256())))) &
                     0xffu;
-    if (count + static_cast<size_t>(__builtin_popcount(mask)) > cap) return undo();
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(row + i), _mm256_sub_epi16(v, over));
     alignas(32) uint32_t d[8];
     _mm256_store_si256(reinterpret_cast<__m256i*>(d), over);
+    Int8GroupFix found[16];
+    size_t got = 0;
     for (; mask; mask &= mask - 1) {
       const unsigned j = static_cast<unsigned>(__builtin_ctz(mask));
-      fixes[count++] = {static_cast<uint32_t>(i / kInt8GroupK + j), d[j]};
+      got += group_fixes(static_cast<uint32_t>(i / kInt8GroupK + j), d[j], found + got);
     }
+    if (count + got > cap) return undo();
+    std::copy(found, found + got, fixes + count);
+    count += got;
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(row + i), _mm256_sub_epi16(v, over));
   }
   for (; i < k_pad; i += kInt8GroupK) {  // k_pad is a multiple of 4
     uint32_t fix = 0;
@@ -466,9 +562,12 @@ size_t int8_pair_split_avx2(uint8_t* row, size_t k_pad, Int8GroupFix* fixes, siz
       if (sum > 255) fix |= (sum - 255u) << (8 * e);
     }
     if (!fix) continue;
-    if (count == cap) return undo();
+    Int8GroupFix found[2];
+    const size_t got = group_fixes(static_cast<uint32_t>(i / kInt8GroupK), fix, found);
+    if (count + got > cap) return undo();
+    std::copy(found, found + got, fixes + count);
+    count += got;
     for (size_t e = 0; e < kInt8GroupK; e += 2) row[i + e] -= static_cast<uint8_t>(fix >> (8 * e));
-    fixes[count++] = {static_cast<uint32_t>(i / kInt8GroupK), fix};
   }
   return count;
 }
@@ -481,13 +580,15 @@ void int8_add_fixes_avx2(const int8_t* panel_b, const Int8GroupFix* fixes, size_
   for (size_t v = 0; v < kV; ++v) acc[v] = _mm256_setzero_si256();
   for (size_t f = 0; f < count; ++f) {  // (pair sums a * w with one a zero: within int16)
     const __m256i av = _mm256_set1_epi32(static_cast<int>(fixes[f].bytes));
-    const int8_t* bg = panel_b + fixes[f].group * kInt8PanelGroupBytes;
+    // negative fixes: widened by -1
+    const __m256i mult = fixes[f].group & kFixNegative ? _mm256_set1_epi16(-1) : ones;
+    const int8_t* bg = panel_b + (fixes[f].group & ~kFixNegative) * kInt8PanelGroupBytes;
 #pragma GCC unroll 8
     for (size_t v = 0; v < kV; ++v)
       acc[v] = _mm256_add_epi32(
           acc[v], widen(_mm256_maddubs_epi16(
                             av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bg + v * 32))),
-                        ones));
+                        mult));
   }
   for (size_t v = 0; v * kVecCols < nc; ++v)
     store8_plus(c + v * kVecCols, c + v * kVecCols, acc[v], nc - v * kVecCols);

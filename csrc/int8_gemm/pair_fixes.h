@@ -1,8 +1,8 @@
 // The pair route's fixes of a block of rows (Int8GroupFix, int8_gemm.h): on a path that has it
-// (AVX2's vpmaddubsw tile), 8-bit uint8 rows are split into pair-safe rows (its fast route) and
-// fixes, at most k groups / 8 + 1 per row, added to the int32 output after the tile; a row that
-// needs more stays whole (its tiles take the split route). Inactive on other paths. Used by
-// int8_gemm_run and SPARQ's drivers.
+// (AVX2's vpmaddubsw tile), 8-bit uint8 rows (or sign_xor rows' magnitudes) are split into
+// pair-safe rows (its fast route) and fixes, at most k groups / 8 + 1 per row, added to the int32
+// output after the tile; a row that needs more stays whole (its tiles take the split route).
+// Inactive on other paths. Used by int8_gemm_run and SPARQ's drivers.
 #pragma once
 #include <algorithm>
 #include <cstddef>
@@ -27,9 +27,10 @@ class PairFixes {
         fixes_(kern.pair_split ? static_cast<Int8GroupFix*>(storage) : nullptr),
         count_(kern.pair_split ? rows_max : 0) {}
   bool active() const { return fixes_ != nullptr; }
-  // Splits row r (k_pad bytes, in place); false if it stays whole.
-  bool split(size_t r, uint8_t* row) {
-    const size_t got = kern_.pair_split(row, k_pad_, fixes_ + r * cap_, cap_);
+  // Splits row r (k_pad bytes, in place; signs: its sign bytes if it is a sign_xor row); false
+  // if it stays whole.
+  bool split(size_t r, uint8_t* row, const uint8_t* signs = nullptr) {
+    const size_t got = kern_.pair_split(row, signs, k_pad_, fixes_ + r * cap_, cap_);
     count_[r] = got == SIZE_MAX ? 0 : got;
     return got != SIZE_MAX;
   }

@@ -28,6 +28,11 @@ namespace {
 constexpr size_t kBlockBytes = size_t{1} << 20;  // trimmed activations per block: ~L2 size
 constexpr int kFixSlot = 8;  // thread_scratch slot of the pair route's fixes (forward/scratch.h)
 
+// How forward_sparq writes a block's rows: plain uint8 (no negative input: the path's compute,
+// with the pair route's fixes where it has one), sign_xor rows split by the pair route
+// (compute_sign_xor), or the path's wide format (compute_wide).
+enum class BlockRows { plain, sign, wide };
+
 // The pair route's fixes of a block of rows, in the calling thread's scratch slot kFixSlot.
 PairFixes block_fixes(const Int8GemmKernels& kern, size_t rows_max, size_t k_pad) {
   return PairFixes(kern, rows_max, k_pad,
@@ -184,11 +189,13 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
   // The pair route for blocks without negative inputs (negative ones take the wide format)
   PairFixes fixes = block_fixes(kern, mc, k_pad);
   const bool pair_route = fixes.active() && wide_kernel;
+  // signed blocks as sign_xor rows through the u8 tile with the pair route (AVX2)
+  const bool sign_route = pair_route && kern.compute_sign_xor != nullptr;
   std::vector<uint8_t> trimmed(n_threads * 4 * (k + 64));
 
   float amax = 0.0f;
   if (act.is_static) amax = std::max(act.hi < 0 ? -act.hi : act.hi, act.lo < 0 ? -act.lo : act.lo);
-  std::vector<int32_t> bias_s8, bias_wide, row_bias(sign_xor ? mc : 0);
+  std::vector<int32_t> bias_s8, bias_wide, row_bias(sign_xor || sign_route ? mc : 0);
   if (offset9) {  // -256 * colsum (wrapping, like the sums)
     bias_wide.resize(n_pad);
     for (size_t j = 0; j < n_pad; ++j)
@@ -216,51 +223,51 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
     const size_t chunks = std::min(rows, n_threads * 4);
     std::vector<uint8_t> chunk_neg(chunks, 0);
     const TaskGrid grid(int8_task_shape(kern, rows, n, k_pad, row_bytes), threads);
-    // The 9-bit format is chosen per block before the rows are written: a block without
-    // negative inputs keeps plain uint8 rows (and the int8 kernel's fast route where it fits),
-    // unless the kernel's wide route is the faster one for the rows each task gets anyway
-    // (AVX2, Zen 4's AVX2 tier: from 8 rows on 0.7-0.9x the time on post-ReLU rows, weights in
-    // cache or from DRAM; at 4-6 rows 0.75x in cache but 1.1x from DRAM, so they stay split).
-    // With the pair route only negative inputs make a block wide (post-ReLU rows: 0.6-0.7x the
-    // wide tile's time, AVX2-only tier of an Intel Xeon, 3x3 convs of 64-256 channels). Three
-    // of the block's rows guess (a pass over all its floats cost a third of the pair route's
-    // gain); a negative value in another row has the block written again.
+    // The rows' format is chosen per block before they are written: a block without negative
+    // inputs keeps plain uint8 rows (and the int8 kernel's fast route where it fits), unless
+    // the kernel's wide route is the faster one for the rows each task gets anyway (AVX2, Zen
+    // 4's AVX2 tier: from 8 rows on 0.7-0.9x the time on post-ReLU rows, weights in cache or
+    // from DRAM; at 4-6 rows 0.75x in cache but 1.1x from DRAM, so they stay split). With the
+    // pair route only negative inputs make a block signed (post-ReLU rows: 0.6-0.7x the wide
+    // tile's time, AVX2-only tier of an Intel Xeon, 3x3 convs of 64-256 channels): sign_xor
+    // rows split by the pair route where the kernel has compute_sign_xor, else the wide format.
+    // Three of the block's rows guess (a pass over all its floats cost a third of the pair
+    // route's gain); a negative value in another row has the block written again.
     const bool wide_faster = kern.wide_faster_from_rows != 0 &&
                              div_round_up(rows, kern.mr) / grid.m_chunks() * kern.mr >=
                                  kern.wide_faster_from_rows;
-    bool wide_block = wide_kernel && !pair_route && wide_faster;
+    const BlockRows if_negative = sign_route ? BlockRows::sign : BlockRows::wide;
+    BlockRows mode = wide_kernel && !pair_route && wide_faster ? BlockRows::wide : BlockRows::plain;
     if (pair_route) {  // its first, middle and last rows (a left-padded batch's first are 0)
       for (size_t r : {size_t{0}, rows / 2, rows - 1})
-        wide_block = wide_block || any_negative(x + (m0 + r) * k, k);
-    } else if (wide_kernel && !wide_block) {
+        if (any_negative(x + (m0 + r) * k, k)) mode = if_negative;
+    } else if (wide_kernel && mode == BlockRows::plain) {
       parallel_for(chunks, threads, [&](size_t t) {
         const size_t r0 = m0 + rows * t / chunks, r1 = m0 + rows * (t + 1) / chunks;
         chunk_neg[t] = any_negative(x + r0 * k, (r1 - r0) * k);
       });
-      for (uint8_t v : chunk_neg) wide_block = wide_block || v;
+      for (uint8_t v : chunk_neg)
+        if (v) mode = BlockRows::wide;
     }
     std::vector<size_t> chunk_whole(chunks, 0);  // rows left whole by the pair route
     auto prep_block = [&](size_t t) {
       uint8_t* tq = trimmed.data() + t * (k + 64);
       bool has_neg = false;
+      size_t whole = 0;
+      // (split_u8 kernels take the split rows in their wide pass too)
+      const SparqRowFormat fmt = s16                                       ? SparqRowFormat::s16
+                                 : mode == BlockRows::sign                 ? SparqRowFormat::sign
+                                 : mode == BlockRows::wide && sign_xor     ? SparqRowFormat::sign
+                                 : mode == BlockRows::wide && offset9      ? SparqRowFormat::wide
+                                                                           : SparqRowFormat::split;
       for (size_t r = rows * t / chunks; r < rows * (t + 1) / chunks; ++r) {
         const float* xr = x + (m0 + r) * k;
-        // (split_u8 kernels take the split rows in their wide pass too)
-        const SparqRowFormat fmt = s16                      ? SparqRowFormat::s16
-                                   : wide_block && sign_xor ? SparqRowFormat::sign
-                                   : wide_block && offset9  ? SparqRowFormat::wide
-                                                            : SparqRowFormat::split;
         uint8_t* dp = pos + r * row_bytes;
         uint8_t* dn = s16 ? nullptr : neg + r * row_bytes;
         bool row_neg = false;
         sa[m0 + r] = prep(plan, xr, k, act.is_static ? &amax : nullptr, fmt, flip, tq, dp, dn,
                           &row_neg);
         has_neg = has_neg || row_neg;
-        if (fmt == SparqRowFormat::sign) {  // sum of |v| over v < 0 (the xor's -1 per product)
-          uint32_t neg_sum = 0;
-          for (size_t i = 0; i < k; ++i) neg_sum += dp[i] & dn[i];
-          row_bias[r] = static_cast<int32_t>(neg_sum);
-        }
         if (s16) {
           std::fill(reinterpret_cast<int16_t*>(dp) + k, reinterpret_cast<int16_t*>(dp) + k_pad,
                     int16_t{0});
@@ -268,37 +275,50 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
           std::fill(dp + k, dp + k_pad, uint8_t{0});  // zero weights there
           std::fill(dn + k, dn + k_pad, uint8_t{0});
         }
-        if (pair_route && !wide_block) chunk_whole[t] += !fixes.split(r, dp);
+        if (pair_route && mode == BlockRows::plain) whole += !fixes.split(r, dp);
+        if (mode == BlockRows::sign) whole += !fixes.split(r, dp, dn);
+        if (fmt == SparqRowFormat::sign) {  // sum of |v| over v < 0 (the xor's -1 per product)
+          uint32_t neg_sum = 0;
+          for (size_t i = 0; i < k; ++i) neg_sum += dp[i] & dn[i];
+          row_bias[r] = static_cast<int32_t>(neg_sum);
+        }
       }
       chunk_neg[t] = has_neg;
+      chunk_whole[t] = whole;
     };
     parallel_for(chunks, threads, prep_block);
-    // Pair-route blocks written again in the wide format: with a negative value (needed), or
-    // with rows too dense in large pairs for the pair route past 1/8 of the block where the
-    // wide tile is the faster one
-    if (pair_route && !wide_block) {
+    // Pair-route blocks written again: plain ones with a negative value (needed), or with rows
+    // too dense in large pairs for the pair route past 1/8 of the block where the wide tile is
+    // the faster one
+    while (pair_route && mode != BlockRows::wide) {
       size_t whole = 0;
       bool neg_seen = false;
       for (size_t t = 0; t < chunks; ++t) {
         whole += chunk_whole[t];
         neg_seen = neg_seen || chunk_neg[t];
       }
-      if (neg_seen || (wide_faster && whole * 8 > rows)) {
-        wide_block = true;
-        parallel_for(chunks, threads, prep_block);
-      }
+      const BlockRows next = mode == BlockRows::plain && neg_seen       ? if_negative
+                             : wide_faster && whole * 8 > rows         ? BlockRows::wide
+                                                                       : mode;
+      if (next == mode) break;
+      mode = next;
+      parallel_for(chunks, threads, prep_block);
     }
-    const bool fix_block = pair_route && !wide_block;
+    const bool fix_block = pair_route && mode != BlockRows::wide;
     bool block_neg = false;
     for (uint8_t v : chunk_neg) block_neg = block_neg || v;
     saw_negative = saw_negative || block_neg;
     const bool two_pass = !s16 && !wide_kernel && block_neg;
+    const bool wide_block = mode == BlockRows::wide;
+    const Int8ComputeFn compute = wide_block                ? kern.compute_wide
+                                  : mode == BlockRows::sign ? kern.compute_sign_xor
+                                                            : kern.compute;
     prob.a = pos;
     prob.a_low = neg;
     prob.col_bias = wide_block && offset9 ? bias_wide.data()
                     : bias_s8.empty()        ? nullptr
                                              : bias_s8.data();
-    prob.row_bias = wide_block && sign_xor ? row_bias.data() : nullptr;
+    prob.row_bias = mode == BlockRows::sign || (wide_block && sign_xor) ? row_bias.data() : nullptr;
     prob.c = c + m0 * n;
     prob_neg.a = neg;
     prob_neg.c = c_neg;
@@ -306,7 +326,7 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
       size_t panel, r0, r1;
       grid.task(t, panel, r0, r1);
       const size_t n0 = panel * kInt8PanelCols, n1 = std::min(n, n0 + kInt8PanelCols);
-      (wide_block ? kern.compute_wide : kern.compute)(prob, r0, r1, panel, panel + 1);
+      compute(prob, r0, r1, panel, panel + 1);
       if (fix_block) fixes.add(r0, r1, panels, panel, prob.c, n, n);
       if (two_pass) {
         kern.compute(prob_neg, r0, r1, panel, panel + 1);

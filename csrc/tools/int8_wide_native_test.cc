@@ -2,7 +2,9 @@
 // `isa` against an int64 oracle: rows written in the kernel's own format, every tile edge (row
 // counts around the 6-row tile and the narrow tiles, 1/17/33/64/130 columns, K below, at and
 // above the 4-k group and the 256-group K block, three of the 1024-group K blocks with a tail)
-// and the extreme values +-255 x -128.
+// and the extreme values +-255 x -128. Paths with compute_sign_xor run it on the same rows, whole
+// and split by their pair route.
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <random>
@@ -100,6 +102,53 @@ void int8_wide_sweep(Isa isa, TestCounter& t) {
             }
           t.check(ok, "int8 compute_wide " + std::to_string(m) + "x" + std::to_string(n) + "x" +
                           std::to_string(k) + (extreme ? " extreme" : ""));
+          if (!kern.compute_sign_xor) continue;
+          // compute_sign_xor (the pair route's signed rows): |v| rows left whole (the tiles'
+          // split route), then split by pair_split with their signs, the fixes added per panel
+          for (int split_rows = 0; split_rows < 2; ++split_rows) {
+            // split: all but every 11th value within +-85, so most rows need a few fixes (of
+            // either sign, two in some k groups) and some more than a row may take
+            std::vector<int16_t> vs = v;
+            if (split_rows)
+              for (size_t i = 0; i < vs.size(); ++i)
+                if (i % 11) vs[i] = static_cast<int16_t>(vs[i] / 3);
+            const size_t cap = k_pad / 4 / 8 + 1;
+            std::vector<Int8GroupFix> fixes(m * cap);
+            std::vector<size_t> counts(m, 0);
+            for (size_t i = 0; i < m; ++i) {
+              uint8_t* row = a.data() + i * k_pad;
+              const uint8_t* signs = a_low.data() + i * k_pad;
+              write_row(Int8WideFormat::sign_xor, vs.data() + i * k, k, k_pad, row,
+                        a_low.data() + i * k_pad);
+              if (split_rows) {
+                const size_t got = kern.pair_split(row, signs, k_pad, fixes.data() + i * cap, cap);
+                counts[i] = got == SIZE_MAX ? 0 : got;
+              }
+              row_bias[i] = 0;  // from the split row: the fixes carry the rest
+              for (size_t kk = 0; kk < k_pad; ++kk) row_bias[i] += row[kk] & signs[kk];
+            }
+            p.col_bias = nullptr;
+            p.row_bias = row_bias.data();
+            std::fill(c.begin(), c.end(), 12345);
+            for (size_t panel = 0; panel < n_pad / 64; ++panel) {
+              if (split > 0) kern.compute_sign_xor(p, 0, split, panel, panel + 1);
+              kern.compute_sign_xor(p, split, m, panel, panel + 1);
+              const int8_t* panel_b = p.panels + panel * p.k_groups * 256;
+              for (size_t i = 0; i < m; ++i)
+                kern.add_fixes(panel_b, fixes.data() + i * cap, counts[i], c.data() + i * n + panel * 64,
+                               std::min<size_t>(64, n - panel * 64));
+            }
+            ok = true;
+            for (size_t i = 0; i < m && ok; ++i)
+              for (size_t j = 0; j < n && ok; ++j) {
+                int64_t acc = 0;
+                for (size_t kk = 0; kk < k; ++kk) acc += int64_t{vs[i * k + kk]} * w[j * k + kk];
+                ok = static_cast<int32_t>(acc) == c[i * n + j];
+              }
+            t.check(ok, "int8 compute_sign_xor " + std::to_string(m) + "x" + std::to_string(n) +
+                            "x" + std::to_string(k) + (extreme ? " extreme" : "") +
+                            (split_rows ? " split" : " whole"));
+          }
         }
 }
 
