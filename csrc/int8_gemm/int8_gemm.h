@@ -51,6 +51,9 @@ struct Int8GemmProblem {
   const uint8_t* a_low;
   // compute_wide with Int8WideFormat::sign_xor only: [M] added to every column of row m
   const int32_t* row_bias = nullptr;
+  // Every row's pairs are known to sum to at most 255 (the caller split them all by the pair
+  // route): the AVX2 tiles skip their per-block check.
+  bool pair_safe = false;
 };
 
 // Computes rows [m0, m1) of the output columns in panels [p0, p1).

@@ -150,10 +150,11 @@ PQ_INLINE void accumulate(const uint8_t* a, const uint8_t* s, size_t lda, const 
 // (row_bias[r]); later blocks add to C. two_streams: a block streamed from memory (M = 1), read
 // as two streams; else the block is in L2 and one stream keeps every accumulator in a register
 // (the two interleaved steps spilled three to four of them).
+// pair_safe: the caller knows the rows' pairs fit (Int8GemmProblem::pair_safe).
 template <size_t MR, size_t V, bool kSigned = false>
 void tile(const uint8_t* a, const uint8_t* s, size_t lda, const int8_t* b, size_t groups,
           int32_t* c, size_t ldc, size_t nc, const int32_t* bias, const int32_t* row_bias,
-          bool accumulate_c, bool two_streams) {
+          bool accumulate_c, bool two_streams, bool pair_safe) {
   __m256i acc[MR][V];
 #pragma GCC unroll 4
   for (size_t r = 0; r < MR; ++r)
@@ -162,7 +163,7 @@ void tile(const uint8_t* a, const uint8_t* s, size_t lda, const int8_t* b, size_
       acc[r][v] = kSigned && !accumulate_c ? _mm256_set1_epi32(row_bias[r])
                                            : _mm256_setzero_si256();
 
-  const bool fast = rows_pair_safe(a, lda, MR, groups * kInt8GroupK);
+  const bool fast = pair_safe || rows_pair_safe(a, lda, MR, groups * kInt8GroupK);
   if (fast && two_streams)
     accumulate<MR, V, false, kSigned, true>(a, s, lda, b, groups, acc);
   else if (fast)
@@ -441,13 +442,13 @@ void compute_rows(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, siz
         const bool two = m1 - m0 == 1;  // (for_each_row_block: the whole K, from memory)
         if (nc <= 16)
           tile<1, 2, kSigned>(a + at, sa, p.lda, b, groups, c, p.ldc, nc, bias, rb, accumulate_c,
-                              two);
+                              two, p.pair_safe);
         else if (nc <= 32)
           tile<1, 4, kSigned>(a + at, sa, p.lda, b, groups, c, p.ldc, nc, bias, rb, accumulate_c,
-                              two);
+                              two, p.pair_safe);
         else
           tile<1, kV, kSigned>(a + at, sa, p.lda, b, groups, c, p.ldc, nc, bias, rb,
-                               accumulate_c, two);
+                               accumulate_c, two, p.pair_safe);
       });
 }
 

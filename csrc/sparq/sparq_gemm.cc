@@ -305,6 +305,9 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
       parallel_for(chunks, threads, prep_block);
     }
     const bool fix_block = pair_route && mode != BlockRows::wide;
+    size_t whole = 0;
+    for (size_t w : chunk_whole) whole += w;
+    prob.pair_safe = fix_block && whole == 0;  // every row split: the tiles skip their check
     bool block_neg = false;
     for (uint8_t v : chunk_neg) block_neg = block_neg || v;
     saw_negative = saw_negative || block_neg;
