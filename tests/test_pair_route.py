@@ -117,7 +117,8 @@ def signed_rows(rng, m, k, dense_rows=()):
     the trim); dense rows have every pair past 255 with mixed signs (more fixes than a row may
     take)."""
     x = rng.standard_normal((m, k)).astype(np.float32)
-    x[:, 3:k:37] *= 6
+    for j in range(4):  # runs of four outliers: some fill a k group, of either sign (two fixes)
+        x[:, j:k:37] *= 6
     for r in dense_rows:
         x[r] = rng.uniform(0.8, 1.0, k) * rng.choice([-1, 1], k)
     return x
@@ -138,15 +139,16 @@ def test_sparq_forward_signed_rows(int8_kernel, rng, threads, m, n, k, dense):
 
 @kernels(AVX2_KERNELS + [e for e in INT8_KERNELS if e["name"] == "scalar"])
 @pytest.mark.parametrize("k", [1024, 1028])
-@pytest.mark.parametrize("m", [7, 40])
-def test_sparq_forward_signed_rows_at_the_fix_cap(int8_kernel, rng, threads, k, m):
+@pytest.mark.parametrize("m", [1, 7, 40])
+@pytest.mark.parametrize("over", [False, True])
+def test_sparq_forward_signed_rows_at_the_fix_cap(int8_kernel, rng, threads, k, m, over):
     """Signed rows needing cap - 1, cap and cap + 1 fixes (cap = k groups / 8 + 1), counted with
     k groups whose two pairs pass 255 with opposite signs (two fixes each) and with one sign (one
-    fix); m = 7: rows left whole take the sign tile's split route; m = 40: a few of them among
-    rows that split."""
+    fix); m = 1: one row (cap - 1, or cap + 1: left whole); m = 7: rows left whole take the sign
+    tile's split route; m = 40: a few of them among rows that split."""
     groups = (k + 3) // 4
     cap = groups // 8 + 1
-    counts = [cap - 1, cap, cap + 1, cap, 2 * cap, cap + 1, 0]
+    counts = [cap + 1 if over else cap - 1, cap, cap + 1, cap, 2 * cap, cap + 1, 0][:m]
     counts += [3] * (m - len(counts))
     x = np.full((m, k), 0.01, np.float32)
     x[:, -1] = 1.0  # the row's scale: |x| = 1 -> 255
@@ -166,7 +168,8 @@ def test_sparq_forward_signed_rows_at_the_fix_cap(int8_kernel, rng, threads, k, 
 @pytest.mark.parametrize("neg_row", [1, 15, 39])
 def test_sparq_forward_negative_after_the_first_row(int8_kernel, rng, threads, neg_row):
     """A block guessed non-negative from its first row, with a negative value further down: the
-    block is written again in the signed (wide) format."""
+    block is written again in the signed format (AVX2: sign bytes through the u8 tile; VNNI:
+    its wide format)."""
     m, n, k = 40, 130, 300
     x = relu_rows(rng, m, k)
     x[neg_row, 7] = -0.5
@@ -270,11 +273,24 @@ def test_int8_gemm_rows_at_the_fix_cap(int8_kernel, rng, threads, k):
     assert np.array_equal(pyquant.sparq_gemm(a, pw), ref.astype(np.int32))
 
 
+@kernels(INT8_KERNELS)
+def test_sparq_forward_plain_then_sign_then_wide(int8_kernel, rng, threads):
+    """A block guessed non-negative (its first, middle and last rows are), written again with
+    sign bytes for a negative row, and once more in the wide format because more than 1/8 of its
+    signed rows stay whole (AVX2; other paths take their wide format at once)."""
+    m, n, k = 40, 70, 300
+    x = relu_rows(rng, m, k)
+    for r in range(1, m - 1, 2):  # dense mixed-sign rows, none of the three probed
+        x[r] = rng.uniform(0.8, 1.0, k) * rng.choice([-1, 1], k)
+    w = forward_weights(rng, n, k)
+    assert np.array_equal(forward(x, w, threads), forward_ref(x, w))
+
+
 @kernels(AVX2_KERNELS)
 def test_sparq_forward_over_several_blocks(int8_kernel, rng, threads):
     """Blocks of about 1 MiB of rows (249 rows at K = 4200): a pair-route block, a block made
-    wide by a negative value in its 100th row, a pair-route block after it, a last short block
-    with rows left whole."""
+    signed by a negative value in its 100th row, a pair-route block after it (the row bias and
+    pair_safe reset between blocks), a last short block with rows left whole."""
     m, n, k = 800, 40, 4200
     x = relu_rows(rng, m, k, dense_rows=range(760, 800, 3))
     x[249 + 100, 5] = -1.0

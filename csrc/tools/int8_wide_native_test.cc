@@ -106,12 +106,13 @@ void int8_wide_sweep(Isa isa, TestCounter& t) {
           // compute_sign_xor (the pair route's signed rows): |v| rows left whole (the tiles'
           // split route), then split by pair_split with their signs, the fixes added per panel
           for (int split_rows = 0; split_rows < 2; ++split_rows) {
-            // split: all but every 11th value within +-85, so most rows need a few fixes (of
-            // either sign, two in some k groups) and some more than a row may take
+            // split: all but two of every 11 values within +-85, so most rows need a few
+            // fixes (of either sign; two in the k groups holding two large values 2 apart)
+            // and some more than a row may take
             std::vector<int16_t> vs = v;
             if (split_rows)
               for (size_t i = 0; i < vs.size(); ++i)
-                if (i % 11) vs[i] = static_cast<int16_t>(vs[i] / 3);
+                if (i % 11 != 0 && i % 11 != 2) vs[i] = static_cast<int16_t>(vs[i] / 3);
             const size_t cap = k_pad / 4 / 8 + 1;
             std::vector<Int8GroupFix> fixes(m * cap);
             std::vector<size_t> counts(m, 0);
