@@ -52,7 +52,7 @@ struct Int8GemmProblem {
   // compute_wide with Int8WideFormat::sign_xor only: [M] added to every column of row m
   const int32_t* row_bias = nullptr;
   // Every row's pairs are known to sum to at most 255 (the caller split them all by the pair
-  // route): the AVX2 tiles skip their per-block check.
+  // route): the AVX2 1x64 row tile skips its per-block check.
   bool pair_safe = false;
 };
 

@@ -321,7 +321,8 @@ void stream_rows_panel(const Int8GemmProblem& p, const uint8_t* a, size_t m0, si
     for (size_t r = 0; r < rows; ++r) {
       const size_t at = (m0 + r) * p.lda + kc * kInt8GroupK;
       small[r] = copy_chunk_row(a + at, groups * kInt8GroupK, rows_copy + r * kCopyStride);
-      if (kSigned) copy_chunk_bytes(p.a_low + at, groups * kInt8GroupK, signs_copy + r * kCopyStride);
+      if (kSigned)
+        copy_chunk_bytes(p.a_low + at, groups * kInt8GroupK, signs_copy + r * kCopyStride);
     }
     const size_t to_end = weights_left - kc;
     const bool prefetch = to_end >= 2 * kChunkGroups;

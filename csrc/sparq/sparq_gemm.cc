@@ -149,8 +149,10 @@ void sparq_gemm_encoded_run(const uint8_t* payload, size_t m, size_t k, const Sp
 // magnitudes), and write the signed trimmed values in the int8 path's activation format. int16
 // holds +-255: one GEMM. A path with a 9-bit kernel (compute_wide) takes them in its
 // Int8WideFormat: u = v + 256 as top 7 and low 2 bits, the 256 * colsum taken off by the column
-// bias (AVX2), or |v| and sign bytes, the row's negative magnitudes added back by a row bias
-// (the VNNI kernels, zmm and ymm): one GEMM. Otherwise uint8/int8 formats cannot hold them: the
+// bias (AVX2's int16 tile), or |v| and sign bytes, the row's negative magnitudes added back by a
+// row bias (the VNNI kernels, zmm and ymm): one GEMM. AVX2 writes signed blocks as |v| and sign
+// bytes too, split by its pair route (compute_sign_xor), and keeps its int16 tile for blocks too
+// dense in large pairs (BlockRows). Otherwise uint8/int8 formats cannot hold them: the
 // block's positive and negative parts are two passes of the micro-kernel (only when the block
 // has a negative input), and their difference is exact (wrapping int32). Then the shared
 // epilogue per task.
@@ -186,7 +188,7 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
   int32_t* c_neg = s16 || wide_kernel ? nullptr
                                         : static_cast<int32_t*>(thread_scratch(mc * n * 4, 2));
   float* sa = static_cast<float*>(thread_scratch(m * sizeof(float), 3));
-  // The pair route for blocks without negative inputs (negative ones take the wide format)
+  // The pair route (AVX2): plain blocks, and signed ones where the path has compute_sign_xor
   PairFixes fixes = block_fixes(kern, mc, k_pad);
   const bool pair_route = fixes.active() && wide_kernel;
   // signed blocks as sign_xor rows through the u8 tile with the pair route (AVX2)

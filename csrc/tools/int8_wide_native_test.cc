@@ -136,8 +136,8 @@ void int8_wide_sweep(Isa isa, TestCounter& t) {
               kern.compute_sign_xor(p, split, m, panel, panel + 1);
               const int8_t* panel_b = p.panels + panel * p.k_groups * 256;
               for (size_t i = 0; i < m; ++i)
-                kern.add_fixes(panel_b, fixes.data() + i * cap, counts[i], c.data() + i * n + panel * 64,
-                               std::min<size_t>(64, n - panel * 64));
+                kern.add_fixes(panel_b, fixes.data() + i * cap, counts[i],
+                               c.data() + i * n + panel * 64, std::min<size_t>(64, n - panel * 64));
             }
             ok = true;
             for (size_t i = 0; i < m && ok; ++i)
