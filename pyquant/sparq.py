@@ -161,8 +161,9 @@ def sparq_gemm(a, w, *, bits=4, options=None, rounding="round", pairs=True, spar
 
     Signed activations (sign-magnitude, our extension for inputs that are not post-ReLU): ``a``
     int16 in ``[-255, 255]`` (else ValueError); each value is ``sign(a) * trim(|a|)`` with pairs
-    judged on the magnitudes (a zero partner is ``a == 0``). Computed as the positive part's
-    product minus the negative part's (twice the products of uint8 rows).
+    judged on the magnitudes (a zero partner is ``a == 0``). Computed in one pass where the
+    path can (AVX2: magnitudes with sign bytes through its uint8 tile; VNNI: the same with
+    ``vpdpbusd``), else as the positive part's product minus the negative part's.
     """
     params = _params(bits, options, rounding, pairs)
     an, was_torch = _check_activations(a, ndim=2, dtypes=(np.uint8, np.int16))
@@ -177,26 +178,8 @@ def sparq_gemm(a, w, *, bits=4, options=None, rounding="round", pairs=True, spar
                          "sparq_gemm(..., sparse24=True)")
     pw = resolve_weight(w, "sparq_gemm", params)
     check_k(an, pw)
-    mags = an if an.dtype == np.uint8 else _magnitudes(an)
-    negative = None if an.dtype == np.uint8 else an < 0
-    if negative is None or not negative.any():
-        return _arrays.like(_C.sparq_gemm(mags, pw.buffer, *cfg, get_num_threads()), was_torch)
-    # signed rows: the magnitudes trimmed once; each part re-trims to itself (a trimmed value
-    # is kept by its own window, and by the wider one a lost partner grants)
-    trimmed = _C.sparq_quantize(mags, *cfg, get_num_threads())
-    parts = [np.where(negative, 0, trimmed).astype(np.uint8), np.where(negative, trimmed, 0).astype(np.uint8)]
-    pos, neg = (_C.sparq_gemm(part, pw.buffer, *cfg, get_num_threads()) for part in parts)
-    return _arrays.like(pos - neg, was_torch)  # int32, wrapping like the kernels
-
-
-def _magnitudes(an: np.ndarray) -> np.ndarray:
-    """|a| as uint8 for int16 sign-magnitude rows; ValueError outside [-255, 255]."""
-    bad = (an < -255) | (an > 255)
-    if bad.any():
-        r, c = np.argwhere(bad)[0]
-        raise ValueError(f"a: int16 activations are sign-magnitude 8-bit values in [-255, 255]; "
-                         f"got {int(an[r, c])} at row {r}, column {c}")
-    return np.abs(an).astype(np.uint8)
+    gemm = _C.sparq_gemm_signed if an.dtype == np.int16 else _C.sparq_gemm
+    return _arrays.like(gemm(an, pw.buffer, *cfg, get_num_threads()), was_torch)
 
 
 # ---------------------------------------------------------------------------------------------

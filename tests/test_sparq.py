@@ -384,6 +384,47 @@ def test_bad_gemm_shapes_and_packed_weights(rng):
         pyquant.sparq_gemm(a, pw, bits=4, options=3, rounding="trunc", pairs=False), 0)
 
 
+# --- the raw op on int16 sign-magnitude rows (one pass: the fused forward's signed route) ---
+def signed_codes(rng, m, k):
+    """int16 rows in [-255, 255]: zeros, the +-255 extremes, small and LayerNorm-like values."""
+    a = (rng.standard_normal((m, k)) * 40).clip(-255, 255).astype(np.int16)
+    a[:, ::5] = 0
+    a[:, 1::17] = rng.choice(np.array([-255, 255], np.int16), size=a[:, 1::17].shape)
+    if m > 2:
+        a[1] = rng.integers(-255, 256, k)  # a row dense in pairs past 255
+    return a
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 70, 1030), (3, 65, 36), (16, 130, 300), (40, 64, 4200),
+                                   (300, 65, 37), (2, 17, 1)])
+def test_sparq_gemm_signed_rows(isa, rng, threads, m, n, k):
+    """int16 rows: sign(a) * trim(|a|) against the reference on every path, with -128 weights;
+    negating every row negates the product; non-negative int16 rows equal their uint8 copy."""
+    a = signed_codes(rng, m, k)
+    w = rng.integers(-128, 128, size=(n, k), dtype=np.int8)
+    w[:, : k // 3] = rng.choice(np.array([-128, 127], np.int8), size=(n, k // 3))
+    for cfg in [dict(), dict(bits=4, options=3, rounding="trunc", pairs=False),
+                dict(bits=2, options=7, pairs=True)]:
+        pw = pyquant.prepack(w, "sparq_gemm", **cfg)
+        p = dict(bits=4, options=5, rounding="round", pairs=True) | cfg
+        t = sparq_ref(np.abs(a).astype(np.uint8), p["bits"], p["options"], p["rounding"],
+                      p["pairs"]).astype(np.int64)
+        want = (np.where(a < 0, -t, t) @ w.T.astype(np.int64)).astype(np.int32)
+        got = pyquant.sparq_gemm(a, pw, **cfg)
+        assert got.dtype == np.int32 and np.array_equal(got, want)
+        assert np.array_equal(pyquant.sparq_gemm(-a, pw, **cfg), -got)
+    u = np.abs(a).astype(np.uint8)
+    assert np.array_equal(pyquant.sparq_gemm(u.astype(np.int16), w), pyquant.sparq_gemm(u, w))
+
+
+def test_sparq_gemm_signed_rows_out_of_range(rng):
+    w = rng.integers(-127, 128, size=(8, 16), dtype=np.int8)
+    a = np.zeros((3, 16), np.int16)
+    a[2, 5] = -256
+    with pytest.raises(ValueError, match=r"\[-255, 255\]; got -256 at row 2, column 5"):
+        pyquant.sparq_gemm(a, w)
+
+
 # --- the fused forward on signed inputs (the AVX2 9-bit rows; two passes elsewhere) ---
 @pytest.mark.parametrize("wide_range", [False, True], ids=["to-255", "to-127"])
 @pytest.mark.parametrize("shape", [(1, 70, 130), (5, 300, 67), (2, 4200, 70), (13, 4200, 70)],

@@ -61,6 +61,16 @@ CArray<float> prune_24_f32_py(const CArray<float>& w, int threads) {
   return out;
 }
 
+// int16 sign-magnitude activations must lie in [-255, 255] (ValueError naming the first not).
+void check_sign_magnitude(const int16_t* a, size_t m, size_t k) {
+  const auto bad = std::find_if(a, a + m * k, [](int16_t v) { return v < -255 || v > 255; });
+  require(bad == a + m * k,
+          "a: int16 activations are sign-magnitude 8-bit values in [-255, 255]; got " +
+              std::to_string(bad == a + m * k ? 0 : *bad) + " at row " +
+              std::to_string((bad - a) / (k ? k : 1)) + ", column " +
+              std::to_string((bad - a) % (k ? k : 1)));
+}
+
 // The raw 2:4 op on uint8 rows, or on int16 sign-magnitude rows in [-255, 255].
 template <class T>
 CArray<int32_t> sparq24_gemm_any(const CArray<T>& a, const CArray<uint8_t>& packed, int bits,
@@ -74,14 +84,7 @@ CArray<int32_t> sparq24_gemm_any(const CArray<T>& a, const CArray<uint8_t>& pack
   const size_t m = a.shape(0), k = a.shape(1);
   require_k_matches(h, k);
   const T* a_ptr = a.data();
-  if constexpr (std::is_same_v<T, int16_t>) {
-    const auto bad = std::find_if(a_ptr, a_ptr + m * k, [](int16_t v) { return v < -255 || v > 255; });
-    require(bad == a_ptr + m * k,
-            "a: int16 activations are sign-magnitude 8-bit values in [-255, 255]; got " +
-                std::to_string(bad == a_ptr + m * k ? 0 : *bad) + " at row " +
-                std::to_string((bad - a_ptr) / (k ? k : 1)) + ", column " +
-                std::to_string((bad - a_ptr) % (k ? k : 1)));
-  }
+  if constexpr (std::is_same_v<T, int16_t>) check_sign_magnitude(a_ptr, m, k);
   const size_t n = h.n;
   CArray<int32_t> c({m, n});
   int32_t* out = c.mutable_data();
@@ -128,26 +131,32 @@ CArray<uint8_t> sparq_prepack(const CArray<int8_t>& w, int bits, int options, bo
   return out;
 }
 
-CArray<int32_t> sparq_gemm(const CArray<uint8_t>& a, const CArray<uint8_t>& packed, int bits,
-                           int options, bool round, bool pairs, int threads) {
+// The raw op on uint8 rows, or on int16 sign-magnitude rows in [-255, 255] (one pass: the
+// fused forward's signed route, sparq_gemm_signed_run).
+template <class T>
+CArray<int32_t> sparq_gemm_any(const CArray<T>& a, const CArray<uint8_t>& packed, int bits,
+                               int options, bool round, bool pairs, int threads) {
   require_ndim(a, 2, "a");
   const SparqConfig cfg = checked_config(bits, options, round, pairs);
   const PackedHeader h = checked_sparq_weight(packed, cfg);
   const size_t m = a.shape(0), k = a.shape(1);
   require_k_matches(h, k);
+  const T* a_ptr = a.data();
+  if constexpr (std::is_same_v<T, int16_t>) check_sign_magnitude(a_ptr, m, k);
   const size_t n = h.n;
   CArray<int32_t> c({m, n});
   int32_t* out = c.mutable_data();
-  const uint8_t* a_ptr = a.data();
   const uint8_t* base = packed.data();
+  const auto* panels = reinterpret_cast<const int8_t*>(base + h.data_offset);
+  const auto* col_sums = reinterpret_cast<const int32_t*>(base + h.aux_offset);
   {
     py::gil_scoped_release release;
     if (k == 0)
       std::fill(out, out + m * n, 0);
+    else if constexpr (std::is_same_v<T, int16_t>)
+      sparq_gemm_signed_run(a_ptr, m, k, cfg, panels, col_sums, n, out, threads, active_isa());
     else
-      sparq_gemm_run(a_ptr, m, k, cfg, reinterpret_cast<const int8_t*>(base + h.data_offset),
-                     reinterpret_cast<const int32_t*>(base + h.aux_offset), n, out, threads,
-                     active_isa());
+      sparq_gemm_run(a_ptr, m, k, cfg, panels, col_sums, n, out, threads, active_isa());
   }
   return c;
 }
@@ -231,8 +240,12 @@ void bind_sparq(py::module_& m) {
         py::arg("round"), py::arg("pairs"), py::arg("threads") = 1);
   m.def("sparq_prepack", &sparq_prepack, py::arg("w"), py::arg("bits"), py::arg("options"),
         py::arg("round"), py::arg("pairs"));
-  m.def("sparq_gemm", &sparq_gemm, py::arg("a"), py::arg("packed"), py::arg("bits"),
-        py::arg("options"), py::arg("round"), py::arg("pairs"), py::arg("threads") = 1);
+  m.def("sparq_gemm", &sparq_gemm_any<uint8_t>, py::arg("a"), py::arg("packed"),
+        py::arg("bits"), py::arg("options"), py::arg("round"), py::arg("pairs"),
+        py::arg("threads") = 1);
+  m.def("sparq_gemm_signed", &sparq_gemm_any<int16_t>, py::arg("a"), py::arg("packed"),
+        py::arg("bits"), py::arg("options"), py::arg("round"), py::arg("pairs"),
+        py::arg("threads") = 1);
   m.def("sparq_gemm_encoded", &sparq_gemm_encoded, py::arg("payload"), py::arg("k"),
         py::arg("packed"), py::arg("bits"), py::arg("options"), py::arg("round"),
         py::arg("pairs"), py::arg("threads") = 1);

@@ -42,7 +42,8 @@ void forward_lut(const float* x, size_t m, size_t k, const uint8_t* panels, size
 
 // SparqConfig: magnitudes trimmed once, signed values in one GEMM where the int8 path's
 // activation format holds them (int16), else positive and negative parts (sparq_gemm.cc).
-// Returns whether any input was negative.
+// Returns whether any input was negative. w_scale nullptr: no epilogue, y holds the int32 sums
+// (sparq_gemm_signed_run).
 bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
                    const int8_t* panels, const int32_t* col_sums, size_t n, const float* w_scale,
                    const float* bias, ActRange act, float* y, int threads, Isa isa);

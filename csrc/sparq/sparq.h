@@ -220,6 +220,12 @@ void sparq_decode_row(const SparqConfig& cfg, const uint8_t* in, size_t k, uint8
 void sparq_gemm_run(const uint8_t* a, size_t m, size_t k, const SparqConfig& cfg,
                     const int8_t* panels, const int32_t* col_sums, size_t n, int32_t* c,
                     int threads, Isa isa);
+// C = sign(A) * sparq(|A|) @ W.T for int16 sign-magnitude rows A [m, k], every value in
+// [-255, 255] (the caller checks): forward_sparq's signed route on the rows as floats with an
+// identity quantization (static range 255: scale 1), no epilogue. Call without the GIL.
+void sparq_gemm_signed_run(const int16_t* a, size_t m, size_t k, const SparqConfig& cfg,
+                           const int8_t* panels, const int32_t* col_sums, size_t n, int32_t* c,
+                           int threads, Isa isa);
 // The same product from the compact format: rows of `payload` (sparq_encoded_row_bytes each)
 // are decoded block by block instead of trimmed; the uint8 activations never exist in full.
 void sparq_gemm_encoded_run(const uint8_t* payload, size_t m, size_t k, const SparqConfig& cfg,

@@ -341,10 +341,30 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
           for (size_t j = n0; j < n1; ++j) dst[j] -= src[j];
         }
       }
-      epilogue_i32(ep, c, n, m0 + r0, m0 + r1, n0, n1, isa);
+      if (w_scale) epilogue_i32(ep, c, n, m0 + r0, m0 + r1, n0, n1, isa);
     });
   }
   return saw_negative;
+}
+
+void sparq_gemm_signed_run(const int16_t* a, size_t m, size_t k, const SparqConfig& cfg,
+                           const int8_t* panels, const int32_t* col_sums, size_t n, int32_t* c,
+                           int threads, Isa isa) {
+  if (m == 0 || n == 0) return;
+  // |a| * (1 / 1) + 0.5 truncates back to |a| (exact in float): the forward's own rows
+  const ActRange identity{true, -255.0f, 255.0f};
+  const size_t rows_per_chunk = std::max<size_t>(1, (size_t{4} << 20) / k);  // 16 MiB of floats
+  std::vector<float> x(std::min(m, rows_per_chunk) * k);
+  for (size_t r0 = 0; r0 < m; r0 += rows_per_chunk) {
+    const size_t rows = std::min(rows_per_chunk, m - r0);
+    const size_t chunks = rows >= 64 && threads > 1 ? static_cast<size_t>(threads) : 1;
+    parallel_for(chunks, threads, [&](size_t t) {
+      for (size_t i = rows * t / chunks * k; i < rows * (t + 1) / chunks * k; ++i)
+        x[i] = static_cast<float>(a[r0 * k + i]);
+    });
+    forward_sparq(x.data(), rows, k, cfg, panels, col_sums, n, nullptr, nullptr, identity,
+                  reinterpret_cast<float*>(c + r0 * n), threads, isa);
+  }
 }
 
 }  // namespace pq
