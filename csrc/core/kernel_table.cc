@@ -245,7 +245,9 @@ std::vector<KernelEntry> build_table() {
             "M = 2-16: 4 KiB chunks x 16-column strips x 4-row tiles, every row beside the "
             "stream; exact: row blocks whose pairs (k, k+1) sum to <= 255 fast (7-bit rows, "
             "and SPARQ's 8-bit rows split into such rows + sparse fixes), others split a = "
-            "2(a>>1) + (a&1); 9-bit rows: vpmaddwd int16 4x8 tile"),
+            "2(a>>1) + (a&1); SPARQ's signed rows: |v| with the sign bytes xor-ed into the "
+            "weights through the same tiles (split by the pair route too), or where too dense in "
+            "large pairs a vpmaddwd int16 4x8 tile"),
       entry(F::int8_gemm, "neon_i8mm_8x8", Isa::neon, kNeonBase | feat::neon_i8mm, 8,
             kInt8NeonI8mm, V::qemu,
             "8x8 smmla tile (2x2 blocks of 8 k, weights zipped from two panel groups); "
