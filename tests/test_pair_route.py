@@ -286,6 +286,27 @@ def test_sparq_forward_plain_then_sign_then_wide(int8_kernel, rng, threads):
     assert np.array_equal(forward(x, w, threads), forward_ref(x, w))
 
 
+@kernels(INT8_KERNELS)
+@pytest.mark.parametrize("m,n,k", [(1, 70, 1028), (5, 65, 36), (16, 130, 300), (40, 70, 1029),
+                                   (70, 64, 4200)])
+def test_int8_gemm_signed_rows(int8_kernel, rng, threads, m, n, k):
+    """int8 activations (AVX2: |a| and sign bytes through the u8 tile; a pair of two -128s is the
+    only one past 255, a fix): random rows, rows at cap - 1 / cap / cap + 1 such pairs (the last
+    left whole: the split route), rows of -128 only, against -128 / 127 weights."""
+    groups = (k + 3) // 4
+    cap = groups // 8 + 1
+    a = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    for r, c in zip(range(1, m), [cap - 1, cap, cap + 1]):
+        at = rng.choice(groups - 1, size=min(c, groups - 1), replace=False)
+        a[r, 4 * at] = a[r, 4 * at + 1] = -128
+        a[r, 4 * at[::3] + 2] = a[r, 4 * at[::3] + 3] = -128  # two such pairs in a group
+    if m > 4:
+        a[4] = -128
+    w = worst_weights(rng, n, k)
+    ref = (a.astype(np.int64) @ w.astype(np.int64).T).astype(np.int32)
+    assert np.array_equal(pyquant.int8_gemm(a, w), ref)
+
+
 @kernels(AVX2_KERNELS)
 def test_sparq_forward_over_several_blocks(int8_kernel, rng, threads):
     """Blocks of about 1 MiB of rows (249 rows at K = 4200): a pair-route block, a block made
