@@ -71,6 +71,14 @@ using Int8ComputeFn = void (*)(const Int8GemmProblem& p, size_t m0, size_t m1, s
 //             cannot be xor-ed per row).
 enum class Int8WideFormat { offset9, sign_xor, split_u8 };
 
+// A sign_xor row's row_bias: the sum of |v| over v < 0 (the xor's -1 per product), from the row
+// as the tile reads it (after any pair split: the fixes carry the rest).
+inline int32_t sign_xor_row_bias(const uint8_t* mags, const uint8_t* signs, size_t k) {
+  uint32_t neg_sum = 0;
+  for (size_t i = 0; i < k; ++i) neg_sum += mags[i] & signs[i];
+  return static_cast<int32_t>(neg_sum);
+}
+
 // The AVX2 vpmaddubsw tile's fast route is exact on any row whose pairs (k, k + 1), k even, each
 // sum to at most 255 (|a0 w0 + a1 w1| <= 255 * 128 < 32768), not only on 7-bit rows. An 8-bit row
 // is split into such a row and a sparse remainder: where a pair sums past 255, the excess leaves

@@ -269,9 +269,7 @@ class Int8GemmTasks final : public TaskSet {
         std::fill(mag + k, mag + k_pad, uint8_t{0});  // zero weights there
         std::fill(sign + k, sign + k_pad, uint8_t{0});
         whole[t] |= !fixes->split(r, mag, sign);
-        uint32_t neg_sum = 0;  // from the split row (the fixes carry the rest)
-        for (size_t i = 0; i < k; ++i) neg_sum += mag[i] & sign[i];
-        row_bias_[r] = static_cast<int32_t>(neg_sum);
+        row_bias_[r] = sign_xor_row_bias(mag, sign, k);
       }
     });
     prob_.a = mags;

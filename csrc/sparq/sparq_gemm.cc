@@ -279,11 +279,7 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
         }
         if (pair_route && mode == BlockRows::plain) whole += !fixes.split(r, dp);
         if (mode == BlockRows::sign) whole += !fixes.split(r, dp, dn);
-        if (fmt == SparqRowFormat::sign) {  // sum of |v| over v < 0 (the xor's -1 per product)
-          uint32_t neg_sum = 0;
-          for (size_t i = 0; i < k; ++i) neg_sum += dp[i] & dn[i];
-          row_bias[r] = static_cast<int32_t>(neg_sum);
-        }
+        if (fmt == SparqRowFormat::sign) row_bias[r] = sign_xor_row_bias(dp, dn, k);
       }
       chunk_neg[t] = has_neg;
       chunk_whole[t] = whole;
