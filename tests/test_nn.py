@@ -699,7 +699,7 @@ def test_plain_call_on_a_fresh_model(config, backend):
         expected = model(x)
     assert torch.equal(y.detach(), expected)
     assert y.requires_grad  # connected to the float layers' parameters, through the quantized ones
-    with pytest.raises(RuntimeError, match="QuantLinear is inference-only"):
+    with pytest.raises(RuntimeError, match="QuantLinear '7' is inference-only"):
         y.sum().backward()
     # the first layer quantized: nothing before it requires grad, so neither does the output
     with _ctx(config, backend):
@@ -711,7 +711,7 @@ def test_backward_through_quantized_conv_is_a_clear_error():
     model = pyquant.quantize_(_mixed_net(), pyquant.Int8Config(), filter_fn=lambda m, fqn: fqn == "2")
     x = torch.randn(1, 3, 6, 6, requires_grad=True)
     y = model(x)
-    with pytest.raises(RuntimeError, match="QuantConv2d is inference-only"):
+    with pytest.raises(RuntimeError, match="QuantConv2d '2' is inference-only"):
         y.sum().backward()
     with torch.inference_mode():
         assert not model(x).requires_grad
@@ -772,7 +772,7 @@ def test_compile_plain_call_after_float_layers():
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     y = compiled(x)
     assert torch.equal(y.detach(), model(x).detach())
-    with pytest.raises(RuntimeError, match="QuantLinear is inference-only"):
+    with pytest.raises(RuntimeError, match="QuantLinear '2' is inference-only"):
         y.sum().backward()
 
 

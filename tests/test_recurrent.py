@@ -228,7 +228,7 @@ def test_quantize_state_dict_gptq_and_errors():
         QuantRNN(nn.Linear(3, 3), pyquant.Int8Config())
     xg = torch.randn(2, 5, 12, requires_grad=True)
     out, _ = q.lstm(xg)  # a forward works in grad mode; a backward through it is the error
-    with pytest.raises(RuntimeError, match="QuantLinear"):
+    with pytest.raises(RuntimeError, match="QuantRNN 'lstm' is inference-only"):
         out.sum().backward()
 
 
@@ -284,6 +284,42 @@ def test_native_loop_runs_for_every_config_and_matches_the_step_loop(kind, confi
             loop = q(x)
     for a, b in zip((got[0],) + _states(got[1]), (loop[0],) + _states(loop[1])):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("kind", ["lstm-proj", "gru"])
+def test_plain_calls_and_half_inputs_run_the_native_loop(kind, config, monkeypatch):
+    """A plain call (input or states requiring grad: a model after float layers, outside
+    no_grad) runs the same native loop, with the same bits, as under no_grad, and a backward
+    from any output is the error naming the layer; float16 / bfloat16 rows run it too."""
+    calls = []
+    model = nn.Sequential()
+    model.rnn = _rnn(kind, num_layers=2)
+    q = pyquant.quantize_(model, config, filter_fn=pyquant.nn.every_layer_filter).rnn
+    real = type(q.hh_l0.scheme).run_recurrent
+    monkeypatch.setattr(type(q.hh_l0.scheme), "run_recurrent",
+                        lambda self, *a, real=real: calls.append(1) or real(self, *a))
+    x, hx = torch.randn(4, 3, 12), _hx(kind, 2, 3)
+    with torch.no_grad():
+        want = q(x, hx)
+    assert len(calls) == 2
+    for grad_x in (True, False):  # the input, or only the initial states, require grad
+        xg = x.clone().requires_grad_(grad_x)
+        hg = tuple(t.clone().requires_grad_(not grad_x) for t in _states(hx))
+        got = q(xg, hg if kind.startswith("lstm") else hg[0])
+        outs = (got[0],) + _states(got[1])
+        for a, b in zip(outs, (want[0],) + _states(want[1])):
+            assert a.requires_grad and torch.equal(a.detach(), b)
+        for out in outs:
+            with pytest.raises(RuntimeError, match="QuantRNN 'rnn' is inference-only"):
+                out.sum().backward(retain_graph=True)
+    assert len(calls) == 6
+    for dtype in (torch.float16, torch.bfloat16):
+        out, states = q(x.to(dtype), tuple(t.to(dtype) for t in _states(hx))
+                        if kind.startswith("lstm") else hx.to(dtype))
+        assert out.dtype == dtype and all(t.dtype == dtype for t in _states(states))
+        torch.testing.assert_close(out.float(), want[0], atol=0.1, rtol=0)
+    assert len(calls) == 10
 
 
 @pytest.mark.parametrize("sparse24", [False, True], ids=["sparq", "sparq24"])

@@ -297,7 +297,16 @@ def _convert(model: nn.Module, config, handler, filter_fn) -> nn.Module:
             return _named_swap(model, config, handler, "(root)")
         _replace(model, config, handler, filter_fn, "")
     _no_encoder_fast_path(model)
+    _name_layers(model)
     return model
+
+
+def _name_layers(model: nn.Module) -> None:
+    """Each quantized layer keeps its name in the model, for errors that name it (a backward
+    through it: modules.layer_name)."""
+    for fqn, m in model.named_modules():
+        if fqn and isinstance(m, (*_CONVERTED_LAYERS, QuantRNN)):
+            m._pq_name = fqn
 
 
 def run_batch(model: nn.Module, batch, **extra):

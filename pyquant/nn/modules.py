@@ -121,17 +121,28 @@ def _prepare_weights(layer: nn.Module, name: str) -> None:
 
 
 class _InferenceOnly(torch.autograd.Function):
-    """Forward: the quantized GEMM (autograd off). Backward: a RuntimeError naming the layer."""
+    """Forward: ``run(*xs)`` (autograd off; one tensor or a tuple of them). Backward: a
+    RuntimeError naming the layer. Every tensor that may require grad is one of ``xs`` (a
+    QuantRNN's input and initial states), so a backward from any output reaches the error."""
 
     @staticmethod
-    def forward(ctx, x, run, name):
-        ctx.name, ctx.shape = name, list(x.shape)
-        return run(x)
+    def forward(ctx, run, name, *xs):
+        ctx.name, ctx.shapes = name, [list(x.shape) for x in xs]
+        return run(*xs)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, *grads):
         # raised by an op when the backward runs, not while torch.compile traces it
-        return ops.inference_only_grad(grad, ctx.shape, ctx.name), None, None
+        grad = next(g for g in grads if g is not None)
+        return (None, None, ops.inference_only_grad(grad, ctx.shapes[0], ctx.name),
+                *[None] * (len(ctx.shapes) - 1))
+
+
+def layer_name(module: nn.Module) -> str:
+    """How errors name a quantized layer: its name in the model quantize_ converted (set there),
+    and its class."""
+    name = getattr(module, "_pq_name", None)
+    return f"{type(module).__name__} {name!r}" if name else type(module).__name__
 
 
 _AUTOCAST_INPUTS = (torch.float32, torch.float16, torch.bfloat16)  # (float64 is left alone)
@@ -377,7 +388,7 @@ class _QuantModule(AwaitsLoad, nn.Module):
         if torch.is_grad_enabled() and x2d.requires_grad:
             # a plain call after float layers with parameters: compute the output without a
             # graph, but make a backward through this layer a clear error (not silently zero)
-            return _InferenceOnly.apply(x2d, self._gemm_impl, type(self).__name__)
+            return _InferenceOnly.apply(self._gemm_impl, layer_name(self), x2d)
         return self._gemm_impl(x2d)
 
     def _gemm_impl(self, x2d: torch.Tensor) -> torch.Tensor:
@@ -697,7 +708,7 @@ class QuantConv2d(_QuantModule):
 
         image = native_conv_image(xp, channels_last)
         if torch.is_grad_enabled() and image.requires_grad:  # see _gemm
-            y = _InferenceOnly.apply(image, conv, type(self).__name__)
+            y = _InferenceOnly.apply(conv, layer_name(self), image)
         else:
             y = conv(image)
         # [B, Ho, Wo, N] -> its NCHW view (channels_last), outside the autograd Function so

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from .configs import LUT2Config, SparqConfig
-from .modules import QuantLinear, _check_device, _tracing
+from .modules import QuantLinear, _check_device, _InferenceOnly, _tracing, layer_name
 
 # Every config runs a layer's time loop in one native call (csrc/forward/recurrent.h). Two cost
 # more per step than PyTorch's fused fp32 LSTM cell on narrow layers: LUT2's "mse" scale search
@@ -175,7 +175,10 @@ class QuantRNN(nn.Module):
         xp = self._modules[f"ih_l{layer}{sfx}"].linear_rows(data.contiguous())
         fast = xp.dtype == torch.float32 and not (torch.is_grad_enabled() and (
             xp.requires_grad or h.requires_grad or (c is not None and c.requires_grad)))
-        native = self._native_loop(layer, sfx, xp, sizes, h, c, reverse) if fast else None
+        if _tracing():  # (torch.compile / export: the family's op)
+            native = self._native_loop(layer, sfx, xp, sizes, h, c, reverse) if fast else None
+        else:
+            native = self._native_direction(layer, sfx, xp, sizes, h, c, reverse)
         if native is not None:
             return native
         hh = self._modules[f"hh_l{layer}{sfx}"].rows_fn(grad=not fast)
@@ -225,6 +228,22 @@ class QuantRNN(nn.Module):
         outs = [o for o in outs if o is not None]
         out = torch.cat(outs) if outs else xp.new_empty(0, self._out_size)
         return out, h, c
+
+    def _native_direction(self, layer: int, sfx: str, xp, sizes: list, h, c, reverse: bool):
+        """_native_loop in every eager call: float32 copies of half-precision rows and states
+        (the outputs in the rows' dtype, as the step loop gives them), and in a plain call whose
+        input or states require grad, outputs whose backward is the inference-only error (as a
+        QuantLinear's); None where the native loop does not apply."""
+        states = [t for t in (h, c) if t is not None]
+        native = self._native_loop(layer, sfx, xp.detach().float(), sizes, h.detach(),
+                                   None if c is None else c.detach(), reverse)
+        if native is None:
+            return None
+        results = tuple(t if t.dtype == xp.dtype else t.to(xp.dtype)
+                        for t in native if t is not None)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (xp, *states)):
+            results = _InferenceOnly.apply(lambda *_: results, layer_name(self), xp, *states)
+        return results if c is not None else (*results, None)
 
     def _native_loop(self, layer: int, sfx: str, xp, sizes: list, h, c, reverse: bool):
         """_direction's loop in one native call (csrc/forward/recurrent.h: the state matmul
