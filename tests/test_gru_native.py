@@ -158,6 +158,57 @@ def test_forward_forms_match_nn_gru_shapes():
         q(x)
 
 
+class _WithState(torch.nn.Module):
+    def __init__(self, q):
+        super().__init__()
+        self.q = q
+
+    def forward(self, x, h0):
+        return self.q(x, h0)
+
+
+@pytest.mark.parametrize("batch_first", [True, False], ids=["batch-first", "time-first"])
+def test_trace_compile_and_export_give_the_eager_bits(batch_first):
+    """Traced, compiled and exported, QuantGRU runs as the op pyquant::quant_gru on its constants
+    (not as a recorded output): the eager bits on new inputs, for two modules side by side (each
+    its own plan), with and without h0, in float32 and float64."""
+    rng = np.random.default_rng(3)
+    mods = [_model(s, 6, 12, _widths(rng), batch_first=batch_first) for s in (1, 2)]
+    shape = (3, 5, 6) if batch_first else (5, 3, 6)
+    x1, x2 = torch.randn(shape), torch.randn(shape)
+    h0 = torch.rand(1, 3, 12) - 0.5
+    for q in mods:
+        want = q(x2, h0)
+        with warnings.catch_warnings():  # (the shape checks' warnings: a trace fixes shapes)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            traced = torch.jit.trace(_WithState(q), (x1, h0))
+        program = torch.export.export(_WithState(q), (x1, h0))
+        assert "pyquant.quant_gru" in str(program.graph)
+        torch._dynamo.reset()
+        compiled = torch.compile(q, backend="aot_eager", fullgraph=True)
+        for got in (traced(x2, h0), program.module()(x2, h0), compiled(x2, h0)):
+            assert all(torch.equal(a, b) for a, b in zip(got, want))
+        assert torch.equal(compiled(x2)[0], q(x2)[0])
+        assert torch.equal(compiled(x2.double())[0], q(x2.double())[0])
+    assert not torch.equal(mods[0](x2)[0], mods[1](x2)[0])
+
+
+def test_backward_through_quantgru_is_a_clear_error():
+    """A plain call whose input or state requires grad (after float layers) gives the no_grad
+    bits; a backward from either output is the error naming the layer (not a silent cut)."""
+    q = _model(4, 6, 12, 8)
+    x, h0 = torch.randn(2, 5, 6), torch.rand(1, 2, 12) - 0.5
+    with torch.no_grad():
+        want = q(x, h0)
+    for xg, hg in ((x.clone().requires_grad_(), h0), (x, h0.clone().requires_grad_())):
+        got = q(xg, hg)
+        for a, b in zip(got, want):
+            assert a.requires_grad and torch.equal(a.detach(), b)
+            with pytest.raises(RuntimeError, match="QuantGRU is inference-only"):
+                a.sum().backward(retain_graph=True)
+    assert not q(x)[0].requires_grad
+
+
 def test_empty_sequence_and_threads():
     q = _model(6, 3, 8, 4)
     assert q.forward_codes(torch.randn(2, 0, 3)).shape == (2, 0, 8)

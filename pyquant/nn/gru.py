@@ -30,10 +30,12 @@ Backends (``QuantGRU.backend``):
 from __future__ import annotations
 
 import warnings
+from typing import List, Optional
 
 import numpy as np
 import torch
 import torch.nn as nn
+from torch import Tensor
 
 from .. import _C
 from .._threads import get_num_threads
@@ -41,7 +43,7 @@ from . import _load
 from ._code_gemm import grouped_gemm
 from .configs import GRU_MATMUL_OPS as MATMUL_OPS
 from .configs import GRU_OPS, GRUConfig
-from .modules import _check_device, keeping_dtypes
+from .modules import _check_device, _InferenceOnly, _tracing, keeping_dtypes, layer_name
 
 X_BITS = 8          # input activations (the kernels' A8)
 PRE_CAP = 8.0       # pre-activation ranges are capped: sigmoid/tanh are saturated beyond +-8
@@ -278,13 +280,15 @@ class QuantGRU(nn.Module):
             self.mult[k] = ([m if m.numel() > 1 else m.reshape(()) for m in ms], SHIFT)
         self._build_plan()
 
+    def _plan_tensors(self) -> list:
+        """What the native GruPlan is built from (quant_gru's arguments in this order, mults a
+        list)."""
+        mults = [getattr(self, f"mult_{k}_{j}") for k, n in self._MULTS for j in range(n)]
+        return [self.w_ih_codes, self.w_hh_codes, self.widths_t, self.b_ih, self.b_hh,
+                self.lut_r, self.lut_z, self.lut_n, mults]
+
     def _build_plan(self) -> None:
-        # the native cell validates again (shapes, code ranges, table lengths) and packs
-        mults = [getattr(self, f"mult_{k}_{j}").numpy() for k, n in self._MULTS for j in range(n)]
-        self._plan = _C.GruPlan(self.w_ih_codes.numpy(), self.w_hh_codes.numpy(),
-                                self.widths_t.tolist(), self.b_ih.numpy(),
-                                self.b_hh.numpy(), self.lut_r.numpy(), self.lut_z.numpy(),
-                                self.lut_n.numpy(), mults, SHIFT)
+        self._plan = _make_plan(*self._plan_tensors())
 
     def _validate(self, bufs: dict) -> None:
         """Every buffer's type, dtype, shape and range, before anything uses it (state_dicts may
@@ -402,8 +406,7 @@ class QuantGRU(nn.Module):
         return (torch.from_numpy(a).double() @ torch.from_numpy(w).double().T).to(torch.int64)
 
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
-        q = qmax_signed(X_BITS)
-        return torch.clamp(torch.round(x.double() / self.s_x), -q, q).to(torch.int8)
+        return _quantize_input(x, self.s_x)
 
     def step(self, gi: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """One time step on codes: gi int64 [B, 3H] (input projection + bias), h int64 [B, H]."""
@@ -438,27 +441,28 @@ class QuantGRU(nn.Module):
             _check_device(h0, "h0")
         return self._run(x, h0)
 
+    def _validate_shapes(self, x: torch.Tensor, h0: torch.Tensor | None) -> None:
+        """x [B, T, I] batch-first, h0 [B, H] or None."""
+        if x.dim() != 3 or x.shape[2] != self.input_size:
+            raise ValueError(f"x: expected [B, T, {self.input_size}], got {list(x.shape)}")
+        if h0 is not None and tuple(h0.shape) != (x.shape[0], self.hidden_size):
+            raise ValueError(f"h0: expected [{x.shape[0]}, {self.hidden_size}], got "
+                             f"{list(h0.shape)}")
+
     def _run(self, x: torch.Tensor, h0: torch.Tensor | None, scale: float | None = None):
         """State codes; with `scale` (native backend only) the float32 outputs codes * scale."""
         if self.backend not in ("kernels", "python", "torch"):
             raise ValueError(
                 f"backend: expected 'kernels', 'python' or 'torch', got {self.backend!r}")
-        if x.dim() != 3 or x.shape[2] != self.input_size:
-            raise ValueError(f"x: expected [B, T, {self.input_size}], got {list(x.shape)}")
+        self._validate_shapes(x, h0)
         B, T, _ = x.shape
-        if h0 is not None and tuple(h0.shape) != (B, self.hidden_size):
-            raise ValueError(f"h0: expected [{B}, {self.hidden_size}], got {list(h0.shape)}")
-        h = None if h0 is None else \
-            torch.clamp(torch.round(h0.double() * self.q_h), -self.q_h, self.q_h).to(torch.int64)
+        h = None if h0 is None else _state_codes(h0, self.q_h)
         if self.backend == "kernels":
             if self._plan is None:
                 self._build_plan()
-            if x.dtype == torch.float32 and X_BITS == 8:  # native, same codes as quantize_input
-                xq = _C.gru_quantize_input(np.ascontiguousarray(x.detach().numpy()), self.s_x)
-            else:
-                xq = np.ascontiguousarray(self.quantize_input(x).numpy())
             hq = None if h is None else h.to(torch.int8).numpy()
-            return torch.from_numpy(self._plan.forward(xq, hq, get_num_threads(), scale))
+            return torch.from_numpy(
+                self._plan.forward(_input_codes(x, self.s_x), hq, get_num_threads(), scale))
         xq = self.quantize_input(x).reshape(B * T, self.input_size).numpy()  # (B = 0 too)
         gi = (self._gemm(xq, self.w_ih_codes.numpy(), self.row_bits_ih)
               + self.b_ih).reshape(B, T, 3 * self.hidden_size)
@@ -470,9 +474,18 @@ class QuantGRU(nn.Module):
             out[:, t] = h
         return out
 
-    @torch.no_grad()
     def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None):
-        """Same call and shapes as nn.GRU: (output, h_n), h_n [1, B, H]; floats = codes / q_h."""
+        """Same call and shapes as nn.GRU: (output, h_n), h_n [1, B, H]; floats = codes / q_h.
+        Inference-only: an input or state that requires grad gives outputs whose backward is a
+        clear error (as QuantLinear's); traced (torch.jit.trace, torch.compile, torch.export) it
+        runs as the op pyquant::quant_gru."""
+        inputs = [t for t in (x, h0) if t is not None]
+        if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+            return _InferenceOnly.apply(lambda x, h0=None: self._forward(x, h0),
+                                        layer_name(self), *inputs)
+        return self._forward(x, h0)  # (nothing requires grad: no graph is recorded)
+
+    def _forward(self, x: torch.Tensor, h0: torch.Tensor | None):
         _check_device(x)
         if not x.is_floating_point():
             raise TypeError(f"x: expected a floating-point tensor, got {x.dtype}")
@@ -501,7 +514,11 @@ class QuantGRU(nn.Module):
             raise ValueError("x: expected at least one time step (nn.GRU's h_n needs one), got "
                              f"shape {list(x.shape)} (batch-first)")
         h0 = None if h0 is None else h0[0]
-        if self.backend == "kernels":  # the float conversion in the same native call
+        if _tracing():  # one op with the constants as explicit tensors (any backend: same bits)
+            self._validate_shapes(x, h0)
+            out = torch.ops.pyquant.quant_gru(x, h0, *self._plan_tensors(), self.s_x, self.s_h,
+                                              self.q_h)
+        elif self.backend == "kernels":  # the float conversion in the same native call
             out = self._run(x, h0, self.s_h)
         else:
             out = (self._run(x, h0).double() * self.s_h).float()  # (x, h0 checked above)
@@ -524,3 +541,65 @@ class QuantGRU(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, batch_first={self.batch_first}, "
                 f"widths={getattr(self, 'widths', None)}")
+
+
+def _quantize_input(x: torch.Tensor, s_x: float) -> torch.Tensor:
+    """Input codes int8: clamp(round(x / s_x)) in float64 (QuantGRU.quantize_input)."""
+    q = qmax_signed(X_BITS)
+    return torch.clamp(torch.round(x.double() / s_x), -q, q).to(torch.int8)
+
+
+def _input_codes(x: torch.Tensor, s_x: float) -> np.ndarray:
+    """_quantize_input's codes as a C-contiguous array, natively for float32 inputs."""
+    if x.dtype == torch.float32 and X_BITS == 8:  # the same codes in one native pass
+        return _C.gru_quantize_input(np.ascontiguousarray(x.detach().numpy()), s_x)
+    return np.ascontiguousarray(_quantize_input(x.detach(), s_x).numpy())
+
+
+def _state_codes(h: torch.Tensor, q_h: int) -> torch.Tensor:
+    """A float state as codes int64: clamp(round(h * q_h))."""
+    return torch.clamp(torch.round(h.double() * q_h), -q_h, q_h).to(torch.int64)
+
+
+def _make_plan(w_ih_codes, w_hh_codes, widths_t, b_ih, b_hh, lut_r, lut_z, lut_n, mults):
+    """The native GruPlan (it validates again: shapes, code ranges, table lengths, and packs)."""
+    return _C.GruPlan(w_ih_codes.numpy(), w_hh_codes.numpy(), widths_t.tolist(), b_ih.numpy(),
+                      b_hh.numpy(), lut_r.numpy(), lut_z.numpy(), lut_n.numpy(),
+                      [m.numpy() for m in mults], SHIFT)
+
+
+# quant_gru's plans, newest first: (the constants, their storages' addresses and versions, the
+# GruPlan). The constants are held, so an address cannot be reused by other data while cached.
+_OP_PLANS: list = []
+_OP_PLANS_KEPT = 8
+
+
+def _op_plan(consts: list):
+    key = [(t.data_ptr(), t._version, tuple(t.shape), t.dtype) for t in consts]
+    for i, (_, k, plan) in enumerate(_OP_PLANS):
+        if k == key:
+            _OP_PLANS.insert(0, _OP_PLANS.pop(i))
+            return plan
+    plan = _make_plan(*consts[:8], consts[8:])
+    _OP_PLANS.insert(0, (list(consts), key, plan))
+    del _OP_PLANS[_OP_PLANS_KEPT:]
+    return plan
+
+
+@torch.library.custom_op("pyquant::quant_gru", mutates_args=())
+def quant_gru(x: Tensor, h0: Optional[Tensor], w_ih_codes: Tensor, w_hh_codes: Tensor,
+              widths_t: Tensor, b_ih: Tensor, b_hh: Tensor, lut_r: Tensor, lut_z: Tensor,
+              lut_n: Tensor, mults: List[Tensor], s_x: float, s_h: float, q_h: int) -> Tensor:
+    """QuantGRU's forward on explicit tensors (what torch.jit.trace, torch.compile and
+    torch.export record): x float [B, T, I] batch-first, h0 float [B, H] or None -> float32
+    [B, T, H], the same bits as the module's eager call. The plan (prepacked weights) is built
+    once per set of constants and kept."""
+    plan = _op_plan([w_ih_codes, w_hh_codes, widths_t, b_ih, b_hh, lut_r, lut_z, lut_n, *mults])
+    hq = None if h0 is None else _state_codes(h0, q_h).to(torch.int8).numpy()
+    return torch.from_numpy(plan.forward(_input_codes(x, s_x), hq, get_num_threads(), s_h))
+
+
+@quant_gru.register_fake
+def _(x, h0, w_ih_codes, w_hh_codes, widths_t, b_ih, b_hh, lut_r, lut_z, lut_n, mults, s_x, s_h,
+      q_h):
+    return x.new_empty((x.shape[0], x.shape[1], w_hh_codes.shape[1]), dtype=torch.float32)
