@@ -312,6 +312,15 @@ def test_wrong_or_incomplete_files_are_clear_errors():
         load_quantized_(_on_meta(Mixed), tampered, config)
 
 
+def test_a_float_checkpoint_is_a_clear_error():
+    """A float state dict given to load_quantized_ (the float checkpoint by mistake): the model
+    would stay float; it is a ValueError saying what to do instead."""
+    torch.manual_seed(0)
+    float_sd = _mixed().state_dict()
+    with pytest.raises(ValueError, match="no quantized layer.*quantize_"):
+        load_quantized_(_on_meta(Mixed), float_sd, CONFIGS["int8"])
+
+
 class WithBuffer(nn.Module):
     """A non-persistent buffer (as transformers' rotary inv_freq): not in any state dict."""
 

@@ -413,6 +413,25 @@ class _Fails(_Stack):
         return super().forward(x)
 
 
+@pytest.mark.parametrize("sequential", [True, False], ids=["block-after-block", "one-pass"])
+def test_no_batch_is_a_clear_error_and_a_generator_is_read_once(sequential):
+    """No calibration batch (an exhausted generator): a ValueError, the model left float; a
+    generator's first batch, read to check, still calibrates (the same bits as the list)."""
+    config = pyquant.WeightOnlyConfig(4, 32)
+    for empty in ([], iter([])):
+        model = _Stack()
+        with pytest.raises(ValueError, match="batches: got no calibration batch"):
+            pyquant.nn.gptq_(model, config, empty, sequential=sequential)
+        assert not any(isinstance(m, pyquant.nn.QuantLinear) for m in model.modules())
+    torch.manual_seed(0)
+    want = pyquant.nn.gptq_(_Stack(), config, _stack_batches(), sequential=sequential)
+    torch.manual_seed(0)
+    got = pyquant.nn.gptq_(_Stack(), config, (b for b in _stack_batches()), sequential=sequential)
+    assert _packed(got) and all(torch.equal(a, b) for a, b in zip(_packed(got), _packed(want)))
+    with pytest.raises(TypeError, match="batches: expected an iterable"):
+        pyquant.nn.gptq_(_Stack(), config, 3)
+
+
 def test_an_error_in_a_paused_forward_reaches_the_caller():
     batches = _stack_batches() + [torch.randn(7, 32)]
     with pytest.raises(RuntimeError, match="this batch fails"):

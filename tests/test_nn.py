@@ -1128,6 +1128,16 @@ def test_calibrate_refuses_nonfinite_batches(bad):
     assert not torch.isnan(model[0].act_range).any()
 
 
+def test_calibrate_refuses_no_batch_and_a_float_model():
+    model = pyquant.quantize_(nn.Sequential(nn.Linear(6, 4)), pyquant.SparqConfig())
+    for empty in ([], iter([]), (x for x in ())):
+        with pytest.raises(ValueError, match="batches: got no batch"):
+            pyquant.calibrate(model, empty)
+    assert model[0]._observer is None and torch.isnan(model[0].act_range).all()
+    with pytest.raises(ValueError, match="no quantized layer to calibrate"):
+        pyquant.calibrate(nn.Sequential(nn.Linear(6, 4)), [torch.randn(2, 6)])
+
+
 def test_calibrate_again_does_not_depend_on_the_ranges_set_before():
     """Recording runs every layer with dynamic ranges: a second calibration on the same batches
     gives the same ranges, and a stale narrow range upstream does not clip what a later layer

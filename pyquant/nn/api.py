@@ -421,9 +421,16 @@ def calibrate(model: nn.Module, batches: Iterable) -> nn.Module:
         raise TypeError(f"batches: expected an iterable of batches (e.g. a list of tensors or a "
                         f"DataLoader), got {type(batches).__name__}")
     run = getattr(model, "_orig_mod", model)
+    if not _quant_modules(run):
+        raise ValueError("model: has no quantized layer to calibrate; convert it first with "
+                         "pyquant.quantize_(model, config)")
+    seen = 0
     with torch.no_grad(), calibration(run):
         for batch in batch_iter:
             run_batch(run, batch)
+            seen += 1
+        if not seen:  # (an exhausted generator, an empty DataLoader: every range stays)
+            raise ValueError("batches: got no batch; nothing was calibrated")
     return model
 
 

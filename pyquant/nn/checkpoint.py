@@ -268,6 +268,10 @@ def load_quantized_(model: nn.Module, state_dict, config=None, *,
     in_file = quantized_in(sd)
     layers = _outermost([fqn for fqn, m in model.named_modules()
                          if not isinstance(m, _QuantModule) and in_file(m, fqn)])
+    if not layers and not any(isinstance(m, _CONVERTED_LAYERS) for m in model.modules()):
+        raise ValueError("state_dict: holds no quantized layer (a float checkpoint?): load it "
+                         "with model.load_state_dict, then quantize with pyquant.quantize_(model, "
+                         "config)")
     if config is None:
         unknown = [fqn for fqn in layers if fqn not in saved]
         if unknown:

@@ -19,6 +19,7 @@ Hessians (float32) are shared by the layers that read the same input.
 """
 from __future__ import annotations
 
+import itertools
 import warnings
 from contextlib import contextmanager
 from typing import Callable, Iterable
@@ -381,6 +382,27 @@ def _block_after_block(model, layers, blocks, batches, call, hessian_memory, con
     return [m for m in layers if id(m) not in first_ids]
 
 
+def _nonempty(batches: Iterable) -> Iterable:
+    """``batches``, or a ValueError if it holds none (an exhausted generator would convert every
+    layer without calibration); an iterator's first batch is read and put back."""
+    if isinstance(batches, (list, tuple)):
+        first = batches[0] if batches else _NO_BATCH
+    else:
+        try:
+            batches = iter(batches)
+        except TypeError:
+            raise TypeError(f"batches: expected an iterable of batches (e.g. a list of tensors "
+                            f"or a DataLoader), got {type(batches).__name__}") from None
+        first = next(batches, _NO_BATCH)
+        batches = itertools.chain([first], batches)
+    if first is _NO_BATCH:
+        raise ValueError("batches: got no calibration batch (GPTQ fits the weights to them)")
+    return batches
+
+
+_NO_BATCH = object()
+
+
 def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Iterable, *,
           filter_fn: Callable | None = None, damp: float = 0.2,
           fold_batchnorm: bool | str = True, hessian_memory: int | None = None,
@@ -441,6 +463,7 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
         raise ValueError(f"gptq_: {len(on_meta)} module(s) have weights on the meta device "
                          f"({', '.join(on_meta[:4])}{', ...' if len(on_meta) > 4 else ''}): GPTQ "
                          "fits the weights to calibration data; load the float weights first")
+    batches = _nonempty(batches)
     # (before the hooks: GPTQ rounds the folded weights)
     fold_batchnorm_(model, quantizable, fold_batchnorm, "gptq_")
     # MoE experts blocks see no Hessian of their own (each expert sees only its routed tokens):
