@@ -1,6 +1,6 @@
 """pyquant: ultra-low-bit neural-network inference kernels for CPUs.
 
-Public API (see the design notes' api.md): introspection (cpu_info, set_num_threads,
+Public API (README.md; the design notes' api.md): introspection (cpu_info, set_num_threads,
 get_num_threads), canonical packing (pack, unpack), exact integer GEMMs (int8_gemm, ...),
 prepack / PackedWeight.
 """
@@ -46,6 +46,10 @@ def __getattr__(name):
         nn = importlib.import_module(".nn", __name__)
         return nn if name == "nn" else getattr(nn, name)
     raise AttributeError(f"module 'pyquant' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_NN_NAMES, "nn"})  # (the lazy names too: completion, dir())
 
 
 __all__ = [

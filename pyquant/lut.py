@@ -94,7 +94,9 @@ def lut_gemm(a, w, *, a_levels=DEFAULT_A_LEVELS, w_levels=DEFAULT_W_LEVELS):
 
     a: uint8 codes 0..3 ``[M, K]``; w: uint8 codes 0..3 ``[N, K]`` or a PackedWeight from
     ``prepack(w, "lut_gemm", w_levels=...)`` (packed with the same ``w_levels``). Each codebook is
-    4 integers; every product ``a_levels[i] * w_levels[j]`` must fit int8. Returns int32
+    4 integers; every product ``a_levels[i] * w_levels[j]`` must fit int8. The defaults are
+    ``a_levels=(0, 1, 2, 3)`` and ``w_levels=(-2, -1, 0, 1)`` (two's-complement 2-bit codes;
+    ``LUT2Config`` uses its own, symmetric ``w_levels=(-3, -1, 1, 3)``). Returns int32
     ``[M, N]``, numpy or torch like ``a``. The fastest exact kernel for the codebook on this CPU
     is used (see ``lut_kernel``).
     """

@@ -1037,6 +1037,12 @@ def test_nn_does_not_import_search():
     assert pyquant.nn.QuantGRU.__module__ == "pyquant.nn.gru"
 
 
+def test_the_lazy_front_end_names_are_listed():
+    """quantize_ and the configs load pyquant.nn on first use, and dir() lists them."""
+    for name in pyquant.__all__:
+        assert name in dir(pyquant) and getattr(pyquant, name) is not None
+
+
 def test_gru_config():
     from pyquant.nn import GRUConfig
     from pyquant.nn.gru import GRU_OPS
@@ -1053,6 +1059,10 @@ def test_gru_config():
         GRUConfig.from_widths({"w_ir": 8})
     with pytest.raises(ValueError, match="unknown"):
         GRUConfig.from_widths({**c.widths(), "w_xx": 4})
+    with pytest.raises(ValueError, match="uniform width must be 2, 4 or 8"):
+        GRUConfig.uniform(6)
+    with pytest.raises(TypeError, match="QuantGRU.from_gru"):
+        pyquant.quantize_(nn.Sequential(nn.GRU(4, 4)), GRUConfig())
     with pytest.raises(Exception):
         c.add_h = 5  # frozen
     hash(c)

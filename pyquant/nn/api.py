@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
-from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
+from .configs import GRUConfig, Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
 from .attention import QuantMultiheadAttention, is_mha
 from .experts import QuantExperts, is_experts
 from .recurrent import MIN_LSTM_HIDDEN, QuantRNN, is_rnn, worth_converting
@@ -280,6 +280,11 @@ def check_config(config) -> Callable:
         raise TypeError(f"config: expected a config instance such as {config.__name__}(), got the "
                         f"class {config.__name__} itself")
     handler = _HANDLERS.get(type(config))
+    if handler is None and isinstance(config, GRUConfig):
+        raise TypeError("config: GRUConfig configures pyquant.nn.QuantGRU, which is built from a "
+                        "calibrated nn.GRU with QuantGRU.from_gru(gru, config, calib=inputs); "
+                        "quantize_ converts nn.GRU under Int8Config, WeightOnlyConfig, LUT2Config "
+                        "or SparqConfig (QuantRNN)")
     if handler is None:
         known = ", ".join(sorted(c.__name__ for c in _HANDLERS))
         raise TypeError(f"config: no handler registered for {type(config).__name__} (expected "

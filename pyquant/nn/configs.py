@@ -181,9 +181,13 @@ GRU_MATMUL_OPS = GRU_OPS[:6]
 class GRUConfig:
     """:class:`pyquant.nn.QuantGRU`'s bit width per operator (17 widths, each an int in 2..8).
 
-    The six matmul weights (``w_*``) take the kernels' widths 2, 4 or 8. ``GRUConfig.uniform(b)``
-    sets every width to ``b``; ``GRUConfig.from_widths(w)`` takes an int, a ``{op: bits}`` dict
-    with every op, or a GRUConfig. ``widths()`` is the ``{op: bits}`` dict in ``GRU_OPS`` order.
+    The six matmul weights (``w_*``) take the kernels' widths 2, 4 or 8; the other 11 any width
+    in 2..8. ``GRUConfig.uniform(b)`` sets every width to ``b`` (so ``b`` is 2, 4 or 8);
+    ``GRUConfig.from_widths(w)`` takes such an int, a ``{op: bits}`` dict with every op, or a
+    GRUConfig. ``widths()`` is the ``{op: bits}`` dict in ``GRU_OPS`` order. A QuantGRU is
+    built with ``QuantGRU.from_gru(gru, config, calib=...)`` (its ranges come from calibration
+    inputs), not by ``quantize_``, which converts ``nn.GRU`` to a QuantRNN under the other
+    configs.
     """
 
     w_ir: int = 8
@@ -215,6 +219,10 @@ class GRUConfig:
 
     @classmethod
     def uniform(cls, bits: int) -> "GRUConfig":
+        if bits not in (2, 4, 8) or isinstance(bits, bool):
+            raise ValueError(f"bits: a uniform width must be 2, 4 or 8 (the matmul widths), got "
+                             f"{bits!r}; other widths per operator: GRUConfig(add_h=6, ...) or "
+                             "from_widths({op: bits})")
         return cls(**{op: bits for op in GRU_OPS})
 
     @classmethod
