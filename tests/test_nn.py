@@ -807,6 +807,20 @@ def test_quantize_default_filter_and_return():
     assert model[0].config == pyquant.Int8Config()
 
 
+def test_lut2_mse_on_convs_warns_about_its_cost():
+    """LUT2's default 'mse' scale search runs per output pixel: on convs it can cost more than the
+    conv, which quantize_ says once (not for minmax, nor for Linear layers alone)."""
+    def model():
+        return nn.Sequential(nn.Conv2d(64, 64, 3), nn.Conv2d(64, 64, 3), nn.Flatten(),
+                             nn.Linear(64, 8))
+    with pytest.warns(UserWarning, match=r"every output pixel of its 2 conv\(s\) \(0, 1\).*minmax"):
+        pyquant.quantize_(model(), pyquant.LUT2Config())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pyquant.quantize_(model(), pyquant.LUT2Config(a_scale="minmax"))
+        pyquant.quantize_(nn.Sequential(nn.Linear(64, 8)), pyquant.LUT2Config())
+
+
 def test_quantize_filter_fn_gets_fqn():
     model = nn.Sequential()
     model.add_module("enc", nn.Sequential(nn.Linear(4, 4), nn.ReLU()))

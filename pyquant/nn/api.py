@@ -205,6 +205,14 @@ def _warn_left_float(model: nn.Module, caller: str = "quantize_", config=None) -
             f"{MIN_CONV_PRODUCTS} of those x input channels, e.g. an image generator's last "
             f"layer: {listed}): PyTorch's float conv runs them faster (pyquant/nn/conv_gain.py); "
             "pass filter_fn to convert them anyway", stacklevel=3)
+    n, listed = names(lambda m: (_plain(m, nn.Conv2d) or _plain(m, nn.Conv1d)) and not _lazy(m)
+                      and _has_weights(m) and conv_worth_converting(m))
+    if n and isinstance(config, LUT2Config) and config.a_scale == "mse":
+        warnings.warn(
+            f"{caller}: {config!r} searches the activation scale of every output pixel of its "
+            f"{n} conv(s) ({listed}), ~1-2 us each (a 56x56 map: ~5 ms), often more than the conv "
+            "itself; LUT2Config(a_scale='minmax') runs them 2-6x faster (a cruder scale), or "
+            "calibrate() the model for static ranges", stacklevel=3)
     n, listed = names(lambda m: isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)))
     if n:
         warnings.warn(f"{caller}: left float {n} nn.Conv3d/nn.ConvTranspose3d layer(s) "

@@ -480,7 +480,7 @@ class QuantGRU(nn.Module):
         clear error (as QuantLinear's); traced (torch.jit.trace, torch.compile, torch.export) it
         runs as the op pyquant::quant_gru."""
         inputs = [t for t in (x, h0) if t is not None]
-        if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+        if torch.is_grad_enabled() and any(getattr(t, "requires_grad", False) for t in inputs):
             return _InferenceOnly.apply(lambda x, h0=None: self._forward(x, h0),
                                         layer_name(self), *inputs)
         return self._forward(x, h0)  # (nothing requires grad: no graph is recorded)
