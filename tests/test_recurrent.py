@@ -314,6 +314,13 @@ def test_plain_calls_and_half_inputs_run_the_native_loop(kind, config, monkeypat
             with pytest.raises(RuntimeError, match="QuantRNN 'rnn' is inference-only"):
                 out.sum().backward(retain_graph=True)
     assert len(calls) == 6
+    torch._dynamo.reset()  # compiled, a plain call runs the family's op too (not the step loop)
+    compiled = torch.compile(q, backend="aot_eager", fullgraph=True)
+    got = compiled(x.clone().requires_grad_(), hx)
+    for a, b in zip((got[0],) + _states(got[1]), (want[0],) + _states(want[1])):
+        assert a.requires_grad and torch.equal(a.detach(), b)
+    with pytest.raises(RuntimeError, match="QuantRNN 'rnn' is inference-only"):
+        got[0].sum().backward()
     for dtype in (torch.float16, torch.bfloat16):
         out, states = q(x.to(dtype), tuple(t.to(dtype) for t in _states(hx))
                         if kind.startswith("lstm") else hx.to(dtype))

@@ -173,14 +173,11 @@ class QuantRNN(nn.Module):
         """One layer and direction over the (packed or padded-to-packed) rows: step t runs rows
         [offset_t, offset_t + sizes[t]), the first sizes[t] states (longest sequences first)."""
         xp = self._modules[f"ih_l{layer}{sfx}"].linear_rows(data.contiguous())
-        fast = xp.dtype == torch.float32 and not (torch.is_grad_enabled() and (
-            xp.requires_grad or h.requires_grad or (c is not None and c.requires_grad)))
-        if _tracing():  # (torch.compile / export: the family's op)
-            native = self._native_loop(layer, sfx, xp, sizes, h, c, reverse) if fast else None
-        else:
-            native = self._native_direction(layer, sfx, xp, sizes, h, c, reverse)
+        native = self._native_direction(layer, sfx, xp, sizes, h, c, reverse)
         if native is not None:
             return native
+        fast = xp.dtype == torch.float32 and not (torch.is_grad_enabled() and (
+            xp.requires_grad or h.requires_grad or (c is not None and c.requires_grad)))
         hh = self._modules[f"hh_l{layer}{sfx}"].rows_fn(grad=not fast)
         hr = self._modules.get(f"hr_l{layer}{sfx}")
         hr = None if hr is None else hr.rows_fn(grad=not fast)
@@ -230,10 +227,11 @@ class QuantRNN(nn.Module):
         return out, h, c
 
     def _native_direction(self, layer: int, sfx: str, xp, sizes: list, h, c, reverse: bool):
-        """_native_loop in every eager call: float32 copies of half-precision rows and states
-        (the outputs in the rows' dtype, as the step loop gives them), and in a plain call whose
-        input or states require grad, outputs whose backward is the inference-only error (as a
-        QuantLinear's); None where the native loop does not apply."""
+        """_native_loop (traced: the family's op) in every call: float32 copies of
+        half-precision rows and states (the outputs in the rows' dtype, as the step loop gives
+        them), and in a plain call whose input or states require grad, outputs whose backward is
+        the inference-only error (as a QuantLinear's); None where the native loop does not
+        apply."""
         states = [t for t in (h, c) if t is not None]
         native = self._native_loop(layer, sfx, xp.detach().float(), sizes, h.detach(),
                                    None if c is None else c.detach(), reverse)
