@@ -273,6 +273,36 @@ def test_int8_gemm_rows_at_the_fix_cap(int8_kernel, rng, threads, k):
     assert np.array_equal(pyquant.sparq_gemm(a, pw), ref.astype(np.int32))
 
 
+def gelu_rows(rng, m, k, peaks=0, big_negative_row=None):
+    """GELU outputs (a transformer FFN's second input): every negative value small beside the
+    row's largest, the offset route's rows (v + c through the plain tile); `peaks` values per row
+    at the row's max (each one past 255 - c: an excess fix of its own; k / 3 of them pass the
+    row's fix cap), and one row with a large negative value (the block written again with sign
+    bytes)."""
+    z = rng.standard_normal((m, k)) * 2
+    x = (0.5 * z * (1 + np.tanh(0.7978845608 * (z + 0.044715 * z ** 3)))).astype(np.float32)
+    if peaks:
+        x[:, ::max(1, k // peaks)] = np.abs(x).max(1, keepdims=True) * (1 - 1e-3)
+    if big_negative_row is not None:
+        x[big_negative_row, k // 2] = -np.abs(x[big_negative_row]).max()
+    return x
+
+
+@kernels(INT8_KERNELS)
+@pytest.mark.parametrize("m,n,k", SHAPES)
+@pytest.mark.parametrize("case", ["gelu", "few-peaks", "many-peaks", "big-negative", "static"])
+def test_sparq_forward_offset_rows(int8_kernel, rng, threads, m, n, k, case):
+    """Rows whose negative values are all small run as u = v + c (c: the row's largest negative
+    magnitude) through the plain u8 tile on AVX2, c * colsum(W) taken back out exactly; values
+    past 255 - c keep 255 and an excess fix; rows the route cannot take (too many excesses, a
+    large negative) send the block to the sign bytes. The same integers as the reference."""
+    x = gelu_rows(rng, m, k, peaks={"few-peaks": max(1, k // 64), "many-peaks": k // 3 + 1}
+                  .get(case, 0), big_negative_row=m // 2 if case == "big-negative" else None)
+    w = forward_weights(rng, n, k)
+    act = (float(x.min()), float(np.abs(x).max()) * 1.5) if case == "static" else None
+    assert np.array_equal(forward(x, w, threads, act), forward_ref(x, w, act))
+
+
 @kernels(INT8_KERNELS)
 def test_sparq_forward_plain_then_sign_then_wide(int8_kernel, rng, threads):
     """A block guessed non-negative (its first, middle and last rows are), written again with

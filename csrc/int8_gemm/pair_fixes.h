@@ -34,7 +34,18 @@ class PairFixes {
     count_[r] = got == SIZE_MAX ? 0 : got;
     return got != SIZE_MAX;
   }
-  // Fixes of row r (0 if it was left whole).
+  // Room for the fixes of one row.
+  size_t row_cap() const { return cap_; }
+  // split() after the row's own fixes `pre` (n_pre <= row_cap(): what its bytes could not hold),
+  // which are kept whether or not the row splits.
+  bool split_after(size_t r, uint8_t* row, const Int8GroupFix* pre, size_t n_pre) {
+    Int8GroupFix* out = fixes_ + r * cap_;
+    std::copy(pre, pre + n_pre, out);
+    const size_t got = kern_.pair_split(row, nullptr, k_pad_, out + n_pre, cap_ - n_pre);
+    count_[r] = n_pre + (got == SIZE_MAX ? 0 : got);
+    return got != SIZE_MAX;
+  }
+  // Fixes of row r (0 if it was left whole, but for split_after's own).
   size_t count(size_t r) const { return count_[r]; }
   // Adds rows [r0, r1)'s fixes to their outputs (row r at c + r * ldc) in one panel.
   void add(size_t r0, size_t r1, const int8_t* panels, size_t panel, int32_t* c, size_t ldc,

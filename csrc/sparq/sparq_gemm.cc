@@ -7,6 +7,7 @@
 // buffer holds at most kBlockBytes (or one micro-tile of rows), never a full copy of a large A.
 // The rows come from a source: trimming uint8 activations, or decoding the compact format.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -29,9 +30,58 @@ constexpr size_t kBlockBytes = size_t{1} << 20;  // trimmed activations per bloc
 constexpr int kFixSlot = 8;  // thread_scratch slot of the pair route's fixes (forward/scratch.h)
 
 // How forward_sparq writes a block's rows: plain uint8 (no negative input: the path's compute,
-// with the pair route's fixes where it has one), sign_xor rows split by the pair route
-// (compute_sign_xor), or the path's wide format (compute_wide).
-enum class BlockRows { plain, sign, wide };
+// with the pair route's fixes where it has one), offset rows (below), sign_xor rows split by the
+// pair route (compute_sign_xor), or the path's wide format (compute_wide).
+enum class BlockRows { plain, offset, sign, wide };
+
+// Offset rows (the pair route's paths): a row whose negative values are all small (a GELU's
+// output: MiniLM's FFN2 inputs, c ~ 20-30 of 255) is written as u = v + c, c = the row's largest
+// negative magnitude, through the plain u8 tile (no sign xor), c * colsum(W) taken back out of
+// its sums (exact, wrapping int32). A u past 255 (the row's few largest values) keeps 255 and
+// leaves the excess as a fix of its own, before the pair route's.
+constexpr int kMaxRowOffset = 64;
+
+// Row (dp = |t|, dn = 0xff where t < 0, k values) -> its offset row in dp, its excess fixes in
+// pre (at most cap); returns c, or -1 (left as it was) if c > kMaxRowOffset or the excesses
+// need more than cap fixes.
+int offset_row(uint8_t* dp, const uint8_t* dn, size_t k, Int8GroupFix* pre, size_t cap,
+               size_t* n_pre) {
+  uint8_t c = 0;
+  for (size_t i = 0; i < k; ++i) c = std::max<uint8_t>(c, dp[i] & dn[i]);
+  if (c > kMaxRowOffset) return -1;
+  const uint8_t room = static_cast<uint8_t>(255 - c);  // positives above it overflow
+  uint8_t over = 0;
+  for (size_t i = 0; i < k; ++i) over |= static_cast<uint8_t>(~dn[i] & dp[i]) > room;
+  size_t n = 0;
+  if (over) {
+    for (size_t g = 0; g * kInt8GroupK < k; ++g) {
+      uint32_t bytes = 0;
+      for (size_t i = g * kInt8GroupK; i < std::min(k, (g + 1) * kInt8GroupK); ++i)
+        if (!dn[i] && dp[i] > room)
+          bytes |= static_cast<uint32_t>(dp[i] - room) << (8 * (i - g * kInt8GroupK));
+      if (!bytes) continue;
+      if (n == cap) return -1;
+      pre[n++] = {static_cast<uint32_t>(g), bytes};
+    }
+  }
+  for (size_t i = 0; i < k; ++i) {  // c - |t| for negatives (c >= |t|), min(c + t, 255) else
+    const uint8_t neg = dn[i], up = dp[i] > room ? uint8_t{255} : static_cast<uint8_t>(c + dp[i]);
+    dp[i] = static_cast<uint8_t>((neg & static_cast<uint8_t>(c - dp[i])) | (~neg & up));
+  }
+  *n_pre = n;
+  return c;
+}
+
+// Whether row x's largest negative magnitude maps to an offset row's c (its guess: amax, the
+// static range's or the row's own).
+bool offset_fits(const float* x, size_t k, float static_amax) {
+  float amax = static_amax, neg = 0.0f;
+  for (size_t i = 0; i < k; ++i) {
+    neg = std::max(neg, -x[i]);
+    if (static_amax == 0.0f) amax = std::max(amax, std::fabs(x[i]));
+  }
+  return neg * 255.0f < (kMaxRowOffset - 1) * amax;  // (false for NaN)
+}
 
 // The pair route's fixes of a block of rows, in the calling thread's scratch slot kFixSlot.
 PairFixes block_fixes(const Int8GemmKernels& kern, size_t rows_max, size_t k_pad) {
@@ -191,9 +241,13 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
   // The pair route (AVX2): plain blocks, and signed ones where the path has compute_sign_xor
   PairFixes fixes = block_fixes(kern, mc, k_pad);
   const bool pair_route = fixes.active() && wide_kernel;
-  // signed blocks as sign_xor rows through the u8 tile with the pair route (AVX2)
+  // signed blocks as sign_xor rows through the u8 tile with the pair route (AVX2), or as
+  // offset rows where every negative value is small
   const bool sign_route = pair_route && kern.compute_sign_xor != nullptr;
+  const bool offset_route = sign_route;
   std::vector<uint8_t> trimmed(n_threads * 4 * (k + 64));
+  std::vector<int32_t> row_off(offset_route ? mc : 0);  // offset rows' c
+  std::vector<Int8GroupFix> pre(offset_route ? n_threads * 4 * fixes.row_cap() : 0);
 
   float amax = 0.0f;
   if (act.is_static) amax = std::max(act.hi < 0 ? -act.hi : act.hi, act.lo < 0 ? -act.lo : act.lo);
@@ -241,8 +295,13 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
     const BlockRows if_negative = sign_route ? BlockRows::sign : BlockRows::wide;
     BlockRows mode = wide_kernel && !pair_route && wide_faster ? BlockRows::wide : BlockRows::plain;
     if (pair_route) {  // its first, middle and last rows (a left-padded batch's first are 0)
-      for (size_t r : {size_t{0}, rows / 2, rows - 1})
-        if (any_negative(x + (m0 + r) * k, k)) mode = if_negative;
+      bool negative = false, small = offset_route;
+      for (size_t r : {size_t{0}, rows / 2, rows - 1}) {
+        if (!any_negative(x + (m0 + r) * k, k)) continue;
+        negative = true;
+        small = small && offset_fits(x + (m0 + r) * k, k, act.is_static ? amax : 0.0f);
+      }
+      if (negative) mode = small ? BlockRows::offset : if_negative;
     } else if (wide_kernel && mode == BlockRows::plain) {
       parallel_for(chunks, threads, [&](size_t t) {
         const size_t r0 = m0 + rows * t / chunks, r1 = m0 + rows * (t + 1) / chunks;
@@ -252,13 +311,15 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
         if (v) mode = BlockRows::wide;
     }
     std::vector<size_t> chunk_whole(chunks, 0);  // rows left whole by the pair route
+    std::vector<uint8_t> chunk_not_offset(chunks, 0);  // an offset block's row that is not one
     auto prep_block = [&](size_t t) {
       uint8_t* tq = trimmed.data() + t * (k + 64);
-      bool has_neg = false;
+      bool has_neg = false, not_offset = false;
       size_t whole = 0;
       // (split_u8 kernels take the split rows in their wide pass too)
       const SparqRowFormat fmt = s16                                       ? SparqRowFormat::s16
-                                 : mode == BlockRows::sign                 ? SparqRowFormat::sign
+                                 : mode == BlockRows::sign ||
+                                           mode == BlockRows::offset       ? SparqRowFormat::sign
                                  : mode == BlockRows::wide && sign_xor     ? SparqRowFormat::sign
                                  : mode == BlockRows::wide && offset9      ? SparqRowFormat::wide
                                                                            : SparqRowFormat::split;
@@ -279,10 +340,19 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
         }
         if (pair_route && mode == BlockRows::plain) whole += !fixes.split(r, dp);
         if (mode == BlockRows::sign) whole += !fixes.split(r, dp, dn);
-        if (fmt == SparqRowFormat::sign) row_bias[r] = sign_xor_row_bias(dp, dn, k);
+        if (mode == BlockRows::offset && !not_offset) {
+          Int8GroupFix* own = pre.data() + t * fixes.row_cap();
+          size_t n_own = 0;
+          row_off[r] = offset_row(dp, dn, k, own, fixes.row_cap(), &n_own);
+          not_offset = row_off[r] < 0;
+          if (!not_offset) whole += !fixes.split_after(r, dp, own, n_own);
+        }
+        if (fmt == SparqRowFormat::sign && mode != BlockRows::offset)
+          row_bias[r] = sign_xor_row_bias(dp, dn, k);
       }
       chunk_neg[t] = has_neg;
       chunk_whole[t] = whole;
+      chunk_not_offset[t] = not_offset;
     };
     parallel_for(chunks, threads, prep_block);
     // Pair-route blocks written again: plain ones with a negative value (needed), or with rows
@@ -290,12 +360,14 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
     // the faster one
     while (pair_route && mode != BlockRows::wide) {
       size_t whole = 0;
-      bool neg_seen = false;
+      bool neg_seen = false, not_offset = false;
       for (size_t t = 0; t < chunks; ++t) {
         whole += chunk_whole[t];
         neg_seen = neg_seen || chunk_neg[t];
+        not_offset = not_offset || chunk_not_offset[t];
       }
       const BlockRows next = mode == BlockRows::plain && neg_seen       ? if_negative
+                             : mode == BlockRows::offset && not_offset  ? if_negative
                              : wide_faster && whole * 8 > rows         ? BlockRows::wide
                                                                        : mode;
       if (next == mode) break;
@@ -329,6 +401,13 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
       const size_t n0 = panel * kInt8PanelCols, n1 = std::min(n, n0 + kInt8PanelCols);
       compute(prob, r0, r1, panel, panel + 1);
       if (fix_block) fixes.add(r0, r1, panels, panel, prob.c, n, n);
+      if (mode == BlockRows::offset) {  // less c * colsum (wrapping, like the sums)
+        for (size_t r = r0; r < r1; ++r) {
+          const uint32_t off = static_cast<uint32_t>(row_off[r]);
+          uint32_t* dst = reinterpret_cast<uint32_t*>(prob.c + r * n);
+          for (size_t j = n0; j < n1; ++j) dst[j] -= off * static_cast<uint32_t>(col_sums[j]);
+        }
+      }
       if (two_pass) {
         kern.compute(prob_neg, r0, r1, panel, panel + 1);
         for (size_t r = r0; r < r1; ++r) {
