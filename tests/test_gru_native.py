@@ -193,6 +193,31 @@ def test_trace_compile_and_export_give_the_eager_bits(batch_first):
     assert not torch.equal(mods[0](x2)[0], mods[1](x2)[0])
 
 
+def test_compiled_quantgru_sees_new_weights_and_inference_tensors():
+    """The op's plans follow the constants: weights edited in place reach a compiled module
+    (their version counters), and a module built under inference_mode (no version counters:
+    their bytes' checksum) compiles and runs; h_n is a tensor of its own."""
+    rng = np.random.default_rng(5)
+    q, other = _model(1, 6, 12, 8), _model(2, 6, 12, 8)
+    x = torch.randn(2, 5, 6)
+    torch._dynamo.reset()
+    compiled = torch.compile(q, backend="aot_eager")
+    before = q(x)[0]
+    assert torch.equal(compiled(x)[0], before)
+    with torch.no_grad():
+        for name in ("w_ih_codes", "w_hh_codes", "b_ih", "b_hh"):
+            getattr(q, name).copy_(getattr(other, name))
+    q._build_plan()
+    assert torch.equal(compiled(x)[0], q(x)[0]) and not torch.equal(q(x)[0], before)
+    with torch.inference_mode():
+        qi = _model(3, 6, 12, _widths(rng))
+    torch._dynamo.reset()
+    assert torch.equal(torch.compile(qi, backend="aot_eager")(x)[0], qi(x)[0])
+    out, h_n = q(x.clone().requires_grad_())
+    h_n.mul_(2)  # (not a view of out)
+    assert torch.equal(out[:, -1], q(x)[1][0])
+
+
 def test_backward_through_quantgru_is_a_clear_error():
     """A plain call whose input or state requires grad (after float layers) gives the no_grad
     bits; a backward from either output is the error naming the layer (not a silent cut)."""

@@ -1160,6 +1160,9 @@ def test_calibrate_refuses_no_batch_and_a_float_model():
     assert model[0]._observer is None and torch.isnan(model[0].act_range).all()
     with pytest.raises(ValueError, match="no quantized layer to calibrate"):
         pyquant.calibrate(nn.Sequential(nn.Linear(6, 4)), [torch.randn(2, 6)])
+    tables = pyquant.quantize_(nn.Sequential(nn.Embedding(10, 8)), pyquant.Int8Config(),
+                               filter_fn=pyquant.nn.embedding_filter)
+    pyquant.calibrate(tables, [torch.arange(4)])  # (converted, nothing with a range: no error)
 
 
 def test_calibrate_again_does_not_depend_on_the_ranges_set_before():

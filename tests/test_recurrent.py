@@ -12,6 +12,7 @@ then.
 from __future__ import annotations
 
 import copy
+import warnings
 import io
 
 import numpy as np
@@ -321,12 +322,44 @@ def test_plain_calls_and_half_inputs_run_the_native_loop(kind, config, monkeypat
         assert a.requires_grad and torch.equal(a.detach(), b)
     with pytest.raises(RuntimeError, match="QuantRNN 'rnn' is inference-only"):
         got[0].sum().backward()
+    hg = tuple(t.clone().requires_grad_() for t in _states(hx))  # only the states need a grad
+    got = compiled(x, hg if kind.startswith("lstm") else hg[0])
+    with pytest.raises(RuntimeError, match="QuantRNN 'rnn' is inference-only"):
+        got[0].sum().backward()
+    for dtype in (torch.float16, torch.bfloat16, torch.float64):  # compiled: the eager bits
+        xd, hd = x.to(dtype), tuple(t.to(dtype) for t in _states(hx))
+        hd = hd if kind.startswith("lstm") else hd[0]
+        for a, b in zip(compiled(xd, hd), q(xd, hd)):
+            assert all(torch.equal(s, t) for s, t in zip(_states(a), _states(b)))
+    calls.clear()
     for dtype in (torch.float16, torch.bfloat16):
         out, states = q(x.to(dtype), tuple(t.to(dtype) for t in _states(hx))
                         if kind.startswith("lstm") else hx.to(dtype))
         assert out.dtype == dtype and all(t.dtype == dtype for t in _states(states))
         torch.testing.assert_close(out.float(), want[0], atol=0.1, rtol=0)
-    assert len(calls) == 10
+    assert len(calls) == 4
+
+
+class _LearnedState(nn.Module):
+    def __init__(self, rnn):
+        super().__init__()
+        self.rnn = rnn
+        self.h0 = nn.Parameter(torch.randn(1, 1, 16) * 0.5)
+
+    def forward(self, x):
+        return self.rnn(x, self.h0.expand(1, x.shape[0], 16).contiguous())[0]
+
+
+def test_trace_with_a_learned_initial_state():
+    """torch.jit.trace of a plain call whose initial state is a parameter (requires grad): the
+    recurrent op is recorded (new inputs, new outputs), not the inference-only wrapper."""
+    model = _LearnedState(_rnn("gru", batch_first=True))
+    pyquant.quantize_(model, pyquant.Int8Config(), filter_fn=lambda m, fqn: fqn == "rnn")
+    x1, x2 = torch.randn(2, 5, 12), torch.randn(2, 5, 12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(model, (x1,), check_trace=False)
+    assert torch.equal(traced(x2).detach(), model(x2).detach())
 
 
 @pytest.mark.parametrize("sparse24", [False, True], ids=["sparq", "sparq24"])

@@ -434,7 +434,7 @@ def calibrate(model: nn.Module, batches: Iterable) -> nn.Module:
         raise TypeError(f"batches: expected an iterable of batches (e.g. a list of tensors or a "
                         f"DataLoader), got {type(batches).__name__}")
     run = getattr(model, "_orig_mod", model)
-    if not _quant_modules(run):
+    if not _quantized_layers(run):
         raise ValueError("model: has no quantized layer to calibrate; convert it first with "
                          "pyquant.quantize_(model, config)")
     seen = 0

@@ -132,10 +132,11 @@ class _InferenceOnly(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
-        # raised by an op when the backward runs, not while torch.compile traces it
+        # raised by an op when the backward runs, not while torch.compile traces it; one in every
+        # input's slot that needs a grad (a compiled graph drops the others as dead code)
         grad = next(g for g in grads if g is not None)
-        return (None, None, ops.inference_only_grad(grad, ctx.shapes[0], ctx.name),
-                *[None] * (len(ctx.shapes) - 1))
+        return (None, None, *[ops.inference_only_grad(grad, shape, ctx.name) if need else None
+                              for shape, need in zip(ctx.shapes, ctx.needs_input_grad[2:])])
 
 
 def layer_name(module: nn.Module) -> str:

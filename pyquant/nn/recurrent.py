@@ -227,19 +227,21 @@ class QuantRNN(nn.Module):
         return out, h, c
 
     def _native_direction(self, layer: int, sfx: str, xp, sizes: list, h, c, reverse: bool):
-        """_native_loop (traced: the family's op) in every call: float32 copies of
-        half-precision rows and states (the outputs in the rows' dtype, as the step loop gives
-        them), and in a plain call whose input or states require grad, outputs whose backward is
-        the inference-only error (as a QuantLinear's); None where the native loop does not
-        apply."""
+        """_native_loop (traced: the family's op) in every call: float32 copies of the rows and
+        states (float16 / bfloat16 / float64: the outputs in the rows' dtype, as the step loop
+        gives them, the gates in float32), and in a plain call whose input or states require
+        grad, outputs whose backward is the inference-only error (as a QuantLinear's); None where
+        the native loop does not apply."""
         states = [t for t in (h, c) if t is not None]
-        native = self._native_loop(layer, sfx, xp.detach().float(), sizes, h.detach(),
-                                   None if c is None else c.detach(), reverse)
+        native = self._native_loop(layer, sfx, xp.detach().float(), sizes, h.detach().float(),
+                                   None if c is None else c.detach().float(), reverse)
         if native is None:
             return None
         results = tuple(t if t.dtype == xp.dtype else t.to(xp.dtype)
                         for t in native if t is not None)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (xp, *states)):
+        # (torch.jit.trace would record the wrapper as a Python op returning these outputs)
+        if (torch.is_grad_enabled() and not torch.jit.is_tracing()
+                and any(t.requires_grad for t in (xp, *states))):
             results = _InferenceOnly.apply(lambda *_: results, layer_name(self), xp, *states)
         return results if c is not None else (*results, None)
 
