@@ -187,8 +187,10 @@ def _warn_left_float(model: nn.Module, caller: str = "quantize_", config=None) -
             f"{caller}: left float {n} LSTM layer(s) with a hidden size below {MIN_LSTM_HIDDEN} "
             f"({listed}): under {config!r} PyTorch's fused fp32 cell runs them faster than "
             "QuantRNN's steps; pass filter_fn to convert them anyway", stacklevel=3)
-    n, listed = names(lambda m: (_plain(m, nn.Conv2d) or _plain(m, nn.Conv1d)) and not _lazy(m)
-                      and _has_weights(m) and not conv_worth_converting(m))
+    def plain_conv(m):  # (a float conv the default filter considers)
+        return (_plain(m, nn.Conv2d) or _plain(m, nn.Conv1d)) and not _lazy(m) and _has_weights(m)
+
+    n, listed = names(lambda m: plain_conv(m) and not conv_worth_converting(m))
     if n:
         warnings.warn(
             f"{caller}: left float {n} nn.Conv2d/nn.Conv1d layer(s) with few products per output "
@@ -205,8 +207,7 @@ def _warn_left_float(model: nn.Module, caller: str = "quantize_", config=None) -
             f"{MIN_CONV_PRODUCTS} of those x input channels, e.g. an image generator's last "
             f"layer: {listed}): PyTorch's float conv runs them faster (pyquant/nn/conv_gain.py); "
             "pass filter_fn to convert them anyway", stacklevel=3)
-    n, listed = names(lambda m: (_plain(m, nn.Conv2d) or _plain(m, nn.Conv1d)) and not _lazy(m)
-                      and _has_weights(m) and conv_worth_converting(m))
+    n, listed = names(lambda m: plain_conv(m) and conv_worth_converting(m))
     if n and isinstance(config, LUT2Config) and config.a_scale == "mse":
         warnings.warn(
             f"{caller}: {config!r} searches the activation scale of every output pixel of its "
