@@ -303,6 +303,35 @@ def test_sparq_forward_offset_rows(int8_kernel, rng, threads, m, n, k, case):
     assert np.array_equal(forward(x, w, threads, act), forward_ref(x, w, act))
 
 
+def outlier_rows(rng, m, k, dense_row=None):
+    """LayerNorm outputs with a few outlier features (BERT's): small values of both signs beside
+    outliers at +-amax and +-0.7 amax in about one k group of 200, so on the VNNI kernels the
+    block guesses few fixes and takes offset rows with c = 128: the outliers' excess past 255
+    (positive) and below 0 (negative) as fixes of either sign, two in a group holding both; one
+    dense row (Gaussian: fixes in most of its k groups, past any per-row cap of the pair route)."""
+    x = rng.uniform(-0.3, 0.3, (m, k)).astype(np.float32)
+    cols = np.arange(3, k, 800)
+    x[:, cols] = rng.choice([-1.0, 1.0, -0.7, 0.7], size=(m, len(cols)))
+    x[:, cols[::2] + 1] = -x[:, cols[::2]]  # a group holding an excess of each sign
+    if dense_row is not None:
+        x[dense_row] = rng.standard_normal(k)
+    return x
+
+
+@kernels(INT8_KERNELS)
+@pytest.mark.parametrize("m,n,k", SHAPES)
+@pytest.mark.parametrize("case", ["outliers", "dense-row", "static"])
+def test_sparq_forward_outlier_rows(int8_kernel, rng, threads, m, n, k, case):
+    """Signed rows whose magnitudes past 127 are rare: on the VNNI kernels offset rows u = v + c
+    (c = min(largest negative, 128)) through the plain tile with excess fixes of either sign
+    (Int8GemmKernels::offset_fix_share_max), c * colsum(W) taken back out; elsewhere their sign
+    routes. The same integers as the reference."""
+    x = outlier_rows(rng, m, k, dense_row=m // 2 if case == "dense-row" else None)
+    w = forward_weights(rng, n, k)
+    act = (-1.2, 1.2) if case == "static" else None
+    assert np.array_equal(forward(x, w, threads, act), forward_ref(x, w, act))
+
+
 @kernels(INT8_KERNELS)
 def test_sparq_forward_plain_then_sign_then_wide(int8_kernel, rng, threads):
     """A block guessed non-negative (its first, middle and last rows are), written again with

@@ -32,18 +32,23 @@ namespace {
 // ---- the families' kernel structs (what the drivers call) ----
 // {a_format, mr, compute, full_speed_act_bits, compute_wide, wide_format, wide_faster_from_rows,
 //  a_chunk_bytes, a_row_align, small_rows, small_rows_below, pair_split, add_fixes,
-//  compute_sign_xor}
+//  compute_sign_xor, offset_fix_share_max}
 const Int8GemmKernels kInt8Avx512{Int8AFormat::u8, 6, PQ_X86(int8_compute_avx512), 8,
-                                  PQ_X86(int8_compute_wide_avx512), Int8WideFormat::sign_xor};
+                                  PQ_X86(int8_compute_wide_avx512), Int8WideFormat::sign_xor,
+                                  0, 0, 0, nullptr, 0, nullptr, PQ_X86(int8_add_fixes_avx512),
+                                  nullptr, 0.01f};
 const Int8GemmKernels kInt8Amx{Int8AFormat::u8, 32, PQ_X86(int8_compute_amx), 8,
                                PQ_X86(int8_compute_wide_amx), Int8WideFormat::split_u8, 0,
                                size_t{1} << 20,  // half of a Sapphire Rapids core's L2
                                64, &kInt8Avx512, 16};
 const Int8GemmKernels kInt8Vnni256Evex{Int8AFormat::u8, 6, PQ_X86(int8_compute_vnni256_avx512), 8,
                                        PQ_X86(int8_compute_wide_vnni256_avx512),
-                                       Int8WideFormat::sign_xor};
+                                       Int8WideFormat::sign_xor, 0, 0, 0, nullptr, 0, nullptr,
+                                       PQ_X86(int8_add_fixes_vnni256_avx512), nullptr, 0.035f};
 const Int8GemmKernels kInt8AvxVnni{Int8AFormat::u8, 6, PQ_X86(int8_compute_avxvnni), 8,
-                                   PQ_X86(int8_compute_wide_avxvnni), Int8WideFormat::sign_xor};
+                                   PQ_X86(int8_compute_wide_avxvnni), Int8WideFormat::sign_xor,
+                                   0, 0, 0, nullptr, 0, nullptr, PQ_X86(int8_add_fixes_avxvnni),
+                                   nullptr, 0.035f};
 const Int8GemmKernels kInt8Avx2{Int8AFormat::u8, 1, PQ_X86(int8_compute_avx2), 7,
                                 PQ_X86(int8_compute_wide_avx2),
                                 Int8WideFormat::offset9, 8, 0, 0, nullptr, 0,

@@ -137,12 +137,20 @@ struct Int8GemmKernels {
   // The pair route (Int8GroupFix above; null: the path's compute is exact at full speed on any
   // uint8 row, or it has none): callers holding 8-bit uint8 rows may split them and add the fixes.
   Int8PairSplitFn pair_split = nullptr;
+  // Adds fixes' products after the tile: the pair route's, or (set without pair_split, on the
+  // VNNI kernels) those of SPARQ's offset rows, whose excess bytes any fix here must take exactly.
   Int8AddFixesFn add_fixes = nullptr;
   // Rows in Int8WideFormat::sign_xor on a path whose compute_wide takes another format (AVX2:
   // the u8 tile with each row's sign bytes xor-ed into the weights, its fast route where the
   // |v| rows are pair-safe, so split by pair_split with their signs): SPARQ's signed rows at
   // about the 7-bit rows' speed where the int16 tile runs 1.45x their time. nullptr: none.
   Int8ComputeFn compute_sign_xor = nullptr;
+  // With add_fixes but no pair route (the VNNI kernels): SPARQ's signed blocks take offset rows
+  // through `compute` (no sign xor) where the block's probed rows need fixes in at most this
+  // share of their k groups; 0: never. Per tile, as measured on MiniLM's layers (Zen 4): the zmm
+  // 6x64 tile's xor costs ~12% of it and a fix about twice its k group's share, so only rows with
+  // almost no excess gain (GELU outputs); the ymm tile drops to 4 rows with the xor (~30%).
+  float offset_fix_share_max = 0.0f;
 };
 const Int8GemmKernels& int8_gemm_kernels(Isa isa);
 
@@ -193,6 +201,13 @@ void int8_compute_wide_avxvnni(const Int8GemmProblem& p, size_t m0, size_t m1, s
                                size_t p1);
 void int8_compute_wide_vnni256_avx512(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
                                       size_t p1);
+// add_fixes of the VNNI kernels (SPARQ's offset rows; exact on any fix bytes)
+void int8_add_fixes_avx512(const int8_t* panel_b, const Int8GroupFix* fixes, size_t count,
+                           int32_t* c, size_t nc);
+void int8_add_fixes_avxvnni(const int8_t* panel_b, const Int8GroupFix* fixes, size_t count,
+                            int32_t* c, size_t nc);
+void int8_add_fixes_vnni256_avx512(const int8_t* panel_b, const Int8GroupFix* fixes, size_t count,
+                                   int32_t* c, size_t nc);
 #endif
 #if defined(PQ_HAVE_NEON)
 void int8_compute_neon(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0, size_t p1);

@@ -5,4 +5,5 @@
 #define PQ_VNNI256_DPBUSD dpbusd_vex
 #define PQ_VNNI256_COMPUTE int8_compute_avxvnni
 #define PQ_VNNI256_COMPUTE_WIDE int8_compute_wide_avxvnni
+#define PQ_VNNI256_ADD_FIXES int8_add_fixes_avxvnni
 #include "int8_gemm/int8_gemm_vnni256.inc"

@@ -5,4 +5,5 @@
 #define PQ_VNNI256_DPBUSD _mm256_dpbusd_epi32
 #define PQ_VNNI256_COMPUTE int8_compute_vnni256_avx512
 #define PQ_VNNI256_COMPUTE_WIDE int8_compute_wide_vnni256_avx512
+#define PQ_VNNI256_ADD_FIXES int8_add_fixes_vnni256_avx512
 #include "int8_gemm/int8_gemm_vnni256.inc"

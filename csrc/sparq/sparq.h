@@ -19,6 +19,8 @@
 
 namespace pq {
 
+struct Int8GroupFix;  // int8_gemm/int8_gemm.h
+
 struct SparqConfig {
   int bits = 4;         // n: 4, 3 or 2
   int options = 5;      // |S|: 5/3/2 for n=4, 6 for n=3, 7 for n=2
@@ -193,6 +195,13 @@ void sparq_trim_row_avx512(const SparqPlan& plan, const uint8_t* src, size_t k, 
 float sparq_prep_row_avx512(const SparqPlan&, const float*, size_t, const float*, SparqRowFormat,
                             uint8_t, uint8_t*, uint8_t*, uint8_t*, bool*);
 void sparq24_tables_row_avx512(const SparqPlan& plan, const uint8_t* a, size_t k, uint8_t* out);
+// A signed row (dp = |t|, dn = 0xff where t < 0, k values) as SPARQ's offset row u = v + c in dp
+// (sparq_gemm.cc), c = min(its largest negative magnitude, max_c), a u outside [0, 255] kept at
+// the bound with its excess as a fix in pre (Int8GroupFix; negative ones below 0, at most cap).
+// Returns c, or -1 if the largest negative magnitude passes max_c where !clamp_c (the row left
+// as it was) or the excesses need more than cap fixes (the row then partly written).
+int sparq_offset_row_avx2(uint8_t* dp, const uint8_t* dn, size_t k, int max_c, bool clamp_c,
+                          Int8GroupFix* pre, size_t cap, size_t* n_pre);
 #endif
 #if defined(PQ_HAVE_NEON)
 void sparq_trim_row_neon(const SparqPlan& plan, const uint8_t* src, size_t k, uint8_t* dst);

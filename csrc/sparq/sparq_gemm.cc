@@ -34,46 +34,23 @@ constexpr int kFixSlot = 8;  // thread_scratch slot of the pair route's fixes (f
 // pair route (compute_sign_xor), or the path's wide format (compute_wide).
 enum class BlockRows { plain, offset, sign, wide };
 
-// Offset rows (the pair route's paths): a row whose negative values are all small (a GELU's
-// output: MiniLM's FFN2 inputs, c ~ 20-30 of 255) is written as u = v + c, c = the row's largest
-// negative magnitude, through the plain u8 tile (no sign xor), c * colsum(W) taken back out of
-// its sums (exact, wrapping int32). A u past 255 (the row's few largest values) keeps 255 and
-// leaves the excess as a fix of its own, before the pair route's.
+// Offset rows: a row is written as u = v + c through the plain u8 tile (no sign xor), c *
+// colsum(W) taken back out of its sums (exact, wrapping int32); a u outside [0, 255] keeps the
+// bound and leaves the excess as a fix of its own (Int8GroupFix; negative ones below 0).
+//   pair route (AVX2): rows whose negative values are all small (a GELU's output: MiniLM's FFN2
+//     inputs, c ~ 20-30 of 255), c = the row's largest negative magnitude <= kMaxRowOffset: u's
+//     pairs then stay near the rows' (the route's fast tile), the few excesses (the row's largest
+//     values, at most c each) are fixes before the pair route's;
+//   VNNI (vpdpbusd exact on any u8, no pair limit): c = min(largest negative magnitude,
+//     kMaxRowOffsetVnni), so LayerNorm outputs (c ~ 245) can run as v + 128 too, with a fix
+//     for the k groups holding a magnitude past 127 (3-8% of MiniLM's), where the kernel's
+//     Int8GemmKernels::offset_fix_share_max says fixes that many cost less than its xor.
+// x86 only (sparq_offset_row_avx2 writes the rows: every path with the route has AVX2).
 constexpr int kMaxRowOffset = 64;
+constexpr int kMaxRowOffsetVnni = 128;
 
-// Row (dp = |t|, dn = 0xff where t < 0, k values) -> its offset row in dp, its excess fixes in
-// pre (at most cap); returns c, or -1 (left as it was) if c > kMaxRowOffset or the excesses
-// need more than cap fixes.
-int offset_row(uint8_t* dp, const uint8_t* dn, size_t k, Int8GroupFix* pre, size_t cap,
-               size_t* n_pre) {
-  uint8_t c = 0;
-  for (size_t i = 0; i < k; ++i) c = std::max<uint8_t>(c, dp[i] & dn[i]);
-  if (c > kMaxRowOffset) return -1;
-  const uint8_t room = static_cast<uint8_t>(255 - c);  // positives above it overflow
-  uint8_t over = 0;
-  for (size_t i = 0; i < k; ++i) over |= static_cast<uint8_t>(~dn[i] & dp[i]) > room;
-  size_t n = 0;
-  if (over) {
-    for (size_t g = 0; g * kInt8GroupK < k; ++g) {
-      uint32_t bytes = 0;
-      for (size_t i = g * kInt8GroupK; i < std::min(k, (g + 1) * kInt8GroupK); ++i)
-        if (!dn[i] && dp[i] > room)
-          bytes |= static_cast<uint32_t>(dp[i] - room) << (8 * (i - g * kInt8GroupK));
-      if (!bytes) continue;
-      if (n == cap) return -1;
-      pre[n++] = {static_cast<uint32_t>(g), bytes};
-    }
-  }
-  for (size_t i = 0; i < k; ++i) {  // c - |t| for negatives (c >= |t|), min(c + t, 255) else
-    const uint8_t neg = dn[i], up = dp[i] > room ? uint8_t{255} : static_cast<uint8_t>(c + dp[i]);
-    dp[i] = static_cast<uint8_t>((neg & static_cast<uint8_t>(c - dp[i])) | (~neg & up));
-  }
-  *n_pre = n;
-  return c;
-}
-
-// Whether row x's largest negative magnitude maps to an offset row's c (its guess: amax, the
-// static range's or the row's own).
+// Whether row x's largest negative magnitude maps to an offset row's c <= kMaxRowOffset (its
+// guess: amax, the static range's or the row's own).
 bool offset_fits(const float* x, size_t k, float static_amax) {
   float amax = static_amax, neg = 0.0f;
   for (size_t i = 0; i < k; ++i) {
@@ -81,6 +58,26 @@ bool offset_fits(const float* x, size_t k, float static_amax) {
     if (static_amax == 0.0f) amax = std::max(amax, std::fabs(x[i]));
   }
   return neg * 255.0f < (kMaxRowOffset - 1) * amax;  // (false for NaN)
+}
+
+// The share of row x's k groups an offset row with c = min(largest negative, kMaxRowOffsetVnni)
+// would give a fix (the same guess of the row's scale; 1 for NaN).
+float offset_fix_share(const float* x, size_t k, float static_amax) {
+  float amax = static_amax, neg = 0.0f;
+  for (size_t i = 0; i < k; ++i) {
+    neg = std::max(neg, -x[i]);
+    if (static_amax == 0.0f) amax = std::max(amax, std::fabs(x[i]));
+  }
+  if (!(amax > 0.0f)) return amax == 0.0f ? 0.0f : 1.0f;
+  const float c = std::min(neg, amax * (kMaxRowOffsetVnni / 255.0f));
+  const float hi = amax - c, lo = -c;  // (in x's units: v + c inside [0, 255])
+  size_t fixed = 0, groups = 0;
+  for (size_t g = 0; g < k; g += kInt8GroupK, ++groups) {
+    bool out = false;
+    for (size_t i = g; i < std::min(k, g + kInt8GroupK); ++i) out = out || x[i] > hi || x[i] < lo;
+    fixed += out;
+  }
+  return static_cast<float>(fixed) / static_cast<float>(groups);
 }
 
 // The pair route's fixes of a block of rows, in the calling thread's scratch slot kFixSlot.
@@ -153,7 +150,7 @@ void gemm_rows(const RowSource& source, size_t m, size_t k, const int8_t* panels
     // block's first row decides whether the pair route splits its rows (uniformly random rows
     // all stay whole: trying each cost the raw op 2-6%).
     row_into(source, m0, k, k_pad, kern.a_format, buf.get(), scratch.get());
-    const bool split_block = fixes.active() && fixes.split(0, buf.get());
+    const bool split_block = fixes.splits() && fixes.split(0, buf.get());
     const size_t chunks = std::min(rows - 1, n_threads * 4);
     if (chunks > 0) {
       parallel_for(chunks, threads, [&](size_t t) {
@@ -240,11 +237,18 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
   float* sa = static_cast<float*>(thread_scratch(m * sizeof(float), 3));
   // The pair route (AVX2): plain blocks, and signed ones where the path has compute_sign_xor
   PairFixes fixes = block_fixes(kern, mc, k_pad);
-  const bool pair_route = fixes.active() && wide_kernel;
+  const bool pair_route = fixes.splits() && wide_kernel;
   // signed blocks as sign_xor rows through the u8 tile with the pair route (AVX2), or as
-  // offset rows where every negative value is small
+  // offset rows where every negative value is small; on the VNNI kernels (sign_xor wide format,
+  // fixes without the pair route) as offset rows where their fixes are few
   const bool sign_route = pair_route && kern.compute_sign_xor != nullptr;
-  const bool offset_route = sign_route;
+  const bool vnni_offset = sign_xor && !pair_route && fixes.active() &&
+                           kern.offset_fix_share_max > 0.0f;
+#if defined(PQ_HAVE_X86)
+  const bool offset_route = sign_route || vnni_offset;
+#else
+  const bool offset_route = false;
+#endif
   std::vector<uint8_t> trimmed(n_threads * 4 * (k + 64));
   std::vector<int32_t> row_off(offset_route ? mc : 0);  // offset rows' c
   std::vector<Int8GroupFix> pre(offset_route ? n_threads * 4 * fixes.row_cap() : 0);
@@ -309,6 +313,20 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
       });
       for (uint8_t v : chunk_neg)
         if (v) mode = BlockRows::wide;
+      if (mode == BlockRows::wide && vnni_offset && offset_route) {
+        // the mean share of fixed k groups over up to 16 rows scattered through the block (a
+        // padded batch of sentences repeats every sequence length: rows at an even stride,
+        // or its first, middle and last, found MiniLM's q/k/v inputs at 1% where the mean is
+        // 5.6%)
+        const size_t probes = std::min<size_t>(rows, 16);
+        float share = 0.0f;
+        for (size_t i = 0; i < probes; ++i) {
+          const size_t r = rows <= 16 ? i : (i * size_t{2654435761u} + 7) % rows;
+          share += offset_fix_share(x + (m0 + r) * k, k, act.is_static ? amax : 0.0f);
+        }
+        if (share <= kern.offset_fix_share_max * static_cast<float>(probes))
+          mode = BlockRows::offset;
+      }
     }
     std::vector<size_t> chunk_whole(chunks, 0);  // rows left whole by the pair route
     std::vector<uint8_t> chunk_not_offset(chunks, 0);  // an offset block's row that is not one
@@ -343,7 +361,11 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
         if (mode == BlockRows::offset && !not_offset) {
           Int8GroupFix* own = pre.data() + t * fixes.row_cap();
           size_t n_own = 0;
-          row_off[r] = offset_row(dp, dn, k, own, fixes.row_cap(), &n_own);
+#if defined(PQ_HAVE_X86)
+          row_off[r] = sparq_offset_row_avx2(dp, dn, k,
+                                             vnni_offset ? kMaxRowOffsetVnni : kMaxRowOffset,
+                                             vnni_offset, own, fixes.row_cap(), &n_own);
+#endif
           not_offset = row_off[r] < 0;
           if (!not_offset) whole += !fixes.split_after(r, dp, own, n_own);
         }
@@ -358,7 +380,7 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
     // Pair-route blocks written again: plain ones with a negative value (needed), or with rows
     // too dense in large pairs for the pair route past 1/8 of the block where the wide tile is
     // the faster one
-    while (pair_route && mode != BlockRows::wide) {
+    while ((pair_route || vnni_offset) && mode != BlockRows::wide) {
       size_t whole = 0;
       bool neg_seen = false, not_offset = false;
       for (size_t t = 0; t < chunks; ++t) {
@@ -374,10 +396,10 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
       mode = next;
       parallel_for(chunks, threads, prep_block);
     }
-    const bool fix_block = pair_route && mode != BlockRows::wide;
+    const bool fix_block = (pair_route && mode != BlockRows::wide) || mode == BlockRows::offset;
     size_t whole = 0;
     for (size_t w : chunk_whole) whole += w;
-    prob.pair_safe = fix_block && whole == 0;  // every row split: the tiles skip their check
+    prob.pair_safe = pair_route && fix_block && whole == 0;  // every row split: the tiles skip their check
     bool block_neg = false;
     for (uint8_t v : chunk_neg) block_neg = block_neg || v;
     saw_negative = saw_negative || block_neg;

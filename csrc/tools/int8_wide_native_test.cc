@@ -3,7 +3,7 @@
 // counts around the 6-row tile and the narrow tiles, 1/17/33/64/130 columns, K below, at and
 // above the 4-k group and the 256-group K block, three of the 1024-group K blocks with a tail)
 // and the extreme values +-255 x -128. Paths with compute_sign_xor run it on the same rows, whole
-// and split by their pair route.
+// and split by their pair route; the VNNI kernels' add_fixes runs the rows as SPARQ's offset rows.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -102,6 +102,51 @@ void int8_wide_sweep(Isa isa, TestCounter& t) {
             }
           t.check(ok, "int8 compute_wide " + std::to_string(m) + "x" + std::to_string(n) + "x" +
                           std::to_string(k) + (extreme ? " extreme" : ""));
+          if (kern.add_fixes && !kern.pair_split) {
+            // SPARQ's offset rows on the VNNI kernels: u = min(max(v + 128, 0), 255) through
+            // compute, the excesses of either sign as fixes (any bytes, up to two per k group),
+            // 128 * colsum taken back out
+            std::vector<Int8GroupFix> fixes;
+            std::vector<size_t> first(m + 1, 0);
+            for (size_t i = 0; i < m; ++i) {
+              for (size_t g = 0; g < k_pad / 4; ++g) {
+                uint32_t up = 0, down = 0;
+                for (size_t e = 0; e < 4; ++e) {
+                  const size_t kk = g * 4 + e;
+                  const int u = kk < k ? v[i * k + kk] + 128 : 0;
+                  a[i * k_pad + kk] = static_cast<uint8_t>(std::min(std::max(u, 0), 255));
+                  if (u > 255) up |= static_cast<uint32_t>(u - 255) << (8 * e);
+                  if (u < 0) down |= static_cast<uint32_t>(-u) << (8 * e);
+                }
+                if (up) fixes.push_back({static_cast<uint32_t>(g), up});
+                if (down) fixes.push_back({static_cast<uint32_t>(g) | kFixNegative, down});
+              }
+              first[i + 1] = fixes.size();
+            }
+            p.col_bias = nullptr;
+            p.row_bias = nullptr;
+            std::fill(c.begin(), c.end(), 12345);
+            for (size_t panel = 0; panel < n_pad / 64; ++panel) {
+              if (split > 0) kern.compute(p, 0, split, panel, panel + 1);
+              kern.compute(p, split, m, panel, panel + 1);
+              const int8_t* panel_b = p.panels + panel * p.k_groups * 256;
+              for (size_t i = 0; i < m; ++i)
+                kern.add_fixes(panel_b, fixes.data() + first[i], first[i + 1] - first[i],
+                               c.data() + i * n + panel * 64, std::min<size_t>(64, n - panel * 64));
+            }
+            ok = true;
+            for (size_t i = 0; i < m && ok; ++i)
+              for (size_t j = 0; j < n && ok; ++j) {
+                int64_t acc = 0;
+                for (size_t kk = 0; kk < k; ++kk) acc += int64_t{v[i * k + kk]} * w[j * k + kk];
+                const uint32_t got = static_cast<uint32_t>(c[i * n + j]) -
+                                     128u * static_cast<uint32_t>(col_sums[j]);
+                ok = static_cast<int32_t>(acc) == static_cast<int32_t>(got);
+              }
+            t.check(ok, "int8 offset rows + add_fixes " + std::to_string(m) + "x" +
+                            std::to_string(n) + "x" + std::to_string(k) +
+                            (extreme ? " extreme" : ""));
+          }
           if (!kern.compute_sign_xor) continue;
           // compute_sign_xor (the pair route's signed rows): |v| rows left whole (the tiles'
           // split route), then split by pair_split with their signs, the fixes added per panel

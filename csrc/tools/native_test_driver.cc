@@ -23,6 +23,8 @@ void int8_compute_vnni256_emulated(const Int8GemmProblem& p, size_t m0, size_t m
                                    size_t p1);
 void int8_compute_wide_vnni256_emulated(const Int8GemmProblem& p, size_t m0, size_t m1, size_t p0,
                                         size_t p1);
+void int8_add_fixes_vnni256_emulated(const int8_t* panel_b, const Int8GroupFix* fixes,
+                                     size_t count, int32_t* c, size_t nc);
 // csrc/tools/lowbit_vnni256_emu_avx2.cc: the ymm VNNI low-bit kernel, vpdpbusd emulated
 PQ_LOWBIT_TILES_DECLARE(vnni256_emulated)
 PQ_LOWBIT_GEMV_PANEL_DECLARE(vnni256_emulated)
@@ -102,7 +104,8 @@ void test_int8_gemm(Isa isa, TestCounter& t) { int8_sweep(isa, t, {1, 2, 3, 4, 5
 #if defined(PQ_HAVE_X86)
 const Int8GemmKernels kVnni256Emulated{Int8AFormat::u8, 6, int8_compute_vnni256_emulated, 8,
                                        int8_compute_wide_vnni256_emulated,
-                                       Int8WideFormat::sign_xor};
+                                       Int8WideFormat::sign_xor, 0, 0, 0, nullptr, 0, nullptr,
+                                       int8_add_fixes_vnni256_emulated, nullptr, 0.035f};
 const KernelEntry kVnni256EmulatedEntry{
     KernelFamily::int8_gemm, "vnni256_emulated_avx2", Isa::avx2, kAvx2Base, 6, 16,
     Verified::native, "test only: the ymm VNNI kernel source, vpdpbusd emulated in AVX2", true,
