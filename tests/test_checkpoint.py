@@ -319,6 +319,17 @@ def test_a_float_checkpoint_is_a_clear_error():
     float_sd = _mixed().state_dict()
     with pytest.raises(ValueError, match="no quantized layer.*quantize_"):
         load_quantized_(_on_meta(Mixed), float_sd, CONFIGS["int8"])
+    # the same into a model quantized on the meta device (load_quantized_ or load_state_dict):
+    # a ValueError naming the first such weight, not torch's list of missing and unexpected keys
+    quantized_on_meta = _on_meta(Mixed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pyquant.quantize_(quantized_on_meta, CONFIGS["int8"])
+    for load in (lambda m: load_quantized_(m, float_sd, CONFIGS["int8"]),
+                 lambda m: m.load_state_dict(float_sd, assign=True)):
+        with pytest.raises(ValueError, match=r"weight: a float weight for the quantized layer .*"
+                                             r"\(a float checkpoint\?\).*quantize_"):
+            load(quantized_on_meta)
 
 
 class WithBuffer(nn.Module):

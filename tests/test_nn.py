@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import functools
 import io
+import os
 import subprocess
 import sys
 import warnings
@@ -900,6 +901,37 @@ def test_int8_act_bits_auto_follows_the_active_kernel():
     for bits in (7, 8):
         c = pyquant.Int8Config(act_bits=bits)
         assert repr(c) == f"Int8Config(act_bits={bits})" and parse_config(repr(c)) == c
+        assert c.act_bits_asked == bits and pickle_roundtrip(c).act_bits_asked == bits
+
+
+def test_int8_act_bits_auto_resolved_where_the_model_loads(tmp_path):
+    """A model quantized with act_bits='auto' on a VNNI CPU (8 bits) and loaded on an AVX2-only
+    one (pickled whole, or from save_quantized's file) runs the 7 bits that CPU needs for full
+    speed, as if quantized there; an explicit width stays. (Loaded here under PYQUANT_ISA=avx2.)"""
+    model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
+    pyquant.quantize_(model, pyquant.Int8Config())
+    assert model[0].config.act_bits_asked == "auto"
+    assert pickle_roundtrip(model)[0].config.act_bits_asked == "auto"
+    torch.save(model, tmp_path / "whole.pt")
+    pyquant.save_quantized(model, tmp_path / "m.safetensors")
+    eight = nn.Sequential(nn.Linear(16, 8))
+    pyquant.quantize_(eight, pyquant.Int8Config(act_bits=8))
+    torch.save(eight, tmp_path / "eight.pt")
+    code = (
+        "import sys, torch, pyquant; from torch import nn; d = sys.argv[1]\n"
+        "m = torch.load(d + '/whole.pt', weights_only=False)\n"
+        "f = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))\n"
+        "pyquant.nn.load_quantized_(f, d + '/m.safetensors')\n"
+        "e = torch.load(d + '/eight.pt', weights_only=False)\n"
+        "print(m[0].config.act_bits, m[2].scheme.config.act_bits, f[0].config.act_bits, "
+        "e[0].config.act_bits, pyquant._C.int8_full_speed_act_bits())\n")
+    env = {**os.environ, "PYQUANT_ISA": "avx2"}
+    if "avx2" not in pyquant._C.available_isas():
+        env.pop("PYQUANT_ISA")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, check=True,
+                         capture_output=True, text=True).stdout.split()
+    here = str(out[4])
+    assert out == [here, here, here, "8", here]
 
 
 @pytest.mark.parametrize("op,config", [("lowbit_gemm", pyquant.WeightOnlyConfig()),
@@ -1511,6 +1543,48 @@ def test_quantgru_share_memory_and_module_casts():
             assert torch.equal(q(x)[0], y), backend
 
 
+def test_quantize_module_under_two_names():
+    """A module reachable under two names (an attribute alias, or also held in a ModuleList)
+    becomes one quantized module under both: sharing kept, converted once."""
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(16, 16)
+            self.b = self.a
+            self.blocks = nn.ModuleList([self.a, nn.Linear(16, 16)])
+
+        def forward(self, x):
+            return self.blocks[1](self.b(self.a(x)))
+
+    torch.manual_seed(0)
+    model = Twice()
+    x = torch.randn(3, 16)
+    with torch.no_grad():
+        ref = model(x)
+        pyquant.quantize_(model, pyquant.Int8Config())
+        y = model(x)
+    assert isinstance(model.a, pyquant.nn.QuantLinear)
+    assert model.b is model.a and model.blocks[0] is model.a
+    assert len(pyquant.nn.api._quantized_layers(model)) == 2
+    assert F.cosine_similarity(y.flatten(), ref.flatten(), dim=0) > 0.99
+
+
+def test_quantize_that_converts_nothing_says_so():
+    """A model with no layer quantize_ converts (a model quantized by torch.ao, a scripted one,
+    a stack of activations) warns; a filter passed as a class is a clear TypeError."""
+    with pytest.warns(UserWarning, match="converted no layer: Sequential has no float layer"):
+        pyquant.quantize_(nn.Sequential(nn.ReLU(), nn.Tanh()), pyquant.Int8Config())
+    tq = torch.ao.quantization.quantize_dynamic(nn.Sequential(nn.Linear(8, 8)), {nn.Linear},
+                                                dtype=torch.qint8)
+    with pytest.warns(UserWarning, match="converted no layer: .*torch.ao.quantization"):
+        pyquant.quantize_(tq, pyquant.Int8Config())
+    for call in (pyquant.quantize_, functools.partial(pyquant.nn.gptq_, batches=[torch.ones(8)])):
+        with pytest.raises(TypeError, match=r"filter_fn: expected a function .* got the class "
+                                            r"Linear; e.g. filter_fn=lambda m, fqn: isinstance"):
+            call(nn.Sequential(nn.Linear(8, 8)), pyquant.WeightOnlyConfig(),
+                 filter_fn=nn.Linear)
+
+
 @pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")  # (the fp32 reference)
 def test_quantize_leaves_layers_whose_parent_reads_the_weight_or_own_forward():
     """MultiheadAttention reads out_proj.weight directly (torch's NonDynamicallyQuantizableLinear):
@@ -1552,7 +1626,8 @@ def test_quantize_leaves_layers_whose_parent_reads_the_weight_or_own_forward():
         pass
 
     model = nn.Sequential(StdConv(3, 4, 3), nn.Flatten(), PlainLinear(4, 2))
-    with pytest.warns(UserWarning, match="left float 1 .*0"):
+    # (the warning gives a filter that converts them: every_layer_filter does not)
+    with pytest.warns(UserWarning, match=r"left float 1 .*0.*filter_fn=lambda m, fqn: isinstance"):
         pyquant.quantize_(model, pyquant.Int8Config())
     assert type(model[0]) is StdConv and isinstance(model[2], pyquant.nn.QuantLinear)
     pyquant.quantize_(model, pyquant.Int8Config(), filter_fn=lambda m, fqn: fqn == "0")
@@ -1858,7 +1933,7 @@ def test_weight_view_metadata_and_values(config, backend):
         assert (w.shape, w.dtype, w.device, w.requires_grad) == (f.weight.shape, torch.float32,
                                                                  torch.device("cpu"), False)
         deq = m.dequantize_weight()
-        with pytest.warns(UserWarning, match=r"weight .* were read: each read dequantizes it"):
+        with pytest.warns(UserWarning, match=r"weight .* were read: a read dequantizes it"):
             assert type(w.detach()) is torch.Tensor and torch.equal(w.detach(), deq)
         assert torch.equal(w + 0, deq) and torch.equal(w.sum(), deq.sum()) and w.tolist() == deq.tolist()
         assert np.array_equal(np.asarray(w), deq.numpy()) and torch.equal(w[1], deq[1])
@@ -1893,6 +1968,41 @@ def test_weight_view_metadata_and_values(config, backend):
     assert q.float().weight.dtype == torch.float32
     with pytest.warns(UserWarning, match="were read"):  # (at the caller's line: this one)
         assert torch.equal(q.to(torch.bfloat16).weight.float(), q.dequantize_weight().bfloat16().float())
+
+
+def test_weight_values_read_in_every_forward_are_kept():
+    """Model code that uses a layer's weight values in its forward (MobileBERT's LM head,
+    Mamba's dt_proj): the first read dequantizes and keeps nothing, later reads reuse one float32
+    copy (one K x K x N dequantization in all, not one per call), made again after the buffers
+    change; a view of a read is a copy (a write into it reaches no later read); pickling leaves
+    it out."""
+    torch.manual_seed(5)
+    q = pyquant.nn.QuantLinear.from_linear(nn.Linear(64, 10), pyquant.WeightOnlyConfig(4, 32))
+    calls = []
+    real = q.dequantize_weight
+    q.dequantize_weight = lambda: calls.append(1) or real()
+    deq = real()
+    with pytest.warns(UserWarning, match="from the second read on the values are kept"):
+        assert torch.equal(q.weight + 0, deq)
+    assert "_weight_values" not in q.__dict__
+    for _ in range(5):
+        assert torch.equal(q.weight * 1, deq)
+    assert len(calls) == 2  # the first read, then the kept copy's
+    q.weight.t()[0].zero_()  # a write into a view of a read (a copy) reaches no later read
+    q.weight[1].zero_()
+    assert torch.equal(q.weight + 0, deq) and len(calls) == 2
+    q.w_scale.mul_(2)  # the buffers changed: their new values
+    assert torch.equal(q.weight + 0, real()) and not torch.equal(real(), deq) and len(calls) == 3
+    del q.dequantize_weight
+    assert "_weight_values" not in copy.deepcopy(q).__dict__
+    assert "_weight_values" not in pickle_roundtrip(q).__dict__
+
+
+def pickle_roundtrip(obj):
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=False)
 
 
 class _ReadsWeightDtype(nn.Module):

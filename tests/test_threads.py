@@ -137,3 +137,40 @@ def test_transposed_conv_from_many_threads(pool_threads):
         _run_threads([run for _ in range(4)])
     finally:
         pyquant.set_num_threads(None)
+
+
+def test_forked_worker_after_a_pinned_thread_count():
+    """A DataLoader worker forked after pyquant.set_num_threads(2) and a multi-threaded call: the
+    child cannot run its parent's OpenMP threads (libgomp hangs there), so it follows torch's
+    thread count again (which such workers set to 1) and its calls finish."""
+    import multiprocessing as mp
+    import queue
+
+    torch.manual_seed(0)
+    layer = QuantLinear.from_linear(torch.nn.Linear(256, 512), pyquant.Int8Config())
+    x = torch.randn(64, 256)
+    pyquant.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            expected = layer(x)
+        ctx = mp.get_context("fork")
+        out = ctx.Queue()
+        child = ctx.Process(target=_forked_forward, args=(layer, x, out))
+        child.start()
+        try:  # (before join: a child exits only once its queue is read)
+            threads, y = out.get(timeout=120)
+        except queue.Empty:
+            child.kill()
+            pytest.fail("the forked worker's forward hung")
+        child.join(timeout=60)
+        assert child.exitcode == 0
+        assert threads == 1 and (y == expected.numpy()).all()
+    finally:
+        pyquant.set_num_threads(None)
+
+
+def _forked_forward(layer, x, out):
+    torch.set_num_threads(1)  # (as DataLoader's workers do)
+    with torch.no_grad():
+        y = layer(x)
+    out.put((pyquant.get_num_threads(), y.numpy()))  # (numpy: pickled by value)

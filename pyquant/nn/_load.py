@@ -41,6 +41,11 @@ def check_state_dict(module, state_dict, prefix: str) -> None:
     ``state_dict`` that replaces one of ``module``'s buffers is a safe replacement."""
     own = {n: t for n, t in module._buffers.items() if t is not None}
     new = {n: state_dict[prefix + n] for n in own if prefix + n in state_dict}
+    if prefix + "weight" in state_dict and "packed" in own and "packed" not in new:
+        raise ValueError(f"{prefix}weight: a float weight for the quantized layer "
+                         f"{prefix.rstrip('.') or type(module).__name__!r} (a float checkpoint?): "
+                         "load it into the float model (model.load_state_dict), then "
+                         "pyquant.quantize_(model, config)")
     _check_tensor_kinds(new, prefix)
     _check_same_config(module, new, prefix)
     for name, t in new.items():

@@ -172,8 +172,9 @@ def _warn_left_float(model: nn.Module, caller: str = "quantize_", config=None) -
         warnings.warn(
             f"{caller}: left float {n} nn.Linear/Conv2d/Conv1d/ConvTranspose2d/ConvTranspose1d/"
             f"MultiheadAttention/LSTM/GRU/RNN "
-            f"subclass(es) with a forward of their own ({listed}); pass filter_fn to convert them "
-            "anyway (their forward's extra work is dropped)", stacklevel=3)
+            f"subclass(es) with a forward of their own ({listed}); to convert them anyway "
+            f"(their forward's extra work is dropped) pass e.g. filter_fn=lambda m, fqn: "
+            f"isinstance(m, nn.Linear) (every_layer_filter leaves them float too)", stacklevel=3)
     n, listed = names(lambda m: "expert" in type(m).__name__.lower() and not is_experts(m)
                       and any(p.dim() >= 3 for p in m.parameters(recurse=False)))
     if n:
@@ -244,9 +245,7 @@ def quantize_(model: nn.Module, config, *, filter_fn: Callable | None = None,
     _check_model(model)
     handler = check_config(config)
     check_fold_option(fold_batchnorm)
-    if filter_fn is not None and not callable(filter_fn):
-        raise TypeError(f"filter_fn: expected a callable (module, fqn) -> bool or None, got "
-                        f"{type(filter_fn).__name__}")
+    check_filter(filter_fn)
     if filter_fn is None:
         _warn_left_float(model, config=config)
         filter_fn = _default_filter_for(config)
@@ -263,6 +262,13 @@ def quantize_(model: nn.Module, config, *, filter_fn: Callable | None = None,
             f"{', '.join(sorted(others))}) and quantize_ converts float layers only; to compare "
             f"configs, quantize a copy of the float model each time (copy.deepcopy before the "
             f"first quantize_)", stacklevel=2)
+    elif not before and not _quantized_layers(model):
+        warnings.warn(
+            f"quantize_: converted no layer: {type(model).__name__} has no float layer that "
+            f"filter_fn selects among those quantize_ converts (nn.Linear, nn.Conv1d/2d, "
+            f"nn.ConvTranspose1d/2d, nn.MultiheadAttention, nn.LSTM/GRU/RNN, transformers' "
+            f"Conv1D and experts blocks; a model quantized by torch.ao.quantization or compiled "
+            f"by torch.jit.script has none)", stacklevel=2)
     return model
 
 
@@ -366,13 +372,27 @@ def _named_swap(module: nn.Module, config, handler, fqn: str) -> nn.Module:
         raise
 
 
-def _replace(module: nn.Module, config, handler, filter_fn, prefix: str) -> None:
-    for name, child in list(module.named_children()):
+def _replace(module: nn.Module, config, handler, filter_fn, prefix: str,
+             seen: dict | None = None) -> None:
+    """Swaps module's matching children, recursing into the others. A module reachable under
+    several names (``self.b = self.a``, or also held in a ModuleList) is swapped once and every
+    name gets the same quantized module (``seen``: id -> (module, what replaced it))."""
+    seen = {} if seen is None else seen
+    for name, child in list(module._modules.items()):
+        if child is None:
+            continue
+        if id(child) in seen:
+            if seen[id(child)][1] is not child:
+                setattr(module, name, seen[id(child)][1])
+            continue
         fqn = f"{prefix}.{name}" if prefix else name
         if not isinstance(child, _CONVERTED_LAYERS) and filter_fn(child, fqn):
-            setattr(module, name, _named_swap(child, config, handler, fqn))
+            new = _named_swap(child, config, handler, fqn)
+            seen[id(child)] = (child, new)
+            setattr(module, name, new)
         else:
-            _replace(child, config, handler, filter_fn, fqn)
+            seen[id(child)] = (child, child)
+            _replace(child, config, handler, filter_fn, fqn, seen)
 
 
 def _quant_modules(model: nn.Module):
@@ -414,6 +434,18 @@ def calibration(model: nn.Module):
         for m in names:
             m._observer = None
             m.act_range.copy_(ranges[m] if done and m in ranges else saved[m])
+
+
+def check_filter(filter_fn) -> None:
+    """A callable (module, fqn) -> bool, or None; a class (filter_fn=nn.Linear) would be called
+    as a constructor."""
+    if isinstance(filter_fn, type):
+        raise TypeError(f"filter_fn: expected a function (module, fqn) -> bool, got the class "
+                        f"{filter_fn.__name__}; e.g. filter_fn=lambda m, fqn: isinstance(m, "
+                        f"{filter_fn.__name__})")
+    if filter_fn is not None and not callable(filter_fn):
+        raise TypeError(f"filter_fn: expected a callable (module, fqn) -> bool or None, got "
+                        f"{type(filter_fn).__name__}")
 
 
 def _check_model(model) -> None:

@@ -88,10 +88,19 @@ def save_quantized(model: nn.Module, path) -> None:
         tensors[key] = t.clone() if ptr in seen and t.numel() else t
         seen.add(ptr)
     mods = dict(model.named_modules())
-    text = json.dumps({fqn: {"config": {"type": type(c).__name__, **dataclasses.asdict(c)},
+    text = json.dumps({fqn: {"config": {"type": type(c).__name__, **_config_fields(c)},
                              "weight_dtype": str(_weight_dtype(mods[fqn])).removeprefix("torch.")}
                        for fqn, c in layers.items()})
     save_file(tensors, path, metadata={METADATA_KEY: text})
+
+
+def _config_fields(config) -> dict:
+    """A config's arguments as written to a file: what was asked, so Int8Config's act_bits="auto"
+    is resolved again on the CPU that loads it."""
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init}
+    if isinstance(config, Int8Config):
+        fields["act_bits"] = config.act_bits_asked
+    return fields
 
 
 def _weight_dtype(layer: nn.Module) -> torch.dtype:

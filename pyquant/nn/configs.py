@@ -6,7 +6,7 @@ registry; ``GRUConfig`` holds ``QuantGRU``'s per-operator widths (``pyquant/nn/g
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,7 +27,9 @@ class Int8Config:
     u8 x s8 kernel needs no signed-activation trick and skewed inputs (GELU outputs) keep every
     level.
 
-    ``act_bits``: 8, 7, or ``"auto"`` (the default), resolved when the config is made: 7 where
+    ``act_bits``: 8, 7, or ``"auto"`` (the default), resolved when the config is made (and
+    again where a pickled model or a ``save_quantized`` file is loaded: ``act_bits_asked``
+    keeps "auto"): 7 where
     the int8 kernel this CPU runs needs 7-bit activations for full speed (AVX2 without VNNI,
     whose ``vpmaddubsw`` pair sums are exact only below 2**15; PyTorch's x86 dynamic int8 makes
     the same choice, ``reduce_range``), 8 elsewhere (VNNI, NEON, scalar). Every ISA gives the same
@@ -38,9 +40,12 @@ class Int8Config:
     """
 
     act_bits: int | str = "auto"
+    # what was asked: "auto" is resolved again on the CPU that loads the config (pickle, files)
+    act_bits_asked: int | str = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         bits = self.act_bits
+        object.__setattr__(self, "act_bits_asked", bits)
         if bits == "auto":
             from pyquant._native import _C
 
@@ -48,6 +53,11 @@ class Int8Config:
         if not _is_int(bits) or bits not in (7, 8):
             raise ValueError(f"act_bits: expected 7, 8 or 'auto', got {self.act_bits!r}")
         object.__setattr__(self, "act_bits", int(bits))
+        if bits == self.act_bits_asked:
+            object.__setattr__(self, "act_bits_asked", int(bits))
+
+    def __reduce__(self):  # (pickle, deepcopy: "auto" resolved where it is loaded)
+        return (type(self), (self.act_bits_asked,))
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from .api import (_convert, _default_filter_for, _warn_left_float, convertible, is_conv1d,
-                  is_conv_transpose)
+from .api import (_convert, _default_filter_for, _warn_left_float, check_filter, convertible,
+                  is_conv1d, is_conv_transpose)
 from .fold_bn import check_fold_option, fold_batchnorm_
 from .gptq_blocks import BlockStages, no_kv_cache, repeated_blocks
 from .configs import SparqConfig, WeightOnlyConfig
@@ -450,6 +450,7 @@ def gptq_(model: nn.Module, config: WeightOnlyConfig | SparqConfig, batches: Ite
     if hessian_memory is not None and (isinstance(hessian_memory, bool) or not isinstance(hessian_memory, (int, float))
                                        or not hessian_memory > 0):
         raise ValueError(f"hessian_memory: expected None or a positive number of bytes, got {hessian_memory!r}")
+    check_filter(filter_fn)
     if filter_fn is None:
         _warn_left_float(model, "gptq_", config)
         filter_fn = _default_filter_for(config)

@@ -250,6 +250,7 @@ class _QuantModule(AwaitsLoad, nn.Module):
         # the bound call holds arrays of THESE buffers: never pickled or deep-copied with them
         state = self.__dict__.copy()
         state["_run"], state["_bound"], state["_memo"], state["_grouped"] = None, (), {}, None
+        state.pop("_weight_values", None)  # (weight_view's float copy: made again on reads)
         # torch.multiprocessing's pickler moves the buffers' storage into shared memory in
         # place (same tensor objects) while it pickles them: rebind before the next call
         self._moved = True
@@ -269,6 +270,7 @@ class _QuantModule(AwaitsLoad, nn.Module):
         products, panel-layout scales; non-persistent, so the state_dict format stays the packed
         weight + scales) and the native call bound to the buffers."""
         self._run, self._bound, self._moved, self._grouped = None, (), False, None
+        self.__dict__.pop("_weight_values", None)  # (weight_view's float copy of the old values)
         if self._awaiting_load:  # (zeros: nothing to derive or bind until the weights load)
             self._packed_bytes = 0
             return

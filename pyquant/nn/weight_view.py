@@ -6,10 +6,15 @@ Model code reads a layer's weight for its metadata: transformers' T5 feed-forwar
 ``weight.dtype``, in every forward. A quantized module answers with a ``QuantizedWeight``: the
 float weight's shape, dtype and device, nothing materialized. An operation on its values (a
 norm, arithmetic, indexing, ``.detach()``, ``.numpy()``, ``torch.save``) runs on
-``module.dequantize_weight()``, the exact weight the integer GEMM multiplies by, computed then
-and not kept: a K x K x N GEMM, so the first such read of a layer warns (model code that uses a
-weight's values in its forward, e.g. MobileBERT's LM head, pays it on every call: leave that
-layer float). Ops that need only the shape and dtype (``zeros_like``, ``new_empty``, ...) do not
+``module.dequantize_weight()``, the exact weight the integer GEMM multiplies by: a K x K x N
+GEMM, so the first such read of a layer warns. The first read's values are not kept (inspecting
+a weight costs no memory); from the second read on they are, in float32 beside the codes, while
+the layer's buffers are unchanged (an op that returns a view, ``w.t()``, gets a copy of them, so
+a write into it cannot reach them): model code that uses a
+weight's values in every forward (MobileBERT's LM head, WavLM's relative position bias, Mamba's
+dt_proj) then runs at its float speed, not a GEMM slower per call (MobileBERT's LM head took
+35x fp32's time); leaving such a layer float saves that copy. Ops that need only the shape and
+dtype (``zeros_like``, ``new_empty``, ...) do not
 dequantize. Writes (``mul_``, ``copy_`` into it, ``w[i] = v``, ``nn.init``, ``w.data = t``) are
 refused: they could not reach the packed codes; a write into a view of it (``w.view(-1).zero_()``)
 reaches only a temporary copy. Metadata-only calls that return the tensor itself (``.float()`` of
@@ -63,17 +68,25 @@ class QuantizedWeight(torch.Tensor):
     __torch_function__ = torch._C._disabled_torch_function_impl
 
     def materialize(self) -> torch.Tensor:
-        """The dequantized weight as a plain tensor of this dtype."""
+        """The dequantized weight as a plain tensor of this dtype (kept from the second read on:
+        the module docstring)."""
         m = self.module
         if not m.__dict__.get("_weight_values_read"):
             m._weight_values_read = True
             warnings.warn(
-                f"the values of a {type(m).__name__}'s weight {list(self.shape)} were read: each "
+                f"the values of a {type(m).__name__}'s weight {list(self.shape)} were read: a "
                 f"read dequantizes it (dequantize_weight(), "
-                f"{getattr(m, 'dequantize_cost', 'a K x K x N integer GEMM')}). Model code "
-                "that uses a layer's weight values in its forward pays this on every call; leave "
-                "such a layer float (quantize_'s filter_fn)", stacklevel=_caller_stacklevel())
-        return m.dequantize_weight().to(self.dtype)
+                f"{getattr(m, 'dequantize_cost', 'a K x K x N integer GEMM')}), and from the "
+                "second read on the values are kept in float32 beside the codes. Model code that "
+                "uses a layer's weight values in its forward keeps that copy; leaving such a "
+                "layer float (quantize_'s filter_fn) saves it", stacklevel=_caller_stacklevel())
+            return m.dequantize_weight().to(self.dtype)
+        key = tuple((id(t), t._version) for t in m._buffers.values() if t is not None)
+        kept = m.__dict__.get("_weight_values")
+        if kept is None or kept[0] != key:
+            kept = (key, m.dequantize_weight())
+            m._weight_values = kept
+        return kept[1].to(self.dtype)
 
     @classmethod
     def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
@@ -84,12 +97,16 @@ class QuantizedWeight(torch.Tensor):
                 if any(isinstance(t, QuantizedWeight) for t in written):  # (lists: _foreach_*)
                     _refuse_write(func.__name__)
 
+        # an op returning a view of its input gets a copy: a write into that view must not
+        # reach the values kept for later reads
+        view_op = any(r.alias_info is not None for r in func._schema.returns)
+
         def plain(a):
             if not isinstance(a, QuantizedWeight):
                 return a
             if func in _METADATA_OPS:
                 return torch.empty(a.shape, dtype=a.dtype)
-            return a.materialize()
+            return a.materialize().clone() if view_op else a.materialize()
 
         return func(*tree_map(plain, args), **tree_map(plain, kwargs))
 
