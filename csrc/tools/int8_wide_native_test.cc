@@ -9,6 +9,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "int8_gemm/int8_gemm.h"
@@ -40,6 +41,21 @@ int32_t write_row(Int8WideFormat fmt, const int16_t* v, size_t k, size_t k_pad, 
     }
   }
   return row_bias;
+}
+
+// True if c[i][j] less less_j[j] (wrapping; none if null) equals the int64 oracle
+// sum_k v[i][k] w[j][k] truncated to int32, for every i < m, j < n.
+bool matches_oracle(const std::vector<int32_t>& c, const std::vector<int16_t>& v,
+                    const std::vector<int8_t>& w, size_t m, size_t n, size_t k,
+                    const std::vector<uint32_t>& less_j = {}) {
+  for (size_t i = 0; i < m; ++i)
+    for (size_t j = 0; j < n; ++j) {
+      int64_t acc = 0;
+      for (size_t kk = 0; kk < k; ++kk) acc += int64_t{v[i * k + kk]} * w[j * k + kk];
+      const uint32_t got = static_cast<uint32_t>(c[i * n + j]) - (less_j.empty() ? 0 : less_j[j]);
+      if (static_cast<int32_t>(acc) != static_cast<int32_t>(got)) return false;
+    }
+  return true;
 }
 
 }  // namespace
@@ -89,18 +105,25 @@ void int8_wide_sweep(Isa isa, TestCounter& t) {
           // as forward_sparq calls it: one panel per call, rows split at a multiple of mr (so
           // row ranges start past 0 and meet the row bias at an offset)
           const size_t split = m / 2 / kern.mr * kern.mr;
+          // compute per panel as above, then row i's fixes (fix_of(i): first, count) added
+          auto run_with_fixes = [&](Int8ComputeFn compute, auto fix_of) {
+            std::fill(c.begin(), c.end(), 12345);
+            for (size_t panel = 0; panel < n_pad / 64; ++panel) {
+              if (split > 0) compute(p, 0, split, panel, panel + 1);
+              compute(p, split, m, panel, panel + 1);
+              const int8_t* panel_b = p.panels + panel * p.k_groups * 256;
+              for (size_t i = 0; i < m; ++i) {
+                const auto [fix, count] = fix_of(i);
+                kern.add_fixes(panel_b, fix, count, c.data() + i * n + panel * 64,
+                               std::min<size_t>(64, n - panel * 64));
+              }
+            }
+          };
           for (size_t panel = 0; panel < n_pad / 64; ++panel) {
             if (split > 0) kern.compute_wide(p, 0, split, panel, panel + 1);
             kern.compute_wide(p, split, m, panel, panel + 1);
           }
-          bool ok = true;
-          for (size_t i = 0; i < m && ok; ++i)
-            for (size_t j = 0; j < n && ok; ++j) {
-              int64_t acc = 0;
-              for (size_t kk = 0; kk < k; ++kk) acc += int64_t{v[i * k + kk]} * w[j * k + kk];
-              ok = static_cast<int32_t>(acc) == c[i * n + j];
-            }
-          t.check(ok, "int8 compute_wide " + std::to_string(m) + "x" + std::to_string(n) + "x" +
+          t.check(matches_oracle(c, v, w, m, n, k), "int8 compute_wide " + std::to_string(m) + "x" + std::to_string(n) + "x" +
                           std::to_string(k) + (extreme ? " extreme" : ""));
           if (kern.add_fixes && !kern.pair_split) {
             // SPARQ's offset rows on the VNNI kernels: u = min(max(v + 128, 0), 255) through
@@ -125,25 +148,12 @@ void int8_wide_sweep(Isa isa, TestCounter& t) {
             }
             p.col_bias = nullptr;
             p.row_bias = nullptr;
-            std::fill(c.begin(), c.end(), 12345);
-            for (size_t panel = 0; panel < n_pad / 64; ++panel) {
-              if (split > 0) kern.compute(p, 0, split, panel, panel + 1);
-              kern.compute(p, split, m, panel, panel + 1);
-              const int8_t* panel_b = p.panels + panel * p.k_groups * 256;
-              for (size_t i = 0; i < m; ++i)
-                kern.add_fixes(panel_b, fixes.data() + first[i], first[i + 1] - first[i],
-                               c.data() + i * n + panel * 64, std::min<size_t>(64, n - panel * 64));
-            }
-            ok = true;
-            for (size_t i = 0; i < m && ok; ++i)
-              for (size_t j = 0; j < n && ok; ++j) {
-                int64_t acc = 0;
-                for (size_t kk = 0; kk < k; ++kk) acc += int64_t{v[i * k + kk]} * w[j * k + kk];
-                const uint32_t got = static_cast<uint32_t>(c[i * n + j]) -
-                                     128u * static_cast<uint32_t>(col_sums[j]);
-                ok = static_cast<int32_t>(acc) == static_cast<int32_t>(got);
-              }
-            t.check(ok, "int8 offset rows + add_fixes " + std::to_string(m) + "x" +
+            run_with_fixes(kern.compute, [&](size_t i) {
+              return std::make_pair(fixes.data() + first[i], first[i + 1] - first[i]);
+            });
+            std::vector<uint32_t> offset_j(n);  // the offset's 128 * colsum
+            for (size_t j = 0; j < n; ++j) offset_j[j] = 128u * static_cast<uint32_t>(col_sums[j]);
+            t.check(matches_oracle(c, v, w, m, n, k, offset_j), "int8 offset rows + add_fixes " + std::to_string(m) + "x" +
                             std::to_string(n) + "x" + std::to_string(k) +
                             (extreme ? " extreme" : ""));
           }
@@ -175,23 +185,11 @@ void int8_wide_sweep(Isa isa, TestCounter& t) {
             }
             p.col_bias = nullptr;
             p.row_bias = row_bias.data();
-            std::fill(c.begin(), c.end(), 12345);
-            for (size_t panel = 0; panel < n_pad / 64; ++panel) {
-              if (split > 0) kern.compute_sign_xor(p, 0, split, panel, panel + 1);
-              kern.compute_sign_xor(p, split, m, panel, panel + 1);
-              const int8_t* panel_b = p.panels + panel * p.k_groups * 256;
-              for (size_t i = 0; i < m; ++i)
-                kern.add_fixes(panel_b, fixes.data() + i * cap, counts[i],
-                               c.data() + i * n + panel * 64, std::min<size_t>(64, n - panel * 64));
-            }
-            ok = true;
-            for (size_t i = 0; i < m && ok; ++i)
-              for (size_t j = 0; j < n && ok; ++j) {
-                int64_t acc = 0;
-                for (size_t kk = 0; kk < k; ++kk) acc += int64_t{vs[i * k + kk]} * w[j * k + kk];
-                ok = static_cast<int32_t>(acc) == c[i * n + j];
-              }
-            t.check(ok, "int8 compute_sign_xor " + std::to_string(m) + "x" + std::to_string(n) +
+            run_with_fixes(kern.compute_sign_xor, [&](size_t i) {
+              return std::make_pair(static_cast<const Int8GroupFix*>(fixes.data() + i * cap),
+                                    counts[i]);
+            });
+            t.check(matches_oracle(c, vs, w, m, n, k), "int8 compute_sign_xor " + std::to_string(m) + "x" + std::to_string(n) +
                             "x" + std::to_string(k) + (extreme ? " extreme" : "") +
                             (split_rows ? " split" : " whole"));
           }
