@@ -312,6 +312,28 @@ def test_wrong_or_incomplete_files_are_clear_errors():
         load_quantized_(_on_meta(Mixed), tampered, config)
 
 
+def test_auto_and_explicit_act_bits_kept_apart_through_a_file(tmp_path):
+    """Int8Config() and Int8Config(act_bits=8) compare equal on a VNNI CPU, but only the first is
+    resolved again where the model loads: a file holding both keeps each as asked, and an
+    explicit config that disagrees with the file's says what the file says."""
+    pytest.importorskip("safetensors.torch")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 8))
+    pyquant.quantize_(model, pyquant.Int8Config(), filter_fn=lambda m, fqn: fqn == "0")
+    pyquant.quantize_(model, pyquant.Int8Config(act_bits=8), filter_fn=lambda m, fqn: fqn == "2")
+    pyquant.save_quantized(model, tmp_path / "m.safetensors")
+    with torch.device("meta"):
+        fresh = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 8))
+    loaded = load_quantized_(fresh, tmp_path / "m.safetensors")
+    assert loaded[0].config.act_bits_asked == "auto" and loaded[2].config.act_bits_asked == 8
+    other = 7 if pyquant.Int8Config().act_bits == 8 else 8
+    with torch.device("meta"):
+        fresh = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 8))
+    with pytest.raises(ValueError, match=r"the file says layer '0' was quantized with "
+                                         r"Int8Config\(act_bits='auto'\)"):
+        load_quantized_(fresh, tmp_path / "m.safetensors", pyquant.Int8Config(act_bits=other))
+
+
 def test_a_float_checkpoint_is_a_clear_error():
     """A float state dict given to load_quantized_ (the float checkpoint by mistake): the model
     would stay float; it is a ValueError saying what to do instead."""

@@ -1569,6 +1569,20 @@ def test_quantize_module_under_two_names():
     assert F.cosine_similarity(y.flatten(), ref.flatten(), dim=0) > 0.99
 
 
+def test_a_module_under_two_names_converts_if_either_is_selected():
+    """filter_fn selects a shared module under one of its names: it converts, and both names
+    hold the quantized module (whatever the names' registration order)."""
+    shared = nn.Linear(16, 16)
+    model = nn.Module()
+    model.encoder = nn.Sequential(shared)
+    model.decoder = nn.Sequential(shared, nn.Linear(16, 16))
+    pyquant.quantize_(model, pyquant.Int8Config(),
+                      filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and fqn.startswith("decoder"))
+    assert isinstance(model.decoder[0], pyquant.nn.QuantLinear)
+    assert model.encoder[0] is model.decoder[0]
+    assert isinstance(model.decoder[1], pyquant.nn.QuantLinear)
+
+
 def test_quantize_that_converts_nothing_says_so():
     """A model with no layer quantize_ converts (a model quantized by torch.ao, a scripted one,
     a stack of activations) warns; a filter passed as a class is a clear TypeError."""
@@ -1578,6 +1592,11 @@ def test_quantize_that_converts_nothing_says_so():
                                                 dtype=torch.qint8)
     with pytest.warns(UserWarning, match="converted no layer: .*torch.ao.quantization"):
         pyquant.quantize_(tq, pyquant.Int8Config())
+    with warnings.catch_warnings(record=True) as seen:  # (layers the default filter leaves float
+        warnings.simplefilter("always")                 # have their own warning only)
+        pyquant.quantize_(nn.Sequential(nn.Conv2d(8, 8, 3, groups=8)), pyquant.Int8Config())
+    assert any("left float" in str(w.message) for w in seen)
+    assert not any("converted no layer" in str(w.message) for w in seen)
     for call in (pyquant.quantize_, functools.partial(pyquant.nn.gptq_, batches=[torch.ones(8)])):
         with pytest.raises(TypeError, match=r"filter_fn: expected a function .* got the class "
                                             r"Linear; e.g. filter_fn=lambda m, fqn: isinstance"):
@@ -1993,9 +2012,23 @@ def test_weight_values_read_in_every_forward_are_kept():
     assert torch.equal(q.weight + 0, deq) and len(calls) == 2
     q.w_scale.mul_(2)  # the buffers changed: their new values
     assert torch.equal(q.weight + 0, real()) and not torch.equal(real(), deq) and len(calls) == 3
+    deq = real()
+    assert torch.equal(q.weight * 1, deq) and len(calls) == 3
+    q.weight.numpy()[:] = 0  # what a read hands out is the caller's own
+    copy.deepcopy(q.weight).zero_()
+    np.asarray(q.weight)[:] = 0
+    assert torch.equal(q.weight + 0, deq) and len(calls) == 3
     del q.dequantize_weight
     assert "_weight_values" not in copy.deepcopy(q).__dict__
     assert "_weight_values" not in pickle_roundtrip(q).__dict__
+    # a grouped conv's buffers are its convs': an edit there is a new weight too
+    g = pyquant.nn.QuantGroupedConv2d.from_conv(nn.Conv2d(128, 128, 3, groups=2),
+                                                pyquant.Int8Config())
+    with pytest.warns(UserWarning, match="were read"):
+        g.weight.sum()
+    before = g.weight + 0
+    g.convs[0].w_scale.mul_(2)
+    assert torch.equal(g.weight + 0, g.dequantize_weight()) and not torch.equal(before, g.weight + 0)
 
 
 def pickle_roundtrip(obj):

@@ -251,7 +251,7 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
 #endif
   std::vector<uint8_t> trimmed(n_threads * 4 * (k + 64));
   std::vector<int32_t> row_off(offset_route ? mc : 0);  // offset rows' c
-  std::vector<Int8GroupFix> pre(offset_route ? n_threads * 4 * fixes.row_cap() : 0);
+  std::vector<Int8GroupFix> pre;  // offset rows' own fixes, a row's room per chunk (when taken)
 
   float amax = 0.0f;
   if (act.is_static) amax = std::max(act.hi < 0 ? -act.hi : act.hi, act.lo < 0 ? -act.lo : act.lo);
@@ -330,6 +330,8 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
     }
     std::vector<size_t> chunk_whole(chunks, 0);  // rows left whole by the pair route
     std::vector<uint8_t> chunk_not_offset(chunks, 0);  // an offset block's row that is not one
+    if (mode == BlockRows::offset && pre.empty())  // (later passes never turn a block offset)
+      pre.resize(n_threads * 4 * fixes.row_cap());
     auto prep_block = [&](size_t t) {
       uint8_t* tq = trimmed.data() + t * (k + 64);
       bool has_neg = false, not_offset = false;

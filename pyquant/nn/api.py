@@ -262,7 +262,7 @@ def quantize_(model: nn.Module, config, *, filter_fn: Callable | None = None,
             f"{', '.join(sorted(others))}) and quantize_ converts float layers only; to compare "
             f"configs, quantize a copy of the float model each time (copy.deepcopy before the "
             f"first quantize_)", stacklevel=2)
-    elif not before and not _quantized_layers(model):
+    elif not before and not _quantized_layers(model) and not _has_convertible_type(model):
         warnings.warn(
             f"quantize_: converted no layer: {type(model).__name__} has no float layer that "
             f"filter_fn selects among those quantize_ converts (nn.Linear, nn.Conv1d/2d, "
@@ -315,7 +315,10 @@ def _convert(model: nn.Module, config, handler, filter_fn) -> nn.Module:
     with empty_weight_cache():
         if not isinstance(model, _CONVERTED_LAYERS) and filter_fn(model, ""):
             return _named_swap(model, config, handler, "(root)")
-        _replace(model, config, handler, filter_fn, "")
+        # a module under several names is converted if filter_fn selects it under any of them
+        selected = {id(m) for fqn, m in model.named_modules(remove_duplicate=False)
+                    if fqn and not isinstance(m, _CONVERTED_LAYERS) and filter_fn(m, fqn)}
+        _replace(model, config, handler, lambda m, fqn: id(m) in selected, "")
     _no_encoder_fast_path(model)
     _name_layers(model)
     return model
@@ -434,6 +437,13 @@ def calibration(model: nn.Module):
         for m in names:
             m._observer = None
             m.act_range.copy_(ranges[m] if done and m in ranges else saved[m])
+
+
+def _has_convertible_type(model: nn.Module) -> bool:
+    """Whether any module is of a type quantize_ converts (whatever a filter decides; the default
+    filter warns about those it leaves float)."""
+    return any(isinstance(m, (*_CONVERTED_BASES, *TABLE_TYPES)) or is_conv1d(m) or is_experts(m)
+               for m in model.modules())
 
 
 def check_filter(filter_fn) -> None:

@@ -103,6 +103,12 @@ def _config_fields(config) -> dict:
     return fields
 
 
+def _as_saved(config) -> str:
+    """A config as its file says it (Int8Config(act_bits='auto'), not this CPU's width)."""
+    args = ", ".join(f"{k}={v!r}" for k, v in _config_fields(config).items())
+    return f"{type(config).__name__}({args})"
+
+
 def _weight_dtype(layer: nn.Module) -> torch.dtype:
     """The dtype a quantized layer's ``weight`` reports (the float layer's, after .to(dtype))."""
     w = getattr(layer, "weight", None)
@@ -271,7 +277,7 @@ def load_quantized_(model: nn.Module, state_dict, config=None, *,
     for fqn, (cfg, _) in saved.items():
         if config is not None and cfg != config:
             raise ValueError(f"config: {config!r}, but the file says layer {fqn!r} was quantized "
-                             f"with {cfg!r} (pass config=None to use the file's)")
+                             f"with {_as_saved(cfg)} (pass config=None to use the file's)")
     mapped = set()
     sd = read_state_dict(state_dict, mapped)
     in_file = quantized_in(sd)
@@ -295,9 +301,13 @@ def load_quantized_(model: nn.Module, state_dict, config=None, *,
                     pair_filter=lambda conv, bn: bn not in kept and _under(conv, kept))
     for fqn in layers:  # the file replaces these weights: none are read or quantized
         model.get_submodule(fqn).to("meta") if fqn else model.to("meta")
-    for cfg in dict.fromkeys(configs.values()):  # (one pass per distinct config)
+    # one pass per distinct config as asked (Int8Config() and Int8Config(act_bits=8) compare
+    # equal on a VNNI CPU, but only the first resolves again where the model loads next)
+    asked = {fqn: (cfg, str(_config_fields(cfg))) for fqn, cfg in configs.items()}
+    for key in dict.fromkeys(asked.values()):
+        cfg = key[0]
         model = _convert(model, cfg, check_config(cfg),
-                         lambda m, fqn, cfg=cfg: configs.get(fqn) == cfg and in_file(m, fqn))
+                         lambda m, fqn, key=key: asked.get(fqn) == key and in_file(m, fqn))
     file_tensors = [sd[k] for k in mapped]
     quantized = tuple(f + "." if f else "" for f in configs)
     for k in mapped:  # (a quantized layer's large buffers are copied to huge pages at its load)

@@ -9,8 +9,8 @@ norm, arithmetic, indexing, ``.detach()``, ``.numpy()``, ``torch.save``) runs on
 ``module.dequantize_weight()``, the exact weight the integer GEMM multiplies by: a K x K x N
 GEMM, so the first such read of a layer warns. The first read's values are not kept (inspecting
 a weight costs no memory); from the second read on they are, in float32 beside the codes, while
-the layer's buffers are unchanged (an op that returns a view, ``w.t()``, gets a copy of them, so
-a write into it cannot reach them): model code that uses a
+the layer's buffers are unchanged (what a read hands out, ``w.t()``, ``w.numpy()``, a deepcopy, is
+the caller's own: a write into it cannot reach them): model code that uses a
 weight's values in every forward (MobileBERT's LM head, WavLM's relative position bias, Mamba's
 dt_proj) then runs at its float speed, not a GEMM slower per call (MobileBERT's LM head took
 35x fp32's time); leaving such a layer float saves that copy. Ops that need only the shape and
@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+import weakref
 
 import torch
 from torch.utils._pytree import tree_flatten, tree_map
@@ -52,6 +53,13 @@ def _refuse_write(what: str):
         "which a write would not reach); change the float weight and quantize again")
 
 
+def _same_buffers(module, seen) -> bool:
+    """Whether the module's buffers are the very tensors in ``seen``, unedited since."""
+    buffers = list(module.buffers())
+    return len(buffers) == len(seen) and all(
+        ref() is t and t._version == version for (ref, version), t in zip(seen, buffers))
+
+
 class QuantizedWeight(torch.Tensor):
     """Metadata of a quantized module's weight; values on demand (see the module docstring)."""
 
@@ -68,8 +76,15 @@ class QuantizedWeight(torch.Tensor):
     __torch_function__ = torch._C._disabled_torch_function_impl
 
     def materialize(self) -> torch.Tensor:
-        """The dequantized weight as a plain tensor of this dtype (kept from the second read on:
-        the module docstring)."""
+        """The dequantized weight as a plain tensor of this dtype, the caller's own (a copy of
+        the values kept from the second read on: the module docstring)."""
+        values = self._values()
+        kept = self.module.__dict__.get("_weight_values")
+        return values.clone() if kept is not None and values is kept[1] else values
+
+    def _values(self) -> torch.Tensor:
+        """materialize's values, the kept tensor itself where there is one (for ops that only
+        read their inputs)."""
         m = self.module
         if not m.__dict__.get("_weight_values_read"):
             m._weight_values_read = True
@@ -81,10 +96,12 @@ class QuantizedWeight(torch.Tensor):
                 "uses a layer's weight values in its forward keeps that copy; leaving such a "
                 "layer float (quantize_'s filter_fn) saves it", stacklevel=_caller_stacklevel())
             return m.dequantize_weight().to(self.dtype)
-        key = tuple((id(t), t._version) for t in m._buffers.values() if t is not None)
         kept = m.__dict__.get("_weight_values")
-        if kept is None or kept[0] != key:
-            kept = (key, m.dequantize_weight())
+        if kept is None or not _same_buffers(m, kept[0]):
+            # every buffer under the module (a grouped conv's are its convs'), weakly: a buffer
+            # replaced since, even at a freed one's address, does not match
+            buffers = tuple((weakref.ref(t), t._version) for t in m.buffers())
+            kept = (buffers, m.dequantize_weight())
             m._weight_values = kept
         return kept[1].to(self.dtype)
 
@@ -106,7 +123,7 @@ class QuantizedWeight(torch.Tensor):
                 return a
             if func in _METADATA_OPS:
                 return torch.empty(a.shape, dtype=a.dtype)
-            return a.materialize().clone() if view_op else a.materialize()
+            return a.materialize() if view_op else a._values()
 
         return func(*tree_map(plain, args), **tree_map(plain, kwargs))
 
