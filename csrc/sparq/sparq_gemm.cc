@@ -49,25 +49,30 @@ enum class BlockRows { plain, offset, sign, wide };
 constexpr int kMaxRowOffset = 64;
 constexpr int kMaxRowOffsetVnni = 128;
 
-// Whether row x's largest negative magnitude maps to an offset row's c <= kMaxRowOffset (its
-// guess: amax, the static range's or the row's own).
-bool offset_fits(const float* x, size_t k, float static_amax) {
-  float amax = static_amax, neg = 0.0f;
+// Row x's largest magnitude (the guess of its scale: static_amax, the static range's, if
+// nonzero) and its largest negative magnitude.
+struct RowExtent {
+  float amax, neg;
+};
+RowExtent row_extent(const float* x, size_t k, float static_amax) {
+  RowExtent e{static_amax, 0.0f};
   for (size_t i = 0; i < k; ++i) {
-    neg = std::max(neg, -x[i]);
-    if (static_amax == 0.0f) amax = std::max(amax, std::fabs(x[i]));
+    e.neg = std::max(e.neg, -x[i]);
+    if (static_amax == 0.0f) e.amax = std::max(e.amax, std::fabs(x[i]));
   }
-  return neg * 255.0f < (kMaxRowOffset - 1) * amax;  // (false for NaN)
+  return e;
+}
+
+// Whether row x's largest negative magnitude maps to an offset row's c <= kMaxRowOffset.
+bool offset_fits(const float* x, size_t k, float static_amax) {
+  const RowExtent e = row_extent(x, k, static_amax);
+  return e.neg * 255.0f < (kMaxRowOffset - 1) * e.amax;  // (false for NaN)
 }
 
 // The share of row x's k groups an offset row with c = min(largest negative, kMaxRowOffsetVnni)
-// would give a fix (the same guess of the row's scale; 1 for NaN).
+// would give a fix (1 for NaN).
 float offset_fix_share(const float* x, size_t k, float static_amax) {
-  float amax = static_amax, neg = 0.0f;
-  for (size_t i = 0; i < k; ++i) {
-    neg = std::max(neg, -x[i]);
-    if (static_amax == 0.0f) amax = std::max(amax, std::fabs(x[i]));
-  }
+  const auto [amax, neg] = row_extent(x, k, static_amax);
   if (!(amax > 0.0f)) return amax == 0.0f ? 0.0f : 1.0f;
   const float c = std::min(neg, amax * (kMaxRowOffsetVnni / 255.0f));
   const float hi = amax - c, lo = -c;  // (in x's units: v + c inside [0, 255])
@@ -242,13 +247,14 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
   // offset rows where every negative value is small; on the VNNI kernels (sign_xor wide format,
   // fixes without the pair route) as offset rows where their fixes are few
   const bool sign_route = pair_route && kern.compute_sign_xor != nullptr;
-  const bool vnni_offset = sign_xor && !pair_route && fixes.active() &&
-                           kern.offset_fix_share_max > 0.0f;
 #if defined(PQ_HAVE_X86)
-  const bool offset_route = sign_route || vnni_offset;
+  constexpr bool kOffsetRows = true;  // (sparq_offset_row_avx2 writes them)
 #else
-  const bool offset_route = false;
+  constexpr bool kOffsetRows = false;
 #endif
+  const bool vnni_offset = kOffsetRows && sign_xor && !pair_route && fixes.active() &&
+                           kern.offset_fix_share_max > 0.0f;
+  const bool offset_route = (kOffsetRows && sign_route) || vnni_offset;
   std::vector<uint8_t> trimmed(n_threads * 4 * (k + 64));
   std::vector<int32_t> row_off(offset_route ? mc : 0);  // offset rows' c
   std::vector<Int8GroupFix> pre;  // offset rows' own fixes, a row's room per chunk (when taken)
@@ -313,7 +319,7 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
       });
       for (uint8_t v : chunk_neg)
         if (v) mode = BlockRows::wide;
-      if (mode == BlockRows::wide && vnni_offset && offset_route) {
+      if (mode == BlockRows::wide && vnni_offset) {
         // the mean share of fixed k groups over up to 16 rows scattered through the block (a
         // padded batch of sentences repeats every sequence length: rows at an even stride,
         // or its first, middle and last, found MiniLM's q/k/v inputs at 1% where the mean is
@@ -401,7 +407,8 @@ bool forward_sparq(const float* x, size_t m, size_t k, const SparqConfig& cfg,
     const bool fix_block = (pair_route && mode != BlockRows::wide) || mode == BlockRows::offset;
     size_t whole = 0;
     for (size_t w : chunk_whole) whole += w;
-    prob.pair_safe = pair_route && fix_block && whole == 0;  // every row split: the tiles skip their check
+    // every row split: the tiles skip their check
+    prob.pair_safe = pair_route && fix_block && whole == 0;
     bool block_neg = false;
     for (uint8_t v : chunk_neg) block_neg = block_neg || v;
     saw_negative = saw_negative || block_neg;
