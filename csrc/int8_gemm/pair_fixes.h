@@ -4,8 +4,7 @@
 // output after the tile; a row that needs more stays whole (its tiles take the split route).
 // Paths with add_fixes but no pair route (the VNNI kernels) hold only the fixes a caller writes
 // itself (SPARQ's offset rows: split_after), any number per row (the block's guess bounds their
-// share). Inactive on other
-// paths. Used by int8_gemm_run and SPARQ's drivers.
+// share). Inactive on other paths. Used by int8_gemm_run and SPARQ's drivers.
 #pragma once
 #include <algorithm>
 #include <cstddef>
@@ -18,7 +17,7 @@ namespace pq {
 
 class PairFixes {
  public:
-  // Bytes of storage for rows_max rows of k_pad (0: the path has no pair route).
+  // Bytes of storage for rows_max rows of k_pad (0: the path adds no fixes).
   static size_t storage_bytes(const Int8GemmKernels& kern, size_t rows_max, size_t k_pad) {
     return kern.add_fixes ? rows_max * cap(kern, k_pad) * sizeof(Int8GroupFix) : 0;
   }

@@ -132,7 +132,8 @@ void gemm_rows(const RowSource& source, size_t m, size_t k, const int8_t* panels
   const size_t n_threads = static_cast<size_t>(threads > 1 ? threads : 1);
   std::unique_ptr<uint8_t[]> scratch(scratch_needed ? new uint8_t[n_threads * 4 * k + 64] : nullptr);
 
-  PairFixes fixes = block_fixes(kern, mc, k_pad);
+  // (the pair route's only: a VNNI path's fixes are offset rows', which this op has none of)
+  PairFixes fixes = block_fixes(kern, kern.pair_split ? mc : 0, k_pad);
   std::vector<int32_t> bias;
   if (kern.a_format == Int8AFormat::s8) {
     bias.resize(n_pad);

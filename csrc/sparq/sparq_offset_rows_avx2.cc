@@ -31,19 +31,8 @@ int sparq_offset_row_avx2(uint8_t* dp, const uint8_t* dn, size_t k, int max_c, b
   const __m256i cv = _mm256_set1_epi8(static_cast<char>(c));
   const __m256i room = _mm256_set1_epi8(static_cast<char>(255 - c));
   size_t n = 0;
-  for (i = 0; i < k; i += 32) {
-    const size_t len = std::min<size_t>(32, k - i);
-    alignas(32) uint8_t dp_tail[32] = {0}, dn_tail[32] = {0};
-    uint8_t* p = dp + i;
-    const uint8_t* s = dn + i;
-    if (len < 32) {  // (zeros past the row: no excess there, and only len bytes written back)
-      std::memcpy(dp_tail, p, len);
-      std::memcpy(dn_tail, s, len);
-      p = dp_tail;
-      s = dn_tail;
-    }
-    const __m256i d = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-    const __m256i neg = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s));
+  // 32 values at i: their excess fixes into pre (false past cap), their offset values returned
+  auto step = [&](__m256i d, __m256i neg, size_t i, __m256i* u) {
     // excess of each byte past 255 (positives: t - (255 - c)) or below 0 (negatives: |t| - c)
     const __m256i up = _mm256_subs_epu8(_mm256_andnot_si256(neg, d), room);
     const __m256i down = _mm256_subs_epu8(_mm256_and_si256(neg, d), cv);
@@ -52,21 +41,32 @@ int sparq_offset_row_avx2(uint8_t* dp, const uint8_t* dn, size_t k, int max_c, b
       _mm256_store_si256(reinterpret_cast<__m256i*>(ups), up);
       _mm256_store_si256(reinterpret_cast<__m256i*>(downs), down);
       for (size_t g = 0; g < 8; ++g) {
-        if (n + (ups[g] != 0) + (downs[g] != 0) > cap) return -1;
+        if (n + (ups[g] != 0) + (downs[g] != 0) > cap) return false;
         const uint32_t group = static_cast<uint32_t>(i / kInt8GroupK + g);
         if (ups[g]) pre[n++] = {group, ups[g]};
         if (downs[g]) pre[n++] = {group | kFixNegative, downs[g]};
       }
     }
     // max(c - |t|, 0) for negatives, min(c + t, 255) else
-    const __m256i u = _mm256_blendv_epi8(_mm256_adds_epu8(d, cv), _mm256_subs_epu8(cv, d), neg);
-    if (len == 32) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dp + i), u);
-    } else {
-      alignas(32) uint8_t out[32];
-      _mm256_store_si256(reinterpret_cast<__m256i*>(out), u);
-      std::memcpy(dp + i, out, len);
-    }
+    *u = _mm256_blendv_epi8(_mm256_adds_epu8(d, cv), _mm256_subs_epu8(cv, d), neg);
+    return true;
+  };
+  __m256i u;
+  for (i = 0; i + 32 <= k; i += 32) {
+    if (!step(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(dp + i)),
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(dn + i)), i, &u))
+      return -1;
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dp + i), u);
+  }
+  if (i < k) {  // the tail, zero padded (no excess there), only its own bytes written back
+    alignas(32) uint8_t d[32] = {0}, neg[32] = {0};
+    std::memcpy(d, dp + i, k - i);
+    std::memcpy(neg, dn + i, k - i);
+    if (!step(_mm256_load_si256(reinterpret_cast<const __m256i*>(d)),
+              _mm256_load_si256(reinterpret_cast<const __m256i*>(neg)), i, &u))
+      return -1;
+    _mm256_store_si256(reinterpret_cast<__m256i*>(d), u);
+    std::memcpy(dp + i, d, k - i);
   }
   *n_pre = n;
   return c;
