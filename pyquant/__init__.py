@@ -59,3 +59,44 @@ __all__ = [
     "sparq_quantize", "sparq_gemm", "sparq_encode", "sparq_decode", "sparq_gemm_encoded",
     "prune_24",
 ]
+
+
+def _register_with_transformers() -> None:
+    """transformers' from_pretrained skips a quant method it does not know (with a warning: the
+    float skeleton, random weights), so pyquant's is registered as soon as both are imported:
+    now if transformers' quantizers are, else right after they are (an import hook that removes
+    itself), without importing transformers here (seconds)."""
+    import importlib.abc
+    import importlib.util
+    import sys
+
+    target = "transformers.quantizers.auto"
+
+    def registered():
+        from .nn import hf
+        hf.register()
+
+    if target in sys.modules:
+        registered()
+        return
+
+    class AfterImport(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target_module=None):
+            if name != target:
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.util.find_spec(name)
+            if spec is None or spec.loader is None:
+                return spec
+            run = spec.loader.exec_module
+
+            def exec_module(module):
+                run(module)
+                registered()
+            spec.loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, AfterImport())
+
+
+_register_with_transformers()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import warnings
 from collections.abc import Mapping
 from typing import Callable, Iterable
@@ -321,7 +322,16 @@ def _convert(model: nn.Module, config, handler, filter_fn) -> nn.Module:
         _replace(model, config, handler, lambda m, fqn: id(m) in selected, "")
     _no_encoder_fast_path(model)
     _name_layers(model)
+    record_for_transformers(model)
     return model
+
+
+def record_for_transformers(model: nn.Module) -> None:
+    """A transformers model records its quantized layers in its config, so save_pretrained's
+    config.json says how it was quantized (pyquant/nn/hf.py; nothing without transformers)."""
+    if "transformers" in sys.modules:
+        from . import hf  # (imports transformers, and checkpoint, which imports this module)
+        hf.record(model)
 
 
 def _name_layers(model: nn.Module) -> None:

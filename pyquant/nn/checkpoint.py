@@ -33,7 +33,8 @@ from pyquant import _C
 from pyquant.packed import header_op
 
 from . import _backend
-from .api import _CONVERTED_LAYERS, _convert, check_config, convertible
+from .api import (_CONVERTED_LAYERS, _convert, check_config, convertible,
+                  record_for_transformers)
 from .attention import QuantMultiheadAttention
 from .configs import Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
 from .embedding import TABLE_TYPES, QuantEmbedding, check_table, table_bits, table_layout
@@ -87,11 +88,18 @@ def save_quantized(model: nn.Module, path) -> None:
         ptr = t.untyped_storage().data_ptr()
         tensors[key] = t.clone() if ptr in seen and t.numel() else t
         seen.add(ptr)
+    save_file(tensors, path, metadata={METADATA_KEY: json.dumps(layer_entries(model, layers))})
+
+
+def layer_entries(model: nn.Module, layers: dict | None = None) -> dict:
+    """{layer: {"config": {"type": ..., its arguments}, "weight_dtype": ...}} of a quantized
+    model's layers (quantized_layers(model) unless given): what save_quantized's metadata and
+    transformers' config.json (pyquant/nn/hf.py) hold, read back by parse_layer_entries."""
+    layers = quantized_layers(model) if layers is None else layers
     mods = dict(model.named_modules())
-    text = json.dumps({fqn: {"config": {"type": type(c).__name__, **_config_fields(c)},
-                             "weight_dtype": str(_weight_dtype(mods[fqn])).removeprefix("torch.")}
-                       for fqn, c in layers.items()})
-    save_file(tensors, path, metadata={METADATA_KEY: text})
+    return {fqn: {"config": {"type": type(c).__name__, **_config_fields(c)},
+                  "weight_dtype": str(_weight_dtype(mods[fqn])).removeprefix("torch.")}
+            for fqn, c in layers.items()}
 
 
 def _config_fields(config) -> dict:
@@ -149,6 +157,13 @@ def saved_configs(path) -> dict | None:
         entries = json.loads(text)
     except ValueError as e:
         raise ValueError(f"{where}: not JSON ({e})") from None
+    return parse_layer_entries(entries, where)
+
+
+def parse_layer_entries(entries, where: str) -> dict:
+    """{layer: (config, weight dtype)} from layer_entries' form, untrusted (a file's metadata,
+    a config.json): only pyquant's config types, each built by its own checks, and float
+    dtypes; ValueError naming `where` and the layer otherwise."""
     if not isinstance(entries, dict):
         raise ValueError(f"{where}: expected an object of layer names to configs")
     configs = {}
@@ -301,13 +316,7 @@ def load_quantized_(model: nn.Module, state_dict, config=None, *,
                     pair_filter=lambda conv, bn: bn not in kept and _under(conv, kept))
     for fqn in layers:  # the file replaces these weights: none are read or quantized
         model.get_submodule(fqn).to("meta") if fqn else model.to("meta")
-    # one pass per distinct config as asked (Int8Config() and Int8Config(act_bits=8) compare
-    # equal on a VNNI CPU, but only the first resolves again where the model loads next)
-    asked = {fqn: (cfg, str(_config_fields(cfg))) for fqn, cfg in configs.items()}
-    for key in dict.fromkeys(asked.values()):
-        cfg = key[0]
-        model = _convert(model, cfg, check_config(cfg),
-                         lambda m, fqn, key=key: asked.get(fqn) == key and in_file(m, fqn))
+    model = convert_as_saved(model, configs, in_file)
     file_tensors = [sd[k] for k in mapped]
     quantized = tuple(f + "." if f else "" for f in configs)
     for k in mapped:  # (a quantized layer's large buffers are copied to huge pages at its load)
@@ -318,15 +327,33 @@ def load_quantized_(model: nn.Module, state_dict, config=None, *,
     # the dtype each layer's weight reports, as saved (a plain state dict: the one dtype the
     # model's float parameters took from the file, if they agree)
     floats = {p.dtype for p in model.parameters() if p.is_floating_point()}
-    for fqn in configs:
-        dtype = saved[fqn][1] if fqn in saved else (next(iter(floats)) if len(floats) == 1
-                                                     else None)
+    set_weight_dtypes(model, {fqn: saved[fqn][1] if fqn in saved else (
+        next(iter(floats)) if len(floats) == 1 else None) for fqn in configs})
+    if strict:
+        _check_loaded(model)
+    record_for_transformers(model)  # (with the weight dtypes as saved)
+    return model
+
+
+def convert_as_saved(model: nn.Module, configs: dict, select=lambda m, fqn: True) -> nn.Module:
+    """Converts the layers named in configs ({layer: config}) that select(module, fqn) accepts,
+    each with its config (weights on the meta device: layers awaiting their state dict)."""
+    # one pass per distinct config as asked (Int8Config() and Int8Config(act_bits=8) compare
+    # equal on a VNNI CPU, but only the first resolves again where the model loads next)
+    asked = {fqn: (cfg, str(_config_fields(cfg))) for fqn, cfg in configs.items()}
+    for key in dict.fromkeys(asked.values()):
+        cfg = key[0]
+        model = _convert(model, cfg, check_config(cfg),
+                         lambda m, fqn, key=key: asked.get(fqn) == key and select(m, fqn))
+    return model
+
+
+def set_weight_dtypes(model: nn.Module, dtypes: dict) -> None:
+    """The dtype each converted layer's weight reports ({layer: dtype}; None: left as is)."""
+    for fqn, dtype in dtypes.items():
         for m in (model.get_submodule(fqn).modules() if dtype is not None else ()):
             if isinstance(m, _CONVERTED_LAYERS):
                 m._weight_dtype = dtype
-    if strict:
-        _check_loaded(model)
-    return model
 
 
 def _own_memory(model: nn.Module, file_tensors: list) -> None:

@@ -63,6 +63,10 @@ def _same_buffers(module, seen) -> bool:
 class QuantizedWeight(torch.Tensor):
     """Metadata of a quantized module's weight; values on demand (see the module docstring)."""
 
+    # its values come from the packed codes: transformers' weight initialisation in
+    # from_pretrained (GPT-2's scaled c_proj init, run on the block) leaves it alone
+    _is_hf_initialized = True
+
     @staticmethod
     def __new__(cls, module, shape, dtype: torch.dtype):
         t = torch.Tensor._make_wrapper_subclass(cls, shape, dtype=dtype, device="cpu",

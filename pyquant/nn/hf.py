@@ -1,0 +1,182 @@
+"""transformers' save_pretrained / from_pretrained for models quantized by pyquant.
+
+    pyquant.quantize_(model, pyquant.WeightOnlyConfig(4, 32))   # a transformers model
+    model.save_pretrained(path)                                 # config.json says how
+    model = AutoModelForCausalLM.from_pretrained(path)          # (after import pyquant)
+
+quantize_ (and gptq_, load_quantized_) on a transformers ``PreTrainedModel`` records each
+quantized layer's config in ``model.config.quantization_config`` (quant method "pyquant", the
+entries of save_quantized's metadata), which save_pretrained writes to config.json. Loading such
+a checkpoint rebuilds those layers on the meta device and loads their packed weights, checked
+like any untrusted file (pyquant/nn/_load.py): transformers assigns a checkpoint's tensors
+itself, so each quantized layer is then loaded again through load_state_dict from them. A float
+checkpoint quantizes as it loads: ``from_pretrained(path, quantization_config=
+pyquant.nn.hf.PyquantConfig(pyquant.Int8Config()))``.
+
+Without this registration transformers would skip an unknown quant method with a warning and
+return the float skeleton with random weights, so ``import pyquant`` registers it as soon as
+transformers' quantizers are imported (pyquant/__init__.py).
+"""
+from __future__ import annotations
+
+from torch import nn
+from transformers.quantizers.base import HfQuantizer
+from transformers.utils.quantization_config import QuantizationConfigMixin
+
+from .checkpoint import (_CONFIGS, _config_fields, convert_as_saved, layer_entries,
+                         parse_layer_entries, quantized_layers, set_weight_dtypes)
+from .modules import AwaitsLoad, _want_hugepages
+
+QUANT_METHOD = "pyquant"
+
+
+class PyquantConfig(QuantizationConfigMixin):
+    """transformers' quantization_config for pyquant: ``config`` (a pyquant config) quantizes a
+    float checkpoint as it loads; ``layers`` (written by quantize_, read from config.json) names
+    a pre-quantized checkpoint's layers and their configs."""
+
+    def __init__(self, config=None, layers=None, **kwargs):
+        self.quant_method = QUANT_METHOD
+        if config is not None and not isinstance(config, dict):
+            if type(config) not in _CONFIGS.values():
+                raise TypeError(f"config: expected one of {', '.join(sorted(_CONFIGS))}, got "
+                                f"{type(config).__name__}")
+            config = {"type": type(config).__name__, **_config_fields(config)}
+        self.config = config
+        self.layers = layers
+
+    def pyquant_config(self):
+        """The pyquant config a float checkpoint is quantized with (checked)."""
+        entry = {"": {"config": self.config, "weight_dtype": "float32"}}
+        return parse_layer_entries(entry, "quantization_config.config")[""][0]
+
+    def layer_configs(self) -> dict:
+        """{layer: (config, weight dtype)} of a pre-quantized checkpoint (checked)."""
+        return parse_layer_entries(self.layers, "config.json: quantization_config.layers")
+
+    def to_dict(self) -> dict:
+        return {"quant_method": QUANT_METHOD, "config": self.config, "layers": self.layers}
+
+
+class PyquantHfQuantizer(HfQuantizer):
+    """Loads checkpoints saved from pyquant-quantized models; quantizes float ones."""
+    requires_calibration = False
+
+    def validate_environment(self, *args, **kwargs):
+        q = self.quantization_config
+        if self.pre_quantized and not q.layers:
+            raise ValueError("config.json: quantization_config (pyquant) names no quantized layer")
+        if not self.pre_quantized:
+            q.pyquant_config()  # (a clear error before the weights load)
+
+    def _process_model_before_weight_loading(self, model, **kwargs):
+        if not self.pre_quantized:
+            return
+        configs = self.quantization_config.layer_configs()
+        names = dict(model.named_modules())
+        missing = [fqn for fqn in configs if fqn not in names]
+        if missing:
+            raise ValueError(f"config.json: quantization_config (pyquant) names layer "
+                             f"{missing[0]!r}, which {type(model).__name__} does not have")
+        convert_as_saved(model, {fqn: cfg for fqn, (cfg, _) in configs.items()})
+        set_weight_dtypes(model, {fqn: dtype for fqn, (_, dtype) in configs.items()})
+        # the converted layers' own tensors: put back and loaded properly after transformers has
+        # assigned the checkpoint's in their place
+        self._placeholders = _placeholders(model, configs)
+
+    def _process_model_after_weight_loading(self, model, **kwargs):
+        if not self.pre_quantized:
+            from .api import quantize_
+            quantize_(model, self.quantization_config.pyquant_config())
+            self.quantization_config.layers = layer_entries(model)
+            return model
+        _load_checked(model, self._placeholders)
+        del self._placeholders
+        return model
+
+    def is_serializable(self, *args, **kwargs):
+        return True
+
+    @property
+    def is_trainable(self):
+        return False
+
+
+def register() -> None:
+    """Registers PyquantConfig and its quantizer with transformers (once; transformers before
+    4.45 has no registry: nothing)."""
+    from transformers.quantizers import auto
+    if not hasattr(auto, "register_quantizer"):
+        return
+    if QUANT_METHOD not in auto.AUTO_QUANTIZATION_CONFIG_MAPPING:
+        auto.register_quantization_config(QUANT_METHOD)(PyquantConfig)
+    if QUANT_METHOD not in auto.AUTO_QUANTIZER_MAPPING:
+        auto.register_quantizer(QUANT_METHOD)(PyquantHfQuantizer)
+
+
+def record(model: nn.Module) -> None:
+    """Writes the quantized layers of each outermost transformers model in ``model`` into its
+    config (save_pretrained's config.json)."""
+    from transformers import PreTrainedModel
+    done = []
+    for fqn, m in model.named_modules():
+        if not isinstance(m, PreTrainedModel) or any(fqn.startswith(d) for d in done):
+            continue
+        done.append(fqn + "." if fqn else "")
+        layers = quantized_layers(m)
+        if not layers:
+            continue
+        register()
+        m.config.quantization_config = PyquantConfig(layers=layer_entries(m, layers))
+        # a quantized LM head is no longer tied to the embedding (from_pretrained would tie it)
+        head = m.get_output_embeddings() if hasattr(m, "get_output_embeddings") else None
+        if head is not None and any(head is m.get_submodule(fqn) for fqn in layers):
+            for config in {id(c): c for c in (m.config, m.config.get_text_config())}.values():
+                if getattr(config, "tie_word_embeddings", False):
+                    config.tie_word_embeddings = False
+
+
+def _placeholders(model: nn.Module, configs: dict) -> dict:
+    """{module name: (its parameters, its buffers, the keys it awaits)} in the converted layers,
+    as converted; the layers then let transformers read their (placeholder) state dict."""
+    found = {}
+    for fqn, m in model.named_modules():
+        if any(fqn == layer or fqn.startswith(layer + ".") for layer in configs):
+            found[fqn] = (dict(m._parameters), dict(m._buffers), m.__dict__.get("_awaiting_load"))
+            if isinstance(m, AwaitsLoad):
+                m._awaiting_load = False
+    return found
+
+
+def _load_checked(model: nn.Module, placeholders: dict) -> None:
+    """The tensors transformers assigned in the converted layers, loaded again through
+    load_state_dict (the checks of an untrusted state dict) into the placeholders; a tensor the
+    checkpoint did not hold is a ValueError naming it."""
+    state, left = {}, []
+    for fqn, (params, bufs, awaiting) in placeholders.items():
+        m = model.get_submodule(fqn)
+        if awaiting is not None:
+            m._awaiting_load = awaiting
+        for store, before in ((m._parameters, params), (m._buffers, bufs)):
+            for name, t in list(store.items()):
+                key = f"{fqn}.{name}" if fqn else name
+                # (transformers flags each tensor it read from the checkpoint; one it made up
+                # for a missing key, not)
+                if t is not None and t is not before.get(name):
+                    if getattr(t, "_is_hf_initialized", False):
+                        t = t.detach()  # (the layer's own copy, not a view of a mapped file;
+                        # large buffers are copied into huge pages as they load)
+                        state[key] = t if _want_hugepages(t) else t.clone()
+                    else:
+                        left.append(key)
+                store[name] = before.get(name)
+    model.load_state_dict(state, strict=False, assign=True)
+    left += [k for fqn in placeholders for k in (
+        model.get_submodule(fqn).unloaded_keys(prefix=fqn + ".")
+        if isinstance(model.get_submodule(fqn), AwaitsLoad) else ()) if k not in left]
+    left += [f"{fqn}.{n}" for fqn in placeholders
+             for n, t in model.get_submodule(fqn).named_parameters(recurse=False) if t.is_meta]
+    if left:
+        raise ValueError(f"from_pretrained: the checkpoint holds no {', '.join(left[:4])}"
+                         f"{', ...' if len(left) > 4 else ''} (a quantized layer's weights): "
+                         "it was not saved from this pyquant-quantized model")

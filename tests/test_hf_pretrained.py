@@ -1,0 +1,225 @@
+"""transformers' save_pretrained / from_pretrained with pyquant-quantized models (pyquant/nn/hf.py):
+a saved model loads back quantized with the same bits (not the float skeleton with random
+weights), a float checkpoint quantizes as it loads, and a damaged checkpoint or config.json is a
+clear error."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import pyquant
+from pyquant.nn import QuantLinear
+
+T = pytest.importorskip("transformers")
+from transformers.quantizers import auto as _auto  # noqa: E402
+
+if not hasattr(_auto, "register_quantizer"):
+    pytest.skip("transformers without register_quantizer (before 4.45)", allow_module_level=True)
+
+from pyquant.nn import hf  # noqa: E402
+
+SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+             vocab_size=256)
+
+
+def _llama(tied=False):
+    torch.manual_seed(0)
+    return T.LlamaForCausalLM(T.LlamaConfig(**SMALL, num_key_value_heads=2,
+                                            tie_word_embeddings=tied)).eval()
+
+
+def _gpt2():
+    torch.manual_seed(0)
+    return T.GPT2LMHeadModel(T.GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=256,
+                                          bos_token_id=0, eos_token_id=0)).eval()
+
+
+IDS = torch.randint(0, 256, (2, 7), generator=torch.Generator().manual_seed(1))
+CONFIGS = [pyquant.Int8Config(), pyquant.WeightOnlyConfig(4, 32), pyquant.LUT2Config(),
+           pyquant.SparqConfig()]
+
+
+def _logits(model):
+    with torch.no_grad():
+        return model(IDS).logits
+
+
+@pytest.mark.parametrize("build", [_llama, lambda: _llama(tied=True), _gpt2],
+                         ids=["llama", "llama-tied", "gpt2"])
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: type(c).__name__)
+def test_save_pretrained_loads_back_quantized_with_the_same_bits(tmp_path, build, config):
+    model = build()
+    pyquant.quantize_(model, config)
+    want = _logits(model)
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())["quantization_config"]
+    assert saved["quant_method"] == "pyquant"
+    assert set(saved["layers"]) == set(pyquant.nn.checkpoint.quantized_layers(model))
+    loaded = type(model).from_pretrained(tmp_path)
+    assert set(pyquant.nn.checkpoint.quantized_layers(loaded)) == set(saved["layers"])
+    torch.testing.assert_close(_logits(loaded), want, rtol=0, atol=0)
+    # saved again from the loaded model: the same file contents
+    loaded.save_pretrained(tmp_path / "again")
+    again = type(model).from_pretrained(tmp_path / "again")
+    torch.testing.assert_close(_logits(again), want, rtol=0, atol=0)
+
+
+def test_mixed_configs_and_generate(tmp_path):
+    model = _llama()
+    pyquant.quantize_(model, pyquant.WeightOnlyConfig(2, 32),
+                      filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear) and ".mlp." in fqn)
+    pyquant.quantize_(model, pyquant.Int8Config(act_bits=8))
+    model.save_pretrained(tmp_path)
+    loaded = T.AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert loaded.model.layers[0].mlp.up_proj.config == pyquant.WeightOnlyConfig(2, 32)
+    assert loaded.model.layers[0].self_attn.q_proj.config == pyquant.Int8Config(act_bits=8)
+    torch.testing.assert_close(_logits(loaded), _logits(model), rtol=0, atol=0)
+    out = loaded.generate(IDS[:1], max_new_tokens=4, do_sample=False)
+    assert torch.equal(out, model.generate(IDS[:1], max_new_tokens=4, do_sample=False))
+
+
+def test_bfloat16_model_and_shards(tmp_path):
+    _llama().save_pretrained(tmp_path / "float")  # (as loaded: its rotary buffers stay float32)
+    model = T.LlamaForCausalLM.from_pretrained(tmp_path / "float", dtype=torch.bfloat16)
+    pyquant.quantize_(model, pyquant.WeightOnlyConfig(4, 32))
+    model.save_pretrained(tmp_path, max_shard_size="20KB")
+    assert len([f for f in os.listdir(tmp_path) if f.endswith(".safetensors")]) > 1
+    loaded = T.LlamaForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert loaded.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    torch.testing.assert_close(_logits(loaded), _logits(model), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("config", CONFIGS[:2], ids=lambda c: type(c).__name__)
+def test_a_float_checkpoint_quantizes_as_it_loads(tmp_path, config):
+    model = _llama()
+    model.save_pretrained(tmp_path)
+    loaded = T.LlamaForCausalLM.from_pretrained(tmp_path,
+                                                quantization_config=hf.PyquantConfig(config))
+    pyquant.quantize_(model, config)
+    assert isinstance(loaded.model.layers[0].mlp.up_proj, QuantLinear)
+    torch.testing.assert_close(_logits(loaded), _logits(model), rtol=0, atol=0)
+    loaded.save_pretrained(tmp_path / "q")  # and is saved as a pre-quantized checkpoint
+    again = T.LlamaForCausalLM.from_pretrained(tmp_path / "q")
+    torch.testing.assert_close(_logits(again), _logits(model), rtol=0, atol=0)
+
+
+def test_pyquant_config_checks_its_argument():
+    with pytest.raises(TypeError, match="config: expected one of"):
+        hf.PyquantConfig(torch.nn.Linear(2, 2))
+    bad = hf.PyquantConfig({"type": "WeightOnlyConfig", "bits": 5})
+    with pytest.raises(ValueError, match="quantization_config.config"):
+        bad.pyquant_config()
+
+
+def _saved(tmp_path, config=pyquant.WeightOnlyConfig(4, 32)):
+    model = _llama()
+    pyquant.quantize_(model, config)
+    model.save_pretrained(tmp_path)
+    return model
+
+
+def _edit_config(tmp_path, edit):
+    path = tmp_path / "config.json"
+    cfg = json.loads(path.read_text())
+    edit(cfg["quantization_config"])
+    path.write_text(json.dumps(cfg))
+
+
+def _edit_tensors(tmp_path, edit):
+    from safetensors.torch import load_file, save_file
+    path = str(tmp_path / "model.safetensors")
+    tensors = load_file(path)
+    edit(tensors)
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda q: q["layers"].update({"model.layers.0.mlp.up_proj": {"config": {"type": "Foo"},
+                                                                  "weight_dtype": "float32"}}),
+     "layer 'model.layers.0.mlp.up_proj': expected a config of type"),
+    (lambda q: q["layers"]["model.layers.0.mlp.up_proj"]["config"].update(bits=7),
+     "layer 'model.layers.0.mlp.up_proj'"),
+    (lambda q: q["layers"]["model.layers.0.mlp.up_proj"].update(weight_dtype="int8"),
+     "expected a weight_dtype"),
+    (lambda q: q["layers"].update({"model.nothing": q["layers"]["model.layers.0.mlp.up_proj"]}),
+     "names layer 'model.nothing'"),
+    (lambda q: q.update(layers={}), "names no quantized layer"),
+    (lambda q: q.update(layers=[1]), "expected an object of layer names"),
+], ids=["type", "bits", "dtype", "unknown-layer", "no-layers", "not-a-dict"])
+def test_a_damaged_config_json_is_a_clear_error(tmp_path, edit, match):
+    _saved(tmp_path)
+    _edit_config(tmp_path, edit)
+    with pytest.raises(ValueError, match=match):
+        T.LlamaForCausalLM.from_pretrained(tmp_path)
+
+
+def test_a_config_json_that_disagrees_with_the_weights_is_refused(tmp_path):
+    # (the placeholders' shapes differ from the file's: transformers' own mismatch error)
+    _saved(tmp_path)
+    _edit_config(tmp_path, lambda q: q["layers"]["model.layers.0.mlp.up_proj"]["config"].update(
+        group_size=64))
+    with pytest.raises(RuntimeError, match="mismatched"):
+        T.LlamaForCausalLM.from_pretrained(tmp_path)
+
+
+def _tamper_header(tensors):
+    packed = tensors["model.layers.0.mlp.up_proj.packed"]
+    packed[8:12] = torch.tensor([255, 255, 0, 0], dtype=torch.uint8)  # (a shape field)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (_tamper_header, "model.layers.0.mlp.up_proj.packed"),
+    (lambda t: t["model.layers.0.mlp.up_proj.w_scale"].view(-1).__setitem__(3, float("inf")),
+     "model.layers.0.mlp.up_proj.w_scale"),
+    (lambda t: t.pop("model.layers.1.self_attn.o_proj.packed"),
+     "holds no model.layers.1.self_attn.o_proj.packed"),
+    (lambda t: t.pop("model.layers.1.self_attn.o_proj.w_scale"),
+     "holds no model.layers.1.self_attn.o_proj.w_scale"),
+], ids=["header", "scale", "missing-packed", "missing-scale"])
+def test_a_damaged_checkpoint_is_a_clear_error(tmp_path, edit, match):
+    _saved(tmp_path)
+    _edit_tensors(tmp_path, edit)
+    with pytest.raises(ValueError, match=match):
+        T.LlamaForCausalLM.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("order", ["pyquant-first", "transformers-first"])
+def test_import_pyquant_is_enough_in_a_fresh_process(tmp_path, order):
+    model = _saved(tmp_path)
+    torch.save(_logits(model), tmp_path / "want.pt")
+    imports = ("import pyquant\nimport transformers" if order == "pyquant-first"
+               else "import transformers, transformers.modeling_utils\nimport pyquant")
+    code = textwrap.dedent(f"""
+        import torch
+        {{imports}}
+        m = transformers.AutoModelForCausalLM.from_pretrained({str(tmp_path)!r})
+        ids = torch.randint(0, 256, (2, 7), generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            got = m(ids).logits
+        assert type(m.model.layers[0].mlp.up_proj).__name__ == "QuantLinear"
+        assert torch.equal(got, torch.load({str(tmp_path / "want.pt")!r}))
+        print("ok")
+    """).replace("{imports}", imports)
+    # (the pyquant this process runs, whatever the working directory)
+    root = os.path.dirname(os.path.dirname(pyquant.__file__))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root, *filter(None, [os.environ.get("PYTHONPATH")])]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path, env=env)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
+
+
+def test_a_quantized_model_still_pickles_whole(tmp_path):
+    # (torch.save(model), multiprocessing: its config's quantization_config too)
+    model = _llama()
+    pyquant.quantize_(model, pyquant.Int8Config())
+    torch.save(model, tmp_path / "m.pt")
+    loaded = torch.load(tmp_path / "m.pt", weights_only=False)
+    assert loaded.config.quantization_config.to_dict() == model.config.quantization_config.to_dict()
+    torch.testing.assert_close(_logits(loaded), _logits(model), rtol=0, atol=0)
