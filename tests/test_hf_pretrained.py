@@ -84,6 +84,23 @@ def test_mixed_configs_and_generate(tmp_path):
     assert torch.equal(out, model.generate(IDS[:1], max_new_tokens=4, do_sample=False))
 
 
+def test_a_head_models_checkpoint_loads_into_its_base_model_and_back(tmp_path):
+    model = _llama()
+    pyquant.quantize_(model, pyquant.WeightOnlyConfig(4, 32))
+    model.save_pretrained(tmp_path / "lm")
+    base = T.AutoModel.from_pretrained(tmp_path / "lm")  # (LlamaModel: no lm_head)
+    assert isinstance(base.layers[0].mlp.up_proj, QuantLinear)
+    with torch.no_grad():
+        want = model.model(IDS).last_hidden_state
+        torch.testing.assert_close(base(IDS).last_hidden_state, want, rtol=0, atol=0)
+    base.save_pretrained(tmp_path / "base")  # (its config names its own layers)
+    assert "layers.0.mlp.up_proj" in base.config.quantization_config.layers
+    again = T.LlamaForCausalLM.from_pretrained(tmp_path / "base")  # (a new float lm_head)
+    assert isinstance(again.model.layers[0].mlp.up_proj, QuantLinear)
+    with torch.no_grad():
+        torch.testing.assert_close(again.model(IDS).last_hidden_state, want, rtol=0, atol=0)
+
+
 def test_bfloat16_model_and_shards(tmp_path):
     _llama().save_pretrained(tmp_path / "float")  # (as loaded: its rotary buffers stay float32)
     model = T.LlamaForCausalLM.from_pretrained(tmp_path / "float", dtype=torch.bfloat16)

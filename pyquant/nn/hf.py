@@ -72,12 +72,7 @@ class PyquantHfQuantizer(HfQuantizer):
     def _process_model_before_weight_loading(self, model, **kwargs):
         if not self.pre_quantized:
             return
-        configs = self.quantization_config.layer_configs()
-        names = dict(model.named_modules())
-        missing = [fqn for fqn in configs if fqn not in names]
-        if missing:
-            raise ValueError(f"config.json: quantization_config (pyquant) names layer "
-                             f"{missing[0]!r}, which {type(model).__name__} does not have")
+        configs = _in_model(model, self.quantization_config.layer_configs())
         convert_as_saved(model, {fqn: cfg for fqn, (cfg, _) in configs.items()})
         set_weight_dtypes(model, {fqn: dtype for fqn, (_, dtype) in configs.items()})
         # the converted layers' own tensors: put back and loaded properly after transformers has
@@ -92,6 +87,7 @@ class PyquantHfQuantizer(HfQuantizer):
             return model
         _load_checked(model, self._placeholders)
         del self._placeholders
+        self.quantization_config.layers = layer_entries(model)  # (as named in this model)
         return model
 
     def is_serializable(self, *args, **kwargs):
@@ -134,6 +130,28 @@ def record(model: nn.Module) -> None:
             for config in {id(c): c for c in (m.config, m.config.get_text_config())}.values():
                 if getattr(config, "tie_word_embeddings", False):
                     config.tie_word_embeddings = False
+
+
+def _in_model(model: nn.Module, configs: dict) -> dict:
+    """configs ({layer: ...} as saved) named as in model: a checkpoint of a model with a head
+    loads into its base model (AutoModel: "model.layers.0..." is "layers.0...", the head's
+    layers are left out, as transformers leaves out their weights) and the other way round."""
+    names = dict(model.named_modules())
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    is_base = bool(prefix) and not hasattr(model, prefix)  # (the body, no head around it)
+    found = {}
+    for fqn, entry in configs.items():
+        inside = fqn.startswith(prefix + ".") if prefix else False
+        for name in (fqn, f"{prefix}.{fqn}" if prefix else None,
+                     fqn[len(prefix) + 1:] if inside else None):
+            if name is not None and name in names:
+                found[name] = entry
+                break
+        else:
+            if not (is_base and not inside):
+                raise ValueError(f"config.json: quantization_config (pyquant) names layer "
+                                 f"{fqn!r}, which {type(model).__name__} does not have")
+    return found
 
 
 def _placeholders(model: nn.Module, configs: dict) -> dict:
