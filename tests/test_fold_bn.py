@@ -12,6 +12,7 @@ from torch import nn
 
 import pyquant
 from pyquant.nn import QuantConv1d, QuantConv2d, QuantGroupedConv2d
+from pyquant.nn.fold_bn import FoldedIntoConv
 
 CONFIGS = {
     "int8": pyquant.Int8Config(),
@@ -240,7 +241,7 @@ def test_a_meta_model_folds_in_shapes_only():
     with torch.device("meta"):
         model = nn.Sequential(nn.Conv2d(64, 64, 3, bias=False), nn.BatchNorm2d(64)).eval()
     q = _quantized(model, pyquant.Int8Config(), filter_fn=EVERY)
-    assert type(q[1]) is nn.Identity and q[0].bias is not None and not q[0].bias.is_meta
+    assert type(q[1]) is FoldedIntoConv and q[0].bias is not None and not q[0].bias.is_meta
     with pytest.raises(ValueError, match="not loaded yet"):
         q(torch.randn(1, 64, 6, 6))
 

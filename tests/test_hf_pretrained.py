@@ -101,6 +101,46 @@ def test_a_head_models_checkpoint_loads_into_its_base_model_and_back(tmp_path):
         torch.testing.assert_close(again.model(IDS).last_hidden_state, want, rtol=0, atol=0)
 
 
+def _resnet():
+    torch.manual_seed(0)
+    return T.ResNetForImageClassification(T.ResNetConfig(
+        embedding_size=64, hidden_sizes=[128, 256], depths=[1, 1], layer_type="bottleneck",
+        num_labels=10)).eval()
+
+
+@pytest.mark.parametrize("config", CONFIGS[:2], ids=lambda c: type(c).__name__)
+def test_a_cnn_with_batchnorms_folded_into_its_convs(tmp_path, config):
+    model = _resnet()
+    with pytest.warns(UserWarning, match="few products"):
+        pyquant.quantize_(model, config)
+    folded = model.config.quantization_config.folded
+    assert folded and all(isinstance(model.get_submodule(n), torch.nn.Identity) for n in folded)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = model(x).logits
+    model.save_pretrained(tmp_path)
+    loaded = T.ResNetForImageClassification.from_pretrained(tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).logits, want, rtol=0, atol=0)
+    assert loaded.config.quantization_config.folded == folded
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda q: q.update(folded=["resnet.pooler"]), "'resnet.pooler' a BatchNorm folded"),
+    (lambda q: q.update(folded=["resnet.embedder.embedder.normalization"]),  # (a float conv's)
+     "'resnet.embedder.embedder.normalization' a BatchNorm folded"),
+    (lambda q: q.update(folded="resnet"), "quantization_config.folded: expected a list"),
+], ids=["not-a-batchnorm", "conv-not-quantized", "not-a-list"])
+def test_a_damaged_fold_list_is_a_clear_error(tmp_path, edit, match):
+    model = _resnet()
+    with pytest.warns(UserWarning, match="few products"):
+        pyquant.quantize_(model, pyquant.Int8Config())
+    model.save_pretrained(tmp_path)
+    _edit_config(tmp_path, edit)
+    with pytest.raises(ValueError, match=match):
+        T.ResNetForImageClassification.from_pretrained(tmp_path)
+
+
 def test_bfloat16_model_and_shards(tmp_path):
     _llama().save_pretrained(tmp_path / "float")  # (as loaded: its rotary buffers stay float32)
     model = T.LlamaForCausalLM.from_pretrained(tmp_path / "float", dtype=torch.bfloat16)

@@ -1,10 +1,10 @@
 """BatchNorm folding: an eval-mode BatchNorm that takes a converted conv's or transposed conv's
 output (with ``fold_batchnorm="all"``: any plain one's), and nothing else does, becomes part of its
 weights and bias (``torch.nn.utils.fusion``, in place: the conv stays the same module object, so
-a filter_fn that picks modules still matches it) and the BN module an ``nn.Identity``. The
-quantized conv's epilogue then applies it for free (its per-channel scale and bias), where a
-float BatchNorm is a pass of its own over the activations (docs/notes/nn.md has the measured
-gain). With per-output-channel float scales (Int8, LUT2, SPARQ) the codes are the unfolded
+a filter_fn that picks modules still matches it) and the BN module an ``nn.Identity``
+(``FoldedIntoConv``, which names it). The quantized conv's epilogue then applies it for free
+(its per-channel scale and bias), where a float BatchNorm is a pass of its own over the
+activations (docs/notes/nn.md has the measured gain). With per-output-channel float scales (Int8, LUT2, SPARQ) the codes are the unfolded
 conv's but for float-rounding ties; WeightOnly's bfloat16 group scales round differently once
 folded (the values move by the scale's rounding, a few codes at ties: as accurate against fp32).
 
@@ -179,6 +179,14 @@ def _set(model: nn.Module, fqn: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, name, module)
 
 
+class FoldedIntoConv(nn.Identity):
+    """Where a BatchNorm was folded into the conv before it: nothing left to compute, and the
+    name of what was folded (a transformers config.json lists them: pyquant/nn/hf.py). (Not
+    "BatchNorm" in its name: transformers' weight initialisation takes any such class for one.)"""
+
+    _is_hf_initialized = True  # (nothing for transformers to initialise)
+
+
 def check_fold_option(which) -> None:
     if not (which is True or which is False or which == "all"):
         raise ValueError(f"fold_batchnorm: expected True, False or 'all', got {which!r}")
@@ -213,7 +221,7 @@ def fold_batchnorm_(model: nn.Module, convert: Callable[[nn.Module, str], bool],
             training.append(bn_name)
             continue
         _fold_into(conv, bn)
-        _set(model, bn_name, nn.Identity())
+        _set(model, bn_name, FoldedIntoConv())
         folded += 1
     if training:
         warnings.warn(

@@ -25,6 +25,7 @@ from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from .checkpoint import (_CONFIGS, _config_fields, convert_as_saved, layer_entries,
                          parse_layer_entries, quantized_layers, set_weight_dtypes)
+from .fold_bn import FoldedIntoConv, fold_batchnorm_
 from .modules import AwaitsLoad, _want_hugepages
 
 QUANT_METHOD = "pyquant"
@@ -35,7 +36,7 @@ class PyquantConfig(QuantizationConfigMixin):
     float checkpoint as it loads; ``layers`` (written by quantize_, read from config.json) names
     a pre-quantized checkpoint's layers and their configs."""
 
-    def __init__(self, config=None, layers=None, **kwargs):
+    def __init__(self, config=None, layers=None, folded=None, **kwargs):
         self.quant_method = QUANT_METHOD
         if config is not None and not isinstance(config, dict):
             if type(config) not in _CONFIGS.values():
@@ -44,6 +45,7 @@ class PyquantConfig(QuantizationConfigMixin):
             config = {"type": type(config).__name__, **_config_fields(config)}
         self.config = config
         self.layers = layers
+        self.folded = folded  # (the BatchNorms quantize_ folded into the convs before them)
 
     def pyquant_config(self):
         """The pyquant config a float checkpoint is quantized with (checked)."""
@@ -54,8 +56,23 @@ class PyquantConfig(QuantizationConfigMixin):
         """{layer: (config, weight dtype)} of a pre-quantized checkpoint (checked)."""
         return parse_layer_entries(self.layers, "config.json: quantization_config.layers")
 
+    def folded_batchnorms(self) -> list:
+        """The folded BatchNorms' names (checked)."""
+        folded = self.folded or []
+        if not (isinstance(folded, list) and all(isinstance(n, str) for n in folded)):
+            raise ValueError("config.json: quantization_config.folded: expected a list of "
+                             f"BatchNorm names, got {folded!r}")
+        return folded
+
+    def record(self, model: nn.Module) -> None:
+        """Names model's quantized layers and folded BatchNorms (as save_pretrained writes them)."""
+        self.layers = layer_entries(model)
+        self.folded = [fqn for fqn, m in model.named_modules()
+                       if isinstance(m, FoldedIntoConv)] or None
+
     def to_dict(self) -> dict:
-        return {"quant_method": QUANT_METHOD, "config": self.config, "layers": self.layers}
+        return {"quant_method": QUANT_METHOD, "config": self.config, "layers": self.layers,
+                "folded": self.folded}
 
 
 class PyquantHfQuantizer(HfQuantizer):
@@ -72,7 +89,17 @@ class PyquantHfQuantizer(HfQuantizer):
     def _process_model_before_weight_loading(self, model, **kwargs):
         if not self.pre_quantized:
             return
-        configs = _in_model(model, self.quantization_config.layer_configs())
+        q = self.quantization_config
+        configs = _in_model(model, q.layer_configs())
+        folded = set(_in_model(model, dict.fromkeys(q.folded_batchnorms())))
+        # (first, as quantize_ did: a BatchNorm folded into its conv, both as the file has them)
+        fold_batchnorm_(model, lambda m, fqn: True, "all", "from_pretrained",
+                        pair_filter=lambda conv, bn: bn in folded and conv in configs)
+        left = [n for n in folded if not isinstance(model.get_submodule(n), FoldedIntoConv)]
+        if left:
+            raise ValueError(f"config.json: quantization_config (pyquant) names {left[0]!r} a "
+                             "BatchNorm folded into a quantized conv, which it is not in "
+                             f"{type(model).__name__}")
         convert_as_saved(model, {fqn: cfg for fqn, (cfg, _) in configs.items()})
         set_weight_dtypes(model, {fqn: dtype for fqn, (_, dtype) in configs.items()})
         # the converted layers' own tensors: put back and loaded properly after transformers has
@@ -83,11 +110,10 @@ class PyquantHfQuantizer(HfQuantizer):
         if not self.pre_quantized:
             from .api import quantize_
             quantize_(model, self.quantization_config.pyquant_config())
-            self.quantization_config.layers = layer_entries(model)
-            return model
-        _load_checked(model, self._placeholders)
-        del self._placeholders
-        self.quantization_config.layers = layer_entries(model)  # (as named in this model)
+        else:
+            _load_checked(model, self._placeholders)
+            del self._placeholders
+        self.quantization_config.record(model)  # (as named in this model)
         return model
 
     def is_serializable(self, *args, **kwargs):
@@ -123,7 +149,8 @@ def record(model: nn.Module) -> None:
         if not layers:
             continue
         register()
-        m.config.quantization_config = PyquantConfig(layers=layer_entries(m, layers))
+        m.config.quantization_config = PyquantConfig()
+        m.config.quantization_config.record(m)
         # a quantized LM head is no longer tied to the embedding (from_pretrained would tie it)
         head = m.get_output_embeddings() if hasattr(m, "get_output_embeddings") else None
         if head is not None and any(head is m.get_submodule(fqn) for fqn in layers):
