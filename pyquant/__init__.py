@@ -73,6 +73,9 @@ def _register_with_transformers() -> None:
     target = "transformers.quantizers.auto"
 
     def registered():
+        hf = sys.modules.get(__name__ + ".nn.hf")
+        if hf is not None and not hasattr(hf, "register"):
+            return  # (pyquant.nn.hf itself is importing transformers: it registers when done)
         from .nn import hf
         hf.register()
 

@@ -263,13 +263,7 @@ def test_import_pyquant_is_enough_in_a_fresh_process(tmp_path, order):
         assert torch.equal(got, torch.load({str(tmp_path / "want.pt")!r}))
         print("ok")
     """).replace("{imports}", imports)
-    # (the pyquant this process runs, whatever the working directory)
-    root = os.path.dirname(os.path.dirname(pyquant.__file__))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [root, *filter(None, [os.environ.get("PYTHONPATH")])]))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300, cwd=tmp_path, env=env)
-    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
+    _run_fresh(code, tmp_path)
 
 
 def test_a_quantized_model_still_pickles_whole(tmp_path):
@@ -280,3 +274,37 @@ def test_a_quantized_model_still_pickles_whole(tmp_path):
     loaded = torch.load(tmp_path / "m.pt", weights_only=False)
     assert loaded.config.quantization_config.to_dict() == model.config.quantization_config.to_dict()
     torch.testing.assert_close(_logits(loaded), _logits(model), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("imports", ["import transformers, pyquant",
+                                     "import pyquant, transformers"])
+def test_quantize_a_torch_model_beside_transformers(tmp_path, imports):
+    # (pyquant.nn.hf imports transformers' quantizers, whose import runs pyquant's hook while
+    # pyquant.nn.hf is half made: it registers when done)
+    code = textwrap.dedent("""
+        import torch
+        {imports}
+        m = torch.nn.Sequential(torch.nn.Linear(64, 64))
+        pyquant.quantize_(m, pyquant.Int8Config())
+        assert type(m[0]).__name__ == "QuantLinear"
+        cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                       num_attention_heads=4, vocab_size=256)
+        lm = transformers.LlamaForCausalLM(cfg)
+        pyquant.quantize_(lm, pyquant.Int8Config())
+        from transformers.quantizers import auto
+        assert "pyquant" in auto.AUTO_QUANTIZER_MAPPING
+        assert lm.config.quantization_config.quant_method == "pyquant"
+        print("ok")
+    """).replace("{imports}", imports)
+    _run_fresh(code, tmp_path)
+
+
+def _run_fresh(code: str, cwd) -> None:
+    """code in a new Python process with the pyquant this one runs (whatever the working
+    directory); it prints "ok"."""
+    root = os.path.dirname(os.path.dirname(pyquant.__file__))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root, *filter(None, [os.environ.get("PYTHONPATH")])]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, cwd=cwd, env=env)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]

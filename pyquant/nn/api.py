@@ -328,8 +328,9 @@ def _convert(model: nn.Module, config, handler, filter_fn) -> nn.Module:
 
 def record_for_transformers(model: nn.Module) -> None:
     """A transformers model records its quantized layers in its config, so save_pretrained's
-    config.json says how it was quantized (pyquant/nn/hf.py; nothing without transformers)."""
-    if "transformers" in sys.modules:
+    config.json says how it was quantized (pyquant/nn/hf.py). (No transformers model can exist
+    before its modeling_utils is imported: a torch model costs nothing here.)"""
+    if "transformers.modeling_utils" in sys.modules:
         from . import hf  # (imports transformers, and checkpoint, which imports this module)
         hf.record(model)
 

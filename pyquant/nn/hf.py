@@ -225,3 +225,7 @@ def _load_checked(model: nn.Module, placeholders: dict) -> None:
         raise ValueError(f"from_pretrained: the checkpoint holds no {', '.join(left[:4])}"
                          f"{', ...' if len(left) > 4 else ''} (a quantized layer's weights): "
                          "it was not saved from this pyquant-quantized model")
+
+
+register()  # (here too: importing transformers' quantizers above may have run pyquant's hook
+# while this module was only half made, which then leaves the registration to it)
