@@ -277,7 +277,9 @@ def test_a_quantized_model_still_pickles_whole(tmp_path):
 
 
 @pytest.mark.parametrize("imports", ["import transformers, pyquant",
-                                     "import pyquant, transformers"])
+                                     "import pyquant, transformers",
+                                     "import pyquant\nfrom pyquant.nn.hf import PyquantConfig\n"
+                                     "import transformers"])
 def test_quantize_a_torch_model_beside_transformers(tmp_path, imports):
     # (pyquant.nn.hf imports transformers' quantizers, whose import runs pyquant's hook while
     # pyquant.nn.hf is half made: it registers when done)
