@@ -40,18 +40,43 @@ def _gpt2():
                                           bos_token_id=0, eos_token_id=0)).eval()
 
 
-IDS = torch.randint(0, 256, (2, 7), generator=torch.Generator().manual_seed(1))
+def _bart():  # (encoder and decoder tables tied to a shared one, and the LM head)
+    torch.manual_seed(0)
+    return T.BartForConditionalGeneration(T.BartConfig(
+        d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, vocab_size=256,
+        max_position_embeddings=64)).eval()
+
+
+def _t5():  # (tied LM head; tie_word_embeddings also scales its decoder's output)
+    torch.manual_seed(0)
+    return T.T5ForConditionalGeneration(T.T5Config(
+        d_model=64, d_ff=128, d_kv=16, num_layers=2, num_heads=4, vocab_size=256,
+        decoder_start_token_id=0)).eval()
+
+
+def _mixtral():  # (experts blocks: QuantExperts)
+    torch.manual_seed(0)
+    return T.MixtralForCausalLM(T.MixtralConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=256, num_local_experts=4,
+        num_experts_per_tok=2)).eval()
+
+
+IDS = torch.randint(3, 256, (2, 7), generator=torch.Generator().manual_seed(1))
 CONFIGS = [pyquant.Int8Config(), pyquant.WeightOnlyConfig(4, 32), pyquant.LUT2Config(),
            pyquant.SparqConfig()]
 
 
 def _logits(model):
     with torch.no_grad():
+        if model.config.is_encoder_decoder:
+            return model(input_ids=IDS, decoder_input_ids=IDS[:, :4]).logits
         return model(IDS).logits
 
 
-@pytest.mark.parametrize("build", [_llama, lambda: _llama(tied=True), _gpt2],
-                         ids=["llama", "llama-tied", "gpt2"])
+@pytest.mark.parametrize("build", [_llama, lambda: _llama(tied=True), _gpt2, _bart, _t5],
+                         ids=["llama", "llama-tied", "gpt2", "bart", "t5"])
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: type(c).__name__)
 def test_save_pretrained_loads_back_quantized_with_the_same_bits(tmp_path, build, config):
     model = build()
@@ -68,6 +93,25 @@ def test_save_pretrained_loads_back_quantized_with_the_same_bits(tmp_path, build
     loaded.save_pretrained(tmp_path / "again")
     again = type(model).from_pretrained(tmp_path / "again")
     torch.testing.assert_close(_logits(again), want, rtol=0, atol=0)
+
+
+def test_a_moe_model(tmp_path):
+    model = _mixtral()
+    pyquant.quantize_(model, pyquant.WeightOnlyConfig(4, 32))
+    assert type(model.model.layers[0].mlp.experts).__name__ == "QuantExperts"
+    model.save_pretrained(tmp_path)
+    loaded = T.AutoModelForCausalLM.from_pretrained(tmp_path)
+    torch.testing.assert_close(_logits(loaded), _logits(model), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("part", ["model.model.layers", "model.model.layers[0]", "model.model"])
+def test_a_model_quantized_in_parts(tmp_path, part):
+    model = _llama()
+    pyquant.quantize_(eval(part, {"model": model}), pyquant.Int8Config())
+    model.save_pretrained(tmp_path)  # (records what is quantized as it saves)
+    loaded = T.AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert isinstance(loaded.model.layers[0].mlp.up_proj, QuantLinear)
+    torch.testing.assert_close(_logits(loaded), _logits(model), rtol=0, atol=0)
 
 
 def test_mixed_configs_and_generate(tmp_path):
@@ -207,8 +251,10 @@ def _edit_tensors(tmp_path, edit):
     (lambda q: q["layers"].update({"model.nothing": q["layers"]["model.layers.0.mlp.up_proj"]}),
      "names layer 'model.nothing'"),
     (lambda q: q.update(layers={}), "names no quantized layer"),
+    (lambda q: q["layers"].pop("model.layers.0.mlp.up_proj"),
+     "quantized weight 'model.layers.0.mlp.up_proj.packed', but config.json"),
     (lambda q: q.update(layers=[1]), "expected an object of layer names"),
-], ids=["type", "bits", "dtype", "unknown-layer", "no-layers", "not-a-dict"])
+], ids=["type", "bits", "dtype", "unknown-layer", "no-layers", "left-out", "not-a-dict"])
 def test_a_damaged_config_json_is_a_clear_error(tmp_path, edit, match):
     _saved(tmp_path)
     _edit_config(tmp_path, edit)
@@ -249,18 +295,18 @@ def test_a_damaged_checkpoint_is_a_clear_error(tmp_path, edit, match):
 @pytest.mark.parametrize("order", ["pyquant-first", "transformers-first"])
 def test_import_pyquant_is_enough_in_a_fresh_process(tmp_path, order):
     model = _saved(tmp_path)
-    torch.save(_logits(model), tmp_path / "want.pt")
+    torch.save((IDS, _logits(model)), tmp_path / "want.pt")
     imports = ("import pyquant\nimport transformers" if order == "pyquant-first"
                else "import transformers, transformers.modeling_utils\nimport pyquant")
     code = textwrap.dedent(f"""
         import torch
         {{imports}}
         m = transformers.AutoModelForCausalLM.from_pretrained({str(tmp_path)!r})
-        ids = torch.randint(0, 256, (2, 7), generator=torch.Generator().manual_seed(1))
+        ids, want = torch.load({str(tmp_path / "want.pt")!r})
         with torch.no_grad():
             got = m(ids).logits
         assert type(m.model.layers[0].mlp.up_proj).__name__ == "QuantLinear"
-        assert torch.equal(got, torch.load({str(tmp_path / "want.pt")!r}))
+        assert torch.equal(got, want)
         print("ok")
     """).replace("{imports}", imports)
     _run_fresh(code, tmp_path)

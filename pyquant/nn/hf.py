@@ -19,6 +19,8 @@ transformers' quantizers are imported (pyquant/__init__.py).
 """
 from __future__ import annotations
 
+import functools
+
 from torch import nn
 from transformers.quantizers.base import HfQuantizer
 from transformers.utils.quantization_config import QuantizationConfigMixin
@@ -91,6 +93,7 @@ class PyquantHfQuantizer(HfQuantizer):
             return
         q = self.quantization_config
         configs = _in_model(model, q.layer_configs())
+        _check_checkpoint_keys(kwargs.get("checkpoint_files"), model, configs)
         folded = set(_in_model(model, dict.fromkeys(q.folded_batchnorms())))
         # (first, as quantize_ did: a BatchNorm folded into its conv, both as the file has them)
         fold_batchnorm_(model, lambda m, fqn: True, "all", "from_pretrained",
@@ -102,6 +105,7 @@ class PyquantHfQuantizer(HfQuantizer):
                              f"{type(model).__name__}")
         convert_as_saved(model, {fqn: cfg for fqn, (cfg, _) in configs.items()})
         set_weight_dtypes(model, {fqn: dtype for fqn, (_, dtype) in configs.items()})
+        _drop_stale_ties(model)
         # the converted layers' own tensors: put back and loaded properly after transformers has
         # assigned the checkpoint's in their place
         self._placeholders = _placeholders(model, configs)
@@ -138,8 +142,10 @@ def register() -> None:
 
 def record(model: nn.Module) -> None:
     """Writes the quantized layers of each outermost transformers model in ``model`` into its
-    config (save_pretrained's config.json)."""
+    config (save_pretrained's config.json); from now on save_pretrained does it first too (for
+    a model quantized in parts: quantize_ on its decoder layers cannot see the model)."""
     from transformers import PreTrainedModel
+    _record_on_save(PreTrainedModel)
     done = []
     for fqn, m in model.named_modules():
         if not isinstance(m, PreTrainedModel) or any(fqn.startswith(d) for d in done):
@@ -151,18 +157,62 @@ def record(model: nn.Module) -> None:
         register()
         m.config.quantization_config = PyquantConfig()
         m.config.quantization_config.record(m)
-        # a quantized LM head is no longer tied to the embedding (from_pretrained would tie it)
-        head = m.get_output_embeddings() if hasattr(m, "get_output_embeddings") else None
-        if head is not None and any(head is m.get_submodule(fqn) for fqn in layers):
-            for config in {id(c): c for c in (m.config, m.config.get_text_config())}.values():
-                if getattr(config, "tie_word_embeddings", False):
-                    config.tie_word_embeddings = False
+        _drop_stale_ties(m)
 
 
-def _in_model(model: nn.Module, configs: dict) -> dict:
+def _record_on_save(pretrained: type) -> None:
+    """PreTrainedModel.save_pretrained records the model's quantized layers first (once)."""
+    save = pretrained.save_pretrained
+    if getattr(save, "_pyquant_records", False):
+        return
+
+    @functools.wraps(save)
+    def save_pretrained(self, *args, **kwargs):
+        record(self)
+        return save(self, *args, **kwargs)
+    save_pretrained._pyquant_records = True
+    pretrained.save_pretrained = save_pretrained
+
+
+def _check_checkpoint_keys(files, model: nn.Module, configs: dict) -> None:
+    """A quantized weight a safetensors checkpoint holds for a module of the model lies in a
+    layer config.json names (one it left out would load float, its weights made up). (Keys
+    transformers renames as it loads, a MoE block's legacy names, name no module: not checked.)"""
+    import safetensors
+    layers = tuple(f + "." for f in configs)
+    for path in files or ():
+        if not str(path).endswith(".safetensors"):
+            continue
+        with safetensors.safe_open(str(path), framework="pt") as f:
+            keys = [k for k in f.keys() if k.rpartition(".")[2] == "packed"]
+        for key in keys:
+            owner = _in_model(model, {key.rpartition(".")[0]: None}, strict=False)
+            if any(not (name + ".").startswith(layers) for name in owner):
+                raise ValueError(f"{path}: holds the quantized weight {key!r}, but config.json's "
+                                 "quantization_config (pyquant) names no layer it belongs to")
+
+
+def _drop_stale_ties(model: nn.Module) -> None:
+    """Takes the weights a quantized layer no longer has (a quantized LM head's) out of
+    transformers' tied-weight maps, which would tie them at load (the config stays as it is:
+    T5 reads tie_word_embeddings for its decoder's scaling, BART ties its encoder's and
+    decoder's tables to the shared one)."""
+    for m in model.modules():
+        tied = getattr(m, "all_tied_weights_keys", None)
+        if not isinstance(tied, dict) or not tied:
+            continue
+        names = {n for n, _ in m.named_parameters(remove_duplicate=False)}
+        names |= {n for n, _ in m.named_buffers(remove_duplicate=False)}
+        for target, source in list(tied.items()):
+            if target not in names or source not in names:
+                del tied[target]
+
+
+def _in_model(model: nn.Module, configs: dict, strict: bool = True) -> dict:
     """configs ({layer: ...} as saved) named as in model: a checkpoint of a model with a head
     loads into its base model (AutoModel: "model.layers.0..." is "layers.0...", the head's
-    layers are left out, as transformers leaves out their weights) and the other way round."""
+    layers are left out, as transformers leaves out their weights) and the other way round.
+    strict=False: names the model does not have are left out too."""
     names = dict(model.named_modules())
     prefix = getattr(model, "base_model_prefix", "") or ""
     is_base = bool(prefix) and not hasattr(model, prefix)  # (the body, no head around it)
@@ -175,7 +225,7 @@ def _in_model(model: nn.Module, configs: dict) -> dict:
                 found[name] = entry
                 break
         else:
-            if not (is_base and not inside):
+            if strict and not (is_base and not inside):
                 raise ValueError(f"config.json: quantization_config (pyquant) names layer "
                                  f"{fqn!r}, which {type(model).__name__} does not have")
     return found
@@ -190,6 +240,9 @@ def _placeholders(model: nn.Module, configs: dict) -> dict:
             found[fqn] = (dict(m._parameters), dict(m._buffers), m.__dict__.get("_awaiting_load"))
             if isinstance(m, AwaitsLoad):
                 m._awaiting_load = False
+            # (loaded and checked here: transformers' initialisation would write their weights,
+            # or look for those a converted block no longer has, a MoE experts block's)
+            m._is_hf_initialized = True
     return found
 
 
