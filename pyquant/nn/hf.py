@@ -103,9 +103,9 @@ class PyquantHfQuantizer(HfQuantizer):
             raise ValueError(f"config.json: quantization_config (pyquant) names {left[0]!r} a "
                              "BatchNorm folded into a quantized conv, which it is not in "
                              f"{type(model).__name__}")
+        # (converting runs record: the converted layers' weights leave the tie maps)
         convert_as_saved(model, {fqn: cfg for fqn, (cfg, _) in configs.items()})
         set_weight_dtypes(model, {fqn: dtype for fqn, (_, dtype) in configs.items()})
-        _drop_stale_ties(model)
         # the converted layers' own tensors: put back and loaded properly after transformers has
         # assigned the checkpoint's in their place
         self._placeholders = _placeholders(model, configs)
