@@ -63,6 +63,11 @@ def _mixtral():  # (experts blocks: QuantExperts)
         num_experts_per_tok=2)).eval()
 
 
+def _bert_mlm():  # (its MLM decoder's bias is tied to another parameter)
+    torch.manual_seed(0)
+    return T.BertForMaskedLM(T.BertConfig(**SMALL)).eval()
+
+
 IDS = torch.randint(3, 256, (2, 7), generator=torch.Generator().manual_seed(1))
 CONFIGS = [pyquant.Int8Config(), pyquant.WeightOnlyConfig(4, 32), pyquant.LUT2Config(),
            pyquant.SparqConfig()]
@@ -75,8 +80,9 @@ def _logits(model):
         return model(IDS).logits
 
 
-@pytest.mark.parametrize("build", [_llama, lambda: _llama(tied=True), _gpt2, _bart, _t5],
-                         ids=["llama", "llama-tied", "gpt2", "bart", "t5"])
+@pytest.mark.parametrize("build", [_llama, lambda: _llama(tied=True), _gpt2, _bart, _t5,
+                                   _bert_mlm],
+                         ids=["llama", "llama-tied", "gpt2", "bart", "t5", "bert-mlm"])
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: type(c).__name__)
 def test_save_pretrained_loads_back_quantized_with_the_same_bits(tmp_path, build, config):
     model = build()
@@ -183,6 +189,20 @@ def test_a_damaged_fold_list_is_a_clear_error(tmp_path, edit, match):
     _edit_config(tmp_path, edit)
     with pytest.raises(ValueError, match=match):
         T.ResNetForImageClassification.from_pretrained(tmp_path)
+
+
+def test_a_checkpoint_loads_under_another_head(tmp_path):
+    # (as transformers loads float checkpoints: the body's layers quantized as saved, the new
+    # head float and initialised, the old head's weights left out)
+    model = _llama()
+    pyquant.quantize_(model, pyquant.Int8Config())
+    model.save_pretrained(tmp_path)
+    other = T.LlamaForSequenceClassification.from_pretrained(tmp_path, num_labels=3)
+    assert isinstance(other.model.layers[0].mlp.up_proj, QuantLinear)
+    assert type(other.score) is torch.nn.Linear
+    with torch.no_grad():
+        torch.testing.assert_close(other.model(IDS).last_hidden_state,
+                                   model.model(IDS).last_hidden_state, rtol=0, atol=0)
 
 
 def test_bfloat16_model_and_shards(tmp_path):
@@ -320,6 +340,18 @@ def test_a_quantized_model_still_pickles_whole(tmp_path):
     loaded = torch.load(tmp_path / "m.pt", weights_only=False)
     assert loaded.config.quantization_config.to_dict() == model.config.quantization_config.to_dict()
     torch.testing.assert_close(_logits(loaded), _logits(model), rtol=0, atol=0)
+
+
+def test_pyquant_config_as_a_fresh_script_writes_it(tmp_path):
+    _llama().save_pretrained(tmp_path)
+    _run_fresh(textwrap.dedent(f"""
+        import pyquant, transformers
+        m = transformers.AutoModelForCausalLM.from_pretrained(
+            {str(tmp_path)!r}, quantization_config=pyquant.nn.hf.PyquantConfig(
+                pyquant.WeightOnlyConfig(4, 32)))
+        assert type(m.model.layers[0].mlp.up_proj).__name__ == "QuantLinear"
+        print("ok")
+    """), tmp_path)
 
 
 @pytest.mark.parametrize("imports", ["import transformers, pyquant",

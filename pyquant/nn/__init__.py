@@ -31,3 +31,12 @@ __all__ = [
     "use_reference",
     "Int8Config", "WeightOnlyConfig", "LUT2Config", "SparqConfig", "GRUConfig",
 ]
+
+
+def __getattr__(name):
+    # pyquant.nn.hf (transformers' save_pretrained / from_pretrained) imports transformers: only
+    # on use, e.g. pyquant.nn.hf.PyquantConfig(...)
+    if name == "hf":
+        import importlib
+        return importlib.import_module(".hf", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -201,8 +201,9 @@ def _drop_stale_ties(model: nn.Module) -> None:
         tied = getattr(m, "all_tied_weights_keys", None)
         if not isinstance(tied, dict) or not tied:
             continue
+        # (parameters only: transformers ties parameters, and a converted layer's bias is a
+        # buffer, BERT's MLM decoder's)
         names = {n for n, _ in m.named_parameters(remove_duplicate=False)}
-        names |= {n for n, _ in m.named_buffers(remove_duplicate=False)}
         for target, source in list(tied.items()):
             if target not in names or source not in names:
                 del tied[target]
@@ -211,11 +212,12 @@ def _drop_stale_ties(model: nn.Module) -> None:
 def _in_model(model: nn.Module, configs: dict, strict: bool = True) -> dict:
     """configs ({layer: ...} as saved) named as in model: a checkpoint of a model with a head
     loads into its base model (AutoModel: "model.layers.0..." is "layers.0...", the head's
-    layers are left out, as transformers leaves out their weights) and the other way round.
+    layers are left out, as transformers leaves out their weights), the other way round, and
+    into a sibling head class (ForSequenceClassification from a ForCausalLM checkpoint: its
+    head's layers are left out; the new head is float, initialised by transformers).
     strict=False: names the model does not have are left out too."""
     names = dict(model.named_modules())
     prefix = getattr(model, "base_model_prefix", "") or ""
-    is_base = bool(prefix) and not hasattr(model, prefix)  # (the body, no head around it)
     found = {}
     for fqn, entry in configs.items():
         inside = fqn.startswith(prefix + ".") if prefix else False
@@ -225,7 +227,7 @@ def _in_model(model: nn.Module, configs: dict, strict: bool = True) -> dict:
                 found[name] = entry
                 break
         else:
-            if strict and not (is_base and not inside):
+            if strict and (inside or not prefix):  # (the body's layers must all be there)
                 raise ValueError(f"config.json: quantization_config (pyquant) names layer "
                                  f"{fqn!r}, which {type(model).__name__} does not have")
     return found
