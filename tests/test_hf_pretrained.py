@@ -110,6 +110,20 @@ def test_a_moe_model(tmp_path):
     torch.testing.assert_close(_logits(loaded), _logits(model), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("build, config, layer", [
+    (_mixtral, pyquant.WeightOnlyConfig(4, 32), "model.layers.0.mlp.experts"),  # (legacy keys)
+    (_llama, pyquant.Int8Config(), "model.embed_tokens"),
+], ids=["experts", "table"])
+def test_a_config_json_that_leaves_out_a_layer_is_refused(tmp_path, build, config, layer):
+    model = build()
+    pyquant.quantize_(model, config, filter_fn=lambda m, fqn: pyquant.nn.every_layer_filter(
+        m, fqn) or pyquant.nn.embedding_filter(m, fqn))
+    model.save_pretrained(tmp_path)
+    _edit_config(tmp_path, lambda q: q["layers"].pop(layer))
+    with pytest.raises(ValueError, match=f"holds no {layer}"):
+        type(model).from_pretrained(tmp_path)
+
+
 @pytest.mark.parametrize("part", ["model.model.layers", "model.model.layers[0]", "model.model"])
 def test_a_model_quantized_in_parts(tmp_path, part):
     model = _llama()
@@ -180,7 +194,8 @@ def test_a_cnn_with_batchnorms_folded_into_its_convs(tmp_path, config):
     (lambda q: q.update(folded=["resnet.embedder.embedder.normalization"]),  # (a float conv's)
      "'resnet.embedder.embedder.normalization' a BatchNorm folded"),
     (lambda q: q.update(folded="resnet"), "quantization_config.folded: expected a list"),
-], ids=["not-a-batchnorm", "conv-not-quantized", "not-a-list"])
+    (lambda q: q["folded"].pop(), "holds no resnet.encoder.*normalization.weight"),
+], ids=["not-a-batchnorm", "conv-not-quantized", "not-a-list", "left-out"])
 def test_a_damaged_fold_list_is_a_clear_error(tmp_path, edit, match):
     model = _resnet()
     with pytest.warns(UserWarning, match="few products"):

@@ -117,6 +117,7 @@ class PyquantHfQuantizer(HfQuantizer):
         else:
             _load_checked(model, self._placeholders)
             del self._placeholders
+            _check_body_loaded(model)
         self.quantization_config.record(model)  # (as named in this model)
         return model
 
@@ -231,6 +232,23 @@ def _in_model(model: nn.Module, configs: dict, strict: bool = True) -> dict:
                 raise ValueError(f"config.json: quantization_config (pyquant) names layer "
                                  f"{fqn!r}, which {type(model).__name__} does not have")
     return found
+
+
+def _check_body_loaded(model: nn.Module) -> None:
+    """Every parameter of the model's body came from the checkpoint (transformers flags those
+    it read, and made up the others): a pre-quantized checkpoint is this model's own, so one it
+    lacks means config.json does not describe it (a quantized layer, table or folded BatchNorm
+    left out of its quantization_config loads float with made-up weights). A head outside the
+    body (loaded under a sibling head class) is transformers' to initialise."""
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    body = prefix + "." if prefix and hasattr(model, prefix) else ""
+    made_up = [n for n, p in model.named_parameters()
+               if n.startswith(body) and not getattr(p, "_is_hf_initialized", False)]
+    if made_up:
+        raise ValueError(f"from_pretrained: the checkpoint holds no {', '.join(made_up[:4])}"
+                         f"{', ...' if len(made_up) > 4 else ''}: config.json's "
+                         "quantization_config (pyquant) does not describe its weights (a layer "
+                         "it leaves out would load float, with made-up weights)")
 
 
 def _placeholders(model: nn.Module, configs: dict) -> dict:
