@@ -231,6 +231,21 @@ def test_bfloat16_model_and_shards(tmp_path):
     torch.testing.assert_close(_logits(loaded), _logits(model), rtol=0, atol=0)
 
 
+def test_weights_report_the_dtype_from_pretrained_loads_in(tmp_path):
+    # (as the float layers would: T5 keeps its "wo" layers in float32 under float16, and casts
+    # their input to their weight's dtype)
+    model = _t5()
+    pyquant.quantize_(model, pyquant.Int8Config())
+    model.save_pretrained(tmp_path)
+    half = T.T5ForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.float16)
+    ffn = half.encoder.block[0].layer[1].DenseReluDense
+    assert ffn.wi.weight.dtype == torch.float16 and ffn.wo.weight.dtype == torch.float32
+    model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    full = T.T5ForConditionalGeneration.from_pretrained(tmp_path / "bf16", dtype=torch.float32)
+    assert full.encoder.block[0].layer[1].DenseReluDense.wo.weight.dtype == torch.float32
+    torch.testing.assert_close(_logits(full), _logits(model.to(torch.float32)), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("config", CONFIGS[:2], ids=lambda c: type(c).__name__)
 def test_a_float_checkpoint_quantizes_as_it_loads(tmp_path, config):
     model = _llama()

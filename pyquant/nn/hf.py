@@ -20,7 +20,9 @@ transformers' quantizers are imported (pyquant/__init__.py).
 from __future__ import annotations
 
 import functools
+import re
 
+import torch
 from torch import nn
 from transformers.quantizers.base import HfQuantizer
 from transformers.utils.quantization_config import QuantizationConfigMixin
@@ -88,6 +90,10 @@ class PyquantHfQuantizer(HfQuantizer):
         if not self.pre_quantized:
             q.pyquant_config()  # (a clear error before the weights load)
 
+    def update_dtype(self, dtype):
+        self._dtype = dtype  # (the dtype from_pretrained loads the float layers in)
+        return dtype
+
     def _process_model_before_weight_loading(self, model, **kwargs):
         if not self.pre_quantized:
             return
@@ -105,7 +111,7 @@ class PyquantHfQuantizer(HfQuantizer):
                              f"{type(model).__name__}")
         # (converting runs record: the converted layers' weights leave the tie maps)
         convert_as_saved(model, {fqn: cfg for fqn, (cfg, _) in configs.items()})
-        set_weight_dtypes(model, {fqn: dtype for fqn, (_, dtype) in configs.items()})
+        set_weight_dtypes(model, _weight_dtypes(model, configs, getattr(self, "_dtype", None)))
         # the converted layers' own tensors: put back and loaded properly after transformers has
         # assigned the checkpoint's in their place
         self._placeholders = _placeholders(model, configs)
@@ -232,6 +238,17 @@ def _in_model(model: nn.Module, configs: dict, strict: bool = True) -> dict:
                 raise ValueError(f"config.json: quantization_config (pyquant) names layer "
                                  f"{fqn!r}, which {type(model).__name__} does not have")
     return found
+
+
+def _weight_dtypes(model: nn.Module, configs: dict, dtype) -> dict:
+    """The dtype each converted layer's weight reports: the one from_pretrained loads the float
+    layers in (transformers' plan: its keep-in-float32 modules), as a float layer would have;
+    without one, the saved layer's."""
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        return {fqn: saved for fqn, (_, saved) in configs.items()}
+    plan = model._get_dtype_plan(dtype) if hasattr(model, "_get_dtype_plan") else {}
+    return {fqn: next((d for key, d in plan.items() if re.search(key, fqn)), dtype)
+            for fqn in configs}
 
 
 def _check_body_loaded(model: nn.Module) -> None:
