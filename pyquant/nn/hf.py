@@ -29,6 +29,7 @@ from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from .checkpoint import (_CONFIGS, _config_fields, convert_as_saved, layer_entries,
                          parse_layer_entries, quantized_layers, set_weight_dtypes)
+from .experts import is_experts
 from .fold_bn import FoldedIntoConv, fold_batchnorm_
 from .modules import AwaitsLoad, _want_hugepages
 
@@ -99,15 +100,15 @@ class PyquantHfQuantizer(HfQuantizer):
             return
         q = self.quantization_config
         configs = _in_model(model, q.layer_configs())
-        _check_checkpoint_keys(kwargs.get("checkpoint_files"), model, configs)
+        self._file_modules = _file_modules(kwargs.get("checkpoint_files"), model)
         folded = set(_in_model(model, dict.fromkeys(q.folded_batchnorms())))
         # (first, as quantize_ did: a BatchNorm folded into its conv, both as the file has them)
         fold_batchnorm_(model, lambda m, fqn: True, "all", "from_pretrained",
-                        pair_filter=lambda conv, bn: bn in folded and conv in configs)
+                        pair_filter=lambda conv, bn: bn in folded)
         left = [n for n in folded if not isinstance(model.get_submodule(n), FoldedIntoConv)]
         if left:
             raise ValueError(f"config.json: quantization_config (pyquant) names {left[0]!r} a "
-                             "BatchNorm folded into a quantized conv, which it is not in "
+                             "BatchNorm folded into the conv before it, which it is not in "
                              f"{type(model).__name__}")
         # (converting runs record: the converted layers' weights leave the tie maps)
         convert_as_saved(model, {fqn: cfg for fqn, (cfg, _) in configs.items()})
@@ -123,7 +124,7 @@ class PyquantHfQuantizer(HfQuantizer):
         else:
             _load_checked(model, self._placeholders)
             del self._placeholders
-            _check_body_loaded(model)
+            _check_made_up(model, self._file_modules)
         self.quantization_config.record(model)  # (as named in this model)
         return model
 
@@ -181,22 +182,22 @@ def _record_on_save(pretrained: type) -> None:
     pretrained.save_pretrained = save_pretrained
 
 
-def _check_checkpoint_keys(files, model: nn.Module, configs: dict) -> None:
-    """A quantized weight a safetensors checkpoint holds for a module of the model lies in a
-    layer config.json names (one it left out would load float, its weights made up). (Keys
-    transformers renames as it loads, a MoE block's legacy names, name no module: not checked.)"""
-    import safetensors
-    layers = tuple(f + "." for f in configs)
-    for path in files or ():
-        if not str(path).endswith(".safetensors"):
-            continue
-        with safetensors.safe_open(str(path), framework="pt") as f:
-            keys = [k for k in f.keys() if k.rpartition(".")[2] == "packed"]
-        for key in keys:
-            owner = _in_model(model, {key.rpartition(".")[0]: None}, strict=False)
-            if any(not (name + ".").startswith(layers) for name in owner):
-                raise ValueError(f"{path}: holds the quantized weight {key!r}, but config.json's "
-                                 "quantization_config (pyquant) names no layer it belongs to")
+def _file_modules(files, model: nn.Module):
+    """The model's names of the modules a checkpoint holds tensors of (None: not known)."""
+    paths = [str(p) for p in files or ()]
+    if not paths:
+        return None
+    to_model = _namer(model)
+    found = set()
+    for path in paths:
+        if path.endswith(".safetensors"):
+            import safetensors
+            with safetensors.safe_open(path, framework="pt") as f:
+                keys = list(f.keys())
+        else:  # (a torch.save file: mapped, not read)
+            keys = list(torch.load(path, map_location="cpu", mmap=True, weights_only=True))
+        found |= {name for k in keys if (name := to_model(k.rpartition(".")[0])) is not None}
+    return found
 
 
 def _drop_stale_ties(model: nn.Module) -> None:
@@ -216,28 +217,28 @@ def _drop_stale_ties(model: nn.Module) -> None:
                 del tied[target]
 
 
-def _in_model(model: nn.Module, configs: dict, strict: bool = True) -> dict:
+def _in_model(model: nn.Module, configs: dict) -> dict:
     """configs ({layer: ...} as saved) named as in model: a checkpoint of a model with a head
-    loads into its base model (AutoModel: "model.layers.0..." is "layers.0...", the head's
-    layers are left out, as transformers leaves out their weights), the other way round, and
-    into a sibling head class (ForSequenceClassification from a ForCausalLM checkpoint: its
-    head's layers are left out; the new head is float, initialised by transformers).
-    strict=False: names the model does not have are left out too."""
-    names = dict(model.named_modules())
+    loads into its base model (AutoModel: "model.layers.0..." is "layers.0..."), the other way
+    round, and into a sibling head class (ForSequenceClassification from a ForCausalLM one);
+    layers the model does not have are left out, as transformers leaves out their weights (a
+    new head is float, initialised by transformers)."""
+    to_model = _namer(model)
+    return {name: entry for fqn, entry in configs.items() if (name := to_model(fqn)) is not None}
+
+
+def _namer(model: nn.Module):
+    """A function from a module name as saved to the model's name for it (None: not in it)."""
+    names = {n for n, _ in model.named_modules()}
     prefix = getattr(model, "base_model_prefix", "") or ""
-    found = {}
-    for fqn, entry in configs.items():
-        inside = fqn.startswith(prefix + ".") if prefix else False
+
+    def to_model(fqn: str):
         for name in (fqn, f"{prefix}.{fqn}" if prefix else None,
-                     fqn[len(prefix) + 1:] if inside else None):
+                     fqn[len(prefix) + 1:] if prefix and fqn.startswith(prefix + ".") else None):
             if name is not None and name in names:
-                found[name] = entry
-                break
-        else:
-            if strict and (inside or not prefix):  # (the body's layers must all be there)
-                raise ValueError(f"config.json: quantization_config (pyquant) names layer "
-                                 f"{fqn!r}, which {type(model).__name__} does not have")
-    return found
+                return name
+        return None
+    return to_model
 
 
 def _weight_dtypes(model: nn.Module, configs: dict, dtype) -> dict:
@@ -251,16 +252,21 @@ def _weight_dtypes(model: nn.Module, configs: dict, dtype) -> dict:
             for fqn in configs}
 
 
-def _check_body_loaded(model: nn.Module) -> None:
-    """Every parameter of the model's body came from the checkpoint (transformers flags those
-    it read, and made up the others): a pre-quantized checkpoint is this model's own, so one it
-    lacks means config.json does not describe it (a quantized layer, table or folded BatchNorm
-    left out of its quantization_config loads float with made-up weights). A head outside the
-    body (loaded under a sibling head class) is transformers' to initialise."""
-    prefix = getattr(model, "base_model_prefix", "") or ""
-    body = prefix + "." if prefix and hasattr(model, prefix) else ""
-    made_up = [n for n, p in model.named_parameters()
-               if n.startswith(body) and not getattr(p, "_is_hf_initialized", False)]
+def _check_made_up(model: nn.Module, file_modules) -> None:
+    """No weight of the model was made up by transformers (it flags each tensor it read) where
+    the checkpoint says it should not be: a module the file holds in another form (a quantized
+    layer or table config.json leaves out), a BatchNorm (one it leaves out of the folds), an
+    experts block (saved under legacy names). Others are transformers' to initialise, as for
+    float checkpoints: a new head, weights a model never saves (Marian's positions)."""
+    blocks = {n for n, m in model.named_modules()
+              if isinstance(m, nn.modules.batchnorm._BatchNorm) or is_experts(m)}
+    made_up = []
+    for name, p in model.named_parameters():
+        owner = name.rpartition(".")[0]
+        if getattr(p, "_is_hf_initialized", False) or p.is_meta:  # (meta: offloaded)
+            continue
+        if owner in blocks or (file_modules is not None and owner in file_modules):
+            made_up.append(name)
     if made_up:
         raise ValueError(f"from_pretrained: the checkpoint holds no {', '.join(made_up[:4])}"
                          f"{', ...' if len(made_up) > 4 else ''}: config.json's "
