@@ -305,8 +305,9 @@ def _load_checked(model: nn.Module, placeholders: dict) -> None:
                 # for a missing key, not)
                 if t is not None and t is not before.get(name):
                     if getattr(t, "_is_hf_initialized", False):
-                        t = t.detach()  # (the layer's own copy, not a view of a mapped file;
-                        # large buffers are copied into huge pages as they load)
+                        # (the layer's own copy, not a view of a mapped file; large buffers are
+                        # copied into huge pages as they load)
+                        t = t.detach()
                         state[key] = t if _want_hugepages(t) else t.clone()
                     else:
                         left.append(key)
