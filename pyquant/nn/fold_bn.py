@@ -4,9 +4,10 @@ weights and bias (``torch.nn.utils.fusion``, in place: the conv stays the same m
 a filter_fn that picks modules still matches it) and the BN module an ``nn.Identity``
 (``FoldedIntoConv``, which names it). The quantized conv's epilogue then applies it for free
 (its per-channel scale and bias), where a float BatchNorm is a pass of its own over the
-activations (docs/notes/nn.md has the measured gain). With per-output-channel float scales (Int8, LUT2, SPARQ) the codes are the unfolded
-conv's but for float-rounding ties; WeightOnly's bfloat16 group scales round differently once
-folded (the values move by the scale's rounding, a few codes at ties: as accurate against fp32).
+activations (docs/notes/nn.md has the measured gain). With per-output-channel float scales (Int8,
+LUT2, SPARQ) the codes are the unfolded conv's but for float-rounding ties; WeightOnly's bfloat16
+group scales round differently once folded (the values move by the scale's rounding, a few codes
+at ties: as accurate against fp32).
 
 A pair is found in the model's torch.fx graph (the conv's only user is the BN; each module is
 called once and not otherwise used); in a model that does not trace whole, in the graphs of its

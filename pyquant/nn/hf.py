@@ -69,9 +69,10 @@ class PyquantConfig(QuantizationConfigMixin):
                              f"BatchNorm names, got {folded!r}")
         return folded
 
-    def record(self, model: nn.Module) -> None:
-        """Names model's quantized layers and folded BatchNorms (as save_pretrained writes them)."""
-        self.layers = layer_entries(model)
+    def record(self, model: nn.Module, layers: dict | None = None) -> None:
+        """Names model's quantized layers (quantized_layers(model) unless given) and folded
+        BatchNorms (as save_pretrained writes them)."""
+        self.layers = layer_entries(model, layers)
         self.folded = [fqn for fqn, m in model.named_modules()
                        if isinstance(m, FoldedIntoConv)] or None
 
@@ -164,7 +165,7 @@ def record(model: nn.Module) -> None:
             continue
         register()
         m.config.quantization_config = PyquantConfig()
-        m.config.quantization_config.record(m)
+        m.config.quantization_config.record(m, layers)
         _drop_stale_ties(m)
 
 
