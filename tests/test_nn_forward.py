@@ -483,6 +483,24 @@ def test_decode_row_over_many_groups_bit_identical(rng, config):
     _assert_paths_and_threads_agree(module(w, bias, config), xs)
 
 
+@pytest.mark.parametrize("bits,gs", [(4, 32), (4, 64), (4, 128), (2, 32), (2, 128)])
+@pytest.mark.parametrize("m", [1, 2, 3, 8])
+def test_weight_only_accumulator_bounds(bits, gs, m):
+    """Every activation at 255 and whole columns at the top code: the AVX2 kernels' 16-bit lanes
+    (a chunk of 8 k-groups for W4, 32 for W2, in the decode GEMV and the 2- and 3-row tiles) at
+    their bound. Columns of +qmax, -qmax and alternating codes (group scales 1) give k qmax,
+    -k qmax and 0."""
+    k, n, qmax = 4100, 66, (1 << (bits - 1)) - 1
+    w = np.full((n, k), qmax, f32)
+    w[1::3] = -qmax
+    w[2::3, 1::2] = -qmax
+    x = np.ones((m, k), f32)  # dynamic rows: zero point 0, every code 255
+    mod = module(w, None, pyquant.WeightOnlyConfig(bits, gs))
+    _assert_paths_and_threads_agree(mod, [x])
+    expected = np.tile(np.array([k * qmax, -k * qmax, 0], np.float64), n // 3)
+    np.testing.assert_allclose(_run(mod, x, None).numpy(), np.tile(expected, (m, 1)), rtol=1e-6)
+
+
 @pytest.mark.parametrize("config", [pyquant.Int8Config(), pyquant.WeightOnlyConfig(4, 64)],
                          ids=lambda c: type(c).__name__)
 def test_row_chunks_for_a_spilled_output_bit_identical(rng, config):

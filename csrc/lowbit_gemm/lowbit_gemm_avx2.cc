@@ -58,11 +58,12 @@ PQ_INLINE void prefetch_group(const uint8_t* bg) {
 // kL2: also to L2 12 KiB ahead (the grouped GEMV's one stream: on an SPR-class Xeon's AVX2-only
 // tier, 4096 -> 14336 from DRAM at 2 threads, W4 g32 1.15-1.27x faster, 41st session; the
 // ungrouped GEMV's two streams do without).
+// init: the lanes' starting value (the grouped GEMV's biased chunks: kChunkBias below).
 template <int BITS, bool SIGNED, bool kL2 = false>
 PQ_INLINE void chunk_sums(const uint8_t* a, const uint8_t* b, size_t c0, size_t c1, __m256i mask,
-                          __m256i* s16) {
+                          __m256i* s16, __m256i init = _mm256_setzero_si256()) {
   constexpr size_t kGroupBytes = 32 * BITS;
-  for (int i = 0; i < 8; ++i) s16[i] = _mm256_setzero_si256();
+  for (int i = 0; i < 8; ++i) s16[i] = init;
   for (size_t g = c0; g < c1; ++g) {
     const uint8_t* bg = b + g * kGroupBytes;
     prefetch_group<kL2, BITS>(bg);
@@ -197,20 +198,41 @@ namespace {
 
 
 // Unsigned activations: every vpmaddubsw pair sum is in [0, 2*255*(2^BITS - 1)], so kChunk
-// k-groups of them add up exactly in uint16 lanes (W4: 8 x 7650 = 61200, W2: 32 x 1530 < 2^16),
-// widened once per chunk (low + high halves of each 32-bit lane) instead of one vpmaddwd + add
-// per k-group. A group that fits one chunk (W4 g <= 32, W2 g <= 128) goes from the uint16 sums
-// straight to the fold. The float accumulators live in `out` (L1): 8 ymm for the sums, 4 for
-// the codes, the rest for constants, so nothing spills in the streaming loop.
+// k-groups of them add up exactly in 16-bit lanes (W4: 8 x 7650 = 61200, W2: 32 x 1530 = 48960),
+// widened once per chunk instead of one vpmaddwd + add per k-group. The tiles (M > 1) widen
+// them as uint16 (low + high halves of each 32-bit lane: and, shift, add, off the multiply
+// pipes their vpmaddubsw fill). The GEMV starts each lane at -32768 (kChunkBias), so it ends in
+// [-32768, 28432], a signed int16, and one vpmaddwd by ones widens a column's two lanes to its
+// sum - 65536; the group's correction takes the 65536 per chunk back (biased_corr). On Zen 3
+// (L2-resident panel) that made W4 g32's decode GEMV 6% and W2 g32's 11% faster; in the 2-row
+// tile the same change was 5-8% slower. A group that fits one chunk (W4 g <= 32, W2 g <= 128)
+// goes from the lanes straight to the fold. The GEMV's float accumulators live in `out` (L1):
+// 8 ymm for the sums, 4 for the codes, the rest for constants, so nothing spills in the
+// streaming loop.
 PQ_INLINE __m256i widen_u16_pairs(__m256i s16) {
   return _mm256_add_epi32(_mm256_and_si256(s16, _mm256_set1_epi32(0xffff)),
                           _mm256_srli_epi32(s16, 16));
 }
 
-// A chunk's uint16 sums widened into a group's int32 partial sums at dst (first: the group's
-// first chunk writes them).
+constexpr int16_t kChunkBias = -32768;
+PQ_INLINE __m256i chunk_bias() {
+  __m256i v = _mm256_set1_epi16(kChunkBias);
+  asm("" : "+x"(v));  // loaded at each use: a register held for it spilled the 2-row tile's sums
+  return v;
+}
+PQ_INLINE __m256i widen_chunk(__m256i s16) { return _mm256_madd_epi16(s16, _mm256_set1_epi16(1)); }
+
+// The group's offset correction (wrapping uint32) plus the 2 * kChunkBias of each of its chunks.
+PQ_INLINE __m256i biased_corr(uint32_t corr, size_t group_kgroups, size_t chunk) {
+  const uint32_t chunks = static_cast<uint32_t>(div_round_up(group_kgroups, chunk));
+  return _mm256_set1_epi32(static_cast<int>(corr - 65536u * chunks));
+}
+
+// A chunk's lanes widened into a group's int32 partial sums at dst (first: the group's first
+// chunk writes them); kBiased: the GEMV's lanes (from kChunkBias), else the tiles' (from 0).
+template <bool kBiased>
 PQ_INLINE void add_chunk_sums(__m256i s16, int32_t* dst, bool first) {
-  __m256i v = widen_u16_pairs(s16);
+  __m256i v = kBiased ? widen_chunk(s16) : widen_u16_pairs(s16);
   __m256i* d = reinterpret_cast<__m256i*>(dst);
   if (!first) v = _mm256_add_epi32(v, _mm256_load_si256(d));
   _mm256_store_si256(d, v);
@@ -230,7 +252,6 @@ void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size
   const size_t n_groups = div_round_up(kgroups, group_kgroups);
   for (size_t gi = 0, g0 = 0; g0 < kgroups; ++gi, g0 += group_kgroups) {
     const size_t g1 = g0 + group_kgroups < kgroups ? g0 + group_kgroups : kgroups;
-    const __m256i cr = _mm256_set1_epi32(static_cast<int>(corr[gi]));
     const uint16_t* sg = sc + gi * 64;
     prefetch_panel_scales(sc, gi, n_groups);
     __m256i acc[8];  // [h * 4 + q]: columns 16q + 8h .. +7
@@ -246,21 +267,24 @@ void gemv_grouped_panel(const uint8_t* a, const uint8_t* b, size_t kgroups, size
           }
       }
     } else if (g1 - g0 <= kChunk) {  // one chunk: widen straight into the fold
-      chunk_sums<BITS, false, kL2>(a, b, g0, g1, mask, acc);
+      chunk_sums<BITS, false, kL2>(a, b, g0, g1, mask, acc, chunk_bias());
+      const __m256i cr = biased_corr(corr[gi], g1 - g0, kChunk);
       for (size_t h = 0; h < 2; ++h)
         for (size_t q = 0; q < 4; ++q)
-          fold_group8(out + q * 16 + h * 8, panel_scales8(sg, q, h),
-                      widen_u16_pairs(acc[h * 4 + q]), cr, gi == 0);
+          fold_group8(out + q * 16 + h * 8, panel_scales8(sg, q, h), widen_chunk(acc[h * 4 + q]),
+                      cr, gi == 0);
       continue;
     } else {
       alignas(32) int32_t part[8][8];  // the group's int32 sums so far (L1)
       for (size_t c0 = g0; c0 < g1; c0 += kChunk) {
         const size_t c1 = c0 + kChunk < g1 ? c0 + kChunk : g1;
-        chunk_sums<BITS, false, kL2>(a, b, c0, c1, mask, acc);
-        for (int i = 0; i < 8; ++i) add_chunk_sums(acc[i], part[i], c0 == g0);
+        chunk_sums<BITS, false, kL2>(a, b, c0, c1, mask, acc, chunk_bias());
+        for (int i = 0; i < 8; ++i) add_chunk_sums<true>(acc[i], part[i], c0 == g0);
       }
       for (int i = 0; i < 8; ++i) acc[i] = _mm256_load_si256(reinterpret_cast<__m256i*>(part[i]));
     }
+    const __m256i cr = SIGNED ? _mm256_set1_epi32(static_cast<int>(corr[gi]))
+                              : biased_corr(corr[gi], g1 - g0, kChunk);
     for (size_t h = 0; h < 2; ++h)
       for (size_t q = 0; q < 4; ++q)
         fold_group8(out + q * 16 + h * 8, panel_scales8(sg, q, h), acc[h * 4 + q], cr, gi == 0);
@@ -315,7 +339,7 @@ void grouped_rows(const uint8_t* a, size_t lda, const uint8_t* b, size_t kgroups
         #pragma GCC unroll 4
         for (size_t r = 0; r < MR; ++r)
           #pragma GCC unroll 4
-          for (size_t q = 0; q < 4; ++q) add_chunk_sums(s16[r][q], part[r][q], c0 == g0);
+          for (size_t q = 0; q < 4; ++q) add_chunk_sums<false>(s16[r][q], part[r][q], c0 == g0);
       }
       __m256 sq[4];  // the group's scales for this half, widened once for all rows
       #pragma GCC unroll 4
@@ -363,7 +387,7 @@ PQ_INLINE void chunk_rows(const uint8_t* a, size_t lda, const uint8_t (*codes)[2
 #pragma GCC unroll 4
   for (size_t r = 0; r < R; ++r)
 #pragma GCC unroll 4
-    for (size_t q = 0; q < 4; ++q) add_chunk_sums(s16[r][q], part[r][h][q], first);
+    for (size_t q = 0; q < 4; ++q) add_chunk_sums<false>(s16[r][q], part[r][h][q], first);
 }
 
 template <int BITS>
