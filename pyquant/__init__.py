@@ -34,8 +34,8 @@ def cpu_info() -> dict:
     }
 
 
-_NN_NAMES = ("quantize_", "load_quantized_", "save_quantized", "calibrate", "Int8Config",
-             "WeightOnlyConfig", "LUT2Config", "SparqConfig")
+_NN_NAMES = ("quantize_", "dequantize_", "load_quantized_", "save_quantized", "calibrate",
+             "Int8Config", "WeightOnlyConfig", "LUT2Config", "SparqConfig")
 
 
 def __getattr__(name):

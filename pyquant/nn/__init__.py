@@ -8,6 +8,7 @@ from ._backend import use_reference
 from .api import (calibrate, calibration, default_filter, every_layer_filter, quantize_,
                   register_quantize_module_handler, reset_calibration)
 from .gptq import gptq_
+from .dequantize import dequantize_  # back to float modules (transformers' model.dequantize())
 from .checkpoint import load_quantized_, save_quantized  # no float weights at load
 from .configs import GRUConfig, Int8Config, LUT2Config, SparqConfig, WeightOnlyConfig
 from .gru import QuantGRU  # integer-only GRU with a bit width per operator (GRUConfig)
@@ -24,7 +25,8 @@ __all__ = [
     "QuantLinear", "QuantConv2d", "QuantConv1d", "QuantGroupedConv2d", "QuantGroupedConv1d",
     "QuantConvTranspose2d", "QuantConvTranspose1d",
     "QuantGRU", "QuantExperts",
-    "QuantMultiheadAttention", "QuantRNN", "QuantizedWeight", "quantize_", "gptq_", "calibrate",
+    "QuantMultiheadAttention", "QuantRNN", "QuantizedWeight", "quantize_", "dequantize_", "gptq_",
+    "calibrate",
     "calibration", "reset_calibration",
     "load_quantized_", "save_quantized", "register_quantize_module_handler", "default_filter",
     "every_layer_filter", "embedding_filter", "QuantEmbedding", "QuantEmbeddingBag",

@@ -129,6 +129,12 @@ class PyquantHfQuantizer(HfQuantizer):
         self.quantization_config.record(model)  # (as named in this model)
         return model
 
+    def _dequantize(self, model, dtype=None):
+        """transformers' ``model.dequantize()``: float modules with the weights the quantized
+        layers multiplied by (pyquant.dequantize_); transformers then drops the config."""
+        from .dequantize import dequantize_
+        return dequantize_(model, dtype=dtype)
+
     def is_serializable(self, *args, **kwargs):
         return True
 
@@ -161,7 +167,9 @@ def record(model: nn.Module) -> None:
             continue
         done.append(fqn + "." if fqn else "")
         layers = quantized_layers(m)
-        if not layers:
+        if not layers:  # (dequantize_d: a config left from before would say otherwise)
+            if isinstance(getattr(m.config, "quantization_config", None), PyquantConfig):
+                del m.config.quantization_config
             continue
         register()
         m.config.quantization_config = PyquantConfig()

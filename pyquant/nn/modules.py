@@ -478,7 +478,9 @@ class QuantLinear(_QuantModule):
         """From transformers' ``Conv1D`` (GPT-2 family): ``y = x @ W + b``, W stored ``[in, out]``."""
         _prepare_weights(conv1d, "conv1d")
         w = conv1d.weight.detach()
-        return cls(w.shape[0], w.shape[1], w.t(), conv1d.bias, config, **quant_kw)
+        m = cls(w.shape[0], w.shape[1], w.t(), conv1d.bias, config, **quant_kw)
+        m._from_conv1d = True  # (dequantize_ gives a Conv1D back)
+        return m
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, config, **quant_kw) -> "QuantLinear":

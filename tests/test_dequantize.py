@@ -1,0 +1,242 @@
+"""dequantize_ (and transformers' model.dequantize()): every quantized layer back to the float
+module it came from, holding the weights the quantized layer multiplied by, with the float
+module's structure and state-dict keys."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import pyquant
+from pyquant.nn import QuantGRU, QuantLinear
+
+CONFIGS = [pyquant.Int8Config(act_bits=8), pyquant.WeightOnlyConfig(4, 32)]
+# (torch's own note when an LSTM with projections runs without oneDNN)
+pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported")
+
+
+def _layers():
+    torch.manual_seed(0)
+    return {
+        "linear": (nn.Linear(40, 24), lambda: torch.randn(3, 40)),
+        "linear-no-bias": (nn.Linear(40, 24, bias=False), lambda: torch.randn(3, 40)),
+        "conv2d": (nn.Conv2d(16, 64, 3, stride=2, padding=1), lambda: torch.randn(2, 16, 9, 9)),
+        "conv1d": (nn.Conv1d(16, 64, 5, dilation=2), lambda: torch.randn(2, 16, 30)),
+        "grouped-conv2d": (nn.Conv2d(128, 128, 3, padding=1, groups=2),
+                           lambda: torch.randn(1, 128, 6, 6)),
+        "grouped-conv1d": (nn.Conv1d(128, 128, 3, groups=2), lambda: torch.randn(1, 128, 12)),
+        "conv-transpose2d": (nn.ConvTranspose2d(64, 16, 4, stride=2, padding=1, output_padding=1),
+                             lambda: torch.randn(1, 64, 5, 5)),
+        "conv-transpose1d": (nn.ConvTranspose1d(64, 16, 4, stride=2), lambda: torch.randn(1, 64, 9)),
+        "embedding": (nn.Embedding(50, 32, padding_idx=3), lambda: torch.tensor([[1, 3, 49]])),
+        "embedding-bag": (nn.EmbeddingBag(50, 32, mode="max"),
+                          lambda: torch.tensor([[1, 2, 49], [0, 7, 7]])),
+    }
+
+
+def _quantized(module, config):
+    tables = isinstance(module, (nn.Embedding, nn.EmbeddingBag))
+    return pyquant.quantize_(nn.Sequential(copy.deepcopy(module)), config, filter_fn=(
+        pyquant.nn.embedding_filter if tables else pyquant.nn.every_layer_filter))[0]
+
+
+def _close(a, b, rel=0.03):
+    scale = b.abs().max()
+    assert (a - b).abs().max() <= rel * scale, ((a - b).abs().max(), scale)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: type(c).__name__)
+@pytest.mark.parametrize("kind", list(_layers()))
+def test_each_layer_back_to_its_float_module(kind, config):
+    module, make_x = _layers()[kind]
+    q = _quantized(module, config)
+    assert type(q) is not type(module)
+    expected = q.dequantize_weight().clone()
+    x = make_x()
+    with torch.no_grad():
+        yq = q(x)
+    f = pyquant.dequantize_(q)
+    assert type(f) is type(module)
+    sd, ref = f.state_dict(), module.state_dict()
+    assert list(sd) == list(ref)
+    assert all(sd[k].shape == ref[k].shape and sd[k].dtype == ref[k].dtype for k in ref)
+    assert torch.equal(f.weight, expected)
+    for attr in ("stride", "padding", "dilation", "groups", "output_padding", "padding_idx",
+                 "mode"):
+        assert getattr(f, attr, None) == getattr(module, attr, None), attr
+    with torch.no_grad():
+        y = f(x)
+    if kind.startswith("embedding"):
+        assert torch.equal(y, yq)  # (a table lookup: the same rows exactly)
+    else:
+        _close(y, yq)  # (only the activations' quantization differs)
+    f.load_state_dict(module.state_dict())  # (a float checkpoint of the architecture loads)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: type(c).__name__)
+@pytest.mark.parametrize("kw", [dict(), dict(add_bias_kv=True, batch_first=True),
+                                dict(kdim=24, vdim=40, bias=False)],
+                         ids=["plain", "bias-kv", "kdim-vdim"])
+def test_multihead_attention(kw, config):
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(32, 4, **kw).eval()
+    q = _quantized(mha, config)
+    bf = kw.get("batch_first", False)
+    shape = (2, 5) if bf else (5, 2)
+    x = torch.randn(*shape, 32)
+    k, v = torch.randn(*shape, kw.get("kdim", 32)), torch.randn(*shape, kw.get("vdim", 32))
+    with torch.no_grad():
+        yq, wq = q(x, k, v)
+    f = pyquant.dequantize_(q)
+    assert type(f) is nn.MultiheadAttention
+    assert {n: t.shape for n, t in f.state_dict().items()} == \
+        {n: t.shape for n, t in mha.state_dict().items()}
+    want = [q.q_proj.dequantize_weight(), q.k_proj.dequantize_weight(),
+            q.v_proj.dequantize_weight()]
+    got = f.in_proj_weight.chunk(3) if f._qkv_same_embed_dim else [
+        f.q_proj_weight, f.k_proj_weight, f.v_proj_weight]
+    assert all(torch.equal(g, w) for g, w in zip(got, want))
+    with torch.no_grad():
+        y, wf = f(x, k, v)
+    _close(y, yq)
+    _close(wf, wq)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: type(c).__name__)
+@pytest.mark.parametrize("make", [
+    lambda: nn.LSTM(24, 32, num_layers=2, bidirectional=True),
+    lambda: nn.LSTM(24, 32, proj_size=16, batch_first=True),
+    lambda: nn.GRU(24, 32, num_layers=2),
+    lambda: nn.RNN(24, 32, nonlinearity="relu", bias=False),
+], ids=["lstm-bidirectional", "lstm-proj", "gru", "rnn-relu"])
+def test_recurrent_layers(make, config):
+    torch.manual_seed(0)
+    rnn = make().eval()
+    q = _quantized(rnn, config)
+    x = torch.randn(7, 3, 24)
+    with torch.no_grad():
+        yq, _ = q(x)
+    f = pyquant.dequantize_(q)
+    assert type(f) is type(rnn) and f.mode == rnn.mode
+    assert {n: t.shape for n, t in f.state_dict().items()} == \
+        {n: t.shape for n, t in rnn.state_dict().items()}
+    with torch.no_grad():
+        y, _ = f(x)
+    _close(y, yq)  # (an LSTM's gates out of torch's order would be far off)
+
+
+def test_a_model_keeps_its_float_layers_and_shared_layers_stay_shared():
+    torch.manual_seed(0)
+    shared = nn.Linear(64, 64)
+    model = nn.Sequential(nn.Linear(64, 64), nn.LayerNorm(64), shared, nn.ReLU(), shared)
+    pyquant.quantize_(model, pyquant.WeightOnlyConfig(4, 32))
+    norm = model[1]
+    assert isinstance(model[2], QuantLinear) and model[2] is model[4]
+    out = pyquant.dequantize_(model)
+    assert out is model and model[1] is norm
+    assert type(model[0]) is nn.Linear and type(model[2]) is nn.Linear and model[2] is model[4]
+
+
+def test_a_quantized_layer_itself_is_returned_as_float():
+    q = QuantLinear.from_linear(nn.Linear(32, 8), pyquant.Int8Config())
+    f = pyquant.dequantize_(q)
+    assert type(f) is nn.Linear and torch.equal(f.weight, q.dequantize_weight())
+
+
+def test_dtypes():
+    model = nn.Sequential(nn.Linear(64, 32)).to(torch.bfloat16)
+    pyquant.quantize_(model, pyquant.WeightOnlyConfig(4, 32))
+    f = pyquant.dequantize_(copy.deepcopy(model))
+    assert f[0].weight.dtype == torch.bfloat16 and f[0].bias.dtype == torch.bfloat16
+    f = pyquant.dequantize_(model, dtype=torch.float32)
+    assert f[0].weight.dtype == torch.float32
+    with pytest.raises(TypeError, match="dtype"):
+        pyquant.dequantize_(nn.Linear(2, 2), dtype=torch.int8)
+
+
+def test_refusals_leave_the_model_as_it_was():
+    with pytest.raises(TypeError, match="model"):
+        pyquant.dequantize_("model")
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 8))
+    pyquant.quantize_(model, pyquant.Int8Config())  # (awaits its state dict)
+    with pytest.raises(ValueError, match="not loaded yet"):
+        pyquant.dequantize_(model)
+    assert all(isinstance(m, QuantLinear) for m in model)
+    torch.manual_seed(0)
+    gru = QuantGRU.from_gru(nn.GRU(8, 16), 8, calib=torch.randn(4, 2, 8))
+    model = nn.Sequential(QuantLinear.from_linear(nn.Linear(8, 8), pyquant.Int8Config()), gru)
+    with pytest.raises(TypeError, match="QuantGRU"):
+        pyquant.dequantize_(model)
+    assert isinstance(model[0], QuantLinear)
+
+
+# ---------------------------------------------------------------- transformers
+def _tf():
+    return pytest.importorskip("transformers")
+
+
+def _gpt2():
+    T = _tf()
+    torch.manual_seed(0)
+    return T.GPT2LMHeadModel(T.GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=256,
+                                          bos_token_id=0, eos_token_id=0)).eval()
+
+
+def _mixtral():
+    T = _tf()
+    torch.manual_seed(0)
+    return T.MixtralForCausalLM(T.MixtralConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=256, num_local_experts=4,
+        num_experts_per_tok=2)).eval()
+
+
+IDS = torch.randint(3, 256, (2, 7), generator=torch.Generator().manual_seed(1))
+
+
+def _logits(model):
+    with torch.no_grad():
+        return model(IDS).logits
+
+
+@pytest.mark.parametrize("make", [_gpt2, _mixtral], ids=["gpt2-conv1d", "mixtral-experts"])
+def test_transformers_model_saves_and_loads_as_float(make, tmp_path):
+    T = _tf()
+    ref = make()
+    model = pyquant.quantize_(copy.deepcopy(ref), pyquant.WeightOnlyConfig(4, 32))
+    assert model.config.quantization_config is not None
+    lq = _logits(model)
+    pyquant.dequantize_(model)
+    assert not any(type(m).__module__.startswith("pyquant") for m in model.modules())
+    assert {n: t.shape for n, t in model.state_dict().items()} == \
+        {n: t.shape for n, t in ref.state_dict().items()}
+    lf = _logits(model)
+    _close(lf, lq, rel=0.05)
+    assert getattr(model.config, "quantization_config", None) is None
+    model.save_pretrained(tmp_path)
+    back = type(ref).from_pretrained(tmp_path).eval()
+    assert not any(type(m).__module__.startswith("pyquant") for m in back.modules())
+    torch.testing.assert_close(_logits(back), lf, rtol=0, atol=0)
+    assert isinstance(back, T.PreTrainedModel)
+
+
+def test_from_pretrained_then_model_dequantize(tmp_path):
+    T = _tf()
+    model = pyquant.quantize_(_gpt2(), pyquant.Int8Config(act_bits=8))
+    model.save_pretrained(tmp_path / "q")
+    loaded = T.AutoModelForCausalLM.from_pretrained(tmp_path / "q").eval()
+    assert loaded.is_quantized
+    lq = _logits(loaded)
+    weight = loaded.transformer.h[0].attn.c_attn.dequantize_weight().t().clone()
+    loaded.dequantize()
+    assert not loaded.is_quantized and not hasattr(loaded, "hf_quantizer")
+    c_attn = loaded.transformer.h[0].attn.c_attn
+    assert type(c_attn).__name__ == "Conv1D" and torch.equal(c_attn.weight, weight)
+    _close(_logits(loaded), lq, rel=0.05)
+    loaded.save_pretrained(tmp_path / "f")
+    back = T.AutoModelForCausalLM.from_pretrained(tmp_path / "f").eval()
+    assert getattr(back.config, "quantization_config", None) is None
+    torch.testing.assert_close(_logits(back), _logits(loaded), rtol=0, atol=0)
