@@ -240,3 +240,165 @@ def test_from_pretrained_then_model_dequantize(tmp_path):
     back = T.AutoModelForCausalLM.from_pretrained(tmp_path / "f").eval()
     assert getattr(back.config, "quantization_config", None) is None
     torch.testing.assert_close(_logits(back), _logits(loaded), rtol=0, atol=0)
+
+
+def test_eval_mode_and_dropout_stay_as_they_were():
+    """A new module starts in training mode: the float MHA / LSTM would apply their dropout in an
+    eval model."""
+    torch.manual_seed(0)
+    enc = nn.Sequential(nn.TransformerEncoderLayer(32, 4, 64, dropout=0.3, batch_first=True),
+                        nn.LSTM(32, 32, num_layers=2, dropout=0.3, batch_first=True)).eval()
+    pyquant.quantize_(enc, pyquant.Int8Config(), filter_fn=pyquant.nn.every_layer_filter)
+    f = pyquant.dequantize_(enc)
+    assert not any(m.training for m in f.modules())
+    x = torch.randn(2, 5, 32)
+    with torch.no_grad():
+        assert torch.equal(f[1](f[0](x))[0], f[1](f[0](x))[0])
+
+
+def _conv_bn(conv_bias):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(16, 64, 3, padding=1, bias=conv_bias), nn.BatchNorm2d(64),
+                          nn.ReLU(), nn.Conv2d(64, 64, 1), nn.BatchNorm2d(64, affine=False))
+    for bn in (model[1], model[4]):  # (trained statistics: an untrained BN hides a lost fold)
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        if bn.affine:
+            bn.weight.data.uniform_(0.5, 2)
+            bn.bias.data.uniform_(-1, 1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("conv_bias", [False, True])
+def test_folded_batchnorms_come_back(conv_bias):
+    ref = _conv_bn(conv_bias)
+    model = pyquant.quantize_(copy.deepcopy(ref), pyquant.WeightOnlyConfig(4, 32),
+                              filter_fn=pyquant.nn.every_layer_filter)
+    assert type(model[1]).__name__ == "FoldedIntoConv"
+    x = torch.randn(2, 16, 6, 6)
+    with torch.no_grad():
+        yq = model(x)
+    f = pyquant.dequantize_(model)
+    assert [type(m) for m in f] == [type(m) for m in ref]
+    sd = f.state_dict()
+    assert {k: v.shape for k, v in sd.items()} == {k: v.shape for k, v in ref.state_dict().items()}
+    with torch.no_grad():
+        y = f(x)
+        _close(y, yq)
+        fresh = _conv_bn(conv_bias)
+        fresh.load_state_dict(sd)  # (the float architecture computes the same from the file)
+        torch.testing.assert_close(fresh(x), y, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("style", ["parametrization", "hook"])
+def test_weight_norm_comes_back(style):
+    """wav2vec2's positional conv: a weight-normed grouped conv."""
+    import warnings
+    torch.manual_seed(0)
+
+    def make():
+        conv = nn.Conv1d(128, 128, 5, padding=2, groups=2)
+        if style == "parametrization":
+            return nn.utils.parametrizations.weight_norm(conv, "weight", dim=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return nn.utils.weight_norm(conv, "weight", dim=2)
+    ref = make()
+    # (a hook-style weight-normed module cannot be deep-copied: torch's limitation)
+    q = pyquant.quantize_(nn.Sequential(make()), pyquant.Int8Config(act_bits=8),
+                          filter_fn=pyquant.nn.every_layer_filter)[0]
+    f = pyquant.dequantize_(q)
+    sd = f.state_dict()
+    assert {k: v.shape for k, v in sd.items()} == {k: v.shape for k, v in ref.state_dict().items()}
+    torch.testing.assert_close(f.weight, q.dequantize_weight(), rtol=1e-6, atol=1e-7)
+    fresh = make()
+    fresh.load_state_dict(sd)
+    x = torch.randn(1, 128, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), f(x))
+
+
+def test_dtype_casts_the_whole_model():
+    model = nn.Sequential(nn.Linear(64, 64), nn.LayerNorm(64), nn.Linear(64, 8)).to(torch.bfloat16)
+    pyquant.quantize_(model, pyquant.WeightOnlyConfig(4, 32))
+    f = pyquant.dequantize_(model, dtype=torch.float32)
+    assert all(p.dtype == torch.float32 for p in f.parameters())
+    assert f(torch.randn(2, 64)).dtype == torch.float32
+
+
+def test_trainable_after_inference_mode_and_embedding_options_kept():
+    model = nn.Sequential(nn.Embedding(50, 32, sparse=True), nn.Linear(32, 32))
+    bag = nn.EmbeddingBag(50, 32, scale_grad_by_freq=True)
+    pyquant.quantize_(model, pyquant.Int8Config(), filter_fn=lambda m, fqn: fqn != "")
+    bag = pyquant.quantize_(nn.Sequential(bag), pyquant.Int8Config(),
+                            filter_fn=pyquant.nn.embedding_filter)[0]
+    with torch.inference_mode():
+        f, bag = pyquant.dequantize_(model), pyquant.dequantize_(bag)
+    assert f[0].sparse and bag.scale_grad_by_freq and not bag.sparse
+    f(torch.tensor([[1, 2, 2]])).sum().backward()
+    assert f[1].weight.grad is not None and f[0].weight.grad is not None
+
+
+def _hf_resnet():
+    T = _tf()
+    torch.manual_seed(0)
+    model = T.ResNetForImageClassification(T.ResNetConfig(
+        embedding_size=64, hidden_sizes=[128, 256], depths=[1, 1], layer_type="bottleneck",
+        num_labels=10)).eval()
+    for m in model.modules():  # (trained statistics: an untrained BN hides a lost fold)
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    return model, torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+
+
+def _hf_wav2vec2():  # (a grouped positional conv with a weight-norm parametrization)
+    T = _tf()
+    torch.manual_seed(0)
+    model = T.Wav2Vec2Model(T.Wav2Vec2Config(
+        hidden_size=96, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+        conv_dim=(96, 96, 96), conv_stride=(5, 2, 2), conv_kernel=(10, 3, 3),
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)).eval()
+    return model, torch.randn(1, 1600, generator=torch.Generator().manual_seed(2))
+
+
+@pytest.mark.filterwarnings("ignore:quantize_ left")
+@pytest.mark.parametrize("make", [_hf_resnet, _hf_wav2vec2], ids=["resnet-folds", "wav2vec2-norm"])
+def test_transformers_folds_and_weight_norm_save_as_float(make, tmp_path):
+    ref, x = make()
+
+    def out(model):
+        with torch.no_grad():
+            o = model(x)
+        return o.logits if hasattr(o, "logits") else o.last_hidden_state
+    model = pyquant.quantize_(copy.deepcopy(ref), pyquant.Int8Config(),
+                              filter_fn=pyquant.nn.every_layer_filter)
+    yq = out(model)
+    pyquant.dequantize_(model)
+    assert {k: v.shape for k, v in model.state_dict().items()} == \
+        {k: v.shape for k, v in ref.state_dict().items()}
+    y = out(model)
+    _close(y, yq, rel=0.05)
+    model.save_pretrained(tmp_path)
+    back = type(ref).from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(out(back), y, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("tables", [False, True], ids=["head-only", "head-and-table"])
+def test_tied_lm_head_tied_again_where_the_values_agree(tables, tmp_path):
+    T = _tf()
+    torch.manual_seed(0)
+    model = T.LlamaForCausalLM(T.LlamaConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=256, tie_word_embeddings=True)).eval()
+    def filter_fn(m, fqn):  # (embedding_filter alone converts the tables only)
+        return pyquant.nn.default_filter(m, fqn) or (tables and pyquant.nn.embedding_filter(m, fqn))
+    pyquant.quantize_(model, pyquant.WeightOnlyConfig(4, 32), filter_fn=filter_fn)
+    pyquant.dequantize_(model)
+    head, table = model.lm_head.weight, model.model.embed_tokens.weight
+    assert (head is table) == tables  # (a float table and a quantized head: values differ)
+    logits = _logits(model)
+    model.save_pretrained(tmp_path)
+    back = T.LlamaForCausalLM.from_pretrained(tmp_path).eval()
+    if tables:
+        torch.testing.assert_close(_logits(back), logits, rtol=0, atol=0)

@@ -372,7 +372,28 @@ def _swapped(module: nn.Module, config, handler) -> nn.Module:
     """handler's module in ``module``'s mode: a new module starts in training mode, and a
     QuantRNN or QuantMultiheadAttention applies its dropout there, as the float layer would."""
     new = handler(module, config)
-    return new.train(module.training) if isinstance(new, nn.Module) else new
+    if not isinstance(new, nn.Module):
+        return new
+    norm = _weight_norm(module)
+    if norm is not None:
+        new._pq_weight_norm = norm  # (dequantize_ puts it back)
+    return new.train(module.training)
+
+
+def _weight_norm(module: nn.Module) -> tuple | None:
+    """("parametrization" | "hook", dim) if ``module.weight`` is weight-normed (the new
+    parametrization, or the old forward pre-hook: wav2vec2's positional conv), else None."""
+    from torch.nn.utils import parametrize
+    from torch.nn.utils.weight_norm import WeightNorm
+    if parametrize.is_parametrized(module, "weight"):
+        plist = module.parametrizations.weight
+        if len(plist) == 1 and type(plist[0]).__name__ == "_WeightNorm":
+            return ("parametrization", plist[0].dim)
+        return None
+    for hook in module._forward_pre_hooks.values():
+        if isinstance(hook, WeightNorm) and hook.name == "weight":
+            return ("hook", hook.dim)
+    return None
 
 
 def _named_swap(module: nn.Module, config, handler, fqn: str) -> nn.Module:

@@ -12,6 +12,8 @@ them; ``FoldedIntoConv`` stays an identity).
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -19,6 +21,7 @@ from .attention import QuantMultiheadAttention
 from .conv_transpose import QuantConvTranspose1d, QuantConvTranspose2d
 from .embedding import QuantEmbedding, QuantEmbeddingBag
 from .experts import QuantExperts, _up_name
+from .fold_bn import FoldedIntoConv
 from .grouped_conv import QuantGroupedConv1d, QuantGroupedConv2d
 from .gru import QuantGRU
 from .modules import AwaitsLoad, QuantConv1d, QuantConv2d, QuantLinear
@@ -154,16 +157,33 @@ def _experts(m: QuantExperts, dtype) -> nn.Module:
 
 def _table(m: QuantEmbedding, dtype) -> nn.Module:
     w = m.dequantize_weight().to(dtype or m.weight_dtype)
+    options = getattr(m, "_training_options", {})  # (sparse, scale_grad_by_freq)
     if isinstance(m, QuantEmbeddingBag):
         return nn.EmbeddingBag.from_pretrained(w, freeze=False, mode=m.mode,
                                                include_last_offset=m.include_last_offset,
-                                               padding_idx=m.padding_idx)
-    return nn.Embedding.from_pretrained(w, freeze=False, padding_idx=m.padding_idx)
+                                               padding_idx=m.padding_idx, **options)
+    return nn.Embedding.from_pretrained(w, freeze=False, padding_idx=m.padding_idx, **options)
 
 
 def _float_of(m: nn.Module, dtype: torch.dtype | None = None) -> nn.Module | None:
-    """The float module of a quantized layer (in dtype, else the layer's), or None for any other
-    module."""
+    """The float module of a quantized layer (in dtype, else the layer's; in the layer's
+    training mode; weight-normed again if its source was), or None for any other module."""
+    new = _float_module(m, dtype)
+    if new is None:
+        return None
+    norm = getattr(m, "_pq_weight_norm", None)
+    if norm is not None:
+        kind, dim = norm
+        if kind == "parametrization":
+            nn.utils.parametrizations.weight_norm(new, "weight", dim=dim)
+        else:
+            with warnings.catch_warnings():  # (torch's deprecation of the hook form)
+                warnings.simplefilter("ignore", FutureWarning)
+                nn.utils.weight_norm(new, "weight", dim=dim)
+    return new.train(m.training)
+
+
+def _float_module(m: nn.Module, dtype) -> nn.Module | None:
     if isinstance(m, QuantGRU):
         raise TypeError("QuantGRU: its integer cell (a bit width per operator, lookup-table "
                         "gates) has no float module that computes it; keep the float nn.GRU "
@@ -189,15 +209,22 @@ def _float_of(m: nn.Module, dtype: torch.dtype | None = None) -> nn.Module | Non
     return None
 
 
-@torch.no_grad()
 def dequantize_(model: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
     """Replaces every pyquant quantized layer of ``model`` (in place; ``model`` itself too, if it
     is one: use the returned module) with its float module holding the weights the quantized
     layer multiplied by, in ``dtype`` if given, else in the dtype each layer reports. Returns
-    the model. A transformers model also loses its pyquant quantization config (so it saves as
-    a float checkpoint). A QuantGRU (the searched integer GRU) is a TypeError: no float module
-    computes its cell. Layers that await their weights (``load_quantized_`` not yet run) are a
+    the model. ``dtype`` casts the whole model's floating parameters and buffers (a model runs in
+    one dtype). BatchNorms folded into convs come back as BatchNorms that add the folded bias
+    (the conv keeps the folded weights), so the state dict has the float architecture's keys. A
+    transformers model also loses its pyquant quantization config (so it saves as a float
+    checkpoint). A QuantGRU (the searched integer GRU) is a TypeError: no float module computes
+    its cell. Layers that await their weights (``load_quantized_`` not yet run) are a
     ValueError; the model is left as it was on either error."""
+    with torch.inference_mode(False), torch.no_grad():  # (parameters that can train)
+        return _dequantized(model, dtype)
+
+
+def _dequantized(model: nn.Module, dtype) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
@@ -210,32 +237,64 @@ def dequantize_(model: nn.Module, dtype: torch.dtype | None = None) -> nn.Module
             _float_of(module)
     top = _float_of(model, dtype)
     if top is not None:
-        return top
+        return top.to(dtype) if dtype is not None else top
     done = {}  # id(quantized layer) -> its float module (a layer shared by two parents stays shared)
+    folds = []  # (the folded BN's parent, its name, its record, the ancestors above the parent)
 
-    def swap_children(parent: nn.Module) -> None:
+    def swap_children(parent: nn.Module, ancestors: list) -> None:
         for name, child in list(parent._modules.items()):  # (named_children skips repeats)
             if child is None:
+                continue
+            if isinstance(child, FoldedIntoConv) and getattr(child, "unfold", None):
+                folds.append((parent, name, child.unfold, ancestors))
                 continue
             new = done.get(id(child))
             if new is None:
                 new = _float_of(child, dtype)
                 if new is None:
-                    swap_children(child)
+                    swap_children(child, [*ancestors, parent])
                     continue
                 done[id(child)] = new
             setattr(parent, name, new)
-    swap_children(model)
+    swap_children(model, [])
+    for parent, name, record, ancestors in folds:  # (the convs are float by now)
+        _unfold(parent, name, record, ancestors)
     _forget_quantization(model)
-    return model
+    return model.to(dtype) if dtype is not None else model
 
+
+def _unfold(parent: nn.Module, name: str, record: dict, ancestors: list) -> None:
+    """A BatchNorm again where parent.<name> was folded into its conv: one that adds the conv's
+    folded bias (weight 1, running mean 0, running variance 1 - eps: an identity in eval mode),
+    which the conv drops if it had no bias of its own."""
+    chain = [*ancestors, parent]
+    if record["up"] >= len(chain):  # (dequantize_ was given a part of the model: leave it)
+        return
+    try:
+        conv = chain[-1 - record["up"]].get_submodule(record["down"])
+    except AttributeError:
+        return
+    bias = getattr(conv, "bias", None)
+    if not isinstance(bias, torch.Tensor) or bias.shape != (record["num_features"],):
+        return
+    dtype = conv.weight.dtype
+    bn = getattr(nn, record["type"])(record["num_features"], eps=record["eps"],
+                                     momentum=record["momentum"], affine=record["affine"],
+                                     dtype=dtype)
+    bn.running_var.fill_(1.0 - record["eps"])
+    if record["affine"] and not record["conv_bias"]:  # (else the conv keeps the bias)
+        bn.bias.copy_(bias)
+        conv.bias = None
+    bn.train(parent.training)
+    setattr(parent, name, bn)
 
 def _forget_quantization(model: nn.Module) -> None:
     """transformers models in ``model``: no pyquant quantization config or quantizer left."""
     import sys
     if "transformers.modeling_utils" not in sys.modules:  # (no transformers model inside)
         return
-    from .hf import PyquantConfig, PyquantHfQuantizer
+    from .hf import PyquantConfig, PyquantHfQuantizer, retie_dropped
+    retie_dropped(model)
     for m in model.modules():
         quantizer = getattr(m, "hf_quantizer", None)
         if isinstance(quantizer, PyquantHfQuantizer):

@@ -158,7 +158,9 @@ class QuantEmbedding(AwaitsLoad, nn.Module):
             raise ValueError("max_norm: an nn.Embedding with max_norm renormalizes the looked-up "
                              "rows of its float table in place; a quantized table cannot (leave "
                              "it float)")
-        return cls(emb.num_embeddings, emb.embedding_dim, config, emb.weight, emb.padding_idx)
+        m = cls(emb.num_embeddings, emb.embedding_dim, config, emb.weight, emb.padding_idx)
+        m._training_options = dict(sparse=emb.sparse, scale_grad_by_freq=emb.scale_grad_by_freq)
+        return m
 
     def _expected(self) -> dict:
         return table_layout(self.num_embeddings, self.embedding_dim, self.config)
@@ -331,8 +333,11 @@ class QuantEmbeddingBag(QuantEmbedding):
             raise ValueError("max_norm: an nn.EmbeddingBag with max_norm renormalizes the "
                              "looked-up rows of its float table in place; a quantized table "
                              "cannot (leave it float)")
-        return cls(bag.num_embeddings, bag.embedding_dim, config, bag.weight, bag.padding_idx,
-                   bag.mode, bag.include_last_offset)
+        m = cls(bag.num_embeddings, bag.embedding_dim, config, bag.weight, bag.padding_idx,
+                bag.mode, bag.include_last_offset)
+        # (training-only options: no use quantized, dequantize_ gives them back)
+        m._training_options = dict(sparse=bag.sparse, scale_grad_by_freq=bag.scale_grad_by_freq)
+        return m
 
     def forward(self, input: torch.Tensor, offsets: torch.Tensor | None = None,
                 per_sample_weights: torch.Tensor | None = None) -> torch.Tensor:

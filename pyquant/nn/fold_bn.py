@@ -183,9 +183,28 @@ def _set(model: nn.Module, fqn: str, module: nn.Module) -> None:
 class FoldedIntoConv(nn.Identity):
     """Where a BatchNorm was folded into the conv before it: nothing left to compute, and the
     name of what was folded (a transformers config.json lists them: pyquant/nn/hf.py). (Not
-    "BatchNorm" in its name: transformers' weight initialisation takes any such class for one.)"""
+    "BatchNorm" in its name: transformers' weight initialisation takes any such class for one.)
+    ``unfold``: what dequantize_ needs to put a BatchNorm back (its type and options, whether
+    the conv had a bias of its own, and where the conv is: ``up`` levels above this module's
+    parent, then the dotted path ``down``)."""
 
     _is_hf_initialized = True  # (nothing for transformers to initialise)
+
+    def __init__(self, unfold: dict | None = None):
+        super().__init__()
+        self.unfold = unfold
+
+
+def _unfold_record(conv: nn.Module, bn: nn.Module, conv_name: str, bn_name: str) -> dict:
+    """FoldedIntoConv.unfold for the pair (conv_name, bn_name) of one model."""
+    conv_parts, bn_parent = conv_name.split("."), bn_name.split(".")[:-1]
+    common = 0
+    while (common < min(len(conv_parts) - 1, len(bn_parent))
+           and conv_parts[common] == bn_parent[common]):
+        common += 1
+    return dict(type=type(bn).__name__, num_features=bn.num_features, eps=bn.eps,
+                momentum=bn.momentum, affine=bn.affine, conv_bias=conv.bias is not None,
+                up=len(bn_parent) - common, down=".".join(conv_parts[common:]))
 
 
 def check_fold_option(which) -> None:
@@ -221,8 +240,9 @@ def fold_batchnorm_(model: nn.Module, convert: Callable[[nn.Module, str], bool],
         if bn.training and pair_filter is None:
             training.append(bn_name)
             continue
+        unfold = _unfold_record(conv, bn, conv_name, bn_name)
         _fold_into(conv, bn)
-        _set(model, bn_name, FoldedIntoConv())
+        _set(model, bn_name, FoldedIntoConv(unfold))
         folded += 1
     if training:
         warnings.warn(

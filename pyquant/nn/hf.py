@@ -133,6 +133,10 @@ class PyquantHfQuantizer(HfQuantizer):
         """transformers' ``model.dequantize()``: float modules with the weights the quantized
         layers multiplied by (pyquant.dequantize_); transformers then drops the config."""
         from .dequantize import dequantize_
+        # (transformers passes the config's dtype: the layers already report the dtypes
+        # from_pretrained loaded them in, keep-in-float32 modules included)
+        if dtype == getattr(model.config, "dtype", None):
+            dtype = None
         return dequantize_(model, dtype=dtype)
 
     def is_serializable(self, *args, **kwargs):
@@ -224,6 +228,29 @@ def _drop_stale_ties(model: nn.Module) -> None:
         for target, source in list(tied.items()):
             if target not in names or source not in names:
                 del tied[target]
+                # (dequantize_ ties them again where the float values agree: retie_dropped)
+                m.__dict__.setdefault("_pq_untied", {})[target] = source
+
+
+def retie_dropped(model: nn.Module) -> None:
+    """After dequantize_: the tie-map entries _drop_stale_ties took out come back, and their
+    parameters are tied again, where both sides are float parameters with equal values (a
+    quantized LM head and a table quantized alike); the others stay untied (their values
+    differ: tying would change the model)."""
+    for m in model.modules():
+        untied = m.__dict__.pop("_pq_untied", None)
+        tied = getattr(m, "all_tied_weights_keys", None)
+        if not untied or not isinstance(tied, dict):
+            continue
+        params = dict(m.named_parameters(remove_duplicate=False))
+        for target, source in untied.items():
+            t, src = params.get(target), params.get(source)
+            if t is None or src is None:
+                continue
+            if t is src or (t.shape == src.shape and t.dtype == src.dtype and torch.equal(t, src)):
+                parent, _, leaf = target.rpartition(".")
+                setattr(m.get_submodule(parent) if parent else m, leaf, src)
+                tied[target] = source
 
 
 def _in_model(model: nn.Module, configs: dict) -> dict:
