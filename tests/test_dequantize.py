@@ -251,6 +251,7 @@ def test_eval_mode_and_dropout_stay_as_they_were():
     pyquant.quantize_(enc, pyquant.Int8Config(), filter_fn=pyquant.nn.every_layer_filter)
     f = pyquant.dequantize_(enc)
     assert not any(m.training for m in f.modules())
+    assert f[0].activation_relu_or_gelu == 1  # (torch's fast path on again: quantize_ turned it off)
     x = torch.randn(2, 5, 32)
     with torch.no_grad():
         assert torch.equal(f[1](f[0](x))[0], f[1](f[0](x))[0])

@@ -362,10 +362,10 @@ def _no_encoder_fast_path(model: nn.Module) -> None:
     for m in model.modules():
         if (isinstance(m, (nn.TransformerEncoderLayer, nn.TransformerEncoder))
                 and any(isinstance(sub, _QuantModule) for sub in m.modules())):
-            if isinstance(m, nn.TransformerEncoderLayer):
-                m.activation_relu_or_gelu = 0
-            else:
-                m.use_nested_tensor = False
+            flag = ("activation_relu_or_gelu" if isinstance(m, nn.TransformerEncoderLayer)
+                    else "use_nested_tensor")
+            m.__dict__.setdefault("_pq_fast_path", (flag, getattr(m, flag)))  # (dequantize_)
+            setattr(m, flag, 0 if flag == "activation_relu_or_gelu" else False)
 
 
 def _swapped(module: nn.Module, config, handler) -> nn.Module:

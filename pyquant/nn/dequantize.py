@@ -259,6 +259,10 @@ def _dequantized(model: nn.Module, dtype) -> nn.Module:
     swap_children(model, [])
     for parent, name, record, ancestors in folds:  # (the convs are float by now)
         _unfold(parent, name, record, ancestors)
+    for m in model.modules():  # encoder fast paths quantize_ turned off (api._no_encoder_fast_path)
+        flag = m.__dict__.pop("_pq_fast_path", None)
+        if flag is not None:
+            setattr(m, *flag)
     _forget_quantization(model)
     return model.to(dtype) if dtype is not None else model
 
