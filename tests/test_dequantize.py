@@ -29,7 +29,8 @@ def _layers():
         "grouped-conv1d": (nn.Conv1d(128, 128, 3, groups=2), lambda: torch.randn(1, 128, 12)),
         "conv-transpose2d": (nn.ConvTranspose2d(64, 16, 4, stride=2, padding=1, output_padding=1),
                              lambda: torch.randn(1, 64, 5, 5)),
-        "conv-transpose1d": (nn.ConvTranspose1d(64, 16, 4, stride=2), lambda: torch.randn(1, 64, 9)),
+        "conv-transpose1d": (nn.ConvTranspose1d(64, 16, 4, stride=2),
+                             lambda: torch.randn(1, 64, 9)),
         "embedding": (nn.Embedding(50, 32, padding_idx=3), lambda: torch.tensor([[1, 3, 49]])),
         "embedding-bag": (nn.EmbeddingBag(50, 32, mode="max"),
                           lambda: torch.tensor([[1, 2, 49], [0, 7, 7]])),
@@ -251,7 +252,8 @@ def test_eval_mode_and_dropout_stay_as_they_were():
     pyquant.quantize_(enc, pyquant.Int8Config(), filter_fn=pyquant.nn.every_layer_filter)
     f = pyquant.dequantize_(enc)
     assert not any(m.training for m in f.modules())
-    assert f[0].activation_relu_or_gelu == 1  # (torch's fast path on again: quantize_ turned it off)
+    assert f[0].activation_relu_or_gelu == 1  # (torch's fast path on again: quantize_ had
+    # turned it off)
     x = torch.randn(2, 5, 32)
     with torch.no_grad():
         assert torch.equal(f[1](f[0](x))[0], f[1](f[0](x))[0])
@@ -273,7 +275,8 @@ def _conv_bn(conv_bias):
 @pytest.mark.parametrize("conv_bias", [False, True])
 def test_folded_batchnorms_come_back(conv_bias):
     ref = _conv_bn(conv_bias)
-    model = pyquant.quantize_(copy.deepcopy(ref), pyquant.WeightOnlyConfig(4, 32),
+    # (int8 weights: the training-mode check below compares with the original float model)
+    model = pyquant.quantize_(copy.deepcopy(ref), pyquant.Int8Config(act_bits=8),
                               filter_fn=pyquant.nn.every_layer_filter)
     assert type(model[1]).__name__ == "FoldedIntoConv"
     x = torch.randn(2, 16, 6, 6)
@@ -289,6 +292,9 @@ def test_folded_batchnorms_come_back(conv_bias):
         fresh = _conv_bn(conv_bias)
         fresh.load_state_dict(sd)  # (the float architecture computes the same from the file)
         torch.testing.assert_close(fresh(x), y, rtol=1e-5, atol=1e-5)
+        # training mode (fine-tuning): batch statistics, scaled by gamma as the original BN
+        x = torch.randn(8, 16, 6, 6)
+        _close(copy.deepcopy(f).train()(x), copy.deepcopy(ref).train()(x))
 
 
 @pytest.mark.parametrize("style", ["parametrization", "hook"])
@@ -400,6 +406,20 @@ def test_tied_lm_head_tied_again_where_the_values_agree(tables, tmp_path):
     assert (head is table) == tables  # (a float table and a quantized head: values differ)
     logits = _logits(model)
     model.save_pretrained(tmp_path)
-    back = T.LlamaForCausalLM.from_pretrained(tmp_path).eval()
-    if tables:
-        torch.testing.assert_close(_logits(back), logits, rtol=0, atol=0)
+    back = T.LlamaForCausalLM.from_pretrained(tmp_path).eval()  # (untied: transformers keeps both)
+    torch.testing.assert_close(_logits(back), logits, rtol=0, atol=0)
+
+
+def test_a_part_dequantized_keeps_the_models_config():
+    """The inner model shares the outer one's config: it lists the LM head, still quantized."""
+    T = _tf()
+    torch.manual_seed(0)
+    model = T.LlamaForCausalLM(T.LlamaConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=256)).eval()
+    pyquant.quantize_(model, pyquant.Int8Config())
+    pyquant.dequantize_(model.model)
+    assert isinstance(model.lm_head, QuantLinear)
+    assert model.config.quantization_config is not None
+    pyquant.dequantize_(model)
+    assert getattr(model.config, "quantization_config", None) is None

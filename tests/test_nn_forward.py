@@ -489,8 +489,8 @@ def test_weight_only_accumulator_bounds(bits, gs, m):
     """Every activation at 255 and whole columns at the top code: the AVX2 kernels' 16-bit lanes
     (a chunk of 8 k-groups for W4, 32 for W2, in the decode GEMV and the 2- and 3-row tiles) at
     their bound. Columns of +qmax, -qmax and alternating codes (group scales 1) give k qmax,
-    -k qmax and 0."""
-    k, n, qmax = 4100, 66, (1 << (bits - 1)) - 1
+    -k qmax and 0. K = 4132: a short last group of 9 k-groups at g64 (two W4 chunks)."""
+    k, n, qmax = 4132, 66, (1 << (bits - 1)) - 1
     w = np.full((n, k), qmax, f32)
     w[1::3] = -qmax
     w[2::3, 1::2] = -qmax

@@ -217,7 +217,7 @@ PQ_INLINE __m256i widen_u16_pairs(__m256i s16) {
 constexpr int16_t kChunkBias = -32768;
 PQ_INLINE __m256i chunk_bias() {
   __m256i v = _mm256_set1_epi16(kChunkBias);
-  asm("" : "+x"(v));  // loaded at each use: a register held for it spilled the 2-row tile's sums
+  asm("" : "+x"(v));  // loaded at each use, not held in a register across the GEMV's loop
   return v;
 }
 PQ_INLINE __m256i widen_chunk(__m256i s16) { return _mm256_madd_epi16(s16, _mm256_set1_epi16(1)); }

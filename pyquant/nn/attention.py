@@ -126,13 +126,14 @@ class QuantMultiheadAttention(nn.Module):
         p = self.dropout if self.training else 0.0
         weights = None
         if need_weights:  # the explicit softmax (SDPA does not return the weights)
-            # as nn.MultiheadAttention's weights path: the mask added inside baddbmm (on AVX2
-            # CPUs a product plus the mask afterwards rounded differently from it)
+            # as nn.MultiheadAttention's weights path: the mask added inside baddbmm (adding it
+            # after the product rounds differently on AVX2 CPUs)
             sk = k.shape[2]
             qs = (q * (1.0 / d) ** 0.5).reshape(b * h, l, d)
             kt = k.reshape(b * h, sk, d).transpose(1, 2)
             if mask is not None:
-                scores = torch.baddbmm(mask.expand(b, h, l, sk).reshape(b * h, l, sk), qs, kt)
+                scores = torch.baddbmm(mask.expand(b, h, l, sk).reshape(b * h, l, sk).to(qs.dtype),
+                                       qs, kt)
             else:
                 scores = torch.bmm(qs, kt)
             weights = torch.softmax(scores.view(b, h, l, sk), dim=-1)

@@ -6,9 +6,8 @@ Each quantized layer becomes the float module it was converted from, in the dtyp
 The result is the float model with those weights, not the original float one (the rounding of
 the weights stays; activations are no longer quantized). Structure and state-dict keys are the
 float module's (a GPT-2 ``Conv1D`` is a ``Conv1D`` again, an MHA's projections are packed back
-into ``in_proj_weight``, an LSTM's gates back in torch's order), so the model saves and loads as
-any float model of its architecture. BatchNorms folded into convs stay folded (the conv carries
-them; ``FoldedIntoConv`` stays an identity).
+into ``in_proj_weight``, an LSTM's gates back in torch's order, a BatchNorm folded into its conv
+a BatchNorm again), so the model saves and loads as any float model of its architecture.
 """
 from __future__ import annotations
 
@@ -238,7 +237,7 @@ def _dequantized(model: nn.Module, dtype) -> nn.Module:
     top = _float_of(model, dtype)
     if top is not None:
         return top.to(dtype) if dtype is not None else top
-    done = {}  # id(quantized layer) -> its float module (a layer shared by two parents stays shared)
+    done = {}  # id(quantized layer) -> its float module (a layer shared twice stays shared)
     folds = []  # (the folded BN's parent, its name, its record, the ancestors above the parent)
 
     def swap_children(parent: nn.Module, ancestors: list) -> None:
@@ -268,9 +267,14 @@ def _dequantized(model: nn.Module, dtype) -> nn.Module:
 
 
 def _unfold(parent: nn.Module, name: str, record: dict, ancestors: list) -> None:
-    """A BatchNorm again where parent.<name> was folded into its conv: one that adds the conv's
-    folded bias (weight 1, running mean 0, running variance 1 - eps: an identity in eval mode),
-    which the conv drops if it had no bias of its own."""
+    """A BatchNorm again where parent.<name> was folded into its conv, the conv's folded bias c
+    moved into it (the conv's bias dropped, or zero if it had one of its own). In eval mode it
+    adds c: weight |gamma|, bias beta, running variance gamma^2 - eps (so the division and the
+    weight cancel), running mean beta - c. In training mode it normalizes by the batch and
+    scales by gamma as the original did (the conv's weights carry gamma / sigma). gamma = 1,
+    beta = 0 where the record has none (folded at a quantized checkpoint's load: the file
+    holds the folded weights only) or gamma^2 <= eps; a BN without affine: mean -c, variance
+    1 - eps."""
     chain = [*ancestors, parent]
     if record["up"] >= len(chain):  # (dequantize_ was given a part of the model: leave it)
         return
@@ -281,14 +285,22 @@ def _unfold(parent: nn.Module, name: str, record: dict, ancestors: list) -> None
     bias = getattr(conv, "bias", None)
     if not isinstance(bias, torch.Tensor) or bias.shape != (record["num_features"],):
         return
-    dtype = conv.weight.dtype
-    bn = getattr(nn, record["type"])(record["num_features"], eps=record["eps"],
-                                     momentum=record["momentum"], affine=record["affine"],
-                                     dtype=dtype)
-    bn.running_var.fill_(1.0 - record["eps"])
-    if record["affine"] and not record["conv_bias"]:  # (else the conv keeps the bias)
-        bn.bias.copy_(bias)
-        conv.bias = None
+    n, eps, dtype = record["num_features"], record["eps"], conv.weight.dtype
+    c = bias.detach().float()
+    gamma = record.get("weight")
+    gamma = torch.ones(n) if gamma is None else gamma
+    beta = record.get("bias")
+    beta = torch.zeros(n) if beta is None or not record["affine"] else beta
+    usable = gamma * gamma > eps
+    var = torch.where(usable, gamma * gamma - eps, torch.full_like(gamma, 1.0 - eps))
+    bn = getattr(nn, record["type"])(n, eps=eps, momentum=record["momentum"],
+                                     affine=record["affine"], dtype=dtype)
+    bn.running_var.copy_(var)
+    bn.running_mean.copy_(beta - c)
+    if record["affine"]:
+        bn.weight.copy_(torch.where(usable, gamma.abs(), torch.ones_like(gamma)))
+        bn.bias.copy_(beta)
+    conv.bias = nn.Parameter(torch.zeros_like(bias)) if record["conv_bias"] else None
     bn.train(parent.training)
     setattr(parent, name, bn)
 
@@ -304,5 +316,8 @@ def _forget_quantization(model: nn.Module) -> None:
         if isinstance(quantizer, PyquantHfQuantizer):
             quantizer.remove_quantization_config(m)
         config = getattr(m, "config", None)
-        if isinstance(getattr(config, "quantization_config", None), PyquantConfig):
+        q = getattr(config, "quantization_config", None)
+        # (a config that lists layers outside m is an outer model's, shared: its
+        # save_pretrained records it again)
+        if isinstance(q, PyquantConfig) and set(q.layers) <= set(dict(m.named_modules())):
             del config.quantization_config

@@ -184,9 +184,9 @@ class FoldedIntoConv(nn.Identity):
     """Where a BatchNorm was folded into the conv before it: nothing left to compute, and the
     name of what was folded (a transformers config.json lists them: pyquant/nn/hf.py). (Not
     "BatchNorm" in its name: transformers' weight initialisation takes any such class for one.)
-    ``unfold``: what dequantize_ needs to put a BatchNorm back (its type and options, whether
-    the conv had a bias of its own, and where the conv is: ``up`` levels above this module's
-    parent, then the dotted path ``down``)."""
+    ``unfold``: what dequantize_ needs to put a BatchNorm back (its type and options, its
+    float32 weight and bias where known, whether the conv had a bias of its own, and where the
+    conv is: ``up`` levels above this module's parent, then the dotted path ``down``)."""
 
     _is_hf_initialized = True  # (nothing for transformers to initialise)
 
@@ -195,15 +195,23 @@ class FoldedIntoConv(nn.Identity):
         self.unfold = unfold
 
 
-def _unfold_record(conv: nn.Module, bn: nn.Module, conv_name: str, bn_name: str) -> dict:
-    """FoldedIntoConv.unfold for the pair (conv_name, bn_name) of one model."""
+def _unfold_record(conv: nn.Module, bn: nn.Module, conv_name: str, bn_name: str,
+                   trained: bool) -> dict:
+    """FoldedIntoConv.unfold for the pair (conv_name, bn_name) of one model. ``trained``: the
+    BN's affine parameters are the model's (not a skeleton's about to load folded weights)."""
     conv_parts, bn_parent = conv_name.split("."), bn_name.split(".")[:-1]
     common = 0
     while (common < min(len(conv_parts) - 1, len(bn_parent))
            and conv_parts[common] == bn_parent[common]):
         common += 1
+    known = trained and bn.affine and not bn.weight.is_meta
+
+    def kept(t):
+        return t.detach().float().clone() if known else None
     return dict(type=type(bn).__name__, num_features=bn.num_features, eps=bn.eps,
                 momentum=bn.momentum, affine=bn.affine, conv_bias=conv.bias is not None,
+                weight=kept(bn.weight) if bn.affine else None,
+                bias=kept(bn.bias) if bn.affine else None,
                 up=len(bn_parent) - common, down=".".join(conv_parts[common:]))
 
 
@@ -240,7 +248,7 @@ def fold_batchnorm_(model: nn.Module, convert: Callable[[nn.Module, str], bool],
         if bn.training and pair_filter is None:
             training.append(bn_name)
             continue
-        unfold = _unfold_record(conv, bn, conv_name, bn_name)
+        unfold = _unfold_record(conv, bn, conv_name, bn_name, pair_filter is None)
         _fold_into(conv, bn)
         _set(model, bn_name, FoldedIntoConv(unfold))
         folded += 1

@@ -171,7 +171,7 @@ def record(model: nn.Module) -> None:
             continue
         done.append(fqn + "." if fqn else "")
         layers = quantized_layers(m)
-        if not layers:  # (dequantize_d: a config left from before would say otherwise)
+        if not layers:  # (after dequantize_: a config left from before would say otherwise)
             if isinstance(getattr(m.config, "quantization_config", None), PyquantConfig):
                 del m.config.quantization_config
             continue
