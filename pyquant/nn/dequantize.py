@@ -304,6 +304,7 @@ def _unfold(parent: nn.Module, name: str, record: dict, ancestors: list) -> None
     bn.train(parent.training)
     setattr(parent, name, bn)
 
+
 def _forget_quantization(model: nn.Module) -> None:
     """transformers models in ``model``: no pyquant quantization config or quantizer left."""
     import sys
