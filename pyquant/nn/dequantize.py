@@ -45,10 +45,8 @@ def _linear(m: QuantLinear, dtype) -> nn.Module:
         from transformers.pytorch_utils import Conv1D
         with torch.device("meta"):
             conv1d = Conv1D(m.out_features, m.in_features)
-        conv1d = conv1d.to_empty(device="cpu")
-        conv1d.weight = _param(w.t(), dtype)
-        conv1d.bias = _param(torch.zeros(m.out_features) if bias is None else bias, dtype)
-        return conv1d
+        return _weight_and_bias(conv1d, w.t(), torch.zeros(m.out_features) if bias is None
+                                else bias, dtype)
     with torch.device("meta"):
         lin = nn.Linear(m.in_features, m.out_features, bias=bias is not None)
     return _weight_and_bias(lin, w, bias, dtype)
@@ -182,11 +180,14 @@ def _float_of(m: nn.Module, dtype: torch.dtype | None = None) -> nn.Module | Non
     return new.train(m.training)
 
 
+_GRU_REFUSAL = ("QuantGRU: its integer cell (a bit width per operator, lookup-table gates) has "
+                "no float module that computes it; keep the float nn.GRU it was built from "
+                "(QuantGRU.from_gru leaves it as it was)")
+
+
 def _float_module(m: nn.Module, dtype) -> nn.Module | None:
     if isinstance(m, QuantGRU):
-        raise TypeError("QuantGRU: its integer cell (a bit width per operator, lookup-table "
-                        "gates) has no float module that computes it; keep the float nn.GRU "
-                        "it was built from (QuantGRU.from_gru leaves it as it was)")
+        raise TypeError(_GRU_REFUSAL)
     if isinstance(m, QuantLinear):
         return _linear(m, dtype)
     for quant_type, float_type in ((QuantConv1d, nn.Conv1d), (QuantConv2d, nn.Conv2d),
@@ -233,7 +234,7 @@ def _dequantized(model: nn.Module, dtype) -> nn.Module:
         if isinstance(module, AwaitsLoad):
             module._check_loaded()
         if isinstance(module, QuantGRU):
-            _float_of(module)
+            raise TypeError(_GRU_REFUSAL)
     top = _float_of(model, dtype)
     if top is not None:
         return top.to(dtype) if dtype is not None else top
